@@ -1,0 +1,1 @@
+"""Generated gRPC stubs for imagesieve.v1 (see proto/generate.py)."""

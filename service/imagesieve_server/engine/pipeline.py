@@ -1,0 +1,126 @@
+"""The embedding pipeline: decode -> preprocess -> model -> normalize.
+
+``Embedder`` is the whole pipeline in-process (no gRPC): a thread pool
+decodes and preprocesses ahead while the model runs on full batches. The
+server uses the same two halves (``prepare`` in its pool, the model behind a
+``DynamicBatcher``), so both paths give identical vectors.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .decode import DecodeError, DecodeLimits, decode_image
+from .onnx_executor import OnnxExecutor
+from .preprocess import Preprocessor
+
+
+@dataclasses.dataclass
+class PreparedImage:
+    tensor: np.ndarray     # (3, S, S) float32, model input
+    width: int             # original size, before any scaling
+    height: int
+
+
+@dataclasses.dataclass
+class ImageEmbedding:
+    """One image's answer: ``vector`` (D,) unit float32, or ``error`` set."""
+    vector: np.ndarray | None = None
+    logits: np.ndarray | None = None
+    width: int = 0
+    height: int = 0
+    error: DecodeError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Embedder:
+    """Images (encoded bytes) -> L2-normalized embeddings, in-process.
+
+    Parameters
+    ----------
+    executor : the model runtime (``OnnxExecutor``).
+    max_batch_size : images per model call.
+    decode_workers : threads decoding ahead of the model; 0 = one per core.
+    limits : byte and pixel limits applied before decoding.
+    """
+
+    def __init__(self, executor: OnnxExecutor, max_batch_size: int = 32, decode_workers: int = 0,
+                 limits: DecodeLimits = DecodeLimits()):
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        self.executor = executor
+        self.preprocessor = Preprocessor(executor.manifest)
+        self.max_batch_size = max_batch_size
+        self.limits = limits
+        self.pool = ThreadPoolExecutor(decode_workers or (os.cpu_count() or 1),
+                                       thread_name_prefix="imagesieve-decode")
+
+    @classmethod
+    def from_model(cls, model: str | None = None, **kwargs) -> "Embedder":
+        """Build from a model name or path (see ``imagesieve_models.find_model``)."""
+        from imagesieve_models.manifest import find_model
+        providers = kwargs.pop("providers", None)
+        threads = kwargs.pop("intra_op_threads", 0)
+        return cls(OnnxExecutor(find_model(model), providers, threads), **kwargs)
+
+    @property
+    def dim(self) -> int:
+        return self.executor.dim
+
+    def prepare(self, data: bytes) -> PreparedImage:
+        """Decode and preprocess one image. Raises DecodeError."""
+        img = decode_image(data, self.preprocessor.decode_min_size, self.limits)
+        w, h = img.info["original_size"]
+        return PreparedImage(self.preprocessor(img), w, h)
+
+    def run_model(self, tensors: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """list of (3, S, S) -> (unit embeddings (N, D), logits (N, C) or None)."""
+        return self.executor.run(np.stack(tensors))
+
+    def embed(self, images: Iterable[bytes]) -> Iterator[ImageEmbedding]:
+        """Yield one ImageEmbedding per input, in input order. Decoding runs
+        up to two batches ahead of the model; a bad image fails alone."""
+        window: collections.deque[Future] = collections.deque()
+        it = iter(images)
+        lookahead = 2 * self.max_batch_size
+        exhausted = False
+        while True:
+            while not exhausted and len(window) < lookahead:
+                try:
+                    window.append(self.pool.submit(self.prepare, next(it)))
+                except StopIteration:
+                    exhausted = True
+            if not window:
+                return
+            chunk = [window.popleft() for _ in range(min(self.max_batch_size, len(window)))]
+            yield from self._finish(chunk)
+
+    def embed_all(self, images: Iterable[bytes]) -> list[ImageEmbedding]:
+        return list(self.embed(images))
+
+    def _finish(self, futures: list[Future]) -> list[ImageEmbedding]:
+        results, ok = [], []
+        for f in futures:
+            try:
+                p = f.result()
+                results.append(ImageEmbedding(width=p.width, height=p.height))
+                ok.append((len(results) - 1, p.tensor))
+            except DecodeError as e:
+                results.append(ImageEmbedding(error=e))
+        if ok:
+            emb, logits = self.run_model([t for _, t in ok])
+            for row, (i, _) in enumerate(ok):
+                results[i].vector = emb[row]
+                results[i].logits = None if logits is None else logits[row]
+        return results
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,41 @@
+"""RGB image -> model input, as the model manifest prescribes.
+
+Resize so the shorter side fits ``input_size / crop_fraction``, keep the
+centre ``input_size`` square (done as one resample with a source box), then
+``(x - mean) / std`` in CHW float32.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from imagesieve_models.manifest import ModelManifest
+
+
+class Preprocessor:
+    """Callable turning an RGB PIL image into a (3, S, S) float32 array."""
+
+    def __init__(self, manifest: ModelManifest):
+        if manifest.layout != "NCHW":
+            raise ValueError(f"unsupported layout {manifest.layout!r} (only NCHW)")
+        if not 0 < manifest.crop_fraction <= 1:
+            raise ValueError(f"crop_fraction must be in (0, 1], got {manifest.crop_fraction}")
+        self.size = int(manifest.input_size)
+        self.crop_fraction = float(manifest.crop_fraction)
+        # Shorter side the decoder must deliver at least (JPEG draft bound).
+        self.decode_min_size = int(round(self.size / self.crop_fraction))
+        self._scale = (1.0 / np.asarray(manifest.std, np.float32)).reshape(3, 1, 1)
+        self._shift = (np.asarray(manifest.mean, np.float32)).reshape(3, 1, 1)
+
+    def crop_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        side = min(width, height) * self.crop_fraction
+        left, top = (width - side) / 2, (height - side) / 2
+        return (left, top, left + side, top + side)
+
+    def __call__(self, img: Image.Image) -> np.ndarray:
+        if img.mode != "RGB":
+            raise ValueError(f"expected an RGB image, got mode {img.mode}")
+        box = self.crop_box(*img.size)
+        square = img.resize((self.size, self.size), Image.BILINEAR, box=box)
+        chw = np.asarray(square, dtype=np.float32).transpose(2, 0, 1)
+        return (chw - self._shift) * self._scale

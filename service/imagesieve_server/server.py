@@ -1,0 +1,174 @@
+"""``imagesieve serve``: the gRPC server.
+
+Configuration comes from flags, each with an ``IMAGESIEVE_<FLAG>``
+environment variable as default (``--max-batch-size`` <-
+``IMAGESIEVE_MAX_BATCH_SIZE``). SIGTERM/SIGINT drain in-flight work, then stop.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from imagesieve.v1 import (analysis_pb2, analysis_pb2_grpc, collections_pb2, collections_pb2_grpc,
+                           duplicates_pb2, duplicates_pb2_grpc, embedding_pb2, embedding_pb2_grpc)
+
+from .engine.async_embedder import AsyncEmbedder
+from .engine.decode import DecodeLimits
+from .engine.pipeline import Embedder
+from .paths import PathPolicy
+from .servicers import EmbeddingServicer, planned_servicer
+
+log = logging.getLogger("imagesieve.server")
+
+SERVICE_NAMES = [
+    embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name,
+    collections_pb2.DESCRIPTOR.services_by_name["CollectionService"].full_name,
+    duplicates_pb2.DESCRIPTOR.services_by_name["DuplicateService"].full_name,
+    analysis_pb2.DESCRIPTOR.services_by_name["AnalysisService"].full_name,
+]
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    address: str = "127.0.0.1:50051"
+    model: str = "mobilenet_v1"
+    providers: str = ""                 # comma-separated ONNX Runtime providers; "" = best present
+    intra_op_threads: int = 0           # 0 = one per core
+    decode_workers: int = 0             # 0 = one per core
+    max_batch_size: int = 32
+    max_delay_ms: float = 5.0
+    max_queue: int = 1024               # images waiting for the model before RESOURCE_EXHAUSTED
+    max_inflight: int = 512             # images being decoded or embedded at once
+    max_images_per_request: int = 256
+    stream_window: int = 16             # requests per stream worked on concurrently
+    max_message_mb: int = 64
+    max_image_mb: int = 32
+    max_pixels: int = 100_000_000
+    allow_root: list = dataclasses.field(default_factory=list)  # folders server_path may read
+    grace_s: float = 30.0
+
+
+def parse_config(argv: list[str] | None = None) -> ServerConfig:
+    defaults = ServerConfig()
+    ap = argparse.ArgumentParser(prog="imagesieve serve", description="Run the imagesieve gRPC server.")
+    for f in dataclasses.fields(ServerConfig):
+        flag = "--" + f.name.replace("_", "-")
+        env = "IMAGESIEVE_" + f.name.upper()
+        default = getattr(defaults, f.name)
+        if f.name == "allow_root":
+            env_val = os.environ.get(env)
+            ap.add_argument(flag, action="append", default=env_val.split(os.pathsep) if env_val else [],
+                            help=f"folder whose files server_path may name; repeatable (env {env})")
+            continue
+        kind = type(default)
+        if env in os.environ:
+            default = kind(os.environ[env])
+        ap.add_argument(flag, type=kind, default=default, help=f"(env {env}, default %(default)s)")
+    args = ap.parse_args(argv)
+    cfg = ServerConfig(**vars(args))
+    for name in ("max_batch_size", "max_queue", "max_inflight", "max_images_per_request",
+                 "stream_window", "max_message_mb", "max_image_mb", "max_pixels"):
+        if getattr(cfg, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    if cfg.max_delay_ms < 0:
+        ap.error("--max-delay-ms must be >= 0")
+    return cfg
+
+
+class ImageSieveServer:
+    """The server as an object, so tests and embedders can run it in-process:
+    ``await s.start()`` ... ``await s.stop()``."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        embedder = Embedder.from_model(
+            config.model, providers=[p for p in config.providers.split(",") if p] or None,
+            intra_op_threads=config.intra_op_threads, max_batch_size=config.max_batch_size,
+            decode_workers=config.decode_workers,
+            limits=DecodeLimits(max_bytes=config.max_image_mb << 20, max_pixels=config.max_pixels))
+        self.engine = AsyncEmbedder(embedder, config.max_delay_ms / 1000, config.max_queue,
+                                    config.max_inflight)
+        self.health = HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        """Bind and start; returns the bound port (useful with port 0)."""
+        c = self.config
+        opts = [("grpc.max_receive_message_length", c.max_message_mb << 20),
+                ("grpc.max_send_message_length", c.max_message_mb << 20)]
+        self.server = grpc.aio.server(options=opts)
+        embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(
+            EmbeddingServicer(self.engine, PathPolicy(c.allow_root), c.max_images_per_request,
+                              c.stream_window), self.server)
+        collections_pb2_grpc.add_CollectionServiceServicer_to_server(
+            planned_servicer(collections_pb2_grpc.CollectionServiceServicer), self.server)
+        duplicates_pb2_grpc.add_DuplicateServiceServicer_to_server(
+            planned_servicer(duplicates_pb2_grpc.DuplicateServiceServicer), self.server)
+        analysis_pb2_grpc.add_AnalysisServiceServicer_to_server(
+            planned_servicer(analysis_pb2_grpc.AnalysisServiceServicer), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            SERVICE_NAMES + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                             reflection.SERVICE_NAME], self.server)
+        self.port = self.server.add_insecure_port(c.address)
+        if not self.port:
+            raise OSError(f"cannot bind {c.address}")
+        await self.engine.start()
+        await self.server.start()
+        for name in ["", *SERVICE_NAMES[:1]]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Graceful: report NOT_SERVING, refuse new calls, finish in-flight
+        ones (up to ``grace_s``), then drain the model queue."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.grace_s if grace_s is None else grace_s)
+        await self.engine.stop()
+
+
+async def serve(config: ServerConfig) -> None:
+    started = time.perf_counter()
+    srv = ImageSieveServer(config)
+    port = await srv.start()
+    ex = srv.engine.embedder.executor
+    host = config.address.rsplit(":", 1)[0]
+    log.info("serving model=%s dim=%d providers=%s on %s:%d (ready in %.1fs)", ex.manifest.name,
+             ex.dim, ",".join(ex.providers), host, port, time.perf_counter() - started)
+    print(f"imagesieve: serving {ex.manifest.name} on {host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: draining in-flight work (grace %.0fs)", config.grace_s)
+    await srv.stop()
+    log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("IMAGESIEVE_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = parse_config(argv)
+    try:
+        asyncio.run(serve(config))
+    except FileNotFoundError as e:
+        print(f"imagesieve serve: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

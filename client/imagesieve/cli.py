@@ -1,0 +1,120 @@
+"""``imagesieve``: the command line.
+
+    imagesieve serve [--address HOST:PORT] ...     run the gRPC server (server extra)
+    imagesieve embed PATHS... --server ADDR --out FILE.npy
+    imagesieve info --server ADDR                  model and health of a server
+    imagesieve demo                                 start a server, embed real sample photos
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+def iter_image_paths(paths: list[str]) -> list[Path]:
+    """Files as given, folders walked recursively for image suffixes (sorted)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+def cmd_embed(args) -> int:
+    import numpy as np
+    from .client import Client
+    from .progress import Progress
+
+    paths = iter_image_paths(args.paths)
+    if not paths:
+        print("imagesieve embed: no images found", file=sys.stderr)
+        return 2
+    with Client(args.server) as client:
+        client.wait_ready(args.connect_timeout)
+        vectors = np.zeros((len(paths), client.dim), dtype=np.float32)
+        failures = []
+        with Progress(len(paths), "embedding") as bar:
+            for r in client.embed_stream(paths, chunk_size=args.chunk_size):
+                if r.ok:
+                    vectors[r.index] = r.vector
+                else:
+                    failures.append(r.error)
+                bar.update(ok=r.ok)
+    out = Path(args.out)
+    np.save(out, vectors)
+    keys_path = out.with_suffix(".keys.txt")
+    keys_path.write_text("".join(f"{p}\n" for p in paths))
+    for f in failures:
+        print(f"failed: {f.key}: {f.code}: {f.message}", file=sys.stderr)
+    print(f"wrote {out} ({len(paths)} x {vectors.shape[1]} float32, unit rows; zero rows = failed) "
+          f"and {keys_path}; {len(paths) - len(failures)} embedded, {len(failures)} failed")
+    return 1 if failures and args.strict else 0
+
+
+def cmd_info(args) -> int:
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+    from .client import Client
+
+    with Client(args.server, timeout=args.connect_timeout) as client:
+        try:
+            client.wait_ready(args.connect_timeout)
+            print(json.dumps(MessageToDict(client.model_info()), indent=2))
+        except (grpc.RpcError, grpc.FutureTimeoutError) as e:
+            print(f"imagesieve info: server {args.server} not reachable: {e}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def cmd_serve(argv: list[str]) -> int:
+    try:
+        from imagesieve_server.server import main as serve_main
+    except ImportError as e:
+        print(f"imagesieve serve needs the server extra: pip install 'imagesieve[server]' ({e})",
+              file=sys.stderr)
+        return 2
+    return serve_main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "serve":          # the server parses its own flags
+        return cmd_serve(argv[1:])
+    ap = argparse.ArgumentParser(prog="imagesieve", description="Keep image datasets clean.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the gRPC server (see imagesieve serve --help)")
+    default_server = os.environ.get("IMAGESIEVE_SERVER", "127.0.0.1:50051")
+
+    e = sub.add_parser("embed", help="embed images through a server into a .npy file")
+    e.add_argument("paths", nargs="+", help="image files or folders (walked recursively)")
+    e.add_argument("--server", default=default_server, help="host:port (env IMAGESIEVE_SERVER)")
+    e.add_argument("--out", required=True, help="output .npy; keys go to OUT.keys.txt")
+    e.add_argument("--chunk-size", type=int, default=16, help="images per stream message")
+    e.add_argument("--connect-timeout", type=float, default=30.0)
+    e.add_argument("--strict", action="store_true", help="exit 1 if any image failed")
+    e.set_defaults(func=cmd_embed)
+
+    i = sub.add_parser("info", help="show the server's model")
+    i.add_argument("--server", default=default_server)
+    i.add_argument("--connect-timeout", type=float, default=10.0)
+    i.set_defaults(func=cmd_info)
+
+    d = sub.add_parser("demo", help="start a local server and embed real sample photos")
+    d.add_argument("folder", nargs="?", help="image folder (default: the 20 ImageNet photos foolbox ships)")
+    d.add_argument("--model", default="mobilenet_v1")
+    d.add_argument("--out", default="demo_embeddings.npy")
+    d.set_defaults(func=lambda a: __import__("imagesieve.demo", fromlist=["run"]).run(a))
+
+    args = ap.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""The light Python client: images in, numpy arrays out.
+
+Needs only grpcio, protobuf, numpy and pillow. Images may be paths, encoded
+bytes or PIL images; files are read lazily, so streaming a million paths
+holds only the in-flight ones in memory.
+
+    with Client("127.0.0.1:50051") as c:
+        result = c.embed(["a.jpg", "b.png"])     # Embeddings: .vectors (N, D)
+        for r in c.embed_stream(paths):          # one EmbeddingResult per image
+            ...
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import itertools
+import os
+from pathlib import Path
+from typing import AsyncIterator, Iterable, Iterator, Union
+
+import grpc
+import numpy as np
+from PIL import Image as PILImage
+
+from .v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
+
+ImageInput = Union[str, os.PathLike, bytes, PILImage.Image]
+
+_CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemFailure:
+    """Why one image failed; the rest of its batch is unaffected."""
+    index: int
+    key: str
+    code: str          # a grpc.StatusCode name, e.g. "INVALID_ARGUMENT"
+    message: str
+
+
+@dataclasses.dataclass
+class EmbeddingResult:
+    """One image's answer from ``embed_stream``."""
+    index: int
+    key: str
+    vector: np.ndarray | None                    # (D,) float32, unit L2 norm
+    error: ItemFailure | None = None
+    top_classes: list[tuple[int, str, float]] = dataclasses.field(default_factory=list)
+    width: int = 0
+    height: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclasses.dataclass
+class Embeddings:
+    """Answers for a list of images, in input order.
+
+    vectors : (N, D) float32; rows of failed images are all zero.
+    ok : (N,) bool, False where the image failed (see ``errors``).
+    """
+    keys: list[str]
+    vectors: np.ndarray
+    ok: np.ndarray
+    errors: list[ItemFailure]
+    top_classes: list[list[tuple[int, str, float]]]
+
+    @classmethod
+    def from_results(cls, results: list[EmbeddingResult], dim: int) -> "Embeddings":
+        vectors = np.zeros((len(results), dim), dtype=np.float32)
+        for r in results:
+            if r.ok:
+                vectors[r.index] = r.vector
+        return cls(keys=[r.key for r in results], vectors=vectors,
+                   ok=np.array([r.ok for r in results], dtype=bool),
+                   errors=[r.error for r in results if r.error is not None],
+                   top_classes=[r.top_classes for r in results])
+
+
+def to_image_message(item: ImageInput, key: str | None = None) -> common_pb2.Image:
+    """Path -> its bytes (key = the path); bytes as they are; PIL image ->
+    lossless PNG. ``server_path:`` prefixed strings name a file on the server."""
+    if isinstance(item, PILImage.Image):
+        buf = io.BytesIO()
+        item.save(buf, format="PNG")
+        return common_pb2.Image(key=key or "", data=buf.getvalue())
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return common_pb2.Image(key=key or "", data=bytes(item))
+    if isinstance(item, (str, os.PathLike)):
+        s = os.fspath(item)
+        if s.startswith("server_path:"):
+            return common_pb2.Image(key=key or s, server_path=s[len("server_path:"):])
+        return common_pb2.Image(key=key or s, data=Path(s).read_bytes())
+    raise TypeError(f"cannot send {type(item).__name__} as an image (use a path, bytes or PIL image)")
+
+
+def _result(index: int, e: embedding_pb2.Embedding) -> EmbeddingResult:
+    if e.HasField("error"):
+        err = ItemFailure(index, e.key, _CODE_NAMES.get(e.error.code, str(e.error.code)), e.error.message)
+        return EmbeddingResult(index, e.key, None, err)
+    return EmbeddingResult(index, e.key, np.array(e.vector, dtype=np.float32), None,
+                           [(c.index, c.name, c.probability) for c in e.top_classes], e.width, e.height)
+
+
+def _requests(images: Iterable[ImageInput], keys: Iterable[str] | None, chunk_size: int,
+              top_k: int, failures: list) -> Iterator[embedding_pb2.EmbedRequest]:
+    """Chunk images into requests. A local file that cannot be read becomes
+    an item with no data, so the server answers it with a per-item error."""
+    keys_it = iter(keys) if keys is not None else None
+    batch = []
+    for i, item in enumerate(images):
+        key = next(keys_it) if keys_it is not None else (os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(i))
+        try:
+            batch.append(to_image_message(item, key))
+        except OSError as e:
+            failures.append((i, key, e))
+            batch.append(common_pb2.Image(key=key))
+        if len(batch) == chunk_size:
+            yield embedding_pb2.EmbedRequest(images=batch, top_k_classes=top_k)
+            batch = []
+    if batch:
+        yield embedding_pb2.EmbedRequest(images=batch, top_k_classes=top_k)
+
+
+def _channel_options(max_message_mb: int) -> list:
+    return [("grpc.max_receive_message_length", max_message_mb << 20),
+            ("grpc.max_send_message_length", max_message_mb << 20)]
+
+
+def _localize(results: Iterable[EmbeddingResult], failures: list) -> Iterator[EmbeddingResult]:
+    """Replace the server's 'no data' answer for unreadable local files by
+    the local reason."""
+    local = {}
+    for r in results:
+        while failures:
+            i, key, e = failures.pop(0)
+            local[i] = (key, e)
+        if r.index in local:
+            key, e = local.pop(r.index)
+            r.error = ItemFailure(r.index, key, "NOT_FOUND", f"cannot read {key}: {e}")
+        yield r
+
+
+class Client:
+    """Blocking client.
+
+    Parameters
+    ----------
+    address : "host:port" of an imagesieve server.
+    timeout : seconds per unary call (None = no deadline).
+    max_message_mb : gRPC message size limit, both directions.
+    """
+
+    def __init__(self, address: str = "127.0.0.1:50051", *, timeout: float | None = None,
+                 max_message_mb: int = 64):
+        self.address = address
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(address, options=_channel_options(max_message_mb))
+        self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(self.channel)
+        self._dim: int | None = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+
+    def model_info(self) -> embedding_pb2.ModelInfo:
+        return self.embedding.GetModelInfo(embedding_pb2.GetModelInfoRequest(), timeout=self.timeout)
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._dim = self.model_info().dim
+        return self._dim
+
+    def embed(self, images: Iterable[ImageInput], *, keys: Iterable[str] | None = None,
+              top_k_classes: int = 0, chunk_size: int = 16) -> Embeddings:
+        """Embed images; one failing image never fails the others.
+        Returns ``Embeddings`` (vectors (N, D) float32, unit L2 norm)."""
+        return Embeddings.from_results(
+            list(self.embed_stream(images, keys=keys, top_k_classes=top_k_classes,
+                                   chunk_size=chunk_size)), self.dim)
+
+    def embed_batch(self, images: list[ImageInput], *, top_k_classes: int = 0) -> Embeddings:
+        """One unary Embed call (the server limits images per request)."""
+        failures: list = []
+        (request,) = list(_requests(images, None, max(1, len(images)), top_k_classes, failures))
+        response = self.embedding.Embed(request, timeout=self.timeout)
+        results = list(_localize((_result(i, e) for i, e in enumerate(response.embeddings)), failures))
+        return Embeddings.from_results(results, self.dim)
+
+    def embed_stream(self, images: Iterable[ImageInput], *, keys: Iterable[str] | None = None,
+                     top_k_classes: int = 0, chunk_size: int = 16) -> Iterator[EmbeddingResult]:
+        """Stream images through EmbedStream; yields one EmbeddingResult per
+        image, in input order, as answers arrive."""
+        failures: list = []
+        responses = self.embedding.EmbedStream(_requests(images, keys, chunk_size, top_k_classes, failures))
+        counter = itertools.count()
+        yield from _localize((_result(next(counter), e) for resp in responses for e in resp.embeddings),
+                             failures)
+
+
+class AsyncClient:
+    """asyncio client with the same methods as ``Client`` (awaitable)."""
+
+    def __init__(self, address: str = "127.0.0.1:50051", *, timeout: float | None = None,
+                 max_message_mb: int = 64):
+        self.address = address
+        self.timeout = timeout
+        self.channel = grpc.aio.insecure_channel(address, options=_channel_options(max_message_mb))
+        self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(self.channel)
+        self._dim: int | None = None
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def model_info(self) -> embedding_pb2.ModelInfo:
+        return await self.embedding.GetModelInfo(embedding_pb2.GetModelInfoRequest(), timeout=self.timeout)
+
+    async def dim(self) -> int:
+        if self._dim is None:
+            self._dim = (await self.model_info()).dim
+        return self._dim
+
+    async def embed(self, images: Iterable[ImageInput], *, keys: Iterable[str] | None = None,
+                    top_k_classes: int = 0, chunk_size: int = 16) -> Embeddings:
+        results = [r async for r in self.embed_stream(images, keys=keys, top_k_classes=top_k_classes,
+                                                      chunk_size=chunk_size)]
+        return Embeddings.from_results(results, await self.dim())
+
+    async def embed_stream(self, images: Iterable[ImageInput], *, keys: Iterable[str] | None = None,
+                           top_k_classes: int = 0, chunk_size: int = 16) -> AsyncIterator[EmbeddingResult]:
+        failures: list = []
+        call = self.embedding.EmbedStream(_requests(images, keys, chunk_size, top_k_classes, failures))
+        index = 0
+        async for resp in call:
+            for e in resp.embeddings:
+                (r,) = _localize([_result(index, e)], failures)
+                index += 1
+                yield r

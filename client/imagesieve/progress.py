@@ -1,0 +1,49 @@
+"""A small progress line for long jobs (stderr; no dependency)."""
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    """``with Progress(total, "embedding") as p: p.update(ok=True)`` prints
+    ``embedding 120/500 (45.3 img/s, ETA 8s), 1 failed`` at most ``every_s``."""
+
+    def __init__(self, total: int | None, label: str, unit: str = "img", every_s: float = 0.5,
+                 stream=sys.stderr):
+        self.total, self.label, self.unit, self.every_s, self.stream = total, label, unit, every_s, stream
+        self.done = self.failed = 0
+        self.start = self._last = time.perf_counter()
+        self._tty = getattr(stream, "isatty", lambda: False)()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._print(final=True)
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.perf_counter() - self.start
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def update(self, n: int = 1, ok: bool = True) -> None:
+        self.done += n
+        self.failed += 0 if ok else n
+        now = time.perf_counter()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self._print()
+
+    def line(self) -> str:
+        of = f"/{self.total}" if self.total else ""
+        eta = ""
+        if self.total and self.rate > 0:
+            eta = f", ETA {max(0.0, (self.total - self.done) / self.rate):.0f}s"
+        failed = f", {self.failed} failed" if self.failed else ""
+        return f"{self.label} {self.done}{of} ({self.rate:.1f} {self.unit}/s{eta}){failed}"
+
+    def _print(self, final: bool = False) -> None:
+        end = "\n" if final or not self._tty else ""
+        prefix = "\r" if self._tty else ""
+        print(prefix + self.line(), end=end, file=self.stream, flush=True)

@@ -58,7 +58,7 @@ class _TFSameConvBN(nn.Module):
 
 
 class MobileNetV1(nn.Module):
-    def __init__(self, num_classes: int = 1001):
+    def __init__(self, num_classes: int = 1000):
         super().__init__()
         layers = [_TFSameConvBN(3, 32, 3, 2, 1)]
         cin = 32
@@ -72,7 +72,7 @@ class MobileNetV1(nn.Module):
     def forward(self, x):
         emb = self.features(x).mean((2, 3))
         logits = self.logits(emb[:, :, None, None]).flatten(1)
-        return emb, logits[:, 1:]   # drop TF-slim's class 0 ("background")
+        return emb, logits
 
 
 def _read_tf_constants(graph_path: Path) -> dict[str, np.ndarray]:
@@ -127,8 +127,9 @@ def mobilenet_v1(weights: str | None = None) -> SourceModel:
             layer.conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
             layer.conv.bias.copy_(torch.from_numpy(b))
         head = "MobilenetV1/Logits/Conv2d_1c_1x1"
-        model.logits.weight.copy_(torch.from_numpy(c[f"{head}/weights"].transpose(3, 2, 0, 1).copy()))
-        model.logits.bias.copy_(torch.from_numpy(c[f"{head}/biases"]))
+        # [1:] drops TF-slim's class 0 ("background"): outputs are the ImageNet-1k classes.
+        model.logits.weight.copy_(torch.from_numpy(c[f"{head}/weights"].transpose(3, 2, 0, 1)[1:].copy()))
+        model.logits.bias.copy_(torch.from_numpy(c[f"{head}/biases"][1:]))
     return SourceModel(model, 224, (127.5,) * 3, (127.5,) * 3, 0.875,
                        source=f"TF-slim MobileNetV1-1.0-224 ImageNet, from {NUDITY_REQUIREMENT} "
                               f"({NUDITY_GRAPH}, sha256 {NUDITY_GRAPH_SHA256[:12]})",

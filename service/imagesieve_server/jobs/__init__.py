@@ -1,0 +1,1 @@
+"""Long jobs behind streaming RPCs: progress events, then one result."""

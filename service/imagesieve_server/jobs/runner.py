@@ -1,0 +1,60 @@
+"""Run blocking analysis work in a thread and stream its progress to an
+asyncio caller. Cancelling the caller (the client cancels the RPC) sets the
+``cancelled`` event, which the work checks between steps."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, AsyncIterator, Callable
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class ProgressReporter:
+    """Given to the work function: ``report(stage, done, total)``; raises
+    JobCancelled once the caller is gone."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, cancelled: threading.Event):
+        self._loop, self._queue, self.cancelled = loop, queue, cancelled
+        self.start = time.perf_counter()
+
+    def report(self, stage: str, done: int, total: int = 0, message: str = "") -> None:
+        if self.cancelled.is_set():
+            raise JobCancelled(stage)
+        elapsed = time.perf_counter() - self.start
+        eta = (elapsed / done * (total - done)) if done and total else -1.0
+        event = {"stage": stage, "done": done, "total": total, "elapsed_s": elapsed, "eta_s": eta,
+                 "message": message}
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, ("progress", event))
+
+
+async def run_job(work: Callable[[ProgressReporter], Any]) -> AsyncIterator[tuple[str, Any]]:
+    """Yield ("progress", dict) events, then ("result", value). Exceptions
+    of ``work`` propagate; closing the iterator cancels the work."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    cancelled = threading.Event()
+    reporter = ProgressReporter(loop, queue, cancelled)
+
+    def target():
+        try:
+            result = work(reporter)
+            loop.call_soon_threadsafe(queue.put_nowait, ("result", result))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            loop.call_soon_threadsafe(queue.put_nowait, ("error", e))
+
+    thread = threading.Thread(target=target, name="imagesieve-job", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = await queue.get()
+            if kind == "error":
+                raise value
+            yield kind, value
+            if kind == "result":
+                return
+    finally:
+        cancelled.set()

@@ -1,0 +1,55 @@
+"""Shared fixtures: the real exported model, real photos, a real server on
+loopback (a child process, as users run it)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imagesieve.local_server import LocalServer
+from imagesieve.samples import imagenet_photos
+
+
+@pytest.fixture(scope="session")
+def manifest_path():
+    from imagesieve_models.manifest import find_model
+    return find_model("mobilenet_v1")  # FileNotFoundError names the export command
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[tuple[bytes, int, str]]:
+    """The 20 labelled ImageNet photos: (jpeg bytes, class index, file name)."""
+    return [(p.read_bytes(), label, p.name) for p, label in imagenet_photos()]
+
+
+@pytest.fixture(scope="session")
+def embedder(manifest_path):
+    from imagesieve_server.engine import Embedder
+    e = Embedder.from_model(str(manifest_path), max_batch_size=8)
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="session")
+def server(manifest_path, tmp_path_factory):
+    root = tmp_path_factory.mktemp("served")
+    with LocalServer(["--max-batch-size", "16", "--max-delay-ms", "5", "--allow-root", str(root),
+                      "--max-images-per-request", "64"], model=str(manifest_path)) as srv:
+        srv.allowed_root = root
+        yield srv
+
+
+def encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def photo_image(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))

@@ -68,7 +68,9 @@ class Embeddings:
     top_classes: list[list[tuple[int, str, float]]]
 
     @classmethod
-    def from_results(cls, results: list[EmbeddingResult], dim: int) -> "Embeddings":
+    def from_results(cls, results: list[EmbeddingResult], dim: int | None = None) -> "Embeddings":
+        """``dim`` is needed only when every image failed (no vector to size by)."""
+        dim = next((len(r.vector) for r in results if r.ok), dim or 0)
         vectors = np.zeros((len(results), dim), dtype=np.float32)
         for r in results:
             if r.ok:
@@ -186,9 +188,9 @@ class Client:
               top_k_classes: int = 0, chunk_size: int = 16) -> Embeddings:
         """Embed images; one failing image never fails the others.
         Returns ``Embeddings`` (vectors (N, D) float32, unit L2 norm)."""
-        return Embeddings.from_results(
-            list(self.embed_stream(images, keys=keys, top_k_classes=top_k_classes,
-                                   chunk_size=chunk_size)), self.dim)
+        results = list(self.embed_stream(images, keys=keys, top_k_classes=top_k_classes,
+                                         chunk_size=chunk_size))
+        return Embeddings.from_results(results, None if any(r.ok for r in results) else self.dim)
 
     def embed_batch(self, images: list[ImageInput], *, top_k_classes: int = 0) -> Embeddings:
         """One unary Embed call (the server limits images per request)."""
@@ -196,7 +198,7 @@ class Client:
         (request,) = list(_requests(images, None, max(1, len(images)), top_k_classes, failures))
         response = self.embedding.Embed(request, timeout=self.timeout)
         results = list(_localize((_result(i, e) for i, e in enumerate(response.embeddings)), failures))
-        return Embeddings.from_results(results, self.dim)
+        return Embeddings.from_results(results, None if any(r.ok for r in results) else self.dim)
 
     def embed_stream(self, images: Iterable[ImageInput], *, keys: Iterable[str] | None = None,
                      top_k_classes: int = 0, chunk_size: int = 16) -> Iterator[EmbeddingResult]:
@@ -241,7 +243,7 @@ class AsyncClient:
                     top_k_classes: int = 0, chunk_size: int = 16) -> Embeddings:
         results = [r async for r in self.embed_stream(images, keys=keys, top_k_classes=top_k_classes,
                                                       chunk_size=chunk_size)]
-        return Embeddings.from_results(results, await self.dim())
+        return Embeddings.from_results(results, None if any(r.ok for r in results) else await self.dim())
 
     async def embed_stream(self, images: Iterable[ImageInput], *, keys: Iterable[str] | None = None,
                            top_k_classes: int = 0, chunk_size: int = 16) -> AsyncIterator[EmbeddingResult]:

@@ -1,0 +1,53 @@
+"""The command line, run as users run it."""
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import photo_image
+
+
+def run_cli(*args, timeout=180):
+    return subprocess.run([sys.executable, "-m", "imagesieve.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_embed_folder_to_npy_with_a_corrupt_file(server, photos, tmp_path):
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    for i, (data, _, name) in enumerate(photos[:5]):
+        (folder / ("sub" if i % 2 else ".") / name).write_bytes(data)
+    photo_image(photos[5][0]).convert("L").save(folder / "gray.png")
+    (folder / "broken.jpg").write_bytes(photos[6][0][:300])
+    (folder / "notes.txt").write_text("not an image, not picked up")
+    out = tmp_path / "emb.npy"
+    r = run_cli("embed", str(folder), "--server", server.address, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    keys = (tmp_path / "emb.keys.txt").read_text().splitlines()
+    vectors = np.load(out)
+    assert vectors.shape == (7, 1024) and len(keys) == 7
+    broken = keys.index(str(folder / "broken.jpg"))
+    assert not vectors[broken].any()
+    ok = np.delete(vectors, broken, axis=0)
+    assert np.allclose(np.linalg.norm(ok, axis=1), 1, atol=1e-5)
+    assert "broken.jpg: INVALID_ARGUMENT" in r.stderr
+    assert "embedding 7/7" in r.stderr                               # progress line
+    assert "6 embedded, 1 failed" in r.stdout
+    assert run_cli("embed", str(folder), "--server", server.address, "--out", str(out),
+                   "--strict").returncode == 1
+
+
+def test_info_and_unreachable_server(server):
+    r = run_cli("info", "--server", server.address)
+    assert r.returncode == 0 and '"dim": 1024' in r.stdout
+    r = run_cli("info", "--server", "127.0.0.1:1", "--connect-timeout", "1")
+    assert r.returncode == 1 and "not reachable" in r.stderr
+
+
+def test_demo_runs_the_main_job(tmp_path):
+    r = run_cli("demo", "--out", str(tmp_path / "d.npy"), timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "top-1 through gRPC:" in r.stdout and "server stopped cleanly: True" in r.stdout
+    correct = int(r.stdout.split("top-1 through gRPC: ")[1].split("/")[0])
+    assert correct >= 15
+    assert np.load(tmp_path / "d.npy").shape == (20, 1024)

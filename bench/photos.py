@@ -1,0 +1,61 @@
+"""Benchmark photos made from real package-shipped photos (foolbox's
+ImageNet photos, scikit-image's natural photos), at chosen sizes, and
+altered copies of them for near-duplicate quality."""
+from __future__ import annotations
+
+import io
+
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+
+from imagesieve.samples import imagenet_photos, natural_photos
+
+SIZES_MP = {"0.3MP": (640, 480), "1MP": (1152, 864), "12MP": (4000, 3000)}
+
+
+def real_photos() -> list[Image.Image]:
+    """The 20 foolbox ImageNet photos plus the colour scikit-image photos (RGB)."""
+    out = [Image.open(p).convert("RGB") for p, _ in imagenet_photos()]
+    for p in natural_photos():
+        img = Image.open(p)
+        if img.mode in ("RGB", "RGBA") and min(img.size) >= 256:
+            out.append(img.convert("RGB"))
+    return out
+
+
+def jpeg(img: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def photos_at(size: tuple[int, int], n: int) -> list[bytes]:
+    """n JPEGs (q90) of the real photos resized to ``size`` (w, h)."""
+    base = real_photos()
+    return [jpeg(base[i % len(base)].resize(size, Image.BICUBIC)) for i in range(n)]
+
+
+def _reencode(img, q):
+    return Image.open(io.BytesIO(jpeg(img, q))).convert("RGB")
+
+
+def _watermark(img):
+    img = img.copy()
+    d = ImageDraw.Draw(img)
+    w, h = img.size
+    for y in range(0, h, max(1, h // 6)):
+        d.text((w // 10, y), "(c) imagesieve sample " * 2, fill=(255, 255, 255))
+    return img
+
+
+ALTERATIONS = {
+    "jpeg_q20": lambda im: _reencode(im, 20),
+    "down_up_4x": lambda im: im.resize((im.width // 4, im.height // 4)).resize(im.size),
+    "crop_80": lambda im: im.crop((im.width // 10, im.height // 10, im.width * 9 // 10, im.height * 9 // 10)),
+    "brightness_130": lambda im: ImageEnhance.Brightness(im).enhance(1.3),
+    "flip": ImageOps.mirror,
+    "grayscale": lambda im: im.convert("L").convert("RGB"),
+    "rotate_5": lambda im: im.rotate(5, resample=Image.BILINEAR, expand=False),
+    "border_10": lambda im: ImageOps.expand(im, border=max(im.size) // 10, fill=(0, 0, 0)),
+    "letterbox_16x9": lambda im: ImageOps.pad(im, (im.height * 16 // 9, im.height), color=(0, 0, 0)),
+    "watermark": _watermark,
+}

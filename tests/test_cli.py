@@ -51,3 +51,10 @@ def test_demo_runs_the_main_job(tmp_path):
     correct = int(r.stdout.split("top-1 through gRPC: ")[1].split("/")[0])
     assert correct >= 15
     assert np.load(tmp_path / "d.npy").shape == (20, 1024)
+
+
+def test_health_command(server):
+    r = run_cli("health", "--server", server.address)
+    assert r.returncode == 0 and r.stdout.strip() == "SERVING"
+    r = run_cli("health", "--server", server.address, "--service", "no.such.Service")
+    assert r.returncode == 1 and "NOT_FOUND" in r.stderr

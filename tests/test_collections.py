@@ -1,0 +1,164 @@
+"""Collections without gRPC: verdicts, atomic add_if_unique, durability."""
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from imagesieve_server.collections import Collection, CollectionError, CollectionManager, NewImage, Verdict
+
+DIM = 16
+
+
+def unit(v):
+    v = np.asarray(v, np.float32)
+    return v / np.linalg.norm(v)
+
+
+def image(key, vec, data=None, **kw):
+    data = data if data is not None else key.encode()
+    return NewImage(key=key, sha256=hashlib.sha256(data).hexdigest(), vector=unit(vec), **kw)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(7)
+
+
+@pytest.fixture
+def coll(tmp_path):
+    c = Collection.create(tmp_path / "c", "c", DIM, "test-model", threshold=0.9)
+    yield c
+    c.close()
+
+
+def test_add_search_and_verdicts(coll, rng):
+    base = [rng.standard_normal(DIM) for _ in range(20)]
+    out = coll.add([image(f"k{i}", v, label=f"L{i % 3}", split="train") for i, v in enumerate(base)])
+    assert all(o.added for o in out) and [o.id for o in out] == list(range(1, 21))
+    near = base[4] + 0.05 * rng.standard_normal(DIM)
+    chk = coll.check(image("q", near), k=3)
+    assert chk.verdict == Verdict.NEAR_DUPLICATE and chk.neighbors[0].key == "k4"
+    assert chk.neighbors[0].cosine > 0.9 and chk.neighbors[0].label == "L1" and len(chk.neighbors) == 3
+    assert coll.check(image("u", rng.standard_normal(DIM))).verdict == Verdict.UNIQUE
+    same_bytes = coll.check(image("x", rng.standard_normal(DIM), data=b"k7"))
+    assert same_bytes.verdict == Verdict.EXACT_DUPLICATE and same_bytes.neighbors[0].key == "k7"
+    info = coll.info()
+    assert info.num_images == 20 and info.images_per_label == {"L0": 7, "L1": 7, "L2": 6}
+
+
+def test_duplicate_key_fails_alone_and_exact_skip(coll, rng):
+    coll.add([image("a", rng.standard_normal(DIM))])
+    out = coll.add([image("a", rng.standard_normal(DIM)), image("b", rng.standard_normal(DIM)),
+                    image("c", rng.standard_normal(DIM), data=b"a")], skip_exact_duplicates=True)
+    assert out[0].error.code == "ALREADY_EXISTS" and not out[0].added
+    assert out[1].added
+    assert not out[2].added and out[2].exact_duplicate_of == "a"
+    assert coll.info().num_images == 2
+    with pytest.raises(CollectionError, match="dimensions"):
+        coll.add([NewImage("bad", "x", np.ones(3, np.float32))])
+
+
+def test_add_if_unique_is_atomic_across_threads(coll, rng):
+    """Many threads send near-identical images at once: exactly one is added,
+    every other one is reported as its duplicate."""
+    v = rng.standard_normal(DIM)
+    barrier = threading.Barrier(8)
+    results = []
+
+    def worker(i):
+        barrier.wait()
+        results.append(coll.check(image(f"t{i}", v + 1e-3 * rng.standard_normal(DIM)), add_if_unique=True))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    added = [r for r in results if r.added]
+    assert len(added) == 1 and coll.info().num_images == 1
+    others = [r for r in results if not r.added]
+    assert all(r.verdict == Verdict.NEAR_DUPLICATE and r.neighbors[0].key == added[0].key for r in others)
+
+
+def test_remove_snapshot_and_reopen_replays_log(tmp_path, rng):
+    c = Collection.create(tmp_path / "c", "c", DIM, "m", snapshot_every=10)
+    vecs = {f"k{i}": rng.standard_normal(DIM) for i in range(25)}
+    for k, v in vecs.items():
+        c.add([image(k, v)])
+    assert (tmp_path / "c" / "index.snapshot").exists()           # periodic snapshot happened
+    assert c.remove(["k3", "k21", "nope"]) == 2
+    c2 = Collection.open(tmp_path / "c")                           # as after a crash: no close()
+    assert c2.index.ntotal == 23 and c2.info().num_images == 23
+    for k in ("k0", "k12", "k24"):
+        assert c2.search(unit(vecs[k]), 1)[0][0].key == k
+    assert all(n.key not in ("k3", "k21") for n in c2.search(unit(vecs["k3"]), 23)[0])
+    c.close()
+    c2.close()
+
+
+def test_failed_snapshot_write_keeps_previous(tmp_path, rng):
+    c = Collection.create(tmp_path / "c", "c", DIM, "m")
+    c.add([image("a", rng.standard_normal(DIM))])
+    first = c.snapshot().read_bytes()
+    c.add([image("b", rng.standard_normal(DIM))])
+    os.mkdir(tmp_path / "c" / "index.snapshot.tmp")               # the temp file cannot be written
+    with pytest.raises(CollectionError, match="previous snapshot kept"):
+        c.snapshot()
+    assert (tmp_path / "c" / "index.snapshot").read_bytes() == first
+    os.rmdir(tmp_path / "c" / "index.snapshot.tmp")
+    c.close(snapshot=False)
+    assert Collection.open(tmp_path / "c").info().num_images == 2  # the log still holds "b"
+
+
+WRITER = r"""
+import hashlib, sys, numpy as np
+from imagesieve_server.collections import Collection, NewImage
+c = Collection.open(sys.argv[1], snapshot_every=50)
+rng = np.random.default_rng(int(sys.argv[2]))
+i = 0
+while True:
+    v = rng.standard_normal(16).astype(np.float32); v /= np.linalg.norm(v)
+    key = f"{sys.argv[2]}-{i}"
+    out = c.add([NewImage(key, hashlib.sha256(key.encode()).hexdigest(), v)])
+    assert out[0].added
+    print(key, flush=True)          # acknowledged
+    i += 1
+"""
+
+
+def test_sigkill_during_adds_loses_nothing_acknowledged(tmp_path):
+    Collection.create(tmp_path / "c", "c", DIM, "m").close()
+    acked = []
+    for seed, delay in [(1, 0.7), (2, 1.3), (3, 0.4)]:
+        p = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / "c"), str(seed)],
+                             stdout=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        os.kill(p.pid, signal.SIGKILL)
+        out, _ = p.communicate()
+        acked += out.split()
+    assert len(acked) > 50
+    c = Collection.open(tmp_path / "c")
+    stored = {r[1] for r in c.store.all_records()}
+    assert set(acked) <= stored
+    assert c.index.ntotal == len(stored)                    # index rebuilt to match the log
+    c.close()
+
+
+def test_manager_names_and_model_binding(tmp_path):
+    m = CollectionManager(tmp_path, "mA", DIM)
+    m.create("good-name_1")
+    for bad in ["", "../x", "a/b", ".hidden", "x" * 70]:
+        with pytest.raises(CollectionError, match="invalid collection name"):
+            m.create(bad)
+    with pytest.raises(CollectionError) as e:
+        m.create("good-name_1")
+    assert e.value.code == "ALREADY_EXISTS"
+    m.close()
+    other = CollectionManager(tmp_path, "mB", DIM)        # restarted with another model
+    with pytest.raises(CollectionError, match="holds mA"):
+        other.get("good-name_1")
+    assert other.drop("good-name_1") and other.names() == []

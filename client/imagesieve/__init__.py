@@ -5,7 +5,9 @@ This package is the light client (grpcio, protobuf, numpy, pillow only):
 numpy arrays. The server lives in ``imagesieve_server`` (extra ``server``),
 model export in ``imagesieve_models`` (extra ``export``).
 """
-from .client import AsyncClient, Client, EmbeddingResult, Embeddings, ItemFailure
+from .client import (AddResult, AsyncClient, Client, DuplicateCheckResult, EmbeddingResult, Embeddings,
+                     ItemFailure)
 
 __version__ = "0.1.0"
-__all__ = ["AsyncClient", "Client", "EmbeddingResult", "Embeddings", "ItemFailure", "__version__"]
+__all__ = ["AddResult", "AsyncClient", "Client", "DuplicateCheckResult", "EmbeddingResult", "Embeddings",
+           "ItemFailure", "__version__"]

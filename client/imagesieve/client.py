@@ -22,7 +22,8 @@ import grpc
 import numpy as np
 from PIL import Image as PILImage
 
-from .v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
+from .v1 import (collections_pb2, collections_pb2_grpc, common_pb2, duplicates_pb2, duplicates_pb2_grpc,
+                 embedding_pb2, embedding_pb2_grpc)
 
 ImageInput = Union[str, os.PathLike, bytes, PILImage.Image]
 
@@ -79,6 +80,58 @@ class Embeddings:
                    ok=np.array([r.ok for r in results], dtype=bool),
                    errors=[r.error for r in results if r.error is not None],
                    top_classes=[r.top_classes for r in results])
+
+
+@dataclasses.dataclass
+class DuplicateCheckResult:
+    """One image's verdict from ``check``: "UNIQUE", "NEAR_DUPLICATE",
+    "EXACT_DUPLICATE" or "ERROR"; neighbours are (key, cosine, label, split),
+    most similar first."""
+    index: int
+    key: str
+    verdict: str
+    neighbors: list[tuple[str, float, str, str]]
+    added: bool = False
+    error: ItemFailure | None = None
+
+
+@dataclasses.dataclass
+class AddResult:
+    index: int
+    key: str
+    added: bool
+    id: int = -1
+    exact_duplicate_of: str = ""
+    error: ItemFailure | None = None
+
+
+def _failure(index: int, key: str, err: common_pb2.ItemError) -> ItemFailure:
+    return ItemFailure(index, key, _CODE_NAMES.get(err.code, str(err.code)), err.message)
+
+
+def _labelled_items(images, keys, labels, splits) -> Iterator[common_pb2.Image]:
+    """Image messages with label and split; unreadable local files become
+    items with no data (the server answers them with an error)."""
+    labels_it = iter(labels) if labels is not None else itertools.repeat("")
+    splits_it = iter(splits) if splits is not None else itertools.repeat("")
+    keys_it = iter(keys) if keys is not None else None
+    for i, item in enumerate(images):
+        key = next(keys_it) if keys_it is not None else (
+            os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(i))
+        try:
+            msg = to_image_message(item, key)
+        except OSError:
+            msg = common_pb2.Image(key=key)
+        msg.label, msg.split = next(labels_it), next(splits_it)
+        yield msg
+
+
+def _chunks(it: Iterator, size: int) -> Iterator[list]:
+    while True:
+        chunk = list(itertools.islice(it, size))
+        if not chunk:
+            return
+        yield chunk
 
 
 def to_image_message(item: ImageInput, key: str | None = None) -> common_pb2.Image:
@@ -161,6 +214,8 @@ class Client:
         self.timeout = timeout
         self.channel = grpc.insecure_channel(address, options=_channel_options(max_message_mb))
         self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(self.channel)
+        self.collections = collections_pb2_grpc.CollectionServiceStub(self.channel)
+        self.duplicates = duplicates_pb2_grpc.DuplicateServiceStub(self.channel)
         self._dim: int | None = None
 
     def __enter__(self):
@@ -209,6 +264,70 @@ class Client:
         counter = itertools.count()
         yield from _localize((_result(next(counter), e) for resp in responses for e in resp.embeddings),
                              failures)
+
+
+    # -- collections --------------------------------------------------------
+    def create_collection(self, name: str, *, index_kind: str = "auto", threshold: float = 0.0,
+                          exist_ok: bool = False) -> collections_pb2.CollectionInfo:
+        """index_kind: "auto", "flat", "ivf_flat", "ivf_pq" or "hnsw"; threshold:
+        near-duplicate cosine (0 = the server default)."""
+        kind = {"auto": 0, "flat": 1, "ivf_flat": 2, "ivf_pq": 3, "hnsw": 4}[index_kind]
+        return self.collections.CreateCollection(collections_pb2.CreateCollectionRequest(
+            name=name, index_kind=kind, near_duplicate_threshold=threshold, exist_ok=exist_ok),
+            timeout=self.timeout)
+
+    def list_collections(self) -> list[collections_pb2.CollectionInfo]:
+        return list(self.collections.ListCollections(collections_pb2.ListCollectionsRequest(),
+                                                     timeout=self.timeout).collections)
+
+    def collection_stats(self, name: str) -> collections_pb2.CollectionInfo:
+        return self.collections.GetCollectionStats(collections_pb2.GetCollectionStatsRequest(name=name),
+                                                   timeout=self.timeout)
+
+    def drop_collection(self, name: str) -> bool:
+        return self.collections.DropCollection(collections_pb2.DropCollectionRequest(name=name),
+                                               timeout=self.timeout).dropped
+
+    def snapshot_collection(self, name: str) -> collections_pb2.SnapshotCollectionResponse:
+        return self.collections.SnapshotCollection(collections_pb2.SnapshotCollectionRequest(name=name),
+                                                   timeout=self.timeout)
+
+    def remove(self, collection: str, keys: list[str]) -> int:
+        return self.collections.RemoveImages(collections_pb2.RemoveImagesRequest(
+            collection=collection, keys=keys), timeout=self.timeout).removed
+
+    def add(self, collection: str, images: Iterable[ImageInput], *, keys: Iterable[str] | None = None,
+            labels: Iterable[str] | None = None, splits: Iterable[str] | None = None,
+            skip_exact_duplicates: bool = False, chunk_size: int = 16) -> Iterator[AddResult]:
+        """Stream images into a collection; yields one AddResult per image, in
+        order, each acknowledged only once durable on the server."""
+        requests = (collections_pb2.AddImagesRequest(collection=collection, images=chunk,
+                                                     skip_exact_duplicates=skip_exact_duplicates)
+                    for chunk in _chunks(_labelled_items(images, keys, labels, splits), chunk_size))
+        index = itertools.count()
+        for resp in self.collections.AddImages(requests):
+            for r in resp.results:
+                i = next(index)
+                yield AddResult(i, r.key, r.added, r.id, r.exact_duplicate_of,
+                                _failure(i, r.key, r.error) if r.HasField("error") else None)
+
+    def check(self, collection: str, images: Iterable[ImageInput], *, keys: Iterable[str] | None = None,
+              labels: Iterable[str] | None = None, splits: Iterable[str] | None = None, k: int = 5,
+              threshold: float = 0.0, add_if_unique: bool = False,
+              chunk_size: int = 8) -> Iterator[DuplicateCheckResult]:
+        """Check images before ingestion; yields one verdict per image, in order.
+        With add_if_unique, unique images are added atomically."""
+        requests = (duplicates_pb2.CheckDuplicatesRequest(collection=collection, images=chunk, k=k,
+                                                          threshold=threshold, add_if_unique=add_if_unique)
+                    for chunk in _chunks(_labelled_items(images, keys, labels, splits), chunk_size))
+        index = itertools.count()
+        for resp in self.duplicates.CheckDuplicates(requests):
+            for r in resp.results:
+                i = next(index)
+                yield DuplicateCheckResult(
+                    i, r.key, duplicates_pb2.Verdict.Name(r.verdict).removeprefix("VERDICT_"),
+                    [(n.key, n.cosine, n.label, n.split) for n in r.neighbors], r.added,
+                    _failure(i, r.key, r.error) if r.HasField("error") else None)
 
 
 class AsyncClient:

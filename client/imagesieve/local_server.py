@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 
 
@@ -14,11 +15,15 @@ class LocalServer:
     """``with LocalServer(["--max-batch-size", "16"]) as srv: Client(srv.address)``.
 
     Stops with SIGTERM (graceful drain) on exit; ``returncode`` tells how it ended.
+    Collections go to ``data_dir`` (default: a temporary folder removed on stop).
     """
 
     def __init__(self, args: list[str] | None = None, model: str | None = None,
-                 startup_timeout: float = 120.0, env: dict | None = None):
-        self.args = ["--address", "127.0.0.1:0", *(["--model", model] if model else []), *(args or [])]
+                 startup_timeout: float = 120.0, env: dict | None = None, data_dir: str | None = None):
+        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="imagesieve-data-")
+        self.data_dir = data_dir or self._tmp.name
+        self.args = ["--address", "127.0.0.1:0", "--data-dir", self.data_dir,
+                     *(["--model", model] if model else []), *(args or [])]
         self.startup_timeout = startup_timeout
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
@@ -63,4 +68,7 @@ class LocalServer:
                 self.proc.wait()
         if self.proc:
             self.returncode = self.proc.returncode
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
         return self.returncode

@@ -23,11 +23,13 @@ from grpc_reflection.v1alpha import reflection
 from imagesieve.v1 import (analysis_pb2, analysis_pb2_grpc, collections_pb2, collections_pb2_grpc,
                            duplicates_pb2, duplicates_pb2_grpc, embedding_pb2, embedding_pb2_grpc)
 
+from .collections import CollectionManager
 from .engine.async_embedder import AsyncEmbedder
 from .engine.decode import DecodeLimits
 from .engine.pipeline import Embedder
 from .paths import PathPolicy
-from .servicers import EmbeddingServicer, planned_servicer
+from .servicers import (CollectionServicer, DuplicateServicer, EmbeddingServicer, ImageReader,
+                        planned_servicer)
 
 log = logging.getLogger("imagesieve.server")
 
@@ -43,6 +45,8 @@ SERVICE_NAMES = [
 class ServerConfig:
     address: str = "127.0.0.1:50051"
     model: str = "mobilenet_v1"
+    data_dir: str = "imagesieve-data"   # collections live under DATA_DIR/collections
+    snapshot_every: int = 10_000        # adds/removes between index snapshots
     providers: str = ""                 # comma-separated ONNX Runtime providers; "" = best present
     intra_op_threads: int = 0           # 0 = one per core
     decode_workers: int = 0             # 0 = one per core
@@ -77,7 +81,7 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         ap.add_argument(flag, type=kind, default=default, help=f"(env {env}, default %(default)s)")
     args = ap.parse_args(argv)
     cfg = ServerConfig(**vars(args))
-    for name in ("max_batch_size", "max_queue", "max_inflight", "max_images_per_request",
+    for name in ("snapshot_every", "max_batch_size", "max_queue", "max_inflight", "max_images_per_request",
                  "stream_window", "max_message_mb", "max_image_mb", "max_pixels"):
         if getattr(cfg, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -99,6 +103,8 @@ class ImageSieveServer:
             limits=DecodeLimits(max_bytes=config.max_image_mb << 20, max_pixels=config.max_pixels))
         self.engine = AsyncEmbedder(embedder, config.max_delay_ms / 1000, config.max_queue,
                                     config.max_inflight)
+        ex = embedder.executor
+        self.collections = CollectionManager(config.data_dir, ex.manifest.name, ex.dim, config.snapshot_every)
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
@@ -109,13 +115,13 @@ class ImageSieveServer:
         opts = [("grpc.max_receive_message_length", c.max_message_mb << 20),
                 ("grpc.max_send_message_length", c.max_message_mb << 20)]
         self.server = grpc.aio.server(options=opts)
+        reader = ImageReader(self.engine, PathPolicy(c.allow_root))
         embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(
-            EmbeddingServicer(self.engine, PathPolicy(c.allow_root), c.max_images_per_request,
-                              c.stream_window), self.server)
+            EmbeddingServicer(self.engine, reader, c.max_images_per_request, c.stream_window), self.server)
         collections_pb2_grpc.add_CollectionServiceServicer_to_server(
-            planned_servicer(collections_pb2_grpc.CollectionServiceServicer), self.server)
+            CollectionServicer(self.collections, self.engine, reader), self.server)
         duplicates_pb2_grpc.add_DuplicateServiceServicer_to_server(
-            planned_servicer(duplicates_pb2_grpc.DuplicateServiceServicer), self.server)
+            DuplicateServicer(self.collections, self.engine, reader, c.stream_window), self.server)
         analysis_pb2_grpc.add_AnalysisServiceServicer_to_server(
             planned_servicer(analysis_pb2_grpc.AnalysisServiceServicer), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -127,7 +133,7 @@ class ImageSieveServer:
             raise OSError(f"cannot bind {c.address}")
         await self.engine.start()
         await self.server.start()
-        for name in ["", *SERVICE_NAMES[:1]]:
+        for name in ["", *SERVICE_NAMES]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self.port
 
@@ -137,6 +143,7 @@ class ImageSieveServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.grace_s if grace_s is None else grace_s)
         await self.engine.stop()
+        await asyncio.to_thread(self.collections.close)   # snapshots what changed
 
 
 async def serve(config: ServerConfig) -> None:

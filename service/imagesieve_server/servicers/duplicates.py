@@ -1,0 +1,84 @@
+"""DuplicateService: check images before ingestion; find duplicates in a collection."""
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from imagesieve.v1 import duplicates_pb2, duplicates_pb2_grpc
+
+from ..collections import CollectionError, CollectionManager, Neighbor
+from ..engine.async_embedder import AsyncEmbedder
+from ..engine.batcher import QueueFullError
+from .collections import abort_for, embed_for_collection
+from .common import BadRequest, ImageReader, content_hash, item_error, ordered_concurrent
+
+MAX_K = 100
+
+
+def neighbor_messages(neighbors: list[Neighbor]) -> list[duplicates_pb2.Neighbor]:
+    return [duplicates_pb2.Neighbor(key=n.key, cosine=n.cosine, label=n.label, split=n.split) for n in neighbors]
+
+
+class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
+    def __init__(self, manager: CollectionManager, engine: AsyncEmbedder, reader: ImageReader,
+                 stream_window: int = 16):
+        self.manager, self.engine, self.reader = manager, engine, reader
+        self.stream_window = stream_window
+
+    async def CheckDuplicates(self, request_iterator, context):
+        try:
+            async for response in ordered_concurrent(request_iterator, self._check_request, self.stream_window):
+                yield response
+        except BadRequest as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except (CollectionError, QueueFullError) as e:
+            await abort_for(context, e)
+
+    async def _check_request(self, request) -> duplicates_pb2.CheckDuplicatesResponse:
+        if not 0 <= request.k <= MAX_K:
+            raise BadRequest(f"k must be in 0..{MAX_K}, got {request.k}")
+        if not 0 <= request.threshold <= 1:
+            raise BadRequest(f"threshold must be a cosine in [0, 1], got {request.threshold}")
+        c = self.manager.get(request.collection)
+        k = request.k or 5
+        embedded = await asyncio.gather(*(self._prepare(c, im) for im in request.images))
+
+        def check_all():  # one thread hop for the whole request; each check is atomic
+            out = []
+            for im, (new, err, twin) in zip(request.images, embedded):
+                r = duplicates_pb2.DuplicateCheck(key=im.key)
+                if err is not None:
+                    r.verdict = duplicates_pb2.VERDICT_ERROR
+                    r.error.CopyFrom(err)
+                elif twin is not None:
+                    r.verdict = duplicates_pb2.VERDICT_EXACT_DUPLICATE
+                    r.neighbors.append(duplicates_pb2.Neighbor(key=twin, cosine=1.0))
+                else:
+                    res = c.check(new, k, request.threshold, request.add_if_unique)
+                    r.verdict, r.added = int(res.verdict), res.added
+                    r.neighbors.extend(neighbor_messages(res.neighbors))
+                    if res.error:
+                        r.error.CopyFrom(item_error(res.error.code, str(res.error)))
+                out.append(r)
+            return out
+
+        return duplicates_pb2.CheckDuplicatesResponse(results=await asyncio.to_thread(check_all))
+
+    async def _prepare(self, c, image):
+        """(NewImage, None, None), (None, ItemError, None) or, for bytes
+        already stored, (None, None, twin key): exact duplicates are caught by
+        content hash before any vector work."""
+        if image.WhichOneof("source") == "data":
+            twin = await asyncio.to_thread(c.store.key_for_sha256, content_hash(image.data))
+            if twin is not None:
+                return None, None, twin
+        new, err = await embed_for_collection(self.engine, self.reader, image)
+        return new, err, None
+
+    async def FindDuplicates(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "imagesieve.v1.DuplicateService/FindDuplicates is not implemented yet: "
+                            "collection-wide duplicate search (issue #3) is planned")
+
+

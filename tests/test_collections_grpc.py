@@ -1,0 +1,131 @@
+"""Collections and the duplicate check through the real server on loopback."""
+import concurrent.futures
+import os
+import signal
+import threading
+import time
+
+import grpc
+import pytest
+
+from imagesieve import Client
+from imagesieve.local_server import LocalServer
+from imagesieve.samples import natural_photos
+
+from conftest import encode, photo_image
+
+
+def altered(data: bytes) -> bytes:
+    """A recompressed, downsized copy: a near duplicate, different bytes."""
+    img = photo_image(data)
+    return encode(img.resize((img.width * 3 // 4, img.height * 3 // 4)), "JPEG", quality=40)
+
+
+@pytest.fixture
+def client(server):
+    with Client(server.address) as c:
+        yield c
+
+
+def test_collection_lifecycle_and_errors(client):
+    info = client.create_collection("life", threshold=0.8)
+    assert (info.name, info.num_images, info.dim, info.model) == ("life", 0, 1024, "mobilenet_v1")
+    assert info.near_duplicate_threshold == pytest.approx(0.8)
+    assert "life" in [c.name for c in client.list_collections()]
+    with pytest.raises(grpc.RpcError) as e:
+        client.create_collection("life")
+    assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert client.create_collection("life", exist_ok=True).name == "life"
+    with pytest.raises(grpc.RpcError) as e:
+        client.create_collection("../escape")
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as e:
+        client.collection_stats("nope")
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert client.drop_collection("life") and not client.drop_collection("life")
+
+
+def test_add_then_check_verdicts(client, photos):
+    client.create_collection("photos")
+    data = [d for d, _, _ in photos]
+    names = [n for _, _, n in photos]
+    splits = ["test" if i % 5 == 0 else "train" for i in range(20)]
+    added = list(client.add("photos", data, keys=names, labels=[str(l) for _, l, _ in photos], splits=splits))
+    assert all(a.added for a in added) and len({a.id for a in added}) == 20
+    (same_key,) = client.add("photos", [data[2]], keys=[names[0]])
+    assert same_key.error.code == "ALREADY_EXISTS" and not same_key.added
+    (same_bytes,) = client.add("photos", [data[1]], keys=["copy-of-1"], skip_exact_duplicates=True)
+    assert not same_bytes.added and same_bytes.exact_duplicate_of == names[1]
+    stats = client.collection_stats("photos")
+    assert stats.num_images == 20 and dict(stats.images_per_split) == {"test": 4, "train": 16}
+
+    unrelated = [p.read_bytes() for p in natural_photos()[:6]]
+    queries = [altered(data[3]), data[7], b"garbage", *unrelated, encode(photo_image(data[9]).transpose(0), "PNG")]
+    results = list(client.check("photos", queries, k=3))
+    assert [r.verdict for r in results[:3]] == ["NEAR_DUPLICATE", "EXACT_DUPLICATE", "ERROR"]
+    assert results[0].neighbors[0][0] == names[3] and results[0].neighbors[0][1] > 0.85
+    assert results[0].neighbors[0][3] == splits[3]
+    assert results[1].neighbors[0] == (names[7], 1.0, "", "") or results[1].neighbors[0][:2] == (names[7], 1.0)
+    assert results[2].error.code == "INVALID_ARGUMENT"
+    assert all(r.verdict == "UNIQUE" for r in results[3:9]), [(r.verdict, r.neighbors[0]) for r in results[3:9]]
+    assert results[9].verdict == "NEAR_DUPLICATE" and results[9].neighbors[0][0] == names[9]   # mirrored
+    assert client.remove("photos", [names[3]]) == 1
+    assert list(client.check("photos", [altered(data[3])]))[0].neighbors[0][0] != names[3]
+
+
+def test_add_if_unique_is_atomic_across_concurrent_streams(server, photos):
+    with Client(server.address) as c:
+        c.create_collection("race")
+    pairs = [(d, altered(d)) for d, _, _ in photos[:6]]
+    barrier = threading.Barrier(2)
+
+    def send(which):
+        with Client(server.address) as c:
+            barrier.wait()
+            return list(c.check("race", [p[which] for p in pairs], keys=[f"{which}-{i}" for i in range(6)],
+                                add_if_unique=True, chunk_size=1))
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(send, [0, 1])
+    for ra, rb in zip(a, b):
+        assert ra.added != rb.added, (ra, rb)                      # exactly one of each pair added
+        loser = rb if ra.added else ra
+        winner = ra if ra.added else rb
+        assert loser.verdict == "NEAR_DUPLICATE" and loser.neighbors[0][0] == winner.key
+    with Client(server.address) as c:
+        assert c.collection_stats("race").num_images == 6
+
+
+def test_sigkill_during_adds_loses_nothing_acknowledged(manifest_path, photos, tmp_path):
+    data = [d for d, _, _ in photos]
+    acked = []
+    srv = LocalServer(["--snapshot-every", "25"], model=str(manifest_path), data_dir=str(tmp_path))
+    srv.start()
+    with Client(srv.address) as c:
+        c.create_collection("durable")
+
+    def feed():
+        with Client(srv.address) as c:
+            images = (data[i % 20] for i in range(100_000))
+            try:
+                for r in c.add("durable", images, keys=(f"k{i}" for i in range(100_000)), chunk_size=4):
+                    if r.added:
+                        acked.append(r.key)
+            except grpc.RpcError:
+                pass                                            # the server died under us
+
+    t = threading.Thread(target=feed)
+    t.start()
+    deadline = time.time() + 60
+    while len(acked) < 60 and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(srv.proc.pid, signal.SIGKILL)
+    t.join(30)
+    srv.stop()
+    assert len(acked) >= 60
+    with LocalServer([], model=str(manifest_path), data_dir=str(tmp_path)) as again, Client(again.address) as c:
+        assert c.collection_stats("durable").num_images >= len(acked)
+        readd = list(c.add("durable", [data[0]] * len(acked), keys=acked))
+        assert all(r.error is not None and r.error.code == "ALREADY_EXISTS" for r in readd)
+        near = list(c.check("durable", [altered(data[5])], k=1))[0]
+        assert near.verdict == "NEAR_DUPLICATE"                  # the index was rebuilt, not just the store

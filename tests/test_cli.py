@@ -58,3 +58,24 @@ def test_health_command(server):
     assert r.returncode == 0 and r.stdout.strip() == "SERVING"
     r = run_cli("health", "--server", server.address, "--service", "no.such.Service")
     assert r.returncode == 1 and "NOT_FOUND" in r.stderr
+
+
+def test_check_command_ingests_unique_and_flags_copies(server, photos, tmp_path):
+    first = tmp_path / "first"
+    first.mkdir()
+    for data, _, name in photos[:4]:
+        (first / name).write_bytes(data)
+    r = run_cli("check", str(first), "--collection", "cli", "--create", "--add-if-unique",
+                "--server", server.address)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("UNIQUE") == 4 and r.stdout.count("[added]") == 4
+    second = tmp_path / "second"
+    second.mkdir()
+    photo_image(photos[0][0]).resize((300, 300)).save(second / "small_copy.jpg", quality=50)
+    (second / "same.jpg").write_bytes(photos[1][0])
+    r = run_cli("check", str(second), "--collection", "cli", "--server", server.address)
+    lines = {line.split()[1].rsplit("/", 1)[-1]: line for line in r.stdout.splitlines()}
+    assert lines["small_copy.jpg"].startswith("NEAR_DUPLICATE") and photos[0][2] in lines["small_copy.jpg"]
+    assert lines["same.jpg"].startswith("EXACT_DUPLICATE") and photos[1][2] in lines["same.jpg"]
+    r = run_cli("check", str(second), "--collection", "missing", "--server", server.address)
+    assert r.returncode == 1 and "NOT_FOUND" in r.stderr

@@ -2,6 +2,7 @@
 
     imagesieve serve [--address HOST:PORT] ...     run the gRPC server (server extra)
     imagesieve embed PATHS... --server ADDR --out FILE.npy
+    imagesieve check PATHS... --collection C [--add-if-unique]   verdict per image
     imagesieve info --server ADDR                  the server's model
     imagesieve health --server ADDR                gRPC health check (exit 0 when SERVING)
     imagesieve demo                                 start a server, embed real sample photos
@@ -57,6 +58,43 @@ def cmd_embed(args) -> int:
     print(f"wrote {out} ({len(paths)} x {vectors.shape[1]} float32, unit rows; zero rows = failed) "
           f"and {keys_path}; {len(paths) - len(failures)} embedded, {len(failures)} failed")
     return 1 if failures and args.strict else 0
+
+
+def cmd_check(args) -> int:
+    """Stream images through CheckDuplicates; one verdict line per image."""
+    import grpc
+    from .client import Client
+    from .progress import Progress
+
+    paths = iter_image_paths(args.paths)
+    if not paths:
+        print("imagesieve check: no images found", file=sys.stderr)
+        return 2
+    counts: dict[str, int] = {}
+    with Client(args.server) as client:
+        client.wait_ready(args.connect_timeout)
+        try:
+            if args.create:
+                client.create_collection(args.collection, exist_ok=True)
+            with Progress(len(paths), "checking") as bar:
+                for r in client.check(args.collection, paths, k=args.k, threshold=args.threshold,
+                                      add_if_unique=args.add_if_unique):
+                    counts[r.verdict] = counts.get(r.verdict, 0) + 1
+                    bar.update(ok=r.error is None)
+                    if r.error:
+                        detail = f"{r.error.code}: {r.error.message}"
+                    elif r.neighbors:
+                        key, cos = r.neighbors[0][:2]
+                        detail = f"nearest {key} (cosine {cos:.3f})"
+                    else:
+                        detail = "collection empty"
+                    added = " [added]" if r.added else ""
+                    print(f"{r.verdict:15} {r.key}  {detail}{added}", flush=True)
+        except grpc.RpcError as e:
+            print(f"imagesieve check: {e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
+    print("summary: " + ", ".join(f"{v.lower()} {n}" for v, n in sorted(counts.items())), file=sys.stderr)
+    return 0
 
 
 def cmd_info(args) -> int:
@@ -118,6 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--connect-timeout", type=float, default=30.0)
     e.add_argument("--strict", action="store_true", help="exit 1 if any image failed")
     e.set_defaults(func=cmd_embed)
+
+    c = sub.add_parser("check", help="check images against a collection before ingestion")
+    c.add_argument("paths", nargs="+", help="image files or folders")
+    c.add_argument("--collection", required=True)
+    c.add_argument("--server", default=default_server)
+    c.add_argument("-k", type=int, default=5, help="neighbours to fetch per image")
+    c.add_argument("--threshold", type=float, default=0.0, help="near-duplicate cosine (0 = collection default)")
+    c.add_argument("--add-if-unique", action="store_true", help="add each unique image, atomically")
+    c.add_argument("--create", action="store_true", help="create the collection if it does not exist")
+    c.add_argument("--connect-timeout", type=float, default=30.0)
+    c.set_defaults(func=cmd_check)
 
     i = sub.add_parser("info", help="show the server's model")
     i.add_argument("--server", default=default_server)

@@ -47,6 +47,30 @@ def _watermark(img):
     return img
 
 
+def _screenshot(img):
+    """The photo shown at 70% in a light UI window with a title bar and a side panel."""
+    w, h = img.size
+    canvas = Image.new("RGB", (w, h), (236, 236, 236))
+    d = ImageDraw.Draw(canvas)
+    d.rectangle((0, 0, w, h // 14), fill=(52, 58, 70))
+    d.text((8, 4), "Photos - imagesieve.png", fill=(255, 255, 255))
+    d.rectangle((0, h // 14, w // 6, h), fill=(250, 250, 250))
+    inner = img.resize((w * 7 // 10, h * 7 // 10))
+    canvas.paste(inner, (w // 6 + (w * 5 // 6 - inner.width) // 2, h // 14 + (h * 13 // 14 - inner.height) // 2))
+    return canvas
+
+
+def _transparent_corners(img):
+    """RGBA with transparent rounded corners, flattened as a browser shows it (on white)."""
+    mask = Image.new("L", img.size, 0)
+    ImageDraw.Draw(mask).rounded_rectangle((0, 0, img.width - 1, img.height - 1), radius=min(img.size) // 5, fill=255)
+    rgba = img.convert("RGBA")
+    rgba.putalpha(mask)
+    buf = io.BytesIO()
+    rgba.save(buf, format="PNG")
+    return Image.open(io.BytesIO(buf.getvalue()))
+
+
 ALTERATIONS = {
     "jpeg_q20": lambda im: _reencode(im, 20),
     "down_up_4x": lambda im: im.resize((im.width // 4, im.height // 4)).resize(im.size),
@@ -58,4 +82,6 @@ ALTERATIONS = {
     "border_10": lambda im: ImageOps.expand(im, border=max(im.size) // 10, fill=(0, 0, 0)),
     "letterbox_16x9": lambda im: ImageOps.pad(im, (im.height * 16 // 9, im.height), color=(0, 0, 0)),
     "watermark": _watermark,
+    "screenshot": _screenshot,
+    "transparent_png": _transparent_corners,
 }

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from imagesieve import AsyncClient, Client
 from imagesieve.local_server import LocalServer
-from imagesieve.v1 import common_pb2, duplicates_pb2, duplicates_pb2_grpc, embedding_pb2
+from imagesieve.v1 import analysis_pb2, analysis_pb2_grpc, common_pb2, embedding_pb2
 
 from conftest import encode, photo_image
 
@@ -125,11 +125,11 @@ def test_health_reflection_and_planned_methods(server):
     names = {s.name for s in resp.list_services_response.service}
     assert {"imagesieve.v1.EmbeddingService", "imagesieve.v1.CollectionService",
             "imagesieve.v1.DuplicateService", "imagesieve.v1.AnalysisService", "grpc.health.v1.Health"} <= names
-    stub = duplicates_pb2_grpc.DuplicateServiceStub(channel)
+    stub = analysis_pb2_grpc.AnalysisServiceStub(channel)
     with pytest.raises(grpc.RpcError) as e:
-        list(stub.FindDuplicates(duplicates_pb2.FindDuplicatesRequest(collection="x")))
+        list(stub.SampleSizeSweep(analysis_pb2.SampleSizeRequest()))
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "DuplicateService/FindDuplicates" in e.value.details() and "issue #3" in e.value.details()
+    assert "AnalysisService/SampleSizeSweep" in e.value.details() and "issue #5" in e.value.details()
     channel.close()
 
 

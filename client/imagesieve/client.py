@@ -16,7 +16,7 @@ import io
 import itertools
 import os
 from pathlib import Path
-from typing import AsyncIterator, Iterable, Iterator, Union
+from typing import AsyncIterator, Callable, Iterable, Iterator, Union
 
 import grpc
 import numpy as np
@@ -328,6 +328,22 @@ class Client:
                     i, r.key, duplicates_pb2.Verdict.Name(r.verdict).removeprefix("VERDICT_"),
                     [(n.key, n.cosine, n.label, n.split) for n in r.neighbors], r.added,
                     _failure(i, r.key, r.error) if r.HasField("error") else None)
+
+    def find_duplicates(self, collection: str, *, threshold: float = 0.0, approximate: bool = False,
+                        grouping: str = "bounded", knn_k: int = 0,
+                        progress: Callable[[common_pb2.JobProgress], None] | None = None,
+                        ) -> duplicates_pb2.FindDuplicatesResult:
+        """All duplicate pairs and groups of a collection (a long job; each
+        progress event goes to ``progress``). grouping: "bounded" (every two
+        members >= threshold), "centre" or "components"."""
+        request = duplicates_pb2.FindDuplicatesRequest(collection=collection, threshold=threshold,
+                                                       approximate=approximate, grouping=grouping, knn_k=knn_k)
+        for event in self.duplicates.FindDuplicates(request):
+            if event.HasField("result"):
+                return event.result
+            if progress is not None:
+                progress(event.progress)
+        raise RuntimeError("FindDuplicates ended without a result")
 
 
 class AsyncClient:

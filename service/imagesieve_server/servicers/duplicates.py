@@ -10,6 +10,7 @@ from imagesieve.v1 import duplicates_pb2, duplicates_pb2_grpc
 from ..collections import CollectionError, CollectionManager, Neighbor
 from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
+from ..jobs.find_duplicates import find_duplicates_events
 from .collections import abort_for, embed_for_collection
 from .common import BadRequest, ImageReader, content_hash, item_error, ordered_concurrent
 
@@ -77,8 +78,11 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
         return new, err, None
 
     async def FindDuplicates(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "imagesieve.v1.DuplicateService/FindDuplicates is not implemented yet: "
-                            "collection-wide duplicate search (issue #3) is planned")
+        try:
+            collection = self.manager.get(request.collection)
+            async for event in find_duplicates_events(collection, request):
+                yield event
+        except CollectionError as e:
+            await abort_for(context, e)
 
 

@@ -1,0 +1,81 @@
+"""FindDuplicates over a real collection: pairs, groups, leakage, conflicts."""
+import grpc
+import numpy as np
+import pytest
+
+from imagesieve import Client
+
+from conftest import encode, photo_image
+
+
+@pytest.fixture(scope="module")
+def dup_collection(server, photos):
+    """20 photos (labels, 4 in test split) + planted copies: an exact copy
+    under another key, near copies in the other split and with another label."""
+    data = [d for d, _, _ in photos]
+    names = [n for _, _, n in photos]
+    images = list(data)
+    keys = list(names)
+    labels = [str(l) for _, l, _ in photos]
+    splits = ["train"] * 20
+    small = lambda d, q: encode(photo_image(d).resize((300, 300)), "JPEG", quality=q)  # noqa: E731
+    planted = [
+        (data[0], "exact-0", labels[0], "train"),               # same bytes
+        (small(data[1], 60), "near-1-test", labels[1], "test"),  # leakage
+        (small(data[2], 60), "near-2-relabelled", "999", "train"),  # label conflict
+        (small(data[3], 50), "near-3-a", labels[3], "train"),
+        (small(data[3], 30), "near-3-b", labels[3], "train"),
+    ]
+    for d, k, l, s in planted:
+        images.append(d)
+        keys.append(k)
+        labels.append(l)
+        splits.append(s)
+    with Client(server.address) as c:
+        c.create_collection("dups")
+        assert all(r.added for r in c.add("dups", images, keys=keys, labels=labels, splits=splits))
+    return names, images, keys
+
+
+def test_pairs_groups_and_flags(server, dup_collection):
+    names = dup_collection[0]
+    events = []
+    with Client(server.address) as c:
+        res = c.find_duplicates("dups", progress=events.append)
+    assert res.num_images == 25 and res.threshold == pytest.approx(0.8)
+    assert events and events[-1].stage
+    pairs = {frozenset((p.key_a, p.key_b)): p for p in res.pairs}
+    exact = pairs[frozenset((names[0], "exact-0"))]
+    assert exact.exact and exact.cosine > 0.9999
+    leak = pairs[frozenset((names[1], "near-1-test"))]
+    assert leak.cross_split and not leak.labels_disagree
+    conflict = pairs[frozenset((names[2], "near-2-relabelled"))]
+    assert conflict.labels_disagree and not conflict.cross_split
+    assert frozenset((names[3], "near-3-a")) in pairs and frozenset(("near-3-a", "near-3-b")) in pairs
+    # no pair among the 20 distinct photos
+    assert not [p for p in res.pairs if p.key_a in names and p.key_b in names]
+    groups = sorted(sorted(g.keys) for g in res.groups)
+    assert sorted([names[3], "near-3-a", "near-3-b"]) in groups
+    assert all(g.min_internal_cosine >= 0.8 - 1e-6 for g in res.groups)
+
+
+def test_pairs_equal_brute_force_on_the_same_vectors(server, dup_collection, embedder):
+    _, images, keys = dup_collection
+    x = np.stack([o.vector for o in embedder.embed_all(images)])   # identical to the server's
+    sims = x @ x.T
+    for t in (0.5, 0.8):
+        ref = {frozenset((keys[i], keys[j])) for i in range(len(keys)) for j in range(i + 1, len(keys))
+               if sims[i, j] >= t}
+        with Client(server.address) as c:
+            got = {frozenset((p.key_a, p.key_b)) for p in c.find_duplicates("dups", threshold=t).pairs}
+        assert got == ref and len(ref) >= 5
+
+
+def test_find_duplicates_errors(server, dup_collection):
+    with Client(server.address) as c:
+        with pytest.raises(grpc.RpcError) as e:
+            c.find_duplicates("no-such-collection")
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as e:
+            c.find_duplicates("dups", grouping="whatever")
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -12,7 +12,6 @@ Last line: one JSON object with recall, false_pair_rate, recall_by_kind.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
@@ -21,22 +20,10 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from photos import ALTERATIONS, jpeg, real_photos  # noqa: E402
+from photos import ALTERATIONS, SEED_KINDS, encode, jpeg, real_photos  # noqa: E402
 
 from imagesieve_server.collections.collection import DEFAULT_THRESHOLD  # noqa: E402
 from imagesieve_server.engine import Embedder  # noqa: E402
-
-SEED_KINDS = ["jpeg_q20", "down_up_4x", "crop_80", "brightness_130", "flip", "grayscale"]
-
-
-def encode(img) -> bytes:
-    """JPEG, or PNG for images with transparency (as they would be shared)."""
-    if img.mode == "RGBA":
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        return buf.getvalue()
-    return jpeg(img, 95)
-
 
 def vectors(emb: Embedder, images: list[bytes]) -> np.ndarray:
     return np.stack([o.vector for o in emb.embed_all(images)])

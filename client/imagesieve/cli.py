@@ -6,6 +6,7 @@
     imagesieve info --server ADDR                  the server's model
     imagesieve health --server ADDR                gRPC health check (exit 0 when SERVING)
     imagesieve demo                                 start a server, embed real sample photos
+    imagesieve calibrate PATHS...                   near-duplicate threshold for your images
 """
 from __future__ import annotations
 
@@ -139,6 +140,33 @@ def cmd_serve(argv: list[str]) -> int:
     return serve_main(argv)
 
 
+# Subcommands that run analyses in-process: they live with the server
+# (imagesieve_server.commands.NAME: add_arguments, run) and need its extra.
+SERVER_COMMANDS = {
+    "calibrate": "choose the near-duplicate threshold from altered copies of your images",
+}
+
+
+def _add_server_commands(sub) -> None:
+    import importlib
+    for name, help_text in SERVER_COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        try:
+            mod = importlib.import_module(f"imagesieve_server.commands.{name}")
+        except ImportError as e:
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+            p.set_defaults(func=lambda a, e=e, n=name: _needs_server(n, e))
+            continue
+        mod.add_arguments(p)
+        p.set_defaults(func=mod.run)
+
+
+def _needs_server(name: str, error: ImportError) -> int:
+    print(f"imagesieve {name} needs the server extra: pip install 'imagesieve[server]' ({error})",
+          file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":          # the server parses its own flags
@@ -185,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--out", default="demo_embeddings.npy")
     d.set_defaults(func=lambda a: __import__("imagesieve.demo", fromlist=["run"]).run(a))
 
+    _add_server_commands(sub)
     args = ap.parse_args(argv)
     return args.func(args)
 

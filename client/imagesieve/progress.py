@@ -15,6 +15,7 @@ class Progress:
         self.done = self.failed = 0
         self.start = self._last = time.perf_counter()
         self._tty = getattr(stream, "isatty", lambda: False)()
+        self._last_line = ""
 
     def __enter__(self):
         return self
@@ -44,6 +45,10 @@ class Progress:
         return f"{self.label} {self.done}{of} ({self.rate:.1f} {self.unit}/s{eta}){failed}"
 
     def _print(self, final: bool = False) -> None:
+        line = self.line()
+        if final and not self._tty and line == self._last_line:
+            return
+        self._last_line = line
         end = "\n" if final or not self._tty else ""
         prefix = "\r" if self._tty else ""
-        print(prefix + self.line(), end=end, file=self.stream, flush=True)
+        print(prefix + line, end=end, file=self.stream, flush=True)

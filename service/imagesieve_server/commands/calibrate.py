@@ -1,0 +1,118 @@
+"""``imagesieve calibrate PATHS``: choose the near-duplicate threshold for
+your own images.
+
+Makes altered copies of a sample of your images (every kind in
+imagesieve.alterations), embeds originals and copies (through ``--server``,
+or in-process), and measures at each threshold the recall of copies (cosine
+to their source >= t) and the false-pair rate among your distinct images.
+Suggests the lowest threshold whose false-pair rate stays under the bound.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+PAIR_FLOOR = 0.3   # distinct pairs below this cosine are counted, not listed
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", help="image files or folders")
+    p.add_argument("--server", default=None, help="host:port; default: embed in-process")
+    p.add_argument("--model", default="mobilenet_v1", help="model for in-process embedding")
+    p.add_argument("--sample", type=int, default=200, help="images to sample (default 200)")
+    p.add_argument("--max-false-pair-rate", type=float, default=0.01)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the table as JSON here")
+
+
+def _embedder(args):
+    """A function list[bytes] -> (vectors (N, D), ok (N,))."""
+    if args.server:
+        from imagesieve import Client
+        client = Client(args.server)
+
+        def embed(images):
+            res = client.embed(images)
+            return res.vectors, res.ok
+        return embed
+    from imagesieve_server.engine import Embedder
+    emb = Embedder.from_model(args.model)
+
+    def embed(images):
+        out = emb.embed_all(images)
+        dim = emb.dim
+        return (np.stack([o.vector if o.ok else np.zeros(dim, np.float32) for o in out]),
+                np.array([o.ok for o in out]))
+    return embed
+
+
+def calibrate(originals: list[bytes], embed, max_false_pair_rate: float = 0.01, report=print) -> dict:
+    """Table of recall and false-pair rate per threshold, and a suggestion."""
+    from imagesieve.alterations import ALTERATIONS, encode
+    from imagesieve.progress import Progress
+    from imagesieve_server.analysis.duplicates.calibrate import suggest_threshold, threshold_table
+    from imagesieve_server.analysis.duplicates.pairs import pairs_above_threshold
+
+    base, ok = embed(originals)
+    base, originals = base[ok], [o for o, k in zip(originals, ok) if k]
+    if len(originals) < 3:
+        raise ValueError("calibration needs at least 3 readable images")
+    pil = [Image.open(io.BytesIO(b)).convert("RGB") for b in originals]
+    pos, by_kind = [], {}
+    with Progress(len(ALTERATIONS), "altered copies", unit="kinds") as bar:
+        for kind, fn in ALTERATIONS.items():
+            vec, vok = embed([encode(fn(im)) for im in pil])
+            sims = np.sum(vec * base, axis=1)[vok]
+            by_kind[kind] = sims
+            pos.append(sims)
+            bar.update()
+    pos = np.concatenate(pos)
+    _, _, listed = pairs_above_threshold(base, PAIR_FLOOR)
+    n_pairs = len(base) * (len(base) - 1) // 2
+    neg = np.concatenate([listed, np.full(n_pairs - len(listed), -1.0, np.float32)])
+    table = threshold_table(pos, neg, THRESHOLDS)
+    best = suggest_threshold(pos, neg, max_false_pair_rate)
+    return {
+        "images": len(originals), "copies": int(len(pos)), "distinct_pairs": n_pairs,
+        "table": [r._asdict() for r in table],
+        "suggested": best._asdict(),
+        "recall_by_kind_at_suggested": {k: round(float(np.mean(s >= best.threshold)), 3)
+                                        for k, s in by_kind.items()},
+    }
+
+
+def run(args) -> int:
+    from imagesieve.cli import iter_image_paths
+    paths = iter_image_paths(args.paths)
+    if len(paths) < 3:
+        print("imagesieve calibrate: need at least 3 images", file=sys.stderr)
+        return 2
+    random.Random(args.seed).shuffle(paths)
+    originals = [p.read_bytes() for p in paths[: args.sample]]
+    try:
+        result = calibrate(originals, _embedder(args), args.max_false_pair_rate)
+    except ValueError as e:
+        print(f"imagesieve calibrate: {e}", file=sys.stderr)
+        return 2
+    print(f"{result['images']} images, {result['copies']} altered copies, "
+          f"{result['distinct_pairs']} distinct pairs")
+    print(f"{'threshold':>9}  {'recall':>7}  {'false pairs':>11}")
+    for r in result["table"]:
+        print(f"{r['threshold']:9.2f}  {r['recall']:7.3f}  {r['false_pair_rate']:11.4f}")
+    s = result["suggested"]
+    print(f"suggested threshold {s['threshold']:.3f}: recall {s['recall']:.3f}, "
+          f"false-pair rate {s['false_pair_rate']:.4f} (bound {args.max_false_pair_rate})")
+    weak = {k: v for k, v in result["recall_by_kind_at_suggested"].items() if v < 0.95}
+    if weak:
+        print("copies often missed at that threshold: " + ", ".join(f"{k} {v:.2f}" for k, v in weak.items()))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return 0

@@ -79,3 +79,29 @@ def test_check_command_ingests_unique_and_flags_copies(server, photos, tmp_path)
     assert lines["same.jpg"].startswith("EXACT_DUPLICATE") and photos[1][2] in lines["same.jpg"]
     r = run_cli("check", str(second), "--collection", "missing", "--server", server.address)
     assert r.returncode == 1 and "NOT_FOUND" in r.stderr
+
+
+def test_dedup_command_writes_json_csv_and_contact_sheet(server, photos, tmp_path):
+    import json
+    from PIL import Image
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    for data, _, name in photos[:6]:
+        (folder / name).write_bytes(data)
+    photo_image(photos[0][0]).resize((256, 256)).save(folder / "copy_a.jpg", quality=60)
+    photo_image(photos[0][0]).resize((200, 200)).save(folder / "copy_b.jpg", quality=40)
+    assert run_cli("check", str(folder), "--collection", "dd", "--create", "--add-if-unique", "--threshold",
+                   "0.99", "--server", server.address).returncode == 0
+    out = tmp_path / "report"
+    r = run_cli("dedup", "--collection", "dd", "--out", str(out), "--server", server.address)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((out / "duplicates.json").read_text())
+    assert doc["num_images"] == 8 and len(doc["pairs"]) == 3
+    (group,) = doc["groups"]
+    assert {k.rsplit("/", 1)[-1] for k in group["keys"]} == {photos[0][2], "copy_a.jpg", "copy_b.jpg"}
+    assert len((out / "pairs.csv").read_text().splitlines()) == 4
+    sheet = Image.open(out / "duplicate_groups.png")
+    assert sheet.width >= 3 * 128 and sheet.height >= 128
+    # the thumbnails are real images, not blank tiles: the sheet has many colours
+    assert len(sheet.convert("RGB").getcolors(1 << 20) or []) > 1000
+    assert "3 duplicate pairs" in r.stdout and "1 groups" in r.stdout

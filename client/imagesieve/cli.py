@@ -3,6 +3,7 @@
     imagesieve serve [--address HOST:PORT] ...     run the gRPC server (server extra)
     imagesieve embed PATHS... --server ADDR --out FILE.npy
     imagesieve check PATHS... --collection C [--add-if-unique]   verdict per image
+    imagesieve dedup --collection C --out DIR      pairs, groups, leakage + contact sheet
     imagesieve info --server ADDR                  the server's model
     imagesieve health --server ADDR                gRPC health check (exit 0 when SERVING)
     imagesieve demo                                 start a server, embed real sample photos
@@ -95,6 +96,60 @@ def cmd_check(args) -> int:
             print(f"imagesieve check: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1
     print("summary: " + ", ".join(f"{v.lower()} {n}" for v, n in sorted(counts.items())), file=sys.stderr)
+    return 0
+
+
+def cmd_dedup(args) -> int:
+    """FindDuplicates on a collection: JSON and CSV for machines, a contact
+    sheet of the groups for people."""
+    import csv
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+    from .client import Client
+    from .contact_sheet import SheetItem, save_contact_sheet
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def show(p):
+        total = f"/{p.total}" if p.total else ""
+        print(f"\r{p.stage} {p.done}{total} ({p.elapsed_s:.1f}s)", end="", file=sys.stderr, flush=True)
+
+    with Client(args.server) as client:
+        client.wait_ready(args.connect_timeout)
+        try:
+            res = client.find_duplicates(args.collection, threshold=args.threshold, approximate=args.approximate,
+                                         grouping=args.grouping, progress=show)
+        except grpc.RpcError as e:
+            print(f"\nimagesieve dedup: {e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
+    print(file=sys.stderr)
+    doc = MessageToDict(res, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    doc["collection"] = args.collection
+    doc["num_images"] = res.num_images          # int64 is a string in proto JSON
+    (out / "duplicates.json").write_text(json.dumps(doc, indent=2))
+    with open(out / "pairs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["key_a", "key_b", "cosine", "exact", "cross_split", "labels_disagree"])
+        for p in res.pairs:
+            w.writerow([p.key_a, p.key_b, f"{p.cosine:.4f}", p.exact, p.cross_split, p.labels_disagree])
+    items = []
+    for gi, g in enumerate(sorted(res.groups, key=lambda g: -len(g.keys))[: args.max_groups]):
+        for key in g.keys:
+            image = key if Path(key).is_file() else None
+            items.append(SheetItem(image if image else b"", [f"group {gi + 1} (min {g.min_internal_cosine:.2f})",
+                                                            Path(key).name]))
+    if items:
+        save_contact_sheet(items, out / "duplicate_groups.png", columns=args.columns,
+                           title=f"{args.collection}: {len(res.groups)} duplicate groups at cosine >= "
+                                 f"{res.threshold:.2f}")
+    exact = sum(p.exact for p in res.pairs)
+    print(f"{res.num_images} images: {len(res.pairs)} duplicate pairs ({exact} exact, "
+          f"{len(res.pairs) - exact} near) in {len(res.groups)} groups; "
+          f"{sum(p.cross_split for p in res.pairs)} pairs cross splits (leakage), "
+          f"{sum(p.labels_disagree for p in res.pairs)} pairs with different labels")
+    print(f"wrote {out / 'duplicates.json'}, {out / 'pairs.csv'}"
+          + (f", {out / 'duplicate_groups.png'}" if items else ""))
     return 0
 
 
@@ -195,6 +250,18 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--create", action="store_true", help="create the collection if it does not exist")
     c.add_argument("--connect-timeout", type=float, default=30.0)
     c.set_defaults(func=cmd_check)
+
+    dd = sub.add_parser("dedup", help="all duplicate pairs and groups of a collection")
+    dd.add_argument("--collection", required=True)
+    dd.add_argument("--out", required=True, help="folder for duplicates.json, pairs.csv, duplicate_groups.png")
+    dd.add_argument("--server", default=default_server)
+    dd.add_argument("--threshold", type=float, default=0.0, help="cosine (0 = collection default)")
+    dd.add_argument("--approximate", action="store_true", help="kNN graph instead of exact range search")
+    dd.add_argument("--grouping", choices=["bounded", "centre", "components"], default="bounded")
+    dd.add_argument("--max-groups", type=int, default=60, help="groups drawn on the contact sheet")
+    dd.add_argument("--columns", type=int, default=6)
+    dd.add_argument("--connect-timeout", type=float, default=30.0)
+    dd.set_defaults(func=cmd_dedup)
 
     i = sub.add_parser("info", help="show the server's model")
     i.add_argument("--server", default=default_server)

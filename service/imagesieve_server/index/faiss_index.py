@@ -1,0 +1,391 @@
+"""FAISS indexes over L2-normalized embeddings (inner product = cosine).
+
+Every index here uses ``METRIC_INNER_PRODUCT``; with unit vectors the score
+of a pair is its cosine similarity, a float32 in [-1, 1] (1 = same
+direction). Vectors are ``(N, D)`` float32, C-contiguous; ids are int64.
+
+Kinds (:data:`KINDS`):
+
+- ``"flat"``: exact ``IndexFlatIP`` wrapped in ``IndexIDMap2`` (add with ids,
+  remove by id, reconstruct by id). 4*D bytes a vector.
+- ``"ivf_flat"``: ``IndexIVFFlat`` (coarse k-means, ``nlist`` lists, search
+  visits ``nprobe`` of them). Needs :func:`train_index`. Ids are carried by
+  the IVF lists themselves with a hash-table direct map (reconstruct and
+  remove by id). It is NOT wrapped in ``IndexIDMap2``: FAISS' id map assumes
+  the inner index renumbers after a removal as ``IndexFlat`` does, which IVF
+  does not, so removal through the wrapper silently maps later results to
+  wrong ids (checked on faiss 1.15).
+- ``"ivf_pq"``: ``IndexIVFPQ``, product-quantized codes (``pq_m`` bytes a
+  vector at 8 bits) for collections too big for RAM as float32; scores are
+  approximate (quantized). Same id handling as ``ivf_flat``.
+- ``"hnsw"``: ``IndexHNSWFlat`` graph in ``IndexIDMap2``. No training. FAISS
+  HNSW cannot delete: :func:`remove_ids` rebuilds it from the kept vectors
+  (O(n log n); batch removals). Range search is emulated, see
+  :func:`range_search`.
+
+GPU: :func:`to_gpu` moves an index to FAISS GPU when ``faiss.get_num_gpus()``
+is positive (faiss-gpu build). That path is small and UNTESTED here (the
+development machine has no GPU and faiss-cpu).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Literal
+
+# FAISS' OpenMP threads spin while waiting by default; on a machine whose
+# cores are shared (servers next to other jobs, CI) that turned a 1 s test
+# run into 15 s (IVF-PQ training: many small parallel regions). PASSIVE makes
+# idle threads sleep. Only a default, and only effective if this is the first
+# import of an OpenMP library in the process; set OMP_WAIT_POLICY to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+
+#: The index kinds, see the module docstring.
+IndexKind = Literal["flat", "ivf_flat", "ivf_pq", "hnsw"]
+KINDS: tuple[str, ...] = ("flat", "ivf_flat", "ivf_pq", "hnsw")
+
+#: Below this many vectors :func:`choose_kind` picks exact search. Measured
+#: (1 thread, 2 shared CPU cores, D=1024): one exact k=5 query takes 2.8 ms at
+#: 20k vectors, 7.4 ms at 50k, 29 ms at 200k (linear in N*D: it scans every
+#: vector; batching 16 queries did not help). The issue asks the index search
+#: to stay <= 10% of an image's check time, and embedding one image costs a
+#: few tens of ms on CPU, so exact stops at 50k. Above it, IVF-Flat answered
+#: in 0.36 ms p50 / 4.5 ms p99 at 1M x 256-d with 0.9995 recall of planted
+#: near duplicates (bench/index_scale.py), against 53 ms for exact search.
+FLAT_MAX = 50_000
+
+DEFAULT_HNSW_M = 32
+DEFAULT_EF_CONSTRUCTION = 80
+DEFAULT_EF_SEARCH = 128
+#: IVF probes: lists visited per query. 16 of 1024+ lists found >= 0.99 of the
+#: planted near-duplicate pairs in bench/index_scale.py.
+DEFAULT_NPROBE = 16
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+
+def as_vectors(x, dim: int | None = None, name: str = "vectors") -> np.ndarray:
+    """``x`` as a C-contiguous float32 ``(N, D)`` array; ValueError otherwise."""
+    a = np.asarray(x)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (N, D); got shape {a.shape}")
+    if dim is not None and a.shape[1] != dim:
+        raise ValueError(f"{name} have dimension {a.shape[1]}, the index has {dim}")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"{name} must be floating point; got {a.dtype}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def as_ids(ids, n: int | None = None) -> np.ndarray:
+    """``ids`` as a contiguous int64 ``(N,)`` array; ValueError otherwise."""
+    a = np.asarray(ids)
+    if a.ndim != 1:
+        raise ValueError(f"ids must be a 1-D array; got shape {a.shape}")
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"ids must be integers; got {a.dtype}")
+    if n is not None and a.shape[0] != n:
+        raise ValueError(f"got {a.shape[0]} ids for {n} vectors")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def choose_kind(n_vectors: int) -> str:
+    """Index kind for a collection of ``n_vectors``: ``"flat"`` (exact) below
+    :data:`FLAT_MAX`, ``"ivf_flat"`` above. IVF rather than HNSW because a
+    collection removes by key: IVF deletes in place, FAISS HNSW cannot (our
+    :func:`remove_ids` has to rebuild it), and IVF builds ~10x faster at 1M on
+    a small CPU (k-means on a sample, then one assignment a vector). Pick
+    ``"hnsw"`` explicitly for append-only collections wanting the lowest
+    latency, ``"ivf_pq"`` when float32 vectors do not fit in RAM."""
+    if n_vectors < 0:
+        raise ValueError(f"n_vectors must be >= 0; got {n_vectors}")
+    return "flat" if n_vectors < FLAT_MAX else "ivf_flat"
+
+
+def default_nlist(n_expected: int) -> int:
+    """IVF lists for ``n_expected`` vectors: ~4*sqrt(n), a power of two in
+    [16, 65536] (the FAISS guideline of 4-16*sqrt(n))."""
+    n = max(int(n_expected), 1)
+    return int(min(65536, max(16, 2 ** round(math.log2(4 * math.sqrt(n))))))
+
+
+def make_index(kind: str, dim: int, n_expected: int = 100_000, *, nlist: int | None = None,
+               nprobe: int = DEFAULT_NPROBE, pq_m: int | None = None, pq_nbits: int = 8,
+               hnsw_m: int = DEFAULT_HNSW_M, ef_construction: int = DEFAULT_EF_CONSTRUCTION,
+               ef_search: int = DEFAULT_EF_SEARCH) -> faiss.Index:
+    """An empty inner-product index of ``kind`` for ``dim``-d unit vectors that
+    accepts int64 ids (:func:`add`).
+
+    ``n_expected`` sizes IVF (``nlist`` defaults to :func:`default_nlist`).
+    ``pq_m`` (sub-quantizers, must divide ``dim``) defaults to dim/16 (64 bytes
+    a 1024-d vector). IVF kinds must be trained (:func:`train_index`) first.
+    """
+    _check_kind(kind)
+    if dim <= 0:
+        raise ValueError(f"dim must be positive; got {dim}")
+    if nprobe < 1 or ef_search < 1 or ef_construction < 1 or hnsw_m < 2:
+        raise ValueError("nprobe and ef_search, ef_construction must be >= 1, hnsw_m >= 2")
+    ip = faiss.METRIC_INNER_PRODUCT
+    if kind == "flat":
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    if kind == "hnsw":
+        inner = faiss.IndexHNSWFlat(dim, hnsw_m, ip)
+        inner.hnsw.efConstruction = ef_construction
+        inner.hnsw.efSearch = ef_search
+        return faiss.IndexIDMap2(inner)
+    nlist = default_nlist(n_expected) if nlist is None else int(nlist)
+    if nlist < 1:
+        raise ValueError(f"nlist must be >= 1; got {nlist}")
+    quantizer = faiss.IndexFlatIP(dim)
+    if kind == "ivf_flat":
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, ip)
+    else:
+        m = max(1, dim // 16) if pq_m is None else int(pq_m)
+        if m < 1 or dim % m:
+            raise ValueError(f"pq_m={m} must divide dim={dim}")
+        if not 1 <= pq_nbits <= 16:
+            raise ValueError(f"pq_nbits must be in [1, 16]; got {pq_nbits}")
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, pq_nbits, ip)
+    index.own_fields = True
+    quantizer.this.disown()
+    index.nprobe = min(nprobe, nlist)
+    index.set_direct_map_type(faiss.DirectMap.Hashtable)
+    return index
+
+
+def index_kind(index: faiss.Index) -> str:
+    """The :data:`KINDS` name of an index built by :func:`make_index`."""
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    if isinstance(inner, faiss.IndexHNSW):
+        return "hnsw"
+    if isinstance(inner, faiss.IndexIVFPQ):
+        return "ivf_pq"
+    if isinstance(inner, faiss.IndexIVF):
+        return "ivf_flat"
+    if isinstance(inner, faiss.IndexFlat):
+        return "flat"
+    raise ValueError(f"not an index built by make_index: {type(inner).__name__}")
+
+
+def _ivf(index: faiss.Index):
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    return inner if isinstance(inner, faiss.IndexIVF) else None
+
+
+def _hnsw(index: faiss.Index):
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+    return inner if isinstance(inner, faiss.IndexHNSW) else None
+
+
+def needs_training(index: faiss.Index) -> bool:
+    """True for an IVF index not yet trained."""
+    return not index.is_trained
+
+
+def train_index(index: faiss.Index, sample, max_points: int | None = None, seed: int = 0) -> None:
+    """Train an IVF index on ``sample`` ((S, D) float32 unit vectors, e.g. a
+    random sample of the collection: ~40-256 points per list is enough).
+    ``max_points`` subsamples (seeded) before k-means. No-op for flat/HNSW."""
+    sample = as_vectors(sample, index.d, "training sample")
+    if index.is_trained:
+        return
+    ivf = _ivf(index)
+    if max_points is not None and sample.shape[0] > max_points:
+        rng = np.random.default_rng(seed)
+        sample = sample[np.sort(rng.choice(sample.shape[0], max_points, replace=False))]
+    if ivf is not None and sample.shape[0] < ivf.nlist:
+        raise ValueError(f"need at least nlist={ivf.nlist} training vectors; got {sample.shape[0]}")
+    index.train(sample)
+
+
+def add(index: faiss.Index, vectors, ids) -> None:
+    """Add ``vectors`` ((N, D) float32, unit norm) under int64 ``ids`` ((N,)).
+    Ids must be unique in the index (not checked: callers own the id space)."""
+    vectors = as_vectors(vectors, index.d)
+    ids = as_ids(ids, vectors.shape[0])
+    if not index.is_trained:
+        raise ValueError("index is not trained: call train_index(index, sample) first")
+    if vectors.shape[0]:
+        index.add_with_ids(vectors, ids)
+
+
+def set_search_params(index: faiss.Index, *, nprobe: int | None = None,
+                      ef_search: int | None = None) -> None:
+    """Set ``nprobe`` (IVF) or ``efSearch`` (HNSW); ignored for other kinds."""
+    ivf, hnsw = _ivf(index), _hnsw(index)
+    if nprobe is not None and ivf is not None:
+        ivf.nprobe = int(nprobe)
+    if ef_search is not None and hnsw is not None:
+        hnsw.hnsw.efSearch = int(ef_search)
+
+
+def search(index: faiss.Index, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest neighbours of each query.
+
+    ``queries``: (M, D) float32 unit vectors. Returns ``sims`` (M, k) float32
+    cosines, descending per row, and ``ids`` (M, k) int64; missing neighbours
+    (fewer than k vectors reachable) have id -1 and sim -inf.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1; got {k}")
+    queries = as_vectors(queries, index.d, "queries")
+    sims, ids = index.search(queries, k)
+    sims = np.where(ids < 0, np.float32(-np.inf), sims).astype(np.float32, copy=False)
+    return sims, ids.astype(np.int64, copy=False)
+
+
+def _strict_radius(threshold: float) -> float:
+    # FAISS keeps inner products strictly above the radius; we want >= threshold.
+    return float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
+
+
+def range_search(index: faiss.Index, queries, threshold: float, *, k0: int = 32,
+                 max_k: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All indexed vectors with cosine >= ``threshold`` to each query.
+
+    Returns FAISS' layout: ``lims`` (M+1,) int64, and for query i the results
+    ``sims[lims[i]:lims[i+1]]`` (float32) and ``ids[lims[i]:lims[i+1]]``
+    (int64), unordered. Exact for ``flat``; IVF kinds only see the
+    ``nprobe`` lists visited (and PQ scores are approximate).
+
+    HNSW (and any index whose FAISS class cannot range-search): emulated by a
+    k-nearest search filtered by the threshold, doubling k (from ``k0``, up
+    to ``max_k``) for the queries whose k-th neighbour is still above the
+    threshold, so a query gets all its matches unless it has more than
+    ``max_k`` (then the ``max_k`` best). FAISS' own HNSW range search is not
+    used: it stops at efSearch candidates without saying so.
+    """
+    if not -1.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold is a cosine in [-1, 1]; got {threshold}")
+    queries = as_vectors(queries, index.d, "queries")
+    if _hnsw(index) is None:
+        try:
+            lims, sims, ids = index.range_search(queries, _strict_radius(threshold))
+            return lims.astype(np.int64), sims.astype(np.float32), ids.astype(np.int64)
+        except RuntimeError:
+            pass
+    return _range_by_knn(index, queries, threshold, k0, max_k)
+
+
+def _range_by_knn(index, queries, threshold, k0, max_k):
+    m = queries.shape[0]
+    per_sims: list = [None] * m
+    per_ids: list = [None] * m
+    todo = np.arange(m)
+    k = max(1, min(k0, max_k))
+    while todo.size:
+        k_eff = min(k, max(index.ntotal, 1))
+        s, i = search(index, queries[todo], k_eff)
+        keep = (s >= threshold) & (i >= 0)
+        saturated = keep[:, -1] & (k_eff < min(max_k, index.ntotal))
+        for row, q in enumerate(todo):
+            if not saturated[row]:
+                per_sims[q] = s[row][keep[row]]
+                per_ids[q] = i[row][keep[row]]
+        todo = todo[saturated]
+        k *= 2
+    counts = np.array([len(x) for x in per_ids], dtype=np.int64)
+    lims = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(counts, out=lims[1:])
+    sims = np.concatenate(per_sims).astype(np.float32) if m else np.zeros(0, np.float32)
+    ids = np.concatenate(per_ids).astype(np.int64) if m else np.zeros(0, np.int64)
+    return lims, sims, ids
+
+
+def reconstruct(index: faiss.Index, ids) -> np.ndarray:
+    """The stored vectors of ``ids`` ((K,) int64) as (K, D) float32 (decoded,
+    hence approximate, for ``ivf_pq``). KeyError-like RuntimeError if absent."""
+    ids = as_ids(ids)
+    out = np.empty((ids.shape[0], index.d), dtype=np.float32)
+    for j, i in enumerate(ids):
+        out[j] = index.reconstruct(int(i))
+    return out
+
+
+def remove_ids(index: faiss.Index, ids) -> faiss.Index:
+    """Remove the vectors of ``ids`` ((K,) int64; absent ids are ignored).
+
+    Returns the index to use from now on: the same object, except for HNSW,
+    which FAISS cannot delete from, so a new HNSW holding the kept vectors
+    (same parameters) is built and returned (cost of a rebuild: batch removals).
+    """
+    ids = as_ids(ids)
+    hnsw = _hnsw(index)
+    if hnsw is None:
+        index.remove_ids(ids)
+        return index
+    idmap = faiss.downcast_index(index)
+    all_ids = faiss.vector_to_array(idmap.id_map).astype(np.int64)
+    keep = ~np.isin(all_ids, ids)
+    if keep.all():
+        return index
+    kept_ids = all_ids[keep]
+    vecs = hnsw.reconstruct_n(0, hnsw.ntotal)[keep] if hnsw.ntotal else np.zeros((0, index.d), np.float32)
+    new = make_index("hnsw", index.d, hnsw_m=hnsw.hnsw.nb_neighbors(1),
+                     ef_construction=hnsw.hnsw.efConstruction, ef_search=hnsw.hnsw.efSearch)
+    add(new, vecs, kept_ids)
+    return new
+
+
+def ids_of(index: faiss.Index) -> np.ndarray:
+    """All ids held by ``index``, (N,) int64 (order unspecified)."""
+    idx = faiss.downcast_index(index)
+    if isinstance(idx, faiss.IndexIDMap2):
+        return faiss.vector_to_array(idx.id_map).astype(np.int64)
+    ivf = _ivf(index)
+    invlists = ivf.invlists
+    out = [faiss.rev_swig_ptr(invlists.get_ids(li), invlists.list_size(li)).copy()
+           for li in range(ivf.nlist) if invlists.list_size(li)]
+    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
+
+
+def serialize(index: faiss.Index) -> bytes:
+    """The index as bytes (``faiss.serialize_index``); GPU indexes are copied
+    to CPU first."""
+    if uses_gpu(index):
+        index = faiss.index_gpu_to_cpu(index)
+    return faiss.serialize_index(index).tobytes()
+
+
+def deserialize(data: bytes) -> faiss.Index:
+    """Inverse of :func:`serialize` (a CPU index, search parameters kept)."""
+    if not data:
+        raise ValueError("empty index bytes")
+    # deserialize_index already returns the concrete (downcast) class; calling
+    # downcast_index again would give a non-owning wrapper of a freed object.
+    return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+
+
+def bytes_per_vector(index: faiss.Index) -> float:
+    """Serialized size divided by the number of vectors (inf when empty)."""
+    return len(serialize(index)) / index.ntotal if index.ntotal else math.inf
+
+
+def gpu_available() -> bool:
+    """True when this faiss build sees a GPU (never on faiss-cpu)."""
+    get = getattr(faiss, "get_num_gpus", None)
+    return bool(get and get() > 0)
+
+
+def uses_gpu(index: faiss.Index) -> bool:
+    """True when ``index`` lives on a FAISS GPU."""
+    return "Gpu" in type(index).__name__ or "Gpu" in type(faiss.downcast_index(index)).__name__
+
+
+def to_gpu(index: faiss.Index, device: int = 0) -> faiss.Index:
+    """A GPU copy of ``index`` when a GPU is available, else ``index`` itself.
+    UNTESTED: no GPU on the development machine. HNSW stays on CPU (FAISS GPU
+    has no HNSW; ``index_cpu_to_gpu`` raises and we keep the CPU index)."""
+    if not gpu_available() or index_kind(index) == "hnsw":
+        return index
+    try:  # pragma: no cover - needs faiss-gpu and a device
+        res = faiss.StandardGpuResources()
+        return faiss.index_cpu_to_gpu(res, device, index)
+    except (RuntimeError, AttributeError):  # pragma: no cover
+        return index
+

@@ -162,3 +162,34 @@ def test_manager_names_and_model_binding(tmp_path):
     with pytest.raises(CollectionError, match="holds mA"):
         other.get("good-name_1")
     assert other.drop("good-name_1") and other.names() == []
+
+
+def test_reindex_without_downtime_keeps_concurrent_adds_and_removals(tmp_path):
+    from imagesieve_server.collections.collection import effective_kind
+    rng = np.random.default_rng(3)
+    c = Collection.create(tmp_path / "c", "c", DIM, "m", index_kind="ivf_flat")
+    base = rng.standard_normal((3000, DIM)).astype(np.float32)
+    c.add([image(f"b{i}", v) for i, v in enumerate(base)])
+    assert c.structure == "flat"                       # too few vectors to train IVF yet
+    later = rng.standard_normal((200, DIM)).astype(np.float32)
+    during = threading.Thread(target=lambda: [c.add([image(f"l{i}", v)]) for i, v in enumerate(later)])
+    during.start()
+    searched = []
+    t = threading.Thread(target=lambda: searched.append(c.reindex("ivf_flat")))
+    t.start()
+    while t.is_alive():                                  # the old index keeps answering meanwhile
+        assert c.search(unit(base[0]), 1)[0][0].key == "b0"
+    during.join()
+    t.join()
+    c.remove(["b1"])
+    assert searched == ["ivf_flat"] and c.structure == "ivf_flat"
+    assert c.index.ntotal == 3000 + 200 - 1
+    hits = sum(c.search(unit(v), 1)[0][0].key == f"l{i}" for i, v in enumerate(later))
+    assert hits >= 195                                    # approximate, but the adds are in it
+    assert all(n.key != "b1" for n in c.search(unit(base[1]), 10)[0])
+    c.close()
+    again = Collection.open(tmp_path / "c")               # the snapshot holds the IVF index
+    assert again.structure == "ivf_flat" and again.index.ntotal == 3199
+    again.close()
+    assert effective_kind("auto", 10) == "flat" and effective_kind("auto", 10_000_000) == "ivf_flat"
+    assert effective_kind("ivf_pq", 100) == "flat" and effective_kind("hnsw", 5) == "hnsw"

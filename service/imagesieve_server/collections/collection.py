@@ -22,9 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 
+from ..index import faiss_index as fi
 from .store import Store
 
 SNAPSHOT = "index.snapshot"
@@ -91,6 +91,7 @@ class CollectionInfo:
     dim: int
     model: str
     index_kind: str
+    structure: str
     threshold: float
     images_per_label: dict
     images_per_split: dict
@@ -98,13 +99,32 @@ class CollectionInfo:
     last_snapshot_unix_s: float
 
 
-def new_index(kind: str, dim: int) -> faiss.Index:
-    """An empty id-mapped index of ``kind``; vectors are unit length, so
-    inner product is cosine."""
-    if kind in ("auto", "flat"):
-        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-    raise CollectionError(f"index kind {kind!r} is not available yet (use 'flat' or 'auto')",
-                          "INVALID_ARGUMENT")
+INDEX_KINDS = ("auto", *fi.KINDS)
+# IVF kinds need enough vectors to train their lists; below this a collection
+# asking for IVF is served exactly (flat) and re-indexed once it has them.
+IVF_MIN_TRAIN = 20_000
+
+
+def effective_kind(kind: str, n_vectors: int) -> str:
+    """The index structure a collection of ``kind`` uses at ``n_vectors``:
+    "auto" follows faiss_index.choose_kind (exact while small, IVF when
+    large); IVF kinds stay exact until they can be trained."""
+    if kind == "auto":
+        return fi.choose_kind(n_vectors)
+    if kind in ("ivf_flat", "ivf_pq") and n_vectors < IVF_MIN_TRAIN:
+        return "flat"
+    return kind
+
+
+def build_index(kind: str, dim: int, ids: np.ndarray, vectors: np.ndarray):
+    """A FAISS index of ``kind`` holding ``vectors`` (N, D) under ``ids`` (N,);
+    IVF kinds are trained on (a sample of) the same vectors."""
+    index = fi.make_index(kind, dim, n_expected=max(len(ids), 1))
+    if fi.needs_training(index):
+        fi.train_index(index, vectors)
+    if len(ids):
+        fi.add(index, vectors, ids)
+    return index
 
 
 class Collection:
@@ -122,7 +142,9 @@ class Collection:
         self._lock = threading.RLock()
         self._since_snapshot = 0
         self.last_snapshot = 0.0
+        self._reindexing: threading.Thread | None = None
         self.index = self._load_index()
+        self._maybe_reindex()
 
     # -- lifecycle ----------------------------------------------------------
     @classmethod
@@ -130,7 +152,9 @@ class Collection:
                threshold: float = 0.0, **kw) -> "Collection":
         if not 0 <= threshold <= 1:
             raise CollectionError(f"threshold must be a cosine in (0, 1], got {threshold}", "INVALID_ARGUMENT")
-        new_index(index_kind, dim)  # validates the kind
+        if index_kind not in INDEX_KINDS:
+            raise CollectionError(f"index kind must be one of {INDEX_KINDS}, got {index_kind!r}",
+                                  "INVALID_ARGUMENT")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=False)
         store = Store(path / "store.sqlite")
@@ -146,33 +170,74 @@ class Collection:
         return cls(path, Store(path / "store.sqlite"), **kw)
 
     def close(self, snapshot: bool = True) -> None:
+        if self._reindexing is not None:
+            self._reindexing.join()
         with self._lock:
             if snapshot and self._since_snapshot:
                 self.snapshot()
             self.store.close()
 
     # -- snapshot and replay ------------------------------------------------
-    def _load_index(self) -> faiss.Index:
+    def _load_index(self):
         max_id, removal_seq = 0, 0
         snap = self.path / SNAPSHOT
         if snap.exists():
             raw = snap.read_bytes()
             (n,) = struct.unpack("<Q", raw[:8])
             header = json.loads(raw[8:8 + n])
-            index = faiss.deserialize_index(np.frombuffer(raw[8 + n:], dtype=np.uint8))
+            index = fi.deserialize(raw[8 + n:])
             max_id, removal_seq = header["max_id"], header["removal_seq"]
             self.last_snapshot = snap.stat().st_mtime
         else:
-            index = new_index(self.index_kind, self.dim)
+            index = fi.make_index("hnsw" if self.index_kind == "hnsw" else "flat", self.dim)
         replayed = 0
         for ids, vectors in self.store.rows_after(max_id):     # the log past the snapshot
-            index.add_with_ids(vectors, ids)
+            fi.add(index, vectors, ids)
             replayed += len(ids)
         gone = self.store.removals_after(removal_seq)
         if gone:
-            index.remove_ids(np.asarray(gone, np.int64))
+            index = fi.remove_ids(index, np.asarray(gone, np.int64))
         self._since_snapshot = replayed + len(gone)
         return index
+
+    # -- re-indexing without downtime -------------------------------------
+    @property
+    def structure(self) -> str:
+        """The FAISS structure serving now ("flat", "ivf_flat", ...)."""
+        return fi.index_kind(self.index)
+
+    def _maybe_reindex(self) -> None:
+        # Only ever upgrades from exact search, once the size calls for it.
+        want = effective_kind(self.index_kind, int(self.index.ntotal))
+        if self.structure == "flat" and want != "flat" and self._reindexing is None:
+            self._reindexing = threading.Thread(target=self.reindex, args=(want,),
+                                                name=f"reindex-{self.name}", daemon=True)
+            self._reindexing.start()
+
+    def reindex(self, kind: str | None = None) -> str:
+        """Rebuild the index as ``kind`` (default: what the collection's size
+        calls for) while the old one keeps serving; then swap it in, with
+        the adds and removals that happened meanwhile, and snapshot."""
+        kind = kind or effective_kind(self.index_kind, int(self.index.ntotal))
+        try:
+            with self._lock:
+                max_id, removal_seq = self.store.max_id(), self.store.max_removal_seq()
+            parts = [p for p in self.store.rows_after(0) if len(p[0])]
+            parts = [(ids[ids <= max_id], vec[ids <= max_id]) for ids, vec in parts]
+            ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+            vectors = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, self.dim), np.float32)
+            index = build_index(kind, self.dim, ids, vectors)          # the slow part, unlocked
+            with self._lock:
+                for more_ids, more in self.store.rows_after(max_id):
+                    fi.add(index, more, more_ids)
+                gone = self.store.removals_after(removal_seq)
+                if gone:
+                    index = fi.remove_ids(index, np.asarray(gone, np.int64))
+                self.index = index
+                self.snapshot()
+            return kind
+        finally:
+            self._reindexing = None
 
     def snapshot(self) -> Path:
         """Write the index and the log position it covers to one file,
@@ -181,14 +246,14 @@ class Collection:
         with self._lock:
             header = json.dumps({"max_id": self.store.max_id(), "removal_seq": self.store.max_removal_seq(),
                                  "ntotal": int(self.index.ntotal), "time": time.time()}).encode()
-            data = faiss.serialize_index(self.index)
+            data = fi.serialize(self.index)
             target = self.path / SNAPSHOT
             tmp = target.with_name(target.name + ".tmp")
             try:
                 with open(tmp, "wb") as f:
                     f.write(struct.pack("<Q", len(header)))
                     f.write(header)
-                    f.write(data.tobytes())
+                    f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, target)
@@ -226,7 +291,7 @@ class Collection:
         with self._lock:
             if self.index.ntotal == 0 or k <= 0:
                 return [[] for _ in range(len(v))]
-            sims, ids = self.index.search(v, min(k, int(self.index.ntotal)))
+            sims, ids = fi.search(self.index, v, min(k, int(self.index.ntotal)))
             meta = self.store.metadata(sorted({int(i) for i in ids.ravel() if i >= 0}))
         return [[Neighbor(meta[i][0], float(s), meta[i][1], meta[i][2])
                  for s, i in zip(srow, irow) if i >= 0 and i in meta] for srow, irow in zip(sims, ids)]
@@ -290,18 +355,19 @@ class Collection:
                     for out in pending:
                         out.error = CollectionError(f"could not store: {e}", "INTERNAL")
                     return outcomes
-                self.index.add_with_ids(np.stack([r[-1] for r in rows]), np.asarray(ids, np.int64))
+                fi.add(self.index, np.stack([r[-1] for r in rows]), np.asarray(ids, np.int64))
                 for out, i in zip(pending, ids):
                     out.id, out.added = i, True
                 self._since_snapshot += len(ids)
                 self._maybe_snapshot()
+                self._maybe_reindex()
         return outcomes
 
     def remove(self, keys: list[str]) -> int:
         with self._lock:
             ids = self.store.delete_keys(keys)
             if ids:
-                self.index.remove_ids(np.asarray(ids, np.int64))
+                self.index = fi.remove_ids(self.index, np.asarray(ids, np.int64))
                 self._since_snapshot += len(ids)
                 self._maybe_snapshot()
             return len(ids)
@@ -319,7 +385,7 @@ class Collection:
             snap = self.path / SNAPSHOT
             return CollectionInfo(
                 name=self.name, num_images=self.store.count(), dim=self.dim, model=self.model,
-                index_kind=self.index_kind, threshold=self.threshold,
+                index_kind=self.index_kind, structure=self.structure, threshold=self.threshold,
                 images_per_label=self.store.counts_by("label"), images_per_split=self.store.counts_by("split"),
-                index_bytes=int(self.index.ntotal) * self.dim * 4,
+                index_bytes=int(self.index.ntotal * fi.bytes_per_vector(self.index)) if self.index.ntotal else 0,
                 last_snapshot_unix_s=snap.stat().st_mtime if snap.exists() else 0.0)

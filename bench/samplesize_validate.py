@@ -108,8 +108,23 @@ def main(argv=None) -> int:
         full.append(float((model.predict(f_te) == y_te).mean()))
         print(f"  repeat {r + 1}: {full[-1]:.4f}", flush=True)
     actual = float(np.mean(full))
+    actual_2x = None
+    if n_2x < n_full:  # fractions below 50%: also measure at 2x the largest subset
+        from imagesieve_server.analysis.sample_size.sweep import stratified_subset
+        rng = np.random.default_rng(args.seed + 2)
+        at_2x = []
+        for r in range(args.full_repeats):
+            idx = stratified_subset(y_tr, n_2x, rng)
+            model = make_classifier(args.classifier, seed=20_000 + r)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.fit(f_tr[idx], y_tr[idx])
+            at_2x.append(float((model.predict(f_te) == y_te).mean()))
+            print(f"  at {n_2x}, repeat {r + 1}: {at_2x[-1]:.4f}", flush=True)
+        actual_2x = float(np.mean(at_2x))
 
-    png, svg = plot_learning_curve(res, title=f"Fashion-MNIST, {args.classifier} on {args.features}")
+    png, svg = plot_learning_curve(res, title=f"Fashion-MNIST, {args.classifier} on {args.features}",
+                                   checks=[(n_full, actual)] + ([(n_2x, actual_2x)] if actual_2x else []))
     (out / "learning_curve.png").write_bytes(png)
     (out / "learning_curve.svg").write_text(svg)
     pred_pl, pred_ours = float(pl.predict(n_full)), float(ours.predict(n_full))
@@ -121,6 +136,10 @@ def main(argv=None) -> int:
         "chosen_fit": res.chosen,
         "pred_powerlaw": round(pred_pl, 5), "pred_ours": round(pred_ours, 5),
         "pred_powerlaw_2x": round(float(pl.predict(n_2x)), 5), "pred_ours_2x": round(float(ours.predict(n_2x)), 5),
+        "actual_2x": round(actual_2x if actual_2x is not None else actual, 5),
+        "err_powerlaw_2x": round(abs(float(pl.predict(n_2x)) - (actual_2x or actual)), 5),
+        "err_ours_2x": round(abs(float(ours.predict(n_2x)) - (actual_2x or actual)), 5),
+        "ci_ours_2x": [round(v, 5) for v in percentile_interval(boot.predictions[:, 1], 0.95)],
         "err_powerlaw": round(abs(pred_pl - actual), 5), "err_ours": round(abs(pred_ours - actual), 5),
         "ci_ours": [round(ci[0], 5), round(ci[1], 5)], "ci_powerlaw": [round(ci_pl[0], 5), round(ci_pl[1], 5)],
         "ci_covers_actual": bool(ci[0] <= actual <= ci[1]),

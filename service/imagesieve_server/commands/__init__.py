@@ -1,0 +1,1 @@
+"""In-process subcommands of the ``imagesieve`` CLI (each: add_arguments, run)."""

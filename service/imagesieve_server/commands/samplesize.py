@@ -1,0 +1,162 @@
+"""``imagesieve samplesize SOURCE --target 0.95``: how many images are enough.
+
+SOURCE is a folder with one sub-folder per class (optionally under
+train/val/test) or a CSV manifest path,label[,split]. Images in a "test"
+split are the test set; without one, --test-fraction is held out. Embeds
+in-process (no server), trains the classifier on growing stratified subsets,
+fits learning curves, prints the points, the chosen fit and the images needed
+for the target with a bootstrap interval, and writes DIR/samplesize.json,
+DIR/learning_curve.png and DIR/learning_curve.svg.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SERVICE_CLASSIFIERS = ("logreg", "mlp", "ensemble")  # on embeddings ("cnn" needs pixels)
+
+
+def parse_accuracy(text: str) -> float:
+    """"95%" -> 0.95, "0.95" -> 0.95; must lie in (0, 1)."""
+    t = text.strip()
+    try:
+        value = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected e.g. 0.95 or 95%, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1), got {text!r}")
+    return value
+
+
+def parse_fraction(text: str) -> float:
+    """"5%" -> 0.05, "0.05" -> 0.05; must lie in (0, 1]."""
+    t = text.strip()
+    try:
+        value = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected e.g. 0.05 or 5%, got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"fractions must lie in (0, 1], got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="folder of class folders, or a CSV manifest path,label[,split]")
+    parser.add_argument("--target", type=parse_accuracy, required=True,
+                        help="target test accuracy, e.g. 0.95 or 95%%")
+    parser.add_argument("--out", default="samplesize_out", help="output folder (default ./samplesize_out)")
+    parser.add_argument("--fractions", type=parse_fraction, nargs="+", default=None,
+                        help="subset sizes as fractions of the training images (default 5%% 10%% 20%% 35%% 50%%)")
+    parser.add_argument("--repeats", type=int, default=5, help="subsets per size (default 5)")
+    parser.add_argument("--test-fraction", type=parse_fraction, default=0.2,
+                        help="held out as the test split when SOURCE has no test split (default 0.2)")
+    parser.add_argument("--classifier", choices=SERVICE_CLASSIFIERS, default="logreg")
+    parser.add_argument("--model", default="mobilenet_v1", help="embedding model name or manifest path")
+    parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates (default 200)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+class _StageProgress:
+    """``report(stage, done, total)`` -> one Progress line per stage (stderr)."""
+
+    def __init__(self):
+        self.stage, self.bar = None, None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from imagesieve.progress import Progress
+        if stage != self.stage:
+            self.close()
+            self.stage, self.bar = stage, Progress(total or None, stage, unit="step")
+        self.bar.update(done - self.bar.done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def run(args: argparse.Namespace) -> int:
+    from imagesieve.progress import Progress
+
+    from ..analysis.sample_size.run import sample_size_report
+    from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS
+    from ..engine import Embedder
+    from ..labelled_source import load_labelled_source
+
+    try:
+        records = load_labelled_source(args.source)
+    except ValueError as e:
+        print(f"imagesieve samplesize: {e}", file=sys.stderr)
+        return 2
+    if args.repeats < 1 or args.bootstrap < 1:
+        print("imagesieve samplesize: --repeats and --bootstrap must be >= 1", file=sys.stderr)
+        return 2
+    fractions = tuple(sorted(args.fractions)) if args.fractions else DEFAULT_FRACTIONS
+
+    embedder = Embedder.from_model(args.model)
+    try:
+        vectors = np.zeros((len(records), embedder.dim), dtype=np.float32)
+        ok = np.zeros(len(records), dtype=bool)
+        with Progress(len(records), "embedding") as bar:
+            for i, r in enumerate(embedder.embed(rec.path.read_bytes() for rec in records)):
+                if r.ok:
+                    vectors[i], ok[i] = r.vector, True
+                else:
+                    print(f"skipped {records[i].path}: {r.error}", file=sys.stderr)
+                bar.update(ok=r.ok)
+    finally:
+        embedder.close()
+    labels = np.array([rec.label for rec in records])[ok]
+    is_test = np.array([rec.split == "test" for rec in records], dtype=bool)[ok]
+
+    progress = _StageProgress()
+    try:
+        rep = sample_size_report(vectors[ok], labels, is_test=is_test, target=args.target,
+                                 fractions=fractions, repeats=args.repeats,
+                                 test_fraction=args.test_fraction, classifier=args.classifier,
+                                 seed=args.seed, n_boot=args.bootstrap, report=progress,
+                                 title=f"{Path(args.source).name}: {args.classifier} on {args.model}")
+    except ValueError as e:
+        progress.close()
+        print(f"imagesieve samplesize: {e}", file=sys.stderr)
+        return 2
+    progress.close()
+
+    a, s = rep.analysis, rep.sweep
+    print(f"{len(labels)} images, {len(s.classes)} classes; test split: {s.test_source}; "
+          f"classifier {s.classifier} on {args.model} embeddings")
+    print(f"{'fraction':>8} {'images':>8} {'mean acc':>9} {'std':>7}")
+    for f, n, m, sd in zip(s.fractions, s.sizes, a.means, a.stds):
+        print(f"{f:>8.0%} {n:>8} {m:>9.4f} {sd:>7.4f}")
+    per_class = sorted(rep.per_class(len(s.sizes) - 1).items(), key=lambda kv: kv[1])
+    print(f"per-class accuracy at {s.sizes[-1]} images, weakest first: "
+          + ", ".join(f"{c} {v:.2f}" for c, v in per_class[:8]) + (" ..." if len(per_class) > 8 else ""))
+    for name, fit in a.fits.items():
+        ceiling = "none" if math.isinf(fit.ceiling) else f"{fit.ceiling:.4f}"
+        mark = "  <- chosen" if name == a.chosen else ""
+        print(f"{name:<18} params {', '.join(f'{p:.6g}' for p in fit.params):<36} ceiling {ceiling:<7} "
+              f"hold-out error {a.holdout_errors[name]:.4f}{mark}")
+    print(a.answer)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "samplesize.json").write_text(json.dumps(rep.to_dict(), indent=2))
+    (out / "learning_curve.png").write_bytes(rep.plot_png)
+    (out / "learning_curve.svg").write_text(rep.plot_svg)
+    print(f"wrote {out / 'samplesize.json'}, {out / 'learning_curve.png'}, {out / 'learning_curve.svg'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="imagesieve samplesize", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

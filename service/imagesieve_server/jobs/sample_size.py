@@ -1,0 +1,150 @@
+"""SampleSizeSweep as a long job: embed the inline images (streaming
+progress), run the sweep, fits and bootstrap in a worker thread
+(``analysis.sample_size``), then one result event with the plot. Bad
+requests raise ValueError (map to INVALID_ARGUMENT); closing the iterator
+cancels the work between fits."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import AsyncIterator
+
+import numpy as np
+from imagesieve.v1 import analysis_pb2, common_pb2
+
+from ..analysis.classifiers import CLASSIFIERS
+from ..analysis.sample_size.run import DEFAULT_BOOTSTRAP, SampleSizeReport, sample_size_report
+from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION
+from .runner import run_job
+
+DEFAULT_CLASSIFIER = "logreg"
+EMBED_CHUNK = 64
+MAX_REPEATS = 100
+SERVICE_CLASSIFIERS = tuple(c for c in CLASSIFIERS if c != "cnn")
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSizeParams:
+    fractions: tuple[float, ...]
+    repeats: int
+    test_fraction: float
+    target: float
+    classifier: str
+    seed: int
+
+
+def validate_request(request: analysis_pb2.SampleSizeRequest) -> SampleSizeParams:
+    """Defaults for unset fields; ValueError with a clear message for bad ones."""
+    which = request.source.WhichOneof("source")
+    if which == "collection":
+        raise ValueError("SampleSizeSweep over a collection is not available yet (collections do not "
+                         "exist in this server); send the images inline with their labels")
+    if which != "inline":
+        raise ValueError("SampleSizeSweep needs source.inline images with labels")
+    fractions = tuple(request.fractions) or DEFAULT_FRACTIONS
+    if (len(fractions) < 2 or any(not (0 < f <= 1) or math.isnan(f) for f in fractions)
+            or any(b <= a for a, b in zip(fractions, fractions[1:]))):
+        raise ValueError(f"fractions must be at least 2 values in (0, 1], strictly increasing; got {list(fractions)}")
+    repeats = request.repeats or DEFAULT_REPEATS
+    if not 1 <= repeats <= MAX_REPEATS:
+        raise ValueError(f"repeats must be in 1..{MAX_REPEATS}, got {request.repeats}")
+    test_fraction = request.test_fraction or DEFAULT_TEST_FRACTION
+    if not 0 < test_fraction < 1 or math.isnan(test_fraction):
+        raise ValueError(f"test_fraction must lie in (0, 1), got {request.test_fraction}")
+    target = request.target_accuracy
+    if not 0 < target < 1 or math.isnan(target):
+        raise ValueError(f"target_accuracy must lie in (0, 1) (e.g. 0.95), got {request.target_accuracy}")
+    classifier = request.classifier or DEFAULT_CLASSIFIER
+    if classifier not in SERVICE_CLASSIFIERS:
+        raise ValueError(f"unknown classifier {request.classifier!r}; choose from {SERVICE_CLASSIFIERS}")
+    images = request.source.inline.images
+    for i, im in enumerate(images):
+        name = im.key or f"#{i}"
+        if im.WhichOneof("source") != "data":
+            raise ValueError(f"image {name}: SampleSizeSweep takes encoded bytes in `data` "
+                             "(server_path is not supported here)")
+        if not im.label:
+            raise ValueError(f"image {name}: missing label")
+    distinct = len({im.label for im in images})
+    if distinct < 2:
+        raise ValueError(f"need at least 2 distinct labels, got {distinct}")
+    # checked again by the sweep; here so that a hopeless request fails before embedding
+    n_given_test = sum(im.split.lower() == "test" for im in images)
+    n_train = len(images) - n_given_test if n_given_test else len(images) - round(test_fraction * len(images))
+    train_classes = len({im.label for im in images if not n_given_test or im.split.lower() != "test"})
+    if round(fractions[0] * n_train) < train_classes:
+        raise ValueError(f"the smallest subset ({fractions[0]:.0%} of {n_train} training images) has fewer "
+                         f"images than classes ({train_classes}); use larger fractions or more images")
+    return SampleSizeParams(tuple(float(f) for f in fractions), int(repeats), float(test_fraction),
+                            float(target), classifier, int(request.seed))
+
+
+def _progress(stage: str, done: int, total: int, elapsed: float, eta: float = -1.0,
+              message: str = "") -> analysis_pb2.SampleSizeEvent:
+    return analysis_pb2.SampleSizeEvent(progress=common_pb2.JobProgress(
+        stage=stage, done=done, total=total, elapsed_s=elapsed, eta_s=eta, message=message))
+
+
+def build_result(rep: SampleSizeReport) -> analysis_pb2.SampleSizeResult:
+    """SampleSizeResult from a ``SampleSizeReport``; images_needed and its
+    bounds are 0 where infinite (target above the ceiling), `answer` says why."""
+    a = rep.analysis
+    finite = lambda v: float(v) if math.isfinite(v) else 0.0  # noqa: E731
+    points = [analysis_pb2.SweepPoint(num_images=int(n), mean_accuracy=float(m), std_accuracy=float(s),
+                                      per_class_accuracy=rep.per_class(k))
+              for k, (n, m, s) in enumerate(zip(a.sizes, a.means, a.stds))]
+    fits = [analysis_pb2.CurveFit(name=f.family, params=list(f.params), ceiling=f.ceiling,
+                                  holdout_error=a.holdout_errors.get(f.family, math.inf))
+            for f in a.fits.values()]
+    answer = a.answer + f" Test split: {rep.sweep.test_source}; classifier {rep.sweep.classifier}."
+    return analysis_pb2.SampleSizeResult(
+        points=points, fits=fits, chosen_fit=a.chosen, target_accuracy=a.target,
+        images_needed=finite(a.images_needed), images_needed_low=finite(a.images_needed_low),
+        images_needed_high=finite(a.images_needed_high), answer=answer,
+        plot_png=rep.plot_png, plot_svg=rep.plot_svg)
+
+
+async def sample_size_events(request: analysis_pb2.SampleSizeRequest,
+                             engine) -> AsyncIterator[analysis_pb2.SampleSizeEvent]:
+    """Progress events (stage "embedding", then "fit" per trained classifier,
+    "bootstrap", "plot"), then one result event. ``engine``: a started
+    AsyncEmbedder. Images whose split is "test" form the test split; when
+    none is, ``test_fraction`` is held out (stated in the answer)."""
+    params = validate_request(request)
+    images = list(request.source.inline.images)
+    keys = [im.key or str(i) for i, im in enumerate(images)]
+    labels = np.array([im.label for im in images])
+    is_test = np.array([im.split.lower() == "test" for im in images], dtype=bool)
+
+    start = time.perf_counter()
+    vectors = np.zeros((len(images), engine.embedder.dim), dtype=np.float32)
+    failed: list[str] = []
+    yield _progress("embedding", 0, len(images), 0.0)
+    for lo in range(0, len(images), EMBED_CHUNK):
+        chunk = images[lo:lo + EMBED_CHUNK]
+        results = await engine.embed_many([im.data for im in chunk])
+        for j, r in enumerate(results):
+            if r.error is not None or r.vector is None:
+                failed.append(f"{keys[lo + j]} ({r.error})")
+            else:
+                vectors[lo + j] = r.vector
+        done = lo + len(chunk)
+        elapsed = time.perf_counter() - start
+        yield _progress("embedding", done, len(images), elapsed, elapsed / done * (len(images) - done))
+    if failed:
+        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        raise ValueError(f"{len(failed)} image(s) could not be embedded: {shown}")
+
+    def work(reporter):
+        return sample_size_report(vectors, labels, is_test=is_test, target=params.target,
+                                  fractions=params.fractions, repeats=params.repeats,
+                                  test_fraction=params.test_fraction, classifier=params.classifier,
+                                  seed=params.seed, n_boot=DEFAULT_BOOTSTRAP, report=reporter.report)
+
+    async for kind, value in run_job(work):
+        if kind == "progress":
+            yield _progress(value["stage"], value["done"], value["total"], value["elapsed_s"],
+                            value["eta_s"], value["message"])
+        else:
+            yield analysis_pb2.SampleSizeEvent(result=build_result(value))

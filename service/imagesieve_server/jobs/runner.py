@@ -28,7 +28,16 @@ class ProgressReporter:
         eta = (elapsed / done * (total - done)) if done and total else -1.0
         event = {"stage": stage, "done": done, "total": total, "elapsed_s": elapsed, "eta_s": eta,
                  "message": message}
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, ("progress", event))
+        _post(self._loop, self._queue, ("progress", event))
+
+
+def _post(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, item) -> None:
+    """Hand an item to the caller's loop; a loop already closed (the caller
+    went away) gets nothing."""
+    try:
+        loop.call_soon_threadsafe(queue.put_nowait, item)
+    except RuntimeError:  # event loop is closed
+        pass
 
 
 async def run_job(work: Callable[[ProgressReporter], Any]) -> AsyncIterator[tuple[str, Any]]:
@@ -42,9 +51,9 @@ async def run_job(work: Callable[[ProgressReporter], Any]) -> AsyncIterator[tupl
     def target():
         try:
             result = work(reporter)
-            loop.call_soon_threadsafe(queue.put_nowait, ("result", result))
+            _post(loop, queue, ("result", result))
         except BaseException as e:  # noqa: BLE001 - handed to the caller
-            loop.call_soon_threadsafe(queue.put_nowait, ("error", e))
+            _post(loop, queue, ("error", e))
 
     thread = threading.Thread(target=target, name="imagesieve-job", daemon=True)
     thread.start()

@@ -11,6 +11,16 @@ import tempfile
 import threading
 
 
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM if the process that started it dies, so a
+    killed test run or demo leaves no orphan server behind."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class LocalServer:
     """``with LocalServer(["--max-batch-size", "16"]) as srv: Client(srv.address)``.
 
@@ -41,7 +51,8 @@ class LocalServer:
     def start(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "imagesieve.cli", "serve", *self.args],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=self.env)
+                                     env=self.env,
+                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         ready = threading.Event()
 
         def pump():

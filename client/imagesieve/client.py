@@ -28,6 +28,7 @@ from .v1 import (collections_pb2, collections_pb2_grpc, common_pb2, duplicates_p
 ImageInput = Union[str, os.PathLike, bytes, PILImage.Image]
 
 _CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
+CHUNK_BYTES = 1 << 20   # a stream message closes at chunk_size images or this many bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +165,7 @@ def _requests(images: Iterable[ImageInput], keys: Iterable[str] | None, chunk_si
     """Chunk images into requests. A local file that cannot be read becomes
     an item with no data, so the server answers it with a per-item error."""
     keys_it = iter(keys) if keys is not None else None
-    batch = []
+    batch, size = [], 0
     for i, item in enumerate(images):
         key = next(keys_it) if keys_it is not None else (os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(i))
         try:
@@ -172,9 +173,12 @@ def _requests(images: Iterable[ImageInput], keys: Iterable[str] | None, chunk_si
         except OSError as e:
             failures.append((i, key, e))
             batch.append(common_pb2.Image(key=key))
-        if len(batch) == chunk_size:
+        size += len(batch[-1].data)
+        # Big photos go one or two per message, so the server starts decoding
+        # the first while the next is still on the wire.
+        if len(batch) == chunk_size or size >= CHUNK_BYTES:
             yield embedding_pb2.EmbedRequest(images=batch, top_k_classes=top_k)
-            batch = []
+            batch, size = [], 0
     if batch:
         yield embedding_pb2.EmbedRequest(images=batch, top_k_classes=top_k)
 

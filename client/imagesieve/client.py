@@ -161,7 +161,7 @@ def _result(index: int, e: embedding_pb2.Embedding) -> EmbeddingResult:
 
 
 def _requests(images: Iterable[ImageInput], keys: Iterable[str] | None, chunk_size: int,
-              top_k: int, failures: list) -> Iterator[embedding_pb2.EmbedRequest]:
+              top_k: int, failures: list, chunk_bytes: float = CHUNK_BYTES) -> Iterator[embedding_pb2.EmbedRequest]:
     """Chunk images into requests. A local file that cannot be read becomes
     an item with no data, so the server answers it with a per-item error."""
     keys_it = iter(keys) if keys is not None else None
@@ -176,7 +176,7 @@ def _requests(images: Iterable[ImageInput], keys: Iterable[str] | None, chunk_si
         size += len(batch[-1].data)
         # Big photos go one or two per message, so the server starts decoding
         # the first while the next is still on the wire.
-        if len(batch) == chunk_size or size >= CHUNK_BYTES:
+        if len(batch) == chunk_size or size >= chunk_bytes:
             yield embedding_pb2.EmbedRequest(images=batch, top_k_classes=top_k)
             batch, size = [], 0
     if batch:
@@ -254,7 +254,8 @@ class Client:
     def embed_batch(self, images: list[ImageInput], *, top_k_classes: int = 0) -> Embeddings:
         """One unary Embed call (the server limits images per request)."""
         failures: list = []
-        (request,) = list(_requests(images, None, max(1, len(images)), top_k_classes, failures))
+        (request,) = list(_requests(images, None, max(1, len(images)), top_k_classes, failures,
+                                    chunk_bytes=float("inf")))
         response = self.embedding.Embed(request, timeout=self.timeout)
         results = list(_localize((_result(i, e) for i, e in enumerate(response.embeddings)), failures))
         return Embeddings.from_results(results, None if any(r.ok for r in results) else self.dim)

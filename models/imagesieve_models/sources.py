@@ -43,17 +43,29 @@ _MOBILENET_V1_BLOCKS = [(1, 64), (2, 128), (1, 128), (2, 256), (1, 256), (2, 512
 
 
 class _TFSameConvBN(nn.Module):
-    """Conv + folded BatchNorm + ReLU6 with TensorFlow 'SAME' padding: for a
-    3x3 stride-2 conv on an even input TF pads only right/bottom."""
+    """Conv + folded BatchNorm + ReLU6 with TensorFlow 'SAME' padding, with
+    no Pad op (ONNX Runtime runs padded convs fused; explicit Pads cost ~25%).
+    Stride 1: symmetric padding 1. Stride 2 on even inputs: TF pads only
+    right/bottom, so the window for output i is rows 2i..2i+2; a 4x4 kernel
+    with a zero first row/column and symmetric padding 1 covers 2i-1..2i+2
+    with the same result."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, groups: int):
         super().__init__()
-        self.stride, self.kernel = stride, kernel
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding=0, groups=groups, bias=True)
+        self.shifted = kernel == 3 and stride == 2
+        size = 4 if self.shifted else kernel
+        padding = 1 if kernel == 3 else 0
+        self.conv = nn.Conv2d(cin, cout, size, stride, padding=padding, groups=groups, bias=True)
+
+    def load(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        """weight (out, in/groups, k, k) of the TF kernel; bias (out,)."""
+        w = torch.zeros_like(self.conv.weight)
+        k = weight.shape[-1]
+        w[:, :, -k:, -k:] = torch.from_numpy(np.ascontiguousarray(weight))
+        self.conv.weight.copy_(w)
+        self.conv.bias.copy_(torch.from_numpy(bias))
 
     def forward(self, x):
-        if self.kernel == 3:
-            x = F.pad(x, (0, 1, 0, 1) if self.stride == 2 else (1, 1, 1, 1))
         return F.relu6(self.conv(x))
 
 
@@ -123,9 +135,7 @@ def mobilenet_v1(weights: str | None = None) -> SourceModel:
                 w = c[f"{scope}/depthwise_weights"].transpose(2, 3, 0, 1)  # HWC1 -> C1HW
             else:
                 w = c[f"{scope}/weights"].transpose(3, 2, 0, 1)            # HWIO -> OIHW
-            w, b = _fold_bn(w, c, scope)
-            layer.conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
-            layer.conv.bias.copy_(torch.from_numpy(b))
+            layer.load(*_fold_bn(w, c, scope))
         head = "MobilenetV1/Logits/Conv2d_1c_1x1"
         # [1:] drops TF-slim's class 0 ("background"): outputs are the ImageNet-1k classes.
         model.logits.weight.copy_(torch.from_numpy(c[f"{head}/weights"].transpose(3, 2, 0, 1)[1:].copy()))

@@ -1,0 +1,113 @@
+"""Predicted class probabilities for every labelled item: out-of-fold
+(K-fold, each item predicted by a model that never saw it, as cleanlab) or
+in-sample (one model trained on everything and asked about the same items,
+as the labelfix paper). Both return (N, C) float64 rows summing to 1.
+
+``classifier`` is a name for ``analysis.classifiers.make_classifier``
+("logreg", "mlp", "ensemble", "cnn") or a callable ``seed -> estimator``
+(scikit-learn style ``fit`` / ``predict_proba`` / ``classes_``).
+``report(stage, done, total)`` is called between steps (it may raise to
+cancel, e.g. ``jobs.runner.JobCancelled``).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import numpy as np
+from sklearn.model_selection import KFold, StratifiedKFold
+
+from ..classifiers import make_classifier
+
+Report = Callable[[str, int, int], None]
+
+
+def validate_labels(X: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> tuple[np.ndarray, int]:
+    """Check X (N, ...) and labels (N,) int in [0, C); return (labels as int64, C)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D (N,), got shape {labels.shape}")
+    if len(X) != len(labels):
+        raise ValueError(f"X has {len(X)} rows but labels has {len(labels)}")
+    if len(labels) == 0:
+        raise ValueError("no items to score")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if labels.min() < 0:
+        raise ValueError("labels must be >= 0")
+    c = int(labels.max()) + 1 if num_classes is None else int(num_classes)
+    if labels.max() >= c:
+        raise ValueError(f"label {labels.max()} out of range for {c} classes")
+    if len(np.unique(labels)) < 2:
+        raise ValueError("need at least 2 distinct classes to score labels")
+    return labels.astype(np.int64), c
+
+
+def _factory(classifier) -> Callable[[int], object]:
+    if callable(classifier):
+        return classifier
+    if isinstance(classifier, str):
+        make_classifier(classifier, 0)  # validates the name early (cheap: unfitted)
+        return lambda seed: make_classifier(classifier, seed)
+    raise ValueError(f"classifier must be a name or a callable seed -> estimator, got {classifier!r}")
+
+
+def _proba_full(est, X: np.ndarray, num_classes: int) -> np.ndarray:
+    """predict_proba mapped onto all C columns (a fold may lack a class)."""
+    p = np.asarray(est.predict_proba(X), dtype=np.float64)
+    classes = np.asarray(getattr(est, "classes_", np.arange(p.shape[1])))
+    out = np.zeros((len(X), num_classes))
+    out[:, classes.astype(int)] = p
+    s = out.sum(axis=1, keepdims=True)
+    return out / np.where(s > 0, s, 1.0)
+
+
+def out_of_fold_probabilities(X: np.ndarray, labels: np.ndarray, classifier="logreg", folds: int = 5,
+                              seed: int = 0, report: Report | None = None,
+                              num_classes: int | None = None) -> np.ndarray:
+    """(N, C) probabilities, row i predicted by a model trained on the other folds.
+
+    X: (N, D) features (or (N, H, W) images for "cnn"); labels: (N,) int.
+    Folds are stratified; ``folds`` in [2, N]."""
+    labels, c = validate_labels(X, labels, num_classes)
+    factory = _factory(classifier)
+    folds = int(folds)
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    if folds > len(labels):
+        raise ValueError(f"folds ({folds}) cannot exceed the number of items ({len(labels)})")
+    counts = np.bincount(labels, minlength=c)
+    if counts.max() >= folds:
+        # Classes smaller than `folds` only trigger a warning; their items are
+        # still each predicted by a model that never saw them.
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    else:
+        splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
+    probs = np.zeros((len(labels), c))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*least populated class.*")
+        splits = list(splitter.split(np.zeros(len(labels)), labels))
+    for k, (train, test) in enumerate(splits):
+        if report:
+            report(f"fold {k + 1}/{folds}", k, folds)
+        est = factory(seed + k)
+        est.fit(X[train], labels[train])
+        probs[test] = _proba_full(est, X[test], c)
+    if report:
+        report(f"fold {folds}/{folds}", folds, folds)
+    return probs
+
+
+def in_sample_probabilities(X: np.ndarray, labels: np.ndarray, classifier="logreg", seed: int = 0,
+                            report: Report | None = None, num_classes: int | None = None) -> np.ndarray:
+    """(N, C) probabilities from one model trained on all N items and asked
+    about the same N items (the labelfix paper's steps 1-2)."""
+    labels, c = validate_labels(X, labels, num_classes)
+    est = _factory(classifier)(seed)
+    if report:
+        report("train on all", 0, 1)
+    est.fit(X, labels)
+    probs = _proba_full(est, X, c)
+    if report:
+        report("train on all", 1, 1)
+    return probs

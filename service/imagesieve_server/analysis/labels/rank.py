@@ -1,0 +1,107 @@
+"""Per-item label-quality scores, lower = more likely mislabeled.
+
+Inputs: ``labels`` (N,) int in [0, C); ``pred_probs`` (N, C) rows summing to 1.
+All scores are (N,) float64 in [0, 1].
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels)
+    pred_probs = np.asarray(pred_probs, dtype=np.float64)
+    if pred_probs.ndim != 2:
+        raise ValueError(f"pred_probs must be (N, C), got shape {pred_probs.shape}")
+    if labels.shape != (pred_probs.shape[0],):
+        raise ValueError(f"labels must be ({pred_probs.shape[0]},), got shape {labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= pred_probs.shape[1]):
+        raise ValueError(f"labels must lie in [0, {pred_probs.shape[1]})")
+    return labels.astype(np.int64), pred_probs
+
+
+def self_confidence(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+    """p[i, labels[i]]: the predicted probability of the given label."""
+    labels, p = _check(labels, pred_probs)
+    return p[np.arange(len(labels)), labels]
+
+
+def labelfix_score(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+    """<one_hot(labels[i]), p[i]> (Muller & Markert 2019, step 3). Numerically
+    equal to self-confidence; written as the paper's inner product."""
+    labels, p = _check(labels, pred_probs)
+    one_hot = np.eye(p.shape[1])[labels]
+    return np.einsum("nc,nc->n", one_hot, p)
+
+
+def normalized_margin(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
+    """(p[i, y] - max_{k != y} p[i, k] + 1) / 2, in [0, 1] (cleanlab's definition)."""
+    labels, p = _check(labels, pred_probs)
+    idx = np.arange(len(labels))
+    given = p[idx, labels]
+    other = p.copy()
+    other[idx, labels] = -np.inf
+    return (given - other.max(axis=1) + 1.0) / 2.0
+
+
+def nearest_neighbors(vectors: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest other items by cosine similarity (FAISS IndexFlatIP on
+    L2-normalized float32 copies; memory O(N*k), never an N x N matrix).
+
+    vectors: (N, D). Returns (indices (N, k') int64, similarities (N, k')
+    float32), k' = min(k, N - 1), self excluded, most similar first."""
+    import faiss
+
+    x = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1))
+    n = len(x)
+    if n < 2:
+        raise ValueError("need at least 2 items for neighbours")
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    k = min(int(k), n - 1)
+    x = x.copy()
+    faiss.normalize_L2(x)
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    sims, idx = index.search(x, k + 1)
+    # Drop self: usually column 0, but exact duplicates may tie with it.
+    keep = idx != np.arange(n)[:, None]
+    first_k = np.cumsum(keep, axis=1) <= k
+    mask = keep & first_k
+    out_idx = idx[mask].reshape(n, k)
+    out_sims = sims[mask].reshape(n, k)
+    return out_idx.astype(np.int64), out_sims
+
+
+def neighbor_label_distribution(neighbor_idx: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(N, C): fraction of each item's neighbours carrying each label."""
+    labels = np.asarray(labels, dtype=np.int64)
+    neighbor_idx = np.asarray(neighbor_idx)
+    n, k = neighbor_idx.shape
+    out = np.zeros((n, num_classes))
+    np.add.at(out, (np.repeat(np.arange(n), k), labels[neighbor_idx].ravel()), 1.0)
+    return out / k
+
+
+def neighbor_agreement(neighbor_idx: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,): fraction of item i's neighbours whose label equals labels[i]."""
+    labels = np.asarray(labels, dtype=np.int64)
+    neighbor_idx = np.asarray(neighbor_idx)
+    if neighbor_idx.ndim != 2 or neighbor_idx.shape[0] != len(labels):
+        raise ValueError(f"neighbor_idx must be ({len(labels)}, k), got {neighbor_idx.shape}")
+    return (labels[neighbor_idx] == labels[:, None]).mean(axis=1)
+
+
+def blend_with_neighbors(pred_probs: np.ndarray, neighbor_dist: np.ndarray, weight: float) -> np.ndarray:
+    """(1 - weight) * pred_probs + weight * neighbour label distribution, (N, C).
+    weight in [0, 1]; 0 leaves the classifier's probabilities unchanged."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"neighbour weight must be in [0, 1], got {weight}")
+    pred_probs = np.asarray(pred_probs, dtype=np.float64)
+    if neighbor_dist.shape != pred_probs.shape:
+        raise ValueError(f"shapes differ: {pred_probs.shape} vs {neighbor_dist.shape}")
+    return (1.0 - weight) * pred_probs + weight * neighbor_dist
+
+
+RANKERS = {"self_confidence": self_confidence, "normalized_margin": normalized_margin,
+           "labelfix": labelfix_score}

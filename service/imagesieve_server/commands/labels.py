@@ -1,0 +1,166 @@
+"""``imagesieve labels SOURCE --top 1%``: which labels look wrong.
+
+SOURCE is a folder with one sub-folder per class (optionally under
+train/val/test) or a CSV manifest path,label[,split]. Embeds in-process
+(no server), scores the labels (``analysis.labels``), prints the suspects,
+writes DIR/label_suspects.json and DIR/label_suspects.png (contact sheet).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+SERVICE_CLASSIFIERS = ("logreg", "mlp", "ensemble")
+
+
+def parse_fraction(text: str) -> float:
+    """"1%" -> 0.01, "0.01" -> 0.01; must lie in (0, 1]."""
+    t = text.strip()
+    try:
+        value = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--top expects e.g. 1% or 0.01, got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"--top must be in (0%, 100%], got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="folder of class folders, or a CSV manifest path,label[,split]")
+    parser.add_argument("--top", type=parse_fraction, default=0.01,
+                        help="fraction to flag, e.g. 1%% or 0.01 (default 1%%)")
+    parser.add_argument("--method", choices=["out_of_fold", "labelfix"], default="out_of_fold",
+                        help="out_of_fold (default; K-fold predictions) or labelfix (train on all, "
+                             "predict all, as the paper)")
+    parser.add_argument("--classifier", choices=SERVICE_CLASSIFIERS, default="logreg")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--neighbors", type=int, default=10, help="k nearest images as extra evidence")
+    parser.add_argument("--neighbor-weight", type=float, default=0.2,
+                        help="weight of the neighbours' labels blended into the out-of-fold probabilities "
+                             "(0..1, default 0.2)")
+    parser.add_argument("--out", default="imagesieve_labels", help="output folder (default ./imagesieve_labels)")
+    parser.add_argument("--model", default="mobilenet_v1", help="embedding model (default mobilenet_v1)")
+    parser.add_argument("--sheet-columns", type=int, default=6)
+
+
+def _embed(paths: list[Path], model: str) -> tuple[np.ndarray, list[str]]:
+    from imagesieve.progress import Progress
+    from imagesieve_server.engine import Embedder
+
+    embedder = Embedder.from_model(model)
+    try:
+        vectors = np.zeros((len(paths), embedder.dim), dtype=np.float32)
+        errors = [""] * len(paths)
+
+        def read(p: Path) -> bytes:
+            try:
+                return p.read_bytes()
+            except OSError:
+                return b""  # becomes a per-image decode error
+
+        with Progress(len(paths), "embedding") as bar:
+            for i, r in enumerate(embedder.embed(read(p) for p in paths)):
+                if r.error is not None or r.vector is None:
+                    errors[i] = str(r.error or "no vector")
+                else:
+                    vectors[i] = r.vector
+                bar.update(ok=not errors[i])
+    finally:
+        embedder.close()
+    return vectors, errors
+
+
+def run(args) -> int:
+    from imagesieve_server.analysis.labels import score_labels
+    from imagesieve_server.labelled_source import load_labelled_source
+    from imagesieve.contact_sheet import SheetItem, save_contact_sheet
+
+    try:
+        records = load_labelled_source(args.source)
+    except ValueError as e:
+        print(f"imagesieve labels: {e}", file=sys.stderr)
+        return 2
+    paths = [r.path for r in records]
+    vectors, errors = _embed(paths, args.model)
+    failed = [(str(p), e) for p, e in zip(paths, errors) if e]
+    for p, e in failed:
+        print(f"failed: {p}: {e}", file=sys.stderr)
+    ok = np.array([not e for e in errors])
+    recs = [r for r, good in zip(records, ok) if good]
+    class_names = sorted({r.label for r in recs})
+    if len(class_names) < 2:
+        print(f"imagesieve labels: need at least 2 classes with readable images, found {len(class_names)}",
+              file=sys.stderr)
+        return 2
+    index = {c: i for i, c in enumerate(class_names)}
+    labels = np.array([index[r.label] for r in recs], dtype=np.int64)
+    folds = min(args.folds, len(recs))
+
+    seen: set[str] = set()
+
+    def report(stage, done, total):
+        if stage not in seen:
+            seen.add(stage)
+            print(f"scoring: {stage}", file=sys.stderr, flush=True)
+
+    try:
+        res = score_labels(vectors[ok], labels, method=args.method, classifier=args.classifier, folds=folds,
+                           seed=args.seed, top_fraction=args.top, neighbors=args.neighbors,
+                           neighbor_weight=args.neighbor_weight if args.method == "out_of_fold" else 0.0,
+                           report=report)
+    except ValueError as e:
+        print(f"imagesieve labels: {e}", file=sys.stderr)
+        return 2
+
+    def entry(i: int) -> dict:
+        agree = res.neighbor_agreement[i]
+        return {"path": str(recs[i].path), "given_label": recs[i].label,
+                "suggested_label": class_names[res.suggested[i]],
+                "suggested_probability": float(res.suggested_probability[i]), "score": float(res.scores[i]),
+                "neighbor_agreement": float(agree) if np.isfinite(agree) else None}
+
+    suspects = [dict(entry(int(i)), rank=k + 1) for k, i in enumerate(res.suspects)]
+    noise = [{"given_label": class_names[g], "true_label": class_names[t], "count": round(float(res.joint[g, t]), 1)}
+             for g in range(len(class_names)) for t in range(len(class_names))
+             if g != t and round(res.joint[g, t]) > 0]
+    noise.sort(key=lambda d: -d["count"])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"source": str(args.source), "method": args.method, "classifier": args.classifier, "folds": folds,
+           "seed": args.seed, "top_fraction": args.top, "num_images": len(recs), "classes": class_names,
+           "estimated_noise_rate": res.noise_rate, "noise": noise, "suspects": suspects,
+           "conflicting_duplicates": [[str(recs[a].path), str(recs[b].path)] for a, b in res.conflicting_duplicates],
+           "failed": [{"path": p, "error": e} for p, e in failed],
+           "scores": [entry(i) for i in range(len(recs))]}
+    json_path = out / "label_suspects.json"
+    json_path.write_text(json.dumps(doc, indent=1))
+    sheet_path = save_contact_sheet(
+        [SheetItem(s["path"], [f"#{s['rank']} score {s['score']:.3f}", f"given: {s['given_label']}",
+                               f"suggest: {s['suggested_label']} {s['suggested_probability']:.2f}"])
+         for s in suspects], out / "label_suspects.png", columns=args.sheet_columns,
+        title=f"{len(suspects)} label suspects of {len(recs)} ({args.method}, {args.classifier})")
+
+    print(f"{'rank':>4} {'score':>6} {'given':>14} {'suggested':>14} {'p':>5} {'nbr':>4}  path")
+    for s in suspects:
+        nbr = f"{s['neighbor_agreement']:.1f}" if s["neighbor_agreement"] is not None else "-"
+        print(f"{s['rank']:>4} {s['score']:6.3f} {s['given_label'][:14]:>14} {s['suggested_label'][:14]:>14} "
+              f"{s['suggested_probability']:5.2f} {nbr:>4}  {s['path']}")
+    print(f"estimated noise rate {res.noise_rate:.1%} ({len(recs)} images, {len(class_names)} classes); "
+          f"{len(res.conflicting_duplicates)} near-duplicate pairs with different labels")
+    print(f"wrote {json_path} and {sheet_path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="imagesieve labels", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""``imagesieve labels`` (the in-process command) on a tiny folder of real
+images: scikit-learn digits saved as PNG in class folders, 2 misfiled."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from imagesieve_server.commands import labels as labels_cmd
+from imagesieve.contact_sheet import SheetItem, render_contact_sheet
+
+CLASSES = (0, 1, 4)
+PER_CLASS = 14
+MISFILED = {(0, 3): 1, (4, 5): 0}  # (digit, n-th image) -> folder it is put in
+
+
+@pytest.fixture(scope="module")
+def digit_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("digits")
+    X, y = load_digits(return_X_y=True)
+    misfiled = []
+    for d in CLASSES:
+        for n, i in enumerate(np.flatnonzero(y == d)[:PER_CLASS]):
+            folder = root / f"digit{MISFILED.get((d, n), d)}"
+            folder.mkdir(exist_ok=True)
+            img = Image.fromarray((X[i].reshape(8, 8) * 255 / 16).astype(np.uint8)).resize((64, 64),
+                                                                                          Image.Resampling.BILINEAR)
+            path = folder / f"d{d}_{n}.png"
+            img.save(path)
+            if (d, n) in MISFILED:
+                misfiled.append(path)
+    return root, misfiled
+
+
+def test_cli_writes_json_and_contact_sheet(digit_folder, tmp_path, capsys):
+    root, misfiled = digit_folder
+    out = tmp_path / "report"
+    n = len(CLASSES) * PER_CLASS
+    rc = labels_cmd.main([str(root), "--top", "10%", "--out", str(out), "--folds", "3"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    doc = json.loads((out / "label_suspects.json").read_text())
+    assert doc["num_images"] == n and doc["classes"] == ["digit0", "digit1", "digit4"]
+    assert len(doc["scores"]) == n and len(doc["suspects"]) == round(0.1 * n)
+    assert [s["rank"] for s in doc["suspects"]] == list(range(1, len(doc["suspects"]) + 1))
+    scores = [s["score"] for s in doc["suspects"]]
+    assert scores == sorted(scores)
+    suspect_paths = {s["path"] for s in doc["suspects"]}
+    # precision bound: both misfiled images are among the 4 suspects (measured: ranks 1 and 2)
+    assert {str(p) for p in misfiled} <= suspect_paths
+    for s in doc["suspects"]:
+        assert s["path"] in printed
+    sheet = Image.open(out / "label_suspects.png")
+    sheet.load()
+    assert sheet.format == "PNG" and sheet.mode == "RGB"
+    assert sheet.width >= 4 * 128 and sheet.height >= 128
+    # the thumbnails are drawn: the sheet is not blank
+    assert np.asarray(sheet).std() > 10
+
+
+def test_cli_rejects_bad_arguments(tmp_path, capsys):
+    assert labels_cmd.main([str(tmp_path / "missing")]) == 2
+    with pytest.raises(SystemExit):
+        labels_cmd.main([str(tmp_path), "--top", "150%"])
+    assert labels_cmd.parse_fraction("1%") == pytest.approx(0.01)
+    assert labels_cmd.parse_fraction("0.2") == pytest.approx(0.2)
+
+
+def test_contact_sheet_grid_layout():
+    items = [SheetItem(Image.new("L", (28, 28), 40 * k), [f"given {k}", "suggest x 0.90"]) for k in range(5)]
+    sheet = render_contact_sheet(items, columns=2, thumb=64, title="five")
+    # 2 columns of (64 + 2*6) px; 3 rows of (64 + 2*6 + 2 lines * 12) px plus the title bar
+    assert sheet.size == (2 * 76, 24 + 3 * 100)
+    # first thumbnail is black (value 0), upscaled with nearest neighbour
+    assert sheet.getpixel((6 + 32, 24 + 6 + 32)) == (0, 0, 0)
+    with pytest.raises(ValueError):
+        render_contact_sheet(items, columns=0)

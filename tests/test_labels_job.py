@@ -99,8 +99,6 @@ def test_bad_requests_raise_value_error():
     with pytest.raises(ValueError, match="2 distinct labels"):
         validate_request(_req(images=[common_pb2.Image(key="a", data=b"x", label="cat"),
                                       common_pb2.Image(key="b", data=b"y", label="cat")]))
-    with pytest.raises(ValueError, match="collections do not exist"):
-        validate_request(analysis_pb2.ScoreLabelsRequest(source=analysis_pb2.LabelledSource(collection="c")))
     with pytest.raises(ValueError, match="missing label"):
         validate_request(_req(images=[common_pb2.Image(key="a", data=b"x")]))
     with pytest.raises(ValueError, match="unknown classifier"):

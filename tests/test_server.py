@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from imagesieve import AsyncClient, Client
 from imagesieve.local_server import LocalServer
-from imagesieve.v1 import analysis_pb2, analysis_pb2_grpc, common_pb2, embedding_pb2
+from imagesieve.v1 import common_pb2, embedding_pb2
 
 from conftest import encode, photo_image
 
@@ -114,7 +114,7 @@ def test_request_limits_are_invalid_argument(server, photos):
         assert empty.embeddings[0].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
 
-def test_health_reflection_and_planned_methods(server):
+def test_health_and_reflection(server):
     channel = grpc.insecure_channel(server.address)
     health = health_pb2_grpc.HealthStub(channel)
     assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
@@ -125,11 +125,6 @@ def test_health_reflection_and_planned_methods(server):
     names = {s.name for s in resp.list_services_response.service}
     assert {"imagesieve.v1.EmbeddingService", "imagesieve.v1.CollectionService",
             "imagesieve.v1.DuplicateService", "imagesieve.v1.AnalysisService", "grpc.health.v1.Health"} <= names
-    stub = analysis_pb2_grpc.AnalysisServiceStub(channel)
-    with pytest.raises(grpc.RpcError) as e:
-        list(stub.SampleSizeSweep(analysis_pb2.SampleSizeRequest()))
-    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "AnalysisService/SampleSizeSweep" in e.value.details() and "issue #5" in e.value.details()
     channel.close()
 
 

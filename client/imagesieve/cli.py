@@ -8,6 +8,8 @@
     imagesieve health --server ADDR                gRPC health check (exit 0 when SERVING)
     imagesieve demo                                 start a server, embed real sample photos
     imagesieve calibrate PATHS...                   near-duplicate threshold for your images
+    imagesieve labels SOURCE --top 1%               likely mislabeled images + contact sheet
+    imagesieve samplesize SOURCE --target 0.95      images needed for a target accuracy + plot
 """
 from __future__ import annotations
 
@@ -198,6 +200,8 @@ def cmd_serve(argv: list[str]) -> int:
 # Subcommands that run analyses in-process: they live with the server
 # (imagesieve_server.commands.NAME: add_arguments, run) and need its extra.
 SERVER_COMMANDS = {
+    "labels": "rank likely mislabeled images (labelfix and out-of-fold scoring)",
+    "samplesize": "how many images reach a target accuracy (learning-curve sweep)",
     "calibrate": "choose the near-duplicate threshold from altered copies of your images",
 }
 

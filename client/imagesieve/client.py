@@ -22,8 +22,8 @@ import grpc
 import numpy as np
 from PIL import Image as PILImage
 
-from .v1 import (collections_pb2, collections_pb2_grpc, common_pb2, duplicates_pb2, duplicates_pb2_grpc,
-                 embedding_pb2, embedding_pb2_grpc)
+from .v1 import (analysis_pb2, analysis_pb2_grpc, collections_pb2, collections_pb2_grpc, common_pb2,
+                 duplicates_pb2, duplicates_pb2_grpc, embedding_pb2, embedding_pb2_grpc)
 
 ImageInput = Union[str, os.PathLike, bytes, PILImage.Image]
 
@@ -220,6 +220,7 @@ class Client:
         self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(self.channel)
         self.collections = collections_pb2_grpc.CollectionServiceStub(self.channel)
         self.duplicates = duplicates_pb2_grpc.DuplicateServiceStub(self.channel)
+        self.analysis = analysis_pb2_grpc.AnalysisServiceStub(self.channel)
         self._dim: int | None = None
 
     def __enter__(self):
@@ -343,12 +344,54 @@ class Client:
         members >= threshold), "centre" or "components"."""
         request = duplicates_pb2.FindDuplicatesRequest(collection=collection, threshold=threshold,
                                                        approximate=approximate, grouping=grouping, knn_k=knn_k)
-        for event in self.duplicates.FindDuplicates(request):
+        return self._run_job(self.duplicates.FindDuplicates(request), progress)
+
+    # -- analyses -----------------------------------------------------------
+    @staticmethod
+    def _labelled_source(collection, images, labels, keys, splits) -> analysis_pb2.LabelledSource:
+        if (collection is None) == (images is None):
+            raise ValueError("give either collection= or images= (with labels=)")
+        if collection is not None:
+            return analysis_pb2.LabelledSource(collection=collection)
+        if labels is None:
+            raise ValueError("inline images need labels=")
+        return analysis_pb2.LabelledSource(inline=analysis_pb2.InlineImages(
+            images=list(_labelled_items(images, keys, labels, splits))))
+
+    @staticmethod
+    def _run_job(call, progress):
+        for event in call:
             if event.HasField("result"):
                 return event.result
             if progress is not None:
                 progress(event.progress)
-        raise RuntimeError("FindDuplicates ended without a result")
+        raise RuntimeError("the job ended without a result")
+
+    def score_labels(self, *, collection: str | None = None, images: Iterable[ImageInput] | None = None,
+                     labels: Iterable[str] | None = None, keys: Iterable[str] | None = None,
+                     method: str = "out_of_fold", top_fraction: float = 0.01, folds: int = 5,
+                     classifier: str = "logreg", seed: int = 0,
+                     progress: Callable[[common_pb2.JobProgress], None] | None = None,
+                     ) -> analysis_pb2.ScoreLabelsResult:
+        """Rank likely mislabeled images of a labelled collection, or of
+        images sent with their labels. method: "out_of_fold" or "labelfix"."""
+        request = analysis_pb2.ScoreLabelsRequest(
+            source=self._labelled_source(collection, images, labels, keys, None), method=method,
+            top_fraction=top_fraction, folds=folds, classifier=classifier, seed=seed)
+        return self._run_job(self.analysis.ScoreLabels(request), progress)
+
+    def sample_size(self, *, target_accuracy: float, collection: str | None = None,
+                    images: Iterable[ImageInput] | None = None, labels: Iterable[str] | None = None,
+                    splits: Iterable[str] | None = None, keys: Iterable[str] | None = None,
+                    fractions: Iterable[float] = (), repeats: int = 0, classifier: str = "",
+                    seed: int = 0, progress: Callable[[common_pb2.JobProgress], None] | None = None,
+                    ) -> analysis_pb2.SampleSizeResult:
+        """Sample-size sweep: accuracy on growing subsets, fitted learning
+        curves, images needed for ``target_accuracy`` with an interval, plots."""
+        request = analysis_pb2.SampleSizeRequest(
+            source=self._labelled_source(collection, images, labels, keys, splits), fractions=list(fractions),
+            repeats=repeats, target_accuracy=target_accuracy, classifier=classifier, seed=seed)
+        return self._run_job(self.analysis.SampleSizeSweep(request), progress)
 
 
 class AsyncClient:

@@ -28,8 +28,8 @@ from .engine.async_embedder import AsyncEmbedder
 from .engine.decode import DecodeLimits
 from .engine.pipeline import Embedder
 from .paths import PathPolicy
-from .servicers import (CollectionServicer, DuplicateServicer, EmbeddingServicer, ImageReader,
-                        planned_servicer)
+from .servicers import (AnalysisServicer, CollectionServicer, DuplicateServicer, EmbeddingServicer,
+                        ImageReader)
 
 log = logging.getLogger("imagesieve.server")
 
@@ -123,7 +123,7 @@ class ImageSieveServer:
         duplicates_pb2_grpc.add_DuplicateServiceServicer_to_server(
             DuplicateServicer(self.collections, self.engine, reader, c.stream_window), self.server)
         analysis_pb2_grpc.add_AnalysisServiceServicer_to_server(
-            planned_servicer(analysis_pb2_grpc.AnalysisServiceServicer), self.server)
+            AnalysisServicer(self.engine, self.collections), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             SERVICE_NAMES + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

@@ -1,5 +1,5 @@
-"""SampleSizeSweep as a long job: embed the inline images (streaming
-progress), run the sweep, fits and bootstrap in a worker thread
+"""SampleSizeSweep as a long job: load the labelled embeddings (a collection,
+or inline images embedded with streaming progress), run the sweep, fits and bootstrap in a worker thread
 (``analysis.sample_size``), then one result event with the plot. Bad
 requests raise ValueError (map to INVALID_ARGUMENT); closing the iterator
 cancels the work between fits."""
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from typing import AsyncIterator
 
 import numpy as np
@@ -16,10 +15,10 @@ from imagesieve.v1 import analysis_pb2, common_pb2
 from ..analysis.classifiers import CLASSIFIERS
 from ..analysis.sample_size.run import DEFAULT_BOOTSTRAP, SampleSizeReport, sample_size_report
 from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION
+from .labelled_vectors import LabelledVectors, check_inline_images, check_labels, load_labelled_vectors
 from .runner import run_job
 
 DEFAULT_CLASSIFIER = "logreg"
-EMBED_CHUNK = 64
 MAX_REPEATS = 100
 SERVICE_CLASSIFIERS = tuple(c for c in CLASSIFIERS if c != "cnn")
 
@@ -36,12 +35,6 @@ class SampleSizeParams:
 
 def validate_request(request: analysis_pb2.SampleSizeRequest) -> SampleSizeParams:
     """Defaults for unset fields; ValueError with a clear message for bad ones."""
-    which = request.source.WhichOneof("source")
-    if which == "collection":
-        raise ValueError("SampleSizeSweep over a collection is not available yet (collections do not "
-                         "exist in this server); send the images inline with their labels")
-    if which != "inline":
-        raise ValueError("SampleSizeSweep needs source.inline images with labels")
     fractions = tuple(request.fractions) or DEFAULT_FRACTIONS
     if (len(fractions) < 2 or any(not (0 < f <= 1) or math.isnan(f) for f in fractions)
             or any(b <= a for a, b in zip(fractions, fractions[1:]))):
@@ -58,26 +51,27 @@ def validate_request(request: analysis_pb2.SampleSizeRequest) -> SampleSizeParam
     classifier = request.classifier or DEFAULT_CLASSIFIER
     if classifier not in SERVICE_CLASSIFIERS:
         raise ValueError(f"unknown classifier {request.classifier!r}; choose from {SERVICE_CLASSIFIERS}")
-    images = request.source.inline.images
-    for i, im in enumerate(images):
-        name = im.key or f"#{i}"
-        if im.WhichOneof("source") != "data":
-            raise ValueError(f"image {name}: SampleSizeSweep takes encoded bytes in `data` "
-                             "(server_path is not supported here)")
-        if not im.label:
-            raise ValueError(f"image {name}: missing label")
-    distinct = len({im.label for im in images})
-    if distinct < 2:
-        raise ValueError(f"need at least 2 distinct labels, got {distinct}")
-    # checked again by the sweep; here so that a hopeless request fails before embedding
-    n_given_test = sum(im.split.lower() == "test" for im in images)
-    n_train = len(images) - n_given_test if n_given_test else len(images) - round(test_fraction * len(images))
-    train_classes = len({im.label for im in images if not n_given_test or im.split.lower() != "test"})
-    if round(fractions[0] * n_train) < train_classes:
-        raise ValueError(f"the smallest subset ({fractions[0]:.0%} of {n_train} training images) has fewer "
-                         f"images than classes ({train_classes}); use larger fractions or more images")
-    return SampleSizeParams(tuple(float(f) for f in fractions), int(repeats), float(test_fraction),
-                            float(target), classifier, int(request.seed))
+    params = SampleSizeParams(tuple(float(f) for f in fractions), int(repeats), float(test_fraction),
+                              float(target), classifier, int(request.seed))
+    if request.source.WhichOneof("source") == "inline":   # fail before embedding
+        images = request.source.inline.images
+        check_inline_images(images, "SampleSizeSweep")
+        check_data([im.label for im in images], [im.split.lower() for im in images], params)
+    return params
+
+
+def check_data(labels: list[str], splits: list[str], params: SampleSizeParams) -> None:
+    """A hopeless request fails here, not after minutes of fitting."""
+    check_labels(labels)
+    n_given_test = sum(s == "test" for s in splits)
+    n = len(labels)
+    n_train = n - n_given_test if n_given_test else n - round(params.test_fraction * n)
+    train_classes = len({l for l, s in zip(labels, splits) if not n_given_test or s != "test"})
+    if round(params.fractions[0] * n_train) < train_classes:
+        raise ValueError(f"the smallest subset ({params.fractions[0]:.0%} of {n_train} training images) has "
+                         f"fewer images than classes ({train_classes}); use larger fractions or more images")
+
+
 
 
 def _progress(stage: str, done: int, total: int, elapsed: float, eta: float = -1.0,
@@ -105,36 +99,23 @@ def build_result(rep: SampleSizeReport) -> analysis_pb2.SampleSizeResult:
         plot_png=rep.plot_png, plot_svg=rep.plot_svg)
 
 
-async def sample_size_events(request: analysis_pb2.SampleSizeRequest,
-                             engine) -> AsyncIterator[analysis_pb2.SampleSizeEvent]:
-    """Progress events (stage "embedding", then "fit" per trained classifier,
-    "bootstrap", "plot"), then one result event. ``engine``: a started
-    AsyncEmbedder. Images whose split is "test" form the test split; when
-    none is, ``test_fraction`` is held out (stated in the answer)."""
+async def sample_size_events(request: analysis_pb2.SampleSizeRequest, engine,
+                             collections=None) -> AsyncIterator[analysis_pb2.SampleSizeEvent]:
+    """Progress events (stage "embedding" or "loading collection", then "fit"
+    per trained classifier, "bootstrap", "plot"), then one result event.
+    ``engine``: a started AsyncEmbedder; ``collections``: a CollectionManager.
+    Images whose split is "test" form the test split; when none is,
+    ``test_fraction`` is held out (stated in the answer)."""
     params = validate_request(request)
-    images = list(request.source.inline.images)
-    keys = [im.key or str(i) for i, im in enumerate(images)]
-    labels = np.array([im.label for im in images])
-    is_test = np.array([im.split.lower() == "test" for im in images], dtype=bool)
-
-    start = time.perf_counter()
-    vectors = np.zeros((len(images), engine.embedder.dim), dtype=np.float32)
-    failed: list[str] = []
-    yield _progress("embedding", 0, len(images), 0.0)
-    for lo in range(0, len(images), EMBED_CHUNK):
-        chunk = images[lo:lo + EMBED_CHUNK]
-        results = await engine.embed_many([im.data for im in chunk])
-        for j, r in enumerate(results):
-            if r.error is not None or r.vector is None:
-                failed.append(f"{keys[lo + j]} ({r.error})")
-            else:
-                vectors[lo + j] = r.vector
-        done = lo + len(chunk)
-        elapsed = time.perf_counter() - start
-        yield _progress("embedding", done, len(images), elapsed, elapsed / done * (len(images) - done))
-    if failed:
-        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
-        raise ValueError(f"{len(failed)} image(s) could not be embedded: {shown}")
+    async for item in load_labelled_vectors(request.source, engine, collections, "SampleSizeSweep"):
+        if isinstance(item, LabelledVectors):
+            data = item
+        else:
+            yield analysis_pb2.SampleSizeEvent(progress=item)
+    check_data(data.labels, data.splits, params)
+    vectors = data.vectors
+    labels = np.array(data.labels)
+    is_test = np.array([s == "test" for s in data.splits], dtype=bool)
 
     def work(reporter):
         return sample_size_report(vectors, labels, is_test=is_test, target=params.target,

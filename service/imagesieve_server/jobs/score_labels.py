@@ -1,12 +1,11 @@
-"""ScoreLabels as a long job: embed the inline images (streaming progress),
-then score their labels in a worker thread (``analysis.labels``), then one
+"""ScoreLabels as a long job: load the labelled embeddings (a collection, or
+inline images embedded with streaming progress), then score their labels in a worker thread (``analysis.labels``), then one
 result event. Bad requests raise ValueError (the servicer maps it to
 INVALID_ARGUMENT); closing the iterator cancels the work."""
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from typing import AsyncIterator
 
 import numpy as np
@@ -14,6 +13,7 @@ from imagesieve.v1 import analysis_pb2, common_pb2
 
 from ..analysis.classifiers import CLASSIFIERS
 from ..analysis.labels import METHODS, score_labels
+from .labelled_vectors import LabelledVectors, check_inline_images, check_labels, load_labelled_vectors
 from .runner import run_job
 
 DEFAULT_METHOD = "out_of_fold"
@@ -24,7 +24,6 @@ NEIGHBORS = 10
 # Blend of the k-NN label distribution into the out-of-fold probabilities: +4.6 points
 # precision at 3% on MNIST-5k embeddings (2 seeds), +0.7 with a pixel CNN (bench/labelfix_table.py).
 NEIGHBOR_WEIGHT = 0.2
-EMBED_CHUNK = 64
 # Classifiers that work on embeddings ("cnn" needs pixels of one size).
 SERVICE_CLASSIFIERS = tuple(c for c in CLASSIFIERS if c != "cnn")
 
@@ -40,12 +39,6 @@ class ScoreLabelsParams:
 
 def validate_request(request: analysis_pb2.ScoreLabelsRequest) -> ScoreLabelsParams:
     """Defaults for unset fields; ValueError with a clear message for bad ones."""
-    which = request.source.WhichOneof("source")
-    if which == "collection":
-        raise ValueError("ScoreLabels over a collection is not available yet (collections do not exist "
-                         "in this server); send the images inline with their labels")
-    if which != "inline":
-        raise ValueError("ScoreLabels needs source.inline images with labels")
     method = request.method or DEFAULT_METHOD
     if method not in METHODS:
         raise ValueError(f"unknown method {request.method!r}; choose from {METHODS}")
@@ -58,19 +51,10 @@ def validate_request(request: analysis_pb2.ScoreLabelsRequest) -> ScoreLabelsPar
     classifier = request.classifier or DEFAULT_CLASSIFIER
     if classifier not in SERVICE_CLASSIFIERS:
         raise ValueError(f"unknown classifier {request.classifier!r}; choose from {SERVICE_CLASSIFIERS}")
-    images = request.source.inline.images
-    for i, im in enumerate(images):
-        name = im.key or f"#{i}"
-        if im.WhichOneof("source") != "data":
-            raise ValueError(f"image {name}: ScoreLabels takes encoded bytes in `data` "
-                             "(server_path is not supported here)")
-        if not im.label:
-            raise ValueError(f"image {name}: missing label")
-    distinct = len({im.label for im in images})
-    if distinct < 2:
-        raise ValueError(f"need at least 2 distinct labels to score labels, got {distinct}")
-    if method == "out_of_fold" and folds > len(images):
-        raise ValueError(f"folds ({folds}) cannot exceed the number of images ({len(images)})")
+    if request.source.WhichOneof("source") == "inline":   # fail before embedding
+        images = request.source.inline.images
+        check_inline_images(images, "ScoreLabels")
+        check_labels([im.label for im in images])
     return ScoreLabelsParams(method, float(top), int(folds), classifier, int(request.seed))
 
 
@@ -100,36 +84,28 @@ def build_result(keys: list[str], class_names: list[str], labels: np.ndarray, sc
         noise=noise, estimated_noise_rate=scores.noise_rate)
 
 
-async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest,
-                              engine) -> AsyncIterator[analysis_pb2.ScoreLabelsEvent]:
-    """Progress events (stage "embedding", then "fold k/K" or "train on all",
-    "neighbours"), then one result event. ``engine``: a started AsyncEmbedder."""
-    params = validate_request(request)
-    images = list(request.source.inline.images)
-    keys = [im.key or str(i) for i, im in enumerate(images)]
-    class_names = sorted({im.label for im in images})
-    index = {name: i for i, name in enumerate(class_names)}
-    labels = np.array([index[im.label] for im in images], dtype=np.int64)
+def check_data(data: LabelledVectors, params: ScoreLabelsParams) -> None:
+    check_labels(data.labels)
+    if params.method == "out_of_fold" and params.folds > len(data.keys):
+        raise ValueError(f"folds ({params.folds}) cannot exceed the number of images ({len(data.keys)})")
 
-    start = time.perf_counter()
-    vectors = np.zeros((len(images), engine.embedder.dim), dtype=np.float32)
-    failed: list[str] = []
-    yield _progress("embedding", 0, len(images), 0.0)
-    for lo in range(0, len(images), EMBED_CHUNK):
-        chunk = images[lo:lo + EMBED_CHUNK]
-        results = await engine.embed_many([im.data for im in chunk])
-        for j, r in enumerate(results):
-            if r.error is not None or r.vector is None:
-                failed.append(f"{keys[lo + j]} ({r.error})")
-            else:
-                vectors[lo + j] = r.vector
-        done = lo + len(chunk)
-        elapsed = time.perf_counter() - start
-        yield _progress("embedding", done, len(images), elapsed,
-                        elapsed / done * (len(images) - done))
-    if failed:
-        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
-        raise ValueError(f"{len(failed)} image(s) could not be embedded: {shown}")
+
+async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine,
+                              collections=None) -> AsyncIterator[analysis_pb2.ScoreLabelsEvent]:
+    """Progress events (stage "embedding" or "loading collection", then
+    "fold k/K" or "train on all", "neighbours"), then one result event.
+    ``engine``: a started AsyncEmbedder; ``collections``: a CollectionManager."""
+    params = validate_request(request)
+    async for item in load_labelled_vectors(request.source, engine, collections, "ScoreLabels"):
+        if isinstance(item, LabelledVectors):
+            data = item
+        else:
+            yield analysis_pb2.ScoreLabelsEvent(progress=item)
+    check_data(data, params)
+    class_names = sorted(set(data.labels))
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = np.array([index[label] for label in data.labels], dtype=np.int64)
+    vectors = data.vectors
 
     def work(reporter):
         return score_labels(vectors, labels, method=params.method, classifier=params.classifier,
@@ -141,4 +117,4 @@ async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest,
             yield _progress(value["stage"], value["done"], value["total"], value["elapsed_s"],
                             value["eta_s"], value["message"])
         else:
-            yield analysis_pb2.ScoreLabelsEvent(result=build_result(keys, class_names, labels, value))
+            yield analysis_pb2.ScoreLabelsEvent(result=build_result(data.keys, class_names, labels, value))

@@ -1,0 +1,85 @@
+"""Where the analyses' labelled embeddings come from: a collection (vectors
+already stored, nothing to embed) or images sent inline (embedded here, with
+progress). Shared by ScoreLabels and SampleSizeSweep."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import AsyncIterator
+
+import numpy as np
+
+from imagesieve.v1 import analysis_pb2, common_pb2
+
+EMBED_CHUNK = 64
+
+
+@dataclasses.dataclass
+class LabelledVectors:
+    keys: list[str]
+    labels: list[str]
+    splits: list[str]
+    vectors: np.ndarray          # (N, D) float32, unit rows
+
+
+def check_inline_images(images, method: str) -> None:
+    """Inline images need encoded bytes and a label each (ValueError)."""
+    for i, im in enumerate(images):
+        name = im.key or f"#{i}"
+        if im.WhichOneof("source") != "data":
+            raise ValueError(f"image {name}: {method} takes encoded bytes in `data` "
+                             "(server_path is not supported here)")
+        if not im.label:
+            raise ValueError(f"image {name}: missing label")
+
+
+def check_labels(labels: list[str], minimum: int = 2) -> None:
+    distinct = len(set(labels))
+    if distinct < minimum:
+        raise ValueError(f"need at least {minimum} distinct labels, got {distinct}")
+
+
+async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, collections, method: str
+                                ) -> AsyncIterator[common_pb2.JobProgress | LabelledVectors]:
+    """Yield JobProgress while embedding, then one LabelledVectors. Raises
+    ValueError for a bad source (unknown collection: CollectionError)."""
+    which = source.WhichOneof("source")
+    if which == "collection":
+        if collections is None:
+            raise ValueError("this server has no collections")
+        c = collections.get(source.collection)
+        yield common_pb2.JobProgress(stage="loading collection", done=0, total=0)
+        ids, vectors = await asyncio.to_thread(c.all_vectors)
+        meta = {r[0]: r[1:] for r in await asyncio.to_thread(c.store.all_records)}
+        rows = [meta[i] for i in ids.tolist()]
+        missing = sum(1 for r in rows if not r[1])
+        if missing:
+            raise ValueError(f"{missing} of {len(rows)} images in collection {source.collection!r} "
+                             f"have no label; {method} needs a label for every image")
+        yield LabelledVectors([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], vectors)
+        return
+    if which != "inline":
+        raise ValueError(f"{method} needs a source: a collection or inline images with labels")
+    images = list(source.inline.images)
+    check_inline_images(images, method)
+    keys = [im.key or str(i) for i, im in enumerate(images)]
+    vectors = np.zeros((len(images), engine.embedder.dim), dtype=np.float32)
+    failed: list[str] = []
+    start = time.perf_counter()
+    yield common_pb2.JobProgress(stage="embedding", done=0, total=len(images))
+    for lo in range(0, len(images), EMBED_CHUNK):
+        chunk = images[lo:lo + EMBED_CHUNK]
+        for j, r in enumerate(await engine.embed_many([im.data for im in chunk])):
+            if r.error is not None:
+                failed.append(f"{keys[lo + j]} ({r.error})")
+            else:
+                vectors[lo + j] = r.vector
+        done = lo + len(chunk)
+        elapsed = time.perf_counter() - start
+        yield common_pb2.JobProgress(stage="embedding", done=done, total=len(images), elapsed_s=elapsed,
+                                     eta_s=elapsed / done * (len(images) - done))
+    if failed:
+        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        raise ValueError(f"{len(failed)} image(s) could not be embedded: {shown}")
+    yield LabelledVectors(keys, [im.label for im in images], [im.split.lower() for im in images], vectors)

@@ -1,0 +1,36 @@
+"""AnalysisService: label-noise scoring and sample-size sweeps, as long jobs
+(progress events, then the result; cancelling the call stops the work)."""
+from __future__ import annotations
+
+import grpc
+
+from imagesieve.v1 import analysis_pb2_grpc
+
+from ..collections import CollectionError, CollectionManager
+from ..engine.async_embedder import AsyncEmbedder
+from ..engine.batcher import QueueFullError
+from ..jobs.sample_size import sample_size_events
+from ..jobs.score_labels import score_labels_events
+from .collections import abort_for
+
+
+class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
+    def __init__(self, engine: AsyncEmbedder, collections: CollectionManager):
+        self.engine, self.collections = engine, collections
+
+    async def _stream(self, events, context):
+        try:
+            async for event in events:
+                yield event
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except (CollectionError, QueueFullError) as e:
+            await abort_for(context, e)
+
+    async def ScoreLabels(self, request, context):
+        async for event in self._stream(score_labels_events(request, self.engine, self.collections), context):
+            yield event
+
+    async def SampleSizeSweep(self, request, context):
+        async for event in self._stream(sample_size_events(request, self.engine, self.collections), context):
+            yield event

@@ -1,0 +1,73 @@
+"""Label scoring and sample-size sweeps through the real server, over a
+labelled collection (no re-embedding) and over inline images."""
+import io
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from imagesieve import Client
+
+
+def digit_png(a: np.ndarray) -> bytes:
+    img = Image.fromarray((a * 255 / 16).astype(np.uint8)).resize((64, 64), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def digits_collection(server):
+    """400 real handwritten digits (scikit-learn), 8 with a wrong label, in a collection."""
+    d = load_digits()
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(d.images), 400, replace=False)
+    labels = [str(d.target[i]) for i in idx]
+    flipped = rng.choice(400, 8, replace=False)
+    for j in flipped:
+        labels[j] = str((int(labels[j]) + 1 + rng.integers(9)) % 10)
+    keys = [f"digit-{i}" for i in idx]
+    with Client(server.address) as c:
+        c.create_collection("digits")
+        added = list(c.add("digits", [digit_png(d.images[i]) for i in idx], keys=keys, labels=labels))
+        assert all(a.added for a in added)
+    return {keys[j] for j in flipped}
+
+
+def test_score_labels_over_a_collection(server, digits_collection):
+    events = []
+    with Client(server.address) as c:
+        res = c.score_labels(collection="digits", top_fraction=0.04, progress=events.append)
+    assert {e.stage for e in events} >= {"loading collection"}
+    assert len(res.scores) == 400 and len(res.suspects) == 16
+    found = {s.key for s in res.suspects} & digits_collection
+    assert len(found) >= 6, f"found {len(found)} of 8 flipped labels among 16 suspects"
+    assert all(s.suggested_label != s.given_label for s in res.suspects if s.key in found)
+    assert 0 < res.estimated_noise_rate < 0.2
+
+
+def test_sample_size_over_a_collection(server, digits_collection):
+    with Client(server.address) as c:
+        res = c.sample_size(collection="digits", target_accuracy=0.99, fractions=[0.1, 0.2, 0.35, 0.5],
+                            repeats=3)
+    means = [p.mean_accuracy for p in res.points]
+    assert len(means) == 4 and means[-1] > means[0]
+    assert res.chosen_fit and res.answer
+    assert res.plot_png[:8] == b"\x89PNG\r\n\x1a\n" and "<svg" in res.plot_svg
+
+
+def test_analysis_errors_are_clear(server, photos):
+    with Client(server.address) as c:
+        with pytest.raises(grpc.RpcError) as e:
+            c.score_labels(collection="no-such")
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as e:
+            c.score_labels(images=[d for d, _, _ in photos[:4]], labels=["a"] * 4)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "2 distinct labels" in e.value.details()
+        c.create_collection("unlabelled")
+        list(c.add("unlabelled", [photos[0][0], photos[1][0]], keys=["x", "y"]))
+        with pytest.raises(grpc.RpcError) as e:
+            c.sample_size(collection="unlabelled", target_accuracy=0.9)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "no label" in e.value.details()

@@ -10,8 +10,9 @@ class Progress:
     ``embedding 120/500 (45.3 img/s, ETA 8s), 1 failed`` at most ``every_s``."""
 
     def __init__(self, total: int | None, label: str, unit: str = "img", every_s: float = 0.5,
-                 stream=sys.stderr):
-        self.total, self.label, self.unit, self.every_s, self.stream = total, label, unit, every_s, stream
+                 stream=None):
+        self.total, self.label, self.unit, self.every_s = total, label, unit, every_s
+        self.stream = stream or sys.stderr       # looked up now: sys.stderr may have been replaced
         self.done = self.failed = 0
         self.start = self._last = time.perf_counter()
         self._tty = getattr(stream, "isatty", lambda: False)()

@@ -7,6 +7,7 @@
     imagesieve info --server ADDR                  the server's model
     imagesieve health --server ADDR                gRPC health check (exit 0 when SERVING)
     imagesieve demo                                 start a server, embed real sample photos
+    imagesieve audit SOURCE --out DIR               full dataset audit with an HTML report (resumable)
     imagesieve calibrate PATHS...                   near-duplicate threshold for your images
     imagesieve labels SOURCE --top 1%               likely mislabeled images + contact sheet
     imagesieve samplesize SOURCE --target 0.95      images needed for a target accuracy + plot
@@ -33,6 +34,24 @@ def iter_image_paths(paths: list[str]) -> list[Path]:
     return out
 
 
+def _add_security_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--token", default=None,
+                   help="bearer token for a server that requires one (env IMAGESIEVE_TOKEN; "
+                        "prefer the env: flags show in process lists)")
+    p.add_argument("--tls-ca", default=os.environ.get("IMAGESIEVE_TLS_CA"),
+                   help="CA certificate (PEM) of a TLS server; makes the connection TLS (env IMAGESIEVE_TLS_CA)")
+    p.add_argument("--tls-cert", default=os.environ.get("IMAGESIEVE_TLS_CERT"),
+                   help="client certificate (PEM) for mutual TLS (env IMAGESIEVE_TLS_CERT)")
+    p.add_argument("--tls-key", default=os.environ.get("IMAGESIEVE_TLS_KEY"),
+                   help="client key (PEM) for mutual TLS (env IMAGESIEVE_TLS_KEY)")
+
+
+def _security_kw(args) -> dict:
+    token = getattr(args, "token", None) or os.environ.get("IMAGESIEVE_TOKEN") or None
+    return dict(token=token, tls_ca=getattr(args, "tls_ca", None) or None,
+                tls_cert=getattr(args, "tls_cert", None) or None, tls_key=getattr(args, "tls_key", None) or None)
+
+
 def cmd_embed(args) -> int:
     import numpy as np
     from .client import Client
@@ -42,7 +61,7 @@ def cmd_embed(args) -> int:
     if not paths:
         print("imagesieve embed: no images found", file=sys.stderr)
         return 2
-    with Client(args.server) as client:
+    with Client(args.server, **_security_kw(args)) as client:
         client.wait_ready(args.connect_timeout)
         vectors = np.zeros((len(paths), client.dim), dtype=np.float32)
         failures = []
@@ -75,7 +94,7 @@ def cmd_check(args) -> int:
         print("imagesieve check: no images found", file=sys.stderr)
         return 2
     counts: dict[str, int] = {}
-    with Client(args.server) as client:
+    with Client(args.server, **_security_kw(args)) as client:
         client.wait_ready(args.connect_timeout)
         try:
             if args.create:
@@ -117,7 +136,7 @@ def cmd_dedup(args) -> int:
         total = f"/{p.total}" if p.total else ""
         print(f"\r{p.stage} {p.done}{total} ({p.elapsed_s:.1f}s)", end="", file=sys.stderr, flush=True)
 
-    with Client(args.server) as client:
+    with Client(args.server, **_security_kw(args)) as client:
         client.wait_ready(args.connect_timeout)
         try:
             res = client.find_duplicates(args.collection, threshold=args.threshold, approximate=args.approximate,
@@ -160,7 +179,7 @@ def cmd_info(args) -> int:
     from google.protobuf.json_format import MessageToDict
     from .client import Client
 
-    with Client(args.server, timeout=args.connect_timeout) as client:
+    with Client(args.server, timeout=args.connect_timeout, **_security_kw(args)) as client:
         try:
             client.wait_ready(args.connect_timeout)
             print(json.dumps(MessageToDict(client.model_info()), indent=2))
@@ -175,7 +194,10 @@ def cmd_health(args) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(args.server) as channel:
+    from .client import make_channel
+    kw = _security_kw(args)
+    kw.pop("token", None)       # the health check is open; no token needed
+    with make_channel(args.server, **kw) as channel:
         try:
             status = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.connect_timeout).status
@@ -200,6 +222,7 @@ def cmd_serve(argv: list[str]) -> int:
 # Subcommands that run analyses in-process: they live with the server
 # (imagesieve_server.commands.NAME: add_arguments, run) and need its extra.
 SERVER_COMMANDS = {
+    "audit": "the whole quality picture of a dataset: duplicates, leakage, outliers, labels, quantity",
     "labels": "rank likely mislabeled images (labelfix and out-of-fold scoring)",
     "samplesize": "how many images reach a target accuracy (learning-curve sweep)",
     "calibrate": "choose the near-duplicate threshold from altered copies of your images",
@@ -242,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--chunk-size", type=int, default=16, help="images per stream message")
     e.add_argument("--connect-timeout", type=float, default=30.0)
     e.add_argument("--strict", action="store_true", help="exit 1 if any image failed")
+    _add_security_options(e)
     e.set_defaults(func=cmd_embed)
 
     c = sub.add_parser("check", help="check images against a collection before ingestion")
@@ -253,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--add-if-unique", action="store_true", help="add each unique image, atomically")
     c.add_argument("--create", action="store_true", help="create the collection if it does not exist")
     c.add_argument("--connect-timeout", type=float, default=30.0)
+    _add_security_options(c)
     c.set_defaults(func=cmd_check)
 
     dd = sub.add_parser("dedup", help="all duplicate pairs and groups of a collection")
@@ -265,17 +290,20 @@ def main(argv: list[str] | None = None) -> int:
     dd.add_argument("--max-groups", type=int, default=60, help="groups drawn on the contact sheet")
     dd.add_argument("--columns", type=int, default=6)
     dd.add_argument("--connect-timeout", type=float, default=30.0)
+    _add_security_options(dd)
     dd.set_defaults(func=cmd_dedup)
 
     i = sub.add_parser("info", help="show the server's model")
     i.add_argument("--server", default=default_server)
     i.add_argument("--connect-timeout", type=float, default=10.0)
+    _add_security_options(i)
     i.set_defaults(func=cmd_info)
 
     h = sub.add_parser("health", help="gRPC health check of a server (exit 0 when SERVING)")
     h.add_argument("--server", default=default_server)
     h.add_argument("--service", default="", help="service name ('' = the whole server)")
     h.add_argument("--connect-timeout", type=float, default=5.0)
+    _add_security_options(h)
     h.set_defaults(func=cmd_health)
 
     d = sub.add_parser("demo", help="start a local server and embed real sample photos")

@@ -1,0 +1,129 @@
+"""All three quality dimensions in one pass over the stored embeddings:
+class balance, exact and near duplicates with groups, train/test leakage,
+outliers, label-noise ranking, and a sample-size sweep. Each stage that
+cannot run on this data (no labels, too few images) says why in ``notes``."""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+
+import numpy as np
+
+from imagesieve.progress import Progress
+
+from ..analysis.duplicates.find import DuplicateReport, find_duplicates
+from ..analysis.labels import score_labels
+from ..analysis.outliers import flag_outliers, knn_similarity, outlier_scores
+from ..analysis.sample_size.run import SampleSizeReport, sample_size_report
+
+MIN_SWEEP_IMAGES = 100
+
+
+@dataclasses.dataclass
+class AuditResults:
+    paths: list[str]
+    labels: list[str]
+    splits: list[str]
+    sha256: list[str]
+    errors: list[str]                    # '' where the image embedded
+    vectors: np.ndarray                  # (N, D); zero rows for failed images
+    ok: np.ndarray                       # (N,) bool
+    threshold: float
+    class_counts: dict                   # split -> label -> count
+    duplicates: DuplicateReport | None = None   # positions index the ok images (``ok_index``)
+    knn_similarity: np.ndarray | None = None    # (N_ok,)
+    outlier_score: np.ndarray | None = None     # (N_ok,)
+    outliers: np.ndarray | None = None          # positions into ok images, most isolated first
+    class_names: list[str] = dataclasses.field(default_factory=list)
+    label_ids: np.ndarray | None = None         # (N_ok,) int
+    label_scores: object | None = None          # analysis.labels.LabelScores
+    sample_size: SampleSizeReport | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+    seconds: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def ok_index(self) -> np.ndarray:
+        """Global positions of the ok images (what analysis positions index)."""
+        return np.flatnonzero(self.ok)
+
+
+def _stage(name: str, results: AuditResults):
+    """Context: time a stage and print its line."""
+    class _S:
+        def __enter__(self):
+            self.t = time.perf_counter()
+            print(f"{name} ...", flush=True)
+            return self
+
+        def __exit__(self, *exc):
+            results.seconds[name] = round(time.perf_counter() - self.t, 2)
+    return _S()
+
+
+def _reporter(label: str):
+    bars: dict[str, Progress] = {}
+
+    def report(stage: str, done: int, total: int = 0, message: str = "") -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = Progress(total or None, f"  {label}: {stage}", unit="steps")
+        bar.done = done - 1
+        bar.update()
+    return report
+
+
+def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: float, target: float,
+                 top_fraction: float = 0.01, sweep: bool = True, seed: int = 0) -> AuditResults:
+    ok = np.array([not e for e in errors], dtype=bool)
+    counts: dict = collections.defaultdict(lambda: collections.Counter())
+    for label, split, good in zip(labels, splits, ok):
+        if good:
+            counts[split or "all"][label or "(unlabelled)"] += 1
+    r = AuditResults(list(paths), list(labels), list(splits), list(sha256), list(errors), vectors, ok,
+                     threshold, {s: dict(c) for s, c in counts.items()})
+    idx = r.ok_index
+    x = np.ascontiguousarray(vectors[idx])
+    if len(idx) < 2:
+        r.notes.append("fewer than 2 images embedded: nothing to compare")
+        return r
+    lab = [labels[i] for i in idx]
+    spl = [splits[i] for i in idx]
+
+    with _stage("duplicates", r):
+        r.duplicates = find_duplicates(x, [paths[i] for i in idx], lab, spl, [sha256[i] for i in idx],
+                                       threshold, approximate=len(idx) > 200_000,
+                                       report=_reporter("duplicates"))
+    with _stage("outliers", r):
+        r.knn_similarity = knn_similarity(x, k=min(10, len(idx) - 1))
+        r.outlier_score = outlier_scores(r.knn_similarity)
+        r.outliers = flag_outliers(r.outlier_score)
+
+    labelled = all(lab) and len(set(lab)) >= 2
+    if not labelled:
+        r.notes.append("label scoring and the sample-size sweep need a label for every image "
+                       "(class folders or a label column) and at least 2 classes")
+        return r
+    r.class_names = sorted(set(lab))
+    ids = {c: i for i, c in enumerate(r.class_names)}
+    r.label_ids = np.array([ids[v] for v in lab], dtype=np.int64)
+    smallest = min(collections.Counter(lab).values())
+    with _stage("label scoring", r):
+        try:
+            r.label_scores = score_labels(x, r.label_ids, folds=min(5, max(2, smallest)), seed=seed,
+                                          top_fraction=top_fraction, report=_reporter("labels"))
+        except ValueError as e:
+            r.notes.append(f"label scoring skipped: {e}")
+    if not sweep:
+        r.notes.append("sample-size sweep skipped (--no-sweep)")
+    elif len(idx) < MIN_SWEEP_IMAGES:
+        r.notes.append(f"sample-size sweep skipped: {len(idx)} images, it needs at least {MIN_SWEEP_IMAGES}")
+    else:
+        with _stage("sample-size sweep", r):
+            try:
+                r.sample_size = sample_size_report(
+                    x, np.array(lab), is_test=np.array([s == "test" for s in spl]), target=target,
+                    seed=seed, report=_reporter("sweep"))
+            except ValueError as e:
+                r.notes.append(f"sample-size sweep skipped: {e}")
+    return r

@@ -1,0 +1,122 @@
+"""The audit's embedding stage: decide what needs embedding (new or changed
+files), embed it with one of three backends, store it in shards.
+
+Backends, all yielding ``Embedded`` in input order:
+- ``InProcessBackend``: the engine in this process (no server needed);
+- ``ServerBackend``: a running imagesieve server (``--server ADDR``);
+- ``RayBackend``: Ray Data ``map_batches`` on a Ray cluster (``--ray ADDRESS``),
+  each worker loading the ONNX model once.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Iterator
+
+from imagesieve.progress import Progress
+
+from .store import Embedded, EmbeddingStore, sha256_bytes
+
+
+def read_image_file(path: str) -> tuple[bytes, str, int, int, str]:
+    """(bytes, sha256, size, mtime_ns, error). An unreadable file gives empty
+    bytes and its error; it fails alone."""
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            data = f.read()
+        return data, sha256_bytes(data), st.st_size, st.st_mtime_ns, ""
+    except OSError as e:
+        return b"", "", 0, 0, f"cannot read: {e.strerror or e}"
+
+
+def plan(store: EmbeddingStore, paths: list[str]) -> list[str]:
+    """The paths that need embedding: never seen, or changed content."""
+    todo = []
+    for p in paths:
+        try:
+            current = store.is_current(p)
+        except OSError:
+            current = None          # vanished: embed again, it will fail alone
+        if current is None:
+            todo.append(p)
+        elif current is False:
+            data, sha, *_ = read_image_file(p)
+            if not store.same_content(p, sha):
+                todo.append(p)
+    return todo
+
+
+class InProcessBackend:
+    name = "in-process"
+
+    def __init__(self, model: str | None = None, max_batch_size: int = 32):
+        from ..engine import Embedder
+        self.embedder = Embedder.from_model(model, max_batch_size=max_batch_size)
+        self.model, self.dim = self.embedder.executor.manifest.name, self.embedder.dim
+
+    def embed(self, paths: Iterable[str]) -> Iterator[Embedded]:
+        meta: list[tuple] = []
+
+        def files():
+            for p in paths:
+                data, sha, size, mtime, err = read_image_file(p)
+                meta.append((p, sha, size, mtime, err))
+                yield data
+
+        for i, r in enumerate(self.embedder.embed(files())):
+            p, sha, size, mtime, err = meta[i]
+            meta[i] = None                                   # keep memory flat
+            if err or not r.ok:
+                yield Embedded(p, sha, size, mtime, None, error=err or f"{r.error.code}: {r.error}")
+            else:
+                yield Embedded(p, sha, size, mtime, r.vector, r.width, r.height)
+
+    def close(self) -> None:
+        self.embedder.close()
+
+
+class ServerBackend:
+    name = "server"
+
+    def __init__(self, address: str, **client_options):
+        from imagesieve import Client
+        self.client = Client(address, **client_options)
+        self.client.wait_ready(30)
+        info = self.client.model_info()
+        self.model, self.dim = info.name, info.dim
+
+    def embed(self, paths: Iterable[str]) -> Iterator[Embedded]:
+        meta: list[tuple] = []
+
+        def files():
+            for p in paths:
+                data, sha, size, mtime, err = read_image_file(p)
+                meta.append((p, sha, size, mtime, err))
+                yield data
+
+        for r in self.client.embed_stream(files()):
+            p, sha, size, mtime, err = meta[r.index]
+            meta[r.index] = None
+            if err or not r.ok:
+                yield Embedded(p, sha, size, mtime, None, error=err or f"{r.error.code}: {r.error.message}")
+            else:
+                yield Embedded(p, sha, size, mtime, r.vector, r.width, r.height)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def embed_stage(store: EmbeddingStore, backend, paths: list[str]) -> dict:
+    """Embed what ``plan`` says, with a progress line; returns counts."""
+    todo = plan(store, paths)
+    failed = 0
+    try:
+        with Progress(len(todo), f"embedding ({backend.name})") as bar:
+            for item in backend.embed(todo):
+                store.put(item)
+                failed += bool(item.error)
+                bar.update(ok=not item.error)
+    finally:
+        store.flush()          # also on Ctrl-C: what was embedded stays embedded
+    return {"images": len(paths), "embedded_now": len(todo), "reused": len(paths) - len(todo),
+            "failed_now": failed}

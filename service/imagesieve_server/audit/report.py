@@ -1,0 +1,249 @@
+"""Audit outputs: ``report.html`` (one self-contained file: thumbnails are
+inline data URIs, charts inline SVG, nothing loads from outside),
+``report.json`` and Parquet tables for machines, and ``pred_probs.npy`` /
+``labels.npy`` to continue in cleanlab or elsewhere."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .analyse import AuditResults
+
+THUMB = 112
+MAX_GROUPS, MAX_SUSPECTS, MAX_OUTLIERS = 30, 48, 24
+
+
+def _thumb_uri(path: str) -> str:
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (THUMB * 2, THUMB * 2))
+            im = ImageOps.exif_transpose(im).convert("RGB")
+            im.thumbnail((THUMB, THUMB))
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=80)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    except Exception:  # noqa: BLE001 - an unreadable file gets a blank tile, the report still renders
+        return ("data:image/svg+xml;base64," + base64.b64encode(
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{THUMB}" height="{THUMB}">'
+            f'<rect width="100%" height="100%" fill="#ccc"/></svg>'.encode()).decode())
+
+
+def _tile(path: str, *lines: str) -> str:
+    caption = "".join(f"<div>{html.escape(t)}</div>" for t in lines)
+    return (f'<figure><img src="{_thumb_uri(path)}" alt="{html.escape(Path(path).name)}" '
+            f'title="{html.escape(path)}"><figcaption>{caption}</figcaption></figure>')
+
+
+def _bar_chart(counts: dict[str, int], width: int = 640) -> str:
+    """Class balance as an inline SVG bar chart."""
+    items = sorted(counts.items(), key=lambda kv: -kv[1])[:40]
+    if not items:
+        return "<p>No images.</p>"
+    top = max(v for _, v in items)
+    row, label_w = 18, 160
+    bars = []
+    for i, (name, v) in enumerate(items):
+        w = max(1, int((width - label_w - 60) * v / top))
+        y = i * row
+        bars.append(f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end">{html.escape(name[:24])}</text>'
+                    f'<rect x="{label_w}" y="{y + 3}" width="{w}" height="{row - 6}" fill="#4a7bd0"/>'
+                    f'<text x="{label_w + w + 4}" y="{y + 13}">{v}</text>')
+    return (f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{len(items) * row}" '
+            f'font-size="11" font-family="sans-serif">{"".join(bars)}</svg>')
+
+
+def summary(r: AuditResults) -> dict:
+    n, ok = len(r.paths), int(r.ok.sum())
+    s = {"images": n, "embedded": ok, "failed": n - ok, "threshold": r.threshold,
+         "classes": len(r.class_names), "notes": r.notes, "seconds": r.seconds,
+         "class_counts": r.class_counts}
+    if r.duplicates is not None:
+        d = r.duplicates
+        s.update(duplicate_pairs=int(len(d.a)), exact_pairs=int(d.exact.sum()),
+                 near_pairs=int(len(d.a) - d.exact.sum()), duplicate_groups=len(d.groups),
+                 images_in_groups=int(sum(len(g) for g in d.groups)),
+                 leakage_pairs=int(d.cross_split.sum()), label_conflict_pairs=int(d.labels_disagree.sum()))
+    if r.outliers is not None:
+        s["outliers"] = int(len(r.outliers))
+    if r.label_scores is not None:
+        s.update(label_suspects=int(len(r.label_scores.suspects)),
+                 estimated_label_noise_rate=float(r.label_scores.noise_rate))
+    if r.sample_size is not None:
+        a = r.sample_size.analysis
+        s.update(sample_size_answer=a.answer, sample_size_fit=a.chosen)
+    return s
+
+
+def write_tables(r: AuditResults, out: Path) -> list[str]:
+    """images.parquet (one row per image) and duplicate_pairs.parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n = len(r.paths)
+    pos = np.full(n, -1)
+    pos[r.ok_index] = np.arange(len(r.ok_index))
+    col = lambda arr, fill=np.nan: [float(arr[p]) if p >= 0 and arr is not None else fill for p in pos]  # noqa: E731
+    table = {"path": r.paths, "label": r.labels, "split": r.splits, "sha256": r.sha256, "error": r.errors,
+             "knn_similarity": col(r.knn_similarity), "outlier_score": col(r.outlier_score)}
+    ls = r.label_scores
+    if ls is not None:
+        table["label_score"] = col(ls.scores)
+        table["suggested_label"] = [r.class_names[ls.suggested[p]] if p >= 0 else "" for p in pos]
+        table["suggested_probability"] = col(ls.suggested_probability)
+    pq.write_table(pa.table(table), out / "images.parquet")
+    written = ["images.parquet"]
+    d = r.duplicates
+    if d is not None:
+        pq.write_table(pa.table({"path_a": [d.keys[i] for i in d.a.tolist()],
+                                 "path_b": [d.keys[i] for i in d.b.tolist()],
+                                 "cosine": d.cosine.astype(np.float32), "exact": d.exact,
+                                 "cross_split": d.cross_split, "labels_disagree": d.labels_disagree}),
+                       out / "duplicate_pairs.parquet")
+        written.append("duplicate_pairs.parquet")
+    return written
+
+
+def write_report(r: AuditResults, out: str | Path, source: str) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    s = summary(r)
+    files = write_tables(r, out)
+    if r.label_scores is not None:
+        np.save(out / "pred_probs.npy", r.label_scores.pred_probs.astype(np.float32))
+        np.save(out / "labels.npy", r.label_ids)
+        (out / "class_names.json").write_text(json.dumps(r.class_names))
+        files += ["pred_probs.npy", "labels.npy", "class_names.json"]
+    doc = {"source": source, "created_unix_s": time.time(), "summary": s}
+    if r.duplicates is not None:
+        d = r.duplicates
+        doc["duplicate_groups"] = [{"paths": [d.keys[i] for i in g.tolist()], "min_internal_cosine": float(m)}
+                                   for g, m in zip(d.groups, d.group_min_cosine)]
+        doc["leakage_pairs"] = [{"a": d.keys[i], "b": d.keys[j], "cosine": float(c)}
+                                for i, j, c, x in zip(d.a.tolist(), d.b.tolist(), d.cosine, d.cross_split) if x]
+    if r.outliers is not None:
+        ok = r.ok_index
+        doc["outliers"] = [{"path": r.paths[ok[i]], "score": float(r.outlier_score[i]),
+                            "knn_similarity": float(r.knn_similarity[i])} for i in r.outliers.tolist()]
+    if r.label_scores is not None:
+        ls, ok = r.label_scores, r.ok_index
+        doc["label_suspects"] = [{"path": r.paths[ok[i]], "given": r.class_names[r.label_ids[i]],
+                                  "suggested": r.class_names[ls.suggested[i]],
+                                  "suggested_probability": float(ls.suggested_probability[i]),
+                                  "score": float(ls.scores[i])} for i in ls.suspects.tolist()]
+    if r.sample_size is not None:
+        doc["sample_size"] = r.sample_size.to_dict()
+    doc["files"] = files + ["report.json", "report.html"]
+    (out / "report.json").write_text(json.dumps(doc, indent=2, default=float))
+    (out / "report.html").write_text(render_html(r, s, doc, source))
+    return s
+
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
+h1{margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
+.cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #ddd;border-radius:6px;padding:10px 14px}
+.card b{display:block;font-size:22px}.grid{display:flex;flex-wrap:wrap;gap:8px}
+figure{margin:0;width:120px;font-size:11px;word-break:break-all}figure img{width:112px;height:112px;object-fit:contain;background:#f4f4f4}
+.group{border:1px solid #e3e3e3;border-radius:6px;padding:6px;margin:6px 0}.note{color:#8a5a00}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
+"""
+
+SCRIPT = """
+window.auditErrors = [];
+window.addEventListener('error', function (e) { window.auditErrors.push(String(e.message || e)); });
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); });
+  document.body.setAttribute('data-images', String(imgs.length));
+  document.body.setAttribute('data-broken-images', String(broken.length));
+  document.body.setAttribute('data-js-errors', String(window.auditErrors.length));
+});
+"""
+
+
+def render_html(r: AuditResults, s: dict, doc: dict, source: str) -> str:
+    e = html.escape
+    cards = [("images", s["images"]), ("embedded", s["embedded"]), ("failed", s["failed"]),
+             ("duplicate pairs", s.get("duplicate_pairs", "-")), ("exact", s.get("exact_pairs", "-")),
+             ("groups", s.get("duplicate_groups", "-")), ("train/test leakage", s.get("leakage_pairs", "-")),
+             ("label suspects", s.get("label_suspects", "-")), ("outliers", s.get("outliers", "-"))]
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>imagesieve audit</title>"
+             f"<style>{CSS}</style><script>{SCRIPT}</script></head><body>",
+             f"<h1>imagesieve audit</h1><p>{e(source)}</p>",
+             "<section id='summary'><h2>Summary</h2><div class='cards'>"
+             + "".join(f"<div class='card'><b>{e(str(v))}</b>{e(k)}</div>" for k, v in cards) + "</div>"]
+    if "sample_size_answer" in s:
+        parts.append(f"<p><b>How many images:</b> {e(s['sample_size_answer'])}</p>")
+    if "estimated_label_noise_rate" in s:
+        parts.append(f"<p>Estimated share of wrong labels: {s['estimated_label_noise_rate']:.1%}</p>")
+    parts += [f"<p class='note'>{e(n)}</p>" for n in r.notes]
+    parts.append("</section>")
+
+    totals: dict[str, int] = {}
+    for per in r.class_counts.values():
+        for k, v in per.items():
+            totals[k] = totals.get(k, 0) + v
+    rows = "".join(f"<tr><th>{e(split)}</th><td>{sum(c.values())}</td></tr>" for split, c in r.class_counts.items())
+    parts.append(f"<section id='balance'><h2>Class balance</h2>{_bar_chart(totals)}"
+                 f"<table><tr><th>split</th><th>images</th></tr>{rows}</table></section>")
+
+    parts.append("<section id='duplicates'><h2>Duplicate groups</h2>")
+    d = r.duplicates
+    if d is not None and d.groups:
+        parts.append(f"<p>{len(d.groups)} groups; every two members have cosine >= {r.threshold:.2f} "
+                     f"(lowest shown per group). Showing {min(len(d.groups), MAX_GROUPS)}.</p>")
+        order = sorted(range(len(d.groups)), key=lambda g: -len(d.groups[g]))[:MAX_GROUPS]
+        for g in order:
+            members = d.groups[g].tolist()
+            tiles = "".join(_tile(d.keys[i], Path(d.keys[i]).name, r.labels[r.ok_index[i]] or "")
+                            for i in members[:8])
+            parts.append(f"<div class='group'><div>group of {len(members)}, lowest cosine "
+                         f"{d.group_min_cosine[g]:.3f}</div><div class='grid'>{tiles}</div></div>")
+    else:
+        parts.append("<p>No duplicates at this threshold.</p>")
+    parts.append("</section>")
+
+    parts.append("<section id='leakage'><h2>Train/test leakage</h2>")
+    leaks = doc.get("leakage_pairs", [])
+    if leaks:
+        parts.append("<table><tr><th>a</th><th>b</th><th>cosine</th></tr>" + "".join(
+            f"<tr><td>{e(x['a'])}</td><td>{e(x['b'])}</td><td>{x['cosine']:.3f}</td></tr>" for x in leaks[:200])
+            + "</table>")
+    else:
+        parts.append("<p>No duplicate pair crosses splits.</p>")
+    parts.append("</section>")
+
+    parts.append("<section id='labels'><h2>Label suspects</h2>")
+    if r.label_scores is not None and len(r.label_scores.suspects):
+        parts.append("<div class='grid'>" + "".join(
+            _tile(x["path"], f"given: {x['given']}", f"suggested: {x['suggested']} {x['suggested_probability']:.2f}",
+                  f"score {x['score']:.3f}") for x in doc["label_suspects"][:MAX_SUSPECTS]) + "</div>")
+    else:
+        parts.append("<p>Label scoring did not run (see the notes above).</p>")
+    parts.append("</section>")
+
+    parts.append("<section id='outliers'><h2>Outliers</h2>")
+    if doc.get("outliers"):
+        parts.append("<div class='grid'>" + "".join(
+            _tile(x["path"], f"kNN cosine {x['knn_similarity']:.3f}", f"z {x['score']:.1f}")
+            for x in doc["outliers"][:MAX_OUTLIERS]) + "</div>")
+    else:
+        parts.append("<p>No image is unusually far from all others.</p>")
+    parts.append("</section>")
+
+    parts.append("<section id='learning-curve'><h2>How many images are enough</h2>")
+    if r.sample_size is not None:
+        svg = r.sample_size.plot_svg
+        svg = svg[svg.find("<svg"):]                     # drop the XML prolog and doctype
+        parts.append(f"<div class='plot'>{svg}</div><p>{e(r.sample_size.analysis.answer)}</p>")
+    else:
+        parts.append("<p>The sample-size sweep did not run (see the notes above).</p>")
+    parts.append("</section></body></html>")
+    return "\n".join(parts)

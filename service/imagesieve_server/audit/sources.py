@@ -1,0 +1,64 @@
+"""What an audit reads: an image folder (one folder per class, optionally a
+train/val/test level above; or no class folders at all), a CSV or Parquet
+manifest (path[, label][, split]), or a glob. Records only: images are
+never copied."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import glob
+from pathlib import Path
+
+from ..labelled_source import IMAGE_SUFFIXES, SPLIT_NAMES, load_labelled_source
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditRecord:
+    path: str
+    label: str = ""
+    split: str = ""
+
+
+def _images_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _has_class_folders(root: Path) -> bool:
+    dirs = [d for d in root.iterdir() if d.is_dir()]
+    if dirs and all(d.name.lower() in SPLIT_NAMES for d in dirs):
+        dirs = [c for d in dirs for c in d.iterdir() if c.is_dir()]
+    return bool(dirs) and not any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir())
+
+
+def _from_table(rows: list[dict], base: Path, name: str) -> list[AuditRecord]:
+    if rows and "path" not in rows[0]:
+        raise ValueError(f"{name}: the manifest needs a 'path' column (and optionally label, split)")
+    out = []
+    for row in rows:
+        p = Path(str(row["path"]))
+        out.append(AuditRecord(str(p if p.is_absolute() else base / p), str(row.get("label") or ""),
+                               str(row.get("split") or "").lower()))
+    return out
+
+
+def load_audit_source(source: str) -> list[AuditRecord]:
+    """Records sorted by path. ValueError when nothing is found."""
+    p = Path(source)
+    if p.is_file() and p.suffix.lower() == ".csv":
+        with open(p, newline="") as f:
+            records = _from_table(list(csv.DictReader(f)), p.parent, source)
+    elif p.is_file() and p.suffix.lower() == ".parquet":
+        import pyarrow.parquet as pq
+        records = _from_table(pq.read_table(p).to_pylist(), p.parent, source)
+    elif p.is_dir():
+        if _has_class_folders(p):
+            records = [AuditRecord(str(r.path), r.label, r.split) for r in load_labelled_source(p)]
+        else:
+            records = [AuditRecord(str(f)) for f in _images_under(p)]
+    else:
+        matches = sorted(m for m in glob.glob(source, recursive=True)
+                         if Path(m).is_file() and Path(m).suffix.lower() in IMAGE_SUFFIXES)
+        records = [AuditRecord(str(Path(m).resolve())) for m in matches]
+    if not records:
+        raise ValueError(f"{source}: no images found (a folder, a .csv/.parquet manifest or a glob)")
+    return sorted(records, key=lambda r: r.path)

@@ -1,0 +1,138 @@
+"""Embeddings of an audit on disk: sharded .npy files plus a SQLite index,
+so an interrupted audit resumes without embedding any image twice, and a
+changed file (new content hash) is embedded again.
+
+    OUT/embeddings/index.sqlite        path -> sha256, size, mtime, shard, row, error
+    OUT/embeddings/shard-00000.npy     (rows, D) float32 unit vectors
+
+A shard is written (temp file, fsync, rename) before its rows are committed
+to the index, so the index never points at a missing row. Reading memory-maps
+the shards: memory grows with the vectors, never with the images' pixels.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    path TEXT PRIMARY KEY, sha256 TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    shard INTEGER NOT NULL, row INTEGER NOT NULL, width INTEGER, height INTEGER, error TEXT
+);
+"""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclasses.dataclass
+class Embedded:
+    """One image's outcome, ready to store."""
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    vector: np.ndarray | None
+    width: int = 0
+    height: int = 0
+    error: str = ""
+
+
+class EmbeddingStore:
+    def __init__(self, root: str | os.PathLike, model: str, dim: int, shard_size: int = 1024):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.dim, self.shard_size = dim, shard_size
+        self.db = sqlite3.connect(str(self.root / "index.sqlite"), isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+        stored = dict(self.db.execute("SELECT name, value FROM meta"))
+        if stored and (stored.get("model"), int(stored.get("dim", 0))) != (model, dim):
+            raise ValueError(f"{self.root} holds {stored.get('model')} ({stored.get('dim')}-d) embeddings; "
+                             f"this audit uses {model} ({dim}-d): use another --out folder")
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('model', ?), ('dim', ?)", (model, str(dim)))
+        self._next_shard = 1 + (self.db.execute("SELECT COALESCE(MAX(shard), -1) FROM items").fetchone()[0])
+        self._pending: list[Embedded] = []
+
+    def close(self) -> None:
+        self.flush()
+        self.db.close()
+
+    # -- what needs embedding -------------------------------------------
+    def is_current(self, path: str) -> bool | None:
+        """True: stored and unchanged (same size and mtime); False: stored
+        but the file changed on disk (check its hash); None: never seen."""
+        row = self.db.execute("SELECT size, mtime_ns FROM items WHERE path=?", (path,)).fetchone()
+        if row is None:
+            return None
+        st = os.stat(path)
+        return (st.st_size, st.st_mtime_ns) == tuple(row)
+
+    def same_content(self, path: str, sha: str) -> bool:
+        """After a change of size or mtime: same bytes (then refresh the stat)?"""
+        row = self.db.execute("SELECT sha256 FROM items WHERE path=?", (path,)).fetchone()
+        if row is None or row[0] != sha:
+            return False
+        st = os.stat(path)
+        self.db.execute("UPDATE items SET size=?, mtime_ns=? WHERE path=?", (st.st_size, st.st_mtime_ns, path))
+        return True
+
+    # -- writing ------------------------------------------------------------
+    def put(self, item: Embedded) -> None:
+        self._pending.append(item)
+        if len(self._pending) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending rows as one shard, then index them, atomically."""
+        if not self._pending:
+            return
+        shard = self._next_shard
+        vectors = np.zeros((len(self._pending), self.dim), dtype=np.float32)
+        for i, it in enumerate(self._pending):
+            if it.vector is not None:
+                vectors[i] = it.vector
+        final = self.root / f"shard-{shard:05d}.npy"
+        tmp = final.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, vectors)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        self.db.execute("BEGIN")
+        self.db.executemany(
+            "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(it.path, it.sha256, it.size, it.mtime_ns, shard, i, it.width, it.height, it.error or None)
+             for i, it in enumerate(self._pending)])
+        self.db.execute("COMMIT")
+        self._next_shard += 1
+        self._pending = []
+
+    # -- reading ------------------------------------------------------------
+    def load(self, paths: list[str]) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
+        """For ``paths`` in order: (vectors (N, D) float32, sha256 per path,
+        error per path ('' when fine), width/height (N, 2) int)."""
+        rows = {r[0]: r[1:] for r in self.db.execute(
+            "SELECT path, sha256, shard, row, width, height, error FROM items")}
+        shards: dict[int, np.ndarray] = {}
+        vectors = np.zeros((len(paths), self.dim), dtype=np.float32)
+        sha, errors, sizes = [], [], np.zeros((len(paths), 2), dtype=np.int64)
+        for i, p in enumerate(paths):
+            r = rows.get(p)
+            if r is None:
+                raise KeyError(f"{p} was never embedded")
+            s, shard, row, w, h, err = r
+            if shard not in shards:
+                shards[shard] = np.load(self.root / f"shard-{shard:05d}.npy", mmap_mode="r")
+            vectors[i] = shards[shard][row]
+            sha.append(s)
+            errors.append(err or "")
+            sizes[i] = (w or 0, h or 0)
+        return vectors, sha, errors, sizes

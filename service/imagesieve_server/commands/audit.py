@@ -1,0 +1,104 @@
+"""``imagesieve audit SOURCE --out DIR``: duplicates, leakage, outliers, label
+suspects, class balance and a sample-size sweep for a whole dataset, in one
+resumable command with a report people can open in a browser.
+
+SOURCE: an image folder (class folders, optionally under train/val/test), a
+CSV or Parquet manifest (path[, label][, split]) or a glob. Images are never
+copied. Rerunning with the same --out embeds only new or changed images.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _fraction(text: str) -> float:
+    v = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1] or a percentage, got {text!r}")
+    return v
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="image folder, .csv/.parquet manifest, or a glob (quote it)")
+    p.add_argument("--out", required=True, help="output folder (also holds the resumable embeddings)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--server", help="embed through a running imagesieve server at host:port")
+    where.add_argument("--ray", metavar="ADDRESS", help="embed on a Ray cluster ('local' starts one here)")
+    p.add_argument("--model", default="mobilenet_v1", help="model for in-process or Ray embedding")
+    p.add_argument("--threshold", type=float, default=0.0, help="near-duplicate cosine (default: the server's)")
+    p.add_argument("--target", type=_fraction, default=0.95, help="target accuracy for the sweep (default 95%%)")
+    p.add_argument("--top", type=_fraction, default=0.01, help="share of labels to flag (default 1%%)")
+    p.add_argument("--no-sweep", action="store_true", help="skip the sample-size sweep")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> int:
+    from ..audit.analyse import run_analyses
+    from ..audit.embed import InProcessBackend, ServerBackend, embed_stage
+    from ..audit.report import write_report
+    from ..audit.sources import load_audit_source
+    from ..audit.store import EmbeddingStore
+    from ..collections.collection import DEFAULT_THRESHOLD
+
+    started = time.perf_counter()
+    try:
+        records = load_audit_source(args.source)
+    except ValueError as e:
+        print(f"imagesieve audit: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    labelled = sum(bool(r.label) for r in records)
+    print(f"audit of {len(records)} images from {args.source} ({labelled} labelled) -> {out}")
+    if args.server:
+        backend = ServerBackend(args.server)
+    elif args.ray:
+        from ..audit.ray_backend import RayBackend
+        backend = RayBackend(args.ray, args.model)
+    else:
+        backend = InProcessBackend(args.model)
+    try:
+        store = EmbeddingStore(out / "embeddings", backend.model, backend.dim)
+    except ValueError as e:
+        print(f"imagesieve audit: {e}", file=sys.stderr)
+        return 2
+    paths = [r.path for r in records]
+    try:
+        counts = embed_stage(store, backend, paths)
+    except KeyboardInterrupt:
+        print("\ninterrupted: embeddings so far are kept; rerun the same command to continue",
+              file=sys.stderr)
+        return 130
+    finally:
+        backend.close()
+    print(f"embedding: {counts['embedded_now']} embedded now, {counts['reused']} reused from {out / 'embeddings'}")
+    vectors, sha, errors, _ = store.load(paths)
+    store.close()
+    results = run_analyses(paths, [r.label for r in records], [r.split for r in records], sha, errors, vectors,
+                           threshold=args.threshold or DEFAULT_THRESHOLD, target=args.target,
+                           top_fraction=args.top, sweep=not args.no_sweep, seed=args.seed)
+    s = write_report(results, out, args.source)
+    took = time.perf_counter() - started
+    print()
+    print(f"== imagesieve audit: {s['images']} images, {s['embedded']} embedded, {s['failed']} failed "
+          f"({took:.0f} s) ==")
+    if "duplicate_pairs" in s:
+        print(f"duplicates: {s['duplicate_pairs']} pairs ({s['exact_pairs']} exact) in {s['duplicate_groups']} "
+              f"groups covering {s['images_in_groups']} images; {s['leakage_pairs']} pairs leak across splits; "
+              f"{s['label_conflict_pairs']} pairs with different labels")
+    if "outliers" in s:
+        print(f"outliers: {s['outliers']} images far from all others")
+    if "label_suspects" in s:
+        print(f"labels: {s['label_suspects']} suspects flagged; estimated wrong labels "
+              f"{s['estimated_label_noise_rate']:.1%}")
+    if "sample_size_answer" in s:
+        print(f"quantity: {s['sample_size_answer']}")
+    for n in s["notes"]:
+        print(f"note: {n}")
+    for e in sorted({x for x in errors if x})[:5]:
+        print(f"failed image error: {e}")
+    print(f"report: {out / 'report.html'} (also report.json, images.parquet, duplicate_pairs.parquet"
+          + (", pred_probs.npy, labels.npy" if "label_suspects" in s else "") + ")")
+    return 0

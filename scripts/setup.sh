@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Set up a fresh machine: .venv with the server, export and test extras (pinned
-# by constraints.txt), the sample photos, and the default model built from
-# package-shipped weights. Idempotent; safe to rerun.
+# Set up a fresh machine: .venv with the server, export, Ray and test extras
+# (pinned by constraints.txt), the sample photos, and the default model built
+# from package-shipped weights. Idempotent; safe to rerun.
+#   bash scripts/setup.sh          what the demo and the server need
+#   bash scripts/setup.sh --test   also what the tests need outside Python (Debian's chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null; then
+  # The audit report is tested in a real headless browser.
+  apt-get install -y -q chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium >/dev/null; }
+fi
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
@@ -11,7 +18,7 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade "pip==26.3"
 # torch is pinned to 2.13.0 (a CPU build); an unpinned torch can pull a multi-GB CUDA build.
-$PIP install -q -c constraints.txt -e ".[server,export,dev]"
+$PIP install -q -c constraints.txt -e ".[server,export,ray,dev]"
 # Real sample photos (20 labelled ImageNet photos). --no-deps: we only read its files.
 $PIP install -q -c constraints.txt --no-deps "foolbox==3.3.4"
 # The default model, exported to ONNX and verified against torch on real photos.

@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=_fraction, default=0.01, help="share of labels to flag (default 1%%)")
     p.add_argument("--no-sweep", action="store_true", help="skip the sample-size sweep")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=1024,
+                   help="images per embeddings shard; at most this many are redone after a crash")
 
 
 def run(args) -> int:
@@ -60,7 +62,7 @@ def run(args) -> int:
     else:
         backend = InProcessBackend(args.model)
     try:
-        store = EmbeddingStore(out / "embeddings", backend.model, backend.dim)
+        store = EmbeddingStore(out / "embeddings", backend.model, backend.dim, args.shard_size)
     except ValueError as e:
         print(f"imagesieve audit: {e}", file=sys.stderr)
         return 2
@@ -76,10 +78,15 @@ def run(args) -> int:
     print(f"embedding: {counts['embedded_now']} embedded now, {counts['reused']} reused from {out / 'embeddings'}")
     vectors, sha, errors, _ = store.load(paths)
     store.close()
-    results = run_analyses(paths, [r.label for r in records], [r.split for r in records], sha, errors, vectors,
-                           threshold=args.threshold or DEFAULT_THRESHOLD, target=args.target,
-                           top_fraction=args.top, sweep=not args.no_sweep, seed=args.seed)
-    s = write_report(results, out, args.source)
+    try:
+        results = run_analyses(paths, [r.label for r in records], [r.split for r in records], sha, errors,
+                               vectors, threshold=args.threshold or DEFAULT_THRESHOLD, target=args.target,
+                               top_fraction=args.top, sweep=not args.no_sweep, seed=args.seed)
+        s = write_report(results, out, args.source)
+    except KeyboardInterrupt:
+        print("\ninterrupted during the analyses: the embeddings are complete and kept; rerun to finish",
+              file=sys.stderr)
+        return 130
     took = time.perf_counter() - started
     print()
     print(f"== imagesieve audit: {s['images']} images, {s['embedded']} embedded, {s['failed']} failed "

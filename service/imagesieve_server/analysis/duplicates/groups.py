@@ -86,10 +86,17 @@ def bounded_groups(n: int, a, b, sim, threshold: float, mode: str = "complete") 
     s = sim[keep]
     if mode == "centre":
         return _centre_groups(n, lo, hi, s)
-    edges = set(zip(lo.tolist(), hi.tolist()))
+    nbrs: dict[int, set[int]] = {}
+    for u, v in zip(lo.tolist(), hi.tolist()):
+        nbrs.setdefault(u, set()).add(v)
+        nbrs.setdefault(v, set()).add(u)
     order = np.lexsort((hi, lo, -s))
     label = np.arange(n, dtype=np.int64)
     members: dict[int, list[int]] = {}
+    # common[g]: images adjacent to every member of group g. Two groups may
+    # merge iff each lies inside the other's common set; tracking it keeps a
+    # merge test at O(group size) instead of O(|A| * |B|) pair lookups.
+    common: dict[int, set[int]] = {}
     for e in order.tolist():
         u, v = int(lo[e]), int(hi[e])
         gu, gv = int(label[u]), int(label[v])
@@ -97,12 +104,16 @@ def bounded_groups(n: int, a, b, sim, threshold: float, mode: str = "complete") 
             continue
         mu = members.get(gu, [u])
         mv = members.get(gv, [v])
-        if all(((x, y) if x < y else (y, x)) in edges for x in mu for y in mv):
+        cu = common.get(gu, nbrs[u])
+        cv = common.get(gv, nbrs[v])
+        if all(y in cu for y in mv) and all(x in cv for x in mu):
             if len(mu) < len(mv):
                 gu, gv, mu, mv = gv, gu, mv, mu
             label[mv] = gu
             members[gu] = mu + mv
+            common[gu] = cu & cv
             members.pop(gv, None)
+            common.pop(gv, None)
     return _relabel(label)
 
 

@@ -1,0 +1,201 @@
+"""imagesieve audit end to end on real photos: report contents, resumability,
+sources, and the Ray backend against the in-process one."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from imagesieve.alterations import ALTERATIONS, jpeg
+from imagesieve.samples import imagenet_photos, natural_photos
+
+CLASSES = ("animal", "object")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Real photos in train/test class folders, with planted problems: near
+    copies, an exact copy across splits (leakage), a copy filed under the
+    other class (label conflict), a corrupt file, and 120 images in all so
+    the sample-size sweep runs."""
+    root = tmp_path_factory.mktemp("ds")
+    photos = [Image.open(p).convert("RGB") for p, _ in imagenet_photos()]
+    photos += [Image.open(p).convert("RGB") for p in natural_photos() if Image.open(p).mode == "RGB"]
+    kinds = list(ALTERATIONS)
+    planted = {}
+    n = 0
+    for i, im in enumerate(photos):
+        cls = CLASSES[i % 2]
+        base = im.resize((320, 240))
+        for v in range(4):       # four views of each photo: crops of different regions (distinct images)
+            box = (v * 40, (v % 2) * 30, v * 40 + 200, (v % 2) * 30 + 180)
+            d = root / "train" / cls
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"p{i}_v{v}.jpg").write_bytes(jpeg(base.crop(box).resize((240, 216)), 90))
+            n += 1
+    first = root / "train" / CLASSES[0] / "p0_v0.jpg"
+    (root / "test" / CLASSES[0]).mkdir(parents=True)
+    (root / "test" / CLASSES[0] / "leaked.jpg").write_bytes(first.read_bytes())
+    planted["leak"] = ("p0_v0.jpg", "leaked.jpg")
+    src = Image.open(root / "train" / CLASSES[1] / "p1_v0.jpg")
+    (root / "train" / CLASSES[0] / "relabelled_copy.jpg").write_bytes(jpeg(ALTERATIONS[kinds[0]](src), 90))
+    planted["conflict"] = ("p1_v0.jpg", "relabelled_copy.jpg")
+    (root / "train" / CLASSES[1] / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    return root, planted
+
+
+def audit(*args, timeout=600, **kw):
+    return subprocess.run([sys.executable, "-m", "imagesieve.cli", "audit", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="module")
+def audited(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("audit") / "out"
+    r = audit(dataset[0], "--out", out, "--target", "0.99")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out, r
+
+
+def test_audit_report_finds_the_planted_problems(dataset, audited):
+    root, planted = dataset
+    out, r = audited
+    doc = json.loads((out / "report.json").read_text())
+    s = doc["summary"]
+    n_files = sum(1 for p in root.rglob("*") if p.is_file())
+    assert s["images"] == n_files and s["failed"] == 1 and s["embedded"] == n_files - 1
+    names = lambda pair: {Path(pair["a"]).name, Path(pair["b"]).name}  # noqa: E731
+    assert set(planted["leak"]) in [names(p) for p in doc["leakage_pairs"]]
+    pairs = pq.read_table(out / "duplicate_pairs.parquet").to_pylist()
+    exact = [p for p in pairs if p["exact"]]
+    assert {Path(exact[0]["path_a"]).name, Path(exact[0]["path_b"]).name} == set(planted["leak"])
+    conflict = [p for p in pairs if {Path(p["path_a"]).name, Path(p["path_b"]).name} == set(planted["conflict"])]
+    assert conflict and conflict[0]["labels_disagree"]
+    images = pq.read_table(out / "images.parquet").to_pylist()
+    assert len(images) == n_files
+    assert [x["error"] for x in images if x["path"].endswith("corrupt.jpg")][0].startswith("INVALID_ARGUMENT")
+    probs = np.load(out / "pred_probs.npy")
+    labels = np.load(out / "labels.npy")
+    assert probs.shape == (n_files - 1, 2) and np.allclose(probs.sum(1), 1, atol=1e-4)
+    assert set(labels.tolist()) == {0, 1}
+    assert doc["sample_size"]["points"] and s["sample_size_answer"]
+    assert "duplicates:" in r.stdout and "report:" in r.stdout
+    assert "embedding (in-process)" in r.stderr                      # progress line
+
+
+def test_audit_resumes_and_detects_changed_files(dataset, tmp_path):
+    root, _ = dataset
+    out = tmp_path / "audit"
+    first = audit(root, "--out", out, "--no-sweep")
+    assert first.returncode == 0
+    assert audit(root, "--out", out, "--no-sweep").stdout.count("0 embedded now") == 1
+    target = root / "train" / CLASSES[1] / "p1_v1.jpg"
+    os.utime(target, None)                                  # touched, same bytes: not re-embedded
+    assert "0 embedded now" in audit(root, "--out", out, "--no-sweep").stdout
+    original = target.read_bytes()
+    Image.open(target).rotate(90).save(target)              # new content: embedded again
+    try:
+        assert "1 embedded now" in audit(root, "--out", out, "--no-sweep").stdout
+    finally:
+        target.write_bytes(original)
+
+
+def test_interrupted_audit_continues_without_embedding_twice(tmp_path):
+    """Ctrl-C in the middle of embedding; the rerun embeds only the rest."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    photo = Image.open(imagenet_photos()[0][0]).convert("RGB")
+    for i in range(600):
+        photo.rotate(i * 0.6).resize((800, 600)).save(folder / f"img{i:04d}.jpg", quality=85)
+    out = tmp_path / "audit"
+    p = subprocess.Popen([sys.executable, "-m", "imagesieve.cli", "audit", str(folder), "--out", str(out),
+                          "--shard-size", "40"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "embeddings").glob("shard-*.npy"))) < 2 \
+            and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    log, _ = p.communicate(timeout=120)
+    assert p.returncode == 130 and "rerun the same command" in log, log     # stopped while embedding
+    done_before = len(np.concatenate([np.load(s) for s in (out / "embeddings").glob("shard-*.npy")]))
+    assert 0 < done_before < 600
+    rerun = audit(folder, "--out", out, "--no-sweep")
+    assert rerun.returncode == 0
+    assert f"{600 - done_before} embedded now, {done_before} reused" in rerun.stdout
+
+
+def test_manifest_and_glob_sources(dataset, tmp_path):
+    root, _ = dataset
+    files = [p for cls in CLASSES for p in sorted((root / "train" / cls).glob("*.jpg"))
+             if "corrupt" not in p.name][:15] + sorted((root / "train" / CLASSES[1]).glob("p*.jpg"))[:15]
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "split"])
+        for p in files:
+            w.writerow([str(p), p.parent.name, p.parent.parent.name])
+    import pyarrow as pa
+    pq.write_table(pa.table({"path": [str(p) for p in files]}), tmp_path / "m.parquet")
+    for source, labelled in [(manifest, True), (tmp_path / "m.parquet", False), (f"{root}/train/animal/*.jpg", False)]:
+        out = tmp_path / f"out-{Path(str(source)).suffix or 'glob'}"
+        r = audit(source, "--out", out, "--no-sweep")
+        assert r.returncode == 0, r.stderr
+        s = json.loads((out / "report.json").read_text())["summary"]
+        assert s["failed"] == 0 and s["images"] >= 20
+        assert ("label_suspects" in s) == labelled
+
+
+def test_ray_backend_gives_the_same_embeddings(dataset, tmp_path):
+    root, _ = dataset
+    files = sorted(p for p in root.rglob("*.jpg"))[:24]
+    folder = tmp_path / "subset"
+    folder.mkdir()
+    for p in files:
+        (folder / f"{p.parent.name}_{p.name}").write_bytes(p.read_bytes())
+    a, b = tmp_path / "inproc", tmp_path / "ray"
+    assert audit(folder, "--out", a, "--no-sweep").returncode == 0
+    r = audit(folder, "--out", b, "--no-sweep", "--ray", "local", timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "embedding (ray)" in r.stderr
+    from imagesieve_server.audit.store import EmbeddingStore
+    paths = sorted(str(p) for p in folder.iterdir())
+    va, sa, ea, _ = EmbeddingStore(a / "embeddings", "mobilenet_v1", 1024).load(paths)
+    vb, sb, eb, _ = EmbeddingStore(b / "embeddings", "mobilenet_v1", 1024).load(paths)
+    assert sa == sb and ea == eb
+    assert np.abs(va - vb).max() < 1e-5
+
+
+def test_report_opens_in_headless_chromium_with_no_errors(audited, tmp_path):
+    """A real browser renders report.html offline: every section and image
+    present, no broken image, no script error, nothing fetched from outside."""
+    import re
+    import shutil
+    out, _ = audited
+    page = (out / "report.html").read_text()
+    external = [u for u in re.findall(r'(?:src|href)\s*=\s*["\']([^"\']+)', page) if not u.startswith(("data:", "#"))]
+    assert external == []
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed (apt-get install -y chromium; .ci/run installs it)"
+    r = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                        "--no-first-run", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+                        "--virtual-time-budget=5000", "--dump-dom", (out / "report.html").as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    body = re.search(r"<body([^>]*)>", r.stdout).group(1)
+    attrs = dict(re.findall(r'data-([\w-]+)="([^"]*)"', body))
+    assert int(attrs["images"]) >= 10 and attrs["broken-images"] == "0" and attrs["js-errors"] == "0", attrs
+    for section in ("summary", "balance", "duplicates", "leakage", "labels", "outliers", "learning-curve"):
+        assert f'id="{section}"' in r.stdout, section
+    assert "<svg" in r.stdout.split('id="learning-curve"')[1]          # the plot is inline
+    console = [l for l in r.stderr.splitlines() if "CONSOLE" in l or "Uncaught" in l]
+    assert console == []

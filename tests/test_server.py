@@ -1,7 +1,6 @@
 """Client and server over a real loopback connection."""
 import asyncio
 import concurrent.futures
-import os
 import signal
 import subprocess
 import sys

@@ -13,7 +13,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Pillow's own bomb guard would raise after we already refused; our limit
 # (DecodeLimits.max_pixels) is the one that applies.

@@ -11,6 +11,7 @@
     imagesieve calibrate PATHS...                   near-duplicate threshold for your images
     imagesieve labels SOURCE --top 1%               likely mislabeled images + contact sheet
     imagesieve samplesize SOURCE --target 0.95      images needed for a target accuracy + plot
+    imagesieve consensus MANIFEST.csv --out DIR     several annotators: consensus, reliability, review queue
 """
 from __future__ import annotations
 
@@ -40,10 +41,10 @@ def _add_security_options(p: argparse.ArgumentParser) -> None:
                         "prefer the env: flags show in process lists)")
     p.add_argument("--tls-ca", default=os.environ.get("IMAGESIEVE_TLS_CA"),
                    help="CA certificate (PEM) of a TLS server; makes the connection TLS (env IMAGESIEVE_TLS_CA)")
-    p.add_argument("--tls-cert", default=os.environ.get("IMAGESIEVE_TLS_CERT"),
-                   help="client certificate (PEM) for mutual TLS (env IMAGESIEVE_TLS_CERT)")
-    p.add_argument("--tls-key", default=os.environ.get("IMAGESIEVE_TLS_KEY"),
-                   help="client key (PEM) for mutual TLS (env IMAGESIEVE_TLS_KEY)")
+    p.add_argument("--tls-cert", default=os.environ.get("IMAGESIEVE_CLIENT_TLS_CERT"),
+                   help="client certificate (PEM) for mutual TLS (env IMAGESIEVE_CLIENT_TLS_CERT)")
+    p.add_argument("--tls-key", default=os.environ.get("IMAGESIEVE_CLIENT_TLS_KEY"),
+                   help="client key (PEM) for mutual TLS (env IMAGESIEVE_CLIENT_TLS_KEY)")
 
 
 def _security_kw(args) -> dict:
@@ -226,6 +227,7 @@ SERVER_COMMANDS = {
     "labels": "rank likely mislabeled images (labelfix and out-of-fold scoring)",
     "samplesize": "how many images reach a target accuracy (learning-curve sweep)",
     "calibrate": "choose the near-duplicate threshold from altered copies of your images",
+    "consensus": "consensus of several annotators per image, reliability, review queue, ambiguous classes",
 }
 
 

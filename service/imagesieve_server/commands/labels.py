@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .embedding import embed_paths
+
 SERVICE_CLASSIFIERS = ("logreg", "mlp", "ensemble")
 
 
@@ -48,33 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sheet-columns", type=int, default=6)
 
 
-def _embed(paths: list[Path], model: str) -> tuple[np.ndarray, list[str]]:
-    from imagesieve.progress import Progress
-    from imagesieve_server.engine import Embedder
-
-    embedder = Embedder.from_model(model)
-    try:
-        vectors = np.zeros((len(paths), embedder.dim), dtype=np.float32)
-        errors = [""] * len(paths)
-
-        def read(p: Path) -> bytes:
-            try:
-                return p.read_bytes()
-            except OSError:
-                return b""  # becomes a per-image decode error
-
-        with Progress(len(paths), "embedding") as bar:
-            for i, r in enumerate(embedder.embed(read(p) for p in paths)):
-                if r.error is not None or r.vector is None:
-                    errors[i] = str(r.error or "no vector")
-                else:
-                    vectors[i] = r.vector
-                bar.update(ok=not errors[i])
-    finally:
-        embedder.close()
-    return vectors, errors
-
-
 def run(args) -> int:
     from imagesieve_server.analysis.labels import score_labels
     from imagesieve_server.labelled_source import load_labelled_source
@@ -86,7 +61,7 @@ def run(args) -> int:
         print(f"imagesieve labels: {e}", file=sys.stderr)
         return 2
     paths = [r.path for r in records]
-    vectors, errors = _embed(paths, args.model)
+    vectors, errors = embed_paths(paths, args.model)
     failed = [(str(p), e) for p, e in zip(paths, errors) if e]
     for p, e in failed:
         print(f"failed: {p}: {e}", file=sys.stderr)

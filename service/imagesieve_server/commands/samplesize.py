@@ -81,12 +81,10 @@ class _StageProgress:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imagesieve.progress import Progress
-
     from ..analysis.sample_size.run import sample_size_report
     from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS
-    from ..engine import Embedder
     from ..labelled_source import load_labelled_source
+    from .embedding import embed_paths
 
     try:
         records = load_labelled_source(args.source)
@@ -98,19 +96,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     fractions = tuple(sorted(args.fractions)) if args.fractions else DEFAULT_FRACTIONS
 
-    embedder = Embedder.from_model(args.model)
-    try:
-        vectors = np.zeros((len(records), embedder.dim), dtype=np.float32)
-        ok = np.zeros(len(records), dtype=bool)
-        with Progress(len(records), "embedding") as bar:
-            for i, r in enumerate(embedder.embed(rec.path.read_bytes() for rec in records)):
-                if r.ok:
-                    vectors[i], ok[i] = r.vector, True
-                else:
-                    print(f"skipped {records[i].path}: {r.error}", file=sys.stderr)
-                bar.update(ok=r.ok)
-    finally:
-        embedder.close()
+    vectors, errors = embed_paths([rec.path for rec in records], args.model)
+    ok = np.array([not e for e in errors], dtype=bool)
+    for rec, e in zip(records, errors):
+        if e:
+            print(f"skipped {rec.path}: {e}", file=sys.stderr)
     labels = np.array([rec.label for rec in records])[ok]
     is_test = np.array([rec.split == "test" for rec in records], dtype=bool)[ok]
 

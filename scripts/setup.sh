@@ -21,5 +21,9 @@ $PIP install -q --upgrade "pip==26.3"
 $PIP install -q -c constraints.txt -e ".[server,export,ray,dev]"
 # Real sample photos (20 labelled ImageNet photos). --no-deps: we only read its files.
 $PIP install -q -c constraints.txt --no-deps "foolbox==3.3.4"
+if [ "${1:-}" = "--test" ]; then
+  # The Node.js interop client (pinned by its package-lock.json).
+  npm ci --prefix interop/node --no-audit --no-fund --silent
+fi
 # The default model, exported to ONNX and verified against torch on real photos.
 .venv/bin/imagesieve-export mobilenet_v1 --if-missing

@@ -27,7 +27,9 @@ from .collections import CollectionManager
 from .engine.async_embedder import AsyncEmbedder
 from .engine.decode import DecodeLimits
 from .engine.pipeline import Embedder
+from .observability import Metrics, ObservabilityInterceptor, configure_logging
 from .paths import PathPolicy
+from .security import AuthInterceptor, TokenError, TokenStore, server_credentials
 from .servicers import (AnalysisServicer, CollectionServicer, DuplicateServicer, EmbeddingServicer,
                         ImageReader)
 
@@ -61,6 +63,16 @@ class ServerConfig:
     max_pixels: int = 100_000_000
     allow_root: list = dataclasses.field(default_factory=list)  # folders server_path may read
     grace_s: float = 30.0
+    # Security: TLS (cert + key), mutual TLS (+ client CA), bearer tokens
+    # ("TOKEN rw|ro NAME" lines; also the env IMAGESIEVE_TOKENS, never a flag).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    tokens_file: str = ""
+    # Observability: Prometheus /metrics (-1 = off, 0 = a free port), log format.
+    metrics_port: int = -1
+    metrics_host: str = "0.0.0.0"
+    log_format: str = "text"            # "text" or "json" (one object per line)
 
 
 def parse_config(argv: list[str] | None = None) -> ServerConfig:
@@ -87,6 +99,12 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
     if cfg.max_delay_ms < 0:
         ap.error("--max-delay-ms must be >= 0")
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        ap.error("--tls-cert and --tls-key go together")
+    if cfg.tls_client_ca and not cfg.tls_cert:
+        ap.error("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    if cfg.log_format not in ("text", "json"):
+        ap.error("--log-format must be text or json")
     return cfg
 
 
@@ -96,6 +114,7 @@ class ImageSieveServer:
 
     def __init__(self, config: ServerConfig):
         self.config = config
+        self.tokens = TokenStore.load(config.tokens_file, os.environ.get("IMAGESIEVE_TOKENS"))
         embedder = Embedder.from_model(
             config.model, providers=[p for p in config.providers.split(",") if p] or None,
             intra_op_threads=config.intra_op_threads, max_batch_size=config.max_batch_size,
@@ -108,13 +127,18 @@ class ImageSieveServer:
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
+        self.metrics = Metrics(self.engine, self.collections)
+        self.metrics_port: int | None = None
 
     async def start(self) -> int:
         """Bind and start; returns the bound port (useful with port 0)."""
         c = self.config
         opts = [("grpc.max_receive_message_length", c.max_message_mb << 20),
                 ("grpc.max_send_message_length", c.max_message_mb << 20)]
-        self.server = grpc.aio.server(options=opts)
+        interceptors = [ObservabilityInterceptor(self.metrics)]
+        if self.tokens:
+            interceptors.append(AuthInterceptor(self.tokens))
+        self.server = grpc.aio.server(options=opts, interceptors=interceptors)
         reader = ImageReader(self.engine, PathPolicy(c.allow_root))
         embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(
             EmbeddingServicer(self.engine, reader, c.max_images_per_request, c.stream_window), self.server)
@@ -128,9 +152,15 @@ class ImageSieveServer:
         reflection.enable_server_reflection(
             SERVICE_NAMES + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                              reflection.SERVICE_NAME], self.server)
-        self.port = self.server.add_insecure_port(c.address)
+        if c.tls_cert:
+            creds = server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca)
+            self.port = self.server.add_secure_port(c.address, creds)
+        else:
+            self.port = self.server.add_insecure_port(c.address)
         if not self.port:
             raise OSError(f"cannot bind {c.address}")
+        if c.metrics_port >= 0:
+            self.metrics_port = self.metrics.serve_http(c.metrics_port, c.metrics_host)
         await self.engine.start()
         await self.server.start()
         for name in ["", *SERVICE_NAMES]:
@@ -144,6 +174,7 @@ class ImageSieveServer:
         await self.server.stop(self.config.grace_s if grace_s is None else grace_s)
         await self.engine.stop()
         await asyncio.to_thread(self.collections.close)   # snapshots what changed
+        self.metrics.close()
 
 
 async def serve(config: ServerConfig) -> None:
@@ -154,6 +185,11 @@ async def serve(config: ServerConfig) -> None:
     host = config.address.rsplit(":", 1)[0]
     log.info("serving model=%s dim=%d providers=%s on %s:%d (ready in %.1fs)", ex.manifest.name,
              ex.dim, ",".join(ex.providers), host, port, time.perf_counter() - started)
+    security = ("mutual TLS" if config.tls_client_ca else "TLS") if config.tls_cert else "plaintext"
+    log.info("security: %s, %s", security,
+             f"{len(srv.tokens)} token(s) required" if srv.tokens else "no token authentication")
+    if srv.metrics_port is not None:
+        print(f"imagesieve: metrics on http://{config.metrics_host}:{srv.metrics_port}/metrics", flush=True)
     print(f"imagesieve: serving {ex.manifest.name} on {host}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -166,12 +202,11 @@ async def serve(config: ServerConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("IMAGESIEVE_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = parse_config(argv)
+    configure_logging(os.environ.get("IMAGESIEVE_LOG_LEVEL", "INFO"), config.log_format)
     try:
         asyncio.run(serve(config))
-    except FileNotFoundError as e:
+    except (FileNotFoundError, TokenError) as e:
         print(f"imagesieve serve: {e}", file=sys.stderr)
         return 2
     return 0

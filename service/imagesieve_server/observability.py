@@ -1,0 +1,356 @@
+"""Metrics, request ids and structured logs.
+
+* ``Metrics``: a Prometheus registry per server. Call counters and latency
+  histograms come from ``ObservabilityInterceptor``; engine and collection
+  figures (batch sizes, queue depth, images embedded, in-flight images,
+  collection sizes) are read from the live objects at scrape time, so the
+  engine needs no instrumentation of its own.
+* ``ObservabilityInterceptor``: one request id per call (the caller's
+  ``x-request-id`` metadata if given, else a new one), echoed in the
+  response's initial metadata and attached to every log record of the call;
+  one access-log line per call with method, code, duration and peer.
+* ``JsonFormatter``: one JSON object per log line.
+"""
+from __future__ import annotations
+
+import contextvars
+import inspect
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Awaitable, Callable
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from .security import RequestRefused, principal
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("imagesieve_request_id", default="")
+
+access_log = logging.getLogger("imagesieve.access")
+
+_CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
+_RID_OK = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class _EngineCollector:
+    """Reads the batcher, the in-flight semaphore and the collections at scrape time."""
+
+    def __init__(self, engine, collections):
+        self.engine, self.collections = engine, collections
+
+    def collect(self):
+        b = self.engine.batcher
+        sizes = dict(b.batch_sizes)
+        batches = CounterMetricFamily("imagesieve_model_batches", "Model calls by batch size",
+                                      labels=["size"])
+        for size in sorted(sizes):
+            batches.add_metric([str(size)], sizes[size])
+        yield batches
+        yield CounterMetricFamily("imagesieve_images_embedded", "Images run through the model",
+                                  value=sum(s * n for s, n in sizes.items()))
+        yield GaugeMetricFamily("imagesieve_model_queue_depth", "Images waiting for the model",
+                                value=b.queue_depth)
+        yield GaugeMetricFamily("imagesieve_model_queue_capacity", "Model queue bound (--max-queue)",
+                                value=b.max_queue)
+        sem = getattr(self.engine, "_inflight", None)
+        limit = getattr(self.engine, "_max_inflight", 0)
+        inflight = limit - sem._value if sem is not None else 0   # noqa: SLF001 - read-only peek
+        yield GaugeMetricFamily("imagesieve_images_inflight", "Images being decoded or embedded",
+                                value=inflight)
+        sizes_g = GaugeMetricFamily("imagesieve_collection_images", "Images per collection",
+                                    labels=["collection"])
+        bytes_g = GaugeMetricFamily("imagesieve_collection_index_bytes", "Index size per collection",
+                                    labels=["collection"])
+        for name in self.collections.names():
+            try:
+                info = self.collections.get(name).info()
+            except Exception:  # noqa: BLE001 - a collection dropped during the scrape
+                continue
+            sizes_g.add_metric([name], info.num_images)
+            bytes_g.add_metric([name], info.index_bytes)
+        yield sizes_g
+        yield bytes_g
+
+
+class Metrics:
+    def __init__(self, engine=None, collections=None):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("imagesieve_requests", "Finished RPCs", ["method", "code"], registry=r)
+        self.latency = Histogram("imagesieve_request_duration_seconds", "RPC duration",
+                                 ["method", "code"], buckets=LATENCY_BUCKETS, registry=r)
+        self.inflight = Gauge("imagesieve_requests_inflight", "RPCs being served", ["method"], registry=r)
+        self.item_errors = Counter("imagesieve_item_errors", "Per-image errors in responses",
+                                   ["method", "code"], registry=r)
+        self.messages = Counter("imagesieve_stream_messages_sent", "Response messages sent",
+                                ["method"], registry=r)
+        if engine is not None and collections is not None:
+            r.register(_EngineCollector(engine, collections))
+        self._http = None
+
+    def serve_http(self, port: int, host: str = "0.0.0.0") -> int:
+        """Expose /metrics; ``port`` 0 picks a free one. Returns the port."""
+        self._http, _ = start_http_server(port, host, registry=self.registry)
+        return self._http.server_port
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+    def count_item_errors(self, method: str, response) -> None:
+        """Per-item ``error`` fields of a response's repeated message fields."""
+        try:
+            for field in response.DESCRIPTOR.fields:
+                if field.message_type is None or not _is_repeated(field):
+                    continue
+                if "error" not in field.message_type.fields_by_name:
+                    continue
+                for item in getattr(response, field.name):
+                    if item.HasField("error"):
+                        self.item_errors.labels(method, _CODE_NAMES.get(item.error.code, "UNKNOWN")).inc()
+        except AttributeError:
+            return
+
+
+def _is_repeated(field) -> bool:
+    rep = getattr(field, "is_repeated", None)
+    return bool(rep) if rep is not None else field.label == field.LABEL_REPEATED
+
+
+def _short(method: str) -> str:
+    return method.rsplit("/", 1)[-1] if method else "?"
+
+
+def _incoming_request_id(metadata) -> str | None:
+    for key, value in metadata or ():
+        if key == "x-request-id":
+            value = value.decode("latin-1") if isinstance(value, bytes) else value
+            return value if _RID_OK.fullmatch(value) else None
+    return None
+
+
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+    """Outermost interceptor: sees every call, including refused ones."""
+
+    def __init__(self, metrics: Metrics | None):
+        self.metrics = metrics
+
+    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails],
+                                                             Awaitable[grpc.RpcMethodHandler]],
+                                details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        rid = _incoming_request_id(details.invocation_metadata) or uuid.uuid4().hex
+        request_id.set(rid)
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = _short(details.method)
+        # Requests are parsed here, not by grpc: a corrupt message gets
+        # INVALID_ARGUMENT (grpc.aio would answer UNKNOWN).
+        deser = handler.request_deserializer
+        kw = dict(request_deserializer=None, response_serializer=handler.response_serializer)
+        streaming_in = bool(handler.stream_unary or handler.stream_stream)
+
+        async def parsed(request, context):
+            if deser is None:
+                return request
+            if streaming_in:
+                return _parse_stream(deser, request, context, method)
+            return await _parse_one(deser, request, context, method)
+
+        if handler.unary_unary or handler.stream_unary:
+            inner = handler.unary_unary or handler.stream_unary
+
+            async def unary(request, context):
+                start = self._begin(method, rid, context)
+                code = "OK"
+                try:
+                    await context.send_initial_metadata((("x-request-id", rid),))
+                    try:
+                        response = await inner(await parsed(request, context), context)
+                    except BadMessage as e:
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                    if self.metrics is not None and response is not None:
+                        self.metrics.count_item_errors(method, response)
+                    return response
+                except BaseException as e:
+                    code = _code_of(e, context)
+                    raise
+                finally:
+                    self._end(method, rid, context, start, code)
+
+            make = grpc.unary_unary_rpc_method_handler if handler.unary_unary \
+                else grpc.stream_unary_rpc_method_handler
+            return make(unary, **kw)
+
+        inner = handler.unary_stream or handler.stream_stream
+        make = grpc.unary_stream_rpc_method_handler if handler.unary_stream \
+            else grpc.stream_stream_rpc_method_handler
+
+        if not inspect.isasyncgenfunction(inner):
+            # A handler that writes with context.write (the health service's Watch).
+            async def writer(request, context):
+                start = self._begin(method, rid, context)
+                code = "OK"
+                try:
+                    try:
+                        await inner(await parsed(request, context), context)
+                    except BadMessage as e:
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                except BaseException as e:
+                    code = _code_of(e, context)
+                    raise
+                finally:
+                    self._end(method, rid, context, start, code)
+            return make(writer, **kw)
+
+        async def stream(request, context):
+            start = self._begin(method, rid, context)
+            code = "OK"
+            try:
+                await context.send_initial_metadata((("x-request-id", rid),))
+                try:
+                    async for response in inner(await parsed(request, context), context):
+                        if self.metrics is not None:
+                            self.metrics.messages.labels(method).inc()
+                            self.metrics.count_item_errors(method, response)
+                        yield response
+                except (BadMessage, RequestRefused) as e:
+                    await context.abort(e.code if isinstance(e, RequestRefused) else grpc.StatusCode.INVALID_ARGUMENT,
+                                        str(e))
+            except BaseException as e:
+                code = _code_of(e, context)
+                raise
+            finally:
+                self._end(method, rid, context, start, code)
+
+        return make(stream, **kw)
+
+    def _begin(self, method, rid, context) -> tuple[float, str]:
+        if self.metrics is not None:
+            self.metrics.inflight.labels(method).inc()
+        # The peer is read now, while the call is alive: grpc.aio's peer()
+        # on a finished call can crash the process.
+        return time.perf_counter(), _safe_peer(context)
+
+    def _end(self, method, rid, context, begun, code) -> None:
+        start, peer = begun
+        elapsed = time.perf_counter() - start
+        if code == "OK":
+            set_code = _safe_code(context)
+            if set_code is not None:
+                code = set_code
+        if self.metrics is not None:
+            self.metrics.inflight.labels(method).dec()
+            self.metrics.requests.labels(method, code).inc()
+            self.metrics.latency.labels(method, code).observe(elapsed)
+        access_log.info("rpc %s %s %.1fms", method, code, elapsed * 1000,
+                        extra={"rpc_method": method, "grpc_code": code,
+                               "duration_ms": round(elapsed * 1000, 2), "peer": peer})
+
+
+class BadMessage(Exception):
+    """A request message that does not parse. Raised where the message is
+    read (possibly in a servicer's reader task) and turned into
+    INVALID_ARGUMENT by the handler wrapper, in the RPC's own task:
+    aborting from another task crashes grpc.aio."""
+
+
+def _parse(deser, raw: bytes, method: str):
+    try:
+        return deser(raw)
+    except Exception as e:  # noqa: BLE001 - any parse failure is the caller's bad message
+        raise BadMessage(f"cannot parse the {method} request: {e}") from None
+
+
+async def _parse_one(deser, raw: bytes, context, method: str):
+    return _parse(deser, raw, method)
+
+
+async def _parse_stream(deser, raw_iterator, context, method: str):
+    async for raw in raw_iterator:
+        yield _parse(deser, raw, method)
+
+
+def _safe_code(context) -> str | None:
+    try:
+        c = context.code()
+    except Exception:  # noqa: BLE001
+        return None
+    if c is None:
+        return None
+    if isinstance(c, grpc.StatusCode):
+        return c.name
+    return _CODE_NAMES.get(c, str(c))
+
+
+def _safe_peer(context) -> str:
+    try:
+        return context.peer()
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+def _code_of(e: BaseException, context) -> str:
+    import asyncio
+    set_code = _safe_code(context)
+    if set_code is not None and set_code != "OK":
+        return set_code            # context.abort(...) recorded its code
+    if isinstance(e, asyncio.CancelledError):
+        return "CANCELLED"         # the client went away or the deadline passed
+    if isinstance(e, GeneratorExit):
+        return "CANCELLED"
+    return "UNKNOWN"
+
+
+class RequestContextFilter(logging.Filter):
+    """Adds ``request_id`` and ``principal`` to every record (for any formatter)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        record.principal = principal.get()
+        return True
+
+
+_STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime",
+                                                                           "request_id", "principal"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
+               "msg": record.getMessage()}
+        rid = getattr(record, "request_id", "") or request_id.get()
+        if rid:
+            out["request_id"] = rid
+        who = getattr(record, "principal", "") or principal.get()
+        if who:
+            out["principal"] = who
+        for k, v in vars(record).items():
+            if k not in _STD_ATTRS and not k.startswith("_"):
+                out[k] = v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Root logging: ``fmt`` "json" (one object per line) or "text"."""
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestContextFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(handler)
+    root.setLevel(level)

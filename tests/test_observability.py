@@ -1,0 +1,105 @@
+"""Prometheus metrics and structured logs of a real server."""
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from imagesieve import Client
+from imagesieve.local_server import LocalServer
+from imagesieve.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
+
+
+def metrics_url(srv: LocalServer) -> str:
+    for line in srv.log:
+        m = re.search(r"imagesieve: metrics on http://[^:]+:(\d+)/metrics", line)
+        if m:
+            return f"http://127.0.0.1:{m.group(1)}/metrics"
+    raise AssertionError("no metrics line in the server log")
+
+
+def scrape(srv: LocalServer) -> dict[tuple[str, tuple], float]:
+    text = urllib.request.urlopen(metrics_url(srv), timeout=10).read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(samples, name, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture(scope="module")
+def obs_server(manifest_path):
+    with LocalServer(["--metrics-port", "0", "--metrics-host", "127.0.0.1", "--log-format", "json",
+                      "--max-batch-size", "8"], model=str(manifest_path)) as srv:
+        yield srv
+
+
+def test_metrics_move_with_real_calls(obs_server, photos):
+    before = scrape(obs_server)
+    good = [d for d, _, _ in photos[:6]]
+    with Client(obs_server.address, timeout=30) as c:
+        res = c.embed_batch(good + [b"not an image", b""])
+        assert res.ok.tolist() == [True] * 6 + [False, False]
+        assert sum(r.ok for r in c.embed_stream(good, chunk_size=2)) == 6
+        c.create_collection("metered")
+        assert all(r.added for r in c.add("metered", good[:4], keys=list("abcd")))
+        with pytest.raises(grpc.RpcError):
+            c.collection_stats("no-such-collection")
+    after = scrape(obs_server)
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("imagesieve_requests_total", method="Embed", code="OK") == 1
+    assert delta("imagesieve_requests_total", method="EmbedStream", code="OK") == 1
+    assert delta("imagesieve_requests_total", method="AddImages", code="OK") == 1
+    assert delta("imagesieve_requests_total", method="GetCollectionStats", code="NOT_FOUND") == 1
+    assert delta("imagesieve_request_duration_seconds_count", method="Embed", code="OK") == 1
+    assert value(after, "imagesieve_request_duration_seconds_sum", method="Embed", code="OK") > 0
+    assert delta("imagesieve_item_errors_total", method="Embed", code="INVALID_ARGUMENT") == 2
+    assert delta("imagesieve_images_embedded_total") == 16          # 6 + 6 + 4 through the model
+    batches = {dict(k[1])["size"]: v for k, v in after.items() if k[0] == "imagesieve_model_batches_total"}
+    assert batches and sum(int(s) * n for s, n in batches.items()) == value(after, "imagesieve_images_embedded_total")
+    assert max(int(s) for s in batches) <= 8                         # --max-batch-size
+    assert value(after, "imagesieve_model_queue_depth") == 0
+    assert value(after, "imagesieve_model_queue_capacity") == 1024
+    assert value(after, "imagesieve_images_inflight") == 0
+    assert value(after, "imagesieve_collection_images", collection="metered") == 4
+    assert value(after, "imagesieve_collection_index_bytes", collection="metered") > 0
+    assert value(after, "imagesieve_requests_inflight", method="Embed") == 0
+
+
+def test_request_id_is_echoed_and_logged_as_json(obs_server, photos):
+    rid = "req-test-0042"
+    with grpc.insecure_channel(obs_server.address) as ch:
+        stub = embedding_pb2_grpc.EmbeddingServiceStub(ch)
+        req = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="k", data=photos[0][0])])
+        _, call = stub.Embed.with_call(req, metadata=[("x-request-id", rid)], timeout=30)
+        assert dict(call.initial_metadata())["x-request-id"] == rid
+        # Without one, the server makes one up and still echoes it.
+        _, call = stub.Embed.with_call(req, timeout=30)
+        generated = dict(call.initial_metadata())["x-request-id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", generated)
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        records = [json.loads(line) for line in obs_server.log if line.startswith("{")]
+        mine = [r for r in records if r.get("request_id") == rid]
+        if mine and any(r.get("request_id") == generated for r in records):
+            break
+        time.sleep(0.05)
+    assert mine, "no JSON log line with the request id"
+    (access,) = [r for r in mine if r["logger"] == "imagesieve.access"]
+    assert access["rpc_method"] == "Embed" and access["grpc_code"] == "OK"
+    assert access["duration_ms"] > 0 and access["level"] == "INFO" and "ipv4:127.0.0.1" in access["peer"]
+    assert any(r.get("request_id") == generated for r in records)
+    # Every log line the server wrote after start-up is one JSON object.
+    assert all(json.loads(line) for line in obs_server.log if line.startswith("{"))

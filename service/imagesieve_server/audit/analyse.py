@@ -83,7 +83,7 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     r = AuditResults(list(paths), list(labels), list(splits), list(sha256), list(errors), vectors, ok,
                      threshold, {s: dict(c) for s, c in counts.items()})
     idx = r.ok_index
-    x = np.ascontiguousarray(vectors[idx])
+    x = vectors if len(idx) == len(vectors) else np.ascontiguousarray(vectors[idx])   # no copy when all ok
     if len(idx) < 2:
         r.notes.append("fewer than 2 images embedded: nothing to compare")
         return r

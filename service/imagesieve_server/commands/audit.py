@@ -13,12 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+from .common import parse_fraction
 
-def _fraction(text: str) -> float:
-    v = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1] or a percentage, got {text!r}")
-    return v
+
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,8 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     where.add_argument("--ray", metavar="ADDRESS", help="embed on a Ray cluster ('local' starts one here)")
     p.add_argument("--model", default="mobilenet_v1", help="model for in-process or Ray embedding")
     p.add_argument("--threshold", type=float, default=0.0, help="near-duplicate cosine (default: the server's)")
-    p.add_argument("--target", type=_fraction, default=0.95, help="target accuracy for the sweep (default 95%%)")
-    p.add_argument("--top", type=_fraction, default=0.01, help="share of labels to flag (default 1%%)")
+    p.add_argument("--target", type=parse_fraction, default=0.95, help="target accuracy for the sweep (default 95%%)")
+    p.add_argument("--top", type=parse_fraction, default=0.01, help="share of labels to flag (default 1%%)")
     p.add_argument("--no-sweep", action="store_true", help="skip the sample-size sweep")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=1024,

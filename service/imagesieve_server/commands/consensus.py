@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.consensus.aggregate import AGGREGATORS
-from .embedding import embed_paths
+from .common import embed_paths
 
 CLASSIFIERS = ("logreg", "mlp", "ensemble")
 

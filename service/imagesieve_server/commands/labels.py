@@ -14,21 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .embedding import embed_paths
+from .common import embed_paths, parse_fraction
 
 SERVICE_CLASSIFIERS = ("logreg", "mlp", "ensemble")
 
 
-def parse_fraction(text: str) -> float:
-    """"1%" -> 0.01, "0.01" -> 0.01; must lie in (0, 1]."""
-    t = text.strip()
-    try:
-        value = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--top expects e.g. 1% or 0.01, got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"--top must be in (0%, 100%], got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

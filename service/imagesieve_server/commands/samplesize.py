@@ -18,31 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
+from .common import parse_fraction
+
 SERVICE_CLASSIFIERS = ("logreg", "mlp", "ensemble")  # on embeddings ("cnn" needs pixels)
 
 
 def parse_accuracy(text: str) -> float:
-    """"95%" -> 0.95, "0.95" -> 0.95; must lie in (0, 1)."""
-    t = text.strip()
-    try:
-        value = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected e.g. 0.95 or 95%, got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in (0, 1), got {text!r}")
+    """"95%" -> 0.95, "0.95" -> 0.95; must lie in (0, 1): 100% is never reached."""
+    value = parse_fraction(text)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(f"a target accuracy must lie below 100%, got {text!r}")
     return value
 
 
-def parse_fraction(text: str) -> float:
-    """"5%" -> 0.05, "0.05" -> 0.05; must lie in (0, 1]."""
-    t = text.strip()
-    try:
-        value = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected e.g. 0.05 or 5%, got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"fractions must lie in (0, 1], got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.sample_size.run import sample_size_report
     from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS
     from ..labelled_source import load_labelled_source
-    from .embedding import embed_paths
+    from .common import embed_paths
 
     try:
         records = load_labelled_source(args.source)

@@ -1,10 +1,23 @@
-"""Embedding a list of image files in-process, with a progress line: what the
-in-process analysis commands (labels, samplesize, consensus) share."""
+"""What the in-process commands share: fraction arguments ("1%" or 0.01) and
+embedding a list of image files with a progress line."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
+
+
+def parse_fraction(text: str) -> float:
+    """"1%" -> 0.01, "0.01" -> 0.01; must lie in (0, 1] (argparse type)."""
+    t = text.strip()
+    try:
+        value = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected e.g. 1% or 0.01, got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1] or a percentage, got {text!r}")
+    return value
 
 
 def embed_paths(paths: list[Path], model: str) -> tuple[np.ndarray, list[str]]:

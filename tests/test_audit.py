@@ -199,3 +199,23 @@ def test_report_opens_in_headless_chromium_with_no_errors(audited, tmp_path):
     assert "<svg" in r.stdout.split('id="learning-curve"')[1]          # the plot is inline
     console = [l for l in r.stderr.splitlines() if "CONSOLE" in l or "Uncaught" in l]
     assert console == []
+
+
+def test_audit_through_a_server_matches_in_process(dataset, server, tmp_path):
+    root, _ = dataset
+    folder = tmp_path / "few"
+    folder.mkdir()
+    picked = sorted(p for p in root.rglob("*.jpg") if p.name != "corrupt.jpg")[:11]
+    for p in picked + [next(root.rglob("corrupt.jpg"))]:
+        (folder / f"{p.parent.name}_{p.name}").write_bytes(p.read_bytes())
+    a, b = tmp_path / "inproc", tmp_path / "server"
+    assert audit(folder, "--out", a, "--no-sweep").returncode == 0
+    r = audit(folder, "--out", b, "--no-sweep", "--server", server.address)
+    assert r.returncode == 0, r.stderr
+    assert "embedding (server)" in r.stderr
+    from imagesieve_server.audit.store import EmbeddingStore
+    paths = sorted(str(p) for p in folder.iterdir())
+    va, _, ea, _ = EmbeddingStore(a / "embeddings", "mobilenet_v1", 1024).load(paths)
+    vb, _, eb, _ = EmbeddingStore(b / "embeddings", "mobilenet_v1", 1024).load(paths)
+    assert ea == eb and sum(bool(e) for e in ea) == 1        # the corrupt file fails alone, both ways
+    np.testing.assert_array_equal(va, vb)

@@ -46,6 +46,27 @@ def plan(store: EmbeddingStore, paths: list[str]) -> list[str]:
     return todo
 
 
+def _embed_files(paths: Iterable[str], embed_bytes) -> Iterator[Embedded]:
+    """Read each file once (for its bytes, hash, size and mtime) and pair it
+    with the answer of ``embed_bytes``: an iterator of (vector, width,
+    height, error) per input, in order."""
+    meta: list[tuple | None] = []
+
+    def files():
+        for p in paths:
+            data, sha, size, mtime, err = read_image_file(p)
+            meta.append((p, sha, size, mtime, err))
+            yield data
+
+    for i, (vector, width, height, error) in enumerate(embed_bytes(files())):
+        p, sha, size, mtime, err = meta[i]
+        meta[i] = None
+        if err or error:
+            yield Embedded(p, sha, size, mtime, None, error=err or error)
+        else:
+            yield Embedded(p, sha, size, mtime, vector, width, height)
+
+
 class InProcessBackend:
     name = "in-process"
 
@@ -55,21 +76,9 @@ class InProcessBackend:
         self.model, self.dim = self.embedder.executor.manifest.name, self.embedder.dim
 
     def embed(self, paths: Iterable[str]) -> Iterator[Embedded]:
-        meta: list[tuple] = []
-
-        def files():
-            for p in paths:
-                data, sha, size, mtime, err = read_image_file(p)
-                meta.append((p, sha, size, mtime, err))
-                yield data
-
-        for i, r in enumerate(self.embedder.embed(files())):
-            p, sha, size, mtime, err = meta[i]
-            meta[i] = None                                   # keep memory flat
-            if err or not r.ok:
-                yield Embedded(p, sha, size, mtime, None, error=err or f"{r.error.code}: {r.error}")
-            else:
-                yield Embedded(p, sha, size, mtime, r.vector, r.width, r.height)
+        return _embed_files(paths, lambda data: (
+            (r.vector, r.width, r.height, "" if r.ok else f"{r.error.code}: {r.error}")
+            for r in self.embedder.embed(data)))
 
     def close(self) -> None:
         self.embedder.close()
@@ -86,21 +95,9 @@ class ServerBackend:
         self.model, self.dim = info.name, info.dim
 
     def embed(self, paths: Iterable[str]) -> Iterator[Embedded]:
-        meta: list[tuple] = []
-
-        def files():
-            for p in paths:
-                data, sha, size, mtime, err = read_image_file(p)
-                meta.append((p, sha, size, mtime, err))
-                yield data
-
-        for r in self.client.embed_stream(files()):
-            p, sha, size, mtime, err = meta[r.index]
-            meta[r.index] = None
-            if err or not r.ok:
-                yield Embedded(p, sha, size, mtime, None, error=err or f"{r.error.code}: {r.error.message}")
-            else:
-                yield Embedded(p, sha, size, mtime, r.vector, r.width, r.height)
+        return _embed_files(paths, lambda data: (
+            (r.vector, r.width, r.height, "" if r.ok else f"{r.error.code}: {r.error.message}")
+            for r in self.client.embed_stream(data)))
 
     def close(self) -> None:
         self.client.close()

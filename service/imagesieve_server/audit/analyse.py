@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import resource
 import time
 
 import numpy as np
@@ -18,6 +19,11 @@ from ..analysis.outliers import flag_outliers, knn_similarity, outlier_scores
 from ..analysis.sample_size.run import SampleSizeReport, sample_size_report
 
 MIN_SWEEP_IMAGES = 100
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MiB (Linux ru_maxrss is KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 @dataclasses.dataclass
@@ -41,6 +47,7 @@ class AuditResults:
     sample_size: SampleSizeReport | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
     seconds: dict = dataclasses.field(default_factory=dict)
+    peak_rss_mb: dict = dataclasses.field(default_factory=dict)   # process peak after each stage
 
     @property
     def ok_index(self) -> np.ndarray:
@@ -58,6 +65,7 @@ def _stage(name: str, results: AuditResults):
 
         def __exit__(self, *exc):
             results.seconds[name] = round(time.perf_counter() - self.t, 2)
+            results.peak_rss_mb[name] = peak_rss_mb()
     return _S()
 
 
@@ -82,6 +90,7 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
             counts[split or "all"][label or "(unlabelled)"] += 1
     r = AuditResults(list(paths), list(labels), list(splits), list(sha256), list(errors), vectors, ok,
                      threshold, {s: dict(c) for s, c in counts.items()})
+    r.peak_rss_mb["embedding"] = peak_rss_mb()
     idx = r.ok_index
     x = vectors if len(idx) == len(vectors) else np.ascontiguousarray(vectors[idx])   # no copy when all ok
     if len(idx) < 2:

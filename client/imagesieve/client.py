@@ -24,7 +24,8 @@ import numpy as np
 from PIL import Image as PILImage
 
 from .v1 import (analysis_pb2, analysis_pb2_grpc, collections_pb2, collections_pb2_grpc, common_pb2,
-                 duplicates_pb2, duplicates_pb2_grpc, embedding_pb2, embedding_pb2_grpc)
+                 consensus_pb2, consensus_pb2_grpc, duplicates_pb2, duplicates_pb2_grpc, embedding_pb2,
+                 embedding_pb2_grpc)
 
 ImageInput = Union[str, os.PathLike, bytes, PILImage.Image]
 
@@ -316,6 +317,7 @@ class Client:
         self.collections = collections_pb2_grpc.CollectionServiceStub(self.channel)
         self.duplicates = duplicates_pb2_grpc.DuplicateServiceStub(self.channel)
         self.analysis = analysis_pb2_grpc.AnalysisServiceStub(self.channel)
+        self.consensus_service = consensus_pb2_grpc.ConsensusServiceStub(self.channel)
         self._dim: int | None = None
 
     def __enter__(self):
@@ -487,6 +489,21 @@ class Client:
             source=self._labelled_source(collection, images, labels, keys, splits), fractions=list(fractions),
             repeats=repeats, target_accuracy=target_accuracy, classifier=classifier, seed=seed)
         return self._run_job(self.analysis.SampleSizeSweep(request), progress)
+
+    # -- several annotators ---------------------------------------------
+    def add_annotations(self, collection: str, annotations: Iterable[tuple[str, str, str]]
+                        ) -> consensus_pb2.AddAnnotationsResponse:
+        """Store (key, annotator, label) triples on a collection's images."""
+        return self.consensus_service.AddAnnotations(consensus_pb2.AddAnnotationsRequest(
+            collection=collection, annotations=[consensus_pb2.Annotation(key=k, annotator=a, label=l)
+                                                for k, a, l in annotations]), timeout=self.timeout)
+
+    def consensus(self, collection: str, *, method: str = "dawid_skene", no_model: bool = False, seed: int = 0,
+                  progress: Callable[[common_pb2.JobProgress], None] | None = None) -> consensus_pb2.ConsensusResult:
+        """Consensus label, quality and review rank per image, each annotator's
+        reliability, Krippendorff's alpha and the confused class pairs."""
+        request = consensus_pb2.ConsensusRequest(collection=collection, method=method, no_model=no_model, seed=seed)
+        return self._run_job(self.consensus_service.AnalyseConsensus(request), progress)
 
 
 class AsyncClient:

@@ -43,6 +43,7 @@ READ_ONLY_METHODS = frozenset({
     _PKG + "DuplicateService/FindDuplicates",
     _PKG + "AnalysisService/ScoreLabels",
     _PKG + "AnalysisService/SampleSizeSweep",
+    _PKG + "ConsensusService/AnalyseConsensus",
 })
 CHECK_DUPLICATES = _PKG + "DuplicateService/CheckDuplicates"
 

@@ -21,7 +21,8 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from imagesieve.v1 import (analysis_pb2, analysis_pb2_grpc, collections_pb2, collections_pb2_grpc,
-                           duplicates_pb2, duplicates_pb2_grpc, embedding_pb2, embedding_pb2_grpc)
+                           consensus_pb2, consensus_pb2_grpc, duplicates_pb2, duplicates_pb2_grpc,
+                           embedding_pb2, embedding_pb2_grpc)
 
 from .collections import CollectionManager
 from .engine.async_embedder import AsyncEmbedder
@@ -30,8 +31,8 @@ from .engine.pipeline import Embedder
 from .observability import Metrics, ObservabilityInterceptor, configure_logging
 from .paths import PathPolicy
 from .security import AuthInterceptor, TokenError, TokenStore, server_credentials
-from .servicers import (AnalysisServicer, CollectionServicer, DuplicateServicer, EmbeddingServicer,
-                        ImageReader)
+from .servicers import (AnalysisServicer, CollectionServicer, ConsensusServicer, DuplicateServicer,
+                        EmbeddingServicer, ImageReader)
 
 log = logging.getLogger("imagesieve.server")
 
@@ -40,6 +41,7 @@ SERVICE_NAMES = [
     collections_pb2.DESCRIPTOR.services_by_name["CollectionService"].full_name,
     duplicates_pb2.DESCRIPTOR.services_by_name["DuplicateService"].full_name,
     analysis_pb2.DESCRIPTOR.services_by_name["AnalysisService"].full_name,
+    consensus_pb2.DESCRIPTOR.services_by_name["ConsensusService"].full_name,
 ]
 
 
@@ -148,6 +150,7 @@ class ImageSieveServer:
             DuplicateServicer(self.collections, self.engine, reader, c.stream_window), self.server)
         analysis_pb2_grpc.add_AnalysisServiceServicer_to_server(
             AnalysisServicer(self.engine, self.collections), self.server)
+        consensus_pb2_grpc.add_ConsensusServiceServicer_to_server(ConsensusServicer(self.collections), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             SERVICE_NAMES + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

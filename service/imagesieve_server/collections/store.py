@@ -33,6 +33,12 @@ CREATE TABLE IF NOT EXISTS removals (
     id INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS annotations (
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    annotator TEXT NOT NULL,
+    label TEXT NOT NULL,
+    PRIMARY KEY (image_id, annotator)
+);
 """
 
 
@@ -160,6 +166,37 @@ class Store:
     def removals_after(self, seq: int) -> list[int]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT id FROM removals WHERE seq > ?", (seq,))]
+
+    # -- annotations (several labels per image, one per annotator) ----------
+    def add_annotations(self, rows: list[tuple[str, str, str]]) -> list[str]:
+        """Store (key, annotator, label) rows in one transaction; an
+        annotator's new label replaces their old one. Returns one error
+        message per row ('' when stored)."""
+        errors = []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for key, annotator, label in rows:
+                    row = self._db.execute("SELECT id FROM images WHERE key=?", (key,)).fetchone()
+                    if not (key and annotator and label):
+                        errors.append("key, annotator and label are all required")
+                    elif row is None:
+                        errors.append(f"no image with key {key!r}")
+                    else:
+                        self._db.execute("INSERT OR REPLACE INTO annotations VALUES (?, ?, ?)",
+                                         (row[0], annotator, label))
+                        errors.append("")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return errors
+
+    def annotations(self) -> list[tuple[int, str, str]]:
+        """(image id, annotator, label) for every stored annotation."""
+        with self._lock:
+            return self._db.execute("SELECT image_id, annotator, label FROM annotations "
+                                    "WHERE image_id IN (SELECT id FROM images) ORDER BY image_id").fetchall()
 
     def all_records(self) -> list[tuple[int, str, str, str, str]]:
         """(id, key, label, split, sha256) for every image, by id."""

@@ -1,0 +1,40 @@
+"""ConsensusService: annotations on a collection's images, and their consensus."""
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from imagesieve.v1 import consensus_pb2, consensus_pb2_grpc
+
+from ..collections import CollectionError, CollectionManager
+from ..jobs.consensus import consensus_events
+from .collections import abort_for
+from .common import item_error
+
+
+class ConsensusServicer(consensus_pb2_grpc.ConsensusServiceServicer):
+    def __init__(self, manager: CollectionManager):
+        self.manager = manager
+
+    async def AddAnnotations(self, request, context):
+        try:
+            c = self.manager.get(request.collection)
+        except CollectionError as e:
+            await abort_for(context, e)
+        errors = await asyncio.to_thread(c.store.add_annotations,
+                                         [(a.key, a.annotator, a.label) for a in request.annotations])
+        bad = [(i, e) for i, e in enumerate(errors) if e]
+        return consensus_pb2.AddAnnotationsResponse(
+            stored=len(errors) - len(bad), errors=[item_error("INVALID_ARGUMENT", e) for _, e in bad],
+            error_indices=[i for i, _ in bad])
+
+    async def AnalyseConsensus(self, request, context):
+        try:
+            c = self.manager.get(request.collection)
+            async for event in consensus_events(c, request):
+                yield event
+        except CollectionError as e:
+            await abort_for(context, e)
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))

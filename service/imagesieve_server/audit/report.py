@@ -101,8 +101,10 @@ def write_tables(r: AuditResults, out: Path) -> list[str]:
     written = ["images.parquet"]
     d = r.duplicates
     if d is not None:
-        pq.write_table(pa.table({"path_a": [d.keys[i] for i in d.a.tolist()],
-                                 "path_b": [d.keys[i] for i in d.b.tolist()],
+        # Dictionary-encoded paths: no Python string per pair (pairs can be millions).
+        paths = pa.array(d.keys, pa.string())
+        pq.write_table(pa.table({"path_a": pa.DictionaryArray.from_arrays(pa.array(d.a, pa.int64()), paths),
+                                 "path_b": pa.DictionaryArray.from_arrays(pa.array(d.b, pa.int64()), paths),
                                  "cosine": d.cosine.astype(np.float32), "exact": d.exact,
                                  "cross_split": d.cross_split, "labels_disagree": d.labels_disagree}),
                        out / "duplicate_pairs.parquet")

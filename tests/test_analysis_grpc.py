@@ -48,6 +48,18 @@ def test_score_labels_over_a_collection(server, digits_collection):
     assert 0 < res.estimated_noise_rate < 0.2
 
 
+def test_score_labels_reports_duplicates_with_different_labels(server, photos):
+    """The same photo twice under two labels is a label conflict."""
+    data = [d for d, _, _ in photos[:12]]
+    images = data + [data[0]]
+    labels = ["a" if i % 2 else "b" for i in range(12)] + ["a"]      # photo 0 is "b" and "a"
+    keys = [f"p{i}" for i in range(12)] + ["p0-again"]
+    with Client(server.address) as c:
+        res = c.score_labels(images=images, labels=labels, keys=keys, folds=2, top_fraction=0.2)
+    pairs = {frozenset((x.key_a, x.key_b)): {x.label_a, x.label_b} for x in res.conflicting_duplicates}
+    assert pairs.get(frozenset(("p0", "p0-again"))) == {"a", "b"}
+
+
 def test_sample_size_over_a_collection(server, digits_collection):
     with Client(server.address) as c:
         res = c.sample_size(collection="digits", target_accuracy=0.99, fractions=[0.1, 0.2, 0.35, 0.5],

@@ -63,17 +63,31 @@ class ClassPairNoise(_message.Message):
     count: int
     def __init__(self, given_label: _Optional[str] = ..., true_label: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
+class LabelConflict(_message.Message):
+    __slots__ = ("key_a", "key_b", "label_a", "label_b")
+    KEY_A_FIELD_NUMBER: _ClassVar[int]
+    KEY_B_FIELD_NUMBER: _ClassVar[int]
+    LABEL_A_FIELD_NUMBER: _ClassVar[int]
+    LABEL_B_FIELD_NUMBER: _ClassVar[int]
+    key_a: str
+    key_b: str
+    label_a: str
+    label_b: str
+    def __init__(self, key_a: _Optional[str] = ..., key_b: _Optional[str] = ..., label_a: _Optional[str] = ..., label_b: _Optional[str] = ...) -> None: ...
+
 class ScoreLabelsResult(_message.Message):
-    __slots__ = ("scores", "suspects", "noise", "estimated_noise_rate")
+    __slots__ = ("scores", "suspects", "noise", "estimated_noise_rate", "conflicting_duplicates")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     SUSPECTS_FIELD_NUMBER: _ClassVar[int]
     NOISE_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_NOISE_RATE_FIELD_NUMBER: _ClassVar[int]
+    CONFLICTING_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     scores: _containers.RepeatedCompositeFieldContainer[LabelScore]
     suspects: _containers.RepeatedCompositeFieldContainer[LabelScore]
     noise: _containers.RepeatedCompositeFieldContainer[ClassPairNoise]
     estimated_noise_rate: float
-    def __init__(self, scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., suspects: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., noise: _Optional[_Iterable[_Union[ClassPairNoise, _Mapping]]] = ..., estimated_noise_rate: _Optional[float] = ...) -> None: ...
+    conflicting_duplicates: _containers.RepeatedCompositeFieldContainer[LabelConflict]
+    def __init__(self, scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., suspects: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., noise: _Optional[_Iterable[_Union[ClassPairNoise, _Mapping]]] = ..., estimated_noise_rate: _Optional[float] = ..., conflicting_duplicates: _Optional[_Iterable[_Union[LabelConflict, _Mapping]]] = ...) -> None: ...
 
 class ScoreLabelsEvent(_message.Message):
     __slots__ = ("progress", "result")

@@ -79,9 +79,12 @@ def build_result(keys: list[str], class_names: list[str], labels: np.ndarray, sc
              for g in range(len(class_names)) for t in range(len(class_names))
              if g != t and round(scores.joint[g, t]) > 0]
     noise.sort(key=lambda p: -p.count)
+    conflicts = [analysis_pb2.LabelConflict(key_a=keys[a], key_b=keys[b], label_a=class_names[labels[a]],
+                                            label_b=class_names[labels[b]])
+                 for a, b in np.asarray(scores.conflicting_duplicates, dtype=np.int64).reshape(-1, 2).tolist()]
     return analysis_pb2.ScoreLabelsResult(
         scores=[one(i) for i in range(len(keys))], suspects=[one(int(i)) for i in scores.suspects],
-        noise=noise, estimated_noise_rate=scores.noise_rate)
+        noise=noise, estimated_noise_rate=scores.noise_rate, conflicting_duplicates=conflicts)
 
 
 def check_data(data: LabelledVectors, params: ScoreLabelsParams) -> None:

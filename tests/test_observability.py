@@ -54,7 +54,18 @@ def test_metrics_move_with_real_calls(obs_server, photos):
         assert all(r.added for r in c.add("metered", good[:4], keys=list("abcd")))
         with pytest.raises(grpc.RpcError):
             c.collection_stats("no-such-collection")
-    after = scrape(obs_server)
+    # A streaming call's metrics are recorded when its handler finishes on the
+    # server, which can come just after the client has read the last message.
+    deadline = time.time() + 10
+    while True:
+        after = scrape(obs_server)
+        settled = all(value(after, "imagesieve_requests_total", method=m, code=code)
+                      > value(before, "imagesieve_requests_total", method=m, code=code)
+                      for m, code in (("Embed", "OK"), ("EmbedStream", "OK"), ("AddImages", "OK"),
+                                      ("GetCollectionStats", "NOT_FOUND")))
+        if settled or time.time() > deadline:
+            break
+        time.sleep(0.1)
 
     def delta(name, **labels):
         return value(after, name, **labels) - value(before, name, **labels)

@@ -7,7 +7,9 @@ its own channel that calls EmbedStream over and over (``--images`` real
 photos per call, ``--chunk`` per message) until the time is up. Reports
 throughput (images/s), call latency p50/p99 (one call = one EmbedStream of
 ``--images`` images, request to last answer), errors by code, and the
-server's RSS (start, peak) when it runs the server. Last line: JSON.
+server's RSS (start, peak) when it runs the server. Baseline in the same
+run: one client alone for ``--baseline-duration`` s, so the JSON says what
+concurrency costs (p50 latency) and gains (throughput). Last line: JSON.
 """
 from __future__ import annotations
 
@@ -116,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk", type=int, default=4, help="images per stream message")
     ap.add_argument("--size", type=int, default=512, help="longer side of the photos sent")
     ap.add_argument("--model", default="mobilenet_v1")
+    ap.add_argument("--baseline-duration", type=float, default=5.0, help="seconds of the one-client baseline")
     args = ap.parse_args(argv)
 
     images = sample_images(args.size)
@@ -128,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Warm-up (model, thread pools), then measure.
         asyncio.run(run_load(address, images, clients=2, duration_s=1.0, per_call=args.images, chunk=args.chunk))
+        single = asyncio.run(run_load(address, images, 1, args.baseline_duration, args.images, args.chunk))
         sampler = RssSampler(srv.proc.pid) if srv else None
         rss_start = rss_kb(srv.proc.pid) if srv else 0
         if sampler:
@@ -137,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
             sampler.stop()
             out["server_rss_mb_start"] = round(rss_start / 1024, 1)
             out["server_rss_mb_peak"] = round(max(sampler.samples) / 1024, 1)
-        out.update(photo_px=args.size, cpu_count=os.cpu_count())
+        out.update(photo_px=args.size, cpu_count=os.cpu_count(),
+                   single_client_images_per_s=single["images_per_s"],
+                   single_client_latency_ms_p50=single["latency_ms_p50"],
+                   throughput_vs_single_client=round(out["images_per_s"] / max(single["images_per_s"], 1e-9), 2))
     finally:
         if srv:
             srv.stop()

@@ -51,5 +51,14 @@ def photo_image(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data)).convert("RGB")
 
 
+def digit_image(a: np.ndarray, size: int = 64, resample=Image.NEAREST) -> Image.Image:
+    """A scikit-learn digit (8x8, values 0..16) as a size x size grayscale image."""
+    return Image.fromarray((np.asarray(a).reshape(8, 8) * 255 / 16).astype(np.uint8)).resize((size, size), resample)
+
+
+def digit_png(a: np.ndarray, size: int = 64, resample=Image.NEAREST) -> bytes:
+    return encode(digit_image(a, size, resample), "PNG")
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))

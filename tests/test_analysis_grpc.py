@@ -1,21 +1,15 @@
 """Label scoring and sample-size sweeps through the real server, over a
 labelled collection (no re-embedding) and over inline images."""
-import io
 
 import grpc
 import numpy as np
 import pytest
-from PIL import Image
 from sklearn.datasets import load_digits
 
 from imagesieve import Client
 
+from conftest import digit_png
 
-def digit_png(a: np.ndarray) -> bytes:
-    img = Image.fromarray((a * 255 / 16).astype(np.uint8)).resize((64, 64), Image.NEAREST)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")

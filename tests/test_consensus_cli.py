@@ -14,6 +14,7 @@ from sklearn.datasets import load_digits
 
 from imagesieve_server.analysis.consensus import krippendorff_alpha
 from imagesieve_server.commands import consensus as consensus_cmd
+from conftest import digit_image
 
 DIGITS = (0, 1, 7)
 PER_CLASS = 14
@@ -27,8 +28,7 @@ def manifest(tmp_path_factory):
     rows, truth = [], {}
     for d in DIGITS:
         for n, i in enumerate(np.flatnonzero(y == d)[:PER_CLASS]):
-            img = Image.fromarray((X[i].reshape(8, 8) * 255 / 16).astype(np.uint8)).resize(
-                (64, 64), Image.Resampling.BILINEAR)
+            img = digit_image(X[i], 64, Image.Resampling.BILINEAR)
             name = f"img/d{d}_{n:02d}.png"
             (root / "img").mkdir(exist_ok=True)
             img.save(root / name)

@@ -1,20 +1,15 @@
 """Several annotators through the real server: annotations stored on a
 collection, consensus over its embeddings."""
-import io
 
 import grpc
 import numpy as np
 import pytest
-from PIL import Image
 from sklearn.datasets import load_digits
 
 from imagesieve import Client
 
+from conftest import digit_png
 
-def digit_png(a):
-    buf = io.BytesIO()
-    Image.fromarray((a * 255 / 16).astype(np.uint8)).resize((64, 64), Image.NEAREST).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def test_annotations_and_consensus_over_a_collection(server):

@@ -11,6 +11,7 @@ from sklearn.datasets import load_digits
 
 from imagesieve_server.commands import labels as labels_cmd
 from imagesieve.contact_sheet import SheetItem, render_contact_sheet
+from conftest import digit_image
 
 CLASSES = (0, 1, 4)
 PER_CLASS = 14
@@ -26,8 +27,7 @@ def digit_folder(tmp_path_factory):
         for n, i in enumerate(np.flatnonzero(y == d)[:PER_CLASS]):
             folder = root / f"digit{MISFILED.get((d, n), d)}"
             folder.mkdir(exist_ok=True)
-            img = Image.fromarray((X[i].reshape(8, 8) * 255 / 16).astype(np.uint8)).resize((64, 64),
-                                                                                          Image.Resampling.BILINEAR)
+            img = digit_image(X[i], 64, Image.Resampling.BILINEAR)
             path = folder / f"d{d}_{n}.png"
             img.save(path)
             if (d, n) in MISFILED:

@@ -12,6 +12,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from imagesieve_server.commands import samplesize
+from conftest import digit_image
 
 CLASSES = (0, 1, 7, 8)
 
@@ -26,7 +27,7 @@ def digit_folder(tmp_path_factory):
             split = "test" if j < 5 else "train"
             folder = root / split / f"digit_{c}"
             folder.mkdir(parents=True, exist_ok=True)
-            im = Image.fromarray((d.images[i] * 255 / 16).astype(np.uint8)).resize((32, 32), Image.NEAREST)
+            im = digit_image(d.images[i], 32)
             im.save(folder / f"{i}.png")
     return root
 

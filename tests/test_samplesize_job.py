@@ -16,22 +16,17 @@ from sklearn.datasets import load_digits
 from imagesieve_server.engine import Embedder
 from imagesieve_server.engine.async_embedder import AsyncEmbedder
 from imagesieve_server.jobs.sample_size import sample_size_events, validate_request
+from conftest import digit_png
 
 PER_CLASS = 20  # 200 images: embedding stays within a few seconds
 
-
-def png_bytes(a: np.ndarray) -> bytes:
-    im = Image.fromarray((a * 255 / 16).astype(np.uint8)).resize((32, 32), Image.NEAREST)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
 def digit_images() -> list[common_pb2.Image]:
     d = load_digits()
     picked = np.concatenate([np.flatnonzero(d.target == c)[:PER_CLASS] for c in range(10)])
-    return [common_pb2.Image(key=f"d{i}", data=png_bytes(d.images[i]), label=str(d.target[i]),
+    return [common_pb2.Image(key=f"d{i}", data=digit_png(d.images[i], 32), label=str(d.target[i]),
                              split="test" if j % 4 == 0 else "train")
             for j, i in enumerate(picked)]
 

@@ -53,3 +53,31 @@ class Progress:
         end = "\n" if final or not self._tty else ""
         prefix = "\r" if self._tty else ""
         print(prefix + line, end=end, file=self.stream, flush=True)
+
+
+class StageProgress:
+    """A ``report(stage, done, total, message="")`` callback for long
+    analyses: one progress line per stage, the previous one closed when the
+    stage changes. Use as a context manager (closes the last line)."""
+
+    def __init__(self, prefix: str = "", unit: str = "steps"):
+        self.prefix, self.unit = prefix, unit
+        self.stage: str | None = None
+        self.bar: Progress | None = None
+
+    def __call__(self, stage: str, done: int, total: int = 0, message: str = "") -> None:
+        if stage != self.stage:
+            self.close()
+            self.stage, self.bar = stage, Progress(total or None, f"{self.prefix}{stage}", unit=self.unit)
+        self.bar.update(done - self.bar.done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar, self.stage = None, None
+
+    def __enter__(self) -> "StageProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from imagesieve.progress import Progress
+from imagesieve.progress import StageProgress
 
 from ..analysis.duplicates.find import DuplicateReport, find_duplicates
 from ..analysis.labels import score_labels
@@ -69,17 +69,6 @@ def _stage(name: str, results: AuditResults):
     return _S()
 
 
-def _reporter(label: str):
-    bars: dict[str, Progress] = {}
-
-    def report(stage: str, done: int, total: int = 0, message: str = "") -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = Progress(total or None, f"  {label}: {stage}", unit="steps")
-        bar.done = done - 1
-        bar.update()
-    return report
-
 
 def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: float, target: float,
                  top_fraction: float = 0.01, sweep: bool = True, seed: int = 0) -> AuditResults:
@@ -99,10 +88,9 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     lab = [labels[i] for i in idx]
     spl = [splits[i] for i in idx]
 
-    with _stage("duplicates", r):
+    with _stage("duplicates", r), StageProgress("  duplicates: ") as report:
         r.duplicates = find_duplicates(x, [paths[i] for i in idx], lab, spl, [sha256[i] for i in idx],
-                                       threshold, approximate=len(idx) > 200_000,
-                                       report=_reporter("duplicates"))
+                                       threshold, approximate=len(idx) > 200_000, report=report)
     with _stage("outliers", r):
         r.knn_similarity = knn_similarity(x, k=min(10, len(idx) - 1))
         r.outlier_score = outlier_scores(r.knn_similarity)
@@ -117,10 +105,10 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     ids = {c: i for i, c in enumerate(r.class_names)}
     r.label_ids = np.array([ids[v] for v in lab], dtype=np.int64)
     smallest = min(collections.Counter(lab).values())
-    with _stage("label scoring", r):
+    with _stage("label scoring", r), StageProgress("  labels: ") as report:
         try:
             r.label_scores = score_labels(x, r.label_ids, folds=min(5, max(2, smallest)), seed=seed,
-                                          top_fraction=top_fraction, report=_reporter("labels"))
+                                          top_fraction=top_fraction, report=report)
         except ValueError as e:
             r.notes.append(f"label scoring skipped: {e}")
     if not sweep:
@@ -128,11 +116,11 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     elif len(idx) < MIN_SWEEP_IMAGES:
         r.notes.append(f"sample-size sweep skipped: {len(idx)} images, it needs at least {MIN_SWEEP_IMAGES}")
     else:
-        with _stage("sample-size sweep", r):
+        with _stage("sample-size sweep", r), StageProgress("  sweep: ") as report:
             try:
                 r.sample_size = sample_size_report(
                     x, np.array(lab), is_test=np.array([s == "test" for s in spl]), target=target,
-                    seed=seed, report=_reporter("sweep"))
+                    seed=seed, report=report)
             except ValueError as e:
                 r.notes.append(f"sample-size sweep skipped: {e}")
     return r

@@ -381,6 +381,12 @@ class Collection:
             return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
+    @property
+    def index_bytes(self) -> int:
+        """Memory of the FAISS index, bytes (cheap: no store query)."""
+        n = int(self.index.ntotal)
+        return int(n * fi.bytes_per_vector(self.index)) if n else 0
+
     def info(self) -> CollectionInfo:
         with self._lock:
             snap = self.path / SNAPSHOT
@@ -388,5 +394,5 @@ class Collection:
                 name=self.name, num_images=self.store.count(), dim=self.dim, model=self.model,
                 index_kind=self.index_kind, structure=self.structure, threshold=self.threshold,
                 images_per_label=self.store.counts_by("label"), images_per_split=self.store.counts_by("split"),
-                index_bytes=int(self.index.ntotal * fi.bytes_per_vector(self.index)) if self.index.ntotal else 0,
+                index_bytes=self.index_bytes,
                 last_snapshot_unix_s=snap.stat().st_mtime if snap.exists() else 0.0)

@@ -120,8 +120,7 @@ class Store:
         return row[0] if row else -1
 
     def has_key(self, key: str) -> bool:
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM images WHERE key=?", (key,)).fetchone() is not None
+        return self.id_for_key(key) >= 0
 
     def metadata(self, ids: list[int]) -> dict[int, tuple[str, str, str]]:
         """id -> (key, label, split) for the given ids."""

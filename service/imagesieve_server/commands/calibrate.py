@@ -54,7 +54,7 @@ def _embedder(args):
     return embed
 
 
-def calibrate(originals: list[bytes], embed, max_false_pair_rate: float = 0.01, report=print) -> dict:
+def calibrate(originals: list[bytes], embed, max_false_pair_rate: float = 0.01) -> dict:
     """Table of recall and false-pair rate per threshold, and a suggestion."""
     from imagesieve.alterations import ALTERATIONS, encode
     from imagesieve.progress import Progress

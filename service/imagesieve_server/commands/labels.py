@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from imagesieve.progress import StageProgress
+
 from .common import embed_paths, parse_fraction
 
 SERVICE_CLASSIFIERS = ("logreg", "mlp", "ensemble")
@@ -66,18 +68,12 @@ def run(args) -> int:
     labels = np.array([index[r.label] for r in recs], dtype=np.int64)
     folds = min(args.folds, len(recs))
 
-    seen: set[str] = set()
-
-    def report(stage, done, total):
-        if stage not in seen:
-            seen.add(stage)
-            print(f"scoring: {stage}", file=sys.stderr, flush=True)
-
     try:
-        res = score_labels(vectors[ok], labels, method=args.method, classifier=args.classifier, folds=folds,
-                           seed=args.seed, top_fraction=args.top, neighbors=args.neighbors,
-                           neighbor_weight=args.neighbor_weight if args.method == "out_of_fold" else 0.0,
-                           report=report)
+        with StageProgress("scoring: ") as report:
+            res = score_labels(vectors[ok], labels, method=args.method, classifier=args.classifier, folds=folds,
+                               seed=args.seed, top_fraction=args.top, neighbors=args.neighbors,
+                               neighbor_weight=args.neighbor_weight if args.method == "out_of_fold" else 0.0,
+                               report=report)
     except ValueError as e:
         print(f"imagesieve labels: {e}", file=sys.stderr)
         return 2

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from imagesieve.progress import StageProgress
+
 from .common import parse_fraction
 
 SERVICE_CLASSIFIERS = ("logreg", "mlp", "ensemble")  # on embeddings ("cnn" needs pixels)
@@ -49,24 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-class _StageProgress:
-    """``report(stage, done, total)`` -> one Progress line per stage (stderr)."""
-
-    def __init__(self):
-        self.stage, self.bar = None, None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        from imagesieve.progress import Progress
-        if stage != self.stage:
-            self.close()
-            self.stage, self.bar = stage, Progress(total or None, stage, unit="step")
-        self.bar.update(done - self.bar.done)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
-
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.sample_size.run import sample_size_report
@@ -92,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     labels = np.array([rec.label for rec in records])[ok]
     is_test = np.array([rec.split == "test" for rec in records], dtype=bool)[ok]
 
-    progress = _StageProgress()
+    progress = StageProgress()
     try:
         rep = sample_size_report(vectors[ok], labels, is_test=is_test, target=args.target,
                                  fractions=fractions, repeats=args.repeats,

@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 
-from imagesieve.v1 import common_pb2, consensus_pb2
+from imagesieve.v1 import consensus_pb2
 
 from ..analysis.consensus import analyse_consensus, majority_vote
 from ..analysis.consensus.aggregate import AGGREGATORS
@@ -83,6 +83,6 @@ async def consensus_events(collection: Collection, request):
 
     async for kind, value in run_job(work):
         if kind == "progress":
-            yield consensus_pb2.ConsensusEvent(progress=common_pb2.JobProgress(**value))
+            yield consensus_pb2.ConsensusEvent(progress=value)
         else:
             yield consensus_pb2.ConsensusEvent(result=value)

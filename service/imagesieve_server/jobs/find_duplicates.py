@@ -2,7 +2,7 @@
 (``analysis.duplicates.find``), with progress, then the result message."""
 from __future__ import annotations
 
-from imagesieve.v1 import common_pb2, duplicates_pb2
+from imagesieve.v1 import duplicates_pb2
 
 from ..analysis.duplicates.find import GROUPINGS, DuplicateReport, find_duplicates
 from ..collections import Collection, CollectionError
@@ -41,6 +41,6 @@ async def find_duplicates_events(collection: Collection, request):
 
     async for kind, value in run_job(work):
         if kind == "progress":
-            yield duplicates_pb2.FindDuplicatesEvent(progress=common_pb2.JobProgress(**value))
+            yield duplicates_pb2.FindDuplicatesEvent(progress=value)
         else:
             yield duplicates_pb2.FindDuplicatesEvent(result=report_message(value))

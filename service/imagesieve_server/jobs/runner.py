@@ -8,6 +8,8 @@ import threading
 import time
 from typing import Any, AsyncIterator, Callable
 
+from imagesieve.v1 import common_pb2
+
 
 class JobCancelled(Exception):
     pass
@@ -26,8 +28,8 @@ class ProgressReporter:
             raise JobCancelled(stage)
         elapsed = time.perf_counter() - self.start
         eta = (elapsed / done * (total - done)) if done and total else -1.0
-        event = {"stage": stage, "done": done, "total": total, "elapsed_s": elapsed, "eta_s": eta,
-                 "message": message}
+        event = common_pb2.JobProgress(stage=stage, done=done, total=total, elapsed_s=elapsed, eta_s=eta,
+                                       message=message)
         _post(self._loop, self._queue, ("progress", event))
 
 
@@ -41,7 +43,7 @@ def _post(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, item) -> None:
 
 
 async def run_job(work: Callable[[ProgressReporter], Any]) -> AsyncIterator[tuple[str, Any]]:
-    """Yield ("progress", dict) events, then ("result", value). Exceptions
+    """Yield ("progress", JobProgress) events, then ("result", value). Exceptions
     of ``work`` propagate; closing the iterator cancels the work."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()

@@ -10,7 +10,7 @@ import math
 from typing import AsyncIterator
 
 import numpy as np
-from imagesieve.v1 import analysis_pb2, common_pb2
+from imagesieve.v1 import analysis_pb2
 
 from ..analysis.classifiers import CLASSIFIERS
 from ..analysis.sample_size.run import DEFAULT_BOOTSTRAP, SampleSizeReport, sample_size_report
@@ -74,12 +74,6 @@ def check_data(labels: list[str], splits: list[str], params: SampleSizeParams) -
 
 
 
-def _progress(stage: str, done: int, total: int, elapsed: float, eta: float = -1.0,
-              message: str = "") -> analysis_pb2.SampleSizeEvent:
-    return analysis_pb2.SampleSizeEvent(progress=common_pb2.JobProgress(
-        stage=stage, done=done, total=total, elapsed_s=elapsed, eta_s=eta, message=message))
-
-
 def build_result(rep: SampleSizeReport) -> analysis_pb2.SampleSizeResult:
     """SampleSizeResult from a ``SampleSizeReport``; images_needed and its
     bounds are 0 where infinite (target above the ceiling), `answer` says why."""
@@ -125,7 +119,6 @@ async def sample_size_events(request: analysis_pb2.SampleSizeRequest, engine,
 
     async for kind, value in run_job(work):
         if kind == "progress":
-            yield _progress(value["stage"], value["done"], value["total"], value["elapsed_s"],
-                            value["eta_s"], value["message"])
+            yield analysis_pb2.SampleSizeEvent(progress=value)
         else:
             yield analysis_pb2.SampleSizeEvent(result=build_result(value))

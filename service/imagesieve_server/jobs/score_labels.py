@@ -9,7 +9,7 @@ import math
 from typing import AsyncIterator
 
 import numpy as np
-from imagesieve.v1 import analysis_pb2, common_pb2
+from imagesieve.v1 import analysis_pb2
 
 from ..analysis.classifiers import CLASSIFIERS
 from ..analysis.labels import METHODS, score_labels
@@ -56,12 +56,6 @@ def validate_request(request: analysis_pb2.ScoreLabelsRequest) -> ScoreLabelsPar
         check_inline_images(images, "ScoreLabels")
         check_labels([im.label for im in images])
     return ScoreLabelsParams(method, float(top), int(folds), classifier, int(request.seed))
-
-
-def _progress(stage: str, done: int, total: int, elapsed: float, eta: float = -1.0,
-              message: str = "") -> analysis_pb2.ScoreLabelsEvent:
-    return analysis_pb2.ScoreLabelsEvent(progress=common_pb2.JobProgress(
-        stage=stage, done=done, total=total, elapsed_s=elapsed, eta_s=eta, message=message))
 
 
 def build_result(keys: list[str], class_names: list[str], labels: np.ndarray, scores) -> analysis_pb2.ScoreLabelsResult:
@@ -117,7 +111,6 @@ async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine,
 
     async for kind, value in run_job(work):
         if kind == "progress":
-            yield _progress(value["stage"], value["done"], value["total"], value["elapsed_s"],
-                            value["eta_s"], value["message"])
+            yield analysis_pb2.ScoreLabelsEvent(progress=value)
         else:
             yield analysis_pb2.ScoreLabelsEvent(result=build_result(data.keys, class_names, labels, value))

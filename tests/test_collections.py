@@ -142,7 +142,7 @@ def test_sigkill_during_adds_loses_nothing_acknowledged(tmp_path):
         acked += out.split()
     assert len(acked) > 50
     c = Collection.open(tmp_path / "c")
-    stored = {r[1] for r in c.store.all_records()}
+    stored = set(c.all_images().keys)
     assert set(acked) <= stored
     assert c.index.ntotal == len(stored)                    # index rebuilt to match the log
     c.close()

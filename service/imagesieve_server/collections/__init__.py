@@ -2,8 +2,8 @@
 vectors (inner product = cosine) plus a SQLite store of keys, labels,
 splits, content hashes and the vectors themselves. Plain Python, no gRPC."""
 from .collection import (AddOutcome, CheckOutcome, Collection, CollectionError, CollectionInfo,
-                         NewImage, Neighbor, Verdict)
+                         NewImage, Neighbor, StoredImages, Verdict)
 from .manager import CollectionManager
 
 __all__ = ["AddOutcome", "CheckOutcome", "Collection", "CollectionError", "CollectionInfo",
-           "CollectionManager", "NewImage", "Neighbor", "Verdict"]
+           "CollectionManager", "NewImage", "Neighbor", "StoredImages", "Verdict"]

@@ -86,6 +86,18 @@ class CheckOutcome:
 
 
 @dataclasses.dataclass
+class StoredImages:
+    """A collection's images, aligned: ids (N,) int64, keys, labels, splits and
+    sha256 (N lists) and vectors (N, D) float32."""
+    ids: np.ndarray
+    keys: list[str]
+    labels: list[str]
+    splits: list[str]
+    sha256: list[str]
+    vectors: np.ndarray
+
+
+@dataclasses.dataclass
 class CollectionInfo:
     name: str
     num_images: int
@@ -374,12 +386,14 @@ class Collection:
             return len(ids)
 
     # -- whole-collection access ------------------------------------------
-    def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids (N,) int64, vectors (N, D) float32) of every stored image, from the store."""
-        parts = list(self.store.rows_after(0))
-        if not parts:
-            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    def all_images(self) -> StoredImages:
+        """Every stored image with its metadata and vector, read in one pass
+        over the store (consistent even while adds and removes go on)."""
+        rows = [r for batch in self.store.images_after(0) for r in batch]
+        vectors = (np.stack([np.frombuffer(r[5], np.float32) for r in rows]) if rows
+                   else np.zeros((0, self.dim), np.float32))
+        return StoredImages(np.array([r[0] for r in rows], np.int64), [r[1] for r in rows],
+                            [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows], vectors)
 
     @property
     def index_bytes(self) -> int:

@@ -162,6 +162,19 @@ class Store:
             yield (np.array([r[0] for r in rows], np.int64),
                    np.stack([np.frombuffer(r[1], np.float32) for r in rows]))
 
+    def images_after(self, after_id: int = 0, batch: int = 4096) -> Iterator[list[tuple]]:
+        """Yield batches of (id, key, label, split, sha256, vector bytes) rows
+        with id > after_id, by id: metadata and vectors read together."""
+        last = after_id
+        while True:
+            with self._lock:
+                rows = self._db.execute("SELECT id, key, label, split, sha256, vector FROM images "
+                                        "WHERE id > ? ORDER BY id LIMIT ?", (last, batch)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield rows
+
     def removals_after(self, seq: int) -> list[int]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT id FROM removals WHERE seq > ?", (seq,))]
@@ -196,8 +209,3 @@ class Store:
         with self._lock:
             return self._db.execute("SELECT image_id, annotator, label FROM annotations "
                                     "WHERE image_id IN (SELECT id FROM images) ORDER BY image_id").fetchall()
-
-    def all_records(self) -> list[tuple[int, str, str, str, str]]:
-        """(id, key, label, split, sha256) for every image, by id."""
-        with self._lock:
-            return self._db.execute("SELECT id, key, label, split, sha256 FROM images ORDER BY id").fetchall()

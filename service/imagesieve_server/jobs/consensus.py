@@ -70,9 +70,9 @@ async def consensus_events(collection: Collection, request):
         probs = None
         if not request.no_model:
             reporter.report("out-of-fold model", 0, 1)
-            all_ids, vectors = collection.all_vectors()
-            where = {int(i): n for n, i in enumerate(all_ids.tolist())}
-            x = vectors[[where[int(i)] for i in ids]]
+            im = collection.all_images()
+            where = {int(i): n for n, i in enumerate(im.ids.tolist())}
+            x = im.vectors[[where[int(i)] for i in ids]]
             mv = majority_vote(labels, len(classes)).consensus
             probs = out_of_fold_probabilities(x, mv, "logreg", folds=min(FOLDS, len(mv)), seed=request.seed,
                                               num_classes=len(classes))

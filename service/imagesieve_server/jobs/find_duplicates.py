@@ -32,12 +32,9 @@ async def find_duplicates_events(collection: Collection, request):
 
     def work(reporter):
         reporter.report("loading vectors", 0, 0)
-        ids, vectors = collection.all_vectors()
-        meta = {r[0]: r[1:] for r in collection.store.all_records()}   # id -> key, label, split, sha
-        rows = [meta[i] for i in ids.tolist()]
-        return find_duplicates(vectors, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-                               [r[3] for r in rows], threshold, request.approximate, request.knn_k or 16,
-                               grouping, report=reporter.report)
+        im = collection.all_images()
+        return find_duplicates(im.vectors, im.keys, im.labels, im.splits, im.sha256, threshold,
+                               request.approximate, request.knn_k or 16, grouping, report=reporter.report)
 
     async for kind, value in run_job(work):
         if kind == "progress":

@@ -50,14 +50,12 @@ async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, col
             raise ValueError("this server has no collections")
         c = collections.get(source.collection)
         yield common_pb2.JobProgress(stage="loading collection", done=0, total=0)
-        ids, vectors = await asyncio.to_thread(c.all_vectors)
-        meta = {r[0]: r[1:] for r in await asyncio.to_thread(c.store.all_records)}
-        rows = [meta[i] for i in ids.tolist()]
-        missing = sum(1 for r in rows if not r[1])
+        im = await asyncio.to_thread(c.all_images)
+        missing = sum(1 for label in im.labels if not label)
         if missing:
-            raise ValueError(f"{missing} of {len(rows)} images in collection {source.collection!r} "
+            raise ValueError(f"{missing} of {len(im.keys)} images in collection {source.collection!r} "
                              f"have no label; {method} needs a label for every image")
-        yield LabelledVectors([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], vectors)
+        yield LabelledVectors(im.keys, im.labels, im.splits, im.vectors)
         return
     if which != "inline":
         raise ValueError(f"{method} needs a source: a collection or inline images with labels")

@@ -1,37 +1,27 @@
 """Which images are far from all others: the mean cosine to their k nearest
-neighbours (FAISS, exact below ~50k vectors, IVF above; never N x N), and a
+neighbours (``neighbors.knn_chunks``: exact and index-free below ~50k
+vectors, IVF above; never N x N), and a
 robust z-score to flag the unusual ones."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..index import faiss_index as fi
+from .neighbors import knn_chunks
 
 
 def knn_similarity(vectors: np.ndarray, k: int = 10) -> np.ndarray:
     """Mean cosine of each row of unit ``vectors`` (N, D) to its k nearest
     other rows: (N,) float32, in [-1, 1]; low = isolated."""
     x = fi.as_vectors(vectors)
-    n = len(x)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    if n < 2:
-        return np.ones(n, dtype=np.float32)
-    k = min(k, n - 1)
-    kind = fi.choose_kind(n)
-    index = fi.make_index(kind, x.shape[1], n_expected=n)
-    if fi.needs_training(index):
-        fi.train_index(index, x)
-    fi.add(index, x, np.arange(n, dtype=np.int64))
-    sims, ids = fi.search(index, x, k + 1)
-    # Drop each row's own hit; where search did not return it (exact
-    # duplicates tie with it), drop the last column instead.
-    own = ids == np.arange(n)[:, None]
-    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
-    keep = np.ones_like(own)
-    keep[np.arange(n), drop] = False
-    sims = np.where(np.isfinite(sims), sims, np.nan)[keep].reshape(n, k)
-    return np.nanmean(sims, axis=1).astype(np.float32)
+    if len(x) < 2:
+        return np.ones(len(x), dtype=np.float32)
+    out = np.empty(len(x), dtype=np.float32)
+    for s, sims, _ in knn_chunks(x, k):
+        out[s:s + len(sims)] = np.nanmean(np.where(np.isfinite(sims), sims, np.nan), axis=1)
+    return out
 
 
 def outlier_scores(knn_sim: np.ndarray) -> np.ndarray:

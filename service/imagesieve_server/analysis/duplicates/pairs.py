@@ -1,11 +1,11 @@
 """Which pairs of images are near duplicates: every unordered pair with cosine
 similarity >= a threshold, without ever holding an N x N matrix.
 
-- :func:`pairs_above_threshold`: exact. FAISS exact range search
-  (``IndexFlatIP``) in query batches; the index grows batch by batch from the
-  end, so each batch is compared only with itself and the rows after it
-  (half the arithmetic of the full matrix, and each pair found once).
-  Memory: the vectors, one batch's FAISS range-search buffers, and the pairs.
+- :func:`pairs_above_threshold`: exact. FAISS' brute-force range search on
+  the array in place (``neighbors.range_search_upper``, no index copy) in
+  query batches; each batch is compared only with itself and the rows after
+  it (half the arithmetic of the full matrix, and each pair found once).
+  Memory: one batch's FAISS range-search buffers and the pairs.
 - :func:`knn_graph_pairs`: approximate, for very large N. Each vector's ``k``
   nearest neighbours in an approximate index (IVF or HNSW, optionally on a
   PCA-reduced copy), then the candidates are re-scored exactly in full
@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ...index import faiss_index as fi  # first: sets FAISS' OpenMP defaults
+from ..neighbors import range_search_upper
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
@@ -80,28 +81,16 @@ def pairs_above_threshold(vectors, threshold: float, ids=None, batch_size: int =
     t = _check_threshold(threshold)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    n, d = x.shape
-    index = faiss.IndexFlatIP(d)
-    starts = list(range(0, n, batch_size))
+    n = len(x)
     out_a, out_b, out_s = [], [], []
-    done = 0
-    # Batches are added from the end, so when batch [s, e) is queried the index
-    # holds rows s..n-1 only; ``positions`` maps FAISS' sequential ids back.
-    positions = np.zeros(0, dtype=np.int64)
-    for s in reversed(starts):
+    for s in range(0, n, batch_size):
         e = min(s + batch_size, n)
-        index.add(x[s:e])
-        positions = np.concatenate([positions, np.arange(s, e, dtype=np.int64)])
-        lims, sims, idx = fi.range_search(index, x[s:e], t)
-        q = np.repeat(np.arange(s, e, dtype=np.int64), np.diff(lims))
-        j = positions[idx]
-        keep = j > q
-        out_a.append(q[keep])
-        out_b.append(j[keep])
-        out_s.append(sims[keep])
-        done += e - s
+        a, b, sims = range_search_upper(x, s, e, t)
+        out_a.append(a)
+        out_b.append(b)
+        out_s.append(sims)
         if report is not None:
-            report("range_search", done, n)
+            report("range_search", e, n)
     return _finish(out_a, out_b, out_s, ids, n)
 
 

@@ -5,7 +5,11 @@ All scores are (N,) float64 in [0, 1].
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+
+from ..neighbors import knn, knn_chunks
 
 
 def _check(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -45,32 +49,72 @@ def normalized_margin(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
 
 
 def nearest_neighbors(vectors: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """The k nearest other items by cosine similarity (FAISS IndexFlatIP on
-    L2-normalized float32 copies; memory O(N*k), never an N x N matrix).
+    """The k nearest other items by cosine similarity (``neighbors.knn``:
+    FAISS brute force on L2-normalized float32 rows; memory O(N*k), never an
+    N x N matrix; the vectors are copied only when not already unit norm).
 
     vectors: (N, D). Returns (indices (N, k') int64, similarities (N, k')
     float32), k' = min(k, N - 1), self excluded, most similar first."""
-    import faiss
-
-    x = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1))
-    n = len(x)
-    if n < 2:
-        raise ValueError("need at least 2 items for neighbours")
+    x = _unit_rows(vectors)
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    k = min(int(k), n - 1)
-    x = x.copy()
-    faiss.normalize_L2(x)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    sims, idx = index.search(x, k + 1)
-    # Drop self: usually column 0, but exact duplicates may tie with it.
-    keep = idx != np.arange(n)[:, None]
-    first_k = np.cumsum(keep, axis=1) <= k
-    mask = keep & first_k
-    out_idx = idx[mask].reshape(n, k)
-    out_sims = sims[mask].reshape(n, k)
-    return out_idx.astype(np.int64), out_sims
+    sims, idx = knn(x, int(k))
+    return idx, sims
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """(N, D) float32 C-contiguous unit rows; a copy only when needed."""
+    x = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1))
+    if len(x) < 2:
+        raise ValueError("need at least 2 items for neighbours")
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    if np.abs(norms - 1.0).max() > 1e-3:
+        x = x / np.maximum(norms, 1e-12)[:, None]
+    return x
+
+
+@dataclasses.dataclass
+class NeighborEvidence:
+    """What each item's k nearest neighbours say about its label.
+    label_distribution (N, C) float64: fraction of neighbours per label;
+    agreement (N,): fraction sharing the item's label; mean_similarity (N,)
+    float32: mean cosine to the neighbours (low = isolated, for outliers);
+    close_pairs (M, 2) int64: unique neighbour pairs i < j with cosine >=
+    ``close_threshold``."""
+    label_distribution: np.ndarray
+    agreement: np.ndarray
+    mean_similarity: np.ndarray
+    close_pairs: np.ndarray
+
+
+def neighbor_evidence(vectors: np.ndarray, labels: np.ndarray, k: int, num_classes: int,
+                      close_threshold: float = 0.97) -> NeighborEvidence:
+    """:class:`NeighborEvidence` from one chunked kNN pass (``neighbors.knn_chunks``):
+    the (N, k) neighbour lists are reduced chunk by chunk, never held whole.
+    vectors: (N, D); labels: (N,) int in [0, num_classes)."""
+    x = _unit_rows(vectors)
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.shape != (len(x),):
+        raise ValueError(f"labels must be ({len(x)},), got {labels.shape}")
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    n = len(x)
+    dist = np.zeros((n, num_classes))
+    agreement = np.empty(n)
+    mean_sim = np.empty(n, dtype=np.float32)
+    close = []
+    for s, sims, idx in knn_chunks(x, int(k)):
+        e = s + len(idx)
+        dist[s:e] = neighbor_label_distribution(idx, labels, num_classes)
+        agreement[s:e] = (labels[idx] == labels[s:e, None]).mean(axis=1)
+        mean_sim[s:e] = sims.mean(axis=1)
+        rows = np.repeat(np.arange(s, e), idx.shape[1])
+        hit = sims.ravel() >= close_threshold
+        close.append(np.stack([np.minimum(rows[hit], idx.ravel()[hit]),
+                               np.maximum(rows[hit], idx.ravel()[hit])], axis=1))
+    pairs = np.concatenate(close)
+    pairs = np.unique(pairs, axis=0) if len(pairs) else np.zeros((0, 2), dtype=np.int64)
+    return NeighborEvidence(dist, agreement, mean_sim, pairs)
 
 
 def neighbor_label_distribution(neighbor_idx: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -42,7 +42,8 @@ def score_labels(X: np.ndarray, labels: np.ndarray, method: str = "out_of_fold",
                  ranking: str = "self_confidence", neighbors: int = 10, neighbor_weight: float = 0.2,
                  neighbor_vectors: np.ndarray | None = None, duplicate_threshold: float = 0.97,
                  report: Callable[[str, int, int], None] | None = None,
-                 num_classes: int | None = None) -> LabelScores:
+                 num_classes: int | None = None,
+                 neighbor_evidence: rank.NeighborEvidence | None = None) -> LabelScores:
     """Score the labels of N items.
 
     X: (N, D) features for the classifier (or images for "cnn"); labels: (N,)
@@ -52,6 +53,9 @@ def score_labels(X: np.ndarray, labels: np.ndarray, method: str = "out_of_fold",
     before ranking (out_of_fold only; labelfix stays the paper's method). The
     default 0.2 was chosen by bench/labelfix_table.py (MNIST-5k: +4.6 points
     precision at 3% on embeddings, +0.7 with a pixel CNN); 0 disables it.
+    neighbor_evidence: a precomputed ``rank.neighbor_evidence`` (the batch
+    audit shares one kNN pass with its outlier stage); it replaces
+    neighbor_vectors / neighbors / duplicate_threshold.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
@@ -73,19 +77,21 @@ def score_labels(X: np.ndarray, labels: np.ndarray, method: str = "out_of_fold",
     agreement = np.full(n, np.nan)
     dups = np.zeros((0, 2), dtype=np.int64)
     ranked_probs = probs
-    if neighbors > 0 and n >= 2:
+    ev = neighbor_evidence
+    if ev is None and neighbors > 0 and n >= 2:
         vecs = X if neighbor_vectors is None else neighbor_vectors
-        vecs = np.asarray(vecs).reshape(n, -1)
         if report:
             report("neighbours", 0, 1)
-        idx, sims = rank.nearest_neighbors(vecs, neighbors)
-        agreement = rank.neighbor_agreement(idx, labels)
-        dups = filt.conflicting_duplicates(filt.duplicate_pairs(idx, sims, duplicate_threshold), labels)
-        if method == "out_of_fold" and neighbor_weight > 0:
-            ranked_probs = rank.blend_with_neighbors(probs, rank.neighbor_label_distribution(idx, labels, c),
-                                                     neighbor_weight)
+        ev = rank.neighbor_evidence(np.asarray(vecs).reshape(n, -1), labels, neighbors, c, duplicate_threshold)
         if report:
             report("neighbours", 1, 1)
+    if ev is not None:
+        if ev.label_distribution.shape != (n, c):
+            raise ValueError(f"neighbor_evidence is for {ev.label_distribution.shape}, not ({n}, {c})")
+        agreement = ev.agreement
+        dups = filt.conflicting_duplicates(ev.close_pairs, labels)
+        if method == "out_of_fold" and neighbor_weight > 0:
+            ranked_probs = rank.blend_with_neighbors(probs, ev.label_distribution, neighbor_weight)
 
     if method == "labelfix":
         scores = rank.labelfix_score(labels, probs)

@@ -1,0 +1,82 @@
+"""Index-free exact neighbours (faiss.knn / range_search_inner_product on the
+caller's array) against brute force, including exact duplicates, which tie
+with an item's own hit."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imagesieve_server.analysis import neighbors
+from imagesieve_server.analysis.duplicates.pairs import pairs_above_threshold
+from imagesieve_server.analysis.labels import rank
+from imagesieve_server.analysis.outliers import knn_similarity
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((20, 32))
+    x = centres[rng.integers(0, 20, 900)] + 0.6 * rng.standard_normal((900, 32))
+    x[10] = x[11]                 # an exact duplicate pair
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    sims = x @ x.T
+    np.fill_diagonal(sims, -np.inf)
+    return x, sims
+
+
+def test_knn_chunks_match_brute_force_and_exclude_self(vectors):
+    x, sims = vectors
+    got_s, got_i = [], []
+    for start, s, i in neighbors.knn_chunks(x, 5, chunk_rows=128):
+        assert start == sum(len(a) for a in got_s)
+        got_s.append(s)
+        got_i.append(i)
+    s, i = np.concatenate(got_s), np.concatenate(got_i)
+    assert s.shape == i.shape == (900, 5)
+    np.testing.assert_allclose(s, -np.sort(-sims, axis=1)[:, :5], atol=1e-5)
+    assert not (i == np.arange(900)[:, None]).any()
+    assert i[10, 0] == 11 and i[11, 0] == 10 and s[10, 0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_knn_approximate_path_finds_most_true_neighbours(vectors):
+    x, sims = vectors
+    s, i = neighbors.knn(x, 5, exact=False)
+    truth = np.argsort(-sims, axis=1)[:, :5]
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(i.tolist(), truth.tolist())])
+    assert recall > 0.9, recall
+
+
+def test_range_search_upper_finds_every_pair_once(vectors):
+    x, sims = vectors
+    a, b, s = neighbors.range_search_upper(x, 100, 400, 0.5)
+    ref_a, ref_b = np.nonzero(np.triu(sims >= 0.5, 1)[100:400])
+    assert set(zip(a.tolist(), b.tolist())) == set(zip((ref_a + 100).tolist(), ref_b.tolist()))
+    assert len(a) == len(ref_a) and (a < b).all()
+    np.testing.assert_allclose(s, sims[a, b], atol=1e-5)
+    # the batched whole-set search is the same as brute force
+    pa, pb, _ = pairs_above_threshold(x, 0.5, batch_size=97)
+    full_a, full_b = np.nonzero(np.triu(sims >= 0.5, 1))
+    assert set(zip(pa.tolist(), pb.tolist())) == set(zip(full_a.tolist(), full_b.tolist()))
+
+
+def test_neighbor_evidence_equals_the_whole_knn_lists(vectors):
+    x, sims = vectors
+    labels = np.arange(900) % 4
+    ev = rank.neighbor_evidence(x, labels, 7, 4, close_threshold=0.99)
+    idx, s = rank.nearest_neighbors(x, 7)
+    np.testing.assert_allclose(ev.label_distribution, rank.neighbor_label_distribution(idx, labels, 4))
+    np.testing.assert_allclose(ev.agreement, rank.neighbor_agreement(idx, labels))
+    np.testing.assert_allclose(ev.mean_similarity, s.mean(axis=1), atol=1e-6)
+    np.testing.assert_allclose(knn_similarity(x, 7), s.mean(axis=1), atol=1e-6)
+    assert ev.close_pairs.tolist() == [[10, 11]]
+
+
+def test_nearest_neighbors_scale_free_and_validates():
+    x = np.eye(3, dtype=np.float32) + 0.1
+    i1, _ = rank.nearest_neighbors(x, 1)
+    i2, _ = rank.nearest_neighbors(x * 9, 1)
+    np.testing.assert_array_equal(i1, i2)
+    with pytest.raises(ValueError):
+        neighbors.knn(x[:1], 1)
+    with pytest.raises(ValueError):
+        neighbors.knn(x, 0)

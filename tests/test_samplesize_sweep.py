@@ -44,6 +44,22 @@ def test_sweep_with_a_given_test_split(digits):
     assert res.means[1] > res.means[0]
 
 
+def test_sweep_with_test_rows_marked_in_place_equals_the_copied_split(digits):
+    """is_test marks the test rows of X (no copies): same answer as X_test/y_test."""
+    X, y = digits
+    is_test = np.zeros(len(y), bool)
+    is_test[1200:] = True
+    marked = run_sweep(X, y, is_test=is_test, fractions=(0.1, 0.3), repeats=2, classifier="lda")
+    copied = run_sweep(X[:1200], y[:1200], X_test=X[1200:], y_test=y[1200:], fractions=(0.1, 0.3), repeats=2,
+                       classifier="lda")
+    np.testing.assert_array_equal(marked.accuracies, copied.accuracies)
+    assert marked.n_train == 1200 and marked.n_test == len(y) - 1200
+    with pytest.raises(ValueError, match="not both"):
+        run_sweep(X, y, is_test=is_test, X_test=X[:5], y_test=y[:5])
+    with pytest.raises(ValueError, match="is_test"):
+        run_sweep(X, y, is_test=np.ones(len(y), bool))
+
+
 def test_stratified_subset_keeps_proportions_and_every_class():
     y = np.r_[np.zeros(900, int), np.ones(90, int), np.full(10, 2)]
     idx = stratified_subset(y, 100, np.random.default_rng(0))

@@ -7,6 +7,9 @@ Every classifier is a scikit-learn style estimator: ``fit(X (N, D), y (N,) int)`
 - "logreg": standardized logistic regression.
 - "mlp": standardized one-hidden-layer MLP (early stopping).
 - "ensemble": the mean of the logreg and mlp probabilities.
+- "lda": linear discriminant analysis with a shrunk shared covariance, fitted
+  from sufficient statistics in row chunks (no copy of X, memory O(D^2)
+  whatever N): what the batch audit uses.
 - "cnn": a small convolutional network on the *pixels* (X (N, H, W) or
   (N, C, H, W), or (N, S*S) gray squares); needs torch, imported only when fitted.
 """
@@ -15,28 +18,142 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-CLASSIFIERS = ("logreg", "mlp", "ensemble", "cnn")
+CLASSIFIERS = ("logreg", "mlp", "ensemble", "lda", "cnn")
+#: The classifiers that take embeddings (N, D); "cnn" needs pixels.
+EMBEDDING_CLASSIFIERS = tuple(c for c in CLASSIFIERS if c != "cnn")
 
 
 def make_classifier(name: str = "logreg", seed: int = 0, max_iter: int = 300):
     """A fresh, unfitted classifier by name (see CLASSIFIERS)."""
+    # scikit-learn is imported here, not at module level: importing it costs
+    # ~1 s, and the batch audit's default classifier ("lda") does not need it.
+    if name == "lda":
+        return ShrunkLDA()
+    if name == "cnn":
+        return SmallCNN(seed=seed)
+    if name not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {name!r}; choose from {CLASSIFIERS}")
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if name == "logreg":
         return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=max_iter, random_state=seed))
     if name == "mlp":
         return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-3,
                                                              early_stopping=True, max_iter=max_iter,
                                                              random_state=seed))
-    if name == "ensemble":
-        return EnsembleClassifier([make_classifier("logreg", seed, max_iter),
-                                   make_classifier("mlp", seed, max_iter)])
-    if name == "cnn":
-        return SmallCNN(seed=seed)
-    raise ValueError(f"unknown classifier {name!r}; choose from {CLASSIFIERS}")
+    return EnsembleClassifier([make_classifier("logreg", seed, max_iter),
+                               make_classifier("mlp", seed, max_iter)])
+
+
+def fit_on_rows(est, X: np.ndarray, y: np.ndarray, rows: np.ndarray | None):
+    """Fit ``est`` on ``X[rows]``, ``y[rows]`` (all rows when None) without
+    copying the rows when the estimator can (``fit_rows``, e.g. ShrunkLDA);
+    other estimators get the gathered copy."""
+    if hasattr(est, "fit_rows"):
+        return est.fit_rows(X, y, rows)
+    return est.fit(X, y) if rows is None else est.fit(X[rows], np.asarray(y)[rows])
+
+
+def predict_proba_on_rows(est, X: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    """``est.predict_proba(X[rows])``, without the copy where the estimator can."""
+    if hasattr(est, "predict_proba_rows"):
+        return est.predict_proba_rows(X, rows)
+    return est.predict_proba(X if rows is None else X[rows])
+
+
+class ShrunkLDA:
+    """Linear discriminant analysis: one Gaussian per class, all sharing a
+    covariance that is shrunk toward its diagonal,
+    ``S' = (1 - shrinkage) * S + shrinkage * diag(S)``.
+
+    Fitted from sufficient statistics (class counts, class sums and the D x D
+    scatter) accumulated over chunks of ``chunk_rows`` rows, so fitting on a
+    subset of rows (a fold, a sweep subset) reads those rows in place: memory
+    is O(D^2 + chunk_rows * D) whatever N, one pass over the rows.
+    Probabilities are the softmax of the linear discriminants, float64.
+
+    shrinkage in [0, 1]; 0.1 was the best of {0.1, 0.3, sklearn's Ledoit-Wolf}
+    for out-of-fold label scoring on MNIST-5k MobileNetV1 embeddings (3% flipped:
+    precision 1.00 / 1.00 / 0.94 at 1 / 2 / 3%, against 0.98 / 0.97 / 0.88 for
+    logistic regression, and ~35x faster).
+    """
+
+    def __init__(self, shrinkage: float = 0.1, chunk_rows: int = 4096):
+        if not 0.0 <= shrinkage <= 1.0:
+            raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage}")
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        self.shrinkage, self.chunk_rows = shrinkage, chunk_rows
+
+    def _chunks(self, X: np.ndarray, rows: np.ndarray | None):
+        n = len(X) if rows is None else len(rows)
+        for s in range(0, n, self.chunk_rows):
+            e = min(s + self.chunk_rows, n)
+            block = X[s:e] if rows is None else X[rows[s:e]]
+            yield s, e, np.asarray(block, dtype=np.float32).reshape(e - s, -1)
+
+    def fit(self, X, y):
+        return self.fit_rows(X, y, None)
+
+    def fit_rows(self, X, y, rows: np.ndarray | None):
+        """Fit on ``X[rows]`` (X (N, D); y (N,) labels of any sortable dtype)."""
+        X, y = np.asarray(X), np.asarray(y)
+        if X.ndim != 2 or y.shape != (len(X),):
+            raise ValueError(f"X must be (N, D) and y (N,), got {X.shape} and {y.shape}")
+        rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        y_fit = y if rows is None else y[rows]
+        self.classes_, codes = np.unique(y_fit, return_inverse=True)
+        c, d = len(self.classes_), X.shape[1]
+        if c < 2:
+            raise ValueError("lda needs at least 2 classes")
+        counts = np.bincount(codes, minlength=c).astype(np.float64)
+        sums = np.zeros((c, d))
+        scatter = np.zeros((d, d))
+        for s, e, xc in self._chunks(X, rows):
+            onehot = np.zeros((e - s, c), dtype=np.float32)
+            onehot[np.arange(e - s), codes[s:e]] = 1.0
+            sums += onehot.T @ xc
+            scatter += xc.T @ xc
+        n = counts.sum()
+        means = sums / counts[:, None]
+        cov = (scatter - (means.T * counts) @ means) / n          # pooled within-class, biased
+        diag = np.diag(cov).copy()
+        cov *= 1.0 - self.shrinkage
+        # A tiny ridge keeps constant features (zero variance) solvable.
+        cov[np.diag_indices(d)] = diag + 1e-6 * max(float(diag.mean()), 1e-12)
+        # One BLAS thread: OpenBLAS' threaded LU of a 1024 x 1024 matrix ran
+        # 5-10x slower than the serial one on 2 shared cores.
+        from threadpoolctl import threadpool_limits
+        with threadpool_limits(1, user_api="blas"):
+            w = np.linalg.solve(cov, means.T)                      # (D, C)
+        self.coef_ = np.ascontiguousarray(w.T.astype(np.float32))  # (C, D)
+        self.intercept_ = -0.5 * np.einsum("cd,dc->c", means, w) + np.log(counts / n)
+        return self
+
+    def decision_function_rows(self, X, rows: np.ndarray | None) -> np.ndarray:
+        X = np.asarray(X)
+        n = len(X) if rows is None else len(rows)
+        out = np.empty((n, len(self.classes_)))
+        for s, e, xc in self._chunks(X, rows):
+            out[s:e] = xc @ self.coef_.T
+        return out + self.intercept_
+
+    def predict_proba_rows(self, X, rows: np.ndarray | None) -> np.ndarray:
+        z = self.decision_function_rows(X, rows)
+        z -= z.max(axis=1, keepdims=True)
+        np.exp(z, out=z)
+        return z / z.sum(axis=1, keepdims=True)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """(N, C) float64 class probabilities, columns in ``classes_`` order."""
+        return self.predict_proba_rows(X, None)
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.decision_function_rows(X, None).argmax(axis=1)]
 
 
 class EnsembleClassifier:

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.consensus.aggregate import AGGREGATORS
+from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
 from .common import embed_paths
 
-CLASSIFIERS = ("logreg", "mlp", "ensemble")
 
 
 def load_annotations(source: str | Path) -> tuple[list[Path], list[str], list[str], np.ndarray]:
@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dawid_skene (default: EM with per-annotator confusion, the model as prior), "
                              "crowdlab, or majority")
     parser.add_argument("--no-model", action="store_true", help="do not embed or train a classifier (votes only)")
-    parser.add_argument("--classifier", choices=CLASSIFIERS, default="logreg")
+    parser.add_argument("--classifier", choices=EMBEDDING_CLASSIFIERS, default="logreg")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model-weight", type=float, default=1.0,

@@ -16,9 +16,9 @@ import numpy as np
 
 from imagesieve.progress import StageProgress
 
+from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
 from .common import embed_paths, parse_fraction
 
-SERVICE_CLASSIFIERS = ("logreg", "mlp", "ensemble")
 
 
 
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=["out_of_fold", "labelfix"], default="out_of_fold",
                         help="out_of_fold (default; K-fold predictions) or labelfix (train on all, "
                              "predict all, as the paper)")
-    parser.add_argument("--classifier", choices=SERVICE_CLASSIFIERS, default="logreg")
+    parser.add_argument("--classifier", choices=EMBEDDING_CLASSIFIERS, default="logreg")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--neighbors", type=int, default=10, help="k nearest images as extra evidence")

@@ -20,9 +20,9 @@ import numpy as np
 
 from imagesieve.progress import StageProgress
 
+from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
 from .common import parse_fraction
 
-SERVICE_CLASSIFIERS = ("logreg", "mlp", "ensemble")  # on embeddings ("cnn" needs pixels)
 
 
 def parse_accuracy(text: str) -> float:
@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="subsets per size (default 5)")
     parser.add_argument("--test-fraction", type=parse_fraction, default=0.2,
                         help="held out as the test split when SOURCE has no test split (default 0.2)")
-    parser.add_argument("--classifier", choices=SERVICE_CLASSIFIERS, default="logreg")
+    parser.add_argument("--classifier", choices=EMBEDDING_CLASSIFIERS, default="logreg")
     parser.add_argument("--model", default="mobilenet_v1", help="embedding model name or manifest path")
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates (default 200)")
     parser.add_argument("--seed", type=int, default=0)

@@ -12,7 +12,7 @@ from typing import AsyncIterator
 import numpy as np
 from imagesieve.v1 import analysis_pb2
 
-from ..analysis.classifiers import CLASSIFIERS
+from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
 from ..analysis.sample_size.run import DEFAULT_BOOTSTRAP, SampleSizeReport, sample_size_report
 from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION
 from .labelled_vectors import LabelledVectors, check_inline_images, check_labels, load_labelled_vectors
@@ -20,7 +20,7 @@ from .runner import run_job
 
 DEFAULT_CLASSIFIER = "logreg"
 MAX_REPEATS = 100
-SERVICE_CLASSIFIERS = tuple(c for c in CLASSIFIERS if c != "cnn")
+SERVICE_CLASSIFIERS = EMBEDDING_CLASSIFIERS  # "cnn" needs pixels, the service holds embeddings
 
 
 @dataclasses.dataclass(frozen=True)

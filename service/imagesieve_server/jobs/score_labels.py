@@ -11,7 +11,7 @@ from typing import AsyncIterator
 import numpy as np
 from imagesieve.v1 import analysis_pb2
 
-from ..analysis.classifiers import CLASSIFIERS
+from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
 from ..analysis.labels import METHODS, score_labels
 from .labelled_vectors import LabelledVectors, check_inline_images, check_labels, load_labelled_vectors
 from .runner import run_job
@@ -25,7 +25,7 @@ NEIGHBORS = 10
 # precision at 3% on MNIST-5k embeddings (2 seeds), +0.7 with a pixel CNN (bench/labelfix_table.py).
 NEIGHBOR_WEIGHT = 0.2
 # Classifiers that work on embeddings ("cnn" needs pixels of one size).
-SERVICE_CLASSIFIERS = tuple(c for c in CLASSIFIERS if c != "cnn")
+SERVICE_CLASSIFIERS = EMBEDDING_CLASSIFIERS  # "cnn" needs pixels, the service holds embeddings
 
 
 @dataclasses.dataclass(frozen=True)

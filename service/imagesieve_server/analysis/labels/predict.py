@@ -11,13 +11,11 @@ cancel, e.g. ``jobs.runner.JobCancelled``).
 """
 from __future__ import annotations
 
-import warnings
 from typing import Callable
 
 import numpy as np
-from sklearn.model_selection import KFold, StratifiedKFold
 
-from ..classifiers import make_classifier
+from ..classifiers import fit_on_rows, make_classifier, predict_proba_on_rows
 
 Report = Callable[[str, int, int], None]
 
@@ -52,14 +50,28 @@ def _factory(classifier) -> Callable[[int], object]:
     raise ValueError(f"classifier must be a name or a callable seed -> estimator, got {classifier!r}")
 
 
-def _proba_full(est, X: np.ndarray, num_classes: int) -> np.ndarray:
-    """predict_proba mapped onto all C columns (a fold may lack a class)."""
-    p = np.asarray(est.predict_proba(X), dtype=np.float64)
+def _proba_full(est, X: np.ndarray, rows: np.ndarray | None, num_classes: int) -> np.ndarray:
+    """predict_proba of X[rows] mapped onto all C columns (a fold may lack a class)."""
+    p = np.asarray(predict_proba_on_rows(est, X, rows), dtype=np.float64)
     classes = np.asarray(getattr(est, "classes_", np.arange(p.shape[1])))
-    out = np.zeros((len(X), num_classes))
+    out = np.zeros((len(p), num_classes))
     out[:, classes.astype(int)] = p
     s = out.sum(axis=1, keepdims=True)
     return out / np.where(s > 0, s, 1.0)
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    """(N,) fold number in [0, folds) per item: each class is shuffled (seeded)
+    and dealt round-robin from a random fold, so every fold gets its share of
+    each class and fold sizes differ by at most one per class. A class
+    smaller than ``folds`` is simply absent from some folds; its items are
+    still each predicted by a model that never saw them."""
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        fold_of[members] = (np.arange(len(members)) + rng.integers(folds)) % folds
+    return fold_of
 
 
 def out_of_fold_probabilities(X: np.ndarray, labels: np.ndarray, classifier="logreg", folds: int = 5,
@@ -76,23 +88,16 @@ def out_of_fold_probabilities(X: np.ndarray, labels: np.ndarray, classifier="log
         raise ValueError(f"folds must be >= 2, got {folds}")
     if folds > len(labels):
         raise ValueError(f"folds ({folds}) cannot exceed the number of items ({len(labels)})")
-    counts = np.bincount(labels, minlength=c)
-    if counts.max() >= folds:
-        # Classes smaller than `folds` only trigger a warning; their items are
-        # still each predicted by a model that never saw them.
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    else:
-        splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
+    fold_of = stratified_folds(labels, folds, seed)
     probs = np.zeros((len(labels), c))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*least populated class.*")
-        splits = list(splitter.split(np.zeros(len(labels)), labels))
-    for k, (train, test) in enumerate(splits):
+    for k in range(folds):
         if report:
             report(f"fold {k + 1}/{folds}", k, folds)
+        test = np.flatnonzero(fold_of == k)
+        train = np.flatnonzero(fold_of != k)
         est = factory(seed + k)
-        est.fit(X[train], labels[train])
-        probs[test] = _proba_full(est, X[test], c)
+        fit_on_rows(est, X, labels, train)
+        probs[test] = _proba_full(est, X, test, c)
     if report:
         report(f"fold {folds}/{folds}", folds, folds)
     return probs
@@ -106,8 +111,8 @@ def in_sample_probabilities(X: np.ndarray, labels: np.ndarray, classifier="logre
     est = _factory(classifier)(seed)
     if report:
         report("train on all", 0, 1)
-    est.fit(X, labels)
-    probs = _proba_full(est, X, c)
+    fit_on_rows(est, X, labels, None)
+    probs = _proba_full(est, X, None, c)
     if report:
         report("train on all", 1, 1)
     return probs

@@ -46,7 +46,7 @@ def sample_size_report(X, labels, *, is_test=None, target: float,
     """X (N, D) embeddings; labels (N,) class names; is_test (N,) bool marks
     a given test split (None or all False: hold out ``test_fraction``).
     ``report(stage, done, total)`` gets stages "fit", "bootstrap", "plot"."""
-    X = np.asarray(X, dtype=np.float32)
+    X = np.asarray(X)
     labels = np.asarray(labels)
     if not 0 < target < 1:
         raise ValueError(f"target accuracy must lie in (0, 1), got {target}")
@@ -57,8 +57,7 @@ def sample_size_report(X, labels, *, is_test=None, target: float,
         if np.all(is_test):
             raise ValueError("every image is in the test split; nothing left to train on")
         missing = sorted(set(labels[~is_test].tolist()) - set(labels[is_test].tolist()))
-        sweep = run_sweep(X[~is_test], labels[~is_test], X_test=X[is_test], y_test=labels[is_test],
-                          fractions=fractions, repeats=repeats, classifier=classifier, seed=seed,
+        sweep = run_sweep(X, labels, is_test=is_test, fractions=fractions, repeats=repeats, classifier=classifier, seed=seed,
                           report=report)
         if missing:
             sweep.test_source += f"; classes without test images: {', '.join(map(str, missing))}"

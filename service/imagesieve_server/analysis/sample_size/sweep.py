@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..classifiers import make_classifier
+from ..classifiers import fit_on_rows, make_classifier, predict_proba_on_rows
 
 DEFAULT_FRACTIONS = (0.05, 0.10, 0.20, 0.35, 0.50)
 DEFAULT_REPEATS = 5
@@ -72,7 +72,7 @@ def stratified_subset(y: np.ndarray, n: int, rng: np.random.Generator) -> np.nda
     return np.sort(np.concatenate(picked))
 
 
-def run_sweep(X, y, *, X_test=None, y_test=None, test_fraction: float = DEFAULT_TEST_FRACTION,
+def run_sweep(X, y, *, X_test=None, y_test=None, is_test=None, test_fraction: float = DEFAULT_TEST_FRACTION,
               fractions: Sequence[float] = DEFAULT_FRACTIONS, repeats: int = DEFAULT_REPEATS,
               classifier: str = "logreg", seed: int = 0,
               report: Callable[[str, int, int], None] | None = None) -> SweepResult:
@@ -81,15 +81,21 @@ def run_sweep(X, y, *, X_test=None, y_test=None, test_fraction: float = DEFAULT_
 
     X : (N, D) float features (embeddings); y : (N,) class labels (any
         sortable dtype).
-    X_test, y_test : (M, D), (M,) an independent test split; when absent a
-        stratified ``test_fraction`` of X is held out (seeded) and never trained on.
+    X_test, y_test : (M, D), (M,) an independent test split; or
+    is_test : (N,) bool, the rows of X that are the test split (no copies);
+        when neither is given a stratified ``test_fraction`` of X is held out
+        (seeded) and never trained on.
     fractions : subset sizes as fractions of the training pool, in (0, 1],
         strictly increasing, at least 2 (4 or more for curve selection).
     repeats : subsets drawn per size (different random subsets and seeds).
     report : optional ``report(stage, done, total)``, called after each fit;
         may raise to cancel.
     """
-    X = np.asarray(X, dtype=np.float32)
+    # Rows are addressed by index, never gathered into copies (X can be a
+    # million embeddings); only estimators without ``fit_rows`` copy a subset.
+    X = np.asarray(X)
+    if X.dtype != np.float32:
+        X = X.astype(np.float32)
     y = np.asarray(y)
     if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
         raise ValueError(f"X must be (N, D) and y (N,), got {X.shape} and {y.shape}")
@@ -101,7 +107,16 @@ def run_sweep(X, y, *, X_test=None, y_test=None, test_fraction: float = DEFAULT_
     rng = np.random.default_rng(seed)
     if (X_test is None) != (y_test is None):
         raise ValueError("give both X_test and y_test, or neither")
-    if X_test is None:
+    if is_test is not None and X_test is not None:
+        raise ValueError("give a test split as X_test/y_test or as is_test, not both")
+    if is_test is not None:
+        is_test = np.asarray(is_test, dtype=bool)
+        if is_test.shape != y.shape or is_test.all() or not is_test.any():
+            raise ValueError("is_test must be (N,) bool with both test and training rows")
+        train_rows, test_rows = np.flatnonzero(~is_test), np.flatnonzero(is_test)
+        X_te, y_te = X, None
+        test_source = f"given test split ({len(test_rows)} images)"
+    elif X_test is None:
         if not 0 < test_fraction < 1:
             raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
         n_test = int(round(test_fraction * len(y)))
@@ -112,15 +127,18 @@ def run_sweep(X, y, *, X_test=None, y_test=None, test_fraction: float = DEFAULT_
         test_idx = stratified_subset(y, n_test, rng)
         mask = np.ones(len(y), bool)
         mask[test_idx] = False
-        X_tr, y_tr, X_te, y_te = X[mask], y[mask], X[test_idx], y[test_idx]
+        train_rows = np.flatnonzero(mask)
+        X_te, test_rows = X, test_idx
         test_source = f"held out: stratified {test_fraction:.0%} of the images ({n_test}), seed {seed}"
     else:
         X_te = np.asarray(X_test, dtype=np.float32)
         y_te = np.asarray(y_test)
         if X_te.ndim != 2 or X_te.shape[1] != X.shape[1] or len(X_te) != len(y_te) or len(y_te) == 0:
             raise ValueError(f"X_test must be (M, {X.shape[1]}) and y_test (M,), got {X_te.shape}, {y_te.shape}")
-        X_tr, y_tr = X, y
+        train_rows, test_rows = np.arange(len(y)), None
         test_source = f"given test split ({len(y_te)} images)"
+    y_tr = y[train_rows]
+    y_te = y[test_rows] if test_rows is not None else y_te
     classes = np.unique(y_tr)
     if len(classes) < 2:
         raise ValueError("the training data needs at least 2 classes")
@@ -140,8 +158,9 @@ def run_sweep(X, y, *, X_test=None, y_test=None, test_fraction: float = DEFAULT_
             model = make_classifier(classifier, seed=seed * 1000 + k * repeats + r)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter on tiny subsets
-                model.fit(X_tr[idx], y_tr[idx])
-                pred = model.predict(X_te)
+                fit_on_rows(model, X, y, train_rows[idx])
+                proba = predict_proba_on_rows(model, X_te, test_rows)
+                pred = np.asarray(model.classes_)[np.asarray(proba).argmax(axis=1)]
             correct = pred == y_te
             acc[k, r] = correct.mean()
             per_class[k] += [correct[m].mean() if m.any() else np.nan for m in test_masks]

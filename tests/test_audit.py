@@ -170,7 +170,7 @@ def test_ray_backend_gives_the_same_embeddings(dataset, tmp_path):
     paths = sorted(str(p) for p in folder.iterdir())
     va, sa, ea, _ = EmbeddingStore(a / "embeddings", "mobilenet_v1", 1024).load(paths)
     vb, sb, eb, _ = EmbeddingStore(b / "embeddings", "mobilenet_v1", 1024).load(paths)
-    assert sa == sb and ea == eb
+    assert (sa == sb).all() and ea == eb
     assert np.abs(va - vb).max() < 1e-5
 
 

@@ -10,7 +10,10 @@ Backends, all yielding ``Embedded`` in input order:
 from __future__ import annotations
 
 import os
+from array import array
 from typing import Iterable, Iterator
+
+import numpy as np
 
 from imagesieve.progress import Progress
 
@@ -29,21 +32,22 @@ def read_image_file(path: str) -> tuple[bytes, str, int, int, str]:
         return b"", "", 0, 0, f"cannot read: {e.strerror or e}"
 
 
-def plan(store: EmbeddingStore, paths: list[str]) -> list[str]:
-    """The paths that need embedding: never seen, or changed content."""
-    todo = []
-    for p in paths:
+def plan(store: EmbeddingStore, paths) -> np.ndarray:
+    """Positions in ``paths`` of the images that need embedding: never seen,
+    or changed content. (N,) int64."""
+    todo = array("q")
+    for i, p in enumerate(paths):
         try:
             current = store.is_current(p)
         except OSError:
             current = None          # vanished: embed again, it will fail alone
         if current is None:
-            todo.append(p)
+            todo.append(i)
         elif current is False:
             data, sha, *_ = read_image_file(p)
             if not store.same_content(p, sha):
-                todo.append(p)
-    return todo
+                todo.append(i)
+    return np.frombuffer(todo, dtype=np.int64) if len(todo) else np.zeros(0, np.int64)
 
 
 def _embed_files(paths: Iterable[str], embed_bytes) -> Iterator[Embedded]:
@@ -103,13 +107,14 @@ class ServerBackend:
         self.client.close()
 
 
-def embed_stage(store: EmbeddingStore, backend, paths: list[str]) -> dict:
-    """Embed what ``plan`` says, with a progress line; returns counts."""
+def embed_stage(store: EmbeddingStore, backend, paths) -> dict:
+    """Embed what ``plan`` says, with a progress line; returns counts.
+    ``paths``: a sequence of str (a list or ``columns.PackedStrings``)."""
     todo = plan(store, paths)
     failed = 0
     try:
         with Progress(len(todo), f"embedding ({backend.name})") as bar:
-            for item in backend.embed(todo):
+            for item in backend.embed(paths[int(i)] for i in todo):
                 store.put(item)
                 failed += bool(item.error)
                 bar.update(ok=not item.error)

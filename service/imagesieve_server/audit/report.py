@@ -81,28 +81,58 @@ def summary(r: AuditResults) -> dict:
     return s
 
 
-def write_tables(r: AuditResults, out: Path) -> list[str]:
-    """images.parquet (one row per image) and duplicate_pairs.parquet."""
+def _arrow_strings(column, start: int, stop: int):
+    """Rows [start, stop) of a str column as an Arrow array (no copy for ``columns`` types)."""
+    import pyarrow as pa
+
+    if hasattr(column, "to_arrow"):
+        return column.to_arrow(start, stop)
+    return pa.array([column[i] for i in range(start, stop)], pa.string())
+
+
+def write_tables(r: AuditResults, out: Path, rows_per_group: int = 65536) -> list[str]:
+    """images.parquet (one row per image) and duplicate_pairs.parquet,
+    written ``rows_per_group`` rows at a time: memory stays flat in N."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     n = len(r.paths)
     pos = np.full(n, -1)
     pos[r.ok_index] = np.arange(len(r.ok_index))
-    col = lambda arr, fill=np.nan: [float(arr[p]) if p >= 0 and arr is not None else fill for p in pos]  # noqa: E731
-    table = {"path": r.paths, "label": r.labels, "split": r.splits, "sha256": r.sha256, "error": r.errors,
-             "knn_similarity": col(r.knn_similarity), "outlier_score": col(r.outlier_score)}
     ls = r.label_scores
-    if ls is not None:
-        table["label_score"] = col(ls.scores)
-        table["suggested_label"] = [r.class_names[ls.suggested[p]] if p >= 0 else "" for p in pos]
-        table["suggested_probability"] = col(ls.suggested_probability)
-    pq.write_table(pa.table(table), out / "images.parquet")
+
+    def per_ok(arr, rows, fill=np.nan):
+        p = pos[rows]
+        return np.where(p >= 0, np.asarray(arr)[np.maximum(p, 0)], fill) if arr is not None \
+            else np.full(len(rows), fill)
+
+    writer = None
+    for start in range(0, n, rows_per_group):
+        stop = min(start + rows_per_group, n)
+        rows = np.arange(start, stop)
+        cols = {"path": _arrow_strings(r.paths, start, stop), "label": _arrow_strings(r.labels, start, stop),
+                "split": _arrow_strings(r.splits, start, stop),
+                "sha256": pa.array(r.sha256[start:stop]).cast(pa.string()),
+                "error": pa.array(r.errors[start:stop], pa.string()),
+                "knn_similarity": per_ok(r.knn_similarity, rows).astype(np.float32),
+                "outlier_score": per_ok(r.outlier_score, rows).astype(np.float32)}
+        if ls is not None:
+            names = pa.array(r.class_names + [""], pa.string())
+            cols["label_score"] = per_ok(ls.scores, rows)
+            cols["suggested_label"] = pa.DictionaryArray.from_arrays(
+                pa.array(per_ok(ls.suggested, rows, fill=len(r.class_names)).astype(np.int32)), names)
+            cols["suggested_probability"] = per_ok(ls.suggested_probability, rows)
+        batch = pa.table(cols)
+        if writer is None:
+            writer = pq.ParquetWriter(out / "images.parquet", batch.schema)
+        writer.write_table(batch)
+    if writer is not None:
+        writer.close()
     written = ["images.parquet"]
     d = r.duplicates
     if d is not None:
-        # Dictionary-encoded paths: no Python string per pair (pairs can be millions).
-        paths = pa.array(d.keys, pa.string())
+        # Paths dictionary-encoded: no string per pair (pairs can be millions).
+        paths = _arrow_strings(d.keys, 0, len(d.keys))
         pq.write_table(pa.table({"path_a": pa.DictionaryArray.from_arrays(pa.array(d.a, pa.int64()), paths),
                                  "path_b": pa.DictionaryArray.from_arrays(pa.array(d.b, pa.int64()), paths),
                                  "cosine": d.cosine.astype(np.float32), "exact": d.exact,

@@ -9,7 +9,10 @@ import dataclasses
 import glob
 from pathlib import Path
 
+import numpy as np
+
 from ..labelled_source import IMAGE_SUFFIXES, SPLIT_NAMES, load_labelled_source
+from .columns import Categorical, PackedStrings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,6 +20,31 @@ class AuditRecord:
     path: str
     label: str = ""
     split: str = ""
+
+
+@dataclasses.dataclass
+class AuditTable:
+    """The images of an audit as compact columns (see ``columns``), sorted by path."""
+    paths: PackedStrings
+    labels: Categorical          # '' where unlabelled
+    splits: Categorical          # '' where no split
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def n_labelled(self) -> int:
+        return int(sum(np.count_nonzero(self.labels.codes == c) for c, v in enumerate(self.labels.values) if v))
+
+    @classmethod
+    def from_records(cls, records: list[AuditRecord]) -> "AuditTable":
+        return cls(PackedStrings(r.path for r in records), Categorical(r.label for r in records),
+                   Categorical(r.split for r in records))
+
+
+def load_audit_table(source: str) -> AuditTable:
+    """:func:`load_audit_source` as compact columns (the records are dropped)."""
+    return AuditTable.from_records(load_audit_source(source))
 
 
 def _images_under(root: Path) -> list[Path]:

@@ -11,6 +11,7 @@ the shards: memory grows with the vectors, never with the images' pixels.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import os
@@ -18,6 +19,8 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+
+MAPPED_SHARDS = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -116,23 +119,34 @@ class EmbeddingStore:
         self._pending = []
 
     # -- reading ------------------------------------------------------------
-    def load(self, paths: list[str]) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
-        """For ``paths`` in order: (vectors (N, D) float32, sha256 per path,
-        error per path ('' when fine), width/height (N, 2) int)."""
-        rows = {r[0]: r[1:] for r in self.db.execute(
-            "SELECT path, sha256, shard, row, width, height, error FROM items")}
-        shards: dict[int, np.ndarray] = {}
-        vectors = np.zeros((len(paths), self.dim), dtype=np.float32)
-        sha, errors, sizes = [], [], np.zeros((len(paths), 2), dtype=np.int64)
+    def load(self, paths) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+        """For ``paths`` (a sequence of str) in order: vectors (N, D) float32,
+        sha256 (N,) ``S64`` hex bytes, error per path ('' when fine; one
+        shared object, so the list costs a pointer an image) and width/height
+        (N, 2) int32. Streams the index row by row: nothing per image is held
+        but these arrays."""
+        n = len(paths)
+        # A few shards mapped at a time: a mapped shard's touched pages count
+        # in this process' resident memory until it is unmapped.
+        shards: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        vectors = np.zeros((n, self.dim), dtype=np.float32)
+        sha = np.zeros(n, dtype="S64")
+        errors: list[str] = [""] * n
+        sizes = np.zeros((n, 2), dtype=np.int32)
+        query = "SELECT sha256, shard, row, width, height, error FROM items WHERE path=?"
         for i, p in enumerate(paths):
-            r = rows.get(p)
+            r = self.db.execute(query, (p,)).fetchone()
             if r is None:
                 raise KeyError(f"{p} was never embedded")
-            s, shard, row, w, h, err = r
+            digest, shard, row, w, h, err = r
             if shard not in shards:
+                if len(shards) >= MAPPED_SHARDS:
+                    shards.popitem(last=False)
                 shards[shard] = np.load(self.root / f"shard-{shard:05d}.npy", mmap_mode="r")
+            shards.move_to_end(shard)
             vectors[i] = shards[shard][row]
-            sha.append(s)
-            errors.append(err or "")
+            sha[i] = digest.encode()
+            if err:
+                errors[i] = err
             sizes[i] = (w or 0, h or 0)
         return vectors, sha, errors, sizes

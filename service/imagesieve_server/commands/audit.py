@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
 from .common import parse_fraction
 
 
@@ -29,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", type=parse_fraction, default=0.95, help="target accuracy for the sweep (default 95%%)")
     p.add_argument("--top", type=parse_fraction, default=0.01, help="share of labels to flag (default 1%%)")
     p.add_argument("--no-sweep", action="store_true", help="skip the sample-size sweep")
+    p.add_argument("--classifier", choices=EMBEDDING_CLASSIFIERS, default="lda",
+                   help="classifier on the embeddings for label scoring and the sweep (default lda: "
+                        "fitted from sufficient statistics, no copies of the vectors)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=1024,
                    help="images per embeddings shard; at most this many are redone after a crash")
@@ -38,19 +42,18 @@ def run(args) -> int:
     from ..audit.analyse import run_analyses
     from ..audit.embed import InProcessBackend, ServerBackend, embed_stage
     from ..audit.report import write_report
-    from ..audit.sources import load_audit_source
+    from ..audit.sources import load_audit_table
     from ..audit.store import EmbeddingStore
     from ..collections.collection import DEFAULT_THRESHOLD
 
     started = time.perf_counter()
     try:
-        records = load_audit_source(args.source)
+        table = load_audit_table(args.source)
     except ValueError as e:
         print(f"imagesieve audit: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    labelled = sum(bool(r.label) for r in records)
-    print(f"audit of {len(records)} images from {args.source} ({labelled} labelled) -> {out}")
+    print(f"audit of {len(table)} images from {args.source} ({table.n_labelled} labelled) -> {out}")
     if args.server:
         backend = ServerBackend(args.server)
     elif args.ray:
@@ -63,7 +66,7 @@ def run(args) -> int:
     except ValueError as e:
         print(f"imagesieve audit: {e}", file=sys.stderr)
         return 2
-    paths = [r.path for r in records]
+    paths = table.paths
     try:
         counts = embed_stage(store, backend, paths)
     except KeyboardInterrupt:
@@ -76,9 +79,10 @@ def run(args) -> int:
     vectors, sha, errors, _ = store.load(paths)
     store.close()
     try:
-        results = run_analyses(paths, [r.label for r in records], [r.split for r in records], sha, errors,
+        results = run_analyses(paths, table.labels, table.splits, sha, errors,
                                vectors, threshold=args.threshold or DEFAULT_THRESHOLD, target=args.target,
-                               top_fraction=args.top, sweep=not args.no_sweep, seed=args.seed)
+                               top_fraction=args.top, sweep=not args.no_sweep, seed=args.seed,
+                               classifier=args.classifier)
         s = write_report(results, out, args.source)
     except KeyboardInterrupt:
         print("\ninterrupted during the analyses: the embeddings are complete and kept; rerun to finish",

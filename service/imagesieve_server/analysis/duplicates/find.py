@@ -5,6 +5,7 @@ conflicts, composed from the modules of this package."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Callable
 
 import numpy as np
@@ -20,7 +21,7 @@ GROUPINGS = ("bounded", "centre", "components")
 class DuplicateReport:
     """Pairs as positions into ``keys`` (a < b), with per-pair flags, and
     groups as position arrays with their lowest internal cosine."""
-    keys: list[str]
+    keys: Sequence[str]
     threshold: float
     a: np.ndarray
     b: np.ndarray
@@ -32,10 +33,11 @@ class DuplicateReport:
     group_min_cosine: np.ndarray
 
 
-def find_duplicates(vectors: np.ndarray, keys: list[str], labels: list[str], splits: list[str],
-                    sha256: list[str], threshold: float, approximate: bool = False, knn_k: int = 16,
+def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[str], splits: Sequence[str],
+                    sha256, threshold: float, approximate: bool = False, knn_k: int = 16,
                     grouping: str = "bounded", report: Callable | None = None) -> DuplicateReport:
-    """vectors (N, D) unit float32 and N-long metadata lists -> DuplicateReport."""
+    """vectors (N, D) unit float32 and N-long metadata sequences (sha256: a
+    list of str or an (N,) array) -> DuplicateReport."""
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
     n = len(keys)
@@ -48,7 +50,9 @@ def find_duplicates(vectors: np.ndarray, keys: list[str], labels: list[str], spl
     else:
         labels_ = bounded_groups(n, a, b, sim, threshold, mode="complete" if grouping == "bounded" else "centre")
     groups = groups_from_labels(labels_)
-    sha = np.asarray(sha256, dtype=object)
+    # An array stays as it is (the audit passes S64 bytes); a list becomes
+    # an object array of the same str objects.
+    sha = sha256 if isinstance(sha256, np.ndarray) else np.asarray(sha256, dtype=object)
     return DuplicateReport(
         keys=keys, threshold=threshold, a=a, b=b, cosine=sim,
         exact=sha[a] == sha[b] if len(a) else np.zeros(0, bool),

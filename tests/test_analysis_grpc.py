@@ -1,5 +1,6 @@
 """Label scoring and sample-size sweeps through the real server, over a
-labelled collection (no re-embedding) and over inline images."""
+labelled collection (no re-embedding) and over inline images (bytes, or
+server paths inside the server's allowed roots)."""
 
 import grpc
 import numpy as np
@@ -77,3 +78,57 @@ def test_analysis_errors_are_clear(server, photos):
         with pytest.raises(grpc.RpcError) as e:
             c.sample_size(collection="unlabelled", target_accuracy=0.9)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "no label" in e.value.details()
+
+
+def _scores(res):
+    return [(s.key, s.given_label, s.suggested_label, s.suggested_probability, s.score) for s in res.scores]
+
+
+def test_score_labels_reads_server_paths_in_allowed_roots(server, photos):
+    """Inline images named by server_path (inside an allowed root) score as the same images sent as bytes."""
+    folder = server.allowed_root / "analysis-inline"
+    folder.mkdir(exist_ok=True)
+    data = [d for d, _, _ in photos[:12]]
+    paths = []
+    for i, d in enumerate(data):
+        (folder / f"p{i}.jpg").write_bytes(d)
+        paths.append(f"server_path:{folder / f'p{i}.jpg'}")
+    labels = ["a" if i % 2 else "b" for i in range(12)]
+    keys = [f"p{i}" for i in range(12)]
+    kw = dict(labels=labels, keys=keys, folds=2, top_fraction=0.2, seed=3)
+    with Client(server.address) as c:
+        from_bytes = c.score_labels(images=data, **kw)
+        from_paths = c.score_labels(images=paths, **kw)
+    got, want = _scores(from_paths), _scores(from_bytes)
+    assert [g[:3] for g in got] == [w[:3] for w in want] and len(got) == 12
+    assert [x for g in got for x in g[3:]] == pytest.approx([x for w in want for x in w[3:]], abs=1e-4)
+    assert [s.key for s in from_paths.suspects] == [s.key for s in from_bytes.suspects]
+
+
+def test_analysis_server_paths_outside_allowed_roots_are_refused(server, photos, tmp_path):
+    """A path outside the allowed roots (or missing) fails the job, naming the image and why."""
+    inside = server.allowed_root / "analysis-ok.jpg"
+    inside.write_bytes(photos[0][0])
+    outside = tmp_path / "secret.jpg"
+    outside.write_bytes(photos[1][0])
+    sneaky = f"{server.allowed_root}/../{tmp_path.name}/secret.jpg"
+    images = [f"server_path:{inside}", photos[2][0], f"server_path:{outside}", f"server_path:{sneaky}",
+              f"server_path:{server.allowed_root}/missing.jpg"]
+    keys = ["ok", "bytes", "outside", "sneaky", "missing"]
+    labels = ["a", "b", "a", "b", "a"]
+    with Client(server.address) as c:
+        with pytest.raises(grpc.RpcError) as e:
+            c.score_labels(images=images, labels=labels, keys=keys, folds=2)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        details = e.value.details()
+        assert details.startswith("3 image(s) could not be embedded: outside (")
+        assert "outside the server's allowed roots" in details and f"{outside}" in details
+        assert "sneaky (" in details and "missing (cannot read" in details
+        assert "ok (" not in details and "bytes (" not in details
+        more = [d for d, _, _ in photos[3:8]]
+        with pytest.raises(grpc.RpcError) as e:
+            c.sample_size(images=images + more, labels=labels + labels, keys=keys + [f"m{i}" for i in range(5)],
+                          target_accuracy=0.9, fractions=[0.9, 1.0])
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert e.value.details().startswith("3 image(s) could not be embedded: outside (")
+        assert "outside the server's allowed roots" in e.value.details()

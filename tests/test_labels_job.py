@@ -103,12 +103,24 @@ def test_bad_requests_raise_value_error():
         validate_request(_req(images=[common_pb2.Image(key="a", data=b"x")]))
     with pytest.raises(ValueError, match="unknown classifier"):
         validate_request(_req(classifier="svm"))
+    with pytest.raises(ValueError, match="needs encoded bytes in `data` or a `server_path`"):
+        validate_request(_req(images=[common_pb2.Image(key="a", label="cat")]))
     params = validate_request(_req())
     assert (params.method, params.top_fraction, params.classifier) == ("out_of_fold", 0.01, "logreg")
+    validate_request(_req(images=[common_pb2.Image(key="a", server_path="/x/a.jpg", label="cat"),
+                                  common_pb2.Image(key="b", data=b"y", label="dog")]))  # server_path accepted
 
 
 def test_undecodable_image_is_a_clear_error():
     req = _req(images=[common_pb2.Image(key="bad", data=b"not an image", label="cat"),
                        common_pb2.Image(key="b", data=b"neither", label="dog")])
     with pytest.raises(ValueError, match="could not be embedded: bad"):
+        asyncio.run(_collect(req))
+
+
+def test_server_path_without_a_reader_is_refused():
+    """Without the server's reader (no allowed roots) a server_path fails its image, named."""
+    req = _req(images=[common_pb2.Image(key="far", server_path="/etc/hostname", label="cat"),
+                       common_pb2.Image(key="b", data=b"neither", label="dog")])
+    with pytest.raises(ValueError, match=r"2 image\(s\) could not be embedded: far \(server paths are disabled"):
         asyncio.run(_collect(req))

@@ -149,7 +149,7 @@ class ImageSieveServer:
         duplicates_pb2_grpc.add_DuplicateServiceServicer_to_server(
             DuplicateServicer(self.collections, self.engine, reader, c.stream_window), self.server)
         analysis_pb2_grpc.add_AnalysisServiceServicer_to_server(
-            AnalysisServicer(self.engine, self.collections), self.server)
+            AnalysisServicer(self.engine, self.collections, reader), self.server)
         consensus_pb2_grpc.add_ConsensusServiceServicer_to_server(ConsensusServicer(self.collections), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

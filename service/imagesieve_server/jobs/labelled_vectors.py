@@ -1,16 +1,20 @@
 """Where the analyses' labelled embeddings come from: a collection (vectors
-already stored, nothing to embed) or images sent inline (embedded here, with
-progress). Shared by ScoreLabels and SampleSizeSweep."""
+already stored, nothing to embed) or images sent inline (encoded bytes, or a
+server path read through the server's ImageReader and its allowed roots;
+embedded here, with progress). Shared by ScoreLabels and SampleSizeSweep."""
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import time
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
 import numpy as np
 
 from imagesieve.v1 import analysis_pb2, common_pb2
+
+if TYPE_CHECKING:
+    from ..servicers.common import ImageReader
 
 EMBED_CHUNK = 64
 
@@ -24,12 +28,12 @@ class LabelledVectors:
 
 
 def check_inline_images(images, method: str) -> None:
-    """Inline images need encoded bytes and a label each (ValueError)."""
+    """Inline images need a source (encoded bytes in `data`, or a
+    `server_path`) and a label each (ValueError)."""
     for i, im in enumerate(images):
         name = im.key or f"#{i}"
-        if im.WhichOneof("source") != "data":
-            raise ValueError(f"image {name}: {method} takes encoded bytes in `data` "
-                             "(server_path is not supported here)")
+        if im.WhichOneof("source") is None:
+            raise ValueError(f"image {name}: {method} needs encoded bytes in `data` or a `server_path`")
         if not im.label:
             raise ValueError(f"image {name}: missing label")
 
@@ -40,10 +44,21 @@ def check_labels(labels: list[str], minimum: int = 2) -> None:
         raise ValueError(f"need at least {minimum} distinct labels, got {distinct}")
 
 
-async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, collections, method: str
+def default_reader(engine) -> ImageReader:
+    """A reader with no allowed roots: bytes pass, every server path is refused."""
+    from ..paths import PathPolicy
+    from ..servicers.common import ImageReader  # here: servicers import the jobs
+    return ImageReader(engine, PathPolicy())
+
+
+async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, collections, method: str,
+                                reader: ImageReader | None = None
                                 ) -> AsyncIterator[common_pb2.JobProgress | LabelledVectors]:
     """Yield JobProgress while embedding, then one LabelledVectors. Raises
-    ValueError for a bad source (unknown collection: CollectionError)."""
+    ValueError for a bad source (unknown collection: CollectionError) and for
+    inline images that cannot be read or embedded. ``reader`` turns each
+    inline image into bytes (the server's, with its allowed roots; None: no
+    server paths allowed)."""
     which = source.WhichOneof("source")
     if which == "collection":
         if collections is None:
@@ -61,6 +76,7 @@ async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, col
         raise ValueError(f"{method} needs a source: a collection or inline images with labels")
     images = list(source.inline.images)
     check_inline_images(images, method)
+    reader = reader or default_reader(engine)
     keys = [im.key or str(i) for i, im in enumerate(images)]
     vectors = np.zeros((len(images), engine.embedder.dim), dtype=np.float32)
     failed: list[str] = []
@@ -68,8 +84,14 @@ async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, col
     yield common_pb2.JobProgress(stage="embedding", done=0, total=len(images))
     for lo in range(0, len(images), EMBED_CHUNK):
         chunk = images[lo:lo + EMBED_CHUNK]
-        for j, r in enumerate(await engine.embed_many([im.data for im in chunk])):
-            if r.error is not None:
+        read = await asyncio.gather(*(reader.read(im) for im in chunk))
+        ok = [j for j, d in enumerate(read) if isinstance(d, bytes)]
+        embedded = dict(zip(ok, await engine.embed_many([read[j] for j in ok])))
+        for j, d in enumerate(read):
+            r = embedded.get(j)
+            if r is None:
+                failed.append(f"{keys[lo + j]} ({d.message})")
+            elif r.error is not None:
                 failed.append(f"{keys[lo + j]} ({r.error})")
             else:
                 vectors[lo + j] = r.vector

@@ -93,15 +93,16 @@ def build_result(rep: SampleSizeReport) -> analysis_pb2.SampleSizeResult:
         plot_png=rep.plot_png, plot_svg=rep.plot_svg)
 
 
-async def sample_size_events(request: analysis_pb2.SampleSizeRequest, engine,
-                             collections=None) -> AsyncIterator[analysis_pb2.SampleSizeEvent]:
+async def sample_size_events(request: analysis_pb2.SampleSizeRequest, engine, collections=None,
+                             reader=None) -> AsyncIterator[analysis_pb2.SampleSizeEvent]:
     """Progress events (stage "embedding" or "loading collection", then "fit"
     per trained classifier, "bootstrap", "plot"), then one result event.
-    ``engine``: a started AsyncEmbedder; ``collections``: a CollectionManager.
+    ``engine``: a started AsyncEmbedder; ``collections``: a CollectionManager;
+    ``reader``: the server's ImageReader for inline images (None: bytes only).
     Images whose split is "test" form the test split; when none is,
     ``test_fraction`` is held out (stated in the answer)."""
     params = validate_request(request)
-    async for item in load_labelled_vectors(request.source, engine, collections, "SampleSizeSweep"):
+    async for item in load_labelled_vectors(request.source, engine, collections, "SampleSizeSweep", reader):
         if isinstance(item, LabelledVectors):
             data = item
         else:

@@ -87,13 +87,14 @@ def check_data(data: LabelledVectors, params: ScoreLabelsParams) -> None:
         raise ValueError(f"folds ({params.folds}) cannot exceed the number of images ({len(data.keys)})")
 
 
-async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine,
-                              collections=None) -> AsyncIterator[analysis_pb2.ScoreLabelsEvent]:
+async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine, collections=None,
+                              reader=None) -> AsyncIterator[analysis_pb2.ScoreLabelsEvent]:
     """Progress events (stage "embedding" or "loading collection", then
     "fold k/K" or "train on all", "neighbours"), then one result event.
-    ``engine``: a started AsyncEmbedder; ``collections``: a CollectionManager."""
+    ``engine``: a started AsyncEmbedder; ``collections``: a CollectionManager;
+    ``reader``: the server's ImageReader for inline images (None: bytes only)."""
     params = validate_request(request)
-    async for item in load_labelled_vectors(request.source, engine, collections, "ScoreLabels"):
+    async for item in load_labelled_vectors(request.source, engine, collections, "ScoreLabels", reader):
         if isinstance(item, LabelledVectors):
             data = item
         else:

@@ -12,11 +12,12 @@ from ..engine.batcher import QueueFullError
 from ..jobs.sample_size import sample_size_events
 from ..jobs.score_labels import score_labels_events
 from .collections import abort_for
+from .common import ImageReader
 
 
 class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
-    def __init__(self, engine: AsyncEmbedder, collections: CollectionManager):
-        self.engine, self.collections = engine, collections
+    def __init__(self, engine: AsyncEmbedder, collections: CollectionManager, reader: ImageReader):
+        self.engine, self.collections, self.reader = engine, collections, reader
 
     async def _stream(self, events, context):
         try:
@@ -28,9 +29,11 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
             await abort_for(context, e)
 
     async def ScoreLabels(self, request, context):
-        async for event in self._stream(score_labels_events(request, self.engine, self.collections), context):
+        events = score_labels_events(request, self.engine, self.collections, self.reader)
+        async for event in self._stream(events, context):
             yield event
 
     async def SampleSizeSweep(self, request, context):
-        async for event in self._stream(sample_size_events(request, self.engine, self.collections), context):
+        events = sample_size_events(request, self.engine, self.collections, self.reader)
+        async for event in self._stream(events, context):
             yield event

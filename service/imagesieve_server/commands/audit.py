@@ -53,6 +53,7 @@ def run(args) -> int:
         print(f"imagesieve audit: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
+    seconds = {"listing": time.perf_counter() - started}
     print(f"audit of {len(table)} images from {args.source} ({table.n_labelled} labelled) -> {out}")
     if args.server:
         backend = ServerBackend(args.server)
@@ -61,6 +62,7 @@ def run(args) -> int:
         backend = RayBackend(args.ray, args.model)
     else:
         backend = InProcessBackend(args.model)
+    seconds["model load"] = time.perf_counter() - started - sum(seconds.values())
     try:
         store = EmbeddingStore(out / "embeddings", backend.model, backend.dim, args.shard_size)
     except ValueError as e:
@@ -76,14 +78,19 @@ def run(args) -> int:
     finally:
         backend.close()
     print(f"embedding: {counts['embedded_now']} embedded now, {counts['reused']} reused from {out / 'embeddings'}")
+    seconds["embedding"] = time.perf_counter() - started - sum(seconds.values())
     vectors, sha, errors, _ = store.load(paths)
     store.close()
+    seconds["loading vectors"] = time.perf_counter() - started - sum(seconds.values())
     try:
         results = run_analyses(paths, table.labels, table.splits, sha, errors,
                                vectors, threshold=args.threshold or DEFAULT_THRESHOLD, target=args.target,
                                top_fraction=args.top, sweep=not args.no_sweep, seed=args.seed,
                                classifier=args.classifier)
+        results.seconds = {**{k: round(v, 2) for k, v in seconds.items()}, **results.seconds}
+        before_report = time.perf_counter()
         s = write_report(results, out, args.source)
+        report_seconds = time.perf_counter() - before_report
     except KeyboardInterrupt:
         print("\ninterrupted during the analyses: the embeddings are complete and kept; rerun to finish",
               file=sys.stderr)
@@ -92,6 +99,7 @@ def run(args) -> int:
     print()
     print(f"== imagesieve audit: {s['images']} images, {s['embedded']} embedded, {s['failed']} failed "
           f"({took:.0f} s) ==")
+    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in {**s["seconds"], "report": report_seconds}.items()))
     if "duplicate_pairs" in s:
         print(f"duplicates: {s['duplicate_pairs']} pairs ({s['exact_pairs']} exact) in {s['duplicate_groups']} "
               f"groups covering {s['images_in_groups']} images; {s['leakage_pairs']} pairs leak across splits; "

@@ -54,6 +54,14 @@ def test_power_law_is_unbounded():
     assert math.isfinite(fit.images_for(0.999))
 
 
+def test_nearly_flat_curves_need_infinitely_many_images_not_an_overflow():
+    """A flat learning curve (accuracy barely moving with size) inverts to a
+    number beyond float range: the answer is 'unreachable', not a crash."""
+    from imagesieve_server.analysis.sample_size.curves import images_for_target
+    assert images_for_target("power_law", (0.5, 1e-4), 0.95) == math.inf
+    assert images_for_target("inverse_power_law", (0.99, 0.5, 1e-4), 0.95) == math.inf
+
+
 @pytest.mark.parametrize("family", ["inverse_power_law", "exp_approach"])
 def test_bounded_families_have_a_ceiling(family):
     fit = fit_curve(family, SIZES, noisy(family, TRUE[family], 0).mean(axis=1))

@@ -72,6 +72,15 @@ def ceiling(family: str, params) -> float:
     return float(params[0])
 
 
+def _power(base: float, exponent: float) -> float:
+    """base ** exponent, ``inf`` where it overflows (a nearly flat curve needs
+    astronomically many images: unreachable in practice)."""
+    try:
+        return float(base ** exponent)
+    except OverflowError:
+        return math.inf
+
+
 def images_for_target(family: str, params, target: float) -> float:
     """Invert the curve: the x (images) with curve(x) == target.
 
@@ -84,14 +93,14 @@ def images_for_target(family: str, params, target: float) -> float:
         a, b = params
         if a <= 0 or b <= 0:
             return math.inf
-        return float((target / a) ** (1.0 / b)) if target > 0 else 0.0
+        return _power(target / a, 1.0 / b) if target > 0 else 0.0
     a, b, c = params
     if target >= a:
         return math.inf
     if b <= 0 or c <= 0:
         return 0.0
     if family == "inverse_power_law":
-        return float((b / (a - target)) ** (1.0 / c))
+        return _power(b / (a - target), 1.0 / c)
     # exp_approach: a - b e^{-cx} = t  ->  x = ln(b / (a - t)) / c
     return max(0.0, float(math.log(b / (a - target)) / c))
 

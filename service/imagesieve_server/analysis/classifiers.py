@@ -82,7 +82,7 @@ class ShrunkLDA:
     logistic regression, and ~35x faster).
     """
 
-    def __init__(self, shrinkage: float = 0.1, chunk_rows: int = 4096):
+    def __init__(self, shrinkage: float = 0.1, chunk_rows: int = 1024):
         if not 0.0 <= shrinkage <= 1.0:
             raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage}")
         if chunk_rows < 1:

@@ -10,9 +10,10 @@ from ..index import faiss_index as fi
 from .neighbors import knn_chunks
 
 
-def knn_similarity(vectors: np.ndarray, k: int = 10) -> np.ndarray:
+def knn_similarity(vectors: np.ndarray, k: int = 10, report=None) -> np.ndarray:
     """Mean cosine of each row of unit ``vectors`` (N, D) to its k nearest
-    other rows: (N,) float32, in [-1, 1]; low = isolated."""
+    other rows: (N,) float32, in [-1, 1]; low = isolated.
+    ``report(stage, done, total)``, if given, is called after each chunk."""
     x = fi.as_vectors(vectors)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -21,6 +22,8 @@ def knn_similarity(vectors: np.ndarray, k: int = 10) -> np.ndarray:
     out = np.empty(len(x), dtype=np.float32)
     for s, sims, _ in knn_chunks(x, k):
         out[s:s + len(sims)] = np.nanmean(np.where(np.isfinite(sims), sims, np.nan), axis=1)
+        if report is not None:
+            report("nearest neighbours", s + len(sims), len(x))
     return out
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import resource
 import time
 from collections.abc import Sequence
 
@@ -19,6 +18,7 @@ from ..analysis.labels import rank, score_labels
 from ..analysis.outliers import flag_outliers, knn_similarity, outlier_scores
 from ..analysis.sample_size.run import SampleSizeReport, sample_size_report
 from ..index.faiss_index import FLAT_MAX
+from .memory import peak_rss_mb
 
 MIN_SWEEP_IMAGES = 100
 NEIGHBORS = 10
@@ -26,11 +26,6 @@ NEIGHBORS = 10
 #: from sufficient statistics (no copies of the vectors, one pass per fit) and
 #: scored mislabels better than logistic regression on MNIST-5k embeddings.
 DEFAULT_CLASSIFIER = "lda"
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, MiB (Linux ru_maxrss is KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 @dataclasses.dataclass
@@ -109,16 +104,16 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     labelled = all(lab) and len(set(lab)) >= 2
     evidence = None
     k = min(NEIGHBORS, len(idx) - 1)
-    with _stage("neighbours and outliers", r):
+    with _stage("neighbours and outliers", r), StageProgress("  neighbours: ") as report:
         if labelled:
             r.class_names = sorted(set(lab))
             ids = {c: i for i, c in enumerate(r.class_names)}
             r.label_ids = np.array([ids[v] for v in lab], dtype=np.int64)
             # One kNN pass serves both the outliers and the labels' neighbour evidence.
-            evidence = rank.neighbor_evidence(x, r.label_ids, k, len(r.class_names))
+            evidence = rank.neighbor_evidence(x, r.label_ids, k, len(r.class_names), report=report)
             r.knn_similarity = evidence.mean_similarity
         else:
-            r.knn_similarity = knn_similarity(x, k=k)
+            r.knn_similarity = knn_similarity(x, k=k, report=report)
         r.outlier_score = outlier_scores(r.knn_similarity)
         r.outliers = flag_outliers(r.outlier_score)
 

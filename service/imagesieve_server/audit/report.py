@@ -90,7 +90,7 @@ def _arrow_strings(column, start: int, stop: int):
     return pa.array([column[i] for i in range(start, stop)], pa.string())
 
 
-def write_tables(r: AuditResults, out: Path, rows_per_group: int = 65536) -> list[str]:
+def write_tables(r: AuditResults, out: Path, rows_per_group: int = 8192) -> list[str]:
     """images.parquet (one row per image) and duplicate_pairs.parquet,
     written ``rows_per_group`` rows at a time: memory stays flat in N."""
     import pyarrow as pa

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -38,15 +39,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="images per embeddings shard; at most this many are redone after a crash")
 
 
+def _import_analysis_modules() -> None:
+    """Import what the analyses and the report need (~1 s of single-core
+    work) while the embedding stage runs: its decode and ONNX threads leave
+    some CPU idle, and the imports then cost the audit nothing."""
+    import importlib
+
+    for name in ("imagesieve_server.audit.analyse", "imagesieve_server.audit.report", "pyarrow.parquet",
+                 "matplotlib.figure", "matplotlib.backends.backend_agg", "scipy.optimize", "scipy.sparse.csgraph"):
+        try:
+            importlib.import_module(name)
+        except ImportError:      # the main thread will say what is missing, where it is needed
+            return
+
+
 def run(args) -> int:
-    from ..audit.analyse import run_analyses
     from ..audit.embed import InProcessBackend, ServerBackend, embed_stage
-    from ..audit.report import write_report
+    from ..audit.memory import return_freed_memory_to_os
     from ..audit.sources import load_audit_table
     from ..audit.store import EmbeddingStore
     from ..collections.collection import DEFAULT_THRESHOLD
 
     started = time.perf_counter()
+    return_freed_memory_to_os()
     try:
         table = load_audit_table(args.source)
     except ValueError as e:
@@ -69,6 +84,7 @@ def run(args) -> int:
         print(f"imagesieve audit: {e}", file=sys.stderr)
         return 2
     paths = table.paths
+    threading.Thread(target=_import_analysis_modules, name="import-analyses", daemon=True).start()
     try:
         counts = embed_stage(store, backend, paths)
     except KeyboardInterrupt:
@@ -79,6 +95,7 @@ def run(args) -> int:
         backend.close()
     print(f"embedding: {counts['embedded_now']} embedded now, {counts['reused']} reused from {out / 'embeddings'}")
     seconds["embedding"] = time.perf_counter() - started - sum(seconds.values())
+    from ..audit.analyse import run_analyses
     vectors, sha, errors, _ = store.load(paths)
     store.close()
     seconds["loading vectors"] = time.perf_counter() - started - sum(seconds.values())
@@ -89,6 +106,7 @@ def run(args) -> int:
                                classifier=args.classifier)
         results.seconds = {**{k: round(v, 2) for k, v in seconds.items()}, **results.seconds}
         before_report = time.perf_counter()
+        from ..audit.report import write_report
         s = write_report(results, out, args.source)
         report_seconds = time.perf_counter() - before_report
     except KeyboardInterrupt:

@@ -88,10 +88,11 @@ class NeighborEvidence:
 
 
 def neighbor_evidence(vectors: np.ndarray, labels: np.ndarray, k: int, num_classes: int,
-                      close_threshold: float = 0.97) -> NeighborEvidence:
+                      close_threshold: float = 0.97, report=None) -> NeighborEvidence:
     """:class:`NeighborEvidence` from one chunked kNN pass (``neighbors.knn_chunks``):
     the (N, k) neighbour lists are reduced chunk by chunk, never held whole.
-    vectors: (N, D); labels: (N,) int in [0, num_classes)."""
+    vectors: (N, D); labels: (N,) int in [0, num_classes).
+    ``report(stage, done, total)``, if given, is called after each chunk."""
     x = _unit_rows(vectors)
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (len(x),):
@@ -112,6 +113,8 @@ def neighbor_evidence(vectors: np.ndarray, labels: np.ndarray, k: int, num_class
         hit = sims.ravel() >= close_threshold
         close.append(np.stack([np.minimum(rows[hit], idx.ravel()[hit]),
                                np.maximum(rows[hit], idx.ravel()[hit])], axis=1))
+        if report is not None:
+            report("nearest neighbours", e, n)
     pairs = np.concatenate(close)
     pairs = np.unique(pairs, axis=0) if len(pairs) else np.zeros((0, 2), dtype=np.int64)
     return NeighborEvidence(dist, agreement, mean_sim, pairs)

@@ -56,7 +56,7 @@ def bootstrap(sizes, accuracies, *, target: float | None = None, x_eval=(), n_bo
         sample = np.take_along_axis(acc, idx, axis=1)
         try:
             if family is None:
-                fit = select_fit(sizes, sample, families).fit
+                fit = select_fit(sizes, sample, families, fit_all=False).fit
             else:
                 means, _, sigma = summarize(sample)
                 fit = fit_curve(family, sizes, means, sigma)

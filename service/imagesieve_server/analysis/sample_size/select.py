@@ -64,13 +64,16 @@ def check_points(sizes, accuracies) -> tuple[np.ndarray, np.ndarray]:
     return sizes, acc
 
 
-def select_fit(sizes, accuracies, families=FAMILIES) -> Selection:
+def select_fit(sizes, accuracies, families=FAMILIES, fit_all: bool = True) -> Selection:
     """Fit each family and pick by hold-out error at the largest size.
 
     sizes : (K,) training-set sizes in images, strictly increasing, K >= 3
         (a three-parameter family needs 3 sizes to fit and a fourth to judge;
         with K == 3 only the power law can be judged).
     accuracies : (K, R) test accuracy of each repeat (or (K,) means).
+    fit_all : False fits on all sizes only the families that can win (the
+        smallest hold-out error; ties broken by rmse as usual): the bootstrap
+        needs the winner only, and this saves a third of its curve fits.
     Raises ValueError when no family can be fitted.
     """
     sizes, acc = check_points(sizes, accuracies)
@@ -83,6 +86,11 @@ def select_fit(sizes, accuracies, families=FAMILIES) -> Selection:
             errors[fam] = float(abs(held.predict(sizes[-1]) - means[-1]))
         except (ValueError, RuntimeError):
             errors[fam] = math.inf
+    # Fit on all sizes in order of hold-out error; unless fit_all, stop once a
+    # family fits and the next one's error is worse (it cannot be chosen).
+    for fam in sorted(families, key=lambda f: errors[f]):
+        if not fit_all and fits and errors[fam] > min(errors[f] for f in fits):
+            break
         try:
             fits[fam] = fit_curve(fam, sizes, means, sigma)
         except (ValueError, RuntimeError):

@@ -98,7 +98,7 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     keys = paths if all_ok else (paths.take(idx) if hasattr(paths, "take") else [paths[i] for i in idx])
 
     with _stage("duplicates", r), StageProgress("  duplicates: ") as report:
-        r.duplicates = find_duplicates(x, keys, lab, spl, sha256[idx], threshold,
+        r.duplicates = find_duplicates(x, keys, lab, spl, sha256 if all_ok else sha256[idx], threshold,
                                        approximate=len(idx) > FLAT_MAX, report=report)
 
     labelled = all(lab) and len(set(lab)) >= 2
@@ -129,6 +129,7 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
                                           num_classes=len(r.class_names), neighbor_evidence=evidence)
         except ValueError as e:
             r.notes.append(f"label scoring skipped: {e}")
+    evidence = None             # its (N, C) neighbour label shares are no longer needed
     if not sweep:
         r.notes.append("sample-size sweep skipped (--no-sweep)")
     elif len(idx) < MIN_SWEEP_IMAGES:

@@ -7,9 +7,11 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 import json
 import time
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -17,7 +19,7 @@ from PIL import Image, ImageOps
 from .analyse import AuditResults
 
 THUMB = 112
-MAX_GROUPS, MAX_SUSPECTS, MAX_OUTLIERS = 30, 48, 24
+MAX_GROUPS, MAX_SUSPECTS, MAX_OUTLIERS, MAX_LEAKS = 30, 48, 24, 200
 
 
 def _thumb_uri(path: str) -> str:
@@ -153,12 +155,11 @@ def write_report(r: AuditResults, out: str | Path, source: str) -> dict:
         (out / "class_names.json").write_text(json.dumps(r.class_names))
         files += ["pred_probs.npy", "labels.npy", "class_names.json"]
     doc = {"source": source, "created_unix_s": time.time(), "summary": s}
+    # Lists as long as the duplicates are streamed into report.json, not built.
+    streamed = {}
     if r.duplicates is not None:
-        d = r.duplicates
-        doc["duplicate_groups"] = [{"paths": [d.keys[i] for i in g.tolist()], "min_internal_cosine": float(m)}
-                                   for g, m in zip(d.groups, d.group_min_cosine)]
-        doc["leakage_pairs"] = [{"a": d.keys[i], "b": d.keys[j], "cosine": float(c)}
-                                for i, j, c, x in zip(d.a.tolist(), d.b.tolist(), d.cosine, d.cross_split) if x]
+        streamed = {"duplicate_groups": lambda: _duplicate_groups(r.duplicates),
+                    "leakage_pairs": lambda: _leakage_pairs(r.duplicates)}
     if r.outliers is not None:
         ok = r.ok_index
         doc["outliers"] = [{"path": r.paths[ok[i]], "score": float(r.outlier_score[i]),
@@ -172,9 +173,40 @@ def write_report(r: AuditResults, out: str | Path, source: str) -> dict:
     if r.sample_size is not None:
         doc["sample_size"] = r.sample_size.to_dict()
     doc["files"] = files + ["report.json", "report.html"]
-    (out / "report.json").write_text(json.dumps(doc, indent=2, default=float))
-    (out / "report.html").write_text(render_html(r, s, doc, source))
+    write_json_streaming(out / "report.json", doc, streamed)
+    shown = {"leakage_pairs": list(itertools.islice(streamed["leakage_pairs"](), MAX_LEAKS))} if streamed else {}
+    (out / "report.html").write_text(render_html(r, s, {**doc, **shown}, source))
     return s
+
+
+def _duplicate_groups(d) -> Iterator[dict]:
+    for g, m in zip(d.groups, d.group_min_cosine):
+        yield {"paths": [d.keys[i] for i in g.tolist()], "min_internal_cosine": float(m)}
+
+
+def _leakage_pairs(d) -> Iterator[dict]:
+    for k in np.flatnonzero(d.cross_split):
+        yield {"a": d.keys[int(d.a[k])], "b": d.keys[int(d.b[k])], "cosine": float(d.cosine[k])}
+
+
+def write_json_streaming(path: Path, doc: dict, streamed: dict[str, Callable[[], Iterable]]) -> None:
+    """``doc`` plus the lists ``streamed`` names (each a callable giving an
+    iterable of items), written item by item as one indented JSON object:
+    memory stays flat however long the lists are."""
+    keys = [*doc, *streamed]
+    with open(path, "w") as f:
+        f.write("{\n")
+        for n, key in enumerate(keys):
+            f.write(f"  {json.dumps(key)}: ")
+            if key in streamed:
+                f.write("[")
+                for k, item in enumerate(streamed[key]()):
+                    f.write(("," if k else "") + "\n    " + json.dumps(item, default=float))
+                f.write("\n  ]")
+            else:
+                f.write(json.dumps(doc[key], indent=2, default=float).replace("\n", "\n  "))
+            f.write(",\n" if n < len(keys) - 1 else "\n")
+        f.write("}\n")
 
 
 CSS = """
@@ -246,7 +278,7 @@ def render_html(r: AuditResults, s: dict, doc: dict, source: str) -> str:
     leaks = doc.get("leakage_pairs", [])
     if leaks:
         parts.append("<table><tr><th>a</th><th>b</th><th>cosine</th></tr>" + "".join(
-            f"<tr><td>{e(x['a'])}</td><td>{e(x['b'])}</td><td>{x['cosine']:.3f}</td></tr>" for x in leaks[:200])
+            f"<tr><td>{e(x['a'])}</td><td>{e(x['b'])}</td><td>{x['cosine']:.3f}</td></tr>" for x in leaks)
             + "</table>")
     else:
         parts.append("<p>No duplicate pair crosses splits.</p>")

@@ -1,0 +1,17 @@
+"""report.json is written with its long lists streamed item by item: it must
+still be exactly the JSON document the same dict would give."""
+from __future__ import annotations
+
+import json
+
+from imagesieve_server.audit.report import write_json_streaming
+
+
+def test_streamed_json_equals_the_whole_document(tmp_path):
+    doc = {"source": "/data/ü", "summary": {"images": 3, "notes": ["a\nb"], "rate": 0.5}, "files": []}
+    groups = [{"paths": ["/x/1.jpg", "/x/2.jpg"], "min_internal_cosine": 0.91}, {"paths": ["/y"], "min_internal_cosine": 1.0}]
+    write_json_streaming(tmp_path / "r.json", doc, {"duplicate_groups": lambda: iter(groups),
+                                                    "leakage_pairs": lambda: iter(())})
+    assert json.loads((tmp_path / "r.json").read_text()) == {**doc, "duplicate_groups": groups, "leakage_pairs": []}
+    write_json_streaming(tmp_path / "plain.json", doc, {})
+    assert json.loads((tmp_path / "plain.json").read_text()) == doc

@@ -19,7 +19,7 @@ from ..index import faiss_index as fi  # first: sets FAISS' OpenMP defaults
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
-CHUNK_ROWS = 4096
+CHUNK_ROWS = 1024
 
 
 def _drop_self(start: int, sims: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

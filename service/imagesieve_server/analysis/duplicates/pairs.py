@@ -64,7 +64,7 @@ def _finish(a, b, s, ids, n):
     return a, b, s
 
 
-def pairs_above_threshold(vectors, threshold: float, ids=None, batch_size: int = 4096,
+def pairs_above_threshold(vectors, threshold: float, ids=None, batch_size: int = 1024,
                           report: Report | None = None):
     """All unordered pairs with cosine >= ``threshold``, exactly.
 

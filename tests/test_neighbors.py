@@ -9,7 +9,7 @@ import pytest
 from imagesieve_server.analysis import neighbors
 from imagesieve_server.analysis.duplicates.pairs import pairs_above_threshold
 from imagesieve_server.analysis.labels import rank
-from imagesieve_server.analysis.outliers import knn_similarity
+from imagesieve_server.analysis.outliers import knn_similarity, mean_found_similarity
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +80,17 @@ def test_nearest_neighbors_scale_free_and_validates():
         neighbors.knn(x[:1], 1)
     with pytest.raises(ValueError):
         neighbors.knn(x, 0)
+
+
+def test_missing_approximate_neighbours_are_not_counted():
+    """An IVF search can return fewer than k (id -1, score -FLT_MAX): the
+    evidence and the outlier similarity average over what was found."""
+    sims = np.array([[0.9, -3.4e38], [0.5, 0.4], [0.8, 0.7], [0.6, -3.4e38]], np.float32)
+    ids = np.array([[1, -1], [0, 2], [3, 1], [2, -1]])
+    ev = rank.evidence_from_knn([(0, sims[:2], ids[:2]), (2, sims[2:], ids[2:])], np.array([0, 0, 1, 1]), 2,
+                                close_threshold=0.85)
+    np.testing.assert_allclose(ev.mean_similarity, [0.9, 0.45, 0.75, 0.6], atol=1e-6)
+    np.testing.assert_allclose(ev.label_distribution, [[1, 0], [0.5, 0.5], [0.5, 0.5], [0, 1]])
+    np.testing.assert_allclose(ev.agreement, [1.0, 0.5, 0.5, 1.0])
+    assert ev.close_pairs.tolist() == [[0, 1]]
+    np.testing.assert_allclose(mean_found_similarity(sims, ids), [0.9, 0.45, 0.75, 0.6], atol=1e-6)

@@ -40,7 +40,8 @@ def knn_chunks(vectors: np.ndarray, k: int, chunk_rows: int = CHUNK_ROWS,
     Yields ``(start, sims (b, k) float32, ids (b, k) int64)`` for rows
     ``start .. start + b``, most similar first, each row's own hit removed;
     k is capped at N - 1. ``exact``: brute force on the array in place
-    (default when N <= FLAT_MAX); else an IVF index is built (a copy).
+    (default when N <= FLAT_MAX); else an IVF index is built (a copy), which
+    may find fewer than k for a row: those slots have id -1.
     """
     x = fi.as_vectors(vectors)
     n = len(x)

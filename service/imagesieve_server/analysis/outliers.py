@@ -20,11 +20,18 @@ def knn_similarity(vectors: np.ndarray, k: int = 10, report=None) -> np.ndarray:
     if len(x) < 2:
         return np.ones(len(x), dtype=np.float32)
     out = np.empty(len(x), dtype=np.float32)
-    for s, sims, _ in knn_chunks(x, k):
-        out[s:s + len(sims)] = np.nanmean(np.where(np.isfinite(sims), sims, np.nan), axis=1)
+    for s, sims, ids in knn_chunks(x, k):
+        out[s:s + len(sims)] = mean_found_similarity(sims, ids)
         if report is not None:
             report("nearest neighbours", s + len(sims), len(x))
     return out
+
+
+def mean_found_similarity(sims: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(b,) mean of each row of kNN ``sims`` (b, k) over the neighbours found:
+    an id of -1 (an approximate index found fewer than k) is not counted."""
+    valid = np.asarray(ids) >= 0
+    return (np.where(valid, sims, 0.0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)).astype(np.float32)
 
 
 def outlier_scores(knn_sim: np.ndarray) -> np.ndarray:

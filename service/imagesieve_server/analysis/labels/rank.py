@@ -99,23 +99,37 @@ def neighbor_evidence(vectors: np.ndarray, labels: np.ndarray, k: int, num_class
         raise ValueError(f"labels must be ({len(x)},), got {labels.shape}")
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    n = len(x)
+    return evidence_from_knn(knn_chunks(x, int(k)), labels, num_classes, close_threshold, report)
+
+
+def evidence_from_knn(chunks, labels: np.ndarray, num_classes: int, close_threshold: float = 0.97,
+                      report=None) -> NeighborEvidence:
+    """Reduce kNN answers ``chunks`` (an iterable of (start, sims (b, k),
+    ids (b, k)) covering rows 0..N-1 in order, as ``neighbors.knn_chunks``
+    yields) to :class:`NeighborEvidence`. An id of -1 (an approximate index
+    found fewer than k) is not counted."""
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
     dist = np.zeros((n, num_classes))
     agreement = np.empty(n)
     mean_sim = np.empty(n, dtype=np.float32)
     close = []
-    for s, sims, idx in knn_chunks(x, int(k)):
+    for s, sims, idx in chunks:
         e = s + len(idx)
-        dist[s:e] = neighbor_label_distribution(idx, labels, num_classes)
-        agreement[s:e] = (labels[idx] == labels[s:e, None]).mean(axis=1)
-        mean_sim[s:e] = sims.mean(axis=1)
+        valid = idx >= 0
+        found = np.maximum(valid.sum(axis=1), 1)
+        chunk_dist = np.zeros((e - s, num_classes))
+        np.add.at(chunk_dist, (np.nonzero(valid)[0], labels[idx[valid]]), 1.0)
+        dist[s:e] = chunk_dist / found[:, None]
+        agreement[s:e] = ((labels[np.where(valid, idx, 0)] == labels[s:e, None]) & valid).sum(axis=1) / found
+        mean_sim[s:e] = np.where(valid, sims, 0.0).sum(axis=1) / found
         rows = np.repeat(np.arange(s, e), idx.shape[1])
-        hit = sims.ravel() >= close_threshold
+        hit = (sims >= close_threshold).ravel() & valid.ravel()
         close.append(np.stack([np.minimum(rows[hit], idx.ravel()[hit]),
                                np.maximum(rows[hit], idx.ravel()[hit])], axis=1))
         if report is not None:
             report("nearest neighbours", e, n)
-    pairs = np.concatenate(close)
+    pairs = np.concatenate(close) if close else np.zeros((0, 2), dtype=np.int64)
     pairs = np.unique(pairs, axis=0) if len(pairs) else np.zeros((0, 2), dtype=np.int64)
     return NeighborEvidence(dist, agreement, mean_sim, pairs)
 

@@ -161,7 +161,9 @@ def blend_with_neighbors(pred_probs: np.ndarray, neighbor_dist: np.ndarray, weig
     pred_probs = np.asarray(pred_probs, dtype=np.float64)
     if neighbor_dist.shape != pred_probs.shape:
         raise ValueError(f"shapes differ: {pred_probs.shape} vs {neighbor_dist.shape}")
-    return (1.0 - weight) * pred_probs + weight * neighbor_dist
+    out = np.multiply(pred_probs, 1.0 - weight)       # one (N, C) result, one temporary
+    out += weight * neighbor_dist
+    return out
 
 
 RANKERS = {"self_confidence": self_confidence, "normalized_margin": normalized_margin,

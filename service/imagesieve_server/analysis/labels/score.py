@@ -96,6 +96,7 @@ def score_labels(X: np.ndarray, labels: np.ndarray, method: str = "out_of_fold",
     if method == "labelfix":
         scores = rank.labelfix_score(labels, probs)
     else:
+        probs = None            # the blended copy is all that is used from here on
         scores = rank.RANKERS[ranking](labels, ranked_probs)
     joint = count.confident_joint(labels, ranked_probs, calibrate=True)
     suggested = ranked_probs.argmax(axis=1)

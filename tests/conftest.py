@@ -62,3 +62,12 @@ def digit_png(a: np.ndarray, size: int = 64, resample=Image.NEAREST) -> bytes:
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's digits: 1,797 real 8x8 images (X (N, 64) float32, y (N,) int)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return d.data.astype(np.float32), d.target

@@ -5,18 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 from imagesieve_server.analysis.classifiers import (EMBEDDING_CLASSIFIERS, ShrunkLDA, fit_on_rows,
                                                     make_classifier, predict_proba_on_rows)
 from imagesieve_server.analysis.labels import predict
-
-
-@pytest.fixture(scope="module")
-def digits():
-    d = load_digits()
-    return d.data.astype(np.float32), d.target
 
 
 def test_lda_learns_digits_and_its_probabilities_are_distributions(digits):

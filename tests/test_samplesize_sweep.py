@@ -7,17 +7,10 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from sklearn.datasets import load_digits
 
 from imagesieve_server.analysis.sample_size import run_sweep
 from imagesieve_server.analysis.sample_size.run import sample_size_report
 from imagesieve_server.analysis.sample_size.sweep import stratified_subset
-
-
-@pytest.fixture(scope="module")
-def digits():
-    d = load_digits()
-    return d.data.astype(np.float32), d.target
 
 
 def test_sweep_on_digits_accuracy_increases_with_size(digits):

@@ -11,14 +11,12 @@ import tempfile
 import threading
 
 
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGTERM if the process that started it dies, so a
-    killed test run or demo leaves no orphan server behind."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+#: Environment variable naming the pid the server must not outlive (see
+#: ``imagesieve_server.server.die_with_parent``). The child arranges this
+#: itself after exec: a ``preexec_fn`` runs Python between fork and exec,
+#: which deadlocked when the parent had other threads (seen in CI with
+#: gRPC and jemalloc threads alive).
+PARENT_PID_ENV = "IMAGESIEVE_DIE_WITH_PARENT"
 
 
 class LocalServer:
@@ -35,7 +33,7 @@ class LocalServer:
         self.args = ["--address", "127.0.0.1:0", "--data-dir", self.data_dir,
                      *(["--model", model] if model else []), *(args or [])]
         self.startup_timeout = startup_timeout
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**os.environ, **(env or {}), PARENT_PID_ENV: str(os.getpid())}
         self.proc: subprocess.Popen | None = None
         self.address = ""
         self.log: list[str] = []
@@ -51,8 +49,7 @@ class LocalServer:
     def start(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "imagesieve.cli", "serve", *self.args],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=self.env,
-                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                     env=self.env)
         ready = threading.Event()
 
         def pump():

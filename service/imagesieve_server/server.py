@@ -204,7 +204,25 @@ async def serve(config: ServerConfig) -> None:
     log.info("stopped")
 
 
+def die_with_parent() -> None:
+    """Linux: when started by ``imagesieve.local_server`` (which names its pid
+    in IMAGESIEVE_DIE_WITH_PARENT), get SIGTERM if that process dies, so a
+    killed test run or demo leaves no orphan server; exit at once if it is
+    already gone."""
+    parent = os.environ.get("IMAGESIEVE_DIE_WITH_PARENT")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):
+        sys.exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()
     config = parse_config(argv)
     configure_logging(os.environ.get("IMAGESIEVE_LOG_LEVEL", "INFO"), config.log_format)
     try:

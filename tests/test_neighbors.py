@@ -9,7 +9,8 @@ import pytest
 from imagesieve_server.analysis import neighbors
 from imagesieve_server.analysis.duplicates.pairs import pairs_above_threshold
 from imagesieve_server.analysis.labels import rank
-from imagesieve_server.analysis.outliers import knn_similarity, mean_found_similarity
+from imagesieve_server.analysis.neighbors import mean_found_similarity
+from imagesieve_server.analysis.outliers import knn_similarity
 
 
 @pytest.fixture(scope="module")

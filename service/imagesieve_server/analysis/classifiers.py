@@ -24,6 +24,13 @@ CLASSIFIERS = ("logreg", "mlp", "ensemble", "lda", "cnn")
 EMBEDDING_CLASSIFIERS = tuple(c for c in CLASSIFIERS if c != "cnn")
 
 
+def check_embedding_classifier(name: str) -> str:
+    """``name`` if it is a classifier on embeddings, else ValueError listing them."""
+    if name not in EMBEDDING_CLASSIFIERS:
+        raise ValueError(f"unknown classifier {name!r}; choose from {EMBEDDING_CLASSIFIERS}")
+    return name
+
+
 def make_classifier(name: str = "logreg", seed: int = 0, max_iter: int = 300):
     """A fresh, unfitted classifier by name (see CLASSIFIERS)."""
     # scikit-learn is imported here, not at module level: importing it costs

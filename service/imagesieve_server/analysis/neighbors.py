@@ -67,6 +67,13 @@ def knn_chunks(vectors: np.ndarray, k: int, chunk_rows: int = CHUNK_ROWS,
         yield s, sims, ids
 
 
+def mean_found_similarity(sims: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(b,) mean of each row of kNN ``sims`` (b, k) over the neighbours found:
+    an id of -1 (an approximate index found fewer than k) is not counted."""
+    valid = np.asarray(ids) >= 0
+    return (np.where(valid, sims, 0.0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)).astype(np.float32)
+
+
 def knn(vectors: np.ndarray, k: int, exact: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """All of :func:`knn_chunks` at once: (sims (N, k) float32, ids (N, k) int64)."""
     parts = list(knn_chunks(vectors, k, exact=exact))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..index import faiss_index as fi
-from .neighbors import knn_chunks
+from .neighbors import knn_chunks, mean_found_similarity
 
 
 def knn_similarity(vectors: np.ndarray, k: int = 10, report=None) -> np.ndarray:
@@ -25,13 +25,6 @@ def knn_similarity(vectors: np.ndarray, k: int = 10, report=None) -> np.ndarray:
         if report is not None:
             report("nearest neighbours", s + len(sims), len(x))
     return out
-
-
-def mean_found_similarity(sims: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """(b,) mean of each row of kNN ``sims`` (b, k) over the neighbours found:
-    an id of -1 (an approximate index found fewer than k) is not counted."""
-    valid = np.asarray(ids) >= 0
-    return (np.where(valid, sims, 0.0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)).astype(np.float32)
 
 
 def outlier_scores(knn_sim: np.ndarray) -> np.ndarray:

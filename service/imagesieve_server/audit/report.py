@@ -108,6 +108,7 @@ def write_tables(r: AuditResults, out: Path, rows_per_group: int = 8192) -> list
         return np.where(p >= 0, np.asarray(arr)[np.maximum(p, 0)], fill) if arr is not None \
             else np.full(len(rows), fill)
 
+    names = pa.array(r.class_names + [""], pa.string())     # suggested-label dictionary ("" = none)
     writer = None
     for start in range(0, n, rows_per_group):
         stop = min(start + rows_per_group, n)
@@ -119,7 +120,6 @@ def write_tables(r: AuditResults, out: Path, rows_per_group: int = 8192) -> list
                 "knn_similarity": per_ok(r.knn_similarity, rows).astype(np.float32),
                 "outlier_score": per_ok(r.outlier_score, rows).astype(np.float32)}
         if ls is not None:
-            names = pa.array(r.class_names + [""], pa.string())
             cols["label_score"] = per_ok(ls.scores, rows)
             cols["suggested_label"] = pa.DictionaryArray.from_arrays(
                 pa.array(per_ok(ls.suggested, rows, fill=len(r.class_names)).astype(np.int32)), names)

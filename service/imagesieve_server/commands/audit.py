@@ -67,7 +67,13 @@ def run(args) -> int:
         print(f"imagesieve audit: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    seconds = {"listing": time.perf_counter() - started}
+    seconds: dict[str, float] = {}
+
+    def lap(stage: str) -> None:
+        """Record the seconds since the previous lap under ``stage``."""
+        seconds[stage] = time.perf_counter() - started - sum(seconds.values())
+
+    lap("listing")
     print(f"audit of {len(table)} images from {args.source} ({table.n_labelled} labelled) -> {out}")
     if args.server:
         backend = ServerBackend(args.server)
@@ -76,7 +82,7 @@ def run(args) -> int:
         backend = RayBackend(args.ray, args.model)
     else:
         backend = InProcessBackend(args.model)
-    seconds["model load"] = time.perf_counter() - started - sum(seconds.values())
+    lap("model load")
     try:
         store = EmbeddingStore(out / "embeddings", backend.model, backend.dim, args.shard_size)
     except ValueError as e:
@@ -93,14 +99,14 @@ def run(args) -> int:
     finally:
         backend.close()
     print(f"embedding: {counts['embedded_now']} embedded now, {counts['reused']} reused from {out / 'embeddings'}")
-    seconds["embedding"] = time.perf_counter() - started - sum(seconds.values())
+    lap("embedding")
     # From here on memory must follow the vectors (not before: during
     # embedding, mapping every decode and batch buffer afresh cost 20% speed).
     return_freed_memory_to_os()
     from ..audit.analyse import run_analyses
     vectors, sha, errors, _ = store.load(paths)
     store.close()
-    seconds["loading vectors"] = time.perf_counter() - started - sum(seconds.values())
+    lap("loading vectors")
     try:
         results = run_analyses(paths, table.labels, table.splits, sha, errors,
                                vectors, threshold=args.threshold or DEFAULT_THRESHOLD, target=args.target,

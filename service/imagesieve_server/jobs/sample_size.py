@@ -12,7 +12,7 @@ from typing import AsyncIterator
 import numpy as np
 from imagesieve.v1 import analysis_pb2
 
-from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
+from ..analysis.classifiers import check_embedding_classifier
 from ..analysis.sample_size.run import DEFAULT_BOOTSTRAP, SampleSizeReport, sample_size_report
 from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION
 from .labelled_vectors import LabelledVectors, check_inline_images, check_labels, load_labelled_vectors
@@ -20,7 +20,6 @@ from .runner import run_job
 
 DEFAULT_CLASSIFIER = "logreg"
 MAX_REPEATS = 100
-SERVICE_CLASSIFIERS = EMBEDDING_CLASSIFIERS  # "cnn" needs pixels, the service holds embeddings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +47,8 @@ def validate_request(request: analysis_pb2.SampleSizeRequest) -> SampleSizeParam
     target = request.target_accuracy
     if not 0 < target < 1 or math.isnan(target):
         raise ValueError(f"target_accuracy must lie in (0, 1) (e.g. 0.95), got {request.target_accuracy}")
-    classifier = request.classifier or DEFAULT_CLASSIFIER
-    if classifier not in SERVICE_CLASSIFIERS:
-        raise ValueError(f"unknown classifier {request.classifier!r}; choose from {SERVICE_CLASSIFIERS}")
+    # "cnn" is not offered: it needs pixels, the service holds embeddings.
+    classifier = check_embedding_classifier(request.classifier or DEFAULT_CLASSIFIER)
     params = SampleSizeParams(tuple(float(f) for f in fractions), int(repeats), float(test_fraction),
                               float(target), classifier, int(request.seed))
     if request.source.WhichOneof("source") == "inline":   # fail before embedding

@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 
-from ..neighbors import knn, knn_chunks
+from ..neighbors import knn, knn_chunks, mean_found_similarity
 
 
 def _check(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +122,7 @@ def evidence_from_knn(chunks, labels: np.ndarray, num_classes: int, close_thresh
         np.add.at(chunk_dist, (np.nonzero(valid)[0], labels[idx[valid]]), 1.0)
         dist[s:e] = chunk_dist / found[:, None]
         agreement[s:e] = ((labels[np.where(valid, idx, 0)] == labels[s:e, None]) & valid).sum(axis=1) / found
-        mean_sim[s:e] = np.where(valid, sims, 0.0).sum(axis=1) / found
+        mean_sim[s:e] = mean_found_similarity(sims, idx)
         rows = np.repeat(np.arange(s, e), idx.shape[1])
         hit = (sims >= close_threshold).ravel() & valid.ravel()
         close.append(np.stack([np.minimum(rows[hit], idx.ravel()[hit]),

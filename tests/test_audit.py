@@ -201,7 +201,7 @@ def test_report_opens_in_headless_chromium_with_no_errors(audited, tmp_path):
     assert console == []
 
 
-def test_audit_through_a_server_matches_in_process(dataset, server, tmp_path):
+def test_audit_through_a_server_or_on_torch_matches_in_process(dataset, server, tmp_path):
     root, _ = dataset
     folder = tmp_path / "few"
     folder.mkdir()
@@ -219,3 +219,10 @@ def test_audit_through_a_server_matches_in_process(dataset, server, tmp_path):
     vb, _, eb, _ = EmbeddingStore(b / "embeddings", "mobilenet_v1", 1024).load(paths)
     assert ea == eb and sum(bool(e) for e in ea) == 1        # the corrupt file fails alone, both ways
     np.testing.assert_array_equal(va, vb)
+    c = tmp_path / "torch"
+    r = audit(folder, "--out", c, "--no-sweep", "--runtime", "torch")
+    assert r.returncode == 0, r.stderr
+    vc, _, ec, _ = EmbeddingStore(c / "embeddings", "mobilenet_v1", 1024).load(paths)
+    assert ec == ea
+    ok = np.array([not e for e in ea])
+    assert (va[ok] * vc[ok]).sum(1).min() > 0.99999        # same weights, another runtime

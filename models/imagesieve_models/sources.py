@@ -187,7 +187,9 @@ class _TorchvisionMobileNet(nn.Module):
         self.net = net
 
     def forward(self, x):
-        emb = self.net.avgpool(self.net.features(x)).flatten(1)
+        # Global average pool as both torchvision models do (V2 has no avgpool
+        # module: its forward calls adaptive_avg_pool2d itself).
+        emb = F.adaptive_avg_pool2d(self.net.features(x), 1).flatten(1)
         return emb, self.net.classifier(emb)
 
 

@@ -27,7 +27,7 @@ from imagesieve.v1 import (analysis_pb2, analysis_pb2_grpc, collections_pb2, col
 from .collections import CollectionManager
 from .engine.async_embedder import AsyncEmbedder
 from .engine.decode import DecodeLimits
-from .engine.pipeline import Embedder
+from .engine.pipeline import RUNTIMES, Embedder
 from .observability import Metrics, ObservabilityInterceptor, configure_logging
 from .paths import PathPolicy
 from .security import AuthInterceptor, TokenError, TokenStore, server_credentials
@@ -51,7 +51,10 @@ class ServerConfig:
     model: str = "mobilenet_v1"
     data_dir: str = "imagesieve-data"   # collections live under DATA_DIR/collections
     snapshot_every: int = 10_000        # adds/removes between index snapshots
+    runtime: str = "onnx"               # "onnx" (ONNX Runtime) or "torch" (PyTorch: GPU hosts without ORT's CUDA build)
     providers: str = ""                 # comma-separated ONNX Runtime providers; "" = best present
+    torch_device: str = ""              # runtime torch: "" = cuda when present, else cpu
+    torch_dtype: str = "float32"        # runtime torch: float32, float16 or bfloat16 (CUDA only)
     intra_op_threads: int = 0           # 0 = one per core
     decode_workers: int = 0             # 0 = one per core
     max_batch_size: int = 32
@@ -105,6 +108,8 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         ap.error("--tls-cert and --tls-key go together")
     if cfg.tls_client_ca and not cfg.tls_cert:
         ap.error("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    if cfg.runtime not in RUNTIMES:
+        ap.error(f"--runtime must be one of {', '.join(RUNTIMES)}")
     if cfg.log_format not in ("text", "json"):
         ap.error("--log-format must be text or json")
     return cfg
@@ -118,8 +123,10 @@ class ImageSieveServer:
         self.config = config
         self.tokens = TokenStore.load(config.tokens_file, os.environ.get("IMAGESIEVE_TOKENS"))
         embedder = Embedder.from_model(
-            config.model, providers=[p for p in config.providers.split(",") if p] or None,
-            intra_op_threads=config.intra_op_threads, max_batch_size=config.max_batch_size,
+            config.model, runtime=config.runtime,
+            providers=[p for p in config.providers.split(",") if p] or None,
+            intra_op_threads=config.intra_op_threads, torch_device=config.torch_device or None,
+            torch_dtype=config.torch_dtype, max_batch_size=config.max_batch_size,
             decode_workers=config.decode_workers,
             limits=DecodeLimits(max_bytes=config.max_image_mb << 20, max_pixels=config.max_pixels))
         self.engine = AsyncEmbedder(embedder, config.max_delay_ms / 1000, config.max_queue,

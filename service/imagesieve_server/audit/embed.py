@@ -74,9 +74,9 @@ def _embed_files(paths: Iterable[str], embed_bytes) -> Iterator[Embedded]:
 class InProcessBackend:
     name = "in-process"
 
-    def __init__(self, model: str | None = None, max_batch_size: int = 32):
+    def __init__(self, model: str | None = None, max_batch_size: int = 32, runtime: str = "onnx"):
         from ..engine import Embedder
-        self.embedder = Embedder.from_model(model, max_batch_size=max_batch_size)
+        self.embedder = Embedder.from_model(model, runtime=runtime, max_batch_size=max_batch_size)
         self.model, self.dim = self.embedder.executor.manifest.name, self.embedder.dim
 
     def embed(self, paths: Iterable[str]) -> Iterator[Embedded]:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
+from ..engine.pipeline import RUNTIMES
 from .common import parse_fraction
 
 
@@ -27,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     where.add_argument("--server", help="embed through a running imagesieve server at host:port")
     where.add_argument("--ray", metavar="ADDRESS", help="embed on a Ray cluster ('local' starts one here)")
     p.add_argument("--model", default="mobilenet_v1", help="model for in-process or Ray embedding")
+    p.add_argument("--runtime", choices=RUNTIMES, default="onnx",
+                   help="in-process model runtime: onnx (ONNX Runtime, CUDA when its GPU build is installed) "
+                        "or torch (PyTorch, CUDA when present)")
     p.add_argument("--threshold", type=float, default=0.0, help="near-duplicate cosine (default: the server's)")
     p.add_argument("--target", type=parse_fraction, default=0.95, help="target accuracy for the sweep (default 95%%)")
     p.add_argument("--top", type=parse_fraction, default=0.01, help="share of labels to flag (default 1%%)")
@@ -81,7 +85,7 @@ def run(args) -> int:
         from ..audit.ray_backend import RayBackend
         backend = RayBackend(args.ray, args.model)
     else:
-        backend = InProcessBackend(args.model)
+        backend = InProcessBackend(args.model, runtime=args.runtime)
     lap("model load")
     try:
         store = EmbeddingStore(out / "embeddings", backend.model, backend.dim, args.shard_size)

@@ -11,13 +11,16 @@ import collections
 import dataclasses
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
 from .decode import DecodeError, DecodeLimits, decode_image
 from .onnx_executor import OnnxExecutor
 from .preprocess import Preprocessor
+
+if TYPE_CHECKING:
+    from .torch_executor import TorchExecutor
 
 
 @dataclasses.dataclass
@@ -41,18 +44,21 @@ class ImageEmbedding:
         return self.error is None
 
 
+RUNTIMES = ("onnx", "torch")
+
+
 class Embedder:
     """Images (encoded bytes) -> L2-normalized embeddings, in-process.
 
     Parameters
     ----------
-    executor : the model runtime (``OnnxExecutor``).
+    executor : the model runtime (``OnnxExecutor`` or ``TorchExecutor``).
     max_batch_size : images per model call.
     decode_workers : threads decoding ahead of the model; 0 = one per core.
     limits : byte and pixel limits applied before decoding.
     """
 
-    def __init__(self, executor: OnnxExecutor, max_batch_size: int = 32, decode_workers: int = 0,
+    def __init__(self, executor: "OnnxExecutor | TorchExecutor", max_batch_size: int = 32, decode_workers: int = 0,
                  limits: DecodeLimits = DecodeLimits()):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -64,12 +70,22 @@ class Embedder:
                                        thread_name_prefix="imagesieve-decode")
 
     @classmethod
-    def from_model(cls, model: str | None = None, **kwargs) -> "Embedder":
-        """Build from a model name or path (see ``imagesieve_models.find_model``)."""
+    def from_model(cls, model: str | None = None, runtime: str = "onnx", providers: list[str] | None = None,
+                   intra_op_threads: int = 0, torch_device: str | None = None, torch_dtype: str = "float32",
+                   **kwargs) -> "Embedder":
+        """Build from a model name or path (see ``imagesieve_models.find_model``).
+
+        runtime : "onnx" (ONNX Runtime; ``providers``, ``intra_op_threads``) or
+            "torch" (PyTorch, for GPU hosts without ONNX Runtime's CUDA build;
+            ``torch_device``, ``torch_dtype``; see ``TorchExecutor``).
+        """
         from imagesieve_models.manifest import find_model
-        providers = kwargs.pop("providers", None)
-        threads = kwargs.pop("intra_op_threads", 0)
-        return cls(OnnxExecutor(find_model(model), providers, threads), **kwargs)
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        if runtime == "torch":
+            from .torch_executor import TorchExecutor  # torch only when asked for
+            return cls(TorchExecutor(find_model(model), torch_device, torch_dtype), **kwargs)
+        return cls(OnnxExecutor(find_model(model), providers, intra_op_threads), **kwargs)
 
     @property
     def dim(self) -> int:

@@ -1,0 +1,99 @@
+"""Runs the embedding model eagerly in PyTorch, on a CUDA GPU when present.
+
+The second runtime beside ``OnnxExecutor`` (one executor per runtime, as
+clip-as-service has): same contract, (N, 3, S, S) float32 in, unit vectors
+and logits out, so the pipeline, batcher and server are unchanged. It exists
+for GPU hosts whose ONNX Runtime has no CUDA provider (the CUDA build of ONNX
+Runtime is a separate ~250 MB package tied to one CUDA major version), where
+PyTorch's own CUDA build is usually installed already.
+
+It rebuilds the manifest's model from the same pretrained weights that the
+ONNX file was exported from (``imagesieve_models.sources``; needs the
+``export`` extra: torch, and torchvision for the torchvision models) and
+refuses to run if the rebuilt source differs from the one the manifest names.
+The embedding path of a default install never imports this module.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from imagesieve_models.manifest import ModelManifest
+
+from .onnx_executor import l2_normalize
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+class TorchExecutor:
+    """Embedding model on PyTorch.
+
+    Parameters
+    ----------
+    manifest_path : path of the model's manifest (.json beside the .onnx).
+    device : "cuda", "cuda:1", "cpu"...; None = "cuda" when available, else "cpu".
+    dtype : compute precision on the device; outputs are float32 either way.
+        "float16"/"bfloat16" need a CUDA device (halves memory traffic; vectors
+        then differ from float32 by ~1e-3 in cosine).
+    weights : local weights file for the source model (else the package cache).
+    """
+
+    def __init__(self, manifest_path: str | os.PathLike, device: str | None = None,
+                 dtype: str = "float32", weights: str | None = None):
+        import torch
+
+        from imagesieve_models.sources import SOURCES
+
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        self.manifest_path = Path(manifest_path)
+        self.manifest = ModelManifest.load(self.manifest_path)
+        if self.manifest.name not in SOURCES:
+            raise ValueError(f"no torch source for model {self.manifest.name!r}; have {sorted(SOURCES)}")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device(device)
+        if dtype != "float32" and self.device.type != "cuda":
+            raise ValueError(f"dtype {dtype} needs a CUDA device, got {device}")
+        src = SOURCES[self.manifest.name](weights)
+        if src.source != self.manifest.source:
+            # Different weights would give vectors that do not match stored ones.
+            raise ValueError(f"rebuilt model is {src.source!r}, the manifest's is {self.manifest.source!r}")
+        self._torch = torch
+        self._dtype = getattr(torch, dtype)
+        module = src.module.eval().to(self.device, self._dtype)
+        if self.device.type == "cuda":
+            module = module.to(memory_format=torch.channels_last)  # cuDNN's fast layout for convs
+            torch.backends.cudnn.benchmark = True
+        self.module = module
+        # One page-locked staging buffer, reused: allocating pinned memory per
+        # batch cost more than the model itself (measured on an H200).
+        self._pinned = None
+        self._lock = threading.Lock()
+        self.providers = [f"torch:{self.device}:{dtype}"]
+        self.has_logits = self.manifest.num_classes > 0
+        self.class_names = self.manifest.class_names(self.manifest_path)
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.embedding_dim
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """batch (N, 3, S, S) float32 -> (unit embeddings (N, D) float32,
+        logits (N, C) float32 or None)."""
+        torch = self._torch
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        with self._lock, torch.inference_mode():
+            if self.device.type == "cuda":
+                n = x.shape[0]
+                if self._pinned is None or self._pinned.shape[0] < n or self._pinned.shape[1:] != x.shape[1:]:
+                    self._pinned = torch.empty(x.shape, dtype=torch.float32, pin_memory=True)
+                staged = self._pinned[:n]
+                staged.copy_(x)
+                x = staged.to(self.device, non_blocking=True).to(self._dtype, memory_format=torch.channels_last)
+            emb, logits = self.module(x)
+            # .cpu() waits for the GPU, so the staging buffer is free again on return.
+            emb, logits = emb.float().cpu().numpy(), logits.float().cpu().numpy()
+        return l2_normalize(emb), logits if self.has_logits else None

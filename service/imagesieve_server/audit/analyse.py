@@ -18,7 +18,7 @@ from ..analysis.labels import rank, score_labels
 from ..analysis.outliers import flag_outliers, knn_similarity, outlier_scores
 from ..analysis.sample_size.run import SampleSizeReport, sample_size_report
 from ..index.faiss_index import FLAT_MAX
-from .memory import peak_rss_mb
+from .memory import current_rss_mb, peak_rss_mb, peak_rss_since_reset_mb, reset_peak_rss, trim_free_heap
 
 MIN_SWEEP_IMAGES = 100
 NEIGHBORS = 10
@@ -51,7 +51,10 @@ class AuditResults:
     sample_size: SampleSizeReport | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
     seconds: dict = dataclasses.field(default_factory=dict)
-    peak_rss_mb: dict = dataclasses.field(default_factory=dict)   # process peak after each stage
+    # Resident memory, MiB: the peak during each stage ("embedding": the
+    # process's peak up to the analyses), and what stays resident after it.
+    peak_rss_mb: dict = dataclasses.field(default_factory=dict)
+    rss_mb: dict = dataclasses.field(default_factory=dict)
 
     @property
     def ok_index(self) -> np.ndarray:
@@ -64,12 +67,15 @@ def _stage(name: str, results: AuditResults):
     class _S:
         def __enter__(self):
             self.t = time.perf_counter()
+            self.own_peak = reset_peak_rss()
             print(f"{name} ...", flush=True)
             return self
 
         def __exit__(self, *exc):
             results.seconds[name] = round(time.perf_counter() - self.t, 2)
-            results.peak_rss_mb[name] = peak_rss_mb()
+            results.peak_rss_mb[name] = peak_rss_since_reset_mb() if self.own_peak else peak_rss_mb()
+            trim_free_heap()            # the next stage starts from what is really held
+            results.rss_mb[name] = current_rss_mb()
     return _S()
 
 
@@ -85,7 +91,6 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     sha256 = np.asarray(sha256, dtype="S64")
     r = AuditResults(paths, labels, splits, sha256, errors, vectors, ok,
                      threshold, {s: dict(c) for s, c in counts.items()})
-    r.peak_rss_mb["embedding"] = peak_rss_mb()
     idx = r.ok_index
     x = vectors if len(idx) == len(vectors) else np.ascontiguousarray(vectors[idx])   # no copy when all ok
     if len(idx) < 2:

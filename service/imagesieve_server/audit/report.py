@@ -65,6 +65,7 @@ def summary(r: AuditResults) -> dict:
     n, ok = len(r.paths), int(r.ok.sum())
     s = {"images": n, "embedded": ok, "failed": n - ok, "threshold": r.threshold,
          "classes": len(r.class_names), "notes": r.notes, "seconds": r.seconds, "peak_rss_mb": r.peak_rss_mb,
+         "rss_mb": r.rss_mb,
          "class_counts": r.class_counts}
     if r.duplicates is not None:
         d = r.duplicates

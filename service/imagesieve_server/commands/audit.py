@@ -59,7 +59,8 @@ def _import_analysis_modules() -> None:
 
 def run(args) -> int:
     from ..audit.embed import InProcessBackend, ServerBackend, embed_stage
-    from ..audit.memory import return_freed_memory_to_os
+    from ..audit.memory import (current_rss_mb, peak_rss_mb, peak_rss_since_reset_mb, reset_peak_rss,
+                                return_freed_memory_to_os)
     from ..audit.sources import load_audit_table
     from ..audit.store import EmbeddingStore
     from ..collections.collection import DEFAULT_THRESHOLD
@@ -102,21 +103,28 @@ def run(args) -> int:
         return 130
     finally:
         backend.close()
+    del backend                 # the model is not needed any more: its memory goes back
     print(f"embedding: {counts['embedded_now']} embedded now, {counts['reused']} reused from {out / 'embeddings'}")
     lap("embedding")
     # From here on memory must follow the vectors (not before: during
     # embedding, mapping every decode and batch buffer afresh cost 20% speed).
     return_freed_memory_to_os()
+    rss, peaks = {"embedding": current_rss_mb()}, {"embedding": peak_rss_mb()}
+    own_peak = reset_peak_rss()
     from ..audit.analyse import run_analyses
     vectors, sha, errors, _ = store.load(paths)
     store.close()
     lap("loading vectors")
+    rss["loading vectors"] = current_rss_mb()
+    peaks["loading vectors"] = peak_rss_since_reset_mb() if own_peak else peak_rss_mb()
     try:
         results = run_analyses(paths, table.labels, table.splits, sha, errors,
                                vectors, threshold=args.threshold or DEFAULT_THRESHOLD, target=args.target,
                                top_fraction=args.top, sweep=not args.no_sweep, seed=args.seed,
                                classifier=args.classifier)
         results.seconds = {**{k: round(v, 2) for k, v in seconds.items()}, **results.seconds}
+        results.rss_mb = {**rss, **results.rss_mb}
+        results.peak_rss_mb = {**peaks, **results.peak_rss_mb}
         before_report = time.perf_counter()
         from ..audit.report import write_report
         s = write_report(results, out, args.source)

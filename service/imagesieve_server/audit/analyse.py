@@ -18,7 +18,7 @@ from ..analysis.labels import rank, score_labels
 from ..analysis.outliers import flag_outliers, knn_similarity, outlier_scores
 from ..analysis.sample_size.run import SampleSizeReport, sample_size_report
 from ..index.faiss_index import FLAT_MAX
-from .memory import current_rss_mb, peak_rss_mb, peak_rss_since_reset_mb, reset_peak_rss, trim_free_heap
+from .memory import PeakRssSince, current_rss_mb, trim_free_heap
 
 MIN_SWEEP_IMAGES = 100
 NEIGHBORS = 10
@@ -67,13 +67,13 @@ def _stage(name: str, results: AuditResults):
     class _S:
         def __enter__(self):
             self.t = time.perf_counter()
-            self.own_peak = reset_peak_rss()
+            self.peak = PeakRssSince()
             print(f"{name} ...", flush=True)
             return self
 
         def __exit__(self, *exc):
             results.seconds[name] = round(time.perf_counter() - self.t, 2)
-            results.peak_rss_mb[name] = peak_rss_since_reset_mb() if self.own_peak else peak_rss_mb()
+            results.peak_rss_mb[name] = self.peak.stop()
             trim_free_heap()            # the next stage starts from what is really held
             results.rss_mb[name] = current_rss_mb()
     return _S()

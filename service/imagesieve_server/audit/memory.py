@@ -1,5 +1,6 @@
-"""Process memory for long batch jobs: the peak so far, and a glibc setting
-that lets each stage's freed temporaries go back to the operating system.
+"""Process memory for long batch jobs: the peak so far (and per stage), and
+glibc settings that let each stage's freed temporaries go back to the
+operating system.
 
 Why: glibc raises its mmap threshold every time a large block is freed
 (up to 32 MiB), so after the first big temporary the next ones come from
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import resource
+import threading
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -24,31 +27,29 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def reset_peak_rss() -> bool:
-    """Start a new peak for ``peak_rss_since_reset_mb`` (Linux >= 4.0:
-    ``/proc/self/clear_refs`` 5 resets VmHWM). The lifetime peak that
-    ``peak_rss_mb`` and a parent's ``wait4`` report is kept: the kernel
-    folded it into the process' maximum when the decoding threads exited.
-    True where supported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+class PeakRssSince:
+    """Peak resident memory from construction until ``stop()``, MiB, sampled
+    every ``interval_s`` by a daemon thread (so a spike shorter than that can
+    be missed). Sampling, not the kernel's high-water mark: resetting that
+    (``/proc/self/clear_refs`` 5) also erases the lifetime peak that
+    ``peak_rss_mb`` and a parent's ``wait4`` report, which was tried and
+    seen here (the test checks the lifetime peak survives)."""
 
+    def __init__(self, interval_s: float = 0.02):
+        self._peak = current_rss_mb()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(interval_s,), name="peak-rss", daemon=True)
+        self._thread.start()
 
-def peak_rss_since_reset_mb() -> float:
-    """Peak resident memory since ``reset_peak_rss`` (VmHWM), MiB; 0.0 where
-    /proc is absent."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return 0.0
+    def _sample(self, interval_s: float) -> None:
+        while not self._done.wait(interval_s):
+            self._peak = max(self._peak, current_rss_mb())
+
+    def stop(self) -> float:
+        """End sampling; the peak seen, MiB."""
+        self._done.set()
+        self._thread.join()
+        return max(self._peak, current_rss_mb())
 
 
 def current_rss_mb() -> float:
@@ -61,7 +62,9 @@ def current_rss_mb() -> float:
     return round(resident_pages * resource.getpagesize() / 2**20, 1)
 
 
+@functools.cache
 def _libc():
+    # Cached: find_library runs `ldconfig -p` in a child process each call.
     try:
         return ctypes.CDLL(ctypes.util.find_library("c"))
     except (OSError, TypeError):

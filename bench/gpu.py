@@ -74,7 +74,6 @@ def model_alone(manifest_path: Path, tensors: np.ndarray, batch: int, repeats: i
             "top1_agreement_vs_onnx": float((logits.argmax(1) == ref_logits.argmax(1)).mean()),
         }
         print("model alone", dtype, out[f"torch_{device}_{dtype}"], file=sys.stderr, flush=True)
-        del ex
     return out
 
 

@@ -87,6 +87,20 @@ def test_async_client(server, photos):
     assert res.ok.tolist() == [True] * 4 + [False]
 
 
+def test_when_every_image_fails_the_vectors_still_have_the_models_width(server):
+    junk = [b"junk", b"\xff\xd8\xff not a jpeg"]
+    with Client(server.address) as c:
+        results = [c.embed(junk), c.embed_batch(junk)]
+
+    async def main():
+        async with AsyncClient(server.address) as c:
+            return await c.embed(junk)
+    results.append(asyncio.run(main()))
+    for res in results:
+        assert res.vectors.shape == (2, 1024) and not res.vectors.any()
+        assert res.ok.tolist() == [False, False] and len(res.errors) == 2
+
+
 def test_server_paths_confined_to_allowed_roots(server, photos, tmp_path):
     inside = server.allowed_root / "inside.jpg"
     inside.write_bytes(photos[0][0])

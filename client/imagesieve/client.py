@@ -71,9 +71,18 @@ class Embeddings:
     errors: list[ItemFailure]
     top_classes: list[list[tuple[int, str, float]]]
 
+    @staticmethod
+    def needs_dim(results: list[EmbeddingResult]) -> bool:
+        """True when no image embedded: then only the model's dim sizes the array."""
+        return not any(r.ok for r in results)
+
     @classmethod
-    def from_results(cls, results: list[EmbeddingResult], dim: int | None = None) -> "Embeddings":
-        """``dim`` is needed only when every image failed (no vector to size by)."""
+    def from_results(cls, results: list[EmbeddingResult],
+                     dim: int | Callable[[], int] | None = None) -> "Embeddings":
+        """``dim`` (or a function giving it, called only then) sizes the
+        vectors when every image failed (no vector to size by)."""
+        if cls.needs_dim(results) and callable(dim):
+            dim = dim()
         dim = next((len(r.vector) for r in results if r.ok), dim or 0)
         vectors = np.zeros((len(results), dim), dtype=np.float32)
         for r in results:
@@ -347,7 +356,7 @@ class Client:
         Returns ``Embeddings`` (vectors (N, D) float32, unit L2 norm)."""
         results = list(self.embed_stream(images, keys=keys, top_k_classes=top_k_classes,
                                          chunk_size=chunk_size))
-        return Embeddings.from_results(results, None if any(r.ok for r in results) else self.dim)
+        return Embeddings.from_results(results, lambda: self.dim)
 
     def embed_batch(self, images: list[ImageInput], *, top_k_classes: int = 0) -> Embeddings:
         """One unary Embed call (the server limits images per request)."""
@@ -356,7 +365,7 @@ class Client:
                                     chunk_bytes=float("inf")))
         response = self.embedding.Embed(request, timeout=self.timeout)
         results = list(_localize((_result(i, e) for i, e in enumerate(response.embeddings)), failures))
-        return Embeddings.from_results(results, None if any(r.ok for r in results) else self.dim)
+        return Embeddings.from_results(results, lambda: self.dim)
 
     def embed_stream(self, images: Iterable[ImageInput], *, keys: Iterable[str] | None = None,
                      top_k_classes: int = 0, chunk_size: int = 16) -> Iterator[EmbeddingResult]:
@@ -540,7 +549,7 @@ class AsyncClient:
                     top_k_classes: int = 0, chunk_size: int = 16) -> Embeddings:
         results = [r async for r in self.embed_stream(images, keys=keys, top_k_classes=top_k_classes,
                                                       chunk_size=chunk_size)]
-        return Embeddings.from_results(results, None if any(r.ok for r in results) else await self.dim())
+        return Embeddings.from_results(results, await self.dim() if Embeddings.needs_dim(results) else None)
 
     async def embed_stream(self, images: Iterable[ImageInput], *, keys: Iterable[str] | None = None,
                            top_k_classes: int = 0, chunk_size: int = 16) -> AsyncIterator[EmbeddingResult]:

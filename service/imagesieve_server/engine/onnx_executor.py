@@ -7,12 +7,13 @@ nothing of images: (N, 3, S, S) float32 in, unit vectors out.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from imagesieve_models.manifest import ModelManifest, sha256_file
+from imagesieve_models.manifest import sha256_file
+
+from .executor import ModelExecutor, l2_normalize
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -31,14 +32,7 @@ def select_providers(requested: list[str] | None = None) -> list[str]:
     return chosen
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows of x (N, D) scaled to unit L2 norm, float32; all-zero rows stay zero."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, np.float32(1e-12))
-
-
-class OnnxExecutor:
+class OnnxExecutor(ModelExecutor):
     """Embedding model on ONNX Runtime.
 
     Parameters
@@ -51,8 +45,7 @@ class OnnxExecutor:
 
     def __init__(self, manifest_path: str | os.PathLike, providers: list[str] | None = None,
                  intra_op_threads: int = 0, verify_sha256: bool = True):
-        self.manifest_path = Path(manifest_path)
-        self.manifest = ModelManifest.load(self.manifest_path)
+        super().__init__(manifest_path)
         onnx_path = self.manifest.onnx_path(self.manifest_path)
         if verify_sha256 and sha256_file(onnx_path) != self.manifest.sha256:
             raise ValueError(f"{onnx_path} does not match the sha256 in its manifest; re-export it")
@@ -65,15 +58,8 @@ class OnnxExecutor:
         self.providers = self.session.get_providers()
         self._outputs = [o.name for o in self.session.get_outputs()]
         self.has_logits = "logits" in self._outputs
-        self.class_names = self.manifest.class_names(self.manifest_path)
-
-    @property
-    def dim(self) -> int:
-        return self.manifest.embedding_dim
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """batch (N, 3, S, S) float32 -> (unit embeddings (N, D) float32,
-        logits (N, C) float32 or None)."""
         outs = self.session.run(None, {"input": np.ascontiguousarray(batch, dtype=np.float32)})
         named = dict(zip(self._outputs, outs))
         return l2_normalize(named["embedding"]), named.get("logits")

@@ -11,16 +11,14 @@ import collections
 import dataclasses
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from .decode import DecodeError, DecodeLimits, decode_image
+from .executor import ModelExecutor
 from .onnx_executor import OnnxExecutor
 from .preprocess import Preprocessor
-
-if TYPE_CHECKING:
-    from .torch_executor import TorchExecutor
 
 
 @dataclasses.dataclass
@@ -58,7 +56,7 @@ class Embedder:
     limits : byte and pixel limits applied before decoding.
     """
 
-    def __init__(self, executor: "OnnxExecutor | TorchExecutor", max_batch_size: int = 32, decode_workers: int = 0,
+    def __init__(self, executor: ModelExecutor, max_batch_size: int = 32, decode_workers: int = 0,
                  limits: DecodeLimits = DecodeLimits()):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")

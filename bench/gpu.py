@@ -5,8 +5,10 @@ on all the host's CPU cores, in the same run; plus the torchvision export path.
 
 (a) model alone on preprocessed real photos (batches of --batch): ONNX Runtime
     CPU (baseline) and TorchExecutor on CUDA in float32, float16 and bfloat16,
-    each with its worst cosine and top-1 agreement against ONNX Runtime;
-    ``gpu_kernel_ips`` times the module alone on device-resident tensors;
+    each with its worst cosine and top-1 agreement against ONNX Runtime; fed
+    normalized float32 (``ips``) or uint8 pixels that it normalizes on the GPU
+    (``ips_from_pixels``, what the pipeline sends it); ``gpu_kernel_ips`` times
+    the module alone on device-resident tensors;
 (b) the whole in-process pipeline (decode + preprocess on every core, model
     on the GPU) on JPEGs at 0.3 and 12 MP, against the same pipeline on ONNX
     Runtime CPU: where a GPU host's rate is bound by decoding;
@@ -31,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from photos import photos_at  # noqa: E402
 
 from imagesieve_models.manifest import find_model  # noqa: E402
-from imagesieve_server.engine import Embedder  # noqa: E402
+from imagesieve_server.engine import Embedder, decode_image  # noqa: E402
 from imagesieve_server.engine.onnx_executor import OnnxExecutor  # noqa: E402
 from imagesieve_server.engine.torch_executor import TorchExecutor  # noqa: E402
 
@@ -48,14 +50,14 @@ def rate(fn, n_images: int, repeats: int, sync=lambda: None) -> float:
     return round(statistics.median(rates), 1)
 
 
-def model_alone(manifest_path: Path, tensors: np.ndarray, batch: int, repeats: int, device: str,
-                dtypes: tuple[str, ...]) -> dict:
+def model_alone(manifest_path: Path, tensors: np.ndarray, pixels: np.ndarray, batch: int, repeats: int,
+                device: str, dtypes: tuple[str, ...]) -> dict:
     import torch
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
-    def run_all(ex):
-        return [ex.run(tensors[i:i + batch]) for i in range(0, len(tensors), batch)]
+    def run_all(ex, inputs=tensors):
+        return [ex.run(inputs[i:i + batch]) for i in range(0, len(inputs), batch)]
 
     onnx = OnnxExecutor(manifest_path)
     ref_emb, ref_logits = (np.concatenate(x) for x in zip(*run_all(onnx)))
@@ -69,6 +71,7 @@ def model_alone(manifest_path: Path, tensors: np.ndarray, batch: int, repeats: i
             kernel = rate(lambda: [ex.module(x) for _ in range(10)], 10 * batch, repeats, sync)
         out[f"torch_{device}_{dtype}"] = {
             "ips": rate(lambda: run_all(ex), len(tensors), repeats),
+            "ips_from_pixels": rate(lambda: run_all(ex, pixels), len(tensors), repeats),
             "gpu_kernel_ips": kernel,
             "min_cosine_vs_onnx": round(float((emb * ref_emb).sum(1).min()), 6),
             "top1_agreement_vs_onnx": float((logits.argmax(1) == ref_logits.argmax(1)).mean()),
@@ -129,14 +132,18 @@ def main() -> int:
     dtypes = ("float32", "float16", "bfloat16") if args.device == "cuda" else ("float32",)
     manifest_path = find_model(args.model)
     prep = Embedder.from_model(str(manifest_path))
-    tensors = np.stack([prep.prepare(d).tensor for d in photos_at((640, 480), 32)])
+    decoded = [decode_image(d, prep.preprocessor.decode_min_size) for d in photos_at((640, 480), 32)]
+    pixels = np.stack([prep.preprocessor.pixels(img) for img in decoded])
+    tensors = np.stack([prep.preprocessor.normalize(p) for p in pixels])
     prep.close()
-    tensors = np.concatenate([tensors] * (4 * args.batch // len(tensors)))  # 4 batches of real photos
+    copies = 4 * args.batch // len(tensors)                # 4 batches of real photos
+    tensors, pixels = np.concatenate([tensors] * copies), np.concatenate([pixels] * copies)
     gpu_name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
     summary = {"device": gpu_name, "cpu_count": os.cpu_count(),
                "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
                "model": Path(manifest_path).stem, "batch": args.batch}
-    summary["model_alone"] = model_alone(manifest_path, tensors, args.batch, args.repeats, args.device, dtypes)
+    summary["model_alone"] = model_alone(manifest_path, tensors, pixels, args.batch, args.repeats, args.device,
+                                         dtypes)
     # The pipeline runs float32, the default: its vectors match stored ONNX ones (bfloat16's did not).
     summary["pipeline"] = pipeline(manifest_path, args.device, "float32", args.batch, args.repeats, args.images)
     summary["torchvision_export"] = torchvision_export()

@@ -36,6 +36,18 @@ def test_torch_runtime_matches_onnx_on_real_photos(embedder, torch_embedder, pho
     assert np.abs(la - lb).max() < 1e-3
 
 
+def test_torch_runtime_takes_pixels_and_normalized_floats_alike(embedder, torch_embedder, photos):
+    data = [b for b, _, _ in photos[:5]]
+    prepared = [torch_embedder.prepare(d).tensor for d in data]
+    assert torch_embedder.executor.input_kind == "pixels"
+    assert all(t.dtype == np.uint8 and t.shape == (224, 224, 3) for t in prepared)
+    from_pixels, _ = torch_embedder.executor.run(np.stack(prepared))
+    from_floats, _ = torch_embedder.executor.run(np.stack([embedder.prepare(d).tensor for d in data]))
+    assert (from_pixels * from_floats).sum(1).min() > 0.999999
+    with pytest.raises(ValueError, match=r"pixels must be \(N, S, S, 3\) uint8"):
+        torch_embedder.executor.run(np.zeros((2, 3, 224, 224), np.uint8))
+
+
 def test_torch_runtime_refuses_weights_other_than_the_manifests(manifest_path, tmp_path):
     m = ModelManifest.load(manifest_path)
     other = tmp_path / manifest_path.name

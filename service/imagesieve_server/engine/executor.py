@@ -1,5 +1,6 @@
 """What every model runtime shares: the manifest it was built from, and the
-contract (N, 3, S, S) float32 in -> unit embeddings (N, D) and logits out.
+contract: a batch of images (normalized floats or uint8 pixels, see
+``INPUT_KINDS``) in -> unit embeddings (N, D) and logits out.
 
 One executor per runtime (as clip-as-service has): ``OnnxExecutor`` (ONNX
 Runtime) and ``TorchExecutor`` (PyTorch). They know nothing of images;
@@ -23,12 +24,20 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, np.float32(1e-12))
 
 
+#: What ``run`` takes: "normalized" (N, 3, S, S) float32, or "pixels"
+#: (N, S, S, 3) uint8 that the executor normalizes itself (on a GPU that
+#: spares the host a float conversion and sends a quarter of the bytes).
+INPUT_KINDS = ("normalized", "pixels")
+
+
 class ModelExecutor:
     """Base of the runtimes. Subclasses set ``providers`` (what runs the
-    model, for GetModelInfo) and ``has_logits``, and implement ``run``."""
+    model, for GetModelInfo), ``has_logits`` and ``input_kind``, and
+    implement ``run``."""
 
     providers: list[str]
     has_logits: bool
+    input_kind: str = "normalized"
 
     def __init__(self, manifest_path: str | os.PathLike):
         self.manifest_path = Path(manifest_path)
@@ -43,6 +52,6 @@ class ModelExecutor:
         return self.manifest.embedding_dim
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """batch (N, 3, S, S) float32 -> (unit embeddings (N, D) float32,
+        """batch (as ``input_kind`` says) -> (unit embeddings (N, D) float32,
         logits (N, C) float32 or None)."""
         raise NotImplementedError

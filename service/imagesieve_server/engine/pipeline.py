@@ -23,7 +23,7 @@ from .preprocess import Preprocessor
 
 @dataclasses.dataclass
 class PreparedImage:
-    tensor: np.ndarray     # (3, S, S) float32, model input
+    tensor: np.ndarray     # model input: (3, S, S) float32, or (S, S, 3) uint8 pixels (executor.input_kind)
     width: int             # original size, before any scaling
     height: int
 
@@ -93,10 +93,13 @@ class Embedder:
         """Decode and preprocess one image. Raises DecodeError."""
         img = decode_image(data, self.preprocessor.decode_min_size, self.limits)
         w, h = img.info["original_size"]
-        return PreparedImage(self.preprocessor(img), w, h)
+        pixels = self.preprocessor.pixels(img)
+        if self.executor.input_kind == "normalized":
+            return PreparedImage(self.preprocessor.normalize(pixels), w, h)
+        return PreparedImage(pixels, w, h)
 
     def run_model(self, tensors: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        """list of (3, S, S) -> (unit embeddings (N, D), logits (N, C) or None)."""
+        """list of prepared tensors -> (unit embeddings (N, D), logits (N, C) or None)."""
         return self.executor.run(np.stack(tensors))
 
     def embed(self, images: Iterable[bytes]) -> Iterator[ImageEmbedding]:

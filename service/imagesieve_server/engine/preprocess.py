@@ -2,7 +2,8 @@
 
 Resize so the shorter side fits ``input_size / crop_fraction``, keep the
 centre ``input_size`` square (done as one resample with a source box), then
-``(x - mean) / std`` in CHW float32.
+``(x - mean) / std`` in CHW float32. The two halves are separate so that an
+executor can take the uint8 pixels and normalize on its device.
 """
 from __future__ import annotations
 
@@ -32,10 +33,18 @@ class Preprocessor:
         left, top = (width - side) / 2, (height - side) / 2
         return (left, top, left + side, top + side)
 
-    def __call__(self, img: Image.Image) -> np.ndarray:
+    def pixels(self, img: Image.Image) -> np.ndarray:
+        """RGB image -> the model's input square, (S, S, 3) uint8 (HWC)."""
         if img.mode != "RGB":
             raise ValueError(f"expected an RGB image, got mode {img.mode}")
         box = self.crop_box(*img.size)
-        square = img.resize((self.size, self.size), Image.BILINEAR, box=box)
-        chw = np.asarray(square, dtype=np.float32).transpose(2, 0, 1)
+        return np.asarray(img.resize((self.size, self.size), Image.BILINEAR, box=box))
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """(S, S, 3) uint8 -> (3, S, S) float32, ``(x - mean) / std``."""
+        chw = pixels.astype(np.float32).transpose(2, 0, 1)
         return (chw - self._shift) * self._scale
+
+    def __call__(self, img: Image.Image) -> np.ndarray:
+        """RGB image -> (3, S, S) float32 model input."""
+        return self.normalize(self.pixels(img))

@@ -65,6 +65,14 @@ class TorchExecutor(ModelExecutor):
             module = module.to(memory_format=torch.channels_last)  # cuDNN's fast layout for convs
             torch.backends.cudnn.benchmark = True
         self.module = module
+        # Normalization runs here, on the device: the pipeline sends uint8
+        # pixels (a quarter of float32's bytes) and the host skips the float
+        # conversion. Channels-last pixels (N, S, S, 3) are the NHWC layout
+        # that cuDNN prefers, so the permute below moves no memory.
+        self.input_kind = "pixels"
+        m = self.manifest
+        self._mean = torch.tensor(m.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._scale = (1 / torch.tensor(m.std, dtype=torch.float32, device=self.device)).view(1, 3, 1, 1)
         # One page-locked staging buffer, reused, for the host-to-GPU copy (a
         # fresh pin_memory() a batch measured the same: 2,847 vs 2,708 img/s
         # on two H200 machines; this spares an allocation a batch).
@@ -74,17 +82,29 @@ class TorchExecutor(ModelExecutor):
         self.has_logits = self.manifest.num_classes > 0
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """batch: (N, S, S, 3) uint8 pixels, or (N, 3, S, S) float32 already
+        normalized -> (unit embeddings (N, D) float32, logits (N, C) or None)."""
         torch = self._torch
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        pixels = batch.dtype == np.uint8
+        if pixels and (batch.ndim != 4 or batch.shape[-1] != 3):
+            raise ValueError(f"pixels must be (N, S, S, 3) uint8, got {batch.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(batch if pixels else batch.astype(np.float32, copy=False)))
         with self._lock, torch.inference_mode():
             if self.device.type == "cuda":
-                n = x.shape[0]
-                if self._pinned is None or self._pinned.shape[0] < n or self._pinned.shape[1:] != x.shape[1:]:
-                    self._pinned = torch.empty(x.shape, dtype=torch.float32, pin_memory=True)
-                staged = self._pinned[:n]
-                staged.copy_(x)
-                x = staged.to(self.device, non_blocking=True).to(self._dtype, memory_format=torch.channels_last)
+                x = self._to_device(x)
+            if pixels:
+                x = (x.permute(0, 3, 1, 2).float() - self._mean) * self._scale
+            x = x.to(self._dtype, memory_format=torch.channels_last if self.device.type == "cuda"
+                     else torch.contiguous_format)
             emb, logits = self.module(x)
             # .cpu() waits for the GPU, so the staging buffer is free again on return.
             emb, logits = emb.float().cpu().numpy(), logits.float().cpu().numpy()
         return l2_normalize(emb), logits if self.has_logits else None
+
+    def _to_device(self, x):
+        """Through the reused page-locked buffer (grown when a batch is larger)."""
+        if self._pinned is None or self._pinned.numel() < x.numel() or self._pinned.dtype != x.dtype:
+            self._pinned = self._torch.empty(x.numel(), dtype=x.dtype, pin_memory=True)
+        staged = self._pinned[:x.numel()].view(x.shape)
+        staged.copy_(x)
+        return staged.to(self.device, non_blocking=True)

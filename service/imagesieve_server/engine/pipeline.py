@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .decode import DecodeError, DecodeLimits, decode_image
-from .executor import ModelExecutor
+from .executor import INPUT_KINDS, ModelExecutor
 from .onnx_executor import OnnxExecutor
 from .preprocess import Preprocessor
 
@@ -60,6 +60,8 @@ class Embedder:
                  limits: DecodeLimits = DecodeLimits()):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if executor.input_kind not in INPUT_KINDS:
+            raise ValueError(f"executor input_kind must be one of {INPUT_KINDS}, got {executor.input_kind!r}")
         self.executor = executor
         self.preprocessor = Preprocessor(executor.manifest)
         self.max_batch_size = max_batch_size

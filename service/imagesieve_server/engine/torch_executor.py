@@ -1,8 +1,9 @@
 """Runs the embedding model eagerly in PyTorch, on a CUDA GPU when present.
 
 The second runtime beside ``OnnxExecutor`` (one executor per runtime, as
-clip-as-service has): same contract, (N, 3, S, S) float32 in, unit vectors
-and logits out, so the pipeline, batcher and server are unchanged. It exists
+clip-as-service has): same contract, unit vectors and logits out, so the
+pipeline, batcher and server are unchanged; it takes uint8 pixels and
+normalizes them on its device (``input_kind = "pixels"``). It exists
 for GPU hosts whose ONNX Runtime has no CUDA provider (the CUDA build of ONNX
 Runtime is a separate ~250 MB package tied to one CUDA major version), where
 PyTorch's own CUDA build is usually installed already.

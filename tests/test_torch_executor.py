@@ -74,3 +74,13 @@ def test_server_with_torch_runtime_serves_the_same_vectors(manifest_path, embedd
             got = c.embed_batch(data).vectors
             assert list(c.model_info().providers) == ["torch:cpu:float32"]
     assert (want * got).sum(1).min() > 0.99999
+
+
+def test_serve_refuses_an_unknown_runtime_or_dtype_at_the_command_line(capsys):
+    from imagesieve_server.server import parse_config
+    assert parse_config(["--runtime", "torch", "--torch-dtype", "float16"]).torch_dtype == "float16"
+    for argv, message in ((["--runtime", "tf"], "--runtime must be one of onnx, torch"),
+                          (["--torch-dtype", "int8"], "--torch-dtype must be one of float32, float16, bfloat16")):
+        with pytest.raises(SystemExit):
+            parse_config(argv)
+        assert message in capsys.readouterr().err

@@ -28,6 +28,7 @@ from .collections import CollectionManager
 from .engine.async_embedder import AsyncEmbedder
 from .engine.decode import DecodeLimits
 from .engine.pipeline import RUNTIMES, Embedder
+from .engine.torch_executor import DTYPES as TORCH_DTYPES
 from .observability import Metrics, ObservabilityInterceptor, configure_logging
 from .paths import PathPolicy
 from .security import AuthInterceptor, TokenError, TokenStore, server_credentials
@@ -110,6 +111,8 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         ap.error("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
     if cfg.runtime not in RUNTIMES:
         ap.error(f"--runtime must be one of {', '.join(RUNTIMES)}")
+    if cfg.torch_dtype not in TORCH_DTYPES:
+        ap.error(f"--torch-dtype must be one of {', '.join(TORCH_DTYPES)}")
     if cfg.log_format not in ("text", "json"):
         ap.error("--log-format must be text or json")
     return cfg

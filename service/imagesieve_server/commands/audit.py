@@ -47,7 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _import_analysis_modules() -> None:
     """Import what the analyses and the report need (~1 s of single-core
     work) while the embedding stage runs, so it overlaps with embedding
-    instead of following it (the gain was not measured on its own)."""
+    instead of following it. Timed on and off at 5,000 images on 2 cores:
+    28.0 vs 27.6 s wall (medians of 3), within noise; on more cores the
+    overlap is free."""
     import importlib
 
     for name in ("imagesieve_server.audit.analyse", "imagesieve_server.audit.report", "pyarrow.parquet",

@@ -48,8 +48,7 @@ def _import_analysis_modules() -> None:
     """Import what the analyses and the report need (~1 s of single-core
     work) while the embedding stage runs, so it overlaps with embedding
     instead of following it. Timed on and off at 5,000 images on 2 cores:
-    28.0 vs 27.6 s wall (medians of 3), within noise; on more cores the
-    overlap is free."""
+    28.0 vs 27.6 s wall (medians of 3), within noise."""
     import importlib
 
     for name in ("imagesieve_server.audit.analyse", "imagesieve_server.audit.report", "pyarrow.parquet",

@@ -219,7 +219,9 @@ def die_with_parent() -> None:
     in IMAGESIEVE_DIE_WITH_PARENT), get SIGTERM if that process dies, so a
     killed test run or demo leaves no orphan server; exit at once if it is
     already gone."""
-    parent = os.environ.get("IMAGESIEVE_DIE_WITH_PARENT")
+    from imagesieve.local_server import PARENT_PID_ENV
+
+    parent = os.environ.get(PARENT_PID_ENV)
     if not parent or not sys.platform.startswith("linux"):
         return
     try:

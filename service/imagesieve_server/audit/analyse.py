@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,7 +17,7 @@ from ..analysis.labels import rank, score_labels
 from ..analysis.outliers import flag_outliers, knn_similarity, outlier_scores
 from ..analysis.sample_size.run import SampleSizeReport, sample_size_report
 from ..index.faiss_index import FLAT_MAX
-from .memory import PeakRssSince, current_rss_mb, trim_free_heap
+from .stages import StageLog
 
 MIN_SWEEP_IMAGES = 100
 NEIGHBORS = 10
@@ -50,11 +49,7 @@ class AuditResults:
     label_scores: object | None = None          # analysis.labels.LabelScores
     sample_size: SampleSizeReport | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
-    seconds: dict = dataclasses.field(default_factory=dict)
-    # Resident memory, MiB: the peak during each stage ("embedding": the
-    # process's peak up to the analyses), and what stays resident after it.
-    peak_rss_mb: dict = dataclasses.field(default_factory=dict)
-    rss_mb: dict = dataclasses.field(default_factory=dict)
+    stages: StageLog = dataclasses.field(default_factory=StageLog)   # seconds and memory per stage
 
     @property
     def ok_index(self) -> np.ndarray:
@@ -62,27 +57,11 @@ class AuditResults:
         return np.flatnonzero(self.ok)
 
 
-def _stage(name: str, results: AuditResults):
-    """Context: time a stage and print its line."""
-    class _S:
-        def __enter__(self):
-            self.t = time.perf_counter()
-            self.peak = PeakRssSince()
-            print(f"{name} ...", flush=True)
-            return self
-
-        def __exit__(self, *exc):
-            results.seconds[name] = round(time.perf_counter() - self.t, 2)
-            results.peak_rss_mb[name] = self.peak.stop()
-            trim_free_heap()            # the next stage starts from what is really held
-            results.rss_mb[name] = current_rss_mb()
-    return _S()
-
-
-
 def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: float, target: float,
                  top_fraction: float = 0.01, sweep: bool = True, seed: int = 0,
-                 classifier: str = DEFAULT_CLASSIFIER) -> AuditResults:
+                 classifier: str = DEFAULT_CLASSIFIER, stages: StageLog | None = None) -> AuditResults:
+    """Every analysis over the embedded images; ``stages`` (the caller's
+    record of earlier stages, if any) gets one entry per analysis."""
     ok = np.array([not e for e in errors], dtype=bool)
     counts: dict = collections.defaultdict(lambda: collections.Counter())
     for label, split, good in zip(labels, splits, ok):
@@ -90,7 +69,7 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
             counts[split or "all"][label or "(unlabelled)"] += 1
     sha256 = np.asarray(sha256, dtype="S64")
     r = AuditResults(paths, labels, splits, sha256, errors, vectors, ok,
-                     threshold, {s: dict(c) for s, c in counts.items()})
+                     threshold, {s: dict(c) for s, c in counts.items()}, stages=stages or StageLog())
     idx = r.ok_index
     x = vectors if len(idx) == len(vectors) else np.ascontiguousarray(vectors[idx])   # no copy when all ok
     if len(idx) < 2:
@@ -102,14 +81,14 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     spl = list(splits) if all_ok else [splits[i] for i in idx]
     keys = paths if all_ok else (paths.take(idx) if hasattr(paths, "take") else [paths[i] for i in idx])
 
-    with _stage("duplicates", r), StageProgress("  duplicates: ") as report:
+    with r.stages.stage("duplicates", announce=True), StageProgress("  duplicates: ") as report:
         r.duplicates = find_duplicates(x, keys, lab, spl, sha256 if all_ok else sha256[idx], threshold,
                                        approximate=len(idx) > FLAT_MAX, report=report)
 
     labelled = all(lab) and len(set(lab)) >= 2
     evidence = None
     k = min(NEIGHBORS, len(idx) - 1)
-    with _stage("neighbours and outliers", r), StageProgress("  neighbours: ") as report:
+    with r.stages.stage("neighbours and outliers", announce=True), StageProgress("  neighbours: ") as report:
         if labelled:
             r.class_names = sorted(set(lab))
             ids = {c: i for i, c in enumerate(r.class_names)}
@@ -127,7 +106,7 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
                        "(class folders or a label column) and at least 2 classes")
         return r
     smallest = min(collections.Counter(lab).values())
-    with _stage("label scoring", r), StageProgress("  labels: ") as report:
+    with r.stages.stage("label scoring", announce=True), StageProgress("  labels: ") as report:
         try:
             r.label_scores = score_labels(x, r.label_ids, classifier=classifier, folds=min(5, max(2, smallest)),
                                           seed=seed, top_fraction=top_fraction, report=report,
@@ -140,7 +119,7 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     elif len(idx) < MIN_SWEEP_IMAGES:
         r.notes.append(f"sample-size sweep skipped: {len(idx)} images, it needs at least {MIN_SWEEP_IMAGES}")
     else:
-        with _stage("sample-size sweep", r), StageProgress("  sweep: ") as report:
+        with r.stages.stage("sample-size sweep", announce=True), StageProgress("  sweep: ") as report:
             try:
                 r.sample_size = sample_size_report(
                     x, np.array(lab), is_test=np.array([s == "test" for s in spl]), target=target,

@@ -64,8 +64,8 @@ def _bar_chart(counts: dict[str, int], width: int = 640) -> str:
 def summary(r: AuditResults) -> dict:
     n, ok = len(r.paths), int(r.ok.sum())
     s = {"images": n, "embedded": ok, "failed": n - ok, "threshold": r.threshold,
-         "classes": len(r.class_names), "notes": r.notes, "seconds": r.seconds, "peak_rss_mb": r.peak_rss_mb,
-         "rss_mb": r.rss_mb,
+         "classes": len(r.class_names), "notes": r.notes, "seconds": r.stages.seconds,
+         "peak_rss_mb": r.stages.peak_rss_mb, "rss_mb": r.stages.rss_mb,
          "class_counts": r.class_counts}
     if r.duplicates is not None:
         d = r.duplicates

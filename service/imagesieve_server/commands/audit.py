@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -44,25 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="images per embeddings shard; at most this many are redone after a crash")
 
 
-def _import_analysis_modules() -> None:
-    """Import what the analyses and the report need (~1 s of single-core
-    work) while the embedding stage runs, so it overlaps with embedding
-    instead of following it. Timed on and off at 5,000 images on 2 cores:
-    28.0 vs 27.6 s wall (medians of 3), within noise."""
-    import importlib
-
-    for name in ("imagesieve_server.audit.analyse", "imagesieve_server.audit.report", "pyarrow.parquet",
-                 "matplotlib.figure", "matplotlib.backends.backend_agg", "scipy.optimize", "scipy.sparse.csgraph"):
-        try:
-            importlib.import_module(name)
-        except ImportError:      # the main thread will say what is missing, where it is needed
-            return
-
-
 def run(args) -> int:
     from ..audit.embed import InProcessBackend, ServerBackend, embed_stage
-    from ..audit.memory import PeakRssSince, current_rss_mb, peak_rss_mb, return_freed_memory_to_os
+    from ..audit.memory import return_freed_memory_to_os
     from ..audit.sources import load_audit_table
+    from ..audit.stages import StageLog
     from ..audit.store import EmbeddingStore
     from ..collections.collection import DEFAULT_THRESHOLD
 
@@ -71,65 +56,52 @@ def run(args) -> int:
     # more stayed resident at 20,000 images than at 5,000; through malloc
     # (whose thresholds memory.py sets) nothing did. Read when pyarrow loads.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    log = StageLog()
     try:
-        table = load_audit_table(args.source)
+        with log.stage("listing"):
+            table = load_audit_table(args.source)
     except ValueError as e:
         print(f"imagesieve audit: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    seconds: dict[str, float] = {}
-
-    def lap(stage: str) -> None:
-        """Record the seconds since the previous lap under ``stage``."""
-        seconds[stage] = time.perf_counter() - started - sum(seconds.values())
-
-    lap("listing")
     print(f"audit of {len(table)} images from {args.source} ({table.n_labelled} labelled) -> {out}")
-    if args.server:
-        backend = ServerBackend(args.server)
-    elif args.ray:
-        from ..audit.ray_backend import RayBackend
-        backend = RayBackend(args.ray, args.model)
-    else:
-        backend = InProcessBackend(args.model, runtime=args.runtime)
-    lap("model load")
+    with log.stage("model load"):
+        if args.server:
+            backend = ServerBackend(args.server)
+        elif args.ray:
+            from ..audit.ray_backend import RayBackend
+            backend = RayBackend(args.ray, args.model)
+        else:
+            backend = InProcessBackend(args.model, runtime=args.runtime)
     try:
         store = EmbeddingStore(out / "embeddings", backend.model, backend.dim, args.shard_size)
     except ValueError as e:
         print(f"imagesieve audit: {e}", file=sys.stderr)
         return 2
     paths = table.paths
-    threading.Thread(target=_import_analysis_modules, name="import-analyses", daemon=True).start()
     try:
-        counts = embed_stage(store, backend, paths)
+        with log.stage("embedding"):
+            try:
+                counts = embed_stage(store, backend, paths)
+            finally:
+                backend.close()     # the model is not needed any more: its memory goes back
     except KeyboardInterrupt:
         print("\ninterrupted: embeddings so far are kept; rerun the same command to continue",
               file=sys.stderr)
         return 130
-    finally:
-        backend.close()
-    del backend                 # the model is not needed any more: its memory goes back
     print(f"embedding: {counts['embedded_now']} embedded now, {counts['reused']} reused from {out / 'embeddings'}")
-    lap("embedding")
     # From here on memory must follow the vectors (not before: during
     # embedding, mapping every decode and batch buffer afresh cost 20% speed).
     return_freed_memory_to_os()
-    rss, peaks = {"embedding": current_rss_mb()}, {"embedding": peak_rss_mb()}
-    loading_peak = PeakRssSince()
     from ..audit.analyse import run_analyses
-    vectors, sha, errors, _ = store.load(paths)
-    store.close()
-    lap("loading vectors")
-    rss["loading vectors"] = current_rss_mb()
-    peaks["loading vectors"] = loading_peak.stop()
+    with log.stage("loading vectors"):
+        vectors, sha, errors, _ = store.load(paths)
+        store.close()
     try:
         results = run_analyses(paths, table.labels, table.splits, sha, errors,
                                vectors, threshold=args.threshold or DEFAULT_THRESHOLD, target=args.target,
                                top_fraction=args.top, sweep=not args.no_sweep, seed=args.seed,
-                               classifier=args.classifier)
-        results.seconds = {**{k: round(v, 2) for k, v in seconds.items()}, **results.seconds}
-        results.rss_mb = {**rss, **results.rss_mb}
-        results.peak_rss_mb = {**peaks, **results.peak_rss_mb}
+                               classifier=args.classifier, stages=log)
         before_report = time.perf_counter()
         from ..audit.report import write_report
         s = write_report(results, out, args.source)

@@ -116,15 +116,11 @@ def evidence_from_knn(chunks, labels: np.ndarray, num_classes: int, close_thresh
     close = []
     for s, sims, idx in chunks:
         e = s + len(idx)
-        valid = idx >= 0
-        found = np.maximum(valid.sum(axis=1), 1)
-        chunk_dist = np.zeros((e - s, num_classes))
-        np.add.at(chunk_dist, (np.nonzero(valid)[0], labels[idx[valid]]), 1.0)
-        dist[s:e] = chunk_dist / found[:, None]
-        agreement[s:e] = ((labels[np.where(valid, idx, 0)] == labels[s:e, None]) & valid).sum(axis=1) / found
+        dist[s:e] = neighbor_label_distribution(idx, labels, num_classes)
+        agreement[s:e] = neighbor_agreement(idx, labels, labels[s:e])
         mean_sim[s:e] = mean_found_similarity(sims, idx)
         rows = np.repeat(np.arange(s, e), idx.shape[1])
-        hit = (sims >= close_threshold).ravel() & valid.ravel()
+        hit = (sims >= close_threshold).ravel() & (idx >= 0).ravel()
         close.append(np.stack([np.minimum(rows[hit], idx.ravel()[hit]),
                                np.maximum(rows[hit], idx.ravel()[hit])], axis=1))
         if report is not None:
@@ -135,22 +131,29 @@ def evidence_from_knn(chunks, labels: np.ndarray, num_classes: int, close_thresh
 
 
 def neighbor_label_distribution(neighbor_idx: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """(N, C): fraction of each item's neighbours carrying each label."""
+    """(N, C): fraction of each item's neighbours carrying each label.
+    neighbor_idx (N, k) indexes ``labels``; -1 (not found) is not counted."""
     labels = np.asarray(labels, dtype=np.int64)
     neighbor_idx = np.asarray(neighbor_idx)
-    n, k = neighbor_idx.shape
-    out = np.zeros((n, num_classes))
-    np.add.at(out, (np.repeat(np.arange(n), k), labels[neighbor_idx].ravel()), 1.0)
-    return out / k
+    valid = neighbor_idx >= 0
+    out = np.zeros((len(neighbor_idx), num_classes))
+    np.add.at(out, (np.nonzero(valid)[0], labels[neighbor_idx[valid]]), 1.0)
+    return out / np.maximum(valid.sum(axis=1), 1)[:, None]
 
 
-def neighbor_agreement(neighbor_idx: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(N,): fraction of item i's neighbours whose label equals labels[i]."""
+def neighbor_agreement(neighbor_idx: np.ndarray, labels: np.ndarray,
+                       own_labels: np.ndarray | None = None) -> np.ndarray:
+    """(N,): fraction of item i's neighbours whose label equals its own.
+    neighbor_idx (N, k) indexes ``labels``; the items' own labels are
+    ``own_labels`` (N,), by default ``labels`` itself; -1 is not counted."""
     labels = np.asarray(labels, dtype=np.int64)
+    own = labels if own_labels is None else np.asarray(own_labels, dtype=np.int64)
     neighbor_idx = np.asarray(neighbor_idx)
-    if neighbor_idx.ndim != 2 or neighbor_idx.shape[0] != len(labels):
-        raise ValueError(f"neighbor_idx must be ({len(labels)}, k), got {neighbor_idx.shape}")
-    return (labels[neighbor_idx] == labels[:, None]).mean(axis=1)
+    if neighbor_idx.ndim != 2 or neighbor_idx.shape[0] != len(own):
+        raise ValueError(f"neighbor_idx must be ({len(own)}, k), got {neighbor_idx.shape}")
+    valid = neighbor_idx >= 0
+    same = (labels[np.where(valid, neighbor_idx, 0)] == own[:, None]) & valid
+    return same.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
 
 
 def blend_with_neighbors(pred_probs: np.ndarray, neighbor_dist: np.ndarray, weight: float) -> np.ndarray:

@@ -64,6 +64,10 @@ class Embedder:
             raise ValueError(f"executor input_kind must be one of {INPUT_KINDS}, got {executor.input_kind!r}")
         self.executor = executor
         self.preprocessor = Preprocessor(executor.manifest)
+        # What the decoders hand the model, chosen once: normalized floats, or
+        # the uint8 pixels an executor normalizes on its device.
+        self._model_input = (self.preprocessor if executor.input_kind == "normalized"
+                             else self.preprocessor.pixels)
         self.max_batch_size = max_batch_size
         self.limits = limits
         self.pool = ThreadPoolExecutor(decode_workers or (os.cpu_count() or 1),
@@ -95,10 +99,7 @@ class Embedder:
         """Decode and preprocess one image. Raises DecodeError."""
         img = decode_image(data, self.preprocessor.decode_min_size, self.limits)
         w, h = img.info["original_size"]
-        pixels = self.preprocessor.pixels(img)
-        if self.executor.input_kind == "normalized":
-            return PreparedImage(self.preprocessor.normalize(pixels), w, h)
-        return PreparedImage(pixels, w, h)
+        return PreparedImage(self._model_input(img), w, h)
 
     def run_model(self, tensors: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """list of prepared tensors -> (unit embeddings (N, D), logits (N, C) or None)."""

@@ -5,11 +5,11 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from imagesieve_server.engine.decode import DecodeError, DecodeLimits, decode_image, to_rgb
 
-from conftest import encode, photo_image
+from conftest import cosine, encode, photo_image
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +118,173 @@ def test_byte_limit():
     with pytest.raises(DecodeError, match="above the limit") as e:
         decode_image(b"x" * 2000, 64, DecodeLimits(max_bytes=1000))
     assert e.value.code == "RESOURCE_EXHAUSTED"
+
+
+# --- Alpha-only images: the picture lives only in the alpha channel --------
+
+def _shape(kind: str, size: int = 256) -> Image.Image:
+    """A distinct picture as an 8-bit mask (255 = drawn)."""
+    m = Image.new("L", (size, size), 0)
+    d = ImageDraw.Draw(m)
+    if kind == "circle":
+        d.ellipse((40, 40, 216, 216), fill=255)
+    elif kind == "star":
+        d.polygon([(128, 10), (160, 100), (250, 100), (175, 155), (205, 245), (128, 190),
+                   (51, 245), (81, 155), (6, 100), (96, 100)], fill=255)
+    elif kind == "text":
+        d.text((10, 90), "Sieve!", fill=255, font=ImageFont.load_default(size=60))
+    elif kind == "bars":
+        for x in range(0, size, 32):
+            d.rectangle((x, 0, x + 12, size), fill=255)
+    return m
+
+
+def _alpha_only(alpha: Image.Image, colour=(255, 255, 255), mode: str = "RGBA") -> Image.Image:
+    """A flat ``colour`` whose only picture is ``alpha``, as an RGBA or LA image."""
+    alpha = alpha.convert("L")
+    if mode == "LA":
+        return Image.merge("LA", (Image.new("L", alpha.size, colour[0]), alpha))
+    img = Image.new("RGB", alpha.size, colour)
+    img.putalpha(alpha)
+    return img
+
+
+def _on_white(img: Image.Image) -> np.ndarray:
+    """Today's (and browsers') rendering: composite on white."""
+    rgba = img.convert("RGBA")
+    return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+                      .convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def luminance(photos):
+    """Real photos' luminance, each to become an alpha-only picture."""
+    return [photo_image(photos[i][0]).convert("L") for i in (0, 5, 11, 15)]
+
+
+def test_white_alpha_only_png_renders_alpha_as_luminance(luminance):
+    alpha = luminance[0]
+    data = encode(_alpha_only(alpha), "PNG")
+    assert _on_white(Image.open(io.BytesIO(data))).min() == 255  # the bug: a blank page
+    rgb = np.asarray(decode_image(data, 64)).astype(np.int16)
+    assert rgb.std() > 30  # not blank
+    # White over black: each pixel's luminance is the alpha value.
+    np.testing.assert_allclose(rgb, np.repeat(np.asarray(alpha)[..., None], 3, axis=2), atol=1)
+
+
+@pytest.mark.parametrize("kind", ["circle", "star", "text", "bars"])
+def test_shapes_in_alpha_are_visible(kind):
+    mask = np.asarray(_shape(kind)) > 127
+    for colour in [(255, 255, 255), (250, 235, 200)]:  # white, and a light cream
+        rgb = np.asarray(decode_image(encode(_alpha_only(_shape(kind), colour), "PNG"), 64))
+        gray = rgb.mean(axis=2)
+        # The drawn part shows the light colour, the rest is black: clear contrast.
+        assert gray[mask].mean() > 200 and gray[~mask].mean() < 5, (kind, colour)
+
+
+def test_dark_alpha_only_already_contrasts_with_white_and_is_unchanged(luminance):
+    # A flat black picture over white is visible (255 - alpha) and is today's output.
+    img = _alpha_only(luminance[1], (0, 0, 0))
+    rgb = np.asarray(decode_image(encode(img, "PNG"), 64))
+    np.testing.assert_array_equal(rgb, _on_white(img))
+    np.testing.assert_allclose(rgb[..., 0], 255 - np.asarray(luminance[1]).astype(np.int16), atol=1)
+
+
+def test_alpha_only_in_every_alpha_mode(luminance):
+    alpha = luminance[2].resize((96, 96))
+    expected = np.repeat(np.asarray(alpha)[..., None], 3, axis=2).astype(np.int16)
+    rgba = _alpha_only(alpha)
+    la = _alpha_only(alpha, mode="LA")
+    palette = Image.new("P", alpha.size, 0)
+    palette.putpalette([255, 255, 255] * 256)
+    pa = Image.merge("PA", (palette, alpha))
+    pa.putpalette([255, 255, 255] * 256)
+    # P with a tRNS table: every palette entry white, index i has alpha i.
+    indexed = Image.frombytes("P", alpha.size, alpha.tobytes())
+    indexed.putpalette([255, 255, 255] * 256)
+    p_trns = Image.open(io.BytesIO(encode(indexed, "PNG", transparency=bytes(range(256)))))
+    assert p_trns.mode == "P" and isinstance(p_trns.info["transparency"], bytes)
+    cases = {"RGBA": rgba, "LA": la, "RGBa": rgba.convert("RGBa"), "La": la.convert("La"),
+             "PA": pa, "P+tRNS": p_trns}
+    for name, img in cases.items():
+        out = to_rgb(img)
+        assert out.mode == "RGB" and out.size == alpha.size, name
+        # Premultiplied modes lose a little colour precision at low alpha.
+        np.testing.assert_allclose(np.asarray(out).astype(np.int16), expected, atol=2, err_msg=name)
+    for fmt in ("PNG", "WEBP"):  # LA through real files too
+        out = np.asarray(decode_image(encode(la if fmt == "PNG" else rgba, fmt, lossless=True), 64))
+        np.testing.assert_allclose(out.astype(np.int16), expected, atol=2, err_msg=fmt)
+
+
+def test_colour_under_fully_transparent_pixels_is_ignored(luminance):
+    # Many files keep garbage (or black) where alpha is 0; it must not hide the picture.
+    alpha = np.asarray(_shape("star"))
+    arr = np.full((*alpha.shape, 4), 255, np.uint8)
+    arr[..., 3] = alpha
+    noise = np.random.default_rng(0).integers(0, 256, (*alpha.shape, 3), dtype=np.uint8)
+    arr[alpha == 0, :3] = noise[alpha == 0]
+    rgb = np.asarray(decode_image(encode(Image.fromarray(arr, "RGBA"), "PNG"), 64))
+    np.testing.assert_array_equal(rgb[..., 1], alpha)
+
+
+def test_large_alpha_only_image_is_judged_on_a_sample(luminance):
+    # 3000x2000: the flatness check samples a small grid, the output is full size.
+    alpha = luminance[0].resize((3000, 2000))
+    img = decode_image(encode(_alpha_only(alpha), "PNG", compress_level=1), 64)
+    assert img.size == (3000, 2000)
+    np.testing.assert_allclose(np.asarray(img)[::7, ::7, 0].astype(np.int16),
+                               np.asarray(alpha)[::7, ::7], atol=1)
+
+
+def test_ordinary_transparent_images_still_composite_on_white(photo):
+    from imagesieve.alterations import ALTERATIONS
+
+    rounded = ALTERATIONS["transparent_png"](photo)  # real photo, transparent rounded corners
+    assert rounded.mode == "RGBA"
+    logo = Image.new("RGBA", (128, 128), (0, 0, 0, 0))
+    d = ImageDraw.Draw(logo)
+    d.ellipse((8, 8, 120, 120), fill=(30, 90, 200, 255))
+    d.text((30, 50), "LOGO", fill=(255, 200, 0, 255), font=ImageFont.load_default(size=24))
+    red_circle = Image.new("RGBA", (128, 128), (255, 0, 0, 0))  # one dark colour: unchanged
+    ImageDraw.Draw(red_circle).ellipse((8, 8, 120, 120), fill=(255, 0, 0, 255))
+    translucent = Image.new("RGBA", (64, 64), (255, 255, 255, 128))  # flat alpha too
+    for name, img in {"rounded photo": rounded, "logo": logo, "red circle": red_circle,
+                      "translucent": translucent}.items():
+        data = encode(img, "PNG")
+        np.testing.assert_array_equal(np.asarray(decode_image(data, 64)), _on_white(img), err_msg=name)
+    # The corners really are white, the middle really is the photo.
+    rgb = np.asarray(decode_image(encode(rounded, "PNG"), 64))
+    assert (rgb[0, 0] == 255).all()
+    np.testing.assert_array_equal(rgb[256, 256], np.asarray(photo)[256, 256])
+
+
+def test_alpha_only_pictures_embed_apart_and_copies_together(embedder, luminance):
+    pictures = {"photo0": luminance[0], "photo5": luminance[1], "photo11": luminance[2],
+                **{k: _shape(k) for k in ("circle", "star", "text", "bars")}}
+    originals = {name: encode(_alpha_only(a), "PNG") for name, a in pictures.items()}
+    originals["star LA"] = encode(_alpha_only(_shape("star"), mode="LA"), "PNG")
+    originals["photo15 black"] = encode(_alpha_only(luminance[3], (0, 0, 0)), "PNG")
+    names = list(originals)
+    vecs = np.stack([e.vector for e in embedder.embed_all(originals.values())])
+    sims = vecs @ vecs.T
+    distinct = {("star", "star LA")}  # the same picture in two modes
+    for i, a in enumerate(names):
+        for j, b in enumerate(names[i + 1:], i + 1):
+            if (a, b) in distinct:
+                assert sims[i, j] > 0.99, (a, b, sims[i, j])
+            else:
+                assert sims[i, j] < 0.8, (a, b, sims[i, j])
+    # Copies: resized and re-saved, with the alpha scaled down a little.
+    copies = {
+        "photo0": _alpha_only(luminance[0].resize((300, 300), Image.BILINEAR).point(lambda v: v * 9 // 10)),
+        "photo5": _alpha_only(luminance[1].resize((384, 384), Image.BICUBIC)),
+        "text": _alpha_only(_shape("text").resize((320, 320), Image.BILINEAR).point(lambda v: v * 17 // 20)),
+        "circle": _alpha_only(_shape("circle").resize((320, 320), Image.BICUBIC)),
+        "photo15 black": _alpha_only(luminance[3].resize((400, 400), Image.BILINEAR), (0, 0, 0)),
+    }
+    copy_vecs = [e.vector for e in embedder.embed_all(encode(c, "PNG") for c in copies.values())]
+    for name, v in zip(copies, copy_vecs):
+        own = cosine(v, vecs[names.index(name)])
+        assert own >= 0.9, (name, own)
+        others = [cosine(v, vecs[k]) for k, n in enumerate(names) if n not in (name, "star LA")]
+        assert max(others) < 0.8, (name, max(others))

@@ -41,7 +41,7 @@ class AsyncEmbedder:
             except DecodeError as e:
                 return ImageEmbedding(error=e)
             vector, logits = await self.batcher.submit(prepared.tensor)
-            return ImageEmbedding(vector, logits, prepared.width, prepared.height)
+            return ImageEmbedding(vector, logits, prepared.width, prepared.height, signature=prepared.signature)
 
     async def embed_many(self, images: list[bytes]) -> list[ImageEmbedding]:
         return list(await asyncio.gather(*(self.embed(d) for d in images)))

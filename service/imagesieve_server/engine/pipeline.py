@@ -19,6 +19,7 @@ from .decode import DecodeError, DecodeLimits, decode_image
 from .executor import INPUT_KINDS, ModelExecutor
 from .onnx_executor import OnnxExecutor
 from .preprocess import Preprocessor
+from .signature import layout_signature
 
 
 @dataclasses.dataclass
@@ -26,6 +27,7 @@ class PreparedImage:
     tensor: np.ndarray     # model input: (3, S, S) float32, or (S, S, 3) uint8 pixels (executor.input_kind)
     width: int             # original size, before any scaling
     height: int
+    signature: np.ndarray | None = None   # (SIGNATURE_BYTES,) uint8 layout signature (engine.signature)
 
 
 @dataclasses.dataclass
@@ -36,6 +38,7 @@ class ImageEmbedding:
     width: int = 0
     height: int = 0
     error: DecodeError | None = None
+    signature: np.ndarray | None = None    # layout signature for duplicate verification
 
     @property
     def ok(self) -> bool:
@@ -96,10 +99,11 @@ class Embedder:
         return self.executor.dim
 
     def prepare(self, data: bytes) -> PreparedImage:
-        """Decode and preprocess one image. Raises DecodeError."""
+        """Decode and preprocess one image, and take its layout signature
+        (duplicate verification) from the same decoded pixels. Raises DecodeError."""
         img = decode_image(data, self.preprocessor.decode_min_size, self.limits)
         w, h = img.info["original_size"]
-        return PreparedImage(self._model_input(img), w, h)
+        return PreparedImage(self._model_input(img), w, h, layout_signature(img))
 
     def run_model(self, tensors: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """list of prepared tensors -> (unit embeddings (N, D), logits (N, C) or None)."""
@@ -131,7 +135,7 @@ class Embedder:
         for f in futures:
             try:
                 p = f.result()
-                results.append(ImageEmbedding(width=p.width, height=p.height))
+                results.append(ImageEmbedding(width=p.width, height=p.height, signature=p.signature))
                 ok.append((len(results) - 1, p.tensor))
             except DecodeError as e:
                 results.append(ImageEmbedding(error=e))

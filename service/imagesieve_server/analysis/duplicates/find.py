@@ -1,7 +1,12 @@
-"""Which images are duplicates, over a whole set: pairs (exact range search or
-an approximate kNN graph, never an N x N matrix), groups that do not chain
-unrelated images, exact (same-bytes) pairs, leakage across splits and label
-conflicts, composed from the modules of this package."""
+"""Which images are duplicates, over a whole set, composed from the modules
+of this package: exact (same-bytes) pairs; near-duplicate pairs in two stages
+(stage 1: each image's nearest neighbours by embedding, a recall-oriented
+candidate list, never an N x N matrix; stage 2: ``verify`` aligns each
+candidate pair's layout signatures and keeps the pairs that are the same
+picture), or by raw cosine alone (``signatures=None``: every pair above a
+threshold derived from the data's own nearest-neighbour cosines unless one is
+given); groups that do not chain unrelated images; leakage across splits and
+label conflicts."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,11 +15,29 @@ from typing import Callable
 
 import numpy as np
 
+from ..neighbors import knn_chunks
 from .groups import bounded_groups, connected_components, group_min_similarity, groups_from_labels
 from .leakage import cross_split_pairs, label_conflicts
 from .pairs import knn_graph_pairs, pairs_above_threshold
+from .verify import PairEvidence, verified_pairs, verify_pairs
 
 GROUPINGS = ("bounded", "centre", "components")
+#: Stage 1 with verification: each image's CANDIDATE_K nearest neighbours
+#: with cosine >= CANDIDATE_THRESHOLD are candidates. Low on purpose: on real
+#: photos a 60% centre crop or a watermark fell to cosine 0.53-0.62.
+CANDIDATE_THRESHOLD = 0.5
+CANDIDATE_K = 8
+#: Raw cosine (no verification): the threshold is at least RAW_FLOOR and at
+#: least the cosine that only RAW_NEIGHBOUR_SHARE of the images reach to
+#: their RAW_RANK-th nearest neighbour (glyph-like data sits at far higher
+#: cosines). Not the nearest: a copy is some image's nearest neighbour, and a
+#: data set with many copies would push the threshold above them; an image
+#: rarely has RAW_RANK copies, so that neighbour is a look-alike.
+RAW_FLOOR = 0.75
+RAW_NEIGHBOUR_SHARE = 0.02
+RAW_RANK = 5
+#: Groups covering more than this share of the images get a warning.
+PLAUSIBLE_COVERAGE = 0.10
 
 
 @dataclasses.dataclass
@@ -31,31 +54,162 @@ class DuplicateReport:
     labels_disagree: np.ndarray
     groups: list[np.ndarray]
     group_min_cosine: np.ndarray
+    #: "verified" (two stages) or "raw cosine"; why this threshold.
+    method: str = "raw cosine"
+    threshold_reason: str = ""
+    #: Stage 2's evidence for each reported pair (None for raw cosine), and
+    #: the agreement the two images' look-alikes reach (what it was judged by).
+    evidence: PairEvidence | None = None
+    look_alike: np.ndarray | None = None
+    candidates: int = 0
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def covered_share(self) -> float:
+        """Share of the images in some duplicate group."""
+        return sum(len(g) for g in self.groups) / max(len(self.keys), 1)
+
+
+def raw_threshold(vectors: np.ndarray, report: Callable | None = None) -> tuple[float, str]:
+    """(threshold, reason) for raw-cosine duplicates of ``vectors`` (N, D):
+    the higher of RAW_FLOOR and the cosine that only RAW_NEIGHBOUR_SHARE of
+    the images reach to their RAW_RANK-th nearest neighbour."""
+    if len(vectors) <= RAW_RANK:
+        return RAW_FLOOR, f"the default {RAW_FLOOR:.2f} (too few images to measure)"
+    look_alike = np.concatenate([s[:, -1] for _, s, _ in knn_chunks(vectors, RAW_RANK)])
+    q = float(np.quantile(look_alike, 1 - RAW_NEIGHBOUR_SHARE))
+    if q <= RAW_FLOOR:
+        return RAW_FLOOR, (f"the default {RAW_FLOOR:.2f} ({RAW_NEIGHBOUR_SHARE:.0%} of the images have "
+                           f"{RAW_RANK} neighbours at {q:.3f} or more)")
+    t = min(float(np.nextafter(np.float32(q), np.float32(2))), 1.0)
+    return t, (f"{t:.3f}, from the data: {RAW_NEIGHBOUR_SHARE:.0%} of the images have {RAW_RANK} look-alikes "
+               f"at cosine {q:.3f} or more (the default {RAW_FLOOR:.2f} would pair them up)")
+
+
+def exact_pairs(sha) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (a < b) of positions with equal content hashes: every pair of a
+    group of identical files (a star around its first member above 64, so a
+    file copied 10,000 times costs 10,000 pairs, not 50 million)."""
+    sha = np.asarray(sha)
+    if sha.size < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    order = np.argsort(sha, kind="stable")
+    s = sha[order]
+    cuts = np.flatnonzero(s[1:] != s[:-1]) + 1
+    a, b = [], []
+    for g in np.split(order, cuts):
+        if g.size < 2 or not sha[g[0]]:         # '' = no hash (a failed image)
+            continue
+        g = np.sort(g)
+        if g.size > 64:
+            a.append(np.full(g.size - 1, g[0])), b.append(g[1:])
+        else:
+            i, j = np.triu_indices(g.size, 1)
+            a.append(g[i]), b.append(g[j])
+    if not a:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(a).astype(np.int64), np.concatenate(b).astype(np.int64)
+
+
+def candidate_pairs(vectors: np.ndarray, threshold: float = CANDIDATE_THRESHOLD, k: int = CANDIDATE_K,
+                    report: Callable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stage 1: (a, b, cosine), a < b, sorted, each pair once: every image's
+    ``k`` nearest neighbours with cosine >= ``threshold`` (exact below
+    FLAT_MAX vectors, IVF above; see ``neighbors.knn_chunks``)."""
+    n = len(vectors)
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    out_a, out_b, out_s = [], [], []
+    for start, sims, ids in knn_chunks(vectors, k):
+        stop = start + len(ids)
+        q = np.repeat(np.arange(start, stop, dtype=np.int64), ids.shape[1])
+        ids, sims = ids.ravel(), sims.ravel()
+        keep = (ids >= 0) & (sims >= threshold)
+        out_a.append(np.minimum(q[keep], ids[keep]))
+        out_b.append(np.maximum(q[keep], ids[keep]))
+        out_s.append(sims[keep])
+        if report is not None:
+            report("candidates", stop, n)
+    a, b, s = np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_s).astype(np.float32)
+    pair = a * n + b
+    _, first = np.unique(pair, return_index=True)
+    return a[first], b[first], s[first]
 
 
 def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[str], splits: Sequence[str],
-                    sha256, threshold: float, approximate: bool = False, knn_k: int = 16,
-                    grouping: str = "bounded", report: Callable | None = None) -> DuplicateReport:
+                    sha256, threshold: float = 0.0, approximate: bool = False, knn_k: int = 0,
+                    grouping: str = "bounded", report: Callable | None = None,
+                    signatures: np.ndarray | None = None) -> DuplicateReport:
     """vectors (N, D) unit float32 and N-long metadata sequences (sha256: a
-    list of str or an (N,) array) -> DuplicateReport."""
+    list of str or an (N,) array) -> DuplicateReport.
+
+    ``signatures``: (N, SIGNATURE_BYTES) uint8 layout signatures: two stages
+    (candidates at cosine >= ``threshold`` or CANDIDATE_THRESHOLD, then
+    verification; ``knn_k`` neighbours an image, default CANDIDATE_K). None:
+    raw cosine at ``threshold`` (0 = derived from the data, see
+    :func:`raw_threshold`), by exact range search or, ``approximate``, a kNN
+    graph of ``knn_k`` (default 16). Identical bytes are always exact
+    duplicates."""
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
     n = len(keys)
-    if approximate:
-        a, b, sim = knn_graph_pairs(vectors, threshold, k=knn_k, report=report)
-    else:
-        a, b, sim = pairs_above_threshold(vectors, threshold, report=report)
-    if grouping == "components":
-        labels_ = connected_components(n, a, b)
-    else:
-        labels_ = bounded_groups(n, a, b, sim, threshold, mode="complete" if grouping == "bounded" else "centre")
-    groups = groups_from_labels(labels_)
     # An array stays as it is (the audit passes S64 bytes); a list becomes
     # an object array of the same str objects.
     sha = sha256 if isinstance(sha256, np.ndarray) else np.asarray(sha256, dtype=object)
-    return DuplicateReport(
+    evidence = look_alike = None
+    candidates = 0
+    if signatures is not None:
+        method = "verified"
+        threshold = threshold or CANDIDATE_THRESHOLD
+        reason = (f"candidates: each image's {knn_k or CANDIDATE_K} nearest neighbours at cosine >= "
+                  f"{threshold:.2f}; each pair kept only when its layouts align (stage 2)")
+        a, b, sim = candidate_pairs(vectors, threshold, knn_k or CANDIDATE_K, report=report)
+        candidates = len(a)
+        ev = verify_pairs(signatures, a, b, report=report)
+        ok, la = verified_pairs(n, a, b, ev.agreement)
+        ea, eb = exact_pairs(sha)
+        if len(ea):    # identical bytes: duplicates whatever stage 2 says
+            key = a * max(n, 1) + b
+            ok |= np.isin(key, ea * max(n, 1) + eb)
+            extra = ~np.isin(ea * max(n, 1) + eb, key)
+            ea, eb = ea[extra], eb[extra]
+        a, b, sim = np.r_[a[ok], ea], np.r_[b[ok], eb], np.r_[sim[ok], np.ones(len(ea), np.float32)]
+        full = np.ones(len(ea), np.float32)
+        evidence = PairEvidence(np.r_[ev.agreement[ok], full], np.r_[ev.layout[ok], full],
+                                np.r_[ev.detail[ok], full], np.r_[ev.matched_area[ok], full],
+                                np.r_[ev.mirrored[ok], np.zeros(len(ea), bool)])
+        look_alike = np.r_[la[ok], np.full(len(ea), np.nan, np.float32)].astype(np.float32)
+        order = np.lexsort((b, a))
+        a, b, sim, look_alike = a[order], b[order], sim[order].astype(np.float32), look_alike[order]
+        evidence = PairEvidence(*(getattr(evidence, f.name)[order] for f in dataclasses.fields(PairEvidence)))
+        group_floor = -1.0        # verified pairs are the edges, whatever their cosine
+    else:
+        method = "raw cosine"
+        if threshold:
+            reason = f"{threshold:.3f}, as asked"
+        else:
+            threshold, reason = raw_threshold(vectors, report)
+        if approximate:
+            a, b, sim = knn_graph_pairs(vectors, threshold, k=knn_k or 16, report=report)
+        else:
+            a, b, sim = pairs_above_threshold(vectors, threshold, report=report)
+        group_floor = threshold
+    if grouping == "components":
+        labels_ = connected_components(n, a, b)
+    else:
+        labels_ = bounded_groups(n, a, b, sim, group_floor, mode="complete" if grouping == "bounded" else "centre")
+    groups = groups_from_labels(labels_)
+    result = DuplicateReport(
         keys=keys, threshold=threshold, a=a, b=b, cosine=sim,
         exact=sha[a] == sha[b] if len(a) else np.zeros(0, bool),
         cross_split=cross_split_pairs(a, b, np.asarray(splits, dtype=object), unknown=""),
         labels_disagree=label_conflicts(a, b, np.asarray(labels, dtype=object), unknown=""),
-        groups=groups, group_min_cosine=group_min_similarity(vectors, groups))
+        groups=groups, group_min_cosine=group_min_similarity(vectors, groups), method=method,
+        threshold_reason=reason, evidence=evidence, look_alike=look_alike, candidates=candidates)
+    if result.covered_share > PLAUSIBLE_COVERAGE:
+        result.warnings.append(
+            f"duplicate groups cover {result.covered_share:.0%} of the images, an implausible share: "
+            + ("check a sample of the groups" if method == "verified" else
+               "this data's look-alikes reach the threshold; verification (the default) or a higher "
+               "threshold separates copies from look-alikes"))
+    return result

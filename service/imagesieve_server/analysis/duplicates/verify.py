@@ -1,0 +1,276 @@
+"""Is a candidate pair the same picture? Stage 2 of the duplicate search.
+
+Stage 1 (``pairs``, a collection's kNN search) proposes pairs whose
+embeddings are close; pictures of one style (two dark abstract paintings, two
+pairs of trousers photographed alike) are close too. Stage 2 aligns the two
+images' layout signatures (``engine.signature``: trimmed SIDE x SIDE
+grayscale thumbnails) and measures how well the best alignment agrees.
+
+Alignment (:func:`pair_alignment`):
+
+- the template is the centre ``INNER`` of one thumbnail, rescaled to the
+  share of the other that it would cover (a crop keeps a share of each side;
+  the trimmed aspect ratios fix the ratio of the two shares; a squash keeps
+  the whole frame), optionally mirrored; either image may be the crop;
+- OpenCV's ``matchTemplate`` (zero-mean normalized cross-correlation) slides
+  it over the other thumbnail; the slack around the inner part absorbs small
+  shifts, and small rotations are tried when the upright search falls short;
+- ``agreement`` is the mean of the best alignment's correlation and the
+  correlation of its fine detail (a difference of Gaussians): brightness,
+  contrast, colour, recompression, resizing and watermarks leave it near 1,
+  and another picture's details sit elsewhere even when its layout is alike.
+
+Verdict (:func:`verified_pairs`): what separates a copy from a look-alike
+depends on the data (two photos of one style agree at ~0.5, two trousers of
+Fashion-MNIST at ~0.95), so a pair is judged against each image's own
+neighbourhood: it is the same picture when its disagreement ``1 - agreement``
+is at most ``RESIDUAL_RATIO`` of the typical disagreement of the two images'
+other candidates (``pack``), and its agreement at least ``MIN_AGREEMENT``.
+An image with too few other candidates is judged against the data set's
+median pack.
+
+Pure functions of numpy arrays (OpenCV for the correlation kernel); threads
+share the pairs (OpenCV releases the GIL).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+
+from ...engine.signature import SIDE, SIGNATURE_BYTES, unpack
+
+INNER = 0.8
+# Shares of a side a crop may keep, from the whole view down to 45% (a fifth
+# of the area), in steps of ~8%.
+SHARES = tuple(round(0.45 * (1 / 0.45) ** (i / 10), 3) for i in range(10, -1, -1))
+ROTATIONS = (-8.0, -4.0, 4.0, 8.0)   # degrees, tried around the best upright match
+FLAT_STD = 2.0           # gray levels: a thumbnail flatter than this has no layout to align
+MIN_AGREEMENT = 0.6      # below this no pair is the same picture, however its neighbours look
+RESIDUAL_RATIO = 0.45    # a copy disagrees at most this share of its look-alikes' disagreement
+ACCEPT = 0.97            # agreement at which a pair's search stops (nothing needs better)
+DEFAULT_PACK = 0.55      # typical agreement of look-alikes when a data set has no packs to measure
+MIN_PACK = 2             # other candidates an image needs for a pack of its own
+cv2.setNumThreads(1)     # parallelism comes from verify_pairs' threads, one pair each
+
+
+@dataclasses.dataclass
+class PairEvidence:
+    """Per pair, (P,) arrays: ``agreement`` in [-1, 1] (what verdicts use),
+    the best alignment's layout correlation and detail correlation, the share
+    of the larger view it covers (0..1], and whether it needed a mirror."""
+    agreement: np.ndarray
+    layout: np.ndarray
+    detail: np.ndarray
+    matched_area: np.ndarray
+    mirrored: np.ndarray
+
+    @classmethod
+    def empty(cls, p: int) -> "PairEvidence":
+        return cls(np.zeros(p, np.float32), np.zeros(p, np.float32), np.zeros(p, np.float32),
+                   np.zeros(p, np.float32), np.zeros(p, bool))
+
+
+def _dog(x: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(x, (0, 0), 0.7) - cv2.GaussianBlur(x, (0, 0), 2.5)
+
+
+def _zncc(a: np.ndarray, b: np.ndarray) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else 0.0
+
+
+def _inner(t: np.ndarray) -> np.ndarray:
+    m = int(round(SIDE * (1 - INNER) / 2))
+    return t[m:SIDE - m, m:SIDE - m]
+
+
+def _shares(aspect_t: float, aspect_s: float) -> list[tuple[float, float]]:
+    """(x share, y share) of the searched view that the template's view may
+    cover: an aspect-preserving crop, or the same frame squashed."""
+    ratio = aspect_t / aspect_s           # fx / fy for a crop of the searched view
+    out = []
+    for f in SHARES:
+        fx, fy = f * math.sqrt(ratio), f / math.sqrt(ratio)
+        top = max(fx, fy)
+        if top > 1:
+            fx, fy = fx / top, fy / top
+        out.append((fx, fy))
+        if abs(ratio - 1) > 0.05:
+            out.append((f, f))
+    return list(dict.fromkeys((round(x, 3), round(y, 3)) for x, y in out))
+
+
+class _Match:
+    __slots__ = ("layout", "detail", "area", "mirrored", "templ", "loc")
+
+    def __init__(self):
+        self.layout, self.detail, self.area, self.mirrored = -1.0, -1.0, 0.0, False
+        self.templ, self.loc = None, (0, 0)
+
+    @property
+    def agreement(self) -> float:
+        return 0.5 * (self.layout + self.detail)
+
+
+def _place(templ: np.ndarray, searched: np.ndarray, m: _Match, area: float, mirrored: bool) -> None:
+    res = cv2.matchTemplate(searched, templ, cv2.TM_CCOEFF_NORMED)
+    _, score, _, (x, y) = cv2.minMaxLoc(res)
+    if score > m.layout:
+        th, tw = templ.shape
+        m.layout, m.area, m.mirrored, m.templ, m.loc = float(score), area, mirrored, templ, (x, y)
+        m.detail = _zncc(_dog(templ), _dog(searched[y:y + th, x:x + tw]))
+
+
+def _search(views, searched: np.ndarray, shares, stop_at: float) -> _Match:
+    m = _Match()
+    for fx, fy in shares:
+        size = (max(4, round(fx * SIDE * INNER)), max(4, round(fy * SIDE * INNER)))
+        for mirrored, view in ((False, views[0]), (True, views[1])):
+            templ = cv2.resize(_inner(view), size, interpolation=cv2.INTER_AREA)
+            if templ.std() >= FLAT_STD:
+                _place(templ, searched, m, fx * fy, mirrored)
+            if m.agreement >= stop_at:
+                return m
+    return m
+
+
+def _rotate(templ: np.ndarray, degrees: float) -> np.ndarray:
+    # Rotate then keep the centre, so no corner of the result is blank fill.
+    h, w = templ.shape
+    rot = cv2.warpAffine(templ, cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0), (w, h),
+                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    my, mx = max(1, h // 8), max(1, w // 8)
+    return rot[my:h - my, mx:w - mx]
+
+
+def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
+                   ) -> tuple[float, float, float, float, bool]:
+    """(agreement, layout, detail, matched_area, mirrored) of two signatures
+    ((SIGNATURE_BYTES,) uint8 each). The search stops once ``agreement``
+    reaches ``stop_at``."""
+    aspect_a, _, ta = unpack(sig_a)
+    aspect_b, _, tb = unpack(sig_b)
+    a, b = ta.astype(np.float32), tb.astype(np.float32)
+    flat_a, flat_b = a.std() < FLAT_STD, b.std() < FLAT_STD
+    if flat_a or flat_b:
+        # No layout to align (blank or one tone): the same only if both are
+        # flat and of one tone.
+        same = float(flat_a and flat_b and abs(a.mean() - b.mean()) < 8)
+        return same, same, same, 1.0, False
+    best, best_searched = _Match(), None
+    for (t, at), (s, as_) in (((a, aspect_a), (b, aspect_b)), ((b, aspect_b), (a, aspect_a))):
+        m = _search((t, t[:, ::-1].copy()), s, _shares(at, as_), stop_at)
+        if m.agreement > best.agreement:
+            best, best_searched = m, s
+        if best.agreement >= stop_at:
+            break
+    if best.agreement < stop_at and best.templ is not None:
+        # A small rotation (a scan, a phone photo of a print): turn the best
+        # upright template a few degrees and look again.
+        base = best.templ
+        for deg in ROTATIONS:
+            rot = _rotate(base, deg)
+            if rot.std() >= FLAT_STD and min(rot.shape) >= 4:
+                trial = _Match()
+                _place(rot, best_searched, trial, best.area, best.mirrored)
+                if trial.agreement > best.agreement:
+                    best = trial
+    return best.agreement, best.layout, best.detail, best.area, best.mirrored
+
+
+def check_signatures(signatures, name: str = "signatures") -> np.ndarray:
+    s = np.asarray(signatures)
+    if s.dtype != np.uint8 or s.ndim != 2 or s.shape[1] != SIGNATURE_BYTES:
+        raise ValueError(f"{name} must be uint8 (N, {SIGNATURE_BYTES}); got {s.dtype} {s.shape}")
+    return s
+
+
+def verify_pairs(signatures, a, b, stop_at: float = ACCEPT, workers: int = 0,
+                 report=None) -> PairEvidence:
+    """Align every pair (a[i], b[i]) of ``signatures`` (N, SIGNATURE_BYTES)
+    uint8; ``a``, ``b``: (P,) positions. ``workers``: threads (0 = one per
+    core). ``report(stage, done, total)`` is called with stage ``"verify"``.
+    Returns PairEvidence of (P,) arrays."""
+    sig = check_signatures(signatures)
+    a = np.asarray(a, np.int64).ravel()
+    b = np.asarray(b, np.int64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same length; got {a.size} and {b.size}")
+    if a.size and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= len(sig)):
+        raise ValueError(f"pair positions must lie in [0, {len(sig)})")
+    p = a.size
+    out = PairEvidence.empty(p)
+    chunk = 128
+
+    def run(start: int) -> int:
+        for i in range(start, min(start + chunk, p)):
+            (out.agreement[i], out.layout[i], out.detail[i], out.matched_area[i],
+             out.mirrored[i]) = pair_alignment(sig[a[i]], sig[b[i]], stop_at)
+        return min(start + chunk, p)
+
+    if p:
+        with ThreadPoolExecutor(workers or (os.cpu_count() or 1), thread_name_prefix="imagesieve-verify") as pool:
+            for done in pool.map(run, range(0, p, chunk)):
+                if report is not None:
+                    report("verify", done, p)
+    return out
+
+
+def neighbourhood_agreement(n: int, a, b, agreement, min_pack: int = MIN_PACK) -> np.ndarray:
+    """Each image's typical agreement with its candidates: (N,) float32, the
+    median of the agreements of the pairs it is in, NaN for images in fewer
+    than ``min_pack`` pairs. ``a``, ``b``: (P,) positions; ``agreement``: (P,)."""
+    a = np.asarray(a, np.int64).ravel()
+    b = np.asarray(b, np.int64).ravel()
+    g = np.asarray(agreement, np.float32).ravel()
+    out = np.full(n, np.nan, np.float32)
+    if g.size == 0:
+        return out
+    node = np.concatenate([a, b])
+    val = np.concatenate([g, g])
+    order = np.lexsort((val, node))
+    node, val = node[order], val[order]
+    starts = np.flatnonzero(np.r_[True, node[1:] != node[:-1]])
+    counts = np.diff(np.r_[starts, node.size])
+    # Median of the *other* pairs: leave the best one out (it is the pair
+    # being judged, or a copy): the pack is what look-alikes score.
+    for s, c in zip(starts.tolist(), counts.tolist()):
+        if c - 1 >= min_pack:
+            out[node[s]] = float(np.median(val[s:s + c - 1]))
+    return out
+
+
+def verified_pairs(n: int, a, b, agreement, pack: np.ndarray | None = None,
+                   min_agreement: float = MIN_AGREEMENT, residual_ratio: float = RESIDUAL_RATIO
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(verified (P,) bool, look-alike agreement (P,) float32) for candidate
+    pairs (a, b) of N images with ``agreement`` (P,).
+
+    ``pack``: (N,) each image's typical agreement with its look-alikes
+    (default: :func:`neighbourhood_agreement` of these pairs); NaN entries
+    take the median of the others, or ``DEFAULT_PACK``. A pair is the same
+    picture when ``1 - agreement <= residual_ratio * (1 - look-alike)`` and
+    ``agreement >= min_agreement``, where look-alike is the higher of its two
+    images' packs."""
+    if not 0 < residual_ratio <= 1:
+        raise ValueError(f"residual_ratio must be in (0, 1]; got {residual_ratio}")
+    a = np.asarray(a, np.int64).ravel()
+    b = np.asarray(b, np.int64).ravel()
+    g = np.asarray(agreement, np.float32).ravel()
+    if pack is None:
+        pack = neighbourhood_agreement(n, a, b, g)
+    pack = np.asarray(pack, np.float32)
+    known = pack[np.isfinite(pack)]
+    fill = float(np.median(known)) if known.size else DEFAULT_PACK
+    pack = np.where(np.isfinite(pack), pack, fill).astype(np.float32)
+    look_alike = np.maximum(pack[a], pack[b]) if a.size else np.zeros(0, np.float32)
+    look_alike = np.clip(look_alike, -1.0, 1.0)
+    ok = (g >= min_agreement) & (1.0 - g <= residual_ratio * (1.0 - look_alike))
+    return ok, look_alike

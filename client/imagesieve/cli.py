@@ -102,14 +102,16 @@ def cmd_check(args) -> int:
                 client.create_collection(args.collection, exist_ok=True)
             with Progress(len(paths), "checking") as bar:
                 for r in client.check(args.collection, paths, k=args.k, threshold=args.threshold,
-                                      add_if_unique=args.add_if_unique):
+                                      add_if_unique=args.add_if_unique, raw_cosine=args.raw_cosine):
                     counts[r.verdict] = counts.get(r.verdict, 0) + 1
                     bar.update(ok=r.error is None)
                     if r.error:
                         detail = f"{r.error.code}: {r.error.message}"
                     elif r.neighbors:
-                        key, cos = r.neighbors[0][:2]
-                        detail = f"nearest {key} (cosine {cos:.3f})"
+                        n = r.neighbors[0]
+                        detail = (f"{'same picture as' if n.verified else 'nearest'} {n.key} (cosine {n.cosine:.3f}"
+                                  + (f", layout agreement {n.agreement:.3f}" if n.agreement == n.agreement else "")
+                                  + ")")
                     else:
                         detail = "collection empty"
                     added = " [added]" if r.added else ""
@@ -141,7 +143,7 @@ def cmd_dedup(args) -> int:
         client.wait_ready(args.connect_timeout)
         try:
             res = client.find_duplicates(args.collection, threshold=args.threshold, approximate=args.approximate,
-                                         grouping=args.grouping, progress=show)
+                                         grouping=args.grouping, raw_cosine=args.raw_cosine, progress=show)
         except grpc.RpcError as e:
             print(f"\nimagesieve dedup: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1
@@ -152,9 +154,11 @@ def cmd_dedup(args) -> int:
     (out / "duplicates.json").write_text(json.dumps(doc, indent=2))
     with open(out / "pairs.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["key_a", "key_b", "cosine", "exact", "cross_split", "labels_disagree"])
+        w.writerow(["key_a", "key_b", "cosine", "exact", "cross_split", "labels_disagree", "agreement",
+                    "matched_area", "mirrored"])
         for p in res.pairs:
-            w.writerow([p.key_a, p.key_b, f"{p.cosine:.4f}", p.exact, p.cross_split, p.labels_disagree])
+            w.writerow([p.key_a, p.key_b, f"{p.cosine:.4f}", p.exact, p.cross_split, p.labels_disagree,
+                        f"{p.agreement:.4f}", f"{p.matched_area:.3f}", p.mirrored])
     items = []
     for gi, g in enumerate(sorted(res.groups, key=lambda g: -len(g.keys))[: args.max_groups]):
         for key in g.keys:
@@ -163,13 +167,15 @@ def cmd_dedup(args) -> int:
                                                             Path(key).name]))
     if items:
         save_contact_sheet(items, out / "duplicate_groups.png", columns=args.columns,
-                           title=f"{args.collection}: {len(res.groups)} duplicate groups at cosine >= "
-                                 f"{res.threshold:.2f}")
+                           title=f"{args.collection}: {len(res.groups)} duplicate groups ({res.method})")
     exact = sum(p.exact for p in res.pairs)
     print(f"{res.num_images} images: {len(res.pairs)} duplicate pairs ({exact} exact, "
           f"{len(res.pairs) - exact} near) in {len(res.groups)} groups; "
           f"{sum(p.cross_split for p in res.pairs)} pairs cross splits (leakage), "
           f"{sum(p.labels_disagree for p in res.pairs)} pairs with different labels")
+    print(f"method: {res.method}; threshold {res.threshold_reason}")
+    for w in res.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     print(f"wrote {out / 'duplicates.json'}, {out / 'pairs.csv'}"
           + (f", {out / 'duplicate_groups.png'}" if items else ""))
     return 0
@@ -275,7 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--collection", required=True)
     c.add_argument("--server", default=default_server)
     c.add_argument("-k", type=int, default=5, help="neighbours to fetch per image")
-    c.add_argument("--threshold", type=float, default=0.0, help="near-duplicate cosine (0 = collection default)")
+    c.add_argument("--threshold", type=float, default=0.0,
+                   help="near-duplicate cosine with --raw-cosine (0 = collection default); else the candidates' floor")
+    c.add_argument("--raw-cosine", action="store_true",
+                   help="verdicts by embedding cosine alone (no stage-2 verification of each candidate)")
     c.add_argument("--add-if-unique", action="store_true", help="add each unique image, atomically")
     c.add_argument("--create", action="store_true", help="create the collection if it does not exist")
     c.add_argument("--connect-timeout", type=float, default=30.0)
@@ -286,7 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     dd.add_argument("--collection", required=True)
     dd.add_argument("--out", required=True, help="folder for duplicates.json, pairs.csv, duplicate_groups.png")
     dd.add_argument("--server", default=default_server)
-    dd.add_argument("--threshold", type=float, default=0.0, help="cosine (0 = collection default)")
+    dd.add_argument("--threshold", type=float, default=0.0,
+                    help="cosine with --raw-cosine (0 = from the data); else the candidates' floor (0 = 0.5)")
+    dd.add_argument("--raw-cosine", action="store_true",
+                    help="pairs by embedding cosine alone (no stage-2 verification of each pair)")
     dd.add_argument("--approximate", action="store_true", help="kNN graph instead of exact range search")
     dd.add_argument("--grouping", choices=["bounded", "centre", "components"], default="bounded")
     dd.add_argument("--max-groups", type=int, default=60, help="groups drawn on the contact sheet")

@@ -17,7 +17,7 @@ import io
 import itertools
 import os
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterable, Iterator, Union
+from typing import AsyncIterator, Callable, Iterable, Iterator, NamedTuple, Union
 
 import grpc
 import numpy as np
@@ -94,15 +94,26 @@ class Embeddings:
                    top_classes=[r.top_classes for r in results])
 
 
+class Neighbor(NamedTuple):
+    """A stored image near a checked one. ``agreement``: stage 2's layout
+    agreement (NaN when not verified); ``verified``: the same picture."""
+    key: str
+    cosine: float
+    label: str = ""
+    split: str = ""
+    agreement: float = float("nan")
+    verified: bool = False
+
+
 @dataclasses.dataclass
 class DuplicateCheckResult:
     """One image's verdict from ``check``: "UNIQUE", "NEAR_DUPLICATE",
-    "EXACT_DUPLICATE" or "ERROR"; neighbours are (key, cosine, label, split),
-    most similar first."""
+    "EXACT_DUPLICATE" or "ERROR"; neighbours: verified ones first, then by
+    cosine."""
     index: int
     key: str
     verdict: str
-    neighbors: list[tuple[str, float, str, str]]
+    neighbors: list[Neighbor]
     added: bool = False
     error: ItemFailure | None = None
 
@@ -425,12 +436,14 @@ class Client:
 
     def check(self, collection: str, images: Iterable[ImageInput], *, keys: Iterable[str] | None = None,
               labels: Iterable[str] | None = None, splits: Iterable[str] | None = None, k: int = 5,
-              threshold: float = 0.0, add_if_unique: bool = False,
+              threshold: float = 0.0, add_if_unique: bool = False, raw_cosine: bool = False,
               chunk_size: int = 8) -> Iterator[DuplicateCheckResult]:
         """Check images before ingestion; yields one verdict per image, in order.
-        With add_if_unique, unique images are added atomically."""
+        With add_if_unique, unique images are added atomically. Verdicts are
+        verified (stage 2) unless ``raw_cosine``."""
         requests = (duplicates_pb2.CheckDuplicatesRequest(collection=collection, images=chunk, k=k,
-                                                          threshold=threshold, add_if_unique=add_if_unique)
+                                                          threshold=threshold, add_if_unique=add_if_unique,
+                                                          raw_cosine=raw_cosine)
                     for chunk in _chunks(_labelled_items(images, keys, labels, splits), chunk_size))
         index = itertools.count()
         for resp in self.duplicates.CheckDuplicates(requests):
@@ -438,18 +451,21 @@ class Client:
                 i = next(index)
                 yield DuplicateCheckResult(
                     i, r.key, duplicates_pb2.Verdict.Name(r.verdict).removeprefix("VERDICT_"),
-                    [(n.key, n.cosine, n.label, n.split) for n in r.neighbors], r.added,
+                    [Neighbor(n.key, n.cosine, n.label, n.split, n.agreement, n.verified) for n in r.neighbors],
+                    r.added,
                     _failure(i, r.key, r.error) if r.HasField("error") else None)
 
     def find_duplicates(self, collection: str, *, threshold: float = 0.0, approximate: bool = False,
-                        grouping: str = "bounded", knn_k: int = 0,
+                        grouping: str = "bounded", knn_k: int = 0, raw_cosine: bool = False,
                         progress: Callable[[common_pb2.JobProgress], None] | None = None,
                         ) -> duplicates_pb2.FindDuplicatesResult:
         """All duplicate pairs and groups of a collection (a long job; each
-        progress event goes to ``progress``). grouping: "bounded" (every two
-        members >= threshold), "centre" or "components"."""
+        progress event goes to ``progress``). Pairs are verified (stage 2)
+        unless ``raw_cosine``. grouping: "bounded" (every two members are a
+        pair), "centre" or "components"."""
         request = duplicates_pb2.FindDuplicatesRequest(collection=collection, threshold=threshold,
-                                                       approximate=approximate, grouping=grouping, knn_k=knn_k)
+                                                       approximate=approximate, grouping=grouping, knn_k=knn_k,
+                                                       raw_cosine=raw_cosine)
         return self._run_job(self.duplicates.FindDuplicates(request), progress)
 
     # -- analyses -----------------------------------------------------------

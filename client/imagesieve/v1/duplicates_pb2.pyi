@@ -22,30 +22,36 @@ VERDICT_EXACT_DUPLICATE: Verdict
 VERDICT_ERROR: Verdict
 
 class CheckDuplicatesRequest(_message.Message):
-    __slots__ = ("collection", "images", "k", "threshold", "add_if_unique")
+    __slots__ = ("collection", "images", "k", "threshold", "add_if_unique", "raw_cosine")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     ADD_IF_UNIQUE_FIELD_NUMBER: _ClassVar[int]
+    RAW_COSINE_FIELD_NUMBER: _ClassVar[int]
     collection: str
     images: _containers.RepeatedCompositeFieldContainer[_common_pb2.Image]
     k: int
     threshold: float
     add_if_unique: bool
-    def __init__(self, collection: _Optional[str] = ..., images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., k: _Optional[int] = ..., threshold: _Optional[float] = ..., add_if_unique: _Optional[bool] = ...) -> None: ...
+    raw_cosine: bool
+    def __init__(self, collection: _Optional[str] = ..., images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., k: _Optional[int] = ..., threshold: _Optional[float] = ..., add_if_unique: _Optional[bool] = ..., raw_cosine: _Optional[bool] = ...) -> None: ...
 
 class Neighbor(_message.Message):
-    __slots__ = ("key", "cosine", "label", "split")
+    __slots__ = ("key", "cosine", "label", "split", "agreement", "verified")
     KEY_FIELD_NUMBER: _ClassVar[int]
     COSINE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
     key: str
     cosine: float
     label: str
     split: str
-    def __init__(self, key: _Optional[str] = ..., cosine: _Optional[float] = ..., label: _Optional[str] = ..., split: _Optional[str] = ...) -> None: ...
+    agreement: float
+    verified: bool
+    def __init__(self, key: _Optional[str] = ..., cosine: _Optional[float] = ..., label: _Optional[str] = ..., split: _Optional[str] = ..., agreement: _Optional[float] = ..., verified: _Optional[bool] = ...) -> None: ...
 
 class DuplicateCheck(_message.Message):
     __slots__ = ("key", "verdict", "neighbors", "added", "error")
@@ -68,34 +74,42 @@ class CheckDuplicatesResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[DuplicateCheck, _Mapping]]] = ...) -> None: ...
 
 class FindDuplicatesRequest(_message.Message):
-    __slots__ = ("collection", "threshold", "approximate", "knn_k", "grouping")
+    __slots__ = ("collection", "threshold", "approximate", "knn_k", "grouping", "raw_cosine")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     APPROXIMATE_FIELD_NUMBER: _ClassVar[int]
     KNN_K_FIELD_NUMBER: _ClassVar[int]
     GROUPING_FIELD_NUMBER: _ClassVar[int]
+    RAW_COSINE_FIELD_NUMBER: _ClassVar[int]
     collection: str
     threshold: float
     approximate: bool
     knn_k: int
     grouping: str
-    def __init__(self, collection: _Optional[str] = ..., threshold: _Optional[float] = ..., approximate: _Optional[bool] = ..., knn_k: _Optional[int] = ..., grouping: _Optional[str] = ...) -> None: ...
+    raw_cosine: bool
+    def __init__(self, collection: _Optional[str] = ..., threshold: _Optional[float] = ..., approximate: _Optional[bool] = ..., knn_k: _Optional[int] = ..., grouping: _Optional[str] = ..., raw_cosine: _Optional[bool] = ...) -> None: ...
 
 class DuplicatePair(_message.Message):
-    __slots__ = ("key_a", "key_b", "cosine", "exact", "cross_split", "labels_disagree")
+    __slots__ = ("key_a", "key_b", "cosine", "exact", "cross_split", "labels_disagree", "agreement", "matched_area", "mirrored")
     KEY_A_FIELD_NUMBER: _ClassVar[int]
     KEY_B_FIELD_NUMBER: _ClassVar[int]
     COSINE_FIELD_NUMBER: _ClassVar[int]
     EXACT_FIELD_NUMBER: _ClassVar[int]
     CROSS_SPLIT_FIELD_NUMBER: _ClassVar[int]
     LABELS_DISAGREE_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_AREA_FIELD_NUMBER: _ClassVar[int]
+    MIRRORED_FIELD_NUMBER: _ClassVar[int]
     key_a: str
     key_b: str
     cosine: float
     exact: bool
     cross_split: bool
     labels_disagree: bool
-    def __init__(self, key_a: _Optional[str] = ..., key_b: _Optional[str] = ..., cosine: _Optional[float] = ..., exact: _Optional[bool] = ..., cross_split: _Optional[bool] = ..., labels_disagree: _Optional[bool] = ...) -> None: ...
+    agreement: float
+    matched_area: float
+    mirrored: bool
+    def __init__(self, key_a: _Optional[str] = ..., key_b: _Optional[str] = ..., cosine: _Optional[float] = ..., exact: _Optional[bool] = ..., cross_split: _Optional[bool] = ..., labels_disagree: _Optional[bool] = ..., agreement: _Optional[float] = ..., matched_area: _Optional[float] = ..., mirrored: _Optional[bool] = ...) -> None: ...
 
 class DuplicateGroup(_message.Message):
     __slots__ = ("keys", "min_internal_cosine")
@@ -106,16 +120,22 @@ class DuplicateGroup(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[str]] = ..., min_internal_cosine: _Optional[float] = ...) -> None: ...
 
 class FindDuplicatesResult(_message.Message):
-    __slots__ = ("pairs", "groups", "num_images", "threshold")
+    __slots__ = ("pairs", "groups", "num_images", "threshold", "method", "threshold_reason", "warnings")
     PAIRS_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     NUM_IMAGES_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_REASON_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     pairs: _containers.RepeatedCompositeFieldContainer[DuplicatePair]
     groups: _containers.RepeatedCompositeFieldContainer[DuplicateGroup]
     num_images: int
     threshold: float
-    def __init__(self, pairs: _Optional[_Iterable[_Union[DuplicatePair, _Mapping]]] = ..., groups: _Optional[_Iterable[_Union[DuplicateGroup, _Mapping]]] = ..., num_images: _Optional[int] = ..., threshold: _Optional[float] = ...) -> None: ...
+    method: str
+    threshold_reason: str
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pairs: _Optional[_Iterable[_Union[DuplicatePair, _Mapping]]] = ..., groups: _Optional[_Iterable[_Union[DuplicateGroup, _Mapping]]] = ..., num_images: _Optional[int] = ..., threshold: _Optional[float] = ..., method: _Optional[str] = ..., threshold_reason: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FindDuplicatesEvent(_message.Message):
     __slots__ = ("progress", "result")

@@ -59,9 +59,13 @@ class AuditResults:
 
 def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: float, target: float,
                  top_fraction: float = 0.01, sweep: bool = True, seed: int = 0,
-                 classifier: str = DEFAULT_CLASSIFIER, stages: StageLog | None = None) -> AuditResults:
+                 classifier: str = DEFAULT_CLASSIFIER, stages: StageLog | None = None,
+                 signatures: np.ndarray | None = None) -> AuditResults:
     """Every analysis over the embedded images; ``stages`` (the caller's
-    record of earlier stages, if any) gets one entry per analysis."""
+    record of earlier stages, if any) gets one entry per analysis.
+    ``signatures`` (N, SIGNATURE_BYTES) uint8: duplicates in two stages
+    (verified); None: raw cosine. ``threshold`` 0: the method's default
+    (see ``analysis.duplicates.find``)."""
     ok = np.array([not e for e in errors], dtype=bool)
     counts: dict = collections.defaultdict(lambda: collections.Counter())
     for label, split, good in zip(labels, splits, ok):
@@ -82,8 +86,11 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     keys = paths if all_ok else (paths.take(idx) if hasattr(paths, "take") else [paths[i] for i in idx])
 
     with r.stages.stage("duplicates", announce=True), StageProgress("  duplicates: ") as report:
+        sig = None if signatures is None else (signatures if all_ok else signatures[idx])
         r.duplicates = find_duplicates(x, keys, lab, spl, sha256 if all_ok else sha256[idx], threshold,
-                                       approximate=len(idx) > FLAT_MAX, report=report)
+                                       approximate=len(idx) > FLAT_MAX, report=report, signatures=sig)
+    r.threshold = r.duplicates.threshold
+    r.notes.extend(r.duplicates.warnings)
 
     labelled = all(lab) and len(set(lab)) >= 2
     evidence = None

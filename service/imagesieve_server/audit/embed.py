@@ -53,10 +53,21 @@ def plan(store: EmbeddingStore, paths) -> np.ndarray:
     return np.frombuffer(todo, dtype=np.int64) if len(todo) else np.zeros(0, np.int64)
 
 
+def local_signature(data: bytes):
+    """The layout signature of encoded bytes, taken here (for backends whose
+    answers carry only the vector); None when the bytes do not decode."""
+    from ..engine.decode import DecodeError, decode_image
+    from ..engine.signature import layout_signature
+    try:
+        return layout_signature(decode_image(data, 192))
+    except DecodeError:
+        return None
+
+
 def _embed_files(paths: Iterable[str], embed_bytes) -> Iterator[Embedded]:
     """Read each file once (for its bytes, hash, size and mtime) and pair it
     with the answer of ``embed_bytes``: an iterator of (vector, width,
-    height, error) per input, in order."""
+    height, error, signature) per input, in order."""
     meta: list[tuple | None] = []
 
     def files():
@@ -65,13 +76,13 @@ def _embed_files(paths: Iterable[str], embed_bytes) -> Iterator[Embedded]:
             meta.append((p, sha, size, mtime, err))
             yield data
 
-    for i, (vector, width, height, error) in enumerate(embed_bytes(files())):
+    for i, (vector, width, height, error, signature) in enumerate(embed_bytes(files())):
         p, sha, size, mtime, err = meta[i]
         meta[i] = None
         if err or error:
             yield Embedded(p, sha, size, mtime, None, error=err or error)
         else:
-            yield Embedded(p, sha, size, mtime, vector, width, height)
+            yield Embedded(p, sha, size, mtime, vector, width, height, signature=signature)
 
 
 class InProcessBackend:
@@ -84,7 +95,7 @@ class InProcessBackend:
 
     def embed(self, paths: Iterable[str]) -> Iterator[Embedded]:
         return _embed_files(paths, lambda data: (
-            (r.vector, r.width, r.height, "" if r.ok else f"{r.error.code}: {r.error}")
+            (r.vector, r.width, r.height, "" if r.ok else f"{r.error.code}: {r.error}", r.signature)
             for r in self.embedder.embed(data)))
 
     def close(self) -> None:
@@ -106,9 +117,20 @@ class ServerBackend:
         self.model, self.dim = info.name, info.dim
 
     def embed(self, paths: Iterable[str]) -> Iterator[Embedded]:
-        return _embed_files(paths, lambda data: (
-            (r.vector, r.width, r.height, "" if r.ok else f"{r.error.code}: {r.error.message}")
-            for r in self.client.embed_stream(data)))
+        # The server answers vectors; the layout signature is taken here, from
+        # the bytes this process read anyway (a small decode).
+        def answers(data):
+            kept: dict[int, bytes] = {}
+
+            def remember():
+                for i, d in enumerate(data):
+                    kept[i] = d
+                    yield d
+            for r in self.client.embed_stream(remember()):
+                d = kept.pop(r.index)
+                yield (r.vector, r.width, r.height, "" if r.ok else f"{r.error.code}: {r.error.message}",
+                       local_signature(d) if r.ok else None)
+        return _embed_files(paths, answers)
 
     def close(self) -> None:
         self.client.close()

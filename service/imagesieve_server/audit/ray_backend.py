@@ -13,6 +13,8 @@ import numpy as np
 from .embed import read_image_file
 from .store import Embedded
 
+from ..engine.signature import SIGNATURE_BYTES
+
 
 class EmbedBatch:
     """Ray Data UDF: {"path": (B,)} -> vectors and per-image metadata."""
@@ -27,14 +29,16 @@ class EmbedBatch:
         results = self.embedder.embed_all([f[0] for f in files])
         dim = self.embedder.dim
         vectors = np.zeros((len(paths), dim), dtype=np.float32)
+        signatures = np.zeros((len(paths), SIGNATURE_BYTES), dtype=np.uint8)
         errors = []
         for i, (r, f) in enumerate(zip(results, files)):
             if f[4] or not r.ok:
                 errors.append(f[4] or f"{r.error.code}: {r.error}")
             else:
                 vectors[i] = r.vector
+                signatures[i] = r.signature
                 errors.append("")
-        return {"path": np.array(paths, dtype=object), "vector": vectors,
+        return {"path": np.array(paths, dtype=object), "vector": vectors, "signature": signatures,
                 "sha256": np.array([f[1] for f in files], dtype=object),
                 "size": np.array([f[2] for f in files], dtype=np.int64),
                 "mtime_ns": np.array([f[3] for f in files], dtype=np.int64),
@@ -74,7 +78,8 @@ class RayBackend:
             for i in range(len(b["path"])):
                 err = str(b["error"][i])
                 yield Embedded(str(b["path"][i]), str(b["sha256"][i]), int(b["size"][i]), int(b["mtime_ns"][i]),
-                               None if err else b["vector"][i], int(b["width"][i]), int(b["height"][i]), err)
+                               None if err else b["vector"][i], int(b["width"][i]), int(b["height"][i]), err,
+                               None if err else b["signature"][i])
 
     def close(self) -> None:
         pass

@@ -72,7 +72,9 @@ def summary(r: AuditResults) -> dict:
         s.update(duplicate_pairs=int(len(d.a)), exact_pairs=int(d.exact.sum()),
                  near_pairs=int(len(d.a) - d.exact.sum()), duplicate_groups=len(d.groups),
                  images_in_groups=int(sum(len(g) for g in d.groups)),
-                 leakage_pairs=int(d.cross_split.sum()), label_conflict_pairs=int(d.labels_disagree.sum()))
+                 leakage_pairs=int(d.cross_split.sum()), label_conflict_pairs=int(d.labels_disagree.sum()),
+                 duplicate_method=d.method, duplicate_threshold_reason=d.threshold_reason,
+                 duplicate_candidates=int(d.candidates), duplicate_warnings=d.warnings)
     if r.outliers is not None:
         s["outliers"] = int(len(r.outliers))
     if r.label_scores is not None:
@@ -136,11 +138,15 @@ def write_tables(r: AuditResults, out: Path, rows_per_group: int = 8192) -> list
     if d is not None:
         # Paths dictionary-encoded: no string per pair (pairs can be millions).
         paths = _arrow_strings(d.keys, 0, len(d.keys))
-        pq.write_table(pa.table({"path_a": pa.DictionaryArray.from_arrays(pa.array(d.a, pa.int64()), paths),
-                                 "path_b": pa.DictionaryArray.from_arrays(pa.array(d.b, pa.int64()), paths),
-                                 "cosine": d.cosine.astype(np.float32), "exact": d.exact,
-                                 "cross_split": d.cross_split, "labels_disagree": d.labels_disagree}),
-                       out / "duplicate_pairs.parquet")
+        cols = {"path_a": pa.DictionaryArray.from_arrays(pa.array(d.a, pa.int64()), paths),
+                "path_b": pa.DictionaryArray.from_arrays(pa.array(d.b, pa.int64()), paths),
+                "cosine": d.cosine.astype(np.float32), "exact": d.exact,
+                "cross_split": d.cross_split, "labels_disagree": d.labels_disagree}
+        if d.evidence is not None:     # why each pair was called the same picture
+            cols.update(agreement=d.evidence.agreement, layout=d.evidence.layout, detail=d.evidence.detail,
+                        matched_area=d.evidence.matched_area, mirrored=d.evidence.mirrored,
+                        relative_disagreement=d.relative)
+        pq.write_table(pa.table(cols), out / "duplicate_pairs.parquet")
         written.append("duplicate_pairs.parquet")
     return written
 
@@ -185,9 +191,18 @@ def _duplicate_groups(d) -> Iterator[dict]:
         yield {"paths": [d.keys[i] for i in g.tolist()], "min_internal_cosine": float(m)}
 
 
+def _pair_evidence(d, k: int) -> dict:
+    if d.evidence is None:
+        return {}
+    ev = d.evidence
+    return {"agreement": round(float(ev.agreement[k]), 4), "matched_area": round(float(ev.matched_area[k]), 3),
+            "mirrored": bool(ev.mirrored[k])}
+
+
 def _leakage_pairs(d) -> Iterator[dict]:
     for k in np.flatnonzero(d.cross_split):
-        yield {"a": d.keys[int(d.a[k])], "b": d.keys[int(d.b[k])], "cosine": float(d.cosine[k])}
+        yield {"a": d.keys[int(d.a[k])], "b": d.keys[int(d.b[k])], "cosine": float(d.cosine[k]),
+               **_pair_evidence(d, int(k))}
 
 
 def write_json_streaming(path: Path, doc: dict, streamed: dict[str, Callable[[], Iterable]]) -> None:
@@ -261,9 +276,14 @@ def render_html(r: AuditResults, s: dict, doc: dict, source: str) -> str:
 
     parts.append("<section id='duplicates'><h2>Duplicate groups</h2>")
     d = r.duplicates
+    if d is not None:
+        how = ("every two members were verified as the same picture (stage 2: their layouts align)"
+               if d.method == "verified" else f"every two members have cosine >= {r.threshold:.2f}")
+        parts.append(f"<p>Method: {e(d.method)}; threshold {e(d.threshold_reason)}.</p>")
+        parts += [f"<p class='note'>{e(w)}</p>" for w in d.warnings]
     if d is not None and d.groups:
-        parts.append(f"<p>{len(d.groups)} groups; every two members have cosine >= {r.threshold:.2f} "
-                     f"(lowest shown per group). Showing {min(len(d.groups), MAX_GROUPS)}.</p>")
+        parts.append(f"<p>{len(d.groups)} groups; {how} (lowest cosine shown per group). "
+                     f"Showing {min(len(d.groups), MAX_GROUPS)}.</p>")
         order = sorted(range(len(d.groups)), key=lambda g: -len(d.groups[g]))[:MAX_GROUPS]
         for g in order:
             members = d.groups[g].tolist()

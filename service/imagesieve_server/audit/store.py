@@ -4,6 +4,7 @@ changed file (new content hash) is embedded again.
 
     OUT/embeddings/index.sqlite        path -> sha256, size, mtime, shard, row, error
     OUT/embeddings/shard-00000.npy     (rows, D) float32 unit vectors
+    OUT/embeddings/layout-00000.npy    (rows, SIGNATURE_BYTES) uint8 layout signatures
 
 A shard is written (temp file, fsync, rename) before its rows are committed
 to the index, so the index never points at a missing row. Reading memory-maps
@@ -19,6 +20,8 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+
+from ..engine.signature import SIGNATURE_BYTES
 
 MAPPED_SHARDS = 4
 
@@ -46,6 +49,7 @@ class Embedded:
     width: int = 0
     height: int = 0
     error: str = ""
+    signature: np.ndarray | None = None     # (SIGNATURE_BYTES,) uint8, engine.signature
 
 
 class EmbeddingStore:
@@ -99,16 +103,21 @@ class EmbeddingStore:
             return
         shard = self._next_shard
         vectors = np.zeros((len(self._pending), self.dim), dtype=np.float32)
+        signatures = np.zeros((len(self._pending), SIGNATURE_BYTES), dtype=np.uint8)
         for i, it in enumerate(self._pending):
             if it.vector is not None:
                 vectors[i] = it.vector
-        final = self.root / f"shard-{shard:05d}.npy"
-        tmp = final.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, vectors)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+            if it.signature is not None:
+                signatures[i] = it.signature
+        # Signatures first: a shard whose vectors exist always has them.
+        for name, arr in ((f"layout-{shard:05d}.npy", signatures), (f"shard-{shard:05d}.npy", vectors)):
+            final = self.root / name
+            tmp = final.with_suffix(".tmp")
+            with open(tmp, "wb") as f:
+                np.save(f, arr)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
         self.db.execute("BEGIN")
         self.db.executemany(
             "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -119,6 +128,22 @@ class EmbeddingStore:
         self._pending = []
 
     # -- reading ------------------------------------------------------------
+    def load_signatures(self, paths) -> np.ndarray | None:
+        """Layout signatures (N, SIGNATURE_BYTES) uint8 of ``paths`` in order,
+        or None when some shard has none (embedded by an older version)."""
+        out = np.zeros((len(paths), SIGNATURE_BYTES), dtype=np.uint8)
+        shards: dict[int, np.ndarray] = {}
+        query = "SELECT shard, row FROM items WHERE path=?"
+        for i, p in enumerate(paths):
+            shard, row = self.db.execute(query, (p,)).fetchone()
+            if shard not in shards:
+                f = self.root / f"layout-{shard:05d}.npy"
+                if not f.exists():
+                    return None
+                shards[shard] = np.load(f, mmap_mode="r")
+            out[i] = shards[shard][row]
+        return out
+
     def load(self, paths) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
         """For ``paths`` (a sequence of str) in order: vectors (N, D) float32,
         sha256 (N,) ``S64`` hex bytes, error per path ('' when fine; one

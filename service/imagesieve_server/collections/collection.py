@@ -24,13 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.duplicates import verify
+from ..analysis.duplicates.find import CANDIDATE_K, CANDIDATE_THRESHOLD
+from ..engine.signature import SIGNATURE_BYTES
 from ..index import faiss_index as fi
 from .store import Store
 
 SNAPSHOT = "index.snapshot"
-# Measured by bench/dup_quality.py (README): at 0.75 MobileNetV1 finds 98.7% of 12 kinds of
-# altered copies of real photos with no false pair among distinct ones. Tiny or glyph-like
-# images (MNIST) pair up far more easily: calibrate per dataset with `imagesieve calibrate`.
+# Raw cosine verdicts (verification off): at 0.75 MobileNetV1 found 98.7% of 12 kinds of altered
+# copies of real photos with no false pair among distinct ones (bench/dup_quality.py). Tiny or
+# glyph-like images pair up far more easily: verified verdicts (the default) judge each
+# candidate against its look-alikes instead (analysis.duplicates.verify).
 DEFAULT_THRESHOLD = 0.75
 
 
@@ -57,6 +61,7 @@ class NewImage:
     split: str = ""
     width: int = 0
     height: int = 0
+    signature: np.ndarray | None = None   # (SIGNATURE_BYTES,) uint8, engine.signature
 
 
 @dataclasses.dataclass
@@ -65,6 +70,8 @@ class Neighbor:
     cosine: float
     label: str = ""
     split: str = ""
+    agreement: float = float("nan")   # stage 2: layout agreement (NaN: not verified)
+    verified: bool = False            # stage 2 says: the same picture
 
 
 @dataclasses.dataclass
@@ -95,6 +102,7 @@ class StoredImages:
     splits: list[str]
     sha256: list[str]
     vectors: np.ndarray
+    signatures: np.ndarray | None = None   # (N, SIGNATURE_BYTES) uint8, when every image has one
 
 
 @dataclasses.dataclass
@@ -138,6 +146,10 @@ def build_index(kind: str, dim: int, ids: np.ndarray, vectors: np.ndarray):
     if len(ids):
         fi.add(index, vectors, ids)
     return index
+
+
+def _finite(v) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
 
 
 class Collection:
@@ -309,41 +321,93 @@ class Collection:
         return [[Neighbor(meta[i][0], float(s), meta[i][1], meta[i][2])
                  for s, i in zip(srow, irow) if i >= 0 and i in meta] for srow, irow in zip(sims, ids)]
 
+    def twin(self, sha256: str) -> Neighbor | None:
+        """The stored image with these exact bytes (same content hash), as a
+        neighbour at cosine 1 with its label and split; None if there is none."""
+        key = self.store.key_for_sha256(sha256)
+        if key is None:
+            return None
+        meta = self.store.metadata([self.store.id_for_key(key)])
+        return next((Neighbor(m[0], 1.0, m[1], m[2], 1.0, True) for m in meta.values()), None)
+
+    def _verify(self, image: NewImage, neighbors: list[Neighbor]) -> tuple[bool, tuple | None]:
+        """Stage 2 for a new image against its stored neighbours (the same
+        rule as FindDuplicates: analysis.duplicates.verify): marks each
+        candidate's ``agreement``/``verified``; returns (any verified, the new
+        image's look-alike pack (agreement, cosine) to store with it)."""
+        cands = [n for n in neighbors if n.cosine >= CANDIDATE_THRESHOLD]
+        stored = self.store.layouts_for_keys([n.key for n in cands])
+        cands = [n for n in cands if n.key in stored]
+        if not cands:
+            return False, (float("nan"), float("nan"))
+        sigs = [np.frombuffer(stored[n.key][0], np.uint8) for n in cands]
+        for n, sig in zip(cands, sigs):
+            n.agreement = verify.pair_alignment(image.signature, sig)[0]
+        m = len(cands)
+        a, b = np.zeros(m, np.int64), np.arange(1, m + 1, dtype=np.int64)
+        g = np.array([n.agreement for n in cands], np.float32)
+        c = np.array([n.cosine for n in cands], np.float32)
+        own_g, own_c = verify.neighbourhood_typical(m + 1, a, b, g)[0], verify.neighbourhood_typical(m + 1, a, b, c)[0]
+        nan = float("nan")
+        pack_g = np.array([own_g] + [stored[n.key][1] if stored[n.key][1] is not None else nan for n in cands])
+        pack_c = np.array([own_c] + [stored[n.key][2] if stored[n.key][2] is not None else nan for n in cands])
+        ok, _ = verify.verified_pairs(m + 1, a, b, g, c, pack_g, pack_c)
+        for n, v in zip(cands, ok):
+            n.verified = bool(v)
+        return bool(ok.any()), (float(own_g), float(own_c))
+
     def check(self, image: NewImage, k: int = 5, threshold: float = 0.0,
-              add_if_unique: bool = False) -> CheckOutcome:
-        """Exact duplicate (same content hash), near duplicate (nearest cosine
-        >= threshold) or unique; with add_if_unique, a unique image is added
-        in the same atomic step."""
-        threshold = threshold or self.threshold
+              add_if_unique: bool = False, verify_layout: bool = True) -> CheckOutcome:
+        """Exact duplicate (same content hash), near duplicate or unique; with
+        add_if_unique, a unique image is added in the same atomic step.
+
+        Near duplicate: with ``verify_layout`` (and a signature on both
+        sides), some candidate among the nearest stored images (cosine >=
+        ``threshold`` or CANDIDATE_THRESHOLD) is verified as the same picture
+        (stage 2); otherwise (raw cosine) the nearest cosine is >=
+        ``threshold`` (0 = the collection's)."""
+        verified = verify_layout and image.signature is not None
         with self._lock:
-            neighbors = self.search(image.vector, max(k, 1))[0]
-            exact = self.store.key_for_sha256(image.sha256)
-            if exact is not None:
+            neighbors = self.search(image.vector, max(k, CANDIDATE_K if verified else 1))[0]
+            twin = self.twin(image.sha256)
+            pack = None
+            if twin is not None:
                 verdict = Verdict.EXACT_DUPLICATE
                 # identical bytes embed identically: the twin leads, at cosine 1
-                twin = self.store.metadata([self.store.id_for_key(exact)])
-                neighbors = [Neighbor(exact, 1.0, *twin_meta[1:]) for twin_meta in twin.values()] + \
-                    [n for n in neighbors if n.key != exact]
-            elif neighbors and neighbors[0].cosine >= threshold:
+                neighbors = [twin] + [n for n in neighbors if n.key != twin.key]
+            elif verified:
+                near, pack = self._verify(image, [n for n in neighbors if n.cosine >= (threshold or 0)])
+                verdict = Verdict.NEAR_DUPLICATE if near else Verdict.UNIQUE
+                # The verified neighbours first: they are the answer.
+                neighbors.sort(key=lambda n: (not n.verified, -n.cosine))
+            elif neighbors and neighbors[0].cosine >= (threshold or self.threshold):
                 verdict = Verdict.NEAR_DUPLICATE
             else:
                 verdict = Verdict.UNIQUE
             added = False
             if add_if_unique and verdict == Verdict.UNIQUE:
-                outcome = self.add([image])[0]
+                outcome = self.add([image], packs=[pack])[0]
                 if outcome.error:
-                    return CheckOutcome(image.key, verdict, neighbors[:k], False, outcome.error)
+                    return CheckOutcome(image.key, verdict, neighbors[:max(k, 1)], False, outcome.error)
                 added = outcome.added
-        return CheckOutcome(image.key, verdict, neighbors[:k], added)
+        return CheckOutcome(image.key, verdict, neighbors[:max(k, 1)], added)
 
     # -- mutations ----------------------------------------------------------
-    def add(self, images: list[NewImage], skip_exact_duplicates: bool = False) -> list[AddOutcome]:
+    def add(self, images: list[NewImage], skip_exact_duplicates: bool = False,
+            packs: list[tuple | None] | None = None) -> list[AddOutcome]:
         """Add images durably (committed before return). A key already present
-        fails that item (ALREADY_EXISTS); the others are added."""
-        outcomes, rows, pending = [], [], []
+        fails that item (ALREADY_EXISTS); the others are added. Every image
+        whose bytes are already stored (or earlier in ``images``) names that
+        image in ``exact_duplicate_of``, added or not: with
+        ``skip_exact_duplicates`` it is not added. ``packs``: per image, its
+        look-alikes' (agreement, cosine) from a check, stored with its
+        signature."""
+        outcomes, rows, pending, layouts = [], [], [], []
+        packs = packs or [None] * len(images)
         with self._lock:
-            seen_keys = set()
-            for im in images:
+            seen_keys: set[str] = set()
+            seen_sha: dict[str, str] = {}
+            for im, pack in zip(images, packs):
                 out = AddOutcome(im.key)
                 outcomes.append(out)
                 if not im.key:
@@ -353,17 +417,21 @@ class Collection:
                 if im.key in seen_keys or self.store.has_key(im.key):
                     out.error = CollectionError(f"key {im.key!r} already in {self.name}", "ALREADY_EXISTS")
                     continue
-                if skip_exact_duplicates:
-                    dup = self.store.key_for_sha256(im.sha256)
-                    if dup is not None:
-                        out.exact_duplicate_of = dup
+                dup = seen_sha.get(im.sha256) or self.store.key_for_sha256(im.sha256)
+                if dup is not None:
+                    out.exact_duplicate_of = dup
+                    if skip_exact_duplicates:
                         continue
                 seen_keys.add(im.key)
+                seen_sha.setdefault(im.sha256, im.key)
                 rows.append((im.key, im.label, im.split, im.sha256, im.width, im.height, vec))
+                layouts.append(None if im.signature is None else
+                               (np.asarray(im.signature, np.uint8).tobytes(),
+                                *(_finite(v) for v in (pack or (None, None)))))
                 pending.append(out)
             if rows:
                 try:
-                    ids = self.store.insert(rows)
+                    ids = self.store.insert(rows, layouts)
                 except sqlite3.Error as e:
                     for out in pending:
                         out.error = CollectionError(f"could not store: {e}", "INTERNAL")
@@ -386,14 +454,22 @@ class Collection:
             return len(ids)
 
     # -- whole-collection access ------------------------------------------
-    def all_images(self) -> StoredImages:
+    def all_images(self, with_signatures: bool = False) -> StoredImages:
         """Every stored image with its metadata and vector, read in one pass
-        over the store (consistent even while adds and removes go on)."""
-        rows = [r for batch in self.store.images_after(0) for r in batch]
+        over the store (consistent even while adds and removes go on). With
+        ``with_signatures``, also their layout signatures when every image
+        has one (images added by an older version have none: then None)."""
+        with self._lock:    # one consistent view of images and layouts
+            rows = [r for batch in self.store.images_after(0) for r in batch]
+            layouts = self.store.layouts_for_keys([r[1] for r in rows]) if with_signatures and rows else {}
         vectors = (np.stack([np.frombuffer(r[5], np.float32) for r in rows]) if rows
                    else np.zeros((0, self.dim), np.float32))
+        signatures = None
+        if with_signatures and len(layouts) == len(rows):
+            signatures = (np.stack([np.frombuffer(layouts[r[1]][0], np.uint8) for r in rows]) if rows
+                          else np.zeros((0, SIGNATURE_BYTES), np.uint8))
         return StoredImages(np.array([r[0] for r in rows], np.int64), [r[1] for r in rows],
-                            [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows], vectors)
+                            [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows], vectors, signatures)
 
     @property
     def index_bytes(self) -> int:

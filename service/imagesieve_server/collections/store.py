@@ -33,6 +33,12 @@ CREATE TABLE IF NOT EXISTS removals (
     id INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS layouts (
+    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    signature BLOB NOT NULL,          -- engine.signature: 2,306 bytes
+    pack_agreement REAL,              -- the image's look-alikes when it was added (verify.py)
+    pack_cosine REAL
+);
 CREATE TABLE IF NOT EXISTS annotations (
     image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
     annotator TEXT NOT NULL,
@@ -71,20 +77,25 @@ class Store:
             self._db.execute("COMMIT")
 
     # -- images -------------------------------------------------------------
-    def insert(self, rows: list[tuple[str, str, str, str, int, int, np.ndarray]]) -> list[int]:
+    def insert(self, rows: list[tuple[str, str, str, str, int, int, np.ndarray]],
+               layouts: list[tuple | None] | None = None) -> list[int]:
         """Insert (key, label, split, sha256, width, height, vector) rows in one
-        durable transaction; returns their ids. Raises sqlite3.IntegrityError
-        (nothing inserted) if a key exists."""
+        durable transaction; returns their ids. ``layouts``: per row None or
+        (signature bytes, pack_agreement, pack_cosine). Raises
+        sqlite3.IntegrityError (nothing inserted) if a key exists."""
+        layouts = layouts or [None] * len(rows)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 ids = []
-                for key, label, split, sha, w, h, vec in rows:
+                for (key, label, split, sha, w, h, vec), layout in zip(rows, layouts):
                     cur = self._db.execute(
                         "INSERT INTO images(key, label, split, sha256, width, height, vector) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (key, label, split, sha, w, h, np.asarray(vec, np.float32).tobytes()))
                     ids.append(cur.lastrowid)
+                    if layout is not None:
+                        self._db.execute("INSERT INTO layouts VALUES (?, ?, ?, ?)", (cur.lastrowid, *layout))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -101,6 +112,7 @@ class Store:
                     row = self._db.execute("SELECT id FROM images WHERE key=?", (key,)).fetchone()
                     if row:
                         self._db.execute("DELETE FROM images WHERE id=?", row)
+                        self._db.execute("DELETE FROM layouts WHERE image_id=?", row)
                         self._db.execute("INSERT INTO removals(id) VALUES (?)", row)
                         ids.append(row[0])
                 self._db.execute("COMMIT")
@@ -118,6 +130,19 @@ class Store:
         with self._lock:
             row = self._db.execute("SELECT id FROM images WHERE key=?", (key,)).fetchone()
         return row[0] if row else -1
+
+    def layouts_for_keys(self, keys: list[str]) -> dict[str, tuple[bytes, float | None, float | None]]:
+        """key -> (signature bytes, pack_agreement, pack_cosine) of the given
+        keys that have a stored layout signature."""
+        out = {}
+        keys = list(keys)
+        with self._lock:
+            for s in range(0, len(keys), 900):     # under SQLite's bound on variables
+                part = keys[s:s + 900]
+                q = ("SELECT i.key, l.signature, l.pack_agreement, l.pack_cosine FROM images i "
+                     f"JOIN layouts l ON l.image_id = i.id WHERE i.key IN ({','.join('?' * len(part))})")
+                out.update((r[0], r[1:]) for r in self._db.execute(q, part))
+        return out
 
     def has_key(self, key: str) -> bool:
         return self.id_for_key(key) >= 0

@@ -31,7 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", choices=RUNTIMES, default="onnx",
                    help="in-process model runtime: onnx (ONNX Runtime, CUDA when its GPU build is installed) "
                         "or torch (PyTorch, CUDA when present)")
-    p.add_argument("--threshold", type=float, default=0.0, help="near-duplicate cosine (default: the server's)")
+    p.add_argument("--threshold", type=float, default=0.0,
+                   help="near-duplicate cosine: the candidates' floor when verifying (default 0.5), the "
+                        "duplicates' threshold with --raw-cosine (default: derived from the data)")
+    p.add_argument("--raw-cosine", action="store_true",
+                   help="duplicates by embedding cosine alone (no stage-2 verification of each pair)")
     p.add_argument("--target", type=parse_fraction, default=0.95, help="target accuracy for the sweep (default 95%%)")
     p.add_argument("--top", type=parse_fraction, default=0.01, help="share of labels to flag (default 1%%)")
     p.add_argument("--no-sweep", action="store_true", help="skip the sample-size sweep")
@@ -49,7 +53,6 @@ def run(args) -> int:
     from ..audit.sources import load_audit_table
     from ..audit.stages import StageLog
     from ..audit.store import EmbeddingStore
-    from ..collections.collection import DEFAULT_THRESHOLD
 
     started = time.perf_counter()
     # Arrow's default jemalloc pool kept the Parquet writer's buffers: 8.6 MiB
@@ -96,12 +99,16 @@ def run(args) -> int:
     from ..audit.analyse import run_analyses
     with log.stage("loading vectors"):
         vectors, sha, errors, _ = store.load(paths)
+        signatures = None if args.raw_cosine else store.load_signatures(paths)
         store.close()
+    if signatures is None and not args.raw_cosine:
+        print("note: these embeddings were stored without layout signatures (an older version): duplicates "
+              "by raw cosine; use a new --out folder for verified duplicates", file=sys.stderr)
     try:
         results = run_analyses(paths, table.labels, table.splits, sha, errors,
-                               vectors, threshold=args.threshold or DEFAULT_THRESHOLD, target=args.target,
+                               vectors, threshold=args.threshold, target=args.target,
                                top_fraction=args.top, sweep=not args.no_sweep, seed=args.seed,
-                               classifier=args.classifier, stages=log)
+                               classifier=args.classifier, stages=log, signatures=signatures)
         before_report = time.perf_counter()
         from ..audit.report import write_report
         s = write_report(results, out, args.source)
@@ -116,9 +123,10 @@ def run(args) -> int:
           f"({took:.0f} s) ==")
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in {**s["seconds"], "report": report_seconds}.items()))
     if "duplicate_pairs" in s:
-        print(f"duplicates: {s['duplicate_pairs']} pairs ({s['exact_pairs']} exact) in {s['duplicate_groups']} "
-              f"groups covering {s['images_in_groups']} images; {s['leakage_pairs']} pairs leak across splits; "
-              f"{s['label_conflict_pairs']} pairs with different labels")
+        print(f"duplicates ({s['duplicate_method']}): {s['duplicate_pairs']} pairs ({s['exact_pairs']} exact) in "
+              f"{s['duplicate_groups']} groups covering {s['images_in_groups']} images; {s['leakage_pairs']} "
+              f"pairs leak across splits; {s['label_conflict_pairs']} pairs with different labels")
+        print(f"duplicate threshold: {s['duplicate_threshold_reason']}")
     if "outliers" in s:
         print(f"outliers: {s['outliers']} images far from all others")
     if "label_suspects" in s:

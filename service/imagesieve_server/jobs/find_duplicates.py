@@ -11,20 +11,26 @@ from .runner import run_job
 
 def report_message(r: DuplicateReport) -> duplicates_pb2.FindDuplicatesResult:
     k = r.keys
+    pairs = [duplicates_pb2.DuplicatePair(key_a=k[i], key_b=k[j], cosine=float(s), exact=bool(e),
+                                          cross_split=bool(c), labels_disagree=bool(d))
+             for i, j, s, e, c, d in zip(r.a.tolist(), r.b.tolist(), r.cosine.tolist(), r.exact,
+                                         r.cross_split, r.labels_disagree)]
+    if r.evidence is not None:
+        for p, g, area, mirrored in zip(pairs, r.evidence.agreement.tolist(), r.evidence.matched_area.tolist(),
+                                        r.evidence.mirrored.tolist()):
+            p.agreement, p.matched_area, p.mirrored = g, area, mirrored
     return duplicates_pb2.FindDuplicatesResult(
-        pairs=[duplicates_pb2.DuplicatePair(key_a=k[i], key_b=k[j], cosine=float(s), exact=bool(e),
-                                            cross_split=bool(c), labels_disagree=bool(d))
-               for i, j, s, e, c, d in zip(r.a.tolist(), r.b.tolist(), r.cosine.tolist(), r.exact,
-                                           r.cross_split, r.labels_disagree)],
+        pairs=pairs,
         groups=[duplicates_pb2.DuplicateGroup(keys=[k[i] for i in g.tolist()], min_internal_cosine=float(m))
                 for g, m in zip(r.groups, r.group_min_cosine)],
-        num_images=len(k), threshold=r.threshold)
+        num_images=len(k), threshold=r.threshold, method=r.method, threshold_reason=r.threshold_reason,
+        warnings=r.warnings)
 
 
 async def find_duplicates_events(collection: Collection, request):
     """Yield FindDuplicatesEvent messages: progress, then the result."""
-    threshold = request.threshold or collection.threshold
-    if not 0 < threshold <= 1:
+    threshold = request.threshold
+    if not 0 <= threshold <= 1:
         raise CollectionError(f"threshold must be a cosine in (0, 1], got {threshold}", "INVALID_ARGUMENT")
     grouping = request.grouping or "bounded"
     if grouping not in GROUPINGS:
@@ -32,9 +38,11 @@ async def find_duplicates_events(collection: Collection, request):
 
     def work(reporter):
         reporter.report("loading vectors", 0, 0)
-        im = collection.all_images()
-        return find_duplicates(im.vectors, im.keys, im.labels, im.splits, im.sha256, threshold,
-                               request.approximate, request.knn_k or 16, grouping, report=reporter.report)
+        im = collection.all_images(with_signatures=not request.raw_cosine)
+        t = threshold or (0.0 if im.signatures is not None else collection.threshold)
+        return find_duplicates(im.vectors, im.keys, im.labels, im.splits, im.sha256, t,
+                               request.approximate, request.knn_k, grouping, report=reporter.report,
+                               signatures=im.signatures)
 
     async for kind, value in run_job(work):
         if kind == "progress":

@@ -46,7 +46,8 @@ async def embed_for_collection(engine: AsyncEmbedder, reader: ImageReader, image
     if result.error is not None:
         return None, item_error(result.error.code, str(result.error))
     return NewImage(key=image.key, sha256=content_hash(data), vector=result.vector, label=image.label,
-                    split=image.split, width=result.width, height=result.height), None
+                    split=image.split, width=result.width, height=result.height,
+                    signature=result.signature), None
 
 
 class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):

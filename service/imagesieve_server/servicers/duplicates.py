@@ -18,7 +18,8 @@ MAX_K = 100
 
 
 def neighbor_messages(neighbors: list[Neighbor]) -> list[duplicates_pb2.Neighbor]:
-    return [duplicates_pb2.Neighbor(key=n.key, cosine=n.cosine, label=n.label, split=n.split) for n in neighbors]
+    return [duplicates_pb2.Neighbor(key=n.key, cosine=n.cosine, label=n.label, split=n.split,
+                                    agreement=n.agreement, verified=n.verified) for n in neighbors]
 
 
 class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
@@ -54,9 +55,10 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
                     r.error.CopyFrom(err)
                 elif twin is not None:
                     r.verdict = duplicates_pb2.VERDICT_EXACT_DUPLICATE
-                    r.neighbors.append(duplicates_pb2.Neighbor(key=twin, cosine=1.0))
+                    r.neighbors.extend(neighbor_messages([twin]))
                 else:
-                    res = c.check(new, k, request.threshold, request.add_if_unique)
+                    res = c.check(new, k, request.threshold, request.add_if_unique,
+                                  verify_layout=not request.raw_cosine)
                     r.verdict, r.added = int(res.verdict), res.added
                     r.neighbors.extend(neighbor_messages(res.neighbors))
                     if res.error:
@@ -68,10 +70,10 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
 
     async def _prepare(self, c, image):
         """(NewImage, None, None), (None, ItemError, None) or, for bytes
-        already stored, (None, None, twin key): exact duplicates are caught by
-        content hash before any vector work."""
+        already stored, (None, None, twin Neighbor): exact duplicates are
+        caught by content hash before any vector work."""
         if image.WhichOneof("source") == "data":
-            twin = await asyncio.to_thread(c.store.key_for_sha256, content_hash(image.data))
+            twin = await asyncio.to_thread(c.twin, content_hash(image.data))
             if twin is not None:
                 return None, None, twin
         new, err = await embed_for_collection(self.engine, self.reader, image)

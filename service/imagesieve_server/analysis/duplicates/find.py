@@ -36,8 +36,10 @@ CANDIDATE_K = 8
 RAW_FLOOR = 0.75
 RAW_NEIGHBOUR_SHARE = 0.02
 RAW_RANK = 5
-#: Groups covering more than this share of the images get a warning.
+#: Groups covering more than this share of the images (of at least
+#: COVERAGE_MIN_IMAGES) get a warning.
 PLAUSIBLE_COVERAGE = 0.10
+COVERAGE_MIN_IMAGES = 50
 
 
 @dataclasses.dataclass
@@ -58,9 +60,9 @@ class DuplicateReport:
     method: str = "raw cosine"
     threshold_reason: str = ""
     #: Stage 2's evidence for each reported pair (None for raw cosine), and
-    #: the agreement the two images' look-alikes reach (what it was judged by).
+    #: its relative disagreement (verify.relative_disagreement: what it was judged by).
     evidence: PairEvidence | None = None
-    look_alike: np.ndarray | None = None
+    relative: np.ndarray | None = None
     candidates: int = 0
     warnings: list[str] = dataclasses.field(default_factory=list)
 
@@ -156,7 +158,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
     # An array stays as it is (the audit passes S64 bytes); a list becomes
     # an object array of the same str objects.
     sha = sha256 if isinstance(sha256, np.ndarray) else np.asarray(sha256, dtype=object)
-    evidence = look_alike = None
+    evidence = relative = None
     candidates = 0
     if signatures is not None:
         method = "verified"
@@ -166,7 +168,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         a, b, sim = candidate_pairs(vectors, threshold, knn_k or CANDIDATE_K, report=report)
         candidates = len(a)
         ev = verify_pairs(signatures, a, b, report=report)
-        ok, la = verified_pairs(n, a, b, ev.agreement)
+        ok, rel = verified_pairs(n, a, b, ev.agreement, sim)
         ea, eb = exact_pairs(sha)
         if len(ea):    # identical bytes: duplicates whatever stage 2 says
             key = a * max(n, 1) + b
@@ -178,9 +180,9 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         evidence = PairEvidence(np.r_[ev.agreement[ok], full], np.r_[ev.layout[ok], full],
                                 np.r_[ev.detail[ok], full], np.r_[ev.matched_area[ok], full],
                                 np.r_[ev.mirrored[ok], np.zeros(len(ea), bool)])
-        look_alike = np.r_[la[ok], np.full(len(ea), np.nan, np.float32)].astype(np.float32)
+        relative = np.r_[rel[ok], np.zeros(len(ea), np.float32)].astype(np.float32)
         order = np.lexsort((b, a))
-        a, b, sim, look_alike = a[order], b[order], sim[order].astype(np.float32), look_alike[order]
+        a, b, sim, relative = a[order], b[order], sim[order].astype(np.float32), relative[order]
         evidence = PairEvidence(*(getattr(evidence, f.name)[order] for f in dataclasses.fields(PairEvidence)))
         group_floor = -1.0        # verified pairs are the edges, whatever their cosine
     else:
@@ -205,8 +207,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         cross_split=cross_split_pairs(a, b, np.asarray(splits, dtype=object), unknown=""),
         labels_disagree=label_conflicts(a, b, np.asarray(labels, dtype=object), unknown=""),
         groups=groups, group_min_cosine=group_min_similarity(vectors, groups), method=method,
-        threshold_reason=reason, evidence=evidence, look_alike=look_alike, candidates=candidates)
-    if result.covered_share > PLAUSIBLE_COVERAGE:
+        threshold_reason=reason, evidence=evidence, relative=relative, candidates=candidates)
+    if result.covered_share > PLAUSIBLE_COVERAGE and n >= COVERAGE_MIN_IMAGES:
         result.warnings.append(
             f"duplicate groups cover {result.covered_share:.0%} of the images, an implausible share: "
             + ("check a sample of the groups" if method == "verified" else

@@ -21,13 +21,14 @@ Alignment (:func:`pair_alignment`):
   and another picture's details sit elsewhere even when its layout is alike.
 
 Verdict (:func:`verified_pairs`): what separates a copy from a look-alike
-depends on the data (two photos of one style agree at ~0.5, two trousers of
-Fashion-MNIST at ~0.95), so a pair is judged against each image's own
-neighbourhood: it is the same picture when its disagreement ``1 - agreement``
-is at most ``RESIDUAL_RATIO`` of the typical disagreement of the two images'
-other candidates (``pack``), and its agreement at least ``MIN_AGREEMENT``.
-An image with too few other candidates is judged against the data set's
-median pack.
+depends on the data (two photos of one style agree at ~0.5 and cosine ~0.5,
+two trousers of Fashion-MNIST at ~0.9 and ~0.92), so a pair is judged against
+its images' own look-alikes (their other candidates, the "pack"): its
+disagreement on each signal (1 - agreement, 1 - cosine) relative to the
+pack's, multiplied (:func:`relative_disagreement`), must be at most
+``MAX_RELATIVE``: a copy is far closer than look-alikes on layout, on
+embedding, or on both. An image with too few other candidates is judged
+against the data set's median pack.
 
 Pure functions of numpy arrays (OpenCV for the correlation kernel); threads
 share the pairs (OpenCV releases the GIL).
@@ -51,9 +52,9 @@ SHARES = tuple(round(0.45 * (1 / 0.45) ** (i / 10), 3) for i in range(10, -1, -1
 ROTATIONS = (-8.0, -4.0, 4.0, 8.0)   # degrees, tried around the best upright match
 FLAT_STD = 2.0           # gray levels: a thumbnail flatter than this has no layout to align
 MIN_AGREEMENT = 0.6      # below this no pair is the same picture, however its neighbours look
-RESIDUAL_RATIO = 0.45    # a copy disagrees at most this share of its look-alikes' disagreement
+MAX_RELATIVE = 0.25      # see relative_disagreement: a copy is at most this far, relative to look-alikes
 ACCEPT = 0.97            # agreement at which a pair's search stops (nothing needs better)
-DEFAULT_PACK = 0.55      # typical agreement of look-alikes when a data set has no packs to measure
+DEFAULT_PACK = 0.55      # look-alikes' agreement and cosine when a data set has no packs to measure
 MIN_PACK = 2             # other candidates an image needs for a pack of its own
 cv2.setNumThreads(1)     # parallelism comes from verify_pairs' threads, one pair each
 
@@ -223,13 +224,14 @@ def verify_pairs(signatures, a, b, stop_at: float = ACCEPT, workers: int = 0,
     return out
 
 
-def neighbourhood_agreement(n: int, a, b, agreement, min_pack: int = MIN_PACK) -> np.ndarray:
-    """Each image's typical agreement with its candidates: (N,) float32, the
-    median of the agreements of the pairs it is in, NaN for images in fewer
-    than ``min_pack`` pairs. ``a``, ``b``: (P,) positions; ``agreement``: (P,)."""
+def neighbourhood_typical(n: int, a, b, values, min_pack: int = MIN_PACK) -> np.ndarray:
+    """Each image's typical value over its candidate pairs, leaving its best
+    one out (that is the pair being judged, or a copy): (N,) float32, the
+    median of the rest, NaN for images in fewer than ``min_pack`` + 1 pairs.
+    ``a``, ``b``: (P,) positions; ``values``: (P,) (agreement or cosine)."""
     a = np.asarray(a, np.int64).ravel()
     b = np.asarray(b, np.int64).ravel()
-    g = np.asarray(agreement, np.float32).ravel()
+    g = np.asarray(values, np.float32).ravel()
     out = np.full(n, np.nan, np.float32)
     if g.size == 0:
         return out
@@ -239,38 +241,56 @@ def neighbourhood_agreement(n: int, a, b, agreement, min_pack: int = MIN_PACK) -
     node, val = node[order], val[order]
     starts = np.flatnonzero(np.r_[True, node[1:] != node[:-1]])
     counts = np.diff(np.r_[starts, node.size])
-    # Median of the *other* pairs: leave the best one out (it is the pair
-    # being judged, or a copy): the pack is what look-alikes score.
     for s, c in zip(starts.tolist(), counts.tolist()):
         if c - 1 >= min_pack:
             out[node[s]] = float(np.median(val[s:s + c - 1]))
     return out
 
 
-def verified_pairs(n: int, a, b, agreement, pack: np.ndarray | None = None,
-                   min_agreement: float = MIN_AGREEMENT, residual_ratio: float = RESIDUAL_RATIO
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(verified (P,) bool, look-alike agreement (P,) float32) for candidate
-    pairs (a, b) of N images with ``agreement`` (P,).
+def _filled(pack, default: float) -> np.ndarray:
+    pack = np.asarray(pack, np.float32)
+    known = pack[np.isfinite(pack)]
+    fill = float(np.median(known)) if known.size else default
+    return np.clip(np.where(np.isfinite(pack), pack, fill), -1.0, 1.0).astype(np.float32)
 
-    ``pack``: (N,) each image's typical agreement with its look-alikes
-    (default: :func:`neighbourhood_agreement` of these pairs); NaN entries
-    take the median of the others, or ``DEFAULT_PACK``. A pair is the same
-    picture when ``1 - agreement <= residual_ratio * (1 - look-alike)`` and
-    ``agreement >= min_agreement``, where look-alike is the higher of its two
-    images' packs."""
-    if not 0 < residual_ratio <= 1:
-        raise ValueError(f"residual_ratio must be in (0, 1]; got {residual_ratio}")
+
+def relative_disagreement(agreement, cosine, look_alike_agreement, look_alike_cosine) -> np.ndarray:
+    """(P,) how much closer a pair is than its images' look-alikes, on both
+    signals: (1 - agreement) / (1 - look-alike agreement) times
+    (1 - cosine) / (1 - look-alike cosine). 0 = identical; ~1 = as close as
+    any look-alike; a copy is far below 1 on at least one and near 1 on
+    neither."""
+    g, c = np.asarray(agreement, np.float32), np.asarray(cosine, np.float32)
+    la, lc = np.asarray(look_alike_agreement, np.float32), np.asarray(look_alike_cosine, np.float32)
+    eps = np.float32(1e-3)
+    return (np.maximum(1 - g, 0) / np.maximum(1 - la, eps)) * (np.maximum(1 - c, 0) / np.maximum(1 - lc, eps))
+
+
+def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_cosine=None,
+                   min_agreement: float = MIN_AGREEMENT, max_relative: float = MAX_RELATIVE
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(verified (P,) bool, relative disagreement (P,) float32) for candidate
+    pairs (a, b) of N images with stage-2 ``agreement`` and stage-1
+    ``cosine`` (P,) each.
+
+    ``pack_agreement``, ``pack_cosine``: (N,) each image's typical agreement
+    and cosine with its look-alikes (default: :func:`neighbourhood_typical`
+    of these pairs); NaN entries take the median of the others, or
+    ``DEFAULT_PACK``. A pair's look-alike level is the higher of its two
+    images'. It is the same picture when its :func:`relative_disagreement`
+    is at most ``max_relative`` and its agreement at least ``min_agreement``."""
+    if not 0 < max_relative <= 1:
+        raise ValueError(f"max_relative must be in (0, 1]; got {max_relative}")
     a = np.asarray(a, np.int64).ravel()
     b = np.asarray(b, np.int64).ravel()
     g = np.asarray(agreement, np.float32).ravel()
-    if pack is None:
-        pack = neighbourhood_agreement(n, a, b, g)
-    pack = np.asarray(pack, np.float32)
-    known = pack[np.isfinite(pack)]
-    fill = float(np.median(known)) if known.size else DEFAULT_PACK
-    pack = np.where(np.isfinite(pack), pack, fill).astype(np.float32)
-    look_alike = np.maximum(pack[a], pack[b]) if a.size else np.zeros(0, np.float32)
-    look_alike = np.clip(look_alike, -1.0, 1.0)
-    ok = (g >= min_agreement) & (1.0 - g <= residual_ratio * (1.0 - look_alike))
-    return ok, look_alike
+    c = np.asarray(cosine, np.float32).ravel()
+    if not (a.shape == b.shape == g.shape == c.shape):
+        raise ValueError("a, b, agreement and cosine must have one entry a pair")
+    if pack_agreement is None:
+        pack_agreement = neighbourhood_typical(n, a, b, g)
+    if pack_cosine is None:
+        pack_cosine = neighbourhood_typical(n, a, b, c)
+    pa, pc = _filled(pack_agreement, DEFAULT_PACK), _filled(pack_cosine, DEFAULT_PACK)
+    rel = relative_disagreement(g, c, np.maximum(pa[a], pa[b]), np.maximum(pc[a], pc[b]))
+    return (g >= min_agreement) & (rel <= max_relative), rel.astype(np.float32)

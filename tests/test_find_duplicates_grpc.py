@@ -42,7 +42,8 @@ def test_pairs_groups_and_flags(server, dup_collection):
     events = []
     with Client(server.address) as c:
         res = c.find_duplicates("dups", progress=events.append)
-    assert res.num_images == 25 and res.threshold == pytest.approx(0.75)
+    assert res.num_images == 25 and res.method == "verified" and res.threshold == pytest.approx(0.5)
+    assert "stage 2" in res.threshold_reason
     assert events and events[-1].stage
     pairs = {frozenset((p.key_a, p.key_b)): p for p in res.pairs}
     exact = pairs[frozenset((names[0], "exact-0"))]
@@ -56,7 +57,8 @@ def test_pairs_groups_and_flags(server, dup_collection):
     assert not [p for p in res.pairs if p.key_a in names and p.key_b in names]
     groups = sorted(sorted(g.keys) for g in res.groups)
     assert sorted([names[3], "near-3-a", "near-3-b"]) in groups
-    assert all(g.min_internal_cosine >= 0.75 - 1e-6 for g in res.groups)
+    # every verified pair carries its evidence: copies of one photo align
+    assert all(p.agreement > 0.8 and 0 < p.matched_area <= 1 for p in res.pairs)
 
 
 def test_pairs_equal_brute_force_on_the_same_vectors(server, dup_collection, embedder):
@@ -67,7 +69,9 @@ def test_pairs_equal_brute_force_on_the_same_vectors(server, dup_collection, emb
         ref = {frozenset((keys[i], keys[j])) for i in range(len(keys)) for j in range(i + 1, len(keys))
                if sims[i, j] >= t}
         with Client(server.address) as c:
-            got = {frozenset((p.key_a, p.key_b)) for p in c.find_duplicates("dups", threshold=t).pairs}
+            res = c.find_duplicates("dups", threshold=t, raw_cosine=True)
+            got = {frozenset((p.key_a, p.key_b)) for p in res.pairs}
+        assert res.method == "raw cosine"
         assert got == ref and len(ref) >= 5
 
 

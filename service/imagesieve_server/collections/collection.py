@@ -340,12 +340,13 @@ class Collection:
         cands = [n for n in cands if n.key in stored]
         if not cands:
             return False, (float("nan"), float("nan"))
-        sigs = [np.frombuffer(stored[n.key][0], np.uint8) for n in cands]
-        for n, sig in zip(cands, sigs):
-            n.agreement = verify.pair_alignment(image.signature, sig)[0]
         m = len(cands)
+        sigs = np.stack([np.asarray(image.signature, np.uint8)] +
+                        [np.frombuffer(stored[n.key][0], np.uint8) for n in cands])
         a, b = np.zeros(m, np.int64), np.arange(1, m + 1, dtype=np.int64)
-        g = np.array([n.agreement for n in cands], np.float32)
+        g = verify.verify_pairs(sigs, a, b, chunk=1).agreement      # candidates in parallel
+        for n, v in zip(cands, g.tolist()):
+            n.agreement = v
         c = np.array([n.cosine for n in cands], np.float32)
         own_g, own_c = verify.neighbourhood_typical(m + 1, a, b, g)[0], verify.neighbourhood_typical(m + 1, a, b, c)[0]
         nan = float("nan")
@@ -417,7 +418,7 @@ class Collection:
                 if im.key in seen_keys or self.store.has_key(im.key):
                     out.error = CollectionError(f"key {im.key!r} already in {self.name}", "ALREADY_EXISTS")
                     continue
-                dup = seen_sha.get(im.sha256) or self.store.key_for_sha256(im.sha256)
+                dup = self.store.key_for_sha256(im.sha256) or seen_sha.get(im.sha256)
                 if dup is not None:
                     out.exact_duplicate_of = dup
                     if skip_exact_duplicates:

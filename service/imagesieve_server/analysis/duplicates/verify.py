@@ -194,11 +194,12 @@ def check_signatures(signatures, name: str = "signatures") -> np.ndarray:
 
 
 def verify_pairs(signatures, a, b, stop_at: float = ACCEPT, workers: int = 0,
-                 report=None) -> PairEvidence:
+                 report=None, chunk: int = 128) -> PairEvidence:
     """Align every pair (a[i], b[i]) of ``signatures`` (N, SIGNATURE_BYTES)
     uint8; ``a``, ``b``: (P,) positions. ``workers``: threads (0 = one per
-    core). ``report(stage, done, total)`` is called with stage ``"verify"``.
-    Returns PairEvidence of (P,) arrays."""
+    core), each taking ``chunk`` pairs at a time. ``report(stage, done,
+    total)`` is called with stage ``"verify"``. Returns PairEvidence of (P,)
+    arrays."""
     sig = check_signatures(signatures)
     a = np.asarray(a, np.int64).ravel()
     b = np.asarray(b, np.int64).ravel()
@@ -208,7 +209,6 @@ def verify_pairs(signatures, a, b, stop_at: float = ACCEPT, workers: int = 0,
         raise ValueError(f"pair positions must lie in [0, {len(sig)})")
     p = a.size
     out = PairEvidence.empty(p)
-    chunk = 128
 
     def run(start: int) -> int:
         for i in range(start, min(start + chunk, p)):

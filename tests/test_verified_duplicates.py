@@ -1,0 +1,195 @@
+"""Verified duplicates (stage 2): real photos and digits, altered copies of
+kinds the verifier was not tuned on, look-alikes as hard negatives,
+alpha-only PNGs through the ingestion gate of a real server, and exact
+duplicates answered alike on every path."""
+import hashlib
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
+
+from imagesieve import Client
+from imagesieve_server.analysis.duplicates.find import RAW_FLOOR, find_duplicates
+from imagesieve_server.analysis.duplicates.verify import pair_alignment, verified_pairs, verify_pairs
+from imagesieve_server.engine.signature import SIGNATURE_BYTES, layout_signature, unpack
+
+from conftest import digit_image, encode, photo_image
+
+
+def _perspective(im):
+    w, h = im.size
+    return im.transform(im.size, Image.QUAD, (w * .06, h * .03, 0, h, w, h, w * .97, 0), Image.BILINEAR)
+
+
+# Kinds not among those the verifier's constants were chosen on.
+UNSEEN_KINDS = {
+    "perspective": _perspective,
+    "gamma": lambda im: Image.eval(im, lambda v: int(255 * (v / 255) ** 0.6)),
+    "posterize": lambda im: ImageOps.posterize(im, 3),
+    "pad_red": lambda im: ImageOps.expand(im, border=max(im.size) // 12, fill=(200, 40, 40)),
+    "sharpen_saturate": lambda im: ImageEnhance.Color(im.filter(ImageFilter.SHARPEN)).enhance(1.6),
+    "crop_60": lambda im: im.crop((int(im.width * .2), int(im.height * .2), int(im.width * .8),
+                                   int(im.height * .8))),
+}
+
+
+def _embed(embedder, blobs):
+    out = embedder.embed_all(blobs)
+    assert all(o.ok for o in out)
+    return np.stack([o.vector for o in out]), np.stack([o.signature for o in out])
+
+
+def test_signature_trims_frames_and_is_compact(photos):
+    im = photo_image(photos[0][0])
+    sig = layout_signature(im)
+    framed = layout_signature(ImageOps.expand(im, border=60, fill=(0, 0, 0)))
+    assert sig.dtype == np.uint8 and sig.shape == (SIGNATURE_BYTES,) and SIGNATURE_BYTES < 4096
+    # the black frame is trimmed: the same thumbnail within JPEG-free rounding
+    assert np.abs(unpack(sig)[2].astype(int) - unpack(framed)[2].astype(int)).mean() < 3
+    w, h = im.size
+    assert unpack(framed)[1] == pytest.approx(w * h / ((w + 120) * (h + 120)), abs=0.02)   # content's area share
+    assert unpack(sig)[1] > 0.95
+
+
+def test_copies_of_unseen_kinds_verify_and_distinct_photos_do_not(embedder, photos):
+    originals = [photo_image(d) for d, _, _ in photos]
+    base_v, base_s = _embed(embedder, [encode(im, "JPEG", quality=92) for im in originals])
+    n = len(originals)
+    for kind, alter in UNSEEN_KINDS.items():
+        v, s = _embed(embedder, [encode(alter(im), "JPEG", quality=90) for im in originals])
+        sig = np.concatenate([base_s, s])
+        ev = verify_pairs(sig, np.arange(n), np.arange(n, 2 * n))
+        assert np.median(ev.agreement) > 0.85, kind
+        assert (ev.agreement > 0.7).mean() >= 0.9, kind
+    # all 190 pairs of distinct photos: far below copies
+    a, b = np.triu_indices(n, 1)
+    ev = verify_pairs(base_s, a, b)
+    assert ev.agreement.max() < 0.9 and np.median(ev.agreement) < 0.7
+
+
+def test_look_alike_digits_are_not_duplicates_but_their_copies_are(embedder, digits):
+    """Handwritten digits of one class look alike to the embedding (cosine
+    ~0.9): raw cosine at the old default pairs many of them; verification
+    keeps the planted copies and drops the look-alikes."""
+    x, y = digits
+    pick = np.flatnonzero(np.isin(y, [0, 1, 7]))[:150]
+    originals = [digit_image(x[i], 64, Image.BILINEAR).convert("RGB") for i in pick]
+    copies = {0: lambda im: ImageEnhance.Brightness(im).enhance(1.3),
+              1: lambda im: ImageOps.expand(im, border=6, fill=(0, 0, 0)),
+              2: lambda im: im.resize((128, 128), Image.BICUBIC),
+              3: ImageOps.mirror}
+    planted = list(range(0, 40, 2))
+    blobs = [encode(im, "PNG") for im in originals] + \
+        [encode(copies[j % 4](originals[i]), "PNG") for j, i in enumerate(planted)]
+    v, s = _embed(embedder, blobs)
+    sha = [hashlib.sha256(b).hexdigest() for b in blobs]
+    keys = [str(i) for i in range(len(blobs))]
+    none = [""] * len(blobs)
+    source = np.r_[np.arange(len(originals)), planted]
+    raw = find_duplicates(v, keys, none, none, sha, threshold=RAW_FLOOR)
+    raw_false = int(np.sum(source[raw.a] != source[raw.b]))
+    rep = find_duplicates(v, keys, none, none, sha, signatures=s)
+    false = int(np.sum(source[rep.a] != source[rep.b]))
+    found = {(int(a), int(b)) for a, b in zip(rep.a, rep.b)}
+    recall = np.mean([(i, len(originals) + j) in found for j, i in enumerate(planted)])
+    assert raw_false > 20                 # the problem: look-alikes pass raw cosine
+    # far fewer look-alikes survive stage 2 (glyphs stay the hardest case: see the README)
+    assert recall >= 0.9 and false * 10 <= raw_false, (recall, false, raw_false)
+    assert rep.method == "verified" and rep.evidence is not None and len(rep.evidence.agreement) == len(rep.a)
+    # raw cosine with no threshold derives one from the data: above the old default here
+    derived = find_duplicates(v, keys, none, none, sha)
+    assert derived.threshold > RAW_FLOOR and "from the data" in derived.threshold_reason
+    assert int(np.sum(source[derived.a] != source[derived.b])) < raw_false
+
+
+def test_verdict_is_judged_against_look_alikes():
+    # Two images whose look-alikes agree at 0.95 (glyph-like data): 0.96 is
+    # not enough, 0.995 is. Photo-like data (look-alikes at 0.5): 0.9 is.
+    a, b = np.array([0, 0, 0, 1]), np.array([1, 2, 3, 2])
+    ok, rel = verified_pairs(4, a[:1], b[:1], [0.96], [0.95], np.full(4, 0.95), np.full(4, 0.92))
+    assert not ok[0]
+    ok, _ = verified_pairs(4, a[:1], b[:1], [0.995], [0.97], np.full(4, 0.95), np.full(4, 0.92))
+    assert ok[0]
+    ok, _ = verified_pairs(4, a[:1], b[:1], [0.9], [0.7], np.full(4, 0.5), np.full(4, 0.55))
+    assert ok[0]
+    with pytest.raises(ValueError):
+        verified_pairs(4, a, b, [0.9], [0.9])
+
+
+def test_flat_images_pair_only_with_the_same_tone():
+    white = layout_signature(Image.new("RGB", (64, 64), (255, 255, 255)))
+    white2 = layout_signature(Image.new("RGB", (90, 50), (254, 254, 254)))
+    grey = layout_signature(Image.new("RGB", (64, 64), (128, 128, 128)))
+    assert pair_alignment(white, white2)[0] == 1.0 and pair_alignment(white, grey)[0] == 0.0
+
+
+def _alpha_only(draw_fn, size=256) -> bytes:
+    """A white RGBA PNG whose picture lives only in its alpha channel."""
+    alpha = Image.new("L", (size, size), 0)
+    draw_fn(ImageDraw.Draw(alpha), size)
+    im = Image.new("RGBA", (size, size), (255, 255, 255, 0))
+    im.putalpha(alpha)
+    return encode(im, "PNG")
+
+
+ALPHA_PICTURES = {
+    "circle": lambda d, s: d.ellipse((s * .2, s * .2, s * .8, s * .8), fill=255),
+    "bars": lambda d, s: [d.rectangle((x, 0, x + s // 16, s), fill=255) for x in range(0, s, s // 5)],
+    "triangle": lambda d, s: d.polygon([(s * .5, s * .1), (s * .9, s * .9), (s * .1, s * .7)], fill=255),
+    "ring_and_dot": lambda d, s: (d.ellipse((s * .1, s * .1, s * .6, s * .6), outline=255, width=s // 20),
+                                  d.ellipse((s * .7, s * .7, s * .85, s * .85), fill=255)),
+}
+
+
+def test_alpha_only_pngs_pass_the_ingestion_gate_and_a_copy_does_not(server):
+    blobs = {k: _alpha_only(f) for k, f in ALPHA_PICTURES.items()}
+    copy = Image.open(io.BytesIO(blobs["triangle"])).resize((200, 200))
+    with Client(server.address) as c:
+        c.create_collection("alpha-gate")
+        verdicts = {r.key: r for r in c.check("alpha-gate", list(blobs.values()), keys=list(blobs),
+                                              add_if_unique=True)}
+        assert {k: r.verdict for k, r in verdicts.items()} == {k: "UNIQUE" for k in blobs}
+        assert all(r.added for r in verdicts.values())
+        (r,) = c.check("alpha-gate", [encode(copy, "PNG")], keys=["triangle-copy"])
+        assert r.verdict == "NEAR_DUPLICATE" and r.neighbors[0].key == "triangle"
+        assert r.neighbors[0].verified and r.neighbors[0].agreement > 0.9
+
+
+def test_streaming_check_verifies_and_raw_cosine_turns_it_off(server, photos):
+    data = [d for d, _, _ in photos]
+    with Client(server.address) as c:
+        c.create_collection("stream-verified")
+        assert all(r.added for r in c.add("stream-verified", data[:12], keys=[f"p{i}" for i in range(12)],
+                                          labels=["cat"] * 12, splits=["train"] * 12))
+        crop = encode(UNSEEN_KINDS["crop_60"](photo_image(data[3])), "JPEG", quality=90)
+        pad = encode(UNSEEN_KINDS["pad_red"](photo_image(data[5])), "JPEG", quality=90)
+        results = list(c.check("stream-verified", [crop, pad, data[15]], keys=["crop3", "pad5", "new"]))
+        assert [r.verdict for r in results] == ["NEAR_DUPLICATE", "NEAR_DUPLICATE", "UNIQUE"]
+        assert results[0].neighbors[0].key == "p3" and results[0].neighbors[0].verified
+        assert results[1].neighbors[0].key == "p5" and results[1].neighbors[0].agreement > 0.8
+        assert not any(n.verified for n in results[2].neighbors)
+        raw = list(c.check("stream-verified", [crop], keys=["crop3"], raw_cosine=True))[0]
+        assert raw.neighbors[0].key == "p3" and raw.neighbors[0].agreement != raw.neighbors[0].agreement  # NaN
+        # FindDuplicates agrees with the stream on the same collection
+        res = c.find_duplicates("stream-verified")
+        assert res.method == "verified" and not res.pairs      # 12 distinct photos
+
+
+def test_exact_duplicates_are_the_same_on_every_path(server, photos):
+    data = [d for d, _, _ in photos]
+    with Client(server.address) as c:
+        c.create_collection("exact-paths")
+        first = list(c.add("exact-paths", [data[0], data[1]], keys=["a", "b"], labels=["dog", "cat"],
+                           splits=["train", "train"]))
+        assert [r.exact_duplicate_of for r in first] == ["", ""]
+        again = list(c.add("exact-paths", [data[0], data[0]], keys=["a2", "a3"], splits=["test", "test"]))
+        assert [r.exact_duplicate_of for r in again] == ["a", "a"] and all(r.added for r in again)
+        skipped = list(c.add("exact-paths", [data[1]], keys=["b2"], skip_exact_duplicates=True))
+        assert skipped[0].exact_duplicate_of == "b" and not skipped[0].added
+        (chk,) = c.check("exact-paths", [data[1]], keys=["b3"])
+        assert chk.verdict == "EXACT_DUPLICATE" and chk.neighbors[0][:4] == ("b", 1.0, "cat", "train")
+        res = c.find_duplicates("exact-paths")
+        exact = {frozenset((p.key_a, p.key_b)) for p in res.pairs if p.exact}
+        assert exact == {frozenset(x) for x in (("a", "a2"), ("a", "a3"), ("a2", "a3"))}
+        assert all(p.cross_split for p in res.pairs if "a" in (p.key_a, p.key_b))

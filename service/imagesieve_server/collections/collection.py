@@ -31,10 +31,9 @@ from ..index import faiss_index as fi
 from .store import Store
 
 SNAPSHOT = "index.snapshot"
-# Raw cosine verdicts (verification off): at 0.75 MobileNetV1 found 98.7% of 12 kinds of altered
-# copies of real photos with no false pair among distinct ones (bench/dup_quality.py). Tiny or
-# glyph-like images pair up far more easily: verified verdicts (the default) judge each
-# candidate against its look-alikes instead (analysis.duplicates.verify).
+# Raw cosine verdicts (verification off): 0.75 suits photos (bench/dup_quality.py, "stage 1").
+# Tiny or glyph-like images pair up far more easily: verified verdicts (the default) judge
+# each candidate against its look-alikes instead (analysis.duplicates.verify).
 DEFAULT_THRESHOLD = 0.75
 
 

@@ -210,7 +210,7 @@ def main() -> int:
         share = 1.0 if name == "photos" else args.copy_share      # few photos: copy each
         blobs, source, family, kind, n_orig = build(originals, share)
         t0 = time.perf_counter()
-        out = emb.embed_all(blobs)
+        out = emb.embed_all(blobs, with_signatures=True)
         t_embed = time.perf_counter() - t0
         vectors = np.stack([o.vector for o in out])
         signatures = np.stack([o.signature for o in out])

@@ -169,8 +169,8 @@ def test_ray_backend_gives_the_same_embeddings(dataset, tmp_path):
     assert "embedding (ray)" in r.stderr
     from imagesieve_server.audit.store import EmbeddingStore
     paths = sorted(str(p) for p in folder.iterdir())
-    va, sa, ea, _ = EmbeddingStore(a / "embeddings", "mobilenet_v1", 1024).load(paths)
-    vb, sb, eb, _ = EmbeddingStore(b / "embeddings", "mobilenet_v1", 1024).load(paths)
+    va, sa, ea, *_ = EmbeddingStore(a / "embeddings", "mobilenet_v1", 1024).load(paths)
+    vb, sb, eb, *_ = EmbeddingStore(b / "embeddings", "mobilenet_v1", 1024).load(paths)
     assert (sa == sb).all() and ea == eb
     assert np.abs(va - vb).max() < 1e-5
 
@@ -216,14 +216,14 @@ def test_audit_through_a_server_or_on_torch_matches_in_process(dataset, server, 
     assert "embedding (server)" in r.stderr
     from imagesieve_server.audit.store import EmbeddingStore
     paths = sorted(str(p) for p in folder.iterdir())
-    va, _, ea, _ = EmbeddingStore(a / "embeddings", "mobilenet_v1", 1024).load(paths)
-    vb, _, eb, _ = EmbeddingStore(b / "embeddings", "mobilenet_v1", 1024).load(paths)
+    va, _, ea, *_ = EmbeddingStore(a / "embeddings", "mobilenet_v1", 1024).load(paths)
+    vb, _, eb, *_ = EmbeddingStore(b / "embeddings", "mobilenet_v1", 1024).load(paths)
     assert ea == eb and sum(bool(e) for e in ea) == 1        # the corrupt file fails alone, both ways
     np.testing.assert_array_equal(va, vb)
     c = tmp_path / "torch"
     r = audit(folder, "--out", c, "--no-sweep", "--runtime", "torch")
     assert r.returncode == 0, r.stderr
-    vc, _, ec, _ = EmbeddingStore(c / "embeddings", "mobilenet_v1", 1024).load(paths)
+    vc, _, ec, *_ = EmbeddingStore(c / "embeddings", "mobilenet_v1", 1024).load(paths)
     assert ec == ea
     ok = np.array([not e for e in ea])
     assert (va[ok] * vc[ok]).sum(1).min() > 0.99999        # same weights, another runtime

@@ -5,6 +5,7 @@ duplicates answered alike on every path."""
 import hashlib
 import io
 
+import grpc
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
@@ -35,7 +36,7 @@ UNSEEN_KINDS = {
 
 
 def _embed(embedder, blobs):
-    out = embedder.embed_all(blobs)
+    out = embedder.embed_all(blobs, with_signatures=True)
     assert all(o.ok for o in out)
     return np.stack([o.vector for o in out]), np.stack([o.signature for o in out])
 
@@ -174,6 +175,10 @@ def test_streaming_check_verifies_and_raw_cosine_turns_it_off(server, photos):
         # FindDuplicates agrees with the stream on the same collection
         res = c.find_duplicates("stream-verified")
         assert res.method == "verified" and not res.pairs      # 12 distinct photos
+        # each candidate costs an alignment: the number a request may ask for is bounded
+        with pytest.raises(grpc.RpcError) as e:
+            c.find_duplicates("stream-verified", knn_k=10_000)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_exact_duplicates_are_the_same_on_every_path(server, photos):

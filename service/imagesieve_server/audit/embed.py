@@ -96,7 +96,7 @@ class InProcessBackend:
     def embed(self, paths: Iterable[str]) -> Iterator[Embedded]:
         return _embed_files(paths, lambda data: (
             (r.vector, r.width, r.height, "" if r.ok else f"{r.error.code}: {r.error}", r.signature)
-            for r in self.embedder.embed(data)))
+            for r in self.embedder.embed(data, with_signatures=True)))
 
     def close(self) -> None:
         """Stop the decoders and drop the model: its ONNX Runtime session and

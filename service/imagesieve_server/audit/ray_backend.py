@@ -26,7 +26,7 @@ class EmbedBatch:
     def __call__(self, batch: dict) -> dict:
         paths = [str(p) for p in batch["path"]]
         files = [read_image_file(p) for p in paths]
-        results = self.embedder.embed_all([f[0] for f in files])
+        results = self.embedder.embed_all([f[0] for f in files], with_signatures=True)
         dim = self.embedder.dim
         vectors = np.zeros((len(paths), dim), dtype=np.float32)
         signatures = np.zeros((len(paths), SIGNATURE_BYTES), dtype=np.uint8)

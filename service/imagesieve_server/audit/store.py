@@ -18,6 +18,7 @@ import hashlib
 import os
 import sqlite3
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,6 +37,15 @@ CREATE TABLE IF NOT EXISTS items (
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class LoadedEmbeddings(NamedTuple):
+    """What ``EmbeddingStore.load`` reads, aligned with the paths asked for."""
+    vectors: np.ndarray              # (N, D) float32
+    sha256: np.ndarray               # (N,) S64 hex
+    errors: list[str]                # '' where the image embedded
+    sizes: np.ndarray                # (N, 2) int32 width, height
+    signatures: np.ndarray | None    # (N, SIGNATURE_BYTES) uint8, None if a shard predates them
 
 
 @dataclasses.dataclass
@@ -128,36 +138,22 @@ class EmbeddingStore:
         self._pending = []
 
     # -- reading ------------------------------------------------------------
-    def load_signatures(self, paths) -> np.ndarray | None:
-        """Layout signatures (N, SIGNATURE_BYTES) uint8 of ``paths`` in order,
-        or None when some shard has none (embedded by an older version)."""
-        out = np.zeros((len(paths), SIGNATURE_BYTES), dtype=np.uint8)
-        shards: dict[int, np.ndarray] = {}
-        query = "SELECT shard, row FROM items WHERE path=?"
-        for i, p in enumerate(paths):
-            shard, row = self.db.execute(query, (p,)).fetchone()
-            if shard not in shards:
-                f = self.root / f"layout-{shard:05d}.npy"
-                if not f.exists():
-                    return None
-                shards[shard] = np.load(f, mmap_mode="r")
-            out[i] = shards[shard][row]
-        return out
-
-    def load(self, paths) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
-        """For ``paths`` (a sequence of str) in order: vectors (N, D) float32,
-        sha256 (N,) ``S64`` hex bytes, error per path ('' when fine; one
-        shared object, so the list costs a pointer an image) and width/height
-        (N, 2) int32. Streams the index row by row: nothing per image is held
-        but these arrays."""
+    def load(self, paths) -> LoadedEmbeddings:
+        """For ``paths`` (a sequence of str) in order, one pass over the index:
+        vectors (N, D) float32, sha256 (N,) ``S64`` hex bytes, error per path
+        ('' when fine; one shared object, so the list costs a pointer an
+        image), width/height (N, 2) int32, and layout signatures (N,
+        SIGNATURE_BYTES) uint8, or None when some shard has none (embedded
+        by an older version). Nothing per image is held but these arrays."""
         n = len(paths)
         # A few shards mapped at a time: a mapped shard's touched pages count
         # in this process' resident memory until it is unmapped.
-        shards: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        shards: collections.OrderedDict[int, tuple] = collections.OrderedDict()
         vectors = np.zeros((n, self.dim), dtype=np.float32)
         sha = np.zeros(n, dtype="S64")
         errors: list[str] = [""] * n
         sizes = np.zeros((n, 2), dtype=np.int32)
+        signatures: np.ndarray | None = np.zeros((n, SIGNATURE_BYTES), dtype=np.uint8)
         query = "SELECT sha256, shard, row, width, height, error FROM items WHERE path=?"
         for i, p in enumerate(paths):
             r = self.db.execute(query, (p,)).fetchone()
@@ -167,11 +163,18 @@ class EmbeddingStore:
             if shard not in shards:
                 if len(shards) >= MAPPED_SHARDS:
                     shards.popitem(last=False)
-                shards[shard] = np.load(self.root / f"shard-{shard:05d}.npy", mmap_mode="r")
+                layout = self.root / f"layout-{shard:05d}.npy"
+                shards[shard] = (np.load(self.root / f"shard-{shard:05d}.npy", mmap_mode="r"),
+                                 np.load(layout, mmap_mode="r") if layout.exists() else None)
             shards.move_to_end(shard)
-            vectors[i] = shards[shard][row]
+            vec_shard, sig_shard = shards[shard]
+            vectors[i] = vec_shard[row]
+            if sig_shard is None:
+                signatures = None
+            elif signatures is not None:
+                signatures[i] = sig_shard[row]
             sha[i] = digest.encode()
             if err:
                 errors[i] = err
             sizes[i] = (w or 0, h or 0)
-        return vectors, sha, errors, sizes
+        return LoadedEmbeddings(vectors, sha, errors, sizes, signatures)

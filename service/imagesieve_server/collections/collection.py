@@ -323,18 +323,18 @@ class Collection:
     def twin(self, sha256: str) -> Neighbor | None:
         """The stored image with these exact bytes (same content hash), as a
         neighbour at cosine 1 with its label and split; None if there is none."""
-        key = self.store.key_for_sha256(sha256)
-        if key is None:
-            return None
-        meta = self.store.metadata([self.store.id_for_key(key)])
-        return next((Neighbor(m[0], 1.0, m[1], m[2], 1.0, True) for m in meta.values()), None)
+        row = self.store.image_with_sha256(sha256)
+        return None if row is None else Neighbor(row[0], 1.0, row[1], row[2], agreement=1.0, verified=True)
 
-    def _verify(self, image: NewImage, neighbors: list[Neighbor]) -> tuple[bool, tuple | None]:
+    def _verify(self, image: NewImage, neighbors: list[Neighbor], floor: float) -> tuple[bool, tuple | None]:
         """Stage 2 for a new image against its stored neighbours (the same
         rule as FindDuplicates: analysis.duplicates.verify): marks each
         candidate's ``agreement``/``verified``; returns (any verified, the new
-        image's look-alike pack (agreement, cosine) to store with it)."""
-        cands = [n for n in neighbors if n.cosine >= CANDIDATE_THRESHOLD]
+        image's look-alike pack (agreement, cosine) to store with it).
+        Candidates: neighbours at cosine >= ``floor``, at most
+        CANDIDATE_K candidates, whatever k a caller asked for: each costs
+        milliseconds of alignment, so a large k must not buy a stall."""
+        cands = [n for n in neighbors if n.cosine >= floor][:CANDIDATE_K]
         stored = self.store.layouts_for_keys([n.key for n in cands])
         cands = [n for n in cands if n.key in stored]
         if not cands:
@@ -376,7 +376,7 @@ class Collection:
                 # identical bytes embed identically: the twin leads, at cosine 1
                 neighbors = [twin] + [n for n in neighbors if n.key != twin.key]
             elif verified:
-                near, pack = self._verify(image, [n for n in neighbors if n.cosine >= (threshold or 0)])
+                near, pack = self._verify(image, neighbors, threshold or CANDIDATE_THRESHOLD)
                 verdict = Verdict.NEAR_DUPLICATE if near else Verdict.UNIQUE
                 # The verified neighbours first: they are the answer.
                 neighbors.sort(key=lambda n: (not n.verified, -n.cosine))

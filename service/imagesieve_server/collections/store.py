@@ -126,6 +126,12 @@ class Store:
             row = self._db.execute("SELECT key FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone()
         return row[0] if row else None
 
+    def image_with_sha256(self, sha: str) -> tuple[str, str, str] | None:
+        """(key, label, split) of a stored image with these content bytes."""
+        with self._lock:
+            return self._db.execute("SELECT key, label, split FROM images WHERE sha256=? LIMIT 1",
+                                    (sha,)).fetchone()
+
     def id_for_key(self, key: str) -> int:
         with self._lock:
             row = self._db.execute("SELECT id FROM images WHERE key=?", (key,)).fetchone()

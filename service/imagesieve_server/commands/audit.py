@@ -98,8 +98,7 @@ def run(args) -> int:
     return_freed_memory_to_os()
     from ..audit.analyse import run_analyses
     with log.stage("loading vectors"):
-        vectors, sha, errors, _ = store.load(paths)
-        signatures = None if args.raw_cosine else store.load_signatures(paths)
+        vectors, sha, errors, _, signatures = store.load(paths)
         store.close()
     if signatures is None and not args.raw_cosine:
         print("note: these embeddings were stored without layout signatures (an older version): duplicates "
@@ -108,7 +107,8 @@ def run(args) -> int:
         results = run_analyses(paths, table.labels, table.splits, sha, errors,
                                vectors, threshold=args.threshold, target=args.target,
                                top_fraction=args.top, sweep=not args.no_sweep, seed=args.seed,
-                               classifier=args.classifier, stages=log, signatures=signatures)
+                               classifier=args.classifier, stages=log,
+                               signatures=None if args.raw_cosine else signatures)
         before_report = time.perf_counter()
         from ..audit.report import write_report
         s = write_report(results, out, args.source)

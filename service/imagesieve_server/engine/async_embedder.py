@@ -30,14 +30,16 @@ class AsyncEmbedder:
         await self.batcher.stop()
         self.embedder.close()
 
-    async def embed(self, data: bytes) -> ImageEmbedding:
-        """One image -> ImageEmbedding; bad input sets ``error``, never raises
+    async def embed(self, data: bytes, with_signature: bool = False) -> ImageEmbedding:
+        """One image -> ImageEmbedding (with its layout signature when
+        ``with_signature``); bad input sets ``error``, never raises
         DecodeError. QueueFullError propagates (the caller maps it to
         RESOURCE_EXHAUSTED)."""
         loop = asyncio.get_running_loop()
         async with self._inflight:
             try:
-                prepared = await loop.run_in_executor(self.embedder.pool, self.embedder.prepare, data)
+                prepared = await loop.run_in_executor(self.embedder.pool, self.embedder.prepare, data,
+                                                      with_signature)
             except DecodeError as e:
                 return ImageEmbedding(error=e)
             vector, logits = await self.batcher.submit(prepared.tensor)

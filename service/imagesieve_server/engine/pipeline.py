@@ -98,20 +98,23 @@ class Embedder:
     def dim(self) -> int:
         return self.executor.dim
 
-    def prepare(self, data: bytes) -> PreparedImage:
-        """Decode and preprocess one image, and take its layout signature
-        (duplicate verification) from the same decoded pixels. Raises DecodeError."""
+    def prepare(self, data: bytes, with_signature: bool = False) -> PreparedImage:
+        """Decode and preprocess one image; ``with_signature``: also take its
+        layout signature (duplicate verification) from the same decoded pixels
+        (~0.6-0.9 ms an image, so only for callers that store or compare it).
+        Raises DecodeError."""
         img = decode_image(data, self.preprocessor.decode_min_size, self.limits)
         w, h = img.info["original_size"]
-        return PreparedImage(self._model_input(img), w, h, layout_signature(img))
+        return PreparedImage(self._model_input(img), w, h, layout_signature(img) if with_signature else None)
 
     def run_model(self, tensors: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """list of prepared tensors -> (unit embeddings (N, D), logits (N, C) or None)."""
         return self.executor.run(np.stack(tensors))
 
-    def embed(self, images: Iterable[bytes]) -> Iterator[ImageEmbedding]:
-        """Yield one ImageEmbedding per input, in input order. Decoding runs
-        up to two batches ahead of the model; a bad image fails alone."""
+    def embed(self, images: Iterable[bytes], with_signatures: bool = False) -> Iterator[ImageEmbedding]:
+        """Yield one ImageEmbedding per input, in input order (with its layout
+        signature when ``with_signatures``). Decoding runs up to two batches
+        ahead of the model; a bad image fails alone."""
         window: collections.deque[Future] = collections.deque()
         it = iter(images)
         lookahead = 2 * self.max_batch_size
@@ -119,7 +122,7 @@ class Embedder:
         while True:
             while not exhausted and len(window) < lookahead:
                 try:
-                    window.append(self.pool.submit(self.prepare, next(it)))
+                    window.append(self.pool.submit(self.prepare, next(it), with_signatures))
                 except StopIteration:
                     exhausted = True
             if not window:
@@ -127,8 +130,8 @@ class Embedder:
             chunk = [window.popleft() for _ in range(min(self.max_batch_size, len(window)))]
             yield from self._finish(chunk)
 
-    def embed_all(self, images: Iterable[bytes]) -> list[ImageEmbedding]:
-        return list(self.embed(images))
+    def embed_all(self, images: Iterable[bytes], with_signatures: bool = False) -> list[ImageEmbedding]:
+        return list(self.embed(images, with_signatures))
 
     def _finish(self, futures: list[Future]) -> list[ImageEmbedding]:
         results, ok = [], []

@@ -64,8 +64,7 @@ def layout_signature(img: Image.Image) -> np.ndarray:
     top, bottom, left, right = _frame_box(np.asarray(small))
     sw, sh = small.size
     box = (left / sw * w, top / sh * h, right / sw * w, bottom / sh * h)
-    thumb = gray.resize((SIDE, SIDE), Image.BOX, box=box) if scale < 1 or box != (0, 0, w, h) else \
-        gray.resize((SIDE, SIDE), Image.BOX)
+    thumb = gray.resize((SIDE, SIDE), Image.BOX, box=box)
     out = np.empty(SIGNATURE_BYTES, np.uint8)
     aspect = np.clip(round(32 * np.log2(max(box[2] - box[0], 1e-6) / max(box[3] - box[1], 1e-6))), -127, 127)
     out[0] = np.uint8(np.int8(aspect).view(np.uint8))

@@ -8,6 +8,10 @@ from ..analysis.duplicates.find import GROUPINGS, DuplicateReport, find_duplicat
 from ..collections import Collection, CollectionError
 from .runner import run_job
 
+# Neighbours an image: a verified search aligns every candidate pair (ms each),
+# so the request may not ask for an unbounded number of them.
+MAX_KNN_K = 64
+
 
 def report_message(r: DuplicateReport) -> duplicates_pb2.FindDuplicatesResult:
     k = r.keys
@@ -32,6 +36,8 @@ async def find_duplicates_events(collection: Collection, request):
     threshold = request.threshold
     if not 0 <= threshold <= 1:
         raise CollectionError(f"threshold must be a cosine in (0, 1], got {threshold}", "INVALID_ARGUMENT")
+    if not 0 <= request.knn_k <= MAX_KNN_K:
+        raise CollectionError(f"knn_k must be in 0..{MAX_KNN_K}, got {request.knn_k}", "INVALID_ARGUMENT")
     grouping = request.grouping or "bounded"
     if grouping not in GROUPINGS:
         raise CollectionError(f"grouping must be one of {GROUPINGS}, got {grouping!r}", "INVALID_ARGUMENT")

@@ -42,7 +42,7 @@ async def embed_for_collection(engine: AsyncEmbedder, reader: ImageReader, image
     data = await reader.read(image)
     if not isinstance(data, bytes):
         return None, data
-    result = await engine.embed(data)
+    result = await engine.embed(data, with_signature=True)     # stored for stage-2 verification
     if result.error is not None:
         return None, item_error(result.error.code, str(result.error))
     return NewImage(key=image.key, sha256=content_hash(data), vector=result.vector, label=image.label,

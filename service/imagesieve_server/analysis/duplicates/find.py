@@ -169,21 +169,16 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         candidates = len(a)
         ev = verify_pairs(signatures, a, b, report=report)
         ok, rel = verified_pairs(n, a, b, ev.agreement, sim)
+        # Identical bytes are duplicates whatever stage 2 says, candidates or not.
         ea, eb = exact_pairs(sha)
-        if len(ea):    # identical bytes: duplicates whatever stage 2 says
-            key = a * max(n, 1) + b
-            ok |= np.isin(key, ea * max(n, 1) + eb)
-            extra = ~np.isin(ea * max(n, 1) + eb, key)
-            ea, eb = ea[extra], eb[extra]
-        a, b, sim = np.r_[a[ok], ea], np.r_[b[ok], eb], np.r_[sim[ok], np.ones(len(ea), np.float32)]
-        full = np.ones(len(ea), np.float32)
-        evidence = PairEvidence(np.r_[ev.agreement[ok], full], np.r_[ev.layout[ok], full],
-                                np.r_[ev.detail[ok], full], np.r_[ev.matched_area[ok], full],
-                                np.r_[ev.mirrored[ok], np.zeros(len(ea), bool)])
-        relative = np.r_[rel[ok], np.zeros(len(ea), np.float32)].astype(np.float32)
-        order = np.lexsort((b, a))
-        a, b, sim, relative = a[order], b[order], sim[order].astype(np.float32), relative[order]
-        evidence = PairEvidence(*(getattr(evidence, f.name)[order] for f in dataclasses.fields(PairEvidence)))
+        ok |= np.isin(a * n + b, ea * n + eb)
+        extra = ~np.isin(ea * n + eb, a * n + b)
+        ea, eb = ea[extra], eb[extra]
+        order = np.lexsort((np.r_[b[ok], eb], np.r_[a[ok], ea]))
+        a, b = np.r_[a[ok], ea][order], np.r_[b[ok], eb][order]
+        sim = np.r_[sim[ok], np.ones(len(ea), np.float32)][order].astype(np.float32)
+        relative = np.r_[rel[ok], np.zeros(len(ea), np.float32)][order].astype(np.float32)
+        evidence = ev.take(ok).concat(PairEvidence.identical(len(ea))).take(order)
         group_floor = -1.0        # verified pairs are the edges, whatever their cosine
     else:
         method = "raw cosine"

@@ -75,6 +75,19 @@ class PairEvidence:
         return cls(np.zeros(p, np.float32), np.zeros(p, np.float32), np.zeros(p, np.float32),
                    np.zeros(p, np.float32), np.zeros(p, bool))
 
+    @classmethod
+    def identical(cls, p: int) -> "PairEvidence":
+        """The evidence of ``p`` pairs of identical files: everything agrees."""
+        one = np.ones(p, np.float32)
+        return cls(one, one.copy(), one.copy(), one.copy(), np.zeros(p, bool))
+
+    def take(self, idx) -> "PairEvidence":
+        return PairEvidence(*(getattr(self, f.name)[idx] for f in dataclasses.fields(self)))
+
+    def concat(self, other: "PairEvidence") -> "PairEvidence":
+        return PairEvidence(*(np.concatenate([getattr(self, f.name), getattr(other, f.name)])
+                              for f in dataclasses.fields(self)))
+
 
 def _dog(x: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(x, (0, 0), 0.7) - cv2.GaussianBlur(x, (0, 0), 2.5)

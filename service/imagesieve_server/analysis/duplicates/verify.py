@@ -122,15 +122,33 @@ def _shares(aspect_t: float, aspect_s: float) -> list[tuple[float, float]]:
 
 
 class _Match:
-    __slots__ = ("layout", "detail", "area", "mirrored", "templ", "loc")
+    """The best placement so far, chosen by layout correlation. Its detail
+    correlation (two blurs and a correlation) is computed once, when asked:
+    most placements are beaten before anyone needs it."""
+    __slots__ = ("layout", "_detail", "area", "mirrored", "templ", "patch")
 
     def __init__(self):
-        self.layout, self.detail, self.area, self.mirrored = -1.0, -1.0, 0.0, False
-        self.templ, self.loc = None, (0, 0)
+        self.layout, self._detail, self.area, self.mirrored = -1.0, -1.0, 0.0, False
+        self.templ = self.patch = None
+
+    @property
+    def detail(self) -> float:
+        if self._detail is None:
+            self._detail = _zncc(_dog(self.templ), _dog(self.patch))
+        return self._detail
 
     @property
     def agreement(self) -> float:
         return 0.5 * (self.layout + self.detail)
+
+    def reaches(self, stop_at: float) -> bool:
+        # detail <= 1, so agreement >= stop_at needs layout >= 2 * stop_at - 1
+        # first: the detail is computed only for placements that could stop.
+        return self.layout >= 2 * stop_at - 1 and self.agreement >= stop_at
+
+
+def _flat(x: np.ndarray) -> bool:
+    return float(cv2.meanStdDev(x)[1][0, 0]) < FLAT_STD
 
 
 def _place(templ: np.ndarray, searched: np.ndarray, m: _Match, area: float, mirrored: bool) -> None:
@@ -138,8 +156,8 @@ def _place(templ: np.ndarray, searched: np.ndarray, m: _Match, area: float, mirr
     _, score, _, (x, y) = cv2.minMaxLoc(res)
     if score > m.layout:
         th, tw = templ.shape
-        m.layout, m.area, m.mirrored, m.templ, m.loc = float(score), area, mirrored, templ, (x, y)
-        m.detail = _zncc(_dog(templ), _dog(searched[y:y + th, x:x + tw]))
+        m.layout, m.area, m.mirrored, m.templ = float(score), area, mirrored, templ
+        m.patch, m._detail = searched[y:y + th, x:x + tw], None
 
 
 def _search(views, searched: np.ndarray, shares, stop_at: float) -> _Match:
@@ -148,9 +166,9 @@ def _search(views, searched: np.ndarray, shares, stop_at: float) -> _Match:
         size = (max(4, round(fx * SIDE * INNER)), max(4, round(fy * SIDE * INNER)))
         for mirrored, view in ((False, views[0]), (True, views[1])):
             templ = cv2.resize(_inner(view), size, interpolation=cv2.INTER_AREA)
-            if templ.std() >= FLAT_STD:
+            if not _flat(templ):
                 _place(templ, searched, m, fx * fy, mirrored)
-            if m.agreement >= stop_at:
+            if m.reaches(stop_at):
                 return m
     return m
 
@@ -181,17 +199,19 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
     best, best_searched = _Match(), None
     for (t, at), (s, as_) in (((a, aspect_a), (b, aspect_b)), ((b, aspect_b), (a, aspect_a))):
         m = _search((t, t[:, ::-1].copy()), s, _shares(at, as_), stop_at)
-        if m.agreement > best.agreement:
+        if m.templ is not None and (best.templ is None or m.agreement > best.agreement):
             best, best_searched = m, s
-        if best.agreement >= stop_at:
+        if best.templ is not None and best.reaches(stop_at):
             break
-    if best.agreement < stop_at and best.templ is not None:
+    if best.templ is None:          # every template was flat: nothing aligned
+        return -1.0, -1.0, -1.0, 0.0, False
+    if not best.reaches(stop_at):
         # A small rotation (a scan, a phone photo of a print): turn the best
         # upright template a few degrees and look again.
         base = best.templ
         for deg in ROTATIONS:
             rot = _rotate(base, deg)
-            if rot.std() >= FLAT_STD and min(rot.shape) >= 4:
+            if min(rot.shape) >= 4 and not _flat(rot):
                 trial = _Match()
                 _place(rot, best_searched, trial, best.area, best.mirrored)
                 if trial.agreement > best.agreement:

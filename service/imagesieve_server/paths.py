@@ -1,27 +1,84 @@
 """Server-side paths: an image may name a file on the server only inside the
-configured roots. Resolved before checking, so ``..`` and symlinks cannot
-escape."""
+configured roots, and only a regular file.
+
+Paths are resolved before checking, so ``..`` and symlinks cannot escape.
+Files are opened non-blocking and checked on the opened descriptor: a FIFO,
+a device or a directory is refused without ever blocking a thread (two
+requests naming a FIFO used to hang every image RPC)."""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+
+class NotRegularFile(OSError):
+    """The path names something other than a regular file."""
+
+
+def check_roots(roots: list[str | os.PathLike]) -> list[Path]:
+    """The allowed roots, resolved; ValueError for an empty entry (it would
+    mean the working directory) or a folder that does not exist."""
+    out = []
+    for r in roots:
+        if not str(r).strip():
+            raise ValueError("an allowed root is empty (it would expose the working directory); "
+                             "name each folder explicitly")
+        p = Path(r).expanduser().resolve()
+        if not p.is_dir():
+            raise ValueError(f"allowed root {str(r)!r} is not an existing folder")
+        out.append(p)
+    return out
 
 
 class PathPolicy:
     def __init__(self, roots: list[str | os.PathLike] | None = None):
-        self.roots = [Path(r).resolve() for r in (roots or [])]
+        self.roots = check_roots(roots or [])
 
     def resolve(self, path: str) -> Path:
-        """Return the real path if it lies inside a root; PermissionError otherwise."""
+        """The real path if it lies inside a root; PermissionError otherwise,
+        ValueError for a malformed path (a NUL byte)."""
         if not self.roots:
             raise PermissionError("server paths are disabled (start the server with --allow-root DIR)")
+        if "\x00" in path:
+            raise ValueError("server_path contains a NUL byte")
         real = Path(path).resolve()
         if not any(real.is_relative_to(root) for root in self.roots):
             raise PermissionError(f"{path!r} is outside the server's allowed roots")
         return real
 
-    def read(self, path: str, max_bytes: int) -> bytes:
+    def open_regular(self, path: str) -> tuple[int, int]:
+        """(file descriptor, size in bytes) of a regular file inside a root.
+        Opened with O_NONBLOCK so a FIFO cannot block; NotRegularFile for
+        anything but a regular file. The caller closes the descriptor."""
         real = self.resolve(path)
-        with open(real, "rb") as f:
-            data = f.read(max_bytes + 1)
-        return data  # the decoder reports oversize data (len > max_bytes)
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise NotRegularFile(f"{path!r} is not a regular file")
+            return fd, st.st_size
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def read(self, path: str, max_bytes: int) -> bytes:
+        """The file's bytes (at most ``max_bytes`` + 1, so a caller can tell
+        it is over the limit)."""
+        fd, _ = self.open_regular(path)
+        return read_fd(fd, max_bytes + 1)
+
+
+def read_fd(fd: int, limit: int) -> bytes:
+    """Read up to ``limit`` bytes from ``fd``, then close it."""
+    try:
+        chunks, left = [], limit
+        while left > 0:
+            b = os.read(fd, min(left, 1 << 24))
+            if not b:
+                break
+            chunks.append(b)
+            left -= len(b)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -26,16 +27,21 @@ from imagesieve.v1 import (analysis_pb2, analysis_pb2_grpc, collections_pb2, col
 
 from .collections import CollectionManager
 from .engine.async_embedder import AsyncEmbedder
+from .engine.budget import MemoryBudget, default_budget_mb
 from .engine.decode import DecodeLimits
 from .engine.pipeline import RUNTIMES, Embedder
 from .engine.torch_executor import DTYPES as TORCH_DTYPES
 from .observability import Metrics, ObservabilityInterceptor, configure_logging
-from .paths import PathPolicy
+from .jobs import runner
+from .paths import PathPolicy, check_roots
 from .security import AuthInterceptor, TokenError, TokenStore, server_credentials
 from .servicers import (AnalysisServicer, CollectionServicer, ConsensusServicer, DuplicateServicer,
                         EmbeddingServicer, ImageReader)
 
 log = logging.getLogger("imagesieve.server")
+
+# HOST:PORT, the host a name, an IPv4 address or a bracketed IPv6 one.
+ADDRESS_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}")
 
 SERVICE_NAMES = [
     embedding_pb2.DESCRIPTOR.services_by_name["EmbeddingService"].full_name,
@@ -62,6 +68,9 @@ class ServerConfig:
     max_delay_ms: float = 5.0
     max_queue: int = 1024               # images waiting for the model before RESOURCE_EXHAUSTED
     max_inflight: int = 512             # images being decoded or embedded at once
+    max_inflight_mb: int = 0            # bytes of requests, files and rasters in flight; 0 = a quarter of RAM, <= 4 GiB
+    max_concurrent_rpcs: int = 256      # calls at once; beyond it gRPC answers RESOURCE_EXHAUSTED
+    max_jobs: int = 0                   # analysis jobs at once; 0 = one per core
     max_images_per_request: int = 256
     stream_window: int = 16             # requests per stream worked on concurrently
     max_message_mb: int = 64
@@ -77,13 +86,20 @@ class ServerConfig:
     tokens_file: str = ""
     # Observability: Prometheus /metrics (-1 = off, 0 = a free port), log format.
     metrics_port: int = -1
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = "127.0.0.1"     # loopback: /metrics has no authentication
     log_format: str = "text"            # "text" or "json" (one object per line)
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """A configuration error is one line and exit code 2, not the whole usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
 def parse_config(argv: list[str] | None = None) -> ServerConfig:
     defaults = ServerConfig()
-    ap = argparse.ArgumentParser(prog="imagesieve serve", description="Run the imagesieve gRPC server.")
+    ap = _OneLineErrors(prog="imagesieve serve", description="Run the imagesieve gRPC server.")
     for f in dataclasses.fields(ServerConfig):
         flag = "--" + f.name.replace("_", "-")
         env = "IMAGESIEVE_" + f.name.upper()
@@ -100,9 +116,20 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
     args = ap.parse_args(argv)
     cfg = ServerConfig(**vars(args))
     for name in ("snapshot_every", "max_batch_size", "max_queue", "max_inflight", "max_images_per_request",
-                 "stream_window", "max_message_mb", "max_image_mb", "max_pixels"):
+                 "stream_window", "max_message_mb", "max_image_mb", "max_pixels", "max_concurrent_rpcs"):
         if getattr(cfg, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    for name in ("max_inflight_mb", "max_jobs"):
+        if getattr(cfg, name) < 0:
+            ap.error(f"--{name.replace('_', '-')} must be >= 0 (0 = sized from the host)")
+    cfg.max_inflight_mb = cfg.max_inflight_mb or default_budget_mb()
+    cfg.max_jobs = cfg.max_jobs or (os.cpu_count() or 1)
+    try:
+        cfg.allow_root = [str(p) for p in check_roots(cfg.allow_root)]
+    except ValueError as e:
+        ap.error(f"--allow-root: {e}")
+    if not ADDRESS_RE.fullmatch(cfg.address):
+        ap.error(f"--address must be HOST:PORT (e.g. 127.0.0.1:50051, [::]:50051), got {cfg.address!r}")
     if cfg.max_delay_ms < 0:
         ap.error("--max-delay-ms must be >= 0")
     if bool(cfg.tls_cert) != bool(cfg.tls_key):
@@ -134,6 +161,9 @@ class ImageSieveServer:
             limits=DecodeLimits(max_bytes=config.max_image_mb << 20, max_pixels=config.max_pixels))
         self.engine = AsyncEmbedder(embedder, config.max_delay_ms / 1000, config.max_queue,
                                     config.max_inflight)
+        self.budget = MemoryBudget((config.max_inflight_mb or default_budget_mb()) << 20)
+        runner.SLOTS.limit = config.max_jobs or (os.cpu_count() or 1)
+        self.reader: ImageReader | None = None
         ex = embedder.executor
         self.collections = CollectionManager(config.data_dir, ex.manifest.name, ex.dim, config.snapshot_every)
         self.health = HealthServicer()
@@ -146,18 +176,23 @@ class ImageSieveServer:
         """Bind and start; returns the bound port (useful with port 0)."""
         c = self.config
         opts = [("grpc.max_receive_message_length", c.max_message_mb << 20),
-                ("grpc.max_send_message_length", c.max_message_mb << 20)]
+                ("grpc.max_send_message_length", c.max_message_mb << 20),
+                # One listener per port: with SO_REUSEPORT a second server on a
+                # busy port started silently and took half the clients.
+                ("grpc.so_reuseport", 0)]
         interceptors = [ObservabilityInterceptor(self.metrics)]
         if self.tokens:
             interceptors.append(AuthInterceptor(self.tokens))
-        self.server = grpc.aio.server(options=opts, interceptors=interceptors)
-        reader = ImageReader(self.engine, PathPolicy(c.allow_root))
+        self.server = grpc.aio.server(options=opts, interceptors=interceptors,
+                                      maximum_concurrent_rpcs=c.max_concurrent_rpcs)
+        reader = self.reader = ImageReader(self.engine, PathPolicy(c.allow_root), self.budget)
         embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(
             EmbeddingServicer(self.engine, reader, c.max_images_per_request, c.stream_window), self.server)
         collections_pb2_grpc.add_CollectionServiceServicer_to_server(
             CollectionServicer(self.collections, self.engine, reader), self.server)
         duplicates_pb2_grpc.add_DuplicateServiceServicer_to_server(
-            DuplicateServicer(self.collections, self.engine, reader, c.stream_window), self.server)
+            DuplicateServicer(self.collections, self.engine, reader, c.stream_window, c.max_images_per_request),
+            self.server)
         analysis_pb2_grpc.add_AnalysisServiceServicer_to_server(
             AnalysisServicer(self.engine, self.collections, reader), self.server)
         consensus_pb2_grpc.add_ConsensusServiceServicer_to_server(ConsensusServicer(self.collections), self.server)
@@ -165,13 +200,17 @@ class ImageSieveServer:
         reflection.enable_server_reflection(
             SERVICE_NAMES + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                              reflection.SERVICE_NAME], self.server)
-        if c.tls_cert:
-            creds = server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca)
-            self.port = self.server.add_secure_port(c.address, creds)
-        else:
-            self.port = self.server.add_insecure_port(c.address)
+        try:
+            if c.tls_cert:
+                creds = server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca)
+                self.port = self.server.add_secure_port(c.address, creds)
+            else:
+                self.port = self.server.add_insecure_port(c.address)
+        except RuntimeError as e:       # grpc's "Failed to bind to address"
+            raise OSError(f"cannot listen on {c.address}: the port is in use or the address is not "
+                          f"this host's ({e})") from None
         if not self.port:
-            raise OSError(f"cannot bind {c.address}")
+            raise OSError(f"cannot listen on {c.address}: the port is in use or the address is not this host's")
         if c.metrics_port >= 0:
             self.metrics_port = self.metrics.serve_http(c.metrics_port, c.metrics_host)
         await self.engine.start()
@@ -187,6 +226,8 @@ class ImageSieveServer:
         await self.server.stop(self.config.grace_s if grace_s is None else grace_s)
         await self.engine.stop()
         await asyncio.to_thread(self.collections.close)   # snapshots what changed
+        if self.reader is not None:
+            self.reader.close()
         self.metrics.close()
 
 
@@ -201,6 +242,12 @@ async def serve(config: ServerConfig) -> None:
     security = ("mutual TLS" if config.tls_client_ca else "TLS") if config.tls_cert else "plaintext"
     log.info("security: %s, %s", security,
              f"{len(srv.tokens)} token(s) required" if srv.tokens else "no token authentication")
+    if srv.tokens and not config.tls_cert:
+        log.warning("tokens are required but the server is plaintext: tokens cross the network in clear "
+                    "(serve TLS with --tls-cert/--tls-key)")
+    log.info("server_path roots: %s", ", ".join(config.allow_root) or "none (server paths refused)")
+    log.info("limits: %d MiB in flight, %d images a request, %d calls and %d analysis jobs at once",
+             config.max_inflight_mb, config.max_images_per_request, config.max_concurrent_rpcs, config.max_jobs)
     if srv.metrics_port is not None:
         print(f"imagesieve: metrics on http://{config.metrics_host}:{srv.metrics_port}/metrics", flush=True)
     print(f"imagesieve: serving {ex.manifest.name} on {host}:{port}", flush=True)
@@ -239,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(os.environ.get("IMAGESIEVE_LOG_LEVEL", "INFO"), config.log_format)
     try:
         asyncio.run(serve(config))
-    except (FileNotFoundError, TokenError) as e:
+    except (OSError, TokenError) as e:        # missing files, a port in use: one line, not a traceback
         print(f"imagesieve serve: {e}", file=sys.stderr)
         return 2
     return 0

@@ -84,15 +84,10 @@ async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, col
     yield common_pb2.JobProgress(stage="embedding", done=0, total=len(images))
     for lo in range(0, len(images), EMBED_CHUNK):
         chunk = images[lo:lo + EMBED_CHUNK]
-        read = await asyncio.gather(*(reader.read(im) for im in chunk))
-        ok = [j for j, d in enumerate(read) if isinstance(d, bytes)]
-        embedded = dict(zip(ok, await engine.embed_many([read[j] for j in ok])))
-        for j, d in enumerate(read):
-            r = embedded.get(j)
-            if r is None:
-                failed.append(f"{keys[lo + j]} ({d.message})")
-            elif r.error is not None:
-                failed.append(f"{keys[lo + j]} ({r.error})")
+        embedded = await asyncio.gather(*(reader.embed(im) for im in chunk))
+        for j, (r, err, _) in enumerate(embedded):
+            if err is not None:
+                failed.append(f"{keys[lo + j]} ({err.message})")
             else:
                 vectors[lo + j] = r.vector
         done = lo + len(chunk)

@@ -4,15 +4,46 @@ asyncio caller. Cancelling the caller (the client cancels the RPC) sets the
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from typing import Any, AsyncIterator, Callable
 
 from imagesieve.v1 import common_pb2
 
+from ..engine.batcher import QueueFullError
+
 
 class JobCancelled(Exception):
     pass
+
+
+class JobsBusy(QueueFullError):
+    """Every analysis slot is taken (RESOURCE_EXHAUSTED: retry later)."""
+
+
+class JobSlots:
+    """At most ``limit`` analysis jobs at once, server-wide: each holds a
+    core for seconds to minutes, so more would only slow every caller. The
+    server sets ``SLOTS.limit`` from ``--max-jobs``."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.running = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> None:
+        with self._lock:
+            if self.running >= self.limit:
+                raise JobsBusy(f"{self.running} analysis jobs are running, the server's limit (--max-jobs)")
+            self.running += 1
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.running -= 1
+
+
+SLOTS = JobSlots(os.cpu_count() or 1)
 
 
 class ProgressReporter:
@@ -44,7 +75,9 @@ def _post(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, item) -> None:
 
 async def run_job(work: Callable[[ProgressReporter], Any]) -> AsyncIterator[tuple[str, Any]]:
     """Yield ("progress", JobProgress) events, then ("result", value). Exceptions
-    of ``work`` propagate; closing the iterator cancels the work."""
+    of ``work`` propagate; closing the iterator cancels the work. JobsBusy
+    when every slot is taken."""
+    SLOTS.take()
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     cancelled = threading.Event()
@@ -56,6 +89,8 @@ async def run_job(work: Callable[[ProgressReporter], Any]) -> AsyncIterator[tupl
             _post(loop, queue, ("result", result))
         except BaseException as e:  # noqa: BLE001 - handed to the caller
             _post(loop, queue, ("error", e))
+        finally:
+            SLOTS.give_back()       # when the work stops, not when the caller leaves
 
     thread = threading.Thread(target=target, name="imagesieve-job", daemon=True)
     thread.start()

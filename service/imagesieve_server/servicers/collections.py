@@ -2,20 +2,28 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 
 import grpc
 
 from imagesieve.v1 import collections_pb2, collections_pb2_grpc
 
-from ..collections import Collection, CollectionError, CollectionManager, NewImage
+from ..collections import Collection, CollectionError, CollectionManager
 from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
-from .common import ImageReader, content_hash, item_error
+from .common import ImageReader, content_hash, item_error, text_problem
 
 KIND_NAMES = {collections_pb2.INDEX_KIND_AUTO: "auto", collections_pb2.INDEX_KIND_FLAT_IP: "flat",
               collections_pb2.INDEX_KIND_IVF_FLAT_IP: "ivf_flat", collections_pb2.INDEX_KIND_IVF_PQ_IP: "ivf_pq",
               collections_pb2.INDEX_KIND_HNSW_IP: "hnsw"}
 KIND_VALUES = {v: k for k, v in KIND_NAMES.items()}
+
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
+# A ListCollections page also ends once its answer passes this size (at
+# least one collection a page): label maps can be large.
+PAGE_BYTES = 1 << 20
+_TOKEN_PREFIX = "after:"
 
 
 async def abort_for(context, e: Exception):
@@ -36,23 +44,39 @@ def info_message(c: Collection) -> collections_pb2.CollectionInfo:
         index_bytes=i.index_bytes, last_snapshot_unix_s=i.last_snapshot_unix_s)
 
 
-async def embed_for_collection(engine: AsyncEmbedder, reader: ImageReader, image
-                               ) -> tuple[NewImage | None, object]:
-    """Image message -> (NewImage, None), or (None, ItemError)."""
-    data = await reader.read(image)
-    if not isinstance(data, bytes):
-        return None, data
-    result = await engine.embed(data, with_signature=True)     # stored for stage-2 verification
-    if result.error is not None:
-        return None, item_error(result.error.code, str(result.error))
-    return NewImage(key=image.key, sha256=content_hash(data), vector=result.vector, label=image.label,
-                    split=image.split, width=result.width, height=result.height,
-                    signature=result.signature), None
+def page_size(asked: int) -> int:
+    """ListCollections' page size: 0 is the default, above the maximum is
+    the maximum (as AIP-158 asks), negative is the caller's mistake."""
+    if asked < 0:
+        raise CollectionError(f"page_size must be 0 or more, got {asked}", "INVALID_ARGUMENT")
+    return min(asked or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def page_token(after: str) -> str:
+    """An opaque token: continue after the collection named ``after``. By
+    name, not position, so creates and drops between pages skip nothing."""
+    return base64.urlsafe_b64encode((_TOKEN_PREFIX + after).encode()).decode()
+
+
+def page_start(token: str) -> str:
+    """The name a token continues after ("" for the first page)."""
+    if not token:
+        return ""
+    try:
+        text = base64.b64decode(token, altchars=b"-_", validate=True).decode()
+    except (binascii.Error, ValueError):
+        text = ""
+    if not text.startswith(_TOKEN_PREFIX) or len(text) == len(_TOKEN_PREFIX):
+        raise CollectionError("page_token is not one this server gave: pass next_page_token unchanged",
+                              "INVALID_ARGUMENT")
+    return text[len(_TOKEN_PREFIX):]
 
 
 class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
-    def __init__(self, manager: CollectionManager, engine: AsyncEmbedder, reader: ImageReader):
+    def __init__(self, manager: CollectionManager, engine: AsyncEmbedder, reader: ImageReader,
+                 max_images_per_request: int = 256):
         self.manager, self.engine, self.reader = manager, engine, reader
+        self.max_images_per_request = max_images_per_request
 
     async def CreateCollection(self, request, context):
         try:
@@ -64,18 +88,49 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
             await abort_for(context, e)
 
     async def ListCollections(self, request, context):
-        infos = [info_message(self.manager.get(n)) for n in self.manager.names()]
-        return collections_pb2.ListCollectionsResponse(collections=infos)
+        try:
+            size, after = page_size(request.page_size), page_start(request.page_token)
+            return await asyncio.to_thread(self._list_page, size, after)
+        except CollectionError as e:
+            await abort_for(context, e)
+
+    def _list_page(self, size: int, after: str) -> collections_pb2.ListCollectionsResponse:
+        """One page by name. A collection that cannot serve (failed to load,
+        another model's vectors) is listed with ``load_error``; one dropped
+        while the page is made is left out."""
+        failed = self.manager.failed()
+        names = sorted(n for n in {*self.manager.names(), *failed} if n > after)
+        page, used = collections_pb2.ListCollectionsResponse(), 0
+        for i, name in enumerate(names):
+            if len(page.collections) == size or used >= PAGE_BYTES:
+                page.next_page_token = page_token(names[i - 1])
+                break
+            if name in failed:
+                info = collections_pb2.CollectionInfo(name=name, load_error=failed[name])
+            else:
+                try:
+                    info = info_message(self.manager.get(name))
+                except CollectionError as e:
+                    if e.code in ("NOT_FOUND", "ABORTED"):
+                        continue
+                    info = collections_pb2.CollectionInfo(name=name, load_error=str(e))
+            page.collections.append(info)
+            used += info.ByteSize()
+        return page
 
     async def GetCollectionStats(self, request, context):
         try:
-            return info_message(self.manager.get(request.name))
+            c = self.manager.get(request.name)
+            return await asyncio.to_thread(info_message, c)
         except CollectionError as e:
             await abort_for(context, e)
 
     async def DropCollection(self, request, context):
-        return collections_pb2.DropCollectionResponse(
-            dropped=await asyncio.to_thread(self.manager.drop, request.name))
+        try:
+            return collections_pb2.DropCollectionResponse(
+                dropped=await asyncio.to_thread(self.manager.drop, request.name))
+        except CollectionError as e:
+            await abort_for(context, e)
 
     async def SnapshotCollection(self, request, context):
         try:
@@ -98,6 +153,11 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
         async for request in request_iterator:
             name = request.collection or name
             try:
+                if len(request.images) > self.max_images_per_request:
+                    raise CollectionError(
+                        f"an AddImages request holds {len(request.images)} images, above this server's limit of "
+                        f"{self.max_images_per_request} (--max-images-per-request): send smaller chunks",
+                        "INVALID_ARGUMENT")
                 c = self.manager.get(name)
                 yield await self._add(c, request)
             except (CollectionError, QueueFullError) as e:
@@ -107,6 +167,10 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
         results = [collections_pb2.AddResult(key=im.key) for im in request.images]
         todo = []
         for res, im in zip(results, request.images):
+            problem = text_problem(im)
+            if problem is not None:
+                res.error.CopyFrom(item_error("INVALID_ARGUMENT", problem))
+                continue
             if not im.key:
                 res.error.CopyFrom(item_error("INVALID_ARGUMENT", "an image needs a key to be added"))
                 continue
@@ -116,7 +180,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
                     res.exact_duplicate_of = twin
                     continue
             todo.append((res, im))
-        embedded = await asyncio.gather(*(embed_for_collection(self.engine, self.reader, im) for _, im in todo))
+        embedded = await asyncio.gather(*(self.reader.embed_for_collection(im) for _, im in todo))
         ready = []
         for (res, _), (new, err) in zip(todo, embedded):
             if err is not None:

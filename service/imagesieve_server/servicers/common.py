@@ -1,16 +1,22 @@
-"""What every adapter shares: turning an ``Image`` message into bytes (or a
-per-item error), and error translation."""
+"""What every adapter shares: turning an ``Image`` message into an embedding
+(or a per-item error) within the server's memory budget, per-item limits,
+and streams answered in order."""
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
 from imagesieve.v1 import common_pb2
 
+from ..collections import NewImage
 from ..engine.async_embedder import AsyncEmbedder
-from ..paths import PathPolicy
+from ..engine.budget import BudgetExceeded, MemoryBudget
+from ..engine.pipeline import ImageEmbedding
+from ..paths import NotRegularFile, PathPolicy, read_fd
 
 
 def item_error(code: grpc.StatusCode | str, message: str) -> common_pb2.ItemError:
@@ -18,27 +24,125 @@ def item_error(code: grpc.StatusCode | str, message: str) -> common_pb2.ItemErro
     return common_pb2.ItemError(code=code.value[0], message=message)
 
 
-class ImageReader:
-    """Image message -> encoded bytes; server paths only inside allowed roots."""
+FILE_WORKERS = 8          # threads that open and read server_path files
+READ_TIMEOUT_S = 10.0     # a file that takes longer (a hung network mount) fails alone
 
-    def __init__(self, engine: AsyncEmbedder, paths: PathPolicy):
+
+class ImageReader:
+    """Image message -> embedding, with every byte charged to the server's
+    memory budget while it is held.
+
+    Server paths only inside allowed roots and only regular files, opened
+    and read on a pool of their own with a timeout: a slow or blocking file
+    fails its item and cannot stall decoding or other calls."""
+
+    def __init__(self, engine: AsyncEmbedder, paths: PathPolicy, budget: MemoryBudget | None = None,
+                 read_timeout_s: float = READ_TIMEOUT_S):
         self.engine = engine
         self.paths = paths
+        self.budget = budget or MemoryBudget(0)
+        self.read_timeout_s = read_timeout_s
+        self.files = ThreadPoolExecutor(FILE_WORKERS, thread_name_prefix="imagesieve-files")
 
-    async def read(self, image: common_pb2.Image) -> bytes | common_pb2.ItemError:
+    async def _in_file_pool(self, fn, *args):
+        loop = asyncio.get_running_loop()
+        return await asyncio.wait_for(loop.run_in_executor(self.files, fn, *args), self.read_timeout_s)
+
+    async def embed_for_collection(self, image) -> tuple[NewImage | None, common_pb2.ItemError | None]:
+        """Image message -> (NewImage with its layout signature, stored for
+        stage-2 verification, None), or (None, ItemError)."""
+        result, err, sha = await self.embed(image, with_signature=True)
+        if err is not None:
+            return None, err
+        return NewImage(key=image.key, sha256=sha, vector=result.vector, label=image.label, split=image.split,
+                        width=result.width, height=result.height, signature=result.signature), None
+
+    async def embed(self, image: common_pb2.Image, with_signature: bool = False
+                    ) -> tuple[ImageEmbedding | None, common_pb2.ItemError | None, str]:
+        """(embedding, None, sha256 hex of the bytes) or (None, ItemError,
+        ""). Never raises for the image's own faults; QueueFullError
+        propagates (the call's RESOURCE_EXHAUSTED)."""
         which = image.WhichOneof("source")
         if which is None:
-            return item_error(grpc.StatusCode.INVALID_ARGUMENT, "image has neither data nor server_path")
-        if which == "data":
-            return image.data
+            return None, item_error(grpc.StatusCode.INVALID_ARGUMENT, "image has neither data nor server_path"), ""
+        reserved = 0
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self.engine.embedder.pool, self.paths.read, image.server_path,
-                self.engine.embedder.limits.max_bytes)
+            if which == "data":
+                data = image.data
+                reserved = await self.budget.reserve(len(data), "this image")
+            else:
+                data, reserved = await self._read_file(image.server_path)
+                if not isinstance(data, bytes):
+                    return None, data, ""
+            result = await self.engine.embed(data, with_signature)
+            if result.error is not None:
+                return None, item_error(result.error.code, str(result.error)), ""
+            return result, None, content_hash(data)
+        except BudgetExceeded as e:
+            return None, item_error(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)), ""
+        finally:
+            self.budget.release(reserved)
+
+    async def _read_file(self, path: str) -> tuple[bytes | common_pb2.ItemError, int]:
+        """(bytes, bytes reserved) or (ItemError, 0). The file's size is
+        charged to the budget before it is read."""
+        max_bytes = self.engine.embedder.limits.max_bytes
+        opening = self.files.submit(self.paths.open_regular, path)
+        try:
+            fd, size = await asyncio.wait_for(asyncio.wrap_future(opening), self.read_timeout_s)
         except PermissionError as e:
-            return item_error(grpc.StatusCode.PERMISSION_DENIED, str(e))
+            return item_error(grpc.StatusCode.PERMISSION_DENIED, str(e)), 0
+        except (ValueError, NotRegularFile) as e:
+            return item_error(grpc.StatusCode.INVALID_ARGUMENT, str(e)), 0
+        except asyncio.TimeoutError:
+            opening.add_done_callback(_close_late_descriptor)     # if the open ever returns
+            return item_error(grpc.StatusCode.DEADLINE_EXCEEDED,
+                              f"opening {path!r} took over {self.read_timeout_s:.0f} s"), 0
         except OSError as e:
-            return item_error(grpc.StatusCode.NOT_FOUND, f"cannot read {image.server_path!r}: {e.strerror}")
+            return item_error(grpc.StatusCode.NOT_FOUND, f"cannot read {path!r}: {e.strerror or e}"), 0
+        if size > max_bytes:
+            os.close(fd)
+            return item_error(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"{path!r} is {size} bytes, above the limit of {max_bytes}"), 0
+        try:
+            reserved = await self.budget.reserve(size, f"reading {path!r}")
+        except BudgetExceeded as e:
+            os.close(fd)
+            return item_error(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)), 0
+        try:
+            # The file may have grown since fstat: never read past the limit.
+            return await self._in_file_pool(read_fd, fd, min(size, max_bytes) + 1), reserved
+        except asyncio.TimeoutError:
+            self.budget.release(reserved)
+            return item_error(grpc.StatusCode.DEADLINE_EXCEEDED,
+                              f"reading {path!r} took over {self.read_timeout_s:.0f} s"), 0
+        except OSError as e:
+            self.budget.release(reserved)
+            return item_error(grpc.StatusCode.NOT_FOUND, f"cannot read {path!r}: {e.strerror or e}"), 0
+
+    def close(self) -> None:
+        self.files.shutdown(wait=False, cancel_futures=True)
+
+
+# Per-item text limits (UTF-8 bytes): one client's 2 MB labels must not make
+# every ListCollections answer exceed the send limit.
+MAX_KEY_BYTES = 1024
+MAX_LABEL_BYTES = 256
+MAX_SPLIT_BYTES = 64
+
+
+def text_problem(image) -> str | None:
+    """Why an ``Image`` message's key, label or split is too long, or None."""
+    for field, limit in (("key", MAX_KEY_BYTES), ("label", MAX_LABEL_BYTES), ("split", MAX_SPLIT_BYTES)):
+        size = len(getattr(image, field).encode())
+        if size > limit:
+            return f"{field} is {size} bytes, above the limit of {limit}"
+    return None
+
+
+def _close_late_descriptor(opening) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        os.close(opening.result()[0])
 
 
 def content_hash(data: bytes) -> str:

@@ -8,6 +8,7 @@ import grpc
 from imagesieve.v1 import consensus_pb2, consensus_pb2_grpc
 
 from ..collections import CollectionError, CollectionManager
+from ..engine.batcher import QueueFullError
 from ..jobs.consensus import consensus_events
 from .collections import abort_for
 from .common import item_error
@@ -34,7 +35,7 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServiceServicer):
             c = self.manager.get(request.collection)
             async for event in consensus_events(c, request):
                 yield event
-        except CollectionError as e:
+        except (CollectionError, QueueFullError) as e:
             await abort_for(context, e)
         except ValueError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))

@@ -11,8 +11,8 @@ from ..collections import CollectionError, CollectionManager, Neighbor
 from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
 from ..jobs.find_duplicates import find_duplicates_events
-from .collections import abort_for, embed_for_collection
-from .common import BadRequest, ImageReader, content_hash, item_error, ordered_concurrent
+from .collections import abort_for
+from .common import BadRequest, ImageReader, content_hash, item_error, ordered_concurrent, text_problem
 
 MAX_K = 100
 
@@ -24,9 +24,10 @@ def neighbor_messages(neighbors: list[Neighbor]) -> list[duplicates_pb2.Neighbor
 
 class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
     def __init__(self, manager: CollectionManager, engine: AsyncEmbedder, reader: ImageReader,
-                 stream_window: int = 16):
+                 stream_window: int = 16, max_images_per_request: int = 256):
         self.manager, self.engine, self.reader = manager, engine, reader
         self.stream_window = stream_window
+        self.max_images = max_images_per_request
 
     async def CheckDuplicates(self, request_iterator, context):
         try:
@@ -42,6 +43,9 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
             raise BadRequest(f"k must be in 0..{MAX_K}, got {request.k}")
         if not 0 <= request.threshold <= 1:
             raise BadRequest(f"threshold must be a cosine in [0, 1], got {request.threshold}")
+        if len(request.images) > self.max_images:
+            raise BadRequest(f"{len(request.images)} images in one request; the limit is {self.max_images} "
+                             f"(send more requests on the stream)")
         c = self.manager.get(request.collection)
         k = request.k or 5
         embedded = await asyncio.gather(*(self._prepare(c, im) for im in request.images))
@@ -72,11 +76,14 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
         """(NewImage, None, None), (None, ItemError, None) or, for bytes
         already stored, (None, None, twin Neighbor): exact duplicates are
         caught by content hash before any vector work."""
+        problem = text_problem(image)
+        if problem:
+            return None, item_error("INVALID_ARGUMENT", problem), None
         if image.WhichOneof("source") == "data":
             twin = await asyncio.to_thread(c.twin, content_hash(image.data))
             if twin is not None:
                 return None, None, twin
-        new, err = await embed_for_collection(self.engine, self.reader, image)
+        new, err = await self.reader.embed_for_collection(image)
         return new, err, None
 
     async def FindDuplicates(self, request, context):
@@ -84,7 +91,7 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
             collection = self.manager.get(request.collection)
             async for event in find_duplicates_events(collection, request):
                 yield event
-        except CollectionError as e:
+        except (CollectionError, QueueFullError) as e:
             await abort_for(context, e)
 
 

@@ -11,8 +11,7 @@ from imagesieve.v1 import embedding_pb2, embedding_pb2_grpc
 from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
 from ..engine.onnx_executor import softmax_top_k
-from ..engine.pipeline import ImageEmbedding
-from .common import BadRequest, ImageReader, item_error, ordered_concurrent
+from .common import BadRequest, ImageReader, ordered_concurrent
 
 log = logging.getLogger("imagesieve.server")
 
@@ -44,13 +43,9 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
     # -- one image ----------------------------------------------------------
     async def _embed_image(self, image, top_k: int) -> embedding_pb2.Embedding:
         out = embedding_pb2.Embedding(key=image.key)
-        data = await self.reader.read(image)
-        if not isinstance(data, bytes):
-            out.error.CopyFrom(data)
-            return out
-        result: ImageEmbedding = await self.engine.embed(data)
-        if result.error is not None:
-            out.error.CopyFrom(item_error(result.error.code, str(result.error)))
+        result, err, _ = await self.reader.embed(image)
+        if err is not None:
+            out.error.CopyFrom(err)
             return out
         out.vector.extend(result.vector.tolist())
         out.width, out.height = result.width, result.height

@@ -1,0 +1,206 @@
+"""A hostile or careless client against a real server (issue 14): files that
+block, files that amplify memory, malformed paths, oversize requests, bad
+configuration. Each test reproduces an attack that stalled, exhausted or
+confused the server before."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import encode
+from imagesieve.local_server import LocalServer
+from imagesieve.v1 import (common_pb2, duplicates_pb2, duplicates_pb2_grpc, embedding_pb2,
+                           embedding_pb2_grpc)
+
+CODE = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def embed_stub(address: str):
+    channel = grpc.insecure_channel(address)
+    return channel, embedding_pb2_grpc.EmbeddingServiceStub(channel)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's high-water resident memory (VmHWM), MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("abuse-root")
+
+
+@pytest.fixture(scope="module")
+def abuse_server(manifest_path, root):
+    with LocalServer(["--allow-root", str(root), "--max-inflight-mb", "96", "--decode-workers", "2",
+                      "--max-images-per-request", "256"], model=str(manifest_path)) as srv:
+        yield srv
+
+
+def test_fifo_in_an_allowed_root_fails_alone_and_stalls_nothing(abuse_server, root, photos):
+    fifo = root / "pipe.jpg"
+    os.mkfifo(fifo)
+    channel, stub = embed_stub(abuse_server.address)
+    with channel, ThreadPoolExecutor(4) as pool:
+        # More FIFO requests than the server has decode threads: before, two
+        # of them blocked every image RPC until its deadline.
+        named = [pool.submit(stub.Embed, embedding_pb2.EmbedRequest(
+            images=[common_pb2.Image(key=f"fifo{i}", server_path=str(fifo))]), timeout=30) for i in range(3)]
+        t = time.perf_counter()
+        inline = stub.Embed(embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="ok", data=photos[0][0])]),
+                            timeout=10)
+        assert time.perf_counter() - t < 5
+        assert not inline.embeddings[0].HasField("error") and len(inline.embeddings[0].vector) > 0
+        for f in named:
+            e = f.result().embeddings[0]
+            assert CODE[e.error.code] == grpc.StatusCode.INVALID_ARGUMENT
+            assert "not a regular file" in e.error.message
+    # A directory and a device are refused the same way.
+    channel, stub = embed_stub(abuse_server.address)
+    with channel:
+        r = stub.Embed(embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="dir", server_path=str(root))]),
+                       timeout=10)
+        assert CODE[r.embeddings[0].error.code] == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_one_large_file_named_many_times_stays_within_the_budget(abuse_server, root, photos):
+    """Before: a 9 KB request naming one large file 256 times raised the
+    server's memory by gigabytes (every copy read before any limit)."""
+    noise = np.random.default_rng(0).integers(0, 256, (1400, 1400, 3), dtype=np.uint8)
+    big = root / "big.png"
+    big.write_bytes(encode(Image.fromarray(noise), "PNG", compress_level=0))
+    size_mb = big.stat().st_size / (1 << 20)
+    assert size_mb > 5
+    before = peak_rss_mb(abuse_server.proc.pid)
+    channel, stub = embed_stub(abuse_server.address)
+    with channel, ThreadPoolExecutor(4) as pool:
+        request = embedding_pb2.EmbedRequest(
+            images=[common_pb2.Image(key=f"b{i}", server_path=str(big)) for i in range(256)])
+        assert request.ByteSize() < 20_000
+        answers = list(pool.map(lambda _: stub.Embed(request, timeout=120), range(4)))
+    codes = [CODE[e.error.code] if e.HasField("error") else grpc.StatusCode.OK
+             for a in answers for e in a.embeddings]
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert codes.count(grpc.StatusCode.OK) >= 4          # the budget admits work, it does not stop it
+    refused = [e.error.message for a in answers for e in a.embeddings if e.HasField("error")]
+    assert all("budget" in m and "retry" in m for m in refused)
+    growth = peak_rss_mb(abuse_server.proc.pid) - before
+    # 1,024 reads of a 5.6 MB file were 5.7 GB; the budget is 96 MiB (plus
+    # decoded rasters and allocator slack).
+    assert growth < 700, f"peak memory grew {growth:.0f} MiB"
+    with embed_stub(abuse_server.address)[0] as channel:
+        stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+        ok = stub.Embed(embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="x", server_path=str(big))]),
+                        timeout=30)
+        assert not ok.embeddings[0].HasField("error")      # nothing stays reserved
+
+
+def test_malformed_paths_fail_their_item_only(abuse_server, root, photos):
+    good = root / "good.jpg"
+    good.write_bytes(photos[1][0])
+    channel, stub = embed_stub(abuse_server.address)
+    with channel:
+        r = stub.Embed(embedding_pb2.EmbedRequest(images=[
+            common_pb2.Image(key="nul", server_path=str(root) + "/a\x00b.jpg"),
+            common_pb2.Image(key="good", server_path=str(good)),
+            common_pb2.Image(key="outside", server_path="/etc/hostname"),
+            common_pb2.Image(key="missing", server_path=str(root / "nope.jpg"))]), timeout=30)
+    codes = [CODE[e.error.code] if e.HasField("error") else grpc.StatusCode.OK for e in r.embeddings]
+    assert codes == [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OK, grpc.StatusCode.PERMISSION_DENIED,
+                     grpc.StatusCode.NOT_FOUND]
+
+
+def test_check_duplicates_enforces_the_request_limits(manifest_path, photos):
+    with LocalServer(["--max-images-per-request", "4"], model=str(manifest_path)) as srv:
+        from imagesieve import Client
+        with Client(srv.address) as c:
+            c.create_collection("lim")
+        channel = grpc.insecure_channel(srv.address)
+        stub = duplicates_pb2_grpc.DuplicateServiceStub(channel)
+        with channel:
+            too_many = duplicates_pb2.CheckDuplicatesRequest(
+                collection="lim", images=[common_pb2.Image(key=str(i), data=photos[i][0]) for i in range(5)])
+            with pytest.raises(grpc.RpcError) as e:
+                list(stub.CheckDuplicates(iter([too_many]), timeout=30))
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "limit is 4" in e.value.details()
+            long_label = duplicates_pb2.CheckDuplicatesRequest(collection="lim", add_if_unique=True, images=[
+                common_pb2.Image(key="a", data=photos[0][0], label="x" * 300_000),
+                common_pb2.Image(key="b", data=photos[1][0], label="dog")])
+            (r,) = list(stub.CheckDuplicates(iter([long_label]), timeout=30))
+            assert r.results[0].verdict == duplicates_pb2.VERDICT_ERROR
+            assert CODE[r.results[0].error.code] == grpc.StatusCode.INVALID_ARGUMENT
+            assert "label" in r.results[0].error.message
+            assert r.results[1].added
+
+
+def _serve(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "imagesieve.cli", "serve", "--data-dir", "/tmp/imagesieve-abuse",
+                           *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("args,env", [
+    (["--allow-root", ""], None),
+    ([], {"IMAGESIEVE_ALLOW_ROOT": "/tmp" + os.pathsep}),
+    (["--allow-root", "/no/such/folder"], None),
+    (["--address", "bogus"], None),
+])
+def test_bad_configuration_is_refused_in_one_line(args, env):
+    r = _serve(*args, env=env)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 3, r.stderr
+
+
+def test_a_port_in_use_is_refused_not_shared(manifest_path, tmp_path):
+    with LocalServer(model=str(manifest_path)) as first:
+        r = _serve("--model", str(manifest_path), "--address", first.address, "--data-dir", str(tmp_path))
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "Traceback" not in r.stderr and "in use" in r.stderr
+
+
+def test_start_up_names_the_roots_and_warns_of_plaintext_tokens(manifest_path, root):
+    token = "a-long-enough-secret-token"
+    with LocalServer(["--allow-root", str(root), "--metrics-port", "0"], model=str(manifest_path),
+                     env={"IMAGESIEVE_TOKENS": f"{token} rw ci"}) as srv:
+        log = "\n".join(srv.log)
+    assert str(root.resolve()) in log
+    assert "plaintext" in log and "tokens" in log
+    assert "metrics on http://127.0.0.1:" in log          # /metrics stays on loopback unless asked
+
+
+def test_analysis_jobs_beyond_the_limit_are_refused_then_admitted():
+    from imagesieve_server.jobs import runner
+
+    release = threading.Event()
+    old = runner.SLOTS.limit
+    runner.SLOTS.limit = 1
+
+    async def main():
+        first = asyncio.ensure_future(runner.run_job(lambda rep: release.wait(10) and "done").__anext__())
+        await asyncio.sleep(0.2)                       # the first job holds the only slot
+        with pytest.raises(runner.JobsBusy):
+            await runner.run_job(lambda rep: 1).__anext__()
+        release.set()
+        assert await first == ("result", "done")
+        await asyncio.sleep(0.1)                       # its thread gives the slot back
+        assert await runner.run_job(lambda rep: 2).__anext__() == ("result", 2)
+
+    try:
+        asyncio.run(main())
+    finally:
+        runner.SLOTS.limit = old

@@ -399,9 +399,17 @@ class Client:
             name=name, index_kind=kind, near_duplicate_threshold=threshold, exist_ok=exist_ok),
             timeout=self.timeout)
 
-    def list_collections(self) -> list[collections_pb2.CollectionInfo]:
-        return list(self.collections.ListCollections(collections_pb2.ListCollectionsRequest(),
-                                                     timeout=self.timeout).collections)
+    def list_collections(self, *, page_size: int = 0) -> list[collections_pb2.CollectionInfo]:
+        """Every collection, following the server's pages (``page_size`` 0:
+        the server's default). One that could not be loaded has ``load_error`` set."""
+        out, token = [], ""
+        while True:
+            page = self.collections.ListCollections(collections_pb2.ListCollectionsRequest(
+                page_size=page_size, page_token=token), timeout=self.timeout)
+            out.extend(page.collections)
+            token = page.next_page_token
+            if not token:
+                return out
 
     def collection_stats(self, name: str) -> collections_pb2.CollectionInfo:
         return self.collections.GetCollectionStats(collections_pb2.GetCollectionStatsRequest(name=name),

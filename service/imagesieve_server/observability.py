@@ -75,6 +75,9 @@ class _EngineCollector:
                 continue
         yield sizes_g
         yield bytes_g
+        yield GaugeMetricFamily("imagesieve_collections_failed",
+                                "Collections on disk that could not be loaded (listed with load_error)",
+                                value=len(self.collections.failed()))
 
 
 class Metrics:

@@ -34,7 +34,7 @@ class CreateCollectionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., index_kind: _Optional[_Union[IndexKind, str]] = ..., near_duplicate_threshold: _Optional[float] = ..., exist_ok: _Optional[bool] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "num_images", "dim", "model", "index_kind", "near_duplicate_threshold", "images_per_label", "images_per_split", "index_bytes", "last_snapshot_unix_s")
+    __slots__ = ("name", "num_images", "dim", "model", "index_kind", "near_duplicate_threshold", "images_per_label", "images_per_split", "index_bytes", "last_snapshot_unix_s", "load_error")
     class ImagesPerLabelEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,7 @@ class CollectionInfo(_message.Message):
     IMAGES_PER_SPLIT_FIELD_NUMBER: _ClassVar[int]
     INDEX_BYTES_FIELD_NUMBER: _ClassVar[int]
     LAST_SNAPSHOT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
+    LOAD_ERROR_FIELD_NUMBER: _ClassVar[int]
     name: str
     num_images: int
     dim: int
@@ -69,17 +70,24 @@ class CollectionInfo(_message.Message):
     images_per_split: _containers.ScalarMap[str, int]
     index_bytes: int
     last_snapshot_unix_s: float
-    def __init__(self, name: _Optional[str] = ..., num_images: _Optional[int] = ..., dim: _Optional[int] = ..., model: _Optional[str] = ..., index_kind: _Optional[_Union[IndexKind, str]] = ..., near_duplicate_threshold: _Optional[float] = ..., images_per_label: _Optional[_Mapping[str, int]] = ..., images_per_split: _Optional[_Mapping[str, int]] = ..., index_bytes: _Optional[int] = ..., last_snapshot_unix_s: _Optional[float] = ...) -> None: ...
+    load_error: str
+    def __init__(self, name: _Optional[str] = ..., num_images: _Optional[int] = ..., dim: _Optional[int] = ..., model: _Optional[str] = ..., index_kind: _Optional[_Union[IndexKind, str]] = ..., near_duplicate_threshold: _Optional[float] = ..., images_per_label: _Optional[_Mapping[str, int]] = ..., images_per_split: _Optional[_Mapping[str, int]] = ..., index_bytes: _Optional[int] = ..., last_snapshot_unix_s: _Optional[float] = ..., load_error: _Optional[str] = ...) -> None: ...
 
 class ListCollectionsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListCollectionsResponse(_message.Message):
-    __slots__ = ("collections",)
+    __slots__ = ("collections", "next_page_token")
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     collections: _containers.RepeatedCompositeFieldContainer[CollectionInfo]
-    def __init__(self, collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetCollectionStatsRequest(_message.Message):
     __slots__ = ("name",)

@@ -7,16 +7,20 @@ Layout of a collection folder::
 
 An add is acknowledged only after its SQLite transaction commits; the index
 is brought up to date from the log when the collection opens, so kill -9 at
-any instant loses nothing acknowledged. All methods are thread-safe; a check
-with ``add_if_unique`` is atomic with respect to every other call.
+any instant loses nothing acknowledged. A snapshot that fails after a commit
+(disk full) does not un-acknowledge the rows: it is logged and retried later.
+A snapshot that cannot be read at open is rebuilt from the log. All methods
+are thread-safe; a check with ``add_if_unique`` is atomic with respect to
+every other call; a call on a closed (dropped) collection is ABORTED.
 """
 from __future__ import annotations
 
 import dataclasses
 import enum
+import contextlib
 import json
+import logging
 import os
-import sqlite3
 import struct
 import threading
 import time
@@ -28,21 +32,18 @@ from ..analysis.duplicates import verify
 from ..analysis.duplicates.find import CANDIDATE_K, CANDIDATE_THRESHOLD
 from ..engine.signature import SIGNATURE_BYTES
 from ..index import faiss_index as fi
-from .store import Store
+from .store import NO_SPACE, CollectionError, Store, storage_error
+
+log = logging.getLogger("imagesieve.collections")
 
 SNAPSHOT = "index.snapshot"
+# After a failed automatic snapshot (disk full), adds do not retry it before
+# this many seconds: each attempt serializes the whole index.
+SNAPSHOT_RETRY_S = 30.0
 # Raw cosine verdicts (verification off): 0.75 suits photos (bench/dup_quality.py, "stage 1").
 # Tiny or glyph-like images pair up far more easily: verified verdicts (the default) judge
 # each candidate against its look-alikes instead (analysis.duplicates.verify).
 DEFAULT_THRESHOLD = 0.75
-
-
-class CollectionError(Exception):
-    """``code`` is a grpc.StatusCode name."""
-
-    def __init__(self, message: str, code: str = "FAILED_PRECONDITION"):
-        super().__init__(message)
-        self.code = code
 
 
 class Verdict(enum.IntEnum):  # values match imagesieve.v1.Verdict
@@ -147,6 +148,24 @@ def build_index(kind: str, dim: int, ids: np.ndarray, vectors: np.ndarray):
     return index
 
 
+def read_snapshot(raw: bytes, dim: int):
+    """(index, max_id, removal_seq) from a snapshot file's bytes: an
+    8-byte header length, a JSON header, the FAISS index. Raises
+    (ValueError, KeyError, RuntimeError, ...) on any damage."""
+    if len(raw) < 8:
+        raise ValueError(f"{len(raw)} bytes, shorter than its header")
+    (n,) = struct.unpack("<Q", raw[:8])
+    if n > len(raw) - 8:
+        raise ValueError(f"a header of {n} bytes in {len(raw)}")
+    header = json.loads(raw[8:8 + n])
+    index = fi.deserialize(raw[8 + n:])
+    if index.d != dim:
+        raise ValueError(f"a {index.d}-d index for {dim}-d vectors")
+    if header.get("ntotal", index.ntotal) != index.ntotal:
+        raise ValueError(f"{index.ntotal} vectors where the header says {header['ntotal']}")
+    return index, int(header["max_id"]), int(header["removal_seq"])
+
+
 def _finite(v) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
 
@@ -165,9 +184,12 @@ class Collection:
         self.snapshot_every = snapshot_every
         self._lock = threading.RLock()
         self._since_snapshot = 0
+        self._snapshot_retry_at = 0.0
         self.last_snapshot = 0.0
         self._reindexing: threading.Thread | None = None
-        self.index = self._load_index()
+        self.index, rebuilt = self._load_index()
+        if rebuilt:
+            self._try_snapshot()     # replace the damaged file now, not at the next trigger
         self._maybe_reindex()
 
     # -- lifecycle ----------------------------------------------------------
@@ -180,40 +202,75 @@ class Collection:
             raise CollectionError(f"index kind must be one of {INDEX_KINDS}, got {index_kind!r}",
                                   "INVALID_ARGUMENT")
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=False)
-        store = Store(path / "store.sqlite")
-        store.set_settings(name=name, dim=int(dim), model=model, index_kind=index_kind,
-                           threshold=float(threshold or DEFAULT_THRESHOLD), created=time.time())
-        return cls(path, store, **kw)
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise CollectionError(f"a folder for collection {name!r} exists", "ALREADY_EXISTS") from None
+        except OSError as e:
+            raise storage_error(e, f"cannot create collection {name!r}") from e
+        return cls.open(path, settings=dict(name=name, dim=int(dim), model=model, index_kind=index_kind,
+                                            threshold=float(threshold or DEFAULT_THRESHOLD), created=time.time()),
+                        **kw)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, **kw) -> "Collection":
+    def open(cls, path: str | os.PathLike, settings: dict | None = None, **kw) -> "Collection":
+        """Open (or, with ``settings``, initialise) the collection at ``path``;
+        the store is closed again if anything fails."""
         path = Path(path)
-        if not (path / "store.sqlite").exists():
+        if settings is None and not (path / "store.sqlite").exists():
             raise CollectionError(f"no collection at {path}", "NOT_FOUND")
-        return cls(path, Store(path / "store.sqlite"), **kw)
+        store = Store(path / "store.sqlite")
+        try:
+            if settings is not None:
+                store.set_settings(**settings)
+            if store.get_setting("name") is None or store.get_setting("dim") is None:
+                raise CollectionError(f"{path} holds no collection settings", "DATA_LOSS")
+            return cls(path, store, **kw)
+        except BaseException:
+            store.close()
+            raise
 
     def close(self, snapshot: bool = True) -> None:
-        if self._reindexing is not None:
-            self._reindexing.join()
+        """Snapshot what changed (a failure is logged: the log keeps every
+        row) and close the store; calls still queued then get ABORTED."""
+        reindexing = self._reindexing
+        if reindexing is not None:
+            reindexing.join()
         with self._lock:
+            if self.store.closed:
+                return
             if snapshot and self._since_snapshot:
-                self.snapshot()
+                self._try_snapshot()
             self.store.close()
 
     # -- snapshot and replay ------------------------------------------------
     def _load_index(self):
-        max_id, removal_seq = 0, 0
+        """(index, rebuilt): the snapshot plus the log past it. A snapshot that
+        cannot be read, or that does not match the log, is rebuilt from the
+        log (the record of truth) with a warning: it is only a cache."""
         snap = self.path / SNAPSHOT
         if snap.exists():
-            raw = snap.read_bytes()
-            (n,) = struct.unpack("<Q", raw[:8])
-            header = json.loads(raw[8:8 + n])
-            index = fi.deserialize(raw[8 + n:])
-            max_id, removal_seq = header["max_id"], header["removal_seq"]
-            self.last_snapshot = snap.stat().st_mtime
-        else:
-            index = fi.make_index("hnsw" if self.index_kind == "hnsw" else "flat", self.dim)
+            try:
+                index, max_id, removal_seq = read_snapshot(snap.read_bytes(), self.dim)
+                if max_id > self.store.max_id():
+                    raise ValueError(f"it covers rows up to id {max_id}, past the store's {self.store.max_id()}")
+                index, self._since_snapshot = self._replay(index, max_id, removal_seq)
+                if index.ntotal != self.store.count():
+                    raise ValueError(f"it holds {index.ntotal} vectors after replay, the store {self.store.count()}")
+                self.last_snapshot = snap.stat().st_mtime
+                return index, False
+            except CollectionError:
+                raise                  # the store itself failed: not the snapshot's fault
+            except Exception as e:  # noqa: BLE001 - any damage to a cache file means: rebuild it
+                log.warning("collection %r: index snapshot %s is damaged (%s: %s); rebuilding the index "
+                            "from the store", self.name, snap, type(e).__name__, e)
+        index = fi.make_index("hnsw" if self.index_kind == "hnsw" else "flat", self.dim)
+        # Every row still stored, and no removal to replay: removed rows are gone from the store.
+        index, self._since_snapshot = self._replay(index, 0, self.store.max_removal_seq())
+        return index, snap.exists()
+
+    def _replay(self, index, max_id: int, removal_seq: int):
+        """(index, changes replayed): adds after ``max_id``, removals after ``removal_seq``."""
         replayed = 0
         for ids, vectors in self.store.rows_after(max_id):     # the log past the snapshot
             fi.add(index, vectors, ids)
@@ -221,8 +278,7 @@ class Collection:
         gone = self.store.removals_after(removal_seq)
         if gone:
             index = fi.remove_ids(index, np.asarray(gone, np.int64))
-        self._since_snapshot = replayed + len(gone)
-        return index
+        return index, replayed + len(gone)
 
     # -- re-indexing without downtime -------------------------------------
     @property
@@ -234,9 +290,16 @@ class Collection:
         # Only ever upgrades from exact search, once the size calls for it.
         want = effective_kind(self.index_kind, int(self.index.ntotal))
         if self.structure == "flat" and want != "flat" and self._reindexing is None:
-            self._reindexing = threading.Thread(target=self.reindex, args=(want,),
+            self._reindexing = threading.Thread(target=self._reindex_in_background, args=(want,),
                                                 name=f"reindex-{self.name}", daemon=True)
             self._reindexing.start()
+
+    def _reindex_in_background(self, kind: str) -> None:
+        try:
+            self.reindex(kind)
+        except CollectionError as e:     # dropped meanwhile (ABORTED), or the store failed
+            (log.info if e.code == "ABORTED" else log.warning)("collection %r: re-indexing as %s stopped: %s",
+                                                               self.name, kind, e)
 
     def reindex(self, kind: str | None = None) -> str:
         """Rebuild the index as ``kind`` (default: what the collection's size
@@ -258,7 +321,8 @@ class Collection:
                 if gone:
                     index = fi.remove_ids(index, np.asarray(gone, np.int64))
                 self.index = index
-                self.snapshot()
+                self._since_snapshot = max(self._since_snapshot, 1)    # the new structure is not on disk yet
+                self._try_snapshot()
             return kind
         finally:
             self._reindexing = None
@@ -266,7 +330,8 @@ class Collection:
     def snapshot(self) -> Path:
         """Write the index and the log position it covers to one file,
         atomically (temp file, fsync, rename, fsync folder). A failed write
-        raises and leaves the previous snapshot intact."""
+        raises (RESOURCE_EXHAUSTED when the disk is full, else INTERNAL) and
+        leaves the previous snapshot intact."""
         with self._lock:
             header = json.dumps({"max_id": self.store.max_id(), "removal_seq": self.store.max_removal_seq(),
                                  "ntotal": int(self.index.ntotal), "time": time.time()}).encode()
@@ -281,23 +346,43 @@ class Collection:
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, target)
+                dir_fd = os.open(self.path, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
             except OSError as e:
-                if tmp.is_file():
-                    tmp.unlink()
-                raise CollectionError(f"snapshot of {self.name} failed: {e}; previous snapshot kept",
-                                      "INTERNAL") from e
-            dir_fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+                with contextlib.suppress(OSError):
+                    if tmp.is_file():
+                        tmp.unlink()
+                full = e.errno in NO_SPACE
+                raise CollectionError(f"snapshot of {self.name} failed: {e}; previous snapshot kept"
+                                      + ("; the disk is full: free space, then retry" if full else ""),
+                                      "RESOURCE_EXHAUSTED" if full else "INTERNAL") from e
             self._since_snapshot = 0
+            self._snapshot_retry_at = 0.0
             self.last_snapshot = time.time()
             return target
 
+    def _try_snapshot(self) -> bool:
+        """Snapshot, logging a failure instead of raising: the caller's rows
+        are committed (acknowledged) and the log alone can rebuild the
+        index, so a full disk must not turn them into errors. Automatic
+        retries wait SNAPSHOT_RETRY_S; close() and snapshot() try again."""
+        with self._lock:
+            try:
+                self.snapshot()
+                return True
+            except CollectionError as e:
+                self._snapshot_retry_at = time.monotonic() + SNAPSHOT_RETRY_S
+                self._since_snapshot = max(self._since_snapshot, 1)
+                log.warning("collection %r: %s; the committed rows are safe in the store, the snapshot "
+                            "will be retried", self.name, e)
+                return False
+
     def _maybe_snapshot(self) -> None:
-        if self._since_snapshot >= self.snapshot_every:
-            self.snapshot()
+        if self._since_snapshot >= self.snapshot_every and time.monotonic() >= self._snapshot_retry_at:
+            self._try_snapshot()
 
     # -- queries ------------------------------------------------------------
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
@@ -432,9 +517,9 @@ class Collection:
             if rows:
                 try:
                     ids = self.store.insert(rows, layouts)
-                except sqlite3.Error as e:
+                except CollectionError as e:      # nothing stored: a full disk is RESOURCE_EXHAUSTED
                     for out in pending:
-                        out.error = CollectionError(f"could not store: {e}", "INTERNAL")
+                        out.error = CollectionError(f"could not store {out.key!r}: {e}", e.code)
                     return outcomes
                 fi.add(self.index, np.stack([r[-1] for r in rows]), np.asarray(ids, np.int64))
                 for out, i in zip(pending, ids):

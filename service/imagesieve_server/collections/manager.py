@@ -1,19 +1,36 @@
 """Named collections under one data folder."""
 from __future__ import annotations
 
+import logging
+import os
 import re
 import shutil
 import threading
+import uuid
 from pathlib import Path
 
 from .collection import Collection, CollectionError
 
+log = logging.getLogger("imagesieve.collections")
+
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# A dropped collection's folder is first renamed to this (not a valid name,
+# so never loaded), then deleted: a crash mid-delete cannot resurrect half of it.
+TRASH_PREFIX = ".dropped-"
+
+
+def load_problem(e: BaseException) -> str:
+    """Why a collection could not be loaded, for ListCollections and logs."""
+    return str(e) if isinstance(e, CollectionError) else f"{type(e).__name__}: {e}"
 
 
 class CollectionManager:
     """Opens every collection under ``data_dir/collections`` at start (each
-    replays its log), creates and drops them. Thread-safe."""
+    replays its log), creates and drops them. Thread-safe.
+
+    A collection that cannot be loaded (a damaged store) does not stop the
+    others: it is listed in ``failed()`` with the reason, and every call
+    naming it gets FAILED_PRECONDITION until it is dropped."""
 
     def __init__(self, data_dir: str | Path, model: str, dim: int, snapshot_every: int = 10_000):
         self.root = Path(data_dir) / "collections"
@@ -21,9 +38,21 @@ class CollectionManager:
         self.model, self.dim, self.snapshot_every = model, dim, snapshot_every
         self._lock = threading.Lock()
         self._open: dict[str, Collection] = {}
+        self._failed: dict[str, str] = {}
+        self._busy: set[str] = set()          # names being created or dropped
         for path in sorted(self.root.iterdir()):
-            if (path / "store.sqlite").exists():
-                self._open[path.name] = Collection.open(path, snapshot_every=snapshot_every)
+            if path.name.startswith(TRASH_PREFIX):
+                shutil.rmtree(path, ignore_errors=True)     # a drop interrupted by a crash
+            elif (path / "store.sqlite").exists():
+                self._load(path)
+
+    def _load(self, path: Path) -> None:
+        try:
+            self._open[path.name] = Collection.open(path, snapshot_every=self.snapshot_every)
+        except Exception as e:  # noqa: BLE001 - one damaged collection must not stop the server
+            self._failed[path.name] = load_problem(e)
+            log.warning("collection %r cannot be loaded and is unavailable until dropped: %s",
+                        path.name, self._failed[path.name])
 
     @staticmethod
     def validate_name(name: str) -> str:
@@ -31,6 +60,10 @@ class CollectionManager:
             raise CollectionError(f"invalid collection name {name!r}: use 1-64 letters, digits, '_', '-', '.' "
                                   "starting with a letter or digit", "INVALID_ARGUMENT")
         return name
+
+    def _unavailable(self, name: str) -> CollectionError:
+        return CollectionError(f"collection {name!r} could not be loaded: {self._failed[name]}; "
+                               "drop it to start over", "FAILED_PRECONDITION")
 
     def create(self, name: str, index_kind: str = "auto", threshold: float = 0.0,
                exist_ok: bool = False) -> Collection:
@@ -40,14 +73,29 @@ class CollectionManager:
                 if exist_ok:
                     return self._open[name]
                 raise CollectionError(f"collection {name!r} exists", "ALREADY_EXISTS")
-            c = Collection.create(self.root / name, name, self.dim, self.model, index_kind, threshold,
-                                  snapshot_every=self.snapshot_every)
+            if name in self._failed:
+                raise self._unavailable(name) if exist_ok else \
+                    CollectionError(f"collection {name!r} exists (but could not be loaded)", "ALREADY_EXISTS")
+            if name in self._busy:
+                raise CollectionError(f"collection {name!r} is being dropped; retry", "ABORTED")
+            path = self.root / name
+            if path.exists() and not (path / "store.sqlite").exists():
+                shutil.rmtree(path, ignore_errors=True)      # the remains of a create cut short
+            try:
+                c = Collection.create(path, name, self.dim, self.model, index_kind, threshold,
+                                      snapshot_every=self.snapshot_every)
+            except CollectionError as e:
+                if e.code != "ALREADY_EXISTS":
+                    shutil.rmtree(path, ignore_errors=True)  # no half-made collection left behind
+                raise
             self._open[name] = c
             return c
 
     def get(self, name: str) -> Collection:
         with self._lock:
             c = self._open.get(name)
+            if c is None and name in self._failed:
+                raise self._unavailable(name)
         if c is None:
             raise CollectionError(f"no collection named {name!r}", "NOT_FOUND")
         if c.model != self.model or c.dim != self.dim:
@@ -56,20 +104,46 @@ class CollectionManager:
         return c
 
     def names(self) -> list[str]:
+        """The collections that are serving."""
         with self._lock:
             return sorted(self._open)
 
+    def failed(self) -> dict[str, str]:
+        """name -> why it could not be loaded."""
+        with self._lock:
+            return dict(self._failed)
+
     def drop(self, name: str) -> bool:
+        """Close and delete a collection (a failed one too). Calls still on
+        it get ABORTED; a create of the same name meanwhile gets ABORTED."""
         with self._lock:
             c = self._open.pop(name, None)
-        if c is None:
-            return False
-        c.close(snapshot=False)
-        shutil.rmtree(c.path)
-        return True
+            failed = self._failed.pop(name, None)
+            if c is None and failed is None:
+                return False
+            self._busy.add(name)
+        try:
+            if c is not None:
+                c.close(snapshot=False)       # waits for the call holding it, if any
+            trash = self.root / f"{TRASH_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
+            try:
+                os.rename(self.root / name, trash)
+            except FileNotFoundError:
+                return True
+            except OSError:
+                trash = self.root / name
+            shutil.rmtree(trash, ignore_errors=True)
+            return True
+        finally:
+            with self._lock:
+                self._busy.discard(name)
 
     def close(self) -> None:
         with self._lock:
-            for c in self._open.values():
-                c.close()
+            open_now = list(self._open.values())
             self._open.clear()
+        for c in open_now:
+            try:
+                c.close()
+            except Exception as e:  # noqa: BLE001 - one failing close must not keep the others open
+                log.warning("collection %r did not close cleanly: %s", c.name, e)

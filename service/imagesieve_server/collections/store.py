@@ -4,9 +4,15 @@ Every acknowledged add is a committed row (journal_mode=WAL, synchronous=FULL:
 durable at commit, survives kill -9 and power loss). The FAISS index is a
 snapshot derived from these rows: on open, rows added and removals logged
 after the snapshot are replayed into it.
+
+Every failure leaves here as a ``CollectionError`` with a deliberate status
+code (``storage_error``): a full disk is RESOURCE_EXHAUSTED, a damaged file
+DATA_LOSS, a store closed under a call (dropped, server stopping) ABORTED.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import sqlite3
 import threading
@@ -48,93 +54,152 @@ CREATE TABLE IF NOT EXISTS annotations (
 """
 
 
+class CollectionError(Exception):
+    """``code`` is a grpc.StatusCode name."""
+
+    def __init__(self, message: str, code: str = "FAILED_PRECONDITION"):
+        super().__init__(message)
+        self.code = code
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def storage_error(e: BaseException, what: str) -> CollectionError:
+    """A storage failure as the CollectionError a caller can act on: a full
+    disk (SQLITE_FULL, ENOSPC) is RESOURCE_EXHAUSTED, not an internal fault,
+    so clients back off instead of retrying into it."""
+    if isinstance(e, CollectionError):
+        return e
+    name = getattr(e, "sqlite_errorname", "") or ""
+    if name.startswith("SQLITE_FULL") or "database or disk is full" in str(e) \
+            or (isinstance(e, OSError) and e.errno in NO_SPACE):
+        return CollectionError(f"{what}: the disk is full ({e}); free space, then retry", "RESOURCE_EXHAUSTED")
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return CollectionError(f"{what}: the store is damaged ({e})", "DATA_LOSS")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return CollectionError(f"{what}: the store is busy ({e}); retry", "UNAVAILABLE")
+    if isinstance(e, sqlite3.IntegrityError):
+        return CollectionError(f"{what}: {e}", "ALREADY_EXISTS")
+    if isinstance(e, sqlite3.ProgrammingError) and "closed" in str(e):
+        return CollectionError(f"{what}: the collection was closed during the call", "ABORTED")
+    return CollectionError(f"{what}: {e}", "INTERNAL")
+
+
 class Store:
     """Thread-safe access to one collection's SQLite file."""
 
     def __init__(self, path: Path):
         self.path = path
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._lock = threading.RLock()
-        with self._lock:
+        self._db: sqlite3.Connection | None = None
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as e:
+            self.close()
+            raise storage_error(e, f"cannot open {path}") from e
 
     def close(self) -> None:
+        """Idempotent; later calls raise ABORTED (a drop or shutdown that
+        overtook them) instead of sqlite's "closed database"."""
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    @property
+    def closed(self) -> bool:
+        return self._db is None
+
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock, with failures translated."""
+        with self._lock:
+            if self._db is None:
+                raise CollectionError(f"the collection at {self.path.parent.name!r} was closed during the call "
+                                      "(dropped, or the server is stopping)", "ABORTED")
+            try:
+                yield self._db
+            except (sqlite3.Error, OSError) as e:
+                raise storage_error(e, f"store {self.path.parent.name!r}") from e
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT. On failure, roll back only what is
+        still open: SQLite ends the transaction itself on SQLITE_FULL, and a
+        second ROLLBACK would hide the real error behind "no transaction"."""
+        with self._using() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise
 
     # -- settings -----------------------------------------------------------
     def get_setting(self, name: str, default=None):
-        row = self._db.execute("SELECT value FROM settings WHERE name=?", (name,)).fetchone()
+        with self._using() as db:
+            row = db.execute("SELECT value FROM settings WHERE name=?", (name,)).fetchone()
         return json.loads(row[0]) if row else default
 
     def set_settings(self, **values) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("INSERT OR REPLACE INTO settings(name, value) VALUES (?, ?)",
-                                 [(k, json.dumps(v)) for k, v in values.items()])
-            self._db.execute("COMMIT")
+        with self._transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO settings(name, value) VALUES (?, ?)",
+                           [(k, json.dumps(v)) for k, v in values.items()])
 
     # -- images -------------------------------------------------------------
     def insert(self, rows: list[tuple[str, str, str, str, int, int, np.ndarray]],
                layouts: list[tuple | None] | None = None) -> list[int]:
         """Insert (key, label, split, sha256, width, height, vector) rows in one
         durable transaction; returns their ids. ``layouts``: per row None or
-        (signature bytes, pack_agreement, pack_cosine). Raises
-        sqlite3.IntegrityError (nothing inserted) if a key exists."""
+        (signature bytes, pack_agreement, pack_cosine). Raises CollectionError
+        (nothing inserted): ALREADY_EXISTS if a key exists, RESOURCE_EXHAUSTED
+        when the disk is full."""
         layouts = layouts or [None] * len(rows)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                ids = []
-                for (key, label, split, sha, w, h, vec), layout in zip(rows, layouts):
-                    cur = self._db.execute(
-                        "INSERT INTO images(key, label, split, sha256, width, height, vector) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (key, label, split, sha, w, h, np.asarray(vec, np.float32).tobytes()))
-                    ids.append(cur.lastrowid)
-                    if layout is not None:
-                        self._db.execute("INSERT INTO layouts VALUES (?, ?, ?, ?)", (cur.lastrowid, *layout))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            return ids
+        with self._transaction() as db:
+            ids = []
+            for (key, label, split, sha, w, h, vec), layout in zip(rows, layouts):
+                cur = db.execute(
+                    "INSERT INTO images(key, label, split, sha256, width, height, vector) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (key, label, split, sha, w, h, np.asarray(vec, np.float32).tobytes()))
+                ids.append(cur.lastrowid)
+                if layout is not None:
+                    db.execute("INSERT INTO layouts VALUES (?, ?, ?, ?)", (cur.lastrowid, *layout))
+        return ids
 
     def delete_keys(self, keys: list[str]) -> list[int]:
         """Delete by key, logging each removal; returns the removed ids."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                ids = []
-                for key in keys:
-                    row = self._db.execute("SELECT id FROM images WHERE key=?", (key,)).fetchone()
-                    if row:
-                        self._db.execute("DELETE FROM images WHERE id=?", row)
-                        self._db.execute("DELETE FROM layouts WHERE image_id=?", row)
-                        self._db.execute("INSERT INTO removals(id) VALUES (?)", row)
-                        ids.append(row[0])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            return ids
+        with self._transaction() as db:
+            ids = []
+            for key in keys:
+                row = db.execute("SELECT id FROM images WHERE key=?", (key,)).fetchone()
+                if row:
+                    db.execute("DELETE FROM images WHERE id=?", row)
+                    db.execute("DELETE FROM layouts WHERE image_id=?", row)
+                    db.execute("INSERT INTO removals(id) VALUES (?)", row)
+                    ids.append(row[0])
+        return ids
 
     def key_for_sha256(self, sha: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT key FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone()
+        with self._using() as db:
+            row = db.execute("SELECT key FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone()
         return row[0] if row else None
 
     def image_with_sha256(self, sha: str) -> tuple[str, str, str] | None:
         """(key, label, split) of a stored image with these content bytes."""
-        with self._lock:
-            return self._db.execute("SELECT key, label, split FROM images WHERE sha256=? LIMIT 1",
-                                    (sha,)).fetchone()
+        with self._using() as db:
+            return db.execute("SELECT key, label, split FROM images WHERE sha256=? LIMIT 1", (sha,)).fetchone()
 
     def id_for_key(self, key: str) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT id FROM images WHERE key=?", (key,)).fetchone()
+        with self._using() as db:
+            row = db.execute("SELECT id FROM images WHERE key=?", (key,)).fetchone()
         return row[0] if row else -1
 
     def layouts_for_keys(self, keys: list[str]) -> dict[str, tuple[bytes, float | None, float | None]]:
@@ -142,12 +207,12 @@ class Store:
         keys that have a stored layout signature."""
         out = {}
         keys = list(keys)
-        with self._lock:
+        with self._using() as db:
             for s in range(0, len(keys), 900):     # under SQLite's bound on variables
                 part = keys[s:s + 900]
                 q = ("SELECT i.key, l.signature, l.pack_agreement, l.pack_cosine FROM images i "
                      f"JOIN layouts l ON l.image_id = i.id WHERE i.key IN ({','.join('?' * len(part))})")
-                out.update((r[0], r[1:]) for r in self._db.execute(q, part))
+                out.update((r[0], r[1:]) for r in db.execute(q, part))
         return out
 
     def has_key(self, key: str) -> bool:
@@ -157,36 +222,36 @@ class Store:
         """id -> (key, label, split) for the given ids."""
         if not ids:
             return {}
-        with self._lock:
+        with self._using() as db:
             q = f"SELECT id, key, label, split FROM images WHERE id IN ({','.join('?' * len(ids))})"
-            return {r[0]: r[1:] for r in self._db.execute(q, [int(i) for i in ids])}
+            return {r[0]: r[1:] for r in db.execute(q, [int(i) for i in ids])}
 
     def count(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        with self._using() as db:
+            return db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
 
     def counts_by(self, column: str) -> dict[str, int]:
         if column not in ("label", "split"):
             raise ValueError(column)
-        with self._lock:
-            return dict(self._db.execute(f"SELECT {column}, COUNT(*) FROM images GROUP BY {column}"))
+        with self._using() as db:
+            return dict(db.execute(f"SELECT {column}, COUNT(*) FROM images GROUP BY {column}"))
 
     def max_id(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence "
-                                    "WHERE name='images'").fetchone()[0]
+        with self._using() as db:
+            return db.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence "
+                              "WHERE name='images'").fetchone()[0]
 
     def max_removal_seq(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM removals").fetchone()[0]
+        with self._using() as db:
+            return db.execute("SELECT COALESCE(MAX(seq), 0) FROM removals").fetchone()[0]
 
     def rows_after(self, after_id: int, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (ids (B,) int64, vectors (B, D) float32) of rows with id > after_id."""
         last = after_id
         while True:
-            with self._lock:
-                rows = self._db.execute("SELECT id, vector FROM images WHERE id > ? ORDER BY id LIMIT ?",
-                                        (last, batch)).fetchall()
+            with self._using() as db:
+                rows = db.execute("SELECT id, vector FROM images WHERE id > ? ORDER BY id LIMIT ?",
+                                  (last, batch)).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
@@ -198,17 +263,17 @@ class Store:
         with id > after_id, by id: metadata and vectors read together."""
         last = after_id
         while True:
-            with self._lock:
-                rows = self._db.execute("SELECT id, key, label, split, sha256, vector FROM images "
-                                        "WHERE id > ? ORDER BY id LIMIT ?", (last, batch)).fetchall()
+            with self._using() as db:
+                rows = db.execute("SELECT id, key, label, split, sha256, vector FROM images "
+                                  "WHERE id > ? ORDER BY id LIMIT ?", (last, batch)).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
             yield rows
 
     def removals_after(self, seq: int) -> list[int]:
-        with self._lock:
-            return [r[0] for r in self._db.execute("SELECT id FROM removals WHERE seq > ?", (seq,))]
+        with self._using() as db:
+            return [r[0] for r in db.execute("SELECT id FROM removals WHERE seq > ?", (seq,))]
 
     # -- annotations (several labels per image, one per annotator) ----------
     def add_annotations(self, rows: list[tuple[str, str, str]]) -> list[str]:
@@ -216,27 +281,20 @@ class Store:
         annotator's new label replaces their old one. Returns one error
         message per row ('' when stored)."""
         errors = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for key, annotator, label in rows:
-                    row = self._db.execute("SELECT id FROM images WHERE key=?", (key,)).fetchone()
-                    if not (key and annotator and label):
-                        errors.append("key, annotator and label are all required")
-                    elif row is None:
-                        errors.append(f"no image with key {key!r}")
-                    else:
-                        self._db.execute("INSERT OR REPLACE INTO annotations VALUES (?, ?, ?)",
-                                         (row[0], annotator, label))
-                        errors.append("")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            for key, annotator, label in rows:
+                row = db.execute("SELECT id FROM images WHERE key=?", (key,)).fetchone()
+                if not (key and annotator and label):
+                    errors.append("key, annotator and label are all required")
+                elif row is None:
+                    errors.append(f"no image with key {key!r}")
+                else:
+                    db.execute("INSERT OR REPLACE INTO annotations VALUES (?, ?, ?)", (row[0], annotator, label))
+                    errors.append("")
         return errors
 
     def annotations(self) -> list[tuple[int, str, str]]:
         """(image id, annotator, label) for every stored annotation."""
-        with self._lock:
-            return self._db.execute("SELECT image_id, annotator, label FROM annotations "
-                                    "WHERE image_id IN (SELECT id FROM images) ORDER BY image_id").fetchall()
+        with self._using() as db:
+            return db.execute("SELECT image_id, annotator, label FROM annotations "
+                              "WHERE image_id IN (SELECT id FROM images) ORDER BY image_id").fetchall()

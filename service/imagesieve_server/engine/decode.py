@@ -3,8 +3,14 @@
 JPEGs are decoded at reduced scale (libjpeg's DCT scaling via Pillow's
 ``draft``) when the model needs far fewer pixels than the file has: a 12 MP
 photo decodes at 1/8 scale in a fraction of the full-decode time. Every other
-format decodes normally. The pixel count is checked from the header before
+format decodes at full size. The pixel count and the bytes of the raster the
+decoder will allocate (``raster_bytes``) are checked from the header before
 any pixel is decoded, so decompression bombs cost nothing.
+
+16-bit and 32-bit images (I;16, I, F) become 8-bit in row strips with integer
+arithmetic (float only for F, and only a strip at a time), box-reduced first
+when far larger than the model needs: a 10000x10000 16-bit PNG costs its
+200 MB raster and little more, not gigabytes of float64 arrays.
 
 Transparency is composited on white, as a browser shows it, except for
 "alpha-only" images: flat colour channels (e.g. all white) whose picture
@@ -20,7 +26,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
 # Pillow's own bomb guard would raise after we already refused; our limit
 # (DecodeLimits.max_pixels) is the one that applies.
@@ -40,6 +46,88 @@ class DecodeError(ValueError):
 class DecodeLimits:
     max_bytes: int = 64 << 20          # 64 MiB of encoded data
     max_pixels: int = 100_000_000      # 100 MP, from the header
+    # Bytes of the raster the decoder will allocate (``raster_bytes``, after
+    # JPEG draft scaling), from the header. 512 MiB: every mode at the default
+    # 100 MP fits (at most 4 bytes a pixel); binds when max_pixels is raised.
+    max_raster_bytes: int = 512 << 20
+
+
+# Bytes a pixel as Pillow stores it: single-band 8-bit modes (1-bit too) one
+# byte, I;16 two, everything else (I, F and every multi-band mode; RGB, LA,
+# YCbCr... are padded to 32 bits) four.
+_PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+
+
+def _pixel_bytes(mode: str) -> int:
+    if mode in _PIXEL_BYTES:
+        return _PIXEL_BYTES[mode]
+    try:
+        m = ImageMode.getmode(mode)
+    except KeyError:
+        return 4
+    return 1 if len(m.bands) == 1 and m.typestr.endswith("1") else 4
+
+
+def _jpeg_draft_request(w: int, h: int, min_size: int) -> tuple[int, int] | None:
+    """The size decode_image asks JPEG ``draft`` for, or None when it does not
+    draft (the shorter side is not more than twice ``min_size``)."""
+    if min(w, h) <= 2 * min_size:
+        return None
+    return (max(1, w * min_size // min(w, h)), max(1, h * min_size // min(w, h)))
+
+
+def _decoded_size(img: Image.Image, min_size: int | None) -> tuple[int, int]:
+    """The size ``img`` decodes at: its header size, or with ``min_size`` the
+    JPEG draft scale decode_image will ask for (already in ``img.size`` once
+    ``draft`` was applied)."""
+    w, h = img.size
+    if (min_size is not None and img.format == "JPEG" and not getattr(img, "decoderconfig", ())
+            and len(getattr(img, "tile", ())) == 1):
+        req = _jpeg_draft_request(w, h, min_size)
+        if req is not None:
+            # As JpegImageFile.draft: the largest of 1/8, 1/4, 1/2, 1/1 that
+            # keeps both sides >= the request; sides round up.
+            scale = min(w // req[0], h // req[1])
+            s = next(s for s in (8, 4, 2, 1) if scale >= s)
+            w, h = (w + s - 1) // s, (h + s - 1) // s
+    return w, h
+
+
+def raster_bytes(img: Image.Image, min_size: int | None = None) -> int:
+    """Bytes of the raster Pillow will allocate to decode ``img`` (opened,
+    header read, pixels not yet loaded): width x height x bytes a pixel as
+    Pillow stores it (1 for 1-bit, L and P; 2 for I;16; 4 for I, F and every
+    multi-band mode: RGB, LA, PA, RGBA, CMYK, YCbCr...). Reads only header
+    fields: never decodes, never changes ``img``.
+
+    JPEG draft scaling counts: once ``draft`` was applied ``img.size`` is the
+    reduced size; given ``min_size``, a JPEG not yet drafted is counted at the
+    scale ``decode_image(data, min_size)`` will decode it at. For an animated
+    image, the first frame (the one decoded). What decode_image needs in all,
+    this raster and its output, is ``decode_bytes``.
+    """
+    w, h = _decoded_size(img, min_size)
+    return w * h * _pixel_bytes(img.mode)
+
+
+def decode_bytes(img: Image.Image, min_size: int | None = None) -> int:
+    """Peak working memory of ``decode_image(data, min_size)`` for ``img``
+    (opened, header read), as cheap and side-effect free as ``raster_bytes``:
+    the raster, plus the 8-bit RGB output (4 bytes a pixel, none for an RGB
+    raster, which is returned as it is; for 16/32-bit modes the reduced L and
+    RGB images), plus strip temporaries. An 8-bit image rotated by its EXIF
+    orientation needs one more raster while it is transposed (known only
+    once decoded, for some formats): not counted."""
+    w, h = _decoded_size(img, min_size)
+    raster = w * h * _pixel_bytes(img.mode)
+    if img.mode == "RGB":
+        out = 0
+    elif img.mode in _HIGH_DEPTH:
+        f = _reduce_factor(w, h, min_size or 0)
+        out = (-(-w // f)) * (-(-h // f)) * 5   # L, then RGB
+    else:
+        out = w * h * 4
+    return raster + out + _STRIP_BYTES
 
 
 def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits()) -> Image.Image:
@@ -47,8 +135,12 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
     ``min_size`` pixels where the original allows (JPEG draft scaling never
     goes below it). EXIF orientation is applied; palette, alpha, CMYK,
     16-bit and grayscale images come out as 8-bit RGB (alpha over white, or
-    over black for light alpha-only images; see ``to_rgb``).
-    Animated images give their first frame.
+    over black for light alpha-only images; see ``to_rgb``). A 16/32-bit
+    image whose shorter side is at least 4 x ``min_size`` is box-reduced by
+    an integer factor, keeping the shorter side >= 2 x ``min_size``; 8-bit
+    images other than JPEG keep their size. Animated images give their
+    first frame. Refused (RESOURCE_EXHAUSTED) from the header above
+    ``limits``: encoded bytes, pixels, and ``raster_bytes`` (after draft).
 
     Returns the image and sets ``image.info["original_size"]`` = (w, h) of
     the file before scaling. Raises DecodeError.
@@ -71,16 +163,33 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
         raise DecodeError(f"image is {w}x{h} = {w * h} pixels, above the limit of "
                           f"{limits.max_pixels}", "RESOURCE_EXHAUSTED")
     try:
-        if img.format == "JPEG" and min(w, h) > 2 * min_size:
+        req = _jpeg_draft_request(w, h, min_size) if img.format == "JPEG" else None
+        if req is not None:
             # Scale so the shorter side stays >= min_size (draft picks the
             # smallest 1/1, 1/2, 1/4, 1/8 scale whose size is >= requested).
-            req = (max(1, w * min_size // min(w, h)), max(1, h * min_size // min(w, h)))
             img.draft("RGB", req)
+    except Exception as e:  # noqa: BLE001 - a header draft cannot handle is bad input
+        raise DecodeError(f"cannot read image header: {e}") from None
+    raster = raster_bytes(img)
+    if raster > limits.max_raster_bytes:
+        dw, dh = img.size
+        raise DecodeError(f"image would decode to a {dw}x{dh} {img.mode} raster of {raster} bytes "
+                          f"({raster / 2**20:.0f} MiB), above the limit of {limits.max_raster_bytes} "
+                          f"bytes", "RESOURCE_EXHAUSTED")
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img.load()
-        img = ImageOps.exif_transpose(img) if _has_orientation(img) else img
-        rgb = to_rgb(img)
+        if img.mode in _HIGH_DEPTH:
+            # To 8-bit (and reduced) first, then oriented: the transpose
+            # copies a small 8-bit image, not the 16/32-bit raster.
+            method = _TRANSPOSE.get(_orientation(img))
+            gray = _high_depth_to_l(img, _reduce_factor(*img.size, min_size))
+            del img
+            rgb = (gray.transpose(method) if method is not None else gray).convert("RGB")
+        else:
+            img = ImageOps.exif_transpose(img) if _orientation(img) not in (1, None) else img
+            rgb = to_rgb(img)
     except DecodeError:
         raise
     except Exception as e:  # noqa: BLE001 - truncated/corrupt data of any kind
@@ -89,11 +198,101 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
     return rgb
 
 
-def _has_orientation(img: Image.Image) -> bool:
+def _orientation(img: Image.Image) -> int | None:
     try:
-        return img.getexif().get(0x0112, 1) not in (1, None)
+        return img.getexif().get(0x0112, 1)
     except Exception:  # noqa: BLE001 - a broken EXIF block must not fail the image
-        return False
+        return 1
+
+
+# EXIF orientation -> the transpose that displays it (as ImageOps.exif_transpose).
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+              6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
+
+# 16-bit and 32-bit modes, made 8-bit by _high_depth_to_l.
+_HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_STRIP_PIXELS = 1 << 20   # pixels a strip (before reduction)
+_STRIP_BYTES = 32 * _STRIP_PIXELS   # bound on a strip's temporaries (F: float32, float64 copies)
+
+
+def _reduce_factor(w: int, h: int, min_size: int) -> int:
+    """Integer box-reduction factor for an image far larger than the model
+    needs: the shorter side stays >= 2 * min_size (so >= min_size, as JPEG
+    draft, with room for the model's own antialiased resize). 1 = none."""
+    if min_size <= 0:
+        return 1
+    return max(1, min(w, h) // (2 * min_size))
+
+
+def _high_depth_to_l(img: Image.Image, factor: int = 1) -> Image.Image:
+    """A loaded I;16* / I / F image -> 8-bit L, box-reduced by ``factor``.
+
+    Values map as they always have: I;16 by v // 257 (0..65535 -> 0..255,
+    identical to the former float64 ``v * 255 / 65535`` truncated); I and F
+    the same when their maximum is above 255, else as they are; clipped to
+    0..255 (F's NaN counts as 0). Done in row strips of ~1 MP, so the
+    temporaries are a few MB whatever the size: integer arithmetic for I;16
+    and I (sums in int64, mean rounded), float64 only on an F strip. With
+    ``factor`` > 1 each factor x factor block is averaged (clipped values,
+    the last row and column of blocks over the pixels they have, as
+    ``Image.reduce``) before the mapping.
+    """
+    mode = img.mode
+    w, h = img.size
+    if mode.startswith("I;16"):
+        hi = 65535
+    else:
+        top = img.getextrema()[1]   # native, no copy
+        hi = 65535 if top > 255 else 255
+    is_float = mode == "F"
+    acc_type = np.float64 if is_float else np.int64
+
+    def to_8bit(v: np.ndarray) -> np.ndarray:
+        if is_float:
+            return np.clip(v.astype(np.float64) * (255.0 / hi), 0, 255)
+        return np.clip(v, 0, 65535) // 257 if hi == 65535 else np.clip(v, 0, 255)
+
+    def mean(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        return sums / counts if is_float else (sums + counts // 2) // counts
+
+    out = np.empty((-(-h // factor), -(-w // factor)), np.uint8)
+    col_starts = np.arange(0, w, factor)
+    col_counts = np.minimum(factor, w - col_starts)
+    # Strips of ~_STRIP_PIXELS: whole rows of blocks, or, when one row of
+    # blocks is larger than that, parts of one summed into ``partial``.
+    step = max(1, _STRIP_PIXELS // w)
+    whole = step >= factor
+    if whole:
+        step -= step % factor
+    partial = np.zeros(len(col_starts), acc_type)
+    y0 = 0
+    while y0 < h:
+        block_end = min(h, (y0 // factor + 1) * factor)
+        y1 = min(h, y0 + step) if whole else min(block_end, y0 + step)
+        a = np.asarray(img.crop((0, y0, w, y1)))
+        if is_float:
+            a = np.nan_to_num(a, nan=0.0)
+        if factor == 1:
+            out[y0:y1] = to_8bit(a)
+        else:
+            if mode == "I" or is_float:
+                a = np.clip(a, 0, hi)
+            if whole:
+                row_starts = np.arange(0, y1 - y0, factor)
+                sums = np.add.reduceat(np.add.reduceat(a, row_starts, axis=0, dtype=acc_type),
+                                       col_starts, axis=1)
+                counts = np.minimum(factor, (y1 - y0) - row_starts)[:, None] * col_counts[None, :]
+                out[y0 // factor: y0 // factor + len(row_starts)] = to_8bit(mean(sums, counts))
+            else:
+                partial += np.add.reduceat(a.sum(axis=0, dtype=acc_type), col_starts)
+                if y1 == block_end:
+                    rows_in_block = block_end - (y0 // factor) * factor
+                    out[y0 // factor] = to_8bit(mean(partial, rows_in_block * col_counts))
+                    partial[:] = 0
+        y0 = y1
+    return Image.fromarray(out, "L")
 
 
 # Alpha-only detection (see to_rgb). Levels are of 255.
@@ -102,8 +301,13 @@ _ALPHA_PICTURE_STD = 6.0  # ...while alpha varies more than this: the picture is
 _PROBE_SIDE = 256         # judged on a copy scaled to at most this many pixels a side
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image, min_size: int = 0) -> Image.Image:
     """Any Pillow mode -> 8-bit RGB.
+
+    16-bit and 32-bit images (I;16*, I, F) go through ``_high_depth_to_l``
+    (integer arithmetic in strips); given ``min_size``, one whose shorter side
+    is at least 4 x ``min_size`` is box-reduced first, keeping the shorter
+    side >= 2 x ``min_size``. Other modes keep their size.
 
     Transparency is composited on white, so a transparent logo looks like it
     does in a browser, not black. The exception is an alpha-only image (RGBA,
@@ -118,36 +322,50 @@ def to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode == "RGB":
         return img
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        arr = np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
-    if mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-        mode = img.mode
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        # Pillow has no La -> RGBA conversion; La -> LA un-premultiplies first.
-        rgba = (img.convert("LA") if mode == "La" else img).convert("RGBA")
-        fill = (0, 0, 0, 255) if _light_alpha_only(rgba) else (255, 255, 255, 255)
-        background = Image.new("RGBA", rgba.size, fill)
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+    if mode in _HIGH_DEPTH:
+        return _high_depth_to_l(img, _reduce_factor(*img.size, min_size)).convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        return _composite(img)
+    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def _light_alpha_only(rgba: Image.Image) -> bool:
-    """True when ``rgba``'s picture is only in its alpha channel and its flat
-    colour is light (so it must go over black to be seen).
+def _to_rgba(img: Image.Image) -> Image.Image:
+    # Pillow has no La -> RGBA conversion; La -> LA un-premultiplies first.
+    return (img.convert("LA") if img.mode == "La" else img).convert("RGBA")
+
+
+def _composite(img: Image.Image) -> Image.Image:
+    """An image with alpha (or P with transparency) -> RGB over white, or
+    over black when light alpha-only (see to_rgb). Converted and composited
+    in row strips (every step is per pixel, so the result is the same as at
+    once): the working memory is the input and the RGB output, not three
+    more full-size RGBA rasters."""
+    fill = (0, 0, 0, 255) if _light_alpha_only(img) else (255, 255, 255, 255)
+    w, h = img.size
+    out = Image.new("RGB", img.size)
+    rows = max(1, _STRIP_PIXELS // w)
+    for y0 in range(0, h, rows):
+        strip = _to_rgba(img.crop((0, y0, w, min(h, y0 + rows))))
+        background = Image.new("RGBA", strip.size, fill)
+        out.paste(Image.alpha_composite(background, strip).convert("RGB"), (0, y0))
+    return out
+
+
+def _light_alpha_only(img: Image.Image) -> bool:
+    """True when ``img``'s (any mode with alpha, or P with transparency)
+    picture is only in its alpha channel and its flat colour is light (so it
+    must go over black to be seen).
 
     Judged on a nearest-neighbour sample of at most _PROBE_SIDE a side (a
     grid of the file's own pixels: cheap, and its std estimates the whole
     image's), with colour statistics weighted by alpha, so the colour of fully
     transparent pixels (often garbage or black) does not count and nearly
     transparent ones barely do. float32 on the small sample only."""
-    w, h = rgba.size
+    w, h = img.size
     if max(w, h) > _PROBE_SIDE:
         s = _PROBE_SIDE / max(w, h)
-        rgba = rgba.resize((max(1, round(w * s)), max(1, round(h * s))), Image.NEAREST)
+        img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.NEAREST)
+    rgba = _to_rgba(img)   # after sampling: the same pixels, converted
     arr = np.asarray(rgba, dtype=np.float32).reshape(-1, 4)
     alpha = arr[:, 3]
     if alpha.std() < _ALPHA_PICTURE_STD:

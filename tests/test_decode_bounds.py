@@ -1,0 +1,313 @@
+"""Decoding bounded by the raster it will produce: refused from the header
+above DecodeLimits.max_raster_bytes, 16/32-bit images made 8-bit (and box-
+reduced when far larger than the model needs) with integer arithmetic in
+strips, never as float64 copies of the whole image. Real files throughout;
+peak memory measured in a child process (ru_maxrss), as the server would pay."""
+from __future__ import annotations
+
+import io
+import json
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imagesieve_server.engine.decode import (DecodeError, DecodeLimits, decode_bytes, decode_image,
+                                             raster_bytes)
+
+from conftest import cosine, encode, photo_image
+
+MB = 1 << 20
+
+
+def png_claiming(width: int, height: int, bit_depth: int = 8, colour_type: int = 2) -> bytes:
+    """A well-formed PNG header claiming width x height, with almost no data."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def old_to_8bit(values: np.ndarray, sixteen_bit: bool) -> np.ndarray:
+    """The former float64 mapping of I;16 / I / F values to 8 bits (the reference)."""
+    arr = np.asarray(values, dtype=np.float64)
+    hi = 65535.0 if sixteen_bit or arr.max(initial=0) > 255 else 255.0
+    return np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8)
+
+
+def block_means(arr: np.ndarray, f: int) -> np.ndarray:
+    """f x f block means, edge blocks over the pixels they have (Image.reduce's rule)."""
+    h, w = arr.shape
+    pad = np.full((-(-h // f) * f, -(-w // f) * f), np.nan)
+    pad[:h, :w] = arr
+    return np.nanmean(pad.reshape(pad.shape[0] // f, f, pad.shape[1] // f, f), axis=(1, 3))
+
+
+# -- the refusal from the header ---------------------------------------------------
+
+def test_raster_above_limit_refused_from_header_before_decoding():
+    # 20000x20000 RGBA: 400 MP (let through by a raised pixel limit), a 1.6 GB raster.
+    bomb = png_claiming(20000, 20000, 8, 6)
+    limits = DecodeLimits(max_pixels=10**9)
+    t = time.perf_counter()
+    with pytest.raises(DecodeError, match=r"20000x20000 RGBA raster of 1600000000 bytes") as e:
+        decode_image(bomb, 256, limits)
+    assert time.perf_counter() - t < 1
+    assert e.value.code == "RESOURCE_EXHAUSTED"
+    assert str(limits.max_raster_bytes) in str(e.value)
+    # Under the default pixel limit: a 16-bit 10000x10000 header is a 200 MB raster,
+    # refused by a 100 MiB raster limit, before its (absent) pixels are read.
+    with pytest.raises(DecodeError, match=r"10000x10000 I;16 raster of 200000000 bytes") as e:
+        decode_image(png_claiming(10000, 10000, 16, 0), 256, DecodeLimits(max_raster_bytes=100 * MB))
+    assert e.value.code == "RESOURCE_EXHAUSTED"
+
+
+def test_default_raster_limit_admits_every_mode_at_the_default_pixel_limit():
+    limits = DecodeLimits()
+    assert limits.max_raster_bytes == 512 * MB
+    assert limits.max_pixels * 4 <= limits.max_raster_bytes  # 4 bytes a pixel is the most
+
+
+def test_jpeg_raster_is_counted_at_its_draft_scale(photos):
+    # A 4000x3000 JPEG decodes at 1/8 (500x375) for min_size 256: that raster is
+    # what counts, not the 48 MB of a full decode.
+    big = encode(photo_image(photos[0][0]).resize((4000, 3000)), "JPEG", quality=90)
+    drafted = 500 * 375 * 4
+    img = decode_image(big, 256, DecodeLimits(max_raster_bytes=drafted))
+    assert img.size == (500, 375) and img.info["original_size"] == (4000, 3000)
+    with pytest.raises(DecodeError, match="500x375 RGB") as e:
+        decode_image(big, 256, DecodeLimits(max_raster_bytes=drafted - 1))
+    assert e.value.code == "RESOURCE_EXHAUSTED"
+
+
+# -- raster_bytes ------------------------------------------------------------------
+
+def _opened(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data))
+
+
+def test_raster_bytes_per_mode_from_real_headers(photos):
+    w, h = 300, 200
+    photo = photo_image(photos[1][0]).resize((w, h))
+    gray16 = Image.fromarray(np.asarray(photo.convert("L"), np.uint16) * 257)
+    files = {  # file -> (mode Pillow opens it in, bytes a pixel as Pillow stores it)
+        "1-bit PNG": (encode(photo.convert("1"), "PNG"), "1", 1),
+        "L PNG": (encode(photo.convert("L"), "PNG"), "L", 1),
+        "P PNG": (encode(photo.convert("P"), "PNG"), "P", 1),
+        "LA PNG": (encode(photo.convert("LA"), "PNG"), "LA", 4),
+        "RGB PNG": (encode(photo, "PNG"), "RGB", 4),
+        "RGBA PNG": (encode(photo.convert("RGBA"), "PNG"), "RGBA", 4),
+        "16-bit PNG": (encode(gray16, "PNG"), "I;16", 2),
+        "16-bit TIFF": (encode(gray16, "TIFF"), "I;16", 2),
+        "I TIFF": (encode(Image.fromarray(np.asarray(gray16, np.int32)), "TIFF"), "I", 4),
+        "F TIFF": (encode(Image.fromarray(np.asarray(gray16, np.float32)), "TIFF"), "F", 4),
+        "CMYK JPEG": (encode(photo.convert("CMYK"), "JPEG"), "CMYK", 4),
+        "CMYK TIFF": (encode(photo.convert("CMYK"), "TIFF"), "CMYK", 4),
+        "L JPEG": (encode(photo.convert("L"), "JPEG"), "L", 1),
+        "RGB WEBP": (encode(photo, "WEBP"), "RGB", 4),
+    }
+    for name, (data, mode, per_pixel) in files.items():
+        img = _opened(data)
+        assert img.mode == mode, name
+        assert raster_bytes(img) == w * h * per_pixel, name
+        assert raster_bytes(img, 128) == w * h * per_pixel, name  # too small to draft
+        assert img.tile or img.format == "WEBP", name  # header only: nothing decoded (WebP has no tile)
+        decode_image(data, 64)  # and every one of them decodes
+    # A 16-bit RGB PNG decodes to 8-bit RGB storage: counted as such.
+    rgb16 = png_claiming(100, 50, 16, 2)
+    assert _opened(rgb16).mode == "RGB" and raster_bytes(_opened(rgb16)) == 100 * 50 * 4
+
+
+def test_raster_bytes_predicts_the_jpeg_draft_without_applying_it(photos):
+    photo = photo_image(photos[2][0])
+    for size, min_size in [((4000, 3000), 256), ((1200, 900), 256), ((3001, 777), 100),
+                           ((640, 480), 256), ((5000, 4999), 224), ((2000, 2000), 1)]:
+        data = encode(photo.resize(size), "JPEG", quality=80)
+        img = _opened(data)
+        predicted = raster_bytes(img, min_size)
+        assert img.size == size and not img.decoderconfig and img.tile  # untouched
+        out = decode_image(data, min_size)
+        assert predicted == out.size[0] * out.size[1] * 4, (size, min_size)
+        assert min(out.size) >= min(min_size, *size)
+        # Once drafted, img.size already says it: counted once, not twice.
+        img.draft("RGB", (max(1, size[0] * min_size // min(size)),
+                          max(1, size[1] * min_size // min(size))))
+        if min(size) > 2 * min_size:
+            assert raster_bytes(img) == raster_bytes(img, min_size) == predicted
+
+
+# -- 16-bit and 32-bit images: the same values, without float64 of the image ------
+
+def test_sixteen_bit_gradient_keeps_its_values():
+    # Unreduced: every one of the 65536 levels maps exactly as before (v // 257).
+    levels = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    for fmt in ("PNG", "TIFF"):
+        rgb = np.asarray(decode_image(encode(Image.fromarray(levels), fmt), 256))
+        np.testing.assert_array_equal(rgb[..., 0], old_to_8bit(levels, True), err_msg=fmt)
+        np.testing.assert_array_equal(rgb[..., 0], levels // 257, err_msg=fmt)
+        assert (rgb[..., 0] == rgb[..., 2]).all()
+    # Big-endian 16-bit rasters map the same.
+    big_endian = Image.frombytes("I;16B", (256, 256), levels.astype(">u2").tobytes())
+    from imagesieve_server.engine.decode import to_rgb
+    np.testing.assert_array_equal(np.asarray(to_rgb(big_endian))[..., 0], levels // 257)
+    # Reduced (shorter side 1500 >= 4 x 64): the same gradient, within one level.
+    y, x = np.mgrid[0:1500, 0:2000]
+    ramp = (x * 20 + y * 16).astype(np.uint16)   # 0 .. 63964
+    img = decode_image(encode(Image.fromarray(ramp), "PNG"), 64)
+    f = 1500 // 128
+    assert img.info["original_size"] == (2000, 1500)
+    assert img.size == (-(-2000 // f), -(-1500 // f)) and min(img.size) >= 128
+    full = old_to_8bit(ramp, True).astype(np.float64)   # what the old path produced
+    got = np.asarray(img)[..., 0].astype(np.int16)
+    assert np.abs(got - block_means(full, f)).max() <= 1
+    assert got.min() <= 1 and got.max() >= 247
+
+
+def test_int_and_float_modes_behave_as_before(tmp_path):
+    rng = np.random.default_rng(4)
+    cases = {
+        "I <= 255": rng.integers(0, 256, (120, 160)).astype(np.int32),
+        "I negatives, <= 255": rng.integers(-300, 256, (120, 160)).astype(np.int32),
+        "I 16-bit range": rng.integers(0, 65536, (120, 160)).astype(np.int32),
+        "I beyond 16 bits": rng.integers(-5000, 200000, (120, 160)).astype(np.int32),
+        "F <= 255": rng.uniform(0, 255, (120, 160)).astype(np.float32),
+        "F 0..1": rng.uniform(0, 1, (120, 160)).astype(np.float32),
+        "F negatives, > 255": rng.uniform(-100, 90000, (120, 160)).astype(np.float32),
+    }
+    for name, arr in cases.items():
+        data = encode(Image.fromarray(arr), "TIFF")
+        assert _opened(data).mode == ("F" if arr.dtype == np.float32 else "I"), name
+        rgb = np.asarray(decode_image(data, 32))
+        np.testing.assert_array_equal(rgb[..., 0], old_to_8bit(arr, False), err_msg=name)
+    # Values <= 255 are the 8-bit levels themselves.
+    levels = np.arange(256, dtype=np.int32).reshape(16, 16)
+    for arr in (levels, levels.astype(np.float32)):
+        np.testing.assert_array_equal(np.asarray(decode_image(encode(Image.fromarray(arr), "TIFF"), 8))[..., 0],
+                                      levels)
+    # Reduced I and F: block means of the clipped values, mapped the same way.
+    arr = rng.integers(0, 256, (1100, 1300)).astype(np.int32)
+    for a in (arr, (arr * 250).astype(np.int32), arr.astype(np.float32) / 4):
+        img = decode_image(encode(Image.fromarray(a), "TIFF"), 100)   # factor 1100 // 200 = 5
+        assert img.size == (260, 220) and img.info["original_size"] == (1300, 1100)
+        ref = block_means(old_to_8bit(a, False).astype(np.float64), 5)
+        assert np.abs(np.asarray(img)[..., 0] - ref).max() <= 1.01
+
+
+def test_reduced_sixteen_bit_image_keeps_exif_orientation():
+    ramp = np.tile(np.linspace(0, 65535, 1600).astype(np.uint16), (1200, 1))  # dark left, light right
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed turned 90 degrees clockwise
+    img = decode_image(encode(Image.fromarray(ramp), "PNG", exif=exif.tobytes()), 64)
+    assert img.info["original_size"] == (1600, 1200)
+    f = 1200 // 128
+    assert img.size == (-(-1200 // f), -(-1600 // f))   # portrait now
+    col = np.asarray(img)[:, img.size[0] // 2, 0].astype(int)
+    assert col[0] <= 2 and col[-1] >= 250 and (np.diff(col) >= 0).all()  # dark at top
+
+
+def test_large_sixteen_bit_photo_embeds_as_its_eight_bit_self(embedder, photos):
+    # The reduction must not change what the model sees beyond noise.
+    photo = photo_image(photos[7][0]).convert("L").resize((2400, 1800), Image.BICUBIC)
+    eight = encode(photo, "PNG")
+    sixteen = encode(Image.fromarray(np.asarray(photo, np.uint16) * 257), "PNG")
+    a, b = embedder.embed_all([eight, sixteen])
+    assert (b.width, b.height) == (2400, 1800)
+    assert cosine(a.vector, b.vector) > 0.99
+
+
+# -- peak memory, measured in a child process -------------------------------------
+
+_MEASURE = textwrap.dedent("""
+    import io, json, resource, sys, time
+    import numpy as np
+    from PIL import Image
+    from imagesieve_server.engine.decode import decode_bytes, decode_image, raster_bytes
+    data = open(sys.argv[1], "rb").read()
+    min_size = int(sys.argv[2])
+    header = Image.open(io.BytesIO(data))
+    estimate, raster = decode_bytes(header, min_size), raster_bytes(header, min_size)
+    del header
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    img = decode_image(data, min_size)
+    seconds = time.perf_counter() - t
+    growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+    print(json.dumps({"growth": growth, "seconds": seconds, "size": img.size, "estimate": estimate,
+                      "raster": raster, "original_size": img.info["original_size"],
+                      "pixels": np.asarray(img)[..., 0].tolist() if max(img.size) <= 1000 else None}))
+""")
+
+
+def measure_decode(path, min_size: int = 256) -> dict:
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(path), str(min_size)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def huge_sixteen_bit_png(tmp_path_factory):
+    """A real 10000x10000 16-bit grayscale PNG (100 MP, under the pixel limit):
+    a diagonal gradient, which PNG's filters compress to a few hundred KB."""
+    n = 10000
+    axis = np.arange(n, dtype=np.uint16) * 3
+    ramp = axis[None, :] + axis[:, None]        # 0 .. 59994
+    path = tmp_path_factory.mktemp("huge") / "gradient16.png"
+    Image.fromarray(ramp).save(path, "PNG")
+    return path
+
+
+def test_huge_sixteen_bit_png_decodes_in_bounded_memory(huge_sixteen_bit_png):
+    assert huge_sixteen_bit_png.stat().st_size < 2 * MB
+    r = measure_decode(huge_sixteen_bit_png, 256)
+    # The 200 MB raster and little more (the float64 path peaked at ~2.5-2.7 GB).
+    assert r["raster"] == 10000 * 10000 * 2
+    assert r["growth"] < 600 * MB, r["growth"] / MB
+    assert r["growth"] <= r["estimate"], (r["growth"] / MB, r["estimate"] / MB)
+    assert r["seconds"] < 30  # loose: was ~5-15 s, now well under a second here; bench/ times it
+    assert r["original_size"] == [10000, 10000]
+    f = 10000 // 512
+    assert r["size"] == [-(-10000 // f)] * 2 and min(r["size"]) >= 256
+    # Still the gradient: each output pixel is its block's mean level, within one.
+    got = np.asarray(r["pixels"], np.float64)
+    centres = (np.arange(len(got)) * f + (np.minimum(f, 10000 - np.arange(len(got)) * f) - 1) / 2) * 3
+    expected = (centres[None, :] + centres[:, None]) / 257
+    assert np.abs(got - expected).max() <= 1
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P+tRNS", "L", "F"])
+def test_peak_memory_stays_within_decode_bytes(tmp_path, mode):
+    # 5000x5000 real files; RGBA used to take ~5 rasters (copies and full-size
+    # composites), now the raster and the RGB output.
+    n = 5000
+    axis = np.arange(n, dtype=np.uint32)
+    grad = ((axis[None, :] + axis[:, None]) % 256).astype(np.uint8)
+    path = tmp_path / "big.tif" if mode == "F" else tmp_path / "big.png"
+    if mode == "RGBA":
+        img = Image.merge("RGBA", [Image.fromarray(grad)] * 3 + [Image.fromarray(255 - grad)])
+        img.save(path)
+    elif mode == "P+tRNS":
+        Image.fromarray(grad).convert("P").save(path, transparency=bytes(range(256)))
+    elif mode == "L":
+        Image.fromarray(grad).save(path)
+    else:
+        Image.fromarray(grad.astype(np.float32) * 100).save(path, compression="tiff_adobe_deflate")
+    r = measure_decode(path, 256)
+    assert r["growth"] <= r["estimate"], (mode, r["growth"] / MB, r["estimate"] / MB)
+    if mode == "RGBA":
+        assert r["growth"] < 2.3 * r["raster"], r["growth"] / r["raster"]
+    if mode == "F":
+        assert r["growth"] < 1.3 * r["raster"], r["growth"] / r["raster"]
+
+
+def test_decode_bytes_is_header_only():
+    img = _opened(png_claiming(9000, 7000, 16, 0))
+    assert decode_bytes(img, 256) >= raster_bytes(img, 256) == 9000 * 7000 * 2
+    assert img.tile  # nothing decoded

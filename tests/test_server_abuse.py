@@ -204,3 +204,20 @@ def test_analysis_jobs_beyond_the_limit_are_refused_then_admitted():
         asyncio.run(main())
     finally:
         runner.SLOTS.limit = old
+
+
+def test_decoded_rasters_are_charged_to_the_budget(manifest_path, photos):
+    """A 190 KB file can decode to hundreds of MB: the decoder's peak
+    (estimated from the header) is charged before any pixel is decoded."""
+    flat = encode(Image.new("L", (6000, 6000), 128), "PNG")
+    assert len(flat) < 1 << 20
+    with LocalServer(["--max-inflight-mb", "64"], model=str(manifest_path)) as srv:
+        channel, stub = embed_stub(srv.address)
+        with channel:
+            r = stub.Embed(embedding_pb2.EmbedRequest(images=[
+                common_pb2.Image(key="wide", data=flat), common_pb2.Image(key="photo", data=photos[0][0])]),
+                timeout=60)
+    wide, photo = r.embeddings
+    assert CODE[wide.error.code] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "whole memory budget" in wide.error.message
+    assert not photo.HasField("error") and len(photo.vector) > 0

@@ -152,16 +152,17 @@ class ImageSieveServer:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.tokens = TokenStore.load(config.tokens_file, os.environ.get("IMAGESIEVE_TOKENS"))
+        self.budget = MemoryBudget((config.max_inflight_mb or default_budget_mb()) << 20)
         embedder = Embedder.from_model(
             config.model, runtime=config.runtime,
             providers=[p for p in config.providers.split(",") if p] or None,
             intra_op_threads=config.intra_op_threads, torch_device=config.torch_device or None,
             torch_dtype=config.torch_dtype, max_batch_size=config.max_batch_size,
             decode_workers=config.decode_workers,
-            limits=DecodeLimits(max_bytes=config.max_image_mb << 20, max_pixels=config.max_pixels))
+            limits=DecodeLimits(max_bytes=config.max_image_mb << 20, max_pixels=config.max_pixels),
+            budget=self.budget)
         self.engine = AsyncEmbedder(embedder, config.max_delay_ms / 1000, config.max_queue,
                                     config.max_inflight)
-        self.budget = MemoryBudget((config.max_inflight_mb or default_budget_mb()) << 20)
         runner.SLOTS.limit = config.max_jobs or (os.cpu_count() or 1)
         self.reader: ImageReader | None = None
         ex = embedder.executor
@@ -189,7 +190,7 @@ class ImageSieveServer:
         embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(
             EmbeddingServicer(self.engine, reader, c.max_images_per_request, c.stream_window), self.server)
         collections_pb2_grpc.add_CollectionServiceServicer_to_server(
-            CollectionServicer(self.collections, self.engine, reader), self.server)
+            CollectionServicer(self.collections, self.engine, reader, c.max_images_per_request), self.server)
         duplicates_pb2_grpc.add_DuplicateServiceServicer_to_server(
             DuplicateServicer(self.collections, self.engine, reader, c.stream_window, c.max_images_per_request),
             self.server)

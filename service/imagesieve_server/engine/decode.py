@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import warnings
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
@@ -130,7 +131,8 @@ def decode_bytes(img: Image.Image, min_size: int | None = None) -> int:
     return raster + out + _STRIP_BYTES
 
 
-def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits()) -> Image.Image:
+def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits(),
+                 on_header: Callable[[Image.Image], None] | None = None) -> Image.Image:
     """Decode ``data`` to an RGB image whose shorter side is at least
     ``min_size`` pixels where the original allows (JPEG draft scaling never
     goes below it). EXIF orientation is applied; palette, alpha, CMYK,
@@ -141,6 +143,10 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
     images other than JPEG keep their size. Animated images give their
     first frame. Refused (RESOURCE_EXHAUSTED) from the header above
     ``limits``: encoded bytes, pixels, and ``raster_bytes`` (after draft).
+
+    ``on_header(img)`` is called with the opened image (header read, draft
+    applied) after these checks and before any pixel is decoded: the server
+    charges its memory budget there (``decode_bytes``) and may raise.
 
     Returns the image and sets ``image.info["original_size"]`` = (w, h) of
     the file before scaling. Raises DecodeError.
@@ -176,6 +182,8 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
         raise DecodeError(f"image would decode to a {dw}x{dh} {img.mode} raster of {raster} bytes "
                           f"({raster / 2**20:.0f} MiB), above the limit of {limits.max_raster_bytes} "
                           f"bytes", "RESOURCE_EXHAUSTED")
+    if on_header is not None:
+        on_header(img)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -15,7 +15,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .decode import DecodeError, DecodeLimits, decode_image
+from .budget import MemoryBudget
+from .decode import DecodeError, DecodeLimits, decode_bytes, decode_image
 from .executor import INPUT_KINDS, ModelExecutor
 from .onnx_executor import OnnxExecutor
 from .preprocess import Preprocessor
@@ -57,10 +58,13 @@ class Embedder:
     max_batch_size : images per model call.
     decode_workers : threads decoding ahead of the model; 0 = one per core.
     limits : byte and pixel limits applied before decoding.
+    budget : the server's memory budget; each decode charges its estimated
+        peak (``decode.decode_bytes``, from the header) while it runs, and is
+        refused (RESOURCE_EXHAUSTED) when the budget cannot hold it.
     """
 
     def __init__(self, executor: ModelExecutor, max_batch_size: int = 32, decode_workers: int = 0,
-                 limits: DecodeLimits = DecodeLimits()):
+                 limits: DecodeLimits = DecodeLimits(), budget: MemoryBudget | None = None):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if executor.input_kind not in INPUT_KINDS:
@@ -73,6 +77,7 @@ class Embedder:
                              else self.preprocessor.pixels)
         self.max_batch_size = max_batch_size
         self.limits = limits
+        self.budget = budget or MemoryBudget(0)
         self.pool = ThreadPoolExecutor(decode_workers or (os.cpu_count() or 1),
                                        thread_name_prefix="imagesieve-decode")
 
@@ -103,9 +108,20 @@ class Embedder:
         layout signature (duplicate verification) from the same decoded pixels
         (~0.6-0.9 ms an image, so only for callers that store or compare it).
         Raises DecodeError."""
-        img = decode_image(data, self.preprocessor.decode_min_size, self.limits)
-        w, h = img.info["original_size"]
-        return PreparedImage(self._model_input(img), w, h, layout_signature(img) if with_signature else None)
+        min_size = self.preprocessor.decode_min_size
+        charged = []
+
+        def charge(header) -> None:
+            # Decoder threads never wait for the budget: they could wait on
+            # reads that wait on them. Refused now, the caller retries.
+            charged.append(self.budget.reserve_now(decode_bytes(header, min_size), "decoding this image"))
+        try:
+            img = decode_image(data, min_size, self.limits, charge)
+            w, h = img.info["original_size"]
+            return PreparedImage(self._model_input(img), w, h, layout_signature(img) if with_signature else None)
+        finally:
+            for n in charged:
+                self.budget.release(n)
 
     def run_model(self, tensors: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """list of prepared tensors -> (unit embeddings (N, D), logits (N, C) or None)."""

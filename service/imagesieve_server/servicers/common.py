@@ -149,6 +149,21 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+IMAGES_AT_ONCE = 8        # images of one request decoded or embedded at once
+
+
+async def gather_bounded(coros, limit: int = IMAGES_AT_ONCE) -> list:
+    """``asyncio.gather`` with at most ``limit`` of one request's images in
+    work at once, in order. Fairness: a request of 256 large images no
+    longer queues 256 decodes ahead of every other caller's images."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(coro):
+        async with gate:
+            return await coro
+    return list(await asyncio.gather(*(one(c) for c in coros)))
+
+
 class BadRequest(ValueError):
     """A request the stream cannot go on with (INVALID_ARGUMENT)."""
 

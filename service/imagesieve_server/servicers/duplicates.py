@@ -12,7 +12,8 @@ from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
 from ..jobs.find_duplicates import find_duplicates_events
 from .collections import abort_for
-from .common import BadRequest, ImageReader, content_hash, item_error, ordered_concurrent, text_problem
+from .common import (BadRequest, ImageReader, content_hash, gather_bounded, item_error, ordered_concurrent,
+                     text_problem)
 
 MAX_K = 100
 
@@ -48,7 +49,7 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
                              f"(send more requests on the stream)")
         c = self.manager.get(request.collection)
         k = request.k or 5
-        embedded = await asyncio.gather(*(self._prepare(c, im) for im in request.images))
+        embedded = await gather_bounded(self._prepare(c, im) for im in request.images)
 
         def check_all():  # one thread hop for the whole request; each check is atomic
             out = []

@@ -1,7 +1,6 @@
 """EmbeddingService: validate, delegate to the engine, translate."""
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import grpc
@@ -11,7 +10,7 @@ from imagesieve.v1 import embedding_pb2, embedding_pb2_grpc
 from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
 from ..engine.onnx_executor import softmax_top_k
-from .common import BadRequest, ImageReader, ordered_concurrent
+from .common import BadRequest, ImageReader, gather_bounded, ordered_concurrent
 
 log = logging.getLogger("imagesieve.server")
 
@@ -57,8 +56,7 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         return out
 
     async def _embed_request(self, request) -> embedding_pb2.EmbedResponse:
-        results = await asyncio.gather(*(self._embed_image(im, request.top_k_classes)
-                                         for im in request.images))
+        results = await gather_bounded(self._embed_image(im, request.top_k_classes) for im in request.images)
         return embedding_pb2.EmbedResponse(embeddings=results, model=self.model_name)
 
     # -- RPCs ---------------------------------------------------------------

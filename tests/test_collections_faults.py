@@ -224,7 +224,7 @@ def test_concurrent_create_drop_and_calls_get_deliberate_codes(server, photos):
             order = list(calls)
             i = worker
             while time.time() < stop:
-                what = order[i % len(order)] if i % 2 else ("create", "drop")[(i // 2) % 2]
+                what = order[(i // 2) % len(order)] if i % 2 else ("create", "drop")[(i // 2) % 2]
                 code = codes_of(calls[what])
                 with lock:
                     seen.setdefault(what, set()).add(code)
@@ -234,6 +234,7 @@ def test_concurrent_create_drop_and_calls_get_deliberate_codes(server, photos):
         list(pool.map(work, range(8)))
     allowed = {"OK", "ALREADY_EXISTS", "NOT_FOUND", "ABORTED"}
     assert all(codes <= allowed for codes in seen.values()), seen
+    assert set(seen) == {"create", "drop", "add", "stats", "check", "remove", "snapshot", "list"}, seen
     assert "OK" in seen["create"] and "OK" in seen["drop"], seen
     with Client(server.address) as c:
         c.drop_collection("contested")

@@ -39,7 +39,7 @@ class CollectionManager:
         self._lock = threading.Lock()
         self._open: dict[str, Collection] = {}
         self._failed: dict[str, str] = {}
-        self._busy: set[str] = set()          # names being created or dropped
+        self._busy: set[str] = set()          # names being dropped (their folder still on disk)
         for path in sorted(self.root.iterdir()):
             if path.name.startswith(TRASH_PREFIX):
                 shutil.rmtree(path, ignore_errors=True)     # a drop interrupted by a crash

@@ -21,8 +21,23 @@ def test_calibrate_reports_table_and_suggestion(server, photos, tmp_path):
     assert recalls == sorted(recalls, reverse=True)            # recall falls as the threshold rises
     assert table[0.6]["recall"] >= 0.95 and table[0.95]["recall"] < table[0.6]["recall"]
     s = result["suggested"]
-    assert s["false_pair_rate"] <= 0.01 and s["recall"] >= 0.95
+    # The default bound is per image: 0.5 false pairs per 1,000 of these 10
+    # images is a rate of 1/9,000 a pair, below what 45 pairs can show.
+    assert result["collection_size"] == 10 and not result["bound_resolvable"]
+    assert s["false_pair_rate"] == 0 and s["false_pairs_per_1k"] == 0
+    assert "false pairs per 1,000 images in a collection of 10" in r.stdout and "cannot measure" in r.stdout
     assert set(result["recall_by_kind_at_suggested"]) >= {"jpeg_q20", "flip", "grayscale", "screenshot"}
+    for row in result["table"]:           # per 1k = rate x (N - 1) / 2 x 1000
+        assert abs(row["false_pairs_per_1k"] - row["false_pair_rate"] * 9 / 2 * 1000) < 1e-6
+    # A collection 100x larger at the same per-image bound needs a stricter threshold
+    # (or the same one, when it is already above every distinct pair).
+    r2 = subprocess.run([sys.executable, "-m", "imagesieve.cli", "calibrate", str(folder), "--server",
+                         server.address, "--out", str(out), "--max-false-pair-rate", "0.05"],
+                        capture_output=True, text=True, timeout=300)
+    assert r2.returncode == 0, r2.stderr
+    per_pair = json.loads(out.read_text())
+    assert per_pair["suggested"]["false_pair_rate"] <= 0.05 and per_pair["bound_resolvable"]
+    assert per_pair["suggested"]["threshold"] <= s["threshold"]
 
 
 def test_calibrate_refuses_too_few_images(tmp_path):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from imagesieve_server.analysis.duplicates import (bounded_groups, connected_components,
-                                                   cross_split_pairs, group_min_similarity,
+                                                   cross_split_pairs, false_pairs_per_1k,
+                                                   group_min_similarity, rate_for_per_1k,
                                                    groups_from_labels, label_conflicts,
                                                    leaked_items, pairs_above_threshold,
                                                    suggest_threshold, threshold_table)
@@ -137,3 +138,22 @@ def test_calibration_known_answers():
         suggest_threshold(pos, [2.0])
     with pytest.raises(ValueError, match="max_false_pair_rate"):
         suggest_threshold(pos, neg, 1.5)
+
+
+def test_calibration_bounds_per_image():
+    """0.5 false pairs per 1,000 images among 1,001 images is a per-pair rate
+    of 1e-6; the table states each threshold's rate per 1k images."""
+    assert rate_for_per_1k(0.5, 1001) == pytest.approx(1e-6)
+    assert false_pairs_per_1k(1e-6, 1001) == pytest.approx(0.5)
+    # 1,860 images at a 1% per-pair rate: ~17,000 false pairs, 9,295 per 1k.
+    assert false_pairs_per_1k(0.01, 1860) == pytest.approx(9295)
+    rng = np.random.default_rng(1)
+    pos, neg = rng.uniform(0.85, 1.0, 10_000), rng.uniform(0.0, 0.92, 100_000)
+    (row,) = threshold_table(pos, neg, [0.9], n_images=101)
+    assert row.false_pairs_per_1k == pytest.approx(row.false_pair_rate * 50 * 1000)
+    small = suggest_threshold(pos, neg, rate_for_per_1k(50, 1_000), n_images=1_000)
+    large = suggest_threshold(pos, neg, rate_for_per_1k(50, 100_000), n_images=100_000)
+    assert small.false_pairs_per_1k <= 50 and large.false_pairs_per_1k <= 50
+    assert large.threshold > small.threshold          # more images, stricter threshold, same per-image bound
+    with pytest.raises(ValueError, match="n_images"):
+        rate_for_per_1k(0.5, 1)

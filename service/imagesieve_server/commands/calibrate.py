@@ -5,7 +5,10 @@ Makes altered copies of a sample of your images (every kind in
 imagesieve.alterations), embeds originals and copies (through ``--server``,
 or in-process), and measures at each threshold the recall of copies (cosine
 to their source >= t) and the false-pair rate among your distinct images.
-Suggests the lowest threshold whose false-pair rate stays under the bound.
+Suggests the lowest threshold whose expected false pairs per 1,000 images
+(in a collection of ``--collection-size``, default the images given) stay
+under ``--max-false-pairs-per-1k``: a bound per image, as users count
+mistakes, not per pair (1% of the pairs of 1,860 images is ~17,000 pairs).
 """
 from __future__ import annotations
 
@@ -28,7 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", default=None, help="host:port; default: embed in-process")
     p.add_argument("--model", default="mobilenet_v1", help="model for in-process embedding")
     p.add_argument("--sample", type=int, default=200, help="images to sample (default 200)")
-    p.add_argument("--max-false-pair-rate", type=float, default=0.01)
+    p.add_argument("--max-false-pairs-per-1k", type=float, default=0.5,
+                   help="expected false pairs per 1,000 images at the suggested threshold (default 0.5)")
+    p.add_argument("--collection-size", type=int, default=0,
+                   help="images the threshold will serve (false pairs grow with it); default: the images given")
+    p.add_argument("--max-false-pair-rate", type=float, default=None,
+                   help="a per-pair bound instead (share of distinct pairs); overrides the per-1k bound")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the table as JSON here")
 
@@ -54,11 +62,15 @@ def _embedder(args):
     return embed
 
 
-def calibrate(originals: list[bytes], embed, max_false_pair_rate: float = 0.01) -> dict:
-    """Table of recall and false-pair rate per threshold, and a suggestion."""
+def calibrate(originals: list[bytes], embed, max_false_pairs_per_1k: float = 0.5, collection_size: int = 0,
+              max_false_pair_rate: float | None = None) -> dict:
+    """Table of recall, false-pair rate and false pairs per 1k images (in a
+    collection of ``collection_size``, default the sample's size) per
+    threshold, and a suggestion under the per-1k bound (or, given,
+    ``max_false_pair_rate`` per pair)."""
     from imagesieve.alterations import ALTERATIONS, encode
     from imagesieve.progress import Progress
-    from imagesieve_server.analysis.duplicates.calibrate import suggest_threshold, threshold_table
+    from imagesieve_server.analysis.duplicates.calibrate import rate_for_per_1k, suggest_threshold, threshold_table
     from imagesieve_server.analysis.duplicates.pairs import pairs_above_threshold
 
     base, ok = embed(originals)
@@ -78,10 +90,16 @@ def calibrate(originals: list[bytes], embed, max_false_pair_rate: float = 0.01) 
     _, _, listed = pairs_above_threshold(base, PAIR_FLOOR)
     n_pairs = len(base) * (len(base) - 1) // 2
     neg = np.concatenate([listed, np.full(n_pairs - len(listed), -1.0, np.float32)])
-    table = threshold_table(pos, neg, THRESHOLDS)
-    best = suggest_threshold(pos, neg, max_false_pair_rate)
+    size = max(collection_size or len(base), 2)
+    rate = max_false_pair_rate if max_false_pair_rate is not None else rate_for_per_1k(max_false_pairs_per_1k, size)
+    table = threshold_table(pos, neg, THRESHOLDS, size)
+    best = suggest_threshold(pos, neg, rate, size)
     return {
         "images": len(originals), "copies": int(len(pos)), "distinct_pairs": n_pairs,
+        "collection_size": size, "max_false_pair_rate": rate,
+        # The sample cannot see rates below one pair in n_pairs: such a bound
+        # is met by the sample, not shown to hold for the collection.
+        "bound_resolvable": bool(rate * n_pairs >= 1),
         "table": [r._asdict() for r in table],
         "suggested": best._asdict(),
         "recall_by_kind_at_suggested": {k: round(float(np.mean(s >= best.threshold)), 3)
@@ -98,18 +116,27 @@ def run(args) -> int:
     random.Random(args.seed).shuffle(paths)
     originals = [p.read_bytes() for p in paths[: args.sample]]
     try:
-        result = calibrate(originals, _embedder(args), args.max_false_pair_rate)
+        result = calibrate(originals, _embedder(args), args.max_false_pairs_per_1k,
+                           args.collection_size or len(paths), args.max_false_pair_rate)
     except ValueError as e:
         print(f"imagesieve calibrate: {e}", file=sys.stderr)
         return 2
     print(f"{result['images']} images, {result['copies']} altered copies, "
           f"{result['distinct_pairs']} distinct pairs")
-    print(f"{'threshold':>9}  {'recall':>7}  {'false pairs':>11}")
+    size = result["collection_size"]
+    print(f"{'threshold':>9}  {'recall':>7}  {'false-pair rate':>15}  {f'false pairs per 1k of {size}':>26}")
     for r in result["table"]:
-        print(f"{r['threshold']:9.2f}  {r['recall']:7.3f}  {r['false_pair_rate']:11.4f}")
+        print(f"{r['threshold']:9.2f}  {r['recall']:7.3f}  {r['false_pair_rate']:15.5f}  "
+              f"{r['false_pairs_per_1k']:26.2f}")
     s = result["suggested"]
+    bound = (f"bound {args.max_false_pair_rate} per pair" if args.max_false_pair_rate is not None
+             else f"bound {args.max_false_pairs_per_1k} per 1k images")
     print(f"suggested threshold {s['threshold']:.3f}: recall {s['recall']:.3f}, "
-          f"false-pair rate {s['false_pair_rate']:.4f} (bound {args.max_false_pair_rate})")
+          f"{s['false_pairs_per_1k']:.2f} false pairs per 1,000 images in a collection of {size} ({bound})")
+    if not result["bound_resolvable"]:
+        print(f"note: {result['distinct_pairs']} distinct pairs in the sample cannot measure a rate as low as "
+              f"{result['max_false_pair_rate']:.2g} a pair; the threshold is above every distinct pair seen "
+              f"(a larger --sample measures it)")
     weak = {k: v for k, v in result["recall_by_kind_at_suggested"].items() if v < 0.95}
     if weak:
         print("copies often missed at that threshold: " + ", ".join(f"{k} {v:.2f}" for k, v in weak.items()))

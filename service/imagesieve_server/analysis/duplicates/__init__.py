@@ -8,7 +8,7 @@ question, pure functions on numpy arrays of L2-normalized embeddings.
 - ``leakage``: pairs across splits (train vs test), pairs whose labels differ.
 - ``calibrate``: recall and false-pair rate per threshold; a suggested one.
 """
-from .calibrate import ThresholdRow, suggest_threshold, threshold_table
+from .calibrate import ThresholdRow, false_pairs_per_1k, rate_for_per_1k, suggest_threshold, threshold_table
 from .groups import (bounded_groups, connected_components, group_min_similarity,
                      groups_from_labels)
 from .leakage import cross_split_pairs, label_conflicts, leaked_items
@@ -17,4 +17,4 @@ from .pairs import knn_graph_pairs, pairs_above_threshold, pca_reduce
 __all__ = ["ThresholdRow", "bounded_groups", "connected_components", "cross_split_pairs",
            "group_min_similarity", "groups_from_labels", "knn_graph_pairs", "label_conflicts",
            "leaked_items", "pairs_above_threshold", "pca_reduce", "suggest_threshold",
-           "threshold_table"]
+           "threshold_table", "false_pairs_per_1k", "rate_for_per_1k"]

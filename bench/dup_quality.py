@@ -10,7 +10,8 @@ Collections (each: real distinct originals plus planted altered copies):
 Copies use kinds that were NOT used to tune the verifier (COPY_KINDS below:
 perspective, noise, gamma, sharpen+saturate, coloured pad, caption bar,
 WebP, rotate+crop, downscale, posterize) plus the issue's named kinds (60%
-centre crop, letterbox, watermark). Light/dark or colour variants of one
+centre crop, letterbox, watermark) and three kinds the verifier was extended
+for after a probe found them missed (quarter turn, vertical flip, negative). Light/dark or colour variants of one
 design (collections_real's families) count as related, not false.
 
 Per collection and method ("stage1": raw cosine at the threshold derived
@@ -102,6 +103,11 @@ COPY_KINDS = {
     "crop_60": lambda im: im.crop((int(im.width * .2), int(im.height * .2), int(im.width * .8), int(im.height * .8))),
     "letterbox_16x9": ALTERATIONS["letterbox_16x9"],
     "watermark": ALTERATIONS["watermark"],
+    # Found missing by a probe of kinds the benchmark lacked (stage 2 had no
+    # quarter turns or negatives), then used to design the fix: not unseen.
+    "turn90": lambda im: im.convert("RGB").rotate(90, expand=True),
+    "flip_vertical": lambda im: ImageOps.flip(im.convert("RGB")),
+    "negative": lambda im: ImageOps.invert(im.convert("RGB")),
 }
 
 

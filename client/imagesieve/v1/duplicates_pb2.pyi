@@ -90,7 +90,7 @@ class FindDuplicatesRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., threshold: _Optional[float] = ..., approximate: _Optional[bool] = ..., knn_k: _Optional[int] = ..., grouping: _Optional[str] = ..., raw_cosine: _Optional[bool] = ...) -> None: ...
 
 class DuplicatePair(_message.Message):
-    __slots__ = ("key_a", "key_b", "cosine", "exact", "cross_split", "labels_disagree", "agreement", "matched_area", "mirrored")
+    __slots__ = ("key_a", "key_b", "cosine", "exact", "cross_split", "labels_disagree", "agreement", "matched_area", "mirrored", "turned_degrees", "inverted")
     KEY_A_FIELD_NUMBER: _ClassVar[int]
     KEY_B_FIELD_NUMBER: _ClassVar[int]
     COSINE_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,8 @@ class DuplicatePair(_message.Message):
     AGREEMENT_FIELD_NUMBER: _ClassVar[int]
     MATCHED_AREA_FIELD_NUMBER: _ClassVar[int]
     MIRRORED_FIELD_NUMBER: _ClassVar[int]
+    TURNED_DEGREES_FIELD_NUMBER: _ClassVar[int]
+    INVERTED_FIELD_NUMBER: _ClassVar[int]
     key_a: str
     key_b: str
     cosine: float
@@ -109,7 +111,9 @@ class DuplicatePair(_message.Message):
     agreement: float
     matched_area: float
     mirrored: bool
-    def __init__(self, key_a: _Optional[str] = ..., key_b: _Optional[str] = ..., cosine: _Optional[float] = ..., exact: _Optional[bool] = ..., cross_split: _Optional[bool] = ..., labels_disagree: _Optional[bool] = ..., agreement: _Optional[float] = ..., matched_area: _Optional[float] = ..., mirrored: _Optional[bool] = ...) -> None: ...
+    turned_degrees: int
+    inverted: bool
+    def __init__(self, key_a: _Optional[str] = ..., key_b: _Optional[str] = ..., cosine: _Optional[float] = ..., exact: _Optional[bool] = ..., cross_split: _Optional[bool] = ..., labels_disagree: _Optional[bool] = ..., agreement: _Optional[float] = ..., matched_area: _Optional[float] = ..., mirrored: _Optional[bool] = ..., turned_degrees: _Optional[int] = ..., inverted: _Optional[bool] = ...) -> None: ...
 
 class DuplicateGroup(_message.Message):
     __slots__ = ("keys", "min_internal_cosine")

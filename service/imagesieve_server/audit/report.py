@@ -145,6 +145,7 @@ def write_tables(r: AuditResults, out: Path, rows_per_group: int = 8192) -> list
         if d.evidence is not None:     # why each pair was called the same picture
             cols.update(agreement=d.evidence.agreement, layout=d.evidence.layout, detail=d.evidence.detail,
                         matched_area=d.evidence.matched_area, mirrored=d.evidence.mirrored,
+                        turned_degrees=d.evidence.turned, inverted=d.evidence.inverted,
                         relative_disagreement=d.relative)
         pq.write_table(pa.table(cols), out / "duplicate_pairs.parquet")
         written.append("duplicate_pairs.parquet")
@@ -196,7 +197,7 @@ def _pair_evidence(d, k: int) -> dict:
         return {}
     ev = d.evidence
     return {"agreement": round(float(ev.agreement[k]), 4), "matched_area": round(float(ev.matched_area[k]), 3),
-            "mirrored": bool(ev.mirrored[k])}
+            "mirrored": bool(ev.mirrored[k]), "turned_degrees": int(ev.turned[k]), "inverted": bool(ev.inverted[k])}
 
 
 def _leakage_pairs(d) -> Iterator[dict]:

@@ -20,9 +20,12 @@ def report_message(r: DuplicateReport) -> duplicates_pb2.FindDuplicatesResult:
              for i, j, s, e, c, d in zip(r.a.tolist(), r.b.tolist(), r.cosine.tolist(), r.exact,
                                          r.cross_split, r.labels_disagree)]
     if r.evidence is not None:
-        for p, g, area, mirrored in zip(pairs, r.evidence.agreement.tolist(), r.evidence.matched_area.tolist(),
-                                        r.evidence.mirrored.tolist()):
+        ev = r.evidence
+        for p, g, area, mirrored, turned, inverted in zip(pairs, ev.agreement.tolist(), ev.matched_area.tolist(),
+                                                          ev.mirrored.tolist(), ev.turned.tolist(),
+                                                          ev.inverted.tolist()):
             p.agreement, p.matched_area, p.mirrored = g, area, mirrored
+            p.turned_degrees, p.inverted = turned, inverted
     return duplicates_pb2.FindDuplicatesResult(
         pairs=pairs,
         groups=[duplicates_pb2.DuplicateGroup(keys=[k[i] for i in g.tolist()], min_internal_cosine=float(m))

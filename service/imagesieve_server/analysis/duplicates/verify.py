@@ -50,6 +50,10 @@ INNER = 0.8
 # of the area), in steps of ~8%.
 SHARES = tuple(round(0.45 * (1 / 0.45) ** (i / 10), 3) for i in range(10, -1, -1))
 ROTATIONS = (-8.0, -4.0, 4.0, 8.0)   # degrees, tried around the best upright match
+TURN_SHARES = 5          # quarter-turned copies: only the largest shares (a turned copy is rarely a deep crop)
+TURN_MARGIN = 0.05       # a quarter turn is searched when its coarse full-frame fit beats upright's by this
+TURN_FIT = 0.7           # ...and reaches this (turned copies fit at ~1.0, look-alikes' best turn at 0.3-0.5)
+COARSE = 16              # side of the thumbnails that choose a quarter turn
 FLAT_STD = 2.0           # gray levels: a thumbnail flatter than this has no layout to align
 MIN_AGREEMENT = 0.6      # below this no pair is the same picture, however its neighbours look
 MAX_RELATIVE = 0.25      # see relative_disagreement: a copy is at most this far, relative to look-alikes
@@ -63,23 +67,28 @@ cv2.setNumThreads(1)     # parallelism comes from verify_pairs' threads, one pai
 class PairEvidence:
     """Per pair, (P,) arrays: ``agreement`` in [-1, 1] (what verdicts use),
     the best alignment's layout correlation and detail correlation, the share
-    of the larger view it covers (0..1], and whether it needed a mirror."""
+    of the larger view it covers (0..1], whether it needed a mirror, the
+    quarter turn it needed (0, 90, 180 or 270 degrees counter-clockwise) and
+    whether one image is the other's negative (light and dark swapped)."""
     agreement: np.ndarray
     layout: np.ndarray
     detail: np.ndarray
     matched_area: np.ndarray
     mirrored: np.ndarray
+    turned: np.ndarray
+    inverted: np.ndarray
 
     @classmethod
     def empty(cls, p: int) -> "PairEvidence":
         return cls(np.zeros(p, np.float32), np.zeros(p, np.float32), np.zeros(p, np.float32),
-                   np.zeros(p, np.float32), np.zeros(p, bool))
+                   np.zeros(p, np.float32), np.zeros(p, bool), np.zeros(p, np.int16), np.zeros(p, bool))
 
     @classmethod
     def identical(cls, p: int) -> "PairEvidence":
         """The evidence of ``p`` pairs of identical files: everything agrees."""
         one = np.ones(p, np.float32)
-        return cls(one, one.copy(), one.copy(), one.copy(), np.zeros(p, bool))
+        return cls(one, one.copy(), one.copy(), one.copy(), np.zeros(p, bool), np.zeros(p, np.int16),
+                   np.zeros(p, bool))
 
     def take(self, idx) -> "PairEvidence":
         return PairEvidence(*(getattr(self, f.name)[idx] for f in dataclasses.fields(self)))
@@ -122,19 +131,21 @@ def _shares(aspect_t: float, aspect_s: float) -> list[tuple[float, float]]:
 
 
 class _Match:
-    """The best placement so far, chosen by layout correlation. Its detail
-    correlation (two blurs and a correlation) is computed once, when asked:
-    most placements are beaten before anyone needs it."""
-    __slots__ = ("layout", "_detail", "area", "mirrored", "templ", "patch")
+    """The best placement so far, chosen by layout correlation (its absolute
+    value: a negative copy correlates at -1). Its detail correlation (two
+    blurs and a correlation) is computed once, when asked: most placements
+    are beaten before anyone needs it."""
+    __slots__ = ("layout", "_detail", "area", "mirrored", "templ", "patch", "turned", "sign")
 
     def __init__(self):
         self.layout, self._detail, self.area, self.mirrored = -1.0, -1.0, 0.0, False
         self.templ = self.patch = None
+        self.turned, self.sign = 0, 1.0
 
     @property
     def detail(self) -> float:
         if self._detail is None:
-            self._detail = _zncc(_dog(self.templ), _dog(self.patch))
+            self._detail = self.sign * _zncc(_dog(self.templ), _dog(self.patch))
         return self._detail
 
     @property
@@ -151,26 +162,40 @@ def _flat(x: np.ndarray) -> bool:
     return float(cv2.meanStdDev(x)[1][0, 0]) < FLAT_STD
 
 
-def _place(templ: np.ndarray, searched: np.ndarray, m: _Match, area: float, mirrored: bool) -> None:
+def _place(templ: np.ndarray, searched: np.ndarray, m: _Match, area: float, mirrored: bool,
+           turned: int = 0) -> None:
     res = cv2.matchTemplate(searched, templ, cv2.TM_CCOEFF_NORMED)
-    _, score, _, (x, y) = cv2.minMaxLoc(res)
+    low, high, low_at, high_at = cv2.minMaxLoc(res)
+    sign, score, (x, y) = (-1.0, -low, low_at) if -low > high else (1.0, high, high_at)
     if score > m.layout:
         th, tw = templ.shape
-        m.layout, m.area, m.mirrored, m.templ = float(score), area, mirrored, templ
+        m.layout, m.area, m.mirrored, m.templ, m.turned, m.sign = float(score), area, mirrored, templ, turned, sign
         m.patch, m._detail = searched[y:y + th, x:x + tw], None
 
 
-def _search(views, searched: np.ndarray, shares, stop_at: float) -> _Match:
+def _search(views, searched: np.ndarray, shares, stop_at: float, turned: int = 0) -> _Match:
     m = _Match()
     for fx, fy in shares:
         size = (max(4, round(fx * SIDE * INNER)), max(4, round(fy * SIDE * INNER)))
         for mirrored, view in ((False, views[0]), (True, views[1])):
             templ = cv2.resize(_inner(view), size, interpolation=cv2.INTER_AREA)
             if not _flat(templ):
-                _place(templ, searched, m, fx * fy, mirrored)
+                _place(templ, searched, m, fx * fy, mirrored, turned)
             if m.reaches(stop_at):
                 return m
     return m
+
+
+def _likely_turn(a: np.ndarray, b: np.ndarray) -> int:
+    """Quarter turns (1-3, counter-clockwise) that bring ``a`` onto ``b``
+    better than upright on COARSE x COARSE full-frame thumbnails, or 0.
+    Cheap (a dozen small correlations), so the full search runs for at most
+    one turn, and only when the picture looks turned."""
+    small = [cv2.resize(x, (COARSE, COARSE), interpolation=cv2.INTER_AREA) for x in (a, b)]
+    sa, sb = small[0], small[1]
+    fit = [max(abs(_zncc(np.rot90(v, k), sb)) for v in (sa, sa[:, ::-1])) for k in range(4)]
+    k = int(np.argmax(fit[1:])) + 1
+    return k if fit[k] >= TURN_FIT and fit[k] > fit[0] + TURN_MARGIN else 0
 
 
 def _rotate(templ: np.ndarray, degrees: float) -> np.ndarray:
@@ -183,10 +208,10 @@ def _rotate(templ: np.ndarray, degrees: float) -> np.ndarray:
 
 
 def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
-                   ) -> tuple[float, float, float, float, bool]:
-    """(agreement, layout, detail, matched_area, mirrored) of two signatures
-    ((SIGNATURE_BYTES,) uint8 each). The search stops once ``agreement``
-    reaches ``stop_at``."""
+                   ) -> tuple[float, float, float, float, bool, int, bool]:
+    """(agreement, layout, detail, matched_area, mirrored, turned degrees,
+    inverted) of two signatures ((SIGNATURE_BYTES,) uint8 each). The search
+    stops once ``agreement`` reaches ``stop_at``."""
     aspect_a, _, ta = unpack(sig_a)
     aspect_b, _, tb = unpack(sig_b)
     a, b = ta.astype(np.float32), tb.astype(np.float32)
@@ -195,16 +220,28 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
         # No layout to align (blank or one tone): the same only if both are
         # flat and of one tone.
         same = float(flat_a and flat_b and abs(a.mean() - b.mean()) < 8)
-        return same, same, same, 1.0, False
+        return same, same, same, 1.0, False, 0, False
     best, best_searched = _Match(), None
-    for (t, at), (s, as_) in (((a, aspect_a), (b, aspect_b)), ((b, aspect_b), (a, aspect_a))):
-        m = _search((t, t[:, ::-1].copy()), s, _shares(at, as_), stop_at)
+    searches = [(a, aspect_a, b, aspect_b, None, 0), (b, aspect_b, a, aspect_a, None, 0)]
+    while searches:
+        t, at, s, as_, shares, turned = searches.pop(0)
+        m = _search((t, t[:, ::-1].copy()), s, shares or _shares(at, as_), stop_at, turned)
         if m.templ is not None and (best.templ is None or m.agreement > best.agreement):
             best, best_searched = m, s
         if best.templ is not None and best.reaches(stop_at):
             break
+        if not searches and not turned:
+            # A copy turned by a quarter (a photo on its side, a scan upside
+            # down, a vertical flip = half a turn and a mirror): search the
+            # turn the coarse thumbnails point to, from the larger shares.
+            k = _likely_turn(a, b)
+            if k:
+                ta, tb = np.ascontiguousarray(np.rot90(a, k)), np.ascontiguousarray(np.rot90(b, -k))
+                ra, rb = (aspect_a, aspect_b) if k == 2 else (1 / aspect_a, 1 / aspect_b)
+                searches = [(ta, ra, b, aspect_b, _shares(ra, aspect_b)[:TURN_SHARES], 90 * k),
+                            (tb, rb, a, aspect_a, _shares(rb, aspect_a)[:TURN_SHARES], 90 * k)]
     if best.templ is None:          # every template was flat: nothing aligned
-        return -1.0, -1.0, -1.0, 0.0, False
+        return -1.0, -1.0, -1.0, 0.0, False, 0, False
     if not best.reaches(stop_at):
         # A small rotation (a scan, a phone photo of a print): turn the best
         # upright template a few degrees and look again.
@@ -213,10 +250,10 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
             rot = _rotate(base, deg)
             if min(rot.shape) >= 4 and not _flat(rot):
                 trial = _Match()
-                _place(rot, best_searched, trial, best.area, best.mirrored)
+                _place(rot, best_searched, trial, best.area, best.mirrored, best.turned)
                 if trial.agreement > best.agreement:
                     best = trial
-    return best.agreement, best.layout, best.detail, best.area, best.mirrored
+    return best.agreement, best.layout, best.detail, best.area, best.mirrored, best.turned, best.sign < 0
 
 
 def check_signatures(signatures, name: str = "signatures") -> np.ndarray:
@@ -245,8 +282,8 @@ def verify_pairs(signatures, a, b, stop_at: float = ACCEPT, workers: int = 0,
 
     def run(start: int) -> int:
         for i in range(start, min(start + chunk, p)):
-            (out.agreement[i], out.layout[i], out.detail[i], out.matched_area[i],
-             out.mirrored[i]) = pair_alignment(sig[a[i]], sig[b[i]], stop_at)
+            (out.agreement[i], out.layout[i], out.detail[i], out.matched_area[i], out.mirrored[i],
+             out.turned[i], out.inverted[i]) = pair_alignment(sig[a[i]], sig[b[i]], stop_at)
         return min(start + chunk, p)
 
     if p:

@@ -99,6 +99,13 @@ def test_damaged_snapshot_is_rebuilt_and_a_broken_store_is_reported(manifest_pat
             c.create_collection("broken")
         assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
         assert value(scrape(srv), "imagesieve_collections_failed") == 1
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        with grpc.insecure_channel(srv.address) as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            status = {n: health.Check(health_pb2.HealthCheckRequest(service=n), timeout=10).status
+                      for n in ("", "imagesieve.v1.collection/broken")}
+        assert status == {"": health_pb2.HealthCheckResponse.SERVING,          # the others serve
+                          "imagesieve.v1.collection/broken": health_pb2.HealthCheckResponse.NOT_SERVING}
         # Dropping it clears the way.
         assert c.drop_collection("broken")
         assert value(scrape(srv), "imagesieve_collections_failed") == 0

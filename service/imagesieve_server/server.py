@@ -40,6 +40,9 @@ from .servicers import (AnalysisServicer, CollectionServicer, ConsensusServicer,
 
 log = logging.getLogger("imagesieve.server")
 
+# Health-check service name of a collection that failed to load (NOT_SERVING).
+COLLECTION_HEALTH = "imagesieve.v1.collection/"
+
 # HOST:PORT, the host a name, an IPv4 address or a bracketed IPv6 one.
 ADDRESS_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}")
 
@@ -218,6 +221,11 @@ class ImageSieveServer:
         await self.server.start()
         for name in ["", *SERVICE_NAMES]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        # A collection that could not be loaded: the server serves the
+        # others, and says so where probes look.
+        for name, why in self.collections.failed().items():
+            log.warning("collection %r could not be loaded: %s", name, why)
+            await self.health.set(COLLECTION_HEALTH + name, health_pb2.HealthCheckResponse.NOT_SERVING)
         return self.port
 
     async def stop(self, grace_s: float | None = None) -> None:

@@ -221,3 +221,41 @@ def test_decoded_rasters_are_charged_to_the_budget(manifest_path, photos):
     assert CODE[wide.error.code] == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "whole memory budget" in wide.error.message
     assert not photo.HasField("error") and len(photo.vector) > 0
+
+
+def test_a_fault_of_ours_is_internal_with_the_request_id_never_unknown():
+    """The outermost interceptor turns an exception escaping a handler into
+    INTERNAL naming the request id (grpc.aio would answer UNKNOWN with the
+    Python exception's text), on a real server on loopback."""
+    from imagesieve_server.observability import ObservabilityInterceptor
+
+    async def boom_unary(request, context):
+        raise RuntimeError("secret internals")
+
+    async def boom_stream(request, context):
+        yield b"first"
+        raise KeyError("secret internals")
+
+    async def main():
+        server = grpc.aio.server(interceptors=[ObservabilityInterceptor(None)])
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Boom", {
+            "Unary": grpc.unary_unary_rpc_method_handler(boom_unary),
+            "Stream": grpc.unary_stream_rpc_method_handler(boom_stream)})])
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                for call in (ch.unary_unary("/test.Boom/Unary")(b"x", metadata=(("x-request-id", "rid-42"),)),):
+                    with pytest.raises(grpc.aio.AioRpcError) as e:
+                        await call
+                    assert e.value.code() == grpc.StatusCode.INTERNAL
+                    assert "rid-42" in e.value.details() and "secret" not in e.value.details()
+                got = []
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    async for m in ch.unary_stream("/test.Boom/Stream")(b"x"):
+                        got.append(m)
+                assert got == [b"first"] and e.value.code() == grpc.StatusCode.INTERNAL
+        finally:
+            await server.stop(0)
+
+    asyncio.run(main())

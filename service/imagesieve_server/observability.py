@@ -31,6 +31,18 @@ from .security import RequestRefused, principal
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("imagesieve_request_id", default="")
 
 access_log = logging.getLogger("imagesieve.access")
+error_log = logging.getLogger("imagesieve.server")
+
+
+async def _internal_error(e: Exception, context, method: str, rid: str):
+    """A fault of ours (not an abort, not the client's input): logged with
+    its traceback and answered INTERNAL with the request id, never grpc's
+    UNKNOWN with a Python exception text."""
+    if isinstance(e, grpc.aio.AbortError):
+        raise e
+    error_log.error("unexpected error in %s (request id %s)", method, rid, exc_info=e)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method} (request id {rid}); "
+                                                  f"the server log has the details")
 
 _CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
 _RID_OK = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
@@ -179,6 +191,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                         response = await inner(await parsed(request, context), context)
                     except BadMessage as e:
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                    except Exception as e:  # noqa: BLE001 - see _internal_error
+                        await _internal_error(e, context, method, rid)
                     if self.metrics is not None and response is not None:
                         self.metrics.count_item_errors(method, response)
                     return response
@@ -206,6 +220,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                         await inner(await parsed(request, context), context)
                     except BadMessage as e:
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                    except Exception as e:  # noqa: BLE001 - see _internal_error
+                        await _internal_error(e, context, method, rid)
                 except BaseException as e:
                     code = _code_of(e, context)
                     raise
@@ -227,6 +243,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 except (BadMessage, RequestRefused) as e:
                     await context.abort(e.code if isinstance(e, RequestRefused) else grpc.StatusCode.INVALID_ARGUMENT,
                                         str(e))
+                except Exception as e:  # noqa: BLE001 - see _internal_error
+                    await _internal_error(e, context, method, rid)
             except BaseException as e:
                 code = _code_of(e, context)
                 raise

@@ -216,10 +216,14 @@ def test_audit_through_a_server_or_on_torch_matches_in_process(dataset, server, 
     assert "embedding (server)" in r.stderr
     from imagesieve_server.audit.store import EmbeddingStore
     paths = sorted(str(p) for p in folder.iterdir())
-    va, _, ea, *_ = EmbeddingStore(a / "embeddings", "mobilenet_v1", 1024).load(paths)
-    vb, _, eb, *_ = EmbeddingStore(b / "embeddings", "mobilenet_v1", 1024).load(paths)
+    la = EmbeddingStore(a / "embeddings", "mobilenet_v1", 1024).load(paths)
+    lb = EmbeddingStore(b / "embeddings", "mobilenet_v1", 1024).load(paths)
+    va, ea, vb, eb = la.vectors, la.errors, lb.vectors, lb.errors
     assert ea == eb and sum(bool(e) for e in ea) == 1        # the corrupt file fails alone, both ways
     np.testing.assert_array_equal(va, vb)
+    # The server's layout signatures (from its own decode) are the in-process ones.
+    ok = np.array([not e for e in ea])
+    np.testing.assert_array_equal(la.signatures[ok], lb.signatures[ok])
     c = tmp_path / "torch"
     r = audit(folder, "--out", c, "--no-sweep", "--runtime", "torch")
     assert r.returncode == 0, r.stderr

@@ -232,3 +232,18 @@ def test_exact_duplicates_are_the_same_on_every_path(server, photos):
         exact = {frozenset((p.key_a, p.key_b)) for p in res.pairs if p.exact}
         assert exact == {frozenset(x) for x in (("a", "a2"), ("a", "a3"), ("a2", "a3"))}
         assert all(p.cross_split for p in res.pairs if "a" in (p.key_a, p.key_b))
+
+
+def test_embed_answers_the_layout_signature_when_asked(server, photos, embedder):
+    """A client storing vectors for a later duplicate search (the audit's
+    --server backend) gets the signature from the server's own decode."""
+    data = [d for d, _, _ in photos[:3]] + [b"not an image"]
+    with Client(server.address) as c:
+        plain = list(c.embed_stream(data))
+        asked = list(c.embed_stream(data, with_layout_signature=True))
+    assert all(r.signature == b"" for r in plain)
+    local = embedder.embed_all(data[:3], with_signatures=True)
+    for r, mine in zip(asked[:3], local):
+        assert len(r.signature) == SIGNATURE_BYTES
+        assert np.array_equal(np.frombuffer(r.signature, np.uint8), mine.signature)
+    assert not asked[3].ok and asked[3].signature == b""

@@ -52,6 +52,7 @@ class EmbeddingResult:
     top_classes: list[tuple[int, str, float]] = dataclasses.field(default_factory=list)
     width: int = 0
     height: int = 0
+    signature: bytes = b""                        # layout signature, when asked for (with_layout_signature)
 
     @property
     def ok(self) -> bool:
@@ -179,11 +180,13 @@ def _result(index: int, e: embedding_pb2.Embedding) -> EmbeddingResult:
         err = ItemFailure(index, e.key, _CODE_NAMES.get(e.error.code, str(e.error.code)), e.error.message)
         return EmbeddingResult(index, e.key, None, err)
     return EmbeddingResult(index, e.key, np.array(e.vector, dtype=np.float32), None,
-                           [(c.index, c.name, c.probability) for c in e.top_classes], e.width, e.height)
+                           [(c.index, c.name, c.probability) for c in e.top_classes], e.width, e.height,
+                           e.layout_signature)
 
 
 def _requests(images: Iterable[ImageInput], keys: Iterable[str] | None, chunk_size: int,
-              top_k: int, failures: list, chunk_bytes: float = CHUNK_BYTES) -> Iterator[embedding_pb2.EmbedRequest]:
+              top_k: int, failures: list, chunk_bytes: float = CHUNK_BYTES,
+              with_signature: bool = False) -> Iterator[embedding_pb2.EmbedRequest]:
     """Chunk images into requests. A local file that cannot be read becomes
     an item with no data, so the server answers it with a per-item error."""
     keys_it = iter(keys) if keys is not None else None
@@ -199,10 +202,10 @@ def _requests(images: Iterable[ImageInput], keys: Iterable[str] | None, chunk_si
         # Big photos go one or two per message, so the server starts decoding
         # the first while the next is still on the wire.
         if len(batch) == chunk_size or size >= chunk_bytes:
-            yield embedding_pb2.EmbedRequest(images=batch, top_k_classes=top_k)
+            yield embedding_pb2.EmbedRequest(images=batch, top_k_classes=top_k, with_layout_signature=with_signature)
             batch, size = [], 0
     if batch:
-        yield embedding_pb2.EmbedRequest(images=batch, top_k_classes=top_k)
+        yield embedding_pb2.EmbedRequest(images=batch, top_k_classes=top_k, with_layout_signature=with_signature)
 
 
 def _channel_options(max_message_mb: int) -> list:
@@ -379,11 +382,15 @@ class Client:
         return Embeddings.from_results(results, lambda: self.dim)
 
     def embed_stream(self, images: Iterable[ImageInput], *, keys: Iterable[str] | None = None,
-                     top_k_classes: int = 0, chunk_size: int = 16) -> Iterator[EmbeddingResult]:
+                     top_k_classes: int = 0, chunk_size: int = 16,
+                     with_layout_signature: bool = False) -> Iterator[EmbeddingResult]:
         """Stream images through EmbedStream; yields one EmbeddingResult per
-        image, in input order, as answers arrive."""
+        image, in input order, as answers arrive (with ``signature``, the
+        layout signature for duplicate verification, when
+        ``with_layout_signature``)."""
         failures: list = []
-        responses = self.embedding.EmbedStream(_requests(images, keys, chunk_size, top_k_classes, failures))
+        responses = self.embedding.EmbedStream(_requests(images, keys, chunk_size, top_k_classes, failures,
+                                                         with_signature=with_layout_signature))
         counter = itertools.count()
         yield from _localize((_result(next(counter), e) for resp in responses for e in resp.embeddings),
                              failures)

@@ -8,12 +8,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("images", "top_k_classes")
+    __slots__ = ("images", "top_k_classes", "with_layout_signature")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     TOP_K_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    WITH_LAYOUT_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[_common_pb2.Image]
     top_k_classes: int
-    def __init__(self, images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., top_k_classes: _Optional[int] = ...) -> None: ...
+    with_layout_signature: bool
+    def __init__(self, images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., top_k_classes: _Optional[int] = ..., with_layout_signature: _Optional[bool] = ...) -> None: ...
 
 class ClassScore(_message.Message):
     __slots__ = ("index", "name", "probability")
@@ -26,20 +28,22 @@ class ClassScore(_message.Message):
     def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class Embedding(_message.Message):
-    __slots__ = ("key", "vector", "error", "top_classes", "width", "height")
+    __slots__ = ("key", "vector", "error", "top_classes", "width", "height", "layout_signature")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TOP_CLASSES_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     key: str
     vector: _containers.RepeatedScalarFieldContainer[float]
     error: _common_pb2.ItemError
     top_classes: _containers.RepeatedCompositeFieldContainer[ClassScore]
     width: int
     height: int
-    def __init__(self, key: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ..., top_classes: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+    layout_signature: bytes
+    def __init__(self, key: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ..., top_classes: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., layout_signature: _Optional[bytes] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("embeddings", "model")

@@ -53,17 +53,6 @@ def plan(store: EmbeddingStore, paths) -> np.ndarray:
     return np.frombuffer(todo, dtype=np.int64) if len(todo) else np.zeros(0, np.int64)
 
 
-def local_signature(data: bytes):
-    """The layout signature of encoded bytes, taken here (for backends whose
-    answers carry only the vector); None when the bytes do not decode."""
-    from ..engine.decode import DecodeError, decode_image
-    from ..engine.signature import layout_signature
-    try:
-        return layout_signature(decode_image(data, 192))
-    except DecodeError:
-        return None
-
-
 def _embed_files(paths: Iterable[str], embed_bytes) -> Iterator[Embedded]:
     """Read each file once (for its bytes, hash, size and mtime) and pair it
     with the answer of ``embed_bytes``: an iterator of (vector, width,
@@ -117,19 +106,11 @@ class ServerBackend:
         self.model, self.dim = info.name, info.dim
 
     def embed(self, paths: Iterable[str]) -> Iterator[Embedded]:
-        # The server answers vectors; the layout signature is taken here, from
-        # the bytes this process read anyway (a small decode).
+        # The server answers vectors and layout signatures from one decode.
         def answers(data):
-            kept: dict[int, bytes] = {}
-
-            def remember():
-                for i, d in enumerate(data):
-                    kept[i] = d
-                    yield d
-            for r in self.client.embed_stream(remember()):
-                d = kept.pop(r.index)
+            for r in self.client.embed_stream(data, with_layout_signature=True):
                 yield (r.vector, r.width, r.height, "" if r.ok else f"{r.error.code}: {r.error.message}",
-                       local_signature(d) if r.ok else None)
+                       np.frombuffer(r.signature, np.uint8) if r.ok and r.signature else None)
         return _embed_files(paths, answers)
 
     def close(self) -> None:

@@ -40,14 +40,16 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         return None
 
     # -- one image ----------------------------------------------------------
-    async def _embed_image(self, image, top_k: int) -> embedding_pb2.Embedding:
+    async def _embed_image(self, image, top_k: int, with_signature: bool = False) -> embedding_pb2.Embedding:
         out = embedding_pb2.Embedding(key=image.key)
-        result, err, _ = await self.reader.embed(image)
+        result, err, _ = await self.reader.embed(image, with_signature)
         if err is not None:
             out.error.CopyFrom(err)
             return out
         out.vector.extend(result.vector.tolist())
         out.width, out.height = result.width, result.height
+        if with_signature:
+            out.layout_signature = result.signature.tobytes()
         if top_k and result.logits is not None:
             idx, prob = softmax_top_k(result.logits[None, :], top_k)
             for i, p in zip(idx[0].tolist(), prob[0].tolist()):
@@ -56,7 +58,8 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         return out
 
     async def _embed_request(self, request) -> embedding_pb2.EmbedResponse:
-        results = await gather_bounded(self._embed_image(im, request.top_k_classes) for im in request.images)
+        results = await gather_bounded(self._embed_image(im, request.top_k_classes, request.with_layout_signature)
+                                       for im in request.images)
         return embedding_pb2.EmbedResponse(embeddings=results, model=self.model_name)
 
     # -- RPCs ---------------------------------------------------------------

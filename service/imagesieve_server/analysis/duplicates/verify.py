@@ -30,15 +30,18 @@ pack's, multiplied (:func:`relative_disagreement`), must be at most
 embedding, or on both. An image with too few other candidates is judged
 against the data set's median pack.
 
-Pure functions of numpy arrays (OpenCV for the correlation kernel); threads
-share the pairs (OpenCV releases the GIL).
+Pure functions of numpy arrays (OpenCV for the correlation kernel). An
+alignment is ~80 short OpenCV calls glued by Python, so threads do not run
+them in parallel (measured: 2 threads = 1 thread); large batches go to
+worker processes, each sent only the signatures its chunk of pairs needs.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import multiprocessing
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 
 import cv2
 import numpy as np
@@ -60,7 +63,9 @@ MAX_RELATIVE = 0.25      # see relative_disagreement: a copy is at most this far
 ACCEPT = 0.97            # agreement at which a pair's search stops (nothing needs better)
 DEFAULT_PACK = 0.55      # look-alikes' agreement and cosine when a data set has no packs to measure
 MIN_PACK = 2             # other candidates an image needs for a pack of its own
-cv2.setNumThreads(1)     # parallelism comes from verify_pairs' threads, one pair each
+PROCESS_MIN_PAIRS = 4096  # below this, threads: a process pool costs ~1 s to start
+PROCESS_CHUNK = 256       # pairs a task (~1 s of work: cancellation is checked between tasks)
+cv2.setNumThreads(1)      # parallelism comes from verify_pairs' workers, one pair each
 
 
 @dataclasses.dataclass
@@ -263,11 +268,58 @@ def check_signatures(signatures, name: str = "signatures") -> np.ndarray:
     return s
 
 
+def _align_all(sig: np.ndarray, a: np.ndarray, b: np.ndarray, stop_at: float) -> PairEvidence:
+    """PairEvidence of pairs (a[i], b[i]) of ``sig``, one after another (a
+    worker process's task)."""
+    out = PairEvidence.empty(len(a))
+    for i in range(len(a)):
+        (out.agreement[i], out.layout[i], out.detail[i], out.matched_area[i], out.mirrored[i],
+         out.turned[i], out.inverted[i]) = pair_alignment(sig[a[i]], sig[b[i]], stop_at)
+    return out
+
+
+def _verify_in_processes(sig, a, b, stop_at, workers: int, report, out: PairEvidence) -> None:
+    p = len(a)
+    ctx = multiprocessing.get_context("spawn")      # no fork of a threaded server
+    done = 0
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        pending: dict = {}
+        starts = iter(range(0, p, PROCESS_CHUNK))
+        try:
+            while True:
+                # At most two tasks a worker in flight: their pickled
+                # signatures are all that is copied at any time.
+                for start in starts:
+                    stop = min(start + PROCESS_CHUNK, p)
+                    rows, local = np.unique(np.r_[a[start:stop], b[start:stop]], return_inverse=True)
+                    f = pool.submit(_align_all, sig[rows], local[:stop - start], local[stop - start:], stop_at)
+                    pending[f] = (start, stop)
+                    if len(pending) >= 2 * workers:
+                        break
+                if not pending:
+                    break
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    start, stop = pending.pop(f)
+                    part = f.result()
+                    for field in dataclasses.fields(PairEvidence):
+                        getattr(out, field.name)[start:stop] = getattr(part, field.name)
+                    done += stop - start
+                    if report is not None:
+                        report("verify", done, p)        # may raise (a cancelled job)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
 def verify_pairs(signatures, a, b, stop_at: float = ACCEPT, workers: int = 0,
-                 report=None, chunk: int = 128) -> PairEvidence:
+                 report=None, chunk: int = 128, processes: bool | None = None) -> PairEvidence:
     """Align every pair (a[i], b[i]) of ``signatures`` (N, SIGNATURE_BYTES)
-    uint8; ``a``, ``b``: (P,) positions. ``workers``: threads (0 = one per
-    core), each taking ``chunk`` pairs at a time. ``report(stage, done,
+    uint8; ``a``, ``b``: (P,) positions. ``workers``: 0 = one per core.
+    ``processes``: worker processes, PROCESS_CHUNK pairs a task (None: when
+    there are at least PROCESS_MIN_PAIRS pairs and more than one worker);
+    else threads taking ``chunk`` pairs at a time (cheap to start; what a
+    streaming check with a few candidates wants). ``report(stage, done,
     total)`` is called with stage ``"verify"``. Returns PairEvidence of (P,)
     arrays."""
     sig = check_signatures(signatures)
@@ -279,15 +331,22 @@ def verify_pairs(signatures, a, b, stop_at: float = ACCEPT, workers: int = 0,
         raise ValueError(f"pair positions must lie in [0, {len(sig)})")
     p = a.size
     out = PairEvidence.empty(p)
+    workers = workers or (os.cpu_count() or 1)
+    if processes is None:
+        processes = p >= PROCESS_MIN_PAIRS and workers > 1
+    if p and processes:
+        _verify_in_processes(sig, a, b, stop_at, workers, report, out)
+        return out
 
     def run(start: int) -> int:
-        for i in range(start, min(start + chunk, p)):
-            (out.agreement[i], out.layout[i], out.detail[i], out.matched_area[i], out.mirrored[i],
-             out.turned[i], out.inverted[i]) = pair_alignment(sig[a[i]], sig[b[i]], stop_at)
-        return min(start + chunk, p)
+        stop = min(start + chunk, p)
+        part = _align_all(sig, a[start:stop], b[start:stop], stop_at)
+        for field in dataclasses.fields(PairEvidence):
+            getattr(out, field.name)[start:stop] = getattr(part, field.name)
+        return stop
 
     if p:
-        with ThreadPoolExecutor(workers or (os.cpu_count() or 1), thread_name_prefix="imagesieve-verify") as pool:
+        with ThreadPoolExecutor(workers, thread_name_prefix="imagesieve-verify") as pool:
             for done in pool.map(run, range(0, p, chunk)):
                 if report is not None:
                     report("verify", done, p)

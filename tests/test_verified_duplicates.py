@@ -271,3 +271,19 @@ def test_worker_processes_give_the_same_evidence_and_stop_when_told(embedder, ph
     with pytest.raises(KeyboardInterrupt):
         verify_pairs(s, a, b, workers=2, processes=True, report=cancelled)
     assert len(seen) == 1 and seen[0] < len(a)
+
+
+def test_one_knn_pass_gives_the_same_candidates(embedder, photos):
+    """The audit searches each image's neighbours once, for the duplicate
+    candidates and the outliers alike: the candidates are those of
+    candidate_pairs' own search."""
+    from imagesieve_server.analysis.duplicates.find import candidate_pairs
+    from imagesieve_server.analysis.neighbors import knn
+    originals = [photo_image(d) for d, _, _ in photos]
+    blobs = [encode(im, "JPEG") for im in originals] + [encode(ImageOps.grayscale(im), "PNG") for im in originals]
+    v, _ = _embed(embedder, blobs)
+    own = candidate_pairs(v, 0.5, 8)
+    shared = candidate_pairs(v, 0.5, 8, knn=knn(v, 10))
+    for x, y in zip(own, shared):
+        np.testing.assert_array_equal(x, y)
+    assert len(own[0]) > len(blobs) // 2

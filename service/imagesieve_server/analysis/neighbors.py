@@ -74,9 +74,14 @@ def mean_found_similarity(sims: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return (np.where(valid, sims, 0.0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)).astype(np.float32)
 
 
-def knn(vectors: np.ndarray, k: int, exact: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """All of :func:`knn_chunks` at once: (sims (N, k) float32, ids (N, k) int64)."""
-    parts = list(knn_chunks(vectors, k, exact=exact))
+def knn(vectors: np.ndarray, k: int, exact: bool | None = None, report=None) -> tuple[np.ndarray, np.ndarray]:
+    """All of :func:`knn_chunks` at once: (sims (N, k) float32, ids (N, k)
+    int64); ``report(stage, done, total)`` after each chunk."""
+    parts = []
+    for start, sims, ids in knn_chunks(vectors, k, exact=exact):
+        parts.append((start, sims, ids))
+        if report is not None:
+            report("nearest neighbours", start + len(ids), len(vectors))
     return np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
 
 

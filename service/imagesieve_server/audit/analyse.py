@@ -12,8 +12,9 @@ import numpy as np
 
 from imagesieve.progress import StageProgress
 
-from ..analysis.duplicates.find import DuplicateReport, find_duplicates
+from ..analysis.duplicates.find import CANDIDATE_K, DuplicateReport, find_duplicates
 from ..analysis.labels import rank, score_labels
+from ..analysis.neighbors import knn, mean_found_similarity
 from ..analysis.outliers import flag_outliers, knn_similarity, outlier_scores
 from ..analysis.sample_size.run import SampleSizeReport, sample_size_report
 from ..index.faiss_index import FLAT_MAX
@@ -85,26 +86,39 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     spl = list(splits) if all_ok else [splits[i] for i in idx]
     keys = paths if all_ok else (paths.take(idx) if hasattr(paths, "take") else [paths[i] for i in idx])
 
+    k = min(NEIGHBORS, len(idx) - 1)
+    neighbours = None
     with r.stages.stage("duplicates", announce=True), StageProgress("  duplicates: ") as report:
         sig = None if signatures is None else (signatures if all_ok else signatures[idx])
+        if sig is not None:
+            # One kNN pass serves the duplicate candidates, the outliers and
+            # the labels' neighbour evidence ((N, k) ids and sims: 120 bytes an image).
+            neighbours = knn(x, max(k, CANDIDATE_K), report=report)
         r.duplicates = find_duplicates(x, keys, lab, spl, sha256 if all_ok else sha256[idx], threshold,
-                                       approximate=len(idx) > FLAT_MAX, report=report, signatures=sig)
+                                       approximate=len(idx) > FLAT_MAX, report=report, signatures=sig,
+                                       knn=neighbours)
     r.threshold = r.duplicates.threshold
     r.notes.extend(r.duplicates.warnings)
 
     labelled = all(lab) and len(set(lab)) >= 2
     evidence = None
-    k = min(NEIGHBORS, len(idx) - 1)
+    chunks = None if neighbours is None else [(0, neighbours[0][:, :k], neighbours[1][:, :k])]
+    neighbours = None
     with r.stages.stage("neighbours and outliers", announce=True), StageProgress("  neighbours: ") as report:
         if labelled:
             r.class_names = sorted(set(lab))
             ids = {c: i for i, c in enumerate(r.class_names)}
             r.label_ids = np.array([ids[v] for v in lab], dtype=np.int64)
             # One kNN pass serves both the outliers and the labels' neighbour evidence.
-            evidence = rank.neighbor_evidence(x, r.label_ids, k, len(r.class_names), report=report)
+            evidence = (rank.neighbor_evidence(x, r.label_ids, k, len(r.class_names), report=report)
+                        if chunks is None else
+                        rank.evidence_from_knn(chunks, r.label_ids, len(r.class_names), report=report))
             r.knn_similarity = evidence.mean_similarity
-        else:
+        elif chunks is None:
             r.knn_similarity = knn_similarity(x, k=k, report=report)
+        else:
+            r.knn_similarity = mean_found_similarity(chunks[0][1], chunks[0][2])
+        chunks = None
         r.outlier_score = outlier_scores(r.knn_similarity)
         r.outliers = flag_outliers(r.outlier_score)
 

@@ -114,15 +114,19 @@ def exact_pairs(sha) -> tuple[np.ndarray, np.ndarray]:
 
 
 def candidate_pairs(vectors: np.ndarray, threshold: float = CANDIDATE_THRESHOLD, k: int = CANDIDATE_K,
-                    report: Callable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    report: Callable | None = None, knn: tuple[np.ndarray, np.ndarray] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stage 1: (a, b, cosine), a < b, sorted, each pair once: every image's
     ``k`` nearest neighbours with cosine >= ``threshold`` (exact below
-    FLAT_MAX vectors, IVF above; see ``neighbors.knn_chunks``)."""
+    FLAT_MAX vectors, IVF above; see ``neighbors.knn_chunks``). ``knn``:
+    (sims (N, >= k), ids (N, >= k)) already searched (the audit's one kNN
+    pass), most similar first; its first ``k`` columns are used."""
     n = len(vectors)
     if n < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     out_a, out_b, out_s = [], [], []
-    for start, sims, ids in knn_chunks(vectors, k):
+    chunks = knn_chunks(vectors, k) if knn is None else [(0, knn[0][:, :k], knn[1][:, :k])]
+    for start, sims, ids in chunks:
         stop = start + len(ids)
         q = np.repeat(np.arange(start, stop, dtype=np.int64), ids.shape[1])
         ids, sims = ids.ravel(), sims.ravel()
@@ -141,7 +145,8 @@ def candidate_pairs(vectors: np.ndarray, threshold: float = CANDIDATE_THRESHOLD,
 def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[str], splits: Sequence[str],
                     sha256, threshold: float = 0.0, approximate: bool = False, knn_k: int = 0,
                     grouping: str = "bounded", report: Callable | None = None,
-                    signatures: np.ndarray | None = None) -> DuplicateReport:
+                    signatures: np.ndarray | None = None,
+                    knn: tuple[np.ndarray, np.ndarray] | None = None) -> DuplicateReport:
     """vectors (N, D) unit float32 and N-long metadata sequences (sha256: a
     list of str or an (N,) array) -> DuplicateReport.
 
@@ -151,7 +156,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
     raw cosine at ``threshold`` (0 = derived from the data, see
     :func:`raw_threshold`), by exact range search or, ``approximate``, a kNN
     graph of ``knn_k`` (default 16). Identical bytes are always exact
-    duplicates."""
+    duplicates. ``knn``: see :func:`candidate_pairs` (two stages only)."""
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
     n = len(keys)
@@ -165,7 +170,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         threshold = threshold or CANDIDATE_THRESHOLD
         reason = (f"candidates: each image's {knn_k or CANDIDATE_K} nearest neighbours at cosine >= "
                   f"{threshold:.2f}; each pair kept only when its layouts align (stage 2)")
-        a, b, sim = candidate_pairs(vectors, threshold, knn_k or CANDIDATE_K, report=report)
+        a, b, sim = candidate_pairs(vectors, threshold, knn_k or CANDIDATE_K, report=report, knn=knn)
         candidates = len(a)
         ev = verify_pairs(signatures, a, b, report=report)
         ok, rel = verified_pairs(n, a, b, ev.agreement, sim)

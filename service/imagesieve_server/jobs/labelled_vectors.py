@@ -84,7 +84,8 @@ async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, col
     yield common_pb2.JobProgress(stage="embedding", done=0, total=len(images))
     for lo in range(0, len(images), EMBED_CHUNK):
         chunk = images[lo:lo + EMBED_CHUNK]
-        embedded = await asyncio.gather(*(reader.embed(im) for im in chunk))
+        from ..servicers.common import gather_bounded  # here: servicers import the jobs
+        embedded = await gather_bounded(reader.embed(im) for im in chunk)
         for j, (r, err, _) in enumerate(embedded):
             if err is not None:
                 failed.append(f"{keys[lo + j]} ({err.message})")

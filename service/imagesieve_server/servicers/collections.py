@@ -12,7 +12,7 @@ from imagesieve.v1 import collections_pb2, collections_pb2_grpc
 from ..collections import Collection, CollectionError, CollectionManager
 from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
-from .common import ImageReader, content_hash, item_error, text_problem
+from .common import ImageReader, content_hash, gather_bounded, item_error, text_problem
 
 KIND_NAMES = {collections_pb2.INDEX_KIND_AUTO: "auto", collections_pb2.INDEX_KIND_FLAT_IP: "flat",
               collections_pb2.INDEX_KIND_IVF_FLAT_IP: "ivf_flat", collections_pb2.INDEX_KIND_IVF_PQ_IP: "ivf_pq",
@@ -180,7 +180,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
                     res.exact_duplicate_of = twin
                     continue
             todo.append((res, im))
-        embedded = await asyncio.gather(*(self.reader.embed_for_collection(im) for _, im in todo))
+        embedded = await gather_bounded(self.reader.embed_for_collection(im) for _, im in todo)
         ready = []
         for (res, _), (new, err) in zip(todo, embedded):
             if err is not None:

@@ -311,3 +311,46 @@ def test_decode_bytes_is_header_only():
     img = _opened(png_claiming(9000, 7000, 16, 0))
     assert decode_bytes(img, 256) >= raster_bytes(img, 256) == 9000 * 7000 * 2
     assert img.tile  # nothing decoded
+
+
+def _ico_holding(png: bytes) -> bytes:
+    """An ICO whose one directory entry says 16x16 but holds ``png``."""
+    entry = struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png), 6 + 16)
+    return struct.pack("<HHH", 0, 1, 1) + entry + png
+
+
+def test_an_icon_cannot_hide_a_huge_picture():
+    """Pillow decodes an ICO's picture while opening it, before any size is
+    known: a 16x16 entry holding a 20000x20000 PNG is refused from the PNG's
+    own header, in milliseconds; a real icon still decodes."""
+    big = Image.new("L", (20000, 20000))
+    buf = io.BytesIO()
+    big.save(buf, "PNG")
+    bomb = _ico_holding(buf.getvalue())
+    assert len(bomb) < 2 << 20
+    t = time.perf_counter()
+    with pytest.raises(DecodeError) as e:
+        decode_image(bomb, 224)
+    assert e.value.code == "RESOURCE_EXHAUSTED" and "20000x20000" in str(e.value)
+    assert time.perf_counter() - t < 1.0
+    small = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8))
+    assert decode_image(_ico_holding(encode(small, "PNG")), 16).size == (32, 32)
+
+
+def test_formats_outside_the_list_are_refused():
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    with pytest.raises(DecodeError) as e:
+        decode_image(eps, 224)
+    assert e.value.code == "INVALID_ARGUMENT" and "accepted: JPEG" in str(e.value)
+
+
+def test_decoder_buffers_are_charged(photos):
+    """A progressive JPEG keeps every DCT coefficient until its last scan
+    (draft scaling does not shrink that); WebP's decoder holds full-size
+    buffers: what the budget is charged includes them."""
+    big = photo_image(photos[0][0]).resize((4000, 3000))
+    base = Image.open(io.BytesIO(encode(big, "JPEG", quality=90)))
+    prog = Image.open(io.BytesIO(encode(big, "JPEG", quality=90, progressive=True)))
+    assert decode_bytes(prog, 224) - decode_bytes(base, 224) == 2 * 4000 * 3000 * 3
+    webp = Image.open(io.BytesIO(encode(big.resize((1000, 750)), "WEBP")))
+    assert decode_bytes(webp, 224) >= 16 * 1000 * 750

@@ -128,7 +128,22 @@ def decode_bytes(img: Image.Image, min_size: int | None = None) -> int:
         out = (-(-w // f)) * (-(-h // f)) * 5   # L, then RGB
     else:
         out = w * h * 4
-    return raster + out + _STRIP_BYTES
+    return raster + out + _STRIP_BYTES + _decoder_buffers(img)
+
+
+# Working memory of decoders beyond the raster, bytes a pixel of the full
+# header size, measured (peak RSS rise less the raster, 7000x7000 files):
+# libwebp, OpenJPEG and libavif hold their own full-size buffers.
+_DECODER_BYTES_PER_PIXEL = {"WEBP": 16, "JPEG2000": 20, "AVIF": 10}
+
+
+def _decoder_buffers(img: Image.Image) -> int:
+    w, h = img.size          # before any draft: these buffers are full-size
+    if img.format in ("JPEG", "MPO") and ("progressive" in img.info or "progression" in img.info):
+        # A progressive JPEG keeps every DCT coefficient of the whole image
+        # (2 bytes each) until the last scan: draft scaling does not shrink it.
+        return 2 * w * h * max(1, len(img.getbands()))
+    return _DECODER_BYTES_PER_PIXEL.get(img.format, 0) * w * h
 
 
 def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits(),
@@ -156,10 +171,13 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
     if len(data) > limits.max_bytes:
         raise DecodeError(f"image is {len(data)} bytes, above the limit of {limits.max_bytes}",
                           "RESOURCE_EXHAUSTED")
+    icon_problem = _icon_entry_problem(data, limits.max_pixels)
+    if icon_problem:
+        raise DecodeError(icon_problem, "RESOURCE_EXHAUSTED")
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
-        raise DecodeError("not a recognised image format") from None
+        raise DecodeError(f"not a recognised image format (accepted: {', '.join(FORMATS)})") from None
     except Exception as e:  # noqa: BLE001 - any parser failure is bad input
         raise DecodeError(f"cannot read image header: {e}") from None
     w, h = img.size
@@ -204,6 +222,36 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
         raise DecodeError(f"cannot decode image: {e}") from None
     rgb.info["original_size"] = (w, h)
     return rgb
+
+
+# Formats accepted: what image datasets hold. Pillow can open more, but each
+# is attack surface (EPS runs Ghostscript; ICNS decodes its pictures while
+# opening, before any size is known).
+Image.init()             # register every plugin, so the list below can name them
+FORMATS = tuple(f for f in ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "DIB", "TIFF", "ICO", "PPM", "TGA",
+                            "JPEG2000", "AVIF", "QOI", "PCX", "SGI", "DDS", "PSD") if f in Image.OPEN)
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _icon_entry_problem(data: bytes, max_pixels: int) -> str | None:
+    """Pillow decodes an ICO's largest picture while opening it, before any
+    size check: a 16x16 directory entry may hold a 40000x40000 PNG (1.5 MB
+    of file, 1.6 GB decoded). Read each PNG entry's own header first."""
+    if len(data) < 6 or data[:4] != b"\x00\x00\x01\x00":
+        return None
+    count = int.from_bytes(data[4:6], "little")
+    for i in range(min(count, 256)):
+        entry = data[6 + 16 * i: 22 + 16 * i]
+        if len(entry) < 16:
+            break
+        offset = int.from_bytes(entry[12:16], "little")
+        head = data[offset:offset + 24]
+        if head[:8] == _PNG_MAGIC and len(head) == 24:
+            w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+            if w * h > max_pixels:
+                return (f"icon entry {i} is a {w}x{h} = {w * h} pixel PNG, above the limit of "
+                        f"{max_pixels}")
+    return None
 
 
 def _orientation(img: Image.Image) -> int | None:

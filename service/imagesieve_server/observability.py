@@ -26,7 +26,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .security import RequestRefused, principal
+from .security import OPEN_PREFIXES, RequestRefused, principal
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("imagesieve_request_id", default="")
 
@@ -151,11 +151,53 @@ def _incoming_request_id(metadata) -> str | None:
     return None
 
 
-class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
-    """Outermost interceptor: sees every call, including refused ones."""
+class CallLimiter:
+    """Calls at once: at most ``max_calls`` in all and ``max_per_client`` from
+    one client (its token's name, else its address), so one client's idle
+    streams cannot lock everyone else out. The health check and reflection
+    are never counted or refused: probes must answer while the server is busy."""
 
-    def __init__(self, metrics: Metrics | None):
+    def __init__(self, max_calls: int, max_per_client: int):
+        self.max_calls, self.max_per_client = max_calls, max_per_client
+        self.active = 0
+        self.by_client: dict[str, int] = {}
+
+    def enter(self, client: str) -> str | None:
+        """None when admitted, else why not (the caller answers RESOURCE_EXHAUSTED)."""
+        if self.active >= self.max_calls:
+            return f"the server is at its limit of {self.max_calls} concurrent calls; retry with backoff"
+        if self.by_client.get(client, 0) >= self.max_per_client:
+            return (f"this client already has {self.max_per_client} calls in progress (the limit per client); "
+                    f"finish or cancel some, then retry")
+        self.active += 1
+        self.by_client[client] = self.by_client.get(client, 0) + 1
+        return None
+
+    def leave(self, client: str) -> None:
+        self.active -= 1
+        left = self.by_client[client] - 1
+        if left:
+            self.by_client[client] = left
+        else:
+            del self.by_client[client]
+
+
+def _client_of(peer: str) -> str:
+    """The caller's identity for CallLimiter: its token's name, else its
+    address without the port ("ipv4:10.0.0.7:51234" -> "ipv4:10.0.0.7")."""
+    who = principal.get()
+    if who:
+        return "token:" + who
+    return peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
+
+
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+    """Outermost interceptor: sees every call, including refused ones, and
+    admits it (``limiter``) before any work."""
+
+    def __init__(self, metrics: Metrics | None, limiter: CallLimiter | None = None):
         self.metrics = metrics
+        self.limiter = limiter
 
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails],
                                                              Awaitable[grpc.RpcMethodHandler]],
@@ -185,7 +227,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             async def unary(request, context):
                 start = self._begin(method, rid, context)
                 code = "OK"
+                admitted = None
                 try:
+                    admitted = await self._admit(details.method, start[1], context)
                     await context.send_initial_metadata((("x-request-id", rid),))
                     try:
                         response = await inner(await parsed(request, context), context)
@@ -200,6 +244,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     code = _code_of(e, context)
                     raise
                 finally:
+                    self._release(admitted)
                     self._end(method, rid, context, start, code)
 
             make = grpc.unary_unary_rpc_method_handler if handler.unary_unary \
@@ -215,7 +260,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             async def writer(request, context):
                 start = self._begin(method, rid, context)
                 code = "OK"
+                admitted = None
                 try:
+                    admitted = await self._admit(details.method, start[1], context)
                     try:
                         await inner(await parsed(request, context), context)
                     except BadMessage as e:
@@ -226,13 +273,16 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     code = _code_of(e, context)
                     raise
                 finally:
+                    self._release(admitted)
                     self._end(method, rid, context, start, code)
             return make(writer, **kw)
 
         async def stream(request, context):
             start = self._begin(method, rid, context)
             code = "OK"
+            admitted = None
             try:
+                admitted = await self._admit(details.method, start[1], context)
                 await context.send_initial_metadata((("x-request-id", rid),))
                 try:
                     async for response in inner(await parsed(request, context), context):
@@ -249,9 +299,25 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 code = _code_of(e, context)
                 raise
             finally:
+                self._release(admitted)
                 self._end(method, rid, context, start, code)
 
         return make(stream, **kw)
+
+    async def _admit(self, full_method: str, peer: str, context) -> str | None:
+        """The client key holding a slot, None when the call is not counted
+        (no limiter, or a probe); aborts RESOURCE_EXHAUSTED when refused."""
+        if self.limiter is None or (full_method or "").startswith(OPEN_PREFIXES):
+            return None
+        client = _client_of(peer)
+        refused = self.limiter.enter(client)
+        if refused:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+        return client
+
+    def _release(self, client: str | None) -> None:
+        if client is not None:
+            self.limiter.leave(client)
 
     def _begin(self, method, rid, context) -> tuple[float, str]:
         if self.metrics is not None:

@@ -31,7 +31,7 @@ from .engine.budget import MemoryBudget, default_budget_mb
 from .engine.decode import DecodeLimits
 from .engine.pipeline import RUNTIMES, Embedder
 from .engine.torch_executor import DTYPES as TORCH_DTYPES
-from .observability import Metrics, ObservabilityInterceptor, configure_logging
+from .observability import CallLimiter, Metrics, ObservabilityInterceptor, configure_logging
 from .jobs import runner
 from .paths import PathPolicy, check_roots
 from .security import AuthInterceptor, TokenError, TokenStore, server_credentials
@@ -72,7 +72,8 @@ class ServerConfig:
     max_queue: int = 1024               # images waiting for the model before RESOURCE_EXHAUSTED
     max_inflight: int = 512             # images being decoded or embedded at once
     max_inflight_mb: int = 0            # bytes of requests, files and rasters in flight; 0 = a quarter of RAM, <= 4 GiB
-    max_concurrent_rpcs: int = 256      # calls at once; beyond it gRPC answers RESOURCE_EXHAUSTED
+    max_concurrent_rpcs: int = 256      # calls at once (health checks aside); beyond it RESOURCE_EXHAUSTED
+    max_calls_per_client: int = 0       # calls at once from one token (or address); 0 = half of the above
     max_jobs: int = 0                   # analysis jobs at once; 0 = one per core
     max_images_per_request: int = 256
     stream_window: int = 16             # requests per stream worked on concurrently
@@ -122,11 +123,12 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
                  "stream_window", "max_message_mb", "max_image_mb", "max_pixels", "max_concurrent_rpcs"):
         if getattr(cfg, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
-    for name in ("max_inflight_mb", "max_jobs"):
+    for name in ("max_inflight_mb", "max_jobs", "max_calls_per_client"):
         if getattr(cfg, name) < 0:
             ap.error(f"--{name.replace('_', '-')} must be >= 0 (0 = sized from the host)")
     cfg.max_inflight_mb = cfg.max_inflight_mb or default_budget_mb()
     cfg.max_jobs = cfg.max_jobs or (os.cpu_count() or 1)
+    cfg.max_calls_per_client = cfg.max_calls_per_client or max(1, cfg.max_concurrent_rpcs // 2)
     try:
         cfg.allow_root = [str(p) for p in check_roots(cfg.allow_root)]
     except ValueError as e:
@@ -184,11 +186,13 @@ class ImageSieveServer:
                 # One listener per port: with SO_REUSEPORT a second server on a
                 # busy port started silently and took half the clients.
                 ("grpc.so_reuseport", 0)]
-        interceptors = [ObservabilityInterceptor(self.metrics)]
+        limiter = CallLimiter(c.max_concurrent_rpcs, c.max_calls_per_client or max(1, c.max_concurrent_rpcs // 2))
+        interceptors = [ObservabilityInterceptor(self.metrics, limiter)]
         if self.tokens:
             interceptors.append(AuthInterceptor(self.tokens))
-        self.server = grpc.aio.server(options=opts, interceptors=interceptors,
-                                      maximum_concurrent_rpcs=c.max_concurrent_rpcs)
+        # No grpc-level maximum_concurrent_rpcs: it would count (and refuse)
+        # health checks too; CallLimiter admits calls instead.
+        self.server = grpc.aio.server(options=opts, interceptors=interceptors)
         reader = self.reader = ImageReader(self.engine, PathPolicy(c.allow_root), self.budget)
         embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(
             EmbeddingServicer(self.engine, reader, c.max_images_per_request, c.stream_window), self.server)
@@ -255,8 +259,9 @@ async def serve(config: ServerConfig) -> None:
         log.warning("tokens are required but the server is plaintext: tokens cross the network in clear "
                     "(serve TLS with --tls-cert/--tls-key)")
     log.info("server_path roots: %s", ", ".join(config.allow_root) or "none (server paths refused)")
-    log.info("limits: %d MiB in flight, %d images a request, %d calls and %d analysis jobs at once",
-             config.max_inflight_mb, config.max_images_per_request, config.max_concurrent_rpcs, config.max_jobs)
+    log.info("limits: %d MiB in flight, %d images a request, %d calls (%d a client) and %d analysis jobs at once",
+             config.max_inflight_mb, config.max_images_per_request, config.max_concurrent_rpcs,
+             config.max_calls_per_client, config.max_jobs)
     if srv.metrics_port is not None:
         print(f"imagesieve: metrics on http://{config.metrics_host}:{srv.metrics_port}/metrics", flush=True)
     print(f"imagesieve: serving {ex.manifest.name} on {host}:{port}", flush=True)

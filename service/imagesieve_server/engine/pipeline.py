@@ -23,6 +23,9 @@ from .preprocess import Preprocessor
 from .signature import layout_signature
 
 
+DECODE_BUDGET_WAIT_S = 2.0   # a decode waits this long for memory before it is refused
+
+
 @dataclasses.dataclass
 class PreparedImage:
     tensor: np.ndarray     # model input: (3, S, S) float32, or (S, S, 3) uint8 pixels (executor.input_kind)
@@ -112,9 +115,10 @@ class Embedder:
         charged = []
 
         def charge(header) -> None:
-            # Decoder threads never wait for the budget: they could wait on
-            # reads that wait on them. Refused now, the caller retries.
-            charged.append(self.budget.reserve_now(decode_bytes(header, min_size), "decoding this image"))
+            # A bounded wait: this thread may wait on bytes that wait for a
+            # decoder, so it ends in a refusal, never a deadlock.
+            charged.append(self.budget.reserve_now(decode_bytes(header, min_size), "decoding this image",
+                                                   DECODE_BUDGET_WAIT_S))
         try:
             img = decode_image(data, min_size, self.limits, charge)
             w, h = img.info["original_size"]

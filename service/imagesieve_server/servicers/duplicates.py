@@ -32,7 +32,8 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
 
     async def CheckDuplicates(self, request_iterator, context):
         try:
-            async for response in ordered_concurrent(request_iterator, self._check_request, self.stream_window):
+            async for response in ordered_concurrent(request_iterator, self._check_request, self.stream_window,
+                                                     self.reader.budget):
                 yield response
         except BadRequest as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))

@@ -81,7 +81,8 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
             return await self._embed_request(request)
 
         try:
-            async for response in ordered_concurrent(request_iterator, handle, self.stream_window):
+            async for response in ordered_concurrent(request_iterator, handle, self.stream_window,
+                                                     self.reader.budget):
                 yield response
         except BadRequest as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))

@@ -26,6 +26,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from .engine.async_embedder import connection
 from .security import OPEN_PREFIXES, RequestRefused, principal
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("imagesieve_request_id", default="")
@@ -324,7 +325,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             self.metrics.inflight.labels(method).inc()
         # The peer is read now, while the call is alive: grpc.aio's peer()
         # on a finished call can crash the process.
-        return time.perf_counter(), _safe_peer(context)
+        peer = _safe_peer(context)
+        connection.set(peer)            # decodes are shared fairly between connections
+        return time.perf_counter(), peer
 
     def _end(self, method, rid, context, begun, code) -> None:
         start, peer = begun

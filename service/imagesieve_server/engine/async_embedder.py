@@ -8,10 +8,41 @@ share model calls. In-flight images are bounded (backpressure: callers beyond
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextvars
 
 from .batcher import DynamicBatcher
 from .decode import DecodeError
 from .pipeline import Embedder, ImageEmbedding
+
+
+# The connection a call came on (set by the server's interceptor): decodes
+# are shared fairly between connections (see AsyncEmbedder).
+connection: contextvars.ContextVar[str] = contextvars.ContextVar("imagesieve_connection", default="")
+
+
+class _FairShare:
+    """At most ``per_key`` decodes queued or running for one connection: a
+    connection sending costly images (256 large PNGs) waits behind its own,
+    while each other connection still gets its turn at the decode threads."""
+
+    def __init__(self, per_key: int):
+        self.per_key = per_key
+        self._gates: dict[str, asyncio.Semaphore] = {}
+        self._users: collections.Counter = collections.Counter()
+
+    async def __call__(self, key: str, fn):
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = asyncio.Semaphore(self.per_key)
+        self._users[key] += 1
+        try:
+            async with gate:
+                return await fn()
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key], self._gates[key]
 
 
 class AsyncEmbedder:
@@ -21,6 +52,9 @@ class AsyncEmbedder:
         self.batcher = DynamicBatcher(embedder.run_model, embedder.max_batch_size, max_delay_s, max_queue)
         self._inflight: asyncio.Semaphore | None = None
         self._max_inflight = max_inflight
+        # As many of one connection's decodes at once as there are decoders:
+        # alone it uses them all, among others it gets its share.
+        self._fair = _FairShare(embedder.decode_workers)
 
     async def start(self) -> None:
         self._inflight = asyncio.Semaphore(self._max_inflight)
@@ -38,11 +72,14 @@ class AsyncEmbedder:
         loop = asyncio.get_running_loop()
         async with self._inflight:
             try:
-                prepared = await loop.run_in_executor(self.embedder.pool, self.embedder.prepare, data,
-                                                      with_signature)
+                prepared = await self._fair(connection.get(), lambda: loop.run_in_executor(
+                    self.embedder.pool, self.embedder.prepare, data, with_signature))
             except DecodeError as e:
                 return ImageEmbedding(error=e)
-            vector, logits = await self.batcher.submit(prepared.tensor)
+            try:
+                vector, logits = await self.batcher.submit(prepared.tensor)
+            finally:
+                self.embedder.budget.release(prepared.charged)
             return ImageEmbedding(vector, logits, prepared.width, prepared.height, signature=prepared.signature)
 
     async def embed_many(self, images: list[bytes]) -> list[ImageEmbedding]:

@@ -32,6 +32,7 @@ class PreparedImage:
     width: int             # original size, before any scaling
     height: int
     signature: np.ndarray | None = None   # (SIGNATURE_BYTES,) uint8 layout signature (engine.signature)
+    charged: int = 0       # budget bytes still charged for ``tensor``: the holder releases them after the model
 
 
 @dataclasses.dataclass
@@ -79,9 +80,12 @@ class Embedder:
         self._model_input = (self.preprocessor if executor.input_kind == "normalized"
                              else self.preprocessor.pixels)
         self.max_batch_size = max_batch_size
+        size = self.preprocessor.size
+        self._tensor_bytes = 3 * size * size * (4 if executor.input_kind == "normalized" else 1)
         self.limits = limits
         self.budget = budget or MemoryBudget(0)
-        self.pool = ThreadPoolExecutor(decode_workers or (os.cpu_count() or 1),
+        self.decode_workers = decode_workers or (os.cpu_count() or 1)
+        self.pool = ThreadPoolExecutor(self.decode_workers,
                                        thread_name_prefix="imagesieve-decode")
 
     @classmethod
@@ -115,17 +119,26 @@ class Embedder:
         charged = []
 
         def charge(header) -> None:
-            # A bounded wait: this thread may wait on bytes that wait for a
-            # decoder, so it ends in a refusal, never a deadlock.
-            charged.append(self.budget.reserve_now(decode_bytes(header, min_size), "decoding this image",
-                                                   DECODE_BUDGET_WAIT_S))
+            # The decode's peak and the model input that outlives it (it waits
+            # for the model: up to --max-inflight of them). A bounded wait:
+            # this thread may wait on bytes that wait for a decoder, so it ends
+            # in a refusal, never a deadlock.
+            charged.append(self.budget.reserve_now(decode_bytes(header, min_size) + self._tensor_bytes,
+                                                   "decoding this image", DECODE_BUDGET_WAIT_S))
         try:
             img = decode_image(data, min_size, self.limits, charge)
             w, h = img.info["original_size"]
-            return PreparedImage(self._model_input(img), w, h, layout_signature(img) if with_signature else None)
-        finally:
+            prepared = PreparedImage(self._model_input(img), w, h,
+                                     layout_signature(img) if with_signature else None)
+        except BaseException:
             for n in charged:
                 self.budget.release(n)
+            raise
+        # The decode's working memory is free again; the input stays charged.
+        keep = min(sum(charged), self._tensor_bytes)
+        self.budget.release(sum(charged) - keep)
+        prepared.charged = keep
+        return prepared
 
     def run_model(self, tensors: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """list of prepared tensors -> (unit embeddings (N, D), logits (N, C) or None)."""
@@ -158,6 +171,7 @@ class Embedder:
         for f in futures:
             try:
                 p = f.result()
+                self.budget.release(p.charged)
                 results.append(ImageEmbedding(width=p.width, height=p.height, signature=p.signature))
                 ok.append((len(results) - 1, p.tensor))
             except DecodeError as e:

@@ -27,7 +27,7 @@ EMBEDDING_CLASSIFIERS = tuple(c for c in CLASSIFIERS if c != "cnn")
 def check_embedding_classifier(name: str) -> str:
     """``name`` if it is a classifier on embeddings, else ValueError listing them."""
     if name not in EMBEDDING_CLASSIFIERS:
-        raise ValueError(f"unknown classifier {name!r}; choose from {EMBEDDING_CLASSIFIERS}")
+        raise ValueError(f"unknown classifier {str(name)[:64]!r}; choose from {EMBEDDING_CLASSIFIERS}")
     return name
 
 

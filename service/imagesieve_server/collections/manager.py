@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 from .collection import Collection, CollectionError
+from .store import quoted
 
 log = logging.getLogger("imagesieve.collections")
 
@@ -57,8 +58,8 @@ class CollectionManager:
     @staticmethod
     def validate_name(name: str) -> str:
         if not NAME_RE.fullmatch(name or ""):
-            raise CollectionError(f"invalid collection name {name!r}: use 1-64 letters, digits, '_', '-', '.' "
-                                  "starting with a letter or digit", "INVALID_ARGUMENT")
+            raise CollectionError(f"invalid collection name {quoted(name or '')}: use 1-64 letters, digits, "
+                                  "'_', '-', '.' starting with a letter or digit", "INVALID_ARGUMENT")
         return name
 
     def _unavailable(self, name: str) -> CollectionError:
@@ -97,7 +98,7 @@ class CollectionManager:
             if c is None and name in self._failed:
                 raise self._unavailable(name)
         if c is None:
-            raise CollectionError(f"no collection named {name!r}", "NOT_FOUND")
+            raise CollectionError(f"no collection named {quoted(name)}", "NOT_FOUND")
         if c.model != self.model or c.dim != self.dim:
             raise CollectionError(f"collection {name!r} holds {c.model} ({c.dim}-d) vectors but the server "
                                   f"runs {self.model} ({self.dim}-d)")

@@ -12,6 +12,7 @@ DATA_LOSS, a store closed under a call (dropped, server stopping) ABORTED.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import sqlite3
@@ -52,6 +53,23 @@ CREATE TABLE IF NOT EXISTS annotations (
     PRIMARY KEY (image_id, annotator)
 );
 """
+
+
+QUOTE_CHARS = 64
+
+
+def clipped(text: str, limit: int = QUOTE_CHARS) -> str:
+    """Client text for an error message, cut to its first ``limit``
+    characters plus an ellipsis: a 10,000-character name must not come back
+    whole (the answer's metadata would pass the client's limit and the error
+    would turn into RESOURCE_EXHAUSTED)."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def quoted(text: str, limit: int = QUOTE_CHARS) -> str:
+    """``repr`` of ``clipped(text)``."""
+    return repr(clipped(text, limit))
 
 
 class CollectionError(Exception):
@@ -220,11 +238,14 @@ class Store:
 
     def metadata(self, ids: list[int]) -> dict[int, tuple[str, str, str]]:
         """id -> (key, label, split) for the given ids."""
-        if not ids:
-            return {}
+        ids = [int(i) for i in ids]
+        out = {}
         with self._using() as db:
-            q = f"SELECT id, key, label, split FROM images WHERE id IN ({','.join('?' * len(ids))})"
-            return {r[0]: r[1:] for r in db.execute(q, [int(i) for i in ids])}
+            for s in range(0, len(ids), 900):     # under SQLite's bound on variables
+                part = ids[s:s + 900]
+                q = f"SELECT id, key, label, split FROM images WHERE id IN ({','.join('?' * len(part))})"
+                out.update((r[0], r[1:]) for r in db.execute(q, part))
+        return out
 
     def count(self) -> int:
         with self._using() as db:
@@ -279,15 +300,18 @@ class Store:
     def add_annotations(self, rows: list[tuple[str, str, str]]) -> list[str]:
         """Store (key, annotator, label) rows in one transaction; an
         annotator's new label replaces their old one. Returns one error
-        message per row ('' when stored)."""
+        message per row ('' when stored): a missing field, one longer than
+        its limit (MAX_ANNOTATION_BYTES, UTF-8), a key not in the collection."""
         errors = []
         with self._transaction() as db:
             for key, annotator, label in rows:
+                problem = annotation_problem(key, annotator, label)
+                if problem:
+                    errors.append(problem)
+                    continue
                 row = db.execute("SELECT id FROM images WHERE key=?", (key,)).fetchone()
-                if not (key and annotator and label):
-                    errors.append("key, annotator and label are all required")
-                elif row is None:
-                    errors.append(f"no image with key {key!r}")
+                if row is None:
+                    errors.append(f"no image with key {quoted(key)}")
                 else:
                     db.execute("INSERT OR REPLACE INTO annotations VALUES (?, ?, ?)", (row[0], annotator, label))
                     errors.append("")
@@ -298,3 +322,54 @@ class Store:
         with self._using() as db:
             return db.execute("SELECT image_id, annotator, label FROM annotations "
                               "WHERE image_id IN (SELECT id FROM images) ORDER BY image_id").fetchall()
+
+    def annotation_summary(self) -> AnnotationSummary:
+        """How large an analysis of the stored annotations would be, counted
+        by SQLite (nothing loaded into Python)."""
+        with self._using() as db:
+            row = db.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT image_id), COUNT(DISTINCT annotator), COUNT(DISTINCT label), "
+                "COALESCE(SUM(LENGTH(CAST(annotator AS BLOB)) + LENGTH(CAST(label AS BLOB))), 0) "
+                "FROM annotations WHERE image_id IN (SELECT id FROM images)").fetchone()
+        return AnnotationSummary(*row)
+
+    def annotation_batches(self, batch: int = 50_000) -> Iterator[list[tuple[int, str, str]]]:
+        """Yield the stored annotations as batches of (image id, annotator,
+        label), the store lock held only while a batch is read. An annotation
+        replaced meanwhile may come twice (its newer label last)."""
+        last = 0
+        while True:
+            with self._using() as db:
+                rows = db.execute("SELECT rowid, image_id, annotator, label FROM annotations "
+                                  "WHERE rowid > ? AND image_id IN (SELECT id FROM images) "
+                                  "ORDER BY rowid LIMIT ?", (last, batch)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [r[1:] for r in rows]
+
+
+# Per-annotation text limits (UTF-8 bytes), as for an Image's key and label.
+MAX_ANNOTATION_KEY_BYTES = 1024
+MAX_ANNOTATION_BYTES = 256          # annotator, label
+
+
+def annotation_problem(key: str, annotator: str, label: str) -> str:
+    """Why an annotation cannot be stored ('' when it can), before any lookup."""
+    if not (key and annotator and label):
+        return "key, annotator and label are all required"
+    for field, text, limit in (("key", key, MAX_ANNOTATION_KEY_BYTES), ("annotator", annotator, MAX_ANNOTATION_BYTES),
+                               ("label", label, MAX_ANNOTATION_BYTES)):
+        size = len(text.encode())
+        if size > limit:
+            return f"{field} is {size} bytes, above the limit of {limit}"
+    return ""
+
+
+@dataclasses.dataclass(frozen=True)
+class AnnotationSummary:
+    annotations: int
+    images: int
+    annotators: int
+    classes: int
+    text_bytes: int          # annotator and label bytes over all annotations

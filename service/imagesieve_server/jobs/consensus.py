@@ -1,5 +1,12 @@
 """AnalyseConsensus as a long job over a collection: its stored embeddings
-and the annotations added with AddAnnotations (``analysis.consensus``)."""
+and the annotations added with AddAnnotations (``analysis.consensus``).
+
+The analysis works on dense arrays (images x annotators labels, images x
+classes posteriors, annotators x classes x classes confusions): their size
+is counted by SQLite before anything is loaded, and a collection whose
+annotations would pass MAX_CELLS (or MAX_ANNOTATIONS, MAX_CLASSES) is
+refused with RESOURCE_EXHAUSTED. Loading and the matrix are built inside
+the job (``run_job``), so the analysis slot bounds them too."""
 from __future__ import annotations
 
 import asyncio
@@ -10,38 +17,107 @@ from imagesieve.v1 import consensus_pb2
 
 from ..analysis.consensus import analyse_consensus, majority_vote
 from ..analysis.consensus.aggregate import AGGREGATORS
-from ..analysis.labels.predict import out_of_fold_probabilities
-from ..collections import Collection
+from ..analysis.labels.predict import check_folds, out_of_fold_probabilities
+from ..collections import Collection, CollectionError
+from .labelled_vectors import check_seed
 from .runner import run_job
 
 FOLDS = 5
+# Bounds on one analysis (peak ~1 GB, about a minute at the largest): cells
+# of each dense array, annotations read, distinct labels (classes).
+MAX_CELLS = 10_000_000
+MAX_ANNOTATIONS = 1_000_000
+MAX_CLASSES = 1_000
+LOAD_BATCH = 50_000
 
 
-def annotation_matrix(collection: Collection):
+def size_problem(images: int, annotators: int, classes: int, annotations: int) -> str:
+    """Why an analysis of this size is refused ('' when it is not)."""
+    if annotations > MAX_ANNOTATIONS:
+        return f"{annotations} annotations, above the limit of {MAX_ANNOTATIONS} an analysis reads"
+    if classes > MAX_CLASSES:
+        return f"{classes} distinct labels (classes), above the limit of {MAX_CLASSES}"
+    for what, cells in ((f"{images} images x {annotators} annotators", images * annotators),
+                        (f"{images} images x {classes} classes", images * classes),
+                        (f"{annotators} annotators x {classes} x {classes} classes", annotators * classes * classes)):
+        if cells > MAX_CELLS:
+            return f"{what} = {cells} cells, above the limit of {MAX_CELLS}"
+    return ""
+
+
+def check_size(collection: Collection, images: int, annotators: int, classes: int, annotations: int) -> None:
+    problem = size_problem(images, annotators, classes, annotations)
+    if problem:
+        raise CollectionError(
+            f"the annotations of collection {collection.name!r} are too many to analyse at once: {problem}. "
+            "Analyse a subset in a collection of its own (fewer images, annotators or classes)",
+            "RESOURCE_EXHAUSTED")
+
+
+def _codes(values: list, codes: dict) -> np.ndarray:
+    return np.fromiter((codes.setdefault(v, len(codes)) for v in values), np.int64, len(values))
+
+
+def _ranked(codes: dict) -> tuple[list, np.ndarray]:
+    """(values sorted, rank of each code)."""
+    values = list(codes)
+    order = sorted(range(len(values)), key=values.__getitem__)
+    rank = np.empty(len(values), np.int64)
+    rank[order] = np.arange(len(values))
+    return [values[i] for i in order], rank
+
+
+def annotation_matrix(collection: Collection, report=None):
     """(ids (N,), keys, annotators, classes, labels (N, M) int with -1 for
-    missing) over the collection's annotated images."""
-    rows = collection.store.annotations()
-    if not rows:
+    missing) over the collection's annotated images, read in batches (no
+    list of every row). CollectionError RESOURCE_EXHAUSTED above the bounds,
+    before the matrix is allocated."""
+    store = collection.store
+    summary = store.annotation_summary()
+    if not summary.annotations:
         raise ValueError(f"collection {collection.name!r} has no annotations; add them with AddAnnotations")
-    ids = sorted({r[0] for r in rows})
-    annotators = sorted({r[1] for r in rows})
-    classes = sorted({r[2] for r in rows})
-    pos = {i: n for n, i in enumerate(ids)}
-    col = {a: n for n, a in enumerate(annotators)}
-    cls = {c: n for n, c in enumerate(classes)}
+    check_size(collection, summary.images, summary.annotators, summary.classes, summary.annotations)
+    img_codes: dict = {}
+    ann_codes: dict = {}
+    cls_codes: dict = {}
+    parts, read = [], 0
+    for batch in store.annotation_batches(LOAD_BATCH):
+        image_ids, annotators, labels = zip(*batch)
+        parts.append((_codes(image_ids, img_codes), _codes(annotators, ann_codes), _codes(labels, cls_codes)))
+        read += len(batch)
+        # Annotations added since the count: still within the bounds?
+        check_size(collection, len(img_codes), len(ann_codes), len(cls_codes), read)
+        if report:
+            report("loading annotations", read, max(read, summary.annotations))
+    if not parts:
+        raise ValueError(f"collection {collection.name!r} has no annotations; add them with AddAnnotations")
+    ids, img_rank = _ranked(img_codes)
+    annotators, ann_rank = _ranked(ann_codes)
+    classes, cls_rank = _ranked(cls_codes)
+    meta = store.metadata(ids)
     labels = np.full((len(ids), len(annotators)), -1, dtype=np.int64)
-    for image_id, annotator, label in rows:
-        labels[pos[image_id], col[annotator]] = cls[label]
-    keys = collection.store.metadata(ids)
-    return np.asarray(ids, np.int64), [keys[i][0] for i in ids], annotators, classes, labels
+    for i, a, c in parts:                 # in row order: a replaced annotation's newer label lands last
+        labels[img_rank[i], ann_rank[a]] = cls_rank[c]
+    present = np.array([i in meta for i in ids], dtype=bool)
+    if not present.all():                 # removed while being read
+        labels = labels[present]
+        ids = [i for i, p in zip(ids, present) if p]
+    return np.asarray(ids, np.int64), [meta[i][0] for i in ids], annotators, classes, labels
 
 
 def consensus_message(keys, annotators, classes, labels, res, model_label) -> consensus_pb2.ConsensusResult:
     rank = {int(i): r + 1 for r, i in enumerate(res.review)}
+    rows, cols = np.nonzero(labels >= 0)              # by image: each image's labels, not all M columns
+    starts = np.searchsorted(rows, np.arange(len(keys) + 1))
+    given = labels[rows, cols].tolist()
+    cols = cols.tolist()
+
+    def image_labels(i: int) -> dict:
+        return {annotators[cols[p]]: classes[given[p]] for p in range(starts[i], starts[i + 1])}
+
     images = [consensus_pb2.ImageConsensus(
         key=keys[i], consensus=classes[res.consensus[i]], quality=float(res.quality[i]),
-        agreement=float(res.agreement[i]), num_labels=int(res.num_labels[i]),
-        labels={annotators[j]: classes[labels[i, j]] for j in range(len(annotators)) if labels[i, j] >= 0},
+        agreement=float(res.agreement[i]), num_labels=int(res.num_labels[i]), labels=image_labels(i),
         model_label=classes[model_label[i]] if model_label is not None else "", review_rank=rank.get(i, 0))
         for i in range(len(keys))]
     st = res.annotators
@@ -56,26 +132,50 @@ def consensus_message(keys, annotators, classes, labels, res, model_label) -> co
                                          method=res.method, review_queue=[keys[int(i)] for i in res.review])
 
 
+def model_folds(consensus: np.ndarray, seed: int) -> int:
+    """The folds for the model's out-of-fold probabilities on the majority
+    vote: FOLDS, fewer when the largest class is smaller; ValueError (with
+    what to do) when no model can be trained on these labels."""
+    folds = max(2, min(FOLDS, int(np.bincount(consensus).max())))
+    try:
+        check_folds(consensus, folds, seed)
+    except ValueError as e:
+        raise ValueError(f"the model cannot be trained on these {len(consensus)} images' majority labels ({e}); "
+                         "add annotations, or set no_model") from None
+    return folds
+
+
 async def consensus_events(collection: Collection, request):
     method = request.method or "dawid_skene"
     if method not in AGGREGATORS:
-        raise ValueError(f"unknown method {request.method!r}; choose from {AGGREGATORS}")
-    ids, keys, annotators, classes, labels = await asyncio.to_thread(annotation_matrix, collection)
-    if len(classes) < 2:
-        raise ValueError(f"need at least 2 classes among the annotations, found {len(classes)}")
+        raise ValueError(f"unknown method {request.method[:64]!r}; choose from {AGGREGATORS}")
     if method == "crowdlab" and request.no_model:
         raise ValueError("crowdlab needs the model (no_model must be false)")
+    seed = check_seed(request.seed)
+    # Counted by SQLite: a hopeless request fails before it waits for a slot.
+    summary = await asyncio.to_thread(collection.store.annotation_summary)
+    if not summary.annotations:
+        raise ValueError(f"collection {collection.name!r} has no annotations; add them with AddAnnotations")
+    check_size(collection, summary.images, summary.annotators, summary.classes, summary.annotations)
+    if summary.classes < 2:
+        raise ValueError(f"need at least 2 classes among the annotations, found {summary.classes}")
 
     def work(reporter):
+        reporter.report("loading annotations", 0, summary.annotations)
+        ids, keys, annotators, classes, labels = annotation_matrix(collection, reporter.report)
+        if len(classes) < 2:
+            raise ValueError(f"need at least 2 classes among the annotations, found {len(classes)}")
         probs = None
         if not request.no_model:
             reporter.report("out-of-fold model", 0, 1)
+            mv = majority_vote(labels, len(classes)).consensus
+            folds = model_folds(mv, seed)
             im = collection.all_images()
             where = {int(i): n for n, i in enumerate(im.ids.tolist())}
+            if any(int(i) not in where for i in ids):
+                raise CollectionError("images were removed during the analysis; retry", "ABORTED")
             x = im.vectors[[where[int(i)] for i in ids]]
-            mv = majority_vote(labels, len(classes)).consensus
-            probs = out_of_fold_probabilities(x, mv, "logreg", folds=min(FOLDS, len(mv)), seed=request.seed,
-                                              num_classes=len(classes))
+            probs = out_of_fold_probabilities(x, mv, "logreg", folds=folds, seed=seed, num_classes=len(classes))
         reporter.report("consensus", 0, 1)
         res = analyse_consensus(labels, len(classes), probs, method=method, class_names=classes)
         return consensus_message(keys, annotators, classes, labels, res,

@@ -13,10 +13,17 @@ import numpy as np
 
 from imagesieve.v1 import analysis_pb2, common_pb2
 
+from ..collections.store import clipped
+
 if TYPE_CHECKING:
     from ..servicers.common import ImageReader
 
 EMBED_CHUNK = 64
+# Images one ScoreLabels / SampleSizeSweep request may send inline. Checked
+# before any work: 7.5M tiny items in a 60 MB message took 3 GB and ended in
+# a MemoryError. Larger sets go into a collection (AddImages), once.
+MAX_INLINE_IMAGES = 20_000
+FAILURES_SHOWN = 5
 
 
 @dataclasses.dataclass
@@ -27,15 +34,39 @@ class LabelledVectors:
     vectors: np.ndarray          # (N, D) float32, unit rows
 
 
+def check_inline_count(images, method: str) -> None:
+    """At most MAX_INLINE_IMAGES (ValueError naming the limit). O(1): before
+    anything walks the images."""
+    if len(images) > MAX_INLINE_IMAGES:
+        raise ValueError(f"{method} got {len(images)} inline images, above the limit of {MAX_INLINE_IMAGES} "
+                         "a request: add them to a collection (AddImages) and analyse the collection")
+
+
 def check_inline_images(images, method: str) -> None:
-    """Inline images need a source (encoded bytes in `data`, or a
-    `server_path`) and a label each (ValueError)."""
+    """Inline images: at most MAX_INLINE_IMAGES, each with a source (encoded
+    bytes in `data`, or a `server_path`), a label, and key, label and split
+    within the per-item text limits (ValueError)."""
+    from ..servicers.common import text_problem  # here: servicers import the jobs
+    check_inline_count(images, method)
     for i, im in enumerate(images):
-        name = im.key or f"#{i}"
+        name = clipped(im.key) if im.key else f"#{i}"
+        problem = text_problem(im)
+        if problem is not None:
+            raise ValueError(f"image {name}: {problem}")
         if im.WhichOneof("source") is None:
             raise ValueError(f"image {name}: {method} needs encoded bytes in `data` or a `server_path`")
         if not im.label:
             raise ValueError(f"image {name}: missing label")
+
+
+MAX_SEED = 2**31 - 1      # the requests' seed is an int32
+
+
+def check_seed(seed: int) -> int:
+    """A request's seed: 0..MAX_SEED (ValueError in our words, not numpy's)."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be in 0..{MAX_SEED}, got {seed}")
+    return int(seed)
 
 
 def check_labels(labels: list[str], minimum: int = 2) -> None:
@@ -56,9 +87,11 @@ async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, col
                                 ) -> AsyncIterator[common_pb2.JobProgress | LabelledVectors]:
     """Yield JobProgress while embedding, then one LabelledVectors. Raises
     ValueError for a bad source (unknown collection: CollectionError) and for
-    inline images that cannot be read or embedded. ``reader`` turns each
-    inline image into bytes (the server's, with its allowed roots; None: no
-    server paths allowed)."""
+    inline images that cannot be read or embedded: embedding stops after the
+    chunk in which the first images fail. ``reader`` turns each inline image
+    into bytes (the server's, with its allowed roots; None: no server paths
+    allowed). Callers embedding inline images hold their job's slot
+    (``runner.JobSlot``) while iterating."""
     which = source.WhichOneof("source")
     if which == "collection":
         if collections is None:
@@ -74,28 +107,30 @@ async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, col
         return
     if which != "inline":
         raise ValueError(f"{method} needs a source: a collection or inline images with labels")
+    check_inline_images(source.inline.images, method)
     images = list(source.inline.images)
-    check_inline_images(images, method)
     reader = reader or default_reader(engine)
     keys = [im.key or str(i) for i, im in enumerate(images)]
     vectors = np.zeros((len(images), engine.embedder.dim), dtype=np.float32)
-    failed: list[str] = []
     start = time.perf_counter()
     yield common_pb2.JobProgress(stage="embedding", done=0, total=len(images))
     for lo in range(0, len(images), EMBED_CHUNK):
         chunk = images[lo:lo + EMBED_CHUNK]
         from ..servicers.common import gather_bounded  # here: servicers import the jobs
         embedded = await gather_bounded(reader.embed(im) for im in chunk)
+        failed: list[str] = []
         for j, (r, err, _) in enumerate(embedded):
             if err is not None:
-                failed.append(f"{keys[lo + j]} ({err.message})")
+                failed.append(f"{clipped(keys[lo + j])} ({clipped(err.message, 240)})")
             else:
                 vectors[lo + j] = r.vector
         done = lo + len(chunk)
+        if failed:             # fail fast: the rest is not embedded
+            shown = ", ".join(failed[:FAILURES_SHOWN])
+            more = f" and {len(failed) - FAILURES_SHOWN} more" if len(failed) > FAILURES_SHOWN else ""
+            raise ValueError(f"{len(failed)} image(s) could not be embedded: {shown}{more} (stopped after "
+                             f"the first {done} of {len(images)} images)")
         elapsed = time.perf_counter() - start
         yield common_pb2.JobProgress(stage="embedding", done=done, total=len(images), elapsed_s=elapsed,
                                      eta_s=elapsed / done * (len(images) - done))
-    if failed:
-        shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
-        raise ValueError(f"{len(failed)} image(s) could not be embedded: {shown}")
     yield LabelledVectors(keys, [im.label for im in images], [im.split.lower() for im in images], vectors)

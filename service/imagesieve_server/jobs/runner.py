@@ -46,6 +46,45 @@ class JobSlots:
 SLOTS = JobSlots(os.cpu_count() or 1)
 
 
+class JobSlot:
+    """One of ``SLOTS``, taken on creation (JobsBusy when none is free) and
+    given back once its last holder lets go. A job that embeds images first
+    takes it before the embedding and hands it to ``run_job``, so the job
+    holds exactly one slot from its first embedding to its end::
+
+        with JobSlot() as slot:
+            ...embed...
+            async for kind, value in run_job(work, slot): ...
+
+    ``run_job`` adds its worker thread as a holder: the slot stays taken
+    until both the caller's ``with`` has ended and the work has stopped (a
+    cancelled call does not free it while its thread still computes)."""
+
+    def __init__(self):
+        SLOTS.take()
+        self._holders = 1
+        self._lock = threading.Lock()
+
+    def share(self) -> None:
+        with self._lock:
+            if self._holders == 0:
+                raise RuntimeError("this job slot was already given back")
+            self._holders += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            last = self._holders == 0
+        if last:
+            SLOTS.give_back()
+
+    def __enter__(self) -> "JobSlot":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 class ProgressReporter:
     """Given to the work function: ``report(stage, done, total)``; raises
     JobCancelled once the caller is gone."""
@@ -73,11 +112,16 @@ def _post(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, item) -> None:
         pass
 
 
-async def run_job(work: Callable[[ProgressReporter], Any]) -> AsyncIterator[tuple[str, Any]]:
+async def run_job(work: Callable[[ProgressReporter], Any],
+                  slot: JobSlot | None = None) -> AsyncIterator[tuple[str, Any]]:
     """Yield ("progress", JobProgress) events, then ("result", value). Exceptions
-    of ``work`` propagate; closing the iterator cancels the work. JobsBusy
-    when every slot is taken."""
-    SLOTS.take()
+    of ``work`` propagate; closing the iterator cancels the work. The work
+    runs under ``slot`` (one the caller already holds, see JobSlot) or a slot
+    of its own: JobsBusy when every slot is taken."""
+    if slot is None:
+        slot = JobSlot()            # the worker is its only holder
+    else:
+        slot.share()                # the caller's and the worker's
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     cancelled = threading.Event()
@@ -90,10 +134,14 @@ async def run_job(work: Callable[[ProgressReporter], Any]) -> AsyncIterator[tupl
         except BaseException as e:  # noqa: BLE001 - handed to the caller
             _post(loop, queue, ("error", e))
         finally:
-            SLOTS.give_back()       # when the work stops, not when the caller leaves
+            slot.release()          # when the work stops, not when the caller leaves
 
     thread = threading.Thread(target=target, name="imagesieve-job", daemon=True)
-    thread.start()
+    try:
+        thread.start()
+    except BaseException:
+        slot.release()
+        raise
     try:
         while True:
             kind, value = await queue.get()

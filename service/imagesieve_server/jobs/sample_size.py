@@ -15,8 +15,9 @@ from imagesieve.v1 import analysis_pb2
 from ..analysis.classifiers import check_embedding_classifier
 from ..analysis.sample_size.run import DEFAULT_BOOTSTRAP, SampleSizeReport, sample_size_report
 from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION
-from .labelled_vectors import LabelledVectors, check_inline_images, check_labels, load_labelled_vectors
-from .runner import run_job
+from .labelled_vectors import (LabelledVectors, check_inline_count, check_inline_images, check_labels, check_seed,
+                               load_labelled_vectors)
+from .runner import JobSlot, run_job
 
 DEFAULT_CLASSIFIER = "logreg"
 MAX_REPEATS = 100
@@ -33,7 +34,11 @@ class SampleSizeParams:
 
 
 def validate_request(request: analysis_pb2.SampleSizeRequest) -> SampleSizeParams:
-    """Defaults for unset fields; ValueError with a clear message for bad ones."""
+    """Defaults for unset fields; ValueError with a clear message for bad
+    ones. Inline images: their number first (O(1)), then each image and the
+    labels, all before any embedding."""
+    if request.source.WhichOneof("source") == "inline":
+        check_inline_count(request.source.inline.images, "SampleSizeSweep")
     fractions = tuple(request.fractions) or DEFAULT_FRACTIONS
     if (len(fractions) < 2 or any(not (0 < f <= 1) or math.isnan(f) for f in fractions)
             or any(b <= a for a, b in zip(fractions, fractions[1:]))):
@@ -50,7 +55,7 @@ def validate_request(request: analysis_pb2.SampleSizeRequest) -> SampleSizeParam
     # "cnn" is not offered: it needs pixels, the service holds embeddings.
     classifier = check_embedding_classifier(request.classifier or DEFAULT_CLASSIFIER)
     params = SampleSizeParams(tuple(float(f) for f in fractions), int(repeats), float(test_fraction),
-                              float(target), classifier, int(request.seed))
+                              float(target), classifier, check_seed(request.seed))
     if request.source.WhichOneof("source") == "inline":   # fail before embedding
         images = request.source.inline.images
         check_inline_images(images, "SampleSizeSweep")
@@ -100,24 +105,25 @@ async def sample_size_events(request: analysis_pb2.SampleSizeRequest, engine, co
     Images whose split is "test" form the test split; when none is,
     ``test_fraction`` is held out (stated in the answer)."""
     params = validate_request(request)
-    async for item in load_labelled_vectors(request.source, engine, collections, "SampleSizeSweep", reader):
-        if isinstance(item, LabelledVectors):
-            data = item
-        else:
-            yield analysis_pb2.SampleSizeEvent(progress=item)
-    check_data(data.labels, data.splits, params)
-    vectors = data.vectors
-    labels = np.array(data.labels)
-    is_test = np.array([s == "test" for s in data.splits], dtype=bool)
+    with JobSlot() as slot:        # one analysis slot from the first embedding to the end (JobsBusy)
+        async for item in load_labelled_vectors(request.source, engine, collections, "SampleSizeSweep", reader):
+            if isinstance(item, LabelledVectors):
+                data = item
+            else:
+                yield analysis_pb2.SampleSizeEvent(progress=item)
+        check_data(data.labels, data.splits, params)
+        vectors = data.vectors
+        labels = np.array(data.labels)
+        is_test = np.array([s == "test" for s in data.splits], dtype=bool)
 
-    def work(reporter):
-        return sample_size_report(vectors, labels, is_test=is_test, target=params.target,
-                                  fractions=params.fractions, repeats=params.repeats,
-                                  test_fraction=params.test_fraction, classifier=params.classifier,
-                                  seed=params.seed, n_boot=DEFAULT_BOOTSTRAP, report=reporter.report)
+        def work(reporter):
+            return sample_size_report(vectors, labels, is_test=is_test, target=params.target,
+                                      fractions=params.fractions, repeats=params.repeats,
+                                      test_fraction=params.test_fraction, classifier=params.classifier,
+                                      seed=params.seed, n_boot=DEFAULT_BOOTSTRAP, report=reporter.report)
 
-    async for kind, value in run_job(work):
-        if kind == "progress":
-            yield analysis_pb2.SampleSizeEvent(progress=value)
-        else:
-            yield analysis_pb2.SampleSizeEvent(result=build_result(value))
+        async for kind, value in run_job(work, slot):
+            if kind == "progress":
+                yield analysis_pb2.SampleSizeEvent(progress=value)
+            else:
+                yield analysis_pb2.SampleSizeEvent(result=build_result(value))

@@ -4,6 +4,7 @@ result event. Bad requests raise ValueError (the servicer maps it to
 INVALID_ARGUMENT); closing the iterator cancels the work."""
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 from typing import AsyncIterator
@@ -13,8 +14,10 @@ from imagesieve.v1 import analysis_pb2
 
 from ..analysis.classifiers import check_embedding_classifier
 from ..analysis.labels import METHODS, score_labels
-from .labelled_vectors import LabelledVectors, check_inline_images, check_labels, load_labelled_vectors
-from .runner import run_job
+from ..analysis.labels.predict import check_folds
+from .labelled_vectors import (LabelledVectors, check_inline_count, check_inline_images, check_labels, check_seed,
+                               load_labelled_vectors)
+from .runner import JobSlot, run_job
 
 DEFAULT_METHOD = "out_of_fold"
 DEFAULT_TOP_FRACTION = 0.01
@@ -36,10 +39,15 @@ class ScoreLabelsParams:
 
 
 def validate_request(request: analysis_pb2.ScoreLabelsRequest) -> ScoreLabelsParams:
-    """Defaults for unset fields; ValueError with a clear message for bad ones."""
+    """Defaults for unset fields; ValueError with a clear message for bad
+    ones. Inline images: their number first (O(1)), then each image and the
+    labels, all before any embedding (the folds are checked on the data,
+    ``check_data``)."""
+    if request.source.WhichOneof("source") == "inline":
+        check_inline_count(request.source.inline.images, "ScoreLabels")
     method = request.method or DEFAULT_METHOD
     if method not in METHODS:
-        raise ValueError(f"unknown method {request.method!r}; choose from {METHODS}")
+        raise ValueError(f"unknown method {request.method[:64]!r}; choose from {METHODS}")
     top = request.top_fraction or DEFAULT_TOP_FRACTION
     if not (0.0 < top <= 1.0) or math.isnan(top):
         raise ValueError(f"top_fraction must be in (0, 1], got {request.top_fraction}")
@@ -48,11 +56,26 @@ def validate_request(request: analysis_pb2.ScoreLabelsRequest) -> ScoreLabelsPar
         raise ValueError(f"folds must be >= 2, got {request.folds}")
     # "cnn" is not offered: it needs pixels, the service holds embeddings.
     classifier = check_embedding_classifier(request.classifier or DEFAULT_CLASSIFIER)
+    params = ScoreLabelsParams(method, float(top), int(folds), classifier, check_seed(request.seed))
     if request.source.WhichOneof("source") == "inline":   # fail before embedding
         images = request.source.inline.images
         check_inline_images(images, "ScoreLabels")
         check_labels([im.label for im in images])
-    return ScoreLabelsParams(method, float(top), int(folds), classifier, int(request.seed))
+    return params
+
+
+def class_indices(labels: list[str]) -> tuple[list[str], np.ndarray]:
+    """(sorted class names, (N,) int64 class index per label)."""
+    class_names = sorted(set(labels))
+    index = {name: i for i, name in enumerate(class_names)}
+    return class_names, np.array([index[label] for label in labels], dtype=np.int64)
+
+
+def check_label_folds(labels: list[str], params: ScoreLabelsParams) -> None:
+    """out_of_fold: the folds this request would deal must each hold an image
+    and train on 2 classes (``check_folds``; the same folds the job deals)."""
+    if params.method == "out_of_fold":
+        check_folds(class_indices(labels)[1], params.folds, params.seed)
 
 
 def build_result(keys: list[str], class_names: list[str], labels: np.ndarray, scores) -> analysis_pb2.ScoreLabelsResult:
@@ -80,8 +103,7 @@ def build_result(keys: list[str], class_names: list[str], labels: np.ndarray, sc
 
 def check_data(data: LabelledVectors, params: ScoreLabelsParams) -> None:
     check_labels(data.labels)
-    if params.method == "out_of_fold" and params.folds > len(data.keys):
-        raise ValueError(f"folds ({params.folds}) cannot exceed the number of images ({len(data.keys)})")
+    check_label_folds(data.labels, params)
 
 
 async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine, collections=None,
@@ -91,24 +113,23 @@ async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine, 
     ``engine``: a started AsyncEmbedder; ``collections``: a CollectionManager;
     ``reader``: the server's ImageReader for inline images (None: bytes only)."""
     params = validate_request(request)
-    async for item in load_labelled_vectors(request.source, engine, collections, "ScoreLabels", reader):
-        if isinstance(item, LabelledVectors):
-            data = item
-        else:
-            yield analysis_pb2.ScoreLabelsEvent(progress=item)
-    check_data(data, params)
-    class_names = sorted(set(data.labels))
-    index = {name: i for i, name in enumerate(class_names)}
-    labels = np.array([index[label] for label in data.labels], dtype=np.int64)
-    vectors = data.vectors
+    with JobSlot() as slot:        # one analysis slot from the first embedding to the end (JobsBusy)
+        async for item in load_labelled_vectors(request.source, engine, collections, "ScoreLabels", reader):
+            if isinstance(item, LabelledVectors):
+                data = item
+            else:
+                yield analysis_pb2.ScoreLabelsEvent(progress=item)
+        await asyncio.to_thread(check_data, data, params)      # O(N log N): off the event loop
+        class_names, labels = class_indices(data.labels)
+        vectors = data.vectors
 
-    def work(reporter):
-        return score_labels(vectors, labels, method=params.method, classifier=params.classifier,
-                            folds=params.folds, seed=params.seed, top_fraction=params.top_fraction,
-                            neighbors=NEIGHBORS, neighbor_weight=NEIGHBOR_WEIGHT, report=reporter.report)
+        def work(reporter):
+            return score_labels(vectors, labels, method=params.method, classifier=params.classifier,
+                                folds=params.folds, seed=params.seed, top_fraction=params.top_fraction,
+                                neighbors=NEIGHBORS, neighbor_weight=NEIGHBOR_WEIGHT, report=reporter.report)
 
-    async for kind, value in run_job(work):
-        if kind == "progress":
-            yield analysis_pb2.ScoreLabelsEvent(progress=value)
-        else:
-            yield analysis_pb2.ScoreLabelsEvent(result=build_result(data.keys, class_names, labels, value))
+        async for kind, value in run_job(work, slot):
+            if kind == "progress":
+                yield analysis_pb2.ScoreLabelsEvent(progress=value)
+            else:
+                yield analysis_pb2.ScoreLabelsEvent(result=build_result(data.keys, class_names, labels, value))

@@ -19,6 +19,10 @@ KIND_NAMES = {collections_pb2.INDEX_KIND_AUTO: "auto", collections_pb2.INDEX_KIN
               collections_pb2.INDEX_KIND_HNSW_IP: "hnsw"}
 KIND_VALUES = {v: k for k, v in KIND_NAMES.items()}
 
+# Keys one RemoveImages call may name: each is a lookup in one transaction,
+# and 10M short keys (60 MB) took GBs while held.
+MAX_REMOVE_KEYS = 10_000
+
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
 # A ListCollections page also ends once its answer passes this size (at
 # least one collection a page): label maps can be large.
@@ -80,8 +84,12 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
 
     async def CreateCollection(self, request, context):
         try:
-            c = await asyncio.to_thread(self.manager.create, request.name,
-                                        KIND_NAMES.get(request.index_kind, "auto"),
+            if request.index_kind not in KIND_NAMES:       # an enum value this server does not know
+                raise CollectionError(
+                    f"unknown index_kind {request.index_kind}; choose from "
+                    + ", ".join(f"{collections_pb2.IndexKind.Name(v)} ({v})" for v in KIND_NAMES),
+                    "INVALID_ARGUMENT")
+            c = await asyncio.to_thread(self.manager.create, request.name, KIND_NAMES[request.index_kind],
                                         request.near_duplicate_threshold, request.exist_ok)
             return info_message(c)
         except CollectionError as e:
@@ -142,6 +150,9 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
 
     async def RemoveImages(self, request, context):
         try:
+            if len(request.keys) > MAX_REMOVE_KEYS:
+                raise CollectionError(f"a RemoveImages call names {len(request.keys)} keys, above the limit of "
+                                      f"{MAX_REMOVE_KEYS}: send them in several calls", "INVALID_ARGUMENT")
             c = self.manager.get(request.collection)
             return collections_pb2.RemoveImagesResponse(
                 removed=await asyncio.to_thread(c.remove, list(request.keys)))

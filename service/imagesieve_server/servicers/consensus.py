@@ -13,6 +13,10 @@ from ..jobs.consensus import consensus_events
 from .collections import abort_for
 from .common import item_error
 
+# Annotations one AddAnnotations call may carry (all in one transaction);
+# more go in further calls.
+MAX_ANNOTATIONS_PER_REQUEST = 100_000
+
 
 class ConsensusServicer(consensus_pb2_grpc.ConsensusServiceServicer):
     def __init__(self, manager: CollectionManager):
@@ -20,11 +24,18 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServiceServicer):
 
     async def AddAnnotations(self, request, context):
         try:
+            if len(request.annotations) > MAX_ANNOTATIONS_PER_REQUEST:
+                raise CollectionError(
+                    f"an AddAnnotations call holds {len(request.annotations)} annotations, above the limit of "
+                    f"{MAX_ANNOTATIONS_PER_REQUEST}: send them in several calls", "INVALID_ARGUMENT")
             c = self.manager.get(request.collection)
         except CollectionError as e:
             await abort_for(context, e)
-        errors = await asyncio.to_thread(c.store.add_annotations,
-                                         [(a.key, a.annotator, a.label) for a in request.annotations])
+        try:
+            errors = await asyncio.to_thread(       # the rows are made off the event loop too
+                lambda: c.store.add_annotations([(a.key, a.annotator, a.label) for a in request.annotations]))
+        except CollectionError as e:
+            await abort_for(context, e)
         bad = [(i, e) for i, e in enumerate(errors) if e]
         return consensus_pb2.AddAnnotationsResponse(
             stored=len(errors) - len(bad), errors=[item_error("INVALID_ARGUMENT", e) for _, e in bad],

@@ -103,25 +103,34 @@ def dawid_skene(labels, num_classes: int | None = None, pred_probs=None, model_w
     if log_model is not None:
         t = t * np.exp(log_model)
     t /= t.sum(axis=1, keepdims=True)
-    masks = [a[:, j] >= 0 for j in range(m_ann)]
-    given = [a[masks[j], j] for j in range(m_ann)]
+    # Sparse: the labels' (annotator j, given l) cells, G <= number of labels.
+    # pi_j[true, l] = (C[(j, l), true] + pseudo[true, l]) / (R[j, true] + smoothing),
+    # C the T mass of the images j labelled l, R that of all images j
+    # labelled; the E-step needs pi only at the labels' cells. Each step is a
+    # sparse product, O(labels x K): no loop over annotators (100,000 of them,
+    # each masking all N images, took minutes) and no (M, K, K) array but the last.
+    from scipy import sparse
+
+    img, ann = np.nonzero(a >= 0)
+    cells, cell_of = np.unique(ann * k + a[img, ann], return_inverse=True)
+    cell_ann, cell_given = cells // k, cells % k
+    ones = np.ones(len(img))
+    by_cell = sparse.csr_matrix((ones, (cell_of.reshape(-1), img)), shape=(len(cells), n))
+    by_image = by_cell.T.tocsr()
+    by_annotator = sparse.csr_matrix((ones, (ann, img)), shape=(m_ann, n))
     pseudo = smoothing * (0.5 * np.eye(k) + 0.5 / k)
-    conf = np.zeros((m_ann, k, k))
+    pseudo_at = pseudo[:, cell_given].T                       # (G, K): pseudo[true, l] of each cell
     it = 0
     for it in range(1, max_iter + 1):
-        for j in range(m_ann):
-            cm = np.zeros((k, k))
-            # cm[true, given] += T[i, true] for each image i annotator j labelled
-            np.add.at(cm.T, given[j], t[masks[j]])
-            cm += pseudo
-            conf[j] = cm / cm.sum(axis=1, keepdims=True)
+        mass = np.asarray(by_cell @ t)                        # (G, K)
+        rows = np.asarray(by_annotator @ t) + smoothing       # (M, K): cm row sums
         if log_model is not None:
             log_t = log_model.copy()
         else:
             rho = t.sum(axis=0) + 1.0
             log_t = np.tile(np.log(rho / rho.sum()), (n, 1))
-        for j in range(m_ann):
-            log_t[masks[j]] += np.log(conf[j][:, given[j]]).T
+        # log_t[i, true] += log pi_j[true, l_ij] over image i's labels
+        log_t += by_image @ (np.log(mass + pseudo_at) - np.log(rows[cell_ann]))
         log_t -= log_t.max(axis=1, keepdims=True)
         new = np.exp(log_t)
         new /= new.sum(axis=1, keepdims=True)
@@ -129,6 +138,9 @@ def dawid_skene(labels, num_classes: int | None = None, pred_probs=None, model_w
         t = new
         if delta < tol:
             break
+    conf = np.broadcast_to(pseudo, (m_ann, k, k)).copy()      # the last M-step's pi, whole
+    conf[cell_ann, :, cell_given] += mass
+    conf /= rows[:, :, None]
     known = (counts.sum(axis=1) > 0) | (log_model is not None)
     t[~known] = 1.0 / k
     return _finish("dawid_skene", t, known, confusions=conf,

@@ -33,7 +33,7 @@ def coincidence_matrix(labels, num_classes: int | None = None) -> np.ndarray:
     m = counts.sum(axis=1)
     keep = m >= 2
     c, w = counts[keep], 1.0 / (m[keep] - 1.0)
-    o = np.einsum("u,uc,uk->ck", w, c, c)
+    o = (w[:, None] * c).T @ c          # sum_u w_u c_uc c_uk, as one BLAS product (not an N*K*K loop)
     o -= np.diag((w[:, None] * c).sum(axis=0))
     return o
 

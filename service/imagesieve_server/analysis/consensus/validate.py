@@ -14,7 +14,7 @@ def check_labels(labels, num_classes: int | None = None) -> tuple[np.ndarray, in
         raise ValueError(f"labels must have at least one image and one annotator, got shape {a.shape}")
     if not np.issubdtype(a.dtype, np.integer):
         raise ValueError(f"labels must be integer class indices (-1 = missing), got dtype {a.dtype}")
-    a = a.astype(np.int64)
+    a = a.astype(np.int64, copy=False)      # no copy of an (N, M) int64 matrix per check
     if a.min() < -1:
         raise ValueError("labels must be >= 0, or -1 for missing")
     present = a[a >= 0]

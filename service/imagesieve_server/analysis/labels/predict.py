@@ -65,12 +65,50 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarra
     and dealt round-robin from a random fold, so every fold gets its share of
     each class and fold sizes differ by at most one per class. A class
     smaller than ``folds`` is simply absent from some folds; its items are
-    still each predicted by a model that never saw them."""
+    still each predicted by a model that never saw them. O(N log N): the
+    classes' members come from one stable sort, not a pass per class."""
+    labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     fold_of = np.empty(len(labels), dtype=np.int64)
-    for cls in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == cls))
+    order = np.argsort(labels, kind="stable")
+    ordered = labels[order]
+    bounds = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    for members in np.split(order, bounds) if len(order) else []:
+        members = rng.permutation(members)
         fold_of[members] = (np.arange(len(members)) + rng.integers(folds)) % folds
+    return fold_of
+
+
+def check_folds(labels: np.ndarray, folds: int, seed: int = 0, train_classes: int = 2) -> np.ndarray:
+    """The stratified folds of ``labels`` (N,) int, if out-of-fold scoring
+    can work with them; else ValueError saying why and what to ask for:
+    ``folds`` in [2, N], no fold without an image to predict, and every
+    fold's training images in at least ``train_classes`` classes (2 for
+    every named classifier; a 1-NN callable can do with 1)."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    folds = int(folds)
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    if folds > n:
+        raise ValueError(f"folds ({folds}) cannot exceed the number of images ({n})")
+    classes, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    fold_of = stratified_folds(labels, folds, seed)
+    empty = np.flatnonzero(np.bincount(fold_of, minlength=folds) == 0)
+    if len(empty):
+        raise ValueError(f"folds ({folds}) is too many for these {n} images in {len(classes)} classes: each "
+                         f"class is dealt round the folds, and {len(empty)} of the {folds} folds would hold no "
+                         f"image; use at most {max(2, int(sizes.max()))} folds (the size of the largest class)")
+    # A class of 2 or more images is dealt into 2 or more folds, so it is in
+    # every fold's training images; a class of one image is missing from its fold's.
+    spread = int((sizes >= 2).sum())
+    single = sizes[inverse] == 1
+    alone = np.bincount(fold_of[single], minlength=folds)
+    if train_classes >= 2 and len(classes) >= 2 and (spread + int(single.sum()) - alone < 2).any():
+        raise ValueError(f"with {folds} folds, a fold's training images would all be of one class (classes of "
+                         f"one image cannot train the fold that holds them; class sizes here: "
+                         f"{sorted(sizes.tolist(), reverse=True)[:10]}): out-of-fold scoring needs at least 2 "
+                         "classes with 2 or more images each, or the single images spread over other folds")
     return fold_of
 
 
@@ -80,15 +118,11 @@ def out_of_fold_probabilities(X: np.ndarray, labels: np.ndarray, classifier="log
     """(N, C) probabilities, row i predicted by a model trained on the other folds.
 
     X: (N, D) features (or (N, H, W) images for "cnn"); labels: (N,) int.
-    Folds are stratified; ``folds`` in [2, N]."""
+    Folds are stratified; ``folds`` in [2, N] and as ``check_folds`` allows."""
     labels, c = validate_labels(X, labels, num_classes)
     factory = _factory(classifier)
     folds = int(folds)
-    if folds < 2:
-        raise ValueError(f"folds must be >= 2, got {folds}")
-    if folds > len(labels):
-        raise ValueError(f"folds ({folds}) cannot exceed the number of items ({len(labels)})")
-    fold_of = stratified_folds(labels, folds, seed)
+    fold_of = check_folds(labels, folds, seed, train_classes=2 if isinstance(classifier, str) else 1)
     probs = np.zeros((len(labels), c))
     for k in range(folds):
         if report:

@@ -155,7 +155,8 @@ def run_sweep(X, y, *, X_test=None, y_test=None, is_test=None, test_fraction: fl
     for k, n in enumerate(sizes):
         for r in range(repeats):
             idx = stratified_subset(y_tr, int(n), rng)
-            model = make_classifier(classifier, seed=seed * 1000 + k * repeats + r)
+            # one seed per fit, kept in the range scikit-learn accepts (0 .. 2**32 - 1)
+            model = make_classifier(classifier, seed=(seed * 1000 + k * repeats + r) % 2**32)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter on tiny subsets
                 fit_on_rows(model, X, y, train_rows[idx])

@@ -88,6 +88,15 @@ class Tally:
         for e in errors:
             self.code(CODE_NAMES.get(e.code, f"code{e.code}") if e.code else "OK")
 
+    def answers(self, results) -> None:
+        """Per-image answers of CheckDuplicates or AddImages (``added``: acknowledged)."""
+        for x in results:
+            self.code(CODE_NAMES[x.error.code] if x.HasField("error") else "OK")
+            if x.added:
+                self.acked.append(x.key)
+            if not x.HasField("error"):
+                self.good_images += 1
+
 
 async def good_call(stubs, rng: random.Random, photos: list[bytes], bad: list[bytes], tally: Tally, cid: int,
                     n: list[int]) -> None:
@@ -113,21 +122,11 @@ async def good_call(stubs, rng: random.Random, photos: list[bytes], bad: list[by
         req = duplicates_pb2.CheckDuplicatesRequest(collection="soak", images=images(2, fresh=True),
                                                     add_if_unique=True)
         async for resp in dup.CheckDuplicates(iter([req]), timeout=60):
-            for x in resp.results:
-                tally.code(CODE_NAMES[x.error.code] if x.HasField("error") else "OK")
-                if x.added:
-                    tally.acked.append(x.key)
-                if not x.HasField("error"):
-                    tally.good_images += 1
+            tally.answers(resp.results)
     elif r < 0.95:
         req = collections_pb2.AddImagesRequest(collection="soak", images=images(3, fresh=True))
         async for resp in col.AddImages(iter([req]), timeout=60):
-            for x in resp.results:
-                tally.code(CODE_NAMES[x.error.code] if x.HasField("error") else "OK")
-                if x.added:
-                    tally.acked.append(x.key)
-                if not x.HasField("error"):
-                    tally.good_images += 1
+            tally.answers(resp.results)
     elif r < 0.98:
         async for _ in dup.FindDuplicates(duplicates_pb2.FindDuplicatesRequest(collection="soak"), timeout=120):
             pass

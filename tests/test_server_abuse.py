@@ -348,3 +348,37 @@ def test_requests_read_ahead_on_streams_are_charged(manifest_path, photos):
     # worked on, gRPC's own buffers and allocator slack. Measured here: 1.27-
     # 1.32 GB without the stream's charge, 0.69-0.98 GB with it.
     assert growth < 1150, f"peak memory grew {growth:.0f} MiB"
+
+
+def test_decodes_are_shared_between_connections_without_idling():
+    """Alone, a connection uses every decoder; with others waiting, each gets
+    workers // connections at a time, so a connection with 20 costly images
+    does not hold the decoders while another's 4 wait."""
+    from imagesieve_server.engine.async_embedder import _FairShare
+
+    async def main():
+        fair = _FairShare(workers=2)
+        running, peak, finished = {"a": 0, "b": 0}, {"a": 0, "b": 0}, []
+
+        async def work(key, i, seconds):
+            async def fn():
+                running[key] += 1
+                peak[key] = max(peak[key], running[key])
+                await asyncio.sleep(seconds)
+                running[key] -= 1
+                finished.append((key, i))
+            await fair(key, fn)
+
+        await asyncio.gather(*(work("a", i, 0.01) for i in range(4)))
+        assert peak["a"] == 2                              # alone: both decoders
+        peak["a"] = 0
+        slow = [asyncio.ensure_future(work("a", i, 0.05)) for i in range(20)]
+        await asyncio.sleep(0.01)
+        await asyncio.gather(*(work("b", i, 0.01) for i in range(4)))
+        b_done = len(finished)
+        await asyncio.gather(*slow)
+        assert peak == {"a": 2, "b": 1}
+        # b's 4 finished while most of a's 20 still waited (FIFO would be after all 20)
+        assert sum(1 for k, _ in finished[4:b_done] if k == "a") <= 6
+
+    asyncio.run(main())

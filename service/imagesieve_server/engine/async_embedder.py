@@ -22,27 +22,45 @@ connection: contextvars.ContextVar[str] = contextvars.ContextVar("imagesieve_con
 
 
 class _FairShare:
-    """At most ``per_key`` decodes queued or running for one connection: a
-    connection sending costly images (256 large PNGs) waits behind its own,
-    while each other connection still gets its turn at the decode threads."""
+    """Decodes shared fairly between connections, without idling decoders: a
+    connection may have ``workers // connections with images waiting`` (at
+    least 1) decodes queued or running, so alone it uses every decoder and
+    among 64 others its turn comes as often as theirs. Without it, one
+    connection sending costly images (256 large PNGs a request) kept its
+    share of the pool's FIFO queue full and took half the CPU."""
 
-    def __init__(self, per_key: int):
-        self.per_key = per_key
-        self._gates: dict[str, asyncio.Semaphore] = {}
-        self._users: collections.Counter = collections.Counter()
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._running: collections.Counter = collections.Counter()
+        self._users: collections.Counter = collections.Counter()    # images wanting a decode, per key
+        self._turns: dict[str, asyncio.Condition] = {}
+
+    def _share(self) -> int:
+        return max(1, self.workers // max(1, len(self._users)))
 
     async def __call__(self, key: str, fn):
-        gate = self._gates.get(key)
-        if gate is None:
-            gate = self._gates[key] = asyncio.Semaphore(self.per_key)
         self._users[key] += 1
+        turn = self._turns.get(key)
+        if turn is None:
+            turn = self._turns[key] = asyncio.Condition()
         try:
-            async with gate:
+            async with turn:
+                await turn.wait_for(lambda: self._running[key] < self._share())
+                self._running[key] += 1
+            try:
                 return await fn()
+            finally:
+                async with turn:
+                    self._running[key] -= 1
+                    turn.notify()
         finally:
             self._users[key] -= 1
             if not self._users[key]:
-                del self._users[key], self._gates[key]
+                # One connection fewer: everyone's share may grow.
+                del self._users[key], self._running[key], self._turns[key]
+                for other in self._turns.values():
+                    async with other:
+                        other.notify_all()
 
 
 class AsyncEmbedder:

@@ -214,6 +214,8 @@ def main() -> int:
     ap.add_argument("--abusive-share", type=float, default=0.02)
     ap.add_argument("--budget-mb", type=int, default=512, help="the server's --max-inflight-mb")
     ap.add_argument("--model", default="mobilenet_v1")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="extra server flag, repeatable (e.g. --server-arg=--trim-memory --server-arg=1)")
     args = ap.parse_args()
     from imagesieve.local_server import LocalServer
 
@@ -225,7 +227,7 @@ def main() -> int:
     bad = [photos[0][: len(photos[0]) // 3], b"not an image at all", b"\x89PNG\r\n\x1a\n" + os.urandom(300)]
     max_message_mb = 16
     server_args = ["--allow-root", str(root), "--max-inflight-mb", str(args.budget_mb),
-                   "--max-message-mb", str(max_message_mb), "--snapshot-every", "200"]
+                   "--max-message-mb", str(max_message_mb), "--snapshot-every", "200", *args.server_arg]
     srv = LocalServer(server_args, model=args.model, data_dir=str(data))
     srv.start()
     # "The model" in the budget: the server's resident size once warm (ONNX

@@ -44,6 +44,24 @@ def test_info_and_unreachable_server(server):
     assert r.returncode == 1 and "not reachable" in r.stderr
 
 
+def test_commands_fail_fast_and_in_one_line_when_no_server_listens(photos, tmp_path):
+    """Before: embed waited its 30 s connect timeout, then printed a 16-line
+    grpc.FutureTimeoutError traceback. A refused connection now ends at
+    once, with one line naming the address and exit code 2."""
+    import time
+    (tmp_path / "a.jpg").write_bytes(photos[0][0])
+    for args in (("embed", str(tmp_path), "--out", str(tmp_path / "e.npy")),
+                 ("check", str(tmp_path), "--collection", "x"),
+                 ("dedup", "--collection", "x", "--out", str(tmp_path / "d"))):
+        t = time.perf_counter()
+        r = run_cli(*args, "--server", "127.0.0.1:1")
+        assert time.perf_counter() - t < 15, args             # interpreter start included
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr and "cannot reach the server at 127.0.0.1:1" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "d").exists()                         # nothing written for a failed run
+
+
 def test_demo_runs_the_main_job(tmp_path):
     r = run_cli("demo", "--out", str(tmp_path / "d.npy"), timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr

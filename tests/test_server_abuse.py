@@ -211,12 +211,19 @@ def test_decoded_rasters_are_charged_to_the_budget(manifest_path, photos):
     (estimated from the header) is charged before any pixel is decoded."""
     flat = encode(Image.new("L", (6000, 6000), 128), "PNG")
     assert len(flat) < 1 << 20
-    with LocalServer(["--max-inflight-mb", "64"], model=str(manifest_path)) as srv:
+    from test_observability import scrape, value
+    with LocalServer(["--max-inflight-mb", "64", "--metrics-port", "0"], model=str(manifest_path)) as srv:
         channel, stub = embed_stub(srv.address)
         with channel:
             r = stub.Embed(embedding_pb2.EmbedRequest(images=[
                 common_pb2.Image(key="wide", data=flat), common_pb2.Image(key="photo", data=photos[0][0])]),
                 timeout=60)
+        samples = scrape(srv)
+    # The budget as operators see it: its limit, nothing left in use, the refusal counted.
+    assert value(samples, "imagesieve_memory_budget_bytes", kind="limit") == 64 << 20
+    assert value(samples, "imagesieve_memory_budget_bytes", kind="used") == 0
+    assert 0 < value(samples, "imagesieve_memory_budget_bytes", kind="peak") <= 64 << 20
+    assert value(samples, "imagesieve_memory_budget_refusals_total") >= 1
     wide, photo = r.embeddings
     assert CODE[wide.error.code] == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "whole memory budget" in wide.error.message

@@ -251,17 +251,17 @@ def test_embed_answers_the_layout_signature_when_asked(server, photos, embedder)
 
 def test_worker_processes_give_the_same_evidence_and_stop_when_told(embedder, photos):
     """Large batches are aligned in worker processes (threads do not run
-    the Python-glued alignment in parallel); the answers are the threads'
-    answers, and a report that raises (a cancelled job) stops the work."""
+    the Python-glued alignment in parallel); the answers are those of the
+    calling thread, and a report that raises (a cancelled job) stops the work."""
     originals = [photo_image(d) for d, _, _ in photos]
     blobs = [encode(im, "JPEG", quality=92) for im in originals]
     blobs += [encode(ImageOps.mirror(im).resize((im.width // 2, im.height // 2)), "JPEG") for im in originals]
     _, s = _embed(embedder, blobs)
     a, b = np.triu_indices(len(blobs), 1)
-    threads = verify_pairs(s, a, b, workers=1)
+    inline = verify_pairs(s, a, b, workers=1)
     procs = verify_pairs(s, a, b, workers=2, processes=True)
     for field in ("agreement", "layout", "detail", "matched_area", "mirrored", "turned", "inverted"):
-        assert np.array_equal(getattr(threads, field), getattr(procs, field)), field
+        assert np.array_equal(getattr(inline, field), getattr(procs, field)), field
     seen = []
 
     def cancelled(stage, done, total):

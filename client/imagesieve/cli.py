@@ -63,7 +63,7 @@ def cmd_embed(args) -> int:
         print("imagesieve embed: no images found", file=sys.stderr)
         return 2
     with Client(args.server, **_security_kw(args)) as client:
-        client.wait_ready(args.connect_timeout)
+        client.wait_ready(args.connect_timeout, fail_fast=True)
         vectors = np.zeros((len(paths), client.dim), dtype=np.float32)
         failures = []
         with Progress(len(paths), "embedding") as bar:
@@ -96,7 +96,7 @@ def cmd_check(args) -> int:
         return 2
     counts: dict[str, int] = {}
     with Client(args.server, **_security_kw(args)) as client:
-        client.wait_ready(args.connect_timeout)
+        client.wait_ready(args.connect_timeout, fail_fast=True)
         try:
             if args.create:
                 client.create_collection(args.collection, exist_ok=True)
@@ -133,14 +133,13 @@ def cmd_dedup(args) -> int:
     from .contact_sheet import SheetItem, save_contact_sheet
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     def show(p):
         total = f"/{p.total}" if p.total else ""
         print(f"\r{p.stage} {p.done}{total} ({p.elapsed_s:.1f}s)", end="", file=sys.stderr, flush=True)
 
     with Client(args.server, **_security_kw(args)) as client:
-        client.wait_ready(args.connect_timeout)
+        client.wait_ready(args.connect_timeout, fail_fast=True)
         try:
             res = client.find_duplicates(args.collection, threshold=args.threshold, approximate=args.approximate,
                                          grouping=args.grouping, raw_cosine=args.raw_cosine, progress=show)
@@ -148,6 +147,7 @@ def cmd_dedup(args) -> int:
             print(f"\nimagesieve dedup: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1
     print(file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)       # only once there is something to write
     doc = MessageToDict(res, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
     doc["collection"] = args.collection
     doc["num_images"] = res.num_images          # int64 is a string in proto JSON
@@ -189,7 +189,7 @@ def cmd_info(args) -> int:
 
     with Client(args.server, timeout=args.connect_timeout, **_security_kw(args)) as client:
         try:
-            client.wait_ready(args.connect_timeout)
+            client.wait_ready(args.connect_timeout, fail_fast=True)
             print(json.dumps(MessageToDict(client.model_info()), indent=2))
         except (grpc.RpcError, grpc.FutureTimeoutError) as e:
             print(f"imagesieve info: server {args.server} not reachable: {e}", file=sys.stderr)
@@ -329,7 +329,19 @@ def main(argv: list[str] | None = None) -> int:
 
     _add_server_commands(sub)
     args = ap.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as e:  # noqa: BLE001 - only a dead server is answered here; the rest re-raises
+        import grpc
+        unavailable = isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.UNAVAILABLE
+        if not (isinstance(e, grpc.FutureTimeoutError) or unavailable):
+            raise
+        # One line, not a traceback: the commonest mistake is a server that
+        # is not running or a wrong --server.
+        detail = e.details() if unavailable else str(e)
+        print(f"imagesieve {args.command}: cannot reach the server at {getattr(args, 'server', '?')} "
+              f"({detail}); is it running? (--server, env IMAGESIEVE_SERVER)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

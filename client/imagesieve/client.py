@@ -16,6 +16,7 @@ import dataclasses
 import io
 import itertools
 import os
+import threading
 from pathlib import Path
 from typing import AsyncIterator, Callable, Iterable, Iterator, NamedTuple, Union
 
@@ -32,6 +33,10 @@ ImageInput = Union[str, os.PathLike, bytes, PILImage.Image]
 _CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
 CHUNK_BYTES = 1 << 20   # a stream message closes at chunk_size images or this many bytes
 
+
+
+class ServerUnreachable(grpc.FutureTimeoutError):
+    """``Client.wait_ready`` found no server to talk to (its message says why)."""
 
 @dataclasses.dataclass(frozen=True)
 class ItemFailure:
@@ -352,8 +357,34 @@ class Client:
     def close(self) -> None:
         self.channel.close()
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+    def wait_ready(self, timeout: float = 30.0, fail_fast: bool = False) -> None:
+        """Block until the channel is connected; ServerUnreachable (a
+        grpc.FutureTimeoutError) after ``timeout`` s or, with ``fail_fast``,
+        at the first failed connection attempt (nothing listens there, a
+        refused TLS handshake), instead of retrying until the timeout."""
+        if not fail_fast:
+            try:
+                grpc.channel_ready_future(self.channel).result(timeout=timeout)
+            except grpc.FutureTimeoutError:
+                raise ServerUnreachable(f"{self.address}: not connected within {timeout:g} s") from None
+            return
+        seen: dict = {}
+        settled = threading.Event()
+
+        def watch(state):
+            if state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                         grpc.ChannelConnectivity.SHUTDOWN):
+                seen.setdefault("state", state)
+                settled.set()
+        self.channel.subscribe(watch, try_to_connect=True)
+        try:
+            settled.wait(timeout)
+        finally:
+            self.channel.unsubscribe(watch)
+        state = seen.get("state")
+        if state != grpc.ChannelConnectivity.READY:
+            why = "the connection failed" if state is not None else f"not connected within {timeout:g} s"
+            raise ServerUnreachable(f"{self.address}: {why}")
 
     def model_info(self) -> embedding_pb2.ModelInfo:
         return self.embedding.GetModelInfo(embedding_pb2.GetModelInfoRequest(), timeout=self.timeout)

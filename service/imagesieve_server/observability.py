@@ -75,6 +75,16 @@ class _EngineCollector:
         inflight = limit - sem._value if sem is not None else 0   # noqa: SLF001 - read-only peek
         yield GaugeMetricFamily("imagesieve_images_inflight", "Images being decoded or embedded",
                                 value=inflight)
+        budget = self.engine.embedder.budget
+        memory = GaugeMetricFamily("imagesieve_memory_budget_bytes",
+                                   "Memory budget (--max-inflight-mb): limit, in use, of it held by bytes "
+                                   "waiting for a decoder, peak in use", labels=["kind"])
+        for kind, value in (("limit", budget.limit), ("used", budget.used), ("held", budget.held),
+                            ("peak", budget.peak)):
+            memory.add_metric([kind], value)
+        yield memory
+        yield CounterMetricFamily("imagesieve_memory_budget_refusals",
+                                  "Reservations refused by the memory budget", value=budget.refused)
         sizes_g = GaugeMetricFamily("imagesieve_collection_images", "Images per collection",
                                     labels=["collection"])
         bytes_g = GaugeMetricFamily("imagesieve_collection_index_bytes", "Index size per collection",

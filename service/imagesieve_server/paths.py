@@ -62,12 +62,6 @@ class PathPolicy:
             os.close(fd)
             raise
 
-    def read(self, path: str, max_bytes: int) -> bytes:
-        """The file's bytes (at most ``max_bytes`` + 1, so a caller can tell
-        it is over the limit)."""
-        fd, _ = self.open_regular(path)
-        return read_fd(fd, max_bytes + 1)
-
 
 def read_fd(fd: int, limit: int) -> bytes:
     """Read up to ``limit`` bytes from ``fd``, then close it."""

@@ -101,7 +101,7 @@ class ServerBackend:
     def __init__(self, address: str, **client_options):
         from imagesieve import Client
         self.client = Client(address, **client_options)
-        self.client.wait_ready(30)
+        self.client.wait_ready(30, fail_fast=True)
         info = self.client.model_info()
         self.model, self.dim = info.name, info.dim
 

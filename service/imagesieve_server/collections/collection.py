@@ -428,7 +428,7 @@ class Collection:
         sigs = np.stack([np.asarray(image.signature, np.uint8)] +
                         [np.frombuffer(stored[n.key][0], np.uint8) for n in cands])
         a, b = np.zeros(m, np.int64), np.arange(1, m + 1, dtype=np.int64)
-        g = verify.verify_pairs(sigs, a, b, chunk=1).agreement      # candidates in parallel
+        g = verify.verify_pairs(sigs, a, b).agreement
         for n, v in zip(cands, g.tolist()):
             n.agreement = v
         c = np.array([n.cosine for n in cands], np.float32)

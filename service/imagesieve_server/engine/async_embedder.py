@@ -100,5 +100,3 @@ class AsyncEmbedder:
                 self.embedder.budget.release(prepared.charged)
             return ImageEmbedding(vector, logits, prepared.width, prepared.height, signature=prepared.signature)
 
-    async def embed_many(self, images: list[bytes]) -> list[ImageEmbedding]:
-        return list(await asyncio.gather(*(self.embed(d) for d in images)))

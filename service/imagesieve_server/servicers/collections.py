@@ -185,15 +185,17 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
             if not im.key:
                 res.error.CopyFrom(item_error("INVALID_ARGUMENT", "an image needs a key to be added"))
                 continue
+            sha = ""
             if request.skip_exact_duplicates and im.WhichOneof("source") == "data":
-                twin = await asyncio.to_thread(c.store.key_for_sha256, content_hash(im.data))
+                sha = content_hash(im.data)
+                twin = await asyncio.to_thread(c.store.key_for_sha256, sha)
                 if twin is not None:            # caught by hash before any vector work
                     res.exact_duplicate_of = twin
                     continue
-            todo.append((res, im))
-        embedded = await gather_bounded(self.reader.embed_for_collection(im) for _, im in todo)
+            todo.append((res, im, sha))
+        embedded = await gather_bounded(self.reader.embed_for_collection(im, sha) for _, im, sha in todo)
         ready = []
-        for (res, _), (new, err) in zip(todo, embedded):
+        for (res, _, _), (new, err) in zip(todo, embedded):
             if err is not None:
                 res.error.CopyFrom(err)
             else:

@@ -49,20 +49,23 @@ class ImageReader:
         loop = asyncio.get_running_loop()
         return await asyncio.wait_for(loop.run_in_executor(self.files, fn, *args), self.read_timeout_s)
 
-    async def embed_for_collection(self, image) -> tuple[NewImage | None, common_pb2.ItemError | None]:
+    async def embed_for_collection(self, image, sha256: str = "") -> tuple[NewImage | None,
+                                                                             common_pb2.ItemError | None]:
         """Image message -> (NewImage with its layout signature, stored for
-        stage-2 verification, None), or (None, ItemError)."""
-        result, err, sha = await self.embed(image, with_signature=True)
+        stage-2 verification, None), or (None, ItemError). ``sha256``: the
+        bytes' hash when the caller already took it (the exact-twin check)."""
+        result, err, sha = await self.embed(image, with_signature=True, with_hash=not sha256)
+        sha = sha256 or sha
         if err is not None:
             return None, err
         return NewImage(key=image.key, sha256=sha, vector=result.vector, label=image.label, split=image.split,
                         width=result.width, height=result.height, signature=result.signature), None
 
-    async def embed(self, image: common_pb2.Image, with_signature: bool = False
+    async def embed(self, image: common_pb2.Image, with_signature: bool = False, with_hash: bool = False
                     ) -> tuple[ImageEmbedding | None, common_pb2.ItemError | None, str]:
-        """(embedding, None, sha256 hex of the bytes) or (None, ItemError,
-        ""). Never raises for the image's own faults; QueueFullError
-        propagates (the call's RESOURCE_EXHAUSTED)."""
+        """(embedding, None, sha256 hex of the bytes when ``with_hash``, else
+        "") or (None, ItemError, ""). Never raises for the image's own faults;
+        QueueFullError propagates (the call's RESOURCE_EXHAUSTED)."""
         which = image.WhichOneof("source")
         if which is None:
             return None, item_error(grpc.StatusCode.INVALID_ARGUMENT, "image has neither data nor server_path"), ""
@@ -78,7 +81,7 @@ class ImageReader:
             result = await self.engine.embed(data, with_signature)
             if result.error is not None:
                 return None, item_error(result.error.code, str(result.error)), ""
-            return result, None, content_hash(data)
+            return result, None, content_hash(data) if with_hash else ""
         except BudgetExceeded as e:
             return None, item_error(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)), ""
         finally:

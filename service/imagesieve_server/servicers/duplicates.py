@@ -81,11 +81,13 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
         problem = text_problem(image)
         if problem:
             return None, item_error("INVALID_ARGUMENT", problem), None
+        sha = ""
         if image.WhichOneof("source") == "data":
-            twin = await asyncio.to_thread(c.twin, content_hash(image.data))
+            sha = content_hash(image.data)
+            twin = await asyncio.to_thread(c.twin, sha)
             if twin is not None:
                 return None, None, twin
-        new, err = await self.reader.embed_for_collection(image)
+        new, err = await self.reader.embed_for_collection(image, sha)
         return new, err, None
 
     async def FindDuplicates(self, request, context):

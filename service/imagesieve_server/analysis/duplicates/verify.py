@@ -41,7 +41,7 @@ import dataclasses
 import math
 import multiprocessing
 import os
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 import cv2
 import numpy as np
@@ -63,9 +63,9 @@ MAX_RELATIVE = 0.25      # see relative_disagreement: a copy is at most this far
 ACCEPT = 0.97            # agreement at which a pair's search stops (nothing needs better)
 DEFAULT_PACK = 0.55      # look-alikes' agreement and cosine when a data set has no packs to measure
 MIN_PACK = 2             # other candidates an image needs for a pack of its own
-PROCESS_MIN_PAIRS = 4096  # below this, threads: a process pool costs ~1 s to start
+PROCESS_MIN_PAIRS = 4096  # below this, the calling thread: a process pool costs ~1 s to start
 PROCESS_CHUNK = 256       # pairs a task (~1 s of work: cancellation is checked between tasks)
-cv2.setNumThreads(1)      # parallelism comes from verify_pairs' workers, one pair each
+cv2.setNumThreads(1)      # parallelism comes from verify_pairs' worker processes, one pair each
 
 
 @dataclasses.dataclass
@@ -97,6 +97,11 @@ class PairEvidence:
 
     def take(self, idx) -> "PairEvidence":
         return PairEvidence(*(getattr(self, f.name)[idx] for f in dataclasses.fields(self)))
+
+    def put(self, start: int, part: "PairEvidence") -> None:
+        """Write ``part``'s pairs at positions ``start``.. of these arrays."""
+        for f in dataclasses.fields(self):
+            getattr(self, f.name)[start:start + len(part.agreement)] = getattr(part, f.name)
 
     def concat(self, other: "PairEvidence") -> "PairEvidence":
         return PairEvidence(*(np.concatenate([getattr(self, f.name), getattr(other, f.name)])
@@ -301,9 +306,7 @@ def _verify_in_processes(sig, a, b, stop_at, workers: int, report, out: PairEvid
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for f in finished:
                     start, stop = pending.pop(f)
-                    part = f.result()
-                    for field in dataclasses.fields(PairEvidence):
-                        getattr(out, field.name)[start:stop] = getattr(part, field.name)
+                    out.put(start, f.result())
                     done += stop - start
                     if report is not None:
                         report("verify", done, p)        # may raise (a cancelled job)
@@ -313,15 +316,15 @@ def _verify_in_processes(sig, a, b, stop_at, workers: int, report, out: PairEvid
 
 
 def verify_pairs(signatures, a, b, stop_at: float = ACCEPT, workers: int = 0,
-                 report=None, chunk: int = 128, processes: bool | None = None) -> PairEvidence:
+                 report=None, processes: bool | None = None) -> PairEvidence:
     """Align every pair (a[i], b[i]) of ``signatures`` (N, SIGNATURE_BYTES)
-    uint8; ``a``, ``b``: (P,) positions. ``workers``: 0 = one per core.
-    ``processes``: worker processes, PROCESS_CHUNK pairs a task (None: when
+    uint8; ``a``, ``b``: (P,) positions. ``processes``: in ``workers`` worker
+    processes (0 = one per core), PROCESS_CHUNK pairs a task (None: when
     there are at least PROCESS_MIN_PAIRS pairs and more than one worker);
-    else threads taking ``chunk`` pairs at a time (cheap to start; what a
-    streaming check with a few candidates wants). ``report(stage, done,
-    total)`` is called with stage ``"verify"``. Returns PairEvidence of (P,)
-    arrays."""
+    else in the calling thread (what a streaming check with a few candidates
+    wants: threads would not run the alignments in parallel). ``report(stage,
+    done, total)`` is called with stage ``"verify"`` after each chunk.
+    Returns PairEvidence of (P,) arrays."""
     sig = check_signatures(signatures)
     a = np.asarray(a, np.int64).ravel()
     b = np.asarray(b, np.int64).ravel()
@@ -338,18 +341,11 @@ def verify_pairs(signatures, a, b, stop_at: float = ACCEPT, workers: int = 0,
         _verify_in_processes(sig, a, b, stop_at, workers, report, out)
         return out
 
-    def run(start: int) -> int:
-        stop = min(start + chunk, p)
-        part = _align_all(sig, a[start:stop], b[start:stop], stop_at)
-        for field in dataclasses.fields(PairEvidence):
-            getattr(out, field.name)[start:stop] = getattr(part, field.name)
-        return stop
-
-    if p:
-        with ThreadPoolExecutor(workers, thread_name_prefix="imagesieve-verify") as pool:
-            for done in pool.map(run, range(0, p, chunk)):
-                if report is not None:
-                    report("verify", done, p)
+    for start in range(0, p, PROCESS_CHUNK):
+        stop = min(start + PROCESS_CHUNK, p)
+        out.put(start, _align_all(sig, a[start:stop], b[start:stop], stop_at))
+        if report is not None:
+            report("verify", stop, p)
     return out
 
 

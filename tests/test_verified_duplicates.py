@@ -53,6 +53,27 @@ def test_signature_trims_frames_and_is_compact(photos):
     assert unpack(sig)[1] > 0.95
 
 
+def test_a_picture_turned_on_its_canvas_is_turned_back_upright(photos):
+    """A photo rotated by some degrees with its canvas expanded (black or
+    white corners) gets the signature of the upright photo, at any angle;
+    a round shape on a canvas is never turned, and other photos stay apart."""
+    originals = [photo_image(d) for d, _, _ in photos[:6]]
+    sigs = [layout_signature(im) for im in originals]
+    for im, sig in zip(originals, sigs):
+        wide = im.crop((0, 0, im.width, im.height * 2 // 3))      # not square: the aspect must survive
+        for deg, fill in ((11, (0, 0, 0)), (-25, (255, 255, 255)), (40, (0, 0, 0))):
+            for base, base_sig in ((im, sig), (wide, layout_signature(wide))):
+                turned = layout_signature(base.rotate(deg, resample=Image.BICUBIC, expand=True, fillcolor=fill))
+                assert unpack(turned)[0] == pytest.approx(unpack(base_sig)[0], rel=0.06)
+                assert pair_alignment(base_sig, turned)[0] > 0.85, deg
+    others = [pair_alignment(sigs[0], layout_signature(o.rotate(20, expand=True)))[0] for o in originals[1:]]
+    assert max(others) < 0.9          # as distinct upright photos (see below)
+    disc = Image.new("RGB", (200, 200), "white")
+    ImageDraw.Draw(disc).ellipse((30, 40, 170, 160), fill=(30, 60, 200))
+    assert np.array_equal(layout_signature(disc), layout_signature(disc.rotate(0)))
+    assert unpack(layout_signature(disc))[0] == pytest.approx(140 / 120, rel=0.05)   # trimmed, not turned
+
+
 def test_copies_of_unseen_kinds_verify_and_distinct_photos_do_not(embedder, photos):
     originals = [photo_image(d) for d, _, _ in photos]
     base_v, base_s = _embed(embedder, [encode(im, "JPEG", quality=92) for im in originals])

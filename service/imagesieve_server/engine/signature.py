@@ -8,6 +8,8 @@ keeps exactly that, small enough to store with every image of a collection:
 
 1. a uniform frame (letterbox bars, a plain border, the blank canvas around
    an icon) is trimmed, so a bordered copy and its original share one frame;
+   a picture turned by some degrees on a uniform canvas (a rotated scan, a
+   photo rotated with its canvas expanded) is turned back upright first;
 2. the rest is reduced to a ``SIDE`` x ``SIDE`` grayscale thumbnail (area
    averaging: JPEG noise, rescaling and mild blur fall below its resolution).
 
@@ -18,6 +20,7 @@ share, then the thumbnail (see ``unpack``). The verifier
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -27,6 +30,10 @@ SIGNATURE_BYTES = HEADER + SIDE * SIDE
 _WORK = 192              # trimming runs on a copy whose longer side is this
 _FRAME_TOLERANCE = 12    # gray levels a frame pixel may differ from the frame colour
 _MIN_CONTENT = 0.2       # a trim never keeps less than this share of a side
+_MIN_TILT = 1.5          # degrees: a rectangle turned less than this is taken as upright
+_RECT_FILL = 0.95        # share of its bounding rotated rectangle a tilted picture fills
+_TILT_SPAN = 0.9         # ...and of the canvas's width and height its corners span (a rotation
+                         # that expands the canvas touches all four sides)
 
 
 def _frame_box(gray: np.ndarray) -> tuple[int, int, int, int]:
@@ -51,6 +58,55 @@ def _frame_box(gray: np.ndarray) -> tuple[int, int, int, int]:
     return top, bottom, left, right
 
 
+def _tilted_rectangle(gray: np.ndarray) -> tuple | None:
+    """((cx, cy), (w, h), degrees) of a picture turned by some degrees on a
+    uniform canvas in ``gray`` (H, W) uint8, or None: the canvas colour holds
+    most of the outer edge, and the content's convex hull fills at least
+    _RECT_FILL of the smallest rotated rectangle around it, spanning
+    _TILT_SPAN of the canvas. Shapes that are not rectangles (an icon's
+    globe) or that sit inside a margin (a tilted page icon) are never turned."""
+    h, w = gray.shape
+    edge = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    bg = float(np.median(edge))
+    if np.mean(np.abs(edge.astype(np.float32) - bg) <= _FRAME_TOLERANCE) < 0.75:
+        return None
+    off = (np.abs(gray.astype(np.int16) - int(round(bg))) > _FRAME_TOLERANCE).astype(np.uint8)
+    off = cv2.morphologyEx(off, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))    # specks of noise
+    points = cv2.findNonZero(off)
+    if points is None:
+        return None
+    # The hull of all content: parts of the picture in the canvas colour
+    # (a white sky on a white canvas) leave holes and bays, not a new shape.
+    hull = cv2.convexHull(points)
+    area = cv2.contourArea(hull)
+    (cx, cy), (rw, rh), deg = cv2.minAreaRect(hull)
+    if area < _MIN_CONTENT * h * w or rw * rh <= 0 or area / (rw * rh) < _RECT_FILL:
+        return None
+    _, _, bw, bh = cv2.boundingRect(hull)
+    if bw < _TILT_SPAN * w or bh < _TILT_SPAN * h:
+        return None         # a shape drawn on a larger canvas (an icon), not a turned picture
+    # minAreaRect's angle convention differs between OpenCV versions: take
+    # the turn of least magnitude, swapping the sides with a quarter.
+    deg = ((deg + 45.0) % 90.0) - 45.0
+    if round(((cv2.minAreaRect(hull)[2] - deg) / 90.0)) % 2:
+        rw, rh = rh, rw
+    if abs(deg) < _MIN_TILT:
+        return None
+    return (cx, cy), (rw, rh), deg
+
+
+def _upright(gray: np.ndarray, rect) -> np.ndarray:
+    """The tilted rectangle ``rect`` of ``gray`` turned upright, its edge
+    pixels (canvas blended in) shaved off."""
+    (cx, cy), (rw, rh), deg = rect
+    m = cv2.getRotationMatrix2D((cx, cy), deg, 1.0)
+    m[:, 2] += (rw / 2 - cx, rh / 2 - cy)
+    out = cv2.warpAffine(gray, m, (max(1, int(rw)), max(1, int(rh))), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+    my, mx = max(1, out.shape[0] // 50), max(1, out.shape[1] // 50)
+    return out[my:out.shape[0] - my, mx:out.shape[1] - mx]
+
+
 def layout_signature(img: Image.Image) -> np.ndarray:
     """RGB (or any mode) PIL image -> (SIGNATURE_BYTES,) uint8 signature.
 
@@ -61,14 +117,23 @@ def layout_signature(img: Image.Image) -> np.ndarray:
     w, h = gray.size
     scale = min(1.0, _WORK / max(w, h))
     small = gray.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BOX) if scale < 1 else gray
-    top, bottom, left, right = _frame_box(np.asarray(small))
+    small_arr = np.asarray(small)
     sw, sh = small.size
-    box = (left / sw * w, top / sh * h, right / sw * w, bottom / sh * h)
-    thumb = gray.resize((SIDE, SIDE), Image.BOX, box=box)
+    tilted = _tilted_rectangle(small_arr)
+    if tilted is not None:
+        # Turned back at the working size: SIDE x SIDE comes from ~_WORK pixels anyway.
+        content = _upright(small_arr, tilted)
+        thumb = Image.fromarray(content).resize((SIDE, SIDE), Image.BOX)
+        cw, ch = content.shape[1] * w / sw, content.shape[0] * h / sh
+        box = (0.0, 0.0, cw, ch)
+    else:
+        top, bottom, left, right = _frame_box(small_arr)
+        box = (left / sw * w, top / sh * h, right / sw * w, bottom / sh * h)
+        thumb = gray.resize((SIDE, SIDE), Image.BOX, box=box)
     out = np.empty(SIGNATURE_BYTES, np.uint8)
     aspect = np.clip(round(32 * np.log2(max(box[2] - box[0], 1e-6) / max(box[3] - box[1], 1e-6))), -127, 127)
     out[0] = np.uint8(np.int8(aspect).view(np.uint8))
-    out[1] = np.uint8(round(255 * (box[2] - box[0]) * (box[3] - box[1]) / (w * h)))
+    out[1] = np.uint8(min(255, round(255 * (box[2] - box[0]) * (box[3] - box[1]) / (w * h))))
     out[HEADER:] = np.asarray(thumb, np.uint8).ravel()
     return out
 

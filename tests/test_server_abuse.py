@@ -158,6 +158,7 @@ def _serve(*args, env=None, timeout=120):
     ([], {"IMAGESIEVE_ALLOW_ROOT": "/tmp" + os.pathsep}),
     (["--allow-root", "/no/such/folder"], None),
     (["--address", "bogus"], None),
+    (["--verify-workers", "-3"], None),
 ])
 def test_bad_configuration_is_refused_in_one_line(args, env):
     r = _serve(*args, env=env)
@@ -181,6 +182,8 @@ def test_start_up_names_the_roots_and_warns_of_plaintext_tokens(manifest_path, r
     assert str(root.resolve()) in log
     assert "plaintext" in log and "tokens" in log
     assert "metrics on http://127.0.0.1:" in log          # /metrics stays on loopback unless asked
+    workers = min(os.cpu_count() or 1, 8)
+    assert (f"{workers} alignment processes" if workers > 1 else "alignment in the request's thread") in log
 
 
 def test_analysis_jobs_beyond_the_limit_are_refused_then_admitted():

@@ -4,6 +4,9 @@ alpha-only PNGs through the ingestion gate of a real server, and exact
 duplicates answered alike on every path."""
 import hashlib
 import io
+import os
+import signal
+import time
 
 import grpc
 import numpy as np
@@ -12,7 +15,8 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from imagesieve import Client
 from imagesieve_server.analysis.duplicates.find import RAW_FLOOR, find_duplicates
-from imagesieve_server.analysis.duplicates.verify import pair_alignment, verified_pairs, verify_pairs
+from imagesieve_server.analysis.duplicates.verify import (AlignmentPool, pair_alignment, verified_pairs,
+                                                          verify_pairs)
 from imagesieve_server.engine.signature import SIGNATURE_BYTES, layout_signature, unpack
 
 from conftest import digit_image, encode, photo_image
@@ -292,6 +296,26 @@ def test_worker_processes_give_the_same_evidence_and_stop_when_told(embedder, ph
     with pytest.raises(KeyboardInterrupt):
         verify_pairs(s, a, b, workers=2, processes=True, report=cancelled)
     assert len(seen) == 1 and seen[0] < len(a)
+
+    # A server's long-lived pool: a streaming check's few pairs and a job's
+    # many give the calling thread's answers, and a killed worker is replaced.
+    pool = AlignmentPool(2)
+    try:
+        pool.warm()
+        for sel in (slice(0, 3), slice(0, len(a))):
+            got = verify_pairs(s, a[sel], b[sel], pool=pool)
+            assert np.array_equal(got.agreement, inline.agreement[sel])
+            assert np.array_equal(got.turned, inline.turned[sel])
+        os.kill(next(iter(pool._pool._processes)), signal.SIGKILL)
+        time.sleep(0.2)
+        got = verify_pairs(s, a[:8], b[:8], pool=pool)          # answered in this thread this once
+        assert np.array_equal(got.agreement, inline.agreement[:8])
+        got = verify_pairs(s, a[:8], b[:8], pool=pool)          # by new workers
+        assert np.array_equal(got.agreement, inline.agreement[:8])
+    finally:
+        pool.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        verify_pairs(s, a[:8], b[:8], pool=pool)
 
 
 def test_one_knn_pass_gives_the_same_candidates(embedder, photos):

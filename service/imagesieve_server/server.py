@@ -25,6 +25,7 @@ from imagesieve.v1 import (analysis_pb2, analysis_pb2_grpc, collections_pb2, col
                            consensus_pb2, consensus_pb2_grpc, duplicates_pb2, duplicates_pb2_grpc,
                            embedding_pb2, embedding_pb2_grpc)
 
+from .analysis.duplicates import verify
 from .audit.memory import return_freed_memory_to_os
 from .collections import CollectionManager
 from .engine.async_embedder import AsyncEmbedder
@@ -76,6 +77,7 @@ class ServerConfig:
     max_concurrent_rpcs: int = 256      # calls at once (health checks aside); beyond it RESOURCE_EXHAUSTED
     max_calls_per_client: int = 0       # calls at once from one token (or address); 0 = half of the above
     max_jobs: int = 0                   # analysis jobs at once; 0 = one per core
+    verify_workers: int = -1            # processes aligning a check's candidates (stage 2); -1 = one per core up to 8, 0 = the request's thread
     trim_memory: int = 0                # 1 = large temporaries unmapped when freed: ~300 MiB lower peak, ~15% fewer images/s (bench/soak.py)
     max_images_per_request: int = 256
     stream_window: int = 16             # requests per stream worked on concurrently
@@ -130,6 +132,11 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
             ap.error(f"--{name.replace('_', '-')} must be >= 0 (0 = sized from the host)")
     cfg.max_inflight_mb = cfg.max_inflight_mb or default_budget_mb()
     cfg.max_jobs = cfg.max_jobs or (os.cpu_count() or 1)
+    if cfg.verify_workers < -1:
+        ap.error("--verify-workers must be >= 0 (-1 = sized from the host)")
+    if cfg.verify_workers == -1:
+        cfg.verify_workers = min(os.cpu_count() or 1, 8)
+    cfg.verify_workers = 0 if cfg.verify_workers < 2 else cfg.verify_workers     # one worker: the thread is as fast
     cfg.max_calls_per_client = cfg.max_calls_per_client or max(1, cfg.max_concurrent_rpcs // 2)
     try:
         cfg.allow_root = [str(p) for p in check_roots(cfg.allow_root)]
@@ -173,7 +180,10 @@ class ImageSieveServer:
         runner.SLOTS.limit = config.max_jobs or (os.cpu_count() or 1)
         self.reader: ImageReader | None = None
         ex = embedder.executor
-        self.collections = CollectionManager(config.data_dir, ex.manifest.name, ex.dim, config.snapshot_every)
+        workers = config.verify_workers if config.verify_workers >= 0 else min(os.cpu_count() or 1, 8)
+        self.alignment_pool = verify.AlignmentPool(workers) if workers >= 2 else None
+        self.collections = CollectionManager(config.data_dir, ex.manifest.name, ex.dim, config.snapshot_every,
+                                             alignment_pool=self.alignment_pool)
         self.health = HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
@@ -224,6 +234,9 @@ class ImageSieveServer:
         if c.metrics_port >= 0:
             self.metrics_port = self.metrics.serve_http(c.metrics_port, c.metrics_host)
         await self.engine.start()
+        if self.alignment_pool is not None:
+            # Started now (in the background): the first check would wait ~1 s for them.
+            self._warming = asyncio.get_running_loop().run_in_executor(None, _warm, self.alignment_pool)
         await self.server.start()
         for name in ["", *SERVICE_NAMES]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -241,9 +254,18 @@ class ImageSieveServer:
         await self.server.stop(self.config.grace_s if grace_s is None else grace_s)
         await self.engine.stop()
         await asyncio.to_thread(self.collections.close)   # snapshots what changed
+        if self.alignment_pool is not None:
+            await asyncio.to_thread(self.alignment_pool.close)
         if self.reader is not None:
             self.reader.close()
         self.metrics.close()
+
+
+def _warm(pool: verify.AlignmentPool) -> None:
+    try:
+        pool.warm()
+    except Exception as e:  # noqa: BLE001 - checks then start the pool themselves, or align in their thread
+        log.warning("alignment workers did not start: %s", e)
 
 
 async def serve(config: ServerConfig) -> None:
@@ -267,9 +289,10 @@ async def serve(config: ServerConfig) -> None:
         log.warning("tokens are required but the server is plaintext: tokens cross the network in clear "
                     "(serve TLS with --tls-cert/--tls-key)")
     log.info("server_path roots: %s", ", ".join(config.allow_root) or "none (server paths refused)")
-    log.info("limits: %d MiB in flight, %d images a request, %d calls (%d a client) and %d analysis jobs at once",
-             config.max_inflight_mb, config.max_images_per_request, config.max_concurrent_rpcs,
-             config.max_calls_per_client, config.max_jobs)
+    log.info("limits: %d MiB in flight, %d images a request, %d calls (%d a client) and %d analysis jobs at once; "
+             "%s", config.max_inflight_mb, config.max_images_per_request, config.max_concurrent_rpcs,
+             config.max_calls_per_client, config.max_jobs,
+             f"{srv.alignment_pool.workers} alignment processes" if srv.alignment_pool else "alignment in the request's thread")
     if srv.metrics_port is not None:
         print(f"imagesieve: metrics on http://{config.metrics_host}:{srv.metrics_port}/metrics", flush=True)
     print(f"imagesieve: serving {ex.manifest.name} on {host}:{port}", flush=True)

@@ -173,8 +173,12 @@ def _finite(v) -> float | None:
 class Collection:
     """Use ``Collection.create`` or ``Collection.open``; ``close()`` when done."""
 
-    def __init__(self, path: Path, store: Store, snapshot_every: int = 10_000):
+    def __init__(self, path: Path, store: Store, snapshot_every: int = 10_000,
+                 alignment_pool: verify.AlignmentPool | None = None):
         self.path = path
+        # Where a check's candidates are aligned (stage 2): worker processes
+        # shared by the server's collections, or (None) the calling thread.
+        self.alignment_pool = alignment_pool
         self.store = store
         self.name = store.get_setting("name")
         self.dim = int(store.get_setting("dim"))
@@ -428,7 +432,7 @@ class Collection:
         sigs = np.stack([np.asarray(image.signature, np.uint8)] +
                         [np.frombuffer(stored[n.key][0], np.uint8) for n in cands])
         a, b = np.zeros(m, np.int64), np.arange(1, m + 1, dtype=np.int64)
-        g = verify.verify_pairs(sigs, a, b).agreement
+        g = verify.verify_pairs(sigs, a, b, pool=self.alignment_pool).agreement
         for n, v in zip(cands, g.tolist()):
             n.agreement = v
         c = np.array([n.cosine for n in cands], np.float32)

@@ -33,10 +33,12 @@ class CollectionManager:
     others: it is listed in ``failed()`` with the reason, and every call
     naming it gets FAILED_PRECONDITION until it is dropped."""
 
-    def __init__(self, data_dir: str | Path, model: str, dim: int, snapshot_every: int = 10_000):
+    def __init__(self, data_dir: str | Path, model: str, dim: int, snapshot_every: int = 10_000,
+                 alignment_pool=None):
         self.root = Path(data_dir) / "collections"
         self.root.mkdir(parents=True, exist_ok=True)
         self.model, self.dim, self.snapshot_every = model, dim, snapshot_every
+        self.alignment_pool = alignment_pool        # verify.AlignmentPool for the collections' checks
         self._lock = threading.Lock()
         self._open: dict[str, Collection] = {}
         self._failed: dict[str, str] = {}
@@ -49,7 +51,8 @@ class CollectionManager:
 
     def _load(self, path: Path) -> None:
         try:
-            self._open[path.name] = Collection.open(path, snapshot_every=self.snapshot_every)
+            self._open[path.name] = Collection.open(path, snapshot_every=self.snapshot_every,
+                                                 alignment_pool=self.alignment_pool)
         except Exception as e:  # noqa: BLE001 - one damaged collection must not stop the server
             self._failed[path.name] = load_problem(e)
             log.warning("collection %r cannot be loaded and is unavailable until dropped: %s",
@@ -84,7 +87,7 @@ class CollectionManager:
                 shutil.rmtree(path, ignore_errors=True)      # the remains of a create cut short
             try:
                 c = Collection.create(path, name, self.dim, self.model, index_kind, threshold,
-                                      snapshot_every=self.snapshot_every)
+                                      snapshot_every=self.snapshot_every, alignment_pool=self.alignment_pool)
             except CollectionError as e:
                 if e.code != "ALREADY_EXISTS":
                     shutil.rmtree(path, ignore_errors=True)  # no half-made collection left behind

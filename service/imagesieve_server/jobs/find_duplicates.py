@@ -51,7 +51,7 @@ async def find_duplicates_events(collection: Collection, request):
         t = threshold or (0.0 if im.signatures is not None else collection.threshold)
         return find_duplicates(im.vectors, im.keys, im.labels, im.splits, im.sha256, t,
                                request.approximate, request.knn_k, grouping, report=reporter.report,
-                               signatures=im.signatures)
+                               signatures=im.signatures, alignment_pool=collection.alignment_pool)
 
     async for kind, value in run_job(work):
         if kind == "progress":

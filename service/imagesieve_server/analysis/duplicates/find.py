@@ -146,7 +146,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
                     sha256, threshold: float = 0.0, approximate: bool = False, knn_k: int = 0,
                     grouping: str = "bounded", report: Callable | None = None,
                     signatures: np.ndarray | None = None,
-                    knn: tuple[np.ndarray, np.ndarray] | None = None) -> DuplicateReport:
+                    knn: tuple[np.ndarray, np.ndarray] | None = None, alignment_pool=None) -> DuplicateReport:
     """vectors (N, D) unit float32 and N-long metadata sequences (sha256: a
     list of str or an (N,) array) -> DuplicateReport.
 
@@ -156,7 +156,9 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
     raw cosine at ``threshold`` (0 = derived from the data, see
     :func:`raw_threshold`), by exact range search or, ``approximate``, a kNN
     graph of ``knn_k`` (default 16). Identical bytes are always exact
-    duplicates. ``knn``: see :func:`candidate_pairs` (two stages only)."""
+    duplicates. ``knn``: see :func:`candidate_pairs` (two stages only).
+    ``alignment_pool``: a long-lived ``verify.AlignmentPool`` for stage 2
+    (else worker processes of its own for large batches)."""
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
     n = len(keys)
@@ -172,7 +174,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
                   f"{threshold:.2f}; each pair kept only when its layouts align (stage 2)")
         a, b, sim = candidate_pairs(vectors, threshold, knn_k or CANDIDATE_K, report=report, knn=knn)
         candidates = len(a)
-        ev = verify_pairs(signatures, a, b, report=report)
+        ev = verify_pairs(signatures, a, b, report=report, pool=alignment_pool)
         ok, rel = verified_pairs(n, a, b, ev.agreement, sim)
         # Identical bytes are duplicates whatever stage 2 says, candidates or not.
         ea, eb = exact_pairs(sha)

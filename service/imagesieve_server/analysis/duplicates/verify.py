@@ -39,9 +39,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import logging
 import multiprocessing
 import os
+import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 import cv2
 import numpy as np
@@ -66,6 +69,7 @@ MIN_PACK = 2             # other candidates an image needs for a pack of its own
 PROCESS_MIN_PAIRS = 4096  # below this, the calling thread: a process pool costs ~1 s to start
 PROCESS_CHUNK = 256       # pairs a task (~1 s of work: cancellation is checked between tasks)
 cv2.setNumThreads(1)      # parallelism comes from verify_pairs' worker processes, one pair each
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -283,48 +287,120 @@ def _align_all(sig: np.ndarray, a: np.ndarray, b: np.ndarray, stop_at: float) ->
     return out
 
 
-def _verify_in_processes(sig, a, b, stop_at, workers: int, report, out: PairEvidence) -> None:
-    p = len(a)
-    ctx = multiprocessing.get_context("spawn")      # no fork of a threaded server
-    done = 0
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        pending: dict = {}
-        starts = iter(range(0, p, PROCESS_CHUNK))
+def _ready() -> bool:
+    return True
+
+
+class AlignmentPool:
+    """Long-lived worker processes that align a few pairs at once for a
+    long-lived caller: a server's streaming checks, where one new image's
+    ~8 candidates would otherwise be aligned one after another in the
+    request's thread, holding the GIL (~3 ms each) while every other call
+    waits. A check's pairs are split into one part a worker; the answer is
+    the same as in the calling thread. Workers start on :meth:`warm` or the
+    first use; a broken pool (a worker killed) is replaced, and that call is
+    aligned in the calling thread."""
+
+    def __init__(self, workers: int):
+        if workers < 2:
+            raise ValueError(f"an alignment pool needs at least 2 workers; got {workers}")
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the alignment pool is closed")
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            return self._pool
+
+    def warm(self) -> None:
+        """Start every worker now (each imports OpenCV and numpy: ~1 s)."""
+        ex = self._executor()
+        for f in [ex.submit(_ready) for _ in range(self.workers)]:
+            f.result()
+
+    def align(self, sig: np.ndarray, a: np.ndarray, b: np.ndarray, stop_at: float, report=None) -> PairEvidence:
+        out = PairEvidence.empty(len(a))
         try:
-            while True:
-                # At most two tasks a worker in flight: their pickled
-                # signatures are all that is copied at any time.
-                for start in starts:
-                    stop = min(start + PROCESS_CHUNK, p)
-                    rows, local = np.unique(np.r_[a[start:stop], b[start:stop]], return_inverse=True)
-                    f = pool.submit(_align_all, sig[rows], local[:stop - start], local[stop - start:], stop_at)
-                    pending[f] = (start, stop)
-                    if len(pending) >= 2 * workers:
-                        break
-                if not pending:
+            _align_in_processes(self._executor(), self.workers, sig, a, b, stop_at, report, out)
+            return out
+        except BrokenProcessPool:
+            log.warning("an alignment worker died; starting new ones")
+            with self._lock:
+                broken, self._pool = self._pool, None
+            if broken is not None:
+                broken.shutdown(wait=False, cancel_futures=True)
+        return _align_all(sig, a, b, stop_at)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _align_in_processes(pool, workers: int, sig, a, b, stop_at, report, out: PairEvidence) -> None:
+    """Align pairs (a, b) of ``sig`` on ``pool`` (``workers`` processes)
+    into ``out``: a few pairs go one part a worker; many, PROCESS_CHUNK a
+    task with at most two tasks a worker in flight (their pickled
+    signatures are all that is copied at any time); ``report`` after each."""
+    p = len(a)
+    chunk = PROCESS_CHUNK if p > workers * PROCESS_CHUNK else max(1, -(-p // workers))
+    done = 0
+    pending: dict = {}
+    starts = iter(range(0, p, chunk))
+    try:
+        while True:
+            for start in starts:
+                stop = min(start + chunk, p)
+                rows, local = np.unique(np.r_[a[start:stop], b[start:stop]], return_inverse=True)
+                f = pool.submit(_align_all, sig[rows], local[:stop - start], local[stop - start:], stop_at)
+                pending[f] = (start, stop)
+                if len(pending) >= 2 * workers:
                     break
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for f in finished:
-                    start, stop = pending.pop(f)
-                    out.put(start, f.result())
-                    done += stop - start
-                    if report is not None:
-                        report("verify", done, p)        # may raise (a cancelled job)
+            if not pending:
+                break
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished:
+                start, stop = pending.pop(f)
+                out.put(start, f.result())
+                done += stop - start
+                if report is not None:
+                    report("verify", done, p)        # may raise (a cancelled job)
+    except BaseException:
+        for f in pending:
+            f.cancel()
+        raise
+
+
+def _verify_in_processes(sig, a, b, stop_at, workers: int, report, out: PairEvidence) -> None:
+    ctx = multiprocessing.get_context("spawn")      # no fork of a threaded server
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        try:
+            _align_in_processes(pool, workers, sig, a, b, stop_at, report, out)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
 
 
 def verify_pairs(signatures, a, b, stop_at: float = ACCEPT, workers: int = 0,
-                 report=None, processes: bool | None = None) -> PairEvidence:
+                 report=None, processes: bool | None = None, pool: AlignmentPool | None = None
+                 ) -> PairEvidence:
     """Align every pair (a[i], b[i]) of ``signatures`` (N, SIGNATURE_BYTES)
     uint8; ``a``, ``b``: (P,) positions. ``processes``: in ``workers`` worker
     processes (0 = one per core), PROCESS_CHUNK pairs a task (None: when
     there are at least PROCESS_MIN_PAIRS pairs and more than one worker);
     else in the calling thread (what a streaming check with a few candidates
-    wants: threads would not run the alignments in parallel). ``report(stage,
-    done, total)`` is called with stage ``"verify"`` after each chunk.
-    Returns PairEvidence of (P,) arrays."""
+    wants: threads would not run the alignments in parallel). ``pool``: a
+    long-lived :class:`AlignmentPool` to use instead, for any number of
+    pairs (a server's checks and FindDuplicates jobs). ``report(stage, done, total)`` is
+    called with stage ``"verify"`` after each chunk. Returns PairEvidence of
+    (P,) arrays."""
     sig = check_signatures(signatures)
     a = np.asarray(a, np.int64).ravel()
     b = np.asarray(b, np.int64).ravel()
@@ -335,6 +411,8 @@ def verify_pairs(signatures, a, b, stop_at: float = ACCEPT, workers: int = 0,
     p = a.size
     out = PairEvidence.empty(p)
     workers = workers or (os.cpu_count() or 1)
+    if pool is not None and p > 1 and processes is not False:
+        return pool.align(sig, a, b, stop_at, report)
     if processes is None:
         processes = p >= PROCESS_MIN_PAIRS and workers > 1
     if p and processes:

@@ -78,6 +78,36 @@ def test_a_picture_turned_on_its_canvas_is_turned_back_upright(photos):
     assert unpack(layout_signature(disc))[0] == pytest.approx(140 / 120, rel=0.05)   # trimmed, not turned
 
 
+def _drawing(seed: int) -> Image.Image:
+    """A line drawing on a white canvas, with margins (clip art)."""
+    rng = np.random.default_rng(seed)
+    im = Image.new("RGB", (300, 400), "white")
+    d = ImageDraw.Draw(im)
+    for _ in range(14):
+        x, y = rng.integers(40, 240), rng.integers(50, 330)
+        box = (int(x), int(y), int(x + rng.integers(10, 60)), int(y + rng.integers(10, 60)))
+        colour = tuple(int(c) for c in rng.integers(0, 200, 3))
+        fill = tuple(int(c) for c in rng.integers(60, 255, 3))
+        (d.ellipse if rng.random() < 0.5 else d.rectangle)(box, fill=fill, outline=colour, width=5)
+    return im
+
+
+def test_a_crop_of_a_drawing_on_a_canvas_stays_part_of_the_drawing():
+    """A corner crop cuts the drawing on two sides and keeps canvas on the
+    other two: those sides are trimmed as the whole drawing's are, so the
+    crop's view is part of the drawing's and aligns with it; other drawings
+    in the same style do not."""
+    drawings = [_drawing(i) for i in range(6)]
+    sigs = [layout_signature(im) for im in drawings]
+    for im, sig in zip(drawings, sigs):
+        w, h = im.size
+        for box in ((0, 0, int(w * .75), int(h * .75)), (int(w * .3), int(h * .25), w, h)):
+            crop = layout_signature(im.crop(box))
+            assert pair_alignment(sig, crop)[0] > 0.85, box
+    a, b = np.triu_indices(len(sigs), 1)
+    assert max(pair_alignment(sigs[i], sigs[j])[0] for i, j in zip(a, b)) < 0.8
+
+
 def test_copies_of_unseen_kinds_verify_and_distinct_photos_do_not(embedder, photos):
     originals = [photo_image(d) for d, _, _ in photos]
     base_v, base_s = _embed(embedder, [encode(im, "JPEG", quality=92) for im in originals])

@@ -30,6 +30,7 @@ SIGNATURE_BYTES = HEADER + SIDE * SIDE
 _WORK = 192              # trimming runs on a copy whose longer side is this
 _FRAME_TOLERANCE = 12    # gray levels a frame pixel may differ from the frame colour
 _MIN_CONTENT = 0.2       # a trim never keeps less than this share of a side
+_SIDE_UNIFORM = 0.97     # share of one side's outermost pixels in one tone for that side alone to be frame
 _MIN_TILT = 1.5          # degrees: a rectangle turned less than this is taken as upright
 _RECT_FILL = 0.95        # share of its bounding rotated rectangle a tilted picture fills
 _TILT_SPAN = 0.9         # ...and of the canvas's width and height its corners span (a rotation
@@ -38,21 +39,34 @@ _TILT_SPAN = 0.9         # ...and of the canvas's width and height its corners s
 
 def _frame_box(gray: np.ndarray) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) of what lies inside a uniform frame, in
-    ``gray`` (H, W) uint8. The frame colour is the median of the outermost
-    rows and columns; rows and columns where (almost) every pixel is within
-    ``_FRAME_TOLERANCE`` of it are frame."""
+    ``gray`` (H, W) uint8. A side is frame when (almost) all of its outermost
+    row or column is within ``_FRAME_TOLERANCE`` of one colour; rows and
+    columns inside it that are (almost) all that colour are frame too. The
+    sides are trimmed independently: a crop of a drawing on a blank canvas
+    keeps canvas on the sides it did not cut, and loses it as the whole
+    drawing does, so its view stays a part of the drawing's view."""
     h, w = gray.shape
-    edge = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    sides = {"top": gray[0], "bottom": gray[-1], "left": gray[:, 0], "right": gray[:, -1]}
+    edge = np.concatenate(list(sides.values()))
     bg = float(np.median(edge))
-    # Most of the edge must be that colour, or there is no frame to trim.
-    if np.mean(np.abs(edge.astype(np.float32) - bg) <= _FRAME_TOLERANCE) < 0.9:
-        return 0, h, 0, w
+    if np.mean(np.abs(edge.astype(np.float32) - bg) <= _FRAME_TOLERANCE) >= 0.9:
+        framed = set(sides)                     # a frame all round (letterbox bars, a border, a canvas)
+    else:
+        tones = {k: float(np.median(v)) for k, v in sides.items()
+                 if np.mean(np.abs(v.astype(np.float32) - np.median(v)) <= _FRAME_TOLERANCE) >= _SIDE_UNIFORM}
+        if not tones:
+            return 0, h, 0, w
+        bg = float(np.median(list(tones.values())))
+        framed = {k for k, t in tones.items() if abs(t - bg) <= _FRAME_TOLERANCE}
     off = np.abs(gray.astype(np.int16) - int(round(bg))) > _FRAME_TOLERANCE
     rows = np.flatnonzero(off.mean(axis=1) > 0.01)
     cols = np.flatnonzero(off.mean(axis=0) > 0.01)
     if rows.size == 0 or cols.size == 0:
         return 0, h, 0, w                       # a blank image: keep it whole
-    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    top = int(rows[0]) if "top" in framed else 0
+    bottom = int(rows[-1]) + 1 if "bottom" in framed else h
+    left = int(cols[0]) if "left" in framed else 0
+    right = int(cols[-1]) + 1 if "right" in framed else w
     if bottom - top < _MIN_CONTENT * h or right - left < _MIN_CONTENT * w:
         return 0, h, 0, w                       # a small mark on a canvas: keep the canvas
     return top, bottom, left, right

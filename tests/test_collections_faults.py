@@ -106,9 +106,13 @@ def test_damaged_snapshot_is_rebuilt_and_a_broken_store_is_reported(manifest_pat
                       for n in ("", "imagesieve.v1.collection/broken")}
         assert status == {"": health_pb2.HealthCheckResponse.SERVING,          # the others serve
                           "imagesieve.v1.collection/broken": health_pb2.HealthCheckResponse.NOT_SERVING}
-        # Dropping it clears the way.
+        # Dropping it clears the way, and its health entry stops saying NOT_SERVING.
         assert c.drop_collection("broken")
         assert value(scrape(srv), "imagesieve_collections_failed") == 0
+        with grpc.insecure_channel(srv.address) as ch:
+            after = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service="imagesieve.v1.collection/broken"), timeout=10).status
+        assert after == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
         c.create_collection("broken")
         assert all(r.added for r in c.add("broken", data[:2], keys=names[:2]))
     # The damaged snapshots were replaced: the next start has nothing to rebuild.

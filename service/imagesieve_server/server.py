@@ -185,6 +185,7 @@ class ImageSieveServer:
         self.collections = CollectionManager(config.data_dir, ex.manifest.name, ex.dim, config.snapshot_every,
                                              alignment_pool=self.alignment_pool)
         self.health = HealthServicer()
+        self._not_serving: set[str] = set()     # collections whose health entry says NOT_SERVING
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
         self.metrics = Metrics(self.engine, self.collections)
@@ -209,7 +210,8 @@ class ImageSieveServer:
         embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(
             EmbeddingServicer(self.engine, reader, c.max_images_per_request, c.stream_window), self.server)
         collections_pb2_grpc.add_CollectionServiceServicer_to_server(
-            CollectionServicer(self.collections, self.engine, reader, c.max_images_per_request), self.server)
+            CollectionServicer(self.collections, self.engine, reader, c.max_images_per_request,
+                               on_dropped=self._collection_dropped), self.server)
         duplicates_pb2_grpc.add_DuplicateServiceServicer_to_server(
             DuplicateServicer(self.collections, self.engine, reader, c.stream_window, c.max_images_per_request),
             self.server)
@@ -244,8 +246,15 @@ class ImageSieveServer:
         # others, and says so where probes look.
         for name, why in self.collections.failed().items():
             log.warning("collection %r could not be loaded: %s", name, why)
+            self._not_serving.add(name)
             await self.health.set(COLLECTION_HEALTH + name, health_pb2.HealthCheckResponse.NOT_SERVING)
         return self.port
+
+    async def _collection_dropped(self, name: str) -> None:
+        # A dropped collection that had failed to load no longer reports NOT_SERVING.
+        if name in self._not_serving:
+            self._not_serving.discard(name)
+            await self.health.set(COLLECTION_HEALTH + name, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Graceful: report NOT_SERVING, refuse new calls, finish in-flight

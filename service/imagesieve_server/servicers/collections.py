@@ -78,9 +78,10 @@ def page_start(token: str) -> str:
 
 class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
     def __init__(self, manager: CollectionManager, engine: AsyncEmbedder, reader: ImageReader,
-                 max_images_per_request: int = 256):
+                 max_images_per_request: int = 256, on_dropped=None):
         self.manager, self.engine, self.reader = manager, engine, reader
         self.max_images_per_request = max_images_per_request
+        self.on_dropped = on_dropped        # async (name) -> None: e.g. the server's health entry
 
     async def CreateCollection(self, request, context):
         try:
@@ -135,10 +136,12 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
 
     async def DropCollection(self, request, context):
         try:
-            return collections_pb2.DropCollectionResponse(
-                dropped=await asyncio.to_thread(self.manager.drop, request.name))
+            dropped = await asyncio.to_thread(self.manager.drop, request.name)
         except CollectionError as e:
             await abort_for(context, e)
+        if dropped and self.on_dropped is not None:
+            await self.on_dropped(request.name)
+        return collections_pb2.DropCollectionResponse(dropped=dropped)
 
     async def SnapshotCollection(self, request, context):
         try:

@@ -108,6 +108,23 @@ def test_a_crop_of_a_drawing_on_a_canvas_stays_part_of_the_drawing():
     assert max(pair_alignment(sigs[i], sigs[j])[0] for i, j in zip(a, b)) < 0.8
 
 
+def test_a_sticker_spoils_a_few_cells_not_the_agreement(photos):
+    """An opaque sticker over a corner lowers the whole view's correlation;
+    the cell-by-cell comparison (the best three quarters of 4x4 cells) keeps
+    the copy's agreement up."""
+    def sticker(im):
+        im = im.copy()
+        w, h = im.size
+        ImageDraw.Draw(im).ellipse([w * .6, h * .6, w * .9, h * .9], fill=(250, 220, 0))
+        return im
+    originals = [photo_image(d) for d, _, _ in photos]
+    ev = [pair_alignment(layout_signature(im), layout_signature(sticker(im))) for im in originals]
+    agreement = np.array([e[0] for e in ev])
+    whole_view = np.array([0.5 * (e[1] + e[2]) for e in ev])        # layout and detail alone
+    assert np.median(agreement) > 0.87
+    assert np.median(agreement - whole_view) > 0.03
+
+
 def test_copies_of_unseen_kinds_verify_and_distinct_photos_do_not(embedder, photos):
     originals = [photo_image(d) for d, _, _ in photos]
     base_v, base_s = _embed(embedder, [encode(im, "JPEG", quality=92) for im in originals])

@@ -15,10 +15,13 @@ Alignment (:func:`pair_alignment`):
 - OpenCV's ``matchTemplate`` (zero-mean normalized cross-correlation) slides
   it over the other thumbnail; the slack around the inner part absorbs small
   shifts, and small rotations are tried when the upright search falls short;
-- ``agreement`` is the mean of the best alignment's correlation and the
-  correlation of its fine detail (a difference of Gaussians): brightness,
-  contrast, colour, recompression, resizing and watermarks leave it near 1,
-  and another picture's details sit elsewhere even when its layout is alike.
+- ``agreement`` is the mean of the best alignment's layout (its correlation,
+  averaged with the mean correlation of its best three quarters of 4x4
+  cells, so a sticker or a caption over a corner spoils a few cells, not
+  the picture) and the correlation of its fine detail (a difference of
+  Gaussians): brightness, contrast, colour, recompression, resizing and
+  watermarks leave it near 1, and another picture's details sit elsewhere
+  even when its layout is alike.
 
 Verdict (:func:`verified_pairs`): what separates a copy from a look-alike
 depends on the data (two photos of one style agree at ~0.5 and cosine ~0.5,
@@ -52,6 +55,8 @@ import numpy as np
 from ...engine.signature import SIDE, SIGNATURE_BYTES, unpack
 
 INNER = 0.8
+CELLS = 4                # the aligned views are also compared cell by cell, CELLS x CELLS ...
+CELL_KEEP = 0.75         # ... and the best three quarters of the cells count
 # Shares of a side a crop may keep, from the whole view down to 45% (a fifth
 # of the area), in steps of ~8%.
 SHARES = tuple(round(0.45 * (1 / 0.45) ** (i / 10), 3) for i in range(10, -1, -1))
@@ -144,15 +149,36 @@ def _shares(aspect_t: float, aspect_s: float) -> list[tuple[float, float]]:
     return list(dict.fromkeys((round(x, 3), round(y, 3)) for x, y in out))
 
 
+def _cell_agreement(t: np.ndarray, p: np.ndarray, sign: float) -> float | None:
+    """The mean correlation of the best CELL_KEEP of the CELLS x CELLS cells
+    of two aligned views (cells flat in either skipped): a sticker, a logo,
+    a caption or a vignette spoils a few cells, not the picture. None when
+    fewer than 4 cells have something to correlate."""
+    ch, cw = t.shape[0] // CELLS, t.shape[1] // CELLS
+    if ch < 2 or cw < 2:
+        return None
+    def cells(x):
+        x = x[:ch * CELLS, :cw * CELLS].reshape(CELLS, ch, CELLS, cw).transpose(0, 2, 1, 3)
+        x = x.reshape(CELLS * CELLS, ch * cw)
+        return x - x.mean(axis=1, keepdims=True)
+    a, b = cells(t), cells(p)
+    na, nb = np.sqrt((a * a).mean(axis=1)), np.sqrt((b * b).mean(axis=1))
+    ok = (na >= FLAT_STD) & (nb >= FLAT_STD)
+    if ok.sum() < 4:
+        return None
+    r = np.sort(sign * (a[ok] * b[ok]).mean(axis=1) / (na[ok] * nb[ok]))[::-1]
+    return float(r[:max(1, int(round(len(r) * CELL_KEEP)))].mean())
+
+
 class _Match:
     """The best placement so far, chosen by layout correlation (its absolute
     value: a negative copy correlates at -1). Its detail correlation (two
-    blurs and a correlation) is computed once, when asked: most placements
-    are beaten before anyone needs it."""
-    __slots__ = ("layout", "_detail", "area", "mirrored", "templ", "patch", "turned", "sign")
+    blurs and a correlation) and cell correlation are computed once, when
+    asked: most placements are beaten before anyone needs them."""
+    __slots__ = ("layout", "_detail", "_cells", "area", "mirrored", "templ", "patch", "turned", "sign")
 
     def __init__(self):
-        self.layout, self._detail, self.area, self.mirrored = -1.0, -1.0, 0.0, False
+        self.layout, self._detail, self._cells, self.area, self.mirrored = -1.0, -1.0, -1.0, 0.0, False
         self.templ = self.patch = None
         self.turned, self.sign = 0, 1.0
 
@@ -163,13 +189,21 @@ class _Match:
         return self._detail
 
     @property
+    def cells(self) -> float:
+        if self._cells is None:
+            c = _cell_agreement(self.templ, self.patch, self.sign)
+            self._cells = self.layout if c is None else c
+        return self._cells
+
+    @property
     def agreement(self) -> float:
-        return 0.5 * (self.layout + self.detail)
+        # Layout = the whole view's correlation and its best cells' alike.
+        return 0.5 * (0.5 * (self.layout + self.cells) + self.detail)
 
     def reaches(self, stop_at: float) -> bool:
-        # detail <= 1, so agreement >= stop_at needs layout >= 2 * stop_at - 1
-        # first: the detail is computed only for placements that could stop.
-        return self.layout >= 2 * stop_at - 1 and self.agreement >= stop_at
+        # detail, cells <= 1, so agreement >= stop_at needs layout >= 4 * stop_at - 3
+        # first: the others are computed only for placements that could stop.
+        return self.layout >= 4 * stop_at - 3 and self.agreement >= stop_at
 
 
 def _flat(x: np.ndarray) -> bool:
@@ -184,7 +218,7 @@ def _place(templ: np.ndarray, searched: np.ndarray, m: _Match, area: float, mirr
     if score > m.layout:
         th, tw = templ.shape
         m.layout, m.area, m.mirrored, m.templ, m.turned, m.sign = float(score), area, mirrored, templ, turned, sign
-        m.patch, m._detail = searched[y:y + th, x:x + tw], None
+        m.patch, m._detail, m._cells = searched[y:y + th, x:x + tw], None, None
 
 
 def _search(views, searched: np.ndarray, shares, stop_at: float, turned: int = 0) -> _Match:

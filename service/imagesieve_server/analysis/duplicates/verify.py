@@ -41,8 +41,8 @@ worker processes, each sent only the signatures its chunk of pairs needs.
 from __future__ import annotations
 
 import dataclasses
-import math
 import logging
+import math
 import multiprocessing
 import os
 import threading
@@ -432,9 +432,9 @@ def verify_pairs(signatures, a, b, stop_at: float = ACCEPT, workers: int = 0,
     else in the calling thread (what a streaming check with a few candidates
     wants: threads would not run the alignments in parallel). ``pool``: a
     long-lived :class:`AlignmentPool` to use instead, for any number of
-    pairs (a server's checks and FindDuplicates jobs). ``report(stage, done, total)`` is
-    called with stage ``"verify"`` after each chunk. Returns PairEvidence of
-    (P,) arrays."""
+    pairs (a server's checks and FindDuplicates jobs). ``report(stage, done,
+    total)`` is called with stage ``"verify"`` after each chunk. Returns
+    PairEvidence of (P,) arrays."""
     sig = check_signatures(signatures)
     a = np.asarray(a, np.int64).ravel()
     b = np.asarray(b, np.int64).ravel()

@@ -76,6 +76,12 @@ def test_health_command(server):
     assert r.returncode == 0 and r.stdout.strip() == "SERVING"
     r = run_cli("health", "--server", server.address, "--service", "no.such.Service")
     assert r.returncode == 1 and "NOT_FOUND" in r.stderr
+    # A probe (Docker HEALTHCHECK, 5 s) loads none of the server's analyses.
+    probe = ("import sys; from imagesieve.cli import main; code = main(['health', '--server', sys.argv[1]]); "
+             "heavy = {m.split('.')[0] for m in sys.modules} & {'onnxruntime', 'faiss', 'cv2', 'sklearn', 'torch'}; "
+             "print(code, sorted(heavy))")
+    r = subprocess.run([sys.executable, "-c", probe, server.address], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip().splitlines()[-1] == "0 []", r.stdout + r.stderr
 
 
 def test_check_command_ingests_unique_and_flags_copies(server, photos, tmp_path):

@@ -238,10 +238,15 @@ SERVER_COMMANDS = {
 }
 
 
-def _add_server_commands(sub) -> None:
+def _add_server_commands(sub, chosen: str | None) -> None:
+    """Every server command is listed; only the ``chosen`` one is imported
+    (its module pulls in the analyses: ONNX Runtime, FAISS, OpenCV), so
+    ``imagesieve health`` (a Docker HEALTHCHECK) stays light."""
     import importlib
     for name, help_text in SERVER_COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
+        if name != chosen:
+            continue
         try:
             mod = importlib.import_module(f"imagesieve_server.commands.{name}")
         except ImportError as e:
@@ -327,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--out", default="demo_embeddings.npy")
     d.set_defaults(func=lambda a: __import__("imagesieve.demo", fromlist=["run"]).run(a))
 
-    _add_server_commands(sub)
+    _add_server_commands(sub, argv[0] if argv else None)
     args = ap.parse_args(argv)
     try:
         return args.func(args)

@@ -62,6 +62,18 @@ def test_commands_fail_fast_and_in_one_line_when_no_server_listens(photos, tmp_p
     assert not (tmp_path / "d").exists()                         # nothing written for a failed run
 
 
+def test_a_path_that_does_not_exist_is_an_error_not_an_empty_run(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"not checked: the typo fails first")
+    for missing, args in (("/no/such/folder", ("embed", str(tmp_path), "/no/such/folder", "--out", str(tmp_path / "e.npy"))),
+                          ("/no/such/file.jpg", ("check", "/no/such/file.jpg", "--collection", "x"))):
+        r = run_cli(*args, "--server", "127.0.0.1:1")
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip() == f"imagesieve {args[0]}: no such file or folder: {missing}"
+    assert not (tmp_path / "e.npy").exists()
+    r = run_cli("--version")
+    assert r.returncode == 0 and r.stdout.startswith("imagesieve ")
+
+
 def test_demo_runs_the_main_job(tmp_path):
     r = run_cli("demo", "--out", str(tmp_path / "d.npy"), timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -24,8 +24,17 @@ from pathlib import Path
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
+class MissingPath(ValueError):
+    """A path given on the command line that does not exist."""
+
+
 def iter_image_paths(paths: list[str]) -> list[Path]:
-    """Files as given, folders walked recursively for image suffixes (sorted)."""
+    """Files as given, folders walked recursively for image suffixes (sorted).
+    Raises MissingPath naming every given path that does not exist (a typo
+    must not pass for an empty or failed run)."""
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise MissingPath("no such file or folder: " + ", ".join(missing))
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -263,11 +272,20 @@ def _needs_server(name: str, error: ImportError) -> int:
     return 2
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("imagesieve")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":          # the server parses its own flags
         return cmd_serve(argv[1:])
     ap = argparse.ArgumentParser(prog="imagesieve", description="Keep image datasets clean.")
+    ap.add_argument("--version", action="version", version=f"imagesieve {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the gRPC server (see imagesieve serve --help)")
     default_server = os.environ.get("IMAGESIEVE_SERVER", "127.0.0.1:50051")
@@ -332,10 +350,13 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--out", default="demo_embeddings.npy")
     d.set_defaults(func=lambda a: __import__("imagesieve.demo", fromlist=["run"]).run(a))
 
-    _add_server_commands(sub, argv[0] if argv else None)
+    _add_server_commands(sub, next((a for a in argv if not a.startswith('-')), None))
     args = ap.parse_args(argv)
     try:
         return args.func(args)
+    except MissingPath as e:
+        print(f"imagesieve {args.command}: {e}", file=sys.stderr)
+        return 2
     except Exception as e:  # noqa: BLE001 - only a dead server is answered here; the rest re-raises
         import grpc
         unavailable = isinstance(e, grpc.RpcError) and e.code() == grpc.StatusCode.UNAVAILABLE

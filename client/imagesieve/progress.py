@@ -5,17 +5,25 @@ import sys
 import time
 
 
+ETA_AFTER_S = 3.0        # no ETA before this much time: the first images include warm-up
+LOG_EVERY_S = 10.0       # a stream that is not a terminal (a log) gets a line this often
+
+
 class Progress:
     """``with Progress(total, "embedding") as p: p.update(ok=True)`` prints
-    ``embedding 120/500 (45.3 img/s, ETA 8s), 1 failed`` at most ``every_s``."""
+    ``embedding 120/500 (45.3 img/s, ETA 8s), 1 failed``: on a terminal one
+    line rewritten at most every ``every_s``; elsewhere (a log file, CI) a
+    new line at most every LOG_EVERY_S, and no carriage returns."""
 
     def __init__(self, total: int | None, label: str, unit: str = "img", every_s: float = 0.5,
                  stream=None):
-        self.total, self.label, self.unit, self.every_s = total, label, unit, every_s
+        self.total, self.label, self.unit = total, label, unit
         self.stream = stream or sys.stderr       # looked up now: sys.stderr may have been replaced
         self.done = self.failed = 0
         self.start = self._last = time.perf_counter()
-        self._tty = getattr(stream, "isatty", lambda: False)()
+        isatty = getattr(self.stream, "isatty", None)
+        self._tty = bool(isatty()) if callable(isatty) else False
+        self.every_s = every_s if self._tty else max(every_s, LOG_EVERY_S)
         self._last_line = ""
 
     def __enter__(self):
@@ -40,7 +48,7 @@ class Progress:
     def line(self) -> str:
         of = f"/{self.total}" if self.total else ""
         eta = ""
-        if self.total and self.rate > 0:
+        if self.total and self.rate > 0 and time.perf_counter() - self.start >= ETA_AFTER_S:
             eta = f", ETA {max(0.0, (self.total - self.done) / self.rate):.0f}s"
         failed = f", {self.failed} failed" if self.failed else ""
         return f"{self.label} {self.done}{of} ({self.rate:.1f} {self.unit}/s{eta}){failed}"

@@ -1,0 +1,28 @@
+"""The progress line: a terminal gets one rewritten line, a log gets plain
+lines (no carriage returns), and no ETA is guessed from the first images."""
+import io
+
+from imagesieve.progress import Progress
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_log_gets_plain_lines_and_a_terminal_one_rewritten_line():
+    log = io.StringIO()
+    with Progress(1000, "embedding", every_s=0.0, stream=log) as p:
+        for _ in range(500):
+            p.update()
+    assert "\r" not in log.getvalue()
+    assert log.getvalue().count("\n") == 1                # the final line only: logs get one every 10 s
+    assert log.getvalue().startswith("embedding 500/1000")
+    assert "ETA" not in log.getvalue()                    # too early to guess
+
+    term = _Terminal()
+    with Progress(1000, "embedding", every_s=0.0, stream=term) as p:
+        for _ in range(3):
+            p.update(ok=False)
+    out = term.getvalue()
+    assert out.count("\r") == 4 and out.endswith("3 failed\n")

@@ -75,12 +75,14 @@ def test_a_path_that_does_not_exist_is_an_error_not_an_empty_run(tmp_path):
 
 
 def test_demo_runs_the_main_job(tmp_path):
-    r = run_cli("demo", "--out", str(tmp_path / "d.npy"), timeout=300)
+    r = run_cli("demo", "--out", str(tmp_path / "d.emb"), timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert f"embeddings: {tmp_path / 'd.emb'} (20 x 1024" in r.stdout
+    assert not (tmp_path / "d.emb.npy").exists()              # the name it says it wrote, not d.emb.npy
     assert "top-1 through gRPC:" in r.stdout and "server stopped cleanly: True" in r.stdout
     correct = int(r.stdout.split("top-1 through gRPC: ")[1].split("/")[0])
     assert correct >= 15
-    assert np.load(tmp_path / "d.npy").shape == (20, 1024)
+    assert np.load(tmp_path / "d.emb").shape == (20, 1024)
 
 
 def test_health_command(server):

@@ -83,7 +83,8 @@ def cmd_embed(args) -> int:
                     failures.append(r.error)
                 bar.update(ok=r.ok)
     out = Path(args.out)
-    np.save(out, vectors)
+    with open(out, "wb") as f:            # exactly this name (np.save(path) appends .npy)
+        np.save(f, vectors)
     keys_path = out.with_suffix(".keys.txt")
     keys_path.write_text("".join(f"{p}\n" for p in paths))
     for f in failures:

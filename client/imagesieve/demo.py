@@ -51,7 +51,8 @@ def run(args) -> int:
             mark = "ok" if int(m.group(1)) == idx else f"#{m.group(1)}"
         j = int(np.argmax(sims[i]))
         print(f"{name:24} {cls[:28]:28} {p:5.2f}  {mark:>4}  {Path(res.keys[j]).name} ({sims[i, j]:.3f})")
-    np.save(args.out, res.vectors)
+    with open(args.out, "wb") as f:       # exactly this name (np.save(path) appends .npy)
+        np.save(f, res.vectors)
     print()
     if labelled:
         print(f"top-1 through gRPC: {correct}/{labelled} photos correct")

@@ -157,3 +157,26 @@ def test_calibration_bounds_per_image():
     assert large.threshold > small.threshold          # more images, stricter threshold, same per-image bound
     with pytest.raises(ValueError, match="n_images"):
         rate_for_per_1k(0.5, 1)
+
+
+def test_exact_copies_do_not_raise_the_implausible_coverage_warning():
+    """A folder where most files are shipped twice (icon themes are) has
+    many exact pairs: that is said as such; only near pairs covering an
+    implausible share of the images get the warning."""
+    from imagesieve_server.analysis.duplicates.find import find_duplicates
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    twins = np.r_[x, x[:60]]                                  # 60 files shipped twice: identical vectors and bytes
+    sha = [f"h{i}" for i in range(100)] + [f"h{i}" for i in range(60)]
+    keys = [str(i) for i in range(160)]
+    r = find_duplicates(twins, keys, [""] * 160, [""] * 160, sha)
+    assert r.exact.all() and len(r.a) == 60
+    assert not any("implausible" in w for w in r.warnings)
+    assert any(w.startswith("75% of the images are byte-identical") for w in r.warnings), r.warnings
+    # the same near copies, not byte-identical: now the warning stands
+    near = twins + 0.01 * rng.standard_normal(twins.shape).astype(np.float32)
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    r = find_duplicates(near, keys, [""] * 160, [""] * 160, [f"n{i}" for i in range(160)], threshold=0.9)
+    assert len(r.a) == 60 and not r.exact.any()
+    assert any("implausible" in w for w in r.warnings)

@@ -210,10 +210,18 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         labels_disagree=label_conflicts(a, b, np.asarray(labels, dtype=object), unknown=""),
         groups=groups, group_min_cosine=group_min_similarity(vectors, groups), method=method,
         threshold_reason=reason, evidence=evidence, relative=relative, candidates=candidates)
-    if result.covered_share > PLAUSIBLE_COVERAGE and n >= COVERAGE_MIN_IMAGES:
+    # Byte-identical files are a finding, not a sign of a loose threshold:
+    # only images in some near (not exact) pair count towards implausible.
+    near = ~result.exact
+    near_share = np.unique(np.r_[result.a[near], result.b[near]]).size / max(n, 1)
+    if near_share > PLAUSIBLE_COVERAGE and n >= COVERAGE_MIN_IMAGES:
         result.warnings.append(
-            f"duplicate groups cover {result.covered_share:.0%} of the images, an implausible share: "
+            f"near-duplicate pairs involve {near_share:.0%} of the images, an implausible share: "
             + ("check a sample of the groups" if method == "verified" else
                "this data's look-alikes reach the threshold; verification (the default) or a higher "
                "threshold separates copies from look-alikes"))
+    if result.exact.any():
+        exact_share = np.unique(np.r_[result.a[result.exact], result.b[result.exact]]).size / n
+        result.warnings.append(f"{exact_share:.0%} of the images are byte-identical to another image "
+                               "(exact duplicates: keep one of each)")
     return result

@@ -134,9 +134,6 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
     cfg.max_jobs = cfg.max_jobs or (os.cpu_count() or 1)
     if cfg.verify_workers < -1:
         ap.error("--verify-workers must be >= 0 (-1 = sized from the host)")
-    if cfg.verify_workers == -1:
-        cfg.verify_workers = min(os.cpu_count() or 1, 8)
-    cfg.verify_workers = 0 if cfg.verify_workers < 2 else cfg.verify_workers     # one worker: the thread is as fast
     cfg.max_calls_per_client = cfg.max_calls_per_client or max(1, cfg.max_concurrent_rpcs // 2)
     try:
         cfg.allow_root = [str(p) for p in check_roots(cfg.allow_root)]
@@ -181,6 +178,7 @@ class ImageSieveServer:
         self.reader: ImageReader | None = None
         ex = embedder.executor
         workers = config.verify_workers if config.verify_workers >= 0 else min(os.cpu_count() or 1, 8)
+        # One worker would be no faster than the request's thread.
         self.alignment_pool = verify.AlignmentPool(workers) if workers >= 2 else None
         self.collections = CollectionManager(config.data_dir, ex.manifest.name, ex.dim, config.snapshot_every,
                                              alignment_pool=self.alignment_pool)

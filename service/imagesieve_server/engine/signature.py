@@ -37,6 +37,14 @@ _TILT_SPAN = 0.9         # ...and of the canvas's width and height its corners s
                          # that expands the canvas touches all four sides)
 
 
+def _edge_tone(gray: np.ndarray) -> tuple[float, float]:
+    """(the median tone of the outermost rows and columns of ``gray``, the
+    share of them within _FRAME_TOLERANCE of it)."""
+    edge = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).astype(np.float32)
+    bg = float(np.median(edge))
+    return bg, float(np.mean(np.abs(edge - bg) <= _FRAME_TOLERANCE))
+
+
 def _frame_box(gray: np.ndarray) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) of what lies inside a uniform frame, in
     ``gray`` (H, W) uint8. A side is frame when (almost) all of its outermost
@@ -47,9 +55,8 @@ def _frame_box(gray: np.ndarray) -> tuple[int, int, int, int]:
     drawing does, so its view stays a part of the drawing's view."""
     h, w = gray.shape
     sides = {"top": gray[0], "bottom": gray[-1], "left": gray[:, 0], "right": gray[:, -1]}
-    edge = np.concatenate(list(sides.values()))
-    bg = float(np.median(edge))
-    if np.mean(np.abs(edge.astype(np.float32) - bg) <= _FRAME_TOLERANCE) >= 0.9:
+    bg, share = _edge_tone(gray)
+    if share >= 0.9:
         framed = set(sides)                     # a frame all round (letterbox bars, a border, a canvas)
     else:
         tones = {k: float(np.median(v)) for k, v in sides.items()
@@ -80,9 +87,8 @@ def _tilted_rectangle(gray: np.ndarray) -> tuple | None:
     _TILT_SPAN of the canvas. Shapes that are not rectangles (an icon's
     globe) or that sit inside a margin (a tilted page icon) are never turned."""
     h, w = gray.shape
-    edge = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    bg = float(np.median(edge))
-    if np.mean(np.abs(edge.astype(np.float32) - bg) <= _FRAME_TOLERANCE) < 0.75:
+    bg, share = _edge_tone(gray)
+    if share < 0.75:
         return None
     off = (np.abs(gray.astype(np.int16) - int(round(bg))) > _FRAME_TOLERANCE).astype(np.uint8)
     off = cv2.morphologyEx(off, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))    # specks of noise

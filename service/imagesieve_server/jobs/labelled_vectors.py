@@ -134,3 +134,21 @@ async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, col
         yield common_pb2.JobProgress(stage="embedding", done=done, total=len(images), elapsed_s=elapsed,
                                      eta_s=elapsed / done * (len(images) - done))
     yield LabelledVectors(keys, [im.label for im in images], [im.split.lower() for im in images], vectors)
+
+
+class LabelledVectorsLoad:
+    """:func:`load_labelled_vectors` for a job's event stream: iterating
+    yields ``event(progress=...)`` messages; afterwards ``data`` holds the
+    LabelledVectors. ``async for e in (load := LabelledVectorsLoad(...)):
+    yield e`` then ``load.data``."""
+
+    def __init__(self, event, source, engine, collections, method: str, reader: ImageReader | None = None):
+        self.event, self.data = event, None
+        self._args = (source, engine, collections, method, reader)
+
+    async def __aiter__(self):
+        async for item in load_labelled_vectors(*self._args):
+            if isinstance(item, LabelledVectors):
+                self.data = item
+            else:
+                yield self.event(progress=item)

@@ -15,8 +15,8 @@ from imagesieve.v1 import analysis_pb2
 from ..analysis.classifiers import check_embedding_classifier
 from ..analysis.sample_size.run import DEFAULT_BOOTSTRAP, SampleSizeReport, sample_size_report
 from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION
-from .labelled_vectors import (LabelledVectors, check_inline_count, check_inline_images, check_labels, check_seed,
-                               load_labelled_vectors)
+from .labelled_vectors import (LabelledVectorsLoad, check_inline_count, check_inline_images, check_labels,
+                               check_seed)
 from .runner import JobSlot, run_job
 
 DEFAULT_CLASSIFIER = "logreg"
@@ -106,11 +106,10 @@ async def sample_size_events(request: analysis_pb2.SampleSizeRequest, engine, co
     ``test_fraction`` is held out (stated in the answer)."""
     params = validate_request(request)
     with JobSlot() as slot:        # one analysis slot from the first embedding to the end (JobsBusy)
-        async for item in load_labelled_vectors(request.source, engine, collections, "SampleSizeSweep", reader):
-            if isinstance(item, LabelledVectors):
-                data = item
-            else:
-                yield analysis_pb2.SampleSizeEvent(progress=item)
+        load = LabelledVectorsLoad(analysis_pb2.SampleSizeEvent, request.source, engine, collections, "SampleSizeSweep", reader)
+        async for event in load:
+            yield event
+        data = load.data
         check_data(data.labels, data.splits, params)
         vectors = data.vectors
         labels = np.array(data.labels)

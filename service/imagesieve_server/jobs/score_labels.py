@@ -15,8 +15,8 @@ from imagesieve.v1 import analysis_pb2
 from ..analysis.classifiers import check_embedding_classifier
 from ..analysis.labels import METHODS, score_labels
 from ..analysis.labels.predict import check_folds
-from .labelled_vectors import (LabelledVectors, check_inline_count, check_inline_images, check_labels, check_seed,
-                               load_labelled_vectors)
+from .labelled_vectors import (LabelledVectors, LabelledVectorsLoad, check_inline_count, check_inline_images,
+                               check_labels, check_seed)
 from .runner import JobSlot, run_job
 
 DEFAULT_METHOD = "out_of_fold"
@@ -114,11 +114,10 @@ async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine, 
     ``reader``: the server's ImageReader for inline images (None: bytes only)."""
     params = validate_request(request)
     with JobSlot() as slot:        # one analysis slot from the first embedding to the end (JobsBusy)
-        async for item in load_labelled_vectors(request.source, engine, collections, "ScoreLabels", reader):
-            if isinstance(item, LabelledVectors):
-                data = item
-            else:
-                yield analysis_pb2.ScoreLabelsEvent(progress=item)
+        load = LabelledVectorsLoad(analysis_pb2.ScoreLabelsEvent, request.source, engine, collections, "ScoreLabels", reader)
+        async for event in load:
+            yield event
+        data = load.data
         await asyncio.to_thread(check_data, data, params)      # O(N log N): off the event loop
         class_names, labels = class_indices(data.labels)
         vectors = data.vectors

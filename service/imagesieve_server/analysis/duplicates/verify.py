@@ -326,12 +326,12 @@ def _ready() -> bool:
 
 
 class AlignmentPool:
-    """Long-lived worker processes that align a few pairs at once for a
-    long-lived caller: a server's streaming checks, where one new image's
-    ~8 candidates would otherwise be aligned one after another in the
-    request's thread, holding the GIL (~3 ms each) while every other call
-    waits. A check's pairs are split into one part a worker; the answer is
-    the same as in the calling thread. Workers start on :meth:`warm` or the
+    """Worker processes that align pairs: kept by a server for its checks
+    and jobs, or started by :func:`verify_pairs` for one large batch. In a
+    server's streaming check, one new image's ~8 candidates would otherwise
+    be aligned one after another in the request's thread, holding the GIL
+    (~3 ms each) while every other call waits. A few pairs are split into
+    one part a worker; the answer is the same as in the calling thread. Workers start on :meth:`warm` or the
     first use; a broken pool (a worker killed) is replaced, and that call is
     aligned in the calling thread."""
 
@@ -348,6 +348,7 @@ class AlignmentPool:
             if self._closed:
                 raise RuntimeError("the alignment pool is closed")
             if self._pool is None:
+                # spawn: no fork of a threaded server
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
             return self._pool
 
@@ -412,16 +413,6 @@ def _align_in_processes(pool, workers: int, sig, a, b, stop_at, report, out: Pai
         raise
 
 
-def _verify_in_processes(sig, a, b, stop_at, workers: int, report, out: PairEvidence) -> None:
-    ctx = multiprocessing.get_context("spawn")      # no fork of a threaded server
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        try:
-            _align_in_processes(pool, workers, sig, a, b, stop_at, report, out)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-
-
 def verify_pairs(signatures, a, b, stop_at: float = ACCEPT, workers: int = 0,
                  report=None, processes: bool | None = None, pool: AlignmentPool | None = None
                  ) -> PairEvidence:
@@ -448,10 +439,13 @@ def verify_pairs(signatures, a, b, stop_at: float = ACCEPT, workers: int = 0,
     if pool is not None and p > 1 and processes is not False:
         return pool.align(sig, a, b, stop_at, report)
     if processes is None:
-        processes = p >= PROCESS_MIN_PAIRS and workers > 1
-    if p and processes:
-        _verify_in_processes(sig, a, b, stop_at, workers, report, out)
-        return out
+        processes = p >= PROCESS_MIN_PAIRS
+    if p and processes and workers > 1:
+        own = AlignmentPool(workers)            # started for this call (~1 s), stopped after it
+        try:
+            return own.align(sig, a, b, stop_at, report)
+        finally:
+            own.close()
 
     for start in range(0, p, PROCESS_CHUNK):
         stop = min(start + PROCESS_CHUNK, p)

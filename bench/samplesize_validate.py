@@ -1,12 +1,14 @@
 """Validate the sample-size extrapolation on Fashion-MNIST (issue 5).
 
 Sweep with stratified subsets of at most 50% of the 60,000 training images
-(default fractions 5/10/20/35/50%, 5 repeats each), scored on the official
-10,000-image test split; fit the Keras power law ``a*x^b`` and this project's
-selected curve; predict the accuracy at 100% of the training set (= 2x the
-largest subset); then train the same classifier on 100% (several repeats) and
-compare. The bootstrap interval (repeats resampled per size, selection re-run)
-of the chosen curve's prediction is checked for covering the actual value.
+(default fractions 5/10/20/35/50%, 5 repeats each), scored on one half of
+the official 10,000-image test split (stratified, seeded); fit the Keras
+power law ``a*x^b`` and this project's selected curve; predict the accuracy
+at 100% of the training set (= 2x the largest subset); then train the same
+classifier on 100% (several repeats) and compare, on the same half and on
+the other half (a different test split). The bootstrap interval (repeats
+and test images resampled, selection re-run) of the chosen curve's
+prediction is checked for covering both.
 
 Features: PCA of the pixels (fitted on the training images only, no labels)
 by default, since embedding 70k images with the ONNX model takes 10+ minutes
@@ -15,7 +17,7 @@ on a small CPU machine; ``--features pixels`` uses the raw pixels.
     .venv/bin/python bench/samplesize_validate.py [--classifier logreg|mlp] [--features pca64|pixels]
 
 Last line: one JSON object (actual, pred_powerlaw, pred_ours, err_powerlaw,
-err_ours, ci_covers_actual, ...).
+err_ours, ci_covers_actual, covers_on_other_split, ci_within_unit, ...).
 """
 from __future__ import annotations
 
@@ -69,10 +71,15 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    x_tr, y_tr, x_te, y_te = fashion_mnist()
-    f_tr, f_te = features(args.features, x_tr, x_te)
-    print(f"Fashion-MNIST: {len(y_tr)} train, {len(y_te)} test; features {args.features} {f_tr.shape[1]}-d; "
-          f"classifier {args.classifier}", flush=True)
+    x_tr, y_tr, x_te_all, y_te_all = fashion_mnist()
+    from imagesieve_server.analysis.sample_size.sweep import stratified_subset
+    half = np.zeros(len(y_te_all), bool)
+    half[stratified_subset(y_te_all, len(y_te_all) // 2, np.random.default_rng(args.seed + 3))] = True
+    f_tr, f_te_all = features(args.features, x_tr, x_te_all)
+    f_te, y_te = f_te_all[half], y_te_all[half]              # the sweep's test split
+    f_other, y_other = f_te_all[~half], y_te_all[~half]      # a different test split, for the check
+    print(f"Fashion-MNIST: {len(y_tr)} train, {len(y_te)} test (+{len(y_other)} other split); features "
+          f"{args.features} {f_tr.shape[1]}-d; classifier {args.classifier}", flush=True)
 
     def report(stage, done, total):
         print(f"  {stage} {done}/{total} ({time.perf_counter() - t0:.0f}s)", flush=True)
@@ -85,12 +92,13 @@ def main(argv=None) -> int:
 
     n_full = len(y_tr)
     n_2x = 2 * int(sweep.sizes[-1])
-    res = analyse(sweep.sizes, sweep.accuracies, args.target, n_boot=args.bootstrap, seed=args.seed)
+    res = analyse(sweep.sizes, sweep.accuracies, args.target, at=sorted({n_full, n_2x}), n_boot=args.bootstrap,
+                  seed=args.seed, test_correct=sweep.test_correct)
     boot = bootstrap(sweep.sizes, sweep.accuracies, x_eval=[n_full, n_2x], n_boot=args.bootstrap,
-                     seed=args.seed + 1)
+                     seed=args.seed + 1, test_correct=sweep.test_correct)
     ci = percentile_interval(boot.predictions[:, 0], 0.95)
     boot_pl = bootstrap(sweep.sizes, sweep.accuracies, x_eval=[n_full], n_boot=args.bootstrap,
-                        seed=args.seed + 1, family="power_law")
+                        seed=args.seed + 1, family="power_law", test_correct=sweep.test_correct)
     ci_pl = percentile_interval(boot_pl.predictions[:, 0], 0.95)
     pl, ours = res.fits["power_law"], res.fit
     for name, fit in res.fits.items():
@@ -99,15 +107,17 @@ def main(argv=None) -> int:
     print(f"chosen: {res.chosen}; {res.answer}")
 
     print(f"training on 100% ({n_full}) x{args.full_repeats} ...", flush=True)
-    full = []
+    full, full_other = [], []
     for r in range(args.full_repeats):
         model = make_classifier(args.classifier, seed=10_000 + r)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.fit(f_tr, y_tr)
         full.append(float((model.predict(f_te) == y_te).mean()))
-        print(f"  repeat {r + 1}: {full[-1]:.4f}", flush=True)
+        full_other.append(float((model.predict(f_other) == y_other).mean()))
+        print(f"  repeat {r + 1}: {full[-1]:.4f} (other split {full_other[-1]:.4f})", flush=True)
     actual = float(np.mean(full))
+    actual_other = float(np.mean(full_other))
     actual_2x = None
     if n_2x < n_full:  # fractions below 50%: also measure at 2x the largest subset
         from imagesieve_server.analysis.sample_size.sweep import stratified_subset
@@ -143,6 +153,11 @@ def main(argv=None) -> int:
         "err_powerlaw": round(abs(pred_pl - actual), 5), "err_ours": round(abs(pred_ours - actual), 5),
         "ci_ours": [round(ci[0], 5), round(ci[1], 5)], "ci_powerlaw": [round(ci_pl[0], 5), round(ci_pl[1], 5)],
         "ci_covers_actual": bool(ci[0] <= actual <= ci[1]),
+        "actual_other_split": round(actual_other, 5),
+        "covers_on_other_split": bool(ci[0] <= actual_other <= ci[1]),
+        "ci_within_unit": bool(all(0 <= v <= 1 for v in [*ci, *ci_pl, *res.at_low, *res.at_high,
+                                                           *percentile_interval(boot.predictions[:, 1], 0.95)])),
+        "answer": res.answer,
         "holdout_errors": {k: round(v, 5) for k, v in res.holdout_errors.items()},
         "seconds": round(time.perf_counter() - t0, 1),
     }

@@ -65,6 +65,28 @@ def test_cli_writes_json_and_plots(digit_folder, tmp_path, capsys, manifest_path
     assert "<svg" in (out / "learning_curve.svg").read_text()
 
 
+def test_cli_answers_accuracy_at_sizes_without_a_target(digit_folder, tmp_path, capsys, manifest_path):
+    out = tmp_path / "at"
+    rc = samplesize.run(parse([str(digit_folder), "--at", "50", "2k", "--out", str(out), "--fractions", "25%", "50%",
+                               "75%", "1.0", "--repeats", "2", "--bootstrap", "40", "--model", str(manifest_path)]))
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    report = json.loads((out / "samplesize.json").read_text())
+    assert report["target_accuracy"] is None and report["images_needed"] is None
+    at = report["accuracy_at"]
+    assert [a["num_images"] for a in at] == [50, 2000]
+    assert all(0 <= a["low"] <= a["accuracy"] <= a["high"] <= 1 for a in at)
+    assert "2,000 images:" in captured.out and "25.0x extrapolation" in captured.out
+
+
+def test_cli_parses_sizes():
+    assert samplesize.parse_size("20k") == 20_000 and samplesize.parse_size("1.5M") == 1_500_000
+    assert samplesize.parse_size("12,000") == 12_000
+    for bad in ("0", "2.5", "lots", "-3k"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            samplesize.parse_size(bad)
+
+
 def test_cli_reports_a_bad_source(tmp_path, capsys):
     rc = samplesize.run(parse([str(tmp_path / "missing"), "--target", "0.9"]))
     assert rc == 2

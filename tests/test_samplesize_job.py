@@ -98,9 +98,29 @@ def test_closing_the_stream_cancels_the_job(digit_images, manifest_path):
     assert fits == [1]
 
 
+def test_accuracy_at_asked_sizes_without_a_target(digit_images, manifest_path):
+    """No target: the answer is the accuracy expected at the sizes asked,
+    each inside [0, 1] with its interval around it."""
+    req = request(digit_images, fractions=[0.2, 0.35, 0.5, 0.75], repeats=2, at_sizes=[60, 1000], seed=2)
+    res = asyncio.run(collect(req, manifest_path))[-1].result
+    assert res.target_accuracy == 0 and res.images_needed == 0
+    assert [a.num_images for a in res.accuracy_at] == [60, 1000]
+    for a in res.accuracy_at:
+        assert 0 <= a.low <= a.accuracy <= a.high <= 1
+    measured = {p.num_images: p.mean_accuracy for p in res.points}
+    assert res.accuracy_at[0].accuracy == pytest.approx(np.interp(60, sorted(measured), [measured[k] for k in sorted(measured)]), abs=0.08)
+    assert "1,000 images:" in res.answer and "extrapolation" in res.answer
+
+
 def test_bad_requests_are_rejected(digit_images):
     with pytest.raises(ValueError, match="target_accuracy"):
-        validate_request(request(digit_images))
+        validate_request(request(digit_images, target_accuracy=1.5))
+    with pytest.raises(ValueError, match="at_sizes"):
+        validate_request(request(digit_images, at_sizes=[0]))
+    with pytest.raises(ValueError, match="at_sizes"):
+        validate_request(request(digit_images, at_sizes=list(range(1, 30))))
+    p = validate_request(request(digit_images * 2))
+    assert p.target is None and p.at_sizes == ()
     with pytest.raises(ValueError, match="strictly increasing"):
         validate_request(request(digit_images, fractions=[0.5, 0.1], target_accuracy=0.9))
     with pytest.raises(ValueError, match="fewer images than classes"):

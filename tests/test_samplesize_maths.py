@@ -127,6 +127,60 @@ def test_bootstrap_interval_covers_the_truth_in_most_trials():
     assert covered >= 14, covered
 
 
+def split_outcomes(family, p, seed, n_test=300, repeats=5, repeat_noise=0.002):
+    """(K, R, M) per-image outcomes on one test split drawn from a population
+    whose accuracy at x images is the curve: image i is right when its
+    difficulty d_i ~ U(0, 1) lies below the curve (plus a little per-repeat
+    noise). A small split is easy or hard as a whole: its accuracy misses
+    the population's by ~2 points while the repeats agree to ~0.2."""
+    rng = np.random.default_rng(seed)
+    d = rng.uniform(0, 1, n_test)
+    level = evaluate(family, p, SIZES)[:, None] + rng.normal(0, repeat_noise, (len(SIZES), repeats))
+    correct = d[None, None, :] < level[:, :, None]
+    return correct.mean(axis=2), correct
+
+
+def test_bootstrap_resampling_the_test_split_covers_another_split():
+    """Population accuracy at 2x the largest size (what another test split
+    measures on average), 20 sweeps each scored on its own 300-image split:
+    resampling only the repeats gives intervals a few tenths of a point wide
+    that miss it most of the time; resampling the test images too covers it
+    (asserted >= 15 of 20; seen 19, against 2 without, with intervals 6.7
+    points wide against 0.4)."""
+    family, p = "inverse_power_law", TRUE["inverse_power_law"]
+    x2 = 2 * SIZES[-1]
+    truth = float(evaluate(family, p, x2))
+    covered = {False: 0, True: 0}
+    widths = {False: [], True: []}
+    for trial in range(20):
+        acc, correct = split_outcomes(family, p, 500 + trial)
+        for with_test in (False, True):
+            b = bootstrap(SIZES, acc, x_eval=[x2], n_boot=100, seed=trial, family=family,
+                          test_correct=correct if with_test else None)
+            lo, hi = percentile_interval(b.predictions[:, 0], 0.95)
+            covered[with_test] += lo <= truth <= hi
+            widths[with_test].append(hi - lo)
+    assert covered[True] >= 15, covered
+    assert covered[False] < covered[True], covered
+    assert np.median(widths[True]) > 3 * np.median(widths[False]), widths
+
+
+def test_predictions_and_intervals_stay_within_unit():
+    """A power law close to 100% runs past it when extrapolated; the
+    accuracy predicted at a size, and its interval, are fractions."""
+    acc = noisy("power_law", (0.6, 0.06), 7)           # 0.84 .. 0.96 measured; 1.27 at 100x
+    res = analyse(SIZES, acc, at=[SIZES[-1], 100 * SIZES[-1]], n_boot=60, seed=0, families=("power_law",))
+    assert float(res.fit.predict(100 * SIZES[-1])) > 1
+    assert np.all((0 <= res.at_low) & (res.at_low <= res.at_accuracy) & (res.at_accuracy <= res.at_high)
+                  & (res.at_high <= 1))
+    assert res.at_accuracy[1] == 1.0
+    assert math.isnan(res.images_needed) and res.target is None
+    with pytest.raises(ValueError, match="target accuracy, sizes to predict"):
+        analyse(SIZES, acc)
+    with pytest.raises(ValueError, match="whole numbers"):
+        analyse(SIZES, acc, at=[2.5])
+
+
 def test_percentile_interval_keeps_infinity():
     v = np.r_[np.arange(90.0), np.full(10, np.inf)]
     lo, hi = percentile_interval(v, 0.95)

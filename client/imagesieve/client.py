@@ -548,17 +548,22 @@ class Client:
             top_fraction=top_fraction, folds=folds, classifier=classifier, seed=seed)
         return self._run_job(self.analysis.ScoreLabels(request), progress)
 
-    def sample_size(self, *, target_accuracy: float, collection: str | None = None,
+    def sample_size(self, *, target_accuracy: float = 0.0, at_sizes: Iterable[int] = (),
+                    collection: str | None = None,
                     images: Iterable[ImageInput] | None = None, labels: Iterable[str] | None = None,
                     splits: Iterable[str] | None = None, keys: Iterable[str] | None = None,
                     fractions: Iterable[float] = (), repeats: int = 0, classifier: str = "",
                     seed: int = 0, progress: Callable[[common_pb2.JobProgress], None] | None = None,
                     ) -> analysis_pb2.SampleSizeResult:
         """Sample-size sweep: accuracy on growing subsets, fitted learning
-        curves, images needed for ``target_accuracy`` with an interval, plots."""
+        curves, images needed for ``target_accuracy`` (0 = not asked) and the
+        accuracy expected with each of ``at_sizes`` training images
+        (``accuracy_at``), each with an interval; plots. With neither: the
+        accuracy with all the training images and twice as many."""
         request = analysis_pb2.SampleSizeRequest(
             source=self._labelled_source(collection, images, labels, keys, splits), fractions=list(fractions),
-            repeats=repeats, target_accuracy=target_accuracy, classifier=classifier, seed=seed)
+            repeats=repeats, target_accuracy=target_accuracy, at_sizes=list(at_sizes), classifier=classifier,
+            seed=seed)
         return self._run_job(self.analysis.SampleSizeSweep(request), progress)
 
     # -- several annotators ---------------------------------------------

@@ -98,7 +98,7 @@ class ScoreLabelsEvent(_message.Message):
     def __init__(self, progress: _Optional[_Union[_common_pb2.JobProgress, _Mapping]] = ..., result: _Optional[_Union[ScoreLabelsResult, _Mapping]] = ...) -> None: ...
 
 class SampleSizeRequest(_message.Message):
-    __slots__ = ("source", "fractions", "repeats", "test_fraction", "target_accuracy", "classifier", "seed")
+    __slots__ = ("source", "fractions", "repeats", "test_fraction", "target_accuracy", "classifier", "seed", "at_sizes")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     FRACTIONS_FIELD_NUMBER: _ClassVar[int]
     REPEATS_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +106,7 @@ class SampleSizeRequest(_message.Message):
     TARGET_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     CLASSIFIER_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    AT_SIZES_FIELD_NUMBER: _ClassVar[int]
     source: LabelledSource
     fractions: _containers.RepeatedScalarFieldContainer[float]
     repeats: int
@@ -113,7 +114,20 @@ class SampleSizeRequest(_message.Message):
     target_accuracy: float
     classifier: str
     seed: int
-    def __init__(self, source: _Optional[_Union[LabelledSource, _Mapping]] = ..., fractions: _Optional[_Iterable[float]] = ..., repeats: _Optional[int] = ..., test_fraction: _Optional[float] = ..., target_accuracy: _Optional[float] = ..., classifier: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    at_sizes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, source: _Optional[_Union[LabelledSource, _Mapping]] = ..., fractions: _Optional[_Iterable[float]] = ..., repeats: _Optional[int] = ..., test_fraction: _Optional[float] = ..., target_accuracy: _Optional[float] = ..., classifier: _Optional[str] = ..., seed: _Optional[int] = ..., at_sizes: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class AccuracyAt(_message.Message):
+    __slots__ = ("num_images", "accuracy", "low", "high")
+    NUM_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    num_images: int
+    accuracy: float
+    low: float
+    high: float
+    def __init__(self, num_images: _Optional[int] = ..., accuracy: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ...) -> None: ...
 
 class SweepPoint(_message.Message):
     __slots__ = ("num_images", "mean_accuracy", "std_accuracy", "per_class_accuracy")
@@ -147,7 +161,7 @@ class CurveFit(_message.Message):
     def __init__(self, name: _Optional[str] = ..., params: _Optional[_Iterable[float]] = ..., holdout_error: _Optional[float] = ..., ceiling: _Optional[float] = ...) -> None: ...
 
 class SampleSizeResult(_message.Message):
-    __slots__ = ("points", "fits", "chosen_fit", "target_accuracy", "images_needed", "images_needed_low", "images_needed_high", "answer", "plot_png", "plot_svg")
+    __slots__ = ("points", "fits", "chosen_fit", "target_accuracy", "images_needed", "images_needed_low", "images_needed_high", "answer", "plot_png", "plot_svg", "accuracy_at")
     POINTS_FIELD_NUMBER: _ClassVar[int]
     FITS_FIELD_NUMBER: _ClassVar[int]
     CHOSEN_FIT_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +172,7 @@ class SampleSizeResult(_message.Message):
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     PLOT_PNG_FIELD_NUMBER: _ClassVar[int]
     PLOT_SVG_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_AT_FIELD_NUMBER: _ClassVar[int]
     points: _containers.RepeatedCompositeFieldContainer[SweepPoint]
     fits: _containers.RepeatedCompositeFieldContainer[CurveFit]
     chosen_fit: str
@@ -168,7 +183,8 @@ class SampleSizeResult(_message.Message):
     answer: str
     plot_png: bytes
     plot_svg: str
-    def __init__(self, points: _Optional[_Iterable[_Union[SweepPoint, _Mapping]]] = ..., fits: _Optional[_Iterable[_Union[CurveFit, _Mapping]]] = ..., chosen_fit: _Optional[str] = ..., target_accuracy: _Optional[float] = ..., images_needed: _Optional[float] = ..., images_needed_low: _Optional[float] = ..., images_needed_high: _Optional[float] = ..., answer: _Optional[str] = ..., plot_png: _Optional[bytes] = ..., plot_svg: _Optional[str] = ...) -> None: ...
+    accuracy_at: _containers.RepeatedCompositeFieldContainer[AccuracyAt]
+    def __init__(self, points: _Optional[_Iterable[_Union[SweepPoint, _Mapping]]] = ..., fits: _Optional[_Iterable[_Union[CurveFit, _Mapping]]] = ..., chosen_fit: _Optional[str] = ..., target_accuracy: _Optional[float] = ..., images_needed: _Optional[float] = ..., images_needed_low: _Optional[float] = ..., images_needed_high: _Optional[float] = ..., answer: _Optional[str] = ..., plot_png: _Optional[bytes] = ..., plot_svg: _Optional[str] = ..., accuracy_at: _Optional[_Iterable[_Union[AccuracyAt, _Mapping]]] = ...) -> None: ...
 
 class SampleSizeEvent(_message.Message):
     __slots__ = ("progress", "result")

@@ -1,11 +1,13 @@
-"""``imagesieve samplesize SOURCE --target 0.95``: how many images are enough.
+"""``imagesieve samplesize SOURCE [--target 0.95] [--at 20000 ...]``: how many images are enough.
 
 SOURCE is a folder with one sub-folder per class (optionally under
 train/val/test) or a CSV manifest path,label[,split]. Images in a "test"
 split are the test set; without one, --test-fraction is held out. Embeds
 in-process (no server), trains the classifier on growing stratified subsets,
-fits learning curves, prints the points, the chosen fit and the images needed
-for the target with a bootstrap interval, and writes DIR/samplesize.json,
+fits learning curves, prints the points, the chosen fit, the images needed
+for the target and the accuracy expected at the --at sizes (by default, with
+all the training images and with twice as many), each with a bootstrap interval
+(repeats and test images resampled), and writes DIR/samplesize.json,
 DIR/learning_curve.png and DIR/learning_curve.svg.
 """
 from __future__ import annotations
@@ -35,10 +37,26 @@ def parse_accuracy(text: str) -> float:
 
 
 
+def parse_size(text: str) -> int:
+    """"20000", "20k", "1.5M" -> images (a whole number >= 1)."""
+    t = text.strip().lower().replace(",", "").replace("_", "")
+    scale = {"k": 10**3, "m": 10**6}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if scale > 1 else t) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of images: {text!r}") from None
+    if not value >= 1 or value != round(value) or value > 1e12:
+        raise argparse.ArgumentTypeError(f"a number of images must be a whole number from 1 to 1e12; got {text!r}")
+    return int(value)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="folder of class folders, or a CSV manifest path,label[,split]")
-    parser.add_argument("--target", type=parse_accuracy, required=True,
-                        help="target test accuracy, e.g. 0.95 or 95%%")
+    parser.add_argument("--target", type=parse_accuracy, default=None,
+                        help="images needed for this test accuracy, e.g. 0.95 or 95%%")
+    parser.add_argument("--at", type=parse_size, nargs="+", default=[], metavar="N",
+                        help="accuracy expected with N training images, e.g. --at 5000 20k 1M "
+                             "(default: all the training images and twice as many)")
     parser.add_argument("--out", default="samplesize_out", help="output folder (default ./samplesize_out)")
     parser.add_argument("--fractions", type=parse_fraction, nargs="+", default=None,
                         help="subset sizes as fractions of the training images (default 5%% 10%% 20%% 35%% 50%%)")
@@ -78,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     progress = StageProgress()
     try:
-        rep = sample_size_report(vectors[ok], labels, is_test=is_test, target=args.target,
+        rep = sample_size_report(vectors[ok], labels, is_test=is_test, target=args.target, at=args.at or None,
                                  fractions=fractions, repeats=args.repeats,
                                  test_fraction=args.test_fraction, classifier=args.classifier,
                                  seed=args.seed, n_boot=args.bootstrap, report=progress,

@@ -21,6 +21,8 @@ from .runner import JobSlot, run_job
 
 DEFAULT_CLASSIFIER = "logreg"
 MAX_REPEATS = 100
+MAX_AT_SIZES = 16
+MAX_AT_IMAGES = 10**12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +30,8 @@ class SampleSizeParams:
     fractions: tuple[float, ...]
     repeats: int
     test_fraction: float
-    target: float
+    target: float | None
+    at_sizes: tuple[int, ...]
     classifier: str
     seed: int
 
@@ -49,13 +52,17 @@ def validate_request(request: analysis_pb2.SampleSizeRequest) -> SampleSizeParam
     test_fraction = request.test_fraction or DEFAULT_TEST_FRACTION
     if not 0 < test_fraction < 1 or math.isnan(test_fraction):
         raise ValueError(f"test_fraction must lie in (0, 1), got {request.test_fraction}")
-    target = request.target_accuracy
-    if not 0 < target < 1 or math.isnan(target):
+    target = request.target_accuracy or None     # 0 = not asked
+    if target is not None and (not 0 < target < 1 or math.isnan(target)):
         raise ValueError(f"target_accuracy must lie in (0, 1) (e.g. 0.95), got {request.target_accuracy}")
+    at_sizes = tuple(int(n) for n in request.at_sizes)
+    if len(at_sizes) > MAX_AT_SIZES or any(not 1 <= n <= MAX_AT_IMAGES for n in at_sizes):
+        raise ValueError(f"at_sizes must be at most {MAX_AT_SIZES} sizes in 1..{MAX_AT_IMAGES:.0e} images; "
+                         f"got {list(at_sizes)[:MAX_AT_SIZES + 1]}")
     # "cnn" is not offered: it needs pixels, the service holds embeddings.
     classifier = check_embedding_classifier(request.classifier or DEFAULT_CLASSIFIER)
     params = SampleSizeParams(tuple(float(f) for f in fractions), int(repeats), float(test_fraction),
-                              float(target), classifier, check_seed(request.seed))
+                              target, at_sizes, classifier, check_seed(request.seed))
     if request.source.WhichOneof("source") == "inline":   # fail before embedding
         images = request.source.inline.images
         check_inline_images(images, "SampleSizeSweep")
@@ -79,7 +86,8 @@ def check_data(labels: list[str], splits: list[str], params: SampleSizeParams) -
 
 def build_result(rep: SampleSizeReport) -> analysis_pb2.SampleSizeResult:
     """SampleSizeResult from a ``SampleSizeReport``; images_needed and its
-    bounds are 0 where infinite (target above the ceiling), `answer` says why."""
+    bounds are 0 where infinite (target above the ceiling) or not asked,
+    `answer` says why."""
     a = rep.analysis
     finite = lambda v: float(v) if math.isfinite(v) else 0.0  # noqa: E731
     points = [analysis_pb2.SweepPoint(num_images=int(n), mean_accuracy=float(m), std_accuracy=float(s),
@@ -90,10 +98,12 @@ def build_result(rep: SampleSizeReport) -> analysis_pb2.SampleSizeResult:
             for f in a.fits.values()]
     answer = a.answer + f" Test split: {rep.sweep.test_source}; classifier {rep.sweep.classifier}."
     return analysis_pb2.SampleSizeResult(
-        points=points, fits=fits, chosen_fit=a.chosen, target_accuracy=a.target,
+        points=points, fits=fits, chosen_fit=a.chosen, target_accuracy=a.target or 0.0,
         images_needed=finite(a.images_needed), images_needed_low=finite(a.images_needed_low),
         images_needed_high=finite(a.images_needed_high), answer=answer,
-        plot_png=rep.plot_png, plot_svg=rep.plot_svg)
+        plot_png=rep.plot_png, plot_svg=rep.plot_svg,
+        accuracy_at=[analysis_pb2.AccuracyAt(num_images=int(n), accuracy=float(v), low=finite(lo), high=finite(hi))
+                     for n, v, lo, hi in zip(a.at_sizes, a.at_accuracy, a.at_low, a.at_high)])
 
 
 async def sample_size_events(request: analysis_pb2.SampleSizeRequest, engine, collections=None,
@@ -116,7 +126,7 @@ async def sample_size_events(request: analysis_pb2.SampleSizeRequest, engine, co
         is_test = np.array([s == "test" for s in data.splits], dtype=bool)
 
         def work(reporter):
-            return sample_size_report(vectors, labels, is_test=is_test, target=params.target,
+            return sample_size_report(vectors, labels, is_test=is_test, target=params.target, at=params.at_sizes or None,
                                       fractions=params.fractions, repeats=params.repeats,
                                       test_fraction=params.test_fraction, classifier=params.classifier,
                                       seed=params.seed, n_boot=DEFAULT_BOOTSTRAP, report=reporter.report)

@@ -6,8 +6,8 @@
   ``a - b*x^(-c)`` and the exponential approach ``a - b*exp(-c*x)``; fitting,
   inversion (images for a target), ceilings.
 - ``select.select_fit``: pick the family by error at the largest, held-back size.
-- ``bootstrap``: resample repeats per size, refit -> interval.
-- ``analyse.analyse``: all of the above -> the answer.
+- ``bootstrap``: resample repeats per size and test images, refit -> interval.
+- ``analyse.analyse``: all of the above -> images for a target, accuracy at sizes.
 - ``plot.plot_learning_curve``: PNG bytes and SVG text.
 """
 from .analyse import SampleSizeAnalysis, analyse

@@ -1,5 +1,6 @@
 """From sweep points to the answer: fits, selection, images needed for a
-target accuracy with a bootstrap interval, and a plain-language sentence."""
+target accuracy and the accuracy expected at given sizes, each with a
+bootstrap interval, and plain-language sentences."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,21 +19,27 @@ class SampleSizeAnalysis:
     """sizes (K,) images; means/stds (K,) accuracy; fits: family -> CurveFit
     (fitted on all sizes); holdout_errors: family -> |error| at the largest
     size when fitted without it; images_needed and its interval (low, high)
-    in images (inf when the target lies above the ceiling); answer: one
-    sentence for people."""
+    in images (inf when the target lies above the ceiling; NaN without a
+    target); at_sizes (E,) images asked about, at_accuracy (E,) the chosen
+    curve's accuracy there and at_low/at_high (E,) its interval (fractions
+    in [0, 1]); answer: sentences for people."""
     sizes: np.ndarray
     means: np.ndarray
     stds: np.ndarray
     fits: dict[str, CurveFit]
     holdout_errors: dict[str, float]
     chosen: str
-    target: float
+    target: float | None
     images_needed: float
     images_needed_low: float
     images_needed_high: float
     level: float
     answer: str
     boot: BootstrapResult
+    at_sizes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    at_accuracy: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    at_low: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    at_high: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
     @property
     def fit(self) -> CurveFit:
@@ -52,29 +59,64 @@ class SampleSizeAnalysis:
             "images_needed_low": f(self.images_needed_low),
             "images_needed_high": f(self.images_needed_high),
             "interval_level": self.level,
+            "accuracy_at": [{"num_images": int(n), "accuracy": f(v), "low": f(lo), "high": f(hi)}
+                            for n, v, lo, hi in zip(self.at_sizes, self.at_accuracy, self.at_low, self.at_high)],
             "bootstrap_replicates": int(self.boot.images_needed.size),
             "answer": self.answer,
         }
 
 
-def analyse(sizes, accuracies, target: float, *, n_boot: int = 200, level: float = 0.95,
-            seed: int = 0, families=FAMILIES,
+def check_at_sizes(at) -> np.ndarray:
+    """Training-set sizes asked about -> (E,) float array; ValueError unless
+    each is a whole number of images >= 1."""
+    at = np.asarray(list(at) if not isinstance(at, np.ndarray) else at, dtype=float).ravel()
+    if np.any(~np.isfinite(at)) or np.any(at < 1) or np.any(at != np.round(at)):
+        raise ValueError(f"sizes to predict must be whole numbers of images >= 1; got {at.tolist()}")
+    return at
+
+
+def analyse(sizes, accuracies, target: float | None = None, *, at=(), n_boot: int = 200,
+            level: float = 0.95, seed: int = 0, families=FAMILIES, test_correct=None,
             report: Callable[[str, int, int], None] | None = None) -> SampleSizeAnalysis:
     """sizes (K,) images, increasing; accuracies (K, R) per-repeat test
-    accuracy; target accuracy in (0, 1). See ``select_fit`` and ``bootstrap``."""
+    accuracy; target accuracy in (0, 1) (None: no target); at (E,) training
+    sizes (images) whose accuracy to predict; test_correct (K, R, M) bool
+    per-image outcomes, so the bootstrap resamples the test split too (see
+    ``bootstrap``). At least a target or one size."""
     sizes, acc = check_points(sizes, accuracies)
-    if not 0 < target < 1:
+    if target is not None and not 0 < target < 1:
         raise ValueError(f"target accuracy must lie in (0, 1), got {target}")
+    at = check_at_sizes(at)
+    if target is None and at.size == 0:
+        raise ValueError("give a target accuracy, sizes to predict, or both")
     means, stds, _ = summarize(acc)
     sel = select_fit(sizes, acc, families)
     fit = sel.fit
-    needed = fit.images_for(target)
-    boot = bootstrap(sizes, acc, target=target, n_boot=n_boot, seed=seed, families=families,
-                     report=report)
+    needed = fit.images_for(target) if target is not None else math.nan
+    boot = bootstrap(sizes, acc, target=target, x_eval=at, n_boot=n_boot, seed=seed, families=families,
+                     test_correct=test_correct, report=report)
     low, high = percentile_interval(boot.images_needed, level)
-    answer = _answer(fit, target, needed, low, high, level, float(sizes[-1]), boot)
+    at_acc = np.clip(fit.predict(at), 0.0, 1.0) if at.size else np.zeros(0)
+    bounds = np.array([percentile_interval(boot.predictions[:, e], level) for e in range(at.size)]).reshape(-1, 2)
+    parts = []
+    if target is not None:
+        parts.append(_answer(fit, target, needed, low, high, level, float(sizes[-1]), boot))
+    if at.size:
+        parts.append(_answer_at(fit, at, at_acc, bounds, level, float(sizes[-1])))
     return SampleSizeAnalysis(sizes, means, stds, sel.fits, sel.holdout_errors, sel.chosen, target,
-                              needed, low, high, level, answer, boot)
+                              needed, low, high, level, " ".join(parts), boot,
+                              at, at_acc, bounds[:, 0], bounds[:, 1])
+
+
+def _answer_at(fit: CurveFit, at: np.ndarray, acc: np.ndarray, bounds: np.ndarray, level: float,
+               largest: float) -> str:
+    name = fit.family.replace("_", " ")
+    each = []
+    for n, a, (lo, hi) in zip(at, acc, bounds):
+        where = "measured range" if n <= largest else f"{n / largest:.1f}x extrapolation"
+        band = f"{level:.0%} interval {lo:.1%} to {hi:.1%}" if math.isfinite(lo) else "no interval"
+        each.append(f"{n:,.0f} images: {a:.1%} ({band}; {where})")
+    return f"Expected test accuracy ({name} fit) with " + "; ".join(each) + "."
 
 
 def _answer(fit: CurveFit, target: float, needed: float, low: float, high: float, level: float,

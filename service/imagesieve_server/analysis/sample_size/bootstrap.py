@@ -1,10 +1,13 @@
 """Bootstrap intervals for the learning-curve answer.
 
 One replicate resamples, for each size independently, its R repeats with
-replacement, recomputes the per-size means, refits (re-running the family
-selection by default, so the interval also carries the uncertainty of which
-curve is right) and records the images needed for the target and the
-predicted accuracy at chosen sizes.
+replacement and, when the per-image outcomes are given, the test images
+too (one draw shared by every fit, as they share one test split: an easy or
+hard split moves every point together); recomputes the per-size means,
+refits (re-running the family selection by default, so the interval also
+carries the uncertainty of which curve is right) and records the images
+needed for the target and the predicted accuracy at chosen sizes (a
+fraction, so within [0, 1] whatever the curve does beyond 100%).
 """
 from __future__ import annotations
 
@@ -30,11 +33,15 @@ class BootstrapResult:
 
 
 def bootstrap(sizes, accuracies, *, target: float | None = None, x_eval=(), n_boot: int = 200,
-              seed: int = 0, family: str | None = None, families=FAMILIES,
+              seed: int = 0, family: str | None = None, families=FAMILIES, test_correct=None,
               report: Callable[[str, int, int], None] | None = None) -> BootstrapResult:
-    """Resample repeats per size ``n_boot`` times and refit.
+    """Resample repeats per size (and test images) ``n_boot`` times and refit.
 
     sizes : (K,) images, increasing. accuracies : (K, R) fractions.
+    test_correct : optional (K, R, M) bool, each fit's outcome on each of the
+        M test images (``SweepResult.test_correct``); when given, every
+        replicate also resamples the test split, and accuracies are
+        recomputed from it.
     target : accuracy whose image count is recorded per replicate.
     x_eval : (E,) sizes in images where the refitted curve is evaluated.
     family : refit only this family; None (default) re-runs the selection.
@@ -48,12 +55,24 @@ def bootstrap(sizes, accuracies, *, target: float | None = None, x_eval=(), n_bo
     x_eval = np.asarray(x_eval, dtype=float).ravel()
     rng = np.random.default_rng(seed)
     k, r = acc.shape
+    outcomes = None
+    if test_correct is not None:
+        outcomes = np.asarray(test_correct)
+        if outcomes.ndim != 3 or outcomes.shape[:2] != (k, r) or outcomes.shape[2] < 1:
+            raise ValueError(f"test_correct must be ({k}, {r}, M) with M >= 1; got {outcomes.shape}")
+        m = outcomes.shape[2]
+        outcomes = outcomes.reshape(k * r, m).astype(np.float32)
     needed = np.full(n_boot, np.nan)
     preds = np.full((n_boot, x_eval.size), np.nan)
     chosen: list[str] = []
     for i in range(n_boot):
         idx = rng.integers(0, r, size=(k, r))
-        sample = np.take_along_axis(acc, idx, axis=1)
+        if outcomes is None:
+            sample = np.take_along_axis(acc, idx, axis=1)
+        else:
+            weights = np.bincount(rng.integers(0, m, size=m), minlength=m).astype(np.float32) / m
+            resampled = (outcomes @ weights).reshape(k, r)   # every fit on the same resampled test split
+            sample = np.take_along_axis(resampled, idx, axis=1)
         try:
             if family is None:
                 fit = select_fit(sizes, sample, families, fit_all=False).fit
@@ -67,7 +86,7 @@ def bootstrap(sizes, accuracies, *, target: float | None = None, x_eval=(), n_bo
             if target is not None:
                 needed[i] = fit.images_for(target)
             if x_eval.size:
-                preds[i] = fit.predict(x_eval)
+                preds[i] = np.clip(fit.predict(x_eval), 0.0, 1.0)
         if report is not None:
             report("bootstrap", i + 1, n_boot)
     return BootstrapResult(needed, preds, tuple(chosen))

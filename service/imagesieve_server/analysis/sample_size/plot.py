@@ -1,6 +1,7 @@
 """The learning-curve plot: measured points with error bars, every fitted
 curve (the chosen one solid), the extrapolation, the target line and the
-answer with its interval. Matplotlib with the Agg backend (no display)."""
+answer with its interval, the accuracy predicted at the sizes asked about
+with theirs. Matplotlib with the Agg backend (no display)."""
 from __future__ import annotations
 
 import io
@@ -14,6 +15,24 @@ _LABELS = {"power_law": "power law a·x^b (Keras)", "inverse_power_law": "invers
            "exp_approach": "exponential approach a − b·e^(−cx)"}
 
 
+def x_range(result: SampleSizeAnalysis) -> tuple[float, float]:
+    """(low, high) of the plot's x axis in images: the sweep, 4x beyond it,
+    the images needed and its interval (up to 1000x the sweep), and every
+    size asked about, whatever its distance."""
+    sizes = result.sizes
+    x_hi = sizes[-1] * 4
+    if math.isfinite(result.images_needed):
+        x_hi = max(x_hi, result.images_needed * 1.5)
+    if math.isfinite(result.images_needed_high):
+        x_hi = max(x_hi, result.images_needed_high * 1.2)
+    x_hi = min(x_hi, sizes[-1] * 1e3)
+    x_lo = sizes[0] * 0.5
+    if result.at_sizes.size:
+        x_hi = max(x_hi, float(result.at_sizes.max()) * 1.5)
+        x_lo = min(x_lo, float(result.at_sizes.min()) * 0.7)
+    return float(x_lo), float(x_hi)
+
+
 def plot_learning_curve(result: SampleSizeAnalysis, title: str = "How many images are enough?",
                         checks: list[tuple[float, float]] | None = None) -> tuple[bytes, str]:
     """Render ``result`` -> (PNG bytes, SVG text). x axis: training images
@@ -22,13 +41,7 @@ def plot_learning_curve(result: SampleSizeAnalysis, title: str = "How many image
     from matplotlib.figure import Figure  # no pyplot: no global backend state, thread-safe; Agg renders
 
     sizes, means, stds = result.sizes, result.means, result.stds
-    x_hi = sizes[-1] * 4
-    if math.isfinite(result.images_needed):
-        x_hi = max(x_hi, result.images_needed * 1.5)
-    if math.isfinite(result.images_needed_high):
-        x_hi = max(x_hi, result.images_needed_high * 1.2)
-    x_hi = min(x_hi, sizes[-1] * 1e3)
-    x_lo = sizes[0] * 0.5
+    x_lo, x_hi = x_range(result)
     xs_in = np.geomspace(x_lo, sizes[-1], 200)
     xs_out = np.geomspace(sizes[-1], x_hi, 200)
 
@@ -49,15 +62,23 @@ def plot_learning_curve(result: SampleSizeAnalysis, title: str = "How many image
     for x, acc in checks or []:
         ax.plot([x], [100 * acc], marker="*", ms=13, color="gold", mec="black", ls="none", zorder=6,
                 label=f"measured check: {100 * acc:.2f}% at {x:,.0f}")
-    data_hi = 100 * max(float(np.max(means + stds)), result.target, *[a for _, a in checks or []])
-    data_lo = 100 * float(np.min(means - stds))
+    if result.at_sizes.size:
+        acc, lo, hi = result.at_accuracy, result.at_low, result.at_high
+        err = np.vstack([np.nan_to_num(acc - lo), np.nan_to_num(hi - acc)]).clip(0)
+        ax.errorbar(result.at_sizes, 100 * acc, yerr=100 * err, fmt="D", color="tab:orange", mec="black",
+                    capsize=5, zorder=6, label=f"predicted at the sizes asked ({result.level:.0%} interval)")
+    target = [] if result.target is None else [result.target]
+    data_hi = 100 * max(float(np.max(means + stds)), *target, *[a for _, a in checks or []],
+                        *np.nan_to_num(result.at_high, nan=0.0))
+    data_lo = 100 * min(float(np.min(means - stds)), *np.nan_to_num(result.at_low, nan=1.0))
     pad = max(1.0, 0.15 * (data_hi - data_lo))
     ax.set_ylim(max(0.0, data_lo - pad), min(101.0, data_hi + pad))  # the power law may run past 100%
     ax.axvline(sizes[-1], color="gray", lw=0.8, alpha=0.6)
     ax.text(sizes[-1], 0.98, " extrapolation →", color="gray", va="top", fontsize=8,
             transform=ax.get_xaxis_transform())
-    ax.axhline(100 * result.target, color="tab:purple", lw=1, ls="-.",
-               label=f"target {100 * result.target:.1f}%")
+    if result.target is not None:
+        ax.axhline(100 * result.target, color="tab:purple", lw=1, ls="-.",
+                   label=f"target {100 * result.target:.1f}%")
     if math.isfinite(result.images_needed):
         lo, hi = result.images_needed_low, result.images_needed_high
         if math.isfinite(lo):

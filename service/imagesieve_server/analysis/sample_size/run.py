@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .analyse import SampleSizeAnalysis, analyse
+from .analyse import SampleSizeAnalysis, analyse, check_at_sizes
 from .plot import plot_learning_curve
 from .sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION, SweepResult, run_sweep
 
@@ -37,7 +37,7 @@ class SampleSizeReport:
         return d
 
 
-def sample_size_report(X, labels, *, is_test=None, target: float,
+def sample_size_report(X, labels, *, is_test=None, target: float | None = None, at=None,
                        fractions: Sequence[float] = DEFAULT_FRACTIONS, repeats: int = DEFAULT_REPEATS,
                        test_fraction: float = DEFAULT_TEST_FRACTION, classifier: str = "logreg",
                        seed: int = 0, n_boot: int = DEFAULT_BOOTSTRAP,
@@ -45,11 +45,15 @@ def sample_size_report(X, labels, *, is_test=None, target: float,
                        title: str = "How many images are enough?") -> SampleSizeReport:
     """X (N, D) embeddings; labels (N,) class names; is_test (N,) bool marks
     a given test split (None or all False: hold out ``test_fraction``).
+    target: accuracy whose images needed to find (None: not asked); at:
+    training sizes (images) whose accuracy to predict (None: all the
+    training images and twice as many; (): none).
     ``report(stage, done, total)`` gets stages "fit", "bootstrap", "plot"."""
     X = np.asarray(X)
     labels = np.asarray(labels)
-    if not 0 < target < 1:
+    if target is not None and not 0 < target < 1:
         raise ValueError(f"target accuracy must lie in (0, 1), got {target}")
+    at = None if at is None else check_at_sizes(at)
     if is_test is not None and np.any(is_test):
         is_test = np.asarray(is_test, dtype=bool)
         if is_test.shape != labels.shape:
@@ -69,7 +73,10 @@ def sample_size_report(X, labels, *, is_test=None, target: float,
         def boot_report(stage, done, total):
             if done % 10 == 0 or done == total:
                 report(stage, done, total)
-    result = analyse(sweep.sizes, sweep.accuracies, target, n_boot=n_boot, seed=seed, report=boot_report)
+    if at is None:
+        at = np.array([sweep.n_train, 2 * sweep.n_train], float)
+    result = analyse(sweep.sizes, sweep.accuracies, target, at=at, n_boot=n_boot, seed=seed,
+                     test_correct=sweep.test_correct, report=boot_report)
     if report is not None:
         report("plot", 0, 1)
     png, svg = plot_learning_curve(result, title=title)

@@ -18,7 +18,9 @@ DEFAULT_TEST_FRACTION = 0.2
 @dataclasses.dataclass
 class SweepResult:
     """sizes (K,) training images per subset; accuracies (K, R) test accuracy
-    (fraction) of each repeat; per_class (K, C) mean over repeats of each
+    (fraction) of each repeat; test_correct (K, R, M) bool, whether each fit
+    got each of the M test images right (what lets a bootstrap resample the
+    test split too); per_class (K, C) mean over repeats of each
     class's test accuracy (recall), columns in ``classes`` order; classes (C,)
     the label values; n_train / n_test: pool and test sizes; test_source:
     how the test split was obtained (for reports)."""
@@ -31,6 +33,7 @@ class SweepResult:
     n_test: int
     test_source: str
     classifier: str
+    test_correct: np.ndarray | None = None
 
     @property
     def means(self) -> np.ndarray:
@@ -150,6 +153,7 @@ def run_sweep(X, y, *, X_test=None, y_test=None, is_test=None, test_fraction: fl
         raise ValueError(f"fractions {list(fr)} give repeated subset sizes {list(sizes)} for {len(y_tr)} images")
     test_masks = [y_te == c for c in classes]
     acc = np.zeros((len(sizes), repeats))
+    test_correct = np.zeros((len(sizes), repeats, len(y_te)), bool)
     per_class = np.zeros((len(sizes), len(classes)))
     total, done = len(sizes) * repeats, 0
     for k, n in enumerate(sizes):
@@ -163,10 +167,12 @@ def run_sweep(X, y, *, X_test=None, y_test=None, is_test=None, test_fraction: fl
                 proba = predict_proba_on_rows(model, X_te, test_rows)
                 pred = np.asarray(model.classes_)[np.asarray(proba).argmax(axis=1)]
             correct = pred == y_te
+            test_correct[k, r] = correct
             acc[k, r] = correct.mean()
             per_class[k] += [correct[m].mean() if m.any() else np.nan for m in test_masks]
             done += 1
             if report is not None:
                 report("fit", done, total)
     per_class /= repeats
-    return SweepResult(sizes, fr, acc, per_class, classes, len(y_tr), len(y_te), test_source, classifier)
+    return SweepResult(sizes, fr, acc, per_class, classes, len(y_tr), len(y_te), test_source, classifier,
+                       test_correct)

@@ -92,6 +92,45 @@ def _drawing(seed: int) -> Image.Image:
     return im
 
 
+def _cutout(im):
+    """A photo cut to an ellipse on a white canvas: clip art's shape, with no
+    rectangle for the signature to turn upright."""
+    out = Image.new("RGB", im.size, "white")
+    mask = Image.new("L", im.size, 0)
+    ImageDraw.Draw(mask).ellipse((im.width // 10, im.height // 8, im.width * 9 // 10, im.height * 7 // 8), fill=255)
+    out.paste(im, mask=mask)
+    return out
+
+
+def _angle_gap(a: float, b: float) -> float:
+    d = abs(a - b) % 360
+    return min(d, 360 - d)
+
+
+def test_a_picture_tilted_by_any_angle_is_aligned(photos):
+    """Tilts beyond the small-rotation search: a cut-out picture turned
+    20-135 degrees on a grown white canvas (no rectangle to turn upright),
+    and a photo turned in place (black corners); the evidence says by how
+    much. Other pictures, tilted alike, stay apart."""
+    photos6 = [photo_image(d) for d, _, _ in photos[:6]]
+    cutouts = [_cutout(im) for im in photos6]
+    sigs = [layout_signature(im) for im in cutouts]
+    for im, sig in zip(cutouts, sigs):
+        for deg, least in ((20, 0.85), (30, 0.85), (-45, 0.7), (135, 0.7)):
+            agreement, *_, turned, _ = pair_alignment(sig, layout_signature(
+                im.rotate(deg, resample=Image.BICUBIC, expand=True, fillcolor=(255, 255, 255))))
+            assert agreement > least and _angle_gap(turned, deg) <= 10, (deg, agreement, turned)
+    for im in photos6:
+        sig = layout_signature(im)
+        for deg in (20, 30, -45):
+            agreement, *_, turned, _ = pair_alignment(sig, layout_signature(
+                im.rotate(deg, resample=Image.BICUBIC, fillcolor=(0, 0, 0))))
+            assert agreement > 0.75 and _angle_gap(turned, deg) <= 10, (deg, agreement, turned)
+    tilted = [layout_signature(o.rotate(30, resample=Image.BICUBIC, expand=True, fillcolor=(255, 255, 255)))
+              for o in cutouts[1:]]
+    assert max(pair_alignment(sigs[0], t)[0] for t in tilted) < 0.75
+
+
 def test_a_crop_of_a_drawing_on_a_canvas_stays_part_of_the_drawing():
     """A corner crop cuts the drawing on two sides and keeps canvas on the
     other two: those sides are trimmed as the whole drawing's are, so the

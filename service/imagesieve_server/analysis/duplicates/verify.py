@@ -61,6 +61,12 @@ CELL_KEEP = 0.75         # ... and the best three quarters of the cells count
 # of the area), in steps of ~8%.
 SHARES = tuple(round(0.45 * (1 / 0.45) ** (i / 10), 3) for i in range(10, -1, -1))
 ROTATIONS = (-8.0, -4.0, 4.0, 8.0)   # degrees, tried around the best upright match
+TILT_BINS = 72           # orientations (gradient directions, polar angles) in 5-degree bins
+TILT_MIN = 10.0          # degrees: smaller tilts are the ROTATIONS search's
+TILT_GUESSES = {True: 3, False: 2}  # tilts tried: from edge directions / from polar views
+POLAR_RADII = 12         # rings of the polar view that estimates an in-place tilt (the inner 2 skipped)
+TILT_FIT = 0.7           # coarse fit a tilt needs before its full search (look-alikes: 99% below 0.67)
+TILT_SHARES = {True: 3, False: 6}   # shares searched: canvas expanded (the whole view) / cut to the frame
 TURN_SHARES = 5          # quarter-turned copies: only the largest shares (a turned copy is rarely a deep crop)
 TURN_MARGIN = 0.05       # a quarter turn is searched when its coarse full-frame fit beats upright's by this
 TURN_FIT = 0.7           # ...and reaches this (turned copies fit at ~1.0, look-alikes' best turn at 0.3-0.5)
@@ -222,10 +228,11 @@ def _place(templ: np.ndarray, searched: np.ndarray, m: _Match, area: float, mirr
 
 
 def _search(views, searched: np.ndarray, shares, stop_at: float, turned: int = 0) -> _Match:
+    """``views``: (template view,) or (view, its mirror)."""
     m = _Match()
     for fx, fy in shares:
         size = (max(4, round(fx * SIDE * INNER)), max(4, round(fy * SIDE * INNER)))
-        for mirrored, view in ((False, views[0]), (True, views[1])):
+        for mirrored, view in enumerate(views):
             templ = cv2.resize(_inner(view), size, interpolation=cv2.INTER_AREA)
             if not _flat(templ):
                 _place(templ, searched, m, fx * fy, mirrored, turned)
@@ -253,6 +260,125 @@ def _rotate(templ: np.ndarray, degrees: float) -> np.ndarray:
                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     my, mx = max(1, h // 8), max(1, w // 8)
     return rot[my:h - my, mx:w - mx]
+
+
+def _unsquashed(t: np.ndarray, aspect: float) -> np.ndarray:
+    """A (SIDE, SIDE) view back at its aspect ratio (about SIDE*SIDE pixels):
+    a rotation is a rotation of the picture, not of its squashed thumbnail."""
+    r = math.sqrt(aspect)
+    return cv2.resize(t, (max(8, round(SIDE * r)), max(8, round(SIDE / r))), interpolation=cv2.INTER_AREA)
+
+
+def _orientations(x: np.ndarray) -> np.ndarray:
+    """(TILT_BINS,) zero-mean, unit-norm histogram of gradient directions
+    weighted by magnitude (the outermost 2 pixels left out), lightly smoothed."""
+    gx = cv2.Sobel(x, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(x, cv2.CV_32F, 0, 1, ksize=3)
+    mag, ang = cv2.cartToPolar(gx, gy, angleInDegrees=True)
+    bins = (ang[2:-2, 2:-2].ravel() * (TILT_BINS / 360.0)).astype(np.int64) % TILT_BINS
+    h = np.bincount(bins, weights=mag[2:-2, 2:-2].ravel(), minlength=TILT_BINS)
+    h = np.convolve(np.r_[h[-2:], h, h[:2]], [1, 2, 3, 2, 1], "valid")
+    h -= h.mean()
+    n = float(np.linalg.norm(h))
+    return h / n if n > 0 else h
+
+
+def _best_shifts(fit: np.ndarray, count: int) -> list[float]:
+    """The ``count`` best circular shifts of ``fit`` (TILT_BINS,), as degrees
+    in (-180, 180], at least TILT_MIN from upright and 10 degrees apart."""
+    out: list[float] = []
+    for s in np.argsort(-fit).tolist():
+        deg = s * 360.0 / TILT_BINS
+        deg = deg - 360.0 if deg > 180 else deg
+        if abs(deg) >= TILT_MIN and all(abs(deg - o) >= 10 for o in out):
+            out.append(deg)
+            if len(out) == count:
+                break
+    return out
+
+
+def _circular_fit(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """fit[s] = sum_n b[n + s] . a[n] along axis 0 (a, b: (TILT_BINS, ...))."""
+    f = np.real(np.fft.ifft(np.fft.fft(b, axis=0) * np.conj(np.fft.fft(a, axis=0)), axis=0))
+    return f.reshape(TILT_BINS, -1).sum(axis=1)
+
+
+def _polar(x: np.ndarray) -> np.ndarray:
+    """(TILT_BINS, POLAR_RADII - 2) polar view of the disc inscribed in ``x``
+    about its centre, each ring zero-mean and unit-norm."""
+    h, w = x.shape
+    p = cv2.warpPolar(x, (POLAR_RADII, TILT_BINS), (w / 2, h / 2), min(w, h) / 2 * 0.95,
+                      cv2.WARP_POLAR_LINEAR)[:, 2:]
+    p = p - p.mean(axis=0, keepdims=True)
+    n = np.linalg.norm(p, axis=0, keepdims=True)
+    return p / np.where(n > 0, n, 1.0)
+
+
+def _likely_tilts(xa: np.ndarray, xb: np.ndarray) -> list[tuple[float, bool]]:
+    """(degrees, canvas grown) tilts that may bring ``xa`` onto ``xb``
+    (unsquashed views), degrees as OpenCV turns (counter-clockwise). Every
+    edge turns with the picture: the best circular alignments of the two
+    gradient direction histograms, tried turned on a grown canvas (then
+    trimmed, so centre and scale move) and in place. A picture turned in
+    place keeps its frame and centre: the best alignments of the two polar
+    views too. Directions and polar angles run clockwise on screen (y points
+    down), hence the sign."""
+    by_edges = _best_shifts(_circular_fit(_orientations(xa), _orientations(xb)), TILT_GUESSES[True])
+    by_polar = _best_shifts(_circular_fit(_polar(xa), _polar(xb)), TILT_GUESSES[False])
+    tilts = [(-d, grown) for d in by_edges for grown in (True, False)]
+    return tilts + [(-d, False) for d in by_polar if d not in by_edges]
+
+
+def _tilted_view(x: np.ndarray, degrees: float, expand: bool) -> np.ndarray | None:
+    """``x`` (an unsquashed view) turned by ``degrees``, as a (SIDE, SIDE)
+    view like a signature's: ``expand``, on a canvas of its edge tone grown
+    to hold it, then that canvas trimmed away again (a picture rotated with
+    its canvas expanded); else cut to its own frame (rotated in place)."""
+    h, w = x.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    if not expand:
+        r = cv2.warpAffine(x, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    else:
+        c, s = abs(m[0, 0]), abs(m[0, 1])
+        nw, nh = int(h * s + w * c + 0.5), int(h * c + w * s + 0.5)
+        m[0, 2] += (nw - w) / 2
+        m[1, 2] += (nh - h) / 2
+        tone = float(np.median(np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]])))
+        r = cv2.warpAffine(x, m, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=tone)
+        inside = np.abs(r - tone) > 12
+        ys, xs = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+        if ys.size < 4 or xs.size < 4:
+            return None
+        r = r[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
+    return cv2.resize(r, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+
+
+def _coarse(x: np.ndarray) -> np.ndarray:
+    return cv2.resize(x, (COARSE, COARSE), interpolation=cv2.INTER_AREA)
+
+
+def _tilt_search(a, aspect_a, b, aspect_b, stop_at: float) -> _Match | None:
+    """The best alignment of ``a`` turned by a tilt its edges point to
+    (rotated with its canvas expanded, or in place) onto ``b``; None when
+    no tilt fits ``b`` coarsely (TILT_FIT). Most look-alikes stop at the
+    coarse fit, so the cost is a few small resizes a pair."""
+    xa = _unsquashed(a, aspect_a)
+    best = None
+    coarse_b = {True: _coarse(b), False: _coarse(_inner(b))}
+    for deg, expand in _likely_tilts(xa, _unsquashed(b, aspect_b)):
+        view = _tilted_view(xa, deg, expand)
+        if view is None or _flat(view):
+            continue
+        fit = _zncc(_coarse(view if expand else _inner(view)), coarse_b[expand])
+        if fit < TILT_FIT:
+            continue
+        m = _search((view,), b, _shares(1.0, 1.0)[:TILT_SHARES[expand]], stop_at, int(round(deg)) % 360)
+        if m.templ is not None and (best is None or m.agreement > best.agreement):
+            best = m
+        if best is not None and best.reaches(stop_at):
+            return best
+    return best
 
 
 def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
@@ -301,6 +427,12 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
                 _place(rot, best_searched, trial, best.area, best.mirrored, best.turned)
                 if trial.agreement > best.agreement:
                     best = trial
+    if not best.reaches(stop_at):
+        # A larger tilt (a picture rotated 10-180 degrees, on a grown canvas
+        # or in place): the one its edges' directions point to.
+        tilted = _tilt_search(a, aspect_a, b, aspect_b, stop_at)
+        if tilted is not None and tilted.agreement > best.agreement:
+            best = tilted
     return best.agreement, best.layout, best.detail, best.area, best.mirrored, best.turned, best.sign < 0
 
 

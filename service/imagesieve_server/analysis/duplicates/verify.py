@@ -15,6 +15,9 @@ Alignment (:func:`pair_alignment`):
 - OpenCV's ``matchTemplate`` (zero-mean normalized cross-correlation) slides
   it over the other thumbnail; the slack around the inner part absorbs small
   shifts, and small rotations are tried when the upright search falls short;
+- a larger tilt (10-180 degrees, on a grown canvas or in place) is tried at
+  the angles where the two gradient-direction histograms, or the two polar
+  views, line up best, each only when its coarse 16x16 fit is good;
 - ``agreement`` is the mean of the best alignment's layout (its correlation,
   averaged with the mean correlation of its best three quarters of 4x4
   cells, so a sticker or a caption over a corner spoils a few cells, not
@@ -88,7 +91,8 @@ class PairEvidence:
     """Per pair, (P,) arrays: ``agreement`` in [-1, 1] (what verdicts use),
     the best alignment's layout correlation and detail correlation, the share
     of the larger view it covers (0..1], whether it needed a mirror, the
-    quarter turn it needed (0, 90, 180 or 270 degrees counter-clockwise) and
+    turn it needed (degrees counter-clockwise: a quarter turn, or a tilt of
+    10 degrees or more; smaller rotations count as 0) and
     whether one image is the other's negative (light and dark swapped)."""
     agreement: np.ndarray
     layout: np.ndarray

@@ -106,7 +106,7 @@ def test_bad_requests_raise_value_error():
     with pytest.raises(ValueError, match="needs encoded bytes in `data` or a `server_path`"):
         validate_request(_req(images=[common_pb2.Image(key="a", label="cat")]))
     params = validate_request(_req())
-    assert (params.method, params.top_fraction, params.classifier) == ("out_of_fold", 0.01, "logreg")
+    assert (params.method, params.top_fraction, params.classifier) == ("out_of_fold", 0.01, "lda")
     validate_request(_req(images=[common_pb2.Image(key="a", server_path="/x/a.jpg", label="cat"),
                                   common_pb2.Image(key="b", data=b"y", label="dog")]))  # server_path accepted
 

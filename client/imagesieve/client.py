@@ -537,12 +537,14 @@ class Client:
 
     def score_labels(self, *, collection: str | None = None, images: Iterable[ImageInput] | None = None,
                      labels: Iterable[str] | None = None, keys: Iterable[str] | None = None,
-                     method: str = "out_of_fold", top_fraction: float = 0.01, folds: int = 5,
-                     classifier: str = "logreg", seed: int = 0,
+                     method: str = "", top_fraction: float = 0.01, folds: int = 5,
+                     classifier: str = "", seed: int = 0,
                      progress: Callable[[common_pb2.JobProgress], None] | None = None,
                      ) -> analysis_pb2.ScoreLabelsResult:
         """Rank likely mislabeled images of a labelled collection, or of
-        images sent with their labels. method: "out_of_fold" or "labelfix"."""
+        images sent with their labels. method: "out_of_fold" or "labelfix";
+        classifier: "lda", "logreg", "mlp" or "ensemble" ("": the server's
+        defaults, out of fold with shrunk LDA)."""
         request = analysis_pb2.ScoreLabelsRequest(
             source=self._labelled_source(collection, images, labels, keys, None), method=method,
             top_fraction=top_fraction, folds=folds, classifier=classifier, seed=seed)

@@ -13,7 +13,7 @@ import numpy as np
 from imagesieve.progress import StageProgress
 
 from ..analysis.duplicates.find import CANDIDATE_K, DuplicateReport, find_duplicates
-from ..analysis.labels import rank, score_labels
+from ..analysis.labels import DEFAULT_CLASSIFIER, rank, score_labels
 from ..analysis.neighbors import knn, mean_found_similarity
 from ..analysis.outliers import flag_outliers, knn_similarity, outlier_scores
 from ..analysis.sample_size.run import SampleSizeReport, sample_size_report
@@ -22,10 +22,9 @@ from .stages import StageLog
 
 MIN_SWEEP_IMAGES = 100
 NEIGHBORS = 10
-#: The audit's classifier for label scoring and the sweep: shrunk LDA fits
-#: from sufficient statistics (no copies of the vectors, one pass per fit) and
-#: scored mislabels better than logistic regression on MNIST-5k embeddings.
-DEFAULT_CLASSIFIER = "lda"
+#: The audit's classifier for label scoring (and its sweep) is label scoring's default,
+#: shrunk LDA: it fits from sufficient statistics (no copies of the vectors, one pass
+#: per fit) and scored mislabels best (analysis.labels.score).
 
 
 @dataclasses.dataclass

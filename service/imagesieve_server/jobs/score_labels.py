@@ -13,20 +13,15 @@ import numpy as np
 from imagesieve.v1 import analysis_pb2
 
 from ..analysis.classifiers import check_embedding_classifier
-from ..analysis.labels import METHODS, score_labels
+from ..analysis.labels import DEFAULT_CLASSIFIER, DEFAULT_METHOD, METHODS, score_labels
 from ..analysis.labels.predict import check_folds
 from .labelled_vectors import (LabelledVectors, LabelledVectorsLoad, check_inline_count, check_inline_images,
                                check_labels, check_seed)
 from .runner import JobSlot, run_job
 
-DEFAULT_METHOD = "out_of_fold"
 DEFAULT_TOP_FRACTION = 0.01
 DEFAULT_FOLDS = 5
-DEFAULT_CLASSIFIER = "logreg"
 NEIGHBORS = 10
-# Blend of the k-NN label distribution into the out-of-fold probabilities: +4.6 points
-# precision at 3% on MNIST-5k embeddings (2 seeds), +0.7 with a pixel CNN (bench/labelfix_table.py).
-NEIGHBOR_WEIGHT = 0.2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +120,7 @@ async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine, 
         def work(reporter):
             return score_labels(vectors, labels, method=params.method, classifier=params.classifier,
                                 folds=params.folds, seed=params.seed, top_fraction=params.top_fraction,
-                                neighbors=NEIGHBORS, neighbor_weight=NEIGHBOR_WEIGHT, report=reporter.report)
+                                neighbors=NEIGHBORS, report=reporter.report)
 
         async for kind, value in run_job(work, slot):
             if kind == "progress":

@@ -7,6 +7,8 @@
 - ``filter``: the top fraction to review; duplicates with different labels.
 - ``score``: ``score_labels`` composes them (methods "out_of_fold", "labelfix").
 """
-from .score import METHODS, RANKINGS, LabelScores, score_labels
+from .score import (DEFAULT_CLASSIFIER, DEFAULT_METHOD, METHODS, RANKINGS, LabelScores, DEFAULT_NEIGHBOR_WEIGHT,
+                    score_labels)
 
-__all__ = ["METHODS", "RANKINGS", "LabelScores", "score_labels"]
+__all__ = ["DEFAULT_CLASSIFIER", "DEFAULT_METHOD", "METHODS", "RANKINGS", "LabelScores", "DEFAULT_NEIGHBOR_WEIGHT",
+           "score_labels"]

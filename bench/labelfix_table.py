@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT / "client"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import datasets  # noqa: E402
-from imagesieve_server.analysis.classifiers import SmallCNN, make_classifier  # noqa: E402
+from imagesieve_server.analysis.classifiers import PixelsAndEmbeddings, SmallCNN, make_classifier  # noqa: E402
 from imagesieve_server.analysis.labels import rank, score_labels  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -132,22 +132,12 @@ def embeddings(name: str, x: np.ndarray, model: str) -> np.ndarray:
     return out
 
 
-class PixelsPlusEmbeddings:
-    """Mean of a pixel CNN's and an embedding classifier's probabilities; X is (N, 1) item indices."""
-
-    def __init__(self, pixels, emb, cnn, other):
-        self.pixels, self.emb, self.cnn, self.other = pixels, emb, cnn, other
-
-    def fit(self, idx, y):
-        i = np.asarray(idx)[:, 0]
-        self.cnn.fit(self.pixels[i], y)
-        self.other.fit(self.emb[i], y)
-        self.classes_ = np.unique(y)
-        return self
-
-    def predict_proba(self, idx):
-        i = np.asarray(idx)[:, 0]
-        return (self.cnn.predict_proba(self.pixels[i]) + self.other.predict_proba(self.emb[i])) / 2
+def thumbs(x: np.ndarray) -> np.ndarray:
+    """(N, 48, 48) the layout-signature thumbnails of the images (what the
+    service's --pixels path trains its CNN on)."""
+    from PIL import Image
+    from imagesieve_server.engine.signature import layout_signature, thumbnails
+    return thumbnails(np.stack([layout_signature(Image.fromarray(a).convert("RGB")) for a in x]))
 
 
 def evaluate(scores: np.ndarray, flipped: np.ndarray) -> dict:
@@ -173,10 +163,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--seeds-from", type=int, default=0, help="first flip seed (fresh seeds: e.g. 100)")
     ap.add_argument("--noise", type=float, default=0.03)
-    ap.add_argument("--features", choices=["pixels", "pca", "embeddings", "pixels+embeddings"],
+    ap.add_argument("--features", choices=["pixels", "pca", "embeddings", "pixels+embeddings",
+                                           "thumbnails+embeddings"],
                     default="pixels",
                     help="pixels: small CNN on the images; pca: 100 PCA components of the pixels; "
-                         "embeddings: the ONNX model's image embeddings; pixels+embeddings: mean of the "
+                         "embeddings: the ONNX model's image embeddings; thumbnails+embeddings: the "
+                         "service's --pixels path (the CNN on the 48x48 layout thumbnails); pixels+embeddings: mean of the "
                          "CNN's and --classifier's (on embeddings) probabilities")
     ap.add_argument("--classifier", default=None,
                     help="cnn (pixels), logreg|mlp|ensemble|lda (pca/embeddings); default by features")
@@ -192,7 +184,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     weights = [float(w) for w in args.neighbor_weights.split(",")]
     classifier_name = args.classifier or ("cnn" if args.features == "pixels" else "logreg")
-    if args.features == "pixels+embeddings":
+    if args.features.endswith("+embeddings"):
         import torch
         torch.set_num_threads(args.threads)
         classifier_name = f"cnn+{classifier_name}"
@@ -211,12 +203,13 @@ def main(argv=None) -> int:
         pca = PCA(100, random_state=0).fit_transform(flat).astype(np.float32)
         emb = (embeddings(name, x, args.model)
                if "embeddings" in args.features or args.neighbor_space == "embeddings" else None)
-        if args.features == "pixels+embeddings":
+        if args.features.endswith("+embeddings"):
             # X is the item index (N, 1); the classifier looks the pixels and embeddings up.
             feats = np.arange(len(y))[:, None]
             second = classifier_name.split("+")[1]
-            classifier = lambda seed, x=x, emb=emb, second=second: PixelsPlusEmbeddings(  # noqa: E731
-                x, emb, SmallCNN(seed=seed, epochs=args.epochs), make_classifier(second, seed))
+            px = x if args.features == "pixels+embeddings" else thumbs(x)
+            classifier = lambda seed, px=px, emb=emb, second=second: PixelsAndEmbeddings(  # noqa: E731
+                px, emb, second, seed, epochs=args.epochs)
         else:
             feats = {"pixels": x, "pca": pca, "embeddings": emb}[args.features]
         nvec = emb if args.neighbor_space == "embeddings" else pca

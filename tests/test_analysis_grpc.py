@@ -31,6 +31,23 @@ def digits_collection(server):
     return {keys[j] for j in flipped}
 
 
+def test_score_labels_with_a_pixel_cnn_over_a_collection_and_inline(server, digits_collection, photos):
+    """pixels=True: a small CNN on the stored 48x48 thumbnails, averaged with
+    LDA (torch is installed here): it still finds the flips, and says so."""
+    with Client(server.address) as c:
+        res = c.score_labels(collection="digits", top_fraction=0.04, pixels=True)
+        assert "small CNN on the pixels" in res.note
+        found = {s.key for s in res.suspects} & digits_collection
+        assert len(found) >= 6, f"found {len(found)} of 8 flipped labels among 16 suspects"
+        plain = c.score_labels(collection="digits", top_fraction=0.04)
+        assert plain.note == ""
+        assert max(abs(a.suggested_probability - b.suggested_probability)
+                   for a, b in zip(res.scores, plain.scores)) > 0.01
+        data = [d for d, _, _ in photos[:12]]
+        inline = c.score_labels(images=data, labels=["a", "b"] * 6, folds=2, pixels=True)
+        assert len(inline.scores) == 12 and "small CNN" in inline.note
+
+
 def test_score_labels_over_a_collection(server, digits_collection):
     events = []
     with Client(server.address) as c:

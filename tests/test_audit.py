@@ -92,6 +92,20 @@ def test_audit_report_finds_the_planted_problems(dataset, audited):
     assert "embedding (in-process)" in r.stderr                      # progress line
 
 
+def test_audit_scores_labels_with_a_pixel_cnn_when_asked(dataset, audited, tmp_path):
+    """--pixels: label scoring averages a small CNN on the pixels with the
+    embedding classifier (torch is installed here): other probabilities than
+    the embeddings alone, still one row per readable image, said in the notes."""
+    out = tmp_path / "pixels"
+    r = audit(dataset[0], "--out", out, "--no-sweep", "--pixels")
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = json.loads((out / "report.json").read_text())["summary"]
+    assert any("small CNN on the pixels" in n for n in s["notes"]), s["notes"]
+    probs, plain = np.load(out / "pred_probs.npy"), np.load(audited[0] / "pred_probs.npy")
+    assert probs.shape == plain.shape and np.allclose(probs.sum(1), 1, atol=1e-4)
+    assert np.abs(probs - plain).max() > 0.01
+
+
 def test_audit_resumes_and_detects_changed_files(dataset, tmp_path):
     root, _ = dataset
     out = tmp_path / "audit"

@@ -3,6 +3,7 @@ images: scikit-learn digits saved as PNG in class folders, 2 misfiled."""
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -59,6 +60,24 @@ def test_cli_writes_json_and_contact_sheet(digit_folder, tmp_path, capsys):
     assert sheet.width >= 4 * 128 and sheet.height >= 128
     # the thumbnails are drawn: the sheet is not blank
     assert np.asarray(sheet).std() > 10
+
+
+def test_cli_pixels_adds_a_cnn_and_falls_back_without_torch(digit_folder, tmp_path, capsys, monkeypatch):
+    """--pixels: a small CNN on the images' pixels averaged with the embedding
+    classifier (torch is installed here); with torch unimportable, the same
+    command scores on embeddings alone and says why."""
+    root, misfiled = digit_folder
+    out = tmp_path / "pixels"
+    assert labels_cmd.main([str(root), "--top", "10%", "--out", str(out), "--folds", "3", "--pixels"]) == 0
+    doc = json.loads((out / "label_suspects.json").read_text())
+    assert doc["classifier"] == "cnn+lda" and len(doc["suspects"]) == 4
+    assert {str(p) for p in misfiled} <= {s["path"] for s in doc["suspects"]}
+    capsys.readouterr()
+    monkeypatch.setitem(sys.modules, "torch", None)       # what an install without the extra looks like
+    out2 = tmp_path / "no_torch"
+    assert labels_cmd.main([str(root), "--top", "10%", "--out", str(out2), "--folds", "3", "--pixels"]) == 0
+    assert "the pixel CNN needs torch" in capsys.readouterr().err
+    assert json.loads((out2 / "label_suspects.json").read_text())["classifier"] == "lda"
 
 
 def test_cli_rejects_bad_arguments(tmp_path, capsys):

@@ -538,16 +538,18 @@ class Client:
     def score_labels(self, *, collection: str | None = None, images: Iterable[ImageInput] | None = None,
                      labels: Iterable[str] | None = None, keys: Iterable[str] | None = None,
                      method: str = "", top_fraction: float = 0.01, folds: int = 5,
-                     classifier: str = "", seed: int = 0,
+                     classifier: str = "", seed: int = 0, pixels: bool = False,
                      progress: Callable[[common_pb2.JobProgress], None] | None = None,
                      ) -> analysis_pb2.ScoreLabelsResult:
         """Rank likely mislabeled images of a labelled collection, or of
         images sent with their labels. method: "out_of_fold" or "labelfix";
         classifier: "lda", "logreg", "mlp" or "ensemble" ("": the server's
-        defaults, out of fold with shrunk LDA)."""
+        defaults, out of fold with shrunk LDA). pixels: also a small CNN on
+        the images' thumbnails, when the server has torch (else ``note``
+        says why not)."""
         request = analysis_pb2.ScoreLabelsRequest(
             source=self._labelled_source(collection, images, labels, keys, None), method=method,
-            top_fraction=top_fraction, folds=folds, classifier=classifier, seed=seed)
+            top_fraction=top_fraction, folds=folds, classifier=classifier, seed=seed, pixels=pixels)
         return self._run_job(self.analysis.ScoreLabels(request), progress)
 
     def sample_size(self, *, target_accuracy: float = 0.0, at_sizes: Iterable[int] = (),

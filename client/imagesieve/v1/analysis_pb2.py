@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from imagesieve.v1 import common_pb2 as imagesieve_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cimagesieve/v1/analysis.proto\x12\rimagesieve.v1\x1a\x1aimagesieve/v1/common.proto\"_\n\x0eLabelledSource\x12\x14\n\ncollection\x18\x01 \x01(\tH\x00\x12-\n\x06inline\x18\x02 \x01(\x0b\x32\x1b.imagesieve.v1.InlineImagesH\x00\x42\x08\n\x06source\"4\n\x0cInlineImages\x12$\n\x06images\x18\x01 \x03(\x0b\x32\x14.imagesieve.v1.Image\"\x9a\x01\n\x12ScoreLabelsRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.imagesieve.v1.LabelledSource\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x14\n\x0ctop_fraction\x18\x03 \x01(\x01\x12\r\n\x05\x66olds\x18\x04 \x01(\x05\x12\x12\n\nclassifier\x18\x05 \x01(\t\x12\x0c\n\x04seed\x18\x06 \x01(\x05\"\x91\x01\n\nLabelScore\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x13\n\x0bgiven_label\x18\x02 \x01(\t\x12\x17\n\x0fsuggested_label\x18\x03 \x01(\t\x12\x1d\n\x15suggested_probability\x18\x04 \x01(\x02\x12\r\n\x05score\x18\x05 \x01(\x02\x12\x1a\n\x12neighbor_agreement\x18\x06 \x01(\x02\"H\n\x0e\x43lassPairNoise\x12\x13\n\x0bgiven_label\x18\x01 \x01(\t\x12\x12\n\ntrue_label\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"O\n\rLabelConflict\x12\r\n\x05key_a\x18\x01 \x01(\t\x12\r\n\x05key_b\x18\x02 \x01(\t\x12\x0f\n\x07label_a\x18\x03 \x01(\t\x12\x0f\n\x07label_b\x18\x04 \x01(\t\"\xf5\x01\n\x11ScoreLabelsResult\x12)\n\x06scores\x18\x01 \x03(\x0b\x32\x19.imagesieve.v1.LabelScore\x12+\n\x08suspects\x18\x02 \x03(\x0b\x32\x19.imagesieve.v1.LabelScore\x12,\n\x05noise\x18\x03 \x03(\x0b\x32\x1d.imagesieve.v1.ClassPairNoise\x12\x1c\n\x14\x65stimated_noise_rate\x18\x04 \x01(\x01\x12<\n\x16\x63onflicting_duplicates\x18\x05 \x03(\x0b\x32\x1c.imagesieve.v1.LabelConflict\"\x7f\n\x10ScoreLabelsEvent\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.imagesieve.v1.JobProgressH\x00\x12\x32\n\x06result\x18\x02 \x01(\x0b\x32 .imagesieve.v1.ScoreLabelsResultH\x00\x42\x07\n\x05\x65vent\"\xca\x01\n\x11SampleSizeRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.imagesieve.v1.LabelledSource\x12\x11\n\tfractions\x18\x02 \x03(\x01\x12\x0f\n\x07repeats\x18\x03 \x01(\x05\x12\x15\n\rtest_fraction\x18\x04 \x01(\x01\x12\x17\n\x0ftarget_accuracy\x18\x05 \x01(\x01\x12\x12\n\nclassifier\x18\x06 \x01(\t\x12\x0c\n\x04seed\x18\x07 \x01(\x05\x12\x10\n\x08\x61t_sizes\x18\x08 \x03(\x03\"M\n\nAccuracyAt\x12\x12\n\nnum_images\x18\x01 \x01(\x03\x12\x10\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x01\x12\x0b\n\x03low\x18\x03 \x01(\x01\x12\x0c\n\x04high\x18\x04 \x01(\x01\"\xd3\x01\n\nSweepPoint\x12\x12\n\nnum_images\x18\x01 \x01(\x03\x12\x15\n\rmean_accuracy\x18\x02 \x01(\x01\x12\x14\n\x0cstd_accuracy\x18\x03 \x01(\x01\x12K\n\x12per_class_accuracy\x18\x04 \x03(\x0b\x32/.imagesieve.v1.SweepPoint.PerClassAccuracyEntry\x1a\x37\n\x15PerClassAccuracyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"P\n\x08\x43urveFit\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06params\x18\x02 \x03(\x01\x12\x15\n\rholdout_error\x18\x03 \x01(\x01\x12\x0f\n\x07\x63\x65iling\x18\x04 \x01(\x01\"\xc3\x02\n\x10SampleSizeResult\x12)\n\x06points\x18\x01 \x03(\x0b\x32\x19.imagesieve.v1.SweepPoint\x12%\n\x04\x66its\x18\x02 \x03(\x0b\x32\x17.imagesieve.v1.CurveFit\x12\x12\n\nchosen_fit\x18\x03 \x01(\t\x12\x17\n\x0ftarget_accuracy\x18\x04 \x01(\x01\x12\x15\n\rimages_needed\x18\x05 \x01(\x01\x12\x19\n\x11images_needed_low\x18\x06 \x01(\x01\x12\x1a\n\x12images_needed_high\x18\x07 \x01(\x01\x12\x0e\n\x06\x61nswer\x18\x08 \x01(\t\x12\x10\n\x08plot_png\x18\t \x01(\x0c\x12\x10\n\x08plot_svg\x18\n \x01(\t\x12.\n\x0b\x61\x63\x63uracy_at\x18\x0b \x03(\x0b\x32\x19.imagesieve.v1.AccuracyAt\"}\n\x0fSampleSizeEvent\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.imagesieve.v1.JobProgressH\x00\x12\x31\n\x06result\x18\x02 \x01(\x0b\x32\x1f.imagesieve.v1.SampleSizeResultH\x00\x42\x07\n\x05\x65vent2\xbd\x01\n\x0f\x41nalysisService\x12S\n\x0bScoreLabels\x12!.imagesieve.v1.ScoreLabelsRequest\x1a\x1f.imagesieve.v1.ScoreLabelsEvent0\x01\x12U\n\x0fSampleSizeSweep\x12 .imagesieve.v1.SampleSizeRequest\x1a\x1e.imagesieve.v1.SampleSizeEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cimagesieve/v1/analysis.proto\x12\rimagesieve.v1\x1a\x1aimagesieve/v1/common.proto\"_\n\x0eLabelledSource\x12\x14\n\ncollection\x18\x01 \x01(\tH\x00\x12-\n\x06inline\x18\x02 \x01(\x0b\x32\x1b.imagesieve.v1.InlineImagesH\x00\x42\x08\n\x06source\"4\n\x0cInlineImages\x12$\n\x06images\x18\x01 \x03(\x0b\x32\x14.imagesieve.v1.Image\"\xaa\x01\n\x12ScoreLabelsRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.imagesieve.v1.LabelledSource\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x14\n\x0ctop_fraction\x18\x03 \x01(\x01\x12\r\n\x05\x66olds\x18\x04 \x01(\x05\x12\x12\n\nclassifier\x18\x05 \x01(\t\x12\x0c\n\x04seed\x18\x06 \x01(\x05\x12\x0e\n\x06pixels\x18\x07 \x01(\x08\"\x91\x01\n\nLabelScore\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x13\n\x0bgiven_label\x18\x02 \x01(\t\x12\x17\n\x0fsuggested_label\x18\x03 \x01(\t\x12\x1d\n\x15suggested_probability\x18\x04 \x01(\x02\x12\r\n\x05score\x18\x05 \x01(\x02\x12\x1a\n\x12neighbor_agreement\x18\x06 \x01(\x02\"H\n\x0e\x43lassPairNoise\x12\x13\n\x0bgiven_label\x18\x01 \x01(\t\x12\x12\n\ntrue_label\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"O\n\rLabelConflict\x12\r\n\x05key_a\x18\x01 \x01(\t\x12\r\n\x05key_b\x18\x02 \x01(\t\x12\x0f\n\x07label_a\x18\x03 \x01(\t\x12\x0f\n\x07label_b\x18\x04 \x01(\t\"\x83\x02\n\x11ScoreLabelsResult\x12)\n\x06scores\x18\x01 \x03(\x0b\x32\x19.imagesieve.v1.LabelScore\x12+\n\x08suspects\x18\x02 \x03(\x0b\x32\x19.imagesieve.v1.LabelScore\x12,\n\x05noise\x18\x03 \x03(\x0b\x32\x1d.imagesieve.v1.ClassPairNoise\x12\x1c\n\x14\x65stimated_noise_rate\x18\x04 \x01(\x01\x12<\n\x16\x63onflicting_duplicates\x18\x05 \x03(\x0b\x32\x1c.imagesieve.v1.LabelConflict\x12\x0c\n\x04note\x18\x06 \x01(\t\"\x7f\n\x10ScoreLabelsEvent\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.imagesieve.v1.JobProgressH\x00\x12\x32\n\x06result\x18\x02 \x01(\x0b\x32 .imagesieve.v1.ScoreLabelsResultH\x00\x42\x07\n\x05\x65vent\"\xca\x01\n\x11SampleSizeRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.imagesieve.v1.LabelledSource\x12\x11\n\tfractions\x18\x02 \x03(\x01\x12\x0f\n\x07repeats\x18\x03 \x01(\x05\x12\x15\n\rtest_fraction\x18\x04 \x01(\x01\x12\x17\n\x0ftarget_accuracy\x18\x05 \x01(\x01\x12\x12\n\nclassifier\x18\x06 \x01(\t\x12\x0c\n\x04seed\x18\x07 \x01(\x05\x12\x10\n\x08\x61t_sizes\x18\x08 \x03(\x03\"M\n\nAccuracyAt\x12\x12\n\nnum_images\x18\x01 \x01(\x03\x12\x10\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x01\x12\x0b\n\x03low\x18\x03 \x01(\x01\x12\x0c\n\x04high\x18\x04 \x01(\x01\"\xd3\x01\n\nSweepPoint\x12\x12\n\nnum_images\x18\x01 \x01(\x03\x12\x15\n\rmean_accuracy\x18\x02 \x01(\x01\x12\x14\n\x0cstd_accuracy\x18\x03 \x01(\x01\x12K\n\x12per_class_accuracy\x18\x04 \x03(\x0b\x32/.imagesieve.v1.SweepPoint.PerClassAccuracyEntry\x1a\x37\n\x15PerClassAccuracyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"P\n\x08\x43urveFit\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06params\x18\x02 \x03(\x01\x12\x15\n\rholdout_error\x18\x03 \x01(\x01\x12\x0f\n\x07\x63\x65iling\x18\x04 \x01(\x01\"\xc3\x02\n\x10SampleSizeResult\x12)\n\x06points\x18\x01 \x03(\x0b\x32\x19.imagesieve.v1.SweepPoint\x12%\n\x04\x66its\x18\x02 \x03(\x0b\x32\x17.imagesieve.v1.CurveFit\x12\x12\n\nchosen_fit\x18\x03 \x01(\t\x12\x17\n\x0ftarget_accuracy\x18\x04 \x01(\x01\x12\x15\n\rimages_needed\x18\x05 \x01(\x01\x12\x19\n\x11images_needed_low\x18\x06 \x01(\x01\x12\x1a\n\x12images_needed_high\x18\x07 \x01(\x01\x12\x0e\n\x06\x61nswer\x18\x08 \x01(\t\x12\x10\n\x08plot_png\x18\t \x01(\x0c\x12\x10\n\x08plot_svg\x18\n \x01(\t\x12.\n\x0b\x61\x63\x63uracy_at\x18\x0b \x03(\x0b\x32\x19.imagesieve.v1.AccuracyAt\"}\n\x0fSampleSizeEvent\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.imagesieve.v1.JobProgressH\x00\x12\x31\n\x06result\x18\x02 \x01(\x0b\x32\x1f.imagesieve.v1.SampleSizeResultH\x00\x42\x07\n\x05\x65vent2\xbd\x01\n\x0f\x41nalysisService\x12S\n\x0bScoreLabels\x12!.imagesieve.v1.ScoreLabelsRequest\x1a\x1f.imagesieve.v1.ScoreLabelsEvent0\x01\x12U\n\x0fSampleSizeSweep\x12 .imagesieve.v1.SampleSizeRequest\x1a\x1e.imagesieve.v1.SampleSizeEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,31 +39,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INLINEIMAGES']._serialized_start=172
   _globals['_INLINEIMAGES']._serialized_end=224
   _globals['_SCORELABELSREQUEST']._serialized_start=227
-  _globals['_SCORELABELSREQUEST']._serialized_end=381
-  _globals['_LABELSCORE']._serialized_start=384
-  _globals['_LABELSCORE']._serialized_end=529
-  _globals['_CLASSPAIRNOISE']._serialized_start=531
-  _globals['_CLASSPAIRNOISE']._serialized_end=603
-  _globals['_LABELCONFLICT']._serialized_start=605
-  _globals['_LABELCONFLICT']._serialized_end=684
-  _globals['_SCORELABELSRESULT']._serialized_start=687
-  _globals['_SCORELABELSRESULT']._serialized_end=932
-  _globals['_SCORELABELSEVENT']._serialized_start=934
-  _globals['_SCORELABELSEVENT']._serialized_end=1061
-  _globals['_SAMPLESIZEREQUEST']._serialized_start=1064
-  _globals['_SAMPLESIZEREQUEST']._serialized_end=1266
-  _globals['_ACCURACYAT']._serialized_start=1268
-  _globals['_ACCURACYAT']._serialized_end=1345
-  _globals['_SWEEPPOINT']._serialized_start=1348
-  _globals['_SWEEPPOINT']._serialized_end=1559
-  _globals['_SWEEPPOINT_PERCLASSACCURACYENTRY']._serialized_start=1504
-  _globals['_SWEEPPOINT_PERCLASSACCURACYENTRY']._serialized_end=1559
-  _globals['_CURVEFIT']._serialized_start=1561
-  _globals['_CURVEFIT']._serialized_end=1641
-  _globals['_SAMPLESIZERESULT']._serialized_start=1644
-  _globals['_SAMPLESIZERESULT']._serialized_end=1967
-  _globals['_SAMPLESIZEEVENT']._serialized_start=1969
-  _globals['_SAMPLESIZEEVENT']._serialized_end=2094
-  _globals['_ANALYSISSERVICE']._serialized_start=2097
-  _globals['_ANALYSISSERVICE']._serialized_end=2286
+  _globals['_SCORELABELSREQUEST']._serialized_end=397
+  _globals['_LABELSCORE']._serialized_start=400
+  _globals['_LABELSCORE']._serialized_end=545
+  _globals['_CLASSPAIRNOISE']._serialized_start=547
+  _globals['_CLASSPAIRNOISE']._serialized_end=619
+  _globals['_LABELCONFLICT']._serialized_start=621
+  _globals['_LABELCONFLICT']._serialized_end=700
+  _globals['_SCORELABELSRESULT']._serialized_start=703
+  _globals['_SCORELABELSRESULT']._serialized_end=962
+  _globals['_SCORELABELSEVENT']._serialized_start=964
+  _globals['_SCORELABELSEVENT']._serialized_end=1091
+  _globals['_SAMPLESIZEREQUEST']._serialized_start=1094
+  _globals['_SAMPLESIZEREQUEST']._serialized_end=1296
+  _globals['_ACCURACYAT']._serialized_start=1298
+  _globals['_ACCURACYAT']._serialized_end=1375
+  _globals['_SWEEPPOINT']._serialized_start=1378
+  _globals['_SWEEPPOINT']._serialized_end=1589
+  _globals['_SWEEPPOINT_PERCLASSACCURACYENTRY']._serialized_start=1534
+  _globals['_SWEEPPOINT_PERCLASSACCURACYENTRY']._serialized_end=1589
+  _globals['_CURVEFIT']._serialized_start=1591
+  _globals['_CURVEFIT']._serialized_end=1671
+  _globals['_SAMPLESIZERESULT']._serialized_start=1674
+  _globals['_SAMPLESIZERESULT']._serialized_end=1997
+  _globals['_SAMPLESIZEEVENT']._serialized_start=1999
+  _globals['_SAMPLESIZEEVENT']._serialized_end=2124
+  _globals['_ANALYSISSERVICE']._serialized_start=2127
+  _globals['_ANALYSISSERVICE']._serialized_end=2316
 # @@protoc_insertion_point(module_scope)

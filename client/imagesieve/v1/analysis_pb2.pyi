@@ -22,20 +22,22 @@ class InlineImages(_message.Message):
     def __init__(self, images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ...) -> None: ...
 
 class ScoreLabelsRequest(_message.Message):
-    __slots__ = ("source", "method", "top_fraction", "folds", "classifier", "seed")
+    __slots__ = ("source", "method", "top_fraction", "folds", "classifier", "seed", "pixels")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     TOP_FRACTION_FIELD_NUMBER: _ClassVar[int]
     FOLDS_FIELD_NUMBER: _ClassVar[int]
     CLASSIFIER_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_FIELD_NUMBER: _ClassVar[int]
     source: LabelledSource
     method: str
     top_fraction: float
     folds: int
     classifier: str
     seed: int
-    def __init__(self, source: _Optional[_Union[LabelledSource, _Mapping]] = ..., method: _Optional[str] = ..., top_fraction: _Optional[float] = ..., folds: _Optional[int] = ..., classifier: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    pixels: bool
+    def __init__(self, source: _Optional[_Union[LabelledSource, _Mapping]] = ..., method: _Optional[str] = ..., top_fraction: _Optional[float] = ..., folds: _Optional[int] = ..., classifier: _Optional[str] = ..., seed: _Optional[int] = ..., pixels: _Optional[bool] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("key", "given_label", "suggested_label", "suggested_probability", "score", "neighbor_agreement")
@@ -76,18 +78,20 @@ class LabelConflict(_message.Message):
     def __init__(self, key_a: _Optional[str] = ..., key_b: _Optional[str] = ..., label_a: _Optional[str] = ..., label_b: _Optional[str] = ...) -> None: ...
 
 class ScoreLabelsResult(_message.Message):
-    __slots__ = ("scores", "suspects", "noise", "estimated_noise_rate", "conflicting_duplicates")
+    __slots__ = ("scores", "suspects", "noise", "estimated_noise_rate", "conflicting_duplicates", "note")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     SUSPECTS_FIELD_NUMBER: _ClassVar[int]
     NOISE_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_NOISE_RATE_FIELD_NUMBER: _ClassVar[int]
     CONFLICTING_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
     scores: _containers.RepeatedCompositeFieldContainer[LabelScore]
     suspects: _containers.RepeatedCompositeFieldContainer[LabelScore]
     noise: _containers.RepeatedCompositeFieldContainer[ClassPairNoise]
     estimated_noise_rate: float
     conflicting_duplicates: _containers.RepeatedCompositeFieldContainer[LabelConflict]
-    def __init__(self, scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., suspects: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., noise: _Optional[_Iterable[_Union[ClassPairNoise, _Mapping]]] = ..., estimated_noise_rate: _Optional[float] = ..., conflicting_duplicates: _Optional[_Iterable[_Union[LabelConflict, _Mapping]]] = ...) -> None: ...
+    note: str
+    def __init__(self, scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., suspects: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., noise: _Optional[_Iterable[_Union[ClassPairNoise, _Mapping]]] = ..., estimated_noise_rate: _Optional[float] = ..., conflicting_duplicates: _Optional[_Iterable[_Union[LabelConflict, _Mapping]]] = ..., note: _Optional[str] = ...) -> None: ...
 
 class ScoreLabelsEvent(_message.Message):
     __slots__ = ("progress", "result")

@@ -12,6 +12,11 @@ Every classifier is a scikit-learn style estimator: ``fit(X (N, D), y (N,) int)`
   whatever N): what the batch audit uses.
 - "cnn": a small convolutional network on the *pixels* (X (N, H, W) or
   (N, C, H, W), or (N, S*S) gray squares); needs torch, imported only when fitted.
+- ``PixelsAndEmbeddings``: the mean of that CNN's probabilities and an
+  embedding classifier's, for callers that hold pixels (the strongest label
+  scorer measured on digits; README, "Mislabeled images"). The service's
+  pixels are the images' layout-signature thumbnails (48x48 gray, frames
+  trimmed), kept wherever the vectors are.
 """
 from __future__ import annotations
 
@@ -54,6 +59,48 @@ def make_classifier(name: str = "logreg", seed: int = 0, max_iter: int = 300):
                                                              random_state=seed))
     return EnsembleClassifier([make_classifier("logreg", seed, max_iter),
                                make_classifier("mlp", seed, max_iter)])
+
+
+PIXELS_NEED_TORCH = "the pixel CNN needs torch on this host (pip install 'imagesieve[train]')"
+
+
+def torch_available() -> bool:
+    """Whether the optional torch extra is installed (the pixel CNN needs it)."""
+    import importlib
+    try:
+        importlib.import_module("torch")
+    except ImportError:
+        return False
+    return True
+
+
+class PixelsAndEmbeddings:
+    """Mean of a pixel CNN's and an embedding classifier's probabilities.
+    pixels (N, H, W) or (N, C, H, W) uint8; embeddings (N, D). ``X`` in
+    fit/predict_proba is (M, 1) row indices into both, so the fold and
+    subset machinery that works on embeddings works unchanged."""
+
+    def __init__(self, pixels: np.ndarray, embeddings: np.ndarray, embedding_classifier: str = "lda",
+                 seed: int = 0, epochs: int = 3):
+        if len(pixels) != len(embeddings):
+            raise ValueError(f"{len(pixels)} pixel images for {len(embeddings)} embeddings")
+        self.pixels, self.embeddings = pixels, embeddings
+        self.cnn = SmallCNN(seed=seed, epochs=epochs)
+        self.other = make_classifier(embedding_classifier, seed)
+
+    def fit(self, X, y):
+        rows = np.asarray(X).reshape(-1)
+        self.cnn.fit(self.pixels[rows], y)
+        self.other.fit(self.embeddings[rows], y)
+        self.classes_ = np.unique(np.asarray(y))
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        rows = np.asarray(X).reshape(-1)
+        return (self.cnn.predict_proba(self.pixels[rows]) + self.other.predict_proba(self.embeddings[rows])) / 2
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
 
 def fit_on_rows(est, X: np.ndarray, y: np.ndarray, rows: np.ndarray | None):

@@ -13,6 +13,7 @@ import numpy as np
 from imagesieve.progress import StageProgress
 
 from ..analysis.duplicates.find import CANDIDATE_K, DuplicateReport, find_duplicates
+from ..analysis.classifiers import PixelsAndEmbeddings
 from ..analysis.labels import DEFAULT_CLASSIFIER, rank, score_labels
 from ..analysis.neighbors import knn, mean_found_similarity
 from ..analysis.outliers import flag_outliers, knn_similarity, outlier_scores
@@ -60,9 +61,11 @@ class AuditResults:
 def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: float, target: float,
                  top_fraction: float = 0.01, sweep: bool = True, seed: int = 0,
                  classifier: str = DEFAULT_CLASSIFIER, stages: StageLog | None = None,
-                 signatures: np.ndarray | None = None) -> AuditResults:
+                 signatures: np.ndarray | None = None, pixels: np.ndarray | None = None) -> AuditResults:
     """Every analysis over the embedded images; ``stages`` (the caller's
     record of earlier stages, if any) gets one entry per analysis.
+    ``pixels`` (N, H, W) uint8 (e.g. the signatures' thumbnails): label
+    scoring also trains a small CNN on them (``PixelsAndEmbeddings``; needs torch).
     ``signatures`` (N, SIGNATURE_BYTES) uint8: duplicates in two stages
     (verified); None: raw cosine. ``threshold`` 0: the method's default
     (see ``analysis.duplicates.find``)."""
@@ -128,7 +131,14 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     smallest = min(collections.Counter(lab).values())
     with r.stages.stage("label scoring", announce=True), StageProgress("  labels: ") as report:
         try:
-            r.label_scores = score_labels(x, r.label_ids, classifier=classifier, folds=min(5, max(2, smallest)),
+            scored, scorer = x, classifier
+            if pixels is not None:
+                px, emb = (pixels if all_ok else pixels[idx]), x
+                scored = np.arange(len(idx))[:, None]
+                scorer = lambda s: PixelsAndEmbeddings(px, emb, classifier, s)  # noqa: E731
+                r.notes.append(f"labels scored by a small CNN on the pixels averaged with {classifier} "
+                               "on the embeddings")
+            r.label_scores = score_labels(scored, r.label_ids, classifier=scorer, folds=min(5, max(2, smallest)),
                                           seed=seed, top_fraction=top_fraction, report=report,
                                           num_classes=len(r.class_names), neighbor_evidence=evidence)
         except ValueError as e:

@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier", choices=EMBEDDING_CLASSIFIERS, default="lda",
                    help="classifier on the embeddings for label scoring and the sweep (default lda: "
                         "fitted from sufficient statistics, no copies of the vectors)")
+    p.add_argument("--pixels", action="store_true",
+                   help="label scoring also trains a small CNN on the images' pixels (their 48x48 gray layout "
+                        "thumbnails; needs the torch extra, else embeddings alone with a note)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=1024,
                    help="images per embeddings shard; at most this many are redone after a crash")
@@ -103,12 +106,23 @@ def run(args) -> int:
     if signatures is None and not args.raw_cosine:
         print("note: these embeddings were stored without layout signatures (an older version): duplicates "
               "by raw cosine; use a new --out folder for verified duplicates", file=sys.stderr)
+    pixels = None
+    if args.pixels:
+        from ..analysis.classifiers import PIXELS_NEED_TORCH, torch_available
+        from ..engine.signature import thumbnails
+        if not torch_available():
+            print(f"note: --pixels: {PIXELS_NEED_TORCH}; labels scored on embeddings alone", file=sys.stderr)
+        elif signatures is None:
+            print("note: --pixels: these embeddings were stored without layout thumbnails (an older version); "
+                  "labels scored on embeddings alone", file=sys.stderr)
+        else:
+            pixels = thumbnails(signatures)
     try:
         results = run_analyses(paths, table.labels, table.splits, sha, errors,
                                vectors, threshold=args.threshold, target=args.target,
                                top_fraction=args.top, sweep=not args.no_sweep, seed=args.seed,
                                classifier=args.classifier, stages=log,
-                               signatures=None if args.raw_cosine else signatures)
+                               signatures=None if args.raw_cosine else signatures, pixels=pixels)
         before_report = time.perf_counter()
         from ..audit.report import write_report
         s = write_report(results, out, args.source)

@@ -20,15 +20,20 @@ def parse_fraction(text: str) -> float:
     return value
 
 
-def embed_paths(paths: list[Path], model: str) -> tuple[np.ndarray, list[str]]:
+def embed_paths(paths: list[Path], model: str, with_signatures: bool = False
+                ) -> tuple[np.ndarray, list[str], np.ndarray | None]:
     """Files -> (vectors (N, D) float32, zero rows where failed; errors (N,),
-    '' where the image embedded). An unreadable or undecodable file fails alone."""
+    '' where the image embedded; with ``with_signatures`` their layout
+    signatures (N, SIGNATURE_BYTES) uint8, zero rows where failed, else
+    None). An unreadable or undecodable file fails alone."""
     from imagesieve.progress import Progress
     from imagesieve_server.engine import Embedder
+    from imagesieve_server.engine.signature import SIGNATURE_BYTES
 
     embedder = Embedder.from_model(model)
     try:
         vectors = np.zeros((len(paths), embedder.dim), dtype=np.float32)
+        signatures = np.zeros((len(paths), SIGNATURE_BYTES), np.uint8) if with_signatures else None
         errors = [""] * len(paths)
 
         def read(p: Path) -> bytes:
@@ -38,12 +43,14 @@ def embed_paths(paths: list[Path], model: str) -> tuple[np.ndarray, list[str]]:
                 return b""  # becomes a per-image decode error
 
         with Progress(len(paths), "embedding") as bar:
-            for i, r in enumerate(embedder.embed(read(p) for p in paths)):
+            for i, r in enumerate(embedder.embed((read(p) for p in paths), with_signatures)):
                 if r.error is not None or r.vector is None:
                     errors[i] = str(r.error or "no vector")
                 else:
                     vectors[i] = r.vector
+                    if with_signatures:
+                        signatures[i] = r.signature
                 bar.update(ok=not errors[i])
     finally:
         embedder.close()
-    return vectors, errors
+    return vectors, errors, signatures

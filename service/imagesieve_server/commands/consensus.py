@@ -129,7 +129,7 @@ def run(args) -> int:
     probs = None
     model_note = "not used (--no-model)" if args.no_model else ""
     if not args.no_model:
-        vectors, errors = embed_paths(paths, args.model)
+        vectors, errors, _ = embed_paths(paths, args.model)
         failed = [(str(p), e) for p, e in zip(paths, errors) if e]
         for p, e in failed:
             print(f"failed: {p}: {e}", file=sys.stderr)

@@ -33,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classifier", choices=EMBEDDING_CLASSIFIERS, default="lda",
                         help="classifier on the embeddings (default lda: shrunk linear discriminant; "
                              "measured best and fastest, README 'Mislabeled images')")
+    parser.add_argument("--pixels", action="store_true",
+                        help="also train a small CNN on the images' pixels (48x48 gray thumbnails) and average "
+                             "it with the embedding classifier (needs the torch extra; without it, embeddings "
+                             "alone with a note)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--neighbors", type=int, default=10, help="k nearest images as extra evidence")
@@ -55,7 +59,7 @@ def run(args) -> int:
         print(f"imagesieve labels: {e}", file=sys.stderr)
         return 2
     paths = [r.path for r in records]
-    vectors, errors = embed_paths(paths, args.model)
+    vectors, errors, signatures = embed_paths(paths, args.model, with_signatures=args.pixels)
     failed = [(str(p), e) for p, e in zip(paths, errors) if e]
     for p, e in failed:
         print(f"failed: {p}: {e}", file=sys.stderr)
@@ -69,10 +73,21 @@ def run(args) -> int:
     index = {c: i for i, c in enumerate(class_names)}
     labels = np.array([index[r.label] for r in recs], dtype=np.int64)
     folds = min(args.folds, len(recs))
+    X, classifier, used = vectors[ok], args.classifier, args.classifier
+    if args.pixels:
+        from imagesieve_server.analysis.classifiers import PIXELS_NEED_TORCH, PixelsAndEmbeddings, torch_available
+        from imagesieve_server.engine.signature import thumbnails
+        if not torch_available():
+            print(f"imagesieve labels: --pixels: {PIXELS_NEED_TORCH}; scoring on embeddings alone", file=sys.stderr)
+        else:
+            pixels, emb = thumbnails(signatures[ok]), X
+            classifier = lambda seed: PixelsAndEmbeddings(pixels, emb, args.classifier, seed)  # noqa: E731
+            X, used = np.arange(len(recs))[:, None], f"cnn+{args.classifier}"
 
     try:
         with StageProgress("scoring: ") as report:
-            res = score_labels(vectors[ok], labels, method=args.method, classifier=args.classifier, folds=folds,
+            res = score_labels(X, labels, method=args.method, classifier=classifier, folds=folds,
+                               neighbor_vectors=vectors[ok],
                                seed=args.seed, top_fraction=args.top, neighbors=args.neighbors,
                                neighbor_weight=args.neighbor_weight if args.method == "out_of_fold" else 0.0,
                                report=report)
@@ -94,7 +109,7 @@ def run(args) -> int:
     noise.sort(key=lambda d: -d["count"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"source": str(args.source), "method": args.method, "classifier": args.classifier, "folds": folds,
+    doc = {"source": str(args.source), "method": args.method, "classifier": used, "folds": folds,
            "seed": args.seed, "top_fraction": args.top, "num_images": len(recs), "classes": class_names,
            "estimated_noise_rate": res.noise_rate, "noise": noise, "suspects": suspects,
            "conflicting_duplicates": [[str(recs[a].path), str(recs[b].path)] for a, b in res.conflicting_duplicates],
@@ -106,7 +121,7 @@ def run(args) -> int:
         [SheetItem(s["path"], [f"#{s['rank']} score {s['score']:.3f}", f"given: {s['given_label']}",
                                f"suggest: {s['suggested_label']} {s['suggested_probability']:.2f}"])
          for s in suspects], out / "label_suspects.png", columns=args.sheet_columns,
-        title=f"{len(suspects)} label suspects of {len(recs)} ({args.method}, {args.classifier})")
+        title=f"{len(suspects)} label suspects of {len(recs)} ({args.method}, {used})")
 
     print(f"{'rank':>4} {'score':>6} {'given':>14} {'suggested':>14} {'p':>5} {'nbr':>4}  path")
     for s in suspects:

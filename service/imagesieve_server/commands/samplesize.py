@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     fractions = tuple(sorted(args.fractions)) if args.fractions else DEFAULT_FRACTIONS
 
-    vectors, errors = embed_paths([rec.path for rec in records], args.model)
+    vectors, errors, _ = embed_paths([rec.path for rec in records], args.model)
     ok = np.array([not e for e in errors], dtype=bool)
     for rec, e in zip(records, errors):
         if e:

@@ -166,3 +166,13 @@ def unpack(signature: np.ndarray) -> tuple[float, float, np.ndarray]:
         raise ValueError(f"a signature has {SIGNATURE_BYTES} bytes, got {s.size}")
     return (float(2.0 ** (int(s[:1].view(np.int8)[0]) / 32.0)), float(s[1]) / 255.0,
             s[HEADER:].reshape(SIDE, SIDE))
+
+
+def thumbnails(signatures: np.ndarray) -> np.ndarray:
+    """(N, SIGNATURE_BYTES) uint8 signatures -> (N, SIDE, SIDE) uint8 views of
+    their thumbnails (no copy): the pixels a label scorer's CNN can train on
+    wherever the signatures are kept (a collection, the audit's shards)."""
+    s = np.asarray(signatures, np.uint8)
+    if s.ndim != 2 or s.shape[1] != SIGNATURE_BYTES:
+        raise ValueError(f"signatures must be (N, {SIGNATURE_BYTES}) uint8, got {s.shape}")
+    return s[:, HEADER:].reshape(len(s), SIDE, SIDE)

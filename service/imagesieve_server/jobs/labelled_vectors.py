@@ -14,6 +14,7 @@ import numpy as np
 from imagesieve.v1 import analysis_pb2, common_pb2
 
 from ..collections.store import clipped
+from ..engine.signature import SIGNATURE_BYTES
 
 if TYPE_CHECKING:
     from ..servicers.common import ImageReader
@@ -32,6 +33,7 @@ class LabelledVectors:
     labels: list[str]
     splits: list[str]
     vectors: np.ndarray          # (N, D) float32, unit rows
+    signatures: np.ndarray | None = None   # (N, SIGNATURE_BYTES) uint8 when asked for and every image has one
 
 
 def check_inline_count(images, method: str) -> None:
@@ -83,27 +85,28 @@ def default_reader(engine) -> ImageReader:
 
 
 async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, collections, method: str,
-                                reader: ImageReader | None = None
+                                reader: ImageReader | None = None, with_signatures: bool = False
                                 ) -> AsyncIterator[common_pb2.JobProgress | LabelledVectors]:
     """Yield JobProgress while embedding, then one LabelledVectors. Raises
     ValueError for a bad source (unknown collection: CollectionError) and for
     inline images that cannot be read or embedded: embedding stops after the
     chunk in which the first images fail. ``reader`` turns each inline image
     into bytes (the server's, with its allowed roots; None: no server paths
-    allowed). Callers embedding inline images hold their job's slot
-    (``runner.JobSlot``) while iterating."""
+    allowed). ``with_signatures``: the layout signatures too (the stored
+    ones of a collection: None when some image has none). Callers embedding
+    inline images hold their job's slot (``runner.JobSlot``) while iterating."""
     which = source.WhichOneof("source")
     if which == "collection":
         if collections is None:
             raise ValueError("this server has no collections")
         c = collections.get(source.collection)
         yield common_pb2.JobProgress(stage="loading collection", done=0, total=0)
-        im = await asyncio.to_thread(c.all_images)
+        im = await asyncio.to_thread(c.all_images, with_signatures)
         missing = sum(1 for label in im.labels if not label)
         if missing:
             raise ValueError(f"{missing} of {len(im.keys)} images in collection {source.collection!r} "
                              f"have no label; {method} needs a label for every image")
-        yield LabelledVectors(im.keys, im.labels, im.splits, im.vectors)
+        yield LabelledVectors(im.keys, im.labels, im.splits, im.vectors, im.signatures)
         return
     if which != "inline":
         raise ValueError(f"{method} needs a source: a collection or inline images with labels")
@@ -112,18 +115,21 @@ async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, col
     reader = reader or default_reader(engine)
     keys = [im.key or str(i) for i, im in enumerate(images)]
     vectors = np.zeros((len(images), engine.embedder.dim), dtype=np.float32)
+    signatures = np.zeros((len(images), SIGNATURE_BYTES), np.uint8) if with_signatures else None
     start = time.perf_counter()
     yield common_pb2.JobProgress(stage="embedding", done=0, total=len(images))
     for lo in range(0, len(images), EMBED_CHUNK):
         chunk = images[lo:lo + EMBED_CHUNK]
         from ..servicers.common import gather_bounded  # here: servicers import the jobs
-        embedded = await gather_bounded(reader.embed(im) for im in chunk)
+        embedded = await gather_bounded(reader.embed(im, with_signature=with_signatures) for im in chunk)
         failed: list[str] = []
         for j, (r, err, _) in enumerate(embedded):
             if err is not None:
                 failed.append(f"{clipped(keys[lo + j])} ({clipped(err.message, 240)})")
             else:
                 vectors[lo + j] = r.vector
+                if signatures is not None:
+                    signatures[lo + j] = r.signature
         done = lo + len(chunk)
         if failed:             # fail fast: the rest is not embedded
             shown = ", ".join(failed[:FAILURES_SHOWN])
@@ -133,7 +139,8 @@ async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, col
         elapsed = time.perf_counter() - start
         yield common_pb2.JobProgress(stage="embedding", done=done, total=len(images), elapsed_s=elapsed,
                                      eta_s=elapsed / done * (len(images) - done))
-    yield LabelledVectors(keys, [im.label for im in images], [im.split.lower() for im in images], vectors)
+    yield LabelledVectors(keys, [im.label for im in images], [im.split.lower() for im in images], vectors,
+                          signatures)
 
 
 class LabelledVectorsLoad:
@@ -142,9 +149,10 @@ class LabelledVectorsLoad:
     LabelledVectors. ``async for e in (load := LabelledVectorsLoad(...)):
     yield e`` then ``load.data``."""
 
-    def __init__(self, event, source, engine, collections, method: str, reader: ImageReader | None = None):
+    def __init__(self, event, source, engine, collections, method: str, reader: ImageReader | None = None,
+                 with_signatures: bool = False):
         self.event, self.data = event, None
-        self._args = (source, engine, collections, method, reader)
+        self._args = (source, engine, collections, method, reader, with_signatures)
 
     async def __aiter__(self):
         async for item in load_labelled_vectors(*self._args):

@@ -12,7 +12,8 @@ from typing import AsyncIterator
 import numpy as np
 from imagesieve.v1 import analysis_pb2
 
-from ..analysis.classifiers import check_embedding_classifier
+from ..analysis.classifiers import PIXELS_NEED_TORCH, PixelsAndEmbeddings, check_embedding_classifier, torch_available
+from ..engine.signature import thumbnails
 from ..analysis.labels import DEFAULT_CLASSIFIER, DEFAULT_METHOD, METHODS, score_labels
 from ..analysis.labels.predict import check_folds
 from .labelled_vectors import (LabelledVectors, LabelledVectorsLoad, check_inline_count, check_inline_images,
@@ -31,6 +32,7 @@ class ScoreLabelsParams:
     folds: int
     classifier: str
     seed: int
+    pixels: bool = False
 
 
 def validate_request(request: analysis_pb2.ScoreLabelsRequest) -> ScoreLabelsParams:
@@ -51,7 +53,7 @@ def validate_request(request: analysis_pb2.ScoreLabelsRequest) -> ScoreLabelsPar
         raise ValueError(f"folds must be >= 2, got {request.folds}")
     # "cnn" is not offered: it needs pixels, the service holds embeddings.
     classifier = check_embedding_classifier(request.classifier or DEFAULT_CLASSIFIER)
-    params = ScoreLabelsParams(method, float(top), int(folds), classifier, check_seed(request.seed))
+    params = ScoreLabelsParams(method, float(top), int(folds), classifier, check_seed(request.seed), request.pixels)
     if request.source.WhichOneof("source") == "inline":   # fail before embedding
         images = request.source.inline.images
         check_inline_images(images, "ScoreLabels")
@@ -96,6 +98,23 @@ def build_result(keys: list[str], class_names: list[str], labels: np.ndarray, sc
         noise=noise, estimated_noise_rate=scores.noise_rate, conflicting_duplicates=conflicts)
 
 
+def pixel_classifier(params: ScoreLabelsParams, data: LabelledVectors):
+    """(what to score, the classifier, a note): the embeddings and the
+    classifier's name; with ``pixels``, row indices and a pixel CNN averaged
+    with it, when torch is here and every image has its thumbnail; else the
+    embeddings and a note saying why not."""
+    if not params.pixels:
+        return data.vectors, params.classifier, ""
+    if not torch_available():
+        return data.vectors, params.classifier, f"pixels not used: {PIXELS_NEED_TORCH}; scored on embeddings alone"
+    if data.signatures is None:
+        return (data.vectors, params.classifier, "pixels not used: some images were stored without layout "
+                "thumbnails (added by an older version); scored on embeddings alone")
+    pixels, vectors, name = thumbnails(data.signatures), data.vectors, params.classifier
+    return (np.arange(len(vectors))[:, None], lambda seed: PixelsAndEmbeddings(pixels, vectors, name, seed),
+            f"scored by a small CNN on the pixels (48x48 gray thumbnails) averaged with {name} on the embeddings")
+
+
 def check_data(data: LabelledVectors, params: ScoreLabelsParams) -> None:
     check_labels(data.labels)
     check_label_folds(data.labels, params)
@@ -109,7 +128,8 @@ async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine, 
     ``reader``: the server's ImageReader for inline images (None: bytes only)."""
     params = validate_request(request)
     with JobSlot() as slot:        # one analysis slot from the first embedding to the end (JobsBusy)
-        load = LabelledVectorsLoad(analysis_pb2.ScoreLabelsEvent, request.source, engine, collections, "ScoreLabels", reader)
+        load = LabelledVectorsLoad(analysis_pb2.ScoreLabelsEvent, request.source, engine, collections, "ScoreLabels",
+                                   reader, with_signatures=params.pixels)
         async for event in load:
             yield event
         data = load.data
@@ -117,13 +137,17 @@ async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine, 
         class_names, labels = class_indices(data.labels)
         vectors = data.vectors
 
+        scored, classifier, note = pixel_classifier(params, data)
+
         def work(reporter):
-            return score_labels(vectors, labels, method=params.method, classifier=params.classifier,
+            return score_labels(scored, labels, method=params.method, classifier=classifier,
                                 folds=params.folds, seed=params.seed, top_fraction=params.top_fraction,
-                                neighbors=NEIGHBORS, report=reporter.report)
+                                neighbors=NEIGHBORS, neighbor_vectors=vectors, report=reporter.report)
 
         async for kind, value in run_job(work, slot):
             if kind == "progress":
                 yield analysis_pb2.ScoreLabelsEvent(progress=value)
             else:
-                yield analysis_pb2.ScoreLabelsEvent(result=build_result(data.keys, class_names, labels, value))
+                result = build_result(data.keys, class_names, labels, value)
+                result.note = note
+                yield analysis_pb2.ScoreLabelsEvent(result=result)

@@ -236,10 +236,10 @@ def _search(views, searched: np.ndarray, shares, stop_at: float, turned: int = 0
     m = _Match()
     for fx, fy in shares:
         size = (max(4, round(fx * SIDE * INNER)), max(4, round(fy * SIDE * INNER)))
-        for mirrored, view in enumerate(views):
+        for k, view in enumerate(views):
             templ = cv2.resize(_inner(view), size, interpolation=cv2.INTER_AREA)
             if not _flat(templ):
-                _place(templ, searched, m, fx * fy, mirrored, turned)
+                _place(templ, searched, m, fx * fy, k == 1, turned)
             if m.reaches(stop_at):
                 return m
     return m
@@ -363,8 +363,8 @@ def _coarse(x: np.ndarray) -> np.ndarray:
 
 
 def _tilt_search(a, aspect_a, b, aspect_b, stop_at: float) -> _Match | None:
-    """The best alignment of ``a`` turned by a tilt its edges point to
-    (rotated with its canvas expanded, or in place) onto ``b``; None when
+    """The best alignment of ``a`` turned by a tilt its edges or its polar
+    view point to (rotated with its canvas grown, or in place) onto ``b``; None when
     no tilt fits ``b`` coarsely (TILT_FIT). Most look-alikes stop at the
     coarse fit, so the cost is a few small resizes a pair."""
     xa = _unsquashed(a, aspect_a)
@@ -433,7 +433,7 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
                     best = trial
     if not best.reaches(stop_at):
         # A larger tilt (a picture rotated 10-180 degrees, on a grown canvas
-        # or in place): the one its edges' directions point to.
+        # or in place): the ones its edges' directions and polar view point to.
         tilted = _tilt_search(a, aspect_a, b, aspect_b, stop_at)
         if tilted is not None and tilted.agreement > best.agreement:
             best = tilted

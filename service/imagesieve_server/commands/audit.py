@@ -44,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "fitted from sufficient statistics, no copies of the vectors)")
     p.add_argument("--pixels", action="store_true",
                    help="label scoring also trains a small CNN on the images' pixels (their 48x48 gray layout "
-                        "thumbnails; needs the torch extra, else embeddings alone with a note)")
+                        "thumbnails): for thousands of images; needs the torch extra, else embeddings alone")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=1024,
                    help="images per embeddings shard; at most this many are redone after a crash")

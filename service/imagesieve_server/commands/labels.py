@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "measured best and fastest, README 'Mislabeled images')")
     parser.add_argument("--pixels", action="store_true",
                         help="also train a small CNN on the images' pixels (48x48 gray thumbnails) and average "
-                             "it with the embedding classifier (needs the torch extra; without it, embeddings "
-                             "alone with a note)")
+                             "it with the embedding classifier: for thousands of images (it hurt on a few "
+                             "hundred); needs the torch extra, without it embeddings alone with a note")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--neighbors", type=int, default=10, help="k nearest images as extra evidence")

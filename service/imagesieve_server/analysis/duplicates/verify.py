@@ -66,7 +66,7 @@ SHARES = tuple(round(0.45 * (1 / 0.45) ** (i / 10), 3) for i in range(10, -1, -1
 ROTATIONS = (-8.0, -4.0, 4.0, 8.0)   # degrees, tried around the best upright match
 TILT_BINS = 72           # orientations (gradient directions, polar angles) in 5-degree bins
 TILT_MIN = 10.0          # degrees: smaller tilts are the ROTATIONS search's
-TILT_GUESSES = {True: 3, False: 2}  # tilts tried: from edge directions / from polar views
+TILT_GUESSES = {True: 3, False: 2}  # tilts tried: grown canvas (edge directions) / in place (polar views)
 POLAR_RADII = 12         # rings of the polar view that estimates an in-place tilt (the inner 2 skipped)
 TILT_FIT = 0.7           # coarse fit a tilt needs before its full search (look-alikes: 99% below 0.67)
 TILT_SHARES = {True: 3, False: 6}   # shares searched: canvas expanded (the whole view) / cut to the frame
@@ -320,17 +320,15 @@ def _polar(x: np.ndarray) -> np.ndarray:
 
 def _likely_tilts(xa: np.ndarray, xb: np.ndarray) -> list[tuple[float, bool]]:
     """(degrees, canvas grown) tilts that may bring ``xa`` onto ``xb``
-    (unsquashed views), degrees as OpenCV turns (counter-clockwise). Every
-    edge turns with the picture: the best circular alignments of the two
-    gradient direction histograms, tried turned on a grown canvas (then
-    trimmed, so centre and scale move) and in place. A picture turned in
-    place keeps its frame and centre: the best alignments of the two polar
-    views too. Directions and polar angles run clockwise on screen (y points
-    down), hence the sign."""
+    (unsquashed views), degrees as OpenCV turns (counter-clockwise). On a
+    grown canvas (trimmed again, so centre and scale move), every edge turns
+    with the picture: the best circular alignments of the two gradient
+    direction histograms. In place (frame and centre kept): the best
+    alignments of the two polar views. Directions and polar angles run
+    clockwise on screen (y points down), hence the sign."""
     by_edges = _best_shifts(_circular_fit(_orientations(xa), _orientations(xb)), TILT_GUESSES[True])
     by_polar = _best_shifts(_circular_fit(_polar(xa), _polar(xb)), TILT_GUESSES[False])
-    tilts = [(-d, grown) for d in by_edges for grown in (True, False)]
-    return tilts + [(-d, False) for d in by_polar if d not in by_edges]
+    return [(-d, True) for d in by_edges] + [(-d, False) for d in by_polar]
 
 
 def _tilted_view(x: np.ndarray, degrees: float, expand: bool) -> np.ndarray | None:

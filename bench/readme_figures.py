@@ -162,7 +162,8 @@ FIGURES = [
            row_of("precision@3%", dataset="mnist_5k", method="out_of_fold+knn0.2"),
            re.escape("| MNIST-5k | pixel CNN + embedding logreg, averaged |") + r"(?:[^|\n]*\|){2}[^\d|\n]*"
            r"[\d.]+\s*/\s*[\d.]+\s*/\s*" + NUM, 0.02),
-    Figure("samplesize_err_ours", SAMPLESIZE, ("err_ours",), cell("| logistic regression", 4)),
+    Figure("samplesize_err_ours", SAMPLESIZE, ("err_ours",),
+           cell("| logistic regression", 4, r"### How many images[\s\S]*?")),
     Figure("consensus_ours_acc", CONSENSUS, ("ours_acc",), cell("| 0.60 / 0.70 / 0.80 / 0.90 / 0.95, 3 seeds", 4),
            _EXACT),
     Figure("consensus_majority_acc", CONSENSUS, ("majority_acc",),

@@ -38,6 +38,7 @@ def test_every_figure_is_found_in_the_readme(rf):
     # A few anchors, checked against what the README says next to them.
     assert values["dedup_pairs_50k"] == 5116      # "5,116 pairs": thousands separator handled
     assert values["soak_acked_lost"] == 0         # a zero is a value, not a miss
+    assert values["samplesize_err_ours"] == 0.0021  # its own section's row, not the label table's
 
 
 def test_figure_names_are_unique_and_readable(rf):

@@ -23,7 +23,10 @@ images than embedding dimensions, where in-sample scoring memorizes).
 Not run in CI. Last printed line: one JSON object, a row per dataset and method.
 Embeddings (--features embeddings) are cached under bench/out/.
 
-Measured on a shared 2-core CPU (precision at 1/2/3%; paper: Fashion-MNIST
+The fresh-seed runs (--seeds-from 100) that chose the service's defaults,
+and the pixel path (--features thumbnails+embeddings), are in the README
+("Mislabeled images"). Earlier runs, flip seeds 0-4, on a shared 2-core CPU
+(precision at 1/2/3%; paper: Fashion-MNIST
 0.99/0.98/0.90, MNIST 1.00/1.00/0.97):
 - MNIST-5k, pixel CNN (3 epochs), 5 seeds: labelfix 1.000/0.980/0.927;
   out_of_fold 1.000/0.976/0.923; out_of_fold + kNN 0.2: 1.000/0.982/0.923.

@@ -528,12 +528,19 @@ class Client:
 
     @staticmethod
     def _run_job(call, progress):
+        # A large result arrives in parts (one `result` event each, lists split
+        # across them): merged in order, they are the whole result.
+        result = None
         for event in call:
             if event.HasField("result"):
-                return event.result
-            if progress is not None:
+                if result is None:
+                    result = type(event.result)()
+                result.MergeFrom(event.result)
+            elif progress is not None:
                 progress(event.progress)
-        raise RuntimeError("the job ended without a result")
+        if result is None:
+            raise RuntimeError("the job ended without a result")
+        return result
 
     def score_labels(self, *, collection: str | None = None, images: Iterable[ImageInput] | None = None,
                      labels: Iterable[str] | None = None, keys: Iterable[str] | None = None,

@@ -21,6 +21,7 @@ from ..analysis.labels.predict import check_folds, out_of_fold_probabilities
 from ..collections import Collection, CollectionError
 from .labelled_vectors import check_seed
 from .runner import run_job
+from .result_parts import result_parts
 
 FOLDS = 5
 # Bounds on one analysis (peak ~1 GB, about a minute at the largest): cells
@@ -185,4 +186,5 @@ async def consensus_events(collection: Collection, request):
         if kind == "progress":
             yield consensus_pb2.ConsensusEvent(progress=value)
         else:
-            yield consensus_pb2.ConsensusEvent(result=value)
+            for part in result_parts(value):
+                yield consensus_pb2.ConsensusEvent(result=part)

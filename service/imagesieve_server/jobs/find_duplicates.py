@@ -7,6 +7,7 @@ from imagesieve.v1 import duplicates_pb2
 from ..analysis.duplicates.find import GROUPINGS, DuplicateReport, find_duplicates
 from ..collections import Collection, CollectionError
 from .runner import run_job
+from .result_parts import result_parts
 
 # Neighbours an image: a verified search aligns every candidate pair (ms each),
 # so the request may not ask for an unbounded number of them.
@@ -57,4 +58,5 @@ async def find_duplicates_events(collection: Collection, request):
         if kind == "progress":
             yield duplicates_pb2.FindDuplicatesEvent(progress=value)
         else:
-            yield duplicates_pb2.FindDuplicatesEvent(result=report_message(value))
+            for part in result_parts(report_message(value)):
+                yield duplicates_pb2.FindDuplicatesEvent(result=part)

@@ -18,6 +18,7 @@ from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEF
 from .labelled_vectors import (LabelledVectorsLoad, check_inline_count, check_inline_images, check_labels,
                                check_seed)
 from .runner import JobSlot, run_job
+from .result_parts import result_parts
 
 DEFAULT_CLASSIFIER = "logreg"
 MAX_REPEATS = 100
@@ -135,4 +136,5 @@ async def sample_size_events(request: analysis_pb2.SampleSizeRequest, engine, co
             if kind == "progress":
                 yield analysis_pb2.SampleSizeEvent(progress=value)
             else:
-                yield analysis_pb2.SampleSizeEvent(result=build_result(value))
+                for part in result_parts(build_result(value)):
+                    yield analysis_pb2.SampleSizeEvent(result=part)

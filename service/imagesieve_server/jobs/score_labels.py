@@ -19,6 +19,7 @@ from ..analysis.labels.predict import check_folds
 from .labelled_vectors import (LabelledVectors, LabelledVectorsLoad, check_inline_count, check_inline_images,
                                check_labels, check_seed)
 from .runner import JobSlot, run_job
+from .result_parts import result_parts
 
 DEFAULT_TOP_FRACTION = 0.01
 DEFAULT_FOLDS = 5
@@ -150,4 +151,5 @@ async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine, 
             else:
                 result = build_result(data.keys, class_names, labels, value)
                 result.note = note
-                yield analysis_pb2.ScoreLabelsEvent(result=result)
+                for part in result_parts(result):
+                    yield analysis_pb2.ScoreLabelsEvent(result=part)

@@ -132,3 +132,26 @@ def test_ensemble_and_cnn_classifiers_fit_real_digits():
         assert p.shape == (len(y) - 1200, 10)
         np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
         assert (model.predict(feats[1200:]) == y[1200:]).mean() > 0.8, name
+
+
+def test_pixel_cnn_stops_at_the_next_mini_batch_when_told():
+    """A cancelled job's CNN stops within one mini-batch, not at the end of
+    its fold (what ScoreLabels' pixels path relies on)."""
+    from imagesieve_server.analysis.classifiers import PixelsAndEmbeddings
+
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) == 3:
+            raise Stop
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (600, 16, 16), dtype=np.uint8)
+    est = PixelsAndEmbeddings(pixels, rng.normal(size=(600, 8)).astype(np.float32), "lda", check=check)
+    with pytest.raises(Stop):
+        est.fit(np.arange(600)[:, None], rng.integers(0, 3, 600))
+    assert len(calls) == 3          # 600 images = 5 mini-batches an epoch, 15 in all: stopped at the third

@@ -81,11 +81,11 @@ class PixelsAndEmbeddings:
     subset machinery that works on embeddings works unchanged."""
 
     def __init__(self, pixels: np.ndarray, embeddings: np.ndarray, embedding_classifier: str = "lda",
-                 seed: int = 0, epochs: int = 3):
+                 seed: int = 0, epochs: int = 3, check=None):
         if len(pixels) != len(embeddings):
             raise ValueError(f"{len(pixels)} pixel images for {len(embeddings)} embeddings")
         self.pixels, self.embeddings = pixels, embeddings
-        self.cnn = SmallCNN(seed=seed, epochs=epochs)
+        self.cnn = SmallCNN(seed=seed, epochs=epochs, check=check)
         self.other = make_classifier(embedding_classifier, seed)
 
     def fit(self, X, y):
@@ -241,11 +241,12 @@ class SmallCNN:
     Inputs uint8 (scaled by 1/255) or float; images of any size."""
 
     def __init__(self, seed: int = 0, epochs: int = 3, batch_size: int = 128, lr: float = 3e-3,
-                 weight_decay: float = 1e-4, threads: int | None = None):
+                 weight_decay: float = 1e-4, threads: int | None = None, check=None):
         if epochs < 1 or batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
         self.seed, self.epochs, self.batch_size, self.lr = seed, epochs, batch_size, lr
         self.weight_decay, self.threads = weight_decay, threads
+        self.check = check      # called after every mini-batch; raises to stop (a cancelled job)
 
     @staticmethod
     def _images(X) -> np.ndarray:
@@ -299,6 +300,8 @@ class SmallCNN:
                 loss_fn(self.net_(xt[b]), yt[b]).backward()
                 opt.step()
                 sched.step()
+                if self.check is not None:
+                    self.check()
         return self
 
     def predict_proba(self, X) -> np.ndarray:

@@ -93,6 +93,12 @@ class ProgressReporter:
         self._loop, self._queue, self.cancelled = loop, queue, cancelled
         self.start = time.perf_counter()
 
+    def check(self) -> None:
+        """Raise JobCancelled once the caller is gone (cheap: for inner loops
+        that report nothing, e.g. a CNN's mini-batches)."""
+        if self.cancelled.is_set():
+            raise JobCancelled("cancelled")
+
     def report(self, stage: str, done: int, total: int = 0, message: str = "") -> None:
         if self.cancelled.is_set():
             raise JobCancelled(stage)

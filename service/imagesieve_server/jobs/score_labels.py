@@ -100,19 +100,24 @@ def build_result(keys: list[str], class_names: list[str], labels: np.ndarray, sc
 
 
 def pixel_classifier(params: ScoreLabelsParams, data: LabelledVectors):
-    """(what to score, the classifier, a note): the embeddings and the
+    """(what to score, ``classifier(check)``, a note): the embeddings and the
     classifier's name; with ``pixels``, row indices and a pixel CNN averaged
-    with it, when torch is here and every image has its thumbnail; else the
+    with it (``check()`` runs after each of its mini-batches and raises to
+    cancel), when torch is here and every image has its thumbnail; else the
     embeddings and a note saying why not."""
+    named = lambda check: params.classifier  # noqa: E731
     if not params.pixels:
-        return data.vectors, params.classifier, ""
+        return data.vectors, named, ""
     if not torch_available():
-        return data.vectors, params.classifier, f"pixels not used: {PIXELS_NEED_TORCH}; scored on embeddings alone"
+        return data.vectors, named, f"pixels not used: {PIXELS_NEED_TORCH}; scored on embeddings alone"
     if data.signatures is None:
-        return (data.vectors, params.classifier, "pixels not used: some images were stored without layout "
+        return (data.vectors, named, "pixels not used: some images were stored without layout "
                 "thumbnails (added by an older version); scored on embeddings alone")
     pixels, vectors, name = thumbnails(data.signatures), data.vectors, params.classifier
-    return (np.arange(len(vectors))[:, None], lambda seed: PixelsAndEmbeddings(pixels, vectors, name, seed),
+
+    def with_pixels(check):
+        return lambda seed: PixelsAndEmbeddings(pixels, vectors, name, seed, check=check)
+    return (np.arange(len(vectors))[:, None], with_pixels,
             f"scored by a small CNN on the pixels (48x48 gray thumbnails) averaged with {name} on the embeddings")
 
 
@@ -141,7 +146,7 @@ async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine, 
         scored, classifier, note = pixel_classifier(params, data)
 
         def work(reporter):
-            return score_labels(scored, labels, method=params.method, classifier=classifier,
+            return score_labels(scored, labels, method=params.method, classifier=classifier(reporter.check),
                                 folds=params.folds, seed=params.seed, top_fraction=params.top_fraction,
                                 neighbors=NEIGHBORS, neighbor_vectors=vectors, report=reporter.report)
 

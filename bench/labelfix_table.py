@@ -66,7 +66,7 @@ sys.path.insert(0, str(ROOT / "client"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import datasets  # noqa: E402
-from imagesieve_server.analysis.classifiers import PixelsAndEmbeddings, SmallCNN, make_classifier  # noqa: E402
+from imagesieve_server.analysis.classifiers import SmallCNN, make_classifier, pixels_and_embeddings  # noqa: E402
 from imagesieve_server.analysis.labels import rank, score_labels  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -211,8 +211,7 @@ def main(argv=None) -> int:
             feats = np.arange(len(y))[:, None]
             second = classifier_name.split("+")[1]
             px = x if args.features == "pixels+embeddings" else thumbs(x)
-            classifier = lambda seed, px=px, emb=emb, second=second: PixelsAndEmbeddings(  # noqa: E731
-                px, emb, second, seed, epochs=args.epochs)
+            classifier = pixels_and_embeddings(px, emb, second, epochs=args.epochs)
         else:
             feats = {"pixels": x, "pca": pca, "embeddings": emb}[args.features]
         nvec = emb if args.neighbor_space == "embeddings" else pca

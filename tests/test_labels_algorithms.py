@@ -155,3 +155,24 @@ def test_pixel_cnn_stops_at_the_next_mini_batch_when_told():
     with pytest.raises(Stop):
         est.fit(np.arange(600)[:, None], rng.integers(0, 3, 600))
     assert len(calls) == 3          # 600 images = 5 mini-batches an epoch, 15 in all: stopped at the third
+
+
+def test_torch_is_looked_up_not_imported():
+    """A server asks on its event loop: importing torch there stalled every call ~1 s."""
+    import subprocess
+    import sys
+    code = ("import sys; from imagesieve_server.analysis.classifiers import torch_available; "
+            "print(torch_available(), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False"]
+
+
+def test_pixel_scorer_folds_need_two_classes_like_named_classifiers():
+    """The pixel path's factory asks for two classes in every fold's training
+    images, so a hopeless split gets the clear fold message."""
+    from imagesieve_server.analysis.classifiers import pixels_and_embeddings
+    rng = np.random.default_rng(0)
+    factory = pixels_and_embeddings(rng.integers(0, 255, (7, 8, 8), dtype=np.uint8), rng.normal(size=(7, 4)))
+    with pytest.raises(ValueError, match="one class"):
+        score_labels(np.arange(7)[:, None], np.array([0] * 6 + [1]), classifier=factory, folds=2,
+                     neighbor_vectors=rng.normal(size=(7, 4)))

@@ -82,7 +82,7 @@ def test_cli_answers_accuracy_at_sizes_without_a_target(digit_folder, tmp_path, 
 def test_cli_parses_sizes():
     assert samplesize.parse_size("20k") == 20_000 and samplesize.parse_size("1.5M") == 1_500_000
     assert samplesize.parse_size("12,000") == 12_000
-    for bad in ("0", "2.5", "lots", "-3k"):
+    for bad in ("0", "2.5", "lots", "-3k", "inf", "nan", "1e400"):
         with pytest.raises(argparse.ArgumentTypeError):
             samplesize.parse_size(bad)
 

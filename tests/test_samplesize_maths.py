@@ -174,6 +174,9 @@ def test_predictions_and_intervals_stay_within_unit():
     assert np.all((0 <= res.at_low) & (res.at_low <= res.at_accuracy) & (res.at_accuracy <= res.at_high)
                   & (res.at_high <= 1))
     assert res.at_accuracy[1] == 1.0
+    assert "measured range" in res.answer and "100.0x extrapolation" in res.answer
+    below = analyse(SIZES, acc, at=[10], n_boot=20, seed=0, families=("power_law",))
+    assert "below the sizes measured" in below.answer
     assert math.isnan(res.images_needed) and res.target is None
     with pytest.raises(ValueError, match="target accuracy, sizes to predict"):
         analyse(SIZES, acc)

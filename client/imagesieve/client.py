@@ -530,16 +530,19 @@ class Client:
     def _run_job(call, progress):
         # A large result arrives in parts (one `result` event each, lists split
         # across them): merged in order, they are the whole result.
-        result = None
+        result, received = None, 0
         for event in call:
             if event.HasField("result"):
                 if result is None:
                     result = type(event.result)()
                 result.MergeFrom(event.result)
+                received += 1
             elif progress is not None:
                 progress(event.progress)
         if result is None:
             raise RuntimeError("the job ended without a result")
+        if received < result.parts:
+            raise RuntimeError(f"the job's result came in {received} of its {result.parts} parts")
         return result
 
     def score_labels(self, *, collection: str | None = None, images: Iterable[ImageInput] | None = None,

@@ -35,6 +35,7 @@ from .engine.pipeline import RUNTIMES, Embedder
 from .engine.torch_executor import DTYPES as TORCH_DTYPES
 from .observability import CallLimiter, Metrics, ObservabilityInterceptor, configure_logging
 from .jobs import runner
+from .jobs.result_parts import set_send_limit
 from .paths import PathPolicy, check_roots
 from .security import AuthInterceptor, TokenError, TokenStore, server_credentials
 from .servicers import (AnalysisServicer, CollectionServicer, ConsensusServicer, DuplicateServicer,
@@ -192,6 +193,7 @@ class ImageSieveServer:
     async def start(self) -> int:
         """Bind and start; returns the bound port (useful with port 0)."""
         c = self.config
+        set_send_limit(c.max_message_mb << 20)      # job results above it go in parts
         opts = [("grpc.max_receive_message_length", c.max_message_mb << 20),
                 ("grpc.max_send_message_length", c.max_message_mb << 20),
                 # One listener per port: with SO_REUSEPORT a second server on a

@@ -99,20 +99,22 @@ class AmbiguousClassPair(_message.Message):
     def __init__(self, class_a: _Optional[str] = ..., class_b: _Optional[str] = ..., score: _Optional[float] = ..., suggestion: _Optional[str] = ...) -> None: ...
 
 class ConsensusResult(_message.Message):
-    __slots__ = ("images", "annotators", "krippendorff_alpha", "pairs", "method", "review_queue")
+    __slots__ = ("images", "annotators", "krippendorff_alpha", "pairs", "method", "review_queue", "parts")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     ANNOTATORS_FIELD_NUMBER: _ClassVar[int]
     KRIPPENDORFF_ALPHA_FIELD_NUMBER: _ClassVar[int]
     PAIRS_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     REVIEW_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[ImageConsensus]
     annotators: _containers.RepeatedCompositeFieldContainer[AnnotatorReliability]
     krippendorff_alpha: float
     pairs: _containers.RepeatedCompositeFieldContainer[AmbiguousClassPair]
     method: str
     review_queue: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, images: _Optional[_Iterable[_Union[ImageConsensus, _Mapping]]] = ..., annotators: _Optional[_Iterable[_Union[AnnotatorReliability, _Mapping]]] = ..., krippendorff_alpha: _Optional[float] = ..., pairs: _Optional[_Iterable[_Union[AmbiguousClassPair, _Mapping]]] = ..., method: _Optional[str] = ..., review_queue: _Optional[_Iterable[str]] = ...) -> None: ...
+    parts: int
+    def __init__(self, images: _Optional[_Iterable[_Union[ImageConsensus, _Mapping]]] = ..., annotators: _Optional[_Iterable[_Union[AnnotatorReliability, _Mapping]]] = ..., krippendorff_alpha: _Optional[float] = ..., pairs: _Optional[_Iterable[_Union[AmbiguousClassPair, _Mapping]]] = ..., method: _Optional[str] = ..., review_queue: _Optional[_Iterable[str]] = ..., parts: _Optional[int] = ...) -> None: ...
 
 class ConsensusEvent(_message.Message):
     __slots__ = ("progress", "result")

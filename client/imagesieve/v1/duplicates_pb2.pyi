@@ -124,7 +124,7 @@ class DuplicateGroup(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[str]] = ..., min_internal_cosine: _Optional[float] = ...) -> None: ...
 
 class FindDuplicatesResult(_message.Message):
-    __slots__ = ("pairs", "groups", "num_images", "threshold", "method", "threshold_reason", "warnings")
+    __slots__ = ("pairs", "groups", "num_images", "threshold", "method", "threshold_reason", "warnings", "parts")
     PAIRS_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     NUM_IMAGES_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,7 @@ class FindDuplicatesResult(_message.Message):
     METHOD_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_REASON_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
     pairs: _containers.RepeatedCompositeFieldContainer[DuplicatePair]
     groups: _containers.RepeatedCompositeFieldContainer[DuplicateGroup]
     num_images: int
@@ -139,7 +140,8 @@ class FindDuplicatesResult(_message.Message):
     method: str
     threshold_reason: str
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, pairs: _Optional[_Iterable[_Union[DuplicatePair, _Mapping]]] = ..., groups: _Optional[_Iterable[_Union[DuplicateGroup, _Mapping]]] = ..., num_images: _Optional[int] = ..., threshold: _Optional[float] = ..., method: _Optional[str] = ..., threshold_reason: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    parts: int
+    def __init__(self, pairs: _Optional[_Iterable[_Union[DuplicatePair, _Mapping]]] = ..., groups: _Optional[_Iterable[_Union[DuplicateGroup, _Mapping]]] = ..., num_images: _Optional[int] = ..., threshold: _Optional[float] = ..., method: _Optional[str] = ..., threshold_reason: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., parts: _Optional[int] = ...) -> None: ...
 
 class FindDuplicatesEvent(_message.Message):
     __slots__ = ("progress", "result")

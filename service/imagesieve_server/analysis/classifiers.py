@@ -65,13 +65,14 @@ PIXELS_NEED_TORCH = "the pixel CNN needs torch on this host (pip install 'images
 
 
 def torch_available() -> bool:
-    """Whether the optional torch extra is installed (the pixel CNN needs it)."""
-    import importlib
+    """Whether the optional torch extra is installed (the pixel CNN needs it).
+    Looked up, not imported: an import takes a second, and a server asks on
+    its event loop."""
+    import importlib.util
     try:
-        importlib.import_module("torch")
-    except ImportError:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
         return False
-    return True
 
 
 class PixelsAndEmbeddings:
@@ -101,6 +102,17 @@ class PixelsAndEmbeddings:
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+def pixels_and_embeddings(pixels: np.ndarray, embeddings: np.ndarray, embedding_classifier: str = "lda",
+                          epochs: int = 3, check=None):
+    """``factory(seed)`` of :class:`PixelsAndEmbeddings` for the label scorer
+    (which scores row indices (N, 1)); like a named classifier it needs two
+    classes in every fold's training images (``train_classes``)."""
+    def factory(seed: int) -> PixelsAndEmbeddings:
+        return PixelsAndEmbeddings(pixels, embeddings, embedding_classifier, seed, epochs, check)
+    factory.train_classes = 2
+    return factory
 
 
 def fit_on_rows(est, X: np.ndarray, y: np.ndarray, rows: np.ndarray | None):

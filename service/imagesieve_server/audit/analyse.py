@@ -13,7 +13,7 @@ import numpy as np
 from imagesieve.progress import StageProgress
 
 from ..analysis.duplicates.find import CANDIDATE_K, DuplicateReport, find_duplicates
-from ..analysis.classifiers import PixelsAndEmbeddings
+from ..analysis.classifiers import pixels_and_embeddings
 from ..analysis.labels import DEFAULT_CLASSIFIER, rank, score_labels
 from ..analysis.neighbors import knn, mean_found_similarity
 from ..analysis.outliers import flag_outliers, knn_similarity, outlier_scores
@@ -133,9 +133,8 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
         try:
             scored, scorer = x, classifier
             if pixels is not None:
-                px, emb = (pixels if all_ok else pixels[idx]), x
+                scorer = pixels_and_embeddings(pixels if all_ok else pixels[idx], x, classifier)
                 scored = np.arange(len(idx))[:, None]
-                scorer = lambda s: PixelsAndEmbeddings(px, emb, classifier, s)  # noqa: E731
                 r.notes.append(f"labels scored by a small CNN on the pixels averaged with {classifier} "
                                "on the embeddings")
             r.label_scores = score_labels(scored, r.label_ids, classifier=scorer, folds=min(5, max(2, smallest)),

@@ -75,13 +75,12 @@ def run(args) -> int:
     folds = min(args.folds, len(recs))
     X, classifier, used = vectors[ok], args.classifier, args.classifier
     if args.pixels:
-        from imagesieve_server.analysis.classifiers import PIXELS_NEED_TORCH, PixelsAndEmbeddings, torch_available
+        from imagesieve_server.analysis.classifiers import PIXELS_NEED_TORCH, pixels_and_embeddings, torch_available
         from imagesieve_server.engine.signature import thumbnails
         if not torch_available():
             print(f"imagesieve labels: --pixels: {PIXELS_NEED_TORCH}; scoring on embeddings alone", file=sys.stderr)
         else:
-            pixels, emb = thumbnails(signatures[ok]), X
-            classifier = lambda seed: PixelsAndEmbeddings(pixels, emb, args.classifier, seed)  # noqa: E731
+            classifier = pixels_and_embeddings(thumbnails(signatures[ok]), X, args.classifier)
             X, used = np.arange(len(recs))[:, None], f"cnn+{args.classifier}"
 
     try:

@@ -45,7 +45,7 @@ def parse_size(text: str) -> int:
         value = float(t[:-1] if scale > 1 else t) * scale
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of images: {text!r}") from None
-    if not value >= 1 or value != round(value) or value > 1e12:
+    if not 1 <= value <= 1e12 or value != round(value):      # NaN and inf fail the range first
         raise argparse.ArgumentTypeError(f"a number of images must be a whole number from 1 to 1e12; got {text!r}")
     return int(value)
 

@@ -3,17 +3,26 @@
 A result lists every image (ScoreLabels' scores, Consensus' items) or every
 pair (FindDuplicates): a million images make a 60-70 MB answer, more than the
 server's own message limit (``--max-message-mb``, 64 by default), and it
-would fail after all the work. So a result is sent as parts: the first holds
-every singular field and the first items of each list, the next ones only
-further items. Merging the parts in order (protobuf's ``MergeFrom``, which
-appends lists) gives the whole result back; the Python client does.
+would fail after all the work. So a result over the limit is sent as parts:
+the first holds every singular field (``parts``: how many) and the first
+items of each list, the next ones only further items. Merging the parts in
+order (protobuf's ``MergeFrom``, which appends lists) gives the whole result
+back; the Python client does, and checks it got ``parts`` of them.
 """
 from __future__ import annotations
 
 from google.protobuf.descriptor import FieldDescriptor
 
-#: Bytes of list items a part carries (the smallest --max-message-mb is 1 MiB).
-PART_BYTES = 768 << 10
+#: The server's send limit (``--max-message-mb``), set once at start-up.
+SEND_LIMIT_BYTES = 64 << 20
+
+
+def set_send_limit(limit_bytes: int) -> None:
+    """Results up to this size go whole; larger ones in parts below it."""
+    global SEND_LIMIT_BYTES
+    if limit_bytes < 1 << 16:
+        raise ValueError(f"a send limit of {limit_bytes} bytes is too small to carry a result")
+    SEND_LIMIT_BYTES = int(limit_bytes)
 
 
 def _splittable(field: FieldDescriptor) -> bool:
@@ -32,10 +41,16 @@ def _item_bytes(field: FieldDescriptor, item) -> int:
     return 11                               # a varint or fixed number at most
 
 
-def result_parts(result, part_bytes: int = PART_BYTES) -> list:
-    """``result`` (a protobuf message) as a list of messages of its type,
-    each about ``part_bytes`` or less (a single item larger than that gets a
-    part of its own); one message when it fits already."""
+def result_parts(result, limit_bytes: int | None = None) -> list:
+    """``result`` (a protobuf message with an int32 ``parts`` field) as a
+    list of messages of its type: itself when it fits ``limit_bytes``
+    (default: the server's send limit); else parts that each fit under it
+    with room for the event around them (one item larger than that still
+    goes alone and fails), the first with ``parts`` = how many. Clients
+    that took the first result event as the whole answer were sent nothing
+    larger than the limit before (it failed), so they see no change below it."""
+    limit = limit_bytes or SEND_LIMIT_BYTES
+    part_bytes = limit - min(64 << 10, limit // 8)
     if result.ByteSize() <= part_bytes:
         return [result]
     fields = [f for f in result.DESCRIPTOR.fields if _splittable(f)]
@@ -56,4 +71,5 @@ def result_parts(result, part_bytes: int = PART_BYTES) -> list:
             else:
                 target.append(item)
             size += n
+    parts[0].parts = len(parts)
     return parts

@@ -12,7 +12,7 @@ from typing import AsyncIterator
 import numpy as np
 from imagesieve.v1 import analysis_pb2
 
-from ..analysis.classifiers import PIXELS_NEED_TORCH, PixelsAndEmbeddings, check_embedding_classifier, torch_available
+from ..analysis.classifiers import PIXELS_NEED_TORCH, check_embedding_classifier, pixels_and_embeddings, torch_available
 from ..engine.signature import thumbnails
 from ..analysis.labels import DEFAULT_CLASSIFIER, DEFAULT_METHOD, METHODS, score_labels
 from ..analysis.labels.predict import check_folds
@@ -115,9 +115,7 @@ def pixel_classifier(params: ScoreLabelsParams, data: LabelledVectors):
                 "thumbnails (added by an older version); scored on embeddings alone")
     pixels, vectors, name = thumbnails(data.signatures), data.vectors, params.classifier
 
-    def with_pixels(check):
-        return lambda seed: PixelsAndEmbeddings(pixels, vectors, name, seed, check=check)
-    return (np.arange(len(vectors))[:, None], with_pixels,
+    return (np.arange(len(vectors))[:, None], lambda check: pixels_and_embeddings(pixels, vectors, name, check=check),
             f"scored by a small CNN on the pixels (48x48 gray thumbnails) averaged with {name} on the embeddings")
 
 

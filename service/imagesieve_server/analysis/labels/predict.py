@@ -122,7 +122,8 @@ def out_of_fold_probabilities(X: np.ndarray, labels: np.ndarray, classifier="log
     labels, c = validate_labels(X, labels, num_classes)
     factory = _factory(classifier)
     folds = int(folds)
-    fold_of = check_folds(labels, folds, seed, train_classes=2 if isinstance(classifier, str) else 1)
+    fold_of = check_folds(labels, folds, seed,
+                          train_classes=getattr(classifier, "train_classes", 2 if isinstance(classifier, str) else 1))
     probs = np.zeros((len(labels), c))
     for k in range(folds):
         if report:

@@ -102,18 +102,19 @@ def analyse(sizes, accuracies, target: float | None = None, *, at=(), n_boot: in
     if target is not None:
         parts.append(_answer(fit, target, needed, low, high, level, float(sizes[-1]), boot))
     if at.size:
-        parts.append(_answer_at(fit, at, at_acc, bounds, level, float(sizes[-1])))
+        parts.append(_answer_at(fit, at, at_acc, bounds, level, float(sizes[0]), float(sizes[-1])))
     return SampleSizeAnalysis(sizes, means, stds, sel.fits, sel.holdout_errors, sel.chosen, target,
                               needed, low, high, level, " ".join(parts), boot,
                               at, at_acc, bounds[:, 0], bounds[:, 1])
 
 
 def _answer_at(fit: CurveFit, at: np.ndarray, acc: np.ndarray, bounds: np.ndarray, level: float,
-               largest: float) -> str:
+               smallest: float, largest: float) -> str:
     name = fit.family.replace("_", " ")
     each = []
     for n, a, (lo, hi) in zip(at, acc, bounds):
-        where = "measured range" if n <= largest else f"{n / largest:.1f}x extrapolation"
+        where = ("measured range" if smallest <= n <= largest else
+                 f"{n / largest:.1f}x extrapolation" if n > largest else "below the sizes measured")
         band = f"{level:.0%} interval {lo:.1%} to {hi:.1%}" if math.isfinite(lo) else "no interval"
         each.append(f"{n:,.0f} images: {a:.1%} ({band}; {where})")
     return f"Expected test accuracy ({name} fit) with " + "; ".join(each) + "."

@@ -20,6 +20,8 @@ import numpy as np
 from .curves import FAMILIES, fit_curve
 from .select import check_points, select_fit, summarize
 
+TEST_CHUNK = 1 << 16     # resampled test images gathered at a time
+
 
 @dataclasses.dataclass(frozen=True)
 class BootstrapResult:
@@ -61,7 +63,7 @@ def bootstrap(sizes, accuracies, *, target: float | None = None, x_eval=(), n_bo
         if outcomes.ndim != 3 or outcomes.shape[:2] != (k, r) or outcomes.shape[2] < 1:
             raise ValueError(f"test_correct must be ({k}, {r}, M) with M >= 1; got {outcomes.shape}")
         m = outcomes.shape[2]
-        outcomes = outcomes.reshape(k * r, m).astype(np.float32)
+        outcomes = outcomes.reshape(k * r, m).astype(bool, copy=False)   # a view: no float copy of K*R*M
     needed = np.full(n_boot, np.nan)
     preds = np.full((n_boot, x_eval.size), np.nan)
     chosen: list[str] = []
@@ -70,8 +72,13 @@ def bootstrap(sizes, accuracies, *, target: float | None = None, x_eval=(), n_bo
         if outcomes is None:
             sample = np.take_along_axis(acc, idx, axis=1)
         else:
-            weights = np.bincount(rng.integers(0, m, size=m), minlength=m).astype(np.float32) / m
-            resampled = (outcomes @ weights).reshape(k, r)   # every fit on the same resampled test split
+            # Every fit on the same resampled test split: the outcomes of M draws
+            # with replacement, gathered in chunks (memory K*R*TEST_CHUNK, not K*R*M).
+            draw = rng.integers(0, m, size=m)
+            hits = np.zeros(k * r, np.int64)
+            for lo in range(0, m, TEST_CHUNK):
+                hits += outcomes[:, draw[lo:lo + TEST_CHUNK]].sum(axis=1)
+            resampled = (hits / m).reshape(k, r)
             sample = np.take_along_axis(resampled, idx, axis=1)
         try:
             if family is None:

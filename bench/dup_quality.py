@@ -7,6 +7,7 @@ Collections (each: real distinct originals plus planted altered copies):
   illustrations  Art4Apps clip art, one artist, one style (Debian pysiogame; bench/collections_real.py)
   icons          Oxygen icons, one glossy style (Debian oxygen-icon-theme)
   fashion        Fashion-MNIST thumbnails, 28x28 (Debian dataset-fashion-mnist)
+  documents      pages of Debian's license texts typeset 600x800 (--collections documents; not in the default run)
 Copies use kinds that were NOT used to tune the verifier (COPY_KINDS below:
 perspective, noise, gamma, sharpen+saturate, coloured pad, caption bar,
 WebP, rotate+crop, downscale, posterize) plus the issue's named kinds (60%
@@ -194,6 +195,26 @@ def flat(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def text_pages(n: int = 120) -> list[tuple[Image.Image, str]]:
+    """Pages of real prose (Debian's license texts, /usr/share/common-licenses)
+    typeset in DejaVu Serif, 600x800: every page looks alike at a glance
+    (a block of text), each one a distinct picture."""
+    import glob
+    import textwrap
+    from PIL import ImageDraw, ImageFont
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf", 14)
+    words = " ".join(open(f, errors="ignore").read() for f in sorted(glob.glob("/usr/share/common-licenses/*"))
+                     if Path(f).is_file()).split()
+    pages = []
+    for p in range(n):
+        im = Image.new("RGB", (600, 800), "white")
+        draw = ImageDraw.Draw(im)
+        for row, line in enumerate(textwrap.wrap(" ".join(words[p * 330:(p + 1) * 330]), 70)[:36]):
+            draw.text((40, 40 + 20 * row), line, fill=(0, 0, 0), font=font)
+        pages.append((im, f"d{p}"))
+    return pages
+
+
 def load(name: str, fashion_n: int) -> list[tuple[Image.Image, str]]:
     """(image, family) originals of one collection."""
     if name == "photos":
@@ -202,6 +223,8 @@ def load(name: str, fashion_n: int) -> list[tuple[Image.Image, str]]:
         import collections_real
         collections_real.ensure_installed(name)
         return [(flat(im), fam) for _, im, fam in collections_real.load_collection(name)]
+    if name == "documents":
+        return text_pages()
     from datasets import fashion_mnist
     x, _, _, _ = fashion_mnist()
     pick = np.random.default_rng(0).choice(len(x), fashion_n, replace=False)

@@ -20,8 +20,8 @@ from ..analysis.consensus.aggregate import AGGREGATORS
 from ..analysis.labels.predict import check_folds, out_of_fold_probabilities
 from ..collections import Collection, CollectionError
 from .labelled_vectors import check_seed
-from .runner import run_job
 from .result_parts import result_parts
+from .runner import run_job
 
 FOLDS = 5
 # Bounds on one analysis (peak ~1 GB, about a minute at the largest): cells

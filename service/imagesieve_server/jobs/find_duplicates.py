@@ -6,8 +6,8 @@ from imagesieve.v1 import duplicates_pb2
 
 from ..analysis.duplicates.find import GROUPINGS, DuplicateReport, find_duplicates
 from ..collections import Collection, CollectionError
-from .runner import run_job
 from .result_parts import result_parts
+from .runner import run_job
 
 # Neighbours an image: a verified search aligns every candidate pair (ms each),
 # so the request may not ask for an unbounded number of them.

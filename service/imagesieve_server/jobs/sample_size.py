@@ -17,8 +17,8 @@ from ..analysis.sample_size.run import DEFAULT_BOOTSTRAP, SampleSizeReport, samp
 from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION
 from .labelled_vectors import (LabelledVectorsLoad, check_inline_count, check_inline_images, check_labels,
                                check_seed)
-from .runner import JobSlot, run_job
 from .result_parts import result_parts
+from .runner import JobSlot, run_job
 
 DEFAULT_CLASSIFIER = "logreg"
 MAX_REPEATS = 100

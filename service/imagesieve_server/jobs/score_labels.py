@@ -13,13 +13,13 @@ import numpy as np
 from imagesieve.v1 import analysis_pb2
 
 from ..analysis.classifiers import PIXELS_NEED_TORCH, check_embedding_classifier, pixels_and_embeddings, torch_available
-from ..engine.signature import thumbnails
 from ..analysis.labels import DEFAULT_CLASSIFIER, DEFAULT_METHOD, METHODS, score_labels
 from ..analysis.labels.predict import check_folds
+from ..engine.signature import thumbnails
 from .labelled_vectors import (LabelledVectors, LabelledVectorsLoad, check_inline_count, check_inline_images,
                                check_labels, check_seed)
-from .runner import JobSlot, run_job
 from .result_parts import result_parts
+from .runner import JobSlot, run_job
 
 DEFAULT_TOP_FRACTION = 0.01
 DEFAULT_FOLDS = 5
@@ -52,7 +52,7 @@ def validate_request(request: analysis_pb2.ScoreLabelsRequest) -> ScoreLabelsPar
     folds = request.folds or DEFAULT_FOLDS
     if folds < 2:
         raise ValueError(f"folds must be >= 2, got {request.folds}")
-    # "cnn" is not offered: it needs pixels, the service holds embeddings.
+    # "cnn" alone is not offered; `pixels` adds one on the stored thumbnails to the classifier.
     classifier = check_embedding_classifier(request.classifier or DEFAULT_CLASSIFIER)
     params = ScoreLabelsParams(method, float(top), int(folds), classifier, check_seed(request.seed), request.pixels)
     if request.source.WhichOneof("source") == "inline":   # fail before embedding
@@ -114,7 +114,6 @@ def pixel_classifier(params: ScoreLabelsParams, data: LabelledVectors):
         return (data.vectors, named, "pixels not used: some images were stored without layout "
                 "thumbnails (added by an older version); scored on embeddings alone")
     pixels, vectors, name = thumbnails(data.signatures), data.vectors, params.classifier
-
     return (np.arange(len(vectors))[:, None], lambda check: pixels_and_embeddings(pixels, vectors, name, check=check),
             f"scored by a small CNN on the pixels (48x48 gray thumbnails) averaged with {name} on the embeddings")
 

@@ -31,21 +31,36 @@ def digits_collection(server):
     return {keys[j] for j in flipped}
 
 
-def test_score_labels_with_a_pixel_cnn_over_a_collection_and_inline(server, digits_collection, photos):
-    """pixels=True: a small CNN on the stored 48x48 thumbnails, averaged with
-    LDA (torch is installed here): it still finds the flips, and says so."""
+def test_score_labels_with_a_pixel_cnn_on_the_stored_thumbnails(server, digits_collection, photos):
+    """pixels=True over 1,000 real digits with 30 flipped labels: a small CNN
+    on the collection's stored 48x48 thumbnails averaged with LDA (torch is
+    installed here) finds the flips, and says how it scored; on the 400-digit
+    collection and 12 inline photos it says why it used the embeddings alone."""
+    d = load_digits()
+    rng = np.random.default_rng(1)
+    idx = rng.choice(len(d.images), 1000, replace=False)
+    labels = [str(d.target[i]) for i in idx]
+    flipped = rng.choice(1000, 30, replace=False)
+    for j in flipped:
+        labels[j] = str((int(labels[j]) + 1 + rng.integers(9)) % 10)
+    keys = [f"big-{i}" for i in idx]
     with Client(server.address) as c:
-        res = c.score_labels(collection="digits", top_fraction=0.04, pixels=True)
+        c.create_collection("digits1000")
+        for lo in range(0, 1000, 64):
+            assert all(a.added for a in c.add("digits1000", [digit_png(d.images[i]) for i in idx[lo:lo + 64]],
+                                              keys=keys[lo:lo + 64], labels=labels[lo:lo + 64]))
+        res = c.score_labels(collection="digits1000", top_fraction=0.03, pixels=True)
         assert "small CNN on the pixels" in res.note
-        found = {s.key for s in res.suspects} & digits_collection
-        assert len(found) >= 6, f"found {len(found)} of 8 flipped labels among 16 suspects"
-        plain = c.score_labels(collection="digits", top_fraction=0.04)
+        found = {s.key for s in res.suspects} & {keys[j] for j in flipped}
+        assert len(found) >= 20, f"found {len(found)} of 30 flipped labels among 30 suspects"
+        plain = c.score_labels(collection="digits1000", top_fraction=0.03)
         assert plain.note == ""
         assert max(abs(a.suggested_probability - b.suggested_probability)
                    for a, b in zip(res.scores, plain.scores)) > 0.01
-        data = [d for d, _, _ in photos[:12]]
-        inline = c.score_labels(images=data, labels=["a", "b"] * 6, folds=2, pixels=True)
-        assert len(inline.scores) == 12 and "small CNN" in inline.note
+        small = c.score_labels(collection="digits", top_fraction=0.04, pixels=True)
+        assert "needs at least 1,000 labelled images (here 400)" in small.note
+        inline = c.score_labels(images=[d for d, _, _ in photos[:12]], labels=["a", "b"] * 6, folds=2, pixels=True)
+        assert len(inline.scores) == 12 and "scored on embeddings alone" in inline.note
 
 
 def test_score_labels_over_a_collection(server, digits_collection):

@@ -92,18 +92,15 @@ def test_audit_report_finds_the_planted_problems(dataset, audited):
     assert "embedding (in-process)" in r.stderr                      # progress line
 
 
-def test_audit_scores_labels_with_a_pixel_cnn_when_asked(dataset, audited, tmp_path):
-    """--pixels: label scoring averages a small CNN on the pixels with the
-    embedding classifier (torch is installed here): other probabilities than
-    the embeddings alone, still one row per readable image, said in the notes."""
+def test_audit_pixels_on_too_few_images_says_so_and_scores_embeddings(dataset, audited, tmp_path):
+    """--pixels on ~120 images: too few for the pixel CNN (it added noise on
+    400 digits); the audit says so and scores as without the flag."""
     out = tmp_path / "pixels"
     r = audit(dataset[0], "--out", out, "--no-sweep", "--pixels")
     assert r.returncode == 0, r.stdout + r.stderr
-    s = json.loads((out / "report.json").read_text())["summary"]
-    assert any("small CNN on the pixels" in n for n in s["notes"]), s["notes"]
+    assert "--pixels: the pixel CNN needs at least 1,000 labelled images" in r.stderr
     probs, plain = np.load(out / "pred_probs.npy"), np.load(audited[0] / "pred_probs.npy")
-    assert probs.shape == plain.shape and np.allclose(probs.sum(1), 1, atol=1e-4)
-    assert np.abs(probs - plain).max() > 0.01
+    assert np.allclose(probs, plain, atol=1e-6)
 
 
 def test_audit_resumes_and_detects_changed_files(dataset, tmp_path):

@@ -62,22 +62,21 @@ def test_cli_writes_json_and_contact_sheet(digit_folder, tmp_path, capsys):
     assert np.asarray(sheet).std() > 10
 
 
-def test_cli_pixels_adds_a_cnn_and_falls_back_without_torch(digit_folder, tmp_path, capsys, monkeypatch):
-    """--pixels: a small CNN on the images' pixels averaged with the embedding
-    classifier (torch is installed here); with torch unimportable, the same
-    command scores on embeddings alone and says why."""
+def test_cli_pixels_says_why_it_scores_on_embeddings_alone(digit_folder, tmp_path, capsys, monkeypatch):
+    """--pixels on 42 images: too few for a CNN (it added noise on 400),
+    so the embeddings alone, and the command says why; with torch
+    unimportable it says that instead. (The CNN path itself runs over a real
+    server on 1,000 digits: tests/test_analysis_grpc.py.)"""
     root, misfiled = digit_folder
     out = tmp_path / "pixels"
     assert labels_cmd.main([str(root), "--top", "10%", "--out", str(out), "--folds", "3", "--pixels"]) == 0
+    assert "needs at least 1,000 labelled images (here 42)" in capsys.readouterr().err
     doc = json.loads((out / "label_suspects.json").read_text())
-    assert doc["classifier"] == "cnn+lda" and len(doc["suspects"]) == 4
-    assert {str(p) for p in misfiled} <= {s["path"] for s in doc["suspects"]}
-    capsys.readouterr()
+    assert doc["classifier"] == "lda" and {str(p) for p in misfiled} <= {s["path"] for s in doc["suspects"]}
     monkeypatch.setitem(sys.modules, "torch", None)       # what an install without the extra looks like
-    out2 = tmp_path / "no_torch"
-    assert labels_cmd.main([str(root), "--top", "10%", "--out", str(out2), "--folds", "3", "--pixels"]) == 0
+    assert labels_cmd.main([str(root), "--top", "10%", "--out", str(tmp_path / "no_torch"), "--folds", "3",
+                            "--pixels"]) == 0
     assert "the pixel CNN needs torch" in capsys.readouterr().err
-    assert json.loads((out2 / "label_suspects.json").read_text())["classifier"] == "lda"
 
 
 def test_cli_rejects_bad_arguments(tmp_path, capsys):

@@ -108,10 +108,11 @@ def run(args) -> int:
               "by raw cosine; use a new --out folder for verified duplicates", file=sys.stderr)
     pixels = None
     if args.pixels:
-        from ..analysis.classifiers import PIXELS_NEED_TORCH, torch_available
+        from ..analysis.classifiers import pixels_unused_because
         from ..engine.signature import thumbnails
-        if not torch_available():
-            print(f"note: --pixels: {PIXELS_NEED_TORCH}; labels scored on embeddings alone", file=sys.stderr)
+        why = pixels_unused_because(int(sum(not e for e in errors)))
+        if why:
+            print(f"note: --pixels: {why}; labels scored on embeddings alone", file=sys.stderr)
         elif signatures is None:
             print("note: --pixels: these embeddings were stored without layout thumbnails (an older version); "
                   "labels scored on embeddings alone", file=sys.stderr)

@@ -75,10 +75,11 @@ def run(args) -> int:
     folds = min(args.folds, len(recs))
     X, classifier, used = vectors[ok], args.classifier, args.classifier
     if args.pixels:
-        from imagesieve_server.analysis.classifiers import PIXELS_NEED_TORCH, pixels_and_embeddings, torch_available
+        from imagesieve_server.analysis.classifiers import pixels_and_embeddings, pixels_unused_because
         from imagesieve_server.engine.signature import thumbnails
-        if not torch_available():
-            print(f"imagesieve labels: --pixels: {PIXELS_NEED_TORCH}; scoring on embeddings alone", file=sys.stderr)
+        why = pixels_unused_because(len(recs))
+        if why:
+            print(f"imagesieve labels: --pixels: {why}; scoring on embeddings alone", file=sys.stderr)
         else:
             classifier = pixels_and_embeddings(thumbnails(signatures[ok]), X, args.classifier)
             X, used = np.arange(len(recs))[:, None], f"cnn+{args.classifier}"

@@ -12,7 +12,7 @@ from typing import AsyncIterator
 import numpy as np
 from imagesieve.v1 import analysis_pb2
 
-from ..analysis.classifiers import PIXELS_NEED_TORCH, check_embedding_classifier, pixels_and_embeddings, torch_available
+from ..analysis.classifiers import check_embedding_classifier, pixels_and_embeddings, pixels_unused_because
 from ..analysis.labels import DEFAULT_CLASSIFIER, DEFAULT_METHOD, METHODS, score_labels
 from ..analysis.labels.predict import check_folds
 from ..engine.signature import thumbnails
@@ -108,8 +108,9 @@ def pixel_classifier(params: ScoreLabelsParams, data: LabelledVectors):
     named = lambda check: params.classifier  # noqa: E731
     if not params.pixels:
         return data.vectors, named, ""
-    if not torch_available():
-        return data.vectors, named, f"pixels not used: {PIXELS_NEED_TORCH}; scored on embeddings alone"
+    why = pixels_unused_because(len(data.vectors))
+    if why:
+        return data.vectors, named, f"pixels not used: {why}; scored on embeddings alone"
     if data.signatures is None:
         return (data.vectors, named, "pixels not used: some images were stored without layout "
                 "thumbnails (added by an older version); scored on embeddings alone")

@@ -68,11 +68,9 @@ def sample_size_report(X, labels, *, is_test=None, target: float | None = None, 
     else:
         sweep = run_sweep(X, labels, test_fraction=test_fraction, fractions=fractions, repeats=repeats,
                           classifier=classifier, seed=seed, report=report)
-    boot_report = None
-    if report is not None:
-        def boot_report(stage, done, total):
-            if done % 10 == 0 or done == total:
-                report(stage, done, total)
+    def boot_report(stage, done, total):        # every 10th replicate: 200 events are too many
+        if report is not None and (done % 10 == 0 or done == total):
+            report(stage, done, total)
     if at is None:
         at = np.array([sweep.n_train, 2 * sweep.n_train], float)
     result = analyse(sweep.sizes, sweep.accuracies, target, at=at, n_boot=n_boot, seed=seed,

@@ -13,22 +13,30 @@ from conftest import digit_png
 
 
 
-@pytest.fixture(scope="module")
-def digits_collection(server):
-    """400 real handwritten digits (scikit-learn), 8 with a wrong label, in a collection."""
+def add_flipped_digits(server, name: str, n: int, flips: int, seed: int) -> set[str]:
+    """``n`` real handwritten digits (scikit-learn) in a new collection,
+    ``flips`` of them with a wrong label; returns the flipped images' keys."""
     d = load_digits()
-    rng = np.random.default_rng(0)
-    idx = rng.choice(len(d.images), 400, replace=False)
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(d.images), n, replace=False)
     labels = [str(d.target[i]) for i in idx]
-    flipped = rng.choice(400, 8, replace=False)
+    flipped = rng.choice(n, flips, replace=False)
     for j in flipped:
         labels[j] = str((int(labels[j]) + 1 + rng.integers(9)) % 10)
-    keys = [f"digit-{i}" for i in idx]
+    keys = [f"{name}-{i}" for i in idx]
     with Client(server.address) as c:
-        c.create_collection("digits")
-        added = list(c.add("digits", [digit_png(d.images[i]) for i in idx], keys=keys, labels=labels))
-        assert all(a.added for a in added)
+        c.create_collection(name)
+        for lo in range(0, n, 64):      # the server's --max-images-per-request
+            added = list(c.add(name, [digit_png(d.images[i]) for i in idx[lo:lo + 64]], keys=keys[lo:lo + 64],
+                               labels=labels[lo:lo + 64]))
+            assert all(a.added for a in added)
     return {keys[j] for j in flipped}
+
+
+@pytest.fixture(scope="module")
+def digits_collection(server):
+    """400 real handwritten digits, 8 with a wrong label, in collection "digits"."""
+    return add_flipped_digits(server, "digits", 400, 8, seed=0)
 
 
 def test_score_labels_with_a_pixel_cnn_on_the_stored_thumbnails(server, digits_collection, photos):
@@ -36,22 +44,11 @@ def test_score_labels_with_a_pixel_cnn_on_the_stored_thumbnails(server, digits_c
     on the collection's stored 48x48 thumbnails averaged with LDA (torch is
     installed here) finds the flips, and says how it scored; on the 400-digit
     collection and 12 inline photos it says why it used the embeddings alone."""
-    d = load_digits()
-    rng = np.random.default_rng(1)
-    idx = rng.choice(len(d.images), 1000, replace=False)
-    labels = [str(d.target[i]) for i in idx]
-    flipped = rng.choice(1000, 30, replace=False)
-    for j in flipped:
-        labels[j] = str((int(labels[j]) + 1 + rng.integers(9)) % 10)
-    keys = [f"big-{i}" for i in idx]
+    flipped = add_flipped_digits(server, "digits1000", 1000, 30, seed=1)
     with Client(server.address) as c:
-        c.create_collection("digits1000")
-        for lo in range(0, 1000, 64):
-            assert all(a.added for a in c.add("digits1000", [digit_png(d.images[i]) for i in idx[lo:lo + 64]],
-                                              keys=keys[lo:lo + 64], labels=labels[lo:lo + 64]))
         res = c.score_labels(collection="digits1000", top_fraction=0.03, pixels=True)
         assert "small CNN on the pixels" in res.note
-        found = {s.key for s in res.suspects} & {keys[j] for j in flipped}
+        found = {s.key for s in res.suspects} & flipped
         assert len(found) >= 20, f"found {len(found)} of 30 flipped labels among 30 suspects"
         plain = c.score_labels(collection="digits1000", top_fraction=0.03)
         assert plain.note == ""

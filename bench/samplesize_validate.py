@@ -55,7 +55,7 @@ def features(kind: str, x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.nda
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--classifier", default="logreg", choices=["logreg", "mlp"])
+    ap.add_argument("--classifier", default="logreg", choices=["logreg", "mlp", "lda"])
     ap.add_argument("--features", default="pca64", help="pca<N> (default pca64) or pixels")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.10, 0.20, 0.35, 0.50])
     ap.add_argument("--repeats", type=int, default=5)

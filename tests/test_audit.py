@@ -87,6 +87,7 @@ def test_audit_report_finds_the_planted_problems(dataset, audited):
     assert probs.shape == (n_files - 1, 2) and np.allclose(probs.sum(1), 1, atol=1e-4)
     assert set(labels.tolist()) == {0, 1}
     assert doc["sample_size"]["points"] and s["sample_size_answer"]
+    assert s["sample_size_classifier"] == "lda" and "(Classifier: lda on the embeddings.)" in s["sample_size_answer"]
     assert "duplicates (verified):" in r.stdout and "duplicate threshold:" in r.stdout and "report:" in r.stdout
     assert s["duplicate_method"] == "verified" and "agreement" in pairs[0]
     assert "embedding (in-process)" in r.stderr                      # progress line

@@ -81,8 +81,10 @@ def summary(r: AuditResults) -> dict:
         s.update(label_suspects=int(len(r.label_scores.suspects)),
                  estimated_label_noise_rate=float(r.label_scores.noise_rate))
     if r.sample_size is not None:
-        a = r.sample_size.analysis
-        s.update(sample_size_answer=a.answer, sample_size_fit=a.chosen)
+        a, sweep = r.sample_size.analysis, r.sample_size.sweep
+        # The answer holds for this classifier: a linear one (lda) saturates early.
+        s.update(sample_size_answer=f"{a.answer} (Classifier: {sweep.classifier} on the embeddings.)",
+                 sample_size_fit=a.chosen, sample_size_classifier=sweep.classifier)
     return s
 
 

@@ -28,7 +28,7 @@ SIDE = 48
 HEADER = 2
 SIGNATURE_BYTES = HEADER + SIDE * SIDE
 _WORK = 192              # trimming runs on a copy whose longer side is this
-_FRAME_TOLERANCE = 12    # gray levels a frame pixel may differ from the frame colour
+FRAME_TOLERANCE = 12    # gray levels a frame pixel may differ from the frame colour
 _MIN_CONTENT = 0.2       # a trim never keeps less than this share of a side
 _SIDE_UNIFORM = 0.97     # share of one side's outermost pixels in one tone for that side alone to be frame
 _MIN_TILT = 1.5          # degrees: a rectangle turned less than this is taken as upright
@@ -37,35 +37,35 @@ _TILT_SPAN = 0.9         # ...and of the canvas's width and height its corners s
                          # that expands the canvas touches all four sides)
 
 
-def _edge_tone(gray: np.ndarray) -> tuple[float, float]:
+def edge_tone(gray: np.ndarray) -> tuple[float, float]:
     """(the median tone of the outermost rows and columns of ``gray``, the
-    share of them within _FRAME_TOLERANCE of it)."""
+    share of them within FRAME_TOLERANCE of it)."""
     edge = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).astype(np.float32)
     bg = float(np.median(edge))
-    return bg, float(np.mean(np.abs(edge - bg) <= _FRAME_TOLERANCE))
+    return bg, float(np.mean(np.abs(edge - bg) <= FRAME_TOLERANCE))
 
 
 def _frame_box(gray: np.ndarray) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) of what lies inside a uniform frame, in
     ``gray`` (H, W) uint8. A side is frame when (almost) all of its outermost
-    row or column is within ``_FRAME_TOLERANCE`` of one colour; rows and
+    row or column is within ``FRAME_TOLERANCE`` of one colour; rows and
     columns inside it that are (almost) all that colour are frame too. The
     sides are trimmed independently: a crop of a drawing on a blank canvas
     keeps canvas on the sides it did not cut, and loses it as the whole
     drawing does, so its view stays a part of the drawing's view."""
     h, w = gray.shape
     sides = {"top": gray[0], "bottom": gray[-1], "left": gray[:, 0], "right": gray[:, -1]}
-    bg, share = _edge_tone(gray)
+    bg, share = edge_tone(gray)
     if share >= 0.9:
         framed = set(sides)                     # a frame all round (letterbox bars, a border, a canvas)
     else:
         tones = {k: float(np.median(v)) for k, v in sides.items()
-                 if np.mean(np.abs(v.astype(np.float32) - np.median(v)) <= _FRAME_TOLERANCE) >= _SIDE_UNIFORM}
+                 if np.mean(np.abs(v.astype(np.float32) - np.median(v)) <= FRAME_TOLERANCE) >= _SIDE_UNIFORM}
         if not tones:
             return 0, h, 0, w
         bg = float(np.median(list(tones.values())))
-        framed = {k for k, t in tones.items() if abs(t - bg) <= _FRAME_TOLERANCE}
-    off = np.abs(gray.astype(np.int16) - int(round(bg))) > _FRAME_TOLERANCE
+        framed = {k for k, t in tones.items() if abs(t - bg) <= FRAME_TOLERANCE}
+    off = np.abs(gray.astype(np.int16) - int(round(bg))) > FRAME_TOLERANCE
     rows = np.flatnonzero(off.mean(axis=1) > 0.01)
     cols = np.flatnonzero(off.mean(axis=0) > 0.01)
     if rows.size == 0 or cols.size == 0:
@@ -87,10 +87,10 @@ def _tilted_rectangle(gray: np.ndarray) -> tuple | None:
     _TILT_SPAN of the canvas. Shapes that are not rectangles (an icon's
     globe) or that sit inside a margin (a tilted page icon) are never turned."""
     h, w = gray.shape
-    bg, share = _edge_tone(gray)
+    bg, share = edge_tone(gray)
     if share < 0.75:
         return None
-    off = (np.abs(gray.astype(np.int16) - int(round(bg))) > _FRAME_TOLERANCE).astype(np.uint8)
+    off = (np.abs(gray.astype(np.int16) - int(round(bg))) > FRAME_TOLERANCE).astype(np.uint8)
     off = cv2.morphologyEx(off, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))    # specks of noise
     points = cv2.findNonZero(off)
     if points is None:
@@ -99,7 +99,7 @@ def _tilted_rectangle(gray: np.ndarray) -> tuple | None:
     # (a white sky on a white canvas) leave holes and bays, not a new shape.
     hull = cv2.convexHull(points)
     area = cv2.contourArea(hull)
-    (cx, cy), (rw, rh), deg = cv2.minAreaRect(hull)
+    (cx, cy), (rw, rh), raw_deg = cv2.minAreaRect(hull)
     if area < _MIN_CONTENT * h * w or rw * rh <= 0 or area / (rw * rh) < _RECT_FILL:
         return None
     _, _, bw, bh = cv2.boundingRect(hull)
@@ -107,8 +107,8 @@ def _tilted_rectangle(gray: np.ndarray) -> tuple | None:
         return None         # a shape drawn on a larger canvas (an icon), not a turned picture
     # minAreaRect's angle convention differs between OpenCV versions: take
     # the turn of least magnitude, swapping the sides with a quarter.
-    deg = ((deg + 45.0) % 90.0) - 45.0
-    if round(((cv2.minAreaRect(hull)[2] - deg) / 90.0)) % 2:
+    deg = ((raw_deg + 45.0) % 90.0) - 45.0
+    if round((raw_deg - deg) / 90.0) % 2:
         rw, rh = rh, rw
     if abs(deg) < _MIN_TILT:
         return None

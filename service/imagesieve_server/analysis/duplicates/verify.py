@@ -55,7 +55,7 @@ from concurrent.futures.process import BrokenProcessPool
 import cv2
 import numpy as np
 
-from ...engine.signature import SIDE, SIGNATURE_BYTES, unpack
+from ...engine.signature import FRAME_TOLERANCE, SIDE, SIGNATURE_BYTES, edge_tone, unpack
 
 INNER = 0.8
 CELLS = 4                # the aligned views are also compared cell by cell, CELLS x CELLS ...
@@ -250,8 +250,7 @@ def _likely_turn(a: np.ndarray, b: np.ndarray) -> int:
     better than upright on COARSE x COARSE full-frame thumbnails, or 0.
     Cheap (a dozen small correlations), so the full search runs for at most
     one turn, and only when the picture looks turned."""
-    small = [cv2.resize(x, (COARSE, COARSE), interpolation=cv2.INTER_AREA) for x in (a, b)]
-    sa, sb = small[0], small[1]
+    sa, sb = _coarse(a), _coarse(b)
     fit = [max(abs(_zncc(np.rot90(v, k), sb)) for v in (sa, sa[:, ::-1])) for k in range(4)]
     k = int(np.argmax(fit[1:])) + 1
     return k if fit[k] >= TURN_FIT and fit[k] > fit[0] + TURN_MARGIN else 0
@@ -345,10 +344,10 @@ def _tilted_view(x: np.ndarray, degrees: float, expand: bool) -> np.ndarray | No
         nw, nh = int(h * s + w * c + 0.5), int(h * c + w * s + 0.5)
         m[0, 2] += (nw - w) / 2
         m[1, 2] += (nh - h) / 2
-        tone = float(np.median(np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]])))
+        tone = edge_tone(x)[0]        # the canvas it was cut from, as the signature saw it
         r = cv2.warpAffine(x, m, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                            borderValue=tone)
-        inside = np.abs(r - tone) > 12
+        inside = np.abs(r - tone) > FRAME_TOLERANCE
         ys, xs = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
         if ys.size < 4 or xs.size < 4:
             return None

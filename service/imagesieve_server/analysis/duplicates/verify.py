@@ -49,6 +49,7 @@ import math
 import multiprocessing
 import os
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -458,6 +459,21 @@ def _ready() -> bool:
     return True
 
 
+PARENT_POLL_S = 1.0       # how often a worker looks whether its parent still lives
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker's initializer: exit once the process that started it is gone.
+    A server killed with -9 cannot stop its workers, and they would otherwise
+    wait for work forever (two orphans of 140 MB each per kill, seen in the
+    soak benchmark)."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+    threading.Thread(target=watch, name="imagesieve-parent-watch", daemon=True).start()
+
+
 class AlignmentPool:
     """Worker processes that align pairs: kept by a server for its checks
     and jobs, or started by :func:`verify_pairs` for one large batch. In a
@@ -482,7 +498,8 @@ class AlignmentPool:
                 raise RuntimeError("the alignment pool is closed")
             if self._pool is None:
                 # spawn: no fork of a threaded server
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_exit_with_parent, initargs=(os.getpid(),))
             return self._pool
 
     def warm(self) -> None:

@@ -6,7 +6,8 @@ A real server on loopback (``--max-inflight-mb`` budget, ``--allow-root``).
 Well-behaved clients loop over a mix of calls: Embed (4 inline photos),
 CheckDuplicates with add_if_unique, AddImages of fresh images, and now and
 then FindDuplicates and a small ScoreLabels job; 5% of their images are
-corrupt. Two runs of ``--duration`` each, in one server: the good clients
+corrupt. Two runs of ``--duration`` each, in one server, each on a
+collection of its own that starts empty: the good clients
 alone (baseline), then the same clients where ``--abusive-share`` of the
 calls are abusive instead: one large ``server_path`` file named 256 times,
 a 16-bit 10000x10000 PNG, a FIFO, a message over the size limit, a stream
@@ -119,16 +120,17 @@ async def good_call(stubs, rng: random.Random, photos: list[bytes], bad: list[by
         tally.items([e.error for e in resp.embeddings])
         tally.good_images += sum(1 for e in resp.embeddings if not e.HasField("error"))
     elif r < 0.7:
-        req = duplicates_pb2.CheckDuplicatesRequest(collection="soak", images=images(2, fresh=True),
-                                                    add_if_unique=True)
+        req = duplicates_pb2.CheckDuplicatesRequest(collection=f"soak-{tally.phase}",
+                                                    images=images(2, fresh=True), add_if_unique=True)
         async for resp in dup.CheckDuplicates(iter([req]), timeout=60):
             tally.answers(resp.results)
     elif r < 0.95:
-        req = collections_pb2.AddImagesRequest(collection="soak", images=images(3, fresh=True))
+        req = collections_pb2.AddImagesRequest(collection=f"soak-{tally.phase}", images=images(3, fresh=True))
         async for resp in col.AddImages(iter([req]), timeout=60):
             tally.answers(resp.results)
     elif r < 0.98:
-        async for _ in dup.FindDuplicates(duplicates_pb2.FindDuplicatesRequest(collection="soak"), timeout=120):
+        find = duplicates_pb2.FindDuplicatesRequest(collection=f"soak-{tally.phase}")
+        async for _ in dup.FindDuplicates(find, timeout=120):
             pass
     else:
         src = analysis_pb2.LabelledSource(inline=analysis_pb2.InlineImages(
@@ -194,17 +196,20 @@ async def run_phase(address: str, clients: int, duration: float, abusive_share: 
     return tally
 
 
-async def lost_after_restart(address: str, acked: list[str]) -> tuple[bool, int]:
+async def lost_after_restart(address: str, acked: dict[str, list[str]]) -> tuple[bool, int]:
+    """(healthy, acknowledged adds missing): ``acked`` = {collection: keys}."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     async with grpc.aio.insecure_channel(address) as ch:
         health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
         col = collections_pb2_grpc.CollectionServiceStub(ch)
         removed = 0
-        for i in range(0, len(acked), 500):
-            r = await col.RemoveImages(collections_pb2.RemoveImagesRequest(collection="soak", keys=acked[i:i + 500]),
-                                       timeout=60)
-            removed += r.removed
-    return health.status == health_pb2.HealthCheckResponse.SERVING, len(acked) - removed
+        for name, keys in acked.items():
+            for i in range(0, len(keys), 500):
+                r = await col.RemoveImages(collections_pb2.RemoveImagesRequest(collection=name, keys=keys[i:i + 500]),
+                                           timeout=60)
+                removed += r.removed
+    return (health.status == health_pb2.HealthCheckResponse.SERVING,
+            sum(len(keys) for keys in acked.values()) - removed)
 
 
 def main() -> int:
@@ -240,9 +245,13 @@ def main() -> int:
     sampler.start()
 
     async def setup():
+        # One collection a phase, both empty at the start: checks and
+        # FindDuplicates cost more as a collection grows, so the phases must
+        # not share one (the second would work on the first's images too).
         async with grpc.aio.insecure_channel(srv.address) as ch:
-            await collections_pb2_grpc.CollectionServiceStub(ch).CreateCollection(
-                collections_pb2.CreateCollectionRequest(name="soak"), timeout=30)
+            for phase in ("baseline", "abusive"):
+                await collections_pb2_grpc.CollectionServiceStub(ch).CreateCollection(
+                    collections_pb2.CreateCollectionRequest(name=f"soak-{phase}"), timeout=30)
     asyncio.run(setup())
     phases = {}
     for name, share in (("baseline", 0.0), ("abusive", args.abusive_share)):
@@ -258,7 +267,7 @@ def main() -> int:
     srv.proc.wait()
     srv2 = LocalServer(server_args, model=args.model, data_dir=str(data))
     srv2.start()
-    acked = phases["baseline"].acked + phases["abusive"].acked
+    acked = {f"soak-{name}": t.acked for name, t in phases.items()}
     try:
         healthy, lost = asyncio.run(lost_after_restart(srv2.address, acked))
     finally:
@@ -273,7 +282,7 @@ def main() -> int:
         "clients": args.clients, "duration_s": args.duration, "abusive_share": args.abusive_share,
         "codes": codes, "unexpected_codes": unexpected, "peak_rss_mb": round(peak, 1),
         "rss_budget_mb": round(args.budget_mb + base_rss, 1), "server_rss_warm_mb": round(base_rss, 1),
-        "acked": len(acked), "acked_lost": lost, "healthy_after": healthy,
+        "acked": sum(len(keys) for keys in acked.values()), "acked_lost": lost, "healthy_after": healthy,
         "good_images_per_s_baseline": round(good["baseline"], 1),
         "good_images_per_s_abusive": round(good["abusive"], 1),
         "good_throughput_ratio": round(good["abusive"] / max(good["baseline"], 1e-9), 3)}))

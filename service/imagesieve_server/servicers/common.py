@@ -44,6 +44,7 @@ class ImageReader:
         self.budget = budget or MemoryBudget(0)
         self.read_timeout_s = read_timeout_s
         self.files = ThreadPoolExecutor(FILE_WORKERS, thread_name_prefix="imagesieve-files")
+        self._in_flight: dict[tuple, asyncio.Future] = {}      # server_path work shared by its askers
 
     async def _in_file_pool(self, fn, *args):
         loop = asyncio.get_running_loop()
@@ -65,19 +66,39 @@ class ImageReader:
                     ) -> tuple[ImageEmbedding | None, common_pb2.ItemError | None, str]:
         """(embedding, None, sha256 hex of the bytes when ``with_hash``, else
         "") or (None, ItemError, ""). Never raises for the image's own faults;
-        QueueFullError propagates (the call's RESOURCE_EXHAUSTED)."""
+        QueueFullError propagates (the call's RESOURCE_EXHAUSTED).
+
+        One ``server_path`` asked for by several items at once (in one
+        request or across calls) is read and decoded once, and every asker
+        gets that answer: a 9 KB request naming one large file 256 times
+        costs one decode, not 256."""
         which = image.WhichOneof("source")
         if which is None:
             return None, item_error(grpc.StatusCode.INVALID_ARGUMENT, "image has neither data nor server_path"), ""
-        reserved = 0
+        if which == "data":
+            return await self._embed_data(image.data, with_signature, with_hash)
+        key = (image.server_path, with_signature, with_hash)
+        shared = self._in_flight.get(key)
+        if shared is None:
+            shared = self._in_flight[key] = asyncio.ensure_future(
+                self._embed_file(image.server_path, with_signature, with_hash))
+            shared.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        # shield: one asker leaving (a cancelled call) must not cancel the others' answer
+        return await asyncio.shield(shared)
+
+    async def _embed_file(self, path: str, with_signature: bool, with_hash: bool):
+        data, reserved = await self._read_file(path)
+        if not isinstance(data, bytes):
+            return None, data, ""
+        return await self._embed_data(data, with_signature, with_hash, reserved)
+
+    async def _embed_data(self, data: bytes, with_signature: bool, with_hash: bool, reserved: int | None = None):
+        """Embed bytes already in memory; ``reserved``: the bytes already
+        charged for them (a file read), else they are charged here."""
         try:
-            if which == "data":
-                data = image.data
+            if reserved is None:
+                reserved = 0
                 reserved = await self.budget.reserve(len(data), "this image")   # its request's charge ended
-            else:
-                data, reserved = await self._read_file(image.server_path)
-                if not isinstance(data, bytes):
-                    return None, data, ""
             result = await self.engine.embed(data, with_signature)
             if result.error is not None:
                 return None, item_error(result.error.code, str(result.error)), ""

@@ -193,3 +193,35 @@ def test_reindex_without_downtime_keeps_concurrent_adds_and_removals(tmp_path):
     again.close()
     assert effective_kind("auto", 10) == "flat" and effective_kind("auto", 10_000_000) == "ivf_flat"
     assert effective_kind("ivf_pq", 100) == "flat" and effective_kind("hnsw", 5) == "hnsw"
+
+
+def test_a_collection_too_large_for_float_vectors_is_compressed_and_reranked_exactly(tmp_path, monkeypatch):
+    """With an index memory that its float vectors would overfill, "auto"
+    re-indexes to IVF-PQ codes, and its answers carry exact cosines: the
+    candidates are re-ranked by the full vectors in the store."""
+    from imagesieve_server.collections.collection import effective_kind
+    from imagesieve_server.index import faiss_index as fi
+    assert effective_kind("auto", 10_000_000, 1024, memory_bytes=24 << 30) == "ivf_pq"
+    assert effective_kind("auto", 1_000_000, 1024, memory_bytes=24 << 30) == "ivf_flat"
+    assert effective_kind("auto", 10_000, 1024, memory_bytes=1) == "flat"
+    n, dim = 60_000, 128                                  # above FLAT_MAX: "auto" leaves exact search
+    monkeypatch.setenv("IMAGESIEVE_INDEX_MEMORY_MB", str(n * dim * 4 / (1 << 20)))   # floats: 2x half of it
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((n, dim)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    c = Collection.create(tmp_path / "c", "c", dim, "m", index_kind="auto")
+    for s in range(0, n, 5000):
+        c.add([image(f"b{i}", v) for i, v in zip(range(s, s + 5000), base[s:s + 5000])])
+    if c._reindexing is not None:
+        c._reindexing.join()
+    assert c.structure == "ivf_pq" and c.index.ntotal == n
+    assert fi.bytes_per_vector(c.index) < dim * 4 / 2   # codes, not floats
+    queries = base[:40] + 0.03 * rng.standard_normal((40, dim)).astype(np.float32)   # cosine ~0.95
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    found = 0
+    for i, q in enumerate(queries):
+        best = c.search(q, 3)[0][0]
+        assert best.cosine == pytest.approx(float(base[int(best.key[1:])] @ q), abs=1e-5)   # exact, not quantized
+        found += best.key == f"b{i}"
+    assert found >= 38
+    c.close()

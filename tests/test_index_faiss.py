@@ -113,3 +113,54 @@ def test_choose_kind_and_validation(data):
         fx.range_search(flat, x[:2], 2.0)
     assert fx.to_gpu(flat) is flat or fx.gpu_available()
     assert not fx.uses_gpu(flat)
+
+
+def test_compressed_candidates_reranked_by_exact_cosine(data):
+    """IVF-PQ scores are quantized (off by a few hundredths): re-ranked by
+    the full vectors, the answers carry exact cosines, in exact order, and
+    find the near copies that quantized scores rank wrongly."""
+    x, ids = data
+    row_of = {int(i): r for r, i in enumerate(ids)}
+
+    def vectors_of(wanted):
+        return x[[row_of[int(i)] for i in wanted]]
+
+    idx = build("ivf_pq", x, ids)
+    assert fx.is_lossy(idx) and not fx.is_lossy(build("ivf_flat", x, ids))
+    q = x[:200]
+    raw_s, raw_i = fx.search(idx, q, 5)
+    sims, got = fx.search_reranked(idx, q, 5, vectors_of)
+    exact = q @ x.T
+    truth = ids[np.argsort(-exact, axis=1)[:, :5]]
+    for r in range(len(q)):
+        assert np.allclose(sims[r], [exact[r, row_of[int(i)]] for i in got[r]], atol=1e-5)
+        assert np.all(np.diff(sims[r]) <= 1e-7)
+    assert (got[:, 0] == ids[:200]).all()                       # each query's own row first, at cosine 1
+    assert np.abs(raw_s[:, 0] - 1).max() > 0.01                 # which the quantized score misses
+    assert (got[:, 1] == truth[:, 1]).mean() > (raw_i[:, 1] == truth[:, 1]).mean()
+    # k beyond the index, and ids the vector source no longer has (NaN rows): dropped, not answered
+    s_all, i_all = fx.search_reranked(idx, q[:1], len(x) + 5, vectors_of)
+    assert (i_all[0] >= 0).sum() <= len(x) and i_all[0, -1] == -1 and s_all[0, -1] == -np.inf
+    gone = set(got[0, 1:3].tolist())
+
+    def forgetful(wanted):
+        v = vectors_of(wanted)
+        v[[int(i) in gone for i in wanted]] = np.nan
+        return v
+    _, without = fx.search_reranked(idx, q[:1], 5, forgetful)
+    assert not gone & set(without[0].tolist())
+    empty = fx.make_index("ivf_pq", D, nlist=32, pq_m=16, pq_nbits=5)
+    fx.train_index(empty, x)
+    assert (fx.search_reranked(empty, q[:2], 3, vectors_of)[1] == -1).all()
+    with pytest.raises(ValueError):
+        fx.search_reranked(idx, q[:1], 0, vectors_of)
+
+
+def test_choose_kind_compresses_what_does_not_fit_in_memory():
+    assert fx.choose_kind(10_000_000, 1024, 64 << 30) == "ivf_pq"     # 40 GB of floats
+    assert fx.choose_kind(10_000_000, 1024, 128 << 30) == "ivf_flat"
+    assert fx.choose_kind(100_000, 1024, 64 << 30) == "ivf_flat"
+    assert fx.choose_kind(100_000) == "ivf_flat"                     # no budget given: floats
+    assert fx.choose_kind(1_000, 1024, 1) == "flat"
+    idx = fx.make_index("ivf_pq", D, nlist=64)
+    assert fx.training_points(idx) == 256 * 64 and fx.training_points(fx.make_index("flat", D)) is None

@@ -126,25 +126,45 @@ INDEX_KINDS = ("auto", *fi.KINDS)
 IVF_MIN_TRAIN = 20_000
 
 
-def effective_kind(kind: str, n_vectors: int) -> str:
+def index_memory_bytes() -> int:
+    """Memory a collection's index may plan for: ``IMAGESIEVE_INDEX_MEMORY_MB``,
+    else half of the host's memory. Above half of it as float32 vectors,
+    "auto" compresses them (faiss_index.choose_kind)."""
+    env = os.environ.get("IMAGESIEVE_INDEX_MEMORY_MB", "").strip()
+    if env:
+        return int(float(env) * (1 << 20))
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def effective_kind(kind: str, n_vectors: int, dim: int | None = None, memory_bytes: int | None = None) -> str:
     """The index structure a collection of ``kind`` uses at ``n_vectors``:
     "auto" follows faiss_index.choose_kind (exact while small, IVF when
-    large); IVF kinds stay exact until they can be trained."""
+    large, IVF-PQ when ``dim``-d float vectors would not fit
+    ``memory_bytes``, default :func:`index_memory_bytes`); IVF kinds stay
+    exact until they can be trained."""
     if kind == "auto":
-        return fi.choose_kind(n_vectors)
+        return fi.choose_kind(n_vectors, dim, memory_bytes if memory_bytes is not None else
+                              (index_memory_bytes() if dim else None))
     if kind in ("ivf_flat", "ivf_pq") and n_vectors < IVF_MIN_TRAIN:
         return "flat"
     return kind
 
 
-def build_index(kind: str, dim: int, ids: np.ndarray, vectors: np.ndarray):
-    """A FAISS index of ``kind`` holding ``vectors`` (N, D) under ``ids`` (N,);
-    IVF kinds are trained on (a sample of) the same vectors."""
-    index = fi.make_index(kind, dim, n_expected=max(len(ids), 1))
+def build_index(kind: str, dim: int, n_expected: int, batches, sample):
+    """A FAISS index of ``kind`` for ``n_expected`` vectors holding every
+    (ids (B,), vectors (B, D)) of ``batches``; IVF kinds are first trained
+    on ``sample`` ((S, D), at most faiss_index.training_points of it). Its
+    memory is the index and one batch: a compressed index of 10M vectors
+    builds in the memory its codes take, not the 40 GB of their floats."""
+    index = fi.make_index(kind, dim, n_expected=max(n_expected, 1))
     if fi.needs_training(index):
-        fi.train_index(index, vectors)
-    if len(ids):
-        fi.add(index, vectors, ids)
+        fi.train_index(index, sample, max_points=fi.training_points(index))
+    for ids, vectors in batches:
+        if len(ids):
+            fi.add(index, vectors, ids)
     return index
 
 
@@ -291,9 +311,11 @@ class Collection:
         return fi.index_kind(self.index)
 
     def _maybe_reindex(self) -> None:
-        # Only ever upgrades from exact search, once the size calls for it.
-        want = effective_kind(self.index_kind, int(self.index.ntotal))
-        if self.structure == "flat" and want != "flat" and self._reindexing is None:
+        # Only ever upgrades: from exact search once the size calls for IVF,
+        # and to compressed codes once float vectors would not fit.
+        want = effective_kind(self.index_kind, int(self.index.ntotal), self.dim)
+        upgrade = (self.structure == "flat" and want != "flat") or (self.structure == "ivf_flat" and want == "ivf_pq")
+        if upgrade and self._reindexing is None:
             self._reindexing = threading.Thread(target=self._reindex_in_background, args=(want,),
                                                 name=f"reindex-{self.name}", daemon=True)
             self._reindexing.start()
@@ -309,15 +331,15 @@ class Collection:
         """Rebuild the index as ``kind`` (default: what the collection's size
         calls for) while the old one keeps serving; then swap it in, with
         the adds and removals that happened meanwhile, and snapshot."""
-        kind = kind or effective_kind(self.index_kind, int(self.index.ntotal))
+        kind = kind or effective_kind(self.index_kind, int(self.index.ntotal), self.dim)
         try:
             with self._lock:
                 max_id, removal_seq = self.store.max_id(), self.store.max_removal_seq()
-            parts = [p for p in self.store.rows_after(0) if len(p[0])]
-            parts = [(ids[ids <= max_id], vec[ids <= max_id]) for ids, vec in parts]
-            ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-            vectors = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, self.dim), np.float32)
-            index = build_index(kind, self.dim, ids, vectors)          # the slow part, unlocked
+                n = int(self.index.ntotal)
+            probe = fi.make_index(kind, self.dim, n_expected=max(n, 1))
+            sample = self.store.sample_vectors(fi.training_points(probe) or 0)
+            batches = ((ids[ids <= max_id], vec[ids <= max_id]) for ids, vec in self.store.rows_after(0))
+            index = build_index(kind, self.dim, n, batches, sample)       # the slow part, unlocked
             with self._lock:
                 for more_ids, more in self.store.rows_after(max_id):
                     fi.add(index, more, more_ids)
@@ -404,7 +426,12 @@ class Collection:
         with self._lock:
             if self.index.ntotal == 0 or k <= 0:
                 return [[] for _ in range(len(v))]
-            sims, ids = fi.search(self.index, v, min(k, int(self.index.ntotal)))
+            if fi.is_lossy(self.index):
+                # Compressed codes: the candidates re-ranked by the stored full vectors.
+                sims, ids = fi.search_reranked(self.index, v, min(k, int(self.index.ntotal)),
+                                               self.store.vectors_for_ids)
+            else:
+                sims, ids = fi.search(self.index, v, min(k, int(self.index.ntotal)))
             meta = self.store.metadata(sorted({int(i) for i in ids.ravel() if i >= 0}))
         return [[Neighbor(meta[i][0], float(s), meta[i][1], meta[i][2])
                  for s, i in zip(srow, irow) if i >= 0 and i in meta] for srow, irow in zip(sims, ids)]

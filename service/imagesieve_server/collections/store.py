@@ -279,6 +279,38 @@ class Store:
             yield (np.array([r[0] for r in rows], np.int64),
                    np.stack([np.frombuffer(r[1], np.float32) for r in rows]))
 
+    def vectors_for_ids(self, ids) -> np.ndarray:
+        """(P, D) float32 vectors of rows ``ids`` (P,), in that order; a row
+        of NaN for an id not stored (removed meanwhile). The full vectors
+        that re-rank a compressed index's candidates."""
+        ids = np.asarray(ids, np.int64).ravel()
+        found: dict[int, bytes] = {}
+        with self._using() as db:
+            for i in range(0, ids.size, 500):
+                part = ids[i:i + 500].tolist()
+                q = f"SELECT id, vector FROM images WHERE id IN ({','.join('?' * len(part))})"
+                found.update(db.execute(q, part).fetchall())
+        dim = int(self.get_setting("dim"))
+        out = np.full((ids.size, dim), np.nan, np.float32)
+        for row, i in enumerate(ids.tolist()):
+            blob = found.get(i)
+            if blob is not None:
+                out[row] = np.frombuffer(blob, np.float32)
+        return out
+
+    def sample_vectors(self, count: int, seed: int = 0) -> np.ndarray:
+        """(<= count, D) float32 vectors of rows drawn at random (by id, so
+        without reading the whole table): an index's training sample."""
+        top = self.max_id()
+        if top == 0 or count <= 0:
+            return np.zeros((0, int(self.get_setting("dim"))), np.float32)
+        if count * 1.3 >= top:
+            want = np.arange(1, top + 1, dtype=np.int64)
+        else:
+            want = np.unique(np.random.default_rng(seed).integers(1, top + 1, int(count * 1.3) + 16))
+        v = self.vectors_for_ids(want)
+        return v[np.isfinite(v[:, 0])][:count]
+
     def images_after(self, after_id: int = 0, batch: int = 4096) -> Iterator[list[tuple]]:
         """Yield batches of (id, key, label, split, sha256, vector bytes) rows
         with id > after_id, by id: metadata and vectors read together."""

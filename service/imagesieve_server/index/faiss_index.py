@@ -16,8 +16,10 @@ Kinds (:data:`KINDS`):
   does not, so removal through the wrapper silently maps later results to
   wrong ids (checked on faiss 1.15).
 - ``"ivf_pq"``: ``IndexIVFPQ``, product-quantized codes (``pq_m`` bytes a
-  vector at 8 bits) for collections too big for RAM as float32; scores are
-  approximate (quantized). Same id handling as ``ivf_flat``.
+  vector at 8 bits) for collections too big for RAM as float32; its scores
+  are approximate (quantized), so callers re-rank its candidates by exact
+  cosine from full vectors kept elsewhere (:func:`search_reranked`). Same
+  id handling as ``ivf_flat``.
 - ``"hnsw"``: ``IndexHNSWFlat`` graph in ``IndexIDMap2``. No training. FAISS
   HNSW cannot delete: :func:`remove_ids` rebuilds it from the kept vectors
   (O(n log n); batch removals). Range search is emulated, see
@@ -94,17 +96,38 @@ def as_ids(ids, n: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
-def choose_kind(n_vectors: int) -> str:
+#: Share of a memory budget that float32 vectors may fill before
+#: :func:`choose_kind` compresses them (IVF-PQ): the rest is for the IVF
+#: lists' ids, the id map, and everything else the process holds.
+FLOAT_SHARE = 0.5
+
+
+def choose_kind(n_vectors: int, dim: int | None = None, memory_bytes: int | None = None) -> str:
     """Index kind for a collection of ``n_vectors``: ``"flat"`` (exact) below
-    :data:`FLAT_MAX`, ``"ivf_flat"`` above. IVF rather than HNSW because a
+    :data:`FLAT_MAX`, ``"ivf_flat"`` above, and ``"ivf_pq"`` (product-quantized
+    codes, ``dim`` / 16 bytes a vector, re-ranked exactly: :func:`search_reranked`)
+    when ``n_vectors`` float32 vectors of ``dim`` would fill more than
+    :data:`FLOAT_SHARE` of ``memory_bytes``: 10M 1024-d vectors are 40 GB
+    as floats, 640 MB as 64-byte codes. IVF rather than HNSW because a
     collection removes by key: IVF deletes in place, FAISS HNSW cannot (our
     :func:`remove_ids` has to rebuild it), and IVF builds ~10x faster at 1M on
     a small CPU (k-means on a sample, then one assignment a vector). Pick
     ``"hnsw"`` explicitly for append-only collections wanting the lowest
-    latency, ``"ivf_pq"`` when float32 vectors do not fit in RAM."""
+    latency."""
     if n_vectors < 0:
         raise ValueError(f"n_vectors must be >= 0; got {n_vectors}")
-    return "flat" if n_vectors < FLAT_MAX else "ivf_flat"
+    if n_vectors < FLAT_MAX:
+        return "flat"
+    if dim and memory_bytes and n_vectors * dim * 4 > FLOAT_SHARE * memory_bytes:
+        return "ivf_pq"
+    return "ivf_flat"
+
+
+def training_points(index: faiss.Index) -> int | None:
+    """How many vectors to train ``index`` on: 256 a list for IVF (FAISS'
+    k-means uses at most that many a centroid), None (all) otherwise."""
+    ivf = _ivf(index)
+    return None if ivf is None else 256 * int(ivf.nlist)
 
 
 def default_nlist(n_expected: int) -> int:
@@ -237,6 +260,56 @@ def search(index: faiss.Index, queries, k: int) -> tuple[np.ndarray, np.ndarray]
     sims, ids = index.search(queries, k)
     sims = np.where(ids < 0, np.float32(-np.inf), sims).astype(np.float32, copy=False)
     return sims, ids.astype(np.int64, copy=False)
+
+
+#: On lossy kinds, candidates re-ranked by exact cosine per neighbour asked
+#: for (at least RERANK_MIN): quantized scores are off by ~0.01-0.05, so the
+#: true k nearest are among the approximate k * RERANK_FACTOR.
+RERANK_FACTOR = 8
+RERANK_MIN = 32
+RERANK_CHUNK = 64
+
+
+def is_lossy(index: faiss.Index) -> bool:
+    """True when the index's scores are approximate (quantized codes): its
+    candidates need :func:`search_reranked`."""
+    return index_kind(index) == "ivf_pq"
+
+
+def search_reranked(index: faiss.Index, queries, k: int, vectors_of,
+                    factor: int = RERANK_FACTOR) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`search` with exact scores: the index's ``max(k * factor,
+    RERANK_MIN)`` nearest by its own (approximate) score, re-ranked by the
+    exact cosine of their full vectors, best ``k`` kept.
+
+    ``vectors_of(ids)``: (P,) int64 ids -> (P, D) float32 unit vectors (a
+    collection's store, a memory-mapped file); ids it cannot find may come
+    back as rows of NaN and are dropped. Returns ``sims`` (M, k) float32,
+    ``ids`` (M, k) int64 like :func:`search`."""
+    if k < 1 or factor < 1:
+        raise ValueError(f"k and factor must be >= 1; got {k}, {factor}")
+    queries = as_vectors(queries, index.d, "queries")
+    m = queries.shape[0]
+    out_s = np.full((m, k), -np.inf, np.float32)
+    out_i = np.full((m, k), -1, np.int64)
+    if index.ntotal == 0:
+        return out_s, out_i
+    _, cand = search(index, queries, int(min(max(k * factor, RERANK_MIN), index.ntotal)))
+    found = np.unique(cand[cand >= 0])
+    if found.size == 0:
+        return out_s, out_i
+    full = np.asarray(vectors_of(found), np.float32).reshape(found.size, index.d)
+    rows = np.searchsorted(found, np.where(cand >= 0, cand, found[0]))
+    exact = np.empty(cand.shape, np.float32)
+    for q0 in range(0, m, RERANK_CHUNK):          # (queries, candidates, D) gathered a chunk at a time
+        q1 = min(q0 + RERANK_CHUNK, m)
+        exact[q0:q1] = np.einsum("mkd,md->mk", full[rows[q0:q1]], queries[q0:q1])
+    exact = np.where((cand >= 0) & np.isfinite(exact), exact, -np.inf).astype(np.float32)
+    order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+    top_s = np.take_along_axis(exact, order, axis=1)
+    top_i = np.where(np.isfinite(top_s), np.take_along_axis(cand, order, axis=1), -1)
+    out_s[:, :top_s.shape[1]], out_i[:, :top_i.shape[1]] = top_s, top_i
+    return out_s, out_i
 
 
 def _strict_radius(threshold: float) -> float:

@@ -19,13 +19,21 @@ import time
 from concurrent.futures import Future
 
 
+#: An owner back from idle keeps at most this much of its debt (seconds of
+#: thread time beyond the least-served busy owner's).
+MAX_DEBT_S = 10.0
+
+
 class FairPool:
     """``submit(owner, fn, *args)`` -> concurrent Future, like an Executor.
 
     An owner new, or back from idle, starts level with the least-served
     busy owner: waiting banks no credit, and time used beyond a fair share
-    (a debt) counts against an owner until the others have caught up.
-    ``workers``: threads (>= 1)."""
+    (a debt, up to MAX_DEBT_S) counts against an owner until the others
+    have caught up; time used while no one else wanted the threads is no
+    debt. A task is charged its owner's typical task time when it starts
+    (so one owner cannot take every idle thread at once on a tie) and
+    its real time when it ends. ``workers``: threads (>= 1)."""
 
     def __init__(self, workers: int, name: str = "imagesieve-decode"):
         if workers < 1:
@@ -35,6 +43,7 @@ class FairPool:
         self._queues: dict[str, collections.deque] = {}      # per owner, its tasks in order
         self._used: dict[str, float] = {}                    # thread seconds charged, per owner
         self._active: collections.Counter = collections.Counter()   # tasks queued or running
+        self._typical: dict[str, float] = {}                 # seconds a task, per owner (moving average)
         self._level = 0.0          # least time used by an active owner (never falls)
         self._closed = False
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
@@ -53,7 +62,8 @@ class FairPool:
             if self._closed:
                 raise RuntimeError("the pool is shut down")
             if not self._active[owner]:
-                self._used[owner] = max(self._used.get(owner, 0.0), self._floor())
+                floor = self._floor()
+                self._used[owner] = min(max(self._used.get(owner, 0.0), floor), floor + MAX_DEBT_S)
             self._active[owner] += 1
             self._queues.setdefault(owner, collections.deque()).append((future, fn, args))
             self._cond.notify()
@@ -72,11 +82,13 @@ class FairPool:
             future, fn, args = tasks.popleft()
             if not tasks:
                 del self._queues[owner]
-            return owner, future, fn, args
+            charged = self._typical.get(owner, 0.0)
+            self._used[owner] += charged
+            return owner, future, fn, args, charged
 
     def _work(self) -> None:
         while (task := self._next()) is not None:
-            owner, future, fn, args = task
+            owner, future, fn, args, charged = task
             elapsed = 0.0
             if future.set_running_or_notify_cancel():       # False: cancelled while it waited
                 started = time.perf_counter()
@@ -88,7 +100,10 @@ class FairPool:
                     future.set_result(result)
                 elapsed = time.perf_counter() - started
             with self._cond:
-                self._used[owner] += elapsed
+                self._used[owner] += elapsed - charged
+                if elapsed:
+                    self._typical[owner] = 0.8 * self._typical.get(owner, elapsed) + 0.2 * elapsed
+                self._floor()                    # the level while this owner still counts as busy
                 self._active[owner] -= 1
                 if not self._active[owner]:
                     del self._active[owner]
@@ -96,10 +111,11 @@ class FairPool:
 
     def _forget_idle(self) -> None:
         # An idle owner's record matters only while it is in debt.
-        if len(self._used) > 2 * len(self._active) + 256:
+        if len(self._used) > 2 * len(self._active) + 64:
             floor = self._floor()
             for k in [k for k, used in self._used.items() if k not in self._active and used <= floor]:
                 del self._used[k]
+                self._typical.pop(k, None)
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         with self._cond:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -26,6 +27,8 @@ def item_error(code: grpc.StatusCode | str, message: str) -> common_pb2.ItemErro
 
 
 FILE_WORKERS = 8          # threads that open and read server_path files
+SHARE_S = 2.0             # a file's answer is shared this long after it is ready...
+SHARE_MAX = 256           # ...and at most this many answers are kept
 READ_TIMEOUT_S = 10.0     # a file that takes longer (a hung network mount) fails alone
 
 
@@ -44,7 +47,9 @@ class ImageReader:
         self.budget = budget or MemoryBudget(0)
         self.read_timeout_s = read_timeout_s
         self.files = ThreadPoolExecutor(FILE_WORKERS, thread_name_prefix="imagesieve-files")
-        self._in_flight: dict[tuple, asyncio.Future] = {}      # server_path work shared by its askers
+        # server_path answers shared by their askers (see embed): by file identity
+        self._shared: dict[tuple, asyncio.Future] = {}
+        self._shared_until: dict[tuple, float] = {}           # finished ones, until when they are kept
 
     async def _in_file_pool(self, fn, *args):
         loop = asyncio.get_running_loop()
@@ -68,36 +73,60 @@ class ImageReader:
         "") or (None, ItemError, ""). Never raises for the image's own faults;
         QueueFullError propagates (the call's RESOURCE_EXHAUSTED).
 
-        One ``server_path`` asked for by several items at once (in one
-        request or across calls) is read and decoded once, and every asker
-        gets that answer: a 9 KB request naming one large file 256 times
-        costs one decode, not 256."""
+        A ``server_path`` file (one file: same device, inode, size and
+        modification time, whatever the path's spelling) asked for while it
+        is being read or within SHARE_S after, by any item of any call, is
+        read and decoded once and every asker gets that answer: a 9 KB
+        request naming one large file 256 times costs one decode, not 256."""
         which = image.WhichOneof("source")
         if which is None:
             return None, item_error(grpc.StatusCode.INVALID_ARGUMENT, "image has neither data nor server_path"), ""
         if which == "data":
             return await self._embed_data(image.data, with_signature, with_hash)
-        key = (image.server_path, with_signature, with_hash)
-        shared = self._in_flight.get(key)
-        if shared is None:
-            shared = self._in_flight[key] = asyncio.ensure_future(
-                self._embed_file(image.server_path, with_signature, with_hash))
-            shared.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        opened = await self._open(image.server_path)
+        if not isinstance(opened, tuple):
+            return None, opened, ""
+        fd, st = opened
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, with_signature, with_hash)
+        self._forget_shared()
+        shared = self._shared.get(key)
+        if shared is not None:
+            os.close(fd)
+        else:
+            shared = self._shared[key] = asyncio.ensure_future(
+                self._embed_opened(image.server_path, fd, st.st_size, with_signature, with_hash))
+            shared.add_done_callback(lambda done: self._keep_or_drop(key, done))
         # shield: one asker leaving (a cancelled call) must not cancel the others' answer
         return await asyncio.shield(shared)
 
-    async def _embed_file(self, path: str, with_signature: bool, with_hash: bool):
-        data, reserved = await self._read_file(path)
+    def _keep_or_drop(self, key, done: asyncio.Future) -> None:
+        # Answers (not errors: a full budget is no answer for later askers) stay SHARE_S.
+        if done.cancelled() or done.exception() is not None or done.result()[1] is not None:
+            self._shared.pop(key, None)
+        else:
+            self._shared_until[key] = time.monotonic() + SHARE_S
+
+    def _forget_shared(self) -> None:
+        now = time.monotonic()
+        over = len(self._shared_until) - SHARE_MAX
+        for key, until in list(self._shared_until.items()):     # oldest first
+            if until > now and over <= 0:
+                break
+            del self._shared_until[key]
+            self._shared.pop(key, None)
+            over -= 1
+
+    async def _embed_opened(self, path: str, fd: int, size: int, with_signature: bool, with_hash: bool):
+        data, reserved = await self._read_opened(path, fd, size)
         if not isinstance(data, bytes):
             return None, data, ""
         return await self._embed_data(data, with_signature, with_hash, reserved)
 
-    async def _embed_data(self, data: bytes, with_signature: bool, with_hash: bool, reserved: int | None = None):
+    async def _embed_data(self, data: bytes, with_signature: bool, with_hash: bool, reserved: int = 0):
         """Embed bytes already in memory; ``reserved``: the bytes already
-        charged for them (a file read), else they are charged here."""
+        charged for them (a file read), else (0) they are charged here."""
         try:
-            if reserved is None:
-                reserved = 0
+            if not reserved:
                 reserved = await self.budget.reserve(len(data), "this image")   # its request's charge ended
             result = await self.engine.embed(data, with_signature)
             if result.error is not None:
@@ -108,23 +137,35 @@ class ImageReader:
         finally:
             self.budget.release(reserved, held=True)
 
-    async def _read_file(self, path: str) -> tuple[bytes | common_pb2.ItemError, int]:
-        """(bytes, bytes reserved) or (ItemError, 0). The file's size is
-        charged to the budget before it is read."""
-        max_bytes = self.engine.embedder.limits.max_bytes
-        opening = self.files.submit(self.paths.open_regular, path)
+    def _open_with_stat(self, path: str):
+        fd, _ = self.paths.open_regular(path)
         try:
-            fd, size = await asyncio.wait_for(asyncio.wrap_future(opening), self.read_timeout_s)
+            return fd, os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    async def _open(self, path: str):
+        """(descriptor, its stat) of a regular file inside a root, or an
+        ItemError. Opened on the file pool with a timeout."""
+        opening = self.files.submit(self._open_with_stat, path)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(opening), self.read_timeout_s)
         except PermissionError as e:
-            return item_error(grpc.StatusCode.PERMISSION_DENIED, str(e)), 0
+            return item_error(grpc.StatusCode.PERMISSION_DENIED, str(e))
         except (ValueError, NotRegularFile) as e:
-            return item_error(grpc.StatusCode.INVALID_ARGUMENT, str(e)), 0
+            return item_error(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except asyncio.TimeoutError:
             opening.add_done_callback(_close_late_descriptor)     # if the open ever returns
             return item_error(grpc.StatusCode.DEADLINE_EXCEEDED,
-                              f"opening {path!r} took over {self.read_timeout_s:.0f} s"), 0
+                              f"opening {path!r} took over {self.read_timeout_s:.0f} s")
         except OSError as e:
-            return item_error(grpc.StatusCode.NOT_FOUND, f"cannot read {path!r}: {e.strerror or e}"), 0
+            return item_error(grpc.StatusCode.NOT_FOUND, f"cannot read {path!r}: {e.strerror or e}")
+
+    async def _read_opened(self, path: str, fd: int, size: int) -> tuple[bytes | common_pb2.ItemError, int]:
+        """(bytes, bytes reserved) or (ItemError, 0); closes ``fd``. The
+        file's size is charged to the budget before it is read."""
+        max_bytes = self.engine.embedder.limits.max_bytes
         if size > max_bytes:
             os.close(fd)
             return item_error(grpc.StatusCode.RESOURCE_EXHAUSTED,

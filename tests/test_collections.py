@@ -226,4 +226,11 @@ def test_a_collection_too_large_for_float_vectors_is_compressed_and_reranked_exa
         assert best.cosine == pytest.approx(float(base[int(best.key[1:])] @ q), abs=1e-5)   # exact, not quantized
         found += best.key == f"b{i}"
     assert found >= 38
-    c.close()
+    c.remove(["b0"])                                      # removed: never re-ranked back in
+    assert all(nb.key != "b0" for nb in c.search(queries[0], 5)[0])
+    c.close(snapshot=False)
+    (tmp_path / "c" / "index.snapshot").unlink(missing_ok=True)
+    again = Collection.open(tmp_path / "c")               # rebuilt from the log: compressed again, not floats
+    assert again.structure == "ivf_pq" and again.index.ntotal == n - 1
+    assert again.search(queries[1], 1)[0][0].key == "b1"
+    again.close()

@@ -163,4 +163,4 @@ def test_choose_kind_compresses_what_does_not_fit_in_memory():
     assert fx.choose_kind(100_000) == "ivf_flat"                     # no budget given: floats
     assert fx.choose_kind(1_000, 1024, 1) == "flat"
     idx = fx.make_index("ivf_pq", D, nlist=64)
-    assert fx.training_points(idx) == 256 * 64 and fx.training_points(fx.make_index("flat", D)) is None
+    assert fx.training_points(idx) == 64 * 64 and fx.training_points(fx.make_index("flat", D)) is None

@@ -18,8 +18,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 import contextlib
+import functools
 import json
 import logging
+import math
 import os
 import struct
 import threading
@@ -126,17 +128,32 @@ INDEX_KINDS = ("auto", *fi.KINDS)
 IVF_MIN_TRAIN = 20_000
 
 
+@functools.lru_cache(maxsize=None)
+def _memory_setting(env: str) -> int:
+    host = 8 << 30
+    try:
+        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        pass
+    if not env:
+        return host
+    try:
+        mb = float(env)
+        if not math.isfinite(mb) or mb <= 0:
+            raise ValueError(env)
+        return int(mb * (1 << 20))
+    except ValueError:
+        log.warning("IMAGESIEVE_INDEX_MEMORY_MB=%r is not a positive number of MiB; using half the host's "
+                    "memory (%d MiB)", env, host >> 20)
+        return host
+
+
 def index_memory_bytes() -> int:
     """Memory a collection's index may plan for: ``IMAGESIEVE_INDEX_MEMORY_MB``,
-    else half of the host's memory. Above half of it as float32 vectors,
+    else half of the host's memory (a value that is not a positive number
+    is warned about once and ignored). Above half of it as float32 vectors,
     "auto" compresses them (faiss_index.choose_kind)."""
-    env = os.environ.get("IMAGESIEVE_INDEX_MEMORY_MB", "").strip()
-    if env:
-        return int(float(env) * (1 << 20))
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30
+    return _memory_setting(os.environ.get("IMAGESIEVE_INDEX_MEMORY_MB", "").strip())
 
 
 def effective_kind(kind: str, n_vectors: int, dim: int | None = None, memory_bytes: int | None = None) -> str:
@@ -211,6 +228,7 @@ class Collection:
         self._snapshot_retry_at = 0.0
         self.last_snapshot = 0.0
         self._reindexing: threading.Thread | None = None
+        self._retry_reindex_at = 0            # size before which a failed re-index is not tried again
         self.index, rebuilt = self._load_index()
         if rebuilt:
             self._try_snapshot()     # replace the damaged file now, not at the next trigger
@@ -288,10 +306,25 @@ class Collection:
             except Exception as e:  # noqa: BLE001 - any damage to a cache file means: rebuild it
                 log.warning("collection %r: index snapshot %s is damaged (%s: %s); rebuilding the index "
                             "from the store", self.name, snap, type(e).__name__, e)
+        n = self.store.count()
+        if effective_kind(self.index_kind, n, self.dim) == "ivf_pq":
+            # Too large for float vectors: rebuilt compressed, a batch at a time.
+            index = self._build("ivf_pq", n, self.store.max_id())
+            index, self._since_snapshot = self._replay(index, self.store.max_id(), self.store.max_removal_seq())
+            self._since_snapshot = max(self._since_snapshot, 1)
+            return index, snap.exists()
         index = fi.make_index("hnsw" if self.index_kind == "hnsw" else "flat", self.dim)
         # Every row still stored, and no removal to replay: removed rows are gone from the store.
         index, self._since_snapshot = self._replay(index, 0, self.store.max_removal_seq())
         return index, snap.exists()
+
+    def _build(self, kind: str, n: int, max_id: int):
+        """An index of ``kind`` over the stored rows up to ``max_id`` (about
+        ``n`` of them), trained on a random sample, filled a batch at a time."""
+        probe = fi.make_index(kind, self.dim, n_expected=max(n, 1))
+        sample = self.store.sample_vectors(fi.training_points(probe) or 0)
+        batches = ((ids[ids <= max_id], vec[ids <= max_id]) for ids, vec in self.store.rows_after(0))
+        return build_index(kind, self.dim, n, batches, sample)
 
     def _replay(self, index, max_id: int, removal_seq: int):
         """(index, changes replayed): adds after ``max_id``, removals after ``removal_seq``."""
@@ -315,17 +348,24 @@ class Collection:
         # and to compressed codes once float vectors would not fit.
         want = effective_kind(self.index_kind, int(self.index.ntotal), self.dim)
         upgrade = (self.structure == "flat" and want != "flat") or (self.structure == "ivf_flat" and want == "ivf_pq")
-        if upgrade and self._reindexing is None:
+        if upgrade and self._reindexing is None and self.index.ntotal >= self._retry_reindex_at:
             self._reindexing = threading.Thread(target=self._reindex_in_background, args=(want,),
                                                 name=f"reindex-{self.name}", daemon=True)
             self._reindexing.start()
 
     def _reindex_in_background(self, kind: str) -> None:
+        n = int(self.index.ntotal)
         try:
             self.reindex(kind)
         except CollectionError as e:     # dropped meanwhile (ABORTED), or the store failed
             (log.info if e.code == "ABORTED" else log.warning)("collection %r: re-indexing as %s stopped: %s",
                                                                self.name, kind, e)
+        except (ValueError, RuntimeError, MemoryError) as e:
+            # e.g. too few rows left to train after removals: the old index keeps
+            # serving; tried again once the collection has grown by a tenth.
+            self._retry_reindex_at = int(n * 1.1) + 1
+            log.warning("collection %r: re-indexing as %s failed (%s: %s); the %s index keeps serving",
+                        self.name, kind, type(e).__name__, e, self.structure)
 
     def reindex(self, kind: str | None = None) -> str:
         """Rebuild the index as ``kind`` (default: what the collection's size
@@ -336,10 +376,7 @@ class Collection:
             with self._lock:
                 max_id, removal_seq = self.store.max_id(), self.store.max_removal_seq()
                 n = int(self.index.ntotal)
-            probe = fi.make_index(kind, self.dim, n_expected=max(n, 1))
-            sample = self.store.sample_vectors(fi.training_points(probe) or 0)
-            batches = ((ids[ids <= max_id], vec[ids <= max_id]) for ids, vec in self.store.rows_after(0))
-            index = build_index(kind, self.dim, n, batches, sample)       # the slow part, unlocked
+            index = self._build(kind, n, max_id)                          # the slow part, unlocked
             with self._lock:
                 for more_ids, more in self.store.rows_after(max_id):
                     fi.add(index, more, more_ids)

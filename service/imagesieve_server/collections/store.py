@@ -284,18 +284,16 @@ class Store:
         of NaN for an id not stored (removed meanwhile). The full vectors
         that re-rank a compressed index's candidates."""
         ids = np.asarray(ids, np.int64).ravel()
-        found: dict[int, bytes] = {}
-        with self._using() as db:
-            for i in range(0, ids.size, 500):
-                part = ids[i:i + 500].tolist()
-                q = f"SELECT id, vector FROM images WHERE id IN ({','.join('?' * len(part))})"
-                found.update(db.execute(q, part).fetchall())
-        dim = int(self.get_setting("dim"))
-        out = np.full((ids.size, dim), np.nan, np.float32)
+        out = np.full((ids.size, int(self.get_setting("dim"))), np.nan, np.float32)
+        rows: dict[int, list[int]] = {}
         for row, i in enumerate(ids.tolist()):
-            blob = found.get(i)
-            if blob is not None:
-                out[row] = np.frombuffer(blob, np.float32)
+            rows.setdefault(i, []).append(row)
+        with self._using() as db:
+            for s in range(0, ids.size, 500):
+                part = ids[s:s + 500].tolist()
+                q = f"SELECT id, vector FROM images WHERE id IN ({','.join('?' * len(part))})"
+                for i, blob in db.execute(q, part):
+                    out[rows[i]] = np.frombuffer(blob, np.float32)     # written straight in: no copy of blobs
         return out
 
     def sample_vectors(self, count: int, seed: int = 0) -> np.ndarray:
@@ -304,12 +302,16 @@ class Store:
         top = self.max_id()
         if top == 0 or count <= 0:
             return np.zeros((0, int(self.get_setting("dim"))), np.float32)
+        rng = np.random.default_rng(seed)
         if count * 1.3 >= top:
             want = np.arange(1, top + 1, dtype=np.int64)
         else:
-            want = np.unique(np.random.default_rng(seed).integers(1, top + 1, int(count * 1.3) + 16))
+            want = np.unique(rng.integers(1, top + 1, int(count * 1.3) + 16))
         v = self.vectors_for_ids(want)
-        return v[np.isfinite(v[:, 0])][:count]
+        found = np.flatnonzero(np.isfinite(v[:, 0]))
+        if found.size > count:                  # a random subset, not the lowest ids
+            found = np.sort(rng.choice(found, count, replace=False))
+        return v[found]
 
     def images_after(self, after_id: int = 0, batch: int = 4096) -> Iterator[list[tuple]]:
         """Yield batches of (id, key, label, split, sha256, vector bytes) rows

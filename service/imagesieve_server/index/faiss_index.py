@@ -123,11 +123,21 @@ def choose_kind(n_vectors: int, dim: int | None = None, memory_bytes: int | None
     return "ivf_flat"
 
 
+#: Training vectors per IVF list (FAISS wants at least 39 a centroid) and at
+#: most this many bytes of them: at 10M 1024-d vectors (16,384 lists) 64 a
+#: list would be 4 GiB of floats and hours of k-means on a small host.
+TRAIN_PER_LIST = 64
+TRAIN_MAX_BYTES = 1 << 30
+
+
 def training_points(index: faiss.Index) -> int | None:
-    """How many vectors to train ``index`` on: 256 a list for IVF (FAISS'
-    k-means uses at most that many a centroid), None (all) otherwise."""
+    """How many vectors to train ``index`` on: TRAIN_PER_LIST a list for IVF,
+    at most TRAIN_MAX_BYTES of float32 (and never fewer than its lists);
+    None (all) for other kinds."""
     ivf = _ivf(index)
-    return None if ivf is None else 256 * int(ivf.nlist)
+    if ivf is None:
+        return None
+    return max(int(ivf.nlist), min(TRAIN_PER_LIST * int(ivf.nlist), TRAIN_MAX_BYTES // (4 * index.d)))
 
 
 def default_nlist(n_expected: int) -> int:
@@ -168,7 +178,8 @@ def make_index(kind: str, dim: int, n_expected: int = 100_000, *, nlist: int | N
     if kind == "ivf_flat":
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, ip)
     else:
-        m = max(1, dim // 16) if pq_m is None else int(pq_m)
+        # dim / 16 bytes a vector; the nearest divisor of dim below it when 16 does not divide dim
+        m = next(m for m in range(max(1, dim // 16), 0, -1) if dim % m == 0) if pq_m is None else int(pq_m)
         if m < 1 or dim % m:
             raise ValueError(f"pq_m={m} must divide dim={dim}")
         if not 1 <= pq_nbits <= 16:
@@ -267,7 +278,7 @@ def search(index: faiss.Index, queries, k: int) -> tuple[np.ndarray, np.ndarray]
 #: true k nearest are among the approximate k * RERANK_FACTOR.
 RERANK_FACTOR = 8
 RERANK_MIN = 32
-RERANK_CHUNK = 64
+RERANK_CHUNK_BYTES = 32 << 20     # full vectors gathered at once while re-ranking
 
 
 def is_lossy(index: faiss.Index) -> bool:
@@ -301,8 +312,9 @@ def search_reranked(index: faiss.Index, queries, k: int, vectors_of,
     full = np.asarray(vectors_of(found), np.float32).reshape(found.size, index.d)
     rows = np.searchsorted(found, np.where(cand >= 0, cand, found[0]))
     exact = np.empty(cand.shape, np.float32)
-    for q0 in range(0, m, RERANK_CHUNK):          # (queries, candidates, D) gathered a chunk at a time
-        q1 = min(q0 + RERANK_CHUNK, m)
+    step = max(1, RERANK_CHUNK_BYTES // (cand.shape[1] * index.d * 4))
+    for q0 in range(0, m, step):                  # (queries, candidates, D) gathered a chunk at a time
+        q1 = min(q0 + step, m)
         exact[q0:q1] = np.einsum("mkd,md->mk", full[rows[q0:q1]], queries[q0:q1])
     exact = np.where((cand >= 0) & np.isfinite(exact), exact, -np.inf).astype(np.float32)
     order = np.argsort(-exact, axis=1, kind="stable")[:, :k]

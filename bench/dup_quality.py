@@ -8,6 +8,8 @@ Collections (each: real distinct originals plus planted altered copies):
   icons          Oxygen icons, one glossy style (Debian oxygen-icon-theme)
   fashion        Fashion-MNIST thumbnails, 28x28 (Debian dataset-fashion-mnist)
   documents      pages of Debian's license texts typeset 600x800 (--collections documents; not in the default run)
+  gradients      120 generated smooth abstract pictures, 4 styles (--collections gradients; a stress
+                 case for look-alikes, not a real collection, not in the default run)
 Copies use kinds that were NOT used to tune the verifier (COPY_KINDS below:
 perspective, noise, gamma, sharpen+saturate, coloured pad, caption bar,
 WebP, rotate+crop, downscale, posterize) plus the issue's named kinds (60%
@@ -215,6 +217,49 @@ def text_pages(n: int = 120) -> list[tuple[Image.Image, str]]:
     return pages
 
 
+def gradients(n: int = 120, seed: int = 0) -> list[tuple[Image.Image, str]]:
+    """Smooth abstract pictures, generated (no package ships such a set
+    outside wallpaper packages, which are kept out of benchmarks): soft
+    colour blobs, interfering waves, a gradient with a soft band, blurred
+    bokeh discs, 960x600. Every picture of one style looks like any other at
+    a glance, and any crop of one fits some part of another: hard negatives
+    for the layout, a stress case, not a real collection."""
+    from PIL import ImageDraw
+    h, w = 600, 960
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = []
+    for i in range(n):
+        r = np.random.default_rng(seed * 100_003 + i)
+        img = np.zeros((h, w, 3), np.float32) + r.uniform(5, 60, 3)
+        style = i % 4
+        if style == 0:
+            for _ in range(r.integers(3, 7)):
+                cx, cy, sd, c = r.uniform(0, w), r.uniform(0, h), r.uniform(80, 400), r.uniform(-40, 200, 3)
+                img += np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sd * sd))[..., None] * c
+        elif style == 1:
+            for _ in range(3):
+                f, ang, ph, c = r.uniform(0.002, 0.01), r.uniform(0, np.pi), r.uniform(0, 6.28), r.uniform(20, 120, 3)
+                img += (0.5 + 0.5 * np.sin(f * (xx * np.cos(ang) + yy * np.sin(ang)) + ph))[..., None] * c
+        elif style == 2:
+            ang = r.uniform(0, np.pi)
+            t = xx * np.cos(ang) + yy * np.sin(ang)
+            t = (t - t.min()) / (t.max() - t.min())
+            img += t[..., None] * r.uniform(50, 200, 3)
+            img += np.exp(-((t - r.uniform(0.3, 0.7)) / 0.05) ** 2)[..., None] * r.uniform(30, 150, 3)
+        if style == 3:
+            im = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+            draw = ImageDraw.Draw(im, "RGBA")
+            for _ in range(40):
+                x, y, rad = r.uniform(0, w), r.uniform(0, h), r.uniform(10, 80)
+                colour = tuple(int(v) for v in r.uniform(80, 255, 3)) + (int(r.uniform(30, 90)),)
+                draw.ellipse((x - rad, y - rad, x + rad, y + rad), fill=colour)
+            im = im.filter(ImageFilter.GaussianBlur(6))
+        else:
+            im = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+        out.append((im, f"g{i}"))
+    return out
+
+
 def load(name: str, fashion_n: int) -> list[tuple[Image.Image, str]]:
     """(image, family) originals of one collection."""
     if name == "photos":
@@ -225,6 +270,8 @@ def load(name: str, fashion_n: int) -> list[tuple[Image.Image, str]]:
         return [(flat(im), fam) for _, im, fam in collections_real.load_collection(name)]
     if name == "documents":
         return text_pages()
+    if name == "gradients":
+        return gradients()
     from datasets import fashion_mnist
     x, _, _, _ = fashion_mnist()
     pick = np.random.default_rng(0).choice(len(x), fashion_n, replace=False)

@@ -101,6 +101,10 @@ DEDUP = Bench("dedup", ("bench/dedup.py",), ("bench/dedup.py", "--sizes", "5000"
 INDEX = Bench("index_scale", ("bench/index_scale.py",),
               ("bench/index_scale.py", "--n", "50000", "--kind", "ivf_flat", "--queries", "200", "--stream", "100",
                "--exact-stream", "20"), nice=True)
+INDEX_10M = Bench("index_scale_10m", ("bench/index_scale.py", "--n", "10000000", "--dim", "1024", "--memory-gb", "6",
+                                     "--nlist", "1024"),
+                  ("bench/index_scale.py", "--n", "300000", "--dim", "256", "--memory-gb", "0.1", "--nlist", "256",
+                   "--queries", "300", "--stream", "100"))
 LABELFIX_FASHION = Bench(   # 2 epochs of a CNN on 70k images, twice: ~25 min here, no useful quick size
     "labelfix_fashion", ("bench/labelfix_table.py", "--datasets", "fashion_mnist", "--seeds", "1", "--epochs", "2",
                          "--features", "pixels", "--neighbor-weights", "0,0.2"), None, nice=True)
@@ -154,6 +158,9 @@ FIGURES = [
     Figure("index_recall_1m_percent", INDEX, lambda out: 100 * out["recall"],
            lit("found ") + NUM + lit("% of planted duplicate pairs"), 0.01),
     Figure("index_speedup_1m", INDEX, ("speedup",), NUM + lit("x faster than exact search in batch")),
+    Figure("index_10m_rss_gb", INDEX_10M, ("rss_gb",), cell("| 10M x 1024", 1)),
+    Figure("index_10m_recall", INDEX_10M, ("recall",), cell("| 10M x 1024", 4), 0.01),
+    Figure("index_10m_check_p99_ms", INDEX_10M, ("check_p99_ms",), re.escape("| 10M x 1024 |") + r"[^\n]*?/ \*?\*?" + NUM + " ms"),
     Figure("labelfix_fashion_cnn_knn_p3", LABELFIX_FASHION,
            row_of("precision@3%", dataset="fashion_mnist", method="out_of_fold+knn0.2"),
            re.escape("| Fashion-MNIST, all 70k | small pixel CNN, 2 epochs |") + r"(?:[^|\n]*\|){2}[^\d|\n]*"

@@ -78,7 +78,6 @@ COARSE = 16              # side of the thumbnails that choose a quarter turn
 FLAT_STD = 2.0           # gray levels: a thumbnail flatter than this has no layout to align
 MIN_AGREEMENT = 0.6      # below this no pair is the same picture, however its neighbours look
 MAX_RELATIVE = 0.25      # see relative_disagreement: a copy is at most this far, relative to look-alikes
-AGREEMENT_NOISE = 0.02   # disagreements below this are noise: a gamma change alone costs a copy 0.02-0.03
 ACCEPT = 0.97            # agreement at which a pair's search stops (nothing needs better)
 DEFAULT_PACK = 0.55      # look-alikes' agreement and cosine when a data set has no packs to measure
 MIN_PACK = 2             # other candidates an image needs for a pack of its own
@@ -641,14 +640,11 @@ def relative_disagreement(agreement, cosine, look_alike_agreement, look_alike_co
     signals: (1 - agreement) / (1 - look-alike agreement) times
     (1 - cosine) / (1 - look-alike cosine). 0 = identical; ~1 = as close as
     any look-alike; a copy is far below 1 on at least one and near 1 on
-    neither. Layout disagreements count from AGREEMENT_NOISE up: where
-    look-alikes align almost perfectly too (smooth gradients, flat abstract
-    art: any crop of one fits some part of another at 0.98-0.99), the
-    layout says nothing and the embedding must decide."""
+    neither."""
     g, c = np.asarray(agreement, np.float32), np.asarray(cosine, np.float32)
     la, lc = np.asarray(look_alike_agreement, np.float32), np.asarray(look_alike_cosine, np.float32)
-    eps, noise = np.float32(1e-3), np.float32(AGREEMENT_NOISE)
-    return (np.maximum(1 - g, noise) / np.maximum(1 - la, noise)) * (np.maximum(1 - c, 0) / np.maximum(1 - lc, eps))
+    eps = np.float32(1e-3)
+    return (np.maximum(1 - g, 0) / np.maximum(1 - la, eps)) * (np.maximum(1 - c, 0) / np.maximum(1 - lc, eps))
 
 
 def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_cosine=None,

@@ -278,8 +278,9 @@ def load(name: str, fashion_n: int) -> list[tuple[Image.Image, str]]:
     return [(Image.fromarray(x[i].reshape(28, 28).astype(np.uint8)).convert("RGB"), f"f{i}") for i in pick]
 
 
-def build(originals, copy_share: float, seed: int = 0, copy_kinds: dict | None = None):
-    """Encoded images with their source index (-1 = original), family and kind."""
+def build(originals, copy_share: float, seed: int = 0, copy_kinds: dict | None = None, copies: int = 1):
+    """Encoded images with their source index (-1 = original), family and
+    kind; ``copies`` planted copies (of successive kinds) per chosen original."""
     copy_kinds = copy_kinds or COPY_KINDS
     rng = np.random.default_rng(seed)
     n = len(originals)
@@ -287,10 +288,13 @@ def build(originals, copy_share: float, seed: int = 0, copy_kinds: dict | None =
     source, family, kind = list(range(n)), [f for _, f in originals], ["original"] * n
     kinds = list(copy_kinds)
     chosen = rng.choice(n, max(1, int(round(copy_share * n))), replace=False)
-    for j, i in enumerate(sorted(chosen.tolist())):
-        k = kinds[j % len(kinds)]
-        blobs.append(encode(copy_kinds[k](originals[i][0])))
-        source.append(i), family.append(originals[i][1]), kind.append(k)
+    j = 0
+    for i in sorted(chosen.tolist()):
+        for _ in range(copies):
+            k = kinds[j % len(kinds)]
+            j += 1
+            blobs.append(encode(copy_kinds[k](originals[i][0])))
+            source.append(i), family.append(originals[i][1]), kind.append(k)
     return blobs, np.array(source), np.array(family, dtype=object), np.array(kind, dtype=object), n
 
 
@@ -353,6 +357,8 @@ def main() -> int:
     ap.add_argument("--copy-share", type=float, default=0.2, help="originals that get a planted copy")
     ap.add_argument("--stream", type=int, default=60, help="CheckDuplicates calls per method")
     ap.add_argument("--collections", default="photos,illustrations,icons,fashion")
+    ap.add_argument("--copies", type=int, default=1,
+                    help="copies planted per chosen original (the issue's trial set had 8 of each)")
     ap.add_argument("--kinds", choices=("benchmark", "probe"), default="benchmark",
                     help="the benchmark's copy kinds, or the probe's (kinds nobody tuned for)")
     args = ap.parse_args()
@@ -362,7 +368,7 @@ def main() -> int:
     for name in args.collections.split(","):
         originals = load(name, args.fashion)
         share = 1.0 if name == "photos" else args.copy_share      # few photos: copy each
-        blobs, source, family, kind, n_orig = build(originals, share,
+        blobs, source, family, kind, n_orig = build(originals, share, copies=args.copies,
                                                     copy_kinds=PROBE_KINDS if args.kinds == "probe" else None)
         t0 = time.perf_counter()
         out = emb.embed_all(blobs, with_signatures=True)

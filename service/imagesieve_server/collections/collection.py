@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.duplicates import verify
-from ..analysis.duplicates.find import CANDIDATE_K, CANDIDATE_THRESHOLD
+from ..analysis.duplicates.find import CANDIDATE_THRESHOLD, STREAM_CANDIDATE_K
 from ..engine.signature import SIGNATURE_BYTES
 from ..index import faiss_index as fi
 from .store import NO_SPACE, CollectionError, Store, storage_error
@@ -485,9 +485,9 @@ class Collection:
         candidate's ``agreement``/``verified``; returns (any verified, the new
         image's look-alike pack (agreement, cosine) to store with it).
         Candidates: neighbours at cosine >= ``floor``, at most
-        CANDIDATE_K candidates, whatever k a caller asked for: each costs
+        STREAM_CANDIDATE_K candidates, whatever k a caller asked for: each costs
         milliseconds of alignment, so a large k must not buy a stall."""
-        cands = [n for n in neighbors if n.cosine >= floor][:CANDIDATE_K]
+        cands = [n for n in neighbors if n.cosine >= floor][:STREAM_CANDIDATE_K]
         stored = self.store.layouts_for_keys([n.key for n in cands])
         cands = [n for n in cands if n.key in stored]
         if not cands:
@@ -500,11 +500,20 @@ class Collection:
         for n, v in zip(cands, g.tolist()):
             n.agreement = v
         c = np.array([n.cosine for n in cands], np.float32)
-        own_g, own_c = verify.neighbourhood_typical(m + 1, a, b, g)[0], verify.neighbourhood_typical(m + 1, a, b, c)[0]
         nan = float("nan")
-        pack_g = np.array([own_g] + [stored[n.key][1] if stored[n.key][1] is not None else nan for n in cands])
-        pack_c = np.array([own_c] + [stored[n.key][2] if stored[n.key][2] is not None else nan for n in cands])
-        ok, _ = verify.verified_pairs(m + 1, a, b, g, c, pack_g, pack_c)
+        stored_g = [stored[n.key][1] if stored[n.key][1] is not None else nan for n in cands]
+        stored_c = [stored[n.key][2] if stored[n.key][2] is not None else nan for n in cands]
+        ok = np.zeros(m, bool)
+        for _ in range(verify.PACK_PASSES):
+            # The new image's look-alikes: its candidates not (yet) found to be the same picture.
+            look = ~ok
+            own_g = verify.neighbourhood_typical(m + 1, a[look], b[look], g[look])[0]
+            own_c = verify.neighbourhood_typical(m + 1, a[look], b[look], c[look])[0]
+            now, _ = verify.verified_pairs(m + 1, a, b, g, c, np.array([own_g] + stored_g),
+                                           np.array([own_c] + stored_c))
+            if not (now & ~ok).any():
+                break
+            ok |= now
         for n, v in zip(cands, ok):
             n.verified = bool(v)
         return bool(ok.any()), (float(own_g), float(own_c))
@@ -521,7 +530,7 @@ class Collection:
         ``threshold`` (0 = the collection's)."""
         verified = verify_layout and image.signature is not None
         with self._lock:
-            neighbors = self.search(image.vector, max(k, CANDIDATE_K if verified else 1))[0]
+            neighbors = self.search(image.vector, max(k, STREAM_CANDIDATE_K if verified else 1))[0]
             twin = self.twin(image.sha256)
             pack = None
             if twin is not None:

@@ -26,7 +26,18 @@ GROUPINGS = ("bounded", "centre", "components")
 #: with cosine >= CANDIDATE_THRESHOLD are candidates. Low on purpose: on real
 #: photos a 60% centre crop or a watermark fell to cosine 0.53-0.62.
 CANDIDATE_THRESHOLD = 0.5
-CANDIDATE_K = 8
+#: Candidates an image, over a whole set. 16, not 8: a verdict judges a pair
+#: against the image's other candidates (its look-alikes), and a picture with
+#: 8 copies has only copies among its 8 nearest, so its hard copies (crops,
+#: captions) looked no closer than "look-alikes": with 8 copies of each of 32
+#: photos, recall 0.50 at 8 candidates, 0.88 at 16. Costs twice the
+#: alignments, and on glyph-like sets looser look-alike levels (Oxygen icons
+#: 8 -> 17 false pairs, Fashion-MNIST 15 -> 33; bench/dup_quality.py).
+CANDIDATE_K = 16
+#: A streaming check aligns its new image with this many stored neighbours:
+#: its latency is the alignments' (the stored images keep their own
+#: look-alike levels from when they were added).
+STREAM_CANDIDATE_K = 8
 #: Raw cosine (no verification): the threshold is at least RAW_FLOOR and at
 #: least the cosine that only RAW_NEIGHBOUR_SHARE of the images reach to
 #: their RAW_RANK-th nearest neighbour (glyph-like data sits at far higher

@@ -166,16 +166,6 @@ def main(argv=None):
     print(json.dumps(res))
 
 
-def _rss_gb() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / (1 << 20)
-
-
-def _peak_rss_gb() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / (1 << 20)
-
-
 def chunked_embeddings(n: int, d: int, seed: int = 1, chunk: int = 100_000, rank: int = 64):
     """Yield (start, (B, d) float32 unit vectors) for rows 0..n, shaped like
     bench/dedup.py's synthetic embeddings (a shared mean direction, Zipf-sized
@@ -253,8 +243,11 @@ def compressed(args) -> None:
     import tempfile
     import numpy as np
     import faiss
+    from imagesieve_server.audit.memory import peak_rss_mb
     from imagesieve_server.index import faiss_index as fi
 
+    sys.path.insert(0, str(ROOT / "bench"))
+    from dedup import _rss_mb
     sys.path.insert(0, str(ROOT / "client"))
     from imagesieve.progress import Progress
 
@@ -273,8 +266,11 @@ def compressed(args) -> None:
     faiss.omp_set_num_threads(args.build_threads)
     t0 = time.perf_counter()
     sources = np.empty((n_q, d), np.float32)
-    sample_rows = fi.training_points(fi.make_index("ivf_pq", d, n, nlist=args.nlist or fi.default_nlist(n)))
-    take = np.sort(rng.choice(n, min(n, sample_rows), replace=False))
+    params = {"nlist": args.nlist} if args.nlist else {}
+    if args.nprobe:
+        params["nprobe"] = args.nprobe
+    index = fi.make_index("ivf_pq", d, n, **params)
+    take = np.sort(rng.choice(n, min(n, fi.training_points(index)), replace=False))
     sample = np.empty((take.size, d), np.float32)
     with open(path, "wb") as f:
         for s, x in tqdm(chunked_embeddings(n, d), total=-(-n // 100_000), desc="vectors", unit="chunk"):
@@ -285,12 +281,8 @@ def compressed(args) -> None:
             sel = (take >= s) & (take < e)
             sample[sel] = x[take[sel] - s]
     res["gen_s"] = round(time.perf_counter() - t0, 1)
-    rss_before = _rss_gb()
+    rss_before = _rss_mb() / 1024
     t0 = time.perf_counter()
-    params = {"nlist": args.nlist} if args.nlist else {}
-    if args.nprobe:
-        params["nprobe"] = args.nprobe
-    index = fi.make_index("ivf_pq", d, n, **params)
     fi.train_index(index, sample)
     del sample
     res["train_s"] = round(time.perf_counter() - t0, 1)
@@ -299,7 +291,7 @@ def compressed(args) -> None:
         fi.add(index, x, np.arange(s, s + len(x), dtype=np.int64))
     res["build_s"] = round(time.perf_counter() - t0, 1)
     res.update(nlist=int(index.nlist), nprobe=int(index.nprobe), pq_bytes=int(index.pq.M))
-    res["rss_gb"] = round(_rss_gb(), 2)
+    res["rss_gb"] = round(_rss_mb() / 1024, 2)
     res["rss_before_index_gb"] = round(rss_before, 2)
     res["bytes_per_vector"] = round(fi.bytes_per_vector(index), 1)
 
@@ -343,7 +335,7 @@ def compressed(args) -> None:
         lat.append((time.perf_counter() - t1) * 1000)
     res.update(check_p50_ms=round(float(np.percentile(lat, 50)), 2),
                check_p99_ms=round(float(np.percentile(lat, 99)), 2), stream=len(lat))
-    res["peak_rss_gb"] = round(_peak_rss_gb(), 2)
+    res["peak_rss_gb"] = round(peak_rss_mb() / 1024, 2)
     res["load_avg_1m"] = os.getloadavg()[0]
     os.close(store.fd)
     if not args.keep:

@@ -164,10 +164,14 @@ def test_malformed_paths_fail_their_item_only(abuse_server, root, photos):
             common_pb2.Image(key="nul", server_path=str(root) + "/a\x00b.jpg"),
             common_pb2.Image(key="good", server_path=str(good)),
             common_pb2.Image(key="outside", server_path="/etc/hostname"),
-            common_pb2.Image(key="missing", server_path=str(root / "nope.jpg"))]), timeout=30)
+            common_pb2.Image(key="missing", server_path=str(root / "nope.jpg")),
+            common_pb2.Image(key="long", server_path=str(root / ("a" * 200_000 + ".png"))),
+            common_pb2.Image(key="long-outside", server_path="/" + "b" * 200_000)]), timeout=30)
     codes = [CODE[e.error.code] if e.HasField("error") else grpc.StatusCode.OK for e in r.embeddings]
     assert codes == [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OK, grpc.StatusCode.PERMISSION_DENIED,
-                     grpc.StatusCode.NOT_FOUND]
+                     grpc.StatusCode.NOT_FOUND, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED]
+    # A 200 KB path is not echoed back whole: 40 of them made an 8 MB answer.
+    assert max(len(e.error.message) for e in r.embeddings) < 400
 
 
 def test_check_duplicates_enforces_the_request_limits(manifest_path, photos):

@@ -11,6 +11,17 @@ import os
 import stat
 from pathlib import Path
 
+from .collections.store import quoted
+
+# Client paths quoted in error messages up to this many characters: whole
+# for any real path, clipped for a hostile one (forty 200 KB paths made an
+# 8 MB answer of item errors).
+PATH_CHARS = 256
+
+
+def quoted_path(path: str) -> str:
+    return quoted(path, PATH_CHARS)
+
 
 class NotRegularFile(OSError):
     """The path names something other than a regular file."""
@@ -44,7 +55,7 @@ class PathPolicy:
             raise ValueError("server_path contains a NUL byte")
         real = Path(path).resolve()
         if not any(real.is_relative_to(root) for root in self.roots):
-            raise PermissionError(f"{path!r} is outside the server's allowed roots")
+            raise PermissionError(f"{quoted_path(path)} is outside the server's allowed roots")
         return real
 
     def open_regular(self, path: str) -> tuple[int, int]:
@@ -56,7 +67,7 @@ class PathPolicy:
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise NotRegularFile(f"{path!r} is not a regular file")
+                raise NotRegularFile(f"{quoted_path(path)} is not a regular file")
             return fd, st.st_size
         except BaseException:
             os.close(fd)

@@ -173,12 +173,12 @@ def effective_kind(kind: str, n_vectors: int, dim: int | None = None, memory_byt
 def build_index(kind: str, dim: int, n_expected: int, batches, sample):
     """A FAISS index of ``kind`` for ``n_expected`` vectors holding every
     (ids (B,), vectors (B, D)) of ``batches``; IVF kinds are first trained
-    on ``sample`` ((S, D), at most faiss_index.training_points of it). Its
+    on ``sample(count)`` ((<= count, D): faiss_index.training_points). Its
     memory is the index and one batch: a compressed index of 10M vectors
     builds in the memory its codes take, not the 40 GB of their floats."""
     index = fi.make_index(kind, dim, n_expected=max(n_expected, 1))
     if fi.needs_training(index):
-        fi.train_index(index, sample, max_points=fi.training_points(index))
+        fi.train_index(index, sample(fi.training_points(index)))
     for ids, vectors in batches:
         if len(ids):
             fi.add(index, vectors, ids)
@@ -309,10 +309,8 @@ class Collection:
         n = self.store.count()
         if effective_kind(self.index_kind, n, self.dim) == "ivf_pq":
             # Too large for float vectors: rebuilt compressed, a batch at a time.
-            index = self._build("ivf_pq", n, self.store.max_id())
-            index, self._since_snapshot = self._replay(index, self.store.max_id(), self.store.max_removal_seq())
-            self._since_snapshot = max(self._since_snapshot, 1)
-            return index, snap.exists()
+            self._since_snapshot = 1          # not on disk yet
+            return self._build("ivf_pq", n, self.store.max_id()), snap.exists()
         index = fi.make_index("hnsw" if self.index_kind == "hnsw" else "flat", self.dim)
         # Every row still stored, and no removal to replay: removed rows are gone from the store.
         index, self._since_snapshot = self._replay(index, 0, self.store.max_removal_seq())
@@ -321,10 +319,8 @@ class Collection:
     def _build(self, kind: str, n: int, max_id: int):
         """An index of ``kind`` over the stored rows up to ``max_id`` (about
         ``n`` of them), trained on a random sample, filled a batch at a time."""
-        probe = fi.make_index(kind, self.dim, n_expected=max(n, 1))
-        sample = self.store.sample_vectors(fi.training_points(probe) or 0)
         batches = ((ids[ids <= max_id], vec[ids <= max_id]) for ids, vec in self.store.rows_after(0))
-        return build_index(kind, self.dim, n, batches, sample)
+        return build_index(kind, self.dim, n, batches, self.store.sample_vectors)
 
     def _replay(self, index, max_id: int, removal_seq: int):
         """(index, changes replayed): adds after ``max_id``, removals after ``removal_seq``."""
@@ -501,19 +497,14 @@ class Collection:
             n.agreement = v
         c = np.array([n.cosine for n in cands], np.float32)
         nan = float("nan")
-        stored_g = [stored[n.key][1] if stored[n.key][1] is not None else nan for n in cands]
-        stored_c = [stored[n.key][2] if stored[n.key][2] is not None else nan for n in cands]
-        ok = np.zeros(m, bool)
-        for _ in range(verify.PACK_PASSES):
-            # The new image's look-alikes: its candidates not (yet) found to be the same picture.
-            look = ~ok
-            own_g = verify.neighbourhood_typical(m + 1, a[look], b[look], g[look])[0]
-            own_c = verify.neighbourhood_typical(m + 1, a[look], b[look], c[look])[0]
-            now, _ = verify.verified_pairs(m + 1, a, b, g, c, np.array([own_g] + stored_g),
-                                           np.array([own_c] + stored_c))
-            if not (now & ~ok).any():
-                break
-            ok |= now
+        # The stored images' look-alike levels as they were when each was added;
+        # the new image's (NaN) taken from these candidates, without those found the same.
+        stored_g = [nan] + [stored[n.key][1] if stored[n.key][1] is not None else nan for n in cands]
+        stored_c = [nan] + [stored[n.key][2] if stored[n.key][2] is not None else nan for n in cands]
+        ok, _ = verify.verified_pairs(m + 1, a, b, g, c, np.array(stored_g), np.array(stored_c))
+        look = ~ok
+        own_g = verify.neighbourhood_typical(m + 1, a[look], b[look], g[look])[0]
+        own_c = verify.neighbourhood_typical(m + 1, a[look], b[look], c[look])[0]
         for n, v in zip(cands, ok):
             n.verified = bool(v)
         return bool(ok.any()), (float(own_g), float(own_c))

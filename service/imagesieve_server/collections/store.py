@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import json
 import sqlite3
 import threading
@@ -279,12 +280,17 @@ class Store:
             yield (np.array([r[0] for r in rows], np.int64),
                    np.stack([np.frombuffer(r[1], np.float32) for r in rows]))
 
+    @functools.cached_property
+    def dim(self) -> int:
+        """The vectors' dimension (a setting written once, at creation)."""
+        return int(self.get_setting("dim"))
+
     def vectors_for_ids(self, ids) -> np.ndarray:
         """(P, D) float32 vectors of rows ``ids`` (P,), in that order; a row
         of NaN for an id not stored (removed meanwhile). The full vectors
         that re-rank a compressed index's candidates."""
         ids = np.asarray(ids, np.int64).ravel()
-        out = np.full((ids.size, int(self.get_setting("dim"))), np.nan, np.float32)
+        out = np.full((ids.size, self.dim), np.nan, np.float32)
         rows: dict[int, list[int]] = {}
         for row, i in enumerate(ids.tolist()):
             rows.setdefault(i, []).append(row)
@@ -301,7 +307,7 @@ class Store:
         without reading the whole table): an index's training sample."""
         top = self.max_id()
         if top == 0 or count <= 0:
-            return np.zeros((0, int(self.get_setting("dim"))), np.float32)
+            return np.zeros((0, self.dim), np.float32)
         rng = np.random.default_rng(seed)
         if count * 1.3 >= top:
             want = np.arange(1, top + 1, dtype=np.int64)

@@ -18,7 +18,7 @@ from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
 from ..engine.budget import BudgetExceeded, MemoryBudget
 from ..engine.pipeline import ImageEmbedding
-from ..paths import NotRegularFile, PathPolicy, read_fd
+from ..paths import NotRegularFile, PathPolicy, quoted_path, read_fd
 
 
 def item_error(code: grpc.StatusCode | str, message: str) -> common_pb2.ItemError:
@@ -158,9 +158,9 @@ class ImageReader:
         except asyncio.TimeoutError:
             opening.add_done_callback(_close_late_descriptor)     # if the open ever returns
             return item_error(grpc.StatusCode.DEADLINE_EXCEEDED,
-                              f"opening {path!r} took over {self.read_timeout_s:.0f} s")
+                              f"opening {quoted_path(path)} took over {self.read_timeout_s:.0f} s")
         except OSError as e:
-            return item_error(grpc.StatusCode.NOT_FOUND, f"cannot read {path!r}: {e.strerror or e}")
+            return item_error(grpc.StatusCode.NOT_FOUND, f"cannot read {quoted_path(path)}: {e.strerror or e}")
 
     async def _read_opened(self, path: str, fd: int, size: int) -> tuple[bytes | common_pb2.ItemError, int]:
         """(bytes, bytes reserved) or (ItemError, 0); closes ``fd``. The
@@ -169,9 +169,9 @@ class ImageReader:
         if size > max_bytes:
             os.close(fd)
             return item_error(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              f"{path!r} is {size} bytes, above the limit of {max_bytes}"), 0
+                              f"{quoted_path(path)} is {size} bytes, above the limit of {max_bytes}"), 0
         try:
-            reserved = await self.budget.reserve(size, f"reading {path!r}")
+            reserved = await self.budget.reserve(size, f"reading {quoted_path(path)}")
         except BudgetExceeded as e:
             os.close(fd)
             return item_error(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)), 0
@@ -181,10 +181,10 @@ class ImageReader:
         except asyncio.TimeoutError:
             self.budget.release(reserved, held=True)
             return item_error(grpc.StatusCode.DEADLINE_EXCEEDED,
-                              f"reading {path!r} took over {self.read_timeout_s:.0f} s"), 0
+                              f"reading {quoted_path(path)} took over {self.read_timeout_s:.0f} s"), 0
         except OSError as e:
             self.budget.release(reserved, held=True)
-            return item_error(grpc.StatusCode.NOT_FOUND, f"cannot read {path!r}: {e.strerror or e}"), 0
+            return item_error(grpc.StatusCode.NOT_FOUND, f"cannot read {quoted_path(path)}: {e.strerror or e}"), 0
 
     def close(self) -> None:
         self.files.shutdown(wait=False, cancel_futures=True)

@@ -658,19 +658,20 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     ``cosine`` (P,) each.
 
     ``pack_agreement``, ``pack_cosine``: (N,) each image's typical agreement
-    and cosine with its look-alikes; NaN entries take the median of the
-    others, or ``DEFAULT_PACK``. A pair's look-alike level is the higher of
-    its two images'. It is the same picture when its
-    :func:`relative_disagreement` is at most ``max_relative`` and its
-    agreement at least ``min_agreement``.
+    and cosine with its look-alikes (e.g. stored when it was added); None
+    or NaN entries are :func:`neighbourhood_typical` of these pairs, and
+    where that is NaN too, the median of the others (or ``DEFAULT_PACK``).
+    A pair's look-alike level is the higher of its two images'. It is the
+    same picture when its :func:`relative_disagreement` is at most
+    ``max_relative`` and its agreement at least ``min_agreement``.
 
-    Packs not given are :func:`neighbourhood_typical` of these pairs, judged
-    again (up to PACK_PASSES times) without the pairs already found to be
-    the same picture: an image's copies are not its look-alikes. A picture
-    with 8 copies has only copies among its 8 candidates, and measured
-    against its easy copies (agreement ~1) its crops and captioned copies
-    looked no closer than "look-alikes": with 8 copies of each of 32 photos,
-    recall was 0.50 (1.00 with one copy each)."""
+    Packs taken from these pairs are judged again (up to PACK_PASSES times)
+    without the pairs already found to be the same picture: an image's
+    copies are not its look-alikes. A picture with 8 copies has only copies
+    among its 8 candidates, and measured against its easy copies (agreement
+    ~1) its crops and captioned copies looked no closer than "look-alikes":
+    with 8 copies of each of 32 photos, recall was 0.50 (1.00 with one copy
+    each)."""
     if not 0 < max_relative <= 1:
         raise ValueError(f"max_relative must be in (0, 1]; got {max_relative}")
     a = np.asarray(a, np.int64).ravel()
@@ -679,14 +680,15 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     c = np.asarray(cosine, np.float32).ravel()
     if not (a.shape == b.shape == g.shape == c.shape):
         raise ValueError("a, b, agreement and cosine must have one entry a pair")
-    own = pack_agreement is None and pack_cosine is None
+    given = [np.full(n, np.nan, np.float32) if p is None else np.asarray(p, np.float32)
+             for p in (pack_agreement, pack_cosine)]
+    computed = np.isnan(given[0]).any() or np.isnan(given[1]).any()
     same = np.zeros(a.shape, bool)
     best = np.full(a.shape, np.inf, np.float32)         # each pair's lowest relative disagreement
-    for _ in range(PACK_PASSES if own else 1):
+    for _ in range(PACK_PASSES if computed else 1):
         look = ~same                                   # look-alikes: the pairs not (yet) found the same
-        pa = neighbourhood_typical(n, a[look], b[look], g[look]) if pack_agreement is None else pack_agreement
-        pc = neighbourhood_typical(n, a[look], b[look], c[look]) if pack_cosine is None else pack_cosine
-        pa, pc = _filled(pa, DEFAULT_PACK), _filled(pc, DEFAULT_PACK)
+        pa, pc = (_filled(np.where(np.isnan(p), neighbourhood_typical(n, a[look], b[look], v[look]), p),
+                          DEFAULT_PACK) for p, v in zip(given, (g, c)))
         best = np.minimum(best, relative_disagreement(g, c, np.maximum(pa[a], pa[b]), np.maximum(pc[a], pc[b])))
         now = (g >= min_agreement) & (best <= max_relative)
         if not (now & ~same).any():

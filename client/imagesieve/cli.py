@@ -19,9 +19,19 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+# The suffixes of the formats the server decodes (imagesieve_server.formats,
+# kept equal by a test; the light client does not import the server).
+IMAGE_SUFFIXES = frozenset({
+    ".apng", ".avif", ".avifs", ".bmp", ".bw", ".dds", ".dib", ".gif", ".icb", ".ico", ".j2c", ".j2k", ".jfif",
+    ".jp2", ".jpc", ".jpe", ".jpeg", ".jpf", ".jpg", ".jpx", ".pbm", ".pcx", ".pfm", ".pgm", ".png", ".pnm",
+    ".ppm", ".psd", ".qoi", ".rgb", ".rgba", ".sgi", ".tga", ".tif", ".tiff", ".vda", ".vst", ".webp"})
+# Image formats a folder may hold that the server does not decode: counted and named, not dropped silently.
+UNREAD_IMAGE_SUFFIXES = frozenset({".svg", ".svgz", ".heic", ".heif", ".jxl", ".dng", ".cr2", ".cr3", ".nef",
+                                   ".arw", ".orf", ".rw2", ".raf", ".eps", ".xcf", ".exr", ".hdr", ".emf",
+                                   ".wmf"})
 
 
 class MissingPath(ValueError):
@@ -36,11 +46,19 @@ def iter_image_paths(paths: list[str]) -> list[Path]:
     if missing:
         raise MissingPath("no such file or folder: " + ", ".join(missing))
     out: list[Path] = []
+    skipped: Counter = Counter()
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+            found = [f for f in p.rglob("*") if f.is_file()]
+            out.extend(sorted(f for f in found if f.suffix.lower() in IMAGE_SUFFIXES))
+            skipped.update(f.suffix.lower() for f in found if f.suffix.lower() in UNREAD_IMAGE_SUFFIXES)
         else:
             out.append(p)
+    if skipped:
+        n = sum(skipped.values())
+        print(f"note: {n} file{'s' if n != 1 else ''} left out: image formats imagesieve does not decode "
+              f"({', '.join(f'{k}: {v}' for k, v in skipped.most_common())}); convert them (e.g. to PNG) "
+              "to include them", file=sys.stderr)
     return out
 
 

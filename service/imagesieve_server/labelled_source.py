@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+from collections import Counter
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+from .formats import images_under
+
 SPLIT_NAMES = {"train", "val", "valid", "validation", "test"}
 
 
@@ -18,13 +20,15 @@ class LabelledImage:
     split: str = ""
 
 
-def load_labelled_source(source: str | Path) -> list[LabelledImage]:
-    """Records sorted by path. Raises ValueError when nothing labelled is found."""
+def load_labelled_source(source: str | Path, skipped: Counter | None = None) -> list[LabelledImage]:
+    """Records sorted by path. Raises ValueError when nothing labelled is
+    found. Files of a folder in image formats that are not decoded are
+    counted by suffix into ``skipped`` (see ``formats.skipped_note``)."""
     source = Path(source)
     if source.is_file() and source.suffix.lower() == ".csv":
         records = _from_csv(source)
     elif source.is_dir():
-        records = _from_folder(source)
+        records = _from_folder(source, skipped)
     else:
         raise ValueError(f"{source}: expected a folder of class folders or a .csv manifest")
     if not records:
@@ -32,17 +36,17 @@ def load_labelled_source(source: str | Path) -> list[LabelledImage]:
     return sorted(records, key=lambda r: str(r.path))
 
 
-def _from_folder(root: Path) -> list[LabelledImage]:
+def _from_folder(root: Path, skipped: Counter | None) -> list[LabelledImage]:
     subdirs = [d for d in root.iterdir() if d.is_dir()]
     if subdirs and all(d.name.lower() in SPLIT_NAMES for d in subdirs):
-        return [r for d in subdirs for r in _class_folders(d, d.name.lower())]
-    return _class_folders(root, "")
+        return [r for d in subdirs for r in _class_folders(d, d.name.lower(), skipped)]
+    return _class_folders(root, "", skipped)
 
 
-def _class_folders(root: Path, split: str) -> list[LabelledImage]:
+def _class_folders(root: Path, split: str, skipped: Counter | None) -> list[LabelledImage]:
     return [LabelledImage(f, d.name, split)
             for d in sorted(root.iterdir()) if d.is_dir()
-            for f in sorted(d.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+            for f in images_under(d, skipped)]
 
 
 def _from_csv(path: Path) -> list[LabelledImage]:

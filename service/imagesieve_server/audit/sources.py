@@ -7,11 +7,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import glob
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from ..labelled_source import IMAGE_SUFFIXES, SPLIT_NAMES, load_labelled_source
+from ..formats import UNREAD_IMAGE_SUFFIXES, images_under, is_image_file, skipped_note
+from ..labelled_source import SPLIT_NAMES, load_labelled_source
 from .columns import Categorical, PackedStrings
 
 
@@ -28,6 +30,8 @@ class AuditTable:
     paths: PackedStrings
     labels: Categorical          # '' where unlabelled
     splits: Categorical          # '' where no split
+    #: what the listing left out and why (files in formats not decoded), for the user
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -43,19 +47,21 @@ class AuditTable:
 
 
 def load_audit_table(source: str) -> AuditTable:
-    """:func:`load_audit_source` as compact columns (the records are dropped)."""
-    return AuditTable.from_records(load_audit_source(source))
-
-
-def _images_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """:func:`load_audit_source` as compact columns (the records are
+    dropped), with a note naming the files left out."""
+    skipped: Counter = Counter()
+    table = AuditTable.from_records(load_audit_source(source, skipped))
+    note = skipped_note(skipped)
+    if note:
+        table.notes.append(note)
+    return table
 
 
 def _has_class_folders(root: Path) -> bool:
     dirs = [d for d in root.iterdir() if d.is_dir()]
     if dirs and all(d.name.lower() in SPLIT_NAMES for d in dirs):
         dirs = [c for d in dirs for c in d.iterdir() if c.is_dir()]
-    return bool(dirs) and not any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir())
+    return bool(dirs) and not any(p.is_file() and is_image_file(p) for p in root.iterdir())
 
 
 def _from_table(rows: list[dict], base: Path, name: str) -> list[AuditRecord]:
@@ -69,8 +75,9 @@ def _from_table(rows: list[dict], base: Path, name: str) -> list[AuditRecord]:
     return out
 
 
-def load_audit_source(source: str) -> list[AuditRecord]:
-    """Records sorted by path. ValueError when nothing is found."""
+def load_audit_source(source: str, skipped: Counter | None = None) -> list[AuditRecord]:
+    """Records sorted by path. ValueError when nothing is found. Files in
+    image formats that are not decoded are counted by suffix into ``skipped``."""
     p = Path(source)
     if p.is_file() and p.suffix.lower() == ".csv":
         with open(p, newline="") as f:
@@ -80,13 +87,16 @@ def load_audit_source(source: str) -> list[AuditRecord]:
         records = _from_table(pq.read_table(p).to_pylist(), p.parent, source)
     elif p.is_dir():
         if _has_class_folders(p):
-            records = [AuditRecord(str(r.path), r.label, r.split) for r in load_labelled_source(p)]
+            records = [AuditRecord(str(r.path), r.label, r.split) for r in load_labelled_source(p, skipped)]
         else:
-            records = [AuditRecord(str(f)) for f in _images_under(p)]
+            records = [AuditRecord(str(f)) for f in images_under(p, skipped)]
     else:
-        matches = sorted(m for m in glob.glob(source, recursive=True)
-                         if Path(m).is_file() and Path(m).suffix.lower() in IMAGE_SUFFIXES)
-        records = [AuditRecord(str(Path(m).resolve())) for m in matches]
+        matches = [Path(m) for m in sorted(glob.glob(source, recursive=True)) if Path(m).is_file()]
+        records = [AuditRecord(str(m.resolve())) for m in matches if is_image_file(m)]
+        if skipped is not None:
+            skipped.update(m.suffix.lower() for m in matches if m.suffix.lower() in UNREAD_IMAGE_SUFFIXES)
     if not records:
-        raise ValueError(f"{source}: no images found (a folder, a .csv/.parquet manifest or a glob)")
+        note = skipped_note(skipped) if skipped else None
+        raise ValueError(f"{source}: no images found (a folder, a .csv/.parquet manifest or a glob)"
+                         + (f"; {note}" if note else ""))
     return sorted(records, key=lambda r: r.path)

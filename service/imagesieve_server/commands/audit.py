@@ -71,6 +71,8 @@ def run(args) -> int:
         return 2
     out = Path(args.out)
     print(f"audit of {len(table)} images from {args.source} ({table.n_labelled} labelled) -> {out}")
+    for n in table.notes:
+        print(f"note: {n}", file=sys.stderr)
     with log.stage("model load"):
         if args.server:
             backend = ServerBackend(args.server)
@@ -124,6 +126,7 @@ def run(args) -> int:
                                top_fraction=args.top, sweep=not args.no_sweep, seed=args.seed,
                                classifier=args.classifier, stages=log,
                                signatures=None if args.raw_cosine else signatures, pixels=pixels)
+        results.notes[:0] = table.notes            # the report says what the listing left out
         before_report = time.perf_counter()
         from ..audit.report import write_report
         s = write_report(results, out, args.source)

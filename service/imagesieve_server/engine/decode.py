@@ -29,6 +29,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
+from ..formats import FORMATS      # what is decoded (and why not more)
+
 # Pillow's own bomb guard would raise after we already refused; our limit
 # (DecodeLimits.max_pixels) is the one that applies.
 Image.MAX_IMAGE_PIXELS = None
@@ -224,12 +226,6 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
     return rgb
 
 
-# Formats accepted: what image datasets hold. Pillow can open more, but each
-# is attack surface (EPS runs Ghostscript; ICNS decodes its pictures while
-# opening, before any size is known).
-Image.init()             # register every plugin, so the list below can name them
-FORMATS = tuple(f for f in ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "DIB", "TIFF", "ICO", "PPM", "TGA",
-                            "JPEG2000", "AVIF", "QOI", "PCX", "SGI", "DDS", "PSD") if f in Image.OPEN)
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

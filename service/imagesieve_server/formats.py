@@ -1,0 +1,52 @@
+"""Which image formats imagesieve decodes, and which files a folder walk
+takes for images.
+
+Pillow can open more formats than these, but each is attack surface (EPS
+runs Ghostscript; ICNS decodes its pictures while opening, before any size
+is known). A walk takes the files whose suffix Pillow registers for one of
+``FORMATS``; files in image formats that are not decoded (SVG, HEIC, JPEG
+XL, camera raw...) are counted and named (:func:`skipped_note`), never
+dropped silently. The light client keeps a copy of ``IMAGE_SUFFIXES``
+(``imagesieve.cli``; a test keeps the two equal).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from PIL import Image
+
+Image.init()             # register every plugin, so the list below can name them
+FORMATS = tuple(f for f in ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "DIB", "TIFF", "ICO", "PPM", "TGA",
+                            "JPEG2000", "AVIF", "QOI", "PCX", "SGI", "DDS", "PSD") if f in Image.OPEN)
+IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in FORMATS)
+UNREAD_IMAGE_SUFFIXES = frozenset({".svg", ".svgz", ".heic", ".heif", ".jxl", ".dng", ".cr2", ".cr3", ".nef",
+                                   ".arw", ".orf", ".rw2", ".raf", ".eps", ".xcf", ".exr", ".hdr", ".emf",
+                                   ".wmf"}) - IMAGE_SUFFIXES
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def images_under(root: Path, skipped: Counter | None = None) -> list[Path]:
+    """Image files under ``root`` (recursively, sorted); files in image
+    formats that are not decoded are counted by suffix into ``skipped``."""
+    out = []
+    for f in root.rglob("*"):
+        suffix = f.suffix.lower()
+        if suffix in IMAGE_SUFFIXES and f.is_file():
+            out.append(f)
+        elif skipped is not None and suffix in UNREAD_IMAGE_SUFFIXES and f.is_file():
+            skipped[suffix] += 1
+    return sorted(out)
+
+
+def skipped_note(skipped: Counter) -> str | None:
+    """One line for the user about files left out, or None."""
+    if not skipped:
+        return None
+    n = sum(skipped.values())
+    kinds = ", ".join(f"{k}: {v}" for k, v in skipped.most_common())
+    return (f"{n} file{'s' if n != 1 else ''} left out: image formats imagesieve does not decode ({kinds}); "
+            f"convert them (e.g. to PNG) to include them")

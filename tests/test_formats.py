@@ -1,0 +1,96 @@
+"""Which files a folder walk takes for images: every format the decoder
+reads (not only the common eight suffixes), and files in image formats it
+does not read are named, not dropped silently."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import photo_image
+from imagesieve.cli import IMAGE_SUFFIXES as CLIENT_SUFFIXES
+from imagesieve.cli import UNREAD_IMAGE_SUFFIXES as CLIENT_UNREAD
+from imagesieve.cli import iter_image_paths
+from imagesieve_server.audit.sources import load_audit_table
+from imagesieve_server.formats import IMAGE_SUFFIXES, UNREAD_IMAGE_SUFFIXES
+from imagesieve_server.labelled_source import load_labelled_source
+
+# Formats that datasets hold beyond JPEG/PNG/WebP/GIF/BMP/TIFF, each written by Pillow.
+WRITTEN = {".avif": "AVIF", ".ppm": "PPM", ".tga": "TGA", ".jp2": "JPEG2000", ".jfif": "JPEG", ".pgm": "PPM"}
+
+
+def test_the_light_client_walks_the_suffixes_the_server_decodes():
+    assert CLIENT_SUFFIXES == IMAGE_SUFFIXES
+    assert CLIENT_UNREAD == UNREAD_IMAGE_SUFFIXES
+    assert not IMAGE_SUFFIXES & UNREAD_IMAGE_SUFFIXES
+    assert {".jpg", ".png", ".webp", ".avif", ".ppm", ".jp2", ".tga", ".jfif"} <= IMAGE_SUFFIXES
+
+
+@pytest.fixture()
+def mixed_folder(tmp_path, photos):
+    """Two class folders: the same 6 photos, each saved in one of WRITTEN's
+    formats, plus files of image formats the decoder does not read."""
+    for cls, picks in (("a", photos[:3]), ("b", photos[3:6])):
+        d = tmp_path / cls
+        d.mkdir()
+        for (data, _, name), (suffix, fmt) in zip(picks, list(WRITTEN.items())[:3] if cls == "a"
+                                                  else list(WRITTEN.items())[3:]):
+            im = photo_image(data).resize((160, 160))
+            im = im.convert("L") if suffix == ".pgm" else im
+            im.save(d / (name.rsplit(".", 1)[0] + suffix), format=fmt)
+    (tmp_path / "a" / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>')
+    (tmp_path / "b" / "phone.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (tmp_path / "b" / "notes.txt").write_text("not an image, not worth a note")
+    return tmp_path
+
+
+def test_a_folder_walk_takes_every_decoded_format_and_names_the_rest(mixed_folder, embedder, photos):
+    table = load_audit_table(str(mixed_folder))
+    suffixes = sorted(p.rsplit(".", 1)[1] for p in table.paths)
+    assert suffixes == sorted(s[1:] for s in WRITTEN)
+    assert sorted(set(table.labels.values)) == ["a", "b"]
+    assert len(table.notes) == 1
+    assert "2 files left out" in table.notes[0] and ".svg: 1" in table.notes[0] and ".heic: 1" in table.notes[0]
+    assert ".txt" not in table.notes[0]
+
+    # What was walked decodes to the same picture (the nearest of each
+    # converted file among the 20 originals is its own original).
+    originals = np.stack([e.vector for e in embedder.embed([d for d, _, _ in photos])])
+    converted = list(embedder.embed([open(p, "rb").read() for p in table.paths]))
+    assert all(e.error is None for e in converted), [e.error for e in converted]
+    index = {name.rsplit(".", 1)[0]: i for i, (_, _, name) in enumerate(photos)}
+    own = [index[Path(p).stem] for p in table.paths]
+    nearest = (np.stack([e.vector for e in converted]) @ originals.T).argmax(axis=1)
+    assert nearest.tolist() == own
+
+
+def test_the_labelled_reader_and_the_client_walk_agree(mixed_folder, capsys):
+    from collections import Counter
+    skipped = Counter()
+    records = load_labelled_source(mixed_folder, skipped)
+    assert skipped == Counter({".svg": 1, ".heic": 1})
+    walked = iter_image_paths([str(mixed_folder)])
+    assert sorted(map(str, walked)) == sorted(str(r.path) for r in records)
+    err = capsys.readouterr().err
+    assert "2 files left out" in err and ".svg: 1" in err and ".heic: 1" in err
+
+
+def test_a_glob_of_only_unread_formats_says_why_nothing_was_found(tmp_path):
+    for i in range(3):
+        (tmp_path / f"art{i}.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    with pytest.raises(ValueError, match=r"no images found.*3 files left out.*\.svg: 3"):
+        load_audit_table(str(tmp_path / "*.svg"))
+    with pytest.raises(ValueError, match=r"no images found.*3 files left out"):
+        load_audit_table(str(tmp_path))
+
+
+def test_an_avif_round_trip_is_the_same_picture(photos, embedder):
+    im = photo_image(photos[0][0])
+    buf = io.BytesIO()
+    im.save(buf, format="AVIF", quality=60)
+    assert Image.open(io.BytesIO(buf.getvalue())).format == "AVIF"
+    a, b = embedder.embed([photos[0][0], buf.getvalue()])
+    assert float(a.vector @ b.vector) > 0.9

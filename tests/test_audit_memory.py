@@ -55,3 +55,37 @@ def test_a_stage_peak_is_its_own_and_the_lifetime_peak_survives():
     assert 14 <= stage_peak - now <= 40              # the 16 MiB array, not the 200 MiB one
     assert lifetime >= now + 190                     # the process' own peak still counts the 200 MiB
     assert seen_by_parent >= now + 190               # and so does what its parent reads at exit
+
+
+_ARENAS = textwrap.dedent("""
+    import ctypes, ctypes.util, sys, threading, re, tempfile
+    from imagesieve_server.audit.memory import limit_malloc_arenas
+    if sys.argv[1] != "0":
+        assert limit_malloc_arenas(int(sys.argv[1]))
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.malloc.restype = ctypes.c_void_p
+    libc.fopen.restype = ctypes.c_void_p
+    go = threading.Barrier(8)
+    def work():
+        go.wait()                         # all at once: contention is what makes new arenas
+        blocks = [libc.malloc(4096) for _ in range(2000)]
+        go.wait()
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    path = tempfile.mktemp()
+    fp = libc.fopen(path.encode(), b"w")
+    libc.malloc_info(0, ctypes.c_void_p(fp))
+    libc.fclose(ctypes.c_void_p(fp))
+    print(len(re.findall('<heap nr=', open(path).read())))
+""")
+
+
+def test_the_server_can_cap_its_malloc_arenas():
+    import pytest
+    from imagesieve_server.audit.memory import limit_malloc_arenas
+    with pytest.raises(ValueError):
+        limit_malloc_arenas(0)
+    heaps = {n: int(subprocess.run([sys.executable, "-c", _ARENAS, str(n)], capture_output=True, text=True,
+                                   check=True).stdout) for n in (0, 1)}
+    assert heaps[1] == 1 and heaps[0] > 1, heaps

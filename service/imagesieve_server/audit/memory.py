@@ -20,6 +20,7 @@ import threading
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 
 
 def peak_rss_mb() -> float:
@@ -95,3 +96,15 @@ def return_freed_memory_to_os(threshold_bytes: int = 128 * 1024) -> bool:
         return False
     applied = bool(mallopt(M_MMAP_THRESHOLD, threshold_bytes)) and bool(mallopt(M_TRIM_THRESHOLD, threshold_bytes))
     return trim_free_heap() and applied
+
+
+def limit_malloc_arenas(arenas: int) -> bool:
+    """Let glibc create at most ``arenas`` malloc arenas (its default: 8 a
+    core). A server's many gRPC and decoding threads each got an arena of
+    their own, and each arena keeps its own high-water mark resident. Takes
+    effect for threads that allocate afterwards: call it before starting
+    them. True where applied."""
+    if arenas < 1:
+        raise ValueError(f"arenas must be >= 1; got {arenas}")
+    mallopt = getattr(_libc(), "mallopt", None)
+    return bool(mallopt(M_ARENA_MAX, arenas)) if mallopt is not None else False

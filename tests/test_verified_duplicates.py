@@ -15,8 +15,8 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from imagesieve import Client
 from imagesieve_server.analysis.duplicates.find import RAW_FLOOR, find_duplicates
-from imagesieve_server.analysis.duplicates.verify import (AlignmentPool, look_alike_levels, pair_alignment,
-                                                          verified_pairs, verify_pairs)
+from imagesieve_server.analysis.duplicates.verify import (AlignmentPool, pair_alignment, verified_pairs,
+                                                          verify_pairs)
 from imagesieve_server.engine.signature import SIGNATURE_BYTES, layout_signature, unpack
 
 from conftest import digit_image, encode, photo_image
@@ -218,9 +218,7 @@ def test_a_picture_with_many_copies_keeps_its_hard_ones(embedder, photos):
     """Each of 12 photos with 8 altered copies (its whole candidate list is
     its own family): the hard copies (a 60% crop, a red pad, perspective)
     are judged against look-alikes, not against the picture's easy copies.
-    With 8 candidates an image, half of such copies were lost (0.49); with
-    16, 0.81; with look-alike levels from the nearest 8 unless they sit far
-    above the rest (which cut Fashion-MNIST's false pairs 33 -> 13), 0.79."""
+    With 8 candidates an image, half of such copies were lost."""
     originals = [photo_image(d) for d, _, _ in photos[:12]]
     kinds = {**UNSEEN_KINDS, "mirror": ImageOps.mirror,
              "caption": lambda im: (lambda c: (ImageDraw.Draw(c).rectangle((0, 0, c.width, c.height // 7),
@@ -237,7 +235,7 @@ def test_a_picture_with_many_copies_keeps_its_hard_ones(embedder, photos):
                           [hashlib.sha256(b).hexdigest() for b in blobs], signatures=s)
     pairs = set(zip(rep.a.tolist(), rep.b.tolist()))
     found = [(source[c], c) in pairs for c in range(n0, n)]
-    assert np.mean(found) >= 0.75, np.mean(found)
+    assert np.mean(found) >= 0.8, np.mean(found)
     assert all(source[a] == source[b] for a, b in pairs), "pictures of different families paired"
 
 
@@ -288,41 +286,6 @@ def test_verdict_is_judged_against_look_alikes():
     assert ok[0]
     with pytest.raises(ValueError):
         verified_pairs(4, a, b, [0.9], [0.9])
-
-
-def _star(values):
-    """Pairs (0, 1..k) with the given (agreement, cosine) values."""
-    g, c = (np.array(v, np.float32) for v in zip(*values))
-    return np.zeros(len(g), np.int64), np.arange(1, len(g) + 1), g, c
-
-
-def test_further_look_alikes_do_not_lower_the_bar():
-    # Image 0 (a garment): 15 look-alikes fading from agreement 0.93 /
-    # cosine 0.95 to 0.79 / 0.87, and one pair at 0.95 / 0.96: hardly closer
-    # than its near look-alikes, so not the same picture. A level taken over
-    # all 16 (~0.86 / 0.91) would have passed it.
-    fading = [(round(0.93 - 0.01 * i, 3), round(0.95 - 0.0055 * i, 4)) for i in range(15)]
-    a, b, g, c = _star([(0.95, 0.96)] + fading)
-    level = look_alike_levels(len(g) + 1, a, b, g, c)[0]
-    assert level == pytest.approx(0.90, abs=0.011)
-    ok, _ = verified_pairs(len(g) + 1, a, b, g, c)
-    assert not ok[0]
-    wide = [np.full(len(g) + 1, np.median(np.sort(v)[:-1]), np.float32) for v in (g, c)]
-    assert verified_pairs(len(g) + 1, a, b, g, c, *wide)[0][0]
-
-
-def test_nearest_candidates_far_above_the_rest_are_copies_not_the_bar():
-    # Image 0 (a photo with 8 copies): its 8 nearest candidates are copies
-    # (0.98-0.995 / 0.96-0.99), the 8 others look-alikes (0.5 / 0.6). Its
-    # look-alike level comes from all 16, and every copy is found, the
-    # hardest (0.96 / 0.93, a deep crop) included.
-    copies = [(0.995, 0.99), (0.99, 0.98), (0.99, 0.985), (0.985, 0.97), (0.98, 0.975), (0.98, 0.96),
-              (0.975, 0.965), (0.96, 0.93)]
-    a, b, g, c = _star(copies + [(0.5, 0.6)] * 8)
-    level = look_alike_levels(len(g) + 1, a, b, g, c)[0]
-    assert level < 0.9
-    ok, _ = verified_pairs(len(g) + 1, a, b, g, c)
-    assert ok[:8].all() and not ok[8:].any()
 
 
 def test_flat_images_pair_only_with_the_same_tone():

@@ -503,8 +503,8 @@ class Collection:
         stored_c = [nan] + [stored[n.key][2] if stored[n.key][2] is not None else nan for n in cands]
         ok, _ = verify.verified_pairs(m + 1, a, b, g, c, np.array(stored_g), np.array(stored_c))
         look = ~ok
-        own_g = verify.look_alike_levels(m + 1, a[look], b[look], g[look], c[look])[0]
-        own_c = verify.look_alike_levels(m + 1, a[look], b[look], c[look], c[look])[0]
+        own_g = verify.neighbourhood_typical(m + 1, a[look], b[look], g[look])[0]
+        own_c = verify.neighbourhood_typical(m + 1, a[look], b[look], c[look])[0]
         for n, v in zip(cands, ok):
             n.verified = bool(v)
         return bool(ok.any()), (float(own_g), float(own_c))

@@ -57,7 +57,6 @@ import cv2
 import numpy as np
 
 from ...engine.signature import FRAME_TOLERANCE, SIDE, SIGNATURE_BYTES, edge_tone, unpack
-from .groups import connected_components
 
 INNER = 0.8
 CELLS = 4                # the aligned views are also compared cell by cell, CELLS x CELLS ...
@@ -606,14 +605,11 @@ def verify_pairs(signatures, a, b, stop_at: float = ACCEPT, workers: int = 0,
     return out
 
 
-def neighbourhood_typical(n: int, a, b, values, min_pack: int = MIN_PACK, nearest: int = 0,
-                          cosine=None) -> np.ndarray:
+def neighbourhood_typical(n: int, a, b, values, min_pack: int = MIN_PACK) -> np.ndarray:
     """Each image's typical value over its candidate pairs, leaving its best
     one out (that is the pair being judged, or a copy): (N,) float32, the
     median of the rest, NaN for images in fewer than ``min_pack`` + 1 pairs.
-    ``a``, ``b``: (P,) positions; ``values``: (P,) (agreement or cosine).
-    ``nearest`` > 0: only each image's ``nearest`` pairs of highest
-    ``cosine`` (P,) count."""
+    ``a``, ``b``: (P,) positions; ``values``: (P,) (agreement or cosine)."""
     a = np.asarray(a, np.int64).ravel()
     b = np.asarray(b, np.int64).ravel()
     g = np.asarray(values, np.float32).ravel()
@@ -622,13 +618,6 @@ def neighbourhood_typical(n: int, a, b, values, min_pack: int = MIN_PACK, neares
         return out
     node = np.concatenate([a, b])
     val = np.concatenate([g, g])
-    if nearest:
-        c = np.asarray(cosine, np.float32).ravel()
-        order = np.lexsort((-np.concatenate([c, c]), node))
-        node, val = node[order], val[order]
-        starts = np.flatnonzero(np.r_[True, node[1:] != node[:-1]])
-        rank = np.arange(node.size) - np.repeat(starts, np.diff(np.r_[starts, node.size]))
-        node, val = node[rank < nearest], val[rank < nearest]
     order = np.lexsort((val, node))
     node, val = node[order], val[order]
     starts = np.flatnonzero(np.r_[True, node[1:] != node[:-1]])
@@ -637,22 +626,6 @@ def neighbourhood_typical(n: int, a, b, values, min_pack: int = MIN_PACK, neares
         if c - 1 >= min_pack:
             out[node[s]] = float(np.median(val[s:s + c - 1]))
     return out
-
-
-def look_alike_levels(n: int, a, b, values, cosine) -> np.ndarray:
-    """(N,) each image's look-alike level of ``values`` (agreement or
-    cosine, (P,)) over its candidate pairs (a, b): the typical value of its
-    PACK_NEAR nearest candidates (:func:`neighbourhood_typical`), unless
-    those sit far above the rest (their disagreement under PACK_GAP of all
-    its candidates'): then the nearest are copies of one picture, and the
-    level is taken over all its candidates. Over all 16 candidates of a
-    Fashion-MNIST garment, the further look-alikes lowered the bar and
-    doubled the false pairs; over the nearest 8 of a photo with 8 copies,
-    its copies were its "look-alikes" and half of them were missed."""
-    near = neighbourhood_typical(n, a, b, values, nearest=PACK_NEAR, cosine=cosine)
-    wide = neighbourhood_typical(n, a, b, values)
-    copies = np.isfinite(near) & np.isfinite(wide) & ((1 - near) < PACK_GAP * (1 - wide))
-    return np.where(copies, wide, near)
 
 
 def _filled(pack, default: float) -> np.ndarray:
@@ -675,8 +648,6 @@ def relative_disagreement(agreement, cosine, look_alike_agreement, look_alike_co
 
 
 PACK_PASSES = 3          # verdicts re-judged with packs that leave out the pairs already found same
-PACK_NEAR = 8            # look-alike levels from an image's 8 nearest candidates ...
-PACK_GAP = 0.7           # ... unless they sit this far above the rest (see look_alike_levels)
 
 
 def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_cosine=None,
@@ -688,15 +659,15 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
 
     ``pack_agreement``, ``pack_cosine``: (N,) each image's typical agreement
     and cosine with its look-alikes (e.g. stored when it was added); None
-    or NaN entries are :func:`look_alike_levels` of these pairs, and
+    or NaN entries are :func:`neighbourhood_typical` of these pairs, and
     where that is NaN too, the median of the others (or ``DEFAULT_PACK``).
     A pair's look-alike level is the higher of its two images'. It is the
     same picture when its :func:`relative_disagreement` is at most
     ``max_relative`` and its agreement at least ``min_agreement``.
 
     Packs taken from these pairs are judged again (up to PACK_PASSES times)
-    without the pairs already found to be the same picture, directly or
-    through a chain of such pairs: an image's copies are not its look-alikes. A picture with 8 copies has only copies
+    without the pairs already found to be the same picture: an image's
+    copies are not its look-alikes. A picture with 8 copies has only copies
     among its 8 candidates, and measured against its easy copies (agreement
     ~1) its crops and captioned copies looked no closer than "look-alikes":
     with 8 copies of each of 32 photos, recall was 0.50 (1.00 with one copy
@@ -715,11 +686,8 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     same = np.zeros(a.shape, bool)
     best = np.full(a.shape, np.inf, np.float32)         # each pair's lowest relative disagreement
     for _ in range(PACK_PASSES if computed else 1):
-        # Look-alikes: pairs of two pictures not (yet) found the same, directly
-        # or through a chain of copies (a copy of a copy is no look-alike).
-        family = connected_components(n, a[same], b[same])
-        look = family[a] != family[b]
-        pa, pc = (_filled(np.where(np.isnan(p), look_alike_levels(n, a[look], b[look], v[look], c[look]), p),
+        look = ~same                                   # look-alikes: the pairs not (yet) found the same
+        pa, pc = (_filled(np.where(np.isnan(p), neighbourhood_typical(n, a[look], b[look], v[look]), p),
                           DEFAULT_PACK) for p, v in zip(given, (g, c)))
         best = np.minimum(best, relative_disagreement(g, c, np.maximum(pa[a], pa[b]), np.maximum(pc[a], pc[b])))
         now = (g >= min_agreement) & (best <= max_relative)

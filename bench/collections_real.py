@@ -74,7 +74,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["KINDS", "PACKAGES", "ensure_installed", "load_collection", "collection_paths"]
+__all__ = ["KINDS", "PACKAGES", "ensure_installed", "load_collection", "collection_paths", "package_dir"]
 
 # kind -> (package, pinned version, data dir relative to the package root)
 PACKAGES: dict[str, tuple[str, str, str]] = {
@@ -271,6 +271,19 @@ def ensure_installed(kind: str | None = None) -> None:
             raise RuntimeError(
                 f"could not install Debian package {pkg} ({ver}) for collection {k!r}; "
                 f"looked in {[str(d) for d in _data_dirs(k)]}.\n" + "\n".join(log))
+
+
+def package_dir(pkg: str, ver: str, rel: str) -> Path:
+    """``rel`` inside Debian package ``pkg`` (pinned ``ver``): where the
+    system has it installed, else unpacked into the cache (``apt-get
+    download``, no root needed). RuntimeError when neither works."""
+    for d in (Path("/") / rel, _cache_root() / pkg / rel):
+        if d.is_dir() and any(d.iterdir()):
+            return d
+    log: list[str] = []
+    if _apt_extract(pkg, ver, log) and (_cache_root() / pkg / rel).is_dir():
+        return _cache_root() / pkg / rel
+    raise RuntimeError(f"could not fetch Debian package {pkg} ({ver}).\n" + "\n".join(log))
 
 
 # --------------------------------------------------------------------------

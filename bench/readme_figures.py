@@ -95,6 +95,7 @@ DUPQ = Bench("dup_quality", ("bench/dup_quality.py", "--stream", "40"),
              ("bench/dup_quality.py", "--fashion", "200", "--stream", "8"))
 DUPQ_PROBE = Bench("dup_quality_probe", ("bench/dup_quality.py", "--stream", "0", "--kinds", "probe"),
                    ("bench/dup_quality.py", "--stream", "0", "--kinds", "probe", "--collections", "illustrations"))
+STRANGER = Bench("stranger_audit", ("bench/stranger_audit.py",), None)
 SOAK = Bench("soak", ("bench/soak.py", "--clients", "64", "--duration", "90"),
              ("bench/soak.py", "--clients", "8", "--duration", "6"))
 DEDUP = Bench("dedup", ("bench/dedup.py",), ("bench/dedup.py", "--sizes", "5000"), nice=True)
@@ -149,6 +150,9 @@ FIGURES = [
     Figure("dupq_probe_illustrations_recall", DUPQ_PROBE, ("rows", "illustrations/verified", "recall"),
            lit("verified recall photos / illustrations / icons / Fashion-MNIST") + r"\s+\*\*[\d.]+\s*/\s*" + NUM,
            _EXACT),
+    Figure("stranger_recall", STRANGER, ("recall",), lit("with no other flag (16 s). Recall **") + NUM, _EXACT),
+    Figure("stranger_cross_file_pairs", STRANGER, ("cross_file_pairs",),
+           lit("so `cross_file_pairs` (") + NUM, _EXACT),
     Figure("soak_good_throughput_ratio", SOAK, ("good_throughput_ratio",), re.escape("| default |") + r"[^\n]*?\(\*\*"
            + NUM + r"\*\*\)"),
     Figure("soak_acked_lost", SOAK, ("acked_lost",), re.escape("| default |") + r"[^|\n]*\|\s*\*\*" + NUM + " of"),

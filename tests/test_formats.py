@@ -15,6 +15,7 @@ from imagesieve.cli import IMAGE_SUFFIXES as CLIENT_SUFFIXES
 from imagesieve.cli import UNREAD_IMAGE_SUFFIXES as CLIENT_UNREAD
 from imagesieve.cli import iter_image_paths
 from imagesieve_server.audit.sources import load_audit_table
+from imagesieve_server.commands.common import labelled_records
 from imagesieve_server.formats import IMAGE_SUFFIXES, UNREAD_IMAGE_SUFFIXES
 from imagesieve_server.labelled_source import load_labelled_source
 
@@ -76,6 +77,9 @@ def test_the_labelled_reader_and_the_client_walk_agree(mixed_folder, capsys):
     assert sorted(map(str, walked)) == sorted(str(r.path) for r in records)
     err = capsys.readouterr().err
     assert "2 files left out" in err and ".svg: 1" in err and ".heic: 1" in err
+    # labels and samplesize read their source through this, and say the same
+    assert [r.path for r in labelled_records(mixed_folder)] == [r.path for r in records]
+    assert "2 files left out" in capsys.readouterr().err
 
 
 def test_a_glob_of_only_unread_formats_says_why_nothing_was_found(tmp_path):

@@ -1,8 +1,10 @@
-"""What the in-process commands share: fraction arguments ("1%" or 0.01) and
-embedding a list of image files with a progress line."""
+"""What the in-process commands share: fraction arguments ("1%" or 0.01),
+reading a labelled source (naming the files left out) and embedding a list
+of image files with a progress line."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +56,18 @@ def embed_paths(paths: list[Path], model: str, with_signatures: bool = False
     finally:
         embedder.close()
     return vectors, errors, signatures
+
+
+def labelled_records(source):
+    """``labelled_source.load_labelled_source(source)``, the image files it
+    left out (formats not decoded) named on stderr. ValueError as it raises."""
+    from collections import Counter
+
+    from ..formats import skipped_note
+    from ..labelled_source import load_labelled_source
+    skipped: Counter = Counter()
+    records = load_labelled_source(source, skipped)
+    note = skipped_note(skipped)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return records

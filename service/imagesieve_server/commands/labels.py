@@ -17,7 +17,7 @@ import numpy as np
 from imagesieve.progress import StageProgress
 
 from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
-from .common import embed_paths, parse_fraction
+from .common import embed_paths, labelled_records, parse_fraction
 
 
 
@@ -50,11 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from imagesieve_server.analysis.labels import score_labels
-    from imagesieve_server.labelled_source import load_labelled_source
     from imagesieve.contact_sheet import SheetItem, save_contact_sheet
 
     try:
-        records = load_labelled_source(args.source)
+        records = labelled_records(args.source)
     except ValueError as e:
         print(f"imagesieve labels: {e}", file=sys.stderr)
         return 2

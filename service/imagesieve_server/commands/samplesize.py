@@ -73,11 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..analysis.sample_size.run import sample_size_report
     from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS
-    from ..labelled_source import load_labelled_source
-    from .common import embed_paths
+    from .common import embed_paths, labelled_records
 
     try:
-        records = load_labelled_source(args.source)
+        records = labelled_records(args.source)
     except ValueError as e:
         print(f"imagesieve samplesize: {e}", file=sys.stderr)
         return 2

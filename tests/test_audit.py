@@ -243,3 +243,27 @@ def test_audit_through_a_server_or_on_torch_matches_in_process(dataset, server, 
     assert ec == ea
     ok = np.array([not e for e in ea])
     assert (va[ok] * vc[ok]).sum(1).min() > 0.99999        # same weights, another runtime
+
+
+def test_a_large_local_image_is_audited_and_the_limit_is_the_users(tmp_path, photos):
+    """An 8K wallpaper or a scan can be 50-100 MB as PNG: the audit reads
+    local files up to --max-image-mb (512 by default, not the server's
+    inline-bytes limit); above it the file fails alone, unread."""
+    folder = tmp_path / "big"
+    folder.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (5200, 5200, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "scan.png", compress_level=1)
+    assert (folder / "scan.png").stat().st_size > 64 << 20          # above the decoder's old 64 MiB
+    (folder / "photo.jpg").write_bytes(photos[0][0])
+
+    def errors(out):
+        return {Path(x["path"]).name: x["error"] for x in pq.read_table(out / "images.parquet").to_pylist()}
+
+    r = audit(folder, "--out", tmp_path / "out", "--no-sweep")
+    assert r.returncode == 0, r.stderr
+    assert errors(tmp_path / "out") == {"scan.png": "", "photo.jpg": ""}
+    r = audit(folder, "--out", tmp_path / "out16", "--no-sweep", "--max-image-mb", "16")
+    assert r.returncode == 0, r.stderr
+    found = errors(tmp_path / "out16")
+    assert found["photo.jpg"] == ""
+    assert found["scan.png"].startswith("RESOURCE_EXHAUSTED: file is") and "--max-image-mb" in found["scan.png"]

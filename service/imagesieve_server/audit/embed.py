@@ -21,13 +21,22 @@ from .memory import trim_free_heap
 from .store import Embedded, EmbeddingStore, sha256_bytes
 
 TRIM_EVERY = 1024     # images between heap trims (a few ms each)
+# An audit reads files from the user's own disk: a large wallpaper or scan
+# (an 8K PNG is 50-100 MB) is data, not an attack, and the decoder's pixel
+# and raster limits bound what decoding it costs; this bounds the read.
+MAX_FILE_MB = 512
 
 
-def read_image_file(path: str) -> tuple[bytes, str, int, int, str]:
-    """(bytes, sha256, size, mtime_ns, error). An unreadable file gives empty
-    bytes and its error; it fails alone."""
+def read_image_file(path: str, max_bytes: int = MAX_FILE_MB << 20) -> tuple[bytes, str, int, int, str]:
+    """(bytes, sha256, size, mtime_ns, error). An unreadable file, or one
+    larger than ``max_bytes`` (not read), gives empty bytes and its error;
+    it fails alone."""
     try:
         st = os.stat(path)
+        if st.st_size > max_bytes:
+            return (b"", "", st.st_size, st.st_mtime_ns,
+                    f"RESOURCE_EXHAUSTED: file is {st.st_size} bytes, above the audit's limit of {max_bytes} "
+                    "(--max-image-mb)")
         with open(path, "rb") as f:
             data = f.read()
         return data, sha256_bytes(data), st.st_size, st.st_mtime_ns, ""
@@ -53,15 +62,16 @@ def plan(store: EmbeddingStore, paths) -> np.ndarray:
     return np.frombuffer(todo, dtype=np.int64) if len(todo) else np.zeros(0, np.int64)
 
 
-def _embed_files(paths: Iterable[str], embed_bytes) -> Iterator[Embedded]:
-    """Read each file once (for its bytes, hash, size and mtime) and pair it
-    with the answer of ``embed_bytes``: an iterator of (vector, width,
-    height, error, signature) per input, in order."""
+def _embed_files(paths: Iterable[str], embed_bytes, max_bytes: int = MAX_FILE_MB << 20) -> Iterator[Embedded]:
+    """Read each file once (for its bytes, hash, size and mtime; files over
+    ``max_bytes`` fail alone, unread) and pair it with the answer of
+    ``embed_bytes``: an iterator of (vector, width, height, error,
+    signature) per input, in order."""
     meta: list[tuple | None] = []
 
     def files():
         for p in paths:
-            data, sha, size, mtime, err = read_image_file(p)
+            data, sha, size, mtime, err = read_image_file(p, max_bytes)
             meta.append((p, sha, size, mtime, err))
             yield data
 
@@ -77,15 +87,20 @@ def _embed_files(paths: Iterable[str], embed_bytes) -> Iterator[Embedded]:
 class InProcessBackend:
     name = "in-process"
 
-    def __init__(self, model: str | None = None, max_batch_size: int = 32, runtime: str = "onnx"):
-        from ..engine import Embedder
-        self.embedder = Embedder.from_model(model, runtime=runtime, max_batch_size=max_batch_size)
+    def __init__(self, model: str | None = None, max_batch_size: int = 32, runtime: str = "onnx",
+                 max_image_mb: int = MAX_FILE_MB):
+        from ..engine import DecodeLimits, Embedder
+        if max_image_mb < 1:
+            raise ValueError(f"max_image_mb must be >= 1; got {max_image_mb}")
+        self.max_bytes = max_image_mb << 20
+        self.embedder = Embedder.from_model(model, runtime=runtime, max_batch_size=max_batch_size,
+                                            limits=DecodeLimits(max_bytes=self.max_bytes))
         self.model, self.dim = self.embedder.executor.manifest.name, self.embedder.dim
 
     def embed(self, paths: Iterable[str]) -> Iterator[Embedded]:
         return _embed_files(paths, lambda data: (
             (r.vector, r.width, r.height, "" if r.ok else f"{r.error.code}: {r.error}", r.signature)
-            for r in self.embedder.embed(data, with_signatures=True)))
+            for r in self.embedder.embed(data, with_signatures=True)), self.max_bytes)
 
     def close(self) -> None:
         """Stop the decoders and drop the model: its ONNX Runtime session and

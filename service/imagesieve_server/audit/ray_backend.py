@@ -20,8 +20,9 @@ class EmbedBatch:
     """Ray Data UDF: {"path": (B,)} -> vectors and per-image metadata."""
 
     def __init__(self, model: str):
-        from ..engine import Embedder
-        self.embedder = Embedder.from_model(model, decode_workers=1)
+        from ..engine import DecodeLimits, Embedder
+        from .embed import MAX_FILE_MB
+        self.embedder = Embedder.from_model(model, decode_workers=1, limits=DecodeLimits(max_bytes=MAX_FILE_MB << 20))
 
     def __call__(self, batch: dict) -> dict:
         paths = [str(p) for p in batch["path"]]

@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pixels", action="store_true",
                    help="label scoring also trains a small CNN on the images' pixels (their 48x48 gray layout "
                         "thumbnails): for thousands of images; needs the torch extra, else embeddings alone")
+    p.add_argument("--max-image-mb", type=int, default=512,
+                   help="largest image file to read, MiB (default 512: large wallpapers and scans are data here; "
+                        "a server applies its own limit)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=1024,
                    help="images per embeddings shard; at most this many are redone after a crash")
@@ -80,7 +83,7 @@ def run(args) -> int:
             from ..audit.ray_backend import RayBackend
             backend = RayBackend(args.ray, args.model)
         else:
-            backend = InProcessBackend(args.model, runtime=args.runtime)
+            backend = InProcessBackend(args.model, runtime=args.runtime, max_image_mb=args.max_image_mb)
     try:
         store = EmbeddingStore(out / "embeddings", backend.model, backend.dim, args.shard_size)
     except ValueError as e:

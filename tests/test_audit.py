@@ -267,3 +267,15 @@ def test_a_large_local_image_is_audited_and_the_limit_is_the_users(tmp_path, pho
     found = errors(tmp_path / "out16")
     assert found["photo.jpg"] == ""
     assert found["scan.png"].startswith("RESOURCE_EXHAUSTED: file is") and "--max-image-mb" in found["scan.png"]
+
+
+def test_in_process_commands_keep_why_a_file_could_not_be_read(tmp_path, photos, manifest_path):
+    from imagesieve_server.commands.common import embed_paths
+    good = tmp_path / "photo.jpg"
+    good.write_bytes(photos[0][0])
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not a jpeg")
+    vectors, errors, _ = embed_paths([good, tmp_path / "gone.jpg", broken], str(manifest_path))
+    assert errors[0] == "" and abs(float(np.linalg.norm(vectors[0])) - 1) < 1e-3
+    assert errors[1].startswith("cannot read") and not vectors[1].any()
+    assert errors[2] and "cannot read" not in errors[2] and not vectors[2].any()

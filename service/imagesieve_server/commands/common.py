@@ -27,28 +27,29 @@ def embed_paths(paths: list[Path], model: str, with_signatures: bool = False
     """Files -> (vectors (N, D) float32, zero rows where failed; errors (N,),
     '' where the image embedded; with ``with_signatures`` their layout
     signatures (N, SIGNATURE_BYTES) uint8, zero rows where failed, else
-    None). An unreadable or undecodable file fails alone."""
+    None). An unreadable or undecodable file, or one larger than the
+    audit's MAX_FILE_MB, fails alone with its reason."""
     from imagesieve.progress import Progress
-    from imagesieve_server.engine import Embedder
+    from imagesieve_server.audit.embed import MAX_FILE_MB, read_image_file
+    from imagesieve_server.engine import DecodeLimits, Embedder
     from imagesieve_server.engine.signature import SIGNATURE_BYTES
 
-    embedder = Embedder.from_model(model)
+    embedder = Embedder.from_model(model, limits=DecodeLimits(max_bytes=MAX_FILE_MB << 20))
     try:
         vectors = np.zeros((len(paths), embedder.dim), dtype=np.float32)
         signatures = np.zeros((len(paths), SIGNATURE_BYTES), np.uint8) if with_signatures else None
         errors = [""] * len(paths)
 
-        def read(p: Path) -> bytes:
-            try:
-                return p.read_bytes()
-            except OSError:
-                return b""  # becomes a per-image decode error
+        def files():
+            for i, p in enumerate(paths):
+                data, *_, errors[i] = read_image_file(str(p))
+                yield data
 
         with Progress(len(paths), "embedding") as bar:
-            for i, r in enumerate(embedder.embed((read(p) for p in paths), with_signatures)):
-                if r.error is not None or r.vector is None:
-                    errors[i] = str(r.error or "no vector")
-                else:
+            for i, r in enumerate(embedder.embed(files(), with_signatures)):
+                if not errors[i] and (r.error is not None or r.vector is None):
+                    errors[i] = str(r.error or "no vector")     # else a read's reason (unreadable, too large) stands
+                if not errors[i]:
                     vectors[i] = r.vector
                     if with_signatures:
                         signatures[i] = r.signature

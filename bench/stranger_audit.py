@@ -1,6 +1,6 @@
 """`imagesieve audit` with default settings on a collection nothing here was tuned on.
 
-    .venv/bin/python bench/stranger_audit.py [--copy-share 0.35] [--out bench/out/stranger]
+    .venv/bin/python bench/stranger_audit.py [--copy-share 0.35] [--out bench/out/stranger] [--kinds wallpaper]
 
 The collection: Battle for Wesnoth's painted art (Debian ``wesnoth-1.16-data``,
 pinned): its story landscapes, two maps, time-of-day skies and its character
@@ -24,7 +24,9 @@ would hand it over. Then the real CLI runs on it (`imagesieve audit FOLDER
   were curated by eye after the first run, from the pairs it reported:
   ``cross_file_pairs`` is the uncurated figure.
 
-A contact sheet of the cross-file pairs is written to OUT/cross_file_pairs.png.
+``--kinds wallpaper``: six kinds written after the first run instead (see
+WALLPAPER_KINDS; not unseen). A contact sheet of the cross-file pairs is
+written to OUT/cross_file_pairs.png.
 Last line: one JSON object.
 """
 from __future__ import annotations
@@ -197,7 +199,52 @@ KINDS = {
 }
 
 
-def build(root: Path, folder: Path, copy_share: float, seed: int = 11) -> dict:
+def _blur_dark(im):
+    im = _flat(im)
+    return ImageEnhance.Brightness(im.filter(ImageFilter.GaussianBlur(max(2, im.width * 0.015)))).enhance(0.6)
+
+
+def _phone_crop(im):
+    im = _flat(im)
+    w, h = im.size
+    cw = min(w, int(h * 9 / 16))
+    return im.crop(((w - cw) // 2, 0, (w - cw) // 2 + cw, h))
+
+
+def _tile2(im):
+    im = _flat(im)
+    w, h = im.size
+    out, small = Image.new("RGB", (w, h)), im.resize((w // 2, h // 2))
+    for x in (0, w // 2):
+        for y in (0, h // 2):
+            out.paste(small, (x, y))
+    return out
+
+
+def _clock(im):
+    im = _flat(im).copy()
+    w, h = im.size
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", max(12, h // 4))
+    ImageDraw.Draw(im).text((w * 0.3, h * 0.2), "12:45", font=font, fill=(255, 255, 255))
+    return im
+
+
+# A second set, written after the first run, as a wallpaper might be altered
+# (a lock screen's blur, a phone's crop, a clock drawn over it): it found the
+# embedding blind to blur and pixelation, and the layout candidates
+# (analysis.duplicates.find.layout_candidate_pairs) were made for it. Not unseen.
+WALLPAPER_KINDS = {
+    "blur_dark": _blur_dark,
+    "blur_strong": lambda im: _flat(im).filter(ImageFilter.GaussianBlur(max(3, im.width * 0.03))),
+    "pixelate16": lambda im: _flat(im).resize((max(4, im.width // 16), max(4, im.height // 16)), Image.BOX)
+                                      .resize(im.size, Image.NEAREST),
+    "phone_crop": _phone_crop,
+    "tile2": _tile2,
+    "clock_overlay": _clock,
+}
+
+
+def build(root: Path, folder: Path, copy_share: float, seed: int = 11, kinds: dict | None = None) -> dict:
     """Write the collection into ``folder``; returns {file name: (source index, kind, family)}."""
     files = originals(root)
     family_of = {m: f"family{i}" for i, fam in enumerate(FAMILIES) for m in fam}
@@ -218,16 +265,17 @@ def build(root: Path, folder: Path, copy_share: float, seed: int = 11) -> dict:
 
     for i, f in enumerate(files):
         put(f, i, "original")
-    kinds = list(KINDS)
+    kinds = kinds or KINDS
+    names_of_kinds = list(kinds)
     chosen = rng.sample(range(len(files)), int(round(len(files) * copy_share)))
     several = set(rng.sample(chosen, min(8, len(chosen))))
     j = 0
     for i in chosen:
         for _ in range(4 if i in several else 1):
-            kind = kinds[j % len(kinds)]
+            kind = names_of_kinds[j % len(names_of_kinds)]
             j += 1
             with Image.open(files[i]) as im:
-                put(KINDS[kind](im), i, kind)
+                put(kinds[kind](im), i, kind)
     return truth
 
 
@@ -274,13 +322,15 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--copy-share", type=float, default=0.35, help="originals that get planted copies")
     ap.add_argument("--out", default="bench/out/stranger", help="folder for the collection and the audit")
+    ap.add_argument("--kinds", choices=("unseen", "wallpaper"), default="unseen",
+                    help="the 14 kinds used nowhere else, or the wallpaper set written after them")
     args = ap.parse_args()
     root = collections_real.package_dir(*PACKAGE)
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     folder = out / "images"
     folder.mkdir(parents=True)
-    truth = build(root, folder, args.copy_share)
+    truth = build(root, folder, args.copy_share, kinds=WALLPAPER_KINDS if args.kinds == "wallpaper" else KINDS)
     exe = Path(sys.executable).parent / "imagesieve"
     t0 = time.perf_counter()
     run = subprocess.run([str(exe), "audit", str(folder), "--out", str(out / "audit")], capture_output=True,

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from imagesieve import Client
-from imagesieve_server.analysis.duplicates.find import RAW_FLOOR, find_duplicates
+from imagesieve_server.analysis.duplicates.find import CANDIDATE_THRESHOLD, RAW_FLOOR, find_duplicates
 from imagesieve_server.analysis.duplicates.verify import (AlignmentPool, pair_alignment, verified_pairs,
                                                           verify_pairs)
 from imagesieve_server.engine.signature import SIGNATURE_BYTES, layout_signature, unpack
@@ -443,3 +443,36 @@ def test_one_knn_pass_gives_the_same_candidates(embedder, photos):
     for x, y in zip(own, shared):
         np.testing.assert_array_equal(x, y)
     assert len(own[0]) > len(blobs) // 2
+
+
+def test_blurred_and_pixelated_copies_are_found_by_their_layout(embedder, photos):
+    """A lock-screen blur (Gaussian of 1.5% of the width, darkened) or 16 px
+    pixelation hides the texture the embedding keys on: many such copies
+    fall out of the embedding's candidates (cosine < 0.5), and their coarse
+    layouts bring them back; distinct photos still do not pair."""
+    originals = [photo_image(d) for d, _, _ in photos]
+    kinds = {
+        "blur_dark": lambda im: ImageEnhance.Brightness(im.filter(ImageFilter.GaussianBlur(im.width * 0.015)))
+        .enhance(0.6),
+        "pixelate16": lambda im: im.resize((max(4, im.width // 16), max(4, im.height // 16)), Image.BOX)
+        .resize(im.size, Image.NEAREST),
+    }
+    blobs = [encode(im, "JPEG", quality=92) for im in originals]
+    source = list(range(len(originals)))
+    for alter in kinds.values():
+        for i, im in enumerate(originals[:10]):
+            blobs.append(encode(alter(im), "JPEG", quality=90))
+            source.append(i)
+    v, s = _embed(embedder, blobs)
+    n, n0 = len(blobs), len(originals)
+    cosine = np.array([float(v[c] @ v[source[c]]) for c in range(n0, n)])
+    assert np.mean(cosine < CANDIDATE_THRESHOLD) >= 0.3, cosine      # not even candidates by embedding
+
+    def found(**kw):
+        rep = find_duplicates(v, [str(i) for i in range(n)], [""] * n, [""] * n,
+                              [hashlib.sha256(x).hexdigest() for x in blobs], signatures=s, **kw)
+        pairs = set(zip(rep.a.tolist(), rep.b.tolist()))
+        assert all(source[a] == source[b] for a, b in pairs), "distinct photos paired"
+        return np.mean([(source[c], c) in pairs for c in range(n0, n)])
+    with_layout, embedding_alone = found(), found(layout_k=0)
+    assert with_layout >= 0.8 and with_layout >= embedding_alone + 0.25, (with_layout, embedding_alone)

@@ -19,7 +19,7 @@ from ..neighbors import knn_chunks
 from .groups import bounded_groups, connected_components, group_min_similarity, groups_from_labels
 from .leakage import cross_split_pairs, label_conflicts
 from .pairs import knn_graph_pairs, pairs_above_threshold
-from .verify import PairEvidence, verified_pairs, verify_pairs
+from .verify import FLAT_STD, PairEvidence, check_signatures, verified_pairs, verify_pairs
 
 GROUPINGS = ("bounded", "centre", "components")
 #: Stage 1 with verification: each image's CANDIDATE_K nearest neighbours
@@ -34,6 +34,16 @@ CANDIDATE_THRESHOLD = 0.5
 #: alignments, and on glyph-like sets looser look-alike levels (Oxygen icons
 #: 8 -> 17 false pairs, Fashion-MNIST 15 -> 33; bench/dup_quality.py).
 CANDIDATE_K = 16
+#: Stage 1 from the layouts too: each image's LAYOUT_K nearest by the
+#: correlation of LAYOUT_SIDE x LAYOUT_SIDE thumbnails, at LAYOUT_MIN or more,
+#: are candidates as well. The embedding is a texture detector: a wallpaper
+#: blurred for a lock screen (a Gaussian of 3% of its width) or pixelated in
+#: 16 px blocks fell to cosine 0.22-0.52 of its original, outside the
+#: candidates, while its 8x8 layout still correlated at 0.88-1.00 (the
+#: nearest unrelated picture: median 0.82, at most 0.95; Wesnoth's paintings).
+LAYOUT_SIDE = 8
+LAYOUT_K = 4
+LAYOUT_MIN = 0.9
 #: A streaming check aligns its new image with this many stored neighbours:
 #: its latency is the alignments' (the stored images keep their own
 #: look-alike levels from when they were added).
@@ -153,11 +163,46 @@ def candidate_pairs(vectors: np.ndarray, threshold: float = CANDIDATE_THRESHOLD,
     return a[first], b[first], s[first]
 
 
+def layout_candidate_pairs(signatures: np.ndarray, k: int = LAYOUT_K, min_correlation: float = LAYOUT_MIN
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b), a < b, each pair once: every image's ``k`` nearest by the
+    correlation of its coarse layout (the signature's thumbnail reduced to
+    LAYOUT_SIDE x LAYOUT_SIDE, zero mean, unit norm) at ``min_correlation``
+    or more. Flat thumbnails (one tone) have no layout and pair with none.
+    ``signatures``: (N, SIGNATURE_BYTES) uint8."""
+    import cv2
+
+    from ...engine.signature import thumbnails
+    t = thumbnails(check_signatures(signatures))
+    n = len(t)
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    coarse = np.stack([cv2.resize(x, (LAYOUT_SIDE, LAYOUT_SIDE), interpolation=cv2.INTER_AREA)
+                       for x in t]).reshape(n, -1).astype(np.float32)
+    coarse -= coarse.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(coarse, axis=1)
+    has_layout = norm > FLAT_STD * LAYOUT_SIDE         # rms above FLAT_STD gray levels
+    coarse[has_layout] /= norm[has_layout, None]
+    coarse[~has_layout] = 0.0
+    out_a, out_b = [], []
+    for start, sims, ids in knn_chunks(coarse, k):
+        q = np.repeat(np.arange(start, start + len(ids), dtype=np.int64), ids.shape[1])
+        ids, sims = ids.ravel(), sims.ravel()
+        keep = (ids >= 0) & (sims >= min_correlation)
+        out_a.append(np.minimum(q[keep], ids[keep]))
+        out_b.append(np.maximum(q[keep], ids[keep]))
+    a, b = np.concatenate(out_a), np.concatenate(out_b)
+    keep = has_layout[a] & has_layout[b] & (a != b)
+    pair = np.unique(a[keep] * n + b[keep])
+    return pair // n, pair % n
+
+
 def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[str], splits: Sequence[str],
                     sha256, threshold: float = 0.0, approximate: bool = False, knn_k: int = 0,
                     grouping: str = "bounded", report: Callable | None = None,
                     signatures: np.ndarray | None = None,
-                    knn: tuple[np.ndarray, np.ndarray] | None = None, alignment_pool=None) -> DuplicateReport:
+                    knn: tuple[np.ndarray, np.ndarray] | None = None, alignment_pool=None,
+                    layout_k: int = LAYOUT_K) -> DuplicateReport:
     """vectors (N, D) unit float32 and N-long metadata sequences (sha256: a
     list of str or an (N,) array) -> DuplicateReport.
 
@@ -168,6 +213,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
     :func:`raw_threshold`), by exact range search or, ``approximate``, a kNN
     graph of ``knn_k`` (default 16). Identical bytes are always exact
     duplicates. ``knn``: see :func:`candidate_pairs` (two stages only).
+    ``layout_k``: candidates an image from its coarse layout too (see
+    :func:`layout_candidate_pairs`; 0: the embedding's alone).
     ``alignment_pool``: a long-lived ``verify.AlignmentPool`` for stage 2
     (else worker processes of its own for large batches)."""
     if grouping not in GROUPINGS:
@@ -184,9 +231,18 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         reason = (f"candidates: each image's {knn_k or CANDIDATE_K} nearest neighbours at cosine >= "
                   f"{threshold:.2f}; each pair kept only when its layouts align (stage 2)")
         a, b, sim = candidate_pairs(vectors, threshold, knn_k or CANDIDATE_K, report=report, knn=knn)
+        # Pairs only the layouts propose: judged by their layouts (see verified_pairs).
+        la, lb = (layout_candidate_pairs(signatures, layout_k) if layout_k > 0
+                  else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+        new = ~np.isin(la * n + lb, a * n + b)
+        la, lb = la[new], lb[new]
+        by_layout = np.r_[np.zeros(len(a), bool), np.ones(len(la), bool)]
+        order = np.lexsort((np.r_[b, lb], np.r_[a, la]))
+        sim = np.r_[sim, np.einsum("ij,ij->i", vectors[la], vectors[lb]).astype(np.float32)][order]
+        a, b, by_layout = np.r_[a, la][order], np.r_[b, lb][order], by_layout[order]
         candidates = len(a)
         ev = verify_pairs(signatures, a, b, report=report, pool=alignment_pool)
-        ok, rel = verified_pairs(n, a, b, ev.agreement, sim)
+        ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout)
         # Identical bytes are duplicates whatever stage 2 says, candidates or not.
         ea, eb = exact_pairs(sha)
         ok |= np.isin(a * n + b, ea * n + eb)

@@ -651,8 +651,8 @@ PACK_PASSES = 3          # verdicts re-judged with packs that leave out the pair
 
 
 def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_cosine=None,
-                   min_agreement: float = MIN_AGREEMENT, max_relative: float = MAX_RELATIVE
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   min_agreement: float = MIN_AGREEMENT, max_relative: float = MAX_RELATIVE,
+                   layout_only=None) -> tuple[np.ndarray, np.ndarray]:
     """(verified (P,) bool, relative disagreement (P,) float32) for candidate
     pairs (a, b) of N images with stage-2 ``agreement`` and stage-1
     ``cosine`` (P,) each.
@@ -671,7 +671,13 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     among its 8 candidates, and measured against its easy copies (agreement
     ~1) its crops and captioned copies looked no closer than "look-alikes":
     with 8 copies of each of 32 photos, recall was 0.50 (1.00 with one copy
-    each)."""
+    each).
+
+    ``layout_only``: (P,) bool, pairs that only the layouts proposed (not
+    the embedding's neighbours): they are no image's look-alikes, and a
+    cosine below the look-alikes' does not count against them (the
+    embedding missed them, a blur or a pixelation hides texture): their
+    layout alone must be ``max_relative`` as far as its look-alikes'."""
     if not 0 < max_relative <= 1:
         raise ValueError(f"max_relative must be in (0, 1]; got {max_relative}")
     a = np.asarray(a, np.int64).ravel()
@@ -680,16 +686,22 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     c = np.asarray(cosine, np.float32).ravel()
     if not (a.shape == b.shape == g.shape == c.shape):
         raise ValueError("a, b, agreement and cosine must have one entry a pair")
+    by_layout = np.zeros(a.shape, bool) if layout_only is None else np.asarray(layout_only, bool).ravel()
+    if by_layout.shape != a.shape:
+        raise ValueError("layout_only must have one entry a pair")
     given = [np.full(n, np.nan, np.float32) if p is None else np.asarray(p, np.float32)
              for p in (pack_agreement, pack_cosine)]
     computed = np.isnan(given[0]).any() or np.isnan(given[1]).any()
     same = np.zeros(a.shape, bool)
     best = np.full(a.shape, np.inf, np.float32)         # each pair's lowest relative disagreement
     for _ in range(PACK_PASSES if computed else 1):
-        look = ~same                                   # look-alikes: the pairs not (yet) found the same
+        look = ~same & ~by_layout                      # look-alikes: the pairs not (yet) found the same
         pa, pc = (_filled(np.where(np.isnan(p), neighbourhood_typical(n, a[look], b[look], v[look]), p),
                           DEFAULT_PACK) for p, v in zip(given, (g, c)))
-        best = np.minimum(best, relative_disagreement(g, c, np.maximum(pa[a], pa[b]), np.maximum(pc[a], pc[b])))
+        level_c = np.maximum(pc[a], pc[b])
+        # A layout-only pair's cosine counts at most as a look-alike's.
+        cos = np.where(by_layout, np.maximum(c, level_c), c)
+        best = np.minimum(best, relative_disagreement(g, cos, np.maximum(pa[a], pa[b]), level_c))
         now = (g >= min_agreement) & (best <= max_relative)
         if not (now & ~same).any():
             break

@@ -96,6 +96,7 @@ DUPQ = Bench("dup_quality", ("bench/dup_quality.py", "--stream", "40"),
 DUPQ_PROBE = Bench("dup_quality_probe", ("bench/dup_quality.py", "--stream", "0", "--kinds", "probe"),
                    ("bench/dup_quality.py", "--stream", "0", "--kinds", "probe", "--collections", "illustrations"))
 STRANGER = Bench("stranger_audit", ("bench/stranger_audit.py",), None)
+STRANGER_WALLPAPER = Bench("stranger_audit_wallpaper", ("bench/stranger_audit.py", "--kinds", "wallpaper"), None)
 SOAK = Bench("soak", ("bench/soak.py", "--clients", "64", "--duration", "90"),
              ("bench/soak.py", "--clients", "8", "--duration", "6"))
 DEDUP = Bench("dedup", ("bench/dedup.py",), ("bench/dedup.py", "--sizes", "5000"), nice=True)
@@ -153,6 +154,8 @@ FIGURES = [
     Figure("stranger_recall", STRANGER, ("recall",), lit("with no other flag (16 s). Recall **") + NUM, _EXACT),
     Figure("stranger_cross_file_pairs", STRANGER, ("cross_file_pairs",),
            lit("so `cross_file_pairs` (") + NUM, _EXACT),
+    Figure("stranger_wallpaper_recall", STRANGER_WALLPAPER, ("recall",),
+           lit("With the layout candidates recall went **0.543 -> ") + NUM, _EXACT),
     Figure("soak_good_throughput_ratio", SOAK, ("good_throughput_ratio",), re.escape("| default |") + r"[^\n]*?\(\*\*"
            + NUM + r"\*\*\)"),
     Figure("soak_acked_lost", SOAK, ("acked_lost",), re.escape("| default |") + r"[^|\n]*\|\s*\*\*" + NUM + " of"),

@@ -229,7 +229,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         method = "verified"
         threshold = threshold or CANDIDATE_THRESHOLD
         reason = (f"candidates: each image's {knn_k or CANDIDATE_K} nearest neighbours at cosine >= "
-                  f"{threshold:.2f}; each pair kept only when its layouts align (stage 2)")
+                  f"{threshold:.2f}" + (f" and its {layout_k} nearest by coarse layout" if layout_k > 0 else "")
+                  + "; each pair kept only when its layouts align (stage 2)")
         a, b, sim = candidate_pairs(vectors, threshold, knn_k or CANDIDATE_K, report=report, knn=knn)
         # Pairs only the layouts propose: judged by their layouts (see verified_pairs).
         la, lb = (layout_candidate_pairs(signatures, layout_k) if layout_k > 0

@@ -37,10 +37,11 @@ CANDIDATE_K = 16
 #: Stage 1 from the layouts too: each image's LAYOUT_K nearest by the
 #: correlation of LAYOUT_SIDE x LAYOUT_SIDE thumbnails, at LAYOUT_MIN or more,
 #: are candidates as well. The embedding is a texture detector: a wallpaper
-#: blurred for a lock screen (a Gaussian of 3% of its width) or pixelated in
-#: 16 px blocks fell to cosine 0.22-0.52 of its original, outside the
-#: candidates, while its 8x8 layout still correlated at 0.88-1.00 (the
-#: nearest unrelated picture: median 0.82, at most 0.95; Wesnoth's paintings).
+#: blurred for a lock screen (a Gaussian of 1.5-3% of its width) or
+#: pixelated in 16 px blocks fell to cosine 0.22-0.52 of its original,
+#: outside the candidates, while its 8x8 layout still correlated at 0.88-1.00
+#: (the nearest unrelated picture: median 0.82, at most 0.95; Wesnoth's
+#: paintings, bench/stranger_audit.py --kinds wallpaper).
 LAYOUT_SIDE = 8
 LAYOUT_K = 4
 LAYOUT_MIN = 0.9

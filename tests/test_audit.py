@@ -279,3 +279,17 @@ def test_in_process_commands_keep_why_a_file_could_not_be_read(tmp_path, photos,
     assert errors[0] == "" and abs(float(np.linalg.norm(vectors[0])) - 1) < 1e-3
     assert errors[1].startswith("cannot read") and not vectors[1].any()
     assert errors[2] and "cannot read" not in errors[2] and not vectors[2].any()
+
+
+def test_a_manifest_naming_a_fifo_or_a_device_fails_those_items_alone(tmp_path, photos):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(photos[0][0])
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path\n{photo}\n{fifo}\n/dev/zero\n")
+    r = audit(manifest, "--out", tmp_path / "out", "--no-sweep", timeout=120)   # a FIFO read would hang
+    assert r.returncode == 0, r.stderr
+    errors = {x["path"]: x["error"] for x in pq.read_table(tmp_path / "out" / "images.parquet").to_pylist()}
+    assert errors[str(photo)] == ""
+    assert errors[str(fifo)] == errors["/dev/zero"] == "INVALID_ARGUMENT: not a regular file"

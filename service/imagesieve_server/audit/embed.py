@@ -10,6 +10,7 @@ Backends, all yielding ``Embedded`` in input order:
 from __future__ import annotations
 
 import os
+import stat
 from array import array
 from typing import Iterable, Iterator
 
@@ -33,6 +34,9 @@ def read_image_file(path: str, max_bytes: int = MAX_FILE_MB << 20) -> tuple[byte
     it fails alone."""
     try:
         st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            # A manifest may name anything: a FIFO would block the read forever, /dev/zero never end.
+            return b"", "", 0, st.st_mtime_ns, "INVALID_ARGUMENT: not a regular file"
         if st.st_size > max_bytes:
             return (b"", "", st.st_size, st.st_mtime_ns,
                     f"RESOURCE_EXHAUSTED: file is {st.st_size} bytes, above the audit's limit of {max_bytes} "

@@ -98,3 +98,19 @@ def test_an_avif_round_trip_is_the_same_picture(photos, embedder):
     assert Image.open(io.BytesIO(buf.getvalue())).format == "AVIF"
     a, b = embedder.embed([photos[0][0], buf.getvalue()])
     assert float(a.vector @ b.vector) > 0.9
+
+
+def test_names_that_are_not_utf8_are_left_out_with_a_note_not_a_crash(tmp_path, photos, capsys):
+    """File names are bytes: an old archive's Latin-1 'café.jpg' is not valid
+    UTF-8, and paths travel as text (SQLite, Parquet, protobuf strings). Such
+    a file once crashed the whole audit in its listing."""
+    import os
+    (tmp_path / "ok.jpg").write_bytes(photos[0][0])
+    with open(os.path.join(os.fsencode(tmp_path), b"caf\xe9.jpg"), "wb") as f:
+        f.write(photos[1][0])
+    for source in (str(tmp_path), str(tmp_path / "*.jpg")):
+        table = load_audit_table(source)
+        assert [Path(p).name for p in table.paths] == ["ok.jpg"]
+        assert len(table.notes) == 1 and "1 image file left out" in table.notes[0] and "UTF-8" in table.notes[0]
+    assert [p.name for p in iter_image_paths([str(tmp_path)])] == ["ok.jpg"]
+    assert "not valid UTF-8" in capsys.readouterr().err

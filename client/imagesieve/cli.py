@@ -59,7 +59,20 @@ def iter_image_paths(paths: list[str]) -> list[Path]:
         print(f"note: {n} file{'s' if n != 1 else ''} left out: image formats imagesieve does not decode "
               f"({', '.join(f'{k}: {v}' for k, v in skipped.most_common())}); convert them (e.g. to PNG) "
               "to include them", file=sys.stderr)
-    return out
+    named = [p for p in out if _utf8(p)]
+    if len(named) < len(out):
+        # Keys travel as protobuf strings, which must be valid UTF-8.
+        print(f"note: {len(out) - len(named)} image file(s) left out: names that are not valid UTF-8; rename "
+              "them (e.g. with convmv) to include them", file=sys.stderr)
+    return named
+
+
+def _utf8(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _add_security_options(p: argparse.ArgumentParser) -> None:

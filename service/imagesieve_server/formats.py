@@ -25,18 +25,37 @@ UNREAD_IMAGE_SUFFIXES = frozenset({".svg", ".svgz", ".heic", ".heif", ".jxl", ".
                                    ".wmf"}) - IMAGE_SUFFIXES
 
 
+#: ``skipped`` key for image files whose names are not valid UTF-8 (an old
+#: archive's Latin-1 names): every table, log and report holds paths as text.
+BAD_NAME = "name not UTF-8"
+
+
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
+def utf8_name(path: Path | str) -> bool:
+    """Whether ``path`` is valid text (file names are bytes on Linux: the
+    undecodable ones come back with surrogate escapes)."""
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def images_under(root: Path, skipped: Counter | None = None) -> list[Path]:
     """Image files under ``root`` (recursively, sorted); files in image
-    formats that are not decoded are counted by suffix into ``skipped``."""
+    formats that are not decoded are counted by suffix into ``skipped``,
+    image files whose names are not valid UTF-8 under BAD_NAME."""
     out = []
     for f in root.rglob("*"):
         suffix = f.suffix.lower()
         if suffix in IMAGE_SUFFIXES and f.is_file():
-            out.append(f)
+            if utf8_name(f):
+                out.append(f)
+            elif skipped is not None:
+                skipped[BAD_NAME] += 1
         elif skipped is not None and suffix in UNREAD_IMAGE_SUFFIXES and f.is_file():
             skipped[suffix] += 1
     return sorted(out)
@@ -44,9 +63,16 @@ def images_under(root: Path, skipped: Counter | None = None) -> list[Path]:
 
 def skipped_note(skipped: Counter) -> str | None:
     """One line for the user about files left out, or None."""
-    if not skipped:
-        return None
-    n = sum(skipped.values())
-    kinds = ", ".join(f"{k}: {v}" for k, v in skipped.most_common())
-    return (f"{n} file{'s' if n != 1 else ''} left out: image formats imagesieve does not decode ({kinds}); "
-            f"convert them (e.g. to PNG) to include them")
+    formats = Counter({k: v for k, v in skipped.items() if k != BAD_NAME})
+    parts = []
+    if formats:
+        n = sum(formats.values())
+        kinds = ", ".join(f"{k}: {v}" for k, v in formats.most_common())
+        parts.append(f"{n} file{'s' if n != 1 else ''} left out: image formats imagesieve does not decode "
+                     f"({kinds}); convert them (e.g. to PNG) to include them")
+    if skipped.get(BAD_NAME):
+        n = skipped[BAD_NAME]
+        they, are = ("them", "their names are") if n != 1 else ("it", "its name is")
+        parts.append(f"{n} image file{'s' if n != 1 else ''} left out: {are} not valid UTF-8; rename {they} "
+                     f"(e.g. with convmv) to include {they}")
+    return "; ".join(parts) or None

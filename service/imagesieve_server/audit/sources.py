@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..formats import UNREAD_IMAGE_SUFFIXES, images_under, is_image_file, skipped_note
+from ..formats import BAD_NAME, UNREAD_IMAGE_SUFFIXES, images_under, is_image_file, skipped_note, utf8_name
 from ..labelled_source import SPLIT_NAMES, load_labelled_source
 from .columns import Categorical, PackedStrings
 
@@ -92,9 +92,10 @@ def load_audit_source(source: str, skipped: Counter | None = None) -> list[Audit
             records = [AuditRecord(str(f)) for f in images_under(p, skipped)]
     else:
         matches = [Path(m) for m in sorted(glob.glob(source, recursive=True)) if Path(m).is_file()]
-        records = [AuditRecord(str(m.resolve())) for m in matches if is_image_file(m)]
+        records = [AuditRecord(str(m.resolve())) for m in matches if is_image_file(m) and utf8_name(m)]
         if skipped is not None:
             skipped.update(m.suffix.lower() for m in matches if m.suffix.lower() in UNREAD_IMAGE_SUFFIXES)
+            skipped[BAD_NAME] += sum(is_image_file(m) and not utf8_name(m) for m in matches)
     if not records:
         note = skipped_note(skipped) if skipped else None
         raise ValueError(f"{source}: no images found (a folder, a .csv/.parquet manifest or a glob)"

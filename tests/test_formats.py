@@ -114,3 +114,18 @@ def test_names_that_are_not_utf8_are_left_out_with_a_note_not_a_crash(tmp_path, 
         assert len(table.notes) == 1 and "1 image file left out" in table.notes[0] and "UTF-8" in table.notes[0]
     assert [p.name for p in iter_image_paths([str(tmp_path)])] == ["ok.jpg"]
     assert "not valid UTF-8" in capsys.readouterr().err
+
+
+def test_a_spreadsheet_manifest_with_a_byte_order_mark_reads_and_latin1_says_why_not(tmp_path, photos):
+    (tmp_path / "a.jpg").write_bytes(photos[0][0])
+    (tmp_path / "b.jpg").write_bytes(photos[1][0])
+    # Excel's "CSV UTF-8" starts with a BOM, which used to hide the 'path' column's name
+    (tmp_path / "bom.csv").write_bytes("\ufeffPath, Label\r\na.jpg,chat\r\nb.jpg,café\r\n".encode("utf-8"))
+    table = load_audit_table(str(tmp_path / "bom.csv"))
+    assert [Path(p).name for p in table.paths] == ["a.jpg", "b.jpg"]
+    assert sorted(table.labels.values) == ["café", "chat"]
+    assert [r.label for r in load_labelled_source(tmp_path / "bom.csv")] == ["chat", "café"]
+    (tmp_path / "latin.csv").write_bytes("path,label\na.jpg,café\n".encode("latin-1"))
+    for load in (load_audit_table, load_labelled_source):
+        with pytest.raises(ValueError, match=r"latin\.csv: not UTF-8 text .* save the manifest as UTF-8"):
+            load(str(tmp_path / "latin.csv"))

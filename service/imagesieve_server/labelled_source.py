@@ -49,15 +49,26 @@ def _class_folders(root: Path, split: str, skipped: Counter | None) -> list[Labe
             for f in images_under(d, skipped)]
 
 
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """A CSV manifest's rows, column names stripped and lower-cased. UTF-8,
+    with or without the byte-order mark that spreadsheet programs write
+    (which otherwise hides the first column's name); ValueError, naming the
+    file, when it is not UTF-8 text."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return [{(k or "").strip().lower(): (v or "") for k, v in row.items()} for row in csv.DictReader(f)]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}): save the manifest as UTF-8") from None
+
+
 def _from_csv(path: Path) -> list[LabelledImage]:
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"path", "label"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{path}: CSV needs columns path,label[,split]; missing {sorted(missing)}")
-        out = []
-        for row in reader:
-            p = Path(row["path"])
-            out.append(LabelledImage(p if p.is_absolute() else path.parent / p, row["label"],
-                                     (row.get("split") or "").lower()))
-        return out
+    rows = read_csv_rows(path)
+    missing = {"path", "label"} - set(rows[0]) if rows else set()
+    if missing:
+        raise ValueError(f"{path}: CSV needs columns path,label[,split]; missing {sorted(missing)}")
+    out = []
+    for row in rows:
+        p = Path(row["path"])
+        out.append(LabelledImage(p if p.is_absolute() else path.parent / p, row["label"],
+                                 (row.get("split") or "").lower()))
+    return out

@@ -4,7 +4,6 @@ manifest (path[, label][, split]), or a glob. Records only: images are
 never copied."""
 from __future__ import annotations
 
-import csv
 import dataclasses
 import glob
 from collections import Counter
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..formats import BAD_NAME, UNREAD_IMAGE_SUFFIXES, images_under, is_image_file, skipped_note, utf8_name
-from ..labelled_source import SPLIT_NAMES, load_labelled_source
+from ..labelled_source import SPLIT_NAMES, load_labelled_source, read_csv_rows
 from .columns import Categorical, PackedStrings
 
 
@@ -80,8 +79,7 @@ def load_audit_source(source: str, skipped: Counter | None = None) -> list[Audit
     image formats that are not decoded are counted by suffix into ``skipped``."""
     p = Path(source)
     if p.is_file() and p.suffix.lower() == ".csv":
-        with open(p, newline="") as f:
-            records = _from_table(list(csv.DictReader(f)), p.parent, source)
+        records = _from_table(read_csv_rows(p), p.parent, source)
     elif p.is_file() and p.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
         records = _from_table(pq.read_table(p).to_pylist(), p.parent, source)

@@ -16,7 +16,6 @@ image's prior by default), and writes:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 
 from ..analysis.consensus.aggregate import AGGREGATORS
 from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
+from ..labelled_source import read_csv_rows
 from .common import embed_paths
 
 
@@ -37,24 +37,22 @@ def load_annotations(source: str | Path) -> tuple[list[Path], list[str], list[st
     source = Path(source)
     if not (source.is_file() and source.suffix.lower() == ".csv"):
         raise ValueError(f"{source}: expected a .csv manifest with columns path,annotator,label")
-    with open(source, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"path", "annotator", "label"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{source}: CSV needs columns path,annotator,label; missing {sorted(missing)}")
-        given: dict[tuple[Path, str], str] = {}
-        for line, row in enumerate(reader, start=2):
-            raw, ann, lab = (row.get("path") or "").strip(), (row.get("annotator") or "").strip(), \
-                (row.get("label") or "").strip()
-            if not raw or not ann:
-                raise ValueError(f"{source}:{line}: empty path or annotator")
-            if not lab:
-                continue  # an empty label = this annotator skipped the image
-            p = Path(raw)
-            p = p if p.is_absolute() else source.parent / p
-            old = given.setdefault((p, ann), lab)
-            if old != lab:
-                raise ValueError(f"{source}:{line}: annotator {ann!r} gave {raw} two labels ({old!r}, {lab!r})")
+    rows = read_csv_rows(source)
+    missing = {"path", "annotator", "label"} - set(rows[0]) if rows else set()
+    if missing:
+        raise ValueError(f"{source}: CSV needs columns path,annotator,label; missing {sorted(missing)}")
+    given: dict[tuple[Path, str], str] = {}
+    for line, row in enumerate(rows, start=2):
+        raw, ann, lab = row["path"].strip(), row["annotator"].strip(), row["label"].strip()
+        if not raw or not ann:
+            raise ValueError(f"{source}:{line}: empty path or annotator")
+        if not lab:
+            continue  # an empty label = this annotator skipped the image
+        p = Path(raw)
+        p = p if p.is_absolute() else source.parent / p
+        old = given.setdefault((p, ann), lab)
+        if old != lab:
+            raise ValueError(f"{source}:{line}: annotator {ann!r} gave {raw} two labels ({old!r}, {lab!r})")
     if not given:
         raise ValueError(f"{source}: no labels found")
     paths = sorted({p for p, _ in given}, key=str)

@@ -1,6 +1,7 @@
-"""Which files a folder walk takes for images: every format the decoder
-reads (not only the common eight suffixes), and files in image formats it
-does not read are named, not dropped silently."""
+"""Which files a listing takes for images: every format the decoder reads
+(not only the common eight suffixes); files in image formats it does not
+read, and files whose names are not valid UTF-8, are named, not dropped
+silently; CSV manifests as spreadsheets write them."""
 from __future__ import annotations
 
 import io

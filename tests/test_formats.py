@@ -130,3 +130,23 @@ def test_a_spreadsheet_manifest_with_a_byte_order_mark_reads_and_latin1_says_why
     for load in (load_audit_table, load_labelled_source):
         with pytest.raises(ValueError, match=r"latin\.csv: not UTF-8 text .* save the manifest as UTF-8"):
             load(str(tmp_path / "latin.csv"))
+
+
+def test_hidden_files_and_macos_metadata_are_left_out_with_a_note(tmp_path, photos, capsys):
+    """A thumbnail cache (.thumbnails/) would pair with every picture, and the
+    "._name.jpg" files macOS writes into archives are not images at all."""
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / f"{cls}.jpg").write_bytes(photos[0 if cls == "cat" else 1][0])
+        (tmp_path / cls / f"._{cls}.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble metadata")
+    (tmp_path / ".thumbnails").mkdir()
+    (tmp_path / ".thumbnails" / "cat.jpg").write_bytes(photos[0][0])
+    (tmp_path / "__MACOSX" / "cat").mkdir(parents=True)
+    (tmp_path / "__MACOSX" / "cat" / "._cat.jpg").write_bytes(b"\x00\x05\x16\x07")
+    table = load_audit_table(str(tmp_path))
+    assert sorted(Path(p).name for p in table.paths) == ["cat.jpg", "dog.jpg"]
+    assert sorted(table.labels.values) == ["cat", "dog"]                 # no ".thumbnails" class
+    assert len(table.notes) == 1 and "4 hidden image files left out" in table.notes[0]
+    walked = iter_image_paths([str(tmp_path)])
+    assert sorted(p.name for p in walked) == ["cat.jpg", "dog.jpg"]
+    assert "4 hidden image file(s) left out" in capsys.readouterr().err

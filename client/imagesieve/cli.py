@@ -49,11 +49,20 @@ def iter_image_paths(paths: list[str]) -> list[Path]:
     skipped: Counter = Counter()
     for p in map(Path, paths):
         if p.is_dir():
+            # Hidden files (thumbnail caches, macOS "._" metadata) are left out, as the server's listings do.
             found = [f for f in p.rglob("*") if f.is_file()]
-            out.extend(sorted(f for f in found if f.suffix.lower() in IMAGE_SUFFIXES))
-            skipped.update(f.suffix.lower() for f in found if f.suffix.lower() in UNREAD_IMAGE_SUFFIXES)
+            images = [f for f in found if f.suffix.lower() in IMAGE_SUFFIXES]
+            shown = [f for f in images if not _hidden(f, p)]
+            skipped["hidden"] += len(images) - len(shown)
+            out.extend(sorted(shown))
+            skipped.update(f.suffix.lower() for f in found
+                           if f.suffix.lower() in UNREAD_IMAGE_SUFFIXES and not _hidden(f, p))
         else:
             out.append(p)
+    hidden = skipped.pop("hidden", 0)
+    if hidden:
+        print(f"note: {hidden} hidden image file(s) left out (a name starting with '.', or under __MACOSX); "
+              "name them to include them", file=sys.stderr)
     if skipped:
         n = sum(skipped.values())
         print(f"note: {n} file{'s' if n != 1 else ''} left out: image formats imagesieve does not decode "
@@ -65,6 +74,10 @@ def iter_image_paths(paths: list[str]) -> list[Path]:
         print(f"note: {len(out) - len(named)} image file(s) left out: names that are not valid UTF-8; rename "
               "them (e.g. with convmv) to include them", file=sys.stderr)
     return named
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
 
 
 def _utf8(path: Path) -> bool:

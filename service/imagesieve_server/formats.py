@@ -28,6 +28,34 @@ UNREAD_IMAGE_SUFFIXES = frozenset({".svg", ".svgz", ".heic", ".heif", ".jxl", ".
 #: ``skipped`` key for image files whose names are not valid UTF-8 (an old
 #: archive's Latin-1 names): every table, log and report holds paths as text.
 BAD_NAME = "name not UTF-8"
+#: ``skipped`` key for image files that are hidden (a name, or a folder's,
+#: starting with "."; or under __MACOSX): thumbnail caches (.thumbnails)
+#: would be duplicates of every picture, and the "._photo.jpg" files macOS
+#: writes into archives are metadata, not images.
+HIDDEN = "hidden"
+
+
+def hidden(path: Path, root: Path) -> bool:
+    """Whether ``path`` (under ``root``) is hidden: see HIDDEN."""
+    return any(hidden_name(part) for part in path.relative_to(root).parts)
+
+
+def hidden_name(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def folders(root: Path, skipped: Counter | None = None) -> list[Path]:
+    """The folders in ``root`` that are not hidden, sorted (class and split
+    folders); the image files in hidden ones are counted under HIDDEN."""
+    out = []
+    for d in root.iterdir():
+        if not d.is_dir():
+            continue
+        if not hidden_name(d.name):
+            out.append(d)
+        elif skipped is not None:
+            skipped[HIDDEN] += sum(1 for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+    return sorted(out)
 
 
 def is_image_file(path: Path) -> bool:
@@ -47,23 +75,25 @@ def utf8_name(path: Path | str) -> bool:
 def images_under(root: Path, skipped: Counter | None = None) -> list[Path]:
     """Image files under ``root`` (recursively, sorted); files in image
     formats that are not decoded are counted by suffix into ``skipped``,
-    image files whose names are not valid UTF-8 under BAD_NAME."""
+    image files whose names are not valid UTF-8 under BAD_NAME, hidden ones
+    under HIDDEN."""
     out = []
     for f in root.rglob("*"):
         suffix = f.suffix.lower()
         if suffix in IMAGE_SUFFIXES and f.is_file():
-            if utf8_name(f):
+            why = HIDDEN if hidden(f, root) else None if utf8_name(f) else BAD_NAME
+            if why is None:
                 out.append(f)
             elif skipped is not None:
-                skipped[BAD_NAME] += 1
-        elif skipped is not None and suffix in UNREAD_IMAGE_SUFFIXES and f.is_file():
+                skipped[why] += 1
+        elif skipped is not None and suffix in UNREAD_IMAGE_SUFFIXES and f.is_file() and not hidden(f, root):
             skipped[suffix] += 1
     return sorted(out)
 
 
 def skipped_note(skipped: Counter) -> str | None:
     """One line for the user about files left out, or None."""
-    formats = Counter({k: v for k, v in skipped.items() if k != BAD_NAME})
+    formats = Counter({k: v for k, v in skipped.items() if k not in (BAD_NAME, HIDDEN)})
     parts = []
     if formats:
         n = sum(formats.values())
@@ -75,4 +105,8 @@ def skipped_note(skipped: Counter) -> str | None:
         they, are = ("them", "their names are") if n != 1 else ("it", "its name is")
         parts.append(f"{n} image file{'s' if n != 1 else ''} left out: {are} not valid UTF-8; rename {they} "
                      f"(e.g. with convmv) to include {they}")
+    if skipped.get(HIDDEN):
+        n = skipped[HIDDEN]
+        parts.append(f"{n} hidden image file{'s' if n != 1 else ''} left out (a name starting with '.', or under "
+                     "__MACOSX: caches and archive metadata); list them in a manifest to include them")
     return "; ".join(parts) or None

@@ -8,7 +8,7 @@ import dataclasses
 from collections import Counter
 from pathlib import Path
 
-from .formats import images_under
+from .formats import folders, images_under
 
 SPLIT_NAMES = {"train", "val", "valid", "validation", "test"}
 
@@ -37,7 +37,7 @@ def load_labelled_source(source: str | Path, skipped: Counter | None = None) -> 
 
 
 def _from_folder(root: Path, skipped: Counter | None) -> list[LabelledImage]:
-    subdirs = [d for d in root.iterdir() if d.is_dir()]
+    subdirs = folders(root)
     if subdirs and all(d.name.lower() in SPLIT_NAMES for d in subdirs):
         return [r for d in subdirs for r in _class_folders(d, d.name.lower(), skipped)]
     return _class_folders(root, "", skipped)
@@ -45,7 +45,7 @@ def _from_folder(root: Path, skipped: Counter | None) -> list[LabelledImage]:
 
 def _class_folders(root: Path, split: str, skipped: Counter | None) -> list[LabelledImage]:
     return [LabelledImage(f, d.name, split)
-            for d in sorted(root.iterdir()) if d.is_dir()
+            for d in folders(root, skipped)
             for f in images_under(d, skipped)]
 
 

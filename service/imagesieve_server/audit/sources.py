@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..formats import BAD_NAME, UNREAD_IMAGE_SUFFIXES, images_under, is_image_file, skipped_note, utf8_name
+from ..formats import (BAD_NAME, UNREAD_IMAGE_SUFFIXES, folders, images_under, is_image_file, skipped_note,
+                       utf8_name)
 from ..labelled_source import SPLIT_NAMES, load_labelled_source, read_csv_rows
 from .columns import Categorical, PackedStrings
 
@@ -57,9 +58,9 @@ def load_audit_table(source: str) -> AuditTable:
 
 
 def _has_class_folders(root: Path) -> bool:
-    dirs = [d for d in root.iterdir() if d.is_dir()]
+    dirs = folders(root)
     if dirs and all(d.name.lower() in SPLIT_NAMES for d in dirs):
-        dirs = [c for d in dirs for c in d.iterdir() if c.is_dir()]
+        dirs = [c for d in dirs for c in folders(d)]
     return bool(dirs) and not any(p.is_file() and is_image_file(p) for p in root.iterdir())
 
 

@@ -40,6 +40,8 @@ class MissingPath(ValueError):
 
 def iter_image_paths(paths: list[str]) -> list[Path]:
     """Files as given, folders walked recursively for image suffixes (sorted).
+    Hidden files, files in formats the server does not decode and names that
+    are not valid UTF-8 are left out, each kind counted in a note on stderr.
     Raises MissingPath naming every given path that does not exist (a typo
     must not pass for an empty or failed run)."""
     missing = [p for p in paths if not Path(p).exists()]

@@ -155,7 +155,10 @@ FIGURES = [
     Figure("stranger_cross_file_pairs", STRANGER, ("cross_file_pairs",),
            lit("so `cross_file_pairs` (") + NUM, _EXACT),
     Figure("stranger_wallpaper_recall", STRANGER_WALLPAPER, ("recall",),
-           lit("With the layout candidates recall went **0.543 -> ") + NUM, _EXACT),
+           lit("with the layout candidates recall went **0.543 -> ") + NUM, _EXACT),
+    Figure("stranger_wallpaper_recall_without_layout", STRANGER_WALLPAPER,
+           ("baselines", "embedding_candidates", "recall"), lit("with the layout candidates recall went **") + NUM,
+           _EXACT),
     Figure("soak_good_throughput_ratio", SOAK, ("good_throughput_ratio",), re.escape("| default |") + r"[^\n]*?\(\*\*"
            + NUM + r"\*\*\)"),
     Figure("soak_acked_lost", SOAK, ("acked_lost",), re.escape("| default |") + r"[^|\n]*\|\s*\*\*" + NUM + " of"),

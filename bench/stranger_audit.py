@@ -26,7 +26,9 @@ would hand it over. Then the real CLI runs on it (`imagesieve audit FOLDER
 
 ``--kinds wallpaper``: six kinds written after the first run instead (see
 WALLPAPER_KINDS; not unseen). A contact sheet of the cross-file pairs is
-written to OUT/cross_file_pairs.png.
+written to OUT/cross_file_pairs.png. Baselines from the same run's stored
+embeddings (``baselines``): the embedding's candidates alone (no layout
+candidates) and raw cosine (stage 1 alone).
 Last line: one JSON object.
 """
 from __future__ import annotations
@@ -343,8 +345,37 @@ def main() -> int:
     result = score(pq.read_table(out / "audit" / "duplicate_pairs.parquet").to_pylist(), truth)
     cross = result.pop("_cross")
     contact_sheet(folder, cross, out / "cross_file_pairs.png")
-    result.update(audit_s=round(took, 1), contact_sheet=str(out / "cross_file_pairs.png"))
+    result.update(audit_s=round(took, 1), contact_sheet=str(out / "cross_file_pairs.png"),
+                  baselines=baselines(folder, out / "audit" / "embeddings", truth))
     print(json.dumps(result))
+
+
+def baselines(folder: Path, store_dir: Path, truth: dict) -> dict:
+    """The same run's embeddings (the audit's store), judged without what
+    the audit adds: "embedding_candidates" (stage 2 on the embedding's
+    candidates alone, no layout candidates) and "raw_cosine" (stage 1 alone,
+    at the threshold derived from the data)."""
+    from imagesieve_server.analysis.duplicates.find import find_duplicates
+    from imagesieve_server.audit.sources import load_audit_table
+    from imagesieve_server.audit.store import EmbeddingStore
+    paths = list(load_audit_table(str(folder)).paths)
+    store = EmbeddingStore(store_dir, "mobilenet_v1", 1024)
+    loaded = store.load(paths)
+    store.close()
+    ok = np.array([not e for e in loaded.errors])
+    idx = np.flatnonzero(ok)
+    keep = [paths[i] for i in idx]
+    none = [""] * len(idx)
+    out = {}
+    for name, kw in (("embedding_candidates", dict(signatures=loaded.signatures[idx], layout_k=0)),
+                     ("raw_cosine", {})):
+        rep = find_duplicates(loaded.vectors[idx], keep, none, none, loaded.sha256[idx], **kw)
+        pairs = [{"path_a": keep[a], "path_b": keep[b]} for a, b in zip(rep.a.tolist(), rep.b.tolist())]
+        row = score(pairs, truth)
+        row.pop("_cross")
+        out[name] = {k: row[k] for k in ("recall", "recall_by_kind", "cross_file_pairs", "unrelated_pairs",
+                                         "wrong_original_pairs")}
+    return out
     return 0
 
 

@@ -150,3 +150,10 @@ def test_hidden_files_and_macos_metadata_are_left_out_with_a_note(tmp_path, phot
     walked = iter_image_paths([str(tmp_path)])
     assert sorted(p.name for p in walked) == ["cat.jpg", "dog.jpg"]
     assert "4 hidden image file(s) left out" in capsys.readouterr().err
+
+
+def test_a_missing_source_says_so_rather_than_no_images(tmp_path):
+    with pytest.raises(ValueError, match="no such file or folder"):
+        load_audit_table(str(tmp_path / "no" / "such" / "folder"))
+    with pytest.raises(ValueError, match="no images found"):           # a glob that matches nothing
+        load_audit_table(str(tmp_path / "*.jpg"))

@@ -58,8 +58,8 @@ class PathPolicy:
             raise PermissionError(f"{quoted_path(path)} is outside the server's allowed roots")
         return real
 
-    def open_regular(self, path: str) -> tuple[int, int]:
-        """(file descriptor, size in bytes) of a regular file inside a root.
+    def open_regular(self, path: str) -> tuple[int, os.stat_result]:
+        """(file descriptor, its stat) of a regular file inside a root.
         Opened with O_NONBLOCK so a FIFO cannot block; NotRegularFile for
         anything but a regular file. The caller closes the descriptor."""
         real = self.resolve(path)
@@ -68,7 +68,7 @@ class PathPolicy:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise NotRegularFile(f"{quoted_path(path)} is not a regular file")
-            return fd, st.st_size
+            return fd, st
         except BaseException:
             os.close(fd)
             raise

@@ -95,6 +95,8 @@ def load_audit_source(source: str, skipped: Counter | None = None) -> list[Audit
         if skipped is not None:
             skipped.update(m.suffix.lower() for m in matches if m.suffix.lower() in UNREAD_IMAGE_SUFFIXES)
             skipped[BAD_NAME] += sum(is_image_file(m) and not utf8_name(m) for m in matches)
+    if not records and not p.exists() and not glob.has_magic(source):
+        raise ValueError(f"{source}: no such file or folder")
     if not records:
         note = skipped_note(skipped) if skipped else None
         raise ValueError(f"{source}: no images found (a folder, a .csv/.parquet manifest or a glob)"

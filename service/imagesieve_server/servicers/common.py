@@ -137,18 +137,10 @@ class ImageReader:
         finally:
             self.budget.release(reserved, held=True)
 
-    def _open_with_stat(self, path: str):
-        fd, _ = self.paths.open_regular(path)
-        try:
-            return fd, os.fstat(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-
     async def _open(self, path: str):
         """(descriptor, its stat) of a regular file inside a root, or an
         ItemError. Opened on the file pool with a timeout."""
-        opening = self.files.submit(self._open_with_stat, path)
+        opening = self.files.submit(self.paths.open_regular, path)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(opening), self.read_timeout_s)
         except PermissionError as e:

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from ...engine.signature import SIDE, thumbnails
 from ..neighbors import knn_chunks
 from .groups import bounded_groups, connected_components, group_min_similarity, groups_from_labels
 from .leakage import cross_split_pairs, label_conflicts
@@ -146,8 +147,16 @@ def candidate_pairs(vectors: np.ndarray, threshold: float = CANDIDATE_THRESHOLD,
     n = len(vectors)
     if n < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    out_a, out_b, out_s = [], [], []
     chunks = knn_chunks(vectors, k) if knn is None else [(0, knn[0][:, :k], knn[1][:, :k])]
+    return _knn_pairs(chunks, n, threshold, report)
+
+
+def _knn_pairs(chunks, n: int, threshold: float, report: Callable | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, similarity), a < b, sorted, each pair once, from
+    ``knn_chunks``-style (start, sims, ids) chunks: the neighbours at
+    ``threshold`` or more."""
+    out_a, out_b, out_s = [], [], []
     for start, sims, ids in chunks:
         stop = start + len(ids)
         q = np.repeat(np.arange(start, stop, dtype=np.int64), ids.shape[1])
@@ -159,8 +168,7 @@ def candidate_pairs(vectors: np.ndarray, threshold: float = CANDIDATE_THRESHOLD,
         if report is not None:
             report("candidates", stop, n)
     a, b, s = np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_s).astype(np.float32)
-    pair = a * n + b
-    _, first = np.unique(pair, return_index=True)
+    _, first = np.unique(a * n + b, return_index=True)
     return a[first], b[first], s[first]
 
 
@@ -171,31 +179,20 @@ def layout_candidate_pairs(signatures: np.ndarray, k: int = LAYOUT_K, min_correl
     LAYOUT_SIDE x LAYOUT_SIDE, zero mean, unit norm) at ``min_correlation``
     or more. Flat thumbnails (one tone) have no layout and pair with none.
     ``signatures``: (N, SIGNATURE_BYTES) uint8."""
-    import cv2
-
-    from ...engine.signature import thumbnails
     t = thumbnails(check_signatures(signatures))
     n = len(t)
     if n < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    coarse = np.stack([cv2.resize(x, (LAYOUT_SIDE, LAYOUT_SIDE), interpolation=cv2.INTER_AREA)
-                       for x in t]).reshape(n, -1).astype(np.float32)
+    cell = SIDE // LAYOUT_SIDE                        # area averaging: SIDE is a multiple of LAYOUT_SIDE
+    coarse = t.reshape(n, LAYOUT_SIDE, cell, LAYOUT_SIDE, cell).mean(axis=(2, 4), dtype=np.float32).reshape(n, -1)
     coarse -= coarse.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(coarse, axis=1)
     has_layout = norm > FLAT_STD * LAYOUT_SIDE         # rms above FLAT_STD gray levels
     coarse[has_layout] /= norm[has_layout, None]
     coarse[~has_layout] = 0.0
-    out_a, out_b = [], []
-    for start, sims, ids in knn_chunks(coarse, k):
-        q = np.repeat(np.arange(start, start + len(ids), dtype=np.int64), ids.shape[1])
-        ids, sims = ids.ravel(), sims.ravel()
-        keep = (ids >= 0) & (sims >= min_correlation)
-        out_a.append(np.minimum(q[keep], ids[keep]))
-        out_b.append(np.maximum(q[keep], ids[keep]))
-    a, b = np.concatenate(out_a), np.concatenate(out_b)
-    keep = has_layout[a] & has_layout[b] & (a != b)
-    pair = np.unique(a[keep] * n + b[keep])
-    return pair // n, pair % n
+    a, b, _ = _knn_pairs(knn_chunks(coarse, k), n, min_correlation)
+    keep = has_layout[a] & has_layout[b]
+    return a[keep], b[keep]
 
 
 def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[str], splits: Sequence[str],

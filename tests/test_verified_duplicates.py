@@ -476,3 +476,62 @@ def test_blurred_and_pixelated_copies_are_found_by_their_layout(embedder, photos
         return np.mean([(source[c], c) in pairs for c in range(n0, n)])
     with_layout, embedding_alone = found(), found(layout_k=0)
     assert with_layout >= 0.8 and with_layout >= embedding_alone + 0.25, (with_layout, embedding_alone)
+
+
+def test_a_streaming_check_finds_a_blurred_copy_by_its_layout(embedder, photos, tmp_path):
+    """CheckDuplicates has the batch search's second source of candidates:
+    a 2%-blurred photo falls below the embedding's candidate cosine, and the
+    collection's coarse-layout index still proposes its original, which the
+    layouts verify. The index follows adds and removes and is rebuilt from
+    the store when the collection is opened again."""
+    from imagesieve_server.collections import Collection, NewImage, Verdict
+
+    originals = [photo_image(d) for d, _, _ in photos]
+    blobs = [encode(im, "JPEG", quality=92) for im in originals]
+    blurred = [encode(im.filter(ImageFilter.GaussianBlur(im.width * 0.02)), "JPEG", quality=90) for im in originals]
+    v, s = _embed(embedder, blobs)
+    bv, bs = _embed(embedder, blurred)
+    hidden = [i for i in range(len(blobs)) if float(bv[i] @ v[i]) < CANDIDATE_THRESHOLD]
+    assert len(hidden) >= 3, "the embedding still sees through the blur: the test needs copies it misses"
+
+    def image(key, data, vec, sig):
+        return NewImage(key, hashlib.sha256(data).hexdigest(), vec, signature=sig)
+
+    coll = Collection.create(tmp_path / "c", "c", v.shape[1], "mobilenet_v1")
+    assert all(o.added for o in coll.add([image(f"p{i}", blobs[i], v[i], s[i]) for i in range(len(blobs))]))
+    for i in hidden:
+        out = coll.check(image(f"blur{i}", blurred[i], bv[i], bs[i]), k=5)
+        assert out.verdict == Verdict.NEAR_DUPLICATE, (i, [(n.key, n.cosine, n.agreement) for n in out.neighbors])
+        assert out.neighbors[0].key == f"p{i}" and out.neighbors[0].verified
+        assert out.neighbors[0].cosine < CANDIDATE_THRESHOLD
+        assert [n.key for n in out.neighbors if n.verified] == [f"p{i}"]      # no other photo
+        off = coll.check(image(f"blur{i}", blurred[i], bv[i], bs[i]), k=5, verify_layout=False)
+        assert off.verdict == Verdict.UNIQUE                                 # raw cosine cannot see it
+    first = hidden[0]
+    coll.remove([f"p{first}"])
+    out = coll.check(image("again", blurred[first], bv[first], bs[first]), k=5)
+    assert out.verdict == Verdict.UNIQUE and f"p{first}" not in [n.key for n in out.neighbors]
+    coll.add([image("new", blobs[first], v[first], s[first])])              # added after the index was built
+    assert coll.check(image("again", blurred[first], bv[first], bs[first])).neighbors[0].key == "new"
+    coll.close()
+    reopened = Collection.open(tmp_path / "c")
+    out = reopened.check(image("again", blurred[hidden[1]], bv[hidden[1]], bs[hidden[1]]))
+    assert out.verdict == Verdict.NEAR_DUPLICATE and out.neighbors[0].key == f"p{hidden[1]}"
+    reopened.close()
+
+
+def test_a_pair_only_the_layouts_proposed_is_judged_by_its_layout_alone():
+    # Look-alikes at agreement 0.7 and cosine 0.6. A pair the embedding missed
+    # (cosine 0.35, below the look-alikes') whose layouts agree at 0.9: its
+    # layout is 1/3 as far as its look-alikes' (within MAX_RELATIVE_LAYOUT
+    # = 0.4), and its low cosine does not count against it; proposed by the
+    # embedding with the same figures, it is not verified (its cosine is
+    # evidence there), nor at 0.8 (2/3 as far) either way.
+    a, b = np.array([0]), np.array([1])
+    packs = np.full(4, 0.7), np.full(4, 0.6)
+    assert verified_pairs(4, a, b, [0.9], [0.35], *packs, layout_only=[True])[0][0]
+    assert not verified_pairs(4, a, b, [0.9], [0.35], *packs, layout_only=[True], max_relative_layout=0.25)[0][0]
+    assert not verified_pairs(4, a, b, [0.9], [0.35], *packs, layout_only=[False])[0][0]
+    assert not verified_pairs(4, a, b, [0.8], [0.35], *packs, layout_only=[True])[0][0]
+    with pytest.raises(ValueError, match="max_relative_layout"):
+        verified_pairs(4, a, b, [0.9], [0.35], max_relative_layout=0.0)

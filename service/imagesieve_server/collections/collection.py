@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.duplicates import verify
-from ..analysis.duplicates.find import CANDIDATE_THRESHOLD, STREAM_CANDIDATE_K
+from ..analysis.duplicates.find import (CANDIDATE_THRESHOLD, LAYOUT_K, LAYOUT_MIN, LAYOUT_SIDE,
+                                        STREAM_CANDIDATE_K, coarse_layouts)
 from ..engine.signature import SIGNATURE_BYTES
 from ..index import faiss_index as fi
 from .store import NO_SPACE, CollectionError, Store, storage_error
@@ -229,6 +230,7 @@ class Collection:
         self.last_snapshot = 0.0
         self._reindexing: threading.Thread | None = None
         self._retry_reindex_at = 0            # size before which a failed re-index is not tried again
+        self._layouts = None     # the coarse layouts' index, built on first use (_layout_index)
         self.index, rebuilt = self._load_index()
         if rebuilt:
             self._try_snapshot()     # replace the damaged file now, not at the next trigger
@@ -475,38 +477,86 @@ class Collection:
         row = self.store.image_with_sha256(sha256)
         return None if row is None else Neighbor(row[0], 1.0, row[1], row[2], agreement=1.0, verified=True)
 
+    def _layout_index(self):
+        """Every stored image's coarse layout (find.coarse_layouts: 64 floats,
+        256 bytes an image) in an exact inner-product index by image id: a
+        check's second source of candidates, as in FindDuplicates. Built from
+        the stored signatures on the first verified check, then kept by add
+        and remove. Call with the lock held."""
+        if self._layouts is None:
+            index = fi.make_index("flat", LAYOUT_SIDE * LAYOUT_SIDE)
+            for ids, blobs in self.store.signatures_after(0):
+                coarse = coarse_layouts(np.stack([np.frombuffer(b, np.uint8) for b in blobs]))
+                has = coarse.any(axis=1)                 # flat thumbnails correlate with nothing
+                fi.add(index, coarse[has], ids[has])
+            self._layouts = index
+        return self._layouts
+
+    def _layout_neighbors(self, image: NewImage, known: set[str]) -> list[Neighbor]:
+        """The stored images among the new image's LAYOUT_K nearest by coarse
+        layout (correlation >= LAYOUT_MIN) that are not in ``known`` (keys):
+        the copies a blur or a pixelation hid from the embedding."""
+        index = self._layout_index()
+        coarse = coarse_layouts(np.asarray(image.signature, np.uint8)[None])
+        if index.ntotal == 0 or not coarse.any():
+            return []
+        corr, ids = fi.search(index, coarse, min(LAYOUT_K, int(index.ntotal)))
+        ids = [int(i) for i, r in zip(ids[0], corr[0]) if i >= 0 and r >= LAYOUT_MIN]
+        if not ids:
+            return []
+        meta = self.store.metadata(ids)
+        ids = [i for i in ids if i in meta and meta[i][0] not in known]
+        if not ids:
+            return []
+        cosine = self.store.vectors_for_ids(ids) @ np.asarray(image.vector, np.float32)
+        return [Neighbor(meta[i][0], float(c), meta[i][1], meta[i][2]) for i, c in zip(ids, cosine)]
+
     def _verify(self, image: NewImage, neighbors: list[Neighbor], floor: float) -> tuple[bool, tuple | None]:
         """Stage 2 for a new image against its stored neighbours (the same
         rule as FindDuplicates: analysis.duplicates.verify): marks each
-        candidate's ``agreement``/``verified``; returns (any verified, the new
-        image's look-alike pack (agreement, cosine) to store with it).
-        Candidates: neighbours at cosine >= ``floor``, at most
-        STREAM_CANDIDATE_K candidates, whatever k a caller asked for: each costs
-        milliseconds of alignment, so a large k must not buy a stall."""
+        candidate's ``agreement``/``verified`` and appends the verified ones
+        that only the layouts proposed to ``neighbors``; returns (any
+        verified, the new image's look-alike pack (agreement, cosine) to
+        store with it). Candidates: neighbours at cosine >= ``floor``, at
+        most STREAM_CANDIDATE_K, whatever k a caller asked for (each costs
+        milliseconds of alignment, so a large k must not buy a stall), and up
+        to LAYOUT_K more by coarse layout."""
         cands = [n for n in neighbors if n.cosine >= floor][:STREAM_CANDIDATE_K]
-        stored = self.store.layouts_for_keys([n.key for n in cands])
+        by_layout = self._layout_neighbors(image, {n.key for n in cands})
+        stored = self.store.layouts_for_keys([n.key for n in cands + by_layout])
         cands = [n for n in cands if n.key in stored]
-        if not cands:
+        by_layout = [n for n in by_layout if n.key in stored]
+        if not cands and not by_layout:
             return False, (float("nan"), float("nan"))
-        m = len(cands)
+        everyone = cands + by_layout
+        m = len(everyone)
+        layout_only = np.r_[np.zeros(len(cands), bool), np.ones(len(by_layout), bool)]
         sigs = np.stack([np.asarray(image.signature, np.uint8)] +
-                        [np.frombuffer(stored[n.key][0], np.uint8) for n in cands])
+                        [np.frombuffer(stored[n.key][0], np.uint8) for n in everyone])
         a, b = np.zeros(m, np.int64), np.arange(1, m + 1, dtype=np.int64)
         g = verify.verify_pairs(sigs, a, b, pool=self.alignment_pool).agreement
-        for n, v in zip(cands, g.tolist()):
+        for n, v in zip(everyone, g.tolist()):
             n.agreement = v
-        c = np.array([n.cosine for n in cands], np.float32)
+        c = np.array([n.cosine for n in everyone], np.float32)
         nan = float("nan")
         # The stored images' look-alike levels as they were when each was added;
-        # the new image's (NaN) taken from these candidates, without those found the same.
-        stored_g = [nan] + [stored[n.key][1] if stored[n.key][1] is not None else nan for n in cands]
-        stored_c = [nan] + [stored[n.key][2] if stored[n.key][2] is not None else nan for n in cands]
-        ok, _ = verify.verified_pairs(m + 1, a, b, g, c, np.array(stored_g), np.array(stored_c))
-        look = ~ok
+        # the new image's (NaN) taken from its embedding's candidates, without those found the same.
+        stored_g = [nan] + [stored[n.key][1] if stored[n.key][1] is not None else nan for n in everyone]
+        stored_c = [nan] + [stored[n.key][2] if stored[n.key][2] is not None else nan for n in everyone]
+        ok, _ = verify.verified_pairs(m + 1, a, b, g, c, np.array(stored_g), np.array(stored_c),
+                                      layout_only=layout_only)
+        look = ~ok & ~layout_only
         own_g = verify.neighbourhood_typical(m + 1, a[look], b[look], g[look])[0]
         own_c = verify.neighbourhood_typical(m + 1, a[look], b[look], c[look])[0]
-        for n, v in zip(cands, ok):
+        for n, v in zip(everyone, ok):
             n.verified = bool(v)
+        listed = {n.key: n for n in neighbors}
+        for n in by_layout:
+            if n.verified:                 # the answer: a copy the embedding ranked low or not at all
+                if n.key in listed:
+                    listed[n.key].agreement, listed[n.key].verified = n.agreement, True
+                else:
+                    neighbors.append(n)
         return bool(ok.any()), (float(own_g), float(own_c))
 
     def check(self, image: NewImage, k: int = 5, threshold: float = 0.0,
@@ -590,6 +640,12 @@ class Collection:
                         out.error = CollectionError(f"could not store {out.key!r}: {e}", e.code)
                     return outcomes
                 fi.add(self.index, np.stack([r[-1] for r in rows]), np.asarray(ids, np.int64))
+                if self._layouts is not None:
+                    sig = [(i, np.frombuffer(lay[0], np.uint8)) for i, lay in zip(ids, layouts) if lay is not None]
+                    if sig:
+                        coarse = coarse_layouts(np.stack([x for _, x in sig]))
+                        has = coarse.any(axis=1)
+                        fi.add(self._layouts, coarse[has], np.array([i for i, _ in sig], np.int64)[has])
                 for out, i in zip(pending, ids):
                     out.id, out.added = i, True
                 self._since_snapshot += len(ids)
@@ -602,6 +658,8 @@ class Collection:
             ids = self.store.delete_keys(keys)
             if ids:
                 self.index = fi.remove_ids(self.index, np.asarray(ids, np.int64))
+                if self._layouts is not None:
+                    self._layouts = fi.remove_ids(self._layouts, np.asarray(ids, np.int64))
                 self._since_snapshot += len(ids)
                 self._maybe_snapshot()
             return len(ids)

@@ -332,6 +332,19 @@ class Store:
             last = rows[-1][0]
             yield rows
 
+    def signatures_after(self, after_id: int = 0, batch: int = 4096) -> Iterator[tuple[np.ndarray, list[bytes]]]:
+        """Yield (image ids (B,) int64, their layout signatures' bytes) of the
+        images with id > after_id that have one, by id."""
+        last = after_id
+        while True:
+            with self._using() as db:
+                rows = db.execute("SELECT image_id, signature FROM layouts WHERE image_id > ? "
+                                  "ORDER BY image_id LIMIT ?", (last, batch)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield np.array([r[0] for r in rows], np.int64), [r[1] for r in rows]
+
     def removals_after(self, seq: int) -> list[int]:
         with self._using() as db:
             return [r[0] for r in db.execute("SELECT id FROM removals WHERE seq > ?", (seq,))]

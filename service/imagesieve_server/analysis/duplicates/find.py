@@ -172,17 +172,14 @@ def _knn_pairs(chunks, n: int, threshold: float, report: Callable | None = None
     return a[first], b[first], s[first]
 
 
-def layout_candidate_pairs(signatures: np.ndarray, k: int = LAYOUT_K, min_correlation: float = LAYOUT_MIN
-                           ) -> tuple[np.ndarray, np.ndarray]:
-    """(a, b), a < b, each pair once: every image's ``k`` nearest by the
-    correlation of its coarse layout (the signature's thumbnail reduced to
-    LAYOUT_SIDE x LAYOUT_SIDE, zero mean, unit norm) at ``min_correlation``
-    or more. Flat thumbnails (one tone) have no layout and pair with none.
+def coarse_layouts(signatures: np.ndarray) -> np.ndarray:
+    """(N, LAYOUT_SIDE ** 2) float32: each signature's coarse layout, its
+    thumbnail reduced to LAYOUT_SIDE x LAYOUT_SIDE by area averaging, zero
+    mean and unit norm, so an inner product is a correlation; a zero row for
+    a flat thumbnail (one tone: no layout, correlates with nothing).
     ``signatures``: (N, SIGNATURE_BYTES) uint8."""
     t = thumbnails(check_signatures(signatures))
     n = len(t)
-    if n < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     cell = SIDE // LAYOUT_SIDE                        # area averaging: SIDE is a multiple of LAYOUT_SIDE
     coarse = t.reshape(n, LAYOUT_SIDE, cell, LAYOUT_SIDE, cell).mean(axis=(2, 4), dtype=np.float32).reshape(n, -1)
     coarse -= coarse.mean(axis=1, keepdims=True)
@@ -190,6 +187,20 @@ def layout_candidate_pairs(signatures: np.ndarray, k: int = LAYOUT_K, min_correl
     has_layout = norm > FLAT_STD * LAYOUT_SIDE         # rms above FLAT_STD gray levels
     coarse[has_layout] /= norm[has_layout, None]
     coarse[~has_layout] = 0.0
+    return coarse
+
+
+def layout_candidate_pairs(signatures: np.ndarray, k: int = LAYOUT_K, min_correlation: float = LAYOUT_MIN
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b), a < b, each pair once: every image's ``k`` nearest by the
+    correlation of its :func:`coarse_layouts` at ``min_correlation`` or
+    more. Flat thumbnails (one tone) have no layout and pair with none.
+    ``signatures``: (N, SIGNATURE_BYTES) uint8."""
+    coarse = coarse_layouts(signatures)
+    n = len(coarse)
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    has_layout = coarse.any(axis=1)
     a, b, _ = _knn_pairs(knn_chunks(coarse, k), n, min_correlation)
     keep = has_layout[a] & has_layout[b]
     return a[keep], b[keep]

@@ -97,6 +97,7 @@ DUPQ_PROBE = Bench("dup_quality_probe", ("bench/dup_quality.py", "--stream", "0"
                    ("bench/dup_quality.py", "--stream", "0", "--kinds", "probe", "--collections", "illustrations"))
 STRANGER = Bench("stranger_audit", ("bench/stranger_audit.py",), None)
 STRANGER_WALLPAPER = Bench("stranger_audit_wallpaper", ("bench/stranger_audit.py", "--kinds", "wallpaper"), None)
+STRANGER_AUGMENT = Bench("stranger_audit_augment", ("bench/stranger_audit.py", "--kinds", "augment"), None)
 SOAK = Bench("soak", ("bench/soak.py", "--clients", "64", "--duration", "90"),
              ("bench/soak.py", "--clients", "8", "--duration", "6"))
 DEDUP = Bench("dedup", ("bench/dedup.py",), ("bench/dedup.py", "--sizes", "5000"), nice=True)
@@ -159,6 +160,10 @@ FIGURES = [
     Figure("stranger_wallpaper_recall_without_layout", STRANGER_WALLPAPER,
            ("baselines", "embedding_candidates", "recall"), lit("with the layout candidates recall went **") + NUM,
            _EXACT),
+    Figure("stranger_augment_recall", STRANGER_AUGMENT, ("recall",),
+           lit("audit` with defaults: recall **") + NUM, _EXACT),
+    Figure("stranger_augment_unrelated_pairs", STRANGER_AUGMENT, ("unrelated_pairs",),
+           lit("30 cross-file pairs, **") + NUM + " unrelated", _EXACT),
     Figure("soak_good_throughput_ratio", SOAK, ("good_throughput_ratio",), re.escape("| default |") + r"[^\n]*?\(\*\*"
            + NUM + r"\*\*\)"),
     Figure("soak_acked_lost", SOAK, ("acked_lost",), re.escape("| default |") + r"[^|\n]*\|\s*\*\*" + NUM + " of"),

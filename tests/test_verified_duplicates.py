@@ -17,7 +17,7 @@ from imagesieve import Client
 from imagesieve_server.analysis.duplicates.find import CANDIDATE_THRESHOLD, RAW_FLOOR, find_duplicates
 from imagesieve_server.analysis.duplicates.verify import (AlignmentPool, pair_alignment, verified_pairs,
                                                           verify_pairs)
-from imagesieve_server.engine.signature import SIGNATURE_BYTES, layout_signature, unpack
+from imagesieve_server.engine.signature import LEGACY_BYTES, SIGNATURE_BYTES, layout_signature, unpack
 
 from conftest import digit_image, encode, photo_image
 
@@ -535,3 +535,89 @@ def test_a_pair_only_the_layouts_proposed_is_judged_by_its_layout_alone():
     assert not verified_pairs(4, a, b, [0.8], [0.35], *packs, layout_only=[True])[0][0]
     with pytest.raises(ValueError, match="max_relative_layout"):
         verified_pairs(4, a, b, [0.9], [0.35], max_relative_layout=0.0)
+
+
+def _cut_out(im: Image.Image, shape: int, hidden: str) -> Image.Image:
+    """A transparent PNG made from a photo: the picture inside a figure (a
+    star, or three overlapping discs, like a character cut out of its
+    scene: half the frame around it transparent), the colour under the
+    transparent pixels black or the photo's own leftovers (as an editor
+    leaves them)."""
+    w, h = im.size
+    alpha = Image.new("L", im.size, 0)
+    d = ImageDraw.Draw(alpha)
+    if shape % 2:
+        turn = shape * 0.3
+        d.polygon([(w / 2 + (0.48 if k % 2 == 0 else 0.2) * w * np.cos(turn + k * np.pi / 5),
+                    h / 2 + (0.48 if k % 2 == 0 else 0.2) * h * np.sin(turn + k * np.pi / 5)) for k in range(10)],
+                  fill=255)
+    else:
+        for cx, cy, r in ((0.3, 0.35, 0.22), (0.62, 0.3, 0.2), (0.5, 0.7, 0.26)):
+            d.ellipse((w * (cx - r), h * (cy - r), w * (cx + r), h * (cy + r)), fill=255)
+    rgb = im.convert("RGB") if hidden == "leftovers" else Image.composite(im.convert("RGB"), Image.new("RGB", im.size),
+                                                                         alpha)
+    out = rgb.convert("RGBA")
+    out.putalpha(alpha)
+    return out
+
+
+def test_transparent_pictures_keep_their_opacity_in_the_signature(photos):
+    from imagesieve_server.engine.decode import decode_image
+    from imagesieve_server.engine.signature import opacity, upgrade
+    im = photo_image(photos[0][0])
+    cut = decode_image(encode(_cut_out(im, 1, "black"), "PNG"), 0)
+    sig = layout_signature(cut)
+    opaque = opacity(sig)
+    assert opaque is not None and 0.3 < opaque.mean() < 0.7          # a star in its bounding frame
+    assert opaque[24, 24] and not opaque[0, 0]
+    assert opacity(layout_signature(decode_image(encode(im, "PNG"), 0))) is None            # opaque: no mask
+    assert opacity(layout_signature(decode_image(encode(im.convert("RGBA"), "PNG"), 0))) is None
+    alpha_only = decode_image(_alpha_only(ALPHA_PICTURES["circle"]), 0)  # its picture is the alpha: no mask
+    assert "opacity" not in alpha_only.info and opacity(layout_signature(alpha_only)) is None
+    legacy = sig[:LEGACY_BYTES]                  # stored before the opacity bits: read as opaque
+    assert upgrade(legacy).shape == (SIGNATURE_BYTES,) and opacity(upgrade(legacy)) is None
+    assert (unpack(legacy)[2] == unpack(sig)[2]).all()
+    assert pair_alignment(legacy, sig)[0] > 0.99
+
+
+def test_a_transparent_picture_saved_without_its_alpha_is_found(embedder, photos):
+    """Saved as JPEG with no regard to its alpha, a transparent picture
+    shows the colour under its transparent pixels (black, or leftovers)
+    where the original, over white, shows white: compared on the opaque
+    pixels, the copy is found; judged without the opacity bits (signatures
+    stored before them), most are not; distinct cut-outs never pair."""
+    originals = [_cut_out(photo_image(d), i, "black" if i % 3 else "leftovers")
+                 for i, (d, _, _) in enumerate(photos[:12])]
+    blobs = [encode(im, "PNG") for im in originals]
+    blobs += [encode(im, "PNG") for im in (photo_image(d) for d, _, _ in photos[12:])]     # opaque photos
+    blobs += [encode(im.convert("RGB"), "JPEG", quality=85) for im in originals]         # alpha dropped
+    n, n0 = len(blobs), len(photos)
+    source = list(range(n0)) + list(range(12))
+    v, s = _embed(embedder, blobs)
+    sha = [hashlib.sha256(x).hexdigest() for x in blobs]
+
+    def found(signatures):
+        rep = find_duplicates(v, [str(i) for i in range(n)], [""] * n, [""] * n, sha, signatures=signatures)
+        pairs = set(zip(rep.a.tolist(), rep.b.tolist()))
+        assert all(source[a] == source[b] for a, b in pairs), "distinct pictures paired"
+        return np.mean([(source[c], c) in pairs for c in range(n0, n)])
+    with_opacity, without = found(s), found(s[:, :LEGACY_BYTES])
+    assert with_opacity >= 0.75 and with_opacity >= without + 0.25, (with_opacity, without)
+
+
+def test_a_collection_reads_signatures_stored_before_the_opacity_bits(embedder, photos, tmp_path):
+    """Rows written by a version without the opacity bits (2,306-byte
+    signatures) still verify, as opaque, next to new ones."""
+    from imagesieve_server.collections import Collection, NewImage, Verdict
+    blobs = [d for d, _, _ in photos[:8]]
+    crop = encode(UNSEEN_KINDS["crop_60"](photo_image(blobs[2])), "JPEG", quality=90)
+    v, s = _embed(embedder, blobs + [crop])
+    coll = Collection.create(tmp_path / "c", "c", v.shape[1], "mobilenet_v1")
+    coll.add([NewImage(f"p{i}", hashlib.sha256(b).hexdigest(), v[i], signature=s[i]) for i, b in enumerate(blobs)])
+    with coll.store._transaction() as db:
+        db.execute(f"UPDATE layouts SET signature = substr(signature, 1, {LEGACY_BYTES}) WHERE image_id % 2 = 1")
+        assert db.execute("SELECT COUNT(*) FROM layouts WHERE length(signature) = ?", (LEGACY_BYTES,)).fetchone()[0] == 4
+    out = coll.check(NewImage("crop", hashlib.sha256(crop).hexdigest(), v[-1], signature=s[-1]))
+    assert out.verdict == Verdict.NEAR_DUPLICATE and out.neighbors[0].key == "p2" and out.neighbors[0].verified
+    assert coll.all_images(with_signatures=True).signatures.shape == (8, SIGNATURE_BYTES)
+    coll.close()

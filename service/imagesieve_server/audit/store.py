@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..engine.signature import SIGNATURE_BYTES
+from ..engine.signature import SIGNATURE_BYTES, upgrade
 
 MAPPED_SHARDS = 4
 
@@ -172,7 +172,7 @@ class EmbeddingStore:
             if sig_shard is None:
                 signatures = None
             elif signatures is not None:
-                signatures[i] = sig_shard[row]
+                signatures[i] = upgrade(sig_shard[row])        # a shard from before the opacity bits: opaque
             sha[i] = digest.encode()
             if err:
                 errors[i] = err

@@ -33,7 +33,7 @@ import numpy as np
 from ..analysis.duplicates import verify
 from ..analysis.duplicates.find import (CANDIDATE_THRESHOLD, LAYOUT_K, LAYOUT_MIN, LAYOUT_SIDE,
                                         STREAM_CANDIDATE_K, coarse_layouts)
-from ..engine.signature import SIGNATURE_BYTES
+from ..engine.signature import SIGNATURE_BYTES, upgrade
 from ..index import faiss_index as fi
 from .store import NO_SPACE, CollectionError, Store, storage_error
 
@@ -486,7 +486,7 @@ class Collection:
         if self._layouts is None:
             index = fi.make_index("flat", LAYOUT_SIDE * LAYOUT_SIDE)
             for ids, blobs in self.store.signatures_after(0):
-                coarse = coarse_layouts(np.stack([np.frombuffer(b, np.uint8) for b in blobs]))
+                coarse = coarse_layouts(np.stack([upgrade(b) for b in blobs]))
                 has = coarse.any(axis=1)                 # flat thumbnails correlate with nothing
                 fi.add(index, coarse[has], ids[has])
             self._layouts = index
@@ -532,7 +532,7 @@ class Collection:
         m = len(everyone)
         layout_only = np.r_[np.zeros(len(cands), bool), np.ones(len(by_layout), bool)]
         sigs = np.stack([np.asarray(image.signature, np.uint8)] +
-                        [np.frombuffer(stored[n.key][0], np.uint8) for n in everyone])
+                        [upgrade(stored[n.key][0]) for n in everyone])
         a, b = np.zeros(m, np.int64), np.arange(1, m + 1, dtype=np.int64)
         g = verify.verify_pairs(sigs, a, b, pool=self.alignment_pool).agreement
         for n, v in zip(everyone, g.tolist()):
@@ -641,7 +641,7 @@ class Collection:
                     return outcomes
                 fi.add(self.index, np.stack([r[-1] for r in rows]), np.asarray(ids, np.int64))
                 if self._layouts is not None:
-                    sig = [(i, np.frombuffer(lay[0], np.uint8)) for i, lay in zip(ids, layouts) if lay is not None]
+                    sig = [(i, upgrade(lay[0])) for i, lay in zip(ids, layouts) if lay is not None]
                     if sig:
                         coarse = coarse_layouts(np.stack([x for _, x in sig]))
                         has = coarse.any(axis=1)
@@ -677,7 +677,7 @@ class Collection:
                    else np.zeros((0, self.dim), np.float32))
         signatures = None
         if with_signatures and len(layouts) == len(rows):
-            signatures = (np.stack([np.frombuffer(layouts[r[1]][0], np.uint8) for r in rows]) if rows
+            signatures = (np.stack([upgrade(layouts[r[1]][0]) for r in rows]) if rows
                           else np.zeros((0, SIGNATURE_BYTES), np.uint8))
         return StoredImages(np.array([r[0] for r in rows], np.int64), [r[1] for r in rows],
                             [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows], vectors, signatures)

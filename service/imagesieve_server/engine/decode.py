@@ -391,8 +391,16 @@ def _composite(img: Image.Image) -> Image.Image:
     over black when light alpha-only (see to_rgb). Converted and composited
     in row strips (every step is per pixel, so the result is the same as at
     once): the working memory is the input and the RGB output, not three
-    more full-size RGBA rasters."""
-    fill = (0, 0, 0, 255) if _light_alpha_only(img) else (255, 255, 255, 255)
+    more full-size RGBA rasters.
+
+    An ordinary transparent image (not alpha-only, some pixel below
+    OPAQUE) also gets ``info["opacity"]``: its alpha channel as an "L" image
+    of at most _PROBE_SIDE a side (nearest-neighbour), for the layout
+    signature's opacity mask: a copy saved without regard to the alpha shows
+    whatever colour lies under the transparent pixels, and the verifier
+    compares the opaque part only (engine.signature)."""
+    kind, alpha = _alpha_kind(img)
+    fill = (0, 0, 0, 255) if kind == "light alpha-only" else (255, 255, 255, 255)
     w, h = img.size
     out = Image.new("RGB", img.size)
     rows = max(1, _STRIP_PIXELS // w)
@@ -400,13 +408,21 @@ def _composite(img: Image.Image) -> Image.Image:
         strip = _to_rgba(img.crop((0, y0, w, min(h, y0 + rows))))
         background = Image.new("RGBA", strip.size, fill)
         out.paste(Image.alpha_composite(background, strip).convert("RGB"), (0, y0))
+    if kind == "transparent":
+        out.info["opacity"] = alpha
     return out
 
 
-def _light_alpha_only(img: Image.Image) -> bool:
-    """True when ``img``'s (any mode with alpha, or P with transparency)
-    picture is only in its alpha channel and its flat colour is light (so it
-    must go over black to be seen).
+#: Alpha at or above this counts as opaque (of 255).
+OPAQUE = 250
+
+
+def _alpha_kind(img: Image.Image) -> tuple[str, Image.Image]:
+    """("opaque" | "transparent" | "light alpha-only" | "dark alpha-only",
+    alpha as an "L" image of at most _PROBE_SIDE a side) of ``img`` (any
+    mode with alpha, or P with transparency). Alpha-only: the picture is only
+    in the alpha channel, the colour flat; light ones must go over black to
+    be seen.
 
     Judged on a nearest-neighbour sample of at most _PROBE_SIDE a side (a
     grid of the file's own pixels: cheap, and its std estimates the whole
@@ -418,17 +434,17 @@ def _light_alpha_only(img: Image.Image) -> bool:
         s = _PROBE_SIDE / max(w, h)
         img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.NEAREST)
     rgba = _to_rgba(img)   # after sampling: the same pixels, converted
+    alpha_image = rgba.getchannel("A")
     arr = np.asarray(rgba, dtype=np.float32).reshape(-1, 4)
     alpha = arr[:, 3]
-    if alpha.std() < _ALPHA_PICTURE_STD:
-        return False
+    kind = "opaque" if alpha.min() >= OPAQUE else "transparent"
     weight = alpha.sum()
-    if weight <= 0:
-        return False
+    if alpha.std() < _ALPHA_PICTURE_STD or weight <= 0:
+        return kind, alpha_image
     colour = arr[:, :3]
     mean = (alpha @ colour) / weight
     std = np.sqrt((alpha @ np.square(colour - mean)) / weight)
     if std.max() >= _FLAT_COLOUR_STD:
-        return False
+        return kind, alpha_image
     luminance = 0.299 * mean[0] + 0.587 * mean[1] + 0.114 * mean[2]
-    return bool(luminance >= 128)
+    return ("light alpha-only" if luminance >= 128 else "dark alpha-only"), alpha_image

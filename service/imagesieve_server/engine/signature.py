@@ -11,11 +11,18 @@ keeps exactly that, small enough to store with every image of a collection:
    a picture turned by some degrees on a uniform canvas (a rotated scan, a
    photo rotated with its canvas expanded) is turned back upright first;
 2. the rest is reduced to a ``SIDE`` x ``SIDE`` grayscale thumbnail (area
-   averaging: JPEG noise, rescaling and mild blur fall below its resolution).
+   averaging: JPEG noise, rescaling and mild blur fall below its resolution);
+3. for a transparent image, which pixels of that thumbnail are opaque (one
+   bit each): the thumbnail shows the picture over white, and a copy saved
+   without regard to its alpha shows whatever colour lay under the
+   transparent pixels (black, or leftovers of editing), so the verifier
+   compares the opaque part only.
 
-``SIGNATURE_BYTES`` = 2 + SIDE * SIDE = 2,306 bytes an image (a 1024-d
-float32 embedding is 4,096): the trimmed content's aspect ratio and area
-share, then the thumbnail (see ``unpack``). The verifier
+``SIGNATURE_BYTES`` = 2 + SIDE * SIDE + SIDE * SIDE / 8 = 2,594 bytes an image
+(a 1024-d float32 embedding is 4,096): the trimmed content's aspect ratio and
+area share, the thumbnail (see ``unpack``), the opacity bits (see
+``opacity``). Signatures of ``LEGACY_BYTES`` (2,306: before the opacity
+bits) are read as fully opaque (``upgrade``). The verifier
 (``analysis.duplicates.verify``) aligns two signatures.
 """
 from __future__ import annotations
@@ -26,7 +33,10 @@ from PIL import Image
 
 SIDE = 48
 HEADER = 2
-SIGNATURE_BYTES = HEADER + SIDE * SIDE
+LEGACY_BYTES = HEADER + SIDE * SIDE          # signatures stored before the opacity bits
+MASK_BYTES = SIDE * SIDE // 8
+SIGNATURE_BYTES = LEGACY_BYTES + MASK_BYTES
+OPAQUE_LEVEL = 128       # alpha (of 255) from which a thumbnail pixel counts as opaque
 _WORK = 192              # trimming runs on a copy whose longer side is this
 FRAME_TOLERANCE = 12    # gray levels a frame pixel may differ from the frame colour
 _MIN_CONTENT = 0.2       # a trim never keeps less than this share of a side
@@ -131,10 +141,15 @@ def layout_signature(img: Image.Image) -> np.ndarray:
     """RGB (or any mode) PIL image -> (SIGNATURE_BYTES,) uint8 signature.
 
     Bytes 0-1: the trimmed content's aspect ratio as round(32 * log2(w / h))
-    clipped to int8, and its area share of the image (0..255); the rest: the
-    SIDE x SIDE grayscale thumbnail of the trimmed content, row-major."""
+    clipped to int8, and its area share of the image (0..255); then the
+    SIDE x SIDE grayscale thumbnail of the trimmed content, row-major; then
+    its opacity, one bit a thumbnail pixel (``np.packbits``, 1 = opaque),
+    from ``img.info["opacity"]`` (an "L" alpha image of any size covering
+    the same frame; ``engine.decode`` sets it for transparent images), all
+    ones without it."""
     gray = img.convert("L")
     w, h = gray.size
+    alpha = img.info.get("opacity")
     scale = min(1.0, _WORK / max(w, h))
     small = gray.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BOX) if scale < 1 else gray
     small_arr = np.asarray(small)
@@ -146,33 +161,64 @@ def layout_signature(img: Image.Image) -> np.ndarray:
         thumb = Image.fromarray(content).resize((SIDE, SIDE), Image.BOX)
         cw, ch = content.shape[1] * w / sw, content.shape[0] * h / sh
         box = (0.0, 0.0, cw, ch)
+        opacity = (None if alpha is None else
+                   Image.fromarray(_upright(np.asarray(alpha.resize((sw, sh), Image.BOX)), tilted))
+                   .resize((SIDE, SIDE), Image.BOX))
     else:
         top, bottom, left, right = _frame_box(small_arr)
         box = (left / sw * w, top / sh * h, right / sw * w, bottom / sh * h)
         thumb = gray.resize((SIDE, SIDE), Image.BOX, box=box)
+        opacity = (None if alpha is None else
+                   alpha.resize((SIDE, SIDE), Image.BOX, box=(box[0] * alpha.width / w, box[1] * alpha.height / h,
+                                                              box[2] * alpha.width / w, box[3] * alpha.height / h)))
     out = np.empty(SIGNATURE_BYTES, np.uint8)
     aspect = np.clip(round(32 * np.log2(max(box[2] - box[0], 1e-6) / max(box[3] - box[1], 1e-6))), -127, 127)
     out[0] = np.uint8(np.int8(aspect).view(np.uint8))
     out[1] = np.uint8(min(255, round(255 * (box[2] - box[0]) * (box[3] - box[1]) / (w * h))))
-    out[HEADER:] = np.asarray(thumb, np.uint8).ravel()
+    out[HEADER:LEGACY_BYTES] = np.asarray(thumb, np.uint8).ravel()
+    out[LEGACY_BYTES:] = (255 if opacity is None else
+                          np.packbits(np.asarray(opacity, np.uint8).ravel() >= OPAQUE_LEVEL))
     return out
 
 
 def unpack(signature: np.ndarray) -> tuple[float, float, np.ndarray]:
     """(aspect w/h of the trimmed content, its area share in [0, 1],
-    thumbnail (SIDE, SIDE) uint8) of one signature."""
+    thumbnail (SIDE, SIDE) uint8) of one signature (SIGNATURE_BYTES, or
+    LEGACY_BYTES)."""
     s = np.asarray(signature, np.uint8).ravel()
-    if s.size != SIGNATURE_BYTES:
+    if s.size not in (SIGNATURE_BYTES, LEGACY_BYTES):
         raise ValueError(f"a signature has {SIGNATURE_BYTES} bytes, got {s.size}")
     return (float(2.0 ** (int(s[:1].view(np.int8)[0]) / 32.0)), float(s[1]) / 255.0,
-            s[HEADER:].reshape(SIDE, SIDE))
+            s[HEADER:LEGACY_BYTES].reshape(SIDE, SIDE))
+
+
+def opacity(signature: np.ndarray) -> np.ndarray | None:
+    """(SIDE, SIDE) bool, True where the thumbnail is opaque, of one
+    signature; None when all of it is (an opaque image, or a legacy
+    signature)."""
+    s = np.asarray(signature, np.uint8).ravel()
+    if s.size != SIGNATURE_BYTES or (s[LEGACY_BYTES:] == 255).all():
+        return None
+    return np.unpackbits(s[LEGACY_BYTES:])[:SIDE * SIDE].reshape(SIDE, SIDE).astype(bool)
+
+
+def upgrade(signatures) -> np.ndarray:
+    """Signatures of LEGACY_BYTES (stored before the opacity bits) ->
+    SIGNATURE_BYTES, fully opaque; current ones are returned as they are.
+    ``signatures``: (N, bytes) or one (bytes,) uint8 array, or bytes."""
+    s = np.frombuffer(signatures, np.uint8) if isinstance(signatures, (bytes, bytearray, memoryview)) \
+        else np.asarray(signatures, np.uint8)
+    if s.shape[-1] == LEGACY_BYTES:
+        s = np.concatenate([s, np.full((*s.shape[:-1], MASK_BYTES), 255, np.uint8)], axis=-1)
+    return s
 
 
 def thumbnails(signatures: np.ndarray) -> np.ndarray:
-    """(N, SIGNATURE_BYTES) uint8 signatures -> (N, SIDE, SIDE) uint8 views of
-    their thumbnails (no copy): the pixels a label scorer's CNN can train on
-    wherever the signatures are kept (a collection, the audit's shards)."""
+    """(N, SIGNATURE_BYTES or LEGACY_BYTES) uint8 signatures -> (N, SIDE,
+    SIDE) uint8 views of their thumbnails (no copy): the pixels a label
+    scorer's CNN can train on wherever the signatures are kept (a
+    collection, the audit's shards)."""
     s = np.asarray(signatures, np.uint8)
-    if s.ndim != 2 or s.shape[1] != SIGNATURE_BYTES:
+    if s.ndim != 2 or s.shape[1] not in (SIGNATURE_BYTES, LEGACY_BYTES):
         raise ValueError(f"signatures must be (N, {SIGNATURE_BYTES}) uint8, got {s.shape}")
-    return s[:, HEADER:].reshape(len(s), SIDE, SIDE)
+    return s[:, HEADER:LEGACY_BYTES].reshape(len(s), SIDE, SIDE)

@@ -56,7 +56,8 @@ from concurrent.futures.process import BrokenProcessPool
 import cv2
 import numpy as np
 
-from ...engine.signature import FRAME_TOLERANCE, SIDE, SIGNATURE_BYTES, edge_tone, unpack
+from ...engine.signature import (FRAME_TOLERANCE, LEGACY_BYTES, SIDE, SIGNATURE_BYTES, edge_tone, opacity,
+                                 unpack, upgrade)
 
 INNER = 0.8
 CELLS = 4                # the aligned views are also compared cell by cell, CELLS x CELLS ...
@@ -76,6 +77,7 @@ TURN_MARGIN = 0.05       # a quarter turn is searched when its coarse full-frame
 TURN_FIT = 0.7           # ...and reaches this (turned copies fit at ~1.0, look-alikes' best turn at 0.3-0.5)
 COARSE = 16              # side of the thumbnails that choose a quarter turn
 FLAT_STD = 2.0           # gray levels: a thumbnail flatter than this has no layout to align
+MIN_OPAQUE = 0.3         # share of a template that must be opaque for a search by its opaque pixels
 MIN_AGREEMENT = 0.6      # below this no pair is the same picture, however its neighbours look
 MAX_RELATIVE = 0.25      # see relative_disagreement: a copy is at most this far, relative to look-alikes
 # A pair only the layouts proposed has one signal (its cosine counts as a look-alike's), so
@@ -227,26 +229,51 @@ def _flat(x: np.ndarray) -> bool:
     return float(cv2.meanStdDev(x)[1][0, 0]) < FLAT_STD
 
 
+def _opaque_only(x: np.ndarray, opaque: np.ndarray) -> np.ndarray:
+    """``x`` with its transparent pixels set to the mean of its opaque ones:
+    they add nothing to a zero-mean correlation, a cell of them is flat."""
+    x = x.copy()
+    x[~opaque] = x[opaque].mean()
+    return x
+
+
 def _place(templ: np.ndarray, searched: np.ndarray, m: _Match, area: float, mirrored: bool,
-           turned: int = 0) -> None:
-    res = cv2.matchTemplate(searched, templ, cv2.TM_CCOEFF_NORMED)
+           turned: int = 0, mask: np.ndarray | None = None) -> None:
+    """Slide ``templ`` over ``searched``; keep the placement in ``m`` if it
+    correlates better. ``mask``: the template's opaque pixels (float 0/1),
+    the only ones compared (its transparent ones show the canvas)."""
+    if mask is None:
+        res = cv2.matchTemplate(searched, templ, cv2.TM_CCOEFF_NORMED)
+    else:   # a flat patch under the mask has no correlation: NaN/inf there
+        res = np.nan_to_num(cv2.matchTemplate(searched, templ, cv2.TM_CCOEFF_NORMED, mask=mask),
+                            nan=0.0, posinf=0.0, neginf=0.0)
     low, high, low_at, high_at = cv2.minMaxLoc(res)
     sign, score, (x, y) = (-1.0, -low, low_at) if -low > high else (1.0, high, high_at)
     if score > m.layout:
         th, tw = templ.shape
+        patch = searched[y:y + th, x:x + tw]
+        if mask is not None:
+            opaque = mask > 0
+            templ, patch = _opaque_only(templ, opaque), _opaque_only(patch, opaque)
         m.layout, m.area, m.mirrored, m.templ, m.turned, m.sign = float(score), area, mirrored, templ, turned, sign
-        m.patch, m._detail, m._cells = searched[y:y + th, x:x + tw], None, None
+        m.patch, m._detail, m._cells = patch, None, None
 
 
-def _search(views, searched: np.ndarray, shares, stop_at: float, turned: int = 0) -> _Match:
-    """``views``: (template view,) or (view, its mirror)."""
+def _search(views, searched: np.ndarray, shares, stop_at: float, turned: int = 0, masks=None) -> _Match:
+    """``views``: (template view,) or (view, its mirror); ``masks``: their
+    opacity (float 0/1, the same shape), or None (opaque)."""
     m = _Match()
     for fx, fy in shares:
         size = (max(4, round(fx * SIDE * INNER)), max(4, round(fy * SIDE * INNER)))
         for k, view in enumerate(views):
             templ = cv2.resize(_inner(view), size, interpolation=cv2.INTER_AREA)
+            mask = None
+            if masks is not None:
+                mask = (cv2.resize(_inner(masks[k]), size, interpolation=cv2.INTER_AREA) >= 0.5).astype(np.float32)
+                if mask.mean() < MIN_OPAQUE:
+                    continue
             if not _flat(templ):
-                _place(templ, searched, m, fx * fy, k == 1, turned)
+                _place(templ, searched, m, fx * fy, k == 1, turned, mask)
             if m.reaches(stop_at):
                 return m
     return m
@@ -404,10 +431,20 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
         same = float(flat_a and flat_b and abs(a.mean() - b.mean()) < 8)
         return same, same, same, 1.0, False, 0, False
     best, best_searched = _Match(), None
-    searches = [(a, aspect_a, b, aspect_b, None, 0), (b, aspect_b, a, aspect_a, None, 0)]
+    searches = [(a, aspect_a, b, aspect_b, None, 0, None), (b, aspect_b, a, aspect_a, None, 0, None)]
+    # A transparent image against an opaque one is also searched by its opaque
+    # pixels alone: a copy saved without regard to the alpha shows another
+    # colour around the picture. (Two transparent images share the white
+    # canvas they are composited on.)
+    opaque_a, opaque_b = opacity(sig_a), opacity(sig_b)
+    if (opaque_a is None) != (opaque_b is None):
+        t, at, s, as_, opaque = ((a, aspect_a, b, aspect_b, opaque_a) if opaque_a is not None
+                                 else (b, aspect_b, a, aspect_a, opaque_b))
+        searches.append((t, at, s, as_, None, 0, opaque.astype(np.float32)))
     while searches:
-        t, at, s, as_, shares, turned = searches.pop(0)
-        m = _search((t, t[:, ::-1].copy()), s, shares or _shares(at, as_), stop_at, turned)
+        t, at, s, as_, shares, turned, mask = searches.pop(0)
+        masks = None if mask is None else (mask, mask[:, ::-1].copy())
+        m = _search((t, t[:, ::-1].copy()), s, shares or _shares(at, as_), stop_at, turned, masks)
         if m.templ is not None and (best.templ is None or m.agreement > best.agreement):
             best, best_searched = m, s
         if best.templ is not None and best.reaches(stop_at):
@@ -420,8 +457,8 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
             if k:
                 ta, tb = np.ascontiguousarray(np.rot90(a, k)), np.ascontiguousarray(np.rot90(b, -k))
                 ra, rb = (aspect_a, aspect_b) if k == 2 else (1 / aspect_a, 1 / aspect_b)
-                searches = [(ta, ra, b, aspect_b, _shares(ra, aspect_b)[:TURN_SHARES], 90 * k),
-                            (tb, rb, a, aspect_a, _shares(rb, aspect_a)[:TURN_SHARES], 90 * k)]
+                searches = [(ta, ra, b, aspect_b, _shares(ra, aspect_b)[:TURN_SHARES], 90 * k, None),
+                            (tb, rb, a, aspect_a, _shares(rb, aspect_a)[:TURN_SHARES], 90 * k, None)]
     if best.templ is None:          # every template was flat: nothing aligned
         return -1.0, -1.0, -1.0, 0.0, False, 0, False
     if not best.reaches(stop_at):
@@ -445,7 +482,11 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
 
 
 def check_signatures(signatures, name: str = "signatures") -> np.ndarray:
+    """``signatures`` as (N, SIGNATURE_BYTES) uint8 (legacy ones upgraded:
+    engine.signature.upgrade); ValueError for anything else."""
     s = np.asarray(signatures)
+    if s.dtype == np.uint8 and s.ndim == 2 and s.shape[1] == LEGACY_BYTES:
+        s = upgrade(s)
     if s.dtype != np.uint8 or s.ndim != 2 or s.shape[1] != SIGNATURE_BYTES:
         raise ValueError(f"{name} must be uint8 (N, {SIGNATURE_BYTES}); got {s.dtype} {s.shape}")
     return s

@@ -507,6 +507,8 @@ def test_a_streaming_check_finds_a_blurred_copy_by_its_layout(embedder, photos, 
         assert [n.key for n in out.neighbors if n.verified] == [f"p{i}"]      # no other photo
         off = coll.check(image(f"blur{i}", blurred[i], bv[i], bs[i]), k=5, verify_layout=False)
         assert off.verdict == Verdict.UNIQUE                                 # raw cosine cannot see it
+        # a threshold asked for bounds the layouts' candidates too
+        assert coll.check(image(f"blur{i}", blurred[i], bv[i], bs[i]), threshold=0.6).verdict == Verdict.UNIQUE
     first = hidden[0]
     coll.remove([f"p{first}"])
     out = coll.check(image("again", blurred[first], bv[first], bs[first]), k=5)

@@ -492,10 +492,11 @@ class Collection:
             self._layouts = index
         return self._layouts
 
-    def _layout_neighbors(self, image: NewImage, known: set[str]) -> list[Neighbor]:
+    def _layout_neighbors(self, image: NewImage, known: set[str], min_cosine: float) -> list[Neighbor]:
         """The stored images among the new image's LAYOUT_K nearest by coarse
-        layout (correlation >= LAYOUT_MIN) that are not in ``known`` (keys):
-        the copies a blur or a pixelation hid from the embedding."""
+        layout (correlation >= LAYOUT_MIN) that are not in ``known`` (keys)
+        and have cosine >= ``min_cosine``: the copies a blur or a pixelation
+        hid from the embedding."""
         index = self._layout_index()
         coarse = coarse_layouts(np.asarray(image.signature, np.uint8)[None])
         if index.ntotal == 0 or not coarse.any():
@@ -509,9 +510,11 @@ class Collection:
         if not ids:
             return []
         cosine = self.store.vectors_for_ids(ids) @ np.asarray(image.vector, np.float32)
-        return [Neighbor(meta[i][0], float(c), meta[i][1], meta[i][2]) for i, c in zip(ids, cosine)]
+        return [Neighbor(meta[i][0], float(c), meta[i][1], meta[i][2]) for i, c in zip(ids, cosine)
+                if c >= min_cosine]
 
-    def _verify(self, image: NewImage, neighbors: list[Neighbor], floor: float) -> tuple[bool, tuple | None]:
+    def _verify(self, image: NewImage, neighbors: list[Neighbor], floor: float, layout_floor: float = -1.0
+                ) -> tuple[bool, tuple | None]:
         """Stage 2 for a new image against its stored neighbours (the same
         rule as FindDuplicates: analysis.duplicates.verify): marks each
         candidate's ``agreement``/``verified`` and appends the verified ones
@@ -520,9 +523,9 @@ class Collection:
         store with it). Candidates: neighbours at cosine >= ``floor``, at
         most STREAM_CANDIDATE_K, whatever k a caller asked for (each costs
         milliseconds of alignment, so a large k must not buy a stall), and up
-        to LAYOUT_K more by coarse layout."""
+        to LAYOUT_K more by coarse layout (at cosine >= ``layout_floor``)."""
         cands = [n for n in neighbors if n.cosine >= floor][:STREAM_CANDIDATE_K]
-        by_layout = self._layout_neighbors(image, {n.key for n in cands})
+        by_layout = self._layout_neighbors(image, {n.key for n in cands}, layout_floor)
         stored = self.store.layouts_for_keys([n.key for n in cands + by_layout])
         cands = [n for n in cands if n.key in stored]
         by_layout = [n for n in by_layout if n.key in stored]
@@ -566,7 +569,8 @@ class Collection:
 
         Near duplicate: with ``verify_layout`` (and a signature on both
         sides), some candidate among the nearest stored images (cosine >=
-        ``threshold`` or CANDIDATE_THRESHOLD) is verified as the same picture
+        ``threshold`` or CANDIDATE_THRESHOLD; by coarse layout, at any
+        cosine unless ``threshold`` is given) is verified as the same picture
         (stage 2); otherwise (raw cosine) the nearest cosine is >=
         ``threshold`` (0 = the collection's)."""
         verified = verify_layout and image.signature is not None
@@ -579,7 +583,8 @@ class Collection:
                 # identical bytes embed identically: the twin leads, at cosine 1
                 neighbors = [twin] + [n for n in neighbors if n.key != twin.key]
             elif verified:
-                near, pack = self._verify(image, neighbors, threshold or CANDIDATE_THRESHOLD)
+                # A threshold asked for bounds the layouts' candidates too (as in FindDuplicates).
+                near, pack = self._verify(image, neighbors, threshold or CANDIDATE_THRESHOLD, threshold or -1.0)
                 verdict = Verdict.NEAR_DUPLICATE if near else Verdict.UNIQUE
                 # The verified neighbours first: they are the answer.
                 neighbors.sort(key=lambda n: (not n.verified, -n.cosine))

@@ -217,7 +217,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
 
     ``signatures``: (N, SIGNATURE_BYTES) uint8 layout signatures: two stages
     (candidates at cosine >= ``threshold`` or CANDIDATE_THRESHOLD, then
-    verification; ``knn_k`` neighbours an image, default CANDIDATE_K). None:
+    verification; ``knn_k`` neighbours an image, default CANDIDATE_K; the
+    layout candidates at any cosine unless ``threshold`` is given). None:
     raw cosine at ``threshold`` (0 = derived from the data, see
     :func:`raw_threshold`), by exact range search or, ``approximate``, a kNN
     graph of ``knn_k`` (default 16). Identical bytes are always exact
@@ -236,6 +237,9 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
     candidates = 0
     if signatures is not None:
         method = "verified"
+        # A threshold asked for bounds every pair's cosine, the layouts' too;
+        # by default layout-only pairs have none (the embedding missed them).
+        layout_floor = threshold or -1.0
         threshold = threshold or CANDIDATE_THRESHOLD
         reason = (f"candidates: each image's {knn_k or CANDIDATE_K} nearest neighbours at cosine >= "
                   f"{threshold:.2f}" + (f" and its {layout_k} nearest by coarse layout" if layout_k > 0 else "")
@@ -246,9 +250,12 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
                   else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
         new = ~np.isin(la * n + lb, a * n + b)
         la, lb = la[new], lb[new]
+        layout_sim = np.einsum("ij,ij->i", vectors[la], vectors[lb]).astype(np.float32)
+        keep = layout_sim >= layout_floor
+        la, lb, layout_sim = la[keep], lb[keep], layout_sim[keep]
         by_layout = np.r_[np.zeros(len(a), bool), np.ones(len(la), bool)]
         order = np.lexsort((np.r_[b, lb], np.r_[a, la]))
-        sim = np.r_[sim, np.einsum("ij,ij->i", vectors[la], vectors[lb]).astype(np.float32)][order]
+        sim = np.r_[sim, layout_sim][order]
         a, b, by_layout = np.r_[a, la][order], np.r_[b, lb][order], by_layout[order]
         candidates = len(a)
         ev = verify_pairs(signatures, a, b, report=report, pool=alignment_pool)

@@ -478,7 +478,7 @@ def test_blurred_and_pixelated_copies_are_found_by_their_layout(embedder, photos
     assert with_layout >= 0.8 and with_layout >= embedding_alone + 0.25, (with_layout, embedding_alone)
 
 
-def test_a_streaming_check_finds_a_blurred_copy_by_its_layout(embedder, photos, tmp_path):
+def test_a_streaming_check_finds_a_blurred_copy_by_its_layout(embedder, photos, tmp_path, monkeypatch):
     """CheckDuplicates has the batch search's second source of candidates:
     a 2%-blurred photo falls below the embedding's candidate cosine, and the
     collection's coarse-layout index still proposes its original, which the
@@ -520,6 +520,20 @@ def test_a_streaming_check_finds_a_blurred_copy_by_its_layout(embedder, photos, 
     out = reopened.check(image("again", blurred[hidden[1]], bv[hidden[1]], bs[hidden[1]]))
     assert out.verdict == Verdict.NEAR_DUPLICATE and out.neighbors[0].key == f"p{hidden[1]}"
     reopened.close()
+    # A large collection builds the index in the background: checks do not wait for it.
+    import imagesieve_server.collections.collection as collection_module
+    monkeypatch.setattr(collection_module, "LAYOUT_INDEX_INLINE", 0)
+    large = Collection.open(tmp_path / "c")
+    large.check(image("again", blurred[hidden[1]], bv[hidden[1]], bs[hidden[1]]))    # starts the build
+    large.remove([f"p{hidden[2]}"])                                                 # while it may run
+    deadline = time.monotonic() + 30
+    while large._layouts is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    out = large.check(image("again", blurred[hidden[1]], bv[hidden[1]], bs[hidden[1]]))
+    assert out.verdict == Verdict.NEAR_DUPLICATE and out.neighbors[0].key == f"p{hidden[1]}"
+    gone = large.check(image("again", blurred[hidden[2]], bv[hidden[2]], bs[hidden[2]]))
+    assert f"p{hidden[2]}" not in [n.key for n in gone.neighbors]                   # its removal caught up
+    large.close()
 
 
 def test_a_pair_only_the_layouts_proposed_is_judged_by_its_layout_alone():

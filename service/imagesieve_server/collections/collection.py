@@ -47,6 +47,9 @@ SNAPSHOT_RETRY_S = 30.0
 # Tiny or glyph-like images pair up far more easily: verified verdicts (the default) judge
 # each candidate against its look-alikes instead (analysis.duplicates.verify).
 DEFAULT_THRESHOLD = 0.75
+# A collection's coarse-layout index is built inside the first verified check
+# up to this many images (~0.1 s), in the background above it.
+LAYOUT_INDEX_INLINE = 20_000
 
 
 class Verdict(enum.IntEnum):  # values match imagesieve.v1.Verdict
@@ -231,6 +234,7 @@ class Collection:
         self._reindexing: threading.Thread | None = None
         self._retry_reindex_at = 0            # size before which a failed re-index is not tried again
         self._layouts = None     # the coarse layouts' index, built on first use (_layout_index)
+        self._layouts_building: threading.Thread | None = None
         self.index, rebuilt = self._load_index()
         if rebuilt:
             self._try_snapshot()     # replace the damaged file now, not at the next trigger
@@ -277,9 +281,9 @@ class Collection:
     def close(self, snapshot: bool = True) -> None:
         """Snapshot what changed (a failure is logged: the log keeps every
         row) and close the store; calls still queued then get ABORTED."""
-        reindexing = self._reindexing
-        if reindexing is not None:
-            reindexing.join()
+        for worker in (self._reindexing, self._layouts_building):
+            if worker is not None:
+                worker.join()
         with self._lock:
             if self.store.closed:
                 return
@@ -480,17 +484,58 @@ class Collection:
     def _layout_index(self):
         """Every stored image's coarse layout (find.coarse_layouts: 64 floats,
         256 bytes an image) in an exact inner-product index by image id: a
-        check's second source of candidates, as in FindDuplicates. Built from
-        the stored signatures on the first verified check, then kept by add
-        and remove. Call with the lock held."""
-        if self._layouts is None:
-            index = fi.make_index("flat", LAYOUT_SIDE * LAYOUT_SIDE)
-            for ids, blobs in self.store.signatures_after(0):
-                coarse = coarse_layouts(np.stack([upgrade(b) for b in blobs]))
-                has = coarse.any(axis=1)                 # flat thumbnails correlate with nothing
-                fi.add(index, coarse[has], ids[has])
-            self._layouts = index
+        check's second source of candidates, as in FindDuplicates; kept by
+        add and remove once built. Built from the stored signatures on the
+        first verified check: at once up to LAYOUT_INDEX_INLINE images, else
+        in a background thread (reading a million signatures takes a while,
+        and a check must not wait for it; until it is ready, checks have the
+        embedding's candidates alone). None while it is being built. Call
+        with the lock held."""
+        if self._layouts is None and self._layouts_building is None:
+            if self.store.count() <= LAYOUT_INDEX_INLINE:
+                self._layouts = self._catch_up(*self._read_layouts())
+            else:
+                self._layouts_building = threading.Thread(target=self._build_layouts, daemon=True,
+                                                          name=f"layouts-{self.name}")
+                self._layouts_building.start()
         return self._layouts
+
+    def _read_layouts(self):
+        """(index of the layouts stored up to now, the last image id and
+        removal it holds): read without the lock."""
+        last_id, last_removal = self.store.max_id(), self.store.max_removal_seq()
+        index = fi.make_index("flat", LAYOUT_SIDE * LAYOUT_SIDE)
+        for ids, blobs in self.store.signatures_after(0):
+            keep = ids <= last_id
+            if keep.any():
+                self._add_layouts(index, ids[keep], [b for b, k in zip(blobs, keep) if k])
+            if not keep.all():
+                break
+        return index, last_id, last_removal
+
+    def _catch_up(self, index, last_id: int, last_removal: int):
+        """``index`` with the adds and removes since it was read (lock held)."""
+        for ids, blobs in self.store.signatures_after(last_id):
+            self._add_layouts(index, ids, blobs)
+        gone = self.store.removals_after(last_removal)
+        return fi.remove_ids(index, np.asarray(gone, np.int64)) if gone else index
+
+    def _build_layouts(self) -> None:
+        try:
+            read = self._read_layouts()
+            with self._lock:
+                if not self.store.closed:
+                    self._layouts = self._catch_up(*read)
+        except Exception:  # noqa: BLE001 - checks go on with the embedding's candidates
+            log.exception("collection %s: could not build its coarse-layout index", self.name)
+        finally:
+            self._layouts_building = None
+
+    @staticmethod
+    def _add_layouts(index, ids: np.ndarray, blobs: list[bytes]) -> None:
+        coarse = coarse_layouts(np.stack([upgrade(b) for b in blobs]))
+        has = coarse.any(axis=1)                 # flat thumbnails correlate with nothing
+        fi.add(index, coarse[has], np.asarray(ids, np.int64)[has])
 
     def _layout_neighbors(self, image: NewImage, known: set[str], min_cosine: float) -> list[Neighbor]:
         """The stored images among the new image's LAYOUT_K nearest by coarse
@@ -498,8 +543,8 @@ class Collection:
         and have cosine >= ``min_cosine``: the copies a blur or a pixelation
         hid from the embedding."""
         index = self._layout_index()
-        coarse = coarse_layouts(np.asarray(image.signature, np.uint8)[None])
-        if index.ntotal == 0 or not coarse.any():
+        coarse = coarse_layouts(upgrade(image.signature)[None])
+        if index is None or index.ntotal == 0 or not coarse.any():
             return []
         corr, ids = fi.search(index, coarse, min(LAYOUT_K, int(index.ntotal)))
         ids = [int(i) for i, r in zip(ids[0], corr[0]) if i >= 0 and r >= LAYOUT_MIN]
@@ -534,8 +579,7 @@ class Collection:
         everyone = cands + by_layout
         m = len(everyone)
         layout_only = np.r_[np.zeros(len(cands), bool), np.ones(len(by_layout), bool)]
-        sigs = np.stack([np.asarray(image.signature, np.uint8)] +
-                        [upgrade(stored[n.key][0]) for n in everyone])
+        sigs = np.stack([upgrade(image.signature)] + [upgrade(stored[n.key][0]) for n in everyone])
         a, b = np.zeros(m, np.int64), np.arange(1, m + 1, dtype=np.int64)
         g = verify.verify_pairs(sigs, a, b, pool=self.alignment_pool).agreement
         for n, v in zip(everyone, g.tolist()):
@@ -646,11 +690,10 @@ class Collection:
                     return outcomes
                 fi.add(self.index, np.stack([r[-1] for r in rows]), np.asarray(ids, np.int64))
                 if self._layouts is not None:
-                    sig = [(i, upgrade(lay[0])) for i, lay in zip(ids, layouts) if lay is not None]
-                    if sig:
-                        coarse = coarse_layouts(np.stack([x for _, x in sig]))
-                        has = coarse.any(axis=1)
-                        fi.add(self._layouts, coarse[has], np.array([i for i, _ in sig], np.int64)[has])
+                    with_layout = [(i, lay[0]) for i, lay in zip(ids, layouts) if lay is not None]
+                    if with_layout:
+                        self._add_layouts(self._layouts, np.array([i for i, _ in with_layout], np.int64),
+                                          [b for _, b in with_layout])
                 for out, i in zip(pending, ids):
                     out.id, out.added = i, True
                 self._since_snapshot += len(ids)

@@ -590,6 +590,9 @@ def test_transparent_pictures_keep_their_opacity_in_the_signature(photos):
     assert opacity(layout_signature(decode_image(encode(im.convert("RGBA"), "PNG"), 0))) is None
     alpha_only = decode_image(_alpha_only(ALPHA_PICTURES["circle"]), 0)  # its picture is the alpha: no mask
     assert "opacity" not in alpha_only.info and opacity(layout_signature(alpha_only)) is None
+    # the copy that ignores the alpha, turned a few degrees: the mask turns with the template
+    naive = decode_image(encode(_cut_out(im, 1, "black").convert("RGB").rotate(6, resample=Image.BICUBIC), "JPEG"), 0)
+    assert pair_alignment(sig, layout_signature(naive))[0] > 0.8
     legacy = sig[:LEGACY_BYTES]                  # stored before the opacity bits: read as opaque
     assert upgrade(legacy).shape == (SIGNATURE_BYTES,) and opacity(upgrade(legacy)) is None
     assert (unpack(legacy)[2] == unpack(sig)[2]).all()
@@ -637,3 +640,50 @@ def test_a_collection_reads_signatures_stored_before_the_opacity_bits(embedder, 
     assert out.verdict == Verdict.NEAR_DUPLICATE and out.neighbors[0].key == "p2" and out.neighbors[0].verified
     assert coll.all_images(with_signatures=True).signatures.shape == (8, SIGNATURE_BYTES)
     coll.close()
+
+
+def test_damaged_or_old_signatures_never_stop_checks(embedder, photos, tmp_path, monkeypatch):
+    """A signature of the wrong length is refused at add (that item only);
+    a damaged stored one is left out of the layout index, and a build of
+    that index that fails leaves checks with the embedding's candidates
+    (tried again after LAYOUT_RETRY_S, not on every check); an audit store
+    handed an older server's 2,306-byte signature keeps it as opaque."""
+    from imagesieve_server.audit.store import Embedded, EmbeddingStore
+    from imagesieve_server.collections import Collection, NewImage, Verdict
+    blobs = [d for d, _, _ in photos[:6]]
+    crop = encode(UNSEEN_KINDS["crop_60"](photo_image(blobs[2])), "JPEG", quality=90)
+    v, s = _embed(embedder, blobs + [crop])
+    sha = [hashlib.sha256(b).hexdigest() for b in blobs + [crop]]
+    coll = Collection.create(tmp_path / "c", "c", v.shape[1], "mobilenet_v1")
+    out = coll.add([NewImage(f"p{i}", sha[i], v[i], signature=s[i]) for i in range(6)]
+                   + [NewImage("short", "x", v[0], signature=s[0][:100])])
+    assert [o.added for o in out] == [True] * 6 + [False] and out[-1].error.code == "INVALID_ARGUMENT"
+    with coll.store._transaction() as db:
+        db.execute("UPDATE layouts SET signature = substr(signature, 1, 999) WHERE image_id = 1")
+    query = NewImage("crop", sha[-1], v[-1], signature=s[-1])
+    assert coll.check(query).verdict == Verdict.NEAR_DUPLICATE                # p0 damaged, p2 found
+    coll.close()
+
+    import imagesieve_server.collections.collection as collection_module
+    coll = Collection.open(tmp_path / "c")
+    calls = []
+
+    def broken(*a, **kw):
+        calls.append(1)
+        raise OSError("disk read error")
+    monkeypatch.setattr(coll, "_read_layouts", broken)
+    assert coll.check(query).verdict == Verdict.NEAR_DUPLICATE and coll._layouts is None
+    coll.check(query)
+    assert len(calls) == 1                                                   # not again at once
+    monkeypatch.setattr(collection_module, "LAYOUT_RETRY_S", 0.0)
+    coll._layouts_retry_at = 0.0
+    coll.check(query)
+    assert len(calls) == 2
+    coll.close()
+
+    store = EmbeddingStore(tmp_path / "audit", "mobilenet_v1", v.shape[1])
+    store.put(Embedded("a.jpg", sha[0], 1, 1, v[0], 10, 10, "", s[0][:LEGACY_BYTES]))
+    store.flush()
+    loaded = store.load(["a.jpg"])
+    store.close()
+    assert loaded.signatures.shape == (1, SIGNATURE_BYTES) and (loaded.signatures[0][LEGACY_BYTES:] == 255).all()

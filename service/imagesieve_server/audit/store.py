@@ -118,7 +118,7 @@ class EmbeddingStore:
             if it.vector is not None:
                 vectors[i] = it.vector
             if it.signature is not None:
-                signatures[i] = it.signature
+                signatures[i] = upgrade(it.signature)     # an older server sends 2,306 bytes: opaque
         # Signatures first: a shard whose vectors exist always has them.
         for name, arr in ((f"layout-{shard:05d}.npy", signatures), (f"shard-{shard:05d}.npy", vectors)):
             final = self.root / name

@@ -33,7 +33,7 @@ import numpy as np
 from ..analysis.duplicates import verify
 from ..analysis.duplicates.find import (CANDIDATE_THRESHOLD, LAYOUT_K, LAYOUT_MIN, LAYOUT_SIDE,
                                         STREAM_CANDIDATE_K, coarse_layouts)
-from ..engine.signature import SIGNATURE_BYTES, upgrade
+from ..engine.signature import LEGACY_BYTES, SIGNATURE_BYTES, upgrade
 from ..index import faiss_index as fi
 from .store import NO_SPACE, CollectionError, Store, storage_error
 
@@ -47,6 +47,7 @@ SNAPSHOT_RETRY_S = 30.0
 # Tiny or glyph-like images pair up far more easily: verified verdicts (the default) judge
 # each candidate against its look-alikes instead (analysis.duplicates.verify).
 DEFAULT_THRESHOLD = 0.75
+LAYOUT_RETRY_S = 60.0     # after a failed build of the coarse-layout index, checks go without it this long
 # A collection's coarse-layout index is built inside the first verified check
 # up to this many images (~0.1 s), in the background above it.
 LAYOUT_INDEX_INLINE = 20_000
@@ -235,6 +236,8 @@ class Collection:
         self._retry_reindex_at = 0            # size before which a failed re-index is not tried again
         self._layouts = None     # the coarse layouts' index, built on first use (_layout_index)
         self._layouts_building: threading.Thread | None = None
+        self._layouts_retry_at = 0.0
+        self._closing = threading.Event()      # stops a background build
         self.index, rebuilt = self._load_index()
         if rebuilt:
             self._try_snapshot()     # replace the damaged file now, not at the next trigger
@@ -281,6 +284,7 @@ class Collection:
     def close(self, snapshot: bool = True) -> None:
         """Snapshot what changed (a failure is logged: the log keeps every
         row) and close the store; calls still queued then get ABORTED."""
+        self._closing.set()
         for worker in (self._reindexing, self._layouts_building):
             if worker is not None:
                 worker.join()
@@ -489,23 +493,34 @@ class Collection:
         first verified check: at once up to LAYOUT_INDEX_INLINE images, else
         in a background thread (reading a million signatures takes a while,
         and a check must not wait for it; until it is ready, checks have the
-        embedding's candidates alone). None while it is being built. Call
-        with the lock held."""
-        if self._layouts is None and self._layouts_building is None:
+        embedding's candidates alone). None while it is being built, and for
+        LAYOUT_RETRY_S after a build failed (logged). Call with the lock held."""
+        if (self._layouts is None and self._layouts_building is None and not self.store.closed
+                and time.monotonic() >= self._layouts_retry_at):
             if self.store.count() <= LAYOUT_INDEX_INLINE:
-                self._layouts = self._catch_up(*self._read_layouts())
+                try:
+                    self._layouts = self._catch_up(*self._read_layouts())
+                except Exception:  # noqa: BLE001 - the check goes on with the embedding's candidates
+                    self._layouts_failed()
             else:
                 self._layouts_building = threading.Thread(target=self._build_layouts, daemon=True,
                                                           name=f"layouts-{self.name}")
                 self._layouts_building.start()
         return self._layouts
 
-    def _read_layouts(self):
+    def _layouts_failed(self) -> None:
+        log.exception("collection %s: could not build its coarse-layout index; checks use the embedding's "
+                      "candidates alone for %.0f s", self.name, LAYOUT_RETRY_S)
+        self._layouts_retry_at = time.monotonic() + LAYOUT_RETRY_S
+
+    def _read_layouts(self, stop: threading.Event | None = None):
         """(index of the layouts stored up to now, the last image id and
-        removal it holds): read without the lock."""
+        removal it holds), or None when ``stop`` is set: read without the lock."""
         last_id, last_removal = self.store.max_id(), self.store.max_removal_seq()
         index = fi.make_index("flat", LAYOUT_SIDE * LAYOUT_SIDE)
         for ids, blobs in self.store.signatures_after(0):
+            if stop is not None and stop.is_set():
+                return None
             keep = ids <= last_id
             if keep.any():
                 self._add_layouts(index, ids[keep], [b for b, k in zip(blobs, keep) if k])
@@ -522,20 +537,29 @@ class Collection:
 
     def _build_layouts(self) -> None:
         try:
-            read = self._read_layouts()
+            read = self._read_layouts(self._closing)
             with self._lock:
-                if not self.store.closed:
+                if read is not None and not self.store.closed:
                     self._layouts = self._catch_up(*read)
         except Exception:  # noqa: BLE001 - checks go on with the embedding's candidates
-            log.exception("collection %s: could not build its coarse-layout index", self.name)
+            with self._lock:
+                if not self.store.closed:
+                    self._layouts_failed()
         finally:
             self._layouts_building = None
 
     @staticmethod
     def _add_layouts(index, ids: np.ndarray, blobs: list[bytes]) -> None:
-        coarse = coarse_layouts(np.stack([upgrade(b) for b in blobs]))
+        # A row of another length (a damaged store) has no layout rather than stopping the others.
+        ok = [i for i, b in enumerate(blobs) if len(b) in (SIGNATURE_BYTES, LEGACY_BYTES)]
+        if len(ok) < len(blobs):
+            log.warning("%d stored layout signatures of an unknown length left out of the layout index",
+                        len(blobs) - len(ok))
+        if not ok:
+            return
+        coarse = coarse_layouts(np.stack([upgrade(blobs[i]) for i in ok]))
         has = coarse.any(axis=1)                 # flat thumbnails correlate with nothing
-        fi.add(index, coarse[has], np.asarray(ids, np.int64)[has])
+        fi.add(index, coarse[has], np.asarray(ids, np.int64)[ok][has])
 
     def _layout_neighbors(self, image: NewImage, known: set[str], min_cosine: float) -> list[Neighbor]:
         """The stored images among the new image's LAYOUT_K nearest by coarse
@@ -666,6 +690,10 @@ class Collection:
                     out.error = CollectionError("an image needs a key to be added", "INVALID_ARGUMENT")
                     continue
                 vec = self._check_vectors(im.vector)[0]
+                if im.signature is not None and np.asarray(im.signature).size not in (SIGNATURE_BYTES, LEGACY_BYTES):
+                    out.error = CollectionError(f"a layout signature has {SIGNATURE_BYTES} bytes, got "
+                                                f"{np.asarray(im.signature).size}", "INVALID_ARGUMENT")
+                    continue
                 if im.key in seen_keys or self.store.has_key(im.key):
                     out.error = CollectionError(f"key {im.key!r} already in {self.name}", "ALREADY_EXISTS")
                     continue

@@ -194,11 +194,11 @@ class _Match:
     value: a negative copy correlates at -1). Its detail correlation (two
     blurs and a correlation) and cell correlation are computed once, when
     asked: most placements are beaten before anyone needs them."""
-    __slots__ = ("layout", "_detail", "_cells", "area", "mirrored", "templ", "patch", "turned", "sign")
+    __slots__ = ("layout", "_detail", "_cells", "area", "mirrored", "templ", "patch", "turned", "sign", "mask")
 
     def __init__(self):
         self.layout, self._detail, self._cells, self.area, self.mirrored = -1.0, -1.0, -1.0, 0.0, False
-        self.templ = self.patch = None
+        self.templ = self.patch = self.mask = None
         self.turned, self.sign = 0, 1.0
 
     @property
@@ -245,8 +245,8 @@ def _place(templ: np.ndarray, searched: np.ndarray, m: _Match, area: float, mirr
     if mask is None:
         res = cv2.matchTemplate(searched, templ, cv2.TM_CCOEFF_NORMED)
     else:   # a flat patch under the mask has no correlation: NaN/inf there
-        res = np.nan_to_num(cv2.matchTemplate(searched, templ, cv2.TM_CCOEFF_NORMED, mask=mask),
-                            nan=0.0, posinf=0.0, neginf=0.0)
+        res = np.clip(np.nan_to_num(cv2.matchTemplate(searched, templ, cv2.TM_CCOEFF_NORMED, mask=mask),
+                                    nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)
     low, high, low_at, high_at = cv2.minMaxLoc(res)
     sign, score, (x, y) = (-1.0, -low, low_at) if -low > high else (1.0, high, high_at)
     if score > m.layout:
@@ -256,7 +256,7 @@ def _place(templ: np.ndarray, searched: np.ndarray, m: _Match, area: float, mirr
             opaque = mask > 0
             templ, patch = _opaque_only(templ, opaque), _opaque_only(patch, opaque)
         m.layout, m.area, m.mirrored, m.templ, m.turned, m.sign = float(score), area, mirrored, templ, turned, sign
-        m.patch, m._detail, m._cells = patch, None, None
+        m.patch, m._detail, m._cells, m.mask = patch, None, None, mask
 
 
 def _search(views, searched: np.ndarray, shares, stop_at: float, turned: int = 0, masks=None) -> _Match:
@@ -464,12 +464,16 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
     if not best.reaches(stop_at):
         # A small rotation (a scan, a phone photo of a print): turn the best
         # upright template a few degrees and look again.
-        base = best.templ
+        base, base_mask = best.templ, best.mask
         for deg in ROTATIONS:
             rot = _rotate(base, deg)
+            # a template compared on its opaque pixels turns with its mask
+            mask = None if base_mask is None else (_rotate(base_mask, deg) >= 0.5).astype(np.float32)
+            if mask is not None and mask.mean() < MIN_OPAQUE:
+                continue
             if min(rot.shape) >= 4 and not _flat(rot):
                 trial = _Match()
-                _place(rot, best_searched, trial, best.area, best.mirrored, best.turned)
+                _place(rot, best_searched, trial, best.area, best.mirrored, best.turned, mask)
                 if trial.agreement > best.agreement:
                     best = trial
     if not best.reaches(stop_at):

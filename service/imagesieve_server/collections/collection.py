@@ -49,7 +49,7 @@ SNAPSHOT_RETRY_S = 30.0
 DEFAULT_THRESHOLD = 0.75
 LAYOUT_RETRY_S = 60.0     # after a failed build of the coarse-layout index, checks go without it this long
 # A collection's coarse-layout index is built inside the first verified check
-# up to this many images (~0.1 s), in the background above it.
+# up to this many images (~0.2 s), in the background above it.
 LAYOUT_INDEX_INLINE = 20_000
 
 

@@ -75,6 +75,20 @@ def test_transparency_composited_on_white():
     assert np.asarray(decode_image(encode(pal, "PNG", transparency=0), 8)).min() == 255
 
 
+def test_a_png_colour_key_is_transparency_too():
+    """L and RGB PNGs mark transparency with one colour (tRNS): composited
+    on white like an alpha channel, with their opacity kept for the layout
+    signature; before, the key colour (black here) showed."""
+    rng = np.random.default_rng(0)
+    for shape, key in (((40, 50, 3), (0, 0, 0)), ((40, 50), 0)):
+        a = rng.integers(30, 220, shape).astype(np.uint8)
+        a[:8] = 0
+        img = decode_image(encode(Image.fromarray(a), "PNG", transparency=key), 8)
+        rgb = np.asarray(img)
+        assert (rgb[:8] == 255).all() and (rgb[8:] < 255).any()
+        assert "opacity" in img.info and np.asarray(img.info["opacity"])[:8].max() == 0
+
+
 def test_animated_gif_gives_first_frame():
     frames = [Image.new("RGB", (20, 20), c) for c in [(255, 0, 0), (0, 0, 255)]]
     buf = io.BytesIO()

@@ -361,7 +361,8 @@ def to_rgb(img: Image.Image, min_size: int = 0) -> Image.Image:
     is at least 4 x ``min_size`` is box-reduced first, keeping the shorter
     side >= 2 x ``min_size``. Other modes keep their size.
 
-    Transparency is composited on white, so a transparent logo looks like it
+    Transparency (an alpha channel, a palette's, or a PNG's colour key on L
+    or RGB) is composited on white, so a transparent logo looks like it
     does in a browser, not black. The exception is an alpha-only image (RGBA,
     LA, PA, RGBa, La, or P with transparency): colour channels flat (alpha-
     weighted std < 2 levels, so the colour under fully transparent pixels,
@@ -372,11 +373,12 @@ def to_rgb(img: Image.Image, min_size: int = 0) -> Image.Image:
     which already contrasts, and ordinary transparent images are unchanged.
     """
     mode = img.mode
-    if mode == "RGB":
+    if mode == "RGB" and "transparency" not in img.info:
         return img
     if mode in _HIGH_DEPTH:
         return _high_depth_to_l(img, _reduce_factor(*img.size, min_size)).convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+    # P, L and RGB carry transparency as a palette alpha or one colour key (PNG tRNS).
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode in ("P", "L", "RGB") and "transparency" in img.info):
         return _composite(img)
     return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 

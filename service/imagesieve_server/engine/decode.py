@@ -422,7 +422,7 @@ OPAQUE = 250
 def _alpha_kind(img: Image.Image) -> tuple[str, Image.Image]:
     """("opaque" | "transparent" | "light alpha-only" | "dark alpha-only",
     alpha as an "L" image of at most _PROBE_SIDE a side) of ``img`` (any
-    mode with alpha, or P with transparency). Alpha-only: the picture is only
+    mode with alpha, or P, L or RGB with transparency). Alpha-only: the picture is only
     in the alpha channel, the colour flat; light ones must go over black to
     be seen.
 

@@ -687,3 +687,20 @@ def test_damaged_or_old_signatures_never_stop_checks(embedder, photos, tmp_path,
     loaded = store.load(["a.jpg"])
     store.close()
     assert loaded.signatures.shape == (1, SIGNATURE_BYTES) and (loaded.signatures[0][LEGACY_BYTES:] == 255).all()
+
+
+def test_the_ingestion_gate_catches_a_transparent_picture_saved_without_its_alpha(server, photos):
+    """Over a real server: transparent cut-outs are added; their copies
+    saved as JPEG without regard to the alpha are NEAR_DUPLICATE of their
+    own original, and a cut-out of another photo stays UNIQUE."""
+    cutouts = [encode(_cut_out(photo_image(d), i, "black"), "PNG") for i, (d, _, _) in enumerate(photos[:10])]
+    naive = [encode(Image.open(io.BytesIO(b)).convert("RGB"), "JPEG", quality=85) for b in cutouts]
+    with Client(server.address) as c:
+        c.create_collection("alpha-naive")
+        added = list(c.check("alpha-naive", cutouts[:8], keys=[f"cut{i}" for i in range(8)], add_if_unique=True))
+        assert all(r.verdict == "UNIQUE" and r.added for r in added)
+        results = list(c.check("alpha-naive", naive[:8] + [cutouts[9]], keys=[f"naive{i}" for i in range(8)] + ["new"]))
+    found = [r.verdict == "NEAR_DUPLICATE" and r.neighbors[0].key == f"cut{i}" and r.neighbors[0].verified
+             for i, r in enumerate(results[:8])]
+    assert sum(found) >= 6, [(r.verdict, [(n.key, round(n.agreement, 3)) for n in r.neighbors[:2]]) for r in results]
+    assert results[8].verdict == "UNIQUE"

@@ -18,8 +18,10 @@ def test_resident_memory_follows_a_large_array_and_freed_heap_goes_back():
         # 160 MB of small blocks from 4 threads (each its own malloc arena),
         # 2% of them kept: the free space is holes that glibc keeps resident.
         kept = []
+        together = threading.Barrier(4)     # all four hold their blocks at once, each in its arena
         def churn():
             blocks = [bytearray(4000) for _ in range(10000)]
+            together.wait()
             kept.append(blocks[::50])
         ts = [threading.Thread(target=churn) for _ in range(4)]
         [t.start() for t in ts]; [t.join() for t in ts]
@@ -32,7 +34,11 @@ def test_resident_memory_follows_a_large_array_and_freed_heap_goes_back():
     assert 60 <= held - base <= 70                      # the array's 64 MiB, seen as resident
     assert held - freed >= 60                           # a large block is unmapped when freed
     assert peak >= held
-    assert trimmed == "True" and before_trim - after_trim >= 100    # the holes went back
+    # The holes went back: most of what the churn left resident (its 2% kept
+    # is ~3 MB). Measured: 72 of 75 MB on a loaded CI host, 100+ here; an
+    # absolute bound of 100 MB failed there.
+    assert before_trim - freed >= 50                    # the churn left heap resident...
+    assert trimmed == "True" and before_trim - after_trim >= 0.6 * (before_trim - freed)   # ...and most went back
 
 
 def test_a_stage_peak_is_its_own_and_the_lifetime_peak_survives():

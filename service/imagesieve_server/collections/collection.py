@@ -329,7 +329,7 @@ class Collection:
     def _build(self, kind: str, n: int, max_id: int):
         """An index of ``kind`` over the stored rows up to ``max_id`` (about
         ``n`` of them), trained on a random sample, filled a batch at a time."""
-        batches = ((ids[ids <= max_id], vec[ids <= max_id]) for ids, vec in self.store.rows_after(0))
+        batches = self.store.rows_after(0, up_to=max_id)
         return build_index(kind, self.dim, n, batches, self.store.sample_vectors)
 
     def _replay(self, index, max_id: int, removal_seq: int):
@@ -518,14 +518,10 @@ class Collection:
         removal it holds), or None when ``stop`` is set: read without the lock."""
         last_id, last_removal = self.store.max_id(), self.store.max_removal_seq()
         index = fi.make_index("flat", LAYOUT_SIDE * LAYOUT_SIDE)
-        for ids, blobs in self.store.signatures_after(0):
+        for ids, blobs in self.store.signatures_after(0, up_to=last_id):
             if stop is not None and stop.is_set():
                 return None
-            keep = ids <= last_id
-            if keep.any():
-                self._add_layouts(index, ids[keep], [b for b, k in zip(blobs, keep) if k])
-            if not keep.all():
-                break
+            self._add_layouts(index, ids, blobs)
         return index, last_id, last_removal
 
     def _catch_up(self, index, last_id: int, last_removal: int):
@@ -690,9 +686,10 @@ class Collection:
                     out.error = CollectionError("an image needs a key to be added", "INVALID_ARGUMENT")
                     continue
                 vec = self._check_vectors(im.vector)[0]
-                if im.signature is not None and np.asarray(im.signature).size not in (SIGNATURE_BYTES, LEGACY_BYTES):
-                    out.error = CollectionError(f"a layout signature has {SIGNATURE_BYTES} bytes, got "
-                                                f"{np.asarray(im.signature).size}", "INVALID_ARGUMENT")
+                size = None if im.signature is None else np.asarray(im.signature).size
+                if size is not None and size not in (SIGNATURE_BYTES, LEGACY_BYTES):
+                    out.error = CollectionError(f"a layout signature has {SIGNATURE_BYTES} bytes, got {size}",
+                                                "INVALID_ARGUMENT")
                     continue
                 if im.key in seen_keys or self.store.has_key(im.key):
                     out.error = CollectionError(f"key {im.key!r} already in {self.name}", "ALREADY_EXISTS")

@@ -267,16 +267,26 @@ class Store:
         with self._using() as db:
             return db.execute("SELECT COALESCE(MAX(seq), 0) FROM removals").fetchone()[0]
 
-    def rows_after(self, after_id: int, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (ids (B,) int64, vectors (B, D) float32) of rows with id > after_id."""
+    def _pages(self, columns: str, table: str, id_column: str, after_id: int, batch: int,
+               up_to: int | None = None) -> Iterator[list[tuple]]:
+        """Rows of ``table`` with ``after_id`` < id (<= ``up_to``), by id, in
+        pages of ``batch``; each page read in its own short transaction (the
+        id is the first column)."""
         last = after_id
+        bound = "" if up_to is None else f" AND {id_column} <= {int(up_to)}"
         while True:
             with self._using() as db:
-                rows = db.execute("SELECT id, vector FROM images WHERE id > ? ORDER BY id LIMIT ?",
-                                  (last, batch)).fetchall()
+                rows = db.execute(f"SELECT {columns} FROM {table} WHERE {id_column} > ?{bound} "
+                                  f"ORDER BY {id_column} LIMIT ?", (last, batch)).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
+            yield rows
+
+    def rows_after(self, after_id: int, up_to: int | None = None, batch: int = 4096
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (ids (B,) int64, vectors (B, D) float32) of rows with after_id < id (<= ``up_to``)."""
+        for rows in self._pages("id, vector", "images", "id", after_id, batch, up_to):
             yield (np.array([r[0] for r in rows], np.int64),
                    np.stack([np.frombuffer(r[1], np.float32) for r in rows]))
 
@@ -322,27 +332,13 @@ class Store:
     def images_after(self, after_id: int = 0, batch: int = 4096) -> Iterator[list[tuple]]:
         """Yield batches of (id, key, label, split, sha256, vector bytes) rows
         with id > after_id, by id: metadata and vectors read together."""
-        last = after_id
-        while True:
-            with self._using() as db:
-                rows = db.execute("SELECT id, key, label, split, sha256, vector FROM images "
-                                  "WHERE id > ? ORDER BY id LIMIT ?", (last, batch)).fetchall()
-            if not rows:
-                return
-            last = rows[-1][0]
-            yield rows
+        yield from self._pages("id, key, label, split, sha256, vector", "images", "id", after_id, batch)
 
-    def signatures_after(self, after_id: int = 0, batch: int = 4096) -> Iterator[tuple[np.ndarray, list[bytes]]]:
+    def signatures_after(self, after_id: int = 0, up_to: int | None = None, batch: int = 4096
+                         ) -> Iterator[tuple[np.ndarray, list[bytes]]]:
         """Yield (image ids (B,) int64, their layout signatures' bytes) of the
-        images with id > after_id that have one, by id."""
-        last = after_id
-        while True:
-            with self._using() as db:
-                rows = db.execute("SELECT image_id, signature FROM layouts WHERE image_id > ? "
-                                  "ORDER BY image_id LIMIT ?", (last, batch)).fetchall()
-            if not rows:
-                return
-            last = rows[-1][0]
+        images with after_id < id (<= ``up_to``) that have one, by id."""
+        for rows in self._pages("image_id, signature", "layouts", "image_id", after_id, batch, up_to):
             yield np.array([r[0] for r in rows], np.int64), [r[1] for r in rows]
 
     def removals_after(self, seq: int) -> list[int]:

@@ -56,8 +56,7 @@ from concurrent.futures.process import BrokenProcessPool
 import cv2
 import numpy as np
 
-from ...engine.signature import (FRAME_TOLERANCE, LEGACY_BYTES, SIDE, SIGNATURE_BYTES, edge_tone, opacity,
-                                 unpack, upgrade)
+from ...engine.signature import FRAME_TOLERANCE, SIDE, SIGNATURE_BYTES, edge_tone, opacity, unpack, upgrade
 
 INNER = 0.8
 CELLS = 4                # the aligned views are also compared cell by cell, CELLS x CELLS ...
@@ -489,7 +488,7 @@ def check_signatures(signatures, name: str = "signatures") -> np.ndarray:
     """``signatures`` as (N, SIGNATURE_BYTES) uint8 (legacy ones upgraded:
     engine.signature.upgrade); ValueError for anything else."""
     s = np.asarray(signatures)
-    if s.dtype == np.uint8 and s.ndim == 2 and s.shape[1] == LEGACY_BYTES:
+    if s.dtype == np.uint8 and s.ndim == 2:
         s = upgrade(s)
     if s.dtype != np.uint8 or s.ndim != 2 or s.shape[1] != SIGNATURE_BYTES:
         raise ValueError(f"{name} must be uint8 (N, {SIGNATURE_BYTES}); got {s.dtype} {s.shape}")

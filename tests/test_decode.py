@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from imagesieve_server.engine.decode import DecodeError, DecodeLimits, decode_image, to_rgb
+from imagesieve_server.engine.decode import DecodeError, DecodeLimits, decode_bytes, decode_image, to_rgb
 
 from conftest import cosine, encode, photo_image
 
@@ -87,6 +87,11 @@ def test_a_png_colour_key_is_transparency_too():
         rgb = np.asarray(img)
         assert (rgb[:8] == 255).all() and (rgb[8:] < 255).any()
         assert "opacity" in img.info and np.asarray(img.info["opacity"])[:8].max() == 0
+        # the composited copy is charged to the memory budget from the header (an
+        # RGB raster without a key is returned as it is; L is converted either way)
+        keyed = Image.open(io.BytesIO(encode(Image.fromarray(a), "PNG", transparency=key)))
+        plain = Image.open(io.BytesIO(encode(Image.fromarray(a), "PNG")))
+        assert decode_bytes(keyed) >= decode_bytes(plain) + (40 * 50 * 3 if a.ndim == 3 else 0)
 
 
 def test_animated_gif_gives_first_frame():

@@ -117,13 +117,13 @@ def decode_bytes(img: Image.Image, min_size: int | None = None) -> int:
     """Peak working memory of ``decode_image(data, min_size)`` for ``img``
     (opened, header read), as cheap and side-effect free as ``raster_bytes``:
     the raster, plus the 8-bit RGB output (4 bytes a pixel, none for an RGB
-    raster, which is returned as it is; for 16/32-bit modes the reduced L and
-    RGB images), plus strip temporaries. An 8-bit image rotated by its EXIF
+    raster without a colour key, which is returned as it is; for 16/32-bit
+    modes the reduced L and RGB images), plus strip temporaries. An 8-bit image rotated by its EXIF
     orientation needs one more raster while it is transposed (known only
     once decoded, for some formats): not counted."""
     w, h = _decoded_size(img, min_size)
     raster = w * h * _pixel_bytes(img.mode)
-    if img.mode == "RGB":
+    if img.mode == "RGB" and "transparency" not in img.info:     # a colour key is composited (to_rgb)
         out = 0
     elif img.mode in _HIGH_DEPTH:
         f = _reduce_factor(w, h, min_size or 0)

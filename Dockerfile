@@ -23,7 +23,7 @@ COPY client client
 COPY service service
 COPY models models
 RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu \
-        -c constraints.txt ".[server,export]" \
+        -c constraints.txt ./client ".[export]" \
     && pip install --no-cache-dir --no-deps -c constraints.txt foolbox==3.3.4 \
     && imagesieve-export mobilenet_v1 --out /models
 
@@ -33,7 +33,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY client client
 COPY service service
 COPY models/imagesieve_models models/imagesieve_models
-RUN pip install --no-cache-dir -c constraints.txt ".[server]" \
+RUN pip install --no-cache-dir -c constraints.txt ./client . \
     && useradd --create-home --uid 10001 imagesieve
 COPY --from=model /models /models
 ENV IMAGESIEVE_MODEL_DIR=/models \

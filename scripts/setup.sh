@@ -18,7 +18,8 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade "pip==26.3"
 # torch is pinned to 2.13.0 (a CPU build); an unpinned torch can pull a multi-GB CUDA build.
-$PIP install -q -c constraints.txt -e ".[server,export,ray,dev]"
+# Two distributions: the light client (client/) and the server, which depends on it.
+$PIP install -q -c constraints.txt -e ./client -e ".[export,ray,dev]"
 # Real sample photos (20 labelled ImageNet photos). --no-deps: we only read its files.
 $PIP install -q -c constraints.txt --no-deps "foolbox==3.3.4"
 if [ "${1:-}" = "--test" ]; then

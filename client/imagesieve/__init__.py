@@ -2,12 +2,27 @@
 
 This package is the light client (grpcio, protobuf, numpy, pillow only):
 ``Client`` / ``AsyncClient`` send images to an imagesieve server and return
-numpy arrays. The server lives in ``imagesieve_server`` (extra ``server``),
-model export in ``imagesieve_models`` (extra ``export``).
+numpy arrays. The server is a separate distribution, ``imagesieve-server``
+(package ``imagesieve_server``, with model export in ``imagesieve_models``).
+
+Names are imported on first use (PEP 562): ``imagesieve health``, a
+container's health probe, loads grpc and the health stub, not numpy and
+every service stub.
 """
-from .client import (AddResult, AsyncClient, Client, DuplicateCheckResult, EmbeddingResult, Embeddings,
-                     ItemFailure)
+from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["AddResult", "AsyncClient", "Client", "DuplicateCheckResult", "EmbeddingResult", "Embeddings",
-           "ItemFailure", "__version__"]
+_CLIENT_NAMES = ("AddResult", "AsyncClient", "Client", "DuplicateCheckResult", "EmbeddingResult", "Embeddings",
+                 "ItemFailure")
+__all__ = [*_CLIENT_NAMES, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _CLIENT_NAMES:
+        from . import client
+        return getattr(client, name)
+    raise AttributeError(f"module 'imagesieve' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -258,7 +258,7 @@ def cmd_health(args) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from .client import make_channel
+    from .channel import make_channel
     kw = _security_kw(args)
     kw.pop("token", None)       # the health check is open; no token needed
     with make_channel(args.server, **kw) as channel:
@@ -277,7 +277,7 @@ def cmd_serve(argv: list[str]) -> int:
     try:
         from imagesieve_server.server import main as serve_main
     except ImportError as e:
-        print(f"imagesieve serve needs the server extra: pip install 'imagesieve[server]' ({e})",
+        print(f"imagesieve serve needs the server extra: pip install imagesieve-server ({e})",
               file=sys.stderr)
         return 2
     return serve_main(argv)
@@ -314,7 +314,7 @@ def _add_server_commands(sub, chosen: str | None) -> None:
 
 
 def _needs_server(name: str, error: ImportError) -> int:
-    print(f"imagesieve {name} needs the server extra: pip install 'imagesieve[server]' ({error})",
+    print(f"imagesieve {name} needs the server extra: pip install imagesieve-server ({error})",
           file=sys.stderr)
     return 2
 
@@ -327,12 +327,24 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _VersionAction(argparse.Action):
+    """--version, reading the installed version only when asked
+    (importlib.metadata costs ~15 ms at every start)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"imagesieve {_version()}")
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":          # the server parses its own flags
         return cmd_serve(argv[1:])
     ap = argparse.ArgumentParser(prog="imagesieve", description="Keep image datasets clean.")
-    ap.add_argument("--version", action="version", version=f"imagesieve {_version()}")
+    ap.add_argument("--version", action=_VersionAction, help="show the version and exit")
     sub = ap.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the gRPC server (see imagesieve serve --help)")
     default_server = os.environ.get("IMAGESIEVE_SERVER", "127.0.0.1:50051")

@@ -11,7 +11,6 @@ holds only the in-flight ones in memory.
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import io
 import itertools
@@ -24,6 +23,7 @@ import grpc
 import numpy as np
 from PIL import Image as PILImage
 
+from .channel import make_channel
 from .v1 import (analysis_pb2, analysis_pb2_grpc, collections_pb2, collections_pb2_grpc, common_pb2,
                  consensus_pb2, consensus_pb2_grpc, duplicates_pb2, duplicates_pb2_grpc, embedding_pb2,
                  embedding_pb2_grpc)
@@ -213,100 +213,6 @@ def _requests(images: Iterable[ImageInput], keys: Iterable[str] | None, chunk_si
         yield embedding_pb2.EmbedRequest(images=batch, top_k_classes=top_k, with_layout_signature=with_signature)
 
 
-def _channel_options(max_message_mb: int) -> list:
-    return [("grpc.max_receive_message_length", max_message_mb << 20),
-            ("grpc.max_send_message_length", max_message_mb << 20)]
-
-
-def _read_pem(value: str | bytes | os.PathLike | None) -> bytes | None:
-    """PEM bytes as they are, or the contents of the file a path names."""
-    if value is None or isinstance(value, bytes):
-        return value
-    return Path(value).read_bytes()
-
-
-class _TokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                        grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
-    """Adds ``authorization: Bearer TOKEN`` to every call (blocking channels)."""
-
-    def __init__(self, token: str):
-        self._md = ("authorization", f"Bearer {token}")
-
-    def _details(self, d):
-        return _CallDetails(d.method, d.timeout, [*(d.metadata or ()), self._md], d.credentials,
-                            getattr(d, "wait_for_ready", None), getattr(d, "compression", None))
-
-    def intercept_unary_unary(self, continuation, d, request):
-        return continuation(self._details(d), request)
-
-    intercept_unary_stream = intercept_unary_unary
-
-    def intercept_stream_unary(self, continuation, d, request_iterator):
-        return continuation(self._details(d), request_iterator)
-
-    intercept_stream_stream = intercept_stream_unary
-
-
-class _CallDetails(collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials",
-                                                            "wait_for_ready", "compression")),
-                   grpc.ClientCallDetails):
-    pass
-
-
-def _aio_token_interceptors(token: str) -> list:
-    """The same for asyncio channels (one interceptor object per call kind)."""
-    md = ("authorization", f"Bearer {token}")
-
-    def details(d):
-        metadata = grpc.aio.Metadata(*(d.metadata or ()), md)
-        return grpc.aio.ClientCallDetails(d.method, d.timeout, metadata, d.credentials, d.wait_for_ready)
-
-    class UU(grpc.aio.UnaryUnaryClientInterceptor):
-        async def intercept_unary_unary(self, continuation, d, request):
-            return await continuation(details(d), request)
-
-    class US(grpc.aio.UnaryStreamClientInterceptor):
-        async def intercept_unary_stream(self, continuation, d, request):
-            return await continuation(details(d), request)
-
-    class SU(grpc.aio.StreamUnaryClientInterceptor):
-        async def intercept_stream_unary(self, continuation, d, request_iterator):
-            return await continuation(details(d), request_iterator)
-
-    class SS(grpc.aio.StreamStreamClientInterceptor):
-        async def intercept_stream_stream(self, continuation, d, request_iterator):
-            return await continuation(details(d), request_iterator)
-
-    return [UU(), US(), SU(), SS()]
-
-
-def make_channel(address: str, *, tls_ca=None, tls_cert=None, tls_key=None, token: str | None = None,
-                 max_message_mb: int = 64, aio: bool = False, tls: bool | None = None):
-    """A channel to an imagesieve server.
-
-    tls_ca : PEM (bytes or a file path) of the CA that signed the server's
-        certificate; giving it (or ``tls=True``, which trusts the system roots)
-        makes the channel TLS.
-    tls_cert, tls_key : the client's certificate and key, for mutual TLS.
-    token : sent as ``authorization: Bearer TOKEN`` on every call.
-    """
-    options = _channel_options(max_message_mb)
-    if (tls_cert is None) != (tls_key is None):
-        raise ValueError("tls_cert and tls_key go together")
-    secure = bool(tls) or tls_ca is not None or tls_cert is not None
-    mod = grpc.aio if aio else grpc
-    if secure:
-        creds = grpc.ssl_channel_credentials(_read_pem(tls_ca), _read_pem(tls_key), _read_pem(tls_cert))
-        if token:
-            creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(token))
-        return mod.secure_channel(address, creds, options=options)
-    if aio:
-        return grpc.aio.insecure_channel(address, options=options,
-                                         interceptors=_aio_token_interceptors(token) if token else None)
-    channel = grpc.insecure_channel(address, options=options)
-    return grpc.intercept_channel(channel, _TokenInterceptor(token)) if token else channel
-
-
 def _localize(results: Iterable[EmbeddingResult], failures: list) -> Iterator[EmbeddingResult]:
     """Replace the server's 'no data' answer for unreadable local files by
     the local reason."""
@@ -332,15 +238,18 @@ class Client:
     tls_ca : CA certificate (PEM bytes or path) that signed the server's; makes the channel TLS.
     tls_cert, tls_key : client certificate and key (PEM bytes or paths), for mutual TLS.
     token : bearer token sent with every call (``authorization: Bearer TOKEN``).
+    retries : calls that change nothing (embedding, listings, analyses) are
+        retried with backoff when the server refuses them for now
+        (UNAVAILABLE, RESOURCE_EXHAUSTED; ``imagesieve.channel.RETRY_POLICY``).
     """
 
     def __init__(self, address: str = "127.0.0.1:50051", *, timeout: float | None = None,
                  max_message_mb: int = 64, tls_ca=None, tls_cert=None, tls_key=None,
-                 token: str | None = None):
+                 token: str | None = None, retries: bool = True):
         self.address = address
         self.timeout = timeout
         self.channel = make_channel(address, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
-                                    token=token, max_message_mb=max_message_mb)
+                                    token=token, max_message_mb=max_message_mb, retries=retries)
         self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(self.channel)
         self.collections = collections_pb2_grpc.CollectionServiceStub(self.channel)
         self.duplicates = duplicates_pb2_grpc.DuplicateServiceStub(self.channel)
@@ -601,11 +510,12 @@ class AsyncClient:
 
     def __init__(self, address: str = "127.0.0.1:50051", *, timeout: float | None = None,
                  max_message_mb: int = 64, tls_ca=None, tls_cert=None, tls_key=None,
-                 token: str | None = None):
+                 token: str | None = None, retries: bool = True):
         self.address = address
         self.timeout = timeout
         self.channel = make_channel(address, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
-                                    token=token, max_message_mb=max_message_mb, aio=True)
+                                    token=token, max_message_mb=max_message_mb, aio=True,
+                                    retries=retries)
         self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(self.channel)
         self._dim: int | None = None
 

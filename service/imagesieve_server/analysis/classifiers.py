@@ -61,7 +61,7 @@ def make_classifier(name: str = "logreg", seed: int = 0, max_iter: int = 300):
                                make_classifier("mlp", seed, max_iter)])
 
 
-PIXELS_NEED_TORCH = "the pixel CNN needs torch on this host (pip install 'imagesieve[train]')"
+PIXELS_NEED_TORCH = "the pixel CNN needs torch on this host (pip install 'imagesieve-server[train]')"
 #: Fewer labelled images than this and the pixel CNN is left out: on fresh flip seeds
 #: it lowered precision at 3% on 400 digits (0.717 -> 0.650) and raised it on 1,797
 #: (0.852 -> 0.878) and MNIST-5k (0.913 -> 0.952) (README, "Mislabeled images").

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageFilter
 
 from imagesieve.alterations import ALTERATIONS, jpeg
 from imagesieve.samples import imagenet_photos, natural_photos
@@ -49,6 +49,15 @@ def dataset(tmp_path_factory):
     (root / "train" / CLASSES[0] / "relabelled_copy.jpg").write_bytes(jpeg(ALTERATIONS[kinds[0]](src), 90))
     planted["conflict"] = ("p1_v0.jpg", "relabelled_copy.jpg")
     (root / "train" / CLASSES[1] / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    # Image-property problems, each made from another photo (no duplicate of a planted pair).
+    view = lambda i: photos[i].resize((240, 216))  # noqa: E731
+    d = root / "train" / CLASSES[0]
+    (d / "dark.jpg").write_bytes(jpeg(ImageEnhance.Brightness(view(3)).enhance(0.08), 90))
+    (d / "blurred.jpg").write_bytes(jpeg(view(5).filter(ImageFilter.GaussianBlur(6)), 90))
+    (d / "blank.jpg").write_bytes(jpeg(Image.new("RGB", (240, 216), (128, 124, 120)), 90))
+    (d / "gray.jpg").write_bytes(jpeg(view(7).convert("L").convert("RGB"), 90))
+    planted["properties"] = {"dark": "dark.jpg", "blurry": "blurred.jpg", "low_information": "blank.jpg",
+                             "grayscale": "gray.jpg"}
     return root, planted
 
 
@@ -91,6 +100,19 @@ def test_audit_report_finds_the_planted_problems(dataset, audited):
     assert "duplicates (verified):" in r.stdout and "duplicate threshold:" in r.stdout and "report:" in r.stdout
     assert s["duplicate_method"] == "verified" and "agreement" in pairs[0]
     assert "embedding (in-process)" in r.stderr                      # progress line
+    # Image properties: each planted problem flagged under its kind, with why.
+    issues = doc["checks"]["image_properties"]["issues"]
+    flagged = {k: [Path(x["path"]).name for x in v["images"]] for k, v in issues.items()}
+    for kind, name in planted["properties"].items():
+        assert name in flagged[kind], (kind, flagged[kind], issues[kind]["reason"])
+        assert issues[kind]["reason"]
+    # Views of ordinary ImageNet photos (p0-p19) are flagged for nothing; scikit-image's are
+    # (the Hubble deep field and the phantom are dark, the colour chart has no fine detail).
+    ordinary = [n for k in ("dark", "bright", "blurry", "low_information") for n in flagged[k]
+                if n.startswith("p") and int(n[1:].split("_")[0]) < 20]
+    assert ordinary == [], flagged
+    assert s["checks"]["image_properties"]["measured"] == n_files - 1
+    assert "image properties: " in r.stdout
 
 
 def test_audit_pixels_on_too_few_images_says_so_and_scores_embeddings(dataset, audited, tmp_path):
@@ -207,7 +229,8 @@ def test_report_opens_in_headless_chromium_with_no_errors(audited, tmp_path):
     body = re.search(r"<body([^>]*)>", r.stdout).group(1)
     attrs = dict(re.findall(r'data-([\w-]+)="([^"]*)"', body))
     assert int(attrs["images"]) >= 10 and attrs["broken-images"] == "0" and attrs["js-errors"] == "0", attrs
-    for section in ("summary", "balance", "duplicates", "leakage", "labels", "outliers", "learning-curve"):
+    for section in ("summary", "balance", "duplicates", "leakage", "labels", "outliers", "image_properties",
+                    "learning-curve"):
         assert f'id="{section}"' in r.stdout, section
     assert "<svg" in r.stdout.split('id="learning-curve"')[1]          # the plot is inline
     console = [l for l in r.stderr.splitlines() if "CONSOLE" in l or "Uncaught" in l]
@@ -236,6 +259,8 @@ def test_audit_through_a_server_or_on_torch_matches_in_process(dataset, server, 
     # The server's layout signatures (from its own decode) are the in-process ones.
     ok = np.array([not e for e in ea])
     np.testing.assert_array_equal(la.signatures[ok], lb.signatures[ok])
+    np.testing.assert_allclose(la.properties[ok], lb.properties[ok], rtol=1e-6)   # and so are the properties
+    assert np.isnan(la.properties[~ok]).all() and np.isnan(lb.properties[~ok]).all()
     c = tmp_path / "torch"
     r = audit(folder, "--out", c, "--no-sweep", "--runtime", "torch")
     assert r.returncode == 0, r.stderr

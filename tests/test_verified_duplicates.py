@@ -377,12 +377,14 @@ def test_embed_answers_the_layout_signature_when_asked(server, photos, embedder)
     with Client(server.address) as c:
         plain = list(c.embed_stream(data))
         asked = list(c.embed_stream(data, with_layout_signature=True))
-    assert all(r.signature == b"" for r in plain)
+    assert all(r.signature == b"" and r.properties is None for r in plain)
     local = embedder.embed_all(data[:3], with_signatures=True)
     for r, mine in zip(asked[:3], local):
         assert len(r.signature) == SIGNATURE_BYTES
         assert np.array_equal(np.frombuffer(r.signature, np.uint8), mine.signature)
-    assert not asked[3].ok and asked[3].signature == b""
+        # ... and the image's properties from the same decode (the image-property check).
+        assert r.properties.shape == (5,) and np.allclose(r.properties, mine.properties, rtol=1e-6)
+    assert not asked[3].ok and asked[3].signature == b"" and asked[3].properties is None
 
 
 def test_worker_processes_give_the_same_evidence_and_stop_when_told(embedder, photos):

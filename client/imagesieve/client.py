@@ -58,6 +58,9 @@ class EmbeddingResult:
     width: int = 0
     height: int = 0
     signature: bytes = b""                        # layout signature, when asked for (with_layout_signature)
+    # With the signature: brightness, contrast, entropy, sharpness, colourfulness
+    # (Embedding.image_properties in the proto); None when not asked or an older server.
+    properties: np.ndarray | None = None
 
     @property
     def ok(self) -> bool:
@@ -186,7 +189,8 @@ def _result(index: int, e: embedding_pb2.Embedding) -> EmbeddingResult:
         return EmbeddingResult(index, e.key, None, err)
     return EmbeddingResult(index, e.key, np.array(e.vector, dtype=np.float32), None,
                            [(c.index, c.name, c.probability) for c in e.top_classes], e.width, e.height,
-                           e.layout_signature)
+                           e.layout_signature,
+                           np.array(e.image_properties, np.float32) if len(e.image_properties) else None)
 
 
 def _requests(images: Iterable[ImageInput], keys: Iterable[str] | None, chunk_size: int,

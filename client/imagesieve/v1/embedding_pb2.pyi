@@ -28,7 +28,7 @@ class ClassScore(_message.Message):
     def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class Embedding(_message.Message):
-    __slots__ = ("key", "vector", "error", "top_classes", "width", "height", "layout_signature")
+    __slots__ = ("key", "vector", "error", "top_classes", "width", "height", "layout_signature", "image_properties")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class Embedding(_message.Message):
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_PROPERTIES_FIELD_NUMBER: _ClassVar[int]
     key: str
     vector: _containers.RepeatedScalarFieldContainer[float]
     error: _common_pb2.ItemError
@@ -43,7 +44,8 @@ class Embedding(_message.Message):
     width: int
     height: int
     layout_signature: bytes
-    def __init__(self, key: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ..., top_classes: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., layout_signature: _Optional[bytes] = ...) -> None: ...
+    image_properties: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, key: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ..., top_classes: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., layout_signature: _Optional[bytes] = ..., image_properties: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("embeddings", "model")

@@ -18,6 +18,8 @@ from ..analysis.labels import DEFAULT_CLASSIFIER, rank, score_labels
 from ..analysis.neighbors import knn, mean_found_similarity
 from ..analysis.outliers import flag_outliers, knn_similarity, outlier_scores
 from ..analysis.sample_size.run import SampleSizeReport, sample_size_report
+from ..checks import CHECKS
+from ..checks.base import CheckInputs, CheckResult
 from ..index.faiss_index import FLAT_MAX
 from .stages import StageLog
 
@@ -49,6 +51,7 @@ class AuditResults:
     label_ids: np.ndarray | None = None         # (N_ok,) int
     label_scores: object | None = None          # analysis.labels.LabelScores
     sample_size: SampleSizeReport | None = None
+    checks: dict[str, CheckResult] = dataclasses.field(default_factory=dict)   # positions index all N images
     notes: list[str] = dataclasses.field(default_factory=list)
     stages: StageLog = dataclasses.field(default_factory=StageLog)   # seconds and memory per stage
 
@@ -61,14 +64,17 @@ class AuditResults:
 def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: float, target: float,
                  top_fraction: float = 0.01, sweep: bool = True, seed: int = 0,
                  classifier: str = DEFAULT_CLASSIFIER, stages: StageLog | None = None,
-                 signatures: np.ndarray | None = None, pixels: np.ndarray | None = None) -> AuditResults:
+                 signatures: np.ndarray | None = None, pixels: np.ndarray | None = None,
+                 sizes: np.ndarray | None = None, properties: np.ndarray | None = None) -> AuditResults:
     """Every analysis over the embedded images; ``stages`` (the caller's
     record of earlier stages, if any) gets one entry per analysis.
     ``pixels`` (N, H, W) uint8 (e.g. the signatures' thumbnails): label
     scoring also trains a small CNN on them (``PixelsAndEmbeddings``; needs torch).
     ``signatures`` (N, SIGNATURE_BYTES) uint8: duplicates in two stages
     (verified); None: raw cosine. ``threshold`` 0: the method's default
-    (see ``analysis.duplicates.find``)."""
+    (see ``analysis.duplicates.find``). ``sizes`` (N, 2) width, height and
+    ``properties`` (N, engine.properties.COUNT) float32: for the checks
+    (``checks.CHECKS``), each run on every image."""
     ok = np.array([not e for e in errors], dtype=bool)
     counts: dict = collections.defaultdict(lambda: collections.Counter())
     for label, split, good in zip(labels, splits, ok):
@@ -77,6 +83,11 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     sha256 = np.asarray(sha256, dtype="S64")
     r = AuditResults(paths, labels, splits, sha256, errors, vectors, ok,
                      threshold, {s: dict(c) for s, c in counts.items()}, stages=stages or StageLog())
+    inputs = CheckInputs(ok, np.zeros((len(ok), 2), np.int32) if sizes is None else np.asarray(sizes), properties)
+    for name, check in CHECKS.items():
+        with r.stages.stage(name, announce=True):
+            r.checks[name] = check.from_inputs(inputs)
+            r.notes.extend(f"{check.TITLE}: {n}" for n in r.checks[name].notes)
     idx = r.ok_index
     x = vectors if len(idx) == len(vectors) else np.ascontiguousarray(vectors[idx])   # no copy when all ok
     if len(idx) < 2:

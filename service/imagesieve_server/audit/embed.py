@@ -70,7 +70,7 @@ def _embed_files(paths: Iterable[str], embed_bytes, max_bytes: int = MAX_FILE_MB
     """Read each file once (for its bytes, hash, size and mtime; files over
     ``max_bytes`` fail alone, unread) and pair it with the answer of
     ``embed_bytes``: an iterator of (vector, width, height, error,
-    signature) per input, in order."""
+    signature, properties) per input, in order."""
     meta: list[tuple | None] = []
 
     def files():
@@ -79,13 +79,13 @@ def _embed_files(paths: Iterable[str], embed_bytes, max_bytes: int = MAX_FILE_MB
             meta.append((p, sha, size, mtime, err))
             yield data
 
-    for i, (vector, width, height, error, signature) in enumerate(embed_bytes(files())):
+    for i, (vector, width, height, error, signature, properties) in enumerate(embed_bytes(files())):
         p, sha, size, mtime, err = meta[i]
         meta[i] = None
         if err or error:
             yield Embedded(p, sha, size, mtime, None, error=err or error)
         else:
-            yield Embedded(p, sha, size, mtime, vector, width, height, signature=signature)
+            yield Embedded(p, sha, size, mtime, vector, width, height, signature=signature, properties=properties)
 
 
 class InProcessBackend:
@@ -103,7 +103,7 @@ class InProcessBackend:
 
     def embed(self, paths: Iterable[str]) -> Iterator[Embedded]:
         return _embed_files(paths, lambda data: (
-            (r.vector, r.width, r.height, "" if r.ok else f"{r.error.code}: {r.error}", r.signature)
+            (r.vector, r.width, r.height, "" if r.ok else f"{r.error.code}: {r.error}", r.signature, r.properties)
             for r in self.embedder.embed(data, with_signatures=True)), self.max_bytes)
 
     def close(self) -> None:
@@ -129,7 +129,7 @@ class ServerBackend:
         def answers(data):
             for r in self.client.embed_stream(data, with_layout_signature=True):
                 yield (r.vector, r.width, r.height, "" if r.ok else f"{r.error.code}: {r.error.message}",
-                       np.frombuffer(r.signature, np.uint8) if r.ok and r.signature else None)
+                       np.frombuffer(r.signature, np.uint8) if r.ok and r.signature else None, r.properties)
         return _embed_files(paths, answers)
 
     def close(self) -> None:

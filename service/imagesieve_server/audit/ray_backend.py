@@ -13,6 +13,7 @@ import numpy as np
 from .embed import read_image_file
 from .store import Embedded
 
+from ..engine import properties as image_props
 from ..engine.signature import SIGNATURE_BYTES
 
 
@@ -31,6 +32,7 @@ class EmbedBatch:
         dim = self.embedder.dim
         vectors = np.zeros((len(paths), dim), dtype=np.float32)
         signatures = np.zeros((len(paths), SIGNATURE_BYTES), dtype=np.uint8)
+        properties = np.zeros((len(paths), image_props.COUNT), dtype=np.float32)
         errors = []
         for i, (r, f) in enumerate(zip(results, files)):
             if f[4] or not r.ok:
@@ -38,8 +40,10 @@ class EmbedBatch:
             else:
                 vectors[i] = r.vector
                 signatures[i] = r.signature
+                properties[i] = r.properties
                 errors.append("")
         return {"path": np.array(paths, dtype=object), "vector": vectors, "signature": signatures,
+                "properties": properties,
                 "sha256": np.array([f[1] for f in files], dtype=object),
                 "size": np.array([f[2] for f in files], dtype=np.int64),
                 "mtime_ns": np.array([f[3] for f in files], dtype=np.int64),
@@ -80,7 +84,7 @@ class RayBackend:
                 err = str(b["error"][i])
                 yield Embedded(str(b["path"][i]), str(b["sha256"][i]), int(b["size"][i]), int(b["mtime_ns"][i]),
                                None if err else b["vector"][i], int(b["width"][i]), int(b["height"][i]), err,
-                               None if err else b["signature"][i])
+                               None if err else b["signature"][i], None if err else b["properties"][i])
 
     def close(self) -> None:
         pass

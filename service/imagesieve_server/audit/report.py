@@ -20,6 +20,7 @@ from .analyse import AuditResults
 
 THUMB = 112
 MAX_GROUPS, MAX_SUSPECTS, MAX_OUTLIERS, MAX_LEAKS = 30, 48, 24, 200
+MAX_CHECK_TILES, MAX_CHECK_ROWS = 24, 1000   # per kind of issue: thumbnails in the page, rows in report.json
 
 
 def _thumb_uri(path: str) -> str:
@@ -80,6 +81,8 @@ def summary(r: AuditResults) -> dict:
     if r.label_scores is not None:
         s.update(label_suspects=int(len(r.label_scores.suspects)),
                  estimated_label_noise_rate=float(r.label_scores.noise_rate))
+    if r.checks:
+        s["checks"] = {name: c.summary() for name, c in r.checks.items()}
     if r.sample_size is not None:
         a, sweep = r.sample_size.analysis, r.sample_size.sweep
         # The answer holds for this classifier: a linear one (lda) saturates early.
@@ -182,11 +185,40 @@ def write_report(r: AuditResults, out: str | Path, source: str) -> dict:
                                   "score": float(ls.scores[i])} for i in ls.suspects.tolist()]
     if r.sample_size is not None:
         doc["sample_size"] = r.sample_size.to_dict()
+    if r.checks:
+        doc["checks"] = {name: _check_doc(r, c) for name, c in r.checks.items()}
     doc["files"] = files + ["report.json", "report.html"]
     write_json_streaming(out / "report.json", doc, streamed)
     shown = {"leakage_pairs": list(itertools.islice(streamed["leakage_pairs"](), MAX_LEAKS))} if streamed else {}
     (out / "report.html").write_text(render_html(r, s, {**doc, **shown}, source))
     return s
+
+
+def _check_doc(r: AuditResults, c) -> dict:
+    """A check's result for report.json: per kind of issue, its threshold,
+    why, and up to MAX_CHECK_ROWS flagged images worst first."""
+    return {"title": c.title, "measured": c.measured, "notes": c.notes, "issues": {
+        k: {"description": f.description, "unit": f.unit, "threshold": f.threshold, "reason": f.reason,
+            "count": f.count, "images": [{"path": r.paths[i], "score": float(v)} for i, v in
+                                         zip(f.positions[:MAX_CHECK_ROWS].tolist(), f.scores[:MAX_CHECK_ROWS].tolist())]}
+        for k, f in c.issues.items()}}
+
+
+def _check_section(name: str, c: dict) -> str:
+    """Any check's section: per kind of issue, why images were flagged and
+    the worst of them as thumbnails."""
+    e = html.escape
+    parts = [f"<section id='{e(name)}' class='check'><h2>{e(c['title'])}</h2>",
+             f"<p>{c['measured']} images measured.</p>", *(f"<p class='note'>{e(n)}</p>" for n in c["notes"])]
+    for kind, f in c["issues"].items():
+        parts.append(f"<h3>{e(f['description'])}: {f['count']}</h3><p class='note'>{e(f['reason'])}</p>")
+        if f["count"]:
+            shown = f["images"][:MAX_CHECK_TILES]
+            parts.append(f"<p>Showing {len(shown)} of {f['count']}, worst first ({e(f['unit'])}).</p><div class='grid'>"
+                         + "".join(_tile(x["path"], Path(x["path"]).name, f"{x['score']:.3g}") for x in shown)
+                         + "</div>")
+    parts.append("</section>")
+    return "".join(parts)
 
 
 def _duplicate_groups(d) -> Iterator[dict]:
@@ -256,7 +288,8 @@ def render_html(r: AuditResults, s: dict, doc: dict, source: str) -> str:
     cards = [("images", s["images"]), ("embedded", s["embedded"]), ("failed", s["failed"]),
              ("duplicate pairs", s.get("duplicate_pairs", "-")), ("exact", s.get("exact_pairs", "-")),
              ("groups", s.get("duplicate_groups", "-")), ("train/test leakage", s.get("leakage_pairs", "-")),
-             ("label suspects", s.get("label_suspects", "-")), ("outliers", s.get("outliers", "-"))]
+             ("label suspects", s.get("label_suspects", "-")), ("outliers", s.get("outliers", "-")),
+             *((r.checks[n].title.lower() + ": images flagged", r.checks[n].flagged) for n in r.checks)]
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>imagesieve audit</title>"
              f"<style>{CSS}</style><script>{SCRIPT}</script></head><body>",
              f"<h1>imagesieve audit</h1><p>{e(source)}</p>",
@@ -325,6 +358,8 @@ def render_html(r: AuditResults, s: dict, doc: dict, source: str) -> str:
     else:
         parts.append("<p>No image is unusually far from all others.</p>")
     parts.append("</section>")
+
+    parts += [_check_section(name, c) for name, c in doc.get("checks", {}).items()]
 
     parts.append("<section id='learning-curve'><h2>How many images are enough</h2>")
     if r.sample_size is not None:

@@ -5,6 +5,7 @@ changed file (new content hash) is embedded again.
     OUT/embeddings/index.sqlite        path -> sha256, size, mtime, shard, row, error
     OUT/embeddings/shard-00000.npy     (rows, D) float32 unit vectors
     OUT/embeddings/layout-00000.npy    (rows, SIGNATURE_BYTES) uint8 layout signatures
+    OUT/embeddings/properties-00000.npy (rows, properties.COUNT) float32 image properties
 
 A shard is written (temp file, fsync, rename) before its rows are committed
 to the index, so the index never points at a missing row. Reading memory-maps
@@ -22,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..engine import properties as image_props
 from ..engine.signature import SIGNATURE_BYTES, upgrade
 
 MAPPED_SHARDS = 4
@@ -46,6 +48,7 @@ class LoadedEmbeddings(NamedTuple):
     errors: list[str]                # '' where the image embedded
     sizes: np.ndarray                # (N, 2) int32 width, height
     signatures: np.ndarray | None    # (N, SIGNATURE_BYTES) uint8, None if a shard predates them
+    properties: np.ndarray | None = None   # (N, properties.COUNT) float32, None if a shard predates them
 
 
 @dataclasses.dataclass
@@ -60,6 +63,7 @@ class Embedded:
     height: int = 0
     error: str = ""
     signature: np.ndarray | None = None     # (SIGNATURE_BYTES,) uint8, engine.signature
+    properties: np.ndarray | None = None    # (properties.COUNT,) float32, engine.properties
 
 
 class EmbeddingStore:
@@ -114,13 +118,18 @@ class EmbeddingStore:
         shard = self._next_shard
         vectors = np.zeros((len(self._pending), self.dim), dtype=np.float32)
         signatures = np.zeros((len(self._pending), SIGNATURE_BYTES), dtype=np.uint8)
+        # NaN: not measured (a failed image, or an older server that sends none).
+        props = np.full((len(self._pending), image_props.COUNT), np.nan, dtype=np.float32)
         for i, it in enumerate(self._pending):
             if it.vector is not None:
                 vectors[i] = it.vector
             if it.signature is not None:
                 signatures[i] = upgrade(it.signature)     # an older server sends 2,306 bytes: opaque
-        # Signatures first: a shard whose vectors exist always has them.
-        for name, arr in ((f"layout-{shard:05d}.npy", signatures), (f"shard-{shard:05d}.npy", vectors)):
+            if it.properties is not None and len(it.properties) == image_props.COUNT:
+                props[i] = it.properties
+        # Signatures and properties first: a shard whose vectors exist always has them.
+        for name, arr in ((f"layout-{shard:05d}.npy", signatures), (f"properties-{shard:05d}.npy", props),
+                          (f"shard-{shard:05d}.npy", vectors)):
             final = self.root / name
             tmp = final.with_suffix(".tmp")
             with open(tmp, "wb") as f:
@@ -142,9 +151,11 @@ class EmbeddingStore:
         """For ``paths`` (a sequence of str) in order, one pass over the index:
         vectors (N, D) float32, sha256 (N,) ``S64`` hex bytes, error per path
         ('' when fine; one shared object, so the list costs a pointer an
-        image), width/height (N, 2) int32, and layout signatures (N,
-        SIGNATURE_BYTES) uint8, or None when some shard has none (embedded
-        by an older version). Nothing per image is held but these arrays."""
+        image), width/height (N, 2) int32, layout signatures (N,
+        SIGNATURE_BYTES) uint8 and image properties (N, properties.COUNT)
+        float32 (NaN rows: not measured), each None when some shard has none
+        (embedded by an older version). Nothing per image is held but these
+        arrays."""
         n = len(paths)
         # A few shards mapped at a time: a mapped shard's touched pages count
         # in this process' resident memory until it is unmapped.
@@ -154,6 +165,7 @@ class EmbeddingStore:
         errors: list[str] = [""] * n
         sizes = np.zeros((n, 2), dtype=np.int32)
         signatures: np.ndarray | None = np.zeros((n, SIGNATURE_BYTES), dtype=np.uint8)
+        props: np.ndarray | None = np.full((n, image_props.COUNT), np.nan, dtype=np.float32)
         query = "SELECT sha256, shard, row, width, height, error FROM items WHERE path=?"
         for i, p in enumerate(paths):
             r = self.db.execute(query, (p,)).fetchone()
@@ -164,17 +176,23 @@ class EmbeddingStore:
                 if len(shards) >= MAPPED_SHARDS:
                     shards.popitem(last=False)
                 layout = self.root / f"layout-{shard:05d}.npy"
+                measured = self.root / f"properties-{shard:05d}.npy"
                 shards[shard] = (np.load(self.root / f"shard-{shard:05d}.npy", mmap_mode="r"),
-                                 np.load(layout, mmap_mode="r") if layout.exists() else None)
+                                 np.load(layout, mmap_mode="r") if layout.exists() else None,
+                                 np.load(measured, mmap_mode="r") if measured.exists() else None)
             shards.move_to_end(shard)
-            vec_shard, sig_shard = shards[shard]
+            vec_shard, sig_shard, prop_shard = shards[shard]
             vectors[i] = vec_shard[row]
             if sig_shard is None:
                 signatures = None
             elif signatures is not None:
                 signatures[i] = upgrade(sig_shard[row])        # a shard from before the opacity bits: opaque
+            if prop_shard is None:
+                props = None
+            elif props is not None:
+                props[i] = prop_shard[row]
             sha[i] = digest.encode()
             if err:
                 errors[i] = err
             sizes[i] = (w or 0, h or 0)
-        return LoadedEmbeddings(vectors, sha, errors, sizes, signatures)
+        return LoadedEmbeddings(vectors, sha, errors, sizes, signatures, props)

@@ -106,7 +106,7 @@ def run(args) -> int:
     return_freed_memory_to_os()
     from ..audit.analyse import run_analyses
     with log.stage("loading vectors"):
-        vectors, sha, errors, _, signatures = store.load(paths)
+        vectors, sha, errors, sizes, signatures, properties = store.load(paths)
         store.close()
     if signatures is None and not args.raw_cosine:
         print("note: these embeddings were stored without layout signatures (an older version): duplicates "
@@ -128,7 +128,8 @@ def run(args) -> int:
                                vectors, threshold=args.threshold, target=args.target,
                                top_fraction=args.top, sweep=not args.no_sweep, seed=args.seed,
                                classifier=args.classifier, stages=log,
-                               signatures=None if args.raw_cosine else signatures, pixels=pixels)
+                               signatures=None if args.raw_cosine else signatures, pixels=pixels,
+                               sizes=sizes, properties=properties)
         results.notes[:0] = table.notes            # the report says what the listing left out
         before_report = time.perf_counter()
         from ..audit.report import write_report
@@ -155,6 +156,9 @@ def run(args) -> int:
               f"{s['estimated_label_noise_rate']:.1%}")
     if "sample_size_answer" in s:
         print(f"quantity: {s['sample_size_answer']}")
+    for name, counts in s.get("checks", {}).items():
+        found = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if k != "measured" and v)
+        print(f"{name.replace('_', ' ')}: {found or 'nothing flagged'} (of {counts['measured']} measured)")
     for n in s["notes"]:
         print(f"note: {n}")
     for e in sorted({x for x in errors if x})[:5]:

@@ -63,5 +63,6 @@ class AsyncEmbedder:
                 vector, logits = await self.batcher.submit(prepared.tensor)
             finally:
                 self.embedder.budget.release(prepared.charged)
-            return ImageEmbedding(vector, logits, prepared.width, prepared.height, signature=prepared.signature)
+            return ImageEmbedding(vector, logits, prepared.width, prepared.height, signature=prepared.signature,
+                                  properties=prepared.properties)
 

@@ -50,6 +50,7 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         out.width, out.height = result.width, result.height
         if with_signature:
             out.layout_signature = result.signature.tobytes()
+            out.image_properties.extend(result.properties.tolist())
         if top_k and result.logits is not None:
             idx, prob = softmax_top_k(result.logits[None, :], top_k)
             for i, p in zip(idx[0].tolist(), prob[0].tolist()):

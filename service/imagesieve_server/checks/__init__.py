@@ -1,0 +1,17 @@
+"""Checks: one module per question a dataset audit asks, each a pure
+function of numpy arrays with one parameters type (validated when built)
+and one result type (``base.CheckResult``). The audit runs every check
+registered in ``CHECKS`` and its report renders any check's result, so a
+new kind of issue is one new module here plus one line below.
+
+Today: ``image_properties`` (blurry, dark, bright, low information,
+grayscale in a colour set, odd size or aspect). Duplicates, leakage,
+outliers, label issues and sample size still run from ``audit.analyse``
+(issue: one checks layer for gRPC, CLI and audit).
+"""
+from __future__ import annotations
+
+from . import image_properties
+
+#: name -> module with ``Params``, ``TITLE`` and ``from_inputs(base.CheckInputs, Params) -> CheckResult``.
+CHECKS = {image_properties.NAME: image_properties}

@@ -122,6 +122,7 @@ SAMPLESIZE = Bench("samplesize_validate", ("bench/samplesize_validate.py",),
 CONSENSUS = Bench("consensus", ("bench/consensus.py",), ("bench/consensus.py", "--n", "2000", "--seeds", "1"),
                   nice=True)
 # The README's remeasured audit row says `--repeats 1` next to its `--n 5000` heading.
+REUSE = Bench("reuse", ("bench/reuse.py",), ("bench/reuse.py", "--n", "400"))
 CLI_START = Bench("cli_start", ("bench/cli_start.py",), ("bench/cli_start.py", "--runs", "3"))
 AUDIT = Bench("audit", ("bench/audit.py", "--n", "5000", "--repeats", "1"),
               ("bench/audit.py", "--n", "100", "--repeats", "1", "--no-sweep"))
@@ -130,6 +131,8 @@ _AUDIT = r"Remeasured with verified duplicates[\s\S]{0,1000}?"   # the table und
 _EXACT = 0.005   # verdicts the README calls deterministic: any change is news
 
 FIGURES = [
+    Figure("reuse_followup_over_audit", REUSE, ("followup_over_audit",),
+           lit("6.3 s, **") + NUM, tol=0.5),
     Figure("cli_health_over_baseline", CLI_START, ("health_over_baseline",),
            lit("and 36.6 MB for a bare script importing grpc and the health stub and making the same call (**") + NUM,
            tol=0.25),

@@ -143,3 +143,41 @@ def test_dedup_command_writes_json_csv_and_contact_sheet(server, photos, tmp_pat
     # the thumbnails are real images, not blank tiles: the sheet has many colours
     assert len(sheet.convert("RGB").getcolors(1 << 20) or []) > 1000
     assert "3 duplicate pairs" in r.stdout and "1 groups" in r.stdout
+
+
+def test_add_command_stores_labels_and_splits_so_dedup_sees_leakage(server, photos, tmp_path):
+    """Class folders under train/test (and a CSV manifest) go in with their
+    labels and splits; a photo copied from train into test is then leakage,
+    and a copy filed under another class a label conflict."""
+    root = tmp_path / "ds"
+    for i, (data, _, name) in enumerate(photos[:6]):
+        d = root / "train" / ("cat" if i % 2 else "dog")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / name).write_bytes(data)
+    (root / "test" / "dog").mkdir(parents=True)
+    (root / "test" / "dog" / "leak.jpg").write_bytes(photos[0][0])                   # photos[0] is a train dog
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    photo_image(photos[2][0]).resize((300, 220)).save(extra / "refiled.jpg", quality=85)   # a dog, filed as cat
+    (extra / "m.csv").write_text("path,label,split\nrefiled.jpg,cat,train\n")
+    r = run_cli("add", str(root), str(extra / "m.csv"), "--folder-labels", "--collection", "lab", "--create",
+                "--server", server.address)
+    assert r.returncode == 0, r.stderr
+    assert "lab: 8 added (8 of 8 labelled), 0 skipped as exact duplicates, 0 failed" in r.stdout
+    out = tmp_path / "dd"
+    r = run_cli("dedup", "--collection", "lab", "--out", str(out), "--server", server.address)
+    assert r.returncode == 0, r.stderr
+    import json
+    pairs = json.loads((out / "duplicates.json").read_text())["pairs"]
+    name = lambda key: key.rsplit("/", 1)[-1]  # noqa: E731
+    by_names = {frozenset((name(p["key_a"]), name(p["key_b"]))): p for p in pairs}
+    leak = by_names[frozenset({photos[0][2], "leak.jpg"})]
+    assert leak["exact"] and leak["cross_split"] and not leak["labels_disagree"]
+    conflict = by_names[frozenset({photos[2][2], "refiled.jpg"})]
+    assert conflict["labels_disagree"] and not conflict["cross_split"]
+    assert "1 pairs cross splits (leakage), 1 pairs with different labels" in r.stdout
+    # A missing path is an error, not an empty run; so is a manifest without a path column.
+    assert run_cli("add", str(tmp_path / "nope"), "--collection", "lab", "--server", server.address).returncode == 2
+    (extra / "bad.csv").write_text("file,label\nx.jpg,a\n")
+    r = run_cli("add", str(extra / "bad.csv"), "--collection", "lab", "--server", server.address)
+    assert r.returncode == 2 and "needs a 'path' column" in r.stderr

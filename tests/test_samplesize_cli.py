@@ -45,7 +45,7 @@ def test_cli_writes_json_and_plots(digit_folder, tmp_path, capsys, manifest_path
                                "--bootstrap", "40", "--model", str(manifest_path)]))
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    assert "embedding 100/100" in captured.err
+    assert "embedding (in-process) 100/100" in captured.err
     assert "given test split (20 images)" in captured.out
     assert "<- chosen" in captured.out
     assert "per-class accuracy at 80 images, weakest first: digit_" in captured.out

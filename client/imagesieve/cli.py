@@ -3,6 +3,7 @@
     imagesieve serve [--address HOST:PORT] ...     run the gRPC server (server extra)
     imagesieve embed PATHS... --server ADDR --out FILE.npy
     imagesieve check PATHS... --collection C [--add-if-unique]   verdict per image
+    imagesieve add PATHS|MANIFEST.csv --collection C [--folder-labels]   images with labels and splits
     imagesieve dedup --collection C --out DIR      pairs, groups, leakage + contact sheet
     imagesieve info --server ADDR                  the server's model
     imagesieve health --server ADDR                gRPC health check (exit 0 when SERVING)
@@ -177,6 +178,85 @@ def cmd_check(args) -> int:
             return 1
     print("summary: " + ", ".join(f"{v.lower()} {n}" for v, n in sorted(counts.items())), file=sys.stderr)
     return 0
+
+
+SPLIT_NAMES = frozenset({"train", "val", "valid", "validation", "test"})
+
+
+def labelled_inputs(args) -> list[tuple[Path, str, str]]:
+    """(path, label, split) of every image ``add`` sends: a .csv SOURCE is a
+    manifest (columns path[,label][,split]; relative paths from the CSV's
+    folder); files and folders are walked, and with ``--folder-labels`` an
+    image's label is its folder's name and its split a train/val/test folder
+    above it. ``--label`` / ``--split`` fill what is still empty."""
+    import csv
+
+    out: list[tuple[Path, str, str]] = []
+    plain = [p for p in args.paths if not p.lower().endswith(".csv")]
+    for manifest in (p for p in args.paths if p.lower().endswith(".csv")):
+        m = Path(manifest)
+        if not m.is_file():
+            raise MissingPath(f"no such file or folder: {manifest}")
+        with open(m, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+        if rows and "path" not in rows[0]:
+            raise ValueError(f"{manifest}: a manifest needs a 'path' column (and optional label, split)")
+        for row in rows:
+            p = Path(row["path"].strip())
+            out.append((p if p.is_absolute() else m.parent / p, (row.get("label") or "").strip(),
+                        (row.get("split") or "").strip()))
+    for root in plain:
+        for p in iter_image_paths([root]):
+            label = split = ""
+            if args.folder_labels and Path(root).is_dir():
+                parts = p.relative_to(root).parts[:-1]
+                label = parts[-1] if parts and parts[-1].lower() not in SPLIT_NAMES else ""
+                split = next((x.lower() for x in parts if x.lower() in SPLIT_NAMES), "")
+            out.append((p, label, split))
+    return [(p, label or args.label, split or args.split) for p, label, split in out]
+
+
+def cmd_add(args) -> int:
+    """AddImages: images into a collection with their label and split, so
+    that dedup can tell leakage and label conflicts."""
+    import grpc
+    from .client import Client
+    from .progress import Progress
+
+    try:
+        items = labelled_inputs(args)
+    except ValueError as e:
+        if isinstance(e, MissingPath):
+            raise
+        print(f"imagesieve add: {e}", file=sys.stderr)
+        return 2
+    if not items:
+        print("imagesieve add: no images found", file=sys.stderr)
+        return 2
+    added = exact = 0
+    failures = []
+    with Client(args.server, **_security_kw(args)) as client:
+        client.wait_ready(args.connect_timeout, fail_fast=True)
+        try:
+            if args.create:
+                client.create_collection(args.collection, exist_ok=True)
+            with Progress(len(items), "adding") as bar:
+                for r in client.add(args.collection, [p for p, _, _ in items], labels=[x[1] for x in items],
+                                    splits=[x[2] for x in items], skip_exact_duplicates=args.skip_exact_duplicates):
+                    added += r.added
+                    exact += bool(r.exact_duplicate_of) and not r.added
+                    if r.error:
+                        failures.append(r.error)
+                    bar.update(ok=r.error is None)
+        except grpc.RpcError as e:
+            print(f"imagesieve add: {e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
+    for f in failures:
+        print(f"failed: {f.key}: {f.code}: {f.message}", file=sys.stderr)
+    labelled = sum(bool(x[1]) for x in items)
+    print(f"{args.collection}: {added} added ({labelled} of {len(items)} labelled), {exact} skipped as exact "
+          f"duplicates, {len(failures)} failed")
+    return 1 if failures and args.strict else 0
 
 
 def cmd_dedup(args) -> int:
@@ -373,6 +453,23 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--connect-timeout", type=float, default=30.0)
     _add_security_options(c)
     c.set_defaults(func=cmd_check)
+
+    a = sub.add_parser("add", help="add images to a collection, with labels and splits")
+    a.add_argument("paths", nargs="+",
+                   help="image files, folders (walked recursively) or CSV manifests (path[,label][,split])")
+    a.add_argument("--collection", required=True)
+    a.add_argument("--server", default=default_server, help="host:port (env IMAGESIEVE_SERVER)")
+    a.add_argument("--folder-labels", action="store_true",
+                   help="label = the image's folder name; split = a train/val/test folder above it")
+    a.add_argument("--label", default="", help="label for images that get none otherwise")
+    a.add_argument("--split", default="", help="split (e.g. train, test) for images that get none otherwise")
+    a.add_argument("--skip-exact-duplicates", action="store_true",
+                   help="do not add a byte-identical copy of a stored image")
+    a.add_argument("--create", action="store_true", help="create the collection if it does not exist")
+    a.add_argument("--strict", action="store_true", help="exit 1 if any image failed")
+    a.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to wait for the server")
+    _add_security_options(a)
+    a.set_defaults(func=cmd_add)
 
     dd = sub.add_parser("dedup", help="all duplicate pairs and groups of a collection")
     dd.add_argument("--collection", required=True)

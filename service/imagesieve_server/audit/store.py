@@ -66,6 +66,22 @@ class Embedded:
     properties: np.ndarray | None = None    # (properties.COUNT,) float32, engine.properties
 
 
+def stored_model(root: str | os.PathLike) -> tuple[str, int] | None:
+    """(model name, dim) of the embeddings under ``root``, or None when it
+    holds none yet: read without loading any model."""
+    db_path = Path(root) / "index.sqlite"
+    if not db_path.exists():
+        return None
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        meta = dict(db.execute("SELECT name, value FROM meta"))
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+    return (meta["model"], int(meta["dim"])) if "model" in meta and "dim" in meta else None
+
+
 class EmbeddingStore:
     def __init__(self, root: str | os.PathLike, model: str, dim: int, shard_size: int = 1024):
         self.root = Path(root)

@@ -1,6 +1,7 @@
 """What the in-process commands share: fraction arguments ("1%" or 0.01),
 reading a labelled source (naming the files left out) and embedding a list
-of image files with a progress line."""
+of image files with a progress line, into an embedding store that later
+commands (and an audit's) reuse."""
 from __future__ import annotations
 
 import argparse
@@ -22,13 +23,34 @@ def parse_fraction(text: str) -> float:
     return value
 
 
-def embed_paths(paths: list[Path], model: str, with_signatures: bool = False
+def add_embeddings_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--embeddings", default=None, metavar="DIR",
+                        help="embedding store to reuse and keep: an audit's --out folder (or its embeddings/) "
+                             "answers without embedding again; images not in it yet are embedded and added "
+                             "(default: OUT/embeddings)")
+
+
+def store_dir(embeddings: str | None, out: str | Path) -> Path:
+    """The embedding store a command uses: ``--embeddings`` (an audit's
+    output folder stands for its ``embeddings/``), else OUT/embeddings."""
+    root = Path(embeddings) if embeddings else Path(out) / "embeddings"
+    if (root / "embeddings" / "index.sqlite").exists():
+        root = root / "embeddings"
+    return root
+
+
+def embed_paths(paths: list[Path], model: str, with_signatures: bool = False, store: Path | None = None
                 ) -> tuple[np.ndarray, list[str], np.ndarray | None]:
     """Files -> (vectors (N, D) float32, zero rows where failed; errors (N,),
     '' where the image embedded; with ``with_signatures`` their layout
     signatures (N, SIGNATURE_BYTES) uint8, zero rows where failed, else
     None). An unreadable or undecodable file, or one larger than the
-    audit's MAX_FILE_MB, fails alone with its reason."""
+    audit's MAX_FILE_MB, fails alone with its reason. ``store``: an
+    embedding store folder (``audit.store``): images already in it,
+    unchanged, are read from it (no model is loaded when all are), the
+    others embedded and added."""
+    if store is not None:
+        return _embed_into_store([str(p) for p in paths], model, with_signatures, store)
     from imagesieve.progress import Progress
     from imagesieve_server.audit.embed import MAX_FILE_MB, read_image_file
     from imagesieve_server.engine import DecodeLimits, Embedder
@@ -72,3 +94,40 @@ def labelled_records(source):
     if note:
         print(f"note: {note}", file=sys.stderr)
     return records
+
+
+def _embed_into_store(paths: list[str], model: str, with_signatures: bool, root: Path):
+    from imagesieve_models.manifest import ModelManifest, find_model
+    from imagesieve_server.audit.embed import InProcessBackend, embed_stage, plan
+    from imagesieve_server.audit.store import EmbeddingStore, stored_model
+
+    held = stored_model(root)
+    if held is not None:
+        name = ModelManifest.load(find_model(model)).name
+        if held[0] != name:
+            raise ValueError(f"{root} holds {held[0]} embeddings; this command uses {name} (--model): "
+                             "use another --embeddings folder")
+        store = EmbeddingStore(root, *held)
+        reused = not len(plan(store, paths))
+    else:
+        store, reused = None, False
+    if not reused:
+        backend = InProcessBackend(model)
+        try:
+            store = store or EmbeddingStore(root, backend.model, backend.dim)
+            counts = embed_stage(store, backend, paths)
+        finally:
+            backend.close()
+        print(f"embeddings: {counts['embedded_now']} embedded now, {counts['reused']} reused from {root}",
+              file=sys.stderr)
+    else:
+        print(f"embeddings: all {len(paths)} reused from {root}", file=sys.stderr)
+    try:
+        loaded = store.load(paths)
+    finally:
+        store.close()
+    signatures = loaded.signatures if with_signatures else None
+    if with_signatures and signatures is None:
+        raise ValueError(f"{root} was written by an older version without layout thumbnails; "
+                         "use another --embeddings folder")
+    return loaded.vectors, loaded.errors, signatures

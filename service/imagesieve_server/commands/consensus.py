@@ -26,7 +26,7 @@ import numpy as np
 from ..analysis.consensus.aggregate import AGGREGATORS
 from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
 from ..labelled_source import read_csv_rows
-from .common import embed_paths
+from .common import add_embeddings_argument, embed_paths, store_dir
 
 
 
@@ -85,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--examples", type=int, default=6, help="example images per ambiguous pair (default 6)")
     parser.add_argument("--model", default="mobilenet_v1", help="embedding model (default mobilenet_v1)")
     parser.add_argument("--sheet-columns", type=int, default=6)
+    add_embeddings_argument(parser)
 
 
 def _num(x) -> float | None:
@@ -127,7 +128,11 @@ def run(args) -> int:
     probs = None
     model_note = "not used (--no-model)" if args.no_model else ""
     if not args.no_model:
-        vectors, errors, _ = embed_paths(paths, args.model)
+        try:
+            vectors, errors, _ = embed_paths(paths, args.model, store=store_dir(args.embeddings, args.out))
+        except ValueError as e:
+            print(f"{prog}: {e}", file=sys.stderr)
+            return 2
         failed = [(str(p), e) for p, e in zip(paths, errors) if e]
         for p, e in failed:
             print(f"failed: {p}: {e}", file=sys.stderr)

@@ -17,7 +17,7 @@ import numpy as np
 from imagesieve.progress import StageProgress
 
 from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
-from .common import embed_paths, labelled_records, parse_fraction
+from .common import add_embeddings_argument, embed_paths, labelled_records, parse_fraction, store_dir
 
 
 
@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="imagesieve_labels", help="output folder (default ./imagesieve_labels)")
     parser.add_argument("--model", default="mobilenet_v1", help="embedding model (default mobilenet_v1)")
     parser.add_argument("--sheet-columns", type=int, default=6)
+    add_embeddings_argument(parser)
 
 
 def run(args) -> int:
@@ -58,7 +59,12 @@ def run(args) -> int:
         print(f"imagesieve labels: {e}", file=sys.stderr)
         return 2
     paths = [r.path for r in records]
-    vectors, errors, signatures = embed_paths(paths, args.model, with_signatures=args.pixels)
+    try:
+        vectors, errors, signatures = embed_paths(paths, args.model, with_signatures=args.pixels,
+                                                  store=store_dir(args.embeddings, args.out))
+    except ValueError as e:
+        print(f"imagesieve labels: {e}", file=sys.stderr)
+        return 2
     failed = [(str(p), e) for p, e in zip(paths, errors) if e]
     for p, e in failed:
         print(f"failed: {p}: {e}", file=sys.stderr)

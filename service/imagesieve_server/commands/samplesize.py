@@ -23,7 +23,7 @@ import numpy as np
 from imagesieve.progress import StageProgress
 
 from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
-from .common import parse_fraction
+from .common import add_embeddings_argument, parse_fraction
 
 
 
@@ -67,13 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="mobilenet_v1", help="embedding model name or manifest path")
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates (default 200)")
     parser.add_argument("--seed", type=int, default=0)
+    add_embeddings_argument(parser)
 
 
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.sample_size.run import sample_size_report
     from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS
-    from .common import embed_paths, labelled_records
+    from .common import embed_paths, labelled_records, store_dir
 
     try:
         records = labelled_records(args.source)
@@ -85,7 +86,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     fractions = tuple(sorted(args.fractions)) if args.fractions else DEFAULT_FRACTIONS
 
-    vectors, errors, _ = embed_paths([rec.path for rec in records], args.model)
+    try:
+        vectors, errors, _ = embed_paths([rec.path for rec in records], args.model,
+                                         store=store_dir(args.embeddings, args.out))
+    except ValueError as e:
+        print(f"imagesieve samplesize: {e}", file=sys.stderr)
+        return 2
     ok = np.array([not e for e in errors], dtype=bool)
     for rec, e in zip(records, errors):
         if e:

@@ -268,21 +268,21 @@ def cmd_dedup(args) -> int:
     from .client import Client
     from .contact_sheet import SheetItem, save_contact_sheet
 
+    from .progress import StageProgress
+
     out = Path(args.out)
-
-    def show(p):
-        total = f"/{p.total}" if p.total else ""
-        print(f"\r{p.stage} {p.done}{total} ({p.elapsed_s:.1f}s)", end="", file=sys.stderr, flush=True)
-
     with Client(args.server, **_security_kw(args)) as client:
         client.wait_ready(args.connect_timeout, fail_fast=True)
         try:
-            res = client.find_duplicates(args.collection, threshold=args.threshold, approximate=args.approximate,
-                                         grouping=args.grouping, raw_cosine=args.raw_cosine, progress=show)
+            # The server's stages, one progress line each (a bar on a terminal, plain lines in a log).
+            with StageProgress() as stages:
+                res = client.find_duplicates(args.collection, threshold=args.threshold,
+                                             approximate=args.approximate, grouping=args.grouping,
+                                             raw_cosine=args.raw_cosine,
+                                             progress=lambda p: stages(p.stage, p.done, p.total))
         except grpc.RpcError as e:
-            print(f"\nimagesieve dedup: {e.code().name}: {e.details()}", file=sys.stderr)
+            print(f"imagesieve dedup: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1
-    print(file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)       # only once there is something to write
     doc = MessageToDict(res, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
     doc["collection"] = args.collection

@@ -1,4 +1,6 @@
-"""A small progress line for long jobs (stderr; no dependency)."""
+"""Progress of long jobs on stderr: tqdm's bar on a terminal, plain lines
+in a log (tqdm rewrites its line with carriage returns, which a log file or
+CI output keeps as one unreadable line)."""
 from __future__ import annotations
 
 import sys
@@ -10,10 +12,11 @@ LOG_EVERY_S = 10.0       # a stream that is not a terminal (a log) gets a line t
 
 
 class Progress:
-    """``with Progress(total, "embedding") as p: p.update(ok=True)`` prints
-    ``embedding 120/500 (45.3 img/s, ETA 8s), 1 failed``: on a terminal one
-    line rewritten at most every ``every_s``; elsewhere (a log file, CI) a
-    new line at most every LOG_EVERY_S, and no carriage returns."""
+    """``with Progress(total, "embedding") as p: p.update(ok=True)``: on a
+    terminal a tqdm bar (refreshed at most every ``every_s``, failures in
+    its postfix); elsewhere (a log file, CI) a line such as ``embedding
+    120/500 (45.3 img/s, ETA 8s), 1 failed`` at most every LOG_EVERY_S, and
+    no carriage returns."""
 
     def __init__(self, total: int | None, label: str, unit: str = "img", every_s: float = 0.5,
                  stream=None):
@@ -25,12 +28,20 @@ class Progress:
         self._tty = bool(isatty()) if callable(isatty) else False
         self.every_s = every_s if self._tty else max(every_s, LOG_EVERY_S)
         self._last_line = ""
+        self._bar = None
+        if self._tty:
+            from tqdm import tqdm        # only where a bar is drawn: `imagesieve health` never loads it
+            self._bar = tqdm(total=total, desc=label, unit=unit, file=self.stream, mininterval=every_s,
+                             dynamic_ncols=True, smoothing=0.1)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self._print(final=True)
+        if self._bar is not None:
+            self._bar.close()
+        else:
+            self._print(final=True)
 
     @property
     def rate(self) -> float:
@@ -40,6 +51,11 @@ class Progress:
     def update(self, n: int = 1, ok: bool = True) -> None:
         self.done += n
         self.failed += 0 if ok else n
+        if self._bar is not None:
+            if not ok:
+                self._bar.set_postfix_str(f"{self.failed} failed", refresh=False)
+            self._bar.update(n)
+            return
         now = time.perf_counter()
         if now - self._last >= self.every_s:
             self._last = now
@@ -55,12 +71,10 @@ class Progress:
 
     def _print(self, final: bool = False) -> None:
         line = self.line()
-        if final and not self._tty and line == self._last_line:
+        if final and line == self._last_line:
             return
         self._last_line = line
-        end = "\n" if final or not self._tty else ""
-        prefix = "\r" if self._tty else ""
-        print(prefix + line, end=end, file=self.stream, flush=True)
+        print(line, file=self.stream, flush=True)
 
 
 class StageProgress:

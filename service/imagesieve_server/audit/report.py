@@ -1,11 +1,11 @@
-"""Audit outputs: ``report.html`` (one self-contained file: thumbnails are
-inline data URIs, charts inline SVG, nothing loads from outside),
+"""Audit outputs: ``report.html`` (one self-contained file rendered from the
+Jinja2 template ``templates/report.html.j2``: thumbnails are inline data
+URIs, charts matplotlib's inline SVG, nothing loads from outside),
 ``report.json`` and Parquet tables for machines, and ``pred_probs.npy`` /
 ``labels.npy`` to continue in cleanlab or elsewhere."""
 from __future__ import annotations
 
 import base64
-import html
 import io
 import itertools
 import json
@@ -38,28 +38,39 @@ def _thumb_uri(path: str) -> str:
             f'<rect width="100%" height="100%" fill="#ccc"/></svg>'.encode()).decode())
 
 
-def _tile(path: str, *lines: str) -> str:
-    caption = "".join(f"<div>{html.escape(t)}</div>" for t in lines)
-    return (f'<figure><img src="{_thumb_uri(path)}" alt="{html.escape(Path(path).name)}" '
-            f'title="{html.escape(path)}"><figcaption>{caption}</figcaption></figure>')
+def _tile(path: str, *lines: str) -> dict:
+    """A thumbnail for the template's ``tile`` macro (escaped there)."""
+    return {"uri": _thumb_uri(path), "name": Path(path).name, "path": path, "lines": lines}
 
 
-def _bar_chart(counts: dict[str, int], width: int = 640) -> str:
-    """Class balance as an inline SVG bar chart."""
+def _svg_only(svg: str) -> str:
+    """Matplotlib's SVG without its XML prolog and doctype, to inline in HTML."""
+    return svg[svg.find("<svg"):]
+
+
+def _bar_chart(counts: dict[str, int]) -> str:
+    """Class balance as an inline SVG horizontal bar chart (matplotlib), the
+    40 largest classes."""
     items = sorted(counts.items(), key=lambda kv: -kv[1])[:40]
     if not items:
-        return "<p>No images.</p>"
-    top = max(v for _, v in items)
-    row, label_w = 18, 160
-    bars = []
-    for i, (name, v) in enumerate(items):
-        w = max(1, int((width - label_w - 60) * v / top))
-        y = i * row
-        bars.append(f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end">{html.escape(name[:24])}</text>'
-                    f'<rect x="{label_w}" y="{y + 3}" width="{w}" height="{row - 6}" fill="#4a7bd0"/>'
-                    f'<text x="{label_w + w + 4}" y="{y + 13}">{v}</text>')
-    return (f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{len(items) * row}" '
-            f'font-size="11" font-family="sans-serif">{"".join(bars)}</svg>')
+        return ""
+    from matplotlib.figure import Figure      # no pyplot: no global state (Agg renders)
+
+    fig = Figure(figsize=(7, 0.25 * len(items) + 0.6))
+    ax = fig.add_subplot()
+    names = [k[:24] for k, _ in items][::-1]
+    values = [v for _, v in items][::-1]
+    bars = ax.barh(names, values, color="#4a7bd0")
+    ax.bar_label(bars, padding=3, fontsize=8)
+    ax.set_xlabel("images")
+    ax.tick_params(axis="y", labelsize=8)
+    ax.margins(x=0.12)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    return _svg_only(buf.getvalue())
 
 
 def summary(r: AuditResults) -> dict:
@@ -204,23 +215,6 @@ def _check_doc(r: AuditResults, c) -> dict:
         for k, f in c.issues.items()}}
 
 
-def _check_section(name: str, c: dict) -> str:
-    """Any check's section: per kind of issue, why images were flagged and
-    the worst of them as thumbnails."""
-    e = html.escape
-    parts = [f"<section id='{e(name)}' class='check'><h2>{e(c['title'])}</h2>",
-             f"<p>{c['measured']} images measured.</p>", *(f"<p class='note'>{e(n)}</p>" for n in c["notes"])]
-    for kind, f in c["issues"].items():
-        parts.append(f"<h3>{e(f['description'])}: {f['count']}</h3><p class='note'>{e(f['reason'])}</p>")
-        if f["count"]:
-            shown = f["images"][:MAX_CHECK_TILES]
-            parts.append(f"<p>Showing {len(shown)} of {f['count']}, worst first ({e(f['unit'])}).</p><div class='grid'>"
-                         + "".join(_tile(x["path"], Path(x["path"]).name, f"{x['score']:.3g}") for x in shown)
-                         + "</div>")
-    parts.append("</section>")
-    return "".join(parts)
-
-
 def _duplicate_groups(d) -> Iterator[dict]:
     for g, m in zip(d.groups, d.group_min_cosine):
         yield {"paths": [d.keys[i] for i in g.tolist()], "min_internal_cosine": float(m)}
@@ -260,113 +254,59 @@ def write_json_streaming(path: Path, doc: dict, streamed: dict[str, Callable[[],
         f.write("}\n")
 
 
-CSS = """
-body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
-h1{margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
-.cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #ddd;border-radius:6px;padding:10px 14px}
-.card b{display:block;font-size:22px}.grid{display:flex;flex-wrap:wrap;gap:8px}
-figure{margin:0;width:120px;font-size:11px;word-break:break-all}figure img{width:112px;height:112px;object-fit:contain;background:#f4f4f4}
-.group{border:1px solid #e3e3e3;border-radius:6px;padding:6px;margin:6px 0}.note{color:#8a5a00}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
-"""
+_TEMPLATES = None
 
-SCRIPT = """
-window.auditErrors = [];
-window.addEventListener('error', function (e) { window.auditErrors.push(String(e.message || e)); });
-window.addEventListener('load', function () {
-  var imgs = Array.prototype.slice.call(document.images);
-  var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); });
-  document.body.setAttribute('data-images', String(imgs.length));
-  document.body.setAttribute('data-broken-images', String(broken.length));
-  document.body.setAttribute('data-js-errors', String(window.auditErrors.length));
-});
-"""
+
+def _template():
+    """The report's Jinja2 template (``templates/report.html.j2``), loaded
+    once; autoescaped, so paths, labels and notes cannot inject markup."""
+    global _TEMPLATES
+    if _TEMPLATES is None:
+        import jinja2
+        _TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("imagesieve_server.audit", "templates"),
+                                        autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                                        undefined=jinja2.StrictUndefined)
+    return _TEMPLATES.get_template("report.html.j2")
 
 
 def render_html(r: AuditResults, s: dict, doc: dict, source: str) -> str:
-    e = html.escape
+    from markupsafe import Markup
+
     cards = [("images", s["images"]), ("embedded", s["embedded"]), ("failed", s["failed"]),
              ("duplicate pairs", s.get("duplicate_pairs", "-")), ("exact", s.get("exact_pairs", "-")),
              ("groups", s.get("duplicate_groups", "-")), ("train/test leakage", s.get("leakage_pairs", "-")),
              ("label suspects", s.get("label_suspects", "-")), ("outliers", s.get("outliers", "-")),
              *((r.checks[n].title.lower() + ": images flagged", r.checks[n].flagged) for n in r.checks)]
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>imagesieve audit</title>"
-             f"<style>{CSS}</style><script>{SCRIPT}</script></head><body>",
-             f"<h1>imagesieve audit</h1><p>{e(source)}</p>",
-             "<section id='summary'><h2>Summary</h2><div class='cards'>"
-             + "".join(f"<div class='card'><b>{e(str(v))}</b>{e(k)}</div>" for k, v in cards) + "</div>"]
-    if "sample_size_answer" in s:
-        parts.append(f"<p><b>How many images:</b> {e(s['sample_size_answer'])}</p>")
-    if "estimated_label_noise_rate" in s:
-        parts.append(f"<p>Estimated share of wrong labels: {s['estimated_label_noise_rate']:.1%}</p>")
-    parts += [f"<p class='note'>{e(n)}</p>" for n in r.notes]
-    parts.append("</section>")
-
     totals: dict[str, int] = {}
     for per in r.class_counts.values():
         for k, v in per.items():
             totals[k] = totals.get(k, 0) + v
-    rows = "".join(f"<tr><th>{e(split)}</th><td>{sum(c.values())}</td></tr>" for split, c in r.class_counts.items())
-    parts.append(f"<section id='balance'><h2>Class balance</h2>{_bar_chart(totals)}"
-                 f"<table><tr><th>split</th><th>images</th></tr>{rows}</table></section>")
-
-    parts.append("<section id='duplicates'><h2>Duplicate groups</h2>")
+    duplicates = None
     d = r.duplicates
     if d is not None:
         how = ("every two members were verified as the same picture (stage 2: their layouts align)"
                if d.method == "verified" else f"every two members have cosine >= {r.threshold:.2f}")
-        parts.append(f"<p>Method: {e(d.method)}; threshold {e(d.threshold_reason)}.</p>")
-        parts += [f"<p class='note'>{e(w)}</p>" for w in d.warnings]
-    if d is not None and d.groups:
-        parts.append(f"<p>{len(d.groups)} groups; {how} (lowest cosine shown per group). "
-                     f"Showing {min(len(d.groups), MAX_GROUPS)}.</p>")
         order = sorted(range(len(d.groups)), key=lambda g: -len(d.groups[g]))[:MAX_GROUPS]
-        for g in order:
-            members = d.groups[g].tolist()
-            tiles = "".join(_tile(d.keys[i], Path(d.keys[i]).name, r.labels[r.ok_index[i]] or "")
-                            for i in members[:8])
-            parts.append(f"<div class='group'><div>group of {len(members)}, lowest cosine "
-                         f"{d.group_min_cosine[g]:.3f}</div><div class='grid'>{tiles}</div></div>")
-    else:
-        parts.append("<p>No duplicates at this threshold.</p>")
-    parts.append("</section>")
-
-    parts.append("<section id='leakage'><h2>Train/test leakage</h2>")
-    leaks = doc.get("leakage_pairs", [])
-    if leaks:
-        parts.append("<table><tr><th>a</th><th>b</th><th>cosine</th></tr>" + "".join(
-            f"<tr><td>{e(x['a'])}</td><td>{e(x['b'])}</td><td>{x['cosine']:.3f}</td></tr>" for x in leaks)
-            + "</table>")
-    else:
-        parts.append("<p>No duplicate pair crosses splits.</p>")
-    parts.append("</section>")
-
-    parts.append("<section id='labels'><h2>Label suspects</h2>")
-    if r.label_scores is not None and len(r.label_scores.suspects):
-        parts.append("<div class='grid'>" + "".join(
-            _tile(x["path"], f"given: {x['given']}", f"suggested: {x['suggested']} {x['suggested_probability']:.2f}",
-                  f"score {x['score']:.3f}") for x in doc["label_suspects"][:MAX_SUSPECTS]) + "</div>")
-    else:
-        parts.append("<p>Label scoring did not run (see the notes above).</p>")
-    parts.append("</section>")
-
-    parts.append("<section id='outliers'><h2>Outliers</h2>")
-    if doc.get("outliers"):
-        parts.append("<div class='grid'>" + "".join(
-            _tile(x["path"], f"kNN cosine {x['knn_similarity']:.3f}", f"z {x['score']:.1f}")
-            for x in doc["outliers"][:MAX_OUTLIERS]) + "</div>")
-    else:
-        parts.append("<p>No image is unusually far from all others.</p>")
-    parts.append("</section>")
-
-    parts += [_check_section(name, c) for name, c in doc.get("checks", {}).items()]
-
-    parts.append("<section id='learning-curve'><h2>How many images are enough</h2>")
-    if r.sample_size is not None:
-        svg = r.sample_size.plot_svg
-        svg = svg[svg.find("<svg"):]                     # drop the XML prolog and doctype
-        parts.append(f"<div class='plot'>{svg}</div><p>{e(r.sample_size.analysis.answer)}</p>")
-    else:
-        parts.append("<p>The sample-size sweep did not run (see the notes above).</p>")
-    parts.append("</section></body></html>")
-    return "\n".join(parts)
+        duplicates = {"method": d.method, "reason": d.threshold_reason, "warnings": d.warnings, "how": how,
+                      "total": len(d.groups), "groups": [
+                          {"size": len(d.groups[g]), "min_cosine": float(d.group_min_cosine[g]),
+                           "tiles": [_tile(d.keys[i], Path(d.keys[i]).name, r.labels[r.ok_index[i]] or "")
+                                     for i in d.groups[g].tolist()[:8]]} for g in order]}
+    suspects = [_tile(x["path"], f"given: {x['given']}",
+                      f"suggested: {x['suggested']} {x['suggested_probability']:.2f}", f"score {x['score']:.3f}")
+                for x in doc.get("label_suspects", [])[:MAX_SUSPECTS]] if r.label_scores is not None else []
+    outliers = [_tile(x["path"], f"kNN cosine {x['knn_similarity']:.3f}", f"z {x['score']:.1f}")
+                for x in doc.get("outliers", [])[:MAX_OUTLIERS]]
+    checks = [{"name": name, "title": c["title"], "measured": c["measured"], "notes": c["notes"], "issues": [
+        {**f, "tiles": [_tile(x["path"], Path(x["path"]).name, f"{x['score']:.3g}")
+                        for x in f["images"][:MAX_CHECK_TILES]]} for f in c["issues"].values()]}
+        for name, c in doc.get("checks", {}).items()]
+    curve = _svg_only(r.sample_size.plot_svg) if r.sample_size is not None else ""
+    return _template().render(
+        source=source, cards=cards, sample_size_answer=s.get("sample_size_answer", ""),
+        noise_rate=s.get("estimated_label_noise_rate"), notes=r.notes,
+        balance_chart=Markup(_bar_chart(totals)),       # matplotlib's own SVG: trusted markup
+        splits=[(split, sum(c.values())) for split, c in r.class_counts.items()],
+        duplicates=duplicates, leaks=doc.get("leakage_pairs", []), suspects=suspects, outliers=outliers,
+        checks=checks, learning_curve=Markup(curve),
+        sample_size_full_answer=r.sample_size.analysis.answer if r.sample_size is not None else "")

@@ -41,7 +41,7 @@ class Params:
     dark: float = 0.2
     bright: float = 0.85
     low_entropy: float = 1.0
-    blur_ratio: float = 0.5
+    blur_ratio: float = 0.1
     gray: float = 0.01
     gray_share: float = 0.9
     small_ratio: float = 0.25

@@ -297,3 +297,27 @@ def test_read_only_stream_that_turns_to_writing_is_refused_midway(tls_server, pk
     assert _stats(tls_server, pki, "midway") == 0
     with Client(tls_server.address, tls_ca=pki["ca"], token=RO, timeout=30) as c:
         assert c.embed([photos[0][0]]).ok.all()
+
+
+def test_the_read_only_rule_and_the_retries_come_from_the_contract():
+    """Every method states in the .proto whether it reads or writes
+    (imagesieve.v1.access); the token check and the client's retry policy
+    follow those options, not lists of their own."""
+    from imagesieve.channel import RETRIED_METHODS
+    from imagesieve.contract import methods
+    from imagesieve.v1 import (analysis_pb2, collections_pb2, common_pb2, consensus_pb2, duplicates_pb2,
+                               embedding_pb2)
+    from imagesieve_server.security import READ_ONLY_METHODS, WRITES_WHEN
+
+    ms = methods()
+    assert len(ms) == 16
+    for mod in (analysis_pb2, collections_pb2, consensus_pb2, duplicates_pb2, embedding_pb2):
+        for service in mod.DESCRIPTOR.services_by_name.values():
+            for m in service.methods:                  # stated, not left to the default
+                assert m.GetOptions().HasExtension(common_pb2.access), m.full_name
+    assert READ_ONLY_METHODS == {p for p, m in ms.items() if m.reads}
+    assert "/imagesieve.v1.CollectionService/AddImages" not in READ_ONLY_METHODS
+    assert WRITES_WHEN == {"/imagesieve.v1.DuplicateService/CheckDuplicates": "add_if_unique"}
+    retried = {p for p in ms for service, method in RETRIED_METHODS
+               if p.startswith(f"/{service}/") and (not method or p.endswith(f"/{method}"))}
+    assert retried == {p for p, m in ms.items() if m.reads and not m.writes_when}

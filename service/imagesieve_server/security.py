@@ -24,28 +24,21 @@ from typing import Awaitable, Callable
 
 import grpc
 
+from imagesieve.contract import methods
+
 # The caller's token name for the current call (for logs); "" when auth is off.
 principal: contextvars.ContextVar[str] = contextvars.ContextVar("imagesieve_principal", default="")
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
                  "/grpc.reflection.v1.ServerReflection/")
 
-_PKG = "/imagesieve.v1."
-# Methods a read-only token may call. Everything else (including methods
-# added later) needs a read-write token: the list fails closed.
-READ_ONLY_METHODS = frozenset({
-    _PKG + "EmbeddingService/Embed",
-    _PKG + "EmbeddingService/EmbedStream",
-    _PKG + "EmbeddingService/GetModelInfo",
-    _PKG + "CollectionService/ListCollections",
-    _PKG + "CollectionService/GetCollectionStats",
-    _PKG + "DuplicateService/CheckDuplicates",      # unless a request sets add_if_unique
-    _PKG + "DuplicateService/FindDuplicates",
-    _PKG + "AnalysisService/ScoreLabels",
-    _PKG + "AnalysisService/SampleSizeSweep",
-    _PKG + "ConsensusService/AnalyseConsensus",
-})
-CHECK_DUPLICATES = _PKG + "DuplicateService/CheckDuplicates"
+# Methods a read-only token may call, and the request field that makes a
+# request of one of them a write: from the .proto's access options
+# (imagesieve.contract). A method without the option needs a read-write token,
+# so a method added later fails closed.
+_CONTRACT = methods()
+READ_ONLY_METHODS = frozenset(p for p, m in _CONTRACT.items() if m.reads)
+WRITES_WHEN = {p: m.writes_when for p, m in _CONTRACT.items() if m.reads and m.writes_when}
 
 ROLES = ("ro", "rw")
 
@@ -147,17 +140,20 @@ def _denying_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, mess
     return grpc.stream_stream_rpc_method_handler(deny_stream, **kw)
 
 
-def _read_only_check_duplicates(handler: grpc.RpcMethodHandler):
-    """CheckDuplicates for a read-only caller: a request with add_if_unique
-    ends the call with PERMISSION_DENIED before the servicer sees it."""
+def _read_only_requests(handler: grpc.RpcMethodHandler, field: str):
+    """A streaming method for a read-only caller: a request with ``field``
+    set (CheckDuplicates' add_if_unique) ends the call with
+    PERMISSION_DENIED before the servicer sees it."""
     inner = handler.stream_stream
+    if inner is None:
+        raise TypeError(f"writes_when ({field}) is supported on stream-stream methods only")
 
     async def behavior(request_iterator, context):
         async def guarded():
             async for request in request_iterator:
-                if request.add_if_unique:
+                if getattr(request, field):
                     raise RequestRefused(grpc.StatusCode.PERMISSION_DENIED,
-                                         "add_if_unique needs a read-write token")
+                                         f"{field} needs a read-write token")
                 yield request
         try:
             async for response in inner(guarded(), context):
@@ -192,8 +188,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         principal.set(found.name)
         if found.role == "rw":
             return handler
-        if method == CHECK_DUPLICATES:
-            return _read_only_check_duplicates(handler)
+        if method in WRITES_WHEN:
+            return _read_only_requests(handler, WRITES_WHEN[method])
         if method in READ_ONLY_METHODS:
             return handler
         return _denying_handler(handler, grpc.StatusCode.PERMISSION_DENIED,

@@ -1,8 +1,23 @@
+from google.protobuf import descriptor_pb2 as _descriptor_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class Access(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACCESS_UNSPECIFIED: _ClassVar[Access]
+    ACCESS_READ: _ClassVar[Access]
+    ACCESS_WRITE: _ClassVar[Access]
+ACCESS_UNSPECIFIED: Access
+ACCESS_READ: Access
+ACCESS_WRITE: Access
+ACCESS_FIELD_NUMBER: _ClassVar[int]
+access: _descriptor.FieldDescriptor
+WRITES_WHEN_FIELD_NUMBER: _ClassVar[int]
+writes_when: _descriptor.FieldDescriptor
 
 class Image(_message.Message):
     __slots__ = ("key", "data", "server_path", "label", "split")

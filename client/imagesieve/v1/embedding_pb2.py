@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from imagesieve.v1 import common_pb2 as imagesieve_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dimagesieve/v1/embedding.proto\x12\rimagesieve.v1\x1a\x1aimagesieve/v1/common.proto\"j\n\x0c\x45mbedRequest\x12$\n\x06images\x18\x01 \x03(\x0b\x32\x14.imagesieve.v1.Image\x12\x15\n\rtop_k_classes\x18\x02 \x01(\x05\x12\x1d\n\x15with_layout_signature\x18\x03 \x01(\x08\">\n\nClassScore\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"\xdc\x01\n\tEmbedding\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\x06vector\x18\x02 \x03(\x02\x42\x02\x10\x01\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x18.imagesieve.v1.ItemError\x12.\n\x0btop_classes\x18\x04 \x03(\x0b\x32\x19.imagesieve.v1.ClassScore\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x18\n\x10layout_signature\x18\x07 \x01(\x0c\x12\x1c\n\x10image_properties\x18\x08 \x03(\x02\x42\x02\x10\x01\"L\n\rEmbedResponse\x12,\n\nembeddings\x18\x01 \x03(\x0b\x32\x18.imagesieve.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\"\x15\n\x13GetModelInfoRequest\"\xd2\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\x12\n\ninput_size\x18\x03 \x01(\x05\x12\x0e\n\x06layout\x18\x04 \x01(\t\x12\x15\n\rnormalization\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x0f\n\x07licence\x18\x07 \x01(\t\x12\x0e\n\x06sha256\x18\x08 \x01(\t\x12\x11\n\tproviders\x18\t \x03(\t\x12\x16\n\x0emax_batch_size\x18\n \x01(\x05\x12\x13\n\x0bnum_classes\x18\x0b \x01(\x05\x32\xf2\x01\n\x10\x45mbeddingService\x12\x42\n\x05\x45mbed\x12\x1b.imagesieve.v1.EmbedRequest\x1a\x1c.imagesieve.v1.EmbedResponse\x12L\n\x0b\x45mbedStream\x12\x1b.imagesieve.v1.EmbedRequest\x1a\x1c.imagesieve.v1.EmbedResponse(\x01\x30\x01\x12L\n\x0cGetModelInfo\x12\".imagesieve.v1.GetModelInfoRequest\x1a\x18.imagesieve.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dimagesieve/v1/embedding.proto\x12\rimagesieve.v1\x1a\x1aimagesieve/v1/common.proto\"j\n\x0c\x45mbedRequest\x12$\n\x06images\x18\x01 \x03(\x0b\x32\x14.imagesieve.v1.Image\x12\x15\n\rtop_k_classes\x18\x02 \x01(\x05\x12\x1d\n\x15with_layout_signature\x18\x03 \x01(\x08\">\n\nClassScore\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"\xdc\x01\n\tEmbedding\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\x06vector\x18\x02 \x03(\x02\x42\x02\x10\x01\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x18.imagesieve.v1.ItemError\x12.\n\x0btop_classes\x18\x04 \x03(\x0b\x32\x19.imagesieve.v1.ClassScore\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x18\n\x10layout_signature\x18\x07 \x01(\x0c\x12\x1c\n\x10image_properties\x18\x08 \x03(\x02\x42\x02\x10\x01\"L\n\rEmbedResponse\x12,\n\nembeddings\x18\x01 \x03(\x0b\x32\x18.imagesieve.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\"\x15\n\x13GetModelInfoRequest\"\xd2\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\x12\n\ninput_size\x18\x03 \x01(\x05\x12\x0e\n\x06layout\x18\x04 \x01(\t\x12\x15\n\rnormalization\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\x12\x0f\n\x07licence\x18\x07 \x01(\t\x12\x0e\n\x06sha256\x18\x08 \x01(\t\x12\x11\n\tproviders\x18\t \x03(\t\x12\x16\n\x0emax_batch_size\x18\n \x01(\x05\x12\x13\n\x0bnum_classes\x18\x0b \x01(\x05\x32\x84\x02\n\x10\x45mbeddingService\x12H\n\x05\x45mbed\x12\x1b.imagesieve.v1.EmbedRequest\x1a\x1c.imagesieve.v1.EmbedResponse\"\x04\xc8\xf3\x18\x01\x12R\n\x0b\x45mbedStream\x12\x1b.imagesieve.v1.EmbedRequest\x1a\x1c.imagesieve.v1.EmbedResponse\"\x04\xc8\xf3\x18\x01(\x01\x30\x01\x12R\n\x0cGetModelInfo\x12\".imagesieve.v1.GetModelInfoRequest\x1a\x18.imagesieve.v1.ModelInfo\"\x04\xc8\xf3\x18\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDDING'].fields_by_name['vector']._serialized_options = b'\020\001'
   _globals['_EMBEDDING'].fields_by_name['image_properties']._loaded_options = None
   _globals['_EMBEDDING'].fields_by_name['image_properties']._serialized_options = b'\020\001'
+  _globals['_EMBEDDINGSERVICE'].methods_by_name['Embed']._loaded_options = None
+  _globals['_EMBEDDINGSERVICE'].methods_by_name['Embed']._serialized_options = b'\310\363\030\001'
+  _globals['_EMBEDDINGSERVICE'].methods_by_name['EmbedStream']._loaded_options = None
+  _globals['_EMBEDDINGSERVICE'].methods_by_name['EmbedStream']._serialized_options = b'\310\363\030\001'
+  _globals['_EMBEDDINGSERVICE'].methods_by_name['GetModelInfo']._loaded_options = None
+  _globals['_EMBEDDINGSERVICE'].methods_by_name['GetModelInfo']._serialized_options = b'\310\363\030\001'
   _globals['_EMBEDREQUEST']._serialized_start=76
   _globals['_EMBEDREQUEST']._serialized_end=182
   _globals['_CLASSSCORE']._serialized_start=184
@@ -49,5 +55,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELINFO']._serialized_start=573
   _globals['_MODELINFO']._serialized_end=783
   _globals['_EMBEDDINGSERVICE']._serialized_start=786
-  _globals['_EMBEDDINGSERVICE']._serialized_end=1028
+  _globals['_EMBEDDINGSERVICE']._serialized_end=1046
 # @@protoc_insertion_point(module_scope)

@@ -79,9 +79,16 @@ def test_samplesize_reuses_them_and_a_changed_file_alone_is_embedded_again(audit
     assert answers[0]["points"] == answers[1]["points"] and answers[0]["answer"] == answers[1]["answer"]
 
 
-def test_a_store_of_another_model_is_refused_in_one_line(audited, tmp_path):
+def test_a_store_of_another_model_or_a_damaged_one_is_refused_in_one_line(audited, tmp_path):
     root, _ = audited
     from imagesieve_server.audit.store import EmbeddingStore
     EmbeddingStore(tmp_path / "other", "some_other_model", 512).close()
     r = cli("labels", root, "--embeddings", tmp_path / "other", "--out", tmp_path / "x")
     assert r.returncode == 2 and "holds some_other_model embeddings" in r.stderr and "Traceback" not in r.stderr
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "index.sqlite").write_text("not a database")
+    (tmp_path / "a_file").write_text("")
+    for bad in (damaged, tmp_path / "a_file"):
+        r = cli("samplesize", root, "--embeddings", bad, "--out", tmp_path / "y")
+        assert r.returncode == 2 and "cannot use" in r.stderr and "Traceback" not in r.stderr, r.stderr

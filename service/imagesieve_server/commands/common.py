@@ -50,7 +50,13 @@ def embed_paths(paths: list[Path], model: str, with_signatures: bool = False, st
     unchanged, are read from it (no model is loaded when all are), the
     others embedded and added."""
     if store is not None:
-        return _embed_into_store([str(p) for p in paths], model, with_signatures, store)
+        import sqlite3
+        try:
+            return _embed_into_store([str(p) for p in paths], model, with_signatures, store)
+        except (sqlite3.DatabaseError, OSError) as e:
+            # A damaged store or a path that is not a folder: one line, as for any bad argument.
+            raise ValueError(f"cannot use {store} as an embedding store ({e}); name another --embeddings "
+                             "folder") from e
     from imagesieve.progress import Progress
     from imagesieve_server.audit.embed import MAX_FILE_MB, read_image_file
     from imagesieve_server.engine import DecodeLimits, Embedder

@@ -181,3 +181,15 @@ def test_add_command_stores_labels_and_splits_so_dedup_sees_leakage(server, phot
     (extra / "bad.csv").write_text("file,label\nx.jpg,a\n")
     r = run_cli("add", str(extra / "bad.csv"), "--collection", "lab", "--server", server.address)
     assert r.returncode == 2 and "needs a 'path' column" in r.stderr
+
+
+def test_a_url_or_a_host_without_port_is_refused_before_dialling():
+    """`--server 127.0.0.1` dialled port 443 and `--server http://...` a
+    name gRPC cannot resolve; both now say what a gRPC address looks like."""
+    for bad, why in (("127.0.0.1", "has no port"), ("http://127.0.0.1:50051", "is a URL"), ("host:", "has no port")):
+        for cmd in (["health"], ["info"], ["embed", "x", "--out", "y.npy"]):
+            r = run_cli(*cmd, "--server", bad, timeout=60)
+            assert r.returncode == 2 and why in r.stderr and "Traceback" not in r.stderr, (cmd, bad, r.stderr)
+    from imagesieve.cli import server_address
+    for good in ("127.0.0.1:50051", "localhost:1", "[::1]:50051", "unix:/tmp/imagesieve.sock", "dns:///h:1"):
+        assert server_address(good) == good

@@ -103,6 +103,33 @@ def _add_security_options(p: argparse.ArgumentParser) -> None:
                    help="client key (PEM) for mutual TLS (env IMAGESIEVE_CLIENT_TLS_KEY)")
 
 
+def server_address(text: str) -> str:
+    """argparse type for --server: a gRPC target, host:port (or a gRPC
+    scheme such as unix:/path). A URL or a host without a port is refused
+    here, in one line, rather than dialled (a bare host dials port 443)."""
+    t = text.strip()
+    if t.startswith(("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:")):
+        return t
+    if "://" in t:
+        raise argparse.ArgumentTypeError(f"{text!r} is a URL; a gRPC server is addressed as host:port, "
+                                         "e.g. 127.0.0.1:50051")
+    host, sep, port = t.rpartition(":")
+    if not sep or not host or not port.isdigit() or (":" in host and not host.startswith("[")):
+        raise argparse.ArgumentTypeError(f"{text!r} has no port; give host:port, e.g. {t or '127.0.0.1'}:50051")
+    return t
+
+
+def _add_server_option(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--server", type=server_address, default=default,
+                   help="the server, host:port (default %(default)s; env IMAGESIEVE_SERVER)")
+
+
+def _add_connect_timeout(p: argparse.ArgumentParser, seconds: float) -> None:
+    p.add_argument("--connect-timeout", type=float, default=seconds,
+                   help="seconds to wait for the server to accept the connection (default %(default)s); "
+                        "a refused connection fails at once")
+
+
 def _security_kw(args) -> dict:
     token = getattr(args, "token", None) or os.environ.get("IMAGESIEVE_TOKEN") or None
     return dict(token=token, tls_ca=getattr(args, "tls_ca", None) or None,
@@ -431,34 +458,34 @@ def main(argv: list[str] | None = None) -> int:
 
     e = sub.add_parser("embed", help="embed images through a server into a .npy file")
     e.add_argument("paths", nargs="+", help="image files or folders (walked recursively)")
-    e.add_argument("--server", default=default_server, help="host:port (env IMAGESIEVE_SERVER)")
+    _add_server_option(e, default_server)
     e.add_argument("--out", required=True, help="output .npy; keys go to OUT.keys.txt")
     e.add_argument("--chunk-size", type=int, default=16, help="images per stream message")
-    e.add_argument("--connect-timeout", type=float, default=30.0)
+    _add_connect_timeout(e, 30.0)
     e.add_argument("--strict", action="store_true", help="exit 1 if any image failed")
     _add_security_options(e)
     e.set_defaults(func=cmd_embed)
 
     c = sub.add_parser("check", help="check images against a collection before ingestion")
     c.add_argument("paths", nargs="+", help="image files or folders")
-    c.add_argument("--collection", required=True)
-    c.add_argument("--server", default=default_server)
-    c.add_argument("-k", type=int, default=5, help="neighbours to fetch per image")
+    c.add_argument("--collection", required=True, help="the collection to check against (and add to)")
+    _add_server_option(c, default_server)
+    c.add_argument("-k", type=int, default=5, help="neighbours to show per image (default %(default)s)")
     c.add_argument("--threshold", type=float, default=0.0,
                    help="near-duplicate cosine with --raw-cosine (0 = collection default); else the candidates' floor")
     c.add_argument("--raw-cosine", action="store_true",
                    help="verdicts by embedding cosine alone (no stage-2 verification of each candidate)")
     c.add_argument("--add-if-unique", action="store_true", help="add each unique image, atomically")
     c.add_argument("--create", action="store_true", help="create the collection if it does not exist")
-    c.add_argument("--connect-timeout", type=float, default=30.0)
+    _add_connect_timeout(c, 30.0)
     _add_security_options(c)
     c.set_defaults(func=cmd_check)
 
     a = sub.add_parser("add", help="add images to a collection, with labels and splits")
     a.add_argument("paths", nargs="+",
                    help="image files, folders (walked recursively) or CSV manifests (path[,label][,split])")
-    a.add_argument("--collection", required=True)
-    a.add_argument("--server", default=default_server, help="host:port (env IMAGESIEVE_SERVER)")
+    a.add_argument("--collection", required=True, help="the collection to add to")
+    _add_server_option(a, default_server)
     a.add_argument("--folder-labels", action="store_true",
                    help="label = the image's folder name; split = a train/val/test folder above it")
     a.add_argument("--label", default="", help="label for images that get none otherwise")
@@ -467,14 +494,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="do not add a byte-identical copy of a stored image")
     a.add_argument("--create", action="store_true", help="create the collection if it does not exist")
     a.add_argument("--strict", action="store_true", help="exit 1 if any image failed")
-    a.add_argument("--connect-timeout", type=float, default=30.0, help="seconds to wait for the server")
+    _add_connect_timeout(a, 30.0)
     _add_security_options(a)
     a.set_defaults(func=cmd_add)
 
     dd = sub.add_parser("dedup", help="all duplicate pairs and groups of a collection")
-    dd.add_argument("--collection", required=True)
+    dd.add_argument("--collection", required=True, help="the collection to search")
     dd.add_argument("--out", required=True, help="folder for duplicates.json, pairs.csv, duplicate_groups.png")
-    dd.add_argument("--server", default=default_server)
+    _add_server_option(dd, default_server)
     dd.add_argument("--threshold", type=float, default=0.0,
                     help="cosine with --raw-cosine (0 = from the data); else the candidates' floor (0 = 0.5)")
     dd.add_argument("--raw-cosine", action="store_true",
@@ -483,20 +510,20 @@ def main(argv: list[str] | None = None) -> int:
     dd.add_argument("--grouping", choices=["bounded", "centre", "components"], default="bounded")
     dd.add_argument("--max-groups", type=int, default=60, help="groups drawn on the contact sheet")
     dd.add_argument("--columns", type=int, default=6)
-    dd.add_argument("--connect-timeout", type=float, default=30.0)
+    _add_connect_timeout(dd, 30.0)
     _add_security_options(dd)
     dd.set_defaults(func=cmd_dedup)
 
     i = sub.add_parser("info", help="show the server's model")
-    i.add_argument("--server", default=default_server)
-    i.add_argument("--connect-timeout", type=float, default=10.0)
+    _add_server_option(i, default_server)
+    _add_connect_timeout(i, 10.0)
     _add_security_options(i)
     i.set_defaults(func=cmd_info)
 
     h = sub.add_parser("health", help="gRPC health check of a server (exit 0 when SERVING)")
-    h.add_argument("--server", default=default_server)
+    _add_server_option(h, default_server)
     h.add_argument("--service", default="", help="service name ('' = the whole server)")
-    h.add_argument("--connect-timeout", type=float, default=5.0)
+    _add_connect_timeout(h, 5.0)
     _add_security_options(h)
     h.set_defaults(func=cmd_health)
 

@@ -16,7 +16,7 @@ from ..analysis.duplicates.find import CANDIDATE_K, DuplicateReport, find_duplic
 from ..analysis.classifiers import pixels_and_embeddings
 from ..analysis.labels import DEFAULT_CLASSIFIER, rank, score_labels
 from ..analysis.neighbors import knn, mean_found_similarity
-from ..analysis.outliers import flag_outliers, knn_similarity, outlier_scores
+from ..analysis.outliers import knn_similarity, outlier_scores
 from ..analysis.sample_size.run import SampleSizeReport, sample_size_report
 from ..checks import CHECKS
 from ..checks.base import CheckInputs, CheckResult
@@ -45,8 +45,7 @@ class AuditResults:
     class_counts: dict                   # split -> label -> count
     duplicates: DuplicateReport | None = None   # positions index the ok images (``ok_index``)
     knn_similarity: np.ndarray | None = None    # (N_ok,)
-    outlier_score: np.ndarray | None = None     # (N_ok,)
-    outliers: np.ndarray | None = None          # positions into ok images, most isolated first
+    outlier_score: np.ndarray | None = None     # (N_ok,) robust z of isolation (checks.outliers flags)
     class_names: list[str] = dataclasses.field(default_factory=list)
     label_ids: np.ndarray | None = None         # (N_ok,) int
     label_scores: object | None = None          # analysis.labels.LabelScores
@@ -59,6 +58,14 @@ class AuditResults:
     def ok_index(self) -> np.ndarray:
         """Global positions of the ok images (what analysis positions index)."""
         return np.flatnonzero(self.ok)
+
+
+def _run_checks(r: AuditResults, inputs: CheckInputs) -> None:
+    """Every registered check (``checks.CHECKS``), each a stage of its own."""
+    for name, check in CHECKS.items():
+        with r.stages.stage(name, announce=True):
+            r.checks[name] = check.from_inputs(inputs)
+            r.notes.extend(f"{check.TITLE}: {n}" for n in r.checks[name].notes)
 
 
 def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: float, target: float,
@@ -84,14 +91,11 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     r = AuditResults(paths, labels, splits, sha256, errors, vectors, ok,
                      threshold, {s: dict(c) for s, c in counts.items()}, stages=stages or StageLog())
     inputs = CheckInputs(ok, np.zeros((len(ok), 2), np.int32) if sizes is None else np.asarray(sizes), properties)
-    for name, check in CHECKS.items():
-        with r.stages.stage(name, announce=True):
-            r.checks[name] = check.from_inputs(inputs)
-            r.notes.extend(f"{check.TITLE}: {n}" for n in r.checks[name].notes)
     idx = r.ok_index
     x = vectors if len(idx) == len(vectors) else np.ascontiguousarray(vectors[idx])   # no copy when all ok
     if len(idx) < 2:
         r.notes.append("fewer than 2 images embedded: nothing to compare")
+        _run_checks(r, inputs)
         return r
     all_ok = len(idx) == len(vectors)
     # Lists of the shared label / split strings: a pointer an image.
@@ -117,7 +121,7 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     evidence = None
     chunks = None if neighbours is None else [(0, neighbours[0][:, :k], neighbours[1][:, :k])]
     neighbours = None
-    with r.stages.stage("neighbours and outliers", announce=True), StageProgress("  neighbours: ") as report:
+    with r.stages.stage("neighbours", announce=True), StageProgress("  neighbours: ") as report:
         if labelled:
             r.class_names = sorted(set(lab))
             ids = {c: i for i, c in enumerate(r.class_names)}
@@ -133,7 +137,9 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
             r.knn_similarity = mean_found_similarity(chunks[0][1], chunks[0][2])
         chunks = None
         r.outlier_score = outlier_scores(r.knn_similarity)
-        r.outliers = flag_outliers(r.outlier_score)
+    inputs.knn_similarity = np.full(len(ok), np.nan, np.float32)
+    inputs.knn_similarity[idx] = r.knn_similarity
+    _run_checks(r, inputs)
 
     if not labelled:
         r.notes.append("label scoring and the sample-size sweep need a label for every image "

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 from .analyse import AuditResults
 
 THUMB = 112
-MAX_GROUPS, MAX_SUSPECTS, MAX_OUTLIERS, MAX_LEAKS = 30, 48, 24, 200
+MAX_GROUPS, MAX_SUSPECTS, MAX_LEAKS = 30, 48, 200
 MAX_CHECK_TILES, MAX_CHECK_ROWS = 24, 1000   # per kind of issue: thumbnails in the page, rows in report.json
 
 
@@ -87,8 +87,8 @@ def summary(r: AuditResults) -> dict:
                  leakage_pairs=int(d.cross_split.sum()), label_conflict_pairs=int(d.labels_disagree.sum()),
                  duplicate_method=d.method, duplicate_threshold_reason=d.threshold_reason,
                  duplicate_candidates=int(d.candidates), duplicate_warnings=d.warnings)
-    if r.outliers is not None:
-        s["outliers"] = int(len(r.outliers))
+    if "outliers" in r.checks:
+        s["outliers"] = r.checks["outliers"].issues["isolated"].count
     if r.label_scores is not None:
         s.update(label_suspects=int(len(r.label_scores.suspects)),
                  estimated_label_noise_rate=float(r.label_scores.noise_rate))
@@ -184,10 +184,6 @@ def write_report(r: AuditResults, out: str | Path, source: str) -> dict:
     if r.duplicates is not None:
         streamed = {"duplicate_groups": lambda: _duplicate_groups(r.duplicates),
                     "leakage_pairs": lambda: _leakage_pairs(r.duplicates)}
-    if r.outliers is not None:
-        ok = r.ok_index
-        doc["outliers"] = [{"path": r.paths[ok[i]], "score": float(r.outlier_score[i]),
-                            "knn_similarity": float(r.knn_similarity[i])} for i in r.outliers.tolist()]
     if r.label_scores is not None:
         ls, ok = r.label_scores, r.ok_index
         doc["label_suspects"] = [{"path": r.paths[ok[i]], "given": r.class_names[r.label_ids[i]],
@@ -275,7 +271,7 @@ def render_html(r: AuditResults, s: dict, doc: dict, source: str) -> str:
     cards = [("images", s["images"]), ("embedded", s["embedded"]), ("failed", s["failed"]),
              ("duplicate pairs", s.get("duplicate_pairs", "-")), ("exact", s.get("exact_pairs", "-")),
              ("groups", s.get("duplicate_groups", "-")), ("train/test leakage", s.get("leakage_pairs", "-")),
-             ("label suspects", s.get("label_suspects", "-")), ("outliers", s.get("outliers", "-")),
+             ("label suspects", s.get("label_suspects", "-")),
              *((r.checks[n].title.lower() + ": images flagged", r.checks[n].flagged) for n in r.checks)]
     totals: dict[str, int] = {}
     for per in r.class_counts.values():
@@ -295,8 +291,6 @@ def render_html(r: AuditResults, s: dict, doc: dict, source: str) -> str:
     suspects = [_tile(x["path"], f"given: {x['given']}",
                       f"suggested: {x['suggested']} {x['suggested_probability']:.2f}", f"score {x['score']:.3f}")
                 for x in doc.get("label_suspects", [])[:MAX_SUSPECTS]] if r.label_scores is not None else []
-    outliers = [_tile(x["path"], f"kNN cosine {x['knn_similarity']:.3f}", f"z {x['score']:.1f}")
-                for x in doc.get("outliers", [])[:MAX_OUTLIERS]]
     checks = [{"name": name, "title": c["title"], "measured": c["measured"], "notes": c["notes"], "issues": [
         {**f, "tiles": [_tile(x["path"], Path(x["path"]).name, f"{x['score']:.3g}")
                         for x in f["images"][:MAX_CHECK_TILES]]} for f in c["issues"].values()]}
@@ -307,6 +301,6 @@ def render_html(r: AuditResults, s: dict, doc: dict, source: str) -> str:
         noise_rate=s.get("estimated_label_noise_rate"), notes=r.notes,
         balance_chart=Markup(_bar_chart(totals)),       # matplotlib's own SVG: trusted markup
         splits=[(split, sum(c.values())) for split, c in r.class_counts.items()],
-        duplicates=duplicates, leaks=doc.get("leakage_pairs", []), suspects=suspects, outliers=outliers,
+        duplicates=duplicates, leaks=doc.get("leakage_pairs", []), suspects=suspects,
         checks=checks, learning_curve=Markup(curve),
         sample_size_full_answer=r.sample_size.analysis.answer if r.sample_size is not None else "")

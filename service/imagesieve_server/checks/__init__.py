@@ -4,14 +4,15 @@ and one result type (``base.CheckResult``). The audit runs every check
 registered in ``CHECKS`` and its report renders any check's result, so a
 new kind of issue is one new module here plus one line below.
 
-Today: ``image_properties`` (blurry, dark, bright, low information,
-grayscale in a colour set, odd size or aspect). Duplicates, leakage,
-outliers, label issues and sample size still run from ``audit.analyse``
-(issue: one checks layer for gRPC, CLI and audit).
+Today: ``outliers`` (images far from all others) and ``image_properties``
+(blurry, dark, bright, low information, grayscale in a colour set, odd size
+or aspect). Duplicates, leakage, label issues and sample size still run
+from ``audit.analyse`` (issue: one checks layer for gRPC, CLI and audit).
 """
 from __future__ import annotations
 
-from . import image_properties
+from . import image_properties, outliers
 
-#: name -> module with ``Params``, ``TITLE`` and ``from_inputs(base.CheckInputs, Params) -> CheckResult``.
-CHECKS = {image_properties.NAME: image_properties}
+#: name -> module with ``Params``, ``TITLE`` and ``from_inputs(base.CheckInputs, Params) -> CheckResult``,
+#: in the report's order.
+CHECKS = {outliers.NAME: outliers, image_properties.NAME: image_properties}

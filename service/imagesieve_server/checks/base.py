@@ -11,10 +11,13 @@ import numpy as np
 class CheckInputs:
     """What the audit has for N images, for any check to take what it needs.
     ``ok``: (N,) bool, embedded; ``properties``: (N, engine.properties.COUNT)
-    float32 or None; ``sizes``: (N, 2) width, height (0 = unknown)."""
+    float32 or None; ``sizes``: (N, 2) width, height (0 = unknown);
+    ``knn_similarity``: (N,) mean cosine to the nearest images, NaN where
+    not embedded, or None."""
     ok: np.ndarray
     sizes: np.ndarray
     properties: np.ndarray | None = None
+    knn_similarity: np.ndarray | None = None
 
 
 @dataclasses.dataclass

@@ -93,3 +93,17 @@ def test_inputs_are_validated():
         run(np.zeros((3, COUNT - 1), np.float32), np.ones((3, 2)))
     with pytest.raises(ValueError):
         run(np.zeros((3, COUNT), np.float32), np.ones((2, 2)))
+
+
+def test_properties_come_with_the_signature_unless_a_caller_needs_none(embedder, photos):
+    """The audit and Embed(with_layout_signature) get both from one decode;
+    a collection's add or check stores no properties and pays for none."""
+    data = photos[0][0]
+    both = embedder.prepare(data, with_signature=True)
+    assert both.signature is not None and both.properties.shape == (COUNT,)
+    signature_only = embedder.prepare(data, with_signature=True, with_properties=False)
+    assert signature_only.signature is not None and signature_only.properties is None
+    plain = embedder.prepare(data)
+    assert plain.signature is None and plain.properties is None
+    for p in (both, signature_only, plain):          # the model inputs' charges go back to the budget
+        embedder.budget.release(p.charged)

@@ -193,3 +193,32 @@ def test_a_url_or_a_host_without_port_is_refused_before_dialling():
     from imagesieve.cli import server_address
     for good in ("127.0.0.1:50051", "localhost:1", "[::1]:50051", "unix:/tmp/imagesieve.sock", "dns:///h:1"):
         assert server_address(good) == good
+
+
+def test_add_takes_labels_and_splits_from_any_folder_layout_and_any_manifest_header(tmp_path):
+    """Class/split and split/class layouts, a split folder given itself,
+    files given one by one; a spreadsheet's manifest header (spaces, other
+    case) and a row without a path."""
+    import argparse
+    from pathlib import Path
+
+    import pytest
+    from imagesieve.cli import labelled_inputs
+    for rel in ("data/train/cat/a.png", "data/test/dog/b.png", "data2/cat/train/c.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    (tmp_path / "m.csv").write_text("Path , Label, Split\ndata/train/cat/a.png, cat, Train\n\ndata2/cat/train/c.png,dog\n")
+
+    def inputs(*paths, label="", split=""):
+        ns = argparse.Namespace(paths=[str(tmp_path / p) for p in paths], folder_labels=True, label=label, split=split)
+        return sorted((str(Path(p).relative_to(tmp_path)), lab, spl) for p, lab, spl in labelled_inputs(ns))
+    expected = [("data/test/dog/b.png", "dog", "test"), ("data/train/cat/a.png", "cat", "train")]
+    assert inputs("data/train", "data/test") == expected
+    assert inputs("data") == expected
+    assert inputs("data/train/cat/a.png", "data/test/dog/b.png") == expected
+    assert inputs("data2") == [("data2/cat/train/c.png", "cat", "train")]
+    assert inputs("m.csv", split="Val") == [("data/train/cat/a.png", "cat", "train"),
+                                            ("data2/cat/train/c.png", "dog", "val")]
+    (tmp_path / "bad.csv").write_text("label,path\ncat\n")
+    with pytest.raises(ValueError, match="bad.csv:2: no path"):
+        inputs("bad.csv")

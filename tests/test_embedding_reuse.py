@@ -33,9 +33,9 @@ def audited(tmp_path_factory):
     return root, out
 
 
-def cli(*args, timeout=600):
+def cli(*args, timeout=600, cwd=None):
     return subprocess.run([sys.executable, "-m", "imagesieve.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, cwd=cwd)
 
 
 def test_labels_after_an_audit_reuse_its_embeddings_and_give_its_answer(audited, tmp_path):
@@ -53,7 +53,9 @@ def test_labels_after_an_audit_reuse_its_embeddings_and_give_its_answer(audited,
 
 
 def test_samplesize_reuses_them_and_a_changed_file_alone_is_embedded_again(audited, tmp_path):
-    root, audit_out = audited
+    import shutil
+    root = tmp_path / "data"                  # a copy: this test changes a file
+    shutil.copytree(audited[0], root)
     store = tmp_path / "store"
     r = cli("samplesize", root, "--embeddings", store, "--classifier", "lda", "--repeats", "2",
             "--bootstrap", "20", "--out", tmp_path / "s1")
@@ -92,3 +94,24 @@ def test_a_store_of_another_model_or_a_damaged_one_is_refused_in_one_line(audite
     for bad in (damaged, tmp_path / "a_file"):
         r = cli("samplesize", root, "--embeddings", bad, "--out", tmp_path / "y")
         assert r.returncode == 2 and "cannot use" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_another_spelling_of_the_paths_reuses_them_and_a_busy_store_is_refused(audited, tmp_path):
+    """The audit was given an absolute folder; a command run from its parent
+    with a relative one finds the same images (keys are absolute paths).
+    A store another process has open is refused in one line: two writers
+    would number their shards alike and overwrite each other's vectors."""
+    root, audit_out = audited
+    n = len(CLASSES) * PER_CLASS
+    r = cli("labels", root.name, "--embeddings", audit_out, "--top", "5%", "--out", tmp_path / "rel", cwd=root.parent)
+    assert r.returncode == 0 and f"embeddings: all {n} reused" in r.stderr, r.stderr
+    from imagesieve_server.audit.store import EmbeddingStore, StoreInUse
+    held = EmbeddingStore(audit_out / "embeddings", "mobilenet_v1", 1024)
+    try:
+        r = cli("labels", root, "--embeddings", audit_out, "--out", tmp_path / "busy")
+        assert r.returncode == 2 and "in use by another imagesieve process" in r.stderr, r.stderr
+        with pytest.raises(StoreInUse):
+            EmbeddingStore(audit_out / "embeddings", "mobilenet_v1", 1024)
+    finally:
+        held.close()
+    assert cli("labels", root, "--embeddings", audit_out, "--out", tmp_path / "free").returncode == 0

@@ -66,7 +66,7 @@ def test_the_client_cli_works_against_a_live_server(client_venv, server, photos,
 def test_server_commands_say_what_to_install(client_venv):
     for args in (["serve"], ["audit", "x", "--out", "y"], ["labels", "x"]):
         r = _run(client_venv, *args)
-        assert r.returncode == 2 and "pip install imagesieve-server" in r.stderr, (args, r.stderr)
+        assert r.returncode == 2 and "pip install imagesieve-server (from a checkout: pip install ./client .)" in r.stderr, (args, r.stderr)
         assert "Traceback" not in r.stderr
     r = _run(client_venv, "--help")
     assert r.returncode == 0 and "audit" in r.stdout and "health" in r.stdout

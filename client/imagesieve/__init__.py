@@ -11,7 +11,13 @@ every service stub.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:      # type checkers see the real classes; at run time they load on first use
+    from .client import (AddResult, AsyncClient, Client, DuplicateCheckResult, EmbeddingResult,  # noqa: F401
+                         Embeddings, ItemFailure)
+
+__version__ = "0.2.0"
 _CLIENT_NAMES = ("AddResult", "AsyncClient", "Client", "DuplicateCheckResult", "EmbeddingResult", "Embeddings",
                  "ItemFailure")
 __all__ = [*_CLIENT_NAMES, "__version__"]

@@ -210,37 +210,69 @@ def cmd_check(args) -> int:
 SPLIT_NAMES = frozenset({"train", "val", "valid", "validation", "test"})
 
 
-def labelled_inputs(args) -> list[tuple[Path, str, str]]:
-    """(path, label, split) of every image ``add`` sends: a .csv SOURCE is a
-    manifest (columns path[,label][,split]; relative paths from the CSV's
-    folder); files and folders are walked, and with ``--folder-labels`` an
-    image's label is its folder's name and its split a train/val/test folder
-    above it. ``--label`` / ``--split`` fill what is still empty."""
+def folder_label_and_split(folders: list[str]) -> tuple[str, str]:
+    """(label, split) from an image's folders, nearest first: the split is
+    the nearest train/val/test folder, the label the nearest other one
+    (``cat/train/x.png`` and ``train/cat/x.png`` both give cat, train)."""
+    split = next((f.lower() for f in folders if f.lower() in SPLIT_NAMES), "")
+    label = next((f for f in folders if f.lower() not in SPLIT_NAMES), "")
+    return label, split
+
+
+def _manifest_rows(manifest: Path) -> list[tuple[Path, str, str]]:
+    """(path, label, split) rows of a CSV manifest: columns path[,label][,split],
+    named in any case and with spaces around them (a spreadsheet's export),
+    relative paths from the manifest's folder; splits in lower case."""
     import csv
 
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = [h.strip().lower() for h in next(reader, [])]
+            if "path" not in header:
+                raise ValueError(f"{manifest}: a manifest needs a 'path' column (and optional label, split); "
+                                 f"its header is {header}")
+            col = {name: header.index(name) for name in ("path", "label", "split") if name in header}
+            rows = []
+            for line, row in enumerate(reader, start=2):
+                cell = lambda name: row[col[name]].strip() if name in col and col[name] < len(row) else ""  # noqa: E731
+                if not any(c.strip() for c in row):
+                    continue
+                if not cell("path"):
+                    raise ValueError(f"{manifest}:{line}: no path")
+                p = Path(cell("path"))
+                rows.append((p if p.is_absolute() else manifest.parent / p, cell("label"), cell("split").lower()))
+            return rows
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise ValueError(f"{manifest}: not a readable CSV manifest ({e})") from None
+
+
+def labelled_inputs(args) -> list[tuple[Path, str, str]]:
+    """(path, label, split) of every image ``add`` sends: a .csv SOURCE is a
+    manifest (:func:`_manifest_rows`); files and folders are walked, and
+    with ``--folder-labels`` label and split come from the folders an image
+    lies in (:func:`folder_label_and_split`; within a folder given, up to
+    and including that folder's own name; for a file given, its parent and
+    grandparent). ``--label`` / ``--split`` fill what is still empty."""
     out: list[tuple[Path, str, str]] = []
-    plain = [p for p in args.paths if not p.lower().endswith(".csv")]
-    for manifest in (p for p in args.paths if p.lower().endswith(".csv")):
-        m = Path(manifest)
-        if not m.is_file():
-            raise MissingPath(f"no such file or folder: {manifest}")
-        with open(m, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
-        if rows and "path" not in rows[0]:
-            raise ValueError(f"{manifest}: a manifest needs a 'path' column (and optional label, split)")
-        for row in rows:
-            p = Path(row["path"].strip())
-            out.append((p if p.is_absolute() else m.parent / p, (row.get("label") or "").strip(),
-                        (row.get("split") or "").strip()))
-    for root in plain:
-        for p in iter_image_paths([root]):
+    for source in args.paths:
+        if source.lower().endswith(".csv"):
+            m = Path(source)
+            if not m.is_file():
+                raise MissingPath(f"no such file or folder: {source}")
+            out.extend(_manifest_rows(m))
+            continue
+        root = Path(source)
+        for p in iter_image_paths([source]):
             label = split = ""
-            if args.folder_labels and Path(root).is_dir():
-                parts = p.relative_to(root).parts[:-1]
-                label = parts[-1] if parts and parts[-1].lower() not in SPLIT_NAMES else ""
-                split = next((x.lower() for x in parts if x.lower() in SPLIT_NAMES), "")
+            if args.folder_labels:
+                if root.is_dir():
+                    folders = [*reversed(p.relative_to(root).parts[:-1]), root.resolve().name]
+                else:
+                    folders = [p.resolve().parent.name, p.resolve().parent.parent.name]
+                label, split = folder_label_and_split(folders)
             out.append((p, label, split))
-    return [(p, label or args.label, split or args.split) for p, label, split in out]
+    return [(p, label or args.label, split or args.split.lower()) for p, label, split in out]
 
 
 def cmd_add(args) -> int:
@@ -380,12 +412,14 @@ def cmd_health(args) -> int:
     return 0 if name == "SERVING" else 1
 
 
+NEEDS_SERVER = "needs the server: pip install imagesieve-server (from a checkout: pip install ./client .)"
+
+
 def cmd_serve(argv: list[str]) -> int:
     try:
         from imagesieve_server.server import main as serve_main
     except ImportError as e:
-        print(f"imagesieve serve needs the server extra: pip install imagesieve-server ({e})",
-              file=sys.stderr)
+        print(f"imagesieve serve {NEEDS_SERVER} ({e})", file=sys.stderr)
         return 2
     return serve_main(argv)
 
@@ -421,8 +455,7 @@ def _add_server_commands(sub, chosen: str | None) -> None:
 
 
 def _needs_server(name: str, error: ImportError) -> int:
-    print(f"imagesieve {name} needs the server extra: pip install imagesieve-server ({error})",
-          file=sys.stderr)
+    print(f"imagesieve {name} {NEEDS_SERVER} ({error})", file=sys.stderr)
     return 2
 
 

@@ -1,8 +1,9 @@
 """What the .proto says about each method, read from the generated
 descriptors: its ``imagesieve.v1.access`` option (READ: changes nothing;
 WRITE, or none: changes state) and ``writes_when`` (the bool request field
-that makes a READ method's request a write). The server's token check and
-the client's retry policy follow it; they keep no list of their own."""
+that makes a READ method's request a write). The server's token check reads
+it; the client's retry list (``channel.RETRIED_METHODS``, kept light: a
+health probe loads no service stubs) is checked against it by a test."""
 from __future__ import annotations
 
 import dataclasses

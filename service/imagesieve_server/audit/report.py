@@ -58,12 +58,14 @@ def _bar_chart(counts: dict[str, int]) -> str:
 
     fig = Figure(figsize=(7, 0.25 * len(items) + 0.6))
     ax = fig.add_subplot()
-    names = [k[:24] for k, _ in items][::-1]
+    # Positions, not names, on the axis: two long names cut alike stay two bars.
+    names = [k if len(k) <= 24 else k[:23] + "…" for k, _ in items][::-1]
     values = [v for _, v in items][::-1]
-    bars = ax.barh(names, values, color="#4a7bd0")
+    bars = ax.barh(range(len(items)), values, color="#4a7bd0")
     ax.bar_label(bars, padding=3, fontsize=8)
+    # A class name is text, never mathtext ("$5 and $10", "a$\\frac$" crashed the report).
+    ax.set_yticks(range(len(items)), names, fontsize=8, parse_math=False)
     ax.set_xlabel("images")
-    ax.tick_params(axis="y", labelsize=8)
     ax.margins(x=0.12)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)

@@ -48,7 +48,7 @@ class LoadedEmbeddings(NamedTuple):
     errors: list[str]                # '' where the image embedded
     sizes: np.ndarray                # (N, 2) int32 width, height
     signatures: np.ndarray | None    # (N, SIGNATURE_BYTES) uint8, None if a shard predates them
-    properties: np.ndarray | None = None   # (N, properties.COUNT) float32, None if a shard predates them
+    properties: np.ndarray | None = None   # (N, properties.COUNT) float32, NaN rows: not measured
 
 
 @dataclasses.dataclass
@@ -82,11 +82,28 @@ def stored_model(root: str | os.PathLike) -> tuple[str, int] | None:
     return (meta["model"], int(meta["dim"])) if "model" in meta and "dim" in meta else None
 
 
+class StoreInUse(ValueError):
+    """Another process has the store open (an audit or a command writing it)."""
+
+
 class EmbeddingStore:
+    """Keys are absolute paths (rows stored before under the path as given
+    are still found by it). One process at a time: a second one gets
+    StoreInUse, as two writers would number their shards alike and each
+    overwrite the other's vectors."""
+
     def __init__(self, root: str | os.PathLike, model: str, dim: int, shard_size: int = 1024):
+        import fcntl
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.dim, self.shard_size = dim, shard_size
+        self._lock = open(self.root / ".lock", "a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise StoreInUse(f"{self.root} is in use by another imagesieve process (an audit or a command "
+                             "embedding into it); wait for it to finish, or use another folder") from None
         self.db = sqlite3.connect(str(self.root / "index.sqlite"), isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
@@ -99,26 +116,41 @@ class EmbeddingStore:
         self._pending: list[Embedded] = []
 
     def close(self) -> None:
-        self.flush()
-        self.db.close()
+        try:
+            self.flush()
+            self.db.close()
+        finally:
+            self._lock.close()          # releases the lock
+
+    def _row(self, columns: str, path: str):
+        """The stored row of ``path``: under its absolute path, else (stored
+        before keys were absolute) under the path as given."""
+        key = os.path.abspath(path)
+        row = self.db.execute(f"SELECT {columns} FROM items WHERE path=?", (key,)).fetchone()
+        if row is None and key != path:
+            row = self.db.execute(f"SELECT {columns} FROM items WHERE path=?", (path,)).fetchone()
+        return row
 
     # -- what needs embedding -------------------------------------------
     def is_current(self, path: str) -> bool | None:
         """True: stored and unchanged (same size and mtime); False: stored
-        but the file changed on disk (check its hash); None: never seen."""
-        row = self.db.execute("SELECT size, mtime_ns FROM items WHERE path=?", (path,)).fetchone()
-        if row is None:
+        but the file changed on disk (check its hash); None: never seen, or
+        stored as a failure (tried again: the limit or the server that
+        refused it may have changed, a permission been fixed)."""
+        row = self._row("size, mtime_ns, error", path)
+        if row is None or row[2]:
             return None
         st = os.stat(path)
-        return (st.st_size, st.st_mtime_ns) == tuple(row)
+        return (st.st_size, st.st_mtime_ns) == tuple(row[:2])
 
     def same_content(self, path: str, sha: str) -> bool:
         """After a change of size or mtime: same bytes (then refresh the stat)?"""
-        row = self.db.execute("SELECT sha256 FROM items WHERE path=?", (path,)).fetchone()
-        if row is None or row[0] != sha:
+        row = self._row("sha256", path)
+        if row is None or not sha or row[0] != sha:
             return False
         st = os.stat(path)
-        self.db.execute("UPDATE items SET size=?, mtime_ns=? WHERE path=?", (st.st_size, st.st_mtime_ns, path))
+        self.db.execute("UPDATE items SET size=?, mtime_ns=? WHERE path IN (?, ?)",
+                        (st.st_size, st.st_mtime_ns, os.path.abspath(path), path))
         return True
 
     # -- writing ------------------------------------------------------------
@@ -156,8 +188,8 @@ class EmbeddingStore:
         self.db.execute("BEGIN")
         self.db.executemany(
             "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(it.path, it.sha256, it.size, it.mtime_ns, shard, i, it.width, it.height, it.error or None)
-             for i, it in enumerate(self._pending)])
+            [(os.path.abspath(it.path), it.sha256, it.size, it.mtime_ns, shard, i, it.width, it.height,
+              it.error or None) for i, it in enumerate(self._pending)])
         self.db.execute("COMMIT")
         self._next_shard += 1
         self._pending = []
@@ -168,10 +200,10 @@ class EmbeddingStore:
         vectors (N, D) float32, sha256 (N,) ``S64`` hex bytes, error per path
         ('' when fine; one shared object, so the list costs a pointer an
         image), width/height (N, 2) int32, layout signatures (N,
-        SIGNATURE_BYTES) uint8 and image properties (N, properties.COUNT)
-        float32 (NaN rows: not measured), each None when some shard has none
-        (embedded by an older version). Nothing per image is held but these
-        arrays."""
+        SIGNATURE_BYTES) uint8, None when some shard has none (embedded by
+        an older version), and image properties (N, properties.COUNT)
+        float32, NaN rows where not measured (failed, or a shard from before
+        them). Nothing per image is held but these arrays."""
         n = len(paths)
         # A few shards mapped at a time: a mapped shard's touched pages count
         # in this process' resident memory until it is unmapped.
@@ -181,10 +213,9 @@ class EmbeddingStore:
         errors: list[str] = [""] * n
         sizes = np.zeros((n, 2), dtype=np.int32)
         signatures: np.ndarray | None = np.zeros((n, SIGNATURE_BYTES), dtype=np.uint8)
-        props: np.ndarray | None = np.full((n, image_props.COUNT), np.nan, dtype=np.float32)
-        query = "SELECT sha256, shard, row, width, height, error FROM items WHERE path=?"
+        props = np.full((n, image_props.COUNT), np.nan, dtype=np.float32)
         for i, p in enumerate(paths):
-            r = self.db.execute(query, (p,)).fetchone()
+            r = self._row("sha256, shard, row, width, height, error", p)
             if r is None:
                 raise KeyError(f"{p} was never embedded")
             digest, shard, row, w, h, err = r
@@ -203,9 +234,7 @@ class EmbeddingStore:
                 signatures = None
             elif signatures is not None:
                 signatures[i] = upgrade(sig_shard[row])        # a shard from before the opacity bits: opaque
-            if prop_shard is None:
-                props = None
-            elif props is not None:
+            if prop_shard is not None:          # a shard from before the properties: NaN, not measured
                 props[i] = prop_shard[row]
             sha[i] = digest.encode()
             if err:

@@ -51,9 +51,15 @@ def embed_paths(paths: list[Path], model: str, with_signatures: bool = False, st
     others embedded and added."""
     if store is not None:
         import sqlite3
+
+        from imagesieve_models.manifest import find_model
+        try:
+            find_model(model)            # a model that is not there is that, not a bad store
+        except FileNotFoundError as e:
+            raise ValueError(str(e)) from None
         try:
             return _embed_into_store([str(p) for p in paths], model, with_signatures, store)
-        except (sqlite3.DatabaseError, OSError) as e:
+        except (sqlite3.DatabaseError, NotADirectoryError, FileExistsError, PermissionError) as e:
             # A damaged store or a path that is not a folder: one line, as for any bad argument.
             raise ValueError(f"cannot use {store} as an embedding store ({e}); name another --embeddings "
                              "folder") from e

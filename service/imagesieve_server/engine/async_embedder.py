@@ -44,13 +44,16 @@ class AsyncEmbedder:
         if not decoding.cancelled() and decoding.exception() is None:
             self.embedder.budget.release(decoding.result().charged)
 
-    async def embed(self, data: bytes, with_signature: bool = False) -> ImageEmbedding:
+    async def embed(self, data: bytes, with_signature: bool = False, with_properties: bool = False
+                    ) -> ImageEmbedding:
         """One image -> ImageEmbedding (with its layout signature when
-        ``with_signature``); bad input sets ``error``, never raises
+        ``with_signature``, its properties when ``with_properties``); bad
+        input sets ``error``, never raises
         DecodeError. QueueFullError propagates (the caller maps it to
         RESOURCE_EXHAUSTED)."""
         async with self._inflight:
-            decoding = self.decoders.submit(connection.get(), self.embedder.prepare, data, with_signature)
+            decoding = self.decoders.submit(connection.get(), self.embedder.prepare, data, with_signature,
+                                           with_properties)
             try:
                 prepared = await asyncio.wrap_future(decoding)
             except DecodeError as e:

@@ -67,10 +67,13 @@ class ImageReader:
         return NewImage(key=image.key, sha256=sha, vector=result.vector, label=image.label, split=image.split,
                         width=result.width, height=result.height, signature=result.signature), None
 
-    async def embed(self, image: common_pb2.Image, with_signature: bool = False, with_hash: bool = False
+    async def embed(self, image: common_pb2.Image, with_signature: bool = False, with_hash: bool = False,
+                    with_properties: bool = False
                     ) -> tuple[ImageEmbedding | None, common_pb2.ItemError | None, str]:
         """(embedding, None, sha256 hex of the bytes when ``with_hash``, else
-        "") or (None, ItemError, ""). Never raises for the image's own faults;
+        "") or (None, ItemError, ""); the image's properties too with
+        ``with_properties`` (collections store none: their calls do not pay
+        for them). Never raises for the image's own faults;
         QueueFullError propagates (the call's RESOURCE_EXHAUSTED).
 
         A ``server_path`` file (one file: same device, inode, size and
@@ -82,19 +85,19 @@ class ImageReader:
         if which is None:
             return None, item_error(grpc.StatusCode.INVALID_ARGUMENT, "image has neither data nor server_path"), ""
         if which == "data":
-            return await self._embed_data(image.data, with_signature, with_hash)
+            return await self._embed_data(image.data, with_signature, with_hash, with_properties)
         opened = await self._open(image.server_path)
         if not isinstance(opened, tuple):
             return None, opened, ""
         fd, st = opened
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, with_signature, with_hash)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, with_signature, with_hash, with_properties)
         self._forget_shared()
         shared = self._shared.get(key)
         if shared is not None:
             os.close(fd)
         else:
             shared = self._shared[key] = asyncio.ensure_future(
-                self._embed_opened(image.server_path, fd, st.st_size, with_signature, with_hash))
+                self._embed_opened(image.server_path, fd, st.st_size, with_signature, with_hash, with_properties))
             shared.add_done_callback(lambda done: self._keep_or_drop(key, done))
         # shield: one asker leaving (a cancelled call) must not cancel the others' answer
         return await asyncio.shield(shared)
@@ -116,19 +119,21 @@ class ImageReader:
             self._shared.pop(key, None)
             over -= 1
 
-    async def _embed_opened(self, path: str, fd: int, size: int, with_signature: bool, with_hash: bool):
+    async def _embed_opened(self, path: str, fd: int, size: int, with_signature: bool, with_hash: bool,
+                            with_properties: bool):
         data, reserved = await self._read_opened(path, fd, size)
         if not isinstance(data, bytes):
             return None, data, ""
-        return await self._embed_data(data, with_signature, with_hash, reserved)
+        return await self._embed_data(data, with_signature, with_hash, with_properties, reserved)
 
-    async def _embed_data(self, data: bytes, with_signature: bool, with_hash: bool, reserved: int = 0):
+    async def _embed_data(self, data: bytes, with_signature: bool, with_hash: bool, with_properties: bool = False,
+                          reserved: int = 0):
         """Embed bytes already in memory; ``reserved``: the bytes already
         charged for them (a file read), else (0) they are charged here."""
         try:
             if not reserved:
                 reserved = await self.budget.reserve(len(data), "this image")   # its request's charge ended
-            result = await self.engine.embed(data, with_signature)
+            result = await self.engine.embed(data, with_signature, with_properties)
             if result.error is not None:
                 return None, item_error(result.error.code, str(result.error)), ""
             return result, None, content_hash(data) if with_hash else ""

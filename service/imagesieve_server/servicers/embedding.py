@@ -42,7 +42,7 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
     # -- one image ----------------------------------------------------------
     async def _embed_image(self, image, top_k: int, with_signature: bool = False) -> embedding_pb2.Embedding:
         out = embedding_pb2.Embedding(key=image.key)
-        result, err, _ = await self.reader.embed(image, with_signature)
+        result, err, _ = await self.reader.embed(image, with_signature, with_properties=with_signature)
         if err is not None:
             out.error.CopyFrom(err)
             return out

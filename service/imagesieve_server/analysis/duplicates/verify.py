@@ -61,8 +61,8 @@ from ...engine.signature import FRAME_TOLERANCE, SIDE, SIGNATURE_BYTES, edge_ton
 INNER = 0.8
 CELLS = 4                # the aligned views are also compared cell by cell, CELLS x CELLS ...
 CELL_KEEP = 0.75         # ... and the best three quarters of the cells count
-# Shares of a side a crop may keep, from the whole view down to 50% (a quarter
-# of the area), in steps of ~7%. A 45% floor (a 13 px template) matched part of
+# Shares of a side a crop may keep, from the whole view down to 49% (a quarter
+# of the area), in steps of ~8%. A 45% floor (a 13 px template) matched part of
 # other pictures: in the benchmark and probe runs 34 false pairs at that share
 # and no copy; in Adwaita's icons 107 pairs of differently named glyphs at
 # 20-25% of the frame and no pair of one icon (README, "Deep crops").

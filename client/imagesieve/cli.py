@@ -520,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--collection", required=True, help="the collection to add to")
     _add_server_option(a, default_server)
     a.add_argument("--folder-labels", action="store_true",
-                   help="label = the image's folder name; split = a train/val/test folder above it")
+                   help="label = the nearest folder above an image that is not train/val/test (a folder "
+                        "given counts); split = the nearest train/val/test folder")
     a.add_argument("--label", default="", help="label for images that get none otherwise")
     a.add_argument("--split", default="", help="split (e.g. train, test) for images that get none otherwise")
     a.add_argument("--skip-exact-duplicates", action="store_true",

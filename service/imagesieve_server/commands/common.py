@@ -119,25 +119,24 @@ def _embed_into_store(paths: list[str], model: str, with_signatures: bool, root:
         if held[0] != name:
             raise ValueError(f"{root} holds {held[0]} embeddings; this command uses {name} (--model): "
                              "use another --embeddings folder")
-        store = EmbeddingStore(root, *held)
-        reused = not len(plan(store, paths))
-    else:
-        store, reused = None, False
-    if not reused:
-        backend = InProcessBackend(model)
-        try:
-            store = store or EmbeddingStore(root, backend.model, backend.dim)
-            counts = embed_stage(store, backend, paths)
-        finally:
-            backend.close()
-        print(f"embeddings: {counts['embedded_now']} embedded now, {counts['reused']} reused from {root}",
-              file=sys.stderr)
-    else:
-        print(f"embeddings: all {len(paths)} reused from {root}", file=sys.stderr)
-    try:
+    store = None
+    try:                             # the store is closed (its lock released) whatever fails
+        store = EmbeddingStore(root, *held) if held is not None else None
+        if store is not None and not len(plan(store, paths)):
+            print(f"embeddings: all {len(paths)} reused from {root}", file=sys.stderr)
+        else:
+            backend = InProcessBackend(model)
+            try:
+                store = store or EmbeddingStore(root, backend.model, backend.dim)
+                counts = embed_stage(store, backend, paths)
+            finally:
+                backend.close()
+            print(f"embeddings: {counts['embedded_now']} embedded now, {counts['reused']} reused from {root}",
+                  file=sys.stderr)
         loaded = store.load(paths)
     finally:
-        store.close()
+        if store is not None:
+            store.close()
     signatures = loaded.signatures if with_signatures else None
     if with_signatures and signatures is None:
         raise ValueError(f"{root} was written by an older version without layout thumbnails; "

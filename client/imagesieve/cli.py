@@ -1,6 +1,6 @@
 """``imagesieve``: the command line.
 
-    imagesieve serve [--address HOST:PORT] ...     run the gRPC server (server extra)
+    imagesieve serve [--address HOST:PORT] ...     run the gRPC server (needs imagesieve-server)
     imagesieve embed PATHS... --server ADDR --out FILE.npy
     imagesieve check PATHS... --collection C [--add-if-unique]   verdict per image
     imagesieve add PATHS|MANIFEST.csv --collection C [--folder-labels]   images with labels and splits
@@ -425,7 +425,7 @@ def cmd_serve(argv: list[str]) -> int:
 
 
 # Subcommands that run analyses in-process: they live with the server
-# (imagesieve_server.commands.NAME: add_arguments, run) and need its extra.
+# (imagesieve_server.commands.NAME: add_arguments, run) and need that distribution (imagesieve-server).
 SERVER_COMMANDS = {
     "audit": "the whole quality picture of a dataset: duplicates, leakage, outliers, labels, quantity",
     "labels": "rank likely mislabeled images (labelfix and out-of-fold scoring)",

@@ -1,5 +1,5 @@
 """Start ``imagesieve serve`` as a child process on a free loopback port, for
-the demo, tests and benchmarks (needs the server extra installed)."""
+the demo, tests and benchmarks (needs the server, imagesieve-server, installed)."""
 from __future__ import annotations
 
 import os

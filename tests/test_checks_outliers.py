@@ -31,7 +31,9 @@ def test_off_topic_images_among_photos_are_the_outliers(embedder, photos, digits
 def test_unmeasured_images_are_skipped_and_positions_index_all_images():
     sim = np.array([0.9, np.nan, 0.91, 0.89, 0.9, 0.2, 0.92, 0.88, 0.9, 0.91] * 10, np.float32)
     r = run(sim)
-    assert r.measured == 90 and set(r.issues["isolated"].positions.tolist()) <= set(range(5, 100, 10))
+    flagged = r.issues["isolated"].positions.tolist()
+    # 10 isolated images of 90 measured, at most 1% flagged: one, an isolated one, never the NaN rows.
+    assert r.measured == 90 and len(flagged) == 1 and flagged[0] in range(5, 100, 10)
     assert from_inputs(CheckInputs(np.ones(3, bool), np.zeros((3, 2)))).measured == 0
 
 

@@ -222,3 +222,21 @@ def test_add_takes_labels_and_splits_from_any_folder_layout_and_any_manifest_hea
     (tmp_path / "bad.csv").write_text("label,path\ncat\n")
     with pytest.raises(ValueError, match="bad.csv:2: no path"):
         inputs("bad.csv")
+
+
+def test_a_fifo_or_a_missing_file_named_as_an_image_fails_alone_with_its_reason(server, photos, tmp_path):
+    """A FIFO named in a manifest (or on the command line) hung the client's
+    read for ever; now it, and a missing file, fail alone with the local
+    reason, and the other images go in."""
+    import os
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "a.jpg").write_bytes(photos[0][0])
+    (tmp_path / "m.csv").write_text("path,label\npipe.png,x\na.jpg,y\nmissing.jpg,z\n")
+    r = run_cli("add", str(tmp_path / "m.csv"), "--collection", "fifo", "--create", "--server", server.address,
+                timeout=60)
+    assert r.returncode == 0 and "1 added" in r.stdout and "2 failed" in r.stdout, r.stdout + r.stderr
+    assert "pipe.png: NOT_FOUND: cannot read" in r.stderr and "not a regular file" in r.stderr
+    assert "missing.jpg: NOT_FOUND: cannot read" in r.stderr
+    r = run_cli("embed", str(tmp_path / "pipe.png"), str(tmp_path / "a.jpg"), "--out", str(tmp_path / "e.npy"),
+                "--server", server.address, timeout=60)
+    assert r.returncode == 0 and "1 embedded, 1 failed" in r.stdout and "not a regular file" in r.stderr

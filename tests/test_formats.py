@@ -157,3 +157,16 @@ def test_a_missing_source_says_so_rather_than_no_images(tmp_path):
         load_audit_table(str(tmp_path / "no" / "such" / "folder"))
     with pytest.raises(ValueError, match="no images found"):           # a glob that matches nothing
         load_audit_table(str(tmp_path / "*.jpg"))
+
+
+def test_every_picture_format_pillow_opens_but_the_server_does_not_is_named(tmp_path, photos):
+    """Debian's /usr/share/pixmaps holds XPM icons: Pillow opens them, the
+    decoder's allowlist does not, and a walk dropped them without a word.
+    Such suffixes are now derived from Pillow's registry, not listed by hand."""
+    photo_image(photos[0][0]).resize((64, 64)).save(tmp_path / "a.png")
+    photo_image(photos[1][0]).resize((64, 64)).convert("1").save(tmp_path / "b.xbm")
+    (tmp_path / "c.xpm").write_text('/* XPM */\nstatic char *c[] = {"1 1 1 1", "a c #ffffff", "a"};\n')
+    table = load_audit_table(str(tmp_path))
+    assert [p.rsplit("/", 1)[1] for p in table.paths] == ["a.png"]
+    assert "2 files left out" in table.notes[0] and ".xbm: 1" in table.notes[0] and ".xpm: 1" in table.notes[0]
+    assert {".xpm", ".xbm", ".icns", ".pcd"} <= UNREAD_IMAGE_SUFFIXES and ".mpg" not in UNREAD_IMAGE_SUFFIXES

@@ -23,6 +23,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from .manifest import SPLIT_NAMES, read_csv_rows
+
 # The suffixes of the formats the server decodes (imagesieve_server.formats,
 # kept equal by a test; the light client does not import the server).
 IMAGE_SUFFIXES = frozenset({
@@ -30,9 +32,10 @@ IMAGE_SUFFIXES = frozenset({
     ".jp2", ".jpc", ".jpe", ".jpeg", ".jpf", ".jpg", ".jpx", ".pbm", ".pcx", ".pfm", ".pgm", ".png", ".pnm",
     ".ppm", ".psd", ".qoi", ".rgb", ".rgba", ".sgi", ".tga", ".tif", ".tiff", ".vda", ".vst", ".webp"})
 # Image formats a folder may hold that the server does not decode: counted and named, not dropped silently.
-UNREAD_IMAGE_SUFFIXES = frozenset({".svg", ".svgz", ".heic", ".heif", ".jxl", ".dng", ".cr2", ".cr3", ".nef",
-                                   ".arw", ".orf", ".rw2", ".raf", ".eps", ".xcf", ".exr", ".hdr", ".emf",
-                                   ".wmf"})
+UNREAD_IMAGE_SUFFIXES = frozenset({
+    ".arw", ".blp", ".cr2", ".cr3", ".cur", ".dcx", ".dng", ".emf", ".eps", ".exr", ".fit", ".fits", ".flc", ".fli",
+    ".ftc", ".ftu", ".gbr", ".hdr", ".heic", ".heif", ".icns", ".iim", ".im", ".jxl", ".msp", ".nef", ".orf", ".pcd",
+    ".ps", ".pxr", ".raf", ".ras", ".rw2", ".svg", ".svgz", ".wmf", ".xbm", ".xcf", ".xpm"})
 
 
 class MissingPath(ValueError):
@@ -207,9 +210,6 @@ def cmd_check(args) -> int:
     return 0
 
 
-SPLIT_NAMES = frozenset({"train", "val", "valid", "validation", "test"})
-
-
 def folder_label_and_split(folders: list[str]) -> tuple[str, str]:
     """(label, split) from an image's folders, nearest first: the split is
     the nearest train/val/test folder, the label the nearest other one
@@ -220,31 +220,24 @@ def folder_label_and_split(folders: list[str]) -> tuple[str, str]:
 
 
 def _manifest_rows(manifest: Path) -> list[tuple[Path, str, str]]:
-    """(path, label, split) rows of a CSV manifest: columns path[,label][,split],
-    named in any case and with spaces around them (a spreadsheet's export),
-    relative paths from the manifest's folder; splits in lower case."""
-    import csv
-
-    try:
-        with open(manifest, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = [h.strip().lower() for h in next(reader, [])]
-            if "path" not in header:
-                raise ValueError(f"{manifest}: a manifest needs a 'path' column (and optional label, split); "
-                                 f"its header is {header}")
-            col = {name: header.index(name) for name in ("path", "label", "split") if name in header}
-            rows = []
-            for line, row in enumerate(reader, start=2):
-                cell = lambda name: row[col[name]].strip() if name in col and col[name] < len(row) else ""  # noqa: E731
-                if not any(c.strip() for c in row):
-                    continue
-                if not cell("path"):
-                    raise ValueError(f"{manifest}:{line}: no path")
-                p = Path(cell("path"))
-                rows.append((p if p.is_absolute() else manifest.parent / p, cell("label"), cell("split").lower()))
-            return rows
-    except (csv.Error, UnicodeDecodeError) as e:
-        raise ValueError(f"{manifest}: not a readable CSV manifest ({e})") from None
+    """(path, label, split) rows of a CSV manifest (``manifest.read_csv_rows``:
+    columns path[,label][,split], named in any case and with spaces around
+    them), relative paths from the manifest's folder; splits in lower case."""
+    rows = read_csv_rows(manifest)
+    if rows and "path" not in rows[0]:
+        raise ValueError(f"{manifest}: a manifest needs a 'path' column (and optional label, split); "
+                         f"its columns are {sorted(rows[0])}")
+    out = []
+    for line, row in enumerate(rows, start=2):
+        if not any(v.strip() for v in row.values()):
+            continue
+        path = row.get("path", "").strip()
+        if not path:
+            raise ValueError(f"{manifest}:{line}: no path")
+        p = Path(path)
+        out.append((p if p.is_absolute() else manifest.parent / p, row.get("label", "").strip(),
+                    row.get("split", "").strip().lower()))
+    return out
 
 
 def labelled_inputs(args) -> list[tuple[Path, str, str]]:

@@ -12,11 +12,12 @@ holds only the in-flight ones in memory.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import itertools
 import os
+import stat
 import threading
-from pathlib import Path
 from typing import AsyncIterator, Callable, Iterable, Iterator, NamedTuple, Union
 
 import grpc
@@ -141,9 +142,10 @@ def _failure(index: int, key: str, err: common_pb2.ItemError) -> ItemFailure:
     return ItemFailure(index, key, _CODE_NAMES.get(err.code, str(err.code)), err.message)
 
 
-def _labelled_items(images, keys, labels, splits) -> Iterator[common_pb2.Image]:
+def _labelled_items(images, keys, labels, splits, unread: dict | None = None) -> Iterator[common_pb2.Image]:
     """Image messages with label and split; unreadable local files become
-    items with no data (the server answers them with an error)."""
+    items with no data (the server answers them with an error), their
+    position's ItemFailure with the local reason put in ``unread``."""
     labels_it = iter(labels) if labels is not None else itertools.repeat("")
     splits_it = iter(splits) if splits is not None else itertools.repeat("")
     keys_it = iter(keys) if keys is not None else None
@@ -152,8 +154,10 @@ def _labelled_items(images, keys, labels, splits) -> Iterator[common_pb2.Image]:
             os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(i))
         try:
             msg = to_image_message(item, key)
-        except OSError:
+        except OSError as e:
             msg = common_pb2.Image(key=key)
+            if unread is not None:
+                unread[i] = ItemFailure(i, key, "NOT_FOUND", f"cannot read {key}: {e}")
         msg.label, msg.split = next(labels_it), next(splits_it)
         yield msg
 
@@ -164,6 +168,22 @@ def _chunks(it: Iterator, size: int) -> Iterator[list]:
         if not chunk:
             return
         yield chunk
+
+
+def read_regular_file(path: str) -> bytes:
+    """The bytes of a regular file; OSError for anything else. Opened
+    without blocking and checked on the open descriptor: a FIFO or a
+    device named as an image (a typo in a manifest) hung the client's read."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        with os.fdopen(fd, "rb") as f:
+            fd = -1                     # the file object owns (and closes) it now
+            return f.read()
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def to_image_message(item: ImageInput, key: str | None = None) -> common_pb2.Image:
@@ -179,7 +199,7 @@ def to_image_message(item: ImageInput, key: str | None = None) -> common_pb2.Ima
         s = os.fspath(item)
         if s.startswith("server_path:"):
             return common_pb2.Image(key=key or s, server_path=s[len("server_path:"):])
-        return common_pb2.Image(key=key or s, data=Path(s).read_bytes())
+        return common_pb2.Image(key=key or s, data=read_regular_file(s))
     raise TypeError(f"cannot send {type(item).__name__} as an image (use a path, bytes or PIL image)")
 
 
@@ -383,15 +403,16 @@ class Client:
             skip_exact_duplicates: bool = False, chunk_size: int = 16) -> Iterator[AddResult]:
         """Stream images into a collection; yields one AddResult per image, in
         order, each acknowledged only once durable on the server."""
+        unread: dict[int, ItemFailure] = {}
         requests = (collections_pb2.AddImagesRequest(collection=collection, images=chunk,
                                                      skip_exact_duplicates=skip_exact_duplicates)
-                    for chunk in _chunks(_labelled_items(images, keys, labels, splits), chunk_size))
+                    for chunk in _chunks(_labelled_items(images, keys, labels, splits, unread), chunk_size))
         index = itertools.count()
         for resp in self.collections.AddImages(requests):
             for r in resp.results:
                 i = next(index)
-                yield AddResult(i, r.key, r.added, r.id, r.exact_duplicate_of,
-                                _failure(i, r.key, r.error) if r.HasField("error") else None)
+                error = _failure(i, r.key, r.error) if r.HasField("error") else None
+                yield AddResult(i, r.key, r.added, r.id, r.exact_duplicate_of, unread.pop(i, None) or error)
 
     def check(self, collection: str, images: Iterable[ImageInput], *, keys: Iterable[str] | None = None,
               labels: Iterable[str] | None = None, splits: Iterable[str] | None = None, k: int = 5,
@@ -400,10 +421,11 @@ class Client:
         """Check images before ingestion; yields one verdict per image, in order.
         With add_if_unique, unique images are added atomically. Verdicts are
         verified (stage 2) unless ``raw_cosine``."""
+        unread: dict[int, ItemFailure] = {}
         requests = (duplicates_pb2.CheckDuplicatesRequest(collection=collection, images=chunk, k=k,
                                                           threshold=threshold, add_if_unique=add_if_unique,
                                                           raw_cosine=raw_cosine)
-                    for chunk in _chunks(_labelled_items(images, keys, labels, splits), chunk_size))
+                    for chunk in _chunks(_labelled_items(images, keys, labels, splits, unread), chunk_size))
         index = itertools.count()
         for resp in self.duplicates.CheckDuplicates(requests):
             for r in resp.results:
@@ -412,7 +434,7 @@ class Client:
                     i, r.key, duplicates_pb2.Verdict.Name(r.verdict).removeprefix("VERDICT_"),
                     [Neighbor(n.key, n.cosine, n.label, n.split, n.agreement, n.verified) for n in r.neighbors],
                     r.added,
-                    _failure(i, r.key, r.error) if r.HasField("error") else None)
+                    unread.pop(i, None) or (_failure(i, r.key, r.error) if r.HasField("error") else None))
 
     def find_duplicates(self, collection: str, *, threshold: float = 0.0, approximate: bool = False,
                         grouping: str = "bounded", knn_k: int = 0, raw_cosine: bool = False,

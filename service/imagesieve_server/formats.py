@@ -20,9 +20,15 @@ Image.init()             # register every plugin, so the list below can name the
 FORMATS = tuple(f for f in ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "DIB", "TIFF", "ICO", "PPM", "TGA",
                             "JPEG2000", "AVIF", "QOI", "PCX", "SGI", "DDS", "PSD") if f in Image.OPEN)
 IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in FORMATS)
-UNREAD_IMAGE_SUFFIXES = frozenset({".svg", ".svgz", ".heic", ".heif", ".jxl", ".dng", ".cr2", ".cr3", ".nef",
-                                   ".arw", ".orf", ".rw2", ".raf", ".eps", ".xcf", ".exr", ".hdr", ".emf",
-                                   ".wmf"}) - IMAGE_SUFFIXES
+#: Formats Pillow identifies that are not pictures (data containers, video).
+NOT_PICTURES = ("BUFR", "GRIB", "HDF5", "MPEG")
+#: Picture files a walk names but does not take: every suffix of a format
+#: Pillow opens that is not in FORMATS (XPM and XBM, Mac icons, Photo CD...:
+#: derived, so none is dropped silently), and formats Pillow does not open.
+UNREAD_IMAGE_SUFFIXES = (frozenset({".svg", ".svgz", ".heic", ".heif", ".jxl", ".dng", ".cr2", ".cr3", ".nef",
+                                    ".arw", ".orf", ".rw2", ".raf", ".eps", ".xcf", ".exr", ".hdr", ".emf", ".wmf"})
+                         | {ext for ext, fmt in Image.registered_extensions().items()
+                            if fmt in Image.OPEN and fmt not in FORMATS and fmt not in NOT_PICTURES}) - IMAGE_SUFFIXES
 
 
 #: ``skipped`` key for image files whose names are not valid UTF-8 (an old

@@ -3,14 +3,15 @@ class (optionally a train/val/test level above), or a CSV manifest with
 columns path,label[,split]. Returns records; never copies images."""
 from __future__ import annotations
 
-import csv
 import dataclasses
 from collections import Counter
 from pathlib import Path
 
+from imagesieve.manifest import SPLIT_NAMES, read_csv_rows
+
 from .formats import folders, images_under
 
-SPLIT_NAMES = {"train", "val", "valid", "validation", "test"}
+__all__ = ["SPLIT_NAMES", "LabelledImage", "load_labelled_source", "read_csv_rows"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,18 +48,6 @@ def _class_folders(root: Path, split: str, skipped: Counter | None) -> list[Labe
     return [LabelledImage(f, d.name, split)
             for d in folders(root, skipped)
             for f in images_under(d, skipped)]
-
-
-def read_csv_rows(path: Path) -> list[dict[str, str]]:
-    """A CSV manifest's rows, column names stripped and lower-cased. UTF-8,
-    with or without the byte-order mark that spreadsheet programs write
-    (which otherwise hides the first column's name); ValueError, naming the
-    file, when it is not UTF-8 text."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            return [{(k or "").strip().lower(): (v or "") for k, v in row.items()} for row in csv.DictReader(f)]
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}): save the manifest as UTF-8") from None
 
 
 def _from_csv(path: Path) -> list[LabelledImage]:

@@ -136,10 +136,11 @@ class ServerBackend:
         self.client.close()
 
 
-def embed_stage(store: EmbeddingStore, backend, paths) -> dict:
-    """Embed what ``plan`` says, with a progress line; returns counts.
-    ``paths``: a sequence of str (a list or ``columns.PackedStrings``)."""
-    todo = plan(store, paths)
+def embed_stage(store: EmbeddingStore, backend, paths, todo: np.ndarray | None = None) -> dict:
+    """Embed what ``plan`` says (``todo``, when the caller has planned
+    already: a changed file is hashed once), with a progress line; returns
+    counts. ``paths``: a sequence of str (a list or ``columns.PackedStrings``)."""
+    todo = plan(store, paths) if todo is None else todo
     failed = 0
     try:
         with Progress(len(todo), f"embedding ({backend.name})") as bar:

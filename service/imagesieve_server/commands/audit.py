@@ -149,8 +149,6 @@ def run(args) -> int:
               f"{s['duplicate_groups']} groups covering {s['images_in_groups']} images; {s['leakage_pairs']} "
               f"pairs leak across splits; {s['label_conflict_pairs']} pairs with different labels")
         print(f"duplicate threshold: {s['duplicate_threshold_reason']}")
-    if "outliers" in s:
-        print(f"outliers: {s['outliers']} images far from all others")
     if "label_suspects" in s:
         print(f"labels: {s['label_suspects']} suspects flagged; estimated wrong labels "
               f"{s['estimated_label_noise_rate']:.1%}")

@@ -122,13 +122,14 @@ def _embed_into_store(paths: list[str], model: str, with_signatures: bool, root:
     store = None
     try:                             # the store is closed (its lock released) whatever fails
         store = EmbeddingStore(root, *held) if held is not None else None
-        if store is not None and not len(plan(store, paths)):
+        todo = plan(store, paths) if store is not None else None
+        if todo is not None and not len(todo):
             print(f"embeddings: all {len(paths)} reused from {root}", file=sys.stderr)
         else:
             backend = InProcessBackend(model)
             try:
                 store = store or EmbeddingStore(root, backend.model, backend.dim)
-                counts = embed_stage(store, backend, paths)
+                counts = embed_stage(store, backend, paths, todo)
             finally:
                 backend.close()
             print(f"embeddings: {counts['embedded_now']} embedded now, {counts['reused']} reused from {root}",

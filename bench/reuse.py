@@ -5,8 +5,8 @@
 Writes N Fashion-MNIST images (Debian's dataset-fashion-mnist; 80% train,
 20% test, class folders) as PNG, runs `imagesieve audit` on them, then the
 follow-ups a user runs next on the same folder with `--embeddings AUDIT_OUT`:
-`labels` (same classifier and share as the audit) and `samplesize` (the
-audit's classifier, lda). Baseline: the audit's own seconds. Each command
+`labels` and `samplesize`, each with its defaults (the audit's: one default
+per parameter, ``analysis.defaults``). Baseline: the audit's own seconds. Each command
 is a fresh process, as a user runs it. `same_answers`: the labels command's
 suspects (paths and scores) are the audit's, and samplesize's answer is the
 audit's. Last line: one JSON object (followup_over_audit target <= 0.1).
@@ -56,7 +56,7 @@ def main() -> int:
         audit_s, _ = cli("audit", root, "--out", out)
         report = json.loads((out / "report.json").read_text())
         labels_s, lr = cli("labels", root, "--embeddings", out, "--out", Path(tmp) / "labels")
-        size_s, sr = cli("samplesize", root, "--embeddings", out, "--classifier", "lda", "--out", Path(tmp) / "size",
+        size_s, sr = cli("samplesize", root, "--embeddings", out, "--out", Path(tmp) / "size",
                          *(["--target", str(report["sample_size"]["target_accuracy"])]
                            if report.get("sample_size", {}).get("target_accuracy") else []))
         reused = all(f"embeddings: all {args.n} reused" in r.stderr for r in (lr, sr))

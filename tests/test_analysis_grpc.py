@@ -84,6 +84,30 @@ def test_score_labels_reports_duplicates_with_different_labels(server, photos):
     assert pairs.get(frozenset(("p0", "p0-again"))) == {"a", "b"}
 
 
+def test_label_conflicts_are_the_duplicates_with_different_labels(server, photos):
+    """One definition whichever RPC asks: ScoreLabels' conflicting pairs
+    over a collection are exactly FindDuplicates' pairs whose labels
+    differ, an altered copy (cropped and re-encoded, below cosine 0.97) among
+    them, and a look-alike under another label is not."""
+    from imagesieve.alterations import ALTERATIONS, jpeg
+    from conftest import photo_image
+    data = [d for d, _, _ in photos[:12]]
+    labels = ["a" if i % 2 else "b" for i in range(12)]
+    images = data + [data[0], jpeg(ALTERATIONS["crop_80"](photo_image(data[3])), 80)]
+    labels += ["a", "b"]                       # photo 0 is "b" and "a"; photo 3 "a" and "b"
+    keys = [f"p{i}" for i in range(12)] + ["p0-again", "p3-cropped"]
+    with Client(server.address) as c:
+        c.create_collection("conflicts")
+        assert all(a.added for a in c.add("conflicts", images, keys=keys, labels=labels))
+        res = c.score_labels(collection="conflicts", folds=2, top_fraction=0.2)
+        found = c.find_duplicates("conflicts")
+    from_scores = {frozenset((x.key_a, x.key_b)) for x in res.conflicting_duplicates}
+    from_find = {frozenset((p.key_a, p.key_b)) for p in found.pairs if p.labels_disagree}
+    assert from_scores == from_find == {frozenset(("p0", "p0-again")), frozenset(("p3", "p3-cropped"))}
+    cropped = next(p for p in found.pairs if {p.key_a, p.key_b} == {"p3", "p3-cropped"})
+    assert cropped.cosine < 0.97 and not cropped.exact
+
+
 def test_sample_size_over_a_collection(server, digits_collection):
     with Client(server.address) as c:
         res = c.sample_size(collection="digits", target_accuracy=0.99, fractions=[0.1, 0.2, 0.35, 0.5],

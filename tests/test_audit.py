@@ -82,8 +82,13 @@ def test_audit_report_finds_the_planted_problems(dataset, audited):
     n_files = sum(1 for p in root.rglob("*") if p.is_file())
     assert s["images"] == n_files and s["failed"] == 1 and s["embedded"] == n_files - 1
     names = lambda pair: {Path(pair["a"]).name, Path(pair["b"]).name}  # noqa: E731
-    assert set(planted["leak"]) in [names(p) for p in doc["leakage_pairs"]]
+    leaks = doc["checks"]["leakage"]["issues"]["cross_split"]["pairs"]
+    assert names(leaks[0]) == set(planted["leak"]) and leaks[0]["exact"]      # identical bytes lead
     pairs = pq.read_table(out / "duplicate_pairs.parquet").to_pylist()
+    assert {(Path(p["path_a"]).name, Path(p["path_b"]).name) for p in pairs if p["cross_split"]} == \
+        {(Path(p["a"]).name, Path(p["b"]).name) for p in leaks}
+    groups = pq.read_table(out / "duplicate_groups.parquet").to_pylist()
+    assert {Path(g["path"]).name for g in groups} >= set(planted["leak"])
     exact = [p for p in pairs if p["exact"]]
     assert {Path(exact[0]["path_a"]).name, Path(exact[0]["path_b"]).name} == set(planted["leak"])
     conflict = [p for p in pairs if {Path(p["path_a"]).name, Path(p["path_b"]).name} == set(planted["conflict"])]
@@ -96,8 +101,9 @@ def test_audit_report_finds_the_planted_problems(dataset, audited):
     assert probs.shape == (n_files - 1, 2) and np.allclose(probs.sum(1), 1, atol=1e-4)
     assert set(labels.tolist()) == {0, 1}
     assert doc["sample_size"]["points"] and s["sample_size_answer"]
-    assert s["sample_size_classifier"] == "lda" and "(Classifier: lda on the embeddings.)" in s["sample_size_answer"]
-    assert "duplicates (verified):" in r.stdout and "duplicate threshold:" in r.stdout and "report:" in r.stdout
+    # One default per parameter: the sweep's classifier is samplesize's and the SampleSizeSweep job's.
+    assert s["sample_size_classifier"] == "logreg" and "(Classifier: logreg on the embeddings.)" in s["sample_size_answer"]
+    assert "duplicate groups (verified):" in r.stdout and "duplicate threshold:" in r.stdout and "report:" in r.stdout
     assert s["duplicate_method"] == "verified" and "agreement" in pairs[0]
     assert "embedding (in-process)" in r.stderr                      # progress line
     # Image properties: each planted problem flagged under its kind, with why.
@@ -211,32 +217,71 @@ def test_ray_backend_gives_the_same_embeddings(dataset, tmp_path):
     assert np.abs(va - vb).max() < 1e-5
 
 
-def test_report_opens_in_headless_chromium_with_no_errors(audited, tmp_path):
-    """A real browser renders report.html offline: every section and image
-    present, no broken image, no script error, nothing fetched from outside."""
+def chromium_dom(url: str, profile: Path) -> tuple[str, dict, list[str]]:
+    """(dumped DOM, the body's data- attributes, console lines) of ``url``
+    in Debian's headless chromium, scripts run."""
     import re
     import shutil
-    out, _ = audited
-    page = (out / "report.html").read_text()
-    external = [u for u in re.findall(r'(?:src|href)\s*=\s*["\']([^"\']+)', page) if not u.startswith(("data:", "#"))]
-    assert external == []
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is needed (apt-get install -y chromium; .ci/run installs it)"
     r = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                         "--no-first-run", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-                        "--virtual-time-budget=5000", "--dump-dom", (out / "report.html").as_uri()],
+                        f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+                        "--virtual-time-budget=5000", "--dump-dom", url],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     body = re.search(r"<body([^>]*)>", r.stdout).group(1)
-    attrs = dict(re.findall(r'data-([\w-]+)="([^"]*)"', body))
+    console = [line for line in r.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    return r.stdout, dict(re.findall(r'data-([\w-]+)="([^"]*)"', body)), console
+
+
+def list_box(dom: str, name: str) -> str:
+    """The dumped DOM of one list of the report (up to the next list or section)."""
+    part = dom.split(f'data-list="{name}"', 1)[1]
+    return part.split("data-list=", 1)[0].split("<section", 1)[0]
+
+
+def test_report_opens_in_headless_chromium_with_no_errors(dataset, audited, tmp_path):
+    """A real browser runs report.html offline: every section, list and
+    thumbnail present, no broken image, no script error, nothing fetched
+    from outside the report's folder; lists page, filter by class and split
+    and search by path, driven through the page's address."""
+    import re
+    root, planted = dataset
+    out, _ = audited
+    page = (out / "report.html").read_text()
+    linked = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']+)', page)
+    local = [u for u in linked if not u.startswith(("data:", "#"))]
+    assert all("://" not in u and not u.startswith("/") and (out / u).exists() for u in local), local
+    dom, attrs, console = chromium_dom((out / "report.html").as_uri(), tmp_path / "profile")
+    assert attrs["ready"] == "1", attrs
     assert int(attrs["images"]) >= 10 and attrs["broken-images"] == "0" and attrs["js-errors"] == "0", attrs
-    for section in ("summary", "balance", "duplicates", "leakage", "labels", "outliers", "image_properties",
-                    "learning-curve"):
-        assert f'id="{section}"' in r.stdout, section
-    assert "<svg" in r.stdout.split('id="learning-curve"')[1]          # the plot is inline
-    console = [l for l in r.stderr.splitlines() if "CONSOLE" in l or "Uncaught" in l]
     assert console == []
+    for section in ("summary", "balance", "duplicates", "duplicate-groups", "leakage", "labels", "outliers",
+                    "image_properties", "learning-curve"):
+        assert f'id="{section}"' in dom, section
+    assert "<svg" in dom.split('id="learning-curve"')[1]          # the plot is inline
+    doc = json.loads((out / "report.json").read_text())
+    leaks = doc["checks"]["leakage"]["issues"]["cross_split"]
+    box = list_box(dom, "leakage.cross_split")
+    assert f"showing 1\u2013{min(leaks['count'], 50)} of {leaks['count']}" in box or \
+        f"showing 1–{min(leaks['count'], 50)} of {leaks['count']}" in box
+    assert all(name in box for name in planted["leak"])        # both images of the leak, side by side
+    assert box.count("<img") == 2 * min(leaks["count"], 50) and "identical bytes" in box
+    # Search by path and filter by class, from the address.
+    leak_name = planted["leak"][0]
+    dom, attrs, _ = chromium_dom((out / "report.html").as_uri() + f"#list=duplicates.exact&q={leak_name}",
+                                 tmp_path / "profile2")
+    box = list_box(dom, "duplicates.exact")
+    assert re.search(r'data-total="(\d+)"', box).group(1) == "1" and leak_name in box
+    suspects = doc["label_suspects"]
+    label = suspects[0]["given"]
+    want = sum(1 for x in suspects if x["given"] == label)
+    dom, attrs, _ = chromium_dom((out / "report.html").as_uri() + f"#list=labels.suspects&label={label}",
+                                 tmp_path / "profile3")
+    box = list_box(dom, "labels.suspects")
+    assert re.search(r'data-total="(\d+)"', box).group(1) == str(want) and attrs["js-errors"] == "0"
+    assert box.count('<span class="badge">') == min(want, 50)
 
 
 def test_audit_through_a_server_or_on_torch_matches_in_process(dataset, server, tmp_path):
@@ -320,3 +365,23 @@ def test_a_manifest_naming_a_fifo_or_a_device_fails_those_items_alone(tmp_path, 
     errors = {x["path"]: x["error"] for x in pq.read_table(tmp_path / "out" / "images.parquet").to_pylist()}
     assert errors[str(photo)] == ""
     assert errors[str(fifo)] == errors["/dev/zero"] == "INVALID_ARGUMENT: not a regular file"
+
+
+def test_a_large_sweep_falls_back_to_lda_and_says_so(monkeypatch):
+    """Above LARGE_SWEEP training images the audit sweeps with LDA (logistic
+    regression would copy the vectors to float64) and notes it; asked for
+    by name, the classifier is used whatever the size."""
+    from imagesieve_server.audit import analyse
+    rng = np.random.default_rng(0)
+    n = 400
+    y = np.arange(n) % 4
+    x = (rng.normal(size=(4, 64))[y] + rng.normal(size=(n, 64)) * 0.8).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    args = ([f"/x/{i}.png" for i in range(n)], [f"c{v}" for v in y], ["train"] * n,
+            [f"{i:064x}" for i in range(n)], [""] * n, x)
+    monkeypatch.setattr(analyse, "LARGE_SWEEP", 300)
+    r = analyse.run_analyses(*args, threshold=0.0, target=0.9)
+    assert r.sample_size.sweep.classifier == "lda"
+    assert any("lda instead of logreg (400 training images, above 300)" in note for note in r.notes)
+    r = analyse.run_analyses(*args, threshold=0.0, target=0.9, sweep_classifier="logreg")
+    assert r.sample_size.sweep.classifier == "logreg" and not any("instead of" in note for note in r.notes)

@@ -125,3 +125,14 @@ def test_cli_votes_only_and_bad_input(manifest, tmp_path, capsys):
     assert consensus_cmd.main([str(tmp_path / "missing.csv")]) == 2
     err = capsys.readouterr().err
     assert "path,annotator,label" in err and "two labels" in err
+
+
+def test_crowdlab_without_the_model_is_refused_as_the_job_refuses_it(tmp_path, capsys):
+    """One answer per question: the Consensus job raises for crowdlab with
+    no model; the command says the same instead of switching method."""
+    from imagesieve_server.commands import consensus as consensus_cmd
+    path = tmp_path / "annotations.csv"
+    path.write_text("path,annotator,label\na.png,ann1,cat\na.png,ann2,dog\n")
+    assert consensus_cmd.main([str(path), "--out", str(tmp_path / "out"), "--no-model", "--method", "crowdlab"]) == 2
+    assert "crowdlab needs the model" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

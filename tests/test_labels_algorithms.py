@@ -69,14 +69,10 @@ def test_neighbours_exclude_self_and_agreement():
     np.testing.assert_allclose(blended[2], [0.75, 0.25])
 
 
-def test_exact_duplicates_keep_k_neighbours_and_conflicts_are_flagged():
+def test_exact_duplicates_keep_k_neighbours():
     v = np.array([[1, 0], [1, 0], [0, 1], [0.6, 0.8]], dtype=np.float32)
     idx, sims = rank.nearest_neighbors(v, k=1)
     assert idx[0, 0] == 1 and idx[1, 0] == 0
-    pairs = filt.duplicate_pairs(idx, sims, threshold=0.99)
-    np.testing.assert_array_equal(pairs, [[0, 1]])
-    np.testing.assert_array_equal(filt.conflicting_duplicates(pairs, np.array([0, 1, 1, 1])), [[0, 1]])
-    assert len(filt.conflicting_duplicates(pairs, np.array([1, 1, 0, 0]))) == 0
 
 
 def test_labelfix_four_steps_by_hand():

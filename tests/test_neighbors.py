@@ -63,13 +63,12 @@ def test_range_search_upper_finds_every_pair_once(vectors):
 def test_neighbor_evidence_equals_the_whole_knn_lists(vectors):
     x, sims = vectors
     labels = np.arange(900) % 4
-    ev = rank.neighbor_evidence(x, labels, 7, 4, close_threshold=0.99)
+    ev = rank.neighbor_evidence(x, labels, 7, 4)
     idx, s = rank.nearest_neighbors(x, 7)
     np.testing.assert_allclose(ev.label_distribution, rank.neighbor_label_distribution(idx, labels, 4))
     np.testing.assert_allclose(ev.agreement, rank.neighbor_agreement(idx, labels))
     np.testing.assert_allclose(ev.mean_similarity, s.mean(axis=1), atol=1e-6)
     np.testing.assert_allclose(knn_similarity(x, 7), s.mean(axis=1), atol=1e-6)
-    assert ev.close_pairs.tolist() == [[10, 11]]
 
 
 def test_nearest_neighbors_scale_free_and_validates():
@@ -88,10 +87,8 @@ def test_missing_approximate_neighbours_are_not_counted():
     evidence and the outlier similarity average over what was found."""
     sims = np.array([[0.9, -3.4e38], [0.5, 0.4], [0.8, 0.7], [0.6, -3.4e38]], np.float32)
     ids = np.array([[1, -1], [0, 2], [3, 1], [2, -1]])
-    ev = rank.evidence_from_knn([(0, sims[:2], ids[:2]), (2, sims[2:], ids[2:])], np.array([0, 0, 1, 1]), 2,
-                                close_threshold=0.85)
+    ev = rank.evidence_from_knn([(0, sims[:2], ids[:2]), (2, sims[2:], ids[2:])], np.array([0, 0, 1, 1]), 2)
     np.testing.assert_allclose(ev.mean_similarity, [0.9, 0.45, 0.75, 0.6], atol=1e-6)
     np.testing.assert_allclose(ev.label_distribution, [[1, 0], [0.5, 0.5], [0.5, 0.5], [0, 1]])
     np.testing.assert_allclose(ev.agreement, [1.0, 0.5, 0.5, 1.0])
-    assert ev.close_pairs.tolist() == [[0, 1]]
     np.testing.assert_allclose(mean_found_similarity(sims, ids), [0.9, 0.45, 0.75, 0.6], atol=1e-6)

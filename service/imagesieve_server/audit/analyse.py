@@ -12,22 +12,24 @@ import numpy as np
 
 from imagesieve.progress import StageProgress
 
-from ..analysis.duplicates.find import CANDIDATE_K, DuplicateReport, find_duplicates
+from ..analysis.duplicates.find import CANDIDATE_K, DuplicateReport
 from ..analysis.classifiers import pixels_and_embeddings
 from ..analysis.labels import DEFAULT_CLASSIFIER, rank, score_labels
 from ..analysis.neighbors import knn, mean_found_similarity
 from ..analysis.outliers import knn_similarity, outlier_scores
 from ..analysis.sample_size.run import SampleSizeReport, sample_size_report
+from ..analysis.defaults import LABELS_CLASSIFIER, LARGE_SWEEP, SWEEP_CLASSIFIER
 from ..checks import CHECKS
 from ..checks.base import CheckInputs, CheckResult
+from ..checks.duplicates import Params as DuplicateParams
 from ..index.faiss_index import FLAT_MAX
 from .stages import StageLog
 
 MIN_SWEEP_IMAGES = 100
 NEIGHBORS = 10
-#: The audit's classifier for label scoring (and its sweep) is label scoring's default,
-#: shrunk LDA: it fits from sufficient statistics (no copies of the vectors, one pass
-#: per fit) and scored mislabels best (analysis.labels.score).
+#: The audit's classifiers are the commands' and jobs' (``analysis.defaults``): label
+#: scoring's for label scoring, the sweep's for the sweep (LDA for a sweep over more
+#: than LARGE_SWEEP training images, said in the notes).
 
 
 @dataclasses.dataclass
@@ -60,17 +62,21 @@ class AuditResults:
         return np.flatnonzero(self.ok)
 
 
-def _run_checks(r: AuditResults, inputs: CheckInputs) -> None:
-    """Every registered check (``checks.CHECKS``), each a stage of its own."""
+def _run_checks(r: AuditResults, inputs: CheckInputs, params: dict | None = None) -> None:
+    """Every registered check (``checks.CHECKS``), in order, each a stage of
+    its own; ``params``: a check's Params by name (else its defaults)."""
     for name, check in CHECKS.items():
-        with r.stages.stage(name, announce=True):
-            r.checks[name] = check.from_inputs(inputs)
+        with r.stages.stage(name, announce=True), StageProgress(f"  {name}: ") as report:
+            inputs.report = report
+            r.checks[name] = inputs.results[name] = check.from_inputs(inputs, (params or {}).get(name))
             r.notes.extend(f"{check.TITLE}: {n}" for n in r.checks[name].notes)
+    inputs.report = None
 
 
 def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: float, target: float,
                  top_fraction: float = 0.01, sweep: bool = True, seed: int = 0,
-                 classifier: str = DEFAULT_CLASSIFIER, stages: StageLog | None = None,
+                 classifier: str = DEFAULT_CLASSIFIER, sweep_classifier: str | None = None,
+                 stages: StageLog | None = None,
                  signatures: np.ndarray | None = None, pixels: np.ndarray | None = None,
                  sizes: np.ndarray | None = None, properties: np.ndarray | None = None) -> AuditResults:
     """Every analysis over the embedded images; ``stages`` (the caller's
@@ -90,43 +96,35 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     sha256 = np.asarray(sha256, dtype="S64")
     r = AuditResults(paths, labels, splits, sha256, errors, vectors, ok,
                      threshold, {s: dict(c) for s, c in counts.items()}, stages=stages or StageLog())
-    inputs = CheckInputs(ok, np.zeros((len(ok), 2), np.int32) if sizes is None else np.asarray(sizes), properties)
     idx = r.ok_index
     x = vectors if len(idx) == len(vectors) else np.ascontiguousarray(vectors[idx])   # no copy when all ok
-    if len(idx) < 2:
-        r.notes.append("fewer than 2 images embedded: nothing to compare")
-        _run_checks(r, inputs)
-        return r
     all_ok = len(idx) == len(vectors)
     # Lists of the shared label / split strings: a pointer an image.
     lab = list(labels) if all_ok else [labels[i] for i in idx]
     spl = list(splits) if all_ok else [splits[i] for i in idx]
     keys = paths if all_ok else (paths.take(idx) if hasattr(paths, "take") else [paths[i] for i in idx])
+    sig = None if signatures is None else (signatures if all_ok else signatures[idx])
+    inputs = CheckInputs(ok, np.zeros((len(ok), 2), np.int32) if sizes is None else np.asarray(sizes), properties,
+                         vectors=x, keys=keys, labels=lab, splits=spl,
+                         sha256=sha256 if all_ok else sha256[idx], signatures=sig)
+    checks = {"duplicates": DuplicateParams(threshold=threshold, approximate=len(idx) > FLAT_MAX)}
+    if len(idx) < 2:
+        r.notes.append("fewer than 2 images embedded: nothing to compare")
+        _run_checks(r, inputs, checks)
+        return r
 
     k = min(NEIGHBORS, len(idx) - 1)
-    neighbours = None
-    with r.stages.stage("duplicates", announce=True), StageProgress("  duplicates: ") as report:
-        sig = None if signatures is None else (signatures if all_ok else signatures[idx])
-        if sig is not None:
-            # One kNN pass serves the duplicate candidates, the outliers and
-            # the labels' neighbour evidence ((N, k) ids and sims: 120 bytes an image).
-            neighbours = knn(x, max(k, CANDIDATE_K), report=report)
-        r.duplicates = find_duplicates(x, keys, lab, spl, sha256 if all_ok else sha256[idx], threshold,
-                                       approximate=len(idx) > FLAT_MAX, report=report, signatures=sig,
-                                       knn=neighbours)
-    r.threshold = r.duplicates.threshold
-    r.notes.extend(r.duplicates.warnings)
-
     labelled = all(lab) and len(set(lab)) >= 2
     evidence = None
-    chunks = None if neighbours is None else [(0, neighbours[0][:, :k], neighbours[1][:, :k])]
-    neighbours = None
     with r.stages.stage("neighbours", announce=True), StageProgress("  neighbours: ") as report:
+        # One kNN pass serves the duplicate candidates, the outliers and the
+        # labels' neighbour evidence ((N, k) ids and sims: 120 bytes an image).
+        neighbours = knn(x, max(k, CANDIDATE_K), report=report) if sig is not None else None
+        chunks = None if neighbours is None else [(0, neighbours[0][:, :k], neighbours[1][:, :k])]
         if labelled:
             r.class_names = sorted(set(lab))
             ids = {c: i for i, c in enumerate(r.class_names)}
             r.label_ids = np.array([ids[v] for v in lab], dtype=np.int64)
-            # One kNN pass serves both the outliers and the labels' neighbour evidence.
             evidence = (rank.neighbor_evidence(x, r.label_ids, k, len(r.class_names), report=report)
                         if chunks is None else
                         rank.evidence_from_knn(chunks, r.label_ids, len(r.class_names), report=report))
@@ -137,9 +135,13 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
             r.knn_similarity = mean_found_similarity(chunks[0][1], chunks[0][2])
         chunks = None
         r.outlier_score = outlier_scores(r.knn_similarity)
+    inputs.knn = neighbours
     inputs.knn_similarity = np.full(len(ok), np.nan, np.float32)
     inputs.knn_similarity[idx] = r.knn_similarity
-    _run_checks(r, inputs)
+    _run_checks(r, inputs, checks)
+    inputs.knn = neighbours = None
+    r.duplicates = r.checks["duplicates"].details.report
+    r.threshold = r.duplicates.threshold
 
     if not labelled:
         r.notes.append("label scoring and the sample-size sweep need a label for every image "
@@ -165,11 +167,18 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     elif len(idx) < MIN_SWEEP_IMAGES:
         r.notes.append(f"sample-size sweep skipped: {len(idx)} images, it needs at least {MIN_SWEEP_IMAGES}")
     else:
+        is_test = np.array([s == "test" for s in spl])
+        chosen = sweep_classifier or SWEEP_CLASSIFIER
+        train = int((~is_test).sum()) if is_test.any() else len(idx)
+        if sweep_classifier is None and train > LARGE_SWEEP:
+            chosen = LABELS_CLASSIFIER
+            r.notes.append(f"sample-size sweep: {LABELS_CLASSIFIER} instead of {SWEEP_CLASSIFIER} ({train:,} training "
+                           f"images, above {LARGE_SWEEP:,}); a linear discriminant saturates early, so the answer "
+                           "understates what more images give")
         with r.stages.stage("sample-size sweep", announce=True), StageProgress("  sweep: ") as report:
             try:
-                r.sample_size = sample_size_report(
-                    x, np.array(lab), is_test=np.array([s == "test" for s in spl]), target=target,
-                    classifier=classifier, seed=seed, report=report)
+                r.sample_size = sample_size_report(x, np.array(lab), is_test=is_test, target=target,
+                                                   classifier=chosen, seed=seed, report=report)
             except ValueError as e:
                 r.notes.append(f"sample-size sweep skipped: {e}")
     return r

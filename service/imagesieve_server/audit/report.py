@@ -1,11 +1,12 @@
-"""Audit outputs: ``report.html`` (one self-contained file rendered from the
-Jinja2 template ``templates/report.html.j2``: thumbnails are inline data
-URIs, charts matplotlib's inline SVG, nothing loads from outside),
-``report.json`` and Parquet tables for machines, and ``pred_probs.npy`` /
-``labels.npy`` to continue in cleanlab or elsewhere."""
+"""Audit outputs: ``report.html`` and ``report_data/`` (a small offline web
+app rendered from the Jinja2 template ``templates/report.html.j2``: every
+finding in pages, worst first, with filters and search, thumbnails beside
+it, charts matplotlib's inline SVG; ``webreport``), ``report.json`` (the
+summary and the top of each list) and Parquet tables for machines (every
+image, every pair, every group), and ``pred_probs.npy`` / ``labels.npy`` to
+continue in cleanlab or elsewhere."""
 from __future__ import annotations
 
-import base64
 import io
 import itertools
 import json
@@ -14,33 +15,12 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
-from PIL import Image, ImageOps
 
+from ..checks.base import FlaggedPairs
+from . import webreport
 from .analyse import AuditResults
 
-THUMB = 112
-MAX_GROUPS, MAX_SUSPECTS, MAX_LEAKS = 30, 48, 200
-MAX_CHECK_TILES, MAX_CHECK_ROWS = 24, 1000   # per kind of issue: thumbnails in the page, rows in report.json
-
-
-def _thumb_uri(path: str) -> str:
-    try:
-        with Image.open(path) as im:
-            im.draft("RGB", (THUMB * 2, THUMB * 2))
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            im.thumbnail((THUMB, THUMB))
-            buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=80)
-        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-    except Exception:  # noqa: BLE001 - an unreadable file gets a blank tile, the report still renders
-        return ("data:image/svg+xml;base64," + base64.b64encode(
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{THUMB}" height="{THUMB}">'
-            f'<rect width="100%" height="100%" fill="#ccc"/></svg>'.encode()).decode())
-
-
-def _tile(path: str, *lines: str) -> dict:
-    """A thumbnail for the template's ``tile`` macro (escaped there)."""
-    return {"uri": _thumb_uri(path), "name": Path(path).name, "path": path, "lines": lines}
+MAX_CHECK_ROWS = 100    # per kind of issue in report.json (all of them: report_data/ and the Parquet tables)
 
 
 def _svg_only(svg: str) -> str:
@@ -114,7 +94,8 @@ def _arrow_strings(column, start: int, stop: int):
 
 
 def write_tables(r: AuditResults, out: Path, rows_per_group: int = 8192) -> list[str]:
-    """images.parquet (one row per image) and duplicate_pairs.parquet,
+    """images.parquet (one row per image), duplicate_pairs.parquet and
+    duplicate_groups.parquet (one row a member),
     written ``rows_per_group`` rows at a time: memory stays flat in N."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -167,6 +148,15 @@ def write_tables(r: AuditResults, out: Path, rows_per_group: int = 8192) -> list
                         relative_disagreement=d.relative)
         pq.write_table(pa.table(cols), out / "duplicate_pairs.parquet")
         written.append("duplicate_pairs.parquet")
+        # One row a member: every group whole, however many.
+        sizes = np.array([len(g) for g in d.groups], np.int64)
+        members = np.concatenate(d.groups).astype(np.int64) if len(d.groups) else np.zeros(0, np.int64)
+        pq.write_table(pa.table({"group": np.repeat(np.arange(len(d.groups)), sizes),
+                                 "path": pa.DictionaryArray.from_arrays(pa.array(members, pa.int64()), paths),
+                                 "group_size": np.repeat(sizes, sizes),
+                                 "min_internal_cosine": np.repeat(d.group_min_cosine.astype(np.float32), sizes)}),
+                       out / "duplicate_groups.parquet")
+        written.append("duplicate_groups.parquet")
     return written
 
 
@@ -181,55 +171,49 @@ def write_report(r: AuditResults, out: str | Path, source: str) -> dict:
         (out / "class_names.json").write_text(json.dumps(r.class_names))
         files += ["pred_probs.npy", "labels.npy", "class_names.json"]
     doc = {"source": source, "created_unix_s": time.time(), "summary": s}
-    # Lists as long as the duplicates are streamed into report.json, not built.
-    streamed = {}
-    if r.duplicates is not None:
-        streamed = {"duplicate_groups": lambda: _duplicate_groups(r.duplicates),
-                    "leakage_pairs": lambda: _leakage_pairs(r.duplicates)}
-    if r.label_scores is not None:
-        ls, ok = r.label_scores, r.ok_index
-        doc["label_suspects"] = [{"path": r.paths[ok[i]], "given": r.class_names[r.label_ids[i]],
-                                  "suggested": r.class_names[ls.suggested[i]],
-                                  "suggested_probability": float(ls.suggested_probability[i]),
-                                  "score": float(ls.scores[i])} for i in ls.suspects.tolist()]
     if r.sample_size is not None:
         doc["sample_size"] = r.sample_size.to_dict()
     if r.checks:
         doc["checks"] = {name: _check_doc(r, c) for name, c in r.checks.items()}
-    doc["files"] = files + ["report.json", "report.html"]
+    doc["files"] = files + ["report.json", "report.html", webreport.DATA + "/"]
+    # The label suspects (1% of the images by default) streamed, not built.
+    streamed = {"label_suspects": lambda: _suspects(r)} if r.label_scores is not None else {}
     write_json_streaming(out / "report.json", doc, streamed)
-    shown = {"leakage_pairs": list(itertools.islice(streamed["leakage_pairs"](), MAX_LEAKS))} if streamed else {}
-    (out / "report.html").write_text(render_html(r, s, {**doc, **shown}, source))
+    lists = webreport.write_data(r, out)
+    (out / "report.html").write_text(render_html(r, s, lists, files + ["report.json"], source))
     return s
+
+
+def _suspects(r: AuditResults) -> Iterator[dict]:
+    ls, ok = r.label_scores, r.ok_index
+    for i in ls.suspects.tolist():
+        yield {"path": r.paths[ok[i]], "given": r.class_names[r.label_ids[i]],
+               "suggested": r.class_names[ls.suggested[i]],
+               "suggested_probability": float(ls.suggested_probability[i]), "score": float(ls.scores[i])}
 
 
 def _check_doc(r: AuditResults, c) -> dict:
     """A check's result for report.json: per kind of issue, its threshold,
-    why, and up to MAX_CHECK_ROWS flagged images worst first."""
-    return {"title": c.title, "measured": c.measured, "notes": c.notes, "issues": {
-        k: {"description": f.description, "unit": f.unit, "threshold": f.threshold, "reason": f.reason,
-            "count": f.count, "images": [{"path": r.paths[i], "score": float(v)} for i, v in
-                                         zip(f.positions[:MAX_CHECK_ROWS].tolist(), f.scores[:MAX_CHECK_ROWS].tolist())]}
-        for k, f in c.issues.items()}}
+    why, and up to MAX_CHECK_ROWS flagged images (or pairs, with their
+    evidence) worst first."""
+    def issue(f) -> dict:
+        out = {"description": f.description, "unit": f.unit, "threshold": f.threshold, "reason": f.reason,
+               "count": f.count}
+        if isinstance(f, FlaggedPairs):
+            out["pairs"] = list(itertools.islice(_pair_rows(r, f), MAX_CHECK_ROWS))
+        else:
+            out["images"] = [{"path": r.paths[i], "score": float(v)} for i, v in
+                             zip(f.positions[:MAX_CHECK_ROWS].tolist(), f.scores[:MAX_CHECK_ROWS].tolist())]
+        return out
+    return {"title": c.title, "measured": c.measured, "notes": c.notes,
+            "issues": {k: issue(f) for k, f in c.issues.items()}}
 
 
-def _duplicate_groups(d) -> Iterator[dict]:
-    for g, m in zip(d.groups, d.group_min_cosine):
-        yield {"paths": [d.keys[i] for i in g.tolist()], "min_internal_cosine": float(m)}
-
-
-def _pair_evidence(d, k: int) -> dict:
-    if d.evidence is None:
-        return {}
-    ev = d.evidence
-    return {"agreement": round(float(ev.agreement[k]), 4), "matched_area": round(float(ev.matched_area[k]), 3),
-            "mirrored": bool(ev.mirrored[k]), "turned_degrees": int(ev.turned[k]), "inverted": bool(ev.inverted[k])}
-
-
-def _leakage_pairs(d) -> Iterator[dict]:
-    for k in np.flatnonzero(d.cross_split):
-        yield {"a": d.keys[int(d.a[k])], "b": d.keys[int(d.b[k])], "cosine": float(d.cosine[k]),
-               **_pair_evidence(d, int(k))}
+def _pair_rows(r: AuditResults, f: FlaggedPairs) -> Iterator[dict]:
+    """Every pair of ``f``, most severe first, with its evidence."""
+    for k in range(f.count):
+        yield {"a": r.paths[int(f.a[k])], "b": r.paths[int(f.b[k])], "score": float(f.scores[k]),
+               **{name: v[k].item() for name, v in f.evidence.items()}}
 
 
 def write_json_streaming(path: Path, doc: dict, streamed: dict[str, Callable[[], Iterable]]) -> None:
@@ -267,7 +251,12 @@ def _template():
     return _TEMPLATES.get_template("report.html.j2")
 
 
-def render_html(r: AuditResults, s: dict, doc: dict, source: str) -> str:
+def render_html(r: AuditResults, s: dict, lists: dict, files: list[str], source: str) -> str:
+    """The app's page: the summary, the class table, the confusion table
+    and the learning curve rendered here; one section per check (and the
+    duplicate groups, the label suspects) whose lists the page's script
+    loads from ``report_data/`` (``lists``: ``webreport.write_data``'s
+    metadata)."""
     from markupsafe import Markup
 
     cards = [("images", s["images"]), ("embedded", s["embedded"]), ("failed", s["failed"]),
@@ -279,30 +268,36 @@ def render_html(r: AuditResults, s: dict, doc: dict, source: str) -> str:
     for per in r.class_counts.values():
         for k, v in per.items():
             totals[k] = totals.get(k, 0) + v
-    duplicates = None
-    d = r.duplicates
-    if d is not None:
-        how = ("every two members were verified as the same picture (stage 2: their layouts align)"
-               if d.method == "verified" else f"every two members have cosine >= {r.threshold:.2f}")
-        order = sorted(range(len(d.groups)), key=lambda g: -len(d.groups[g]))[:MAX_GROUPS]
-        duplicates = {"method": d.method, "reason": d.threshold_reason, "warnings": d.warnings, "how": how,
-                      "total": len(d.groups), "groups": [
-                          {"size": len(d.groups[g]), "min_cosine": float(d.group_min_cosine[g]),
-                           "tiles": [_tile(d.keys[i], Path(d.keys[i]).name, r.labels[r.ok_index[i]] or "")
-                                     for i in d.groups[g].tolist()[:8]]} for g in order]}
-    suspects = [_tile(x["path"], f"given: {x['given']}",
-                      f"suggested: {x['suggested']} {x['suggested_probability']:.2f}", f"score {x['score']:.3f}")
-                for x in doc.get("label_suspects", [])[:MAX_SUSPECTS]] if r.label_scores is not None else []
-    checks = [{"name": name, "title": c["title"], "measured": c["measured"], "notes": c["notes"], "issues": [
-        {**f, "tiles": [_tile(x["path"], Path(x["path"]).name, f"{x['score']:.3g}")
-                        for x in f["images"][:MAX_CHECK_TILES]]} for f in c["issues"].values()]}
-        for name, c in doc.get("checks", {}).items()]
+    sections = []
+    for name, c in r.checks.items():
+        sections.append({"id": name, "title": c.title, "notes": c.notes,
+                         "lists": [f"{name}.{kind}" for kind in c.issues], "empty": "Nothing to check."})
+        if name == "duplicates" and "groups" in lists:
+            sections.append({"id": "duplicate-groups", "title": "Duplicate groups", "notes": [],
+                             "lists": ["groups"], "empty": ""})
+    sections.append({"id": "labels", "title": "Label suspects", "notes": [],
+                     "lists": ["labels.suspects"] if "labels.suspects" in lists else [],
+                     "empty": "Label scoring did not run (see the notes above)."})
+    rows = webreport.class_table(r)
+    joint = webreport.confusion(r)
+    confusion = None
+    if joint is not None:
+        counts = np.asarray(joint["counts"])
+        off = counts - np.diag(np.diag(counts))
+        top = float(off.max()) if off.size and off.max() > 0 else 1.0
+        confusion = {"classes": joint["classes"], "rows": [
+            {"label": c, "cells": [{"text": f"{v:.0f}" if v >= 0.5 else "",
+                                    "alpha": 0.0 if g == t else round(min(1.0, v / top) * 0.8, 3)}
+                                   for t, v in enumerate(counts[g].tolist())]}
+            for g, c in enumerate(joint["classes"])]}
+    meta = json.dumps({"lists": lists}, separators=(",", ":")).replace("<", "\\u003c")
     curve = _svg_only(r.sample_size.plot_svg) if r.sample_size is not None else ""
     return _template().render(
         source=source, cards=cards, sample_size_answer=s.get("sample_size_answer", ""),
-        noise_rate=s.get("estimated_label_noise_rate"), notes=r.notes,
+        noise_rate=s.get("estimated_label_noise_rate"), notes=r.notes, files=files,
+        nav=[{"id": x["id"], "title": x["title"]} for x in sections] + [{"id": "learning-curve", "title": "Enough?"}],
         balance_chart=Markup(_bar_chart(totals)),       # matplotlib's own SVG: trusted markup
-        splits=[(split, sum(c.values())) for split, c in r.class_counts.items()],
-        duplicates=duplicates, leaks=doc.get("leakage_pairs", []), suspects=suspects,
-        checks=checks, learning_curve=Markup(curve),
+        class_rows=rows, class_splits=sorted({k for x in rows for k in x["splits"]}),
+        sections=sections, confusion=confusion, learning_curve=Markup(curve), page_rows=webreport.PAGE_ROWS,
+        meta_json=Markup(meta),        # JSON with "<" escaped: cannot close its script element
         sample_size_full_answer=r.sample_size.analysis.answer if r.sample_size is not None else "")

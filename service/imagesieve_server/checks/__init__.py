@@ -4,15 +4,18 @@ and one result type (``base.CheckResult``). The audit runs every check
 registered in ``CHECKS`` and its report renders any check's result, so a
 new kind of issue is one new module here plus one line below.
 
-Today: ``outliers`` (images far from all others) and ``image_properties``
-(blurry, dark, bright, low information, grayscale in a colour set, odd size
-or aspect). Duplicates, leakage, label issues and sample size still run
-from ``audit.analyse`` (issue: one checks layer for gRPC, CLI and audit).
+Today: ``duplicates`` (exact and near: the one definition of "the same
+picture"), ``leakage`` and ``label_conflicts`` (its pairs across splits and
+with two labels), ``outliers`` (images far from all others) and
+``image_properties`` (blurry, dark, bright, low information, grayscale in a
+colour set, odd size or aspect). Label scoring and the sample-size sweep
+still run from ``audit.analyse`` (they train classifiers: issue, one checks
+layer for gRPC, CLI and audit).
 """
 from __future__ import annotations
 
-from . import image_properties, outliers
+from . import duplicates, image_properties, label_conflicts, leakage, outliers
 
 #: name -> module with ``Params``, ``TITLE`` and ``from_inputs(base.CheckInputs, Params) -> CheckResult``,
-#: in the report's order.
-CHECKS = {outliers.NAME: outliers, image_properties.NAME: image_properties}
+#: in the order they run (a check may read the results of those before it) and the report shows them.
+CHECKS = {m.NAME: m for m in (duplicates, leakage, label_conflicts, outliers, image_properties)}

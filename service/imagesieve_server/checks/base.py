@@ -1,8 +1,11 @@
-"""What every check returns: per kind of issue, the flagged images worst
-first with their scores, the threshold that flagged them and why."""
+"""What every check returns: per kind of issue, the flagged images (or
+pairs of images) worst first with their scores, the threshold that flagged
+them and why."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -13,11 +16,32 @@ class CheckInputs:
     ``ok``: (N,) bool, embedded; ``properties``: (N, engine.properties.COUNT)
     float32 or None; ``sizes``: (N, 2) width, height (0 = unknown);
     ``knn_similarity``: (N,) mean cosine to the nearest images, NaN where
-    not embedded, or None."""
+    not embedded, or None. The duplicates check's inputs, over the
+    embedded images only (``ok_index`` maps them back): ``vectors`` (N_ok,
+    D) unit float32, ``keys``, ``labels``, ``splits`` (N_ok strings each),
+    ``sha256`` (N_ok,), ``signatures`` (N_ok, SIGNATURE_BYTES) uint8 or
+    None (raw cosine), ``knn`` (sims, ids) (N_ok, k) each from a kNN pass
+    already made, ``report(stage, done, total)`` for progress. ``results``:
+    the checks already run, by name (leakage and label conflicts read the
+    duplicates')."""
     ok: np.ndarray
     sizes: np.ndarray
     properties: np.ndarray | None = None
     knn_similarity: np.ndarray | None = None
+    vectors: np.ndarray | None = None
+    keys: Sequence[str] = ()
+    labels: Sequence[str] = ()
+    splits: Sequence[str] = ()
+    sha256: np.ndarray | None = None
+    signatures: np.ndarray | None = None
+    knn: tuple[np.ndarray, np.ndarray] | None = None
+    report: Callable | None = None
+    results: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def ok_index(self) -> np.ndarray:
+        """(N_ok,) positions among all N images of the embedded ones."""
+        return np.flatnonzero(self.ok)
 
 
 @dataclasses.dataclass
@@ -40,15 +64,46 @@ class FlaggedImages:
 
 
 @dataclasses.dataclass
+class FlaggedPairs:
+    """One kind of issue between two images. ``a``, ``b``: (M,) int64 image
+    positions, most severe first; ``scores``: (M,) float32 in ``unit``
+    (what they are ordered by); ``evidence``: more (M,) columns by name
+    (why each pair was flagged: cosine, stage 2's agreement...);
+    ``threshold`` and ``reason``: what flags a pair, in numbers and words."""
+    kind: str
+    description: str
+    unit: str
+    a: np.ndarray
+    b: np.ndarray
+    scores: np.ndarray
+    threshold: float
+    reason: str
+    evidence: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return int(len(self.a))
+
+    @property
+    def positions(self) -> np.ndarray:
+        """The images in some flagged pair, each once."""
+        return np.unique(np.r_[self.a, self.b]).astype(np.int64)
+
+
+@dataclasses.dataclass
 class CheckResult:
     """A check's answer: ``issues`` by kind (every kind it looks for, flagged
-    or not); ``measured``: images it could judge; ``notes``: why a kind was
-    not judged, in words."""
+    or not), of single images or of pairs (:class:`FlaggedPairs`);
+    ``measured``: images it could judge; ``notes``: why a kind was not
+    judged, in words; ``details``: the analysis' own result object for
+    callers that render more of it (the duplicates' groups and evidence),
+    or None."""
     name: str
     title: str
     measured: int
-    issues: dict[str, FlaggedImages]
+    issues: dict[str, FlaggedImages | FlaggedPairs]
     notes: list[str] = dataclasses.field(default_factory=list)
+    details: object | None = None
 
     def summary(self) -> dict:
         """{kind: count} plus ``measured``: what a summary line or card shows."""

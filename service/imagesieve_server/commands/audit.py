@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
+from ..analysis.defaults import LABELS_CLASSIFIER, LARGE_SWEEP, SWEEP_CLASSIFIER
 from ..engine.pipeline import RUNTIMES
 from .common import parse_fraction
 
@@ -39,9 +40,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", type=parse_fraction, default=0.95, help="target accuracy for the sweep (default 95%%)")
     p.add_argument("--top", type=parse_fraction, default=0.01, help="share of labels to flag (default 1%%)")
     p.add_argument("--no-sweep", action="store_true", help="skip the sample-size sweep")
-    p.add_argument("--classifier", choices=EMBEDDING_CLASSIFIERS, default="lda",
-                   help="classifier on the embeddings for label scoring and the sweep (default lda: "
-                        "fitted from sufficient statistics, no copies of the vectors)")
+    p.add_argument("--classifier", choices=EMBEDDING_CLASSIFIERS, default=LABELS_CLASSIFIER,
+                   help=f"classifier on the embeddings for label scoring (default {LABELS_CLASSIFIER}, as in "
+                        "`labels` and the ScoreLabels job: fitted from sufficient statistics, no copies of the vectors)")
+    p.add_argument("--sweep-classifier", choices=EMBEDDING_CLASSIFIERS, default=None,
+                   help=f"classifier of the sample-size sweep (default {SWEEP_CLASSIFIER}, as in `samplesize` and "
+                        f"the SampleSizeSweep job; lda above {LARGE_SWEEP:,} training images, said in the notes)")
     p.add_argument("--pixels", action="store_true",
                    help="label scoring also trains a small CNN on the images' pixels (their 48x48 gray layout "
                         "thumbnails): for thousands of images; needs the torch extra, else embeddings alone")
@@ -127,7 +131,7 @@ def run(args) -> int:
         results = run_analyses(paths, table.labels, table.splits, sha, errors,
                                vectors, threshold=args.threshold, target=args.target,
                                top_fraction=args.top, sweep=not args.no_sweep, seed=args.seed,
-                               classifier=args.classifier, stages=log,
+                               classifier=args.classifier, sweep_classifier=args.sweep_classifier, stages=log,
                                signatures=None if args.raw_cosine else signatures, pixels=pixels,
                                sizes=sizes, properties=properties)
         results.notes[:0] = table.notes            # the report says what the listing left out
@@ -145,9 +149,8 @@ def run(args) -> int:
           f"({took:.0f} s) ==")
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in {**s["seconds"], "report": report_seconds}.items()))
     if "duplicate_pairs" in s:
-        print(f"duplicates ({s['duplicate_method']}): {s['duplicate_pairs']} pairs ({s['exact_pairs']} exact) in "
-              f"{s['duplicate_groups']} groups covering {s['images_in_groups']} images; {s['leakage_pairs']} "
-              f"pairs leak across splits; {s['label_conflict_pairs']} pairs with different labels")
+        print(f"duplicate groups ({s['duplicate_method']}): {s['duplicate_groups']} covering "
+              f"{s['images_in_groups']} images (the pairs: duplicates, leakage and label conflicts below)")
         print(f"duplicate threshold: {s['duplicate_threshold_reason']}")
     if "label_suspects" in s:
         print(f"labels: {s['label_suspects']} suspects flagged; estimated wrong labels "
@@ -161,6 +164,7 @@ def run(args) -> int:
         print(f"note: {n}")
     for e in sorted({x for x in errors if x})[:5]:
         print(f"failed image error: {e}")
-    print(f"report: {out / 'report.html'} (also report.json, images.parquet, duplicate_pairs.parquet"
+    print(f"report: {out / 'report.html'} (with report_data/; also report.json, images.parquet, "
+          "duplicate_pairs.parquet, duplicate_groups.parquet"
           + (", pred_probs.npy, labels.npy" if "label_suspects" in s else "") + ")")
     return 0

@@ -50,19 +50,8 @@ def embed_paths(paths: list[Path], model: str, with_signatures: bool = False, st
     unchanged, are read from it (no model is loaded when all are), the
     others embedded and added."""
     if store is not None:
-        import sqlite3
-
-        from imagesieve_models.manifest import find_model
-        try:
-            find_model(model)            # a model that is not there is that, not a bad store
-        except FileNotFoundError as e:
-            raise ValueError(str(e)) from None
-        try:
-            return _embed_into_store([str(p) for p in paths], model, with_signatures, store)
-        except (sqlite3.DatabaseError, NotADirectoryError, FileExistsError, PermissionError) as e:
-            # A damaged store or a path that is not a folder: one line, as for any bad argument.
-            raise ValueError(f"cannot use {store} as an embedding store ({e}); name another --embeddings "
-                             "folder") from e
+        loaded = embed_into_store(paths, model, store, with_signatures)
+        return loaded.vectors, loaded.errors, loaded.signatures if with_signatures else None
     from imagesieve.progress import Progress
     from imagesieve_server.audit.embed import MAX_FILE_MB, read_image_file
     from imagesieve_server.engine import DecodeLimits, Embedder
@@ -108,6 +97,28 @@ def labelled_records(source):
     return records
 
 
+def embed_into_store(paths: list[Path], model: str, store: Path, with_signatures: bool = True):
+    """Files -> ``audit.store.LoadedEmbeddings`` (vectors, content hashes,
+    errors, sizes, signatures, properties) through the embedding store
+    folder ``store``: images already in it, unchanged, are read from it (no
+    model is loaded when all are), the others embedded and added.
+    ``with_signatures``: a store written before layout signatures is
+    refused. ValueError for a store that cannot be used."""
+    import sqlite3
+
+    from imagesieve_models.manifest import find_model
+    try:
+        find_model(model)            # a model that is not there is that, not a bad store
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
+    try:
+        return _embed_into_store([str(p) for p in paths], model, with_signatures, store)
+    except (sqlite3.DatabaseError, NotADirectoryError, FileExistsError, PermissionError) as e:
+        # A damaged store or a path that is not a folder: one line, as for any bad argument.
+        raise ValueError(f"cannot use {store} as an embedding store ({e}); name another --embeddings "
+                         "folder") from e
+
+
 def _embed_into_store(paths: list[str], model: str, with_signatures: bool, root: Path):
     from imagesieve_models.manifest import ModelManifest, find_model
     from imagesieve_server.audit.embed import InProcessBackend, embed_stage, plan
@@ -138,8 +149,39 @@ def _embed_into_store(paths: list[str], model: str, with_signatures: bool, root:
     finally:
         if store is not None:
             store.close()
-    signatures = loaded.signatures if with_signatures else None
-    if with_signatures and signatures is None:
+    if with_signatures and loaded.signatures is None:
         raise ValueError(f"{root} was written by an older version without layout thumbnails; "
                          "use another --embeddings folder")
-    return loaded.vectors, loaded.errors, signatures
+    return loaded
+
+
+def duplicate_pairs(paths: list, loaded, store: Path, report=None) -> tuple[np.ndarray, np.ndarray, str]:
+    """(a, b, where from): positions into ``paths`` of the duplicate pairs
+    among the images that embedded (``loaded``: ``embed_into_store``'s
+    answer, with signatures), as the duplicates check
+    (``checks.duplicates``) defines them. When ``store`` is an audit's and
+    that audit covered exactly these images, its pairs
+    (``duplicate_pairs.parquet``): the same answer, without aligning every
+    candidate again."""
+    import os
+
+    ok = np.array([not e for e in loaded.errors], bool)
+    wanted = [os.path.abspath(str(p)) for p in paths]
+    audit = Path(store).parent
+    if (audit / "duplicate_pairs.parquet").exists() and (audit / "images.parquet").exists():
+        import pyarrow.parquet as pq
+        images = pq.read_table(audit / "images.parquet", columns=["path", "error"]).to_pydict()
+        audited = {os.path.abspath(p) for p, e in zip(images["path"], images["error"]) if not e}
+        if audited == {p for p, good in zip(wanted, ok) if good}:
+            where = {p: i for i, p in enumerate(wanted)}
+            t = pq.read_table(audit / "duplicate_pairs.parquet", columns=["path_a", "path_b"]).to_pydict()
+            a = np.array([where[os.path.abspath(p)] for p in t["path_a"]], np.int64)
+            b = np.array([where[os.path.abspath(p)] for p in t["path_b"]], np.int64)
+            return a, b, f"the audit's duplicate pairs ({audit / 'duplicate_pairs.parquet'})"
+    from ..checks import duplicates
+    idx = np.flatnonzero(ok)
+    none = [""] * len(idx)
+    found = duplicates.run(loaded.vectors[idx], [wanted[i] for i in idx], none, none, loaded.sha256[idx],
+                           None if loaded.signatures is None else loaded.signatures[idx], report=report)
+    d = found.details.report
+    return idx[d.a], idx[d.b], "the duplicates check on these images"

@@ -115,6 +115,9 @@ def run(args) -> int:
     from ..analysis.labels.predict import out_of_fold_probabilities
 
     prog = "imagesieve consensus"
+    if args.method == "crowdlab" and args.no_model:      # as the Consensus job says it
+        print(f"{prog}: crowdlab needs the model (drop --no-model)", file=sys.stderr)
+        return 2
     try:
         paths, annotators, classes, labels = load_annotations(args.source)
     except (ValueError, OSError) as e:
@@ -149,12 +152,11 @@ def run(args) -> int:
             model_note = f"{args.classifier} on {args.model} embeddings, {min(args.folds, len(mv))}-fold " \
                          f"out-of-fold, trained on the majority vote"
         except ValueError as e:
-            model_note = f"not used: {e}"
-            print(f"{prog}: model not used: {e}", file=sys.stderr)
+            # As the Consensus job: a model asked for and impossible is an error, not a silent fallback.
+            print(f"{prog}: the model cannot be trained on these {len(mv)} images' majority labels ({e}); "
+                  "add annotations, or pass --no-model", file=sys.stderr)
+            return 2
     method = args.method
-    if method == "crowdlab" and probs is None:
-        print(f"{prog}: crowdlab needs the model; using dawid_skene", file=sys.stderr)
-        method = "dawid_skene"
     try:
         res = analyse_consensus(labels, k, probs, method=method, class_names=classes, weak=args.weak,
                                 model_weight=args.model_weight)

@@ -17,7 +17,8 @@ import numpy as np
 from imagesieve.progress import StageProgress
 
 from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
-from .common import add_embeddings_argument, embed_paths, labelled_records, parse_fraction, store_dir
+from .common import (add_embeddings_argument, duplicate_pairs, embed_into_store, labelled_records, parse_fraction,
+                     store_dir)
 
 
 
@@ -59,12 +60,13 @@ def run(args) -> int:
         print(f"imagesieve labels: {e}", file=sys.stderr)
         return 2
     paths = [r.path for r in records]
+    store = store_dir(args.embeddings, args.out)
     try:
-        vectors, errors, signatures = embed_paths(paths, args.model, with_signatures=args.pixels,
-                                                  store=store_dir(args.embeddings, args.out))
+        loaded = embed_into_store(paths, args.model, store)
     except ValueError as e:
         print(f"imagesieve labels: {e}", file=sys.stderr)
         return 2
+    vectors, errors, signatures = loaded.vectors, loaded.errors, loaded.signatures
     failed = [(str(p), e) for p, e in zip(paths, errors) if e]
     for p, e in failed:
         print(f"failed: {p}: {e}", file=sys.stderr)
@@ -99,6 +101,11 @@ def run(args) -> int:
     except ValueError as e:
         print(f"imagesieve labels: {e}", file=sys.stderr)
         return 2
+    # Copies of one picture with different labels: the duplicates check's pairs (one definition).
+    with StageProgress("duplicates: ") as report:
+        a, b, pairs_from = duplicate_pairs(paths, loaded, store, report)
+    given = [r.label for r in records]
+    conflicting = [(str(paths[i]), str(paths[j])) for i, j in zip(a.tolist(), b.tolist()) if given[i] != given[j]]
 
     def entry(i: int) -> dict:
         agree = res.neighbor_agreement[i]
@@ -117,7 +124,7 @@ def run(args) -> int:
     doc = {"source": str(args.source), "method": args.method, "classifier": used, "folds": folds,
            "seed": args.seed, "top_fraction": args.top, "num_images": len(recs), "classes": class_names,
            "estimated_noise_rate": res.noise_rate, "noise": noise, "suspects": suspects,
-           "conflicting_duplicates": [[str(recs[a].path), str(recs[b].path)] for a, b in res.conflicting_duplicates],
+           "conflicting_duplicates": [list(p) for p in conflicting], "duplicate_pairs_from": pairs_from,
            "failed": [{"path": p, "error": e} for p, e in failed],
            "scores": [entry(i) for i in range(len(recs))]}
     json_path = out / "label_suspects.json"
@@ -134,7 +141,7 @@ def run(args) -> int:
         print(f"{s['rank']:>4} {s['score']:6.3f} {s['given_label'][:14]:>14} {s['suggested_label'][:14]:>14} "
               f"{s['suggested_probability']:5.2f} {nbr:>4}  {s['path']}")
     print(f"estimated noise rate {res.noise_rate:.1%} ({len(recs)} images, {len(class_names)} classes); "
-          f"{len(res.conflicting_duplicates)} near-duplicate pairs with different labels")
+          f"{len(conflicting)} duplicate pairs with different labels ({pairs_from})")
     print(f"wrote {json_path} and {sheet_path}")
     return 0
 

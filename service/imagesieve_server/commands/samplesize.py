@@ -23,6 +23,7 @@ import numpy as np
 from imagesieve.progress import StageProgress
 
 from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
+from ..analysis.defaults import SWEEP_CLASSIFIER
 from .common import add_embeddings_argument, parse_fraction
 
 
@@ -63,7 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="subsets per size (default 5)")
     parser.add_argument("--test-fraction", type=parse_fraction, default=0.2,
                         help="held out as the test split when SOURCE has no test split (default 0.2)")
-    parser.add_argument("--classifier", choices=EMBEDDING_CLASSIFIERS, default="logreg")
+    parser.add_argument("--classifier", choices=EMBEDDING_CLASSIFIERS, default=SWEEP_CLASSIFIER,
+                        help=f"classifier trained on the embeddings (default {SWEEP_CLASSIFIER}, as in the audit "
+                             "and the SampleSizeSweep job)")
     parser.add_argument("--model", default="mobilenet_v1", help="embedding model name or manifest path")
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates (default 200)")
     parser.add_argument("--seed", type=int, default=0)

@@ -1,10 +1,14 @@
-"""FindDuplicates as a long job over a collection's stored vectors
-(``analysis.duplicates.find``), with progress, then the result message."""
+"""FindDuplicates as a long job over a collection's stored vectors (the
+duplicates check, ``checks.duplicates``), with progress, then the result
+message."""
 from __future__ import annotations
+
+import dataclasses
 
 from imagesieve.v1 import duplicates_pb2
 
-from ..analysis.duplicates.find import GROUPINGS, DuplicateReport, find_duplicates
+from ..analysis.duplicates.find import DuplicateReport
+from ..checks import duplicates
 from ..collections import Collection, CollectionError
 from .result_parts import result_parts
 from .runner import run_job
@@ -37,22 +41,23 @@ def report_message(r: DuplicateReport) -> duplicates_pb2.FindDuplicatesResult:
 
 async def find_duplicates_events(collection: Collection, request):
     """Yield FindDuplicatesEvent messages: progress, then the result."""
-    threshold = request.threshold
-    if not 0 <= threshold <= 1:
-        raise CollectionError(f"threshold must be a cosine in (0, 1], got {threshold}", "INVALID_ARGUMENT")
     if not 0 <= request.knn_k <= MAX_KNN_K:
         raise CollectionError(f"knn_k must be in 0..{MAX_KNN_K}, got {request.knn_k}", "INVALID_ARGUMENT")
-    grouping = request.grouping or "bounded"
-    if grouping not in GROUPINGS:
-        raise CollectionError(f"grouping must be one of {GROUPINGS}, got {grouping!r}", "INVALID_ARGUMENT")
+    try:
+        params = duplicates.Params(threshold=request.threshold, verify=not request.raw_cosine,
+                                   knn_k=request.knn_k, grouping=request.grouping or "bounded",
+                                   approximate=request.approximate)
+    except ValueError as e:
+        raise CollectionError(str(e), "INVALID_ARGUMENT") from None
 
     def work(reporter):
         reporter.report("loading vectors", 0, 0)
-        im = collection.all_images(with_signatures=not request.raw_cosine)
-        t = threshold or (0.0 if im.signatures is not None else collection.threshold)
-        return find_duplicates(im.vectors, im.keys, im.labels, im.splits, im.sha256, t,
-                               request.approximate, request.knn_k, grouping, report=reporter.report,
-                               signatures=im.signatures, alignment_pool=collection.alignment_pool)
+        im = collection.all_images(with_signatures=params.verify)
+        p = params
+        if not p.threshold and im.signatures is None:      # raw cosine: the collection's threshold
+            p = dataclasses.replace(p, threshold=collection.threshold)
+        return duplicates.run(im.vectors, im.keys, im.labels, im.splits, im.sha256, im.signatures, p,
+                              report=reporter.report, alignment_pool=collection.alignment_pool).details.report
 
     async for kind, value in run_job(work):
         if kind == "progress":

@@ -34,6 +34,7 @@ class LabelledVectors:
     splits: list[str]
     vectors: np.ndarray          # (N, D) float32, unit rows
     signatures: np.ndarray | None = None   # (N, SIGNATURE_BYTES) uint8 when asked for and every image has one
+    sha256: list[str] | None = None        # (N) hex of the encoded bytes, when asked for (signatures too)
 
 
 def check_inline_count(images, method: str) -> None:
@@ -93,7 +94,8 @@ async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, col
     chunk in which the first images fail. ``reader`` turns each inline image
     into bytes (the server's, with its allowed roots; None: no server paths
     allowed). ``with_signatures``: the layout signatures too (the stored
-    ones of a collection: None when some image has none). Callers embedding
+    ones of a collection: None when some image has none) and the content
+    hashes (what the duplicates check needs). Callers embedding
     inline images hold their job's slot (``runner.JobSlot``) while iterating."""
     which = source.WhichOneof("source")
     if which == "collection":
@@ -106,7 +108,8 @@ async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, col
         if missing:
             raise ValueError(f"{missing} of {len(im.keys)} images in collection {source.collection!r} "
                              f"have no label; {method} needs a label for every image")
-        yield LabelledVectors(im.keys, im.labels, im.splits, im.vectors, im.signatures)
+        yield LabelledVectors(im.keys, im.labels, im.splits, im.vectors, im.signatures,
+                              list(im.sha256) if with_signatures else None)
         return
     if which != "inline":
         raise ValueError(f"{method} needs a source: a collection or inline images with labels")
@@ -116,20 +119,23 @@ async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, col
     keys = [im.key or str(i) for i, im in enumerate(images)]
     vectors = np.zeros((len(images), engine.embedder.dim), dtype=np.float32)
     signatures = np.zeros((len(images), SIGNATURE_BYTES), np.uint8) if with_signatures else None
+    sha = [""] * len(images)
     start = time.perf_counter()
     yield common_pb2.JobProgress(stage="embedding", done=0, total=len(images))
     for lo in range(0, len(images), EMBED_CHUNK):
         chunk = images[lo:lo + EMBED_CHUNK]
         from ..servicers.common import gather_bounded  # here: servicers import the jobs
-        embedded = await gather_bounded(reader.embed(im, with_signature=with_signatures) for im in chunk)
+        embedded = await gather_bounded(reader.embed(im, with_signature=with_signatures, with_hash=with_signatures)
+                                        for im in chunk)
         failed: list[str] = []
-        for j, (r, err, _) in enumerate(embedded):
+        for j, (r, err, digest) in enumerate(embedded):
             if err is not None:
                 failed.append(f"{clipped(keys[lo + j])} ({clipped(err.message, 240)})")
             else:
                 vectors[lo + j] = r.vector
                 if signatures is not None:
                     signatures[lo + j] = r.signature
+                    sha[lo + j] = digest
         done = lo + len(chunk)
         if failed:             # fail fast: the rest is not embedded
             shown = ", ".join(failed[:FAILURES_SHOWN])
@@ -140,7 +146,7 @@ async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, col
         yield common_pb2.JobProgress(stage="embedding", done=done, total=len(images), elapsed_s=elapsed,
                                      eta_s=elapsed / done * (len(images) - done))
     yield LabelledVectors(keys, [im.label for im in images], [im.split.lower() for im in images], vectors,
-                          signatures)
+                          signatures, sha if with_signatures else None)
 
 
 class LabelledVectorsLoad:

@@ -14,13 +14,12 @@ from imagesieve.v1 import analysis_pb2
 
 from ..analysis.classifiers import check_embedding_classifier
 from ..analysis.sample_size.run import DEFAULT_BOOTSTRAP, SampleSizeReport, sample_size_report
-from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION
+from ..analysis.sample_size.sweep import DEFAULT_CLASSIFIER, DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION
 from .labelled_vectors import (LabelledVectorsLoad, check_inline_count, check_inline_images, check_labels,
                                check_seed)
 from .result_parts import result_parts
 from .runner import JobSlot, run_job
 
-DEFAULT_CLASSIFIER = "logreg"
 MAX_REPEATS = 100
 MAX_AT_SIZES = 16
 MAX_AT_IMAGES = 10**12

@@ -15,6 +15,7 @@ from imagesieve.v1 import analysis_pb2
 from ..analysis.classifiers import check_embedding_classifier, pixels_and_embeddings, pixels_unused_because
 from ..analysis.labels import DEFAULT_CLASSIFIER, DEFAULT_METHOD, METHODS, score_labels
 from ..analysis.labels.predict import check_folds
+from ..checks import duplicates, label_conflicts
 from ..engine.signature import thumbnails
 from .labelled_vectors import (LabelledVectors, LabelledVectorsLoad, check_inline_count, check_inline_images,
                                check_labels, check_seed)
@@ -76,8 +77,10 @@ def check_label_folds(labels: list[str], params: ScoreLabelsParams) -> None:
         check_folds(class_indices(labels)[1], params.folds, params.seed)
 
 
-def build_result(keys: list[str], class_names: list[str], labels: np.ndarray, scores) -> analysis_pb2.ScoreLabelsResult:
-    """ScoreLabelsResult from ``analysis.labels.LabelScores``."""
+def build_result(keys: list[str], class_names: list[str], labels: np.ndarray, scores,
+                 conflicting: np.ndarray) -> analysis_pb2.ScoreLabelsResult:
+    """ScoreLabelsResult from ``analysis.labels.LabelScores`` and the
+    (K, 2) positions of the copies with different labels."""
     def one(i: int) -> analysis_pb2.LabelScore:
         agree = scores.neighbor_agreement[i]
         return analysis_pb2.LabelScore(
@@ -93,7 +96,7 @@ def build_result(keys: list[str], class_names: list[str], labels: np.ndarray, sc
     noise.sort(key=lambda p: -p.count)
     conflicts = [analysis_pb2.LabelConflict(key_a=keys[a], key_b=keys[b], label_a=class_names[labels[a]],
                                             label_b=class_names[labels[b]])
-                 for a, b in np.asarray(scores.conflicting_duplicates, dtype=np.int64).reshape(-1, 2).tolist()]
+                 for a, b in np.asarray(conflicting, dtype=np.int64).reshape(-1, 2).tolist()]
     return analysis_pb2.ScoreLabelsResult(
         scores=[one(i) for i in range(len(keys))], suspects=[one(int(i)) for i in scores.suspects],
         noise=noise, estimated_noise_rate=scores.noise_rate, conflicting_duplicates=conflicts)
@@ -119,6 +122,21 @@ def pixel_classifier(params: ScoreLabelsParams, data: LabelledVectors):
             f"scored by a small CNN on the pixels (48x48 gray thumbnails) averaged with {name} on the embeddings")
 
 
+def conflicting_duplicates(data: LabelledVectors, collection, report=None) -> np.ndarray:
+    """(K, 2) positions of the copies of one picture with different labels:
+    the duplicates check on these images with the settings FindDuplicates
+    uses (verified when every image has its layout signature, else the
+    collection's raw-cosine threshold), refined by ``checks.label_conflicts``
+    (one definition, whichever RPC asks)."""
+    raw = data.signatures is None
+    params = duplicates.Params(threshold=collection.threshold if raw and collection is not None else 0.0,
+                               verify=not raw)
+    sha = data.sha256 or [""] * len(data.keys)
+    found = duplicates.run(data.vectors, data.keys, data.labels, data.splits, sha, data.signatures, params,
+                           report=report, alignment_pool=None if collection is None else collection.alignment_pool)
+    return label_conflicts.conflicting_pairs(found)
+
+
 def check_data(data: LabelledVectors, params: ScoreLabelsParams) -> None:
     check_labels(data.labels)
     check_label_folds(data.labels, params)
@@ -132,8 +150,9 @@ async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine, 
     ``reader``: the server's ImageReader for inline images (None: bytes only)."""
     params = validate_request(request)
     with JobSlot() as slot:        # one analysis slot from the first embedding to the end (JobsBusy)
+        # Signatures and hashes always: the copies with different labels are the duplicates check's.
         load = LabelledVectorsLoad(analysis_pb2.ScoreLabelsEvent, request.source, engine, collections, "ScoreLabels",
-                                   reader, with_signatures=params.pixels)
+                                   reader, with_signatures=True)
         async for event in load:
             yield event
         data = load.data
@@ -143,16 +162,20 @@ async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine, 
 
         scored, classifier, note = pixel_classifier(params, data)
 
+        source = request.source
+        collection = collections.get(source.collection) if source.WhichOneof("source") == "collection" else None
+
         def work(reporter):
-            return score_labels(scored, labels, method=params.method, classifier=classifier(reporter.check),
-                                folds=params.folds, seed=params.seed, top_fraction=params.top_fraction,
-                                neighbors=NEIGHBORS, neighbor_vectors=vectors, report=reporter.report)
+            scores = score_labels(scored, labels, method=params.method, classifier=classifier(reporter.check),
+                                  folds=params.folds, seed=params.seed, top_fraction=params.top_fraction,
+                                  neighbors=NEIGHBORS, neighbor_vectors=vectors, report=reporter.report)
+            return scores, conflicting_duplicates(data, collection, reporter.report)
 
         async for kind, value in run_job(work, slot):
             if kind == "progress":
                 yield analysis_pb2.ScoreLabelsEvent(progress=value)
             else:
-                result = build_result(data.keys, class_names, labels, value)
+                result = build_result(data.keys, class_names, labels, *value)
                 result.note = note
                 for part in result_parts(result):
                     yield analysis_pb2.ScoreLabelsEvent(result=part)

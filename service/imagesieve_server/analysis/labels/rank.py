@@ -78,17 +78,14 @@ class NeighborEvidence:
     """What each item's k nearest neighbours say about its label.
     label_distribution (N, C) float64: fraction of neighbours per label;
     agreement (N,): fraction sharing the item's label; mean_similarity (N,)
-    float32: mean cosine to the neighbours (low = isolated, for outliers);
-    close_pairs (M, 2) int64: unique neighbour pairs i < j with cosine >=
-    ``close_threshold``."""
+    float32: mean cosine to the neighbours (low = isolated, for outliers)."""
     label_distribution: np.ndarray
     agreement: np.ndarray
     mean_similarity: np.ndarray
-    close_pairs: np.ndarray
 
 
 def neighbor_evidence(vectors: np.ndarray, labels: np.ndarray, k: int, num_classes: int,
-                      close_threshold: float = 0.97, report=None) -> NeighborEvidence:
+                      report=None) -> NeighborEvidence:
     """:class:`NeighborEvidence` from one chunked kNN pass (``neighbors.knn_chunks``):
     the (N, k) neighbour lists are reduced chunk by chunk, never held whole.
     vectors: (N, D); labels: (N,) int in [0, num_classes).
@@ -99,11 +96,10 @@ def neighbor_evidence(vectors: np.ndarray, labels: np.ndarray, k: int, num_class
         raise ValueError(f"labels must be ({len(x)},), got {labels.shape}")
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    return evidence_from_knn(knn_chunks(x, int(k)), labels, num_classes, close_threshold, report)
+    return evidence_from_knn(knn_chunks(x, int(k)), labels, num_classes, report)
 
 
-def evidence_from_knn(chunks, labels: np.ndarray, num_classes: int, close_threshold: float = 0.97,
-                      report=None) -> NeighborEvidence:
+def evidence_from_knn(chunks, labels: np.ndarray, num_classes: int, report=None) -> NeighborEvidence:
     """Reduce kNN answers ``chunks`` (an iterable of (start, sims (b, k),
     ids (b, k)) covering rows 0..N-1 in order, as ``neighbors.knn_chunks``
     yields) to :class:`NeighborEvidence`. An id of -1 (an approximate index
@@ -113,21 +109,14 @@ def evidence_from_knn(chunks, labels: np.ndarray, num_classes: int, close_thresh
     dist = np.zeros((n, num_classes))
     agreement = np.empty(n)
     mean_sim = np.empty(n, dtype=np.float32)
-    close = []
     for s, sims, idx in chunks:
         e = s + len(idx)
         dist[s:e] = neighbor_label_distribution(idx, labels, num_classes)
         agreement[s:e] = neighbor_agreement(idx, labels, labels[s:e])
         mean_sim[s:e] = mean_found_similarity(sims, idx)
-        rows = np.repeat(np.arange(s, e), idx.shape[1])
-        hit = (sims >= close_threshold).ravel() & (idx >= 0).ravel()
-        close.append(np.stack([np.minimum(rows[hit], idx.ravel()[hit]),
-                               np.maximum(rows[hit], idx.ravel()[hit])], axis=1))
         if report is not None:
             report("nearest neighbours", e, n)
-    pairs = np.concatenate(close) if close else np.zeros((0, 2), dtype=np.int64)
-    pairs = np.unique(pairs, axis=0) if len(pairs) else np.zeros((0, 2), dtype=np.int64)
-    return NeighborEvidence(dist, agreement, mean_sim, pairs)
+    return NeighborEvidence(dist, agreement, mean_sim)
 
 
 def neighbor_label_distribution(neighbor_idx: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..defaults import LABELS_CLASSIFIER
 from . import count, filter as filt, predict, rank
 
 METHODS = ("out_of_fold", "labelfix")
@@ -31,7 +32,7 @@ RANKINGS = ("self_confidence", "normalized_margin")
 # In-sample (labelfix) LDA was better on the two large sets (+1.3-1.5 points) but
 # memorized a small one (400 images, 1024-d: 0-8% precision): not a default.
 DEFAULT_METHOD = "out_of_fold"
-DEFAULT_CLASSIFIER = "lda"
+DEFAULT_CLASSIFIER = LABELS_CLASSIFIER          # analysis.defaults: shown by the commands' help
 DEFAULT_NEIGHBOR_WEIGHT = 0.2
 
 
@@ -46,14 +47,13 @@ class LabelScores:
     suspects: np.ndarray             # (M,) indices, worst first
     joint: np.ndarray                # (C, C) calibrated confident joint [given, true], float
     noise_rate: float                # estimated fraction of wrong labels
-    conflicting_duplicates: np.ndarray  # (K, 2) near-duplicate pairs with different labels
 
 
 def score_labels(X: np.ndarray, labels: np.ndarray, method: str = DEFAULT_METHOD, classifier=DEFAULT_CLASSIFIER,
                  folds: int = 5, seed: int = 0, top_fraction: float = 0.01,
                  ranking: str = "self_confidence", neighbors: int = 10,
                  neighbor_weight: float = DEFAULT_NEIGHBOR_WEIGHT,
-                 neighbor_vectors: np.ndarray | None = None, duplicate_threshold: float = 0.97,
+                 neighbor_vectors: np.ndarray | None = None,
                  report: Callable[[str, int, int], None] | None = None,
                  num_classes: int | None = None,
                  neighbor_evidence: rank.NeighborEvidence | None = None) -> LabelScores:
@@ -67,7 +67,8 @@ def score_labels(X: np.ndarray, labels: np.ndarray, method: str = DEFAULT_METHOD
     0 disables it.
     neighbor_evidence: a precomputed ``rank.neighbor_evidence`` (the batch
     audit shares one kNN pass with its outlier stage); it replaces
-    neighbor_vectors / neighbors / duplicate_threshold.
+    neighbor_vectors / neighbors. (Copies of one picture with different
+    labels: ``checks.label_conflicts``.)
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
@@ -87,21 +88,19 @@ def score_labels(X: np.ndarray, labels: np.ndarray, method: str = DEFAULT_METHOD
         probs = predict.out_of_fold_probabilities(X, labels, classifier, folds, seed, report, c)
 
     agreement = np.full(n, np.nan)
-    dups = np.zeros((0, 2), dtype=np.int64)
     ranked_probs = probs
     ev = neighbor_evidence
     if ev is None and neighbors > 0 and n >= 2:
         vecs = X if neighbor_vectors is None else neighbor_vectors
         if report:
             report("neighbours", 0, 1)
-        ev = rank.neighbor_evidence(np.asarray(vecs).reshape(n, -1), labels, neighbors, c, duplicate_threshold)
+        ev = rank.neighbor_evidence(np.asarray(vecs).reshape(n, -1), labels, neighbors, c)
         if report:
             report("neighbours", 1, 1)
     if ev is not None:
         if ev.label_distribution.shape != (n, c):
             raise ValueError(f"neighbor_evidence is for {ev.label_distribution.shape}, not ({n}, {c})")
         agreement = ev.agreement
-        dups = filt.conflicting_duplicates(ev.close_pairs, labels)
         if method == "out_of_fold" and neighbor_weight > 0:
             ranked_probs = rank.blend_with_neighbors(probs, ev.label_distribution, neighbor_weight)
 
@@ -115,5 +114,4 @@ def score_labels(X: np.ndarray, labels: np.ndarray, method: str = DEFAULT_METHOD
     return LabelScores(method=method, pred_probs=ranked_probs, scores=scores, suggested=suggested,
                        suggested_probability=ranked_probs[np.arange(n), suggested],
                        neighbor_agreement=agreement, suspects=filt.top_fraction(scores, top_fraction),
-                       joint=joint, noise_rate=count.estimated_noise_rate(joint),
-                       conflicting_duplicates=dups)
+                       joint=joint, noise_rate=count.estimated_noise_rate(joint))

@@ -14,9 +14,11 @@ from .analyse import SampleSizeAnalysis, analyse
 from .bootstrap import BootstrapResult, bootstrap, percentile_interval
 from .curves import FAMILIES, CurveFit, ceiling, evaluate, fit_curve, images_for_target
 from .select import Selection, select_fit, summarize
-from .sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, SweepResult, run_sweep
+from ..defaults import LARGE_SWEEP
+from .sweep import DEFAULT_CLASSIFIER, DEFAULT_FRACTIONS, DEFAULT_REPEATS, SweepResult, run_sweep
 
 __all__ = ["SampleSizeAnalysis", "analyse", "BootstrapResult", "bootstrap", "percentile_interval",
            "FAMILIES", "CurveFit", "ceiling", "evaluate", "fit_curve", "images_for_target",
-           "Selection", "select_fit", "summarize", "DEFAULT_FRACTIONS", "DEFAULT_REPEATS",
+           "Selection", "select_fit", "summarize", "DEFAULT_CLASSIFIER", "DEFAULT_FRACTIONS", "DEFAULT_REPEATS",
+           "LARGE_SWEEP",
            "SweepResult", "run_sweep"]

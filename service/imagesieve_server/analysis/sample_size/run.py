@@ -9,7 +9,7 @@ import numpy as np
 
 from .analyse import SampleSizeAnalysis, analyse, check_at_sizes
 from .plot import plot_learning_curve
-from .sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION, SweepResult, run_sweep
+from .sweep import DEFAULT_CLASSIFIER, DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION, SweepResult, run_sweep
 
 DEFAULT_BOOTSTRAP = 200
 
@@ -39,7 +39,7 @@ class SampleSizeReport:
 
 def sample_size_report(X, labels, *, is_test=None, target: float | None = None, at=None,
                        fractions: Sequence[float] = DEFAULT_FRACTIONS, repeats: int = DEFAULT_REPEATS,
-                       test_fraction: float = DEFAULT_TEST_FRACTION, classifier: str = "logreg",
+                       test_fraction: float = DEFAULT_TEST_FRACTION, classifier: str = DEFAULT_CLASSIFIER,
                        seed: int = 0, n_boot: int = DEFAULT_BOOTSTRAP,
                        report: Callable[[str, int, int], None] | None = None,
                        title: str = "How many images are enough?") -> SampleSizeReport:

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..classifiers import fit_on_rows, make_classifier, predict_proba_on_rows
+from ..defaults import SWEEP_CLASSIFIER as DEFAULT_CLASSIFIER
 
 DEFAULT_FRACTIONS = (0.05, 0.10, 0.20, 0.35, 0.50)
 DEFAULT_REPEATS = 5
@@ -77,7 +78,7 @@ def stratified_subset(y: np.ndarray, n: int, rng: np.random.Generator) -> np.nda
 
 def run_sweep(X, y, *, X_test=None, y_test=None, is_test=None, test_fraction: float = DEFAULT_TEST_FRACTION,
               fractions: Sequence[float] = DEFAULT_FRACTIONS, repeats: int = DEFAULT_REPEATS,
-              classifier: str = "logreg", seed: int = 0,
+              classifier: str = DEFAULT_CLASSIFIER, seed: int = 0,
               report: Callable[[str, int, int], None] | None = None) -> SweepResult:
     """Train ``classifier`` (``make_classifier(name, seed)``) on stratified
     subsets of the training data and score each on the test split.

@@ -1,0 +1,118 @@
+"""Which images are the same picture? Exact duplicates (identical bytes) and
+near duplicates (an altered copy: recompressed, resized, cropped,
+recoloured, captioned...), found in two stages by default
+(``analysis.duplicates.find``: the embedding's nearest neighbours and the
+coarse layouts propose pairs, stage 2 verifies each by aligning their
+layouts), or by raw cosine (``Params.verify`` False).
+
+The pairs this check reports are the one definition of "duplicates" that
+leakage (``checks.leakage``) and label conflicts (``checks.label_conflicts``)
+refine, in the audit, the FindDuplicates job and the ScoreLabels job alike.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..analysis.duplicates.find import GROUPINGS, LAYOUT_K, DuplicateReport, find_duplicates
+from .base import CheckInputs, CheckResult, FlaggedPairs
+
+NAME = "duplicates"
+TITLE = "Duplicates"
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """``threshold``: cosine in [0, 1]; 0 = the method's own (verified: its
+    candidate floor; raw cosine: derived from the data's neighbours).
+    ``verify``: two stages (needs layout signatures) or raw cosine.
+    ``knn_k``: candidates an image, 0 = the method's default; ``layout_k``:
+    candidates an image by coarse layout (0 = none); ``grouping``: how
+    pairs become groups (``analysis.duplicates.find.GROUPINGS``);
+    ``approximate``: raw cosine by a kNN graph instead of an exact range
+    search (large sets)."""
+    threshold: float = 0.0
+    verify: bool = True
+    knn_k: int = 0
+    layout_k: int = LAYOUT_K
+    grouping: str = "bounded"
+    approximate: bool = False
+
+    def __post_init__(self):
+        if not 0 <= self.threshold <= 1:
+            raise ValueError(f"threshold must be a cosine in [0, 1]; got {self.threshold}")
+        if self.knn_k < 0 or self.layout_k < 0:
+            raise ValueError(f"knn_k and layout_k must be >= 0; got {self.knn_k}, {self.layout_k}")
+        if self.grouping not in GROUPINGS:
+            raise ValueError(f"grouping must be one of {GROUPINGS}; got {self.grouping!r}")
+
+
+@dataclasses.dataclass
+class Found:
+    """A duplicates result's ``details``: the :class:`DuplicateReport` (its
+    positions index the images it was given) and ``positions`` (N,), what
+    each of those images is called in the check's results (None: the same)."""
+    report: DuplicateReport
+    positions: np.ndarray | None = None
+
+
+def refine(duplicates: CheckResult, mask_of, kind: str, description: str) -> FlaggedPairs:
+    """The pairs of a duplicates result where ``mask_of(report)`` (P,) bool
+    holds, ordered as :func:`flagged_pairs` orders them: what leakage and
+    label conflicts are made of."""
+    found: Found = duplicates.details
+    return flagged_pairs(found.report, mask_of(found.report), kind, description, found.positions)
+
+
+def flagged_pairs(report: DuplicateReport, mask: np.ndarray, kind: str, description: str,
+                  positions: np.ndarray | None = None) -> FlaggedPairs:
+    """The pairs of ``report`` where ``mask`` (P,) holds, most certain first:
+    identical bytes, then by stage 2's agreement (verified) or cosine (raw).
+    ``positions``: (N_report,) image position of each of the report's
+    images (default: the same)."""
+    idx = np.flatnonzero(mask)
+    verified = report.evidence is not None
+    score = (report.evidence.agreement if verified else report.cosine)[idx].astype(np.float32)
+    order = np.lexsort((-score, ~report.exact[idx]))
+    idx, score = idx[order], score[order]
+    at = (lambda p: p) if positions is None else (lambda p: np.asarray(positions)[p])
+    evidence = {"cosine": report.cosine[idx].astype(np.float32), "exact": report.exact[idx]}
+    if verified:
+        ev = report.evidence
+        evidence.update(agreement=ev.agreement[idx], matched_area=ev.matched_area[idx],
+                        mirrored=ev.mirrored[idx], turned_degrees=ev.turned[idx], inverted=ev.inverted[idx])
+        if report.relative is not None:
+            evidence["relative_disagreement"] = report.relative[idx]
+    unit = "stage-2 agreement" if verified else "cosine"
+    return FlaggedPairs(kind, description, unit, at(report.a[idx]).astype(np.int64),
+                        at(report.b[idx]).astype(np.int64), score, float(report.threshold),
+                        report.threshold_reason, evidence)
+
+
+def run(vectors: np.ndarray, keys, labels, splits, sha256, signatures: np.ndarray | None = None,
+        params: Params | None = None, knn=None, report=None, alignment_pool=None,
+        positions: np.ndarray | None = None) -> CheckResult:
+    """Duplicates among N images: ``vectors`` (N, D) unit float32, N keys,
+    labels, splits and sha256 each; ``signatures`` (N, SIGNATURE_BYTES)
+    uint8 for two stages (None: raw cosine, whatever ``params.verify``
+    says). ``knn``: (sims, ids) of a kNN pass already made. ``positions``:
+    (N,) what each image is called in the result (default 0..N-1). The
+    result's ``details`` is a :class:`Found` (the DuplicateReport: groups,
+    evidence, flags)."""
+    p = params or Params()
+    sig = signatures if p.verify else None
+    d = find_duplicates(vectors, keys, labels, splits, sha256, p.threshold, p.approximate, p.knn_k, p.grouping,
+                        report=report, signatures=sig, knn=knn if sig is not None else None,
+                        alignment_pool=alignment_pool, layout_k=p.layout_k)
+    near_what = ("verified as the same picture (stage 2: the layouts align)" if d.method == "verified"
+                 else f"cosine >= {d.threshold:.3f}")
+    issues = {"exact": flagged_pairs(d, d.exact, "exact", "identical bytes", positions),
+              "near": flagged_pairs(d, ~d.exact, "near", f"altered copies: {near_what}", positions)}
+    return CheckResult(NAME, TITLE, len(keys), issues, list(d.warnings), details=Found(d, positions))
+
+
+def from_inputs(inputs: CheckInputs, params: Params | None = None) -> CheckResult:
+    """:func:`run` on the audit's embedded images (positions: all N)."""
+    return run(inputs.vectors, inputs.keys, inputs.labels, inputs.splits, inputs.sha256, inputs.signatures,
+               params, knn=inputs.knn, report=inputs.report, positions=inputs.ok_index)

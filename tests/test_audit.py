@@ -385,3 +385,47 @@ def test_a_large_sweep_falls_back_to_lda_and_says_so(monkeypatch):
     assert any("lda instead of logreg (400 training images, above 300)" in note for note in r.notes)
     r = analyse.run_analyses(*args, threshold=0.0, target=0.9, sweep_classifier="logreg")
     assert r.sample_size.sweep.classifier == "logreg" and not any("instead of" in note for note in r.notes)
+
+
+def test_the_reports_fix_list_cleans_the_manifest(dataset, audited, tmp_path):
+    """Tick a list's suggested actions in the report (Chromium), export the
+    fix list, and `imagesieve fix` writes the cleaned manifest: the leaked
+    test copy dropped, the label suspects relabelled, nothing else changed,
+    no file touched."""
+    import csv
+    import html
+    import io
+    import re
+    root, planted = dataset
+    out, _ = audited
+    plan = []
+    for lst in ("leakage.cross_split", "labels.suspects"):
+        dom, attrs, _ = chromium_dom((out / "report.html").as_uri() + f"#list={lst}&select=page", tmp_path / lst)
+        assert int(attrs["fixes"]) >= 1 and attrs["js-errors"] == "0", attrs
+        text = html.unescape(re.search(r'<textarea id="fix-csv"[^>]*>(.*?)</textarea>', dom, re.S).group(1))
+        plan += list(csv.DictReader(io.StringIO(text)))
+    assert {r["source"] for r in plan} == {str(root)}
+    drops = {r["path"] for r in plan if r["action"] == "drop"}
+    relabels = {r["path"]: r["new_label"] for r in plan if r["action"] == "relabel"}
+    leak_test = [p for p in drops if Path(p).name in planted["leak"]]
+    assert len(leak_test) == 1 and "/test/" in leak_test[0]           # the test copy goes, the train one stays
+    with open(tmp_path / "fixes.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["source", "path", "action", "new_label", "reason"])
+        w.writeheader()
+        w.writerows(plan)
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    r = subprocess.run([sys.executable, "-m", "imagesieve.cli", "fix", str(tmp_path / "fixes.csv"),
+                        "--out", str(tmp_path / "clean.csv")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(tmp_path / "clean.csv")))
+    assert len(rows) == len(before) - len(drops) and not drops & {x["path"] for x in rows}
+    changed = {x["path"]: x["label"] for x in rows if x["path"] in relabels}
+    assert changed == relabels
+    assert f"{len(drops)} dropped, {len(relabels)} relabelled" in r.stdout
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == before
+    # A bad action is one line naming it, exit 2.
+    (tmp_path / "bad.csv").write_text(f"source,path,action,new_label,reason\n{root},x.jpg,delete,,\n")
+    r = subprocess.run([sys.executable, "-m", "imagesieve.cli", "fix", str(tmp_path / "bad.csv"),
+                        "--out", str(tmp_path / "x.csv")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "'delete' is not one of drop, relabel, review" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

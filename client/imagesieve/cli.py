@@ -13,6 +13,7 @@
     imagesieve labels SOURCE --top 1%               likely mislabeled images + contact sheet
     imagesieve samplesize SOURCE --target 0.95      images needed for a target accuracy + plot
     imagesieve consensus MANIFEST.csv --out DIR     several annotators: consensus, reliability, review queue
+    imagesieve fix fixes.csv --out manifest.csv     apply a report's fix list: the cleaned manifest
 """
 from __future__ import annotations
 
@@ -425,6 +426,7 @@ SERVER_COMMANDS = {
     "samplesize": "how many images reach a target accuracy (learning-curve sweep)",
     "calibrate": "choose the near-duplicate threshold from altered copies of your images",
     "consensus": "consensus of several annotators per image, reliability, review queue, ambiguous classes",
+    "fix": "apply a report's fix list: write the cleaned manifest (never touches your files)",
 }
 
 

@@ -290,7 +290,7 @@ def render_html(r: AuditResults, s: dict, lists: dict, files: list[str], source:
                                     "alpha": 0.0 if g == t else round(min(1.0, v / top) * 0.8, 3)}
                                    for t, v in enumerate(counts[g].tolist())]}
             for g, c in enumerate(joint["classes"])]}
-    meta = json.dumps({"lists": lists}, separators=(",", ":")).replace("<", "\\u003c")
+    meta = json.dumps({"lists": lists, "source": source}, separators=(",", ":")).replace("<", "\\u003c")
     curve = _svg_only(r.sample_size.plot_svg) if r.sample_size is not None else ""
     return _template().render(
         source=source, cards=cards, sample_size_answer=s.get("sample_size_answer", ""),

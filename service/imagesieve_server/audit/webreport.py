@@ -30,6 +30,12 @@ from .analyse import AuditResults
 DATA = "report_data"
 PAGE_ROWS = 50
 THUMB = 112
+#: The action a report suggests for each list's findings (the fix list,
+#: ``commands.fix``): drop the pair's second image (a copy), drop the test
+#: image of a leak, drop every group member but the first, relabel to the
+#: suggested class; any other list: review.
+ACTIONS = {"duplicates.exact": "drop_b", "duplicates.near": "drop_b", "leakage.cross_split": "drop_test",
+           "groups": "drop_rest", "labels.suspects": "relabel"}
 #: Thumbnails written (the images of the lists' first rows first); the
 #: images of rows beyond show their own file (``file://``), lazily.
 MAX_THUMBS = 20_000
@@ -71,6 +77,7 @@ class Lists:
             self._write(folder, name, pages, page)
             pages += 1
         self.meta[name] = {"title": title, "count": count, "pages": pages, "kind": kind,
+                           "action": ACTIONS.get(name, "review"),
                            "labels": sorted(x for x in labels if x), "splits": sorted(x for x in splits if x), **meta}
 
     def _write(self, folder: Path, name: str, k: int, rows: list[dict]) -> None:

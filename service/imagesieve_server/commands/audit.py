@@ -137,7 +137,8 @@ def run(args) -> int:
         results.notes[:0] = table.notes            # the report says what the listing left out
         before_report = time.perf_counter()
         from ..audit.report import write_report
-        s = write_report(results, out, args.source)
+        # An absolute source: the report's fix list names it for `imagesieve fix`, from any folder.
+        s = write_report(results, out, os.path.abspath(args.source) if os.path.exists(args.source) else args.source)
         report_seconds = time.perf_counter() - before_report
     except KeyboardInterrupt:
         print("\ninterrupted during the analyses: the embeddings are complete and kept; rerun to finish",

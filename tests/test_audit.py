@@ -257,7 +257,7 @@ def test_report_opens_in_headless_chromium_with_no_errors(dataset, audited, tmp_
     assert attrs["ready"] == "1", attrs
     assert int(attrs["images"]) >= 10 and attrs["broken-images"] == "0" and attrs["js-errors"] == "0", attrs
     assert console == []
-    for section in ("summary", "balance", "duplicates", "duplicate-groups", "leakage", "labels", "outliers",
+    for section in ("summary", "balance", "duplicates", "duplicate-groups", "leakage", "label_issues", "outliers",
                     "image_properties", "learning-curve"):
         assert f'id="{section}"' in dom, section
     assert "<svg" in dom.split('id="learning-curve"')[1]          # the plot is inline
@@ -277,9 +277,9 @@ def test_report_opens_in_headless_chromium_with_no_errors(dataset, audited, tmp_
     suspects = doc["label_suspects"]
     label = suspects[0]["given"]
     want = sum(1 for x in suspects if x["given"] == label)
-    dom, attrs, _ = chromium_dom((out / "report.html").as_uri() + f"#list=labels.suspects&label={label}",
+    dom, attrs, _ = chromium_dom((out / "report.html").as_uri() + f"#list=label_issues.suspects&label={label}",
                                  tmp_path / "profile3")
-    box = list_box(dom, "labels.suspects")
+    box = list_box(dom, "label_issues.suspects")
     assert re.search(r'data-total="(\d+)"', box).group(1) == str(want) and attrs["js-errors"] == "0"
     assert box.count('<span class="badge">') == min(want, 50)
 
@@ -368,10 +368,12 @@ def test_a_manifest_naming_a_fifo_or_a_device_fails_those_items_alone(tmp_path, 
 
 
 def test_a_large_sweep_falls_back_to_lda_and_says_so(monkeypatch):
-    """Above LARGE_SWEEP training images the audit sweeps with LDA (logistic
-    regression would copy the vectors to float64) and notes it; asked for
-    by name, the classifier is used whatever the size."""
+    """Above LARGE_SWEEP training images the sample-size check sweeps with
+    LDA (logistic regression would copy the vectors to float64) and the
+    audit notes it; asked for by name, the classifier is used whatever the
+    size."""
     from imagesieve_server.audit import analyse
+    from imagesieve_server.checks import sample_size
     rng = np.random.default_rng(0)
     n = 400
     y = np.arange(n) % 4
@@ -379,10 +381,13 @@ def test_a_large_sweep_falls_back_to_lda_and_says_so(monkeypatch):
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     args = ([f"/x/{i}.png" for i in range(n)], [f"c{v}" for v in y], ["train"] * n,
             [f"{i:064x}" for i in range(n)], [""] * n, x)
-    monkeypatch.setattr(analyse, "LARGE_SWEEP", 300)
+    monkeypatch.setattr(sample_size, "LARGE_SWEEP", 300)
     r = analyse.run_analyses(*args, threshold=0.0, target=0.9)
     assert r.sample_size.sweep.classifier == "lda"
-    assert any("lda instead of logreg (400 training images, above 300)" in note for note in r.notes)
+    assert any("lda instead of logreg (320 training images, above 300)" in note for note in r.notes), r.notes
+    # One check, whoever asks: the samplesize command and the job get the same answer from it.
+    alone = sample_size.run(x, args[1], args[2], sample_size.Params(target=0.9))
+    assert alone.details.sweep.classifier == "lda" and alone.details.analysis.answer == r.sample_size.analysis.answer
     r = analyse.run_analyses(*args, threshold=0.0, target=0.9, sweep_classifier="logreg")
     assert r.sample_size.sweep.classifier == "logreg" and not any("instead of" in note for note in r.notes)
 
@@ -399,7 +404,7 @@ def test_the_reports_fix_list_cleans_the_manifest(dataset, audited, tmp_path):
     root, planted = dataset
     out, _ = audited
     plan = []
-    for lst in ("leakage.cross_split", "labels.suspects"):
+    for lst in ("leakage.cross_split", "label_issues.suspects"):
         dom, attrs, _ = chromium_dom((out / "report.html").as_uri() + f"#list={lst}&select=page", tmp_path / lst)
         assert int(attrs["fixes"]) >= 1 and attrs["js-errors"] == "0", attrs
         text = html.unescape(re.search(r'<textarea id="fix-csv"[^>]*>(.*?)</textarea>', dom, re.S).group(1))

@@ -78,7 +78,8 @@ def test_unmeasured_images_are_not_judged_and_too_few_use_the_fixed_bounds(photo
     ok[2] = False
     assert from_inputs(CheckInputs(ok, s, p)).measured == 4
     assert from_inputs(CheckInputs(ok, s, None)).measured == 0
-    assert list(CHECKS) == ["duplicates", "leakage", "label_conflicts", "outliers", "image_properties"]
+    assert list(CHECKS) == ["duplicates", "leakage", "label_conflicts", "outliers", "image_properties", "label_issues",
+                           "sample_size"]
 
 
 @pytest.mark.parametrize("bad", [dict(spread=0), dict(min_images=2), dict(dark=1.5), dict(blur_ratio=0),

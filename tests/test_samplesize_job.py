@@ -91,7 +91,7 @@ def test_job_streams_progress_then_a_result_with_a_plot(digit_images, manifest_p
 def test_closing_the_stream_cancels_the_job(digit_images, manifest_path):
     """100 fits requested; after the first, closing the stream stops the
     worker thread (checked in ``collect``) and no result arrives."""
-    req = request(digit_images[::3], fractions=[0.2, 0.5], repeats=50, target_accuracy=0.9)
+    req = request(digit_images[::2], fractions=[0.2, 0.5], repeats=50, target_accuracy=0.9)   # 150: a sweep needs 100
     events = asyncio.run(collect(req, manifest_path, stop_after_stage="fit"))
     assert not any(e.WhichOneof("event") == "result" for e in events)
     fits = [e.progress.done for e in events if e.progress.stage == "fit"]
@@ -131,4 +131,5 @@ def test_bad_requests_are_rejected(digit_images):
     with pytest.raises(ValueError, match="missing label"):
         validate_request(request(unlabelled, target_accuracy=0.9))
     p = validate_request(request(digit_images * 2, target_accuracy=0.9))
-    assert p.fractions == (0.05, 0.10, 0.20, 0.35, 0.50) and p.repeats == 5 and p.classifier == "logreg"
+    # Unset classifier: the sample-size check chooses (logreg; lda above LARGE_SWEEP), as for the audit.
+    assert p.fractions == (0.05, 0.10, 0.20, 0.35, 0.50) and p.repeats == 5 and p.classifier is None

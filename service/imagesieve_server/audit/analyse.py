@@ -1,7 +1,9 @@
 """All three quality dimensions in one pass over the stored embeddings:
-class balance, exact and near duplicates with groups, train/test leakage,
-outliers, label-noise ranking, and a sample-size sweep. Each stage that
-cannot run on this data (no labels, too few images) says why in ``notes``."""
+class balance, one kNN pass shared by the checks that want it, then every
+registered check in turn (``checks.CHECKS``: duplicates, leakage, label
+conflicts, outliers, image properties, label issues, sample size). A check
+that cannot run on this data (no labels, too few images) says why in
+``notes``."""
 from __future__ import annotations
 
 import collections
@@ -13,23 +15,16 @@ import numpy as np
 from imagesieve.progress import StageProgress
 
 from ..analysis.duplicates.find import CANDIDATE_K, DuplicateReport
-from ..analysis.classifiers import pixels_and_embeddings
-from ..analysis.labels import DEFAULT_CLASSIFIER, rank, score_labels
+from ..analysis.labels import DEFAULT_CLASSIFIER, rank
 from ..analysis.neighbors import knn, mean_found_similarity
 from ..analysis.outliers import knn_similarity, outlier_scores
-from ..analysis.sample_size.run import SampleSizeReport, sample_size_report
-from ..analysis.defaults import LABELS_CLASSIFIER, LARGE_SWEEP, SWEEP_CLASSIFIER
-from ..checks import CHECKS
+from ..analysis.sample_size.run import SampleSizeReport
+from ..checks import CHECKS, duplicates, label_issues, sample_size
 from ..checks.base import CheckInputs, CheckResult
-from ..checks.duplicates import Params as DuplicateParams
 from ..index.faiss_index import FLAT_MAX
 from .stages import StageLog
 
-MIN_SWEEP_IMAGES = 100
 NEIGHBORS = 10
-#: The audit's classifiers are the commands' and jobs' (``analysis.defaults``): label
-#: scoring's for label scoring, the sweep's for the sweep (LDA for a sweep over more
-#: than LARGE_SWEEP training images, said in the notes).
 
 
 @dataclasses.dataclass
@@ -62,15 +57,24 @@ class AuditResults:
         return np.flatnonzero(self.ok)
 
 
-def _run_checks(r: AuditResults, inputs: CheckInputs, params: dict | None = None) -> None:
-    """Every registered check (``checks.CHECKS``), in order, each a stage of
-    its own; ``params``: a check's Params by name (else its defaults)."""
+def _run_checks(r: AuditResults, inputs: CheckInputs, params: dict, skip: set) -> None:
+    """Every registered check (``checks.CHECKS``) but those in ``skip``, in
+    order, each a stage of its own; ``params``: a check's Params by name
+    (else its defaults). A check that cannot run on this data (ValueError)
+    says why in the notes; the others run."""
     for name, check in CHECKS.items():
+        if name in skip:
+            continue
         with r.stages.stage(name, announce=True), StageProgress(f"  {name}: ") as report:
             inputs.report = report
-            r.checks[name] = inputs.results[name] = check.from_inputs(inputs, (params or {}).get(name))
+            try:
+                r.checks[name] = inputs.results[name] = check.from_inputs(inputs, params.get(name))
+            except ValueError as e:
+                r.notes.append(f"{check.TITLE}: skipped: {e}")
+                continue
+            finally:
+                inputs.report = None
             r.notes.extend(f"{check.TITLE}: {n}" for n in r.checks[name].notes)
-    inputs.report = None
 
 
 def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: float, target: float,
@@ -106,11 +110,18 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     sig = None if signatures is None else (signatures if all_ok else signatures[idx])
     inputs = CheckInputs(ok, np.zeros((len(ok), 2), np.int32) if sizes is None else np.asarray(sizes), properties,
                          vectors=x, keys=keys, labels=lab, splits=spl,
-                         sha256=sha256 if all_ok else sha256[idx], signatures=sig)
-    checks = {"duplicates": DuplicateParams(threshold=threshold, approximate=len(idx) > FLAT_MAX)}
+                         sha256=sha256 if all_ok else sha256[idx], signatures=sig,
+                         pixels=None if pixels is None else (pixels if all_ok else pixels[idx]))
+    checks = {"duplicates": duplicates.Params(threshold=threshold, approximate=len(idx) > FLAT_MAX),
+              "label_issues": label_issues.Params(classifier=classifier, top_fraction=top_fraction, seed=seed,
+                                                  pixels=pixels is not None),
+              "sample_size": sample_size.Params(target=target, classifier=sweep_classifier, seed=seed)}
+    skip = set() if sweep else {"sample_size"}
+    if not sweep:
+        r.notes.append("sample-size sweep skipped (--no-sweep)")
     if len(idx) < 2:
         r.notes.append("fewer than 2 images embedded: nothing to compare")
-        _run_checks(r, inputs, checks)
+        _run_checks(r, inputs, checks, skip)
         return r
 
     k = min(NEIGHBORS, len(idx) - 1)
@@ -135,50 +146,16 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
             r.knn_similarity = mean_found_similarity(chunks[0][1], chunks[0][2])
         chunks = None
         r.outlier_score = outlier_scores(r.knn_similarity)
-    inputs.knn = neighbours
+    inputs.knn, inputs.label_evidence = neighbours, evidence
     inputs.knn_similarity = np.full(len(ok), np.nan, np.float32)
     inputs.knn_similarity[idx] = r.knn_similarity
-    _run_checks(r, inputs, checks)
-    inputs.knn = neighbours = None
+    neighbours = evidence = None
+    _run_checks(r, inputs, checks, skip)
     r.duplicates = r.checks["duplicates"].details.report
     r.threshold = r.duplicates.threshold
-
-    if not labelled:
-        r.notes.append("label scoring and the sample-size sweep need a label for every image "
-                       "(class folders or a label column) and at least 2 classes")
-        return r
-    smallest = min(collections.Counter(lab).values())
-    with r.stages.stage("label scoring", announce=True), StageProgress("  labels: ") as report:
-        try:
-            scored, scorer = x, classifier
-            if pixels is not None:
-                scorer = pixels_and_embeddings(pixels if all_ok else pixels[idx], x, classifier)
-                scored = np.arange(len(idx))[:, None]
-                r.notes.append(f"labels scored by a small CNN on the pixels averaged with {classifier} "
-                               "on the embeddings")
-            r.label_scores = score_labels(scored, r.label_ids, classifier=scorer, folds=min(5, max(2, smallest)),
-                                          seed=seed, top_fraction=top_fraction, report=report,
-                                          num_classes=len(r.class_names), neighbor_evidence=evidence)
-        except ValueError as e:
-            r.notes.append(f"label scoring skipped: {e}")
-    evidence = None             # its (N, C) neighbour label shares are no longer needed
-    if not sweep:
-        r.notes.append("sample-size sweep skipped (--no-sweep)")
-    elif len(idx) < MIN_SWEEP_IMAGES:
-        r.notes.append(f"sample-size sweep skipped: {len(idx)} images, it needs at least {MIN_SWEEP_IMAGES}")
-    else:
-        is_test = np.array([s == "test" for s in spl])
-        chosen = sweep_classifier or SWEEP_CLASSIFIER
-        train = int((~is_test).sum()) if is_test.any() else len(idx)
-        if sweep_classifier is None and train > LARGE_SWEEP:
-            chosen = LABELS_CLASSIFIER
-            r.notes.append(f"sample-size sweep: {LABELS_CLASSIFIER} instead of {SWEEP_CLASSIFIER} ({train:,} training "
-                           f"images, above {LARGE_SWEEP:,}); a linear discriminant saturates early, so the answer "
-                           "understates what more images give")
-        with r.stages.stage("sample-size sweep", announce=True), StageProgress("  sweep: ") as report:
-            try:
-                r.sample_size = sample_size_report(x, np.array(lab), is_test=is_test, target=target,
-                                                   classifier=chosen, seed=seed, report=report)
-            except ValueError as e:
-                r.notes.append(f"sample-size sweep skipped: {e}")
+    scored = r.checks["label_issues"].details
+    if scored is not None:
+        r.label_scores, r.label_ids, r.class_names = scored.scores, scored.label_ids, scored.class_names
+    if "sample_size" in r.checks:
+        r.sample_size = r.checks["sample_size"].details
     return r

@@ -270,14 +270,14 @@ def render_html(r: AuditResults, s: dict, lists: dict, files: list[str], source:
             totals[k] = totals.get(k, 0) + v
     sections = []
     for name, c in r.checks.items():
-        sections.append({"id": name, "title": c.title, "notes": c.notes,
-                         "lists": [f"{name}.{kind}" for kind in c.issues], "empty": "Nothing to check."})
+        if not c.issues:            # an answer, not a list (the sample size: its own section below)
+            continue
+        sections.append({"id": name, "title": c.title, "notes": c.notes, "measured": c.measured,
+                         "lists": [f"{name}.{kind}" for kind in c.issues] if c.measured else [],
+                         "empty": "Not judged here (see the notes above)."})
         if name == "duplicates" and "groups" in lists:
-            sections.append({"id": "duplicate-groups", "title": "Duplicate groups", "notes": [],
+            sections.append({"id": "duplicate-groups", "title": "Duplicate groups", "notes": [], "measured": 1,
                              "lists": ["groups"], "empty": ""})
-    sections.append({"id": "labels", "title": "Label suspects", "notes": [],
-                     "lists": ["labels.suspects"] if "labels.suspects" in lists else [],
-                     "empty": "Label scoring did not run (see the notes above)."})
     rows = webreport.class_table(r)
     joint = webreport.confusion(r)
     confusion = None

@@ -35,7 +35,7 @@ THUMB = 112
 #: image of a leak, drop every group member but the first, relabel to the
 #: suggested class; any other list: review.
 ACTIONS = {"duplicates.exact": "drop_b", "duplicates.near": "drop_b", "leakage.cross_split": "drop_test",
-           "groups": "drop_rest", "labels.suspects": "relabel"}
+           "groups": "drop_rest", "label_issues.suspects": "relabel"}
 #: Thumbnails written (the images of the lists' first rows first); the
 #: images of rows beyond show their own file (``file://``), lazily.
 MAX_THUMBS = 20_000
@@ -121,8 +121,16 @@ def _pair_rows(lists: Lists, f: FlaggedPairs) -> Iterator[dict]:
 
 
 def _image_rows(lists: Lists, f) -> Iterator[dict]:
-    for i, v in zip(f.positions.tolist(), f.scores.tolist()):
-        yield {"im": lists.image(i), "v": float(v)}
+    names = list(f.evidence)
+    for k, (i, v) in enumerate(zip(f.positions.tolist(), f.scores.tolist())):
+        row = {"im": lists.image(i), "v": float(v)}
+        if names:
+            row["e"] = {n: _item(f.evidence[n][k]) for n in names}
+        yield row
+
+
+def _item(x):
+    return x.item() if isinstance(x, np.generic) else x
 
 
 def _group_rows(lists: Lists, d, ok_index: np.ndarray) -> tuple[Iterator[dict], int]:
@@ -138,19 +146,6 @@ def _group_rows(lists: Lists, d, ok_index: np.ndarray) -> tuple[Iterator[dict], 
             yield {"m": [lists.image(int(ok_index[m])) for m in members], "v": float(d.group_min_cosine[g]),
                    "n": len(members)}
     return rows(), len(order)
-
-
-def _suspect_rows(lists: Lists, r: AuditResults) -> Iterator[dict]:
-    ls, ok = r.label_scores, r.ok_index
-    n = len(ls.scores)
-    rank = np.empty(n, np.int64)
-    rank[np.argsort(ls.scores, kind="stable")] = np.arange(n)
-    given_p = ls.pred_probs[np.arange(n), r.label_ids]
-    for i in ls.suspects.tolist():
-        yield {"im": lists.image(int(ok[i])), "v": float(given_p[i]),
-               "e": {"given": r.class_names[r.label_ids[i]], "suggested": r.class_names[ls.suggested[i]],
-                     "suggested_probability": float(ls.suggested_probability[i]),
-                     "rank_percentile": float(100.0 * (rank[i] + 1) / n)}}
 
 
 def class_table(r: AuditResults) -> list[dict]:
@@ -211,10 +206,6 @@ def write_data(r: AuditResults, out: Path, workers: int = 0) -> dict:
         rows, count = _group_rows(lists, r.duplicates, r.ok_index)
         lists.add("groups", "Duplicate groups", rows, count, "groups", check="duplicates",
                   unit="lowest cosine in the group", reason=r.duplicates.threshold_reason)
-    if r.label_scores is not None:
-        lists.add("labels.suspects", "Label suspects", _suspect_rows(lists, r), len(r.label_scores.suspects),
-                  "images", check="labels", unit="probability of the given label",
-                  reason="the lowest probability of the given label out of fold (blended with the neighbours' labels)")
     _write_thumbs(lists, root, workers)
     return lists.meta
 

@@ -8,14 +8,16 @@ Today: ``duplicates`` (exact and near: the one definition of "the same
 picture"), ``leakage`` and ``label_conflicts`` (its pairs across splits and
 with two labels), ``outliers`` (images far from all others) and
 ``image_properties`` (blurry, dark, bright, low information, grayscale in a
-colour set, odd size or aspect). Label scoring and the sample-size sweep
-still run from ``audit.analyse`` (they train classifiers: issue, one checks
-layer for gRPC, CLI and audit).
+colour set, odd size or aspect), ``label_issues`` (likely wrong labels)
+and ``sample_size`` (how many images reach a target accuracy). The audit
+runs them all; the FindDuplicates, ScoreLabels and SampleSizeSweep jobs and
+the ``labels`` and ``samplesize`` commands run theirs with the same Params.
 """
 from __future__ import annotations
 
-from . import duplicates, image_properties, label_conflicts, leakage, outliers
+from . import duplicates, image_properties, label_conflicts, label_issues, leakage, outliers, sample_size
 
 #: name -> module with ``Params``, ``TITLE`` and ``from_inputs(base.CheckInputs, Params) -> CheckResult``,
 #: in the order they run (a check may read the results of those before it) and the report shows them.
-CHECKS = {m.NAME: m for m in (duplicates, leakage, label_conflicts, outliers, image_properties)}
+CHECKS = {m.NAME: m for m in (duplicates, leakage, label_conflicts, outliers, image_properties, label_issues,
+                              sample_size)}

@@ -21,7 +21,9 @@ class CheckInputs:
     D) unit float32, ``keys``, ``labels``, ``splits`` (N_ok strings each),
     ``sha256`` (N_ok,), ``signatures`` (N_ok, SIGNATURE_BYTES) uint8 or
     None (raw cosine), ``knn`` (sims, ids) (N_ok, k) each from a kNN pass
-    already made, ``report(stage, done, total)`` for progress. ``results``:
+    already made, ``label_evidence`` the labels' neighbour evidence from that
+    pass (``analysis.labels.rank.NeighborEvidence``), ``pixels`` (N_ok, H, W)
+    uint8 thumbnails or None, ``report(stage, done, total)`` for progress. ``results``:
     the checks already run, by name (leakage and label conflicts read the
     duplicates')."""
     ok: np.ndarray
@@ -35,6 +37,8 @@ class CheckInputs:
     sha256: np.ndarray | None = None
     signatures: np.ndarray | None = None
     knn: tuple[np.ndarray, np.ndarray] | None = None
+    label_evidence: object | None = None
+    pixels: np.ndarray | None = None
     report: Callable | None = None
     results: dict = dataclasses.field(default_factory=dict)
 
@@ -49,7 +53,8 @@ class FlaggedImages:
     """One kind of issue. ``positions``: (M,) int64 image positions, worst
     first; ``scores``: (M,) float32, the measured value of each (the unit
     is the issue's ``unit``); ``threshold``: the value beyond which an image
-    is flagged; ``reason``: how that threshold was chosen, in words."""
+    is flagged; ``reason``: how that threshold was chosen, in words;
+    ``evidence``: more (M,) columns by name (e.g. the suggested label)."""
     kind: str
     description: str
     unit: str
@@ -57,6 +62,7 @@ class FlaggedImages:
     scores: np.ndarray
     threshold: float
     reason: str
+    evidence: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def count(self) -> int:

@@ -159,6 +159,8 @@ def run(args) -> int:
     if "sample_size_answer" in s:
         print(f"quantity: {s['sample_size_answer']}")
     for name, counts in s.get("checks", {}).items():
+        if len(counts) == 1:          # an answer, not a list of issues (the sample size, printed above)
+            continue
         found = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if k != "measured" and v)
         print(f"{name.replace('_', ' ')}: {found or 'nothing flagged'} (of {counts['measured']} measured)")
     for n in s["notes"]:

@@ -17,6 +17,7 @@ import numpy as np
 from imagesieve.progress import StageProgress
 
 from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
+from ..analysis.defaults import LABELS_CLASSIFIER
 from .common import (add_embeddings_argument, duplicate_pairs, embed_into_store, labelled_records, parse_fraction,
                      store_dir)
 
@@ -26,22 +27,24 @@ from .common import (add_embeddings_argument, duplicate_pairs, embed_into_store,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="folder of class folders, or a CSV manifest path,label[,split]")
-    parser.add_argument("--top", type=parse_fraction, default=0.01,
+    # Defaults None: the label check's own (checks.label_issues.Params), the audit's and the job's too.
+    parser.add_argument("--top", type=parse_fraction, default=None,
                         help="fraction to flag, e.g. 1%% or 0.01 (default 1%%)")
-    parser.add_argument("--method", choices=["out_of_fold", "labelfix"], default="out_of_fold",
+    parser.add_argument("--method", choices=["out_of_fold", "labelfix"], default=None,
                         help="out_of_fold (default; K-fold predictions) or labelfix (train on all, "
                              "predict all, as the paper: a classifier that fits every label memorizes the wrong ones)")
-    parser.add_argument("--classifier", choices=EMBEDDING_CLASSIFIERS, default="lda",
-                        help="classifier on the embeddings (default lda: shrunk linear discriminant; "
+    parser.add_argument("--classifier", choices=EMBEDDING_CLASSIFIERS, default=None,
+                        help=f"classifier on the embeddings (default {LABELS_CLASSIFIER}: shrunk linear discriminant; "
                              "measured best and fastest, README 'Mislabeled images')")
     parser.add_argument("--pixels", action="store_true",
                         help="also train a small CNN on the images' pixels (48x48 gray thumbnails) and average "
                              "it with the embedding classifier: for thousands of images (it hurt on a few "
                              "hundred); needs the torch extra, without it embeddings alone with a note")
-    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--folds", type=int, default=None,
+                        help="out-of-fold folds (default 5; fewer when the smallest class is smaller)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--neighbors", type=int, default=10, help="k nearest images as extra evidence")
-    parser.add_argument("--neighbor-weight", type=float, default=0.2,
+    parser.add_argument("--neighbors", type=int, default=None, help="k nearest images as extra evidence (default 10)")
+    parser.add_argument("--neighbor-weight", type=float, default=None,
                         help="weight of the neighbours' labels blended into the out-of-fold probabilities "
                              "(0..1, default 0.2)")
     parser.add_argument("--out", default="imagesieve_labels", help="output folder (default ./imagesieve_labels)")
@@ -51,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from imagesieve_server.analysis.labels import score_labels
+    from imagesieve_server.checks import label_issues
+    from imagesieve_server.engine.signature import thumbnails
     from imagesieve.contact_sheet import SheetItem, save_contact_sheet
 
     try:
@@ -77,30 +81,21 @@ def run(args) -> int:
         print(f"imagesieve labels: need at least 2 classes with readable images, found {len(class_names)}",
               file=sys.stderr)
         return 2
-    index = {c: i for i, c in enumerate(class_names)}
-    labels = np.array([index[r.label] for r in recs], dtype=np.int64)
-    folds = min(args.folds, len(recs))
-    X, classifier, used = vectors[ok], args.classifier, args.classifier
-    if args.pixels:
-        from imagesieve_server.analysis.classifiers import pixels_and_embeddings, pixels_unused_because
-        from imagesieve_server.engine.signature import thumbnails
-        why = pixels_unused_because(len(recs))
-        if why:
-            print(f"imagesieve labels: --pixels: {why}; scoring on embeddings alone", file=sys.stderr)
-        else:
-            classifier = pixels_and_embeddings(thumbnails(signatures[ok]), X, args.classifier)
-            X, used = np.arange(len(recs))[:, None], f"cnn+{args.classifier}"
-
     try:
+        asked = {"method": args.method, "classifier": args.classifier, "folds": args.folds, "top_fraction": args.top,
+                 "neighbors": args.neighbors, "neighbor_weight": args.neighbor_weight}
+        params = label_issues.Params(seed=args.seed, pixels=args.pixels,
+                                     **{k: v for k, v in asked.items() if v is not None})
         with StageProgress("scoring: ") as report:
-            res = score_labels(X, labels, method=args.method, classifier=classifier, folds=folds,
-                               neighbor_vectors=vectors[ok],
-                               seed=args.seed, top_fraction=args.top, neighbors=args.neighbors,
-                               neighbor_weight=args.neighbor_weight if args.method == "out_of_fold" else 0.0,
-                               report=report)
+            found = label_issues.run(vectors[ok], [r.label for r in recs], params, report=report,
+                                     pixels=thumbnails(signatures[ok]) if args.pixels else None)
     except ValueError as e:
         print(f"imagesieve labels: {e}", file=sys.stderr)
         return 2
+    for note in found.notes:
+        print(f"imagesieve labels: {note}", file=sys.stderr)
+    res, used = found.details.scores, found.details.scorer
+    folds = label_issues.folds_for(found.details.label_ids, params.folds)
     # Copies of one picture with different labels: the duplicates check's pairs (one definition).
     with StageProgress("duplicates: ") as report:
         a, b, pairs_from = duplicate_pairs(paths, loaded, store, report)
@@ -121,8 +116,8 @@ def run(args) -> int:
     noise.sort(key=lambda d: -d["count"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"source": str(args.source), "method": args.method, "classifier": used, "folds": folds,
-           "seed": args.seed, "top_fraction": args.top, "num_images": len(recs), "classes": class_names,
+    doc = {"source": str(args.source), "method": params.method, "classifier": used, "folds": folds,
+           "seed": args.seed, "top_fraction": params.top_fraction, "num_images": len(recs), "classes": class_names,
            "estimated_noise_rate": res.noise_rate, "noise": noise, "suspects": suspects,
            "conflicting_duplicates": [list(p) for p in conflicting], "duplicate_pairs_from": pairs_from,
            "failed": [{"path": p, "error": e} for p, e in failed],
@@ -133,7 +128,7 @@ def run(args) -> int:
         [SheetItem(s["path"], [f"#{s['rank']} score {s['score']:.3f}", f"given: {s['given_label']}",
                                f"suggest: {s['suggested_label']} {s['suggested_probability']:.2f}"])
          for s in suspects], out / "label_suspects.png", columns=args.sheet_columns,
-        title=f"{len(suspects)} label suspects of {len(recs)} ({args.method}, {used})")
+        title=f"{len(suspects)} label suspects of {len(recs)} ({params.method}, {used})")
 
     print(f"{'rank':>4} {'score':>6} {'given':>14} {'suggested':>14} {'p':>5} {'nbr':>4}  path")
     for s in suspects:

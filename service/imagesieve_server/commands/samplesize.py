@@ -23,7 +23,7 @@ import numpy as np
 from imagesieve.progress import StageProgress
 
 from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
-from ..analysis.defaults import SWEEP_CLASSIFIER
+from ..analysis.defaults import LABELS_CLASSIFIER, LARGE_SWEEP, SWEEP_CLASSIFIER
 from .common import add_embeddings_argument, parse_fraction
 
 
@@ -64,9 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="subsets per size (default 5)")
     parser.add_argument("--test-fraction", type=parse_fraction, default=0.2,
                         help="held out as the test split when SOURCE has no test split (default 0.2)")
-    parser.add_argument("--classifier", choices=EMBEDDING_CLASSIFIERS, default=SWEEP_CLASSIFIER,
-                        help=f"classifier trained on the embeddings (default {SWEEP_CLASSIFIER}, as in the audit "
-                             "and the SampleSizeSweep job)")
+    parser.add_argument("--classifier", choices=EMBEDDING_CLASSIFIERS, default=None,
+                        help=f"classifier trained on the embeddings (default {SWEEP_CLASSIFIER}, and "
+                             f"{LABELS_CLASSIFIER} above {LARGE_SWEEP:,} training images, as in the audit and the "
+                             "SampleSizeSweep job)")
     parser.add_argument("--model", default="mobilenet_v1", help="embedding model name or manifest path")
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates (default 200)")
     parser.add_argument("--seed", type=int, default=0)
@@ -75,8 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.sample_size.run import sample_size_report
     from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS
+    from ..checks import sample_size
     from .common import embed_paths, labelled_records, store_dir
 
     try:
@@ -104,15 +105,21 @@ def run(args: argparse.Namespace) -> int:
 
     progress = StageProgress()
     try:
-        rep = sample_size_report(vectors[ok], labels, is_test=is_test, target=args.target, at=args.at or None,
-                                 fractions=fractions, repeats=args.repeats,
-                                 test_fraction=args.test_fraction, classifier=args.classifier,
-                                 seed=args.seed, n_boot=args.bootstrap, report=progress,
-                                 title=f"{Path(args.source).name}: {args.classifier} on {args.model}")
+        params = sample_size.Params(target=args.target, at=tuple(args.at) or None, classifier=args.classifier,
+                                    fractions=fractions, repeats=args.repeats, test_fraction=args.test_fraction,
+                                    bootstrap=args.bootstrap, seed=args.seed)
+        found = sample_size.run(vectors[ok], list(labels), ["test" if t else "" for t in is_test], params,
+                                report=progress, title=f"{Path(args.source).name}: {{classifier}} on {args.model}")
     except ValueError as e:
         progress.close()
         print(f"imagesieve samplesize: {e}", file=sys.stderr)
         return 2
+    for note in found.notes:
+        print(f"imagesieve samplesize: {note}", file=sys.stderr)
+    if found.details is None:
+        progress.close()
+        return 2
+    rep = found.details
     progress.close()
 
     a, s = rep.analysis, rep.sweep

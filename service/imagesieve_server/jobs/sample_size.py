@@ -1,6 +1,6 @@
 """SampleSizeSweep as a long job: load the labelled embeddings (a collection,
 or inline images embedded with streaming progress), run the sweep, fits and bootstrap in a worker thread
-(``analysis.sample_size``), then one result event with the plot. Bad
+(the sample-size check, ``checks.sample_size``), then one result event with the plot. Bad
 requests raise ValueError (map to INVALID_ARGUMENT); closing the iterator
 cancels the work between fits."""
 from __future__ import annotations
@@ -13,8 +13,9 @@ import numpy as np
 from imagesieve.v1 import analysis_pb2
 
 from ..analysis.classifiers import check_embedding_classifier
-from ..analysis.sample_size.run import DEFAULT_BOOTSTRAP, SampleSizeReport, sample_size_report
-from ..analysis.sample_size.sweep import DEFAULT_CLASSIFIER, DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION
+from ..analysis.sample_size.run import DEFAULT_BOOTSTRAP, SampleSizeReport
+from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION
+from ..checks import sample_size
 from .labelled_vectors import (LabelledVectorsLoad, check_inline_count, check_inline_images, check_labels,
                                check_seed)
 from .result_parts import result_parts
@@ -32,7 +33,7 @@ class SampleSizeParams:
     test_fraction: float
     target: float | None
     at_sizes: tuple[int, ...]
-    classifier: str
+    classifier: str | None
     seed: int
 
 
@@ -59,8 +60,9 @@ def validate_request(request: analysis_pb2.SampleSizeRequest) -> SampleSizeParam
     if len(at_sizes) > MAX_AT_SIZES or any(not 1 <= n <= MAX_AT_IMAGES for n in at_sizes):
         raise ValueError(f"at_sizes must be at most {MAX_AT_SIZES} sizes in 1..{MAX_AT_IMAGES:.0e} images; "
                          f"got {list(at_sizes)[:MAX_AT_SIZES + 1]}")
-    # "cnn" is not offered: it needs pixels, the service holds embeddings.
-    classifier = check_embedding_classifier(request.classifier or DEFAULT_CLASSIFIER)
+    # "cnn" is not offered: it needs pixels, the service holds embeddings. Unset: the check's default
+    # (checks.sample_size: the same classifier, and fallback for large sets, as the audit and samplesize).
+    classifier = check_embedding_classifier(request.classifier) if request.classifier else None
     params = SampleSizeParams(tuple(float(f) for f in fractions), int(repeats), float(test_fraction),
                               target, at_sizes, classifier, check_seed(request.seed))
     if request.source.WhichOneof("source") == "inline":   # fail before embedding
@@ -126,10 +128,13 @@ async def sample_size_events(request: analysis_pb2.SampleSizeRequest, engine, co
         is_test = np.array([s == "test" for s in data.splits], dtype=bool)
 
         def work(reporter):
-            return sample_size_report(vectors, labels, is_test=is_test, target=params.target, at=params.at_sizes or None,
-                                      fractions=params.fractions, repeats=params.repeats,
-                                      test_fraction=params.test_fraction, classifier=params.classifier,
-                                      seed=params.seed, n_boot=DEFAULT_BOOTSTRAP, report=reporter.report)
+            found = sample_size.run(vectors, list(labels), ["test" if t else "" for t in is_test], sample_size.Params(
+                target=params.target, at=params.at_sizes or None, classifier=params.classifier,
+                fractions=params.fractions, repeats=params.repeats, test_fraction=params.test_fraction,
+                bootstrap=DEFAULT_BOOTSTRAP, seed=params.seed), report=reporter.report)
+            if found.details is None:
+                raise ValueError("; ".join(found.notes))
+            return found.details
 
         async for kind, value in run_job(work, slot):
             if kind == "progress":

@@ -1,0 +1,91 @@
+"""Are there enough images? The classifier is trained on growing stratified
+subsets of the training images, its accuracy measured on a test split, a
+learning curve fitted and extrapolated (``analysis.sample_size``): the
+images needed for a target accuracy and the accuracy at other sizes, with
+an interval. The audit, the SampleSizeSweep job and the ``samplesize``
+command run this one check with one ``Params``: the same classifier (and
+the same fallback for large sets), whichever asks. It flags no image; its
+answer is ``details`` (``analysis.sample_size.run.SampleSizeReport``)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
+from ..analysis.defaults import LABELS_CLASSIFIER, LARGE_SWEEP, SWEEP_CLASSIFIER
+from ..analysis.sample_size.run import DEFAULT_BOOTSTRAP, sample_size_report
+from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION
+from .base import CheckInputs, CheckResult
+
+NAME = "sample_size"
+TITLE = "How many images are enough"
+MIN_IMAGES = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """``target``: accuracy in (0, 1) whose images needed to find (None:
+    not asked); ``at``: training sizes whose accuracy to predict (None: all
+    the training images and twice as many); ``classifier``: one of
+    ``EMBEDDING_CLASSIFIERS``, None = SWEEP_CLASSIFIER, or LABELS_CLASSIFIER
+    above LARGE_SWEEP training images (said in a note); ``fractions`` of
+    the training images swept, ``repeats`` a size, ``test_fraction`` held
+    out when no test split is given, ``bootstrap`` refits for the interval."""
+    target: float | None = 0.95
+    at: tuple[int, ...] | None = None
+    classifier: str | None = None
+    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
+    repeats: int = DEFAULT_REPEATS
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    bootstrap: int = DEFAULT_BOOTSTRAP
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.target is not None and not 0 < self.target < 1:
+            raise ValueError(f"target accuracy must lie in (0, 1), got {self.target}")
+        if self.classifier is not None and self.classifier not in EMBEDDING_CLASSIFIERS:
+            raise ValueError(f"unknown classifier {self.classifier!r}; choose from {EMBEDDING_CLASSIFIERS}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+
+
+def classifier_for(params: Params, n_train: int) -> tuple[str, str]:
+    """(the classifier a sweep of ``n_train`` training images uses, a note or '')."""
+    if params.classifier is not None:
+        return params.classifier, ""
+    if n_train > LARGE_SWEEP:
+        return LABELS_CLASSIFIER, (f"{LABELS_CLASSIFIER} instead of {SWEEP_CLASSIFIER} ({n_train:,} training images, "
+                                   f"above {LARGE_SWEEP:,}); a linear discriminant saturates early, so the answer "
+                                   "understates what more images give")
+    return SWEEP_CLASSIFIER, ""
+
+
+def run(vectors: np.ndarray, labels, splits=None, params: Params | None = None, *, report=None,
+        title: str = "How many images are enough?") -> CheckResult:
+    """The sweep over N images: ``vectors`` (N, D), ``labels`` N class
+    names (every one set), ``splits`` N strings ("test" marks the test
+    split; None or none: ``params.test_fraction`` is held out). Fewer than
+    MIN_IMAGES images or unlabelled ones: nothing measured, a note says why.
+    ``title``: the plot's, "{classifier}" replaced by the classifier used.
+    ValueError when the sweep cannot run (e.g. every image in test)."""
+    p = params or Params()
+    n = len(labels)
+    if n < MIN_IMAGES or not all(labels) or len(set(labels)) < 2:
+        why = (f"{n} images, it needs at least {MIN_IMAGES}" if n < MIN_IMAGES else
+               "it needs a label for every image and at least 2 classes")
+        return CheckResult(NAME, TITLE, 0, {}, [f"sample-size sweep skipped: {why}"])
+    is_test = None if splits is None else np.array([s == "test" for s in splits], dtype=bool)
+    n_train = int((~is_test).sum()) if is_test is not None and is_test.any() else int(round(n * (1 - p.test_fraction)))
+    classifier, note = classifier_for(p, n_train)
+    rep = sample_size_report(vectors, np.asarray(labels), is_test=is_test, target=p.target,
+                             at=None if p.at is None else list(p.at), fractions=p.fractions, repeats=p.repeats,
+                             test_fraction=p.test_fraction, classifier=classifier, seed=p.seed, n_boot=p.bootstrap,
+                             report=report, title=title.replace("{classifier}", classifier))
+    return CheckResult(NAME, TITLE, n, {}, [note] if note else [], details=rep)
+
+
+def from_inputs(inputs: CheckInputs, params: Params | None = None) -> CheckResult:
+    return run(inputs.vectors, list(inputs.labels), list(inputs.splits), params, report=inputs.report)

@@ -41,7 +41,8 @@ def test_info_and_unreachable_server(server):
     r = run_cli("info", "--server", server.address)
     assert r.returncode == 0 and '"dim": 1024' in r.stdout
     r = run_cli("info", "--server", "127.0.0.1:1", "--connect-timeout", "1")
-    assert r.returncode == 1 and "not reachable" in r.stderr
+    assert r.returncode == 2 and "cannot reach the server at 127.0.0.1:1" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_commands_fail_fast_and_in_one_line_when_no_server_listens(photos, tmp_path):

@@ -404,16 +404,19 @@ def test_the_reports_fix_list_cleans_the_manifest(dataset, audited, tmp_path):
     root, planted = dataset
     out, _ = audited
     plan = []
-    for lst in ("leakage.cross_split", "label_issues.suspects"):
+    # Ticked on every list that holds the leak: one rule picks the copy kept, so one survives.
+    for lst in ("leakage.cross_split", "duplicates.exact", "groups", "label_issues.suspects"):
         dom, attrs, _ = chromium_dom((out / "report.html").as_uri() + f"#list={lst}&select=page", tmp_path / lst)
         assert int(attrs["fixes"]) >= 1 and attrs["js-errors"] == "0", attrs
         text = html.unescape(re.search(r'<textarea id="fix-csv"[^>]*>(.*?)</textarea>', dom, re.S).group(1))
         plan += list(csv.DictReader(io.StringIO(text)))
     assert {r["source"] for r in plan} == {str(root)}
     drops = {r["path"] for r in plan if r["action"] == "drop"}
+    assert all(Path(r["path"]).is_absolute() for r in plan)       # usable from any folder
     relabels = {r["path"]: r["new_label"] for r in plan if r["action"] == "relabel"}
     leak_test = [p for p in drops if Path(p).name in planted["leak"]]
     assert len(leak_test) == 1 and "/test/" in leak_test[0]           # the test copy goes, the train one stays
+    plan = list({(r["path"], r["action"]): r for r in plan}.values())
     with open(tmp_path / "fixes.csv", "w", newline="") as f:
         w = csv.DictWriter(f, ["source", "path", "action", "new_label", "reason"])
         w.writeheader()
@@ -434,3 +437,44 @@ def test_the_reports_fix_list_cleans_the_manifest(dataset, audited, tmp_path):
                         "--out", str(tmp_path / "x.csv")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "'delete' is not one of drop, relabel, review" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    # --out may not be one of the dataset's images, nor a folder; a path outside the source is exit 1.
+    image = next(p for p in root.rglob("*.jpg"))
+    for bad_out in (image, tmp_path, tmp_path / "clean.parquet"):
+        r = subprocess.run([sys.executable, "-m", "imagesieve.cli", "fix", str(tmp_path / "fixes.csv"),
+                            "--out", str(bad_out)], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "must be a .csv file" in r.stderr, (bad_out, r.stderr)
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == before
+    (tmp_path / "elsewhere.csv").write_text(f"source,path,action,new_label,reason\n{root},/nowhere/x.jpg,drop,,\n")
+    r = subprocess.run([sys.executable, "-m", "imagesieve.cli", "fix", str(tmp_path / "elsewhere.csv"),
+                        "--out", str(tmp_path / "y.csv")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "not in" in r.stderr
+
+
+def test_report_survives_odd_addresses(audited, tmp_path):
+    """A bare "%" in a search, a page past the end, a list named like an
+    object's property: the page still draws, with no script error."""
+    out, _ = audited
+    for k, h in enumerate(("q=100%", "list=leakage.cross_split&page=9", "list=duplicates.near&page=1.5&q=jpg",
+                           "list=__proto__", "list=constructor&page=2")):
+        dom, attrs, console = chromium_dom((out / "report.html").as_uri() + "#" + h, tmp_path / f"p{k}")
+        assert attrs.get("ready") == "1" and attrs["js-errors"] == "0" and console == [], (h, attrs, console)
+
+
+def test_audit_refuses_an_out_folder_inside_its_source(dataset, tmp_path):
+    root, _ = dataset
+    r = audit(root, "--out", root / "audit_here", "--no-sweep")
+    assert r.returncode == 2 and "inside the source folder" in r.stderr and not (root / "audit_here").exists()
+
+
+def test_a_label_check_that_cannot_run_leaves_a_note_not_a_crash(tmp_path):
+    """Two classes, one of a single image: no fold can train on both; the
+    audit still writes its report, with the reason in its notes."""
+    photos = [p for p, _ in imagenet_photos()]
+    for k, p in enumerate(photos[:6]):
+        d = tmp_path / "data" / ("dog" if k == 5 else "cat")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / p.name).write_bytes(p.read_bytes())
+    r = audit(tmp_path / "data", "--out", tmp_path / "out", "--no-sweep")
+    assert r.returncode == 0, r.stderr
+    notes = json.loads((tmp_path / "out" / "report.json").read_text())["summary"]["notes"]
+    assert any(n.startswith("Label issues:") for n in notes), notes

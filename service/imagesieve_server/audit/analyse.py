@@ -151,9 +151,11 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     inputs.knn_similarity[idx] = r.knn_similarity
     neighbours = evidence = None
     _run_checks(r, inputs, checks, skip)
-    r.duplicates = r.checks["duplicates"].details.report
-    r.threshold = r.duplicates.threshold
-    scored = r.checks["label_issues"].details
+    # A check that could not run on this data left a note and no result.
+    if "duplicates" in r.checks:
+        r.duplicates = r.checks["duplicates"].details.report
+        r.threshold = r.duplicates.threshold
+    scored = r.checks["label_issues"].details if "label_issues" in r.checks else None
     if scored is not None:
         r.label_scores, r.label_ids, r.class_names = scored.scores, scored.label_ids, scored.class_names
     if "sample_size" in r.checks:

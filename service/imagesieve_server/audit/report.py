@@ -263,7 +263,8 @@ def render_html(r: AuditResults, s: dict, lists: dict, files: list[str], source:
              ("duplicate pairs", s.get("duplicate_pairs", "-")), ("exact", s.get("exact_pairs", "-")),
              ("groups", s.get("duplicate_groups", "-")), ("train/test leakage", s.get("leakage_pairs", "-")),
              ("label suspects", s.get("label_suspects", "-")),
-             *((r.checks[n].title.lower() + ": images flagged", r.checks[n].flagged) for n in r.checks)]
+             *((c.title.lower() + ": images flagged", c.flagged if c.measured else "-")
+               for c in r.checks.values() if c.issues)]
     totals: dict[str, int] = {}
     for per in r.class_counts.values():
         for k, v in per.items():

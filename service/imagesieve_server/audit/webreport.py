@@ -31,10 +31,10 @@ DATA = "report_data"
 PAGE_ROWS = 50
 THUMB = 112
 #: The action a report suggests for each list's findings (the fix list,
-#: ``commands.fix``): drop the pair's second image (a copy), drop the test
-#: image of a leak, drop every group member but the first, relabel to the
-#: suggested class; any other list: review.
-ACTIONS = {"duplicates.exact": "drop_b", "duplicates.near": "drop_b", "leakage.cross_split": "drop_test",
+#: ``commands.fix``): drop the copies of a pair or a group but one (the one
+#: to keep chosen by one rule everywhere: a training image first, a test
+#: image last), relabel to the suggested class; any other list: review.
+ACTIONS = {"duplicates.exact": "drop_copy", "duplicates.near": "drop_copy", "leakage.cross_split": "drop_copy",
            "groups": "drop_rest", "label_issues.suspects": "relabel"}
 #: Thumbnails written (the images of the lists' first rows first); the
 #: images of rows beyond show their own file (``file://``), lazily.
@@ -54,7 +54,8 @@ class Lists:
         """An image as a row shows it: position, path, label, split and its
         thumbnail's URL ("" beyond MAX_THUMBS: the app shows the file)."""
         thumb = self.shown.setdefault(i, len(self.shown) < MAX_THUMBS)
-        return {"i": i, "p": self.r.paths[i], "l": self.r.labels[i], "s": self.r.splits[i],
+        # Absolute: a fix list exported from the page must name the files from any folder.
+        return {"i": i, "p": os.path.abspath(self.r.paths[i]), "l": self.r.labels[i], "s": self.r.splits[i],
                 "t": f"{DATA}/{_thumb_name(i)}" if thumb else ""}
 
     def add(self, name: str, title: str, rows: Iterable[dict], count: int, kind: str, **meta) -> None:

@@ -37,4 +37,6 @@ def conflicting_pairs(duplicates: CheckResult) -> np.ndarray:
 
 
 def from_inputs(inputs: CheckInputs, params: Params | None = None) -> CheckResult:
+    if DUPLICATES not in inputs.results:
+        raise ValueError("the duplicates check did not run")
     return run(inputs.results[DUPLICATES], params)

@@ -27,4 +27,6 @@ def run(duplicates: CheckResult, params: Params | None = None) -> CheckResult:
 
 
 def from_inputs(inputs: CheckInputs, params: Params | None = None) -> CheckResult:
+    if DUPLICATES not in inputs.results:
+        raise ValueError("the duplicates check did not run")
     return run(inputs.results[DUPLICATES], params)

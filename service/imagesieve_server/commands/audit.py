@@ -70,13 +70,18 @@ def run(args) -> int:
     # (whose thresholds memory.py sets) nothing did. Read when pyarrow loads.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     log = StageLog()
+    out = Path(args.out)
+    if Path(args.source).is_dir() and out.resolve().is_relative_to(Path(args.source).resolve()):
+        # Its thumbnails and pages would be audited as images the next time.
+        print(f"imagesieve audit: --out {out} is inside the source folder {args.source}: name a folder outside it",
+              file=sys.stderr)
+        return 2
     try:
         with log.stage("listing"):
             table = load_audit_table(args.source)
     except ValueError as e:
         print(f"imagesieve audit: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out)
     print(f"audit of {len(table)} images from {args.source} ({table.n_labelled} labelled) -> {out}")
     for n in table.notes:
         print(f"note: {n}", file=sys.stderr)

@@ -9,8 +9,11 @@ folder, a .csv/.parquet manifest or a glob, as ``audit`` reads it) unless
 ``--source`` names it. The output is a manifest (``path,label,split``) of
 every image of the source minus the dropped ones, with new labels, that
 ``audit``, ``labels``, ``samplesize`` and ``add`` read. No file of the
-dataset is moved, changed or deleted. ``review`` rows change nothing; they
-are counted, and listed with ``--list-reviews``.
+dataset is moved, changed or deleted (``--out`` must be a new or existing
+``.csv`` that is not one of the dataset's files). ``review`` rows change
+nothing; they are counted, and listed with ``--list-reviews``. Exit code 1
+when some paths of the fix list are not in the source (the rest is
+applied), 2 for a bad fix list, source or ``--out``.
 """
 from __future__ import annotations
 
@@ -53,9 +56,9 @@ def apply_plan(records, rows: list[dict]) -> tuple[list[tuple[str, str, str]], d
     """The source's records (path, label, split) with the plan applied, and
     counts: dropped, relabelled, reviews, not_in_source (plan paths the
     source does not hold), conflicting (a path both dropped and relabelled:
-    dropped)."""
+    dropped), relabelled_twice (to two labels: the last row wins)."""
     by_path = {os.path.abspath(r.path): r for r in records}
-    drop, relabel, reviews, missing = set(), {}, [], []
+    drop, relabel, reviews, missing, conflicting_labels = set(), {}, [], [], set()
     for row in rows:
         p = os.path.abspath(row["path"])
         if p not in by_path:
@@ -63,7 +66,9 @@ def apply_plan(records, rows: list[dict]) -> tuple[list[tuple[str, str, str]], d
         elif row["action"] == "drop":
             drop.add(p)
         elif row["action"] == "relabel":
-            relabel[p] = row["new_label"].strip()
+            if p in relabel and relabel[p] != row["new_label"]:
+                conflicting_labels.add(p)
+            relabel[p] = row["new_label"]            # as written: a class may end in a space
         else:
             reviews.append(row["path"])
     out, changed = [], 0
@@ -75,7 +80,8 @@ def apply_plan(records, rows: list[dict]) -> tuple[list[tuple[str, str, str]], d
         changed += label != r.label
         out.append((r.path, label, r.split))
     return out, {"images_in": len(records), "images_out": len(out), "dropped": len(drop), "relabelled": changed,
-                 "reviews": reviews, "not_in_source": missing, "conflicting": len(drop & set(relabel))}
+                 "reviews": reviews, "not_in_source": missing, "conflicting": len(drop & set(relabel)),
+                 "relabelled_twice": len(conflicting_labels)}
 
 
 def run(args) -> int:
@@ -99,8 +105,11 @@ def run(args) -> int:
     except ValueError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
-    if out.resolve() in {plan.resolve(), Path(source).resolve()}:
-        print(f"{prog}: --out {out} would overwrite the fix list or the source; name another file", file=sys.stderr)
+    dataset = {os.path.abspath(r.path) for r in records}
+    if (out.suffix.lower() != ".csv" or out.is_dir() or out.resolve() in {plan.resolve(), Path(source).resolve()}
+            or os.path.abspath(out) in dataset or str(out.resolve()) in dataset):
+        print(f"{prog}: --out {out} must be a .csv file that is not the fix list, the source or one of its "
+              "images; name another file", file=sys.stderr)
         return 2
     kept, counts = apply_plan(records, rows)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +123,9 @@ def run(args) -> int:
           f"{len(counts['reviews'])} marked for review (unchanged) -> {counts['images_out']} in {out}")
     if counts["conflicting"]:
         print(f"note: {counts['conflicting']} images were both dropped and relabelled: dropped", file=sys.stderr)
+    if counts["relabelled_twice"]:
+        print(f"note: {counts['relabelled_twice']} images were relabelled to two labels: the last row's kept",
+              file=sys.stderr)
     if counts["not_in_source"]:
         shown = ", ".join(counts["not_in_source"][:3])
         print(f"note: {len(counts['not_in_source'])} paths of the fix list are not in {source} (e.g. {shown}): "
@@ -121,7 +133,7 @@ def run(args) -> int:
     if args.list_reviews:
         for p in counts["reviews"]:
             print(f"review: {p}")
-    return 0
+    return 1 if counts["not_in_source"] else 0
 
 
 def main(argv=None) -> int:

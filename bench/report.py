@@ -110,8 +110,15 @@ def findings(paths: list[str], n_pairs: int, seed: int = 0):
                      {"train": {f"class{k}": n * 4 // 50 for k in range(c)},
                       "test": {f"class{k}": n // 50 for k in range(c)}},
                      duplicates=d, class_names=[f"class{k}" for k in range(c)], label_ids=label_ids, label_scores=ls)
+    sus = suspects
+    label_check = CheckResult("label_issues", "Label issues", n, {"suspects": FlaggedImages(
+        "suspects", "likely wrong labels", "label quality (probability of the given label)", sus,
+        scores[sus].astype(np.float32), float(scores[sus].max()), "generated", {
+            "given": np.array([f"class{k}" for k in label_ids[sus]], dtype=object),
+            "suggested": np.array([f"class{k}" for k in probs.argmax(1)[sus]], dtype=object),
+            "suggested_probability": probs.max(1)[sus], "rank_percentile": np.linspace(0.001, 1, len(sus))})})
     r.checks = {NAME: dup, "leakage": leakage.run(dup), "label_conflicts": label_conflicts.run(dup),
-                "outliers": outliers}
+                "outliers": outliers, "label_issues": label_check}
     r.knn_similarity = np.ones(n, np.float32)
     r.outlier_score = np.zeros(n, np.float32)
     return r

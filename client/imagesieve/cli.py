@@ -372,13 +372,20 @@ def cmd_dedup(args) -> int:
 
 
 def cmd_info(args) -> int:
+    import grpc
     from google.protobuf.json_format import MessageToDict
     from .client import Client
 
     with Client(args.server, timeout=args.connect_timeout, **_security_kw(args)) as client:
         # A server that cannot be reached is main()'s one line and exit code 2, as for every command.
         client.wait_ready(args.connect_timeout, fail_fast=True)
-        print(json.dumps(MessageToDict(client.model_info()), indent=2))
+        try:
+            print(json.dumps(MessageToDict(client.model_info()), indent=2))
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.UNAVAILABLE:
+                raise
+            print(f"imagesieve info: {args.server} answered {e.code().name}: {e.details()}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -103,7 +103,10 @@ def run(vectors: np.ndarray, labels, params: Params | None = None, *, pixels: np
             classifier = pixels_and_embeddings(pixels, vectors, p.classifier, check=check)
             scored, scorer = np.arange(n)[:, None], f"cnn+{p.classifier}"
             notes.append(f"scored by a small CNN on the pixels averaged with {p.classifier} on the embeddings")
-    s = score_labels(scored, ids, method=p.method, classifier=classifier, folds=folds_for(ids, p.folds), seed=p.seed,
+    folds = folds_for(ids, p.folds)
+    if p.method == "out_of_fold" and folds < p.folds:
+        notes.append(f"{folds} folds, not {p.folds}: the smallest class has {int(np.bincount(ids).min())} images")
+    s = score_labels(scored, ids, method=p.method, classifier=classifier, folds=folds, seed=p.seed,
                      top_fraction=p.top_fraction, neighbors=p.neighbors,
                      neighbor_weight=p.neighbor_weight if p.method == "out_of_fold" else 0.0,
                      neighbor_vectors=vectors, report=report, num_classes=len(class_names),

@@ -131,6 +131,6 @@ async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine, 
                 found, conflicts = value
                 scored = found.details
                 result = build_result(data.keys, scored.class_names, scored.label_ids, scored.scores, conflicts)
-                result.note = "; ".join(n for n in found.notes if n.startswith(("pixels", "scored by")))
+                result.note = "; ".join(found.notes)
                 for part in result_parts(result):
                     yield analysis_pb2.ScoreLabelsEvent(result=part)

@@ -126,12 +126,8 @@ def _image_rows(lists: Lists, f) -> Iterator[dict]:
     for k, (i, v) in enumerate(zip(f.positions.tolist(), f.scores.tolist())):
         row = {"im": lists.image(i), "v": float(v)}
         if names:
-            row["e"] = {n: _item(f.evidence[n][k]) for n in names}
+            row["e"] = {n: f.evidence[n][k] for n in names}      # numpy scalars: _plain, when written
         yield row
-
-
-def _item(x):
-    return x.item() if isinstance(x, np.generic) else x
 
 
 def _group_rows(lists: Lists, d, ok_index: np.ndarray) -> tuple[Iterator[dict], int]:

@@ -448,6 +448,9 @@ def test_the_reports_fix_list_cleans_the_manifest(dataset, audited, tmp_path):
     r = subprocess.run([sys.executable, "-m", "imagesieve.cli", "fix", str(tmp_path / "elsewhere.csv"),
                         "--out", str(tmp_path / "y.csv")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "not in" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "imagesieve.cli", "fix", str(tmp_path / "no-such.csv"),
+                        "--out", str(tmp_path / "y.csv")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().endswith("no such file (the fix list a report exported)")
 
 
 def test_report_survives_odd_addresses(audited, tmp_path):

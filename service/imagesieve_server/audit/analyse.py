@@ -133,12 +133,10 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
         neighbours = knn(x, max(k, CANDIDATE_K), report=report) if sig is not None else None
         chunks = None if neighbours is None else [(0, neighbours[0][:, :k], neighbours[1][:, :k])]
         if labelled:
-            r.class_names = sorted(set(lab))
-            ids = {c: i for i, c in enumerate(r.class_names)}
-            r.label_ids = np.array([ids[v] for v in lab], dtype=np.int64)
-            evidence = (rank.neighbor_evidence(x, r.label_ids, k, len(r.class_names), report=report)
-                        if chunks is None else
-                        rank.evidence_from_knn(chunks, r.label_ids, len(r.class_names), report=report))
+            # The label check's own class indices (it takes this evidence as given).
+            names, ids = label_issues.class_indices(lab)
+            evidence = (rank.neighbor_evidence(x, ids, k, len(names), report=report) if chunks is None else
+                        rank.evidence_from_knn(chunks, ids, len(names), report=report))
             r.knn_similarity = evidence.mean_similarity
         elif chunks is None:
             r.knn_similarity = knn_similarity(x, k=k, report=report)

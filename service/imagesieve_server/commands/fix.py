@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def read_plan(path: Path) -> tuple[list[dict], set[str]]:
     """(rows, sources named). ValueError naming the line of a bad row."""
     from imagesieve.manifest import read_csv_rows
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (the fix list a report exported)")
     rows = read_csv_rows(path)
     if rows and not {"path", "action"} <= set(rows[0]):
         raise ValueError(f"{path}: a fix list needs the columns path and action (and new_label for relabel)")

@@ -93,3 +93,35 @@ def test_report_and_plot_on_digits(digits):
     d = rep.to_dict()
     assert set(d["points"][0]["per_class_accuracy"]) == {f"digit{v}" for v in range(10)}
     assert len(d["points"][0]["accuracies"]) == 3
+
+
+def test_the_check_keeps_its_sweep_for_the_same_inputs_only(digits, tmp_path):
+    """A sweep kept in the store is read back for the same vectors, labels,
+    splits and parameters (no classifier fitted, the same answer); a
+    changed label or parameter is a new key, and a damaged file is refitted."""
+    from imagesieve_server.checks import sample_size
+
+    X, y = digits
+    labels = [f"digit{v}" for v in y]
+    params = sample_size.Params(target=0.97, repeats=2, bootstrap=30)
+
+    def run(labels, params=params):
+        fits = []
+        found = sample_size.run(X, labels, None, params, cache=tmp_path,
+                                report=lambda s, d, t: fits.append(d) if s == "fit" else None)
+        return found, len(fits)
+
+    first, fitted = run(labels)
+    assert fitted == 10 and len(list((tmp_path / "results").glob("sample_size-*.npz"))) == 1
+    again, refitted = run(labels)
+    assert refitted == 0 and any("read from" in n for n in again.notes)
+    np.testing.assert_array_equal(again.details.sweep.accuracies, first.details.sweep.accuracies)
+    np.testing.assert_array_equal(again.details.sweep.test_correct, first.details.sweep.test_correct)
+    assert again.details.to_dict() == first.details.to_dict()
+    flipped = list(labels)
+    flipped[0] = "digit9" if flipped[0] != "digit9" else "digit8"
+    assert run(flipped)[1] == 10
+    assert run(labels, sample_size.Params(target=0.97, repeats=2, bootstrap=30, seed=1))[1] == 10
+    for kept in (tmp_path / "results").glob("sample_size-*.npz"):
+        kept.write_bytes(b"not a zip")
+    assert run(labels)[1] == 10

@@ -82,7 +82,8 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
                  classifier: str = DEFAULT_CLASSIFIER, sweep_classifier: str | None = None,
                  stages: StageLog | None = None,
                  signatures: np.ndarray | None = None, pixels: np.ndarray | None = None,
-                 sizes: np.ndarray | None = None, properties: np.ndarray | None = None) -> AuditResults:
+                 sizes: np.ndarray | None = None, properties: np.ndarray | None = None,
+                 store=None) -> AuditResults:
     """Every analysis over the embedded images; ``stages`` (the caller's
     record of earlier stages, if any) gets one entry per analysis.
     ``pixels`` (N, H, W) uint8 (e.g. the signatures' thumbnails): label
@@ -91,7 +92,8 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     (verified); None: raw cosine. ``threshold`` 0: the method's default
     (see ``analysis.duplicates.find``). ``sizes`` (N, 2) width, height and
     ``properties`` (N, engine.properties.COUNT) float32: for the checks
-    (``checks.CHECKS``), each run on every image."""
+    (``checks.CHECKS``), each run on every image. ``store``: the embedding
+    store's folder, where checks keep costly results for later commands."""
     ok = np.array([not e for e in errors], dtype=bool)
     counts: dict = collections.defaultdict(lambda: collections.Counter())
     for label, split, good in zip(labels, splits, ok):
@@ -111,7 +113,7 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     inputs = CheckInputs(ok, np.zeros((len(ok), 2), np.int32) if sizes is None else np.asarray(sizes), properties,
                          vectors=x, keys=keys, labels=lab, splits=spl,
                          sha256=sha256 if all_ok else sha256[idx], signatures=sig,
-                         pixels=None if pixels is None else (pixels if all_ok else pixels[idx]))
+                         pixels=None if pixels is None else (pixels if all_ok else pixels[idx]), store=store)
     checks = {"duplicates": duplicates.Params(threshold=threshold, approximate=len(idx) > FLAT_MAX),
               "label_issues": label_issues.Params(classifier=classifier, top_fraction=top_fraction, seed=seed,
                                                   pixels=pixels is not None),

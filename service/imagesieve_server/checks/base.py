@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -25,7 +26,8 @@ class CheckInputs:
     pass (``analysis.labels.rank.NeighborEvidence``), ``pixels`` (N_ok, H, W)
     uint8 thumbnails or None, ``report(stage, done, total)`` for progress. ``results``:
     the checks already run, by name (leakage and label conflicts read the
-    duplicates')."""
+    duplicates'). ``store``: the embedding store's folder, where a check
+    may keep a costly result for later commands (``memo``), or None."""
     ok: np.ndarray
     sizes: np.ndarray
     properties: np.ndarray | None = None
@@ -40,6 +42,7 @@ class CheckInputs:
     label_evidence: object | None = None
     pixels: np.ndarray | None = None
     report: Callable | None = None
+    store: Path | None = None
     results: dict = dataclasses.field(default_factory=dict)
 
     @property

@@ -9,13 +9,15 @@ answer is ``details`` (``analysis.sample_size.run.SampleSizeReport``)."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
 from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
 from ..analysis.defaults import LABELS_CLASSIFIER, LARGE_SWEEP, SWEEP_CLASSIFIER
-from ..analysis.sample_size.run import DEFAULT_BOOTSTRAP, sample_size_report
-from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION
+from ..analysis.sample_size.run import DEFAULT_BOOTSTRAP, report_from_sweep, sweep_on_labels
+from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION, SweepResult
+from . import memo
 from .base import CheckInputs, CheckResult
 
 NAME = "sample_size"
@@ -64,12 +66,15 @@ def classifier_for(params: Params, n_train: int) -> tuple[str, str]:
 
 
 def run(vectors: np.ndarray, labels, splits=None, params: Params | None = None, *, report=None,
-        title: str = "How many images are enough?") -> CheckResult:
+        title: str = "How many images are enough?", cache: Path | None = None) -> CheckResult:
     """The sweep over N images: ``vectors`` (N, D), ``labels`` N class
     names (every one set), ``splits`` N strings ("test" marks the test
     split; None or none: ``params.test_fraction`` is held out). Fewer than
     MIN_IMAGES images or unlabelled ones: nothing measured, a note says why.
     ``title``: the plot's, "{classifier}" replaced by the classifier used.
+    ``cache``: a folder (the embedding store) where the sweep is kept,
+    keyed by its exact inputs (``memo``): the same images, labels, splits
+    and parameters read it back instead of refitting.
     ValueError when the sweep cannot run (e.g. every image in test)."""
     p = params or Params()
     n = len(labels)
@@ -78,14 +83,40 @@ def run(vectors: np.ndarray, labels, splits=None, params: Params | None = None, 
                "it needs a label for every image and at least 2 classes")
         return CheckResult(NAME, TITLE, 0, {}, [f"sample-size sweep skipped: {why}"])
     is_test = None if splits is None else np.array([s == "test" for s in splits], dtype=bool)
-    n_train = int((~is_test).sum()) if is_test is not None and is_test.any() else int(round(n * (1 - p.test_fraction)))
+    if is_test is not None and not is_test.any():
+        is_test = None
+    n_train = int((~is_test).sum()) if is_test is not None else int(round(n * (1 - p.test_fraction)))
     classifier, note = classifier_for(p, n_train)
-    rep = sample_size_report(vectors, np.asarray(labels), is_test=is_test, target=p.target,
-                             at=None if p.at is None else list(p.at), fractions=p.fractions, repeats=p.repeats,
-                             test_fraction=p.test_fraction, classifier=classifier, seed=p.seed, n_boot=p.bootstrap,
-                             report=report, title=title.replace("{classifier}", classifier))
-    return CheckResult(NAME, TITLE, n, {}, [note] if note else [], details=rep)
+    labels = np.asarray(labels)
+    key = memo.digest(NAME, np.ascontiguousarray(vectors, dtype=np.float32), labels.astype(str),
+                      is_test if is_test is not None else p.test_fraction, tuple(p.fractions), p.repeats,
+                      classifier, p.seed)
+    kept = memo.load(cache, NAME, key)
+    if kept is not None:
+        sweep = _sweep_from_arrays(kept)
+    else:
+        sweep = sweep_on_labels(vectors, labels, is_test=is_test, fractions=p.fractions, repeats=p.repeats,
+                                test_fraction=p.test_fraction, classifier=classifier, seed=p.seed, report=report)
+        memo.save(cache, NAME, key, _sweep_arrays(sweep))
+    rep = report_from_sweep(sweep, target=p.target, at=None if p.at is None else list(p.at), seed=p.seed,
+                            n_boot=p.bootstrap, report=report, title=title.replace("{classifier}", classifier))
+    notes = [note] if note else []
+    if kept is not None:
+        notes.append(f"the sweep's {len(sweep.sizes) * sweep.accuracies.shape[1]} classifier fits were read "
+                     f"from {Path(cache) / 'results'} (the same images, labels and parameters)")
+    return CheckResult(NAME, TITLE, n, {}, notes, details=rep)
+
+
+def _sweep_arrays(sweep: SweepResult) -> dict[str, np.ndarray]:
+    return {f.name: np.asarray(getattr(sweep, f.name)) for f in dataclasses.fields(sweep)
+            if getattr(sweep, f.name) is not None}
+
+
+def _sweep_from_arrays(arrays: dict[str, np.ndarray]) -> SweepResult:
+    scalar = {"n_train": int, "n_test": int, "test_source": str, "classifier": str}
+    return SweepResult(**{name: scalar[name](a) if name in scalar else a for name, a in arrays.items()})
 
 
 def from_inputs(inputs: CheckInputs, params: Params | None = None) -> CheckResult:
-    return run(inputs.vectors, list(inputs.labels), list(inputs.splits), params, report=inputs.report)
+    return run(inputs.vectors, list(inputs.labels), list(inputs.splits), params, report=inputs.report,
+               cache=inputs.store)

@@ -90,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     fractions = tuple(sorted(args.fractions)) if args.fractions else DEFAULT_FRACTIONS
 
+    store = store_dir(args.embeddings, args.out)
     try:
-        vectors, errors, _ = embed_paths([rec.path for rec in records], args.model,
-                                         store=store_dir(args.embeddings, args.out))
+        vectors, errors, _ = embed_paths([rec.path for rec in records], args.model, store=store)
     except ValueError as e:
         print(f"imagesieve samplesize: {e}", file=sys.stderr)
         return 2
@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
                                     fractions=fractions, repeats=args.repeats, test_fraction=args.test_fraction,
                                     bootstrap=args.bootstrap, seed=args.seed)
         found = sample_size.run(vectors[ok], list(labels), ["test" if t else "" for t in is_test], params,
-                                report=progress, title=f"{Path(args.source).name}: {{classifier}} on {args.model}")
+                                report=progress, title=f"{Path(args.source).name}: {{classifier}} on {args.model}",
+                                cache=store)
     except ValueError as e:
         progress.close()
         print(f"imagesieve samplesize: {e}", file=sys.stderr)

@@ -48,12 +48,26 @@ def sample_size_report(X, labels, *, is_test=None, target: float | None = None, 
     target: accuracy whose images needed to find (None: not asked); at:
     training sizes (images) whose accuracy to predict (None: all the
     training images and twice as many; (): none).
-    ``report(stage, done, total)`` gets stages "fit", "bootstrap", "plot"."""
-    X = np.asarray(X)
-    labels = np.asarray(labels)
+    ``report(stage, done, total)`` gets stages "fit", "bootstrap", "plot".
+    The same as ``report_from_sweep(sweep_on_labels(...), ...)``."""
     if target is not None and not 0 < target < 1:
         raise ValueError(f"target accuracy must lie in (0, 1), got {target}")
-    at = None if at is None else check_at_sizes(at)
+    at = None if at is None else check_at_sizes(at)      # before the costly sweep
+    sweep = sweep_on_labels(X, labels, is_test=is_test, fractions=fractions, repeats=repeats,
+                            test_fraction=test_fraction, classifier=classifier, seed=seed, report=report)
+    return report_from_sweep(sweep, target=target, at=at, seed=seed, n_boot=n_boot, report=report, title=title)
+
+
+def sweep_on_labels(X, labels, *, is_test=None, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                    repeats: int = DEFAULT_REPEATS, test_fraction: float = DEFAULT_TEST_FRACTION,
+                    classifier: str = DEFAULT_CLASSIFIER, seed: int = 0,
+                    report: Callable[[str, int, int], None] | None = None) -> SweepResult:
+    """The costly half (``sweep.run_sweep``, one classifier fit per size and
+    repeat) on a given test split (``is_test``) or a held-out
+    ``test_fraction``; classes with no test image are named in
+    ``test_source``."""
+    X = np.asarray(X)
+    labels = np.asarray(labels)
     if is_test is not None and np.any(is_test):
         is_test = np.asarray(is_test, dtype=bool)
         if is_test.shape != labels.shape:
@@ -61,13 +75,24 @@ def sample_size_report(X, labels, *, is_test=None, target: float | None = None, 
         if np.all(is_test):
             raise ValueError("every image is in the test split; nothing left to train on")
         missing = sorted(set(labels[~is_test].tolist()) - set(labels[is_test].tolist()))
-        sweep = run_sweep(X, labels, is_test=is_test, fractions=fractions, repeats=repeats, classifier=classifier, seed=seed,
-                          report=report)
+        sweep = run_sweep(X, labels, is_test=is_test, fractions=fractions, repeats=repeats, classifier=classifier,
+                          seed=seed, report=report)
         if missing:
             sweep.test_source += f"; classes without test images: {', '.join(map(str, missing))}"
-    else:
-        sweep = run_sweep(X, labels, test_fraction=test_fraction, fractions=fractions, repeats=repeats,
-                          classifier=classifier, seed=seed, report=report)
+        return sweep
+    return run_sweep(X, labels, test_fraction=test_fraction, fractions=fractions, repeats=repeats,
+                     classifier=classifier, seed=seed, report=report)
+
+
+def report_from_sweep(sweep: SweepResult, *, target: float | None = None, at=None, seed: int = 0,
+                      n_boot: int = DEFAULT_BOOTSTRAP, report: Callable[[str, int, int], None] | None = None,
+                      title: str = "How many images are enough?") -> SampleSizeReport:
+    """The cheap half: learning curves fitted to a sweep, the target and
+    ``at`` sizes answered with a bootstrap interval, the plot."""
+    if target is not None and not 0 < target < 1:
+        raise ValueError(f"target accuracy must lie in (0, 1), got {target}")
+    at = None if at is None else check_at_sizes(at)
+
     def boot_report(stage, done, total):        # every 10th replicate: 200 events are too many
         if report is not None and (done % 10 == 0 or done == total):
             report(stage, done, total)

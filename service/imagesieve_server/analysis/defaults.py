@@ -15,3 +15,8 @@ SWEEP_CLASSIFIER = "logreg"
 #: instead, and says so: logistic regression on 100k+ 1024-d vectors costs
 #: GBs (a float64 copy) and minutes a fit.
 LARGE_SWEEP = 50_000
+#: The consensus model's classifier (``consensus``, the Consensus job):
+#: out-of-fold logistic regression on the embeddings, trained on the
+#: majority vote; calibrated probabilities are what Dawid-Skene's prior and
+#: CROWDLAB's weighting need.
+CONSENSUS_CLASSIFIER = "logreg"

@@ -12,6 +12,10 @@ colour set, odd size or aspect), ``label_issues`` (likely wrong labels)
 and ``sample_size`` (how many images reach a target accuracy). The audit
 runs them all; the FindDuplicates, ScoreLabels and SampleSizeSweep jobs and
 the ``labels`` and ``samplesize`` commands run theirs with the same Params.
+``consensus`` (which label is right when several annotators disagree) is
+run by the ``consensus`` command and the Consensus job; it is not
+registered, since an audit's source holds one label an image. ``memo``
+keeps a costly result beside the embeddings for later commands.
 """
 from __future__ import annotations
 

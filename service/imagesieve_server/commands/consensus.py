@@ -111,12 +111,14 @@ def run(args) -> int:
     from imagesieve.contact_sheet import SheetItem, save_contact_sheet
     from PIL import Image
 
-    from ..analysis.consensus import analyse_consensus, majority_vote
-    from ..analysis.labels.predict import out_of_fold_probabilities
+    from ..checks import consensus
 
     prog = "imagesieve consensus"
-    if args.method == "crowdlab" and args.no_model:      # as the Consensus job says it
-        print(f"{prog}: crowdlab needs the model (drop --no-model)", file=sys.stderr)
+    try:
+        params = consensus.Params(method=args.method, model=not args.no_model, classifier=args.classifier,
+                                  folds=args.folds, weak=args.weak, model_weight=args.model_weight, seed=args.seed)
+    except ValueError as e:     # as the Consensus job says it
+        print(f"{prog}: {e}", file=sys.stderr)
         return 2
     try:
         paths, annotators, classes, labels = load_annotations(args.source)
@@ -128,9 +130,8 @@ def run(args) -> int:
         return 2
     k = len(classes)
     failed: list[tuple[str, str]] = []
-    probs = None
-    model_note = "not used (--no-model)" if args.no_model else ""
-    if not args.no_model:
+    vectors = None
+    if params.model:
         try:
             vectors, errors, _ = embed_paths(paths, args.model, store=store_dir(args.embeddings, args.out))
         except ValueError as e:
@@ -145,26 +146,15 @@ def run(args) -> int:
         if len(paths) == 0:
             print(f"{prog}: no readable images", file=sys.stderr)
             return 2
-        mv = majority_vote(labels, k).consensus
-        try:
-            probs = out_of_fold_probabilities(vectors, mv, args.classifier, folds=min(args.folds, len(mv)),
-                                              seed=args.seed, num_classes=k)
-            model_note = f"{args.classifier} on {args.model} embeddings, {min(args.folds, len(mv))}-fold " \
-                         f"out-of-fold, trained on the majority vote"
-        except ValueError as e:
-            # As the Consensus job: a model asked for and impossible is an error, not a silent fallback.
-            print(f"{prog}: the model cannot be trained on these {len(mv)} images' majority labels ({e}); "
-                  "add annotations, or pass --no-model", file=sys.stderr)
-            return 2
-    method = args.method
     try:
-        res = analyse_consensus(labels, k, probs, method=method, class_names=classes, weak=args.weak,
-                                model_weight=args.model_weight)
+        # A model asked for and impossible is an error, not a silent fallback (as the job).
+        found = consensus.run(labels, k, vectors, params, class_names=classes,
+                              model_name=f"{args.model} embeddings")
     except ValueError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
-
-    model_label = probs.argmax(axis=1) if probs is not None else None
+    res, probs, model_label = found.details.result, found.details.probs, found.details.model_label
+    model_note = found.details.model_note if params.model else "not used (--no-model)"
 
     def image_entry(i: int) -> dict:
         d = {"path": str(paths[i]), "consensus": classes[res.consensus[i]], "quality": _num(res.quality[i]),

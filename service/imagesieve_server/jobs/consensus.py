@@ -15,15 +15,12 @@ import numpy as np
 
 from imagesieve.v1 import consensus_pb2
 
-from ..analysis.consensus import analyse_consensus, majority_vote
-from ..analysis.consensus.aggregate import AGGREGATORS
-from ..analysis.labels.predict import check_folds, out_of_fold_probabilities
+from ..checks import consensus
 from ..collections import Collection, CollectionError
 from .labelled_vectors import check_seed
 from .result_parts import result_parts
 from .runner import run_job
 
-FOLDS = 5
 # Bounds on one analysis (peak ~1 GB, about a minute at the largest): cells
 # of each dense array, annotations read, distinct labels (classes).
 MAX_CELLS = 10_000_000
@@ -133,26 +130,9 @@ def consensus_message(keys, annotators, classes, labels, res, model_label) -> co
                                          method=res.method, review_queue=[keys[int(i)] for i in res.review])
 
 
-def model_folds(consensus: np.ndarray, seed: int) -> int:
-    """The folds for the model's out-of-fold probabilities on the majority
-    vote: FOLDS, fewer when the largest class is smaller; ValueError (with
-    what to do) when no model can be trained on these labels."""
-    folds = max(2, min(FOLDS, int(np.bincount(consensus).max())))
-    try:
-        check_folds(consensus, folds, seed)
-    except ValueError as e:
-        raise ValueError(f"the model cannot be trained on these {len(consensus)} images' majority labels ({e}); "
-                         "add annotations, or set no_model") from None
-    return folds
-
-
 async def consensus_events(collection: Collection, request):
-    method = request.method or "dawid_skene"
-    if method not in AGGREGATORS:
-        raise ValueError(f"unknown method {request.method[:64]!r}; choose from {AGGREGATORS}")
-    if method == "crowdlab" and request.no_model:
-        raise ValueError("crowdlab needs the model (no_model must be false)")
-    seed = check_seed(request.seed)
+    params = consensus.Params(method=request.method or "dawid_skene", model=not request.no_model,
+                              seed=check_seed(request.seed))
     # Counted by SQLite: a hopeless request fails before it waits for a slot.
     summary = await asyncio.to_thread(collection.store.annotation_summary)
     if not summary.annotations:
@@ -166,21 +146,15 @@ async def consensus_events(collection: Collection, request):
         ids, keys, annotators, classes, labels = annotation_matrix(collection, reporter.report)
         if len(classes) < 2:
             raise ValueError(f"need at least 2 classes among the annotations, found {len(classes)}")
-        probs = None
-        if not request.no_model:
-            reporter.report("out-of-fold model", 0, 1)
-            mv = majority_vote(labels, len(classes)).consensus
-            folds = model_folds(mv, seed)
+        x = None
+        if params.model:
             im = collection.all_images()
             where = {int(i): n for n, i in enumerate(im.ids.tolist())}
             if any(int(i) not in where for i in ids):
                 raise CollectionError("images were removed during the analysis; retry", "ABORTED")
             x = im.vectors[[where[int(i)] for i in ids]]
-            probs = out_of_fold_probabilities(x, mv, "logreg", folds=folds, seed=seed, num_classes=len(classes))
-        reporter.report("consensus", 0, 1)
-        res = analyse_consensus(labels, len(classes), probs, method=method, class_names=classes)
-        return consensus_message(keys, annotators, classes, labels, res,
-                                 None if probs is None else probs.argmax(axis=1))
+        found = consensus.run(labels, len(classes), x, params, class_names=classes, report=reporter.report)
+        return consensus_message(keys, annotators, classes, labels, found.details.result, found.details.model_label)
 
     async for kind, value in run_job(work):
         if kind == "progress":

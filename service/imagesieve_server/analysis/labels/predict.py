@@ -61,21 +61,26 @@ def _proba_full(est, X: np.ndarray, rows: np.ndarray | None, num_classes: int) -
 
 
 def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
-    """(N,) fold number in [0, folds) per item: each class is shuffled (seeded)
-    and dealt round-robin from a random fold, so every fold gets its share of
-    each class and fold sizes differ by at most one per class. A class
-    smaller than ``folds`` is simply absent from some folds; its items are
-    still each predicted by a model that never saw them. O(N log N): the
-    classes' members come from one stable sort, not a pass per class."""
+    """(N,) fold number in [0, folds) per item, from scikit-learn's
+    ``StratifiedKFold`` (shuffled, seeded): every fold gets its share of each
+    class. A class smaller than ``folds`` is simply absent from some folds
+    (scikit-learn's warning about it is silenced: ``check_folds`` says what
+    matters); its items are still each predicted by a model that never saw
+    them. Needs ``folds`` <= the largest class (``check_folds`` says so),
+    or ``folds`` = N: leave-one-out, each item a fold of its own."""
+    import warnings
+
+    from sklearn.model_selection import StratifiedKFold
+
     labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
+    if folds == len(labels):
+        return np.arange(len(labels), dtype=np.int64)
     fold_of = np.empty(len(labels), dtype=np.int64)
-    order = np.argsort(labels, kind="stable")
-    ordered = labels[order]
-    bounds = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
-    for members in np.split(order, bounds) if len(order) else []:
-        members = rng.permutation(members)
-        fold_of[members] = (np.arange(len(members)) + rng.integers(folds)) % folds
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=int(seed) % 2**32)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        for k, (_, test) in enumerate(splitter.split(np.zeros((len(labels), 1)), labels)):
+            fold_of[test] = k
     return fold_of
 
 
@@ -93,12 +98,11 @@ def check_folds(labels: np.ndarray, folds: int, seed: int = 0, train_classes: in
     if folds > n:
         raise ValueError(f"folds ({folds}) cannot exceed the number of images ({n})")
     classes, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
-    fold_of = stratified_folds(labels, folds, seed)
-    empty = np.flatnonzero(np.bincount(fold_of, minlength=folds) == 0)
-    if len(empty):
+    if sizes.max() < folds < n:     # folds = n is leave-one-out
         raise ValueError(f"folds ({folds}) is too many for these {n} images in {len(classes)} classes: each "
-                         f"class is dealt round the folds, and {len(empty)} of the {folds} folds would hold no "
+                         f"class is dealt round the folds, and some of the {folds} folds would hold no "
                          f"image; use at most {max(2, int(sizes.max()))} folds (the size of the largest class)")
+    fold_of = stratified_folds(labels, folds, seed)
     # A class of 2 or more images is dealt into 2 or more folds, so it is in
     # every fold's training images; a class of one image is missing from its fold's.
     spread = int((sizes >= 2).sum())

@@ -122,6 +122,8 @@ SAMPLESIZE = Bench("samplesize_validate", ("bench/samplesize_validate.py",),
 CONSENSUS = Bench("consensus", ("bench/consensus.py",), ("bench/consensus.py", "--n", "2000", "--seeds", "1"),
                   nice=True)
 # The README's remeasured audit row says `--repeats 1` next to its `--n 5000` heading.
+LABEL_NOISE = Bench("label_noise", ("bench/label_noise.py",), ("bench/label_noise.py", "--datasets", "digits",
+                                                                  "--seeds", "1"))
 REUSE = Bench("reuse", ("bench/reuse.py",), ("bench/reuse.py", "--n", "400"))
 CLI_START = Bench("cli_start", ("bench/cli_start.py",), ("bench/cli_start.py", "--runs", "3"))
 AUDIT = Bench("audit", ("bench/audit.py", "--n", "5000", "--repeats", "1"),
@@ -131,6 +133,8 @@ _AUDIT = r"Remeasured with verified duplicates[\s\S]{0,1000}?"   # the table und
 _EXACT = 0.005   # verdicts the README calls deterministic: any change is news
 
 FIGURES = [
+    Figure("label_noise_max_wrong_error_clear", LABEL_NOISE, lambda out: 100 * out["max_wrong_error_clear"],
+           lit("the wrong share is within **") + NUM, tol=0.5),
     Figure("reuse_followup_over_audit", REUSE, ("followup_over_audit",),
            lit("AUDIT_OUT` 3.1 s, **") + NUM, tol=0.5),
     Figure("cli_health_over_baseline", CLI_START, ("health_over_baseline",),

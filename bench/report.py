@@ -64,6 +64,7 @@ def findings(paths: list[str], n_pairs: int, seed: int = 0):
     """An AuditResults with generated findings over these images."""
     from imagesieve_server.analysis.duplicates.find import DuplicateReport
     from imagesieve_server.analysis.duplicates.groups import connected_components, groups_from_labels
+    from imagesieve_server.analysis.labels.count import split_noise
     from imagesieve_server.analysis.labels.score import LabelScores
     from imagesieve_server.audit.analyse import AuditResults
     from imagesieve_server.checks import label_conflicts, leakage
@@ -102,9 +103,10 @@ def findings(paths: list[str], n_pairs: int, seed: int = 0):
     label_ids = np.arange(n) % c
     scores = probs[np.arange(n), label_ids]
     suspects = np.argsort(scores)[: n // 100]
+    joint = rng.uniform(0, 50, (c, c)) + np.eye(c) * n / c
     ls = LabelScores(method="out_of_fold", pred_probs=probs, scores=scores, suggested=probs.argmax(1),
                      suggested_probability=probs.max(1), neighbor_agreement=np.full(n, np.nan), suspects=suspects,
-                     joint=rng.uniform(0, 50, (c, c)) + np.eye(c) * n / c, noise_rate=0.05)
+                     joint=joint, noise_rate=0.05, noise_split=split_noise(joint))
     r = AuditResults(paths, labels, splits, np.array([f"{i:064x}" for i in range(n)], dtype="S64"), [""] * n,
                      np.zeros((n, 1), np.float32), np.ones(n, bool), 0.9,
                      {"train": {f"class{k}": n * 4 // 50 for k in range(c)},

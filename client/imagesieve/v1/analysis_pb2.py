@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from imagesieve.v1 import common_pb2 as imagesieve_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cimagesieve/v1/analysis.proto\x12\rimagesieve.v1\x1a\x1aimagesieve/v1/common.proto\"_\n\x0eLabelledSource\x12\x14\n\ncollection\x18\x01 \x01(\tH\x00\x12-\n\x06inline\x18\x02 \x01(\x0b\x32\x1b.imagesieve.v1.InlineImagesH\x00\x42\x08\n\x06source\"4\n\x0cInlineImages\x12$\n\x06images\x18\x01 \x03(\x0b\x32\x14.imagesieve.v1.Image\"\xaa\x01\n\x12ScoreLabelsRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.imagesieve.v1.LabelledSource\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x14\n\x0ctop_fraction\x18\x03 \x01(\x01\x12\r\n\x05\x66olds\x18\x04 \x01(\x05\x12\x12\n\nclassifier\x18\x05 \x01(\t\x12\x0c\n\x04seed\x18\x06 \x01(\x05\x12\x0e\n\x06pixels\x18\x07 \x01(\x08\"\x91\x01\n\nLabelScore\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x13\n\x0bgiven_label\x18\x02 \x01(\t\x12\x17\n\x0fsuggested_label\x18\x03 \x01(\t\x12\x1d\n\x15suggested_probability\x18\x04 \x01(\x02\x12\r\n\x05score\x18\x05 \x01(\x02\x12\x1a\n\x12neighbor_agreement\x18\x06 \x01(\x02\"H\n\x0e\x43lassPairNoise\x12\x13\n\x0bgiven_label\x18\x01 \x01(\t\x12\x12\n\ntrue_label\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"O\n\rLabelConflict\x12\r\n\x05key_a\x18\x01 \x01(\t\x12\r\n\x05key_b\x18\x02 \x01(\t\x12\x0f\n\x07label_a\x18\x03 \x01(\t\x12\x0f\n\x07label_b\x18\x04 \x01(\t\"\x92\x02\n\x11ScoreLabelsResult\x12)\n\x06scores\x18\x01 \x03(\x0b\x32\x19.imagesieve.v1.LabelScore\x12+\n\x08suspects\x18\x02 \x03(\x0b\x32\x19.imagesieve.v1.LabelScore\x12,\n\x05noise\x18\x03 \x03(\x0b\x32\x1d.imagesieve.v1.ClassPairNoise\x12\x1c\n\x14\x65stimated_noise_rate\x18\x04 \x01(\x01\x12<\n\x16\x63onflicting_duplicates\x18\x05 \x03(\x0b\x32\x1c.imagesieve.v1.LabelConflict\x12\x0c\n\x04note\x18\x06 \x01(\t\x12\r\n\x05parts\x18\x07 \x01(\x05\"\x7f\n\x10ScoreLabelsEvent\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.imagesieve.v1.JobProgressH\x00\x12\x32\n\x06result\x18\x02 \x01(\x0b\x32 .imagesieve.v1.ScoreLabelsResultH\x00\x42\x07\n\x05\x65vent\"\xca\x01\n\x11SampleSizeRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.imagesieve.v1.LabelledSource\x12\x11\n\tfractions\x18\x02 \x03(\x01\x12\x0f\n\x07repeats\x18\x03 \x01(\x05\x12\x15\n\rtest_fraction\x18\x04 \x01(\x01\x12\x17\n\x0ftarget_accuracy\x18\x05 \x01(\x01\x12\x12\n\nclassifier\x18\x06 \x01(\t\x12\x0c\n\x04seed\x18\x07 \x01(\x05\x12\x10\n\x08\x61t_sizes\x18\x08 \x03(\x03\"M\n\nAccuracyAt\x12\x12\n\nnum_images\x18\x01 \x01(\x03\x12\x10\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x01\x12\x0b\n\x03low\x18\x03 \x01(\x01\x12\x0c\n\x04high\x18\x04 \x01(\x01\"\xd3\x01\n\nSweepPoint\x12\x12\n\nnum_images\x18\x01 \x01(\x03\x12\x15\n\rmean_accuracy\x18\x02 \x01(\x01\x12\x14\n\x0cstd_accuracy\x18\x03 \x01(\x01\x12K\n\x12per_class_accuracy\x18\x04 \x03(\x0b\x32/.imagesieve.v1.SweepPoint.PerClassAccuracyEntry\x1a\x37\n\x15PerClassAccuracyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"P\n\x08\x43urveFit\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06params\x18\x02 \x03(\x01\x12\x15\n\rholdout_error\x18\x03 \x01(\x01\x12\x0f\n\x07\x63\x65iling\x18\x04 \x01(\x01\"\xd2\x02\n\x10SampleSizeResult\x12)\n\x06points\x18\x01 \x03(\x0b\x32\x19.imagesieve.v1.SweepPoint\x12%\n\x04\x66its\x18\x02 \x03(\x0b\x32\x17.imagesieve.v1.CurveFit\x12\x12\n\nchosen_fit\x18\x03 \x01(\t\x12\x17\n\x0ftarget_accuracy\x18\x04 \x01(\x01\x12\x15\n\rimages_needed\x18\x05 \x01(\x01\x12\x19\n\x11images_needed_low\x18\x06 \x01(\x01\x12\x1a\n\x12images_needed_high\x18\x07 \x01(\x01\x12\x0e\n\x06\x61nswer\x18\x08 \x01(\t\x12\x10\n\x08plot_png\x18\t \x01(\x0c\x12\x10\n\x08plot_svg\x18\n \x01(\t\x12.\n\x0b\x61\x63\x63uracy_at\x18\x0b \x03(\x0b\x32\x19.imagesieve.v1.AccuracyAt\x12\r\n\x05parts\x18\x0c \x01(\x05\"}\n\x0fSampleSizeEvent\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.imagesieve.v1.JobProgressH\x00\x12\x31\n\x06result\x18\x02 \x01(\x0b\x32\x1f.imagesieve.v1.SampleSizeResultH\x00\x42\x07\n\x05\x65vent2\xc9\x01\n\x0f\x41nalysisService\x12Y\n\x0bScoreLabels\x12!.imagesieve.v1.ScoreLabelsRequest\x1a\x1f.imagesieve.v1.ScoreLabelsEvent\"\x04\xc8\xf3\x18\x01\x30\x01\x12[\n\x0fSampleSizeSweep\x12 .imagesieve.v1.SampleSizeRequest\x1a\x1e.imagesieve.v1.SampleSizeEvent\"\x04\xc8\xf3\x18\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cimagesieve/v1/analysis.proto\x12\rimagesieve.v1\x1a\x1aimagesieve/v1/common.proto\"_\n\x0eLabelledSource\x12\x14\n\ncollection\x18\x01 \x01(\tH\x00\x12-\n\x06inline\x18\x02 \x01(\x0b\x32\x1b.imagesieve.v1.InlineImagesH\x00\x42\x08\n\x06source\"4\n\x0cInlineImages\x12$\n\x06images\x18\x01 \x03(\x0b\x32\x14.imagesieve.v1.Image\"\xaa\x01\n\x12ScoreLabelsRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.imagesieve.v1.LabelledSource\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x14\n\x0ctop_fraction\x18\x03 \x01(\x01\x12\r\n\x05\x66olds\x18\x04 \x01(\x05\x12\x12\n\nclassifier\x18\x05 \x01(\t\x12\x0c\n\x04seed\x18\x06 \x01(\x05\x12\x0e\n\x06pixels\x18\x07 \x01(\x08\"\xac\x01\n\nLabelScore\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x13\n\x0bgiven_label\x18\x02 \x01(\t\x12\x17\n\x0fsuggested_label\x18\x03 \x01(\t\x12\x1d\n\x15suggested_probability\x18\x04 \x01(\x02\x12\r\n\x05score\x18\x05 \x01(\x02\x12\x1a\n\x12neighbor_agreement\x18\x06 \x01(\x02\x12\x19\n\x11in_ambiguous_pair\x18\x07 \x01(\x08\"E\n\x11\x43onfusedClassPair\x12\x0f\n\x07\x63lass_a\x18\x01 \x01(\t\x12\x0f\n\x07\x63lass_b\x18\x02 \x01(\t\x12\x0e\n\x06\x65xcess\x18\x03 \x01(\x01\"H\n\x0e\x43lassPairNoise\x12\x13\n\x0bgiven_label\x18\x01 \x01(\t\x12\x12\n\ntrue_label\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"O\n\rLabelConflict\x12\r\n\x05key_a\x18\x01 \x01(\t\x12\r\n\x05key_b\x18\x02 \x01(\t\x12\x0f\n\x07label_a\x18\x03 \x01(\t\x12\x0f\n\x07label_b\x18\x04 \x01(\t\"\x8d\x03\n\x11ScoreLabelsResult\x12)\n\x06scores\x18\x01 \x03(\x0b\x32\x19.imagesieve.v1.LabelScore\x12+\n\x08suspects\x18\x02 \x03(\x0b\x32\x19.imagesieve.v1.LabelScore\x12,\n\x05noise\x18\x03 \x03(\x0b\x32\x1d.imagesieve.v1.ClassPairNoise\x12\x1c\n\x14\x65stimated_noise_rate\x18\x04 \x01(\x01\x12<\n\x16\x63onflicting_duplicates\x18\x05 \x03(\x0b\x32\x1c.imagesieve.v1.LabelConflict\x12\x0c\n\x04note\x18\x06 \x01(\t\x12\r\n\x05parts\x18\x07 \x01(\x05\x12\x1c\n\x14\x65stimated_wrong_rate\x18\x08 \x01(\x01\x12 \n\x18\x65stimated_ambiguous_rate\x18\t \x01(\x01\x12\x39\n\x0f\x61mbiguous_pairs\x18\n \x03(\x0b\x32 .imagesieve.v1.ConfusedClassPair\"\x7f\n\x10ScoreLabelsEvent\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.imagesieve.v1.JobProgressH\x00\x12\x32\n\x06result\x18\x02 \x01(\x0b\x32 .imagesieve.v1.ScoreLabelsResultH\x00\x42\x07\n\x05\x65vent\"\xca\x01\n\x11SampleSizeRequest\x12-\n\x06source\x18\x01 \x01(\x0b\x32\x1d.imagesieve.v1.LabelledSource\x12\x11\n\tfractions\x18\x02 \x03(\x01\x12\x0f\n\x07repeats\x18\x03 \x01(\x05\x12\x15\n\rtest_fraction\x18\x04 \x01(\x01\x12\x17\n\x0ftarget_accuracy\x18\x05 \x01(\x01\x12\x12\n\nclassifier\x18\x06 \x01(\t\x12\x0c\n\x04seed\x18\x07 \x01(\x05\x12\x10\n\x08\x61t_sizes\x18\x08 \x03(\x03\"M\n\nAccuracyAt\x12\x12\n\nnum_images\x18\x01 \x01(\x03\x12\x10\n\x08\x61\x63\x63uracy\x18\x02 \x01(\x01\x12\x0b\n\x03low\x18\x03 \x01(\x01\x12\x0c\n\x04high\x18\x04 \x01(\x01\"\xd3\x01\n\nSweepPoint\x12\x12\n\nnum_images\x18\x01 \x01(\x03\x12\x15\n\rmean_accuracy\x18\x02 \x01(\x01\x12\x14\n\x0cstd_accuracy\x18\x03 \x01(\x01\x12K\n\x12per_class_accuracy\x18\x04 \x03(\x0b\x32/.imagesieve.v1.SweepPoint.PerClassAccuracyEntry\x1a\x37\n\x15PerClassAccuracyEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"P\n\x08\x43urveFit\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06params\x18\x02 \x03(\x01\x12\x15\n\rholdout_error\x18\x03 \x01(\x01\x12\x0f\n\x07\x63\x65iling\x18\x04 \x01(\x01\"\xd2\x02\n\x10SampleSizeResult\x12)\n\x06points\x18\x01 \x03(\x0b\x32\x19.imagesieve.v1.SweepPoint\x12%\n\x04\x66its\x18\x02 \x03(\x0b\x32\x17.imagesieve.v1.CurveFit\x12\x12\n\nchosen_fit\x18\x03 \x01(\t\x12\x17\n\x0ftarget_accuracy\x18\x04 \x01(\x01\x12\x15\n\rimages_needed\x18\x05 \x01(\x01\x12\x19\n\x11images_needed_low\x18\x06 \x01(\x01\x12\x1a\n\x12images_needed_high\x18\x07 \x01(\x01\x12\x0e\n\x06\x61nswer\x18\x08 \x01(\t\x12\x10\n\x08plot_png\x18\t \x01(\x0c\x12\x10\n\x08plot_svg\x18\n \x01(\t\x12.\n\x0b\x61\x63\x63uracy_at\x18\x0b \x03(\x0b\x32\x19.imagesieve.v1.AccuracyAt\x12\r\n\x05parts\x18\x0c \x01(\x05\"}\n\x0fSampleSizeEvent\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.imagesieve.v1.JobProgressH\x00\x12\x31\n\x06result\x18\x02 \x01(\x0b\x32\x1f.imagesieve.v1.SampleSizeResultH\x00\x42\x07\n\x05\x65vent2\xc9\x01\n\x0f\x41nalysisService\x12Y\n\x0bScoreLabels\x12!.imagesieve.v1.ScoreLabelsRequest\x1a\x1f.imagesieve.v1.ScoreLabelsEvent\"\x04\xc8\xf3\x18\x01\x30\x01\x12[\n\x0fSampleSizeSweep\x12 .imagesieve.v1.SampleSizeRequest\x1a\x1e.imagesieve.v1.SampleSizeEvent\"\x04\xc8\xf3\x18\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,29 +45,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCORELABELSREQUEST']._serialized_start=227
   _globals['_SCORELABELSREQUEST']._serialized_end=397
   _globals['_LABELSCORE']._serialized_start=400
-  _globals['_LABELSCORE']._serialized_end=545
-  _globals['_CLASSPAIRNOISE']._serialized_start=547
-  _globals['_CLASSPAIRNOISE']._serialized_end=619
-  _globals['_LABELCONFLICT']._serialized_start=621
-  _globals['_LABELCONFLICT']._serialized_end=700
-  _globals['_SCORELABELSRESULT']._serialized_start=703
-  _globals['_SCORELABELSRESULT']._serialized_end=977
-  _globals['_SCORELABELSEVENT']._serialized_start=979
-  _globals['_SCORELABELSEVENT']._serialized_end=1106
-  _globals['_SAMPLESIZEREQUEST']._serialized_start=1109
-  _globals['_SAMPLESIZEREQUEST']._serialized_end=1311
-  _globals['_ACCURACYAT']._serialized_start=1313
-  _globals['_ACCURACYAT']._serialized_end=1390
-  _globals['_SWEEPPOINT']._serialized_start=1393
-  _globals['_SWEEPPOINT']._serialized_end=1604
-  _globals['_SWEEPPOINT_PERCLASSACCURACYENTRY']._serialized_start=1549
-  _globals['_SWEEPPOINT_PERCLASSACCURACYENTRY']._serialized_end=1604
-  _globals['_CURVEFIT']._serialized_start=1606
-  _globals['_CURVEFIT']._serialized_end=1686
-  _globals['_SAMPLESIZERESULT']._serialized_start=1689
-  _globals['_SAMPLESIZERESULT']._serialized_end=2027
-  _globals['_SAMPLESIZEEVENT']._serialized_start=2029
-  _globals['_SAMPLESIZEEVENT']._serialized_end=2154
-  _globals['_ANALYSISSERVICE']._serialized_start=2157
-  _globals['_ANALYSISSERVICE']._serialized_end=2358
+  _globals['_LABELSCORE']._serialized_end=572
+  _globals['_CONFUSEDCLASSPAIR']._serialized_start=574
+  _globals['_CONFUSEDCLASSPAIR']._serialized_end=643
+  _globals['_CLASSPAIRNOISE']._serialized_start=645
+  _globals['_CLASSPAIRNOISE']._serialized_end=717
+  _globals['_LABELCONFLICT']._serialized_start=719
+  _globals['_LABELCONFLICT']._serialized_end=798
+  _globals['_SCORELABELSRESULT']._serialized_start=801
+  _globals['_SCORELABELSRESULT']._serialized_end=1198
+  _globals['_SCORELABELSEVENT']._serialized_start=1200
+  _globals['_SCORELABELSEVENT']._serialized_end=1327
+  _globals['_SAMPLESIZEREQUEST']._serialized_start=1330
+  _globals['_SAMPLESIZEREQUEST']._serialized_end=1532
+  _globals['_ACCURACYAT']._serialized_start=1534
+  _globals['_ACCURACYAT']._serialized_end=1611
+  _globals['_SWEEPPOINT']._serialized_start=1614
+  _globals['_SWEEPPOINT']._serialized_end=1825
+  _globals['_SWEEPPOINT_PERCLASSACCURACYENTRY']._serialized_start=1770
+  _globals['_SWEEPPOINT_PERCLASSACCURACYENTRY']._serialized_end=1825
+  _globals['_CURVEFIT']._serialized_start=1827
+  _globals['_CURVEFIT']._serialized_end=1907
+  _globals['_SAMPLESIZERESULT']._serialized_start=1910
+  _globals['_SAMPLESIZERESULT']._serialized_end=2248
+  _globals['_SAMPLESIZEEVENT']._serialized_start=2250
+  _globals['_SAMPLESIZEEVENT']._serialized_end=2375
+  _globals['_ANALYSISSERVICE']._serialized_start=2378
+  _globals['_ANALYSISSERVICE']._serialized_end=2579
 # @@protoc_insertion_point(module_scope)

@@ -40,20 +40,32 @@ class ScoreLabelsRequest(_message.Message):
     def __init__(self, source: _Optional[_Union[LabelledSource, _Mapping]] = ..., method: _Optional[str] = ..., top_fraction: _Optional[float] = ..., folds: _Optional[int] = ..., classifier: _Optional[str] = ..., seed: _Optional[int] = ..., pixels: _Optional[bool] = ...) -> None: ...
 
 class LabelScore(_message.Message):
-    __slots__ = ("key", "given_label", "suggested_label", "suggested_probability", "score", "neighbor_agreement")
+    __slots__ = ("key", "given_label", "suggested_label", "suggested_probability", "score", "neighbor_agreement", "in_ambiguous_pair")
     KEY_FIELD_NUMBER: _ClassVar[int]
     GIVEN_LABEL_FIELD_NUMBER: _ClassVar[int]
     SUGGESTED_LABEL_FIELD_NUMBER: _ClassVar[int]
     SUGGESTED_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     NEIGHBOR_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    IN_AMBIGUOUS_PAIR_FIELD_NUMBER: _ClassVar[int]
     key: str
     given_label: str
     suggested_label: str
     suggested_probability: float
     score: float
     neighbor_agreement: float
-    def __init__(self, key: _Optional[str] = ..., given_label: _Optional[str] = ..., suggested_label: _Optional[str] = ..., suggested_probability: _Optional[float] = ..., score: _Optional[float] = ..., neighbor_agreement: _Optional[float] = ...) -> None: ...
+    in_ambiguous_pair: bool
+    def __init__(self, key: _Optional[str] = ..., given_label: _Optional[str] = ..., suggested_label: _Optional[str] = ..., suggested_probability: _Optional[float] = ..., score: _Optional[float] = ..., neighbor_agreement: _Optional[float] = ..., in_ambiguous_pair: _Optional[bool] = ...) -> None: ...
+
+class ConfusedClassPair(_message.Message):
+    __slots__ = ("class_a", "class_b", "excess")
+    CLASS_A_FIELD_NUMBER: _ClassVar[int]
+    CLASS_B_FIELD_NUMBER: _ClassVar[int]
+    EXCESS_FIELD_NUMBER: _ClassVar[int]
+    class_a: str
+    class_b: str
+    excess: float
+    def __init__(self, class_a: _Optional[str] = ..., class_b: _Optional[str] = ..., excess: _Optional[float] = ...) -> None: ...
 
 class ClassPairNoise(_message.Message):
     __slots__ = ("given_label", "true_label", "count")
@@ -78,7 +90,7 @@ class LabelConflict(_message.Message):
     def __init__(self, key_a: _Optional[str] = ..., key_b: _Optional[str] = ..., label_a: _Optional[str] = ..., label_b: _Optional[str] = ...) -> None: ...
 
 class ScoreLabelsResult(_message.Message):
-    __slots__ = ("scores", "suspects", "noise", "estimated_noise_rate", "conflicting_duplicates", "note", "parts")
+    __slots__ = ("scores", "suspects", "noise", "estimated_noise_rate", "conflicting_duplicates", "note", "parts", "estimated_wrong_rate", "estimated_ambiguous_rate", "ambiguous_pairs")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     SUSPECTS_FIELD_NUMBER: _ClassVar[int]
     NOISE_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +98,9 @@ class ScoreLabelsResult(_message.Message):
     CONFLICTING_DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
     PARTS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_WRONG_RATE_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_AMBIGUOUS_RATE_FIELD_NUMBER: _ClassVar[int]
+    AMBIGUOUS_PAIRS_FIELD_NUMBER: _ClassVar[int]
     scores: _containers.RepeatedCompositeFieldContainer[LabelScore]
     suspects: _containers.RepeatedCompositeFieldContainer[LabelScore]
     noise: _containers.RepeatedCompositeFieldContainer[ClassPairNoise]
@@ -93,7 +108,10 @@ class ScoreLabelsResult(_message.Message):
     conflicting_duplicates: _containers.RepeatedCompositeFieldContainer[LabelConflict]
     note: str
     parts: int
-    def __init__(self, scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., suspects: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., noise: _Optional[_Iterable[_Union[ClassPairNoise, _Mapping]]] = ..., estimated_noise_rate: _Optional[float] = ..., conflicting_duplicates: _Optional[_Iterable[_Union[LabelConflict, _Mapping]]] = ..., note: _Optional[str] = ..., parts: _Optional[int] = ...) -> None: ...
+    estimated_wrong_rate: float
+    estimated_ambiguous_rate: float
+    ambiguous_pairs: _containers.RepeatedCompositeFieldContainer[ConfusedClassPair]
+    def __init__(self, scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., suspects: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., noise: _Optional[_Iterable[_Union[ClassPairNoise, _Mapping]]] = ..., estimated_noise_rate: _Optional[float] = ..., conflicting_duplicates: _Optional[_Iterable[_Union[LabelConflict, _Mapping]]] = ..., note: _Optional[str] = ..., parts: _Optional[int] = ..., estimated_wrong_rate: _Optional[float] = ..., estimated_ambiguous_rate: _Optional[float] = ..., ambiguous_pairs: _Optional[_Iterable[_Union[ConfusedClassPair, _Mapping]]] = ...) -> None: ...
 
 class ScoreLabelsEvent(_message.Message):
     __slots__ = ("progress", "result")

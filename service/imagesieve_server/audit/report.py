@@ -72,8 +72,15 @@ def summary(r: AuditResults) -> dict:
     if "outliers" in r.checks:
         s["outliers"] = r.checks["outliers"].issues["isolated"].count
     if r.label_scores is not None:
+        split = r.label_scores.noise_split
         s.update(label_suspects=int(len(r.label_scores.suspects)),
-                 estimated_label_noise_rate=float(r.label_scores.noise_rate))
+                 estimated_label_noise_rate=float(r.label_scores.noise_rate),
+                 estimated_wrong_label_rate=float(split.wrong_rate),
+                 estimated_ambiguous_label_rate=float(split.ambiguous_rate),
+                 ambiguous_class_pairs=[{"a": r.class_names[a], "b": r.class_names[b], "excess": round(x, 1)}
+                                        for a, b, x in split.pairs])
+        if split.note:
+            s["label_noise_note"] = split.note
     if r.checks:
         s["checks"] = {name: c.summary() for name, c in r.checks.items()}
     if r.sample_size is not None:
@@ -296,6 +303,9 @@ def render_html(r: AuditResults, s: dict, lists: dict, files: list[str], source:
     return _template().render(
         source=source, cards=cards, sample_size_answer=s.get("sample_size_answer", ""),
         noise_rate=s.get("estimated_label_noise_rate"), notes=r.notes, files=files,
+        noise_split=None if r.label_scores is None else {
+            "wrong_rate": s["estimated_wrong_label_rate"], "ambiguous_rate": s["estimated_ambiguous_label_rate"],
+            "pairs": s["ambiguous_class_pairs"], "note": s.get("label_noise_note", "")},
         nav=[{"id": x["id"], "title": x["title"]} for x in sections] + [{"id": "learning-curve", "title": "Enough?"}],
         balance_chart=Markup(_bar_chart(totals)),       # matplotlib's own SVG: trusted markup
         class_rows=rows, class_splits=sorted({k for x in rows for k in x["splits"]}),

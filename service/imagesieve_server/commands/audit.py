@@ -159,8 +159,8 @@ def run(args) -> int:
               f"{s['images_in_groups']} images (the pairs: duplicates, leakage and label conflicts below)")
         print(f"duplicate threshold: {s['duplicate_threshold_reason']}")
     if "label_suspects" in s:
-        print(f"labels: {s['label_suspects']} suspects flagged; estimated wrong labels "
-              f"{s['estimated_label_noise_rate']:.1%}")
+        print(f"labels: {s['label_suspects']} suspects flagged; "
+              + results.label_scores.noise_split.describe(results.class_names))
     if "sample_size_answer" in s:
         print(f"quantity: {s['sample_size_answer']}")
     for name, counts in s.get("checks", {}).items():

@@ -102,12 +102,16 @@ def run(args) -> int:
     given = [r.label for r in records]
     conflicting = [(str(paths[i]), str(paths[j])) for i, j in zip(a.tolist(), b.tolist()) if given[i] != given[j]]
 
+    ambiguous = res.in_ambiguous_pair(found.details.label_ids)
+    split = res.noise_split
+
     def entry(i: int) -> dict:
         agree = res.neighbor_agreement[i]
         return {"path": str(recs[i].path), "given_label": recs[i].label,
                 "suggested_label": class_names[res.suggested[i]],
                 "suggested_probability": float(res.suggested_probability[i]), "score": float(res.scores[i]),
-                "neighbor_agreement": float(agree) if np.isfinite(agree) else None}
+                "neighbor_agreement": float(agree) if np.isfinite(agree) else None,
+                "in_ambiguous_pair": bool(ambiguous[i])}
 
     suspects = [dict(entry(int(i)), rank=k + 1) for k, i in enumerate(res.suspects)]
     noise = [{"given_label": class_names[g], "true_label": class_names[t], "count": round(float(res.joint[g, t]), 1)}
@@ -118,7 +122,11 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     doc = {"source": str(args.source), "method": params.method, "classifier": used, "folds": folds,
            "seed": args.seed, "top_fraction": params.top_fraction, "num_images": len(recs), "classes": class_names,
-           "estimated_noise_rate": res.noise_rate, "noise": noise, "suspects": suspects,
+           "estimated_noise_rate": res.noise_rate, "estimated_wrong_rate": split.wrong_rate,
+           "estimated_ambiguous_rate": split.ambiguous_rate,
+           "ambiguous_pairs": [{"class_a": class_names[a], "class_b": class_names[b], "excess": round(x, 1)}
+                               for a, b, x in split.pairs],
+           "noise": noise, "suspects": suspects,
            "conflicting_duplicates": [list(p) for p in conflicting], "duplicate_pairs_from": pairs_from,
            "failed": [{"path": p, "error": e} for p, e in failed],
            "scores": [entry(i) for i in range(len(recs))]}
@@ -135,7 +143,7 @@ def run(args) -> int:
         nbr = f"{s['neighbor_agreement']:.1f}" if s["neighbor_agreement"] is not None else "-"
         print(f"{s['rank']:>4} {s['score']:6.3f} {s['given_label'][:14]:>14} {s['suggested_label'][:14]:>14} "
               f"{s['suggested_probability']:5.2f} {nbr:>4}  {s['path']}")
-    print(f"estimated noise rate {res.noise_rate:.1%} ({len(recs)} images, {len(class_names)} classes); "
+    print(f"{split.describe(class_names)} ({len(recs)} images, {len(class_names)} classes); "
           f"{len(conflicting)} duplicate pairs with different labels ({pairs_from})")
     print(f"wrote {json_path} and {sheet_path}")
     return 0

@@ -57,13 +57,15 @@ def build_result(keys: list[str], class_names: list[str], labels: np.ndarray, sc
                  conflicting: np.ndarray) -> analysis_pb2.ScoreLabelsResult:
     """ScoreLabelsResult from ``analysis.labels.LabelScores`` and the
     (K, 2) positions of the copies with different labels."""
+    ambiguous = scores.in_ambiguous_pair(labels)
+
     def one(i: int) -> analysis_pb2.LabelScore:
         agree = scores.neighbor_agreement[i]
         return analysis_pb2.LabelScore(
             key=keys[i], given_label=class_names[labels[i]],
             suggested_label=class_names[scores.suggested[i]],
             suggested_probability=float(scores.suggested_probability[i]), score=float(scores.scores[i]),
-            neighbor_agreement=float(agree) if np.isfinite(agree) else 0.0)
+            neighbor_agreement=float(agree) if np.isfinite(agree) else 0.0, in_ambiguous_pair=bool(ambiguous[i]))
 
     noise = [analysis_pb2.ClassPairNoise(given_label=class_names[g], true_label=class_names[t],
                                          count=int(round(scores.joint[g, t])))
@@ -75,7 +77,10 @@ def build_result(keys: list[str], class_names: list[str], labels: np.ndarray, sc
                  for a, b in np.asarray(conflicting, dtype=np.int64).reshape(-1, 2).tolist()]
     return analysis_pb2.ScoreLabelsResult(
         scores=[one(i) for i in range(len(keys))], suspects=[one(int(i)) for i in scores.suspects],
-        noise=noise, estimated_noise_rate=scores.noise_rate, conflicting_duplicates=conflicts)
+        noise=noise, estimated_noise_rate=scores.noise_rate, conflicting_duplicates=conflicts,
+        estimated_wrong_rate=scores.noise_split.wrong_rate, estimated_ambiguous_rate=scores.noise_split.ambiguous_rate,
+        ambiguous_pairs=[analysis_pb2.ConfusedClassPair(class_a=class_names[a], class_b=class_names[b], excess=x)
+                         for a, b, x in scores.noise_split.pairs])
 
 
 def conflicting_duplicates(data: LabelledVectors, collection, report=None) -> np.ndarray:

@@ -1,0 +1,72 @@
+"""The label-noise estimate, split into confidently wrong labels and
+ambiguous class pairs (``analysis.labels.count.split_noise``), checked
+against noise planted in real labelled images (scikit-learn's digits):
+uniform flips must come out as wrong labels within 1.5 points of the
+planted rate, and a pair of classes swapped both ways as an ambiguous
+pair, not as more wrong labels."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imagesieve_server.analysis.labels import count
+from imagesieve_server.analysis.labels.score import score_labels
+
+
+def flip(y: np.ndarray, rate: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """round(rate * n_c) labels of each class c moved to a uniformly random other class."""
+    rng = np.random.default_rng(seed)
+    c = int(y.max()) + 1
+    noisy, flipped = y.copy(), []
+    for k in range(c):
+        chosen = rng.choice(np.flatnonzero(y == k), int(round(rate * np.sum(y == k))), replace=False)
+        noisy[chosen] = (k + rng.integers(1, c, len(chosen))) % c
+        flipped.append(chosen)
+    return noisy, np.concatenate(flipped)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.03, 0.06])
+def test_uniform_flips_are_estimated_as_wrong_labels_within_1_5_points(digits, rate):
+    X, y = digits
+    for seed in (0, 1):
+        noisy, _ = flip(y, rate, seed) if rate else (y, None)
+        split = score_labels(X, noisy).noise_split
+        assert abs(split.wrong_rate - rate) <= 0.015, (rate, seed, split)
+        assert split.ambiguous_rate <= 0.005 and not split.pairs, split
+
+
+def test_a_pair_swapped_both_ways_is_ambiguous_not_wrong(digits):
+    """3% flipped uniformly, plus 36 threes labelled 8 and 36 eights labelled 3
+    (4.0% of the images): the wrong share stays near 3%, the swap is the
+    ambiguous pair (3, 8), and its suspects are marked as in that pair."""
+    X, y = digits
+    rng = np.random.default_rng(5)
+    noisy, flipped = flip(y, 0.03, 5)
+    clean = np.setdiff1d(np.arange(len(y)), flipped)
+    threes = rng.choice(np.intersect1d(np.flatnonzero(y == 3), clean), 36, replace=False)
+    eights = rng.choice(np.intersect1d(np.flatnonzero(y == 8), clean), 36, replace=False)
+    noisy[threes], noisy[eights] = 8, 3
+    scores = score_labels(X, noisy)
+    split = scores.noise_split
+    assert [(a, b) for a, b, _ in split.pairs] == [(3, 8)]
+    assert abs(split.wrong_rate - 0.03) <= 0.015, split
+    assert abs(split.ambiguous_rate - 72 / len(y)) <= 0.015, split
+    assert split.wrong_rate + split.ambiguous_rate == pytest.approx(scores.noise_rate)
+    marked = scores.in_ambiguous_pair(noisy)
+    assert marked[np.r_[threes, eights]].mean() >= 0.8        # the swapped images: in the pair
+    assert marked[flipped].mean() <= 0.2                      # uniform flips: mostly not
+    assert "3 / 8" in split.describe([str(k) for k in range(10)])
+
+
+def test_a_one_way_excess_stays_wrong_and_few_classes_are_not_split():
+    joint = np.full((5, 5), 4.0) + np.eye(5) * 200
+    joint[1, 2] = 60.0                       # class 1 labelled as 2 (given 1, true 2), not back
+    split = count.split_noise(joint)
+    assert split.pairs == [] and split.ambiguous_rate == 0.0
+    assert split.wrong_rate == pytest.approx(count.estimated_noise_rate(joint))
+    joint[2, 1] = 60.0                       # and back: ambiguous
+    split = count.split_noise(joint)
+    assert [(a, b) for a, b, _ in split.pairs] == [(1, 2)]
+    assert split.pairs[0][2] == pytest.approx(2 * (60 - 4))
+    three = count.split_noise(np.array([[50, 9, 1], [9, 50, 1], [1, 1, 50.0]]))
+    assert three.pairs == [] and "fewer than 4 classes" in three.note

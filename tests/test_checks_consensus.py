@@ -30,6 +30,7 @@ def test_params_are_checked_when_built():
         consensus.Params(method="vote")
     with pytest.raises(ValueError, match="folds"):
         consensus.Params(folds=1)
+    assert consensus.Params(model=False, folds=1).folds == 1          # no model: no folds to check
     with pytest.raises(ValueError, match="weak"):
         consensus.Params(weak=1.5)
 
@@ -58,6 +59,11 @@ def test_the_model_helps_and_the_disputed_images_are_flagged(digits):
 def test_a_model_that_cannot_be_trained_is_an_error_not_a_fallback(digits):
     X, _ = digits
     labels = np.array([[0, 0], [1, 1], [0, 1]])          # majority: 0, 1, 0 -> a class of one image
-    with pytest.raises(ValueError, match="cannot be trained"):
-        consensus.run(labels, 2, X[:3].astype(np.float32), consensus.Params(method="crowdlab"))
+    with pytest.raises(ValueError, match="cannot be trained.*or pass --no-model$"):
+        consensus.run(labels, 2, X[:3].astype(np.float32), consensus.Params(method="crowdlab"),
+                      without_model="pass --no-model")
     assert consensus.run(labels, 2, None, consensus.Params(model=False)).measured == 3
+    # A majority of one class: no classifier can learn it; said the same way, with the caller's words.
+    one_class = np.array([[0, 1], [0, 0], [0, 0], [0, 0]])
+    with pytest.raises(ValueError, match="cannot be trained.*or set no_model$"):
+        consensus.run(one_class, 2, X[:4].astype(np.float32), without_model="set no_model")

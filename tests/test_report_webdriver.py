@@ -70,6 +70,9 @@ def test_a_person_pages_filters_opens_a_pair_and_exports_fixes(report, browser, 
     d.get((tmp / "out" / "report.html").as_uri())
     wait_for(d, lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
 
+    # The label-noise estimate, split, on the first screen.
+    assert "look wrong" in d.find_element(By.ID, "label-noise").text
+
     # Page the largest list: 50 rows a page, worst first, the next page a click away.
     near = r.checks["duplicates"].issues["near"]
     box = d.find_element(By.CSS_SELECTOR, '[data-list="duplicates.near"]')
@@ -107,8 +110,10 @@ def test_a_person_pages_filters_opens_a_pair_and_exports_fixes(report, browser, 
     shown = [im.get_attribute("title") for im in images]
     names = [div.text for div in rows[0].find_elements(By.CSS_SELECTOR, "figcaption > div:first-child")]
     assert [Path(p).name for p in shown] == names and all(Path(p).is_file() for p in shown)
-    wait_for(d, lambda: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", im) > 0
-                            for im in images))
+    # The original files themselves (256 px), not the report's 112 px thumbnails.
+    assert [im.get_attribute("src") for im in images] == [Path(p).as_uri() for p in shown]
+    wait_for(d, lambda: [d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", im)
+                         for im in images] == [256, 256])
     assert viewer.find_element(By.ID, "viewer-why").text
     viewer.find_element(By.ID, "viewer-close").click()
     wait_for(d, lambda: viewer.get_attribute("open") is None)

@@ -193,10 +193,12 @@ def write_report(r: AuditResults, out: str | Path, source: str) -> dict:
 
 def _suspects(r: AuditResults) -> Iterator[dict]:
     ls, ok = r.label_scores, r.ok_index
+    ambiguous = ls.in_ambiguous_pair(r.label_ids)
     for i in ls.suspects.tolist():
         yield {"path": r.paths[ok[i]], "given": r.class_names[r.label_ids[i]],
                "suggested": r.class_names[ls.suggested[i]],
-               "suggested_probability": float(ls.suggested_probability[i]), "score": float(ls.scores[i])}
+               "suggested_probability": float(ls.suggested_probability[i]), "score": float(ls.scores[i]),
+               "in_ambiguous_pair": bool(ambiguous[i])}
 
 
 def _check_doc(r: AuditResults, c) -> dict:

@@ -48,7 +48,7 @@ class Params:
             raise ValueError("crowdlab needs the model (the classifier's out-of-fold probabilities)")
         if self.classifier not in EMBEDDING_CLASSIFIERS:
             raise ValueError(f"unknown classifier {self.classifier!r}; choose from {EMBEDDING_CLASSIFIERS}")
-        if self.folds < 2:
+        if self.model and self.folds < 2:
             raise ValueError(f"folds must be >= 2, got {self.folds}")
         if not 0 <= self.weak <= 1:
             raise ValueError(f"weak must lie in [0, 1], got {self.weak}")
@@ -70,27 +70,25 @@ class Consensus:
 def model_folds(consensus: np.ndarray, folds: int = FOLDS, seed: int = 0) -> int:
     """The folds for the model's out-of-fold probabilities on the majority
     vote ``consensus`` (N,) int: ``folds``, fewer when the largest class is
-    smaller; ValueError (saying what to do) when no model can be trained."""
+    smaller; ValueError when no model can be trained on these labels."""
     from ..analysis.labels.predict import check_folds
 
     folds = max(2, min(folds, int(np.bincount(consensus).max())))
-    try:
-        check_folds(consensus, folds, seed)
-    except ValueError as e:
-        raise ValueError(f"the model cannot be trained on these {len(consensus)} images' majority labels ({e}); "
-                         "add annotations, or do without the model") from None
+    check_folds(consensus, folds, seed)
     return folds
 
 
 def run(labels: np.ndarray, num_classes: int, vectors: np.ndarray | None = None, params: Params | None = None,
-        *, class_names=None, model_name: str = "embeddings", report=None) -> CheckResult:
+        *, class_names=None, model_name: str = "embeddings", report=None,
+        without_model: str = "do without the model") -> CheckResult:
     """``labels`` (N, M) int class indices, -1 where annotator m did not
     label image n; ``vectors`` (N, D) the images' embeddings (needed when
     ``params.model``). Flags the review queue (issue ``weak_consensus``:
     score the review score (quality + agreement) / 2, worst first); the
     whole answer is ``details`` (:class:`Consensus`). ValueError when the
     labels cannot be combined or the model asked for cannot be trained (it
-    never falls back silently)."""
+    never falls back silently; the message ends with ``without_model``, the
+    caller's words for turning the model off)."""
     from ..analysis.labels.predict import out_of_fold_probabilities
 
     p = params or Params()
@@ -104,9 +102,13 @@ def run(labels: np.ndarray, num_classes: int, vectors: np.ndarray | None = None,
         if report is not None:
             report("out-of-fold model", 0, 1)
         mv = majority_vote(labels, num_classes).consensus
-        folds = model_folds(mv, p.folds, p.seed)
-        probs = out_of_fold_probabilities(vectors, mv, p.classifier, folds=folds, seed=p.seed,
-                                          num_classes=num_classes)
+        try:
+            folds = model_folds(mv, p.folds, p.seed)
+            probs = out_of_fold_probabilities(vectors, mv, p.classifier, folds=folds, seed=p.seed,
+                                              num_classes=num_classes)
+        except ValueError as e:
+            raise ValueError(f"the model cannot be trained on these {len(mv)} images' majority labels ({e}); "
+                             f"add annotations, or {without_model}") from None
         note = f"{p.classifier} on {model_name}, {folds}-fold out-of-fold, trained on the majority vote"
     if report is not None:
         report("consensus", 0, 1)

@@ -119,8 +119,6 @@ def run(vectors: np.ndarray, labels, params: Params | None = None, *, pixels: np
                 "suggested_probability": s.suggested_probability[sus].astype(np.float32),
                 "rank_percentile": (100.0 * (rank[sus] + 1) / n).astype(np.float32),
                 "ambiguous_pair": s.in_ambiguous_pair(ids)[sus]}
-    if s.noise_split.note:
-        notes.append(s.noise_split.note)
     return CheckResult(NAME, TITLE, n, {"suspects": _flagged(at[sus], s.scores[sus].astype(np.float32), p, evidence)},
                        notes, details=Scored(s, class_names, ids, scorer))
 

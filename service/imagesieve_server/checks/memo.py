@@ -21,7 +21,9 @@ KEEP = 4
 
 def digest(*parts) -> str:
     """Hex SHA-256 of ``parts``: arrays by dtype, shape and bytes, strings
-    and numbers by text, sequences of them element by element."""
+    and numbers by type and text, sequences element by element, each with
+    its length (so no two different inputs share a serialization), after the
+    package, numpy and scikit-learn versions."""
     from importlib.metadata import PackageNotFoundError, version
 
     import sklearn
@@ -30,17 +32,37 @@ def digest(*parts) -> str:
         ours = version("imagesieve-server")
     except PackageNotFoundError:
         ours = "source"
-    for part in (ours, sklearn.__version__, *parts):
-        if isinstance(part, np.ndarray):
-            a = np.ascontiguousarray(part)
-            h.update(f"array {a.dtype.str} {a.shape}|".encode())
-            h.update(a.data if a.dtype != object else "\0".join(map(str, a.ravel())).encode())
-        elif isinstance(part, (list, tuple)):
-            h.update(f"seq {len(part)}|".encode() + "\0".join(map(str, part)).encode())
-        else:
-            h.update(f"{type(part).__name__} {part}|".encode())
-        h.update(b"\x1e")
+    _feed(h, (ours, np.__version__, sklearn.__version__, *parts))
     return h.hexdigest()
+
+
+def code_version(*modules) -> str:
+    """A digest of the modules' source files: a result computed by other code
+    (an edited classifier, a changed sweep) gets another key, installed
+    version or not."""
+    h = hashlib.sha256()
+    for m in modules:
+        h.update(Path(m.__file__).read_bytes())
+    return h.hexdigest()
+
+
+def _feed(h, part) -> None:
+    if isinstance(part, np.ndarray):
+        a = np.ascontiguousarray(part)
+        if a.dtype == object:
+            _feed(h, [x for x in a.ravel()])
+            h.update(f"shape {a.shape}|".encode())
+            return
+        h.update(f"array {a.dtype.str} {a.shape}|".encode())
+        h.update(a.data)
+    elif isinstance(part, (list, tuple)):
+        h.update(f"seq {len(part)}[".encode())
+        for x in part:
+            _feed(h, x)
+        h.update(b"]")
+    else:
+        text = str(part).encode()
+        h.update(f"{type(part).__name__} {len(text)}:".encode() + text)
 
 
 def load(folder: Path | None, kind: str, key: str) -> dict[str, np.ndarray] | None:
@@ -52,7 +74,7 @@ def load(folder: Path | None, kind: str, key: str) -> dict[str, np.ndarray] | No
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
-    except (OSError, ValueError, KeyError):
+    except Exception:        # missing, empty, truncated, not a zip: computed again
         return None
     return arrays if str(arrays.pop("_key", "")) == key else None
 

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis import classifiers as _classifiers
 from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
 from ..analysis.defaults import LABELS_CLASSIFIER, LARGE_SWEEP, SWEEP_CLASSIFIER
+from ..analysis.sample_size import run as _run, sweep as _sweep
 from ..analysis.sample_size.run import DEFAULT_BOOTSTRAP, report_from_sweep, sweep_on_labels
 from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION, SweepResult
 from . import memo
@@ -23,6 +25,8 @@ from .base import CheckInputs, CheckResult
 NAME = "sample_size"
 TITLE = "How many images are enough"
 MIN_IMAGES = 100
+# The code that decides a sweep: an edit to it is a new key for a kept sweep (``memo``).
+_CODE = memo.code_version(_sweep, _run, _classifiers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,20 +92,19 @@ def run(vectors: np.ndarray, labels, splits=None, params: Params | None = None, 
     n_train = int((~is_test).sum()) if is_test is not None else int(round(n * (1 - p.test_fraction)))
     classifier, note = classifier_for(p, n_train)
     labels = np.asarray(labels)
-    key = memo.digest(NAME, np.ascontiguousarray(vectors, dtype=np.float32), labels.astype(str),
+    key = memo.digest(NAME, _CODE, np.ascontiguousarray(vectors, dtype=np.float32), labels.astype(str),
                       is_test if is_test is not None else p.test_fraction, tuple(p.fractions), p.repeats,
                       classifier, p.seed)
-    kept = memo.load(cache, NAME, key)
-    if kept is not None:
-        sweep = _sweep_from_arrays(kept)
-    else:
+    sweep = _sweep_from_arrays(memo.load(cache, NAME, key))
+    kept = sweep is not None
+    if not kept:
         sweep = sweep_on_labels(vectors, labels, is_test=is_test, fractions=p.fractions, repeats=p.repeats,
                                 test_fraction=p.test_fraction, classifier=classifier, seed=p.seed, report=report)
         memo.save(cache, NAME, key, _sweep_arrays(sweep))
     rep = report_from_sweep(sweep, target=p.target, at=None if p.at is None else list(p.at), seed=p.seed,
                             n_boot=p.bootstrap, report=report, title=title.replace("{classifier}", classifier))
     notes = [note] if note else []
-    if kept is not None:
+    if kept:
         notes.append(f"the sweep's {len(sweep.sizes) * sweep.accuracies.shape[1]} classifier fits were read "
                      f"from {Path(cache) / 'results'} (the same images, labels and parameters)")
     return CheckResult(NAME, TITLE, n, {}, notes, details=rep)
@@ -112,9 +115,15 @@ def _sweep_arrays(sweep: SweepResult) -> dict[str, np.ndarray]:
             if getattr(sweep, f.name) is not None}
 
 
-def _sweep_from_arrays(arrays: dict[str, np.ndarray]) -> SweepResult:
+def _sweep_from_arrays(arrays: dict[str, np.ndarray] | None) -> SweepResult | None:
+    """The kept sweep, or None (nothing kept, or a file of another shape: computed again)."""
+    if arrays is None:
+        return None
     scalar = {"n_train": int, "n_test": int, "test_source": str, "classifier": str}
-    return SweepResult(**{name: scalar[name](a) if name in scalar else a for name, a in arrays.items()})
+    try:
+        return SweepResult(**{name: scalar[name](a) if name in scalar else a for name, a in arrays.items()})
+    except (TypeError, ValueError):
+        return None
 
 
 def from_inputs(inputs: CheckInputs, params: Params | None = None) -> CheckResult:

@@ -149,7 +149,7 @@ def run(args) -> int:
     try:
         # A model asked for and impossible is an error, not a silent fallback (as the job).
         found = consensus.run(labels, k, vectors, params, class_names=classes,
-                              model_name=f"{args.model} embeddings")
+                              model_name=f"{args.model} embeddings", without_model="pass --no-model")
     except ValueError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2

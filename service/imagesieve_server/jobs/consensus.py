@@ -153,7 +153,8 @@ async def consensus_events(collection: Collection, request):
             if any(int(i) not in where for i in ids):
                 raise CollectionError("images were removed during the analysis; retry", "ABORTED")
             x = im.vectors[[where[int(i)] for i in ids]]
-        found = consensus.run(labels, len(classes), x, params, class_names=classes, report=reporter.report)
+        found = consensus.run(labels, len(classes), x, params, class_names=classes, report=reporter.report,
+                              without_model="set no_model")
         return consensus_message(keys, annotators, classes, labels, found.details.result, found.details.model_label)
 
     async for kind, value in run_job(work):

@@ -4,9 +4,10 @@ later command on the same images answers at once (after an audit,
 fitting 25 classifiers again).
 
 A result is keyed by a digest of every input that decides it (the
-vectors' bytes, the labels, the parameters, the package and scikit-learn
-versions): any change is a new key, so a stale result is never read, only
-left behind; the newest ``KEEP`` of a kind are kept."""
+vectors' bytes, the labels, the parameters, the source of the code that
+computes it, the package, numpy and scikit-learn versions): any change is a
+new key, so a stale result is never read, only left behind; the newest
+``KEEP`` of a kind are kept."""
 from __future__ import annotations
 
 import hashlib

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..analysis.consensus.aggregate import AGGREGATORS
 from ..analysis.classifiers import EMBEDDING_CLASSIFIERS
+from ..analysis.defaults import CONSENSUS_CLASSIFIER
 from ..labelled_source import read_csv_rows
 from .common import add_embeddings_argument, embed_paths, store_dir
 
@@ -74,8 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dawid_skene (default: EM with per-annotator confusion, the model as prior), "
                              "crowdlab, or majority")
     parser.add_argument("--no-model", action="store_true", help="do not embed or train a classifier (votes only)")
-    parser.add_argument("--classifier", choices=EMBEDDING_CLASSIFIERS, default="logreg")
-    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--classifier", choices=EMBEDDING_CLASSIFIERS, default=CONSENSUS_CLASSIFIER,
+                        help=f"the model trained on the embeddings (default {CONSENSUS_CLASSIFIER}, as the "
+                             "Consensus job)")
+    parser.add_argument("--folds", type=int, default=5,
+                        help="out-of-fold folds for the model, fewer when the largest class is smaller (default 5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model-weight", type=float, default=1.0,
                         help="temperature of the model's probabilities as Dawid-Skene prior (0 ignores the model)")

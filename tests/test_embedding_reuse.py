@@ -50,6 +50,7 @@ def test_labels_after_an_audit_reuse_its_embeddings_and_give_its_answer(audited,
     assert [s["path"] for s in mine["suspects"]] == [s["path"] for s in theirs]
     assert np.allclose([s["score"] for s in mine["suspects"]], [s["score"] for s in theirs], atol=1e-5)
     assert any(s["path"].endswith("d7_2.png") for s in mine["suspects"])
+    assert "the audit's duplicate pairs" in r.stdout
 
 
 def test_samplesize_reuses_them_and_a_changed_file_alone_is_embedded_again(audited, tmp_path):
@@ -115,3 +116,21 @@ def test_another_spelling_of_the_paths_reuses_them_and_a_busy_store_is_refused(a
     finally:
         held.close()
     assert cli("labels", root, "--embeddings", audit_out, "--out", tmp_path / "free").returncode == 0
+
+
+def test_a_file_changed_since_the_audit_is_not_judged_by_its_pairs(audited, tmp_path):
+    """The audit's duplicate pairs stand for the content it saw: a file
+    overwritten since (here with an exact copy of an image of another class)
+    makes ``labels`` run the duplicates check again and find that pair."""
+    root, audit_out = audited
+    target, source = next(root.glob("digit4/d4_3.png")), next(root.glob("digit0/d0_5.png"))
+    before = target.read_bytes()
+    try:
+        target.write_bytes(source.read_bytes())
+        r = cli("labels", root, "--embeddings", audit_out, "--top", "5%", "--out", tmp_path / "labels")
+        assert r.returncode == 0, r.stderr
+        assert "the duplicates check on these images" in r.stdout and "the audit's duplicate pairs" not in r.stdout
+        conflicts = json.loads((tmp_path / "labels" / "label_suspects.json").read_text())["conflicting_duplicates"]
+        assert sorted([str(target), str(source)]) in [sorted(pair) for pair in conflicts]
+    finally:
+        target.write_bytes(before)

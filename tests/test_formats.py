@@ -170,3 +170,20 @@ def test_every_picture_format_pillow_opens_but_the_server_does_not_is_named(tmp_
     assert [p.rsplit("/", 1)[1] for p in table.paths] == ["a.png"]
     assert "2 files left out" in table.notes[0] and ".xbm: 1" in table.notes[0] and ".xpm: 1" in table.notes[0]
     assert {".xpm", ".xbm", ".icns", ".pcd"} <= UNREAD_IMAGE_SUFFIXES and ".mpg" not in UNREAD_IMAGE_SUFFIXES
+
+
+def test_a_parquet_manifest_keeps_integer_label_zero(tmp_path):
+    """Labels written as integers (0..9) are classes "0".."9": only a missing
+    cell (None, or pandas' NaN) is unlabelled, never the class 0."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from imagesieve_server.audit.sources import load_audit_source
+    paths = [str(tmp_path / f"d{i}.png") for i in range(4)]
+    pq.write_table(pa.table({"path": paths, "label": [0, 1, None, 0],
+                             "split": ["train", None, "test", "Test"]}), tmp_path / "ints.parquet")
+    pq.write_table(pa.table({"path": paths, "label": [0.0, float("nan"), 2.0, None]}), tmp_path / "floats.parquet")
+    ints = {r.path: (r.label, r.split) for r in load_audit_source(str(tmp_path / "ints.parquet"))}
+    assert [ints[p] for p in paths] == [("0", "train"), ("1", ""), ("", "test"), ("0", "test")]
+    floats = {r.path: r.label for r in load_audit_source(str(tmp_path / "floats.parquet"))}
+    assert [floats[p] for p in paths] == ["0.0", "", "2.0", ""]

@@ -38,7 +38,7 @@ class AuditResults:
     errors: list[str]                    # '' where the image embedded
     vectors: np.ndarray                  # (N, D); zero rows for failed images
     ok: np.ndarray                       # (N,) bool
-    threshold: float
+    threshold: float                     # the duplicates' cosine (after the check: the one it used)
     class_counts: dict                   # split -> label -> count
     duplicates: DuplicateReport | None = None   # positions index the ok images (``ok_index``)
     knn_similarity: np.ndarray | None = None    # (N_ok,)
@@ -50,6 +50,7 @@ class AuditResults:
     checks: dict[str, CheckResult] = dataclasses.field(default_factory=dict)   # positions index all N images
     notes: list[str] = dataclasses.field(default_factory=list)
     stages: StageLog = dataclasses.field(default_factory=StageLog)   # seconds and memory per stage
+    threshold_asked: float = 0.0         # the threshold asked for (0: the check's own)
 
     @property
     def ok_index(self) -> np.ndarray:
@@ -154,7 +155,7 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     # A check that could not run on this data left a note and no result.
     if "duplicates" in r.checks:
         r.duplicates = r.checks["duplicates"].details.report
-        r.threshold = r.duplicates.threshold
+        r.threshold_asked, r.threshold = r.threshold, r.duplicates.threshold
     scored = r.checks["label_issues"].details if "label_issues" in r.checks else None
     if scored is not None:
         r.label_scores, r.label_ids, r.class_names = scored.scores, scored.label_ids, scored.class_names

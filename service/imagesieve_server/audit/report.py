@@ -68,6 +68,7 @@ def summary(r: AuditResults) -> dict:
                  images_in_groups=int(sum(len(g) for g in d.groups)),
                  leakage_pairs=int(d.cross_split.sum()), label_conflict_pairs=int(d.labels_disagree.sum()),
                  duplicate_method=d.method, duplicate_threshold_reason=d.threshold_reason,
+                 duplicate_threshold_asked=r.threshold_asked,
                  duplicate_candidates=int(d.candidates), duplicate_warnings=d.warnings)
     if "outliers" in r.checks:
         s["outliers"] = r.checks["outliers"].issues["isolated"].count

@@ -64,14 +64,21 @@ def _has_class_folders(root: Path) -> bool:
     return bool(dirs) and not any(p.is_file() and is_image_file(p) for p in root.iterdir())
 
 
+def _text(value) -> str:
+    """A manifest cell as text; only a missing value (None, or a float NaN
+    as pandas writes one) is empty: an integer label 0 is class "0", not
+    unlabelled."""
+    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
+
+
 def _from_table(rows: list[dict], base: Path, name: str) -> list[AuditRecord]:
     if rows and "path" not in rows[0]:
         raise ValueError(f"{name}: the manifest needs a 'path' column (and optionally label, split)")
     out = []
     for row in rows:
         p = Path(str(row["path"]))
-        out.append(AuditRecord(str(p if p.is_absolute() else base / p), str(row.get("label") or ""),
-                               str(row.get("split") or "").lower()))
+        out.append(AuditRecord(str(p if p.is_absolute() else base / p), _text(row.get("label")),
+                               _text(row.get("split")).lower()))
     return out
 
 

@@ -159,20 +159,24 @@ def duplicate_pairs(paths: list, loaded, store: Path, report=None) -> tuple[np.n
     """(a, b, where from): positions into ``paths`` of the duplicate pairs
     among the images that embedded (``loaded``: ``embed_into_store``'s
     answer, with signatures), as the duplicates check
-    (``checks.duplicates``) defines them. When ``store`` is an audit's and
-    that audit covered exactly these images, its pairs
-    (``duplicate_pairs.parquet``): the same answer, without aligning every
-    candidate again."""
+    (``checks.duplicates``) defines them. When ``store`` is an audit's that
+    covered exactly these images with exactly this content (path and
+    SHA-256 each) and found its pairs with the check's defaults (verified,
+    the threshold from the data), its pairs (``duplicate_pairs.parquet``):
+    the same answer, without aligning every candidate again."""
     import os
 
     ok = np.array([not e for e in loaded.errors], bool)
     wanted = [os.path.abspath(str(p)) for p in paths]
     audit = Path(store).parent
-    if (audit / "duplicate_pairs.parquet").exists() and (audit / "images.parquet").exists():
+    if _audit_pairs_are_the_checks(audit):
         import pyarrow.parquet as pq
-        images = pq.read_table(audit / "images.parquet", columns=["path", "error"]).to_pydict()
-        audited = {os.path.abspath(p) for p, e in zip(images["path"], images["error"]) if not e}
-        if audited == {p for p, good in zip(wanted, ok) if good}:
+        images = pq.read_table(audit / "images.parquet", columns=["path", "error", "sha256"]).to_pydict()
+        audited = {(os.path.abspath(p), h) for p, e, h in zip(images["path"], images["error"], images["sha256"])
+                   if not e}
+        mine = {(p, h.decode() if isinstance(h, bytes) else str(h))
+                for p, h, good in zip(wanted, loaded.sha256.tolist(), ok) if good}
+        if audited == mine:
             where = {p: i for i, p in enumerate(wanted)}
             t = pq.read_table(audit / "duplicate_pairs.parquet", columns=["path_a", "path_b"]).to_pydict()
             a = np.array([where[os.path.abspath(p)] for p in t["path_a"]], np.int64)
@@ -185,3 +189,17 @@ def duplicate_pairs(paths: list, loaded, store: Path, report=None) -> tuple[np.n
                            None if loaded.signatures is None else loaded.signatures[idx], report=report)
     d = found.details.report
     return idx[d.a], idx[d.b], "the duplicates check on these images"
+
+
+def _audit_pairs_are_the_checks(audit: Path) -> bool:
+    """An audit folder whose duplicate pairs the duplicates check with its
+    defaults would find: verified, with the threshold from the data (not
+    ``--raw-cosine`` or ``--threshold``)."""
+    import json
+    if not all((audit / f).exists() for f in ("duplicate_pairs.parquet", "images.parquet", "report.json")):
+        return False
+    try:
+        summary = json.loads((audit / "report.json").read_text())["summary"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return summary.get("duplicate_method") == "verified" and summary.get("duplicate_threshold_asked") == 0

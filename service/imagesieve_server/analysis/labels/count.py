@@ -51,7 +51,8 @@ def estimated_noise_rate(joint: np.ndarray) -> float:
     if joint.ndim != 2 or joint.shape[0] != joint.shape[1]:
         raise ValueError(f"joint must be square (C, C), got {joint.shape}")
     total = joint.sum()
-    return float((total - np.trace(joint)) / total) if total > 0 else 0.0
+    # max: the calibrated joint's float sums can leave -1e-17 (printed "-0.0%")
+    return max(0.0, float((total - np.trace(joint)) / total)) if total > 0 else 0.0
 
 
 def noise_pairs(joint: np.ndarray, min_count: float = 1.0) -> list[tuple[int, int, float]]:
@@ -122,5 +123,5 @@ def split_noise(joint: np.ndarray, z: float = AMBIGUITY_Z) -> NoiseSplit:
     both = high & high.T
     pairs = sorted(((a, b, float(excess[a, b] + excess[b, a])) for a in range(c) for b in range(a + 1, c)
                     if both[a, b]), key=lambda t: (-t[2], t[0], t[1]))
-    ambiguous = float(excess[both].sum()) / total
-    return NoiseSplit(rate - ambiguous, ambiguous, pairs)
+    ambiguous = min(rate, float(excess[both].sum()) / total)
+    return NoiseSplit(max(0.0, rate - ambiguous), ambiguous, pairs)

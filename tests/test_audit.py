@@ -451,6 +451,15 @@ def test_the_reports_fix_list_cleans_the_manifest(dataset, audited, tmp_path):
     r = subprocess.run([sys.executable, "-m", "imagesieve.cli", "fix", str(tmp_path / "no-such.csv"),
                         "--out", str(tmp_path / "y.csv")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().endswith("no such file (the fix list a report exported)")
+    # A source named relatively and a manifest written elsewhere: its paths are absolute, so
+    # the manifest reads back as the same images wherever it lies.
+    r = subprocess.run([sys.executable, "-m", "imagesieve.cli", "fix", str(tmp_path / "fixes.csv"),
+                        "--source", os.path.relpath(root, tmp_path), "--out", "sub/clean.csv"],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    from imagesieve_server.audit.sources import load_audit_source
+    again = load_audit_source(str(tmp_path / "sub" / "clean.csv"))
+    assert len(again) == len(rows) and all(Path(x.path).is_file() for x in again)
 
 
 def test_report_survives_odd_addresses(audited, tmp_path):

@@ -113,6 +113,7 @@ def test_the_check_keeps_its_sweep_for_the_same_inputs_only(digits, tmp_path):
 
     first, fitted = run(labels)
     assert fitted == 10 and len(list((tmp_path / "results").glob("sample_size-*.npz"))) == 1
+    mine = next((tmp_path / "results").glob("sample_size-*.npz"))        # this input's kept sweep
     again, refitted = run(labels)
     assert refitted == 0 and any("read from" in n for n in again.notes)
     np.testing.assert_array_equal(again.details.sweep.accuracies, first.details.sweep.accuracies)
@@ -128,3 +129,14 @@ def test_the_check_keeps_its_sweep_for_the_same_inputs_only(digits, tmp_path):
         for kept, data in whole.items():
             kept.write_bytes(damage(data))
         assert run(labels)[1] == 10
+    # A whole file under the right key whose arrays do not fit (other shapes, sizes not
+    # increasing): computed again too.
+    from imagesieve_server.checks import memo
+    mine.write_bytes(whole[mine])
+    with np.load(mine) as z:
+        arrays = {name: z[name] for name in z.files}
+    key = str(arrays.pop("_key"))
+    for bad in ({"accuracies": arrays["accuracies"][:2, :2]}, {"sizes": arrays["sizes"][::-1].copy()}):
+        memo.save(tmp_path, "sample_size", key, {**arrays, **bad})
+        found, fitted = run(labels)
+        assert fitted == 10 and found.details.to_dict() == first.details.to_dict()

@@ -95,14 +95,23 @@ def run(vectors: np.ndarray, labels, splits=None, params: Params | None = None, 
     key = memo.digest(NAME, _CODE, np.ascontiguousarray(vectors, dtype=np.float32), labels.astype(str),
                       is_test if is_test is not None else p.test_fraction, tuple(p.fractions), p.repeats,
                       classifier, p.seed)
-    sweep = _sweep_from_arrays(memo.load(cache, NAME, key))
+    def answer(sweep):
+        return report_from_sweep(sweep, target=p.target, at=None if p.at is None else list(p.at), seed=p.seed,
+                                 n_boot=p.bootstrap, report=report, title=title.replace("{classifier}", classifier))
+
+    rep = None
+    sweep = _sweep_from_arrays(memo.load(cache, NAME, key), len(p.fractions), p.repeats)
+    if sweep is not None:
+        try:
+            rep = answer(sweep)
+        except ValueError:       # a kept sweep that cannot be answered: computed again, not an error
+            sweep = None
     kept = sweep is not None
     if not kept:
         sweep = sweep_on_labels(vectors, labels, is_test=is_test, fractions=p.fractions, repeats=p.repeats,
                                 test_fraction=p.test_fraction, classifier=classifier, seed=p.seed, report=report)
         memo.save(cache, NAME, key, _sweep_arrays(sweep))
-    rep = report_from_sweep(sweep, target=p.target, at=None if p.at is None else list(p.at), seed=p.seed,
-                            n_boot=p.bootstrap, report=report, title=title.replace("{classifier}", classifier))
+        rep = answer(sweep)
     notes = [note] if note else []
     if kept:
         notes.append(f"the sweep's {len(sweep.sizes) * sweep.accuracies.shape[1]} classifier fits were read "
@@ -115,15 +124,21 @@ def _sweep_arrays(sweep: SweepResult) -> dict[str, np.ndarray]:
             if getattr(sweep, f.name) is not None}
 
 
-def _sweep_from_arrays(arrays: dict[str, np.ndarray] | None) -> SweepResult | None:
-    """The kept sweep, or None (nothing kept, or a file of another shape: computed again)."""
+def _sweep_from_arrays(arrays: dict[str, np.ndarray] | None, sizes: int, repeats: int) -> SweepResult | None:
+    """The kept sweep of ``sizes`` sizes and ``repeats`` repeats, or None
+    (nothing kept, or arrays of other shapes: computed again)."""
     if arrays is None:
         return None
     scalar = {"n_train": int, "n_test": int, "test_source": str, "classifier": str}
     try:
-        return SweepResult(**{name: scalar[name](a) if name in scalar else a for name, a in arrays.items()})
+        sweep = SweepResult(**{name: scalar[name](a) if name in scalar else a for name, a in arrays.items()})
     except (TypeError, ValueError):
         return None
+    k, c = sizes, len(np.atleast_1d(sweep.classes))
+    shapes_ok = (np.shape(sweep.sizes) == (k,) and np.shape(sweep.fractions) == (k,)
+                 and np.shape(sweep.accuracies) == (k, repeats) and np.shape(sweep.per_class) == (k, c)
+                 and (sweep.test_correct is None or np.shape(sweep.test_correct) == (k, repeats, sweep.n_test)))
+    return sweep if shapes_ok and np.all(np.diff(sweep.sizes) > 0) else None
 
 
 def from_inputs(inputs: CheckInputs, params: Params | None = None) -> CheckResult:

@@ -8,7 +8,9 @@ action, new_label, reason``; actions ``drop``, ``relabel`` (to
 folder, a .csv/.parquet manifest or a glob, as ``audit`` reads it) unless
 ``--source`` names it. The output is a manifest (``path,label,split``) of
 every image of the source minus the dropped ones, with new labels, that
-``audit``, ``labels``, ``samplesize`` and ``add`` read. No file of the
+``audit``, ``labels``, ``samplesize`` and ``add`` read; its paths are
+absolute (a manifest's relative paths are read from its own folder, which
+need not be where the source was named from). No file of the
 dataset is moved, changed or deleted (``--out`` must be a new or existing
 ``.csv`` that is not one of the dataset's files). ``review`` rows change
 nothing; they are counted, and listed with ``--list-reviews``. Exit code 1
@@ -55,7 +57,7 @@ def read_plan(path: Path) -> tuple[list[dict], set[str]]:
 
 
 def apply_plan(records, rows: list[dict]) -> tuple[list[tuple[str, str, str]], dict]:
-    """The source's records (path, label, split) with the plan applied, and
+    """The source's records (absolute path, label, split) with the plan applied, and
     counts: dropped, relabelled, reviews, not_in_source (plan paths the
     source does not hold), conflicting (a path both dropped and relabelled:
     dropped), relabelled_twice (to two labels: the last row wins)."""
@@ -80,7 +82,7 @@ def apply_plan(records, rows: list[dict]) -> tuple[list[tuple[str, str, str]], d
             continue
         label = relabel.get(p, r.label)
         changed += label != r.label
-        out.append((r.path, label, r.split))
+        out.append((p, label, r.split))     # absolute: a manifest's relative paths are read from its own folder
     return out, {"images_in": len(records), "images_out": len(out), "dropped": len(drop), "relabelled": changed,
                  "reviews": reviews, "not_in_source": missing, "conflicting": len(drop & set(relabel)),
                  "relabelled_twice": len(conflicting_labels)}

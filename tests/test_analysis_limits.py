@@ -171,7 +171,7 @@ def test_folds_that_cannot_work_are_refused_in_our_words(stubs, photos):
     events, error = drain(stubs.analysis.ScoreLabels(
         analysis_pb2.ScoreLabelsRequest(source=inline(photo_images(photos, 12)), folds=12), timeout=120))
     assert error is None, error
-    assert "6 folds, not 12: the smallest class has 6 images" in events[-1].result.note
+    assert "6 folds, not 12: the largest class has 6 images" in events[-1].result.note
     assert {e.progress.stage for e in events[:-1]} >= {"fold 6/6"}
     events, error = drain(stubs.analysis.ScoreLabels(analysis_pb2.ScoreLabelsRequest(
         source=inline(photo_images(photos, 12, ["a"] * 11 + ["b"])), folds=2), timeout=120))

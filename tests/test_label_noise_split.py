@@ -83,3 +83,19 @@ def test_a_weak_classifier_does_not_count_its_own_errors_as_wrong_labels(digits)
     for seed in (0, 1):
         noisy, _ = flip(y, 0.03, seed)
         assert abs(score_labels(X8, noisy).noise_split.wrong_rate - 0.03) <= 0.02, seed
+
+
+def test_class_names_that_differ_only_in_case_or_unicode_form_are_named(digits):
+    """One class typed two ways (NFC and NFD "café", as macOS writes folder
+    names) and "Seven" / "seven" are scored as four classes; the check says
+    which names collide instead of leaving their images to look mislabelled."""
+    from imagesieve_server.checks import label_issues
+    X, y = digits
+    names = np.array([f"digit{v}" for v in y], dtype=object)
+    zeros, sevens = np.flatnonzero(y == 0), np.flatnonzero(y == 7)
+    names[zeros[::2]], names[zeros[1::2]] = "caf\u00e9", "cafe\u0301"
+    names[sevens[::2]], names[sevens[1::2]] = "Seven", "seven"
+    found = label_issues.run(X, list(names))
+    note = next(n for n in found.notes if "differ only in letter case or Unicode form" in n)
+    assert "2 class names" in note and "'Seven' / 'seven'" in note and "'caf\\xe9'" in note
+    assert label_issues.lookalike_labels([f"digit{v}" for v in range(10)]) == []

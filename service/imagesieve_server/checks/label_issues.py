@@ -25,7 +25,7 @@ NEEDS = "label scoring needs a label for every image (class folders or a label c
 class Params:
     """``method``: "out_of_fold" (cleanlab's) or "labelfix" (in sample);
     ``classifier``: one of ``analysis.classifiers.EMBEDDING_CLASSIFIERS``;
-    ``folds`` (>= 2): out-of-fold folds, fewer when the smallest class is
+    ``folds`` (>= 2): out-of-fold folds, fewer when the largest class is
     smaller (:func:`folds_for`); ``top_fraction`` in (0, 1]: the share
     flagged; ``neighbors`` (>= 0) and ``neighbor_weight`` in [0, 1]: the
     nearest images whose labels are blended in (out of fold only);
@@ -67,8 +67,22 @@ class Scored:
 
 
 def folds_for(label_ids: np.ndarray, folds: int) -> int:
-    """``folds``, fewer when the smallest class has fewer images (at least 2)."""
-    return min(folds, max(2, int(np.bincount(label_ids).min())))
+    """``folds``, fewer when even the largest class has fewer images (at
+    least 2): scikit-learn's stratified folds deal a class smaller than the
+    folds into some of them, so one tiny class need not cut the folds (and
+    the models' training share) for every other class."""
+    return min(folds, max(2, int(np.bincount(label_ids).max())))
+
+
+def lookalike_labels(names) -> list[list[str]]:
+    """Groups of two or more distinct class names that are one name once
+    Unicode-normalized (NFC) and case-folded ("Cat" / "cat", "café" typed
+    two ways, as macOS writes folder names): likely one class split in two."""
+    import unicodedata
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(unicodedata.normalize("NFC", name).casefold(), []).append(name)
+    return [sorted(g) for g in groups.values() if len(g) > 1]
 
 
 def class_indices(labels) -> tuple[list[str], np.ndarray]:
@@ -95,6 +109,12 @@ def run(vectors: np.ndarray, labels, params: Params | None = None, *, pixels: np
         return CheckResult(NAME, TITLE, 0, {"suspects": _flagged(at[:0], np.zeros(0, np.float32), p, {})}, [NEEDS])
     class_names, ids = class_indices(labels)
     scored, classifier, scorer, notes = vectors, p.classifier, p.classifier, []
+    alike = lookalike_labels(class_names)
+    if alike:
+        shown = "; ".join(" / ".join(ascii(n) for n in g) for g in alike[:5])
+        notes.append(f"{len(alike)} class names differ only in letter case or Unicode form ({shown}"
+                     f"{'; ...' if len(alike) > 5 else ''}): they are scored as different classes, so their "
+                     "images look mislabelled; give each class one spelling")
     if p.pixels:
         why = pixels_unused_because(n) or ("" if pixels is not None else "no thumbnails were kept for these images")
         if why:
@@ -105,7 +125,7 @@ def run(vectors: np.ndarray, labels, params: Params | None = None, *, pixels: np
             notes.append(f"scored by a small CNN on the pixels averaged with {p.classifier} on the embeddings")
     folds = folds_for(ids, p.folds)
     if p.method == "out_of_fold" and folds < p.folds:
-        notes.append(f"{folds} folds, not {p.folds}: the smallest class has {int(np.bincount(ids).min())} images")
+        notes.append(f"{folds} folds, not {p.folds}: the largest class has {int(np.bincount(ids).max())} images")
     s = score_labels(scored, ids, method=p.method, classifier=classifier, folds=folds, seed=p.seed,
                      top_fraction=p.top_fraction, neighbors=p.neighbors,
                      neighbor_weight=p.neighbor_weight if p.method == "out_of_fold" else 0.0,

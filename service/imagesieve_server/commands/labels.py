@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "it with the embedding classifier: for thousands of images (it hurt on a few "
                              "hundred); needs the torch extra, without it embeddings alone with a note")
     parser.add_argument("--folds", type=int, default=None,
-                        help="out-of-fold folds (default 5; fewer when the smallest class is smaller)")
+                        help="out-of-fold folds (default 5; fewer when the largest class is smaller)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--neighbors", type=int, default=None, help="k nearest images as extra evidence (default 10)")
     parser.add_argument("--neighbor-weight", type=float, default=None,

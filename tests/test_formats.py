@@ -117,6 +117,20 @@ def test_names_that_are_not_utf8_are_left_out_with_a_note_not_a_crash(tmp_path, 
     assert "not valid UTF-8" in capsys.readouterr().err
 
 
+def test_image_names_that_are_not_regular_files_are_left_out_with_a_note(tmp_path, photos):
+    """A FIFO named like an image (opening it would block), a link to
+    nothing and a link to a device are never opened; the note counts them."""
+    import os
+    (tmp_path / "ok.jpg").write_bytes(photos[0][0])
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "no-such.png")
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    (tmp_path / "folder.jpg").mkdir()                    # a folder named like an image: just a folder
+    table = load_audit_table(str(tmp_path))
+    assert [Path(p).name for p in table.paths] == ["ok.jpg"]
+    assert len(table.notes) == 1 and "3 image names left out: not regular files" in table.notes[0], table.notes
+
+
 def test_a_spreadsheet_manifest_with_a_byte_order_mark_reads_and_latin1_says_why_not(tmp_path, photos):
     (tmp_path / "a.jpg").write_bytes(photos[0][0])
     (tmp_path / "b.jpg").write_bytes(photos[1][0])

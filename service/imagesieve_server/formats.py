@@ -39,6 +39,9 @@ BAD_NAME = "name not UTF-8"
 #: would be duplicates of every picture, and the "._photo.jpg" files macOS
 #: writes into archives are metadata, not images.
 HIDDEN = "hidden"
+#: ``skipped`` key for image names that are not regular files (a FIFO, a
+#: device, a dangling link): never opened, since reading one could block.
+NOT_REGULAR = "not a regular file"
 
 
 def hidden(path: Path, root: Path) -> bool:
@@ -94,12 +97,14 @@ def images_under(root: Path, skipped: Counter | None = None) -> list[Path]:
                 skipped[why] += 1
         elif skipped is not None and suffix in UNREAD_IMAGE_SUFFIXES and f.is_file() and not hidden(f, root):
             skipped[suffix] += 1
+        elif skipped is not None and suffix in IMAGE_SUFFIXES and not f.is_dir() and not hidden(f, root):
+            skipped[NOT_REGULAR] += 1        # a pipe, a device, a link to nothing: never opened
     return sorted(out)
 
 
 def skipped_note(skipped: Counter) -> str | None:
     """One line for the user about files left out, or None."""
-    formats = Counter({k: v for k, v in skipped.items() if k not in (BAD_NAME, HIDDEN)})
+    formats = Counter({k: v for k, v in skipped.items() if k not in (BAD_NAME, HIDDEN, NOT_REGULAR)})
     parts = []
     if formats:
         n = sum(formats.values())
@@ -115,4 +120,8 @@ def skipped_note(skipped: Counter) -> str | None:
         n = skipped[HIDDEN]
         parts.append(f"{n} hidden image file{'s' if n != 1 else ''} left out (a name starting with '.', or under "
                      "__MACOSX: caches and archive metadata); list them in a manifest to include them")
+    if skipped.get(NOT_REGULAR):
+        n = skipped[NOT_REGULAR]
+        parts.append(f"{n} image name{'s' if n != 1 else ''} left out: not {'a regular file' if n == 1 else 'regular files'} "
+                     "(a pipe, a device or a link to nothing)")
     return "; ".join(parts) or None

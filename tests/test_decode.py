@@ -107,6 +107,10 @@ def test_animated_gif_gives_first_frame():
     (b"\x00" * 100, "not a recognised image"),
     (np.random.default_rng(0).bytes(5000), "not a recognised image"),
     (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "not a recognised image"),
+    # A known signature no reader takes (a damaged file, or a variant such as scikit-image's
+    # multipage_rgb.tif): named as that format, not "not a recognised image format".
+    (b"II*\x00\x08\x00\x00\x00" + b"\xff" * 60, "a TIFF file that cannot be decoded"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 60, "a PNG file that cannot be decoded"),
 ])
 def test_bad_bytes_get_clear_errors(data, fragment):
     with pytest.raises(DecodeError, match=fragment) as e:

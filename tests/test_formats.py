@@ -201,3 +201,14 @@ def test_a_parquet_manifest_keeps_integer_label_zero(tmp_path):
     assert [ints[p] for p in paths] == [("0", "train"), ("1", ""), ("", "test"), ("0", "test")]
     floats = {r.path: r.label for r in load_audit_source(str(tmp_path / "floats.parquet"))}
     assert [floats[p] for p in paths] == ["0.0", "", "2.0", ""]
+
+
+def test_a_labelled_source_that_is_missing_or_unlabelled_says_what_to_do(tmp_path, photos):
+    """What a stranger tries first: a wrong path, and a flat folder of images
+    (no class folders) given to a command that needs labels."""
+    with pytest.raises(ValueError, match=r"/no/such/folder: no such file or folder \(expected a folder"):
+        load_labelled_source("/no/such/folder")
+    (tmp_path / "a.jpg").write_bytes(photos[0][0])
+    with pytest.raises(ValueError, match="its images lie loose in the folder; put each class's images in a "
+                                         "sub-folder named after the class"):
+        load_labelled_source(tmp_path)

@@ -30,10 +30,15 @@ def load_labelled_source(source: str | Path, skipped: Counter | None = None) -> 
         records = _from_csv(source)
     elif source.is_dir():
         records = _from_folder(source, skipped)
+    elif not source.exists():
+        raise ValueError(f"{source}: no such file or folder (expected a folder of class folders or a .csv manifest)")
     else:
         raise ValueError(f"{source}: expected a folder of class folders or a .csv manifest")
     if not records:
-        raise ValueError(f"{source}: no labelled images found")
+        loose = source.is_dir() and any(f.parent == source for f in images_under(source))
+        raise ValueError(f"{source}: no labelled images found" + (
+            ": its images lie loose in the folder; put each class's images in a sub-folder named after the "
+            "class, or give a CSV manifest path,label[,split]" if loose else ""))
     return sorted(records, key=lambda r: str(r.path))
 
 

@@ -78,8 +78,7 @@ def summary(r: AuditResults) -> dict:
                  estimated_label_noise_rate=float(r.label_scores.noise_rate),
                  estimated_wrong_label_rate=float(split.wrong_rate),
                  estimated_ambiguous_label_rate=float(split.ambiguous_rate),
-                 ambiguous_class_pairs=[{"a": r.class_names[a], "b": r.class_names[b], "excess": round(x, 1)}
-                                        for a, b, x in split.pairs])
+                 ambiguous_class_pairs=split.named_pairs(r.class_names))
         if split.note:
             s["label_noise_note"] = split.note
     if r.checks:

@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from imagesieve_server.analysis.labels import count
     from imagesieve_server.checks import label_issues
     from imagesieve_server.engine.signature import thumbnails
     from imagesieve.contact_sheet import SheetItem, save_contact_sheet
@@ -114,18 +115,15 @@ def run(args) -> int:
                 "in_ambiguous_pair": bool(ambiguous[i])}
 
     suspects = [dict(entry(int(i)), rank=k + 1) for k, i in enumerate(res.suspects)]
-    noise = [{"given_label": class_names[g], "true_label": class_names[t], "count": round(float(res.joint[g, t]), 1)}
-             for g in range(len(class_names)) for t in range(len(class_names))
-             if g != t and round(res.joint[g, t]) > 0]
-    noise.sort(key=lambda d: -d["count"])
+    noise = [{"given_label": class_names[g], "true_label": class_names[t], "count": round(c, 1)}
+             for g, t, c in count.noise_pairs(res.joint, min_count=0.5)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"source": str(args.source), "method": params.method, "classifier": used, "folds": folds,
            "seed": args.seed, "top_fraction": params.top_fraction, "num_images": len(recs), "classes": class_names,
            "estimated_noise_rate": res.noise_rate, "estimated_wrong_rate": split.wrong_rate,
            "estimated_ambiguous_rate": split.ambiguous_rate,
-           "ambiguous_pairs": [{"class_a": class_names[a], "class_b": class_names[b], "excess": round(x, 1)}
-                               for a, b, x in split.pairs],
+           "ambiguous_pairs": split.named_pairs(class_names),
            "noise": noise, "suspects": suspects,
            "conflicting_duplicates": [list(p) for p in conflicting], "duplicate_pairs_from": pairs_from,
            "failed": [{"path": p, "error": e} for p, e in failed],

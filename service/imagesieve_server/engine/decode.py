@@ -179,6 +179,11 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
     try:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
+        claimed = _claimed_format(data)
+        if claimed:        # its signature says TIFF (say), yet no reader took it: a variant Pillow lacks
+            raise DecodeError(f"a {claimed} file that cannot be decoded: damaged, or a variant the decoder "
+                              f"lacks (bit depth, layout, compression); if another program opens it, convert it "
+                              f"(e.g. to PNG)") from None
         raise DecodeError(f"not a recognised image format (accepted: {', '.join(FORMATS)})") from None
     except Exception as e:  # noqa: BLE001 - any parser failure is bad input
         raise DecodeError(f"cannot read image header: {e}") from None
@@ -227,6 +232,19 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
 
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _claimed_format(data: bytes) -> str | None:
+    """The accepted format whose signature ``data`` starts with (Pillow's own
+    per-format ``accept`` tests), or None."""
+    for fmt in FORMATS:
+        accept = Image.OPEN.get(fmt, (None, None))[1]
+        try:
+            if accept is not None and accept(data[:64]):
+                return fmt
+        except Exception:  # noqa: BLE001 - a plugin's test on a short prefix: not this format
+            continue
+    return None
 
 
 def _icon_entry_problem(data: bytes, max_pixels: int) -> str | None:

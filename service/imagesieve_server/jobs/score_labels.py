@@ -12,6 +12,7 @@ from typing import AsyncIterator
 import numpy as np
 from imagesieve.v1 import analysis_pb2
 
+from ..analysis.labels import count
 from ..analysis.labels.predict import check_folds
 from ..checks import duplicates, label_conflicts, label_issues
 from ..engine.signature import thumbnails
@@ -67,11 +68,8 @@ def build_result(keys: list[str], class_names: list[str], labels: np.ndarray, sc
             suggested_probability=float(scores.suggested_probability[i]), score=float(scores.scores[i]),
             neighbor_agreement=float(agree) if np.isfinite(agree) else 0.0, in_ambiguous_pair=bool(ambiguous[i]))
 
-    noise = [analysis_pb2.ClassPairNoise(given_label=class_names[g], true_label=class_names[t],
-                                         count=int(round(scores.joint[g, t])))
-             for g in range(len(class_names)) for t in range(len(class_names))
-             if g != t and round(scores.joint[g, t]) > 0]
-    noise.sort(key=lambda p: -p.count)
+    noise = [analysis_pb2.ClassPairNoise(given_label=class_names[g], true_label=class_names[t], count=round(c))
+             for g, t, c in count.noise_pairs(scores.joint, min_count=0.5)]
     conflicts = [analysis_pb2.LabelConflict(key_a=keys[a], key_b=keys[b], label_a=class_names[labels[a]],
                                             label_b=class_names[labels[b]])
                  for a, b in np.asarray(conflicting, dtype=np.int64).reshape(-1, 2).tolist()]
@@ -79,8 +77,7 @@ def build_result(keys: list[str], class_names: list[str], labels: np.ndarray, sc
         scores=[one(i) for i in range(len(keys))], suspects=[one(int(i)) for i in scores.suspects],
         noise=noise, estimated_noise_rate=scores.noise_rate, conflicting_duplicates=conflicts,
         estimated_wrong_rate=scores.noise_split.wrong_rate, estimated_ambiguous_rate=scores.noise_split.ambiguous_rate,
-        ambiguous_pairs=[analysis_pb2.ConfusedClassPair(class_a=class_names[a], class_b=class_names[b], excess=x)
-                         for a, b, x in scores.noise_split.pairs])
+        ambiguous_pairs=[analysis_pb2.ConfusedClassPair(**d) for d in scores.noise_split.named_pairs(class_names)])
 
 
 def conflicting_duplicates(data: LabelledVectors, collection, report=None) -> np.ndarray:

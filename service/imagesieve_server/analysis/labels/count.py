@@ -85,6 +85,12 @@ class NoiseSplit:
     pairs: list[tuple[int, int, float]]
     note: str = ""
 
+    def named_pairs(self, class_names) -> list[dict]:
+        """``pairs`` by class name, as every answer writes them:
+        [{"class_a", "class_b", "excess"}], largest first."""
+        return [{"class_a": str(class_names[a]), "class_b": str(class_names[b]), "excess": round(x, 1)}
+                for a, b, x in self.pairs]
+
     def describe(self, class_names) -> str:
         """One line for a person: the two shares and the ambiguous pairs by name."""
         total = self.wrong_rate + self.ambiguous_rate

@@ -1,14 +1,20 @@
 """Where a many-core host's embedding time goes: decoding and preprocessing
-on a thread pool (one thread is the baseline) and on a process pool, against
-the whole pipeline with the model's share of its wall time.
+on a thread pool (one thread is the baseline), on a process pool that
+pickles tensors back, and in worker processes writing into shared-memory
+batch buffers (``engine.process_decode``), against the whole pipeline with
+the model's share of its wall time.
 
-    python bench/decode_scaling.py [--threads 1,4,8,16] [--procs 8,16]
+    python bench/decode_scaling.py [--threads 1,2] [--procs 2] [--shm 1,2]
 
-1,024 real photos (32 distinct, 640x480 JPEG q90, cycled). ``prepare_ips``:
-decode + preprocess alone, images/s; ``pipeline``: ``Embedder.embed_all`` in
-batches of 256 on each runtime present (torch only where CUDA is), with the
-fraction of wall time spent in the model call (stacking the batch included).
-Medians of 3. Last line: one JSON object.
+Defaults follow the host: 1, 2, 4, ... up to its cores. 1,024 real photos
+(32 distinct, 640x480 JPEG q90, cycled). ``prepare_ips_*``: decode +
+preprocess alone, images/s; ``shm_speedup_2_workers``: 2 shared-memory
+workers against one (the issue's target: >= 1.8); ``shm_scaling``: the most
+workers against one, over their number (1.0 = linear). ``pipeline``:
+``Embedder.embed_all`` in batches of 256 on each runtime present (torch only
+where CUDA is), with threads and with shared-memory workers, and the fraction
+of wall time spent in the model call. Medians of 3. Last line: one JSON
+object.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from photos import photos_at  # noqa: E402
 
 from imagesieve_server.engine import Embedder  # noqa: E402
+from imagesieve_server.engine.process_decode import ProcessDecoder  # noqa: E402
 
 _worker: Embedder | None = None
 
@@ -47,18 +54,29 @@ def rate(fn, n: int, repeats: int = 3) -> float:
     return round(statistics.median(runs), 1)
 
 
-def pipeline(runtime: str, data: list[bytes]) -> dict:
-    e = Embedder.from_model(runtime=runtime, max_batch_size=256)
-    in_model = [0.0]
-    run_model = e.run_model
+def shm_rate(e: Embedder, workers: int, data: list[bytes]) -> float:
+    dec = ProcessDecoder(e.executor.manifest_path, e.executor.input_kind, 256, workers)
+    try:
+        def decode_all():
+            for batch in dec.batches(data):
+                assert len(batch.tensors) == len(batch.items)
+        return rate(decode_all, len(data))
+    finally:
+        dec.close()
 
-    def timed(tensors):
+
+def pipeline(runtime: str, data: list[bytes], decode_processes: int = 0) -> dict:
+    e = Embedder.from_model(runtime=runtime, max_batch_size=256, decode_processes=decode_processes)
+    in_model = [0.0]
+    run = e.executor.run
+
+    def timed(batch):
         t = time.perf_counter()
-        out = run_model(tensors)
+        out = run(batch)
         in_model[0] += time.perf_counter() - t
         return out
 
-    e.run_model = timed
+    e.executor.run = timed
     e.embed_all(data)                      # warm-up
     in_model[0] = 0.0
     t = time.perf_counter()
@@ -71,12 +89,16 @@ def pipeline(runtime: str, data: list[bytes]) -> dict:
 def main() -> int:
     import os
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", default="1,4,8,16")
-    ap.add_argument("--procs", default="8,16")
+    cores = os.cpu_count() or 1
+    counts = ",".join(str(k) for k in (1, 2, 4, 8, 16, 32, 64) if k <= cores)
+    ap.add_argument("--threads", default=counts)
+    ap.add_argument("--procs", default=",".join(counts.split(",")[1:]) or "1")
+    ap.add_argument("--shm", default=counts)
     args = ap.parse_args()
     data = photos_at((640, 480), 32) * 32
     e = Embedder.from_model()
-    out = {"cpu_count": os.cpu_count(), "images": len(data), "prepare_ips_threads": {}, "prepare_ips_procs": {}}
+    out = {"cpu_count": cores, "images": len(data), "prepare_ips_threads": {}, "prepare_ips_procs": {},
+           "prepare_ips_shm": {}}
     for k in map(int, args.threads.split(",")):
         with ThreadPoolExecutor(k) as ex:
             out["prepare_ips_threads"][k] = rate(lambda: list(ex.map(e.prepare, data)), len(data))
@@ -86,10 +108,21 @@ def main() -> int:
         with ProcessPoolExecutor(k, initializer=_init_worker) as ex:
             out["prepare_ips_procs"][k] = rate(lambda: list(ex.map(_prepare_chunk, chunks)), len(data))
         print("prepare, processes", k, out["prepare_ips_procs"][k], file=sys.stderr, flush=True)
+    for k in map(int, args.shm.split(",")):
+        out["prepare_ips_shm"][k] = shm_rate(e, k, data)
+        print("prepare, shared-memory workers", k, out["prepare_ips_shm"][k], file=sys.stderr, flush=True)
     e.close()
     base = out["prepare_ips_threads"].get(1)
     if base:
         out["best_thread_speedup"] = round(max(out["prepare_ips_threads"].values()) / base, 2)
+    shm = out["prepare_ips_shm"]
+    if 1 in shm:
+        if 2 in shm:
+            out["shm_speedup_2_workers"] = round(shm[2] / shm[1], 3)
+        most = max(shm)
+        out["shm_scaling"] = round(shm[most] / shm[1] / most, 3)
+        if base:
+            out["shm_1_worker_vs_1_thread"] = round(shm[1] / base, 3)
     try:
         import torch
         cuda = torch.cuda.is_available()
@@ -97,6 +130,7 @@ def main() -> int:
         cuda = False
     runtimes = ["onnx"] + (["torch"] if cuda else [])
     out["pipeline"] = {rt: pipeline(rt, data) for rt in runtimes}
+    out["pipeline_shm"] = {rt: pipeline(rt, data, decode_processes=cores) for rt in runtimes}
     print(json.dumps(out))
     return 0
 

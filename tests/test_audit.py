@@ -284,7 +284,7 @@ def test_report_opens_in_headless_chromium_with_no_errors(dataset, audited, tmp_
     assert box.count('<span class="badge">') == min(want, 50)
 
 
-def test_audit_through_a_server_or_on_torch_matches_in_process(dataset, server, tmp_path):
+def test_audit_through_a_server_in_processes_or_on_torch_matches_in_process(dataset, server, tmp_path):
     root, _ = dataset
     folder = tmp_path / "few"
     folder.mkdir()
@@ -308,6 +308,14 @@ def test_audit_through_a_server_or_on_torch_matches_in_process(dataset, server, 
     np.testing.assert_array_equal(la.signatures[ok], lb.signatures[ok])
     np.testing.assert_allclose(la.properties[ok], lb.properties[ok], rtol=1e-6)   # and so are the properties
     assert np.isnan(la.properties[~ok]).all() and np.isnan(lb.properties[~ok]).all()
+    d = tmp_path / "processes"      # decoding in worker processes (the default from 256 images)
+    r = audit(folder, "--out", d, "--no-sweep", "--decode-processes", "2")
+    assert r.returncode == 0, r.stderr
+    ld = EmbeddingStore(d / "embeddings", "mobilenet_v1", 1024).load(paths)
+    assert ld.errors == ea
+    np.testing.assert_allclose(ld.vectors[ok], va[ok], atol=1e-6)
+    np.testing.assert_array_equal(ld.signatures[ok], la.signatures[ok])
+    np.testing.assert_array_equal(ld.properties[ok], la.properties[ok])
     c = tmp_path / "torch"
     r = audit(folder, "--out", c, "--no-sweep", "--runtime", "torch")
     assert r.returncode == 0, r.stderr

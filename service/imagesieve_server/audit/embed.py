@@ -22,6 +22,9 @@ from .memory import trim_free_heap
 from .store import Embedded, EmbeddingStore, sha256_bytes
 
 TRIM_EVERY = 1024     # images between heap trims (a few ms each)
+# Images to embed from which the in-process backend decodes in worker
+# processes (their ~1 s start is then under 3% of the stage on 2 cores).
+PROCESS_DECODE_MIN = 256
 # An audit reads files from the user's own disk: a large wallpaper or scan
 # (an 8K PNG is 50-100 MB) is data, not an attack, and the decoder's pixel
 # and raster limits bound what decoding it costs; this bounds the read.
@@ -89,22 +92,36 @@ def _embed_files(paths: Iterable[str], embed_bytes, max_bytes: int = MAX_FILE_MB
 
 
 class InProcessBackend:
+    """The engine in this process. ``decode_processes``: decoding worker
+    processes (``engine.process_decode``); None = one per core when at least
+    ``PROCESS_DECODE_MIN`` images are to be embedded, threads below; 0 =
+    threads always."""
     name = "in-process"
 
     def __init__(self, model: str | None = None, max_batch_size: int = 32, runtime: str = "onnx",
-                 max_image_mb: int = MAX_FILE_MB):
+                 max_image_mb: int = MAX_FILE_MB, decode_processes: int | None = None):
         from ..engine import DecodeLimits, Embedder
         if max_image_mb < 1:
             raise ValueError(f"max_image_mb must be >= 1; got {max_image_mb}")
+        if decode_processes is not None and decode_processes < 0:
+            raise ValueError(f"decode_processes must be >= 0; got {decode_processes}")
         self.max_bytes = max_image_mb << 20
+        self.decode_processes = decode_processes
         self.embedder = Embedder.from_model(model, runtime=runtime, max_batch_size=max_batch_size,
-                                            limits=DecodeLimits(max_bytes=self.max_bytes))
+                                            limits=DecodeLimits(max_bytes=self.max_bytes),
+                                            decode_processes=decode_processes or 0)
         self.model, self.dim = self.embedder.executor.manifest.name, self.embedder.dim
 
-    def embed(self, paths: Iterable[str]) -> Iterator[Embedded]:
+    def embed(self, paths: Iterable[str], count: int | None = None) -> Iterator[Embedded]:
+        """``count``: how many ``paths`` there are, when known (the default
+        decodes in processes from ``PROCESS_DECODE_MIN``)."""
+        if self.decode_processes is None:
+            in_processes = count is not None and count >= PROCESS_DECODE_MIN
+        else:
+            in_processes = self.decode_processes > 0
         return _embed_files(paths, lambda data: (
             (r.vector, r.width, r.height, "" if r.ok else f"{r.error.code}: {r.error}", r.signature, r.properties)
-            for r in self.embedder.embed(data, with_signatures=True)), self.max_bytes)
+            for r in self.embedder.embed(data, with_signatures=True, in_processes=in_processes)), self.max_bytes)
 
     def close(self) -> None:
         """Stop the decoders and drop the model: its ONNX Runtime session and
@@ -124,7 +141,7 @@ class ServerBackend:
         info = self.client.model_info()
         self.model, self.dim = info.name, info.dim
 
-    def embed(self, paths: Iterable[str]) -> Iterator[Embedded]:
+    def embed(self, paths: Iterable[str], count: int | None = None) -> Iterator[Embedded]:
         # The server answers vectors and layout signatures from one decode.
         def answers(data):
             for r in self.client.embed_stream(data, with_layout_signature=True):
@@ -144,7 +161,7 @@ def embed_stage(store: EmbeddingStore, backend, paths, todo: np.ndarray | None =
     failed = 0
     try:
         with Progress(len(todo), f"embedding ({backend.name})") as bar:
-            for n, item in enumerate(backend.embed(paths[int(i)] for i in todo), 1):
+            for n, item in enumerate(backend.embed((paths[int(i)] for i in todo), count=len(todo)), 1):
                 store.put(item)
                 failed += bool(item.error)
                 bar.update(ok=not item.error)

@@ -69,7 +69,7 @@ class RayBackend:
         self.batch_size = batch_size
         self.concurrency = concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)) // 2)
 
-    def embed(self, paths: Iterable[str]) -> Iterator[Embedded]:
+    def embed(self, paths: Iterable[str], count: int | None = None) -> Iterator[Embedded]:
         import ray
         paths = list(paths)
         if not paths:

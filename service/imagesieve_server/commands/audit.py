@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-image-mb", type=int, default=512,
                    help="largest image file to read, MiB (default 512: large wallpapers and scans are data here; "
                         "a server applies its own limit)")
+    p.add_argument("--decode-processes", type=int, default=None, metavar="N",
+                   help="in-process embedding decodes in N worker processes (default: one per core when 256 or "
+                        "more images are to be embedded; 0: on threads in this process)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=1024,
                    help="images per embeddings shard; at most this many are redone after a crash")
@@ -92,7 +95,12 @@ def run(args) -> int:
             from ..audit.ray_backend import RayBackend
             backend = RayBackend(args.ray, args.model)
         else:
-            backend = InProcessBackend(args.model, runtime=args.runtime, max_image_mb=args.max_image_mb)
+            try:
+                backend = InProcessBackend(args.model, runtime=args.runtime, max_image_mb=args.max_image_mb,
+                                           decode_processes=args.decode_processes)
+            except ValueError as e:
+                print(f"imagesieve audit: {e}", file=sys.stderr)
+                return 2
     try:
         store = EmbeddingStore(out / "embeddings", backend.model, backend.dim, args.shard_size)
     except ValueError as e:

@@ -20,6 +20,7 @@ from .decode import DecodeError, DecodeLimits, decode_bytes, decode_image
 from .executor import INPUT_KINDS, ModelExecutor
 from .onnx_executor import OnnxExecutor
 from .preprocess import Preprocessor
+from .process_decode import ProcessDecoder
 from .properties import image_properties
 from .signature import layout_signature
 
@@ -68,10 +69,15 @@ class Embedder:
     budget : the server's memory budget; each decode charges its estimated
         peak (``decode.decode_bytes``, from the header) while it runs, and is
         refused (RESOURCE_EXHAUSTED) when the budget cannot hold it.
+    decode_processes : worker processes for ``embed(..., in_processes=True)``,
+        which decode into shared batch buffers (``process_decode``; started on
+        first use); 0 = one per core. ``prepare`` (the server's path, where
+        the budget charges each decode) always runs in the caller's thread.
     """
 
     def __init__(self, executor: ModelExecutor, max_batch_size: int = 32, decode_workers: int = 0,
-                 limits: DecodeLimits = DecodeLimits(), budget: MemoryBudget | None = None):
+                 limits: DecodeLimits = DecodeLimits(), budget: MemoryBudget | None = None,
+                 decode_processes: int = 0):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if executor.input_kind not in INPUT_KINDS:
@@ -90,6 +96,10 @@ class Embedder:
         self.decode_workers = decode_workers or (os.cpu_count() or 1)
         self.pool = ThreadPoolExecutor(self.decode_workers,
                                        thread_name_prefix="imagesieve-decode")
+        if decode_processes < 0:
+            raise ValueError(f"decode_processes must be >= 0, got {decode_processes}")
+        self.decode_processes = decode_processes or (os.cpu_count() or 1)
+        self.process_decoder: ProcessDecoder | None = None
 
     @classmethod
     def from_model(cls, model: str | None = None, runtime: str = "onnx", providers: list[str] | None = None,
@@ -152,10 +162,16 @@ class Embedder:
         """list of prepared tensors -> (unit embeddings (N, D), logits (N, C) or None)."""
         return self.executor.run(np.stack(tensors))
 
-    def embed(self, images: Iterable[bytes], with_signatures: bool = False) -> Iterator[ImageEmbedding]:
+    def embed(self, images: Iterable[bytes], with_signatures: bool = False, in_processes: bool = False
+              ) -> Iterator[ImageEmbedding]:
         """Yield one ImageEmbedding per input, in input order (with its layout
         signature when ``with_signatures``). Decoding runs up to two batches
-        ahead of the model; a bad image fails alone."""
+        ahead of the model, on the threads or, ``in_processes``, in
+        ``decode_processes`` worker processes (~1 s to start them, once; the
+        same vectors); a bad image fails alone."""
+        if in_processes:
+            yield from self._embed_decoded_in_processes(images, with_signatures)
+            return
         window: collections.deque[Future] = collections.deque()
         it = iter(images)
         lookahead = 2 * self.max_batch_size
@@ -171,8 +187,26 @@ class Embedder:
             chunk = [window.popleft() for _ in range(min(self.max_batch_size, len(window)))]
             yield from self._finish(chunk)
 
-    def embed_all(self, images: Iterable[bytes], with_signatures: bool = False) -> list[ImageEmbedding]:
-        return list(self.embed(images, with_signatures))
+    def _embed_decoded_in_processes(self, images: Iterable[bytes], with_signatures: bool
+                                    ) -> Iterator[ImageEmbedding]:
+        if self.process_decoder is None:
+            ex = self.executor
+            self.process_decoder = ProcessDecoder(ex.manifest_path, ex.input_kind, self.max_batch_size,
+                                                  self.decode_processes, self.limits)
+        for batch in self.process_decoder.batches(images, with_signatures):
+            results = [ImageEmbedding(width=d.width, height=d.height, error=d.error, signature=d.signature,
+                                      properties=d.properties) for d in batch.items]
+            if len(batch.tensors):
+                # The batch as the workers wrote it: no stacking copy.
+                emb, logits = self.executor.run(batch.tensors)
+                for row, r in enumerate(r for r in results if r.ok):
+                    r.vector = emb[row]
+                    r.logits = None if logits is None else logits[row]
+            yield from results
+
+    def embed_all(self, images: Iterable[bytes], with_signatures: bool = False, in_processes: bool = False
+                  ) -> list[ImageEmbedding]:
+        return list(self.embed(images, with_signatures, in_processes))
 
     def _finish(self, futures: list[Future]) -> list[ImageEmbedding]:
         results, ok = [], []
@@ -194,3 +228,6 @@ class Embedder:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.process_decoder is not None:
+            self.process_decoder.close()
+            self.process_decoder = None

@@ -40,10 +40,15 @@ class Preprocessor:
         box = self.crop_box(*img.size)
         return np.asarray(img.resize((self.size, self.size), Image.BILINEAR, box=box))
 
-    def normalize(self, pixels: np.ndarray) -> np.ndarray:
-        """(S, S, 3) uint8 -> (3, S, S) float32, ``(x - mean) / std``."""
-        chw = pixels.astype(np.float32).transpose(2, 0, 1)
-        return (chw - self._shift) * self._scale
+    def normalize(self, pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(S, S, 3) uint8 -> (3, S, S) float32, ``(x - mean) / std``; into
+        ``out`` (3, S, S) float32 when given (a row of a shared batch buffer)."""
+        chw = pixels.transpose(2, 0, 1)
+        if out is None:
+            out = np.empty(chw.shape, np.float32)
+        np.subtract(chw, self._shift, out=out, dtype=np.float32)
+        np.multiply(out, self._scale, out=out)
+        return out
 
     def __call__(self, img: Image.Image) -> np.ndarray:
         """RGB image -> (3, S, S) float32 model input."""

@@ -21,8 +21,9 @@ JSON object ({"quick", "figures": {name: {"readme", "now", "ratio", "stale",
 "error"}}, "stale", "errors", "skipped"}) go to stdout. Exit code 0 whatever
 the figures say (it is a report); 2 on misuse.
 
-Not covered: the GPU host figures (bench/gpu.py, bench/decode_scaling.py need
-an H200 host) and prose figures that no single command prints.
+Not covered: the GPU host figures (bench/gpu.py and the GPU host's
+bench/decode_scaling.py run need an H200 host) and prose figures that no
+single command prints.
 """
 from __future__ import annotations
 
@@ -126,6 +127,8 @@ LABEL_NOISE = Bench("label_noise", ("bench/label_noise.py",), ("bench/label_nois
                                                                   "--seeds", "1"))
 REUSE = Bench("reuse", ("bench/reuse.py",), ("bench/reuse.py", "--n", "400"))
 CLI_START = Bench("cli_start", ("bench/cli_start.py",), ("bench/cli_start.py", "--runs", "3"))
+DECODE = Bench("decode_scaling", ("bench/decode_scaling.py",), ("bench/decode_scaling.py", "--threads", "1",
+                                                                 "--procs", "2", "--shm", "1,2"))
 AUDIT = Bench("audit", ("bench/audit.py", "--n", "5000", "--repeats", "1"),
               ("bench/audit.py", "--n", "100", "--repeats", "1", "--no-sweep"))
 
@@ -137,6 +140,8 @@ FIGURES = [
            lit("the wrong share is within **") + NUM, tol=0.5),
     Figure("reuse_followup_over_audit", REUSE, ("followup_over_audit",),
            lit("AUDIT_OUT` 3.1 s, **") + NUM, tol=0.5),
+    Figure("decode_shm_speedup_2_workers", DECODE, ("shm_speedup_2_workers",),
+           cell("| **2 shared-memory workers**", 2, prefix="")),
     Figure("cli_health_over_baseline", CLI_START, ("health_over_baseline",),
            lit("and 36.6 MB for a bare script importing grpc and the health stub and making the same call (**") + NUM,
            tol=0.25),

@@ -486,6 +486,13 @@ def test_audit_refuses_an_out_folder_inside_its_source(dataset, tmp_path):
     assert r.returncode == 2 and "inside the source folder" in r.stderr and not (root / "audit_here").exists()
 
 
+@pytest.mark.parametrize("flags, message", [(("--memory-gb", "0"), "--memory-gb must be a positive number"),
+                                            (("--decode-processes", "-2"), "decode_processes must be >= 0")])
+def test_audit_refuses_bad_resource_settings_in_one_line(dataset, tmp_path, flags, message):
+    r = audit(dataset[0], "--out", tmp_path / "out", *flags)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_a_label_check_that_cannot_run_leaves_a_note_not_a_crash(tmp_path):
     """Two classes, one of a single image: no fold can train on both; the
     audit still writes its report, with the reason in its notes."""

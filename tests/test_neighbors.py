@@ -47,6 +47,40 @@ def test_knn_approximate_path_finds_most_true_neighbours(vectors):
     assert recall > 0.9, recall
 
 
+def test_knn_within_a_memory_budget_searches_codes_and_answers_exact_cosines(monkeypatch, tmp_path):
+    """Vectors that would fill more than half the budget as a float copy:
+    IVF-PQ codes, candidates re-ranked from the caller's rows, here a
+    memory-mapped file as the audit's store holds them."""
+    from imagesieve_server.index import faiss_index as fi
+    rng = np.random.default_rng(1)
+    n, d = 12_000, 256
+    centres = rng.standard_normal((400, d))
+    x = centres[rng.integers(0, 400, n)] + 0.8 * rng.standard_normal((n, d))
+    x[100] = x[200] + 0.05 * rng.standard_normal(d)          # a near copy
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    mapped = np.lib.format.open_memmap(tmp_path / "vectors.npy", "w+", np.float32, x.shape)
+    mapped[:] = x
+    mapped.flush()
+    mapped = np.load(tmp_path / "vectors.npy", mmap_mode="r")
+    reranked = []
+    search_reranked = fi.search_reranked
+    monkeypatch.setattr(fi, "search_reranked", lambda *a, **kw: reranked.append(1) or search_reranked(*a, **kw))
+    got = list(neighbors.knn_chunks(mapped, 5, exact=False, memory_bytes=x.nbytes))   # floats: 2x half of it
+    assert reranked                                            # the compressed path ran
+    s = np.concatenate([c[1] for c in got])
+    i = np.concatenate([c[2] for c in got])
+    exact_s, exact_i = neighbors.knn(x, 5, exact=True)
+    found = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(i, exact_i)])
+    assert found >= 0.95
+    assert i[100, 0] == 200 and i[200, 0] == 100
+    ok = i >= 0
+    np.testing.assert_allclose(s[ok], np.einsum("nd,nkd->nk", x, x[np.where(ok, i, 0)])[ok], atol=1e-5)
+    assert not (i == np.arange(n)[:, None]).any()
+    reranked.clear()
+    list(neighbors.knn_chunks(x[:2000], 5, exact=False, memory_bytes=1 << 40))   # room for floats: IVF-Flat
+    assert not reranked
+
+
 def test_range_search_upper_finds_every_pair_once(vectors):
     x, sims = vectors
     a, b, s = neighbors.range_search_upper(x, 100, 400, 0.5)

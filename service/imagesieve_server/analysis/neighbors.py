@@ -6,7 +6,11 @@ blocked brute-force kernels (``faiss.knn``, ``range_search_inner_product``:
 BLAS on tiles) read the caller's array in place, so memory is the tiles and
 the answers, never an N x N matrix nor a copy of the vectors. Above it,
 :func:`knn_chunks` searches an approximate index (IVF), which holds its own
-copy of the vectors.
+copy of the vectors; when that copy would fill more than half of the index
+memory (``faiss_index.index_memory_bytes``: ``IMAGESIEVE_INDEX_MEMORY_MB``,
+the audit's ``--memory-gb``), product-quantized codes (IVF-PQ, 1/64 of the
+floats at 1024-d) whose candidates are re-ranked by their exact cosine, read
+from the caller's rows (which may be a memory-mapped file).
 
 Inputs are ``(N, D)`` float32 L2-normalized rows (inner product = cosine).
 """
@@ -33,15 +37,22 @@ def _drop_self(start: int, sims: np.ndarray, ids: np.ndarray, k: int) -> tuple[n
     return sims[keep].reshape(b, k), ids[keep].reshape(b, k)
 
 
+ADD_ROWS = 65_536          # vectors added to an index at a time (a memory-mapped array stays paged out)
+
+
 def knn_chunks(vectors: np.ndarray, k: int, chunk_rows: int = CHUNK_ROWS,
-               exact: bool | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+               exact: bool | None = None, memory_bytes: int | None = None
+               ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """The ``k`` nearest other rows of each row, ``chunk_rows`` queries at a time.
 
     Yields ``(start, sims (b, k) float32, ids (b, k) int64)`` for rows
     ``start .. start + b``, most similar first, each row's own hit removed;
     k is capped at N - 1. ``exact``: brute force on the array in place
-    (default when N <= FLAT_MAX); else an IVF index is built (a copy), which
-    may find fewer than k for a row: those slots have id -1.
+    (default when N <= FLAT_MAX); else an IVF index is built, which may find
+    fewer than k for a row: those slots have id -1. The index holds a float
+    copy unless that would fill more than half of ``memory_bytes`` (default
+    ``faiss_index.index_memory_bytes()``): then IVF-PQ codes, and ``sims``
+    are still exact cosines (candidates re-ranked from ``vectors``).
     """
     x = fi.as_vectors(vectors)
     n = len(x)
@@ -53,14 +64,20 @@ def knn_chunks(vectors: np.ndarray, k: int, chunk_rows: int = CHUNK_ROWS,
     exact = n <= fi.FLAT_MAX if exact is None else exact
     index = None
     if not exact:
-        index = fi.make_index(fi.choose_kind(n), x.shape[1], n_expected=n)
+        memory = fi.index_memory_bytes() if memory_bytes is None else int(memory_bytes)
+        compressed = x.nbytes > fi.FLOAT_SHARE * memory          # as faiss_index.choose_kind decides
+        index = fi.make_index("ivf_pq" if compressed else "ivf_flat", x.shape[1], n_expected=n)
         if fi.needs_training(index):
-            fi.train_index(index, x)
-        fi.add(index, x, np.arange(n, dtype=np.int64))
+            # Compressed: a seeded sample of at most 1 GiB (FAISS would draw 256 a list from the array).
+            fi.train_index(index, x, max_points=fi.training_points(index) if compressed else None)
+        for s in range(0, n, ADD_ROWS):
+            fi.add(index, x[s:s + ADD_ROWS], np.arange(s, min(s + ADD_ROWS, n), dtype=np.int64))
     for s in range(0, n, chunk_rows):
         q = x[s:s + chunk_rows]
         if index is None:
             sims, ids = faiss.knn(q, x, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+        elif fi.is_lossy(index):
+            sims, ids = fi.search_reranked(index, q, k + 1, lambda rows: x[rows])
         else:
             sims, ids = fi.search(index, q, k + 1)
         sims, ids = _drop_self(s, sims, ids.astype(np.int64), k)

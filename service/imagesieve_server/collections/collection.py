@@ -18,10 +18,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import contextlib
-import functools
 import json
 import logging
-import math
 import os
 import struct
 import threading
@@ -35,6 +33,7 @@ from ..analysis.duplicates.find import (CANDIDATE_THRESHOLD, LAYOUT_K, LAYOUT_MI
                                         STREAM_CANDIDATE_K, coarse_layouts)
 from ..engine.signature import LEGACY_BYTES, SIGNATURE_BYTES, upgrade
 from ..index import faiss_index as fi
+from ..index.faiss_index import index_memory_bytes
 from .store import NO_SPACE, CollectionError, Store, storage_error
 
 log = logging.getLogger("imagesieve.collections")
@@ -131,34 +130,6 @@ INDEX_KINDS = ("auto", *fi.KINDS)
 # IVF kinds need enough vectors to train their lists; below this a collection
 # asking for IVF is served exactly (flat) and re-indexed once it has them.
 IVF_MIN_TRAIN = 20_000
-
-
-@functools.lru_cache(maxsize=None)
-def _memory_setting(env: str) -> int:
-    host = 8 << 30
-    try:
-        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
-    except (ValueError, OSError, AttributeError):
-        pass
-    if not env:
-        return host
-    try:
-        mb = float(env)
-        if not math.isfinite(mb) or mb <= 0:
-            raise ValueError(env)
-        return int(mb * (1 << 20))
-    except ValueError:
-        log.warning("IMAGESIEVE_INDEX_MEMORY_MB=%r is not a positive number of MiB; using half the host's "
-                    "memory (%d MiB)", env, host >> 20)
-        return host
-
-
-def index_memory_bytes() -> int:
-    """Memory a collection's index may plan for: ``IMAGESIEVE_INDEX_MEMORY_MB``,
-    else half of the host's memory (a value that is not a positive number
-    is warned about once and ignored). Above half of it as float32 vectors,
-    "auto" compresses them (faiss_index.choose_kind)."""
-    return _memory_setting(os.environ.get("IMAGESIEVE_INDEX_MEMORY_MB", "").strip())
 
 
 def effective_kind(kind: str, n_vectors: int, dim: int | None = None, memory_bytes: int | None = None) -> str:

@@ -52,6 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-image-mb", type=int, default=512,
                    help="largest image file to read, MiB (default 512: large wallpapers and scans are data here; "
                         "a server applies its own limit)")
+    p.add_argument("--memory-gb", type=float, default=None,
+                   help="memory the analyses' indexes may plan for, GiB (default: IMAGESIEVE_INDEX_MEMORY_MB, else "
+                        "half the host's); above 50,000 images, when the vectors as floats would fill more than "
+                        "half of it, the neighbour search keeps product-quantized codes and re-ranks exactly")
     p.add_argument("--decode-processes", type=int, default=None, metavar="N",
                    help="in-process embedding decodes in N worker processes (default: one per core when 256 or "
                         "more images are to be embedded; 0: on threads in this process)")
@@ -68,6 +72,11 @@ def run(args) -> int:
     from ..audit.store import EmbeddingStore
 
     started = time.perf_counter()
+    if args.memory_gb is not None:
+        if not 0 < args.memory_gb < float("inf"):
+            print(f"imagesieve audit: --memory-gb must be a positive number; got {args.memory_gb}", file=sys.stderr)
+            return 2
+        os.environ["IMAGESIEVE_INDEX_MEMORY_MB"] = str(args.memory_gb * 1024)   # faiss_index.index_memory_bytes
     # Arrow's default jemalloc pool kept the Parquet writer's buffers: 8.6 MiB
     # more stayed resident at 20,000 images than at 5,000; through malloc
     # (whose thresholds memory.py sets) nothing did. Read when pyarrow loads.

@@ -31,6 +31,8 @@ development machine has no GPU and faiss-cpu).
 """
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import os
 from typing import Literal
@@ -44,6 +46,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
+
+log = logging.getLogger("imagesieve.index")
 
 #: The index kinds, see the module docstring.
 IndexKind = Literal["flat", "ivf_flat", "ivf_pq", "hnsw"]
@@ -94,6 +98,34 @@ def as_ids(ids, n: int | None = None) -> np.ndarray:
     if n is not None and a.shape[0] != n:
         raise ValueError(f"got {a.shape[0]} ids for {n} vectors")
     return np.ascontiguousarray(a, dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=None)
+def _memory_setting(env: str) -> int:
+    host = 8 << 30
+    try:
+        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        pass
+    if not env:
+        return host
+    try:
+        mb = float(env)
+        if not math.isfinite(mb) or mb <= 0:
+            raise ValueError(env)
+        return int(mb * (1 << 20))
+    except ValueError:
+        log.warning("IMAGESIEVE_INDEX_MEMORY_MB=%r is not a positive number of MiB; using half the host's "
+                    "memory (%d MiB)", env, host >> 20)
+        return host
+
+
+def index_memory_bytes() -> int:
+    """Memory an index may plan for (a collection's, the audit's kNN pass):
+    ``IMAGESIEVE_INDEX_MEMORY_MB``, else half of the host's memory (a value
+    that is not a positive number is warned about once and ignored). Above
+    half of it as float32 vectors, :func:`choose_kind` compresses them."""
+    return _memory_setting(os.environ.get("IMAGESIEVE_INDEX_MEMORY_MB", "").strip())
 
 
 #: Share of a memory budget that float32 vectors may fill before

@@ -174,6 +174,95 @@ def test_malformed_paths_fail_their_item_only(abuse_server, root, photos):
     assert max(len(e.error.message) for e in r.embeddings) < 400
 
 
+def test_a_symlink_loop_fails_its_item_alone(abuse_server, root, photos):
+    """Before: Path.resolve raised RuntimeError on a loop and the whole call
+    (every item of it) failed INTERNAL, inside a root or outside."""
+    good = root / "good-loop.jpg"
+    good.write_bytes(photos[2][0])
+    os.symlink(root / "loop-b", root / "loop-a")
+    os.symlink(root / "loop-a", root / "loop-b")
+    channel, stub = embed_stub(abuse_server.address)
+    with channel:
+        r = stub.Embed(embedding_pb2.EmbedRequest(images=[
+            common_pb2.Image(key="loop", server_path=str(root / "loop-a")),
+            common_pb2.Image(key="good", server_path=str(good)),
+            common_pb2.Image(key="loop-below", server_path=str(root / "loop-a" / "x.jpg"))]), timeout=30)
+    codes = [CODE[e.error.code] if e.HasField("error") else grpc.StatusCode.OK for e in r.embeddings]
+    assert codes == [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT]
+    assert "symlink loop" in r.embeddings[0].error.message
+
+
+def _outside_and_inside(tmp_path, photos):
+    """A root holding ``d/img.jpg`` (a real photo) and, outside it, a
+    folder whose ``img.jpg`` is another picture of a telltale size."""
+    root, outside = tmp_path / "root", tmp_path / "secret"
+    (root / "d").mkdir(parents=True)
+    outside.mkdir()
+    (root / "d" / "img.jpg").write_bytes(photos[0][0])
+    (outside / "img.jpg").write_bytes(encode(photo_image(photos[1][0]).resize((123, 77)), "JPEG"))
+    return root, outside
+
+
+def test_a_folder_swapped_for_a_symlink_after_the_check_is_not_followed(tmp_path, photos, monkeypatch):
+    """The race, placed where an attacker who can write inside a root wins
+    it: the path is checked, then its folder becomes a link out of the root
+    before the open. Before, the file outside was opened and embedded."""
+    from imagesieve_server.paths import PathPolicy
+    root, outside = _outside_and_inside(tmp_path, photos)
+    policy = PathPolicy([root])
+    checked = policy.resolve
+
+    def check_then_swap(path):
+        real = checked(path)
+        os.rename(root / "d", root / "d-moved")
+        os.symlink(outside, root / "d")
+        return real
+
+    monkeypatch.setattr(policy, "resolve", check_then_swap)
+    with pytest.raises(PermissionError, match="outside the server's allowed roots"):
+        policy.open_regular(str(root / "d" / "img.jpg"))
+    monkeypatch.undo()
+    fd, st = policy.open_regular(str(root / "d-moved" / "img.jpg"))      # inside: still served
+    os.close(fd)
+    assert st.st_size == len(photos[0][0])
+
+
+def test_racing_symlink_swaps_never_reach_a_file_outside_the_roots(manifest_path, tmp_path, photos):
+    """The same race run for real against a server: a thread swaps the
+    folder and a link out of the root (renameat2 RENAME_EXCHANGE) while
+    calls name the file inside. The helper that found it saw 8 of 1,280
+    answers embed the outside picture."""
+    import ctypes
+    root, outside = _outside_and_inside(tmp_path, photos)
+    os.symlink(outside, root / "link")
+    libc = ctypes.CDLL(None, use_errno=True)
+    stop = threading.Event()
+
+    def swap():
+        d, link = str(root / "d").encode(), str(root / "link").encode()
+        while not stop.is_set():
+            libc.renameat2(-100, d, -100, link, 2)      # AT_FDCWD, RENAME_EXCHANGE
+
+    with LocalServer(["--allow-root", str(root)], model=str(manifest_path)) as srv:
+        channel, stub = embed_stub(srv.address)
+        swapper = threading.Thread(target=swap, daemon=True)
+        swapper.start()
+        sizes = collections.Counter()
+        try:
+            with channel:
+                for _ in range(25):
+                    r = stub.Embed(embedding_pb2.EmbedRequest(images=[
+                        common_pb2.Image(key=str(i), server_path=str(root / "d" / "img.jpg")) for i in range(64)]),
+                        timeout=60)
+                    sizes.update((e.width, e.height) if not e.HasField("error") else CODE[e.error.code]
+                                 for e in r.embeddings)
+        finally:
+            stop.set()
+            swapper.join()
+    assert (123, 77) not in sizes, sizes
+    assert sum(n for k, n in sizes.items() if isinstance(k, tuple)) > 0      # the inside file was served
+
+
 def test_check_duplicates_enforces_the_request_limits(manifest_path, photos):
     with LocalServer(["--max-images-per-request", "4"], model=str(manifest_path)) as srv:
         from imagesieve import Client

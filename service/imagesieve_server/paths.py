@@ -1,10 +1,13 @@
 """Server-side paths: an image may name a file on the server only inside the
 configured roots, and only a regular file.
 
-Paths are resolved before checking, so ``..`` and symlinks cannot escape.
-Files are opened non-blocking and checked on the opened descriptor: a FIFO,
-a device or a directory is refused without ever blocking a thread (two
-requests naming a FIFO used to hang every image RPC)."""
+Paths are resolved before checking, so ``..`` and symlinks cannot escape,
+and the file actually opened is checked again through its descriptor: a
+folder swapped for a symlink between the check and the open (a race anyone
+who can write inside a root could run) is refused. Files are opened
+non-blocking and checked on the opened descriptor: a FIFO, a device or a
+directory is refused without ever blocking a thread (two requests naming a
+FIFO used to hang every image RPC)."""
 from __future__ import annotations
 
 import os
@@ -53,18 +56,38 @@ class PathPolicy:
             raise PermissionError("server paths are disabled (start the server with --allow-root DIR)")
         if "\x00" in path:
             raise ValueError("server_path contains a NUL byte")
-        real = Path(path).resolve()
+        try:
+            real = Path(path).resolve()
+        except RuntimeError:        # Python 3.11: a symlink loop (3.13 raises OSError ELOOP)
+            raise ValueError(f"{quoted_path(path)} is a symlink loop") from None
+        self._check_inside(real, path)
+        return real
+
+    def _check_inside(self, real: Path, path: str) -> None:
         if not any(real.is_relative_to(root) for root in self.roots):
             raise PermissionError(f"{quoted_path(path)} is outside the server's allowed roots")
-        return real
+
+    def _check_opened(self, fd: int, real: Path, path: str) -> None:
+        """The descriptor's own file lies inside a root: the kernel's name
+        for it (``/proc/self/fd``), else the same inode as the checked path."""
+        try:
+            opened = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            st, now = os.fstat(fd), os.stat(real, follow_symlinks=False)
+            if (st.st_dev, st.st_ino) != (now.st_dev, now.st_ino):
+                raise PermissionError(f"{quoted_path(path)} changed while it was opened") from None
+            return
+        self._check_inside(opened, path)
 
     def open_regular(self, path: str) -> tuple[int, os.stat_result]:
         """(file descriptor, its stat) of a regular file inside a root.
         Opened with O_NONBLOCK so a FIFO cannot block; NotRegularFile for
         anything but a regular file. The caller closes the descriptor."""
         real = self.resolve(path)
-        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+        # O_NOFOLLOW: the resolved name's last part must not have become a link since.
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0))
         try:
+            self._check_opened(fd, real, path)
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise NotRegularFile(f"{quoted_path(path)} is not a regular file")

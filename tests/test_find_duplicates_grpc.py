@@ -83,3 +83,24 @@ def test_find_duplicates_errors(server, dup_collection):
         with pytest.raises(grpc.RpcError) as e:
             c.find_duplicates("dups", grouping="whatever")
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # A hostile value is not echoed whole: 100 KB of it in the status made
+        # the client see RESOURCE_EXHAUSTED (metadata over its limit), and retry.
+        with pytest.raises(grpc.RpcError) as e:
+            c.find_duplicates("dups", grouping="x" * 100_000)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and len(e.value.details()) < 4096
+
+
+@pytest.mark.parametrize("raw_cosine", [False, True])
+@pytest.mark.parametrize("approximate", [False, True])
+def test_find_duplicates_on_an_empty_or_single_image_collection(server, photos, raw_cosine, approximate):
+    """Before: the verified path failed INTERNAL on an empty collection
+    (a collection just created, or dropped and made again)."""
+    name = f"few-{int(raw_cosine)}{int(approximate)}"
+    with Client(server.address) as c:
+        c.create_collection(name)
+        res = c.find_duplicates(name, raw_cosine=raw_cosine, approximate=approximate)
+        assert res.num_images == 0 and not res.pairs and not res.groups
+        assert next(iter(c.add(name, [photos[0][0]], keys=["one"]))).added
+        res = c.find_duplicates(name, raw_cosine=raw_cosine, approximate=approximate, grouping="components")
+        assert res.num_images == 1 and not res.pairs
+        c.drop_collection(name)

@@ -2,7 +2,6 @@
 (progress events, then the result; cancelling the call stops the work)."""
 from __future__ import annotations
 
-import grpc
 
 from imagesieve.v1 import analysis_pb2_grpc
 
@@ -12,7 +11,7 @@ from ..engine.batcher import QueueFullError
 from ..jobs.sample_size import sample_size_events
 from ..jobs.score_labels import score_labels_events
 from .collections import abort_for
-from .common import ImageReader
+from .common import ImageReader, abort_invalid
 
 
 class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
@@ -24,7 +23,7 @@ class AnalysisServicer(analysis_pb2_grpc.AnalysisServiceServicer):
             async for event in events:
                 yield event
         except ValueError as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            await abort_invalid(context, e)
         except (CollectionError, QueueFullError) as e:
             await abort_for(context, e)
 

@@ -12,7 +12,7 @@ from imagesieve.v1 import collections_pb2, collections_pb2_grpc
 from ..collections import Collection, CollectionError, CollectionManager
 from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
-from .common import ImageReader, content_hash, gather_bounded, item_error, text_problem
+from .common import ImageReader, content_hash, detail, gather_bounded, item_error, text_problem
 
 KIND_NAMES = {collections_pb2.INDEX_KIND_AUTO: "auto", collections_pb2.INDEX_KIND_FLAT_IP: "flat",
               collections_pb2.INDEX_KIND_IVF_FLAT_IP: "ivf_flat", collections_pb2.INDEX_KIND_IVF_PQ_IP: "ivf_pq",
@@ -33,7 +33,7 @@ _TOKEN_PREFIX = "after:"
 async def abort_for(context, e: Exception):
     """Translate a domain error into the call's status."""
     if isinstance(e, CollectionError):
-        await context.abort(grpc.StatusCode[e.code], str(e))
+        await context.abort(grpc.StatusCode[e.code], detail(e))
     if isinstance(e, QueueFullError):
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{e}; retry with backoff")
     raise e

@@ -14,11 +14,29 @@ import grpc
 from imagesieve.v1 import common_pb2
 
 from ..collections import NewImage
+from ..collections.store import clipped
 from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
 from ..engine.budget import BudgetExceeded, MemoryBudget
 from ..engine.pipeline import ImageEmbedding
 from ..paths import NotRegularFile, PathPolicy, quoted_path, read_fd
+
+
+# Status details travel in metadata (16 KiB at most by default): a message
+# that quotes a hostile field whole (a million fractions, a 100 KB grouping
+# name) would reach the client as RESOURCE_EXHAUSTED "metadata size exceeds
+# hard limit", which its retry policy then repeats.
+DETAIL_CHARS = 2048
+
+
+def detail(error: Exception) -> str:
+    """``error``'s message as a status detail: clipped to DETAIL_CHARS."""
+    return clipped(str(error), DETAIL_CHARS)
+
+
+async def abort_invalid(context, error: Exception) -> None:
+    """Abort INVALID_ARGUMENT with ``error``'s message, clipped."""
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, detail(error))
 
 
 def item_error(code: grpc.StatusCode | str, message: str) -> common_pb2.ItemError:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 
 from imagesieve.v1 import consensus_pb2, consensus_pb2_grpc
 
@@ -11,7 +10,7 @@ from ..collections import CollectionError, CollectionManager
 from ..engine.batcher import QueueFullError
 from ..jobs.consensus import consensus_events
 from .collections import abort_for
-from .common import item_error
+from .common import abort_invalid, item_error
 
 # Annotations one AddAnnotations call may carry (all in one transaction);
 # more go in further calls.
@@ -49,4 +48,4 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServiceServicer):
         except (CollectionError, QueueFullError) as e:
             await abort_for(context, e)
         except ValueError as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            await abort_invalid(context, e)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 
 from imagesieve.v1 import duplicates_pb2, duplicates_pb2_grpc
 
@@ -12,8 +11,8 @@ from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
 from ..jobs.find_duplicates import find_duplicates_events
 from .collections import abort_for
-from .common import (BadRequest, ImageReader, content_hash, gather_bounded, item_error, ordered_concurrent,
-                     text_problem)
+from .common import (BadRequest, ImageReader, abort_invalid, content_hash, gather_bounded, item_error,
+                     ordered_concurrent, text_problem)
 
 MAX_K = 100
 
@@ -36,7 +35,7 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
                                                      self.reader.budget):
                 yield response
         except BadRequest as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            await abort_invalid(context, e)
         except (CollectionError, QueueFullError) as e:
             await abort_for(context, e)
 

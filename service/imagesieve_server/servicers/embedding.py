@@ -10,7 +10,7 @@ from imagesieve.v1 import embedding_pb2, embedding_pb2_grpc
 from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
 from ..engine.onnx_executor import softmax_top_k
-from .common import BadRequest, ImageReader, gather_bounded, ordered_concurrent
+from .common import BadRequest, ImageReader, abort_invalid, gather_bounded, ordered_concurrent
 
 log = logging.getLogger("imagesieve.server")
 
@@ -86,7 +86,7 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
                                                      self.reader.budget):
                 yield response
         except BadRequest as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            await abort_invalid(context, e)
         except QueueFullError as e:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{e}; retry with backoff")
 

@@ -178,6 +178,8 @@ def coarse_layouts(signatures: np.ndarray) -> np.ndarray:
     mean and unit norm, so an inner product is a correlation; a zero row for
     a flat thumbnail (one tone: no layout, correlates with nothing).
     ``signatures``: (N, SIGNATURE_BYTES) uint8."""
+    if len(signatures) == 0:                          # an empty collection's (0,) or (0, 0) array
+        return np.zeros((0, LAYOUT_SIDE ** 2), np.float32)
     t = thumbnails(check_signatures(signatures))
     n = len(t)
     cell = SIDE // LAYOUT_SIDE                        # area averaging: SIDE is a multiple of LAYOUT_SIDE

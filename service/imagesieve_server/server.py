@@ -78,6 +78,7 @@ class ServerConfig:
     max_concurrent_rpcs: int = 256      # calls at once (health checks aside); beyond it RESOURCE_EXHAUSTED
     max_calls_per_client: int = 0       # calls at once from one token (or address); 0 = half of the above
     max_jobs: int = 0                   # analysis jobs at once; 0 = one per core
+    max_pairs: int = 500_000            # pairs one FindDuplicates answer may hold (raw cosine, exact: N^2/2 at worst)
     verify_workers: int = -1            # processes aligning a check's candidates (stage 2); -1 = one per core up to 8, 0 = the request's thread
     trim_memory: int = 0                # 1 = large temporaries unmapped when freed: ~300 MiB lower peak, ~15% fewer images/s (bench/soak.py)
     malloc_arenas: int = 0              # glibc malloc arenas at most; 0 = glibc's default (8 a core). 4 on 2 cores: ~140 MiB lower peak, ~20% fewer images/s (bench/soak.py)
@@ -126,7 +127,7 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
     args = ap.parse_args(argv)
     cfg = ServerConfig(**vars(args))
     for name in ("snapshot_every", "max_batch_size", "max_queue", "max_inflight", "max_images_per_request",
-                 "stream_window", "max_message_mb", "max_image_mb", "max_pixels", "max_concurrent_rpcs"):
+                 "stream_window", "max_message_mb", "max_image_mb", "max_pixels", "max_concurrent_rpcs", "max_pairs"):
         if getattr(cfg, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
     for name in ("max_inflight_mb", "max_jobs", "max_calls_per_client"):
@@ -214,7 +215,8 @@ class ImageSieveServer:
             CollectionServicer(self.collections, self.engine, reader, c.max_images_per_request,
                                on_dropped=self._collection_dropped), self.server)
         duplicates_pb2_grpc.add_DuplicateServiceServicer_to_server(
-            DuplicateServicer(self.collections, self.engine, reader, c.stream_window, c.max_images_per_request),
+            DuplicateServicer(self.collections, self.engine, reader, c.stream_window, c.max_images_per_request,
+                              c.max_pairs),
             self.server)
         analysis_pb2_grpc.add_AnalysisServiceServicer_to_server(
             AnalysisServicer(self.engine, self.collections, reader), self.server)

@@ -31,13 +31,16 @@ class Params:
     candidates an image by coarse layout (0 = none); ``grouping``: how
     pairs become groups (``analysis.duplicates.find.GROUPINGS``);
     ``approximate``: raw cosine by a kNN graph instead of an exact range
-    search (large sets)."""
+    search (large sets). ``max_pairs``: the exact range search stops with
+    ``pairs.TooManyPairs`` beyond this many pairs (None: no bound; the other
+    methods find at most a fixed number an image)."""
     threshold: float = 0.0
     verify: bool = True
     knn_k: int = 0
     layout_k: int = LAYOUT_K
     grouping: str = "bounded"
     approximate: bool = False
+    max_pairs: int | None = None
 
     def __post_init__(self):
         if not 0 <= self.threshold <= 1:
@@ -46,6 +49,8 @@ class Params:
             raise ValueError(f"knn_k and layout_k must be >= 0; got {self.knn_k}, {self.layout_k}")
         if self.grouping not in GROUPINGS:
             raise ValueError(f"grouping must be one of {GROUPINGS}; got {self.grouping!r}")
+        if self.max_pairs is not None and self.max_pairs < 1:
+            raise ValueError(f"max_pairs must be >= 1 or None; got {self.max_pairs}")
 
 
 @dataclasses.dataclass
@@ -104,7 +109,7 @@ def run(vectors: np.ndarray, keys, labels, splits, sha256, signatures: np.ndarra
     sig = signatures if p.verify else None
     d = find_duplicates(vectors, keys, labels, splits, sha256, p.threshold, p.approximate, p.knn_k, p.grouping,
                         report=report, signatures=sig, knn=knn if sig is not None else None,
-                        alignment_pool=alignment_pool, layout_k=p.layout_k)
+                        alignment_pool=alignment_pool, layout_k=p.layout_k, max_pairs=p.max_pairs)
     near_what = ("verified as the same picture (stage 2: the layouts align)" if d.method == "verified"
                  else f"cosine >= {d.threshold:.3f}")
     issues = {"exact": flagged_pairs(d, d.exact, "exact", "identical bytes", positions),

@@ -8,6 +8,7 @@ import dataclasses
 from imagesieve.v1 import duplicates_pb2
 
 from ..analysis.duplicates.find import DuplicateReport
+from ..analysis.duplicates.pairs import TooManyPairs
 from ..checks import duplicates
 from ..collections import Collection, CollectionError
 from .result_parts import result_parts
@@ -16,6 +17,11 @@ from .runner import run_job
 # Neighbours an image: a verified search aligns every candidate pair (ms each),
 # so the request may not ask for an unbounded number of them.
 MAX_KNN_K = 64
+# Pairs one answer may hold by default (~1 KB each on their way out: keys,
+# evidence, groups; the server's --max-pairs): N near-identical images make
+# N^2/2 pairs by raw cosine, and 3,000 blank images took a server to 4.7 GB.
+# The other methods find at most knn_k (+ layout) pairs an image.
+MAX_PAIRS = 500_000
 
 
 def report_message(r: DuplicateReport) -> duplicates_pb2.FindDuplicatesResult:
@@ -39,14 +45,15 @@ def report_message(r: DuplicateReport) -> duplicates_pb2.FindDuplicatesResult:
         warnings=r.warnings)
 
 
-async def find_duplicates_events(collection: Collection, request):
-    """Yield FindDuplicatesEvent messages: progress, then the result."""
+async def find_duplicates_events(collection: Collection, request, max_pairs: int = MAX_PAIRS):
+    """Yield FindDuplicatesEvent messages: progress, then the result;
+    ``max_pairs``: the answer's bound (the server's ``--max-pairs``)."""
     if not 0 <= request.knn_k <= MAX_KNN_K:
         raise CollectionError(f"knn_k must be in 0..{MAX_KNN_K}, got {request.knn_k}", "INVALID_ARGUMENT")
     try:
         params = duplicates.Params(threshold=request.threshold, verify=not request.raw_cosine,
                                    knn_k=request.knn_k, grouping=request.grouping or "bounded",
-                                   approximate=request.approximate)
+                                   approximate=request.approximate, max_pairs=max_pairs)
     except ValueError as e:
         raise CollectionError(str(e), "INVALID_ARGUMENT") from None
 
@@ -56,8 +63,12 @@ async def find_duplicates_events(collection: Collection, request):
         p = params
         if not p.threshold and im.signatures is None:      # raw cosine: the collection's threshold
             p = dataclasses.replace(p, threshold=collection.threshold)
-        return duplicates.run(im.vectors, im.keys, im.labels, im.splits, im.sha256, im.signatures, p,
-                              report=reporter.report, alignment_pool=collection.alignment_pool).details.report
+        try:
+            return duplicates.run(im.vectors, im.keys, im.labels, im.splits, im.sha256, im.signatures, p,
+                                  report=reporter.report, alignment_pool=collection.alignment_pool).details.report
+        except TooManyPairs as e:
+            raise CollectionError(f"{e}: raise the threshold, or ask for approximate (at most knn_k pairs an "
+                                  "image) or verified pairs", "FAILED_PRECONDITION") from None
 
     async for kind, value in run_job(work):
         if kind == "progress":

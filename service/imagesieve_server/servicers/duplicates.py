@@ -9,7 +9,7 @@ from imagesieve.v1 import duplicates_pb2, duplicates_pb2_grpc
 from ..collections import CollectionError, CollectionManager, Neighbor
 from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
-from ..jobs.find_duplicates import find_duplicates_events
+from ..jobs.find_duplicates import MAX_PAIRS, find_duplicates_events
 from .collections import abort_for
 from .common import (BadRequest, ImageReader, abort_invalid, content_hash, gather_bounded, item_error,
                      ordered_concurrent, text_problem)
@@ -24,10 +24,11 @@ def neighbor_messages(neighbors: list[Neighbor]) -> list[duplicates_pb2.Neighbor
 
 class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
     def __init__(self, manager: CollectionManager, engine: AsyncEmbedder, reader: ImageReader,
-                 stream_window: int = 16, max_images_per_request: int = 256):
+                 stream_window: int = 16, max_images_per_request: int = 256, max_pairs: int = MAX_PAIRS):
         self.manager, self.engine, self.reader = manager, engine, reader
         self.stream_window = stream_window
         self.max_images = max_images_per_request
+        self.max_pairs = max_pairs
 
     async def CheckDuplicates(self, request_iterator, context):
         try:
@@ -92,7 +93,7 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
     async def FindDuplicates(self, request, context):
         try:
             collection = self.manager.get(request.collection)
-            async for event in find_duplicates_events(collection, request):
+            async for event in find_duplicates_events(collection, request, self.max_pairs):
                 yield event
         except (CollectionError, QueueFullError) as e:
             await abort_for(context, e)

@@ -213,7 +213,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
                     grouping: str = "bounded", report: Callable | None = None,
                     signatures: np.ndarray | None = None,
                     knn: tuple[np.ndarray, np.ndarray] | None = None, alignment_pool=None,
-                    layout_k: int = LAYOUT_K) -> DuplicateReport:
+                    layout_k: int = LAYOUT_K, max_pairs: int | None = None) -> DuplicateReport:
     """vectors (N, D) unit float32 and N-long metadata sequences (sha256: a
     list of str or an (N,) array) -> DuplicateReport.
 
@@ -228,7 +228,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
     ``layout_k``: candidates an image from its coarse layout too (see
     :func:`layout_candidate_pairs`; 0: the embedding's alone).
     ``alignment_pool``: a long-lived ``verify.AlignmentPool`` for stage 2
-    (else worker processes of its own for large batches)."""
+    (else worker processes of its own for large batches). ``max_pairs``:
+    the exact raw-cosine search raises ``pairs.TooManyPairs`` beyond it."""
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
     n = len(keys)
@@ -282,7 +283,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         if approximate:
             a, b, sim = knn_graph_pairs(vectors, threshold, k=knn_k or 16, report=report)
         else:
-            a, b, sim = pairs_above_threshold(vectors, threshold, report=report)
+            a, b, sim = pairs_above_threshold(vectors, threshold, report=report, max_pairs=max_pairs)
         group_floor = threshold
     if grouping == "components":
         labels_ = connected_components(n, a, b)

@@ -64,15 +64,21 @@ def _finish(a, b, s, ids, n):
     return a, b, s
 
 
+class TooManyPairs(ValueError):
+    """An exact search found more pairs than its caller can hold."""
+
+
 def pairs_above_threshold(vectors, threshold: float, ids=None, batch_size: int = 1024,
-                          report: Report | None = None):
+                          report: Report | None = None, max_pairs: int | None = None):
     """All unordered pairs with cosine >= ``threshold``, exactly.
 
     ``vectors``: (N, D) float32, unit norm. ``ids``: optional (N,) int64
     returned in place of positions. ``batch_size``: queries per FAISS range
     search (memory ~ batch_size * 4 KiB of FAISS buffers plus the results).
     ``report(stage, done, total)`` is called after each batch with stage
-    ``"range_search"`` and rows done out of N.
+    ``"range_search"`` and rows done out of N. ``max_pairs``: raise
+    :class:`TooManyPairs` as soon as more are found (N near-identical images
+    make N^2/2 pairs: 4.5 million from 3,000 blank images).
 
     Returns ``(a, b, sim)``: (P,) int64, (P,) int64, (P,) float32 cosines,
     position of a < position of b, sorted by (a, b).
@@ -83,9 +89,14 @@ def pairs_above_threshold(vectors, threshold: float, ids=None, batch_size: int =
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     n = len(x)
     out_a, out_b, out_s = [], [], []
+    found = 0
     for s in range(0, n, batch_size):
         e = min(s + batch_size, n)
         a, b, sims = range_search_upper(x, s, e, t)
+        found += len(a)
+        if max_pairs is not None and found > max_pairs:
+            raise TooManyPairs(f"more than {max_pairs:,} pairs of images at cosine >= {t:.3f} (after "
+                               f"{e:,} of {n:,} images)")
         out_a.append(a)
         out_b.append(b)
         out_s.append(sims)

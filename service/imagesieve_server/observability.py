@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 import json
@@ -241,7 +242,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 admitted = None
                 try:
                     admitted = await self._admit(details.method, start[1], context)
-                    await context.send_initial_metadata((("x-request-id", rid),))
+                    await _send_request_id(context, rid)
                     try:
                         response = await inner(await parsed(request, context), context)
                     except BadMessage as e:
@@ -294,7 +295,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             admitted = None
             try:
                 admitted = await self._admit(details.method, start[1], context)
-                await context.send_initial_metadata((("x-request-id", rid),))
+                await _send_request_id(context, rid)
                 try:
                     async for response in inner(await parsed(request, context), context):
                         if self.metrics is not None:
@@ -397,8 +398,22 @@ def _safe_peer(context) -> str:
         return ""
 
 
+async def _send_request_id(context, rid: str) -> None:
+    """The call's initial metadata, with its request id. A call whose client
+    left between admission and here (a deadline of a few ms) cannot take it:
+    that is a cancellation, logged as such, not a fault of ours with a
+    traceback in the error log (~0.4% of calls under 1-50 ms deadlines)."""
+    try:
+        await context.send_initial_metadata((("x-request-id", rid),))
+    except Exception as e:  # noqa: BLE001 - re-raised unless the call is over
+        over = type(e).__name__ == "ExecuteBatchError" or any(
+            callable(getattr(context, name, None)) and getattr(context, name)() for name in ("done", "cancelled"))
+        if over:
+            raise asyncio.CancelledError() from None
+        raise
+
+
 def _code_of(e: BaseException, context) -> str:
-    import asyncio
     set_code = _safe_code(context)
     if set_code is not None and set_code != "OK":
         return set_code            # context.abort(...) recorded its code

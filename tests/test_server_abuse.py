@@ -543,6 +543,49 @@ def test_idle_streams_of_one_client_lock_out_neither_others_nor_probes(manifest_
         channel.close()
 
 
+def test_idle_streams_give_their_slots_to_new_calls_when_the_server_is_full(manifest_path, photos):
+    """Before: idle streams from two addresses held every slot of a server,
+    and every other client got RESOURCE_EXHAUSTED for as long as they
+    stayed open. Now a stream that waits for its client, with its requests
+    answered, for --evict-idle-s is closed when a call would be refused; a
+    stream that was just used keeps its slot."""
+    import queue
+    request = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="k", data=photos[0][0])])
+    with LocalServer(["--max-concurrent-rpcs", "4", "--max-calls-per-client", "4", "--evict-idle-s", "1"],
+                     model=str(manifest_path)) as srv:
+        channel, stub = embed_stub(srv.address)
+        feeds = [queue.Queue() for _ in range(4)]
+
+        def requests(feed):
+            while (item := feed.get()) is not None:
+                yield item
+
+        streams = []
+        for feed in feeds:
+            streams.append(stub.EmbedStream(requests(feed), timeout=60))
+            time.sleep(0.05)            # opened in order: the first is the longest idle
+        try:
+            time.sleep(0.6)
+            feeds[3].put(request)       # the last stream is used: not idle
+            assert not next(streams[3]).embeddings[0].HasField("error")
+            time.sleep(0.6)             # the first three idle > 1 s, the last 0.6 s
+            for _ in range(2):          # the server is full: each call takes an idle stream's slot
+                assert not stub.Embed(request, timeout=10).embeddings[0].HasField("error")
+            for closed in streams[:2]:
+                with pytest.raises(grpc.RpcError) as e:
+                    next(closed)
+                assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "sent nothing" in e.value.details()
+            for kept, feed in ((streams[2], feeds[2]), (streams[3], feeds[3])):
+                feed.put(request)       # still open and served
+                assert not next(kept).embeddings[0].HasField("error")
+        finally:
+            for feed in feeds:
+                feed.put(None)
+            for st in streams:
+                st.cancel()
+            channel.close()
+
+
 def test_requests_read_ahead_on_streams_are_charged(manifest_path, photos):
     """Before: streams whose requests (tens of MB each) were read ahead, 16
     a stream, held gigabytes outside any budget. Now a stream reads its next

@@ -167,18 +167,29 @@ class CallLimiter:
     """Calls at once: at most ``max_calls`` in all and ``max_per_client`` from
     one client (its token's name, else its address), so one client's idle
     streams cannot lock everyone else out. The health check and reflection
-    are never counted or refused: probes must answer while the server is busy."""
+    are never counted or refused: probes must answer while the server is busy.
 
-    def __init__(self, max_calls: int, max_per_client: int):
+    A stream waiting for its client's next message, with every request it
+    sent answered, for ``evict_idle_s`` or more since its last message or
+    answer, is *idle*: when a call would be refused, the longest idle stream
+    holding the slot it needs (anyone's for the server's limit, the same
+    client's for the per-client one) is closed instead, RESOURCE_EXHAUSTED,
+    and the call admitted. Without it, idle streams from two addresses held
+    every slot of a server forever. 0 = never."""
+
+    def __init__(self, max_calls: int, max_per_client: int, evict_idle_s: float = 10.0):
         self.max_calls, self.max_per_client = max_calls, max_per_client
+        self.evict_idle_s = evict_idle_s
         self.active = 0
         self.by_client: dict[str, int] = {}
+        self.idle: dict[object, tuple[str, StreamActivity, asyncio.Event]] = {}   # key -> (client, its activity, evicted)
+        self.evicted = 0
 
     def enter(self, client: str) -> str | None:
         """None when admitted, else why not (the caller answers RESOURCE_EXHAUSTED)."""
-        if self.active >= self.max_calls:
+        if self.active >= self.max_calls and not self._evict(None):
             return f"the server is at its limit of {self.max_calls} concurrent calls; retry with backoff"
-        if self.by_client.get(client, 0) >= self.max_per_client:
+        if self.by_client.get(client, 0) >= self.max_per_client and not self._evict(client):
             return (f"this client already has {self.max_per_client} calls in progress (the limit per client); "
                     f"finish or cancel some, then retry")
         self.active += 1
@@ -192,6 +203,50 @@ class CallLimiter:
             self.by_client[client] = left
         else:
             del self.by_client[client]
+
+    def idle_begin(self, client: str, activity: "StreamActivity") -> tuple[object, asyncio.Event]:
+        """A stream of ``client`` starts waiting for its next message: (key
+        for ``idle_end``, an event set if it is evicted)."""
+        key, evicted = object(), asyncio.Event()
+        self.idle[key] = (client, activity, evicted)
+        return key, evicted
+
+    def idle_end(self, key: object) -> None:
+        self.idle.pop(key, None)
+
+    def _evict(self, client: str | None) -> bool:
+        """Close the longest idle stream (of ``client``, else anyone's) idle
+        for evict_idle_s or more; True if there was one. Its slot is freed
+        when it ends: until then the count runs one over."""
+        if self.evict_idle_s <= 0:
+            return False
+        ready = time.monotonic() - self.evict_idle_s
+        idle = [(act.last, key) for key, (who, act, _) in self.idle.items()
+                if act.pending <= 0 and act.last <= ready and (client is None or who == client)]
+        if not idle:
+            return False
+        _, key = min(idle, key=lambda t: t[0])
+        self.idle.pop(key)[2].set()
+        self.evicted += 1
+        # The slot moves to the new call now: the evicted call's leave() comes later.
+        return True
+
+
+class StreamActivity:
+    """A request stream's requests not yet answered and when it last
+    received or answered one (time.monotonic)."""
+
+    def __init__(self):
+        self.pending = 0
+        self.last = time.monotonic()
+
+    def received(self) -> None:
+        self.pending += 1
+        self.last = time.monotonic()
+
+    def answered(self) -> None:
+        self.pending -= 1
+        self.last = time.monotonic()
 
 
 def _client_of(peer: str) -> str:
@@ -226,11 +281,13 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         kw = dict(request_deserializer=None, response_serializer=handler.response_serializer)
         streaming_in = bool(handler.stream_unary or handler.stream_stream)
 
-        async def parsed(request, context):
+        async def parsed(request, context, client: str | None, activity: StreamActivity | None = None):
             if deser is None:
                 return request
             if streaming_in:
-                return _parse_stream(deser, request, context, method)
+                return _parse_stream(deser, request, context, method,
+                                     self.limiter if client is not None and activity is not None else None,
+                                     client, activity)
             return await _parse_one(deser, request, context, method)
 
         if handler.unary_unary or handler.stream_unary:
@@ -244,9 +301,10 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     admitted = await self._admit(details.method, start[1], context)
                     await _send_request_id(context, rid)
                     try:
-                        response = await inner(await parsed(request, context), context)
-                    except BadMessage as e:
-                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                        response = await inner(await parsed(request, context, admitted), context)
+                    except (BadMessage, RequestRefused) as e:
+                        await context.abort(e.code if isinstance(e, RequestRefused) else grpc.StatusCode.INVALID_ARGUMENT,
+                                            str(e))
                     except Exception as e:  # noqa: BLE001 - see _internal_error
                         await _internal_error(e, context, method, rid)
                     if self.metrics is not None and response is not None:
@@ -276,7 +334,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     admitted = await self._admit(details.method, start[1], context)
                     try:
-                        await inner(await parsed(request, context), context)
+                        await inner(await parsed(request, context, admitted), context)
                     except BadMessage as e:
                         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
                     except Exception as e:  # noqa: BLE001 - see _internal_error
@@ -296,8 +354,12 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             try:
                 admitted = await self._admit(details.method, start[1], context)
                 await _send_request_id(context, rid)
+                # Streaming in and out: one answer a request (what makes a stream idle).
+                activity = StreamActivity() if streaming_in else None
                 try:
-                    async for response in inner(await parsed(request, context), context):
+                    async for response in inner(await parsed(request, context, admitted, activity), context):
+                        if activity is not None:
+                            activity.answered()
                         if self.metrics is not None:
                             self.metrics.messages.labels(method).inc()
                             self.metrics.count_item_errors(method, response)
@@ -374,8 +436,37 @@ async def _parse_one(deser, raw: bytes, context, method: str):
     return _parse(deser, raw, method)
 
 
-async def _parse_stream(deser, raw_iterator, context, method: str):
-    async for raw in raw_iterator:
+async def _parse_stream(deser, raw_iterator, context, method: str, limiter: CallLimiter | None = None,
+                        client: str | None = None, activity: StreamActivity | None = None):
+    """The stream's requests, parsed. With a ``limiter``, each wait for the
+    next message may be idle time (``CallLimiter.idle_begin``; ``activity``
+    says whether every request was answered): an evicted stream ends with
+    RequestRefused (RESOURCE_EXHAUSTED)."""
+    if limiter is None:
+        async for raw in raw_iterator:
+            yield _parse(deser, raw, method)
+        return
+    it = raw_iterator.__aiter__()
+    while True:
+        key, evicted = limiter.idle_begin(client, activity)
+        reading = asyncio.ensure_future(it.__anext__())
+        eviction = asyncio.ensure_future(evicted.wait())
+        try:
+            await asyncio.wait((reading, eviction), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            limiter.idle_end(key)
+            eviction.cancel()
+        if not reading.done():
+            reading.cancel()
+            raise RequestRefused(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                 f"this stream sent nothing for {limiter.evict_idle_s:g} s or more while the server "
+                                 "was full, and was closed to serve another call; open a stream when there is "
+                                 "something to send")
+        try:
+            raw = reading.result()
+        except StopAsyncIteration:
+            return
+        activity.received()
         yield _parse(deser, raw, method)
 
 

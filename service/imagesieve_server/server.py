@@ -77,6 +77,7 @@ class ServerConfig:
     max_inflight_mb: int = 0            # bytes of requests, files and rasters in flight; 0 = a quarter of RAM, <= 4 GiB
     max_concurrent_rpcs: int = 256      # calls at once (health checks aside); beyond it RESOURCE_EXHAUSTED
     max_calls_per_client: int = 0       # calls at once from one token (or address); 0 = half of the above
+    evict_idle_s: float = 10.0          # a stream idle this long is closed when a call would be refused; 0 = never
     max_jobs: int = 0                   # analysis jobs at once; 0 = one per core
     max_pairs: int = 500_000            # pairs one FindDuplicates answer may hold (raw cosine, exact: N^2/2 at worst)
     verify_workers: int = -1            # processes aligning a check's candidates (stage 2); -1 = one per core up to 8, 0 = the request's thread
@@ -130,6 +131,8 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
                  "stream_window", "max_message_mb", "max_image_mb", "max_pixels", "max_concurrent_rpcs", "max_pairs"):
         if getattr(cfg, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    if not cfg.evict_idle_s >= 0:
+        ap.error("--evict-idle-s must be >= 0 (0 = never)")
     for name in ("max_inflight_mb", "max_jobs", "max_calls_per_client"):
         if getattr(cfg, name) < 0:
             ap.error(f"--{name.replace('_', '-')} must be >= 0 (0 = sized from the host)")
@@ -201,7 +204,8 @@ class ImageSieveServer:
                 # One listener per port: with SO_REUSEPORT a second server on a
                 # busy port started silently and took half the clients.
                 ("grpc.so_reuseport", 0)]
-        limiter = CallLimiter(c.max_concurrent_rpcs, c.max_calls_per_client or max(1, c.max_concurrent_rpcs // 2))
+        limiter = CallLimiter(c.max_concurrent_rpcs, c.max_calls_per_client or max(1, c.max_concurrent_rpcs // 2),
+                              c.evict_idle_s)
         interceptors = [ObservabilityInterceptor(self.metrics, limiter)]
         if self.tokens:
             interceptors.append(AuthInterceptor(self.tokens))

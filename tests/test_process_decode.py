@@ -157,6 +157,40 @@ def test_a_consumer_that_stops_early_leaves_no_stale_answer(photos, manifest_pat
         np.testing.assert_array_equal(got, want)
 
 
+def _fails_to_start(conn, *args):
+    raise ImportError("as a worker whose script lacks a __main__ guard, or whose imports fail")
+
+
+def test_workers_that_cannot_start_are_one_clear_error_not_every_image_blamed(photos, manifest_path, monkeypatch):
+    monkeypatch.setattr(process_decode, "_worker_main", _fails_to_start)
+    decoder = ProcessDecoder(manifest_path, "normalized", batch_size=4, workers=2)
+    try:
+        with pytest.raises(RuntimeError, match="could not start"):
+            list(decoder.batches([d for d, _, _ in photos[:4]]))
+        assert decoder._pool == []
+    finally:
+        decoder.close()
+
+
+def test_one_call_at_a_time_and_an_interrupt_leaves_a_usable_decoder(photos, manifest_path):
+    images = [d for d, _, _ in photos]
+    expected = _threads_tensors(manifest_path, images[:8])
+    decoder = ProcessDecoder(manifest_path, "normalized", batch_size=4, workers=2)
+    try:
+        first = decoder.batches(images * 2)
+        next(first)
+        with pytest.raises(RuntimeError, match="already decoding"):
+            next(decoder.batches(images[:4]))          # a second call while the first is open
+        with pytest.raises(KeyboardInterrupt):
+            first.throw(KeyboardInterrupt)             # Ctrl-C while chunks are in flight
+        assert decoder._pool == []                     # stopped, not waited for
+        rows = _rows(decoder, decoder.batches(images[:8]))
+    finally:
+        decoder.close()
+    for got, want in zip(rows, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_parameters_are_checked_and_the_shared_buffer_is_freed(manifest_path):
     with pytest.raises(ValueError, match="batch_size"):
         ProcessDecoder(manifest_path, "normalized", batch_size=0)

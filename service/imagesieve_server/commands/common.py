@@ -53,7 +53,7 @@ def embed_paths(paths: list[Path], model: str, with_signatures: bool = False, st
         loaded = embed_into_store(paths, model, store, with_signatures)
         return loaded.vectors, loaded.errors, loaded.signatures if with_signatures else None
     from imagesieve.progress import Progress
-    from imagesieve_server.audit.embed import MAX_FILE_MB, read_image_file
+    from imagesieve_server.audit.embed import MAX_FILE_MB, PROCESS_DECODE_MIN, read_image_file
     from imagesieve_server.engine import DecodeLimits, Embedder
     from imagesieve_server.engine.signature import SIGNATURE_BYTES
 
@@ -69,7 +69,8 @@ def embed_paths(paths: list[Path], model: str, with_signatures: bool = False, st
                 yield data
 
         with Progress(len(paths), "embedding") as bar:
-            for i, r in enumerate(embedder.embed(files(), with_signatures)):
+            for i, r in enumerate(embedder.embed(files(), with_signatures,
+                                                 in_processes=len(paths) >= PROCESS_DECODE_MIN)):
                 if not errors[i] and (r.error is not None or r.vector is None):
                     errors[i] = str(r.error or "no vector")     # else a read's reason (unreadable, too large) stands
                 if not errors[i]:

@@ -35,6 +35,8 @@ CHUNK = 8          # images a message to a worker: fewer messages, and a chunk's
 IN_FLIGHT = 2      # chunks a worker holds: one decoding, one waiting, so it never idles between messages
 SLOTS = 3          # batch buffers: one with the model, two filling ahead (as the threads' lookahead)
 WORKER_DIED = "the decoder process died on this image"
+READY = "ready"
+START_TIMEOUT_S = 120      # a worker's imports (numpy, Pillow, OpenCV) on a loaded host
 
 
 @dataclasses.dataclass
@@ -86,6 +88,7 @@ def _worker_main(conn, shm_name: str, shape: tuple, dtype: str, manifest_path: s
     pre = Preprocessor(ModelManifest.load(manifest_path))
     pixels_only = buffers.dtype == np.uint8
     try:
+        conn.send(READY)
         while True:
             msg = conn.recv()
             if msg is None:
@@ -109,7 +112,7 @@ def _worker_main(conn, shm_name: str, shape: tuple, dtype: str, manifest_path: s
                 except Exception as e:  # noqa: BLE001 - a decoder bug fails this image, not the batch
                     answers.append((0, 0, None, None, (f"cannot decode: {type(e).__name__}: {e}", "INVALID_ARGUMENT")))
             conn.send((slot, first_row, answers))
-    except (EOFError, KeyboardInterrupt):
+    except (EOFError, OSError, KeyboardInterrupt):
         return                    # the parent is gone or interrupted: nothing left to answer
     finally:
         del buffers
@@ -124,6 +127,25 @@ class _Worker:
         self.process.start()
         child.close()
         self.held: collections.deque = collections.deque()   # chunks sent, not answered: (slot, row, images, retry)
+
+    def wait_ready(self) -> None:
+        """A worker that cannot start is this host's problem, not an
+        image's: say so once, rather than blame every image it would decode."""
+        try:
+            ready = self.conn.poll(START_TIMEOUT_S) and self.conn.recv() == READY
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self.kill()
+            raise RuntimeError("a decoding worker process could not start (see its error above; a script that "
+                               "decodes in processes needs an `if __name__ == \"__main__\":` guard, as Python's "
+                               "multiprocessing requires); decode on threads instead (in_processes=False, "
+                               "--decode-processes 0)")
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()
+        self.conn.close()
 
 
 class ProcessDecoder:
@@ -165,10 +187,17 @@ class ProcessDecoder:
         # spawn: a fork would copy the parent's threads' locks (ONNX Runtime, gRPC) mid-use.
         self._ctx = multiprocessing.get_context("spawn")
         self._pool: list[_Worker] = []
+        self._busy = False
 
     def _start(self) -> None:
-        while len(self._pool) < self.workers:
-            self._pool.append(_Worker(self._ctx, self._args))
+        new = [_Worker(self._ctx, self._args) for _ in range(self.workers - len(self._pool))]
+        self._pool += new                  # started together, then each waited for
+        try:
+            for w in new:
+                w.wait_ready()
+        except RuntimeError:
+            self._stop_workers()
+            raise
 
     def _batches(self, images: Iterable[bytes], with_signatures: bool) -> Iterator[DecodedBatch]:
         it = iter(images)
@@ -215,11 +244,21 @@ class ProcessDecoder:
         is valid until the next one is asked for. ``with_signatures``: also
         take each image's layout signature and properties (as
         ``Embedder.prepare``)."""
-        self._start()
+        if self._busy:
+            raise RuntimeError("this ProcessDecoder is already decoding for another call (one call at a time: "
+                               "finish or close the other, or use one Embedder a thread)")
+        self._busy = True
         try:
+            self._start()
             yield from self._batches(images, with_signatures)
+        except GeneratorExit:
+            self._drain()             # the consumer stopped early: keep the workers, drop their late answers
+            raise
+        except BaseException:
+            self._stop_workers()      # interrupted (Ctrl-C) or failed: a half-sent message may never be answered
+            raise
         finally:
-            self._drain()
+            self._busy = False
 
     def _drain(self) -> None:
         """Wait out the chunks still held (the consumer stopped early), so
@@ -228,20 +267,23 @@ class ProcessDecoder:
         for w in list(self._pool):
             while w.held:
                 if not w.conn.poll(60) or not self._discard_answer(w):
-                    w.process.kill()
-                    w.process.join()
+                    w.kill()
                     self._pool.remove(w)
-                    w.conn.close()
                     break
 
     @staticmethod
     def _discard_answer(w: _Worker) -> bool:
         try:
             w.conn.recv()
-        except (EOFError, OSError):
+        except Exception:  # noqa: BLE001 - a cut-off message: the worker is replaced
             return False
         w.held.popleft()
         return True
+
+    def _stop_workers(self) -> None:
+        for w in self._pool:
+            w.kill()
+        self._pool = []
 
     def _dispatch(self, unsent: collections.deque, with_signatures: bool) -> None:
         """Send chunks to the least busy workers. An image being decoded
@@ -291,7 +333,7 @@ class ProcessDecoder:
         """A worker died: start another; decode what it held again one image
         at a time, and fail an image that was already alone."""
         self._pool.remove(dead)
-        dead.conn.close()
+        dead.kill()
         for slot, row, images, retry in dead.held:
             if retry:
                 batch = by_slot[slot]
@@ -300,7 +342,9 @@ class ProcessDecoder:
             else:
                 for j in reversed(range(len(images))):
                     unsent.appendleft((slot, row + j, [images[j]], True))
-        self._pool.append(_Worker(self._ctx, self._args))
+        worker = _Worker(self._ctx, self._args)
+        self._pool.append(worker)
+        worker.wait_ready()
 
     def close(self) -> None:
         """Stop the workers and free the shared buffers."""

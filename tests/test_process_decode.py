@@ -142,19 +142,25 @@ def test_an_image_that_kills_its_worker_fails_alone(photos, manifest_path, monke
     assert all(b.tensors.dtype == np.uint8 and b.tensors.shape[1:] == (224, 224, 3) for b in batches)
 
 
-def test_a_consumer_that_stops_early_leaves_no_stale_answer(photos, manifest_path):
+def _assert_reusable_after(interrupt, photos, manifest_path) -> None:
+    """``interrupt(decoder, open_call)`` while a call's later chunks are being
+    decoded; the next call must still get exactly the threads' tensors."""
     images = [d for d, _, _ in photos]
     expected = _threads_tensors(manifest_path, images[:8])
     decoder = ProcessDecoder(manifest_path, "normalized", batch_size=4, workers=2)
     try:
-        it = decoder.batches(images * 2)
-        next(it)
-        it.close()                                  # chunks of later batches were still being decoded
+        first = decoder.batches(images * 2)
+        next(first)
+        interrupt(decoder, first)
         rows = _rows(decoder, decoder.batches(images[:8]))
     finally:
         decoder.close()
     for got, want in zip(rows, expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_consumer_that_stops_early_leaves_no_stale_answer(photos, manifest_path):
+    _assert_reusable_after(lambda decoder, first: first.close(), photos, manifest_path)
 
 
 def _fails_to_start(conn, *args):
@@ -173,22 +179,13 @@ def test_workers_that_cannot_start_are_one_clear_error_not_every_image_blamed(ph
 
 
 def test_one_call_at_a_time_and_an_interrupt_leaves_a_usable_decoder(photos, manifest_path):
-    images = [d for d, _, _ in photos]
-    expected = _threads_tensors(manifest_path, images[:8])
-    decoder = ProcessDecoder(manifest_path, "normalized", batch_size=4, workers=2)
-    try:
-        first = decoder.batches(images * 2)
-        next(first)
+    def second_call_then_ctrl_c(decoder, first):
         with pytest.raises(RuntimeError, match="already decoding"):
-            next(decoder.batches(images[:4]))          # a second call while the first is open
+            next(decoder.batches([photos[0][0]]))      # a second call while the first is open
         with pytest.raises(KeyboardInterrupt):
             first.throw(KeyboardInterrupt)             # Ctrl-C while chunks are in flight
         assert decoder._pool == []                     # stopped, not waited for
-        rows = _rows(decoder, decoder.batches(images[:8]))
-    finally:
-        decoder.close()
-    for got, want in zip(rows, expected, strict=True):
-        np.testing.assert_array_equal(got, want)
+    _assert_reusable_after(second_call_then_ctrl_c, photos, manifest_path)
 
 
 def test_parameters_are_checked_and_the_shared_buffer_is_freed(manifest_path):

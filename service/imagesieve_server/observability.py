@@ -183,7 +183,6 @@ class CallLimiter:
         self.active = 0
         self.by_client: dict[str, int] = {}
         self.idle: dict[object, tuple[str, StreamActivity, asyncio.Event]] = {}   # key -> (client, its activity, evicted)
-        self.evicted = 0
 
     def enter(self, client: str) -> str | None:
         """None when admitted, else why not (the caller answers RESOURCE_EXHAUSTED)."""
@@ -227,7 +226,6 @@ class CallLimiter:
             return False
         _, key = min(idle, key=lambda t: t[0])
         self.idle.pop(key)[2].set()
-        self.evicted += 1
         # The slot moves to the new call now: the evicted call's leave() comes later.
         return True
 

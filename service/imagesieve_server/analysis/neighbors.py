@@ -65,7 +65,7 @@ def knn_chunks(vectors: np.ndarray, k: int, chunk_rows: int = CHUNK_ROWS,
     index = None
     if not exact:
         memory = fi.index_memory_bytes() if memory_bytes is None else int(memory_bytes)
-        compressed = x.nbytes > fi.FLOAT_SHARE * memory          # as faiss_index.choose_kind decides
+        compressed = fi.floats_overflow(n, x.shape[1], memory)
         index = fi.make_index("ivf_pq" if compressed else "ivf_flat", x.shape[1], n_expected=n)
         if fi.needs_training(index):
             # Compressed: a seeded sample of at most 1 GiB (FAISS would draw 256 a list from the array).

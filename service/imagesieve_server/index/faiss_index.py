@@ -134,6 +134,12 @@ def index_memory_bytes() -> int:
 FLOAT_SHARE = 0.5
 
 
+def floats_overflow(n_vectors: int, dim: int | None, memory_bytes: int | None) -> bool:
+    """True when ``n_vectors`` float32 vectors of ``dim`` would fill more than
+    :data:`FLOAT_SHARE` of ``memory_bytes`` (unknown dim or memory: False)."""
+    return bool(dim and memory_bytes and n_vectors * dim * 4 > FLOAT_SHARE * memory_bytes)
+
+
 def choose_kind(n_vectors: int, dim: int | None = None, memory_bytes: int | None = None) -> str:
     """Index kind for a collection of ``n_vectors``: ``"flat"`` (exact) below
     :data:`FLAT_MAX`, ``"ivf_flat"`` above, and ``"ivf_pq"`` (product-quantized
@@ -150,7 +156,7 @@ def choose_kind(n_vectors: int, dim: int | None = None, memory_bytes: int | None
         raise ValueError(f"n_vectors must be >= 0; got {n_vectors}")
     if n_vectors < FLAT_MAX:
         return "flat"
-    if dim and memory_bytes and n_vectors * dim * 4 > FLOAT_SHARE * memory_bytes:
+    if floats_overflow(n_vectors, dim, memory_bytes):
         return "ivf_pq"
     return "ivf_flat"
 

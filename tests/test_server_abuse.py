@@ -310,6 +310,50 @@ def test_calls_whose_deadline_passes_at_once_are_cancelled_not_faults(manifest_p
     assert not [line for line in srv.log if " UNKNOWN " in line], [line for line in srv.log if " UNKNOWN " in line][:3]
 
 
+FLOOD = """
+import asyncio, sys, grpc
+from imagesieve.v1 import embedding_pb2, embedding_pb2_grpc
+async def main():
+    async with grpc.aio.insecure_channel(sys.argv[1]) as channel:
+        stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+        async def one():
+            try:
+                await stub.GetModelInfo(embedding_pb2.GetModelInfoRequest(), timeout=60)
+            except grpc.aio.AioRpcError:
+                pass
+        print("flooding", flush=True)
+        await asyncio.gather(*(one() for _ in range(int(sys.argv[2]))))
+asyncio.run(main())
+"""
+
+
+def test_a_flood_of_calls_on_one_channel_does_not_cancel_other_clients(manifest_path):
+    """8,000 calls opened at once on one channel: gRPC queued the calls it had
+    not yet handed to the server's code and, past 3,000, cancelled new ones,
+    other clients' included (CANCELLED, never seen by the call limiter).
+    HTTP/2's stream limit per connection (the per-client call limit) now
+    keeps the flood waiting on its own side."""
+    with LocalServer([], model=str(manifest_path)) as srv:
+        flood = subprocess.Popen([sys.executable, "-c", FLOOD, srv.address, "8000"], stdout=subprocess.PIPE,
+                                 text=True)
+        try:
+            assert flood.stdout.readline().strip() == "flooding"
+            channel, stub = embed_stub(srv.address)
+            codes = collections.Counter()
+            with channel:
+                while flood.poll() is None:
+                    try:
+                        stub.GetModelInfo(embedding_pb2.GetModelInfoRequest(), timeout=10)
+                        codes["OK"] += 1
+                    except grpc.RpcError as e:
+                        codes[e.code().name] += 1
+                    time.sleep(0.05)
+        finally:
+            flood.kill()
+            flood.wait()
+    assert codes["OK"] >= 5 and set(codes) == {"OK"}, codes
+
+
 def test_check_duplicates_enforces_the_request_limits(manifest_path, photos):
     with LocalServer(["--max-images-per-request", "4"], model=str(manifest_path)) as srv:
         from imagesieve import Client

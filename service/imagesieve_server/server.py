@@ -203,7 +203,16 @@ class ImageSieveServer:
                 ("grpc.max_send_message_length", c.max_message_mb << 20),
                 # One listener per port: with SO_REUSEPORT a second server on a
                 # busy port started silently and took half the clients.
-                ("grpc.so_reuseport", 0)]
+                ("grpc.so_reuseport", 0),
+                # HTTP/2's own cap on the streams of one connection: a client
+                # opening 20,000 calls at once on one channel otherwise filled
+                # gRPC's queue of calls not yet handed to us (3,000), and gRPC
+                # cancelled other clients' calls before CallLimiter saw them.
+                # Calls beyond it wait on the client's side. Twice the server's
+                # limit: a proxy may carry several clients on one connection,
+                # and calls past the limit must still reach CallLimiter to be
+                # refused or to evict idle streams.
+                ("grpc.max_concurrent_streams", 2 * c.max_concurrent_rpcs)]
         limiter = CallLimiter(c.max_concurrent_rpcs, c.max_calls_per_client or max(1, c.max_concurrent_rpcs // 2),
                               c.evict_idle_s)
         interceptors = [ObservabilityInterceptor(self.metrics, limiter)]

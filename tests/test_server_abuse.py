@@ -354,6 +354,29 @@ def test_a_flood_of_calls_on_one_channel_does_not_cancel_other_clients(manifest_
     assert codes["OK"] >= 5 and set(codes) == {"OK"}, codes
 
 
+def test_compressed_requests_are_refused_before_they_inflate(abuse_server, photos):
+    """A 60 MB request of zeros (an unknown field beside one image) gzips to
+    ~60 KB: the server inflated each such call on its event loop, one after
+    another, and stalled every other client (0.03 s -> 8.4 s for 20 calls).
+    Images are compressed already, so requests are accepted uncompressed
+    only: a compressed one is UNIMPLEMENTED at once, and costs nothing."""
+    from google.protobuf.internal.encoder import _VarintBytes
+    image = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="k", data=photos[0][0])]).SerializeToString()
+    pad = b"\0" * (60 << 20)
+    inflating = image + bytes([0x9a, 0x06]) + _VarintBytes(len(pad)) + pad      # field 99, unknown
+    channel = grpc.insecure_channel(abuse_server.address)
+    with channel:
+        embed = channel.unary_unary("/imagesieve.v1.EmbeddingService/Embed",
+                                    response_deserializer=embedding_pb2.EmbedResponse.FromString)
+        t = time.perf_counter()
+        with pytest.raises(grpc.RpcError) as e:
+            embed(inflating, timeout=30, compression=grpc.Compression.Gzip)
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED and "gzip" in e.value.details()
+        assert time.perf_counter() - t < 5
+        plain = embed(image, timeout=30)            # the same image uncompressed is served
+        assert not plain.embeddings[0].HasField("error") and len(plain.embeddings[0].vector) > 0
+
+
 def test_check_duplicates_enforces_the_request_limits(manifest_path, photos):
     with LocalServer(["--max-images-per-request", "4"], model=str(manifest_path)) as srv:
         from imagesieve import Client

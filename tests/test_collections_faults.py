@@ -319,3 +319,28 @@ def test_add_images_request_and_text_limits(server, photos):
             assert r.error.message.startswith(field) and "above the limit" in r.error.message
         assert c.collection_stats("limits").num_images == 2
         assert c.drop_collection("limits")
+
+
+def test_a_store_out_of_descriptors_is_resource_exhausted(tmp_path):
+    """Out of file descriptors is a condition to retry, not a fault of ours:
+    EMFILE, and SQLite's "unable to open database file" while the process
+    holds all it may, are RESOURCE_EXHAUSTED (they were INTERNAL)."""
+    import resource
+
+    from imagesieve_server.collections.store import CollectionError, Store, storage_error
+    assert storage_error(OSError(errno.EMFILE, "Too many open files"), "x").code == "RESOURCE_EXHAUSTED"
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+        with pytest.raises(Exception) as e:
+            while True:
+                held.append(open(os.devnull))
+        assert isinstance(e.value, OSError) and e.value.errno == errno.EMFILE
+        with pytest.raises(CollectionError) as e:
+            Store(tmp_path / "store.sqlite")
+        assert e.value.code == "RESOURCE_EXHAUSTED" and "file descriptor" in str(e.value)
+    finally:
+        for f in held:
+            f.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -377,6 +377,94 @@ def test_compressed_requests_are_refused_before_they_inflate(abuse_server, photo
         assert not plain.embeddings[0].HasField("error") and len(plain.embeddings[0].vector) > 0
 
 
+def _serve_with_descriptors(manifest_path, data_dir, limit: int, *args):
+    """A server whose open-file limit (soft and hard) is ``limit``: (process, address)."""
+    import re
+    import resource
+
+    def lower():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    proc = subprocess.Popen([sys.executable, "-m", "imagesieve.cli", "serve", "--address", "127.0.0.1:0",
+                             "--data-dir", str(data_dir), "--model", str(manifest_path), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=lower)
+    log = []
+    for line in proc.stdout:
+        log.append(line)
+        found = re.search(r"imagesieve: serving \S+ on (\S+)", line)
+        if found:
+            threading.Thread(target=lambda: [log.append(x) for x in proc.stdout], daemon=True).start()
+            return proc, found.group(1), log
+    proc.wait()
+    raise AssertionError("".join(log))
+
+
+def test_idle_connections_cannot_use_up_the_descriptors(manifest_path, tmp_path, photos):
+    """20,000 idle HTTP/2 connections (no calls: no call limit applies) used
+    up every file descriptor of the server: collections and files could not
+    be opened (INTERNAL, and NOT_FOUND for a file that exists). Connections
+    now take at most half of the descriptors."""
+    import socket
+
+    from imagesieve.v1 import collections_pb2, collections_pb2_grpc
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "photo.jpg").write_bytes(photos[0][0])
+    proc, address, log = _serve_with_descriptors(manifest_path, tmp_path / "data", 256, "--allow-root", str(root))
+    held = []
+    try:
+        channel = grpc.insecure_channel(address)        # connected before the flood
+        colls = collections_pb2_grpc.CollectionServiceStub(channel)
+        embed = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+        colls.ListCollections(collections_pb2.ListCollectionsRequest(), timeout=30)
+        host, port = address.rsplit(":", 1)
+        for _ in range(300):
+            try:
+                s = socket.create_connection((host, int(port)), timeout=5)
+                s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+                held.append(s)
+            except OSError:
+                break
+        time.sleep(1)
+        for i in range(3):
+            info = colls.CreateCollection(collections_pb2.CreateCollectionRequest(name=f"c{i}"), timeout=30)
+            assert info.name == f"c{i}"
+        r = embed.Embed(embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="p", server_path=str(root / "photo.jpg"))]),
+                        timeout=30)
+        assert not r.embeddings[0].HasField("error"), r.embeddings[0].error.message
+        channel.close()
+    finally:
+        for s in held:
+            s.close()
+        proc.terminate()
+        proc.wait(30)
+    assert any("128 connections (of 256 file descriptors)" in line for line in log), "".join(log[-20:])
+
+
+def test_collections_are_capped_and_a_create_cut_short_does_not_block_its_name(manifest_path, tmp_path):
+    """Each collection holds 3 descriptors while the server runs: ~6,400
+    creates used up the server's descriptors, and every create that failed
+    then left a folder that loaded as a broken collection after a restart.
+    Now --max-collections refuses more (RESOURCE_EXHAUSTED), and a store
+    with no settings and no rows is removed at start."""
+    from imagesieve.v1 import collections_pb2, collections_pb2_grpc
+    data = tmp_path / "data"
+    (data / "collections" / "half").mkdir(parents=True)
+    (data / "collections" / "half" / "store.sqlite").write_bytes(b"")     # a create cut short
+    with LocalServer(["--max-collections", "2"], model=str(manifest_path), data_dir=str(data)) as srv:
+        channel = grpc.insecure_channel(srv.address)
+        stub = collections_pb2_grpc.CollectionServiceStub(channel)
+        listed = stub.ListCollections(collections_pb2.ListCollectionsRequest(), timeout=30)
+        assert [c.name for c in listed.collections] == []
+        for name in ("half", "b"):
+            stub.CreateCollection(collections_pb2.CreateCollectionRequest(name=name), timeout=30)
+        with pytest.raises(grpc.RpcError) as e:
+            stub.CreateCollection(collections_pb2.CreateCollectionRequest(name="c"), timeout=30)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-collections" in e.value.details()
+        stub.DropCollection(collections_pb2.DropCollectionRequest(name="b"), timeout=30)
+        stub.CreateCollection(collections_pb2.CreateCollectionRequest(name="c"), timeout=30)
+        channel.close()
+
+
 def test_check_duplicates_enforces_the_request_limits(manifest_path, photos):
     with LocalServer(["--max-images-per-request", "4"], model=str(manifest_path)) as srv:
         from imagesieve import Client

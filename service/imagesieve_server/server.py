@@ -28,6 +28,7 @@ from imagesieve.v1 import (analysis_pb2, analysis_pb2_grpc, collections_pb2, col
 from .analysis.duplicates import verify
 from .audit.memory import limit_malloc_arenas, return_freed_memory_to_os
 from .collections import CollectionManager
+from .collections.manager import DEFAULT_MAX_COLLECTIONS
 from .engine.async_embedder import AsyncEmbedder
 from .engine.budget import MemoryBudget, default_budget_mb
 from .engine.decode import DecodeLimits
@@ -80,6 +81,7 @@ class ServerConfig:
     evict_idle_s: float = 10.0          # a stream idle this long is closed when a call would be refused; 0 = never
     max_jobs: int = 0                   # analysis jobs at once; 0 = one per core
     max_pairs: int = 500_000            # pairs one FindDuplicates answer may hold (raw cosine, exact: N^2/2 at worst)
+    max_collections: int = DEFAULT_MAX_COLLECTIONS   # each holds 3 file descriptors while the server runs
     verify_workers: int = -1            # processes aligning a check's candidates (stage 2); -1 = one per core up to 8, 0 = the request's thread
     trim_memory: int = 0                # 1 = large temporaries unmapped when freed: ~300 MiB lower peak, ~15% fewer images/s (bench/soak.py)
     malloc_arenas: int = 0              # glibc malloc arenas at most; 0 = glibc's default (8 a core). 4 on 2 cores: ~140 MiB lower peak, ~20% fewer images/s (bench/soak.py)
@@ -128,7 +130,8 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
     args = ap.parse_args(argv)
     cfg = ServerConfig(**vars(args))
     for name in ("snapshot_every", "max_batch_size", "max_queue", "max_inflight", "max_images_per_request",
-                 "stream_window", "max_message_mb", "max_image_mb", "max_pixels", "max_concurrent_rpcs", "max_pairs"):
+                 "stream_window", "max_message_mb", "max_image_mb", "max_pixels", "max_concurrent_rpcs", "max_pairs",
+                 "max_collections"):
         if getattr(cfg, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
     if not cfg.evict_idle_s >= 0:
@@ -168,6 +171,7 @@ class ImageSieveServer:
 
     def __init__(self, config: ServerConfig):
         self.config = config
+        self.descriptors = raise_descriptor_limit()
         self.tokens = TokenStore.load(config.tokens_file, os.environ.get("IMAGESIEVE_TOKENS"))
         self.budget = MemoryBudget((config.max_inflight_mb or default_budget_mb()) << 20)
         embedder = Embedder.from_model(
@@ -187,7 +191,8 @@ class ImageSieveServer:
         # One worker would be no faster than the request's thread.
         self.alignment_pool = verify.AlignmentPool(workers) if workers >= 2 else None
         self.collections = CollectionManager(config.data_dir, ex.manifest.name, ex.dim, config.snapshot_every,
-                                             alignment_pool=self.alignment_pool)
+                                             alignment_pool=self.alignment_pool,
+                                             max_collections=config.max_collections)
         self.health = HealthServicer()
         self._not_serving: set[str] = set()     # collections whose health entry says NOT_SERVING
         self.server: grpc.aio.Server | None = None
@@ -217,7 +222,11 @@ class ImageSieveServer:
                 # compressed already; a 75 KB gzip request inflated to 60 MB
                 # on the event loop, one call after another, and stalled every
                 # client (0.03 s -> 8.4 s). A compressed request is refused.
-                ("grpc.compression_enabled_algorithms_bitset", 1)]
+                ("grpc.compression_enabled_algorithms_bitset", 1),
+                # Connections at most half the descriptors: 20,000 idle ones
+                # (no calls, so no call limit applies) used up every
+                # descriptor, and collections and files could not be opened.
+                ("grpc.max_allowed_incoming_connections", max(64, self.descriptors // 2))]
         limiter = CallLimiter(c.max_concurrent_rpcs, c.max_calls_per_client or max(1, c.max_concurrent_rpcs // 2),
                               c.evict_idle_s)
         interceptors = [ObservabilityInterceptor(self.metrics, limiter)]
@@ -322,9 +331,10 @@ async def serve(config: ServerConfig) -> None:
         log.warning("tokens are required but the server is plaintext: tokens cross the network in clear "
                     "(serve TLS with --tls-cert/--tls-key)")
     log.info("server_path roots: %s", ", ".join(config.allow_root) or "none (server paths refused)")
-    log.info("limits: %d MiB in flight, %d images a request, %d calls (%d a client) and %d analysis jobs at once; "
-             "%s", config.max_inflight_mb, config.max_images_per_request, config.max_concurrent_rpcs,
-             config.max_calls_per_client, config.max_jobs,
+    log.info("limits: %d MiB in flight, %d images a request, %d calls (%d a client) and %d analysis jobs at once, "
+             "%d collections, %d connections (of %d file descriptors); %s", config.max_inflight_mb,
+             config.max_images_per_request, config.max_concurrent_rpcs, config.max_calls_per_client, config.max_jobs,
+             config.max_collections, max(64, srv.descriptors // 2), srv.descriptors,
              f"{srv.alignment_pool.workers} alignment processes" if srv.alignment_pool else "alignment in the request's thread")
     if srv.metrics_port is not None:
         print(f"imagesieve: metrics on http://{config.metrics_host}:{srv.metrics_port}/metrics", flush=True)
@@ -337,6 +347,20 @@ async def serve(config: ServerConfig) -> None:
     log.info("shutting down: draining in-flight work (grace %.0fs)", config.grace_s)
     await srv.stop()
     log.info("stopped")
+
+
+def raise_descriptor_limit() -> int:
+    """Raise this process's soft limit of open files to its hard limit (a
+    server holds connections, collections and files at once); the limit now."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
 def die_with_parent() -> None:

@@ -34,7 +34,7 @@ from ..analysis.duplicates.find import (CANDIDATE_THRESHOLD, LAYOUT_K, LAYOUT_MI
 from ..engine.signature import LEGACY_BYTES, SIGNATURE_BYTES, upgrade
 from ..index import faiss_index as fi
 from ..index.faiss_index import index_memory_bytes
-from .store import NO_SPACE, CollectionError, Store, storage_error
+from .store import NO_DESCRIPTORS, NO_SPACE, CollectionError, Store, storage_error
 
 log = logging.getLogger("imagesieve.collections")
 
@@ -395,10 +395,11 @@ class Collection:
                 with contextlib.suppress(OSError):
                     if tmp.is_file():
                         tmp.unlink()
-                full = e.errno in NO_SPACE
+                full, no_fd = e.errno in NO_SPACE, e.errno in NO_DESCRIPTORS
                 raise CollectionError(f"snapshot of {self.name} failed: {e}; previous snapshot kept"
-                                      + ("; the disk is full: free space, then retry" if full else ""),
-                                      "RESOURCE_EXHAUSTED" if full else "INTERNAL") from e
+                                      + ("; the disk is full: free space, then retry" if full else "")
+                                      + ("; the server has no file descriptor left: retry later" if no_fd else ""),
+                                      "RESOURCE_EXHAUSTED" if full or no_fd else "INTERNAL") from e
             self._since_snapshot = 0
             self._snapshot_retry_at = 0.0
             self.last_snapshot = time.time()

@@ -25,6 +25,34 @@ def load_problem(e: BaseException) -> str:
     return str(e) if isinstance(e, CollectionError) else f"{type(e).__name__}: {e}"
 
 
+# Each open collection holds 3 file descriptors (SQLite's file, WAL and
+# shared memory) for the server's life: without a cap, ~6,400 creates used up
+# a 20,000-descriptor limit, and the server then refused new connections,
+# after a restart too.
+DEFAULT_MAX_COLLECTIONS = 1000
+
+
+def _cut_short(path: Path) -> bool:
+    """A folder whose store has no settings and no rows: a create that failed
+    before its settings were written (e.g. out of descriptors, when even
+    removing the folder failed). Not a collection, and it would block its name."""
+    import sqlite3
+    try:
+        db = sqlite3.connect(f"file:{path / 'store.sqlite'}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not tables:
+                return True
+            if "settings" not in tables or db.execute("SELECT COUNT(*) FROM settings").fetchone()[0]:
+                return False
+            return not any(db.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in tables
+                           if not t.startswith("sqlite_"))
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False        # damaged, not empty: loaded as failed, for a person to look at
+
+
 class CollectionManager:
     """Opens every collection under ``data_dir/collections`` at start (each
     replays its log), creates and drops them. Thread-safe.
@@ -34,10 +62,11 @@ class CollectionManager:
     naming it gets FAILED_PRECONDITION until it is dropped."""
 
     def __init__(self, data_dir: str | Path, model: str, dim: int, snapshot_every: int = 10_000,
-                 alignment_pool=None):
+                 alignment_pool=None, max_collections: int = DEFAULT_MAX_COLLECTIONS):
         self.root = Path(data_dir) / "collections"
         self.root.mkdir(parents=True, exist_ok=True)
         self.model, self.dim, self.snapshot_every = model, dim, snapshot_every
+        self.max_collections = max_collections
         self.alignment_pool = alignment_pool        # verify.AlignmentPool for the collections' checks
         self._lock = threading.Lock()
         self._open: dict[str, Collection] = {}
@@ -47,6 +76,10 @@ class CollectionManager:
             if path.name.startswith(TRASH_PREFIX):
                 shutil.rmtree(path, ignore_errors=True)     # a drop interrupted by a crash
             elif (path / "store.sqlite").exists():
+                if _cut_short(path):
+                    log.warning("removing %s: the remains of a create cut short (no settings, no images)", path)
+                    shutil.rmtree(path, ignore_errors=True)
+                    continue
                 self._load(path)
 
     def _load(self, path: Path) -> None:
@@ -82,6 +115,9 @@ class CollectionManager:
                     CollectionError(f"collection {name!r} exists (but could not be loaded)", "ALREADY_EXISTS")
             if name in self._busy:
                 raise CollectionError(f"collection {name!r} is being dropped; retry", "ABORTED")
+            if len(self._open) + len(self._failed) >= self.max_collections:
+                raise CollectionError(f"the server holds its limit of {self.max_collections} collections "
+                                      "(--max-collections); drop one first", "RESOURCE_EXHAUSTED")
             path = self.root / name
             if path.exists() and not (path / "store.sqlite").exists():
                 shutil.rmtree(path, ignore_errors=True)      # the remains of a create cut short

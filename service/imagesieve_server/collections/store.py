@@ -16,6 +16,7 @@ import dataclasses
 import errno
 import functools
 import json
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -82,6 +83,23 @@ class CollectionError(Exception):
 
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+NO_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
+
+
+def out_of_descriptors(e: BaseException) -> bool:
+    """The process (or the host) has no file descriptor left: EMFILE/ENFILE,
+    or SQLite's "unable to open database file" (it hides the errno) while
+    this process holds nearly all it may."""
+    if isinstance(e, OSError) and e.errno in NO_DESCRIPTORS:
+        return True
+    if not (getattr(e, "sqlite_errorname", "") or "").startswith("SQLITE_CANTOPEN"):
+        return False
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return soft != resource.RLIM_INFINITY and len(os.listdir("/proc/self/fd")) >= soft - 32
+    except OSError as again:        # listing /proc/self/fd itself needs a descriptor
+        return again.errno in NO_DESCRIPTORS
 
 
 def storage_error(e: BaseException, what: str) -> CollectionError:
@@ -94,6 +112,9 @@ def storage_error(e: BaseException, what: str) -> CollectionError:
     if name.startswith("SQLITE_FULL") or "database or disk is full" in str(e) \
             or (isinstance(e, OSError) and e.errno in NO_SPACE):
         return CollectionError(f"{what}: the disk is full ({e}); free space, then retry", "RESOURCE_EXHAUSTED")
+    if out_of_descriptors(e):
+        return CollectionError(f"{what}: the server has no file descriptor left ({e}); retry later",
+                               "RESOURCE_EXHAUSTED")
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
         return CollectionError(f"{what}: the store is damaged ({e})", "DATA_LOSS")
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):

@@ -14,7 +14,7 @@ import grpc
 from imagesieve.v1 import common_pb2
 
 from ..collections import NewImage
-from ..collections.store import clipped
+from ..collections.store import NO_DESCRIPTORS, clipped
 from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
 from ..engine.budget import BudgetExceeded, MemoryBudget
@@ -42,6 +42,16 @@ async def abort_invalid(context, error: Exception) -> None:
 def item_error(code: grpc.StatusCode | str, message: str) -> common_pb2.ItemError:
     code = grpc.StatusCode[code] if isinstance(code, str) else code
     return common_pb2.ItemError(code=code.value[0], message=message)
+
+
+def read_error(path: str, e: OSError) -> common_pb2.ItemError:
+    """A file that could not be opened or read: RESOURCE_EXHAUSTED when the
+    server has no descriptor left (retry later; the file may well exist),
+    else NOT_FOUND."""
+    if e.errno in NO_DESCRIPTORS:
+        return item_error(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"cannot read {quoted_path(path)}: the server has no file descriptor left; retry later")
+    return item_error(grpc.StatusCode.NOT_FOUND, f"cannot read {quoted_path(path)}: {e.strerror or e}")
 
 
 FILE_WORKERS = 8          # threads that open and read server_path files
@@ -175,7 +185,7 @@ class ImageReader:
             return item_error(grpc.StatusCode.DEADLINE_EXCEEDED,
                               f"opening {quoted_path(path)} took over {self.read_timeout_s:.0f} s")
         except OSError as e:
-            return item_error(grpc.StatusCode.NOT_FOUND, f"cannot read {quoted_path(path)}: {e.strerror or e}")
+            return read_error(path, e)
 
     async def _read_opened(self, path: str, fd: int, size: int) -> tuple[bytes | common_pb2.ItemError, int]:
         """(bytes, bytes reserved) or (ItemError, 0); closes ``fd``. The
@@ -199,7 +209,7 @@ class ImageReader:
                               f"reading {quoted_path(path)} took over {self.read_timeout_s:.0f} s"), 0
         except OSError as e:
             self.budget.release(reserved, held=True)
-            return item_error(grpc.StatusCode.NOT_FOUND, f"cannot read {quoted_path(path)}: {e.strerror or e}"), 0
+            return read_error(path, e), 0
 
     def close(self) -> None:
         self.files.shutdown(wait=False, cancel_futures=True)

@@ -354,3 +354,89 @@ def test_decoder_buffers_are_charged(photos):
     assert decode_bytes(prog, 224) - decode_bytes(base, 224) == 2 * 4000 * 3000 * 3
     webp = Image.open(io.BytesIO(encode(big.resize((1000, 750)), "WEBP")))
     assert decode_bytes(webp, 224) >= 16 * 1000 * 750
+
+
+def progressive_jpeg_of_empty_scans(width: int, height: int, scans: int) -> bytes:
+    """A valid progressive grayscale JPEG: a DC scan, then ``scans`` AC scans
+    that are each a few end-of-band runs (~90 bytes) covering every block."""
+    def segment(marker: int, payload: bytes) -> bytes:
+        return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
+
+    def bits(values) -> bytes:        # (value, nbits) MSB first, 1-padded, 0xFF stuffed
+        acc = "".join(format(v, f"0{n}b") for v, n in values)
+        acc += "1" * (-len(acc) % 8)
+        out = bytearray()
+        for i in range(0, len(acc), 8):
+            out.append(int(acc[i:i + 8], 2))
+            if out[-1] == 0xFF:
+                out.append(0)
+        return bytes(out)
+
+    blocks = -(-width // 8) * -(-height // 8)
+    out = bytearray(b"\xff\xd8")
+    out += segment(0xDB, b"\x00" + bytes([1] * 64))
+    out += segment(0xC2, struct.pack(">BHHB", 8, height, width, 1) + b"\x01\x11\x00")
+    out += segment(0xC4, b"\x00" + bytes([1] + [0] * 15) + b"\x00")      # DC: one symbol, code "0"
+    out += segment(0xC4, b"\x10" + bytes([1] + [0] * 15) + b"\xe0")      # AC: EOB14, code "0"
+    out += segment(0xDA, b"\x01\x01\x00\x00\x00\x00") + bits([(0, 1)] * blocks)
+    runs, left = [], blocks
+    while left > 0:
+        run = min(left, 32767)
+        runs += [(0, 1), (max(run, 16384) - 16384, 14)]
+        left -= max(run, 16384)
+    out += (segment(0xDA, b"\x01\x01\x00\x01\x3f\x00") + bits(runs)) * scans
+    return bytes(out + b"\xff\xd9")
+
+
+def test_progressive_jpeg_with_too_many_scans_is_refused_from_its_markers():
+    """Each scan of a progressive JPEG is a pass over every block, draft or
+    not: a 0.4 MB file of 1,500 near-empty scans at 10000x10000 held a decode
+    thread for a minute (cancelling the call could not stop it). Scans are
+    now counted from the markers first; encoders write 6-10."""
+    attack = progressive_jpeg_of_empty_scans(4000, 4000, 400)
+    few = progressive_jpeg_of_empty_scans(4000, 4000, 5)
+    assert decode_image(few, 224).size == (500, 500)         # valid, and decoded
+    t = time.perf_counter()
+    with pytest.raises(DecodeError) as e:
+        decode_image(attack, 224)
+    assert time.perf_counter() - t < 0.5
+    assert e.value.code == "RESOURCE_EXHAUSTED" and "scans" in str(e.value)
+    # At 10000x10000 the bound is lower (scans x pixels).
+    with pytest.raises(DecodeError, match="above the limit of 25"):
+        decode_image(progressive_jpeg_of_empty_scans(10000, 10000, 30), 224)
+
+
+def test_ordinary_progressive_jpegs_decode_and_embedded_markers_do_not_count(photos):
+    from imagesieve_server.engine.decode import jpeg_scans
+    im = photo_image(photos[0][0])
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90, progressive=True, optimize=True)
+    data = buf.getvalue()
+    assert 6 <= jpeg_scans(data) <= 12
+    # 150 start-of-scan byte pairs inside an application segment (as in an
+    # EXIF thumbnail or an ICC profile) are not scans of this image.
+    padded = data[:2] + struct.pack(">BBH", 0xFF, 0xEF, 2 + 600) + b"\xff\xda\x00\x04" * 150 + data[2:]
+    assert jpeg_scans(padded) == jpeg_scans(data)
+    assert decode_image(padded, 224).size == decode_image(data, 224).size
+
+
+def test_jpeg2000_decodes_only_the_resolutions_it_needs():
+    """OpenJPEG decoded every file at full size: a 5 KB 10000x10000 file took
+    ~5-8 s and ~2 GB. It now drops the resolution levels the model does not
+    need (as JPEG's draft scaling does), and the memory charged follows."""
+    rng = np.random.default_rng(0)
+    small = Image.fromarray((rng.random((75, 75, 3)) * 255).astype(np.uint8)).resize((6000, 6000), Image.BILINEAR)
+    buf = io.BytesIO()
+    small.save(buf, "JPEG2000", quality_mode="rates", quality_layers=[200], irreversible=True)
+    data = buf.getvalue()
+    t = time.perf_counter()
+    out = decode_image(data, 224)
+    took = time.perf_counter() - t
+    assert min(out.size) >= 224 and max(out.size) < 6000 // 8 and out.info["original_size"] == (6000, 6000)
+    assert took < 2.0, took
+    opened = Image.open(io.BytesIO(data))
+    assert decode_bytes(opened, 224) < 64 << 20                    # charged at the reduced size
+    # The same picture as a full decode, reduced.
+    full = np.asarray(Image.open(io.BytesIO(data)).convert("L").resize(out.size, Image.BOX), np.float32)
+    reduced = np.asarray(out.convert("L"), np.float32)
+    assert np.corrcoef(full.ravel(), reduced.ravel())[0, 1] > 0.95

@@ -43,14 +43,16 @@ def test_score_labels_with_a_pixel_cnn_on_the_stored_thumbnails(server, digits_c
     """pixels=True over 1,000 real digits with 30 flipped labels: a small CNN
     on the collection's stored 48x48 thumbnails averaged with LDA (torch is
     installed here) finds the flips, and says how it scored; on the 400-digit
-    collection and 12 inline photos it says why it used the embeddings alone."""
+    collection and 12 inline photos it says why it used the embeddings alone.
+    Two folds: each fold trains the CNN on the CPU (five took ~3.5 minutes
+    of the test suite)."""
     flipped = add_flipped_digits(server, "digits1000", 1000, 30, seed=1)
     with Client(server.address) as c:
-        res = c.score_labels(collection="digits1000", top_fraction=0.03, pixels=True)
+        res = c.score_labels(collection="digits1000", top_fraction=0.03, pixels=True, folds=2)
         assert "small CNN on the pixels" in res.note
         found = {s.key for s in res.suspects} & flipped
         assert len(found) >= 20, f"found {len(found)} of 30 flipped labels among 30 suspects"
-        plain = c.score_labels(collection="digits1000", top_fraction=0.03)
+        plain = c.score_labels(collection="digits1000", top_fraction=0.03, folds=2)
         assert plain.note == ""
         assert max(abs(a.suggested_probability - b.suggested_probability)
                    for a, b in zip(res.scores, plain.scores)) > 0.01
@@ -106,6 +108,16 @@ def test_label_conflicts_are_the_duplicates_with_different_labels(server, photos
     assert from_scores == from_find == {frozenset(("p0", "p0-again")), frozenset(("p3", "p3-cropped"))}
     cropped = next(p for p in found.pairs if {p.key_a, p.key_b} == {"p3", "p3-cropped"})
     assert cropped.cosine < 0.97 and not cropped.exact
+    # Scored again, unchanged: the verified pairs are reused, and the same.
+    # After an add or a removal they are computed again.
+    with Client(server.address) as c:
+        again = c.score_labels(collection="conflicts", folds=2, top_fraction=0.2)
+        assert {frozenset((x.key_a, x.key_b)) for x in again.conflicting_duplicates} == from_scores
+        assert all(a.added for a in c.add("conflicts", [data[5]], keys=["p5-again"], labels=["b"]))
+        c.remove("conflicts", ["p0-again"])
+        changed = c.score_labels(collection="conflicts", folds=2, top_fraction=0.2)
+    assert {frozenset((x.key_a, x.key_b)) for x in changed.conflicting_duplicates} == \
+        {frozenset(("p5", "p5-again")), frozenset(("p3", "p3-cropped"))}
 
 
 def test_sample_size_over_a_collection(server, digits_collection):

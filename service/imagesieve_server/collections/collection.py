@@ -15,6 +15,7 @@ every other call; a call on a closed (dropped) collection is ABORTED.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import contextlib
@@ -46,6 +47,7 @@ SNAPSHOT_RETRY_S = 30.0
 # Tiny or glyph-like images pair up far more easily: verified verdicts (the default) judge
 # each candidate against its look-alikes instead (analysis.duplicates.verify).
 DEFAULT_THRESHOLD = 0.75
+DERIVED_KEPT = 4          # derived results a collection keeps (``keep_derived``)
 LAYOUT_RETRY_S = 60.0     # after a failed build of the coarse-layout index, checks go without it this long
 # A collection's coarse-layout index is built inside the first verified check
 # up to this many images (~0.2 s), in the background above it.
@@ -209,10 +211,27 @@ class Collection:
         self._layouts_building: threading.Thread | None = None
         self._layouts_retry_at = 0.0
         self._closing = threading.Event()      # stops a background build
+        # Costly results derived from the stored images (a job's duplicate
+        # verification), keyed by a digest of exactly what they were
+        # computed from: a repeated job on an unchanged collection reuses
+        # them. The newest DERIVED_KEPT.
+        self._derived: collections.OrderedDict[bytes, object] = collections.OrderedDict()
         self.index, rebuilt = self._load_index()
         if rebuilt:
             self._try_snapshot()     # replace the damaged file now, not at the next trigger
         self._maybe_reindex()
+
+    def derived(self, key: bytes):
+        """A result stored by ``keep_derived`` under ``key``, or None."""
+        with self._lock:
+            return self._derived.get(key)
+
+    def keep_derived(self, key: bytes, value) -> None:
+        with self._lock:
+            self._derived[key] = value
+            self._derived.move_to_end(key)
+            while len(self._derived) > DERIVED_KEPT:
+                self._derived.popitem(last=False)
 
     # -- lifecycle ----------------------------------------------------------
     @classmethod

@@ -172,6 +172,10 @@ class ImageSieveServer:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.descriptors = raise_descriptor_limit()
+        # Connections at most half the descriptors: 20,000 idle ones (no
+        # calls, so no call limit applies) used up every descriptor, and
+        # collections and files could not be opened.
+        self.max_connections = max(64, self.descriptors // 2)
         self.tokens = TokenStore.load(config.tokens_file, os.environ.get("IMAGESIEVE_TOKENS"))
         self.budget = MemoryBudget((config.max_inflight_mb or default_budget_mb()) << 20)
         embedder = Embedder.from_model(
@@ -223,10 +227,7 @@ class ImageSieveServer:
                 # on the event loop, one call after another, and stalled every
                 # client (0.03 s -> 8.4 s). A compressed request is refused.
                 ("grpc.compression_enabled_algorithms_bitset", 1),
-                # Connections at most half the descriptors: 20,000 idle ones
-                # (no calls, so no call limit applies) used up every
-                # descriptor, and collections and files could not be opened.
-                ("grpc.max_allowed_incoming_connections", max(64, self.descriptors // 2))]
+                ("grpc.max_allowed_incoming_connections", self.max_connections)]
         limiter = CallLimiter(c.max_concurrent_rpcs, c.max_calls_per_client or max(1, c.max_concurrent_rpcs // 2),
                               c.evict_idle_s)
         interceptors = [ObservabilityInterceptor(self.metrics, limiter)]
@@ -334,7 +335,7 @@ async def serve(config: ServerConfig) -> None:
     log.info("limits: %d MiB in flight, %d images a request, %d calls (%d a client) and %d analysis jobs at once, "
              "%d collections, %d connections (of %d file descriptors); %s", config.max_inflight_mb,
              config.max_images_per_request, config.max_concurrent_rpcs, config.max_calls_per_client, config.max_jobs,
-             config.max_collections, max(64, srv.descriptors // 2), srv.descriptors,
+             config.max_collections, srv.max_connections, srv.descriptors,
              f"{srv.alignment_pool.workers} alignment processes" if srv.alignment_pool else "alignment in the request's thread")
     if srv.metrics_port is not None:
         print(f"imagesieve: metrics on http://{config.metrics_host}:{srv.metrics_port}/metrics", flush=True)

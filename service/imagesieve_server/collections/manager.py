@@ -5,6 +5,7 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 import threading
 import uuid
 from pathlib import Path
@@ -36,7 +37,6 @@ def _cut_short(path: Path) -> bool:
     """A folder whose store has no settings and no rows: a create that failed
     before its settings were written (e.g. out of descriptors, when even
     removing the folder failed). Not a collection, and it would block its name."""
-    import sqlite3
     try:
         db = sqlite3.connect(f"file:{path / 'store.sqlite'}?mode=ro", uri=True)
         try:

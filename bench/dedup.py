@@ -46,9 +46,11 @@ THREADS = 1  # set by --threads: every method runs with the same thread count
 
 
 def synthetic_embeddings(n: int, d: int = 1024, dup_frac: float = 0.1, seed: int = 0,
-                         rank: int = 64, chunk: int = 100_000) -> np.ndarray:
+                         rank: int = 64, chunk: int = 100_000, with_sources: bool = False):
     """(n, d) float32 unit vectors shaped like CNN embeddings, with planted
-    near duplicates at cosine 0.9-0.99 (``dup_frac`` of the rows)."""
+    near duplicates at cosine 0.9-0.99 (``dup_frac`` of the rows).
+    ``with_sources``: also (n,) int64, the row each planted copy was made
+    from (-1 for the others)."""
     rng = np.random.default_rng(seed)
     n_clusters = max(10, n // 50)
     w = 1.0 / np.arange(1, n_clusters + 1) ** 0.8
@@ -69,9 +71,10 @@ def synthetic_embeddings(n: int, d: int = 1024, dup_frac: float = 0.1, seed: int
         x += rng.standard_normal((e - s, d)).astype(np.float32) * np.float32(0.45 / np.sqrt(d))
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         out[s:e] = x
+    sources = np.full(n, -1, np.int64)
     for s in range(n_base, n, chunk):
         e = min(s + chunk, n)
-        src = rng.integers(0, n_base, e - s)
+        src = sources[s:e] = rng.integers(0, n_base, e - s)
         t = rng.uniform(0.9, 0.99, e - s).astype(np.float32)
         v = rng.standard_normal((e - s, rank)).astype(np.float32) @ u.T
         v += rng.standard_normal((e - s, d)).astype(np.float32) / np.float32(np.sqrt(d))
@@ -82,7 +85,12 @@ def synthetic_embeddings(n: int, d: int = 1024, dup_frac: float = 0.1, seed: int
         y /= np.linalg.norm(y, axis=1, keepdims=True)
         out[s:e] = y
     perm = rng.permutation(n)
-    return out[perm]
+    if not with_sources:
+        return out[perm]
+    position = np.empty(n, np.int64)
+    position[perm] = np.arange(n)
+    moved = sources[perm]
+    return out[perm], np.where(moved >= 0, position[np.maximum(moved, 0)], -1)
 
 
 def _rss_mb() -> float:

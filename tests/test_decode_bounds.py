@@ -404,6 +404,13 @@ def test_progressive_jpeg_with_too_many_scans_is_refused_from_its_markers():
     # At 10000x10000 the bound is lower (scans x pixels).
     with pytest.raises(DecodeError, match="above the limit of 25"):
         decode_image(progressive_jpeg_of_empty_scans(10000, 10000, 30), 224)
+    # Thousands of empty segments between the scans cost seconds to walk
+    # byte by byte; no encoder writes them.
+    comments = few[:-2] + b"\xff\xfe\x00\x02" * 200_000 + few[-2:]
+    t = time.perf_counter()
+    with pytest.raises(DecodeError):
+        decode_image(comments, 224)
+    assert time.perf_counter() - t < 0.5
 
 
 def test_ordinary_progressive_jpegs_decode_and_embedded_markers_do_not_count(photos):
@@ -436,6 +443,13 @@ def test_jpeg2000_decodes_only_the_resolutions_it_needs():
     assert took < 2.0, took
     opened = Image.open(io.BytesIO(data))
     assert decode_bytes(opened, 224) < 64 << 20                    # charged at the reduced size
+    # Sides that are not multiples of the reduction: Pillow rounds the reduced
+    # size half up, OpenJPEG up; a reduction where they differ is not asked for.
+    for w, h in ((1001, 1001), (4000, 3001), (1025, 768)):
+        odd = io.BytesIO()
+        small.resize((w, h)).save(odd, "JPEG2000")
+        got = decode_image(odd.getvalue(), 224)
+        assert min(got.size) >= 224 and got.info["original_size"] == (w, h)
     # The same picture as a full decode, reduced.
     full = np.asarray(Image.open(io.BytesIO(data)).convert("L").resize(out.size, Image.BOX), np.float32)
     reduced = np.asarray(out.convert("L"), np.float32)

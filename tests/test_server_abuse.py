@@ -438,6 +438,8 @@ def test_idle_connections_cannot_use_up_the_descriptors(manifest_path, tmp_path,
         proc.terminate()
         proc.wait(30)
     assert any("128 connections (of 256 file descriptors)" in line for line in log), "".join(log[-20:])
+    # 1,000 collections of 3 descriptors do not fit in the rest: the cap says so and follows.
+    assert any("--max-collections 1000 lowered to 32" in line for line in log), "".join(log[-20:])
 
 
 def test_collections_are_capped_and_a_create_cut_short_does_not_block_its_name(manifest_path, tmp_path):

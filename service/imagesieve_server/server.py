@@ -176,6 +176,14 @@ class ImageSieveServer:
         # calls, so no call limit applies) used up every descriptor, and
         # collections and files could not be opened.
         self.max_connections = max(64, self.descriptors // 2)
+        # Collections hold 3 each for the server's life: no more than the
+        # rest fits, with some kept for files, pipes and the model.
+        kept = min(DESCRIPTORS_KEPT, self.descriptors // 8)
+        fits = max(1, (self.descriptors - self.max_connections - kept) // 3)
+        self.max_collections = min(config.max_collections, fits)
+        if self.max_collections < config.max_collections:
+            log.warning("--max-collections %d lowered to %d: %d file descriptors allowed (raise the hard limit, "
+                        "e.g. ulimit -Hn, to hold more)", config.max_collections, fits, self.descriptors)
         self.tokens = TokenStore.load(config.tokens_file, os.environ.get("IMAGESIEVE_TOKENS"))
         self.budget = MemoryBudget((config.max_inflight_mb or default_budget_mb()) << 20)
         embedder = Embedder.from_model(
@@ -196,7 +204,7 @@ class ImageSieveServer:
         self.alignment_pool = verify.AlignmentPool(workers) if workers >= 2 else None
         self.collections = CollectionManager(config.data_dir, ex.manifest.name, ex.dim, config.snapshot_every,
                                              alignment_pool=self.alignment_pool,
-                                             max_collections=config.max_collections)
+                                             max_collections=self.max_collections)
         self.health = HealthServicer()
         self._not_serving: set[str] = set()     # collections whose health entry says NOT_SERVING
         self.server: grpc.aio.Server | None = None
@@ -335,7 +343,7 @@ async def serve(config: ServerConfig) -> None:
     log.info("limits: %d MiB in flight, %d images a request, %d calls (%d a client) and %d analysis jobs at once, "
              "%d collections, %d connections (of %d file descriptors); %s", config.max_inflight_mb,
              config.max_images_per_request, config.max_concurrent_rpcs, config.max_calls_per_client, config.max_jobs,
-             config.max_collections, srv.max_connections, srv.descriptors,
+             srv.max_collections, srv.max_connections, srv.descriptors,
              f"{srv.alignment_pool.workers} alignment processes" if srv.alignment_pool else "alignment in the request's thread")
     if srv.metrics_port is not None:
         print(f"imagesieve: metrics on http://{config.metrics_host}:{srv.metrics_port}/metrics", flush=True)
@@ -348,6 +356,9 @@ async def serve(config: ServerConfig) -> None:
     log.info("shutting down: draining in-flight work (grace %.0fs)", config.grace_s)
     await srv.stop()
     log.info("stopped")
+
+
+DESCRIPTORS_KEPT = 256       # at most, for files, pipes, workers and the model beyond connections and collections
 
 
 def raise_descriptor_limit() -> int:

@@ -104,24 +104,32 @@ def _decoded_size(img: Image.Image, min_size: int | None) -> tuple[int, int]:
     return w, h
 
 
-def _j2k_levels(img: Image.Image) -> int:
-    """Resolution levels OpenJPEG can drop from an opened JPEG 2000 image:
-    the fewest wavelet decomposition levels of its main header (COD, and
-    COC per component), 0 when they cannot be read. Reads the header only."""
+MAX_HEADER_SEGMENTS = 1024     # segments a header walk reads (real files: a few dozen)
+
+
+def _j2k_header(img: Image.Image) -> tuple[int, int, int]:
+    """(levels, x offset, y offset) of an opened JPEG 2000 image's main
+    header: the fewest wavelet decomposition levels of its COD and COC
+    segments (how many resolutions OpenJPEG can drop), and the image
+    offsets of its SIZ segment; levels 0 when they cannot be read. Reads at
+    most MAX_HEADER_SEGMENTS segments of the header, never the tiles."""
     fp = getattr(img, "fp", None)
     if fp is None or not hasattr(fp, "getbuffer"):
-        return 0
+        return 0, 0, 0
     data = fp.getbuffer()
     start = bytes(data[:1 << 16]).find(b"\xff\x4f\xff\x51")        # SOC, SIZ
     if start < 0:
-        return 0
-    pos, levels, components = start + 2, [], 0
-    while pos + 4 <= len(data):
+        return 0, 0, 0
+    pos, levels, components, x0, y0 = start + 2, [], 0, 0, 0
+    for _ in range(MAX_HEADER_SEGMENTS):
+        if pos + 4 > len(data):
+            break
         marker, length = bytes(data[pos:pos + 2]), int.from_bytes(data[pos + 2:pos + 4], "big")
         if marker[0] != 0xFF or length < 2 or marker == b"\xff\x90":   # not a marker, or the first tile
             break
         body = bytes(data[pos + 4:pos + 2 + length])
-        if marker == b"\xff\x51" and len(body) >= 36:                  # SIZ: component count
+        if marker == b"\xff\x51" and len(body) >= 36:                  # SIZ
+            x0, y0 = int.from_bytes(body[10:14], "big"), int.from_bytes(body[14:18], "big")
             components = int.from_bytes(body[34:36], "big")
         elif marker == b"\xff\x52" and len(body) >= 6:                 # COD
             levels.append(body[5])
@@ -130,21 +138,29 @@ def _j2k_levels(img: Image.Image) -> int:
             if len(body) > at:
                 levels.append(body[at])
         pos += 2 + length
-    return min(levels) if levels else 0
+    return (min(levels) if levels else 0), x0, y0
 
 
 def _j2k_reduce(img: Image.Image, min_size: int) -> int:
     """How many halvings decode_image asks OpenJPEG for (``img.reduce``):
-    as many as keep the shorter side >= ``min_size`` and the file allows.
-    OpenJPEG then decodes only those resolutions: a 10000x10000 file took
-    8 s and 1.9 GB at full size, 0.05 s and 46 MB at 1/32."""
+    as many as keep the shorter side >= ``min_size`` and the file allows,
+    and where Pillow's idea of the reduced size (rounded half up) is
+    OpenJPEG's (ceil(x1 / 2^r) - ceil(x0 / 2^r)), else Pillow refuses the
+    data. OpenJPEG then decodes only those resolutions: a 10000x10000 file
+    took 8 s and 1.9 GB at full size, 0.05 s and 46 MB at 1/32."""
     w, h = img.size
     if min(w, h) <= 2 * min_size:
         return 0
+    levels, x0, y0 = _j2k_header(img)
     r = 0
-    while min(w, h) >> (r + 1) >= min_size:
+    while min(w, h) >> (r + 1) >= min_size and r < levels:
         r += 1
-    return min(r, _j2k_levels(img))
+    for r in range(r, 0, -1):
+        p = 1 << r
+        if all(int((side + (p >> 1)) / p) == -(-(offset + side) // p) + (-offset // p)
+               for side, offset in ((w, x0), (h, y0))):
+            return r
+    return 0
 
 
 def raster_bytes(img: Image.Image, min_size: int | None = None) -> int:
@@ -197,7 +213,10 @@ def _decoder_buffers(img: Image.Image, min_size: int | None = None) -> int:
         # A progressive JPEG keeps every DCT coefficient of the whole image
         # (2 bytes each) until the last scan: draft scaling does not shrink it.
         return 2 * w * h * max(1, len(img.getbands()))
-    return _DECODER_BYTES_PER_PIXEL.get(img.format, 0) * w * h
+    extra = 0
+    if img.format == "JPEG2000" and hasattr(getattr(img, "fp", None), "getbuffer"):
+        extra = img.fp.getbuffer().nbytes          # OpenJPEG holds the whole codestream as well
+    return _DECODER_BYTES_PER_PIXEL.get(img.format, 0) * w * h + extra
 
 
 def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits(),
@@ -286,6 +305,12 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
     except DecodeError:
         raise
     except Exception as e:  # noqa: BLE001 - truncated/corrupt data of any kind
+        if getattr(img, "_reduce", 0):
+            # Reduced as its main header allows: a tile that overrides it with
+            # fewer levels cannot be. Not decoded in full instead: that would
+            # cost memory the budget was not charged for.
+            raise DecodeError(f"cannot decode image: {e} (a JPEG 2000 file whose tiles have fewer resolution "
+                              f"levels than its header declares; convert it, e.g. to PNG)") from None
         raise DecodeError(f"cannot decode image: {e}") from None
     rgb.info["original_size"] = (w, h)
     return rgb
@@ -309,9 +334,14 @@ def max_jpeg_scans(pixels: int) -> int:
 def jpeg_scans(data: bytes) -> int:
     """Start-of-scan markers in a JPEG's own stream: segments are skipped by
     their lengths (an EXIF thumbnail's scans are not counted), entropy-coded
-    data up to the next marker. Stops counting past MAX_JPEG_SCANS + 1."""
-    pos, scans, n = 2, 0, len(data)
+    data up to the next marker. Stops counting past MAX_JPEG_SCANS + 1, and
+    returns that for a stream of more than MAX_HEADER_SEGMENTS segments
+    (thousands of empty ones cost seconds to walk, and no encoder writes them)."""
+    pos, scans, n, steps = 2, 0, len(data), 0
     while pos + 4 <= n and scans <= MAX_JPEG_SCANS:
+        steps += 1
+        if steps > MAX_HEADER_SEGMENTS:         # thousands of empty segments: not a real encoder's
+            return MAX_JPEG_SCANS + 1
         if data[pos] != 0xFF:
             found = _JPEG_MARKER.search(data, pos)
             if found is None:
@@ -319,8 +349,10 @@ def jpeg_scans(data: bytes) -> int:
             pos = found.start()
             continue
         marker = data[pos + 1]
-        if marker == 0xFF:                           # fill byte
-            pos += 1
+        if marker == 0xFF:                           # fill bytes: to the last of the run
+            pos += len(data[pos:pos + 65536]) - len(data[pos:pos + 65536].lstrip(b"\xff")) - 1
+            if data[pos + 1] == 0xFF:                # a run longer than that: not a real encoder's
+                return MAX_JPEG_SCANS + 1
             continue
         if marker == 0xD9:                           # end of image
             break

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 from typing import AsyncIterator
 
@@ -108,10 +109,9 @@ def _digest(what: str, params, data: LabelledVectors) -> bytes:
     """What a result was computed from: its parameters and, per image, key,
     label, split and content hash (the collection's model embeds the same
     bytes the same way)."""
-    h = hashlib.blake2b(f"{what}\0{params!r}".encode(), digest_size=32)
-    for column in (data.keys, data.labels, data.splits, data.sha256):
-        h.update(b"\1" + "\0".join(column).encode("utf-8", "surrogatepass"))
-    return h.digest()
+    # JSON: every string quoted and escaped, so no two inputs give one text.
+    text = json.dumps([what, repr(params), data.keys, data.labels, data.splits, data.sha256])
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=32).digest()
 
 
 def check_data(data: LabelledVectors, params: label_issues.Params) -> None:

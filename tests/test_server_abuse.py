@@ -331,7 +331,7 @@ def test_a_flood_of_calls_on_one_channel_does_not_cancel_other_clients(manifest_
     """8,000 calls opened at once on one channel: gRPC queued the calls it had
     not yet handed to the server's code and, past 3,000, cancelled new ones,
     other clients' included (CANCELLED, never seen by the call limiter).
-    HTTP/2's stream limit per connection (the per-client call limit) now
+    HTTP/2's stream limit per connection (twice --max-concurrent-rpcs) now
     keeps the flood waiting on its own side."""
     with LocalServer([], model=str(manifest_path)) as srv:
         flood = subprocess.Popen([sys.executable, "-c", FLOOD, srv.address, "8000"], stdout=subprocess.PIPE,

@@ -206,10 +206,14 @@ def decode_bytes(img: Image.Image, min_size: int | None = None) -> int:
 _DECODER_BYTES_PER_PIXEL = {"WEBP": 16, "JPEG2000": 20, "AVIF": 10}
 
 
+def _progressive_jpeg(img: Image.Image) -> bool:
+    return img.format in ("JPEG", "MPO") and ("progressive" in img.info or "progression" in img.info)
+
+
 def _decoder_buffers(img: Image.Image, min_size: int | None = None) -> int:
     # Before any draft these buffers are full-size; OpenJPEG's follow its reduction.
     w, h = _decoded_size(img, min_size) if img.format == "JPEG2000" else img.size
-    if img.format in ("JPEG", "MPO") and ("progressive" in img.info or "progression" in img.info):
+    if _progressive_jpeg(img):
         # A progressive JPEG keeps every DCT coefficient of the whole image
         # (2 bytes each) until the last scan: draft scaling does not shrink it.
         return 2 * w * h * max(1, len(img.getbands()))
@@ -264,7 +268,7 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
     if w * h > limits.max_pixels:
         raise DecodeError(f"image is {w}x{h} = {w * h} pixels, above the limit of "
                           f"{limits.max_pixels}", "RESOURCE_EXHAUSTED")
-    if img.format in ("JPEG", "MPO") and ("progressive" in img.info or "progression" in img.info):
+    if _progressive_jpeg(img):
         scans = jpeg_scans(data)
         if scans > max_jpeg_scans(w * h):
             count = scans if scans <= MAX_JPEG_SCANS else f"over {MAX_JPEG_SCANS}"

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import encode, photo_image
+from imagesieve import Client
 from imagesieve.local_server import LocalServer
 from imagesieve.v1 import (common_pb2, duplicates_pb2, duplicates_pb2_grpc, embedding_pb2,
                            embedding_pb2_grpc)
@@ -515,6 +516,25 @@ def test_a_port_in_use_is_refused_not_shared(manifest_path, tmp_path):
         r = _serve("--model", str(manifest_path), "--address", first.address, "--data-dir", str(tmp_path))
         assert r.returncode == 2, r.stdout + r.stderr
         assert "Traceback" not in r.stderr and "in use" in r.stderr
+
+
+def test_a_data_folder_in_use_is_refused_not_shared(manifest_path, tmp_path):
+    """Two servers on one data folder would each index only their own adds:
+    a check on one passes an image the other holds. The second is refused
+    in one line naming the first's pid; once the first is gone (kill -9
+    too: the lock dies with its process), the folder serves again."""
+    data = tmp_path / "data"
+    with LocalServer(model=str(manifest_path), data_dir=str(data)) as first, Client(first.address) as c:
+        c.create_collection("held")
+        r = _serve("--model", str(manifest_path), "--address", "127.0.0.1:0", "--data-dir", str(data))
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "Traceback" not in r.stderr and "in use by another imagesieve server" in r.stderr, r.stderr
+        assert f"pid {first.proc.pid}" in r.stderr, r.stderr
+        assert c.list_collections()[0].name == "held"        # the first serves on, untouched
+        first.proc.kill()
+        first.proc.wait(10)
+    with LocalServer(model=str(manifest_path), data_dir=str(data)) as second, Client(second.address) as c:
+        assert [x.name for x in c.list_collections()] == ["held"]
 
 
 def test_start_up_names_the_roots_and_warns_of_plaintext_tokens(manifest_path, root):

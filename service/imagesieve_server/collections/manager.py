@@ -1,6 +1,8 @@
 """Named collections under one data folder."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import re
@@ -53,6 +55,38 @@ def _cut_short(path: Path) -> bool:
         return False        # damaged, not empty: loaded as failed, for a person to look at
 
 
+class DataDirInUse(OSError):
+    """Another process serves this data folder."""
+
+
+LOCK_NAME = "server.lock"
+
+
+def lock_data_dir(data_dir: Path) -> int | None:
+    """Hold an exclusive lock on ``data_dir`` for this process's life (the
+    descriptor returned; closing it releases the lock, and so does the
+    process's death, kill -9 included). Two servers on one folder would each
+    index only their own adds (a check on one misses the other's images) and
+    one's start-up could remove a create the other has under way. Raises
+    DataDirInUse naming the holder's pid; None where the file system has no
+    locks (a warning: nothing is protected there)."""
+    fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+            raise DataDirInUse(f"data folder {data_dir} is in use by another imagesieve server"
+                               f"{f' (pid {holder})' if holder else ''}: stop it, or give this one "
+                               "another --data-dir") from None
+        log.warning("cannot lock %s (%s): nothing stops a second server from using it", data_dir, e)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 class CollectionManager:
     """Opens every collection under ``data_dir/collections`` at start (each
     replays its log), creates and drops them. Thread-safe.
@@ -65,6 +99,7 @@ class CollectionManager:
                  alignment_pool=None, max_collections: int = DEFAULT_MAX_COLLECTIONS):
         self.root = Path(data_dir) / "collections"
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = lock_data_dir(Path(data_dir))     # before anything is loaded or removed
         self.model, self.dim, self.snapshot_every = model, dim, snapshot_every
         self.max_collections = max_collections
         self.alignment_pool = alignment_pool        # verify.AlignmentPool for the collections' checks
@@ -187,3 +222,6 @@ class CollectionManager:
                 c.close()
             except Exception as e:  # noqa: BLE001 - one failing close must not keep the others open
                 log.warning("collection %r did not close cleanly: %s", c.name, e)
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)            # the folder is free for another server

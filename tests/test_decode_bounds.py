@@ -36,9 +36,14 @@ def png_claiming(width: int, height: int, bit_depth: int = 8, colour_type: int =
 
 
 def old_to_8bit(values: np.ndarray, sixteen_bit: bool) -> np.ndarray:
-    """The former float64 mapping of I;16 / I / F values to 8 bits (the reference)."""
+    """The mapping of I;16 / I / F values to 8 bits, in float64 (the
+    reference): by the range the maximum says (255, 65535, else the maximum
+    itself; a float maximum of at most 1 means 0..1)."""
     arr = np.asarray(values, dtype=np.float64)
-    hi = 65535.0 if sixteen_bit or arr.max(initial=0) > 255 else 255.0
+    top = arr[np.isfinite(arr)].max(initial=0)
+    is_float = np.asarray(values).dtype.kind == "f"
+    hi = (65535.0 if sixteen_bit else 1.0 if is_float and top <= 1 else 255.0 if top <= 255
+          else 65535.0 if top <= 65535 else top)
     return np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8)
 
 
@@ -170,22 +175,33 @@ def test_sixteen_bit_gradient_keeps_its_values():
     assert got.min() <= 1 and got.max() >= 247
 
 
-def test_int_and_float_modes_behave_as_before(tmp_path):
+def test_int_and_float_modes_map_by_their_range(tmp_path):
+    """Each range keeps its picture: a float TIFF of 0..1 came out black and
+    a 32-bit one of values up to 65,535,000 white (a probe found both
+    decoding silently as blank images, paired as duplicates of anything blank)."""
     rng = np.random.default_rng(4)
     cases = {
         "I <= 255": rng.integers(0, 256, (120, 160)).astype(np.int32),
         "I negatives, <= 255": rng.integers(-300, 256, (120, 160)).astype(np.int32),
         "I 16-bit range": rng.integers(0, 65536, (120, 160)).astype(np.int32),
         "I beyond 16 bits": rng.integers(-5000, 200000, (120, 160)).astype(np.int32),
+        "I up to 65,535,000": rng.integers(0, 65_535_001, (120, 160)).astype(np.int32),
         "F <= 255": rng.uniform(0, 255, (120, 160)).astype(np.float32),
         "F 0..1": rng.uniform(0, 1, (120, 160)).astype(np.float32),
         "F negatives, > 255": rng.uniform(-100, 90000, (120, 160)).astype(np.float32),
+        "F 0..1 with inf and NaN": np.where(rng.random((120, 160)) < 0.01, np.inf,
+                                            rng.uniform(0, 1, (120, 160))).astype(np.float32),
     }
+    cases["F 0..1 with inf and NaN"][0, :5] = np.nan
     for name, arr in cases.items():
         data = encode(Image.fromarray(arr), "TIFF")
         assert _opened(data).mode == ("F" if arr.dtype == np.float32 else "I"), name
-        rgb = np.asarray(decode_image(data, 32))
-        np.testing.assert_array_equal(rgb[..., 0], old_to_8bit(arr, False), err_msg=name)
+        grey = np.asarray(decode_image(data, 32))[..., 0].astype(int)
+        ref = old_to_8bit(np.nan_to_num(arr, nan=0.0, posinf=np.inf), False).astype(int)
+        # Integer arithmetic beyond 16 bits may floor one level below float64's.
+        assert np.abs(grey - ref).max() <= (1 if name.startswith("I beyond") or "65,535,000" in name else 0), name
+        finite = np.isfinite(arr)
+        assert grey[finite].std() > 40, name          # a picture, not a blank
     # Values <= 255 are the 8-bit levels themselves.
     levels = np.arange(256, dtype=np.int32).reshape(16, 16)
     for arr in (levels, levels.astype(np.float32)):
@@ -454,3 +470,111 @@ def test_jpeg2000_decodes_only_the_resolutions_it_needs():
     full = np.asarray(Image.open(io.BytesIO(data)).convert("L").resize(out.size, Image.BOX), np.float32)
     reduced = np.asarray(out.convert("L"), np.float32)
     assert np.corrcoef(full.ravel(), reduced.ravel())[0, 1] > 0.95
+
+
+# -- what Pillow would pay for while opening (engine/preflight.py) --------------------
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _rle8_bmp(w: int, h: int, rows: bytes) -> bytes:
+    palette = b"".join(bytes((i, 255 - i, i // 2, 0)) for i in range(256))
+    start = 14 + 40 + len(palette)
+    return (b"BM" + struct.pack("<IHHI", start + len(rows), 0, 0, start)
+            + struct.pack("<IiiHHIIiiII", 40, w, h, 1, 8, 1, len(rows), 2835, 2835, 256, 0) + palette + rows)
+
+
+def _rle8_rows(w: int, h: int) -> bytes:
+    """Rows of runs of 16 pixels, as an encoder writes them."""
+    row = b"".join(bytes((min(16, w - x), (x // 16) % 256)) for x in range(0, w, 16))
+    return (row + b"\x00\x00") * h + b"\x00\x01"
+
+
+def _ico_holding_bitmap(w: int, h: int) -> bytes:
+    """A 16x16 directory entry whose bitmap says w x h (RLE8, a few delta codes fill it)."""
+    palette = b"".join(bytes((i, i, i, 0)) for i in range(256))
+    codes = b"\x00\x02\x00\xff" * (h // 255 + 1) + b"\x00\x01"
+    dib = struct.pack("<IiiHHIIiiII", 40, w, 2 * h, 1, 8, 1, len(codes), 0, 0, 256, 0) + palette + codes
+    return struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 8, len(dib), 22) + dib
+
+
+def _tiff_gray(w: int, h: int, rows_per_strip: int = 0, tile: int = 0) -> bytes:
+    """An uncompressed 8-bit gray TIFF of a gradient: strips of ``rows_per_strip``
+    rows (each its own StripOffsets entry), or one ``tile`` x ``tile`` tile."""
+    pixels = bytes((x + y) % 256 for y in range(h) for x in range(w))
+    def tag(t, c, v, ty=4):
+        return struct.pack("<HHII", t, ty, c, v)
+    if tile:
+        body = b"\x00" * min(tile * tile, 1 << 16)      # a bomb need not carry its tile
+        n = 9
+        data_at = 8 + 2 + 12 * n + 4
+        tags = [tag(256, 1, w), tag(257, 1, h), tag(258, 1, 8, 3), tag(259, 1, 1, 3), tag(262, 1, 1, 3),
+                tag(322, 1, tile), tag(323, 1, tile), tag(324, 1, data_at), tag(325, 1, len(body))]
+        return b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", n) + b"".join(tags) + b"\0\0\0\0" + body
+    rps = rows_per_strip or h
+    strips = -(-h // rps)
+    n = 8
+    pix_at = 8 + 2 + 12 * n + 4
+    offs_at = pix_at + len(pixels)
+    offs = struct.pack(f"<{strips}I", *[pix_at + s * rps * w for s in range(strips)])
+    counts = struct.pack(f"<{strips}I", *[min(rps, h - s * rps) * w for s in range(strips)])
+    one = strips == 1                   # a single value is stored in its entry, not pointed to
+    tags = [tag(256, 1, w), tag(257, 1, h), tag(258, 1, 8, 3), tag(259, 1, 1, 3), tag(262, 1, 1, 3),
+            tag(273, strips, pix_at if one else offs_at), tag(278, 1, rps),
+            tag(279, strips, h * w if one else offs_at + len(offs))]
+    return (b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", n) + b"".join(tags) + b"\0\0\0\0"
+            + pixels + offs + counts)
+
+
+def _png_with(chunks: list[bytes], size: int = 8) -> bytes:
+    img = encode(Image.fromarray(np.arange(size * size, dtype=np.uint8).reshape(size, size)), "PNG")
+    return img[:33] + b"".join(chunks) + img[33:]          # after the signature and IHDR
+
+
+BOMBS = {
+    # a 5 KB bitmap whose rows end after one pixel: Pillow pads each row a byte at a time (~30 s)
+    "RLE bitmap rows ended early": (_rle8_bmp(100_000, 1000, b"\x01\x05\x00\x00" * 1000 + b"\x00\x01"),
+                                    "RLE8 bitmap of 100000x1000"),
+    "icon holding a huge bitmap": (_ico_holding_bitmap(16000, 16000), "16000x16000"),
+    "icon holding an RLE bitmap": (_ico_holding_bitmap(3000, 3000), "RLE8 bitmap of 3000x3000"),
+    "TIFF of 100,000 strips": (_tiff_gray(1, 100_000, rows_per_strip=1), "100000 strips"),
+    "TIFF tile far beyond its image": (_tiff_gray(8, 8, tile=8192), "8192x8192 tiles"),
+    "PNG of 100 ICC profiles": (_png_with([_png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(b"\0" * 1000))] * 100),
+                                "compressed metadata chunks"),
+    "PNG of 2,000 empty chunks": (_png_with([_png_chunk(b"prVt", b"")] * 2000), "chunks before its pixels"),
+    "JPEG of 1 MB fill bytes": (b"\xff\xd8" + b"\xff" * (1 << 20), "padding"),
+    "JPEG of 1 MB junk": (b"\xff\xd8" + b"\x00" * (1 << 20), "padding"),
+    "QOI of 2 MB": (b"qoif" + struct.pack(">IIBB", 2000, 1000, 3, 0) + b"\x00" * (2 << 20) + b"\0" * 7 + b"\1",
+                    "QOI file"),
+}
+
+
+@pytest.mark.parametrize("name", list(BOMBS))
+def test_files_pillow_would_pay_for_while_opening_are_refused_from_their_headers(name):
+    """A fourth probe found each of these holding a decode thread for seconds
+    to minutes, or allocating gigabytes, inside ``Image.open`` or a decoder
+    written in Python, before any limit applied. Each is now refused from
+    its container's headers, alone (RESOURCE_EXHAUSTED, saying why)."""
+    data, says = BOMBS[name]
+    t = time.perf_counter()
+    with pytest.raises(DecodeError) as e:
+        decode_image(data, 224)
+    assert e.value.code == "RESOURCE_EXHAUSTED" and says in str(e.value), str(e.value)
+    assert time.perf_counter() - t < 1.0, name          # headers only: not the seconds Pillow took
+
+
+def test_ordinary_files_of_those_kinds_still_decode():
+    """The same containers as an encoder writes them pass: an RLE bitmap, a TIFF
+    of one strip a row and one of a tile, a PNG with an ICC profile and text."""
+    rle = decode_image(_rle8_bmp(300, 200, _rle8_rows(300, 200)), 16)
+    assert rle.size == (300, 200) and np.asarray(rle).std() > 10
+    strips = np.asarray(decode_image(_tiff_gray(64, 48, rows_per_strip=1), 16))[..., 0]
+    whole = np.asarray(decode_image(_tiff_gray(64, 48), 16))[..., 0]
+    np.testing.assert_array_equal(strips, whole)
+    assert whole[5, 7] == 12
+    assert decode_image(_tiff_gray(200, 200, tile=256), 16).size == (200, 200)
+    png = _png_with([_png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(b"\0" * 500)),
+                     _png_chunk(b"tEXt", b"Title\0x"), _png_chunk(b"zTXt", b"Note\0\0" + zlib.compress(b"y" * 99))])
+    np.testing.assert_array_equal(np.asarray(decode_image(png, 4))[..., 0],
+                                  np.arange(64, dtype=np.uint8).reshape(8, 8))

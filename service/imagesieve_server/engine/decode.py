@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import re
 import warnings
 from typing import Callable
@@ -33,6 +34,8 @@ import numpy as np
 from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
 from ..formats import FORMATS      # what is decoded (and why not more)
+from . import preflight
+from .preflight import MAX_HEADER_SEGMENTS
 
 # Pillow's own bomb guard would raise after we already refused; our limit
 # (DecodeLimits.max_pixels) is the one that applies.
@@ -104,7 +107,6 @@ def _decoded_size(img: Image.Image, min_size: int | None) -> tuple[int, int]:
     return w, h
 
 
-MAX_HEADER_SEGMENTS = 1024     # segments a header walk reads (real files: a few dozen)
 
 
 def _j2k_header(img: Image.Image) -> tuple[int, int, int]:
@@ -248,9 +250,9 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
     if len(data) > limits.max_bytes:
         raise DecodeError(f"image is {len(data)} bytes, above the limit of {limits.max_bytes}",
                           "RESOURCE_EXHAUSTED")
-    icon_problem = _icon_entry_problem(data, limits.max_pixels)
-    if icon_problem:
-        raise DecodeError(icon_problem, "RESOURCE_EXHAUSTED")
+    refused = preflight.problem(data, limits.max_pixels)     # what Pillow would pay for while opening
+    if refused:
+        raise DecodeError(refused, "RESOURCE_EXHAUSTED")
     try:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
@@ -375,9 +377,6 @@ def jpeg_scans(data: bytes) -> int:
     return scans
 
 
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
 def _claimed_format(data: bytes) -> str | None:
     """The accepted format whose signature ``data`` starts with (Pillow's own
     per-format ``accept`` tests), or None."""
@@ -388,27 +387,6 @@ def _claimed_format(data: bytes) -> str | None:
                 return fmt
         except Exception:  # noqa: BLE001 - a plugin's test on a short prefix: not this format
             continue
-    return None
-
-
-def _icon_entry_problem(data: bytes, max_pixels: int) -> str | None:
-    """Pillow decodes an ICO's largest picture while opening it, before any
-    size check: a 16x16 directory entry may hold a 40000x40000 PNG (1.5 MB
-    of file, 1.6 GB decoded). Read each PNG entry's own header first."""
-    if len(data) < 6 or data[:4] != b"\x00\x00\x01\x00":
-        return None
-    count = int.from_bytes(data[4:6], "little")
-    for i in range(min(count, 256)):
-        entry = data[6 + 16 * i: 22 + 16 * i]
-        if len(entry) < 16:
-            break
-        offset = int.from_bytes(entry[12:16], "little")
-        head = data[offset:offset + 24]
-        if head[:8] == _PNG_MAGIC and len(head) == 24:
-            w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-            if w * h > max_pixels:
-                return (f"icon entry {i} is a {w}x{h} = {w * h} pixel PNG, above the limit of "
-                        f"{max_pixels}")
     return None
 
 
@@ -443,10 +421,13 @@ def _reduce_factor(w: int, h: int, min_size: int) -> int:
 def _high_depth_to_l(img: Image.Image, factor: int = 1) -> Image.Image:
     """A loaded I;16* / I / F image -> 8-bit L, box-reduced by ``factor``.
 
-    Values map as they always have: I;16 by v // 257 (0..65535 -> 0..255,
-    identical to the former float64 ``v * 255 / 65535`` truncated); I and F
-    the same when their maximum is above 255, else as they are; clipped to
-    0..255 (F's NaN counts as 0). Done in row strips of ~1 MP, so the
+    Values map by the range their maximum says: I;16 by v // 257 (0..65535
+    -> 0..255, identical to the former float64 ``v * 255 / 65535``
+    truncated); I and F as they are when their maximum is at most 255, as
+    16-bit when at most 65535, and beyond that by the maximum itself (a 32-bit
+    TIFF of values up to 65,535,000 came out white when clipped at 65535); F
+    whose maximum is at most 1 as 0..1 (the usual float convention: such a
+    TIFF came out black); negatives clip to 0 (F's NaN counts as 0). Done in row strips of ~1 MP, so the
     temporaries are a few MB whatever the size: integer arithmetic for I;16
     and I (sums in int64, mean rounded), float64 only on an F strip. With
     ``factor`` > 1 each factor x factor block is averaged (clipped values,
@@ -455,18 +436,27 @@ def _high_depth_to_l(img: Image.Image, factor: int = 1) -> Image.Image:
     """
     mode = img.mode
     w, h = img.size
+    is_float = mode == "F"
     if mode.startswith("I;16"):
         hi = 65535
     else:
         top = img.getextrema()[1]   # native, no copy
-        hi = 65535 if top > 255 else 255
-    is_float = mode == "F"
+        if not math.isfinite(top):      # F with inf or NaN: the largest finite value, a strip at a time
+            step = max(1, _STRIP_PIXELS // w)
+            top = 0.0
+            for y in range(0, h, step):
+                a = np.asarray(img.crop((0, y, w, min(h, y + step))))
+                top = max(top, float(a[np.isfinite(a)].max(initial=0.0)))
+        hi = (1.0 if is_float and top <= 1 else 255 if top <= 255 else 65535 if top <= 65535
+              else (float(top) if is_float else int(top)))
     acc_type = np.float64 if is_float else np.int64
 
     def to_8bit(v: np.ndarray) -> np.ndarray:
         if is_float:
             return np.clip(v.astype(np.float64) * (255.0 / hi), 0, 255)
-        return np.clip(v, 0, 65535) // 257 if hi == 65535 else np.clip(v, 0, 255)
+        if hi == 255:
+            return np.clip(v, 0, 255)
+        return np.clip(v, 0, 65535) // 257 if hi == 65535 else np.clip(v, 0, hi).astype(np.int64) * 255 // hi
 
     def mean(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
         return sums / counts if is_float else (sums + counts // 2) // counts

@@ -1,0 +1,181 @@
+"""What a file's container says, read before Pillow opens it.
+
+Pillow does real work inside ``Image.open`` for some formats, before
+``decode.decode_image`` can check a pixel count or charge the memory budget,
+and some of its decoders are Python loops whose cost follows the bytes sent,
+not the raster produced. A few KB of such a file held a decode thread for
+seconds to minutes (a fourth adversarial probe; README, "A fourth probe"):
+
+- an ICO's bitmap (DIB) entry is decoded while opening: a 16x16 directory
+  entry holding a 16000x16000 RLE bitmap cost ~1.5 GB before the pixel limit;
+- RLE bitmaps (BMP and ICO entries) and QOI are decoded in Python, one loop
+  a code, and an RLE row ended early is padded one byte at a time (a 5 KB
+  100000x1000 BMP: ~30 s);
+- a TIFF lists its strips or tiles in the header, and Pillow makes a Python
+  object a strip while opening (an 8 MB file of 2 million strips: seconds);
+  a tile is decoded whole, so an 8x8 image may declare a 40000x40000 tile;
+- a PNG's chunks before its pixels are walked one by one, and every
+  compressed one (iCCP, zTXt, iTXt) is inflated while opening;
+- a JPEG's bytes between segments (junk or 0xFF fill) are read one at a time.
+
+Each check reads headers only, at most ``MAX_HEADER_SEGMENTS`` segments,
+and returns why the file is refused (a RESOURCE_EXHAUSTED item error), or
+None. Files an encoder writes stay far inside every bound.
+"""
+from __future__ import annotations
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MAX_HEADER_SEGMENTS = 1024      # segments, chunks or directory entries a walk reads (real files: dozens)
+# Python decoders (Pillow's BmpRleDecoder, QoiDecoder): ~1-2 s of a decode
+# thread a MB of codes, measured here, so a file's codes are bounded...
+MAX_PYTHON_DECODE_BYTES = 1 << 20
+# ...and so are an RLE bitmap's pixels: a row ended early is padded a byte at a time.
+MAX_RLE_PIXELS = 2_000_000
+MAX_TIFF_PARTS = 65_536         # strips or tiles (a 100 MP image in 256x256 tiles has ~1,500)
+MAX_TILE_PIXELS = 1 << 22       # a tile beyond 4 x its image's pixels may have this many (2048x2048)
+MAX_COMPRESSED_CHUNKS = 64      # iCCP, zTXt, iTXt before a PNG's pixels (real files: a few)
+MAX_JPEG_PADDING = 1 << 16      # bytes between a JPEG's segments before its first scan (real files: 0)
+_BMP_RLE = {1: "RLE8", 2: "RLE4"}
+
+
+def problem(data: bytes, max_pixels: int) -> str | None:
+    """Why ``data`` is refused before Pillow opens it, or None."""
+    head = data[:8]
+    if head[:4] == b"\x00\x00\x01\x00":
+        return _icon(data, max_pixels)
+    if head[:2] == b"BM":
+        return _bitmap(data, 14, max_pixels, "BMP", len(data))
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return _tiff(data, max_pixels)
+    if head == PNG_MAGIC:
+        return _png(data)
+    if head[:2] == b"\xff\xd8":
+        return _jpeg(data)
+    if head[:4] == b"qoif" and len(data) > MAX_PYTHON_DECODE_BYTES:
+        return (f"QOI file of {len(data)} bytes, above the limit of {MAX_PYTHON_DECODE_BYTES} for QOI "
+                "(its decoder runs in Python, ~2 s a MB); convert it to PNG")
+    return None
+
+
+def _u(data: bytes, at: int, size: int, order: str = "little") -> int:
+    return int.from_bytes(data[at:at + size], order)
+
+
+def _bitmap(data: bytes, at: int, max_pixels: int, what: str, codes: int, icon: bool = False) -> str | None:
+    """The DIB header at ``at`` (a BMP's, or an ICO entry's, whose height
+    counts its colour and mask rows twice); ``codes``: its bytes."""
+    size = _u(data, at, 4)
+    if size < 40 or len(data) < at + 20:
+        return None                     # OS/2 core header or truncated: no compression, Pillow refuses
+    w = abs(int.from_bytes(data[at + 4:at + 8], "little", signed=True))
+    h = abs(int.from_bytes(data[at + 8:at + 12], "little", signed=True))
+    if icon:
+        h //= 2
+    if w * h > max_pixels:
+        return f"{what} is a {w}x{h} = {w * h} pixel bitmap, above the limit of {max_pixels}"
+    rle = _BMP_RLE.get(_u(data, at + 16, 4))
+    if rle and (w * h > MAX_RLE_PIXELS or codes > MAX_PYTHON_DECODE_BYTES):
+        return (f"{what} is a {rle} bitmap of {w}x{h} in {codes} bytes, above the limits of {MAX_RLE_PIXELS} "
+                f"pixels and {MAX_PYTHON_DECODE_BYTES} bytes for RLE (its decoder runs in Python); "
+                "convert it to PNG")
+    return None
+
+
+def _icon(data: bytes, max_pixels: int) -> str | None:
+    """Pillow decodes an ICO's largest picture while opening it, before any
+    size check: a 16x16 directory entry may hold a 40000x40000 PNG (1.5 MB
+    of file, 1.6 GB decoded) or bitmap. Read each entry's own header first."""
+    count = _u(data, 4, 2)
+    for i in range(min(count, 256)):
+        entry = data[6 + 16 * i: 22 + 16 * i]
+        if len(entry) < 16:
+            break
+        length, offset = _u(entry, 8, 4), _u(entry, 12, 4)
+        head = data[offset:offset + 24]
+        if head[:8] == PNG_MAGIC and len(head) == 24:
+            w, h = _u(head, 16, 4, "big"), _u(head, 20, 4, "big")
+            if w * h > max_pixels:
+                return (f"icon entry {i} is a {w}x{h} = {w * h} pixel PNG, above the limit of "
+                        f"{max_pixels}")
+        else:
+            why = _bitmap(data, offset, max_pixels, f"icon entry {i}", length, icon=True)
+            if why:
+                return why
+    return None
+
+
+def _tiff(data: bytes, max_pixels: int) -> str | None:
+    """Strips or tiles of a TIFF's first directory (the one Pillow opens)."""
+    order = "little" if data[:2] == b"II" else "big"
+    big = _u(data, 2, 2, order) == 43
+    at = _u(data, 8, 8, order) if big else _u(data, 4, 4, order)
+    count = _u(data, at, 8 if big else 2, order)
+    at += 8 if big else 2
+    step = 20 if big else 12
+    tile = {}
+    for i in range(min(count, MAX_HEADER_SEGMENTS)):
+        e = at + i * step
+        if e + step > len(data):
+            break
+        tag, kind = _u(data, e, 2, order), _u(data, e + 2, 2, order)
+        if tag in (273, 324):           # StripOffsets, TileOffsets
+            parts = _u(data, e + 4, 8 if big else 4, order)
+            if parts > MAX_TIFF_PARTS:
+                what = "strips" if tag == 273 else "tiles"
+                return (f"TIFF with {parts} {what}, above the limit of {MAX_TIFF_PARTS} (each one is "
+                        f"opened and decoded on its own); rewrite it with larger {what}")
+        elif tag in (256, 257, 322, 323):   # width, height, TileWidth, TileLength
+            tile[tag] = _u(data, e + (12 if big else 8), 2 if kind == 3 else 4, order)
+    if 322 in tile and 323 in tile:
+        # A tile is decoded whole: bounded as the image is, and by the image
+        # (real tiles are 16-1024 px and never far beyond the picture).
+        area, image = tile[322] * tile[323], tile.get(256, 0) * tile.get(257, 0)
+        if area > min(max_pixels, max(4 * image, MAX_TILE_PIXELS)):
+            return (f"TIFF with {tile[322]}x{tile[323]} tiles for a {tile.get(256)}x{tile.get(257)} image "
+                    "(each tile is decoded whole); rewrite it with smaller tiles")
+    return None
+
+
+def _png(data: bytes) -> str | None:
+    """Chunks before the first IDAT: how many, and how many compressed."""
+    pos, compressed = 8, 0
+    for _ in range(MAX_HEADER_SEGMENTS):
+        if pos + 8 > len(data):
+            return None
+        kind = data[pos + 4:pos + 8]
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        if kind in (b"iCCP", b"zTXt", b"iTXt"):
+            compressed += 1
+            if compressed > MAX_COMPRESSED_CHUNKS:
+                return (f"PNG with over {MAX_COMPRESSED_CHUNKS} compressed metadata chunks (iCCP, zTXt, "
+                        "iTXt) before its pixels, each inflated while opening")
+        pos += 12 + _u(data, pos, 4, "big")
+    return f"PNG with over {MAX_HEADER_SEGMENTS} chunks before its pixels"
+
+
+def _jpeg(data: bytes) -> str | None:
+    """Bytes between segments (junk, or 0xFF fill) before the first scan:
+    Pillow reads them one at a time while opening."""
+    pos, padding, n = 2, 0, len(data)
+    for _ in range(MAX_HEADER_SEGMENTS):
+        if pos + 4 > n:
+            return None
+        if data[pos] != 0xFF:
+            nxt = data.find(b"\xff", pos, pos + MAX_JPEG_PADDING + 1)
+            padding += (nxt if nxt >= 0 else min(n, pos + MAX_JPEG_PADDING + 1)) - pos
+            pos = nxt if nxt >= 0 else n
+        elif data[pos + 1] == 0xFF:
+            run = data[pos + 1:pos + 2 + MAX_JPEG_PADDING]
+            skip = len(run) - len(run.lstrip(b"\xff"))
+            padding += skip
+            pos += skip
+        else:
+            marker = data[pos + 1]
+            if marker in (0xDA, 0xD9):          # the first scan, or the end
+                return None
+            pos += 2 if (marker == 0x01 or 0xD0 <= marker <= 0xD8) else 2 + _u(data, pos + 2, 2, "big")
+        if padding > MAX_JPEG_PADDING:
+            return (f"JPEG with over {MAX_JPEG_PADDING} bytes of padding between its segments, each read on "
+                    "its own while opening")
+    return f"JPEG with over {MAX_HEADER_SEGMENTS} segments before its first scan"

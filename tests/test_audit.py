@@ -96,6 +96,11 @@ def test_audit_report_finds_the_planted_problems(dataset, audited):
     images = pq.read_table(out / "images.parquet").to_pylist()
     assert len(images) == n_files
     assert [x["error"] for x in images if x["path"].endswith("corrupt.jpg")][0].startswith("INVALID_ARGUMENT")
+    # Named where a person looks, not only in images.parquet: the console, and a list of the report's.
+    failed_line = [x for x in r.stdout.splitlines() if x.startswith("failed: ")]
+    assert len(failed_line) == 1 and "corrupt.jpg: INVALID_ARGUMENT" in failed_line[0], r.stdout
+    page = (out / "report_data" / "failed" / "0.js").read_text()
+    assert "corrupt.jpg" in page and "INVALID_ARGUMENT" in page
     probs = np.load(out / "pred_probs.npy")
     labels = np.load(out / "labels.npy")
     assert probs.shape == (n_files - 1, 2) and np.allclose(probs.sum(1), 1, atol=1e-4)
@@ -149,6 +154,34 @@ def test_audit_resumes_and_detects_changed_files(dataset, tmp_path):
         assert "embedding: 2 embedded now" in audit(root, "--out", out, "--no-sweep").stdout
     finally:
         target.write_bytes(original)
+
+
+def test_new_bytes_behind_an_old_modification_time_are_embedded_again(tmp_path):
+    """`cp other.bmp img.bmp; touch -d OLD img.bmp` (same size): a resumed
+    audit trusted size and mtime and reused the old embedding. The stored
+    stamp is the later of mtime and ctime, which no one can set back."""
+    from imagesieve_server.audit.embed import plan, read_image_file
+    from imagesieve_server.audit.store import Embedded, EmbeddingStore
+    target, other = tmp_path / "img.bmp", tmp_path / "other.bmp"
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(target)
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(other)
+    store = EmbeddingStore(tmp_path / "emb", "m", 4)
+    _, sha, size, stamp, _ = read_image_file(str(target))
+    store.put(Embedded(str(target), sha, size, stamp, np.ones(4, np.float32)))
+    store.flush()
+    assert store.is_current(str(target)) and len(plan(store, [str(target)])) == 0
+    old = target.stat()
+    time.sleep(0.01)
+    target.write_bytes(other.read_bytes())                       # same size, new bytes
+    os.utime(target, ns=(old.st_atime_ns, old.st_mtime_ns))     # the old mtime put back
+    assert target.stat().st_size == old.st_size and target.stat().st_mtime_ns == old.st_mtime_ns
+    assert store.is_current(str(target)) is False
+    assert plan(store, [str(target)]).tolist() == [0]           # embedded again
+    # The first bytes back (a copy, a restore): hashed once, not embedded; then current again.
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(target)
+    assert store.is_current(str(target)) is False
+    assert len(plan(store, [str(target)])) == 0 and store.is_current(str(target))
+    store.close()
 
 
 def test_interrupted_audit_continues_without_embedding_twice(tmp_path):
@@ -484,6 +517,30 @@ def test_audit_refuses_an_out_folder_inside_its_source(dataset, tmp_path):
     root, _ = dataset
     r = audit(root, "--out", root / "audit_here", "--no-sweep")
     assert r.returncode == 2 and "inside the source folder" in r.stderr and not (root / "audit_here").exists()
+
+
+def test_a_glob_over_the_out_folder_leaves_the_audits_own_output_out(tmp_path):
+    """The folder guard above cannot see a glob or a manifest: `audit 'data/**/*'
+    --out data/out` run twice audited its own thumbnails as images the
+    second time (29 -> 42 images, with fake exact pairs). They are left out,
+    and said so, whatever the source names."""
+    from imagesieve_server.audit.sources import load_audit_table
+    data = tmp_path / "data"
+    (data / "out" / "report_data" / "thumbs").mkdir(parents=True)
+    for k in range(3):
+        img = Image.fromarray(np.full((16, 16, 3), 60 * k, np.uint8))
+        img.save(data / f"img{k}.png")
+        img.save(data / "out" / "report_data" / "thumbs" / f"t{k}.png")
+    table = load_audit_table(str(data / "**" / "*"), exclude=data / "out")
+    assert sorted(Path(p).name for p in table.paths) == ["img0.png", "img1.png", "img2.png"]
+    assert any("3 files left out: under --out" in n for n in table.notes), table.notes
+    link = tmp_path / "alias"
+    link.symlink_to(data)                           # the same folder by another name
+    assert len(load_audit_table(str(link / "**" / "*"), exclude=data / "out")) == 3
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path\n" + "".join(f"{p}\n" for p in sorted(data.rglob("*.png"))))
+    assert len(load_audit_table(str(manifest), exclude=data / "out")) == 3
+    assert len(load_audit_table(str(data / "**" / "*"))) == 6         # no exclude: everything
 
 
 @pytest.mark.parametrize("flags, message", [(("--memory-gb", "0"), "--memory-gb must be a positive number"),

@@ -96,3 +96,14 @@ def test_contact_sheet_grid_layout():
     assert sheet.getpixel((6 + 32, 24 + 6 + 32)) == (0, 0, 0)
     with pytest.raises(ValueError):
         render_contact_sheet(items, columns=0)
+
+
+def test_contact_sheet_captions_with_control_characters_stay_one_line():
+    """A file name may hold a newline: `dedup` crashed drawing it (Pillow
+    cannot measure multiline text) after writing its JSON and CSV."""
+    items = [SheetItem(Image.new("L", (28, 28), 90), ["a\nb.png", "tab\there\r"]),
+             SheetItem(Image.new("L", (28, 28), 200), ["plain.png"])]
+    sheet = render_contact_sheet(items, columns=2, thumb=64, title="names\nwith breaks")
+    assert sheet.size == (2 * 76, 24 + 100)
+    caption = np.asarray(sheet.convert("L"))[24 + 6 + 64 + 1: 24 + 6 + 64 + 13, 6:70]
+    assert (caption < 128).any()          # the escaped name is drawn, not dropped

@@ -42,6 +42,8 @@ HIDDEN = "hidden"
 #: ``skipped`` key for image names that are not regular files (a FIFO, a
 #: device, a dangling link): never opened, since reading one could block.
 NOT_REGULAR = "not a regular file"
+#: ``skipped`` key for files under the audit's own --out (load_audit_table's ``exclude``).
+OWN_OUTPUT = "under --out"
 
 
 def hidden(path: Path, root: Path) -> bool:
@@ -104,7 +106,7 @@ def images_under(root: Path, skipped: Counter | None = None) -> list[Path]:
 
 def skipped_note(skipped: Counter) -> str | None:
     """One line for the user about files left out, or None."""
-    formats = Counter({k: v for k, v in skipped.items() if k not in (BAD_NAME, HIDDEN, NOT_REGULAR)})
+    formats = Counter({k: v for k, v in skipped.items() if k not in (BAD_NAME, HIDDEN, NOT_REGULAR, OWN_OUTPUT)})
     parts = []
     if formats:
         n = sum(formats.values())
@@ -124,4 +126,8 @@ def skipped_note(skipped: Counter) -> str | None:
         n = skipped[NOT_REGULAR]
         parts.append(f"{n} image name{'s' if n != 1 else ''} left out: not {'a regular file' if n == 1 else 'regular files'} "
                      "(a pipe, a device or a link to nothing)")
+    if skipped.get(OWN_OUTPUT):
+        n = skipped[OWN_OUTPUT]
+        parts.append(f"{n} file{'s' if n != 1 else ''} left out: under --out (an earlier audit's own thumbnails "
+                     "and pages)")
     return "; ".join(parts) or None

@@ -19,7 +19,7 @@ import numpy as np
 from imagesieve.progress import Progress
 
 from .memory import trim_free_heap
-from .store import Embedded, EmbeddingStore, sha256_bytes
+from .store import Embedded, EmbeddingStore, change_stamp, sha256_bytes
 
 TRIM_EVERY = 1024     # images between heap trims (a few ms each)
 # Images to embed from which the in-process backend decodes in worker
@@ -32,21 +32,21 @@ MAX_FILE_MB = 512
 
 
 def read_image_file(path: str, max_bytes: int = MAX_FILE_MB << 20) -> tuple[bytes, str, int, int, str]:
-    """(bytes, sha256, size, mtime_ns, error). An unreadable file, or one
+    """(bytes, sha256, size, change stamp (store.change_stamp), error). An unreadable file, or one
     larger than ``max_bytes`` (not read), gives empty bytes and its error;
     it fails alone."""
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):
             # A manifest may name anything: a FIFO would block the read forever, /dev/zero never end.
-            return b"", "", 0, st.st_mtime_ns, "INVALID_ARGUMENT: not a regular file"
+            return b"", "", 0, change_stamp(st), "INVALID_ARGUMENT: not a regular file"
         if st.st_size > max_bytes:
-            return (b"", "", st.st_size, st.st_mtime_ns,
+            return (b"", "", st.st_size, change_stamp(st),
                     f"RESOURCE_EXHAUSTED: file is {st.st_size} bytes, above the audit's limit of {max_bytes} "
                     "(--max-image-mb)")
         with open(path, "rb") as f:
             data = f.read()
-        return data, sha256_bytes(data), st.st_size, st.st_mtime_ns, ""
+        return data, sha256_bytes(data), st.st_size, change_stamp(st), ""
     except OSError as e:
         return b"", "", 0, 0, f"cannot read: {e.strerror or e}"
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from ..formats import (BAD_NAME, UNREAD_IMAGE_SUFFIXES, folders, images_under, is_image_file, skipped_note,
+from ..formats import (BAD_NAME, OWN_OUTPUT, UNREAD_IMAGE_SUFFIXES, folders, images_under, is_image_file, skipped_note,
                        utf8_name)
 from ..labelled_source import SPLIT_NAMES, load_labelled_source, read_csv_rows
 from .columns import Categorical, PackedStrings
@@ -46,11 +47,24 @@ class AuditTable:
                    Categorical(r.split for r in records))
 
 
-def load_audit_table(source: str) -> AuditTable:
+def load_audit_table(source: str, exclude: str | os.PathLike | None = None) -> AuditTable:
     """:func:`load_audit_source` as compact columns (the records are
-    dropped), with a note naming the files left out."""
+    dropped), with a note naming the files left out. ``exclude``: a folder
+    (the audit's own --out) whose files are left out whatever the source
+    names: a glob or manifest over a parent would otherwise audit the last
+    run's thumbnails as images."""
     skipped: Counter = Counter()
-    table = AuditTable.from_records(load_audit_source(source, skipped))
+    records = load_audit_source(source, skipped)
+    if exclude is not None:
+        roots = {os.path.abspath(exclude), os.path.realpath(exclude)}
+        kept = [r for r in records
+                if not any(os.path.commonpath([os.path.abspath(r.path), root]) == root for root in roots)]
+        if len(kept) < len(records):
+            skipped[OWN_OUTPUT] += len(records) - len(kept)
+            if not kept:
+                raise ValueError(f"no images in {source} outside --out {exclude}")
+            records = kept
+    table = AuditTable.from_records(records)
     note = skipped_note(skipped)
     if note:
         table.notes.append(note)

@@ -2,7 +2,7 @@
 so an interrupted audit resumes without embedding any image twice, and a
 changed file (new content hash) is embedded again.
 
-    OUT/embeddings/index.sqlite        path -> sha256, size, mtime, shard, row, error
+    OUT/embeddings/index.sqlite        path -> sha256, size, change stamp, shard, row, error
     OUT/embeddings/shard-00000.npy     (rows, D) float32 unit vectors
     OUT/embeddings/layout-00000.npy    (rows, SIGNATURE_BYTES) uint8 layout signatures
     OUT/embeddings/properties-00000.npy (rows, properties.COUNT) float32 image properties
@@ -39,6 +39,15 @@ CREATE TABLE IF NOT EXISTS items (
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def change_stamp(st: os.stat_result) -> int:
+    """What the ``mtime_ns`` column holds: the later of a file's modification
+    and status-change times. ``touch -d`` can put an old mtime back on new
+    bytes of the same size (a resumed audit then reused the old embedding);
+    it cannot set the ctime. A copied or extracted dataset gets new ctimes:
+    its files are hashed once again (not embedded) and the stamps refreshed."""
+    return max(st.st_mtime_ns, st.st_ctime_ns)
 
 
 class LoadedEmbeddings(NamedTuple):
@@ -133,7 +142,7 @@ class EmbeddingStore:
 
     # -- what needs embedding -------------------------------------------
     def is_current(self, path: str) -> bool | None:
-        """True: stored and unchanged (same size and mtime); False: stored
+        """True: stored and unchanged (same size and change stamp); False: stored
         but the file changed on disk (check its hash); None: never seen, or
         stored as a failure (tried again: the limit or the server that
         refused it may have changed, a permission been fixed)."""
@@ -141,16 +150,16 @@ class EmbeddingStore:
         if row is None or row[2]:
             return None
         st = os.stat(path)
-        return (st.st_size, st.st_mtime_ns) == tuple(row[:2])
+        return (st.st_size, change_stamp(st)) == tuple(row[:2])
 
     def same_content(self, path: str, sha: str) -> bool:
-        """After a change of size or mtime: same bytes (then refresh the stat)?"""
+        """After a change of size or stamp: same bytes (then refresh the stat)?"""
         row = self._row("sha256", path)
         if row is None or not sha or row[0] != sha:
             return False
         st = os.stat(path)
         self.db.execute("UPDATE items SET size=?, mtime_ns=? WHERE path IN (?, ?)",
-                        (st.st_size, st.st_mtime_ns, os.path.abspath(path), path))
+                        (st.st_size, change_stamp(st), os.path.abspath(path), path))
         return True
 
     # -- writing ------------------------------------------------------------

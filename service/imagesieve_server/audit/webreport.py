@@ -203,6 +203,13 @@ def write_data(r: AuditResults, out: Path, workers: int = 0) -> dict:
         rows, count = _group_rows(lists, r.duplicates, r.ok_index)
         lists.add("groups", "Duplicate groups", rows, count, "groups", check="duplicates",
                   unit="lowest cosine in the group", reason=r.duplicates.threshold_reason)
+    failed = [i for i, e in enumerate(r.errors) if e]
+    if failed:
+        # No thumbnail of its own (it could not be decoded; one may be a bomb): the page shows the file.
+        rows = ({"im": {"i": i, "p": os.path.abspath(r.paths[i]), "l": r.labels[i], "s": r.splits[i], "t": ""},
+                 "v": 0.0, "e": {"error": r.errors[i]}} for i in failed)
+        lists.add("failed", "Images that could not be read or decoded", rows, len(failed), "images",
+                  unit="", reason="each file's own error; the rest of the audit went on without it")
     _write_thumbs(lists, root, workers)
     return lists.meta
 

@@ -64,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="images per embeddings shard; at most this many are redone after a crash")
 
 
+FAILED_SHOWN = 20       # failed images named on the console (all of them: the report and images.parquet)
+
+
 def run(args) -> int:
     from ..audit.embed import InProcessBackend, ServerBackend, embed_stage
     from ..audit.memory import return_freed_memory_to_os
@@ -90,7 +93,7 @@ def run(args) -> int:
         return 2
     try:
         with log.stage("listing"):
-            table = load_audit_table(args.source)
+            table = load_audit_table(args.source, exclude=out)
     except ValueError as e:
         print(f"imagesieve audit: {e}", file=sys.stderr)
         return 2
@@ -187,8 +190,12 @@ def run(args) -> int:
         print(f"{name.replace('_', ' ')}: {found or 'nothing flagged'} (of {counts['measured']} measured)")
     for n in s["notes"]:
         print(f"note: {n}")
-    for e in sorted({x for x in errors if x})[:5]:
-        print(f"failed image error: {e}")
+    failed = [(p, e) for p, e in zip(paths, errors) if e]
+    for p, e in failed[:FAILED_SHOWN]:
+        print(f"failed: {p}: {e}")
+    if len(failed) > FAILED_SHOWN:
+        print(f"failed: {len(failed) - FAILED_SHOWN} more: every one in the report's list 'Images that could not "
+              "be read or decoded' and in images.parquet (column error)")
     print(f"report: {out / 'report.html'} (with report_data/; also report.json, images.parquet, "
           "duplicate_pairs.parquet, duplicate_groups.parquet"
           + (", pred_probs.npy, labels.npy" if "label_suspects" in s else "") + ")")

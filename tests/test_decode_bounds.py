@@ -499,54 +499,109 @@ def _ico_holding_bitmap(w: int, h: int) -> bytes:
     return struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 8, len(dib), 22) + dib
 
 
-def _tiff_gray(w: int, h: int, rows_per_strip: int = 0, tile: int = 0) -> bytes:
+def _tiff_gray(w: int, h: int, rows_per_strip: int = 0, tile: int = 0, decoys: int = 0,
+               then_tile: int = 0) -> bytes:
     """An uncompressed 8-bit gray TIFF of a gradient: strips of ``rows_per_strip``
-    rows (each its own StripOffsets entry), or one ``tile`` x ``tile`` tile."""
+    rows (each its own StripOffsets entry), or one ``tile`` x ``tile`` tile
+    (``then_tile``: its sides given a second time, smaller: Pillow keeps the
+    first); ``decoys`` ignored entries (an unknown type) before the real ones."""
     pixels = bytes((x + y) % 256 for y in range(h) for x in range(w))
     def tag(t, c, v, ty=4):
         return struct.pack("<HHII", t, ty, c, v)
+    first = [struct.pack("<HHI4s", 65000, 99, 1, b"\0" * 4)] * decoys
     if tile:
         body = b"\x00" * min(tile * tile, 1 << 16)      # a bomb need not carry its tile
-        n = 9
+        sides = [tag(322, 1, tile), tag(322, 1, then_tile), tag(323, 1, tile), tag(323, 1, then_tile)] \
+            if then_tile else [tag(322, 1, tile), tag(323, 1, tile)]
+        n = decoys + 7 + len(sides)
         data_at = 8 + 2 + 12 * n + 4
-        tags = [tag(256, 1, w), tag(257, 1, h), tag(258, 1, 8, 3), tag(259, 1, 1, 3), tag(262, 1, 1, 3),
-                tag(322, 1, tile), tag(323, 1, tile), tag(324, 1, data_at), tag(325, 1, len(body))]
+        tags = first + [tag(256, 1, w), tag(257, 1, h), tag(258, 1, 8, 3), tag(259, 1, 1, 3), tag(262, 1, 1, 3),
+                        *sides, tag(324, 1, data_at), tag(325, 1, len(body))]
         return b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", n) + b"".join(tags) + b"\0\0\0\0" + body
     rps = rows_per_strip or h
     strips = -(-h // rps)
-    n = 8
+    n = decoys + 8
     pix_at = 8 + 2 + 12 * n + 4
     offs_at = pix_at + len(pixels)
     offs = struct.pack(f"<{strips}I", *[pix_at + s * rps * w for s in range(strips)])
     counts = struct.pack(f"<{strips}I", *[min(rps, h - s * rps) * w for s in range(strips)])
     one = strips == 1                   # a single value is stored in its entry, not pointed to
-    tags = [tag(256, 1, w), tag(257, 1, h), tag(258, 1, 8, 3), tag(259, 1, 1, 3), tag(262, 1, 1, 3),
+    tags = first + [tag(256, 1, w), tag(257, 1, h), tag(258, 1, 8, 3), tag(259, 1, 1, 3), tag(262, 1, 1, 3),
             tag(273, strips, pix_at if one else offs_at), tag(278, 1, rps),
             tag(279, strips, h * w if one else offs_at + len(offs))]
     return (b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", n) + b"".join(tags) + b"\0\0\0\0"
             + pixels + offs + counts)
 
 
-def _png_with(chunks: list[bytes], size: int = 8) -> bytes:
+def _png_with(chunks: list[bytes], size: int = 8, after: list[bytes] = ()) -> bytes:
+    """A gray PNG with ``chunks`` before its pixels and ``after`` after them."""
     img = encode(Image.fromarray(np.arange(size * size, dtype=np.uint8).reshape(size, size)), "PNG")
-    return img[:33] + b"".join(chunks) + img[33:]          # after the signature and IHDR
+    return img[:33] + b"".join(chunks) + img[33:-12] + b"".join(after) + img[-12:]   # IHDR first, IEND last
+
+
+def _ico_of(entries: list[bytes]) -> bytes:
+    """An ICO of bitmap (DIB) entries, each said to be 16x16 in the directory."""
+    start = 6 + 16 * len(entries)
+    directory, at = b"", start
+    for e in entries:
+        directory += struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 8, len(e), at)
+        at += len(e)
+    return struct.pack("<HHH", 0, 1, len(entries)) + directory + b"".join(entries)
+
+
+def _plain_dib(side: int = 16) -> bytes:
+    palette = b"".join(bytes((i, i, i, 0)) for i in range(256))
+    return (struct.pack("<IiiHHIIiiII", 40, side, 2 * side, 1, 8, 0, side * side, 0, 0, 256, 0) + palette
+            + bytes(range(side)) * side + b"\0" * (side * side // 8))
+
+
+def _dds_masked(w: int, h: int) -> bytes:
+    """Uncompressed DDS, 8 bits a pixel with R/G/B bit masks (Pillow decodes it in Python)."""
+    hdr = bytearray(124)
+    struct.pack_into("<7I", hdr, 0, 124, 0x1007, h, w, w, 0, 0)
+    struct.pack_into("<4I", hdr, 72, 32, 0x40, 0, 8)
+    struct.pack_into("<4I", hdr, 88, 0xE0, 0x1C, 0x03, 0)
+    struct.pack_into("<I", hdr, 104, 0x1000)
+    return b"DDS " + bytes(hdr) + bytes((x * 7) % 256 for x in range(w * h))
+
+
+def _psd(side: int, resources: int) -> bytes:
+    """A gray 8-bit Photoshop file of ``resources`` empty image resources, raw pixels."""
+    block = b"8BIM" + struct.pack(">H", 1000) + b"\0\0" + struct.pack(">I", 0)
+    res = block * resources
+    return (b"8BPS" + struct.pack(">H6sHIIHH", 1, b"", 1, side, side, 8, 1) + struct.pack(">I", 0)
+            + struct.pack(">I", len(res)) + res + struct.pack(">I", 0) + struct.pack(">H", 0)
+            + bytes((x + y) % 256 for y in range(side) for x in range(side)))
 
 
 BOMBS = {
     # a 5 KB bitmap whose rows end after one pixel: Pillow pads each row a byte at a time (~30 s)
     "RLE bitmap rows ended early": (_rle8_bmp(100_000, 1000, b"\x01\x05\x00\x00" * 1000 + b"\x00\x01"),
-                                    "RLE8 bitmap of 100000x1000"),
+                                    "decoder runs in Python (bmp_rle)"),
     "icon holding a huge bitmap": (_ico_holding_bitmap(16000, 16000), "16000x16000"),
     "icon holding an RLE bitmap": (_ico_holding_bitmap(3000, 3000), "RLE8 bitmap of 3000x3000"),
     "TIFF of 100,000 strips": (_tiff_gray(1, 100_000, rows_per_strip=1), "100000 strips"),
     "TIFF tile far beyond its image": (_tiff_gray(8, 8, tile=8192), "8192x8192 tiles"),
     "PNG of 100 ICC profiles": (_png_with([_png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(b"\0" * 1000))] * 100),
                                 "compressed metadata chunks"),
-    "PNG of 2,000 empty chunks": (_png_with([_png_chunk(b"prVt", b"")] * 2000), "chunks before its pixels"),
+    "PNG of 2,000 empty chunks": (_png_with([_png_chunk(b"prVt", b"")] * 2000), "chunks besides its pixel data"),
     "JPEG of 1 MB fill bytes": (b"\xff\xd8" + b"\xff" * (1 << 20), "padding"),
     "JPEG of 1 MB junk": (b"\xff\xd8" + b"\x00" * (1 << 20), "padding"),
     "QOI of 2 MB": (b"qoif" + struct.pack(">IIBB", 2000, 1000, 3, 0) + b"\x00" * (2 << 20) + b"\0" * 7 + b"\1",
-                    "QOI file"),
+                    "decoder runs in Python (qoi)"),
+    # ways past the first checks, found by a fifth probe
+    "the RLE bitmap without its file header": (_rle8_bmp(100_000, 1000, b"\x01\x05\x00\x00" * 1000
+                                                         + b"\x00\x01")[14:], "decoder runs in Python (bmp_rle)"),
+    "TIFF strips behind 1,100 ignored entries": (_tiff_gray(1, 2000, rows_per_strip=1, decoys=1100), "1108 entries"),
+    "TIFF tile sides given twice, large first": (_tiff_gray(8, 8, tile=12000, then_tile=16), "12000x12000 tiles"),
+    "PNG of 100 ICC profiles after its pixels": (_png_with([], after=[_png_chunk(b"iCCP", b"icc\0\0" +
+                                                                                  zlib.compress(b"\0" * 1000))] * 100),
+                                                 "compressed metadata chunks"),
+    "icon's 301st entry a huge bitmap": (_ico_of([_plain_dib()] * 300 + [_ico_holding_bitmap(16000, 16000)[22:]]),
+                                         "icon entry 300 is a 16000x16000"),
+    "DDS of colour masks, 1000x1000": (_dds_masked(1000, 1000), "decoder runs in Python (dds_rgb)"),
+    "PGM of maxval 254, 1000x1000": (b"P5\n1000 1000\n254\n" + b"\x10" * 1_000_000, "decoder runs in Python (ppm)"),
+    "Photoshop file of 2,000 resources": (_psd(8, 2000), "image resources"),
 }
 
 
@@ -575,6 +630,13 @@ def test_ordinary_files_of_those_kinds_still_decode():
     assert whole[5, 7] == 12
     assert decode_image(_tiff_gray(200, 200, tile=256), 16).size == (200, 200)
     png = _png_with([_png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(b"\0" * 500)),
-                     _png_chunk(b"tEXt", b"Title\0x"), _png_chunk(b"zTXt", b"Note\0\0" + zlib.compress(b"y" * 99))])
+                     _png_chunk(b"tEXt", b"Title\0x"), _png_chunk(b"zTXt", b"Note\0\0" + zlib.compress(b"y" * 99))],
+                    after=[_png_chunk(b"tEXt", b"Later\0z")])
     np.testing.assert_array_equal(np.asarray(decode_image(png, 4))[..., 0],
                                   np.arange(64, dtype=np.uint8).reshape(8, 8))
+    icon = np.asarray(decode_image(_ico_of([_plain_dib()] * 3), 4))[..., 0]
+    assert icon.shape == (16, 16) and icon.std() > 1
+    assert decode_image(_dds_masked(256, 256), 16).size == (256, 256)          # small: in Python, but bounded
+    assert decode_image(b"P5\n300 200\n254\n" + b"\x10" * 60_000, 16).size == (300, 200)
+    psd = np.asarray(decode_image(_psd(32, 3), 8))[..., 0]
+    assert psd.shape == (32, 32) and psd[3, 5] == 8

@@ -57,7 +57,7 @@ class AsyncEmbedder:
             try:
                 prepared = await asyncio.wrap_future(decoding)
             except DecodeError as e:
-                return ImageEmbedding(error=e)
+                return ImageEmbedding(error=e.detached())
             except asyncio.CancelledError:
                 # The caller left while its image decoded: give back what the raster holds.
                 decoding.add_done_callback(self._release_unclaimed)

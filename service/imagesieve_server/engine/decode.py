@@ -50,6 +50,18 @@ class DecodeError(ValueError):
         super().__init__(message)
         self.code = code
 
+    def detached(self) -> "DecodeError":
+        """This error without its traceback and chained exception, fit to be
+        kept as an item's answer. Caught where it was raised again (a
+        future's result, an await), its traceback holds the catching frame,
+        whose locals hold the future and so the error: a cycle that kept the
+        decoder's frames, and the partly decoded rasters in them, until a
+        full garbage collection (a probe: 24 truncated 8000x8000 PNGs a call
+        kept ~1 GB alive each call past a 512 MB budget, which had already
+        been given back)."""
+        self.__traceback__ = self.__context__ = self.__cause__ = None
+        return self
+
 
 @dataclasses.dataclass(frozen=True)
 class DecodeLimits:
@@ -270,6 +282,12 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
     if w * h > limits.max_pixels:
         raise DecodeError(f"image is {w}x{h} = {w * h} pixels, above the limit of "
                           f"{limits.max_pixels}", "RESOURCE_EXHAUSTED")
+    python = {t[0] for t in getattr(img, "tile", ()) or ()} & set(Image.DECODERS)
+    if python and (len(data) > preflight.MAX_PYTHON_DECODE_BYTES or w * h > preflight.MAX_PYTHON_DECODE_PIXELS):
+        raise DecodeError(f"a {img.format} image of {w}x{h} in {len(data)} bytes, whose decoder runs in Python "
+                          f"({', '.join(sorted(python))}): above its limits of {preflight.MAX_PYTHON_DECODE_PIXELS} "
+                          f"pixels and {preflight.MAX_PYTHON_DECODE_BYTES} bytes; convert it (e.g. to PNG)",
+                          "RESOURCE_EXHAUSTED")
     if _progressive_jpeg(img):
         scans = jpeg_scans(data)
         if scans > max_jpeg_scans(w * h):

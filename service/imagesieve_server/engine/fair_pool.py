@@ -99,6 +99,8 @@ class FairPool:
                 else:
                     future.set_result(result)
                 elapsed = time.perf_counter() - started
+            # An idle thread keeps nothing of its last task (its bytes, its future's answer).
+            task = future = fn = args = result = None
             with self._cond:
                 self._used[owner] += elapsed - charged
                 if elapsed:

@@ -218,7 +218,7 @@ class Embedder:
                                               properties=p.properties))
                 ok.append((len(results) - 1, p.tensor))
             except DecodeError as e:
-                results.append(ImageEmbedding(error=e))
+                results.append(ImageEmbedding(error=e.detached()))
         if ok:
             emb, logits = self.run_model([t for _, t in ok])
             for row, (i, _) in enumerate(ok):

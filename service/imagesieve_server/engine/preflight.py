@@ -8,15 +8,18 @@ seconds to minutes (a fourth adversarial probe; README, "A fourth probe"):
 
 - an ICO's bitmap (DIB) entry is decoded while opening: a 16x16 directory
   entry holding a 16000x16000 RLE bitmap cost ~1.5 GB before the pixel limit;
-- RLE bitmaps (BMP and ICO entries) and QOI are decoded in Python, one loop
+- an ICO's RLE bitmap entries are decoded in Python while opening, one loop
   a code, and an RLE row ended early is padded one byte at a time (a 5 KB
-  100000x1000 BMP: ~30 s);
+  100000x1000 bitmap: ~30 s; other formats Pillow decodes in Python are
+  bounded after opening, in ``decode.decode_image``);
 - a TIFF lists its strips or tiles in the header, and Pillow makes a Python
   object a strip while opening (an 8 MB file of 2 million strips: seconds);
   a tile is decoded whole, so an 8x8 image may declare a 40000x40000 tile;
-- a PNG's chunks before its pixels are walked one by one, and every
-  compressed one (iCCP, zTXt, iTXt) is inflated while opening;
-- a JPEG's bytes between segments (junk or 0xFF fill) are read one at a time.
+- a PNG's chunks are walked one by one, and every compressed one (iCCP,
+  zTXt, iTXt) is inflated, before its pixels while opening, after them
+  when loading ends;
+- a JPEG's bytes between segments (junk or 0xFF fill) are read one at a time;
+- a Photoshop file's image resources are read one by one while opening.
 
 Each check reads headers only, at most ``MAX_HEADER_SEGMENTS`` segments,
 and returns why the file is refused (a RESOURCE_EXHAUSTED item error), or
@@ -26,11 +29,15 @@ from __future__ import annotations
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_HEADER_SEGMENTS = 1024      # segments, chunks or directory entries a walk reads (real files: dozens)
-# Python decoders (Pillow's BmpRleDecoder, QoiDecoder): ~1-2 s of a decode
-# thread a MB of codes, measured here, so a file's codes are bounded...
-MAX_PYTHON_DECODE_BYTES = 1 << 20
-# ...and so are an RLE bitmap's pixels: a row ended early is padded a byte at a time.
-MAX_RLE_PIXELS = 2_000_000
+# Images whose decoder is written in Python (Pillow's PyDecoders: RLE
+# bitmaps, QOI, DDS with colour masks, PGM/PPM of other depths than 8 and
+# 16 bits, SGI 16-bit...) cost ~1-2.5 us of a decode thread a code or a pixel,
+# measured here, and an RLE row ended early is padded a byte at a time: their
+# bytes and pixels are bounded (decode.decode_image, after opening; an ICO's
+# bitmap entries here, since Pillow decodes them while opening).
+MAX_PYTHON_DECODE_BYTES = 1 << 19
+MAX_PYTHON_DECODE_PIXELS = 1_000_000
+MAX_PNG_CHUNKS = 200_000        # chunks of any kind a PNG may have (64 MB in 1 KB pixel chunks: 64,000)
 MAX_TIFF_PARTS = 65_536         # strips or tiles (a 100 MP image in 256x256 tiles has ~1,500)
 MAX_TILE_PIXELS = 1 << 22       # a tile beyond 4 x its image's pixels may have this many (2048x2048)
 MAX_COMPRESSED_CHUNKS = 64      # iCCP, zTXt, iTXt before a PNG's pixels (real files: a few)
@@ -43,17 +50,14 @@ def problem(data: bytes, max_pixels: int) -> str | None:
     head = data[:8]
     if head[:4] == b"\x00\x00\x01\x00":
         return _icon(data, max_pixels)
-    if head[:2] == b"BM":
-        return _bitmap(data, 14, max_pixels, "BMP", len(data))
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return _tiff(data, max_pixels)
     if head == PNG_MAGIC:
         return _png(data)
     if head[:2] == b"\xff\xd8":
         return _jpeg(data)
-    if head[:4] == b"qoif" and len(data) > MAX_PYTHON_DECODE_BYTES:
-        return (f"QOI file of {len(data)} bytes, above the limit of {MAX_PYTHON_DECODE_BYTES} for QOI "
-                "(its decoder runs in Python, ~2 s a MB); convert it to PNG")
+    if head[:4] == b"8BPS":
+        return _psd(data)
     return None
 
 
@@ -74,10 +78,10 @@ def _bitmap(data: bytes, at: int, max_pixels: int, what: str, codes: int, icon: 
     if w * h > max_pixels:
         return f"{what} is a {w}x{h} = {w * h} pixel bitmap, above the limit of {max_pixels}"
     rle = _BMP_RLE.get(_u(data, at + 16, 4))
-    if rle and (w * h > MAX_RLE_PIXELS or codes > MAX_PYTHON_DECODE_BYTES):
-        return (f"{what} is a {rle} bitmap of {w}x{h} in {codes} bytes, above the limits of {MAX_RLE_PIXELS} "
-                f"pixels and {MAX_PYTHON_DECODE_BYTES} bytes for RLE (its decoder runs in Python); "
-                "convert it to PNG")
+    if rle and (w * h > MAX_PYTHON_DECODE_PIXELS or codes > MAX_PYTHON_DECODE_BYTES):
+        return (f"{what} is a {rle} bitmap of {w}x{h} in {codes} bytes, above the limits of "
+                f"{MAX_PYTHON_DECODE_PIXELS} pixels and {MAX_PYTHON_DECODE_BYTES} bytes for RLE (its decoder "
+                "runs in Python); convert it to PNG")
     return None
 
 
@@ -86,7 +90,7 @@ def _icon(data: bytes, max_pixels: int) -> str | None:
     size check: a 16x16 directory entry may hold a 40000x40000 PNG (1.5 MB
     of file, 1.6 GB decoded) or bitmap. Read each entry's own header first."""
     count = _u(data, 4, 2)
-    for i in range(min(count, 256)):
+    for i in range(count):                  # Pillow reads every entry and opens the largest
         entry = data[6 + 16 * i: 22 + 16 * i]
         if len(entry) < 16:
             break
@@ -113,7 +117,11 @@ def _tiff(data: bytes, max_pixels: int) -> str | None:
     at += 8 if big else 2
     step = 20 if big else 12
     tile = {}
-    for i in range(min(count, MAX_HEADER_SEGMENTS)):
+    if at + count * step > len(data):
+        return None                     # a directory past the end: damaged, which Pillow says
+    if count > MAX_HEADER_SEGMENTS:
+        return f"TIFF whose first directory has {count} entries, above the limit of {MAX_HEADER_SEGMENTS}"
+    for i in range(count):
         e = at + i * step
         if e + step > len(data):
             break
@@ -124,8 +132,8 @@ def _tiff(data: bytes, max_pixels: int) -> str | None:
                 what = "strips" if tag == 273 else "tiles"
                 return (f"TIFF with {parts} {what}, above the limit of {MAX_TIFF_PARTS} (each one is "
                         f"opened and decoded on its own); rewrite it with larger {what}")
-        elif tag in (256, 257, 322, 323):   # width, height, TileWidth, TileLength
-            tile[tag] = _u(data, e + (12 if big else 8), 2 if kind == 3 else 4, order)
+        elif tag in (256, 257, 322, 323) and tag not in tile:   # width, height, tile sides: the first
+            tile[tag] = _u(data, e + (12 if big else 8), 2 if kind == 3 else 4, order)   # wins, as in Pillow
     if 322 in tile and 323 in tile:
         # A tile is decoded whole: bounded as the image is, and by the image
         # (real tiles are 16-1024 px and never far beyond the picture).
@@ -137,21 +145,27 @@ def _tiff(data: bytes, max_pixels: int) -> str | None:
 
 
 def _png(data: bytes) -> str | None:
-    """Chunks before the first IDAT: how many, and how many compressed."""
-    pos, compressed = 8, 0
-    for _ in range(MAX_HEADER_SEGMENTS):
+    """Every chunk, before the pixels and after them (Pillow reads those
+    after the pixels when it finishes loading): how many that are not
+    pixel data, how many compressed, and how many in all."""
+    pos, other, compressed = 8, 0, 0
+    for _ in range(MAX_PNG_CHUNKS):
         if pos + 8 > len(data):
             return None
         kind = data[pos + 4:pos + 8]
-        if kind in (b"IDAT", b"IEND"):
+        if kind == b"IEND":
             return None
+        if kind not in (b"IDAT", b"fdAT"):
+            other += 1
+            if other > MAX_HEADER_SEGMENTS:
+                return f"PNG with over {MAX_HEADER_SEGMENTS} chunks besides its pixel data"
         if kind in (b"iCCP", b"zTXt", b"iTXt"):
             compressed += 1
             if compressed > MAX_COMPRESSED_CHUNKS:
                 return (f"PNG with over {MAX_COMPRESSED_CHUNKS} compressed metadata chunks (iCCP, zTXt, "
-                        "iTXt) before its pixels, each inflated while opening")
+                        "iTXt), each inflated while decoding")
         pos += 12 + _u(data, pos, 4, "big")
-    return f"PNG with over {MAX_HEADER_SEGMENTS} chunks before its pixels"
+    return f"PNG of over {MAX_PNG_CHUNKS} chunks"
 
 
 def _jpeg(data: bytes) -> str | None:
@@ -179,3 +193,18 @@ def _jpeg(data: bytes) -> str | None:
             return (f"JPEG with over {MAX_JPEG_PADDING} bytes of padding between its segments, each read on "
                     "its own while opening")
     return f"JPEG with over {MAX_HEADER_SEGMENTS} segments before its first scan"
+
+
+def _psd(data: bytes) -> str | None:
+    """Image resources of a Photoshop file: Pillow reads every one while
+    opening (a probe: a million empty ones, 12 MB, took 1.7 s and 115 MB)."""
+    at = 26 + 4 + _u(data, 26, 4, "big")          # header, colour mode data
+    end = at + 4 + _u(data, at, 4, "big")
+    at += 4
+    for _ in range(MAX_HEADER_SEGMENTS):
+        if at + 12 > min(end, len(data)):
+            return None
+        name = data[at + 6]
+        at += 6 + (name + 2) // 2 * 2                 # signature, id, the name padded to even
+        at += 4 + (_u(data, at, 4, "big") + 1) // 2 * 2
+    return f"Photoshop file with over {MAX_HEADER_SEGMENTS} image resources, each read while opening"

@@ -32,9 +32,9 @@ MAX_FILE_MB = 512
 
 
 def read_image_file(path: str, max_bytes: int = MAX_FILE_MB << 20) -> tuple[bytes, str, int, int, str]:
-    """(bytes, sha256, size, change stamp (store.change_stamp), error). An unreadable file, or one
-    larger than ``max_bytes`` (not read), gives empty bytes and its error;
-    it fails alone."""
+    """(bytes, sha256, size, change stamp (``store.change_stamp``), error).
+    An unreadable file, or one larger than ``max_bytes`` (not read), gives
+    empty bytes and its error; it fails alone."""
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):

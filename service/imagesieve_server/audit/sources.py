@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..formats import (BAD_NAME, OWN_OUTPUT, UNREAD_IMAGE_SUFFIXES, folders, images_under, is_image_file, skipped_note,
-                       utf8_name)
+from ..formats import (BAD_NAME, OWN_OUTPUT, UNREAD_IMAGE_SUFFIXES, folders, images_under, is_image_file,
+                       skipped_note, utf8_name)
 from ..labelled_source import SPLIT_NAMES, load_labelled_source, read_csv_rows
 from .columns import Categorical, PackedStrings
 

@@ -442,12 +442,13 @@ def _high_depth_to_l(img: Image.Image, factor: int = 1) -> Image.Image:
     Values map by the range their maximum says: I;16 by v // 257 (0..65535
     -> 0..255, identical to the former float64 ``v * 255 / 65535``
     truncated); I and F as they are when their maximum is at most 255, as
-    16-bit when at most 65535, and beyond that by the maximum itself (a 32-bit
-    TIFF of values up to 65,535,000 came out white when clipped at 65535); F
-    whose maximum is at most 1 as 0..1 (the usual float convention: such a
-    TIFF came out black); negatives clip to 0 (F's NaN counts as 0). Done in row strips of ~1 MP, so the
-    temporaries are a few MB whatever the size: integer arithmetic for I;16
-    and I (sums in int64, mean rounded), float64 only on an F strip. With
+    16-bit when at most 65535, and beyond that by the maximum itself (a
+    32-bit TIFF of values up to 65,535,000 came out white when clipped at
+    65535); F whose maximum is at most 1 as 0..1 (the usual float
+    convention: such a TIFF came out black); negatives clip to 0 (F's NaN
+    counts as 0). Done in row strips of ~1 MP, so the temporaries are a few
+    MB whatever the size: integer arithmetic for I;16 and I (sums in int64,
+    mean rounded), float64 only on an F strip. With
     ``factor`` > 1 each factor x factor block is averaged (clipped values,
     the last row and column of blocks over the pixels they have, as
     ``Image.reduce``) before the mapping.

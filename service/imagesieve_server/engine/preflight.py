@@ -4,14 +4,14 @@ Pillow does real work inside ``Image.open`` for some formats, before
 ``decode.decode_image`` can check a pixel count or charge the memory budget,
 and some of its decoders are Python loops whose cost follows the bytes sent,
 not the raster produced. A few KB of such a file held a decode thread for
-seconds to minutes (a fourth adversarial probe; README, "A fourth probe"):
+seconds to minutes (two adversarial probes; README, "A fourth and a fifth probe"):
 
-- an ICO's bitmap (DIB) entry is decoded while opening: a 16x16 directory
-  entry holding a 16000x16000 RLE bitmap cost ~1.5 GB before the pixel limit;
-- an ICO's RLE bitmap entries are decoded in Python while opening, one loop
-  a code, and an RLE row ended early is padded one byte at a time (a 5 KB
-  100000x1000 bitmap: ~30 s; other formats Pillow decodes in Python are
-  bounded after opening, in ``decode.decode_image``);
+- an ICO's largest entry is decoded while opening: a 16x16 directory entry
+  holding a 16000x16000 RLE bitmap cost ~1.5 GB before the pixel limit, and
+  RLE bitmaps are decoded in Python, one loop a code, a row ended early
+  padded one byte at a time (a 5 KB 100000x1000 bitmap: ~30 s; images of
+  other formats that Pillow decodes in Python are bounded after opening, in
+  ``decode.decode_image``);
 - a TIFF lists its strips or tiles in the header, and Pillow makes a Python
   object a strip while opening (an 8 MB file of 2 million strips: seconds);
   a tile is decoded whole, so an 8x8 image may declare a 40000x40000 tile;
@@ -40,7 +40,7 @@ MAX_PYTHON_DECODE_PIXELS = 1_000_000
 MAX_PNG_CHUNKS = 200_000        # chunks of any kind a PNG may have (64 MB in 1 KB pixel chunks: 64,000)
 MAX_TIFF_PARTS = 65_536         # strips or tiles (a 100 MP image in 256x256 tiles has ~1,500)
 MAX_TILE_PIXELS = 1 << 22       # a tile beyond 4 x its image's pixels may have this many (2048x2048)
-MAX_COMPRESSED_CHUNKS = 64      # iCCP, zTXt, iTXt before a PNG's pixels (real files: a few)
+MAX_COMPRESSED_CHUNKS = 64      # iCCP, zTXt, iTXt in a PNG (real files: a few)
 MAX_JPEG_PADDING = 1 << 16      # bytes between a JPEG's segments before its first scan (real files: 0)
 _BMP_RLE = {1: "RLE8", 2: "RLE4"}
 
@@ -66,8 +66,8 @@ def _u(data: bytes, at: int, size: int, order: str = "little") -> int:
 
 
 def _bitmap(data: bytes, at: int, max_pixels: int, what: str, codes: int, icon: bool = False) -> str | None:
-    """The DIB header at ``at`` (a BMP's, or an ICO entry's, whose height
-    counts its colour and mask rows twice); ``codes``: its bytes."""
+    """The bitmap (DIB) header at ``at``, e.g. an ICO entry's (``icon``: its
+    height counts its colour and mask rows twice); ``codes``: its bytes."""
     size = _u(data, at, 4)
     if size < 40 or len(data) < at + 20:
         return None                     # OS/2 core header or truncated: no compression, Pillow refuses

@@ -70,8 +70,9 @@ SHARES = tuple(round(0.45 * (1 / 0.45) ** (i / 10), 3) for i in range(10, 0, -1)
 # ...and so a crop keeps at least this share of the area, whatever the two
 # aspect ratios: a 4:1 strip fits a 3:7 picture only as a full-width slice of
 # 11% of it, and such slices (a sky band, a strip of water, a stroke of a
-# sprite) matched unrelated pictures at 4-11% of their area (a fourth probe,
-# on game art: 49 of 56 unrelated pairs below 30%, 2 of 128 copies).
+# sprite) matched unrelated pictures at 4-11% of their area (a probe on game
+# art, README "Thin slices": 49 of 56 unrelated pairs below 30%, 2 of 128
+# copies).
 MIN_AREA = SHARES[-1] ** 2
 ROTATIONS = (-8.0, -4.0, 4.0, 8.0)   # degrees, tried around the best upright match
 TILT_BINS = 72           # orientations (gradient directions, polar angles) in 5-degree bins

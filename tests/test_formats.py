@@ -117,9 +117,11 @@ def test_names_that_are_not_utf8_are_left_out_with_a_note_not_a_crash(tmp_path, 
     assert "not valid UTF-8" in capsys.readouterr().err
 
 
-def test_image_names_that_are_not_regular_files_are_left_out_with_a_note(tmp_path, photos):
+def test_image_names_that_are_not_regular_files_are_left_out_with_a_note(tmp_path, photos, capsys):
     """A FIFO named like an image (opening it would block), a link to
-    nothing and a link to a device are never opened; the note counts them."""
+    nothing and a link to a device are never opened; the note counts them,
+    in the audit's listing and in the client's walk (`add`, `check`, which
+    dropped them without a word)."""
     import os
     (tmp_path / "ok.jpg").write_bytes(photos[0][0])
     os.mkfifo(tmp_path / "pipe.jpg")
@@ -129,6 +131,9 @@ def test_image_names_that_are_not_regular_files_are_left_out_with_a_note(tmp_pat
     table = load_audit_table(str(tmp_path))
     assert [Path(p).name for p in table.paths] == ["ok.jpg"]
     assert len(table.notes) == 1 and "3 image names left out: not regular files" in table.notes[0], table.notes
+    capsys.readouterr()
+    assert [p.name for p in iter_image_paths([str(tmp_path)])] == ["ok.jpg"]
+    assert "3 image name(s) left out: not regular files" in capsys.readouterr().err
 
 
 def test_a_spreadsheet_manifest_with_a_byte_order_mark_reads_and_latin1_says_why_not(tmp_path, photos):

@@ -57,7 +57,11 @@ def iter_image_paths(paths: list[str]) -> list[Path]:
     for p in map(Path, paths):
         if p.is_dir():
             # Hidden files (thumbnail caches, macOS "._" metadata) are left out, as the server's listings do.
-            found = [f for f in p.rglob("*") if f.is_file()]
+            entries = list(p.rglob("*"))
+            found = [f for f in entries if f.is_file()]
+            # A pipe, a device or a link to nothing under an image's name: never opened, but said.
+            skipped["not regular"] += sum(1 for f in entries if f.suffix.lower() in IMAGE_SUFFIXES
+                                          and not f.is_file() and not f.is_dir() and not _hidden(f, p))
             images = [f for f in found if f.suffix.lower() in IMAGE_SUFFIXES]
             shown = [f for f in images if not _hidden(f, p)]
             skipped["hidden"] += len(images) - len(shown)
@@ -67,6 +71,10 @@ def iter_image_paths(paths: list[str]) -> list[Path]:
         else:
             out.append(p)
     hidden = skipped.pop("hidden", 0)
+    irregular = skipped.pop("not regular", 0)
+    if irregular:
+        print(f"note: {irregular} image name(s) left out: not regular files (a pipe, a device or a link to "
+              "nothing)", file=sys.stderr)
     if hidden:
         print(f"note: {hidden} hidden image file(s) left out (a name starting with '.', or under __MACOSX); "
               "name them to include them", file=sys.stderr)

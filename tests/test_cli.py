@@ -118,6 +118,15 @@ def test_check_command_ingests_unique_and_flags_copies(server, photos, tmp_path)
     assert lines["same.jpg"].startswith("EXACT_DUPLICATE") and photos[1][2] in lines["same.jpg"]
     r = run_cli("check", str(second), "--collection", "missing", "--server", server.address)
     assert r.returncode == 1 and "NOT_FOUND" in r.stderr
+    # A failed image: its own line, kept on one line whatever its name; --strict makes it the exit code.
+    third = tmp_path / "third"
+    third.mkdir()
+    (third / "broken\nname.jpg").write_bytes(b"\xff\xd8 not a picture")
+    (third / "fine.jpg").write_bytes(photos[2][0])
+    for strict, code in (([], 0), (["--strict"], 1)):
+        r = run_cli("check", str(third), "--collection", "cli", "--server", server.address, *strict)
+        assert r.returncode == code, (strict, r.stderr)
+        assert len(r.stdout.splitlines()) == 2 and "broken\\nname.jpg  INVALID_ARGUMENT" in r.stdout, r.stdout
 
 
 def test_dedup_command_writes_json_csv_and_contact_sheet(server, photos, tmp_path):

@@ -151,6 +151,7 @@ def _security_kw(args) -> dict:
 def cmd_embed(args) -> int:
     import numpy as np
     from .client import Client
+    from .contact_sheet import one_line
     from .progress import Progress
 
     paths = iter_image_paths(args.paths)
@@ -174,7 +175,7 @@ def cmd_embed(args) -> int:
     keys_path = out.with_suffix(".keys.txt")
     keys_path.write_text("".join(f"{p}\n" for p in paths))
     for f in failures:
-        print(f"failed: {f.key}: {f.code}: {f.message}", file=sys.stderr)
+        print(f"failed: {one_line(f.key)}: {f.code}: {f.message}", file=sys.stderr)
     print(f"wrote {out} ({len(paths)} x {vectors.shape[1]} float32, unit rows; zero rows = failed) "
           f"and {keys_path}; {len(paths) - len(failures)} embedded, {len(failures)} failed")
     return 1 if failures and args.strict else 0
@@ -182,6 +183,7 @@ def cmd_embed(args) -> int:
 
 def cmd_check(args) -> int:
     """Stream images through CheckDuplicates; one verdict line per image."""
+    from .contact_sheet import one_line
     import grpc
     from .client import Client
     from .progress import Progress
@@ -191,6 +193,7 @@ def cmd_check(args) -> int:
         print("imagesieve check: no images found", file=sys.stderr)
         return 2
     counts: dict[str, int] = {}
+    failed = 0
     with Client(args.server, **_security_kw(args)) as client:
         client.wait_ready(args.connect_timeout, fail_fast=True)
         try:
@@ -211,12 +214,14 @@ def cmd_check(args) -> int:
                     else:
                         detail = "collection empty"
                     added = " [added]" if r.added else ""
-                    print(f"{r.verdict:15} {r.key}  {detail}{added}", flush=True)
+                    failed += r.error is not None
+                    print(f"{r.verdict:15} {one_line(r.key)}  {detail}{added}", flush=True)
         except grpc.RpcError as e:
             print(f"imagesieve check: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1
     print("summary: " + ", ".join(f"{v.lower()} {n}" for v, n in sorted(counts.items())), file=sys.stderr)
-    return 0
+    return 1 if failed and args.strict else 0
+
 
 
 def folder_label_and_split(folders: list[str]) -> tuple[str, str]:
@@ -280,6 +285,7 @@ def labelled_inputs(args) -> list[tuple[Path, str, str]]:
 def cmd_add(args) -> int:
     """AddImages: images into a collection with their label and split, so
     that dedup can tell leakage and label conflicts."""
+    from .contact_sheet import one_line
     import grpc
     from .client import Client
     from .progress import Progress
@@ -313,7 +319,7 @@ def cmd_add(args) -> int:
             print(f"imagesieve add: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1
     for f in failures:
-        print(f"failed: {f.key}: {f.code}: {f.message}", file=sys.stderr)
+        print(f"failed: {one_line(f.key)}: {f.code}: {f.message}", file=sys.stderr)
     labelled = sum(bool(x[1]) for x in items)
     print(f"{args.collection}: {added} added ({labelled} of {len(items)} labelled), {exact} skipped as exact "
           f"duplicates, {len(failures)} failed")
@@ -516,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="verdicts by embedding cosine alone (no stage-2 verification of each candidate)")
     c.add_argument("--add-if-unique", action="store_true", help="add each unique image, atomically")
     c.add_argument("--create", action="store_true", help="create the collection if it does not exist")
+    c.add_argument("--strict", action="store_true", help="exit 1 if any image failed")
     _add_connect_timeout(c, 30.0)
     _add_security_options(c)
     c.set_defaults(func=cmd_check)

@@ -45,14 +45,15 @@ def _thumbnail(image, size: int) -> Image.Image:
     return tile
 
 
-def _one_line(text: str) -> str:
-    """Control characters (a newline in a file name) shown escaped: Pillow
-    cannot measure multiline text, and a caption is one line."""
+def one_line(text: str) -> str:
+    """``text`` with its control characters (a newline in a file name)
+    escaped: a caption or an output line stays one line (and Pillow cannot
+    measure multiline text)."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
-    text = _one_line(text)
+    text = one_line(text)
     if draw.textlength(text, font=font) <= width:
         return text
     while text and draw.textlength(text + "...", font=font) > width:

@@ -184,6 +184,29 @@ def test_new_bytes_behind_an_old_modification_time_are_embedded_again(tmp_path):
     store.close()
 
 
+def test_the_audits_pixel_limit_can_be_raised_and_lowered(manifest_path, tmp_path):
+    """`serve` had --max-pixels, the audit not: a 108 MP scan failed with no way
+    to let it in. The raster limit follows (4 bytes a pixel)."""
+    from imagesieve_server.audit.embed import InProcessBackend
+    Image.new("RGB", (120, 100), (90, 30, 200)).save(tmp_path / "a.png")
+    small = InProcessBackend(str(manifest_path), max_pixels=10_000, decode_processes=0)
+    try:
+        [item] = list(small.embed([str(tmp_path / "a.png")]))
+        assert item.vector is None and "12000 pixels, above the limit of 10000" in item.error
+    finally:
+        small.close()
+    big = InProcessBackend(str(manifest_path), max_pixels=300_000_000, decode_processes=0)
+    try:
+        assert big.embedder.limits.max_pixels == 300_000_000
+        assert big.embedder.limits.max_raster_bytes == 1_200_000_000
+        [item] = list(big.embed([str(tmp_path / "a.png")]))
+        assert item.vector is not None and not item.error
+    finally:
+        big.close()
+    with pytest.raises(ValueError, match="max_pixels"):
+        InProcessBackend(str(manifest_path), max_pixels=0)
+
+
 def test_interrupted_audit_continues_without_embedding_twice(tmp_path):
     """Ctrl-C in the middle of embedding; the rerun embeds only the rest."""
     folder = tmp_path / "many"

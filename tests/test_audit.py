@@ -207,6 +207,21 @@ def test_the_audits_pixel_limit_can_be_raised_and_lowered(manifest_path, tmp_pat
         InProcessBackend(str(manifest_path), max_pixels=0)
 
 
+def test_a_url_or_an_empty_path_in_a_manifest_fails_alone_saying_so(tmp_path):
+    """A URL row became "http:/example.com/x.jpg: No such file" and an empty
+    path the manifest's own folder ("not a regular file")."""
+    from imagesieve_server.audit.embed import read_image_file
+    from imagesieve_server.audit.sources import load_audit_table
+    Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\nok.png,a\nhttp://example.com/x.jpg,b\n,c\n")
+    table = load_audit_table(str(manifest))
+    errors = {p: read_image_file(p)[4] for p in table.paths}
+    assert errors[str(tmp_path / "ok.png")] == ""
+    assert errors["http://example.com/x.jpg"].startswith("INVALID_ARGUMENT: a URL, not a file")
+    assert errors[""] == "INVALID_ARGUMENT: an empty path"
+
+
 def test_interrupted_audit_continues_without_embedding_twice(tmp_path):
     """Ctrl-C in the middle of embedding; the rerun embeds only the rest."""
     folder = tmp_path / "many"

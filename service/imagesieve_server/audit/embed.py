@@ -36,6 +36,10 @@ def read_image_file(path: str, max_bytes: int = MAX_FILE_MB << 20) -> tuple[byte
     """(bytes, sha256, size, change stamp (``store.change_stamp``), error).
     An unreadable file, or one larger than ``max_bytes`` (not read), gives
     empty bytes and its error; it fails alone."""
+    if not path:
+        return b"", "", 0, 0, "INVALID_ARGUMENT: an empty path"
+    if "://" in path:
+        return b"", "", 0, 0, "INVALID_ARGUMENT: a URL, not a file: the audit reads local files (download it first)"
     try:
         st = os.stat(path)
         if not stat.S_ISREG(st.st_mode):

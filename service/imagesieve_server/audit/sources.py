@@ -90,9 +90,12 @@ def _from_table(rows: list[dict], base: Path, name: str) -> list[AuditRecord]:
         raise ValueError(f"{name}: the manifest needs a 'path' column (and optionally label, split)")
     out = []
     for row in rows:
-        p = Path(str(row["path"]))
-        out.append(AuditRecord(str(p if p.is_absolute() else base / p), _text(row.get("label")),
-                               _text(row.get("split")).lower()))
+        raw = _text(row["path"])
+        p = Path(raw)
+        # A URL (Path would fold its "//") or an empty cell (Path: the folder) is kept as
+        # written, to fail alone saying what it is.
+        where = raw if "://" in raw or not raw else str(p if p.is_absolute() else base / p)
+        out.append(AuditRecord(where, _text(row.get("label")), _text(row.get("split")).lower()))
     return out
 
 

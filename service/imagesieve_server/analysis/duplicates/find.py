@@ -20,7 +20,7 @@ from ..neighbors import knn_chunks
 from .groups import bounded_groups, connected_components, group_min_similarity, groups_from_labels
 from .leakage import cross_split_pairs, label_conflicts
 from .pairs import knn_graph_pairs, pairs_above_threshold
-from .verify import FLAT_STD, PairEvidence, check_signatures, verified_pairs, verify_pairs
+from .verify import FLAT_STD, PairEvidence, check_signatures, one_dimensional, verified_pairs, verify_pairs
 
 GROUPINGS = ("bounded", "centre", "components")
 #: Stage 1 with verification: each image's CANDIDATE_K nearest neighbours
@@ -262,7 +262,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         a, b, by_layout = np.r_[a, la][order], np.r_[b, lb][order], by_layout[order]
         candidates = len(a)
         ev = verify_pairs(signatures, a, b, report=report, pool=alignment_pool)
-        ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout)
+        profile = one_dimensional(signatures)
+        ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout, profile=profile[a] | profile[b])
         # Identical bytes are duplicates whatever stage 2 says, candidates or not.
         ea, eb = exact_pairs(sha)
         ok |= np.isin(a * n + b, ea * n + eb)

@@ -57,11 +57,13 @@ def iter_image_paths(paths: list[str]) -> list[Path]:
     for p in map(Path, paths):
         if p.is_dir():
             # Hidden files (thumbnail caches, macOS "._" metadata) are left out, as the server's listings do.
-            entries = list(p.rglob("*"))
-            found = [f for f in entries if f.is_file()]
-            # A pipe, a device or a link to nothing under an image's name: never opened, but said.
-            skipped["not regular"] += sum(1 for f in entries if f.suffix.lower() in IMAGE_SUFFIXES
-                                          and not f.is_file() and not f.is_dir() and not _hidden(f, p))
+            found = []
+            for f in p.rglob("*"):          # one stat an entry
+                if f.is_file():
+                    found.append(f)
+                elif f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir() and not _hidden(f, p):
+                    # A pipe, a device or a link to nothing under an image's name: never opened, but said.
+                    skipped["not regular"] += 1
             images = [f for f in found if f.suffix.lower() in IMAGE_SUFFIXES]
             shown = [f for f in images if not _hidden(f, p)]
             skipped["hidden"] += len(images) - len(shown)

@@ -89,7 +89,7 @@ class ServerConfig:
     stream_window: int = 16             # requests per stream worked on concurrently
     max_message_mb: int = 64
     max_image_mb: int = 32
-    max_pixels: int = 100_000_000
+    max_pixels: int = DecodeLimits.max_pixels      # 100 MP
     allow_root: list = dataclasses.field(default_factory=list)  # folders server_path may read
     grace_s: float = 30.0
     # Security: TLS (cert + key), mutual TLS (+ client CA), bearer tokens

@@ -29,7 +29,6 @@ PROCESS_DECODE_MIN = 256
 # (an 8K PNG is 50-100 MB) is data, not an attack, and the decoder's pixel
 # and raster limits bound what decoding it costs; this bounds the read.
 MAX_FILE_MB = 512
-DEFAULT_MAX_PIXELS = 100_000_000     # as the server's --max-pixels
 
 
 def read_image_file(path: str, max_bytes: int = MAX_FILE_MB << 20) -> tuple[bytes, str, int, int, str]:
@@ -105,11 +104,12 @@ class InProcessBackend:
 
     def __init__(self, model: str | None = None, max_batch_size: int = 32, runtime: str = "onnx",
                  max_image_mb: int = MAX_FILE_MB, decode_processes: int | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int | None = None):
         from ..engine import DecodeLimits, Embedder
         if max_image_mb < 1:
             raise ValueError(f"max_image_mb must be >= 1; got {max_image_mb}")
-        if max_pixels < 1:
+        self.max_pixels = DecodeLimits.max_pixels if max_pixels is None else max_pixels   # the server's default
+        if self.max_pixels < 1:
             raise ValueError(f"max_pixels must be >= 1; got {max_pixels}")
         if decode_processes is not None and decode_processes < 0:
             raise ValueError(f"decode_processes must be >= 0; got {decode_processes}")
@@ -117,9 +117,9 @@ class InProcessBackend:
         self.decode_processes = decode_processes
         self.embedder = Embedder.from_model(model, runtime=runtime, max_batch_size=max_batch_size,
                                             # Local files, trusted: the raster may be as large as the pixels ask.
-                                            limits=DecodeLimits(max_bytes=self.max_bytes, max_pixels=max_pixels,
+                                            limits=DecodeLimits(max_bytes=self.max_bytes, max_pixels=self.max_pixels,
                                                                 max_raster_bytes=max(DecodeLimits.max_raster_bytes,
-                                                                                     4 * max_pixels)),
+                                                                                     4 * self.max_pixels)),
                                             decode_processes=decode_processes or 0)
         self.model, self.dim = self.embedder.executor.manifest.name, self.embedder.dim
 

@@ -50,10 +50,11 @@ class Lists:
         self.meta: dict[str, dict] = {}
         self.shown: dict[int, bool] = {}        # image position -> gets a thumbnail, in the order first shown
 
-    def image(self, i: int) -> dict:
+    def image(self, i: int, thumb: bool = True) -> dict:
         """An image as a row shows it: position, path, label, split and its
-        thumbnail's URL ("" beyond MAX_THUMBS: the app shows the file)."""
-        thumb = self.shown.setdefault(i, len(self.shown) < MAX_THUMBS)
+        thumbnail's URL ("" beyond MAX_THUMBS, or without ``thumb``: the app
+        shows the file)."""
+        thumb = thumb and self.shown.setdefault(i, len(self.shown) < MAX_THUMBS)
         # Absolute: a fix list exported from the page must name the files from any folder.
         return {"i": i, "p": os.path.abspath(self.r.paths[i]), "l": self.r.labels[i], "s": self.r.splits[i],
                 "t": f"{DATA}/{_thumb_name(i)}" if thumb else ""}
@@ -206,8 +207,7 @@ def write_data(r: AuditResults, out: Path, workers: int = 0) -> dict:
     failed = [i for i, e in enumerate(r.errors) if e]
     if failed:
         # No thumbnail of its own (it could not be decoded; one may be a bomb): the page shows the file.
-        rows = ({"im": {"i": i, "p": os.path.abspath(r.paths[i]), "l": r.labels[i], "s": r.splits[i], "t": ""},
-                 "v": 0.0, "e": {"error": r.errors[i]}} for i in failed)
+        rows = ({"im": lists.image(i, thumb=False), "v": 0.0, "e": {"error": r.errors[i]}} for i in failed)
         lists.add("failed", "Images that could not be read or decoded", rows, len(failed), "images",
                   unit="", reason="each file's own error; the rest of the audit went on without it")
     _write_thumbs(lists, root, workers)

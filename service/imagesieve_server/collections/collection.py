@@ -602,9 +602,10 @@ class Collection:
         stored_g = [nan] + [stored[n.key][1] if stored[n.key][1] is not None else nan for n in everyone]
         stored_c = [nan] + [stored[n.key][2] if stored[n.key][2] is not None else nan for n in everyone]
         profile = verify.one_dimensional(sigs)
+        profile = profile[a] | profile[b]
         ok, _ = verify.verified_pairs(m + 1, a, b, g, c, np.array(stored_g), np.array(stored_c),
-                                      layout_only=layout_only, profile=profile[a] | profile[b])
-        look = ~ok & ~layout_only & ~(profile[a] | profile[b])
+                                      layout_only=layout_only, profile=profile)
+        look = ~ok & ~layout_only & ~profile
         own_g = verify.neighbourhood_typical(m + 1, a[look], b[look], g[look])[0]
         own_c = verify.neighbourhood_typical(m + 1, a[look], b[look], c[look])[0]
         for n, v in zip(everyone, ok):

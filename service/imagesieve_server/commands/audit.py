@@ -52,9 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-image-mb", type=int, default=512,
                    help="largest image file to read, MiB (default 512: large wallpapers and scans are data here; "
                         "a server applies its own limit)")
-    p.add_argument("--max-pixels", type=int, default=100_000_000,
-                   help="largest image to decode, pixels from its header (default 100 MP; a raster of up to 4 "
-                        "bytes a pixel is allowed with it; a server applies its own --max-pixels)")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="largest image to decode, pixels from its header (default 100 MP, as serve's; a raster of "
+                        "up to 4 bytes a pixel is allowed with it; a server applies its own --max-pixels)")
     p.add_argument("--memory-gb", type=float, default=None,
                    help="memory the analyses' indexes may plan for, GiB (default: IMAGESIEVE_INDEX_MEMORY_MB, else "
                         "half the host's); above 50,000 images, when the vectors as floats would fill more than "
@@ -195,9 +195,11 @@ def run(args) -> int:
     for n in s["notes"]:
         print(f"note: {n}")
     failed = [(p, e) for p, e in zip(paths, errors) if e]
-    too_large = sum(1 for _, e in failed if "pixels, above the limit" in e)
-    if too_large and not args.server:
-        print(f"note: {too_large} image(s) above the pixel limit of {args.max_pixels:,}: --max-pixels raises it")
+    if backend.name == "in-process":       # every refusal for size ends "above the limit of <max pixels>"
+        too_large = sum(1 for _, e in failed if e.endswith(f"above the limit of {backend.max_pixels}"))
+        if too_large:
+            print(f"note: {too_large} image(s) above the pixel limit of {backend.max_pixels:,}: --max-pixels "
+                  "raises it")
     for p, e in failed[:FAILED_SHOWN]:
         print(f"failed: {p}: {e}")
     if len(failed) > FAILED_SHOWN:

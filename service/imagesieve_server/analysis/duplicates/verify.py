@@ -506,14 +506,20 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
 ONE_DIMENSIONAL = 0.9
 
 
-def one_dimensional(signatures) -> np.ndarray:
-    """(N,) bool: signatures whose thumbnail is a profile (ONE_DIMENSIONAL)."""
-    t = thumbnails(check_signatures(signatures)).astype(np.float32)
-    t -= t.mean(axis=(1, 2), keepdims=True)
-    total = (t * t).sum(axis=(1, 2))
-    rows = (t.mean(axis=2) ** 2).sum(axis=1) * SIDE
-    cols = (t.mean(axis=1) ** 2).sum(axis=1) * SIDE
-    return (total > 0) & (np.maximum(rows, cols) >= ONE_DIMENSIONAL * total)
+def one_dimensional(signatures, chunk: int = 4096) -> np.ndarray:
+    """(N,) bool: signatures whose thumbnail is a profile (ONE_DIMENSIONAL).
+    A ``chunk`` of thumbnails at a time as floats (9 KB each): an audit's
+    signatures are millions."""
+    views = thumbnails(check_signatures(signatures))
+    out = np.zeros(len(views), bool)
+    for s in range(0, len(views), chunk):
+        t = views[s:s + chunk].astype(np.float32)
+        t -= t.mean(axis=(1, 2), keepdims=True)
+        total = (t * t).sum(axis=(1, 2))
+        rows = (t.mean(axis=2) ** 2).sum(axis=1) * SIDE
+        cols = (t.mean(axis=1) ** 2).sum(axis=1) * SIDE
+        out[s:s + chunk] = (total > 0) & (np.maximum(rows, cols) >= ONE_DIMENSIONAL * total)
+    return out
 
 
 def check_signatures(signatures, name: str = "signatures") -> np.ndarray:

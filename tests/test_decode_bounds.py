@@ -574,6 +574,15 @@ def _psd(side: int, resources: int) -> bytes:
             + bytes((x + y) % 256 for y in range(side) for x in range(side)))
 
 
+def _gif_with(extensions: bytes) -> bytes:
+    """A 32x32 gradient GIF with ``extensions`` before its first frame."""
+    buf = io.BytesIO()
+    Image.fromarray(np.add.outer(np.arange(32), np.arange(32)).astype(np.uint8) * 4).save(buf, "GIF")
+    gif = buf.getvalue()
+    at = 13 + (3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)
+    return gif[:at] + extensions + gif[at:]
+
+
 BOMBS = {
     # a 5 KB bitmap whose rows end after one pixel: Pillow pads each row a byte at a time (~30 s)
     "RLE bitmap rows ended early": (_rle8_bmp(100_000, 1000, b"\x01\x05\x00\x00" * 1000 + b"\x00\x01"),
@@ -602,6 +611,10 @@ BOMBS = {
     "DDS of colour masks, 1000x1000": (_dds_masked(1000, 1000), "decoder runs in Python (dds_rgb)"),
     "PGM of maxval 254, 1000x1000": (b"P5\n1000 1000\n254\n" + b"\x10" * 1_000_000, "decoder runs in Python (ppm)"),
     "Photoshop file of 2,000 resources": (_psd(8, 2000), "image resources"),
+    # a sixth probe: 840,000 one-byte comments before the first frame, 4 MB, held a thread 0.6 s
+    "GIF of 100,000 comments": (_gif_with(b"\x21\xfe\x01x\x00" * 100_000), "extension blocks"),
+    "GIF of a 20 MB comment": (_gif_with(b"\x21\xfe" + (b"\xff" + b"x" * 255) * 80_000 + b"\x00"),
+                               "MB of extension data"),
 }
 
 
@@ -640,3 +653,6 @@ def test_ordinary_files_of_those_kinds_still_decode():
     assert decode_image(b"P5\n300 200\n254\n" + b"\x10" * 60_000, 16).size == (300, 200)
     psd = np.asarray(decode_image(_psd(32, 3), 8))[..., 0]
     assert psd.shape == (32, 32) and psd[3, 5] == 8
+    gif = np.asarray(decode_image(_gif_with(b"\x21\xfe\x05hello\x00" * 3 + b"\x21\xfe" + b"\xff" + b"y" * 255
+                                            + b"\x00"), 32))[..., 0]
+    assert gif.shape == (32, 32) and gif[0, 0] < gif[31, 31]

@@ -19,7 +19,9 @@ seconds to minutes (two adversarial probes; README, "A fourth and a fifth probe"
   zTXt, iTXt) is inflated, before its pixels while opening, after them
   when loading ends;
 - a JPEG's bytes between segments (junk or 0xFF fill) are read one at a time;
-- a Photoshop file's image resources are read one by one while opening.
+- a Photoshop file's image resources are read one by one while opening;
+- a GIF's extension blocks before its first frame are read one by one while
+  opening (840,000 one-byte comments, 4 MB: 0.6 s).
 
 Each check reads headers only, at most ``MAX_HEADER_SEGMENTS`` segments,
 and returns why the file is refused (a RESOURCE_EXHAUSTED item error), or
@@ -42,6 +44,7 @@ MAX_TIFF_PARTS = 65_536         # strips or tiles (a 100 MP image in 256x256 til
 MAX_TILE_PIXELS = 1 << 22       # a tile beyond 4 x its image's pixels may have this many (2048x2048)
 MAX_COMPRESSED_CHUNKS = 64      # iCCP, zTXt, iTXt in a PNG (real files: a few)
 MAX_JPEG_PADDING = 1 << 16      # bytes between a JPEG's segments before its first scan (real files: 0)
+MAX_GIF_SUB_BLOCKS = 1 << 16    # 255-byte pieces of a GIF's extensions before its first frame (16 MB)
 _BMP_RLE = {1: "RLE8", 2: "RLE4"}
 
 
@@ -58,6 +61,8 @@ def problem(data: bytes, max_pixels: int) -> str | None:
         return _jpeg(data)
     if head[:4] == b"8BPS":
         return _psd(data)
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return _gif(data)
     return None
 
 
@@ -208,3 +213,24 @@ def _psd(data: bytes) -> str | None:
         at += 6 + (name + 2) // 2 * 2                 # signature, id, the name padded to even
         at += 4 + (_u(data, at, 4, "big") + 1) // 2 * 2
     return f"Photoshop file with over {MAX_HEADER_SEGMENTS} image resources, each read while opening"
+
+
+def _gif(data: bytes) -> str | None:
+    """Extension blocks (comments, application data, frame controls) before
+    the first frame: Pillow reads every one while opening. Blocks after the
+    first frame are read only when seeking to later frames, which decoding
+    never does."""
+    flags = data[10] if len(data) > 10 else 0
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)     # header, screen, global colours
+    pieces = 0
+    for _ in range(MAX_HEADER_SEGMENTS):
+        if pos + 2 > len(data) or data[pos] != 0x21:               # a frame, the end, or junk: Pillow's
+            return None
+        pos += 2                                                    # introducer and label
+        while pos < len(data) and data[pos]:
+            pos += 1 + data[pos]
+            pieces += 1
+            if pieces > MAX_GIF_SUB_BLOCKS:
+                return f"GIF with over {MAX_GIF_SUB_BLOCKS * 255 >> 20} MB of extension data before its first frame"
+        pos += 1
+    return f"GIF with over {MAX_HEADER_SEGMENTS} extension blocks before its first frame, each read while opening"

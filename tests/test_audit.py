@@ -207,6 +207,17 @@ def test_the_audits_pixel_limit_can_be_raised_and_lowered(manifest_path, tmp_pat
         InProcessBackend(str(manifest_path), max_pixels=0)
 
 
+def test_strict_audit_exits_1_when_an_image_failed(dataset, audited):
+    """A pipeline gate: the same audit (resumed from its embeddings) with
+    --strict exits 1, as ``check --strict`` does, and still writes its report."""
+    out, first = audited
+    r = audit(dataset[0], "--out", out, "--target", "0.99", "--no-sweep", "--strict")
+    assert first.returncode == 0 and r.returncode == 1, r.stdout + r.stderr
+    assert "0 embedded now" in r.stdout or "reused" in r.stdout, r.stdout
+    assert any(x.startswith("failed: ") and "corrupt.jpg" in x for x in r.stdout.splitlines())
+    assert json.loads((out / "report.json").read_text())["summary"]["failed"] == 1
+
+
 def test_a_url_or_an_empty_path_in_a_manifest_fails_alone_saying_so(tmp_path):
     """A URL row became "http:/example.com/x.jpg: No such file" and an empty
     path the manifest's own folder ("not a regular file")."""

@@ -62,6 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-processes", type=int, default=None, metavar="N",
                    help="in-process embedding decodes in N worker processes (default: one per core when 256 or "
                         "more images are to be embedded; 0: on threads in this process)")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any image could not be read or decoded")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=1024,
                    help="images per embeddings shard; at most this many are redone after a crash")
@@ -208,4 +209,4 @@ def run(args) -> int:
     print(f"report: {out / 'report.html'} (with report_data/; also report.json, images.parquet, "
           "duplicate_pairs.parquet, duplicate_groups.parquet"
           + (", pred_probs.npy, labels.npy" if "label_suspects" in s else "") + ")")
-    return 0
+    return 1 if failed and args.strict else 0

@@ -935,3 +935,28 @@ def test_a_decode_whose_caller_left_is_skipped_and_time_used_alone_is_no_debt():
     assert not any(t.is_alive() for t in pool._threads)
     with pytest.raises(RuntimeError):
         pool.submit("a", work, "a")
+
+
+def test_streams_ended_by_a_request_error_log_no_traceback(manifest_path):
+    """A sixth probe: ~95% of streaming calls that ended with a request error
+    (an unknown collection, k=-1) left the stream's pending read to fail with
+    the call's AbortError, unretrieved, and asyncio logged ~3 KB of ERROR
+    traceback each: one client looping wrote 0.5 MB/s into the server's log."""
+    with LocalServer([], model=str(manifest_path)) as srv:
+        channel = grpc.insecure_channel(srv.address)
+        dup = duplicates_pb2_grpc.DuplicateServiceStub(channel)
+        emb = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+        calls = [lambda: list(dup.CheckDuplicates(iter([duplicates_pb2.CheckDuplicatesRequest(
+                     collection="nope", images=[common_pb2.Image(key="q", data=b"x")])]), timeout=10)),
+                 lambda: list(dup.CheckDuplicates(iter([duplicates_pb2.CheckDuplicatesRequest(k=-1)]), timeout=10)),
+                 lambda: list(emb.EmbedStream(iter([embedding_pb2.EmbedRequest(top_k_classes=-1)]), timeout=10))]
+        codes = collections.Counter()
+        with channel:
+            for i in range(150):
+                with pytest.raises(grpc.RpcError) as e:
+                    calls[i % 3]()
+                codes[e.value.code()] += 1
+        time.sleep(1.0)
+        log = "\n".join(srv.log)
+    assert codes == {grpc.StatusCode.NOT_FOUND: 50, grpc.StatusCode.INVALID_ARGUMENT: 100}
+    assert "never retrieved" not in log and "Traceback" not in log, log[-3000:]

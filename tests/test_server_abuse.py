@@ -960,3 +960,64 @@ def test_streams_ended_by_a_request_error_log_no_traceback(manifest_path):
         log = "\n".join(srv.log)
     assert codes == {grpc.StatusCode.NOT_FOUND: 50, grpc.StatusCode.INVALID_ARGUMENT: 100}
     assert "never retrieved" not in log and "Traceback" not in log, log[-3000:]
+
+
+def _rings(seed: int, side: int = 64) -> bytes:
+    """A ring pattern under fine noise, alternate half-rows transparent: many
+    of them are each other's candidates, and every alignment search runs."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:side, 0:side] - side / 2
+    g = 128 + 80 * np.cos(np.hypot(yy, xx) / (5.3 + rng.random())) + rng.standard_normal((side, side)) * 40
+    g = np.clip(g, 0, 255).astype(np.uint8)
+    alpha = np.full((side, side), 255, np.uint8)
+    alpha[::2, side // 2:] = 0
+    return encode(Image.fromarray(np.dstack([g, np.roll(g, 3, 0), np.roll(g, 5, 1), alpha]), "RGBA"), "PNG")
+
+
+def test_one_check_stream_stalls_no_other_collection_and_stops_when_cancelled(manifest_path, photos):
+    """A sixth probe: one read-only CheckDuplicates stream of 16 requests of
+    64 costly images took every thread of the event loop's default executor,
+    which every collection call shares: GetCollectionStats on another
+    collection waited 27-85 s, and went on waiting up to 72 s after the
+    stream was cancelled, while the cancelled stream's threads checked (and,
+    with add_if_unique, added) the rest of its requests: 312 images added
+    after a cancel at 6. Checks now run on a pool of their own, one image a
+    task, shared between connections by time, and a cancelled call stops
+    after the image in progress."""
+    with LocalServer([], model=str(manifest_path)) as srv, Client(srv.address, timeout=60) as c:
+        c.create_collection("mine")
+        c.create_collection("other")
+        assert all(r.added for r in c.add("mine", [_rings(i) for i in range(60)], keys=[f"r{i}" for i in range(60)]))
+        assert all(r.added for r in c.add("other", [photos[0][0]], keys=["p"]))
+        requests = [duplicates_pb2.CheckDuplicatesRequest(collection="mine", add_if_unique=True, images=[
+            common_pb2.Image(key=f"x{r}-{i}", data=_rings(1000 + 48 * r + i)) for i in range(48)]) for r in range(8)]
+        channel = grpc.insecure_channel(srv.address)
+        stream = duplicates_pb2_grpc.DuplicateServiceStub(channel).CheckDuplicates(iter(requests), timeout=300)
+        ended = []
+
+        def read():
+            try:
+                for _ in stream:
+                    pass
+            except grpc.RpcError as e:
+                ended.append(e.code())
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        waits = []
+        t = time.perf_counter()
+        while time.perf_counter() - t < 6:
+            t0 = time.perf_counter()
+            assert c.collection_stats("other").num_images == 1
+            waits.append(time.perf_counter() - t0)
+            time.sleep(0.1)
+        at_cancel = c.collection_stats("mine").num_images
+        stream.cancel()
+        time.sleep(4)
+        later = c.collection_stats("mine").num_images
+        reader.join(10)
+        channel.close()
+        assert c.collection_stats("other").num_images == 1
+    assert at_cancel > 60, "the stream added nothing: the attack did not run"
+    assert ended == [grpc.StatusCode.CANCELLED]
+    assert max(waits) < 2.0, waits
+    assert later - at_cancel <= 8, (at_cancel, later)

@@ -7,6 +7,7 @@ import io
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -449,6 +450,49 @@ def test_worker_processes_give_the_same_evidence_and_stop_when_told(embedder, ph
         pool.close()
     with pytest.raises(RuntimeError, match="closed"):
         verify_pairs(s, a[:8], b[:8], pool=pool)
+
+
+def test_a_shared_pool_answers_checks_before_a_jobs_chunks(embedder, photos):
+    """A server's pool serves checks (a few pairs, someone waiting) and
+    FindDuplicates jobs (thousands). First come first served, a check waited
+    behind a job's queued chunks (a probe: a one-image check 0.1 s -> 3.5-10
+    s during a read-only FindDuplicates); now small calls go first, and both
+    get the calling thread's answers."""
+    originals = [photo_image(d) for d, _, _ in photos]
+    blobs = [encode(im, "JPEG", quality=92) for im in originals]
+    blobs += [encode(ImageOps.mirror(im).resize((im.width // 2, im.height // 2)), "JPEG") for im in originals]
+    _, s = _embed(embedder, blobs)
+    a, b = np.triu_indices(len(blobs), 1)
+    reps = max(1, 3000 // len(a))
+    big_a, big_b = np.tile(a, reps), np.tile(b, reps)
+    small = slice(0, 8)
+    inline = verify_pairs(s, a[small], b[small], workers=1)
+    pool = AlignmentPool(2, shared=True)
+    try:
+        pool.warm()
+        t = time.perf_counter()
+        verify_pairs(s, a[small], b[small], pool=pool)
+        alone = time.perf_counter() - t
+        with ThreadPoolExecutor(1) as ex:
+            t = time.perf_counter()
+            job = ex.submit(verify_pairs, s, big_a, big_b, pool=pool)
+            waits = []
+            while not job.done() and len(waits) < 6:
+                time.sleep(0.3)
+                t0 = time.perf_counter()
+                got = verify_pairs(s, a[small], b[small], pool=pool)
+                waits.append(time.perf_counter() - t0)
+                assert np.array_equal(got.agreement, inline.agreement)
+            evidence = job.result()
+            job_s = time.perf_counter() - t
+        per_pair = job_s / len(big_a)             # the job's own pace, on both workers
+    finally:
+        pool.close()
+    assert np.array_equal(evidence.agreement[:len(a)], verify_pairs(s, a, b, workers=1).agreement)
+    assert len(waits) >= 3, (job_s, waits)
+    # First come first served, a check waited for two 256-pair chunks a worker
+    # (~512 pairs' time); now for at most one 32-pair chunk.
+    assert max(waits) < alone + 64 * per_pair * 2 + 0.2, (alone, per_pair, waits)
 
 
 def test_one_knn_pass_gives_the_same_candidates(embedder, photos):

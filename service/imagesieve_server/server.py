@@ -198,10 +198,11 @@ class ImageSieveServer:
                                     config.max_inflight)
         runner.SLOTS.limit = config.max_jobs or (os.cpu_count() or 1)
         self.reader: ImageReader | None = None
+        self.duplicates: DuplicateServicer | None = None
         ex = embedder.executor
         workers = config.verify_workers if config.verify_workers >= 0 else min(os.cpu_count() or 1, 8)
         # One worker would be no faster than the request's thread.
-        self.alignment_pool = verify.AlignmentPool(workers) if workers >= 2 else None
+        self.alignment_pool = verify.AlignmentPool(workers, shared=True) if workers >= 2 else None
         self.collections = CollectionManager(config.data_dir, ex.manifest.name, ex.dim, config.snapshot_every,
                                              alignment_pool=self.alignment_pool,
                                              max_collections=self.max_collections)
@@ -250,10 +251,9 @@ class ImageSieveServer:
         collections_pb2_grpc.add_CollectionServiceServicer_to_server(
             CollectionServicer(self.collections, self.engine, reader, c.max_images_per_request,
                                on_dropped=self._collection_dropped), self.server)
-        duplicates_pb2_grpc.add_DuplicateServiceServicer_to_server(
-            DuplicateServicer(self.collections, self.engine, reader, c.stream_window, c.max_images_per_request,
-                              c.max_pairs),
-            self.server)
+        self.duplicates = DuplicateServicer(self.collections, self.engine, reader, c.stream_window,
+                                            c.max_images_per_request, c.max_pairs)
+        duplicates_pb2_grpc.add_DuplicateServiceServicer_to_server(self.duplicates, self.server)
         analysis_pb2_grpc.add_AnalysisServiceServicer_to_server(
             AnalysisServicer(self.engine, self.collections, reader), self.server)
         consensus_pb2_grpc.add_ConsensusServiceServicer_to_server(ConsensusServicer(self.collections), self.server)
@@ -300,6 +300,8 @@ class ImageSieveServer:
         ones (up to ``grace_s``), then drain the model queue."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.grace_s if grace_s is None else grace_s)
+        if self.duplicates is not None:
+            self.duplicates.close()
         await self.engine.stop()
         await asyncio.to_thread(self.collections.close)   # snapshots what changed
         if self.alignment_pool is not None:

@@ -562,23 +562,41 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="imagesieve-parent-watch", daemon=True).start()
 
 
+# A server's pool is shared by its streaming checks (a few dozen pairs a
+# call, someone waiting) and its FindDuplicates jobs (thousands). First come
+# first served, a job's queued chunks made every check on the server wait
+# behind them (a probe: a one-image check 0.1 s -> 3.5-10 s during a
+# read-only FindDuplicates). So in a shared pool a call of at most
+# URGENT_PAIRS goes first: a large call keeps at most one task a worker in
+# flight, SHARED_CHUNK pairs each (~0.1-0.6 s), and submits its next one only
+# once no urgent call is waiting, or URGENT_WAIT_S has passed (a job still
+# advances under a constant stream of checks).
+URGENT_PAIRS = 64
+SHARED_CHUNK = 32
+URGENT_WAIT_S = 1.0
+
+
 class AlignmentPool:
     """Worker processes that align pairs: kept by a server for its checks
-    and jobs, or started by :func:`verify_pairs` for one large batch. In a
-    server's streaming check, one new image's ~8 candidates would otherwise
-    be aligned one after another in the request's thread, holding the GIL
-    (~3 ms each) while every other call waits. A few pairs are split into
-    one part a worker; the answer is the same as in the calling thread. Workers start on :meth:`warm` or the
-    first use; a broken pool (a worker killed) is replaced, and that call is
-    aligned in the calling thread."""
+    and jobs (``shared``: small calls first, see URGENT_PAIRS), or started by
+    :func:`verify_pairs` for one large batch. In a server's streaming check,
+    one new image's ~8 candidates would otherwise be aligned one after
+    another in the request's thread, holding the GIL (~3 ms each) while
+    every other call waits. A few pairs are split into one part a worker;
+    the answer is the same as in the calling thread. Workers start on
+    :meth:`warm` or the first use; a broken pool (a worker killed) is
+    replaced, and that call is aligned in the calling thread."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, shared: bool = False):
         if workers < 2:
             raise ValueError(f"an alignment pool needs at least 2 workers; got {workers}")
         self.workers = workers
+        self.shared = shared
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._urgent = 0                        # small calls in progress (shared pools)
+        self._calm = threading.Condition()
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -596,10 +614,25 @@ class AlignmentPool:
         for f in [ex.submit(_ready) for _ in range(self.workers)]:
             f.result()
 
+    def _no_urgent_call(self) -> None:
+        with self._calm:
+            self._calm.wait_for(lambda: not self._urgent, timeout=URGENT_WAIT_S)
+
     def align(self, sig: np.ndarray, a: np.ndarray, b: np.ndarray, stop_at: float, report=None) -> PairEvidence:
         out = PairEvidence.empty(len(a))
+        urgent = self.shared and len(a) <= URGENT_PAIRS
+        if urgent:
+            with self._calm:
+                self._urgent += 1
         try:
-            _align_in_processes(self._executor(), self.workers, sig, a, b, stop_at, report, out)
+            if not self.shared:
+                _align_in_processes(self._executor(), self.workers, sig, a, b, stop_at, report, out)
+            elif urgent:
+                _align_in_processes(self._executor(), self.workers, sig, a, b, stop_at, report, out,
+                                    chunk=SHARED_CHUNK, in_flight=self.workers)
+            else:
+                _align_in_processes(self._executor(), self.workers, sig, a, b, stop_at, report, out,
+                                    chunk=SHARED_CHUNK, in_flight=self.workers, gate=self._no_urgent_call)
             return out
         except BrokenProcessPool:
             log.warning("an alignment worker died; starting new ones")
@@ -607,6 +640,11 @@ class AlignmentPool:
                 broken, self._pool = self._pool, None
             if broken is not None:
                 broken.shutdown(wait=False, cancel_futures=True)
+        finally:
+            if urgent:
+                with self._calm:
+                    self._urgent -= 1
+                    self._calm.notify_all()
         return _align_all(sig, a, b, stop_at)
 
     def close(self) -> None:
@@ -617,24 +655,30 @@ class AlignmentPool:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _align_in_processes(pool, workers: int, sig, a, b, stop_at, report, out: PairEvidence) -> None:
+def _align_in_processes(pool, workers: int, sig, a, b, stop_at, report, out: PairEvidence,
+                        chunk: int = PROCESS_CHUNK, in_flight: int = 0, gate=None) -> None:
     """Align pairs (a, b) of ``sig`` on ``pool`` (``workers`` processes)
-    into ``out``: a few pairs go one part a worker; many, PROCESS_CHUNK a
-    task with at most two tasks a worker in flight (their pickled
-    signatures are all that is copied at any time); ``report`` after each."""
+    into ``out``: a few pairs go one part a worker; many, ``chunk`` a task
+    with at most ``in_flight`` tasks (default two a worker) in flight (their
+    pickled signatures are all that is copied at any time); ``report`` after
+    each; ``gate()`` called before submitting each task (it may wait: see
+    AlignmentPool)."""
     p = len(a)
-    chunk = PROCESS_CHUNK if p > workers * PROCESS_CHUNK else max(1, -(-p // workers))
+    chunk = chunk if p > workers * chunk else max(1, -(-p // workers))
+    in_flight = in_flight or 2 * workers
     done = 0
     pending: dict = {}
     starts = iter(range(0, p, chunk))
     try:
         while True:
             for start in starts:
+                if gate is not None:
+                    gate()
                 stop = min(start + chunk, p)
                 rows, local = np.unique(np.r_[a[start:stop], b[start:stop]], return_inverse=True)
                 f = pool.submit(_align_all, sig[rows], local[:stop - start], local[stop - start:], stop_at)
                 pending[f] = (start, stop)
-                if len(pending) >= 2 * workers:
+                if len(pending) >= in_flight:
                     break
             if not pending:
                 break

@@ -316,6 +316,23 @@ def test_flat_images_pair_only_with_the_same_tone():
     assert pair_alignment(white, white2)[0] == 1.0 and pair_alignment(white, grey)[0] == 0.0
 
 
+def test_dim_pictures_are_aligned_not_taken_for_blank(photos):
+    """A dim picture (its thumbnail's spread under FLAT_STD: a night photo, a
+    copy darkened) had no layout: two dim copies of different scenes were
+    "the same" at agreement 1, and a dim copy aligned with nothing. Now a dim
+    thumbnail is stretched: its own copy aligns, another scene does not."""
+    def dim(im, factor=0.03):
+        return Image.fromarray((np.asarray(im.convert("RGB"), np.float32) * factor + 10).astype(np.uint8))
+    first, second = photo_image(photos[0][0]), photo_image(photos[1][0])
+    sig = {name: layout_signature(Image.open(io.BytesIO(encode(im, "JPEG", quality=q))))
+           for name, im, q in (("first", dim(first), 95), ("first again", dim(first.resize((300, 225))), 70),
+                               ("second", dim(second), 95), ("first bright", first, 90))}
+    assert all(0.5 <= unpack(sig[k])[2].std() < 2.0 for k in ("first", "first again", "second"))
+    assert pair_alignment(sig["first"], sig["first again"])[0] > 0.8
+    assert pair_alignment(sig["first"], sig["second"])[0] < 0.6
+    assert pair_alignment(sig["first"], sig["first bright"])[0] > 0.7
+
+
 def _alpha_only(draw_fn, size=256) -> bytes:
     """A white RGBA PNG whose picture lives only in its alpha channel."""
     alpha = Image.new("L", (size, size), 0)

@@ -89,6 +89,7 @@ TURN_MARGIN = 0.05       # a quarter turn is searched when its coarse full-frame
 TURN_FIT = 0.7           # ...and reaches this (turned copies fit at ~1.0, look-alikes' best turn at 0.3-0.5)
 COARSE = 16              # side of the thumbnails that choose a quarter turn
 FLAT_STD = 2.0           # gray levels: a thumbnail flatter than this has no layout to align
+BLANK_STD = 0.5          # ...unless it is dim: one flatter than this is blank (recompression's noise at most)
 MIN_OPAQUE = 0.3         # share of a template that must be opaque for a search by its opaque pixels
 MIN_AGREEMENT = 0.6      # below this no pair is the same picture, however its neighbours look
 MAX_RELATIVE = 0.25      # see relative_disagreement: a copy is at most this far, relative to look-alikes
@@ -236,6 +237,19 @@ class _Match:
         # detail, cells <= 1, so agreement >= stop_at needs layout >= 4 * stop_at - 3
         # first: the others are computed only for placements that could stop.
         return self.layout >= 4 * stop_at - 3 and self.agreement >= stop_at
+
+
+def _visible(thumbnail: np.ndarray) -> np.ndarray:
+    """A thumbnail as float32, a dim one (a gray-level spread under FLAT_STD,
+    not blank: a night photo, a copy darkened) stretched to FLAT_STD x 8.
+    Before, a dim picture had no layout: it aligned with nothing, and two dim
+    copies of different scenes were "the same" as two blank images of one
+    tone, at agreement 1 (a probe: low-light copies of two paintings)."""
+    x = thumbnail.astype(np.float32)
+    spread = float(x.std())
+    if BLANK_STD <= spread < FLAT_STD:
+        x = (x - x.mean()) * (8 * FLAT_STD / spread) + 128
+    return x
 
 
 def _flat(x: np.ndarray) -> bool:
@@ -436,11 +450,10 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
     stops once ``agreement`` reaches ``stop_at``."""
     aspect_a, _, ta = unpack(sig_a)
     aspect_b, _, tb = unpack(sig_b)
-    a, b = ta.astype(np.float32), tb.astype(np.float32)
+    a, b = _visible(ta), _visible(tb)
     flat_a, flat_b = a.std() < FLAT_STD, b.std() < FLAT_STD
     if flat_a or flat_b:
-        # No layout to align (blank or one tone): the same only if both are
-        # flat and of one tone.
+        # No layout to align (blank): the same only if both are, of one tone.
         same = float(flat_a and flat_b and abs(a.mean() - b.mean()) < 8)
         return same, same, same, 1.0, False, 0, False
     best, best_searched = _Match(), None

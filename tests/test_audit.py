@@ -3,6 +3,7 @@ sources, and the Ray backend against the in-process one."""
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -207,10 +208,13 @@ def test_the_audits_pixel_limit_can_be_raised_and_lowered(manifest_path, tmp_pat
         InProcessBackend(str(manifest_path), max_pixels=0)
 
 
-def test_strict_audit_exits_1_when_an_image_failed(dataset, audited):
-    """A pipeline gate: the same audit (resumed from its embeddings) with
-    --strict exits 1, as ``check --strict`` does, and still writes its report."""
-    out, first = audited
+def test_strict_audit_exits_1_when_an_image_failed(dataset, audited, tmp_path):
+    """A pipeline gate: the same audit (resumed from a copy of its
+    embeddings) with --strict exits 1, as ``check --strict`` does, and still
+    writes its report."""
+    first_out, first = audited
+    out = tmp_path / "out"
+    shutil.copytree(first_out / "embeddings", out / "embeddings")
     r = audit(dataset[0], "--out", out, "--target", "0.99", "--no-sweep", "--strict")
     assert first.returncode == 0 and r.returncode == 1, r.stdout + r.stderr
     assert "0 embedded now" in r.stdout or "reused" in r.stdout, r.stdout

@@ -1005,7 +1005,8 @@ def test_one_check_stream_stalls_no_other_collection_and_stops_when_cancelled(ma
         reader.start()
         waits = []
         t = time.perf_counter()
-        while time.perf_counter() - t < 6:
+        # Until the stream has added some (on a loaded host its first add came 3.5-6 s in), 90 s at most.
+        while c.collection_stats("mine").num_images < 80 and time.perf_counter() - t < 90:
             t0 = time.perf_counter()
             assert c.collection_stats("other").num_images == 1
             waits.append(time.perf_counter() - t0)
@@ -1017,7 +1018,7 @@ def test_one_check_stream_stalls_no_other_collection_and_stops_when_cancelled(ma
         reader.join(10)
         channel.close()
         assert c.collection_stats("other").num_images == 1
-    assert at_cancel > 60, "the stream added nothing: the attack did not run"
+    assert at_cancel >= 80, "the stream added too little: the attack did not run"
     assert ended == [grpc.StatusCode.CANCELLED]
-    assert max(waits) < 2.0, waits
+    assert len(waits) >= 10 and max(waits) < 2.0, waits
     assert later - at_cancel <= 8, (at_cancel, later)

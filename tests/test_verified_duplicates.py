@@ -327,10 +327,15 @@ def test_dim_pictures_are_aligned_not_taken_for_blank(photos):
     sig = {name: layout_signature(Image.open(io.BytesIO(encode(im, "JPEG", quality=q))))
            for name, im, q in (("first", dim(first), 95), ("first again", dim(first.resize((300, 225))), 70),
                                ("second", dim(second), 95), ("first bright", first, 90))}
-    assert all(0.5 <= unpack(sig[k])[2].std() < 2.0 for k in ("first", "first again", "second"))
+    assert all(1.0 <= unpack(sig[k])[2].std() < 2.0 for k in ("first", "first again", "second"))
     assert pair_alignment(sig["first"], sig["first again"])[0] > 0.8
     assert pair_alignment(sig["first"], sig["second"])[0] < 0.6
     assert pair_alignment(sig["first"], sig["first bright"])[0] > 0.7
+    # Near black (a review): a recompressed copy's spread crosses BLANK_STD; the two are of one tone.
+    black = [layout_signature(Image.open(io.BytesIO(encode(dim(first, 0.008), "JPEG", quality=q))))
+             for q in (95, 60)]
+    assert min(unpack(x)[2].std() for x in black) < 1.0
+    assert pair_alignment(black[0], black[1])[0] == 1.0
 
 
 def _alpha_only(draw_fn, size=256) -> bytes:

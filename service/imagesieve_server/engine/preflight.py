@@ -29,6 +29,8 @@ None. Files an encoder writes stay far inside every bound.
 """
 from __future__ import annotations
 
+import re
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_HEADER_SEGMENTS = 1024      # segments, chunks or directory entries a walk reads (real files: dozens)
 # Images whose decoder is written in Python (Pillow's PyDecoders: RLE
@@ -44,7 +46,9 @@ MAX_TIFF_PARTS = 65_536         # strips or tiles (a 100 MP image in 256x256 til
 MAX_TILE_PIXELS = 1 << 22       # a tile beyond 4 x its image's pixels may have this many (2048x2048)
 MAX_COMPRESSED_CHUNKS = 64      # iCCP, zTXt, iTXt in a PNG (real files: a few)
 MAX_JPEG_PADDING = 1 << 16      # bytes between a JPEG's segments before its first scan (real files: 0)
-MAX_GIF_SUB_BLOCKS = 1 << 16    # 255-byte pieces of a GIF's extensions before its first frame (16 MB)
+MAX_GIF_EXTENSION_BYTES = 16 << 20   # bytes of a GIF's extensions before its first frame (XMP: a few MB)
+MAX_GIF_STRAY = 1 << 16         # stray bytes before a GIF's first frame (Pillow skips them; real files: 0)
+_GIF_MARK = re.compile(rb"[!,;]")   # what ends a run of stray bytes: an extension, a frame, the end
 _BMP_RLE = {1: "RLE8", 2: "RLE4"}
 
 
@@ -216,21 +220,36 @@ def _psd(data: bytes) -> str | None:
 
 
 def _gif(data: bytes) -> str | None:
-    """Extension blocks (comments, application data, frame controls) before
-    the first frame: Pillow reads every one while opening. Blocks after the
-    first frame are read only when seeking to later frames, which decoding
-    never does."""
+    """What comes before the first frame: extension blocks (comments,
+    application data, frame controls) and stray bytes, which Pillow reads
+    while opening, the blocks one by one and a stray byte at a time. Blocks
+    after the first frame are read only when seeking to later frames, which
+    decoding never does."""
     flags = data[10] if len(data) > 10 else 0
     pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)     # header, screen, global colours
-    pieces = 0
-    for _ in range(MAX_HEADER_SEGMENTS):
-        if pos + 2 > len(data) or data[pos] != 0x21:               # a frame, the end, or junk: Pillow's
+    blocks = stray = carried = 0
+    while pos < len(data):
+        byte = data[pos]
+        if byte in (0x2C, 0x3B):                                    # the first frame, or the end
             return None
+        if byte != 0x21:
+            found = _GIF_MARK.search(data, pos, pos + MAX_GIF_STRAY + 1)
+            nxt = found.start() if found else min(len(data), pos + MAX_GIF_STRAY + 1)
+            stray, pos = stray + nxt - pos, nxt
+            if stray > MAX_GIF_STRAY:
+                return (f"GIF with over {MAX_GIF_STRAY} stray bytes before its first frame, each read on its "
+                        "own while opening")
+            continue
+        blocks += 1
+        if blocks > MAX_HEADER_SEGMENTS:
+            return (f"GIF with over {MAX_HEADER_SEGMENTS} extension blocks before its first frame, each read "
+                    "while opening")
         pos += 2                                                    # introducer and label
         while pos < len(data) and data[pos]:
+            carried += data[pos]
             pos += 1 + data[pos]
-            pieces += 1
-            if pieces > MAX_GIF_SUB_BLOCKS:
-                return f"GIF with over {MAX_GIF_SUB_BLOCKS * 255 >> 20} MB of extension data before its first frame"
+            if carried > MAX_GIF_EXTENSION_BYTES:
+                return (f"GIF with over {MAX_GIF_EXTENSION_BYTES >> 20} MiB of extension data before its first "
+                        "frame")
         pos += 1
-    return f"GIF with over {MAX_HEADER_SEGMENTS} extension blocks before its first frame, each read while opening"
+    return None

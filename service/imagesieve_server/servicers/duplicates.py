@@ -22,8 +22,10 @@ MAX_K = 100
 # executor (6 threads on 2 cores), one stream's 16 requests of 64 images took
 # every thread for minutes, and every collection call on the server waited
 # (a probe: GetCollectionStats 27-85 s, on for up to 72 s after the stream
-# was cancelled).
-CHECK_THREADS = 4
+# was cancelled). The threads mostly wait (for a lock, for the alignment
+# processes): 8 leave room for other collections' checks while several
+# wait for one busy collection's lock.
+CHECK_THREADS = 8
 
 
 def neighbor_messages(neighbors: list[Neighbor]) -> list[duplicates_pb2.Neighbor]:

@@ -89,7 +89,7 @@ TURN_MARGIN = 0.05       # a quarter turn is searched when its coarse full-frame
 TURN_FIT = 0.7           # ...and reaches this (turned copies fit at ~1.0, look-alikes' best turn at 0.3-0.5)
 COARSE = 16              # side of the thumbnails that choose a quarter turn
 FLAT_STD = 2.0           # gray levels: a thumbnail flatter than this has no layout to align
-BLANK_STD = 0.5          # ...unless it is dim: one flatter than this is blank (recompression's noise at most)
+BLANK_STD = 1.0          # ...unless it is dim: one flatter than this is blank (quantization's noise at most)
 MIN_OPAQUE = 0.3         # share of a template that must be opaque for a search by its opaque pixels
 MIN_AGREEMENT = 0.6      # below this no pair is the same picture, however its neighbours look
 MAX_RELATIVE = 0.25      # see relative_disagreement: a copy is at most this far, relative to look-alikes
@@ -240,8 +240,8 @@ class _Match:
 
 
 def _visible(thumbnail: np.ndarray) -> np.ndarray:
-    """A thumbnail as float32, a dim one (a gray-level spread under FLAT_STD,
-    not blank: a night photo, a copy darkened) stretched to FLAT_STD x 8.
+    """A thumbnail as float32, a dim one (a gray-level spread from BLANK_STD
+    to FLAT_STD: a night photo, a copy darkened) stretched to FLAT_STD x 8.
     Before, a dim picture had no layout: it aligned with nothing, and two dim
     copies of different scenes were "the same" as two blank images of one
     tone, at agreement 1 (a probe: low-light copies of two paintings)."""
@@ -450,12 +450,16 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
     stops once ``agreement`` reaches ``stop_at``."""
     aspect_a, _, ta = unpack(sig_a)
     aspect_b, _, tb = unpack(sig_b)
-    a, b = _visible(ta), _visible(tb)
-    flat_a, flat_b = a.std() < FLAT_STD, b.std() < FLAT_STD
-    if flat_a or flat_b:
-        # No layout to align (blank): the same only if both are, of one tone.
-        same = float(flat_a and flat_b and abs(a.mean() - b.mean()) < 8)
+    spread_a, spread_b = float(ta.std()), float(tb.std())
+    if min(spread_a, spread_b) < BLANK_STD and max(spread_a, spread_b) < FLAT_STD:
+        # No layout to align: a blank picture, against a blank or dim one (a
+        # near-black picture's recompressed copy crosses BLANK_STD either
+        # way), is the same picture if it is of one tone with it.
+        same = float(abs(float(ta.mean()) - float(tb.mean())) < 8)
         return same, same, same, 1.0, False, 0, False
+    a, b = _visible(ta), _visible(tb)
+    if a.std() < FLAT_STD or b.std() < FLAT_STD:     # blank against a picture
+        return 0.0, 0.0, 0.0, 1.0, False, 0, False
     best, best_searched = _Match(), None
     searches = [(a, aspect_a, b, aspect_b, None, 0, None), (b, aspect_b, a, aspect_a, None, 0, None)]
     # A transparent image against an opaque one is also searched by its opaque
@@ -579,14 +583,15 @@ def _exit_with_parent(parent: int) -> None:
 # call, someone waiting) and its FindDuplicates jobs (thousands). First come
 # first served, a job's queued chunks made every check on the server wait
 # behind them (a probe: a one-image check 0.1 s -> 3.5-10 s during a
-# read-only FindDuplicates). So in a shared pool a call of at most
-# URGENT_PAIRS goes first: a large call keeps at most one task a worker in
-# flight, SHARED_CHUNK pairs each (~0.1-0.6 s), and submits its next one only
-# once no urgent call is waiting, or URGENT_WAIT_S has passed (a job still
-# advances under a constant stream of checks).
+# read-only FindDuplicates). So in a shared pool a large call keeps at most
+# one task a worker in flight, SHARED_CHUNK pairs each (~0.1-0.6 s), and
+# while a call of at most URGENT_PAIRS (a check's) is being aligned, at most
+# half as many: a check waits for one chunk at most, and a job under a
+# constant stream of checks still has half the workers. (Waiting up to a
+# second for no check to be in progress before each chunk, tried first, held
+# such a job to one chunk a second: 360 -> 32 pairs/s, a review.)
 URGENT_PAIRS = 64
 SHARED_CHUNK = 32
-URGENT_WAIT_S = 1.0
 
 
 class AlignmentPool:
@@ -609,7 +614,6 @@ class AlignmentPool:
         self._lock = threading.Lock()
         self._closed = False
         self._urgent = 0                        # small calls in progress (shared pools)
-        self._calm = threading.Condition()
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -627,25 +631,22 @@ class AlignmentPool:
         for f in [ex.submit(_ready) for _ in range(self.workers)]:
             f.result()
 
-    def _no_urgent_call(self) -> None:
-        with self._calm:
-            self._calm.wait_for(lambda: not self._urgent, timeout=URGENT_WAIT_S)
+    def _job_tasks(self) -> int:
+        # A large call's tasks in flight: half the workers while a check is aligned.
+        return max(1, self.workers // 2) if self._urgent else self.workers
 
     def align(self, sig: np.ndarray, a: np.ndarray, b: np.ndarray, stop_at: float, report=None) -> PairEvidence:
         out = PairEvidence.empty(len(a))
         urgent = self.shared and len(a) <= URGENT_PAIRS
         if urgent:
-            with self._calm:
+            with self._lock:
                 self._urgent += 1
         try:
             if not self.shared:
                 _align_in_processes(self._executor(), self.workers, sig, a, b, stop_at, report, out)
-            elif urgent:
-                _align_in_processes(self._executor(), self.workers, sig, a, b, stop_at, report, out,
-                                    chunk=SHARED_CHUNK, in_flight=self.workers)
             else:
                 _align_in_processes(self._executor(), self.workers, sig, a, b, stop_at, report, out,
-                                    chunk=SHARED_CHUNK, in_flight=self.workers, gate=self._no_urgent_call)
+                                    chunk=SHARED_CHUNK, in_flight=(lambda: self.workers) if urgent else self._job_tasks)
             return out
         except BrokenProcessPool:
             log.warning("an alignment worker died; starting new ones")
@@ -655,9 +656,8 @@ class AlignmentPool:
                 broken.shutdown(wait=False, cancel_futures=True)
         finally:
             if urgent:
-                with self._calm:
+                with self._lock:
                     self._urgent -= 1
-                    self._calm.notify_all()
         return _align_all(sig, a, b, stop_at)
 
     def close(self) -> None:
@@ -669,32 +669,27 @@ class AlignmentPool:
 
 
 def _align_in_processes(pool, workers: int, sig, a, b, stop_at, report, out: PairEvidence,
-                        chunk: int = PROCESS_CHUNK, in_flight: int = 0, gate=None) -> None:
+                        chunk: int = PROCESS_CHUNK, in_flight=None) -> None:
     """Align pairs (a, b) of ``sig`` on ``pool`` (``workers`` processes)
     into ``out``: a few pairs go one part a worker; many, ``chunk`` a task
-    with at most ``in_flight`` tasks (default two a worker) in flight (their
-    pickled signatures are all that is copied at any time); ``report`` after
-    each; ``gate()`` called before submitting each task (it may wait: see
-    AlignmentPool)."""
+    with at most ``in_flight()`` tasks in flight (default two a worker;
+    asked before each submission: see AlignmentPool), so their pickled
+    signatures are all that is copied at any time; ``report`` after each."""
     p = len(a)
     chunk = chunk if p > workers * chunk else max(1, -(-p // workers))
-    in_flight = in_flight or 2 * workers
-    done = 0
+    in_flight = in_flight or (lambda: 2 * workers)
+    starts = list(range(0, p, chunk))
+    done = submitted = 0
     pending: dict = {}
-    starts = iter(range(0, p, chunk))
     try:
-        while True:
-            for start in starts:
-                if gate is not None:
-                    gate()
+        while submitted < len(starts) or pending:
+            while submitted < len(starts) and (not pending or len(pending) < in_flight()):
+                start = starts[submitted]
                 stop = min(start + chunk, p)
                 rows, local = np.unique(np.r_[a[start:stop], b[start:stop]], return_inverse=True)
                 f = pool.submit(_align_all, sig[rows], local[:stop - start], local[stop - start:], stop_at)
                 pending[f] = (start, stop)
-                if len(pending) >= in_flight:
-                    break
-            if not pending:
-                break
+                submitted += 1
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for f in finished:
                 start, stop = pending.pop(f)

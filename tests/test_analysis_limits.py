@@ -282,6 +282,37 @@ def test_consensus_over_too_many_confusion_cells_is_refused(stubs, digit_collect
     assert "11 annotators x 1000 x 1000 classes" in error.details() and events == []
 
 
+def test_consensus_of_too_many_annotators_is_refused(stubs, photos):
+    """A probe: 200,000 annotators of 10 images (2M cells, within the limit)
+    made a job whose per-annotator loops no cancellation reached: cancelled at
+    once, it kept its slot and a core for 30 s. At most 10,000 annotators."""
+    add_images(stubs, "limits-annotators", [photos[0][0], photos[1][0]], ["a0", "a1"])
+    rows = [consensus_pb2.Annotation(key=f"a{i % 2}", annotator=f"w{i}", label="ab"[i % 2]) for i in range(10_001)]
+    stored = stubs.consensus.AddAnnotations(
+        consensus_pb2.AddAnnotationsRequest(collection="limits-annotators", annotations=rows), timeout=120)
+    assert stored.stored == 10_001
+    start = time.perf_counter()
+    events, error = drain(stubs.consensus.AnalyseConsensus(
+        consensus_pb2.ConsensusRequest(collection="limits-annotators", no_model=True), timeout=60))
+    assert error is not None and error.code() == EXHAUSTED, error
+    assert "10001 annotators, above the limit of 10000" in error.details() and events == []
+    assert time.perf_counter() - start < 10
+
+
+def test_label_analyses_cap_their_classes_and_fractions(stubs):
+    """A probe: ScoreLabels took any number of classes, and its answer is
+    class x class (6,000 one-image classes: 4.9 s of the event loop, 2.3 GB;
+    20,000 were allowed); SampleSizeSweep any number of fractions."""
+    many = [common_pb2.Image(key=f"t{i}", data=b"x", label=f"class-{i}") for i in range(1001)]
+    events, error = drain(stubs.analysis.ScoreLabels(analysis_pb2.ScoreLabelsRequest(source=inline(many)), timeout=60))
+    assert error is not None and error.code() == INVALID, error
+    assert "1001 distinct labels (classes), above the limit of 1000" in error.details() and events == []
+    events, error = drain(stubs.analysis.SampleSizeSweep(analysis_pb2.SampleSizeRequest(
+        source=inline(tiny(40)), fractions=[(i + 1) / 40 for i in range(40)]), timeout=60))
+    assert error is not None and error.code() == INVALID, error
+    assert "fractions must be 2 to 32 values" in error.details() and events == []
+
+
 # -- collections -------------------------------------------------------------
 
 def test_remove_images_caps_its_keys(stubs, two_images):

@@ -4,7 +4,7 @@ and the annotations added with AddAnnotations (``analysis.consensus``).
 The analysis works on dense arrays (images x annotators labels, images x
 classes posteriors, annotators x classes x classes confusions): their size
 is counted by SQLite before anything is loaded, and a collection whose
-annotations would pass MAX_CELLS (or MAX_ANNOTATIONS, MAX_CLASSES) is
+annotations would pass MAX_CELLS (or MAX_ANNOTATIONS, MAX_CLASSES, MAX_ANNOTATORS) is
 refused with RESOURCE_EXHAUSTED. Loading and the matrix are built inside
 the job (``run_job``), so the analysis slot bounds them too."""
 from __future__ import annotations
@@ -22,10 +22,15 @@ from .result_parts import result_parts
 from .runner import run_job
 
 # Bounds on one analysis (peak ~1 GB, about a minute at the largest): cells
-# of each dense array, annotations read, distinct labels (classes).
+# of each dense array, annotations read, distinct labels (classes), and
+# annotators: the analysis and its answer take ~0.6 ms an annotator in loops
+# no cancellation reaches (a probe: 200,000 annotators of 10 images, a job
+# cancelled at once kept its slot and a core 30 s; a million were allowed).
+# CIFAR-10H, among the largest real annotator sets, has 2,571.
 MAX_CELLS = 10_000_000
 MAX_ANNOTATIONS = 1_000_000
 MAX_CLASSES = 1_000
+MAX_ANNOTATORS = 10_000
 LOAD_BATCH = 50_000
 
 
@@ -40,6 +45,8 @@ def size_problem(images: int, annotators: int, classes: int, annotations: int) -
                         (f"{annotators} annotators x {classes} x {classes} classes", annotators * classes * classes)):
         if cells > MAX_CELLS:
             return f"{what} = {cells} cells, above the limit of {MAX_CELLS}"
+    if annotators > MAX_ANNOTATORS:
+        return f"{annotators} annotators, above the limit of {MAX_ANNOTATORS}"
     return ""
 
 

@@ -23,6 +23,7 @@ from .runner import JobSlot, run_job
 
 MAX_REPEATS = 100
 MAX_AT_SIZES = 16
+MAX_FRACTIONS = 32          # subset sizes a sweep trains at (each x repeats fits; a learning curve needs ~6)
 MAX_AT_IMAGES = 10**12
 
 
@@ -44,9 +45,10 @@ def validate_request(request: analysis_pb2.SampleSizeRequest) -> SampleSizeParam
     if request.source.WhichOneof("source") == "inline":
         check_inline_count(request.source.inline.images, "SampleSizeSweep")
     fractions = tuple(request.fractions) or DEFAULT_FRACTIONS
-    if (len(fractions) < 2 or any(not (0 < f <= 1) or math.isnan(f) for f in fractions)
+    if (not 2 <= len(fractions) <= MAX_FRACTIONS or any(not (0 < f <= 1) or math.isnan(f) for f in fractions)
             or any(b <= a for a, b in zip(fractions, fractions[1:]))):
-        raise ValueError(f"fractions must be at least 2 values in (0, 1], strictly increasing; got {list(fractions)}")
+        raise ValueError(f"fractions must be 2 to {MAX_FRACTIONS} values in (0, 1], strictly increasing; got "
+                         f"{list(fractions)[:MAX_FRACTIONS + 1]}")
     repeats = request.repeats or DEFAULT_REPEATS
     if not 1 <= repeats <= MAX_REPEATS:
         raise ValueError(f"repeats must be in 1..{MAX_REPEATS}, got {request.repeats}")

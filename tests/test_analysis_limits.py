@@ -249,6 +249,18 @@ def digit_collections(stubs):
     return d.target
 
 
+def annotate_and_analyse(stubs, collection: str, rows) -> tuple[list, grpc.RpcError | None, float]:
+    """Store ``rows`` (every one must be stored), then AnalyseConsensus
+    without a model: (events, the error that ended it, seconds it took)."""
+    stored = stubs.consensus.AddAnnotations(
+        consensus_pb2.AddAnnotationsRequest(collection=collection, annotations=rows), timeout=120)
+    assert stored.stored == len(rows)
+    start = time.perf_counter()
+    events, error = drain(stubs.consensus.AnalyseConsensus(
+        consensus_pb2.ConsensusRequest(collection=collection, no_model=True), timeout=60))
+    return events, error, time.perf_counter() - start
+
+
 def test_consensus_over_too_many_cells_is_refused_before_the_matrix(stubs, digit_collections):
     """200 images x 60,000 annotators (one label each): 12M cells of a dense
     matrix, refused at once (1,000,000 annotators took 3 GB and 79 s outside
@@ -256,15 +268,11 @@ def test_consensus_over_too_many_cells_is_refused_before_the_matrix(stubs, digit
     y = digit_collections
     rows = [consensus_pb2.Annotation(key=f"c{i % 200}", annotator=f"w{i}", label=str(y[i % 200]))
             for i in range(60_000)]
-    stored = stubs.consensus.AddAnnotations(
-        consensus_pb2.AddAnnotationsRequest(collection="limits-crowd", annotations=rows), timeout=120)
-    assert stored.stored == 60_000
-    start = time.perf_counter()
-    events, error = drain(stubs.consensus.AnalyseConsensus(
-        consensus_pb2.ConsensusRequest(collection="limits-crowd", no_model=True), timeout=60))
+    assert len(rows) == 60_000
+    events, error, took = annotate_and_analyse(stubs, "limits-crowd", rows)
     assert error is not None and error.code() == EXHAUSTED, error
     assert "200 images x 60000 annotators = 12000000 cells, above the limit of 10000000" in error.details()
-    assert time.perf_counter() - start < 10 and events == []
+    assert took < 10 and events == []
 
 
 def test_consensus_over_too_many_confusion_cells_is_refused(stubs, digit_collections):
@@ -273,11 +281,8 @@ def test_consensus_over_too_many_confusion_cells_is_refused(stubs, digit_collect
     rows = [consensus_pb2.Annotation(key=f"k{i % 100}", annotator=f"w{i // 100}", label=f"class-{i}")
             for i in range(1000)]
     rows += [consensus_pb2.Annotation(key=f"k{i}", annotator="w10", label="class-0") for i in range(100)]
-    stored = stubs.consensus.AddAnnotations(
-        consensus_pb2.AddAnnotationsRequest(collection="limits-classes", annotations=rows), timeout=120)
-    assert stored.stored == 1100
-    events, error = drain(stubs.consensus.AnalyseConsensus(
-        consensus_pb2.ConsensusRequest(collection="limits-classes", no_model=True), timeout=60))
+    assert len(rows) == 1100
+    events, error, _ = annotate_and_analyse(stubs, "limits-classes", rows)
     assert error is not None and error.code() == EXHAUSTED, error
     assert "11 annotators x 1000 x 1000 classes" in error.details() and events == []
 
@@ -288,15 +293,11 @@ def test_consensus_of_too_many_annotators_is_refused(stubs, photos):
     once, it kept its slot and a core for 30 s. At most 10,000 annotators."""
     add_images(stubs, "limits-annotators", [photos[0][0], photos[1][0]], ["a0", "a1"])
     rows = [consensus_pb2.Annotation(key=f"a{i % 2}", annotator=f"w{i}", label="ab"[i % 2]) for i in range(10_001)]
-    stored = stubs.consensus.AddAnnotations(
-        consensus_pb2.AddAnnotationsRequest(collection="limits-annotators", annotations=rows), timeout=120)
-    assert stored.stored == 10_001
-    start = time.perf_counter()
-    events, error = drain(stubs.consensus.AnalyseConsensus(
-        consensus_pb2.ConsensusRequest(collection="limits-annotators", no_model=True), timeout=60))
+    assert len(rows) == 10_001
+    events, error, took = annotate_and_analyse(stubs, "limits-annotators", rows)
     assert error is not None and error.code() == EXHAUSTED, error
     assert "10001 annotators, above the limit of 10000" in error.details() and events == []
-    assert time.perf_counter() - start < 10
+    assert took < 10
 
 
 def test_label_analyses_cap_their_classes_and_fractions(stubs):

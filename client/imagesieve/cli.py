@@ -225,7 +225,6 @@ def cmd_check(args) -> int:
     return 1 if failed and args.strict else 0
 
 
-
 def folder_label_and_split(folders: list[str]) -> tuple[str, str]:
     """(label, split) from an image's folders, nearest first: the split is
     the nearest train/val/test folder, the label the nearest other one

@@ -18,7 +18,7 @@ from imagesieve import Client
 from imagesieve_server.analysis.duplicates.find import CANDIDATE_THRESHOLD, RAW_FLOOR, find_duplicates
 from imagesieve_server.analysis.duplicates.verify import (MAX_RELATIVE, AlignmentPool, one_dimensional, pair_alignment,
                                                           verified_pairs, verify_pairs)
-from imagesieve_server.engine.signature import LEGACY_BYTES, SIGNATURE_BYTES, layout_signature, unpack
+from imagesieve_server.engine.signature import LAYOUT_BYTES, LEGACY_BYTES, SIGNATURE_BYTES, layout_signature, unpack
 
 from conftest import digit_image, encode, photo_image
 
@@ -50,7 +50,8 @@ def test_signature_trims_frames_and_is_compact(photos):
     im = photo_image(photos[0][0])
     sig = layout_signature(im)
     framed = layout_signature(ImageOps.expand(im, border=60, fill=(0, 0, 0)))
-    assert sig.dtype == np.uint8 and sig.shape == (SIGNATURE_BYTES,) and SIGNATURE_BYTES < 4096
+    # the layout part is smaller than a 1024-d float32 embedding; keypoints take the signature to < 8 KiB
+    assert sig.dtype == np.uint8 and sig.shape == (SIGNATURE_BYTES,) and LAYOUT_BYTES < 4096 and SIGNATURE_BYTES < 8192
     # the black frame is trimmed: the same thumbnail within JPEG-free rounding
     assert np.abs(unpack(sig)[2].astype(int) - unpack(framed)[2].astype(int)).mean() < 3
     w, h = im.size
@@ -774,7 +775,7 @@ def test_damaged_or_old_signatures_never_stop_checks(embedder, photos, tmp_path,
     store.flush()
     loaded = store.load(["a.jpg"])
     store.close()
-    assert loaded.signatures.shape == (1, SIGNATURE_BYTES) and (loaded.signatures[0][LEGACY_BYTES:] == 255).all()
+    assert loaded.signatures.shape == (1, SIGNATURE_BYTES) and (loaded.signatures[0][LEGACY_BYTES:LAYOUT_BYTES] == 255).all()
 
 
 def test_the_ingestion_gate_catches_a_transparent_picture_saved_without_its_alpha(server, photos):

@@ -38,20 +38,22 @@ class CheckDuplicatesRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., k: _Optional[int] = ..., threshold: _Optional[float] = ..., add_if_unique: _Optional[bool] = ..., raw_cosine: _Optional[bool] = ...) -> None: ...
 
 class Neighbor(_message.Message):
-    __slots__ = ("key", "cosine", "label", "split", "agreement", "verified")
+    __slots__ = ("key", "cosine", "label", "split", "agreement", "verified", "keypoint_inliers")
     KEY_FIELD_NUMBER: _ClassVar[int]
     COSINE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     AGREEMENT_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    KEYPOINT_INLIERS_FIELD_NUMBER: _ClassVar[int]
     key: str
     cosine: float
     label: str
     split: str
     agreement: float
     verified: bool
-    def __init__(self, key: _Optional[str] = ..., cosine: _Optional[float] = ..., label: _Optional[str] = ..., split: _Optional[str] = ..., agreement: _Optional[float] = ..., verified: _Optional[bool] = ...) -> None: ...
+    keypoint_inliers: int
+    def __init__(self, key: _Optional[str] = ..., cosine: _Optional[float] = ..., label: _Optional[str] = ..., split: _Optional[str] = ..., agreement: _Optional[float] = ..., verified: _Optional[bool] = ..., keypoint_inliers: _Optional[int] = ...) -> None: ...
 
 class DuplicateCheck(_message.Message):
     __slots__ = ("key", "verdict", "neighbors", "added", "error")
@@ -90,7 +92,7 @@ class FindDuplicatesRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., threshold: _Optional[float] = ..., approximate: _Optional[bool] = ..., knn_k: _Optional[int] = ..., grouping: _Optional[str] = ..., raw_cosine: _Optional[bool] = ...) -> None: ...
 
 class DuplicatePair(_message.Message):
-    __slots__ = ("key_a", "key_b", "cosine", "exact", "cross_split", "labels_disagree", "agreement", "matched_area", "mirrored", "turned_degrees", "inverted")
+    __slots__ = ("key_a", "key_b", "cosine", "exact", "cross_split", "labels_disagree", "agreement", "matched_area", "mirrored", "turned_degrees", "inverted", "keypoint_inliers")
     KEY_A_FIELD_NUMBER: _ClassVar[int]
     KEY_B_FIELD_NUMBER: _ClassVar[int]
     COSINE_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +104,7 @@ class DuplicatePair(_message.Message):
     MIRRORED_FIELD_NUMBER: _ClassVar[int]
     TURNED_DEGREES_FIELD_NUMBER: _ClassVar[int]
     INVERTED_FIELD_NUMBER: _ClassVar[int]
+    KEYPOINT_INLIERS_FIELD_NUMBER: _ClassVar[int]
     key_a: str
     key_b: str
     cosine: float
@@ -113,7 +116,8 @@ class DuplicatePair(_message.Message):
     mirrored: bool
     turned_degrees: int
     inverted: bool
-    def __init__(self, key_a: _Optional[str] = ..., key_b: _Optional[str] = ..., cosine: _Optional[float] = ..., exact: _Optional[bool] = ..., cross_split: _Optional[bool] = ..., labels_disagree: _Optional[bool] = ..., agreement: _Optional[float] = ..., matched_area: _Optional[float] = ..., mirrored: _Optional[bool] = ..., turned_degrees: _Optional[int] = ..., inverted: _Optional[bool] = ...) -> None: ...
+    keypoint_inliers: int
+    def __init__(self, key_a: _Optional[str] = ..., key_b: _Optional[str] = ..., cosine: _Optional[float] = ..., exact: _Optional[bool] = ..., cross_split: _Optional[bool] = ..., labels_disagree: _Optional[bool] = ..., agreement: _Optional[float] = ..., matched_area: _Optional[float] = ..., mirrored: _Optional[bool] = ..., turned_degrees: _Optional[int] = ..., inverted: _Optional[bool] = ..., keypoint_inliers: _Optional[int] = ...) -> None: ...
 
 class DuplicateGroup(_message.Message):
     __slots__ = ("keys", "min_internal_cosine")

@@ -152,7 +152,7 @@ def write_tables(r: AuditResults, out: Path, rows_per_group: int = 8192) -> list
             cols.update(agreement=d.evidence.agreement, layout=d.evidence.layout, detail=d.evidence.detail,
                         matched_area=d.evidence.matched_area, mirrored=d.evidence.mirrored,
                         turned_degrees=d.evidence.turned, inverted=d.evidence.inverted,
-                        relative_disagreement=d.relative)
+                        keypoint_inliers=d.evidence.keypoint_inliers, relative_disagreement=d.relative)
         pq.write_table(pa.table(cols), out / "duplicate_pairs.parquet")
         written.append("duplicate_pairs.parquet")
         # One row a member: every group whole, however many.

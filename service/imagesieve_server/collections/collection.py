@@ -32,7 +32,7 @@ import numpy as np
 from ..analysis.duplicates import verify
 from ..analysis.duplicates.find import (CANDIDATE_THRESHOLD, LAYOUT_K, LAYOUT_MIN, LAYOUT_SIDE,
                                         STREAM_CANDIDATE_K, coarse_layouts)
-from ..engine.signature import LEGACY_BYTES, SIGNATURE_BYTES, upgrade
+from ..engine.signature import SIGNATURE_BYTES, STORED_SIZES, upgrade
 from ..index import faiss_index as fi
 from ..index.faiss_index import index_memory_bytes
 from .store import NO_DESCRIPTORS, NO_SPACE, CollectionError, Store, storage_error
@@ -80,6 +80,7 @@ class Neighbor:
     split: str = ""
     agreement: float = float("nan")   # stage 2: layout agreement (NaN: not verified)
     verified: bool = False            # stage 2 says: the same picture
+    keypoint_inliers: int = 0         # stage 2: keypoints one transform maps onto each other
 
 
 @dataclasses.dataclass
@@ -538,7 +539,7 @@ class Collection:
     @staticmethod
     def _add_layouts(index, ids: np.ndarray, blobs: list[bytes]) -> None:
         # A row of another length (a damaged store) has no layout rather than stopping the others.
-        ok = [i for i, b in enumerate(blobs) if len(b) in (SIGNATURE_BYTES, LEGACY_BYTES)]
+        ok = [i for i, b in enumerate(blobs) if len(b) in STORED_SIZES]
         if len(ok) < len(blobs):
             log.warning("%d stored layout signatures of an unknown length left out of the layout index",
                         len(blobs) - len(ok))
@@ -592,9 +593,10 @@ class Collection:
         layout_only = np.r_[np.zeros(len(cands), bool), np.ones(len(by_layout), bool)]
         sigs = np.stack([upgrade(image.signature)] + [upgrade(stored[n.key][0]) for n in everyone])
         a, b = np.zeros(m, np.int64), np.arange(1, m + 1, dtype=np.int64)
-        g = verify.verify_pairs(sigs, a, b, pool=self.alignment_pool).agreement
-        for n, v in zip(everyone, g.tolist()):
-            n.agreement = v
+        ev = verify.verify_pairs(sigs, a, b, pool=self.alignment_pool)
+        g = ev.agreement
+        for n, v, k in zip(everyone, g.tolist(), ev.keypoint_inliers.tolist()):
+            n.agreement, n.keypoint_inliers = v, k
         c = np.array([n.cosine for n in everyone], np.float32)
         nan = float("nan")
         # The stored images' look-alike levels as they were when each was added;
@@ -604,7 +606,7 @@ class Collection:
         profile = verify.one_dimensional(sigs)
         profile = profile[a] | profile[b]
         ok, _ = verify.verified_pairs(m + 1, a, b, g, c, np.array(stored_g), np.array(stored_c),
-                                      layout_only=layout_only, profile=profile)
+                                      layout_only=layout_only, profile=profile, keypoint_inliers=ev.keypoint_inliers)
         look = ~ok & ~layout_only & ~profile
         own_g = verify.neighbourhood_typical(m + 1, a[look], b[look], g[look])[0]
         own_c = verify.neighbourhood_typical(m + 1, a[look], b[look], c[look])[0]
@@ -680,7 +682,7 @@ class Collection:
                     continue
                 vec = self._check_vectors(im.vector)[0]
                 size = None if im.signature is None else np.asarray(im.signature).size
-                if size is not None and size not in (SIGNATURE_BYTES, LEGACY_BYTES):
+                if size is not None and size not in STORED_SIZES:
                     out.error = CollectionError(f"a layout signature has {SIGNATURE_BYTES} bytes, got {size}",
                                                 "INVALID_ARGUMENT")
                     continue

@@ -18,11 +18,16 @@ keeps exactly that, small enough to store with every image of a collection:
    transparent pixels (black, or leftovers of editing), so the verifier
    compares the opaque part only.
 
-``SIGNATURE_BYTES`` = 2 + SIDE * SIDE + SIDE * SIDE / 8 = 2,594 bytes an image
-(a 1024-d float32 embedding is 4,096): the trimmed content's aspect ratio and
-area share, the thumbnail (see ``unpack``), the opacity bits (see
-``opacity``). Signatures of ``LEGACY_BYTES`` (2,306: before the opacity
-bits) are read as fully opaque (``upgrade``). The verifier
+4. the image's strongest ORB keypoints (``engine.keypoints``): finer detail
+   than the thumbnail, for the pairs its coarse layout cannot tell apart.
+
+``SIGNATURE_BYTES`` = 2 + SIDE * SIDE + SIDE * SIDE / 8 + KEYPOINT_BYTES =
+7,996 bytes an image (a 1024-d float32 embedding is 4,096): the trimmed
+content's aspect ratio and area share, the thumbnail (see ``unpack``), the
+opacity bits (see ``opacity``), the keypoints (see ``keypoints``). Older
+signatures are upgraded when read (``upgrade``): those of ``LAYOUT_BYTES``
+(2,594: before the keypoints) get none, those of ``LEGACY_BYTES`` (2,306:
+before the opacity bits) are also fully opaque. The verifier
 (``analysis.duplicates.verify``) aligns two signatures.
 """
 from __future__ import annotations
@@ -31,11 +36,15 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .keypoints import KEYPOINT_BYTES, keypoint_block
+
 SIDE = 48
 HEADER = 2
 LEGACY_BYTES = HEADER + SIDE * SIDE          # signatures stored before the opacity bits
 MASK_BYTES = SIDE * SIDE // 8
-SIGNATURE_BYTES = LEGACY_BYTES + MASK_BYTES
+LAYOUT_BYTES = LEGACY_BYTES + MASK_BYTES     # signatures stored before the keypoints
+SIGNATURE_BYTES = LAYOUT_BYTES + KEYPOINT_BYTES
+STORED_SIZES = (SIGNATURE_BYTES, LAYOUT_BYTES, LEGACY_BYTES)   # what upgrade() reads
 OPAQUE_LEVEL = 128       # alpha (of 255) from which a thumbnail pixel counts as opaque
 _WORK = 192              # trimming runs on a copy whose longer side is this
 FRAME_TOLERANCE = 12    # gray levels a frame pixel may differ from the frame colour
@@ -146,7 +155,8 @@ def layout_signature(img: Image.Image) -> np.ndarray:
     its opacity, one bit a thumbnail pixel (``np.packbits``, 1 = opaque),
     from ``img.info["opacity"]`` (an "L" alpha image of any size covering
     the same frame; ``engine.decode`` sets it for transparent images), all
-    ones without it."""
+    ones without it; then the whole image's keypoint block
+    (``engine.keypoints.keypoint_block``)."""
     gray = img.convert("L")
     w, h = gray.size
     alpha = img.info.get("opacity")
@@ -176,17 +186,17 @@ def layout_signature(img: Image.Image) -> np.ndarray:
     out[0] = np.uint8(np.int8(aspect).view(np.uint8))
     out[1] = np.uint8(min(255, round(255 * (box[2] - box[0]) * (box[3] - box[1]) / (w * h))))
     out[HEADER:LEGACY_BYTES] = np.asarray(thumb, np.uint8).ravel()
-    out[LEGACY_BYTES:] = (255 if opacity is None else
-                          np.packbits(np.asarray(opacity, np.uint8).ravel() >= OPAQUE_LEVEL))
+    out[LEGACY_BYTES:LAYOUT_BYTES] = (255 if opacity is None else
+                                      np.packbits(np.asarray(opacity, np.uint8).ravel() >= OPAQUE_LEVEL))
+    out[LAYOUT_BYTES:] = keypoint_block(img)
     return out
 
 
 def unpack(signature: np.ndarray) -> tuple[float, float, np.ndarray]:
     """(aspect w/h of the trimmed content, its area share in [0, 1],
-    thumbnail (SIDE, SIDE) uint8) of one signature (SIGNATURE_BYTES, or
-    LEGACY_BYTES)."""
+    thumbnail (SIDE, SIDE) uint8) of one signature (any of STORED_SIZES)."""
     s = np.asarray(signature, np.uint8).ravel()
-    if s.size not in (SIGNATURE_BYTES, LEGACY_BYTES):
+    if s.size not in STORED_SIZES:
         raise ValueError(f"a signature has {SIGNATURE_BYTES} bytes, got {s.size}")
     return (float(2.0 ** (int(s[:1].view(np.int8)[0]) / 32.0)), float(s[1]) / 255.0,
             s[HEADER:LEGACY_BYTES].reshape(SIDE, SIDE))
@@ -197,28 +207,40 @@ def opacity(signature: np.ndarray) -> np.ndarray | None:
     signature; None when all of it is (an opaque image, or a legacy
     signature)."""
     s = np.asarray(signature, np.uint8).ravel()
-    if s.size != SIGNATURE_BYTES or (s[LEGACY_BYTES:] == 255).all():
+    if s.size < LAYOUT_BYTES or (s[LEGACY_BYTES:LAYOUT_BYTES] == 255).all():
         return None
-    return np.unpackbits(s[LEGACY_BYTES:])[:SIDE * SIDE].reshape(SIDE, SIDE).astype(bool)
+    return np.unpackbits(s[LEGACY_BYTES:LAYOUT_BYTES])[:SIDE * SIDE].reshape(SIDE, SIDE).astype(bool)
+
+
+def keypoints(signature: np.ndarray) -> np.ndarray:
+    """The (KEYPOINT_BYTES,) keypoint block of one SIGNATURE_BYTES signature
+    (no keypoints in an upgraded one)."""
+    s = np.asarray(signature, np.uint8).ravel()
+    if s.size != SIGNATURE_BYTES:
+        raise ValueError(f"a signature has {SIGNATURE_BYTES} bytes, got {s.size}")
+    return s[LAYOUT_BYTES:]
 
 
 def upgrade(signatures) -> np.ndarray:
-    """Signatures of LEGACY_BYTES (stored before the opacity bits) ->
-    SIGNATURE_BYTES, fully opaque; current ones are returned as they are.
-    ``signatures``: (N, bytes) or one (bytes,) uint8 array, or bytes."""
+    """Older signatures -> SIGNATURE_BYTES: those of LAYOUT_BYTES (stored
+    before the keypoints) with no keypoints, those of LEGACY_BYTES (before
+    the opacity bits) also fully opaque; current ones are returned as they
+    are. ``signatures``: (N, bytes) or one (bytes,) uint8 array, or bytes."""
     s = np.frombuffer(signatures, np.uint8) if isinstance(signatures, (bytes, bytearray, memoryview)) \
         else np.asarray(signatures, np.uint8)
     if s.shape[-1] == LEGACY_BYTES:
         s = np.concatenate([s, np.full((*s.shape[:-1], MASK_BYTES), 255, np.uint8)], axis=-1)
+    if s.shape[-1] == LAYOUT_BYTES:       # a block of zeros holds no keypoints
+        s = np.concatenate([s, np.zeros((*s.shape[:-1], KEYPOINT_BYTES), np.uint8)], axis=-1)
     return s
 
 
 def thumbnails(signatures: np.ndarray) -> np.ndarray:
-    """(N, SIGNATURE_BYTES or LEGACY_BYTES) uint8 signatures -> (N, SIDE,
-    SIDE) uint8 views of their thumbnails (no copy): the pixels a label
-    scorer's CNN can train on wherever the signatures are kept (a
-    collection, the audit's shards)."""
+    """(N, any of STORED_SIZES) uint8 signatures -> (N, SIDE, SIDE) uint8
+    views of their thumbnails (no copy): the pixels a label scorer's CNN can
+    train on wherever the signatures are kept (a collection, the audit's
+    shards)."""
     s = np.asarray(signatures, np.uint8)
-    if s.ndim != 2 or s.shape[1] not in (SIGNATURE_BYTES, LEGACY_BYTES):
+    if s.ndim != 2 or s.shape[1] not in STORED_SIZES:
         raise ValueError(f"signatures must be (N, {SIGNATURE_BYTES}) uint8, got {s.shape}")
     return s[:, HEADER:LEGACY_BYTES].reshape(len(s), SIDE, SIDE)

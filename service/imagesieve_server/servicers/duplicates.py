@@ -30,7 +30,8 @@ CHECK_THREADS = 8
 
 def neighbor_messages(neighbors: list[Neighbor]) -> list[duplicates_pb2.Neighbor]:
     return [duplicates_pb2.Neighbor(key=n.key, cosine=n.cosine, label=n.label, split=n.split,
-                                    agreement=n.agreement, verified=n.verified) for n in neighbors]
+                                    agreement=n.agreement, verified=n.verified,
+                                    keypoint_inliers=n.keypoint_inliers) for n in neighbors]
 
 
 class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):

@@ -58,6 +58,11 @@ def test_a_block_round_trips_and_is_compact(photos):
     assert len(unpack_keypoints(blank)[0]) == 0 and matched_inliers(blank, block) == 0
     with pytest.raises(ValueError, match="bytes"):
         unpack_keypoints(block[:-1])
+    # Damaged blocks (random bytes: NaN positions, counts past COUNT) match without error.
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        junk = rng.integers(0, 256, KEYPOINT_BYTES, dtype=np.uint8)
+        assert 0 <= matched_inliers(junk, block) <= COUNT and matched_inliers(junk, junk[::-1].copy()) >= 0
 
 
 def test_altered_copies_share_keypoints_and_other_photos_do_not(photos):

@@ -60,7 +60,8 @@ def unpack_keypoints(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if b.size != KEYPOINT_BYTES:
         raise ValueError(f"a keypoint block has {KEYPOINT_BYTES} bytes, got {b.size}")
     k = min(int(b[:2].view("<u2")[0]), COUNT)
-    xy = b[2:2 + 4 * k].view("<f2").reshape(k, 2).astype(np.float32)
+    # A damaged block must not reach RANSAC as NaN or infinity.
+    xy = np.nan_to_num(b[2:2 + 4 * k].view("<f2").reshape(k, 2).astype(np.float32), posinf=0.0, neginf=0.0)
     start = 2 + 4 * COUNT
     return xy, b[start:start + DESCRIPTOR_BYTES * k].reshape(k, DESCRIPTOR_BYTES)
 

@@ -65,6 +65,8 @@ FAMILIES = [   # variants of one design (see the module docstring)
     ["portraits/monsters/scorpion", "portraits/monsters/scorpion-elder", "portraits/monsters/scuttler"],
     ["portraits/monsters/bat", "portraits/undead/zombie-bat"],
     ["unit_env/schedule/tod-clouds-golden", "unit_env/schedule/tod-clouds-dawn"],
+    # Found first by the keypoints (2026-12-03): one body, cloak and skulls, another head and a raised sword.
+    ["portraits/orcs/ruler", "portraits/orcs/ruler-2"],
 ]
 
 

@@ -38,7 +38,7 @@ def _orb():
 
 def keypoint_block(img: Image.Image) -> np.ndarray:
     """RGB (or any mode) PIL image -> (KEYPOINT_BYTES,) uint8 block."""
-    gray = img.convert("L")
+    gray = img if img.mode == "L" else img.convert("L")      # a large image is not converted twice
     w, h = gray.size
     scale = min(SIDE / max(1, min(w, h)), _MAX_SIDE / max(1, max(w, h)))
     gray = gray.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC)

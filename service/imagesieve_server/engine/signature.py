@@ -188,7 +188,7 @@ def layout_signature(img: Image.Image) -> np.ndarray:
     out[HEADER:LEGACY_BYTES] = np.asarray(thumb, np.uint8).ravel()
     out[LEGACY_BYTES:LAYOUT_BYTES] = (255 if opacity is None else
                                       np.packbits(np.asarray(opacity, np.uint8).ravel() >= OPAQUE_LEVEL))
-    out[LAYOUT_BYTES:] = keypoint_block(img)
+    out[LAYOUT_BYTES:] = keypoint_block(gray)
     return out
 
 

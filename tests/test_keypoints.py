@@ -132,3 +132,50 @@ def test_find_duplicates_reports_keypoint_evidence_for_a_filtered_copy(embedder,
     assert pairs <= truth and len(pairs) >= 10, pairs
     assert {(i, 12 + i) for i in range(6)} <= pairs          # every filtered copy
     assert (rep.evidence.keypoint_inliers >= verify.MIN_INLIERS).sum() >= 10
+
+
+def png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_strips_too_thin_for_keypoints_embed_like_any_image(embedder, photos):
+    """A 1 x 800 strip once broke ORB's pyramid and, with it, the whole batch."""
+    rng = np.random.default_rng(3)
+    strips = [Image.fromarray(rng.integers(0, 255, (h, w, 3), np.uint8)) for w, h in ((1, 800), (2000, 1), (3, 2500))]
+    for s in strips:
+        assert len(unpack_keypoints(keypoint_block(s))[0]) == 0
+        assert layout_signature(s).shape == (SIGNATURE_BYTES,)
+    out = embedder.embed_all([photos[0][0]] + [png(s) for s in strips], with_signatures=True)
+    assert all(o.ok and o.signature is not None for o in out)
+
+
+def test_the_count_does_not_depend_on_which_image_comes_first(photos):
+    a = keypoint_block(photo(photos[2][0]))
+    b = keypoint_block(local_contrast(photo(photos[2][0])))
+    assert matched_inliers(a, b) == matched_inliers(b, a) >= verify.MIN_INLIERS
+
+
+def test_a_byte_identical_twin_is_no_look_alike():
+    """X and its identical twin X' (found the same) and Y, a copy only keypoints
+    confirm: Y's pair with X' must not count as the runner-up of its pair with X."""
+    a, b, k, same = [0, 0, 1], [1, 2, 2], [150, 30, 30], [True, False, False]
+    assert not verify.keypoint_confirmed(3, a, b, k, same).any()
+    assert verify.keypoint_confirmed(3, a, b, k, same, twins=[0, 0, 1]).tolist() == [False, True, True]
+    with pytest.raises(ValueError, match="twins"):
+        verify.keypoint_confirmed(3, a, b, k, same, twins=[0, 0])
+
+
+def test_a_streaming_check_reports_the_keypoints_it_matched(server, photos):
+    from imagesieve import Client
+    original = photo(photos[4][0])
+    with Client(server.address) as c:
+        c.create_collection("keypoint-evidence")
+        list(c.add("keypoint-evidence", [photos[i][0] for i in range(4, 10)], keys=[f"p{i}" for i in range(4, 10)]))
+        buf = io.BytesIO()
+        local_contrast(original).save(buf, "JPEG", quality=90)
+        (r,) = c.check("keypoint-evidence", [buf.getvalue()], keys=["filtered"])
+    best = r.neighbors[0]
+    assert best.key == "p4" and best.verified and best.keypoint_inliers >= verify.MIN_INLIERS
+    assert all(n.keypoint_inliers < verify.MIN_INLIERS for n in r.neighbors[1:])

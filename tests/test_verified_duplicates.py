@@ -442,7 +442,7 @@ def test_worker_processes_give_the_same_evidence_and_stop_when_told(embedder, ph
     a, b = np.triu_indices(len(blobs), 1)
     inline = verify_pairs(s, a, b, workers=1)
     procs = verify_pairs(s, a, b, workers=2, processes=True)
-    for field in ("agreement", "layout", "detail", "matched_area", "mirrored", "turned", "inverted"):
+    for field in ("agreement", "layout", "detail", "matched_area", "mirrored", "turned", "inverted", "keypoint_inliers"):
         assert np.array_equal(getattr(inline, field), getattr(procs, field)), field
     seen = []
 

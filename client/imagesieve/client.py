@@ -106,13 +106,15 @@ class Embeddings:
 
 class Neighbor(NamedTuple):
     """A stored image near a checked one. ``agreement``: stage 2's layout
-    agreement (NaN when not verified); ``verified``: the same picture."""
+    agreement (NaN when not verified); ``verified``: the same picture;
+    ``keypoint_inliers``: stage 2's keypoints one transform maps onto each other."""
     key: str
     cosine: float
     label: str = ""
     split: str = ""
     agreement: float = float("nan")
     verified: bool = False
+    keypoint_inliers: int = 0
 
 
 @dataclasses.dataclass
@@ -432,7 +434,8 @@ class Client:
                 i = next(index)
                 yield DuplicateCheckResult(
                     i, r.key, duplicates_pb2.Verdict.Name(r.verdict).removeprefix("VERDICT_"),
-                    [Neighbor(n.key, n.cosine, n.label, n.split, n.agreement, n.verified) for n in r.neighbors],
+                    [Neighbor(n.key, n.cosine, n.label, n.split, n.agreement, n.verified, n.keypoint_inliers)
+                     for n in r.neighbors],
                     r.added,
                     unread.pop(i, None) or (_failure(i, r.key, r.error) if r.HasField("error") else None))
 

@@ -111,8 +111,8 @@ def run(vectors: np.ndarray, keys, labels, splits, sha256, signatures: np.ndarra
     d = find_duplicates(vectors, keys, labels, splits, sha256, p.threshold, p.approximate, p.knn_k, p.grouping,
                         report=report, signatures=sig, knn=knn if sig is not None else None,
                         alignment_pool=alignment_pool, layout_k=p.layout_k, max_pairs=p.max_pairs)
-    near_what = ("verified as the same picture (stage 2: the layouts align)" if d.method == "verified"
-                 else f"cosine >= {d.threshold:.3f}")
+    near_what = ("verified as the same picture (stage 2: the layouts align or the keypoints match)"
+                 if d.method == "verified" else f"cosine >= {d.threshold:.3f}")
     issues = {"exact": flagged_pairs(d, d.exact, "exact", "identical bytes", positions),
               "near": flagged_pairs(d, ~d.exact, "near", f"altered copies: {near_what}", positions)}
     return CheckResult(NAME, TITLE, len(keys), issues, list(d.warnings), details=Found(d, positions))

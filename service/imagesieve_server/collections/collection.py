@@ -617,6 +617,7 @@ class Collection:
             if n.verified:                 # the answer: a copy the embedding ranked low or not at all
                 if n.key in listed:
                     listed[n.key].agreement, listed[n.key].verified = n.agreement, True
+                    listed[n.key].keypoint_inliers = n.keypoint_inliers
                 else:
                     neighbors.append(n)
         return bool(ok.any()), (float(own_g), float(own_c))
@@ -683,7 +684,8 @@ class Collection:
                 vec = self._check_vectors(im.vector)[0]
                 size = None if im.signature is None else np.asarray(im.signature).size
                 if size is not None and size not in STORED_SIZES:
-                    out.error = CollectionError(f"a layout signature has {SIGNATURE_BYTES} bytes, got {size}",
+                    out.error = CollectionError(f"a layout signature has {SIGNATURE_BYTES} bytes (or an older "
+                                                f"{STORED_SIZES[1:]}), got {size}",
                                                 "INVALID_ARGUMENT")
                     continue
                 if im.key in seen_keys or self.store.has_key(im.key):

@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS removals (
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS layouts (
     image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
-    signature BLOB NOT NULL,          -- engine.signature: 2,594 bytes (2,306 before the opacity bits)
+    signature BLOB NOT NULL,          -- engine.signature: 7,996 bytes (2,594 before the keypoints, 2,306 before the opacity bits)
     pack_agreement REAL,              -- the image's look-alikes when it was added (verify.py)
     pack_cosine REAL
 );

@@ -246,7 +246,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         threshold = threshold or CANDIDATE_THRESHOLD
         reason = (f"candidates: each image's {knn_k or CANDIDATE_K} nearest neighbours at cosine >= "
                   f"{threshold:.2f}" + (f" and its {layout_k} nearest by coarse layout" if layout_k > 0 else "")
-                  + "; each pair kept only when its layouts align (stage 2)")
+                  + "; each pair kept only when its layouts align or its keypoints match (stage 2)")
         a, b, sim = candidate_pairs(vectors, threshold, knn_k or CANDIDATE_K, report=report, knn=knn)
         # Pairs only the layouts propose: judged by their layouts (see verified_pairs).
         la, lb = (layout_candidate_pairs(signatures, layout_k) if layout_k > 0
@@ -263,8 +263,11 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         candidates = len(a)
         ev = verify_pairs(signatures, a, b, report=report, pool=alignment_pool)
         profile = one_dimensional(signatures)
+        # Identical files share one label ('' = no hash: each its own).
+        sha_arr = np.asarray(sha)
+        twins = np.where(sha_arr == "", -1 - np.arange(n), np.unique(sha_arr, return_inverse=True)[1].ravel())
         ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout, profile=profile[a] | profile[b],
-                                 keypoint_inliers=ev.keypoint_inliers)
+                                 keypoint_inliers=ev.keypoint_inliers, twins=twins)
         # Identical bytes are duplicates whatever stage 2 says, candidates or not.
         ea, eb = exact_pairs(sha)
         ok |= np.isin(a * n + b, ea * n + eb)

@@ -822,39 +822,56 @@ MIN_INLIERS = 8
 INLIER_RATIO = 3.0
 
 
-def _runner_up(n: int, a, b, values, among) -> np.ndarray:
-    """(P,) for each pair, the largest ``values`` among the other pairs in
-    ``among`` ((P,) bool) that share one of its images (0 when none)."""
+def _runner_up(n: int, a, b, values, among, twins, judged) -> np.ndarray:
+    """(P,) for each ``judged`` pair (a, b), the largest ``values`` among the
+    other pairs in ``among`` that share one of its images, leaving out those
+    whose other image is a byte-identical twin (``twins``: (N,) labels) of
+    the pair's other side: a copy matches a file and its twin equally, and
+    each must not count as the other's look-alike. 0 when none; not judged: 0."""
     idx = np.flatnonzero(among)
-    img, pair, val = np.r_[a[idx], b[idx]], np.r_[idx, idx], np.r_[values[idx], values[idx]].astype(np.float32)
+    img, other = np.r_[a[idx], b[idx]], np.r_[b[idx], a[idx]]
+    pair, val = np.r_[idx, idx], np.r_[values[idx], values[idx]].astype(np.float32)
     order = np.lexsort((-val, img))
-    img, pair, val = img[order], pair[order], val[order]
-    first = np.flatnonzero(np.r_[True, img[1:] != img[:-1]]) if img.size else np.zeros(0, np.int64)
-    best, best_pair, second = np.zeros(n, np.float32), np.full(n, -1, np.int64), np.zeros(n, np.float32)
-    best[img[first]], best_pair[img[first]] = val[first], pair[first]
-    nxt = first + 1
-    nxt = nxt[nxt < img.size]
-    nxt = nxt[img[nxt] == img[nxt - 1]]
-    second[img[nxt]] = val[nxt]
-    own = np.arange(a.size)
-    return np.maximum(*(np.where(best_pair[side] == own, second[side], best[side]) for side in (a, b)))
+    img, other, pair, val = img[order], other[order], pair[order], val[order]
+    starts = np.searchsorted(img, np.arange(n + 1))
+    out = np.zeros(a.size, np.float32)
+
+    def best(i: int, own: int, avoid: int) -> float:
+        for j in range(starts[i], starts[i + 1]):       # by value, highest first
+            if pair[j] != own and twins[other[j]] != avoid:
+                return float(val[j])
+        return 0.0
+
+    for k in np.flatnonzero(judged).tolist():
+        out[k] = max(best(int(a[k]), k, twins[b[k]]), best(int(b[k]), k, twins[a[k]]))
+    return out
 
 
-def keypoint_confirmed(n: int, a, b, inliers, same) -> np.ndarray:
+def keypoint_confirmed(n: int, a, b, inliers, same, twins=None) -> np.ndarray:
     """(P,) bool: pairs (a, b) of N images, not already ``same``, whose
     keypoint ``inliers`` reach MIN_INLIERS and INLIER_RATIO x (1 + the most
-    any other pair of either image has, leaving out pairs found the same).
-    Judged again (up to PACK_PASSES times) without the pairs just confirmed:
-    an image's other copies are not its look-alikes."""
+    any other pair of either image has, leaving out pairs found the same
+    and pairs with a byte-identical twin of the other side: see
+    _runner_up). ``twins``: (N,) labels, equal for identical files (None:
+    none are). Judged again (up to PACK_PASSES times) without the pairs just
+    confirmed: an image's other copies are not its look-alikes. Leaving out
+    every known copy of the other side, not only its twins, was measured:
+    it found a few more of several copies of one picture, and paired icons
+    that share a base (README, "Keypoints")."""
     a = np.asarray(a, np.int64).ravel()
     b = np.asarray(b, np.int64).ravel()
     k = np.asarray(inliers, np.float32).ravel()
     same = np.asarray(same, bool).ravel()
+    twins = np.arange(n) if twins is None else np.asarray(twins, np.int64).ravel()
+    if twins.shape != (n,):
+        raise ValueError(f"twins must have one label an image ({n}); got {twins.shape}")
     out = np.zeros(a.shape, bool)
     for _ in range(PACK_PASSES):
-        runner = _runner_up(n, a, b, k, ~same & ~out)
-        now = ~same & (k >= MIN_INLIERS) & (k >= INLIER_RATIO * (runner + 1))
-        if not (now & ~out).any():
+        found = same | out
+        judged = ~found & (k >= MIN_INLIERS)
+        runner = _runner_up(n, a, b, k, ~found, twins, judged)
+        now = judged & (k >= INLIER_RATIO * (runner + 1))
+        if not now.any():
             break
         out |= now
     return out
@@ -863,7 +880,7 @@ def keypoint_confirmed(n: int, a, b, inliers, same) -> np.ndarray:
 def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_cosine=None,
                    min_agreement: float = MIN_AGREEMENT, max_relative: float = MAX_RELATIVE,
                    layout_only=None, max_relative_layout: float = MAX_RELATIVE_LAYOUT, profile=None,
-                   keypoint_inliers=None) -> tuple[np.ndarray, np.ndarray]:
+                   keypoint_inliers=None, twins=None) -> tuple[np.ndarray, np.ndarray]:
     """(verified (P,) bool, relative disagreement (P,) float32) for candidate
     pairs (a, b) of N images with stage-2 ``agreement`` and stage-1
     ``cosine`` (P,) each.
@@ -900,7 +917,8 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     they are no image's look-alikes.
 
     ``keypoint_inliers``: (P,) PairEvidence.keypoint_inliers; a pair they
-    confirm (:func:`keypoint_confirmed`) is the same picture too."""
+    confirm (:func:`keypoint_confirmed`, with ``twins``: (N,) labels equal
+    for byte-identical files) is the same picture too."""
     for name, v in (("max_relative", max_relative), ("max_relative_layout", max_relative_layout)):
         if not 0 < v <= 1:
             raise ValueError(f"{name} must be in (0, 1]; got {v}")
@@ -944,5 +962,5 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
         inliers = np.asarray(keypoint_inliers, np.float32).ravel()
         if inliers.shape != a.shape:
             raise ValueError("keypoint_inliers must have one entry a pair")
-        same |= keypoint_confirmed(n, a, b, inliers, same)
+        same |= keypoint_confirmed(n, a, b, inliers, same, twins)
     return same, best

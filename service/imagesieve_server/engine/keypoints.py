@@ -24,7 +24,7 @@ from PIL import Image
 
 SIDE = 256               # shorter side the keypoints are found at (smaller images are enlarged)
 MIN_SIDE = 32            # ORB's patch and border: a thinner image has no keypoints (and breaks its pyramid)
-COUNT = 150              # strongest keypoints kept (300 found 2-4% more copies for twice the bytes)
+COUNT = 150              # strongest keypoints kept (300 found 1-2 points more copies for twice the bytes)
 DESCRIPTOR_BYTES = 32
 KEYPOINT_BYTES = 2 + COUNT * (4 + DESCRIPTOR_BYTES)
 RATIO = 0.8              # Lowe's ratio test on descriptor distances

@@ -263,13 +263,10 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         candidates = len(a)
         ev = verify_pairs(signatures, a, b, report=report, pool=alignment_pool)
         profile = one_dimensional(signatures)
-        # Identical files share one label ('' = no hash: each its own).
-        sha_arr = np.asarray(sha)
-        twins = np.where(sha_arr == "", -1 - np.arange(n), np.unique(sha_arr, return_inverse=True)[1].ravel())
-        ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout, profile=profile[a] | profile[b],
-                                 keypoint_inliers=ev.keypoint_inliers, twins=twins)
-        # Identical bytes are duplicates whatever stage 2 says, candidates or not.
         ea, eb = exact_pairs(sha)
+        ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout, profile=profile[a] | profile[b],
+                                 keypoint_inliers=ev.keypoint_inliers, twins=connected_components(n, ea, eb))
+        # Identical bytes are duplicates whatever stage 2 says, candidates or not.
         ok |= np.isin(a * n + b, ea * n + eb)
         extra = ~np.isin(ea * n + eb, a * n + b)
         ea, eb = ea[extra], eb[extra]

@@ -119,13 +119,13 @@ def test_a_picture_tilted_by_any_angle_is_aligned(photos):
     sigs = [layout_signature(im) for im in cutouts]
     for im, sig in zip(cutouts, sigs):
         for deg, least in ((20, 0.85), (30, 0.85), (-45, 0.7), (135, 0.7)):
-            agreement, *_, turned, _ = pair_alignment(sig, layout_signature(
+            agreement, *_, turned, _, _ = pair_alignment(sig, layout_signature(
                 im.rotate(deg, resample=Image.BICUBIC, expand=True, fillcolor=(255, 255, 255))))
             assert agreement > least and _angle_gap(turned, deg) <= 10, (deg, agreement, turned)
     for im in photos6:
         sig = layout_signature(im)
         for deg in (20, 30, -45):
-            agreement, *_, turned, _ = pair_alignment(sig, layout_signature(
+            agreement, *_, turned, _, _ = pair_alignment(sig, layout_signature(
                 im.rotate(deg, resample=Image.BICUBIC, fillcolor=(0, 0, 0))))
             assert agreement > 0.75 and _angle_gap(turned, deg) <= 10, (deg, agreement, turned)
     tilted = [layout_signature(o.rotate(30, resample=Image.BICUBIC, expand=True, fillcolor=(255, 255, 255)))
@@ -830,3 +830,44 @@ def test_skies_are_profiles_and_pair_only_with_their_copies(embedder, photos):
     # (without the rule: 5 such pairs, at cosine 0.62-0.79, their layouts agreeing at ~0.97).
     skies_paired = [p for p in found if p[0] < 12 and p[1] < 12]
     assert all(float(vectors[x] @ vectors[y]) > 0.85 for x, y in skies_paired), skies_paired
+
+
+def test_a_partial_match_of_a_simple_piece_is_no_evidence(photos):
+    """A probe on UI screenshots found unrelated pictures paired at
+    agreement 0.92-0.999 by a quarter of their frame: a menu's edge, a grey
+    box, a bar, which fits part of any picture that has one. Such a piece
+    is nearly rank 2 (simplicity >= SIMPLE_MATCH); a piece of a real
+    picture is not. A pair aligned only by such a piece is judged like a
+    profile's (its cosine alone must set it apart), and stays a look-alike."""
+    from imagesieve_server.analysis.duplicates.verify import (PARTIAL_AREA, SIMPLE_MATCH, PairEvidence, simplicity,
+                                                              uninformative_matches)
+    from imagesieve_server.engine.signature import SIDE
+
+    box = np.full((20, 20), 236.0)
+    box[5:15, 4:16] = 150.0
+    edge = np.tile(np.r_[np.full(9, 40.0), np.full(11, 220.0)], (14, 1))
+    corner = np.full((16, 16), 200.0)
+    corner[8:, 8:] = 30.0
+    assert min(simplicity(x) for x in (box, edge, corner)) >= SIMPLE_MATCH
+    assert simplicity(np.full((10, 10), 7.0)) == 0.0
+    # Quarters of real photos' signature thumbnails: far from simple.
+    pieces = []
+    for data, _, _ in photos[:8]:
+        t = unpack(layout_signature(photo_image(data)))[2].astype(np.float32)
+        h = SIDE // 2
+        pieces += [t[:h, :h], t[h:, h:], t[:h, h:]]
+    assert max(simplicity(p) for p in pieces) < 0.93, sorted(simplicity(p) for p in pieces)[-3:]
+
+    # Three images; pair (0, 1): unrelated pictures whose quarter-frame match of
+    # a simple piece agrees at 0.999; pair (0, 2) and (1, 2): look-alikes.
+    ev = PairEvidence.empty(3)
+    ev.agreement[:] = [0.999, 0.55, 0.52]
+    ev.matched_area[:] = [0.237, 1.0, 1.0]
+    ev.matched_simplicity[:] = [0.99, 0.8, 0.8]
+    a, b, cos = np.array([0, 0, 1]), np.array([1, 2, 2]), np.array([0.52, 0.5, 0.51], np.float32)
+    assert uninformative_matches(ev).tolist() == [True, False, False]
+    assert verified_pairs(3, a, b, ev.agreement, cos)[0][0]          # without the rule: "the same picture"
+    assert not verified_pairs(3, a, b, ev.agreement, cos, uninformative=uninformative_matches(ev))[0].any()
+    # The same agreement over more than PARTIAL_AREA of the frame is evidence.
+    ev.matched_area[0] = PARTIAL_AREA
+    assert verified_pairs(3, a, b, ev.agreement, cos, uninformative=uninformative_matches(ev))[0][0]

@@ -152,7 +152,8 @@ def write_tables(r: AuditResults, out: Path, rows_per_group: int = 8192) -> list
             cols.update(agreement=d.evidence.agreement, layout=d.evidence.layout, detail=d.evidence.detail,
                         matched_area=d.evidence.matched_area, mirrored=d.evidence.mirrored,
                         turned_degrees=d.evidence.turned, inverted=d.evidence.inverted,
-                        keypoint_inliers=d.evidence.keypoint_inliers, relative_disagreement=d.relative)
+                        keypoint_inliers=d.evidence.keypoint_inliers,
+                        matched_simplicity=d.evidence.matched_simplicity, relative_disagreement=d.relative)
         pq.write_table(pa.table(cols), out / "duplicate_pairs.parquet")
         written.append("duplicate_pairs.parquet")
         # One row a member: every group whole, however many.
@@ -206,8 +207,8 @@ def _check_doc(r: AuditResults, c) -> dict:
     why, and up to MAX_CHECK_ROWS flagged images (or pairs, with their
     evidence) worst first."""
     def issue(f) -> dict:
-        out = {"description": f.description, "unit": f.unit, "threshold": f.threshold, "reason": f.reason,
-               "count": f.count}
+        out = {"description": f.description, "unit": f.unit, "threshold": f.threshold,
+               "threshold_unit": getattr(f, "threshold_unit", "") or f.unit, "reason": f.reason, "count": f.count}
         if isinstance(f, FlaggedPairs):
             out["pairs"] = list(itertools.islice(_pair_rows(r, f), MAX_CHECK_ROWS))
         else:

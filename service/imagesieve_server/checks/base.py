@@ -78,7 +78,9 @@ class FlaggedPairs:
     positions, most severe first; ``scores``: (M,) float32 in ``unit``
     (what they are ordered by); ``evidence``: more (M,) columns by name
     (why each pair was flagged: cosine, stage 2's agreement...);
-    ``threshold`` and ``reason``: what flags a pair, in numbers and words."""
+    ``threshold`` and ``reason``: what flags a pair, in numbers and words;
+    ``threshold_unit``: what ``threshold`` bounds when that is not ``unit``
+    (verified duplicates: ordered by agreement, candidates by cosine)."""
     kind: str
     description: str
     unit: str
@@ -88,6 +90,7 @@ class FlaggedPairs:
     threshold: float
     reason: str
     evidence: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    threshold_unit: str = ""
 
     @property
     def count(self) -> int:

@@ -87,13 +87,14 @@ def flagged_pairs(report: DuplicateReport, mask: np.ndarray, kind: str, descript
         ev = report.evidence
         evidence.update(agreement=ev.agreement[idx], matched_area=ev.matched_area[idx],
                         mirrored=ev.mirrored[idx], turned_degrees=ev.turned[idx], inverted=ev.inverted[idx],
-                        keypoint_inliers=ev.keypoint_inliers[idx])
+                        keypoint_inliers=ev.keypoint_inliers[idx], matched_simplicity=ev.matched_simplicity[idx])
         if report.relative is not None:
             evidence["relative_disagreement"] = report.relative[idx]
     unit = "stage-2 agreement" if verified else "cosine"
     return FlaggedPairs(kind, description, unit, at(report.a[idx]).astype(np.int64),
                         at(report.b[idx]).astype(np.int64), score, float(report.threshold),
-                        report.threshold_reason, evidence)
+                        report.threshold_reason, evidence,
+                        threshold_unit="candidate cosine (stage 1)" if verified else "cosine")
 
 
 def run(vectors: np.ndarray, keys, labels, splits, sha256, signatures: np.ndarray | None = None,

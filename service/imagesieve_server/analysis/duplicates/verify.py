@@ -119,7 +119,9 @@ class PairEvidence:
     whether one image is the other's negative (light and dark swapped), and
     how many of their keypoints one similarity transform maps onto each
     other (``engine.keypoints.matched_inliers``; 0 where a signature has
-    none)."""
+    none), and ``matched_simplicity``: the share of the aligned region's
+    variance that its two strongest components hold (:func:`simplicity`; 1
+    for a bar, an edge or a box, 0 where nothing was aligned)."""
     agreement: np.ndarray
     layout: np.ndarray
     detail: np.ndarray
@@ -128,12 +130,13 @@ class PairEvidence:
     turned: np.ndarray
     inverted: np.ndarray
     keypoint_inliers: np.ndarray
+    matched_simplicity: np.ndarray
 
     @classmethod
     def empty(cls, p: int) -> "PairEvidence":
         return cls(np.zeros(p, np.float32), np.zeros(p, np.float32), np.zeros(p, np.float32),
                    np.zeros(p, np.float32), np.zeros(p, bool), np.zeros(p, np.int16), np.zeros(p, bool),
-                   np.zeros(p, np.int16))
+                   np.zeros(p, np.int16), np.zeros(p, np.float32))
 
     @classmethod
     def identical(cls, p: int) -> "PairEvidence":
@@ -141,7 +144,7 @@ class PairEvidence:
         (their keypoints are not matched: 0)."""
         one = np.ones(p, np.float32)
         return cls(one, one.copy(), one.copy(), one.copy(), np.zeros(p, bool), np.zeros(p, np.int16),
-                   np.zeros(p, bool), np.zeros(p, np.int16))
+                   np.zeros(p, bool), np.zeros(p, np.int16), np.zeros(p, np.float32))
 
     def take(self, idx) -> "PairEvidence":
         return PairEvidence(*(getattr(self, f.name)[idx] for f in dataclasses.fields(self)))
@@ -451,10 +454,11 @@ def _tilt_search(a, aspect_a, b, aspect_b, stop_at: float) -> _Match | None:
 
 
 def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
-                   ) -> tuple[float, float, float, float, bool, int, bool]:
+                   ) -> tuple[float, float, float, float, bool, int, bool, float]:
     """(agreement, layout, detail, matched_area, mirrored, turned degrees,
-    inverted) of two signatures ((SIGNATURE_BYTES,) uint8 each). The search
-    stops once ``agreement`` reaches ``stop_at``."""
+    inverted, matched_simplicity) of two signatures ((SIGNATURE_BYTES,)
+    uint8 each; see PairEvidence). The search stops once ``agreement``
+    reaches ``stop_at``."""
     aspect_a, _, ta = unpack(sig_a)
     aspect_b, _, tb = unpack(sig_b)
     spread_a, spread_b = float(ta.std()), float(tb.std())
@@ -463,10 +467,10 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
         # near-black picture's recompressed copy crosses BLANK_STD either
         # way), is the same picture if it is of one tone with it.
         same = float(abs(float(ta.mean()) - float(tb.mean())) < 8)
-        return same, same, same, 1.0, False, 0, False
+        return same, same, same, 1.0, False, 0, False, 0.0
     a, b = _visible(ta), _visible(tb)
     if a.std() < FLAT_STD or b.std() < FLAT_STD:     # blank against a picture
-        return 0.0, 0.0, 0.0, 1.0, False, 0, False
+        return 0.0, 0.0, 0.0, 1.0, False, 0, False, 0.0
     best, best_searched = _Match(), None
     searches = [(a, aspect_a, b, aspect_b, None, 0, None), (b, aspect_b, a, aspect_a, None, 0, None)]
     # A transparent image against an opaque one is also searched by its opaque
@@ -497,7 +501,7 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
                 searches = [(ta, ra, b, aspect_b, _shares(ra, aspect_b)[:TURN_SHARES], 90 * k, None),
                             (tb, rb, a, aspect_a, _shares(rb, aspect_a)[:TURN_SHARES], 90 * k, None)]
     if best.templ is None:          # every template was flat: nothing aligned
-        return -1.0, -1.0, -1.0, 0.0, False, 0, False
+        return -1.0, -1.0, -1.0, 0.0, False, 0, False, 0.0
     if not best.reaches(stop_at):
         # A small rotation (a scan, a phone photo of a print): turn the best
         # upright template a few degrees and look again.
@@ -519,7 +523,36 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
         tilted = _tilt_search(a, aspect_a, b, aspect_b, stop_at)
         if tilted is not None and tilted.agreement > best.agreement:
             best = tilted
-    return best.agreement, best.layout, best.detail, best.area, best.mirrored, best.turned, best.sign < 0
+    return (best.agreement, best.layout, best.detail, best.area, best.mirrored, best.turned, best.sign < 0,
+            simplicity(best.templ))
+
+
+def simplicity(region: np.ndarray) -> float:
+    """The share of ``region``'s variance (a 2-D view, any size) that its two
+    strongest singular components hold: 1 for a bar, an edge, a box or a
+    corner, ~0.6-0.9 for a piece of a picture. 0 for a flat region."""
+    x = np.asarray(region, np.float64)
+    x = x - x.mean()
+    s = np.linalg.svd(x, compute_uv=False) ** 2
+    total = float(s.sum())
+    return float(s[:2].sum() / total) if total > 0 else 0.0
+
+
+# A match over less than PARTIAL_AREA of the larger view whose aligned region
+# is at least SIMPLE_MATCH simple (see simplicity) says nothing: such a piece
+# (a menu's edge, a grey box, a bar) fits part of any picture that has one.
+# A probe on UI screenshots and textures: all 10 pairs of unrelated pictures
+# that stage 2 accepted were such matches (area 0.24-0.38, simplicity
+# 0.974-1.0); partial matches of real copies measured 0.78-0.90.
+PARTIAL_AREA = 0.5
+SIMPLE_MATCH = 0.97
+
+
+def uninformative_matches(evidence: "PairEvidence") -> np.ndarray:
+    """(P,) bool: pairs whose alignment is a partial match of a simple region
+    (PARTIAL_AREA, SIMPLE_MATCH): their agreement counts at most as their
+    look-alikes' (verified_pairs' ``uninformative``)."""
+    return (evidence.matched_area < PARTIAL_AREA) & (evidence.matched_simplicity >= SIMPLE_MATCH)
 
 
 # A thumbnail with at least this share of its variance in its row means or in
@@ -563,7 +596,7 @@ def _align_all(sig: np.ndarray, a: np.ndarray, b: np.ndarray, stop_at: float) ->
     out = PairEvidence.empty(len(a))
     for i in range(len(a)):
         (out.agreement[i], out.layout[i], out.detail[i], out.matched_area[i], out.mirrored[i],
-         out.turned[i], out.inverted[i]) = pair_alignment(sig[a[i]], sig[b[i]], stop_at)
+         out.turned[i], out.inverted[i], out.matched_simplicity[i]) = pair_alignment(sig[a[i]], sig[b[i]], stop_at)
         out.keypoint_inliers[i] = min(matched_inliers(keypoints(sig[a[i]]), keypoints(sig[b[i]])), 32767)
     return out
 
@@ -880,7 +913,7 @@ def keypoint_confirmed(n: int, a, b, inliers, same, twins=None) -> np.ndarray:
 def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_cosine=None,
                    min_agreement: float = MIN_AGREEMENT, max_relative: float = MAX_RELATIVE,
                    layout_only=None, max_relative_layout: float = MAX_RELATIVE_LAYOUT, profile=None,
-                   keypoint_inliers=None, twins=None) -> tuple[np.ndarray, np.ndarray]:
+                   keypoint_inliers=None, twins=None, uninformative=None) -> tuple[np.ndarray, np.ndarray]:
     """(verified (P,) bool, relative disagreement (P,) float32) for candidate
     pairs (a, b) of N images with stage-2 ``agreement`` and stage-1
     ``cosine`` (P,) each.
@@ -914,7 +947,10 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     ``profile``: (P,) bool, pairs with a one-dimensional picture on either
     side (:func:`one_dimensional`): their agreement says nothing (it counts
     as their look-alikes'), so the embedding alone must set them apart, and
-    they are no image's look-alikes.
+    they are no image's look-alikes. ``uninformative``: (P,) bool, pairs
+    aligned only by a simple piece (:func:`uninformative_matches`): their
+    agreement counts at most as their look-alikes', like a profile's, but
+    they stay look-alikes (their images are not one-dimensional).
 
     ``keypoint_inliers``: (P,) PairEvidence.keypoint_inliers; a pair they
     confirm (:func:`keypoint_confirmed`, with ``twins``: (N,) labels equal
@@ -934,11 +970,15 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     flat = np.zeros(a.shape, bool) if profile is None else np.asarray(profile, bool).ravel()
     if flat.shape != a.shape:
         raise ValueError("profile must have one entry a pair")
+    capped = flat if uninformative is None else flat | np.asarray(uninformative, bool).ravel()
+    if capped.shape != a.shape:
+        raise ValueError("uninformative must have one entry a pair")
     given = [np.full(n, np.nan, np.float32) if p is None else np.asarray(p, np.float32)
              for p in (pack_agreement, pack_cosine)]
     computed = np.isnan(given[0]).any() or np.isnan(given[1]).any()
     same = np.zeros(a.shape, bool)
     best = np.full(a.shape, np.inf, np.float32)         # each pair's lowest relative disagreement
+    rival = best.copy()       # ... as a runner-up: a simple piece's agreement still makes a pair a close rival
     for _ in range(PACK_PASSES if computed else 1):
         look = ~same & ~by_layout & ~flat              # look-alikes: the pairs not (yet) found the same
         pa, pc = (_filled(np.where(np.isnan(p), neighbourhood_typical(n, a[look], b[look], v[look]), p),
@@ -946,16 +986,18 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
         level_c, level_g = np.maximum(pc[a], pc[b]), np.maximum(pa[a], pa[b])
         # A layout-only pair's cosine counts at most as a look-alike's; a profile's agreement as one.
         cos = np.where(by_layout, np.maximum(c, level_c), c)
-        best = np.minimum(best, relative_disagreement(np.where(flat, np.minimum(g, level_g), g), cos, level_g,
+        best = np.minimum(best, relative_disagreement(np.where(capped, np.minimum(g, level_g), g), cos, level_g,
                                                       level_c))
+        rival = np.minimum(rival, relative_disagreement(np.where(flat, np.minimum(g, level_g), g), cos, level_g,
+                                                        level_c))
         now = (g >= min_agreement) & (best <= np.where(by_layout, max_relative_layout, max_relative))
         if not (now & ~same).any():
             break
         same |= now
     # The runner-up test in crowded data (see RUNNER_RATIO): the closest candidate not found the same.
     runner = np.full(n, np.inf, np.float32)
-    np.minimum.at(runner, a[~same], best[~same])
-    np.minimum.at(runner, b[~same], best[~same])
+    np.minimum.at(runner, a[~same], rival[~same])
+    np.minimum.at(runner, b[~same], rival[~same])
     crowded = level_c >= CROWDED_COSINE
     same &= ~crowded | (best <= RUNNER_RATIO * np.minimum(runner[a], runner[b]))
     if keypoint_inliers is not None:

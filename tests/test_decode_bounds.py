@@ -57,6 +57,21 @@ def block_means(arr: np.ndarray, f: int) -> np.ndarray:
 
 # -- the refusal from the header ---------------------------------------------------
 
+def test_a_side_above_jpegs_limit_is_refused_from_the_header():
+    """Pillow keeps a pointer and pays decoder work per row: a 194 KB PNG of
+    1 x 100,000,000 (within the 100 MP limit, a 95 MiB raster) took 5 s and
+    2 GB to decode. Sides above 65,535 (JPEG's own limit) are refused from
+    the header; a strip of 65,535 still decodes."""
+    for w, h in ((1, 100_000_000), (2, 50_000_000), (70_000, 1)):
+        t = time.perf_counter()
+        with pytest.raises(DecodeError, match="a side above the limit of 65535") as e:
+            decode_image(png_claiming(w, h, 8, 0), 224)
+        assert time.perf_counter() - t < 1
+        assert e.value.code == "RESOURCE_EXHAUSTED"
+    strip = encode(Image.new("L", (1, 65_535), 128), "PNG")
+    assert decode_image(strip, 224).size == (1, 65_535)
+
+
 def test_raster_above_limit_refused_from_header_before_decoding():
     # 20000x20000 RGBA: 400 MP (let through by a raised pixel limit), a 1.6 GB raster.
     bomb = png_claiming(20000, 20000, 8, 6)

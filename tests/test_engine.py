@@ -73,7 +73,6 @@ def test_dynamic_batcher_refuses_when_queue_full():
         b = DynamicBatcher(lambda t: (np.stack(t).reshape(len(t), -1), None), max_batch_size=1,
                            max_delay_s=0, max_queue=2)
         # not started: nothing drains the queue
-        b._queue = asyncio.Queue(2)
         tasks = [asyncio.ensure_future(b.submit(np.zeros((3, 1, 1), np.float32))) for _ in range(2)]
         await asyncio.sleep(0)
         with pytest.raises(QueueFullError, match="full"):
@@ -82,6 +81,34 @@ def test_dynamic_batcher_refuses_when_queue_full():
             t.cancel()
 
     asyncio.run(main())
+
+
+def test_dynamic_batcher_serves_owners_in_turn():
+    """Batches take one image per owner (connection) in turn: an image of
+    a caller that arrives behind another's 64 is in the first batch, not
+    the ninth (first come, first served put a one-image Embed behind a
+    stream's 128 images: 2.4-2.9 s instead of 34 ms)."""
+    batches = []
+
+    def run(tensors):
+        batches.append([int(t[0, 0, 0]) for t in tensors])
+        x = np.stack(tensors)
+        return x.reshape(len(x), -1), None
+
+    async def main():
+        b = DynamicBatcher(run, max_batch_size=8, max_delay_s=0.05)
+        b.start()
+        flood = [b.submit(np.full((3, 1, 1), i, np.float32), owner="stream") for i in range(64)]
+        others = [b.submit(np.full((3, 1, 1), 100 + i, np.float32), owner=f"caller{i}") for i in range(3)]
+        outs = await asyncio.gather(*flood, *others)
+        await b.stop()
+        return outs
+
+    outs = asyncio.run(main())
+    assert [int(o[0][0]) for o in outs] == list(range(64)) + [100, 101, 102]   # each its own row
+    assert {100, 101, 102} <= set(batches[0]), batches[0]
+    assert [i for batch in batches for i in batch if i < 100] == list(range(64))   # an owner's order kept
+    assert sum(map(len, batches)) == 67 and max(map(len, batches)) == 8
 
 
 def test_model_failure_fails_its_batch_not_the_batcher():

@@ -170,9 +170,29 @@ def test_malformed_paths_fail_their_item_only(abuse_server, root, photos):
             common_pb2.Image(key="long-outside", server_path="/" + "b" * 200_000)]), timeout=30)
     codes = [CODE[e.error.code] if e.HasField("error") else grpc.StatusCode.OK for e in r.embeddings]
     assert codes == [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OK, grpc.StatusCode.PERMISSION_DENIED,
-                     grpc.StatusCode.NOT_FOUND, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED]
+                     grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INVALID_ARGUMENT]
+    assert "PATH_MAX" in r.embeddings[4].error.message
     # A 200 KB path is not echoed back whole: 40 of them made an 8 MB answer.
     assert max(len(e.error.message) for e in r.embeddings) < 400
+
+
+def test_paths_of_millions_of_parts_do_not_hold_the_file_threads(abuse_server, root, photos):
+    """Path.resolve walks a path part by part in Python (~7.5 us a part):
+    a 48 MB Embed of 8 paths of 3,000,000 parts held every file thread for
+    93 s, and every server_path item of every client failed meanwhile.
+    Paths longer than PATH_MAX are refused before resolving."""
+    good = root / "good-after-long.jpg"
+    good.write_bytes(photos[3][0])
+    deep = str(root / "nonexistent") + "/x" * 1_000_000
+    channel, stub = embed_stub(abuse_server.address)
+    with channel:
+        r = stub.Embed(embedding_pb2.EmbedRequest(images=[common_pb2.Image(key=f"deep{i}", server_path=deep)
+                                                          for i in range(8)]), timeout=10)
+        assert all(CODE[e.error.code] == grpc.StatusCode.INVALID_ARGUMENT and "PATH_MAX" in e.error.message
+                   for e in r.embeddings)
+        ok = stub.Embed(embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="good", server_path=str(good))]),
+                        timeout=10)
+    assert not ok.embeddings[0].HasField("error")
 
 
 def test_a_symlink_loop_fails_its_item_alone(abuse_server, root, photos):
@@ -826,7 +846,7 @@ def test_a_stream_reads_ahead_only_what_the_budget_holds():
             await go.wait()
             if budget:
                 budget.release(n, held=True)
-            return "answer"
+            return Answer()
 
         answers = ordered_concurrent(stream(), handle, window=16, budget=budget)
         first = asyncio.ensure_future(answers.__anext__())
@@ -837,10 +857,55 @@ def test_a_stream_reads_ahead_only_what_the_budget_holds():
         return read_while_waiting, rest
 
     read, answers = asyncio.run(run(MemoryBudget(100)))
-    assert answers == ["answer"] * 20
+    assert len(answers) == 20 and all(isinstance(a, Answer) for a in answers)
     assert read <= 3, f"{read} requests read ahead within a 100-byte budget"
     unbounded, _ = asyncio.run(run(None))    # the same stream without a budget: the window alone
     assert unbounded >= 16
+
+
+class Answer:
+    def ByteSize(self):
+        return 60
+
+
+def test_a_stream_whose_answers_are_not_read_stops_reading():
+    """Answers waiting to be sent are charged to the budget: a client that
+    never read its answers (8.6 KB requests, 3.7 MB answers, 30 streams) made
+    a server with a 256 MiB budget hold 3.6 GB. Here 1-byte requests get
+    60-byte answers within a 100-byte budget: while one answer waits to be
+    sent, the stream reads one request more (and waits), not its window of
+    16; once the answers are read, every request is answered and nothing
+    stays charged."""
+    from imagesieve_server.engine.budget import MemoryBudget
+    from imagesieve_server.servicers.common import ordered_concurrent
+
+    class Request:
+        def ByteSize(self):
+            return 1
+
+    async def run():
+        budget, pulled = MemoryBudget(100), 0
+
+        async def stream():
+            nonlocal pulled
+            for _ in range(20):
+                pulled += 1
+                yield Request()
+
+        async def handle(request):
+            return Answer()
+
+        answers = ordered_concurrent(stream(), handle, window=16, budget=budget)
+        first = await answers.__anext__()            # taken, not yet sent: the client reads no further
+        await asyncio.sleep(0.3)
+        read_while_unsent, used_while_unsent = pulled, budget.used
+        rest = [first] + [a async for a in answers]
+        return read_while_unsent, used_while_unsent, rest, budget.used
+
+    read, used, answers, left = asyncio.run(run())
+    assert read <= 2, f"{read} requests read while an answer waited to be sent"
+    assert used <= 100
+    assert len(answers) == 20 and left == 0
 
 
 def test_decoders_are_shared_between_connections_by_time_without_idling():

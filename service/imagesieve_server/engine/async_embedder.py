@@ -63,7 +63,7 @@ class AsyncEmbedder:
                 decoding.add_done_callback(self._release_unclaimed)
                 raise
             try:
-                vector, logits = await self.batcher.submit(prepared.tensor)
+                vector, logits = await self.batcher.submit(prepared.tensor, connection.get())
             finally:
                 self.embedder.budget.release(prepared.charged)
             return ImageEmbedding(vector, logits, prepared.width, prepared.height, signature=prepared.signature,

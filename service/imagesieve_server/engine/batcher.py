@@ -23,6 +23,13 @@ class QueueFullError(RuntimeError):
 
 
 class DynamicBatcher:
+    """Batches images from every caller. Images wait per ``owner`` (the
+    server passes the connection) and batches take them round-robin across
+    owners: a connection with 128 images waiting no longer puts each other
+    caller's image behind all of them (first come, first served did: one
+    EmbedStream kept another client's one-image Embed at 2.4-2.9 s instead
+    of 34 ms)."""
+
     def __init__(self, run_batch: RunBatch, max_batch_size: int = 32, max_delay_s: float = 0.005,
                  max_queue: int = 1024):
         if max_batch_size < 1 or max_delay_s < 0 or max_queue < 1:
@@ -32,23 +39,26 @@ class DynamicBatcher:
         self.max_delay_s = max_delay_s
         self.max_queue = max_queue
         self.batch_sizes: collections.Counter[int] = collections.Counter()
-        self._queue: asyncio.Queue | None = None
+        # owner -> its waiting (tensor, future)s; the order is the round-robin's
+        self._waiting: collections.OrderedDict[str, collections.deque] = collections.OrderedDict()
+        self._count = 0
+        self._arrived, self._idle = asyncio.Event(), asyncio.Event()     # bound to a loop when first awaited
+        self._idle.set()
         self._task: asyncio.Task | None = None
         self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="imagesieve-model")
 
     @property
     def queue_depth(self) -> int:
-        return self._queue.qsize() if self._queue else 0
+        return self._count
 
     def start(self) -> None:
-        self._queue = asyncio.Queue(self.max_queue)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="dynamic-batcher")
 
     async def stop(self) -> None:
         """Finish what is queued, then stop."""
         if self._task is None:
             return
-        await self._queue.join()
+        await self._idle.wait()
         self._task.cancel()
         try:
             await self._task
@@ -56,31 +66,52 @@ class DynamicBatcher:
             pass
         self._model_thread.shutdown(wait=True)
 
-    async def submit(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Queue one (3, S, S) tensor; return its (embedding (D,), logits (C,) | None)."""
+    async def submit(self, tensor: np.ndarray, owner: str = "") -> tuple[np.ndarray, np.ndarray | None]:
+        """Queue one (3, S, S) tensor for ``owner``; return its (embedding
+        (D,), logits (C,) | None)."""
+        if self._count >= self.max_queue:
+            raise QueueFullError(f"model queue is full ({self.max_queue} images waiting)")
         fut = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait((tensor, fut))
-        except asyncio.QueueFull:
-            raise QueueFullError(f"model queue is full ({self.max_queue} images waiting)") from None
+        self._waiting.setdefault(owner, collections.deque()).append((tensor, fut))
+        self._count += 1
+        self._idle.clear()
+        self._arrived.set()
         return await fut
+
+    def _take(self) -> list:
+        """Up to max_batch_size waiting images, one per owner in turn; an
+        owner served goes to the back of the order."""
+        batch = []
+        while self._waiting and len(batch) < self.max_batch_size:
+            for owner in list(self._waiting):
+                if len(batch) == self.max_batch_size:
+                    break
+                waiting = self._waiting[owner]
+                batch.append(waiting.popleft())
+                if waiting:
+                    self._waiting.move_to_end(owner)
+                else:
+                    del self._waiting[owner]
+        self._count -= len(batch)
+        return batch
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
+            while not self._count:
+                self._arrived.clear()
+                await self._arrived.wait()
             deadline = loop.time() + self.max_delay_s
-            while len(batch) < self.max_batch_size:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                    continue
+            while self._count < self.max_batch_size:     # wait a little for company
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
+                self._arrived.clear()
                 try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
                 except asyncio.TimeoutError:
                     break
+            batch = self._take()
             live = [(t, f) for t, f in batch if not f.done()]  # cancelled callers cost nothing
             try:
                 if live:
@@ -95,6 +126,5 @@ class DynamicBatcher:
                     if not fut.done():
                         fut.set_exception(e)
             finally:
-                for _ in batch:
-                    self._queue.task_done()
-
+                if not self._count:
+                    self._idle.set()

@@ -37,6 +37,10 @@ from ..formats import FORMATS      # what is decoded (and why not more)
 from . import preflight
 from .preflight import MAX_HEADER_SEGMENTS
 
+# Pillow's advice to convert such palettes to RGBA is what decoding does; the
+# warning only cluttered a client's or an audit's console.
+warnings.filterwarnings("ignore", message="Palette images with Transparency expressed in bytes", category=UserWarning)
+
 # Pillow's own bomb guard would raise after we already refused; our limit
 # (DecodeLimits.max_pixels) is the one that applies.
 Image.MAX_IMAGE_PIXELS = None
@@ -71,6 +75,10 @@ class DecodeLimits:
     # JPEG draft scaling), from the header. 512 MiB: every mode at the default
     # 100 MP fits (at most 4 bytes a pixel); binds when max_pixels is raised.
     max_raster_bytes: int = 512 << 20
+    # Longest side, from the header: JPEG's own limit. Pillow keeps a pointer
+    # and pays decoder overhead per row, so a 194 KB PNG of 1 x 100,000,000
+    # (within max_pixels) took 5 s and 2 GB to decode, charged as 95 MiB.
+    max_side: int = 65_535
 
 
 # Bytes a pixel as Pillow stores it: single-band 8-bit modes (1-bit too) one
@@ -287,6 +295,9 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
         raise DecodeError(f"a {img.format} image of {w}x{h} in {len(data)} bytes, whose decoder runs in Python "
                           f"({', '.join(sorted(python))}): above its limits of {preflight.MAX_PYTHON_DECODE_PIXELS} "
                           f"pixels and {preflight.MAX_PYTHON_DECODE_BYTES} bytes; convert it (e.g. to PNG)",
+                          "RESOURCE_EXHAUSTED")
+    if max(w, h) > limits.max_side:
+        raise DecodeError(f"image is {w}x{h}: a side above the limit of {limits.max_side} pixels",
                           "RESOURCE_EXHAUSTED")
     if _progressive_jpeg(img):
         scans = jpeg_scans(data)

@@ -191,8 +191,11 @@ def run(args) -> int:
     for name, counts in s.get("checks", {}).items():
         if len(counts) == 1:          # an answer, not a list of issues (the sample size, printed above)
             continue
-        found = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if k != "measured" and v)
-        print(f"{name.replace('_', ' ')}: {found or 'nothing flagged'} (of {counts['measured']} measured)")
+        from ..checks.base import FlaggedPairs
+        issues = results.checks[name].issues
+        found = ", ".join(f"{k.replace('_', ' ')} {v}" + (" pairs" if isinstance(issues[k], FlaggedPairs) else "")
+                          for k, v in counts.items() if k != "measured" and v)
+        print(f"{name.replace('_', ' ')}: {found or 'nothing flagged'} (of {counts['measured']} images measured)")
     for n in s["notes"]:
         print(f"note: {n}")
     failed = [(p, e) for p, e in zip(paths, errors) if e]

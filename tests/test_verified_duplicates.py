@@ -871,3 +871,59 @@ def test_a_partial_match_of_a_simple_piece_is_no_evidence(photos):
     # The same agreement over more than PARTIAL_AREA of the frame is evidence.
     ev.matched_area[0] = PARTIAL_AREA
     assert verified_pairs(3, a, b, ev.agreement, cos, uninformative=uninformative_matches(ev))[0][0]
+
+
+def test_turned_and_upside_down_copies_are_found_in_crowded_data(embedder, digits, tmp_path, monkeypatch):
+    """The embedding is not turn-invariant: among 250 handwritten digits, a
+    digit turned by a quarter ranks far outside its copy's 16 nearest (here
+    up to 338th), so neither stage 1's neighbours nor the upright coarse
+    layouts proposed it. The coarse layouts are now also compared turned and
+    upside down (find.layout_turns), in the batch search and in a streaming
+    check, and stage 2 verifies the turn."""
+    from imagesieve_server.analysis.duplicates.find import CANDIDATE_K
+    from imagesieve_server.collections import Collection, NewImage, Verdict
+
+    x = digits[0][:250]
+    ims = [digit_image(a, 64, Image.BILINEAR) for a in x]
+    blobs = [encode(im, "PNG") for im in ims]
+    picked = list(range(0, 40, 5))
+    copies = ([encode(ims[i].rotate(90, expand=True), "PNG") for i in picked]
+              + [encode(ImageOps.flip(ims[i]), "PNG") for i in picked])
+    sources = picked + picked
+    vectors, sigs = _embed(embedder, blobs + copies)
+    n = len(blobs) + len(copies)
+    sims = vectors @ vectors.T
+    ranks = [int((sims[250 + j] > sims[250 + j, i]).sum()) - 1 for j, i in enumerate(sources)]
+    assert sum(r >= CANDIDATE_K for r in ranks[:len(picked)]) >= 4, ranks     # the embedding misses them
+    import imagesieve_server.analysis.duplicates.find as find_module
+
+    def found_pairs():
+        rep = find_duplicates(vectors, [str(i) for i in range(n)], [""] * n, [""] * n,
+                              [hashlib.sha256(b).hexdigest() for b in blobs + copies], signatures=sigs)
+        return set(zip(rep.a.tolist(), rep.b.tolist()))
+
+    found = found_pairs()
+    assert all((i, 250 + j) in found for j, i in enumerate(sources)), [
+        (i, ranks[j]) for j, i in enumerate(sources) if (i, 250 + j) not in found]
+    source_of = {i: i for i in range(250)} | {250 + j: i for j, i in enumerate(sources)}
+    # A copy pairs with its own, or with a digit its original pairs with too.
+    strays = [(a, b) for a, b in found if b >= 250 and source_of[a] != source_of[b]
+              and tuple(sorted((source_of[a], source_of[b]))) not in found]
+    assert not strays, strays
+    # Upright layouts alone: the far-ranked turned copies are lost, and the
+    # pairs of distinct digits (handwriting that alike, 8x8 upscaled) are the same.
+    monkeypatch.setattr(find_module, "_turned_knn_chunks", lambda coarse, k: find_module.knn_chunks(coarse, k))
+    upright = found_pairs()
+    assert {(a, b) for a, b in found if b < 250} == {(a, b) for a, b in upright if b < 250}
+    assert sum((sources[j], 250 + j) not in upright for j in range(len(picked))) >= 2
+    monkeypatch.undo()
+
+    coll = Collection.create(tmp_path / "digits", "digits", vectors.shape[1], "mobilenet_v1")
+    coll.add([NewImage(f"d{i}", hashlib.sha256(blobs[i]).hexdigest(), vectors[i], signature=sigs[i])
+              for i in range(250)])
+    far = [j for j in range(len(picked)) if ranks[j] >= CANDIDATE_K]
+    for j in far:
+        out = coll.check(NewImage(f"turned{j}", hashlib.sha256(copies[j]).hexdigest(), vectors[250 + j],
+                                  signature=sigs[250 + j]))
+        assert out.verdict == Verdict.NEAR_DUPLICATE and out.neighbors[0].key == f"d{sources[j]}", (
+            j, [(m.key, m.cosine, m.verified) for m in out.neighbors])

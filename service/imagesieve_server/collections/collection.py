@@ -31,7 +31,7 @@ import numpy as np
 
 from ..analysis.duplicates import verify
 from ..analysis.duplicates.find import (CANDIDATE_THRESHOLD, LAYOUT_K, LAYOUT_MIN, LAYOUT_SIDE,
-                                        STREAM_CANDIDATE_K, coarse_layouts)
+                                        STREAM_CANDIDATE_K, coarse_layouts, layout_turns)
 from ..engine.signature import SIGNATURE_BYTES, STORED_SIZES, upgrade
 from ..index import faiss_index as fi
 from ..index.faiss_index import index_memory_bytes
@@ -558,8 +558,13 @@ class Collection:
         coarse = coarse_layouts(upgrade(image.signature)[None])
         if index is None or index.ntotal == 0 or not coarse.any():
             return []
-        corr, ids = fi.search(index, coarse, min(LAYOUT_K, int(index.ntotal)))
-        ids = [int(i) for i, r in zip(ids[0], corr[0]) if i >= 0 and r >= LAYOUT_MIN]
+        # Each stored image by its best view of the new one's (upright, turned, upside down).
+        corr, ids = fi.search(index, layout_turns(coarse)[:, 0], min(LAYOUT_K, int(index.ntotal)))
+        best: dict[int, float] = {}
+        for i, r in zip(ids.ravel().tolist(), corr.ravel().tolist()):
+            if i >= 0 and r >= LAYOUT_MIN and r > best.get(i, -np.inf):
+                best[i] = r
+        ids = sorted(best, key=best.get, reverse=True)[:LAYOUT_K]
         if not ids:
             return []
         meta = self.store.metadata(ids)
@@ -647,8 +652,9 @@ class Collection:
                 # A threshold asked for bounds the layouts' candidates too (as in FindDuplicates).
                 near, pack = self._verify(image, neighbors, threshold or CANDIDATE_THRESHOLD, threshold or -1.0)
                 verdict = Verdict.NEAR_DUPLICATE if near else Verdict.UNIQUE
-                # The verified neighbours first: they are the answer.
-                neighbors.sort(key=lambda n: (not n.verified, -n.cosine))
+                # The verified neighbours first, the best aligned first: they are the
+                # answer (by cosine, a turned copy's look-alike led its own original).
+                neighbors.sort(key=lambda n: (not n.verified, -n.agreement if n.verified else 0.0, -n.cosine))
             elif neighbors and neighbors[0].cosine >= (threshold or self.threshold):
                 verdict = Verdict.NEAR_DUPLICATE
             else:

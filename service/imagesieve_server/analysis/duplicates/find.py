@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ...engine.signature import SIDE, thumbnails
+from ...index import faiss_index as fi
 from ..neighbors import knn_chunks
 from .groups import bounded_groups, connected_components, group_min_similarity, groups_from_labels
 from .leakage import cross_split_pairs, label_conflicts
@@ -193,18 +194,56 @@ def coarse_layouts(signatures: np.ndarray) -> np.ndarray:
     return coarse
 
 
+def layout_turns(coarse: np.ndarray) -> np.ndarray:
+    """(TURNS, N, LAYOUT_SIDE ** 2) float32: :func:`coarse_layouts` upright,
+    turned by a quarter, a half and three quarters, and upside down. A copy
+    on its side or upside down correlates with one of its original's: the
+    embedding is not turn-invariant (Fashion-MNIST garments turned by a
+    quarter ranked 16th-718th among their copy's neighbours)."""
+    g = np.asarray(coarse, np.float32).reshape(-1, LAYOUT_SIDE, LAYOUT_SIDE)
+    out = np.stack([g, np.rot90(g, 1, (1, 2)), np.rot90(g, 2, (1, 2)), np.rot90(g, 3, (1, 2)), g[:, ::-1]])
+    return np.ascontiguousarray(out.reshape(len(out), len(g), -1))
+
+
+TURNS = 5      # layout_turns' views
+
+
+def _turned_knn_chunks(coarse: np.ndarray, k: int, chunk_rows: int = 1024):
+    """knn_chunks-style (start, sims, ids) of each layout's ``k`` nearest
+    others, each by its best view (:func:`layout_turns`), exact."""
+    import faiss
+    n = len(coarse)
+    k = min(k, n - 1)
+    base = layout_turns(coarse).reshape(TURNS * n, -1)
+    for s in range(0, n, chunk_rows):
+        q = np.ascontiguousarray(coarse[s:s + chunk_rows])
+        sims, ids = faiss.knn(q, base, min(TURNS * (k + 1), len(base)), metric=faiss.METRIC_INNER_PRODUCT)
+        ids = ids % n
+        out_s = np.full((len(q), k), -np.inf, np.float32)
+        out_i = np.full((len(q), k), -1, np.int64)
+        for r in range(len(q)):
+            # most similar first: an id's first hit is its best view; the query's own views out
+            _, first = np.unique(ids[r], return_index=True)
+            first = np.sort(first)
+            first = first[ids[r][first] != s + r][:k]
+            out_s[r, :len(first)], out_i[r, :len(first)] = sims[r][first], ids[r][first]
+        yield s, out_s, out_i
+
+
 def layout_candidate_pairs(signatures: np.ndarray, k: int = LAYOUT_K, min_correlation: float = LAYOUT_MIN
                            ) -> tuple[np.ndarray, np.ndarray]:
     """(a, b), a < b, each pair once: every image's ``k`` nearest by the
     correlation of its :func:`coarse_layouts` at ``min_correlation`` or
-    more. Flat thumbnails (one tone) have no layout and pair with none.
-    ``signatures``: (N, SIGNATURE_BYTES) uint8."""
+    more, each other image by its best view of :func:`layout_turns` (up to
+    FLAT_MAX images; upright only above). Flat thumbnails (one tone) have no
+    layout and pair with none. ``signatures``: (N, SIGNATURE_BYTES) uint8."""
     coarse = coarse_layouts(signatures)
     n = len(coarse)
     if n < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     has_layout = coarse.any(axis=1)
-    a, b, _ = _knn_pairs(knn_chunks(coarse, k), n, min_correlation)
+    chunks = _turned_knn_chunks(coarse, k) if n <= fi.FLAT_MAX else knn_chunks(coarse, k)
+    a, b, _ = _knn_pairs(chunks, n, min_correlation)
     keep = has_layout[a] & has_layout[b]
     return a[keep], b[keep]
 

@@ -872,6 +872,19 @@ def test_a_partial_match_of_a_simple_piece_is_no_evidence(photos):
     ev.matched_area[0] = PARTIAL_AREA
     assert verified_pairs(3, a, b, ev.agreement, cos, uninformative=uninformative_matches(ev))[0][0]
 
+    # Nor is it a rival: in crowded data (look-alikes at cosine >= 0.8) a real
+    # copy (X, Y) must stand out from X's closest other candidate; a simple
+    # piece X shares with Z (agreement 0.999) once vetoed it (a review).
+    rng = np.random.default_rng(0)
+    rows = [(0, 1, 0.93, 1.0, 0.8, 0.95), (0, 2, 0.999, 0.3, 0.99, 0.86)]
+    rows += [(i, j, 0.45 + 0.05 * rng.random(), 1.0, 0.8, 0.82 + 0.03 * rng.random())
+             for i in range(8) for j in range(i + 1, 8) if (i, j) not in ((0, 1), (0, 2))]
+    a, b, g, area, simple, cos = (np.array(x) for x in zip(*rows))
+    ev = PairEvidence.empty(len(a))
+    ev.agreement[:], ev.matched_area[:], ev.matched_simplicity[:] = g, area, simple
+    same = verified_pairs(8, a, b, ev.agreement, cos.astype(np.float32), uninformative=uninformative_matches(ev))[0]
+    assert same[0] and not same[1]
+
 
 def test_turned_and_upside_down_copies_are_found_in_crowded_data(embedder, digits, tmp_path, monkeypatch):
     """The embedding is not turn-invariant: among 250 handwritten digits, a

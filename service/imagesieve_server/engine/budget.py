@@ -67,16 +67,6 @@ class MemoryBudget:
             self.peak = max(self.peak, self.used)
             return True
 
-    def charge(self, n: int) -> int:
-        """Count ``n`` bytes already allocated (an answer waiting to be
-        sent), whatever the limit: the next reservations see them. Returns
-        ``n`` (release it later)."""
-        n = max(0, int(n))
-        with self._lock:
-            self.used += n
-            self.peak = max(self.peak, self.used)
-        return n
-
     def release(self, n: int, held: bool = False) -> None:
         with self._lock:
             self.used = max(0, self.used - max(0, int(n)))
@@ -109,19 +99,18 @@ class MemoryBudget:
             raise self._refuse(n, what)
         return n
 
-    async def reserve(self, n: int, what: str, wait_s: float = 1.0, held: bool = True) -> int:
-        """Reserve ``n`` bytes, ``held`` ones by default (release with
-        ``release(n, held=True)``), waiting up to ``wait_s`` for others to
-        release; BudgetExceeded after that (or at once when ``n`` alone is
-        above the budget)."""
-        if self.try_reserve(n, held=held):
+    async def reserve(self, n: int, what: str, wait_s: float = 1.0) -> int:
+        """Reserve ``n`` held bytes (release with ``release(n, held=True)``),
+        waiting up to ``wait_s`` for others to release; BudgetExceeded after
+        that (or at once when ``n`` alone is above the budget)."""
+        if self.try_reserve(n, held=True):
             return n
         if self.limit > 0 and n <= self.limit:
             deadline = time.monotonic() + wait_s
             delay = 0.002
             while time.monotonic() < deadline:
                 await asyncio.sleep(delay)
-                if self.try_reserve(n, held=held):
+                if self.try_reserve(n, held=True):
                     return n
                 delay = min(delay * 2, 0.05)
         raise self._refuse(n, what)

@@ -15,7 +15,7 @@ from imagesieve.v1 import common_pb2
 
 from ..collections import NewImage
 from ..collections.store import NO_DESCRIPTORS, clipped
-from ..engine.async_embedder import AsyncEmbedder, connection
+from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
 from ..engine.budget import BudgetExceeded, MemoryBudget
 from ..engine.pipeline import ImageEmbedding
@@ -275,108 +275,75 @@ class _Held:
         self.budget.release(n, held=True)
 
 
-# Answers of one connection's streams, worked on or finished and not yet
-# sent, at most: a client that never reads its answers (8.6 KB requests for
-# 3.7 MB answers, 30 streams) made the server hold 3.6 GB with a 256 MiB
-# budget. Past it, that connection's streams stop reading requests.
-CONNECTION_ANSWERS = 32
-
-
-class _Unsent:
-    """Per connection (``connection``): answers in work or finished and
-    not yet sent. Event-loop only (no lock)."""
-    answers: dict[str, int] = {}
-
-    @classmethod
-    async def wait_for_room(cls, owner: str) -> None:
-        delay = 0.002
-        while cls.answers.get(owner, 0) >= CONNECTION_ANSWERS:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-
-    @classmethod
-    def add(cls, owner: str, n: int) -> None:
-        left = cls.answers.get(owner, 0) + n
-        if left > 0:
-            cls.answers[owner] = left
-        else:
-            cls.answers.pop(owner, None)
+# Answers one stream may have in work or waiting to be sent, in bytes (each
+# counted at the size of the stream's largest answer so far): the request
+# window alone let a client that never read its answers (8.6 KB requests for
+# 3.7 MB answers) hold 16 answers a stream, 3.6 GB over 30 streams with a
+# 256 MiB budget. A stream whose answers are taken promptly keeps its window
+# (answers of up to 0.5 MB); one request is always worked on.
+STREAM_ANSWER_BYTES = 8 << 20
 
 
 async def ordered_concurrent(request_iterator, handle, window: int, budget: MemoryBudget | None = None):
     """Yield ``await handle(request)`` for each request of a stream, in order,
-    working on up to ``window`` requests at once. ``handle`` may raise
-    BadRequest; the caller turns it into a status.
-
-    With ``budget``, each request read ahead is charged its size while it
-    waits, and its answer from when it is read until it is sent (the size
-    of the stream's largest answer so far, then its own): the stream stops
-    reading (backpressure) while the budget is in use, and ends
-    RESOURCE_EXHAUSTED (QueueFullError) after STREAM_BUDGET_WAIT_S. Until
-    its first answer is known, a stream works on one request. Before, 20
-    streams of unread 30 MB requests took 3 GB, and 30 streams whose client
-    never read its answers (8.6 KB requests, 3.7 MB answers) 3.6 GB, with a
-    256 MiB budget. One connection's streams have at most CONNECTION_ANSWERS
-    answers in work or unsent."""
+    working on up to ``window`` requests at once, and on fewer while their
+    answers would pass STREAM_ANSWER_BYTES (until its first answer is in, a
+    stream works on one request). ``handle`` may raise BadRequest; the
+    caller turns it into a status. With ``budget``, each request read ahead
+    is charged its size while it waits: the stream stops reading
+    (backpressure) while the budget is in use, and ends RESOURCE_EXHAUSTED
+    (QueueFullError) after STREAM_BUDGET_WAIT_S. Before, 20 streams of
+    unread 30 MB requests took 3 GB."""
     pending: asyncio.Queue = asyncio.Queue(window)
     done = object()
-    owner = connection.get()
-    answered = asyncio.Event()           # the stream's first answer (or failure) is in
-    largest = 0                          # bytes of the stream's largest answer so far
-    charged: dict[asyncio.Future, int] = {}   # per request: its answer's bytes in the budget, until sent
+    answers = 0               # requests in work, or answered and not yet sent
+    largest = 0               # bytes of the stream's largest answer so far (0: none yet)
+    room = asyncio.Event()    # set whenever an answer is in or sent
 
     async def started(request, held: _Held | None):
         nonlocal largest
         if held is not None:
             held.release()
         answer = await handle(request)
-        if budget is not None:
-            task, n = asyncio.current_task(), answer.ByteSize()
-            have = charged.get(task, 0)
-            if n > have:
-                budget.charge(n - have)
-            else:
-                budget.release(have - n)
-            charged[task], largest = n, max(largest, n)
+        largest = max(largest, answer.ByteSize(), 1)
+        room.set()                # the first answer's size is known: the reader may go on
         return answer
 
-    def sent(task) -> None:
-        _Unsent.add(owner, -1)
-        n = charged.pop(task, 0)
-        if n:
-            budget.release(n)
+    def sent(_=None) -> None:
+        nonlocal answers
+        answers -= 1
+        room.set()
+
+    def full() -> bool:
+        return answers > 0 and (not largest or (answers + 1) * largest > STREAM_ANSWER_BYTES)
 
     async def read_requests():
+        nonlocal answers
         try:
-            reads = 0
-            async for request in request_iterator:
-                held, answer = None, 0
-                await _Unsent.wait_for_room(owner)
+            requests = request_iterator.__aiter__()
+            while True:
+                while full():          # not even read: gRPC's flow control holds the client back
+                    room.clear()
+                    await room.wait()
+                try:
+                    request = await requests.__anext__()
+                except StopAsyncIteration:
+                    break
+                held = None
                 if budget is not None:
-                    if reads:
-                        await answered.wait()
                     try:
                         held = _Held(budget, await budget.reserve(request.ByteSize(), "the next request",
                                                                   STREAM_BUDGET_WAIT_S))
-                        answer = await budget.reserve(largest, "the next answer", STREAM_BUDGET_WAIT_S, held=False)
-                    except BaseException as e:
-                        if held is not None:
-                            held.release()
-                        if isinstance(e, BudgetExceeded):
-                            raise QueueFullError(str(e)) from None
-                        raise
-                reads += 1
-                _Unsent.add(owner, 1)
+                    except BudgetExceeded as e:
+                        raise QueueFullError(str(e)) from None
                 task = asyncio.ensure_future(started(request, held))
-                charged[task] = answer
-                task.add_done_callback(lambda _: answered.set())
+                answers += 1
                 if held is not None:
                     task.add_done_callback(held.release)      # also when dropped unstarted
                 try:
                     await pending.put(task)
                 except asyncio.CancelledError:
                     task.cancel()
-                    task.add_done_callback(sent)
                     raise
         except Exception as e:  # noqa: BLE001 - client gone or broken stream
             await pending.put(e)
@@ -393,13 +360,12 @@ async def ordered_concurrent(request_iterator, handle, window: int, budget: Memo
                 raise item
             try:
                 answer = await item
-                yield answer          # resumed once gRPC has taken it: sent
+                yield answer          # resumed once gRPC has taken it
             finally:
-                sent(item)
+                sent()
     finally:
         reader.cancel()
         while not pending.empty():
             item = pending.get_nowait()
             if isinstance(item, asyncio.Future):
                 item.cancel()
-                item.add_done_callback(sent)

@@ -119,9 +119,10 @@ class PairEvidence:
     whether one image is the other's negative (light and dark swapped), and
     how many of their keypoints one similarity transform maps onto each
     other (``engine.keypoints.matched_inliers``; 0 where a signature has
-    none), and ``matched_simplicity``: the share of the aligned region's
-    variance that its two strongest components hold (:func:`simplicity`; 1
-    for a bar, an edge or a box, 0 where nothing was aligned)."""
+    none), and ``matched_simplicity``: the share of the aligned template's
+    variance (the view of one image placed on the other, as compared) that
+    its two strongest components hold (:func:`simplicity`; 1 for a bar, an
+    edge or a box, 0 where nothing was aligned)."""
     agreement: np.ndarray
     layout: np.ndarray
     detail: np.ndarray
@@ -949,8 +950,9 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     as their look-alikes'), so the embedding alone must set them apart, and
     they are no image's look-alikes. ``uninformative``: (P,) bool, pairs
     aligned only by a simple piece (:func:`uninformative_matches`): their
-    agreement counts at most as their look-alikes', like a profile's, but
-    they stay look-alikes (their images are not one-dimensional).
+    agreement counts at most as their look-alikes', like a profile's (as
+    runners-up too: a junk match must not veto a real copy), but they stay
+    look-alikes (their images are not one-dimensional).
 
     ``keypoint_inliers``: (P,) PairEvidence.keypoint_inliers; a pair they
     confirm (:func:`keypoint_confirmed`, with ``twins``: (N,) labels equal
@@ -978,7 +980,6 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     computed = np.isnan(given[0]).any() or np.isnan(given[1]).any()
     same = np.zeros(a.shape, bool)
     best = np.full(a.shape, np.inf, np.float32)         # each pair's lowest relative disagreement
-    rival = best.copy()       # ... as a runner-up: a simple piece's agreement still makes a pair a close rival
     for _ in range(PACK_PASSES if computed else 1):
         look = ~same & ~by_layout & ~flat              # look-alikes: the pairs not (yet) found the same
         pa, pc = (_filled(np.where(np.isnan(p), neighbourhood_typical(n, a[look], b[look], v[look]), p),
@@ -988,16 +989,14 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
         cos = np.where(by_layout, np.maximum(c, level_c), c)
         best = np.minimum(best, relative_disagreement(np.where(capped, np.minimum(g, level_g), g), cos, level_g,
                                                       level_c))
-        rival = np.minimum(rival, relative_disagreement(np.where(flat, np.minimum(g, level_g), g), cos, level_g,
-                                                        level_c))
         now = (g >= min_agreement) & (best <= np.where(by_layout, max_relative_layout, max_relative))
         if not (now & ~same).any():
             break
         same |= now
     # The runner-up test in crowded data (see RUNNER_RATIO): the closest candidate not found the same.
     runner = np.full(n, np.inf, np.float32)
-    np.minimum.at(runner, a[~same], rival[~same])
-    np.minimum.at(runner, b[~same], rival[~same])
+    np.minimum.at(runner, a[~same], best[~same])
+    np.minimum.at(runner, b[~same], best[~same])
     crowded = level_c >= CROWDED_COSINE
     same &= ~crowded | (best <= RUNNER_RATIO * np.minimum(runner[a], runner[b]))
     if keypoint_inliers is not None:

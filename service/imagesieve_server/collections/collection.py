@@ -558,8 +558,10 @@ class Collection:
         coarse = coarse_layouts(upgrade(image.signature)[None])
         if index is None or index.ntotal == 0 or not coarse.any():
             return []
-        # Each stored image by its best view of the new one's (upright, turned, upside down).
-        corr, ids = fi.search(index, layout_turns(coarse)[:, 0], min(LAYOUT_K, int(index.ntotal)))
+        # Each stored image by its best view of the new one's (upright, turned, upside
+        # down), as the batch search does up to FLAT_MAX images (upright only above).
+        views = layout_turns(coarse)[:, 0] if index.ntotal <= fi.FLAT_MAX else coarse
+        corr, ids = fi.search(index, views, min(LAYOUT_K, int(index.ntotal)))
         best: dict[int, float] = {}
         for i, r in zip(ids.ravel().tolist(), corr.ravel().tolist()):
             if i >= 0 and r >= LAYOUT_MIN and r > best.get(i, -np.inf):
@@ -652,9 +654,12 @@ class Collection:
                 # A threshold asked for bounds the layouts' candidates too (as in FindDuplicates).
                 near, pack = self._verify(image, neighbors, threshold or CANDIDATE_THRESHOLD, threshold or -1.0)
                 verdict = Verdict.NEAR_DUPLICATE if near else Verdict.UNIQUE
-                # The verified neighbours first, the best aligned first: they are the
-                # answer (by cosine, a turned copy's look-alike led its own original).
-                neighbors.sort(key=lambda n: (not n.verified, -n.agreement if n.verified else 0.0, -n.cosine))
+                # The verified neighbours first, the strongest evidence first: they are
+                # the answer (by cosine, a turned copy's look-alike led its own
+                # original; by agreement alone, a crop confirmed by 150 keypoints
+                # would follow a look-alike the layouts passed).
+                neighbors.sort(key=lambda n: (not n.verified, -(n.agreement + n.keypoint_inliers / 100)
+                                              if n.verified else 0.0, -n.cosine))
             elif neighbors and neighbors[0].cosine >= (threshold or self.threshold):
                 verdict = Verdict.NEAR_DUPLICATE
             else:

@@ -275,60 +275,50 @@ class _Held:
         self.budget.release(n, held=True)
 
 
-# Answers one stream may have in work or waiting to be sent, in bytes (each
-# counted at the size of the stream's largest answer so far): the request
-# window alone let a client that never read its answers (8.6 KB requests for
-# 3.7 MB answers) hold 16 answers a stream, 3.6 GB over 30 streams with a
-# 256 MiB budget. A stream whose answers are taken promptly keeps its window
-# (answers of up to 0.5 MB); one request is always worked on.
+# Answers one stream may have in work or waiting to be sent, in bytes (in
+# work: the caller's estimate from the request; sent-to-be: their real size):
+# the request window alone let a client that never read its answers (8.6 KB
+# requests for 3.7 MB answers) hold 16 answers a stream, 3.6 GB over 30
+# streams with a 256 MiB budget. One request is always worked on.
 STREAM_ANSWER_BYTES = 8 << 20
 
 
-async def ordered_concurrent(request_iterator, handle, window: int, budget: MemoryBudget | None = None):
+async def ordered_concurrent(request_iterator, handle, window: int, budget: MemoryBudget | None = None,
+                             answer_bytes=None):
     """Yield ``await handle(request)`` for each request of a stream, in order,
     working on up to ``window`` requests at once, and on fewer while their
-    answers would pass STREAM_ANSWER_BYTES (until its first answer is in, a
-    stream works on one request). ``handle`` may raise BadRequest; the
-    caller turns it into a status. With ``budget``, each request read ahead
-    is charged its size while it waits: the stream stops reading
-    (backpressure) while the budget is in use, and ends RESOURCE_EXHAUSTED
-    (QueueFullError) after STREAM_BUDGET_WAIT_S. Before, 20 streams of
-    unread 30 MB requests took 3 GB."""
+    answers would pass STREAM_ANSWER_BYTES: ``answer_bytes(request)``, an
+    upper estimate of a request's answer (None: 0), counts it while in work,
+    its real size once answered and until gRPC takes it. ``handle`` may raise
+    BadRequest; the caller turns it into a status. With ``budget``, each
+    request read ahead is charged its size while it waits: the stream stops
+    reading (backpressure) while the budget is in use, and ends
+    RESOURCE_EXHAUSTED (QueueFullError) after STREAM_BUDGET_WAIT_S. Before,
+    20 streams of unread 30 MB requests took 3 GB."""
     pending: asyncio.Queue = asyncio.Queue(window)
     done = object()
-    answers = 0               # requests in work, or answered and not yet sent
-    largest = 0               # bytes of the stream's largest answer so far (0: none yet)
-    room = asyncio.Event()    # set whenever an answer is in or sent
+    counted: dict[asyncio.Future, int] = {}   # per request in work or not yet sent: its answer's bytes
+    room = asyncio.Event()                    # set whenever an answer is in or sent
 
     async def started(request, held: _Held | None):
-        nonlocal largest
         if held is not None:
             held.release()
         answer = await handle(request)
-        largest = max(largest, answer.ByteSize(), 1)
-        room.set()                # the first answer's size is known: the reader may go on
+        counted[asyncio.current_task()] = answer.ByteSize()
+        room.set()
         return answer
 
-    def sent(_=None) -> None:
-        nonlocal answers
-        answers -= 1
+    def sent(task) -> None:
+        counted.pop(task, None)
         room.set()
 
-    def full() -> bool:
-        return answers > 0 and (not largest or (answers + 1) * largest > STREAM_ANSWER_BYTES)
-
     async def read_requests():
-        nonlocal answers
         try:
-            requests = request_iterator.__aiter__()
-            while True:
-                while full():          # not even read: gRPC's flow control holds the client back
-                    room.clear()
+            async for request in request_iterator:
+                need = int(answer_bytes(request)) if answer_bytes is not None else 0
+                while counted and sum(counted.values()) + need > STREAM_ANSWER_BYTES:
+                    room.clear()      # no further request is read: HTTP/2 flow control holds the client
                     await room.wait()
-                try:
-                    request = await requests.__anext__()
-                except StopAsyncIteration:
-                    break
                 held = None
                 if budget is not None:
                     try:
@@ -337,7 +327,7 @@ async def ordered_concurrent(request_iterator, handle, window: int, budget: Memo
                     except BudgetExceeded as e:
                         raise QueueFullError(str(e)) from None
                 task = asyncio.ensure_future(started(request, held))
-                answers += 1
+                counted[task] = need
                 if held is not None:
                     task.add_done_callback(held.release)      # also when dropped unstarted
                 try:
@@ -362,7 +352,7 @@ async def ordered_concurrent(request_iterator, handle, window: int, budget: Memo
                 answer = await item
                 yield answer          # resumed once gRPC has taken it
             finally:
-                sent()
+                sent(item)
     finally:
         reader.cancel()
         while not pending.empty():

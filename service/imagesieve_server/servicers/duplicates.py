@@ -12,8 +12,8 @@ from ..engine.batcher import QueueFullError
 from ..engine.fair_pool import FairPool
 from ..jobs.find_duplicates import MAX_PAIRS, find_duplicates_events
 from .collections import abort_for
-from .common import (BadRequest, ImageReader, abort_invalid, content_hash, gather_bounded, item_error,
-                     ordered_concurrent, text_problem)
+from .common import (MAX_KEY_BYTES, BadRequest, ImageReader, abort_invalid, content_hash, gather_bounded,
+                     item_error, ordered_concurrent, text_problem)
 
 MAX_K = 100
 # Threads that run checks, one image a task, shared between connections by
@@ -34,6 +34,13 @@ def neighbor_messages(neighbors: list[Neighbor]) -> list[duplicates_pb2.Neighbor
                                     keypoint_inliers=n.keypoint_inliers) for n in neighbors]
 
 
+def _answer_bytes(request) -> int:
+    """An upper estimate of a check request's answer: per image its verdict
+    and up to k neighbours (keys of up to MAX_KEY_BYTES)."""
+    k = min(max(request.k, 0) or 5, MAX_K)
+    return len(request.images) * (256 + k * (MAX_KEY_BYTES + 64))
+
+
 class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
     def __init__(self, manager: CollectionManager, engine: AsyncEmbedder, reader: ImageReader,
                  stream_window: int = 16, max_images_per_request: int = 256, max_pairs: int = MAX_PAIRS,
@@ -47,7 +54,7 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
     async def CheckDuplicates(self, request_iterator, context):
         try:
             async for response in ordered_concurrent(request_iterator, self._check_request, self.stream_window,
-                                                     self.reader.budget):
+                                                     self.reader.budget, _answer_bytes):
                 yield response
         except BadRequest as e:
             await abort_invalid(context, e)

@@ -10,6 +10,7 @@ from imagesieve.v1 import embedding_pb2, embedding_pb2_grpc
 from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
 from ..engine.onnx_executor import softmax_top_k
+from ..engine.signature import SIGNATURE_BYTES
 from .common import BadRequest, ImageReader, abort_invalid, gather_bounded, ordered_concurrent
 
 log = logging.getLogger("imagesieve.server")
@@ -40,6 +41,12 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         return None
 
     # -- one image ----------------------------------------------------------
+    def _answer_bytes(self, request) -> int:
+        """An upper estimate of ``request``'s answer (what a stream may hold unsent)."""
+        per_image = (4 * self.engine.embedder.dim + 64 * max(0, request.top_k_classes) + 256
+                     + (SIGNATURE_BYTES if request.with_layout_signature else 0))
+        return len(request.images) * per_image + sum(len(im.key) for im in request.images)
+
     async def _embed_image(self, image, top_k: int, with_signature: bool = False) -> embedding_pb2.Embedding:
         out = embedding_pb2.Embedding(key=image.key)
         result, err, _ = await self.reader.embed(image, with_signature, with_properties=with_signature)
@@ -83,7 +90,7 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
 
         try:
             async for response in ordered_concurrent(request_iterator, handle, self.stream_window,
-                                                     self.reader.budget):
+                                                     self.reader.budget, self._answer_bytes):
                 yield response
         except BadRequest as e:
             await abort_invalid(context, e)

@@ -218,7 +218,8 @@ def _turned_knn_chunks(coarse: np.ndarray, k: int, chunk_rows: int = 1024):
     for s in range(0, n, chunk_rows):
         q = np.ascontiguousarray(coarse[s:s + chunk_rows])
         sims, ids = faiss.knn(q, base, min(TURNS * (k + 1), len(base)), metric=faiss.METRIC_INNER_PRODUCT)
-        ids = ids % n
+        sims[ids < 0] = -np.inf                   # no hit (not expected of an exact search)
+        ids = np.where(ids < 0, -1, ids % n)
         out_s = np.full((len(q), k), -np.inf, np.float32)
         out_i = np.full((len(q), k), -1, np.int64)
         for r in range(len(q)):

@@ -172,3 +172,19 @@ def test_pixel_scorer_folds_need_two_classes_like_named_classifiers():
     with pytest.raises(ValueError, match="one class"):
         score_labels(np.arange(7)[:, None], np.array([0] * 6 + [1]), classifier=factory, folds=2,
                      neighbor_vectors=rng.normal(size=(7, 4)))
+
+
+def test_label_checks_say_why_they_were_skipped():
+    """An audit of a project folder put every image in one class (its one
+    subfolder, 'res'); the notes said only "needs a label for every image
+    and at least 2 classes", though every image had one. They now name the
+    reason: the single class, or how many images lack a label."""
+    from imagesieve_server.checks import label_issues, sample_size
+
+    x = np.random.default_rng(0).normal(size=(120, 8)).astype(np.float32)
+    one_class = ["res"] * 120
+    for result in (label_issues.run(x, one_class), sample_size.run(x, one_class)):
+        assert result.measured == 0
+        assert any("one class ('res')" in n for n in result.notes), result.notes
+    some_missing = ["a", "b"] * 59 + ["", ""]
+    assert any("2 of 120 images have no label" in n for n in label_issues.run(x, some_missing).notes)

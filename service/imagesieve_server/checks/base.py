@@ -102,6 +102,21 @@ class FlaggedPairs:
         return np.unique(np.r_[self.a, self.b]).astype(np.int64)
 
 
+def why_labels_unusable(labels) -> str | None:
+    """Why N class names cannot train a classifier (some unset, or one class
+    only), in words a user can act on; None when they can."""
+    labels = list(labels)
+    missing = sum(1 for label in labels if not label)
+    if missing:
+        return f"{missing} of {len(labels)} images have no label"
+    classes = set(labels)
+    if len(classes) < 2:
+        only = f" ({next(iter(classes))!r})" if classes else ""
+        return (f"every image is in one class{only}, and a classifier needs at least 2 (an audit of a folder "
+                "takes each image's class from the first folder level below it)")
+    return None
+
+
 @dataclasses.dataclass
 class CheckResult:
     """A check's answer: ``issues`` by kind (every kind it looks for, flagged

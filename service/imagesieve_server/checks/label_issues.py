@@ -14,11 +14,11 @@ import numpy as np
 from ..analysis.classifiers import EMBEDDING_CLASSIFIERS, pixels_and_embeddings, pixels_unused_because
 from ..analysis.defaults import LABELS_CLASSIFIER
 from ..analysis.labels import DEFAULT_METHOD, DEFAULT_NEIGHBOR_WEIGHT, METHODS, LabelScores, score_labels
-from .base import CheckInputs, CheckResult, FlaggedImages
+from .base import CheckInputs, CheckResult, FlaggedImages, why_labels_unusable
 
 NAME = "label_issues"
 TITLE = "Label issues"
-NEEDS = "label scoring needs a label for every image (class folders or a label column) and at least 2 classes"
+NEEDS = "label scoring skipped"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +105,10 @@ def run(vectors: np.ndarray, labels, params: Params | None = None, *, pixels: np
     p = params or Params()
     n = len(labels)
     at = np.arange(n) if positions is None else np.asarray(positions)
-    if n == 0 or not all(labels) or len(set(labels)) < 2:
-        return CheckResult(NAME, TITLE, 0, {"suspects": _flagged(at[:0], np.zeros(0, np.float32), p, {})}, [NEEDS])
+    why = why_labels_unusable(labels) if n else "no images"
+    if why:
+        return CheckResult(NAME, TITLE, 0, {"suspects": _flagged(at[:0], np.zeros(0, np.float32), p, {})},
+                           [f"{NEEDS}: {why}"])
     class_names, ids = class_indices(labels)
     scored, classifier, scorer, notes = vectors, p.classifier, p.classifier, []
     alike = lookalike_labels(class_names)

@@ -20,7 +20,7 @@ from ..analysis.sample_size import run as _run, sweep as _sweep
 from ..analysis.sample_size.run import DEFAULT_BOOTSTRAP, report_from_sweep, sweep_on_labels
 from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION, SweepResult
 from . import memo
-from .base import CheckInputs, CheckResult
+from .base import CheckInputs, CheckResult, why_labels_unusable
 
 NAME = "sample_size"
 TITLE = "How many images are enough"
@@ -82,9 +82,8 @@ def run(vectors: np.ndarray, labels, splits=None, params: Params | None = None, 
     ValueError when the sweep cannot run (e.g. every image in test)."""
     p = params or Params()
     n = len(labels)
-    if n < MIN_IMAGES or not all(labels) or len(set(labels)) < 2:
-        why = (f"{n} images, it needs at least {MIN_IMAGES}" if n < MIN_IMAGES else
-               "it needs a label for every image and at least 2 classes")
+    why = f"{n} images, it needs at least {MIN_IMAGES}" if n < MIN_IMAGES else why_labels_unusable(labels)
+    if why:
         return CheckResult(NAME, TITLE, 0, {}, [f"sample-size sweep skipped: {why}"])
     is_test = None if splits is None else np.array([s == "test" for s in splits], dtype=bool)
     if is_test is not None and not is_test.any():

@@ -188,10 +188,10 @@ def run(args) -> int:
               + results.label_scores.noise_split.describe(results.class_names))
     if "sample_size_answer" in s:
         print(f"quantity: {s['sample_size_answer']}")
+    from ..checks.base import FlaggedPairs
     for name, counts in s.get("checks", {}).items():
         if len(counts) == 1:          # an answer, not a list of issues (the sample size, printed above)
             continue
-        from ..checks.base import FlaggedPairs
         issues = results.checks[name].issues
         found = ", ".join(f"{k.replace('_', ' ')} {v}" + (" pairs" if isinstance(issues[k], FlaggedPairs) else "")
                           for k, v in counts.items() if k != "measured" and v)

@@ -195,7 +195,7 @@ def coarse_layouts(signatures: np.ndarray) -> np.ndarray:
 
 
 def layout_turns(coarse: np.ndarray) -> np.ndarray:
-    """(TURNS, N, LAYOUT_SIDE ** 2) float32: :func:`coarse_layouts` upright,
+    """(5, N, LAYOUT_SIDE ** 2) float32: :func:`coarse_layouts` upright,
     turned by a quarter, a half and three quarters, and upside down. A copy
     on its side or upside down correlates with one of its original's: the
     embedding is not turn-invariant (Fashion-MNIST garments turned by a
@@ -205,19 +205,17 @@ def layout_turns(coarse: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(len(out), len(g), -1))
 
 
-TURNS = 5      # layout_turns' views
-
-
 def _turned_knn_chunks(coarse: np.ndarray, k: int, chunk_rows: int = 1024):
     """knn_chunks-style (start, sims, ids) of each layout's ``k`` nearest
     others, each by its best view (:func:`layout_turns`), exact."""
     import faiss
     n = len(coarse)
     k = min(k, n - 1)
-    base = layout_turns(coarse).reshape(TURNS * n, -1)
+    views = layout_turns(coarse)
+    base = views.reshape(len(views) * n, -1)
     for s in range(0, n, chunk_rows):
         q = np.ascontiguousarray(coarse[s:s + chunk_rows])
-        sims, ids = faiss.knn(q, base, min(TURNS * (k + 1), len(base)), metric=faiss.METRIC_INNER_PRODUCT)
+        sims, ids = faiss.knn(q, base, min(len(views) * (k + 1), len(base)), metric=faiss.METRIC_INNER_PRODUCT)
         sims[ids < 0] = -np.inf                   # no hit (not expected of an exact search)
         ids = np.where(ids < 0, -1, ids % n)
         out_s = np.full((len(q), k), -np.inf, np.float32)

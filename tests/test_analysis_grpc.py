@@ -190,10 +190,38 @@ def test_analysis_server_paths_outside_allowed_roots_are_refused(server, photos,
         assert "outside the server's allowed roots" in details and f"{outside}" in details
         assert "sneaky (" in details and "missing (cannot read" in details
         assert "ok (" not in details and "bytes (" not in details
-        more = [d for d, _, _ in photos[3:8]]
-        with pytest.raises(grpc.RpcError) as e:
-            c.sample_size(images=images + more, labels=labels + labels, keys=keys + [f"m{i}" for i in range(5)],
-                          target_accuracy=0.9, fractions=[0.9, 1.0])
+        with pytest.raises(grpc.RpcError) as e:   # 3 of 5 failed: more than half, the job stops
+            c.sample_size(images=images, labels=labels, keys=keys, target_accuracy=0.9, fractions=[0.9, 1.0])
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert e.value.details().startswith("3 image(s) could not be embedded: outside (")
         assert "outside the server's allowed roots" in e.value.details()
+
+
+def test_analysis_jobs_go_on_without_images_that_cannot_be_read(server, photos, tmp_path):
+    """A corrupt file, a truncated PNG and a path outside the allowed roots
+    among 120 real digits: ScoreLabels and SampleSizeSweep score the 120 and
+    list the three in `skipped` (input order, each with its error), and say
+    so in their note and answer. Before, one of them failed the whole job."""
+    d = load_digits()
+    idx = np.flatnonzero(d.target < 3)[:120]
+    good = [digit_png(d.images[i]) for i in idx]
+    outside = tmp_path / "secret.jpg"
+    outside.write_bytes(photos[0][0])
+    bad = {"broken": b"not an image at all", "truncated": good[0][:len(good[0]) // 2],
+           "outside": f"server_path:{outside}"}
+    images = good[:40] + [bad["broken"]] + good[40:80] + [bad["truncated"], bad["outside"]] + good[80:]
+    keys = [f"d{i}" for i in range(40)] + ["broken"] + [f"d{i}" for i in range(40, 80)] + ["truncated", "outside"] \
+        + [f"d{i}" for i in range(80, 120)]
+    wanted = [str(d.target[i]) for i in idx]
+    labels = wanted[:40] + ["0"] + wanted[40:80] + ["1", "2"] + wanted[80:]
+    with Client(server.address) as c:
+        scored = c.score_labels(images=images, labels=labels, keys=keys, folds=3)
+        swept = c.sample_size(images=images, labels=labels, keys=keys, fractions=[0.3, 0.6, 1.0], repeats=2)
+    assert [s.key for s in scored.scores] == [k for k in keys if k not in bad]
+    for result in (scored, swept):
+        assert [s.key for s in result.skipped] == ["broken", "truncated", "outside"]
+        assert all(s.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] for s in result.skipped[:2])
+        assert "outside the server's allowed roots" in result.skipped[2].error.message
+    assert "3 image(s) left out" in scored.note and "broken, truncated, outside" in scored.note
+    assert "3 image(s) left out" in swept.answer
+    assert sum(p.num_images for p in swept.points[-1:]) <= 117 and len(swept.points) == 3

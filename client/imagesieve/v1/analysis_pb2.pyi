@@ -90,7 +90,7 @@ class LabelConflict(_message.Message):
     def __init__(self, key_a: _Optional[str] = ..., key_b: _Optional[str] = ..., label_a: _Optional[str] = ..., label_b: _Optional[str] = ...) -> None: ...
 
 class ScoreLabelsResult(_message.Message):
-    __slots__ = ("scores", "suspects", "noise", "estimated_noise_rate", "conflicting_duplicates", "note", "parts", "estimated_wrong_rate", "estimated_ambiguous_rate", "ambiguous_pairs")
+    __slots__ = ("scores", "suspects", "noise", "estimated_noise_rate", "conflicting_duplicates", "note", "parts", "estimated_wrong_rate", "estimated_ambiguous_rate", "ambiguous_pairs", "skipped")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     SUSPECTS_FIELD_NUMBER: _ClassVar[int]
     NOISE_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +101,7 @@ class ScoreLabelsResult(_message.Message):
     ESTIMATED_WRONG_RATE_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_AMBIGUOUS_RATE_FIELD_NUMBER: _ClassVar[int]
     AMBIGUOUS_PAIRS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     scores: _containers.RepeatedCompositeFieldContainer[LabelScore]
     suspects: _containers.RepeatedCompositeFieldContainer[LabelScore]
     noise: _containers.RepeatedCompositeFieldContainer[ClassPairNoise]
@@ -111,7 +112,8 @@ class ScoreLabelsResult(_message.Message):
     estimated_wrong_rate: float
     estimated_ambiguous_rate: float
     ambiguous_pairs: _containers.RepeatedCompositeFieldContainer[ConfusedClassPair]
-    def __init__(self, scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., suspects: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., noise: _Optional[_Iterable[_Union[ClassPairNoise, _Mapping]]] = ..., estimated_noise_rate: _Optional[float] = ..., conflicting_duplicates: _Optional[_Iterable[_Union[LabelConflict, _Mapping]]] = ..., note: _Optional[str] = ..., parts: _Optional[int] = ..., estimated_wrong_rate: _Optional[float] = ..., estimated_ambiguous_rate: _Optional[float] = ..., ambiguous_pairs: _Optional[_Iterable[_Union[ConfusedClassPair, _Mapping]]] = ...) -> None: ...
+    skipped: _containers.RepeatedCompositeFieldContainer[_common_pb2.SkippedImage]
+    def __init__(self, scores: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., suspects: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., noise: _Optional[_Iterable[_Union[ClassPairNoise, _Mapping]]] = ..., estimated_noise_rate: _Optional[float] = ..., conflicting_duplicates: _Optional[_Iterable[_Union[LabelConflict, _Mapping]]] = ..., note: _Optional[str] = ..., parts: _Optional[int] = ..., estimated_wrong_rate: _Optional[float] = ..., estimated_ambiguous_rate: _Optional[float] = ..., ambiguous_pairs: _Optional[_Iterable[_Union[ConfusedClassPair, _Mapping]]] = ..., skipped: _Optional[_Iterable[_Union[_common_pb2.SkippedImage, _Mapping]]] = ...) -> None: ...
 
 class ScoreLabelsEvent(_message.Message):
     __slots__ = ("progress", "result")
@@ -185,7 +187,7 @@ class CurveFit(_message.Message):
     def __init__(self, name: _Optional[str] = ..., params: _Optional[_Iterable[float]] = ..., holdout_error: _Optional[float] = ..., ceiling: _Optional[float] = ...) -> None: ...
 
 class SampleSizeResult(_message.Message):
-    __slots__ = ("points", "fits", "chosen_fit", "target_accuracy", "images_needed", "images_needed_low", "images_needed_high", "answer", "plot_png", "plot_svg", "accuracy_at", "parts")
+    __slots__ = ("points", "fits", "chosen_fit", "target_accuracy", "images_needed", "images_needed_low", "images_needed_high", "answer", "plot_png", "plot_svg", "accuracy_at", "parts", "skipped")
     POINTS_FIELD_NUMBER: _ClassVar[int]
     FITS_FIELD_NUMBER: _ClassVar[int]
     CHOSEN_FIT_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +200,7 @@ class SampleSizeResult(_message.Message):
     PLOT_SVG_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_AT_FIELD_NUMBER: _ClassVar[int]
     PARTS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     points: _containers.RepeatedCompositeFieldContainer[SweepPoint]
     fits: _containers.RepeatedCompositeFieldContainer[CurveFit]
     chosen_fit: str
@@ -210,7 +213,8 @@ class SampleSizeResult(_message.Message):
     plot_svg: str
     accuracy_at: _containers.RepeatedCompositeFieldContainer[AccuracyAt]
     parts: int
-    def __init__(self, points: _Optional[_Iterable[_Union[SweepPoint, _Mapping]]] = ..., fits: _Optional[_Iterable[_Union[CurveFit, _Mapping]]] = ..., chosen_fit: _Optional[str] = ..., target_accuracy: _Optional[float] = ..., images_needed: _Optional[float] = ..., images_needed_low: _Optional[float] = ..., images_needed_high: _Optional[float] = ..., answer: _Optional[str] = ..., plot_png: _Optional[bytes] = ..., plot_svg: _Optional[str] = ..., accuracy_at: _Optional[_Iterable[_Union[AccuracyAt, _Mapping]]] = ..., parts: _Optional[int] = ...) -> None: ...
+    skipped: _containers.RepeatedCompositeFieldContainer[_common_pb2.SkippedImage]
+    def __init__(self, points: _Optional[_Iterable[_Union[SweepPoint, _Mapping]]] = ..., fits: _Optional[_Iterable[_Union[CurveFit, _Mapping]]] = ..., chosen_fit: _Optional[str] = ..., target_accuracy: _Optional[float] = ..., images_needed: _Optional[float] = ..., images_needed_low: _Optional[float] = ..., images_needed_high: _Optional[float] = ..., answer: _Optional[str] = ..., plot_png: _Optional[bytes] = ..., plot_svg: _Optional[str] = ..., accuracy_at: _Optional[_Iterable[_Union[AccuracyAt, _Mapping]]] = ..., parts: _Optional[int] = ..., skipped: _Optional[_Iterable[_Union[_common_pb2.SkippedImage, _Mapping]]] = ...) -> None: ...
 
 class SampleSizeEvent(_message.Message):
     __slots__ = ("progress", "result")

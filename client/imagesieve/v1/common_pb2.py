@@ -25,19 +25,21 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aimagesieve/v1/common.proto\x12\rimagesieve.v1\x1a google/protobuf/descriptor.proto\"c\n\x05Image\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\x15\n\x0bserver_path\x18\x03 \x01(\tH\x00\x12\r\n\x05label\x18\x04 \x01(\t\x12\r\n\x05split\x18\x05 \x01(\tB\x08\n\x06source\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"l\n\x0bJobProgress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x03\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x11\n\telapsed_s\x18\x04 \x01(\x01\x12\r\n\x05\x65ta_s\x18\x05 \x01(\x01\x12\x0f\n\x07message\x18\x06 \x01(\t*C\n\x06\x41\x63\x63\x65ss\x12\x16\n\x12\x41\x43\x43\x45SS_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x41\x43\x43\x45SS_READ\x10\x01\x12\x10\n\x0c\x41\x43\x43\x45SS_WRITE\x10\x02:G\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0e\x32\x15.imagesieve.v1.Access:5\n\x0bwrites_when\x12\x1e.google.protobuf.MethodOptions\x18\xba\x8e\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aimagesieve/v1/common.proto\x12\rimagesieve.v1\x1a google/protobuf/descriptor.proto\"c\n\x05Image\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\x15\n\x0bserver_path\x18\x03 \x01(\tH\x00\x12\r\n\x05label\x18\x04 \x01(\t\x12\r\n\x05split\x18\x05 \x01(\tB\x08\n\x06source\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"D\n\x0cSkippedImage\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x18.imagesieve.v1.ItemError\"l\n\x0bJobProgress\x12\r\n\x05stage\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x03\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x11\n\telapsed_s\x18\x04 \x01(\x01\x12\r\n\x05\x65ta_s\x18\x05 \x01(\x01\x12\x0f\n\x07message\x18\x06 \x01(\t*C\n\x06\x41\x63\x63\x65ss\x12\x16\n\x12\x41\x43\x43\x45SS_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x41\x43\x43\x45SS_READ\x10\x01\x12\x10\n\x0c\x41\x43\x43\x45SS_WRITE\x10\x02:G\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0e\x32\x15.imagesieve.v1.Access:5\n\x0bwrites_when\x12\x1e.google.protobuf.MethodOptions\x18\xba\x8e\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'imagesieve.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACCESS']._serialized_start=334
-  _globals['_ACCESS']._serialized_end=401
+  _globals['_ACCESS']._serialized_start=404
+  _globals['_ACCESS']._serialized_end=471
   _globals['_IMAGE']._serialized_start=79
   _globals['_IMAGE']._serialized_end=178
   _globals['_ITEMERROR']._serialized_start=180
   _globals['_ITEMERROR']._serialized_end=222
-  _globals['_JOBPROGRESS']._serialized_start=224
-  _globals['_JOBPROGRESS']._serialized_end=332
+  _globals['_SKIPPEDIMAGE']._serialized_start=224
+  _globals['_SKIPPEDIMAGE']._serialized_end=292
+  _globals['_JOBPROGRESS']._serialized_start=294
+  _globals['_JOBPROGRESS']._serialized_end=402
 # @@protoc_insertion_point(module_scope)

@@ -35,6 +35,7 @@ class LabelledVectors:
     vectors: np.ndarray          # (N, D) float32, unit rows
     signatures: np.ndarray | None = None   # (N, SIGNATURE_BYTES) uint8 when asked for and every image has one
     sha256: list[str] | None = None        # (N) hex of the encoded bytes, when asked for (signatures too)
+    skipped: list[common_pb2.SkippedImage] = dataclasses.field(default_factory=list)  # left out, input order
 
 
 def check_inline_count(images, method: str) -> None:
@@ -98,13 +99,16 @@ async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, col
                                 reader: ImageReader | None = None, with_signatures: bool = False
                                 ) -> AsyncIterator[common_pb2.JobProgress | LabelledVectors]:
     """Yield JobProgress while embedding, then one LabelledVectors. Raises
-    ValueError for a bad source (unknown collection: CollectionError) and for
-    inline images that cannot be read or embedded: embedding stops after the
-    chunk in which the first images fail. ``reader`` turns each inline image
-    into bytes (the server's, with its allowed roots; None: no server paths
-    allowed). ``with_signatures``: the layout signatures too (the stored
-    ones of a collection: None when some image has none) and the content
-    hashes (what the duplicates check needs). Callers embedding
+    ValueError for a bad source (unknown collection: CollectionError). An
+    inline image that cannot be read or embedded is left out (listed in
+    ``skipped`` with its error) and the job goes on without it, unless more
+    than half of the images read so far failed: then embedding stops after
+    that chunk, with a ValueError naming the first few (a request of
+    millions of broken items must not cost minutes). ``reader`` turns each
+    inline image into bytes (the server's, with its allowed roots; None: no
+    server paths allowed). ``with_signatures``: the layout signatures too
+    (the stored ones of a collection: None when some image has none) and the
+    content hashes (what the duplicates check needs). Callers embedding
     inline images hold their job's slot (``runner.JobSlot``) while iterating."""
     which = source.WhichOneof("source")
     if which == "collection":
@@ -129,33 +133,48 @@ async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, col
     vectors = np.zeros((len(images), engine.embedder.dim), dtype=np.float32)
     signatures = np.zeros((len(images), SIGNATURE_BYTES), np.uint8) if with_signatures else None
     sha = [""] * len(images)
+    ok = np.zeros(len(images), bool)
+    skipped: list[common_pb2.SkippedImage] = []
     start = time.perf_counter()
     yield common_pb2.JobProgress(stage="embedding", done=0, total=len(images))
+    from ..servicers.common import gather_bounded  # here: servicers import the jobs
     for lo in range(0, len(images), EMBED_CHUNK):
         chunk = images[lo:lo + EMBED_CHUNK]
-        from ..servicers.common import gather_bounded  # here: servicers import the jobs
         embedded = await gather_bounded(reader.embed(im, with_signature=with_signatures, with_hash=with_signatures)
                                         for im in chunk)
-        failed: list[str] = []
         for j, (r, err, digest) in enumerate(embedded):
             if err is not None:
-                failed.append(f"{clipped(keys[lo + j])} ({clipped(err.message, 240)})")
+                skipped.append(common_pb2.SkippedImage(key=keys[lo + j], error=err))
             else:
+                ok[lo + j] = True
                 vectors[lo + j] = r.vector
                 if signatures is not None:
                     signatures[lo + j] = r.signature
                     sha[lo + j] = digest
         done = lo + len(chunk)
-        if failed:             # fail fast: the rest is not embedded
-            shown = ", ".join(failed[:FAILURES_SHOWN])
-            more = f" and {len(failed) - FAILURES_SHOWN} more" if len(failed) > FAILURES_SHOWN else ""
-            raise ValueError(f"{len(failed)} image(s) could not be embedded: {shown}{more} (stopped after "
-                             f"the first {done} of {len(images)} images)")
+        if 2 * len(skipped) > done:       # mostly broken: stop before embedding the rest
+            shown = ", ".join(f"{clipped(s.key)} ({clipped(s.error.message, 240)})" for s in skipped[:FAILURES_SHOWN])
+            more = f" and {len(skipped) - FAILURES_SHOWN} more" if len(skipped) > FAILURES_SHOWN else ""
+            raise ValueError(f"{len(skipped)} image(s) could not be embedded: {shown}{more} (stopped after "
+                             f"the first {done} of {len(images)} images: more than half failed)")
         elapsed = time.perf_counter() - start
         yield common_pb2.JobProgress(stage="embedding", done=done, total=len(images), elapsed_s=elapsed,
-                                     eta_s=elapsed / done * (len(images) - done))
-    yield LabelledVectors(keys, [im.label for im in images], [im.split.lower() for im in images], vectors,
-                          signatures, sha if with_signatures else None)
+                                     eta_s=elapsed / done * (len(images) - done),
+                                     message=f"{len(skipped)} skipped" if skipped else "")
+    keep = np.flatnonzero(ok)
+    yield LabelledVectors([keys[i] for i in keep], [images[i].label for i in keep],
+                          [images[i].split.lower() for i in keep], vectors[keep],
+                          None if signatures is None else signatures[keep],
+                          [sha[i] for i in keep] if with_signatures else None, skipped)
+
+
+def skipped_note(skipped: list[common_pb2.SkippedImage]) -> list[str]:
+    """A result note on the images a job went on without ([] when none)."""
+    if not skipped:
+        return []
+    shown = ", ".join(clipped(s.key) for s in skipped[:FAILURES_SHOWN])
+    more = f" and {len(skipped) - FAILURES_SHOWN} more" if len(skipped) > FAILURES_SHOWN else ""
+    return [f"{len(skipped)} image(s) left out, they could not be read or decoded: {shown}{more} (see `skipped`)"]
 
 
 class LabelledVectorsLoad:

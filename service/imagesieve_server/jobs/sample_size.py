@@ -17,7 +17,7 @@ from ..analysis.sample_size.run import DEFAULT_BOOTSTRAP, SampleSizeReport
 from ..analysis.sample_size.sweep import DEFAULT_FRACTIONS, DEFAULT_REPEATS, DEFAULT_TEST_FRACTION
 from ..checks import sample_size
 from .labelled_vectors import (LabelledVectorsLoad, check_inline_count, check_inline_images, check_labels,
-                               check_seed)
+                               check_seed, skipped_note)
 from .result_parts import result_parts
 from .runner import JobSlot, run_job
 
@@ -142,5 +142,8 @@ async def sample_size_events(request: analysis_pb2.SampleSizeRequest, engine, co
             if kind == "progress":
                 yield analysis_pb2.SampleSizeEvent(progress=value)
             else:
-                for part in result_parts(build_result(value)):
+                result = build_result(value)
+                result.skipped.extend(data.skipped)
+                result.answer = " ".join([result.answer, *(n + "." for n in skipped_note(data.skipped))])
+                for part in result_parts(result):
                     yield analysis_pb2.SampleSizeEvent(result=part)

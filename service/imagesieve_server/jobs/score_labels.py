@@ -19,7 +19,7 @@ from ..analysis.labels.predict import check_folds
 from ..checks import duplicates, label_conflicts, label_issues
 from ..engine.signature import thumbnails
 from .labelled_vectors import (LabelledVectors, LabelledVectorsLoad, check_inline_count, check_inline_images,
-                               check_labels, check_seed)
+                               check_labels, check_seed, skipped_note)
 from .result_parts import result_parts
 from .runner import JobSlot, run_job
 
@@ -152,6 +152,7 @@ async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine, 
                 found, conflicts = value
                 scored = found.details
                 result = build_result(data.keys, scored.class_names, scored.label_ids, scored.scores, conflicts)
-                result.note = "; ".join(found.notes)
+                result.note = "; ".join(found.notes + skipped_note(data.skipped))
+                result.skipped.extend(data.skipped)
                 for part in result_parts(result):
                     yield analysis_pb2.ScoreLabelsEvent(result=part)

@@ -345,7 +345,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
     near_share = np.unique(np.r_[result.a[near], result.b[near]]).size / max(n, 1)
     if near_share > PLAUSIBLE_COVERAGE and n >= COVERAGE_MIN_IMAGES:
         result.warnings.append(
-            f"near-duplicate pairs involve {near_share:.0%} of the images, an implausible share: "
+            f"near-duplicate pairs involve {near_share:.0%} of the images, an implausible share unless "
+            "this collection is known to hold many copies: "
             + ("check a sample of the groups" if method == "verified" else
                "this data's look-alikes reach the threshold; verification (the default) or a higher "
                "threshold separates copies from look-alikes"))

@@ -634,6 +634,10 @@ BOMBS = {
     "GIF of a stray byte and 100,000 comments": (_gif_with(b"\x00" + b"\x21\xfe\x01x\x00" * 100_000),
                                                  "extension blocks"),
     "GIF of 1 MB of stray bytes": (_gif_with(b"\x00" * (1 << 20)), "stray bytes"),
+    # an eighth probe: Pillow reads a netpbm header a byte at a time (30 MB: 5-7 s)
+    "PPM of 2 MB of header whitespace": (b"P6" + b" " * (2 << 20) + b"\n64 64\n255\n" + b"\0" * (64 * 64 * 3),
+                                         "header runs past"),
+    "PGM of a 2 MB comment": (b"P5\n#" + b"x" * (2 << 20) + b"\n64 64\n255\n" + b"\0" * (64 * 64), "header runs past"),
 }
 
 
@@ -670,6 +674,8 @@ def test_ordinary_files_of_those_kinds_still_decode():
     assert icon.shape == (16, 16) and icon.std() > 1
     assert decode_image(_dds_masked(256, 256), 16).size == (256, 256)          # small: in Python, but bounded
     assert decode_image(b"P5\n300 200\n254\n" + b"\x10" * 60_000, 16).size == (300, 200)
+    assert decode_image(b"P6\n# a comment, as GIMP writes one\n300 200\n255\n" + b"\x10" * 180_000, 16).size == (300, 200)
+    assert decode_image(b"P4 16 8\n" + b"\xf0\x0f" * 8, 4).size == (16, 8)
     psd = np.asarray(decode_image(_psd(32, 3), 8))[..., 0]
     assert psd.shape == (32, 32) and psd[3, 5] == 8
     gif = np.asarray(decode_image(_gif_with(b"\x21\xfe\x05hello\x00" * 3 + b"\x21\xfe" + b"\xff" + b"y" * 255

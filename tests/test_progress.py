@@ -28,3 +28,13 @@ def test_a_log_gets_plain_lines_and_a_terminal_one_rewritten_line():
     last = out.rstrip("\n").split("\r")[-1]
     assert out.count("\r") >= 3 and out.count("\n") == 1
     assert last.startswith("embedding:") and "3/1000" in last and "3 failed" in last and "img/s" in last
+
+
+def test_a_stage_done_in_an_instant_shows_its_time_not_a_rate():
+    """An audit's neighbour search of 533 images finished in a millisecond
+    and its log line read "533/533 (915913.0 steps/s)"; under a second the
+    line gives the time taken instead."""
+    log = io.StringIO()
+    with Progress(533, "nearest neighbours", unit="steps", stream=log) as p:
+        p.update(533)
+    assert log.getvalue().strip() == "nearest neighbours 533/533 (0.0 s)"

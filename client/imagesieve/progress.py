@@ -8,6 +8,7 @@ import time
 
 
 ETA_AFTER_S = 3.0        # no ETA before this much time: the first images include warm-up
+RATE_AFTER_S = 1.0       # no rate before this much time: a stage done in a millisecond read "915913.0 steps/s"
 LOG_EVERY_S = 10.0       # a stream that is not a terminal (a log) gets a line this often
 
 
@@ -67,7 +68,9 @@ class Progress:
         if self.total and self.rate > 0 and time.perf_counter() - self.start >= ETA_AFTER_S:
             eta = f", ETA {max(0.0, (self.total - self.done) / self.rate):.0f}s"
         failed = f", {self.failed} failed" if self.failed else ""
-        return f"{self.label} {self.done}{of} ({self.rate:.1f} {self.unit}/s{eta}){failed}"
+        elapsed = time.perf_counter() - self.start
+        pace = f"{self.rate:.1f} {self.unit}/s" if elapsed >= RATE_AFTER_S else f"{elapsed:.1f} s"
+        return f"{self.label} {self.done}{of} ({pace}{eta}){failed}"
 
     def _print(self, final: bool = False) -> None:
         line = self.line()

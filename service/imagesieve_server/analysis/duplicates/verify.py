@@ -757,7 +757,12 @@ def verify_pairs(signatures, a, b, stop_at: float = ACCEPT, workers: int = 0,
     long-lived :class:`AlignmentPool` to use instead, for any number of
     pairs (a server's checks and FindDuplicates jobs). ``report(stage, done,
     total)`` is called with stage ``"verify"`` after each chunk. Returns
-    PairEvidence of (P,) arrays."""
+    PairEvidence of (P,) arrays.
+
+    Worker processes are started with ``spawn`` (no fork of a threaded
+    server), which imports the calling script again in each worker: call
+    it under ``if __name__ == "__main__":`` (as with any multiprocessing
+    code), or pass ``processes=False``."""
     sig = check_signatures(signatures)
     a = np.asarray(a, np.int64).ravel()
     b = np.asarray(b, np.int64).ravel()

@@ -153,9 +153,8 @@ async def load_labelled_vectors(source: analysis_pb2.LabelledSource, engine, col
                     sha[lo + j] = digest
         done = lo + len(chunk)
         if 2 * len(skipped) > done:       # mostly broken: stop before embedding the rest
-            shown = ", ".join(f"{clipped(s.key)} ({clipped(s.error.message, 240)})" for s in skipped[:FAILURES_SHOWN])
-            more = f" and {len(skipped) - FAILURES_SHOWN} more" if len(skipped) > FAILURES_SHOWN else ""
-            raise ValueError(f"{len(skipped)} image(s) could not be embedded: {shown}{more} (stopped after "
+            shown = _first_few([f"{clipped(s.key)} ({clipped(s.error.message, 240)})" for s in skipped])
+            raise ValueError(f"{len(skipped)} image(s) could not be embedded: {shown} (stopped after "
                              f"the first {done} of {len(images)} images: more than half failed)")
         elapsed = time.perf_counter() - start
         yield common_pb2.JobProgress(stage="embedding", done=done, total=len(images), elapsed_s=elapsed,
@@ -172,9 +171,14 @@ def skipped_note(skipped: list[common_pb2.SkippedImage]) -> list[str]:
     """A result note on the images a job went on without ([] when none)."""
     if not skipped:
         return []
-    shown = ", ".join(clipped(s.key) for s in skipped[:FAILURES_SHOWN])
-    more = f" and {len(skipped) - FAILURES_SHOWN} more" if len(skipped) > FAILURES_SHOWN else ""
-    return [f"{len(skipped)} image(s) left out, they could not be read or decoded: {shown}{more} (see `skipped`)"]
+    shown = _first_few([clipped(s.key) for s in skipped])
+    return [f"{len(skipped)} image(s) left out, they could not be read or decoded: {shown} (see `skipped`)"]
+
+
+def _first_few(names: list[str]) -> str:
+    """The first FAILURES_SHOWN of ``names``, then how many more."""
+    more = f" and {len(names) - FAILURES_SHOWN} more" if len(names) > FAILURES_SHOWN else ""
+    return ", ".join(names[:FAILURES_SHOWN]) + more
 
 
 class LabelledVectorsLoad:

@@ -857,6 +857,22 @@ def test_a_partial_match_of_a_simple_piece_is_no_evidence(photos):
         h = SIDE // 2
         pieces += [t[:h, :h], t[h:, h:], t[:h, h:]]
     assert max(simplicity(p) for p in pieces) < 0.93, sorted(simplicity(p) for p in pieces)[-3:]
+    # A bar cut from a real photo, on white, slanted as a pencil or a pair of
+    # tweezers lies in clip art (a probe paired such objects with unrelated
+    # pictures: axis-aligned, a 45-degree bar measured 0.53-0.6).
+    import cv2
+    texture = np.asarray(photo_image(photos[0][0]).convert("L").resize((200, 200)), np.float32)
+    canvas = np.full((160, 160), 245.0, np.float32)
+    canvas[70:90, 10:150] = texture[50:70, 20:160] * 0.4
+    for degrees in (20, 35, 45, 60, 120):
+        turned = cv2.warpAffine(canvas, cv2.getRotationMatrix2D((80, 80), degrees, 1.0), (160, 160), borderValue=245)
+        assert simplicity(cv2.resize(turned, (26, 26), interpolation=cv2.INTER_AREA)) >= SIMPLE_MATCH, degrees
+    # A slanted piece of a real photo is not simple for being slanted.
+    piece = unpack(layout_signature(photo_image(photos[1][0])))[2].astype(np.float32)[8:34, 8:34]
+    for degrees in (30, 45):
+        grown = cv2.copyMakeBorder(piece, 12, 12, 12, 12, cv2.BORDER_CONSTANT, value=245)
+        turned = cv2.warpAffine(grown, cv2.getRotationMatrix2D((25, 25), degrees, 1.0), (50, 50), borderValue=245)
+        assert simplicity(turned) < 0.93, degrees
 
     # Three images; pair (0, 1): unrelated pictures whose quarter-frame match of
     # a simple piece agrees at 0.999; pair (0, 2) and (1, 2): look-alikes.

@@ -21,8 +21,8 @@ from ..neighbors import knn_chunks
 from .groups import bounded_groups, connected_components, group_min_similarity, groups_from_labels
 from .leakage import cross_split_pairs, label_conflicts
 from .pairs import knn_graph_pairs, pairs_above_threshold
-from .verify import (FLAT_STD, PairEvidence, check_signatures, one_dimensional, uninformative_matches, verified_pairs,
-                     verify_pairs)
+from .verify import (FLAT_STD, PairEvidence, check_signatures, near_identical_matches, one_dimensional,
+                     uninformative_matches, verified_pairs, verify_pairs)
 
 GROUPINGS = ("bounded", "centre", "components")
 #: Stage 1 with verification: each image's CANDIDATE_K nearest neighbours
@@ -305,7 +305,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         ea, eb = exact_pairs(sha)
         ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout, profile=profile[a] | profile[b],
                                  uninformative=uninformative_matches(ev),
-                                 keypoint_inliers=ev.keypoint_inliers, twins=connected_components(n, ea, eb))
+                                 keypoint_inliers=ev.keypoint_inliers, twins=connected_components(n, ea, eb),
+                                 near_identical=near_identical_matches(ev, sim))
         # Identical bytes are duplicates whatever stage 2 says, candidates or not.
         ok |= np.isin(a * n + b, ea * n + eb)
         extra = ~np.isin(ea * n + eb, a * n + b)

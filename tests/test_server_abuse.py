@@ -1102,3 +1102,111 @@ def test_one_check_stream_stalls_no_other_collection_and_stops_when_cancelled(ma
     assert ended == [grpc.StatusCode.CANCELLED]
     assert len(waits) >= 10 and max(waits) < 2.0, waits
     assert later - at_cancel <= 8, (at_cancel, later)
+
+
+class _StallingProxy:
+    """A TCP proxy to ``target`` that forwards each connection's first
+    ``forward_bytes`` from the client and then stops reading from it (the
+    client's kernel buffers and HTTP/2 flow control hold the rest): a call
+    sent to all but its last bytes. Answers flow back freely."""
+
+    def __init__(self, target: str, forward_bytes: int):
+        import socket
+        self.target, self.forward_bytes = target, forward_bytes
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sockets = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            host, port = self.target.rsplit(":", 1)
+            upstream = socket.create_connection((host, int(port)))
+            self.sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, self.forward_bytes), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, None), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst, limit):
+        sent = 0
+        try:
+            while limit is None or sent < limit:
+                data = src.recv(min(1 << 16, limit - sent) if limit is not None else 1 << 16)
+                if not data:
+                    break
+                dst.sendall(data)
+                sent += len(data)
+            if limit is not None:
+                threading.Event().wait(3600)     # stalled: read nothing more
+        except OSError:
+            pass
+
+    def close(self):
+        self.listener.close()
+        for s in self.sockets:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def test_requests_sent_to_all_but_their_last_bytes_hold_no_memory_and_stall_no_one(manifest_path, photos):
+    """Before: gRPC read each unary request whole before any handler ran;
+    96 Embed calls of 60 MB sent to all but their last byte held 6.1 GB of
+    a 256 MiB server, with nothing in its log. Now unary requests are read
+    through the request gate: at most a few at once (the budget's half over
+    the message limit, half of them one client's), each within
+    --receive-timeout-s; the rest wait on the client's side."""
+    tokens = {name: f"{name}-token-long-enough-0123" for name in ("attacker", "victim")}
+    env = {"IMAGESIEVE_TOKENS": ";".join(f"{t} rw {n}" for n, t in tokens.items())}
+    big = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="big", data=os.urandom(60 << 20))])
+    with LocalServer(["--max-inflight-mb", "256", "--receive-timeout-s", "4"], model=str(manifest_path),
+                     env=env) as srv:
+        proxy = _StallingProxy(srv.address, 40 << 20)
+        pid = srv.proc.pid
+        before = _rss_mb(pid)
+        channels, calls = [], []
+        try:
+            for _ in range(8):                  # 8 connections, 40 MB of each 60 MB request forwarded
+                ch = grpc.insecure_channel(proxy.address, options=[("grpc.max_send_message_length", 64 << 20),
+                                                                   ("grpc.use_local_subchannel_pool", 1)])
+                channels.append(ch)
+                calls.append(embedding_pb2_grpc.EmbeddingServiceStub(ch).Embed.future(
+                    big, metadata=(("authorization", f"Bearer {tokens['attacker']}"),), timeout=30))
+            channel, stub = embed_stub(srv.address)
+            small = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="k", data=photos[0][0])])
+            victim = (("authorization", f"Bearer {tokens['victim']}"),)
+            peak, waits = before, []
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline:
+                t = time.monotonic()
+                assert not stub.Embed(small, metadata=victim, timeout=10).embeddings[0].HasField("error")
+                waits.append(time.monotonic() - t)
+                peak = max(peak, _rss_mb(pid))
+                time.sleep(0.2)
+            # Two reading slots (128 MiB / 64 MB), one the attacker's: ~40 MB of its bytes at a time.
+            assert peak - before < 150, (before, peak)
+            assert max(waits) < 2.0, waits
+            # The stalled reads were given up after 4 s (the server's log; the
+            # client sees it once its stalled send ends), the waiting ones refused.
+            done = [c for c in calls if c.done()]
+            assert done and all(c.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "receiving as many" in c.details()
+                                for c in done), [(c.code(), c.details()) for c in done]
+            assert any("rpc Embed DEADLINE_EXCEEDED" in line for line in srv.log), srv.log[-20:]
+            channel.close()
+        finally:
+            proxy.close()                       # first: a channel closes only when its sends can end
+            for c in calls:
+                c.cancel()
+            for ch in channels:
+                ch.close()

@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .engine.async_embedder import connection
+from .request_gate import GateRefused, RequestGate
 from .security import OPEN_PREFIXES, RequestRefused, principal
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("imagesieve_request_id", default="")
@@ -260,9 +261,10 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     """Outermost interceptor: sees every call, including refused ones, and
     admits it (``limiter``) before any work."""
 
-    def __init__(self, metrics: Metrics | None, limiter: CallLimiter | None = None):
+    def __init__(self, metrics: Metrics | None, limiter: CallLimiter | None = None, gate: RequestGate | None = None):
         self.metrics = metrics
         self.limiter = limiter
+        self.gate = gate
 
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails],
                                                              Awaitable[grpc.RpcMethodHandler]],
@@ -278,8 +280,13 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         deser = handler.request_deserializer
         kw = dict(request_deserializer=None, response_serializer=handler.response_serializer)
         streaming_in = bool(handler.stream_unary or handler.stream_stream)
+        # A unary request is received here, through the gate (request_gate),
+        # as a stream of one message: gRPC would read it whole first.
+        gated = self.gate is not None and not streaming_in
 
         async def parsed(request, context, client: str | None, activity: StreamActivity | None = None):
+            if gated:
+                request = await self._receive_one(request, context, client)
             if deser is None:
                 return request
             if streaming_in:
@@ -315,12 +322,12 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     self._release(admitted)
                     self._end(method, rid, context, start, code)
 
-            make = grpc.unary_unary_rpc_method_handler if handler.unary_unary \
+            make = grpc.unary_unary_rpc_method_handler if handler.unary_unary and not gated \
                 else grpc.stream_unary_rpc_method_handler
             return make(unary, **kw)
 
         inner = handler.unary_stream or handler.stream_stream
-        make = grpc.unary_stream_rpc_method_handler if handler.unary_stream \
+        make = grpc.unary_stream_rpc_method_handler if handler.unary_stream and not gated \
             else grpc.stream_stream_rpc_method_handler
 
         if not inspect.isasyncgenfunction(inner):
@@ -333,8 +340,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     admitted = await self._admit(details.method, start[1], context)
                     try:
                         await inner(await parsed(request, context, admitted), context)
-                    except BadMessage as e:
-                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                    except (BadMessage, RequestRefused) as e:
+                        await context.abort(e.code if isinstance(e, RequestRefused) else grpc.StatusCode.INVALID_ARGUMENT,
+                                            str(e))
                     except Exception as e:  # noqa: BLE001 - see _internal_error
                         await _internal_error(e, context, method, rid)
                 except BaseException as e:
@@ -386,6 +394,25 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         if refused:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
         return client
+
+    async def _receive_one(self, request_iterator, context, client: str | None) -> bytes:
+        """The call's one request message, read in a slot of the gate (its
+        client: the admitted key, else its token or address); RequestRefused
+        when there is no slot in time or the message does not arrive in time."""
+        it = request_iterator.__aiter__()
+
+        async def read():
+            try:
+                return await it.__anext__()
+            except StopAsyncIteration:
+                raise BadMessage("the call carried no request message") from None
+
+        remaining = context.time_remaining()
+        wait = self.gate.receive_timeout_s if remaining is None else min(remaining, self.gate.receive_timeout_s)
+        try:
+            return await self.gate.receive(client or _client_of(_safe_peer(context)), read, wait)
+        except GateRefused as e:
+            raise RequestRefused(getattr(grpc.StatusCode, e.code), str(e)) from None
 
     def _release(self, client: str | None) -> None:
         if client is not None:

@@ -131,11 +131,9 @@ def _denying_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, mess
 
     kw = dict(request_deserializer=handler.request_deserializer,
               response_serializer=handler.response_serializer)
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(deny_unary, **kw)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(deny_stream, **kw)
-    if handler.stream_unary:
+    # Request streams whatever the method: gRPC reads a unary request whole
+    # before its handler runs, and a refused caller's megabytes are not read.
+    if handler.unary_unary or handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(deny_unary, **kw)
     return grpc.stream_stream_rpc_method_handler(deny_stream, **kw)
 

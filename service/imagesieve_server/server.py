@@ -35,6 +35,7 @@ from .engine.decode import DecodeLimits
 from .engine.pipeline import RUNTIMES, Embedder
 from .engine.torch_executor import DTYPES as TORCH_DTYPES
 from .observability import CallLimiter, Metrics, ObservabilityInterceptor, configure_logging
+from .request_gate import RequestGate, reading_slots
 from .jobs import runner
 from .jobs.result_parts import set_send_limit
 from .paths import PathPolicy, check_roots
@@ -88,6 +89,7 @@ class ServerConfig:
     max_images_per_request: int = 256
     stream_window: int = 16             # requests per stream worked on concurrently
     max_message_mb: int = 64
+    receive_timeout_s: float = 30.0     # a unary request must arrive within this once its reading starts (request_gate)
     max_image_mb: int = 32
     max_pixels: int = DecodeLimits.max_pixels      # 100 MP
     allow_root: list = dataclasses.field(default_factory=list)  # folders server_path may read
@@ -134,6 +136,8 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
                  "max_collections"):
         if getattr(cfg, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    if not cfg.receive_timeout_s > 0:
+        ap.error("--receive-timeout-s must be > 0")
     if not cfg.evict_idle_s >= 0:
         ap.error("--evict-idle-s must be >= 0 (0 = never)")
     for name in ("max_inflight_mb", "max_jobs", "max_calls_per_client"):
@@ -239,7 +243,8 @@ class ImageSieveServer:
                 ("grpc.max_allowed_incoming_connections", self.max_connections)]
         limiter = CallLimiter(c.max_concurrent_rpcs, c.max_calls_per_client or max(1, c.max_concurrent_rpcs // 2),
                               c.evict_idle_s)
-        interceptors = [ObservabilityInterceptor(self.metrics, limiter)]
+        self.gate = RequestGate(reading_slots(self.budget.limit, c.max_message_mb << 20), c.receive_timeout_s)
+        interceptors = [ObservabilityInterceptor(self.metrics, limiter, self.gate)]
         if self.tokens:
             interceptors.append(AuthInterceptor(self.tokens))
         # No grpc-level maximum_concurrent_rpcs: it would count (and refuse)
@@ -343,9 +348,11 @@ async def serve(config: ServerConfig) -> None:
                     "(serve TLS with --tls-cert/--tls-key)")
     log.info("server_path roots: %s", ", ".join(config.allow_root) or "none (server paths refused)")
     log.info("limits: %d MiB in flight, %d images a request, %d calls (%d a client) and %d analysis jobs at once, "
-             "%d collections, %d connections (of %d file descriptors); %s", config.max_inflight_mb,
+             "%d collections, %d connections (of %d file descriptors), %d requests of up to %d MB received at once "
+             "(%d a client); %s", config.max_inflight_mb,
              config.max_images_per_request, config.max_concurrent_rpcs, config.max_calls_per_client, config.max_jobs,
-             srv.max_collections, srv.max_connections, srv.descriptors,
+             srv.max_collections, srv.max_connections, srv.descriptors, srv.gate.slots, config.max_message_mb,
+             srv.gate.per_client,
              f"{srv.alignment_pool.workers} alignment processes" if srv.alignment_pool else "alignment in the request's thread")
     if srv.metrics_port is not None:
         print(f"imagesieve: metrics on http://{config.metrics_host}:{srv.metrics_port}/metrics", flush=True)

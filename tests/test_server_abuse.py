@@ -1210,3 +1210,30 @@ def test_requests_sent_to_all_but_their_last_bytes_hold_no_memory_and_stall_no_o
                 c.cancel()
             for ch in channels:
                 ch.close()
+
+
+def test_large_unary_requests_are_read_a_few_at_a_time_and_not_kept(manifest_path):
+    """32 Embed calls of 60 MB at once (valid messages, under the 64 MB
+    limit) against a 256 MiB budget. Before the request gate the server
+    peaked at +1.4 GB (the eighth probe, on more calls: 293 MB -> 5.2 GB);
+    a first version of the gate left gRPC's receiver holding each request
+    after its call (+2 GB at the end)."""
+    big = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="big", data=os.urandom(60 << 20))])
+    with LocalServer(["--max-inflight-mb", "256"], model=str(manifest_path)) as srv:
+        pid = srv.proc.pid
+        start = _rss_mb(pid)
+
+        def call(_):
+            ch = grpc.insecure_channel(srv.address, options=[("grpc.max_send_message_length", 64 << 20),
+                                                             ("grpc.use_local_subchannel_pool", 1)])
+            try:
+                return embedding_pb2_grpc.EmbeddingServiceStub(ch).Embed(big, timeout=120).embeddings[0]
+            finally:
+                ch.close()
+
+        with ThreadPoolExecutor(32) as pool:
+            answers = list(pool.map(call, range(32)))
+        assert all("above the limit" in a.error.message for a in answers), answers[0]   # --max-image-mb
+        peak, end = peak_rss_mb(pid) - start, _rss_mb(pid) - start
+        assert peak < 800, (start, peak)
+        assert end < 600, (start, end)

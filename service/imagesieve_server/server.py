@@ -35,7 +35,7 @@ from .engine.decode import DecodeLimits
 from .engine.pipeline import RUNTIMES, Embedder
 from .engine.torch_executor import DTYPES as TORCH_DTYPES
 from .observability import CallLimiter, Metrics, ObservabilityInterceptor, configure_logging
-from .request_gate import RequestGate, reading_slots
+from .request_gate import RequestGate, gate_capacity
 from .jobs import runner
 from .jobs.result_parts import set_send_limit
 from .paths import PathPolicy, check_roots
@@ -243,7 +243,7 @@ class ImageSieveServer:
                 ("grpc.max_allowed_incoming_connections", self.max_connections)]
         limiter = CallLimiter(c.max_concurrent_rpcs, c.max_calls_per_client or max(1, c.max_concurrent_rpcs // 2),
                               c.evict_idle_s)
-        self.gate = RequestGate(reading_slots(self.budget.limit, c.max_message_mb << 20), c.receive_timeout_s)
+        self.gate = RequestGate(gate_capacity(self.budget.limit), c.max_message_mb << 20, c.receive_timeout_s)
         interceptors = [ObservabilityInterceptor(self.metrics, limiter, self.gate)]
         if self.tokens:
             interceptors.append(AuthInterceptor(self.tokens))
@@ -348,11 +348,11 @@ async def serve(config: ServerConfig) -> None:
                     "(serve TLS with --tls-cert/--tls-key)")
     log.info("server_path roots: %s", ", ".join(config.allow_root) or "none (server paths refused)")
     log.info("limits: %d MiB in flight, %d images a request, %d calls (%d a client) and %d analysis jobs at once, "
-             "%d collections, %d connections (of %d file descriptors), %d requests of up to %d MB received at once "
-             "(%d a client); %s", config.max_inflight_mb,
+             "%d collections, %d connections (of %d file descriptors), %d MiB of unary requests (%d MiB a client: "
+             "%d of %d MiB read at once); %s", config.max_inflight_mb,
              config.max_images_per_request, config.max_concurrent_rpcs, config.max_calls_per_client, config.max_jobs,
-             srv.max_collections, srv.max_connections, srv.descriptors, srv.gate.slots, config.max_message_mb,
-             srv.gate.per_client,
+             srv.max_collections, srv.max_connections, srv.descriptors, srv.gate.capacity >> 20, srv.gate.per_client >> 20,
+             srv.gate.reads_at_once, config.max_message_mb,
              f"{srv.alignment_pool.workers} alignment processes" if srv.alignment_pool else "alignment in the request's thread")
     if srv.metrics_port is not None:
         print(f"imagesieve: metrics on http://{config.metrics_host}:{srv.metrics_port}/metrics", flush=True)

@@ -1237,3 +1237,31 @@ def test_large_unary_requests_are_read_a_few_at_a_time_and_not_kept(manifest_pat
         peak, end = peak_rss_mb(pid) - start, _rss_mb(pid) - start
         assert peak < 800, (start, peak)
         assert end < 600, (start, end)
+
+
+def test_streams_whose_answers_are_never_read_give_their_slots_to_new_calls(manifest_path, photos):
+    """Before: a stream whose client never read its answers was never idle
+    (its answer waited on HTTP/2 flow control, its requests unanswered), so
+    such streams from two addresses held every slot for good. Now an answer
+    that has waited --evict-idle-s to be sent makes its call evictable when
+    another would be refused."""
+    request = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key=f"k{i}", data=photos[i % 8][0])
+                                                 for i in range(8)], with_layout_signature=True)
+    with LocalServer(["--max-concurrent-rpcs", "3", "--max-calls-per-client", "3", "--evict-idle-s", "1",
+                      "--stream-window", "2"],
+                     model=str(manifest_path)) as srv:
+        # A client that reads nothing; its receive window stays at HTTP/2's 64 KB (no BDP growth).
+        channel = grpc.insecure_channel(srv.address, options=[("grpc.http2.bdp_probe", 0)])
+        stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+        # ~100 KB answers, 10 requests a stream, none read: past the receive window at once.
+        streams = [stub.EmbedStream(iter([request] * 10), timeout=120) for _ in range(3)]
+        try:
+            time.sleep(6)        # every stream's first answer is stuck in flow control for > 1 s
+            small = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="k", data=photos[0][0])])
+            for _ in range(2):   # the server is full: each call takes a blocked stream's slot
+                assert not stub.Embed(small, timeout=20).embeddings[0].HasField("error")
+            assert any("rpc EmbedStream CANCELLED" in line for line in srv.log), srv.log[-10:]
+        finally:
+            for st in streams:
+                st.cancel()
+            channel.close()

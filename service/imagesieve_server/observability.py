@@ -176,7 +176,13 @@ class CallLimiter:
     holding the slot it needs (anyone's for the server's limit, the same
     client's for the per-client one) is closed instead, RESOURCE_EXHAUSTED,
     and the call admitted. Without it, idle streams from two addresses held
-    every slot of a server forever. 0 = never."""
+    every slot of a server forever. 0 = never.
+
+    A call whose answer has waited that long to be sent (its client reads
+    none: HTTP/2 flow control holds the answer) is as idle: its handler is
+    cancelled (grpc.aio sends no status then; the client's deadline or its
+    connection ends the call). Without it, streams from two addresses that
+    never read their answers held every slot (an eighth probe)."""
 
     def __init__(self, max_calls: int, max_per_client: int, evict_idle_s: float = 10.0):
         self.max_calls, self.max_per_client = max_calls, max_per_client
@@ -184,6 +190,8 @@ class CallLimiter:
         self.active = 0
         self.by_client: dict[str, int] = {}
         self.idle: dict[object, tuple[str, StreamActivity, asyncio.Event]] = {}   # key -> (client, its activity, evicted)
+        self.sending: dict[object, tuple[str, float, asyncio.Task]] = {}  # key -> (client, since, handler task)
+        self.evicted_unread = 0      # calls cancelled with an answer their client did not read
 
     def enter(self, client: str) -> str | None:
         """None when admitted, else why not (the caller answers RESOURCE_EXHAUSTED)."""
@@ -214,6 +222,16 @@ class CallLimiter:
     def idle_end(self, key: object) -> None:
         self.idle.pop(key, None)
 
+    def sending_begin(self, client: str, task: asyncio.Task) -> object:
+        """A call of ``client`` hands an answer to gRPC (its handler, run by
+        ``task``, waits until it is sent): the key for ``sending_end``."""
+        key = object()
+        self.sending[key] = (client, time.monotonic(), task)
+        return key
+
+    def sending_end(self, key: object) -> None:
+        self.sending.pop(key, None)
+
     def _evict(self, client: str | None) -> bool:
         """Close the longest idle stream (of ``client``, else anyone's) idle
         for evict_idle_s or more; True if there was one. Its slot is freed
@@ -223,10 +241,16 @@ class CallLimiter:
         ready = time.monotonic() - self.evict_idle_s
         idle = [(act.last, key) for key, (who, act, _) in self.idle.items()
                 if act.pending <= 0 and act.last <= ready and (client is None or who == client)]
+        idle += [(since, key) for key, (who, since, _) in self.sending.items()
+                 if since <= ready and (client is None or who == client)]
         if not idle:
             return False
         _, key = min(idle, key=lambda t: t[0])
-        self.idle.pop(key)[2].set()
+        if key in self.idle:
+            self.idle.pop(key)[2].set()
+        else:
+            self.sending.pop(key)[2].cancel()
+            self.evicted_unread += 1
         # The slot moves to the new call now: the evicted call's leave() comes later.
         return True
 
@@ -369,7 +393,15 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                         if self.metrics is not None:
                             self.metrics.messages.labels(method).inc()
                             self.metrics.count_item_errors(method, response)
-                        yield response
+                        # Suspended here until gRPC has sent it: a client that
+                        # reads nothing keeps it here (CallLimiter.sending).
+                        sending = (self.limiter.sending_begin(admitted, asyncio.current_task())
+                                   if admitted is not None else None)
+                        try:
+                            yield response
+                        finally:
+                            if sending is not None:
+                                self.limiter.sending_end(sending)
                 except (BadMessage, RequestRefused) as e:
                     await context.abort(e.code if isinstance(e, RequestRefused) else grpc.StatusCode.INVALID_ARGUMENT,
                                         str(e))

@@ -87,6 +87,10 @@ def test_metrics_move_with_real_calls(obs_server, photos):
     assert value(after, "imagesieve_collection_images", collection="metered") == 4
     assert value(after, "imagesieve_collection_index_bytes", collection="metered") > 0
     assert value(after, "imagesieve_requests_inflight", method="Embed") == 0
+    # Every unary request's bytes were returned to the request gate when its call ended.
+    assert value(after, "imagesieve_request_gate", kind="held_bytes") == 0
+    assert value(after, "imagesieve_request_gate", kind="reading") == 0
+    assert value(after, "imagesieve_request_gate_reads_given_up_total") == 0
 
 
 def test_request_id_is_echoed_and_logged_as_json(obs_server, photos):

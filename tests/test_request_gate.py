@@ -1,5 +1,6 @@
-"""request_gate.RequestGate on its own: room by bytes, a client's share,
-waits and stalled reads (the server-level attacks are in test_server_abuse)."""
+"""request_gate.RequestGate on its own: turns to read, bytes held, a
+client's share, waits, slow and stalled reads (the server-level attacks are
+in test_server_abuse)."""
 import asyncio
 
 import pytest
@@ -9,30 +10,43 @@ from imagesieve_server.request_gate import GateRefused, RequestGate, gate_capaci
 MB = 1 << 20
 
 
-def test_capacity_follows_the_budget_and_holds_two_messages_at_least():
+async def message(n):
+    return b"x" * n
+
+
+def test_turns_follow_the_budget_and_the_message_limit():
     assert gate_capacity(256 * MB) == 128 * MB
     gate = RequestGate(gate_capacity(256 * MB), 64 * MB)
-    assert gate.reads_at_once == 2 and gate.per_client == 64 * MB
-    assert RequestGate(10 * MB, 64 * MB).capacity == 128 * MB
+    assert (gate.reads_at_once, gate.reads_per_client, gate.held_per_client) == (2, 1, 64 * MB)
+    assert RequestGate(gate_capacity(4096 * MB), 64 * MB).reads_at_once == 32
+    assert RequestGate(10 * MB, 64 * MB).capacity == 128 * MB       # two messages at least
     with pytest.raises(ValueError):
         RequestGate(MB, 0)
 
 
-def test_small_requests_pass_by_the_many_and_large_ones_wait_for_room():
+def test_small_requests_held_do_not_serialise_a_clients_calls():
+    """A review: charged a whole message per read against one budget, a
+    256 MiB server let a client start a read only with nothing held, so a
+    long job's small request blocked every other call of its client."""
     async def scenario():
-        gate = RequestGate(100, 10, receive_timeout_s=5.0)       # bytes: room for 10 reads, 5 a client
+        gate = RequestGate(128 * MB, 64 * MB, receive_timeout_s=5.0)
+        job = await gate.receive("a", lambda: message(300), 0.1)          # held for a long job
+        calls = [await gate.receive("a", lambda: message(2000), 0.1) for _ in range(50)]
+        assert len(job) == 300 and len(calls) == 50 and gate.held == 300 + 50 * 2000
+        for c in calls:
+            gate.release("a", len(c))
+        gate.release("a", 300)
+        assert gate.held == 0 and not gate.held_by_client and not gate.reads
 
-        async def message(n):
-            return b"x" * n
+    asyncio.run(scenario())
 
-        small = [await gate.receive(f"c{i}", lambda: message(1), 1.0) for i in range(60)]
-        assert len(small) == 60 and gate.used == 60              # each holds its real size
-        for i in range(60):
-            gate.release(f"c{i}", 1)
-        assert gate.used == 0 and not gate.by_client
+
+def test_large_requests_wait_for_held_bytes_and_others_pass_a_clients_queue():
+    async def scenario():
+        gate = RequestGate(100, 10, receive_timeout_s=5.0)    # bytes: 10 reads, 5 a client; 100 held, 50 a client
         held = [await gate.receive("a", lambda: message(10), 1.0) for _ in range(5)]
-        assert gate.used == 50
-        late = asyncio.create_task(gate.receive("a", lambda: message(10), 5.0))   # a's half is full
+        assert gate.held == 50
+        late = asyncio.create_task(gate.receive("a", lambda: message(10), 5.0))   # a's half is held
         await asyncio.sleep(0.05)
         assert not late.done()
         assert await gate.receive("b", lambda: message(3), 1.0) == b"xxx"         # b passes a's queue
@@ -45,17 +59,34 @@ def test_small_requests_pass_by_the_many_and_large_ones_wait_for_room():
     asyncio.run(scenario())
 
 
-def test_a_stalled_read_is_given_up_and_its_room_returned():
+def test_a_stalled_read_is_given_up_alone_after_the_timeout_and_sooner_when_others_wait():
     async def scenario():
-        gate = RequestGate(20, 10, receive_timeout_s=0.3)
         never = asyncio.Event()
 
         async def stalled():
             await never.wait()
 
+        gate = RequestGate(20, 10, receive_timeout_s=0.3)
         with pytest.raises(GateRefused, match="did not arrive within 0.3 s") as e:
             await gate.receive("a", stalled, 1.0)
-        assert e.value.code == "DEADLINE_EXCEEDED" and gate.timed_out == 1
-        assert gate.used == 0 and not gate.by_client
+        assert e.value.code == "DEADLINE_EXCEEDED" and gate.timed_out == 1 and not gate.reads
+
+        # Both turns stalled by two clients; a third waits: the oldest stall gives way after slow_read_s.
+        gate = RequestGate(20, 10, receive_timeout_s=30.0, slow_read_s=0.4)
+        a = asyncio.create_task(gate.receive("a", stalled, 1.0))
+        await asyncio.sleep(0.1)
+        b = asyncio.create_task(gate.receive("b", stalled, 1.0))
+        await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        assert await gate.receive("c", lambda: message(4), 5.0) == b"xxxx"
+        assert 0.15 < loop.time() - begun < 1.0
+        with pytest.raises(GateRefused, match="while others waited"):
+            await a
+        assert not b.done()                                  # the younger stall keeps its turn
+        b.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await b
+        assert [r.client for r in gate.reads] == [] and gate.held == 4
 
     asyncio.run(scenario())

@@ -57,6 +57,7 @@ class _EngineCollector:
 
     def __init__(self, engine, collections):
         self.engine, self.collections = engine, collections
+        self.gate: RequestGate | None = None      # set by the server once it has one
 
     def collect(self):
         b = self.engine.batcher
@@ -87,6 +88,17 @@ class _EngineCollector:
         yield memory
         yield CounterMetricFamily("imagesieve_memory_budget_refusals",
                                   "Reservations refused by the memory budget", value=budget.refused)
+        if self.gate is not None:
+            g = self.gate
+            gate = GaugeMetricFamily("imagesieve_request_gate",
+                                     "Unary requests (request_gate): reads in progress, calls waiting to read, "
+                                     "bytes of requests held by their calls", labels=["kind"])
+            for kind, value in (("reading", len(g.reads)), ("waiting", len(g.waiting)), ("held_bytes", g.held)):
+                gate.add_metric([kind], value)
+            yield gate
+            yield CounterMetricFamily("imagesieve_request_gate_reads_given_up",
+                                      "Unary requests given up: not arrived in time, or too slow while others waited",
+                                      value=g.timed_out)
         sizes_g = GaugeMetricFamily("imagesieve_collection_images", "Images per collection",
                                     labels=["collection"])
         bytes_g = GaugeMetricFamily("imagesieve_collection_index_bytes", "Index size per collection",
@@ -117,8 +129,10 @@ class Metrics:
                                    ["method", "code"], registry=r)
         self.messages = Counter("imagesieve_stream_messages_sent", "Response messages sent",
                                 ["method"], registry=r)
+        self.collector = None
         if engine is not None and collections is not None:
-            r.register(_EngineCollector(engine, collections))
+            self.collector = _EngineCollector(engine, collections)
+            r.register(self.collector)
         self._http = None
 
     def serve_http(self, port: int, host: str = "0.0.0.0") -> int:
@@ -305,8 +319,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         kw = dict(request_deserializer=None, response_serializer=handler.response_serializer)
         streaming_in = bool(handler.stream_unary or handler.stream_stream)
         # A unary request is received here, through the gate (request_gate),
-        # as a stream of one message: gRPC would read it whole first.
-        gated = self.gate is not None and not streaming_in
+        # as a stream of one message: gRPC would read it whole first. Not a
+        # probe's: health checks must answer however busy the gate is.
+        gated = self.gate is not None and not streaming_in and not (details.method or "").startswith(OPEN_PREFIXES)
 
         async def parsed(request, context, client: str | None, held: list, activity: StreamActivity | None = None):
             if gated:
@@ -440,14 +455,12 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 message = await it.__anext__()
             except StopAsyncIteration:
                 raise BadMessage("the call carried no request message") from None
-            # To its end (a unary client half-closes with its message): gRPC's
-            # receiver, left suspended after one message, kept it alive after
-            # the call (32 Embeds of 60 MB: 2 GB still held after they ended).
-            try:
-                await it.__anext__()
-            except StopAsyncIteration:
-                return message
-            raise BadMessage("a unary call carries one request message; this one sent more")
+            # Closed: gRPC's receiver, left suspended after one message, kept
+            # it alive after the call (32 Embeds of 60 MB: 2 GB still held
+            # after they ended). Not read to its end: a client need not
+            # half-close for its call to start.
+            await it.aclose()
+            return message
 
         remaining = context.time_remaining()
         wait = self.gate.receive_timeout_s if remaining is None else min(remaining, self.gate.receive_timeout_s)

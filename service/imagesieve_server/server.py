@@ -244,6 +244,8 @@ class ImageSieveServer:
         limiter = CallLimiter(c.max_concurrent_rpcs, c.max_calls_per_client or max(1, c.max_concurrent_rpcs // 2),
                               c.evict_idle_s)
         self.gate = RequestGate(gate_capacity(self.budget.limit), c.max_message_mb << 20, c.receive_timeout_s)
+        if self.metrics.collector is not None:
+            self.metrics.collector.gate = self.gate
         interceptors = [ObservabilityInterceptor(self.metrics, limiter, self.gate)]
         if self.tokens:
             interceptors.append(AuthInterceptor(self.tokens))
@@ -348,11 +350,11 @@ async def serve(config: ServerConfig) -> None:
                     "(serve TLS with --tls-cert/--tls-key)")
     log.info("server_path roots: %s", ", ".join(config.allow_root) or "none (server paths refused)")
     log.info("limits: %d MiB in flight, %d images a request, %d calls (%d a client) and %d analysis jobs at once, "
-             "%d collections, %d connections (of %d file descriptors), %d MiB of unary requests (%d MiB a client: "
-             "%d of %d MiB read at once); %s", config.max_inflight_mb,
+             "%d collections, %d connections (of %d file descriptors), unary requests read %d at once (%d a client) "
+             "and held up to %d MiB (%d MiB a client); %s", config.max_inflight_mb,
              config.max_images_per_request, config.max_concurrent_rpcs, config.max_calls_per_client, config.max_jobs,
-             srv.max_collections, srv.max_connections, srv.descriptors, srv.gate.capacity >> 20, srv.gate.per_client >> 20,
-             srv.gate.reads_at_once, config.max_message_mb,
+             srv.max_collections, srv.max_connections, srv.descriptors, srv.gate.reads_at_once,
+             srv.gate.reads_per_client, srv.gate.capacity >> 20, srv.gate.held_per_client >> 20,
              f"{srv.alignment_pool.workers} alignment processes" if srv.alignment_pool else "alignment in the request's thread")
     if srv.metrics_port is not None:
         print(f"imagesieve: metrics on http://{config.metrics_host}:{srv.metrics_port}/metrics", flush=True)

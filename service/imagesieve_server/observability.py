@@ -193,10 +193,13 @@ class CallLimiter:
     every slot of a server forever. 0 = never.
 
     A call whose answer has waited that long to be sent (its client reads
-    none: HTTP/2 flow control holds the answer) is as idle: its handler is
-    cancelled (grpc.aio sends no status then; the client's deadline or its
-    connection ends the call). Without it, streams from two addresses that
-    never read their answers held every slot (an eighth probe)."""
+    none: HTTP/2 flow control holds the answer) is as idle: it is aborted
+    RESOURCE_EXHAUSTED (the status follows the answers already on their way,
+    so a client that reads on learns why) and its handler cancelled, which
+    frees the slot at once. gRPC keeps the unsent answer until the client
+    reads, closes its connection or reaches its deadline. Without it,
+    streams from two addresses that never read their answers held every
+    slot (an eighth probe)."""
 
     def __init__(self, max_calls: int, max_per_client: int, evict_idle_s: float = 10.0):
         self.max_calls, self.max_per_client = max_calls, max_per_client
@@ -204,7 +207,7 @@ class CallLimiter:
         self.active = 0
         self.by_client: dict[str, int] = {}
         self.idle: dict[object, tuple[str, StreamActivity, asyncio.Event]] = {}   # key -> (client, its activity, evicted)
-        self.sending: dict[object, tuple[str, float, asyncio.Task]] = {}  # key -> (client, since, handler task)
+        self.sending: dict[object, tuple[str, float, asyncio.Task, object]] = {}  # key -> (client, since, task, context)
         self.evicted_unread = 0      # calls cancelled with an answer their client did not read
 
     def enter(self, client: str) -> str | None:
@@ -236,11 +239,12 @@ class CallLimiter:
     def idle_end(self, key: object) -> None:
         self.idle.pop(key, None)
 
-    def sending_begin(self, client: str, task: asyncio.Task) -> object:
-        """A call of ``client`` hands an answer to gRPC (its handler, run by
-        ``task``, waits until it is sent): the key for ``sending_end``."""
+    def sending_begin(self, client: str, task: asyncio.Task, context) -> object:
+        """A call of ``client`` (its servicer ``context``) hands an answer to
+        gRPC (its handler, run by ``task``, waits until it is sent): the key
+        for ``sending_end``."""
         key = object()
-        self.sending[key] = (client, time.monotonic(), task)
+        self.sending[key] = (client, time.monotonic(), task, context)
         return key
 
     def sending_end(self, key: object) -> None:
@@ -255,7 +259,7 @@ class CallLimiter:
         ready = time.monotonic() - self.evict_idle_s
         idle = [(act.last, key) for key, (who, act, _) in self.idle.items()
                 if act.pending <= 0 and act.last <= ready and (client is None or who == client)]
-        idle += [(since, key) for key, (who, since, _) in self.sending.items()
+        idle += [(since, key) for key, (who, since, _, _) in self.sending.items()
                  if since <= ready and (client is None or who == client)]
         if not idle:
             return False
@@ -263,7 +267,15 @@ class CallLimiter:
         if key in self.idle:
             self.idle.pop(key)[2].set()
         else:
-            self.sending.pop(key)[2].cancel()
+            _, _, task, context = self.sending.pop(key)
+            # From a task of its own: the abort waits behind the unsent answer,
+            # and completes once the handler is cancelled.
+            aborting = asyncio.ensure_future(context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this call's answer waited {self.evict_idle_s:g} s or more for the client to read it while the "
+                "server was full, and the call was closed to serve another; read answers as they come"))
+            aborting.add_done_callback(lambda t: t.cancelled() or t.exception())
+            task.cancel()
             self.evicted_unread += 1
         # The slot moves to the new call now: the evicted call's leave() comes later.
         return True
@@ -410,7 +422,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                             self.metrics.count_item_errors(method, response)
                         # Suspended here until gRPC has sent it: a client that
                         # reads nothing keeps it here (CallLimiter.sending).
-                        sending = (self.limiter.sending_begin(admitted, asyncio.current_task())
+                        sending = (self.limiter.sending_begin(admitted, asyncio.current_task(), context)
                                    if admitted is not None else None)
                         try:
                             yield response

@@ -208,7 +208,6 @@ class CallLimiter:
         self.by_client: dict[str, int] = {}
         self.idle: dict[object, tuple[str, StreamActivity, asyncio.Event]] = {}   # key -> (client, its activity, evicted)
         self.sending: dict[object, tuple[str, float, asyncio.Task, object]] = {}  # key -> (client, since, task, context)
-        self.evicted_unread = 0      # calls cancelled with an answer their client did not read
 
     def enter(self, client: str) -> str | None:
         """None when admitted, else why not (the caller answers RESOURCE_EXHAUSTED)."""
@@ -276,7 +275,6 @@ class CallLimiter:
                 "server was full, and the call was closed to serve another; read answers as they come"))
             aborting.add_done_callback(lambda t: t.cancelled() or t.exception())
             task.cancel()
-            self.evicted_unread += 1
         # The slot moves to the new call now: the evicted call's leave() comes later.
         return True
 

@@ -100,7 +100,8 @@ class RequestGate:
         if not own and len(self.reads) < self.reads_at_once:
             return float("inf")                 # reads are not what is full: held bytes are
         now = time.monotonic()
-        candidates = [r for r in self.reads if r.task is not None and not r.evicted and (not own or r.client == client)]
+        candidates = [r for r in self.reads if r.task is not None and not r.task.done() and not r.evicted
+                      and (not own or r.client == client)]
         if not candidates:
             return float("inf")
         oldest = min(candidates, key=lambda r: r.started)

@@ -35,10 +35,10 @@ from .engine.decode import DecodeLimits
 from .engine.pipeline import RUNTIMES, Embedder
 from .engine.torch_executor import DTYPES as TORCH_DTYPES
 from .observability import CallLimiter, Metrics, ObservabilityInterceptor, configure_logging
-from .request_gate import RequestGate, gate_capacity
 from .jobs import runner
 from .jobs.result_parts import set_send_limit
 from .paths import PathPolicy, check_roots
+from .request_gate import RequestGate, gate_capacity
 from .security import AuthInterceptor, TokenError, TokenStore, server_credentials
 from .servicers import (AnalysisServicer, CollectionServicer, ConsensusServicer, DuplicateServicer,
                         EmbeddingServicer, ImageReader)

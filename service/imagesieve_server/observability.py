@@ -193,11 +193,14 @@ class CallLimiter:
     every slot of a server forever. 0 = never.
 
     A call whose answer has waited that long to be sent (its client reads
-    none: HTTP/2 flow control holds the answer) is as idle: it is aborted
+    none: HTTP/2 flow control holds the answer) is as idle for another
+    client's call at the server's limit: it is aborted
     RESOURCE_EXHAUSTED (the status follows the answers already on their way,
     so a client that reads on learns why) and its handler cancelled, which
     frees the slot at once. gRPC keeps the unsent answer until the client
-    reads, closes its connection or reaches its deadline. Without it,
+    reads, closes its connection or reaches its deadline, which is why a
+    client cannot evict its own such calls (it would pile up unsent answers
+    at the rate it sends calls). Without it,
     streams from two addresses that never read their answers held every
     slot (an eighth probe)."""
 
@@ -211,9 +214,9 @@ class CallLimiter:
 
     def enter(self, client: str) -> str | None:
         """None when admitted, else why not (the caller answers RESOURCE_EXHAUSTED)."""
-        if self.active >= self.max_calls and not self._evict(None):
+        if self.active >= self.max_calls and not self._evict(None, client):
             return f"the server is at its limit of {self.max_calls} concurrent calls; retry with backoff"
-        if self.by_client.get(client, 0) >= self.max_per_client and not self._evict(client):
+        if self.by_client.get(client, 0) >= self.max_per_client and not self._evict(client, client):
             return (f"this client already has {self.max_per_client} calls in progress (the limit per client); "
                     f"finish or cancel some, then retry")
         self.active += 1
@@ -249,7 +252,7 @@ class CallLimiter:
     def sending_end(self, key: object) -> None:
         self.sending.pop(key, None)
 
-    def _evict(self, client: str | None) -> bool:
+    def _evict(self, client: str | None, requester: str) -> bool:
         """Close the longest idle stream (of ``client``, else anyone's) idle
         for evict_idle_s or more; True if there was one. Its slot is freed
         when it ends: until then the count runs one over."""
@@ -258,8 +261,12 @@ class CallLimiter:
         ready = time.monotonic() - self.evict_idle_s
         idle = [(act.last, key) for key, (who, act, _) in self.idle.items()
                 if act.pending <= 0 and act.last <= ready and (client is None or who == client)]
-        idle += [(since, key) for key, (who, since, _, _) in self.sending.items()
-                 if since <= ready and (client is None or who == client)]
+        # Unread answers only for another client, at the server's limit: gRPC
+        # keeps an evicted call's unsent answer, and a client evicting its
+        # own would pile them up at the rate it sends calls.
+        if client is None:
+            idle += [(since, key) for key, (who, since, _, _) in self.sending.items()
+                     if since <= ready and who != requester]
         if not idle:
             return False
         _, key = min(idle, key=lambda t: t[0])

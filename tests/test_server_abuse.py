@@ -1106,13 +1106,14 @@ def test_one_check_stream_stalls_no_other_collection_and_stops_when_cancelled(ma
 
 class _StallingProxy:
     """A TCP proxy to ``target`` that forwards each connection's first
-    ``forward_bytes`` from the client and then stops reading from it (the
-    client's kernel buffers and HTTP/2 flow control hold the rest): a call
-    sent to all but its last bytes. Answers flow back freely."""
+    ``forward_bytes`` from the client (None: all) and its first
+    ``answer_bytes`` from the server (None: all), then stops reading that
+    side (kernel buffers and HTTP/2 flow control hold the rest): a call sent
+    to all but its last bytes, or a client that reads no answers."""
 
-    def __init__(self, target: str, forward_bytes: int):
+    def __init__(self, target: str, forward_bytes: int | None, answer_bytes: int | None = None):
         import socket
-        self.target, self.forward_bytes = target, forward_bytes
+        self.target, self.forward_bytes, self.answer_bytes = target, forward_bytes, answer_bytes
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
         self.sockets = []
@@ -1129,7 +1130,7 @@ class _StallingProxy:
             upstream = socket.create_connection((host, int(port)))
             self.sockets += [client, upstream]
             threading.Thread(target=self._pipe, args=(client, upstream, self.forward_bytes), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, None), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, self.answer_bytes), daemon=True).start()
 
     @staticmethod
     def _pipe(src, dst, limit):
@@ -1289,3 +1290,40 @@ def test_streams_whose_answers_are_never_read_give_their_slots_to_new_calls(mani
             for st in streams:
                 st.cancel()
             channel.close()
+
+
+def test_unary_answers_nobody_reads_hold_their_calls_slots(manifest_path, photos):
+    """Before: a unary call left its slot when its handler returned, and
+    gRPC then held the answer until the client read it: a client reading
+    none could pile up answers without limit (an eighth probe: +2 GB). Now
+    the answer is sent inside the call: unread, it keeps the call's slot, so
+    a client has at most --max-calls-per-client such answers, and another
+    client may take the slot of one that waited --evict-idle-s."""
+    tokens = {name: f"{name}-token-long-enough-0123" for name in ("reader", "other")}
+    env = {"IMAGESIEVE_TOKENS": ";".join(f"{t} rw {n}" for n, t in tokens.items())}
+    request = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key=f"k{i}", data=photos[i % 8][0])
+                                                 for i in range(96)], with_layout_signature=True,
+                                         top_k_classes=100)      # ~1.5 MB answers: past windows and buffers
+    with LocalServer(["--max-concurrent-rpcs", "4", "--max-calls-per-client", "4", "--evict-idle-s", "1"],
+                     model=str(manifest_path), env=env) as srv:
+        proxy = _StallingProxy(srv.address, None, answer_bytes=32 << 10)     # the reader's answers stop at 32 KB
+        reader = grpc.insecure_channel(proxy.address, options=[("grpc.http2.bdp_probe", 0)])
+        stub = embedding_pb2_grpc.EmbeddingServiceStub(reader)
+        md = {name: (("authorization", f"Bearer {t}"),) for name, t in tokens.items()}
+        calls = []
+        try:
+            calls = [stub.Embed.future(request, metadata=md["reader"], timeout=60) for _ in range(4)]
+            time.sleep(10)
+            channel, direct = embed_stub(srv.address)        # the same token on a connection that reads
+            small = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="k", data=photos[0][0])])
+            with pytest.raises(grpc.RpcError) as e:          # its 4 unread answers hold its 4 calls
+                direct.Embed(small, metadata=md["reader"], timeout=5)
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            # Another client takes the slot of an answer unread for --evict-idle-s.
+            assert not direct.Embed(small, metadata=md["other"], timeout=20).embeddings[0].HasField("error")
+            channel.close()
+        finally:
+            proxy.close()
+            for c in calls:
+                c.cancel()
+            reader.close()

@@ -351,7 +351,11 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                                      client, activity)
             return await _parse_one(deser, request, context, method)
 
-        if handler.unary_unary or handler.stream_unary:
+        # A gated unary call yields its answer rather than returning it: the
+        # send is then part of the call, so answers a client leaves unread
+        # hold its call slots (CallLimiter.sending), as a stream's do.
+        one_answer = gated and handler.unary_unary is not None
+        if (handler.unary_unary or handler.stream_unary) and not one_answer:
             inner = handler.unary_unary or handler.stream_unary
 
             async def unary(request, context):
@@ -382,7 +386,14 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 else grpc.stream_unary_rpc_method_handler
             return make(unary, **kw)
 
-        inner = handler.unary_stream or handler.stream_stream
+        if one_answer:
+            single = handler.unary_unary
+
+            async def answer_once(request, context):
+                yield await single(request, context)
+            inner = answer_once
+        else:
+            inner = handler.unary_stream or handler.stream_stream
         make = grpc.unary_stream_rpc_method_handler if handler.unary_stream and not gated \
             else grpc.stream_stream_rpc_method_handler
 
@@ -423,7 +434,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                         if activity is not None:
                             activity.answered()
                         if self.metrics is not None:
-                            self.metrics.messages.labels(method).inc()
+                            if not one_answer:
+                                self.metrics.messages.labels(method).inc()
                             self.metrics.count_item_errors(method, response)
                         # Suspended here until gRPC has sent it: a client that
                         # reads nothing keeps it here (CallLimiter.sending).

@@ -1294,7 +1294,7 @@ def test_streams_whose_answers_are_never_read_give_their_slots_to_new_calls(mani
             channel.close()
 
 
-def test_unary_answers_nobody_reads_hold_their_calls_slots(manifest_path, photos):
+def test_unary_answers_nobody_reads_hold_their_calls_slots(manifest_path, photos, tmp_path):
     """Before: a unary call left its slot when its handler returned, and
     gRPC then held the answer until the client read it: a client reading
     none could pile up answers without limit (an eighth probe: +2 GB). Now
@@ -1303,11 +1303,12 @@ def test_unary_answers_nobody_reads_hold_their_calls_slots(manifest_path, photos
     client may take the slot of one that waited --evict-idle-s."""
     tokens = {name: f"{name}-token-long-enough-0123" for name in ("reader", "other")}
     env = {"IMAGESIEVE_TOKENS": ";".join(f"{t} rw {n}" for n, t in tokens.items())}
-    request = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key=f"k{i}", data=photos[i % 8][0])
-                                                 for i in range(96)], with_layout_signature=True,
-                                         top_k_classes=100)      # ~1.5 MB answers: past windows and buffers
-    with LocalServer(["--max-concurrent-rpcs", "4", "--max-calls-per-client", "4", "--evict-idle-s", "1"],
-                     model=str(manifest_path), env=env) as srv:
+    (tmp_path / "photo.jpg").write_bytes(photos[0][0])
+    # One file named 96 times (decoded once): ~1.5 MB answers at little cost, past windows and buffers.
+    request = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key=f"k{i}", server_path=str(tmp_path / "photo.jpg"))
+                                                 for i in range(96)], with_layout_signature=True, top_k_classes=100)
+    with LocalServer(["--max-concurrent-rpcs", "4", "--max-calls-per-client", "4", "--evict-idle-s", "1",
+                      "--allow-root", str(tmp_path)], model=str(manifest_path), env=env) as srv:
         proxy = _StallingProxy(srv.address, None, answer_bytes=32 << 10)     # the reader's answers stop at 32 KB
         reader = grpc.insecure_channel(proxy.address, options=[("grpc.http2.bdp_probe", 0)])
         stub = embedding_pb2_grpc.EmbeddingServiceStub(reader)
@@ -1315,7 +1316,7 @@ def test_unary_answers_nobody_reads_hold_their_calls_slots(manifest_path, photos
         calls = []
         try:
             calls = [stub.Embed.future(request, metadata=md["reader"], timeout=60) for _ in range(4)]
-            time.sleep(10)
+            time.sleep(4)
             channel, direct = embed_stub(srv.address)        # the same token on a connection that reads
             small = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="k", data=photos[0][0])])
             with pytest.raises(grpc.RpcError) as e:          # its 4 unread answers hold its 4 calls

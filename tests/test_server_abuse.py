@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -32,13 +33,19 @@ def embed_stub(address: str):
     return channel, embedding_pb2_grpc.EmbeddingServiceStub(channel)
 
 
+def _status_mb(pid: int, field: str) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
+
+
 def peak_rss_mb(pid: int) -> float:
     """The process's high-water resident memory (VmHWM), MiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
+    return _status_mb(pid, "VmHWM")
+
+
+def _rss_mb(pid: int) -> float:
+    """The process's resident memory now (VmRSS), MiB."""
+    return _status_mb(pid, "VmRSS")
 
 
 @pytest.fixture(scope="module")
@@ -1112,7 +1119,6 @@ class _StallingProxy:
     to all but its last bytes, or a client that reads no answers."""
 
     def __init__(self, target: str, forward_bytes: int | None, answer_bytes: int | None = None):
-        import socket
         self.target, self.forward_bytes, self.answer_bytes = target, forward_bytes, answer_bytes
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
@@ -1120,7 +1126,6 @@ class _StallingProxy:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
-        import socket
         while True:
             try:
                 client, _ = self.listener.accept()
@@ -1154,11 +1159,6 @@ class _StallingProxy:
                 s.close()
             except OSError:
                 pass
-
-
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
 def test_requests_sent_to_all_but_their_last_bytes_hold_no_memory_and_stall_no_one(manifest_path, photos):

@@ -90,6 +90,7 @@ class ServerConfig:
     stream_window: int = 16             # requests per stream worked on concurrently
     max_message_mb: int = 64
     receive_timeout_s: float = 30.0     # a unary request must arrive within this once its reading starts (request_gate)
+    request_gate: int = 1               # 0 = unary requests read whole by gRPC before any limit (bench/unary_flood.py's baseline)
     max_image_mb: int = 32
     max_pixels: int = DecodeLimits.max_pixels      # 100 MP
     allow_root: list = dataclasses.field(default_factory=list)  # folders server_path may read
@@ -243,7 +244,8 @@ class ImageSieveServer:
                 ("grpc.max_allowed_incoming_connections", self.max_connections)]
         limiter = CallLimiter(c.max_concurrent_rpcs, c.max_calls_per_client or max(1, c.max_concurrent_rpcs // 2),
                               c.evict_idle_s)
-        self.gate = RequestGate(gate_capacity(self.budget.limit), c.max_message_mb << 20, c.receive_timeout_s)
+        self.gate = (RequestGate(gate_capacity(self.budget.limit), c.max_message_mb << 20, c.receive_timeout_s)
+                     if c.request_gate else None)
         if self.metrics.collector is not None:
             self.metrics.collector.gate = self.gate
         interceptors = [ObservabilityInterceptor(self.metrics, limiter, self.gate)]
@@ -350,11 +352,12 @@ async def serve(config: ServerConfig) -> None:
                     "(serve TLS with --tls-cert/--tls-key)")
     log.info("server_path roots: %s", ", ".join(config.allow_root) or "none (server paths refused)")
     log.info("limits: %d MiB in flight, %d images a request, %d calls (%d a client) and %d analysis jobs at once, "
-             "%d collections, %d connections (of %d file descriptors), unary requests read %d at once (%d a client) "
-             "and held up to %d MiB (%d MiB a client); %s", config.max_inflight_mb,
+             "%d collections, %d connections (of %d file descriptors), %s; %s", config.max_inflight_mb,
              config.max_images_per_request, config.max_concurrent_rpcs, config.max_calls_per_client, config.max_jobs,
-             srv.max_collections, srv.max_connections, srv.descriptors, srv.gate.reads_at_once,
-             srv.gate.reads_per_client, srv.gate.capacity >> 20, srv.gate.held_per_client >> 20,
+             srv.max_collections, srv.max_connections, srv.descriptors,
+             f"unary requests read {srv.gate.reads_at_once} at once ({srv.gate.reads_per_client} a client) and held "
+             f"up to {srv.gate.capacity >> 20} MiB ({srv.gate.held_per_client >> 20} MiB a client)" if srv.gate
+             else "unary requests read whole by gRPC (--request-gate 0)",
              f"{srv.alignment_pool.workers} alignment processes" if srv.alignment_pool else "alignment in the request's thread")
     if srv.metrics_port is not None:
         print(f"imagesieve: metrics on http://{config.metrics_host}:{srv.metrics_port}/metrics", flush=True)

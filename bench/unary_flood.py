@@ -1,0 +1,81 @@
+"""Large unary requests at once: what the server holds, with and without
+the request gate (service/imagesieve_server/request_gate.py), in one run.
+
+``--calls`` Embed calls of ``--mb`` MB each (valid messages under the 64 MB
+limit; their one image is over --max-image-mb, so each answer is a quick
+item error: what is measured is the request bytes), all at once on
+connections of their own, against a real server with ``--budget-mb`` in
+flight. Baseline: the same server with ``--request-gate 0`` (gRPC reads
+each unary request whole before any handler). Per server: resident memory
+before, the peak (VmHWM) and after the calls, in MiB. Last line: one JSON
+object with both and the ratio of the peak rises.
+
+    .venv/bin/python bench/unary_flood.py --calls 32 --mb 60 --budget-mb 256
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from imagesieve.local_server import LocalServer
+from imagesieve.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
+
+
+def _status_mb(pid: int, field: str) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
+
+
+def flood(gate: int, calls: int, mb: int, budget_mb: int) -> dict:
+    request = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="big", data=os.urandom(mb << 20))])
+    with LocalServer(["--max-inflight-mb", str(budget_mb), "--request-gate", str(gate)]) as srv:
+        pid = srv.proc.pid
+        start = _status_mb(pid, "VmRSS")
+
+        def call(_):
+            ch = grpc.insecure_channel(srv.address, options=[("grpc.max_send_message_length", 64 << 20),
+                                                             ("grpc.use_local_subchannel_pool", 1)])
+            try:
+                answer = embedding_pb2_grpc.EmbeddingServiceStub(ch).Embed(request, timeout=300).embeddings[0]
+                return "item error" if answer.HasField("error") else "embedded"
+            except grpc.RpcError as e:
+                return e.code().name
+            finally:
+                ch.close()
+
+        with ThreadPoolExecutor(calls) as pool:
+            outcomes = list(pool.map(call, range(calls)))
+        return {"rss_start_mb": round(start), "peak_rise_mb": round(_status_mb(pid, "VmHWM") - start),
+                "after_rise_mb": round(_status_mb(pid, "VmRSS") - start),
+                "outcomes": {o: outcomes.count(o) for o in sorted(set(outcomes))}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--calls", type=int, default=32)
+    ap.add_argument("--mb", type=int, default=60, help="MB a request (under the server's 64 MB message limit)")
+    ap.add_argument("--budget-mb", type=int, default=256, help="the servers' --max-inflight-mb")
+    ap.add_argument("--repeats", type=int, default=2, help="runs of each, alternately (medians reported)")
+    args = ap.parse_args()
+    if not 0 < args.mb < 64:
+        ap.error("--mb must be in 1..63 (the server's message limit is 64 MB)")
+    runs = {"without_gate": [], "with_gate": []}
+    for r in range(args.repeats):
+        for name, gate in (("without_gate", 0), ("with_gate", 1)):
+            runs[name].append(flood(gate, args.calls, args.mb, args.budget_mb))
+            print(json.dumps({"run": r, name: runs[name][-1]}), flush=True)
+    out = {"calls": args.calls, "mb": args.mb, "budget_mb": args.budget_mb, "repeats": args.repeats}
+    for name, rs in runs.items():
+        for key in ("peak_rise_mb", "after_rise_mb"):
+            out[f"{name}_{key}"] = statistics.median(r[key] for r in rs)
+    out["peak_rise_ratio"] = round(out["with_gate_peak_rise_mb"] / max(1, out["without_gate_peak_rise_mb"]), 3)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

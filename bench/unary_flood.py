@@ -6,9 +6,11 @@ limit; their one image is over --max-image-mb, so each answer is a quick
 item error: what is measured is the request bytes), all at once on
 connections of their own, against a real server with ``--budget-mb`` in
 flight. Baseline: the same server with ``--request-gate 0`` (gRPC reads
-each unary request whole before any handler). Per server: resident memory
-before, the peak (VmHWM) and after the calls, in MiB. Last line: one JSON
-object with both and the ratio of the peak rises.
+each unary request whole before any handler). Per server: the latency of a
+small unary call first (``--small-calls`` GetModelInfo one after another,
+p50 in ms: what the gate and the streamed answer cost every call), then
+resident memory before, the peak (VmHWM) and after the flood, in MiB. Last
+line: one JSON object with both and the ratios.
 
     .venv/bin/python bench/unary_flood.py --calls 32 --mb 60 --budget-mb 256
 """
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import statistics
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -31,10 +34,23 @@ def _status_mb(pid: int, field: str) -> float:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
 
 
-def flood(gate: int, calls: int, mb: int, budget_mb: int) -> dict:
+def small_call_p50_ms(address: str, calls: int) -> float:
+    with grpc.insecure_channel(address) as ch:
+        stub = embedding_pb2_grpc.EmbeddingServiceStub(ch)
+        times = []
+        for i in range(calls + 50):                   # the first 50: warm-up
+            t = time.perf_counter()
+            stub.GetModelInfo(embedding_pb2.GetModelInfoRequest(), timeout=10)
+            if i >= 50:
+                times.append(time.perf_counter() - t)
+    return round(statistics.median(times) * 1000, 3)
+
+
+def flood(gate: int, calls: int, mb: int, budget_mb: int, small_calls: int) -> dict:
     request = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="big", data=os.urandom(mb << 20))])
     with LocalServer(["--max-inflight-mb", str(budget_mb), "--request-gate", str(gate)]) as srv:
         pid = srv.proc.pid
+        small = small_call_p50_ms(srv.address, small_calls)
         start = _status_mb(pid, "VmRSS")
 
         def call(_):
@@ -50,7 +66,7 @@ def flood(gate: int, calls: int, mb: int, budget_mb: int) -> dict:
 
         with ThreadPoolExecutor(calls) as pool:
             outcomes = list(pool.map(call, range(calls)))
-        return {"rss_start_mb": round(start), "peak_rise_mb": round(_status_mb(pid, "VmHWM") - start),
+        return {"small_call_p50_ms": small, "rss_start_mb": round(start), "peak_rise_mb": round(_status_mb(pid, "VmHWM") - start),
                 "after_rise_mb": round(_status_mb(pid, "VmRSS") - start),
                 "outcomes": {o: outcomes.count(o) for o in sorted(set(outcomes))}}
 
@@ -61,18 +77,20 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=60, help="MB a request (under the server's 64 MB message limit)")
     ap.add_argument("--budget-mb", type=int, default=256, help="the servers' --max-inflight-mb")
     ap.add_argument("--repeats", type=int, default=2, help="runs of each, alternately (medians reported)")
+    ap.add_argument("--small-calls", type=int, default=600, help="GetModelInfo calls timed on each server")
     args = ap.parse_args()
     if not 0 < args.mb < 64:
         ap.error("--mb must be in 1..63 (the server's message limit is 64 MB)")
     runs = {"without_gate": [], "with_gate": []}
     for r in range(args.repeats):
         for name, gate in (("without_gate", 0), ("with_gate", 1)):
-            runs[name].append(flood(gate, args.calls, args.mb, args.budget_mb))
+            runs[name].append(flood(gate, args.calls, args.mb, args.budget_mb, args.small_calls))
             print(json.dumps({"run": r, name: runs[name][-1]}), flush=True)
     out = {"calls": args.calls, "mb": args.mb, "budget_mb": args.budget_mb, "repeats": args.repeats}
     for name, rs in runs.items():
-        for key in ("peak_rise_mb", "after_rise_mb"):
+        for key in ("small_call_p50_ms", "peak_rise_mb", "after_rise_mb"):
             out[f"{name}_{key}"] = statistics.median(r[key] for r in rs)
+    out["small_call_p50_ratio"] = round(out["with_gate_small_call_p50_ms"] / out["without_gate_small_call_p50_ms"], 3)
     out["peak_rise_ratio"] = round(out["with_gate_peak_rise_mb"] / max(1, out["without_gate_peak_rise_mb"]), 3)
     print(json.dumps(out))
 

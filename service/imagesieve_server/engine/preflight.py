@@ -21,7 +21,9 @@ seconds to minutes (two adversarial probes; README, "A fourth and a fifth probe"
 - a JPEG's bytes between segments (junk or 0xFF fill) are read one at a time;
 - a Photoshop file's image resources are read one by one while opening;
 - a GIF's extension blocks before its first frame are read one by one while
-  opening (840,000 one-byte comments, 4 MB: 0.6 s), stray bytes one at a time.
+  opening (840,000 one-byte comments, 4 MB: 0.6 s), stray bytes one at a time;
+- a JPEG 2000 file's boxes before its codestream are read one by one while
+  opening (2 million empty ones, 15 MB: 1.7 s).
 
 Each check reads headers only, at most ``MAX_HEADER_SEGMENTS`` segments,
 and returns why the file is refused (a RESOURCE_EXHAUSTED item error), or
@@ -32,6 +34,7 @@ from __future__ import annotations
 import re
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JP2_MAGIC = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 MAX_HEADER_SEGMENTS = 1024      # segments, chunks or directory entries a walk reads (real files: dozens)
 # Images whose decoder is written in Python (Pillow's PyDecoders: RLE
 # bitmaps, QOI, DDS with colour masks, PGM/PPM of other depths than 8 and
@@ -64,6 +67,8 @@ def problem(data: bytes, max_pixels: int) -> str | None:
         return _png(data)
     if head[:2] == b"\xff\xd8":
         return _jpeg(data)
+    if data[:12] == JP2_MAGIC:
+        return _jp2(data)
     if head[:4] == b"8BPS":
         return _psd(data)
     if head[:6] in (b"GIF87a", b"GIF89a"):
@@ -245,6 +250,33 @@ def _psd(data: bytes) -> str | None:
         at += 6 + (name + 2) // 2 * 2                 # signature, id, the name padded to even
         at += 4 + (_u(data, at, 4, "big") + 1) // 2 * 2
     return f"Photoshop file with over {MAX_HEADER_SEGMENTS} image resources, each read while opening"
+
+
+def _jp2(data: bytes) -> str | None:
+    """A JP2 file's boxes up to its codestream (``jp2c``), those inside its
+    header superbox (``jp2h``) too: Pillow walks them in Python while
+    opening. Real files have a handful (signature, file type, header,
+    colour, resolution, XMP)."""
+    at, end, boxes = 0, len(data), 0
+    while at + 8 <= end:
+        size, kind = _u(data, at, 4, "big"), data[at + 4:at + 8]
+        head = 8
+        if size == 1:                                   # a 64-bit length follows
+            size, head = _u(data, at + 8, 8, "big") if at + 16 <= end else 0, 16
+        if kind == b"jp2c" or size == 0 or size < head:     # the codestream, the last box, or malformed (Pillow says)
+            return None
+        boxes += 1
+        if kind == b"jp2h":                             # the header box's own boxes, one level down
+            inner, stop = at + head, min(end, at + size)
+            while inner + 8 <= stop and boxes <= MAX_HEADER_SEGMENTS:
+                length = _u(data, inner, 4, "big")
+                if length < 8:
+                    break
+                boxes, inner = boxes + 1, inner + length
+        if boxes > MAX_HEADER_SEGMENTS:
+            return f"JPEG 2000 file with over {MAX_HEADER_SEGMENTS} boxes before its codestream, each read while opening"
+        at += size
+    return None
 
 
 def _gif(data: bytes) -> str | None:

@@ -902,6 +902,38 @@ def test_a_partial_match_of_a_simple_piece_is_no_evidence(photos):
     assert same[0] and not same[1]
 
 
+def test_two_slanted_tools_on_white_are_no_evidence_but_a_copy_of_one_is(photos):
+    """Two different thin objects on a plain ground, slanted alike (a hammer
+    and a wrench of an artwork package, area 0.62), align by their
+    silhouettes' common axis at agreement ~0.92 over a simple region, more
+    than half the frame: too much to be a partial match, too little for a
+    copy of a simple region (SIMPLE_AGREEMENT). A cropped, shrunk copy of
+    either still counts."""
+    import cv2
+
+    from imagesieve_server.analysis.duplicates.verify import SIMPLE_MATCH, PairEvidence, uninformative_matches
+
+    texture = np.asarray(photo_image(photos[0][0]).resize((400, 400)))
+
+    def tool(head: str) -> Image.Image:
+        canvas = np.full((256, 256, 3), 250, np.uint8)
+        canvas[123:133, 38:217] = texture[100:110, 50:229] // 2                   # the handle
+        if head == "hammer":
+            canvas[100:156, 195:217] = texture[200:256, 100:122] // 2             # a bar across
+        else:
+            cv2.circle(canvas, (207, 128), 18, tuple(int(v) for v in texture[300, 300] // 2), 6)   # a ring
+        turn = cv2.getRotationMatrix2D((128, 128), 45, 1.0)
+        return Image.fromarray(cv2.warpAffine(canvas, turn, (256, 256), borderValue=(250, 250, 250)))
+
+    hammer, wrench = tool("hammer"), tool("wrench")
+    pairs = [(hammer, wrench), (wrench, wrench.resize((200, 200)).crop((10, 10, 190, 190)))]
+    ev = PairEvidence.empty(len(pairs))
+    for k, (x, y) in enumerate(pairs):
+        found = pair_alignment(layout_signature(x), layout_signature(y))
+        ev.agreement[k], ev.matched_area[k], ev.matched_simplicity[k] = found[0], found[3], found[7]
+    assert ev.matched_simplicity.min() >= SIMPLE_MATCH and ev.matched_area.min() >= 0.5, ev
+    assert uninformative_matches(ev).tolist() == [True, False], ev.agreement
+
 def test_turned_and_upside_down_copies_are_found_in_crowded_data(embedder, digits, tmp_path, monkeypatch):
     """The embedding is not turn-invariant: among 250 handwritten digits, a
     digit turned by a quarter ranks far outside its copy's 16 nearest (here

@@ -583,13 +583,21 @@ def simplicity(region: np.ndarray) -> float:
 # 0.974-1.0); partial matches of real copies measured 0.78-0.90.
 PARTIAL_AREA = 0.5
 SIMPLE_MATCH = 0.97
+# Over a larger share a simple region still fits any similar simple shape
+# fairly well: two slanted tools on white (a hammer and a wrench, area 0.62,
+# simplicity 0.98) agreed at 0.92, where a copy of a simple region agrees at
+# 0.96 or more (a probe's 5 such copies: 0.966-1.0). Below SIMPLE_AGREEMENT
+# such a match is no evidence either.
+SIMPLE_AGREEMENT = 0.95
 
 
 def uninformative_matches(evidence: "PairEvidence") -> np.ndarray:
     """(P,) bool: pairs whose alignment is a partial match of a simple region
-    (PARTIAL_AREA, SIMPLE_MATCH): their agreement counts at most as their
-    look-alikes' (verified_pairs' ``uninformative``)."""
-    return (evidence.matched_area < PARTIAL_AREA) & (evidence.matched_simplicity >= SIMPLE_MATCH)
+    (PARTIAL_AREA, SIMPLE_MATCH), or a larger one that agrees below
+    SIMPLE_AGREEMENT: their agreement counts at most as their look-alikes'
+    (verified_pairs' ``uninformative``)."""
+    simple = evidence.matched_simplicity >= SIMPLE_MATCH
+    return simple & ((evidence.matched_area < PARTIAL_AREA) | (evidence.agreement < SIMPLE_AGREEMENT))
 
 
 # Two files of one picture that differ only by encoding or size (a package's

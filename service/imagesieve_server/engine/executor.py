@@ -55,3 +55,8 @@ class ModelExecutor:
         """batch (as ``input_kind`` says) -> (unit embeddings (N, D) float32,
         logits (N, C) float32 or None)."""
         raise NotImplementedError
+
+    def register_host_memory(self, array: np.ndarray):
+        """Page-lock ``array`` for faster copies to this runtime's device;
+        returns the function that undoes it, or None (here: nothing to do)."""
+        return None

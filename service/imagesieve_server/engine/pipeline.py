@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterable, Iterator
@@ -73,11 +74,18 @@ class Embedder:
         which decode into shared batch buffers (``process_decode``; started on
         first use); 0 = one per core. ``prepare`` (the server's path, where
         the budget charges each decode) always runs in the caller's thread.
+    gpu_decode : decode JPEGs on the model's device for ``embed`` without
+        signatures (``gpu_decode.GpuJpegDecoder``; the torch runtime only):
+        True (on whatever device the executor uses; on a CPU that exercises
+        the same code through torchvision's CPU decoder), "auto" (when the
+        executor is on CUDA and torchvision decodes a probe JPEG there),
+        False (the default), or a ``GpuJpegDecoder``. Images it does not
+        take decode as before.
     """
 
     def __init__(self, executor: ModelExecutor, max_batch_size: int = 32, decode_workers: int = 0,
                  limits: DecodeLimits = DecodeLimits(), budget: MemoryBudget | None = None,
-                 decode_processes: int = 0):
+                 decode_processes: int = 0, gpu_decode: bool | str = False):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if executor.input_kind not in INPUT_KINDS:
@@ -100,6 +108,14 @@ class Embedder:
             raise ValueError(f"decode_processes must be >= 0, got {decode_processes}")
         self.decode_processes = decode_processes or (os.cpu_count() or 1)
         self.process_decoder: ProcessDecoder | None = None
+        self._unpin_buffers = None      # undoes the page-locking of the process decoder's buffers
+        self.gpu_decoder = None
+        if gpu_decode:
+            from .gpu_decode import gpu_decoder_for      # torch and torchvision only when asked for
+            self.gpu_decoder = gpu_decoder_for(executor, self.preprocessor, limits, gpu_decode)
+        # One thread ahead of the model: routing and the GPU decode of the next batch.
+        self._gpu_pool = ThreadPoolExecutor(1, thread_name_prefix="imagesieve-gpu-decode") \
+            if self.gpu_decoder is not None else None
 
     @classmethod
     def from_model(cls, model: str | None = None, runtime: str = "onnx", providers: list[str] | None = None,
@@ -109,7 +125,8 @@ class Embedder:
 
         runtime : "onnx" (ONNX Runtime; ``providers``, ``intra_op_threads``) or
             "torch" (PyTorch, for GPU hosts without ONNX Runtime's CUDA build;
-            ``torch_device``, ``torch_dtype``; see ``TorchExecutor``).
+            ``torch_device``, ``torch_dtype``; see ``TorchExecutor``; with it
+            ``gpu_decode=True`` or ``"auto"`` decodes JPEGs on its device).
         """
         from imagesieve_models.manifest import find_model
         if runtime not in RUNTIMES:
@@ -168,7 +185,17 @@ class Embedder:
         signature when ``with_signatures``). Decoding runs up to two batches
         ahead of the model, on the threads or, ``in_processes``, in
         ``decode_processes`` worker processes (~1 s to start them, once; the
-        same vectors); a bad image fails alone."""
+        same vectors); a bad image fails alone.
+
+        With a GPU decoder (``gpu_decode``) and no signatures, the JPEGs it
+        takes decode on the model's device, the rest on the threads (this
+        takes precedence over ``in_processes``). Calls with signatures keep
+        the CPU path: signatures and properties are measured on the CPU
+        path's decoded image (its size after DCT scaling included), which
+        the GPU path never brings back to the host."""
+        if self.gpu_decoder is not None and not with_signatures:
+            yield from self._embed_gpu_decoded(images)
+            return
         if in_processes:
             yield from self._embed_decoded_in_processes(images, with_signatures)
             return
@@ -193,6 +220,8 @@ class Embedder:
             ex = self.executor
             self.process_decoder = ProcessDecoder(ex.manifest_path, ex.input_kind, self.max_batch_size,
                                                   self.decode_processes, self.limits)
+            # On a GPU the batches are copied from where the workers wrote them (no staging copy).
+            self._unpin_buffers = ex.register_host_memory(self.process_decoder.buffers)
         for batch in self.process_decoder.batches(images, with_signatures):
             results = [ImageEmbedding(width=d.width, height=d.height, error=d.error, signature=d.signature,
                                       properties=d.properties) for d in batch.items]
@@ -203,6 +232,71 @@ class Embedder:
                     r.vector = emb[row]
                     r.logits = None if logits is None else logits[row]
             yield from results
+
+    def _embed_gpu_decoded(self, images: Iterable[bytes]) -> Iterator[ImageEmbedding]:
+        """``embed`` with the GPU decoder: each batch is routed on the host
+        (``gpu_decode.gpu_route``); the JPEGs it takes are decoded on the
+        device in one call, on a thread one batch ahead of the model; the
+        others, and any the GPU decoder raised on, are prepared on the
+        decoding threads and joined to the batch on the device."""
+        it = iter(images)
+        ahead: collections.deque = collections.deque()
+
+        def start() -> bool:
+            chunk = list(itertools.islice(it, self.max_batch_size))
+            if chunk:
+                ahead.append((chunk, self._gpu_pool.submit(self._gpu_decode_batch, chunk)))
+            return bool(chunk)
+
+        start() and start()
+        while ahead:
+            chunk, future = ahead.popleft()
+            start()
+            yield from self._finish_gpu_batch(chunk, *future.result())
+
+    def _gpu_decode_batch(self, chunk: list[bytes]):
+        """(the GPU decode of the chunk's routed images, {index: future of
+        ``prepare``} for the others)."""
+        dec = self.gpu_decoder
+        routed = [i for i, data in enumerate(chunk) if dec.route(data) is None]
+        on_cpu = {i: self.pool.submit(self.prepare, chunk[i]) for i in sorted(set(range(len(chunk))) - set(routed))}
+        decoded = dec.decode([chunk[i] for i in routed])
+        rows = [routed[k] for k in decoded.rows]
+        for k in decoded.fallback:               # the GPU decoder refused it: the CPU path decides
+            on_cpu[routed[k]] = self.pool.submit(self.prepare, chunk[routed[k]])
+        return decoded, rows, on_cpu
+
+    def _finish_gpu_batch(self, chunk: list[bytes], decoded, gpu_rows: list[int], on_cpu: dict
+                          ) -> list[ImageEmbedding]:
+        import torch
+        results = [ImageEmbedding() for _ in chunk]
+        for i, (w, h) in zip(gpu_rows, decoded.sizes):
+            results[i].width, results[i].height = w, h
+        cpu_rows, cpu_pixels = [], []
+        for i, f in on_cpu.items():
+            try:
+                p = f.result()
+                self.budget.release(p.charged)
+                results[i].width, results[i].height = p.width, p.height
+                cpu_rows.append(i)
+                cpu_pixels.append(p.tensor)
+            except DecodeError as e:
+                results[i].error = e.detached()
+        order = sorted(gpu_rows + cpu_rows)
+        if not order:
+            return results
+        x = decoded.pixels
+        if cpu_rows:
+            at = {i: k for k, i in enumerate(order)}
+            x = torch.empty((len(order), *decoded.pixels.shape[1:]), dtype=torch.uint8, device=x.device)
+            if gpu_rows:
+                x[[at[i] for i in gpu_rows]] = decoded.pixels
+            x[[at[i] for i in cpu_rows]] = torch.from_numpy(np.stack(cpu_pixels)).to(x.device)
+        emb, logits = self.executor.run_device(x)
+        for row, i in enumerate(order):
+            results[i].vector = emb[row]
+            results[i].logits = None if logits is None else logits[row]
+        return results
 
     def embed_all(self, images: Iterable[bytes], with_signatures: bool = False, in_processes: bool = False
                   ) -> list[ImageEmbedding]:
@@ -227,7 +321,12 @@ class Embedder:
         return results
 
     def close(self) -> None:
+        if self._gpu_pool is not None:
+            self._gpu_pool.shutdown(wait=True, cancel_futures=True)
         self.pool.shutdown(wait=True, cancel_futures=True)
+        if self._unpin_buffers is not None:
+            self._unpin_buffers()                 # before the buffers are unmapped
+            self._unpin_buffers = None
         if self.process_decoder is not None:
             self.process_decoder.close()
             self.process_decoder = None

@@ -93,19 +93,64 @@ class TorchExecutor(ModelExecutor):
         with self._lock, torch.inference_mode():
             if self.device.type == "cuda":
                 x = self._to_device(x)
-            if pixels:
-                x = (x.permute(0, 3, 1, 2).float() - self._mean) * self._scale
-            x = x.to(self._dtype, memory_format=torch.channels_last if self.device.type == "cuda"
-                     else torch.contiguous_format)
-            emb, logits = self.module(x)
-            # .cpu() waits for the GPU, so the staging buffer is free again on return.
-            emb, logits = emb.float().cpu().numpy(), logits.float().cpu().numpy()
+            emb, logits = self._forward(x, pixels)
         return l2_normalize(emb), logits if self.has_logits else None
 
+    def run_device(self, pixels) -> tuple[np.ndarray, np.ndarray | None]:
+        """pixels: (N, S, S, 3) uint8 torch tensor already on this executor's
+        device (``gpu_decode``'s output: no host round trip) -> as ``run``."""
+        torch = self._torch
+        if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
+            raise ValueError(f"pixels must be (N, S, S, 3) uint8, got {tuple(pixels.shape)} {pixels.dtype}")
+        if pixels.device != self.device:
+            raise ValueError(f"pixels are on {pixels.device}, this executor runs on {self.device}")
+        with self._lock, torch.inference_mode():
+            emb, logits = self._forward(pixels, True)
+        return l2_normalize(emb), logits if self.has_logits else None
+
+    def _forward(self, x, pixels: bool) -> tuple[np.ndarray, np.ndarray]:
+        """x on the device (pixels (N, S, S, 3) uint8, or normalized (N, 3, S,
+        S)) -> (raw embeddings, logits) as float32 host arrays."""
+        torch = self._torch
+        if pixels:
+            x = (x.permute(0, 3, 1, 2).float() - self._mean) * self._scale
+        x = x.to(self._dtype, memory_format=torch.channels_last if self.device.type == "cuda"
+                 else torch.contiguous_format)
+        emb, logits = self.module(x)
+        # .cpu() waits for the GPU, so the staging buffer (or a registered
+        # host buffer) is free again on return.
+        return emb.float().cpu().numpy(), logits.float().cpu().numpy()
+
     def _to_device(self, x):
-        """Through the reused page-locked buffer (grown when a batch is larger)."""
+        """Straight from ``x`` when its memory is page-locked (a buffer given
+        to ``register_host_memory``), else through the reused page-locked
+        buffer (grown when a batch is larger)."""
+        if x.is_pinned():
+            return x.to(self.device, non_blocking=True)
         if self._pinned is None or self._pinned.numel() < x.numel() or self._pinned.dtype != x.dtype:
             self._pinned = self._torch.empty(x.numel(), dtype=x.dtype, pin_memory=True)
         staged = self._pinned[:x.numel()].view(x.shape)
         staged.copy_(x)
         return staged.to(self.device, non_blocking=True)
+
+    def register_host_memory(self, array: np.ndarray):
+        """Page-lock ``array``'s memory in place (``cudaHostRegister``): the
+        shared-memory batch buffers of ``process_decode``, so that a batch
+        read from them is copied to the GPU asynchronously with no staging
+        copy. Returns a function that unregisters it (call it before the
+        memory is unmapped), or None when this executor is not on CUDA or
+        the driver refuses (then batches go through the staging buffer, as
+        before)."""
+        if self.device.type != "cuda" or array.nbytes == 0:
+            return None
+        cudart = self._torch.cuda.cudart()
+        ptr = array.ctypes.data
+        try:
+            if int(cudart.cudaHostRegister(ptr, array.nbytes, 0)) != 0:    # 0: cudaSuccess
+                return None
+        except Exception:  # noqa: BLE001 - an optional speed-up: without it the staging copy is used
+            return None
+
+        def unregister() -> None:
+            cudart.cudaHostUnregister(ptr)
+        return unregister

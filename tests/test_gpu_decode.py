@@ -1,0 +1,198 @@
+"""GPU JPEG decoding (``engine.gpu_decode``) without a GPU or torchvision:
+which files the host routes to the GPU (real files of every kind), Pillow's
+resize geometry as the GPU path applies it, and the pipeline's plumbing:
+routed and fallback images in one batch, each answered as the CPU path
+answers it. The torchvision decoder itself is checked by
+``bench/gpu_smoke.py`` and ``bench/gpu.py`` on a host that has it."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imagesieve_server.engine import DecodeLimits, Embedder, decode_image
+from imagesieve_server.engine.decode import DecodeError
+from imagesieve_server.engine.gpu_decode import (GpuJpegDecoder, gpu_route, jpeg_header, jpeg_size,
+                                                 pillow_bilinear_weights)
+
+from conftest import encode, photo_image
+
+GPU_REFUSES = b"imagesieve-test: the GPU decoder raises on this one"
+
+
+def _exif(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+@pytest.fixture(scope="module")
+def files(photos) -> dict[str, bytes]:
+    """One real photo in every variant the router must tell apart."""
+    img = photo_image(photos[0][0]).resize((320, 240))
+    baseline = encode(img, "JPEG", quality=90)
+    many_scans = encode(img, "JPEG", quality=90, progressive=True)
+    # 120 extra (empty) scans: what the CPU path refuses as a scan bomb.
+    many_scans = many_scans[:-2] + b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" * 120 + b"\xff\xd9"
+    return {
+        "baseline": baseline,
+        "grey": encode(img.convert("L"), "JPEG", quality=90),
+        "subsampled_444": encode(img, "JPEG", quality=90, subsampling=0),
+        "exif_upright": encode(img, "JPEG", quality=90, exif=_exif(1)),
+        "progressive": encode(img, "JPEG", quality=90, progressive=True),
+        "cmyk": encode(img.convert("CMYK"), "JPEG", quality=90),
+        "rgb_components": encode(img, "JPEG", quality=90, keep_rgb=True),
+        "exif_rotated": encode(img, "JPEG", quality=90, exif=_exif(6)),
+        "xmp_rotated": encode(img, "JPEG", quality=90,
+                              xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description '
+                                  b'tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'),
+        "png": encode(img, "PNG"),
+        "truncated": baseline[:len(baseline) * 2 // 3],
+        "header_only": baseline[:200],
+        "padded": baseline[:2] + b"\x00" * 70_000 + baseline[2:],     # preflight refuses it
+        "many_scans": many_scans,
+    }
+
+
+GPU = {"baseline", "grey", "subsampled_444", "exif_upright"}
+
+
+def test_routes_only_jpegs_the_cpu_path_decodes_alike(files):
+    routes = {name: gpu_route(data) for name, data in files.items()}
+    assert {n for n, r in routes.items() if r is None} == GPU, routes
+    assert "progressive" in routes["progressive"]
+    assert "CMYK" in routes["cmyk"]
+    assert "colour transform" in routes["rgb_components"]
+    assert "orientation" in routes["exif_rotated"] and "orientation" in routes["xmp_rotated"]
+    assert routes["png"] == "not a JPEG"
+    assert "end-of-image" in routes["truncated"]
+    assert "decode limits" in routes["padded"]
+    # Progressive ones when asked for, except what the CPU path refuses (then it says why).
+    assert gpu_route(files["progressive"], progressive=True) is None
+    assert "too many scans" in gpu_route(files["many_scans"], progressive=True)
+    with pytest.raises(DecodeError, match="scans"):
+        decode_image(files["many_scans"], 256)
+    # The decode limits: what the CPU path would refuse stays with it.
+    assert "decode limits" in gpu_route(files["baseline"], DecodeLimits(max_pixels=320 * 240 - 1))
+    assert "decode limits" in gpu_route(files["baseline"], DecodeLimits(max_bytes=len(files["baseline"]) - 1))
+    assert "decode limits" in gpu_route(files["baseline"], DecodeLimits(max_side=319))
+    for name in GPU:          # the header's size is the size the CPU path reports
+        img = decode_image(files[name], 10_000)
+        assert jpeg_size(files[name]) == img.info["original_size"] == (320, 240)
+        assert img.mode == "RGB"
+
+
+def test_header_parser_reads_what_pillow_reads(files):
+    h = jpeg_header(files["baseline"])
+    assert (h.sof, h.precision, h.width, h.height, len(h.component_ids)) == (0xC0, 8, 320, 240, 3)
+    assert jpeg_header(files["grey"]).component_ids == (1,)
+    assert jpeg_header(files["exif_rotated"]).orientation == 6
+    assert jpeg_header(files["exif_upright"]).orientation == 1
+    assert jpeg_header(files["cmyk"]).adobe
+    assert jpeg_header(files["header_only"]) is None and jpeg_header(files["png"]) is None
+    for cut in range(0, 200, 7):          # any prefix of a header: None or a header, never an exception
+        jpeg_header(files["exif_rotated"][:cut])
+
+
+@pytest.mark.parametrize("size", [(640, 480), (500, 375), (1153, 865), (4000, 3000), (224, 224), (333, 500)])
+def test_resize_weights_are_pillows(embedder, photos, size):
+    """The two weight matrices, applied as the GPU path applies them
+    (horizontal pass, 8-bit rounding, vertical pass), give
+    ``Preprocessor.pixels`` to within one level."""
+    pre = embedder.preprocessor
+    img = photo_image(photos[1][0]).resize(size, Image.BICUBIC)
+    want = pre.pixels(img).astype(int)
+    left, top, right, bottom = pre.crop_box(*size)
+    x0, wx = pillow_bilinear_weights(size[0], left, right, pre.size)
+    y0, wy = pillow_bilinear_weights(size[1], top, bottom, pre.size)
+    assert np.allclose(wx.sum(1), 1) and np.allclose(wy.sum(1), 1)
+    src = np.asarray(img, np.float64)[y0:y0 + wy.shape[1], x0:x0 + wx.shape[1]]
+    across = np.clip(np.floor(np.einsum("yxc,sx->ysc", src, wx) + 0.5), 0, 255)
+    got = np.clip(np.floor(np.einsum("ty,ysc->tsc", wy, across) + 0.5), 0, 255).astype(int)
+    diff = np.abs(got - want)
+    assert diff.max() <= 1
+    # Pillow 13 runs the vertical pass first for some sizes (333x500 here): more one-level differences.
+    assert diff.mean() < (0.3 if size == (333, 500) else 0.02)
+
+
+def _pillow_decode(tensors, device):
+    """A stand-in for torchvision's decode_jpeg: full-size RGB decode with
+    Pillow (as nvJPEG: no DCT scaling), raising as a decoder does."""
+    import torch
+    _pillow_decode.calls.append(len(tensors))
+    out = []
+    for t in tensors:
+        data = t.numpy().tobytes()
+        if GPU_REFUSES in data:
+            raise RuntimeError("nvjpeg: this stand-in refuses the image")
+        rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        out.append(torch.from_numpy(rgb.copy()).permute(2, 0, 1).to(device))
+    return out
+
+
+_pillow_decode.calls = []
+
+
+@pytest.fixture(scope="module")
+def torch_embedders(manifest_path):
+    cpu = Embedder.from_model(str(manifest_path), runtime="torch", torch_device="cpu", max_batch_size=8)
+    decoder = GpuJpegDecoder(cpu.preprocessor, "cpu", decode_fn=_pillow_decode)
+    gpu = Embedder.from_model(str(manifest_path), runtime="torch", torch_device="cpu", max_batch_size=8,
+                              gpu_decode=decoder)
+    yield cpu, gpu
+    cpu.close()
+    gpu.close()
+
+
+def test_routed_and_fallback_images_in_one_batch_answer_as_the_cpu_path(torch_embedders, files, photos):
+    cpu, gpu = torch_embedders
+    refused = encode(photo_image(photos[2][0]), "JPEG", quality=90, comment=GPU_REFUSES)
+    # The sample photos are progressive (the CPU path's); baseline copies go to the GPU.
+    images = ([encode(photo_image(d), "JPEG", quality=90) for d, _, _ in photos[:6]] + [files[n] for n in sorted(files)]
+              + [refused, b"not an image", b""] + [d for d, _, _ in photos[6:12]])
+    _pillow_decode.calls.clear()
+    a, b = cpu.embed_all(images), gpu.embed_all(images)
+    # One call a batch of 8 for its routed images (the 6 photos and 4 files, the
+    # refused one); the call that raised, again one image at a time.
+    assert _pillow_decode.calls == [7, 2, 2, 1, 1]
+    assert [r.ok for r in a] == [r.ok for r in b]
+    assert not b[images.index(files["truncated"])].ok and not b[-7].ok
+    for x, y, data in zip(a, b, images):
+        if not x.ok:
+            assert (y.error.code, str(y.error)) == (x.error.code, str(x.error))
+            continue
+        assert (y.width, y.height) == (x.width, x.height)
+        cos = float(x.vector @ y.vector)
+        if gpu_route(data) is None and data is not refused:
+            # The same pixels up to the resize's rounding (these photos are too small for DCT scaling).
+            assert cos > 0.9999, cos
+        else:
+            np.testing.assert_allclose(y.vector, x.vector, atol=1e-6)   # the CPU path itself
+        assert y.logits is not None and y.logits.shape == x.logits.shape
+    # With signatures the CPU path answers (signatures are measured on its decode).
+    with_sig = gpu.embed_all(images[:4], with_signatures=True)
+    assert all(r.signature is not None for r in with_sig)
+
+
+def test_gpu_decode_options(manifest_path, torch_embedders):
+    cpu, _ = torch_embedders
+    with pytest.raises(ValueError, match="torch runtime"):
+        Embedder.from_model(str(manifest_path), gpu_decode=True)
+    with pytest.raises(ValueError, match="gpu_decode must be"):
+        Embedder.from_model(str(manifest_path), runtime="torch", torch_device="cpu", gpu_decode="yes")
+    auto = Embedder.from_model(str(manifest_path), runtime="torch", torch_device="cpu", gpu_decode="auto")
+    assert auto.gpu_decoder is None          # auto: only on CUDA
+    auto.close()
+    assert cpu.executor.register_host_memory(np.zeros(16, np.uint8)) is None    # nothing to page-lock on a CPU
+
+
+def test_run_device_matches_run(torch_embedders, photos):
+    import torch
+    cpu, _ = torch_embedders
+    pixels = np.stack([cpu.prepare(d).tensor for d, _, _ in photos[:3]])
+    a, la = cpu.executor.run(pixels)
+    b, lb = cpu.executor.run_device(torch.from_numpy(pixels))
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(la, lb, atol=1e-5)
+    with pytest.raises(ValueError, match="uint8"):
+        cpu.executor.run_device(torch.zeros((1, 3, 224, 224), dtype=torch.uint8))

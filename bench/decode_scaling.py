@@ -77,10 +77,11 @@ def pipeline(runtime: str, data: list[bytes], decode_processes: int = 0) -> dict
         return out
 
     e.executor.run = timed
-    e.embed_all(data)                      # warm-up
+    in_processes = decode_processes > 0
+    e.embed_all(data, in_processes=in_processes)                      # warm-up (and the workers' start)
     in_model[0] = 0.0
     t = time.perf_counter()
-    e.embed_all(data)
+    e.embed_all(data, in_processes=in_processes)
     wall = time.perf_counter() - t
     e.close()
     return {"ips": round(len(data) / wall, 1), "model_share": round(in_model[0] / wall, 2)}

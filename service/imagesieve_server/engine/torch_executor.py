@@ -102,7 +102,8 @@ class TorchExecutor(ModelExecutor):
         torch = self._torch
         if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
             raise ValueError(f"pixels must be (N, S, S, 3) uint8, got {tuple(pixels.shape)} {pixels.dtype}")
-        if pixels.device != self.device:
+        if pixels.device.type != self.device.type or (self.device.index is not None
+                                                      and pixels.device.index != self.device.index):
             raise ValueError(f"pixels are on {pixels.device}, this executor runs on {self.device}")
         with self._lock, torch.inference_mode():
             emb, logits = self._forward(pixels, True)

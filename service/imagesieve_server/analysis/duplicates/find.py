@@ -18,6 +18,7 @@ import numpy as np
 from ...engine.signature import SIDE, thumbnails
 from ...index import faiss_index as fi
 from ..neighbors import knn_chunks
+from .keypoint_candidates import keypoint_candidate_pairs
 from .groups import bounded_groups, connected_components, group_min_similarity, groups_from_labels
 from .leakage import cross_split_pairs, label_conflicts
 from .pairs import knn_graph_pairs, pairs_above_threshold
@@ -48,6 +49,9 @@ CANDIDATE_K = 16
 LAYOUT_SIDE = 8
 LAYOUT_K = 4
 LAYOUT_MIN = 0.9
+#: And from shared keypoints: each image's KEYPOINT_K partners with the most
+#: matching ORB descriptors (``keypoint_candidates``; up to its MAX_IMAGES).
+KEYPOINT_K = 4
 #: A streaming check aligns its new image with this many stored neighbours:
 #: its latency is the alignments' (the stored images keep their own
 #: look-alike levels from when they were added).
@@ -252,7 +256,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
                     grouping: str = "bounded", report: Callable | None = None,
                     signatures: np.ndarray | None = None,
                     knn: tuple[np.ndarray, np.ndarray] | None = None, alignment_pool=None,
-                    layout_k: int = LAYOUT_K, max_pairs: int | None = None) -> DuplicateReport:
+                    layout_k: int = LAYOUT_K, max_pairs: int | None = None,
+                    keypoint_k: int = KEYPOINT_K) -> DuplicateReport:
     """vectors (N, D) unit float32 and N-long metadata sequences (sha256: a
     list of str or an (N,) array) -> DuplicateReport.
 
@@ -266,6 +271,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
     duplicates. ``knn``: see :func:`candidate_pairs` (two stages only).
     ``layout_k``: candidates an image from its coarse layout too (see
     :func:`layout_candidate_pairs`; 0: the embedding's alone).
+    ``keypoint_k``: and from shared keypoints (``keypoint_candidates``,
+    judged by their keypoints alone; 0: none).
     ``alignment_pool``: a long-lived ``verify.AlignmentPool`` for stage 2
     (else worker processes of its own for large batches). ``max_pairs``:
     the exact raw-cosine search raises ``pairs.TooManyPairs`` beyond it."""
@@ -284,7 +291,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         layout_floor = threshold or -1.0
         threshold = threshold or CANDIDATE_THRESHOLD
         reason = (f"candidates: each image's {knn_k or CANDIDATE_K} nearest neighbours at cosine >= "
-                  f"{threshold:.2f}" + (f" and its {layout_k} nearest by coarse layout" if layout_k > 0 else "")
+                  f"{threshold:.2f}" + (f", its {layout_k} nearest by coarse layout" if layout_k > 0 else "")
+                  + (f", its {keypoint_k} with the most shared keypoints" if keypoint_k > 0 else "")
                   + "; each pair kept only when its layouts align or its keypoints match (stage 2)")
         a, b, sim = candidate_pairs(vectors, threshold, knn_k or CANDIDATE_K, report=report, knn=knn)
         # Pairs only the layouts propose: judged by their layouts (see verified_pairs).
@@ -295,10 +303,20 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         layout_sim = np.einsum("ij,ij->i", vectors[la], vectors[lb]).astype(np.float32)
         keep = layout_sim >= layout_floor
         la, lb, layout_sim = la[keep], lb[keep], layout_sim[keep]
-        by_layout = np.r_[np.zeros(len(a), bool), np.ones(len(la), bool)]
-        order = np.lexsort((np.r_[b, lb], np.r_[a, la]))
-        sim = np.r_[sim, layout_sim][order]
-        a, b, by_layout = np.r_[a, la][order], np.r_[b, lb][order], by_layout[order]
+        # Pairs only shared keypoints propose (a part of a picture): judged by their keypoints.
+        ka, kb, _ = (keypoint_candidate_pairs(signatures, keypoint_k, report=report) if keypoint_k > 0
+                     else (np.zeros(0, np.int64), np.zeros(0, np.int64), None))
+        new = ~np.isin(ka * n + kb, np.r_[a, la] * n + np.r_[b, lb])
+        ka, kb = ka[new], kb[new]
+        keypoint_sim = np.einsum("ij,ij->i", vectors[ka], vectors[kb]).astype(np.float32)
+        keep = keypoint_sim >= layout_floor
+        ka, kb, keypoint_sim = ka[keep], kb[keep], keypoint_sim[keep]
+        by_layout = np.r_[np.zeros(len(a), bool), np.ones(len(la), bool), np.zeros(len(ka), bool)]
+        by_keypoints = np.r_[np.zeros(len(a) + len(la), bool), np.ones(len(ka), bool)]
+        order = np.lexsort((np.r_[b, lb, kb], np.r_[a, la, ka]))
+        sim = np.r_[sim, layout_sim, keypoint_sim][order]
+        a, b = np.r_[a, la, ka][order], np.r_[b, lb, kb][order]
+        by_layout, by_keypoints = by_layout[order], by_keypoints[order]
         candidates = len(a)
         ev = verify_pairs(signatures, a, b, report=report, pool=alignment_pool)
         profile = one_dimensional(signatures)
@@ -306,7 +324,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout, profile=profile[a] | profile[b],
                                  uninformative=uninformative_matches(ev),
                                  keypoint_inliers=ev.keypoint_inliers, twins=connected_components(n, ea, eb),
-                                 near_identical=near_identical_matches(ev, sim))
+                                 near_identical=near_identical_matches(ev, sim), keypoint_only=by_keypoints)
         # Identical bytes are duplicates whatever stage 2 says, candidates or not.
         ok |= np.isin(a * n + b, ea * n + eb)
         extra = ~np.isin(ea * n + eb, a * n + b)

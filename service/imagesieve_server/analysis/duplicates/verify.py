@@ -982,7 +982,7 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
                    min_agreement: float = MIN_AGREEMENT, max_relative: float = MAX_RELATIVE,
                    layout_only=None, max_relative_layout: float = MAX_RELATIVE_LAYOUT, profile=None,
                    keypoint_inliers=None, twins=None, uninformative=None,
-                   near_identical=None) -> tuple[np.ndarray, np.ndarray]:
+                   near_identical=None, keypoint_only=None) -> tuple[np.ndarray, np.ndarray]:
     """(verified (P,) bool, relative disagreement (P,) float32) for candidate
     pairs (a, b) of N images with stage-2 ``agreement`` and stage-1
     ``cosine`` (P,) each.
@@ -1028,7 +1028,14 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     (P,) bool (:func:`near_identical_matches`); those of them found the same
     picture make their images twins for that test as well (a polaroid copy
     matched its photo and the package's re-encoded second copy with 21
-    inliers each, and each copy vetoed the other)."""
+    inliers each, and each copy vetoed the other).
+
+    ``keypoint_only``: (P,) bool, pairs that only shared keypoints proposed
+    (``keypoint_candidates``: a half collage, a picture pasted into another):
+    only the keypoint test can find them the same; they are no image's
+    look-alikes and no runner-up of the layout verdicts (their relative
+    disagreement is reported as inf), but they are rivals in the keypoint
+    test like any pair."""
     for name, v in (("max_relative", max_relative), ("max_relative_layout", max_relative_layout)):
         if not 0 < v <= 1:
             raise ValueError(f"{name} must be in (0, 1]; got {v}")
@@ -1047,20 +1054,23 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     capped = flat if uninformative is None else flat | np.asarray(uninformative, bool).ravel()
     if capped.shape != a.shape:
         raise ValueError("uninformative must have one entry a pair")
+    by_keypoints = np.zeros(a.shape, bool) if keypoint_only is None else np.asarray(keypoint_only, bool).ravel()
+    if by_keypoints.shape != a.shape:
+        raise ValueError("keypoint_only must have one entry a pair")
     given = [np.full(n, np.nan, np.float32) if p is None else np.asarray(p, np.float32)
              for p in (pack_agreement, pack_cosine)]
     computed = np.isnan(given[0]).any() or np.isnan(given[1]).any()
     same = np.zeros(a.shape, bool)
     best = np.full(a.shape, np.inf, np.float32)         # each pair's lowest relative disagreement
     for _ in range(PACK_PASSES if computed else 1):
-        look = ~same & ~by_layout & ~flat              # look-alikes: the pairs not (yet) found the same
+        look = ~same & ~by_layout & ~flat & ~by_keypoints     # look-alikes: the pairs not (yet) found the same
         pa, pc = (_filled(np.where(np.isnan(p), neighbourhood_typical(n, a[look], b[look], v[look]), p),
                           DEFAULT_PACK) for p, v in zip(given, (g, c)))
         level_c, level_g = np.maximum(pc[a], pc[b]), np.maximum(pa[a], pa[b])
         # A layout-only pair's cosine counts at most as a look-alike's; a profile's agreement as one.
         cos = np.where(by_layout, np.maximum(c, level_c), c)
-        best = np.minimum(best, relative_disagreement(np.where(capped, np.minimum(g, level_g), g), cos, level_g,
-                                                      level_c))
+        best = np.minimum(best, np.where(by_keypoints, np.inf, relative_disagreement(
+            np.where(capped, np.minimum(g, level_g), g), cos, level_g, level_c)))
         now = (g >= min_agreement) & (best <= np.where(by_layout, max_relative_layout, max_relative))
         if not (now & ~same).any():
             break

@@ -245,9 +245,12 @@ def test_interrupted_audit_continues_without_embedding_twice(tmp_path):
     for i in range(600):
         photo.rotate(i * 0.6).resize((800, 600)).save(folder / f"img{i:04d}.jpg", quality=85)
     out = tmp_path / "audit"
+    # SIGINT as a terminal delivers it: a test run started in the background
+    # by a non-interactive shell inherits it ignored, and Python keeps that.
     p = subprocess.Popen([sys.executable, "-m", "imagesieve.cli", "audit", str(folder), "--out", str(out),
                           "--shard-size", "40"],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "embeddings").glob("shard-*.npy"))) < 2 \
             and p.poll() is None:

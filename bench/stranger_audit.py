@@ -434,7 +434,7 @@ def baselines(folder: Path, store_dir: Path, truth: dict) -> dict:
     keep = [paths[i] for i in idx]
     none = [""] * len(idx)
     out = {}
-    for name, kw in (("embedding_candidates", dict(signatures=loaded.signatures[idx], layout_k=0)),
+    for name, kw in (("embedding_candidates", dict(signatures=loaded.signatures[idx], layout_k=0, keypoint_k=0)),
                      ("raw_cosine", {})):
         rep = find_duplicates(loaded.vectors[idx], keep, none, none, loaded.sha256[idx], **kw)
         pairs = [{"path_a": keep[a], "path_b": keep[b]} for a, b in zip(rep.a.tolist(), rep.b.tolist())]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import math
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -219,11 +220,17 @@ def _check_doc(r: AuditResults, c) -> dict:
             "issues": {k: issue(f) for k, f in c.issues.items()}}
 
 
+def _finite(v):
+    """A JSON value: NaN and infinities (a measure not taken) as null, which
+    strict JSON readers accept (``NaN``/``Infinity`` they refuse)."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
 def _pair_rows(r: AuditResults, f: FlaggedPairs) -> Iterator[dict]:
     """Every pair of ``f``, most severe first, with its evidence."""
     for k in range(f.count):
-        yield {"a": r.paths[int(f.a[k])], "b": r.paths[int(f.b[k])], "score": float(f.scores[k]),
-               **{name: v[k].item() for name, v in f.evidence.items()}}
+        yield {"a": r.paths[int(f.a[k])], "b": r.paths[int(f.b[k])], "score": _finite(float(f.scores[k])),
+               **{name: _finite(v[k].item()) for name, v in f.evidence.items()}}
 
 
 def write_json_streaming(path: Path, doc: dict, streamed: dict[str, Callable[[], Iterable]]) -> None:

@@ -1,9 +1,10 @@
 """Which images are the same picture? Exact duplicates (identical bytes) and
 near duplicates (an altered copy: recompressed, resized, cropped,
 recoloured, captioned...), found in two stages by default
-(``analysis.duplicates.find``: the embedding's nearest neighbours and the
-coarse layouts propose pairs, stage 2 verifies each by aligning their
-layouts), or by raw cosine (``Params.verify`` False).
+(``analysis.duplicates.find``: the embedding's nearest neighbours, the
+coarse layouts and shared keypoints propose pairs, stage 2 verifies each by
+aligning their layouts or matching their keypoints), or by raw cosine
+(``Params.verify`` False).
 
 The pairs this check reports are the one definition of "duplicates" that
 leakage (``checks.leakage``) and label conflicts (``checks.label_conflicts``)
@@ -15,7 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from ..analysis.duplicates.find import GROUPINGS, LAYOUT_K, DuplicateReport, find_duplicates
+from ..analysis.duplicates.find import GROUPINGS, KEYPOINT_K, LAYOUT_K, DuplicateReport, find_duplicates
 from .base import CheckInputs, CheckResult, FlaggedPairs
 
 NAME = "duplicates"
@@ -28,7 +29,8 @@ class Params:
     candidate floor; raw cosine: derived from the data's neighbours).
     ``verify``: two stages (needs layout signatures) or raw cosine.
     ``knn_k``: candidates an image, 0 = the method's default; ``layout_k``:
-    candidates an image by coarse layout (0 = none); ``grouping``: how
+    candidates an image by coarse layout (0 = none); ``keypoint_k``: by
+    shared keypoints (0 = none); ``grouping``: how
     pairs become groups (``analysis.duplicates.find.GROUPINGS``);
     ``approximate``: raw cosine by a kNN graph instead of an exact range
     search (large sets). ``max_pairs``: the exact range search stops with
@@ -38,6 +40,7 @@ class Params:
     verify: bool = True
     knn_k: int = 0
     layout_k: int = LAYOUT_K
+    keypoint_k: int = KEYPOINT_K
     grouping: str = "bounded"
     approximate: bool = False
     max_pairs: int | None = None
@@ -45,8 +48,9 @@ class Params:
     def __post_init__(self):
         if not 0 <= self.threshold <= 1:
             raise ValueError(f"threshold must be a cosine in [0, 1]; got {self.threshold}")
-        if self.knn_k < 0 or self.layout_k < 0:
-            raise ValueError(f"knn_k and layout_k must be >= 0; got {self.knn_k}, {self.layout_k}")
+        if min(self.knn_k, self.layout_k, self.keypoint_k) < 0:
+            raise ValueError(f"knn_k, layout_k and keypoint_k must be >= 0; got {self.knn_k}, {self.layout_k}, "
+                             f"{self.keypoint_k}")
         if self.grouping not in GROUPINGS:
             raise ValueError(f"grouping must be one of {GROUPINGS}; got {self.grouping!r}")
         if self.max_pairs is not None and self.max_pairs < 1:
@@ -111,7 +115,8 @@ def run(vectors: np.ndarray, keys, labels, splits, sha256, signatures: np.ndarra
     sig = signatures if p.verify else None
     d = find_duplicates(vectors, keys, labels, splits, sha256, p.threshold, p.approximate, p.knn_k, p.grouping,
                         report=report, signatures=sig, knn=knn if sig is not None else None,
-                        alignment_pool=alignment_pool, layout_k=p.layout_k, max_pairs=p.max_pairs)
+                        alignment_pool=alignment_pool, layout_k=p.layout_k, max_pairs=p.max_pairs,
+                        keypoint_k=p.keypoint_k)
     near_what = ("verified as the same picture (stage 2: the layouts align or the keypoints match)"
                  if d.method == "verified" else f"cosine >= {d.threshold:.3f}")
     issues = {"exact": flagged_pairs(d, d.exact, "exact", "identical bytes", positions),

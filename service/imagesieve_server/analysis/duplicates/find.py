@@ -1,7 +1,8 @@
 """Which images are duplicates, over a whole set, composed from the modules
 of this package: exact (same-bytes) pairs; near-duplicate pairs in two stages
-(stage 1: each image's nearest neighbours by embedding, a recall-oriented
-candidate list, never an N x N matrix; stage 2: ``verify`` aligns each
+(stage 1: each image's nearest neighbours by embedding, by coarse layout
+and by shared keypoints, a recall-oriented candidate list, never an N x N
+matrix; stage 2: ``verify`` aligns each
 candidate pair's layout signatures and keeps the pairs that are the same
 picture), or by raw cosine alone (``signatures=None``: every pair above a
 threshold derived from the data's own nearest-neighbour cosines unless one is
@@ -18,8 +19,9 @@ import numpy as np
 from ...engine.signature import SIDE, thumbnails
 from ...index import faiss_index as fi
 from ..neighbors import knn_chunks
-from .keypoint_candidates import keypoint_candidate_pairs
 from .groups import bounded_groups, connected_components, group_min_similarity, groups_from_labels
+from .keypoint_candidates import MAX_IMAGES as KEYPOINT_MAX_IMAGES
+from .keypoint_candidates import keypoint_candidate_pairs
 from .leakage import cross_split_pairs, label_conflicts
 from .pairs import knn_graph_pairs, pairs_above_threshold
 from .verify import (FLAT_STD, PairEvidence, check_signatures, near_identical_matches, one_dimensional,
@@ -271,8 +273,9 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
     duplicates. ``knn``: see :func:`candidate_pairs` (two stages only).
     ``layout_k``: candidates an image from its coarse layout too (see
     :func:`layout_candidate_pairs`; 0: the embedding's alone).
-    ``keypoint_k``: and from shared keypoints (``keypoint_candidates``,
-    judged by their keypoints alone; 0: none).
+    ``keypoint_k``: and from shared keypoints (``keypoint_candidates``, up
+    to its MAX_IMAGES images, judged by their keypoints alone; 0: none); a
+    ``threshold`` given bounds their cosine too.
     ``alignment_pool``: a long-lived ``verify.AlignmentPool`` for stage 2
     (else worker processes of its own for large batches). ``max_pairs``:
     the exact raw-cosine search raises ``pairs.TooManyPairs`` beyond it."""
@@ -290,9 +293,12 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         # by default layout-only pairs have none (the embedding missed them).
         layout_floor = threshold or -1.0
         threshold = threshold or CANDIDATE_THRESHOLD
+        keypoint_note = ("" if keypoint_k <= 0 else f", its {keypoint_k} with the most shared keypoints"
+                         if n <= KEYPOINT_MAX_IMAGES else f" (none by shared keypoints above {KEYPOINT_MAX_IMAGES:,} "
+                         "images)")
         reason = (f"candidates: each image's {knn_k or CANDIDATE_K} nearest neighbours at cosine >= "
                   f"{threshold:.2f}" + (f", its {layout_k} nearest by coarse layout" if layout_k > 0 else "")
-                  + (f", its {keypoint_k} with the most shared keypoints" if keypoint_k > 0 else "")
+                  + keypoint_note
                   + "; each pair kept only when its layouts align or its keypoints match (stage 2)")
         a, b, sim = candidate_pairs(vectors, threshold, knn_k or CANDIDATE_K, report=report, knn=knn)
         # Pairs only the layouts propose: judged by their layouts (see verified_pairs).
@@ -304,7 +310,10 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         keep = layout_sim >= layout_floor
         la, lb, layout_sim = la[keep], lb[keep], layout_sim[keep]
         # Pairs only shared keypoints propose (a part of a picture): judged by their keypoints.
-        ka, kb, _ = (keypoint_candidate_pairs(signatures, keypoint_k, report=report) if keypoint_k > 0
+        ea, eb = exact_pairs(sha)
+        twins = connected_components(n, ea, eb)
+        ka, kb, _ = (keypoint_candidate_pairs(signatures, keypoint_k, twins=twins, report=report)
+                     if keypoint_k > 0 and n <= KEYPOINT_MAX_IMAGES
                      else (np.zeros(0, np.int64), np.zeros(0, np.int64), None))
         new = ~np.isin(ka * n + kb, np.r_[a, la] * n + np.r_[b, lb])
         ka, kb = ka[new], kb[new]
@@ -320,10 +329,9 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         candidates = len(a)
         ev = verify_pairs(signatures, a, b, report=report, pool=alignment_pool)
         profile = one_dimensional(signatures)
-        ea, eb = exact_pairs(sha)
         ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout, profile=profile[a] | profile[b],
                                  uninformative=uninformative_matches(ev),
-                                 keypoint_inliers=ev.keypoint_inliers, twins=connected_components(n, ea, eb),
+                                 keypoint_inliers=ev.keypoint_inliers, twins=twins,
                                  near_identical=near_identical_matches(ev, sim), keypoint_only=by_keypoints)
         # Identical bytes are duplicates whatever stage 2 says, candidates or not.
         ok |= np.isin(a * n + b, ea * n + eb)

@@ -948,7 +948,7 @@ def _runner_up(n: int, a, b, values, among, twins, judged) -> np.ndarray:
     return out
 
 
-def keypoint_confirmed(n: int, a, b, inliers, same, twins=None) -> np.ndarray:
+def keypoint_confirmed(n: int, a, b, inliers, same, twins=None, keypoint_only=None) -> np.ndarray:
     """(P,) bool: pairs (a, b) of N images, not already ``same``, whose
     keypoint ``inliers`` reach MIN_INLIERS and INLIER_RATIO x (1 + the most
     any other pair of either image has, leaving out pairs found the same
@@ -958,11 +958,15 @@ def keypoint_confirmed(n: int, a, b, inliers, same, twins=None) -> np.ndarray:
     confirmed: an image's other copies are not its look-alikes. Leaving out
     every known copy of the other side, not only its twins, was measured:
     it found a few more of several copies of one picture, and paired icons
-    that share a base (README, "Keypoints")."""
+    that share a base (README, "Keypoints"). ``keypoint_only``: (P,) bool,
+    pairs only shared keypoints proposed (a crop confirmed by 30 inliers lost to the same picture's
+    half collage at 20, a review found, and then neither was found): they
+    face every pair as rivals but are no rival of the others."""
     a = np.asarray(a, np.int64).ravel()
     b = np.asarray(b, np.int64).ravel()
     k = np.asarray(inliers, np.float32).ravel()
     same = np.asarray(same, bool).ravel()
+    only = np.zeros(a.shape, bool) if keypoint_only is None else np.asarray(keypoint_only, bool).ravel()
     twins = np.arange(n) if twins is None else np.asarray(twins, np.int64).ravel()
     if twins.shape != (n,):
         raise ValueError(f"twins must have one label an image ({n}); got {twins.shape}")
@@ -970,7 +974,8 @@ def keypoint_confirmed(n: int, a, b, inliers, same, twins=None) -> np.ndarray:
     for _ in range(PACK_PASSES):
         found = same | out
         judged = ~found & (k >= MIN_INLIERS)
-        runner = _runner_up(n, a, b, k, ~found, twins, judged)
+        runner = np.maximum(_runner_up(n, a, b, k, ~found, twins, judged & only),
+                            _runner_up(n, a, b, k, ~found & ~only, twins, judged & ~only))
         now = judged & (k >= INLIER_RATIO * (runner + 1))
         if not now.any():
             break
@@ -1034,8 +1039,8 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     (``keypoint_candidates``: a half collage, a picture pasted into another):
     only the keypoint test can find them the same; they are no image's
     look-alikes and no runner-up of the layout verdicts (their relative
-    disagreement is reported as inf), but they are rivals in the keypoint
-    test like any pair."""
+    disagreement is NaN: not measured), and in the keypoint test no rival
+    of the other pairs (see :func:`keypoint_confirmed`)."""
     for name, v in (("max_relative", max_relative), ("max_relative_layout", max_relative_layout)):
         if not 0 < v <= 1:
             raise ValueError(f"{name} must be in (0, 1]; got {v}")
@@ -1098,5 +1103,5 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
                 first = np.full(n, n, np.int64)
                 np.minimum.at(first, base, np.arange(n))
                 twins = connected_components(n, np.r_[a[kin], np.arange(n)], np.r_[b[kin], first[base]])
-        same |= keypoint_confirmed(n, a, b, inliers, same, twins)
-    return same, best
+        same |= keypoint_confirmed(n, a, b, inliers, same, twins, by_keypoints)
+    return same, np.where(by_keypoints, np.float32(np.nan), best)

@@ -15,12 +15,11 @@ MAX_SHARED images are or no neighbour found lies beyond that band (a
 texture or a glyph every picture has, or random descriptors, all at about
 one distance): Lowe's ratio test, except that a source's second file or
 re-encoded copy does not cancel its votes, as a strict "closer than any
-third image" did. Byte-identical
-files vote as one image (``twins``). Image pairs with MIN_VOTES votes or
-more are candidates, each image's K best. Stage 2
-then decides on them by their keypoints alone (``verify.verified_pairs``'
-``keypoint_only``): their layouts and cosines say little for a part of a
-picture.
+third image" did. Byte-identical files vote as one image (``twins``).
+Image pairs with MIN_VOTES votes or more are candidates, each image's K
+best. Stage 2 then decides on them by their keypoints alone
+(``verify.verified_pairs``' ``keypoint_only``): their layouts and cosines
+say little for a part of a picture.
 """
 from __future__ import annotations
 

@@ -177,7 +177,7 @@ def main() -> int:
     ap.add_argument("--model", default="mobilenet_v1")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--images", type=int, default=2048, help="pipeline images at 0.3 MP (12 MP: 1/16)")
+    ap.add_argument("--images", type=int, default=2048, help="pipeline images at 0.3 MP (12 MP: 1/4, at least 64)")
     ap.add_argument("--out", help="also write the JSON here")
     ap.add_argument("--device", default="cuda", help="cpu: a quick dry run of this script, float32 only")
     ap.add_argument("--quick", action="store_true", help="smoke-sized: float32, 1 repeat, 256 images, no export")

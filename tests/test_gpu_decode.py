@@ -12,7 +12,7 @@ from PIL import Image
 
 from imagesieve_server.engine import DecodeLimits, Embedder, decode_image
 from imagesieve_server.engine.decode import DecodeError
-from imagesieve_server.engine.gpu_decode import (GpuJpegDecoder, gpu_route, jpeg_header, jpeg_size,
+from imagesieve_server.engine.gpu_decode import (GpuJpegDecoder, gpu_route, jpeg_header, routed_size,
                                                  pillow_bilinear_weights)
 
 from conftest import encode, photo_image
@@ -78,7 +78,7 @@ def test_routes_only_jpegs_the_cpu_path_decodes_alike(files):
     assert "decode limits" in gpu_route(files["baseline"], DecodeLimits(max_side=319))
     for name in GPU:          # the header's size is the size the CPU path reports
         img = decode_image(files[name], 10_000)
-        assert jpeg_size(files[name]) == img.info["original_size"] == (320, 240)
+        assert routed_size(files[name])[1] == img.info["original_size"] == (320, 240)
         assert img.mode == "RGB"
 
 

@@ -88,7 +88,7 @@ class RequestGate:
                 self.waiting.remove(entry)
             elif self._may_start(client):
                 self.waiting.remove(entry)
-                turn = _Read(client)            # counted from now: the waiter starts it when it runs
+                turn = _Read(client)            # its clock starts when the waiter runs it (receive)
                 self.reads.append(turn)
                 fut.set_result(turn)
 

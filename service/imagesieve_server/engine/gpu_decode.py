@@ -21,7 +21,7 @@ Two halves:
   decodes them one at a time in software under one lock (only baseline ones
   are batched on the hardware engines), where the CPU path's threads decode
   them in parallel with DCT scaling.
-- ``GpuJpegDecoder.decode(images)``: the routed JPEGs -> (N, S, S, 3) uint8
+- ``GpuJpegDecoder.decode(images, sizes)``: the routed JPEGs -> (N, S, S, 3) uint8
   on the executor's device, resized with exactly the geometry of
   ``Preprocessor.pixels``: Pillow's bilinear filter (antialiased: its support
   grows with the reduction) over the crop box, horizontal pass first with
@@ -42,6 +42,7 @@ the routing half needs no torch.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import io
 import warnings
@@ -151,6 +152,20 @@ def gpu_route(data: bytes, limits: DecodeLimits = DecodeLimits(), progressive: b
     """None when ``data`` may be decoded on the GPU (see the module's
     docstring), else why it takes the CPU path. Reads headers only (and, for
     a progressive JPEG, counts its scans as the CPU path does)."""
+    reason, _ = routed_size(data, limits, progressive)
+    return reason
+
+
+def routed_size(data: bytes, limits: DecodeLimits = DecodeLimits(), progressive: bool = False
+                ) -> tuple[str | None, tuple[int, int] | None]:
+    """(``gpu_route``'s answer, (width, height) from the header when routed
+    to the GPU, else None): the header is parsed once."""
+    reason = _route(data, limits, progressive)
+    return (reason, None) if isinstance(reason, str) else (None, reason)
+
+
+def _route(data: bytes, limits: DecodeLimits, progressive: bool) -> str | tuple[int, int]:
+    """Why ``data`` takes the CPU path, or its (width, height) when it does not."""
     if data[:2] != b"\xff\xd8":
         return "not a JPEG"
     if len(data) > limits.max_bytes or preflight.problem(data, limits.max_pixels):
@@ -180,13 +195,7 @@ def gpu_route(data: bytes, limits: DecodeLimits = DecodeLimits(), progressive: b
         return "progressive JPEG of too many scans (the CPU path gives the error)"
     if data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
         return "no end-of-image marker (truncated, or data after it)"
-    return None
-
-
-def jpeg_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from a routed JPEG's header."""
-    h = jpeg_header(data)
-    return h.width, h.height
+    return w, hh
 
 
 def pillow_bilinear_weights(in_size: int, start: float, end: float, out_size: int) -> tuple[int, np.ndarray]:
@@ -224,6 +233,7 @@ MAX_RESIZE_BYTES = 2 << 30
 # Decoded pixels one nvJPEG call may produce (x 3 bytes): bounds the
 # device memory of a batch of large photos (256 x 12 MP would be 9 GB).
 MAX_DECODE_PIXELS = 512 << 20
+MAX_WEIGHT_SIZES = 64           # source sizes whose resize weights stay on the device
 
 
 @dataclasses.dataclass
@@ -270,19 +280,24 @@ class GpuJpegDecoder:
         self.limits = limits
         self.progressive = progressive
         self._decode_fn = decode_fn or _torchvision_decode_jpeg()
-        self._weights: dict[tuple, tuple] = {}        # per source size: the resize's two weight matrices
+        # Per source size, the resize's two weight matrices on the device (a
+        # 12 MP size: ~4 MB), the most recently used MAX_WEIGHT_SIZES of them:
+        # a stream of odd sizes must not grow device memory without bound.
+        self._weights: collections.OrderedDict[tuple, tuple] = collections.OrderedDict()
 
-    def route(self, data: bytes) -> str | None:
-        """None when ``data`` goes to ``decode``, else why the CPU path takes it."""
-        return gpu_route(data, self.limits, self.progressive)
+    def route(self, data: bytes) -> tuple[str | None, tuple[int, int] | None]:
+        """(None, (width, height)) when ``data`` goes to ``decode``, else
+        (why the CPU path takes it, None)."""
+        return routed_size(data, self.limits, self.progressive)
 
-    def decode(self, images: Sequence[bytes]) -> GpuDecoded:
-        """Decode and resize ``images`` (each one routed here). Never raises
-        for an image: one the decoder refuses is listed in ``fallback``."""
+    def decode(self, images: Sequence[bytes], sizes: Sequence[tuple[int, int]]) -> GpuDecoded:
+        """Decode and resize ``images`` (each one routed here, with the
+        (width, height) ``route`` gave). Never raises for an image: one the
+        decoder refuses is listed in ``fallback``."""
         torch = self._torch
         decoded: dict[int, object] = {}
         fallback: list[int] = []
-        for chunk in self._chunks(images):
+        for chunk in self._chunks(sizes):
             decoded_chunk, failed = self._decode_chunk([images[i] for i in chunk])
             decoded.update((chunk[j], t) for j, t in decoded_chunk.items())
             fallback += [chunk[j] for j in failed]
@@ -300,11 +315,11 @@ class GpuJpegDecoder:
         sizes = [(int(decoded[i].shape[2]), int(decoded[i].shape[1])) for i in rows]
         return GpuDecoded(out, rows, sizes, sorted(fallback))
 
-    def _chunks(self, images: Sequence[bytes]) -> list[list[int]]:
-        """Indices of ``images`` in runs of at most MAX_DECODE_PIXELS."""
+    @staticmethod
+    def _chunks(sizes: Sequence[tuple[int, int]]) -> list[list[int]]:
+        """Indices of the images of ``sizes`` in runs of at most MAX_DECODE_PIXELS."""
         chunks, current, pixels = [], [], 0
-        for i, data in enumerate(images):
-            w, h = jpeg_size(data)
+        for i, (w, h) in enumerate(sizes):
             if current and pixels + w * h > MAX_DECODE_PIXELS:
                 chunks.append(current)
                 current, pixels = [], 0
@@ -340,12 +355,16 @@ class GpuJpegDecoder:
         ``Preprocessor.pixels`` (Pillow's two passes, rounded between)."""
         torch = self._torch
         key = (width, height)
-        if key not in self._weights:
+        if key in self._weights:
+            self._weights.move_to_end(key)
+        else:
             left, top, right, bottom = self.pre.crop_box(width, height)
             x0, wx = pillow_bilinear_weights(width, left, right, self.pre.size)
             y0, wy = pillow_bilinear_weights(height, top, bottom, self.pre.size)
             self._weights[key] = (x0, torch.from_numpy(wx.T.astype(np.float32)).to(self.device),
                                   y0, torch.from_numpy(wy.astype(np.float32)).to(self.device))
+            while len(self._weights) > MAX_WEIGHT_SIZES:
+                self._weights.popitem(last=False)
         x0, wx_t, y0, wy = self._weights[key]
         src = batch[:, :, y0:y0 + wy.shape[1], x0:x0 + wx_t.shape[0]].float()
         across = torch.matmul(src, wx_t).add_(0.5).floor_().clamp_(0, 255)       # (n, 3, rows, S)
@@ -382,7 +401,7 @@ def gpu_decoder_for(executor, preprocessor: Preprocessor, limits: DecodeLimits, 
         return None
     try:
         decoder = GpuJpegDecoder(preprocessor, device, limits)
-        probe = decoder.decode([tiny_jpeg()])
+        probe = decoder.decode([tiny_jpeg()], [(8, 8)])
         if probe.fallback:
             raise RuntimeError("torchvision could not decode a probe JPEG on " + str(device))
     except Exception:
@@ -392,5 +411,4 @@ def gpu_decoder_for(executor, preprocessor: Preprocessor, limits: DecodeLimits, 
     return decoder
 
 
-__all__ = ["GpuDecoded", "GpuJpegDecoder", "JpegHeader", "gpu_decoder_for", "gpu_route", "jpeg_header",
-           "pillow_bilinear_weights"]
+__all__ = ["GpuDecoded", "GpuJpegDecoder", "gpu_decoder_for", "gpu_route", "pillow_bilinear_weights", "routed_size"]

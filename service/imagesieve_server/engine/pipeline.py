@@ -258,9 +258,15 @@ class Embedder:
         """(the GPU decode of the chunk's routed images, {index: future of
         ``prepare``} for the others)."""
         dec = self.gpu_decoder
-        routed = [i for i, data in enumerate(chunk) if dec.route(data) is None]
-        on_cpu = {i: self.pool.submit(self.prepare, chunk[i]) for i in sorted(set(range(len(chunk))) - set(routed))}
-        decoded = dec.decode([chunk[i] for i in routed])
+        routed, sizes, on_cpu = [], [], {}
+        for i, data in enumerate(chunk):
+            reason, size = dec.route(data)
+            if reason is None:
+                routed.append(i)
+                sizes.append(size)
+            else:
+                on_cpu[i] = self.pool.submit(self.prepare, data)
+        decoded = dec.decode([chunk[i] for i in routed], sizes)
         rows = [routed[k] for k in decoded.rows]
         for k in decoded.fallback:               # the GPU decoder refused it: the CPU path decides
             on_cpu[routed[k]] = self.pool.submit(self.prepare, chunk[routed[k]])

@@ -253,6 +253,16 @@ def layout_candidate_pairs(signatures: np.ndarray, k: int = LAYOUT_K, min_correl
     return a[keep], b[keep]
 
 
+def _new_pairs(xa, xb, a, b, vectors: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (xa, xb) not among (a, b), with their cosine, kept at ``floor`` or more."""
+    n = len(vectors)
+    new = ~np.isin(xa * n + xb, a * n + b)
+    xa, xb = xa[new], xb[new]
+    sim = np.einsum("ij,ij->i", vectors[xa], vectors[xb]).astype(np.float32)
+    keep = sim >= floor
+    return xa[keep], xb[keep], sim[keep]
+
+
 def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[str], splits: Sequence[str],
                     sha256, threshold: float = 0.0, approximate: bool = False, knn_k: int = 0,
                     grouping: str = "bounded", report: Callable | None = None,
@@ -304,28 +314,19 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         # Pairs only the layouts propose: judged by their layouts (see verified_pairs).
         la, lb = (layout_candidate_pairs(signatures, layout_k) if layout_k > 0
                   else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
-        new = ~np.isin(la * n + lb, a * n + b)
-        la, lb = la[new], lb[new]
-        layout_sim = np.einsum("ij,ij->i", vectors[la], vectors[lb]).astype(np.float32)
-        keep = layout_sim >= layout_floor
-        la, lb, layout_sim = la[keep], lb[keep], layout_sim[keep]
+        la, lb, layout_sim = _new_pairs(la, lb, a, b, vectors, layout_floor)
         # Pairs only shared keypoints propose (a part of a picture): judged by their keypoints.
         ea, eb = exact_pairs(sha)
         twins = connected_components(n, ea, eb)
         ka, kb, _ = (keypoint_candidate_pairs(signatures, keypoint_k, twins=twins, report=report)
                      if keypoint_k > 0 and n <= KEYPOINT_MAX_IMAGES
                      else (np.zeros(0, np.int64), np.zeros(0, np.int64), None))
-        new = ~np.isin(ka * n + kb, np.r_[a, la] * n + np.r_[b, lb])
-        ka, kb = ka[new], kb[new]
-        keypoint_sim = np.einsum("ij,ij->i", vectors[ka], vectors[kb]).astype(np.float32)
-        keep = keypoint_sim >= layout_floor
-        ka, kb, keypoint_sim = ka[keep], kb[keep], keypoint_sim[keep]
-        by_layout = np.r_[np.zeros(len(a), bool), np.ones(len(la), bool), np.zeros(len(ka), bool)]
-        by_keypoints = np.r_[np.zeros(len(a) + len(la), bool), np.ones(len(ka), bool)]
+        ka, kb, keypoint_sim = _new_pairs(ka, kb, np.r_[a, la], np.r_[b, lb], vectors, layout_floor)
+        source = np.repeat([0, 1, 2], [len(a), len(la), len(ka)])      # embedding, layout, keypoints
         order = np.lexsort((np.r_[b, lb, kb], np.r_[a, la, ka]))
         sim = np.r_[sim, layout_sim, keypoint_sim][order]
-        a, b = np.r_[a, la, ka][order], np.r_[b, lb, kb][order]
-        by_layout, by_keypoints = by_layout[order], by_keypoints[order]
+        a, b, source = np.r_[a, la, ka][order], np.r_[b, lb, kb][order], source[order]
+        by_layout, by_keypoints = source == 1, source == 2
         candidates = len(a)
         ev = verify_pairs(signatures, a, b, report=report, pool=alignment_pool)
         profile = one_dimensional(signatures)

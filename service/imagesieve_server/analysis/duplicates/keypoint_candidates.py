@@ -83,12 +83,11 @@ def keypoint_candidate_pairs(signatures, k: int = K, min_votes: int = MIN_VOTES,
     n = len(sig)
     if n < 2 or n > MAX_IMAGES:
         return _empty()
-    group = np.arange(n) if twins is None else np.unique(np.asarray(twins).ravel(), return_inverse=True)[1]
-    if group.shape != (n,):
-        raise ValueError(f"twins must have one label an image ({n}); got {group.shape}")
-    first_of = np.full(n, n, np.int64)
-    np.minimum.at(first_of, group, np.arange(n))
-    leaders = np.flatnonzero(first_of[group] == np.arange(n))    # one file a group votes
+    labels = np.arange(n) if twins is None else np.asarray(twins).ravel()
+    if labels.shape != (n,):
+        raise ValueError(f"twins must have one label an image ({n}); got {labels.shape}")
+    _, first, group = np.unique(labels, return_index=True, return_inverse=True)
+    leaders = np.sort(first)                                     # one file a group votes
     blocks = [unpack_keypoints(keypoints(sig[i]))[1] for i in leaders]
     owner = np.repeat(leaders, [len(d) for d in blocks])
     if len(owner) < 2:

@@ -428,6 +428,51 @@ def _tilted_view(x: np.ndarray, degrees: float, expand: bool) -> np.ndarray | No
     return cv2.resize(r, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
 
 
+BLUR_RATIO = 0.7          # one view's fine detail below this share of the other's: it is the blurrier
+BLUR_SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)   # pixels of the thumbnail: blurs tried on the sharper view
+BLUR_MIN_SIDE = 24        # pixels: a smaller window of two smooth views correlates by chance
+
+
+def _fineness(x: np.ndarray) -> float:
+    """Share of a view's spread in its finest detail (what a blur of one
+    pixel removes): ~0.3-0.5 for a sharp thumbnail, less for a blurred one."""
+    sd = float(cv2.meanStdDev(x)[1][0, 0])
+    return float(cv2.meanStdDev(x - cv2.GaussianBlur(x, (0, 0), 1.0))[1][0, 0]) / sd if sd > 0 else 0.0
+
+
+def _blur_matched(m: _Match) -> _Match | None:
+    """The same placement with the sharper view blurred until its fine detail
+    is the blurrier one's, or None when the two are about as sharp. A copy
+    blurred by a few percent of its width (a lock screen, a privacy blur, a
+    careless resize) keeps its layout but loses the detail its original's
+    thumbnail still has, and correlates at 0.8-0.9 instead of ~1: compared at
+    one sharpness, it correlates as a copy does. The blur is chosen by the
+    detail's measure, not by the correlation, so a look-alike gains only what
+    the lost detail cost it. Only over most of the frame (BLUR_MIN_SIDE):
+    a quarter of two blurred pictures, compared at one sharpness, correlated
+    at 0.92 in a probe."""
+    if m.templ is None or m.mask is not None or min(m.templ.shape) < BLUR_MIN_SIDE:
+        return None
+    ft, fp = _fineness(m.templ), _fineness(m.patch)
+    if min(ft, fp) >= BLUR_RATIO * max(ft, fp):
+        return None
+    sharp_is_templ = ft > fp
+    sharp, target = (m.templ, fp) if sharp_is_templ else (m.patch, ft)
+    blurred = None
+    for sigma in BLUR_SIGMAS:
+        blurred = cv2.GaussianBlur(sharp, (0, 0), sigma)
+        if _fineness(blurred) <= target:
+            break
+    templ, patch = (blurred, m.patch) if sharp_is_templ else (m.templ, blurred)
+    if _flat(templ) or _flat(patch):
+        return None
+    out = _Match()
+    out.layout = m.sign * _zncc(templ, patch)
+    out.area, out.mirrored, out.turned, out.sign = m.area, m.mirrored, m.turned, m.sign
+    out.templ, out.patch, out._detail, out._cells = templ, patch, None, None
+    return out
+
+
 def _coarse(x: np.ndarray) -> np.ndarray:
     return cv2.resize(x, (COARSE, COARSE), interpolation=cv2.INTER_AREA)
 
@@ -525,6 +570,10 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
         tilted = _tilt_search(a, aspect_a, b, aspect_b, stop_at)
         if tilted is not None and tilted.agreement > best.agreement:
             best = tilted
+    if not best.reaches(stop_at):
+        matched = _blur_matched(best)
+        if matched is not None and matched.agreement > best.agreement:
+            best = matched
     return (best.agreement, best.layout, best.detail, best.area, best.mirrored, best.turned, best.sign < 0,
             simplicity(best.templ))
 

@@ -12,8 +12,8 @@ from PIL import Image
 
 from imagesieve_server.engine import DecodeLimits, Embedder, decode_image
 from imagesieve_server.engine.decode import DecodeError
-from imagesieve_server.engine.gpu_decode import (GpuJpegDecoder, gpu_route, jpeg_header, routed_size,
-                                                 pillow_bilinear_weights)
+from imagesieve_server.engine.gpu_decode import (GpuJpegDecoder, band_weights, gpu_route, jpeg_header,
+                                                 nvimgcodec_decode_fn, pillow_bilinear_weights, routed_size)
 
 from conftest import encode, photo_image
 
@@ -196,3 +196,63 @@ def test_run_device_matches_run(torch_embedders, photos):
     np.testing.assert_allclose(la, lb, atol=1e-5)
     with pytest.raises(ValueError, match="uint8"):
         cpu.executor.run_device(torch.zeros((1, 3, 224, 224), dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("size", [(640, 480), (4000, 3000), (333, 500), (224, 224), (250, 250)])
+def test_band_weights_give_the_full_products(size):
+    """The banded horizontal pass reads, for each run of output columns, only
+    the source columns its taps reach, and sums the same weights."""
+    span_w = size[0]
+    x0, w = pillow_bilinear_weights(span_w, 0.0625 * span_w, 0.9375 * span_w, 224)
+    idx, wb = band_weights(w)
+    g, band, k = wb.shape
+    assert idx.shape == (g, band) and g * k >= 224 and idx.min() >= 0 and idx.max() < w.shape[1]
+    src = np.random.default_rng(0).uniform(0, 255, (5, w.shape[1]))
+    got = np.einsum("rgb,gbk->rgk", src[:, idx], wb).reshape(5, g * k)[:, :224]
+    np.testing.assert_allclose(got, src @ w.T, atol=1e-9)
+    if span_w >= 4 * 224:
+        assert band * g < w.shape[1] * 2           # a large reduction reads each source column about once
+
+
+def test_decoder_options_give_the_same_pixels(embedder, photos):
+    """resize="banded", chunk_images and overlap change how the work is cut,
+    not the answer: the same rows, sizes and fallbacks, pixels within one
+    level (float32 summation order) of the default's."""
+    refused = encode(photo_image(photos[3][0]), "JPEG", quality=90, comment=GPU_REFUSES)
+    images = [encode(photo_image(d).resize(s), "JPEG", quality=90)
+              for (d, _, _), s in zip(photos[:5], [(640, 480), (1153, 865), (333, 500), (640, 480), (1600, 1200)])]
+    images.insert(2, refused)
+    sizes = [routed_size(d)[1] for d in images]
+    base = GpuJpegDecoder(embedder.preprocessor, "cpu", decode_fn=_pillow_decode).decode(images, sizes)
+    assert base.fallback == [2] and base.rows == [0, 1, 3, 4, 5]
+    _pillow_decode.calls.clear()
+    dec = GpuJpegDecoder(embedder.preprocessor, "cpu", decode_fn=_pillow_decode, resize="banded", chunk_images=2,
+                         overlap=True)
+    try:
+        got = dec.decode(images, sizes)
+    finally:
+        dec.close()
+    # Chunks of two (the one holding the refused image again one at a time), the next decoding ahead.
+    assert _pillow_decode.calls == [2, 2, 1, 1, 2]
+    assert (got.rows, got.sizes, got.fallback) == (base.rows, base.sizes, base.fallback)
+    diff = np.abs(got.pixels.numpy().astype(int) - base.pixels.numpy().astype(int))
+    assert diff.max() <= 1 and diff.mean() < 1e-3
+    with pytest.raises(ValueError, match="resize"):
+        GpuJpegDecoder(embedder.preprocessor, "cpu", resize="nearest")
+    with pytest.raises(ValueError, match="chunk_images"):
+        GpuJpegDecoder(embedder.preprocessor, "cpu", chunk_images=0)
+
+
+def test_nvimgcodec_decode_fn_on_the_host(embedder, photos):
+    """nvImageCodec's decoder (optional, not a dependency) through its CPU
+    backend: the decode_fn contract (CHW on the device, raising for a bad
+    image, which then fails alone)."""
+    pytest.importorskip("nvidia.nvimgcodec")
+    images = [encode(photo_image(d), "JPEG", quality=90) for d, _, _ in photos[:3]]
+    sizes = [routed_size(d)[1] for d in images]
+    base = GpuJpegDecoder(embedder.preprocessor, "cpu", decode_fn=_pillow_decode).decode(images, sizes)
+    dec = GpuJpegDecoder(embedder.preprocessor, "cpu", decode_fn=nvimgcodec_decode_fn(["CPU_ONLY"]))
+    got = dec.decode(images + [images[0][:2] + b"\xff\xfe\x00\x04ab" + b"\x00" * 64 + b"\xff\xd9"],
+                     sizes + [(8, 8)])
+    assert got.rows == [0, 1, 2] and got.fallback == [3]
+    assert np.abs(got.pixels.numpy().astype(int) - base.pixels.numpy().astype(int)).max() <= 1

@@ -234,6 +234,8 @@ MAX_RESIZE_BYTES = 2 << 30
 # device memory of a batch of large photos (256 x 12 MP would be 9 GB).
 MAX_DECODE_PIXELS = 512 << 20
 MAX_WEIGHT_SIZES = 64           # source sizes whose resize weights stay on the device
+BAND_OUTPUTS = 16               # output columns a band of the banded horizontal pass computes
+RESIZES = ("matmul", "banded")
 
 
 @dataclasses.dataclass
@@ -256,6 +258,44 @@ def _torchvision_decode_jpeg() -> Callable:
     return decode
 
 
+def nvimgcodec_decode_fn(backends: Sequence[str] | None = None, cpu_threads: int = 0, options: str = "") -> Callable:
+    """A ``decode_fn`` for ``GpuJpegDecoder`` on NVIDIA's nvImageCodec
+    (``nvidia-nvimgcodec-cu13``, not a dependency: an experiment, see
+    ``bench/gpu_decode_study.py``). Unlike torchvision's decoder (one
+    decoder, one lock, one host thread for what the hardware engines do not
+    take) it picks among the hardware JPEG engines ("HW_GPU_ONLY"), CUDA
+    Huffman decoding ("GPU_ONLY"), host Huffman on ``cpu_threads`` threads
+    with the GPU for the rest ("HYBRID_CPU_GPU") and libjpeg-turbo
+    ("CPU_ONLY", a host without a GPU); ``backends`` names those allowed
+    (None: all). EXIF orientation is not applied (routing sends only upright
+    files). Raises when an image does not decode, as ``decode_fn`` must."""
+    import torch
+    from nvidia import nvimgcodec
+
+    kinds = None if backends is None else [nvimgcodec.Backend(getattr(nvimgcodec.BackendKind, b)) for b in backends]
+    cpu_only = backends is not None and list(backends) == ["CPU_ONLY"]
+    decoder = nvimgcodec.Decoder(device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY if cpu_only else -1,
+                                 max_num_cpu_threads=cpu_threads, backends=kinds, options=options)
+    params = nvimgcodec.DecodeParams(apply_exif_orientation=False, color_spec=nvimgcodec.SRGB)
+
+    def decode(tensors, device):
+        device = torch.device(device)
+        streams = [nvimgcodec.CodeStream(t.numpy()) for t in tensors]
+        stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+        images = decoder.decode(streams, params=params, cuda_stream=stream)
+        if any(im is None for im in images):
+            raise RuntimeError("nvImageCodec could not decode an image of the batch")
+        out = []
+        for im in images:
+            # (H, W, 3): on the GPU through DLPack, ordered on our stream; a host image through numpy
+            t = torch.from_dlpack(im) if device.type == "cuda" else torch.from_numpy(np.asarray(im.cpu()))
+            if t.ndim != 3 or t.shape[2] != 3:
+                raise RuntimeError(f"nvImageCodec gave shape {tuple(t.shape)}, expected (H, W, 3)")
+            out.append(t.to(device).permute(2, 0, 1))                              # (3, H, W), a view
+        return out
+    return decode
+
+
 class GpuJpegDecoder:
     """Routed JPEGs -> the model's input pixels on ``device``.
 
@@ -269,17 +309,37 @@ class GpuJpegDecoder:
     decode_fn : ``(list of 1-D uint8 CPU tensors, device) -> list of
         (3, H, W) uint8 tensors on device``, raising on a bad image;
         default torchvision's ``decode_jpeg`` in RGB mode.
+    resize : "matmul" (default): the horizontal pass as one matrix product
+        over the crop's full width; "banded": the same weights, each run of
+        BAND_OUTPUTS output columns multiplied only by the band of source
+        columns it reads (a 12 MP photo: ~20x fewer multiply-adds; the same
+        sums up to float32 rounding order).
+    chunk_images : at most this many images a decoder call (None: bounded
+        by MAX_DECODE_PIXELS only).
+    overlap : decode the next chunk on a helper thread while this one is
+        resized (torchvision's decoder holds one process-wide lock, so
+        decoder calls never overlap each other, but they can overlap the
+        resize).
     """
 
     def __init__(self, preprocessor: Preprocessor, device="cuda", limits: DecodeLimits = DecodeLimits(),
-                 progressive: bool = False, decode_fn: Callable | None = None):
+                 progressive: bool = False, decode_fn: Callable | None = None, resize: str = "matmul",
+                 chunk_images: int | None = None, overlap: bool = False):
         import torch
+        if resize not in RESIZES:
+            raise ValueError(f"resize must be one of {RESIZES}, got {resize!r}")
+        if chunk_images is not None and chunk_images < 1:
+            raise ValueError(f"chunk_images must be >= 1, got {chunk_images}")
         self._torch = torch
         self.pre = preprocessor
         self.device = torch.device(device)
         self.limits = limits
         self.progressive = progressive
         self._decode_fn = decode_fn or _torchvision_decode_jpeg()
+        self.resize = resize
+        self.chunk_images = chunk_images
+        self.overlap = overlap
+        self._pool = None               # the helper thread of ``overlap``, made on first use
         # Per source size, the resize's two weight matrices on the device (a
         # 12 MP size: ~4 MB), the most recently used MAX_WEIGHT_SIZES of them:
         # a stream of odd sizes must not grow device memory without bound.
@@ -295,32 +355,63 @@ class GpuJpegDecoder:
         (width, height) ``route`` gave). Never raises for an image: one the
         decoder refuses is listed in ``fallback``."""
         torch = self._torch
-        decoded: dict[int, object] = {}
+        resized: dict[int, object] = {}        # index -> (S, S, 3) uint8 on device
+        decoded_sizes: dict[int, tuple[int, int]] = {}
         fallback: list[int] = []
-        for chunk in self._chunks(sizes):
-            decoded_chunk, failed = self._decode_chunk([images[i] for i in chunk])
-            decoded.update((chunk[j], t) for j, t in decoded_chunk.items())
+        for chunk, (decoded_chunk, failed) in self._decoded_chunks(images, self._chunks(sizes)):
             fallback += [chunk[j] for j in failed]
-        rows = sorted(decoded)
+            groups: dict[tuple[int, int], list[int]] = {}
+            for j, t in decoded_chunk.items():
+                groups.setdefault(tuple(t.shape[1:]), []).append(j)
+                decoded_sizes[chunk[j]] = (int(t.shape[2]), int(t.shape[1]))
+            for (h, w), js in groups.items():
+                step = max(1, MAX_RESIZE_BYTES // self._resize_bytes(w, h))
+                for a in range(0, len(js), step):
+                    part = js[a:a + step]
+                    out = self._resize(torch.stack([decoded_chunk[j] for j in part]), w, h)
+                    resized.update((chunk[j], out[k]) for k, j in enumerate(part))
+            del decoded_chunk
+        rows = sorted(resized)
         s = self.pre.size
-        out = torch.empty((len(rows), s, s, 3), dtype=torch.uint8, device=self.device)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for k, i in enumerate(rows):
-            groups.setdefault(tuple(decoded[i].shape[1:]), []).append(k)
-        for (h, w), ks in groups.items():
-            step = max(1, MAX_RESIZE_BYTES // (3 * h * w * 4))
-            for a in range(0, len(ks), step):
-                part = ks[a:a + step]
-                out[part] = self._resize(torch.stack([decoded[rows[k]] for k in part]), w, h)
-        sizes = [(int(decoded[i].shape[2]), int(decoded[i].shape[1])) for i in rows]
-        return GpuDecoded(out, rows, sizes, sorted(fallback))
+        out = torch.stack([resized[i] for i in rows]) if rows else \
+            torch.empty((0, s, s, 3), dtype=torch.uint8, device=self.device)
+        return GpuDecoded(out, rows, [decoded_sizes[i] for i in rows], sorted(fallback))
 
-    @staticmethod
-    def _chunks(sizes: Sequence[tuple[int, int]]) -> list[list[int]]:
-        """Indices of the images of ``sizes`` in runs of at most MAX_DECODE_PIXELS."""
+    def _decoded_chunks(self, images: Sequence[bytes], chunks: list[list[int]]):
+        """(chunk, ``_decode_chunk``'s answer) for each chunk, in order; with
+        ``overlap``, the next chunk decoding on the helper thread meanwhile."""
+        if not self.overlap or len(chunks) < 2:
+            for chunk in chunks:
+                yield chunk, self._decode_chunk([images[i] for i in chunk])
+            return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="imagesieve-nvjpeg")
+        ahead = collections.deque()
+        for chunk in chunks:
+            ahead.append((chunk, self._pool.submit(self._decode_chunk, [images[i] for i in chunk])))
+            if len(ahead) > 1:
+                done, future = ahead.popleft()
+                yield done, future.result()
+        while ahead:
+            done, future = ahead.popleft()
+            yield done, future.result()
+
+    def _resize_bytes(self, width: int, height: int) -> int:
+        """Device working memory of one image's resize, about."""
+        if self.resize == "banded":
+            side = max(1, round(min(width, height) * self.pre.crop_fraction))
+            # float32: the gathered bands (a quarter wider than the crop), their copy for bmm, the pass's output
+            return 3 * side * (side * 5 // 4 + 64) * 4 * 3
+        return 3 * height * width * 4
+
+    def _chunks(self, sizes: Sequence[tuple[int, int]]) -> list[list[int]]:
+        """Indices of the images of ``sizes`` in runs of at most
+        MAX_DECODE_PIXELS (and ``chunk_images`` images)."""
         chunks, current, pixels = [], [], 0
+        most = self.chunk_images or len(sizes) or 1
         for i, (w, h) in enumerate(sizes):
-            if current and pixels + w * h > MAX_DECODE_PIXELS:
+            if current and (pixels + w * h > MAX_DECODE_PIXELS or len(current) >= most):
                 chunks.append(current)
                 current, pixels = [], 0
             current.append(i)
@@ -361,15 +452,67 @@ class GpuJpegDecoder:
             left, top, right, bottom = self.pre.crop_box(width, height)
             x0, wx = pillow_bilinear_weights(width, left, right, self.pre.size)
             y0, wy = pillow_bilinear_weights(height, top, bottom, self.pre.size)
+            bands = None
+            if self.resize == "banded":
+                idx, wb = band_weights(wx)
+                bands = (torch.from_numpy(idx).to(self.device), torch.from_numpy(wb.astype(np.float32)).to(self.device))
             self._weights[key] = (x0, torch.from_numpy(wx.T.astype(np.float32)).to(self.device),
-                                  y0, torch.from_numpy(wy.astype(np.float32)).to(self.device))
+                                  y0, torch.from_numpy(wy.astype(np.float32)).to(self.device), bands)
             while len(self._weights) > MAX_WEIGHT_SIZES:
                 self._weights.popitem(last=False)
-        x0, wx_t, y0, wy = self._weights[key]
-        src = batch[:, :, y0:y0 + wy.shape[1], x0:x0 + wx_t.shape[0]].float()
-        across = torch.matmul(src, wx_t).add_(0.5).floor_().clamp_(0, 255)       # (n, 3, rows, S)
+        x0, wx_t, y0, wy, bands = self._weights[key]
+        src = batch[:, :, y0:y0 + wy.shape[1], x0:x0 + wx_t.shape[0]]
+        if bands is None:
+            across = torch.matmul(src.float(), wx_t)                              # (n, 3, rows, S)
+        else:
+            idx, wb = bands                                                       # (G, band), (G, band, k)
+            n, c, rows = src.shape[:3]
+            g, band, k = wb.shape
+            gathered = src.index_select(3, idx.reshape(-1)).float().view(n * c * rows, g, band)
+            across = torch.bmm(gathered.transpose(0, 1), wb)                    # (G, n*3*rows, k)
+            across = across.transpose(0, 1).reshape(n, c, rows, g * k)[..., :self.pre.size]
+        across = across.add_(0.5).floor_().clamp_(0, 255)
         down = torch.matmul(wy, across).add_(0.5).floor_().clamp_(0, 255)        # (n, 3, S, S)
         return down.to(torch.uint8).permute(0, 2, 3, 1)
+
+    def close(self) -> None:
+        """Stop the helper thread of ``overlap``, if started."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def band_weights(w: np.ndarray, outputs: int = BAND_OUTPUTS) -> tuple[np.ndarray, np.ndarray]:
+    """``pillow_bilinear_weights``' (S, span) matrix cut into bands: runs of
+    ``outputs`` output pixels, each with the one window of source columns
+    that holds all their taps (every window as wide as the widest, kept
+    inside the span). Returns (idx (G, band) int64 source columns, weights
+    (G, band, outputs) float64), G = ceil(S / outputs), zero rows and columns
+    where a window reaches past its taps or the last band past S, so that
+    ``out[:, g*outputs + j] = src[:, idx[g]] @ weights[g, :, j]`` equals
+    ``src @ w.T`` column for column."""
+    s, span = w.shape
+    g = -(-s // outputs)
+    nz = w != 0
+    lo = np.where(nz.any(1), nz.argmax(1), 0)
+    hi = np.where(nz.any(1), span - nz[:, ::-1].argmax(1), 0)
+    starts, ends = [], []
+    for b in range(g):
+        rows = slice(b * outputs, min(s, (b + 1) * outputs))
+        starts.append(int(lo[rows].min()))
+        ends.append(int(hi[rows].max()))
+    band = max(1, max(e - a for a, e in zip(starts, ends)))
+    band = min(band, span)
+    idx = np.empty((g, band), np.int64)
+    out = np.zeros((g, band, outputs), np.float64)
+    for b, a in enumerate(starts):
+        a = min(a, span - band)
+        idx[b] = np.arange(a, a + band)
+        for j in range(outputs):
+            r = b * outputs + j
+            if r < s:
+                out[b, :, j] = w[r, a:a + band]
+    return idx, out
 
 
 def tiny_jpeg() -> bytes:
@@ -411,4 +554,5 @@ def gpu_decoder_for(executor, preprocessor: Preprocessor, limits: DecodeLimits, 
     return decoder
 
 
-__all__ = ["GpuDecoded", "GpuJpegDecoder", "gpu_decoder_for", "gpu_route", "pillow_bilinear_weights", "routed_size"]
+__all__ = ["GpuDecoded", "GpuJpegDecoder", "band_weights", "gpu_decoder_for", "gpu_route", "nvimgcodec_decode_fn",
+           "pillow_bilinear_weights", "routed_size"]

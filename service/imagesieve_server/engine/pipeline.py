@@ -329,6 +329,8 @@ class Embedder:
     def close(self) -> None:
         if self._gpu_pool is not None:
             self._gpu_pool.shutdown(wait=True, cancel_futures=True)
+        if self.gpu_decoder is not None:
+            self.gpu_decoder.close()              # its helper thread, if ``overlap`` started one
         self.pool.shutdown(wait=True, cancel_futures=True)
         if self._unpin_buffers is not None:
             self._unpin_buffers()                 # before the buffers are unmapped

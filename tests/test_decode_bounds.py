@@ -826,3 +826,17 @@ def test_ordinary_webp_and_gif_still_decode(photos):
     assert decode_image(big, 224).size == (4000, 3000)
     flat = encode(Image.new("P", (5000, 5000), 3), "GIF")
     assert decode_image(flat, 224).size == (5000, 5000)
+
+
+def test_an_apng_of_many_frames_decodes_its_first():
+    """Pillow reads an animated PNG up to its second frame's control chunk
+    (decoding takes the first frame): 1,100 frames were refused for their
+    frame controls, counted as chunks besides the pixel data. After the
+    first frame they no longer count; before it, and in a still PNG, they do."""
+    frames = [Image.new("RGB", (32, 32), (i % 256, 0, 0)) for i in range(1100)]
+    apng = encode(frames[0], "PNG", save_all=True, append_images=frames[1:])
+    out = decode_image(apng, 16)
+    assert out.size == (32, 32) and out.getpixel((0, 0)) == (0, 0, 0)
+    still = _png_with([], after=[_png_chunk(b"prVt", b"")] * 2000)
+    with pytest.raises(DecodeError, match="chunks besides its pixel data"):
+        decode_image(still, 16)

@@ -209,14 +209,22 @@ def _tiff(data: bytes, max_pixels: int) -> str | None:
 def _png(data: bytes) -> str | None:
     """Every chunk, before the pixels and after them (Pillow reads those
     after the pixels when it finishes loading): how many that are not
-    pixel data, how many compressed, and how many in all."""
-    pos, other, compressed = 8, 0, 0
+    pixel data, how many compressed, and how many in all. An animated PNG
+    is read up to its second frame's control chunk, where Pillow stops
+    (decoding takes the first frame): an APNG of 1,100 frames was refused
+    for its 1,100 frame controls."""
+    pos, other, compressed, pixels = 8, 0, 0, False
+    controls, frames = 0, 0                     # acTL chunks before the pixels, the frames the last says
     for _ in range(MAX_PNG_CHUNKS):
         if pos + 8 > len(data):
             return None
         kind = data[pos + 4:pos + 8]
-        if kind == b"IEND":
+        animated = controls == 1 and 1 < frames <= 0x80000000      # as Pillow: one acTL (two: a still)
+        if kind == b"IEND" or (kind == b"fcTL" and animated and pixels):
             return None
+        if kind == b"acTL" and not pixels:
+            controls, frames = controls + 1, _u(data, pos + 8, 4, "big")
+        pixels = pixels or kind == b"IDAT"
         if kind not in (b"IDAT", b"fdAT"):
             other += 1
             if other > MAX_HEADER_SEGMENTS:

@@ -702,3 +702,141 @@ def test_ordinary_files_of_those_kinds_still_decode():
     jp2 = np.asarray(decode_image(_jp2_with(struct.pack(">I4s", 20, b"uuid") + b"x" * 12, struct.pack(
         ">I4s", 8, b"free")), 32))[..., 0]
     assert jp2.shape == (32, 32) and jp2[0, 0] < jp2[31, 31]
+
+
+# -- canvases the bytes do not pay for (issue 14, F6) ------------------------------
+
+def _riff_chunk(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("<I", len(body)) + body + (b"\0" if len(body) & 1 else b"")
+
+
+def _webp(*chunks: bytes) -> bytes:
+    body = b"WEBP" + b"".join(chunks)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def _vp8l_flat(w: int, h: int) -> bytes:
+    """A lossless WebP bitstream of w x h in which every pixel costs zero
+    bits: no transform, no colour cache, five prefix codes of one symbol."""
+    bits: list[int] = []
+
+    def put(value: int, n: int) -> None:
+        bits.extend((value >> i) & 1 for i in range(n))
+    put(0x2F, 8), put(w - 1, 14), put(h - 1, 14), put(1, 1), put(0, 3)
+    put(0, 3)                                   # no transform, no cache, no meta codes
+    for symbol in (30, 200, 30, 255, 0):        # green, red, blue, alpha, distance
+        put(0b101, 3), put(symbol, 8)           # a simple code of one 8-bit symbol
+    bits += [0] * (-len(bits) % 8)
+    return bytes(sum(bits[i + j] << j for j in range(8)) for i in range(0, len(bits), 8))
+
+
+def _vp8x(w: int, h: int, animated: bool) -> bytes:
+    return _riff_chunk(b"VP8X", bytes([0x12 if animated else 0x10, 0, 0, 0])
+                       + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little"))
+
+
+def _anmf(w: int, h: int, bitstream: bytes, x: int = 0, y: int = 0) -> bytes:
+    return _riff_chunk(b"ANMF", (x // 2).to_bytes(3, "little") + (y // 2).to_bytes(3, "little")
+                       + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
+                       + (100).to_bytes(3, "little") + b"\0" + bitstream)
+
+
+def _animated_webp(canvas: int, frames: list[tuple[int, bytes]]) -> bytes:
+    """An animated WebP of a canvas x canvas canvas; frames: (side, VP8L bitstream)."""
+    return _webp(_vp8x(canvas, canvas, True), _riff_chunk(b"ANIM", b"\0" * 6),
+                 *(_anmf(side, side, _riff_chunk(b"VP8L", bits)) for side, bits in frames))
+
+
+def _gif_screen(side: int, frame: int = 1) -> bytes:
+    """A GIF whose logical screen is side x side, its one frame frame x frame."""
+    gif = bytearray(encode(Image.new("P", (frame, frame), 1), "GIF"))
+    gif[6:10] = struct.pack("<HH", side, side)
+    return bytes(gif)
+
+
+CANVAS_BOMBS = {
+    # as the probe's file (142 bytes, Pillow's encoder): 1.8 s and 1.5 GB before
+    "animated WebP of two 10000x10000 frames, 136 bytes": (
+        _animated_webp(10000, [(10000, _vp8l_flat(10000, 10000))] * 2), "10000x10000 canvas"),
+    # 34 bytes: 2.5 s and 1.5 GB before; smaller here, to cost a test little before the fix too
+    "lossless WebP still of 6000x6000, 34 bytes": (_webp(_riff_chunk(b"VP8L", _vp8l_flat(6000, 6000))),
+                                                   "6000x6000 canvas"),
+    "WebP still of 6000x6000 after 200 KB of XMP": (
+        _webp(_vp8x(6000, 6000, False), _riff_chunk(b"XMP ", b"x" * 200_000),
+              _riff_chunk(b"VP8L", _vp8l_flat(6000, 6000))), "in 13 bytes of image data"),
+    "animated WebP, a 16x16 first frame on a 6000x6000 canvas": (
+        _animated_webp(6000, [(16, _vp8l_flat(16, 16))] * 2), "first frame"),
+    # the bytes that count are the first frame's, the one decoded: 200 KB of later frames buy nothing
+    "animated WebP of 6000x6000, 200 KB of later frames": (
+        _animated_webp(6000, [(6000, _vp8l_flat(6000, 6000))] + [(64, _vp8l_flat(64, 64) + b"\0" * 1000)] * 200),
+        "in 22 bytes of its first frame"),
+    # a 1x1 frame on a 10000x10000 screen, 37 bytes: 0.2 s and 380 MB before
+    "GIF of a 1x1 frame on a 10000x10000 screen": (_gif_screen(10000), "GIF of a 10000x10000 canvas"),
+}
+
+
+@pytest.mark.parametrize("name", list(CANVAS_BOMBS))
+def test_canvases_the_bytes_do_not_pay_for_are_refused(name):
+    """libwebp allocates a WebP's canvas whatever its bytes (Pillow decodes a
+    still through the animation decoder too), and its lossless coding can
+    spend zero bits a pixel; a GIF's screen beyond its first frame is fill.
+    Beyond FREE_CANVAS_PIXELS the canvas is bounded by the bytes of the
+    picture decoded, from the chunks, before Pillow opens the file."""
+    data, says = CANVAS_BOMBS[name]
+    t = time.perf_counter()
+    with pytest.raises(DecodeError) as e:
+        decode_image(data, 224)
+    assert e.value.code == "RESOURCE_EXHAUSTED" and says in str(e.value), str(e.value)
+    assert "convert it" in str(e.value)
+    assert time.perf_counter() - t < 0.5, name
+
+
+def test_a_webp_frame_outside_its_canvas_is_refused_saying_so():
+    """libwebp's demuxer refuses it (cheaply); the error now says why."""
+    data = _animated_webp(64, [(10000, _vp8l_flat(10000, 10000)), (16, _vp8l_flat(16, 16))])
+    with pytest.raises(DecodeError) as e:
+        decode_image(data, 224)
+    assert e.value.code == "INVALID_ARGUMENT"
+    assert "frame 0, 10000x10000 at (0, 0), reaches outside its 64x64 canvas" in str(e.value)
+
+
+def test_ordinary_webp_and_gif_still_decode(photos):
+    """What encoders write passes: animated WebP (lossy, lossless, 2,000
+    frames), a flat picture within FREE_CANVAS_PIXELS whatever its bytes, a
+    lossless 4K page of text (1,220 pixels a byte), a 12 MP photo, and a
+    25 MP GIF of one colour as Pillow writes it (LZW: ~1,300 pixels a byte)."""
+    from PIL import ImageDraw
+    photo = photo_image(photos[0][0])
+    frames = [photo, photo.rotate(90), photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
+    for kw in ({"quality": 80}, {"lossless": True, "method": 0}):
+        anim = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], **kw)
+        out = decode_image(anim, 224)
+        assert out.size == photo.size and cosine(np.asarray(out, np.float32).ravel(),
+                                                 np.asarray(photo, np.float32).ravel()) > 0.99
+    many = _animated_webp(64, [(64, _vp8l_flat(64, 64))] * 2000)
+    assert decode_image(many, 16).size == (64, 64)
+    assert decode_image(_webp(_riff_chunk(b"VP8L", _vp8l_flat(2048, 4096))), 224).size == (2048, 4096)
+    assert decode_image(_gif_screen(2048, 16), 224).size == (2048, 2048)
+    page = Image.new("RGB", (3840, 2160), "white")
+    draw = ImageDraw.Draw(page)
+    for y in range(100, 2100, 40):
+        draw.text((100, y), f"The quick brown fox jumps over the lazy dog {y}", fill="black")
+    assert decode_image(encode(page, "WEBP", lossless=True), 224).size == (3840, 2160)
+    big = encode(photo.resize((4000, 3000)), "WEBP", quality=80)
+    assert decode_image(big, 224).size == (4000, 3000)
+    flat = encode(Image.new("P", (5000, 5000), 3), "GIF")
+    assert decode_image(flat, 224).size == (5000, 5000)
+
+
+def test_an_apng_of_many_frames_decodes_its_first():
+    """Pillow reads an animated PNG up to its second frame's control chunk
+    (decoding takes the first frame): 1,100 frames were refused for their
+    frame controls, counted as chunks besides the pixel data. After the
+    first frame they no longer count; before it, and in a still PNG, they do."""
+    frames = [Image.new("RGB", (32, 32), (i % 256, 0, 0)) for i in range(1100)]
+    apng = encode(frames[0], "PNG", save_all=True, append_images=frames[1:])
+    out = decode_image(apng, 16)
+    assert out.size == (32, 32) and out.getpixel((0, 0)) == (0, 0, 0)
+    still = _png_with([], after=[_png_chunk(b"prVt", b"")] * 2000)
+    with pytest.raises(DecodeError, match="chunks besides its pixel data"):
+        decode_image(still, 16)

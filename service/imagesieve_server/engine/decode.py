@@ -283,7 +283,8 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
                               f"(e.g. to PNG)") from None
         raise DecodeError(f"not a recognised image format (accepted: {', '.join(FORMATS)})") from None
     except Exception as e:  # noqa: BLE001 - any parser failure is bad input
-        raise DecodeError(f"cannot read image header: {e}") from None
+        why = preflight.webp_frames_outside(data) if data[8:12] == b"WEBP" else None
+        raise DecodeError(f"cannot read image header: {e}" + (f" ({why})" if why else "")) from None
     w, h = img.size
     if w <= 0 or h <= 0:
         raise DecodeError(f"image header has an invalid size {w}x{h}")

@@ -23,7 +23,15 @@ seconds to minutes (two adversarial probes; README, "A fourth and a fifth probe"
 - a GIF's extension blocks before its first frame are read one by one while
   opening (840,000 one-byte comments, 4 MB: 0.6 s), stray bytes one at a time;
 - a JPEG 2000 file's boxes before its codestream are read one by one while
-  opening (2 million empty ones, 15 MB: 1.7 s).
+  opening (2 million empty ones, 15 MB: 1.7 s);
+- a WebP or GIF canvas costs its pixels whatever its bytes: libwebp makes
+  canvas-sized buffers for every WebP (Pillow opens stills through its
+  animation decoder too) and codes a flat picture in almost no bits, and a
+  GIF's first frame may cover a corner of its screen. A 142-byte animated
+  WebP of 10000x10000 cost 1.8 s and 1.5 GB (a seventh probe, F6), a 34-byte
+  lossless still the same, a 37-byte GIF screen 0.2 s and 380 MB. Beyond
+  ``FREE_CANVAS_PIXELS`` the canvas is bounded by the bytes of the picture
+  that is decoded (``WEBP_PIXELS_PER_BYTE``, ``GIF_PIXELS_PER_BYTE``).
 
 Each check reads headers only, at most ``MAX_HEADER_SEGMENTS`` segments,
 and returns why the file is refused (a RESOURCE_EXHAUSTED item error), or
@@ -52,6 +60,16 @@ MAX_JPEG_PADDING = 1 << 16      # bytes between a JPEG's segments before its fir
 MAX_NETPBM_HEADER = 4096           # bytes of a netpbm header before its pixels (real files: dozens)
 MAX_GIF_EXTENSION_BYTES = 16 << 20   # bytes of a GIF's extensions before its first frame (XMP: a few MB)
 MAX_GIF_STRAY = 1 << 16         # stray bytes before a GIF's first frame (Pillow skips them; real files: 0)
+# Canvas pixels a file may have whatever its bytes (a 4K UHD frame is 8.3 MP;
+# a WebP of these costs ~0.2 s and ~200 MB to decode).
+FREE_CANVAS_PIXELS = 1 << 23
+# Beyond that, canvas pixels a byte of the picture decoded (a still's
+# bitstream, an animation's first frame; never metadata or later frames).
+# Lossless WebP of a 4K page of text: 1,220 a byte, measured; photos 2-40.
+WEBP_PIXELS_PER_BYTE = 2048
+# LZW reaches ~2,730 pixels a byte at best (12-bit codes of at most ~4,090
+# pixels): a GIF whose first frame covers its screen is never refused.
+GIF_PIXELS_PER_BYTE = 4096
 _GIF_MARK = re.compile(rb"[!,;]")   # what ends a run of stray bytes: an extension, a frame, the end
 _BMP_RLE = {1: "RLE8", 2: "RLE4"}
 
@@ -72,7 +90,9 @@ def problem(data: bytes, max_pixels: int) -> str | None:
     if head[:4] == b"8BPS":
         return _psd(data)
     if head[:6] in (b"GIF87a", b"GIF89a"):
-        return _gif(data)
+        return _gif(data, max_pixels)
+    if head[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return _webp(data)
     if len(head) >= 3 and head[:1] == b"P" and head[1:2] in b"123456f" and (head[2:3].isspace() or head[2:3] == b"#"):
         return _netpbm(data)
     return None
@@ -189,14 +209,22 @@ def _tiff(data: bytes, max_pixels: int) -> str | None:
 def _png(data: bytes) -> str | None:
     """Every chunk, before the pixels and after them (Pillow reads those
     after the pixels when it finishes loading): how many that are not
-    pixel data, how many compressed, and how many in all."""
-    pos, other, compressed = 8, 0, 0
+    pixel data, how many compressed, and how many in all. An animated PNG
+    is read up to its second frame's control chunk, where Pillow stops
+    (decoding takes the first frame): an APNG of 1,100 frames was refused
+    for its 1,100 frame controls."""
+    pos, other, compressed, pixels = 8, 0, 0, False
+    controls, frames = 0, 0                     # acTL chunks before the pixels, the frames the last says
     for _ in range(MAX_PNG_CHUNKS):
         if pos + 8 > len(data):
             return None
         kind = data[pos + 4:pos + 8]
-        if kind == b"IEND":
+        animated = controls == 1 and 1 < frames <= 0x80000000      # as Pillow: one acTL (two: a still)
+        if kind == b"IEND" or (kind == b"fcTL" and animated and pixels):
             return None
+        if kind == b"acTL" and not pixels:
+            controls, frames = controls + 1, _u(data, pos + 8, 4, "big")
+        pixels = pixels or kind == b"IDAT"
         if kind not in (b"IDAT", b"fdAT"):
             other += 1
             if other > MAX_HEADER_SEGMENTS:
@@ -279,18 +307,21 @@ def _jp2(data: bytes) -> str | None:
     return None
 
 
-def _gif(data: bytes) -> str | None:
+def _gif(data: bytes, max_pixels: int) -> str | None:
     """What comes before the first frame: extension blocks (comments,
     application data, frame controls) and stray bytes, which Pillow reads
     while opening, the blocks one by one and a stray byte at a time. Blocks
     after the first frame are read only when seeking to later frames, which
-    decoding never does."""
+    decoding never does. Then the first frame's data against the canvas
+    (``_gif_frame``)."""
     flags = data[10] if len(data) > 10 else 0
     pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)     # header, screen, global colours
     blocks = stray = carried = 0
     while pos < len(data):
         byte = data[pos]
-        if byte in (0x2C, 0x3B):                                    # the first frame, or the end
+        if byte == 0x2C:                                            # the first frame
+            return _gif_frame(data, pos, max_pixels)
+        if byte == 0x3B:                                            # the end
             return None
         if byte != 0x21:
             found = _GIF_MARK.search(data, pos, pos + MAX_GIF_STRAY + 1)
@@ -312,4 +343,95 @@ def _gif(data: bytes) -> str | None:
                 return (f"GIF with over {MAX_GIF_EXTENSION_BYTES >> 20} MiB of extension data before its first "
                         "frame")
         pos += 1
+    return None
+
+
+def _canvas_problem(what: str, w: int, h: int, coded: int, per_byte: int, of: str) -> str | None:
+    """Why a ``w`` x ``h`` canvas is more than ``coded`` bytes justify, or None."""
+    if w * h <= max(FREE_CANVAS_PIXELS, per_byte * coded):
+        return None
+    return (f"{what} of a {w}x{h} canvas ({w * h} pixels) in {coded} bytes of {of}: above "
+            f"{FREE_CANVAS_PIXELS} pixels a canvas may have without the bytes to show for them (at most "
+            f"{per_byte} a byte: decoding costs the whole canvas, whatever its bytes); convert it, e.g. to PNG")
+
+
+def _webp(data: bytes) -> str | None:
+    """The canvas of a WebP against the bytes of what is decoded: a still's
+    bitstream (VP8 or VP8L, and ALPH), an animation's first frame (only that
+    one is decoded). libwebp allocates the canvas whatever the bytes, and
+    its demuxer refuses frames outside the canvas itself. Chunks are walked
+    up to the first picture, at most MAX_HEADER_SEGMENTS of them."""
+    at, end = 12, min(len(data), 8 + _u(data, 4, 4)) if len(data) >= 12 else 0
+    canvas = None
+    coded = 0
+    for _ in range(MAX_HEADER_SEGMENTS):
+        if at + 8 > end:
+            return None                       # no picture: damaged, which Pillow says
+        kind, size = data[at:at + 4], _u(data, at + 4, 4)
+        body = at + 8
+        if kind == b"VP8X" and size >= 10:
+            canvas = 1 + _u(data, body + 4, 3), 1 + _u(data, body + 7, 3)
+        elif kind == b"ALPH":
+            coded += size
+        elif kind in (b"VP8 ", b"VP8L"):
+            if canvas is None:                # a simple file: the size is the bitstream's
+                head = data[body:body + 10]
+                if kind == b"VP8L" and len(head) >= 5 and head[0] == 0x2F:
+                    bits = _u(head, 1, 4)
+                    canvas = 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+                elif kind == b"VP8 " and head[3:6] == b"\x9d\x01\x2a":
+                    canvas = _u(head, 6, 2) & 0x3FFF, _u(head, 8, 2) & 0x3FFF
+                else:
+                    return None               # not a bitstream libwebp reads: it says so
+            return _canvas_problem("WebP", *canvas, coded + size, WEBP_PIXELS_PER_BYTE, "image data")
+        elif kind == b"ANMF":
+            if canvas is None:
+                return None
+            return _canvas_problem("animated WebP", *canvas, max(0, size - 16), WEBP_PIXELS_PER_BYTE,
+                                   "its first frame (the one decoded)")
+        at = body + size + (size & 1)
+    return f"WebP with over {MAX_HEADER_SEGMENTS} chunks before its picture"
+
+
+def _gif_frame(data: bytes, pos: int, max_pixels: int) -> str | None:
+    """The first frame (at ``pos``) against the canvas Pillow decodes it on:
+    the logical screen, grown to the frame where it reaches further. The
+    rest of the screen is fill, which costs its pixels and no bytes (a 1x1
+    frame on a 10000x10000 screen, 37 bytes: 0.2 s and 380 MB). Its data
+    blocks are read up to the bytes the canvas needs."""
+    if pos + 10 > len(data):
+        return None
+    x, y, fw, fh, flags = _u(data, pos + 1, 2), _u(data, pos + 3, 2), _u(data, pos + 5, 2), _u(data, pos + 7, 2), data[pos + 9]
+    w, h = max(_u(data, 6, 2), x + fw), max(_u(data, 8, 2), y + fh)
+    if w * h <= FREE_CANVAS_PIXELS or w * h > max_pixels:        # free, or refused on its size anyway
+        return None
+    needed = -(-w * h // GIF_PIXELS_PER_BYTE)
+    at = pos + 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1    # local colours, LZW code size
+    coded = 0
+    while coded < needed and at < len(data) and data[at]:
+        coded += data[at]
+        at += 1 + data[at]
+    return _canvas_problem("GIF", w, h, coded, GIF_PIXELS_PER_BYTE, "its first frame (the one decoded)")
+
+
+def webp_frames_outside(data: bytes) -> str | None:
+    """Which frame of an animated WebP reaches outside its canvas, or None:
+    libwebp's demuxer refuses such a file ("could not create decoder
+    object"), and this says why. Reads at most MAX_HEADER_SEGMENTS chunks."""
+    at, end, canvas = 12, min(len(data), 8 + _u(data, 4, 4)), None
+    frame = 0
+    for _ in range(MAX_HEADER_SEGMENTS):
+        if at + 8 > end:
+            return None
+        kind, size, body = data[at:at + 4], _u(data, at + 4, 4), at + 8
+        if kind == b"VP8X" and size >= 10:
+            canvas = 1 + _u(data, body + 4, 3), 1 + _u(data, body + 7, 3)
+        elif kind == b"ANMF" and size >= 16 and canvas is not None:
+            x, y = 2 * _u(data, body, 3), 2 * _u(data, body + 3, 3)
+            w, h = 1 + _u(data, body + 6, 3), 1 + _u(data, body + 9, 3)
+            if x + w > canvas[0] or y + h > canvas[1]:
+                return (f"its frame {frame}, {w}x{h} at ({x}, {y}), reaches outside its {canvas[0]}x{canvas[1]} "
+                        "canvas")
+            frame += 1
+        at = body + size + (size & 1)
     return None

@@ -591,7 +591,8 @@ def test_heavily_blurred_copies_are_compared_at_one_sharpness(embedder, photos):
                           [hashlib.sha256(x).hexdigest() for x in blobs], signatures=s)
     pairs = set(zip(rep.a.tolist(), rep.b.tolist()))
     assert all(source[a] == source[b] for a, b in pairs), "distinct photos paired"
-    assert np.mean([(source[c], c) in pairs for c in range(n0, n)]) >= 0.8
+    found = np.mean([(source[c], c) in pairs for c in range(n0, n)])
+    assert found >= 0.8, found          # 0.5 before the sharpness matching
 
 
 def test_a_streaming_check_finds_a_blurred_copy_by_its_layout(embedder, photos, tmp_path, monkeypatch):

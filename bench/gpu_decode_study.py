@@ -1,6 +1,6 @@
 """Where GPU JPEG decoding's time goes at 12 MP (issue 17): each stage alone.
 
-    python bench/gpu_decode_study.py [--device cuda] [--quick] [--out FILE]
+    python bench/gpu_decode_study.py [--device cuda] [--quick] [--out FILE] [--sections a,b] [--rows x,y]
 
 On the H200 the pipeline with GPU decoding ran 5,926 img/s at 0.3 MP but 663
 at 12 MP (README, "Decoding on the GPU"). This measures, on the same kind of
@@ -27,7 +27,15 @@ cycled), images/s, medians of --repeats:
              decode, when ``nvidia.nvimgcodec`` imports;
   g_pipeline the whole pipeline: ``Embedder(gpu_decode=True)`` as
              ``bench/gpu.py`` runs it, the CPU threads for reference, and
-  h_variants the same with the decoder's options and nvImageCodec (best of i).
+  h_variants the same with the decoder's options and nvImageCodec (best of i),
+             and the GPU decoder and the shared-memory worker processes
+             together (``gpu_decode_share``: "hybrid_auto", "hybrid_0.6":
+             the GPU's share of each batch's JPEGs, the rest decoded in the
+             workers at the same time; each row says the share it ended on
+             and both sides' images/s).
+
+``--sections g_h_pipeline`` runs only the sections named (keys as in the
+JSON, both sizes), ``--rows`` only the pipeline rows named.
 
 Every section is guarded (its error is reported, the others run) and
 time-boxed (repeats are cut when its budget is spent); the JSON so far is
@@ -441,6 +449,8 @@ def pipelines(ctx: dict, deadline: float, variants: dict) -> dict:
     device, data, pre = ctx["device"], ctx["data"], ctx["pre"]
     out = {}
     for name, make in variants.items():
+        if ARGS.rows and name not in ARGS.rows:
+            continue
         if time.perf_counter() > deadline:
             out[name] = {"skipped": "section time spent"}
             continue
@@ -448,7 +458,13 @@ def pipelines(ctx: dict, deadline: float, variants: dict) -> dict:
         def measure(make=make):
             e = make()
             try:
-                return rate(lambda: e.embed_all(data), len(data), deadline)
+                r = rate(lambda: e.embed_all(data), len(data), deadline)
+                if e.gpu_decoder is not None and e.gpu_decode_share != 1:
+                    r["share_set"] = e.gpu_decode_share
+                    r["share_last"] = round(e._share(), 3)
+                    r["decode_rates"] = {k: None if v is None else round(v, 1) for k, v in e.decode_rates.items()}
+                    r["workers"] = e.decode_processes
+                return r
             finally:
                 e.close()
         out[name] = guarded(measure)
@@ -456,9 +472,20 @@ def pipelines(ctx: dict, deadline: float, variants: dict) -> dict:
     return out
 
 
-def embedder(device, gpu_decode=False, batch=256):
+def embedder(device, gpu_decode=False, batch=256, share=1.0, processes=0):
     return Embedder.from_model(runtime="torch", torch_device=device, torch_dtype="float32", max_batch_size=batch,
-                               gpu_decode=gpu_decode)
+                               gpu_decode=gpu_decode, gpu_decode_share=share, decode_processes=processes)
+
+
+def hybrids(device, pre) -> dict:
+    """Pipeline rows of the GPU decoder (its best options at 12 MP) with the
+    workers taking a share of each batch."""
+    def make(share, processes=0):
+        return lambda: embedder(device, GpuJpegDecoder(pre, device, **DECODER_VARIANTS["banded_overlap_c32"]),
+                                share=share, processes=processes)
+    procs = os.cpu_count() or 1
+    return {"hybrid_auto": make("auto"), "hybrid_0.6": make(0.6),
+            f"hybrid_auto_p{max(1, procs - 2)}": make("auto", max(1, procs - 2))}
 
 
 def main() -> int:
@@ -473,6 +500,10 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=256, help="12 MP images (0.3 MP: 4x as many)")
     ap.add_argument("--budget", type=float, default=215.0, help="seconds for the whole run (sections are cut)")
     ap.add_argument("--out", help="also write the JSON here (after every section)")
+    ap.add_argument("--sections", type=lambda s: set(s.split(",")),
+                    help="only these sections, comma-separated (e.g. g_h_pipeline); default all")
+    ap.add_argument("--rows", type=lambda s: set(s.split(",")),
+                    help="only these pipeline rows, comma-separated (e.g. banded_overlap_c32,hybrid_auto)")
     ARGS = ap.parse_args()
     large, small, distinct = (4000, 3000), (640, 480), 32
     if ARGS.quick:
@@ -507,6 +538,8 @@ def main() -> int:
     big, ref = sets["12MP"], sets["0.3MP"]
 
     def into(label, key, fn, share):
+        if ARGS.sections and key not in ARGS.sections:
+            return
         section(f"{label}.{key}", fn, share)
         SUMMARY[label][key] = SUMMARY.pop(f"{label}.{key}")
         save()
@@ -525,6 +558,7 @@ def main() -> int:
              "gpu_decode": lambda: embedder(device, True)}
         for name in ("banded", "banded_overlap_c32"):
             v[name] = lambda name=name: embedder(device, GpuJpegDecoder(pre, device, **DECODER_VARIANTS[name]))
+        v.update(hybrids(device, pre))
         nv = SUMMARY["12MP"].get("i_nvimgcodec", {})
         best = nv.get("best") if isinstance(nv, dict) else None
         if best:
@@ -541,8 +575,8 @@ def main() -> int:
     into("0.3MP", "g_h_pipeline", lambda d: pipelines(ref, d, {
         "gpu_decode": lambda: embedder(device, True),
         "banded_overlap_c32": lambda: embedder(device, GpuJpegDecoder(pre, device,
-                                                                      **DECODER_VARIANTS["banded_overlap_c32"]))}),
-        0.9)
+                                                                      **DECODER_VARIANTS["banded_overlap_c32"])),
+        **hybrids(device, pre)}), 0.9)
     try:
         p = SUMMARY["12MP"]["g_h_pipeline"]
         rates = {k: v["ips"] for k, v in p.items() if isinstance(v, dict) and "ips" in v and k != "threads"}

@@ -5,6 +5,7 @@ routed and fallback images in one batch, each answered as the CPU path
 answers it. The torchvision decoder itself is checked by
 ``bench/gpu_smoke.py`` and ``bench/gpu.py`` on a host that has it."""
 import io
+import time
 
 import numpy as np
 import pytest
@@ -256,3 +257,162 @@ def test_nvimgcodec_decode_fn_on_the_host(embedder, photos):
                      sizes + [(8, 8)])
     assert got.rows == [0, 1, 2] and got.fallback == [3]
     assert np.abs(got.pixels.numpy().astype(int) - base.pixels.numpy().astype(int)).max() <= 1
+
+
+def _bad_scan(data: bytes) -> bytes:
+    """A JPEG that routes to the GPU (its header is sound) but that no
+    decoder reads: its scan names a component the frame does not have."""
+    at = data.find(b"\xff\xda")
+    return data[:at + 5] + b"\x09" + data[at + 6:]
+
+
+def _embedder_with(manifest_path, share, decode_fn=_pillow_decode, batch=8):
+    cpu = Embedder.from_model(str(manifest_path), runtime="torch", torch_device="cpu")
+    decoder = GpuJpegDecoder(cpu.preprocessor, "cpu", decode_fn=decode_fn)
+    cpu.close()
+    return Embedder.from_model(str(manifest_path), runtime="torch", torch_device="cpu", max_batch_size=batch,
+                               decode_processes=2, gpu_decode=decoder, gpu_decode_share=share)
+
+
+@pytest.fixture(scope="module")
+def split_images(files, photos):
+    """Routed baseline photos with a bad routed file (and one the GPU
+    stand-in refuses) among them, and the files the router keeps on the CPU."""
+    baseline = [encode(photo_image(d), "JPEG", quality=90) for d, _, _ in photos[:10]]
+    refused = encode(photo_image(photos[2][0]), "JPEG", quality=90, comment=GPU_REFUSES)
+    bad = _bad_scan(baseline[0])
+    assert gpu_route(bad) is None
+    # Two bad ones next to each other among the routed: at share 0.5 one goes to each side.
+    return (baseline[:3] + [bad, _bad_scan(baseline[1])] + baseline[3:6] + [files["png"], b"not an image", refused]
+            + baseline[6:] + [files["progressive"], files["truncated"]])
+
+
+def _same_answers(a, b, images, cos_gpu=0.9999):
+    assert len(a) == len(b) == len(images)
+    for x, y, data in zip(a, b, images):
+        assert x.ok == y.ok
+        if not x.ok:
+            assert (y.error.code, str(y.error)) == (x.error.code, str(x.error))
+            continue
+        assert (y.width, y.height) == (x.width, x.height)
+        assert y.logits is not None and y.logits.shape == x.logits.shape
+        cos = float(x.vector @ y.vector)
+        assert cos > cos_gpu, cos        # on the CPU path (threads or workers): the same vector
+
+
+@pytest.mark.parametrize("share", [0.5, 0, 0.3])
+def test_split_between_gpu_and_workers_answers_in_order(manifest_path, torch_embedders, split_images, share):
+    """gpu_decode_share < 1: the routed JPEGs split between the GPU decoder
+    and the worker processes, both answering in input order; a bad file in
+    either part fails alone, with the CPU path's error."""
+    cpu, _ = torch_embedders
+    want = cpu.embed_all(split_images)
+    e = _embedder_with(manifest_path, share)
+    try:
+        _pillow_decode.calls.clear()
+        got = e.embed_all(split_images)
+        routed = [d for d in split_images if gpu_route(d) is None]
+        sent = sum(_pillow_decode.calls)
+        if share == 0:
+            assert sent == 0                         # all routed ones in the workers
+        else:
+            # at most the share of each batch's routed ones (plus the refused and bad ones again, alone)
+            assert 0 < sent < len(routed)
+        _same_answers(want, got, split_images)
+        bad = [i for i, r in enumerate(got) if not r.ok]
+        assert bad == [3, 4, 9, 16], bad
+        assert want[3].error.code == "INVALID_ARGUMENT"
+        for i, x in enumerate(want):
+            if x.ok and gpu_route(split_images[i]) is not None:
+                np.testing.assert_allclose(got[i].vector, x.vector, atol=1e-6)
+        assert e.process_decoder is not None and e.decode_rates["workers"] > 0
+        assert (e.decode_rates["gpu"] is None) == (share == 0)
+        # A second call reuses the workers; an early stop leaves them free for the next.
+        it = e.embed(split_images)
+        next(it)
+        it.close()
+        _same_answers(want, e.embed_all(split_images), split_images)
+    finally:
+        e.close()
+
+
+def test_split_share_one_is_todays_path_and_bad_values(manifest_path):
+    e = _embedder_with(manifest_path, 1.0)
+    try:
+        assert e._workers_pool is None           # the GPU takes every routed JPEG, no workers started
+        e.embed_all([tiny_jpeg_bytes()])
+        assert e.process_decoder is None
+    finally:
+        e.close()
+    for bad in (1.5, -0.1, "fast", None):
+        with pytest.raises(ValueError, match="gpu_decode_share"):
+            Embedder.from_model(str(manifest_path), runtime="torch", torch_device="cpu", gpu_decode_share=bad)
+
+
+def tiny_jpeg_bytes() -> bytes:
+    from imagesieve_server.engine.gpu_decode import tiny_jpeg
+    return tiny_jpeg()
+
+
+def test_split_decodes_both_parts_at_once(manifest_path, photos):
+    """The workers' part of a batch is decoded while the GPU decodes its
+    part: the GPU stand-in does not return before the workers' batch is in."""
+    seen = []
+
+    def waits_for_workers(tensors, device):
+        t = time.perf_counter()
+        while e.decode_rates["workers"] is None and time.perf_counter() - t < 60:
+            time.sleep(0.01)
+        seen.append(e.decode_rates["workers"] is not None)
+        return _pillow_decode(tensors, device)
+
+    e = _embedder_with(manifest_path, 0.5, decode_fn=waits_for_workers)
+    try:
+        images = [encode(photo_image(d), "JPEG", quality=90) for d, _, _ in photos[:8]]
+        got = e.embed_all(images)
+        assert all(r.ok for r in got) and seen and seen[0]
+    finally:
+        e.close()
+
+
+def test_auto_share_follows_the_measured_rates(manifest_path, torch_embedders, photos):
+    """"auto": the GPU's share is its rate over both sides' (EWMAs of each
+    batch's images/s), within AUTO_SHARE_BOUNDS: a slow GPU decoder gets
+    less of each batch, but one image at least (its rate stays measured)."""
+    from imagesieve_server.engine import pipeline
+
+    def slow(tensors, device):
+        time.sleep(0.25 * len(tensors))          # 4 images/s: far slower than two workers on small photos
+        return _pillow_decode(tensors, device)
+
+    e = _embedder_with(manifest_path, "auto", decode_fn=slow, batch=8)
+    try:
+        assert e._share() == pipeline.AUTO_SHARE_START
+        images = [encode(photo_image(d), "JPEG", quality=90) for d, _, _ in photos[:16]] * 2
+        _pillow_decode.calls.clear()
+        _same_answers(torch_embedders[0].embed_all(images), e.embed_all(images), images)
+        g, w = e.decode_rates["gpu"], e.decode_rates["workers"]
+        assert g < w and e._share() < pipeline.AUTO_SHARE_START
+        assert e._share() == max(pipeline.AUTO_SHARE_BOUNDS[0], g / (g + w))
+        # The first three batches were split before any was measured (two ahead of the model), the last after.
+        assert _pillow_decode.calls == [4, 4, 4, 1]
+        e.decode_rates.update(gpu=900.0, workers=600.0)
+        assert e._share() == pytest.approx(0.6)
+        e._measured("gpu", 300, 1.0)           # an EWMA: halfway to the new batch's rate
+        assert e.decode_rates["gpu"] == pytest.approx(600.0)
+        e.decode_rates.update(gpu=1e6, workers=1.0)
+        assert e._share() == pipeline.AUTO_SHARE_BOUNDS[1]
+    finally:
+        e.close()
+
+
+def test_split_share_spreads_the_gpu_images():
+    from imagesieve_server.engine.pipeline import split_share
+    assert split_share(0, 0.5) == [] and split_share(4, 0) == [False] * 4 and split_share(4, 1) == [True] * 4
+    for n in (1, 7, 256):
+        for share in (0.05, 0.3, 0.62):
+            s = split_share(n, share)
+            assert sum(s) == round(share * n)
+    assert split_share(10, 0.5) == [False, True] * 5
+    assert split_share(8, 0.01, both=True).count(True) == 1 and split_share(8, 0.99, both=True).count(False) == 1
+    assert split_share(1, 0.01, both=True) == [False]

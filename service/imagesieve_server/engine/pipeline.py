@@ -11,7 +11,9 @@ import collections
 import dataclasses
 import itertools
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -21,12 +23,18 @@ from .decode import DecodeError, DecodeLimits, decode_bytes, decode_image
 from .executor import INPUT_KINDS, ModelExecutor
 from .onnx_executor import OnnxExecutor
 from .preprocess import Preprocessor
-from .process_decode import ProcessDecoder
+from .process_decode import BatchFeed, ProcessDecoder
 from .properties import image_properties
 from .signature import layout_signature
 
 
 DECODE_BUDGET_WAIT_S = 2.0   # a decode waits this long for memory before it is refused
+# gpu_decode_share="auto": the GPU's share of the routed JPEGs before both
+# sides have been measured, its bounds (each side keeps some images, so that
+# its rate stays measured) and the weight of a new rate in each side's EWMA.
+AUTO_SHARE_START = 0.5
+AUTO_SHARE_BOUNDS = (0.05, 0.95)
+AUTO_RATE_WEIGHT = 0.5
 
 
 @dataclasses.dataclass
@@ -81,11 +89,22 @@ class Embedder:
         executor is on CUDA and torchvision decodes a probe JPEG there),
         False (the default), or a ``GpuJpegDecoder``. Images it does not
         take decode as before.
+    gpu_decode_share : with a GPU decoder, the share of the JPEGs it could
+        take that it does decode; the rest of them decode at the same time
+        in the ``decode_processes`` worker processes (``process_decode``,
+        through a ``BatchFeed``), the two halves joined on the device in
+        input order. 1.0 (the default): all on the GPU, as before; 0: all in
+        the workers; "auto": from each side's measured images/s (an EWMA of
+        each batch's), the GPU's rate over both, so that the two finish a
+        batch together (AUTO_SHARE_START until both are measured, within
+        AUTO_SHARE_BOUNDS, and one image of a batch each at least, so that
+        both stay measured). The workers' vectors are the CPU path's.
     """
 
     def __init__(self, executor: ModelExecutor, max_batch_size: int = 32, decode_workers: int = 0,
                  limits: DecodeLimits = DecodeLimits(), budget: MemoryBudget | None = None,
-                 decode_processes: int = 0, gpu_decode: bool | str = False):
+                 decode_processes: int = 0, gpu_decode: bool | str = False,
+                 gpu_decode_share: float | str = 1.0):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if executor.input_kind not in INPUT_KINDS:
@@ -116,6 +135,15 @@ class Embedder:
         # One thread ahead of the model: routing and the GPU decode of the next batch.
         self._gpu_pool = ThreadPoolExecutor(1, thread_name_prefix="imagesieve-gpu-decode") \
             if self.gpu_decoder is not None else None
+        if gpu_decode_share != "auto" and not (isinstance(gpu_decode_share, (int, float))
+                                               and 0 <= gpu_decode_share <= 1):
+            raise ValueError(f"gpu_decode_share must be in [0, 1] or 'auto', got {gpu_decode_share!r}")
+        self.gpu_decode_share = gpu_decode_share
+        # images/s of the GPU decoder and of the workers, EWMAs over batches ("auto")
+        self.decode_rates: dict[str, float | None] = {"gpu": None, "workers": None}
+        # One thread feeding the workers their share and taking their batches to the device.
+        self._workers_pool = ThreadPoolExecutor(1, thread_name_prefix="imagesieve-gpu-share") \
+            if self.gpu_decoder is not None and gpu_decode_share != 1 else None
 
     @classmethod
     def from_model(cls, model: str | None = None, runtime: str = "onnx", providers: list[str] | None = None,
@@ -214,15 +242,18 @@ class Embedder:
             chunk = [window.popleft() for _ in range(min(self.max_batch_size, len(window)))]
             yield from self._finish(chunk)
 
-    def _embed_decoded_in_processes(self, images: Iterable[bytes], with_signatures: bool
-                                    ) -> Iterator[ImageEmbedding]:
+    def _process_decoder(self) -> ProcessDecoder:
         if self.process_decoder is None:
             ex = self.executor
             self.process_decoder = ProcessDecoder(ex.manifest_path, ex.input_kind, self.max_batch_size,
                                                   self.decode_processes, self.limits)
             # On a GPU the batches are copied from where the workers wrote them (no staging copy).
             self._unpin_buffers = ex.register_host_memory(self.process_decoder.buffers)
-        for batch in self.process_decoder.batches(images, with_signatures):
+        return self.process_decoder
+
+    def _embed_decoded_in_processes(self, images: Iterable[bytes], with_signatures: bool
+                                    ) -> Iterator[ImageEmbedding]:
+        for batch in self._process_decoder().batches(images, with_signatures):
             results = [ImageEmbedding(width=d.width, height=d.height, error=d.error, signature=d.signature,
                                       properties=d.properties) for d in batch.items]
             if len(batch.tensors):
@@ -238,7 +269,11 @@ class Embedder:
         (``gpu_decode.gpu_route``); the JPEGs it takes are decoded on the
         device in one call, on a thread one batch ahead of the model; the
         others, and any the GPU decoder raised on, are prepared on the
-        decoding threads and joined to the batch on the device."""
+        decoding threads and joined to the batch on the device.
+        With ``gpu_decode_share`` below 1, ``_embed_split``."""
+        if self._workers_pool is not None:
+            yield from self._embed_split(images)
+            return
         it = iter(images)
         ahead: collections.deque = collections.deque()
 
@@ -254,30 +289,151 @@ class Embedder:
             start()
             yield from self._finish_gpu_batch(chunk, *future.result())
 
-    def _gpu_decode_batch(self, chunk: list[bytes]):
-        """(the GPU decode of the chunk's routed images, {index: future of
-        ``prepare``} for the others)."""
-        dec = self.gpu_decoder
+    def _route(self, chunk: list[bytes]) -> tuple[list[int], list, dict]:
+        """(indices of the chunk's images the GPU decoder takes, their sizes,
+        {index: future of ``prepare``} for the others)."""
         routed, sizes, on_cpu = [], [], {}
         for i, data in enumerate(chunk):
-            reason, size = dec.route(data)
+            reason, size = self.gpu_decoder.route(data)
             if reason is None:
                 routed.append(i)
                 sizes.append(size)
             else:
                 on_cpu[i] = self.pool.submit(self.prepare, data)
-        decoded = dec.decode([chunk[i] for i in routed], sizes)
-        rows = [routed[k] for k in decoded.rows]
-        for k in decoded.fallback:               # the GPU decoder refused it: the CPU path decides
-            on_cpu[routed[k]] = self.pool.submit(self.prepare, chunk[routed[k]])
+        return routed, sizes, on_cpu
+
+    def _gpu_decode_batch(self, chunk: list[bytes]):
+        """(the GPU decode of the chunk's routed images, {index: future of
+        ``prepare``} for the others)."""
+        routed, sizes, on_cpu = self._route(chunk)
+        decoded, rows, fallback = self._gpu_decode_routed(chunk, routed, sizes)
+        on_cpu.update(fallback)
         return decoded, rows, on_cpu
 
-    def _finish_gpu_batch(self, chunk: list[bytes], decoded, gpu_rows: list[int], on_cpu: dict
-                          ) -> list[ImageEmbedding]:
+    def _gpu_decode_routed(self, chunk: list[bytes], routed: list[int], sizes: list):
+        """(the GPU decode of ``chunk``'s images ``routed``, their indices in
+        the chunk, {index: future of ``prepare``} for those it refused)."""
+        t = time.perf_counter()
+        decoded = self.gpu_decoder.decode([chunk[i] for i in routed], sizes)
+        if routed and self._workers_pool is not None:
+            self._measured("gpu", len(routed), time.perf_counter() - t)
+        rows = [routed[k] for k in decoded.rows]
+        # The GPU decoder refused it: the CPU path decides.
+        fallback = {routed[k]: self.pool.submit(self.prepare, chunk[routed[k]]) for k in decoded.fallback}
+        return decoded, rows, fallback
+
+    def _embed_split(self, images: Iterable[bytes]) -> Iterator[ImageEmbedding]:
+        """``embed`` with the GPU decoder and ``gpu_decode_share`` below 1:
+        each batch is routed here; of the routed JPEGs, the share for the
+        workers is put on a ``BatchFeed`` (their thread takes each decoded
+        batch to the device), the rest decoded on the GPU thread, at the same
+        time; the others prepared on the decoding threads, as without it."""
+        feed = BatchFeed()
+        pending: collections.deque[Future] = collections.deque()     # the workers' batches, in the order put
+        lock = threading.Lock()
+        failed: list[BaseException] = []
+        feeder = self._workers_pool.submit(self._workers_loop, self._process_decoder(), feed, pending, lock, failed)
+        it = iter(images)
+        ahead: collections.deque = collections.deque()
+
+        def start() -> bool:
+            chunk = list(itertools.islice(it, self.max_batch_size))
+            if not chunk:
+                return False
+            routed, sizes, on_cpu = self._route(chunk)
+            to_gpu = split_share(len(routed), self._share(), both=self.gpu_decode_share == "auto")
+            gpu = [k for k in range(len(routed)) if to_gpu[k]]
+            workers = [routed[k] for k in range(len(routed)) if not to_gpu[k]]
+            from_workers = None
+            if workers:
+                from_workers = Future()
+                with lock:
+                    if failed:
+                        from_workers.set_exception(failed[0])
+                    else:
+                        pending.append(from_workers)
+                        feed.put([chunk[i] for i in workers])
+            decoding = self._gpu_pool.submit(self._gpu_decode_routed, chunk, [routed[k] for k in gpu],
+                                             [sizes[k] for k in gpu])
+            ahead.append((chunk, decoding, on_cpu, workers, from_workers))
+            return True
+
+        try:
+            start() and start()
+            while ahead:
+                chunk, decoding, on_cpu, workers, from_workers = ahead.popleft()
+                start()
+                decoded, rows, fallback = decoding.result()
+                on_cpu.update(fallback)
+                got = (workers, *from_workers.result()) if from_workers is not None else None
+                yield from self._finish_gpu_batch(chunk, decoded, rows, on_cpu, got)
+        finally:
+            wait([d for _, d, _, _, _ in ahead])   # no batch put after the feed is closed
+            feed.close()
+            wait([feeder])                          # the workers' decoder is free for the next call
+            feed.release()
+
+    def _workers_loop(self, decoder: ProcessDecoder, feed: BatchFeed, pending: collections.deque,
+                      lock: threading.Lock, failed: list) -> None:
+        """On the feeding thread: each batch the workers decode -> its
+        future in ``pending`` as (items, pixels on the device), copied out of
+        the shared buffer before the next is taken; the workers' rate."""
+        import torch
+        device = self.gpu_decoder.device
+        last = 0.0
+        try:
+            for batch in decoder.batches(feed):
+                done = time.perf_counter()
+                began = max(feed.taken_at.popleft(), last)     # the workers' time on it
+                last = done
+                self._measured("workers", len(batch.items), done - began)
+                future = pending.popleft()
+                try:
+                    future.set_result((batch.items, torch.from_numpy(batch.tensors).to(device, copy=True)))
+                except BaseException as e:  # noqa: BLE001 - that batch's answer
+                    future.set_exception(e)
+        except BaseException as e:  # noqa: BLE001 - every batch waiting on the workers is told
+            with lock:
+                failed.append(e)
+                while pending:
+                    pending.popleft().set_exception(e)
+
+    def _measured(self, side: str, images: int, seconds: float) -> None:
+        if images and seconds > 0:
+            r, old = images / seconds, self.decode_rates[side]
+            self.decode_rates[side] = r if old is None else old + AUTO_RATE_WEIGHT * (r - old)
+
+    def _share(self) -> float:
+        """The GPU's share of the routed JPEGs for the next batch."""
+        if self.gpu_decode_share != "auto":
+            return float(self.gpu_decode_share)
+        g, w = self.decode_rates["gpu"], self.decode_rates["workers"]
+        if g is None or w is None:
+            return AUTO_SHARE_START
+        lo, hi = AUTO_SHARE_BOUNDS
+        return min(hi, max(lo, g / (g + w)))
+
+    def _finish_gpu_batch(self, chunk: list[bytes], decoded, gpu_rows: list[int], on_cpu: dict,
+                          from_workers: tuple | None = None) -> list[ImageEmbedding]:
+        """The batch's answers, in order, from the GPU decode (``gpu_rows``
+        of ``decoded``), the threads (``on_cpu``) and the workers
+        (``from_workers``: (indices, items, their pixels on the device))."""
         import torch
         results = [ImageEmbedding() for _ in chunk]
         for i, (w, h) in zip(gpu_rows, decoded.sizes):
             results[i].width, results[i].height = w, h
+        parts = [(gpu_rows, decoded.pixels)] if gpu_rows else []
+        if from_workers is not None:
+            indices, items, pixels = from_workers
+            rows = []
+            for i, item in zip(indices, items):
+                if item.ok:
+                    results[i].width, results[i].height = item.width, item.height
+                    rows.append(i)
+                else:
+                    results[i].error = item.error
+            if rows:
+                parts.append((rows, pixels))
         cpu_rows, cpu_pixels = [], []
         for i, f in on_cpu.items():
             try:
@@ -288,16 +444,19 @@ class Embedder:
                 cpu_pixels.append(p.tensor)
             except DecodeError as e:
                 results[i].error = e.detached()
-        order = sorted(gpu_rows + cpu_rows)
+        device = decoded.pixels.device
+        if cpu_rows:
+            parts.append((cpu_rows, torch.from_numpy(np.stack(cpu_pixels)).to(device)))
+        order = sorted(i for rows, _ in parts for i in rows)
         if not order:
             return results
-        x = decoded.pixels
-        if cpu_rows:
+        if len(parts) == 1 and parts[0][0] == order:
+            x = parts[0][1]                       # one part, in order: as it is
+        else:
             at = {i: k for k, i in enumerate(order)}
-            x = torch.empty((len(order), *decoded.pixels.shape[1:]), dtype=torch.uint8, device=x.device)
-            if gpu_rows:
-                x[[at[i] for i in gpu_rows]] = decoded.pixels
-            x[[at[i] for i in cpu_rows]] = torch.from_numpy(np.stack(cpu_pixels)).to(x.device)
+            x = torch.empty((len(order), *decoded.pixels.shape[1:]), dtype=torch.uint8, device=device)
+            for rows, pixels in parts:
+                x[[at[i] for i in rows]] = pixels
         emb, logits = self.executor.run_device(x)
         for row, i in enumerate(order):
             results[i].vector = emb[row]
@@ -329,6 +488,8 @@ class Embedder:
     def close(self) -> None:
         if self._gpu_pool is not None:
             self._gpu_pool.shutdown(wait=True, cancel_futures=True)
+        if self._workers_pool is not None:
+            self._workers_pool.shutdown(wait=True, cancel_futures=True)
         if self.gpu_decoder is not None:
             self.gpu_decoder.close()              # its helper thread, if ``overlap`` started one
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -338,3 +499,14 @@ class Embedder:
         if self.process_decoder is not None:
             self.process_decoder.close()
             self.process_decoder = None
+
+
+def split_share(n: int, share: float, both: bool = False) -> list[bool]:
+    """Which of ``n`` routed images the GPU decodes (True) at ``share``:
+    round(share * n) of them (``both``: and at least one for each side when
+    n >= 2), spread evenly through the batch (the others go to the
+    workers), so that neither side gets a run of the input."""
+    take = round(share * n)
+    if both and n >= 2:
+        take = min(n - 1, max(1, take))
+    return [(k + 1) * take // n > k * take // n for k in range(n)] if n else []

@@ -16,6 +16,11 @@ one at a time, so only the image that kills a worker again fails.
 The server keeps its decoding threads (``fair_pool``): its decodes are
 charged against the memory budget and shared fairly between connections.
 This is for batch work in one process: the audit, ``Embedder.embed``.
+
+``BatchFeed``: batches put one at a time from another thread (the GPU
+pipeline's share for the workers, ``Embedder(gpu_decode_share=...)``), each
+decoded as one batch; the decoder waits on the feed only when it has nothing
+else in flight, so what it holds is collected while the next batch is routed.
 """
 from __future__ import annotations
 
@@ -23,6 +28,9 @@ import collections
 import dataclasses
 import multiprocessing
 import os
+import socket
+import threading
+import time
 import weakref
 from multiprocessing import connection, shared_memory
 from typing import Iterable, Iterator
@@ -37,6 +45,13 @@ SLOTS = 3          # batch buffers: one with the model, two filling ahead (as th
 WORKER_DIED = "the decoder process died on this image"
 READY = "ready"
 START_TIMEOUT_S = 120      # a worker's imports (numpy, Pillow, OpenCV) on a loaded host
+# A fed batch is cut finer: over all the workers, at most this many bytes of
+# files a chunk, and a chunk over AHEAD_BYTES goes only to an idle worker (a
+# message larger than the socket's buffer would block the sender until a busy
+# worker reads it: one 12 MP photo a chunk, sent when its worker is free).
+CHUNK_BYTES = 1 << 20
+AHEAD_BYTES = 128 << 10
+END = "end"                # what ``take`` gives when a source has no more batches (None: none yet)
 
 
 @dataclasses.dataclass
@@ -62,6 +77,83 @@ class DecodedBatch:
     next batch is asked for."""
     items: list[DecodedItem]
     tensors: np.ndarray
+
+
+class BatchFeed:
+    """Batches for ``ProcessDecoder.batches``, put from another thread: each
+    ``put`` is one batch (at most the decoder's ``batch_size`` images),
+    yielded in the order put; ``close`` ends the stream after them.
+    ``taken_at``: when the decoder took each batch (``time.perf_counter``),
+    in order, for a caller that measures the workers' rate."""
+
+    def __init__(self):
+        self._groups: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._recv, self._send = socket.socketpair()    # wakes the decoder's wait for answers
+        self._recv.setblocking(False)
+        self._send.setblocking(False)
+        self.taken_at: collections.deque = collections.deque()
+
+    def put(self, images: list[bytes]) -> None:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("this BatchFeed is closed")
+            self._groups.append(list(images))
+            self._cond.notify()
+        self._wake()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._send.send(b"\0")
+        except OSError:
+            pass                  # a wake-up is already pending (buffer full), or the feed is released
+
+    def take(self, block: bool):
+        """The next batch; when none is put yet: wait for one (``block``) or
+        None; END once closed and all taken."""
+        with self._cond:
+            while block and not self._groups and not self._closed:
+                self._cond.wait()
+            if self._groups:
+                self.taken_at.append(time.perf_counter())
+                return self._groups.popleft()
+            return END if self._closed else None
+
+    def fileno(self) -> int:      # for ``connection.wait``
+        return self._recv.fileno()
+
+    def drain(self) -> None:
+        try:
+            while self._recv.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def release(self) -> None:
+        self._recv.close()
+        self._send.close()
+
+
+class _Cut:
+    """An iterable of images as batches of ``size``."""
+
+    def __init__(self, images: Iterable[bytes], size: int):
+        self._it, self._size = iter(images), size
+
+    def take(self, block: bool):
+        group = []
+        for data in self._it:
+            group.append(data)
+            if len(group) == self._size:
+                break
+        return group or END
 
 
 @dataclasses.dataclass
@@ -199,8 +291,8 @@ class ProcessDecoder:
             self._stop_workers()
             raise
 
-    def _batches(self, images: Iterable[bytes], with_signatures: bool) -> Iterator[DecodedBatch]:
-        it = iter(images)
+    def _batches(self, source, with_signatures: bool) -> Iterator[DecodedBatch]:
+        fed = isinstance(source, BatchFeed)
         free = collections.deque(range(SLOTS))
         order: collections.deque[_Batch] = collections.deque()
         by_slot: dict[int, _Batch] = {}
@@ -208,22 +300,21 @@ class ProcessDecoder:
         exhausted = False
         while True:
             while free and not exhausted:            # fill the free buffers from the input
-                chunk_images = []
-                slot = free[0]
-                for data in it:
-                    chunk_images.append(data)
-                    if len(chunk_images) == self.batch_size:
-                        break
-                else:
+                chunk_images = source.take(block=not order)
+                if chunk_images is END:
                     exhausted = True
-                if not chunk_images:
                     break
-                free.popleft()
+                if chunk_images is None:
+                    break                            # (a feed) none put yet: collect meanwhile
+                if len(chunk_images) > self.batch_size:
+                    raise ValueError(f"a fed batch of {len(chunk_images)} images, more than {self.batch_size}")
+                slot = free.popleft()
                 batch = _Batch(slot, [None] * len(chunk_images), len(chunk_images))
                 order.append(batch)
                 by_slot[slot] = batch
-                for row in range(0, len(chunk_images), CHUNK):
-                    unsent.append((slot, row, chunk_images[row:row + CHUNK], False))
+                for row, part in (self._spread(chunk_images) if fed else
+                                  ((r, chunk_images[r:r + CHUNK]) for r in range(0, len(chunk_images), CHUNK))):
+                    unsent.append((slot, row, part, False))
             if order and order[0].waiting == 0:
                 batch = order.popleft()
                 del by_slot[batch.slot]
@@ -234,23 +325,42 @@ class ProcessDecoder:
                 free.append(batch.slot)               # the consumer is done with it
                 continue
             if not order:
-                return
-            self._dispatch(unsent, with_signatures)
-            self._collect(by_slot, unsent)
+                if exhausted:
+                    return
+                continue                             # (a feed) wait for the next batch
+            self._dispatch(unsent, with_signatures, AHEAD_BYTES if fed else None)
+            self._collect(by_slot, unsent, source if fed else None)
 
-    def batches(self, images: Iterable[bytes], with_signatures: bool = False) -> Iterator[DecodedBatch]:
+    def _spread(self, images: list[bytes]) -> list[tuple[int, list[bytes]]]:
+        """A fed batch in chunks over all the workers: (first row, images)
+        of at most CHUNK images and CHUNK_BYTES (one image at least)."""
+        most = max(1, min(CHUNK, -(-len(images) // self.workers)))
+        chunks, start, size = [], 0, 0
+        for j, data in enumerate(images):
+            if j > start and (j - start >= most or size + len(data) > CHUNK_BYTES):
+                chunks.append((start, images[start:j]))
+                start, size = j, 0
+            size += len(data)
+        if start < len(images):
+            chunks.append((start, images[start:]))
+        return chunks
+
+    def batches(self, images: Iterable[bytes] | BatchFeed, with_signatures: bool = False
+                ) -> Iterator[DecodedBatch]:
         """Decode ``images`` (encoded bytes) into batches of ``batch_size``
-        (the last one shorter), in order. Each yielded batch's ``tensors``
-        is valid until the next one is asked for. ``with_signatures``: also
-        take each image's layout signature and properties (as
-        ``Embedder.prepare``)."""
+        (the last one shorter), in order; or, from a ``BatchFeed``, each
+        batch put as one (until it is closed). Each yielded batch's
+        ``tensors`` is valid until the next one is asked for.
+        ``with_signatures``: also take each image's layout signature and
+        properties (as ``Embedder.prepare``)."""
         if self._busy:
             raise RuntimeError("this ProcessDecoder is already decoding for another call (one call at a time: "
                                "finish or close the other, or use one Embedder a thread)")
         self._busy = True
         try:
             self._start()
-            yield from self._batches(images, with_signatures)
+            source = images if isinstance(images, BatchFeed) else _Cut(images, self.batch_size)
+            yield from self._batches(source, with_signatures)
         except GeneratorExit:
             self._drain()             # the consumer stopped early: keep the workers, drop their late answers
             raise
@@ -285,13 +395,14 @@ class ProcessDecoder:
             w.kill()
         self._pool = []
 
-    def _dispatch(self, unsent: collections.deque, with_signatures: bool) -> None:
+    def _dispatch(self, unsent: collections.deque, with_signatures: bool, ahead_bytes: int | None = None) -> None:
         """Send chunks to the least busy workers. An image being decoded
         again after a worker died goes to an idle worker and is its only
-        work: if that worker dies too, nothing else was lost with it."""
+        work: if that worker dies too, nothing else was lost with it. With
+        ``ahead_bytes``, a chunk of more bytes goes only to an idle worker."""
         while unsent:
-            retry = unsent[0][3]
-            ready = [w for w in self._pool if not w.held or (not retry and not w.held[0][3]
+            alone = unsent[0][3] or (ahead_bytes is not None and sum(map(len, unsent[0][2])) > ahead_bytes)
+            ready = [w for w in self._pool if not w.held or (not alone and not w.held[0][3]
                                                                and len(w.held) < IN_FLIGHT)]
             if not ready:
                 return
@@ -304,14 +415,19 @@ class ProcessDecoder:
             except (BrokenPipeError, ConnectionError):
                 pass                                   # it died; _collect sees its sentinel
 
-    def _collect(self, by_slot: dict, unsent: collections.deque) -> None:
-        """Wait for answers (or a worker's death) and record them."""
+    def _collect(self, by_slot: dict, unsent: collections.deque, feed: BatchFeed | None = None) -> None:
+        """Wait for answers (or a worker's death, or a batch put on ``feed``) and record them."""
         waitables = {}
         for w in self._pool:
             if w.held:
                 waitables[w.conn] = w
                 waitables[w.process.sentinel] = w
+        if feed is not None:
+            waitables[feed] = None
         for ready in connection.wait(list(waitables)):
+            if ready is feed:
+                feed.drain()                           # the loop takes what was put
+                continue
             worker = waitables[ready]
             if worker not in self._pool:
                 continue                               # replaced already (its sentinel came first)

@@ -14,7 +14,7 @@ from PIL import Image
 from imagesieve_server.engine import DecodeLimits, Embedder, decode_image
 from imagesieve_server.engine.decode import DecodeError
 from imagesieve_server.engine.gpu_decode import (GpuJpegDecoder, band_weights, gpu_route, jpeg_header,
-                                                 nvimgcodec_decode_fn, pillow_bilinear_weights, routed_size)
+                                                 pillow_bilinear_weights, routed_size)
 
 from conftest import encode, photo_image
 
@@ -242,21 +242,6 @@ def test_decoder_options_give_the_same_pixels(embedder, photos):
         GpuJpegDecoder(embedder.preprocessor, "cpu", resize="nearest")
     with pytest.raises(ValueError, match="chunk_images"):
         GpuJpegDecoder(embedder.preprocessor, "cpu", chunk_images=0)
-
-
-def test_nvimgcodec_decode_fn_on_the_host(embedder, photos):
-    """nvImageCodec's decoder (optional, not a dependency) through its CPU
-    backend: the decode_fn contract (CHW on the device, raising for a bad
-    image, which then fails alone)."""
-    pytest.importorskip("nvidia.nvimgcodec")
-    images = [encode(photo_image(d), "JPEG", quality=90) for d, _, _ in photos[:3]]
-    sizes = [routed_size(d)[1] for d in images]
-    base = GpuJpegDecoder(embedder.preprocessor, "cpu", decode_fn=_pillow_decode).decode(images, sizes)
-    dec = GpuJpegDecoder(embedder.preprocessor, "cpu", decode_fn=nvimgcodec_decode_fn(["CPU_ONLY"]))
-    got = dec.decode(images + [images[0][:2] + b"\xff\xfe\x00\x04ab" + b"\x00" * 64 + b"\xff\xd9"],
-                     sizes + [(8, 8)])
-    assert got.rows == [0, 1, 2] and got.fallback == [3]
-    assert np.abs(got.pixels.numpy().astype(int) - base.pixels.numpy().astype(int)).max() <= 1
 
 
 def _bad_scan(data: bytes) -> bytes:

@@ -802,7 +802,8 @@ def test_a_webp_frame_outside_its_canvas_is_refused_saying_so():
 
 def test_ordinary_webp_and_gif_still_decode(photos):
     """What encoders write passes: animated WebP (lossy, lossless, 2,000
-    frames), a flat picture within FREE_CANVAS_PIXELS whatever its bytes, a
+    frames), a flat picture within FREE_CANVAS_PIXELS whatever its bytes, an
+    asset on a mostly transparent 4096x4096 canvas, a
     lossless 4K page of text (1,220 pixels a byte), a 12 MP photo, and a
     25 MP GIF of one colour as Pillow writes it (LZW: ~1,300 pixels a byte)."""
     from PIL import ImageDraw
@@ -826,6 +827,11 @@ def test_ordinary_webp_and_gif_still_decode(photos):
     assert decode_image(big, 224).size == (4000, 3000)
     flat = encode(Image.new("P", (5000, 5000), 3), "GIF")
     assert decode_image(flat, 224).size == (5000, 5000)
+    # an asset on a large transparent canvas: 1.7 KB of lossless WebP for 16.8 MP (refused at first)
+    sheet = Image.new("RGBA", (4096, 4096), (0, 0, 0, 0))
+    ImageDraw.Draw(sheet).ellipse((1900, 1900, 2200, 2150), fill=(200, 30, 30, 255), outline=(0, 0, 0, 255), width=8)
+    sparse = encode(sheet, "WEBP", lossless=True)
+    assert 4096 * 4096 > 2048 * len(sparse) and decode_image(sparse, 224).size == (4096, 4096)
 
 
 def test_an_apng_of_many_frames_decodes_its_first():

@@ -5,6 +5,7 @@ routed and fallback images in one batch, each answered as the CPU path
 answers it. The torchvision decoder itself is checked by
 ``bench/gpu_smoke.py`` and ``bench/gpu.py`` on a host that has it."""
 import io
+import threading
 import time
 
 import numpy as np
@@ -324,7 +325,7 @@ def test_split_between_gpu_and_workers_answers_in_order(manifest_path, torch_emb
 def test_split_share_one_is_todays_path_and_bad_values(manifest_path):
     e = _embedder_with(manifest_path, 1.0)
     try:
-        assert e._workers_pool is None           # the GPU takes every routed JPEG, no workers started
+        assert not e._split                      # the GPU takes every routed JPEG, no workers started
         e.embed_all([tiny_jpeg_bytes()])
         assert e.process_decoder is None
     finally:
@@ -401,3 +402,33 @@ def test_split_share_spreads_the_gpu_images():
     assert split_share(10, 0.5) == [False, True] * 5
     assert split_share(8, 0.01, both=True).count(True) == 1 and split_share(8, 0.99, both=True).count(False) == 1
     assert split_share(1, 0.01, both=True) == [False]
+    assert split_share(1, 0.5, both=True) == [True]     # a lone image reaches the GPU too (round(0.5) is 0)
+
+
+def test_auto_share_measures_a_side_not_yet_measured(manifest_path):
+    """Batches of one image: each goes to the side not yet measured, so both
+    rates come to be known (before, the GPU never got one)."""
+    e = _embedder_with(manifest_path, "auto", batch=1)
+    try:
+        e.decode_rates.update(gpu=None, workers=100.0)
+        assert e._share() == 1.0
+        e.decode_rates.update(gpu=100.0, workers=None)
+        assert e._share() == 0.0
+    finally:
+        e.close()
+
+
+def test_a_split_call_dropped_unfinished_does_not_hang_close(manifest_path, photos):
+    """A caller that takes one answer and drops the generator unclosed: the
+    workers' feeding thread waited for a batch forever, and ``close`` (and
+    the interpreter's exit) with it."""
+    e = _embedder_with(manifest_path, 0.5, batch=4)
+    images = [encode(photo_image(d), "JPEG", quality=90) for d, _, _ in photos[:20]]
+    gen = e.embed(images)
+    assert next(gen).ok
+    closer = threading.Thread(target=e.close, daemon=True)
+    closer.start()
+    closer.join(30)
+    assert not closer.is_alive(), "close() blocked on the dropped call's feeding thread"
+    assert not [t for t in threading.enumerate() if t.name == "imagesieve-gpu-share" and not t.daemon]
+    del gen

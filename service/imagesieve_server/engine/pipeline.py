@@ -141,9 +141,10 @@ class Embedder:
         self.gpu_decode_share = gpu_decode_share
         # images/s of the GPU decoder and of the workers, EWMAs over batches ("auto")
         self.decode_rates: dict[str, float | None] = {"gpu": None, "workers": None}
-        # One thread feeding the workers their share and taking their batches to the device.
-        self._workers_pool = ThreadPoolExecutor(1, thread_name_prefix="imagesieve-gpu-share") \
-            if self.gpu_decoder is not None and gpu_decode_share != 1 else None
+        # The split is on: each call's feeding thread (``_embed_split``) gives
+        # the workers their share and takes their batches to the device.
+        self._split = self.gpu_decoder is not None and gpu_decode_share != 1
+        self._open_feeds: set[BatchFeed] = set()    # of calls in progress: ``close`` ends them
 
     @classmethod
     def from_model(cls, model: str | None = None, runtime: str = "onnx", providers: list[str] | None = None,
@@ -271,7 +272,7 @@ class Embedder:
         others, and any the GPU decoder raised on, are prepared on the
         decoding threads and joined to the batch on the device.
         With ``gpu_decode_share`` below 1, ``_embed_split``."""
-        if self._workers_pool is not None:
+        if self._split:
             yield from self._embed_split(images)
             return
         it = iter(images)
@@ -315,7 +316,7 @@ class Embedder:
         the chunk, {index: future of ``prepare``} for those it refused)."""
         t = time.perf_counter()
         decoded = self.gpu_decoder.decode([chunk[i] for i in routed], sizes)
-        if routed and self._workers_pool is not None:
+        if routed and self._split:
             self._measured("gpu", len(routed), time.perf_counter() - t)
         rows = [routed[k] for k in decoded.rows]
         # The GPU decoder refused it: the CPU path decides.
@@ -332,7 +333,14 @@ class Embedder:
         pending: collections.deque[Future] = collections.deque()     # the workers' batches, in the order put
         lock = threading.Lock()
         failed: list[BaseException] = []
-        feeder = self._workers_pool.submit(self._workers_loop, self._process_decoder(), feed, pending, lock, failed)
+        feeder = Future()
+        # A daemon thread: a caller that drops this generator unfinished (never
+        # closed) must not keep the interpreter from exiting; ``close`` ends
+        # the feeds of such calls.
+        threading.Thread(target=self._workers_loop, args=(self._process_decoder(), feed, pending, lock, failed,
+                                                          feeder),
+                         name="imagesieve-gpu-share", daemon=True).start()
+        self._open_feeds.add(feed)
         it = iter(images)
         ahead: collections.deque = collections.deque()
 
@@ -371,10 +379,11 @@ class Embedder:
             wait([d for _, d, _, _, _ in ahead])   # no batch put after the feed is closed
             feed.close()
             wait([feeder])                          # the workers' decoder is free for the next call
+            self._open_feeds.discard(feed)
             feed.release()
 
     def _workers_loop(self, decoder: ProcessDecoder, feed: BatchFeed, pending: collections.deque,
-                      lock: threading.Lock, failed: list) -> None:
+                      lock: threading.Lock, failed: list, finished: Future) -> None:
         """On the feeding thread: each batch the workers decode -> its
         future in ``pending`` as (items, pixels on the device), copied out of
         the shared buffer before the next is taken; the workers' rate."""
@@ -397,6 +406,8 @@ class Embedder:
                 failed.append(e)
                 while pending:
                     pending.popleft().set_exception(e)
+        finally:
+            finished.set_result(None)
 
     def _measured(self, side: str, images: int, seconds: float) -> None:
         if images and seconds > 0:
@@ -409,7 +420,9 @@ class Embedder:
             return float(self.gpu_decode_share)
         g, w = self.decode_rates["gpu"], self.decode_rates["workers"]
         if g is None or w is None:
-            return AUTO_SHARE_START
+            # a side not yet measured gets its turn (a batch of one image
+            # goes all to one side: round(0.5) would never pick the GPU)
+            return AUTO_SHARE_START if g is None and w is None else (1.0 if g is None else 0.0)
         lo, hi = AUTO_SHARE_BOUNDS
         return min(hi, max(lo, g / (g + w)))
 
@@ -488,8 +501,8 @@ class Embedder:
     def close(self) -> None:
         if self._gpu_pool is not None:
             self._gpu_pool.shutdown(wait=True, cancel_futures=True)
-        if self._workers_pool is not None:
-            self._workers_pool.shutdown(wait=True, cancel_futures=True)
+        for feed in list(self._open_feeds):       # calls dropped unfinished: their feeding threads end
+            feed.close()
         if self.gpu_decoder is not None:
             self.gpu_decoder.close()              # its helper thread, if ``overlap`` started one
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -509,4 +522,6 @@ def split_share(n: int, share: float, both: bool = False) -> list[bool]:
     take = round(share * n)
     if both and n >= 2:
         take = min(n - 1, max(1, take))
+    elif both and n == 1:
+        take = int(share >= 0.5)          # a lone image to the likelier side (round(0.5) is 0: never the GPU)
     return [(k + 1) * take // n > k * take // n for k in range(n)] if n else []

@@ -60,9 +60,12 @@ MAX_JPEG_PADDING = 1 << 16      # bytes between a JPEG's segments before its fir
 MAX_NETPBM_HEADER = 4096           # bytes of a netpbm header before its pixels (real files: dozens)
 MAX_GIF_EXTENSION_BYTES = 16 << 20   # bytes of a GIF's extensions before its first frame (XMP: a few MB)
 MAX_GIF_STRAY = 1 << 16         # stray bytes before a GIF's first frame (Pillow skips them; real files: 0)
-# Canvas pixels a file may have whatever its bytes (a 4K UHD frame is 8.3 MP;
-# a WebP of these costs ~0.2 s and ~200 MB to decode).
-FREE_CANVAS_PIXELS = 1 << 23
+# Canvas pixels a file may have whatever its bytes: an 8K UHD frame (33.2 MP).
+# A sticker sheet or an asset on a large transparent canvas is a few KB of
+# lossless WebP (4096x4096 with one logo: 1.7 KB, decoded in 0.28 s, +160 MB,
+# less than a 4096x4096 photo's 0.62 s); a 10000x10000 canvas in 142 bytes
+# (1.8 s, 1.5 GB) is what this bounds.
+FREE_CANVAS_PIXELS = 1 << 25
 # Beyond that, canvas pixels a byte of the picture decoded (a still's
 # bitstream, an animation's first frame; never metadata or later frames).
 # Lossless WebP of a 4K page of text: 1,220 a byte, measured; photos 2-40.

@@ -632,13 +632,14 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
         tilted = _tilt_search(a, aspect_a, b, aspect_b, stop_at)
         if tilted is not None and tilted.agreement > best.agreement:
             best = tilted
+    found = best          # what the views show: whether one is the other's negative, how simple the match is
     if not best.reaches(stop_at):
         for remeasure in (_blur_matched, _tone_matched):
             matched = remeasure(best)
             if matched is not None and matched.agreement > best.agreement:
                 best = matched
-    return (best.agreement, best.layout, best.detail, best.area, best.mirrored, best.turned, best.sign < 0,
-            simplicity(best.templ))
+    return (best.agreement, best.layout, best.detail, best.area, best.mirrored, best.turned, found.sign < 0,
+            simplicity(found.templ))
 
 
 def _rank2_share(x: np.ndarray) -> float:

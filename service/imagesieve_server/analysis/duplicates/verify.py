@@ -18,6 +18,10 @@ Alignment (:func:`pair_alignment`):
 - a larger tilt (10-180 degrees, on a grown canvas or in place) is tried at
   the angles where the two gradient-direction histograms, or the two polar
   views, line up best, each only when its coarse 16x16 fit is good;
+- the best placement is measured again with the sharper view blurred to the
+  other's sharpness (a blurred copy), and with one view passed through the
+  folding tone curve that predicts the other (a false-colour or solarized
+  copy); the best of the three measures counts;
 - ``agreement`` is the mean of the best alignment's layout (its correlation,
   averaged with the mean correlation of its best three quarters of 4x4
   cells, so a sticker or a caption over a corner spoils a few cells, not
@@ -481,7 +485,7 @@ def _blur_matched(m: _Match) -> _Match | None:
 
 
 TONE_BINS = 16            # levels of the tone curve fitted between two aligned views
-TONE_FOLD = 0.1          # a curve must rise and fall by this share of its range: a monotone one is correlation's
+TONE_FOLD = 0.1           # a curve must rise and fall by this share of its range: a monotone one is correlation's
 
 
 def _tone_curve(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:

@@ -96,9 +96,10 @@ class Embedder:
         input order. 1.0 (the default): all on the GPU, as before; 0: all in
         the workers; "auto": from each side's measured images/s (an EWMA of
         each batch's), the GPU's rate over both, so that the two finish a
-        batch together (AUTO_SHARE_START until both are measured, within
-        AUTO_SHARE_BOUNDS, and one image of a batch each at least, so that
-        both stay measured). The workers' vectors are the CPU path's.
+        batch together (AUTO_SHARE_START before either is measured, then
+        the side not yet measured first; within AUTO_SHARE_BOUNDS, and one
+        image of a batch each at least, so that both stay measured). The
+        workers' vectors are the CPU path's.
     """
 
     def __init__(self, executor: ModelExecutor, max_batch_size: int = 32, decode_workers: int = 0,

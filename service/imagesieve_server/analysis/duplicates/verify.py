@@ -19,9 +19,7 @@ Alignment (:func:`pair_alignment`):
   the angles where the two gradient-direction histograms, or the two polar
   views, line up best, each only when its coarse 16x16 fit is good;
 - the best placement is measured again with the sharper view blurred to the
-  other's sharpness (a blurred copy), and with one view passed through the
-  folding tone curve that predicts the other (a false-colour or solarized
-  copy); the best of the three measures counts;
+  other's sharpness (a blurred copy); the better of the two measures counts;
 - ``agreement`` is the mean of the best alignment's layout (its correlation,
   averaged with the mean correlation of its best three quarters of 4x4
   cells, so a sticker or a caption over a corner spoils a few cells, not
@@ -484,61 +482,6 @@ def _blur_matched(m: _Match) -> _Match | None:
     return out
 
 
-TONE_BINS = 16            # levels of the tone curve fitted between two aligned views
-TONE_FOLD = 0.1           # a curve must rise and fall by this share of its range: a monotone one is correlation's
-
-
-def _tone_curve(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
-    """``src`` through the tone curve that best predicts ``dst`` from it:
-    piecewise linear through the mean of ``dst`` over each of TONE_BINS
-    quantiles of ``src``; None when ``src`` has fewer than two levels or the
-    curve does not fold (rise and fall by TONE_FOLD of its range): a monotone
-    curve is what correlation follows already, and fitted to a look-alike it
-    only cleans it up (a letter C's copy and a wreath, a probe)."""
-    edges = np.quantile(src, np.linspace(0, 1, TONE_BINS + 1)[1:-1])
-    bins = np.searchsorted(edges, src.ravel(), side="right")
-    count = np.bincount(bins, minlength=TONE_BINS)
-    used = count > 0
-    if used.sum() < 2:
-        return None
-    level = np.bincount(bins, src.ravel(), minlength=TONE_BINS)[used] / count[used]
-    fitted = np.bincount(bins, dst.ravel(), minlength=TONE_BINS)[used] / count[used]
-    span = float(fitted.max() - fitted.min())
-    rise = float(np.max(fitted - np.minimum.accumulate(fitted)))     # the largest climb, left to right
-    fall = float(np.max(np.maximum.accumulate(fitted) - fitted))     # the largest drop
-    if span <= 0 or min(rise, fall) < TONE_FOLD * span:
-        return None
-    return np.interp(src, level, fitted).astype(np.float32)
-
-
-def _tone_matched(m: _Match) -> _Match | None:
-    """The same placement with one view passed through the tone curve that
-    best predicts the other from it (either way round; the better kept), or
-    None. Correlation follows tones that rise or fall together; a solarized
-    copy (tones above the middle inverted), a false-colour one or a
-    duotone maps its original's tones through a curve that rises and falls,
-    and correlated at 0.6-0.8 with it, as look-alikes do. Through the
-    fitted curve such copies agree at ~0.85-0.95; look-alikes gain less
-    (a probe's: median 0.57 -> 0.64, their relationship is no curve of
-    tones). Only over most of the frame (a curve of 16 levels fits a small
-    window too well)."""
-    if m.templ is None or m.mask is not None or min(m.templ.shape) < BLUR_MIN_SIDE:
-        return None
-    best = None
-    for src, dst, src_is_templ in ((m.templ, m.patch, True), (m.patch, m.templ, False)):
-        mapped = _tone_curve(src, dst)
-        if mapped is None or _flat(mapped):
-            continue
-        out = _Match()
-        out.templ, out.patch = (mapped, dst) if src_is_templ else (dst, mapped)
-        out.layout = _zncc(out.templ, out.patch)
-        out.area, out.mirrored, out.turned = m.area, m.mirrored, m.turned
-        out._detail = out._cells = None
-        if best is None or out.agreement > best.agreement:
-            best = out
-    return best
-
-
 def _coarse(x: np.ndarray) -> np.ndarray:
     return cv2.resize(x, (COARSE, COARSE), interpolation=cv2.INTER_AREA)
 
@@ -636,12 +579,11 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
         tilted = _tilt_search(a, aspect_a, b, aspect_b, stop_at)
         if tilted is not None and tilted.agreement > best.agreement:
             best = tilted
-    found = best          # what the views show: whether one is the other's negative, how simple the match is
+    found = best          # as aligned: whether one is the other's negative, how simple the match is
     if not best.reaches(stop_at):
-        for remeasure in (_blur_matched, _tone_matched):
-            matched = remeasure(best)
-            if matched is not None and matched.agreement > best.agreement:
-                best = matched
+        matched = _blur_matched(best)
+        if matched is not None and matched.agreement > best.agreement:
+            best = matched
     return (best.agreement, best.layout, best.detail, best.area, best.mirrored, best.turned, found.sign < 0,
             simplicity(found.templ))
 

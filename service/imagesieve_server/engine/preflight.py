@@ -358,22 +358,39 @@ def _canvas_problem(what: str, w: int, h: int, coded: int, per_byte: int, of: st
             f"{per_byte} a byte: decoding costs the whole canvas, whatever its bytes); convert it, e.g. to PNG")
 
 
+def _webp_chunks(data: bytes):
+    """(kind, size, body offset) of a WebP's chunks in order, at most
+    MAX_HEADER_SEGMENTS of them, then None if more follow (a chunk running
+    past the file's end stops the walk)."""
+    at, end = 12, min(len(data), 8 + _u(data, 4, 4)) if len(data) >= 12 else 0
+    for _ in range(MAX_HEADER_SEGMENTS):
+        if at + 8 > end:
+            return
+        kind, size = data[at:at + 4], _u(data, at + 4, 4)
+        yield kind, size, at + 8
+        at += 8 + size + (size & 1)
+    yield None
+
+
+def _webp_canvas(data: bytes, body: int) -> tuple[int, int]:
+    """The canvas a VP8X chunk at ``body`` declares."""
+    return 1 + _u(data, body + 4, 3), 1 + _u(data, body + 7, 3)
+
+
 def _webp(data: bytes) -> str | None:
     """The canvas of a WebP against the bytes of what is decoded: a still's
     bitstream (VP8 or VP8L, and ALPH), an animation's first frame (only that
     one is decoded). libwebp allocates the canvas whatever the bytes, and
     its demuxer refuses frames outside the canvas itself. Chunks are walked
     up to the first picture, at most MAX_HEADER_SEGMENTS of them."""
-    at, end = 12, min(len(data), 8 + _u(data, 4, 4)) if len(data) >= 12 else 0
     canvas = None
     coded = 0
-    for _ in range(MAX_HEADER_SEGMENTS):
-        if at + 8 > end:
-            return None                       # no picture: damaged, which Pillow says
-        kind, size = data[at:at + 4], _u(data, at + 4, 4)
-        body = at + 8
+    for chunk in _webp_chunks(data):
+        if chunk is None:
+            return f"WebP with over {MAX_HEADER_SEGMENTS} chunks before its picture"
+        kind, size, body = chunk
         if kind == b"VP8X" and size >= 10:
-            canvas = 1 + _u(data, body + 4, 3), 1 + _u(data, body + 7, 3)
+            canvas = _webp_canvas(data, body)
         elif kind == b"ALPH":
             coded += size
         elif kind in (b"VP8 ", b"VP8L"):
@@ -392,8 +409,7 @@ def _webp(data: bytes) -> str | None:
                 return None
             return _canvas_problem("animated WebP", *canvas, max(0, size - 16), WEBP_PIXELS_PER_BYTE,
                                    "its first frame (the one decoded)")
-        at = body + size + (size & 1)
-    return f"WebP with over {MAX_HEADER_SEGMENTS} chunks before its picture"
+    return None                               # no picture: damaged, which Pillow says
 
 
 def _gif_frame(data: bytes, pos: int, max_pixels: int) -> str | None:
@@ -421,14 +437,13 @@ def webp_frames_outside(data: bytes) -> str | None:
     """Which frame of an animated WebP reaches outside its canvas, or None:
     libwebp's demuxer refuses such a file ("could not create decoder
     object"), and this says why. Reads at most MAX_HEADER_SEGMENTS chunks."""
-    at, end, canvas = 12, min(len(data), 8 + _u(data, 4, 4)), None
-    frame = 0
-    for _ in range(MAX_HEADER_SEGMENTS):
-        if at + 8 > end:
+    canvas, frame = None, 0
+    for chunk in _webp_chunks(data):
+        if chunk is None:
             return None
-        kind, size, body = data[at:at + 4], _u(data, at + 4, 4), at + 8
+        kind, size, body = chunk
         if kind == b"VP8X" and size >= 10:
-            canvas = 1 + _u(data, body + 4, 3), 1 + _u(data, body + 7, 3)
+            canvas = _webp_canvas(data, body)
         elif kind == b"ANMF" and size >= 16 and canvas is not None:
             x, y = 2 * _u(data, body, 3), 2 * _u(data, body + 3, 3)
             w, h = 1 + _u(data, body + 6, 3), 1 + _u(data, body + 9, 3)
@@ -436,5 +451,4 @@ def webp_frames_outside(data: bytes) -> str | None:
                 return (f"its frame {frame}, {w}x{h} at ({x}, {y}), reaches outside its {canvas[0]}x{canvas[1]} "
                         "canvas")
             frame += 1
-        at = body + size + (size & 1)
     return None

@@ -2,6 +2,7 @@
 import grpc
 import numpy as np
 import pytest
+from PIL import ImageFilter
 
 from imagesieve import Client
 
@@ -11,7 +12,8 @@ from conftest import encode, photo_image
 @pytest.fixture(scope="module")
 def dup_collection(server, photos):
     """20 photos (labels, 4 in test split) + planted copies: an exact copy
-    under another key, near copies in the other split and with another label."""
+    under another key, near copies in the other split and with another label,
+    a heavily blurred copy."""
     data = [d for d, _, _ in photos]
     names = [n for _, _, n in photos]
     images = list(data)
@@ -25,6 +27,8 @@ def dup_collection(server, photos):
         (small(data[2], 60), "near-2-relabelled", "999", "train"),  # label conflict
         (small(data[3], 50), "near-3-a", labels[3], "train"),
         (small(data[3], 30), "near-3-b", labels[3], "train"),
+        (encode(photo_image(data[4]).filter(ImageFilter.GaussianBlur(12)), "JPEG", quality=90), "blur-4",
+         labels[4], "train"),
     ]
     for d, k, l, s in planted:
         images.append(d)
@@ -38,11 +42,11 @@ def dup_collection(server, photos):
 
 
 def test_pairs_groups_and_flags(server, dup_collection):
-    names = dup_collection[0]
+    names, images, keys = dup_collection
     events = []
     with Client(server.address) as c:
         res = c.find_duplicates("dups", progress=events.append)
-    assert res.num_images == 25 and res.method == "verified" and res.threshold == pytest.approx(0.5)
+    assert res.num_images == 26 and res.method == "verified" and res.threshold == pytest.approx(0.5)
     assert "stage 2" in res.threshold_reason
     assert events and events[-1].stage
     pairs = {frozenset((p.key_a, p.key_b)): p for p in res.pairs}
@@ -59,6 +63,15 @@ def test_pairs_groups_and_flags(server, dup_collection):
     assert sorted([names[3], "near-3-a", "near-3-b"]) in groups
     # every verified pair carries its evidence: copies of one photo align
     assert all(p.agreement > 0.8 and 0 < p.matched_area <= 1 for p in res.pairs)
+    # ... and says when the sharper one was blurred to compare them at one sharpness
+    assert pairs[frozenset((names[4], "blur-4"))].matched_blur_px > 0
+    assert pairs[frozenset((names[3], "near-3-a"))].matched_blur_px == 0
+    # the streaming check gives the same evidence of the blurred copy
+    with Client(server.address) as c:
+        again = encode(photo_image(images[4]).filter(ImageFilter.GaussianBlur(12)), "JPEG", quality=80)
+        r = next(c.check("dups", [again], keys=["blur-4 again"]))
+    near = {n.key: n for n in r.neighbors}
+    assert r.verdict == "NEAR_DUPLICATE" and near[names[4]].verified and near[names[4]].matched_blur_px > 0
 
 
 def test_pairs_equal_brute_force_on_the_same_vectors(server, dup_collection, embedder):

@@ -2,6 +2,7 @@
 kinds the verifier was not tuned on, look-alikes as hard negatives,
 alpha-only PNGs through the ingestion gate of a real server, and exact
 duplicates answered alike on every path."""
+import dataclasses
 import hashlib
 import io
 import os
@@ -16,8 +17,9 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from imagesieve import Client
 from imagesieve_server.analysis.duplicates.find import CANDIDATE_THRESHOLD, RAW_FLOOR, find_duplicates
-from imagesieve_server.analysis.duplicates.verify import (MAX_RELATIVE, AlignmentPool, one_dimensional, pair_alignment,
-                                                          verified_pairs, verify_pairs)
+from imagesieve_server.analysis.duplicates.verify import (BLUR_SIGMAS, MAX_RELATIVE, AlignmentPool, PairEvidence,
+                                                          one_dimensional, pair_alignment, verified_pairs,
+                                                          verify_pairs)
 from imagesieve_server.engine.signature import LAYOUT_BYTES, LEGACY_BYTES, SIGNATURE_BYTES, layout_signature, unpack
 
 from conftest import digit_image, encode, photo_image
@@ -119,13 +121,13 @@ def test_a_picture_tilted_by_any_angle_is_aligned(photos):
     sigs = [layout_signature(im) for im in cutouts]
     for im, sig in zip(cutouts, sigs):
         for deg, least in ((20, 0.85), (30, 0.85), (-45, 0.7), (135, 0.7)):
-            agreement, *_, turned, _, _ = pair_alignment(sig, layout_signature(
+            agreement, *_, turned, _, _, _ = pair_alignment(sig, layout_signature(
                 im.rotate(deg, resample=Image.BICUBIC, expand=True, fillcolor=(255, 255, 255))))
             assert agreement > least and _angle_gap(turned, deg) <= 10, (deg, agreement, turned)
     for im in photos6:
         sig = layout_signature(im)
         for deg in (20, 30, -45):
-            agreement, *_, turned, _, _ = pair_alignment(sig, layout_signature(
+            agreement, *_, turned, _, _, _ = pair_alignment(sig, layout_signature(
                 im.rotate(deg, resample=Image.BICUBIC, fillcolor=(0, 0, 0))))
             assert agreement > 0.75 and _angle_gap(turned, deg) <= 10, (deg, agreement, turned)
     tilted = [layout_signature(o.rotate(30, resample=Image.BICUBIC, expand=True, fillcolor=(255, 255, 255)))
@@ -442,7 +444,7 @@ def test_worker_processes_give_the_same_evidence_and_stop_when_told(embedder, ph
     a, b = np.triu_indices(len(blobs), 1)
     inline = verify_pairs(s, a, b, workers=1)
     procs = verify_pairs(s, a, b, workers=2, processes=True)
-    for field in ("agreement", "layout", "detail", "matched_area", "mirrored", "turned", "inverted", "keypoint_inliers"):
+    for field in (f.name for f in dataclasses.fields(PairEvidence)):
         assert np.array_equal(getattr(inline, field), getattr(procs, field)), field
     seen = []
 
@@ -573,17 +575,24 @@ def test_heavily_blurred_copies_are_compared_at_one_sharpness(embedder, photos):
     keeps: compared as they are, such copies agreed at ~0.8, no better than
     the runner-up bar allows. The sharper view is blurred to the other's
     sharpness first, so they agree as copies do; distinct photos, one of
-    them blurred, still never pair."""
-    agreement, found = _alternate_copies(embedder, photos, (
+    them blurred, still never pair. The evidence says how much the sharper
+    view was blurred; a sharp copy (recompressed) is compared as it is."""
+    ev, found = _alternate_copies(embedder, photos, (
         lambda im: im.filter(ImageFilter.GaussianBlur(im.width * 0.03)),
         lambda im: im.filter(ImageFilter.BoxBlur(im.width * 0.04))))
-    assert np.median(agreement) >= 0.93, np.round(agreement, 3)
+    assert np.median(ev.agreement) >= 0.93, np.round(ev.agreement, 3)
     assert found >= 0.8, found          # 0.5 before the sharpness matching
+    assert np.mean(ev.matched_blur_px > 0) >= 0.8 and ev.matched_blur_px.max() <= max(BLUR_SIGMAS), \
+        ev.matched_blur_px
+    originals = [photo_image(d) for d, _, _ in photos[:6]]
+    sharp = [pair_alignment(layout_signature(im), layout_signature(Image.open(io.BytesIO(
+        encode(im, "JPEG", quality=60))))) for im in originals]
+    assert [round(s[-1], 2) for s in sharp] == [0.0] * len(sharp), sharp
 
 
 def _alternate_copies(embedder, photos, kinds):
     """The photos, and a copy of each made by the kinds in turn, embedded
-    and searched with stage 2: (each copy's agreement with its original,
+    and searched with stage 2: (each copy's PairEvidence with its original,
     the share of copies paired with it). Asserts no distinct photos pair."""
     originals = [photo_image(d) for d, _, _ in photos]
     blobs = [encode(im, "JPEG", quality=92) for im in originals]
@@ -599,7 +608,7 @@ def _alternate_copies(embedder, photos, kinds):
                           [hashlib.sha256(x).hexdigest() for x in blobs], signatures=s)
     pairs = set(zip(rep.a.tolist(), rep.b.tolist()))
     assert all(source[a] == source[b] for a, b in pairs), "distinct photos paired"
-    return ev.agreement, float(np.mean([(source[c], c) in pairs for c in range(n0, n)]))
+    return ev, float(np.mean([(source[c], c) in pairs for c in range(n0, n)]))
 
 
 def test_a_streaming_check_finds_a_blurred_copy_by_its_layout(embedder, photos, tmp_path, monkeypatch):

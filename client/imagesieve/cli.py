@@ -359,11 +359,11 @@ def cmd_dedup(args) -> int:
     with open(out / "pairs.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["key_a", "key_b", "cosine", "exact", "cross_split", "labels_disagree", "agreement",
-                    "matched_area", "mirrored", "turned_degrees", "inverted", "keypoint_inliers"])
+                    "matched_area", "mirrored", "turned_degrees", "inverted", "keypoint_inliers", "matched_blur_px"])
         for p in res.pairs:
             w.writerow([p.key_a, p.key_b, f"{p.cosine:.4f}", p.exact, p.cross_split, p.labels_disagree,
                         f"{p.agreement:.4f}", f"{p.matched_area:.3f}", p.mirrored,
-                        p.turned_degrees, p.inverted, p.keypoint_inliers])
+                        p.turned_degrees, p.inverted, p.keypoint_inliers, f"{p.matched_blur_px:.2f}"])
     items = []
     for gi, g in enumerate(sorted(res.groups, key=lambda g: -len(g.keys))[: args.max_groups]):
         for key in g.keys:

@@ -107,7 +107,10 @@ class Embeddings:
 class Neighbor(NamedTuple):
     """A stored image near a checked one. ``agreement``: stage 2's layout
     agreement (NaN when not verified); ``verified``: the same picture;
-    ``keypoint_inliers``: stage 2's keypoints one transform maps onto each other."""
+    ``keypoint_inliers``: stage 2's keypoints one transform maps onto each other;
+    ``matched_blur_px``: the blur (Gaussian sigma, pixels of the 48-px layout
+    thumbnail) stage 2 gave the sharper image to compare the two at one
+    sharpness (0: compared as they are)."""
     key: str
     cosine: float
     label: str = ""
@@ -115,6 +118,7 @@ class Neighbor(NamedTuple):
     agreement: float = float("nan")
     verified: bool = False
     keypoint_inliers: int = 0
+    matched_blur_px: float = 0.0
 
 
 @dataclasses.dataclass
@@ -434,7 +438,8 @@ class Client:
                 i = next(index)
                 yield DuplicateCheckResult(
                     i, r.key, duplicates_pb2.Verdict.Name(r.verdict).removeprefix("VERDICT_"),
-                    [Neighbor(n.key, n.cosine, n.label, n.split, n.agreement, n.verified, n.keypoint_inliers)
+                    [Neighbor(n.key, n.cosine, n.label, n.split, n.agreement, n.verified, n.keypoint_inliers,
+                              n.matched_blur_px)
                      for n in r.neighbors],
                     r.added,
                     unread.pop(i, None) or (_failure(i, r.key, r.error) if r.HasField("error") else None))

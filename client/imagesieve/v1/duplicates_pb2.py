@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from imagesieve.v1 import common_pb2 as imagesieve_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eimagesieve/v1/duplicates.proto\x12\rimagesieve.v1\x1a\x1aimagesieve/v1/common.proto\"\x9b\x01\n\x16\x43heckDuplicatesRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12$\n\x06images\x18\x02 \x03(\x0b\x32\x14.imagesieve.v1.Image\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x11\n\tthreshold\x18\x04 \x01(\x02\x12\x15\n\radd_if_unique\x18\x05 \x01(\x08\x12\x12\n\nraw_cosine\x18\x06 \x01(\x08\"\x84\x01\n\x08Neighbor\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06\x63osine\x18\x02 \x01(\x02\x12\r\n\x05label\x18\x03 \x01(\t\x12\r\n\x05split\x18\x04 \x01(\t\x12\x11\n\tagreement\x18\x05 \x01(\x02\x12\x10\n\x08verified\x18\x06 \x01(\x08\x12\x18\n\x10keypoint_inliers\x18\x07 \x01(\x05\"\xaa\x01\n\x0e\x44uplicateCheck\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x07verdict\x18\x02 \x01(\x0e\x32\x16.imagesieve.v1.Verdict\x12*\n\tneighbors\x18\x03 \x03(\x0b\x32\x17.imagesieve.v1.Neighbor\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x04 \x01(\x08\x12\'\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x18.imagesieve.v1.ItemError\"I\n\x17\x43heckDuplicatesResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.imagesieve.v1.DuplicateCheck\"\x88\x01\n\x15\x46indDuplicatesRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tthreshold\x18\x02 \x01(\x02\x12\x13\n\x0b\x61pproximate\x18\x03 \x01(\x08\x12\r\n\x05knn_k\x18\x04 \x01(\x05\x12\x10\n\x08grouping\x18\x05 \x01(\t\x12\x12\n\nraw_cosine\x18\x06 \x01(\x08\"\xf9\x01\n\rDuplicatePair\x12\r\n\x05key_a\x18\x01 \x01(\t\x12\r\n\x05key_b\x18\x02 \x01(\t\x12\x0e\n\x06\x63osine\x18\x03 \x01(\x02\x12\r\n\x05\x65xact\x18\x04 \x01(\x08\x12\x13\n\x0b\x63ross_split\x18\x05 \x01(\x08\x12\x17\n\x0flabels_disagree\x18\x06 \x01(\x08\x12\x11\n\tagreement\x18\x07 \x01(\x02\x12\x14\n\x0cmatched_area\x18\x08 \x01(\x02\x12\x10\n\x08mirrored\x18\t \x01(\x08\x12\x16\n\x0eturned_degrees\x18\n \x01(\x05\x12\x10\n\x08inverted\x18\x0b \x01(\x08\x12\x18\n\x10keypoint_inliers\x18\x0c \x01(\x05\";\n\x0e\x44uplicateGroup\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x1b\n\x13min_internal_cosine\x18\x02 \x01(\x02\"\xe4\x01\n\x14\x46indDuplicatesResult\x12+\n\x05pairs\x18\x01 \x03(\x0b\x32\x1c.imagesieve.v1.DuplicatePair\x12-\n\x06groups\x18\x02 \x03(\x0b\x32\x1d.imagesieve.v1.DuplicateGroup\x12\x12\n\nnum_images\x18\x03 \x01(\x03\x12\x11\n\tthreshold\x18\x04 \x01(\x02\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x18\n\x10threshold_reason\x18\x06 \x01(\t\x12\x10\n\x08warnings\x18\x07 \x03(\t\x12\r\n\x05parts\x18\x08 \x01(\x05\"\x85\x01\n\x13\x46indDuplicatesEvent\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.imagesieve.v1.JobProgressH\x00\x12\x35\n\x06result\x18\x02 \x01(\x0b\x32#.imagesieve.v1.FindDuplicatesResultH\x00\x42\x07\n\x05\x65vent*\x82\x01\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x12\n\x0eVERDICT_UNIQUE\x10\x01\x12\x1a\n\x16VERDICT_NEAR_DUPLICATE\x10\x02\x12\x1b\n\x17VERDICT_EXACT_DUPLICATE\x10\x03\x12\x11\n\rVERDICT_ERROR\x10\x04\x32\xf3\x01\n\x10\x44uplicateService\x12{\n\x0f\x43heckDuplicates\x12%.imagesieve.v1.CheckDuplicatesRequest\x1a&.imagesieve.v1.CheckDuplicatesResponse\"\x15\xc8\xf3\x18\x01\xd2\xf3\x18\radd_if_unique(\x01\x30\x01\x12\x62\n\x0e\x46indDuplicates\x12$.imagesieve.v1.FindDuplicatesRequest\x1a\".imagesieve.v1.FindDuplicatesEvent\"\x04\xc8\xf3\x18\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eimagesieve/v1/duplicates.proto\x12\rimagesieve.v1\x1a\x1aimagesieve/v1/common.proto\"\x9b\x01\n\x16\x43heckDuplicatesRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12$\n\x06images\x18\x02 \x03(\x0b\x32\x14.imagesieve.v1.Image\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x11\n\tthreshold\x18\x04 \x01(\x02\x12\x15\n\radd_if_unique\x18\x05 \x01(\x08\x12\x12\n\nraw_cosine\x18\x06 \x01(\x08\"\x9d\x01\n\x08Neighbor\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06\x63osine\x18\x02 \x01(\x02\x12\r\n\x05label\x18\x03 \x01(\t\x12\r\n\x05split\x18\x04 \x01(\t\x12\x11\n\tagreement\x18\x05 \x01(\x02\x12\x10\n\x08verified\x18\x06 \x01(\x08\x12\x18\n\x10keypoint_inliers\x18\x07 \x01(\x05\x12\x17\n\x0fmatched_blur_px\x18\x08 \x01(\x02\"\xaa\x01\n\x0e\x44uplicateCheck\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x07verdict\x18\x02 \x01(\x0e\x32\x16.imagesieve.v1.Verdict\x12*\n\tneighbors\x18\x03 \x03(\x0b\x32\x17.imagesieve.v1.Neighbor\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x04 \x01(\x08\x12\'\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x18.imagesieve.v1.ItemError\"I\n\x17\x43heckDuplicatesResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.imagesieve.v1.DuplicateCheck\"\x88\x01\n\x15\x46indDuplicatesRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tthreshold\x18\x02 \x01(\x02\x12\x13\n\x0b\x61pproximate\x18\x03 \x01(\x08\x12\r\n\x05knn_k\x18\x04 \x01(\x05\x12\x10\n\x08grouping\x18\x05 \x01(\t\x12\x12\n\nraw_cosine\x18\x06 \x01(\x08\"\x92\x02\n\rDuplicatePair\x12\r\n\x05key_a\x18\x01 \x01(\t\x12\r\n\x05key_b\x18\x02 \x01(\t\x12\x0e\n\x06\x63osine\x18\x03 \x01(\x02\x12\r\n\x05\x65xact\x18\x04 \x01(\x08\x12\x13\n\x0b\x63ross_split\x18\x05 \x01(\x08\x12\x17\n\x0flabels_disagree\x18\x06 \x01(\x08\x12\x11\n\tagreement\x18\x07 \x01(\x02\x12\x14\n\x0cmatched_area\x18\x08 \x01(\x02\x12\x10\n\x08mirrored\x18\t \x01(\x08\x12\x16\n\x0eturned_degrees\x18\n \x01(\x05\x12\x10\n\x08inverted\x18\x0b \x01(\x08\x12\x18\n\x10keypoint_inliers\x18\x0c \x01(\x05\x12\x17\n\x0fmatched_blur_px\x18\r \x01(\x02\";\n\x0e\x44uplicateGroup\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x1b\n\x13min_internal_cosine\x18\x02 \x01(\x02\"\xe4\x01\n\x14\x46indDuplicatesResult\x12+\n\x05pairs\x18\x01 \x03(\x0b\x32\x1c.imagesieve.v1.DuplicatePair\x12-\n\x06groups\x18\x02 \x03(\x0b\x32\x1d.imagesieve.v1.DuplicateGroup\x12\x12\n\nnum_images\x18\x03 \x01(\x03\x12\x11\n\tthreshold\x18\x04 \x01(\x02\x12\x0e\n\x06method\x18\x05 \x01(\t\x12\x18\n\x10threshold_reason\x18\x06 \x01(\t\x12\x10\n\x08warnings\x18\x07 \x03(\t\x12\r\n\x05parts\x18\x08 \x01(\x05\"\x85\x01\n\x13\x46indDuplicatesEvent\x12.\n\x08progress\x18\x01 \x01(\x0b\x32\x1a.imagesieve.v1.JobProgressH\x00\x12\x35\n\x06result\x18\x02 \x01(\x0b\x32#.imagesieve.v1.FindDuplicatesResultH\x00\x42\x07\n\x05\x65vent*\x82\x01\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x12\n\x0eVERDICT_UNIQUE\x10\x01\x12\x1a\n\x16VERDICT_NEAR_DUPLICATE\x10\x02\x12\x1b\n\x17VERDICT_EXACT_DUPLICATE\x10\x03\x12\x11\n\rVERDICT_ERROR\x10\x04\x32\xf3\x01\n\x10\x44uplicateService\x12{\n\x0f\x43heckDuplicates\x12%.imagesieve.v1.CheckDuplicatesRequest\x1a&.imagesieve.v1.CheckDuplicatesResponse\"\x15\xc8\xf3\x18\x01\xd2\xf3\x18\radd_if_unique(\x01\x30\x01\x12\x62\n\x0e\x46indDuplicates\x12$.imagesieve.v1.FindDuplicatesRequest\x1a\".imagesieve.v1.FindDuplicatesEvent\"\x04\xc8\xf3\x18\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,26 +36,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DUPLICATESERVICE'].methods_by_name['CheckDuplicates']._serialized_options = b'\310\363\030\001\322\363\030\radd_if_unique'
   _globals['_DUPLICATESERVICE'].methods_by_name['FindDuplicates']._loaded_options = None
   _globals['_DUPLICATESERVICE'].methods_by_name['FindDuplicates']._serialized_options = b'\310\363\030\001'
-  _globals['_VERDICT']._serialized_start=1438
-  _globals['_VERDICT']._serialized_end=1568
+  _globals['_VERDICT']._serialized_start=1488
+  _globals['_VERDICT']._serialized_end=1618
   _globals['_CHECKDUPLICATESREQUEST']._serialized_start=78
   _globals['_CHECKDUPLICATESREQUEST']._serialized_end=233
   _globals['_NEIGHBOR']._serialized_start=236
-  _globals['_NEIGHBOR']._serialized_end=368
-  _globals['_DUPLICATECHECK']._serialized_start=371
-  _globals['_DUPLICATECHECK']._serialized_end=541
-  _globals['_CHECKDUPLICATESRESPONSE']._serialized_start=543
-  _globals['_CHECKDUPLICATESRESPONSE']._serialized_end=616
-  _globals['_FINDDUPLICATESREQUEST']._serialized_start=619
-  _globals['_FINDDUPLICATESREQUEST']._serialized_end=755
-  _globals['_DUPLICATEPAIR']._serialized_start=758
-  _globals['_DUPLICATEPAIR']._serialized_end=1007
-  _globals['_DUPLICATEGROUP']._serialized_start=1009
-  _globals['_DUPLICATEGROUP']._serialized_end=1068
-  _globals['_FINDDUPLICATESRESULT']._serialized_start=1071
-  _globals['_FINDDUPLICATESRESULT']._serialized_end=1299
-  _globals['_FINDDUPLICATESEVENT']._serialized_start=1302
-  _globals['_FINDDUPLICATESEVENT']._serialized_end=1435
-  _globals['_DUPLICATESERVICE']._serialized_start=1571
-  _globals['_DUPLICATESERVICE']._serialized_end=1814
+  _globals['_NEIGHBOR']._serialized_end=393
+  _globals['_DUPLICATECHECK']._serialized_start=396
+  _globals['_DUPLICATECHECK']._serialized_end=566
+  _globals['_CHECKDUPLICATESRESPONSE']._serialized_start=568
+  _globals['_CHECKDUPLICATESRESPONSE']._serialized_end=641
+  _globals['_FINDDUPLICATESREQUEST']._serialized_start=644
+  _globals['_FINDDUPLICATESREQUEST']._serialized_end=780
+  _globals['_DUPLICATEPAIR']._serialized_start=783
+  _globals['_DUPLICATEPAIR']._serialized_end=1057
+  _globals['_DUPLICATEGROUP']._serialized_start=1059
+  _globals['_DUPLICATEGROUP']._serialized_end=1118
+  _globals['_FINDDUPLICATESRESULT']._serialized_start=1121
+  _globals['_FINDDUPLICATESRESULT']._serialized_end=1349
+  _globals['_FINDDUPLICATESEVENT']._serialized_start=1352
+  _globals['_FINDDUPLICATESEVENT']._serialized_end=1485
+  _globals['_DUPLICATESERVICE']._serialized_start=1621
+  _globals['_DUPLICATESERVICE']._serialized_end=1864
 # @@protoc_insertion_point(module_scope)

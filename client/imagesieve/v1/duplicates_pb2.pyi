@@ -38,7 +38,7 @@ class CheckDuplicatesRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., images: _Optional[_Iterable[_Union[_common_pb2.Image, _Mapping]]] = ..., k: _Optional[int] = ..., threshold: _Optional[float] = ..., add_if_unique: _Optional[bool] = ..., raw_cosine: _Optional[bool] = ...) -> None: ...
 
 class Neighbor(_message.Message):
-    __slots__ = ("key", "cosine", "label", "split", "agreement", "verified", "keypoint_inliers")
+    __slots__ = ("key", "cosine", "label", "split", "agreement", "verified", "keypoint_inliers", "matched_blur_px")
     KEY_FIELD_NUMBER: _ClassVar[int]
     COSINE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class Neighbor(_message.Message):
     AGREEMENT_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_FIELD_NUMBER: _ClassVar[int]
     KEYPOINT_INLIERS_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_BLUR_PX_FIELD_NUMBER: _ClassVar[int]
     key: str
     cosine: float
     label: str
@@ -53,7 +54,8 @@ class Neighbor(_message.Message):
     agreement: float
     verified: bool
     keypoint_inliers: int
-    def __init__(self, key: _Optional[str] = ..., cosine: _Optional[float] = ..., label: _Optional[str] = ..., split: _Optional[str] = ..., agreement: _Optional[float] = ..., verified: _Optional[bool] = ..., keypoint_inliers: _Optional[int] = ...) -> None: ...
+    matched_blur_px: float
+    def __init__(self, key: _Optional[str] = ..., cosine: _Optional[float] = ..., label: _Optional[str] = ..., split: _Optional[str] = ..., agreement: _Optional[float] = ..., verified: _Optional[bool] = ..., keypoint_inliers: _Optional[int] = ..., matched_blur_px: _Optional[float] = ...) -> None: ...
 
 class DuplicateCheck(_message.Message):
     __slots__ = ("key", "verdict", "neighbors", "added", "error")
@@ -92,7 +94,7 @@ class FindDuplicatesRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., threshold: _Optional[float] = ..., approximate: _Optional[bool] = ..., knn_k: _Optional[int] = ..., grouping: _Optional[str] = ..., raw_cosine: _Optional[bool] = ...) -> None: ...
 
 class DuplicatePair(_message.Message):
-    __slots__ = ("key_a", "key_b", "cosine", "exact", "cross_split", "labels_disagree", "agreement", "matched_area", "mirrored", "turned_degrees", "inverted", "keypoint_inliers")
+    __slots__ = ("key_a", "key_b", "cosine", "exact", "cross_split", "labels_disagree", "agreement", "matched_area", "mirrored", "turned_degrees", "inverted", "keypoint_inliers", "matched_blur_px")
     KEY_A_FIELD_NUMBER: _ClassVar[int]
     KEY_B_FIELD_NUMBER: _ClassVar[int]
     COSINE_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +107,7 @@ class DuplicatePair(_message.Message):
     TURNED_DEGREES_FIELD_NUMBER: _ClassVar[int]
     INVERTED_FIELD_NUMBER: _ClassVar[int]
     KEYPOINT_INLIERS_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_BLUR_PX_FIELD_NUMBER: _ClassVar[int]
     key_a: str
     key_b: str
     cosine: float
@@ -117,7 +120,8 @@ class DuplicatePair(_message.Message):
     turned_degrees: int
     inverted: bool
     keypoint_inliers: int
-    def __init__(self, key_a: _Optional[str] = ..., key_b: _Optional[str] = ..., cosine: _Optional[float] = ..., exact: _Optional[bool] = ..., cross_split: _Optional[bool] = ..., labels_disagree: _Optional[bool] = ..., agreement: _Optional[float] = ..., matched_area: _Optional[float] = ..., mirrored: _Optional[bool] = ..., turned_degrees: _Optional[int] = ..., inverted: _Optional[bool] = ..., keypoint_inliers: _Optional[int] = ...) -> None: ...
+    matched_blur_px: float
+    def __init__(self, key_a: _Optional[str] = ..., key_b: _Optional[str] = ..., cosine: _Optional[float] = ..., exact: _Optional[bool] = ..., cross_split: _Optional[bool] = ..., labels_disagree: _Optional[bool] = ..., agreement: _Optional[float] = ..., matched_area: _Optional[float] = ..., mirrored: _Optional[bool] = ..., turned_degrees: _Optional[int] = ..., inverted: _Optional[bool] = ..., keypoint_inliers: _Optional[int] = ..., matched_blur_px: _Optional[float] = ...) -> None: ...
 
 class DuplicateGroup(_message.Message):
     __slots__ = ("keys", "min_internal_cosine")

@@ -81,6 +81,7 @@ class Neighbor:
     agreement: float = float("nan")   # stage 2: layout agreement (NaN: not verified)
     verified: bool = False            # stage 2 says: the same picture
     keypoint_inliers: int = 0         # stage 2: keypoints one transform maps onto each other
+    matched_blur_px: float = 0.0      # stage 2: blur given to the sharper image (0: compared as they are)
 
 
 @dataclasses.dataclass
@@ -602,8 +603,8 @@ class Collection:
         a, b = np.zeros(m, np.int64), np.arange(1, m + 1, dtype=np.int64)
         ev = verify.verify_pairs(sigs, a, b, pool=self.alignment_pool)
         g = ev.agreement
-        for n, v, k in zip(everyone, g.tolist(), ev.keypoint_inliers.tolist()):
-            n.agreement, n.keypoint_inliers = v, k
+        for n, v, k, blur in zip(everyone, g.tolist(), ev.keypoint_inliers.tolist(), ev.matched_blur_px.tolist()):
+            n.agreement, n.keypoint_inliers, n.matched_blur_px = v, k, blur
         c = np.array([n.cosine for n in everyone], np.float32)
         nan = float("nan")
         # The stored images' look-alike levels as they were when each was added;
@@ -627,6 +628,7 @@ class Collection:
                 if n.key in listed:
                     listed[n.key].agreement, listed[n.key].verified = n.agreement, True
                     listed[n.key].keypoint_inliers = n.keypoint_inliers
+                    listed[n.key].matched_blur_px = n.matched_blur_px
                 else:
                     neighbors.append(n)
         return bool(ok.any()), (float(own_g), float(own_c))

@@ -32,11 +32,11 @@ def report_message(r: DuplicateReport) -> duplicates_pb2.FindDuplicatesResult:
                                          r.cross_split, r.labels_disagree)]
     if r.evidence is not None:
         ev = r.evidence
-        for p, g, area, mirrored, turned, inverted, inliers in zip(
+        for p, g, area, mirrored, turned, inverted, inliers, blur in zip(
                 pairs, ev.agreement.tolist(), ev.matched_area.tolist(), ev.mirrored.tolist(), ev.turned.tolist(),
-                ev.inverted.tolist(), ev.keypoint_inliers.tolist()):
+                ev.inverted.tolist(), ev.keypoint_inliers.tolist(), ev.matched_blur_px.tolist()):
             p.agreement, p.matched_area, p.mirrored = g, area, mirrored
-            p.turned_degrees, p.inverted, p.keypoint_inliers = turned, inverted, inliers
+            p.turned_degrees, p.inverted, p.keypoint_inliers, p.matched_blur_px = turned, inverted, inliers, blur
     return duplicates_pb2.FindDuplicatesResult(
         pairs=pairs,
         groups=[duplicates_pb2.DuplicateGroup(keys=[k[i] for i in g.tolist()], min_internal_cosine=float(m))

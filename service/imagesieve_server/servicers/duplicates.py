@@ -31,7 +31,8 @@ CHECK_THREADS = 8
 def neighbor_messages(neighbors: list[Neighbor]) -> list[duplicates_pb2.Neighbor]:
     return [duplicates_pb2.Neighbor(key=n.key, cosine=n.cosine, label=n.label, split=n.split,
                                     agreement=n.agreement, verified=n.verified,
-                                    keypoint_inliers=n.keypoint_inliers) for n in neighbors]
+                                    keypoint_inliers=n.keypoint_inliers, matched_blur_px=n.matched_blur_px)
+            for n in neighbors]
 
 
 def _answer_bytes(request) -> int:

@@ -125,7 +125,10 @@ class PairEvidence:
     none), and ``matched_simplicity``: the share of the aligned template's
     variance (the view of one image placed on the other, as compared) that
     its two strongest components hold (:func:`simplicity`; 1 for a bar, an
-    edge or a box, 0 where nothing was aligned)."""
+    edge or a box, 0 where nothing was aligned), and ``matched_blur_px``:
+    the Gaussian blur (sigma, pixels of the 48-px thumbnail) by which the
+    sharper view was softened to compare the two at one sharpness (0 where
+    they were compared as they are; :func:`_blur_matched`)."""
     agreement: np.ndarray
     layout: np.ndarray
     detail: np.ndarray
@@ -135,12 +138,13 @@ class PairEvidence:
     inverted: np.ndarray
     keypoint_inliers: np.ndarray
     matched_simplicity: np.ndarray
+    matched_blur_px: np.ndarray
 
     @classmethod
     def empty(cls, p: int) -> "PairEvidence":
         return cls(np.zeros(p, np.float32), np.zeros(p, np.float32), np.zeros(p, np.float32),
                    np.zeros(p, np.float32), np.zeros(p, bool), np.zeros(p, np.int16), np.zeros(p, bool),
-                   np.zeros(p, np.int16), np.zeros(p, np.float32))
+                   np.zeros(p, np.int16), np.zeros(p, np.float32), np.zeros(p, np.float32))
 
     @classmethod
     def identical(cls, p: int) -> "PairEvidence":
@@ -148,7 +152,7 @@ class PairEvidence:
         (their keypoints are not matched: 0)."""
         one = np.ones(p, np.float32)
         return cls(one, one.copy(), one.copy(), one.copy(), np.zeros(p, bool), np.zeros(p, np.int16),
-                   np.zeros(p, bool), np.zeros(p, np.int16), np.zeros(p, np.float32))
+                   np.zeros(p, bool), np.zeros(p, np.int16), np.zeros(p, np.float32), np.zeros(p, np.float32))
 
     def take(self, idx) -> "PairEvidence":
         return PairEvidence(*(getattr(self, f.name)[idx] for f in dataclasses.fields(self)))
@@ -222,12 +226,13 @@ class _Match:
     value: a negative copy correlates at -1). Its detail correlation (two
     blurs and a correlation) and cell correlation are computed once, when
     asked: most placements are beaten before anyone needs them."""
-    __slots__ = ("layout", "_detail", "_cells", "area", "mirrored", "templ", "patch", "turned", "sign", "mask")
+    __slots__ = ("layout", "_detail", "_cells", "area", "mirrored", "templ", "patch", "turned", "sign", "mask",
+                 "blur")
 
     def __init__(self):
         self.layout, self._detail, self._cells, self.area, self.mirrored = -1.0, -1.0, -1.0, 0.0, False
         self.templ = self.patch = self.mask = None
-        self.turned, self.sign = 0, 1.0
+        self.turned, self.sign, self.blur = 0, 1.0, 0.0
 
     @property
     def detail(self) -> float:
@@ -467,7 +472,7 @@ def _blur_matched(m: _Match) -> _Match | None:
         return None
     sharp_is_templ = ft > fp
     sharp, target = (m.templ, fp) if sharp_is_templ else (m.patch, ft)
-    blurred = None
+    blurred, sigma = None, 0.0
     for sigma in BLUR_SIGMAS:
         blurred = cv2.GaussianBlur(sharp, (0, 0), sigma)
         if _edge_sharpness(blurred) <= target:
@@ -478,7 +483,7 @@ def _blur_matched(m: _Match) -> _Match | None:
     out = _Match()
     out.layout = m.sign * _zncc(templ, patch)
     out.area, out.mirrored, out.turned, out.sign = m.area, m.mirrored, m.turned, m.sign
-    out.templ, out.patch, out._detail, out._cells = templ, patch, None, None
+    out.templ, out.patch, out._detail, out._cells, out.blur = templ, patch, None, None, sigma
     return out
 
 
@@ -510,9 +515,9 @@ def _tilt_search(a, aspect_a, b, aspect_b, stop_at: float) -> _Match | None:
 
 
 def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
-                   ) -> tuple[float, float, float, float, bool, int, bool, float]:
+                   ) -> tuple[float, float, float, float, bool, int, bool, float, float]:
     """(agreement, layout, detail, matched_area, mirrored, turned degrees,
-    inverted, matched_simplicity) of two signatures ((SIGNATURE_BYTES,)
+    inverted, matched_simplicity, matched_blur_px) of two signatures ((SIGNATURE_BYTES,)
     uint8 each; see PairEvidence). The search stops once ``agreement``
     reaches ``stop_at``."""
     aspect_a, _, ta = unpack(sig_a)
@@ -523,10 +528,10 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
         # near-black picture's recompressed copy crosses BLANK_STD either
         # way), is the same picture if it is of one tone with it.
         same = float(abs(float(ta.mean()) - float(tb.mean())) < 8)
-        return same, same, same, 1.0, False, 0, False, 0.0
+        return same, same, same, 1.0, False, 0, False, 0.0, 0.0
     a, b = _visible(ta), _visible(tb)
     if a.std() < FLAT_STD or b.std() < FLAT_STD:     # blank against a picture
-        return 0.0, 0.0, 0.0, 1.0, False, 0, False, 0.0
+        return 0.0, 0.0, 0.0, 1.0, False, 0, False, 0.0, 0.0
     best, best_searched = _Match(), None
     searches = [(a, aspect_a, b, aspect_b, None, 0, None), (b, aspect_b, a, aspect_a, None, 0, None)]
     # A transparent image against an opaque one is also searched by its opaque
@@ -557,7 +562,7 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
                 searches = [(ta, ra, b, aspect_b, _shares(ra, aspect_b)[:TURN_SHARES], 90 * k, None),
                             (tb, rb, a, aspect_a, _shares(rb, aspect_a)[:TURN_SHARES], 90 * k, None)]
     if best.templ is None:          # every template was flat: nothing aligned
-        return -1.0, -1.0, -1.0, 0.0, False, 0, False, 0.0
+        return -1.0, -1.0, -1.0, 0.0, False, 0, False, 0.0, 0.0
     if not best.reaches(stop_at):
         # A small rotation (a scan, a phone photo of a print): turn the best
         # upright template a few degrees and look again.
@@ -585,7 +590,7 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
         if matched is not None and matched.agreement > best.agreement:
             best = matched
     return (best.agreement, best.layout, best.detail, best.area, best.mirrored, best.turned, found.sign < 0,
-            simplicity(found.templ))
+            simplicity(found.templ), best.blur)
 
 
 def _rank2_share(x: np.ndarray) -> float:
@@ -718,7 +723,8 @@ def _align_all(sig: np.ndarray, a: np.ndarray, b: np.ndarray, stop_at: float) ->
     out = PairEvidence.empty(len(a))
     for i in range(len(a)):
         (out.agreement[i], out.layout[i], out.detail[i], out.matched_area[i], out.mirrored[i],
-         out.turned[i], out.inverted[i], out.matched_simplicity[i]) = pair_alignment(sig[a[i]], sig[b[i]], stop_at)
+         out.turned[i], out.inverted[i], out.matched_simplicity[i], out.matched_blur_px[i]) = pair_alignment(
+             sig[a[i]], sig[b[i]], stop_at)
         out.keypoint_inliers[i] = min(matched_inliers(keypoints(sig[a[i]]), keypoints(sig[b[i]])), 32767)
     return out
 

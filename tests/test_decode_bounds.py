@@ -791,6 +791,29 @@ def test_canvases_the_bytes_do_not_pay_for_are_refused(name):
     assert time.perf_counter() - t < 0.5, name
 
 
+def test_an_avif_canvas_is_bounded_by_its_coded_bytes(photos):
+    """AV1 codes a flat picture in almost nothing: 2,181 bytes of
+    10000x10000 cost 0.74 s and ~900 MB to decode, and 64 of them in one
+    call stalled another client's embeds for 1.5-2 s (an eighth probe).
+    Beyond FREE_CANVAS_PIXELS, the canvas its boxes declare is bounded by its
+    coded bytes, a still's or an animation's, before Pillow opens it; what
+    encoders write of real pictures passes."""
+    flat = Image.new("RGB", (6000, 6000), (120, 130, 140))
+    still = encode(flat, "AVIF", quality=10, speed=10)
+    animated = encode(flat, "AVIF", save_all=True, append_images=[Image.new("RGB", (6000, 6000), (10, 20, 30))],
+                      quality=10, speed=10)
+    for data in (still, animated):
+        t = time.perf_counter()
+        with pytest.raises(DecodeError) as e:
+            decode_image(data, 224)
+        assert e.value.code == "RESOURCE_EXHAUSTED" and "AVIF of a 6000x6000 canvas" in str(e.value), str(e.value)
+        assert time.perf_counter() - t < 0.5
+    # within FREE_CANVAS_PIXELS whatever its bytes; a photo of 36 MP has the bytes
+    assert decode_image(encode(Image.new("RGB", (4096, 4096), (9, 9, 9)), "AVIF", speed=10), 224).size == (4096, 4096)
+    photo = photo_image(photos[0][0]).resize((6000, 6000))
+    assert decode_image(encode(photo, "AVIF", quality=30, speed=10), 224).size == (6000, 6000)
+
+
 def test_a_webp_frame_outside_its_canvas_is_refused_saying_so():
     """libwebp's demuxer refuses it (cheaply); the error now says why."""
     data = _animated_webp(64, [(10000, _vp8l_flat(10000, 10000)), (16, _vp8l_flat(16, 16))])

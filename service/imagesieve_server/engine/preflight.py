@@ -31,7 +31,13 @@ seconds to minutes (two adversarial probes; README, "A fourth and a fifth probe"
   WebP of 10000x10000 cost 1.8 s and 1.5 GB (a seventh probe, F6), a 34-byte
   lossless still the same, a 37-byte GIF screen 0.2 s and 380 MB. Beyond
   ``FREE_CANVAS_PIXELS`` the canvas is bounded by the bytes of the picture
-  that is decoded (``WEBP_PIXELS_PER_BYTE``, ``GIF_PIXELS_PER_BYTE``).
+  that is decoded (``WEBP_PIXELS_PER_BYTE``, ``GIF_PIXELS_PER_BYTE``);
+- an AVIF picture costs its pixels too, and AV1 codes a flat one in almost
+  nothing: 2,181 bytes of 10000x10000 took 0.74 s and ~900 MB to decode, and
+  64 of them in one call stalled another client's embeds for 1.5-2 s (an
+  eighth probe). Its canvas (the largest ``ispe`` or AV1 sample entry) is
+  bounded by its coded bytes (``mdat`` and ``idat``) the same way
+  (``AVIF_PIXELS_PER_BYTE``).
 
 Each check reads headers only, at most ``MAX_HEADER_SEGMENTS`` segments,
 and returns why the file is refused (a RESOURCE_EXHAUSTED item error), or
@@ -73,6 +79,14 @@ WEBP_PIXELS_PER_BYTE = 2048
 # LZW reaches ~2,730 pixels a byte at best (12-bit codes of at most ~4,090
 # pixels): a GIF whose first frame covers its screen is never refused.
 GIF_PIXELS_PER_BYTE = 4096
+# AV1 stills measured here at 36 MP: a smooth photo 177 pixels a byte at
+# quality 30, a page of text 41; a flat 100 MP picture ~46,000.
+AVIF_PIXELS_PER_BYTE = 2048
+# ISOBMFF boxes holding the boxes that say an AVIF's size, with the bytes of
+# their own fields before their children (FullBox flags; stsd's entry count).
+_ISO_CONTAINERS = {b"meta": 4, b"iprp": 0, b"ipco": 0, b"moov": 0, b"trak": 0, b"mdia": 0, b"minf": 0,
+                   b"stbl": 0, b"stsd": 8}
+_AVIF_BRANDS = (b"avif", b"avis", b"mif1", b"msf1")      # the major brands Pillow's AVIF plugin opens
 _GIF_MARK = re.compile(rb"[!,;]")   # what ends a run of stray bytes: an extension, a frame, the end
 _BMP_RLE = {1: "RLE8", 2: "RLE4"}
 
@@ -96,6 +110,8 @@ def problem(data: bytes, max_pixels: int) -> str | None:
         return _gif(data, max_pixels)
     if head[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return _webp(data)
+    if data[4:8] == b"ftyp" and data[8:12] in _AVIF_BRANDS:
+        return _avif(data)
     if len(head) >= 3 and head[:1] == b"P" and head[1:2] in b"123456f" and (head[2:3].isspace() or head[2:3] == b"#"):
         return _netpbm(data)
     return None
@@ -410,6 +426,42 @@ def _webp(data: bytes) -> str | None:
             return _canvas_problem("animated WebP", *canvas, max(0, size - 16), WEBP_PIXELS_PER_BYTE,
                                    "its first frame (the one decoded)")
     return None                               # no picture: damaged, which Pillow says
+
+
+def _avif(data: bytes) -> str | None:
+    """The largest picture an AVIF declares (an item's ``ispe``, a
+    sequence's AV1 sample entry) against its coded bytes (``mdat`` and
+    ``idat`` payloads, as far as the file holds them). Boxes are walked
+    into the containers that hold those, at most MAX_HEADER_SEGMENTS."""
+    canvas, coded, boxes = (0, 0), 0, 0
+    spans = [(0, len(data))]
+    while spans:
+        at, end = spans.pop()
+        while at + 8 <= end:
+            size, kind, head = _u(data, at, 4, "big"), data[at + 4:at + 8], 8
+            if size == 1:                               # a 64-bit length follows
+                size, head = (_u(data, at + 8, 8, "big"), 16) if at + 16 <= end else (0, 16)
+            elif size == 0:                             # the last box: to the end
+                size = end - at
+            if size < head:
+                break                                   # malformed: libavif says so
+            size = min(size, end - at)                  # a box cut short counts what it holds
+            boxes += 1
+            if boxes > MAX_HEADER_SEGMENTS:
+                return f"AVIF file with over {MAX_HEADER_SEGMENTS} boxes"
+            body, stop = at + head, at + size
+            if kind in _ISO_CONTAINERS:
+                spans.append((body + _ISO_CONTAINERS[kind], stop))
+            elif kind == b"ispe" and stop - body >= 12:      # flags, width, height
+                canvas = max(canvas, (_u(data, body + 4, 4, "big"), _u(data, body + 8, 4, "big")),
+                             key=lambda c: c[0] * c[1])
+            elif kind == b"av01" and stop - body >= 28:      # a visual sample entry: width, height at 24
+                canvas = max(canvas, (_u(data, body + 24, 2, "big"), _u(data, body + 26, 2, "big")),
+                             key=lambda c: c[0] * c[1])
+            elif kind in (b"mdat", b"idat"):
+                coded += stop - body
+            at = stop
+    return _canvas_problem("AVIF", *canvas, coded, AVIF_PIXELS_PER_BYTE, "coded image data")
 
 
 def _gif_frame(data: bytes, pos: int, max_pixels: int) -> str | None:

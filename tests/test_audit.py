@@ -237,6 +237,32 @@ def test_a_url_or_an_empty_path_in_a_manifest_fails_alone_saying_so(tmp_path):
     assert errors[""] == "INVALID_ARGUMENT: an empty path"
 
 
+def test_labels_and_paths_that_look_like_formulas_stay_text_in_written_csv(tmp_path):
+    """A class folder named like a spreadsheet formula became a live formula
+    in `imagesieve fix`'s manifest (an eighth probe): such cells are written
+    with a leading apostrophe, which every manifest reader takes off again,
+    so the labels read back whole; numbers such as -1 are left as they are."""
+    from imagesieve_server.audit.sources import load_audit_source
+    evil = '=HYPERLINK("http:__evil.example","click")'
+    for name in (evil, "-1", "@home"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (len(name), 0, 0)).save(tmp_path / "data" / name / "x.png")
+    (tmp_path / "data" / "-1" / "+y.png").write_bytes((tmp_path / "data" / "-1" / "x.png").read_bytes())
+    relabelled = str(tmp_path / "data" / "@home" / "x.png")
+    (tmp_path / "fixes.csv").write_text(f"source,path,action,new_label,reason\n{tmp_path / 'data'},{relabelled},"
+                                        "relabel,'+cmd|' /C calc'!A0,\n")
+    r = subprocess.run([sys.executable, "-m", "imagesieve.cli", "fix", str(tmp_path / "fixes.csv"),
+                        "--out", str(tmp_path / "clean.csv")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    cells = [c for row in csv.reader(open(tmp_path / "clean.csv", newline="")) for c in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "@")], cells     # nothing a spreadsheet runs
+    assert "'" + evil in cells and "-1" in cells
+    labels = {Path(x.path).name + "@" + Path(x.path).parent.name: x.label
+              for x in load_audit_source(str(tmp_path / "clean.csv"))}
+    assert labels == {f"x.png@{evil}": evil, "x.png@-1": "-1", "+y.png@-1": "-1",
+                      "x.png@@home": "+cmd|' /C calc'!A0"}
+
+
 def test_interrupted_audit_continues_without_embedding_twice(tmp_path):
     """Ctrl-C in the middle of embedding; the rerun embeds only the rest."""
     folder = tmp_path / "many"

@@ -24,7 +24,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .manifest import SPLIT_NAMES, read_csv_rows
+from .manifest import SPLIT_NAMES, read_csv_rows, spreadsheet_cell
 
 # The suffixes of the formats the server decodes (imagesieve_server.formats,
 # kept equal by a test; the light client does not import the server).
@@ -361,7 +361,7 @@ def cmd_dedup(args) -> int:
         w.writerow(["key_a", "key_b", "cosine", "exact", "cross_split", "labels_disagree", "agreement",
                     "matched_area", "mirrored", "turned_degrees", "inverted", "keypoint_inliers", "matched_blur_px"])
         for p in res.pairs:
-            w.writerow([p.key_a, p.key_b, f"{p.cosine:.4f}", p.exact, p.cross_split, p.labels_disagree,
+            w.writerow([spreadsheet_cell(p.key_a), spreadsheet_cell(p.key_b), f"{p.cosine:.4f}", p.exact, p.cross_split, p.labels_disagree,
                         f"{p.agreement:.4f}", f"{p.matched_area:.3f}", p.mirrored,
                         p.turned_degrees, p.inverted, p.keypoint_inliers, f"{p.matched_blur_px:.2f}"])
     items = []

@@ -25,6 +25,8 @@ import os
 import sys
 from pathlib import Path
 
+from imagesieve.manifest import read_csv_rows, spreadsheet_cell
+
 ACTIONS = ("drop", "relabel", "review")
 
 
@@ -38,7 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_plan(path: Path) -> tuple[list[dict], set[str]]:
     """(rows, sources named). ValueError naming the line of a bad row."""
-    from imagesieve.manifest import read_csv_rows
     if not path.is_file():
         raise ValueError(f"{path}: no such file (the fix list a report exported)")
     rows = read_csv_rows(path)
@@ -121,7 +122,7 @@ def run(args) -> int:
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "label", "split"])
-        w.writerows(kept)
+        w.writerows([spreadsheet_cell(c) for c in row] for row in kept)
     os.replace(tmp, out)               # a reader never sees half a manifest
     print(f"{counts['images_in']} images in {source}: {counts['dropped']} dropped, {counts['relabelled']} relabelled, "
           f"{len(counts['reviews'])} marked for review (unchanged) -> {counts['images_out']} in {out}")

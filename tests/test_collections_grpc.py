@@ -96,6 +96,27 @@ def test_add_if_unique_is_atomic_across_concurrent_streams(server, photos):
         assert c.collection_stats("race").num_images == 6
 
 
+def test_one_stream_adds_in_the_order_it_sends(server, photos):
+    """An ingestion gate's stream: a request of 20 photos, the last of them
+    A, then a request holding an altered copy of A. The second request's one
+    image is embedded long before the first request's twenty; it must still
+    be checked after them, so A is added and its copy refused, not the
+    other way round (the window's requests were checked as their
+    embeddings finished: an unseen-data probe saw images refused as the same
+    picture as one sent after them)."""
+    data = [photo_image(d).resize((1600, 1200)) for d, _, _ in photos]
+    big = [encode(im, "PNG") for im in data]       # slow to decode: the later request overtakes them
+    copy = altered(photos[19][0])
+    with Client(server.address) as c:
+        for attempt in range(3):                   # the race the fix closes was lost or won by timing
+            name = f"ordered-{attempt}"
+            c.create_collection(name)
+            got = list(c.check(name, big + [copy], keys=[f"p{i}" for i in range(20)] + ["copy"],
+                               add_if_unique=True, chunk_size=20))
+            assert all(r.added for r in got[:20]), [(r.key, r.verdict) for r in got[:20] if not r.added]
+            assert not got[20].added and got[20].verdict == "NEAR_DUPLICATE" and got[20].neighbors[0][0] == "p19"
+
+
 def test_sigkill_during_adds_loses_nothing_acknowledged(manifest_path, photos, tmp_path):
     data = [d for d, _, _ in photos]
     acked = []

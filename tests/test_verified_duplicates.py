@@ -883,7 +883,8 @@ def test_a_partial_match_of_a_simple_piece_is_no_evidence(photos):
     is nearly rank 2 (simplicity >= SIMPLE_MATCH); a piece of a real
     picture is not. A pair aligned only by such a piece is judged like a
     profile's (its cosine alone must set it apart), and stays a look-alike."""
-    from imagesieve_server.analysis.duplicates.verify import (PARTIAL_AREA, SIMPLE_MATCH, PairEvidence, simplicity,
+    from imagesieve_server.analysis.duplicates.verify import (DEEP_PARTIAL_AREA, MIN_INLIERS, PARTIAL_AREA,
+                                                              SIMPLE_MATCH, PairEvidence, simplicity,
                                                               uninformative_matches)
     from imagesieve_server.engine.signature import SIDE
 
@@ -931,6 +932,19 @@ def test_a_partial_match_of_a_simple_piece_is_no_evidence(photos):
     # The same agreement over more than PARTIAL_AREA of the frame is evidence.
     ev.matched_area[0] = PARTIAL_AREA
     assert verified_pairs(3, a, b, ev.agreement, cos, uninformative=uninformative_matches(ev))[0][0]
+    # On under DEEP_PARTIAL_AREA of the frame a fairly simple region is no
+    # evidence either (two probes of unseen data: game art and UI screenshots
+    # paired unrelated pictures at simplicity 0.93-0.99, area 0.24-0.28),
+    # unless keypoints confirm the match; a piece of a photo (0.6-0.89) is.
+    ev.matched_area[0], ev.matched_simplicity[0] = 0.237, 0.95
+    assert uninformative_matches(ev)[0]
+    assert not verified_pairs(3, a, b, ev.agreement, cos, uninformative=uninformative_matches(ev))[0].any()
+    ev.keypoint_inliers[0] = MIN_INLIERS
+    assert not uninformative_matches(ev)[0]
+    ev.keypoint_inliers[0], ev.matched_simplicity[0] = 0, 0.85
+    assert not uninformative_matches(ev)[0]
+    ev.matched_area[0], ev.matched_simplicity[0] = DEEP_PARTIAL_AREA, 0.95
+    assert not uninformative_matches(ev)[0]
 
     # Nor is it a rival: in crowded data (look-alikes at cosine >= 0.8) a real
     # copy (X, Y) must stand out from X's closest other candidate; a simple

@@ -653,15 +653,30 @@ SIMPLE_MATCH = 0.97
 # 0.96 or more (a probe's 5 such copies: 0.966-1.0). Below SIMPLE_AGREEMENT
 # such a match is no evidence either.
 SIMPLE_AGREEMENT = 0.95
+# The smaller the share matched, the less simple a region need be to fit a
+# piece of an unrelated picture: two probes of unseen data (game art, UI
+# screenshots, silhouettes) paired 14 unrelated pictures on a quarter of
+# the frame (area 0.24-0.28) of simplicity 0.89-0.99 with at most 2
+# keypoints matched, and an ingestion gate refused distinct ones so; such a
+# match needs keypoints to count. The bar is not lower because copies tiled
+# 2x2 from smooth paintings match a quarter of the frame at simplicity up to
+# 0.925 with 0-8 keypoints (at 0.9, 2 of 19 were lost; README, "Deep
+# partial matches").
+DEEP_PARTIAL_AREA = 0.3
+DEEP_SIMPLE_MATCH = 0.93
 
 
 def uninformative_matches(evidence: "PairEvidence") -> np.ndarray:
     """(P,) bool: pairs whose alignment is a partial match of a simple region
     (PARTIAL_AREA, SIMPLE_MATCH), or a larger one that agrees below
-    SIMPLE_AGREEMENT: their agreement counts at most as their look-alikes'
+    SIMPLE_AGREEMENT, or a match on under DEEP_PARTIAL_AREA of the frame of
+    a fairly simple region (DEEP_SIMPLE_MATCH) with fewer than MIN_INLIERS
+    keypoints matched: their agreement counts at most as their look-alikes'
     (verified_pairs' ``uninformative``)."""
     simple = evidence.matched_simplicity >= SIMPLE_MATCH
-    return simple & ((evidence.matched_area < PARTIAL_AREA) | (evidence.agreement < SIMPLE_AGREEMENT))
+    deep = ((evidence.matched_area < DEEP_PARTIAL_AREA) & (evidence.matched_simplicity >= DEEP_SIMPLE_MATCH)
+            & (evidence.keypoint_inliers < MIN_INLIERS))
+    return deep | (simple & ((evidence.matched_area < PARTIAL_AREA) | (evidence.agreement < SIMPLE_AGREEMENT)))
 
 
 # Two files of one picture that differ only by encoding or size (a package's

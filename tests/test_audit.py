@@ -263,6 +263,32 @@ def test_labels_and_paths_that_look_like_formulas_stay_text_in_written_csv(tmp_p
                       "x.png@@home": "+cmd|' /C calc'!A0"}
 
 
+def test_the_reports_fix_list_escapes_cells_by_the_manifest_readers_rule(tmp_path):
+    """The report's page writes its fix list in JavaScript (csvCell in its
+    template); `imagesieve fix` reads it back in Python. Both must take the
+    same cells for formulas: Python's \\d also matched non-ASCII digits
+    ("-１２" a number to Python, text to JavaScript), and the apostrophe the
+    page added stayed on the label (a review)."""
+    import io
+    import re
+    import shutil
+    from imagesieve.manifest import read_csv_rows, spreadsheet_cell
+    template = (Path(__file__).resolve().parents[1] / "service" / "imagesieve_server" / "audit" / "templates"
+                / "report.html.j2").read_text()
+    js = re.search(r"(  function csvCell\(v\) \{.*?\n  \})\n", template, re.S).group(1)
+    values = ["=1+1", "-1", "+2.5", "-3e-4", "-1.", "-.5", "'", "''x", "'=x", "@a", "\tx", "-", "x",
+              "-\uff11\uff12", "-\u0661\u0662", "+\u0663", "=a,b", "dog-cat"]
+    script = js + "\nconst vals = JSON.parse(require('fs').readFileSync(0, 'utf8'));\n" \
+        "process.stdout.write(['new_label'].concat(vals.map(csvCell)).join('\\n') + '\\n');\n"
+    run = subprocess.run([shutil.which("node"), "-e", script], input=json.dumps(values), capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    written = [row[0] if row else "" for row in csv.reader(io.StringIO(run.stdout, newline=""))][1:]
+    assert written == [spreadsheet_cell(v) for v in values]
+    (tmp_path / "fixes.csv").write_text(run.stdout)
+    assert [r["new_label"] for r in read_csv_rows(tmp_path / "fixes.csv")] == values
+
+
 def test_interrupted_audit_continues_without_embedding_twice(tmp_path):
     """Ctrl-C in the middle of embedding; the rerun embeds only the rest."""
     folder = tmp_path / "many"

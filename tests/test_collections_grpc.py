@@ -117,6 +117,34 @@ def test_one_stream_adds_in_the_order_it_sends(server, photos):
             assert not got[20].added and got[20].verdict == "NEAR_DUPLICATE" and got[20].neighbors[0][0] == "p19"
 
 
+def test_a_request_that_fails_early_does_not_let_later_adds_overtake_earlier_ones(server, photos):
+    """A stream of three adding requests: 20 slow photos ending with A, one
+    with a bad field (refused before its turn), an altered copy of A. The
+    bad request counted as checked at once, so the copy was checked and
+    added before A (a review); now it waits for A's request, and the stream
+    ends INVALID_ARGUMENT without the copy added before A."""
+    from imagesieve.v1 import common_pb2, duplicates_pb2
+    big = [encode(photo_image(d).resize((1600, 1200)), "PNG") for d, _, _ in photos]
+    copy = altered(photos[19][0])
+
+    def request(keys, blobs, k=0):
+        return duplicates_pb2.CheckDuplicatesRequest(
+            collection="overtake", add_if_unique=True, k=k,
+            images=[common_pb2.Image(key=key, data=b) for key, b in zip(keys, blobs)])
+
+    with Client(server.address) as c:
+        c.create_collection("overtake")
+        stream = [request([f"p{i}" for i in range(20)], big), request(["bad"], [copy], k=-1),
+                  request(["copy"], [copy])]
+        with pytest.raises(grpc.RpcError) as e:
+            for _ in c.duplicates.CheckDuplicates(iter(stream)):
+                pass
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        a, again = c.check("overtake", [big[19], copy], keys=["A again", "copy again"])
+        assert a.verdict == "EXACT_DUPLICATE" and a.neighbors[0].key == "p19"     # A stored
+        assert again.verdict == "NEAR_DUPLICATE", again                           # the copy not
+
+
 def test_sigkill_during_adds_loses_nothing_acknowledged(manifest_path, photos, tmp_path):
     data = [d for d, _, _ in photos]
     acked = []

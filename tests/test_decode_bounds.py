@@ -791,6 +791,24 @@ def test_canvases_the_bytes_do_not_pay_for_are_refused(name):
     assert time.perf_counter() - t < 0.5, name
 
 
+def _avif_declaring(data: bytes, side: int) -> bytes:
+    """``data`` (an AVIF) with every size its boxes declare (ispe, the AV1
+    sample entry, the track header) made ``side`` x ``side``; its AV1 data as it was."""
+    out = bytearray(data)
+    at = out.find(b"ispe")
+    while at >= 0:
+        out[at + 8:at + 16] = struct.pack(">II", side, side)
+        at = out.find(b"ispe", at + 4)
+    stsd = out.find(b"stsd")
+    if stsd >= 0:
+        entry = out.find(b"av01", stsd)
+        out[entry + 4 + 24:entry + 4 + 28] = struct.pack(">HH", side, side)
+        tkhd = out.find(b"tkhd")
+        end = tkhd - 4 + struct.unpack(">I", out[tkhd - 4:tkhd])[0]
+        out[end - 8:end] = struct.pack(">II", side << 16, side << 16)
+    return bytes(out)
+
+
 def test_an_avif_canvas_is_bounded_by_its_coded_bytes(photos):
     """AV1 codes a flat picture in almost nothing: 2,181 bytes of
     10000x10000 cost 0.74 s and ~900 MB to decode, and 64 of them in one
@@ -808,6 +826,22 @@ def test_an_avif_canvas_is_bounded_by_its_coded_bytes(photos):
             decode_image(data, 224)
         assert e.value.code == "RESOURCE_EXHAUSTED" and "AVIF of a 6000x6000 canvas" in str(e.value), str(e.value)
         assert time.perf_counter() - t < 0.5
+    # Sizes the boxes declare are not what the decoder allocates by: the AV1
+    # sequence header at the start of the item's or track's data is (a review:
+    # 64x64 written into ispe, the sample entry and the track header, 10000x10000 decoded).
+    for data in (still, animated):
+        lying = _avif_declaring(data, 64)
+        assert Image.open(io.BytesIO(lying)).size != (6000, 6000)
+        with pytest.raises(DecodeError) as e:
+            decode_image(lying, 224)
+        assert "AVIF of a 6000x6000 canvas" in str(e.value), str(e.value)
+    # An ftyp box of 256 bytes starts like an ICO (00 00 01 00); Pillow opens it as AVIF.
+    brands = still[16:struct.unpack(">I", still[:4])[0]]
+    grown = struct.pack(">I", 256) + still[4:16] + brands + b"mif1" * ((256 - 16 - len(brands)) // 4)
+    assert len(grown) == 256 and grown[:4] == b"\x00\x00\x01\x00"
+    with pytest.raises(DecodeError) as e:
+        decode_image(grown + still[struct.unpack(">I", still[:4])[0]:], 224)
+    assert "AVIF of a 6000x6000 canvas" in str(e.value), str(e.value)
     # within FREE_CANVAS_PIXELS whatever its bytes; a photo of 36 MP has the bytes
     assert decode_image(encode(Image.new("RGB", (4096, 4096), (9, 9, 9)), "AVIF", speed=10), 224).size == (4096, 4096)
     photo = photo_image(photos[0][0]).resize((6000, 6000))

@@ -18,7 +18,7 @@ FORMULA_STARTS = frozenset("=+-@\t\r")
 
 # A plain signed number (-1, +2.5, -3e-4) is a value, not a formula. The
 # report's page writes fix lists with the same rule (csvCell in its template).
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")   # ASCII digits, as JavaScript's \d
 
 
 def _needs_apostrophe(s: str) -> bool:

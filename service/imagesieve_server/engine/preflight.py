@@ -35,9 +35,10 @@ seconds to minutes (two adversarial probes; README, "A fourth and a fifth probe"
 - an AVIF picture costs its pixels too, and AV1 codes a flat one in almost
   nothing: 2,181 bytes of 10000x10000 took 0.74 s and ~900 MB to decode, and
   64 of them in one call stalled another client's embeds for 1.5-2 s (an
-  eighth probe). Its canvas (the largest ``ispe`` or AV1 sample entry) is
-  bounded by its coded bytes (``mdat`` and ``idat``) the same way
-  (``AVIF_PIXELS_PER_BYTE``).
+  eighth probe). Its canvas is bounded by its coded bytes (``mdat`` and
+  ``idat``) the same way (``AVIF_PIXELS_PER_BYTE``): the largest of the
+  sizes its boxes declare and of the sequence headers its AV1 data starts
+  with (the decoder allocates by the latter, whatever ``ispe`` says).
 
 Each check reads headers only, at most ``MAX_HEADER_SEGMENTS`` segments,
 and returns why the file is refused (a RESOURCE_EXHAUSTED item error), or
@@ -94,6 +95,10 @@ _BMP_RLE = {1: "RLE8", 2: "RLE4"}
 def problem(data: bytes, max_pixels: int) -> str | None:
     """Why ``data`` is refused before Pillow opens it, or None."""
     head = data[:8]
+    # Before the others: an AVIF whose ftyp box is 256 bytes long starts like
+    # an ICO, and Pillow tries its AVIF reader when its ICO reader fails.
+    if data[4:8] == b"ftyp" and data[8:12] in _AVIF_BRANDS and (why := _avif(data)):
+        return why
     if head[:4] == b"\x00\x00\x01\x00":
         return _icon(data, max_pixels)
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
@@ -110,8 +115,6 @@ def problem(data: bytes, max_pixels: int) -> str | None:
         return _gif(data, max_pixels)
     if head[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return _webp(data)
-    if data[4:8] == b"ftyp" and data[8:12] in _AVIF_BRANDS:
-        return _avif(data)
     if len(head) >= 3 and head[:1] == b"P" and head[1:2] in b"123456f" and (head[2:3].isspace() or head[2:3] == b"#"):
         return _netpbm(data)
     return None
@@ -428,12 +431,122 @@ def _webp(data: bytes) -> str | None:
     return None                               # no picture: damaged, which Pillow says
 
 
+class _Bits:
+    """Big-endian bit reader over ``data[at:end]``; reading past the end
+    gives zeros (a cut header then declares nothing large)."""
+
+    def __init__(self, data: bytes, at: int, end: int):
+        self.data, self.pos, self.end = data, at * 8, end * 8
+
+    def f(self, n: int) -> int:
+        v = 0
+        for _ in range(n):
+            byte = self.pos >> 3
+            bit = (self.data[byte] >> (7 - (self.pos & 7))) & 1 if self.pos < self.end else 0
+            v, self.pos = (v << 1) | bit, self.pos + 1
+        return v
+
+    def uvlc(self) -> int:
+        zeros = 0
+        while zeros < 32 and self.pos < self.end and not self.f(1):
+            zeros += 1
+        return 0 if zeros >= 32 else self.f(zeros)
+
+
+def _leb128(data: bytes, at: int, end: int) -> tuple[int, int]:
+    value = 0
+    for i in range(8):
+        if at + i >= end:
+            break
+        value |= (data[at + i] & 0x7F) << (7 * i)
+        if not data[at + i] & 0x80:
+            return value, at + i + 1
+    return -1, end
+
+
+def _av1_frame_limit(data: bytes, at: int, end: int) -> tuple[int, int]:
+    """The largest frame (max_frame_width, max_frame_height) that the AV1
+    sequence header among the first OBUs at ``data[at:end]`` allows, or
+    (0, 0) where none is found (AV1 spec 5.3 and 5.5)."""
+    for _ in range(8):                                  # a temporal delimiter, metadata, then the header
+        if at >= end:
+            break
+        header = data[at]
+        kind, has_size = (header >> 3) & 15, header & 2
+        at += 2 if header & 4 else 1                    # the extension byte
+        size, at = _leb128(data, at, end) if has_size else (end - at, at)
+        if size < 0:
+            break
+        if kind == 1:                                   # OBU_SEQUENCE_HEADER
+            r = _Bits(data, at, min(end, at + size))
+            r.f(3)                                      # seq_profile
+            r.f(1)                                      # still_picture
+            if r.f(1):                                  # reduced_still_picture_header
+                r.f(5)
+            else:
+                timing = r.f(1)
+                model = buffer_delay = 0
+                if timing:
+                    r.f(64)                             # num_units_in_display_tick, time_scale
+                    if r.f(1):                          # equal_picture_interval
+                        r.uvlc()
+                    model = r.f(1)
+                    if model:
+                        buffer_delay = r.f(5) + 1
+                        r.f(32 + 5 + 5)
+                display_delay = r.f(1)
+                for _ in range(r.f(5) + 1):             # operating points
+                    r.f(12)
+                    if r.f(5) > 7:
+                        r.f(1)
+                    if model and r.f(1):
+                        r.f(2 * buffer_delay + 1)
+                    if display_delay and r.f(1):
+                        r.f(4)
+            wbits, hbits = r.f(4) + 1, r.f(4) + 1
+            return r.f(wbits) + 1, r.f(hbits) + 1
+        at += size
+    return 0, 0
+
+
+def _iloc_starts(data: bytes, body: int, stop: int):
+    """(construction method, offset) of the first extent of each item an
+    ``iloc`` box at ``body`` lists: 0 = an offset in the file, 1 = in the
+    ``idat`` box (ISO/IEC 14496-12 8.11.3), at most MAX_HEADER_SEGMENTS."""
+    version = data[body] if body < stop else 0
+    p = body + 4
+    if p + 2 > stop:
+        return
+    sizes, other = data[p], data[p + 1]
+    offset_size, length_size, base_size = sizes >> 4, sizes & 15, other >> 4
+    index_size = other & 15 if version in (1, 2) else 0
+    id_size = 4 if version == 2 else 2
+    count, p = _u(data, p + 2, id_size, "big"), p + 2 + id_size
+    for _ in range(min(count, MAX_HEADER_SEGMENTS)):
+        p += id_size
+        method = _u(data, p, 2, "big") & 15 if version in (1, 2) else 0
+        p += (2 if version in (1, 2) else 0) + 2                 # construction method, data reference
+        base, p = _u(data, p, base_size, "big") if base_size else 0, p + base_size
+        extents, p = _u(data, p, 2, "big"), p + 2
+        for e in range(min(extents, MAX_HEADER_SEGMENTS)):
+            p += index_size
+            if e == 0:
+                yield method, base + (_u(data, p, offset_size, "big") if offset_size else 0)
+            p += offset_size + length_size
+        if p > stop:
+            return
+
+
 def _avif(data: bytes) -> str | None:
     """The largest picture an AVIF declares (an item's ``ispe``, a
-    sequence's AV1 sample entry) against its coded bytes (``mdat`` and
-    ``idat`` payloads, as far as the file holds them). Boxes are walked
-    into the containers that hold those, at most MAX_HEADER_SEGMENTS."""
+    sequence's AV1 sample entry or track header, which libavif takes a
+    sequence's size from) or its AV1 data's sequence headers allow (an
+    item's first extent, a track's first chunk, and ``av1C``), against its
+    coded bytes (``mdat`` and ``idat`` payloads, as far as the file holds
+    them). Boxes are walked into the containers that hold those, at most
+    MAX_HEADER_SEGMENTS."""
     canvas, coded, boxes = (0, 0), 0, 0
+    starts, idat = [], None           # where AV1 data begins: (construction method, offset)
     spans = [(0, len(data))]
     while spans:
         at, end = spans.pop()
@@ -458,9 +571,24 @@ def _avif(data: bytes) -> str | None:
             elif kind == b"av01" and stop - body >= 28:      # a visual sample entry: width, height at 24
                 canvas = max(canvas, (_u(data, body + 24, 2, "big"), _u(data, body + 26, 2, "big")),
                              key=lambda c: c[0] * c[1])
+                spans.append((body + 70, stop))                # its boxes (av1C) after its 70 bytes of fields
+            elif kind == b"tkhd" and stop - body >= 84:      # ends with width, height (16.16 fixed point)
+                canvas = max(canvas, (_u(data, stop - 8, 4, "big") >> 16, _u(data, stop - 4, 4, "big") >> 16),
+                             key=lambda c: c[0] * c[1])
             elif kind in (b"mdat", b"idat"):
                 coded += stop - body
+                if kind == b"idat":
+                    idat = (body, stop)
+            elif kind == b"iloc":
+                starts += list(_iloc_starts(data, body, stop))
+            elif kind in (b"stco", b"co64") and stop - body >= 8 and _u(data, body + 4, 4, "big"):
+                starts.append((0, _u(data, body + 8, 4 if kind == b"stco" else 8, "big")))
+            elif kind == b"av1C" and stop - body > 4:
+                canvas = max(canvas, _av1_frame_limit(data, body + 4, stop), key=lambda c: c[0] * c[1])
             at = stop
+    for method, offset in starts[:MAX_HEADER_SEGMENTS]:
+        begin, end = (offset, len(data)) if method == 0 else (idat[0] + offset, idat[1]) if idat else (0, 0)
+        canvas = max(canvas, _av1_frame_limit(data, begin, end), key=lambda c: c[0] * c[1])
     return _canvas_problem("AVIF", *canvas, coded, AVIF_PIXELS_PER_BYTE, "coded image data")
 
 

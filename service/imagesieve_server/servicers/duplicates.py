@@ -98,8 +98,13 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
         try:
             return await self._check_in_turn(request, waits)
         finally:
-            if not checked.done():
-                checked.set_result(None)
+            # A request that failed before its turn (a bad field, a full queue)
+            # is done only once those before it are: the next may not overtake them.
+            pending = [w for w in waits if not w.done()]
+            if not pending:
+                checked.done() or checked.set_result(None)
+            else:
+                asyncio.gather(*pending).add_done_callback(lambda _: checked.done() or checked.set_result(None))
 
     async def _check_in_turn(self, request, waits) -> duplicates_pb2.CheckDuplicatesResponse:
         if not 0 <= request.k <= MAX_K:

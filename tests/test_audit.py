@@ -239,7 +239,7 @@ def test_a_url_or_an_empty_path_in_a_manifest_fails_alone_saying_so(tmp_path):
 
 def test_labels_and_paths_that_look_like_formulas_stay_text_in_written_csv(tmp_path):
     """A class folder named like a spreadsheet formula became a live formula
-    in `imagesieve fix`'s manifest (an eighth probe): such cells are written
+    in `imagesieve fix`'s manifest (a ninth probe): such cells are written
     with a leading apostrophe, which every manifest reader takes off again,
     so the labels read back whole; numbers such as -1 are left as they are."""
     from imagesieve_server.audit.sources import load_audit_source

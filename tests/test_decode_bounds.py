@@ -812,7 +812,7 @@ def _avif_declaring(data: bytes, side: int) -> bytes:
 def test_an_avif_canvas_is_bounded_by_its_coded_bytes(photos):
     """AV1 codes a flat picture in almost nothing: 2,181 bytes of
     10000x10000 cost 0.74 s and ~900 MB to decode, and 64 of them in one
-    call stalled another client's embeds for 1.5-2 s (an eighth probe).
+    call stalled another client's embeds for 1.5-2 s (a ninth probe).
     Beyond FREE_CANVAS_PIXELS, the canvas its boxes declare is bounded by its
     coded bytes, a still's or an animation's, before Pillow opens it; what
     encoders write of real pictures passes."""

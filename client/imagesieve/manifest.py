@@ -31,7 +31,7 @@ def spreadsheet_cell(value) -> str:
     (a number such as -1 apart) gets a leading apostrophe, which spreadsheets
     hide and :func:`read_csv_rows` takes off again. A class folder named
     ``=HYPERLINK(...)`` otherwise became a live formula in a manifest or a
-    fix list (an eighth probe). A text that starts with an apostrophe gets
+    fix list (a ninth probe). A text that starts with an apostrophe gets
     one more, so reading it back gives it whole."""
     s = "" if value is None else str(value)
     return "'" + s if _needs_apostrophe(s) else s

@@ -34,8 +34,8 @@ seconds to minutes (two adversarial probes; README, "A fourth and a fifth probe"
   that is decoded (``WEBP_PIXELS_PER_BYTE``, ``GIF_PIXELS_PER_BYTE``);
 - an AVIF picture costs its pixels too, and AV1 codes a flat one in almost
   nothing: 2,181 bytes of 10000x10000 took 0.74 s and ~900 MB to decode, and
-  64 of them in one call stalled another client's embeds for 1.5-2 s (an
-  eighth probe). Its canvas is bounded by its coded bytes (``mdat`` and
+  64 of them in one call stalled another client's embeds for 1.5-2 s (a
+  ninth probe). Its canvas is bounded by its coded bytes (``mdat`` and
   ``idat``) the same way (``AVIF_PIXELS_PER_BYTE``): the largest of the
   sizes its boxes declare and of the sequence headers its AV1 data starts
   with (the decoder allocates by the latter, whatever ``ispe`` says).

@@ -7,6 +7,7 @@ import time
 
 import grpc
 import pytest
+from PIL import Image
 
 from imagesieve import Client
 from imagesieve.local_server import LocalServer
@@ -118,11 +119,13 @@ def test_one_stream_adds_in_the_order_it_sends(server, photos):
 
 
 def test_a_request_that_fails_early_does_not_let_later_adds_overtake_earlier_ones(server, photos):
-    """A stream of three adding requests: 20 slow photos ending with A, one
-    with a bad field (refused before its turn), an altered copy of A. The
-    bad request counted as checked at once, so the copy was checked and
-    added before A (a review); now it waits for A's request, and the stream
-    ends INVALID_ARGUMENT without the copy added before A."""
+    """A stream of adding requests: 20 slow photos ending with A, one with
+    a bad field (refused before its turn), an altered copy of A, a new
+    picture. The bad request counted as checked at once, so the copy was
+    checked and added before A (a review); then requests after the bad one
+    were still checked, and a new picture stored unacknowledged (a tenth
+    probe). Now the stream ends INVALID_ARGUMENT after A's request, and
+    nothing after the bad request is stored."""
     from imagesieve.v1 import common_pb2, duplicates_pb2
     big = [encode(photo_image(d).resize((1600, 1200)), "PNG") for d, _, _ in photos]
     copy = altered(photos[19][0])
@@ -134,15 +137,34 @@ def test_a_request_that_fails_early_does_not_let_later_adds_overtake_earlier_one
 
     with Client(server.address) as c:
         c.create_collection("overtake")
+        fresh = encode(Image.new("RGB", (64, 48), (200, 40, 90)), "PNG")
         stream = [request([f"p{i}" for i in range(20)], big), request(["bad"], [copy], k=-1),
-                  request(["copy"], [copy])]
+                  request(["copy"], [copy]), request(["fresh"], [fresh])]
         with pytest.raises(grpc.RpcError) as e:
             for _ in c.duplicates.CheckDuplicates(iter(stream)):
                 pass
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        a, again = c.check("overtake", [big[19], copy], keys=["A again", "copy again"])
+        a, again, new = c.check("overtake", [big[19], copy, fresh], keys=["A again", "copy again", "fresh again"])
         assert a.verdict == "EXACT_DUPLICATE" and a.neighbors[0].key == "p19"     # A stored
         assert again.verdict == "NEAR_DUPLICATE", again                           # the copy not
+        assert new.verdict == "UNIQUE", new                                       # nor the new picture
+        assert c.collection_stats("overtake").num_images == 20
+        # A quick first request, then the bad one, then new pictures: whatever
+        # the timing, none of those after the bad request is stored (6 of 20
+        # such streams stored one unacknowledged before).
+        pictures = [encode(photo_image(photos[i][0]).resize((320, 240)), "PNG") for i in range(6)]
+        for trial in range(10):
+            name = f"after-bad-{trial}"
+            c.create_collection(name)
+            quick = [duplicates_pb2.CheckDuplicatesRequest(
+                collection=name, add_if_unique=k == 0, k=k, images=[common_pb2.Image(key=f"k{i}", data=pictures[i])])
+                for i, k in ((0, 0), (5, 1000), (1, 0), (2, 0), (3, 0), (4, 0))]
+            with pytest.raises(grpc.RpcError) as e:
+                for _ in c.duplicates.CheckDuplicates(iter(quick)):
+                    pass
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            time.sleep(0.5)                # an add already under way would land now
+            assert c.collection_stats(name).num_images == 1, trial
 
 
 def test_sigkill_during_adds_loses_nothing_acknowledged(manifest_path, photos, tmp_path):

@@ -809,6 +809,50 @@ def _avif_declaring(data: bytes, side: int) -> bytes:
     return bytes(out)
 
 
+def _avif_grid(tile: bytes, cols: int, rows: int, declared: tuple[int, int]) -> bytes:
+    """An AVIF grid of cols x rows tiles that all point at ``tile``'s one
+    coded picture (an AVIF still), its grid item's ``ispe`` ``declared``."""
+    def boxes(d, at, end, found):
+        while at + 8 <= end:
+            size, kind = struct.unpack(">I4s", d[at:at + 8])
+            found.setdefault(kind, d[at:at + size])
+            if kind in (b"meta", b"iprp", b"ipco"):
+                boxes(d, at + (12 if kind == b"meta" else 8), at + size, found)
+            at += size
+        return found
+
+    found = boxes(tile, 0, len(tile), {})
+    coded, (tw, th) = found[b"mdat"][8:], struct.unpack(">II", found[b"ispe"][12:20])
+
+    def box(kind, payload):
+        return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+    def full(kind, version, flags, payload):
+        return box(kind, struct.pack(">I", (version << 24) | flags) + payload)
+
+    n = cols * rows
+    infes = [full(b"infe", 2, 0, struct.pack(">HH4s", 1, 0, b"grid") + b"\0")]
+    infes += [full(b"infe", 2, 1, struct.pack(">HH4s", 2 + i, 0, b"av01") + b"\0") for i in range(n)]
+    ipco = box(b"ipco", found[b"av1C"] + found[b"pixi"] + full(b"ispe", 0, 0, struct.pack(">II", tw, th))
+               + full(b"ispe", 0, 0, struct.pack(">II", *declared)))
+    ipma = full(b"ipma", 0, 0, struct.pack(">I", 1 + n) + struct.pack(">HBBB", 1, 2, 0x84, 0x02)
+                + b"".join(struct.pack(">HBBBB", 2 + i, 3, 0x81, 0x02, 0x03) for i in range(n)))
+    grid = struct.pack(">BBBBHH", 0, 0, rows - 1, cols - 1, cols * tw, rows * th)
+    head = box(b"ftyp", b"avif" + b"\0" * 4 + b"avifmif1miaf")
+
+    def meta(mdat_at):
+        iloc = full(b"iloc", 1, 0, struct.pack(">BBH", 0x44, 0x00, 1 + n) + struct.pack(">HHHHII", 1, 1, 0, 1, 0, len(grid))
+                    + b"".join(struct.pack(">HHHHII", 2 + i, 0, 0, 1, mdat_at, len(coded)) for i in range(n)))
+        return full(b"meta", 0, 0, full(b"hdlr", 0, 0, b"\0" * 4 + b"pict" + b"\0" * 13)
+                    + full(b"pitm", 0, 0, struct.pack(">H", 1)) + iloc
+                    + full(b"iinf", 0, 0, struct.pack(">H", len(infes)) + b"".join(infes))
+                    + full(b"iref", 0, 0, box(b"dimg", struct.pack(">HH", 1, n)
+                                              + b"".join(struct.pack(">H", 2 + i) for i in range(n))))
+                    + box(b"iprp", ipco + ipma) + box(b"idat", grid))
+    size = len(head) + len(meta(0)) + 8
+    return head + meta(size) + box(b"mdat", coded)
+
+
 def test_an_avif_canvas_is_bounded_by_its_coded_bytes(photos):
     """AV1 codes a flat picture in almost nothing: 2,181 bytes of
     10000x10000 cost 0.74 s and ~900 MB to decode, and 64 of them in one
@@ -835,6 +879,17 @@ def test_an_avif_canvas_is_bounded_by_its_coded_bytes(photos):
         with pytest.raises(DecodeError) as e:
             decode_image(lying, 224)
         assert "AVIF of a 6000x6000 canvas" in str(e.value), str(e.value)
+    # A grid's tiles may all be one coded tile, and libavif decodes the grid
+    # its descriptor describes whatever the grid's ispe says (a tenth probe:
+    # 1.5 KB of 16384x16384 decoded with 2-4 GB, its size read as 64x64).
+    tile = encode(Image.new("RGB", (2000, 2000), (120, 130, 140)), "AVIF", quality=10, speed=10)
+    honest = _avif_grid(tile, 2, 2, (4000, 4000))
+    assert Image.open(io.BytesIO(honest)).size == (4000, 4000)             # a grid Pillow reads
+    lying = _avif_grid(tile, 3, 3, (64, 64))
+    assert Image.open(io.BytesIO(lying)).size == (64, 64)
+    with pytest.raises(DecodeError) as e:
+        decode_image(lying, 224)
+    assert "AVIF of a 6000x6000 canvas" in str(e.value), str(e.value)
     # An ftyp box of 256 bytes starts like an ICO (00 00 01 00); Pillow opens it as AVIF.
     brands = still[16:struct.unpack(">I", still[:4])[0]]
     grown = struct.pack(">I", 256) + still[4:16] + brands + b"mif1" * ((256 - 16 - len(brands)) // 4)

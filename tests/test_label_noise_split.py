@@ -99,3 +99,16 @@ def test_class_names_that_differ_only_in_case_or_unicode_form_are_named(digits):
     note = next(n for n in found.notes if "differ only in letter case or Unicode form" in n)
     assert "2 class names" in note and "'Seven' / 'seven'" in note and "'caf\\xe9'" in note
     assert label_issues.lookalike_labels([f"digit{v}" for v in range(10)]) == []
+
+
+def test_folds_refused_for_one_image_classes_say_what_would_work():
+    """200 classes of one image each: the message said "folds (2) is too
+    many ... use at most 2 folds" (a tenth probe); it now says that only
+    leave-one-out can be stratified, and a class of 3 gives its size."""
+    from imagesieve_server.analysis.labels.predict import check_folds
+    with pytest.raises(ValueError) as e:
+        check_folds(np.arange(200), 2)
+    assert "only leave-one-out (200 folds)" in str(e.value) and "at most 2 folds" not in str(e.value)
+    assert check_folds(np.arange(200), 200).shape == (200,)
+    with pytest.raises(ValueError, match="use at most 3 folds"):
+        check_folds(np.r_[np.zeros(3), np.arange(1, 10)], 5)

@@ -510,9 +510,10 @@ def _av1_frame_limit(data: bytes, at: int, end: int) -> tuple[int, int]:
 
 
 def _iloc_starts(data: bytes, body: int, stop: int):
-    """(construction method, offset) of the first extent of each item an
-    ``iloc`` box at ``body`` lists: 0 = an offset in the file, 1 = in the
-    ``idat`` box (ISO/IEC 14496-12 8.11.3), at most MAX_HEADER_SEGMENTS."""
+    """(item ID, construction method, offset) of the first extent of each
+    item an ``iloc`` box at ``body`` lists: method 0 = an offset in the
+    file, 1 = in the ``idat`` box (ISO/IEC 14496-12 8.11.3), at most
+    MAX_HEADER_SEGMENTS."""
     version = data[body] if body < stop else 0
     p = body + 4
     if p + 2 > stop:
@@ -523,7 +524,7 @@ def _iloc_starts(data: bytes, body: int, stop: int):
     id_size = 4 if version == 2 else 2
     count, p = _u(data, p + 2, id_size, "big"), p + 2 + id_size
     for _ in range(min(count, MAX_HEADER_SEGMENTS)):
-        p += id_size
+        item, p = _u(data, p, id_size, "big"), p + id_size
         method = _u(data, p, 2, "big") & 15 if version in (1, 2) else 0
         p += (2 if version in (1, 2) else 0) + 2                 # construction method, data reference
         base, p = _u(data, p, base_size, "big") if base_size else 0, p + base_size
@@ -531,10 +532,20 @@ def _iloc_starts(data: bytes, body: int, stop: int):
         for e in range(min(extents, MAX_HEADER_SEGMENTS)):
             p += index_size
             if e == 0:
-                yield method, base + (_u(data, p, offset_size, "big") if offset_size else 0)
+                yield item, method, base + (_u(data, p, offset_size, "big") if offset_size else 0)
             p += offset_size + length_size
         if p > stop:
             return
+
+
+def _grid_output(data: bytes, at: int, end: int) -> tuple[int, int]:
+    """The output size an AVIF grid item's descriptor at ``data[at:end]``
+    declares (ISO/IEC 23008-12 6.6.2.3: version, flags, rows and columns
+    less one, then width and height, 16 or 32 bits by flags bit 0)."""
+    wide = 4 if at + 1 < end and data[at + 1] & 1 else 2
+    if at + 4 + 2 * wide > end:
+        return 0, 0
+    return _u(data, at + 4, wide, "big"), _u(data, at + 4 + wide, wide, "big")
 
 
 def _avif(data: bytes) -> str | None:
@@ -543,10 +554,14 @@ def _avif(data: bytes) -> str | None:
     sequence's size from) or its AV1 data's sequence headers allow (an
     item's first extent, a track's first chunk, and ``av1C``), against its
     coded bytes (``mdat`` and ``idat`` payloads, as far as the file holds
-    them). Boxes are walked into the containers that hold those, at most
-    MAX_HEADER_SEGMENTS."""
+    them), and a grid item's output size (its descriptor: libavif decodes
+    the grid it describes, whatever the grid's ``ispe`` says, and its tiles
+    may all be one coded tile; a tenth probe: 1.5 KB of 16384x16384 decoded
+    with 2-4 GB while its size read 64x64). Boxes are walked into the
+    containers that hold those, at most MAX_HEADER_SEGMENTS."""
     canvas, coded, boxes = (0, 0), 0, 0
-    starts, idat = [], None           # where AV1 data begins: (construction method, offset)
+    starts, idat = [], None           # where items' data begins: (item ID, construction method, offset)
+    types = {}                        # item ID -> item type (iinf's infe entries)
     spans = [(0, len(data))]
     while spans:
         at, end = spans.pop()
@@ -565,6 +580,11 @@ def _avif(data: bytes) -> str | None:
             body, stop = at + head, at + size
             if kind in _ISO_CONTAINERS:
                 spans.append((body + _ISO_CONTAINERS[kind], stop))
+            elif kind == b"iinf" and stop - body >= 4:     # flags, an entry count of 16 or 32 bits, infe boxes
+                spans.append((body + (6 if data[body] == 0 else 8), stop))
+            elif kind == b"infe" and stop - body >= 8 and data[body] >= 2:   # item ID, protection index, type
+                wide = 4 if data[body] >= 3 else 2
+                types[_u(data, body + 4, wide, "big")] = data[body + 6 + wide:body + 10 + wide]
             elif kind == b"ispe" and stop - body >= 12:      # flags, width, height
                 canvas = max(canvas, (_u(data, body + 4, 4, "big"), _u(data, body + 8, 4, "big")),
                              key=lambda c: c[0] * c[1])
@@ -582,13 +602,14 @@ def _avif(data: bytes) -> str | None:
             elif kind == b"iloc":
                 starts += list(_iloc_starts(data, body, stop))
             elif kind in (b"stco", b"co64") and stop - body >= 8 and _u(data, body + 4, 4, "big"):
-                starts.append((0, _u(data, body + 8, 4 if kind == b"stco" else 8, "big")))
+                starts.append((None, 0, _u(data, body + 8, 4 if kind == b"stco" else 8, "big")))
             elif kind == b"av1C" and stop - body > 4:
                 canvas = max(canvas, _av1_frame_limit(data, body + 4, stop), key=lambda c: c[0] * c[1])
             at = stop
-    for method, offset in starts[:MAX_HEADER_SEGMENTS]:
+    for item, method, offset in starts[:MAX_HEADER_SEGMENTS]:
         begin, end = (offset, len(data)) if method == 0 else (idat[0] + offset, idat[1]) if idat else (0, 0)
-        canvas = max(canvas, _av1_frame_limit(data, begin, end), key=lambda c: c[0] * c[1])
+        size = _grid_output(data, begin, end) if types.get(item) == b"grid" else _av1_frame_limit(data, begin, end)
+        canvas = max(canvas, size, key=lambda c: c[0] * c[1])
     return _canvas_problem("AVIF", *canvas, coded, AVIF_PIXELS_PER_BYTE, "coded image data")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 
 from imagesieve.v1 import duplicates_pb2, duplicates_pb2_grpc
@@ -49,15 +50,22 @@ class StreamOrder:
     Embedding still runs ahead for the whole window. Before, a window's
     requests were checked as their embeddings finished, and an image could
     be refused as the same picture as one sent after it (5 of 64 refusals
-    in an unseen-data probe of the ingestion gate, different ones each run)."""
+    in an unseen-data probe of the ingestion gate, different ones each run).
+    Once a request fails, no later one is checked: the stream ends with that
+    request's error, and an add after it would be stored unacknowledged (a
+    tenth probe: 6 of 20 streams)."""
 
     def __init__(self):
         self.last_add: asyncio.Future | None = None
         self.since_add: list[asyncio.Future] = []
+        self.requests = 0
+        self.first_failed = math.inf       # the earliest request that failed, by its place in the stream
 
-    def turn(self, adds: bool) -> tuple[list[asyncio.Future], asyncio.Future]:
-        """(what to wait for before checking, what to set once checked), for
-        the stream's next request; call in the stream's order."""
+    def turn(self, adds: bool) -> tuple[int, list[asyncio.Future], asyncio.Future]:
+        """(the request's place, what to wait for before checking, what to
+        set once checked), for the stream's next request; call in the
+        stream's order."""
+        place, self.requests = self.requests, self.requests + 1
         mine = asyncio.get_running_loop().create_future()
         last = [self.last_add] if self.last_add is not None and not self.last_add.done() else []
         if adds:
@@ -66,7 +74,7 @@ class StreamOrder:
         else:
             waits = last
             self.since_add = [f for f in self.since_add if not f.done()] + [mine]
-        return waits, mine
+        return place, waits, mine
 
 
 class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
@@ -84,7 +92,7 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
         try:
             # ordered_concurrent starts the requests' handlers in the stream's order
             async for response in ordered_concurrent(request_iterator,
-                                                     lambda r: self._check_request(r, order.turn(r.add_if_unique)),
+                                                     lambda r: self._check_request(r, order, order.turn(r.add_if_unique)),
                                                      self.stream_window,
                                                      self.reader.budget, _answer_bytes):
                 yield response
@@ -93,11 +101,16 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
         except (CollectionError, QueueFullError) as e:
             await abort_for(context, e)
 
-    async def _check_request(self, request, turn) -> duplicates_pb2.CheckDuplicatesResponse:
-        waits, checked = turn
+    async def _check_request(self, request, order: StreamOrder, turn) -> duplicates_pb2.CheckDuplicatesResponse:
+        place, waits, checked = turn
+        done = False
         try:
-            return await self._check_in_turn(request, waits)
+            answer = await self._check_in_turn(request, waits, lambda: order.first_failed < place)
+            done = True
+            return answer
         finally:
+            if not done:
+                order.first_failed = min(order.first_failed, place)
             # A request that failed before its turn (a bad field, a full queue)
             # is done only once those before it are: the next may not overtake them.
             pending = [w for w in waits if not w.done()]
@@ -106,7 +119,7 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
             else:
                 asyncio.gather(*pending).add_done_callback(lambda _: checked.done() or checked.set_result(None))
 
-    async def _check_in_turn(self, request, waits) -> duplicates_pb2.CheckDuplicatesResponse:
+    async def _check_in_turn(self, request, waits, earlier_failed) -> duplicates_pb2.CheckDuplicatesResponse:
         if not 0 <= request.k <= MAX_K:
             raise BadRequest(f"k must be in 0..{MAX_K}, got {request.k}")
         if not 0 <= request.threshold <= 1:
@@ -119,6 +132,8 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
         embedded = await gather_bounded(self._prepare(c, im) for im in request.images)
         if waits:
             await asyncio.wait(waits)
+        if earlier_failed():         # the stream ends with that request's error; this one does nothing
+            raise asyncio.CancelledError
 
         owner = connection.get()
         results = []

@@ -99,9 +99,10 @@ def check_folds(labels: np.ndarray, folds: int, seed: int = 0, train_classes: in
         raise ValueError(f"folds ({folds}) cannot exceed the number of images ({n})")
     classes, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
     if sizes.max() < folds < n:     # folds = n is leave-one-out
+        fewer = (f"use at most {int(sizes.max())} folds (the size of the largest class)" if sizes.max() >= 2 else
+                 f"every class has one image, so only leave-one-out ({n} folds) can be stratified")
         raise ValueError(f"folds ({folds}) is too many for these {n} images in {len(classes)} classes: "
-                         f"stratified folds need a class with at least as many images as folds; use at most "
-                         f"{max(2, int(sizes.max()))} folds (the size of the largest class)")
+                         f"stratified folds need a class with at least as many images as folds; {fewer}")
     fold_of = stratified_folds(labels, folds, seed)
     # A class of 2 or more images is dealt into 2 or more folds, so it is in
     # every fold's training images; a class of one image is missing from its fold's.

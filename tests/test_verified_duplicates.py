@@ -1046,3 +1046,38 @@ def test_turned_and_upside_down_copies_are_found_in_crowded_data(embedder, digit
                                   signature=sigs[250 + j]))
         assert out.verdict == Verdict.NEAR_DUPLICATE and out.neighbors[0].key == f"d{sources[j]}", (
             j, [(m.key, m.cosine, m.verified) for m in out.neighbors])
+
+
+def test_a_search_of_a_collection_dropped_meanwhile_stops_aborted(embedder, photos, tmp_path):
+    """A verified FindDuplicates on a collection dropped 3 s in ran 43 s
+    more and answered OK, for a name that by then held another collection
+    (a tenth probe). The job now stops ABORTED at its next progress report."""
+    import asyncio
+
+    from imagesieve.v1 import duplicates_pb2
+    from imagesieve_server.collections import Collection, CollectionError, NewImage
+    from imagesieve_server.jobs.find_duplicates import find_duplicates_events
+
+    originals = [photo_image(d) for d, _, _ in photos]
+    blobs = [encode(im, "JPEG", quality=92) for im in originals]
+    blobs += [encode(ImageOps.mirror(im).resize((im.width // 2, im.height // 2)), "JPEG") for im in originals]
+    v, s = _embed(embedder, blobs)
+    coll = Collection.create(tmp_path / "c", "c", v.shape[1], "mobilenet_v1")
+    coll.add([NewImage(f"i{k}", hashlib.sha256(b).hexdigest(), v[k], signature=s[k]) for k, b in enumerate(blobs)])
+
+    # Every image's 39 others as candidates: the verification (seconds) comes after the
+    # candidates are reported, and the collection is closed as soon as they are.
+    request = duplicates_pb2.FindDuplicatesRequest(collection="c", knn_k=len(blobs) - 1)
+
+    async def search(drop: bool):
+        got = []
+        async for event in find_duplicates_events(coll, request):
+            got.append(event)
+            if drop and event.HasField("progress") and event.progress.stage == "candidates":
+                await asyncio.to_thread(coll.close)
+        return got
+
+    assert any(e.HasField("result") for e in asyncio.run(search(False)))
+    with pytest.raises(CollectionError) as e:
+        asyncio.run(search(True))
+    assert e.value.code == "ABORTED" and "dropped or closed" in str(e.value)

@@ -273,6 +273,12 @@ class Collection:
             store.close()
             raise
 
+    @property
+    def closing(self) -> bool:
+        """Whether the collection is being (or was) closed or dropped: long
+        jobs over its images stop when they next report progress."""
+        return self._closing.is_set()
+
     def close(self, snapshot: bool = True) -> None:
         """Snapshot what changed (a failure is logged: the log keeps every
         row) and close the store; calls still queued then get ABORTED."""

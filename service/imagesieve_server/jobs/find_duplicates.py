@@ -58,14 +58,22 @@ async def find_duplicates_events(collection: Collection, request, max_pairs: int
         raise CollectionError(str(e), "INVALID_ARGUMENT") from None
 
     def work(reporter):
-        reporter.report("loading vectors", 0, 0)
+        def report(stage, done, total=0, message=""):
+            # A collection dropped mid-job (a tenth probe: a verified search ran 43 s more
+            # and answered OK for a name that then held another collection).
+            if collection.closing:
+                raise CollectionError(f"collection {collection.name!r} was dropped or closed during the search",
+                                      "ABORTED")
+            reporter.report(stage, done, total, message)
+
+        report("loading vectors", 0, 0)
         im = collection.all_images(with_signatures=params.verify)
         p = params
         if not p.threshold and im.signatures is None:      # raw cosine: the collection's threshold
             p = dataclasses.replace(p, threshold=collection.threshold)
         try:
             return duplicates.run(im.vectors, im.keys, im.labels, im.splits, im.sha256, im.signatures, p,
-                                  report=reporter.report, alignment_pool=collection.alignment_pool).details.report
+                                  report=report, alignment_pool=collection.alignment_pool).details.report
         except TooManyPairs as e:
             raise CollectionError(f"{e}: raise the threshold, or ask for approximate (at most knn_k pairs an "
                                   "image) or verified pairs", "FAILED_PRECONDITION") from None

@@ -809,9 +809,26 @@ def _avif_declaring(data: bytes, side: int) -> bytes:
     return bytes(out)
 
 
-def _avif_grid(tile: bytes, cols: int, rows: int, declared: tuple[int, int]) -> bytes:
+def _avif_padded(data: bytes, obus: int) -> bytes:
+    """``data`` (an AVIF still as Pillow writes it: one item, iloc version 0
+    of 4-byte offsets and lengths, mdat last) with ``obus`` empty padding
+    OBUs before its AV1 data."""
+    at = data.find(b"iloc") + 4
+    assert data[at] == 0 and data[at + 4:at + 6] == b"\x44\x00" and struct.unpack(">H", data[at + 6:at + 8])[0] == 1
+    offset, length = struct.unpack(">II", data[at + 14:at + 22])
+    pad = bytes([15 << 3 | 2, 0]) * obus                     # OBU_PADDING with a size field of 0
+    out = bytearray(data[:offset] + pad + data[offset:])
+    out[at + 18:at + 22] = struct.pack(">I", length + len(pad))
+    mdat = out.find(b"mdat") - 4
+    out[mdat:mdat + 4] = struct.pack(">I", struct.unpack(">I", out[mdat:mdat + 4])[0] + len(pad))
+    return bytes(out)
+
+
+def _avif_grid(tile: bytes, cols: int, rows: int, declared: tuple[int, int], split: bool = False) -> bytes:
     """An AVIF grid of cols x rows tiles that all point at ``tile``'s one
-    coded picture (an AVIF still), its grid item's ``ispe`` ``declared``."""
+    coded picture (an AVIF still), its grid item's ``ispe`` ``declared``;
+    with ``split``, its descriptor in two extents of ``idat`` around a decoy
+    that declares ``declared``."""
     def boxes(d, at, end, found):
         while at + 8 <= end:
             size, kind = struct.unpack(">I4s", d[at:at + 8])
@@ -838,10 +855,14 @@ def _avif_grid(tile: bytes, cols: int, rows: int, declared: tuple[int, int]) -> 
     ipma = full(b"ipma", 0, 0, struct.pack(">I", 1 + n) + struct.pack(">HBBB", 1, 2, 0x84, 0x02)
                 + b"".join(struct.pack(">HBBBB", 2 + i, 3, 0x81, 0x02, 0x03) for i in range(n)))
     grid = struct.pack(">BBBBHH", 0, 0, rows - 1, cols - 1, cols * tw, rows * th)
+    located = struct.pack(">HHHHII", 1, 1, 0, 1, 0, len(grid))
+    if split:
+        grid = grid[:6] + struct.pack(">HH", *declared) + grid[6:]      # read whole, the middle is a decoy
+        located = struct.pack(">HHHHIIII", 1, 1, 0, 2, 0, 6, 10, 2)
     head = box(b"ftyp", b"avif" + b"\0" * 4 + b"avifmif1miaf")
 
     def meta(mdat_at):
-        iloc = full(b"iloc", 1, 0, struct.pack(">BBH", 0x44, 0x00, 1 + n) + struct.pack(">HHHHII", 1, 1, 0, 1, 0, len(grid))
+        iloc = full(b"iloc", 1, 0, struct.pack(">BBH", 0x44, 0x00, 1 + n) + located
                     + b"".join(struct.pack(">HHHHII", 2 + i, 0, 0, 1, mdat_at, len(coded)) for i in range(n)))
         return full(b"meta", 0, 0, full(b"hdlr", 0, 0, b"\0" * 4 + b"pict" + b"\0" * 13)
                     + full(b"pitm", 0, 0, struct.pack(">H", 1)) + iloc
@@ -890,13 +911,37 @@ def test_an_avif_canvas_is_bounded_by_its_coded_bytes(photos):
     with pytest.raises(DecodeError) as e:
         decode_image(lying, 224)
     assert "AVIF of a 6000x6000 canvas" in str(e.value), str(e.value)
+    # ... or split its descriptor into two extents around a decoy (an eleventh probe: 6.9 s, 2.4 GB).
+    split = _avif_grid(tile, 3, 3, (64, 64), split=True)
+    with pytest.raises(DecodeError) as e:
+        decode_image(split, 224)
+    assert "AVIF of a 6000x6000 canvas" in str(e.value), str(e.value)
+    # The decoder skips any number of padding OBUs before the sequence header
+    # (an eleventh probe hid one behind 8; 16384x16384 decoded, read as 64x64).
+    padded = _avif_padded(_avif_declaring(still, 64), 40)
+    with pytest.raises(DecodeError) as e:
+        decode_image(padded, 224)
+    assert "AVIF of a 6000x6000 canvas" in str(e.value), str(e.value)
+    # An item location list of zero-byte extents cost a million loops a box (23 s
+    # for 400 boxes); an animation listing 2.5 million frames in 53 KB cost
+    # libavif 0.24 s and 371 MB while opening.
+    zero = struct.pack(">I4sI", 20, b"iloc", 0) + struct.pack(">BBHHHH", 0x00, 0x00, 1, 1, 0, 65535)
+    empty_extents = still[:struct.unpack(">I", still[:4])[0]] + struct.pack(">I4sI", 12 + len(zero), b"meta", 0) + zero
+    frames = bytearray(animated)
+    at = frames.find(b"stsz")
+    frames[at + 12:at + 16] = struct.pack(">I", 2_500_000)
+    for data, says in ((empty_extents, "extents"), (bytes(frames), "2500000 frames")):
+        t = time.perf_counter()
+        with pytest.raises(DecodeError) as e:
+            decode_image(data, 224)
+        assert says in str(e.value) and time.perf_counter() - t < 0.5, str(e.value)
     # An ftyp box of 256 bytes starts like an ICO (00 00 01 00); Pillow opens it as AVIF.
     brands = still[16:struct.unpack(">I", still[:4])[0]]
     grown = struct.pack(">I", 256) + still[4:16] + brands + b"mif1" * ((256 - 16 - len(brands)) // 4)
     assert len(grown) == 256 and grown[:4] == b"\x00\x00\x01\x00"
     with pytest.raises(DecodeError) as e:
         decode_image(grown + still[struct.unpack(">I", still[:4])[0]:], 224)
-    assert "AVIF of a 6000x6000 canvas" in str(e.value), str(e.value)
+    assert str(e.value).startswith("AVIF"), str(e.value)        # read as an AVIF (its moved data: unreadable)
     # within FREE_CANVAS_PIXELS whatever its bytes; a photo of 36 MP has the bytes
     assert decode_image(encode(Image.new("RGB", (4096, 4096), (9, 9, 9)), "AVIF", speed=10), 224).size == (4096, 4096)
     photo = photo_image(photos[0][0]).resize((6000, 6000))

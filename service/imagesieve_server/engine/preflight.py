@@ -464,107 +464,176 @@ def _leb128(data: bytes, at: int, end: int) -> tuple[int, int]:
     return -1, end
 
 
+MAX_AVIF_EXTENTS = 4096        # item extents in all (a grid of 1,000 tiles lists 1,000)
+MAX_AV1_OBUS = 4096            # OBUs of one item's data, or a sequence's first frame (a still: dozens)
+MAX_AVIF_SAMPLES = 100_000     # frames a sequence may list (libavif makes an entry for each while opening)
+
+
+class _Unreadable(Exception):
+    """AV1 data or item locations read differently from how libavif would: refused."""
+
+
 def _av1_frame_limit(data: bytes, at: int, end: int) -> tuple[int, int]:
-    """The largest frame (max_frame_width, max_frame_height) that the AV1
-    sequence header among the first OBUs at ``data[at:end]`` allows, or
-    (0, 0) where none is found (AV1 spec 5.3 and 5.5)."""
-    for _ in range(8):                                  # a temporal delimiter, metadata, then the header
-        if at >= end:
-            break
+    """The largest frame (max_frame_width, max_frame_height) that any AV1
+    sequence header among the OBUs of ``data[at:end]`` allows (AV1 spec 5.3
+    and 5.5). Every OBU is read, padding and temporal delimiters too (the
+    decoder skips any number of them; a tenth probe hid a 16384x16384
+    header behind 8), at most MAX_AV1_OBUS; _Unreadable when there are more,
+    when a size runs past the data, or when no sequence header is found."""
+    widest, count = (0, 0), 0
+    while at < end:
+        count += 1
+        if count > MAX_AV1_OBUS:
+            raise _Unreadable(f"AV1 data of over {MAX_AV1_OBUS} OBUs")
         header = data[at]
         kind, has_size = (header >> 3) & 15, header & 2
         at += 2 if header & 4 else 1                    # the extension byte
         size, at = _leb128(data, at, end) if has_size else (end - at, at)
-        if size < 0:
-            break
+        if size < 0 or at + size > end:
+            raise _Unreadable("AV1 data whose OBU sizes run past it")
         if kind == 1:                                   # OBU_SEQUENCE_HEADER
-            r = _Bits(data, at, min(end, at + size))
-            r.f(3)                                      # seq_profile
-            r.f(1)                                      # still_picture
-            if r.f(1):                                  # reduced_still_picture_header
-                r.f(5)
-            else:
-                timing = r.f(1)
-                model = buffer_delay = 0
-                if timing:
-                    r.f(64)                             # num_units_in_display_tick, time_scale
-                    if r.f(1):                          # equal_picture_interval
-                        r.uvlc()
-                    model = r.f(1)
-                    if model:
-                        buffer_delay = r.f(5) + 1
-                        r.f(32 + 5 + 5)
-                display_delay = r.f(1)
-                for _ in range(r.f(5) + 1):             # operating points
-                    r.f(12)
-                    if r.f(5) > 7:
-                        r.f(1)
-                    if model and r.f(1):
-                        r.f(2 * buffer_delay + 1)
-                    if display_delay and r.f(1):
-                        r.f(4)
-            wbits, hbits = r.f(4) + 1, r.f(4) + 1
-            return r.f(wbits) + 1, r.f(hbits) + 1
+            widest = max(widest, _sequence_header_frame(data, at, at + size), key=lambda c: c[0] * c[1])
         at += size
-    return 0, 0
+    if widest == (0, 0):
+        raise _Unreadable("AV1 data without a sequence header")
+    return widest
 
 
-def _iloc_starts(data: bytes, body: int, stop: int):
-    """(item ID, construction method, offset) of the first extent of each
-    item an ``iloc`` box at ``body`` lists: method 0 = an offset in the
-    file, 1 = in the ``idat`` box (ISO/IEC 14496-12 8.11.3), at most
-    MAX_HEADER_SEGMENTS."""
+def _sequence_header_frame(data: bytes, at: int, end: int) -> tuple[int, int]:
+    """(max_frame_width, max_frame_height) of a sequence header OBU's payload."""
+    r = _Bits(data, at, end)
+    r.f(3)                                      # seq_profile
+    r.f(1)                                      # still_picture
+    if r.f(1):                                  # reduced_still_picture_header
+        r.f(5)
+    else:
+        timing = r.f(1)
+        model = buffer_delay = 0
+        if timing:
+            r.f(64)                             # num_units_in_display_tick, time_scale
+            if r.f(1):                          # equal_picture_interval
+                r.uvlc()
+            model = r.f(1)
+            if model:
+                buffer_delay = r.f(5) + 1
+                r.f(32 + 5 + 5)
+        display_delay = r.f(1)
+        for _ in range(r.f(5) + 1):             # operating points
+            r.f(12)
+            if r.f(5) > 7:
+                r.f(1)
+            if model and r.f(1):
+                r.f(2 * buffer_delay + 1)
+            if display_delay and r.f(1):
+                r.f(4)
+    wbits, hbits = r.f(4) + 1, r.f(4) + 1
+    return r.f(wbits) + 1, r.f(hbits) + 1
+
+
+def _iloc_items(data: bytes, body: int, stop: int, extents_left: int) -> list[tuple[int, int, list]]:
+    """(item ID, construction method, [(offset, length), ...]) of each item
+    an ``iloc`` box at ``body`` lists (ISO/IEC 14496-12 8.11.3): method 0 =
+    offsets in the file, 1 = in the ``idat`` box; a length of 0 runs to the
+    end. _Unreadable beyond ``extents_left`` extents, or when the entries
+    run past the box (each is read field by field: an entry of zero-byte
+    fields costs a loop, so the count is bounded, not the bytes)."""
     version = data[body] if body < stop else 0
     p = body + 4
     if p + 2 > stop:
-        return
+        return []
     sizes, other = data[p], data[p + 1]
     offset_size, length_size, base_size = sizes >> 4, sizes & 15, other >> 4
     index_size = other & 15 if version in (1, 2) else 0
     id_size = 4 if version == 2 else 2
     count, p = _u(data, p + 2, id_size, "big"), p + 2 + id_size
-    for _ in range(min(count, MAX_HEADER_SEGMENTS)):
+    if count > extents_left:
+        raise _Unreadable(f"AVIF items of over {MAX_AVIF_EXTENTS} extents")
+    items = []
+    for _ in range(count):
         item, p = _u(data, p, id_size, "big"), p + id_size
         method = _u(data, p, 2, "big") & 15 if version in (1, 2) else 0
         p += (2 if version in (1, 2) else 0) + 2                 # construction method, data reference
-        base, p = _u(data, p, base_size, "big") if base_size else 0, p + base_size
-        extents, p = _u(data, p, 2, "big"), p + 2
-        for e in range(min(extents, MAX_HEADER_SEGMENTS)):
+        base, p = _u(data, p, base_size, "big"), p + base_size
+        n, p = _u(data, p, 2, "big"), p + 2
+        extents_left -= n
+        if extents_left < 0:
+            raise _Unreadable(f"AVIF items of over {MAX_AVIF_EXTENTS} extents")
+        extents = []
+        for _ in range(n):
             p += index_size
-            if e == 0:
-                yield item, method, base + (_u(data, p, offset_size, "big") if offset_size else 0)
+            extents.append((base + _u(data, p, offset_size, "big"), _u(data, p + offset_size, length_size, "big")))
             p += offset_size + length_size
         if p > stop:
-            return
+            raise _Unreadable("an AVIF item location list running past its box")
+        items.append((item, method, extents))
+    return items
 
 
-def _grid_output(data: bytes, at: int, end: int) -> tuple[int, int]:
-    """The output size an AVIF grid item's descriptor at ``data[at:end]``
-    declares (ISO/IEC 23008-12 6.6.2.3: version, flags, rows and columns
-    less one, then width and height, 16 or 32 bits by flags bit 0)."""
-    wide = 4 if at + 1 < end and data[at + 1] & 1 else 2
-    if at + 4 + 2 * wide > end:
-        return 0, 0
-    return _u(data, at + 4, wide, "big"), _u(data, at + 4 + wide, wide, "big")
+def _item_data(data: bytes, idat, method: int, extents: list) -> tuple[bytes, int, int]:
+    """(buffer, start, end) of an item's data as libavif reads it: its
+    extents joined (a grid's descriptor split over two extents read as a
+    decoy in the first; a tenth probe), in the file or in ``idat``."""
+    if method == 1 and idat is None or method not in (0, 1):
+        raise _Unreadable("an AVIF item stored where it cannot be read")
+    base, limit = (0, len(data)) if method == 0 else idat
+    parts = []
+    for offset, length in extents:
+        begin = base + offset
+        stop = limit if length == 0 else begin + length
+        if begin > limit or stop > limit:
+            raise _Unreadable("an AVIF item extent past its data")
+        parts.append((begin, stop))
+    if len(parts) == 1:
+        return data, parts[0][0], parts[0][1]
+    joined = b"".join(data[b:e] for b, e in parts)
+    return joined, 0, len(joined)
+
+
+def _derived_output(kind: bytes, buf: bytes, at: int, end: int) -> tuple[int, int]:
+    """The output size of a derived item's descriptor (ISO/IEC 23008-12
+    6.6.2.3 grid: version, flags, rows and columns less one; 6.6.2.2
+    overlay: version, flags, a fill colour of 4 x 16 bits), then width and
+    height of 16 or 32 bits by flags bit 0."""
+    wide = 4 if at + 1 < end and buf[at + 1] & 1 else 2
+    at += 4 if kind == b"grid" else 10
+    if at + 2 * wide > end:
+        raise _Unreadable("an AVIF derived image whose descriptor is cut short")
+    return _u(buf, at, wide, "big"), _u(buf, at + wide, wide, "big")
 
 
 def _avif(data: bytes) -> str | None:
-    """The largest picture an AVIF declares (an item's ``ispe``, a
-    sequence's AV1 sample entry or track header, which libavif takes a
-    sequence's size from) or its AV1 data's sequence headers allow (an
-    item's first extent, a track's first chunk, and ``av1C``), against its
-    coded bytes (``mdat`` and ``idat`` payloads, as far as the file holds
-    them), and a grid item's output size (its descriptor: libavif decodes
-    the grid it describes, whatever the grid's ``ispe`` says, and its tiles
-    may all be one coded tile; a tenth probe: 1.5 KB of 16384x16384 decoded
-    with 2-4 GB while its size read 64x64). Boxes are walked into the
-    containers that hold those, at most MAX_HEADER_SEGMENTS."""
+    """The largest picture an AVIF can make its decoder allocate, against
+    its coded bytes (``mdat`` and ``idat`` payloads, as far as the file
+    holds them). libavif reports the ``ispe`` size but decodes what the
+    data says, so every size counts: ``ispe``, a sequence's AV1 sample
+    entry and track header, every AV1 sequence header in each AV1 item's
+    data and in a sequence's first frame (and ``av1C``), and the output
+    size of grid and overlay items (their tiles may all be one coded tile:
+    1.5 KB of 16384x16384 decoded with 2-4 GB while its size read 64x64).
+    A file this walk cannot read as libavif would (AV1 data without a
+    sequence header, too many OBUs, extents or frames) is refused. Boxes
+    are walked into the containers that hold those, at most
+    MAX_HEADER_SEGMENTS."""
+    try:
+        canvas, coded = _avif_canvas(data)
+    except _Unreadable as e:
+        return f"AVIF file that cannot be bounded before decoding: {e}; convert it, e.g. to PNG"
+    if isinstance(canvas, str):
+        return canvas
+    return _canvas_problem("AVIF", *canvas, coded, AVIF_PIXELS_PER_BYTE, "coded image data")
+
+
+def _avif_canvas(data: bytes):
+    """((width, height) of the largest picture, coded bytes) of an AVIF, or
+    (why refused, 0); _Unreadable as _avif says."""
+    largest = lambda a, b: max(a, b, key=lambda c: c[0] * c[1])     # noqa: E731
     canvas, coded, boxes = (0, 0), 0, 0
-    starts, idat = [], None           # where items' data begins: (item ID, construction method, offset)
-    types = {}                        # item ID -> item type (iinf's infe entries)
+    items, idat, types = [], None, {}         # iloc entries, the idat payload, item ID -> type (infe)
+    first_frames = []                         # (offset, size) of each track's first frame
     spans = [(0, len(data))]
     while spans:
         at, end = spans.pop()
+        table = {}                            # a track's sample table (stbl): first frame's size and offset
         while at + 8 <= end:
             size, kind, head = _u(data, at, 4, "big"), data[at + 4:at + 8], 8
             if size == 1:                               # a 64-bit length follows
@@ -576,7 +645,7 @@ def _avif(data: bytes) -> str | None:
             size = min(size, end - at)                  # a box cut short counts what it holds
             boxes += 1
             if boxes > MAX_HEADER_SEGMENTS:
-                return f"AVIF file with over {MAX_HEADER_SEGMENTS} boxes"
+                return f"AVIF file with over {MAX_HEADER_SEGMENTS} boxes", 0
             body, stop = at + head, at + size
             if kind in _ISO_CONTAINERS:
                 spans.append((body + _ISO_CONTAINERS[kind], stop))
@@ -586,31 +655,44 @@ def _avif(data: bytes) -> str | None:
                 wide = 4 if data[body] >= 3 else 2
                 types[_u(data, body + 4, wide, "big")] = data[body + 6 + wide:body + 10 + wide]
             elif kind == b"ispe" and stop - body >= 12:      # flags, width, height
-                canvas = max(canvas, (_u(data, body + 4, 4, "big"), _u(data, body + 8, 4, "big")),
-                             key=lambda c: c[0] * c[1])
+                canvas = largest(canvas, (_u(data, body + 4, 4, "big"), _u(data, body + 8, 4, "big")))
             elif kind == b"av01" and stop - body >= 28:      # a visual sample entry: width, height at 24
-                canvas = max(canvas, (_u(data, body + 24, 2, "big"), _u(data, body + 26, 2, "big")),
-                             key=lambda c: c[0] * c[1])
-                spans.append((body + 70, stop))                # its boxes (av1C) after its 70 bytes of fields
+                canvas = largest(canvas, (_u(data, body + 24, 2, "big"), _u(data, body + 26, 2, "big")))
+                spans.append((body + 78, stop))                # its boxes (av1C) after its 78 bytes of fields
             elif kind == b"tkhd" and stop - body >= 84:      # ends with width, height (16.16 fixed point)
-                canvas = max(canvas, (_u(data, stop - 8, 4, "big") >> 16, _u(data, stop - 4, 4, "big") >> 16),
-                             key=lambda c: c[0] * c[1])
+                canvas = largest(canvas, (_u(data, stop - 8, 4, "big") >> 16, _u(data, stop - 4, 4, "big") >> 16))
             elif kind in (b"mdat", b"idat"):
                 coded += stop - body
                 if kind == b"idat":
                     idat = (body, stop)
             elif kind == b"iloc":
-                starts += list(_iloc_starts(data, body, stop))
+                items += _iloc_items(data, body, stop, MAX_AVIF_EXTENTS - sum(len(x[2]) for x in items))
+            elif kind == b"stsz" and stop - body >= 12:      # flags, a size for all (or 0), the count, sizes
+                samples = _u(data, body + 8, 4, "big")
+                if samples > MAX_AVIF_SAMPLES:
+                    return f"AVIF sequence of {samples} frames (at most {MAX_AVIF_SAMPLES})", 0
+                table["size"] = _u(data, body + 4, 4, "big") or _u(data, body + 12, 4, "big")
             elif kind in (b"stco", b"co64") and stop - body >= 8 and _u(data, body + 4, 4, "big"):
-                starts.append((None, 0, _u(data, body + 8, 4 if kind == b"stco" else 8, "big")))
-            elif kind == b"av1C" and stop - body > 4:
-                canvas = max(canvas, _av1_frame_limit(data, body + 4, stop), key=lambda c: c[0] * c[1])
+                table["offset"] = _u(data, body + 8, 4 if kind == b"stco" else 8, "big")
+            elif kind == b"av1C" and stop - body > 4:        # config OBUs: optional, and not what is decoded
+                try:
+                    canvas = largest(canvas, _av1_frame_limit(data, body + 4, stop))
+                except _Unreadable:
+                    pass
             at = stop
-    for item, method, offset in starts[:MAX_HEADER_SEGMENTS]:
-        begin, end = (offset, len(data)) if method == 0 else (idat[0] + offset, idat[1]) if idat else (0, 0)
-        size = _grid_output(data, begin, end) if types.get(item) == b"grid" else _av1_frame_limit(data, begin, end)
-        canvas = max(canvas, size, key=lambda c: c[0] * c[1])
-    return _canvas_problem("AVIF", *canvas, coded, AVIF_PIXELS_PER_BYTE, "coded image data")
+        if len(table) == 2:
+            first_frames.append((table["offset"], table["size"]))
+    for item, method, extents in items:
+        kind = types.get(item)
+        if kind in (b"av01", b"grid", b"iovl") and extents:
+            buf, begin, end = _item_data(data, idat, method, extents)
+            canvas = largest(canvas, _av1_frame_limit(buf, begin, end) if kind == b"av01"
+                             else _derived_output(kind, buf, begin, end))
+    for offset, size in first_frames[:MAX_HEADER_SEGMENTS]:
+        if offset + size > len(data):
+            raise _Unreadable("an AVIF sequence whose first frame runs past the file")
+        canvas = largest(canvas, _av1_frame_limit(data, offset, offset + size))
+    return canvas, coded
 
 
 def _gif_frame(data: bytes, pos: int, max_pixels: int) -> str | None:

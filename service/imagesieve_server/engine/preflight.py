@@ -465,7 +465,7 @@ def _leb128(data: bytes, at: int, end: int) -> tuple[int, int]:
 
 
 MAX_AVIF_EXTENTS = 4096        # item extents in all (a grid of 1,000 tiles lists 1,000)
-MAX_AV1_OBUS = 4096            # OBUs of one item's data, or a sequence's first frame (a still: dozens)
+MAX_AV1_OBUS = 4096            # OBUs read in all, each AV1 item and each track's first frame (a still: a few; ~3 a grid tile)
 MAX_AVIF_SAMPLES = 100_000     # frames a sequence may list (libavif makes an entry for each while opening)
 
 
@@ -473,17 +473,18 @@ class _Unreadable(Exception):
     """AV1 data or item locations read differently from how libavif would: refused."""
 
 
-def _av1_frame_limit(data: bytes, at: int, end: int) -> tuple[int, int]:
+def _av1_frame_limit(data: bytes, at: int, end: int, budget: list[int]) -> tuple[int, int]:
     """The largest frame (max_frame_width, max_frame_height) that any AV1
     sequence header among the OBUs of ``data[at:end]`` allows (AV1 spec 5.3
     and 5.5). Every OBU is read, padding and temporal delimiters too (the
-    decoder skips any number of them; a tenth probe hid a 16384x16384
-    header behind 8), at most MAX_AV1_OBUS; _Unreadable when there are more,
-    when a size runs past the data, or when no sequence header is found."""
-    widest, count = (0, 0), 0
+    decoder skips any number of them; an eleventh probe hid a 16384x16384
+    header behind 8), each taken from ``budget`` ([OBUs left] for the whole
+    file); _Unreadable when it runs out, when a size runs past the data, or
+    when no sequence header is found."""
+    widest = (0, 0)
     while at < end:
-        count += 1
-        if count > MAX_AV1_OBUS:
+        budget[0] -= 1
+        if budget[0] < 0:
             raise _Unreadable(f"AV1 data of over {MAX_AV1_OBUS} OBUs")
         header = data[at]
         kind, has_size = (header >> 3) & 15, header & 2
@@ -572,7 +573,7 @@ def _iloc_items(data: bytes, body: int, stop: int, extents_left: int) -> list[tu
 def _item_data(data: bytes, idat, method: int, extents: list) -> tuple[bytes, int, int]:
     """(buffer, start, end) of an item's data as libavif reads it: its
     extents joined (a grid's descriptor split over two extents read as a
-    decoy in the first; a tenth probe), in the file or in ``idat``."""
+    decoy in the first; an eleventh probe), in the file or in ``idat``."""
     if method == 1 and idat is None or method not in (0, 1):
         raise _Unreadable("an AVIF item stored where it cannot be read")
     base, limit = (0, len(data)) if method == 0 else idat
@@ -630,6 +631,7 @@ def _avif_canvas(data: bytes):
     canvas, coded, boxes = (0, 0), 0, 0
     items, idat, types = [], None, {}         # iloc entries, the idat payload, item ID -> type (infe)
     first_frames = []                         # (offset, size) of each track's first frame
+    obus = [MAX_AV1_OBUS]                     # OBUs left to read in the whole file
     spans = [(0, len(data))]
     while spans:
         at, end = spans.pop()
@@ -676,22 +678,24 @@ def _avif_canvas(data: bytes):
                 table["offset"] = _u(data, body + 8, 4 if kind == b"stco" else 8, "big")
             elif kind == b"av1C" and stop - body > 4:        # config OBUs: optional, and not what is decoded
                 try:
-                    canvas = largest(canvas, _av1_frame_limit(data, body + 4, stop))
+                    canvas = largest(canvas, _av1_frame_limit(data, body + 4, stop, obus))
                 except _Unreadable:
                     pass
             at = stop
         if len(table) == 2:
             first_frames.append((table["offset"], table["size"]))
+    read = set()                              # items of one location (a grid's shared tile) are read once
     for item, method, extents in items:
         kind = types.get(item)
-        if kind in (b"av01", b"grid", b"iovl") and extents:
+        if kind in (b"av01", b"grid", b"iovl") and extents and (kind, method, tuple(extents)) not in read:
+            read.add((kind, method, tuple(extents)))
             buf, begin, end = _item_data(data, idat, method, extents)
-            canvas = largest(canvas, _av1_frame_limit(buf, begin, end) if kind == b"av01"
+            canvas = largest(canvas, _av1_frame_limit(buf, begin, end, obus) if kind == b"av01"
                              else _derived_output(kind, buf, begin, end))
     for offset, size in first_frames[:MAX_HEADER_SEGMENTS]:
         if offset + size > len(data):
             raise _Unreadable("an AVIF sequence whose first frame runs past the file")
-        canvas = largest(canvas, _av1_frame_limit(data, offset, offset + size))
+        canvas = largest(canvas, _av1_frame_limit(data, offset, offset + size, obus))
     return canvas, coded
 
 

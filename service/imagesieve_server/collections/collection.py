@@ -84,6 +84,9 @@ class Neighbor:
     matched_blur_px: float = 0.0      # stage 2: blur given to the sharper image (0: compared as they are)
 
 
+STAGE2_FIELDS = ("agreement", "verified", "keypoint_inliers", "matched_blur_px")   # of a Neighbor
+
+
 @dataclasses.dataclass
 class AddOutcome:
     key: str
@@ -632,9 +635,8 @@ class Collection:
         for n in by_layout:
             if n.verified:                 # the answer: a copy the embedding ranked low or not at all
                 if n.key in listed:
-                    listed[n.key].agreement, listed[n.key].verified = n.agreement, True
-                    listed[n.key].keypoint_inliers = n.keypoint_inliers
-                    listed[n.key].matched_blur_px = n.matched_blur_px
+                    for field in STAGE2_FIELDS:    # its verdict and evidence; the embedding's cosine stays
+                        setattr(listed[n.key], field, getattr(n, field))
                 else:
                     neighbors.append(n)
         return bool(ok.any()), (float(own_g), float(own_c))

@@ -469,8 +469,17 @@ MAX_AV1_OBUS = 4096            # OBUs read in all, each AV1 item and each track'
 MAX_AVIF_SAMPLES = 100_000     # frames a sequence may list (libavif makes an entry for each while opening)
 
 
+class _Refused(Exception):
+    """Why an AVIF is refused from its boxes."""
+
+
 class _Unreadable(Exception):
     """AV1 data or item locations read differently from how libavif would: refused."""
+
+
+def _larger(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    """The (width, height) of more pixels."""
+    return a if a[0] * a[1] >= b[0] * b[1] else b
 
 
 def _av1_frame_limit(data: bytes, at: int, end: int, budget: list[int]) -> tuple[int, int]:
@@ -493,7 +502,7 @@ def _av1_frame_limit(data: bytes, at: int, end: int, budget: list[int]) -> tuple
         if size < 0 or at + size > end:
             raise _Unreadable("AV1 data whose OBU sizes run past it")
         if kind == 1:                                   # OBU_SEQUENCE_HEADER
-            widest = max(widest, _sequence_header_frame(data, at, at + size), key=lambda c: c[0] * c[1])
+            widest = _larger(widest, _sequence_header_frame(data, at, at + size))
         at += size
     if widest == (0, 0):
         raise _Unreadable("AV1 data without a sequence header")
@@ -619,15 +628,14 @@ def _avif(data: bytes) -> str | None:
         canvas, coded = _avif_canvas(data)
     except _Unreadable as e:
         return f"AVIF file that cannot be bounded before decoding: {e}; convert it, e.g. to PNG"
-    if isinstance(canvas, str):
-        return canvas
+    except _Refused as e:
+        return str(e)
     return _canvas_problem("AVIF", *canvas, coded, AVIF_PIXELS_PER_BYTE, "coded image data")
 
 
 def _avif_canvas(data: bytes):
-    """((width, height) of the largest picture, coded bytes) of an AVIF, or
-    (why refused, 0); _Unreadable as _avif says."""
-    largest = lambda a, b: max(a, b, key=lambda c: c[0] * c[1])     # noqa: E731
+    """((width, height) of the largest picture, coded bytes) of an AVIF;
+    _Refused, or _Unreadable as _avif says."""
     canvas, coded, boxes = (0, 0), 0, 0
     items, idat, types = [], None, {}         # iloc entries, the idat payload, item ID -> type (infe)
     first_frames = []                         # (offset, size) of each track's first frame
@@ -647,7 +655,7 @@ def _avif_canvas(data: bytes):
             size = min(size, end - at)                  # a box cut short counts what it holds
             boxes += 1
             if boxes > MAX_HEADER_SEGMENTS:
-                return f"AVIF file with over {MAX_HEADER_SEGMENTS} boxes", 0
+                raise _Refused(f"AVIF file with over {MAX_HEADER_SEGMENTS} boxes")
             body, stop = at + head, at + size
             if kind in _ISO_CONTAINERS:
                 spans.append((body + _ISO_CONTAINERS[kind], stop))
@@ -657,12 +665,12 @@ def _avif_canvas(data: bytes):
                 wide = 4 if data[body] >= 3 else 2
                 types[_u(data, body + 4, wide, "big")] = data[body + 6 + wide:body + 10 + wide]
             elif kind == b"ispe" and stop - body >= 12:      # flags, width, height
-                canvas = largest(canvas, (_u(data, body + 4, 4, "big"), _u(data, body + 8, 4, "big")))
+                canvas = _larger(canvas, (_u(data, body + 4, 4, "big"), _u(data, body + 8, 4, "big")))
             elif kind == b"av01" and stop - body >= 28:      # a visual sample entry: width, height at 24
-                canvas = largest(canvas, (_u(data, body + 24, 2, "big"), _u(data, body + 26, 2, "big")))
+                canvas = _larger(canvas, (_u(data, body + 24, 2, "big"), _u(data, body + 26, 2, "big")))
                 spans.append((body + 78, stop))                # its boxes (av1C) after its 78 bytes of fields
             elif kind == b"tkhd" and stop - body >= 84:      # ends with width, height (16.16 fixed point)
-                canvas = largest(canvas, (_u(data, stop - 8, 4, "big") >> 16, _u(data, stop - 4, 4, "big") >> 16))
+                canvas = _larger(canvas, (_u(data, stop - 8, 4, "big") >> 16, _u(data, stop - 4, 4, "big") >> 16))
             elif kind in (b"mdat", b"idat"):
                 coded += stop - body
                 if kind == b"idat":
@@ -672,13 +680,13 @@ def _avif_canvas(data: bytes):
             elif kind == b"stsz" and stop - body >= 12:      # flags, a size for all (or 0), the count, sizes
                 samples = _u(data, body + 8, 4, "big")
                 if samples > MAX_AVIF_SAMPLES:
-                    return f"AVIF sequence of {samples} frames (at most {MAX_AVIF_SAMPLES})", 0
+                    raise _Refused(f"AVIF sequence of {samples} frames (at most {MAX_AVIF_SAMPLES})")
                 table["size"] = _u(data, body + 4, 4, "big") or _u(data, body + 12, 4, "big")
             elif kind in (b"stco", b"co64") and stop - body >= 8 and _u(data, body + 4, 4, "big"):
                 table["offset"] = _u(data, body + 8, 4 if kind == b"stco" else 8, "big")
             elif kind == b"av1C" and stop - body > 4:        # config OBUs: optional, and not what is decoded
                 try:
-                    canvas = largest(canvas, _av1_frame_limit(data, body + 4, stop, obus))
+                    canvas = _larger(canvas, _av1_frame_limit(data, body + 4, stop, obus))
                 except _Unreadable:
                     pass
             at = stop
@@ -690,12 +698,12 @@ def _avif_canvas(data: bytes):
         if kind in (b"av01", b"grid", b"iovl") and extents and (kind, method, tuple(extents)) not in read:
             read.add((kind, method, tuple(extents)))
             buf, begin, end = _item_data(data, idat, method, extents)
-            canvas = largest(canvas, _av1_frame_limit(buf, begin, end, obus) if kind == b"av01"
+            canvas = _larger(canvas, _av1_frame_limit(buf, begin, end, obus) if kind == b"av01"
                              else _derived_output(kind, buf, begin, end))
     for offset, size in first_frames[:MAX_HEADER_SEGMENTS]:
         if offset + size > len(data):
             raise _Unreadable("an AVIF sequence whose first frame runs past the file")
-        canvas = largest(canvas, _av1_frame_limit(data, offset, offset + size, obus))
+        canvas = _larger(canvas, _av1_frame_limit(data, offset, offset + size, obus))
     return canvas, coded
 
 

@@ -56,25 +56,49 @@ class StreamOrder:
     tenth probe: 6 of 20 streams)."""
 
     def __init__(self):
-        self.last_add: asyncio.Future | None = None
-        self.since_add: list[asyncio.Future] = []
-        self.requests = 0
-        self.first_failed = math.inf       # the earliest request that failed, by its place in the stream
+        self._last_add: asyncio.Future | None = None
+        self._since_add: list[asyncio.Future] = []
+        self._requests = 0
+        self._first_failed = math.inf      # the earliest request that failed, by its place in the stream
 
-    def turn(self, adds: bool) -> tuple[int, list[asyncio.Future], asyncio.Future]:
-        """(the request's place, what to wait for before checking, what to
-        set once checked), for the stream's next request; call in the
-        stream's order."""
-        place, self.requests = self.requests, self.requests + 1
-        mine = asyncio.get_running_loop().create_future()
-        last = [self.last_add] if self.last_add is not None and not self.last_add.done() else []
+    def ticket(self, adds: bool) -> "StreamOrder.Ticket":
+        """The next request's place in the order; take it in the stream's order."""
+        done = asyncio.get_running_loop().create_future()
+        last = [self._last_add] if self._last_add is not None and not self._last_add.done() else []
         if adds:
-            waits = last + [f for f in self.since_add if not f.done()]
-            self.last_add, self.since_add = mine, []
+            before = last + [f for f in self._since_add if not f.done()]
+            self._last_add, self._since_add = done, []
         else:
-            waits = last
-            self.since_add = [f for f in self.since_add if not f.done()] + [mine]
-        return place, waits, mine
+            before = last
+            self._since_add = [f for f in self._since_add if not f.done()] + [done]
+        self._requests += 1
+        return StreamOrder.Ticket(self, self._requests - 1, before, done)
+
+    class Ticket:
+        def __init__(self, order: "StreamOrder", place: int, before: list, done: asyncio.Future):
+            self.order, self.place, self.before, self.done = order, place, before, done
+
+        async def turn(self) -> None:
+            """Wait for the requests this one comes after; CancelledError
+            when an earlier request of the stream failed (the stream ends with
+            that one's error, so this one does nothing)."""
+            if self.before:
+                await asyncio.wait(self.before)
+            if self.order._first_failed < self.place:
+                raise asyncio.CancelledError
+
+        def finish(self, failed: bool) -> None:
+            """This request is over. One that failed before its turn (a bad
+            field, a full queue) counts as done only once those before it are:
+            the next may not overtake them."""
+            if failed:
+                self.order._first_failed = min(self.order._first_failed, self.place)
+            pending = [f for f in self.before if not f.done()]
+            settle = lambda *_: self.done.done() or self.done.set_result(None)     # noqa: E731
+            if pending:
+                asyncio.gather(*pending).add_done_callback(settle)
+            else:
+                settle()
 
 
 class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
@@ -92,7 +116,7 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
         try:
             # ordered_concurrent starts the requests' handlers in the stream's order
             async for response in ordered_concurrent(request_iterator,
-                                                     lambda r: self._check_request(r, order, order.turn(r.add_if_unique)),
+                                                     lambda r: self._check_request(r, order.ticket(r.add_if_unique)),
                                                      self.stream_window,
                                                      self.reader.budget, _answer_bytes):
                 yield response
@@ -101,25 +125,16 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
         except (CollectionError, QueueFullError) as e:
             await abort_for(context, e)
 
-    async def _check_request(self, request, order: StreamOrder, turn) -> duplicates_pb2.CheckDuplicatesResponse:
-        place, waits, checked = turn
-        done = False
+    async def _check_request(self, request, ticket: StreamOrder.Ticket) -> duplicates_pb2.CheckDuplicatesResponse:
+        failed = True
         try:
-            answer = await self._check_in_turn(request, waits, lambda: order.first_failed < place)
-            done = True
+            answer = await self._check_in_turn(request, ticket)
+            failed = False
             return answer
         finally:
-            if not done:
-                order.first_failed = min(order.first_failed, place)
-            # A request that failed before its turn (a bad field, a full queue)
-            # is done only once those before it are: the next may not overtake them.
-            pending = [w for w in waits if not w.done()]
-            if not pending:
-                checked.done() or checked.set_result(None)
-            else:
-                asyncio.gather(*pending).add_done_callback(lambda _: checked.done() or checked.set_result(None))
+            ticket.finish(failed)
 
-    async def _check_in_turn(self, request, waits, earlier_failed) -> duplicates_pb2.CheckDuplicatesResponse:
+    async def _check_in_turn(self, request, ticket: StreamOrder.Ticket) -> duplicates_pb2.CheckDuplicatesResponse:
         if not 0 <= request.k <= MAX_K:
             raise BadRequest(f"k must be in 0..{MAX_K}, got {request.k}")
         if not 0 <= request.threshold <= 1:
@@ -130,10 +145,7 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
         c = self.manager.get(request.collection)
         k = request.k or 5
         embedded = await gather_bounded(self._prepare(c, im) for im in request.images)
-        if waits:
-            await asyncio.wait(waits)
-        if earlier_failed():         # the stream ends with that request's error; this one does nothing
-            raise asyncio.CancelledError
+        await ticket.turn()
 
         owner = connection.get()
         results = []

@@ -14,7 +14,9 @@ Alignment (:func:`pair_alignment`):
   the whole frame), optionally mirrored; either image may be the crop;
 - OpenCV's ``matchTemplate`` (zero-mean normalized cross-correlation) slides
   it over the other thumbnail; the slack around the inner part absorbs small
-  shifts, and small rotations are tried when the upright search falls short;
+  shifts, and small rotations, then the template made wider or narrower (a
+  crop resized to another aspect), are tried when the upright search falls
+  short;
 - a larger tilt (10-180 degrees, on a grown canvas or in place) is tried at
   the angles where the two gradient-direction histograms, or the two polar
   views, line up best, each only when its coarse 16x16 fit is good;
@@ -82,6 +84,10 @@ SHARES = tuple(round(0.45 * (1 / 0.45) ** (i / 10), 3) for i in range(10, 0, -1)
 # copies).
 MIN_AREA = SHARES[-1] ** 2
 ROTATIONS = (-8.0, -4.0, 4.0, 8.0)   # degrees, tried around the best upright match
+# Widths x s and heights / s tried around the best upright match, s a power of
+# STRETCH up to MAX_STRETCH (the aspect changes by s^2: a 224 x 224 crop taken at 3:4 or 4:3).
+STRETCH = 0.9
+MAX_STRETCH = 1.25
 TILT_BINS = 72           # orientations (gradient directions, polar angles) in 5-degree bins
 TILT_MIN = 10.0          # degrees: smaller tilts are the ROTATIONS search's
 TILT_GUESSES = {True: 3, False: 2}  # tilts tried: grown canvas (edge directions) / in place (polar views)
@@ -487,6 +493,35 @@ def _blur_matched(m: _Match) -> _Match | None:
     return out
 
 
+def _stretched(best: _Match, searched: np.ndarray) -> _Match:
+    """``best`` or a better placement of its template made wider and lower,
+    or narrower and taller (area kept), in steps of STRETCH while each step
+    improves the fit, up to MAX_STRETCH. A crop of one aspect resized to
+    another (a random-resized crop: a training pipeline's 224 x 224 of any
+    part of any shape) is neither a crop (aspect kept) nor a squash (whole
+    frame): its template fits only with its width and height rescaled apart."""
+    base, (h, w) = best, best.templ.shape
+    for step in (STRETCH, 1 / STRETCH):
+        s = step
+        while abs(math.log(s)) <= math.log(MAX_STRETCH) + 1e-6:
+            size = (min(searched.shape[1], max(4, round(w * s))), min(searched.shape[0], max(4, round(h / s))))
+            templ = cv2.resize(base.templ, size, interpolation=cv2.INTER_LINEAR)
+            mask = None
+            if base.mask is not None:
+                mask = (cv2.resize(base.mask, size, interpolation=cv2.INTER_LINEAR) >= 0.5).astype(np.float32)
+                if mask.mean() < MIN_OPAQUE:
+                    break
+            if _flat(templ):
+                break
+            trial = _Match()
+            _place(templ, searched, trial, base.area, base.mirrored, base.turned, mask)
+            # only a better layout is worth its detail and cells
+            if not (trial.layout > best.layout and trial.agreement > best.agreement):
+                break
+            best, s = trial, s * step
+    return best
+
+
 def _coarse(x: np.ndarray) -> np.ndarray:
     return cv2.resize(x, (COARSE, COARSE), interpolation=cv2.INTER_AREA)
 
@@ -578,6 +613,8 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
                 _place(rot, best_searched, trial, best.area, best.mirrored, best.turned, mask)
                 if trial.agreement > best.agreement:
                     best = trial
+    if not best.reaches(stop_at):
+        best = _stretched(best, best_searched)
     if not best.reaches(stop_at):
         # A larger tilt (a picture rotated 10-180 degrees, on a grown canvas
         # or in place): the ones its edges' directions and polar view point to.

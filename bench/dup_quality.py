@@ -197,23 +197,36 @@ def flat(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+MAX_SHARED_LINES = 3       # typeset lines a text page may share with the pages kept before it
+
+
 def text_pages(n: int = 120) -> list[tuple[Image.Image, str]]:
     """Pages of real prose (Debian's license texts, /usr/share/common-licenses)
     typeset in DejaVu Serif, 600x800: every page looks alike at a glance
-    (a block of text), each one a distinct picture."""
+    (a block of text), each one a distinct picture. The licenses repeat one
+    another (GPL-2 and GPL-3 share paragraphs word for word), so a page that
+    shares MAX_SHARED_LINES or more typeset lines with a page already kept is
+    skipped: two such pages are the same picture in part (the keypoints
+    matched 12-38 points on them), not hard negatives."""
     import glob
     import textwrap
     from PIL import ImageDraw, ImageFont
     font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf", 14)
     words = " ".join(open(f, errors="ignore").read() for f in sorted(glob.glob("/usr/share/common-licenses/*"))
                      if Path(f).is_file()).split()
-    pages = []
-    for p in range(n):
+    pages, seen = [], set()
+    for p in range(len(words) // 330):
+        lines = textwrap.wrap(" ".join(words[p * 330:(p + 1) * 330]), 70)[:36]
+        if len(seen.intersection(lines)) >= MAX_SHARED_LINES:
+            continue
+        seen.update(lines)
         im = Image.new("RGB", (600, 800), "white")
         draw = ImageDraw.Draw(im)
-        for row, line in enumerate(textwrap.wrap(" ".join(words[p * 330:(p + 1) * 330]), 70)[:36]):
+        for row, line in enumerate(lines):
             draw.text((40, 40 + 20 * row), line, fill=(0, 0, 0), font=font)
         pages.append((im, f"d{p}"))
+        if len(pages) == n:
+            break
     return pages
 
 

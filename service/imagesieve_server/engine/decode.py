@@ -110,7 +110,7 @@ def _decoded_size(img: Image.Image, min_size: int | None) -> tuple[int, int]:
     JPEG draft scale decode_image will ask for (already in ``img.size`` once
     ``draft`` was applied)."""
     w, h = img.size
-    if (min_size is not None and img.format == "JPEG" and not getattr(img, "decoderconfig", ())
+    if (min_size is not None and img.format in ("JPEG", "MPO") and not getattr(img, "decoderconfig", ())
             and len(getattr(img, "tile", ())) == 1):
         req = _jpeg_draft_request(w, h, min_size)
         if req is not None:
@@ -307,7 +307,7 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
             raise DecodeError(f"progressive JPEG with {count} scans, above the limit of {max_jpeg_scans(w * h)} "
                               f"for {w}x{h} (each scan is a pass over the whole image)", "RESOURCE_EXHAUSTED")
     try:
-        req = _jpeg_draft_request(w, h, min_size) if img.format == "JPEG" else None
+        req = _jpeg_draft_request(w, h, min_size) if img.format in ("JPEG", "MPO") else None
         if req is not None:
             # Scale so the shorter side stays >= min_size (draft picks the
             # smallest 1/1, 1/2, 1/4, 1/8 scale whose size is >= requested).

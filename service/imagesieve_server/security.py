@@ -29,8 +29,7 @@ from imagesieve.contract import methods
 # The caller's token name for the current call (for logs); "" when auth is off.
 principal: contextvars.ContextVar[str] = contextvars.ContextVar("imagesieve_principal", default="")
 
-OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
-                 "/grpc.reflection.v1.ServerReflection/")
+OPEN_PREFIXES = ("/grpc.health.v1.Health/",)   # probes; reflection (--reflection 1) needs a token like any call
 
 # Methods a read-only token may call, and the request field that makes a
 # request of one of them a write: from the .proto's access options

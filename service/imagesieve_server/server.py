@@ -95,6 +95,7 @@ class ServerConfig:
     max_pixels: int = DecodeLimits.max_pixels      # 100 MP
     allow_root: list = dataclasses.field(default_factory=list)  # folders server_path may read
     grace_s: float = 30.0
+    reflection: int = 0                 # 1 = serve gRPC server reflection (grpcurl), behind tokens and call limits
     # Security: TLS (cert + key), mutual TLS (+ client CA), bearer tokens
     # ("TOKEN rw|ro NAME" lines; also the env IMAGESIEVE_TOKENS, never a flag).
     tls_cert: str = ""
@@ -267,9 +268,13 @@ class ImageSieveServer:
             AnalysisServicer(self.engine, self.collections, reader), self.server)
         consensus_pb2_grpc.add_ConsensusServiceServicer_to_server(ConsensusServicer(self.collections), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            SERVICE_NAMES + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                             reflection.SERVICE_NAME], self.server)
+        if c.reflection:
+            # Off by default: its stream of requests needs no schema a client
+            # lacks, and while it was open to all, 32 reflection streams of
+            # 60 MB messages took a server from 221 MB to 7.7 GB (a twelfth probe).
+            reflection.enable_server_reflection(
+                SERVICE_NAMES + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                                 reflection.SERVICE_NAME], self.server)
         try:
             if c.tls_cert:
                 creds = server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca)

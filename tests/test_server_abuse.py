@@ -1248,6 +1248,35 @@ def test_large_unary_requests_are_read_a_few_at_a_time_and_not_kept(manifest_pat
         assert end < 600, (start, end)
 
 
+def test_health_watches_naming_huge_services_are_refused_not_held_open(manifest_path):
+    """Health needs no token, and a Watch keeps its request while it stays
+    open: 24 Watches naming a 60 MB service held 6 GB (a twelfth probe). A
+    name over MAX_PROBE_SERVICE characters is INVALID_ARGUMENT, for Check
+    and Watch, and the stream ends at once; names up to it are answered."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from imagesieve_server.observability import MAX_PROBE_SERVICE
+    huge = health_pb2.HealthCheckRequest(service="x" * (20 << 20))
+    with LocalServer([], model=str(manifest_path)) as srv:
+        ch = grpc.insecure_channel(srv.address, options=[("grpc.max_send_message_length", 64 << 20)])
+        health = health_pb2_grpc.HealthStub(ch)
+        # Held open by the client: before, each answered SERVICE_UNKNOWN and stayed open.
+        watches = [health.Watch(huge, timeout=60) for _ in range(8)]
+        for w in watches:
+            with pytest.raises(grpc.RpcError) as e:
+                next(w)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as e:
+            health.Check(huge)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as e:       # a name of the longest length allowed, unknown
+            health.Check(health_pb2.HealthCheckRequest(service="x" * MAX_PROBE_SERVICE))
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        first = next(health.Watch(health_pb2.HealthCheckRequest(), timeout=10))
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        ch.close()
+
+
 def test_streams_whose_answers_are_never_read_give_their_slots_to_new_calls(manifest_path, photos):
     """Before: a stream whose client never read its answers was never idle
     (its answer waited on HTTP/2 flow control, its requests unanswered), so

@@ -31,6 +31,8 @@ from .engine.async_embedder import connection
 from .request_gate import GateRefused, RequestGate
 from .security import OPEN_PREFIXES, RequestRefused, principal
 
+MAX_PROBE_SERVICE = 1024    # characters of the service a health check names (real names: dozens)
+
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("imagesieve_request_id", default="")
 
 access_log = logging.getLogger("imagesieve.access")
@@ -338,7 +340,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         # A unary request is received here, through the gate (request_gate),
         # as a stream of one message: gRPC would read it whole first. Not a
         # probe's: health checks must answer however busy the gate is.
-        gated = self.gate is not None and not streaming_in and not (details.method or "").startswith(OPEN_PREFIXES)
+        probe = (details.method or "").startswith(OPEN_PREFIXES)
+        gated = self.gate is not None and not streaming_in and not probe
 
         async def parsed(request, context, client: str | None, held: list, activity: StreamActivity | None = None):
             if gated:
@@ -349,7 +352,12 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 return _parse_stream(deser, request, context, method,
                                      self.limiter if client is not None and activity is not None else None,
                                      client, activity)
-            return await _parse_one(deser, request, context, method)
+            message = await _parse_one(deser, request, context, method)
+            if probe and len(getattr(message, "service", "")) > MAX_PROBE_SERVICE:
+                # A Watch keeps its request while it stays open: 24 Watches naming
+                # a 60 MB service held 6 GB, and needed no token (a twelfth probe).
+                raise BadMessage(f"a health check names a service of at most {MAX_PROBE_SERVICE} characters")
+            return message
 
         # A gated unary call yields its answer rather than returning it: the
         # send is then part of the call, so answers a client leaves unread

@@ -223,6 +223,8 @@ class Store:
                 if row:
                     db.execute("DELETE FROM images WHERE id=?", row)
                     db.execute("DELETE FROM layouts WHERE image_id=?", row)
+                    # foreign_keys is off (the cascade never fires): an image's annotations go with it
+                    db.execute("DELETE FROM annotations WHERE image_id=?", row)
                     db.execute("INSERT INTO removals(id) VALUES (?)", row)
                     ids.append(row[0])
         return ids
@@ -367,24 +369,38 @@ class Store:
             return [r[0] for r in db.execute("SELECT id FROM removals WHERE seq > ?", (seq,))]
 
     # -- annotations (several labels per image, one per annotator) ----------
-    def add_annotations(self, rows: list[tuple[str, str, str]]) -> list[str]:
+    def add_annotations(self, rows: list[tuple[str, str, str]], max_total: int | None = None
+                        ) -> list[tuple[str, str]]:
         """Store (key, annotator, label) rows in one transaction; an
-        annotator's new label replaces their old one. Returns one error
-        message per row ('' when stored): a missing field, one longer than
-        its limit (MAX_ANNOTATION_BYTES, UTF-8), a key not in the collection."""
+        annotator's new label replaces their old one. Returns one (status
+        code name, message) per row, ('', '') when stored: INVALID_ARGUMENT
+        for a missing field, one longer than its limit (MAX_ANNOTATION_BYTES,
+        UTF-8) or a key not in the collection; RESOURCE_EXHAUSTED, with
+        ``max_total``, for a new annotation beyond that many in the
+        collection (more than an analysis reads would only fill the disk:
+        four 20 s floods stored 7.2 million, a twelfth probe)."""
         errors = []
         with self._transaction() as db:
+            total = db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0] if max_total is not None else 0
             for key, annotator, label in rows:
                 problem = annotation_problem(key, annotator, label)
                 if problem:
-                    errors.append(problem)
+                    errors.append(("INVALID_ARGUMENT", problem))
                     continue
                 row = db.execute("SELECT id FROM images WHERE key=?", (key,)).fetchone()
                 if row is None:
-                    errors.append(f"no image with key {quoted(key)}")
-                else:
-                    db.execute("INSERT OR REPLACE INTO annotations VALUES (?, ?, ?)", (row[0], annotator, label))
-                    errors.append("")
+                    errors.append(("INVALID_ARGUMENT", f"no image with key {quoted(key)}"))
+                    continue
+                if max_total is not None and db.execute(
+                        "SELECT 1 FROM annotations WHERE image_id=? AND annotator=?", (row[0], annotator)
+                        ).fetchone() is None:
+                    if total >= max_total:
+                        errors.append(("RESOURCE_EXHAUSTED", f"the collection holds {total} annotations, the most it "
+                                       f"keeps ({max_total}, what an analysis reads); remove images first"))
+                        continue
+                    total += 1
+                db.execute("INSERT OR REPLACE INTO annotations VALUES (?, ?, ?)", (row[0], annotator, label))
+                errors.append(("", ""))
         return errors
 
     def annotations(self) -> list[tuple[int, str, str]]:

@@ -8,7 +8,7 @@ from imagesieve.v1 import consensus_pb2, consensus_pb2_grpc
 
 from ..collections import CollectionError, CollectionManager
 from ..engine.batcher import QueueFullError
-from ..jobs.consensus import consensus_events
+from ..jobs.consensus import MAX_ANNOTATIONS, consensus_events
 from .collections import abort_for
 from .common import abort_invalid, item_error
 
@@ -32,13 +32,14 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServiceServicer):
             await abort_for(context, e)
         try:
             errors = await asyncio.to_thread(       # the rows are made off the event loop too
-                lambda: c.store.add_annotations([(a.key, a.annotator, a.label) for a in request.annotations]))
+                lambda: c.store.add_annotations([(a.key, a.annotator, a.label) for a in request.annotations],
+                                                MAX_ANNOTATIONS))
         except CollectionError as e:
             await abort_for(context, e)
-        bad = [(i, e) for i, e in enumerate(errors) if e]
+        bad = [(i, code, message) for i, (code, message) in enumerate(errors) if code]
         return consensus_pb2.AddAnnotationsResponse(
-            stored=len(errors) - len(bad), errors=[item_error("INVALID_ARGUMENT", e) for _, e in bad],
-            error_indices=[i for i, _ in bad])
+            stored=len(errors) - len(bad), errors=[item_error(code, message) for _, code, message in bad],
+            error_indices=[i for i, _, _ in bad])
 
     async def AnalyseConsensus(self, request, context):
         try:

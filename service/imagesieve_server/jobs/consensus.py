@@ -137,11 +137,20 @@ def consensus_message(keys, annotators, classes, labels, res, model_label) -> co
                                          method=res.method, review_queue=[keys[int(i)] for i in res.review])
 
 
-async def consensus_events(collection: Collection, request):
+# A server's annotation reads and writes at once (ConsensusServicer): they wait
+# on an asyncio semaphore rather than on a thread, since each holds a thread
+# of asyncio's default executor (which every collection call shares, 6 on 2
+# cores) and its store's lock for up to ~0.5 s, and 8-16 at once stalled
+# other clients' calls for 1-3 s (a twelfth probe).
+ANNOTATION_IO = 2
+
+
+async def consensus_events(collection: Collection, request, io_slots: asyncio.Semaphore):
     params = consensus.Params(method=request.method or "dawid_skene", model=not request.no_model,
                               seed=check_seed(request.seed))
     # Counted by SQLite: a hopeless request fails before it waits for a slot.
-    summary = await asyncio.to_thread(collection.store.annotation_summary)
+    async with io_slots:
+        summary = await asyncio.to_thread(collection.store.annotation_summary)
     if not summary.annotations:
         raise ValueError(f"collection {collection.name!r} has no annotations; add them with AddAnnotations")
     check_size(collection, summary.images, summary.annotators, summary.classes, summary.annotations)

@@ -8,7 +8,7 @@ from imagesieve.v1 import consensus_pb2, consensus_pb2_grpc
 
 from ..collections import CollectionError, CollectionManager
 from ..engine.batcher import QueueFullError
-from ..jobs.consensus import MAX_ANNOTATIONS, consensus_events
+from ..jobs.consensus import ANNOTATION_IO, MAX_ANNOTATIONS, consensus_events
 from .collections import abort_for
 from .common import abort_invalid, item_error
 
@@ -20,6 +20,7 @@ MAX_ANNOTATIONS_PER_REQUEST = 100_000
 class ConsensusServicer(consensus_pb2_grpc.ConsensusServiceServicer):
     def __init__(self, manager: CollectionManager):
         self.manager = manager
+        self.annotation_io = asyncio.Semaphore(ANNOTATION_IO)
 
     async def AddAnnotations(self, request, context):
         try:
@@ -31,9 +32,10 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServiceServicer):
         except CollectionError as e:
             await abort_for(context, e)
         try:
-            errors = await asyncio.to_thread(       # the rows are made off the event loop too
-                lambda: c.store.add_annotations([(a.key, a.annotator, a.label) for a in request.annotations],
-                                                MAX_ANNOTATIONS))
+            async with self.annotation_io:
+                errors = await asyncio.to_thread(       # the rows are made off the event loop too
+                    lambda: c.store.add_annotations([(a.key, a.annotator, a.label) for a in request.annotations],
+                                                    MAX_ANNOTATIONS))
         except CollectionError as e:
             await abort_for(context, e)
         bad = [(i, code, message) for i, (code, message) in enumerate(errors) if code]
@@ -44,7 +46,7 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServiceServicer):
     async def AnalyseConsensus(self, request, context):
         try:
             c = self.manager.get(request.collection)
-            async for event in consensus_events(c, request):
+            async for event in consensus_events(c, request, self.annotation_io):
                 yield event
         except (CollectionError, QueueFullError) as e:
             await abort_for(context, e)

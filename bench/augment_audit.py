@@ -18,10 +18,12 @@ sharing a frame, flags on one stripe layout, two maps of one country, faces of
 one sky). Transparency goes on white; sides above 1600 px are scaled to 1600.
 40% of the originals (154) get one copy each, the 11 kinds in turn (14 each):
 
-- mosaic: 2x2 of 640x640, the image centre-cropped into a random quadrant, 3 other originals beside it;
+- mosaic: a 640x640 canvas of four 320 px tiles, the image centre-cropped into a random quadrant,
+  3 other originals beside it;
 - cutout: 1-3 grey (127) boxes covering 20-30% of the area;
 - mixup: 0.7 x the image + 0.3 x another original resized to it;
-- rrc224: random-resized crop of 35-90% of the area, aspect x0.8 or x1.25 with jitter, to 224x224;
+- rrc224: random-resized crop of 35-90% of the area, its aspect the image's x0.8 or x1.25 times a
+  jitter of 3/4-4/3 (log-uniform), resized to 224x224;
 - jitter: brightness and contrast x0.6-0.75 or x1.25-1.4, saturation x0.5-0.7 or x1.3-1.5, hue +-13-26/256;
 - elastic: a smooth random displacement field, amplitude 4% of the longer side, sigma 6%;
 - clahe: CLAHE on L of LAB, clip limit 4, 8x8 tiles;
@@ -41,7 +43,9 @@ the truth stays in memory and goes to OUT/truth.csv. Then the real CLI runs
 (`imagesieve audit FOLDER --out OUT/audit`, no other flags) and its
 ``duplicate_pairs.parquet`` is scored:
 
-- ``recall`` (a copy paired with its recorded source) and ``recall_by_kind``;
+- ``recall`` (a copy paired with its recorded source) and ``recall_by_kind``
+  (a mosaic's recorded source is one of its four tiles, none more its source
+  than the others: ``mosaic_tiles_found`` is the mosaics' figure);
 - ``mosaic_tiles_found`` of ``mosaic_tiles`` (4 pictures in each mosaic: how
   many are paired with it); ``mixup_other_paired`` (mixups paired with their
   0.3 image) and ``mixup_other_instead`` (that, and not with their source);
@@ -69,7 +73,6 @@ import subprocess
 import sys
 import time
 import uuid
-import warnings
 import zipfile
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -95,22 +98,16 @@ KINDS = ["mosaic", "cutout", "mixup", "rrc224", "jitter", "elastic", "clahe", "c
 COPY_SHARE = 0.4
 
 
-def _pinned_dir(pkg: str, ver: str, rel: str) -> Path:
-    d, stamp = collections_real.package_dir(pkg, ver, rel), collections_real._cache_root() / pkg / "VERSION"
-    if str(d).startswith(str(stamp.parent)) and stamp.is_file() and stamp.read_text().strip() != ver:
-        warnings.warn(f"{pkg} {stamp.read_text().strip()} is not the pinned {ver}: other files", stacklevel=2)
-    return d
-
-
 def pool_files(package: tuple, patterns: list[str]) -> list[tuple[str, callable]]:
     """Sorted (name, read bytes) of one pool; globs and the zip's listing are
     sorted so that filesystem or archive order never leaks in."""
-    d = _pinned_dir(*package)
+    d = collections_real.package_dir(*package)
     if package == OPENARENA:
-        z = zipfile.ZipFile(d / "pak4-textures.pk3")     # left open: read while the pool is walked
-        names = sorted(n for n in z.namelist()
-                       if any(fnmatchcase(n, p) and n.count("/") == p.count("/") for p in patterns))
-        return [(f"{package[0]}:{n}", lambda n=n: z.read(n)) for n in names]
+        with zipfile.ZipFile(d / "pak4-textures.pk3") as z:     # read whole: ~170 of its files are used
+            names = sorted(n for n in z.namelist()
+                           if any(fnmatchcase(n, p) and n.count("/") == p.count("/") for p in patterns))
+            members = {n: z.read(n) for n in names}
+        return [(f"{package[0]}:{n}", lambda n=n: members[n]) for n in names]
     files = sorted(str(f) for p in patterns for f in d.glob(p))   # one sort over all patterns, as the probe
     return [(f"{package[0]}:{Path(f).relative_to(d)}", lambda f=f: Path(f).read_bytes()) for f in files]
 
@@ -262,6 +259,8 @@ def build(folder: Path) -> dict:
     def save(im, fmt=None, q=95):
         fmt = fmt or R.choice(["png", "jpg", "webp"])
         name = uuid.UUID(int=R.getrandbits(128)).hex[:16] + "." + fmt
+        if (folder / name).exists():          # 64 random bits: never yet, but a clash would lose a file silently
+            raise RuntimeError(f"two files drew the name {name}")
         im.save(folder / name, **({"quality": q} if fmt == "jpg" else {"quality": 92} if fmt == "webp" else {}))
         return name
 

@@ -68,6 +68,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -189,6 +190,11 @@ def _installed_version(kind: str, data_dir: Path) -> str | None:
     stamp = _cache_root() / pkg / "VERSION"
     if str(data_dir).startswith(str(_cache_root())) and stamp.is_file():
         return stamp.read_text().strip()
+    return _dpkg_version(pkg)
+
+
+def _dpkg_version(pkg: str) -> str | None:
+    """The version of ``pkg`` installed on the system, per dpkg, or None."""
     if shutil.which("dpkg-query"):
         r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg],
                            capture_output=True, text=True)
@@ -275,15 +281,23 @@ def ensure_installed(kind: str | None = None) -> None:
 
 def package_dir(pkg: str, ver: str, rel: str) -> Path:
     """``rel`` inside Debian package ``pkg`` (pinned ``ver``): where the
-    system has it installed, else unpacked into the cache (``apt-get
-    download``, no root needed). RuntimeError when neither works."""
-    for d in (Path("/") / rel, _cache_root() / pkg / rel):
-        if d.is_dir() and any(d.iterdir()):
-            return d
-    log: list[str] = []
-    if _apt_extract(pkg, ver, log) and (_cache_root() / pkg / rel).is_dir():
-        return _cache_root() / pkg / rel
-    raise RuntimeError(f"could not fetch Debian package {pkg} ({ver}).\n" + "\n".join(log))
+    system has that version installed, else unpacked into the cache
+    (``apt-get download``, no root needed). A cached copy of another version
+    (the pinned one could not be downloaded) is used with a warning on
+    stderr: a benchmark's figures may then differ. RuntimeError when neither
+    works."""
+    system = Path("/") / rel
+    if system.is_dir() and any(system.iterdir()) and _dpkg_version(pkg) == ver:
+        return system
+    cached, stamp = _cache_root() / pkg / rel, _cache_root() / pkg / "VERSION"
+    if not (cached.is_dir() and any(cached.iterdir())):
+        log: list[str] = []
+        if not (_apt_extract(pkg, ver, log) and cached.is_dir()):
+            raise RuntimeError(f"could not fetch Debian package {pkg} ({ver}).\n" + "\n".join(log))
+    got = stamp.read_text().strip() if stamp.is_file() else "unknown"
+    if got != ver:
+        print(f"warning: {pkg} {got} is not the pinned {ver}; figures may differ", file=sys.stderr)
+    return cached
 
 
 # --------------------------------------------------------------------------
@@ -465,7 +479,6 @@ def load_collection(kind: str, n: int | None = None, seed: int = 0,
 
 
 if __name__ == "__main__":  # pragma: no cover - manual check
-    import sys
     import time
 
     for k in sys.argv[1:] or KINDS:

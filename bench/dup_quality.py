@@ -203,17 +203,19 @@ MAX_SHARED_LINES = 3       # typeset lines a text page may share with the pages 
 def text_pages(n: int = 120) -> list[tuple[Image.Image, str]]:
     """Pages of real prose (Debian's license texts, /usr/share/common-licenses)
     typeset in DejaVu Serif, 600x800: every page looks alike at a glance
-    (a block of text), each one a distinct picture. The licenses repeat one
-    another (GPL-2 and GPL-3 share paragraphs word for word), so a page that
-    shares MAX_SHARED_LINES or more typeset lines with a page already kept is
-    skipped: two such pages are the same picture in part (the keypoints
-    matched 12-38 points on them), not hard negatives."""
+    (a block of text), each one a distinct picture. Each license is read once
+    (GPL, LGPL and GFDL are links to a version also listed), and the licenses
+    repeat one another (GFDL-1.2 and 1.3, LGPL-2 and 2.1 share paragraphs word
+    for word), so a page that shares MAX_SHARED_LINES or more typeset lines
+    with the pages kept before it, together, is skipped: such pages are the
+    same picture in part (the keypoints matched 12-38 points on them), not
+    hard negatives. Fewer than ``n`` pages may remain (said on stderr)."""
     import glob
     import textwrap
     from PIL import ImageDraw, ImageFont
     font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf", 14)
-    words = " ".join(open(f, errors="ignore").read() for f in sorted(glob.glob("/usr/share/common-licenses/*"))
-                     if Path(f).is_file()).split()
+    files = dict.fromkeys(Path(f).resolve() for f in sorted(glob.glob("/usr/share/common-licenses/*")))
+    words = " ".join(f.read_text(errors="ignore") for f in files if f.is_file()).split()
     pages, seen = [], set()
     for p in range(len(words) // 330):
         lines = textwrap.wrap(" ".join(words[p * 330:(p + 1) * 330]), 70)[:36]
@@ -227,6 +229,8 @@ def text_pages(n: int = 120) -> list[tuple[Image.Image, str]]:
         pages.append((im, f"d{p}"))
         if len(pages) == n:
             break
+    if len(pages) < n:
+        print(f"text pages: {len(pages)} distinct pages of the {n} asked for", file=sys.stderr)
     return pages
 
 
@@ -341,6 +345,31 @@ def score(report, source, family, kind, n_orig) -> dict:
             "warnings": report.warnings}
 
 
+def write_false_pairs(path: Path, report, source, family, kind, originals) -> None:
+    """One CSV row per pair of unrelated images in a verified ``report``: the
+    two images (index, kind, their originals), the two originals' mean
+    absolute difference at 64x64 gray (0-255; near 0: the data set's own
+    near duplicates), and the pair's evidence."""
+    import csv
+    a, b = report.a, report.b
+    false = ~((source[a] == source[b]) | (family[a] == family[b]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ev = report.evidence
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["a", "b", "kind_a", "kind_b", "source_a", "source_b", "originals_mad", "cosine", "agreement",
+                    "matched_area", "keypoint_inliers", "matched_simplicity", "relative_disagreement"])
+        for i in np.flatnonzero(false).tolist():
+            x, y = int(a[i]), int(b[i])
+            gray = [np.asarray(originals[source[z]][0].convert("L").resize((64, 64), Image.BOX), np.float32)
+                    for z in (x, y)]
+            w.writerow([x, y, kind[x], kind[y], int(source[x]), int(source[y]),
+                        round(float(np.abs(gray[0] - gray[1]).mean()), 1), round(float(report.cosine[i]), 4),
+                        round(float(ev.agreement[i]), 4), round(float(ev.matched_area[i]), 3),
+                        int(ev.keypoint_inliers[i]), round(float(ev.matched_simplicity[i]), 4),
+                        round(float(report.relative[i]), 4)])
+
+
 def stream_latency(stored: list[bytes], queries: list[bytes], rounds: int) -> dict:
     """p50 latency of one-image CheckDuplicates calls, stage 2 on vs off,
     alternating, over a real server on loopback. ``stored`` fill the
@@ -374,6 +403,8 @@ def main() -> int:
                     help="copies planted per chosen original (the issue's trial set had 8 of each)")
     ap.add_argument("--kinds", choices=("benchmark", "probe"), default="benchmark",
                     help="the benchmark's copy kinds, or the probe's (kinds nobody tuned for)")
+    ap.add_argument("--false-pairs", metavar="DIR",
+                    help="write each collection's verified false pairs, with their evidence, to DIR/NAME.csv")
     args = ap.parse_args()
     emb = Embedder.from_model("mobilenet_v1")
     rows = {}
@@ -399,6 +430,8 @@ def main() -> int:
             row.update(images=len(blobs), copies=len(blobs) - n_orig,
                        images_per_s=round(len(blobs) / (t_embed + took), 1), search_s=round(took, 2))
             rows[f"{name}/{method}"] = row
+            if args.false_pairs and sig is not None:
+                write_false_pairs(Path(args.false_pairs) / f"{name}.csv", rep, source, family, kind, originals)
             print(json.dumps({name: method, **{k: v for k, v in row.items() if k != "recall_by_kind"}}),
                   file=sys.stderr, flush=True)
         if name == "illustrations":

@@ -84,10 +84,12 @@ SHARES = tuple(round(0.45 * (1 / 0.45) ** (i / 10), 3) for i in range(10, 0, -1)
 # copies).
 MIN_AREA = SHARES[-1] ** 2
 ROTATIONS = (-8.0, -4.0, 4.0, 8.0)   # degrees, tried around the best upright match
-# Widths x s and heights / s tried around the best upright match, s a power of
-# STRETCH up to MAX_STRETCH (the aspect changes by s^2: a 224 x 224 crop taken at 3:4 or 4:3).
+# Widths x s and heights / s tried around the best upright match, s = STRETCH^k or
+# STRETCH^-k for k up to STRETCH_STEPS (the aspect changes by s^2: up to 1.52, a 224 x 224
+# crop taken at 3:4 or 4:3). A bar on each step's gain (0.005) cost a copy of the
+# augmentation benchmark and found nothing more (README, "Random-resized crops").
 STRETCH = 0.9
-MAX_STRETCH = 1.25
+STRETCH_STEPS = 2
 TILT_BINS = 72           # orientations (gradient directions, polar angles) in 5-degree bins
 TILT_MIN = 10.0          # degrees: smaller tilts are the ROTATIONS search's
 TILT_GUESSES = {True: 3, False: 2}  # tilts tried: grown canvas (edge directions) / in place (polar views)
@@ -495,15 +497,16 @@ def _blur_matched(m: _Match) -> _Match | None:
 
 def _stretched(best: _Match, searched: np.ndarray) -> _Match:
     """``best`` or a better placement of its template made wider and lower,
-    or narrower and taller (area kept), in steps of STRETCH while each step
-    improves the fit, up to MAX_STRETCH. A crop of one aspect resized to
-    another (a random-resized crop: a training pipeline's 224 x 224 of any
-    part of any shape) is neither a crop (aspect kept) nor a squash (whole
-    frame): its template fits only with its width and height rescaled apart."""
+    or narrower and taller (area kept), a step of STRETCH at a time in each
+    direction while each step fits better. A crop of one aspect
+    resized to another (a random-resized crop: a training pipeline's 224 x
+    224 of any part of any shape) is neither a crop (aspect kept) nor a
+    squash (whole frame): its template fits only with its width and height
+    rescaled apart."""
     base, (h, w) = best, best.templ.shape
     for step in (STRETCH, 1 / STRETCH):
-        s = step
-        while abs(math.log(s)) <= math.log(MAX_STRETCH) + 1e-6:
+        for k in range(1, STRETCH_STEPS + 1):
+            s = step ** k
             size = (min(searched.shape[1], max(4, round(w * s))), min(searched.shape[0], max(4, round(h / s))))
             templ = cv2.resize(base.templ, size, interpolation=cv2.INTER_LINEAR)
             mask = None
@@ -518,7 +521,7 @@ def _stretched(best: _Match, searched: np.ndarray) -> _Match:
             # only a better layout is worth its detail and cells
             if not (trial.layout > best.layout and trial.agreement > best.agreement):
                 break
-            best, s = trial, s * step
+            best = trial
     return best
 
 
@@ -613,19 +616,25 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
                 _place(rot, best_searched, trial, best.area, best.mirrored, best.turned, mask)
                 if trial.agreement > best.agreement:
                     best = trial
+    unstretched = stretched = best
     if not best.reaches(stop_at):
-        best = _stretched(best, best_searched)
+        best = stretched = _stretched(best, best_searched)
     if not best.reaches(stop_at):
         # A larger tilt (a picture rotated 10-180 degrees, on a grown canvas
         # or in place): the ones its edges' directions and polar view point to.
         tilted = _tilt_search(a, aspect_a, b, aspect_b, stop_at)
         if tilted is not None and tilted.agreement > best.agreement:
             best = tilted
-    found = best          # as aligned: whether one is the other's negative, how simple the match is
+    # As aligned: whether one is the other's negative, how simple the match is
+    # (a stretched template is resampled twice, smoother than what it shows).
+    found = unstretched if best is stretched else best
     if not best.reaches(stop_at):
-        matched = _blur_matched(best)
-        if matched is not None and matched.agreement > best.agreement:
-            best = matched
+        # Compared at one sharpness, from the stretched placement and from the one
+        # before it: resampling the template changes its sharpness and size too.
+        for m in dict.fromkeys((best, found)):
+            matched = _blur_matched(m)
+            if matched is not None and matched.agreement > best.agreement:
+                best = matched
     return (best.agreement, best.layout, best.detail, best.area, best.mirrored, best.turned, found.sign < 0,
             simplicity(found.templ), best.blur)
 

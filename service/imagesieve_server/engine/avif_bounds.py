@@ -74,7 +74,6 @@ def _leb128(data: bytes, at: int, end: int) -> tuple[int, int]:
     return -1, end
 
 
-
 def _larger(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
     """The (width, height) of more pixels."""
     return a if a[0] * a[1] >= b[0] * b[1] else b
@@ -280,7 +279,7 @@ def avif_canvas(data: bytes, max_boxes: int) -> tuple[tuple[int, int], int]:
             buf, begin, end = _item_data(data, idat, method, extents)
             canvas = _larger(canvas, _av1_frame_limit(buf, begin, end, obus) if kind == b"av01"
                              else _derived_output(kind, buf, begin, end))
-    for offset, size in first_frames[:max_boxes]:
+    for offset, size in first_frames[:max_boxes]:      # a track's first frame each: at most a box each
         if offset + size > len(data):
             raise AvifUnreadable("an AVIF sequence whose first frame runs past the file")
         canvas = _larger(canvas, _av1_frame_limit(data, offset, offset + size, obus))

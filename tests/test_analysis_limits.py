@@ -92,6 +92,21 @@ def test_inline_images_above_the_limit_are_refused_before_any_work(stubs):
         assert time.perf_counter() - start < 10
 
 
+def test_inline_images_with_one_key_twice_are_refused(stubs):
+    """The answers name images by key: two inline images with one key could
+    not be told apart (a twelfth probe: ScoreLabels accepted them)."""
+    images = tiny(6)
+    images[4].key = images[1].key
+    for call, request in ((stubs.analysis.ScoreLabels, analysis_pb2.ScoreLabelsRequest(source=inline(images),
+                                                                                       folds=2)),
+                          (stubs.analysis.SampleSizeSweep,
+                           analysis_pb2.SampleSizeRequest(source=inline(images), target_accuracy=0.9))):
+        events, error = drain(call(request, timeout=60))
+        assert error is not None and error.code() == INVALID, error
+        assert "t1" in error.details() and "keys must be unique" in error.details()
+        assert events == []
+
+
 def test_failing_inline_images_stop_the_job_after_the_first_chunk(stubs):
     """2,000 images that all fail: the job stops after the first chunk of 64
     and names a few (2M failing items ran 40 s of CPU)."""

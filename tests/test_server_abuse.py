@@ -183,6 +183,35 @@ def test_malformed_paths_fail_their_item_only(abuse_server, root, photos):
     assert max(len(e.error.message) for e in r.embeddings) < 400
 
 
+def test_a_file_named_as_a_folder_a_socket_and_an_overlong_name_fail_as_bad_paths(abuse_server, root, photos,
+                                                                                 tmp_path):
+    """A twelfth probe: a file's name with a trailing slash was embedded (the
+    OS refuses it: ENOTDIR), a UNIX socket answered NOT_FOUND "No such device
+    or address", a name over 255 bytes NOT_FOUND. Each is the client's bad
+    path: INVALID_ARGUMENT saying what is wrong, and the good item is served."""
+    import socket as sockets
+    good = root / "good2.jpg"
+    good.write_bytes(photos[1][0])
+    sock_path = root / "s.sock"
+    server = sockets.socket(sockets.AF_UNIX)
+    server.bind(str(sock_path))
+    try:
+        channel, stub = embed_stub(abuse_server.address)
+        with channel:
+            r = stub.Embed(embedding_pb2.EmbedRequest(images=[
+                common_pb2.Image(key="slash", server_path=str(good) + "/"),
+                common_pb2.Image(key="socket", server_path=str(sock_path)),
+                common_pb2.Image(key="long-name", server_path=str(root / ("n" * 300 + ".jpg"))),
+                common_pb2.Image(key="good", server_path=str(good))]), timeout=30)
+    finally:
+        server.close()
+    codes = [CODE[e.error.code] if e.HasField("error") else grpc.StatusCode.OK for e in r.embeddings]
+    assert codes == [grpc.StatusCode.INVALID_ARGUMENT] * 3 + [grpc.StatusCode.OK], [e.error for e in r.embeddings]
+    assert "names a folder" in r.embeddings[0].error.message
+    assert "not a regular file" in r.embeddings[1].error.message
+    assert "longer than the file system allows" in r.embeddings[2].error.message
+
+
 def test_paths_of_millions_of_parts_do_not_hold_the_file_threads(abuse_server, root, photos):
     """Path.resolve walks a path part by part in Python (~7.5 us a part):
     a 48 MB Embed of 8 paths of 3,000,000 parts held every file thread for

@@ -10,6 +10,7 @@ directory is refused without ever blocking a thread (two requests naming a
 FIFO used to hang every image RPC)."""
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -89,9 +90,19 @@ class PathPolicy:
         """(file descriptor, its stat) of a regular file inside a root.
         Opened with O_NONBLOCK so a FIFO cannot block; NotRegularFile for
         anything but a regular file. The caller closes the descriptor."""
+        if path.endswith(("/", "/.")):        # resolve() would drop it and open the file a folder's name names
+            raise NotRegularFile(f"{quoted_path(path)} names a folder, not a regular file")
         real = self.resolve(path)
         # O_NOFOLLOW: the resolved name's last part must not have become a link since.
-        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0))
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
+                         | getattr(os, "O_NOCTTY", 0))
+        except OSError as e:
+            if e.errno == errno.ENXIO:            # a UNIX socket: open says "no such device or address"
+                raise NotRegularFile(f"{quoted_path(path)} is not a regular file") from None
+            if e.errno == errno.ENAMETOOLONG:
+                raise ValueError(f"{quoted_path(path)} has a name longer than the file system allows") from None
+            raise
         try:
             self._check_opened(fd, real, path)
             st = os.fstat(fd)

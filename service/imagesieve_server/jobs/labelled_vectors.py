@@ -48,15 +48,21 @@ def check_inline_count(images, method: str) -> None:
 
 def check_inline_images(images, method: str) -> None:
     """Inline images: at most MAX_INLINE_IMAGES, each with a source (encoded
-    bytes in `data`, or a `server_path`), a label, and key, label and split
-    within the per-item text limits (ValueError)."""
+    bytes in `data`, or a `server_path`), a label, a key no other has (or
+    none), and key, label and split within the per-item text limits
+    (ValueError)."""
     from ..servicers.common import text_problem  # here: servicers import the jobs
     check_inline_count(images, method)
+    keys = set()
     for i, im in enumerate(images):
         name = clipped(im.key) if im.key else f"#{i}"
         problem = text_problem(im)
         if problem is not None:
             raise ValueError(f"image {name}: {problem}")
+        if im.key in keys:       # the answers name images by key: two alike could not be told apart
+            raise ValueError(f"image {name}: a second image with this key (keys must be unique)")
+        if im.key:
+            keys.add(im.key)
         if im.WhichOneof("source") is None:
             raise ValueError(f"image {name}: {method} needs encoded bytes in `data` or a `server_path`")
         if not im.label:

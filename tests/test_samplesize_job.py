@@ -31,6 +31,12 @@ def digit_images() -> list[common_pb2.Image]:
             for j, i in enumerate(picked)]
 
 
+def twice(images) -> list[common_pb2.Image]:
+    """Each image a second time under its own key (keys must be unique)."""
+    return list(images) + [common_pb2.Image(key=im.key + "-again", data=im.data, label=im.label, split=im.split)
+                           for im in images]
+
+
 def request(images, **kw) -> analysis_pb2.SampleSizeRequest:
     return analysis_pb2.SampleSizeRequest(
         source=analysis_pb2.LabelledSource(inline=analysis_pb2.InlineImages(images=images)), **kw)
@@ -119,7 +125,7 @@ def test_bad_requests_are_rejected(digit_images):
         validate_request(request(digit_images, at_sizes=[0]))
     with pytest.raises(ValueError, match="at_sizes"):
         validate_request(request(digit_images, at_sizes=list(range(1, 30))))
-    p = validate_request(request(digit_images * 2))
+    p = validate_request(request(twice(digit_images)))
     assert p.target is None and p.at_sizes == ()
     with pytest.raises(ValueError, match="strictly increasing"):
         validate_request(request(digit_images, fractions=[0.5, 0.1], target_accuracy=0.9))
@@ -130,6 +136,6 @@ def test_bad_requests_are_rejected(digit_images):
     unlabelled = [common_pb2.Image(key="x", data=digit_images[0].data)]
     with pytest.raises(ValueError, match="missing label"):
         validate_request(request(unlabelled, target_accuracy=0.9))
-    p = validate_request(request(digit_images * 2, target_accuracy=0.9))
+    p = validate_request(request(twice(digit_images), target_accuracy=0.9))
     # Unset classifier: the sample-size check chooses (logreg; lda above LARGE_SWEEP), as for the audit.
     assert p.fractions == (0.05, 0.10, 0.20, 0.35, 0.50) and p.repeats == 5 and p.classifier is None

@@ -58,7 +58,9 @@ the truth stays in memory and goes to OUT/truth.csv. Then the real CLI runs
   its source nor a picture it holds; ``pairs``, ``images``, ``audit_s``.
 
 A contact sheet of the cross-file pairs goes to OUT/cross_file_pairs.png.
-Last line: one JSON object.
+Baselines from the same run's stored embeddings (``baselines``, as in
+stranger_audit): the embedding's candidates alone (no layout or keypoint
+candidates) and raw cosine (stage 1 alone). Last line: one JSON object.
 """
 from __future__ import annotations
 
@@ -69,9 +71,7 @@ import io
 import json
 import random
 import shutil
-import subprocess
 import sys
-import time
 import uuid
 import zipfile
 from fnmatch import fnmatchcase
@@ -82,7 +82,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 sys.path.insert(0, str(Path(__file__).parent))
 import collections_real  # noqa: E402
-from stranger_audit import _flat, contact_sheet  # noqa: E402
+from stranger_audit import _flat, baselines, contact_sheet, run_audit  # noqa: E402
 
 SEED = 1616
 KGEO = ("kgeography-data", "4:22.12.3-1", "usr/share/kgeography")
@@ -96,6 +96,8 @@ POOLS = [("flag", KGEO, ["flags/*.png"], 70), ("map", KGEO, ["*.png"], 40),
 KINDS = ["mosaic", "cutout", "mixup", "rrc224", "jitter", "elastic", "clahe", "chshuffle", "letterbox",
          "thumb150q50", "zoom1.4"]
 COPY_SHARE = 0.4
+# The figures the baselines (the same run's embeddings, without what the audit adds) report.
+BASELINE_KEYS = ("recall", "recall_by_kind", "mosaic_tiles_found", "cross_file_pairs", "wrong_original_pairs")
 
 
 def pool_files(package: tuple, patterns: list[str]) -> list[tuple[str, callable]]:
@@ -330,17 +332,12 @@ def main() -> int:
         csv.writer(fh).writerows([["name", "kind", "source", "others", "pool", "origin"]] + [
             [n, t["kind"], t["source"], ";".join(t["others"]), t["pool"], t["origin"]] for n, t in truth.items()])
     print(f"built {len(truth)} files in {folder}", file=sys.stderr, flush=True)
-    exe = Path(sys.executable).parent / "imagesieve"
-    t0 = time.perf_counter()
-    run = subprocess.run([str(exe), "audit", str(folder), "--out", str(out / "audit")], stdout=sys.stderr)
-    took = time.perf_counter() - t0
-    if run.returncode != 0:
-        raise SystemExit(f"imagesieve audit failed ({run.returncode})")
-    import pyarrow.parquet as pq
-    result = score(pq.read_table(out / "audit" / "duplicate_pairs.parquet").to_pylist(), truth)
+    pairs, took = run_audit(folder, out / "audit")
+    result = score(pairs, truth)
     cross = result.pop("_cross")
     contact_sheet(folder, cross, out / "cross_file_pairs.png")
-    result.update(audit_s=round(took, 1), contact_sheet=str(out / "cross_file_pairs.png"))
+    result.update(audit_s=round(took, 1), contact_sheet=str(out / "cross_file_pairs.png"),
+                  baselines=baselines(folder, out / "audit" / "embeddings", truth, score, BASELINE_KEYS))
     print(json.dumps(result))
     return 0
 

@@ -399,16 +399,8 @@ def main() -> int:
     folder = out / "images"
     folder.mkdir(parents=True)
     truth = build(root, folder, args.copy_share or share, kinds=kinds)
-    exe = Path(sys.executable).parent / "imagesieve"
-    t0 = time.perf_counter()
-    run = subprocess.run([str(exe), "audit", str(folder), "--out", str(out / "audit")], capture_output=True,
-                         text=True)
-    took = time.perf_counter() - t0
-    print(run.stdout[-3000:], run.stderr[-2000:], file=sys.stderr)
-    if run.returncode != 0:
-        raise SystemExit(f"imagesieve audit failed ({run.returncode})")
-    import pyarrow.parquet as pq
-    result = score(pq.read_table(out / "audit" / "duplicate_pairs.parquet").to_pylist(), truth)
+    pairs, took = run_audit(folder, out / "audit")
+    result = score(pairs, truth)
     cross = result.pop("_cross")
     contact_sheet(folder, cross, out / "cross_file_pairs.png")
     result.update(audit_s=round(took, 1), contact_sheet=str(out / "cross_file_pairs.png"),
@@ -417,11 +409,30 @@ def main() -> int:
     return 0
 
 
-def baselines(folder: Path, store_dir: Path, truth: dict) -> dict:
+def run_audit(folder: Path, out: Path) -> tuple[list[dict], float]:
+    """The real CLI on ``folder`` as a user runs it (`imagesieve audit FOLDER
+    --out OUT`, no other flags, its progress on stderr): the rows of its
+    duplicate_pairs.parquet and the wall seconds it took. SystemExit when it
+    fails."""
+    exe = Path(sys.executable).parent / "imagesieve"
+    t0 = time.perf_counter()
+    run = subprocess.run([str(exe), "audit", str(folder), "--out", str(out)], stdout=sys.stderr)
+    took = time.perf_counter() - t0
+    if run.returncode != 0:
+        raise SystemExit(f"imagesieve audit failed ({run.returncode})")
+    import pyarrow.parquet as pq
+    return pq.read_table(out / "duplicate_pairs.parquet").to_pylist(), took
+
+
+BASELINE_KEYS = ("recall", "recall_by_kind", "cross_file_pairs", "unrelated_pairs", "wrong_original_pairs")
+
+
+def baselines(folder: Path, store_dir: Path, truth: dict, score=score, keys=BASELINE_KEYS) -> dict:
     """The same run's embeddings (the audit's store), judged without what
     the audit adds: "embedding_candidates" (stage 2 on the embedding's
     candidates alone, no layout candidates) and "raw_cosine" (stage 1 alone,
-    at the threshold derived from the data)."""
+    at the threshold derived from the data); ``score`` (a benchmark's: pair
+    rows and its truth -> figures) gives their ``keys``."""
     from imagesieve_server.analysis.duplicates.find import find_duplicates
     from imagesieve_server.audit.sources import load_audit_table
     from imagesieve_server.audit.store import EmbeddingStore
@@ -439,9 +450,7 @@ def baselines(folder: Path, store_dir: Path, truth: dict) -> dict:
         rep = find_duplicates(loaded.vectors[idx], keep, none, none, loaded.sha256[idx], **kw)
         pairs = [{"path_a": keep[a], "path_b": keep[b]} for a, b in zip(rep.a.tolist(), rep.b.tolist())]
         row = score(pairs, truth)
-        row.pop("_cross")
-        out[name] = {k: row[k] for k in ("recall", "recall_by_kind", "cross_file_pairs", "unrelated_pairs",
-                                         "wrong_original_pairs")}
+        out[name] = {k: row[k] for k in keys}
     return out
 
 

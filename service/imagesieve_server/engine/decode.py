@@ -97,6 +97,11 @@ def _pixel_bytes(mode: str) -> int:
     return 1 if len(m.bands) == 1 and m.typestr.endswith("1") else 4
 
 
+# Pillow's names for JPEG data: MPO is a camera's JPEG with a picture index
+# (decoded whole before it was drafted like one: a twelfth probe).
+JPEG_FORMATS = ("JPEG", "MPO")
+
+
 def _jpeg_draft_request(w: int, h: int, min_size: int) -> tuple[int, int] | None:
     """The size decode_image asks JPEG ``draft`` for, or None when it does not
     draft (the shorter side is not more than twice ``min_size``)."""
@@ -110,7 +115,7 @@ def _decoded_size(img: Image.Image, min_size: int | None) -> tuple[int, int]:
     JPEG draft scale decode_image will ask for (already in ``img.size`` once
     ``draft`` was applied)."""
     w, h = img.size
-    if (min_size is not None and img.format in ("JPEG", "MPO") and not getattr(img, "decoderconfig", ())
+    if (min_size is not None and img.format in JPEG_FORMATS and not getattr(img, "decoderconfig", ())
             and len(getattr(img, "tile", ())) == 1):
         req = _jpeg_draft_request(w, h, min_size)
         if req is not None:
@@ -229,7 +234,7 @@ _DECODER_BYTES_PER_PIXEL = {"WEBP": 16, "JPEG2000": 20, "AVIF": 10}
 
 
 def _progressive_jpeg(img: Image.Image) -> bool:
-    return img.format in ("JPEG", "MPO") and ("progressive" in img.info or "progression" in img.info)
+    return img.format in JPEG_FORMATS and ("progressive" in img.info or "progression" in img.info)
 
 
 def _decoder_buffers(img: Image.Image, min_size: int | None = None) -> int:
@@ -307,7 +312,7 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
             raise DecodeError(f"progressive JPEG with {count} scans, above the limit of {max_jpeg_scans(w * h)} "
                               f"for {w}x{h} (each scan is a pass over the whole image)", "RESOURCE_EXHAUSTED")
     try:
-        req = _jpeg_draft_request(w, h, min_size) if img.format in ("JPEG", "MPO") else None
+        req = _jpeg_draft_request(w, h, min_size) if img.format in JPEG_FORMATS else None
         if req is not None:
             # Scale so the shorter side stays >= min_size (draft picks the
             # smallest 1/1, 1/2, 1/4, 1/8 scale whose size is >= requested).

@@ -90,3 +90,61 @@ def test_a_stalled_read_is_given_up_alone_after_the_timeout_and_sooner_when_othe
         assert [r.client for r in gate.reads] == [] and gate.held == 4
 
     asyncio.run(scenario())
+
+
+def test_a_streams_turn_is_given_up_only_when_the_stream_is_idle():
+    """A stream waiting for its next message holds a turn: past
+    stream_idle_s it is given up for a waiting read only while every
+    request of the stream is answered (``idle()``)."""
+    async def scenario():
+        gate = RequestGate(20, 10, receive_timeout_s=30.0, slow_read_s=0.1, stream_idle_s=0.3)
+        never = asyncio.Event()
+        busy = {"a": True, "b": False}
+        turns = {}
+
+        async def stream(who):                              # waits for its client's next message
+            turns[who] = turn = await gate.turn(who, 1.0, gate.stream_idle_s, lambda: not busy[who])
+            turn.task = asyncio.ensure_future(never.wait())
+            try:
+                await asyncio.wait((turn.task,))
+            finally:
+                gate.done(turn)
+        streams = [asyncio.create_task(stream(who)) for who in "ab"]
+        await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        third = asyncio.create_task(gate.receive("c", lambda: message(3), 5.0))
+        await asyncio.sleep(0.15)
+        assert not third.done() and not turns["b"].evicted   # slow_read_s is not a stream's grace
+        assert await third == b"xxx"
+        assert 0.25 < loop.time() - begun < 1.5
+        assert turns["b"].evicted and turns["b"].task.cancelled()
+        assert not turns["a"].evicted                        # a has a request in work: never given up
+        assert streams[1].done() and not streams[0].done()
+        streams[0].cancel()
+        await asyncio.gather(*streams, return_exceptions=True)
+        assert not gate.reads
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_holds_room_for_its_read_ahead_and_its_next_message_skips_that_wait():
+    """Bytes held stop new reads, but not a stream's own next message
+    (``held_ok``): its room is held already. Another client's read waits
+    for the room, and the stream's ending (``release``) lets it in."""
+    async def scenario():
+        gate = RequestGate(100, 10, receive_timeout_s=5.0)     # 100 held, 50 a client
+        gate.hold("a", 50)                                     # a stream's message and read-ahead
+        with pytest.raises(GateRefused, match="receiving as many"):
+            await gate.turn("a", 0.1)
+        nxt = await gate.turn("a", 0.1, held_ok=True)        # the same stream's next message
+        gate.done(nxt)
+        gate.hold("b", 50)
+        waiting = asyncio.create_task(gate.turn("c", 2.0))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        gate.release("a", 50)
+        gate.done(await waiting)
+        assert gate.held == 50 and not gate.reads
+
+    asyncio.run(scenario())

@@ -1277,6 +1277,49 @@ def test_large_unary_requests_are_read_a_few_at_a_time_and_not_kept(manifest_pat
         assert end < 600, (start, end)
 
 
+def test_streams_of_large_messages_are_read_within_the_budget(manifest_path, photos):
+    """24 EmbedStream calls sending 40 MB messages back to back (valid
+    messages under the 64 MB limit, junk images) against a 256 MiB budget.
+    Before, stream messages passed no gate and gRPC read ahead of the
+    handler: a thirteenth probe's 32 streams of 60 MB took a 1 GiB server to
+    10 GB. Now each message is read in a turn of the request gate and a
+    stream holds room for gRPC's read-ahead: every stream ends OK or with a
+    documented refusal, memory stays bounded, and a small stream opened
+    meanwhile is answered."""
+    junk = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="junk", data=b"\x89PNG" + bytes(40 << 20))])
+    small = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="photo", data=photos[0][0])])
+    with LocalServer(["--max-inflight-mb", "256", "--receive-timeout-s", "10"], model=str(manifest_path)) as srv:
+        pid = srv.proc.pid
+        start = _rss_mb(pid)
+        outcomes, stop = collections.Counter(), time.monotonic() + 12
+
+        def flood(_):
+            ch = grpc.insecure_channel(srv.address, options=[("grpc.max_send_message_length", 64 << 20),
+                                                             ("grpc.use_local_subchannel_pool", 1)])
+            try:
+                for answer in embedding_pb2_grpc.EmbeddingServiceStub(ch).EmbedStream(
+                        iter(lambda: junk if time.monotonic() < stop else None, None), timeout=60):
+                    assert answer.embeddings[0].HasField("error")
+                outcomes["OK"] += 1
+            except grpc.RpcError as e:
+                outcomes[e.code().name] += 1
+            finally:
+                ch.close()
+
+        with ThreadPoolExecutor(24) as pool:
+            floods = [pool.submit(flood, i) for i in range(24)]
+            time.sleep(4)
+            ch, stub = embed_stub(srv.address)
+            answer = next(stub.EmbedStream(iter([small]), timeout=60))
+            assert len(answer.embeddings[0].vector) > 0
+            ch.close()
+            for f in floods:
+                f.result()
+        peak = peak_rss_mb(pid) - start
+    assert set(outcomes) <= {"OK", "RESOURCE_EXHAUSTED"} and outcomes["OK"] >= 1, outcomes
+    assert peak < 900, (start, peak)
+
+
 def test_health_watches_naming_huge_services_are_refused_not_held_open(manifest_path):
     """Health needs no token, and a Watch keeps its request while it stays
     open: 24 Watches naming a 60 MB service held 6 GB (a twelfth probe). A
@@ -1304,6 +1347,44 @@ def test_health_watches_naming_huge_services_are_refused_not_held_open(manifest_
         first = next(health.Watch(health_pb2.HealthCheckRequest(), timeout=10))
         assert first.status == health_pb2.HealthCheckResponse.SERVING
         ch.close()
+
+
+def test_health_checks_naming_huge_services_at_once_hold_little_memory(manifest_path):
+    """Health needs no token and was read whole by gRPC before any check:
+    48 checks naming 60 MB services at once took a server to 2-4.9 GB (a
+    thirteenth probe; refused calls also left their request in reference
+    cycles until Python's next full collection). Now health requests pass
+    a gate of their own, two read at once, and refused calls' bytes are
+    collected: peak memory stays a few messages high."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    huge = health_pb2.HealthCheckRequest(service="x" * (40 << 20))
+    with LocalServer([], model=str(manifest_path)) as srv:
+        pid = srv.proc.pid
+        start, stop = _rss_mb(pid), time.monotonic() + 8
+        codes = collections.Counter()
+
+        def checks(_):
+            ch = grpc.insecure_channel(srv.address, options=[("grpc.max_send_message_length", 64 << 20),
+                                                             ("grpc.use_local_subchannel_pool", 1)])
+            try:
+                while time.monotonic() < stop:
+                    try:
+                        health_pb2_grpc.HealthStub(ch).Check(huge, timeout=60)
+                        codes["OK"] += 1
+                    except grpc.RpcError as e:
+                        codes[e.code().name] += 1
+            finally:
+                ch.close()
+
+        with ThreadPoolExecutor(24) as pool:
+            list(pool.map(checks, range(24)))
+        ch = grpc.insecure_channel(srv.address)
+        assert health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10).status == \
+            health_pb2.HealthCheckResponse.SERVING
+        ch.close()
+        peak = peak_rss_mb(pid) - start
+    assert set(codes) <= {"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"} and codes["INVALID_ARGUMENT"] >= 24, codes
+    assert peak < 700, (start, peak)
 
 
 def test_streams_whose_answers_are_never_read_give_their_slots_to_new_calls(manifest_path, photos):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import inspect
 import json
 import logging
@@ -93,7 +94,7 @@ class _EngineCollector:
         if self.gate is not None:
             g = self.gate
             gate = GaugeMetricFamily("imagesieve_request_gate",
-                                     "Unary requests (request_gate): reads in progress, calls waiting to read, "
+                                     "Request messages (request_gate): reads in progress, calls waiting to read, "
                                      "bytes of requests held by their calls", labels=["kind"])
             for kind, value in (("reading", len(g.reads)), ("waiting", len(g.waiting)), ("held_bytes", g.held)):
                 gate.add_metric([kind], value)
@@ -288,6 +289,37 @@ class CallLimiter:
         return True
 
 
+class CycleCollector:
+    """A call that ends in an error leaves its request in reference cycles
+    (the exception's traceback holds the frames that held the request, and
+    gRPC's own frames close the loop), which CPython frees only at its next
+    full collection -- rare, as it counts objects, not bytes: 48 health
+    checks naming 60 MB services, refused, kept 4.9 GB (a thirteenth probe).
+    The bytes of such calls are counted here, and once they pass
+    ``threshold`` a full collection runs (~20 ms; at most every
+    ``min_interval_s``, later ones deferred, not dropped)."""
+
+    def __init__(self, threshold: int, min_interval_s: float = 0.25):
+        self.threshold, self.min_interval_s = max(1, int(threshold)), min_interval_s
+        self.debt = 0
+        self.last = 0.0
+        self.scheduled = False
+        self.runs = 0
+
+    def add(self, n: int) -> None:
+        self.debt += n
+        if self.debt >= self.threshold and not self.scheduled:
+            self.scheduled = True
+            delay = max(0.0, self.last + self.min_interval_s - time.monotonic())
+            asyncio.get_running_loop().call_later(delay, self._collect)
+
+    def _collect(self) -> None:
+        self.debt, self.scheduled = 0, False
+        gc.collect()
+        self.last = time.monotonic()
+        self.runs += 1
+
+
 class StreamActivity:
     """A request stream's requests not yet answered and when it last
     received or answered one (time.monotonic)."""
@@ -318,10 +350,13 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     """Outermost interceptor: sees every call, including refused ones, and
     admits it (``limiter``) before any work."""
 
-    def __init__(self, metrics: Metrics | None, limiter: CallLimiter | None = None, gate: RequestGate | None = None):
+    def __init__(self, metrics: Metrics | None, limiter: CallLimiter | None = None, gate: RequestGate | None = None,
+                 probe_gate: RequestGate | None = None):
         self.metrics = metrics
         self.limiter = limiter
         self.gate = gate
+        self.probe_gate = probe_gate
+        self.cycles = CycleCollector(gate.capacity // 4) if gate is not None else None
 
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails],
                                                              Awaitable[grpc.RpcMethodHandler]],
@@ -338,24 +373,27 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         kw = dict(request_deserializer=None, response_serializer=handler.response_serializer)
         streaming_in = bool(handler.stream_unary or handler.stream_stream)
         # A unary request is received here, through the gate (request_gate),
-        # as a stream of one message: gRPC would read it whole first. Not a
-        # probe's: health checks must answer however busy the gate is.
+        # as a stream of one message: gRPC would read it whole first. A
+        # probe's through a gate of its own: health checks must answer
+        # however busy the main gate is, and need no token.
         probe = (details.method or "").startswith(OPEN_PREFIXES)
-        gated = self.gate is not None and not streaming_in and not probe
+        gate = self.probe_gate if probe else self.gate
+        gated = gate is not None and not streaming_in
 
         async def parsed(request, context, client: str | None, held: list, activity: StreamActivity | None = None):
             if gated:
-                request = await self._receive_one(request, context, client, held)
+                request = await self._receive_one(request, context, client, held, gate)
             if deser is None:
                 return request
             if streaming_in:
                 return _parse_stream(deser, request, context, method,
                                      self.limiter if client is not None and activity is not None else None,
-                                     client, activity)
+                                     client, activity, gate, held)
             message = await _parse_one(deser, request, context, method)
             if probe and len(getattr(message, "service", "")) > MAX_PROBE_SERVICE:
                 # A Watch keeps its request while it stays open: 24 Watches naming
                 # a 60 MB service held 6 GB, and needed no token (a twelfth probe).
+                request = message = None        # not kept by the traceback's frame
                 raise BadMessage(f"a health check names a service of at most {MAX_PROBE_SERVICE} characters")
             return message
 
@@ -387,8 +425,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     code = _code_of(e, context)
                     raise
                 finally:
-                    self._release(admitted, held)
-                    self._end(method, rid, context, start, code)
+                    self._finish(method, rid, context, start, code, admitted, held)
 
             make = grpc.unary_unary_rpc_method_handler if handler.unary_unary and not gated \
                 else grpc.stream_unary_rpc_method_handler
@@ -424,8 +461,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     code = _code_of(e, context)
                     raise
                 finally:
-                    self._release(admitted, held)
-                    self._end(method, rid, context, start, code)
+                    self._finish(method, rid, context, start, code, admitted, held)
             return make(writer, **kw)
 
         async def stream(request, context):
@@ -463,8 +499,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 code = _code_of(e, context)
                 raise
             finally:
-                self._release(admitted, held)
-                self._end(method, rid, context, start, code)
+                self._finish(method, rid, context, start, code, admitted, held)
 
         return make(stream, **kw)
 
@@ -479,11 +514,12 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
         return client
 
-    async def _receive_one(self, request_iterator, context, client: str | None, held: list) -> bytes:
-        """The call's one request message, read through the gate (its
+    async def _receive_one(self, request_iterator, context, client: str | None, held: list,
+                           gate: RequestGate) -> bytes:
+        """The call's one request message, read through ``gate`` (its
         client: the admitted key, else its token or address), which holds
-        its size until the call ends (``held`` gets (client, bytes) for
-        _release); RequestRefused when there is no room in time or the
+        its size until the call ends (``held`` gets (gate, client, bytes)
+        for _release); RequestRefused when there is no room in time or the
         message does not arrive in time."""
         it = request_iterator.__aiter__()
 
@@ -500,20 +536,33 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             return message
 
         remaining = context.time_remaining()
-        wait = self.gate.receive_timeout_s if remaining is None else min(remaining, self.gate.receive_timeout_s)
+        wait = gate.receive_timeout_s if remaining is None else min(remaining, gate.receive_timeout_s)
         who = client or _client_of(_safe_peer(context))
         try:
-            raw = await self.gate.receive(who, read, wait)
+            raw = await gate.receive(who, read, wait)
         except GateRefused as e:
             raise RequestRefused(getattr(grpc.StatusCode, e.code), str(e)) from None
-        held.append((who, len(raw)))
+        held.append((gate, who, len(raw)))
         return raw
 
-    def _release(self, client: str | None, held: list) -> None:
+    def _finish(self, method, rid, context, begun, code, client: str | None, held: list) -> None:
+        """The call has ended: its slot and bytes are freed, then counted and logged."""
+        code = self._final_code(context, code)
         if client is not None:
             self.limiter.leave(client)
-        for who, size in held:
-            self.gate.release(who, size)
+        if held and code != "OK" and self.cycles is not None:
+            self.cycles.add(max(part[2] for part in held))
+        while held:          # popped: a stream releases its own as it goes
+            _release_part(held.pop())
+        self._end(method, rid, context, begun, code)
+
+    @staticmethod
+    def _final_code(context, code: str) -> str:
+        if code == "OK":
+            set_code = _safe_code(context)
+            if set_code is not None:
+                return set_code
+        return code
 
     def _begin(self, method, rid, context) -> tuple[float, str]:
         if self.metrics is not None:
@@ -527,10 +576,6 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     def _end(self, method, rid, context, begun, code) -> None:
         start, peer = begun
         elapsed = time.perf_counter() - start
-        if code == "OK":
-            set_code = _safe_code(context)
-            if set_code is not None:
-                code = set_code
         if self.metrics is not None:
             self.metrics.inflight.labels(method).dec()
             self.metrics.requests.labels(method, code).inc()
@@ -559,45 +604,105 @@ async def _parse_one(deser, raw: bytes, context, method: str):
 
 
 async def _parse_stream(deser, raw_iterator, context, method: str, limiter: CallLimiter | None = None,
-                        client: str | None = None, activity: StreamActivity | None = None):
+                        client: str | None = None, activity: StreamActivity | None = None,
+                        gate: RequestGate | None = None, held: list | None = None):
     """The stream's requests, parsed. With a ``limiter``, each wait for the
     next message may be idle time (``CallLimiter.idle_begin``; ``activity``
     says whether every request was answered): an evicted stream ends with
-    RequestRefused (RESOURCE_EXHAUSTED)."""
-    if limiter is None:
-        async for raw in raw_iterator:
-            yield _parse(deser, raw, method)
-        return
+    RequestRefused (RESOURCE_EXHAUSTED). With a ``gate``, each message is
+    read in a turn of the gate (request_gate) and held there until the
+    next is asked for (the handler has charged it to the budget by then),
+    and the stream's largest message so far is held until it ends (gRPC's
+    read-ahead): ``held`` gets (gate, client, bytes), which the call's end
+    releases if the stream does not."""
     it = raw_iterator.__aiter__()
-    while True:
-        key, evicted = limiter.idle_begin(client, activity)
-        reading = asyncio.ensure_future(it.__anext__())
-        eviction = asyncio.ensure_future(evicted.wait())
-        try:
-            await asyncio.wait((reading, eviction), return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            # The stream's reader was cancelled (its call failed or ended):
-            # the pending read ends with the call's AbortError, which nobody
-            # would retrieve, and asyncio would log ~3 KB of ERROR traceback
-            # for every such call (a probe: 0.5 MB/s from one client).
-            reading.cancel()
-            reading.add_done_callback(_retrieved)
-            raise
-        finally:
-            limiter.idle_end(key)
-            eviction.cancel()
-        if not reading.done():
-            reading.cancel()
-            raise RequestRefused(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                 f"this stream sent nothing for {limiter.evict_idle_s:g} s or more while the server "
-                                 "was full, and was closed to serve another call; open a stream when there is "
-                                 "something to send")
-        try:
+    who = client or _client_of(_safe_peer(context))
+    idle = (lambda: activity.pending <= 0) if activity is not None else None
+    held = [] if held is None else held
+    message_held = None          # (gate, client, bytes) of the message being worked on
+    read_ahead = 0               # bytes held for gRPC's read-ahead: the largest message so far
+
+    def release_message():
+        nonlocal message_held
+        if message_held is not None:
+            held.remove(message_held)
+            _release_part(message_held)
+            message_held = None
+    try:
+        while True:
+            release_message()
+            turn = None
+            if gate is not None:
+                remaining = context.time_remaining()
+                wait = gate.receive_timeout_s if remaining is None else min(remaining, gate.receive_timeout_s)
+                try:
+                    turn = await gate.turn(who, wait, gate.stream_idle_s, idle, held_ok=read_ahead > 0)
+                except GateRefused as e:
+                    raise RequestRefused(getattr(grpc.StatusCode, e.code), str(e)) from None
+            key, evicted = limiter.idle_begin(client, activity) if limiter is not None else (None, None)
+            reading = asyncio.ensure_future(it.__anext__())
+            waits = [reading]
+            if evicted is not None:
+                waits.append(asyncio.ensure_future(evicted.wait()))
+            if turn is not None:
+                turn.started, turn.task = time.monotonic(), reading
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                # The stream's reader was cancelled (its call failed or ended):
+                # the pending read ends with the call's AbortError, which nobody
+                # would retrieve, and asyncio would log ~3 KB of ERROR traceback
+                # for every such call (a probe: 0.5 MB/s from one client).
+                reading.cancel()
+                reading.add_done_callback(_retrieved)
+                raise
+            finally:
+                if key is not None:
+                    limiter.idle_end(key)
+                for w in waits[1:]:
+                    w.cancel()
+                if turn is not None:
+                    gate.done(turn)
+            if turn is not None and turn.evicted:
+                reading.add_done_callback(_retrieved)
+                raise RequestRefused(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                     f"this stream sent nothing for {gate.stream_idle_s:g} s or more while other "
+                                     f"calls waited to send theirs (the server reads {gate.reads_at_once} messages "
+                                     "at once), and was closed; open a stream when there is something to send")
+            if not reading.done():
+                reading.cancel()
+                reading.add_done_callback(_retrieved)
+                raise RequestRefused(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                     f"this stream sent nothing for {limiter.evict_idle_s:g} s or more while the "
+                                     "server was full, and was closed to serve another call; open a stream when "
+                                     "there is something to send")
+            # No exception raised here and no message kept past its turn: a
+            # frame in a traceback cycle kept the stream's last 60 MB message
+            # until the cyclic collector ran (32 streams: +1.2 GB at peak).
+            if not reading.cancelled() and isinstance(reading.exception(), StopAsyncIteration):
+                return
             raw = reading.result()
-        except StopAsyncIteration:
-            return
-        activity.received()
-        yield _parse(deser, raw, method)
+            reading = None
+            if gate is not None:
+                message_held = (gate, who, len(raw))
+                grown = max(0, len(raw) - read_ahead)
+                read_ahead += grown
+                for part in (message_held, (gate, who, grown)) if grown else (message_held,):
+                    gate.hold(who, part[2])
+                    held.append(part)
+            if activity is not None:
+                activity.received()
+            message = _parse(deser, raw, method)
+            raw = None       # not kept while the message is worked on: it doubled a stream's bytes
+            yield message
+            message = None
+    finally:
+        release_message()    # the read-ahead's room is freed with the call (ObservabilityInterceptor._finish)
+
+
+def _release_part(part: tuple) -> None:
+    gate, who, n = part
+    gate.release(who, n)
 
 
 def _retrieved(task: asyncio.Future) -> None:

@@ -1,4 +1,4 @@
-"""Bounds the bytes of unary requests being received and held.
+"""Bounds the bytes of requests being received and held.
 
 gRPC reads a unary request whole before any handler runs, and a client
 decides how large it is (up to ``--max-message-mb``) and how slowly it
@@ -19,6 +19,20 @@ budget (``capacity_bytes``) twice:
 * *held*: a request received holds its real size until its call ends; new
   reads wait while the requests held reach the capacity (a client's, half
   of it). Small requests pass by the thousand, 60 MB ones a few at a time.
+
+Streams take the same turns, one a message (``turn``/``done``/``hold``),
+and hold bytes twice: each message until the next is asked for, and, for
+the stream's life, its largest message so far -- once a stream has read a
+message, gRPC reads about as much of the next into its own buffers before
+the handler asks (measured: ~85 MB a stream of 60 MB messages, ~3 MB of
+8 MB ones), so 32 EmbedStream calls of 60 MB messages took a server with
+a 1 GiB budget to 4.7 GB (10 GB with gRPC's BDP probing, which widens
+that read-ahead: off). A stream's next message waits for a turn but not
+for bytes held (its room is held already). A stream waiting for its
+client's next message holds its turn; it is given up for a waiting read
+only once the stream is idle (every request answered) for
+``stream_idle_s``, and ends RESOURCE_EXHAUSTED, as CallLimiter closes
+idle streams.
 """
 from __future__ import annotations
 
@@ -29,6 +43,8 @@ import time
 RECEIVE_SHARE = 0.5      # of the memory budget: room for reads, and again for requests held
 CLIENT_SHARE = 0.5       # of each, one client's
 SLOW_READ_S = 5.0        # a read this old is given up when another waits (a 64 MB upload at ~100 Mbit/s)
+IDLE_RECHECK_S = 0.5
+STREAM_IDLE_S = 10.0     # an idle stream's wait for its next message, likewise (CallLimiter's evict_idle_s)
 
 
 def gate_capacity(budget_bytes: int) -> int:
@@ -47,27 +63,35 @@ class GateRefused(Exception):
 
 
 class _Read:
-    __slots__ = ("client", "started", "task", "evicted")
+    """A read turn. ``grace``: seconds its read may run before it is given
+    up for a waiting one; ``idle``: None, or a callable saying whether it
+    may be given up at all (a stream: only with every request answered)."""
+    __slots__ = ("client", "started", "task", "evicted", "grace", "idle")
 
-    def __init__(self, client: str):
+    def __init__(self, client: str, grace: float, idle=None):
         self.client, self.started, self.task, self.evicted = client, time.monotonic(), None, False
+        self.grace, self.idle = grace, idle
+
+    def may_be_given_up(self, now: float) -> bool:
+        return (self.task is not None and not self.task.done() and not self.evicted
+                and now - self.started >= self.grace and (self.idle is None or self.idle()))
 
 
 class RequestGate:
     """See the module. Single event loop (grpc.aio)."""
 
     def __init__(self, capacity_bytes: int, max_message_bytes: int, receive_timeout_s: float = 30.0,
-                 slow_read_s: float = SLOW_READ_S):
+                 slow_read_s: float = SLOW_READ_S, stream_idle_s: float = STREAM_IDLE_S):
         if max_message_bytes < 1:
             raise ValueError(f"max_message_bytes must be >= 1; got {max_message_bytes}")
-        if not (receive_timeout_s > 0 and slow_read_s > 0):
-            raise ValueError("receive_timeout_s and slow_read_s must be > 0")
+        if not (receive_timeout_s > 0 and slow_read_s > 0 and stream_idle_s > 0):
+            raise ValueError("receive_timeout_s, slow_read_s and stream_idle_s must be > 0")
         self.message = int(max_message_bytes)
         self.capacity = max(int(capacity_bytes), 2 * self.message)
         self.reads_at_once = max(2, self.capacity // self.message)
         self.reads_per_client = max(1, self.reads_at_once // 2)
         self.held_per_client = int(self.capacity * CLIENT_SHARE)
-        self.receive_timeout_s, self.slow_read_s = receive_timeout_s, slow_read_s
+        self.receive_timeout_s, self.slow_read_s, self.stream_idle_s = receive_timeout_s, slow_read_s, stream_idle_s
         self.reads: list[_Read] = []
         self.held = 0
         self.held_by_client: collections.Counter[str] = collections.Counter()
@@ -77,38 +101,49 @@ class RequestGate:
     def _reading(self, client: str) -> int:
         return sum(r.client == client for r in self.reads)
 
-    def _may_start(self, client: str) -> bool:
+    def _held_full(self, client: str) -> bool:
+        return self.held >= self.capacity or self.held_by_client[client] >= self.held_per_client
+
+    def _may_start(self, client: str, held_ok: bool = False) -> bool:
         return (len(self.reads) < self.reads_at_once and self._reading(client) < self.reads_per_client
-                and self.held < self.capacity and self.held_by_client[client] < self.held_per_client)
+                and (held_ok or not self._held_full(client)))
 
     def _wake(self) -> None:
         for entry in list(self.waiting):
-            client, fut = entry
+            client, fut, grace, idle, held_ok = entry
             if fut.done():
                 self.waiting.remove(entry)
-            elif self._may_start(client):
+            elif self._may_start(client, held_ok):
                 self.waiting.remove(entry)
-                turn = _Read(client)            # its clock starts when the waiter runs it (receive)
+                turn = _Read(client, grace, idle)   # its clock starts when the waiter runs its read
                 self.reads.append(turn)
                 fut.set_result(turn)
 
-    def _evict_slow(self, client: str) -> float:
-        """Give up the oldest read past slow_read_s that stands in ``client``'s
-        way (its own when its share of reads is what is full); returns the
-        seconds until the next read turns slow (inf: none can help)."""
+    def _evict_slow(self, client: str, held_ok: bool = False) -> float:
+        """Give up the oldest read past its grace (slow_read_s; a stream's:
+        stream_idle_s and idle) that stands in ``client``'s way (its own when
+        its share of reads or bytes is what is full; when bytes held are,
+        only a stream's, which frees what it holds); returns the seconds
+        until one may be (inf: none can help)."""
         own = self._reading(client) >= self.reads_per_client
-        if not own and len(self.reads) < self.reads_at_once:
-            return float("inf")                 # reads are not what is full: held bytes are
-        now = time.monotonic()
-        candidates = [r for r in self.reads if r.task is not None and not r.task.done() and not r.evicted
-                      and (not own or r.client == client)]
-        if not candidates:
+        held_full = not held_ok and self._held_full(client)
+        if not own and len(self.reads) < self.reads_at_once and not held_full:
             return float("inf")
-        oldest = min(candidates, key=lambda r: r.started)
-        if now - oldest.started < self.slow_read_s:
-            return oldest.started + self.slow_read_s - now
+        own = own or (held_full and self.held_by_client[client] >= self.held_per_client)
+        now = time.monotonic()
+        mine = [r for r in self.reads if (not own or r.client == client) and (r.idle is not None or not held_full)]
+        ready = [r for r in mine if r.may_be_given_up(now)]
+        if not ready:
+            # Not yet: look again when the next read passes its grace (a
+            # stream past it may turn idle any time: look every IDLE_RECHECK_S).
+            running = [r for r in mine if r.task is not None and not r.task.done() and not r.evicted]
+            if not running:
+                return float("inf")
+            return min(max(r.started + r.grace - now, IDLE_RECHECK_S if r.idle is not None else 0.0)
+                       for r in running)
+        oldest = min(ready, key=lambda r: r.started)
         oldest.evicted = True
-        oldest.task.cancel()                    # its receive() frees the turn and wakes the waiters
+        oldest.task.cancel()                    # its reader frees the turn and wakes the waiters
         return float("inf")
 
     def release(self, client: str, n: int) -> None:
@@ -126,11 +161,7 @@ class RequestGate:
         charged until ``release(client, len(message))``. GateRefused when
         either runs out, or when the read is given up for others (the read
         is abandoned: gRPC drops what it had)."""
-        if self._may_start(client):
-            entry = _Read(client)
-            self.reads.append(entry)
-        else:
-            entry = await self._wait_turn(client, wait_s)
+        entry = await self.turn(client, wait_s)
         # Not wait_for: it waits for the cancelled read to end, and gRPC's
         # read of a stalled message ends only with its call.
         entry.started, entry.task = time.monotonic(), asyncio.ensure_future(read())
@@ -140,8 +171,7 @@ class RequestGate:
             _abandon(entry.task)
             raise
         finally:
-            self.reads.remove(entry)
-            self._wake()
+            self.done(entry)
         if not entry.task.done() or entry.evicted:
             _abandon(entry.task)
             self.timed_out += 1
@@ -151,14 +181,39 @@ class RequestGate:
             raise GateRefused(f"the request did not arrive within {self.receive_timeout_s:g} s; send it at once "
                               "(a slow or stalled upload holds memory others need)", "DEADLINE_EXCEEDED")
         raw = entry.task.result()
-        self.held += len(raw)
-        self.held_by_client[client] += len(raw)
+        self.hold(client, len(raw))
         return raw
 
-    async def _wait_turn(self, client: str, wait_s: float) -> _Read:
+    async def turn(self, client: str, wait_s: float, grace: float | None = None, idle=None,
+                   held_ok: bool = False) -> _Read:
+        """A turn to read one message for ``client``, waiting up to ``wait_s``
+        (GateRefused after). The reader sets ``turn.task`` to its read when it
+        starts it, which the gate cancels (setting ``turn.evicted``) to give
+        the turn to a waiting read once it has run ``grace`` seconds (default
+        slow_read_s) and ``idle()`` (if given) is true; ``done(turn)`` ends it.
+        ``held_ok``: the turn does not wait for bytes held (a stream's next
+        message, whose room the stream holds already)."""
+        grace = self.slow_read_s if grace is None else grace
+        if self._may_start(client, held_ok):
+            turn = _Read(client, grace, idle)
+            self.reads.append(turn)
+            return turn
+        return await self._wait_turn(client, wait_s, grace, idle, held_ok)
+
+    def done(self, turn: _Read) -> None:
+        """``turn``'s read has ended (or will never start)."""
+        self.reads.remove(turn)
+        self._wake()
+
+    def hold(self, client: str, n: int) -> None:
+        """``n`` bytes received for ``client`` are held until ``release``."""
+        self.held += n
+        self.held_by_client[client] += n
+
+    async def _wait_turn(self, client: str, wait_s: float, grace: float, idle, held_ok: bool) -> _Read:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self.waiting.append((client, fut))
+        self.waiting.append((client, fut, grace, idle, held_ok))
         deadline = loop.time() + max(0.0, wait_s)
         try:
             while not fut.done():
@@ -169,11 +224,10 @@ class RequestGate:
                         f"the server is receiving as many requests as its memory allows ({self.reads_at_once} "
                         f"reads at once, {self.reads_per_client} a client; {self.capacity >> 20} MiB of requests "
                         f"held, {self.held_per_client >> 20} MiB a client); retry with backoff")
-                await asyncio.wait((fut,), timeout=min(left, self._evict_slow(client) + 0.01))
+                await asyncio.wait((fut,), timeout=min(left, self._evict_slow(client, held_ok) + 0.01))
         except BaseException:
             if fut.done() and not fut.cancelled():       # granted as we were cancelled
-                self.reads.remove(fut.result())
-                self._wake()
+                self.done(fut.result())
             fut.cancel()
             raise
         return fut.result()

@@ -38,7 +38,7 @@ from .observability import CallLimiter, Metrics, ObservabilityInterceptor, confi
 from .jobs import runner
 from .jobs.result_parts import set_send_limit
 from .paths import PathPolicy, check_roots
-from .request_gate import RequestGate, gate_capacity
+from .request_gate import STREAM_IDLE_S, RequestGate, gate_capacity
 from .security import AuthInterceptor, TokenError, TokenStore, server_credentials
 from .servicers import (AnalysisServicer, CollectionServicer, ConsensusServicer, DuplicateServicer,
                         EmbeddingServicer, ImageReader)
@@ -89,8 +89,8 @@ class ServerConfig:
     max_images_per_request: int = 256
     stream_window: int = 16             # requests per stream worked on concurrently
     max_message_mb: int = 64
-    receive_timeout_s: float = 30.0     # a unary request must arrive within this once its reading starts (request_gate)
-    request_gate: int = 1               # 0 = unary requests read whole by gRPC before any limit (bench/unary_flood.py's baseline)
+    receive_timeout_s: float = 30.0     # a read waits this long for its turn; a unary request must then arrive within it (request_gate)
+    request_gate: int = 1               # 0 = requests read whole by gRPC before any limit (bench/request_flood.py's baseline)
     max_image_mb: int = 32
     max_pixels: int = DecodeLimits.max_pixels      # 100 MP
     allow_root: list = dataclasses.field(default_factory=list)  # folders server_path may read
@@ -228,6 +228,7 @@ class ImageSieveServer:
                 # One listener per port: with SO_REUSEPORT a second server on a
                 # busy port started silently and took half the clients.
                 ("grpc.so_reuseport", 0),
+                ("grpc.http2.bdp_probe", 0),
                 # HTTP/2's own cap on the streams of one connection: a client
                 # opening 20,000 calls at once on one channel otherwise filled
                 # gRPC's queue of calls not yet handed to us (3,000), and gRPC
@@ -245,11 +246,16 @@ class ImageSieveServer:
                 ("grpc.max_allowed_incoming_connections", self.max_connections)]
         limiter = CallLimiter(c.max_concurrent_rpcs, c.max_calls_per_client or max(1, c.max_concurrent_rpcs // 2),
                               c.evict_idle_s)
-        self.gate = (RequestGate(gate_capacity(self.budget.limit), c.max_message_mb << 20, c.receive_timeout_s)
+        # Streams idle that long give up their read turn as they give up their call slot.
+        self.gate = (RequestGate(gate_capacity(self.budget.limit), c.max_message_mb << 20, c.receive_timeout_s,
+                                 stream_idle_s=c.evict_idle_s or STREAM_IDLE_S)
                      if c.request_gate else None)
         if self.metrics.collector is not None:
             self.metrics.collector.gate = self.gate
-        interceptors = [ObservabilityInterceptor(self.metrics, limiter, self.gate)]
+        # Health checks: two read at once, a client's one; gRPC would read a
+        # 60 MB service name whole (48 checks: 2 GB) before any check.
+        probe_gate = RequestGate(0, c.max_message_mb << 20, c.receive_timeout_s) if c.request_gate else None
+        interceptors = [ObservabilityInterceptor(self.metrics, limiter, self.gate, probe_gate)]
         if self.tokens:
             interceptors.append(AuthInterceptor(self.tokens))
         # No grpc-level maximum_concurrent_rpcs: it would count (and refuse)
@@ -360,9 +366,9 @@ async def serve(config: ServerConfig) -> None:
              "%d collections, %d connections (of %d file descriptors), %s; %s", config.max_inflight_mb,
              config.max_images_per_request, config.max_concurrent_rpcs, config.max_calls_per_client, config.max_jobs,
              srv.max_collections, srv.max_connections, srv.descriptors,
-             f"unary requests read {srv.gate.reads_at_once} at once ({srv.gate.reads_per_client} a client) and held "
+             f"request messages read {srv.gate.reads_at_once} at once ({srv.gate.reads_per_client} a client) and held "
              f"up to {srv.gate.capacity >> 20} MiB ({srv.gate.held_per_client >> 20} MiB a client)" if srv.gate
-             else "unary requests read whole by gRPC (--request-gate 0)",
+             else "requests read whole by gRPC (--request-gate 0)",
              f"{srv.alignment_pool.workers} alignment processes" if srv.alignment_pool else "alignment in the request's thread")
     if srv.metrics_port is not None:
         print(f"imagesieve: metrics on http://{config.metrics_host}:{srv.metrics_port}/metrics", flush=True)

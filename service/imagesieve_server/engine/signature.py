@@ -49,6 +49,7 @@ OPAQUE_LEVEL = 128       # alpha (of 255) from which a thumbnail pixel counts as
 _WORK = 192              # trimming runs on a copy whose longer side is this
 FRAME_TOLERANCE = 12    # gray levels a frame pixel may differ from the frame colour
 _MIN_CONTENT = 0.2       # a trim never keeps less than this share of a side
+_FLAT_INSIDE = 4.0       # gray levels: what a trim leaves must spread more than this (JPEG noise on a flat field: ~1-3)
 _SIDE_UNIFORM = 0.97     # share of one side's outermost pixels in one tone for that side alone to be frame
 _MIN_TILT = 1.5          # degrees: a rectangle turned less than this is taken as upright
 _RECT_FILL = 0.95        # share of its bounding rotated rectangle a tilted picture fills
@@ -95,6 +96,12 @@ def _frame_box(gray: np.ndarray) -> tuple[int, int, int, int]:
     right = int(cols[-1]) + 1 if "right" in framed else w
     if bottom - top < _MIN_CONTENT * h or right - left < _MIN_CONTENT * w:
         return 0, h, 0, w                       # a small mark on a canvas: keep the canvas
+    if float(gray[top:bottom, left:right].std()) < _FLAT_INSIDE:
+        # All the picture was in the "frame": a flag whose outer stripes
+        # share a gray tone (France, Latvia) lost them and kept its flat
+        # middle stripe, which aligned with nothing, its letterboxed copy
+        # included. A frame around a blank is the picture.
+        return 0, h, 0, w
     return top, bottom, left, right
 
 

@@ -1349,6 +1349,32 @@ def test_health_watches_naming_huge_services_are_refused_not_held_open(manifest_
         ch.close()
 
 
+def test_a_clients_idle_streams_keep_neither_its_unary_calls_nor_its_other_streams_waiting(manifest_path, photos):
+    """On a 256 MiB server the gates read two 64 MB messages at once, one a
+    client. A stream waiting for its client's next message holds its turn
+    (its message may come any time), so streams read on a gate of their
+    own: the client's unary calls never wait for it, and its second stream
+    gets the turn once the first has been idle --evict-idle-s."""
+    request = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="p", data=photos[0][0])])
+    with LocalServer(["--max-inflight-mb", "256", "--evict-idle-s", "2"], model=str(manifest_path)) as srv:
+        ch, stub = embed_stub(srv.address)
+        pending = __import__("queue").Queue()
+        first = stub.EmbedStream(iter(pending.get, None), timeout=60)
+        pending.put(request)
+        assert len(next(first).embeddings[0].vector) > 0          # answered, now idle and open
+        begun = time.monotonic()
+        for _ in range(3):
+            assert len(stub.Embed(request, timeout=30).embeddings[0].vector) > 0
+        assert time.monotonic() - begun < 2.0
+        second = stub.EmbedStream(iter([request]), timeout=30)
+        assert len(next(second).embeddings[0].vector) > 0          # after the first's idle time
+        with pytest.raises(grpc.RpcError) as e:
+            next(first)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "sent nothing" in e.value.details()
+        pending.put(None)
+        ch.close()
+
+
 def test_health_checks_naming_huge_services_at_once_hold_little_memory(manifest_path):
     """Health needs no token and was read whole by gRPC before any check:
     48 checks naming 60 MB services at once took a server to 2-4.9 GB (a

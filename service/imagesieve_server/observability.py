@@ -61,6 +61,7 @@ class _EngineCollector:
     def __init__(self, engine, collections):
         self.engine, self.collections = engine, collections
         self.gate: RequestGate | None = None      # set by the server once it has one
+        self.stream_gate: RequestGate | None = None
 
     def collect(self):
         b = self.engine.batcher
@@ -91,16 +92,17 @@ class _EngineCollector:
         yield memory
         yield CounterMetricFamily("imagesieve_memory_budget_refusals",
                                   "Reservations refused by the memory budget", value=budget.refused)
-        if self.gate is not None:
-            g = self.gate
-            gate = GaugeMetricFamily("imagesieve_request_gate",
-                                     "Request messages (request_gate): reads in progress, calls waiting to read, "
-                                     "bytes of requests held by their calls", labels=["kind"])
+        for g, name, what in ((self.gate, "imagesieve_request_gate", "Unary requests"),
+                              (self.stream_gate, "imagesieve_stream_gate", "Stream messages")):
+            if g is None:
+                continue
+            gate = GaugeMetricFamily(name, f"{what} (request_gate): reads in progress, calls waiting to read, "
+                                           "bytes held", labels=["kind"])
             for kind, value in (("reading", len(g.reads)), ("waiting", len(g.waiting)), ("held_bytes", g.held)):
                 gate.add_metric([kind], value)
             yield gate
-            yield CounterMetricFamily("imagesieve_request_gate_reads_given_up",
-                                      "Unary requests given up: not arrived in time, or too slow while others waited",
+            yield CounterMetricFamily(name + "_reads_given_up",
+                                      f"{what} given up: not arrived in time, too slow or idle while others waited",
                                       value=g.timed_out)
         sizes_g = GaugeMetricFamily("imagesieve_collection_images", "Images per collection",
                                     labels=["collection"])
@@ -351,11 +353,12 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     admits it (``limiter``) before any work."""
 
     def __init__(self, metrics: Metrics | None, limiter: CallLimiter | None = None, gate: RequestGate | None = None,
-                 probe_gate: RequestGate | None = None):
+                 probe_gate: RequestGate | None = None, stream_gate: RequestGate | None = None):
         self.metrics = metrics
         self.limiter = limiter
-        self.gate = gate
-        self.probe_gate = probe_gate
+        self.gate = gate                  # unary requests
+        self.probe_gate = probe_gate      # health checks'
+        self.stream_gate = stream_gate    # stream messages': streams waiting for their clients hold turns
         self.cycles = CycleCollector(gate.capacity // 4) if gate is not None else None
 
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails],
@@ -377,7 +380,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         # probe's through a gate of its own: health checks must answer
         # however busy the main gate is, and need no token.
         probe = (details.method or "").startswith(OPEN_PREFIXES)
-        gate = self.probe_gate if probe else self.gate
+        gate = self.probe_gate if probe else self.stream_gate if streaming_in else self.gate
         gated = gate is not None and not streaming_in
 
         async def parsed(request, context, client: str | None, held: list, activity: StreamActivity | None = None):
@@ -664,6 +667,7 @@ async def _parse_stream(deser, raw_iterator, context, method: str, limiter: Call
                 if turn is not None:
                     gate.done(turn)
             if turn is not None and turn.evicted:
+                gate.timed_out += 1
                 reading.add_done_callback(_retrieved)
                 raise RequestRefused(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                      f"this stream sent nothing for {gate.stream_idle_s:g} s or more while other "

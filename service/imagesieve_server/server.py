@@ -246,16 +246,21 @@ class ImageSieveServer:
                 ("grpc.max_allowed_incoming_connections", self.max_connections)]
         limiter = CallLimiter(c.max_concurrent_rpcs, c.max_calls_per_client or max(1, c.max_concurrent_rpcs // 2),
                               c.evict_idle_s)
-        # Streams idle that long give up their read turn as they give up their call slot.
-        self.gate = (RequestGate(gate_capacity(self.budget.limit), c.max_message_mb << 20, c.receive_timeout_s,
-                                 stream_idle_s=c.evict_idle_s or STREAM_IDLE_S)
+        self.gate = (RequestGate(gate_capacity(self.budget.limit), c.max_message_mb << 20, c.receive_timeout_s)
                      if c.request_gate else None)
+        # Stream messages through a gate of their own: a stream waiting for
+        # its client holds a turn, which must not keep unary calls waiting.
+        # Streams idle that long give up their turn as they give up their call slot.
+        self.stream_gate = (RequestGate(gate_capacity(self.budget.limit), c.max_message_mb << 20,
+                                        c.receive_timeout_s, stream_idle_s=c.evict_idle_s or STREAM_IDLE_S)
+                            if c.request_gate else None)
         if self.metrics.collector is not None:
             self.metrics.collector.gate = self.gate
+            self.metrics.collector.stream_gate = self.stream_gate
         # Health checks: two read at once, a client's one; gRPC would read a
         # 60 MB service name whole (48 checks: 2 GB) before any check.
         probe_gate = RequestGate(0, c.max_message_mb << 20, c.receive_timeout_s) if c.request_gate else None
-        interceptors = [ObservabilityInterceptor(self.metrics, limiter, self.gate, probe_gate)]
+        interceptors = [ObservabilityInterceptor(self.metrics, limiter, self.gate, probe_gate, self.stream_gate)]
         if self.tokens:
             interceptors.append(AuthInterceptor(self.tokens))
         # No grpc-level maximum_concurrent_rpcs: it would count (and refuse)
@@ -366,8 +371,9 @@ async def serve(config: ServerConfig) -> None:
              "%d collections, %d connections (of %d file descriptors), %s; %s", config.max_inflight_mb,
              config.max_images_per_request, config.max_concurrent_rpcs, config.max_calls_per_client, config.max_jobs,
              srv.max_collections, srv.max_connections, srv.descriptors,
-             f"request messages read {srv.gate.reads_at_once} at once ({srv.gate.reads_per_client} a client) and held "
-             f"up to {srv.gate.capacity >> 20} MiB ({srv.gate.held_per_client >> 20} MiB a client)" if srv.gate
+             f"unary requests read {srv.gate.reads_at_once} at once ({srv.gate.reads_per_client} a client) and held "
+             f"up to {srv.gate.capacity >> 20} MiB ({srv.gate.held_per_client >> 20} MiB a client), stream "
+             f"messages likewise on a gate of their own" if srv.gate
              else "requests read whole by gRPC (--request-gate 0)",
              f"{srv.alignment_pool.workers} alignment processes" if srv.alignment_pool else "alignment in the request's thread")
     if srv.metrics_port is not None:

@@ -1413,6 +1413,42 @@ def test_health_checks_naming_huge_services_at_once_hold_little_memory(manifest_
     assert peak < 700, (start, peak)
 
 
+def test_stalled_health_checks_delay_other_probes_by_half_a_second_at_most(manifest_path):
+    """Health checks now pass a gate of their own, and need no token: 8
+    connections each sending 40 MB of a 60 MB check and stalling hold its
+    four turns, yet a probe with a 1 s timeout is answered each time (a
+    stalled read gives way after PROBE_SLOW_READ_S when others wait), and
+    memory holds the turns' bytes, not the eight requests'."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from imagesieve_server.request_gate import PROBE_SLOW_READ_S
+    huge = health_pb2.HealthCheckRequest(service="x" * (60 << 20))
+    with LocalServer([], model=str(manifest_path)) as srv:
+        proxy = _StallingProxy(srv.address, 40 << 20)
+        pid = srv.proc.pid
+        before, channels = _rss_mb(pid), []
+        try:
+            for _ in range(8):
+                ch = grpc.insecure_channel(proxy.address, options=[("grpc.max_send_message_length", 64 << 20),
+                                                                   ("grpc.use_local_subchannel_pool", 1)])
+                channels.append(ch)
+                health_pb2_grpc.HealthStub(ch).Check.future(huge, timeout=30)
+            time.sleep(1.0)
+            ch = grpc.insecure_channel(srv.address)
+            probe, waits = health_pb2_grpc.HealthStub(ch), []
+            for _ in range(10):
+                t = time.monotonic()
+                assert probe.Check(health_pb2.HealthCheckRequest(), timeout=1.0).status == \
+                    health_pb2.HealthCheckResponse.SERVING
+                waits.append(time.monotonic() - t)
+            ch.close()
+            assert max(waits) < PROBE_SLOW_READ_S + 0.4, waits
+            assert _rss_mb(pid) - before < 400
+        finally:
+            for c in channels:
+                c.close()
+            proxy.close()
+
+
 def test_streams_whose_answers_are_never_read_give_their_slots_to_new_calls(manifest_path, photos):
     """Before: a stream whose client never read its answers was never idle
     (its answer waited on HTTP/2 flow control, its requests unanswered), so

@@ -43,6 +43,7 @@ import time
 RECEIVE_SHARE = 0.5      # of the memory budget: room for reads, and again for requests held
 CLIENT_SHARE = 0.5       # of each, one client's
 SLOW_READ_S = 5.0        # a read this old is given up when another waits (a 64 MB upload at ~100 Mbit/s)
+PROBE_SLOW_READ_S = 0.5  # a health check's, likewise: probes need no token and time out in ~1 s
 IDLE_RECHECK_S = 0.5
 STREAM_IDLE_S = 10.0     # an idle stream's wait for its next message, likewise (CallLimiter's evict_idle_s)
 

@@ -38,7 +38,7 @@ from .observability import CallLimiter, Metrics, ObservabilityInterceptor, confi
 from .jobs import runner
 from .jobs.result_parts import set_send_limit
 from .paths import PathPolicy, check_roots
-from .request_gate import STREAM_IDLE_S, RequestGate, gate_capacity
+from .request_gate import PROBE_SLOW_READ_S, STREAM_IDLE_S, RequestGate, gate_capacity
 from .security import AuthInterceptor, TokenError, TokenStore, server_credentials
 from .servicers import (AnalysisServicer, CollectionServicer, ConsensusServicer, DuplicateServicer,
                         EmbeddingServicer, ImageReader)
@@ -257,9 +257,11 @@ class ImageSieveServer:
         if self.metrics.collector is not None:
             self.metrics.collector.gate = self.gate
             self.metrics.collector.stream_gate = self.stream_gate
-        # Health checks: two read at once, a client's one; gRPC would read a
-        # 60 MB service name whole (48 checks: 2 GB) before any check.
-        probe_gate = RequestGate(0, c.max_message_mb << 20, c.receive_timeout_s) if c.request_gate else None
+        # Health checks: four read at once, a client's two; gRPC would read a
+        # 60 MB service name whole (48 checks: 2 GB) before any check. Needing
+        # no token, a stalled one gives way after 0.5 s: probes time out in ~1 s.
+        probe_gate = (RequestGate(4 * (c.max_message_mb << 20), c.max_message_mb << 20, c.receive_timeout_s,
+                                  slow_read_s=PROBE_SLOW_READ_S) if c.request_gate else None)
         interceptors = [ObservabilityInterceptor(self.metrics, limiter, self.gate, probe_gate, self.stream_gate)]
         if self.tokens:
             interceptors.append(AuthInterceptor(self.tokens))

@@ -254,12 +254,16 @@ def main() -> int:
                     collections_pb2.CreateCollectionRequest(name=f"soak-{phase}"), timeout=30)
     asyncio.run(setup())
     phases = {}
+    phase_peaks = {}
     for name, share in (("baseline", 0.0), ("abusive", args.abusive_share)):
+        first = len(sampler.samples)
         t = asyncio.run(run_phase(srv.address, args.clients, args.duration, share, photos, bad, files,
                                   max_message_mb << 20, seed=1 if share else 0, phase=name))
         phases[name] = t
+        phase_peaks[name] = round(max(sampler.samples[first:] or [0]) / 1024, 1)
         print(json.dumps({"phase": name, "good_images_per_s": round(t.good_images / t.wall, 1),
-                          "codes": t.codes, "acked": len(t.acked)}), file=sys.stderr, flush=True)
+                          "codes": t.codes, "acked": len(t.acked), "peak_rss_mb": phase_peaks[name]}),
+              file=sys.stderr, flush=True)
     sampler.stop()
     peak = max(sampler.samples) / 1024
     # kill -9, restart on the same data, look for every acknowledged add.
@@ -281,6 +285,7 @@ def main() -> int:
     print(json.dumps({
         "clients": args.clients, "duration_s": args.duration, "abusive_share": args.abusive_share,
         "codes": codes, "unexpected_codes": unexpected, "peak_rss_mb": round(peak, 1),
+        "peak_rss_mb_by_phase": phase_peaks,
         "rss_budget_mb": round(args.budget_mb + base_rss, 1), "server_rss_warm_mb": round(base_rss, 1),
         "acked": sum(len(keys) for keys in acked.values()), "acked_lost": lost, "healthy_after": healthy,
         "good_images_per_s_baseline": round(good["baseline"], 1),

@@ -98,6 +98,18 @@ def return_freed_memory_to_os(threshold_bytes: int = 128 * 1024) -> bool:
     return trim_free_heap() and applied
 
 
+def fix_mmap_threshold(threshold_bytes: int) -> bool:
+    """Allocations of ``threshold_bytes`` or more get mappings of their own,
+    returned to the OS when freed. glibc's default threshold moves up (to
+    32 MiB) each time such a block is freed, after which image rasters and
+    request bytes came from the heap and their pages stayed resident after
+    use. True where applied."""
+    if threshold_bytes < 1:
+        raise ValueError(f"threshold_bytes must be >= 1; got {threshold_bytes}")
+    mallopt = getattr(_libc(), "mallopt", None)
+    return bool(mallopt(M_MMAP_THRESHOLD, int(threshold_bytes))) if mallopt is not None else False
+
+
 def limit_malloc_arenas(arenas: int) -> bool:
     """Let glibc create at most ``arenas`` malloc arenas (its default: 8 a
     core). A server's many gRPC and decoding threads each got an arena of

@@ -28,6 +28,21 @@ from imagesieve.v1 import (common_pb2, duplicates_pb2, duplicates_pb2_grpc, embe
 CODE = {c.value[0]: c for c in grpc.StatusCode}
 
 
+def big_message_channel(address: str) -> grpc.Channel:
+    """A connection of its own that may send messages up to 64 MB."""
+    return grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20),
+                                                   ("grpc.use_local_subchannel_pool", 1)])
+
+
+def count_outcome(counter: collections.Counter, call, *args, **kwargs) -> None:
+    """``call(*args, **kwargs)``, counted in ``counter`` as "OK" or by its status code's name."""
+    try:
+        call(*args, **kwargs)
+        counter["OK"] += 1
+    except grpc.RpcError as e:
+        counter[e.code().name] += 1
+
+
 def embed_stub(address: str):
     channel = grpc.insecure_channel(address)
     return channel, embedding_pb2_grpc.EmbeddingServiceStub(channel)
@@ -1210,8 +1225,7 @@ def test_requests_sent_to_all_but_their_last_bytes_hold_no_memory_and_stall_no_o
         channels, calls = [], []
         try:
             for _ in range(8):                  # 8 connections, 40 MB of each 60 MB request forwarded
-                ch = grpc.insecure_channel(proxy.address, options=[("grpc.max_send_message_length", 64 << 20),
-                                                                   ("grpc.use_local_subchannel_pool", 1)])
+                ch = big_message_channel(proxy.address)
                 channels.append(ch)
                 calls.append(embedding_pb2_grpc.EmbeddingServiceStub(ch).Embed.future(
                     big, metadata=(("authorization", f"Bearer {tokens['attacker']}"),), timeout=30))
@@ -1262,8 +1276,7 @@ def test_large_unary_requests_are_read_a_few_at_a_time_and_not_kept(manifest_pat
         start = _rss_mb(pid)
 
         def call(_):
-            ch = grpc.insecure_channel(srv.address, options=[("grpc.max_send_message_length", 64 << 20),
-                                                             ("grpc.use_local_subchannel_pool", 1)])
+            ch = big_message_channel(srv.address)
             try:
                 return embedding_pb2_grpc.EmbeddingServiceStub(ch).Embed(big, timeout=120).embeddings[0]
             finally:
@@ -1293,18 +1306,14 @@ def test_streams_of_large_messages_are_read_within_the_budget(manifest_path, pho
         start = _rss_mb(pid)
         outcomes, stop = collections.Counter(), time.monotonic() + 12
 
+        def stream(stub):
+            for answer in stub.EmbedStream(iter(lambda: junk if time.monotonic() < stop else None, None),
+                                           timeout=60):
+                assert answer.embeddings[0].HasField("error")
+
         def flood(_):
-            ch = grpc.insecure_channel(srv.address, options=[("grpc.max_send_message_length", 64 << 20),
-                                                             ("grpc.use_local_subchannel_pool", 1)])
-            try:
-                for answer in embedding_pb2_grpc.EmbeddingServiceStub(ch).EmbedStream(
-                        iter(lambda: junk if time.monotonic() < stop else None, None), timeout=60):
-                    assert answer.embeddings[0].HasField("error")
-                outcomes["OK"] += 1
-            except grpc.RpcError as e:
-                outcomes[e.code().name] += 1
-            finally:
-                ch.close()
+            with big_message_channel(srv.address) as ch:
+                count_outcome(outcomes, stream, embedding_pb2_grpc.EmbeddingServiceStub(ch))
 
         with ThreadPoolExecutor(24) as pool:
             floods = [pool.submit(flood, i) for i in range(24)]
@@ -1414,17 +1423,9 @@ def test_health_checks_naming_huge_services_at_once_hold_little_memory(manifest_
         codes = collections.Counter()
 
         def checks(_):
-            ch = grpc.insecure_channel(srv.address, options=[("grpc.max_send_message_length", 64 << 20),
-                                                             ("grpc.use_local_subchannel_pool", 1)])
-            try:
+            with big_message_channel(srv.address) as ch:
                 while time.monotonic() < stop:
-                    try:
-                        health_pb2_grpc.HealthStub(ch).Check(huge, timeout=60)
-                        codes["OK"] += 1
-                    except grpc.RpcError as e:
-                        codes[e.code().name] += 1
-            finally:
-                ch.close()
+                    count_outcome(codes, health_pb2_grpc.HealthStub(ch).Check, huge, timeout=60)
 
         with ThreadPoolExecutor(24) as pool:
             list(pool.map(checks, range(24)))
@@ -1452,8 +1453,7 @@ def test_stalled_health_checks_delay_other_probes_by_half_a_second_at_most(manif
         before, channels = _rss_mb(pid), []
         try:
             for _ in range(8):
-                ch = grpc.insecure_channel(proxy.address, options=[("grpc.max_send_message_length", 64 << 20),
-                                                                   ("grpc.use_local_subchannel_pool", 1)])
+                ch = big_message_channel(proxy.address)
                 channels.append(ch)
                 health_pb2_grpc.HealthStub(ch).Check.future(huge, timeout=30)
             time.sleep(1.0)

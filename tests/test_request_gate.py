@@ -2,6 +2,7 @@
 client's share, waits, slow and stalled reads (the server-level attacks are
 in test_server_abuse)."""
 import asyncio
+import time
 
 import pytest
 
@@ -93,9 +94,10 @@ def test_a_stalled_read_is_given_up_alone_after_the_timeout_and_sooner_when_othe
 
 
 def test_a_streams_turn_is_given_up_only_when_the_stream_is_idle():
-    """A stream waiting for its next message holds a turn: past
-    stream_idle_s it is given up for a waiting read only while every
-    request of the stream is answered (``idle()``)."""
+    """A stream waiting for its next message holds a turn: it is given up
+    for a waiting read only once every request of the stream is answered
+    and stream_idle_s has passed since (``idle()``: since when, or None
+    while a request is in work)."""
     async def scenario():
         gate = RequestGate(20, 10, receive_timeout_s=30.0, slow_read_s=0.1, stream_idle_s=0.3)
         never = asyncio.Event()
@@ -103,7 +105,7 @@ def test_a_streams_turn_is_given_up_only_when_the_stream_is_idle():
         turns = {}
 
         async def stream(who):                              # waits for its client's next message
-            turns[who] = turn = await gate.turn(who, 1.0, gate.stream_idle_s, lambda: not busy[who])
+            turns[who] = turn = await gate.turn(who, 1.0, gate.stream_idle_s, lambda: None if busy[who] else 0.0)
             turn.task = asyncio.ensure_future(never.wait())
             try:
                 await asyncio.wait((turn.task,))
@@ -146,5 +148,37 @@ def test_a_stream_holds_room_for_its_read_ahead_and_its_next_message_skips_that_
         gate.release("a", 50)
         gate.done(await waiting)
         assert gate.held == 50 and not gate.reads
+
+    asyncio.run(scenario())
+
+
+def test_a_streams_idle_time_counts_from_its_last_answer():
+    """A review: the grace counted from the start of the wait for the next
+    message, so a stream whose one slow request took longer than
+    stream_idle_s was given up the moment it was answered, told it had
+    "sent nothing" for that long."""
+    async def scenario():
+        gate = RequestGate(20, 10, receive_timeout_s=30.0, stream_idle_s=0.4)    # 2 turns, 1 a client
+        never = asyncio.Event()
+        answered_at = [None]
+        loop = asyncio.get_running_loop()
+        turn = await gate.turn("a", 1.0, gate.stream_idle_s, lambda: answered_at[0])
+        turn.task = asyncio.ensure_future(never.wait())
+
+        async def reader():
+            try:
+                await asyncio.wait((turn.task,))
+            finally:
+                gate.done(turn)
+        a = asyncio.create_task(reader())
+        other = asyncio.create_task(gate.receive("a", lambda: message(2), 5.0))   # a's client's next read waits
+        await asyncio.sleep(0.6)                               # the request in work outlasts the grace
+        answered_at[0] = time.monotonic()
+        await asyncio.sleep(0.2)
+        assert not turn.evicted and not other.done()           # idle for 0.2 s only
+        begun = loop.time()
+        assert await other == b"xx"
+        assert turn.evicted and 0.1 < loop.time() - begun < 1.0
+        await asyncio.gather(a, return_exceptions=True)
 
     asyncio.run(scenario())

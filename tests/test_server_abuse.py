@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import os
 import socket
 import subprocess
@@ -22,7 +23,7 @@ from PIL import Image
 from conftest import encode, photo_image
 from imagesieve import Client
 from imagesieve.local_server import LocalServer
-from imagesieve.v1 import (common_pb2, duplicates_pb2, duplicates_pb2_grpc, embedding_pb2,
+from imagesieve.v1 import (collections_pb2, common_pb2, duplicates_pb2, duplicates_pb2_grpc, embedding_pb2,
                            embedding_pb2_grpc)
 
 CODE = {c.value[0]: c for c in grpc.StatusCode}
@@ -1072,24 +1073,37 @@ def test_streams_ended_by_a_request_error_log_no_traceback(manifest_path):
     """A sixth probe: ~95% of streaming calls that ended with a request error
     (an unknown collection, k=-1) left the stream's pending read to fail with
     the call's AbortError, unretrieved, and asyncio logged ~3 KB of ERROR
-    traceback each: one client looping wrote 0.5 MB/s into the server's log."""
-    with LocalServer([], model=str(manifest_path)) as srv:
-        channel = grpc.insecure_channel(srv.address)
+    traceback each: one client looping wrote 0.5 MB/s into the server's log.
+    A review: a stream generator left suspended by its handler's error is
+    closed by the garbage collector after its call, and released its
+    message a second time (ValueError, an ERROR traceback each); a refused
+    40 MB call at the end makes the server run that collection now."""
+    with LocalServer(["--max-inflight-mb", "256"], model=str(manifest_path)) as srv:
+        channel = big_message_channel(srv.address)
         dup = duplicates_pb2_grpc.DuplicateServiceStub(channel)
         emb = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+        add = channel.stream_stream("/imagesieve.v1.CollectionService/AddImages",
+                                    request_serializer=collections_pb2.AddImagesRequest.SerializeToString,
+                                    response_deserializer=collections_pb2.AddImagesResponse.FromString)
         calls = [lambda: list(dup.CheckDuplicates(iter([duplicates_pb2.CheckDuplicatesRequest(
                      collection="nope", images=[common_pb2.Image(key="q", data=b"x")])]), timeout=10)),
                  lambda: list(dup.CheckDuplicates(iter([duplicates_pb2.CheckDuplicatesRequest(k=-1)]), timeout=10)),
-                 lambda: list(emb.EmbedStream(iter([embedding_pb2.EmbedRequest(top_k_classes=-1)]), timeout=10))]
+                 lambda: list(emb.EmbedStream(iter([embedding_pb2.EmbedRequest(top_k_classes=-1)]), timeout=10)),
+                 lambda: list(add(iter([collections_pb2.AddImagesRequest(
+                     collection="nope", images=[common_pb2.Image(key="q", data=b"x")])]), timeout=10))]
         codes = collections.Counter()
         with channel:
-            for i in range(150):
+            for i in range(200):
                 with pytest.raises(grpc.RpcError) as e:
-                    calls[i % 3]()
+                    calls[i % 4]()
                 codes[e.value.code()] += 1
+            with pytest.raises(grpc.RpcError) as e:     # refused, 40 MB: the cycles are collected
+                emb.Embed(embedding_pb2.EmbedRequest(top_k_classes=-1, images=[
+                    common_pb2.Image(key="big", data=bytes(40 << 20))]), timeout=30)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         time.sleep(1.0)
         log = "\n".join(srv.log)
-    assert codes == {grpc.StatusCode.NOT_FOUND: 50, grpc.StatusCode.INVALID_ARGUMENT: 100}
+    assert codes == {grpc.StatusCode.NOT_FOUND: 100, grpc.StatusCode.INVALID_ARGUMENT: 100}
     assert "never retrieved" not in log and "Traceback" not in log, log[-3000:]
 
 
@@ -1297,29 +1311,36 @@ def test_streams_of_large_messages_are_read_within_the_budget(manifest_path, pho
     handler: a thirteenth probe's 32 streams of 60 MB took a 1 GiB server to
     10 GB. Now each message is read in a turn of the request gate and a
     stream holds room for gRPC's read-ahead: every stream ends OK or with a
-    documented refusal, memory stays bounded, and a small stream opened
-    meanwhile is answered."""
+    documented refusal, memory stays bounded, and another client's small
+    stream opened meanwhile is answered."""
     junk = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="junk", data=b"\x89PNG" + bytes(40 << 20))])
     small = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="photo", data=photos[0][0])])
-    with LocalServer(["--max-inflight-mb", "256", "--receive-timeout-s", "10"], model=str(manifest_path)) as srv:
+    tokens = {name: f"{name}-token-long-enough-0123" for name in ("flood", "other")}
+    env = {"IMAGESIEVE_TOKENS": ";".join(f"{t} rw {n}" for n, t in tokens.items())}
+    as_flood, as_other = ((("authorization", f"Bearer {tokens[n]}"),) for n in ("flood", "other"))
+    with LocalServer(["--max-inflight-mb", "256", "--receive-timeout-s", "10"], model=str(manifest_path),
+                     env=env) as srv:
         pid = srv.proc.pid
         start = _rss_mb(pid)
         outcomes, stop = collections.Counter(), time.monotonic() + 12
 
-        def stream(stub):
-            for answer in stub.EmbedStream(iter(lambda: junk if time.monotonic() < stop else None, None),
-                                           timeout=60):
+        def stream(stub, tiny_first: bool):
+            # A tiny first message once left a stream's room tiny and exempted
+            # every later message from the bytes held (a review: +925 MiB).
+            first = [embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="t", data=b"\x89PNG")])] * tiny_first
+            requests = itertools.chain(first, iter(lambda: junk if time.monotonic() < stop else None, None))
+            for answer in stub.EmbedStream(requests, metadata=as_flood, timeout=60):
                 assert answer.embeddings[0].HasField("error")
 
-        def flood(_):
+        def flood(i):
             with big_message_channel(srv.address) as ch:
-                count_outcome(outcomes, stream, embedding_pb2_grpc.EmbeddingServiceStub(ch))
+                count_outcome(outcomes, stream, embedding_pb2_grpc.EmbeddingServiceStub(ch), i % 2 == 0)
 
         with ThreadPoolExecutor(24) as pool:
             floods = [pool.submit(flood, i) for i in range(24)]
             time.sleep(4)
             ch, stub = embed_stub(srv.address)
-            answer = next(stub.EmbedStream(iter([small]), timeout=60))
+            answer = next(stub.EmbedStream(iter([small]), metadata=as_other, timeout=60))
             assert len(answer.embeddings[0].vector) > 0
             ch.close()
             for f in floods:
@@ -1436,6 +1457,49 @@ def test_health_checks_naming_huge_services_at_once_hold_little_memory(manifest_
         peak = peak_rss_mb(pid) - start
     assert set(codes) <= {"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"} and codes["INVALID_ARGUMENT"] >= 24, codes
     assert peak < 700, (start, peak)
+
+
+def test_health_watches_carrying_unknown_fields_are_refused_not_held(manifest_path):
+    """A review: the length check saw the service name only, and a Watch
+    kept its request's bytes on the health gate while open, so three
+    Watches from one address, each naming no service but carrying a 60 MB
+    unknown field, kept every probe of that address waiting past its 1 s
+    timeout. A health request over MAX_PROBE_REQUEST bytes is refused, and
+    one within it is not held while its Watch stays open."""
+    from grpc_health.v1 import health_pb2
+    from imagesieve_server.observability import MAX_PROBE_REQUEST
+    payload = os.urandom(60 << 20)
+    padded = health_pb2.HealthCheckRequest().SerializeToString() + b"\x12" + _varint(len(payload)) + payload
+    small_pad = b"\x12" + _varint(1000) + bytes(1000)                 # within the limit: answered
+    assert len(small_pad) <= MAX_PROBE_REQUEST
+    with LocalServer([], model=str(manifest_path)) as srv:
+        watch = "/grpc.health.v1.Health/Watch"
+        with big_message_channel(srv.address) as ch:
+            raw = ch.unary_stream(watch, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+            for _ in range(3):
+                with pytest.raises(grpc.RpcError) as e:
+                    next(raw(padded, timeout=30))
+                assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            held_open = [raw(small_pad, timeout=30) for _ in range(3)]
+            for w in held_open:
+                assert health_pb2.HealthCheckResponse.FromString(next(w)).status == \
+                    health_pb2.HealthCheckResponse.SERVING
+            with grpc.insecure_channel(srv.address) as probe_ch:
+                probe = probe_ch.unary_unary("/grpc.health.v1.Health/Check",
+                                             request_serializer=lambda b: b, response_deserializer=lambda b: b)
+                for _ in range(3):
+                    probe(b"", timeout=1.0)
+            for w in held_open:
+                w.cancel()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
 def test_stalled_health_checks_delay_other_probes_by_half_a_second_at_most(manifest_path):

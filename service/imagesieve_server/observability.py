@@ -33,6 +33,7 @@ from .request_gate import GateRefused, RequestGate
 from .security import OPEN_PREFIXES, RequestRefused, principal
 
 MAX_PROBE_SERVICE = 1024    # characters of the service a health check names (real names: dozens)
+MAX_PROBE_REQUEST = 4 * MAX_PROBE_SERVICE + 16   # bytes: such a name in UTF-8 and its field tag
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("imagesieve_request_id", default="")
 
@@ -386,6 +387,17 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         async def parsed(request, context, client: str | None, held: list, activity: StreamActivity | None = None):
             if gated:
                 request = await self._receive_one(request, context, client, held, gate)
+                if probe:
+                    # Not held while a Watch stays open: its request is a
+                    # name, and unknown fields of 60 MB rode along in three
+                    # Watches that kept every probe of their address waiting
+                    # (a review).
+                    while held:
+                        _release_part(held.pop())
+                    if len(request) > MAX_PROBE_REQUEST:
+                        request = None          # not kept by the traceback's frame
+                        raise BadMessage(f"a health check request is at most {MAX_PROBE_REQUEST} bytes "
+                                         f"(a service name of at most {MAX_PROBE_SERVICE} characters)")
             if deser is None:
                 return request
             if streaming_in:
@@ -398,6 +410,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 # a 60 MB service held 6 GB, and needed no token (a twelfth probe).
                 request = message = None        # not kept by the traceback's frame
                 raise BadMessage(f"a health check names a service of at most {MAX_PROBE_SERVICE} characters")
+            if probe and hasattr(message, "service"):
+                message = type(message)(service=message.service)   # its name only, no unknown fields
             return message
 
         # A gated unary call yields its answer rather than returning it: the
@@ -620,17 +634,31 @@ async def _parse_stream(deser, raw_iterator, context, method: str, limiter: Call
     releases if the stream does not."""
     it = raw_iterator.__aiter__()
     who = client or _client_of(_safe_peer(context))
-    idle = (lambda: activity.pending <= 0) if activity is not None else None
+    # Since when the stream has been idle (every request answered), else None.
+    idle = (lambda: activity.last if activity.pending <= 0 else None) if activity is not None else None
     held = [] if held is None else held
     message_held = None          # (gate, client, bytes) of the message being worked on
     read_ahead = 0               # bytes held for gRPC's read-ahead: the largest message so far
 
+    def hold_message(n: int) -> None:
+        nonlocal message_held, read_ahead
+        message_held = (gate, who, n)
+        grown = max(0, n - read_ahead)
+        read_ahead += grown
+        for part in (message_held, (gate, who, grown)) if grown else (message_held,):
+            gate.hold(who, part[2])
+            held.append(part)
+
     def release_message():
         nonlocal message_held
-        if message_held is not None:
-            held.remove(message_held)
-            _release_part(message_held)
-            message_held = None
+        # By identity, and only if the call's end has not released it: a
+        # generator left suspended by its handler is closed after the call.
+        for i, part in enumerate(held):
+            if part is message_held:
+                del held[i]
+                _release_part(part)
+                break
+        message_held = None
     try:
         while True:
             release_message()
@@ -639,7 +667,10 @@ async def _parse_stream(deser, raw_iterator, context, method: str, limiter: Call
                 remaining = context.time_remaining()
                 wait = gate.receive_timeout_s if remaining is None else min(remaining, gate.receive_timeout_s)
                 try:
-                    turn = await gate.turn(who, wait, gate.stream_idle_s, idle, held_ok=read_ahead > 0)
+                    # A message waits for bytes held unless the stream's room
+                    # holds any message already: a 1-byte first message would
+                    # otherwise exempt every later 60 MB one (a review).
+                    turn = await gate.turn(who, wait, gate.stream_idle_s, idle, held_ok=read_ahead >= gate.message)
                 except GateRefused as e:
                     raise RequestRefused(getattr(grpc.StatusCode, e.code), str(e)) from None
             key, evicted = limiter.idle_begin(client, activity) if limiter is not None else (None, None)
@@ -665,6 +696,11 @@ async def _parse_stream(deser, raw_iterator, context, method: str, limiter: Call
                 for w in waits[1:]:
                     w.cancel()
                 if turn is not None:
+                    # Its bytes held before the turn is free: the next read
+                    # is admitted on a count that includes them.
+                    if (not turn.evicted and reading.done() and not reading.cancelled()
+                            and reading.exception() is None):
+                        hold_message(len(reading.result()))
                     gate.done(turn)
             if turn is not None and turn.evicted:
                 gate.timed_out += 1
@@ -687,13 +723,6 @@ async def _parse_stream(deser, raw_iterator, context, method: str, limiter: Call
                 return
             raw = reading.result()
             reading = None
-            if gate is not None:
-                message_held = (gate, who, len(raw))
-                grown = max(0, len(raw) - read_ahead)
-                read_ahead += grown
-                for part in (message_held, (gate, who, grown)) if grown else (message_held,):
-                    gate.hold(who, part[2])
-                    held.append(part)
             if activity is not None:
                 activity.received()
             message = _parse(deser, raw, method)

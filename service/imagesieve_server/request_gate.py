@@ -65,17 +65,27 @@ class GateRefused(Exception):
 
 class _Read:
     """A read turn. ``grace``: seconds its read may run before it is given
-    up for a waiting one; ``idle``: None, or a callable saying whether it
-    may be given up at all (a stream: only with every request answered)."""
+    up for a waiting one; ``idle``: None, or a callable giving since when
+    (time.monotonic) it may be given up, None while it may not (a stream:
+    idle since its last request or answer, never with a request in work)."""
     __slots__ = ("client", "started", "task", "evicted", "grace", "idle")
 
     def __init__(self, client: str, grace: float, idle=None):
         self.client, self.started, self.task, self.evicted = client, time.monotonic(), None, False
         self.grace, self.idle = grace, idle
 
+    def since(self) -> float | None:
+        """From when its grace counts, None while it may not be given up."""
+        if self.idle is None:
+            return self.started
+        idle_since = self.idle()
+        return None if idle_since is None else max(self.started, idle_since)
+
     def may_be_given_up(self, now: float) -> bool:
-        return (self.task is not None and not self.task.done() and not self.evicted
-                and now - self.started >= self.grace and (self.idle is None or self.idle()))
+        if self.task is None or self.task.done() or self.evicted:
+            return False
+        since = self.since()
+        return since is not None and now - since >= self.grace
 
 
 class RequestGate:
@@ -136,12 +146,17 @@ class RequestGate:
         ready = [r for r in mine if r.may_be_given_up(now)]
         if not ready:
             # Not yet: look again when the next read passes its grace (a
-            # stream past it may turn idle any time: look every IDLE_RECHECK_S).
-            running = [r for r in mine if r.task is not None and not r.task.done() and not r.evicted]
-            if not running:
-                return float("inf")
-            return min(max(r.started + r.grace - now, IDLE_RECHECK_S if r.idle is not None else 0.0)
-                       for r in running)
+            # stream may turn idle any time, and a turn granted but not yet
+            # started has no clock: look every IDLE_RECHECK_S for those).
+            waits = []
+            for r in mine:
+                if r.task is None:
+                    waits.append(IDLE_RECHECK_S)
+                elif not r.task.done() and not r.evicted:
+                    since = r.since()
+                    waits.append(IDLE_RECHECK_S if since is None else
+                                 max(since + r.grace - now, IDLE_RECHECK_S if r.idle is not None else 0.0))
+            return min(waits, default=float("inf"))
         oldest = min(ready, key=lambda r: r.started)
         oldest.evicted = True
         oldest.task.cancel()                    # its reader frees the turn and wakes the waiters
@@ -166,12 +181,19 @@ class RequestGate:
         # Not wait_for: it waits for the cancelled read to end, and gRPC's
         # read of a stalled message ends only with its call.
         entry.started, entry.task = time.monotonic(), asyncio.ensure_future(read())
+        interrupted = False
         try:
             await asyncio.wait((entry.task,), timeout=self.receive_timeout_s)
         except BaseException:
+            interrupted = True
             _abandon(entry.task)
             raise
         finally:
+            # Held before the turn is free: the next read is admitted on a
+            # count that includes it (a review: 5 reads, not 4, fitted 4).
+            if (not interrupted and not entry.evicted and entry.task.done() and not entry.task.cancelled()
+                    and entry.task.exception() is None):
+                self.hold(client, len(entry.task.result()))
             self.done(entry)
         if not entry.task.done() or entry.evicted:
             _abandon(entry.task)
@@ -181,9 +203,7 @@ class RequestGate:
                                   "send it at once, or retry when the server is less busy")
             raise GateRefused(f"the request did not arrive within {self.receive_timeout_s:g} s; send it at once "
                               "(a slow or stalled upload holds memory others need)", "DEADLINE_EXCEEDED")
-        raw = entry.task.result()
-        self.hold(client, len(raw))
-        return raw
+        return entry.task.result()      # or its error (nothing held then)
 
     async def turn(self, client: str, wait_s: float, grace: float | None = None, idle=None,
                    held_ok: bool = False) -> _Read:

@@ -38,7 +38,7 @@ from .observability import CallLimiter, Metrics, ObservabilityInterceptor, confi
 from .jobs import runner
 from .jobs.result_parts import set_send_limit
 from .paths import PathPolicy, check_roots
-from .request_gate import PROBE_SLOW_READ_S, STREAM_IDLE_S, RequestGate, gate_capacity
+from .request_gate import PROBE_SLOW_READ_S, RequestGate, gate_capacity
 from .security import AuthInterceptor, TokenError, TokenStore, server_credentials
 from .servicers import (AnalysisServicer, CollectionServicer, ConsensusServicer, DuplicateServicer,
                         EmbeddingServicer, ImageReader)
@@ -253,9 +253,10 @@ class ImageSieveServer:
                      if c.request_gate else None)
         # Stream messages through a gate of their own: a stream waiting for
         # its client holds a turn, which must not keep unary calls waiting.
-        # Streams idle that long give up their turn as they give up their call slot.
+        # Streams idle --evict-idle-s give up their turn as they give up their call slot (0: never).
         self.stream_gate = (RequestGate(gate_capacity(self.budget.limit), c.max_message_mb << 20,
-                                        c.receive_timeout_s, stream_idle_s=c.evict_idle_s or STREAM_IDLE_S)
+                                        c.receive_timeout_s,
+                                        stream_idle_s=c.evict_idle_s if c.evict_idle_s > 0 else float("inf"))
                             if c.request_gate else None)
         if self.metrics.collector is not None:
             self.metrics.collector.gate = self.gate

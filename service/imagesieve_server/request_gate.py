@@ -20,19 +20,20 @@ budget (``capacity_bytes``) twice:
   reads wait while the requests held reach the capacity (a client's, half
   of it). Small requests pass by the thousand, 60 MB ones a few at a time.
 
-Streams take the same turns, one a message (``turn``/``done``/``hold``),
-and hold bytes twice: each message until the next is asked for, and, for
-the stream's life, its largest message so far -- once a stream has read a
-message, gRPC reads about as much of the next into its own buffers before
-the handler asks (measured: ~85 MB a stream of 60 MB messages, ~3 MB of
-8 MB ones), so 32 EmbedStream calls of 60 MB messages took a server with
-a 1 GiB budget to 4.7 GB (10 GB with gRPC's BDP probing, which widens
-that read-ahead: off). A stream's next message waits for a turn but not
-for bytes held (its room is held already). A stream waiting for its
-client's next message holds its turn; it is given up for a waiting read
-only once the stream is idle (every request answered) for
-``stream_idle_s``, and ends RESOURCE_EXHAUSTED, as CallLimiter closes
-idle streams.
+Stream messages take turns too, one a message (``turn``/``done``/``hold``),
+on a gate of their own (the server's ``stream_gate``), and hold bytes
+twice: each message until the next is asked for, and, for the stream's
+life, its largest message so far -- once a stream has read a message, gRPC
+reads about as much of the next into its own buffers before the handler
+asks (measured: ~100 MB a stream of 60 MB messages, ~3 MB of 8 MB ones),
+so 32 EmbedStream calls of 60 MB messages took a server with a 1 GiB
+budget to 4.7 GB (10 GB with gRPC's BDP probing, which widens that
+read-ahead: off). A stream's later message skips the wait for bytes held
+(``held_ok``) only when its room holds a whole message already. A stream
+waiting for its client's next message holds its turn; it is given up for
+a waiting read only once the stream has been idle (every request
+answered) for ``stream_idle_s`` since its last request or answer, and
+ends RESOURCE_EXHAUSTED, as CallLimiter closes idle streams.
 """
 from __future__ import annotations
 

@@ -231,6 +231,9 @@ class ImageSieveServer:
                 # One listener per port: with SO_REUSEPORT a second server on a
                 # busy port started silently and took half the clients.
                 ("grpc.so_reuseport", 0),
+                # BDP probing widens every stream's read-ahead past what the
+                # stream gate holds room for (32 streams of 60 MB messages:
+                # 10-11.7 GB with it; request_gate).
                 ("grpc.http2.bdp_probe", 0),
                 # HTTP/2's own cap on the streams of one connection: a client
                 # opening 20,000 calls at once on one channel otherwise filled

@@ -258,5 +258,14 @@ def test_annotations_are_capped_and_go_with_their_image(tmp_path):
         with store._using() as db:
             assert db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0] == 2
         assert store.add_annotations([("k2", "a", "cat")], max_total=4) == [("", "")]   # room again
+        with store._using() as db:          # as a server before the fix removed k1: its annotations stayed
+            db.execute("DELETE FROM images WHERE key='k1'")
+            assert db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0] == 3
+    finally:
+        store.close()
+    store = Store(tmp_path / "c.sqlite")     # opened again: the orphans are gone, their room is free
+    try:
+        assert sorted(store.annotations()) == [(3, "a", "cat")]
+        assert store.add_annotations([("k2", "b", "cat")], max_total=2) == [("", "")]
     finally:
         store.close()

@@ -141,6 +141,13 @@ class Store:
         except (sqlite3.Error, OSError) as e:
             self.close()
             raise storage_error(e, f"cannot open {path}") from e
+        try:
+            # Annotations of images removed before removals took them along
+            # (foreign_keys is off: the cascade never fired) would count
+            # against MAX_ANNOTATIONS forever; a full disk only postpones it.
+            self._db.execute("DELETE FROM annotations WHERE image_id NOT IN (SELECT id FROM images)")
+        except sqlite3.Error:
+            pass
 
     def close(self) -> None:
         """Idempotent; later calls raise ABORTED (a drop or shutdown that

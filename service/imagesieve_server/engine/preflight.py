@@ -4,7 +4,7 @@ Pillow does real work inside ``Image.open`` for some formats, before
 ``decode.decode_image`` can check a pixel count or charge the memory budget,
 and some of its decoders are Python loops whose cost follows the bytes sent,
 not the raster produced. A few KB of such a file held a decode thread for
-seconds to minutes (two adversarial probes; README, "A fourth and a fifth probe"):
+seconds to minutes (two adversarial probes; docs/server-probes.md, "A fourth and a fifth probe"):
 
 - an ICO's largest entry is decoded while opening: a 16x16 directory entry
   holding a 16000x16000 RLE bitmap cost ~1.5 GB before the pixel limit, and

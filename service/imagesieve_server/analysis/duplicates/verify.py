@@ -74,20 +74,20 @@ CELL_KEEP = 0.75         # ... and the best three quarters of the cells count
 # of the area), in steps of ~8%. A 45% floor (a 13 px template) matched part of
 # other pictures: in the benchmark and probe runs 34 false pairs at that share
 # and no copy; in Adwaita's icons 107 pairs of differently named glyphs at
-# 20-25% of the frame and no pair of one icon (README, "Deep crops").
+# 20-25% of the frame and no pair of one icon (docs/verified-duplicates.md, "Deep crops").
 SHARES = tuple(round(0.45 * (1 / 0.45) ** (i / 10), 3) for i in range(10, 0, -1))
 # ...and so a crop keeps at least this share of the area, whatever the two
 # aspect ratios: a 4:1 strip fits a 3:7 picture only as a full-width slice of
 # 11% of it, and such slices (a sky band, a strip of water, a stroke of a
 # sprite) matched unrelated pictures at 4-11% of their area (a probe on game
-# art, README "Thin slices": 49 of 56 unrelated pairs below 30%, 2 of 128
+# art, docs/verified-duplicates.md "Thin slices": 49 of 56 unrelated pairs below 30%, 2 of 128
 # copies).
 MIN_AREA = SHARES[-1] ** 2
 ROTATIONS = (-8.0, -4.0, 4.0, 8.0)   # degrees, tried around the best upright match
 # Widths x s and heights / s tried around the best upright match, s = STRETCH^k or
 # STRETCH^-k for k up to STRETCH_STEPS (the aspect changes by s^2: up to 1.52, a 224 x 224
 # crop taken at 3:4 or 4:3). A bar on each step's gain (0.005) cost a copy of the
-# augmentation benchmark and found nothing more (README, "Random-resized crops").
+# augmentation benchmark and found nothing more (docs/verified-duplicates.md, "Random-resized crops").
 STRETCH = 0.9
 STRETCH_STEPS = 2
 TILT_BINS = 72           # orientations (gradient directions, polar angles) in 5-degree bins
@@ -706,7 +706,7 @@ SIMPLE_AGREEMENT = 0.95
 # keypoints matched, and an ingestion gate refused distinct ones so; such a
 # match needs keypoints to count. The bar is not lower because copies tiled
 # 2x2 from smooth paintings match a quarter of the frame at simplicity up to
-# 0.925 with 0-8 keypoints (at 0.9, 2 of 19 were lost; README, "Deep
+# 0.925 with 0-8 keypoints (at 0.9, 2 of 19 were lost; docs/verified-duplicates.md, "Deep
 # partial matches").
 DEEP_PARTIAL_AREA = 0.3
 DEEP_SIMPLE_MATCH = 0.93
@@ -1033,7 +1033,7 @@ PACK_PASSES = 3          # verdicts re-judged with packs that leave out the pair
 # false pairs above 0.6); on the benchmarks Fashion-MNIST's false pairs went 34 -> 22
 # (one copy lost), the probe's 45 -> 25, nothing else moved. Applied everywhere it cost
 # recall on art and wallpapers (0.888 -> 0.793 on blurred and tiled wallpapers) for no
-# fewer unrelated pairs there (README, "Runner-up test").
+# fewer unrelated pairs there (docs/verified-duplicates.md, "Runner-up test").
 CROWDED_COSINE = 0.8
 RUNNER_RATIO = 0.6
 # Keypoints (engine.keypoints) confirm a pair the layouts could not: a copy under a
@@ -1043,7 +1043,7 @@ RUNNER_RATIO = 0.6
 # also be INLIER_RATIO times (plus one) the most that either image has with any other
 # candidate not found the same, as the runner-up test does for layouts. Measured on the
 # four benchmark collections, both kinds of copies and two samples of astrophotos and
-# painted skies (README, "Keypoints"): 0 false pairs added in 7 sets; a plain ">= 8
+# painted skies (docs/verified-duplicates.md, "Keypoints"): 0 false pairs added in 7 sets; a plain ">= 8
 # inliers" added 22 on icons and 81 on Fashion-MNIST.
 MIN_INLIERS = 8
 INLIER_RATIO = 3.0
@@ -1084,7 +1084,7 @@ def keypoint_confirmed(n: int, a, b, inliers, same, twins=None, keypoint_only=No
     confirmed: an image's other copies are not its look-alikes. Leaving out
     every known copy of the other side, not only its twins, was measured:
     it found a few more of several copies of one picture, and paired icons
-    that share a base (README, "Keypoints"). ``keypoint_only``: (P,) bool,
+    that share a base (docs/verified-duplicates.md, "Keypoints"). ``keypoint_only``: (P,) bool,
     pairs only shared keypoints proposed (a crop confirmed by 30 inliers lost to the same picture's
     half collage at 20, a review found, and then neither was found): they
     face every pair as rivals but are no rival of the others."""

@@ -129,6 +129,34 @@ def test_check_command_ingests_unique_and_flags_copies(server, photos, tmp_path)
         assert len(r.stdout.splitlines()) == 2 and "broken\\nname.jpg  INVALID_ARGUMENT" in r.stdout, r.stdout
 
 
+def test_check_warns_when_it_turns_away_an_implausible_share(server, photos, tmp_path):
+    """A gate that refused 156 of 342 distinct playing cards (one deck's cards
+    pass verification as each other's copies) printed no warning; the audit
+    warned on the same images. Here 40 of 60 images are real copies: the
+    verdicts stand and the warning says how many were turned away."""
+    from imagesieve.plausible import COVERAGE_MIN_IMAGES, implausible
+    folder = tmp_path / "many_copies"
+    folder.mkdir()
+    for data, _, name in photos:
+        img = photo_image(data)
+        (folder / f"a_{name}").write_bytes(data)
+        img.resize((img.width * 2 // 3, img.height * 2 // 3)).save(folder / f"b_{name}", quality=60)
+        img.transpose(0).save(folder / f"c_{name}", quality=80)          # mirrored
+    assert len(photos) * 3 >= COVERAGE_MIN_IMAGES
+    r = run_cli("check", str(folder), "--collection", "gate", "--create", "--add-if-unique",
+                "--server", server.address)
+    assert r.returncode == 0, r.stderr
+    near = r.stdout.count("NEAR_DUPLICATE")
+    assert near >= 30, r.stdout                      # the copies are found as before
+    assert f"warning: {near} of {len(photos) * 3} images" in r.stderr, r.stderr
+    assert "(those images were not added)" in r.stderr
+    # The same share without --add-if-unique: warned, without the note on adding.
+    r = run_cli("check", str(folder), "--collection", "gate", "--server", server.address)
+    assert "warning:" in r.stderr and "not added" not in r.stderr, r.stderr
+    # The rule itself: more than a tenth of at least COVERAGE_MIN_IMAGES.
+    assert implausible(6, 50) and not implausible(5, 50) and not implausible(40, COVERAGE_MIN_IMAGES - 1)
+
+
 def test_dedup_command_writes_json_csv_and_contact_sheet(server, photos, tmp_path):
     import json
     from PIL import Image

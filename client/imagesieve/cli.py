@@ -188,6 +188,7 @@ def cmd_check(args) -> int:
     from .contact_sheet import one_line
     import grpc
     from .client import Client
+    from .plausible import implausible
     from .progress import Progress
 
     paths = iter_image_paths(args.paths)
@@ -222,6 +223,14 @@ def cmd_check(args) -> int:
             print(f"imagesieve check: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1
     print("summary: " + ", ".join(f"{v.lower()} {n}" for v, n in sorted(counts.items())), file=sys.stderr)
+    near, checked = counts.get("NEAR_DUPLICATE", 0), sum(counts.values()) - failed
+    if implausible(near, checked):
+        # An ingestion gate that turns many images away must say so: pictures of
+        # one template (cards of one deck, forms) can pass verification.
+        print(f"warning: {near} of {checked} images ({near / checked:.0%}) were judged near duplicates of "
+              "images in the collection, an implausible share unless these images are known to hold many "
+              "copies: check a sample of the pairs above"
+              + (" (those images were not added)" if args.add_if_unique else ""), file=sys.stderr)
     return 1 if failed and args.strict else 0
 
 

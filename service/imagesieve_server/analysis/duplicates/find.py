@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Callable
 
 import numpy as np
+from imagesieve.plausible import implausible
 
 from ...engine.signature import SIDE, thumbnails
 from ...index import faiss_index as fi
@@ -67,10 +68,6 @@ STREAM_CANDIDATE_K = 8
 RAW_FLOOR = 0.75
 RAW_NEIGHBOUR_SHARE = 0.02
 RAW_RANK = 5
-#: Groups covering more than this share of the images (of at least
-#: COVERAGE_MIN_IMAGES) get a warning.
-PLAUSIBLE_COVERAGE = 0.10
-COVERAGE_MIN_IMAGES = 50
 
 
 @dataclasses.dataclass
@@ -370,8 +367,9 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
     # Byte-identical files are a finding, not a sign of a loose threshold:
     # only images in some near (not exact) pair count towards implausible.
     near = ~result.exact
-    near_share = np.unique(np.r_[result.a[near], result.b[near]]).size / max(n, 1)
-    if near_share > PLAUSIBLE_COVERAGE and n >= COVERAGE_MIN_IMAGES:
+    near_images = np.unique(np.r_[result.a[near], result.b[near]]).size
+    near_share = near_images / max(n, 1)
+    if implausible(near_images, n):
         result.warnings.append(
             f"near-duplicate pairs involve {near_share:.0%} of the images, an implausible share unless "
             "this collection is known to hold many copies: "

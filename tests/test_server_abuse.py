@@ -1619,3 +1619,100 @@ def test_unary_answers_nobody_reads_hold_their_calls_slots(manifest_path, photos
             for c in calls:
                 c.cancel()
             reader.close()
+
+
+def test_requests_of_millions_of_tiny_fields_are_refused_before_they_are_parsed(manifest_path, photos):
+    """16 MB of empty Image entries (two bytes each on the wire, ~100 bytes
+    each parsed): a probe's three such calls of 20 MB took a 1 GiB server to
+    6.4 GB and stalled every other call for 14 s, as the parse ran on the
+    event loop before any limit on images applied. Now the fields are
+    counted first, off the loop, and such a request is refused unparsed; an
+    AddImages stream message likewise."""
+    tiny = b"\x0a\x00" * (8 << 20)                     # 16 MB, 8 million Images
+    with LocalServer(["--max-inflight-mb", "256"], model=str(manifest_path)) as srv:
+        pid = srv.proc.pid
+        small = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="p", data=photos[0][0])])
+        ch, stub = embed_stub(srv.address)
+        stub.Embed(small, timeout=60)
+        start = _rss_mb(pid)
+        waits, stop = [], threading.Event()
+
+        def victim():
+            while not stop.is_set():
+                t = time.perf_counter()
+                stub.Embed(small, timeout=60)
+                waits.append(time.perf_counter() - t)
+                time.sleep(0.1)
+
+        def flood(_):
+            raw = big_message_channel(srv.address)
+            try:
+                call = raw.unary_unary("/imagesieve.v1.EmbeddingService/Embed", request_serializer=None,
+                                       response_deserializer=embedding_pb2.EmbedResponse.FromString)
+                call(tiny, timeout=60)
+                return "OK"
+            except grpc.RpcError as e:
+                return e.code().name, e.details()
+            finally:
+                raw.close()
+
+        watcher = threading.Thread(target=victim)
+        watcher.start()
+        try:
+            with ThreadPoolExecutor(3) as pool:
+                outcomes = list(pool.map(flood, range(3)))
+            Client(srv.address).create_collection("tiny")
+            raw = big_message_channel(srv.address)
+            adds = raw.stream_stream("/imagesieve.v1.CollectionService/AddImages", request_serializer=None,
+                                     response_deserializer=collections_pb2.AddImagesResponse.FromString)
+            header = collections_pb2.AddImagesRequest(collection="tiny").SerializeToString()
+            with pytest.raises(grpc.RpcError) as streamed:
+                list(adds(iter([header + b"\x12\x00" * (8 << 20)]), timeout=60))
+            raw.close()
+        finally:
+            stop.set()
+            watcher.join()
+            ch.close()
+        for outcome in outcomes:
+            assert outcome[0] == "INVALID_ARGUMENT" and "fields" in outcome[1], outcome
+        assert streamed.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "fields" in streamed.value.details()
+        assert peak_rss_mb(pid) - start < 400, (start, peak_rss_mb(pid))
+        assert max(waits) < 3, sorted(waits)[-3:]
+
+
+def test_large_duplicate_answers_are_built_a_part_at_a_time_and_unread_ones_pin_little(manifest_path):
+    """400 identical images with 1,000-byte keys: 79,800 pairs, a 160 MB
+    answer. It was built whole on the event loop and copied into parts
+    (+567 MB, other calls stalled 1.4 s), and two answers left unread kept
+    +1 GB after the call that was read had ended (a probe: +5 GB at 500,000
+    pairs). Now parts of a few MB are built one at a time on a thread."""
+    import io
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buf, "PNG")
+    keys = [f"{i:04d}" + "k" * 996 for i in range(400)]
+    with LocalServer(["--max-inflight-mb", "512", "--max-jobs", "4"], model=str(manifest_path)) as srv:
+        with Client(srv.address) as client:
+            client.create_collection("long-keys")
+            assert all(r.added for r in client.add("long-keys", [buf.getvalue()] * len(keys), keys=keys))
+            pid = srv.proc.pid
+            start = _rss_mb(pid)
+            ch = grpc.insecure_channel(srv.address)
+            stub = duplicates_pb2_grpc.DuplicateServiceStub(ch)
+            request = duplicates_pb2.FindDuplicatesRequest(collection="long-keys", raw_cosine=True, threshold=0.5)
+            unread = [stub.FindDuplicates(request, timeout=120) for _ in range(2)]
+            time.sleep(4)                                   # their jobs done, their answers waiting
+            small = np.zeros((32, 32, 3), np.uint8)
+            t = time.perf_counter()
+            client.embed([encode(Image.fromarray(small), "PNG")])
+            other_call_s = time.perf_counter() - t
+            parts = [e.result for e in stub.FindDuplicates(request, timeout=120) if e.HasField("result")]
+            result = client.find_duplicates("long-keys", raw_cosine=True, threshold=0.5)
+            peak, end = peak_rss_mb(pid) - start, _rss_mb(pid) - start
+            for call in unread:
+                call.cancel()
+            ch.close()
+    assert len(result.pairs) == 400 * 399 // 2 and {p.key_a for p in result.pairs} <= set(keys)
+    assert len(parts) > 10 and parts[0].parts == len(parts) and all(p.ByteSize() < 4 << 20 for p in parts)
+    assert sum(len(p.pairs) for p in parts) == len(result.pairs) and len(result.groups) == 1
+    assert peak < 250 and end < 150, (start, peak, end)
+    assert other_call_s < 2, other_call_s

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .engine.async_embedder import connection
+from . import wire
 from .request_gate import GateRefused, RequestGate
 from .security import OPEN_PREFIXES, RequestRefused, principal
 
@@ -404,7 +405,13 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 return _parse_stream(deser, request, context, method,
                                      self.limiter if client is not None and activity is not None else None,
                                      client, activity, gate, held)
-            message = await _parse_one(deser, request, context, method)
+            part = held[-1] if gated and held else None
+
+            def charge(extra: int) -> None:
+                if part is not None:
+                    _grow_part(held, part, extra)
+            message = await _counted_parse(deser, request, method, charge)
+            request = None   # the parsed message is what the call keeps
             if probe and len(getattr(message, "service", "")) > MAX_PROBE_SERVICE:
                 # A Watch keeps its request while it stays open: 24 Watches naming
                 # a 60 MB service held 6 GB, and needed no token (a twelfth probe).
@@ -616,8 +623,38 @@ def _parse(deser, raw: bytes, method: str):
         raise BadMessage(f"cannot parse the {method} request: {e}") from None
 
 
-async def _parse_one(deser, raw: bytes, context, method: str):
-    return _parse(deser, raw, method)
+async def _counted_parse(deser, raw: bytes, method: str, charge=None):
+    """The request parsed, its fields counted first (``wire.count_fields``)
+    when it is large enough to matter: over ``wire.MAX_FIELDS`` it is
+    refused unparsed (BadMessage), else ``charge(bytes)`` is called with
+    what its fields will cost beyond their wire bytes before the parse
+    allocates them. Counting and parsing a large request run on a thread:
+    millions of tiny fields took seconds, and the event loop serves every
+    other call."""
+    descriptor = getattr(getattr(deser, "__self__", None), "DESCRIPTOR", None)
+    if descriptor is None or len(raw) < wire.COUNT_FROM_BYTES:
+        return _parse(deser, raw, method)
+    fields = await asyncio.to_thread(wire.count_fields, descriptor, raw)
+    if fields > wire.MAX_FIELDS:
+        raise BadMessage(f"the {method} request holds more than {wire.MAX_FIELDS:,} fields (images, keys, "
+                         "annotations and their parts): send it in smaller requests")
+    if charge is not None:
+        charge(max(0, fields * wire.FIELD_BYTES - len(raw)))
+    return await asyncio.to_thread(_parse, deser, raw, method)
+
+
+def _grow_part(held: list, part: tuple, extra: int) -> tuple:
+    """``part`` of ``held`` (gate, client, bytes) grown by ``extra`` bytes,
+    charged to its gate; unchanged when the call's end released it already."""
+    if extra <= 0:
+        return part
+    for i, p in enumerate(held):
+        if p is part:
+            gate, who, n = part
+            gate.hold(who, extra)
+            held[i] = (gate, who, n + extra)
+            return held[i]
+    return part
 
 
 async def _parse_stream(deser, raw_iterator, context, method: str, limiter: CallLimiter | None = None,
@@ -725,7 +762,11 @@ async def _parse_stream(deser, raw_iterator, context, method: str, limiter: Call
             reading = None
             if activity is not None:
                 activity.received()
-            message = _parse(deser, raw, method)
+            def charge(extra: int) -> None:
+                nonlocal message_held
+                if message_held is not None:
+                    message_held = _grow_part(held, message_held, extra)
+            message = await _counted_parse(deser, raw, method, charge)
             raw = None       # not kept while the message is worked on: it doubled a stream's bytes
             yield message
             message = None

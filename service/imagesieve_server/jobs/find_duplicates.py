@@ -11,7 +11,7 @@ from ..analysis.duplicates.find import DuplicateReport
 from ..analysis.duplicates.pairs import TooManyPairs
 from ..checks import duplicates
 from ..collections import Collection, CollectionError
-from .result_parts import result_parts
+from .result_parts import lazy_parts
 from .runner import run_job
 
 # Neighbours an image: a verified search aligns every candidate pair (ms each),
@@ -24,25 +24,35 @@ MAX_KNN_K = 64
 MAX_PAIRS = 500_000
 
 
-def report_message(r: DuplicateReport) -> duplicates_pb2.FindDuplicatesResult:
+def report_lists(r: DuplicateReport) -> tuple[duplicates_pb2.FindDuplicatesResult, list]:
+    """The answer as ``result_parts.lazy_parts`` builds it: the head (every
+    singular field and the warnings) and its pairs and groups, made one at a
+    time from the report's arrays."""
     k = r.keys
-    pairs = [duplicates_pb2.DuplicatePair(key_a=k[i], key_b=k[j], cosine=float(s), exact=bool(e),
-                                          cross_split=bool(c), labels_disagree=bool(d))
-             for i, j, s, e, c, d in zip(r.a.tolist(), r.b.tolist(), r.cosine.tolist(), r.exact,
-                                         r.cross_split, r.labels_disagree)]
-    if r.evidence is not None:
-        ev = r.evidence
-        for p, g, area, mirrored, turned, inverted, inliers, blur in zip(
-                pairs, ev.agreement.tolist(), ev.matched_area.tolist(), ev.mirrored.tolist(), ev.turned.tolist(),
-                ev.inverted.tolist(), ev.keypoint_inliers.tolist(), ev.matched_blur_px.tolist()):
+    a, b, cosine = r.a.tolist(), r.b.tolist(), r.cosine.tolist()
+    ev = r.evidence
+    if ev is not None:
+        evidence = list(zip(ev.agreement.tolist(), ev.matched_area.tolist(), ev.mirrored.tolist(),
+                            ev.turned.tolist(), ev.inverted.tolist(), ev.keypoint_inliers.tolist(),
+                            ev.matched_blur_px.tolist()))
+
+    def pair(i: int) -> duplicates_pb2.DuplicatePair:
+        p = duplicates_pb2.DuplicatePair(key_a=k[a[i]], key_b=k[b[i]], cosine=float(cosine[i]),
+                                         exact=bool(r.exact[i]), cross_split=bool(r.cross_split[i]),
+                                         labels_disagree=bool(r.labels_disagree[i]))
+        if ev is not None:
+            g, area, mirrored, turned, inverted, inliers, blur = evidence[i]
             p.agreement, p.matched_area, p.mirrored = g, area, mirrored
             p.turned_degrees, p.inverted, p.keypoint_inliers, p.matched_blur_px = turned, inverted, inliers, blur
-    return duplicates_pb2.FindDuplicatesResult(
-        pairs=pairs,
-        groups=[duplicates_pb2.DuplicateGroup(keys=[k[i] for i in g.tolist()], min_internal_cosine=float(m))
-                for g, m in zip(r.groups, r.group_min_cosine)],
-        num_images=len(k), threshold=r.threshold, method=r.method, threshold_reason=r.threshold_reason,
-        warnings=r.warnings)
+        return p
+
+    def group(j: int) -> duplicates_pb2.DuplicateGroup:
+        return duplicates_pb2.DuplicateGroup(keys=[k[i] for i in r.groups[j].tolist()],
+                                             min_internal_cosine=float(r.group_min_cosine[j]))
+
+    head = duplicates_pb2.FindDuplicatesResult(num_images=len(k), threshold=r.threshold, method=r.method,
+                                               threshold_reason=r.threshold_reason, warnings=r.warnings)
+    return head, [("pairs", len(a), pair), ("groups", len(r.groups), group)]
 
 
 async def find_duplicates_events(collection: Collection, request, max_pairs: int = MAX_PAIRS):
@@ -82,5 +92,7 @@ async def find_duplicates_events(collection: Collection, request, max_pairs: int
         if kind == "progress":
             yield duplicates_pb2.FindDuplicatesEvent(progress=value)
         else:
-            for part in result_parts(report_message(value)):
+            # Built a part at a time, off the event loop (result_parts.lazy_parts).
+            head, lists = report_lists(value)
+            async for part in lazy_parts(head, lists):
                 yield duplicates_pb2.FindDuplicatesEvent(result=part)

@@ -55,7 +55,7 @@ PACKAGE = ("wesnoth-1.16-data", "1:1.16.9-1", "usr/share/games/wesnoth/1.16/data
 FAMILIES = [   # variants of one design (see the module docstring)
     ["portraits/undead/zombie-boar", "portraits/monsters/woodland_boar"],
     ["portraits/undead/zombie-horse", "portraits/undead/zombie-rider"],
-    ["portraits/undead/zombie-gryphon", "portraits/monsters/gryphon"],
+    ["portraits/undead/zombie-gryphon", "portraits/monsters/gryphon", "portraits/dwarves/gryphon-rider"],
     ["portraits/humans/marshal-2", "portraits/humans/general"],
     ["portraits/nagas/naga-mace_warrior1", "portraits/nagas/naga-mace_warrior2", "portraits/nagas/naga-mace_warrior3"],
     ["portraits/monsters/fire_ant", "portraits/monsters/giant_ant"],

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import gc
 import inspect
@@ -22,6 +23,7 @@ import logging
 import re
 import time
 import uuid
+import weakref
 from typing import Awaitable, Callable
 
 import grpc
@@ -623,24 +625,52 @@ def _parse(deser, raw: bytes, method: str):
         raise BadMessage(f"cannot parse the {method} request: {e}") from None
 
 
+#: Large requests counted and parsed at once, each on a thread of its own
+#: (PARSE_POOL): the rest wait their turn here, not in a queue of the pool.
+PARSE_THREADS = 2
+PARSE_POOL = concurrent.futures.ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="imagesieve-parse")
+_parse_turns: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # event loop -> its Semaphore
+
+
+async def _on_parse_thread(fn, *args):
+    """``fn(*args)`` on PARSE_POOL once one of its threads is free. A turn
+    is given back when the thread's work ends, not when the caller stops
+    waiting: a cancelled call's request stays referenced by its queued work
+    (a review: 30 MB Embeds cancelled while asyncio's shared pool was busy
+    kept +321 MiB after the gate had released them), and that pool serves
+    collection calls too, which large requests held up for seconds."""
+    loop = asyncio.get_running_loop()
+    turns = _parse_turns.get(loop)
+    if turns is None:
+        turns = _parse_turns[loop] = asyncio.Semaphore(PARSE_THREADS)
+    await turns.acquire()
+    try:
+        future = loop.run_in_executor(PARSE_POOL, fn, *args)
+    except BaseException:
+        turns.release()
+        raise
+    future.add_done_callback(lambda _: turns.release())
+    return await future
+
+
 async def _counted_parse(deser, raw: bytes, method: str, charge=None):
     """The request parsed, its fields counted first (``wire.count_fields``)
     when it is large enough to matter: over ``wire.MAX_FIELDS`` it is
     refused unparsed (BadMessage), else ``charge(bytes)`` is called with
     what its fields will cost beyond their wire bytes before the parse
-    allocates them. Counting and parsing a large request run on a thread:
-    millions of tiny fields took seconds, and the event loop serves every
-    other call."""
+    allocates them. Counting and parsing a large request run on a parse
+    thread: millions of tiny fields took seconds, and the event loop serves
+    every other call."""
     descriptor = getattr(getattr(deser, "__self__", None), "DESCRIPTOR", None)
     if descriptor is None or len(raw) < wire.COUNT_FROM_BYTES:
         return _parse(deser, raw, method)
-    fields = await asyncio.to_thread(wire.count_fields, descriptor, raw)
+    fields = await _on_parse_thread(wire.count_fields, descriptor, raw)
     if fields > wire.MAX_FIELDS:
         raise BadMessage(f"the {method} request holds more than {wire.MAX_FIELDS:,} fields (images, keys, "
                          "annotations and their parts): send it in smaller requests")
     if charge is not None:
         charge(max(0, fields * wire.FIELD_BYTES - len(raw)))
-    return await asyncio.to_thread(_parse, deser, raw, method)
+    return await _on_parse_thread(_parse, deser, raw, method)
 
 
 def _grow_part(held: list, part: tuple, extra: int) -> tuple:

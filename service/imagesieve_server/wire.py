@@ -64,12 +64,12 @@ def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
 
 def count_fields(descriptor, data: bytes, limit: int = MAX_FIELDS) -> int:
     """Fields of ``descriptor``'s message that ``data`` (its wire bytes)
-    holds once parsed: every known field occurrence, in nested messages too,
-    and each value of a packed repeated field. Counting stops past
-    ``limit`` (the result is then ``limit + 1`` or a little more), so a
-    request of millions of fields costs ``limit`` steps. Unknown fields are
-    skipped (the parser keeps them as bytes). Malformed bytes end the count
-    where they start: the parser then says what is wrong."""
+    holds: every field occurrence (unknown ones and group markers too), in
+    nested messages too, and each value of a packed repeated field.
+    Counting stops past ``limit`` (the result is then ``limit + 1`` or a
+    little more), so a request of millions of fields costs ``limit`` steps.
+    Malformed bytes end the count where they start: the parser then says
+    what is wrong."""
     count = 0
     stack = [(descriptor, 0, len(data))]
     try:
@@ -80,10 +80,11 @@ def count_fields(descriptor, data: bytes, limit: int = MAX_FIELDS) -> int:
                 tag, pos = _varint(data, pos, end)
                 number, wire_type = tag >> 3, tag & 7
                 kind = layout.get(number)
-                if kind is not None:
-                    count += 1
-                    if count > limit:
-                        return count
+                # Every tag counts, known or not: unknown ones cost the parser
+                # less, but stepping through millions of them here took seconds.
+                count += 1
+                if count > limit:
+                    return count
                 if wire_type == 0:
                     _, pos = _varint(data, pos, end)
                 elif wire_type == 1:

@@ -18,7 +18,7 @@ from imagesieve.v1 import consensus_pb2
 from ..checks import consensus
 from ..collections import Collection, CollectionError
 from .labelled_vectors import check_seed
-from .result_parts import result_parts
+from .result_parts import lazy_parts
 from .runner import run_job
 
 # Bounds on one analysis (peak ~1 GB, about a minute at the largest): cells
@@ -110,31 +110,41 @@ def annotation_matrix(collection: Collection, report=None):
     return np.asarray(ids, np.int64), [meta[i][0] for i in ids], annotators, classes, labels
 
 
-def consensus_message(keys, annotators, classes, labels, res, model_label) -> consensus_pb2.ConsensusResult:
+def consensus_lists(keys, annotators, classes, labels, res, model_label
+                    ) -> tuple[consensus_pb2.ConsensusResult, list]:
+    """The answer as ``result_parts.lazy_parts`` builds it: the head and its
+    lists (images, annotators, ambiguous pairs, review queue), each item made
+    when its part is (a collection at the annotation cap answered ~500 MB)."""
     rank = {int(i): r + 1 for r, i in enumerate(res.review)}
     rows, cols = np.nonzero(labels >= 0)              # by image: each image's labels, not all M columns
     starts = np.searchsorted(rows, np.arange(len(keys) + 1))
     given = labels[rows, cols].tolist()
     cols = cols.tolist()
 
-    def image_labels(i: int) -> dict:
-        return {annotators[cols[p]]: classes[given[p]] for p in range(starts[i], starts[i + 1])}
+    def image(i: int) -> consensus_pb2.ImageConsensus:
+        return consensus_pb2.ImageConsensus(
+            key=keys[i], consensus=classes[res.consensus[i]], quality=float(res.quality[i]),
+            agreement=float(res.agreement[i]), num_labels=int(res.num_labels[i]),
+            labels={annotators[cols[p]]: classes[given[p]] for p in range(starts[i], starts[i + 1])},
+            model_label=classes[model_label[i]] if model_label is not None else "", review_rank=rank.get(i, 0))
 
-    images = [consensus_pb2.ImageConsensus(
-        key=keys[i], consensus=classes[res.consensus[i]], quality=float(res.quality[i]),
-        agreement=float(res.agreement[i]), num_labels=int(res.num_labels[i]), labels=image_labels(i),
-        model_label=classes[model_label[i]] if model_label is not None else "", review_rank=rank.get(i, 0))
-        for i in range(len(keys))]
     st = res.annotators
-    reliability = [consensus_pb2.AnnotatorReliability(
-        annotator=a, num_labels=int(st.num_labels[j]),
-        agreement_with_consensus=float(np.nan_to_num(st.agreement_with_consensus[j])),
-        estimated_accuracy=float(np.nan_to_num(st.estimated_accuracy[j]))) for j, a in enumerate(annotators)]
-    pairs = [consensus_pb2.AmbiguousClassPair(class_a=classes[p.a], class_b=classes[p.b], score=float(p.score),
-                                              suggestion=p.suggestion) for p in res.pairs]
-    return consensus_pb2.ConsensusResult(images=images, annotators=reliability,
-                                         krippendorff_alpha=float(np.nan_to_num(res.alpha)), pairs=pairs,
-                                         method=res.method, review_queue=[keys[int(i)] for i in res.review])
+
+    def reliability(j: int) -> consensus_pb2.AnnotatorReliability:
+        return consensus_pb2.AnnotatorReliability(
+            annotator=annotators[j], num_labels=int(st.num_labels[j]),
+            agreement_with_consensus=float(np.nan_to_num(st.agreement_with_consensus[j])),
+            estimated_accuracy=float(np.nan_to_num(st.estimated_accuracy[j])))
+
+    def pair(k: int) -> consensus_pb2.AmbiguousClassPair:
+        p = res.pairs[k]
+        return consensus_pb2.AmbiguousClassPair(class_a=classes[p.a], class_b=classes[p.b], score=float(p.score),
+                                                suggestion=p.suggestion)
+
+    review = [int(i) for i in res.review]
+    head = consensus_pb2.ConsensusResult(krippendorff_alpha=float(np.nan_to_num(res.alpha)), method=res.method)
+    return head, [("images", len(keys), image), ("annotators", len(annotators), reliability),
+                  ("pairs", len(res.pairs), pair), ("review_queue", len(review), lambda r: keys[review[r]])]
 
 
 # A server's annotation reads and writes at once (ConsensusServicer): they wait
@@ -171,11 +181,12 @@ async def consensus_events(collection: Collection, request, io_slots: asyncio.Se
             x = im.vectors[[where[int(i)] for i in ids]]
         found = consensus.run(labels, len(classes), x, params, class_names=classes, report=reporter.report,
                               without_model="set no_model")
-        return consensus_message(keys, annotators, classes, labels, found.details.result, found.details.model_label)
+        return consensus_lists(keys, annotators, classes, labels, found.details.result, found.details.model_label)
 
     async for kind, value in run_job(work):
         if kind == "progress":
             yield consensus_pb2.ConsensusEvent(progress=value)
         else:
-            for part in result_parts(value):
+            # Built a part at a time, off the event loop (result_parts.lazy_parts).
+            async for part in lazy_parts(*value):
                 yield consensus_pb2.ConsensusEvent(result=part)

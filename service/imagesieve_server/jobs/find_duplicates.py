@@ -26,24 +26,20 @@ MAX_PAIRS = 500_000
 
 def report_lists(r: DuplicateReport) -> tuple[duplicates_pb2.FindDuplicatesResult, list]:
     """The answer as ``result_parts.lazy_parts`` builds it: the head (every
-    singular field and the warnings) and its pairs and groups, made one at a
-    time from the report's arrays."""
-    k = r.keys
-    a, b, cosine = r.a.tolist(), r.b.tolist(), r.cosine.tolist()
-    ev = r.evidence
-    if ev is not None:
-        evidence = list(zip(ev.agreement.tolist(), ev.matched_area.tolist(), ev.mirrored.tolist(),
-                            ev.turned.tolist(), ev.inverted.tolist(), ev.keypoint_inliers.tolist(),
-                            ev.matched_blur_px.tolist()))
+    singular field and the warnings) and its pairs and groups, each made when
+    its part is, from the report's arrays (no list of 500,000 tuples kept
+    while an answer waits to be read)."""
+    k, ev = r.keys, r.evidence
 
     def pair(i: int) -> duplicates_pb2.DuplicatePair:
-        p = duplicates_pb2.DuplicatePair(key_a=k[a[i]], key_b=k[b[i]], cosine=float(cosine[i]),
+        p = duplicates_pb2.DuplicatePair(key_a=k[int(r.a[i])], key_b=k[int(r.b[i])], cosine=float(r.cosine[i]),
                                          exact=bool(r.exact[i]), cross_split=bool(r.cross_split[i]),
                                          labels_disagree=bool(r.labels_disagree[i]))
         if ev is not None:
-            g, area, mirrored, turned, inverted, inliers, blur = evidence[i]
-            p.agreement, p.matched_area, p.mirrored = g, area, mirrored
-            p.turned_degrees, p.inverted, p.keypoint_inliers, p.matched_blur_px = turned, inverted, inliers, blur
+            p.agreement, p.matched_area, p.mirrored = float(ev.agreement[i]), float(ev.matched_area[i]), \
+                bool(ev.mirrored[i])
+            p.turned_degrees, p.inverted = int(ev.turned[i]), bool(ev.inverted[i])
+            p.keypoint_inliers, p.matched_blur_px = int(ev.keypoint_inliers[i]), float(ev.matched_blur_px[i])
         return p
 
     def group(j: int) -> duplicates_pb2.DuplicateGroup:
@@ -52,7 +48,7 @@ def report_lists(r: DuplicateReport) -> tuple[duplicates_pb2.FindDuplicatesResul
 
     head = duplicates_pb2.FindDuplicatesResult(num_images=len(k), threshold=r.threshold, method=r.method,
                                                threshold_reason=r.threshold_reason, warnings=r.warnings)
-    return head, [("pairs", len(a), pair), ("groups", len(r.groups), group)]
+    return head, [("pairs", len(r.a), pair), ("groups", len(r.groups), group)]
 
 
 async def find_duplicates_events(collection: Collection, request, max_pairs: int = MAX_PAIRS):
@@ -82,17 +78,17 @@ async def find_duplicates_events(collection: Collection, request, max_pairs: int
         if not p.threshold and im.signatures is None:      # raw cosine: the collection's threshold
             p = dataclasses.replace(p, threshold=collection.threshold)
         try:
-            return duplicates.run(im.vectors, im.keys, im.labels, im.splits, im.sha256, im.signatures, p,
-                                  report=report, alignment_pool=collection.alignment_pool).details.report
+            found = duplicates.run(im.vectors, im.keys, im.labels, im.splits, im.sha256, im.signatures, p,
+                                   report=report, alignment_pool=collection.alignment_pool).details.report
         except TooManyPairs as e:
             raise CollectionError(f"{e}: raise the threshold, or ask for approximate (at most knn_k pairs an "
                                   "image) or verified pairs", "FAILED_PRECONDITION") from None
+        return report_lists(found)        # on the job's thread
 
     async for kind, value in run_job(work):
         if kind == "progress":
             yield duplicates_pb2.FindDuplicatesEvent(progress=value)
         else:
             # Built a part at a time, off the event loop (result_parts.lazy_parts).
-            head, lists = report_lists(value)
-            async for part in lazy_parts(head, lists):
+            async for part in lazy_parts(*value):
                 yield duplicates_pb2.FindDuplicatesEvent(result=part)

@@ -30,8 +30,8 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .engine.async_embedder import connection
 from . import wire
+from .engine.async_embedder import connection
 from .request_gate import GateRefused, RequestGate
 from .security import OPEN_PREFIXES, RequestRefused, principal
 
@@ -412,6 +412,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             def charge(extra: int) -> None:
                 if part is not None:
                     _grow_part(held, part, extra)
+
             message = await _counted_parse(deser, request, method, charge)
             request = None   # the parsed message is what the call keeps
             if probe and len(getattr(message, "service", "")) > MAX_PROBE_SERVICE:
@@ -792,10 +793,12 @@ async def _parse_stream(deser, raw_iterator, context, method: str, limiter: Call
             reading = None
             if activity is not None:
                 activity.received()
+
             def charge(extra: int) -> None:
                 nonlocal message_held
                 if message_held is not None:
                     message_held = _grow_part(held, message_held, extra)
+
             message = await _counted_parse(deser, raw, method, charge)
             raw = None       # not kept while the message is worked on: it doubled a stream's bytes
             yield message

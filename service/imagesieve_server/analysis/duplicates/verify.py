@@ -1065,8 +1065,8 @@ INLIER_RATIO = 3.0
 
 
 def _runner_up(n: int, a, b, values, among, twins, judged, rank: int = 0) -> np.ndarray:
-    """(P,) for each ``judged`` pair (a, b), the largest (``rank`` 1: the
-    second largest) ``values`` among the other pairs in ``among`` that share
+    """(P,) for each ``judged`` pair (a, b), the largest (``rank`` k: the
+    (k+1)-th largest) ``values`` among the other pairs in ``among`` that share
     one of its images, leaving out those whose other image is a
     byte-identical twin (``twins``: (N,) labels) of the pair's other side: a
     copy matches a file and its twin equally, and each must not count as the
@@ -1155,7 +1155,9 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
 
     Where the look-alikes' cosine level is CROWDED_COSINE or more, a pair
     must also stand out from its images' closest other candidate: its
-    relative disagreement at most RUNNER_RATIO of that one's.
+    relative disagreement at most RUNNER_RATIO of that one's. Everywhere,
+    its layout must stand out from its images' near look-alikes (cards of
+    one deck): see SIBLING_RATIO.
 
     ``layout_only``: (P,) bool, pairs that only the layouts proposed (not
     the embedding's neighbours): they are no image's look-alikes, and a

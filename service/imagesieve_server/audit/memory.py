@@ -90,11 +90,10 @@ def return_freed_memory_to_os(threshold_bytes: int = 128 * 1024) -> bool:
     """Fix glibc's mmap and trim thresholds (see the module docstring) and
     trim the free heap now. True where applied; False on a C library without
     ``mallopt`` (musl, macOS)."""
-    libc = _libc()
-    mallopt = getattr(libc, "mallopt", None)
+    mallopt = getattr(_libc(), "mallopt", None)
     if mallopt is None:
         return False
-    applied = bool(mallopt(M_MMAP_THRESHOLD, threshold_bytes)) and bool(mallopt(M_TRIM_THRESHOLD, threshold_bytes))
+    applied = fix_mmap_threshold(threshold_bytes) and bool(mallopt(M_TRIM_THRESHOLD, threshold_bytes))
     return trim_free_heap() and applied
 
 

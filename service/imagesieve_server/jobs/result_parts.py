@@ -43,6 +43,30 @@ def _item_bytes(field: FieldDescriptor, item) -> int:
     return 11                               # a varint or fixed number at most
 
 
+def _part_bytes(limit: int) -> int:
+    """What one part may hold under a send limit: room for the event around it."""
+    return limit - min(64 << 10, limit // 8)
+
+
+def _runs(head_bytes: int, item_bytes: list[list[int]], limit: int) -> list[list[list[int]]]:
+    """Part boundaries: for each part, its runs [list index, start, stop) of
+    items, filled in order until the next item would pass ``limit`` (an item
+    larger than that goes alone). ``item_bytes``: per list, each item's size."""
+    parts, size = [[]], head_bytes
+    for f, lens in enumerate(item_bytes):
+        for i, n in enumerate(lens):
+            if size + n > limit and size > 0:
+                parts.append([])
+                size = 0
+            run = parts[-1]
+            if run and run[-1][0] == f:
+                run[-1][2] = i + 1
+            else:
+                run.append([f, i, i + 1])
+            size += n
+    return parts
+
+
 def result_parts(result, limit_bytes: int | None = None) -> list:
     """``result`` (a protobuf message with an int32 ``parts`` field) as a
     list of messages of its type: itself when it fits ``limit_bytes``
@@ -51,8 +75,7 @@ def result_parts(result, limit_bytes: int | None = None) -> list:
     goes alone and fails), the first with ``parts`` = how many. Clients
     that took the first result event as the whole answer were sent nothing
     larger than the limit before (it failed), so they see no change below it."""
-    limit = limit_bytes or SEND_LIMIT_BYTES
-    part_bytes = limit - min(64 << 10, limit // 8)
+    part_bytes = _part_bytes(limit_bytes or SEND_LIMIT_BYTES)
     if result.ByteSize() <= part_bytes:
         return [result]
     fields = [f for f in result.DESCRIPTOR.fields if _splittable(f)]
@@ -60,19 +83,17 @@ def result_parts(result, limit_bytes: int | None = None) -> list:
     head.CopyFrom(result)
     for f in fields:
         head.ClearField(f.name)
-    parts, size = [head], head.ByteSize()
-    for f in fields:
-        for item in getattr(result, f.name):
-            n = _item_bytes(f, item)
-            if size + n > part_bytes and size > 0:
-                parts.append(type(result)())
-                size = 0
-            target = getattr(parts[-1], f.name)
-            if f.type == FieldDescriptor.TYPE_MESSAGE:
-                target.add().CopyFrom(item)
+    items = [getattr(result, f.name) for f in fields]
+    runs = _runs(head.ByteSize(), [[_item_bytes(f, x) for x in xs] for f, xs in zip(fields, items)], part_bytes)
+    parts = [head] + [type(result)() for _ in runs[1:]]
+    for part, part_runs in zip(parts, runs):
+        for f, start, stop in part_runs:
+            target = getattr(part, fields[f].name)
+            if fields[f].type == FieldDescriptor.TYPE_MESSAGE:
+                for item in items[f][start:stop]:
+                    target.add().CopyFrom(item)
             else:
-                target.append(item)
-            size += n
+                target.extend(items[f][start:stop])
     parts[0].parts = len(parts)
     return parts
 
@@ -92,29 +113,15 @@ async def lazy_parts(head, lists, part_bytes: int = LAZY_PART_BYTES):
     whole on the event loop (9 s during which no other call was served),
     copied into parts, and each unread answer pinned ~2.3 GB (a probe); now
     one part of at most ``part_bytes`` (and the send limit) at a time."""
-    limit = min(part_bytes, SEND_LIMIT_BYTES)
-    limit -= min(64 << 10, limit // 8)        # room for the event around it
-
     fields = [head.DESCRIPTOR.fields_by_name[name] for name, _, _ in lists]
 
-    def sizes():
-        return [[_item_bytes(f, make(i)) for i in range(n)] for f, (_, n, make) in zip(fields, lists)]
+    def runs():
+        # Each item is made once to be sized and again for its part: a list of
+        # 500,000 pairs is never held whole (about 1.5 s of a thread there).
+        sizes = [[_item_bytes(f, make(i)) for i in range(n)] for f, (_, n, make) in zip(fields, lists)]
+        return _runs(head.ByteSize(), sizes, _part_bytes(min(part_bytes, SEND_LIMIT_BYTES)))
 
-    item_sizes = await asyncio.to_thread(sizes)
-    # Part boundaries as result_parts draws them: (field index, start, stop) runs a part.
-    parts, size = [[]], head.ByteSize()
-    for f, ((name, n, _), lens) in enumerate(zip(lists, item_sizes)):
-        for i, s in enumerate(lens):
-            if size + s > limit and size > 0:
-                parts.append([])
-                size = 0
-            run = parts[-1]
-            if run and run[-1][0] == f:
-                run[-1][2] = i + 1
-            else:
-                run.append([f, i, i + 1])
-            size += s
-    del item_sizes
+    parts = await asyncio.to_thread(runs)
 
     def build(k: int):
         message = type(head)()

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from imagesieve_server.request_gate import GateRefused, RequestGate, gate_capacity
+from imagesieve_server.request_gate import GateRefused, RequestGate, StreamAccount, gate_capacity
 
 MB = 1 << 20
 
@@ -126,6 +126,67 @@ def test_a_streams_turn_is_given_up_only_when_the_stream_is_idle():
         streams[0].cancel()
         await asyncio.gather(*streams, return_exceptions=True)
         assert not gate.reads
+
+    asyncio.run(scenario())
+
+
+def test_streams_that_pause_just_under_the_grace_give_their_turns_up_once_they_have_kept_others_waiting():
+    """Two streams holding both turns, each sending a message every 0.5 s
+    (under stream_idle_s 0.6): before, another client's every read waited
+    for one of their messages; now their idle time while others wait adds
+    up (StreamAccount), and past stream_idle_s in all, a pause of a quarter
+    of it gives the turn up. A stream never idle while others wait owes
+    nothing."""
+    async def scenario():
+        gate = RequestGate(20, 10, receive_timeout_s=30.0, slow_read_s=5.0, stream_idle_s=0.6)
+        loop = asyncio.get_running_loop()
+        evicted = {}
+
+        async def trickle(who):
+            account, last = StreamAccount(), loop.time()
+            while True:
+                turn = await gate.turn(who, 30.0, gate.stream_idle_s, lambda: time.monotonic() - (loop.time() - last),
+                                       account=account)
+                turn.task = asyncio.ensure_future(asyncio.sleep(0.5))     # its client's next message
+                try:
+                    await asyncio.wait((turn.task,))
+                finally:
+                    gate.done(turn)
+                if turn.evicted:
+                    evicted[who] = account.owed_s
+                    return
+                last = loop.time()
+
+        tricklers = [asyncio.create_task(trickle(who)) for who in "ab"]
+        await asyncio.sleep(0.05)
+        waits = []
+        for _ in range(12):
+            begun = loop.time()
+            assert await gate.receive("c", lambda: message(3), 10.0) == b"xxx"
+            gate.release("c", 3)
+            waits.append(loop.time() - begun)
+        # One gave its turn up (the other keeps its own: nobody waits for it now).
+        assert len(evicted) == 1 and min(evicted.values()) >= 0.6
+        assert sum(waits[6:]) < 0.1              # later reads find the turn free
+        assert sum(waits) < 2.0                  # before: ~0.25 s a read, 12 reads ~3 s
+        assert gate.contended_since is None
+        for t in tricklers:
+            t.cancel()
+        await asyncio.gather(*tricklers, return_exceptions=True)
+        assert not gate.reads
+
+    asyncio.run(scenario())
+
+
+def test_a_stream_never_idle_while_others_wait_owes_nothing():
+    async def scenario():
+        gate = RequestGate(20, 10, receive_timeout_s=30.0, stream_idle_s=0.6)
+        account = StreamAccount()
+        turn = await gate.turn("a", 1.0, gate.stream_idle_s, lambda: time.monotonic() - 5.0, account=account)
+        turn.task = asyncio.ensure_future(asyncio.sleep(0.3))
+        await asyncio.wait((turn.task,))
+        gate.done(turn)
+        assert account.owed_s == 0.0             # idle, but nobody waited
 
     asyncio.run(scenario())
 

@@ -1405,6 +1405,60 @@ def test_a_clients_idle_streams_keep_neither_its_unary_calls_nor_its_other_strea
         ch.close()
 
 
+def test_streams_pausing_just_under_the_idle_time_give_their_turns_to_waiting_streams(manifest_path, photos):
+    """The fourteenth probe: streams of two clients sending a request every
+    8 s (under --evict-idle-s 10) held every turn of the stream gate, and a
+    third client's one-message streams took 13-16 s each (each message and
+    the end of the stream waited for a trickler's next request). Now a
+    stream's idle time while others wait adds up over its life, and past
+    --evict-idle-s in all, a pause of a second (a quarter of it, here)
+    gives its turn up: the trickler is closed RESOURCE_EXHAUSTED and the
+    waiting streams pass. Here 256 MiB (two turns, one a client),
+    --evict-idle-s 2, a request every 1.5 s."""
+    tokens = {name: f"{name}-token-long-enough-0123" for name in ("a", "b", "c")}
+    env = {"IMAGESIEVE_TOKENS": ";".join(f"{t} ro {n}" for n, t in tokens.items())}
+    request = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="p", data=photos[0][0])])
+    with LocalServer(["--max-inflight-mb", "256", "--evict-idle-s", "2"], model=str(manifest_path), env=env) as srv:
+        ch, stub = embed_stub(srv.address)
+        stop = threading.Event()
+        ended = {}
+
+        def trickle(name):
+            def requests():
+                while not stop.is_set():
+                    yield request
+                    stop.wait(1.5)
+            try:
+                for _ in stub.EmbedStream(requests(), metadata=(("authorization", f"Bearer {tokens[name]}"),),
+                                          timeout=60):
+                    pass
+                ended[name] = "OK"
+            except grpc.RpcError as e:
+                ended[name] = (e.code(), e.details())
+
+        tricklers = [threading.Thread(target=trickle, args=(n,)) for n in "ab"]
+        for t in tricklers:
+            t.start()
+        time.sleep(1.0)                           # both hold their turns, waiting for their next request
+        took = []
+        try:
+            for _ in range(6):
+                begun = time.monotonic()
+                answers = list(stub.EmbedStream(iter([request]), timeout=30,
+                                                metadata=(("authorization", f"Bearer {tokens['c']}"),)))
+                took.append(time.monotonic() - begun)
+                assert len(answers) == 1 and len(answers[0].embeddings[0].vector) > 0
+        finally:
+            stop.set()
+            for t in tricklers:
+                t.join(30)
+            ch.close()
+        given_up = [v for v in ended.values() if v != "OK"]
+        assert given_up, (ended, took)
+        assert all(code == grpc.StatusCode.RESOURCE_EXHAUSTED and "in pauses" in details for code, details in given_up)
+        assert max(took[3:]) < 1.0, took         # before: 1.5-3.0 s each, as long as the tricklers kept on
+
+
 def test_a_large_decode_leaves_no_resident_memory_behind(manifest_path, tmp_path):
     """A 6000x6000 16-bit PNG decodes through ~80 MB of Pillow blocks (16
     MB each). glibc's mmap threshold moves up to a freed block's size, so

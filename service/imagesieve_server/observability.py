@@ -32,7 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import wire
 from .engine.async_embedder import connection
-from .request_gate import GateRefused, RequestGate
+from .request_gate import GateRefused, RequestGate, StreamAccount
 from .security import OPEN_PREFIXES, RequestRefused, principal
 
 MAX_PROBE_SERVICE = 1024    # characters of the service a health check names (real names: dozens)
@@ -705,6 +705,7 @@ async def _parse_stream(deser, raw_iterator, context, method: str, limiter: Call
     # Since when the stream has been idle (every request answered), else None.
     idle = (lambda: activity.last if activity.pending <= 0 else None) if activity is not None else None
     held = [] if held is None else held
+    account = StreamAccount()    # its idle turns while others waited, over its life
     message_held = None          # (gate, client, bytes) of the message being worked on
     read_ahead = 0               # bytes held for gRPC's read-ahead: the largest message so far
 
@@ -738,7 +739,8 @@ async def _parse_stream(deser, raw_iterator, context, method: str, limiter: Call
                     # A message waits for bytes held unless the stream's room
                     # holds any message already: a 1-byte first message would
                     # otherwise exempt every later 60 MB one (a review).
-                    turn = await gate.turn(who, wait, gate.stream_idle_s, idle, held_ok=read_ahead >= gate.message)
+                    turn = await gate.turn(who, wait, gate.stream_idle_s, idle, held_ok=read_ahead >= gate.message,
+                                           account=account)
                 except GateRefused as e:
                     raise RequestRefused(getattr(grpc.StatusCode, e.code), str(e)) from None
             key, evicted = limiter.idle_begin(client, activity) if limiter is not None else (None, None)
@@ -774,9 +776,10 @@ async def _parse_stream(deser, raw_iterator, context, method: str, limiter: Call
                 gate.timed_out += 1
                 reading.add_done_callback(_retrieved)
                 raise RequestRefused(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                     f"this stream sent nothing for {gate.stream_idle_s:g} s or more while other "
-                                     f"calls waited to send theirs (the server reads {gate.reads_at_once} messages "
-                                     "at once), and was closed; open a stream when there is something to send")
+                                     f"this stream sent nothing for {gate.stream_idle_s:g} s or more, at once or "
+                                     "in pauses while other calls waited to send theirs (the server reads "
+                                     f"{gate.reads_at_once} messages at once), and was closed; open a stream when "
+                                     "there is something to send")
             if not reading.done():
                 reading.cancel()
                 reading.add_done_callback(_retrieved)

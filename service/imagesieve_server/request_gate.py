@@ -31,9 +31,16 @@ budget to 4.7 GB (10 GB with gRPC's BDP probing, which widens that
 read-ahead: off). A stream's later message skips the wait for bytes held
 (``held_ok``) only when its room holds a whole message already. A stream
 waiting for its client's next message holds its turn; it is given up for
-a waiting read only once the stream has been idle (every request
-answered) for ``stream_idle_s`` since its last request or answer, and
-ends RESOURCE_EXHAUSTED, as CallLimiter closes idle streams.
+a waiting read once the stream has been idle (every request answered) for
+``stream_idle_s`` since its last request or answer, and ends
+RESOURCE_EXHAUSTED, as CallLimiter closes idle streams. Idle time while
+others wait also adds up over the stream's life (``StreamAccount``): a
+stream that has kept waiting reads out that long in all gives its turn up
+whenever it has been idle STREAM_YIELD_S while others wait (a quarter of
+``stream_idle_s`` if that is shorter). Without it,
+streams that sent an empty message every 8 s (under ``stream_idle_s``)
+held every turn, and another client's stream waited 13-16 s a message (a
+fourteenth probe).
 """
 from __future__ import annotations
 
@@ -47,6 +54,7 @@ SLOW_READ_S = 5.0        # a read this old is given up when another waits (a 64 
 PROBE_SLOW_READ_S = 0.5  # a health check's, likewise: probes need no token and time out in ~1 s
 IDLE_RECHECK_S = 0.5
 STREAM_IDLE_S = 10.0     # an idle stream's wait for its next message, likewise (CallLimiter's evict_idle_s)
+STREAM_YIELD_S = 1.0     # ... and, once it kept others waiting that long in all, a pause this long (or a quarter)
 
 
 def gate_capacity(budget_bytes: int) -> int:
@@ -64,16 +72,27 @@ class GateRefused(Exception):
         self.code = code
 
 
+class StreamAccount:
+    """One stream's seconds of idle turns while other reads waited
+    (``owed_s``), over all its messages: the gate adds them up."""
+    __slots__ = ("owed_s",)
+
+    def __init__(self):
+        self.owed_s = 0.0
+
+
 class _Read:
     """A read turn. ``grace``: seconds its read may run before it is given
     up for a waiting one; ``idle``: None, or a callable giving since when
     (time.monotonic) it may be given up, None while it may not (a stream:
-    idle since its last request or answer, never with a request in work)."""
-    __slots__ = ("client", "started", "task", "evicted", "grace", "idle")
+    idle since its last request or answer, never with a request in work);
+    ``account``: the stream's StreamAccount (None: not a stream's), and up
+    to when (``counted``) its idle time is in it."""
+    __slots__ = ("client", "started", "task", "evicted", "grace", "idle", "account", "counted")
 
-    def __init__(self, client: str, grace: float, idle=None):
+    def __init__(self, client: str, grace: float, idle=None, account: StreamAccount | None = None):
         self.client, self.started, self.task, self.evicted = client, time.monotonic(), None, False
-        self.grace, self.idle = grace, idle
+        self.grace, self.idle, self.account, self.counted = grace, idle, account, 0.0
 
     def since(self) -> float | None:
         """From when its grace counts, None while it may not be given up."""
@@ -82,11 +101,34 @@ class _Read:
         idle_since = self.idle()
         return None if idle_since is None else max(self.started, idle_since)
 
+    def count_idle(self, now: float, contended_since: float | None) -> None:
+        """Add its idle time since ``contended_since`` (others have waited
+        since then; None: nobody waits) to its stream's account."""
+        if self.account is None or contended_since is None or self.task is None:
+            return
+        since = self.since()
+        if since is not None:
+            start = max(since, contended_since, self.counted)
+            if now > start:
+                self.account.owed_s += now - start
+        self.counted = now
+
+    def given_up_at(self, now: float) -> float | None:
+        """When (time.monotonic) it may be given up if others keep waiting
+        (its account grows meanwhile); None while it may not (busy)."""
+        since = self.since()
+        if since is None:
+            return None
+        if self.account is None:
+            return since + self.grace
+        owes_at = now + max(0.0, self.grace - self.account.owed_s)
+        return min(since + self.grace, max(since + min(STREAM_YIELD_S, self.grace / 4), owes_at))
+
     def may_be_given_up(self, now: float) -> bool:
         if self.task is None or self.task.done() or self.evicted:
             return False
-        since = self.since()
-        return since is not None and now - since >= self.grace
+        at = self.given_up_at(now)
+        return at is not None and now >= at
 
 
 class RequestGate:
@@ -108,6 +150,7 @@ class RequestGate:
         self.held = 0
         self.held_by_client: collections.Counter[str] = collections.Counter()
         self.waiting: collections.deque[tuple[str, asyncio.Future]] = collections.deque()
+        self.contended_since: float | None = None     # since when reads have waited (None: none wait)
         self.timed_out = 0           # reads given up: too slow, alone or while others waited
 
     def _reading(self, client: str) -> int:
@@ -122,14 +165,22 @@ class RequestGate:
 
     def _wake(self) -> None:
         for entry in list(self.waiting):
-            client, fut, grace, idle, held_ok = entry
+            client, fut, grace, idle, held_ok, account = entry
             if fut.done():
                 self.waiting.remove(entry)
             elif self._may_start(client, held_ok):
                 self.waiting.remove(entry)
-                turn = _Read(client, grace, idle)   # its clock starts when the waiter runs its read
+                turn = _Read(client, grace, idle, account)   # its clock starts when the waiter runs its read
                 self.reads.append(turn)
                 fut.set_result(turn)
+        if not self.waiting:
+            self._count_idle()
+            self.contended_since = None
+
+    def _count_idle(self) -> None:
+        now = time.monotonic()
+        for r in self.reads:
+            r.count_idle(now, self.contended_since)
 
     def _evict_slow(self, client: str, held_ok: bool = False) -> float:
         """Give up the oldest read past its grace (slow_read_s; a stream's:
@@ -142,6 +193,7 @@ class RequestGate:
         if not own and len(self.reads) < self.reads_at_once and not held_full:
             return float("inf")
         own = own or (held_full and self.held_by_client[client] >= self.held_per_client)
+        self._count_idle()
         now = time.monotonic()
         mine = [r for r in self.reads if (not own or r.client == client) and (r.idle is not None or not held_full)]
         ready = [r for r in mine if r.may_be_given_up(now)]
@@ -154,9 +206,9 @@ class RequestGate:
                 if r.task is None:
                     waits.append(IDLE_RECHECK_S)
                 elif not r.task.done() and not r.evicted:
-                    since = r.since()
-                    waits.append(IDLE_RECHECK_S if since is None else
-                                 max(since + r.grace - now, IDLE_RECHECK_S if r.idle is not None else 0.0))
+                    at = r.given_up_at(now)
+                    waits.append(IDLE_RECHECK_S if at is None else
+                                 max(at - now, IDLE_RECHECK_S if r.idle is not None and r.account is None else 0.01))
             return min(waits, default=float("inf"))
         oldest = min(ready, key=lambda r: r.started)
         oldest.evicted = True
@@ -207,23 +259,28 @@ class RequestGate:
         return entry.task.result()      # or its error (nothing held then)
 
     async def turn(self, client: str, wait_s: float, grace: float | None = None, idle=None,
-                   held_ok: bool = False) -> _Read:
+                   held_ok: bool = False, account: StreamAccount | None = None) -> _Read:
         """A turn to read one message for ``client``, waiting up to ``wait_s``
         (GateRefused after). The reader sets ``turn.task`` to its read when it
         starts it, which the gate cancels (setting ``turn.evicted``) to give
         the turn to a waiting read once it has run ``grace`` seconds (default
         slow_read_s) and ``idle()`` (if given) is true; ``done(turn)`` ends it.
         ``held_ok``: the turn does not wait for bytes held (a stream's next
-        message, whose room the stream holds already)."""
+        message, whose room the stream holds already). ``account``: the
+        stream's (its idle turns while others wait add up there, and once
+        they reach ``grace`` an idle pause of STREAM_YIELD_S gives the turn
+        up)."""
         grace = self.slow_read_s if grace is None else grace
         if self._may_start(client, held_ok):
-            turn = _Read(client, grace, idle)
+            turn = _Read(client, grace, idle, account)
             self.reads.append(turn)
             return turn
-        return await self._wait_turn(client, wait_s, grace, idle, held_ok)
+        return await self._wait_turn(client, wait_s, grace, idle, held_ok, account)
 
     def done(self, turn: _Read) -> None:
         """``turn``'s read has ended (or will never start)."""
+        if self.contended_since is not None and turn.task is not None:
+            turn.count_idle(time.monotonic(), self.contended_since)
         self.reads.remove(turn)
         self._wake()
 
@@ -232,10 +289,13 @@ class RequestGate:
         self.held += n
         self.held_by_client[client] += n
 
-    async def _wait_turn(self, client: str, wait_s: float, grace: float, idle, held_ok: bool) -> _Read:
+    async def _wait_turn(self, client: str, wait_s: float, grace: float, idle, held_ok: bool,
+                         account: StreamAccount | None) -> _Read:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self.waiting.append((client, fut, grace, idle, held_ok))
+        if self.contended_since is None:
+            self.contended_since = time.monotonic()
+        self.waiting.append((client, fut, grace, idle, held_ok, account))
         deadline = loop.time() + max(0.0, wait_s)
         try:
             while not fut.done():
@@ -251,6 +311,7 @@ class RequestGate:
             if fut.done() and not fut.cancelled():       # granted as we were cancelled
                 self.done(fut.result())
             fut.cancel()
+            self._wake()                                 # forgets it (and the contention, if it was the last)
             raise
         return fut.result()
 

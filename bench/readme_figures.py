@@ -96,6 +96,8 @@ DUPQ = Bench("dup_quality", ("bench/dup_quality.py", "--stream", "40"),
              ("bench/dup_quality.py", "--fashion", "200", "--stream", "8"))
 DUPQ_PROBE = Bench("dup_quality_probe", ("bench/dup_quality.py", "--stream", "0", "--kinds", "probe"),
                    ("bench/dup_quality.py", "--stream", "0", "--kinds", "probe", "--collections", "illustrations"))
+STREAM_GATE = Bench("stream_gate", ("bench/stream_gate.py",),
+                    ("bench/stream_gate.py", "--collections", "photos,fashion", "--fashion", "200"))
 STRANGER = Bench("stranger_audit", ("bench/stranger_audit.py",), None)
 STRANGER_WALLPAPER = Bench("stranger_audit_wallpaper", ("bench/stranger_audit.py", "--kinds", "wallpaper"), None)
 STRANGER_AUGMENT = Bench("stranger_audit_augment", ("bench/stranger_audit.py", "--kinds", "augment"), None)
@@ -169,6 +171,15 @@ FIGURES = [
     Figure("dupq_probe_illustrations_recall", DUPQ_PROBE, ("rows", "illustrations/verified", "recall"),
            lit("verified recall photos / illustrations / icons / Fashion-MNIST") + r"\s+\*\*[\d.]+\s*/\s*" + NUM,
            _EXACT),
+    Figure("stream_gate_illustrations_refused", STREAM_GATE,
+           ("rows", "illustrations/verified", "originals_refused_unrelated"),
+           lit("the verified gate loses ") + NUM + lit(" of 354"), _EXACT),
+    Figure("stream_gate_icons_refused", STREAM_GATE, ("rows", "icons/verified", "originals_refused_unrelated"),
+           lit("of 354, ") + NUM + lit(" of 242"), _EXACT),
+    Figure("stream_gate_fashion_refused", STREAM_GATE, ("rows", "fashion/verified", "originals_refused_unrelated"),
+           lit(" of 242 and ") + NUM + lit(" of 1,500"), _EXACT),
+    Figure("stream_gate_fashion_refused_stage1", STREAM_GATE, ("rows", "fashion/stage1", "originals_refused_unrelated"),
+           cell("| Fashion-MNIST (1,500) | stage 1", 1), _EXACT),
     Figure("stranger_recall", STRANGER, ("recall",), lit("with no other flag (18 s). Recall **") + NUM, _EXACT),
     Figure("stranger_cross_file_pairs", STRANGER, ("cross_file_pairs",),
            lit("so `cross_file_pairs` (") + NUM, _EXACT),

@@ -13,7 +13,7 @@ from imagesieve import Client
 from imagesieve.local_server import LocalServer
 from imagesieve.samples import natural_photos
 
-from conftest import encode, photo_image
+from conftest import digit_image, digit_png, encode, photo_image
 
 
 def altered(data: bytes) -> bytes:
@@ -200,3 +200,31 @@ def test_sigkill_during_adds_loses_nothing_acknowledged(manifest_path, photos, t
         assert all(r.error is not None and r.error.code == "ALREADY_EXISTS" for r in readd)
         near = list(c.check("durable", [altered(data[5])], k=1))[0]
         assert near.verdict == "NEAR_DUPLICATE"                  # the index was rebuilt, not just the store
+
+
+def test_raw_checks_in_a_collection_made_without_a_threshold_use_one_measured_on_its_images(client, digits):
+    """Raw-cosine checks (stage 2 off) compared every new image with a fixed
+    0.75, where scikit-learn's handwritten digits all sit: every new digit
+    was turned away as a near duplicate of a stored one (in a stream of
+    Fashion-MNIST thumbnails, 93%: bench/stream_gate.py). A collection
+    created without a threshold now measures its own from its images, as
+    FindDuplicates does (find.raw_threshold), and reports it; one created
+    with a threshold keeps it. Re-encoded copies are still caught."""
+    x, _ = digits
+    stored = [digit_png(x[i]) for i in range(300)]
+    fresh = [digit_png(x[i]) for i in range(300, 360)]
+    copies = [encode(digit_image(x[i]), "JPEG", quality=95) for i in range(0, 60, 3)]
+    refused, caught, thresholds = {}, {}, {}
+    for name, threshold in (("digits-measured", 0.0), ("digits-fixed", 0.75)):
+        client.create_collection(name, threshold=threshold)
+        assert all(r.added for r in client.add(name, stored, keys=[f"d{i}" for i in range(300)]))
+        new = list(client.check(name, fresh, keys=[f"n{i}" for i in range(60)], raw_cosine=True))
+        refused[name] = sum(r.verdict != "UNIQUE" for r in new)
+        found = list(client.check(name, copies, keys=[f"c{i}" for i in range(20)], raw_cosine=True))
+        caught[name] = sum(r.verdict == "NEAR_DUPLICATE" and r.neighbors[0].key == f"d{3 * i}"
+                           for i, r in enumerate(found))
+        thresholds[name] = next(c.near_duplicate_threshold for c in client.list_collections() if c.name == name)
+        client.drop_collection(name)
+    assert thresholds["digits-fixed"] == pytest.approx(0.75) and thresholds["digits-measured"] > 0.9
+    assert refused["digits-fixed"] == 60 and refused["digits-measured"] <= 30
+    assert caught == {"digits-measured": 20, "digits-fixed": 20}

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.duplicates import verify
-from ..analysis.duplicates.find import (CANDIDATE_THRESHOLD, LAYOUT_K, LAYOUT_MIN, LAYOUT_SIDE,
-                                        STREAM_CANDIDATE_K, coarse_layouts, layout_turns)
+from ..analysis.duplicates.find import (CANDIDATE_THRESHOLD, LAYOUT_K, LAYOUT_MIN, LAYOUT_SIDE, RAW_RANK,
+                                        STREAM_CANDIDATE_K, coarse_layouts, layout_turns, raw_threshold_of)
 from ..engine.signature import SIGNATURE_BYTES, STORED_SIZES, upgrade
 from ..index import faiss_index as fi
 from ..index.faiss_index import index_memory_bytes
@@ -45,8 +45,10 @@ SNAPSHOT = "index.snapshot"
 SNAPSHOT_RETRY_S = 30.0
 # Raw cosine verdicts (verification off): 0.75 suits photos (bench/dup_quality.py, "stage 1").
 # Tiny or glyph-like images pair up far more easily: verified verdicts (the default) judge
-# each candidate against its look-alikes instead (analysis.duplicates.verify).
+# each candidate against its look-alikes instead (analysis.duplicates.verify), and a
+# collection created without a threshold measures its own for raw ones (raw_threshold).
 DEFAULT_THRESHOLD = 0.75
+RAW_SAMPLE = 512         # stored images whose neighbours measure a raw threshold from the data
 DERIVED_KEPT = 4          # derived results a collection keeps (``keep_derived``)
 LAYOUT_RETRY_S = 60.0     # after a failed build of the coarse-layout index, checks go without it this long
 # A collection's coarse-layout index is built inside the first verified check
@@ -205,6 +207,11 @@ class Collection:
         self.model = store.get_setting("model")
         self.index_kind = store.get_setting("index_kind", "flat")
         self.threshold = float(store.get_setting("threshold", DEFAULT_THRESHOLD))
+        # Created without a threshold (or by a version that stored the default for it):
+        # raw-cosine checks use one measured on the collection's own images (raw_threshold).
+        self.threshold_from_data = bool(store.get_setting("threshold_from_data",
+                                                          self.threshold == DEFAULT_THRESHOLD))
+        self._raw_threshold: tuple[float, str, int] | None = None    # (cosine, reason, images measured)
         self.snapshot_every = snapshot_every
         self._lock = threading.RLock()
         self._since_snapshot = 0
@@ -255,7 +262,8 @@ class Collection:
         except OSError as e:
             raise storage_error(e, f"cannot create collection {name!r}") from e
         return cls.open(path, settings=dict(name=name, dim=int(dim), model=model, index_kind=index_kind,
-                                            threshold=float(threshold or DEFAULT_THRESHOLD), created=time.time()),
+                                            threshold=float(threshold or DEFAULT_THRESHOLD),
+                                            threshold_from_data=not threshold, created=time.time()),
                         **kw)
 
     @classmethod
@@ -481,6 +489,38 @@ class Collection:
         return [[Neighbor(meta[i][0], float(s), meta[i][1], meta[i][2])
                  for s, i in zip(srow, irow) if i >= 0 and i in meta] for srow, irow in zip(sims, ids)]
 
+    def raw_threshold(self) -> tuple[float, str]:
+        """(cosine, reason): where a raw-cosine check calls an image a near
+        duplicate. The threshold the collection was created with; created
+        without one, the collection's own, as FindDuplicates derives one
+        (find.raw_threshold): a fixed 0.75 turned away 93% of a stream of
+        Fashion-MNIST thumbnails and 42% of one artist's clip art
+        (bench/stream_gate.py). Measured on up to RAW_SAMPLE stored images'
+        RAW_RANK-th nearest neighbours, and again whenever the collection
+        has doubled since."""
+        if not self.threshold_from_data:
+            return self.threshold, f"{self.threshold:.3f}, the collection's own setting"
+        with self._lock:
+            n = int(self.index.ntotal)
+            measured = self._raw_threshold
+            if measured is None or n >= 2 * measured[2] or measured[2] <= RAW_RANK < n:
+                look_alike = np.zeros(0, np.float32)
+                if n > RAW_RANK:
+                    sample = self.store.sample_vectors(RAW_SAMPLE, seed=n)
+                    # The RAW_RANK-th neighbour besides the image itself (rank 0).
+                    near = self.search(sample, RAW_RANK + 1)
+                    look_alike = np.array([row[RAW_RANK].cosine for row in near if len(row) > RAW_RANK],
+                                          np.float32)
+                self._raw_threshold = measured = (*raw_threshold_of(look_alike), n)
+            return measured[0], measured[1]
+
+    @property
+    def threshold_asked(self) -> float:
+        """The raw threshold for a job over the whole collection
+        (FindDuplicates): 0 (find_duplicates derives one from all the
+        images) when the collection was created without one."""
+        return 0.0 if self.threshold_from_data else self.threshold
+
     def twin(self, sha256: str) -> Neighbor | None:
         """The stored image with these exact bytes (same content hash), as a
         neighbour at cosine 1 with its label and split; None if there is none."""
@@ -671,7 +711,7 @@ class Collection:
                 # would follow a look-alike the layouts passed).
                 neighbors.sort(key=lambda n: (not n.verified, -(n.agreement + n.keypoint_inliers / 100)
                                               if n.verified else 0.0, -n.cosine))
-            elif neighbors and neighbors[0].cosine >= (threshold or self.threshold):
+            elif neighbors and neighbors[0].cosine >= (threshold or self.raw_threshold()[0]):
                 verdict = Verdict.NEAR_DUPLICATE
             else:
                 verdict = Verdict.UNIQUE
@@ -786,7 +826,7 @@ class Collection:
             snap = self.path / SNAPSHOT
             return CollectionInfo(
                 name=self.name, num_images=self.store.count(), dim=self.dim, model=self.model,
-                index_kind=self.index_kind, structure=self.structure, threshold=self.threshold,
+                index_kind=self.index_kind, structure=self.structure, threshold=self.raw_threshold()[0],
                 images_per_label=self.store.counts_by("label"), images_per_split=self.store.counts_by("split"),
                 index_bytes=self.index_bytes,
                 last_snapshot_unix_s=snap.stat().st_mtime if snap.exists() else 0.0)

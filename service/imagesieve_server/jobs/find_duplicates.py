@@ -76,7 +76,7 @@ async def find_duplicates_events(collection: Collection, request, max_pairs: int
         im = collection.all_images(with_signatures=params.verify)
         p = params
         if not p.threshold and im.signatures is None:      # raw cosine: the collection's threshold
-            p = dataclasses.replace(p, threshold=collection.threshold)
+            p = dataclasses.replace(p, threshold=collection.threshold_asked)
         try:
             found = duplicates.run(im.vectors, im.keys, im.labels, im.splits, im.sha256, im.signatures, p,
                                    report=report, alignment_pool=collection.alignment_pool).details.report

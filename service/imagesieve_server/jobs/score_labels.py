@@ -89,7 +89,7 @@ def conflicting_duplicates(data: LabelledVectors, collection, report=None) -> np
     collection's raw-cosine threshold), refined by ``checks.label_conflicts``
     (one definition, whichever RPC asks)."""
     raw = data.signatures is None
-    params = duplicates.Params(threshold=collection.threshold if raw and collection is not None else 0.0,
+    params = duplicates.Params(threshold=collection.threshold_asked if raw and collection is not None else 0.0,
                                verify=not raw)
     sha = data.sha256 or [""] * len(data.keys)
     # Verifying a collection's candidates is most of a ScoreLabels job (~1

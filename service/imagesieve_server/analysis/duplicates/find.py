@@ -106,7 +106,15 @@ def raw_threshold(vectors: np.ndarray, report: Callable | None = None) -> tuple[
     the images reach to their RAW_RANK-th nearest neighbour."""
     if len(vectors) <= RAW_RANK:
         return RAW_FLOOR, f"the default {RAW_FLOOR:.2f} (too few images to measure)"
-    look_alike = np.concatenate([s[:, -1] for _, s, _ in knn_chunks(vectors, RAW_RANK)])
+    return raw_threshold_of(np.concatenate([s[:, -1] for _, s, _ in knn_chunks(vectors, RAW_RANK)]))
+
+
+def raw_threshold_of(look_alike: np.ndarray) -> tuple[float, str]:
+    """:func:`raw_threshold` from (M,) images' cosines to their RAW_RANK-th
+    nearest neighbour (all images', or a sample's)."""
+    look_alike = np.asarray(look_alike, np.float32).ravel()
+    if look_alike.size == 0:
+        return RAW_FLOOR, f"the default {RAW_FLOOR:.2f} (too few images to measure)"
     q = float(np.quantile(look_alike, 1 - RAW_NEIGHBOUR_SHARE))
     if q <= RAW_FLOOR:
         return RAW_FLOOR, (f"the default {RAW_FLOOR:.2f} ({RAW_NEIGHBOUR_SHARE:.0%} of the images have "

@@ -83,7 +83,7 @@ def run_gate(vectors, signatures, sha, source, family, n_orig: int, order, verif
                     continue
                 # Verified: the neighbours stage 2 confirmed; raw cosine: those at the threshold.
                 matched = [int(n.key) for n in out.neighbors
-                           if (n.verified if verified else n.cosine >= col.threshold)]
+                           if (n.verified if verified else n.cosine >= col.raw_threshold()[0])]
                 if any(source[j] == source[c] for j in matched):
                     caught += 1
                 elif matched and not any(family[j] == family[c] for j in matched):

@@ -269,3 +269,27 @@ def test_annotations_are_capped_and_go_with_their_image(tmp_path):
         assert store.add_annotations([("k2", "b", "cat")], max_total=2) == [("", "")]
     finally:
         store.close()
+
+
+def test_a_measured_raw_threshold_is_kept_across_restarts_and_older_stores_keep_their_own(tmp_path, rng):
+    """Created without a threshold, a collection measures its raw one on
+    its images (here clustered vectors: their look-alikes sit far above
+    0.75) and keeps it in its settings, so a restart reports it without
+    measuring again. A store of an earlier version (no threshold_from_data
+    setting: it stored 0.75 for "none" and for an explicit 0.75 alike)
+    keeps its fixed threshold, as a review asked."""
+    centre = rng.normal(size=DIM)
+    c = Collection.create(tmp_path / "m", "m", DIM, "test-model")
+    c.add([image(f"k{i}", centre + 0.2 * rng.normal(size=DIM)) for i in range(40)])
+    measured, reason = c.raw_threshold()
+    assert measured > 0.9 and "from the data" in reason
+    c.close()
+    again = Collection.open(tmp_path / "m")
+    assert again._raw_threshold is not None and again.info().threshold == pytest.approx(measured)
+    with again.store._using() as db:
+        db.execute("DELETE FROM settings WHERE name='threshold_from_data'")
+    again.close()
+    old = Collection.open(tmp_path / "m")
+    assert not old.threshold_from_data and old.raw_threshold()[0] == pytest.approx(0.75)
+    assert old.threshold_asked == pytest.approx(0.75)
+    old.close()

@@ -191,6 +191,64 @@ def test_a_stream_never_idle_while_others_wait_owes_nothing():
     asyncio.run(scenario())
 
 
+def test_uploading_large_messages_back_to_back_runs_up_no_account():
+    """A stream counts as idle while its next message arrives (every
+    request answered): a review found one uploading large messages back to
+    back, 0.6 s each, closed after 3 while others waited. A turn that read
+    a message gets back the time such a message may take (slow_read_s for
+    the largest)."""
+    async def scenario():
+        gate = RequestGate(20, 10, receive_timeout_s=30.0, slow_read_s=1.0, stream_idle_s=2.0)
+        account, last, sent = StreamAccount(), time.monotonic(), 0
+
+        async def uploader():
+            nonlocal last, sent
+            while sent < 8:
+                turn = await gate.turn("a", 30.0, gate.stream_idle_s, lambda: last, account=account)
+                turn.task = asyncio.ensure_future(asyncio.sleep(0.6))    # a large message arriving
+                await asyncio.wait((turn.task,))
+                gate.done(turn, received=10)
+                assert not turn.evicted
+                sent, last = sent + 1, time.monotonic()
+
+        async def other(who):                   # another client's stream, always wanting a turn
+            while True:
+                turn = await gate.turn(who, 30.0)
+                turn.task = asyncio.ensure_future(asyncio.sleep(0.6))
+                await asyncio.wait((turn.task,))
+                gate.done(turn)
+        others = [asyncio.create_task(other(w)) for w in "bc"]
+        await asyncio.wait_for(uploader(), 30)
+        assert sent == 8 and account.owed_s < 0.5
+        for o in others:
+            o.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_a_client_waiting_beyond_its_share_charges_no_other_stream():
+    """4 turns, 2 a client: a client holding its 2 and asking for a third
+    waits, but a turn is free, so nobody stands in its way and another
+    client's idle stream is not charged (a review: it was, 1.5 s)."""
+    async def scenario():
+        gate = RequestGate(40, 10, receive_timeout_s=30.0, stream_idle_s=0.6)
+        account, since = StreamAccount(), time.monotonic()
+        s = await gate.turn("s", 1.0, gate.stream_idle_s, lambda: since, account=account)
+        s.task = asyncio.ensure_future(asyncio.sleep(100))
+        mine = [await gate.turn("c", 1.0) for _ in range(2)]
+        for t in mine:
+            t.task = asyncio.ensure_future(asyncio.sleep(100))
+        with pytest.raises(GateRefused):
+            await gate.turn("c", 1.0)
+        assert account.owed_s == 0.0 and not s.evicted and gate.contended_since is None
+        for t in (s, *mine):
+            t.task.cancel()
+            gate.done(t)
+
+    asyncio.run(scenario())
+
+
 def test_a_stream_holds_room_for_its_read_ahead_and_its_next_message_skips_that_wait():
     """Bytes held stop new reads, but not a stream's own next message
     (``held_ok``): its room is held already. Another client's read waits

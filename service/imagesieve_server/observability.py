@@ -768,10 +768,12 @@ async def _parse_stream(deser, raw_iterator, context, method: str, limiter: Call
                 if turn is not None:
                     # Its bytes held before the turn is free: the next read
                     # is admitted on a count that includes them.
+                    received = 0
                     if (not turn.evicted and reading.done() and not reading.cancelled()
                             and reading.exception() is None):
-                        hold_message(len(reading.result()))
-                    gate.done(turn)
+                        received = len(reading.result())
+                        hold_message(received)
+                    gate.done(turn, received)
             if turn is not None and turn.evicted:
                 gate.timed_out += 1
                 reading.add_done_callback(_retrieved)

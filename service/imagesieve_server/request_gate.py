@@ -86,13 +86,14 @@ class _Read:
     up for a waiting one; ``idle``: None, or a callable giving since when
     (time.monotonic) it may be given up, None while it may not (a stream:
     idle since its last request or answer, never with a request in work);
-    ``account``: the stream's StreamAccount (None: not a stream's), and up
-    to when (``counted``) its idle time is in it."""
-    __slots__ = ("client", "started", "task", "evicted", "grace", "idle", "account", "counted")
+    ``account``: the stream's StreamAccount (None: not a stream's), up to
+    when (``counted``) its idle time is in it, and how much this turn added
+    (``charged``)."""
+    __slots__ = ("client", "started", "task", "evicted", "grace", "idle", "account", "counted", "charged")
 
     def __init__(self, client: str, grace: float, idle=None, account: StreamAccount | None = None):
         self.client, self.started, self.task, self.evicted = client, time.monotonic(), None, False
-        self.grace, self.idle, self.account, self.counted = grace, idle, account, 0.0
+        self.grace, self.idle, self.account, self.counted, self.charged = grace, idle, account, 0.0, 0.0
 
     def since(self) -> float | None:
         """From when its grace counts, None while it may not be given up."""
@@ -111,6 +112,7 @@ class _Read:
             start = max(since, contended_since, self.counted)
             if now > start:
                 self.account.owed_s += now - start
+                self.charged += now - start
         self.counted = now
 
     def given_up_at(self, now: float) -> float | None:
@@ -149,8 +151,11 @@ class RequestGate:
         self.reads: list[_Read] = []
         self.held = 0
         self.held_by_client: collections.Counter[str] = collections.Counter()
-        self.waiting: collections.deque[tuple[str, asyncio.Future]] = collections.deque()
-        self.contended_since: float | None = None     # since when reads have waited (None: none wait)
+        # (client, future, grace, idle, held_ok, account) of each read waiting for its turn
+        self.waiting: collections.deque[tuple] = collections.deque()
+        # Since when reads have waited while the gate was full (None: not now): a waiter held back
+        # only by its own client's share charges no one else's stream.
+        self.contended_since: float | None = None
         self.timed_out = 0           # reads given up: too slow, alone or while others waited
 
     def _reading(self, client: str) -> int:
@@ -173,7 +178,16 @@ class RequestGate:
                 turn = _Read(client, grace, idle, account)   # its clock starts when the waiter runs its read
                 self.reads.append(turn)
                 fut.set_result(turn)
-        if not self.waiting:
+        self._contention_changed()
+
+    def _contention_changed(self) -> None:
+        """Start or end the stretch in which idle stream turns are charged:
+        reads wait while every turn, or every byte held, is taken."""
+        full = len(self.reads) >= self.reads_at_once or self.held >= self.capacity
+        contended = full and any(not entry[1].done() for entry in self.waiting)
+        if contended and self.contended_since is None:
+            self.contended_since = time.monotonic()
+        elif not contended and self.contended_since is not None:
             self._count_idle()
             self.contended_since = None
 
@@ -274,13 +288,20 @@ class RequestGate:
         if self._may_start(client, held_ok):
             turn = _Read(client, grace, idle, account)
             self.reads.append(turn)
+            self._contention_changed()
             return turn
         return await self._wait_turn(client, wait_s, grace, idle, held_ok, account)
 
-    def done(self, turn: _Read) -> None:
-        """``turn``'s read has ended (or will never start)."""
+    def done(self, turn: _Read, received: int = 0) -> None:
+        """``turn``'s read has ended (or will never start); ``received``:
+        the bytes of the message it read. Its stream gets back the time such
+        a message takes to arrive (slow_read_s for the largest one): a stream
+        counts as idle while a message arrives, and one uploading large
+        messages back to back must not run up an account."""
         if self.contended_since is not None and turn.task is not None:
             turn.count_idle(time.monotonic(), self.contended_since)
+        if received > 0 and turn.account is not None and turn.charged > 0:
+            turn.account.owed_s -= min(turn.charged, self.slow_read_s * received / self.message)
         self.reads.remove(turn)
         self._wake()
 
@@ -288,14 +309,14 @@ class RequestGate:
         """``n`` bytes received for ``client`` are held until ``release``."""
         self.held += n
         self.held_by_client[client] += n
+        self._contention_changed()
 
     async def _wait_turn(self, client: str, wait_s: float, grace: float, idle, held_ok: bool,
                          account: StreamAccount | None) -> _Read:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        if self.contended_since is None:
-            self.contended_since = time.monotonic()
         self.waiting.append((client, fut, grace, idle, held_ok, account))
+        self._contention_changed()
         deadline = loop.time() + max(0.0, wait_s)
         try:
             while not fut.done():

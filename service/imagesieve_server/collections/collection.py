@@ -207,11 +207,12 @@ class Collection:
         self.model = store.get_setting("model")
         self.index_kind = store.get_setting("index_kind", "flat")
         self.threshold = float(store.get_setting("threshold", DEFAULT_THRESHOLD))
-        # Created without a threshold (or by a version that stored the default for it):
-        # raw-cosine checks use one measured on the collection's own images (raw_threshold).
-        self.threshold_from_data = bool(store.get_setting("threshold_from_data",
-                                                          self.threshold == DEFAULT_THRESHOLD))
-        self._raw_threshold: tuple[float, str, int] | None = None    # (cosine, reason, images measured)
+        # Created without a threshold: raw-cosine checks use one measured on the collection's
+        # own images (raw_threshold). A store of an earlier version keeps its fixed one (it
+        # stored 0.75 for "none" and for an explicit 0.75 alike).
+        self.threshold_from_data = bool(store.get_setting("threshold_from_data", False))
+        measured = store.get_setting("raw_threshold_measured")      # [cosine, reason, images measured]
+        self._raw_threshold: tuple[float, str, int] | None = tuple(measured) if measured else None
         self.snapshot_every = snapshot_every
         self._lock = threading.RLock()
         self._since_snapshot = 0
@@ -497,7 +498,7 @@ class Collection:
         Fashion-MNIST thumbnails and 42% of one artist's clip art
         (bench/stream_gate.py). Measured on up to RAW_SAMPLE stored images'
         RAW_RANK-th nearest neighbours, and again whenever the collection
-        has doubled since."""
+        has doubled since (kept in its settings across restarts)."""
         if not self.threshold_from_data:
             return self.threshold, f"{self.threshold:.3f}, the collection's own setting"
         with self._lock:
@@ -512,7 +513,17 @@ class Collection:
                     look_alike = np.array([row[RAW_RANK].cosine for row in near if len(row) > RAW_RANK],
                                           np.float32)
                 self._raw_threshold = measured = (*raw_threshold_of(look_alike), n)
+                try:
+                    self.store.set_settings(raw_threshold_measured=list(measured))
+                except CollectionError:      # a full disk: measured again after a restart
+                    log.warning("collection %s: could not keep its measured raw threshold", self.name)
             return measured[0], measured[1]
+
+    def _reported_threshold(self) -> float:
+        """The raw threshold as last measured (info(): without measuring)."""
+        if not self.threshold_from_data:
+            return self.threshold
+        return self._raw_threshold[0] if self._raw_threshold is not None else DEFAULT_THRESHOLD
 
     @property
     def threshold_asked(self) -> float:
@@ -826,7 +837,7 @@ class Collection:
             snap = self.path / SNAPSHOT
             return CollectionInfo(
                 name=self.name, num_images=self.store.count(), dim=self.dim, model=self.model,
-                index_kind=self.index_kind, structure=self.structure, threshold=self.raw_threshold()[0],
+                index_kind=self.index_kind, structure=self.structure, threshold=self._reported_threshold(),
                 images_per_label=self.store.counts_by("label"), images_per_split=self.store.counts_by("split"),
                 index_bytes=self.index_bytes,
                 last_snapshot_unix_s=snap.stat().st_mtime if snap.exists() else 0.0)

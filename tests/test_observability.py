@@ -14,6 +14,8 @@ from imagesieve import Client
 from imagesieve.local_server import LocalServer
 from imagesieve.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
 
+from conftest import encode, photo_image
+
 
 def metrics_url(srv: LocalServer) -> str:
     for line in srv.log:
@@ -91,6 +93,32 @@ def test_metrics_move_with_real_calls(obs_server, photos):
     assert value(after, "imagesieve_request_gate", kind="held_bytes") == 0
     assert value(after, "imagesieve_request_gate", kind="reading") == 0
     assert value(after, "imagesieve_request_gate_reads_given_up_total") == 0
+
+
+def test_check_verdicts_are_counted_per_collection_and_method(obs_server, photos):
+    """A gate that turns away an implausible share of what it is shown (a
+    raw threshold too low for thumbnails: 93% of a stream of Fashion-MNIST,
+    bench/stream_gate.py) shows in /metrics, per collection and method,
+    exact duplicates answered by content hash included."""
+    data = [d for d, _, _ in photos]
+    smaller = photo_image(data[1])
+    copy = encode(smaller.resize((smaller.width * 3 // 4, smaller.height * 3 // 4)), "JPEG", quality=60)
+    with Client(obs_server.address, timeout=60) as c:
+        c.create_collection("gated")
+        verdicts = [r.verdict for r in c.check("gated", [data[0], data[1], data[2], data[0], copy],
+                                               keys=list("abcde"), add_if_unique=True)]
+        assert verdicts == ["UNIQUE", "UNIQUE", "UNIQUE", "EXACT_DUPLICATE", "NEAR_DUPLICATE"]
+        assert [r.verdict for r in c.check("gated", [data[5]], keys=["f"], raw_cosine=True)] == ["UNIQUE"]
+    after = scrape(obs_server)
+
+    def count(verdict, method):
+        return value(after, "imagesieve_collection_check_verdicts_total", collection="gated", verdict=verdict,
+                     method=method)
+    assert (count("unique", "verified"), count("exact_duplicate", "verified"),
+            count("near_duplicate", "verified"), count("unique", "raw_cosine")) == (3, 1, 1, 1)
+    assert count("near_duplicate", "raw_cosine") == 0                  # every series is there from the start
+    assert ("imagesieve_collection_check_verdicts_total",
+            (("collection", "gated"), ("method", "raw_cosine"), ("verdict", "near_duplicate"))) in after
 
 
 def test_request_id_is_echoed_and_logged_as_json(obs_server, photos):

@@ -112,15 +112,23 @@ class _EngineCollector:
                                     labels=["collection"])
         bytes_g = GaugeMetricFamily("imagesieve_collection_index_bytes", "Index size per collection",
                                     labels=["collection"])
+        # A gate turning away an implausible share of what it is shown (a raw threshold too
+        # low for glyph-like images, pictures of one template) is something to alert on.
+        verdicts = CounterMetricFamily("imagesieve_collection_check_verdicts",
+                                       "CheckDuplicates verdicts per collection since it was opened "
+                                       "(method: verified or raw_cosine)", labels=["collection", "verdict", "method"])
         for name in self.collections.names():
             try:   # index figures only: a scrape must not scan the store
                 c = self.collections.get(name)
                 sizes_g.add_metric([name], int(c.index.ntotal))
                 bytes_g.add_metric([name], c.index_bytes)
+                for (verdict, method), n in list(c.verdicts.items()):
+                    verdicts.add_metric([name, verdict, method], n)
             except Exception:  # noqa: BLE001 - a collection dropped during the scrape
                 continue
         yield sizes_g
         yield bytes_g
+        yield verdicts
         yield GaugeMetricFamily("imagesieve_collections_failed",
                                 "Collections on disk that could not be loaded (listed with load_error)",
                                 value=len(self.collections.failed()))

@@ -213,6 +213,11 @@ class Collection:
         self.threshold_from_data = bool(store.get_setting("threshold_from_data", False))
         measured = store.get_setting("raw_threshold_measured")      # [cosine, reason, images measured]
         self._raw_threshold: tuple[float, str, int] | None = tuple(measured) if measured else None
+        # Checks' verdicts since the collection was opened, by (verdict name, method) - see
+        # count_verdict: a gate that turns away an implausible share shows in /metrics.
+        # Every key from the start: a scrape iterates it while checks count (no key ever inserted).
+        self.verdicts: collections.Counter[tuple[str, str]] = collections.Counter(
+            {(v.name.lower(), m): 0 for v in Verdict for m in ("verified", "raw_cosine")})
         self.snapshot_every = snapshot_every
         self._lock = threading.RLock()
         self._since_snapshot = 0
@@ -532,6 +537,12 @@ class Collection:
         images) when the collection was created without one."""
         return 0.0 if self.threshold_from_data else self.threshold
 
+    def count_verdict(self, verdict: Verdict, verified: bool) -> None:
+        """One more check answered ``verdict`` (``verified``: by stage 2,
+        else by raw cosine). The servicer answers exact duplicates itself
+        (by content hash, before any embedding) and counts them here too."""
+        self.verdicts[(verdict.name.lower(), "verified" if verified else "raw_cosine")] += 1
+
     def twin(self, sha256: str) -> Neighbor | None:
         """The stored image with these exact bytes (same content hash), as a
         neighbour at cosine 1 with its label and split; None if there is none."""
@@ -726,6 +737,7 @@ class Collection:
                 verdict = Verdict.NEAR_DUPLICATE
             else:
                 verdict = Verdict.UNIQUE
+            self.count_verdict(verdict, verified)
             added = False
             if add_if_unique and verdict == Verdict.UNIQUE:
                 outcome = self.add([image], packs=[pack])[0]

@@ -7,7 +7,7 @@ import math
 
 from imagesieve.v1 import duplicates_pb2, duplicates_pb2_grpc
 
-from ..collections import CollectionError, CollectionManager, Neighbor
+from ..collections import CollectionError, CollectionManager, Neighbor, Verdict
 from ..engine.async_embedder import AsyncEmbedder, connection
 from ..engine.batcher import QueueFullError
 from ..engine.fair_pool import FairPool
@@ -160,6 +160,7 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
             elif twin is not None:
                 r.verdict = duplicates_pb2.VERDICT_EXACT_DUPLICATE
                 r.neighbors.extend(neighbor_messages([twin]))
+                c.count_verdict(Verdict.EXACT_DUPLICATE, not request.raw_cosine)
             else:
                 res = await asyncio.wrap_future(self.checks.submit(
                     owner, c.check, new, k, request.threshold, request.add_if_unique, not request.raw_cosine))

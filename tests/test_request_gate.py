@@ -178,6 +178,46 @@ def test_streams_that_pause_just_under_the_grace_give_their_turns_up_once_they_h
     asyncio.run(scenario())
 
 
+def test_a_client_reopening_its_streams_gets_no_fresh_credit_and_its_record_fades():
+    """The account is the client's, not a stream's: a stream given up and
+    reopened by the same client yields at its first pause while others
+    wait; another client's new stream keeps the whole grace. A client's
+    record halves every ACCOUNT_HALF_LIFE_S."""
+    from imagesieve_server import request_gate
+
+    async def scenario():
+        gate = RequestGate(20, 10, receive_timeout_s=30.0, stream_idle_s=0.6)    # 2 turns, 1 a client
+        gate.account_for("a").owed_s = 5.0                # a client that kept others waiting before
+        since = time.monotonic()
+        turns = {}
+
+        async def stream(who):                            # waits for its client's next message
+            turns[who] = turn = await gate.turn(who, 1.0, gate.stream_idle_s, lambda: since,
+                                                account=gate.account_for(who))
+            turn.task = asyncio.ensure_future(asyncio.sleep(100))
+            try:
+                await asyncio.wait((turn.task,))
+            finally:
+                gate.done(turn)
+        streams = [asyncio.create_task(stream(who)) for who in "ab"]
+        await asyncio.sleep(0)
+        begun = time.monotonic()
+        assert await gate.receive("c", lambda: message(3), 5.0) == b"xxx"
+        assert turns["a"].evicted and not turns["b"].evicted
+        assert time.monotonic() - begun < 0.5             # a's pause of 0.15 s sufficed; b had 0.6 s of grace
+        for t in streams:
+            t.cancel()
+        await asyncio.gather(*streams, return_exceptions=True)
+        gate.release("c", 3)
+        assert gate.account_for("a") is gate.account_for("a") and gate.account_for("b").owed_s < 0.5
+
+    asyncio.run(scenario())
+    account = StreamAccount()
+    account.owed_s = 8.0
+    account._at -= request_gate.ACCOUNT_HALF_LIFE_S
+    assert account.owed_s == pytest.approx(4.0)
+
+
 def test_a_stream_never_idle_while_others_wait_owes_nothing():
     async def scenario():
         gate = RequestGate(20, 10, receive_timeout_s=30.0, stream_idle_s=0.6)

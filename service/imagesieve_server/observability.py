@@ -32,7 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import wire
 from .engine.async_embedder import connection
-from .request_gate import GateRefused, RequestGate, StreamAccount
+from .request_gate import GateRefused, RequestGate
 from .security import OPEN_PREFIXES, RequestRefused, principal
 
 MAX_PROBE_SERVICE = 1024    # characters of the service a health check names (real names: dozens)
@@ -713,7 +713,7 @@ async def _parse_stream(deser, raw_iterator, context, method: str, limiter: Call
     # Since when the stream has been idle (every request answered), else None.
     idle = (lambda: activity.last if activity.pending <= 0 else None) if activity is not None else None
     held = [] if held is None else held
-    account = StreamAccount()    # its idle turns while others waited, over its life
+    account = gate.account_for(who) if gate is not None else None   # the client's idle turns while others waited
     message_held = None          # (gate, client, bytes) of the message being worked on
     read_ahead = 0               # bytes held for gRPC's read-ahead: the largest message so far
 

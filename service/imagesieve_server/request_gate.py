@@ -34,12 +34,13 @@ waiting for its client's next message holds its turn; it is given up for
 a waiting read once the stream has been idle (every request answered) for
 ``stream_idle_s`` since its last request or answer, and ends
 RESOURCE_EXHAUSTED, as CallLimiter closes idle streams. Idle time while
-others wait also adds up over the stream's life (``StreamAccount``): a
-stream that has kept waiting reads out that long in all gives its turn up
-whenever it has been idle STREAM_YIELD_S while others wait (a quarter of
-``stream_idle_s`` if that is shorter). Without it,
-streams that sent an empty message every 8 s (under ``stream_idle_s``)
-held every turn, and another client's stream waited 13-16 s a message (a
+others wait also adds up over all of a client's streams (``StreamAccount``,
+halving every minute): once a client has kept waiting reads out that long
+in all, its stream gives its turn up whenever it has been idle
+STREAM_YIELD_S while others wait (a quarter of ``stream_idle_s`` if that is
+shorter), and a stream it reopens starts with no fresh credit. Without it,
+streams that sent an empty message every 8 s (under ``stream_idle_s``) held
+every turn, and another client's stream waited 13-16 s a message (a
 fourteenth probe).
 """
 from __future__ import annotations
@@ -55,6 +56,8 @@ PROBE_SLOW_READ_S = 0.5  # a health check's, likewise: probes need no token and 
 IDLE_RECHECK_S = 0.5
 STREAM_IDLE_S = 10.0     # an idle stream's wait for its next message, likewise (CallLimiter's evict_idle_s)
 STREAM_YIELD_S = 1.0     # ... and, once it kept others waiting that long in all, a pause this long (or a quarter)
+ACCOUNT_HALF_LIFE_S = 60.0   # a client's record of idle turns fades by half in this time
+MAX_ACCOUNTS = 4096          # clients' records kept; beyond, the faded ones are dropped
 
 
 def gate_capacity(budget_bytes: int) -> int:
@@ -73,12 +76,22 @@ class GateRefused(Exception):
 
 
 class StreamAccount:
-    """One stream's seconds of idle turns while other reads waited
-    (``owed_s``), over all its messages: the gate adds them up."""
-    __slots__ = ("owed_s",)
+    """One client's seconds of idle stream turns while other reads waited
+    (``owed_s``), over all its streams and messages (RequestGate.account_for:
+    a stream reopened after being given up starts with no fresh credit),
+    halving every ACCOUNT_HALF_LIFE_S."""
+    __slots__ = ("_owed", "_at")
 
     def __init__(self):
-        self.owed_s = 0.0
+        self._owed, self._at = 0.0, time.monotonic()
+
+    @property
+    def owed_s(self) -> float:
+        return self._owed * 0.5 ** ((time.monotonic() - self._at) / ACCOUNT_HALF_LIFE_S)
+
+    @owed_s.setter
+    def owed_s(self, value: float) -> None:
+        self._owed, self._at = max(0.0, value), time.monotonic()
 
 
 class _Read:
@@ -156,7 +169,17 @@ class RequestGate:
         # Since when reads have waited while the gate was full (None: not now): a waiter held back
         # only by its own client's share charges no one else's stream.
         self.contended_since: float | None = None
+        self.accounts: dict[str, StreamAccount] = {}
         self.timed_out = 0           # reads given up: too slow, alone or while others waited
+
+    def account_for(self, client: str) -> StreamAccount:
+        """``client``'s StreamAccount, shared by all its streams."""
+        account = self.accounts.get(client)
+        if account is None:
+            if len(self.accounts) >= MAX_ACCOUNTS:
+                self.accounts = {k: a for k, a in self.accounts.items() if a.owed_s >= 0.01}
+            account = self.accounts[client] = StreamAccount()
+        return account
 
     def _reading(self, client: str) -> int:
         return sum(r.client == client for r in self.reads)

@@ -218,6 +218,7 @@ class Collection:
         # Every key from the start: a scrape iterates it while checks count (no key ever inserted).
         self.verdicts: collections.Counter[tuple[str, str]] = collections.Counter(
             {(v.name.lower(), m): 0 for v in Verdict for m in ("verified", "raw_cosine")})
+        self._verdicts_lock = threading.Lock()    # not the collection's: the event loop counts too
         self.snapshot_every = snapshot_every
         self._lock = threading.RLock()
         self._since_snapshot = 0
@@ -541,7 +542,8 @@ class Collection:
         """One more check answered ``verdict`` (``verified``: by stage 2,
         else by raw cosine). The servicer answers exact duplicates itself
         (by content hash, before any embedding) and counts them here too."""
-        self.verdicts[(verdict.name.lower(), "verified" if verified else "raw_cosine")] += 1
+        with self._verdicts_lock:
+            self.verdicts[(verdict.name.lower(), "verified" if verified else "raw_cosine")] += 1
 
     def twin(self, sha256: str) -> Neighbor | None:
         """The stored image with these exact bytes (same content hash), as a

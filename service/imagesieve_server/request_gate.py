@@ -99,7 +99,7 @@ class _Read:
     up for a waiting one; ``idle``: None, or a callable giving since when
     (time.monotonic) it may be given up, None while it may not (a stream:
     idle since its last request or answer, never with a request in work);
-    ``account``: the stream's StreamAccount (None: not a stream's), up to
+    ``account``: its client's StreamAccount (None: not a stream's), up to
     when (``counted``) its idle time is in it, and how much this turn added
     (``charged``)."""
     __slots__ = ("client", "started", "task", "evicted", "grace", "idle", "account", "counted", "charged")
@@ -117,7 +117,7 @@ class _Read:
 
     def count_idle(self, now: float, contended_since: float | None) -> None:
         """Add its idle time since ``contended_since`` (others have waited
-        since then; None: nobody waits) to its stream's account."""
+        since then; None: nobody waits) to its client's account."""
         if self.account is None or contended_since is None or self.task is None:
             return
         since = self.since()
@@ -304,9 +304,9 @@ class RequestGate:
         slow_read_s) and ``idle()`` (if given) is true; ``done(turn)`` ends it.
         ``held_ok``: the turn does not wait for bytes held (a stream's next
         message, whose room the stream holds already). ``account``: the
-        stream's (its idle turns while others wait add up there, and once
-        they reach ``grace`` an idle pause of STREAM_YIELD_S gives the turn
-        up)."""
+        client's (``account_for``: its streams' idle turns while others wait
+        add up there, and once they reach ``grace`` an idle pause of
+        STREAM_YIELD_S gives the turn up)."""
         grace = self.slow_read_s if grace is None else grace
         if self._may_start(client, held_ok):
             turn = _Read(client, grace, idle, account)

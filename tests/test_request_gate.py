@@ -15,6 +15,17 @@ async def message(n):
     return b"x" * n
 
 
+async def waiting_stream(gate, who, turns, idle, next_message, account=None):
+    """A stream's turn waiting for its client's next message (the coroutine
+    ``next_message``); ``turns[who]`` is the turn."""
+    turns[who] = turn = await gate.turn(who, 1.0, gate.stream_idle_s, idle, account=account)
+    turn.task = asyncio.ensure_future(next_message)
+    try:
+        await asyncio.wait((turn.task,))
+    finally:
+        gate.done(turn)
+
+
 def test_turns_follow_the_budget_and_the_message_limit():
     assert gate_capacity(256 * MB) == 128 * MB
     gate = RequestGate(gate_capacity(256 * MB), 64 * MB)
@@ -104,14 +115,9 @@ def test_a_streams_turn_is_given_up_only_when_the_stream_is_idle():
         busy = {"a": True, "b": False}
         turns = {}
 
-        async def stream(who):                              # waits for its client's next message
-            turns[who] = turn = await gate.turn(who, 1.0, gate.stream_idle_s, lambda: None if busy[who] else 0.0)
-            turn.task = asyncio.ensure_future(never.wait())
-            try:
-                await asyncio.wait((turn.task,))
-            finally:
-                gate.done(turn)
-        streams = [asyncio.create_task(stream(who)) for who in "ab"]
+        streams = [asyncio.create_task(waiting_stream(gate, who, turns, lambda w=who: None if busy[w] else 0.0,
+                                                      never.wait()))
+                   for who in "ab"]
         await asyncio.sleep(0)
         loop = asyncio.get_running_loop()
         begun = loop.time()
@@ -191,15 +197,9 @@ def test_a_client_reopening_its_streams_gets_no_fresh_credit_and_its_record_fade
         since = time.monotonic()
         turns = {}
 
-        async def stream(who):                            # waits for its client's next message
-            turns[who] = turn = await gate.turn(who, 1.0, gate.stream_idle_s, lambda: since,
-                                                account=gate.account_for(who))
-            turn.task = asyncio.ensure_future(asyncio.sleep(100))
-            try:
-                await asyncio.wait((turn.task,))
-            finally:
-                gate.done(turn)
-        streams = [asyncio.create_task(stream(who)) for who in "ab"]
+        streams = [asyncio.create_task(waiting_stream(gate, who, turns, lambda: since, asyncio.sleep(100),
+                                                      gate.account_for(who)))
+                   for who in "ab"]
         await asyncio.sleep(0)
         begun = time.monotonic()
         assert await gate.receive("c", lambda: message(3), 5.0) == b"xxx"

@@ -216,6 +216,12 @@ def test_a_client_reopening_its_streams_gets_no_fresh_credit_and_its_record_fade
     account.owed_s = 8.0
     account._at -= request_gate.ACCOUNT_HALF_LIFE_S
     assert account.owed_s == pytest.approx(4.0)
+    # Records are bounded however many clients come: the faded go, then those owing least.
+    gate = RequestGate(20, 10)
+    for i in range(2 * request_gate.MAX_ACCOUNTS):
+        gate.account_for(f"ipv6:[::{i:x}]").owed_s = 1.0 + i
+    assert len(gate.accounts) <= request_gate.MAX_ACCOUNTS
+    assert f"ipv6:[::{2 * request_gate.MAX_ACCOUNTS - 2:x}]" in gate.accounts and "ipv6:[::0]" not in gate.accounts
 
 
 def test_a_stream_never_idle_while_others_wait_owes_nothing():

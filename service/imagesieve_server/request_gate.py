@@ -177,7 +177,9 @@ class RequestGate:
         account = self.accounts.get(client)
         if account is None:
             if len(self.accounts) >= MAX_ACCOUNTS:
-                self.accounts = {k: a for k, a in self.accounts.items() if a.owed_s >= 0.01}
+                # The faded records go; if too many clients still owe, those owing most are kept.
+                owing = sorted(((a.owed_s, k) for k, a in self.accounts.items() if a.owed_s >= 0.01), reverse=True)
+                self.accounts = {k: self.accounts[k] for _, k in owing[:MAX_ACCOUNTS // 2]}
             account = self.accounts[client] = StreamAccount()
         return account
 

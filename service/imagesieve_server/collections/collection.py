@@ -486,15 +486,19 @@ class Collection:
         with self._lock:
             if self.index.ntotal == 0 or k <= 0:
                 return [[] for _ in range(len(v))]
-            if fi.is_lossy(self.index):
-                # Compressed codes: the candidates re-ranked by the stored full vectors.
-                sims, ids = fi.search_reranked(self.index, v, min(k, int(self.index.ntotal)),
-                                               self.store.vectors_for_ids)
-            else:
-                sims, ids = fi.search(self.index, v, min(k, int(self.index.ntotal)))
+            sims, ids = self._nearest(v, k)
             meta = self.store.metadata(sorted({int(i) for i in ids.ravel() if i >= 0}))
         return [[Neighbor(meta[i][0], float(s), meta[i][1], meta[i][2])
                  for s, i in zip(srow, irow) if i >= 0 and i in meta] for srow, irow in zip(sims, ids)]
+
+    def _nearest(self, v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(cosines, ids) (M, <= k) of the stored images nearest to ``v``
+        (M, D); a compressed index's candidates re-ranked by the stored full
+        vectors. Call with the lock held, on a non-empty index."""
+        k = min(k, int(self.index.ntotal))
+        if fi.is_lossy(self.index):
+            return fi.search_reranked(self.index, v, k, self.store.vectors_for_ids)
+        return fi.search(self.index, v, k)
 
     def raw_threshold(self) -> tuple[float, str]:
         """(cosine, reason): where a raw-cosine check calls an image a near
@@ -514,10 +518,9 @@ class Collection:
                 look_alike = np.zeros(0, np.float32)
                 if n > RAW_RANK:
                     sample = self.store.sample_vectors(RAW_SAMPLE, seed=n)
-                    # The RAW_RANK-th neighbour besides the image itself (rank 0).
-                    near = self.search(sample, RAW_RANK + 1)
-                    look_alike = np.array([row[RAW_RANK].cosine for row in near if len(row) > RAW_RANK],
-                                          np.float32)
+                    # The RAW_RANK-th neighbour besides the image itself (rank 0); cosines only.
+                    sims, ids = self._nearest(sample, RAW_RANK + 1)
+                    look_alike = sims[ids[:, RAW_RANK] >= 0, RAW_RANK].astype(np.float32)
                 self._raw_threshold = measured = (*raw_threshold_of(look_alike), n)
                 try:
                     self.store.set_settings(raw_threshold_measured=list(measured))

@@ -131,11 +131,7 @@ async def lazy_parts(head, lists, part_bytes: int = LAZY_PART_BYTES):
                 message.parts = len(parts)
         for f, start, stop in parts[k]:
             name, _, make = lists[f]
-            target = getattr(message, name)
-            if fields[f].type == FieldDescriptor.TYPE_MESSAGE:
-                target.extend(make(i) for i in range(start, stop))
-            else:
-                target.extend([make(i) for i in range(start, stop)])
+            getattr(message, name).extend([make(i) for i in range(start, stop)])   # a message's or a value's
         return message
 
     for k in range(len(parts)):

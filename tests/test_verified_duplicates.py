@@ -935,6 +935,44 @@ def test_skies_are_profiles_and_pair_only_with_their_copies(embedder, photos):
     assert all(float(vectors[x] @ vectors[y]) > 0.85 for x, y in skies_paired), skies_paired
 
 
+def _tilted_sky(seed: int, degrees: float) -> Image.Image:
+    """A sky whose horizon runs askew (a gradient from corner to corner):
+    a larger sky turned, its middle cut out, so no corner of the canvas shows."""
+    big = _sky(seed, 900, 900).rotate(degrees, resample=Image.BICUBIC)
+    return big.crop((210, 300, 690, 620))
+
+
+def test_a_profile_running_in_any_direction_is_a_profile(embedder, photos):
+    """Skies turned 20-70 degrees (a horizon running from corner to corner)
+    are as one-dimensional as upright ones: their thumbnails vary along one
+    direction only, and a crop of one, stretched, fits any other. Measured
+    only on rows and columns, these 12 distinct skies made 4 pairs, 3 of
+    them at cosine 0.60-0.63 on their layouts alone. Now they pair only
+    where their embeddings are as close as copies', and the copies whose
+    embedding stayed close are found; photos, upright or turned, are no
+    profiles. The cost, measured here too: a copy whose JPEG blocks moved
+    its embedding to 0.80 (as far as two distinct skies) is no longer found
+    by its layout."""
+    angles = [20, 35, 50, 70, 25, 40, 55, 65, 30, 45, 60, 68]
+    skies = [_tilted_sky(100 + k, angles[k]) for k in range(12)]
+    blobs = [encode(im, "PNG") for im in skies]
+    blobs += [encode(skies[k].resize((360, 240)), "JPEG", quality=70) for k in range(3)]   # copies of 0-2
+    pictures = [photo_image(d) for d, _, _ in photos[:6]]
+    blobs += [encode(im.rotate(35 * (i % 2), expand=True), "JPEG", quality=92) for i, im in enumerate(pictures)]
+    vectors, sigs = _embed(embedder, blobs)
+    # One of them (55 degrees, a dim purple over a dark band) measures 0.87 in gray: a near profile.
+    assert one_dimensional(sigs[:15]).sum() >= 14 and not one_dimensional(sigs[15:]).any()
+    rep = find_duplicates(vectors, [str(i) for i in range(len(blobs))], [""] * len(blobs), [""] * len(blobs),
+                          [hashlib.sha256(b).hexdigest() for b in blobs], signatures=sigs)
+    found = {(int(x), int(y)) for x, y in zip(rep.a, rep.b)}
+    close_copies = {(k, 12 + k) for k in range(3) if float(vectors[k] @ vectors[12 + k]) >= 0.85}
+    assert len(close_copies) >= 2 and close_copies <= found, (close_copies, found)
+    skies_paired = [p for p in found if p[0] < 12 and p[1] < 12]
+    assert all(float(vectors[x] @ vectors[y]) > 0.9 for x, y in skies_paired), \
+        [(p, round(float(vectors[p[0]] @ vectors[p[1]]), 3)) for p in skies_paired]
+    assert not any(x >= 15 or y >= 15 for x, y in found), found
+
+
 def test_a_partial_match_of_a_simple_piece_is_no_evidence(photos):
     """A probe on UI screenshots found unrelated pictures paired at
     agreement 0.92-0.999 by a quarter of their frame: a menu's edge, a grey

@@ -747,8 +747,12 @@ def near_identical_matches(evidence: "PairEvidence", cosine) -> np.ndarray:
 # its column means (a sky, a gradient, a strip of water) has a profile, not a
 # layout: any crop of one fits part of any other of the same profile, at
 # agreement 0.90-0.996 (a probe on game art: 51 of 56 unrelated pairs had
-# such a picture on one side).
+# such a picture on one side). A profile may run in any direction (a gradient
+# from corner to corner): the thumbnail is also measured along the direction
+# its gradients point to (the structure tensor's), its pixels binned by their
+# position along it, PROFILE_BINS bins, as the rows or columns bin them.
 ONE_DIMENSIONAL = 0.9
+PROFILE_BINS = 48
 
 
 def one_dimensional(signatures, chunk: int = 4096) -> np.ndarray:
@@ -763,8 +767,30 @@ def one_dimensional(signatures, chunk: int = 4096) -> np.ndarray:
         total = (t * t).sum(axis=(1, 2))
         rows = (t.mean(axis=2) ** 2).sum(axis=1) * SIDE
         cols = (t.mean(axis=1) ** 2).sum(axis=1) * SIDE
-        out[s:s + chunk] = (total > 0) & (np.maximum(rows, cols) >= ONE_DIMENSIONAL * total)
+        explained = np.maximum(np.maximum(rows, cols), _along_gradients(t))
+        out[s:s + chunk] = (total > 0) & (explained >= ONE_DIMENSIONAL * total)
     return out
+
+
+def _along_gradients(t: np.ndarray) -> np.ndarray:
+    """(n,) the variance of (n, SIDE, SIDE) zero-mean thumbnails ``t``
+    (summed over pixels, like the rows' and columns' in one_dimensional)
+    that the means of PROFILE_BINS bands across their dominant gradient
+    direction explain; that direction from the structure tensor (its
+    gradients' outer products summed), 0 for a picture with none."""
+    n = len(t)
+    gy, gx = np.gradient(t, axis=(1, 2))
+    jxx, jyy, jxy = (gx * gx).sum(axis=(1, 2)), (gy * gy).sum(axis=(1, 2)), (gx * gy).sum(axis=(1, 2))
+    angle = 0.5 * np.arctan2(2 * jxy, jxx - jyy)                 # (n,) radians: where intensity changes
+    y, x = np.mgrid[0:SIDE, 0:SIDE].astype(np.float32)
+    pos = np.cos(angle)[:, None, None] * x + np.sin(angle)[:, None, None] * y
+    lo, hi = pos.min(axis=(1, 2), keepdims=True), pos.max(axis=(1, 2), keepdims=True)
+    bins = np.minimum((pos - lo) / np.maximum(hi - lo, 1e-6) * PROFILE_BINS, PROFILE_BINS - 1).astype(np.int64)
+    bins += np.arange(n)[:, None, None] * PROFILE_BINS             # one set of bins an image
+    sums = np.bincount(bins.ravel(), weights=t.ravel().astype(np.float64), minlength=n * PROFILE_BINS)
+    counts = np.bincount(bins.ravel(), minlength=n * PROFILE_BINS)
+    between = np.where(counts > 0, sums * sums / np.maximum(counts, 1), 0.0)
+    return between.reshape(n, PROFILE_BINS).sum(axis=1).astype(np.float32)
 
 
 def check_signatures(signatures, name: str = "signatures") -> np.ndarray:

@@ -175,6 +175,49 @@ def test_inline_embedding_holds_the_jobs_one_slot(one_job_server, photos):
         assert {e.progress.stage for e in events[:-1]} >= {"embedding", "fold 1/2"}
 
 
+def test_an_answer_nobody_reads_holds_no_analysis_slot(one_job_server, photos):
+    """A job's slot is given back when its work ends, not when its answer has
+    been sent: a client whose ScoreLabels answer (~400 KB: 1,000-byte keys,
+    every image a suspect) sits unread behind HTTP/2 flow control (a 64 KB
+    window, no BDP probing) held --max-jobs 1's only slot for as long as it
+    kept the call open, and every other client's job was refused
+    RESOURCE_EXHAUSTED (a fifteenth probe, with no CPU spent after the first
+    seconds). Now the other client's job runs once the first one's work is
+    done, while that answer still waits; and the answer, read at last, is
+    whole (in parts of at most 4 MiB)."""
+    labels = ["ab"[i % 2] for i in range(96)]
+    images = [common_pb2.Image(key=f"{i:04d}" + "k" * 996, data=photos[i % len(photos)][0], label=labels[i])
+              for i in range(96)]
+    request = analysis_pb2.ScoreLabelsRequest(source=inline(images), folds=2, top_fraction=1.0)
+    slow_reader = grpc.insecure_channel(one_job_server.address, options=[
+        ("grpc.http2.bdp_probe", 0), ("grpc.max_send_message_length", 64 * MB)])
+    channel, stubs = stubs_for(one_job_server.address)
+    quick = analysis_pb2.ScoreLabelsRequest(source=inline(photo_images(photos, 12)), folds=2)
+    with slow_reader, channel:
+        unread = analysis_pb2_grpc.AnalysisServiceStub(slow_reader).ScoreLabels(request, timeout=120)
+        assert next(unread).progress.stage == "embedding"      # it holds the slot; nothing more is read
+        started = time.monotonic()
+        outcomes = []
+        while time.monotonic() - started < 60:
+            events, error = drain(stubs.analysis.ScoreLabels(quick, timeout=60))
+            outcomes.append("OK" if error is None else error.code().name)
+            if error is None:
+                break
+            assert error.code() == EXHAUSTED, error
+            time.sleep(0.5)
+        assert outcomes[-1] == "OK", outcomes
+        assert outcomes[0] == "RESOURCE_EXHAUSTED", outcomes     # the first job did hold the slot
+        assert len(events[-1].result.scores) == 12
+        result = analysis_pb2.ScoreLabelsResult()
+        parts = 0
+        for event in unread:                                    # read at last
+            if event.HasField("result"):
+                result.MergeFrom(event.result)
+                parts += 1
+        assert len(result.scores) == 96 and len(result.suspects) == 96, (len(result.scores), len(result.suspects))
+        assert result.scores[5].key.startswith("0005") and parts >= 1
+
+
 # -- folds and seeds ---------------------------------------------------------
 
 def test_folds_that_cannot_work_are_refused_in_our_words(stubs, photos):

@@ -146,3 +146,32 @@ def test_request_id_is_echoed_and_logged_as_json(obs_server, photos):
     assert any(r.get("request_id") == generated for r in records)
     # Every log line the server wrote after start-up is one JSON object.
     assert all(json.loads(line) for line in obs_server.log if line.startswith("{"))
+
+
+def test_an_answer_the_client_left_is_logged_as_one_info_line():
+    """gRPC core logs ERROR with a traceback when it cannot write a streaming
+    answer because the call has ended (a fifteenth probe: cancelled
+    ScoreLabels calls whose answers waited to be sent, one traceback each);
+    the filter makes it one INFO line naming the method. Other errors of
+    that logger stay as they were."""
+    import logging
+    import sys
+
+    from imagesieve_server.observability import CancelledWriteFilter, quiet_cancelled_writes
+    quiet_cancelled_writes()
+    quiet_cancelled_writes()                     # once, however often it is called
+    core = logging.getLogger("grpc._cython.cygrpc")
+    assert sum(isinstance(f, CancelledWriteFilter) for f in core.filters) == 1
+    try:
+        raise RuntimeError("Failed execute_batch")
+    except RuntimeError:
+        exc = sys.exc_info()
+    record = core.makeRecord(core.name, logging.ERROR, "server.pyx.pxi", 733,
+                             "ExecuteBatchError raised in core by servicer method "
+                             "[/imagesieve.v1.AnalysisService/ScoreLabels]", (), exc)
+    assert CancelledWriteFilter().filter(record)
+    assert record.levelno == logging.INFO and record.exc_info is None
+    assert record.getMessage().endswith("[/imagesieve.v1.AnalysisService/ScoreLabels]")
+    assert "could not be sent" in record.getMessage()
+    other = core.makeRecord(core.name, logging.ERROR, "server.pyx.pxi", 737, "Unexpected [%s] raised", ("X",), exc)
+    assert CancelledWriteFilter().filter(other) and other.levelno == logging.ERROR and other.exc_info is exc

@@ -906,8 +906,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class CancelledWriteFilter(logging.Filter):
+    """gRPC core logs an ERROR with a traceback when a streaming handler's
+    answer cannot be written because its client has left (a cancelled
+    ScoreLabels whose answer was waiting to be sent: a fifteenth probe). The
+    access log already says CANCELLED; this is no fault of the server, so it
+    becomes one INFO line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and "ExecuteBatchError raised in core" in str(record.msg):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            method = record.getMessage().rsplit(" ", 1)[-1]
+            record.msg = "an answer could not be sent: the call had ended (cancelled, or past its deadline) %s"
+            record.args = (method,)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_cancelled_writes() -> None:
+    """Install :class:`CancelledWriteFilter` on gRPC core's logger (once)."""
+    core = logging.getLogger("grpc._cython.cygrpc")
+    if not any(isinstance(f, CancelledWriteFilter) for f in core.filters):
+        core.addFilter(CancelledWriteFilter())
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Root logging: ``fmt`` "json" (one object per line) or "text"."""
+    quiet_cancelled_writes()
     handler = logging.StreamHandler()
     handler.addFilter(RequestContextFilter())
     if fmt == "json":

@@ -48,33 +48,39 @@ SLOTS = JobSlots(os.cpu_count() or 1)
 
 class JobSlot:
     """One of ``SLOTS``, taken on creation (JobsBusy when none is free) and
-    given back once its last holder lets go. A job that embeds images first
+    given back once its holder lets go. A job that embeds images first
     takes it before the embedding and hands it to ``run_job``, so the job
-    holds exactly one slot from its first embedding to its end::
+    holds exactly one slot from its first embedding to the end of its work::
 
         with JobSlot() as slot:
             ...embed...
             async for kind, value in run_job(work, slot): ...
 
-    ``run_job`` adds its worker thread as a holder: the slot stays taken
-    until both the caller's ``with`` has ended and the work has stopped (a
-    cancelled call does not free it while its thread still computes)."""
+    ``run_job`` takes the caller's hold over (``hand_over``) for its worker
+    thread: the slot is free once the work has stopped, whether or not the
+    caller is still sending the answer (a client that never read its answer
+    held a slot for as long as it kept the call open, a fifteenth probe),
+    and not before (a cancelled call does not free it while its thread still
+    computes). The ``with`` gives it back itself only if it was never handed
+    over (the embedding failed, or the call ended first)."""
 
     def __init__(self):
         SLOTS.take()
-        self._holders = 1
+        self._held = True
+        self._handed = False
         self._lock = threading.Lock()
 
-    def share(self) -> None:
+    def hand_over(self) -> None:
+        """The caller's hold now belongs to whoever calls ``release`` next
+        (the job's worker); the caller's ``with`` no longer gives it back."""
         with self._lock:
-            if self._holders == 0:
-                raise RuntimeError("this job slot was already given back")
-            self._holders += 1
+            if not self._held or self._handed:
+                raise RuntimeError("this job slot was already given back or handed over")
+            self._handed = True
 
     def release(self) -> None:
         with self._lock:
-            self._holders -= 1
-            last = self._holders == 0
+            last, self._held = self._held, False
         if last:
             SLOTS.give_back()
 
@@ -82,7 +88,8 @@ class JobSlot:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.release()
+        if not self._handed:
+            self.release()
 
 
 class ProgressReporter:
@@ -122,12 +129,12 @@ async def run_job(work: Callable[[ProgressReporter], Any],
                   slot: JobSlot | None = None) -> AsyncIterator[tuple[str, Any]]:
     """Yield ("progress", JobProgress) events, then ("result", value). Exceptions
     of ``work`` propagate; closing the iterator cancels the work. The work
-    runs under ``slot`` (one the caller already holds, see JobSlot) or a slot
-    of its own: JobsBusy when every slot is taken."""
+    runs under ``slot`` (one the caller holds and hands over, see JobSlot)
+    or a slot of its own: JobsBusy when every slot is taken. Either way the
+    slot is given back when the work stops."""
     if slot is None:
-        slot = JobSlot()            # the worker is its only holder
-    else:
-        slot.share()                # the caller's and the worker's
+        slot = JobSlot()
+    slot.hand_over()
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     cancelled = threading.Event()

@@ -100,6 +100,45 @@ def test_remove_snapshot_and_reopen_replays_log(tmp_path, rng):
     c2.close()
 
 
+def test_removals_from_an_hnsw_index_are_hidden_then_compacted(tmp_path, rng):
+    """FAISS cannot delete from an HNSW graph, and each RemoveImages call
+    rebuilt it under the collection's lock (10,000 images: 2.6 s a call,
+    every other call of the collection, and through the shared threads of
+    other collections, waiting: a fifteenth probe). Now a removal hides its
+    ids from searches (the graph is the same object, no rebuild), searches
+    still fill k with live images, the hidden ids survive a snapshot and a
+    crash, and once they are a tenth of the graph it is rebuilt in the
+    background without them."""
+    from imagesieve_server.collections.collection import COMPACT_SHARE
+    c = Collection.create(tmp_path / "h", "h", DIM, "m", index_kind="hnsw", snapshot_every=50)
+    vecs = {f"k{i}": rng.standard_normal(DIM) for i in range(300)}
+    c.add([image(k, v) for k, v in vecs.items()])
+    graph = c.index
+    assert c.remove(["k7"]) == 1 and c.index is graph            # hidden, not rebuilt
+    assert c.index.ntotal == 300 and c.indexed == 299 and c.info().num_images == 299
+    found = c.search(unit(vecs["k7"]), 10)[0]
+    assert len(found) == 10 and "k7" not in {n.key for n in found}
+    gone = [f"k{i}" for i in range(10, 30)]
+    assert c.remove(gone) == 20 and c.index is graph              # 21 hidden: under a tenth of 300
+    c.snapshot()
+    c2 = Collection.open(tmp_path / "h")                          # as after a crash: the snapshot holds them
+    assert c2.indexed == 279 and c2.info().num_images == 279
+    assert all(n.key not in gone and n.key != "k7" for n in c2.search(unit(vecs["k12"]), 50)[0])
+    c2.close(snapshot=False)
+    more = [f"k{i}" for i in range(30, 40)]                       # 31 of 300: past COMPACT_SHARE
+    assert 31 >= COMPACT_SHARE * 300 and c.remove(more) == 10
+    deadline = time.monotonic() + 30
+    while c._reindexing is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert c.index is not graph and c.index.ntotal == 269 and c.indexed == 269
+    assert c.search(unit(vecs["k35"]), 1)[0][0].key != "k35"
+    assert c.search(unit(vecs["k100"]), 1)[0][0].key == "k100"
+    c.close()
+    c3 = Collection.open(tmp_path / "h")
+    assert c3.indexed == 269 == c3.info().num_images
+    c3.close()
+
+
 def test_failed_snapshot_write_keeps_previous(tmp_path, rng):
     c = Collection.create(tmp_path / "c", "c", DIM, "m")
     c.add([image("a", rng.standard_normal(DIM))])

@@ -120,7 +120,7 @@ class _EngineCollector:
         for name in self.collections.names():
             try:   # index figures only: a scrape must not scan the store
                 c = self.collections.get(name)
-                sizes_g.add_metric([name], int(c.index.ntotal))
+                sizes_g.add_metric([name], c.indexed)
                 bytes_g.add_metric([name], c.index_bytes)
                 for (verdict, method), n in list(c.verdicts.items()):
                     verdicts.add_metric([name, verdict, method], n)

@@ -51,6 +51,10 @@ DEFAULT_THRESHOLD = 0.75
 RAW_SAMPLE = 512         # stored images whose neighbours measure a raw threshold from the data
 DERIVED_KEPT = 4          # derived results a collection keeps (``keep_derived``)
 LAYOUT_RETRY_S = 60.0     # after a failed build of the coarse-layout index, checks go without it this long
+# Removed images hidden in an HNSW graph (Collection._without) may be this share of it
+# before it is rebuilt in the background: a rebuild costs O(N), so removals cost O(1)
+# each, amortized, and searches skip at most a tenth of what they visit.
+COMPACT_SHARE = 0.1
 # A collection's coarse-layout index is built inside the first verified check
 # up to this many images (~0.2 s), in the background above it.
 LAYOUT_INDEX_INLINE = 20_000
@@ -171,9 +175,11 @@ def build_index(kind: str, dim: int, n_expected: int, batches, sample):
 
 
 def read_snapshot(raw: bytes, dim: int):
-    """(index, max_id, removal_seq) from a snapshot file's bytes: an
-    8-byte header length, a JSON header, the FAISS index. Raises
-    (ValueError, KeyError, RuntimeError, ...) on any damage."""
+    """(index, max_id, removal_seq, hidden ids) from a snapshot file's
+    bytes: an 8-byte header length, a JSON header, the FAISS index. Hidden
+    ids were removed from the store but are still in the (HNSW) index, left
+    out of its searches (``Collection._hidden``). Raises (ValueError,
+    KeyError, RuntimeError, ...) on any damage."""
     if len(raw) < 8:
         raise ValueError(f"{len(raw)} bytes, shorter than its header")
     (n,) = struct.unpack("<Q", raw[:8])
@@ -185,7 +191,10 @@ def read_snapshot(raw: bytes, dim: int):
         raise ValueError(f"a {index.d}-d index for {dim}-d vectors")
     if header.get("ntotal", index.ntotal) != index.ntotal:
         raise ValueError(f"{index.ntotal} vectors where the header says {header['ntotal']}")
-    return index, int(header["max_id"]), int(header["removal_seq"])
+    hidden = np.asarray(header.get("hidden", []), np.int64)
+    if hidden.ndim != 1:
+        raise ValueError("its hidden ids are not a list")
+    return index, int(header["max_id"]), int(header["removal_seq"]), hidden
 
 
 def _finite(v) -> float | None:
@@ -235,6 +244,11 @@ class Collection:
         # computed from: a repeated job on an unchanged collection reuses
         # them. The newest DERIVED_KEPT.
         self._derived: collections.OrderedDict[bytes, object] = collections.OrderedDict()
+        # Removed from the store but still in an HNSW graph (FAISS cannot delete
+        # from one): left out of every search, and the graph rebuilt in the
+        # background once they are COMPACT_SHARE of it (see remove).
+        self._excluded: fi.Excluded | None = None
+        self._excluded_for = None             # the index those ids are hidden in
         self.index, rebuilt = self._load_index()
         if rebuilt:
             self._try_snapshot()     # replace the damaged file now, not at the next trigger
@@ -319,12 +333,14 @@ class Collection:
         snap = self.path / SNAPSHOT
         if snap.exists():
             try:
-                index, max_id, removal_seq = read_snapshot(snap.read_bytes(), self.dim)
+                index, max_id, removal_seq, hidden = read_snapshot(snap.read_bytes(), self.dim)
                 if max_id > self.store.max_id():
                     raise ValueError(f"it covers rows up to id {max_id}, past the store's {self.store.max_id()}")
+                index = self._without(index, hidden)
                 index, self._since_snapshot = self._replay(index, max_id, removal_seq)
-                if index.ntotal != self.store.count():
-                    raise ValueError(f"it holds {index.ntotal} vectors after replay, the store {self.store.count()}")
+                if index.ntotal - self._hidden_count() != self.store.count():
+                    raise ValueError(f"it holds {index.ntotal - self._hidden_count()} vectors after replay, "
+                                     f"the store {self.store.count()}")
                 self.last_snapshot = snap.stat().st_mtime
                 return index, False
             except CollectionError:
@@ -332,6 +348,7 @@ class Collection:
             except Exception as e:  # noqa: BLE001 - any damage to a cache file means: rebuild it
                 log.warning("collection %r: index snapshot %s is damaged (%s: %s); rebuilding the index "
                             "from the store", self.name, snap, type(e).__name__, e)
+        self._excluded = None                 # whatever a damaged snapshot's replay had hidden
         n = self.store.count()
         if effective_kind(self.index_kind, n, self.dim) == "ivf_pq":
             # Too large for float vectors: rebuilt compressed, a batch at a time.
@@ -356,8 +373,30 @@ class Collection:
             replayed += len(ids)
         gone = self.store.removals_after(removal_seq)
         if gone:
-            index = fi.remove_ids(index, np.asarray(gone, np.int64))
+            index = self._without(index, gone)
         return index, replayed + len(gone)
+
+    def _without(self, index, gone):
+        """``index`` without the vectors of ids ``gone``: removed from it
+        where FAISS can (flat, IVF), else (HNSW, which it would rebuild:
+        seconds for 10,000 vectors, under the lock, for every RemoveImages
+        call: a probe stalled every collection call for 5-20 s with
+        one-key removals) added to the ids its searches leave out
+        (``self._excluded``, which belongs to the index being returned)."""
+        gone = np.asarray(gone, np.int64)
+        if fi.removes_in_place(index):
+            self._excluded, self._excluded_for = None, index
+            return fi.remove_ids(index, gone) if gone.size else index
+        held = fi.ids_of(index)
+        gone = gone[np.isin(gone, held)]
+        before = self._excluded.ids if self._excluded is not None and self._excluded_for is index else []
+        ids = np.union1d(before, gone).astype(np.int64)
+        self._excluded = fi.Excluded(index, ids) if ids.size else None
+        self._excluded_for = index
+        return index
+
+    def _hidden_count(self) -> int:
+        return len(self._excluded) if self._excluded is not None else 0
 
     # -- re-indexing without downtime -------------------------------------
     @property
@@ -402,9 +441,7 @@ class Collection:
             with self._lock:
                 for more_ids, more in self.store.rows_after(max_id):
                     fi.add(index, more, more_ids)
-                gone = self.store.removals_after(removal_seq)
-                if gone:
-                    index = fi.remove_ids(index, np.asarray(gone, np.int64))
+                index = self._without(index, self.store.removals_after(removal_seq))
                 self.index = index
                 self._since_snapshot = max(self._since_snapshot, 1)    # the new structure is not on disk yet
                 self._try_snapshot()
@@ -418,8 +455,11 @@ class Collection:
         raises (RESOURCE_EXHAUSTED when the disk is full, else INTERNAL) and
         leaves the previous snapshot intact."""
         with self._lock:
-            header = json.dumps({"max_id": self.store.max_id(), "removal_seq": self.store.max_removal_seq(),
-                                 "ntotal": int(self.index.ntotal), "time": time.time()}).encode()
+            header = {"max_id": self.store.max_id(), "removal_seq": self.store.max_removal_seq(),
+                      "ntotal": int(self.index.ntotal), "time": time.time()}
+            if self._hidden_count():
+                header["hidden"] = self._excluded.ids.tolist()
+            header = json.dumps(header).encode()
             data = fi.serialize(self.index)
             target = self.path / SNAPSHOT
             tmp = target.with_name(target.name + ".tmp")
@@ -498,7 +538,7 @@ class Collection:
         k = min(k, int(self.index.ntotal))
         if fi.is_lossy(self.index):
             return fi.search_reranked(self.index, v, k, self.store.vectors_for_ids)
-        return fi.search(self.index, v, k)
+        return fi.search(self.index, v, k, self._excluded)
 
     def raw_threshold(self) -> tuple[float, str]:
         """(cosine, reason): where a raw-cosine check calls an image a near
@@ -815,15 +855,32 @@ class Collection:
         return outcomes
 
     def remove(self, keys: list[str]) -> int:
+        """Remove the images of ``keys`` (absent ones ignored); how many were.
+        From an HNSW index they are hidden (see _without), and once hidden
+        ones are COMPACT_SHARE of it, it is rebuilt in the background."""
         with self._lock:
             ids = self.store.delete_keys(keys)
             if ids:
-                self.index = fi.remove_ids(self.index, np.asarray(ids, np.int64))
+                self.index = self._without(self.index, ids)
                 if self._layouts is not None:
                     self._layouts = fi.remove_ids(self._layouts, np.asarray(ids, np.int64))
                 self._since_snapshot += len(ids)
                 self._maybe_snapshot()
+                self._maybe_compact()
             return len(ids)
+
+    def _maybe_compact(self) -> None:
+        hidden = self._hidden_count()
+        if (hidden and hidden >= COMPACT_SHARE * int(self.index.ntotal) and self._reindexing is None
+                and not self._closing.is_set()):
+            self._reindexing = threading.Thread(target=self._reindex_in_background, args=("hnsw",),
+                                                name=f"compact-{self.name}", daemon=True)
+            self._reindexing.start()
+
+    @property
+    def indexed(self) -> int:
+        """Vectors its searches can find (an HNSW index's hidden ones left out)."""
+        return int(self.index.ntotal) - self._hidden_count()
 
     # -- whole-collection access ------------------------------------------
     def all_images(self, with_signatures: bool = False) -> StoredImages:

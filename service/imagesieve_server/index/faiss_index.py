@@ -296,8 +296,34 @@ def set_search_params(index: faiss.Index, *, nprobe: int | None = None,
         hnsw.hnsw.efSearch = int(ef_search)
 
 
-def search(index: faiss.Index, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` nearest neighbours of each query.
+class Excluded:
+    """Ids that searches of ``index`` leave out (FAISS's ``IDSelectorNot``
+    over an ``IDSelectorBatch``, a hash set built once and reused until the
+    ids change): removals from an HNSW graph, which FAISS cannot delete from
+    (see :func:`removes_in_place`). ``ids``: (K,) int64, any order."""
+
+    def __init__(self, index: faiss.Index, ids):
+        self.ids = np.unique(as_ids(ids))
+        self._batch = faiss.IDSelectorBatch(self.ids)      # referenced: the selector points into it
+        self._selector = faiss.IDSelectorNot(self._batch)
+        hnsw = _hnsw(index)
+        self.params = (faiss.SearchParametersHNSW(sel=self._selector, efSearch=hnsw.hnsw.efSearch)
+                       if hnsw is not None else faiss.SearchParameters(sel=self._selector))
+
+    def __len__(self) -> int:
+        return int(self.ids.size)
+
+
+def removes_in_place(index: faiss.Index) -> bool:
+    """Whether :func:`remove_ids` deletes from ``index`` itself (cheap);
+    False for HNSW, which it rebuilds: there, keep removed ids
+    :class:`Excluded` from searches and rebuild once many have gathered."""
+    return _hnsw(index) is None
+
+
+def search(index: faiss.Index, queries, k: int, excluded: Excluded | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest neighbours of each query, leaving out ``excluded``.
 
     ``queries``: (M, D) float32 unit vectors. Returns ``sims`` (M, k) float32
     cosines, descending per row, and ``ids`` (M, k) int64; missing neighbours
@@ -306,7 +332,10 @@ def search(index: faiss.Index, queries, k: int) -> tuple[np.ndarray, np.ndarray]
     if k < 1:
         raise ValueError(f"k must be >= 1; got {k}")
     queries = as_vectors(queries, index.d, "queries")
-    sims, ids = index.search(queries, k)
+    if excluded is not None and len(excluded):
+        sims, ids = index.search(queries, k, params=excluded.params)
+    else:
+        sims, ids = index.search(queries, k)
     sims = np.where(ids < 0, np.float32(-np.inf), sims).astype(np.float32, copy=False)
     return sims, ids.astype(np.int64, copy=False)
 

@@ -55,6 +55,7 @@ LAYOUT_RETRY_S = 60.0     # after a failed build of the coarse-layout index, che
 # before it is rebuilt in the background: a rebuild costs O(N), so removals cost O(1)
 # each, amortized, and searches skip at most a tenth of what they visit.
 COMPACT_SHARE = 0.1
+COMPACT_RETRY_S = 60.0   # after a failed rebuild, removals do not start another for this long
 # A collection's coarse-layout index is built inside the first verified check
 # up to this many images (~0.2 s), in the background above it.
 LAYOUT_INDEX_INLINE = 20_000
@@ -249,10 +250,12 @@ class Collection:
         # background once they are COMPACT_SHARE of it (see remove).
         self._excluded: fi.Excluded | None = None
         self._excluded_for = None             # the index those ids are hidden in
+        self._compact_retry_at = 0.0
         self.index, rebuilt = self._load_index()
         if rebuilt:
             self._try_snapshot()     # replace the damaged file now, not at the next trigger
         self._maybe_reindex()
+        self._maybe_compact()        # hidden ids a crash or a stop left past the share
 
     def derived(self, key: bytes):
         """A result stored by ``keep_derived`` under ``key``, or None."""
@@ -361,9 +364,15 @@ class Collection:
 
     def _build(self, kind: str, n: int, max_id: int):
         """An index of ``kind`` over the stored rows up to ``max_id`` (about
-        ``n`` of them), trained on a random sample, filled a batch at a time."""
-        batches = self.store.rows_after(0, up_to=max_id)
-        return build_index(kind, self.dim, n, batches, self.store.sample_vectors)
+        ``n`` of them), trained on a random sample, filled a batch at a time;
+        CollectionError ABORTED between batches once the collection closes
+        (a drop or a shutdown does not wait for a whole background build)."""
+        def batches():
+            for batch in self.store.rows_after(0, up_to=max_id):
+                if self._closing.is_set():
+                    raise CollectionError(f"collection {self.name!r} is closing", "ABORTED")
+                yield batch
+        return build_index(kind, self.dim, n, batches(), self.store.sample_vectors)
 
     def _replay(self, index, max_id: int, removal_seq: int):
         """(index, changes replayed): adds after ``max_id``, removals after ``removal_seq``."""
@@ -376,27 +385,31 @@ class Collection:
             index = self._without(index, gone)
         return index, replayed + len(gone)
 
-    def _without(self, index, gone):
+    def _without(self, index, gone, held: bool = False):
         """``index`` without the vectors of ids ``gone``: removed from it
         where FAISS can (flat, IVF), else (HNSW, which it would rebuild:
         seconds for 10,000 vectors, under the lock, for every RemoveImages
         call: a probe stalled every collection call for 5-20 s with
         one-key removals) added to the ids its searches leave out
-        (``self._excluded``, which belongs to the index being returned)."""
+        (``self._excluded``, which belongs to the index being returned).
+        ``held``: every id of ``gone`` is in ``index`` (not checked)."""
         gone = np.asarray(gone, np.int64)
         if fi.removes_in_place(index):
             self._excluded, self._excluded_for = None, index
             return fi.remove_ids(index, gone) if gone.size else index
-        held = fi.ids_of(index)
-        gone = gone[np.isin(gone, held)]
-        before = self._excluded.ids if self._excluded is not None and self._excluded_for is index else []
-        ids = np.union1d(before, gone).astype(np.int64)
-        self._excluded = fi.Excluded(index, ids) if ids.size else None
-        self._excluded_for = index
+        if self._excluded_for is not index:
+            self._excluded, self._excluded_for = None, index
+        if not held and gone.size:
+            gone = gone[np.isin(gone, fi.ids_of(index))]
+        if gone.size:
+            if self._excluded is None:
+                self._excluded = fi.Excluded(index)
+            self._excluded.add(gone)
         return index
 
     def _hidden_count(self) -> int:
-        return len(self._excluded) if self._excluded is not None else 0
+        excluded = self._excluded          # one read: a compaction may swap it meanwhile
+        return len(excluded) if excluded is not None else 0
 
     # -- re-indexing without downtime -------------------------------------
     @property
@@ -439,6 +452,8 @@ class Collection:
                 n = int(self.index.ntotal)
             index = self._build(kind, n, max_id)                          # the slow part, unlocked
             with self._lock:
+                if self._closing.is_set():
+                    raise CollectionError(f"collection {self.name!r} is closing", "ABORTED")
                 for more_ids, more in self.store.rows_after(max_id):
                     fi.add(index, more, more_ids)
                 index = self._without(index, self.store.removals_after(removal_seq))
@@ -861,7 +876,7 @@ class Collection:
         with self._lock:
             ids = self.store.delete_keys(keys)
             if ids:
-                self.index = self._without(self.index, ids)
+                self.index = self._without(self.index, ids, held=True)    # stored rows are all indexed
                 if self._layouts is not None:
                     self._layouts = fi.remove_ids(self._layouts, np.asarray(ids, np.int64))
                 self._since_snapshot += len(ids)
@@ -872,10 +887,23 @@ class Collection:
     def _maybe_compact(self) -> None:
         hidden = self._hidden_count()
         if (hidden and hidden >= COMPACT_SHARE * int(self.index.ntotal) and self._reindexing is None
-                and not self._closing.is_set()):
-            self._reindexing = threading.Thread(target=self._reindex_in_background, args=("hnsw",),
+                and not self._closing.is_set() and time.monotonic() >= self._compact_retry_at):
+            self._reindexing = threading.Thread(target=self._compact_in_background,
                                                 name=f"compact-{self.name}", daemon=True)
             self._reindexing.start()
+
+    def _compact_in_background(self) -> None:
+        try:
+            self.reindex("hnsw")
+        except CollectionError as e:     # closing or dropped meanwhile (ABORTED), or the store failed
+            (log.info if e.code == "ABORTED" else log.warning)("collection %r: rebuilding its graph without "
+                                                               "removed images stopped: %s", self.name, e)
+        except (ValueError, RuntimeError, MemoryError) as e:
+            # Not tried again by every removal: searches keep leaving the removed out meanwhile.
+            self._compact_retry_at = time.monotonic() + COMPACT_RETRY_S
+            log.warning("collection %r: rebuilding its graph without %d removed images failed (%s: %s); "
+                        "tried again in %.0f s", self.name, self._hidden_count(), type(e).__name__, e,
+                        COMPACT_RETRY_S)
 
     @property
     def indexed(self) -> int:

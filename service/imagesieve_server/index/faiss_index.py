@@ -296,22 +296,72 @@ def set_search_params(index: faiss.Index, *, nprobe: int | None = None,
         hnsw.hnsw.efSearch = int(ef_search)
 
 
-class Excluded:
-    """Ids that searches of ``index`` leave out (FAISS's ``IDSelectorNot``
-    over an ``IDSelectorBatch``, a hash set built once and reused until the
-    ids change): removals from an HNSW graph, which FAISS cannot delete from
-    (see :func:`removes_in_place`). ``ids``: (K,) int64, any order."""
+#: Hidden nodes of an HNSW graph are still walked and take places in the search's
+#: candidate list: it is widened by as many as are hidden, up to this many more.
+EXCLUDED_EF_CAP = 1024
 
-    def __init__(self, index: faiss.Index, ids):
-        self.ids = np.unique(as_ids(ids))
-        self._batch = faiss.IDSelectorBatch(self.ids)      # referenced: the selector points into it
-        self._selector = faiss.IDSelectorNot(self._batch)
+
+class Excluded:
+    """Ids that searches of ``index`` leave out: removals from an HNSW
+    graph, which FAISS cannot delete from (see :func:`removes_in_place`).
+    A bitmap by id, set in place (``add``: the cost of the ids added, not of
+    those hidden before), read by FAISS's ``IDSelectorBitmap`` under an
+    ``IDSelectorNot``. An HNSW search's candidate list (efSearch) is widened
+    by the number hidden (at most EXCLUDED_EF_CAP): hidden nodes still fill
+    it, and a cluster of 295 near copies hidden among 3,300 vectors left
+    searches near it at recall@20 0.71 (1.00 widened, a review found)."""
+
+    def __init__(self, index: faiss.Index):
         hnsw = _hnsw(index)
-        self.params = (faiss.SearchParametersHNSW(sel=self._selector, efSearch=hnsw.hnsw.efSearch)
-                       if hnsw is not None else faiss.SearchParameters(sel=self._selector))
+        self._ef = int(hnsw.hnsw.efSearch) if hnsw is not None else 0
+        self._bits = np.zeros(0, np.uint8)
+        self.count = 0
+        self._select()
+
+    def _select(self) -> None:
+        # The selector points into self._bits: made again whenever the array is.
+        self._bitmap = faiss.IDSelectorBitmap(self._bits)
+        self._selector = faiss.IDSelectorNot(self._bitmap)
+        self.params = (faiss.SearchParametersHNSW(sel=self._selector, efSearch=self._ef + min(self.count,
+                                                                                           EXCLUDED_EF_CAP))
+                       if self._ef else faiss.SearchParameters(sel=self._selector))
+
+    def contains(self, ids) -> np.ndarray:
+        """(K,) bool: which of ``ids`` are excluded."""
+        ids = as_ids(ids)
+        inside = (ids >= 0) & ((ids >> 3) < self._bits.size)
+        out = np.zeros(ids.shape, bool)
+        out[inside] = (self._bits[ids[inside] >> 3] >> (ids[inside] & 7).astype(np.uint8)) & 1 == 1
+        return out
+
+    def add(self, ids) -> None:
+        """Exclude ``ids`` ((K,) int64, >= 0) too."""
+        ids = np.unique(as_ids(ids))
+        ids = ids[~self.contains(ids)]
+        if not ids.size:
+            return
+        if ids[0] < 0:
+            raise ValueError("ids must be >= 0")
+        need = int(ids[-1] >> 3) + 1
+        grown = need > self._bits.size
+        if grown:
+            bits = np.zeros(max(need, 2 * self._bits.size), np.uint8)
+            bits[:self._bits.size] = self._bits
+            self._bits = bits
+        np.bitwise_or.at(self._bits, ids >> 3, np.left_shift(1, ids & 7).astype(np.uint8))
+        self.count += int(ids.size)
+        if grown:
+            self._select()
+        elif self._ef:
+            self.params.efSearch = self._ef + min(self.count, EXCLUDED_EF_CAP)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """(count,) int64, ascending."""
+        return np.flatnonzero(np.unpackbits(self._bits, bitorder="little")).astype(np.int64)
 
     def __len__(self) -> int:
-        return int(self.ids.size)
+        return self.count
 
 
 def removes_in_place(index: faiss.Index) -> bool:

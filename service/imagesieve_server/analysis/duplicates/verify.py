@@ -755,10 +755,11 @@ ONE_DIMENSIONAL = 0.9
 PROFILE_BINS = 48
 
 
-def one_dimensional(signatures, chunk: int = 4096) -> np.ndarray:
+def one_dimensional(signatures, chunk: int = 1024) -> np.ndarray:
     """(N,) bool: signatures whose thumbnail is a profile (ONE_DIMENSIONAL).
-    A ``chunk`` of thumbnails at a time as floats (9 KB each): an audit's
-    signatures are millions."""
+    A ``chunk`` of thumbnails at a time (~90 KB of arrays each while their
+    gradients are binned: an audit's signatures are millions); ~0.2 ms a
+    signature, so callers measure the images that are in pairs."""
     views = thumbnails(check_signatures(signatures))
     out = np.zeros(len(views), bool)
     for s in range(0, len(views), chunk):

@@ -53,7 +53,8 @@ DERIVED_KEPT = 4          # derived results a collection keeps (``keep_derived``
 LAYOUT_RETRY_S = 60.0     # after a failed build of the coarse-layout index, checks go without it this long
 # Removed images hidden in an HNSW graph (Collection._without) may be this share of it
 # before it is rebuilt in the background: a rebuild costs O(N), so removals cost O(1)
-# each, amortized, and searches skip at most a tenth of what they visit.
+# each, amortized; searches meanwhile walk the hidden nodes too (their candidate list
+# is widened by the number hidden: faiss_index.Excluded).
 COMPACT_SHARE = 0.1
 COMPACT_RETRY_S = 60.0   # after a failed rebuild, removals do not start another for this long
 # A collection's coarse-layout index is built inside the first verified check
@@ -179,7 +180,7 @@ def read_snapshot(raw: bytes, dim: int):
     """(index, max_id, removal_seq, hidden ids) from a snapshot file's
     bytes: an 8-byte header length, a JSON header, the FAISS index. Hidden
     ids were removed from the store but are still in the (HNSW) index, left
-    out of its searches (``Collection._hidden``). Raises (ValueError,
+    out of its searches (``Collection._excluded``). Raises (ValueError,
     KeyError, RuntimeError, ...) on any damage."""
     if len(raw) < 8:
         raise ValueError(f"{len(raw)} bytes, shorter than its header")

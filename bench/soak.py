@@ -142,9 +142,13 @@ async def good_call(stubs, rng: random.Random, photos: list[bytes], bad: list[by
     tally.code("OK")
 
 
-async def abusive_call(stubs, rng: random.Random, files: dict[str, Path], tally: Tally, max_message: int) -> None:
+ABUSIVE_KINDS = ("big", "deep", "fifo", "oversize", "abandon")
+
+
+async def abusive_call(stubs, rng: random.Random, files: dict[str, Path], tally: Tally, max_message: int,
+                       kinds=ABUSIVE_KINDS) -> None:
     emb = stubs[0]
-    kind = rng.choice(["big", "deep", "fifo", "oversize", "abandon"])
+    kind = rng.choice(list(kinds))
     if kind in ("big", "deep", "fifo"):
         times = 256 if kind == "big" else 2
         req = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key=f"x{i}", server_path=str(files[kind]))
@@ -169,7 +173,7 @@ async def abusive_call(stubs, rng: random.Random, files: dict[str, Path], tally:
 
 
 async def run_phase(address: str, clients: int, duration: float, abusive_share: float, photos, bad, files,
-                    max_message: int, seed: int, phase: str) -> Tally:
+                    max_message: int, seed: int, phase: str, kinds=ABUSIVE_KINDS) -> Tally:
     tally = Tally(phase)
     stop_at = time.perf_counter() + duration
 
@@ -183,7 +187,7 @@ async def run_phase(address: str, clients: int, duration: float, abusive_share: 
             while time.perf_counter() < stop_at:
                 try:
                     if rng.random() < abusive_share:
-                        await abusive_call(stubs, rng, files, tally, max_message)
+                        await abusive_call(stubs, rng, files, tally, max_message, kinds)
                     else:
                         await good_call(stubs, rng, photos, bad, tally, cid, n)
                 except grpc.RpcError as e:
@@ -218,11 +222,16 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--duration", type=float, default=120.0, help="seconds of each phase")
     ap.add_argument("--abusive-share", type=float, default=0.02)
+    ap.add_argument("--abusive-kinds", default=",".join(ABUSIVE_KINDS),
+                    help="which abusive calls, comma-separated (to measure what each costs apart)")
     ap.add_argument("--budget-mb", type=int, default=512, help="the server's --max-inflight-mb")
     ap.add_argument("--model", default="mobilenet_v1")
     ap.add_argument("--server-arg", action="append", default=[],
                     help="extra server flag, repeatable (e.g. --server-arg=--trim-memory --server-arg=1)")
     args = ap.parse_args()
+    kinds = tuple(k for k in args.abusive_kinds.split(",") if k)
+    if not kinds or set(kinds) - set(ABUSIVE_KINDS):
+        ap.error(f"--abusive-kinds: some of {', '.join(ABUSIVE_KINDS)}")
     from imagesieve.local_server import LocalServer
 
     work = Path(tempfile.mkdtemp(prefix="imagesieve-soak-"))
@@ -269,7 +278,7 @@ def main() -> int:
     for name, share in (("baseline", 0.0), ("abusive", args.abusive_share)):
         first = len(sampler.samples)
         t = asyncio.run(run_phase(srv.address, args.clients, args.duration, share, photos, bad, files,
-                                  max_message_mb << 20, seed=1 if share else 0, phase=name))
+                                  max_message_mb << 20, seed=1 if share else 0, phase=name, kinds=kinds))
         phases[name] = t
         phase_peaks[name] = round(max(sampler.samples[first:] or [0]) / 1024, 1)
         print(json.dumps({"phase": name, "good_images_per_s": round(t.good_images / t.wall, 1),
@@ -295,6 +304,7 @@ def main() -> int:
     good = {k: t.good_images / t.wall for k, t in phases.items()}
     print(json.dumps({
         "clients": args.clients, "duration_s": args.duration, "abusive_share": args.abusive_share,
+        "abusive_kinds": list(kinds),
         "codes": codes, "unexpected_codes": unexpected, "peak_rss_mb": round(peak, 1),
         "peak_rss_mb_by_phase": phase_peaks,
         "rss_budget_mb": round(args.budget_mb + base_rss, 1), "server_rss_warm_mb": round(base_rss, 1),

@@ -8,6 +8,7 @@ copies into OUTDIR/.. .
 """
 import collections
 import itertools
+import json
 import os
 import sqlite3
 import sys
@@ -200,6 +201,12 @@ def main():
     if sheets:
         sheet(false, info, "false_pairs.png", cols, lambda r: (r.path_a, r.path_b))
         sheet(md, info, "missed.png", None, lambda r: (r.file, orig_file[r.orig]))
+    # Last line: the figures, as the benchmarks print theirs.
+    print(json.dumps({"recall": round(tot / ntot, 4), "recall_by_kind": {k: round(h / n, 3) for k, h, n, _ in rec},
+                      "pairs": len(pairs), "false_pairs": len(false),
+                      "false_pairs_per_1k_images": round(1000 * len(false) / len(man), 1),
+                      "false_by_judgement": dict(collections.Counter(false.judged)),
+                      "wrong_original_pairs": len(wrong), "covered_share": round(len(ingroup) / len(man), 4)}))
 
 
 def thumb(f, size=150):

@@ -250,7 +250,6 @@ class Collection:
         # from one): left out of every search, and the graph rebuilt in the
         # background once they are COMPACT_SHARE of it (see remove).
         self._excluded: fi.Excluded | None = None
-        self._excluded_for = None             # the index those ids are hidden in
         self._compact_retry_at = 0.0
         self.index, rebuilt = self._load_index()
         if rebuilt:
@@ -395,11 +394,10 @@ class Collection:
         (``self._excluded``, which belongs to the index being returned).
         ``held``: every id of ``gone`` is in ``index`` (not checked)."""
         gone = np.asarray(gone, np.int64)
+        if self._excluded is not None and self._excluded.index is not index:
+            self._excluded = None         # another index's (a rebuilt one starts with none hidden)
         if fi.removes_in_place(index):
-            self._excluded, self._excluded_for = None, index
             return fi.remove_ids(index, gone) if gone.size else index
-        if self._excluded_for is not index:
-            self._excluded, self._excluded_for = None, index
         if not held and gone.size:
             gone = gone[np.isin(gone, fi.ids_of(index))]
         if gone.size:

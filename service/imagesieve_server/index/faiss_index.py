@@ -312,6 +312,7 @@ class Excluded:
     searches near it at recall@20 0.71 (1.00 widened, a review found)."""
 
     def __init__(self, index: faiss.Index):
+        self.index = index            # the one whose ids these are (a rebuilt index starts with none)
         hnsw = _hnsw(index)
         self._ef = int(hnsw.hnsw.efSearch) if hnsw is not None else 0
         self._bits = np.zeros(0, np.uint8)

@@ -31,6 +31,17 @@ def test_batch_composition_does_not_change_vectors(embedder, photos):
     assert np.abs(batched - single).max() < 1e-5
 
 
+def test_memory_plans_off_changes_no_vector(embedder, photos, manifest_path):
+    # The executor turns ONNX Runtime's per-shape memory plans off (they kept
+    # blocks for every batch size seen: bench/ort_memory.py); same numbers.
+    from imagesieve_server.engine.onnx_executor import OnnxExecutor
+    x = np.stack([embedder.preprocessor(photo_image(d)) for d, _, _ in photos[:5]])
+    planned = OnnxExecutor(manifest_path, memory_pattern=True)
+    for n in (5, 2, 5, 3):
+        assert np.abs(planned.run(x[:n])[0] - embedder.executor.run(x[:n])[0]).max() < 1e-5
+    assert not embedder.executor.session.get_session_options().enable_mem_pattern
+
+
 def test_altered_copy_is_nearest_neighbour(embedder, photos):
     originals = [d for d, _, _ in photos]
     copies = [encode(photo_image(d).resize((256, 256)), "JPEG", quality=30) for d in originals]

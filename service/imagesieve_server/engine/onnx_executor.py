@@ -41,10 +41,13 @@ class OnnxExecutor(ModelExecutor):
     providers : execution providers in preference order; None = best present.
     intra_op_threads : threads for one inference; 0 = one per CPU core.
     verify_sha256 : refuse an ONNX file whose digest differs from the manifest.
+    memory_pattern : ONNX Runtime's per-shape memory plans (its default, on).
+        Off here: batches come in every size from 1 to the batch limit, and
+        each new size planned and kept blocks of its own (``bench/ort_memory.py``).
     """
 
     def __init__(self, manifest_path: str | os.PathLike, providers: list[str] | None = None,
-                 intra_op_threads: int = 0, verify_sha256: bool = True):
+                 intra_op_threads: int = 0, verify_sha256: bool = True, memory_pattern: bool = False):
         super().__init__(manifest_path)
         onnx_path = self.manifest.onnx_path(self.manifest_path)
         if verify_sha256 and sha256_file(onnx_path) != self.manifest.sha256:
@@ -54,6 +57,7 @@ class OnnxExecutor(ModelExecutor):
         opts.intra_op_num_threads = intra_op_threads or (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.enable_mem_pattern = memory_pattern
         # No busy-waiting between runs: ORT's threads otherwise spin on the
         # cores the decoders and stage-2 alignment workers need (a streaming
         # check: 43.5 -> 31.4 ms p50 with 2 alignment workers on 2 cores),

@@ -680,8 +680,12 @@ def test_analysis_jobs_beyond_the_limit_are_refused_then_admitted():
 def test_decoded_rasters_are_charged_to_the_budget(manifest_path, photos):
     """A 190 KB file can decode to hundreds of MB: the decoder's peak
     (estimated from the header) is charged before any pixel is decoded."""
-    flat = encode(Image.new("L", (6000, 6000), 128), "PNG")
+    # A palette PNG decodes whole: a 36 MB raster and a 144 MB RGB image.
+    flat = encode(Image.new("L", (6000, 6000), 128).convert("P"), "PNG")
     assert len(flat) < 1 << 20
+    # A gray one of the same size decodes a band at a time (engine/png_bands.py),
+    # charged ~20 MB: it fits the budget its raster would not have.
+    gray = encode(Image.radial_gradient("L").resize((6000, 6000)), "PNG")
     from test_observability import scrape, value
     with LocalServer(["--max-inflight-mb", "64", "--metrics-port", "0"], model=str(manifest_path)) as srv:
         channel, stub = embed_stub(srv.address)
@@ -689,7 +693,10 @@ def test_decoded_rasters_are_charged_to_the_budget(manifest_path, photos):
             r = stub.Embed(embedding_pb2.EmbedRequest(images=[
                 common_pb2.Image(key="wide", data=flat), common_pb2.Image(key="photo", data=photos[0][0])]),
                 timeout=60)
+            banded = stub.Embed(embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="gray", data=gray)]),
+                                timeout=60)
         samples = scrape(srv)
+    assert not banded.embeddings[0].HasField("error") and banded.embeddings[0].width == 6000
     # The budget as operators see it: its limit, nothing left in use, the refusal counted.
     assert value(samples, "imagesieve_memory_budget_bytes", kind="limit") == 64 << 20
     assert value(samples, "imagesieve_memory_budget_bytes", kind="used") == 0

@@ -4,15 +4,18 @@ JPEGs are decoded at reduced scale (libjpeg's DCT scaling via Pillow's
 ``draft``) when the model needs far fewer pixels than the file has: a 12 MP
 photo decodes at 1/8 scale in a fraction of the full-decode time; JPEG 2000
 likewise decodes only the wavelet resolutions it needs (OpenJPEG's reduce).
-Every other format decodes at full size. The pixel count and the bytes of
+A large PNG (a whole raster of 32 MiB or more, 8-bit L/LA/RGB/RGBA or 16-bit
+gray, not interlaced) is decoded a band of rows at a time and box-reduced as
+the bands come (``png_bands``): a 10000x10000 16-bit PNG takes ~16 MB, not its
+200 MB raster. Every other image decodes at full size. The pixel count and the bytes of
 the raster the decoder will allocate (``raster_bytes``) are checked from the
 header before any pixel is decoded, so decompression bombs cost nothing; so
 is a progressive JPEG's number of scans (each a pass over the whole image).
 
 16-bit and 32-bit images (I;16, I, F) become 8-bit in row strips with integer
 arithmetic (float only for F, and only a strip at a time), box-reduced first
-when far larger than the model needs: a 10000x10000 16-bit PNG costs its
-200 MB raster and little more, not gigabytes of float64 arrays.
+when far larger than the model needs: a 16-bit TIFF costs its raster and
+little more, not gigabytes of float64 arrays.
 
 Transparency is composited on white, as a browser shows it, except for
 "alpha-only" images: flat colour channels (e.g. all white) whose picture
@@ -34,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
 from ..formats import FORMATS      # what is decoded (and why not more)
-from . import preflight
+from . import png_bands, preflight
 from .preflight import MAX_HEADER_SEGMENTS
 
 # Pillow's advice to convert such palettes to RGBA is what decoding does; the
@@ -216,6 +219,10 @@ def decode_bytes(img: Image.Image, min_size: int | None = None) -> int:
     orientation needs one more raster while it is transposed (known only
     once decoded, for some formats): not counted."""
     w, h = _decoded_size(img, min_size)
+    if _in_bands(img, min_size):
+        f = _reduce_factor(w, h, min_size)
+        # The reduced image in the file's mode, its RGB (and for 16-bit its L), one band.
+        return (-(-w // f)) * (-(-h // f)) * 9 + png_bands.WORKING_BYTES
     raster = w * h * _pixel_bytes(img.mode)
     if img.mode == "RGB" and "transparency" not in img.info:     # a colour key is composited (to_rgb)
         out = 0
@@ -225,6 +232,14 @@ def decode_bytes(img: Image.Image, min_size: int | None = None) -> int:
     else:
         out = w * h * 4
     return raster + out + _STRIP_BYTES + _decoder_buffers(img, min_size)
+
+
+def _in_bands(img: Image.Image, min_size: int | None) -> bool:
+    """Whether decode_image decodes ``img`` a band at a time (``png_bands``):
+    a PNG it covers, whose whole raster would take at least
+    ``png_bands.MIN_RASTER_BYTES``, that is to be box-reduced."""
+    return (bool(min_size) and png_bands.applies(img) and _reduce_factor(*img.size, min_size) > 1
+            and raster_bytes(img) >= png_bands.MIN_RASTER_BYTES)
 
 
 # Working memory of decoders beyond the raster, bytes a pixel of the full
@@ -258,8 +273,9 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
     16-bit and grayscale images come out as 8-bit RGB (alpha over white, or
     over black for light alpha-only images; see ``to_rgb``). A 16/32-bit
     image whose shorter side is at least 4 x ``min_size`` is box-reduced by
-    an integer factor, keeping the shorter side >= 2 x ``min_size``; 8-bit
-    images other than JPEG keep their size. Animated images give their
+    an integer factor, keeping the shorter side >= 2 x ``min_size``; so is a
+    PNG decoded in bands (``_in_bands``); other 8-bit images but JPEG keep
+    their size. Animated images give their
     first frame. Refused (RESOURCE_EXHAUSTED) from the header above
     ``limits``: encoded bytes, pixels, and ``raster_bytes`` (after draft).
 
@@ -329,6 +345,10 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
                           f"bytes", "RESOURCE_EXHAUSTED")
     if on_header is not None:
         on_header(img)
+    if _in_bands(img, min_size):
+        rgb = _decode_png_in_bands(data, img, min_size)
+        rgb.info["original_size"] = (w, h)
+        return rgb
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -355,6 +375,27 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
         raise DecodeError(f"cannot decode image: {e}") from None
     rgb.info["original_size"] = (w, h)
     return rgb
+
+
+def _decode_png_in_bands(data: bytes, img: Image.Image, min_size: int) -> Image.Image:
+    """A large PNG (``_in_bands``) -> RGB, box-reduced a band at a time as
+    16/32-bit images are: the same pixels as decoding it whole and reducing,
+    without the whole raster (a 10000x10000 16-bit PNG: ~20 MB, not 200)."""
+    factor = _reduce_factor(*img.size, min_size)
+    method = _TRANSPOSE.get(png_bands.orientation(data, img))
+    try:
+        rows = png_bands.PngRows(data, img)
+        if img.mode in _HIGH_DEPTH:
+            small = _high_depth_to_l(img, factor, rows.rows)
+            rgb = lambda im: im.convert("RGB")     # noqa: E731 - as the whole-image path
+        else:
+            small = png_bands.reduced(rows, factor)
+            rgb = to_rgb
+    except png_bands.PngError as e:
+        raise DecodeError(f"cannot decode image: {e}") from None
+    except Exception as e:  # noqa: BLE001 - corrupt data of any kind, as decode_image
+        raise DecodeError(f"cannot decode image: {e}") from None
+    return rgb(small.transpose(method) if method is not None else small)
 
 
 # Progressive JPEG: each scan walks every coefficient block of the image
@@ -453,8 +494,12 @@ def _reduce_factor(w: int, h: int, min_size: int) -> int:
     return max(1, min(w, h) // (2 * min_size))
 
 
-def _high_depth_to_l(img: Image.Image, factor: int = 1) -> Image.Image:
+def _high_depth_to_l(img: Image.Image, factor: int = 1,
+                     rows: Callable[[int, int], np.ndarray] | None = None) -> Image.Image:
     """A loaded I;16* / I / F image -> 8-bit L, box-reduced by ``factor``.
+    ``rows(y0, y1)``, when given, supplies the pixels instead, in order (an
+    I;16 PNG decoded in bands: ``png_bands.PngRows.rows``; ``img`` is then
+    only its opened header).
 
     Values map by the range their maximum says: I;16 by v // 257 (0..65535
     -> 0..255, identical to the former float64 ``v * 255 / 65535``
@@ -511,7 +556,7 @@ def _high_depth_to_l(img: Image.Image, factor: int = 1) -> Image.Image:
     while y0 < h:
         block_end = min(h, (y0 // factor + 1) * factor)
         y1 = min(h, y0 + step) if whole else min(block_end, y0 + step)
-        a = np.asarray(img.crop((0, y0, w, y1)))
+        a = rows(y0, y1) if rows is not None else np.asarray(img.crop((0, y0, w, y1)))
         if is_float:
             a = np.nan_to_num(a, nan=0.0)
         if factor == 1:

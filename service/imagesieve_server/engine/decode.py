@@ -380,22 +380,16 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
 def _decode_png_in_bands(data: bytes, img: Image.Image, min_size: int) -> Image.Image:
     """A large PNG (``_in_bands``) -> RGB, box-reduced a band at a time as
     16/32-bit images are: the same pixels as decoding it whole and reducing,
-    without the whole raster (a 10000x10000 16-bit PNG: ~20 MB, not 200)."""
+    without the whole raster (a 10000x10000 16-bit PNG: ~16 MB, not 200)."""
     factor = _reduce_factor(*img.size, min_size)
     method = _TRANSPOSE.get(png_bands.orientation(data, img))
     try:
         rows = png_bands.PngRows(data, img)
-        if img.mode in _HIGH_DEPTH:
-            small = _high_depth_to_l(img, factor, rows.rows)
-            rgb = lambda im: im.convert("RGB")     # noqa: E731 - as the whole-image path
-        else:
-            small = png_bands.reduced(rows, factor)
-            rgb = to_rgb
-    except png_bands.PngError as e:
+        small = (_high_depth_to_l(img, factor, rows.rows) if img.mode in _HIGH_DEPTH
+                 else png_bands.reduced(rows, factor))
+    except Exception as e:  # noqa: BLE001 - truncated/corrupt data of any kind, as decode_image
         raise DecodeError(f"cannot decode image: {e}") from None
-    except Exception as e:  # noqa: BLE001 - corrupt data of any kind, as decode_image
-        raise DecodeError(f"cannot decode image: {e}") from None
-    return rgb(small.transpose(method) if method is not None else small)
+    return to_rgb(small.transpose(method) if method is not None else small)
 
 
 # Progressive JPEG: each scan walks every coefficient block of the image

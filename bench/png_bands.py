@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/png_bands.py [--repeats 3]
 
-Four real files written here: a 10000x10000 16-bit gray gradient (the soak's
+Five real files written here: a 10000x10000 16-bit gray gradient (the soak's
 abusive kind), an 8000x8000 RGBA, a 6000x4000 RGB photo (a real photo scaled
-up, written by Pillow) and a 6000x4000 gray scan-like page written by OpenCV.
+up, written by Pillow), an 8000x6000 gray scan-like page and a 6000x6000 16-bit
+RGB gradient, both written by OpenCV.
 Each is decoded by ``decode_image(data, 256)`` (the model's minimum size) in
 a fresh process, ``--repeats`` times a path: the baseline path decodes the
 whole raster and reduces it (as before bands; ``decode._in_bands`` patched
@@ -79,11 +80,17 @@ def make_files(folder: Path) -> dict[str, Path]:
     photo = Image.open(io.BytesIO(sample_images(512, 1)[0])).convert("RGB").resize((6000, 4000), Image.BICUBIC)
     files["rgb_photo_6000x4000"] = folder / "photo.png"
     photo.save(files["rgb_photo_6000x4000"])
-    page = np.full((4000, 6000), 245, np.uint8)
-    for y in range(200, 3800, 60):                   # lines of "text"
-        page[y:y + 22, 300:5700] = np.where(np.random.default_rng(y).random((22, 5400)) < 0.35, 20, 245)
-    files["gray_page_6000x4000_opencv"] = folder / "page.png"
-    cv2.imwrite(str(files["gray_page_6000x4000_opencv"]), page)
+    page = np.full((6000, 8000), 245, np.uint8)
+    for y in range(200, 5800, 60):                   # lines of "text"
+        page[y:y + 22, 300:7700] = np.where(np.random.default_rng(y).random((22, 7400)) < 0.35, 20, 245)
+    files["gray_page_8000x6000_opencv"] = folder / "page.png"
+    cv2.imwrite(str(files["gray_page_8000x6000_opencv"]), page)
+    # 16-bit colour (Pillow makes it 8-bit; two passes a band here), written by OpenCV.
+    files["rgb16_6000x6000_opencv"] = folder / "rgb16.png"
+    y, x = np.mgrid[0:6000, 0:6000].astype(np.uint32)
+    cv2.imwrite(str(files["rgb16_6000x6000_opencv"]),
+                np.stack([(x * 10) % 65536, (y * 10) % 65536, ((x + y) * 5) % 65536], axis=-1).astype(np.uint16))
+    del x, y
     small = folder / "small.png"
     photo.resize((300, 200)).save(small)
     files["_small"] = small

@@ -260,26 +260,29 @@ def bands_for_any_size(monkeypatch):
     monkeypatch.setattr(png_bands, "MIN_RASTER_BYTES", 0)
 
 
-@pytest.mark.parametrize("kind", ["L", "LA", "RGB", "RGBA", "I;16"])
+@pytest.mark.parametrize("kind", ["L", "LA", "RGB", "RGBA", "I;16", "RGB 16-bit", "RGBA 16-bit"])
 def test_large_pngs_decode_in_bands_to_the_pixels_of_a_whole_decode(kind, bands_for_any_size):
     from imagesieve_server.engine.decode import _in_bands
     h, w = 1237, 1811                  # no multiple of the bands or of the reduction
     planes = [textured(h, w, s) for s in range(4)]
-    colour_type, channels = {"L": (0, 1), "LA": (4, 2), "RGB": (2, 3), "RGBA": (6, 4), "I;16": (0, 1)}[kind]
+    mode, sixteen = kind.split()[0], kind == "I;16" or kind.endswith("16-bit")
+    colour_type, channels = {"L": (0, 1), "LA": (4, 2), "RGB": (2, 3), "RGBA": (6, 4), "I;16": (0, 1)}[mode]
     pixels = np.stack(planes[:channels], axis=-1) if channels > 1 else planes[0]
-    if kind == "RGBA":
+    if mode == "RGBA":
         pixels[..., 3] = np.where(planes[3] > 120, 255, planes[3] // 2)   # opaque, and partly transparent
-    if kind == "I;16":
-        pixels = pixels.astype(np.uint16) * 257 + np.random.default_rng(9).integers(0, 257, (h, w)).astype(np.uint16)
-    files = {"every filter": png_every_filter(pixels, colour_type, 16 if kind == "I;16" else 8)}
-    if kind != "LA":       # and two real encoders, with their own filter choices and chunking
-        files["Pillow"] = encode(Image.fromarray(pixels), "PNG")
-        import cv2
+    if sixteen:        # low bytes that differ from the high ones, so a mixed-up byte shows
+        low = np.random.default_rng(9).integers(0, 256, pixels.shape).astype(np.uint16)
+        pixels = pixels.astype(np.uint16) * 256 + low
+    files = {"every filter": png_every_filter(pixels, colour_type, 16 if sixteen else 8)}
+    import cv2
+    if mode != "LA":       # and real encoders, with their own filter choices and chunking
         bgr = pixels[..., [2, 1, 0, 3][:channels]] if channels >= 3 else pixels
         files["OpenCV"] = cv2.imencode(".png", bgr)[1].tobytes()
+    if not sixteen or mode == "I;16":
+        files["Pillow"] = encode(Image.fromarray(pixels), "PNG")
     for name, data in files.items():
         header = Image.open(io.BytesIO(data))
-        assert header.mode == kind and _in_bands(header, 64), (name, header.mode)
+        assert header.mode == mode and _in_bands(header, 64), (name, header.mode)
         got = decode_image(data, 64)
         assert got.info["original_size"] == (w, h)
         np.testing.assert_array_equal(np.asarray(got), decoded_whole_then_reduced(data, 64), err_msg=name)

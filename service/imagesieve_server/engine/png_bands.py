@@ -11,11 +11,11 @@ inflated with ``zlib`` a band at a time (``max_length``, so a decompression
 bomb costs one band), and each band is re-wrapped in zlib's stored blocks
 (level 0: a copy, no compression). The pixels are Pillow's, byte for byte.
 
-Covered: non-interlaced 8-bit L, LA, RGB, RGBA and 16-bit gray (I;16): the
-filter works on whole bytes of 1-4 a pixel, which Pillow's L, LA, RGB and
-RGBA modes carry losslessly. Not covered, decoded whole as before: palettes
-and bit depths under 8 (a byte a pixel already), 16-bit colour (6-8 bytes a
-pixel), interlaced files, colour keys (tRNS on L/RGB: averaging would blend
+Covered: non-interlaced 8-bit L, LA, RGB, RGBA, 16-bit gray (I;16) and 16-bit
+RGB and RGBA (which Pillow makes 8-bit; their two bytes a sample come back in
+two passes, see ``_CARRIERS``). Not covered, decoded whole as before:
+palettes and bit depths under 8 (a byte a pixel already), 16-bit gray with
+alpha, interlaced files, colour keys (tRNS on L/RGB: averaging would blend
 the keyed colour away before it is made transparent), animated PNGs.
 """
 from __future__ import annotations
@@ -28,9 +28,20 @@ import numpy as np
 from PIL import Image
 
 # Raw modes as Pillow's PNG reader names them -> bytes a pixel the filters use.
-RAWMODE_BYTES = {"L": 1, "LA": 2, "I;16B": 2, "RGB": 3, "RGBA": 4}
-# Pillow modes that hold n bytes a pixel losslessly (LA, RGB are padded to 4 in memory).
-_CARRIER = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+RAWMODE_BYTES = {"L": 1, "LA": 2, "I;16B": 2, "RGB": 3, "RGBA": 4, "RGB;16B": 6, "RGBA;16B": 8}
+# How a band's unfiltered bytes come back from Pillow's decoder: (mode, raw
+# mode, which of a pixel's bytes it keeps) for each pass. PNG's filters work
+# on each byte from the same byte a pixel to the left and above, so any raw
+# mode of the right width unfilters every byte; its unpacker then keeps
+# some. Up to 4 bytes a pixel one pass keeps all (LA and RGB are padded to 4
+# in memory); 16-bit colour (6 or 8 bytes) takes two: the bytes a
+# big-endian and a little-endian reading keep as "high".
+_CARRIERS = {
+    1: [("L", "L", slice(0, 1))], 2: [("LA", "LA", slice(0, 2))],
+    3: [("RGB", "RGB", slice(0, 3))], 4: [("RGBA", "RGBA", slice(0, 4))],
+    6: [("RGB", "RGB;16B", slice(0, 6, 2)), ("RGB", "RGB;16L", slice(1, 6, 2))],
+    8: [("RGBA", "RGBA;16B", slice(0, 8, 2)), ("RGBA", "RGBA;16L", slice(1, 8, 2))],
+}
 # Decoded in bands only when the whole raster would take at least this much
 # (Pillow's bytes a pixel: 8 MP RGBA, 16 MP 16-bit gray): below it memory
 # is not the problem, and ordinary PNGs keep the decoding they always had.
@@ -142,15 +153,23 @@ class PngRows:
             need -= len(got)
         return b"".join(parts)
 
-    def _raw(self, rows: int) -> np.ndarray:
-        """The next ``rows`` rows' unfiltered bytes: (rows, pixels, bytes a pixel) uint8."""
-        stream = zlib.compress(b"\x00" + self._previous + self._filtered(rows), 0)
-        carrier_mode = _CARRIER[self.pixel_bytes]
+    def _decoded(self, rows: int, mode: str, rawmode: str, stream: bytes) -> Image.Image:
         try:
-            carrier = Image.frombytes(carrier_mode, (self.width, rows + 1), stream, "zip", carrier_mode)
+            return Image.frombytes(mode, (self.width, rows + 1), stream, "zip", rawmode)
         except (ValueError, OSError) as e:    # a filter type byte outside 0-4, say
             raise PngError(f"damaged image data near row {self.y}: {e}") from None
-        raw = np.asarray(carrier).reshape(rows + 1, self.width, self.pixel_bytes)[1:]
+
+    def _stream(self, rows: int) -> bytes:
+        # The previous band's last row, unfiltered, then this band's rows.
+        return zlib.compress(b"\x00" + self._previous + self._filtered(rows), 0)
+
+    def _raw(self, rows: int) -> np.ndarray:
+        """The next ``rows`` rows' unfiltered bytes: (rows, pixels, bytes a pixel) uint8."""
+        stream = self._stream(rows)
+        raw = np.empty((rows + 1, self.width, self.pixel_bytes), np.uint8)
+        for mode, rawmode, kept in _CARRIERS[self.pixel_bytes]:
+            raw[..., kept] = np.asarray(self._decoded(rows, mode, rawmode, stream)).reshape(rows + 1, self.width, -1)
+        raw = raw[1:]
         self._previous = raw[-1].tobytes()
         self.y += rows
         return raw
@@ -160,7 +179,14 @@ class PngRows:
         rows = min(rows, self.height - self.y)
         if rows <= 0:
             raise ValueError("no rows left")
-        return Image.frombytes(self.mode, (self.width, rows), self._raw(rows).tobytes(), "raw", self.rawmode)
+        (mode, rawmode, _), *more = _CARRIERS[self.pixel_bytes]
+        if more or (mode, rawmode) != (self.mode, self.rawmode):
+            return Image.frombytes(self.mode, (self.width, rows), self._raw(rows).tobytes(), "raw", self.rawmode)
+        # 8-bit L, LA, RGB, RGBA: the decoded band is already the file's mode.
+        band = self._decoded(rows, mode, rawmode, self._stream(rows))
+        self._previous = band.crop((0, rows, self.width, rows + 1)).tobytes("raw", rawmode)
+        self.y += rows
+        return band.crop((0, 1, self.width, rows + 1))
 
     def rows(self, y0: int, y1: int) -> np.ndarray:
         """Rows ``y0``..``y1`` as an array (16-bit: big-endian uint16, as

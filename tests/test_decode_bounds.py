@@ -322,6 +322,80 @@ def test_a_damaged_png_in_bands_fails_alone(embedder, photos, bands_for_any_size
     assert out[2].width == 1400 and "truncated" in str(out[1].error)
 
 
+def _rechunked(data: bytes, sizes) -> bytes:
+    """``data`` (a PNG of one IDAT run) with its compressed stream re-cut into
+    IDAT chunks of ``sizes`` (cycled; 0 = an empty chunk)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    first = data.index(b"IDAT") - 4
+    pos, stream = first, b""
+    while data[pos + 4:pos + 8] == b"IDAT":
+        length = struct.unpack(">I", data[pos:pos + 4])[0]
+        stream += data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+    parts, at, k = [], 0, 0
+    while at < len(stream):
+        n = sizes[k % len(sizes)]
+        parts.append(chunk(b"IDAT", stream[at:at + n]))
+        at, k = at + n, k + 1
+    return data[:first] + b"".join(parts) + data[pos:]
+
+
+def test_a_png_in_bands_reads_its_data_however_it_is_chunked(bands_for_any_size):
+    # Empty chunks, the zlib header alone, one-byte chunks: all legal, all
+    # decoded whole by Pillow (a review found them refused as truncated).
+    pixels = np.stack([textured(700, 600, s) for s in range(3)], axis=-1)
+    data = png_every_filter(pixels, 2)
+    reference = decoded_whole_then_reduced(data, 64)
+    for sizes in ([0, 5000], [2, 0, 0, 70000], [1, 60], [1 << 30]):
+        layout = _rechunked(data, sizes)
+        np.testing.assert_array_equal(np.asarray(decode_image(layout, 64)), reference, err_msg=str(sizes[:4]))
+
+
+def test_a_png_in_bands_ending_short_of_its_rows_is_refused(bands_for_any_size):
+    # Pillow fills the rows a cleanly ended stream lacks with black; in bands
+    # such a file is an error for that image, naming where its data ends.
+    data = bytearray(png_every_filter(textured(599, 700, 1), 0))     # 599 rows...
+    data[20:24] = struct.pack(">I", 600)                               # ...said to be 600
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    with pytest.raises(DecodeError, match="ends at row 599 of 600"):
+        decode_image(bytes(data), 64)
+
+
+def test_a_png_in_bands_turns_as_a_whole_decode_would(bands_for_any_size):
+    # The last eXIf wins (Pillow reads the ones after the pixels last); an
+    # orientation stored as text is no orientation to Pillow.
+    ramp = np.tile(np.linspace(0, 255, 1600).astype(np.uint8), (1200, 1))
+
+    def exif(value) -> bytes:
+        """A big-endian TIFF header and one IFD entry: the orientation, as a
+        SHORT, or as ASCII when ``value`` is a string."""
+        kind, count, field = ((3, 1, struct.pack(">HH", value, 0)) if isinstance(value, int)
+                              else (2, 2, value.encode() + b"\0\0"))
+        return b"MM\0*" + struct.pack(">IHHHI", 8, 1, 0x0112, kind, count) + field + struct.pack(">I", 0)
+    data = png_every_filter(ramp, 0, exif=exif(6))
+    last_wins = data[:-12] + struct.pack(">I", len(exif(3))) + b"eXIf" + exif(3) + b"\0" * 4 + data[-12:]
+    for layout, turned in ((data, True), (last_wins, False),
+                           (png_every_filter(ramp, 0, exif=exif("6")), False)):
+        img = decode_image(layout, 64)
+        whole = Image.open(io.BytesIO(layout))
+        whole.load()
+        assert (img.size[1] > img.size[0]) == turned
+        assert whole.getexif().get(0x0112) in ((6,) if turned else (3, "6"))
+
+
+def test_one_large_image_data_chunk_costs_no_more_than_its_band(tmp_path):
+    # Real encoders often write one IDAT. Inflating it with max_length copied
+    # its unread rest for every band: a 62 MB chunk took 10 s and 124 MiB.
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 256, (3000, 4000, 4), dtype=np.uint8)      # 48 MB RGBA, barely compressible
+    path = tmp_path / "one_chunk.png"
+    path.write_bytes(png_every_filter(pixels, 6, idat_bytes=1 << 30))
+    r = measure_decode(path, 256)
+    assert r["raster"] >= 32 * MB and r["size"] == [-(-4000 // 5), -(-3000 // 5)]      # in bands
+    assert r["growth"] <= r["estimate"], (r["growth"] / MB, r["estimate"] / MB)
+
+
 def interlaced_png(gray: np.ndarray) -> bytes:
     """An Adam7-interlaced 8-bit gray PNG written by hand (Pillow writes none)."""
     h, w = gray.shape
@@ -824,6 +898,11 @@ BOMBS = {
     "GIF of a stray byte and 100,000 comments": (_gif_with(b"\x00" + b"\x21\xfe\x01x\x00" * 100_000),
                                                  "extension blocks"),
     "GIF of 1 MB of stray bytes": (_gif_with(b"\x00" * (1 << 20)), "stray bytes"),
+    # a review of PNG bands: Pillow reads a 60 MB eXIf whole while opening (120-300 MB)
+    "PNG of a 20 MB eXIf after its pixels": (_png_with([], after=[_png_chunk(b"eXIf", b"MM\0*" + bytes(20 << 20))]),
+                                             "16 MiB of metadata"),
+    "PNG of a 20 MB eXIf before its pixels": (_png_with([_png_chunk(b"eXIf", b"MM\0*" + bytes(20 << 20))]),
+                                              "16 MiB of metadata"),
     # an eighth probe: Pillow reads a netpbm header a byte at a time (30 MB: 5-7 s)
     "PPM of 2 MB of header whitespace": (b"P6" + b" " * (2 << 20) + b"\n64 64\n255\n" + b"\0" * (64 * 64 * 3),
                                          "header runs past"),

@@ -221,7 +221,8 @@ def decode_bytes(img: Image.Image, min_size: int | None = None) -> int:
     w, h = _decoded_size(img, min_size)
     if _in_bands(img, min_size):
         f = _reduce_factor(w, h, min_size)
-        # The reduced image in the file's mode, its RGB (and for 16-bit its L), one band.
+        # The reduced image in the file's mode, its RGB (and for 16-bit its L), one band;
+        # turned by its EXIF orientation as RGB, once the reduced image is gone.
         return (-(-w // f)) * (-(-h // f)) * 9 + png_bands.WORKING_BYTES
     raster = w * h * _pixel_bytes(img.mode)
     if img.mode == "RGB" and "transparency" not in img.info:     # a colour key is composited (to_rgb)
@@ -382,14 +383,16 @@ def _decode_png_in_bands(data: bytes, img: Image.Image, min_size: int) -> Image.
     16/32-bit images are: the same pixels as decoding it whole and reducing,
     without the whole raster (a 10000x10000 16-bit PNG: ~16 MB, not 200)."""
     factor = _reduce_factor(*img.size, min_size)
-    method = _TRANSPOSE.get(png_bands.orientation(data, img))
     try:
-        rows = png_bands.PngRows(data, img)
-        small = (_high_depth_to_l(img, factor, rows.rows) if img.mode in _HIGH_DEPTH
-                 else png_bands.reduced(rows, factor))
+        method = _TRANSPOSE.get(png_bands.orientation(data))
+        png = png_bands.PngRows(data, img)
+        small = (_high_depth_to_l(img, factor, png.array) if img.mode in _HIGH_DEPTH
+                 else png_bands.reduced(png, factor))
+        rgb = to_rgb(small)
     except Exception as e:  # noqa: BLE001 - truncated/corrupt data of any kind, as decode_image
         raise DecodeError(f"cannot decode image: {e}") from None
-    return to_rgb(small.transpose(method) if method is not None else small)
+    del small           # turned as RGB, the reduced image gone: what decode_bytes counts
+    return rgb.transpose(method) if method is not None else rgb
 
 
 # Progressive JPEG: each scan walks every coefficient block of the image
@@ -492,7 +495,7 @@ def _high_depth_to_l(img: Image.Image, factor: int = 1,
                      rows: Callable[[int, int], np.ndarray] | None = None) -> Image.Image:
     """A loaded I;16* / I / F image -> 8-bit L, box-reduced by ``factor``.
     ``rows(y0, y1)``, when given, supplies the pixels instead, in order (an
-    I;16 PNG decoded in bands: ``png_bands.PngRows.rows``; ``img`` is then
+    I;16 PNG decoded in bands: ``png_bands.PngRows.array``; ``img`` is then
     only its opened header).
 
     Values map by the range their maximum says: I;16 by v // 257 (0..65535

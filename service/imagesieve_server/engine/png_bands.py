@@ -8,15 +8,18 @@ decoded alone; here each band goes through Pillow's own PNG unfiltering (its
 reconstructed, stored unfiltered (filter type 0), so the band's first row
 finds the neighbour it was filtered against. The compressed stream is
 inflated with ``zlib`` a band at a time (``max_length``, so a decompression
-bomb costs one band), and each band is re-wrapped in zlib's stored blocks
-(level 0: a copy, no compression). The pixels are Pillow's, byte for byte.
+bomb costs one band) from slices of the compressed data (so a single large
+chunk is not copied for each band), and each band is re-wrapped in zlib's
+stored blocks (level 0: a copy, no compression). The pixels are Pillow's,
+byte for byte; image data that ends short of the last row is an error here,
+where Pillow fills the missing rows black.
 
 Covered: non-interlaced 8-bit L, LA, RGB, RGBA, 16-bit gray (I;16) and 16-bit
 RGB and RGBA (which Pillow makes 8-bit; their two bytes a sample come back in
 two passes, see ``_CARRIERS``). Not covered, decoded whole as before:
 palettes and bit depths under 8 (a byte a pixel already), 16-bit gray with
 alpha, interlaced files, colour keys (tRNS on L/RGB: averaging would blend
-the keyed colour away before it is made transparent), animated PNGs.
+the keyed colour away before it is made transparent), animated PNGs (APNG).
 """
 from __future__ import annotations
 
@@ -46,11 +49,20 @@ _CARRIERS = {
 # (Pillow's bytes a pixel: 8 MP RGBA, 16 MP 16-bit gray): below it memory
 # is not the problem, and ordinary PNGs keep the decoding they always had.
 MIN_RASTER_BYTES = 32 << 20
-BAND_BYTES = 2 << 20          # unfiltered bytes a band (its rows, at least one)
-# Working memory of a band beyond its reduced output, bytes: inflated rows,
-# the stored-block stream, the carrier image (padded to 4 bytes a pixel), its
-# array and bytes, the band image in the file's mode, and its reduction.
+# Unfiltered bytes a band of ``reduced`` (whole rows, at least as many as the
+# reduction factor; 16-bit gray takes decode._high_depth_to_l's strips of ~1 MP).
+BAND_BYTES = 2 << 20
+# Working memory of a band beyond the reduced output, bytes: its inflated
+# rows, the stored-block stream, the decoded band (padded to 4 bytes a pixel,
+# or two for 16-bit colour), its bytes, the band in the file's mode, its
+# reduction; plus the compressed input read a slice at a time (INPUT_SLICE).
 WORKING_BYTES = 10 * BAND_BYTES
+INPUT_SLICE = 1 << 16
+# EXIF read for the orientation: its first 64 KiB (IFD0 comes first; JPEG
+# caps a whole EXIF block at that), not a chunk of any size copied and parsed.
+MAX_EXIF_BYTES = 1 << 16
+# Chunks Pillow reads image data from, one after another (fdAT only in APNGs, not banded).
+_DATA_CHUNKS = (b"IDAT", b"DDAT")
 
 
 class PngError(ValueError):
@@ -65,55 +77,62 @@ def applies(img: Image.Image) -> bool:
     t = tile[0]
     return (t[0] == "zip" and tuple(t[1]) == (0, 0) + img.size and t[3] in RAWMODE_BYTES
             and not img.info.get("interlace") and "transparency" not in img.info
-            and getattr(img, "n_frames", 1) == 1)
+            and img.get_format_mimetype() == "image/png")      # APNGs ("image/apng") decode whole
 
 
-def _idat_payloads(data: bytes, offset: int) -> Iterator[memoryview]:
-    """The image data chunks' payloads in order, from the first (whose data
-    starts at ``offset``, as Pillow's tile says) to the last consecutive one."""
-    view = memoryview(data)
-    pos = offset - 8
-    while pos + 8 <= len(data):
+def _chunks(data: bytes, pos: int = 8) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of each chunk from ``pos``, as far
+    as Pillow reads: up to IEND, a type that is not four ASCII letters, or
+    the end of the data (a length past it is cut there). CRCs unchecked, as
+    Pillow leaves them for image data."""
+    n = len(data)
+    while pos + 8 <= n:
         length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        if kind != b"IDAT":
+        if not kind.isalpha() or not kind.isascii():
             return
-        end = pos + 8 + length
-        if end > len(data):
-            yield view[pos + 8:]
+        yield kind, pos + 8, min(n, pos + 8 + length)
+        if kind == b"IEND":
             return
-        yield view[pos + 8:end]
-        pos = end + 4          # the CRC
+        pos += 12 + length
 
 
-def orientation(data: bytes, img: Image.Image) -> int:
-    """The EXIF orientation of a PNG (opened, not loaded): its eXIf chunk,
-    before the image data (Pillow has read it) or after (found by walking
-    the chunk headers; ``img.getexif()`` would decode the whole image first)."""
-    exif = img.info.get("exif")
-    if exif is None:
-        pos = 8
-        while pos + 8 <= len(data):
-            length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-            if kind == b"eXIf":
-                exif = data[pos + 8:pos + 8 + length]
-                break
-            if kind == b"IEND":
-                break
-            pos += 12 + length
+def _data_payloads(data: bytes, offset: int) -> Iterator[memoryview]:
+    """The payloads of the image data chunks in order: from the one whose
+    payload starts at ``offset`` (Pillow's tile), then each IDAT (or DDAT)
+    that follows it directly, as Pillow's reader continues."""
+    view = memoryview(data)
+    for kind, start, end in _chunks(data, offset - 8):
+        if kind not in _DATA_CHUNKS:
+            return
+        yield view[start:end]
+
+
+def orientation(data: bytes) -> object:
+    """The EXIF orientation value of a PNG, as decoding it whole finds it
+    (``img.getexif()`` would decode the pixels first): the last eXIf chunk
+    Pillow reads, before or after the image data; its first MAX_EXIF_BYTES.
+    1 when there is none or it cannot be parsed. May be a value of any type
+    (a string, say): callers look it up (decode._TRANSPOSE), as Pillow does."""
+    exif = None
+    for kind, start, end in _chunks(data):
+        if kind == b"eXIf":
+            exif = data[start:min(end, start + MAX_EXIF_BYTES)]
     if not exif:
         return 1
     try:
         parsed = Image.Exif()
         parsed.load(exif if exif[:6] == b"Exif\x00\x00" else b"Exif\x00\x00" + exif)
-        return int(parsed.get(0x0112, 1))
+        return parsed.get(0x0112, 1)
     except Exception:  # noqa: BLE001 - a broken EXIF block must not fail the image
         return 1
 
 
 class PngRows:
-    """A PNG's rows in order, a band at a time: ``take(n)`` is the next ``n``
-    rows as an image of the file's mode (``n`` x ``row_bytes`` unfiltered
-    bytes of working memory)."""
+    """A PNG's rows in order, a band at a time: ``band(n)`` is the next
+    ``n`` rows as an image of the file's mode, ``array(y0, y1)`` as an array.
+    A band holds a few times its unfiltered bytes (``WORKING_BYTES`` for one
+    of ``BAND_BYTES``). Image data that ends before the last row is an error
+    (a whole decode would fill the rest black)."""
 
     def __init__(self, data: bytes, img: Image.Image):
         if not applies(img):
@@ -124,9 +143,9 @@ class PngRows:
         self.rawmode = t[3]
         self.pixel_bytes = RAWMODE_BYTES[self.rawmode]
         self.row_bytes = self.width * self.pixel_bytes
-        self._chunks = _idat_payloads(data, t[2])
+        self._payloads = _data_payloads(data, t[2])
+        self._payload, self._at = memoryview(b""), 0
         self._inflate = zlib.decompressobj()
-        self._input: bytes | memoryview = b""
         self._previous = bytes(self.row_bytes)    # PNG's row above the first: zeros
         self.y = 0
 
@@ -135,33 +154,44 @@ class PngRows:
         rows = max(1, BAND_BYTES // self.row_bytes)
         return max(multiple, rows - rows % multiple)
 
-    def _filtered(self, rows: int) -> bytes:
+    def _stream(self, rows: int) -> bytearray:
+        """The next ``rows`` rows, still filtered, behind the previous band's
+        last row stored unfiltered (filter type 0), as one zlib stream of
+        stored blocks. The compressed input is inflated a slice at a time:
+        no copy of a large chunk's unread rest for each band."""
+        rows_bytes = bytearray(b"\x00")
+        rows_bytes += self._previous
         need = rows * (1 + self.row_bytes)
-        parts = []
         while need > 0:
-            if not self._input:
-                self._input = next(self._chunks, b"")
+            if self._at >= len(self._payload):
+                following = next(self._payloads, None)
+                if following is None or self._inflate.eof:
+                    got = self._inflate.decompress(b"", need)     # what it still holds
+                    if not got:
+                        done = self.y + (len(rows_bytes) - 1 - self.row_bytes) // (1 + self.row_bytes)
+                        raise PngError(f"image data ends at row {done} of {self.height} (truncated file)")
+                    rows_bytes += got
+                    need -= len(got)
+                    continue
+                self._payload, self._at = following, 0
+                continue
+            piece = self._payload[self._at:self._at + INPUT_SLICE]
             try:
-                got = self._inflate.decompress(self._input, need)
+                got = self._inflate.decompress(piece, need)
             except zlib.error as e:
                 raise PngError(f"damaged image data: {e}") from None
-            self._input = self._inflate.unconsumed_tail
-            if not got and not self._input:
-                raise PngError(f"image data ends at row {self.y + sum(map(len, parts)) // (1 + self.row_bytes)} "
-                               f"of {self.height} (truncated file)")
-            parts.append(got)
+            self._at += len(piece) - len(self._inflate.unconsumed_tail)
+            rows_bytes += got
             need -= len(got)
-        return b"".join(parts)
+            if self._inflate.eof:
+                self._at = len(self._payload)     # what follows the stream is not image data
+        return zlib.compress(rows_bytes, 0)
 
     def _decoded(self, rows: int, mode: str, rawmode: str, stream: bytes) -> Image.Image:
         try:
             return Image.frombytes(mode, (self.width, rows + 1), stream, "zip", rawmode)
         except (ValueError, OSError) as e:    # a filter type byte outside 0-4, say
             raise PngError(f"damaged image data near row {self.y}: {e}") from None
-
-    def _stream(self, rows: int) -> bytes:
-        # The previous band's last row, unfiltered, then this band's rows.
-        return zlib.compress(b"\x00" + self._previous + self._filtered(rows), 0)
 
     def _raw(self, rows: int) -> np.ndarray:
         """The next ``rows`` rows' unfiltered bytes: (rows, pixels, bytes a pixel) uint8."""
@@ -174,7 +204,7 @@ class PngRows:
         self.y += rows
         return raw
 
-    def take(self, rows: int) -> Image.Image:
+    def band(self, rows: int) -> Image.Image:
         """The next ``rows`` rows (fewer at the end) as an image of the file's mode."""
         rows = min(rows, self.height - self.y)
         if rows <= 0:
@@ -183,31 +213,32 @@ class PngRows:
         if more or (mode, rawmode) != (self.mode, self.rawmode):
             return Image.frombytes(self.mode, (self.width, rows), self._raw(rows).tobytes(), "raw", self.rawmode)
         # 8-bit L, LA, RGB, RGBA: the decoded band is already the file's mode.
-        band = self._decoded(rows, mode, rawmode, self._stream(rows))
-        self._previous = band.crop((0, rows, self.width, rows + 1)).tobytes("raw", rawmode)
+        decoded = self._decoded(rows, mode, rawmode, self._stream(rows))
+        self._previous = decoded.crop((0, rows, self.width, rows + 1)).tobytes("raw", rawmode)
         self.y += rows
-        return band.crop((0, 1, self.width, rows + 1))
+        return decoded.crop((0, 1, self.width, rows + 1))
 
-    def rows(self, y0: int, y1: int) -> np.ndarray:
-        """Rows ``y0``..``y1`` as an array (16-bit: big-endian uint16, as
+    def array(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``y0``..``y1`` as an array (16-bit gray: big-endian uint16, as
         stored); calls must follow each other (y0 == the last y1)."""
         if y0 != self.y or not y0 < y1 <= self.height:
             raise ValueError(f"rows are read in order: asked for {y0}..{y1}, at {self.y} of {self.height}")
         if self.rawmode == "I;16B":
             return self._raw(y1 - y0).view(">u2")[..., 0]
-        return np.asarray(self.take(y1 - y0))
+        return np.asarray(self.band(y1 - y0))
 
 
-def reduced(rows: PngRows, factor: int) -> Image.Image:
-    """The whole 8-bit image (L, LA, RGB, RGBA), box-reduced by ``factor`` as
-    ``Image.reduce`` would reduce it decoded whole (bands of whole blocks,
-    so the same pixels); at most one band and the output in memory."""
-    if rows.mode not in ("L", "LA", "RGB", "RGBA"):
-        raise ValueError(f"mode {rows.mode}: 8-bit modes only (16-bit gray: decode._high_depth_to_l)")
-    out = Image.new(rows.mode, (-(-rows.width // factor), -(-rows.height // factor)))
-    step = rows.band_rows(factor)
-    while rows.y < rows.height:
-        y = rows.y
-        band = rows.take(step)
+def reduced(png: PngRows, factor: int) -> Image.Image:
+    """The whole image in an 8-bit mode (L, LA, RGB, RGBA; 16-bit colour is
+    made 8-bit as Pillow does), box-reduced by ``factor`` as ``Image.reduce``
+    would reduce it decoded whole (bands of whole blocks, so the same
+    pixels); at most one band and the output in memory."""
+    if png.mode not in ("L", "LA", "RGB", "RGBA"):
+        raise ValueError(f"mode {png.mode}: 8-bit modes only (16-bit gray: decode._high_depth_to_l)")
+    out = Image.new(png.mode, (-(-png.width // factor), -(-png.height // factor)))
+    step = png.band_rows(factor)
+    while png.y < png.height:
+        y = png.y
+        band = png.band(step)
         out.paste(band.reduce(factor) if factor > 1 else band, (0, y // factor))
     return out

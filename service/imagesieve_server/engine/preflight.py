@@ -65,6 +65,7 @@ MAX_PNG_CHUNKS = 200_000        # chunks of any kind a PNG may have (64 MB in 1 
 MAX_TIFF_PARTS = 65_536         # strips or tiles (a 100 MP image in 256x256 tiles has ~1,500)
 MAX_TILE_PIXELS = 1 << 22       # a tile beyond 4 x its image's pixels may have this many (2048x2048)
 MAX_COMPRESSED_CHUNKS = 64      # iCCP, zTXt, iTXt in a PNG (real files: a few)
+MAX_PNG_METADATA_BYTES = 16 << 20   # a PNG's chunks besides its pixels (profiles, XMP: at most a few MB)
 MAX_JPEG_PADDING = 1 << 16      # bytes between a JPEG's segments before its first scan (real files: 0)
 MAX_NETPBM_HEADER = 4096           # bytes of a netpbm header before its pixels (real files: dozens)
 MAX_GIF_EXTENSION_BYTES = 16 << 20   # bytes of a GIF's extensions before its first frame (XMP: a few MB)
@@ -229,16 +230,23 @@ def _tiff(data: bytes, max_pixels: int) -> str | None:
 def _png(data: bytes) -> str | None:
     """Every chunk, before the pixels and after them (Pillow reads those
     after the pixels when it finishes loading): how many that are not
-    pixel data, how many compressed, and how many in all. An animated PNG
+    pixel data and their bytes, how many compressed, and how many in all. An animated PNG
     is read up to its second frame's control chunk, where Pillow stops
     (decoding takes the first frame): an APNG of 1,100 frames was refused
     for its 1,100 frame controls."""
-    pos, other, compressed, pixels = 8, 0, 0, False
+    pos, other, compressed, pixels, metadata = 8, 0, 0, False, 0
     controls, frames = 0, 0                     # acTL chunks before the pixels, the frames the last says
     for _ in range(MAX_PNG_CHUNKS):
         if pos + 8 > len(data):
             return None
         kind = data[pos + 4:pos + 8]
+        if kind not in (b"IDAT", b"fdAT", b"DDAT"):
+            # Pillow reads each metadata chunk whole (eXIf, text, profiles), before
+            # any memory is charged: a 60 MB eXIf took 120-300 MB.
+            metadata += min(_u(data, pos, 4, "big"), len(data) - pos)
+            if metadata > MAX_PNG_METADATA_BYTES:
+                return (f"PNG with over {MAX_PNG_METADATA_BYTES >> 20} MiB of metadata chunks (EXIF, text, "
+                        f"colour profiles), each read whole while decoding")
         animated = controls == 1 and 1 < frames <= 0x80000000      # as Pillow: one acTL (two: a still)
         if kind == b"IEND" or (kind == b"fcTL" and animated and pixels):
             return None

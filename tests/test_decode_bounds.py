@@ -374,7 +374,8 @@ def test_a_png_in_bands_turns_as_a_whole_decode_would(bands_for_any_size):
                               else (2, 2, value.encode() + b"\0\0"))
         return b"MM\0*" + struct.pack(">IHHHI", 8, 1, 0x0112, kind, count) + field + struct.pack(">I", 0)
     data = png_every_filter(ramp, 0, exif=exif(6))
-    last_wins = data[:-12] + struct.pack(">I", len(exif(3))) + b"eXIf" + exif(3) + b"\0" * 4 + data[-12:]
+    later = struct.pack(">I", len(exif(3))) + b"eXIf" + exif(3) + struct.pack(">I", zlib.crc32(b"eXIf" + exif(3)))
+    last_wins = data[:-12] + later + data[-12:]
     for layout, turned in ((data, True), (last_wins, False),
                            (png_every_filter(ramp, 0, exif=exif("6")), False)):
         img = decode_image(layout, 64)

@@ -154,7 +154,7 @@ class PngRows:
         rows = max(1, BAND_BYTES // self.row_bytes)
         return max(multiple, rows - rows % multiple)
 
-    def _stream(self, rows: int) -> bytearray:
+    def _stream(self, rows: int) -> bytes:
         """The next ``rows`` rows, still filtered, behind the previous band's
         last row stored unfiltered (filter type 0), as one zlib stream of
         stored blocks. The compressed input is inflated a slice at a time:

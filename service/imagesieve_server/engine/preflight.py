@@ -15,9 +15,9 @@ seconds to minutes (two adversarial probes; docs/server-probes.md, "A fourth and
 - a TIFF lists its strips or tiles in the header, and Pillow makes a Python
   object a strip while opening (an 8 MB file of 2 million strips: seconds);
   a tile is decoded whole, so an 8x8 image may declare a 40000x40000 tile;
-- a PNG's chunks are walked one by one, and every compressed one (iCCP,
-  zTXt, iTXt) is inflated, before its pixels while opening, after them
-  when loading ends;
+- a PNG's chunks are walked one by one, every compressed one (iCCP,
+  zTXt, iTXt) is inflated and every other metadata chunk (eXIf...) read
+  whole, before its pixels while opening, after them when loading ends;
 - a JPEG's bytes between segments (junk or 0xFF fill) are read one at a time;
 - a Photoshop file's image resources are read one by one while opening;
 - a GIF's extension blocks before its first frame are read one by one while

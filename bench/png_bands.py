@@ -28,8 +28,7 @@ import tempfile
 from pathlib import Path
 
 _CHILD = """
-import io, json, resource, sys, time, hashlib
-import numpy as np
+import io, json, resource, sys, time
 from PIL import Image
 from imagesieve_server.engine import decode
 data = open(sys.argv[1], "rb").read()

@@ -62,6 +62,25 @@ def test_signature_trims_frames_and_is_compact(photos):
     assert unpack(sig)[1] > 0.95
 
 
+
+@pytest.mark.parametrize("side", [28, 32])
+def test_thumbnail_sized_pictures_and_their_half_size_copies_align(photos, side):
+    """A picture smaller than the signature's thumbnail is enlarged smoothly,
+    not in blocks of uneven width, so its half-size copy shows the same
+    picture blurred (compared at one sharpness), not another block pattern.
+    Measured on these 20 photos at 28 / 32 px: median agreement 0.81 / 0.84
+    with block enlargement, 0.91 / 0.91 now."""
+    small = [photo_image(p[0]).resize((side, side), Image.BOX) for p in photos]
+    agreement = [pair_alignment(layout_signature(im), layout_signature(im.resize((side // 2,) * 2, Image.BOX)))[0]
+                 for im in small]
+    assert np.median(agreement) >= 0.88, np.round(agreement, 3)
+
+
+def test_a_picture_of_thumbnail_size_or_more_is_only_area_averaged(photos):
+    im = photo_image(photos[3][0]).resize((60, 48), Image.BILINEAR)
+    thumb = unpack(layout_signature(im))[2]
+    assert np.array_equal(thumb, np.asarray(im.convert("L").resize((48, 48), Image.BOX)))
+
 def test_a_picture_turned_on_its_canvas_is_turned_back_upright(photos):
     """A photo rotated by some degrees with its canvas expanded (black or
     white corners) gets the signature of the upright photo, at any angle;

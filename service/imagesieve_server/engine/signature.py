@@ -11,7 +11,8 @@ keeps exactly that, small enough to store with every image of a collection:
    a picture turned by some degrees on a uniform canvas (a rotated scan, a
    photo rotated with its canvas expanded) is turned back upright first;
 2. the rest is reduced to a ``SIDE`` x ``SIDE`` grayscale thumbnail (area
-   averaging: JPEG noise, rescaling and mild blur fall below its resolution);
+   averaging: JPEG noise, rescaling and mild blur fall below its resolution;
+   a side shorter than ``SIDE`` is interpolated, see ``_reduced``);
 3. for a transparent image, which pixels of that thumbnail are opaque (one
    bit each): the thumbnail shows the picture over white, and a copy saved
    without regard to its alpha shows whatever colour lay under the
@@ -153,6 +154,29 @@ def _upright(gray: np.ndarray, rect) -> np.ndarray:
     return out[my:out.shape[0] - my, mx:out.shape[1] - mx]
 
 
+def _reduced(img: Image.Image, box) -> Image.Image:
+    """The ``box`` (left, top, right, bottom; pixels, may be fractional) of
+    ``img`` as a SIDE x SIDE thumbnail: area averaging where the box is at
+    least SIDE px, bilinear interpolation along a side that is shorter.
+    Area averaging enlarges by repeating pixels in blocks of uneven width
+    (1 or 2 px for a 28-px picture, 3 or 4 for 14 px), so a picture and its
+    half-size copy showed two different block patterns (Fashion-MNIST:
+    agreement 0.55-0.85 where a copy aligns at 0.9 and more)."""
+    left, top, right, bottom = box
+    grow_x, grow_y = right - left < SIDE, bottom - top < SIDE
+    if not (grow_x or grow_y):
+        return img.resize((SIDE, SIDE), Image.BOX, box=box)
+    if grow_x == grow_y:
+        return img.resize((SIDE, SIDE), Image.BILINEAR, box=box)
+    # One side grows, the other shrinks: one pass each (Pillow's passes are separable).
+    across = img.resize((SIDE, img.height), Image.BILINEAR if grow_x else Image.BOX, box=(left, 0, right, img.height))
+    return across.resize((SIDE, SIDE), Image.BILINEAR if grow_y else Image.BOX, box=(0, top, SIDE, bottom))
+
+
+def _whole(img: Image.Image) -> Image.Image:
+    return _reduced(img, (0, 0, img.width, img.height))
+
+
 def layout_signature(img: Image.Image) -> np.ndarray:
     """RGB (or any mode) PIL image -> (SIGNATURE_BYTES,) uint8 signature.
 
@@ -175,19 +199,18 @@ def layout_signature(img: Image.Image) -> np.ndarray:
     if tilted is not None:
         # Turned back at the working size: SIDE x SIDE comes from ~_WORK pixels anyway.
         content = _upright(small_arr, tilted)
-        thumb = Image.fromarray(content).resize((SIDE, SIDE), Image.BOX)
+        thumb = _whole(Image.fromarray(content))
         cw, ch = content.shape[1] * w / sw, content.shape[0] * h / sh
         box = (0.0, 0.0, cw, ch)
         opacity = (None if alpha is None else
-                   Image.fromarray(_upright(np.asarray(alpha.resize((sw, sh), Image.BOX)), tilted))
-                   .resize((SIDE, SIDE), Image.BOX))
+                   _whole(Image.fromarray(_upright(np.asarray(alpha.resize((sw, sh), Image.BOX)), tilted))))
     else:
         top, bottom, left, right = _frame_box(small_arr)
         box = (left / sw * w, top / sh * h, right / sw * w, bottom / sh * h)
-        thumb = gray.resize((SIDE, SIDE), Image.BOX, box=box)
+        thumb = _reduced(gray, box)
         opacity = (None if alpha is None else
-                   alpha.resize((SIDE, SIDE), Image.BOX, box=(box[0] * alpha.width / w, box[1] * alpha.height / h,
-                                                              box[2] * alpha.width / w, box[3] * alpha.height / h)))
+                   _reduced(alpha, (box[0] * alpha.width / w, box[1] * alpha.height / h,
+                                    box[2] * alpha.width / w, box[3] * alpha.height / h)))
     out = np.empty(SIGNATURE_BYTES, np.uint8)
     aspect = np.clip(round(32 * np.log2(max(box[2] - box[0], 1e-6) / max(box[3] - box[1], 1e-6))), -127, 127)
     out[0] = np.uint8(np.int8(aspect).view(np.uint8))

@@ -1,6 +1,6 @@
 """Duplicate verdicts on three real collections, stage 1 alone vs verified.
 
-    .venv/bin/python bench/dup_quality.py [--fashion 1500] [--copy-share 0.2] [--stream 40] [--kinds probe]
+    .venv/bin/python bench/dup_quality.py [--fashion 1500] [--copy-share 0.2] [--stream 40] [--kinds probe|probe2]
 
 Collections (each: real distinct originals plus planted altered copies):
   photos         foolbox's ImageNet photos and scikit-image's photos (bench/photos.py)
@@ -15,7 +15,9 @@ perspective, noise, gamma, sharpen+saturate, coloured pad, caption bar,
 WebP, rotate+crop, downscale, posterize) plus the issue's named kinds (60%
 centre crop, letterbox, watermark) and three kinds the verifier was extended
 for after a probe found them missed (quarter turn, vertical flip, negative). Light/dark or colour variants of one
-design (collections_real's families) count as related, not false.
+design (collections_real's families) count as related, not false. ``--kinds probe`` and
+``--kinds probe2`` plant two later sets instead (PROBE_KINDS, PROBE2_KINDS), to see how the
+verdicts hold on kinds nobody tuned for.
 
 Per collection and method ("stage1": raw cosine at the threshold derived
 from the data; "verified": two stages), at the default settings of
@@ -188,6 +190,110 @@ PROBE_KINDS = {
                                                    .filter(ImageFilter.UnsharpMask(2, 150)),
 }
 
+
+
+# A third set (--kinds probe2), written 2026-12-05 after both others and used to change
+# nothing: filters, overlays and framings a data pipeline or a person applies.
+def _meme(im):
+    from PIL import ImageDraw, ImageFont
+    im = im.convert("RGB").copy()
+    w, h = im.size
+    font = ImageFont.load_default(max(10, h // 9))     # Pillow's own scalable font
+    for y, text in ((h // 30, "WHEN THE DATA"), (h - h // 7, "IS CLEAN")):
+        ImageDraw.Draw(im).text((w // 10, y), text, font=font, fill="white", stroke_width=max(1, h // 150),
+                                stroke_fill="black")
+    return im
+
+
+def _phone(im):
+    """The picture at 62% in a dark phone frame with a status bar."""
+    from PIL import ImageDraw
+    w, h = im.size
+    pw, ph = max(1, int(w * 0.62)), max(1, int(h * 0.62))
+    out = Image.new("RGB", (int(pw * 1.12), int(ph * 1.35)), (25, 25, 28))
+    d = ImageDraw.Draw(out)
+    d.rectangle((0, 0, out.width, int(ph * 0.1)), fill=(40, 40, 45))
+    d.text((10, 4), "12:45  LTE", fill="white")
+    out.paste(im.convert("RGB").resize((pw, ph)), (int(pw * 0.06), int(ph * 0.17)))
+    return out
+
+
+def _sepia(im):
+    g = np.asarray(im.convert("L"), np.float32)
+    return Image.fromarray(np.clip(np.stack([g * 1.07 + 20, g * 0.95 + 8, g * 0.75], -1), 0, 255).astype(np.uint8))
+
+
+def _motion_blur(im):
+    import cv2
+    k = np.zeros((15, 15), np.float32)
+    k[7, :] = 1 / 15
+    return Image.fromarray(cv2.filter2D(np.asarray(im.convert("RGB")), -1, k))
+
+
+def _checker_border(im):
+    from PIL import ImageDraw
+    im = im.convert("RGB")
+    w, h = im.size
+    b = max(4, w // 7)
+    s = max(2, b // 3)
+    out = Image.new("RGB", (w + 2 * b, h + 2 * b))
+    d = ImageDraw.Draw(out)
+    for y in range(0, out.height, s):
+        for x in range(0, out.width, s):
+            d.rectangle((x, y, x + s, y + s), fill=(200, 30, 30) if (x // s + y // s) % 2 else (240, 240, 240))
+    out.paste(im, (b, b))
+    return out
+
+
+def _augment_chain(im):
+    """A training pipeline's chain: mirror, an 85% crop off centre, brighter, squashed 10%."""
+    im = ImageOps.mirror(im.convert("RGB"))
+    w, h = im.size
+    im = im.crop((int(w * .1), int(h * .02), int(w * .95), int(h * .87)))
+    return ImageEnhance.Brightness(im).enhance(1.25).resize((max(1, int(im.width * 0.9)), im.height))
+
+
+def _aspect(im, ratio: float, size: tuple[int, int] | None = None):
+    """The largest centred crop of width / height ``ratio`` (a wallpaper's other aspect)."""
+    im = im.convert("RGB")
+    w, h = im.size
+    cw, ch = (w, int(w / ratio)) if w / h < ratio else (int(h * ratio), h)
+    x, y = (w - cw) // 2, (h - ch) // 2
+    out = im.crop((x, y, x + cw, y + ch))
+    return out.resize(size) if size else out
+
+
+def _clahe(im):
+    import cv2
+    lab = cv2.cvtColor(np.asarray(im.convert("RGB")), cv2.COLOR_RGB2LAB)
+    lab[..., 0] = cv2.createCLAHE(3.0, (8, 8)).apply(lab[..., 0])
+    return Image.fromarray(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB))
+
+
+def _noise30(im):
+    arr = np.asarray(im.convert("RGB"), np.float32)
+    arr += np.random.default_rng(3).normal(0, 30, arr.shape)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+PROBE2_KINDS = {
+    "meme_text": _meme,
+    "phone_frame": _phone,
+    "channel_swap": lambda im: Image.merge("RGB", [im.convert("RGB").split()[i] for i in (2, 0, 1)]),
+    "sepia": _sepia,
+    "emboss": lambda im: im.convert("RGB").filter(ImageFilter.EMBOSS),
+    "contour": lambda im: im.convert("RGB").filter(ImageFilter.CONTOUR),
+    "oil_paint": lambda im: ImageOps.posterize(im.convert("RGB").filter(ImageFilter.ModeFilter(7)), 4),
+    "rot45_expand": lambda im: im.convert("RGB").rotate(45, resample=Image.BICUBIC, expand=True, fillcolor=(0, 0, 0)),
+    "noise30": _noise30,
+    "motion_blur": _motion_blur,
+    "checker_border": _checker_border,
+    "augment_chain": _augment_chain,
+    "aspect_4_3": lambda im: _aspect(im, 4 / 3, (800, 600)),
+    "aspect_21_9": lambda im: _aspect(im, 21 / 9),
+    "thumb64": lambda im: im.convert("RGB").resize((64, max(1, round(64 * im.height / im.width))), Image.LANCZOS),
+    "clahe": _clahe,
+}
 
 def flat(im: Image.Image) -> Image.Image:
     """Icons come as RGBA: shown on white, as a browser would."""
@@ -401,8 +507,8 @@ def main() -> int:
     ap.add_argument("--collections", default="photos,illustrations,icons,fashion")
     ap.add_argument("--copies", type=int, default=1,
                     help="copies planted per chosen original (the issue's trial set had 8 of each)")
-    ap.add_argument("--kinds", choices=("benchmark", "probe"), default="benchmark",
-                    help="the benchmark's copy kinds, or the probe's (kinds nobody tuned for)")
+    ap.add_argument("--kinds", choices=("benchmark", "probe", "probe2"), default="benchmark",
+                    help="the benchmark's copy kinds, or a probe's (kinds nobody tuned for)")
     ap.add_argument("--false-pairs", metavar="DIR",
                     help="write each collection's verified false pairs, with their evidence, to DIR/NAME.csv")
     args = ap.parse_args()
@@ -413,7 +519,7 @@ def main() -> int:
         originals = load(name, args.fashion)
         share = 1.0 if name == "photos" else args.copy_share      # few photos: copy each
         blobs, source, family, kind, n_orig = build(originals, share, copies=args.copies,
-                                                    copy_kinds=PROBE_KINDS if args.kinds == "probe" else None)
+                                                    copy_kinds={"probe": PROBE_KINDS, "probe2": PROBE2_KINDS}.get(args.kinds))
         t0 = time.perf_counter()
         out = emb.embed_all(blobs, with_signatures=True)
         t_embed = time.perf_counter() - t0

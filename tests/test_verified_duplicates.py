@@ -62,7 +62,6 @@ def test_signature_trims_frames_and_is_compact(photos):
     assert unpack(sig)[1] > 0.95
 
 
-
 @pytest.mark.parametrize("side", [28, 32])
 def test_thumbnail_sized_pictures_and_their_half_size_copies_align(photos, side):
     """A picture smaller than the signature's thumbnail is enlarged smoothly,
@@ -80,6 +79,7 @@ def test_a_picture_of_thumbnail_size_or_more_is_only_area_averaged(photos):
     im = photo_image(photos[3][0]).resize((60, 48), Image.BILINEAR)
     thumb = unpack(layout_signature(im))[2]
     assert np.array_equal(thumb, np.asarray(im.convert("L").resize((48, 48), Image.BOX)))
+
 
 def test_a_picture_turned_on_its_canvas_is_turned_back_upright(photos):
     """A photo rotated by some degrees with its canvas expanded (black or

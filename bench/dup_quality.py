@@ -66,9 +66,9 @@ def _find_coeffs(dst, src):
     return np.linalg.solve(np.array(a, float), np.array(src, float).ravel()).tolist()
 
 
-def _noise(im):
+def _noise(im, sigma: float = 12, seed: int = 7):
     arr = np.asarray(im.convert("RGB"), np.float32)
-    arr += np.random.default_rng(7).normal(0, 12, arr.shape)
+    arr += np.random.default_rng(seed).normal(0, sigma, arr.shape)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
@@ -191,7 +191,6 @@ PROBE_KINDS = {
 }
 
 
-
 # A third set (--kinds probe2), written 2026-12-05 after both others and used to change
 # nothing: filters, overlays and framings a data pipeline or a person applies.
 def _meme(im):
@@ -270,12 +269,6 @@ def _clahe(im):
     return Image.fromarray(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB))
 
 
-def _noise30(im):
-    arr = np.asarray(im.convert("RGB"), np.float32)
-    arr += np.random.default_rng(3).normal(0, 30, arr.shape)
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-
-
 PROBE2_KINDS = {
     "meme_text": _meme,
     "phone_frame": _phone,
@@ -285,7 +278,7 @@ PROBE2_KINDS = {
     "contour": lambda im: im.convert("RGB").filter(ImageFilter.CONTOUR),
     "oil_paint": lambda im: ImageOps.posterize(im.convert("RGB").filter(ImageFilter.ModeFilter(7)), 4),
     "rot45_expand": lambda im: im.convert("RGB").rotate(45, resample=Image.BICUBIC, expand=True, fillcolor=(0, 0, 0)),
-    "noise30": _noise30,
+    "noise30": lambda im: _noise(im, sigma=30, seed=3),
     "motion_blur": _motion_blur,
     "checker_border": _checker_border,
     "augment_chain": _augment_chain,
@@ -294,6 +287,7 @@ PROBE2_KINDS = {
     "thumb64": lambda im: im.convert("RGB").resize((64, max(1, round(64 * im.height / im.width))), Image.LANCZOS),
     "clahe": _clahe,
 }
+
 
 def flat(im: Image.Image) -> Image.Image:
     """Icons come as RGBA: shown on white, as a browser would."""

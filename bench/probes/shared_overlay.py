@@ -56,25 +56,14 @@ def _hull_area(points: np.ndarray) -> float:
 
 
 def inlier_coverage(block_a: np.ndarray, block_b: np.ndarray) -> float:
-    """As engine.keypoints.matched_inliers matches, the larger of the two
-    images' shares of their keypoints' hull that the inliers' hull covers."""
-    pa, da = kp.unpack_keypoints(block_a)
-    pb, db = kp.unpack_keypoints(block_b)
-    if len(da) < 4 or len(db) < 4:
+    """For the keypoints engine.keypoints.matched_points matches, the larger
+    of the two images' shares of their keypoints' hull that the inliers'
+    hull covers; 0 when nothing matches."""
+    matched = kp.matched_points(block_a, block_b)
+    if matched is None:
         return 0.0
-    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
-    back = {m[0].queryIdx: m[0].trainIdx for m in matcher.knnMatch(db, da, k=1) if m}
-    good = [m[0] for m in matcher.knnMatch(da, db, k=2)
-            if len(m) == 2 and m[0].distance < kp.RATIO * m[1].distance and back.get(m[0].trainIdx) == m[0].queryIdx]
-    if len(good) < 4:
-        return 0.0
-    src, dst = pa[[m.queryIdx for m in good]], pb[[m.trainIdx for m in good]]
-    transform, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
-                                                     ransacReprojThreshold=kp.REPROJECTION_PX)
-    if transform is None:
-        return 0.0
-    keep = inliers.ravel().astype(bool)
-    return max(_hull_area(src[keep]) / max(_hull_area(pa), 1e-6), _hull_area(dst[keep]) / max(_hull_area(pb), 1e-6))
+    src, dst, pa, pb = matched
+    return max(_hull_area(src) / max(_hull_area(pa), 1e-6), _hull_area(dst) / max(_hull_area(pb), 1e-6))
 
 
 def _embedded(emb, blobs):

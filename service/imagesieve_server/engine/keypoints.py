@@ -74,32 +74,44 @@ def unpack_keypoints(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return xy, b[start:start + DESCRIPTOR_BYTES * k].reshape(k, DESCRIPTOR_BYTES)
 
 
-def matched_inliers(block_a: np.ndarray, block_b: np.ndarray) -> int:
-    """How many keypoints of two blocks one similarity transform (shift,
+def matched_points(block_a: np.ndarray, block_b: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The keypoints of two blocks that one similarity transform (shift,
     rotation, scale within [MIN_SCALE, 1 / MIN_SCALE]) maps onto each other:
-    descriptor matches that are mutual best matches and pass the ratio
-    test, then RANSAC. 0 when either side has fewer than 4 keypoints. The
-    same count whichever block comes first (they are put in one order)."""
+    descriptor matches that are mutual best matches and pass the ratio test,
+    then RANSAC. (inlier positions in the first block (m, 2), their matches
+    in the second (m, 2), all positions of the first, of the second), with
+    the blocks put in one order (the same answer whichever comes first);
+    None when no such transform is found or either side has fewer than 4
+    keypoints."""
     if block_b.tobytes() < block_a.tobytes():
         block_a, block_b = block_b, block_a
     pa, da = unpack_keypoints(block_a)
     pb, db = unpack_keypoints(block_b)
     if len(da) < 4 or len(db) < 4:
-        return 0
+        return None
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
     back = {m[0].queryIdx: m[0].trainIdx for m in matcher.knnMatch(db, da, k=1) if m}
     good = [m[0] for m in matcher.knnMatch(da, db, k=2)
             if len(m) == 2 and m[0].distance < RATIO * m[1].distance and back.get(m[0].trainIdx) == m[0].queryIdx]
     if len(good) < 4:
-        return 0
+        return None
     src = pa[[m.queryIdx for m in good]]
     dst = pb[[m.trainIdx for m in good]]
     transform, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
                                                      ransacReprojThreshold=REPROJECTION_PX)
     if transform is None:
-        return 0
+        return None
     scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
     # Many matches onto one spot fit a transform that shrinks everything to it.
     if not MIN_SCALE <= scale <= 1 / MIN_SCALE:
-        return 0
-    return int(inliers.sum())
+        return None
+    keep = inliers.ravel().astype(bool)
+    return src[keep], dst[keep], pa, pb
+
+
+def matched_inliers(block_a: np.ndarray, block_b: np.ndarray) -> int:
+    """How many keypoints of two blocks one similarity transform maps onto
+    each other (:func:`matched_points`); 0 when none does."""
+    matched = matched_points(block_a, block_b)
+    return 0 if matched is None else len(matched[0])

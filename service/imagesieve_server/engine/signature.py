@@ -163,14 +163,12 @@ def _reduced(img: Image.Image, box) -> Image.Image:
     half-size copy showed two different block patterns (Fashion-MNIST:
     agreement 0.55-0.85 where a copy aligns at 0.9 and more)."""
     left, top, right, bottom = box
-    grow_x, grow_y = right - left < SIDE, bottom - top < SIDE
-    if not (grow_x or grow_y):
-        return img.resize((SIDE, SIDE), Image.BOX, box=box)
-    if grow_x == grow_y:
-        return img.resize((SIDE, SIDE), Image.BILINEAR, box=box)
-    # One side grows, the other shrinks: one pass each (Pillow's passes are separable).
-    across = img.resize((SIDE, img.height), Image.BILINEAR if grow_x else Image.BOX, box=(left, 0, right, img.height))
-    return across.resize((SIDE, SIDE), Image.BILINEAR if grow_y else Image.BOX, box=(0, top, SIDE, bottom))
+    across, down = (Image.BILINEAR if side < SIDE else Image.BOX for side in (right - left, bottom - top))
+    if across == down:
+        return img.resize((SIDE, SIDE), across, box=box)
+    # One side grows, the other shrinks: a pass each (Pillow's passes are separable).
+    wide = img.resize((SIDE, img.height), across, box=(left, 0, right, img.height))
+    return wide.resize((SIDE, SIDE), down, box=(0, top, SIDE, bottom))
 
 
 def _whole(img: Image.Image) -> Image.Image:

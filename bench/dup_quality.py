@@ -1,6 +1,6 @@
 """Duplicate verdicts on three real collections, stage 1 alone vs verified.
 
-    .venv/bin/python bench/dup_quality.py [--fashion 1500] [--copy-share 0.2] [--stream 40] [--kinds probe|probe2]
+    .venv/bin/python bench/dup_quality.py [--fashion 1500] [--copy-share 0.2] [--stream 40] [--kinds probe|probe2|probe3]
 
 Collections (each: real distinct originals plus planted altered copies):
   photos         foolbox's ImageNet photos and scikit-image's photos (bench/photos.py)
@@ -15,9 +15,9 @@ perspective, noise, gamma, sharpen+saturate, coloured pad, caption bar,
 WebP, rotate+crop, downscale, posterize) plus the issue's named kinds (60%
 centre crop, letterbox, watermark) and three kinds the verifier was extended
 for after a probe found them missed (quarter turn, vertical flip, negative). Light/dark or colour variants of one
-design (collections_real's families) count as related, not false. ``--kinds probe`` and
-``--kinds probe2`` plant two later sets instead (PROBE_KINDS, PROBE2_KINDS), to see how the
-verdicts hold on kinds nobody tuned for.
+design (collections_real's families) count as related, not false. ``--kinds probe``,
+``probe2`` and ``probe3`` plant three later sets instead (PROBE_KINDS, PROBE2_KINDS,
+PROBE3_KINDS), to see how the verdicts hold on kinds nobody tuned for.
 
 Per collection and method ("stage1": raw cosine at the threshold derived
 from the data; "verified": two stages), at the default settings of
@@ -289,6 +289,84 @@ PROBE2_KINDS = {
 }
 
 
+
+# A fourth set (--kinds probe3), written 2026-12-05 (a later session) before any run of it:
+# tone maps that are not monotonic, resampling and palette effects, lens and shear
+# geometry, sketches, mosaics.
+def _shear(im, degrees: float = 15):
+    im = im.convert("RGB")
+    w, h = im.size
+    t = float(np.tan(np.radians(degrees)))
+    return im.transform((w + int(abs(t) * h), h), Image.AFFINE, (1, -t, t * h if t < 0 else 0, 0, 1, 0),
+                        Image.BICUBIC, fillcolor=(128, 128, 128))
+
+
+def _pencil_sketch(im):
+    g = np.asarray(im.convert("L"), np.float32)
+    inv = np.asarray(Image.fromarray((255 - g).astype(np.uint8)).filter(ImageFilter.GaussianBlur(
+        max(1, im.width / 60))), np.float32)
+    return Image.fromarray(np.clip(g * 255 / np.maximum(255 - inv, 1), 0, 255).astype(np.uint8)).convert("RGB")
+
+
+def _barrel(im, k: float = 0.3):
+    import cv2
+    a = np.asarray(im.convert("RGB"))
+    h, w = a.shape[:2]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    nx, ny = (x - w / 2) / (w / 2), (y - h / 2) / (h / 2)
+    f = 1 + k * (nx * nx + ny * ny)
+    return Image.fromarray(cv2.remap(a, (nx / f * w / 2 + w / 2).astype(np.float32),
+                                     (ny / f * h / 2 + h / 2).astype(np.float32), cv2.INTER_LINEAR))
+
+
+def _rotate_fill(im, degrees: float = 30):
+    """Turned in place, then the largest upright rectangle inside cut out and resized back."""
+    im = im.convert("RGB")
+    w, h = im.size
+    r = np.radians(degrees)
+    c, s = abs(np.cos(r)), abs(np.sin(r))
+    # the largest axis-aligned rectangle of the frame's aspect inside the turned frame
+    scale = min(w / (w * c + h * s), h / (w * s + h * c))
+    cw, ch = int(w * scale), int(h * scale)
+    rot = im.rotate(degrees, resample=Image.BICUBIC)
+    return rot.crop(((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch)).resize((w, h))
+
+
+def _colormap(im):
+    import cv2
+    return Image.fromarray(cv2.cvtColor(cv2.applyColorMap(np.asarray(im.convert("L")), cv2.COLORMAP_JET),
+                                        cv2.COLOR_BGR2RGB))
+
+
+def _tile(im):
+    im = im.convert("RGB")
+    w, h = im.size
+    half = im.resize((max(1, w // 2), max(1, h // 2)))
+    out = Image.new("RGB", (half.width * 2, half.height * 2))
+    for x in (0, half.width):
+        for y in (0, half.height):
+            out.paste(half, (x, y))
+    return out
+
+
+PROBE3_KINDS = {
+    "solarize": lambda im: ImageOps.solarize(im.convert("RGB"), 128),
+    "shear_15": _shear,
+    "dither_1bit": lambda im: im.convert("L").convert("1").convert("RGB"),
+    "palette_16": lambda im: im.convert("RGB").quantize(16).convert("RGB"),
+    "median_5": lambda im: im.convert("RGB").filter(ImageFilter.MedianFilter(5)),
+    "pencil_sketch": _pencil_sketch,
+    "barrel": _barrel,
+    "jpeg_q5": lambda im: _jpeg(im, 5),
+    "rot30_fill": _rotate_fill,
+    "overexpose": lambda im: ImageEnhance.Brightness(im.convert("RGB")).enhance(2.0),
+    "colormap_jet": _colormap,
+    "low_light_noise": lambda im: _noise(ImageEnhance.Brightness(im.convert("RGB")).enhance(0.25), sigma=6, seed=5),
+    "tile_2x2": _tile,
+    "transpose": lambda im: im.convert("RGB").transpose(Image.Transpose.TRANSPOSE),
+}
+PROBE_SETS = {"probe": PROBE_KINDS, "probe2": PROBE2_KINDS, "probe3": PROBE3_KINDS}
+
 def flat(im: Image.Image) -> Image.Image:
     """Icons come as RGBA: shown on white, as a browser would."""
     if im.mode == "RGBA":
@@ -501,7 +579,7 @@ def main() -> int:
     ap.add_argument("--collections", default="photos,illustrations,icons,fashion")
     ap.add_argument("--copies", type=int, default=1,
                     help="copies planted per chosen original (the issue's trial set had 8 of each)")
-    ap.add_argument("--kinds", choices=("benchmark", "probe", "probe2"), default="benchmark",
+    ap.add_argument("--kinds", choices=("benchmark", *PROBE_SETS), default="benchmark",
                     help="the benchmark's copy kinds, or a probe's (kinds nobody tuned for)")
     ap.add_argument("--false-pairs", metavar="DIR",
                     help="write each collection's verified false pairs, with their evidence, to DIR/NAME.csv")
@@ -513,7 +591,7 @@ def main() -> int:
         originals = load(name, args.fashion)
         share = 1.0 if name == "photos" else args.copy_share      # few photos: copy each
         blobs, source, family, kind, n_orig = build(originals, share, copies=args.copies,
-                                                    copy_kinds={"probe": PROBE_KINDS, "probe2": PROBE2_KINDS}.get(args.kinds))
+                                                    copy_kinds=PROBE_SETS.get(args.kinds))
         t0 = time.perf_counter()
         out = emb.embed_all(blobs, with_signatures=True)
         t_embed = time.perf_counter() - t0

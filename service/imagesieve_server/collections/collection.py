@@ -741,8 +741,7 @@ class Collection:
         # the new image's (NaN) taken from its embedding's candidates, without those found the same.
         stored_g = [nan] + [stored[n.key][1] if stored[n.key][1] is not None else nan for n in everyone]
         stored_c = [nan] + [stored[n.key][2] if stored[n.key][2] is not None else nan for n in everyone]
-        profile = verify.one_dimensional(sigs)
-        profile = profile[a] | profile[b]
+        profile = verify.profile_pairs(m + 1, a, b, verify.one_dimensional(sigs), ev)
         ok, _ = verify.verified_pairs(m + 1, a, b, g, c, np.array(stored_g), np.array(stored_c),
                                       layout_only=layout_only, profile=profile, keypoint_inliers=ev.keypoint_inliers,
                                       uninformative=verify.uninformative_matches(ev),

@@ -26,7 +26,7 @@ from .keypoint_candidates import keypoint_candidate_pairs
 from .leakage import cross_split_pairs, label_conflicts
 from .pairs import knn_graph_pairs, pairs_above_threshold
 from .verify import (FLAT_STD, PairEvidence, check_signatures, near_identical_matches, one_dimensional,
-                     uninformative_matches, verified_pairs, verify_pairs)
+                     profile_pairs, uninformative_matches, verified_pairs, verify_pairs)
 
 GROUPINGS = ("bounded", "centre", "components")
 #: Stage 1 with verification: each image's CANDIDATE_K nearest neighbours
@@ -337,7 +337,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         profile = np.zeros(n, bool)
         paired = np.unique(np.r_[a, b])        # measured only where a pair needs it (~0.2 ms an image)
         profile[paired] = one_dimensional(signatures[paired])
-        ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout, profile=profile[a] | profile[b],
+        ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout, profile=profile_pairs(n, a, b, profile, ev),
                                  uninformative=uninformative_matches(ev),
                                  keypoint_inliers=ev.keypoint_inliers, twins=twins,
                                  near_identical=near_identical_matches(ev, sim), keypoint_only=by_keypoints)

@@ -136,7 +136,11 @@ class PairEvidence:
     edge or a box, 0 where nothing was aligned), and ``matched_blur_px``:
     the Gaussian blur (sigma, pixels of the 48-px thumbnail) by which the
     sharper view was softened to compare the two at one sharpness (0 where
-    they were compared as they are; :func:`_blur_matched`)."""
+    they were compared as they are; :func:`_blur_matched`), and
+    ``matched_profile``: whether the alignment agrees by profiles alone
+    (:func:`profile_match`; True where nothing was aligned): a pair is
+    judged as a profile's only where this and either image's thumbnail say
+    so (:func:`profile_pairs`)."""
     agreement: np.ndarray
     layout: np.ndarray
     detail: np.ndarray
@@ -147,12 +151,13 @@ class PairEvidence:
     keypoint_inliers: np.ndarray
     matched_simplicity: np.ndarray
     matched_blur_px: np.ndarray
+    matched_profile: np.ndarray
 
     @classmethod
     def empty(cls, p: int) -> "PairEvidence":
         return cls(np.zeros(p, np.float32), np.zeros(p, np.float32), np.zeros(p, np.float32),
                    np.zeros(p, np.float32), np.zeros(p, bool), np.zeros(p, np.int16), np.zeros(p, bool),
-                   np.zeros(p, np.int16), np.zeros(p, np.float32), np.zeros(p, np.float32))
+                   np.zeros(p, np.int16), np.zeros(p, np.float32), np.zeros(p, np.float32), np.ones(p, bool))
 
     @classmethod
     def identical(cls, p: int) -> "PairEvidence":
@@ -160,7 +165,8 @@ class PairEvidence:
         (their keypoints are not matched: 0)."""
         one = np.ones(p, np.float32)
         return cls(one, one.copy(), one.copy(), one.copy(), np.zeros(p, bool), np.zeros(p, np.int16),
-                   np.zeros(p, bool), np.zeros(p, np.int16), np.zeros(p, np.float32), np.zeros(p, np.float32))
+                   np.zeros(p, bool), np.zeros(p, np.int16), np.zeros(p, np.float32), np.zeros(p, np.float32),
+                   np.ones(p, bool))
 
     def take(self, idx) -> "PairEvidence":
         return PairEvidence(*(getattr(self, f.name)[idx] for f in dataclasses.fields(self)))
@@ -553,9 +559,9 @@ def _tilt_search(a, aspect_a, b, aspect_b, stop_at: float) -> _Match | None:
 
 
 def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
-                   ) -> tuple[float, float, float, float, bool, int, bool, float, float]:
+                   ) -> tuple[float, float, float, float, bool, int, bool, float, float, bool]:
     """(agreement, layout, detail, matched_area, mirrored, turned degrees,
-    inverted, matched_simplicity, matched_blur_px) of two signatures ((SIGNATURE_BYTES,)
+    inverted, matched_simplicity, matched_blur_px, matched_profile) of two signatures ((SIGNATURE_BYTES,)
     uint8 each; see PairEvidence). The search stops once ``agreement``
     reaches ``stop_at``."""
     aspect_a, _, ta = unpack(sig_a)
@@ -566,10 +572,10 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
         # near-black picture's recompressed copy crosses BLANK_STD either
         # way), is the same picture if it is of one tone with it.
         same = float(abs(float(ta.mean()) - float(tb.mean())) < 8)
-        return same, same, same, 1.0, False, 0, False, 0.0, 0.0
+        return same, same, same, 1.0, False, 0, False, 0.0, 0.0, True
     a, b = _visible(ta), _visible(tb)
     if a.std() < FLAT_STD or b.std() < FLAT_STD:     # blank against a picture
-        return 0.0, 0.0, 0.0, 1.0, False, 0, False, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 1.0, False, 0, False, 0.0, 0.0, True
     best, best_searched = _Match(), None
     searches = [(a, aspect_a, b, aspect_b, None, 0, None), (b, aspect_b, a, aspect_a, None, 0, None)]
     # A transparent image against an opaque one is also searched by its opaque
@@ -600,7 +606,7 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
                 searches = [(ta, ra, b, aspect_b, _shares(ra, aspect_b)[:TURN_SHARES], 90 * k, None),
                             (tb, rb, a, aspect_a, _shares(rb, aspect_a)[:TURN_SHARES], 90 * k, None)]
     if best.templ is None:          # every template was flat: nothing aligned
-        return -1.0, -1.0, -1.0, 0.0, False, 0, False, 0.0, 0.0
+        return -1.0, -1.0, -1.0, 0.0, False, 0, False, 0.0, 0.0, True
     if not best.reaches(stop_at):
         # A small rotation (a scan, a phone photo of a print): turn the best
         # upright template a few degrees and look again.
@@ -636,7 +642,7 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
             if matched is not None and matched.agreement > best.agreement:
                 best = matched
     return (best.agreement, best.layout, best.detail, best.area, best.mirrored, best.turned, found.sign < 0,
-            simplicity(found.templ), best.blur)
+            simplicity(found.templ), best.blur, profile_match(found.templ, found.patch, found.sign))
 
 
 def _rank2_share(x: np.ndarray) -> float:
@@ -753,6 +759,19 @@ def near_identical_matches(evidence: "PairEvidence", cosine) -> np.ndarray:
 # position along it, PROFILE_BINS bins, as the rows or columns bin them.
 ONE_DIMENSIONAL = 0.9
 PROFILE_BINS = 48
+# ...but a thumbnail's variance can be mostly a frame's around its picture (a
+# dark title band over a light chart, a window's bars): it measures as a
+# profile, while what aligned with the picture's own thumbnail is the picture,
+# and that agreement is evidence (a chart probe lost a chart pasted on a slide
+# so, at agreement 0.955: docs/verified-duplicates.md, "Profiles of frames").
+# So a pair is judged as a profile's only when its alignment agrees by
+# profiles alone (profile_match): each aligned view less its own profile,
+# the rest correlates below PROFILE_RESIDUAL. Light photos under a title band
+# (tests/test_verified_duplicates.py): their copies' rest at 0.87-0.98; two
+# distinct ones aligned partly by the band's edge at 0.34 (agreement 0.84),
+# others at 0.16-0.17. The bar is MIN_AGREEMENT's: below it no pair is the
+# same picture.
+PROFILE_RESIDUAL = 0.6
 
 
 def one_dimensional(signatures, chunk: int = 1024) -> np.ndarray:
@@ -763,35 +782,74 @@ def one_dimensional(signatures, chunk: int = 1024) -> np.ndarray:
     views = thumbnails(check_signatures(signatures))
     out = np.zeros(len(views), bool)
     for s in range(0, len(views), chunk):
-        t = views[s:s + chunk].astype(np.float32)
-        t -= t.mean(axis=(1, 2), keepdims=True)
-        total = (t * t).sum(axis=(1, 2))
-        rows = (t.mean(axis=2) ** 2).sum(axis=1) * SIDE
-        cols = (t.mean(axis=1) ** 2).sum(axis=1) * SIDE
-        explained = np.maximum(np.maximum(rows, cols), _along_gradients(t))
-        out[s:s + chunk] = (total > 0) & (explained >= ONE_DIMENSIONAL * total)
+        out[s:s + chunk] = _profiles(views[s:s + chunk])
     return out
 
 
-def _along_gradients(t: np.ndarray) -> np.ndarray:
-    """(n,) the variance of (n, SIDE, SIDE) zero-mean thumbnails ``t``
-    (summed over pixels, like the rows' and columns' in one_dimensional)
-    that the means of PROFILE_BINS bands across their dominant gradient
-    direction explain; that direction from the structure tensor (its
-    gradients' outer products summed), 0 for a picture with none."""
-    n = len(t)
+def profile_match(templ: np.ndarray | None, patch: np.ndarray | None, sign: float = 1.0) -> bool:
+    """Whether an alignment (``templ`` placed on ``patch``, 2-D views of one
+    shape; ``sign`` -1 for a negative) agrees by profiles alone: either view
+    is a profile (ONE_DIMENSIONAL), or once each view's own profile (its row
+    means, column means or bands across its dominant gradient, whichever
+    holds most of its variance) is taken out, what remains correlates below
+    PROFILE_RESIDUAL. True where nothing was aligned (the thumbnails
+    decide)."""
+    if templ is None or patch is None:
+        return True
+    t = np.stack([templ, patch]).astype(np.float32)
+    t -= t.mean(axis=(1, 2), keepdims=True)
+    fits = np.stack(_profile_fits(t))                             # (3 fits, 2 views, h, w)
+    explained = (fits * fits).sum(axis=(2, 3))                    # (3, 2)
+    if (explained.max(axis=0) >= ONE_DIMENSIONAL * (t * t).sum(axis=(1, 2))).any():
+        return True
+    rest = t - fits[explained.argmax(axis=0), [0, 1]]
+    return sign * _zncc(rest[0], rest[1]) < PROFILE_RESIDUAL
+
+
+def _profiles(views: np.ndarray) -> np.ndarray:
+    """(n,) bool for (n, h, w) views: ONE_DIMENSIONAL of the variance in the
+    row means, the column means or the bands across the dominant gradient."""
+    t = views.astype(np.float32)
+    t -= t.mean(axis=(1, 2), keepdims=True)
+    total = (t * t).sum(axis=(1, 2))
+    explained = np.max([(f * f).sum(axis=(1, 2)) for f in _profile_fits(t)], axis=0)
+    return (total > 0) & (explained >= ONE_DIMENSIONAL * total)
+
+
+def _profile_fits(t: np.ndarray) -> list[np.ndarray]:
+    """Three (n, h, w) fits of (n, h, w) zero-mean views ``t``: each pixel
+    as its row's mean, its column's mean, and its band's mean, bands across
+    the dominant gradient direction (PROFILE_BINS in a thumbnail, as many as
+    the longer side in a smaller view; that direction from the structure
+    tensor, its gradients' outer products summed, 0 for a view with none)."""
+    n, h, w = t.shape
+    nbins = min(PROFILE_BINS, max(h, w))
     gy, gx = np.gradient(t, axis=(1, 2))
     jxx, jyy, jxy = (gx * gx).sum(axis=(1, 2)), (gy * gy).sum(axis=(1, 2)), (gx * gy).sum(axis=(1, 2))
     angle = 0.5 * np.arctan2(2 * jxy, jxx - jyy)                 # (n,) radians: where intensity changes
-    y, x = np.mgrid[0:SIDE, 0:SIDE].astype(np.float32)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     pos = np.cos(angle)[:, None, None] * x + np.sin(angle)[:, None, None] * y
     lo, hi = pos.min(axis=(1, 2), keepdims=True), pos.max(axis=(1, 2), keepdims=True)
-    bins = np.minimum((pos - lo) / np.maximum(hi - lo, 1e-6) * PROFILE_BINS, PROFILE_BINS - 1).astype(np.int64)
-    bins += np.arange(n)[:, None, None] * PROFILE_BINS             # one set of bins an image
-    sums = np.bincount(bins.ravel(), weights=t.ravel().astype(np.float64), minlength=n * PROFILE_BINS)
-    counts = np.bincount(bins.ravel(), minlength=n * PROFILE_BINS)
-    between = np.where(counts > 0, sums * sums / np.maximum(counts, 1), 0.0)
-    return between.reshape(n, PROFILE_BINS).sum(axis=1).astype(np.float32)
+    bins = np.minimum((pos - lo) / np.maximum(hi - lo, 1e-6) * nbins, nbins - 1).astype(np.int64)
+    bins += np.arange(n)[:, None, None] * nbins                    # one set of bins a view
+    sums = np.bincount(bins.ravel(), weights=t.ravel().astype(np.float64), minlength=n * nbins)
+    counts = np.bincount(bins.ravel(), minlength=n * nbins)
+    bands = (sums / np.maximum(counts, 1)).astype(np.float32)[bins]
+    rows = np.broadcast_to(t.mean(axis=2, keepdims=True), t.shape)
+    cols = np.broadcast_to(t.mean(axis=1, keepdims=True), t.shape)
+    return [rows, cols, bands]
+
+
+def profile_pairs(n: int, a, b, profiled: np.ndarray, evidence: "PairEvidence") -> np.ndarray:
+    """(P,) bool: pairs (a, b) of N images judged as a profile's
+    (verified_pairs' ``profile``): either image's thumbnail is one
+    (``profiled``: (N,) bool, :func:`one_dimensional`), and the alignment
+    agrees by profiles alone (``evidence.matched_profile``)."""
+    profiled = np.asarray(profiled, bool).ravel()
+    if profiled.shape != (n,):
+        raise ValueError(f"profiled must have one entry an image ({n}); got {profiled.shape}")
+    a, b = np.asarray(a, np.int64).ravel(), np.asarray(b, np.int64).ravel()
+    return (profiled[a] | profiled[b]) & np.asarray(evidence.matched_profile, bool)
 
 
 def check_signatures(signatures, name: str = "signatures") -> np.ndarray:
@@ -811,7 +869,8 @@ def _align_all(sig: np.ndarray, a: np.ndarray, b: np.ndarray, stop_at: float) ->
     out = PairEvidence.empty(len(a))
     for i in range(len(a)):
         (out.agreement[i], out.layout[i], out.detail[i], out.matched_area[i], out.mirrored[i],
-         out.turned[i], out.inverted[i], out.matched_simplicity[i], out.matched_blur_px[i]) = pair_alignment(
+         out.turned[i], out.inverted[i], out.matched_simplicity[i], out.matched_blur_px[i],
+         out.matched_profile[i]) = pair_alignment(
              sig[a[i]], sig[b[i]], stop_at)
         out.keypoint_inliers[i] = min(matched_inliers(keypoints(sig[a[i]]), keypoints(sig[b[i]])), 32767)
     return out

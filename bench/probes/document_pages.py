@@ -508,10 +508,10 @@ def score(plantdir: Path, outdir: Path, sheets: bool = True) -> dict:
 
 
 # ------------------------------------------------------------------ replay of stage 1 + 2 (diagnosis only)
-def replay(outdir: Path):
-    """Re-runs the tool's own duplicate stages on the audit's stored vectors and signatures (read-only
-    use of its modules) and returns, per candidate pair (by file names): source (embedding / layout /
-    keypoints), cosine, stage-2 evidence, look-alike levels, relative disagreement, verdict flags."""
+def _candidates(outdir: Path):
+    """Stage 1 and the stage-2 evidence as the tool computes them, from the audit's stored vectors and
+    signatures: (names, n, a, b, cosine, source (0 embedding / 1 layout / 2 keypoints), twins,
+    PairEvidence, profile pairs)."""
     from imagesieve_server.analysis.duplicates import find, verify
     from imagesieve_server.analysis.duplicates.keypoint_candidates import keypoint_candidate_pairs
     V, S, row = _stored(outdir)
@@ -526,12 +526,20 @@ def replay(outdir: Path):
     src = np.repeat([0, 1, 2], [len(a), len(la), len(ka)])
     A, B, C = np.r_[a, la, ka], np.r_[b, lb, kb], np.r_[sim, ls, ks]
     ev = verify.verify_pairs(S, A, B, processes=False)
-    prof = verify.one_dimensional(S)
+    return names, n, A, B, C, src, twins, ev, verify.profile_pairs(n, A, B, verify.one_dimensional(S), ev)
+
+
+def replay(outdir: Path):
+    """Re-runs the tool's own duplicate stages on the audit's stored vectors and signatures (read-only
+    use of its modules) and returns, per candidate pair (by file names): source (embedding / layout /
+    keypoints), cosine, stage-2 evidence, look-alike levels, relative disagreement, verdict flags."""
+    from imagesieve_server.analysis.duplicates import verify
+    names, n, A, B, C, src, twins, ev, prof = _candidates(outdir)
     unin = verify.uninformative_matches(ev)
-    ok, rel = verify.verified_pairs(n, A, B, ev.agreement, C, layout_only=src == 1, profile=prof[A] | prof[B],
+    ok, rel = verify.verified_pairs(n, A, B, ev.agreement, C, layout_only=src == 1, profile=prof,
                                     uninformative=unin, keypoint_inliers=ev.keypoint_inliers, twins=twins,
                                     near_identical=verify.near_identical_matches(ev, C), keypoint_only=src == 2)
-    look = ~(src == 1) & ~(prof[A] | prof[B]) & ~(src == 2)
+    look = ~(src == 1) & ~prof & ~(src == 2)
     pa = verify._filled(verify.neighbourhood_typical(n, A[look], B[look], ev.agreement[look]), verify.DEFAULT_PACK)
     pc = verify._filled(verify.neighbourhood_typical(n, A[look], B[look], C[look]), verify.DEFAULT_PACK)
     kp_runner = verify._runner_up(n, A, B, ev.keypoint_inliers.astype(np.float32), ~ok, twins,
@@ -555,24 +563,11 @@ def variants(plantdir: Path, outdir: Path):
     untouched): which general changes would remove the false pairs without losing copies. Scored on
     direct pairs (copy-original pair verified)."""
     import pandas as pd
-    from imagesieve_server.analysis.duplicates import find, verify
-    from imagesieve_server.analysis.duplicates.keypoint_candidates import keypoint_candidate_pairs
+    from imagesieve_server.analysis.duplicates import verify
     man = pd.read_csv(plantdir.parent / (plantdir.name + "_manifest.csv"))
     src = dict(zip(man.file, man.source)); kind = dict(zip(man.file, man.kind))
-    V, S, row = _stored(outdir)
-    names = sorted(row, key=row.get)
-    n = len(names)
-    a, b, sim = find.candidate_pairs(V)
-    la, lb = find.layout_candidate_pairs(S)
-    la, lb, ls = find._new_pairs(la, lb, a, b, V, -1.0)
-    twins = np.arange(n)
-    ka, kb, _ = keypoint_candidate_pairs(S, find.KEYPOINT_K, twins=twins)
-    ka, kb, ks = find._new_pairs(ka, kb, np.r_[a, la], np.r_[b, lb], V, -1.0)
-    srcs = np.repeat([0, 1, 2], [len(a), len(la), len(ka)])
-    A, B, C = np.r_[a, la, ka], np.r_[b, lb, kb], np.r_[sim, ls, ks]
-    ev = verify.verify_pairs(S, A, B, processes=False)
-    prof = verify.one_dimensional(S)
-    look = (srcs == 0) & ~(prof[A] | prof[B])
+    names, n, A, B, C, srcs, twins, ev, prof = _candidates(outdir)
+    look = (srcs == 0) & ~prof
     pc = verify._filled(verify.neighbourhood_typical(n, A[look], B[look], C[look]), verify.DEFAULT_PACK)
     level_c = np.maximum(pc[A], pc[B])
     base = dict(SIMPLE_MATCH=verify.SIMPLE_MATCH, INLIER_RATIO=verify.INLIER_RATIO,
@@ -583,7 +578,7 @@ def variants(plantdir: Path, outdir: Path):
             setattr(verify, k, patch.get(k, v))
         unin = verify.uninformative_matches(ev)
         c = np.where(unin & cap_cos, np.minimum(C, level_c), C)
-        ok, _ = verify.verified_pairs(n, A, B, ev.agreement, c, layout_only=srcs == 1, profile=prof[A] | prof[B],
+        ok, _ = verify.verified_pairs(n, A, B, ev.agreement, c, layout_only=srcs == 1, profile=prof,
                                       uninformative=unin, keypoint_inliers=ev.keypoint_inliers, twins=twins,
                                       near_identical=verify.near_identical_matches(ev, C), keypoint_only=srcs == 2)
         for k, v in base.items():

@@ -731,7 +731,8 @@ class Collection:
         layout_only = np.r_[np.zeros(len(cands), bool), np.ones(len(by_layout), bool)]
         sigs = np.stack([upgrade(image.signature)] + [upgrade(stored[n.key][0]) for n in everyone])
         a, b = np.zeros(m, np.int64), np.arange(1, m + 1, dtype=np.int64)
-        ev = verify.verify_pairs(sigs, a, b, pool=self.alignment_pool)
+        profiled = verify.one_dimensional(sigs)
+        ev = verify.verify_pairs(sigs, a, b, pool=self.alignment_pool, profiled=profiled[a] | profiled[b])
         g = ev.agreement
         for n, v, k, blur in zip(everyone, g.tolist(), ev.keypoint_inliers.tolist(), ev.matched_blur_px.tolist()):
             n.agreement, n.keypoint_inliers, n.matched_blur_px = v, k, blur
@@ -741,7 +742,7 @@ class Collection:
         # the new image's (NaN) taken from its embedding's candidates, without those found the same.
         stored_g = [nan] + [stored[n.key][1] if stored[n.key][1] is not None else nan for n in everyone]
         stored_c = [nan] + [stored[n.key][2] if stored[n.key][2] is not None else nan for n in everyone]
-        profile = verify.profile_pairs(m + 1, a, b, verify.one_dimensional(sigs), ev)
+        profile = verify.profile_pairs(m + 1, a, b, profiled, ev)
         ok, _ = verify.verified_pairs(m + 1, a, b, g, c, np.array(stored_g), np.array(stored_c),
                                       layout_only=layout_only, profile=profile, keypoint_inliers=ev.keypoint_inliers,
                                       uninformative=verify.uninformative_matches(ev),

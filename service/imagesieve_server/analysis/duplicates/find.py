@@ -333,10 +333,10 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         a, b, source = np.r_[a, la, ka][order], np.r_[b, lb, kb][order], source[order]
         by_layout, by_keypoints = source == 1, source == 2
         candidates = len(a)
-        ev = verify_pairs(signatures, a, b, report=report, pool=alignment_pool)
         profile = np.zeros(n, bool)
         paired = np.unique(np.r_[a, b])        # measured only where a pair needs it (~0.2 ms an image)
         profile[paired] = one_dimensional(signatures[paired])
+        ev = verify_pairs(signatures, a, b, report=report, pool=alignment_pool, profiled=profile[a] | profile[b])
         ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout, profile=profile_pairs(n, a, b, profile, ev),
                                  uninformative=uninformative_matches(ev),
                                  keypoint_inliers=ev.keypoint_inliers, twins=twins,

@@ -1043,6 +1043,38 @@ def test_a_light_picture_under_a_title_band_is_judged_by_the_picture(embedder, p
     assert {(int(x), int(y)) for x, y in zip(rep.a, rep.b)} == copies
 
 
+def _vignetted(im: Image.Image, k: float) -> Image.Image:
+    """``im`` darkened towards its corners (a lens's fall-off, ``k`` at the corners)."""
+    a = np.asarray(im, np.float32)
+    h, w = a.shape[:2]
+    y, x = np.mgrid[0:h, 0:w]
+    shade = 1 - k * (((x - w / 2) / (w / 2)) ** 2 + ((y - h / 2) / (h / 2)) ** 2) / 2
+    return Image.fromarray(np.clip(a * shade[:, :, None], 0, 255).astype(np.uint8))
+
+
+def test_skies_shaded_alike_by_a_vignette_are_still_profiles(embedder, photos):
+    """A vignette shades different skies alike: smooth 2-D shading that a 1-D
+    profile does not hold. A review found two different vignetted skies
+    paired (agreement 0.977) while the alignment's residual was taken
+    beyond the 1-D profiles; beyond the two strongest singular components
+    (a profile, and a profile shaded) nothing of them is left to correlate,
+    so their agreement still says nothing and the embedding decides."""
+    skies = [_vignetted(_sky(k), 0.35) for k in range(1, 9)]
+    blobs = [encode(photo_image(d), "JPEG", quality=92) for d, _, _ in photos] + [encode(s, "PNG") for s in skies]
+    vectors, sigs = _embed(embedder, blobs)
+    n, first = len(blobs), len(photos)
+    pairs = np.array([(i, j) for i in range(first, n) for j in range(i + 1, n)])
+    ev = verify_pairs(sigs, pairs[:, 0], pairs[:, 1])
+    profiled = one_dimensional(sigs)
+    assert profiled[first:].sum() >= 4
+    with_profile = (profiled[pairs[:, 0]] | profiled[pairs[:, 1]]) & (ev.agreement > 0.9)
+    assert with_profile.sum() >= 5 and ev.matched_profile[with_profile].all(), ev
+    rep = find_duplicates(vectors, [str(i) for i in range(n)], [""] * n, [""] * n,
+                          [hashlib.sha256(b).hexdigest() for b in blobs], signatures=sigs)
+    paired = [(int(x), int(y)) for x, y in zip(rep.a, rep.b)]
+    assert all(float(vectors[x] @ vectors[y]) > 0.9 for x, y in paired), paired
+
+
 def test_a_partial_match_of_a_simple_piece_is_no_evidence(photos):
     """A probe on UI screenshots found unrelated pictures paired at
     agreement 0.92-0.999 by a quarter of their frame: a menu's edge, a grey

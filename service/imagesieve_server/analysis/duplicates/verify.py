@@ -793,9 +793,10 @@ def profile_match(templ: np.ndarray | None, patch: np.ndarray | None, sign: floa
     shape; ``sign`` -1 for a negative) agrees by profiles alone: either view
     is a profile (ONE_DIMENSIONAL), or once each view's own profile (its row
     means, column means or bands across its dominant gradient, whichever
-    holds most of its variance) is taken out, what remains correlates below
-    PROFILE_RESIDUAL. True where nothing was aligned (the thumbnails
-    decide)."""
+    holds most of its variance) is taken out, the fine detail (difference
+    of Gaussians) of what remains correlates below PROFILE_RESIDUAL: smooth
+    shading that many pictures share (a vignette, a glow) is no evidence.
+    True where nothing was aligned (the thumbnails decide)."""
     if templ is None or patch is None:
         return True
     t = np.stack([templ, patch]).astype(np.float32)
@@ -804,8 +805,15 @@ def profile_match(templ: np.ndarray | None, patch: np.ndarray | None, sign: floa
     explained = (fits * fits).sum(axis=(2, 3))                    # (3, 2)
     if (explained.max(axis=0) >= ONE_DIMENSIONAL * (t * t).sum(axis=(1, 2))).any():
         return True
-    rest = t - fits[explained.argmax(axis=0), [0, 1]]
-    return sign * _zncc(rest[0], rest[1]) < PROFILE_RESIDUAL
+    return sign * _zncc(_beyond_rank2(t[0]), _beyond_rank2(t[1])) < PROFILE_RESIDUAL
+
+
+def _beyond_rank2(x: np.ndarray) -> np.ndarray:
+    """A zero-mean 2-D view less its two strongest singular components (what
+    simplicity measures): a profile, a profile shaded by a vignette or a
+    glow, a band over a picture's mean tone."""
+    u, sv, vt = np.linalg.svd(x.astype(np.float64), full_matrices=False)
+    return x - (u[:, :2] * sv[:2]) @ vt[:2]
 
 
 def _profiles(views: np.ndarray) -> np.ndarray:

@@ -767,12 +767,15 @@ PROFILE_BINS = 48
 # and that agreement is evidence (a chart probe lost a chart pasted on a slide
 # so, at agreement 0.955: docs/verified-duplicates.md, "Profiles of frames").
 # So a pair is judged as a profile's only when its alignment agrees by
-# profiles alone (profile_match): each aligned view less its own profile,
-# the rest correlates below PROFILE_RESIDUAL. Light photos under a title band
-# (tests/test_verified_duplicates.py): their copies' rest at 0.87-0.98; two
-# distinct ones aligned partly by the band's edge at 0.34 (agreement 0.84),
-# others at 0.16-0.17. The bar is MIN_AGREEMENT's: below it no pair is the
-# same picture.
+# profiles alone (profile_match): either aligned view is a profile, or what
+# lies beyond each view's two strongest singular components (a profile, a
+# profile shaded by a vignette, a band over a mean tone) correlates below
+# PROFILE_RESIDUAL. Light photos under a title band (tests/
+# test_verified_duplicates.py): their copies at 0.83-0.97, distinct ones at
+# 0.22 or less (one aligned partly by the band's edge at agreement 0.84).
+# Beyond a 1-D profile instead, two vignetted skies kept their shading and
+# correlated (a review: paired at agreement 0.977). The bar is MIN_AGREEMENT's:
+# below it no pair is the same picture.
 PROFILE_RESIDUAL = 0.6
 
 

@@ -337,8 +337,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         paired = np.unique(np.r_[a, b])        # measured only where a pair needs it (~0.2 ms an image)
         profile[paired] = one_dimensional(signatures[paired])
         ev = verify_pairs(signatures, a, b, report=report, pool=alignment_pool, profiled=profile[a] | profile[b])
-        ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout, profile=profile_pairs(n, a, b, profile, ev),
-                                 uninformative=uninformative_matches(ev),
+        ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout,
+                                 profile=profile_pairs(n, a, b, profile, ev), uninformative=uninformative_matches(ev),
                                  keypoint_inliers=ev.keypoint_inliers, twins=twins,
                                  near_identical=near_identical_matches(ev, sim), keypoint_only=by_keypoints)
         # Identical bytes are duplicates whatever stage 2 says, candidates or not.

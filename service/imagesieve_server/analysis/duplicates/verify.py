@@ -794,12 +794,11 @@ def one_dimensional(signatures, chunk: int = 1024) -> np.ndarray:
 def profile_match(templ: np.ndarray | None, patch: np.ndarray | None, sign: float = 1.0) -> bool:
     """Whether an alignment (``templ`` placed on ``patch``, 2-D views of one
     shape; ``sign`` -1 for a negative) agrees by profiles alone: either view
-    is a profile (ONE_DIMENSIONAL), or once each view's own profile (its row
-    means, column means or bands across its dominant gradient, whichever
-    holds most of its variance) is taken out, the fine detail (difference
-    of Gaussians) of what remains correlates below PROFILE_RESIDUAL: smooth
-    shading that many pictures share (a vignette, a glow) is no evidence.
-    True where nothing was aligned (the thumbnails decide)."""
+    is a profile (ONE_DIMENSIONAL), or what lies beyond each view's two
+    strongest singular components (:func:`_beyond_rank2`) correlates below
+    PROFILE_RESIDUAL: a profile, and smooth shading that many pictures share
+    (a vignette, a glow), are no evidence. True where nothing was aligned
+    (the thumbnails decide)."""
     if templ is None or patch is None:
         return True
     t = np.stack([templ, patch]).astype(np.float32)

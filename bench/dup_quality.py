@@ -40,8 +40,9 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
-from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
 sys.path.insert(0, str(Path(__file__).parent))
 from photos import ALTERATIONS, encode, real_photos  # noqa: E402
@@ -76,7 +77,6 @@ def _caption(im):
     w, h = im.size
     out = Image.new("RGB", (w, h + h // 6), (20, 20, 20))
     out.paste(im.convert("RGB"), (0, 0))
-    from PIL import ImageDraw
     ImageDraw.Draw(out).text((w // 20, h + h // 24), "shared via imagesieve", fill=(240, 240, 240))
     return out
 
@@ -126,7 +126,6 @@ def _hue(im):
 
 
 def _picture_in_picture(im):
-    from PIL import ImageDraw
     w, h = im.size
     bg = Image.new("RGB", (w, h), (90, 120, 160))
     d = ImageDraw.Draw(bg)
@@ -137,7 +136,6 @@ def _picture_in_picture(im):
 
 
 def _sticker(im):
-    from PIL import ImageDraw
     im = im.convert("RGB").copy()
     w, h = im.size
     ImageDraw.Draw(im).ellipse([w * .6, h * .6, w * .9, h * .9], fill=(250, 220, 0))
@@ -194,7 +192,6 @@ PROBE_KINDS = {
 # A third set (--kinds probe2), written 2026-12-05 after both others and used to change
 # nothing: filters, overlays and framings a data pipeline or a person applies.
 def _meme(im):
-    from PIL import ImageDraw, ImageFont
     im = im.convert("RGB").copy()
     w, h = im.size
     font = ImageFont.load_default(max(10, h // 9))     # Pillow's own scalable font
@@ -206,7 +203,6 @@ def _meme(im):
 
 def _phone(im):
     """The picture at 62% in a dark phone frame with a status bar."""
-    from PIL import ImageDraw
     w, h = im.size
     pw, ph = max(1, int(w * 0.62)), max(1, int(h * 0.62))
     out = Image.new("RGB", (int(pw * 1.12), int(ph * 1.35)), (25, 25, 28))
@@ -223,14 +219,12 @@ def _sepia(im):
 
 
 def _motion_blur(im):
-    import cv2
     k = np.zeros((15, 15), np.float32)
     k[7, :] = 1 / 15
     return Image.fromarray(cv2.filter2D(np.asarray(im.convert("RGB")), -1, k))
 
 
 def _checker_border(im):
-    from PIL import ImageDraw
     im = im.convert("RGB")
     w, h = im.size
     b = max(4, w // 7)
@@ -263,7 +257,6 @@ def _aspect(im, ratio: float, size: tuple[int, int] | None = None):
 
 
 def _clahe(im):
-    import cv2
     lab = cv2.cvtColor(np.asarray(im.convert("RGB")), cv2.COLOR_RGB2LAB)
     lab[..., 0] = cv2.createCLAHE(3.0, (8, 8)).apply(lab[..., 0])
     return Image.fromarray(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB))
@@ -289,7 +282,6 @@ PROBE2_KINDS = {
 }
 
 
-
 # A fourth set (--kinds probe3), written 2026-12-05 (a later session) before any run of it:
 # tone maps that are not monotonic, resampling and palette effects, lens and shear
 # geometry, sketches, mosaics.
@@ -309,7 +301,6 @@ def _pencil_sketch(im):
 
 
 def _barrel(im, k: float = 0.3):
-    import cv2
     a = np.asarray(im.convert("RGB"))
     h, w = a.shape[:2]
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -333,7 +324,6 @@ def _rotate_fill(im, degrees: float = 30):
 
 
 def _colormap(im):
-    import cv2
     return Image.fromarray(cv2.cvtColor(cv2.applyColorMap(np.asarray(im.convert("L")), cv2.COLORMAP_JET),
                                         cv2.COLOR_BGR2RGB))
 
@@ -367,6 +357,7 @@ PROBE3_KINDS = {
 }
 PROBE_SETS = {"probe": PROBE_KINDS, "probe2": PROBE2_KINDS, "probe3": PROBE3_KINDS}
 
+
 def flat(im: Image.Image) -> Image.Image:
     """Icons come as RGBA: shown on white, as a browser would."""
     if im.mode == "RGBA":
@@ -390,7 +381,6 @@ def text_pages(n: int = 120) -> list[tuple[Image.Image, str]]:
     hard negatives. Fewer than ``n`` pages may remain (said on stderr)."""
     import glob
     import textwrap
-    from PIL import ImageDraw, ImageFont
     font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf", 14)
     files = dict.fromkeys(Path(f).resolve() for f in sorted(glob.glob("/usr/share/common-licenses/*")))
     words = " ".join(f.read_text(errors="ignore") for f in files if f.is_file()).split()
@@ -419,7 +409,6 @@ def gradients(n: int = 120, seed: int = 0) -> list[tuple[Image.Image, str]]:
     bokeh discs, 960x600. Every picture of one style looks like any other at
     a glance, and any crop of one fits some part of another: hard negatives
     for the layout, a stress case, not a real collection."""
-    from PIL import ImageDraw
     h, w = 600, 960
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     out = []

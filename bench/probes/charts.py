@@ -24,12 +24,13 @@ import random
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import cv2
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from cli_audit import run_audit  # this folder's
 
 SEED = 20261205
 ROOT = Path(os.environ.get("PROBE_DIR", "/tmp/imagesieve-probe-charts"))   # all its files
@@ -38,8 +39,6 @@ FOLDER = ROOT / "charts"             # what is audited (flat folder)
 MANIFEST = ROOT / "manifest.csv"     # id -> source / original / kind (never in FOLDER)
 OUT = ROOT / "audit_verified"
 OUT_RAW = ROOT / "audit_raw"
-REPO = Path(__file__).resolve().parents[2]
-TOOL = str(REPO / ".venv" / "bin" / "imagesieve")
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 FONT_B = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
 KINDS = ["resize", "jpeg_q30", "crop_plot", "window_border", "dark_mode", "grayscale",
@@ -255,22 +254,7 @@ def build():
 
 # ----------------------------------------------------------------------------- audit
 def audit(raw: bool):
-    out = OUT_RAW if raw else OUT
-    if out.exists():
-        subprocess.run(["rm", "-rf", str(out)], check=True)
-    cmd = ["nice", "-n", "10", TOOL, "audit", str(FOLDER), "--out", str(out), "--no-sweep"]
-    if raw:
-        cmd.append("--raw-cosine")
-    t0 = time.time()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.time() - t0
-    out.mkdir(parents=True, exist_ok=True)
-    (out.parent / (out.name + ".console.txt")).write_text(
-        f"$ {' '.join(cmd)}\nexit {r.returncode}, wall {wall:.1f} s\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}")
-    (out.parent / (out.name + ".wall.json")).write_text(json.dumps({"wall_s": wall, "rc": r.returncode}))
-    print(f"audit raw={raw}: rc {r.returncode}, {wall:.1f} s")
-    if r.returncode != 0:
-        print(r.stderr[-3000:])
+    run_audit(FOLDER, OUT_RAW if raw else OUT, *(["--raw-cosine"] if raw else []))
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -489,9 +473,9 @@ def score():
         res["threshold_reason"] = rep.get("summary", {}).get("duplicate_threshold_reason")
         res["threshold"] = rep.get("summary", {}).get("threshold")
         res["warnings"] = rep.get("summary", {}).get("duplicate_warnings")
-        wallf = out.parent / (out.name + ".wall.json")
-        if wallf.exists():
-            res["wall_s"] = round(json.loads(wallf.read_text())["wall_s"], 1)
+        runf = out.parent / (out.name + ".run.json")
+        if runf.exists():
+            res["wall_s"] = round(json.loads(runf.read_text())["wall_s"], 1)
         summary[label] = res
         ev = [c for c in ("cosine", "agreement", "layout", "detail", "matched_area", "keypoint_inliers",
                           "relative_disagreement", "inverted", "matched_simplicity") if c in false.columns]

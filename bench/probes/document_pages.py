@@ -20,16 +20,15 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from cli_audit import run_audit  # this folder's
+
 SEED = 20261205
-REPO = Path(__file__).resolve().parents[2]
-TOOL = str(REPO / ".venv" / "bin" / "imagesieve")
 # document -> (pdf file, pages to take, dpi of its originals)
 DOCS = {
     "amc": ("amc.pdf", 25, 72), "asy": ("asy.pdf", 25, 60), "camlidl": ("camlidl.pdf", 22, 80),
@@ -277,20 +276,7 @@ def plant(origdir: Path, plantdir: Path) -> None:
 
 # ------------------------------------------------------------------ audit
 def audit(plantdir: Path, outdir: Path, raw: bool) -> None:
-    if outdir.exists():
-        shutil.rmtree(outdir)
-    cmd = ["nice", "-n", "10", TOOL, "audit", str(plantdir), "--out", str(outdir), "--no-sweep"]
-    if raw:
-        cmd.append("--raw-cosine")
-    t = time.time()
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.time() - t
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir.parent / (outdir.name + ".stdout.txt")).write_text(p.stdout)
-    (outdir.parent / (outdir.name + ".stderr.txt")).write_text(p.stderr)
-    json.dump({"cmd": cmd, "rc": p.returncode, "wall_s": wall},
-              open(outdir.parent / (outdir.name + ".run.json"), "w"), indent=1)
-    print(f"audit rc={p.returncode} wall={wall:.1f}s -> {outdir}")
+    run_audit(plantdir, outdir, *(["--raw-cosine"] if raw else []))
 
 
 # ------------------------------------------------------------------ score

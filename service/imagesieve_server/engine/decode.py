@@ -34,7 +34,7 @@ import warnings
 from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageMode, UnidentifiedImageError
 
 from ..formats import FORMATS      # what is decoded (and why not more)
 from . import png_bands, preflight
@@ -362,7 +362,12 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
             del img
             rgb = (gray.transpose(method) if method is not None else gray).convert("RGB")
         else:
-            img = ImageOps.exif_transpose(img) if _orientation(img) not in (1, None) else img
+            # Turned as ImageOps.exif_transpose turns it, without its copy of the
+            # EXIF block re-serialised: that unpacks every tag into Python objects
+            # (a 64x64 WebP with 24 MB of EXIF rationals: ~20 s of a decode thread
+            # and ~0.5 GB the budget never saw, for metadata nothing here reads).
+            method = _TRANSPOSE.get(_orientation(img))
+            img = img.transpose(method) if method is not None else img
             rgb = to_rgb(img)
     except DecodeError:
         raise

@@ -50,6 +50,19 @@ async def _internal_error(e: Exception, context, method: str, rid: str):
     UNKNOWN with a Python exception text."""
     if isinstance(e, grpc.aio.AbortError):
         raise e
+    if context.done():
+        # The call had already ended (past its deadline, or its client gone):
+        # nobody is left to answer. gRPC's own error of an abort or write
+        # that came too late is no fault of ours (a ScoreLabels refused
+        # INVALID_ARGUMENT just after its 2 ms deadline logged two ERROR
+        # tracebacks: this one, then gRPC's "Abort already called!" for the
+        # INTERNAL answer below); ours still is, but cannot be answered.
+        if type(e).__module__.startswith("grpc"):
+            access_log.info("%s: the call had ended (cancelled, or past its deadline) before its status "
+                            "could be sent", method)
+        else:
+            error_log.error("unexpected error in %s (request id %s)", method, rid, exc_info=e)
+        raise asyncio.CancelledError
     error_log.error("unexpected error in %s (request id %s)", method, rid, exc_info=e)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method} (request id {rid}); "
                                                   f"the server log has the details")

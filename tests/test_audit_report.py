@@ -26,3 +26,27 @@ def test_class_balance_chart_takes_any_class_name():
     svg = _bar_chart(names)
     assert svg.startswith("<svg") and svg.count("#4a7bd0") == 4
     assert _bar_chart({}) == ""
+
+
+def test_report_thumbnails_are_upright_as_the_photo_is_displayed(tmp_path, photos):
+    """A photo stored on its side with EXIF orientation 6 gets a thumbnail
+    turned as a viewer shows it (the same pixels as the photo saved upright),
+    through decode.upright: ImageOps.exif_transpose re-serialised the whole
+    EXIF block, ~1 s per MB of tags for each thumbnail of a hostile folder."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from imagesieve_server.audit.webreport import _write_thumb
+
+    photo = Image.open(io.BytesIO(photos[0][0])).convert("RGB").resize((300, 200))
+    exif = Image.Exif()
+    exif[0x0112] = 6                                   # stored turned: displayed after a 270-degree turn
+    photo.save(tmp_path / "turned.jpg", quality=95, exif=exif.tobytes())
+    photo.transpose(Image.Transpose.ROTATE_270).save(tmp_path / "upright.jpg", quality=95)
+    assert _write_thumb(str(tmp_path / "turned.jpg"), tmp_path / "a.jpg")
+    assert _write_thumb(str(tmp_path / "upright.jpg"), tmp_path / "b.jpg")
+    a, b = (np.asarray(Image.open(tmp_path / f"{n}.jpg").convert("L"), np.float32) for n in "ab")
+    assert a.shape == b.shape and a.shape[0] > a.shape[1]          # portrait, as displayed
+    assert np.abs(a - b).mean() < 4

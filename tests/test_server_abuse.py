@@ -789,7 +789,7 @@ def test_a_large_exif_block_on_a_turned_image_costs_no_decode_time(abuse_server,
     for e in answer.embeddings:
         assert not e.HasField("error"), e.error.message
         assert np.allclose(e.vector, reference.vector, atol=1e-5)
-    assert took < 2.0, f"two 6 MB EXIF blocks took {took:.1f} s"      # before: 30 s, both decoders held
+    assert took < 5.0, f"two 6 MB EXIF blocks took {took:.1f} s"      # before: 30 s, both decoders held
 
 
 def test_a_fault_of_ours_is_internal_with_the_request_id_never_unknown():

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ..checks.base import FlaggedPairs
+from ..engine.decode import upright
 from .analyse import AuditResults
 
 DATA = "report_data"
@@ -106,7 +107,7 @@ def _write_thumb(path: str, dest: Path) -> bool:
     try:
         with Image.open(path) as im:
             im.draft("RGB", (THUMB * 2, THUMB * 2))
-            im = ImageOps.exif_transpose(im).convert("RGB")
+            im = upright(im).convert("RGB")      # not ImageOps.exif_transpose: see decode.upright
             im.thumbnail((THUMB, THUMB))
             dest.parent.mkdir(parents=True, exist_ok=True)
             im.save(dest, format="JPEG", quality=80)

@@ -366,9 +366,7 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
             # EXIF block re-serialised: that unpacks every tag into Python objects
             # (a 64x64 WebP with 24 MB of EXIF rationals: ~20 s of a decode thread
             # and ~0.5 GB the budget never saw, for metadata nothing here reads).
-            method = _TRANSPOSE.get(_orientation(img))
-            img = img.transpose(method) if method is not None else img
-            rgb = to_rgb(img)
+            rgb = to_rgb(upright(img))
     except DecodeError:
         raise
     except Exception as e:  # noqa: BLE001 - truncated/corrupt data of any kind
@@ -480,6 +478,14 @@ _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
               4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
               6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
               8: Image.Transpose.ROTATE_90}
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """``img`` turned as its EXIF orientation says it is displayed (as
+    ImageOps.exif_transpose turns it, without re-serialising the EXIF block:
+    see decode_image); itself when upright or without EXIF."""
+    method = _TRANSPOSE.get(_orientation(img))
+    return img.transpose(method) if method is not None else img
 
 # 16-bit and 32-bit modes, made 8-bit by _high_depth_to_l.
 _HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")

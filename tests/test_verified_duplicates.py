@@ -75,6 +75,36 @@ def test_thumbnail_sized_pictures_and_their_half_size_copies_align(photos, side)
     assert np.median(agreement) >= 0.88, np.round(agreement, 3)
 
 
+@pytest.mark.parametrize("factor", [2, 3, 4, 6])
+def test_pixel_art_and_its_nearest_neighbour_enlargement_have_one_signature(photos, factor):
+    """A 16-px picture shown at an integer scale (pixel art, a sprite sheet
+    exported at 4x) is blocks of identical pixels: its signature is made at
+    its native grid, so the original (interpolated up to the thumbnail) and
+    its enlargement (box-averaged down, before) no longer differ: two such
+    copies of game tiles aligned at 0.91-0.94, as tiles of one set do, and
+    were lost (bench/probes/sprites.py). Transparent sprites keep their
+    opacity; a photograph and a picture that is not exactly blocky are left
+    as they are."""
+    from imagesieve_server.engine.decode import decode_image
+    from imagesieve_server.engine.signature import native_grid
+
+    small = photo_image(photos[5][0]).resize((16, 16), Image.BOX)
+    big = small.resize((16 * factor,) * 2, Image.NEAREST)
+    assert np.array_equal(layout_signature(small), layout_signature(big))
+    assert pair_alignment(layout_signature(small), layout_signature(big))[0] == pytest.approx(1.0)
+    sprite = small.convert("RGBA")
+    sprite.putalpha(Image.fromarray(((np.indices((16, 16)).sum(0) % 5) > 0).astype(np.uint8) * 255))
+    sigs = [layout_signature(decode_image(encode(im, "PNG"), 224))
+            for im in (sprite, sprite.resize((16 * factor,) * 2, Image.NEAREST))]
+    assert (np.unpackbits(sigs[0][LEGACY_BYTES:LAYOUT_BYTES]) == 0).any()        # transparent pixels kept
+    assert np.array_equal(sigs[0], sigs[1])
+    gray = photo_image(photos[5][0]).convert("L")
+    assert native_grid(gray)[0] is gray                                          # a photograph: untouched
+    nudged = np.asarray(big.convert("L")).copy()
+    nudged[0, 1] ^= 1                                                            # one pixel off its block
+    assert native_grid(Image.fromarray(nudged))[0].size == big.size
+
+
 def test_a_picture_of_thumbnail_size_or_more_is_only_area_averaged(photos):
     im = photo_image(photos[3][0]).resize((60, 48), Image.BILINEAR)
     thumb = unpack(layout_signature(im))[2]

@@ -175,6 +175,53 @@ def _whole(img: Image.Image) -> Image.Image:
     return _reduced(img, (0, 0, img.width, img.height))
 
 
+_GRID_FACTORS = (2, 3, 5, 7)    # primes tried, repeatedly: a 4x, 6x or 8x upscale is found step by step
+MIN_NATIVE = 8                  # px: a native grid smaller than this (a flag's stripes) is no pixel art
+
+
+def _blocky(x: np.ndarray, k: int) -> bool:
+    """Whether ``x`` (H, W) is k x k blocks of one value each (H, W multiples of k)."""
+    h, w = x.shape
+    if h % k or w % k or min(h, w) < 2 * k:
+        return False
+    for i in range(1, k):                       # rows, then columns: most pictures fail at once
+        if not np.array_equal(x[i::k], x[0::k]):
+            return False
+    first = x[0::k]
+    return all(np.array_equal(first[:, i::k], first[:, 0::k]) for i in range(1, k))
+
+
+def native_grid(gray: Image.Image, alpha: Image.Image | None = None) -> tuple[Image.Image, Image.Image | None]:
+    """``gray`` ("L") and its ``alpha`` at their native pixel grid: a picture
+    enlarged by an integer factor with nearest-neighbour sampling (pixel art
+    shown at 4x, a sprite sheet exported at 3x) is blocks of identical
+    pixels, and is reduced to one pixel a block; anything else is returned
+    as it is. Without it the 16-px original is interpolated up to the
+    thumbnail and its 64-px copy box-averaged down, and two copies of one
+    tile aligned at 0.91-0.94, as tiles of one set do (a probe of game
+    sprites, bench/probes/sprites.py). Exact blocks only: a photograph's
+    neighbouring pixels are never all equal. Not below MIN_NATIVE pixels a
+    side: a picture of a few flat fields (a flag, a blank) stays as it is.
+    ``alpha`` is reduced with it, and must be blocky too, when of one size."""
+    x = np.asarray(gray)
+    a = None if alpha is None or alpha.size != gray.size else np.asarray(alpha)
+    factor = 1
+    found = True
+    while found:
+        found = False
+        for k in _GRID_FACTORS:
+            if _blocky(x, k) and (a is None or _blocky(a, k)):
+                x, a, factor, found = x[::k, ::k], None if a is None else a[::k, ::k], factor * k, True
+                break
+    if factor == 1 or min(x.shape) < MIN_NATIVE:
+        # A flag of three stripes 100 px wide is blocks too, of a 3x2 "picture": reduced to
+        # that, it was interpolated into a blur its letterboxed copy did not share.
+        return gray, alpha
+    # An alpha of another size covers the same frame (see layout_signature): kept as it is.
+    return (Image.fromarray(np.ascontiguousarray(x), "L"),
+            alpha if a is None else Image.fromarray(np.ascontiguousarray(a), "L"))
+
+
 def layout_signature(img: Image.Image) -> np.ndarray:
     """RGB (or any mode) PIL image -> (SIGNATURE_BYTES,) uint8 signature.
 
@@ -186,9 +233,8 @@ def layout_signature(img: Image.Image) -> np.ndarray:
     the same frame; ``engine.decode`` sets it for transparent images), all
     ones without it; then the whole image's keypoint block
     (``engine.keypoints.keypoint_block``)."""
-    gray = img.convert("L")
+    gray, alpha = native_grid(img.convert("L"), img.info.get("opacity"))
     w, h = gray.size
-    alpha = img.info.get("opacity")
     scale = min(1.0, _WORK / max(w, h))
     small = gray.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BOX) if scale < 1 else gray
     small_arr = np.asarray(small)

@@ -647,6 +647,29 @@ def test_one_knn_pass_gives_the_same_candidates(embedder, photos):
     assert len(own[0]) > len(blobs) // 2
 
 
+def test_solarized_copies_are_found_and_distinct_photos_stay_apart(embedder, photos):
+    """Solarize (RandAugment's: each channel's tones above a threshold turned
+    over) relates a copy to its original by no monotonic tone map: such copies
+    of these photos aligned at 0.3-0.77, as look-alikes do, and 2 of 10 were
+    found. Compared folded about mid-gray (see verify.FOLD_GAIN), where a tone
+    and its turned-over tone are one: 8 of 10 now, at thresholds from 64 to
+    192, and still no pair of different photos."""
+    originals = [photo_image(d) for d, _, _ in photos]
+    blobs = [encode(im, "JPEG", quality=92) for im in originals]
+    thresholds = (64, 96, 128, 160, 192, 80, 112, 144, 176, 128)
+    blobs += [encode(ImageOps.solarize(originals[i], t), "JPEG", quality=90) for i, t in enumerate(thresholds)]
+    source = np.r_[np.arange(len(originals)), np.arange(len(thresholds))]
+    v, s = _embed(embedder, blobs)
+    n = len(blobs)
+    rep = find_duplicates(v, [str(i) for i in range(n)], [""] * n, [""] * n, [str(i) for i in range(n)], signatures=s)
+    pairs = set(zip(rep.a.tolist(), rep.b.tolist()))
+    found = [(int(source[c]), c) in pairs for c in range(len(originals), n)]
+    assert sum(found) >= 7, found
+    assert all(source[a] == source[b] for a, b in pairs), sorted(pairs)
+    turned = rep.evidence.inverted[[k for k, (a, b) in enumerate(zip(rep.a, rep.b)) if b >= len(originals)]]
+    assert turned.sum() >= 6, turned    # the evidence says the tones were turned (a light solarize needs no fold)
+
+
 def test_blurred_and_pixelated_copies_are_found_by_their_layout(embedder, photos):
     """A lock-screen blur (Gaussian of 1.5% of the width, darkened) or 16 px
     pixelation hides the texture the embedding keys on: many such copies

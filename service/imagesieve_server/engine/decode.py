@@ -487,6 +487,7 @@ def upright(img: Image.Image) -> Image.Image:
     method = _TRANSPOSE.get(_orientation(img))
     return img.transpose(method) if method is not None else img
 
+
 # 16-bit and 32-bit modes, made 8-bit by _high_depth_to_l.
 _HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _STRIP_PIXELS = 1 << 20   # pixels a strip (before reduction)

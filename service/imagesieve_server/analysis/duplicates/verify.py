@@ -564,15 +564,15 @@ def _tilt_search(a, aspect_a, b, aspect_b, stop_at: float) -> _Match | None:
 # monotonic tone map relates the two. Folded about mid-gray, min(x, 255 - x), a gray
 # pixel and either of its solarized tones are one value, at any threshold. So the full
 # frame is also compared folded, and that placement counts when it agrees FOLD_GAIN
-# better than every other: a probe's six solarized photos 0.31-0.77 -> 0.74-0.98, while
+# better than every other: a probe's six solarized photos 0.31-0.77 -> 0.74-0.98 (gains
+# 0.08-0.43; the four that then pass gained 0.14 or more), while
 # of 1,500 candidate pairs of illustrations none gained more than 0.01 by folding (the
-# folded views of two pictures agree less than they do, as a rule). Only where the best
-# upright placement's cells agree below FOLD_CELLS: a tone fold spoils most of the
-# picture (solarized photos' cells: median 0.48), an overlay a few cells (a sticker, a
-# dark box over these photos: median 1.0), whose copies folding would also flatter (a
-# third of them gained 0.05-0.19 and would have been called inverted).
-FOLD_GAIN = 0.05
-FOLD_CELLS = 0.8
+# folded views of two pictures agree less than they do, as a rule). Folding flatters a
+# copy under a bright or dark overlay too (a sticker over these photos: 3 of 20 gained
+# 0.1-0.19), which is then called inverted as well. Tried: only where the upright
+# placement's cells disagree (below 0.8): it kept 2 of the probe's 4 solarized copies
+# (their cells agreed at 0.87 and 0.94).
+FOLD_GAIN = 0.1
 
 
 def _fold(t: np.ndarray) -> np.ndarray:
@@ -647,7 +647,7 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
     if best.templ is None:          # every template was flat: nothing aligned
         return -1.0, -1.0, -1.0, 0.0, False, 0, False, 0.0, 0.0, True
     folded = False
-    if not best.reaches(stop_at) and best.cells < FOLD_CELLS:
+    if not best.reaches(stop_at):
         # Solarized (see FOLD_GAIN): the placements below then turn and blur the folded views.
         m, searched = _folded_match(thumb_a, aspect_a, thumb_b, aspect_b, stop_at)
         if m is not None and m.layout > best.layout and m.agreement >= best.agreement + FOLD_GAIN:

@@ -60,7 +60,8 @@ import numpy as np
 import cv2
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
-from cli_audit import run_audit  # this folder's
+from audit_store import AuditStore, tool  # this folder's
+from cli_audit import fresh_folder, neutral_ids, run_audit, write_manifest
 
 SEED = 20261207
 ROOT = Path(os.environ.get("PROBE_DIR", "/tmp/imagesieve-probe-augment"))
@@ -234,18 +235,8 @@ def build():
         wr.writerows(dropped)
     (ROOT / "closest_kept.json").write_text(json.dumps(close, indent=1))
     print(f"{len(srcs)} distinct originals; {len(dropped)} near-identical dropped (near_duplicates.csv)")
-    if FOLDER.exists():
-        for p in FOLDER.iterdir():
-            p.unlink()
-    FOLDER.mkdir(parents=True, exist_ok=True)
-    ids = set()
-
-    def new_id():
-        while True:
-            i = "%010x" % rng.getrandbits(40)
-            if i not in ids:
-                ids.add(i)
-                return i
+    fresh_folder(FOLDER)
+    new_id = neutral_ids(rng, 40, "%010x")
 
     # every decision before any file is written: which originals, which kinds, which parameters
     kinds = [op for op in OPS for _ in range(PER_OP)] + [f"chain{n}" for n in CHAINS]
@@ -275,10 +266,7 @@ def build():
         im.save(FOLDER / f"{i}.png")
         rows.append(dict(file=f"{i}.png", id=i, role="copy", original=orig_id[k], kind=kind,
                          source=str(srcs[k][0]), package=srcs[k][1], params=json.dumps(steps)))
-    with open(MANIFEST, "w", newline="") as fh:
-        wr = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        wr.writeheader()
-        wr.writerows(rows)
+    write_manifest(rows, MANIFEST)
     by_pkg = {}
     for r in rows:
         if r["role"] == "original":
@@ -325,48 +313,7 @@ EV = ["cosine", "agreement", "layout", "detail", "matched_area", "mirrored", "tu
       "keypoint_inliers", "matched_simplicity", "matched_blur_px", "relative_disagreement"]
 
 
-def _tool():
-    from imagesieve_server.analysis.duplicates import verify
-    from imagesieve_server.engine import keypoints as kp, signature as sg
-    return verify, kp, sg
-
-
-class Store:
-    """Read-only view of an audit's embedding store (vectors + layout signatures)."""
-
-    def __init__(self, out: Path):
-        import sqlite3
-        root = out / "embeddings"
-        c = sqlite3.connect(f"file:{root}/index.sqlite?mode=ro", uri=True)
-        items = list(c.execute("select path, shard, row, sha256 from items where error is null or error = ''"))
-        c.close()
-        shards = sorted({s for _, s, _, _ in items})
-        vec = {s: np.load(root / f"shard-{s:05d}.npy") for s in shards}
-        lay = {s: np.load(root / f"layout-{s:05d}.npy") for s in shards}
-        self.paths = [p for p, _, _, _ in items]
-        self.sha = [h for _, _, _, h in items]
-        self.names = [Path(p).name for p in self.paths]
-        self.idx = {n: k for k, n in enumerate(self.names)}
-        self.V = np.stack([vec[s][r] for _, s, r, _ in items])
-        self.L = np.stack([lay[s][r] for _, s, r, _ in items])
-        self.S = self.V @ self.V.T
-        np.fill_diagonal(self.S, -1)
-
-    def cos(self, a, b):
-        return float(self.S[self.idx[a], self.idx[b]])
-
-    def rank(self, a, b):
-        row = self.S[self.idx[a]]
-        return int((row > row[self.idx[b]]).sum()) + 1
-
-    def align(self, a, b):
-        verify, kp, sg = _tool()
-        la, lb = self.L[self.idx[a]], self.L[self.idx[b]]
-        g, lay, det, area, mir, turn, inv, simp, blur, *_ = verify.pair_alignment(la, lb)
-        inl = kp.matched_inliers(sg.keypoints(la), sg.keypoints(lb))
-        return dict(agreement=round(float(g), 3), layout=round(float(lay), 3), detail=round(float(det), 3),
-                    matched_area=round(float(area), 3), turned=int(turn), inverted=bool(inv),
-                    matched_simplicity=round(float(simp), 3), keypoint_inliers=int(inl))
+Store = AuditStore
 
 
 GEOMETRIC = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"}
@@ -485,7 +432,7 @@ def replay():
     inputs captured, to say which stage and rule lost each missed copy. Module constants are
     patched in this process only, to see which test rejects a pair."""
     import pandas as pd
-    verify, _, _ = _tool()
+    verify, _, _ = tool()
     from imagesieve_server.analysis.duplicates import find
     st = Store(OUT)
     n = len(st.names)

@@ -16,7 +16,6 @@ python-statsmodels-doc octave-doc; build() does that itself when missing.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -30,7 +29,8 @@ import numpy as np
 import cv2
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from cli_audit import run_audit  # this folder's
+from audit_store import AuditStore, tool  # this folder's
+from cli_audit import fresh_folder, neutral_ids, run_audit, write_manifest
 
 SEED = 20261205
 ROOT = Path(os.environ.get("PROBE_DIR", "/tmp/imagesieve-probe-charts"))   # all its files
@@ -211,18 +211,8 @@ def build():
     rng = random.Random(SEED)
     srcs = source_files()
     print(f"{len(srcs)} distinct chart PNGs found")
-    if FOLDER.exists():
-        for p in FOLDER.iterdir():
-            p.unlink()
-    FOLDER.mkdir(parents=True, exist_ok=True)
-    ids = set()
-
-    def new_id():
-        while True:
-            i = "img_%08x" % rng.getrandbits(32)
-            if i not in ids:
-                ids.add(i)
-                return i
+    fresh_folder(FOLDER)
+    new_id = neutral_ids(rng)
 
     rows, orig_id = [], {}
     for p in srcs:
@@ -244,10 +234,7 @@ def build():
         pkg = "statsmodels" if "statsmodels" in str(p) else "octave"
         rows.append(dict(file=out.name, id=i, role="copy", original=orig_id[p], kind=kind,
                          source=str(p), package=pkg, params=json.dumps(params)))
-    with open(MANIFEST, "w", newline="") as fh:
-        wr = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        wr.writeheader()
-        wr.writerows(rows)
+    write_manifest(rows, MANIFEST)
     print(f"built {FOLDER}: {sum(r['role']=='original' for r in rows)} originals, "
           f"{sum(r['role']=='copy' for r in rows)} copies; manifest {MANIFEST}")
 
@@ -333,46 +320,8 @@ def twin_classes(man):
     return {i: find(i) for i in parent}, twins
 
 
-def _tool():
-    from imagesieve_server.analysis.duplicates import verify
-    from imagesieve_server.engine import keypoints as kp, signature as sg
-    return verify, kp, sg
-
-
-class Store:
-    """Read-only view of an audit's embedding store (vectors + layout signatures)."""
-
-    def __init__(self, out: Path):
-        import sqlite3
-        root = out / "embeddings"
-        c = sqlite3.connect(f"file:{root}/index.sqlite?mode=ro", uri=True)
-        items = list(c.execute("select path, shard, row from items where error is null or error = ''"))
-        c.close()
-        shards = sorted({s for _, s, _ in items})
-        vec = {s: np.load(root / f"shard-{s:05d}.npy") for s in shards}
-        lay = {s: np.load(root / f"layout-{s:05d}.npy") for s in shards}
-        self.names = [Path(p).name for p, _, _ in items]
-        self.idx = {n: k for k, n in enumerate(self.names)}
-        self.V = np.stack([vec[s][r] for _, s, r in items])
-        self.L = np.stack([lay[s][r] for _, s, r in items])
-        self.S = self.V @ self.V.T
-        np.fill_diagonal(self.S, -1)
-
-    def cos(self, a, b):
-        return float(self.S[self.idx[a], self.idx[b]])
-
-    def rank(self, a, b):
-        """1-based rank of b among a's neighbours by cosine."""
-        row = self.S[self.idx[a]]
-        return int((row > row[self.idx[b]]).sum()) + 1
-
-    def align(self, a, b):
-        verify, kp, sg = _tool()
-        la, lb = self.L[self.idx[a]], self.L[self.idx[b]]
-        g, lay, det, area, mir, turn, inv, simp, blur, *_ = verify.pair_alignment(la, lb)
-        inl = kp.matched_inliers(sg.keypoints(la), sg.keypoints(lb))
-        return dict(agreement=round(g, 3), layout=round(lay, 3), detail=round(det, 3),
-                    matched_area=round(area, 3), inverted=bool(inv), keypoint_inliers=int(inl))
+class Store(AuditStore):
+    """The audit's store, with the look-alike levels of one image."""
 
     def pack(self, a, exclude, k=8):
         """Approximate look-alike levels of image a: median cosine and agreement with its k
@@ -389,7 +338,7 @@ class Store:
 
 
 def mechanism(r) -> str:
-    verify, _, _ = _tool()
+    verify, _, _ = tool()
     rel = r.get("relative_disagreement")
     if rel is None or (isinstance(rel, float) and np.isnan(rel)):
         return "keypoints (keypoint-only candidate)"
@@ -542,7 +491,7 @@ def replay():
     missed copy and what general rule changes would do."""
     import sqlite3
     import pandas as pd
-    verify, _, _ = _tool()
+    verify, _, _ = tool()
     from imagesieve_server.analysis.duplicates import find
 
     out = OUT

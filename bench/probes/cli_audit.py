@@ -1,6 +1,8 @@
-"""The real CLI as a probe's new user runs it, shared by the probes in this folder."""
+"""The real CLI as a probe's new user runs it, and the planting every probe in this folder
+does the same way (a fresh folder, neutral names, the manifest beside it)."""
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -29,3 +31,34 @@ def run_audit(folder: Path, out: Path, *flags: str) -> dict:
     if run.returncode != 0:
         print(run.stderr[-3000:], file=sys.stderr)
     return result
+
+
+def fresh_folder(folder: Path) -> None:
+    """``folder`` created, or emptied of the files an earlier build planted."""
+    if folder.exists():
+        for p in folder.iterdir():
+            p.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def neutral_ids(rng, bits: int = 32, pattern: str = "img_%08x"):
+    """A function giving a new random name each call (``pattern`` % ``bits`` random bits of
+    ``rng``, a random.Random), never one it gave before: files a new user cannot read the
+    truth from."""
+    given = set()
+
+    def new_id() -> str:
+        while True:
+            i = pattern % rng.getrandbits(bits)
+            if i not in given:
+                given.add(i)
+                return i
+    return new_id
+
+
+def write_manifest(rows: list[dict], manifest: Path) -> None:
+    """The planted truth, one row an image, as CSV (beside the audited folder, never in it)."""
+    with open(manifest, "w", newline="") as fh:
+        wr = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        wr.writeheader()
+        wr.writerows(rows)

@@ -33,7 +33,6 @@ images (decoded RGBA, transparent pixels' colour ignored) are dropped before sam
 """
 from __future__ import annotations
 
-import csv
 import colorsys
 import hashlib
 import json
@@ -47,7 +46,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from cli_audit import run_audit  # this folder's
+from audit_store import AuditStore  # this folder's
+from cli_audit import fresh_folder, neutral_ids, run_audit, write_manifest
 
 SEED = 20261206
 ROOT = Path(os.environ.get("PROBE_DIR", "/tmp/imagesieve-probe-sprites"))
@@ -293,18 +293,8 @@ def build():
     srcs = select(rng)
     print(f"{len(srcs)} distinct originals: " + ", ".join(
         f"{k} {sum(c['package'] == k for c in srcs)}" for k in PACKAGES))
-    if FOLDER.exists():
-        for p in FOLDER.iterdir():
-            p.unlink()
-    FOLDER.mkdir(parents=True, exist_ok=True)
-    ids = set()
-
-    def new_id():
-        while True:
-            i = "img_%08x" % rng.getrandbits(32)
-            if i not in ids:
-                ids.add(i)
-                return i
+    fresh_folder(FOLDER)
+    new_id = neutral_ids(rng)
 
     rows = []
     for c in srcs:
@@ -331,10 +321,7 @@ def build():
                              package=c["package"], group=c["group"], group_kind=c["group_kind"],
                              recolour=c["recolour"], size="%dx%d" % im.size, alpha=int(im.mode == "RGBA"),
                              params=json.dumps(params)))
-    with open(MANIFEST, "w", newline="") as fh:
-        wr = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        wr.writeheader()
-        wr.writerows(rows)
+    write_manifest(rows, MANIFEST)
     print(f"built {FOLDER}: {sum(r['role'] == 'original' for r in rows)} originals, "
           f"{sum(r['role'] == 'copy' for r in rows)} copies; manifest {MANIFEST}")
 
@@ -416,29 +403,7 @@ def truth_of(man, rel):
     return f
 
 
-class Store:
-    """Read-only view of an audit's embedding store (vectors + layout signatures)."""
-
-    def __init__(self, out: Path):
-        import sqlite3
-        root = out / "embeddings"
-        c = sqlite3.connect(f"file:{root}/index.sqlite?mode=ro", uri=True)
-        items = list(c.execute("select path, shard, row, sha256 from items where error is null or error = ''"))
-        c.close()
-        vec = {s: np.load(root / f"shard-{s:05d}.npy") for s in {s for _, s, _, _ in items}}
-        lay = {s: np.load(root / f"layout-{s:05d}.npy") for s in {s for _, s, _, _ in items}}
-        self.keys = [p for p, _, _, _ in items]
-        self.sha = [h for _, _, _, h in items]
-        self.names = [Path(p).name for p in self.keys]
-        self.idx = {n: k for k, n in enumerate(self.names)}
-        self.V = np.stack([vec[s][r] for _, s, r, _ in items])
-        self.L = np.stack([lay[s][r] for _, s, r, _ in items])
-        self.S = self.V @ self.V.T
-        np.fill_diagonal(self.S, -1)
-
-    def rank(self, a, b):
-        row = self.S[self.idx[a]]
-        return int((row > row[self.idx[b]]).sum()) + 1
+Store = AuditStore
 
 
 def replay(store: Store):
@@ -458,8 +423,8 @@ def replay(store: Store):
         return ev
     find.verified_pairs, find.verify_pairs = spy_vp, spy_vps
     try:
-        n = len(store.keys)
-        rep = find.find_duplicates(store.V, store.keys, [""] * n, [""] * n, np.array(store.sha, dtype=object),
+        n = len(store.paths)
+        rep = find.find_duplicates(store.V, store.paths, [""] * n, [""] * n, np.array(store.sha, dtype=object),
                                    signatures=store.L)
     finally:
         find.verified_pairs, find.verify_pairs = vp, vps

@@ -107,3 +107,20 @@ def test_contact_sheet_captions_with_control_characters_stay_one_line():
     assert sheet.size == (2 * 76, 24 + 100)
     caption = np.asarray(sheet.convert("L"))[24 + 6 + 64 + 1: 24 + 6 + 64 + 13, 6:70]
     assert (caption < 128).any()          # the escaped name is drawn, not dropped
+
+
+def test_contact_sheet_turns_a_photo_as_its_exif_says(tmp_path):
+    """A phone photo stored on its side with EXIF orientation 6 is shown
+    upright (imagesieve.orientation, as the server's decoder turns it;
+    ImageOps.exif_transpose re-serialised the whole EXIF block)."""
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (40, 80, 3), dtype=np.uint8)).resize((160, 80), Image.NEAREST)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo.save(tmp_path / "turned.png", exif=exif.tobytes())
+    sheet = render_contact_sheet([SheetItem(tmp_path / "turned.png", ["turned"]),
+                                  SheetItem(photo.transpose(Image.Transpose.ROTATE_270), ["upright"])],
+                                 columns=2, thumb=64)
+    a, b = (np.asarray(sheet.convert("L"), np.float32)[:, x:x + 76] for x in (0, 76))
+    cap = 6 + 64                          # the thumbnails, above their captions
+    assert np.abs(a[:cap] - b[:cap]).mean() < 1.0

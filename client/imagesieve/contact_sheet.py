@@ -11,7 +11,9 @@ import io
 from pathlib import Path
 from typing import Sequence
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont
+
+from .orientation import upright
 
 LINE_H = 12
 PAD = 6
@@ -33,7 +35,7 @@ def _open(image) -> Image.Image:
 
 def _thumbnail(image, size: int) -> Image.Image:
     try:
-        im = ImageOps.exif_transpose(_open(image)).convert("RGB")
+        im = upright(_open(image)).convert("RGB")
     except Exception:  # noqa: BLE001 - an unreadable image becomes a grey tile
         return Image.new("RGB", (size, size), (160, 160, 160))
     scale = size / max(im.size)

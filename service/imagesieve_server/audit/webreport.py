@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+from imagesieve.orientation import upright
 from PIL import Image
 
 from ..checks.base import FlaggedPairs
-from ..engine.decode import upright
 from .analyse import AuditResults
 
 DATA = "report_data"
@@ -107,7 +107,7 @@ def _write_thumb(path: str, dest: Path) -> bool:
     try:
         with Image.open(path) as im:
             im.draft("RGB", (THUMB * 2, THUMB * 2))
-            im = upright(im).convert("RGB")      # not ImageOps.exif_transpose: see decode.upright
+            im = upright(im).convert("RGB")      # not ImageOps.exif_transpose: see imagesieve.orientation
             im.thumbnail((THUMB, THUMB))
             dest.parent.mkdir(parents=True, exist_ok=True)
             im.save(dest, format="JPEG", quality=80)

@@ -36,6 +36,10 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageMode, UnidentifiedImageError
 
+from imagesieve.orientation import TRANSPOSE as _TRANSPOSE
+from imagesieve.orientation import orientation as _orientation
+from imagesieve.orientation import upright
+
 from ..formats import FORMATS      # what is decoded (and why not more)
 from . import png_bands, preflight
 from .preflight import MAX_HEADER_SEGMENTS
@@ -464,28 +468,6 @@ def _claimed_format(data: bytes) -> str | None:
         except Exception:  # noqa: BLE001 - a plugin's test on a short prefix: not this format
             continue
     return None
-
-
-def _orientation(img: Image.Image) -> int | None:
-    try:
-        return img.getexif().get(0x0112, 1)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not fail the image
-        return 1
-
-
-# EXIF orientation -> the transpose that displays it (as ImageOps.exif_transpose).
-_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-              6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-              8: Image.Transpose.ROTATE_90}
-
-
-def upright(img: Image.Image) -> Image.Image:
-    """``img`` turned as its EXIF orientation says it is displayed (as
-    ImageOps.exif_transpose turns it, without re-serialising the EXIF block:
-    see decode_image); itself when upright or without EXIF."""
-    method = _TRANSPOSE.get(_orientation(img))
-    return img.transpose(method) if method is not None else img
 
 
 # 16-bit and 32-bit modes, made 8-bit by _high_depth_to_l.

@@ -31,7 +31,7 @@ def test_class_balance_chart_takes_any_class_name():
 def test_report_thumbnails_are_upright_as_the_photo_is_displayed(tmp_path, photos):
     """A photo stored on its side with EXIF orientation 6 gets a thumbnail
     turned as a viewer shows it (the same pixels as the photo saved upright),
-    through decode.upright: ImageOps.exif_transpose re-serialised the whole
+    through imagesieve.orientation.upright: ImageOps.exif_transpose re-serialised the whole
     EXIF block, ~1 s per MB of tags for each thumbnail of a hostile folder."""
     import io
 

@@ -58,10 +58,10 @@ from pathlib import Path
 
 import numpy as np
 import cv2
-from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
+from PIL import Image, ImageEnhance, ImageOps
 
 from audit_store import AuditStore, tool  # this folder's
-from cli_audit import fresh_folder, neutral_ids, run_audit, write_manifest
+from cli_audit import fresh_folder, neutral_ids, run_audit, save_pair_sheet, write_manifest
 
 SEED = 20261207
 ROOT = Path(os.environ.get("PROBE_DIR", "/tmp/imagesieve-probe-augment"))
@@ -70,8 +70,6 @@ FOLDER = ROOT / "photos"             # what is audited (flat folder)
 MANIFEST = ROOT / "manifest.csv"     # never in FOLDER
 OUT = ROOT / "audit_verified"
 OUT_RAW = ROOT / "audit_raw"
-FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
-FONT_B = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
 
 PACKAGES = {"endless-sky-data": "0.9.8-1.2", "opencv-doc": "4.6.0+dfsg-12", "scratch": "1.4.0.6~dfsg1-6.1",
             "tuxpaint-data": "1:0.9.28-sdl2-1", "jigzo-data": "0.6.1-7.1",
@@ -117,6 +115,11 @@ def ensure_debs():
 def jigzo_photo(p: Path) -> Image.Image:
     d = p.read_bytes()
     return Image.open(io.BytesIO(d[d.find(b"\xff\xd8\xff"):]))
+
+
+def shown(f: str) -> Image.Image:
+    """A planted file as a contact sheet shows it."""
+    return load_rgb(FOLDER / f)
 
 
 def load_rgb(p) -> Image.Image:
@@ -280,35 +283,6 @@ def audit(raw: bool):
 
 
 # ----------------------------------------------------------------------------- scoring
-def font(size, bold=False):
-    return ImageFont.truetype(FONT_B if bold else FONT, size)
-
-
-def contact_sheet(rows, out_png: Path, title: str, max_rows=60):
-    rows = rows[:max_rows]
-    th = 200
-    tw = th * 16 // 10
-    W = 2 * tw + 40 + 420
-    H = 50 + max(1, len(rows)) * (th + 22)
-    sheet = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(sheet)
-    d.text((10, 10), title, fill="black", font=font(20, True))
-    y = 50
-    for (fa, fb, txt) in rows:
-        x = 10
-        for f in (fa, fb):
-            im = load_rgb(FOLDER / f)
-            im.thumbnail((tw, th))
-            sheet.paste(im, (x, y))
-            d.text((x, y + th + 2), f, fill=(80, 80, 80), font=font(12))
-            x += tw + 15
-        d.multiline_text((x + 5, y), txt, fill="black", font=font(12), spacing=2)
-        y += th + 22
-    if not rows:
-        d.text((10, 60), "(none)", fill="black", font=font(16))
-    sheet.save(out_png)
-
-
 EV = ["cosine", "agreement", "layout", "detail", "matched_area", "mirrored", "turned_degrees", "inverted",
       "keypoint_inliers", "matched_simplicity", "matched_blur_px", "relative_disagreement"]
 
@@ -415,13 +389,14 @@ def score():
         fr = [(r["fa"], r["fb"], f"{r['pair_kind']}\nA: {r['src_a']}\nB: {r['src_b']}\n" +
                "\n".join(f"{c}: {round(r[c], 3) if isinstance(r[c], float) else r[c]}" for c in ev))
               for r in false[cols].to_dict("records")]
-        contact_sheet(fr, ROOT / f"false_pairs_{label}.png",
-                      f"{label}: {len(false)} false pairs (of {len(pairs)} pairs, {n_images} images)")
+        save_pair_sheet(fr, ROOT / f"false_pairs_{label}.png",
+                        f"{label}: {len(false)} false pairs (of {len(pairs)} pairs, {n_images} images)", shown, 60)
         mk = ["kind", "params", "source", "content_kept", "cosine", "rank_of_original_in_copy_nn", "agreement", "matched_area",
               "turned", "keypoint_inliers", "matched_simplicity", "copy_paired_with"]
         mr = [(d["copy"], d["original"], "copy | original\n" + "\n".join(f"{k}: {str(d[k])[:60]}" for k in mk))
               for d in mrows]
-        contact_sheet(mr, ROOT / f"misses_{label}.png", f"{label}: {len(mr)} missed copies (copy | original)")
+        save_pair_sheet(mr, ROOT / f"misses_{label}.png", f"{label}: {len(mr)} missed copies (copy | original)",
+                        shown, 60)
     (ROOT / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     print(json.dumps(summary, indent=1, default=str))
 

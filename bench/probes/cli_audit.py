@@ -62,3 +62,14 @@ def write_manifest(rows: list[dict], manifest: Path) -> None:
         wr = csv.DictWriter(fh, fieldnames=list(rows[0]))
         wr.writeheader()
         wr.writerows(rows)
+
+
+def save_pair_sheet(rows, out_png: Path, title: str, load, max_rows: int = 40, thumb: int = 256) -> None:
+    """A contact sheet of image pairs through the client's renderer
+    (``imagesieve.contact_sheet``): ``rows`` of (file a, file b, text), each
+    pair on one row, a's name and the text's lines under a, b's name under b;
+    ``load(file)`` gives the picture shown (the probe decides how)."""
+    from imagesieve.contact_sheet import SheetItem, save_contact_sheet
+    items = [item for fa, fb, text in rows[:max_rows]
+             for item in (SheetItem(load(fa), [fa, *str(text).split("\n")]), SheetItem(load(fb), [fb]))]
+    save_contact_sheet(items, out_png, columns=2, thumb=thumb, title=title)

@@ -44,10 +44,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageFilter
 
 from audit_store import AuditStore  # this folder's
-from cli_audit import fresh_folder, neutral_ids, run_audit, write_manifest
+from cli_audit import fresh_folder, neutral_ids, run_audit, save_pair_sheet, write_manifest
 
 SEED = 20261206
 ROOT = Path(os.environ.get("PROBE_DIR", "/tmp/imagesieve-probe-sprites"))
@@ -56,8 +56,6 @@ FOLDER = ROOT / "sprites"            # what is audited (flat folder)
 MANIFEST = ROOT / "manifest.csv"     # never in FOLDER
 OUT = ROOT / "audit_verified"
 OUT_RAW = ROOT / "audit_raw"
-FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
-FONT_B = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
 
 PACKAGES = {"minetest-data": "5.6.1+dfsg+~1.9.0mt8+dfsg-2", "pingus-data": "0.7.6-5.1",
             "frozen-bubble-data": "2.212-11"}
@@ -339,10 +337,6 @@ NEAR_IDENTICAL = 0.05     # near-identical: under this share of the visible pixe
 NEAR_CHANGE = 24          # ... by more than this (of 255) in some channel
 
 
-def font(size, bold=False):
-    return ImageFont.truetype(FONT_B if bold else FONT, size)
-
-
 def _arr(f: str) -> np.ndarray:
     return np.asarray(Image.open(FOLDER / f).convert("RGBA")).astype(np.float32)
 
@@ -485,42 +479,14 @@ def _dropped_by(cap, k) -> str:
     return f"relative disagreement > {lim}{extra}; keypoints not confirmed"
 
 
-def _tile(f: str, box: int) -> Image.Image:
-    """The file on a checkerboard (transparency shows), enlarged by an integer NEAREST factor
-    where small (pixel art stays crisp), else reduced to fit ``box``."""
+def shown(f: str) -> Image.Image:
+    """A planted file as a contact sheet shows it: on a checkerboard (transparency shows),
+    at its own size (the sheet enlarges pixel art with NEAREST)."""
     im = Image.open(FOLDER / f).convert("RGBA")
-    k = max(1, box // max(im.size))
-    if k > 1:
-        im = im.resize((im.width * k, im.height * k), Image.NEAREST)
-    elif max(im.size) > box:
-        im.thumbnail((box, box), Image.LANCZOS)
-    cb = np.indices((im.height, im.width)).sum(0) // 8 % 2
+    cb = np.indices((im.height, im.width)).sum(0) // max(2, max(im.size) // 16) % 2
     bg = Image.fromarray(np.where(cb[..., None], 205, 235).astype(np.uint8).repeat(3, -1)).convert("RGBA")
     bg.alpha_composite(im)
     return bg.convert("RGB")
-
-
-def contact_sheet(rows, out_png: Path, title: str, max_rows=40):
-    rows = rows[:max_rows]
-    th = 192
-    W = 2 * th + 40 + 520
-    H = 50 + max(1, len(rows)) * (th + 24)
-    sheet = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(sheet)
-    d.text((10, 10), title, fill="black", font=font(18, True))
-    y = 50
-    for fa, fb, txt in rows:
-        x = 10
-        for f in (fa, fb):
-            im = _tile(f, th)
-            sheet.paste(im, (x, y))
-            d.text((x, y + th + 2), f, fill=(80, 80, 80), font=font(11))
-            x += th + 15
-        d.multiline_text((x + 5, y), txt, fill="black", font=font(12), spacing=2)
-        y += th + 24
-    if not rows:
-        d.text((10, 60), "(none)", fill="black", font=font(16))
-    sheet.save(out_png)
 
 
 EVIDENCE = ["cosine", "agreement", "layout", "detail", "matched_area", "mirrored", "turned_degrees", "inverted",
@@ -632,9 +598,9 @@ def score():
             mk = [c for c in ("kind", "params", "cosine", "rank_of_original_in_copy_nn", "candidate_source", "agreement",
                               "layout", "matched_area", "keypoint_inliers", "matched_simplicity",
                               "relative_disagreement", "profile", "uninformative", "dropped_by", "copy_paired_with")]
-            contact_sheet([(m["copy"], m["original"], "copy | original: " + m["source"] + "\n" + "\n".join(
+            save_pair_sheet([(m["copy"], m["original"], "copy | original: " + m["source"] + "\n" + "\n".join(
                 f"{c}: {m[c]}" for c in mk if c in m)) for m in mrows],
-                ROOT / f"misses_{name}.png", f"{name}: {len(mrows)} missed copies (copy | original)")
+                ROOT / f"misses_{name}.png", f"{name}: {len(mrows)} missed copies (copy | original)", shown)
         else:
             false["mechanism"] = "raw cosine >= threshold"
             miss = copies[~copies.found]
@@ -646,13 +612,13 @@ def score():
         false = false.assign(_o=false.truth.map(lambda t: order.get(t, 3))).sort_values(
             ["_o", "cosine"], ascending=[True, False])
         false[cols].to_csv(ROOT / f"false_pairs_{name}.csv", index=False)
-        contact_sheet([(r["fa"], r["fb"], f"{r['truth']} ({r['pair_kind']})\nA: {r['src_a']}\nB: {r['src_b']}\n"
+        save_pair_sheet([(r["fa"], r["fb"], f"{r['truth']} ({r['pair_kind']})\nA: {r['src_a']}\nB: {r['src_b']}\n"
                         f"passed by: {r['mechanism']}\n" + "\n".join(
                             f"{c}: {round(r[c], 3) if isinstance(r[c], float) else r[c]}" for c in ev))
                        for r in false[cols].to_dict("records")],
                       ROOT / f"false_pairs_{name}.png",
                       f"{name}: {len(false)} false pairs (of {len(pairs)}; {n_images} images), unrelated first",
-                      max_rows=60)
+                      shown, max_rows=60)
         copies.to_csv(ROOT / f"copies_{name}.csv", index=False)
         summary[name] = res
     (ROOT / "summary.json").write_text(json.dumps(summary, indent=1, default=str))

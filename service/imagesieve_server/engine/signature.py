@@ -207,15 +207,9 @@ def native_grid(gray: Image.Image, alpha: Image.Image | None = None) -> tuple[Im
     ``alpha`` is reduced with it, and must be blocky too, when of one size."""
     x = np.asarray(gray)
     a = None if alpha is None or alpha.size != gray.size else np.asarray(alpha)
-    factor = 1
-    found = True
-    while found:
-        found = False
-        for k in _GRID_FACTORS:
-            if _blocky(x, k) and (a is None or _blocky(a, k)):
-                x, a, factor, found = x[::k, ::k], None if a is None else a[::k, ::k], factor * k, True
-                break
-    if factor == 1 or min(x.shape) < MIN_NATIVE:
+    while (k := next((k for k in _GRID_FACTORS if _blocky(x, k) and (a is None or _blocky(a, k))), None)):
+        x, a = x[::k, ::k], None if a is None else a[::k, ::k]
+    if x.shape == (gray.height, gray.width) or min(x.shape) < MIN_NATIVE:
         # A flag of three stripes 100 px wide is blocks too, of a 3x2 "picture": reduced to
         # that, it was interpolated into a blur its letterboxed copy did not share.
         return gray, alpha

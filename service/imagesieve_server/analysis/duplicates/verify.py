@@ -614,7 +614,6 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
     a, b = _visible(ta), _visible(tb)
     if a.std() < FLAT_STD or b.std() < FLAT_STD:     # blank against a picture
         return 0.0, 0.0, 0.0, 1.0, False, 0, False, 0.0, 0.0, True
-    thumb_a, thumb_b = ta, tb
     best, best_searched = _Match(), None
     searches = [(a, aspect_a, b, aspect_b, None, 0, None), (b, aspect_b, a, aspect_a, None, 0, None)]
     # A transparent image against an opaque one is also searched by its opaque
@@ -640,16 +639,16 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
             # turn the coarse thumbnails point to, from the larger shares.
             k = _likely_turn(a, b)
             if k:
-                ta, tb = np.ascontiguousarray(np.rot90(a, k)), np.ascontiguousarray(np.rot90(b, -k))
+                turned_a, turned_b = np.ascontiguousarray(np.rot90(a, k)), np.ascontiguousarray(np.rot90(b, -k))
                 ra, rb = (aspect_a, aspect_b) if k == 2 else (1 / aspect_a, 1 / aspect_b)
-                searches = [(ta, ra, b, aspect_b, _shares(ra, aspect_b)[:TURN_SHARES], 90 * k, None),
-                            (tb, rb, a, aspect_a, _shares(rb, aspect_a)[:TURN_SHARES], 90 * k, None)]
+                searches = [(turned_a, ra, b, aspect_b, _shares(ra, aspect_b)[:TURN_SHARES], 90 * k, None),
+                            (turned_b, rb, a, aspect_a, _shares(rb, aspect_a)[:TURN_SHARES], 90 * k, None)]
     if best.templ is None:          # every template was flat: nothing aligned
         return -1.0, -1.0, -1.0, 0.0, False, 0, False, 0.0, 0.0, True
     folded = False
     if not best.reaches(stop_at):
         # Solarized (see FOLD_GAIN): the placements below then turn and blur the folded views.
-        m, searched = _folded_match(thumb_a, aspect_a, thumb_b, aspect_b, stop_at)
+        m, searched = _folded_match(ta, aspect_a, tb, aspect_b, stop_at)
         if m is not None and m.layout > best.layout and m.agreement >= best.agreement + FOLD_GAIN:
             best, best_searched, folded = m, searched, True
     if not best.reaches(stop_at):

@@ -52,7 +52,6 @@ import json
 import math
 import os
 import random
-import subprocess
 import sys
 from pathlib import Path
 
@@ -61,7 +60,7 @@ import cv2
 from PIL import Image, ImageEnhance, ImageOps
 
 from audit_store import AuditStore, tool  # this folder's
-from cli_audit import fresh_folder, neutral_ids, run_audit, save_pair_sheet, write_manifest
+from cli_audit import ensure_debs, fresh_folder, neutral_ids, run_audit, save_pair_sheet, write_manifest
 
 SEED = 20261207
 ROOT = Path(os.environ.get("PROBE_DIR", "/tmp/imagesieve-probe-augment"))
@@ -102,16 +101,6 @@ PHASH_NEAR = 12          # bits of 64: originals this close are near-identical (
 
 
 # ----------------------------------------------------------------------------- sources
-def ensure_debs():
-    DEBS.mkdir(parents=True, exist_ok=True)
-    for pkg, version in PACKAGES.items():
-        if (DEBS / f"x_{pkg}").exists():
-            continue
-        subprocess.run(["apt-get", "download", f"{pkg}={version}"], cwd=DEBS, check=True)
-        deb = sorted(DEBS.glob(f"{pkg}_*.deb"))[-1]
-        subprocess.run(["dpkg", "-x", str(deb), str(DEBS / f"x_{pkg}")], check=True)
-
-
 def jigzo_photo(p: Path) -> Image.Image:
     d = p.read_bytes()
     return Image.open(io.BytesIO(d[d.find(b"\xff\xd8\xff"):]))
@@ -229,7 +218,7 @@ def apply_op(im: Image.Image, op: str, p: dict) -> Image.Image:
 
 # ----------------------------------------------------------------------------- build
 def build():
-    ensure_debs()
+    ensure_debs(DEBS, PACKAGES)
     rng = random.Random(SEED)
     srcs, dropped, close = distinct_sources(rng)
     with open(ROOT / "near_duplicates.csv", "w", newline="") as fh:

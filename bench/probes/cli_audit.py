@@ -73,3 +73,15 @@ def save_pair_sheet(rows, out_png: Path, title: str, load, max_rows: int = 40, t
     items = [item for fa, fb, text in rows[:max_rows]
              for item in (SheetItem(load(fa), [fa, *str(text).split("\n")]), SheetItem(load(fb), [fb]))]
     save_contact_sheet(items, out_png, columns=2, thumb=thumb, title=title)
+
+
+def ensure_debs(debs: Path, packages: dict[str, str]) -> None:
+    """Each ``packages`` name -> pinned version, downloaded (`apt-get download`, no root
+    needed) and unpacked into ``debs``/x_NAME unless it is there already."""
+    debs.mkdir(parents=True, exist_ok=True)
+    for pkg, version in packages.items():
+        if (debs / f"x_{pkg}").exists():
+            continue
+        subprocess.run(["apt-get", "download", f"{pkg}={version}"], cwd=debs, check=True)
+        deb = sorted(debs.glob(f"{pkg}_*.deb"))[-1]
+        subprocess.run(["dpkg", "-x", str(deb), str(debs / f"x_{pkg}")], check=True)

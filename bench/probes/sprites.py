@@ -39,7 +39,6 @@ import json
 import os
 import random
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -47,7 +46,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from audit_store import AuditStore  # this folder's
-from cli_audit import fresh_folder, neutral_ids, run_audit, save_pair_sheet, write_manifest
+from cli_audit import ensure_debs, fresh_folder, neutral_ids, run_audit, save_pair_sheet, write_manifest
 
 SEED = 20261206
 ROOT = Path(os.environ.get("PROBE_DIR", "/tmp/imagesieve-probe-sprites"))
@@ -72,16 +71,6 @@ NEEDS_SIZE = {"tile_crop": 64}                  # a quarter of the picture must 
 
 
 # ----------------------------------------------------------------------------- sources
-def ensure_debs():
-    DEBS.mkdir(parents=True, exist_ok=True)
-    for pkg, version in PACKAGES.items():
-        if (DEBS / f"x_{pkg}").exists():
-            continue
-        subprocess.run(["apt-get", "download", f"{pkg}={version}"], cwd=DEBS, check=True)
-        deb = sorted(DEBS.glob(f"{pkg}_*.deb"))[-1]
-        subprocess.run(["dpkg", "-x", str(deb), str(DEBS / f"x_{pkg}")], check=True)
-
-
 def rgba(im: Image.Image) -> Image.Image:
     im.load()
     return im.convert("RGBA")
@@ -286,7 +275,7 @@ def save(im: Image.Image, path_noext: Path, ext: str) -> Path:
 
 
 def build():
-    ensure_debs()
+    ensure_debs(DEBS, PACKAGES)
     rng = random.Random(SEED)
     srcs = select(rng)
     print(f"{len(srcs)} distinct originals: " + ", ".join(

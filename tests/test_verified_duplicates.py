@@ -20,8 +20,8 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 from imagesieve import Client
 from imagesieve_server.analysis.duplicates.find import CANDIDATE_THRESHOLD, RAW_FLOOR, find_duplicates
 from imagesieve_server.analysis.duplicates.verify import (BLUR_SIGMAS, MAX_RELATIVE, AlignmentPool, PairEvidence,
-                                                          neighbourhood_typical, one_dimensional, pair_alignment,
-                                                          verified_pairs, verify_pairs)
+                                                          one_dimensional, pair_alignment, verified_pairs,
+                                                          verify_pairs)
 from imagesieve_server.engine.signature import LAYOUT_BYTES, LEGACY_BYTES, SIGNATURE_BYTES, layout_signature, unpack
 
 from conftest import digit_image, encode, photo_image
@@ -322,34 +322,6 @@ def test_a_picture_with_many_copies_keeps_its_hard_ones(embedder, photos):
     assert all(source[a] == source[b] for a, b in pairs), "pictures of different families paired"
 
 
-def test_a_picture_shipped_at_many_sizes_is_one_group(embedder, photos):
-    """Icon themes ship one icon at many sizes (256 down to 24 px, the small
-    ones sharpened as hinted icons are). Four photos so, among sixteen
-    others at 48 px: an image's candidates are then mostly its own other
-    sizes, and each picture found in several sizes counts as one look-alike
-    (see test_a_picture_found_in_many_copies_counts_as_one_look_alike).
-    Measured: 74 of the 84 pairs of one picture counted image by image,
-    80 now; no pair of two photos either way."""
-    sizes = (256, 128, 96, 64, 48, 32, 24)
-    blobs, source = [], []
-    for i, (data, _, _) in enumerate(photos):
-        im = photo_image(data)
-        side = min(im.size)
-        square = im.crop(((im.width - side) // 2, (im.height - side) // 2,
-                          (im.width + side) // 2, (im.height + side) // 2))
-        for s in (sizes if i < 4 else (48,)):
-            small = square.resize((s, s), Image.LANCZOS)
-            blobs.append(encode(small.filter(ImageFilter.SHARPEN) if s <= 32 else small, "PNG"))
-            source.append(i)
-    v, s = _embed(embedder, blobs)
-    n, source = len(blobs), np.array(source)
-    rep = find_duplicates(v, [str(i) for i in range(n)], [""] * n, [""] * n,
-                          [hashlib.sha256(b).hexdigest() for b in blobs], signatures=s)
-    assert (source[rep.a] == source[rep.b]).all(), "two photos paired"
-    found = int(np.sum(source[rep.a] < 4))
-    assert found >= 78, f"{found} of 84 pairs of one picture at several sizes"
-
-
 def test_look_alike_digits_are_not_duplicates_but_their_copies_are(embedder, digits):
     """Handwritten digits of one class look alike to the embedding (cosine
     ~0.9): raw cosine at the old default pairs many of them; verification
@@ -397,34 +369,6 @@ def test_verdict_is_judged_against_look_alikes():
     assert ok[0]
     with pytest.raises(ValueError):
         verified_pairs(4, a, b, [0.9], [0.9])
-
-
-def test_a_picture_found_in_many_copies_counts_as_one_look_alike():
-    """An icon shipped at 7 sizes: image 0 (its 32 px size) agrees with the
-    other six at 0.97, they agree at 0.995 with each other, and all agree
-    with three other icons at 0.5. The six are found the same first; then
-    they are one look-alike of image 0, not six: its level is the other
-    icons', and it joins them. Counted image by image its level was its own
-    copies' 0.97, and it stayed apart (/usr/share/icons/hicolor: Chromium's
-    32 px size at 0.972, relative disagreement 0.36-0.94)."""
-    copies, others = range(1, 7), range(7, 10)
-    pairs = [(0, k, 0.97, 0.9) for k in copies] + \
-        [(i, j, 0.995, 0.97) for i in copies for j in copies if i < j] + \
-        [(i, j, 0.5, 0.6) for i in range(7) for j in others]
-    a, b, g, c = (np.array(v) for v in zip(*pairs))
-    ok, _ = verified_pairs(10, a, b, g, c)
-    assert ok[(a == 0) & (b < 7)].all() and ok[(a > 0) & (b < 7)].all()
-    assert not ok[b >= 7].any()
-    # the typical look-alike: image 0's six pairs with one picture count once, at their best
-    pictures = np.r_[0, np.ones(6, int), 7, 8, 9]
-    assert neighbourhood_typical(10, a, b, g)[0] == pytest.approx(0.97)
-    assert neighbourhood_typical(10, a, b, g, pictures=pictures)[0] == pytest.approx(0.5)
-    # and an image's pairs with its own picture are none of its look-alikes
-    assert neighbourhood_typical(10, a, b, g, pictures=np.r_[np.ones(7, int), 7, 8, 9])[1] == pytest.approx(0.5)
-    # every pair inside one picture (a file and its identical copies): no look-alikes at all
-    assert np.isnan(neighbourhood_typical(10, a, b, g, pictures=np.zeros(10, int))).all()
-    with pytest.raises(ValueError, match="one label an image"):
-        neighbourhood_typical(10, a, b, g, pictures=np.zeros(3, int))
 
 
 def test_in_crowded_data_a_pair_must_beat_the_runner_up():

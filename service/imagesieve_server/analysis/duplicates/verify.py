@@ -1205,18 +1205,11 @@ def verify_pairs(signatures, a, b, stop_at: float = ACCEPT, workers: int = 0,
     return out
 
 
-def neighbourhood_typical(n: int, a, b, values, min_pack: int = MIN_PACK, pictures=None) -> np.ndarray:
+def neighbourhood_typical(n: int, a, b, values, min_pack: int = MIN_PACK) -> np.ndarray:
     """Each image's typical value over its candidate pairs, leaving its best
     one out (that is the pair being judged, or a copy): (N,) float32, the
     median of the rest, NaN for images in fewer than ``min_pack`` + 1 pairs.
-    ``a``, ``b``: (P,) positions; ``values``: (P,) (agreement or cosine).
-
-    ``pictures``: (N,) labels, equal for images already known to be one
-    picture (identical files, copies found): an image's pairs with one
-    picture count once, at their best, and those with its own picture not
-    at all. A picture with six copies is one look-alike, not six (an icon
-    shipped at 7 sizes: its 32 px size was judged against its own other
-    sizes, agreeing at 0.97, and not found). None: every image its own."""
+    ``a``, ``b``: (P,) positions; ``values``: (P,) (agreement or cosine)."""
     a = np.asarray(a, np.int64).ravel()
     b = np.asarray(b, np.int64).ravel()
     g = np.asarray(values, np.float32).ravel()
@@ -1225,19 +1218,6 @@ def neighbourhood_typical(n: int, a, b, values, min_pack: int = MIN_PACK, pictur
         return out
     node = np.concatenate([a, b])
     val = np.concatenate([g, g])
-    if pictures is not None:
-        pic = np.asarray(pictures, np.int64).ravel()
-        if pic.shape != (n,):
-            raise ValueError(f"pictures must have one label an image ({n}); got {pic.shape}")
-        seen = pic[np.concatenate([b, a])]
-        other = seen != pic[node]
-        node, seen, val = node[other], seen[other], val[other]
-        if node.size == 0:
-            return out
-        order = np.lexsort((-val, seen, node))          # each (image, picture): its best pair first
-        node, seen, val = node[order], seen[order], val[order]
-        first = np.r_[True, (node[1:] != node[:-1]) | (seen[1:] != seen[:-1])]
-        node, val = node[first], val[first]
     order = np.lexsort((val, node))
     node, val = node[order], val[order]
     starts = np.flatnonzero(np.r_[True, node[1:] != node[:-1]])
@@ -1338,14 +1318,6 @@ def _runner_up(n: int, a, b, values, among, twins, judged, rank: int = 0) -> np.
     return out
 
 
-def _pictures(n: int, twins, a, b) -> np.ndarray:
-    """(N,) labels of the pictures that ``twins`` ((N,) labels) and the pairs
-    (a, b) found the same make one."""
-    first = np.full(n, n, np.int64)
-    np.minimum.at(first, twins, np.arange(n))
-    return connected_components(n, np.r_[a, np.arange(n)], np.r_[b, first[twins]])
-
-
 def keypoint_confirmed(n: int, a, b, inliers, same, twins=None, keypoint_only=None) -> np.ndarray:
     """(P,) bool: pairs (a, b) of N images, not already ``same``, whose
     keypoint ``inliers`` reach MIN_INLIERS and INLIER_RATIO x (1 + the most
@@ -1404,11 +1376,7 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     among its 8 candidates, and measured against its easy copies (agreement
     ~1) its crops and captioned copies looked no closer than "look-alikes":
     with 8 copies of each of 32 photos, recall was 0.50 (1.00 with one copy
-    each). In those packs the images found to be one picture (and
-    byte-identical ``twins``) count as one look-alike, and an image's own
-    picture as none (:func:`neighbourhood_typical`'s ``pictures``): the
-    32 px size of an icon shipped at seven sizes was judged against its
-    other sizes and not found.
+    each).
 
     Where the look-alikes' cosine level is CROWDED_COSINE or more, a pair
     must also stand out from its images' closest other candidate: its
@@ -1469,16 +1437,11 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     given = [np.full(n, np.nan, np.float32) if p is None else np.asarray(p, np.float32)
              for p in (pack_agreement, pack_cosine)]
     computed = np.isnan(given[0]).any() or np.isnan(given[1]).any()
-    kin = np.arange(n) if twins is None else np.asarray(twins, np.int64).ravel()
-    if kin.shape != (n,):
-        raise ValueError(f"twins must have one label an image ({n}); got {kin.shape}")
     same = np.zeros(a.shape, bool)
     best = np.full(a.shape, np.inf, np.float32)         # each pair's lowest relative disagreement
     for _ in range(PACK_PASSES if computed else 1):
         look = ~same & ~by_layout & ~flat & ~by_keypoints     # look-alikes: the pairs not (yet) found the same
-        pictures = _pictures(n, kin, a[same], b[same])
-        pa, pc = (_filled(np.where(np.isnan(p), neighbourhood_typical(n, a[look], b[look], v[look],
-                                                                      pictures=pictures), p),
+        pa, pc = (_filled(np.where(np.isnan(p), neighbourhood_typical(n, a[look], b[look], v[look]), p),
                           DEFAULT_PACK) for p, v in zip(given, (g, c)))
         level_c, level_g = np.maximum(pc[a], pc[b]), np.maximum(pa[a], pa[b])
         # A layout-only pair's cosine counts at most as a look-alike's; a profile's agreement as one.
@@ -1500,6 +1463,7 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
         # images' near look-alikes too (the third-closest).
         # Look-alikes aligned only by a simple piece count at most at their level (a junk
         # match must not veto a real copy, a review found), as in the tests above.
+        kin = np.arange(n) if twins is None else np.asarray(twins, np.int64).ravel()
         look = ~same & ~by_layout & ~flat & ~by_keypoints
         near = _runner_up(n, a, b, np.where(capped, np.minimum(g, level_g), g), look, kin, same, rank=SIBLING_RANK)
         same &= (1 - g) <= SIBLING_RATIO * np.maximum(1 - near, np.float32(1e-3))
@@ -1508,12 +1472,17 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
         if inliers.shape != a.shape:
             raise ValueError("keypoint_inliers must have one entry a pair")
         if near_identical is not None:
-            identical = np.asarray(near_identical, bool).ravel()
-            if identical.shape != a.shape:
+            kin = np.asarray(near_identical, bool).ravel()
+            if kin.shape != a.shape:
                 raise ValueError("near_identical must have one entry a pair")
-            identical = identical & same
-            if identical.any():
+            kin = kin & same
+            if kin.any():
                 # Twins already known and near-identical pairs found the same, as one labelling.
-                twins = _pictures(n, kin, a[identical], b[identical])
+                base = np.arange(n) if twins is None else np.asarray(twins, np.int64).ravel()
+                if base.shape != (n,):
+                    raise ValueError(f"twins must have one label an image ({n}); got {base.shape}")
+                first = np.full(n, n, np.int64)
+                np.minimum.at(first, base, np.arange(n))
+                twins = connected_components(n, np.r_[a[kin], np.arange(n)], np.r_[b[kin], first[base]])
         same |= keypoint_confirmed(n, a, b, inliers, same, twins, by_keypoints)
     return same, np.where(by_keypoints, np.float32(np.nan), best)

@@ -685,8 +685,10 @@ def test_sheared_copies_are_found_and_distinct_photos_stay_apart(embedder, photo
     originals as the band every column (row) keeps (see verify.SHEARS).
     Measured: the copies' layouts aligned at 0.46-0.79 without it (all 10
     found all the same, by shared keypoints: these photos are rich in
-    corners, the probe's smooth landscapes were not); with it at 0.93-1.00,
-    and no pair of different photos either way."""
+    corners, the probe's smooth landscapes were not); with it 9 of 10 at
+    0.96-1.00, and no pair of different photos either way. The tenth (-15
+    degrees vertical) fits at 0.92 detail, under verify.SHEAR_DETAIL (0.93:
+    at 0.9 cards of one deck paired as copies, see the cards test)."""
     originals = [photo_image(d) for d, _, _ in photos]
     blobs = [encode(im, "JPEG", quality=92) for im in originals]
     shears = ((18, True), (-22, True), (25, True), (-15, True), (21, True),
@@ -700,8 +702,8 @@ def test_sheared_copies_are_found_and_distinct_photos_stay_apart(embedder, photo
     found = [(int(source[c]), c) in pairs for c in range(len(originals), n)]
     assert sum(found) >= 9, found
     assert all(source[a] == source[b] for a, b in pairs), sorted(pairs)
-    agreement = [pair_alignment(s[i], s[len(originals) + i])[0] for i in range(len(shears))]
-    assert min(agreement) >= 0.85, np.round(agreement, 3)
+    agreement = np.array([pair_alignment(s[i], s[len(originals) + i])[0] for i in range(len(shears))])
+    assert np.sum(agreement >= 0.95) >= 9, np.round(agreement, 3)
 
 
 def test_blurred_and_pixelated_copies_are_found_by_their_layout(embedder, photos):

@@ -36,9 +36,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageMode, UnidentifiedImageError
 
-from imagesieve.orientation import TRANSPOSE as _TRANSPOSE
-from imagesieve.orientation import orientation as _orientation
-from imagesieve.orientation import upright
+from imagesieve.orientation import TRANSPOSE as _TRANSPOSE, orientation as _orientation, upright
 
 from ..formats import FORMATS      # what is decoded (and why not more)
 from . import png_bands, preflight

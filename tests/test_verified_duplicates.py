@@ -1457,3 +1457,81 @@ def test_cards_of_one_deck_are_not_each_others_copies_but_their_copies_are(embed
     after, recall = verdicts(verify.SIBLING_RATIO)
     assert before >= 20 and before_recall == 1.0, (before, before_recall)    # the problem: cards pair up
     assert after <= 0.7 * before and recall == 1.0, (before, after, recall)
+
+
+def test_a_partial_match_needs_keypoints_above_chance_where_both_pictures_have_them(embedder, photos):
+    """A partial match says one picture lies whole inside a part of the
+    other. Two probes of unseen data (painted scenes, horizon strips, dark
+    dialogs) paired different pictures so, on 24-42% of a frame, with 0-2
+    keypoints matched of 100-150 each, where a real crop or inset of a picture
+    that rich keeps some (the benchmark's and probes' partial copies: 4-90).
+    Such a pair must also pass with its agreement counted as its
+    look-alikes' (the embedding alone); it never makes another pair pass."""
+    from imagesieve_server.analysis.duplicates.verify import (CHANCE_INLIERS, KEYPOINT_RICH, chance_partial_matches,
+                                                              keypoint_counts)
+    from imagesieve_server.engine import keypoints as kp
+    from imagesieve_server.engine.signature import keypoints as keypoint_block_of
+
+    # Real crops of real photos keep their keypoints, and are still found.
+    originals = [photo_image(d) for d, _, _ in photos[:10]]
+    crops = []
+    for i, im in enumerate(originals):
+        w, h = im.size
+        s = 0.6 if i % 2 else 0.66
+        x, y = (0, 0) if i % 3 == 0 else ((w - int(s * w)) // 2, (h - int(s * h)) // 2)
+        crops.append(im.crop((x, y, x + int(s * w), y + int(s * h))))
+    rep, s, found, false = _copies_of_the_first(embedder, originals, crops)
+    assert all(found), found
+    assert not false, false
+    counts = keypoint_counts(s)
+    assert counts.tolist() == [len(kp.unpack_keypoints(keypoint_block_of(x))[0]) for x in s]
+    assert (counts >= KEYPOINT_RICH).all(), counts
+    copies = [k for k, b in enumerate(rep.b.tolist()) if b >= len(originals)]
+    partial = [k for k in copies if rep.evidence.matched_area[k] < 0.5]
+    assert len(partial) >= 5, rep.evidence.matched_area[copies]           # these crops are partial matches ...
+    assert not chance_partial_matches(rep.evidence.take(partial), counts[rep.a[partial]], counts[rep.b[partial]]).any()
+    assert rep.evidence.keypoint_inliers[partial].min() >= CHANCE_INLIERS  # ... whose keypoints match
+
+    # The verdict: pair (0, 1) aligned on 30% of the frame at 0.96, with one
+    # keypoint of 150 each matched; (0, 2) and (1, 2) look-alikes.
+    ev = PairEvidence.empty(3)
+    ev.agreement[:] = [0.96, 0.55, 0.52]
+    ev.matched_area[:] = [0.3, 1.0, 1.0]
+    ev.matched_simplicity[:] = [0.9, 0.8, 0.8]
+    ev.keypoint_inliers[:] = [1, 0, 0]
+    a, b, cos = np.array([0, 0, 1]), np.array([1, 2, 2]), np.array([0.6, 0.5, 0.51], np.float32)
+    rich = np.full(3, 150)
+    doubt = chance_partial_matches(ev, rich, rich)
+    assert doubt.tolist() == [True, False, False]
+    assert verified_pairs(3, a, b, ev.agreement, cos)[0][0]              # without the rule: "the same picture"
+    assert not verified_pairs(3, a, b, ev.agreement, cos, chance_partial=doubt)[0].any()
+    # The embedding alone can still carry it; keypoints above chance, or a
+    # picture with too few to match, leave the layout's verdict as it was.
+    high = np.array([0.95, 0.5, 0.51], np.float32)
+    assert verified_pairs(3, a, b, ev.agreement, high, chance_partial=doubt)[0][0]
+    ev.keypoint_inliers[0] = CHANCE_INLIERS
+    assert not chance_partial_matches(ev, rich, rich).any()
+    ev.keypoint_inliers[0] = 1
+    assert not chance_partial_matches(ev, rich, np.full(3, KEYPOINT_RICH - 1)).any()
+    ev.matched_area[0] = 0.5
+    assert not chance_partial_matches(ev, rich, rich).any()
+    with pytest.raises(ValueError, match="chance_partial"):
+        verified_pairs(3, a, b, ev.agreement, cos, chance_partial=doubt[:2])
+
+    # It only removes: on a crowd of random evidence every pair it keeps, the
+    # rule-less verdict keeps too.
+    rng = np.random.default_rng(7)
+    n, p = 40, 400
+    a, b = rng.integers(0, n, p), rng.integers(0, n, p)
+    a, b = a[a != b], b[a != b]
+    ev = PairEvidence.empty(len(a))
+    ev.agreement[:] = rng.uniform(0.4, 1.0, len(a))
+    ev.matched_area[:] = rng.choice([0.25, 0.36, 0.6, 1.0], len(a))
+    ev.keypoint_inliers[:] = rng.integers(0, 6, len(a))
+    cos = rng.uniform(0.5, 0.99, len(a)).astype(np.float32)
+    counts = rng.choice([10, 150], n)
+    doubt = chance_partial_matches(ev, counts[a], counts[b])
+    plain = verified_pairs(n, a, b, ev.agreement, cos)[0]
+    ruled = verified_pairs(n, a, b, ev.agreement, cos, chance_partial=doubt)[0]
+    assert doubt.any() and not (ruled & ~plain).any()
+    assert (ruled == plain)[~doubt].all()

@@ -706,12 +706,8 @@ def test_sheared_copies_are_found_and_distinct_photos_stay_apart(embedder, photo
                                               [_sheared(originals[i], d, v) for i, (d, v) in enumerate(shears)])
     assert sum(found) >= 9, found
     assert not false, false
-    evidence = [pair_alignment(s[i], s[len(originals) + i]) for i in range(len(shears))]
-    agreement = np.array([e[0] for e in evidence])
+    agreement = np.array([pair_alignment(s[i], s[len(originals) + i])[0] for i in range(len(shears))])
     assert np.sum(agreement >= 0.95) >= 9, np.round(agreement, 3)
-    # The evidence says so (a sheared band is no crop: see chance_partial_matches).
-    assert sum(bool(e[-1]) for e in evidence if e[0] >= 0.95) >= 9, [e[-1] for e in evidence]
-    assert not any(pair_alignment(s[i], s[i])[-1] for i in range(3))
 
 
 def test_blurred_and_pixelated_copies_are_found_by_their_layout(embedder, photos):
@@ -1519,9 +1515,6 @@ def test_a_partial_match_needs_keypoints_above_chance_where_both_pictures_have_t
     assert not chance_partial_matches(ev, rich, np.full(3, KEYPOINT_RICH - 1)).any()
     ev.matched_area[0] = 0.5
     assert not chance_partial_matches(ev, rich, rich).any()
-    ev.matched_area[0], ev.sheared[0] = 0.3, True        # a sheared band claims no inset
-    assert not chance_partial_matches(ev, rich, rich).any()
-    ev.sheared[0] = False
     with pytest.raises(ValueError, match="chance_partial"):
         verified_pairs(3, a, b, ev.agreement, cos, chance_partial=doubt[:2])
 

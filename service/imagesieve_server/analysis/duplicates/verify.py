@@ -142,9 +142,7 @@ class PairEvidence:
     ``matched_profile``: whether the alignment agrees by profiles alone
     (:func:`profile_match`; True where nothing was aligned): a pair is
     judged as a profile's only where this and either image's thumbnail say
-    so (:func:`profile_pairs`), and ``sheared``: whether it is a sheared
-    band of one view placed on the other (:func:`_shear_search`; its area is
-    the band's, no claim that one picture lies inside the other)."""
+    so (:func:`profile_pairs`)."""
     agreement: np.ndarray
     layout: np.ndarray
     detail: np.ndarray
@@ -156,14 +154,12 @@ class PairEvidence:
     matched_simplicity: np.ndarray
     matched_blur_px: np.ndarray
     matched_profile: np.ndarray
-    sheared: np.ndarray
 
     @classmethod
     def empty(cls, p: int) -> "PairEvidence":
         return cls(np.zeros(p, np.float32), np.zeros(p, np.float32), np.zeros(p, np.float32),
                    np.zeros(p, np.float32), np.zeros(p, bool), np.zeros(p, np.int16), np.zeros(p, bool),
-                   np.zeros(p, np.int16), np.zeros(p, np.float32), np.zeros(p, np.float32), np.ones(p, bool),
-                   np.zeros(p, bool))
+                   np.zeros(p, np.int16), np.zeros(p, np.float32), np.zeros(p, np.float32), np.ones(p, bool))
 
     @classmethod
     def identical(cls, p: int) -> "PairEvidence":
@@ -172,7 +168,7 @@ class PairEvidence:
         one = np.ones(p, np.float32)
         return cls(one, one.copy(), one.copy(), one.copy(), np.zeros(p, bool), np.zeros(p, np.int16),
                    np.zeros(p, bool), np.zeros(p, np.int16), np.zeros(p, np.float32), np.zeros(p, np.float32),
-                   np.ones(p, bool), np.zeros(p, bool))
+                   np.ones(p, bool))
 
     def take(self, idx) -> "PairEvidence":
         return PairEvidence(*(getattr(self, f.name)[idx] for f in dataclasses.fields(self)))
@@ -668,9 +664,9 @@ def _folded_match(ta, aspect_a, tb, aspect_b, stop_at: float) -> tuple[_Match | 
 
 
 def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT, judge_profile: bool = True
-                   ) -> tuple[float, float, float, float, bool, int, bool, float, float, bool, bool]:
+                   ) -> tuple[float, float, float, float, bool, int, bool, float, float, bool]:
     """(agreement, layout, detail, matched_area, mirrored, turned degrees,
-    inverted, matched_simplicity, matched_blur_px, matched_profile, sheared) of two signatures ((SIGNATURE_BYTES,)
+    inverted, matched_simplicity, matched_blur_px, matched_profile) of two signatures ((SIGNATURE_BYTES,)
     uint8 each; see PairEvidence). The search stops once ``agreement``
     reaches ``stop_at``. ``judge_profile`` False: matched_profile is not
     measured (True), for pairs with no profile on either side."""
@@ -682,10 +678,10 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
         # near-black picture's recompressed copy crosses BLANK_STD either
         # way), is the same picture if it is of one tone with it.
         same = float(abs(float(ta.mean()) - float(tb.mean())) < 8)
-        return same, same, same, 1.0, False, 0, False, 0.0, 0.0, True, False
+        return same, same, same, 1.0, False, 0, False, 0.0, 0.0, True
     a, b = _visible(ta), _visible(tb)
     if a.std() < FLAT_STD or b.std() < FLAT_STD:     # blank against a picture
-        return 0.0, 0.0, 0.0, 1.0, False, 0, False, 0.0, 0.0, True, False
+        return 0.0, 0.0, 0.0, 1.0, False, 0, False, 0.0, 0.0, True
     best, best_searched = _Match(), None
     searches = [(a, aspect_a, b, aspect_b, None, 0, None), (b, aspect_b, a, aspect_a, None, 0, None)]
     # A transparent image against an opaque one is also searched by its opaque
@@ -716,8 +712,8 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
                 searches = [(turned_a, ra, b, aspect_b, _shares(ra, aspect_b)[:TURN_SHARES], 90 * k, None),
                             (turned_b, rb, a, aspect_a, _shares(rb, aspect_a)[:TURN_SHARES], 90 * k, None)]
     if best.templ is None:          # every template was flat: nothing aligned
-        return -1.0, -1.0, -1.0, 0.0, False, 0, False, 0.0, 0.0, True, False
-    folded = sheared_band = False
+        return -1.0, -1.0, -1.0, 0.0, False, 0, False, 0.0, 0.0, True
+    folded = False
     if not best.reaches(stop_at):
         # Solarized (see FOLD_GAIN): the placements below then turn and blur the folded views.
         m, searched = _folded_match(ta, aspect_a, tb, aspect_b, stop_at)
@@ -752,7 +748,7 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
         sheared = _shear_search(a, b, stop_at)
         if (sheared.templ is not None and sheared.agreement >= best.agreement + SHEAR_GAIN
                 and sheared.detail >= SHEAR_DETAIL):
-            best, folded, sheared_band = sheared, False, True
+            best, folded = sheared, False
     # As aligned: whether one is the other's negative, how simple the match is
     # (a stretched template is resampled twice, smoother than what it shows).
     found = unstretched if best is stretched else best
@@ -762,10 +758,10 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
         for m in dict.fromkeys((best, found)):
             matched = _blur_matched(m)
             if matched is not None and matched.agreement > best.agreement:
-                best = matched            # a blurred band is still a band
+                best = matched
     return (best.agreement, best.layout, best.detail, best.area, best.mirrored, best.turned, found.sign < 0 or folded,
             simplicity(found.templ), best.blur,
-            not judge_profile or profile_match(found.templ, found.patch, found.sign), sheared_band)
+            not judge_profile or profile_match(found.templ, found.patch, found.sign))
 
 
 def _rank2_share(x: np.ndarray) -> float:
@@ -879,12 +875,9 @@ def chance_partial_matches(evidence: "PairEvidence", keypoints_a, keypoints_b) -
     """(P,) bool: pairs aligned on under PARTIAL_AREA of the larger view whose
     two pictures both hold KEYPOINT_RICH keypoints (``keypoints_a``,
     ``keypoints_b``: (P,) counts, :func:`keypoint_counts`) but match fewer
-    than CHANCE_INLIERS of them. A sheared band is no such claim (a sheared
-    and equalized landscape of a probe matched its original by a third of
-    the frame, with no keypoints left to match)."""
+    than CHANCE_INLIERS of them."""
     rich = (np.asarray(keypoints_a) >= KEYPOINT_RICH) & (np.asarray(keypoints_b) >= KEYPOINT_RICH)
-    return (rich & (evidence.matched_area < PARTIAL_AREA) & (evidence.keypoint_inliers < CHANCE_INLIERS)
-            & ~np.asarray(evidence.sheared, bool))
+    return rich & (evidence.matched_area < PARTIAL_AREA) & (evidence.keypoint_inliers < CHANCE_INLIERS)
 
 
 # Two files of one picture that differ only by encoding or size (a package's
@@ -1037,7 +1030,7 @@ def _align_all(sig: np.ndarray, a: np.ndarray, b: np.ndarray, stop_at: float,
     for i in range(len(a)):
         (out.agreement[i], out.layout[i], out.detail[i], out.matched_area[i], out.mirrored[i],
          out.turned[i], out.inverted[i], out.matched_simplicity[i], out.matched_blur_px[i],
-         out.matched_profile[i], out.sheared[i]) = pair_alignment(
+         out.matched_profile[i]) = pair_alignment(
              sig[a[i]], sig[b[i]], stop_at, profiled is None or bool(profiled[i]))
         out.keypoint_inliers[i] = min(matched_inliers(keypoints(sig[a[i]]), keypoints(sig[b[i]])), 32767)
     return out

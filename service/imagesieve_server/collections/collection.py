@@ -746,9 +746,7 @@ class Collection:
         ok, _ = verify.verified_pairs(m + 1, a, b, g, c, np.array(stored_g), np.array(stored_c),
                                       layout_only=layout_only, profile=profile, keypoint_inliers=ev.keypoint_inliers,
                                       uninformative=verify.uninformative_matches(ev),
-                                      near_identical=verify.near_identical_matches(ev, c),
-                                      chance_partial=verify.chance_partial_matches(ev, *verify.keypoint_counts(sigs)[
-                                          np.stack([a, b])]))
+                                      near_identical=verify.near_identical_matches(ev, c))
         look = ~ok & ~layout_only & ~profile
         own_g = verify.neighbourhood_typical(m + 1, a[look], b[look], g[look])[0]
         own_c = verify.neighbourhood_typical(m + 1, a[look], b[look], c[look])[0]

@@ -25,9 +25,8 @@ from .keypoint_candidates import MAX_IMAGES as KEYPOINT_MAX_IMAGES
 from .keypoint_candidates import keypoint_candidate_pairs
 from .leakage import cross_split_pairs, label_conflicts
 from .pairs import knn_graph_pairs, pairs_above_threshold
-from .verify import (FLAT_STD, PairEvidence, chance_partial_matches, check_signatures, keypoint_counts,
-                     near_identical_matches, one_dimensional, profile_pairs, uninformative_matches, verified_pairs,
-                     verify_pairs)
+from .verify import (FLAT_STD, PairEvidence, check_signatures, near_identical_matches, one_dimensional,
+                     profile_pairs, uninformative_matches, verified_pairs, verify_pairs)
 
 GROUPINGS = ("bounded", "centre", "components")
 #: Stage 1 with verification: each image's CANDIDATE_K nearest neighbours
@@ -338,13 +337,10 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         paired = np.unique(np.r_[a, b])        # measured only where a pair needs it (~0.2 ms an image)
         profile[paired] = one_dimensional(signatures[paired])
         ev = verify_pairs(signatures, a, b, report=report, pool=alignment_pool, profiled=profile[a] | profile[b])
-        rich = np.zeros(n, np.int64)
-        rich[paired] = keypoint_counts(signatures[paired])
         ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout,
                                  profile=profile_pairs(n, a, b, profile, ev), uninformative=uninformative_matches(ev),
                                  keypoint_inliers=ev.keypoint_inliers, twins=twins,
-                                 near_identical=near_identical_matches(ev, sim), keypoint_only=by_keypoints,
-                                 chance_partial=chance_partial_matches(ev, rich[a], rich[b]))
+                                 near_identical=near_identical_matches(ev, sim), keypoint_only=by_keypoints)
         # Identical bytes are duplicates whatever stage 2 says, candidates or not.
         ok |= np.isin(a * n + b, ea * n + eb)
         extra = ~np.isin(ea * n + eb, a * n + b)

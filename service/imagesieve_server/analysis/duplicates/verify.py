@@ -62,8 +62,7 @@ from concurrent.futures.process import BrokenProcessPool
 import cv2
 import numpy as np
 
-from ...engine.keypoints import COUNT as KEYPOINT_COUNT
-from ...engine.keypoints import KEYPOINT_BYTES, matched_inliers
+from ...engine.keypoints import matched_inliers
 from ...engine.signature import (FRAME_TOLERANCE, SIDE, SIGNATURE_BYTES, edge_tone, keypoints, opacity, thumbnails,
                                  unpack, upgrade)
 from .groups import connected_components
@@ -850,36 +849,6 @@ def uninformative_matches(evidence: "PairEvidence") -> np.ndarray:
     return deep | (simple & ((evidence.matched_area < PARTIAL_AREA) | (evidence.agreement < SIMPLE_AGREEMENT)))
 
 
-# A partial match claims one picture lies whole inside a part of the other (a
-# crop, an inset). Where both pictures are rich in keypoints, such a copy
-# keeps some of them: the partial copies the benchmark and three probes found
-# matched 4-90 inliers, while two different pictures match 0-2 by chance in
-# 90% of candidate pairs (3 at the 99th percentile of photos and clip art).
-# Painted scenes, horizon strips and dark dialogs paired on 24-42% of a frame
-# with 0-2 inliers (docs/verified-duplicates.md, "Stars and screens"). Such a
-# pair must also be the same picture with its agreement counted as its
-# look-alikes' (the embedding alone): see verified_pairs' ``chance_partial``.
-CHANCE_INLIERS = 4      # fewer inliers than this: at chance
-KEYPOINT_RICH = 64      # keypoints (of keypoints.COUNT) each picture needs for the test
-
-
-def keypoint_counts(signatures) -> np.ndarray:
-    """(N,) int: keypoints stored in each of (N, SIGNATURE_BYTES) signatures."""
-    s = check_signatures(signatures)
-    at = SIGNATURE_BYTES - KEYPOINT_BYTES          # the keypoint block's count, as unpack_keypoints reads it
-    count = np.ascontiguousarray(s[:, at:at + 2]).view("<u2").ravel().astype(np.int64)
-    return np.minimum(count, KEYPOINT_COUNT)
-
-
-def chance_partial_matches(evidence: "PairEvidence", keypoints_a, keypoints_b) -> np.ndarray:
-    """(P,) bool: pairs aligned on under PARTIAL_AREA of the larger view whose
-    two pictures both hold KEYPOINT_RICH keypoints (``keypoints_a``,
-    ``keypoints_b``: (P,) counts, :func:`keypoint_counts`) but match fewer
-    than CHANCE_INLIERS of them."""
-    rich = (np.asarray(keypoints_a) >= KEYPOINT_RICH) & (np.asarray(keypoints_b) >= KEYPOINT_RICH)
-    return rich & (evidence.matched_area < PARTIAL_AREA) & (evidence.keypoint_inliers < CHANCE_INLIERS)
-
-
 # Two files of one picture that differ only by encoding or size (a package's
 # second copy of a photo, a re-saved JPEG) match a third image's keypoints
 # equally, as byte-identical twins do: each must not be the other's rival in
@@ -1390,7 +1359,7 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
                    min_agreement: float = MIN_AGREEMENT, max_relative: float = MAX_RELATIVE,
                    layout_only=None, max_relative_layout: float = MAX_RELATIVE_LAYOUT, profile=None,
                    keypoint_inliers=None, twins=None, uninformative=None,
-                   near_identical=None, keypoint_only=None, chance_partial=None) -> tuple[np.ndarray, np.ndarray]:
+                   near_identical=None, keypoint_only=None) -> tuple[np.ndarray, np.ndarray]:
     """(verified (P,) bool, relative disagreement (P,) float32) for candidate
     pairs (a, b) of N images with stage-2 ``agreement`` and stage-1
     ``cosine`` (P,) each.
@@ -1445,31 +1414,10 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     only the keypoint test can find them the same; they are no image's
     look-alikes and no runner-up of the layout verdicts (their relative
     disagreement is NaN: not measured), and in the keypoint test no rival
-    of the other pairs (see :func:`keypoint_confirmed`).
-
-    ``chance_partial``: (P,) bool (:func:`chance_partial_matches`): such a
-    pair stays the same picture only where it also is when judged as
-    ``uninformative`` (its agreement counted as its look-alikes'). The
-    other pairs keep their verdicts: a pair this removes does not stop
-    vetoing others (a rerun with them all uninformative paired two
-    nebulae and two fish drawings of a probe that a junk match had held
-    apart)."""
+    of the other pairs (see :func:`keypoint_confirmed`)."""
     for name, v in (("max_relative", max_relative), ("max_relative_layout", max_relative_layout)):
         if not 0 < v <= 1:
             raise ValueError(f"{name} must be in (0, 1]; got {v}")
-    if chance_partial is not None:
-        doubt = np.asarray(chance_partial, bool).ravel()
-        if doubt.shape != np.shape(np.ravel(a)):
-            raise ValueError("chance_partial must have one entry a pair")
-        rule = dict(pack_agreement=pack_agreement, pack_cosine=pack_cosine, min_agreement=min_agreement,
-                    max_relative=max_relative, layout_only=layout_only, max_relative_layout=max_relative_layout,
-                    profile=profile, keypoint_inliers=keypoint_inliers, twins=twins,
-                    near_identical=near_identical, keypoint_only=keypoint_only)
-        same, rel = verified_pairs(n, a, b, agreement, cosine, uninformative=uninformative, **rule)
-        if doubt.any():
-            capped = doubt if uninformative is None else doubt | np.asarray(uninformative, bool).ravel()
-            same &= ~doubt | verified_pairs(n, a, b, agreement, cosine, uninformative=capped, **rule)[0]
-        return same, rel
     a = np.asarray(a, np.int64).ravel()
     b = np.asarray(b, np.int64).ravel()
     g = np.asarray(agreement, np.float32).ravel()

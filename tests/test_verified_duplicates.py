@@ -761,7 +761,7 @@ def test_heavily_blurred_copies_are_compared_at_one_sharpness(embedder, photos):
     originals = [photo_image(d) for d, _, _ in photos[:6]]
     sharp = [pair_alignment(layout_signature(im), layout_signature(Image.open(io.BytesIO(
         encode(im, "JPEG", quality=60))))) for im in originals]
-    assert [round(s[-1], 2) for s in sharp] == [0.0] * len(sharp), sharp
+    assert [round(s[8], 2) for s in sharp] == [0.0] * len(sharp), sharp      # matched_blur_px
 
 
 def _alternate_copies(embedder, photos, kinds):
@@ -1457,3 +1457,40 @@ def test_cards_of_one_deck_are_not_each_others_copies_but_their_copies_are(embed
     after, recall = verdicts(verify.SIBLING_RATIO)
     assert before >= 20 and before_recall == 1.0, (before, before_recall)    # the problem: cards pair up
     assert after <= 0.7 * before and recall == 1.0, (before, after, recall)
+
+
+def test_corner_crops_are_found_though_few_keypoints_survive(embedder, photos, tmp_path):
+    """A 60% crop from a photo's corner keeps few of the photo's strongest
+    keypoints: 8 of these 20 matched 3 or fewer (centre crops: 1 of 20). A
+    rule that asked a partial match for keypoints above chance (fewer than 4
+    inliers: judged by the embedding alone) removed 5 false pairs of two
+    probes and one of the benchmark's, and lost 7 of these 19 corner crops
+    in a streaming check: reverted (docs/verified-duplicates.md, "Stars and
+    screens"). Batch and streaming both find them by their layouts."""
+    from imagesieve_server.collections import Collection, NewImage, Verdict
+    from imagesieve_server.engine.keypoints import matched_inliers
+    from imagesieve_server.engine.signature import keypoints
+
+    originals = [photo_image(d) for d, _, _ in photos]
+    corners = [im.crop((0, 0, int(im.width * 0.6), int(im.height * 0.6))) for im in originals]
+    rep, s, found, false = _copies_of_the_first(embedder, originals, corners)
+    n = len(originals)
+    inliers = [matched_inliers(keypoints(s[i]), keypoints(s[n + i])) for i in range(n)]
+    assert sum(k < 4 for k in inliers) >= 5, inliers
+    assert sum(found) >= n - 1, found
+    assert not false, false
+
+    blobs = [encode(im, "JPEG", quality=92) for im in originals]
+    v, _ = _embed(embedder, blobs)
+    coll = Collection.create(tmp_path / "c", "c", v.shape[1], "mobilenet_v1")
+    coll.add([NewImage(f"p{i}", hashlib.sha256(blobs[i]).hexdigest(), v[i], signature=s[i]) for i in range(n)])
+    crops = [encode(c.convert("RGB"), "JPEG", quality=90) for c in corners]
+    cv, cs = _embed(embedder, crops)
+    caught = 0
+    for i in range(n):
+        r = coll.check(NewImage(f"crop{i}", hashlib.sha256(crops[i]).hexdigest(), cv[i], signature=cs[i]), k=5)
+        verified = [x.key for x in r.neighbors if x.verified]
+        assert verified in ([], [f"p{i}"]), (i, verified)                 # never another photo
+        caught += r.verdict == Verdict.NEAR_DUPLICATE
+    coll.close()
+    assert caught >= n - 1, caught

@@ -48,6 +48,7 @@ Measured (2026-12-06, the first runs; the kinds and the scoring written before t
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -60,7 +61,17 @@ from PIL import Image, ImageDraw, ImageFilter, ImageOps
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_audit import ensure_debs, fresh_folder, neutral_ids, run_audit, save_pair_sheet, write_manifest  # noqa: E402
 
-COLLECTION = sys.argv[sys.argv.index("--collection") + 1] if "--collection" in sys.argv else "kstars"
+
+
+def _cli() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description="Probe imagesieve audit on two collections of unseen kinds.")
+    ap.add_argument("step", nargs="?", default="all", choices=("all", "build", "audit", "score"))
+    ap.add_argument("--collection", default="kstars", choices=("kstars", "stellarium"))
+    return ap.parse_args()
+
+
+ARGS = _cli() if __name__ == "__main__" else argparse.Namespace(step="all", collection="kstars")
+COLLECTION = ARGS.collection
 SEED = {"kstars": 20261207, "stellarium": 20261208}[COLLECTION]
 ROOT = Path(os.environ.get("PROBE_DIR", f"/tmp/imagesieve-probe-{COLLECTION}"))
 DEBS = ROOT / "debs"
@@ -298,7 +309,7 @@ def score() -> dict:
 
 
 def main() -> int:
-    step = sys.argv[1] if len(sys.argv) > 1 else "all"
+    step = ARGS.step
     if step in ("all", "build"):
         build()
     if step in ("all", "audit"):

@@ -56,6 +56,18 @@ def neutral_ids(rng, bits: int = 32, pattern: str = "img_%08x"):
     return new_id
 
 
+def save_as(im, stem: Path, ext: str) -> Path:
+    """``im`` (a PIL image) written as STEM.jpg at quality NN for ``ext``
+    "jpgNN", else as STEM.png; returns the path."""
+    if ext.startswith("jpg"):
+        p = stem.with_suffix(".jpg")
+        im.convert("RGB").save(p, quality=int(ext[3:]))
+    else:
+        p = stem.with_suffix(".png")
+        im.save(p)
+    return p
+
+
 def write_manifest(rows: list[dict], manifest: Path) -> None:
     """The planted truth, one row an image, as CSV (beside the audited folder, never in it)."""
     with open(manifest, "w", newline="") as fh:

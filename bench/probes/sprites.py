@@ -46,7 +46,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from audit_store import AuditStore  # this folder's
-from cli_audit import ensure_debs, fresh_folder, neutral_ids, run_audit, save_pair_sheet, write_manifest
+from cli_audit import ensure_debs, fresh_folder, neutral_ids, run_audit, save_as, save_pair_sheet, write_manifest
 
 SEED = 20261206
 ROOT = Path(os.environ.get("PROBE_DIR", "/tmp/imagesieve-probe-sprites"))
@@ -263,15 +263,9 @@ def alter(im: Image.Image, kind: str, rng: random.Random, others: list[tuple[str
 
 
 def save(im: Image.Image, path_noext: Path, ext: str) -> Path:
-    if ext.startswith("jpg"):
-        p = path_noext.with_suffix(".jpg")
-        im.convert("RGB").save(p, quality=int(ext[3:]))
-    else:
-        p = path_noext.with_suffix(".png")
-        if im.mode == "RGBA" and not has_alpha(im) and np.asarray(im)[..., 3].min() == 255:
-            im = im.convert("RGB")
-        im.save(p, optimize=False)
-    return p
+    if not ext.startswith("jpg") and im.mode == "RGBA" and not has_alpha(im) and np.asarray(im)[..., 3].min() == 255:
+        im = im.convert("RGB")
+    return save_as(im, path_noext, ext)
 
 
 def build():

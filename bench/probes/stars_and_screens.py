@@ -59,7 +59,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cli_audit import ensure_debs, fresh_folder, neutral_ids, run_audit, save_pair_sheet, write_manifest  # noqa: E402
+from cli_audit import (ensure_debs, fresh_folder, neutral_ids, run_audit, save_as, save_pair_sheet,  # noqa: E402
+                       write_manifest)
 
 
 
@@ -210,16 +211,6 @@ def alter(im: Image.Image, kind: str, rng: random.Random) -> tuple[Image.Image, 
     raise ValueError(kind)
 
 
-def save(im: Image.Image, stem: Path, ext: str) -> Path:
-    if ext.startswith("jpg"):
-        p = stem.with_suffix(".jpg")
-        im.convert("RGB").save(p, quality=int(ext[3:]))
-    else:
-        p = stem.with_suffix(".png")
-        im.save(p)
-    return p
-
-
 def build() -> None:
     ensure_debs(DEBS, PACKAGES)
     rng = random.Random(SEED)
@@ -231,7 +222,7 @@ def build() -> None:
         c["id"] = new_id()
         with Image.open(c["path"]) as im:
             im.load()
-            p = save(im if im.mode in ("RGB", "RGBA", "L", "LA", "P") else im.convert("RGBA"), FOLDER / c["id"], "png")
+            p = save_as(im if im.mode in ("RGB", "RGBA", "L", "LA", "P") else im.convert("RGBA"), FOLDER / c["id"], "png")
         rows.append(dict(file=p.name, id=c["id"], role="original", original=c["id"], kind="", source=c["name"],
                          set=c["set"], group=c["group"], size="%dx%d" % c["image"].size))
     used = set()
@@ -240,7 +231,7 @@ def build() -> None:
             used.add(c["id"])
             im, ext = alter(c["image"], kind, rng)
             i = new_id()
-            p = save(im, FOLDER / i, ext)
+            p = save_as(im, FOLDER / i, ext)
             rows.append(dict(file=p.name, id=i, role="copy", original=c["id"], kind=kind, source=c["name"],
                              set=c["set"], group=c["group"], size="%dx%d" % im.size))
     write_manifest(rows, MANIFEST)

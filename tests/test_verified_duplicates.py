@@ -648,11 +648,21 @@ def test_one_knn_pass_gives_the_same_candidates(embedder, photos):
     assert len(own[0]) > len(blobs) // 2
 
 
-def _copies_of_the_first(embedder, originals, copies):
+@dataclasses.dataclass
+class _CopiesRun:
+    """What _copies_of_the_first measured: the originals' blobs, vectors and
+    signatures first, then the copies'."""
+    report: object
+    blobs: list
+    vectors: np.ndarray
+    signatures: np.ndarray
+    found: list          # for each copy, whether it was paired with its original
+    false: list          # the pairs of two different originals' images
+
+
+def _copies_of_the_first(embedder, originals, copies) -> _CopiesRun:
     """Originals (JPEG q92) and ``copies[i]`` of ``originals[i]`` (JPEG q90)
-    through find_duplicates: (report, signatures, for each copy whether it
-    was paired with its original, the pairs of two different originals'
-    images)."""
+    through find_duplicates."""
     blobs = [encode(im, "JPEG", quality=92) for im in originals]
     blobs += [encode(c.convert("RGB"), "JPEG", quality=90) for c in copies]
     source = np.r_[np.arange(len(originals)), np.arange(len(copies))]
@@ -661,7 +671,7 @@ def _copies_of_the_first(embedder, originals, copies):
     rep = find_duplicates(v, [str(i) for i in range(n)], [""] * n, [""] * n, [str(i) for i in range(n)], signatures=s)
     pairs = set(zip(rep.a.tolist(), rep.b.tolist()))
     found = [(int(source[c]), c) in pairs for c in range(len(originals), n)]
-    return rep, s, found, sorted((a, b) for a, b in pairs if source[a] != source[b])
+    return _CopiesRun(rep, blobs, v, s, found, sorted((a, b) for a, b in pairs if source[a] != source[b]))
 
 
 def test_solarized_copies_are_found_and_distinct_photos_stay_apart(embedder, photos):
@@ -673,10 +683,11 @@ def test_solarized_copies_are_found_and_distinct_photos_stay_apart(embedder, pho
     192, and still no pair of different photos."""
     originals = [photo_image(d) for d, _, _ in photos]
     thresholds = (64, 96, 128, 160, 192, 80, 112, 144, 176, 128)
-    rep, _, found, false = _copies_of_the_first(embedder, originals,
-                                                [ImageOps.solarize(originals[i], t) for i, t in enumerate(thresholds)])
-    assert sum(found) >= 7, found
-    assert not false, false
+    run = _copies_of_the_first(embedder, originals,
+                               [ImageOps.solarize(originals[i], t) for i, t in enumerate(thresholds)])
+    assert sum(run.found) >= 7, run.found
+    assert not run.false, run.false
+    rep = run.report
     turned = rep.evidence.inverted[[k for k, (a, b) in enumerate(zip(rep.a, rep.b)) if b >= len(originals)]]
     assert turned.sum() >= 6, turned    # the evidence says the tones were turned (a light solarize needs no fold)
 
@@ -702,10 +713,10 @@ def test_sheared_copies_are_found_and_distinct_photos_stay_apart(embedder, photo
     originals = [photo_image(d) for d, _, _ in photos]
     shears = ((18, True), (-22, True), (25, True), (-15, True), (21, True),
               (20, False), (-24, False), (16, False), (-19, False), (23, False))
-    _, s, found, false = _copies_of_the_first(embedder, originals,
-                                              [_sheared(originals[i], d, v) for i, (d, v) in enumerate(shears)])
-    assert sum(found) >= 9, found
-    assert not false, false
+    run = _copies_of_the_first(embedder, originals, [_sheared(originals[i], d, v) for i, (d, v) in enumerate(shears)])
+    assert sum(run.found) >= 9, run.found
+    assert not run.false, run.false
+    s = run.signatures
     agreement = np.array([pair_alignment(s[i], s[len(originals) + i])[0] for i in range(len(shears))])
     assert np.sum(agreement >= 0.95) >= 9, np.round(agreement, 3)
 
@@ -1473,22 +1484,19 @@ def test_corner_crops_are_found_though_few_keypoints_survive(embedder, photos, t
 
     originals = [photo_image(d) for d, _, _ in photos]
     corners = [im.crop((0, 0, int(im.width * 0.6), int(im.height * 0.6))) for im in originals]
-    rep, s, found, false = _copies_of_the_first(embedder, originals, corners)
+    run = _copies_of_the_first(embedder, originals, corners)
     n = len(originals)
+    s, v, sha = run.signatures, run.vectors, [hashlib.sha256(b).hexdigest() for b in run.blobs]
     inliers = [matched_inliers(keypoints(s[i]), keypoints(s[n + i])) for i in range(n)]
     assert sum(k < 4 for k in inliers) >= 5, inliers
-    assert sum(found) >= n - 1, found
-    assert not false, false
+    assert sum(run.found) >= n - 1, run.found
+    assert not run.false, run.false
 
-    blobs = [encode(im, "JPEG", quality=92) for im in originals]
-    v, _ = _embed(embedder, blobs)
     coll = Collection.create(tmp_path / "c", "c", v.shape[1], "mobilenet_v1")
-    coll.add([NewImage(f"p{i}", hashlib.sha256(blobs[i]).hexdigest(), v[i], signature=s[i]) for i in range(n)])
-    crops = [encode(c.convert("RGB"), "JPEG", quality=90) for c in corners]
-    cv, cs = _embed(embedder, crops)
+    coll.add([NewImage(f"p{i}", sha[i], v[i], signature=s[i]) for i in range(n)])
     caught = 0
     for i in range(n):
-        r = coll.check(NewImage(f"crop{i}", hashlib.sha256(crops[i]).hexdigest(), cv[i], signature=cs[i]), k=5)
+        r = coll.check(NewImage(f"crop{i}", sha[n + i], v[n + i], signature=s[n + i]), k=5)
         verified = [x.key for x in r.neighbors if x.verified]
         assert verified in ([], [f"p{i}"]), (i, verified)                 # never another photo
         caught += r.verdict == Verdict.NEAR_DUPLICATE

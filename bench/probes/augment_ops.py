@@ -60,7 +60,7 @@ import cv2
 from PIL import Image, ImageEnhance, ImageOps
 
 from audit_store import AuditStore, tool  # this folder's
-from cli_audit import ensure_debs, fresh_folder, neutral_ids, run_audit, save_pair_sheet, write_manifest
+from cli_audit import ensure_debs, fresh_folder, neutral_ids, on_white, run_audit, save_pair_sheet, write_manifest
 
 SEED = 20261207
 ROOT = Path(os.environ.get("PROBE_DIR", "/tmp/imagesieve-probe-augment"))
@@ -113,13 +113,7 @@ def shown(f: str) -> Image.Image:
 
 def load_rgb(p) -> Image.Image:
     p = Path(p)
-    im = jigzo_photo(p) if p.suffix == ".pzl" else Image.open(p)
-    if im.mode in ("RGBA", "LA", "P"):
-        im = im.convert("RGBA")
-        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        bg.alpha_composite(im)
-        im = bg
-    return im.convert("RGB")
+    return on_white(jigzo_photo(p) if p.suffix == ".pzl" else Image.open(p))
 
 
 def phash(im: Image.Image) -> np.ndarray:

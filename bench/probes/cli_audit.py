@@ -56,6 +56,18 @@ def neutral_ids(rng, bits: int = 32, pattern: str = "img_%08x"):
     return new_id
 
 
+def on_white(im):
+    """``im`` (a PIL image) as RGB, a transparent one composited on white (as
+    an export or a browser shows it)."""
+    from PIL import Image
+    if im.mode in ("RGBA", "LA", "P", "PA"):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        bg.alpha_composite(im)
+        im = bg
+    return im.convert("RGB")
+
+
 def save_as(im, stem: Path, ext: str) -> Path:
     """``im`` (a PIL image) written as STEM.jpg at quality NN for ``ext``
     "jpgNN", else as STEM.png; returns the path."""

@@ -59,8 +59,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cli_audit import (ensure_debs, fresh_folder, neutral_ids, run_audit, save_as, save_pair_sheet,  # noqa: E402
-                       write_manifest)
+from cli_audit import (ensure_debs, fresh_folder, neutral_ids, on_white, run_audit, save_as,  # noqa: E402
+                       save_pair_sheet, write_manifest)
 
 
 
@@ -119,15 +119,8 @@ def sources() -> list[dict]:
     return out
 
 
-def flat(im: Image.Image) -> Image.Image:
-    im = im.convert("RGBA")
-    bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-    bg.alpha_composite(im)
-    return bg.convert("RGB")
-
-
 def grey64(im: Image.Image) -> np.ndarray:
-    return np.asarray(flat(im).convert("L").resize((64, 64), Image.BOX), np.float32)
+    return np.asarray(on_white(im).convert("L").resize((64, 64), Image.BOX), np.float32)
 
 
 def select() -> list[dict]:
@@ -148,7 +141,7 @@ def select() -> list[dict]:
 
 def alter(im: Image.Image, kind: str, rng: random.Random) -> tuple[Image.Image, str]:
     import cv2
-    rgb = flat(im)
+    rgb = on_white(im)
     w, h = rgb.size
     if kind == "duotone":
         return ImageOps.colorize(rgb.convert("L"), (20, 30, 90), (250, 160, 40)), "png"
@@ -286,7 +279,7 @@ def score() -> dict:
         ev = [c for c in ("cosine", "agreement", "matched_area", "keypoint_inliers", "evidence") if c in pairs.columns]
         txt = lambda r: f"{row[r.fa].set}/{row[r.fb].set} {r.truth}\n" + " ".join(
             f"{c}={getattr(r, c):.3f}" if isinstance(getattr(r, c), float) else f"{c}={getattr(r, c)}" for c in ev)
-        show = lambda f: flat(Image.open(FOLDER / f))
+        show = lambda f: on_white(Image.open(FOLDER / f))
         save_pair_sheet([(r.fa, r.fb, txt(r)) for r in unrelated.itertuples()], ROOT / f"{name}_unrelated.png",
                         f"{name}: pairs of unrelated originals", show)
         if name == "verified":

@@ -1474,17 +1474,17 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
         if inliers.shape != a.shape:
             raise ValueError("keypoint_inliers must have one entry a pair")
         if near_identical is not None:
-            kin = np.asarray(near_identical, bool).ravel()
-            if kin.shape != a.shape:
+            identical = np.asarray(near_identical, bool).ravel()
+            if identical.shape != a.shape:
                 raise ValueError("near_identical must have one entry a pair")
-            kin = kin & same
-            if kin.any():
+            identical = identical & same
+            if identical.any():
                 # Twins already known and near-identical pairs found the same, as one labelling.
                 base = np.arange(n) if twins is None else np.asarray(twins, np.int64).ravel()
                 if base.shape != (n,):
                     raise ValueError(f"twins must have one label an image ({n}); got {base.shape}")
                 first = np.full(n, n, np.int64)
                 np.minimum.at(first, base, np.arange(n))
-                twins = connected_components(n, np.r_[a[kin], np.arange(n)], np.r_[b[kin], first[base]])
+                twins = connected_components(n, np.r_[a[identical], np.arange(n)], np.r_[b[identical], first[base]])
         same |= keypoint_confirmed(n, a, b, inliers, same, twins, by_keypoints)
     return same, np.where(by_keypoints, np.float32(np.nan), best)

@@ -695,6 +695,44 @@ def test_progressive_jpeg_with_too_many_scans_is_refused_from_its_markers():
     assert time.perf_counter() - t < 0.5
 
 
+def sequential_jpeg_of_scans(width: int, height: int, scans: int) -> bytes:
+    """A baseline (sequential, SOF0) JPEG whose three components are sent in
+    separate scans, ``scans`` of them in turn, each empty (libjpeg fills
+    the blocks it lacks)."""
+    def segment(marker: int, payload: bytes) -> bytes:
+        return struct.pack(">BBH", 0xFF, marker, len(payload) + 2) + payload
+
+    out = b"\xff\xd8" + segment(0xDB, b"\x00" + b"\x01" * 64)
+    out += segment(0xC0, struct.pack(">BHHB", 8, height, width, 3) + b"".join(bytes([i + 1, 0x11, 0]) for i in range(3)))
+    out += segment(0xC4, b"\x00" + bytes([1] + [0] * 15) + b"\x00" + b"\x10" + bytes([1] + [0] * 15) + b"\x00")
+    for s in range(scans):
+        out += segment(0xDA, bytes([1, s % 3 + 1, 0x00, 0, 63, 0]))
+    return out + b"\xff\xd9"
+
+
+def test_sequential_jpegs_of_many_scans_are_bounded_like_progressive_ones():
+    """Only progressive JPEGs had their scans counted and their coefficient
+    buffer charged, yet a sequential JPEG may split its components over
+    scans too (an attack: a 60 KB baseline file of 6,000 empty scans held a
+    server's decode thread for 83 s; a 162-byte one of 3 scans at
+    10000x10000 took 579 MiB that the budget was charged 47 MiB for)."""
+    t = time.perf_counter()
+    with pytest.raises(DecodeError, match="JPEG with over 100 scans") as e:
+        decode_image(sequential_jpeg_of_scans(10000, 10000, 6000), 224)
+    assert time.perf_counter() - t < 0.5 and e.value.code == "RESOURCE_EXHAUSTED"
+    # Three scans, one a component, is a legal layout: decoded, and charged
+    # the whole image's coefficients (2 bytes each), whatever the draft.
+    charged = []
+    img = decode_image(sequential_jpeg_of_scans(4000, 4000, 3), 224, on_header=lambda h: charged.append(
+        decode_bytes(h, 224)))
+    assert img.size == (500, 500)
+    # An ordinary baseline JPEG (one interleaved scan) is charged as before: its draft's raster.
+    one = io.BytesIO()
+    Image.new("RGB", (4000, 4000), (90, 120, 30)).save(one, "JPEG")
+    decode_image(one.getvalue(), 224, on_header=lambda h: charged.append(decode_bytes(h, 224)))
+    assert charged[0] - charged[1] == 2 * 4000 * 4000 * 3
+
+
 def test_ordinary_progressive_jpegs_decode_and_embedded_markers_do_not_count(photos):
     from imagesieve_server.engine.decode import jpeg_scans
     im = photo_image(photos[0][0])

@@ -258,10 +258,13 @@ def _progressive_jpeg(img: Image.Image) -> bool:
 def _decoder_buffers(img: Image.Image, min_size: int | None = None) -> int:
     # Before any draft these buffers are full-size; OpenJPEG's follow its reduction.
     w, h = _decoded_size(img, min_size) if img.format == "JPEG2000" else img.size
-    if _progressive_jpeg(img):
-        # A progressive JPEG keeps every DCT coefficient of the whole image
-        # (2 bytes each) until the last scan: draft scaling does not shrink it.
-        return 2 * w * h * max(1, len(img.getbands()))
+    if _progressive_jpeg(img) or img.info.get("jpeg_scans", 1) > 1:
+        # A JPEG of several scans (progressive, or a sequential one with its
+        # components in separate scans) keeps every DCT coefficient of the
+        # whole image (2 bytes each) until the last scan: draft scaling does
+        # not shrink it (a 162-byte 10000x10000 file of 3 scans: +579 MiB).
+        cw, ch = img.info.get("jpeg_coded_size", (w, h))
+        return 2 * cw * ch * max(1, len(img.getbands()))
     extra = 0
     if img.format == "JPEG2000" and hasattr(getattr(img, "fp", None), "getbuffer"):
         extra = img.fp.getbuffer().nbytes          # OpenJPEG holds the whole codestream as well
@@ -324,11 +327,16 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
     if max(w, h) > limits.max_side:
         raise DecodeError(f"image is {w}x{h}: a side above the limit of {limits.max_side} pixels",
                           "RESOURCE_EXHAUSTED")
-    if _progressive_jpeg(img):
-        scans = jpeg_scans(data)
+    if img.format in JPEG_FORMATS:
+        # Progressive or not: a sequential JPEG may split its components over
+        # scans too, and libjpeg walks the whole image on each of them (a 60 KB
+        # baseline file of 6,000 empty scans held a decode thread 83 s).
+        scans = img.info["jpeg_scans"] = jpeg_scans(data)
+        img.info["jpeg_coded_size"] = (w, h)          # its coefficients' size, whatever the draft
         if scans > max_jpeg_scans(w * h):
             count = scans if scans <= MAX_JPEG_SCANS else f"over {MAX_JPEG_SCANS}"
-            raise DecodeError(f"progressive JPEG with {count} scans, above the limit of {max_jpeg_scans(w * h)} "
+            kind = "progressive JPEG" if _progressive_jpeg(img) else "JPEG"
+            raise DecodeError(f"{kind} with {count} scans, above the limit of {max_jpeg_scans(w * h)} "
                               f"for {w}x{h} (each scan is a pass over the whole image)", "RESOURCE_EXHAUSTED")
     try:
         req = _jpeg_draft_request(w, h, min_size) if img.format in JPEG_FORMATS else None
@@ -411,7 +419,7 @@ _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 
 
 def max_jpeg_scans(pixels: int) -> int:
-    """Scans a progressive JPEG of ``pixels`` may have."""
+    """Scans a JPEG of ``pixels`` may have (progressive or sequential)."""
     return max(10, min(MAX_JPEG_SCANS, MAX_JPEG_SCAN_PIXELS // max(pixels, 1)))
 
 

@@ -191,8 +191,11 @@ def _route(data: bytes, limits: DecodeLimits, progressive: bool) -> str | tuple[
     if w <= 0 or hh <= 0 or w * hh > limits.max_pixels or max(w, hh) > limits.max_side \
             or 3 * w * hh > limits.max_raster_bytes:
         return "size refused by the decode limits, or unknown (the CPU path gives the error)"
-    if h.sof == SOF_PROGRESSIVE and jpeg_scans(data) > max_jpeg_scans(w * hh):
-        return "progressive JPEG of too many scans (the CPU path gives the error)"
+    scans = jpeg_scans(data)
+    if scans > max_jpeg_scans(w * hh):
+        return "JPEG of too many scans (the CPU path gives the error)"
+    if scans > 1 and h.sof != SOF_PROGRESSIVE:
+        return "sequential JPEG in several scans (the CPU path charges its coefficient buffer)"
     if data.rstrip(b"\x00")[-2:] != b"\xff\xd9":
         return "no end-of-image marker (truncated, or data after it)"
     return w, hh

@@ -47,6 +47,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 sys.path.insert(0, str(Path(__file__).parent))
 from photos import ALTERATIONS, encode, real_photos  # noqa: E402
 
+from imagesieve_server.analysis.duplicates import region  # noqa: E402
 from imagesieve_server.analysis.duplicates.find import find_duplicates  # noqa: E402
 from imagesieve_server.engine import Embedder  # noqa: E402
 
@@ -572,6 +573,8 @@ def main() -> int:
                     help="the benchmark's copy kinds, or a probe's (kinds nobody tuned for)")
     ap.add_argument("--false-pairs", metavar="DIR",
                     help="write each collection's verified false pairs, with their evidence, to DIR/NAME.csv")
+    ap.add_argument("--no-region", action="store_true",
+                    help="do not test partial matches where they were found (analysis.duplicates.region)")
     args = ap.parse_args()
     emb = Embedder.from_model("mobilenet_v1")
     rows = {}
@@ -591,7 +594,8 @@ def main() -> int:
         none = [""] * len(blobs)
         for method, sig in (("stage1", None), ("verified", signatures)):
             t = time.perf_counter()
-            rep = find_duplicates(vectors, keys, none, none, sha, signatures=sig)
+            parts = None if args.no_region else region.part_vectors(lambda: emb, blobs.__getitem__)
+            rep = find_duplicates(vectors, keys, none, none, sha, signatures=sig, region_vectors=parts)
             took = time.perf_counter() - t
             row = score(rep, source, family, kind, n_orig)
             row.update(images=len(blobs), copies=len(blobs) - n_orig,

@@ -1502,3 +1502,36 @@ def test_corner_crops_are_found_though_few_keypoints_survive(embedder, photos, t
         caught += r.verdict == Verdict.NEAR_DUPLICATE
     coll.close()
     assert caught >= n - 1, caught
+
+
+def test_partial_matches_must_hold_where_they_were_found(embedder, photos):
+    """A match on part of a frame holds when the larger picture, cut to
+    where the smaller one fits, comes closer to it by embedding (a crop is
+    that region; another picture whose layout fits there by chance is not):
+    analysis.duplicates.region. 60% corner crops of the 20 photos, each
+    judged against its own photo and against the next photo as if stage 2
+    had accepted both: every own photo holds, other photos do not."""
+    from imagesieve_server.analysis.duplicates import region
+    from imagesieve_server.analysis.duplicates.verify import verify_pairs
+
+    originals = [photo_image(d) for d, _, _ in photos]
+    corners = [im.crop((0, 0, int(im.width * 0.6), int(im.height * 0.6))) for im in originals]
+    blobs = ([encode(im, "JPEG", quality=92) for im in originals]
+             + [encode(c, "JPEG", quality=90) for c in corners])
+    v, s = _embed(embedder, blobs)
+    n = len(originals)
+    a = np.r_[np.arange(n), np.arange(n)]
+    b = np.r_[n + np.arange(n), n + (np.arange(n) + 1) % n]          # its own crop, then the next photo's
+    own = np.arange(2 * n) < n
+    ev = verify_pairs(s, a, b, processes=False)
+    accepted = np.ones(2 * n, bool)
+    tested = region.tested_pairs(accepted, ev)
+    # Crops that kept 8 keypoints or more are confirmed by them: not tested (7 of 20 are).
+    assert tested[own].sum() >= 5 and tested[~own].sum() >= 10, (tested[own].sum(), tested[~own].sum())
+    kept = region.confirmed(s, a, b, accepted, ev, region.part_vectors(lambda: embedder, blobs.__getitem__))
+    assert kept[own].all(), np.flatnonzero(~kept[own])
+    assert (~kept[~own & tested]).sum() >= tested[~own].sum() - 1, kept[~own & tested]
+    assert kept[~tested].all()                                       # untested pairs keep their verdict
+    # Parts that cannot be embedded (a file changed or gone): the verdicts stand.
+    lost = region.confirmed(s, a, b, accepted, ev, lambda parts: np.full((len(parts), v.shape[1]), np.nan))
+    assert lost.all()

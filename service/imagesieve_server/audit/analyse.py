@@ -14,6 +14,7 @@ import numpy as np
 
 from imagesieve.progress import StageProgress
 
+from ..analysis.duplicates import region
 from ..analysis.duplicates.find import CANDIDATE_K, DuplicateReport
 from ..analysis.labels import DEFAULT_CLASSIFIER, rank
 from ..analysis.neighbors import knn, mean_found_similarity
@@ -78,13 +79,26 @@ def _run_checks(r: AuditResults, inputs: CheckInputs, params: dict, skip: set) -
             r.notes.extend(f"{check.TITLE}: {n}" for n in r.checks[name].notes)
 
 
+def _file_reader(paths, sha256: np.ndarray):
+    """``read(i)``: the bytes of ``paths[i]`` as they were embedded (the same
+    sha256), else ValueError: a file changed since is not what its signature shows."""
+    from .embed import read_image_file
+
+    def read(i: int) -> bytes:
+        data, sha, _, _, error = read_image_file(paths[i])
+        if error or sha.encode() != bytes(sha256[i]):
+            raise ValueError(error or f"{paths[i]} changed since it was embedded")
+        return data
+    return read
+
+
 def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: float, target: float,
                  top_fraction: float = 0.01, sweep: bool = True, seed: int = 0,
                  classifier: str = DEFAULT_CLASSIFIER, sweep_classifier: str | None = None,
                  stages: StageLog | None = None,
                  signatures: np.ndarray | None = None, pixels: np.ndarray | None = None,
                  sizes: np.ndarray | None = None, properties: np.ndarray | None = None,
-                 store=None) -> AuditResults:
+                 store=None, part_embedder=None) -> AuditResults:
     """Every analysis over the embedded images; ``stages`` (the caller's
     record of earlier stages, if any) gets one entry per analysis.
     ``pixels`` (N, H, W) uint8 (e.g. the signatures' thumbnails): label
@@ -94,7 +108,10 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     (see ``analysis.duplicates.find``). ``sizes`` (N, 2) width, height and
     ``properties`` (N, engine.properties.COUNT) float32: for the checks
     (``checks.CHECKS``), each run on every image. ``store``: the embedding
-    store's folder, where checks keep costly results for later commands."""
+    store's folder, where checks keep costly results for later commands.
+    ``part_embedder()``: an ``engine.pipeline.Embedder``, made when a
+    partial match is to be tested where it was found (the image files are
+    read again; ``analysis.duplicates.region``); None: not tested."""
     ok = np.array([not e for e in errors], dtype=bool)
     counts: dict = collections.defaultdict(lambda: collections.Counter())
     for label, split, good in zip(labels, splits, ok):
@@ -114,7 +131,9 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     inputs = CheckInputs(ok, np.zeros((len(ok), 2), np.int32) if sizes is None else np.asarray(sizes), properties,
                          vectors=x, keys=keys, labels=lab, splits=spl,
                          sha256=sha256 if all_ok else sha256[idx], signatures=sig,
-                         pixels=None if pixels is None else (pixels if all_ok else pixels[idx]), store=store)
+                         pixels=None if pixels is None else (pixels if all_ok else pixels[idx]), store=store,
+                         region_vectors=None if part_embedder is None or sig is None else
+                         region.part_vectors(part_embedder, _file_reader(keys, sha256 if all_ok else sha256[idx])))
     checks = {"duplicates": duplicates.Params(threshold=threshold, approximate=len(idx) > FLAT_MAX),
               "label_issues": label_issues.Params(classifier=classifier, top_fraction=top_fraction, seed=seed,
                                                   pixels=pixels is not None),

@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Iterable, Iterator
 
 import numpy as np
+from PIL import Image
 
 from .budget import MemoryBudget
 from .decode import DecodeError, DecodeLimits, decode_bytes, decode_image
@@ -25,7 +26,7 @@ from .onnx_executor import OnnxExecutor
 from .preprocess import Preprocessor
 from .process_decode import BatchFeed, ProcessDecoder
 from .properties import image_properties
-from .signature import layout_signature
+from .signature import content_box, layout_signature
 
 
 DECODE_BUDGET_WAIT_S = 2.0   # a decode waits this long for memory before it is refused
@@ -204,6 +205,35 @@ class Embedder:
         self.budget.release(sum(charged) - keep)
         prepared.charged = keep
         return prepared
+
+    def embed_parts(self, data: bytes, parts: list[tuple[tuple[float, float, float, float] | None, bool]]
+                    ) -> np.ndarray:
+        """Unit embeddings (len(parts), D) float32 of parts of one image:
+        each a box (x0, y0, x1, y1) as fractions of the image's content box
+        (``engine.signature.content_box``: what its layout signature shows),
+        or None for all of it, and whether to mirror it. The image is
+        decoded large enough that the smallest box keeps the model's input
+        size (a region cut from a reduced JPEG would be blurrier than the
+        copy it is compared with). Raises DecodeError; ValueError for a
+        picture turned on a canvas (its signature shows it turned upright:
+        no box of the image is what it shows)."""
+        boxes = [box or (0.0, 0.0, 1.0, 1.0) for box, _ in parts]
+        smallest = min((min(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes), default=1.0)
+        min_size = self.preprocessor.decode_min_size
+        img = decode_image(data, int(np.ceil(min_size / max(smallest, 0.25))) if min_size else 0, self.limits)
+        content = content_box(img)
+        if content is None:
+            raise ValueError("a picture turned on a canvas: no box of it is what its signature shows")
+        left, top, right, bottom = content
+        tensors = []
+        for (x0, y0, x1, y1), (_, mirrored) in zip(boxes, parts):
+            l, t = int(round(left + x0 * (right - left))), int(round(top + y0 * (bottom - top)))
+            r, b = int(round(left + x1 * (right - left))), int(round(top + y1 * (bottom - top)))
+            crop = img.crop((l, t, max(r, l + 1), max(b, t + 1)))
+            if mirrored:
+                crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            tensors.append(self._model_input(crop))
+        return self.run_model(tensors)[0] if tensors else np.zeros((0, self.dim), np.float32)
 
     def run_model(self, tensors: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """list of prepared tensors -> (unit embeddings (N, D), logits (N, C) or None)."""

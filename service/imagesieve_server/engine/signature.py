@@ -218,6 +218,35 @@ def native_grid(gray: Image.Image, alpha: Image.Image | None = None) -> tuple[Im
             alpha if a is None else Image.fromarray(np.ascontiguousarray(a), "L"))
 
 
+def _content(gray: Image.Image) -> tuple[np.ndarray, tuple | None, tuple | None]:
+    """(``gray`` at the working size as a uint8 array, the tilted rectangle
+    of a picture turned on a canvas there or None, else the box (left, top,
+    right, bottom; pixels of ``gray``) inside its uniform frame, or None)."""
+    w, h = gray.size
+    scale = min(1.0, _WORK / max(w, h))
+    small = gray.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BOX) if scale < 1 else gray
+    small_arr = np.asarray(small)
+    sw, sh = small.size
+    tilted = _tilted_rectangle(small_arr)
+    if tilted is not None:
+        return small_arr, tilted, None
+    top, bottom, left, right = _frame_box(small_arr)
+    return small_arr, None, (left / sw * w, top / sh * h, right / sw * w, bottom / sh * h)
+
+
+def content_box(img: Image.Image) -> tuple[float, float, float, float] | None:
+    """The box (left, top, right, bottom; pixels of ``img``, fractional)
+    whose content :func:`layout_signature`'s thumbnail shows: the picture
+    inside its uniform frame. None for a picture turned on a canvas (its
+    thumbnail shows it turned back upright: no box of ``img``)."""
+    gray, _ = native_grid(img.convert("L"), img.info.get("opacity"))
+    _, tilted, box = _content(gray)
+    if tilted is not None:
+        return None
+    k = img.width / gray.width            # the native grid's factor (1 for most pictures)
+    return tuple(v * k for v in box)
+
+
 def layout_signature(img: Image.Image) -> np.ndarray:
     """RGB (or any mode) PIL image -> (SIGNATURE_BYTES,) uint8 signature.
 
@@ -235,11 +264,8 @@ def layout_signature(img: Image.Image) -> np.ndarray:
     full = img.convert("L")
     gray, alpha = native_grid(full, img.info.get("opacity"))
     w, h = gray.size
-    scale = min(1.0, _WORK / max(w, h))
-    small = gray.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BOX) if scale < 1 else gray
-    small_arr = np.asarray(small)
-    sw, sh = small.size
-    tilted = _tilted_rectangle(small_arr)
+    small_arr, tilted, box = _content(gray)
+    sh, sw = small_arr.shape
     if tilted is not None:
         # Turned back at the working size: SIDE x SIDE comes from ~_WORK pixels anyway.
         content = _upright(small_arr, tilted)
@@ -249,8 +275,6 @@ def layout_signature(img: Image.Image) -> np.ndarray:
         opacity = (None if alpha is None else
                    _whole(Image.fromarray(_upright(np.asarray(alpha.resize((sw, sh), Image.BOX)), tilted))))
     else:
-        top, bottom, left, right = _frame_box(small_arr)
-        box = (left / sw * w, top / sh * h, right / sw * w, bottom / sh * h)
         thumb = _reduced(gray, box)
         opacity = (None if alpha is None else
                    _reduced(alpha, (box[0] * alpha.width / w, box[1] * alpha.height / h,

@@ -20,6 +20,7 @@ from imagesieve.plausible import implausible
 from ...engine.signature import SIDE, thumbnails
 from ...index import faiss_index as fi
 from ..neighbors import knn_chunks
+from . import region
 from .groups import bounded_groups, connected_components, group_min_similarity, groups_from_labels
 from .keypoint_candidates import MAX_IMAGES as KEYPOINT_MAX_IMAGES
 from .keypoint_candidates import keypoint_candidate_pairs
@@ -274,7 +275,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
                     signatures: np.ndarray | None = None,
                     knn: tuple[np.ndarray, np.ndarray] | None = None, alignment_pool=None,
                     layout_k: int = LAYOUT_K, max_pairs: int | None = None,
-                    keypoint_k: int = KEYPOINT_K) -> DuplicateReport:
+                    keypoint_k: int = KEYPOINT_K, region_vectors: Callable | None = None) -> DuplicateReport:
     """vectors (N, D) unit float32 and N-long metadata sequences (sha256: a
     list of str or an (N,) array) -> DuplicateReport.
 
@@ -293,7 +294,10 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
     ``threshold`` given bounds their cosine too.
     ``alignment_pool``: a long-lived ``verify.AlignmentPool`` for stage 2
     (else worker processes of its own for large batches). ``max_pairs``:
-    the exact raw-cosine search raises ``pairs.TooManyPairs`` beyond it."""
+    the exact raw-cosine search raises ``pairs.TooManyPairs`` beyond it.
+    ``region_vectors``: embeddings of parts of the images (see
+    ``region.confirmed``), where their pixels are at hand: a pair matched on
+    part of a frame must then hold where it was found (two stages only)."""
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
     n = len(keys)
@@ -341,6 +345,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
                                  profile=profile_pairs(n, a, b, profile, ev), uninformative=uninformative_matches(ev),
                                  keypoint_inliers=ev.keypoint_inliers, twins=twins,
                                  near_identical=near_identical_matches(ev, sim), keypoint_only=by_keypoints)
+        if region_vectors is not None:
+            ok = region.confirmed(signatures, a, b, ok, ev, region_vectors)
         # Identical bytes are duplicates whatever stage 2 says, candidates or not.
         ok |= np.isin(a * n + b, ea * n + eb)
         extra = ~np.isin(ea * n + eb, a * n + b)

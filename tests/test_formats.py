@@ -136,6 +136,34 @@ def test_image_names_that_are_not_regular_files_are_left_out_with_a_note(tmp_pat
     assert "3 image name(s) left out: not regular files" in capsys.readouterr().err
 
 
+def test_linked_folders_are_walked_once_and_loops_are_not_followed(tmp_path, photos, capsys):
+    """A class folder that links to where its images live was left out
+    without a word (``Path.rglob`` does not follow links to folders): the
+    audit, the labelled listing and the client's walk now follow them, each
+    real folder once, so a link back up (a loop) adds nothing."""
+    import os
+    from imagesieve_server.labelled_source import load_labelled_source
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "c.jpg").write_bytes(photos[2][0])
+    data = tmp_path / "data"
+    (data / "dogs").mkdir(parents=True)
+    (data / "dogs" / "a.jpg").write_bytes(photos[0][0])
+    (data / "dogs" / "b.jpg").write_bytes(photos[1][0])
+    (data / "cats").mkdir()
+    (data / "cats" / "d.jpg").write_bytes(photos[3][0])
+    os.symlink(elsewhere, data / "dogs" / "more")           # a linked sub-folder
+    os.symlink(data, data / "dogs" / "up")                  # a loop back to the top
+    expected = ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
+    table = load_audit_table(str(data))
+    assert sorted(Path(p).name for p in table.paths) == expected, list(table.paths)
+    labelled = load_labelled_source(data)                  # the loop does not bring cats in as dogs
+    assert sorted((r.path.name, r.label) for r in labelled) == [("a.jpg", "dogs"), ("b.jpg", "dogs"),
+                                                                 ("c.jpg", "dogs"), ("d.jpg", "cats")]
+    assert sorted(p.name for p in iter_image_paths([str(data)])) == expected
+    capsys.readouterr()
+
+
 def test_a_spreadsheet_manifest_with_a_byte_order_mark_reads_and_latin1_says_why_not(tmp_path, photos):
     (tmp_path / "a.jpg").write_bytes(photos[0][0])
     (tmp_path / "b.jpg").write_bytes(photos[1][0])

@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from .manifest import SPLIT_NAMES, read_csv_rows, spreadsheet_cell
+from .walk import files_under
 
 # The suffixes of the formats the server decodes (imagesieve_server.formats,
 # kept equal by a test; the light client does not import the server).
@@ -58,7 +59,7 @@ def iter_image_paths(paths: list[str]) -> list[Path]:
         if p.is_dir():
             # Hidden files (thumbnail caches, macOS "._" metadata) are left out, as the server's listings do.
             found = []
-            for f in p.rglob("*"):          # one stat an entry
+            for f in files_under(p):        # linked folders too; one stat an entry
                 if f.is_file():
                     found.append(f)
                 elif f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir() and not _hidden(f, p):

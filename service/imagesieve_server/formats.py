@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from imagesieve.walk import files_under
 from PIL import Image
 
 Image.init()             # register every plugin, so the list below can name them
@@ -87,9 +88,11 @@ def images_under(root: Path, skipped: Counter | None = None) -> list[Path]:
     """Image files under ``root`` (recursively, sorted); files in image
     formats that are not decoded are counted by suffix into ``skipped``,
     image files whose names are not valid UTF-8 under BAD_NAME, hidden ones
-    under HIDDEN."""
+    under HIDDEN. Folders linked in are followed (a dataset's class folder
+    is often a link to where its images live: ``rglob`` left them out without
+    a word), each real folder once (a link to a folder above it is a loop)."""
     out = []
-    for f in root.rglob("*"):
+    for f in files_under(root):
         suffix = f.suffix.lower()
         if suffix in IMAGE_SUFFIXES and f.is_file():
             why = HIDDEN if hidden(f, root) else None if utf8_name(f) else BAD_NAME

@@ -1297,3 +1297,23 @@ def test_an_apng_of_many_frames_decodes_its_first():
     still = _png_with([], after=[_png_chunk(b"prVt", b"")] * 2000)
     with pytest.raises(DecodeError, match="chunks besides its pixel data"):
         decode_image(still, 16)
+
+
+def test_signatures_and_properties_are_charged_for_their_full_size_copies(manifest_path):
+    """The layout signature and the image properties each copy the decoded
+    image at full size (a grayscale and an RGB copy): an attack embedding
+    100 MP TIFFs with signatures on two threads passed a 512 MiB budget by
+    300 MiB. Their copies are now charged with the decode, from the header."""
+    from imagesieve_server.engine import Embedder
+    from imagesieve_server.engine.pipeline import ANALYSIS_BYTES_PER_PIXEL
+    data = encode(Image.new("RGB", (3000, 2000), (20, 140, 90)), "PNG")
+    peaks = {}
+    for with_signature in (False, True):
+        emb = Embedder.from_model(str(manifest_path))
+        try:
+            p = emb.prepare(data, with_signature=with_signature)
+            peaks[with_signature] = emb.budget.peak
+            emb.budget.release(p.charged)
+        finally:
+            emb.close()
+    assert peaks[True] - peaks[False] == ANALYSIS_BYTES_PER_PIXEL * 3000 * 2000

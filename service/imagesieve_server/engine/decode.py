@@ -237,6 +237,18 @@ def decode_bytes(img: Image.Image, min_size: int | None = None) -> int:
     return raster + out + _STRIP_BYTES + _decoder_buffers(img, min_size)
 
 
+def output_pixels(img: Image.Image, min_size: int | None = None) -> int:
+    """Pixels of the image ``decode_image(data, min_size)`` returns for
+    ``img`` (opened, header read): its decoded size, box-reduced where a
+    16/32-bit image or a PNG decoded in bands is (what the layout signature
+    and the image properties then work on, at full size)."""
+    w, h = _decoded_size(img, min_size)
+    if _in_bands(img, min_size) or img.mode in _HIGH_DEPTH:
+        f = _reduce_factor(w, h, min_size or 0)
+        return (-(-w // f)) * (-(-h // f))
+    return w * h
+
+
 def _in_bands(img: Image.Image, min_size: int | None) -> bool:
     """Whether decode_image decodes ``img`` a band at a time (``png_bands``):
     a PNG it covers, whose whole raster would take at least

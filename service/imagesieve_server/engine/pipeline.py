@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .budget import MemoryBudget
-from .decode import DecodeError, DecodeLimits, decode_bytes, decode_image
+from .decode import DecodeError, DecodeLimits, decode_bytes, decode_image, output_pixels
 from .executor import INPUT_KINDS, ModelExecutor
 from .onnx_executor import OnnxExecutor
 from .preprocess import Preprocessor
@@ -36,6 +36,14 @@ DECODE_BUDGET_WAIT_S = 2.0   # a decode waits this long for memory before it is 
 AUTO_SHARE_START = 0.5
 AUTO_SHARE_BOUNDS = (0.05, 0.95)
 AUTO_RATE_WEIGHT = 0.5
+
+
+# The layout signature's and the image properties' working copies of a
+# decoded image (a grayscale copy, an RGB one, their arrays), bytes a pixel:
+# measured +286 and +111 MiB at 100 MP beyond the decode's own peak (an
+# attack: two threads embedding 100 MP TIFFs with signatures passed a
+# 512 MiB budget by 300 MiB).
+ANALYSIS_BYTES_PER_PIXEL = 4
 
 
 @dataclasses.dataclass
@@ -181,14 +189,18 @@ class Embedder:
         Raises DecodeError."""
         min_size = self.preprocessor.decode_min_size
         charged = []
+        analysed = with_signature or bool(with_properties)
 
         def charge(header) -> None:
             # The decode's peak and the model input that outlives it (it waits
-            # for the model: up to --max-inflight of them). A bounded wait:
-            # this thread may wait on bytes that wait for a decoder, so it ends
-            # in a refusal, never a deadlock.
-            charged.append(self.budget.reserve_now(decode_bytes(header, min_size) + self._tensor_bytes,
-                                                   "decoding this image", DECODE_BUDGET_WAIT_S))
+            # for the model: up to --max-inflight of them), and the signature's
+            # and properties' full-size copies of the decoded image. A bounded
+            # wait: this thread may wait on bytes that wait for a decoder, so it
+            # ends in a refusal, never a deadlock.
+            need = decode_bytes(header, min_size) + self._tensor_bytes
+            if analysed:
+                need += ANALYSIS_BYTES_PER_PIXEL * output_pixels(header, min_size)
+            charged.append(self.budget.reserve_now(need, "decoding this image", DECODE_BUDGET_WAIT_S))
         try:
             img = decode_image(data, min_size, self.limits, charge)
             w, h = img.info["original_size"]

@@ -594,8 +594,8 @@ def main() -> int:
         none = [""] * len(blobs)
         for method, sig in (("stage1", None), ("verified", signatures)):
             t = time.perf_counter()
-            parts = None if args.no_region else region.part_vectors(lambda: emb, blobs.__getitem__)
-            rep = find_duplicates(vectors, keys, none, none, sha, signatures=sig, region_vectors=parts)
+            regions = None if args.no_region else region.image_cosines(lambda: emb, blobs.__getitem__)
+            rep = find_duplicates(vectors, keys, none, none, sha, signatures=sig, region_cosines=regions)
             took = time.perf_counter() - t
             row = score(rep, source, family, kind, n_orig)
             row.update(images=len(blobs), copies=len(blobs) - n_orig,

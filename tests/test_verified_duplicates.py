@@ -1528,10 +1528,35 @@ def test_partial_matches_must_hold_where_they_were_found(embedder, photos):
     tested = region.tested_pairs(accepted, ev)
     # Crops that kept 8 keypoints or more are confirmed by them: not tested (7 of 20 are).
     assert tested[own].sum() >= 5 and tested[~own].sum() >= 10, (tested[own].sum(), tested[~own].sum())
-    kept = region.confirmed(s, a, b, accepted, ev, region.part_vectors(lambda: embedder, blobs.__getitem__))
+    kept = region.confirmed(s, a, b, accepted, ev, region.image_cosines(lambda: embedder, blobs.__getitem__))
     assert kept[own].all(), np.flatnonzero(~kept[own])
     assert (~kept[~own & tested]).sum() >= tested[~own].sum() - 1, kept[~own & tested]
     assert kept[~tested].all()                                       # untested pairs keep their verdict
     # Parts that cannot be embedded (a file changed or gone): the verdicts stand.
-    lost = region.confirmed(s, a, b, accepted, ev, lambda parts: np.full((len(parts), v.shape[1]), np.nan))
+    lost = region.confirmed(s, a, b, accepted, ev, lambda requests, report=None: np.full((len(requests), 2), np.nan))
     assert lost.all()
+
+
+def test_a_sheared_band_is_compared_where_it_fits(embedder, photos):
+    """The shear search matches a band of one picture, sheared, on the
+    other: region.shear_placement finds that band again and the region test
+    cuts the same band from the pixels (region.sheared_band), so a sheared
+    copy comes far closer there than as a whole (0.85-0.94 -> >= 0.99 on
+    these photos) and its verdict holds."""
+    from imagesieve_server.analysis.duplicates import region
+    from imagesieve_server.analysis.duplicates.verify import pair_alignment
+
+    for data, _, name in photos[:6]:
+        im = photo_image(data)
+        w, h = im.size
+        k = 0.3                      # each column moved down by 0.3 x its offset from the centre (a ShearY)
+        copy = im.transform((w, h), Image.Transform.AFFINE, (1, 0, 0, -k, 1, k * w / 2), Image.BILINEAR)
+        blobs = [encode(im, "JPEG", quality=92), encode(copy, "JPEG", quality=90)]
+        _, s = _embed(embedder, blobs)
+        area = pair_alignment(s[0], s[1])[3]
+        found = region.shear_placement(s[0], s[1], area)
+        assert found is not None and found[2] == (0, pytest.approx(0.3)), (name, found)
+        searched, box, shear = found
+        whole, part = region.image_cosines(lambda: embedder, blobs.__getitem__)(
+            [(1 - searched, searched, box, False, shear)])[0]
+        assert part >= 0.98 and region.region_holds([whole], [part]).all(), (name, whole, part)

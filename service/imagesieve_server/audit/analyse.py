@@ -98,7 +98,7 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
                  stages: StageLog | None = None,
                  signatures: np.ndarray | None = None, pixels: np.ndarray | None = None,
                  sizes: np.ndarray | None = None, properties: np.ndarray | None = None,
-                 store=None, part_embedder=None) -> AuditResults:
+                 store=None, region_embedder=None) -> AuditResults:
     """Every analysis over the embedded images; ``stages`` (the caller's
     record of earlier stages, if any) gets one entry per analysis.
     ``pixels`` (N, H, W) uint8 (e.g. the signatures' thumbnails): label
@@ -109,7 +109,7 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
     ``properties`` (N, engine.properties.COUNT) float32: for the checks
     (``checks.CHECKS``), each run on every image. ``store``: the embedding
     store's folder, where checks keep costly results for later commands.
-    ``part_embedder()``: an ``engine.pipeline.Embedder``, made when a
+    ``region_embedder()``: an ``engine.pipeline.Embedder``, made when a
     partial match is to be tested where it was found (the image files are
     read again; ``analysis.duplicates.region``); None: not tested."""
     ok = np.array([not e for e in errors], dtype=bool)
@@ -132,8 +132,8 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
                          vectors=x, keys=keys, labels=lab, splits=spl,
                          sha256=sha256 if all_ok else sha256[idx], signatures=sig,
                          pixels=None if pixels is None else (pixels if all_ok else pixels[idx]), store=store,
-                         region_vectors=None if part_embedder is None or sig is None else
-                         region.part_vectors(part_embedder, _file_reader(keys, sha256 if all_ok else sha256[idx])))
+                         region_cosines=None if region_embedder is None or sig is None else
+                         region.image_cosines(region_embedder, _file_reader(keys, sha256 if all_ok else sha256[idx])))
     checks = {"duplicates": duplicates.Params(threshold=threshold, approximate=len(idx) > FLAT_MAX),
               "label_issues": label_issues.Params(classifier=classifier, top_fraction=top_fraction, seed=seed,
                                                   pixels=pixels is not None),

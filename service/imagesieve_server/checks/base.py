@@ -28,8 +28,8 @@ class CheckInputs:
     the checks already run, by name (leakage and label conflicts read the
     duplicates'). ``store``: the embedding store's folder, where a check
     may keep a costly result for later commands (``memo``), or None.
-    ``region_vectors``: embeddings of parts of the embedded images, where
-    their pixels are at hand (``analysis.duplicates.region.part_vectors``), or None."""
+    ``region_cosines``: partial matches compared where they were found, from
+    the embedded images' pixels (``analysis.duplicates.region.image_cosines``), or None."""
     ok: np.ndarray
     sizes: np.ndarray
     properties: np.ndarray | None = None
@@ -45,7 +45,7 @@ class CheckInputs:
     pixels: np.ndarray | None = None
     report: Callable | None = None
     store: Path | None = None
-    region_vectors: Callable | None = None
+    region_cosines: Callable | None = None
     results: dict = dataclasses.field(default_factory=dict)
 
     @property

@@ -104,13 +104,13 @@ def flagged_pairs(report: DuplicateReport, mask: np.ndarray, kind: str, descript
 
 def run(vectors: np.ndarray, keys, labels, splits, sha256, signatures: np.ndarray | None = None,
         params: Params | None = None, knn=None, report=None, alignment_pool=None,
-        positions: np.ndarray | None = None, region_vectors=None) -> CheckResult:
+        positions: np.ndarray | None = None, region_cosines=None) -> CheckResult:
     """Duplicates among N images: ``vectors`` (N, D) unit float32, N keys,
     labels, splits and sha256 each; ``signatures`` (N, SIGNATURE_BYTES)
     uint8 for two stages (None: raw cosine, whatever ``params.verify``
     says). ``knn``: (sims, ids) of a kNN pass already made. ``positions``:
     (N,) what each image is called in the result (default 0..N-1).
-    ``region_vectors``: see ``find_duplicates`` (where pixels are at hand). The
+    ``region_cosines``: see ``find_duplicates`` (where pixels are at hand). The
     result's ``details`` is a :class:`Found` (the DuplicateReport: groups,
     evidence, flags)."""
     p = params or Params()
@@ -118,7 +118,7 @@ def run(vectors: np.ndarray, keys, labels, splits, sha256, signatures: np.ndarra
     d = find_duplicates(vectors, keys, labels, splits, sha256, p.threshold, p.approximate, p.knn_k, p.grouping,
                         report=report, signatures=sig, knn=knn if sig is not None else None,
                         alignment_pool=alignment_pool, layout_k=p.layout_k, max_pairs=p.max_pairs,
-                        keypoint_k=p.keypoint_k, region_vectors=region_vectors if sig is not None else None)
+                        keypoint_k=p.keypoint_k, region_cosines=region_cosines if sig is not None else None)
     near_what = ("verified as the same picture (stage 2: the layouts align or the keypoints match)"
                  if d.method == "verified" else f"cosine >= {d.threshold:.3f}")
     issues = {"exact": flagged_pairs(d, d.exact, "exact", "identical bytes", positions),
@@ -130,4 +130,4 @@ def from_inputs(inputs: CheckInputs, params: Params | None = None) -> CheckResul
     """:func:`run` on the audit's embedded images (positions: all N)."""
     return run(inputs.vectors, inputs.keys, inputs.labels, inputs.splits, inputs.sha256, inputs.signatures,
                params, knn=inputs.knn, report=inputs.report, positions=inputs.ok_index,
-               region_vectors=inputs.region_vectors)
+               region_cosines=inputs.region_cosines)

@@ -164,7 +164,7 @@ def run(args) -> int:
                                classifier=args.classifier, sweep_classifier=args.sweep_classifier, stages=log,
                                signatures=None if args.raw_cosine else signatures, pixels=pixels,
                                sizes=sizes, properties=properties, store=out / "embeddings",
-                               part_embedder=lambda: InProcessBackend(
+                               region_embedder=lambda: InProcessBackend(
                                    args.model, runtime=args.runtime, max_image_mb=args.max_image_mb,
                                    max_pixels=args.max_pixels, decode_processes=0).embedder)
         results.notes[:0] = table.notes            # the report says what the listing left out

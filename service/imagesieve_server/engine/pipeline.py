@@ -218,17 +218,16 @@ class Embedder:
         prepared.charged = keep
         return prepared
 
-    def embed_parts(self, data: bytes, parts: list[tuple[tuple[float, float, float, float] | None, bool]]
-                    ) -> np.ndarray:
-        """Unit embeddings (len(parts), D) float32 of parts of one image:
-        each a box (x0, y0, x1, y1) as fractions of the image's content box
-        (``engine.signature.content_box``: what its layout signature shows),
-        or None for all of it, and whether to mirror it. The image is
-        decoded large enough that the smallest box keeps the model's input
-        size (a region cut from a reduced JPEG would be blurrier than the
-        copy it is compared with). Raises DecodeError; ValueError for a
-        picture turned on a canvas (its signature shows it turned upright:
-        no box of the image is what it shows)."""
+    def content_parts(self, data: bytes, parts: list[tuple[tuple[float, float, float, float] | None, bool]]
+                      ) -> list[Image.Image]:
+        """Parts of one image as RGB images: each a box (x0, y0, x1, y1) as
+        fractions of the image's content box (``engine.signature.content_box``:
+        what its layout signature shows), or None for all of it, mirrored or
+        not. The image is decoded large enough that the smallest box keeps
+        the model's input size where the file has the pixels (a JPEG's draft
+        scale). Raises DecodeError; ValueError for a picture turned on a
+        canvas (its signature shows it turned upright: no box of the image
+        is what it shows)."""
         boxes = [box or (0.0, 0.0, 1.0, 1.0) for box, _ in parts]
         smallest = min((min(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes), default=1.0)
         min_size = self.preprocessor.decode_min_size
@@ -237,15 +236,20 @@ class Embedder:
         if content is None:
             raise ValueError("a picture turned on a canvas: no box of it is what its signature shows")
         left, top, right, bottom = content
-        tensors = []
+        out = []
         for (x0, y0, x1, y1), (_, mirrored) in zip(boxes, parts):
             l, t = int(round(left + x0 * (right - left))), int(round(top + y0 * (bottom - top)))
             r, b = int(round(left + x1 * (right - left))), int(round(top + y1 * (bottom - top)))
             crop = img.crop((l, t, max(r, l + 1), max(b, t + 1)))
-            if mirrored:
-                crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            tensors.append(self._model_input(crop))
-        return self.run_model(tensors)[0] if tensors else np.zeros((0, self.dim), np.float32)
+            out.append(crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mirrored else crop)
+        return out
+
+    def embed_images(self, images: list[Image.Image]) -> np.ndarray:
+        """Unit embeddings (N, D) float32 of decoded RGB images (PIL), as the
+        model sees any image: the same preprocessing."""
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        return self.run_model([self._model_input(im) for im in images])[0]
 
     def run_model(self, tensors: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """list of prepared tensors -> (unit embeddings (N, D), logits (N, C) or None)."""

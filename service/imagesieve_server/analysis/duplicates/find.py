@@ -275,7 +275,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
                     signatures: np.ndarray | None = None,
                     knn: tuple[np.ndarray, np.ndarray] | None = None, alignment_pool=None,
                     layout_k: int = LAYOUT_K, max_pairs: int | None = None,
-                    keypoint_k: int = KEYPOINT_K, region_vectors: Callable | None = None) -> DuplicateReport:
+                    keypoint_k: int = KEYPOINT_K, region_cosines: Callable | None = None) -> DuplicateReport:
     """vectors (N, D) unit float32 and N-long metadata sequences (sha256: a
     list of str or an (N,) array) -> DuplicateReport.
 
@@ -295,9 +295,9 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
     ``alignment_pool``: a long-lived ``verify.AlignmentPool`` for stage 2
     (else worker processes of its own for large batches). ``max_pairs``:
     the exact raw-cosine search raises ``pairs.TooManyPairs`` beyond it.
-    ``region_vectors``: embeddings of parts of the images (see
-    ``region.confirmed``), where their pixels are at hand: a pair matched on
-    part of a frame must then hold where it was found (two stages only)."""
+    ``region_cosines``: where the images' pixels are at hand
+    (``region.image_cosines``), a pair matched on part of a frame must also
+    hold where it was found (``region.confirmed``; two stages only)."""
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
     n = len(keys)
@@ -345,8 +345,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
                                  profile=profile_pairs(n, a, b, profile, ev), uninformative=uninformative_matches(ev),
                                  keypoint_inliers=ev.keypoint_inliers, twins=twins,
                                  near_identical=near_identical_matches(ev, sim), keypoint_only=by_keypoints)
-        if region_vectors is not None:
-            ok = region.confirmed(signatures, a, b, ok, ev, region_vectors)
+        if region_cosines is not None:
+            ok = region.confirmed(signatures, a, b, ok, ev, region_cosines, report)
         # Identical bytes are duplicates whatever stage 2 says, candidates or not.
         ok |= np.isin(a * n + b, ea * n + eb)
         extra = ~np.isin(ea * n + eb, a * n + b)

@@ -11,22 +11,27 @@ too). The embedding can: cut the larger picture to the region where the
 smaller one fits, and a crop comes much closer to it (the region *is* the
 crop), while another picture does not (a different scene stays one).
 
-This module is pure: it chooses which accepted pairs to test
-(:func:`tested_pairs`), where the smaller picture sits in the larger
-(:func:`placement`) and what the embeddings say (:func:`region_holds`).
-Embedding a region needs the larger image's pixels: the caller supplies
-them through a ``region_vectors`` callable (see :func:`confirmed`); where
+The same holds for the shear search's matches (a band of one picture,
+sheared, placed on the other: :func:`shear_placement`, :func:`sheared_band`):
+the band cut from the pixels must come closer to where it was placed.
+
+Apart from :func:`image_cosines` (which reads and embeds), this module is
+pure: it chooses which accepted pairs to test (:func:`tested_pairs`), where
+the smaller picture sits in the larger (:func:`placement`) and what the
+embeddings say (:func:`region_holds`).
+Embedding a region needs the images' pixels: the caller supplies them
+through a ``region_cosines`` callable (:func:`image_cosines`); where
 they are not at hand (a collection stores no pixels), pairs keep the
 verdict stage 2 gave them.
 """
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from typing import Callable, Sequence
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from ...engine.signature import SIDE, unpack
 from . import verify as V
@@ -35,10 +40,6 @@ REGION_GAIN = 0.2          # share of the way to cosine 1 the region must come c
 AREA_TOLERANCE = 0.03      # relative: the crop shares searched again are those stage 2 matched at
 NEAR_ONE = 0.99            # whole pictures this close already: no room to come closer
 log = logging.getLogger(__name__)
-
-# One part of one image to embed: (image position, box as fractions (x0, y0,
-# x1, y1) of its content box or None for all of it, mirrored).
-Part = tuple[int, tuple[float, float, float, float] | None, bool]
 
 
 def tested_pairs(accepted: np.ndarray, evidence: "V.PairEvidence") -> np.ndarray:
@@ -88,6 +89,37 @@ def placement(sig_a: np.ndarray, sig_b: np.ndarray, area: float
     return where
 
 
+def shear_placement(sig_a: np.ndarray, sig_b: np.ndarray, area: float
+                    ) -> tuple[int, tuple[float, float, float, float], tuple[int, float]] | None:
+    """Where a sheared band of one picture sits in the other, as stage 2's
+    shear search (``verify._shear_search``) finds it: (0 when ``a`` is the
+    searched one, else 1; the box the band covers, fractions (x0, y0, x1,
+    y1) of the searched one's thumbnail; (axis, factor) of the shear). None
+    when the best band covers another ``area`` than stage 2 matched."""
+    a, b = (V._visible(unpack(sig)[2]) for sig in (sig_a, sig_b))
+    m = V._shear_search(a, b, V.ACCEPT)
+    if m.templ is None or m.shear is None or abs(m.area - area) > AREA_TOLERANCE * area:
+        return None
+    first, axis, factor = m.shear
+    (x, y), (h, w) = m.at, m.templ.shape
+    return (1 if first else 0), (x / SIDE, y / SIDE, (x + w) / SIDE, (y + h) / SIDE), (axis, factor)
+
+
+def sheared_band(img: Image.Image, axis: int, factor: float) -> Image.Image:
+    """``img`` (a picture's content) sheared about its centre as
+    ``verify._sheared_band`` shears its thumbnail (axis 0: each column moved
+    down by ``factor`` x its offset from the centre, in shares of the side),
+    cut to the band every column (row) keeps."""
+    w, h = img.size
+    k = factor * (h / w if axis == 0 else w / h)
+    # PIL maps each output pixel back to its source pixel.
+    data = (1, 0, 0, -k, 1, k * w / 2) if axis == 0 else (1, -k, k * h / 2, 0, 1, 0)
+    out = img.transform((w, h), Image.Transform.AFFINE, data, Image.BILINEAR)
+    cut = np.ceil(abs(factor) * SIDE / 2) / SIDE
+    return (out.crop((0, round(cut * h), w, round((1 - cut) * h))) if axis == 0 else
+            out.crop((round(cut * w), 0, round((1 - cut) * w), h)))
+
+
 def region_holds(whole_cosine, region_cosine) -> np.ndarray:
     """(P,) bool: the region of the larger picture is at least REGION_GAIN
     of the way from the whole's cosine to 1 closer to the smaller picture
@@ -100,45 +132,57 @@ def region_holds(whole_cosine, region_cosine) -> np.ndarray:
     return holds | np.isnan(w) | np.isnan(r)
 
 
+# One pair to test: (the smaller image's position, the larger's, the box the
+# smaller covers as fractions (x0, y0, x1, y1) of the larger's content box,
+# mirrored, and None or the (axis, factor) by which the smaller is sheared and
+# cut to a band before it is compared with that box).
+Request = tuple[int, int, tuple[float, float, float, float], bool, tuple[int, float] | None]
+
+
 def confirmed(signatures: np.ndarray, a: np.ndarray, b: np.ndarray, accepted: np.ndarray,
-              evidence: "V.PairEvidence", region_vectors: Callable[[Sequence[Part]], np.ndarray]
-              ) -> np.ndarray:
+              evidence: "V.PairEvidence", region_cosines: Callable[[Sequence[Request]], np.ndarray],
+              report: Callable | None = None) -> np.ndarray:
     """(P,) bool: ``accepted`` with the tested pairs (:func:`tested_pairs`)
     whose region does not hold (:func:`region_holds`) taken out.
-    ``region_vectors(parts)``: unit embeddings (len(parts), D) float32 of
-    image parts (see ``Part``), a NaN row where one could not be made (the
-    file changed or vanished): such a pair keeps its verdict."""
+    ``region_cosines(requests)``: (len(requests), 2) float, each pair's
+    (whole, region) cosine (see :func:`image_cosines`); NaN where a pair
+    could not be measured (a file changed or gone): it keeps its verdict.
+    ``report(stage, done, total)``: progress, stage ``"regions"``."""
     out = np.asarray(accepted, bool).copy()
     idx = np.flatnonzero(tested_pairs(out, evidence))
-    parts: list[Part] = []
+    requests: list[Request] = []
     tested = []
     for i in idx.tolist():
-        where = placement(signatures[a[i]], signatures[b[i]], float(evidence.matched_area[i]))
-        if where is None:
-            continue
+        area = float(evidence.matched_area[i])
+        where, shear = placement(signatures[a[i]], signatures[b[i]], area), None
+        if where is None:           # not a crop share: a sheared band?
+            sheared = shear_placement(signatures[a[i]], signatures[b[i]], area)
+            if sheared is None:
+                continue
+            where, shear = (sheared[0], sheared[1], False), sheared[2]
         searched, box, mirrored = where
         larger, smaller = (a[i], b[i]) if searched == 0 else (b[i], a[i])
-        parts += [(int(smaller), None, False), (int(larger), None, False), (int(larger), box, mirrored)]
+        requests.append((int(smaller), int(larger), box, mirrored, shear))
         tested.append(i)
     if not tested:
         return out
-    v = np.asarray(region_vectors(parts), np.float32).reshape(len(tested), 3, -1)
-    whole = np.einsum("pd,pd->p", v[:, 0], v[:, 1])
-    region = np.einsum("pd,pd->p", v[:, 0], v[:, 2])
-    out[np.asarray(tested)] = region_holds(whole, region)
+    cos = np.asarray(region_cosines(requests, report), np.float64).reshape(len(tested), 2)
+    out[np.asarray(tested)] = region_holds(cos[:, 0], cos[:, 1])
     return out
 
 
-def part_vectors(embedder, read: Callable[[int], bytes]) -> Callable[[Sequence[Part]], np.ndarray]:
-    """A ``region_vectors`` callable for :func:`confirmed`: ``read(i)`` gives
+def image_cosines(embedder, read: Callable[[int], bytes]) -> Callable[[Sequence[Request]], np.ndarray]:
+    """A ``region_cosines`` callable for :func:`confirmed`: ``read(i)`` gives
     image i's bytes (a file read, an in-memory blob) and ``embedder()``
-    (called once, on the first parts asked for: most sets have none) an
-    ``engine.pipeline.Embedder`` that embeds its parts, each image decoded
-    once. An image that cannot be read or decoded again, or no embedder,
-    gives NaN rows (logged): those pairs keep stage 2's verdict."""
+    (called once, on the first pair asked for: most sets have none) an
+    ``engine.pipeline.Embedder``. The smaller picture is compared at no more
+    pixels than the region has (a 72-px region of a scaled-down copy against
+    its 145-px original: the sharper one looked less alike for its
+    sharpness alone). A pair whose images cannot be read or decoded again,
+    or no embedder, gives NaN (logged): it keeps stage 2's verdict."""
     made: list = []
 
-    def vectors(parts: Sequence[Part]) -> np.ndarray:
+    def cosines(requests: Sequence[Request], report: Callable | None = None) -> np.ndarray:
         if not made:
             try:
                 made.append(embedder())
@@ -146,17 +190,26 @@ def part_vectors(embedder, read: Callable[[int], bytes]) -> Callable[[Sequence[P
                 log.warning("no model to embed regions of partial matches (%s): they keep stage 2's verdict", e)
                 made.append(None)
         model = made[0]
-        out = np.full((len(parts), 1 if model is None else model.dim), np.nan, np.float32)
-        if model is None:
-            return out
-        by_image: dict[int, list[int]] = defaultdict(list)
-        for k, (i, _, _) in enumerate(parts):
-            by_image[i].append(k)
-        for i, ks in by_image.items():
+        out = np.full((len(requests), 2), np.nan)
+        for k, (smaller, larger, box, mirrored, shear) in enumerate(requests if model is not None else ()):
             try:
-                out[ks] = model.embed_parts(read(i), [(parts[k][1], parts[k][2]) for k in ks])
-            except Exception as e:  # noqa: BLE001 - one image's failure leaves its pairs as stage 2 judged them
-                log.warning("image %d: its parts could not be embedded (%s); its partial matches keep "
-                            "stage 2's verdict", i, e)
+                whole, part = model.content_parts(read(larger), [(None, False), (box, mirrored)])
+                small = model.content_parts(read(smaller), [(None, False)])[0]
+                band = small if shear is None else sheared_band(small, *shear)
+                f = min(1.0, (part.width * part.height / (band.width * band.height)) ** 0.5)
+                if f < 1:
+                    small, band = (im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), Image.BOX)
+                                   for im in (small, band))
+                if shear is None:
+                    v = model.embed_images([small, whole, part])
+                    out[k] = float(v[0] @ v[1]), float(v[0] @ v[2])
+                else:
+                    v = model.embed_images([small, whole, band, part])
+                    out[k] = float(v[0] @ v[1]), float(v[2] @ v[3])
+            except Exception as e:  # noqa: BLE001 - one pair's failure leaves it as stage 2 judged it
+                log.warning("images %d and %d: their region could not be compared (%s); the pair keeps "
+                            "stage 2's verdict", smaller, larger, e)
+            if report is not None:
+                report("regions", k + 1, len(requests))
         return out
-    return vectors
+    return cosines

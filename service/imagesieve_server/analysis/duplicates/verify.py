@@ -242,12 +242,14 @@ class _Match:
     blurs and a correlation) and cell correlation are computed once, when
     asked: most placements are beaten before anyone needs them."""
     __slots__ = ("layout", "_detail", "_cells", "area", "mirrored", "templ", "patch", "turned", "sign", "mask",
-                 "blur")
+                 "blur", "at", "shear")
 
     def __init__(self):
         self.layout, self._detail, self._cells, self.area, self.mirrored = -1.0, -1.0, -1.0, 0.0, False
         self.templ = self.patch = self.mask = None
         self.turned, self.sign, self.blur = 0, 1.0, 0.0
+        self.at = (0, 0)            # where the template's top-left corner sits in the searched view
+        self.shear = None           # the shear search's (template is the first view, axis, factor)
 
     @property
     def detail(self) -> float:
@@ -317,7 +319,7 @@ def _place(templ: np.ndarray, searched: np.ndarray, m: _Match, area: float, mirr
             opaque = mask > 0
             templ, patch = _opaque_only(templ, opaque), _opaque_only(patch, opaque)
         m.layout, m.area, m.mirrored, m.templ, m.turned, m.sign = float(score), area, mirrored, templ, turned, sign
-        m.patch, m._detail, m._cells, m.mask = patch, None, None, mask
+        m.patch, m._detail, m._cells, m.mask, m.at = patch, None, None, mask, (x, y)
 
 
 def _search(views, searched: np.ndarray, shares, stop_at: float, turned: int = 0, masks=None) -> _Match:
@@ -605,6 +607,7 @@ def _shear_search(a: np.ndarray, b: np.ndarray, stop_at: float) -> _Match:
     shear back is nearly exact, while the original's fits over a wider range."""
     best = _Match()
     for t, searched in ((a, b), (b, a)):
+        first = t is a
         fits: dict[tuple[int, float], float] = {}      # (axis, factor): layout
         todo = [(axis, sign * f) for axis in (0, 1) for f in SHEARS for sign in (1, -1)]
         for step in (None,) + SHEAR_REFINE:
@@ -620,6 +623,7 @@ def _shear_search(a: np.ndarray, b: np.ndarray, stop_at: float) -> _Match:
                 _place(band, searched, m, band.size / t.size, False)
                 fits[axis, factor] = m.layout
                 if m.layout > best.layout:
+                    m.shear = (first, axis, factor)
                     best = m
         if best.reaches(stop_at):
             break

@@ -1556,7 +1556,7 @@ def test_a_sheared_band_is_compared_where_it_fits(embedder, photos):
         area = pair_alignment(s[0], s[1])[3]
         found = region.shear_placement(s[0], s[1], area)
         assert found is not None and found[2] == (0, pytest.approx(0.3)), (name, found)
-        searched, box, shear = found
+        searched, box, shear, _ = found
         whole, part = region.image_cosines(lambda: embedder, blobs.__getitem__)(
             [(1 - searched, searched, box, False, shear)])[0]
         assert part >= 0.98 and region.region_holds([whole], [part]).all(), (name, whole, part)

@@ -39,25 +39,27 @@ from . import verify as V
 REGION_GAIN = 0.2          # share of the way to cosine 1 the region must come closer than the whole
 AREA_TOLERANCE = 0.03      # relative: the crop shares searched again are those stage 2 matched at
 NEAR_ONE = 0.99            # whole pictures this close already: no room to come closer
+KEYPOINT_EXEMPT = V.MIN_INLIERS   # inliers from which a pair's keypoints speak for it: not tested
 log = logging.getLogger(__name__)
 
 
 def tested_pairs(accepted: np.ndarray, evidence: "V.PairEvidence") -> np.ndarray:
     """(P,) bool: the accepted pairs a region test applies to: matched on
     less than V.PARTIAL_AREA of the larger view, upright (no turn, not a
-    negative), and not confirmed by V.MIN_INLIERS keypoints or more (a
+    negative), and not confirmed by KEYPOINT_EXEMPT keypoints or more (a
     similarity transform of many keypoints is stronger evidence than a
     texture network's view of a region)."""
     return (np.asarray(accepted, bool) & (evidence.matched_area < V.PARTIAL_AREA) & (evidence.turned == 0)
-            & ~evidence.inverted & (evidence.keypoint_inliers < V.MIN_INLIERS))
+            & ~evidence.inverted & (evidence.keypoint_inliers < KEYPOINT_EXEMPT))
 
 
 def placement(sig_a: np.ndarray, sig_b: np.ndarray, area: float
-              ) -> tuple[int, tuple[float, float, float, float], bool] | None:
+              ) -> tuple[int, tuple[float, float, float, float], bool, float] | None:
     """Where the smaller picture of a pair sits in the larger: (0 when ``a``
     is the larger (searched) one, else 1; the box the smaller one's whole
     view covers, as fractions (x0, y0, x1, y1) of the larger one's
-    thumbnail, which shows its content box; mirrored). Found as stage 2
+    thumbnail, which shows its content box; mirrored; the layout
+    correlation there). Found as stage 2
     found it (``verify._shares``: the template's inner part slid over the
     other view, both ways, mirrors too), at the crop shares that cover
     ``area`` (stage 2's matched area) of the larger view. None when no
@@ -85,24 +87,25 @@ def placement(sig_a: np.ndarray, sig_b: np.ndarray, area: float
                     x0, y0 = x - fx * m, y - fy * m
                     box = (max(0.0, x0 / SIDE), max(0.0, y0 / SIDE), min(1.0, x0 / SIDE + fx),
                            min(1.0, y0 / SIDE + fy))
-                    best, where = high, (searched, box, mirrored)
+                    best, where = high, (searched, box, mirrored, float(high))
     return where
 
 
 def shear_placement(sig_a: np.ndarray, sig_b: np.ndarray, area: float
-                    ) -> tuple[int, tuple[float, float, float, float], tuple[int, float]] | None:
+                    ) -> tuple[int, tuple[float, float, float, float], tuple[int, float], float] | None:
     """Where a sheared band of one picture sits in the other, as stage 2's
     shear search (``verify._shear_search``) finds it: (0 when ``a`` is the
     searched one, else 1; the box the band covers, fractions (x0, y0, x1,
-    y1) of the searched one's thumbnail; (axis, factor) of the shear). None
-    when the best band covers another ``area`` than stage 2 matched."""
+    y1) of the searched one's thumbnail; (axis, factor) of the shear; the
+    layout correlation there). None when the best band covers another
+    ``area`` than stage 2 matched."""
     a, b = (V._visible(unpack(sig)[2]) for sig in (sig_a, sig_b))
     m = V._shear_search(a, b, V.ACCEPT)
     if m.templ is None or m.shear is None or abs(m.area - area) > AREA_TOLERANCE * area:
         return None
     first, axis, factor = m.shear
     (x, y), (h, w) = m.at, m.templ.shape
-    return (1 if first else 0), (x / SIDE, y / SIDE, (x + w) / SIDE, (y + h) / SIDE), (axis, factor)
+    return (1 if first else 0), (x / SIDE, y / SIDE, (x + w) / SIDE, (y + h) / SIDE), (axis, factor), m.layout
 
 
 def sheared_band(img: Image.Image, axis: int, factor: float) -> Image.Image:
@@ -154,13 +157,16 @@ def confirmed(signatures: np.ndarray, a: np.ndarray, b: np.ndarray, accepted: np
     tested = []
     for i in idx.tolist():
         area = float(evidence.matched_area[i])
-        where, shear = placement(signatures[a[i]], signatures[b[i]], area), None
-        if where is None:           # not a crop share: a sheared band?
-            sheared = shear_placement(signatures[a[i]], signatures[b[i]], area)
-            if sheared is None:
-                continue
-            where, shear = (sheared[0], sheared[1], False), sheared[2]
-        searched, box, mirrored = where
+        # A crop at the share stage 2 matched, or a sheared band of that area
+        # (a band of 1/3 is near a crop share too): whichever fits better.
+        crop = placement(signatures[a[i]], signatures[b[i]], area)
+        band = shear_placement(signatures[a[i]], signatures[b[i]], area)
+        if crop is None and band is None:
+            continue
+        if band is not None and (crop is None or band[3] > crop[3]):
+            searched, box, mirrored, shear = band[0], band[1], False, band[2]
+        else:
+            searched, box, mirrored, shear = crop[0], crop[1], crop[2], None
         larger, smaller = (a[i], b[i]) if searched == 0 else (b[i], a[i])
         requests.append((int(smaller), int(larger), box, mirrored, shear))
         tested.append(i)

@@ -1,6 +1,7 @@
 """imagesieve audit end to end on real photos: report contents, resumability,
 sources, and the Ray backend against the in-process one."""
 import csv
+import io
 import json
 import os
 import shutil
@@ -670,3 +671,24 @@ def test_a_label_check_that_cannot_run_leaves_a_note_not_a_crash(tmp_path):
     assert r.returncode == 0, r.stderr
     notes = json.loads((tmp_path / "out" / "report.json").read_text())["summary"]["notes"]
     assert any(n.startswith("Label issues:") for n in notes), notes
+
+
+def test_the_audit_tests_partial_matches_against_the_files(tmp_path, photos):
+    """`imagesieve audit` reads the pair's files again to test a match on
+    part of a frame where it was found (analysis.duplicates.region): 60%
+    corner crops of six photos among the 20 are each paired with their own
+    photo and no other, and the console shows the region stage ran."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for data, _, name in photos:
+        (folder / name).write_bytes(data)
+    for data, _, name in photos[:6]:
+        im = Image.open(io.BytesIO(data)).convert("RGB")
+        im.crop((0, 0, int(im.width * 0.6), int(im.height * 0.6))).save(folder / f"crop_{name}", quality=90)
+    out = tmp_path / "out"
+    r = audit(folder, "--out", out, "--no-sweep")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "duplicates: regions" in r.stdout + r.stderr
+    pairs = pq.read_table(out / "duplicate_pairs.parquet").to_pydict()
+    found = {tuple(sorted((Path(a).name, Path(b).name))) for a, b in zip(pairs["path_a"], pairs["path_b"])}
+    assert found == {tuple(sorted((name, f"crop_{name}"))) for _, _, name in photos[:6]}, found

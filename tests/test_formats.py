@@ -245,3 +245,18 @@ def test_a_labelled_source_that_is_missing_or_unlabelled_says_what_to_do(tmp_pat
     with pytest.raises(ValueError, match="its images lie loose in the folder; put each class's images in a "
                                          "sub-folder named after the class"):
         load_labelled_source(tmp_path)
+
+
+def test_an_earlier_runs_output_reached_through_a_linked_folder_is_left_out(tmp_path, photos):
+    """--out compared by the real path too: a source folder that links to
+    where the audits are written must not audit an earlier run's thumbnails
+    (a review: they were listed through the link)."""
+    import os
+    src, outs = tmp_path / "src", tmp_path / "outs"
+    (src / "imgs").mkdir(parents=True)
+    (src / "imgs" / "x.jpg").write_bytes(photos[0][0])
+    (outs / "run1" / "thumbs").mkdir(parents=True)
+    (outs / "run1" / "thumbs" / "t.jpg").write_bytes(photos[1][0])
+    os.symlink(outs, src / "results")
+    table = load_audit_table(str(src), exclude=outs / "run1")
+    assert [Path(p).name for p in table.paths] == ["x.jpg"]

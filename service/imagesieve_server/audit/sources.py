@@ -57,8 +57,10 @@ def load_audit_table(source: str, exclude: str | os.PathLike | None = None) -> A
     records = load_audit_source(source, skipped)
     if exclude is not None:
         roots = {os.path.abspath(exclude), os.path.realpath(exclude)}
+        # Both spellings of each path: an earlier run's output reached through a linked folder is still its output.
         kept = [r for r in records
-                if not any(os.path.commonpath([os.path.abspath(r.path), root]) == root for root in roots)]
+                if not any(os.path.commonpath([spelled, root]) == root for root in roots
+                           for spelled in (os.path.abspath(r.path), os.path.realpath(r.path)))]
         if len(kept) < len(records):
             skipped[OWN_OUTPUT] += len(records) - len(kept)
             if not kept:

@@ -157,6 +157,12 @@ def run(args) -> int:
                   "labels scored on embeddings alone", file=sys.stderr)
         else:
             pixels = thumbnails(signatures)
+    region_models: list = []       # made only if some partial match is tested where it was found
+
+    def region_embedder():
+        region_models.append(InProcessBackend(args.model, runtime=args.runtime, max_image_mb=args.max_image_mb,
+                                              max_pixels=args.max_pixels, decode_processes=0))
+        return region_models[-1].embedder
     try:
         results = run_analyses(paths, table.labels, table.splits, sha, errors,
                                vectors, threshold=args.threshold, target=args.target,
@@ -164,9 +170,9 @@ def run(args) -> int:
                                classifier=args.classifier, sweep_classifier=args.sweep_classifier, stages=log,
                                signatures=None if args.raw_cosine else signatures, pixels=pixels,
                                sizes=sizes, properties=properties, store=out / "embeddings",
-                               region_embedder=lambda: InProcessBackend(
-                                   args.model, runtime=args.runtime, max_image_mb=args.max_image_mb,
-                                   max_pixels=args.max_pixels, decode_processes=0).embedder)
+                               region_embedder=region_embedder)
+        for model in region_models:
+            model.close()           # its memory back before the report
         results.notes[:0] = table.notes            # the report says what the listing left out
         before_report = time.perf_counter()
         from ..audit.report import write_report

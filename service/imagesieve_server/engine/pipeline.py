@@ -223,9 +223,8 @@ class Embedder:
         """Parts of one image as RGB images: each a box (x0, y0, x1, y1) as
         fractions of the image's content box (``engine.signature.content_box``:
         what its layout signature shows), or None for all of it, mirrored or
-        not. The image is decoded large enough that the smallest box keeps
-        the model's input size where the file has the pixels (a JPEG's draft
-        scale). Raises DecodeError; ValueError for a picture turned on a
+        not. A JPEG is decoded at a draft scale large enough that a box of a
+        quarter of a side or more keeps the model's input size. Raises DecodeError; ValueError for a picture turned on a
         canvas (its signature shows it turned upright: no box of the image
         is what it shows)."""
         boxes = [box or (0.0, 0.0, 1.0, 1.0) for box, _ in parts]

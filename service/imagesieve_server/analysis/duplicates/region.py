@@ -36,7 +36,8 @@ from PIL import Image
 from ...engine.signature import SIDE, unpack
 from . import verify as V
 
-REGION_GAIN = 0.2          # share of the way to cosine 1 the region must come closer than the whole
+REGION_GAIN = 0.1          # share of the way to cosine 1 the region must come closer than the whole
+GRAY_SPREAD = 4            # gray levels: a picture whose channels differ less than this is grayscale
 AREA_TOLERANCE = 0.03      # relative: the crop shares searched again are those stage 2 matched at
 NEAR_ONE = 0.99            # whole pictures this close already: no room to come closer
 KEYPOINT_EXEMPT = V.MIN_INLIERS   # inliers from which a pair's keypoints speak for it: not tested
@@ -53,7 +54,7 @@ def tested_pairs(accepted: np.ndarray, evidence: "V.PairEvidence") -> np.ndarray
             & ~evidence.inverted & (evidence.keypoint_inliers < KEYPOINT_EXEMPT))
 
 
-def placement(sig_a: np.ndarray, sig_b: np.ndarray, area: float
+def placement(sig_a: np.ndarray, sig_b: np.ndarray, area: float, mirrored: bool | None = None
               ) -> tuple[int, tuple[float, float, float, float], bool, float] | None:
     """Where the smaller picture of a pair sits in the larger: (0 when ``a``
     is the larger (searched) one, else 1; the box the smaller one's whole
@@ -61,10 +62,10 @@ def placement(sig_a: np.ndarray, sig_b: np.ndarray, area: float
     thumbnail, which shows its content box; mirrored; the layout
     correlation there). Found as stage 2
     found it (``verify._shares``: the template's inner part slid over the
-    other view, both ways, mirrors too), at the crop shares that cover
-    ``area`` (stage 2's matched area) of the larger view. None when no
-    share does (stage 2 then matched the pair another way: a stretch, a
-    shear)."""
+    other view, both ways), at the crop shares that cover ``area`` (stage
+    2's matched area) of the larger view, mirrored as stage 2 found it
+    (``mirrored``; None: both). None when no share does (stage 2 then
+    matched the pair another way: a stretch, a shear)."""
     views = []
     for sig in (sig_a, sig_b):
         aspect, _, thumb = unpack(sig)
@@ -77,7 +78,10 @@ def placement(sig_a: np.ndarray, sig_b: np.ndarray, area: float
             if abs(fx * fy - area) > AREA_TOLERANCE * area:
                 continue
             size = (max(4, round(fx * SIDE * V.INNER)), max(4, round(fy * SIDE * V.INNER)))
-            for mirrored, view in ((False, t), (True, t[:, ::-1].copy())):
+            for flip in (False, True):
+                if mirrored is not None and flip != mirrored:
+                    continue
+                view = t[:, ::-1].copy() if flip else t
                 templ = cv2.resize(V._inner(view), size, interpolation=cv2.INTER_AREA)
                 if V._flat(templ):
                     continue
@@ -87,7 +91,7 @@ def placement(sig_a: np.ndarray, sig_b: np.ndarray, area: float
                     x0, y0 = x - fx * m, y - fy * m
                     box = (max(0.0, x0 / SIDE), max(0.0, y0 / SIDE), min(1.0, x0 / SIDE + fx),
                            min(1.0, y0 / SIDE + fy))
-                    best, where = high, (searched, box, mirrored, float(high))
+                    best, where = high, (searched, box, flip, float(high))
     return where
 
 
@@ -159,7 +163,7 @@ def confirmed(signatures: np.ndarray, a: np.ndarray, b: np.ndarray, accepted: np
         area = float(evidence.matched_area[i])
         # A crop at the share stage 2 matched, or a sheared band of that area
         # (a band of 1/3 is near a crop share too): whichever fits better.
-        crop = placement(signatures[a[i]], signatures[b[i]], area)
+        crop = placement(signatures[a[i]], signatures[b[i]], area, bool(evidence.mirrored[i]))
         band = shear_placement(signatures[a[i]], signatures[b[i]], area)
         if crop is None and band is None:
             continue
@@ -177,14 +181,24 @@ def confirmed(signatures: np.ndarray, a: np.ndarray, b: np.ndarray, accepted: np
     return out
 
 
+def _reduced(im: Image.Image, f: float) -> Image.Image:
+    return im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), Image.BOX)
+
+
+def _grayscale(im: Image.Image) -> bool:
+    a = np.asarray(im.convert("RGB").resize((64, 64), Image.BOX), np.int16)
+    return int((a.max(axis=2) - a.min(axis=2)).max()) < GRAY_SPREAD
+
+
 def image_cosines(embedder, read: Callable[[int], bytes]) -> Callable[[Sequence[Request]], np.ndarray]:
     """A ``region_cosines`` callable for :func:`confirmed`: ``read(i)`` gives
     image i's bytes (a file read, an in-memory blob) and ``embedder()``
     (called once, on the first pair asked for: most sets have none) an
-    ``engine.pipeline.Embedder``. The smaller picture is compared at no more
-    pixels than the region has (a 72-px region of a scaled-down copy against
-    its 145-px original: the sharper one looked less alike for its
-    sharpness alone). A pair whose images cannot be read or decoded again,
+    ``engine.pipeline.Embedder``. The smaller picture and the region are
+    compared at one resolution, the lower of the two (a 72-px region of a
+    scaled-down copy against its 145-px original: the sharper one looked
+    less alike for its sharpness alone), and in gray when the smaller is
+    gray. A pair whose images cannot be read or decoded again,
     or no embedder, gives NaN (logged): it keeps stage 2's verdict."""
     made: list = []
 
@@ -202,10 +216,16 @@ def image_cosines(embedder, read: Callable[[int], bytes]) -> Callable[[Sequence[
                 whole, part = model.content_parts(read(larger), [(None, False), (box, mirrored)])
                 small = model.content_parts(read(smaller), [(None, False)])[0]
                 band = small if shear is None else sheared_band(small, *shear)
-                f = min(1.0, (part.width * part.height / (band.width * band.height)) ** 0.5)
+                # At one resolution: whichever of the smaller picture and the region has
+                # more pixels is reduced to the other's (a blurred or shrunk copy against a
+                # sharp region, a sharp original against a small copy's region).
+                f = (part.width * part.height / (band.width * band.height)) ** 0.5
                 if f < 1:
-                    small, band = (im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), Image.BOX)
-                                   for im in (small, band))
+                    small, band = (_reduced(im, f) for im in (small, band))
+                elif f > 1:
+                    whole, part = (_reduced(im, 1 / f) for im in (whole, part))
+                if _grayscale(small):          # in one colourfulness: a grayscale copy's colour region
+                    whole, part = (im.convert("L").convert("RGB") for im in (whole, part))
                 if shear is None:
                     v = model.embed_images([small, whole, part])
                     out[k] = float(v[0] @ v[1]), float(v[0] @ v[2])

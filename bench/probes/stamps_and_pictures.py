@@ -21,7 +21,7 @@ Usage: .venv/bin/python bench/probes/stamps_and_pictures.py [all|build|audit|sco
 Measured (2026-12-06): 677 images (547 originals, 130 copies). The session's starting code
 (562298e): recall 98/130, 65 pairs of two different originals (by eye 26 different pictures,
 22 of them letters of one alphabet; 16 template siblings; 18 variants of one design; 5 one
-photo shipped twice). With the region test (analysis/duplicates/region.py): 98/130, 63.
+photo shipped twice). With the region test (analysis/duplicates/region.py): 98/130, 64.
 """
 from __future__ import annotations
 

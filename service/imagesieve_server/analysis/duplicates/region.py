@@ -60,12 +60,12 @@ def placement(sig_a: np.ndarray, sig_b: np.ndarray, area: float, mirrored: bool 
     is the larger (searched) one, else 1; the box the smaller one's whole
     view covers, as fractions (x0, y0, x1, y1) of the larger one's
     thumbnail, which shows its content box; mirrored; the layout
-    correlation there). Found as stage 2
-    found it (``verify._shares``: the template's inner part slid over the
-    other view, both ways), at the crop shares that cover ``area`` (stage
-    2's matched area) of the larger view, mirrored as stage 2 found it
-    (``mirrored``; None: both). None when no share does (stage 2 then
-    matched the pair another way: a stretch, a shear)."""
+    correlation there). Found as stage 2 found it (``verify._shares``: the
+    template's inner part slid over the other view, both ways), at the crop
+    shares that cover ``area`` (stage 2's matched area) of the larger view,
+    mirrored as stage 2 found it (``mirrored``; None: both). None when no
+    share does (stage 2 then matched the pair another way: a stretch, a
+    shear)."""
     views = []
     for sig in (sig_a, sig_b):
         aspect, _, thumb = unpack(sig)
@@ -151,7 +151,7 @@ def confirmed(signatures: np.ndarray, a: np.ndarray, b: np.ndarray, accepted: np
               report: Callable | None = None) -> np.ndarray:
     """(P,) bool: ``accepted`` with the tested pairs (:func:`tested_pairs`)
     whose region does not hold (:func:`region_holds`) taken out.
-    ``region_cosines(requests)``: (len(requests), 2) float, each pair's
+    ``region_cosines(requests, report)``: (len(requests), 2) float, each pair's
     (whole, region) cosine (see :func:`image_cosines`); NaN where a pair
     could not be measured (a file changed or gone): it keeps its verdict.
     ``report(stage, done, total)``: progress, stage ``"regions"``."""
@@ -186,6 +186,7 @@ def _reduced(im: Image.Image, f: float) -> Image.Image:
 
 
 def _grayscale(im: Image.Image) -> bool:
+    """Whether ``im``'s channels agree everywhere (within GRAY_SPREAD, at 64 x 64)."""
     a = np.asarray(im.convert("RGB").resize((64, 64), Image.BOX), np.int16)
     return int((a.max(axis=2) - a.min(axis=2)).max()) < GRAY_SPREAD
 

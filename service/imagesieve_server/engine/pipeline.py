@@ -224,9 +224,10 @@ class Embedder:
         fractions of the image's content box (``engine.signature.content_box``:
         what its layout signature shows), or None for all of it, mirrored or
         not. A JPEG is decoded at a draft scale large enough that a box of a
-        quarter of a side or more keeps the model's input size. Raises DecodeError; ValueError for a picture turned on a
-        canvas (its signature shows it turned upright: no box of the image
-        is what it shows)."""
+        quarter of a side or more keeps the model's input size. Raises
+        DecodeError; ValueError for a picture turned on a canvas (its
+        signature shows it turned upright: no box of the image is what it
+        shows)."""
         boxes = [box or (0.0, 0.0, 1.0, 1.0) for box, _ in parts]
         smallest = min((min(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes), default=1.0)
         min_size = self.preprocessor.decode_min_size

@@ -154,6 +154,7 @@ def test_linked_folders_are_walked_once_and_loops_are_not_followed(tmp_path, pho
     (data / "cats" / "d.jpg").write_bytes(photos[3][0])
     os.symlink(elsewhere, data / "dogs" / "more")           # a linked sub-folder
     os.symlink(data, data / "dogs" / "up")                  # a loop back to the top
+    os.symlink("/proc", data / "dogs" / "proc")             # the kernel's: its links lead anywhere
     expected = ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]
     table = load_audit_table(str(data))
     assert sorted(Path(p).name for p in table.paths) == expected, list(table.paths)

@@ -46,13 +46,13 @@ from cli_audit import ensure_debs, fresh_folder, run_audit  # noqa: E402
 
 SEED = 20261206
 ROOT = Path(os.environ.get("PROBE_DIR", "/tmp/imagesieve-probe-stamps"))
-D = DEBS = ROOT / "debs"
+DEBS = ROOT / "debs"
 OUTDIR = ROOT / "data"
 FOLDER = OUTDIR / "pictures"
 OUT = ROOT / "audit_verified"
 PACKAGES = {"tuxpaint-stamps-default": "2022.06.04-1", "gcompris-qt-data": "3.1-2"}
-GC = D / "gc_rcc"
-TUX = D / "x_tuxpaint-stamps-default/usr/share/tuxpaint/stamps"
+GC = DEBS / "gc_rcc"
+TUX = DEBS / "x_tuxpaint-stamps-default/usr/share/tuxpaint/stamps"
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
 PER_KIND = 13
 KINDS = ["blur_fill_square", "resize_chain", "rot45_inscribed", "halftone_cmyk", "avatar_circle",
@@ -100,7 +100,7 @@ def extract(path, outdir):
 def extract_rcc() -> None:
     if GC.exists():
         return
-    for f in sorted((D / "x_gcompris-qt-data/usr/share/gcompris-qt/rcc").glob("*.rcc")):
+    for f in sorted((DEBS / "x_gcompris-qt-data/usr/share/gcompris-qt/rcc").glob("*.rcc")):
         extract(f, GC)
 
 
@@ -377,7 +377,7 @@ def save(im, stem, fmt):
     elif fmt == "jpg80_420":
         p = stem.with_suffix(".jpg"); im.convert("RGB").save(p, "JPEG", quality=80, subsampling=2)
     else:
-        p = stem.with_suffix(".jpeg" if random.random() < 0 else ".jpg")
+        p = stem.with_suffix(".jpg")
         im.convert("RGB").save(p, "JPEG", quality=int(fmt[3:]))
     return p
 
@@ -403,7 +403,7 @@ def build():
         fmt = rng.choice(["png", "webp_lossless"] if im.mode == "RGBA" else ["png", "jpg95", "webp92"])
         p = save(im, FOLDER / c["id"], fmt)
         rows.append(dict(file=p.name, id=c["id"], role="original", original=c["id"], kind="",
-                         source=str(c["path"].relative_to(D)), set=c["set"], size="%dx%d" % im.size))
+                         source=str(c["path"].relative_to(DEBS)), set=c["set"], size="%dx%d" % im.size))
     pool = list(srcs)
     rng.shuffle(pool)
     it = iter(pool)
@@ -414,7 +414,7 @@ def build():
             i = new_id()
             p = save(out, FOLDER / i, fmt)
             rows.append(dict(file=p.name, id=i, role="copy", original=c["id"], kind=kind,
-                             source=str(c["path"].relative_to(D)), set=c["set"], size="%dx%d" % out.size))
+                             source=str(c["path"].relative_to(DEBS)), set=c["set"], size="%dx%d" % out.size))
     with open(OUTDIR / "manifest.csv", "w", newline="") as f:
         wr = csv.DictWriter(f, fieldnames=list(rows[0]))
         wr.writeheader(); wr.writerows(rows)

@@ -59,10 +59,10 @@ def iter_image_paths(paths: list[str]) -> list[Path]:
         if p.is_dir():
             # Hidden files (thumbnail caches, macOS "._" metadata) are left out, as the server's listings do.
             found = []
-            for f in files_under(p):        # linked folders too; one stat an entry
-                if f.is_file():
+            for f, regular in files_under(p):     # linked folders too; one stat an entry
+                if regular:
                     found.append(f)
-                elif f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir() and not _hidden(f, p):
+                elif f.suffix.lower() in IMAGE_SUFFIXES and not _hidden(f, p):
                     # A pipe, a device or a link to nothing under an image's name: never opened, but said.
                     skipped["not regular"] += 1
             images = [f for f in found if f.suffix.lower() in IMAGE_SUFFIXES]

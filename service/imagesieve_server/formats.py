@@ -90,19 +90,19 @@ def images_under(root: Path, skipped: Counter | None = None) -> list[Path]:
     image files whose names are not valid UTF-8 under BAD_NAME, hidden ones
     under HIDDEN. Folders linked in are followed (a dataset's class folder
     is often a link to where its images live: ``rglob`` left them out without
-    a word), each real folder once (a link to a folder above it is a loop)."""
+    a word), each real folder once (``imagesieve.walk``)."""
     out = []
-    for f in files_under(root):
+    for f, regular in files_under(root):
         suffix = f.suffix.lower()
-        if suffix in IMAGE_SUFFIXES and f.is_file():
+        if suffix in IMAGE_SUFFIXES and regular:
             why = HIDDEN if hidden(f, root) else None if utf8_name(f) else BAD_NAME
             if why is None:
                 out.append(f)
             elif skipped is not None:
                 skipped[why] += 1
-        elif skipped is not None and suffix in UNREAD_IMAGE_SUFFIXES and f.is_file() and not hidden(f, root):
+        elif skipped is not None and suffix in UNREAD_IMAGE_SUFFIXES and regular and not hidden(f, root):
             skipped[suffix] += 1
-        elif skipped is not None and suffix in IMAGE_SUFFIXES and not f.is_dir() and not hidden(f, root):
+        elif skipped is not None and suffix in IMAGE_SUFFIXES and not hidden(f, root):
             skipped[NOT_REGULAR] += 1        # a pipe, a device, a link to nothing: never opened
     return sorted(out)
 

@@ -104,6 +104,10 @@ def run(args) -> int:
     print(f"audit of {len(table)} images from {args.source} ({table.n_labelled} labelled) -> {out}")
     for n in table.notes:
         print(f"note: {n}", file=sys.stderr)
+    def in_process(decode_processes):
+        return InProcessBackend(args.model, runtime=args.runtime, max_image_mb=args.max_image_mb,
+                                max_pixels=args.max_pixels, decode_processes=decode_processes)
+
     with log.stage("model load"):
         if args.server:
             backend = ServerBackend(args.server)
@@ -112,9 +116,7 @@ def run(args) -> int:
             backend = RayBackend(args.ray, args.model)
         else:
             try:
-                backend = InProcessBackend(args.model, runtime=args.runtime, max_image_mb=args.max_image_mb,
-                                           max_pixels=args.max_pixels,
-                                           decode_processes=args.decode_processes)
+                backend = in_process(args.decode_processes)
             except ValueError as e:
                 print(f"imagesieve audit: {e}", file=sys.stderr)
                 return 2
@@ -160,8 +162,7 @@ def run(args) -> int:
     region_models: list = []       # made only if some partial match is tested where it was found
 
     def region_embedder():
-        region_models.append(InProcessBackend(args.model, runtime=args.runtime, max_image_mb=args.max_image_mb,
-                                              max_pixels=args.max_pixels, decode_processes=0))
+        region_models.append(in_process(0))
         return region_models[-1].embedder
     try:
         results = run_analyses(paths, table.labels, table.splits, sha, errors,

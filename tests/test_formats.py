@@ -165,6 +165,26 @@ def test_linked_folders_are_walked_once_and_loops_are_not_followed(tmp_path, pho
     capsys.readouterr()
 
 
+def test_a_folder_a_thousand_deep_is_walked(tmp_path, photos):
+    """``os.walk`` recurses once a level (Python 3.11): a tree 1,200 folders
+    deep raised RecursionError out of the audit's listing and the client's.
+    The walker keeps its own stack; the image at the bottom is found."""
+    import os
+    here = os.getcwd()
+    (tmp_path / "top.jpg").write_bytes(photos[0][0])
+    os.chdir(tmp_path)
+    try:                               # relative steps: the full path outgrows os.makedirs' recursion too
+        for _ in range(1200):
+            os.mkdir("d")
+            os.chdir("d")
+        Path("bottom.jpg").write_bytes(photos[1][0])
+    finally:
+        os.chdir(here)
+    expected = ["bottom.jpg", "top.jpg"]
+    assert sorted(Path(p).name for p in load_audit_table(str(tmp_path)).paths) == expected
+    assert sorted(p.name for p in iter_image_paths([str(tmp_path)])) == expected
+
+
 def test_a_spreadsheet_manifest_with_a_byte_order_mark_reads_and_latin1_says_why_not(tmp_path, photos):
     (tmp_path / "a.jpg").write_bytes(photos[0][0])
     (tmp_path / "b.jpg").write_bytes(photos[1][0])

@@ -1537,6 +1537,37 @@ def test_partial_matches_must_hold_where_they_were_found(embedder, photos):
     assert lost.all()
 
 
+def test_a_sheet_partly_matched_by_many_pictures_is_decoded_once(embedder, photos):
+    """A collage (a sprite sheet, a contact sheet) is the larger picture of
+    every pair its parts are in: region.image_cosines reads and decodes it
+    once for all of them, and each smaller picture once however many pairs
+    it is in, with the cosines each pair gets alone."""
+    from imagesieve_server.analysis.duplicates import region
+
+    pics = [photo_image(d).resize((160, 120)) for d, _, _ in photos[:4]]
+    sheet = Image.new("RGB", (320, 240))
+    for k, im in enumerate(pics):
+        sheet.paste(im, ((k % 2) * 160, (k // 2) * 120))
+    blobs = [encode(sheet, "PNG")] + [encode(im, "PNG") for im in pics]
+    boxes = [((k % 2) * 0.5, (k // 2) * 0.5, (k % 2) * 0.5 + 0.5, (k // 2) * 0.5 + 0.5) for k in range(4)]
+    # each picture against its own quarter and against the next one's
+    requests = ([(1 + k, 0, boxes[k], False, None) for k in range(4)]
+                + [(1 + k, 0, boxes[(k + 1) % 4], False, None) for k in range(4)])
+    reads = []
+
+    def read(i):
+        reads.append(i)
+        return blobs[i]
+
+    together = region.image_cosines(lambda: embedder, read)(requests)
+    assert sorted(reads) == [0, 1, 2, 3, 4], reads
+    alone = np.concatenate([region.image_cosines(lambda: embedder, blobs.__getitem__)([r]) for r in requests])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    own, other = together[:4], together[4:]
+    assert (own[:, 1] > 0.9).all() and (other[:, 1] < own[:, 1]).all(), together
+    assert region.region_holds(own[:, 0], own[:, 1]).all()
+
+
 def test_a_sheared_band_is_compared_where_it_fits(embedder, photos):
     """The shear search matches a band of one picture, sheared, on the
     other: region.shear_placement finds that band again and the region test

@@ -52,6 +52,7 @@ FRAME_TOLERANCE = 12    # gray levels a frame pixel may differ from the frame co
 _MIN_CONTENT = 0.2       # a trim never keeps less than this share of a side
 _FLAT_INSIDE = 4.0       # gray levels: what a trim leaves must spread more than this (JPEG noise on a flat field: ~1-3)
 _SIDE_UNIFORM = 0.97     # share of one side's outermost pixels in one tone for that side alone to be frame
+NESTED_FRAMES = 2        # frames trimmed inside the outermost one
 _MIN_TILT = 1.5          # degrees: a rectangle turned less than this is taken as upright
 _RECT_FILL = 0.95        # share of its bounding rotated rectangle a tilted picture fills
 _TILT_SPAN = 0.9         # ...and of the canvas's width and height its corners span (a rotation
@@ -231,6 +232,14 @@ def _content(gray: Image.Image) -> tuple[np.ndarray, tuple | None, tuple | None]
     if tilted is not None:
         return small_arr, tilted, None
     top, bottom, left, right = _frame_box(small_arr)
+    for _ in range(NESTED_FRAMES):
+        # A frame inside a frame (a border padded around a picture on a plain
+        # ground, a mat inside a frame) is trimmed as the picture alone would be.
+        inner = small_arr[top:bottom, left:right]
+        t, b, l, r = _frame_box(inner)
+        if (t, b, l, r) == (0, inner.shape[0], 0, inner.shape[1]):
+            break
+        top, bottom, left, right = top + t, top + b, left + l, left + r
     return small_arr, None, (left / sw * w, top / sh * h, right / sw * w, bottom / sh * h)
 
 

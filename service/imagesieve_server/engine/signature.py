@@ -52,7 +52,8 @@ FRAME_TOLERANCE = 12    # gray levels a frame pixel may differ from the frame co
 _MIN_CONTENT = 0.2       # a trim never keeps less than this share of a side
 _FLAT_INSIDE = 4.0       # gray levels: what a trim leaves must spread more than this (JPEG noise on a flat field: ~1-3)
 _SIDE_UNIFORM = 0.97     # share of one side's outermost pixels in one tone for that side alone to be frame
-NESTED_FRAMES = 2        # frames trimmed inside the outermost one
+ALL_ROUND = 0.9          # share of the outermost pixels in one tone for a frame all round
+NESTED_FRAMES = 2        # frames all round trimmed inside the outermost one
 _MIN_TILT = 1.5          # degrees: a rectangle turned less than this is taken as upright
 _RECT_FILL = 0.95        # share of its bounding rotated rectangle a tilted picture fills
 _TILT_SPAN = 0.9         # ...and of the canvas's width and height its corners span (a rotation
@@ -78,7 +79,7 @@ def _frame_box(gray: np.ndarray) -> tuple[int, int, int, int]:
     h, w = gray.shape
     sides = {"top": gray[0], "bottom": gray[-1], "left": gray[:, 0], "right": gray[:, -1]}
     bg, share = edge_tone(gray)
-    if share >= 0.9:
+    if share >= ALL_ROUND:
         framed = set(sides)                     # a frame all round (letterbox bars, a border, a canvas)
     else:
         tones = {k: float(np.median(v)) for k, v in sides.items()
@@ -232,13 +233,18 @@ def _content(gray: Image.Image) -> tuple[np.ndarray, tuple | None, tuple | None]
     if tilted is not None:
         return small_arr, tilted, None
     top, bottom, left, right = _frame_box(small_arr)
+    framed = small_arr
     for _ in range(NESTED_FRAMES):
-        # A frame inside a frame (a border padded around a picture on a plain
-        # ground, a mat inside a frame) is trimmed as the picture alone would be.
+        # A frame all round inside a frame all round (a border padded around a
+        # picture on a plain ground, a mat inside a frame) is trimmed as the
+        # picture alone would be. Only all round: a side of a crop or of a
+        # blurred band is trimmed by the first pass or not at all, as before
+        # (trimming such sides again lost two copies of a probe's screenshots).
         inner = small_arr[top:bottom, left:right]
-        t, b, l, r = _frame_box(inner)
-        if (t, b, l, r) == (0, inner.shape[0], 0, inner.shape[1]):
+        if edge_tone(framed)[1] < ALL_ROUND or inner.shape == framed.shape or edge_tone(inner)[1] < ALL_ROUND:
             break
+        t, b, l, r = _frame_box(inner)
+        framed = inner
         top, bottom, left, right = top + t, top + b, left + l, left + r
     return small_arr, None, (left / sw * w, top / sh * h, right / sw * w, bottom / sh * h)
 

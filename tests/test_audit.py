@@ -238,6 +238,37 @@ def test_a_url_or_an_empty_path_in_a_manifest_fails_alone_saying_so(tmp_path):
     assert errors[""] == "INVALID_ARGUMENT: an empty path"
 
 
+def test_a_file_swapped_for_a_fifo_after_it_was_looked_at_fails_alone(tmp_path, monkeypatch):
+    """The audit looked at a name (a regular file), then opened it by name:
+    a file swapped for a FIFO in between blocked the open for ever (a probe
+    hung the audit in 2 of 6 runs). Here the name is a FIFO that looked like
+    a regular file a moment before: it fails alone, at once; and a file
+    larger than the limit is refused unread."""
+    import os
+    import threading
+    from imagesieve_server.audit import embed as audit_embed
+    Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
+    looked_at = os.stat(tmp_path / "ok.png")
+    os.mkfifo(tmp_path / "swapped.png")
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: looked_at if str(p).endswith("swapped.png")
+                        else real_stat(p, *a, **k))
+    answer = []
+    reader = threading.Thread(target=lambda: answer.append(audit_embed.read_image_file(str(tmp_path / "swapped.png"))),
+                              daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():                       # let the blocked open go before failing
+        with open(tmp_path / "swapped.png", "wb"):
+            pass
+        pytest.fail("reading a FIFO blocked")
+    assert answer[0][4] == "INVALID_ARGUMENT: not a regular file"
+    (tmp_path / "big.png").write_bytes(b"\0" * 2048)
+    data, _, size, _, error = audit_embed.read_image_file(str(tmp_path / "big.png"), max_bytes=1024)
+    assert data == b"" and size == 2048 and error.startswith("RESOURCE_EXHAUSTED: file is 2048 bytes")
+    assert audit_embed.read_image_file(str(tmp_path / "ok.png"))[4] == ""
+
+
 def test_labels_and_paths_that_look_like_formulas_stay_text_in_written_csv(tmp_path):
     """A class folder named like a spreadsheet formula became a live formula
     in `imagesieve fix`'s manifest (a ninth probe): such cells are written

@@ -3,8 +3,11 @@ import subprocess
 import sys
 
 import numpy as np
+from PIL import Image
 
-from conftest import photo_image
+from imagesieve import Client
+
+from conftest import encode, photo_image
 
 
 def run_cli(*args, timeout=180):
@@ -260,6 +263,33 @@ def test_add_takes_labels_and_splits_from_any_folder_layout_and_any_manifest_hea
     (tmp_path / "bad.csv").write_text("label,path\ncat\n")
     with pytest.raises(ValueError, match="bad.csv:2: no path"):
         inputs("bad.csv")
+
+
+def test_an_image_larger_than_a_message_fails_alone_and_messages_stay_under_the_limit(server, photos, tmp_path):
+    """A 70 MB wallpaper stopped a whole embed, check or audit (gRPC refused
+    the message: "Sent message larger than max"), and so did a 63.7 MB
+    photo that followed 355 KB of small ones in one message. A file larger
+    than a message may carry now fails alone, unread beyond that size, and
+    a message closes early rather than go over. Here with 2 MB messages."""
+    noise = np.random.default_rng(0).integers(0, 256, (1100, 1100, 3), np.uint8)
+    big = encode(Image.fromarray(noise), "PNG")                           # ~3.6 MB
+    near = encode(Image.fromarray(noise[:760, :760]), "PNG")              # just under 2 MB less headroom
+    small = [p[0] for p in photos[:8]]
+    (tmp_path / "big.png").write_bytes(big)
+    with Client(server.address, max_message_mb=2) as c:
+        assert len(big) > c.max_image_bytes >= len(near) and sum(map(len, small)) + len(near) > 2 << 20
+        items = small + [str(tmp_path / "big.png"), near, big] + small[:2]
+        results = list(c.embed_stream(items, chunk_size=16))
+        failed = {r.index: r.error for r in results if not r.ok}
+        assert sorted(failed) == [8, 10] and len(results) == len(items), failed
+        assert all(e.code == "RESOURCE_EXHAUSTED" and "more than one message may carry" in e.message
+                   for e in failed.values()), failed
+        c.create_collection("sizes")
+        added = list(c.add("sizes", small + [near, str(tmp_path / "big.png")], keys=[f"k{i}" for i in range(10)]))
+        assert [r.added for r in added] == [True] * 9 + [False], added
+        assert "more than one message may carry" in added[-1].error.message
+        checked = list(c.check("sizes", [big, near], keys=["b", "n"]))
+        assert checked[0].error is not None and checked[1].verdict == "EXACT_DUPLICATE", checked
 
 
 def test_a_fifo_or_a_missing_file_named_as_an_image_fails_alone_with_its_reason(server, photos, tmp_path):

@@ -5,6 +5,7 @@ silently; CSV manifests as spreadsheets write them."""
 from __future__ import annotations
 
 import io
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +166,32 @@ def test_linked_folders_are_walked_once_and_loops_are_not_followed(tmp_path, pho
     capsys.readouterr()
 
 
+def test_a_folder_that_cannot_be_opened_is_named_not_dropped_unsaid(tmp_path, photos, capsys):
+    """A folder the walk cannot open (no permission; here a path longer than
+    the system allows, since root may read any folder) was passed over
+    without a word: its images vanished from the audit and from 'check'.
+    Both listings now say how many folders could not be opened, and why."""
+    import os
+    from imagesieve_server.formats import UNWALKED, images_under, skipped_note
+    here = os.getcwd()
+    (tmp_path / "top.jpg").write_bytes(photos[0][0])
+    os.chdir(tmp_path)
+    try:
+        for _ in range(18):                    # 18 x 251 characters: beyond PATH_MAX (4,096)
+            os.mkdir("d" * 250)
+            os.chdir("d" * 250)
+        Path("deep.jpg").write_bytes(photos[1][0])
+    finally:
+        os.chdir(here)
+    skipped = Counter()
+    assert [p.name for p in images_under(tmp_path, skipped)] == ["top.jpg"]
+    assert skipped[UNWALKED] == 1
+    note = skipped_note(skipped)
+    assert "1 folder could not be opened, its images left out (first: " in note and "too long" in note, note
+    assert [p.name for p in iter_image_paths([str(tmp_path)])] == ["top.jpg"]
+    assert "1 folder(s) could not be opened" in capsys.readouterr().err
+
+
 def test_a_folder_a_thousand_deep_is_walked(tmp_path, photos):
     """``os.walk`` recurses once a level (Python 3.11): a tree 1,200 folders
     deep raised RecursionError out of the audit's listing and the client's.
@@ -180,9 +207,21 @@ def test_a_folder_a_thousand_deep_is_walked(tmp_path, photos):
         Path("bottom.jpg").write_bytes(photos[1][0])
     finally:
         os.chdir(here)
-    expected = ["bottom.jpg", "top.jpg"]
-    assert sorted(Path(p).name for p in load_audit_table(str(tmp_path)).paths) == expected
-    assert sorted(p.name for p in iter_image_paths([str(tmp_path)])) == expected
+    try:
+        expected = ["bottom.jpg", "top.jpg"]
+        assert sorted(Path(p).name for p in load_audit_table(str(tmp_path)).paths) == expected
+        assert sorted(p.name for p in iter_image_paths([str(tmp_path)])) == expected
+    finally:                           # shutil.rmtree (pytest's clean-up) recurses too: removed from the bottom up
+        os.chdir(tmp_path)
+        try:
+            for _ in range(1200):
+                os.chdir("d")
+            os.unlink("bottom.jpg")
+            for _ in range(1200):
+                os.chdir("..")
+                os.rmdir("d")
+        finally:
+            os.chdir(here)
 
 
 def test_a_spreadsheet_manifest_with_a_byte_order_mark_reads_and_latin1_says_why_not(tmp_path, photos):

@@ -198,3 +198,38 @@ def test_parameters_are_checked_and_the_shared_buffer_is_freed(manifest_path):
     assert os.path.exists(f"/dev/shm/{name}")
     decoder.close()
     assert not os.path.exists(f"/dev/shm/{name}")
+
+
+@pytest.mark.parametrize("in_processes", [False, True])
+def test_files_read_ahead_of_the_model_are_bounded_in_bytes(photos, manifest_path, monkeypatch, in_processes):
+    """Decoding ran two batches ahead of the model counted in images alone:
+    an audit of 500 MB scans held 64 files read ahead on the threads (16 sparse
+    ones: 8 GB) and up to three batches in the decoding processes. Now the
+    threads' window stops at READ_AHEAD_BYTES and a process batch is cut at
+    BATCH_BYTES (here 8 MB and 4 MB, photos padded to ~2 MB each): every
+    image is still embedded, in order."""
+    from imagesieve_server.engine import pipeline
+    monkeypatch.setattr(pipeline, "READ_AHEAD_BYTES", 8 << 20)
+    monkeypatch.setattr(process_decode, "BATCH_BYTES", 4 << 20)
+    blobs = [p[0] + b"\0" * ((2 << 20) - len(p[0])) for p in photos]      # JPEGs end at their EOI marker
+    pulled, answered, most = [0], [0], [0]
+
+    def files():
+        for data in blobs:
+            most[0] = max(most[0], (pulled[0] - answered[0]) * len(data))
+            pulled[0] += 1
+            yield data
+    e = Embedder.from_model(str(manifest_path), max_batch_size=8, decode_processes=2)
+    try:
+        out = []
+        for r in e.embed(files(), in_processes=in_processes):
+            answered[0] += 1
+            out.append(r)
+        alone = [r.vector for r in e.embed(blobs[:3])]
+    finally:
+        e.close()
+    assert all(r.ok for r in out) and len(out) == len(blobs)
+    np.testing.assert_allclose(np.stack([r.vector for r in out[:3]]), np.stack(alone), atol=1e-5)
+    # threads: the window's 8 MB and one file; processes: 3 batches of 4 MB and one file each, and one answering
+    bound = (8 << 20) + (2 << 20) if not in_processes else 4 * ((4 << 20) + (2 << 20))
+    assert most[0] <= bound, (most[0] / 2**20, bound / 2**20)

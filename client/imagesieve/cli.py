@@ -55,11 +55,12 @@ def iter_image_paths(paths: list[str]) -> list[Path]:
         raise MissingPath("no such file or folder: " + ", ".join(missing))
     out: list[Path] = []
     skipped: Counter = Counter()
+    unwalked: list[tuple[str, str]] = []
     for p in map(Path, paths):
         if p.is_dir():
             # Hidden files (thumbnail caches, macOS "._" metadata) are left out, as the server's listings do.
             found = []
-            for f, regular in files_under(p):     # linked folders too; one stat an entry
+            for f, regular in files_under(p, unwalked):     # linked folders too; one stat an entry
                 if regular:
                     found.append(f)
                 elif f.suffix.lower() in IMAGE_SUFFIXES and not _hidden(f, p):
@@ -73,6 +74,9 @@ def iter_image_paths(paths: list[str]) -> list[Path]:
                            if f.suffix.lower() in UNREAD_IMAGE_SUFFIXES and not _hidden(f, p))
         else:
             out.append(p)
+    if unwalked:
+        print(f"note: {len(unwalked)} folder(s) could not be opened, their images left out (first: "
+              f"{unwalked[0][0]}: {unwalked[0][1]})", file=sys.stderr)
     hidden = skipped.pop("hidden", 0)
     irregular = skipped.pop("not regular", 0)
     if irregular:

@@ -33,6 +33,9 @@ ImageInput = Union[str, os.PathLike, bytes, PILImage.Image]
 
 _CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
 CHUNK_BYTES = 1 << 20   # a stream message closes at chunk_size images or this many bytes
+# Room in a message for everything but the image bytes (keys, labels, framing): an image
+# of more than the message limit less this fails alone instead of failing the stream.
+MESSAGE_HEADROOM = 64 << 10
 
 
 
@@ -148,10 +151,12 @@ def _failure(index: int, key: str, err: common_pb2.ItemError) -> ItemFailure:
     return ItemFailure(index, key, _CODE_NAMES.get(err.code, str(err.code)), err.message)
 
 
-def _labelled_items(images, keys, labels, splits, unread: dict | None = None) -> Iterator[common_pb2.Image]:
-    """Image messages with label and split; unreadable local files become
-    items with no data (the server answers them with an error), their
-    position's ItemFailure with the local reason put in ``unread``."""
+def _labelled_items(images, keys, labels, splits, unread: dict | None = None,
+                    max_bytes: int | None = None) -> Iterator[common_pb2.Image]:
+    """Image messages with label and split; unreadable local files, and
+    images of more than ``max_bytes``, become items with no data (the server
+    answers them with an error), their position's ItemFailure with the local
+    reason put in ``unread``."""
     labels_it = iter(labels) if labels is not None else itertools.repeat("")
     splits_it = iter(splits) if splits is not None else itertools.repeat("")
     keys_it = iter(keys) if keys is not None else None
@@ -159,54 +164,91 @@ def _labelled_items(images, keys, labels, splits, unread: dict | None = None) ->
         key = next(keys_it) if keys_it is not None else (
             os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(i))
         try:
-            msg = to_image_message(item, key)
+            msg = to_image_message(item, key, max_bytes)
         except OSError as e:
             msg = common_pb2.Image(key=key)
             if unread is not None:
-                unread[i] = ItemFailure(i, key, "NOT_FOUND", f"cannot read {key}: {e}")
+                unread[i] = _local_failure(i, key, e)
         msg.label, msg.split = next(labels_it), next(splits_it)
         yield msg
 
 
-def _chunks(it: Iterator, size: int) -> Iterator[list]:
-    while True:
-        chunk = list(itertools.islice(it, size))
-        if not chunk:
-            return
+def _chunks(it: Iterator[common_pb2.Image], size: int, max_bytes: float = float("inf")) -> Iterator[list]:
+    """Lists of up to ``size`` images, a list closed early before an image
+    that would take its bytes over ``max_bytes`` (one message's worth: a
+    64 MB photo after 355 KB of small ones made a message over gRPC's limit
+    and failed the whole stream)."""
+    chunk, used = [], 0
+    for msg in it:
+        if chunk and used + len(msg.data) > max_bytes:
+            yield chunk
+            chunk, used = [], 0
+        chunk.append(msg)
+        used += len(msg.data)
+        if len(chunk) == size:
+            yield chunk
+            chunk, used = [], 0
+    if chunk:
         yield chunk
 
 
-def read_regular_file(path: str) -> bytes:
+def _local_failure(index: int, key: str, e: OSError) -> ItemFailure:
+    if e.errno == errno.EFBIG:
+        return ItemFailure(index, key, "RESOURCE_EXHAUSTED", f"not sent: {e.strerror}")
+    return ItemFailure(index, key, "NOT_FOUND", f"cannot read {key}: {e}")
+
+
+def read_regular_file(path: str, max_bytes: int | None = None) -> bytes:
     """The bytes of a regular file; OSError for anything else. Opened
     without blocking and checked on the open descriptor: a FIFO or a
-    device named as an image (a typo in a manifest) hung the client's read."""
+    device named as an image (a typo in a manifest) hung the client's read.
+    More than ``max_bytes``: OSError EFBIG, read no further than that (a
+    3 GB file was read whole, 6 GB of memory, before its message failed)."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", path)
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise _too_large(st.st_size, max_bytes)
         with os.fdopen(fd, "rb") as f:
             fd = -1                     # the file object owns (and closes) it now
-            return f.read()
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+        if max_bytes is not None and len(data) > max_bytes:     # grown since its size was read
+            raise _too_large(len(data), max_bytes)
+        return data
     finally:
         if fd >= 0:
             os.close(fd)
 
 
-def to_image_message(item: ImageInput, key: str | None = None) -> common_pb2.Image:
+def _too_large(size: int, max_bytes: int) -> OSError:
+    return OSError(errno.EFBIG, f"{size / 2**20:.1f} MB is more than one message may carry "
+                                f"({max_bytes / 2**20:.1f} MB; Client(max_message_mb=...) and the "
+                                f"server's --max-message-mb raise it)")
+
+
+def to_image_message(item: ImageInput, key: str | None = None, max_bytes: int | None = None
+                     ) -> common_pb2.Image:
     """Path -> its bytes (key = the path); bytes as they are; PIL image ->
-    lossless PNG. ``server_path:`` prefixed strings name a file on the server."""
+    lossless PNG. ``server_path:`` prefixed strings name a file on the server.
+    OSError (EFBIG) for more than ``max_bytes`` of image."""
     if isinstance(item, PILImage.Image):
         buf = io.BytesIO()
         item.save(buf, format="PNG")
-        return common_pb2.Image(key=key or "", data=buf.getvalue())
-    if isinstance(item, (bytes, bytearray, memoryview)):
-        return common_pb2.Image(key=key or "", data=bytes(item))
-    if isinstance(item, (str, os.PathLike)):
+        data = buf.getvalue()
+    elif isinstance(item, (bytes, bytearray, memoryview)):
+        data = bytes(item)
+    elif isinstance(item, (str, os.PathLike)):
         s = os.fspath(item)
         if s.startswith("server_path:"):
             return common_pb2.Image(key=key or s, server_path=s[len("server_path:"):])
-        return common_pb2.Image(key=key or s, data=read_regular_file(s))
-    raise TypeError(f"cannot send {type(item).__name__} as an image (use a path, bytes or PIL image)")
+        return common_pb2.Image(key=key or s, data=read_regular_file(s, max_bytes))
+    else:
+        raise TypeError(f"cannot send {type(item).__name__} as an image (use a path, bytes or PIL image)")
+    if max_bytes is not None and len(data) > max_bytes:
+        raise _too_large(len(data), max_bytes)
+    return common_pb2.Image(key=key or "", data=data)
 
 
 def _result(index: int, e: embedding_pb2.Embedding) -> EmbeddingResult:
@@ -221,19 +263,25 @@ def _result(index: int, e: embedding_pb2.Embedding) -> EmbeddingResult:
 
 def _requests(images: Iterable[ImageInput], keys: Iterable[str] | None, chunk_size: int,
               top_k: int, failures: list, chunk_bytes: float = CHUNK_BYTES,
-              with_signature: bool = False) -> Iterator[embedding_pb2.EmbedRequest]:
-    """Chunk images into requests. A local file that cannot be read becomes
-    an item with no data, so the server answers it with a per-item error."""
+              with_signature: bool = False, max_bytes: int | None = None) -> Iterator[embedding_pb2.EmbedRequest]:
+    """Chunk images into requests. A local file that cannot be read, and an
+    image of more than ``max_bytes``, becomes an item with no data, so the
+    server answers it with a per-item error; a request never holds more
+    than ``max_bytes`` of images (it closes early)."""
     keys_it = iter(keys) if keys is not None else None
     batch, size = [], 0
     for i, item in enumerate(images):
         key = next(keys_it) if keys_it is not None else (os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(i))
         try:
-            batch.append(to_image_message(item, key))
+            msg = to_image_message(item, key, max_bytes)
         except OSError as e:
             failures.append((i, key, e))
-            batch.append(common_pb2.Image(key=key))
-        size += len(batch[-1].data)
+            msg = common_pb2.Image(key=key)
+        if batch and max_bytes is not None and size + len(msg.data) > max_bytes:
+            yield embedding_pb2.EmbedRequest(images=batch, top_k_classes=top_k, with_layout_signature=with_signature)
+            batch, size = [], 0
+        batch.append(msg)
+        size += len(msg.data)
         # Big photos go one or two per message, so the server starts decoding
         # the first while the next is still on the wire.
         if len(batch) == chunk_size or size >= chunk_bytes:
@@ -253,7 +301,7 @@ def _localize(results: Iterable[EmbeddingResult], failures: list) -> Iterator[Em
             local[i] = (key, e)
         if r.index in local:
             key, e = local.pop(r.index)
-            r.error = ItemFailure(r.index, key, "NOT_FOUND", f"cannot read {key}: {e}")
+            r.error = _local_failure(r.index, key, e)
         yield r
 
 
@@ -278,6 +326,7 @@ class Client:
                  token: str | None = None, retries: bool = True):
         self.address = address
         self.timeout = timeout
+        self.max_image_bytes = (max_message_mb << 20) - MESSAGE_HEADROOM    # what one message carries
         self.channel = make_channel(address, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
                                     token=token, max_message_mb=max_message_mb, retries=retries)
         self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(self.channel)
@@ -346,7 +395,7 @@ class Client:
         """One unary Embed call (the server limits images per request)."""
         failures: list = []
         (request,) = list(_requests(images, None, max(1, len(images)), top_k_classes, failures,
-                                    chunk_bytes=float("inf")))
+                                    chunk_bytes=float("inf"), max_bytes=self.max_image_bytes))
         response = self.embedding.Embed(request, timeout=self.timeout)
         results = list(_localize((_result(i, e) for i, e in enumerate(response.embeddings)), failures))
         return Embeddings.from_results(results, lambda: self.dim)
@@ -360,7 +409,8 @@ class Client:
         ``with_layout_signature``)."""
         failures: list = []
         responses = self.embedding.EmbedStream(_requests(images, keys, chunk_size, top_k_classes, failures,
-                                                         with_signature=with_layout_signature))
+                                                         with_signature=with_layout_signature,
+                                                         max_bytes=self.max_image_bytes))
         counter = itertools.count()
         yield from _localize((_result(next(counter), e) for resp in responses for e in resp.embeddings),
                              failures)
@@ -413,7 +463,8 @@ class Client:
         unread: dict[int, ItemFailure] = {}
         requests = (collections_pb2.AddImagesRequest(collection=collection, images=chunk,
                                                      skip_exact_duplicates=skip_exact_duplicates)
-                    for chunk in _chunks(_labelled_items(images, keys, labels, splits, unread), chunk_size))
+                    for chunk in _chunks(_labelled_items(images, keys, labels, splits, unread, self.max_image_bytes),
+                                         chunk_size, self.max_image_bytes))
         index = itertools.count()
         for resp in self.collections.AddImages(requests):
             for r in resp.results:
@@ -432,7 +483,8 @@ class Client:
         requests = (duplicates_pb2.CheckDuplicatesRequest(collection=collection, images=chunk, k=k,
                                                           threshold=threshold, add_if_unique=add_if_unique,
                                                           raw_cosine=raw_cosine)
-                    for chunk in _chunks(_labelled_items(images, keys, labels, splits, unread), chunk_size))
+                    for chunk in _chunks(_labelled_items(images, keys, labels, splits, unread, self.max_image_bytes),
+                                         chunk_size, self.max_image_bytes))
         index = itertools.count()
         for resp in self.duplicates.CheckDuplicates(requests):
             for r in resp.results:
@@ -459,8 +511,7 @@ class Client:
         return self._run_job(self.duplicates.FindDuplicates(request), progress)
 
     # -- analyses -----------------------------------------------------------
-    @staticmethod
-    def _labelled_source(collection, images, labels, keys, splits) -> analysis_pb2.LabelledSource:
+    def _labelled_source(self, collection, images, labels, keys, splits) -> analysis_pb2.LabelledSource:
         if (collection is None) == (images is None):
             raise ValueError("give either collection= or images= (with labels=)")
         if collection is not None:
@@ -468,7 +519,7 @@ class Client:
         if labels is None:
             raise ValueError("inline images need labels=")
         return analysis_pb2.LabelledSource(inline=analysis_pb2.InlineImages(
-            images=list(_labelled_items(images, keys, labels, splits))))
+            images=list(_labelled_items(images, keys, labels, splits, max_bytes=self.max_image_bytes))))
 
     @staticmethod
     def _run_job(call, progress):
@@ -548,6 +599,7 @@ class AsyncClient:
                  token: str | None = None, retries: bool = True):
         self.address = address
         self.timeout = timeout
+        self.max_image_bytes = (max_message_mb << 20) - MESSAGE_HEADROOM    # what one message carries
         self.channel = make_channel(address, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
                                     token=token, max_message_mb=max_message_mb, aio=True,
                                     retries=retries)
@@ -580,7 +632,8 @@ class AsyncClient:
     async def embed_stream(self, images: Iterable[ImageInput], *, keys: Iterable[str] | None = None,
                            top_k_classes: int = 0, chunk_size: int = 16) -> AsyncIterator[EmbeddingResult]:
         failures: list = []
-        call = self.embedding.EmbedStream(_requests(images, keys, chunk_size, top_k_classes, failures))
+        call = self.embedding.EmbedStream(_requests(images, keys, chunk_size, top_k_classes, failures,
+                                                    max_bytes=self.max_image_bytes))
         index = 0
         async for resp in call:
             for e in resp.embeddings:

@@ -7,6 +7,7 @@ link to /proc in a folder once listed 1,357 images of other processes'
 folders and crashed the CLI on one it could not stat)."""
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -15,14 +16,15 @@ from typing import Iterator
 KERNEL_FOLDERS = ("/proc", "/sys", "/dev")
 
 
-def files_under(root: Path) -> Iterator[tuple[Path, bool]]:
+def files_under(root: Path, unwalked: list[tuple[str, str]] | None = None) -> Iterator[tuple[Path, bool]]:
     """(path, whether it is a regular file) for every name under ``root``
     that is not a folder (files, pipes, devices, dangling links, names that
     cannot be looked at), through linked folders too, each real folder
     visited once; depth first, folders in name order. Never raises for one
     name. Its own stack, not ``os.walk``'s recursion (Python 3.11's): a
-    folder 1,200 deep raised RecursionError; a folder whose path is longer
-    than the system allows (PATH_MAX) cannot be opened and is passed over."""
+    folder 1,200 deep raised RecursionError. A folder that cannot be opened
+    (no permission, a path longer than the system allows) is appended to
+    ``unwalked`` as (path, reason): its images must not vanish unsaid."""
     seen: set[tuple[int, int]] = set()
     stack = [os.fspath(root)]
     while stack:
@@ -31,7 +33,9 @@ def files_under(root: Path) -> Iterator[tuple[Path, bool]]:
             st = os.stat(folder)
             with os.scandir(folder) as it:
                 entries = list(it)
-        except OSError:             # gone meanwhile, no permission, a path too long
+        except OSError as e:        # gone meanwhile, no permission, a path too long
+            if unwalked is not None and e.errno != errno.ENOENT:
+                unwalked.append((folder, e.strerror or str(e)))
             continue
         if (st.st_dev, st.st_ino) in seen:
             continue
@@ -50,8 +54,9 @@ def files_under(root: Path) -> Iterator[tuple[Path, bool]]:
             except OSError:         # a link to nothing, no permission
                 regular = False
             yield Path(entry.path), regular
-        here = os.path.realpath(folder)
-        followed = sorted(d for d in subfolders if _followed(os.path.join(folder, d), here))
+        links = [d for d in subfolders if os.path.islink(os.path.join(folder, d))]
+        here = os.path.realpath(folder) if links else ""      # a real path costs a look at every level
+        followed = sorted(d for d in subfolders if d not in links or _followed(os.path.join(folder, d), here))
         stack.extend(os.path.join(folder, d) for d in reversed(followed))
 
 

@@ -45,6 +45,9 @@ HIDDEN = "hidden"
 NOT_REGULAR = "not a regular file"
 #: ``skipped`` key for files under the audit's own --out (load_audit_table's ``exclude``).
 OWN_OUTPUT = "under --out"
+#: ``skipped`` key for folders that could not be opened (no permission, a path longer than the
+#: system allows); one tuple key (UNWALKED, the first one, why) names it in the note.
+UNWALKED = "folder not opened"
 
 
 def hidden(path: Path, root: Path) -> bool:
@@ -92,7 +95,8 @@ def images_under(root: Path, skipped: Counter | None = None) -> list[Path]:
     is often a link to where its images live: ``rglob`` left them out without
     a word), each real folder once (``imagesieve.walk``)."""
     out = []
-    for f, regular in files_under(root):
+    unwalked: list[tuple[str, str]] = []
+    for f, regular in files_under(root, unwalked):
         suffix = f.suffix.lower()
         if suffix in IMAGE_SUFFIXES and regular:
             why = HIDDEN if hidden(f, root) else None if utf8_name(f) else BAD_NAME
@@ -104,12 +108,17 @@ def images_under(root: Path, skipped: Counter | None = None) -> list[Path]:
             skipped[suffix] += 1
         elif skipped is not None and suffix in IMAGE_SUFFIXES and not hidden(f, root):
             skipped[NOT_REGULAR] += 1        # a pipe, a device, a link to nothing: never opened
+    if skipped is not None and unwalked:
+        skipped[UNWALKED] += len(unwalked)
+        if not any(isinstance(k, tuple) for k in skipped):
+            skipped[(UNWALKED, *unwalked[0])] = 1      # the first one, named in the note
     return sorted(out)
 
 
 def skipped_note(skipped: Counter) -> str | None:
     """One line for the user about files left out, or None."""
-    formats = Counter({k: v for k, v in skipped.items() if k not in (BAD_NAME, HIDDEN, NOT_REGULAR, OWN_OUTPUT)})
+    formats = Counter({k: v for k, v in skipped.items()
+                       if isinstance(k, str) and k not in (BAD_NAME, HIDDEN, NOT_REGULAR, OWN_OUTPUT, UNWALKED)})
     parts = []
     if formats:
         n = sum(formats.values())
@@ -129,6 +138,11 @@ def skipped_note(skipped: Counter) -> str | None:
         n = skipped[NOT_REGULAR]
         parts.append(f"{n} image name{'s' if n != 1 else ''} left out: not {'a regular file' if n == 1 else 'regular files'} "
                      "(a pipe, a device or a link to nothing)")
+    if skipped.get(UNWALKED):
+        n = skipped[UNWALKED]
+        first = next((k[1:] for k in skipped if isinstance(k, tuple)), None)
+        parts.append(f"{n} folder{'s' if n != 1 else ''} could not be opened, {'its' if n == 1 else 'their'} images "
+                     f"left out" + (f" (first: {first[0]}: {first[1]})" if first else ""))
     if skipped.get(OWN_OUTPUT):
         n = skipped[OWN_OUTPUT]
         parts.append(f"{n} file{'s' if n != 1 else ''} left out: under --out (an earlier audit's own thumbnails "

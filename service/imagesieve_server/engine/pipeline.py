@@ -44,6 +44,10 @@ AUTO_RATE_WEIGHT = 0.5
 # attack: two threads embedding 100 MP TIFFs with signatures passed a
 # 512 MiB budget by 300 MiB).
 ANALYSIS_BYTES_PER_PIXEL = 4
+# Files read ahead of the model at most (beyond one): two batches of 500 MB scans, 64 files
+# read ahead, held 32 GB (a probe: 16 sparse 500 MB files, 8 GB). The decoding processes
+# cut their batches by bytes likewise (process_decode.BATCH_BYTES).
+READ_AHEAD_BYTES = 256 << 20
 
 
 @dataclasses.dataclass
@@ -275,20 +279,25 @@ class Embedder:
         if in_processes:
             yield from self._embed_decoded_in_processes(images, with_signatures)
             return
-        window: collections.deque[Future] = collections.deque()
+        window: collections.deque[tuple[Future, int]] = collections.deque()
         it = iter(images)
         lookahead = 2 * self.max_batch_size
+        held = 0                 # bytes of the images in the window
         exhausted = False
         while True:
-            while not exhausted and len(window) < lookahead:
+            while not exhausted and len(window) < lookahead and (not window or held < READ_AHEAD_BYTES):
                 try:
-                    window.append(self.pool.submit(self.prepare, next(it), with_signatures))
+                    data = next(it)
                 except StopIteration:
                     exhausted = True
+                    break
+                window.append((self.pool.submit(self.prepare, data, with_signatures), len(data)))
+                held += len(data)
             if not window:
                 return
             chunk = [window.popleft() for _ in range(min(self.max_batch_size, len(window)))]
-            yield from self._finish(chunk)
+            held -= sum(size for _, size in chunk)
+            yield from self._finish([f for f, _ in chunk])
 
     def _process_decoder(self) -> ProcessDecoder:
         if self.process_decoder is None:

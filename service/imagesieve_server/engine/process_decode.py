@@ -51,6 +51,9 @@ START_TIMEOUT_S = 120      # a worker's imports (numpy, Pillow, OpenCV) on a loa
 # worker reads it: one 12 MP photo a chunk, sent when its worker is free).
 CHUNK_BYTES = 1 << 20
 AHEAD_BYTES = 128 << 10
+# A batch of files cut short from this many bytes: the SLOTS batches in flight hold files
+# of at most ~3 x this (two batches of 32 scans of 500 MB would be 32 GB).
+BATCH_BYTES = 96 << 20
 END = "end"                # what ``take`` gives when a source has no more batches (None: none yet)
 
 
@@ -142,16 +145,18 @@ class BatchFeed:
 
 
 class _Cut:
-    """An iterable of images as batches of ``size``."""
+    """An iterable of images as batches of ``size`` and at most ``max_bytes``
+    (one image at least)."""
 
-    def __init__(self, images: Iterable[bytes], size: int):
-        self._it, self._size = iter(images), size
+    def __init__(self, images: Iterable[bytes], size: int, max_bytes: int):
+        self._it, self._size, self._max_bytes = iter(images), size, max_bytes
 
     def take(self, block: bool):
-        group = []
+        group, held = [], 0
         for data in self._it:
             group.append(data)
-            if len(group) == self._size:
+            held += len(data)
+            if len(group) == self._size or held >= self._max_bytes:
                 break
         return group or END
 
@@ -359,7 +364,7 @@ class ProcessDecoder:
         self._busy = True
         try:
             self._start()
-            source = images if isinstance(images, BatchFeed) else _Cut(images, self.batch_size)
+            source = images if isinstance(images, BatchFeed) else _Cut(images, self.batch_size, BATCH_BYTES)
             yield from self._batches(source, with_signatures)
         except GeneratorExit:
             self._drain()             # the consumer stopped early: keep the workers, drop their late answers

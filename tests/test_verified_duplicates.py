@@ -529,6 +529,28 @@ def test_streaming_check_verifies_and_raw_cosine_turns_it_off(server, photos):
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_byte_identical_candidates_are_not_aligned(embedder, photos, monkeypatch):
+    """Identical bytes are duplicates whatever stage 2 says, yet each such
+    candidate pair was aligned: 5,000 copies of one placeholder image spent
+    140 s of a 299 s audit there. They now take the identical evidence
+    without alignment; the other pairs are aligned and judged as before."""
+    from imagesieve_server.analysis.duplicates import find
+
+    blobs = [photos[0][0]] * 12 + [p[0] for p in photos[1:9]] + [encode(photo_image(photos[1][0]), "PNG")]
+    v, s = _embed(embedder, blobs)
+    sha = [hashlib.sha256(b).hexdigest() for b in blobs]
+    keys = [str(i) for i in range(len(blobs))]
+    aligned = []
+    real = find.verify_pairs
+    monkeypatch.setattr(find, "verify_pairs", lambda sig, a, b, **kw: (aligned.append((a, b)), real(sig, a, b, **kw))[1])
+    rep = find_duplicates(v, keys, [""] * len(keys), [""] * len(keys), sha, signatures=s)
+    a, b = np.concatenate([x for x, _ in aligned]), np.concatenate([y for _, y in aligned])
+    assert len(a) and not any(sha[x] == sha[y] for x, y in zip(a.tolist(), b.tolist()))
+    pairs = {(int(x), int(y)): e for x, y, e in zip(rep.a, rep.b, rep.exact)}
+    assert sum(pairs.values()) == 12 * 11 // 2 and all(pairs[(i, j)] for i in range(12) for j in range(i + 1, 12))
+    assert (12, 20) in pairs and not pairs[(12, 20)]          # photo 1 and its PNG: verified, not exact
+    assert rep.evidence.agreement[rep.exact].min() == 1.0
+
 def test_exact_duplicates_are_the_same_on_every_path(server, photos):
     data = [d for d, _, _ in photos]
     with Client(server.address) as c:

@@ -177,6 +177,11 @@ class PairEvidence:
         for f in dataclasses.fields(self):
             getattr(self, f.name)[start:start + len(part.agreement)] = getattr(part, f.name)
 
+    def put_where(self, mask: np.ndarray, part: "PairEvidence") -> None:
+        """Write ``part``'s pairs, in order, at the positions where ``mask`` (P,) is True."""
+        for f in dataclasses.fields(self):
+            getattr(self, f.name)[mask] = getattr(part, f.name)
+
     def concat(self, other: "PairEvidence") -> "PairEvidence":
         return PairEvidence(*(np.concatenate([getattr(self, f.name), getattr(other, f.name)])
                               for f in dataclasses.fields(self)))

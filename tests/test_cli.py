@@ -1,5 +1,6 @@
 """The command line, run as users run it."""
 import subprocess
+from pathlib import Path
 import sys
 
 import numpy as np
@@ -38,6 +39,23 @@ def test_embed_folder_to_npy_with_a_corrupt_file(server, photos, tmp_path):
     assert "6 embedded, 1 failed" in r.stdout
     assert run_cli("embed", str(folder), "--server", server.address, "--out", str(out),
                    "--strict").returncode == 1
+
+
+def test_embed_keys_stay_one_a_row_when_names_hold_line_breaks(server, photos, tmp_path):
+    """OUT.keys.txt holds a key a line: a file named with a newline (or a
+    U+2028, a line break to ``splitlines``) shifted every later key onto
+    the wrong vector. Such names are left out with a note."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    names = ["a.jpg", "b\nc.jpg", "d\u2028e.jpg", "f.jpg"]
+    for name, (data, _, _) in zip(names, photos):
+        (folder / name).write_bytes(data)
+    out = tmp_path / "emb.npy"
+    r = run_cli("embed", str(folder), "--server", server.address, "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    keys = (tmp_path / "emb.keys.txt").read_text(encoding="utf-8").splitlines()
+    assert [Path(k).name for k in keys] == ["a.jpg", "f.jpg"] and np.load(out).shape == (2, 1024)
+    assert "2 image file(s) left out: names with a line break" in r.stderr
 
 
 def test_info_and_unreachable_server(server):

@@ -162,6 +162,12 @@ def cmd_embed(args) -> int:
     from .progress import Progress
 
     paths = iter_image_paths(args.paths)
+    # OUT.keys.txt holds a key a line: a name that breaks a line would shift every later key.
+    lines = [p for p in paths if len(f"{p}x".splitlines()) == 1]
+    if len(lines) < len(paths):
+        print(f"note: {len(paths) - len(lines)} image file(s) left out: names with a line break, which "
+              "OUT.keys.txt (a key a line) cannot hold; rename them to include them", file=sys.stderr)
+        paths = lines
     if not paths:
         print("imagesieve embed: no images found", file=sys.stderr)
         return 2

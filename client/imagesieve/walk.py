@@ -31,15 +31,15 @@ def files_under(root: Path, unwalked: list[tuple[str, str]] | None = None) -> It
         folder = stack.pop()
         try:
             st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
             with os.scandir(folder) as it:
                 entries = list(it)
         except OSError as e:        # gone meanwhile, no permission, a path too long
             if unwalked is not None and e.errno != errno.ENOENT:
                 unwalked.append((folder, e.strerror or str(e)))
             continue
-        if (st.st_dev, st.st_ino) in seen:
-            continue
-        seen.add((st.st_dev, st.st_ino))
         subfolders = []
         for entry in entries:
             try:

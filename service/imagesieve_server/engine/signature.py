@@ -53,7 +53,7 @@ _MIN_CONTENT = 0.2       # a trim never keeps less than this share of a side
 _FLAT_INSIDE = 4.0       # gray levels: what a trim leaves must spread more than this (JPEG noise on a flat field: ~1-3)
 _SIDE_UNIFORM = 0.97     # share of one side's outermost pixels in one tone for that side alone to be frame
 ALL_ROUND = 0.9          # share of the outermost pixels in one tone for a frame all round
-NESTED_FRAMES = 2        # frames all round trimmed inside the outermost one
+NESTED_FRAMES = 2        # frames trimmed inside a frame trimmed from all four sides
 _MIN_TILT = 1.5          # degrees: a rectangle turned less than this is taken as upright
 _RECT_FILL = 0.95        # share of its bounding rotated rectangle a tilted picture fills
 _TILT_SPAN = 0.9         # ...and of the canvas's width and height its corners span (a rotation
@@ -233,18 +233,18 @@ def _content(gray: Image.Image) -> tuple[np.ndarray, tuple | None, tuple | None]
     if tilted is not None:
         return small_arr, tilted, None
     top, bottom, left, right = _frame_box(small_arr)
-    framed = small_arr
+    outer = (0, sh, 0, sw)
     for _ in range(NESTED_FRAMES):
-        # A frame all round inside a frame all round (a border padded around a
-        # picture on a plain ground, a mat inside a frame) is trimmed as the
-        # picture alone would be. Only all round: a side of a crop or of a
-        # blurred band is trimmed by the first pass or not at all, as before
-        # (trimming such sides again lost two copies of a probe's screenshots).
-        inner = small_arr[top:bottom, left:right]
-        if edge_tone(framed)[1] < ALL_ROUND or inner.shape == framed.shape or edge_tone(inner)[1] < ALL_ROUND:
+        # Inside a frame trimmed from all four sides (a border padded around a
+        # picture on a plain ground, a mat inside a frame), what is left is
+        # trimmed as the picture alone would be. Only there: a crop's or a
+        # blurred band's sides (trimmed again, two copies of a probe's
+        # screenshots were lost), or a dark sky trimmed above and below only
+        # (trimmed again to its one lit patch), stay as the first pass left them.
+        if not (top > outer[0] and bottom < outer[1] and left > outer[2] and right < outer[3]):
             break
-        t, b, l, r = _frame_box(inner)
-        framed = inner
+        t, b, l, r = _frame_box(small_arr[top:bottom, left:right])
+        outer = (top, bottom, left, right)
         top, bottom, left, right = top + t, top + b, left + l, left + r
     return small_arr, None, (left / sw * w, top / sh * h, right / sw * w, bottom / sh * h)
 

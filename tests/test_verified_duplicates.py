@@ -551,6 +551,27 @@ def test_byte_identical_candidates_are_not_aligned(embedder, photos, monkeypatch
     assert (12, 20) in pairs and not pairs[(12, 20)]          # photo 1 and its PNG: verified, not exact
     assert rep.evidence.agreement[rep.exact].min() == 1.0
 
+
+def test_many_copies_of_one_file_are_one_group(embedder, photos):
+    """Byte-identical files are every two a pair, but a set of more than 64
+    is joined by a star of exact pairs, and the candidates are each image's
+    16 nearest: 5,000 copies of one placeholder made a bounded group of 22.
+    Copies now stand as one member when groups are formed: one group holds
+    all 80 copies of one photo, and a PNG of another photo joins the group
+    of that photo's two copies, as stage 2 verified it."""
+    blobs = ([photos[0][0]] * 80 + [p[0] for p in photos[1:6]] + [photos[1][0]]
+             + [encode(photo_image(photos[1][0]), "PNG")])
+    v, s = _embed(embedder, blobs)
+    sha = [hashlib.sha256(b).hexdigest() for b in blobs]
+    keys = [str(i) for i in range(len(blobs))]
+    for signatures, grouping in ((s, "bounded"), (s, "centre"), (None, "bounded")):
+        rep = find_duplicates(v, keys, [""] * len(keys), [""] * len(keys), sha, signatures=signatures,
+                              grouping=grouping)
+        groups = sorted((g.tolist() for g in rep.groups), key=len)
+        assert groups[-1] == list(range(80)), (grouping, signatures is None, [len(g) for g in groups])
+        if signatures is not None:          # raw cosine may group the PNG too, or not, at its threshold
+            assert groups[:-1] == [[80, 85, 86]], groups[:-1]
+
 def test_exact_duplicates_are_the_same_on_every_path(server, photos):
     data = [d for d, _, _ in photos]
     with Client(server.address) as c:

@@ -269,6 +269,25 @@ def _new_pairs(xa, xb, a, b, vectors: np.ndarray, floor: float) -> tuple[np.ndar
     return xa[keep], xb[keep], sim[keep]
 
 
+def _group_labels(n: int, a, b, sim, floor: float, grouping: str, twins: np.ndarray) -> np.ndarray:
+    """(N,) group labels of pairs (a, b) with cosines ``sim``, byte-identical
+    images (``twins``: (N,) labels) standing as one member: they are every
+    two a pair, though exact_pairs joins a large set by a star and the
+    candidates are each image's nearest, so 5,000 copies of one file made a
+    bounded group of 22. Each takes its first copy's group."""
+    first = np.full(n, n, np.int64)
+    np.minimum.at(first, twins, np.arange(n))
+    rep = first[twins]
+    ra, rb = rep[a], rep[b]
+    keep = ra != rb
+    if grouping == "components":
+        labels = connected_components(n, ra[keep], rb[keep])
+    else:
+        labels = bounded_groups(n, ra[keep], rb[keep], sim[keep], floor,
+                                mode="complete" if grouping == "bounded" else "centre")
+    return labels[rep]
+
+
 def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[str], splits: Sequence[str],
                     sha256, threshold: float = 0.0, approximate: bool = False, knn_k: int = 0,
                     grouping: str = "bounded", report: Callable | None = None,
@@ -373,11 +392,10 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         else:
             a, b, sim = pairs_above_threshold(vectors, threshold, report=report, max_pairs=max_pairs)
         group_floor = threshold
-    if grouping == "components":
-        labels_ = connected_components(n, a, b)
-    else:
-        labels_ = bounded_groups(n, a, b, sim, group_floor, mode="complete" if grouping == "bounded" else "centre")
-    groups = groups_from_labels(labels_)
+    if signatures is None:
+        ea, eb = exact_pairs(sha)
+        twins = connected_components(n, ea, eb)
+    groups = groups_from_labels(_group_labels(n, a, b, sim, group_floor, grouping, twins))
     result = DuplicateReport(
         keys=keys, threshold=threshold, a=a, b=b, cosine=sim,
         exact=sha[a] == sha[b] if len(a) else np.zeros(0, bool),

@@ -4,6 +4,7 @@ from pathlib import Path
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from imagesieve import Client
@@ -308,6 +309,10 @@ def test_an_image_larger_than_a_message_fails_alone_and_messages_stay_under_the_
         assert "more than one message may carry" in added[-1].error.message
         checked = list(c.check("sizes", [big, near], keys=["b", "n"]))
         assert checked[0].error is not None and checked[1].verdict == "EXACT_DUPLICATE", checked
+        batch = c.embed_batch([big, small[0]])                 # one unary call: the large one fails alone
+        assert list(batch.ok) == [False, True]
+        with pytest.raises(ValueError, match="more than one message may carry .* use embed"):
+            c.embed_batch([near, near])
 
 
 def test_a_fifo_or_a_missing_file_named_as_an_image_fails_alone_with_its_reason(server, photos, tmp_path):

@@ -394,8 +394,12 @@ class Client:
     def embed_batch(self, images: list[ImageInput], *, top_k_classes: int = 0) -> Embeddings:
         """One unary Embed call (the server limits images per request)."""
         failures: list = []
-        (request,) = list(_requests(images, None, max(1, len(images)), top_k_classes, failures,
-                                    chunk_bytes=float("inf"), max_bytes=self.max_image_bytes))
+        requests = list(_requests(images, None, max(1, len(images)), top_k_classes, failures,
+                                  chunk_bytes=float("inf"), max_bytes=self.max_image_bytes))
+        if len(requests) > 1:
+            raise ValueError(f"these {len(images)} images are more than one message may carry "
+                             f"({self.max_image_bytes / 2**20:.1f} MB): use embed(), which streams them")
+        (request,) = requests
         response = self.embedding.Embed(request, timeout=self.timeout)
         results = list(_localize((_result(i, e) for i, e in enumerate(response.embeddings)), failures))
         return Embeddings.from_results(results, lambda: self.dim)

@@ -1600,7 +1600,7 @@ def test_partial_matches_must_hold_where_they_were_found(embedder, photos):
     assert lost.all()
 
 
-def test_a_sheet_partly_matched_by_many_pictures_is_decoded_once(embedder, photos):
+def test_a_sheet_partly_matched_by_many_pictures_is_decoded_once(embedder, photos, monkeypatch):
     """A collage (a sprite sheet, a contact sheet) is the larger picture of
     every pair its parts are in: region.image_cosines reads and decodes it
     once for all of them, and each smaller picture once however many pairs
@@ -1626,6 +1626,11 @@ def test_a_sheet_partly_matched_by_many_pictures_is_decoded_once(embedder, photo
     assert sorted(reads) == [0, 1, 2, 3, 4], reads
     alone = np.concatenate([region.image_cosines(lambda: embedder, blobs.__getitem__)([r]) for r in requests])
     np.testing.assert_allclose(together, alone, atol=1e-5)
+    # Regions cut from one decode are bounded (many large boxes of one sheet): 8 pairs, 3 a decode.
+    monkeypatch.setattr(region, "PARTS_PER_DECODE", 3)
+    reads.clear()
+    np.testing.assert_allclose(region.image_cosines(lambda: embedder, read)(requests), alone, atol=1e-5)
+    assert reads.count(0) == 3 and sorted(set(reads)) == [0, 1, 2, 3, 4], reads
     own, other = together[:4], together[4:]
     assert (own[:, 1] > 0.9).all() and (other[:, 1] < own[:, 1]).all(), together
     assert region.region_holds(own[:, 0], own[:, 1]).all()

@@ -194,6 +194,7 @@ def _grayscale(im: Image.Image) -> bool:
 
 
 SMALLER_CACHE_PIXELS = 48_000_000   # decoded smaller pictures kept between pairs (~144 MB as RGB)
+PARTS_PER_DECODE = 16               # regions cut from one decode at most (500 boxes of 30% of a sheet: 5 GB)
 
 
 def image_cosines(embedder, read: Callable[[int], bytes]) -> Callable[[Sequence[Request]], np.ndarray]:
@@ -207,10 +208,10 @@ def image_cosines(embedder, read: Callable[[int], bytes]) -> Callable[[Sequence[
     gray. A pair whose images cannot be read or decoded again,
     or no embedder, gives NaN (logged): it keeps stage 2's verdict.
 
-    Each larger picture is decoded once for all its pairs, and the smaller
-    ones kept while they fit SMALLER_CACHE_PIXELS: a sheet of 500 icons
-    partly matched by each (a 12 MP PNG decodes in ~0.3 s) was decoded 500
-    times."""
+    Each larger picture is decoded once for up to PARTS_PER_DECODE of its
+    pairs, and the smaller ones kept while they fit SMALLER_CACHE_PIXELS: a
+    sheet of 500 icons partly matched by each (a 12 MP PNG decodes in ~0.3
+    s) was decoded 500 times."""
     made: list = []
 
     def cosines(requests: Sequence[Request], report: Callable | None = None) -> np.ndarray:
@@ -227,29 +228,40 @@ def image_cosines(embedder, read: Callable[[int], bytes]) -> Callable[[Sequence[
         smaller_content = _Kept(lambda i: model.content_parts(read(i), [(None, False)])[0], SMALLER_CACHE_PIXELS)
         done = 0
         by_larger = sorted(range(len(requests)), key=lambda k: requests[k][1])
-        for larger, group in itertools.groupby(by_larger, key=lambda k: requests[k][1]):
-            group = list(group)
-            try:
-                larger_parts = model.content_parts(read(larger), [(None, False)]
-                                                   + [(requests[k][2], requests[k][3]) for k in group])
-            except Exception as e:  # noqa: BLE001 - its pairs keep stage 2's verdict
-                log.warning("image %d: its regions could not be compared (%s); its %d pair(s) keep stage 2's "
-                            "verdict", larger, e, len(group))
-                larger_parts = None
-            for j, k in enumerate(group):
-                smaller, _, _, _, shear = requests[k]
-                try:
-                    if larger_parts is not None:
-                        out[k] = _compared(model, smaller_content(smaller), larger_parts[0],
-                                           larger_parts[1 + j], shear)
-                except Exception as e:  # noqa: BLE001 - one pair's failure leaves it as stage 2 judged it
-                    log.warning("images %d and %d: their region could not be compared (%s); the pair keeps "
-                                "stage 2's verdict", smaller, larger, e)
-                done += 1
-                if report is not None:
-                    report("regions", done, len(requests))
+        for larger, pairs in itertools.groupby(by_larger, key=lambda k: requests[k][1]):
+            pairs = list(pairs)
+            for start in range(0, len(pairs), PARTS_PER_DECODE):
+                done = _one_decode(model, read, requests, larger, pairs[start:start + PARTS_PER_DECODE],
+                                   smaller_content, out, done, report)
         return out
     return cosines
+
+
+def _one_decode(model, read, requests: Sequence[Request], larger: int, group: list[int], smaller_content,
+                out: np.ndarray, done: int, report: Callable | None) -> int:
+    """The pairs ``group`` (positions in ``requests``) of one larger image,
+    from one decode of it: their cosines into ``out``; returns ``done``
+    counted on (for ``report``)."""
+    try:
+        larger_parts = model.content_parts(read(larger), [(None, False)]
+                                           + [(requests[k][2], requests[k][3]) for k in group])
+    except Exception as e:  # noqa: BLE001 - its pairs keep stage 2's verdict
+        log.warning("image %d: its regions could not be compared (%s); its %d pair(s) keep stage 2's "
+                    "verdict", larger, e, len(group))
+        larger_parts = None
+    for j, k in enumerate(group):
+        smaller, _, _, _, shear = requests[k]
+        try:
+            if larger_parts is not None:
+                out[k] = _compared(model, smaller_content(smaller), larger_parts[0],
+                                   larger_parts[1 + j], shear)
+        except Exception as e:  # noqa: BLE001 - one pair's failure leaves it as stage 2 judged it
+            log.warning("images %d and %d: their region could not be compared (%s); the pair keeps "
+                        "stage 2's verdict", smaller, larger, e)
+        done += 1
+        if report is not None:
+            report("regions", done, len(requests))
+    return done
 
 
 def _compared(model, small: Image.Image, whole: Image.Image, part: Image.Image,

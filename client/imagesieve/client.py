@@ -16,7 +16,6 @@ import errno
 import io
 import itertools
 import os
-import stat
 import threading
 from typing import AsyncIterator, Callable, Iterable, Iterator, NamedTuple, Union
 
@@ -25,6 +24,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from .channel import make_channel
+from .files import UnreadFile, read_regular
 from .v1 import (analysis_pb2, analysis_pb2_grpc, collections_pb2, collections_pb2_grpc, common_pb2,
                  consensus_pb2, consensus_pb2_grpc, duplicates_pb2, duplicates_pb2_grpc, embedding_pb2,
                  embedding_pb2_grpc)
@@ -173,11 +173,12 @@ def _labelled_items(images, keys, labels, splits, unread: dict | None = None,
         yield msg
 
 
-def _chunks(it: Iterator[common_pb2.Image], size: int, max_bytes: float = float("inf")) -> Iterator[list]:
-    """Lists of up to ``size`` images, a list closed early before an image
+def _chunks(it: Iterator[common_pb2.Image], size: int, max_bytes: float = float("inf"),
+            close_at: float = float("inf")) -> Iterator[list]:
+    """Lists of up to ``size`` images: a list closes early before an image
     that would take its bytes over ``max_bytes`` (one message's worth: a
     64 MB photo after 355 KB of small ones made a message over gRPC's limit
-    and failed the whole stream)."""
+    and failed the whole stream), and once its bytes reach ``close_at``."""
     chunk, used = [], 0
     for msg in it:
         if chunk and used + len(msg.data) > max_bytes:
@@ -185,7 +186,7 @@ def _chunks(it: Iterator[common_pb2.Image], size: int, max_bytes: float = float(
             chunk, used = [], 0
         chunk.append(msg)
         used += len(msg.data)
-        if len(chunk) == size:
+        if len(chunk) == size or used >= close_at:
             yield chunk
             chunk, used = [], 0
     if chunk:
@@ -199,27 +200,15 @@ def _local_failure(index: int, key: str, e: OSError) -> ItemFailure:
 
 
 def read_regular_file(path: str, max_bytes: int | None = None) -> bytes:
-    """The bytes of a regular file; OSError for anything else. Opened
-    without blocking and checked on the open descriptor: a FIFO or a
-    device named as an image (a typo in a manifest) hung the client's read.
-    More than ``max_bytes``: OSError EFBIG, read no further than that (a
-    3 GB file was read whole, 6 GB of memory, before its message failed)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    """The bytes of a regular file (``files.read_regular``); OSError for
+    anything else, EFBIG beyond ``max_bytes``, read no further (a 3 GB file
+    was read whole, 6 GB of memory, before its message failed)."""
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
-        if max_bytes is not None and st.st_size > max_bytes:
-            raise _too_large(st.st_size, max_bytes)
-        with os.fdopen(fd, "rb") as f:
-            fd = -1                     # the file object owns (and closes) it now
-            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
-        if max_bytes is not None and len(data) > max_bytes:     # grown since its size was read
-            raise _too_large(len(data), max_bytes)
-        return data
-    finally:
-        if fd >= 0:
-            os.close(fd)
+        return read_regular(path, max_bytes)[0]
+    except UnreadFile as e:
+        if e.errno == errno.EFBIG:
+            raise _too_large(e.size, max_bytes) from None
+        raise OSError(e.errno, e.strerror, path) from None
 
 
 def _too_large(size: int, max_bytes: int) -> OSError:
@@ -268,26 +257,19 @@ def _requests(images: Iterable[ImageInput], keys: Iterable[str] | None, chunk_si
     image of more than ``max_bytes``, becomes an item with no data, so the
     server answers it with a per-item error; a request never holds more
     than ``max_bytes`` of images (it closes early)."""
-    keys_it = iter(keys) if keys is not None else None
-    batch, size = [], 0
-    for i, item in enumerate(images):
-        key = next(keys_it) if keys_it is not None else (os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(i))
-        try:
-            msg = to_image_message(item, key, max_bytes)
-        except OSError as e:
-            failures.append((i, key, e))
-            msg = common_pb2.Image(key=key)
-        if batch and max_bytes is not None and size + len(msg.data) > max_bytes:
-            yield embedding_pb2.EmbedRequest(images=batch, top_k_classes=top_k, with_layout_signature=with_signature)
-            batch, size = [], 0
-        batch.append(msg)
-        size += len(msg.data)
-        # Big photos go one or two per message, so the server starts decoding
-        # the first while the next is still on the wire.
-        if len(batch) == chunk_size or size >= chunk_bytes:
-            yield embedding_pb2.EmbedRequest(images=batch, top_k_classes=top_k, with_layout_signature=with_signature)
-            batch, size = [], 0
-    if batch:
+    def messages():
+        keys_it = iter(keys) if keys is not None else None
+        for i, item in enumerate(images):
+            key = next(keys_it) if keys_it is not None else (
+                os.fspath(item) if isinstance(item, (str, os.PathLike)) else str(i))
+            try:
+                yield to_image_message(item, key, max_bytes)
+            except OSError as e:
+                failures.append((i, key, e))
+                yield common_pb2.Image(key=key)
+    # Big photos go one or two per message (closed at chunk_bytes), so the server
+    # starts decoding the first while the next is still on the wire.
+    for batch in _chunks(messages(), chunk_size, float("inf") if max_bytes is None else max_bytes, chunk_bytes):
         yield embedding_pb2.EmbedRequest(images=batch, top_k_classes=top_k, with_layout_signature=with_signature)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -40,32 +39,33 @@ def files_under(root: Path, unwalked: list[tuple[str, str]] | None = None) -> It
             if unwalked is not None and e.errno != errno.ENOENT:
                 unwalked.append((folder, e.strerror or str(e)))
             continue
-        subfolders = []
+        subfolders, links = [], set()
         for entry in entries:
-            try:
-                is_folder = entry.is_dir()      # through a link, as os.walk(followlinks=True)
-            except OSError:
-                is_folder = False
-            if is_folder:
+            # The entry's type as the listing gave it: no look at a name unless it is a link.
+            if _is(entry.is_dir):               # through a link, as os.walk(followlinks=True)
                 subfolders.append(entry.name)
+                if _is(entry.is_symlink):
+                    links.add(entry.name)
                 continue
-            try:
-                regular = stat.S_ISREG(os.stat(entry.path).st_mode)
-            except OSError:         # a link to nothing, no permission
-                regular = False
-            yield Path(entry.path), regular
-        links = [d for d in subfolders if os.path.islink(os.path.join(folder, d))]
+            yield Path(entry.path), _is(entry.is_file)     # a regular file (through a link too)
         here = os.path.realpath(folder) if links else ""      # a real path costs a look at every level
         followed = sorted(d for d in subfolders if d not in links or _followed(os.path.join(folder, d), here))
         stack.extend(os.path.join(folder, d) for d in reversed(followed))
 
 
+def _is(test) -> bool:
+    """A DirEntry test, False where the name cannot be looked at (a link to
+    nothing, no permission)."""
+    try:
+        return test()
+    except OSError:
+        return False
+
+
 def _followed(path: str, here: str) -> bool:
-    """Whether the sub-folder ``path`` of ``here`` (its real path) is walked:
-    yes unless it is a link to ``here`` or to a folder above it (a loop), or
-    into the kernel's folders."""
-    if not os.path.islink(path):
-        return True
+    """Whether the linked sub-folder ``path`` of ``here`` (its real path) is
+    walked: yes unless it links to ``here`` or to a folder above it (a
+    loop), or into the kernel's folders."""
     target = os.path.realpath(path)
     if any(target == k or target.startswith(k + os.sep) for k in KERNEL_FOLDERS):
         return False

@@ -9,13 +9,13 @@ Backends, all yielding ``Embedded`` in input order:
 """
 from __future__ import annotations
 
-import os
-import stat
+import errno
 from array import array
 from typing import Iterable, Iterator
 
 import numpy as np
 
+from imagesieve.files import UnreadFile, read_regular
 from imagesieve.progress import Progress
 
 from .memory import trim_free_heap
@@ -40,27 +40,17 @@ def read_image_file(path: str, max_bytes: int = MAX_FILE_MB << 20) -> tuple[byte
     if "://" in path:
         return b"", "", 0, 0, "INVALID_ARGUMENT: a URL, not a file: the audit reads local files (download it first)"
     try:
-        # Opened without blocking and judged by what was opened, not by the name:
-        # a file swapped for a FIFO between a stat and an open hung the audit.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                # A manifest may name anything: a FIFO would block the read forever, /dev/zero never end.
-                return b"", "", 0, change_stamp(st), "INVALID_ARGUMENT: not a regular file"
-            if st.st_size > max_bytes:
-                return b"", "", st.st_size, change_stamp(st), _too_large(st.st_size, max_bytes)
-            data = f.read(max_bytes + 1)       # no further than the limit: a file may grow while read
-        if len(data) > max_bytes:
-            return b"", "", len(data), change_stamp(st), _too_large(len(data), max_bytes)
-        return data, sha256_bytes(data), st.st_size, change_stamp(st), ""
+        data, st = read_regular(path, max_bytes)
+    except UnreadFile as e:
+        # A manifest may name anything: a FIFO would block the read forever, /dev/zero never end.
+        if e.errno == errno.EINVAL:
+            return b"", "", 0, change_stamp(e.stat), "INVALID_ARGUMENT: not a regular file"
+        return (b"", "", e.size, change_stamp(e.stat),
+                f"RESOURCE_EXHAUSTED: file is {e.size} bytes, above the audit's limit of {max_bytes} "
+                "(--max-image-mb)")
     except OSError as e:
         return b"", "", 0, 0, f"cannot read: {e.strerror or e}"
-
-
-def _too_large(size: int, max_bytes: int) -> str:
-    return (f"RESOURCE_EXHAUSTED: file is {size} bytes, above the audit's limit of {max_bytes} "
-            "(--max-image-mb)")
+    return data, sha256_bytes(data), st.st_size, change_stamp(st), ""
 
 
 def plan(store: EmbeddingStore, paths) -> np.ndarray:

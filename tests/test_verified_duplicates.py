@@ -572,6 +572,47 @@ def test_many_copies_of_one_file_are_one_group(embedder, photos):
         if signatures is not None:          # raw cosine may group the PNG too, or not, at its threshold
             assert groups[:-1] == [[80, 85, 86]], groups[:-1]
 
+def test_a_copy_of_a_file_kept_many_times_is_judged_against_its_look_alikes(embedder, digits, tmp_path,
+                                                                          monkeypatch):
+    """20 identical files of one digit filled its blurred copy's 16
+    candidates, so the copy was judged against its own original as its
+    look-alikes: 3 of the 20 pairs were found. Candidates are now judged
+    between one file of each identical set, and a verdict holds for every
+    file of the set, whatever its split. A streaming check aligns the
+    stored files of one signature once and judges them as one."""
+    from imagesieve_server.analysis.duplicates import verify
+    from imagesieve_server.collections import Collection, NewImage, Verdict
+
+    x, _ = digits
+    picture = digit_image(x[0], 96, Image.BILINEAR)
+    blobs = ([encode(picture, "PNG")] * 20 + [encode(digit_image(x[i], 96, Image.BILINEAR), "PNG") for i in range(10, 130)]
+             + [encode(picture.resize((72, 72)).filter(ImageFilter.GaussianBlur(1)), "JPEG", quality=60)])
+    v, s = _embed(embedder, blobs)
+    sha = [hashlib.sha256(b).hexdigest() for b in blobs]
+    keys = [str(i) for i in range(len(blobs))]
+    splits = ["test" if i in (5, 19) else "train" for i in range(len(blobs))]
+    rep = find_duplicates(v, keys, [""] * len(keys), splits, sha, signatures=s)
+    copy = len(blobs) - 1
+    with_copy = {int(a): i for i, (a, b) in enumerate(zip(rep.a, rep.b)) if b == copy}
+    assert sorted(with_copy) == list(range(20)), sorted(with_copy)
+    assert not any(rep.exact[i] for i in with_copy.values())
+    assert len({float(rep.evidence.agreement[i]) for i in with_copy.values()}) == 1    # one verdict, one evidence
+    assert {a for a, i in with_copy.items() if rep.cross_split[i]} == {5, 19}
+    assert int(rep.exact.sum()) == 20 * 19 // 2
+    assert any(set(g.tolist()) == set(range(20)) | {copy} for g in rep.groups)
+
+    coll = Collection.create(tmp_path / "c", "c", v.shape[1], "mobilenet_v1")
+    coll.add([NewImage(keys[i], sha[i], v[i], signature=s[i]) for i in range(copy)])
+    aligned = []
+    real = verify.verify_pairs
+    monkeypatch.setattr(verify, "verify_pairs", lambda sig, a, b, **kw: (aligned.append(len(a)), real(sig, a, b, **kw))[1])
+    out = coll.check(NewImage("copy", sha[copy], v[copy], signature=s[copy]), k=10)
+    coll.close()
+    assert out.verdict == Verdict.NEAR_DUPLICATE
+    assert len(out.neighbors) == 10 and all(n.verified and int(n.key) < 20 for n in out.neighbors)
+    assert aligned == [1]              # the 8 candidates are one stored picture
+
+
 def test_exact_duplicates_are_the_same_on_every_path(server, photos):
     data = [d for d, _, _ in photos]
     with Client(server.address) as c:

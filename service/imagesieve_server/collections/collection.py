@@ -726,6 +726,13 @@ class Collection:
         by_layout = [n for n in by_layout if n.key in stored]
         if not cands and not by_layout:
             return False, (float("nan"), float("nan"))
+        # Stored files with one signature (identical files) are one candidate, aligned and
+        # judged once: as look-alikes of the new image they would be its own original.
+        first: dict[bytes, Neighbor] = {}
+        all_cands, all_by_layout = cands + by_layout, by_layout
+        judged_as = [first.setdefault(bytes(stored[n.key][0]), n) for n in all_cands]
+        cands = [n for n in cands if first[bytes(stored[n.key][0])] is n]
+        by_layout = [n for n in by_layout if first[bytes(stored[n.key][0])] is n]
         everyone = cands + by_layout
         m = len(everyone)
         layout_only = np.r_[np.zeros(len(cands), bool), np.ones(len(by_layout), bool)]
@@ -752,8 +759,11 @@ class Collection:
         own_c = verify.neighbourhood_typical(m + 1, a[look], b[look], c[look])[0]
         for n, v in zip(everyone, ok):
             n.verified = bool(v)
+        for n, judged in zip(all_cands, judged_as):
+            for field in STAGE2_FIELDS:
+                setattr(n, field, getattr(judged, field))
         listed = {n.key: n for n in neighbors}
-        for n in by_layout:
+        for n in all_by_layout:
             if n.verified:                 # the answer: a copy the embedding ranked low or not at all
                 if n.key in listed:
                     for field in STAGE2_FIELDS:    # its verdict and evidence; the embedding's cosine stays

@@ -269,15 +269,73 @@ def _new_pairs(xa, xb, a, b, vectors: np.ndarray, floor: float) -> tuple[np.ndar
     return xa[keep], xb[keep], sim[keep]
 
 
+def _representatives(twins: np.ndarray) -> np.ndarray:
+    """(N,) each image's representative: the first of its byte-identical
+    set (``twins``: (N,) labels, equal for identical files)."""
+    n = len(twins)
+    first = np.full(n, n, np.int64)
+    np.minimum.at(first, twins, np.arange(n))
+    return first[twins]
+
+
+def _on_representatives(a, b, source, rep: np.ndarray, vectors: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs (a, b) from ``source`` (0 embedding, 1 layout, 2
+    keypoints) as pairs of representatives (``rep``: see
+    :func:`_representatives`): (a, b, cosine, source), a < b, sorted, each
+    pair once, by its first source. Identical files are one picture: 20
+    copies of one file filled a re-encoded copy's 16 candidates, so it was
+    judged against its own original as its look-alikes (3 of 20 pairs
+    found), and each copy was aligned again."""
+    n = len(rep)
+    ra, rb = rep[a], rep[b]
+    ra, rb = np.minimum(ra, rb), np.maximum(ra, rb)
+    keep = ra != rb
+    ra, rb, source = ra[keep], rb[keep], np.asarray(source)[keep]
+    order = np.lexsort((source, rb, ra))
+    ra, rb, source = ra[order], rb[order], source[order]
+    first = np.r_[True, (ra[1:] != ra[:-1]) | (rb[1:] != rb[:-1])] if len(ra) else np.zeros(0, bool)
+    ra, rb, source = ra[first], rb[first], source[first]
+    sim = np.einsum("ij,ij->i", vectors[ra], vectors[rb]).astype(np.float32)
+    return ra.astype(np.int64), rb.astype(np.int64), sim, source
+
+
+#: A verified pair of two identical sets lists every member with every
+#: other up to this many pairs; beyond, each member with the other set's
+#: representative (a set of 10,000 copies costs 10,000 pairs, as exact_pairs).
+MEMBER_PAIRS_MAX = 256
+
+
+def _member_pairs(a, b, rep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (a, b) of representatives (see :func:`_representatives`) as
+    pairs of their identical sets' members: (which (M,) positions into the
+    pairs, a (M,), b (M,)), a < b."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    size = np.bincount(rep, minlength=len(rep))
+    alone = (size[a] == 1) & (size[b] == 1)
+    if alone.all():
+        return np.arange(len(a)), a, b
+    order = np.argsort(rep, kind="stable")
+    starts = np.searchsorted(rep[order], np.arange(len(rep) + 1))
+    which, out_a, out_b = [np.flatnonzero(alone)], [a[alone]], [b[alone]]
+    for k in np.flatnonzero(~alone).tolist():
+        x, y = int(a[k]), int(b[k])
+        mx, my = order[starts[x]:starts[x + 1]], order[starts[y]:starts[y + 1]]
+        if mx.size * my.size <= MEMBER_PAIRS_MAX:
+            px, py = np.repeat(mx, my.size), np.tile(my, mx.size)
+        else:
+            px, py = np.r_[mx, np.full(my.size - 1, x)], np.r_[np.full(mx.size, y), my[my != y]]
+        which.append(np.full(px.size, k)), out_a.append(np.minimum(px, py)), out_b.append(np.maximum(px, py))
+    return np.concatenate(which), np.concatenate(out_a), np.concatenate(out_b)
+
+
 def _group_labels(n: int, a, b, sim, floor: float, grouping: str, twins: np.ndarray) -> np.ndarray:
     """(N,) group labels of pairs (a, b) with cosines ``sim``, byte-identical
     images (``twins``: (N,) labels) standing as one member: they are every
     two a pair, though exact_pairs joins a large set by a star and the
     candidates are each image's nearest, so 5,000 copies of one file made a
     bounded group of 22. Each takes its first copy's group."""
-    first = np.full(n, n, np.int64)
-    np.minimum.at(first, twins, np.arange(n))
-    rep = first[twins]
+    rep = _representatives(twins)
     ra, rb = rep[a], rep[b]
     keep = ra != rb
     if grouping == "components":
@@ -351,35 +409,32 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
                      else (np.zeros(0, np.int64), np.zeros(0, np.int64), None))
         ka, kb, keypoint_sim = _new_pairs(ka, kb, np.r_[a, la], np.r_[b, lb], vectors, layout_floor)
         source = np.repeat([0, 1, 2], [len(a), len(la), len(ka)])      # embedding, layout, keypoints
-        order = np.lexsort((np.r_[b, lb, kb], np.r_[a, la, ka]))
-        sim = np.r_[sim, layout_sim, keypoint_sim][order]
-        a, b, source = np.r_[a, la, ka][order], np.r_[b, lb, kb][order], source[order]
+        # Judged between one file of each identical set; the verdicts then hold for every file.
+        rep = _representatives(twins)
+        a, b, sim, source = _on_representatives(np.r_[a, la, ka], np.r_[b, lb, kb], source, rep, vectors)
         by_layout, by_keypoints = source == 1, source == 2
         candidates = len(a)
         profile = np.zeros(n, bool)
         paired = np.unique(np.r_[a, b])        # measured only where a pair needs it (~0.2 ms an image)
         profile[paired] = one_dimensional(signatures[paired])
-        # Byte-identical candidates need no alignment (their evidence is the identical
-        # one): 5,000 copies of one placeholder spent 140 s of a 299 s audit aligning them.
-        twin_pair = twins[a] == twins[b]
-        ev = PairEvidence.identical(len(a))
-        ev.put_where(~twin_pair, verify_pairs(signatures, a[~twin_pair], b[~twin_pair], report=report,
-                                              pool=alignment_pool, profiled=(profile[a] | profile[b])[~twin_pair]))
+        # No byte-identical pair is aligned (5,000 copies of one placeholder spent 140 s of
+        # a 299 s audit aligning each other): they are exact pairs, below.
+        ev = verify_pairs(signatures, a, b, report=report, pool=alignment_pool, profiled=profile[a] | profile[b])
         ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout,
                                  profile=profile_pairs(n, a, b, profile, ev), uninformative=uninformative_matches(ev),
                                  keypoint_inliers=ev.keypoint_inliers, twins=twins,
                                  near_identical=near_identical_matches(ev, sim), keypoint_only=by_keypoints)
         if region_cosines is not None:
             ok = region.confirmed(signatures, a, b, ok, ev, region_cosines, report)
-        # Identical bytes are duplicates whatever stage 2 says, candidates or not.
-        ok |= np.isin(a * n + b, ea * n + eb)
-        extra = ~np.isin(ea * n + eb, a * n + b)
-        ea, eb = ea[extra], eb[extra]
-        order = np.lexsort((np.r_[b[ok], eb], np.r_[a[ok], ea]))
-        a, b = np.r_[a[ok], ea][order], np.r_[b[ok], eb][order]
-        sim = np.r_[sim[ok], np.ones(len(ea), np.float32)][order].astype(np.float32)
-        relative = np.r_[rel[ok], np.zeros(len(ea), np.float32)][order].astype(np.float32)
-        evidence = ev.take(ok).concat(PairEvidence.identical(len(ea))).take(order)
+        # Each verified pair for every file of its two identical sets; identical bytes are
+        # duplicates whatever stage 2 says.
+        which, a, b = _member_pairs(a[ok], b[ok], rep)
+        which = np.flatnonzero(ok)[which]
+        order = np.lexsort((np.r_[b, eb], np.r_[a, ea]))
+        a, b = np.r_[a, ea][order], np.r_[b, eb][order]
+        sim = np.r_[sim[which], np.ones(len(ea), np.float32)][order].astype(np.float32)
+        relative = np.r_[rel[which], np.zeros(len(ea), np.float32)][order].astype(np.float32)
+        evidence = ev.take(which).concat(PairEvidence.identical(len(ea))).take(order)
         group_floor = -1.0        # verified pairs are the edges, whatever their cosine
     else:
         method = "raw cosine"

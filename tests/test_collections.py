@@ -358,3 +358,36 @@ def test_a_measured_raw_threshold_is_kept_across_restarts_and_older_stores_keep_
     assert not old.threshold_from_data and old.raw_threshold()[0] == pytest.approx(0.75)
     assert old.threshold_asked == pytest.approx(0.75)
     old.close()
+
+
+def test_a_whole_collection_is_read_a_page_at_a_time_and_checks_go_on_between(coll, rng):
+    """FindDuplicates read every image of a collection under its lock (9 s
+    for 100,000: every check waited) into rows and then arrays (twice the
+    memory). Now a page at a time: between pages the lock is free (a check
+    from another thread completes), the reader reports progress and may
+    stop, and what was stored when the read began comes back aligned; an
+    image added meanwhile is not read, one removed meanwhile may be left out."""
+    vecs = [rng.standard_normal(DIM) for _ in range(50)]
+    coll.add([image(f"k{i}", v, label=f"L{i % 4}") for i, v in enumerate(vecs)])
+    progress, between = [], []
+
+    def report(stage, done, total):
+        progress.append((done, total))
+        if len(progress) == 1:
+            t = threading.Thread(target=lambda: between.append(coll.check(image("q", vecs[3])).verdict))
+            t.start()
+            t.join(10)              # would deadlock (time out) were the lock held between pages
+            coll.add([image("late", rng.standard_normal(DIM))])
+            coll.remove(["k49"])
+
+    im = coll.all_images(report=report, page=8)
+    assert between == [Verdict.NEAR_DUPLICATE]
+    assert progress[0] == (8, 50) and [d for d, _ in progress] == sorted(d for d, _ in progress)
+    assert im.keys == [f"k{i}" for i in range(49)] and im.labels[5] == "L1"
+    np.testing.assert_allclose(im.vectors, np.stack([unit(v) for v in vecs[:49]]), atol=1e-6)
+    assert im.ids.tolist() == list(range(1, 50))
+
+    def stop(stage, done, total):
+        raise CollectionError("stopped", "CANCELLED")
+    with pytest.raises(CollectionError, match="stopped"):
+        coll.all_images(report=stop, page=8)

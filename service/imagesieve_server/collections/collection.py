@@ -25,6 +25,7 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -920,28 +921,51 @@ class Collection:
         return int(self.index.ntotal) - self._hidden_count()
 
     # -- whole-collection access ------------------------------------------
-    def all_images(self, with_signatures: bool = False) -> StoredImages:
-        """Every stored image with its metadata and vector, read in one pass
-        over the store (consistent even while adds and removes go on). With
+    def all_images(self, with_signatures: bool = False, report: Callable | None = None,
+                   page: int = 4096) -> StoredImages:
+        """Every image stored when the call began, with its metadata and
+        vector (images removed meanwhile may be left out). With
         ``with_signatures``, also their layout signatures when every image
-        has one (images added by an older version have none: then None)."""
-        with self._lock:    # one consistent view of images and layouts
-            rows = [r for batch in self.store.images_after(0) for r in batch]
-            layouts = self.store.layouts_for_keys([r[1] for r in rows]) if with_signatures and rows else {}
-        vectors = (np.stack([np.frombuffer(r[5], np.float32) for r in rows]) if rows
-                   else np.zeros((0, self.dim), np.float32))
-        signatures = None
-        if with_signatures and len(layouts) == len(rows):
-            signatures = (np.stack([upgrade(layouts[r[1]][0]) for r in rows]) if rows
-                          else np.zeros((0, SIGNATURE_BYTES), np.uint8))
-        return StoredImages(np.array([r[0] for r in rows], np.int64), [r[1] for r in rows],
-                            [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows], vectors, signatures)
+        has one (images added by an older version have none: then None).
+
+        Read a page of ``page`` images at a time, each page (images and their
+        layouts, one consistent view) under the lock, into arrays made once:
+        one read of 100,000 images held the lock 9 s (every check of the
+        collection waited) and the rows twice over. ``report(stage, done,
+        total)`` is called between pages (it may raise to stop the read)."""
+        with self._lock:
+            total, last = self.store.count(), self.store.max_id()
+        ids = np.zeros(total, np.int64)
+        vectors = np.zeros((total, self.dim), np.float32)
+        signatures = np.zeros((total, SIGNATURE_BYTES), np.uint8) if with_signatures else None
+        keys, labels, splits, sha = [], [], [], []
+        n, after, every_signature = 0, 0, with_signatures
+        while n < total:
+            with self._lock:
+                rows = next(self.store.images_after(after, batch=min(page, total - n), up_to=last), [])
+                layouts = (self.store.layouts_for_keys([r[1] for r in rows])
+                           if every_signature and rows else {})
+            if not rows:
+                break
+            after = rows[-1][0]
+            every_signature = every_signature and len(layouts) == len(rows)
+            for r in rows:
+                ids[n] = r[0]
+                keys.append(r[1]), labels.append(r[2]), splits.append(r[3]), sha.append(r[4])
+                vectors[n] = np.frombuffer(r[5], np.float32)
+                if every_signature:
+                    signatures[n] = upgrade(layouts[r[1]][0])
+                n += 1
+            if report is not None:
+                report("loading vectors", n, total)
+        return StoredImages(ids[:n], keys, labels, splits, sha, vectors[:n],
+                            signatures[:n] if every_signature else None)
 
     @property
     def index_bytes(self) -> int:
-        """Memory of the FAISS index, bytes (cheap: no store query)."""
-        n = int(self.index.ntotal)
-        return int(n * fi.bytes_per_vector(self.index)) if n else 0
+        """Memory of the FAISS index, bytes (cheap, without the lock: from its
+        size and parameters, ``faiss_index.memory_bytes``)."""
+        return fi.memory_bytes(self.index)
 
     def info(self) -> CollectionInfo:
         with self._lock:

@@ -359,10 +359,11 @@ class Store:
             found = np.sort(rng.choice(found, count, replace=False))
         return v[found]
 
-    def images_after(self, after_id: int = 0, batch: int = 4096) -> Iterator[list[tuple]]:
+    def images_after(self, after_id: int = 0, batch: int = 4096, up_to: int | None = None
+                     ) -> Iterator[list[tuple]]:
         """Yield batches of (id, key, label, split, sha256, vector bytes) rows
-        with id > after_id, by id: metadata and vectors read together."""
-        yield from self._pages("id, key, label, split, sha256, vector", "images", "id", after_id, batch)
+        with after_id < id (<= ``up_to``), by id: metadata and vectors read together."""
+        yield from self._pages("id, key, label, split, sha256, vector", "images", "id", after_id, batch, up_to)
 
     def signatures_after(self, after_id: int = 0, up_to: int | None = None, batch: int = 4096
                          ) -> Iterator[tuple[np.ndarray, list[bytes]]]:

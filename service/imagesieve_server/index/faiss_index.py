@@ -564,6 +564,28 @@ def deserialize(data: bytes) -> faiss.Index:
     return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
 
 
+def memory_bytes(index: faiss.Index) -> int:
+    """Bytes of the index's arrays (vectors or codes, ids, graph links,
+    coarse centroids, codebooks), from its size and parameters alone: no
+    copy and no read of its data, so it is cheap at any size and safe
+    beside a writer (serializing a 100,000-vector index to measure it took
+    1.5-2.8 s and 800 MB, and a metrics scrape doing so while an add grew
+    the index read freed memory and crashed the server)."""
+    n = int(index.ntotal)
+    ids = 8 * n if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)) else 0
+    ivf, hnsw = _ivf(index), _hnsw(index)
+    if ivf is not None:
+        centroids = 4 * int(ivf.quantizer.ntotal) * int(ivf.d)
+        pq = getattr(faiss.downcast_index(ivf), "pq", None)
+        codebooks = 4 * int(pq.M) * int(pq.ksub) * int(pq.dsub) if pq is not None else 0
+        return n * (int(ivf.code_size) + 8) + centroids + codebooks
+    if hnsw is not None:
+        m = int(hnsw.hnsw.nb_neighbors(1))      # links a node has above level 0 (level 0: twice as many)
+        # 2m links at level 0, about one upper level in m nodes, an offset and a level a node
+        return ids + n * (4 * int(hnsw.d) + 4 * 2 * m + 4 + 8 + 4)
+    return ids + n * 4 * int(index.d)
+
+
 def bytes_per_vector(index: faiss.Index) -> float:
     """Serialized size divided by the number of vectors (inf when empty)."""
     return len(serialize(index)) / index.ntotal if index.ntotal else math.inf

@@ -73,7 +73,8 @@ async def find_duplicates_events(collection: Collection, request, max_pairs: int
             reporter.report(stage, done, total, message)
 
         report("loading vectors", 0, 0)
-        im = collection.all_images(with_signatures=params.verify)
+        # A page at a time: checks of the collection go on, and a cancel stops the read.
+        im = collection.all_images(with_signatures=params.verify, report=report)
         p = params
         if not p.threshold and im.signatures is None:      # raw cosine: the collection's threshold
             p = dataclasses.replace(p, threshold=collection.threshold_asked)

@@ -126,3 +126,24 @@ def test_missing_approximate_neighbours_are_not_counted():
     np.testing.assert_allclose(ev.label_distribution, [[1, 0], [0.5, 0.5], [0.5, 0.5], [0, 1]])
     np.testing.assert_allclose(ev.agreement, [1.0, 0.5, 0.5, 1.0])
     np.testing.assert_allclose(mean_found_similarity(sims, ids), [0.9, 0.45, 0.75, 0.6], atol=1e-6)
+
+
+def test_an_approximate_search_reports_while_its_index_is_built_and_stops_when_told(vectors, monkeypatch):
+    """Building the IVF index for 100,000 vectors took ~15 s before the
+    first chunk was answered, and a cancelled FindDuplicates ran on through
+    it: the build now reports between the index's adds, and a report that
+    raises stops it before any search."""
+    x, _ = vectors
+    monkeypatch.setattr(neighbors, "ADD_ROWS", 256)
+    stages = []
+
+    def report(stage, done, total):
+        stages.append((stage, done, total))
+        if done >= 512:
+            raise InterruptedError("cancelled")
+
+    with pytest.raises(InterruptedError):
+        next(neighbors.knn_chunks(x, 5, exact=False, report=report))
+    assert stages == [("indexing", 0, 900), ("indexing", 256, 900), ("indexing", 512, 900)]
+    # without a report: answers as before
+    assert next(neighbors.knn_chunks(x, 5, exact=False))[1].shape == (900, 5)     # one chunk of 900 rows

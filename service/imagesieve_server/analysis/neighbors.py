@@ -41,7 +41,7 @@ ADD_ROWS = 65_536          # vectors added to an index at a time (a memory-mappe
 
 
 def knn_chunks(vectors: np.ndarray, k: int, chunk_rows: int = CHUNK_ROWS,
-               exact: bool | None = None, memory_bytes: int | None = None
+               exact: bool | None = None, memory_bytes: int | None = None, report=None
                ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """The ``k`` nearest other rows of each row, ``chunk_rows`` queries at a time.
 
@@ -53,6 +53,8 @@ def knn_chunks(vectors: np.ndarray, k: int, chunk_rows: int = CHUNK_ROWS,
     copy unless that would fill more than half of ``memory_bytes`` (default
     ``faiss_index.index_memory_bytes()``): then IVF-PQ codes, and ``sims``
     are still exact cosines (candidates re-ranked from ``vectors``).
+    ``report(stage, done, total)``: called as the index is built (it may
+    raise to stop there: 100,000 vectors take ~15 s before the first chunk).
     """
     x = fi.as_vectors(vectors)
     n = len(x)
@@ -71,6 +73,8 @@ def knn_chunks(vectors: np.ndarray, k: int, chunk_rows: int = CHUNK_ROWS,
             # Compressed: a seeded sample of at most 1 GiB (FAISS would draw 256 a list from the array).
             fi.train_index(index, x, max_points=fi.training_points(index) if compressed else None)
         for s in range(0, n, ADD_ROWS):
+            if report is not None:
+                report("indexing", s, n)
             fi.add(index, x[s:s + ADD_ROWS], np.arange(s, min(s + ADD_ROWS, n), dtype=np.int64))
     for s in range(0, n, chunk_rows):
         q = x[s:s + chunk_rows]

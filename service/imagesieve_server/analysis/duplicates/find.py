@@ -161,7 +161,7 @@ def candidate_pairs(vectors: np.ndarray, threshold: float = CANDIDATE_THRESHOLD,
     n = len(vectors)
     if n < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    chunks = knn_chunks(vectors, k) if knn is None else [(0, knn[0][:, :k], knn[1][:, :k])]
+    chunks = knn_chunks(vectors, k, report=report) if knn is None else [(0, knn[0][:, :k], knn[1][:, :k])]
     return _knn_pairs(chunks, n, threshold, report)
 
 
@@ -241,20 +241,22 @@ def _turned_knn_chunks(coarse: np.ndarray, k: int, chunk_rows: int = 1024):
         yield s, out_s, out_i
 
 
-def layout_candidate_pairs(signatures: np.ndarray, k: int = LAYOUT_K, min_correlation: float = LAYOUT_MIN
-                           ) -> tuple[np.ndarray, np.ndarray]:
+def layout_candidate_pairs(signatures: np.ndarray, k: int = LAYOUT_K, min_correlation: float = LAYOUT_MIN,
+                           report: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(a, b), a < b, each pair once: every image's ``k`` nearest by the
     correlation of its :func:`coarse_layouts` at ``min_correlation`` or
     more, each other image by its best view of :func:`layout_turns` (up to
     FLAT_MAX images; upright only above). Flat thumbnails (one tone) have no
-    layout and pair with none. ``signatures``: (N, SIGNATURE_BYTES) uint8."""
+    layout and pair with none. ``signatures``: (N, SIGNATURE_BYTES) uint8.
+    ``report(stage, done, total)`` as the layouts are searched (it may raise to stop)."""
     coarse = coarse_layouts(signatures)
     n = len(coarse)
     if n < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     has_layout = coarse.any(axis=1)
-    chunks = _turned_knn_chunks(coarse, k) if n <= fi.FLAT_MAX else knn_chunks(coarse, k)
-    a, b, _ = _knn_pairs(chunks, n, min_correlation)
+    chunks = _turned_knn_chunks(coarse, k) if n <= fi.FLAT_MAX else knn_chunks(coarse, k, report=report)
+    a, b, _ = _knn_pairs(chunks, n, min_correlation, lambda stage, done, total: report and report(
+        "layout candidates", done, total))
     keep = has_layout[a] & has_layout[b]
     return a[keep], b[keep]
 
@@ -398,7 +400,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
                   + "; each pair kept only when its layouts align or its keypoints match (stage 2)")
         a, b, sim = candidate_pairs(vectors, threshold, knn_k or CANDIDATE_K, report=report, knn=knn)
         # Pairs only the layouts propose: judged by their layouts (see verified_pairs).
-        la, lb = (layout_candidate_pairs(signatures, layout_k) if layout_k > 0
+        la, lb = (layout_candidate_pairs(signatures, layout_k, report=report) if layout_k > 0
                   else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
         la, lb, layout_sim = _new_pairs(la, lb, a, b, vectors, layout_floor)
         # Pairs only shared keypoints propose (a part of a picture): judged by their keypoints.
@@ -416,7 +418,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         candidates = len(a)
         profile = np.zeros(n, bool)
         paired = np.unique(np.r_[a, b])        # measured only where a pair needs it (~0.2 ms an image)
-        profile[paired] = one_dimensional(signatures[paired])
+        profile[paired] = one_dimensional(signatures[paired], report=report)
         # No byte-identical pair is aligned (5,000 copies of one placeholder spent 140 s of
         # a 299 s audit aligning each other): they are exact pairs, below.
         ev = verify_pairs(signatures, a, b, report=report, pool=alignment_pool, profiled=profile[a] | profile[b])

@@ -904,15 +904,18 @@ PROFILE_BINS = 48
 PROFILE_RESIDUAL = 0.6
 
 
-def one_dimensional(signatures, chunk: int = 1024) -> np.ndarray:
+def one_dimensional(signatures, chunk: int = 1024, report=None) -> np.ndarray:
     """(N,) bool: signatures whose thumbnail is a profile (ONE_DIMENSIONAL).
     A ``chunk`` of thumbnails at a time (~90 KB of arrays each while their
     gradients are binned: an audit's signatures are millions); ~0.2 ms a
-    signature, so callers measure the images that are in pairs."""
+    signature, so callers measure the images that are in pairs.
+    ``report(stage, done, total)`` after each chunk (it may raise to stop)."""
     views = thumbnails(check_signatures(signatures))
     out = np.zeros(len(views), bool)
     for s in range(0, len(views), chunk):
         out[s:s + chunk] = _profiles(views[s:s + chunk])
+        if report is not None:
+            report("profiles", min(s + chunk, len(views)), len(views))
     return out
 
 

@@ -158,6 +158,46 @@ def test_audit_resumes_and_detects_changed_files(dataset, tmp_path):
         target.write_bytes(original)
 
 
+def test_failed_images_take_no_row_in_the_shards(tmp_path):
+    """A failed image was stored as a zero vector and a zero signature, ~12
+    KB each: a folder of a million broken files would have written 12 GB
+    of zeros. Failed images now take no row; loading still answers every
+    path in order, a failure as a zero vector with its error, and a rerun
+    tries them again."""
+    from imagesieve_server.audit.store import FAILED_SHARD, Embedded, EmbeddingStore
+    from imagesieve_server.engine.signature import SIGNATURE_BYTES
+    store = EmbeddingStore(tmp_path / "emb", "m", 4, shard_size=10)
+    paths = []
+    for i in range(7):
+        p = tmp_path / f"{i}.bin"
+        p.write_bytes(bytes([i]))
+        paths.append(str(p))
+        bad = i % 3 == 1
+        store.put(Embedded(str(p), "" if bad else f"{i:064x}", 1, 1, None if bad else np.full(4, i + 1, np.float32),
+                           width=i, height=i, error="INVALID_ARGUMENT: broken" if bad else "",
+                           signature=None if bad else np.full(SIGNATURE_BYTES, i, np.uint8)))
+    store.put(Embedded(str(tmp_path / "gone"), "", 0, 0, None, error="cannot read: gone"))
+    store.flush()
+    shard = np.load(tmp_path / "emb" / "shard-00000.npy")
+    assert shard.shape == (5, 4) and shard[:, 0].tolist() == [1, 3, 4, 6, 7]
+    assert np.load(tmp_path / "emb" / "layout-00000.npy").shape == (5, SIGNATURE_BYTES)
+    rows = dict(store.db.execute("SELECT path, shard FROM items").fetchall())
+    assert sum(v == FAILED_SHARD for v in rows.values()) == 3
+    loaded = store.load(paths)
+    assert loaded.vectors[:, 0].tolist() == [1, 0, 3, 4, 0, 6, 7]
+    assert [bool(e) for e in loaded.errors] == [False, True, False, False, True, False, False]
+    assert loaded.signatures[2, 100] == 2 and not loaded.signatures[1].any() and loaded.sizes[4].tolist() == [4, 4]
+    assert store.is_current(paths[1]) is None          # tried again by the next run
+    # a flush of failures alone writes no shard, and the next shard keeps its number
+    store.put(Embedded(str(tmp_path / "gone2"), "", 0, 0, None, error="cannot read: gone"))
+    store.flush()
+    assert sorted(f.name for f in (tmp_path / "emb").glob("shard-*.npy")) == ["shard-00000.npy"]
+    store.put(Embedded(paths[1], "9" * 64, 1, 1, np.full(4, 9, np.float32), signature=np.zeros(SIGNATURE_BYTES, np.uint8)))
+    store.flush()
+    assert store.load(paths).vectors[1, 0] == 9 and (tmp_path / "emb" / "shard-00001.npy").exists()
+    store.close()
+
+
 def test_new_bytes_behind_an_old_modification_time_are_embedded_again(tmp_path):
     """`cp other.bmp img.bmp; touch -d OLD img.bmp` (same size): a resumed
     audit trusted size and mtime and reused the old embedding. The stored

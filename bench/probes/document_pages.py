@@ -303,7 +303,7 @@ def _stored(outdir: Path):
     import sqlite3
     e = outdir / "embeddings"
     con = sqlite3.connect(e / "index.sqlite")
-    rows = {Path(p).name: (s, r) for p, s, r in con.execute("select path, shard, row from items")}
+    rows = {Path(p).name: (s, r) for p, s, r in con.execute("select path, shard, row from items where shard >= 0")}
     shards = sorted({s for s, _ in rows.values()})
     vec = {s: np.load(e / f"shard-{s:05d}.npy") for s in shards}
     sig = {s: np.load(e / f"layout-{s:05d}.npy") for s in shards if (e / f"layout-{s:05d}.npy").exists()}

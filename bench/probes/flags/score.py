@@ -89,7 +89,7 @@ def related(a, b, info):
 
 def embeddings(outdir):
     c = sqlite3.connect(os.path.join(outdir, "embeddings", "index.sqlite"))
-    rows = list(c.execute("select path, shard, row from items"))
+    rows = list(c.execute("select path, shard, row from items where shard >= 0"))   # failed: no row
     shards = {}
     vec = {}
     for p, s, r in rows:

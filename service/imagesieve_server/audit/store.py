@@ -27,6 +27,8 @@ from ..engine import properties as image_props
 from ..engine.signature import SIGNATURE_BYTES, upgrade
 
 MAPPED_SHARDS = 4
+#: The shard and row of an image that failed: it has none (stores before this kept a zero row).
+FAILED_SHARD = -1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -173,11 +175,14 @@ class EmbeddingStore:
         if not self._pending:
             return
         shard = self._next_shard
-        vectors = np.zeros((len(self._pending), self.dim), dtype=np.float32)
-        signatures = np.zeros((len(self._pending), SIGNATURE_BYTES), dtype=np.uint8)
-        # NaN: not measured (a failed image, or an older server that sends none).
-        props = np.full((len(self._pending), image_props.COUNT), np.nan, dtype=np.float32)
-        for i, it in enumerate(self._pending):
+        # Failed images take no row (FAILED_SHARD): a row is a vector and a signature,
+        # ~12 KB, and a folder of a million broken files would have stored 12 GB of zeros.
+        embedded = [it for it in self._pending if not it.error]
+        vectors = np.zeros((len(embedded), self.dim), dtype=np.float32)
+        signatures = np.zeros((len(embedded), SIGNATURE_BYTES), dtype=np.uint8)
+        # NaN: not measured (an older server that sends none).
+        props = np.full((len(embedded), image_props.COUNT), np.nan, dtype=np.float32)
+        for i, it in enumerate(embedded):
             if it.vector is not None:
                 vectors[i] = it.vector
             if it.signature is not None:
@@ -186,7 +191,7 @@ class EmbeddingStore:
                 props[i] = it.properties
         # Signatures and properties first: a shard whose vectors exist always has them.
         for name, arr in ((f"layout-{shard:05d}.npy", signatures), (f"properties-{shard:05d}.npy", props),
-                          (f"shard-{shard:05d}.npy", vectors)):
+                          (f"shard-{shard:05d}.npy", vectors)) if embedded else ():
             final = self.root / name
             tmp = final.with_suffix(".tmp")
             with open(tmp, "wb") as f:
@@ -194,13 +199,15 @@ class EmbeddingStore:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, final)
+        rows = iter(range(len(embedded)))
         self.db.execute("BEGIN")
         self.db.executemany(
             "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(os.path.abspath(it.path), it.sha256, it.size, it.mtime_ns, shard, i, it.width, it.height,
-              it.error or None) for i, it in enumerate(self._pending)])
+            [(os.path.abspath(it.path), it.sha256, it.size, it.mtime_ns,
+              FAILED_SHARD if it.error else shard, FAILED_SHARD if it.error else next(rows),
+              it.width, it.height, it.error or None) for it in self._pending])
         self.db.execute("COMMIT")
-        self._next_shard += 1
+        self._next_shard += bool(embedded)
         self._pending = []
 
     # -- reading ------------------------------------------------------------
@@ -228,6 +235,12 @@ class EmbeddingStore:
             if r is None:
                 raise KeyError(f"{p} was never embedded")
             digest, shard, row, w, h, err = r
+            sha[i] = digest.encode()
+            sizes[i] = (w or 0, h or 0)
+            if err:
+                errors[i] = err
+            if shard == FAILED_SHARD:        # no row: a zero vector (its pages never touched), NaN properties
+                continue
             if shard not in shards:
                 if len(shards) >= MAPPED_SHARDS:
                     shards.popitem(last=False)
@@ -245,8 +258,4 @@ class EmbeddingStore:
                 signatures[i] = upgrade(sig_shard[row])        # a shard from before the opacity bits: opaque
             if prop_shard is not None:          # a shard from before the properties: NaN, not measured
                 props[i] = prop_shard[row]
-            sha[i] = digest.encode()
-            if err:
-                errors[i] = err
-            sizes[i] = (w or 0, h or 0)
         return LoadedEmbeddings(vectors, sha, errors, sizes, signatures, props)

@@ -49,6 +49,7 @@ import warnings
 from typing import Callable, Sequence
 
 import numpy as np
+from imagesieve.orientation import ifd0_orientation
 
 from . import preflight
 from .decode import DecodeLimits, jpeg_scans, max_jpeg_scans
@@ -123,29 +124,11 @@ def jpeg_header(data: bytes) -> JpegHeader | None:
         elif marker == 0xE1 and body[:6] == b"Exif\x00\x00":
             if not seen_exif:           # Pillow reads the first one
                 seen_exif = True
-                orientation, exif_unreadable = _exif_orientation(body[6:])
+                orientation, exif_unreadable = ifd0_orientation(body[6:])
         elif marker == 0xE1 and b"Orientation" in body and body.startswith(b"http://ns.adobe.com/xap/"):
             xmp_orientation = True
         pos += 2 + length
     return None
-
-
-def _exif_orientation(tiff: bytes) -> tuple[int | None, bool]:
-    """(orientation tag of IFD0 or None, whether IFD0 was unreadable)."""
-    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
-    if order is None or len(tiff) < 8:
-        return None, True
-    at = int.from_bytes(tiff[4:8], order)
-    if at + 2 > len(tiff):
-        return None, True
-    count = int.from_bytes(tiff[at:at + 2], order)
-    for i in range(min(count, MAX_HEADER_SEGMENTS)):
-        e = at + 2 + 12 * i
-        if e + 12 > len(tiff):
-            return None, True
-        if int.from_bytes(tiff[e:e + 2], order) == 0x0112:
-            return int.from_bytes(tiff[e + 8:e + 10], order), False
-    return None, False
 
 
 def gpu_route(data: bytes, limits: DecodeLimits = DecodeLimits(), progressive: bool = False) -> str | None:

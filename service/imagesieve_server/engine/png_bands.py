@@ -28,6 +28,7 @@ import zlib
 from typing import Iterator
 
 import numpy as np
+from imagesieve.orientation import ifd0_orientation
 from PIL import Image
 
 # Raw modes as Pillow's PNG reader names them -> bytes a pixel the filters use.
@@ -111,20 +112,16 @@ def orientation(data: bytes) -> object:
     """The EXIF orientation value of a PNG, as decoding it whole finds it
     (``img.getexif()`` would decode the pixels first): the last eXIf chunk
     Pillow reads, before or after the image data; its first MAX_EXIF_BYTES.
-    1 when there is none or it cannot be parsed. May be a value of any type
-    (a string, say): callers look it up (decode._TRANSPOSE), as Pillow does."""
+    1 when there is none or it cannot be parsed (read as the other formats'
+    is: ``imagesieve.orientation.ifd0_orientation``)."""
     exif = None
     for kind, start, end in _chunks(data):
         if kind == b"eXIf":
             exif = data[start:min(end, start + MAX_EXIF_BYTES)]
     if not exif:
         return 1
-    try:
-        parsed = Image.Exif()
-        parsed.load(exif if exif[:6] == b"Exif\x00\x00" else b"Exif\x00\x00" + exif)
-        return parsed.get(0x0112, 1)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not fail the image
-        return 1
+    value, _ = ifd0_orientation(exif[6:] if exif[:6] == b"Exif\x00\x00" else exif)
+    return 1 if value is None else value
 
 
 class PngRows:

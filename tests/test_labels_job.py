@@ -84,8 +84,8 @@ def test_job_streams_progress_and_finds_flipped_labels(request_with_flips):
 
 
 def _req(**kw):
-    images = kw.pop("images", [common_pb2.Image(key="a", data=b"x", label="cat"),
-                               common_pb2.Image(key="b", data=b"y", label="dog")])
+    images = kw.pop("images", [common_pb2.Image(key=k, data=k.encode(), label=("cat", "dog")[i % 2])
+                               for i, k in enumerate("abcd")])
     return analysis_pb2.ScoreLabelsRequest(
         source=analysis_pb2.LabelledSource(inline=analysis_pb2.InlineImages(images=images)), folds=2, **kw)
 
@@ -108,19 +108,26 @@ def test_bad_requests_raise_value_error():
     params = validate_request(_req())
     assert (params.method, params.top_fraction, params.classifier) == ("out_of_fold", 0.01, "lda")
     validate_request(_req(images=[common_pb2.Image(key="a", server_path="/x/a.jpg", label="cat"),
-                                  common_pb2.Image(key="b", data=b"y", label="dog")]))  # server_path accepted
+                                  *_req().source.inline.images[1:]]))  # server_path accepted
+    # Folds no data could fill are refused before any embedding (a probe's 400 one-image
+    # classes were refused after 8 s of it).
+    with pytest.raises(ValueError, match="fold"):
+        validate_request(_req(images=[common_pb2.Image(key=f"k{i}", data=b"x", label=f"c{i}") for i in range(40)]))
+
+
+def _undecodable(first: common_pb2.Image) -> list:
+    return [first] + [common_pb2.Image(key=k, data=b"neither", label=("cat", "dog")[i % 2])
+                      for i, k in enumerate("bcd", 1)]
 
 
 def test_undecodable_image_is_a_clear_error():
-    req = _req(images=[common_pb2.Image(key="bad", data=b"not an image", label="cat"),
-                       common_pb2.Image(key="b", data=b"neither", label="dog")])
+    req = _req(images=_undecodable(common_pb2.Image(key="bad", data=b"not an image", label="cat")))
     with pytest.raises(ValueError, match="could not be embedded: bad"):
         asyncio.run(_collect(req))
 
 
 def test_server_path_without_a_reader_is_refused():
     """Without the server's reader (no allowed roots) a server_path fails its image, named."""
-    req = _req(images=[common_pb2.Image(key="far", server_path="/etc/hostname", label="cat"),
-                       common_pb2.Image(key="b", data=b"neither", label="dog")])
-    with pytest.raises(ValueError, match=r"2 image\(s\) could not be embedded: far \(server paths are disabled"):
+    req = _req(images=_undecodable(common_pb2.Image(key="far", server_path="/etc/hostname", label="cat")))
+    with pytest.raises(ValueError, match=r"4 image\(s\) could not be embedded: far \(server paths are disabled"):
         asyncio.run(_collect(req))

@@ -133,6 +133,10 @@ def test_bad_requests_are_rejected(digit_images):
         validate_request(request(digit_images, fractions=[0.02, 0.5], target_accuracy=0.9))
     with pytest.raises(ValueError, match="unknown classifier"):
         validate_request(request(digit_images, classifier="svm", target_accuracy=0.9))
+    # every image in the test split: refused before any embedding (a probe's was, after 8.6 s of it)
+    all_test = [common_pb2.Image(key=im.key, data=im.data, label=im.label, split="test") for im in digit_images]
+    with pytest.raises(ValueError, match="none is left to train on"):
+        validate_request(request(all_test, target_accuracy=0.9))
     unlabelled = [common_pb2.Image(key="x", data=digit_images[0].data)]
     with pytest.raises(ValueError, match="missing label"):
         validate_request(request(unlabelled, target_accuracy=0.9))

@@ -79,6 +79,9 @@ def check_data(labels: list[str], splits: list[str], params: SampleSizeParams) -
     check_labels(labels)
     n_given_test = sum(s == "test" for s in splits)
     n = len(labels)
+    if n_given_test == n:
+        raise ValueError(f"every one of the {n} images is in the test split: none is left to train on (leave "
+                         "the split empty to hold out test_fraction, or mark the training images)")
     n_train = n - n_given_test if n_given_test else n - round(params.test_fraction * n)
     train_classes = len({l for l, s in zip(labels, splits) if not n_given_test or s != "test"})
     if round(params.fractions[0] * n_train) < train_classes:

@@ -29,8 +29,9 @@ NEIGHBORS = 10
 def validate_request(request: analysis_pb2.ScoreLabelsRequest) -> label_issues.Params:
     """The label check's Params (its defaults for unset fields); ValueError
     with a clear message for bad ones. Inline images: their number first
-    (O(1)), then each image and the labels, all before any embedding (the
-    folds are checked on the data, ``check_data``)."""
+    (O(1)), then each image, the labels and their folds, all before any
+    embedding (and the folds again on the data, ``check_data``: images that
+    fail to embed are left out)."""
     if request.source.WhichOneof("source") == "inline":
         check_inline_count(request.source.inline.images, "ScoreLabels")
     top = request.top_fraction or label_issues.Params.top_fraction
@@ -44,7 +45,11 @@ def validate_request(request: analysis_pb2.ScoreLabelsRequest) -> label_issues.P
     if request.source.WhichOneof("source") == "inline":   # fail before embedding
         images = request.source.inline.images
         check_inline_images(images, "ScoreLabels")
-        check_labels([im.label for im in images])
+        labels = [im.label for im in images]
+        check_labels(labels)
+        # With every image embedded or fewer: a probe's 400 one-image classes were refused
+        # only after 8 s of embedding.
+        check_label_folds(labels, params)
     return params
 
 

@@ -839,7 +839,7 @@ def _tiff_gray(w: int, h: int, rows_per_strip: int = 0, tile: int = 0, decoys: i
 
 def _tiff_with_numbers(tag_id: int, kind: int, count: int) -> bytes:
     """An 8x8 gray TIFF of one strip with one more tag, ``tag_id``, holding
-    ``count`` numbers of TIFF type ``kind`` (3 SHORT, 5 RATIONAL)."""
+    ``count`` numbers of TIFF type ``kind`` (3 SHORT, 5 RATIONAL, 12 DOUBLE)."""
     pixels = bytes(range(64))
     n = 9
     pix_at = 8 + 2 + 12 * n + 4
@@ -847,7 +847,8 @@ def _tiff_with_numbers(tag_id: int, kind: int, count: int) -> bytes:
         return struct.pack("<HHII", t, ty, c, v)
     entries = {256: tag(256, 1, 8), 257: tag(257, 1, 8), 258: tag(258, 1, 8, 3), 259: tag(259, 1, 1, 3),
                262: tag(262, 1, 1, 3), 273: tag(273, 1, pix_at), 278: tag(278, 1, 8), 279: tag(279, 1, 64)}
-    values = struct.pack("<II", 72, 1) * count if kind == 5 else struct.pack("<H", 1) * count
+    values = (struct.pack("<II", 72, 1) * count if kind == 5 else struct.pack("<d", 1.5) * count if kind == 12
+              else struct.pack("<H", 1) * count)
     entries[tag_id] = tag(tag_id, count, pix_at + len(pixels), kind) if len(values) > 4 else \
         struct.pack("<HHI", tag_id, kind, count) + values.ljust(4, b"\0")
     return (b"II*\x00" + struct.pack("<IH", 8, n) + b"".join(entries[t] for t in sorted(entries)) + b"\0\0\0\0"
@@ -1028,6 +1029,10 @@ def test_ordinary_files_of_those_kinds_still_decode():
     # a TIFF with its resolution (one fraction) and a short table of numbers
     assert np.asarray(decode_image(_tiff_with_numbers(282, 5, 1), 4))[1, 2, 0] == 10
     assert decode_image(_tiff_with_numbers(320, 3, 768), 4).size == (8, 8)
+    # tags Pillow does not read stay bytes, however many numbers they hold (a review: a GeoTIFF's
+    # 50,000 tie points, a MetaMorph stack's 300 per-plane fractions were refused)
+    assert decode_image(_tiff_with_numbers(33922, 12, 300_000), 4).size == (8, 8)
+    assert decode_image(_tiff_with_numbers(33629, 5, 300), 4).size == (8, 8)
 
 
 def test_an_exif_orientation_is_read_without_unpacking_the_exif(monkeypatch):
@@ -1053,6 +1058,13 @@ def test_an_exif_orientation_is_read_without_unpacking_the_exif(monkeypatch):
                                                                               + struct.pack(">HH", 6, 0)])), 16)
         assert turned.size == (40, 80) and np.asarray(turned)[0, 20, 2] > 150, fmt    # the left side on top
     assert ifd0_orientation(_exif_of([struct.pack(">HHIHH", 0x0112, 3, 1, 8, 0)])) == (8, False)
+    assert ifd0_orientation(_exif_of([struct.pack(">HHIHH", 0x0112, 8, 1, 6, 0)])) == (6, False)    # SSHORT
+    # a TIFF's own Orientation tag before its XMP's, as Pillow reads them (a review); its tags are
+    # parsed on opening (preflight bounds them), so Pillow may read its EXIF there
+    monkeypatch.undo()
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description tiff:Orientation="1"/></rdf:RDF></x:xmpmeta>'
+    tiff = decode_image(encode(wide, "TIFF", tiffinfo={274: 6, 700: xmp}), 16)
+    assert tiff.size == (40, 80) and np.asarray(tiff)[0, 20, 2] > 150
     assert ifd0_orientation(_exif_of([struct.pack(">HHII", 0x0112, 4, 1, 3)])) == (3, False)
     assert ifd0_orientation(fractions) == (None, False) and ifd0_orientation(b"MM\x00*\x00") == (None, True)
 

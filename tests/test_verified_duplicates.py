@@ -613,6 +613,47 @@ def test_a_copy_of_a_file_kept_many_times_is_judged_against_its_look_alikes(embe
     assert aligned == [1]              # the 8 candidates are one stored picture
 
 
+def test_pairs_of_identical_sets_keep_their_turn_their_leaks_and_the_plausible_share(embedder, photos, digits,
+                                                                                      monkeypatch):
+    """A review of the identical sets' verdicts: a pair read from the other
+    set's side must say the turn the other way; the star form of two large
+    sets must still pair every split that meets (a test file of the copy
+    with the training files of its original); and the share of images in
+    near pairs counts pictures, not the copies of one file."""
+    from imagesieve_server.analysis.duplicates import find
+
+    photo = photo_image(photos[0][0])
+    blobs = [photos[0][0], encode(photo.rotate(90, expand=True), "JPEG", quality=90), photos[0][0]]
+    v, s = _embed(embedder, blobs)
+    sha = [hashlib.sha256(b).hexdigest() for b in blobs]
+    rep = find_duplicates(v, ["0", "1", "2"], [""] * 3, [""] * 3, sha, signatures=s)
+    turned = {(int(a), int(b)): int(t) for a, b, t in zip(rep.a, rep.b, rep.evidence.turned)}
+    assert turned[(0, 1)] == 90 and turned[(1, 2)] == 270, turned     # 1 is 0 turned; 2 is 1 turned back
+
+    x, _ = digits
+    picture = digit_image(x[0], 96, Image.BILINEAR)
+    copy = encode(picture.resize((72, 72)).filter(ImageFilter.GaussianBlur(1)), "JPEG", quality=60)
+    others = [encode(digit_image(x[i], 96, Image.BILINEAR), "PNG") for i in range(10, 60)]
+    blobs = [encode(picture, "PNG")] * 20 + others + [copy, copy]
+    v, s = _embed(embedder, blobs)
+    n = len(blobs)
+    sha = [hashlib.sha256(b).hexdigest() for b in blobs]
+    splits = ["test" if i in (0, n - 2, n - 1) else "train" for i in range(n)]
+    monkeypatch.setattr(find, "MEMBER_PAIRS_MAX", 8)          # 20 x 2 files: the star form
+    rep = find_duplicates(v, [str(i) for i in range(n)], [""] * n, splits, sha, signatures=s)
+    pairs = list(zip(rep.a.tolist(), rep.b.tolist(), rep.cross_split.tolist()))
+    for c in (n - 2, n - 1):               # each test copy of the copy meets a training original
+        assert any(leak and c in (a, b) and min(a, b) in range(1, 20) for a, b, leak in pairs), c
+    assert len([p for p in pairs if p[0] < 20 and p[1] >= n - 2]) < 20 * 2
+    # the share of pictures in near pairs: 20 files of one picture and 2 of its copy are 2 of 52
+    picture = {h: i for i, h in reversed(list(enumerate(sha)))}
+    near = [(a, b) for a, b, e in zip(rep.a.tolist(), rep.b.tolist(), rep.exact.tolist()) if not e]
+    in_near = {picture[sha[i]] for pair in near for i in pair}
+    said = [w for w in rep.warnings if "near-duplicate pairs involve" in w]
+    share = len(in_near) / len(set(sha))
+    assert (f"involve {share:.0%} of the images" in said[0]) if share > 0.1 else not said, (said, share)
+
+
 def test_exact_duplicates_are_the_same_on_every_path(server, photos):
     data = [d for d, _, _ in photos]
     with Client(server.address) as c:

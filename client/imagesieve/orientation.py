@@ -41,21 +41,26 @@ def ifd0_orientation(tiff: bytes) -> tuple[int | None, bool]:
             return None, True
         if int.from_bytes(tiff[e:e + 2], order) == 0x0112:
             kind, values = int.from_bytes(tiff[e + 2:e + 4], order), int.from_bytes(tiff[e + 4:e + 8], order)
-            if values != 1 or kind not in (3, 4):
+            if values != 1 or kind not in (3, 4, 8):      # SHORT, LONG, SSHORT
                 return None, False
-            return int.from_bytes(tiff[e + 8:e + (10 if kind == 3 else 12)], order), False
+            return int.from_bytes(tiff[e + 8:e + (12 if kind == 4 else 10)], order), False
     return None, False
 
 
 def orientation(img: Image.Image) -> int | None:
     """The EXIF orientation tag of ``img`` (1 when absent or unreadable):
     from the raw EXIF block where the file has one (JPEG, WebP, PNG, HEIF;
-    see :func:`ifd0_orientation`), else XMP's ``tiff:Orientation``, else
-    what Pillow parsed on opening (TIFF tags)."""
+    see :func:`ifd0_orientation`), or a TIFF's own tag, else XMP's
+    ``tiff:Orientation`` (as Pillow), else what Pillow finds."""
     raw = img.info.get("exif")
     if isinstance(raw, (bytes, bytearray)):
         value, _ = ifd0_orientation(raw[6:] if raw[:6] == b"Exif\x00\x00" else raw)
         if value is not None:
+            return value
+    tags = getattr(img, "tag_v2", None)          # a TIFF: its own Orientation tag first
+    if tags is not None:
+        value = tags.get(0x0112)
+        if isinstance(value, int):
             return value
     for key in ("xmp", "XML:com.adobe.xmp"):        # where Pillow looks when EXIF has none
         xmp = img.info.get(key)

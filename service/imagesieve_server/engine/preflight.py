@@ -69,6 +69,11 @@ MAX_TIFF_PARTS = 65_536         # strips or tiles (a 100 MP image in 256x256 til
 # text and undefined data (XMP, ICC profiles, Photoshop's resources) load as one object.
 MAX_TIFF_FRACTIONS = 64
 MAX_TIFF_TAG_VALUES = 1 << 18
+# The tags Pillow reads (and so unpacks) while opening a TIFF, besides offsets and byte
+# counts (PIL.TiffImagePlugin._setup): sizes, sample layout, resolution, orientation,
+# palette, tiles, subsampling.
+TIFF_TAGS_READ_ON_OPEN = frozenset({256, 257, 258, 259, 262, 266, 274, 277, 278, 282, 283, 284, 296, 320, 322,
+                                    323, 338, 339, 530})
 MAX_TILE_PIXELS = 1 << 22       # a tile beyond 4 x its image's pixels may have this many (2048x2048)
 MAX_COMPRESSED_CHUNKS = 64      # iCCP, zTXt, iTXt in a PNG (real files: a few)
 MAX_PNG_METADATA_BYTES = 16 << 20   # a PNG's chunks besides its pixels (profiles, XMP: at most a few MB)
@@ -216,11 +221,12 @@ def _tiff(data: bytes, max_pixels: int) -> str | None:
             break
         tag, kind = _u(data, e, 2, order), _u(data, e + 2, 2, order)
         values = _u(data, e + 4, 8 if big else 4, order)
-        # Pillow unpacks every tag when it opens the file, before any memory is
-        # charged: an 8x8 TIFF whose XResolution held 3.9 million fractions (31 MB)
-        # took 14 s and 664 MB. Offsets and byte counts are bounded below.
+        # Pillow unpacks the tags it reads when it opens the file, before any memory
+        # is charged: an 8x8 TIFF whose XResolution held 3.9 million fractions (31 MB)
+        # took 14 s and 664 MB. Offsets and byte counts are bounded below; the tags it
+        # does not read stay bytes (a GeoTIFF's 300,000 tie point numbers are data).
         limit = MAX_TIFF_FRACTIONS if kind in (5, 10) else MAX_TIFF_TAG_VALUES if kind not in (1, 2, 7) else None
-        if tag not in (273, 279, 324, 325) and limit is not None and values > limit:
+        if tag in TIFF_TAGS_READ_ON_OPEN and limit is not None and values > limit:
             return (f"TIFF whose tag {tag} holds {values} numbers, above the limit of {limit} (each is "
                     "unpacked on opening)")
         if tag in (273, 324):           # StripOffsets, TileOffsets

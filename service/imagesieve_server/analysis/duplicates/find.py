@@ -303,32 +303,49 @@ def _on_representatives(a, b, source, rep: np.ndarray, vectors: np.ndarray
 
 
 #: A verified pair of two identical sets lists every member with every
-#: other up to this many pairs; beyond, each member with the other set's
-#: representative (a set of 10,000 copies costs 10,000 pairs, as exact_pairs).
+#: other up to this many pairs; beyond, each member with one member of the
+#: other set for each (split, label) found there (a set of 10,000 copies in
+#: one split costs 10,000 pairs, as exact_pairs, and every leak is still a pair).
 MEMBER_PAIRS_MAX = 256
 
 
-def _member_pairs(a, b, rep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _member_pairs(a, b, rep: np.ndarray, splits: Sequence[str], labels: Sequence[str]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (a, b) of representatives (see :func:`_representatives`) as
     pairs of their identical sets' members: (which (M,) positions into the
-    pairs, a (M,), b (M,)), a < b."""
+    pairs, a (M,), b (M,), swapped (M,) bool: the member pair runs the other
+    way, b's set first), a < b. The star form of a large pair of sets keeps
+    one pair for every (split, label) of one set met by each member of the
+    other (``splits``, ``labels``: N each)."""
     a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
     size = np.bincount(rep, minlength=len(rep))
     alone = (size[a] == 1) & (size[b] == 1)
     if alone.all():
-        return np.arange(len(a)), a, b
+        return np.arange(len(a)), a, b, np.zeros(len(a), bool)
     order = np.argsort(rep, kind="stable")
     starts = np.searchsorted(rep[order], np.arange(len(rep) + 1))
+
+    def one_of_each_kind(members: np.ndarray) -> np.ndarray:
+        first: dict = {}
+        for m in members.tolist():
+            first.setdefault((splits[m], labels[m]), m)
+        return np.fromiter(first.values(), np.int64, len(first))
+
     which, out_a, out_b = [np.flatnonzero(alone)], [a[alone]], [b[alone]]
     for k in np.flatnonzero(~alone).tolist():
         x, y = int(a[k]), int(b[k])
         mx, my = order[starts[x]:starts[x + 1]], order[starts[y]:starts[y + 1]]
-        if mx.size * my.size <= MEMBER_PAIRS_MAX:
-            px, py = np.repeat(mx, my.size), np.tile(my, mx.size)
+        if mx.size * my.size > MEMBER_PAIRS_MAX:
+            kx, ky = one_of_each_kind(mx), one_of_each_kind(my)
+            px, py = np.r_[np.repeat(mx, ky.size), np.tile(kx, my.size)], np.r_[np.tile(ky, mx.size),
+                                                                                np.repeat(my, kx.size)]
+            _, first = np.unique(px * len(rep) + py, return_index=True)
+            px, py = px[first], py[first]
         else:
-            px, py = np.r_[mx, np.full(my.size - 1, x)], np.r_[np.full(mx.size, y), my[my != y]]
-        which.append(np.full(px.size, k)), out_a.append(np.minimum(px, py)), out_b.append(np.maximum(px, py))
-    return np.concatenate(which), np.concatenate(out_a), np.concatenate(out_b)
+            px, py = np.repeat(mx, my.size), np.tile(my, mx.size)
+        which.append(np.full(px.size, k)), out_a.append(px), out_b.append(py)
+    px, py = np.concatenate(out_a), np.concatenate(out_b)
+    return np.concatenate(which), np.minimum(px, py), np.maximum(px, py), px > py
 
 
 def _group_labels(n: int, a, b, sim, floor: float, grouping: str, twins: np.ndarray) -> np.ndarray:
@@ -430,13 +447,17 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
             ok = region.confirmed(signatures, a, b, ok, ev, region_cosines, report)
         # Each verified pair for every file of its two identical sets; identical bytes are
         # duplicates whatever stage 2 says.
-        which, a, b = _member_pairs(a[ok], b[ok], rep)
+        which, a, b, swapped = _member_pairs(a[ok], b[ok], rep, splits, labels)
         which = np.flatnonzero(ok)[which]
+        member_ev = ev.take(which)
+        # A pair read the other way turned the other way (a mirror turns alike both ways).
+        back = swapped & ~member_ev.mirrored
+        member_ev.turned[back] = (-member_ev.turned[back]) % 360
         order = np.lexsort((np.r_[b, eb], np.r_[a, ea]))
         a, b = np.r_[a, ea][order], np.r_[b, eb][order]
         sim = np.r_[sim[which], np.ones(len(ea), np.float32)][order].astype(np.float32)
         relative = np.r_[rel[which], np.zeros(len(ea), np.float32)][order].astype(np.float32)
-        evidence = ev.take(which).concat(PairEvidence.identical(len(ea))).take(order)
+        evidence = member_ev.concat(PairEvidence.identical(len(ea))).take(order)
         group_floor = -1.0        # verified pairs are the edges, whatever their cosine
     else:
         method = "raw cosine"
@@ -462,10 +483,13 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         threshold_reason=reason, evidence=evidence, relative=relative, candidates=candidates)
     # Byte-identical files are a finding, not a sign of a loose threshold:
     # only images in some near (not exact) pair count towards implausible.
+    # Pictures, not files: the copies of one file count once (its near pairs are listed for each).
+    rep = _representatives(twins)
     near = ~result.exact
-    near_images = np.unique(np.r_[result.a[near], result.b[near]]).size
-    near_share = near_images / max(n, 1)
-    if implausible(near_images, n):
+    near_images = np.unique(rep[np.r_[result.a[near], result.b[near]]]).size
+    pictures = np.unique(rep).size
+    near_share = near_images / max(pictures, 1)
+    if implausible(near_images, pictures):
         result.warnings.append(
             f"near-duplicate pairs involve {near_share:.0%} of the images, an implausible share unless "
             "this collection is known to hold many copies: "

@@ -860,6 +860,17 @@ def _exif_of(entries: list[bytes], data: bytes = b"") -> bytes:
     return b"MM\x00*" + struct.pack(">IH", 8, len(entries)) + b"".join(entries) + b"\0\0\0\0" + data
 
 
+def _avif_orientation_of_fractions(count: int) -> bytes:
+    """A 64x64 AVIF whose EXIF Orientation holds ``count`` fractions
+    (written as an unknown tag, which Pillow's encoder does not read, then
+    renamed in the file)."""
+    decoy = struct.pack(">HHII", 0x9999, 7, 8 * count, 26)
+    exif = b"Exif\0\0" + _exif_of([decoy], struct.pack(">II", 6, 1) * count)
+    data = encode(Image.new("RGB", (64, 64), (10, 200, 30)), "AVIF", exif=exif)
+    assert data.count(decoy) == 1
+    return data.replace(decoy, struct.pack(">HHII", 0x0112, 5, count, 26))
+
+
 def _png_with(chunks: list[bytes], size: int = 8, after: list[bytes] = ()) -> bytes:
     """A gray PNG with ``chunks`` before its pixels and ``after`` after them."""
     img = encode(Image.fromarray(np.arange(size * size, dtype=np.uint8).reshape(size, size)), "PNG")
@@ -977,6 +988,8 @@ BOMBS = {
     # in an 8x8 TIFF's XResolution: 14 s and 664 MB), and a JPEG's EXIF directory for its DPI
     "TIFF of 100,000 fractions in one tag": (_tiff_with_numbers(282, 5, 100_000), "tag 282 holds 100000"),
     "TIFF of 300,000 numbers in one tag": (_tiff_with_numbers(339, 3, 300_000), "tag 339 holds 300000"),
+    # a review: Pillow parses an AVIF's EXIF item while opening (a million fractions: 2.1 s, 236 MB)
+    "AVIF of a 0.8 MB EXIF": (_avif_orientation_of_fractions(100_000), "EXIF is 8000"),
     "JPEG of an EXIF directory of 5,000 entries": (
         encode(Image.new("RGB", (64, 64), (120, 30, 200)), "JPEG", exif=b"Exif\0\0" + _exif_of(
             [struct.pack(">HHII", 40000 + i, 7, 1000, 8) for i in range(5000)])), "5000 entries"),
@@ -1059,6 +1072,10 @@ def test_an_exif_orientation_is_read_without_unpacking_the_exif(monkeypatch):
         assert turned.size == (40, 80) and np.asarray(turned)[0, 20, 2] > 150, fmt    # the left side on top
     assert ifd0_orientation(_exif_of([struct.pack(">HHIHH", 0x0112, 3, 1, 8, 0)])) == (8, False)
     assert ifd0_orientation(_exif_of([struct.pack(">HHIHH", 0x0112, 8, 1, 6, 0)])) == (6, False)    # SSHORT
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    avif = decode_image(encode(wide, "AVIF", exif=exif.tobytes()), 16)        # an ordinary AVIF EXIF
+    assert avif.size == (40, 80) and np.asarray(avif)[0, 20, 2] > 150
     # a TIFF's own Orientation tag before its XMP's, as Pillow reads them (a review); its tags are
     # parsed on opening (preflight bounds them), so Pillow may read its EXIF there
     monkeypatch.undo()

@@ -735,8 +735,9 @@ class Collection:
         first: dict[bytes, Neighbor] = {}
         all_cands, all_by_layout = cands + by_layout, by_layout
         judged_as = [first.setdefault(bytes(stored[n.key][0]), n) for n in all_cands]
-        cands = [n for n in cands if first[bytes(stored[n.key][0])] is n]
-        by_layout = [n for n in by_layout if first[bytes(stored[n.key][0])] is n]
+        n_embedded = len(cands)
+        cands = [n for n, judged in zip(cands, judged_as) if judged is n]
+        by_layout = [n for n, judged in zip(by_layout, judged_as[n_embedded:]) if judged is n]
         everyone = cands + by_layout
         m = len(everyone)
         layout_only = np.r_[np.zeros(len(cands), bool), np.ones(len(by_layout), bool)]

@@ -48,6 +48,8 @@ from __future__ import annotations
 
 import re
 
+from imagesieve.orientation import ifd0
+
 from .avif_bounds import AvifRefused, AvifUnreadable, avif_canvas
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -286,16 +288,6 @@ def _png(data: bytes) -> str | None:
     return f"PNG of over {MAX_PNG_CHUNKS} chunks"
 
 
-def _ifd0_entries(tiff: bytes) -> int:
-    """Entries of an EXIF block's first directory (``tiff``: from its TIFF
-    header); 0 when it cannot be read."""
-    order = {b"II": "little", b"MM": "big"}.get(bytes(tiff[:2]))
-    if order is None or len(tiff) < 8:
-        return 0
-    at = _u(tiff, 4, 4, order)
-    return _u(tiff, at, 2, order) if at + 2 <= len(tiff) else 0
-
-
 def _jpeg(data: bytes) -> str | None:
     """Bytes between segments (junk, or 0xFF fill) before the first scan:
     Pillow reads them one at a time while opening."""
@@ -320,7 +312,8 @@ def _jpeg(data: bytes) -> str | None:
                 # Pillow unpacks the EXIF block's first directory while opening (for the
                 # DPI), warning once for each damaged entry: 5,400 entries in a 64 KB JPEG
                 # took 0.09 s and wrote 1 MB of warnings. Cameras write a few dozen.
-                entries = _ifd0_entries(data[pos + 10:pos + 2 + _u(data, pos + 2, 2, "big")])
+                directory = ifd0(data[pos + 10:pos + 2 + _u(data, pos + 2, 2, "big")])
+                entries = 0 if directory is None else directory[2]
                 if entries > MAX_HEADER_SEGMENTS:
                     return (f"JPEG whose EXIF block has {entries} entries in its first directory, above the "
                             f"limit of {MAX_HEADER_SEGMENTS} (each is unpacked while opening)")

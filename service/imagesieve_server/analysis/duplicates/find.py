@@ -348,13 +348,12 @@ def _member_pairs(a, b, rep: np.ndarray, splits: Sequence[str], labels: Sequence
     return np.concatenate(which), np.minimum(px, py), np.maximum(px, py), px > py
 
 
-def _group_labels(n: int, a, b, sim, floor: float, grouping: str, twins: np.ndarray) -> np.ndarray:
+def _group_labels(n: int, a, b, sim, floor: float, grouping: str, rep: np.ndarray) -> np.ndarray:
     """(N,) group labels of pairs (a, b) with cosines ``sim``, byte-identical
-    images (``twins``: (N,) labels) standing as one member: they are every
-    two a pair, though exact_pairs joins a large set by a star and the
-    candidates are each image's nearest, so 5,000 copies of one file made a
-    bounded group of 22. Each takes its first copy's group."""
-    rep = _representatives(twins)
+    images (``rep``: :func:`_representatives`) standing as one member: they
+    are every two a pair, though exact_pairs joins a large set by a star and
+    the candidates are each image's nearest, so 5,000 copies of one file
+    made a bounded group of 22. Each takes its first copy's group."""
     ra, rb = rep[a], rep[b]
     keep = ra != rb
     if grouping == "components":
@@ -472,8 +471,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         group_floor = threshold
     if signatures is None:
         ea, eb = exact_pairs(sha)
-        twins = connected_components(n, ea, eb)
-    groups = groups_from_labels(_group_labels(n, a, b, sim, group_floor, grouping, twins))
+        rep = _representatives(connected_components(n, ea, eb))
+    groups = groups_from_labels(_group_labels(n, a, b, sim, group_floor, grouping, rep))
     result = DuplicateReport(
         keys=keys, threshold=threshold, a=a, b=b, cosine=sim,
         exact=sha[a] == sha[b] if len(a) else np.zeros(0, bool),
@@ -484,7 +483,6 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
     # Byte-identical files are a finding, not a sign of a loose threshold:
     # only images in some near (not exact) pair count towards implausible.
     # Pictures, not files: the copies of one file count once (its near pairs are listed for each).
-    rep = _representatives(twins)
     near = ~result.exact
     near_images = np.unique(rep[np.r_[result.a[near], result.b[near]]]).size
     pictures = np.unique(rep).size

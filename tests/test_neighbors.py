@@ -131,8 +131,8 @@ def test_missing_approximate_neighbours_are_not_counted():
 def test_an_approximate_search_reports_while_its_index_is_built_and_stops_when_told(vectors, monkeypatch):
     """Building the IVF index for 100,000 vectors took ~15 s before the
     first chunk was answered, and a cancelled FindDuplicates ran on through
-    it: the build now reports between the index's adds, and a report that
-    raises stops it before any search."""
+    it: the build now reports between the k-means iterations and the index's
+    adds, and a report that raises stops it before any search."""
     x, _ = vectors
     monkeypatch.setattr(neighbors, "ADD_ROWS", 256)
     stages = []
@@ -144,6 +144,18 @@ def test_an_approximate_search_reports_while_its_index_is_built_and_stops_when_t
 
     with pytest.raises(InterruptedError):
         next(neighbors.knn_chunks(x, 5, exact=False, report=report))
-    assert stages == [("indexing", 0, 900), ("indexing", 256, 900), ("indexing", 512, 900)]
+    training = [("training", i, 10) for i in range(10)]
+    assert stages == [("indexing", 0, 900), *training, ("indexing", 256, 900), ("indexing", 512, 900)]
+    # and stops inside the k-means (its iterations report too)
+    stages.clear()
+
+    def stop_training(stage, done, total):
+        stages.append((stage, done, total))
+        if stage == "training" and done == 1:
+            raise InterruptedError("cancelled")
+
+    with pytest.raises(InterruptedError):
+        next(neighbors.knn_chunks(x, 5, exact=False, report=stop_training))
+    assert stages == [("indexing", 0, 900), *training[:2]]
     # without a report: answers as before
     assert next(neighbors.knn_chunks(x, 5, exact=False))[1].shape == (900, 5)     # one chunk of 900 rows

@@ -53,9 +53,10 @@ def knn_chunks(vectors: np.ndarray, k: int, chunk_rows: int = CHUNK_ROWS,
     copy unless that would fill more than half of ``memory_bytes`` (default
     ``faiss_index.index_memory_bytes()``): then IVF-PQ codes, and ``sims``
     are still exact cosines (candidates re-ranked from ``vectors``).
-    ``report(stage, done, total)``: called as the index is built (it may
-    raise to stop there: 100,000 vectors take ~15 s before the first chunk,
-    ~11 s of it one training call that nothing interrupts).
+    ``report(stage, done, total)``: called as the index is built, between
+    its k-means iterations ("training") and its adds ("indexing"); it may
+    raise to stop there (100,000 vectors take ~15 s before the first chunk,
+    ~11 s of it the k-means, ~1 s an iteration).
     """
     x = fi.as_vectors(vectors)
     n = len(x)
@@ -71,10 +72,11 @@ def knn_chunks(vectors: np.ndarray, k: int, chunk_rows: int = CHUNK_ROWS,
         compressed = fi.floats_overflow(n, x.shape[1], memory)
         index = fi.make_index("ivf_pq" if compressed else "ivf_flat", x.shape[1], n_expected=n)
         if report is not None:
-            report("indexing", 0, n)        # before the training: one FAISS call nothing stops
+            report("indexing", 0, n)
         if fi.needs_training(index):
             # Compressed: a seeded sample of at most 1 GiB (FAISS would draw 256 a list from the array).
-            fi.train_index(index, x, max_points=fi.training_points(index) if compressed else None)
+            fi.train_index(index, x, max_points=fi.training_points(index) if compressed else None,
+                           report=report)
         for s in range(0, n, ADD_ROWS):
             if report is not None and s:
                 report("indexing", s, n)

@@ -259,10 +259,13 @@ def needs_training(index: faiss.Index) -> bool:
     return not index.is_trained
 
 
-def train_index(index: faiss.Index, sample, max_points: int | None = None, seed: int = 0) -> None:
+def train_index(index: faiss.Index, sample, max_points: int | None = None, seed: int = 0,
+                report=None) -> None:
     """Train an IVF index on ``sample`` ((S, D) float32 unit vectors, e.g. a
     random sample of the collection: ~40-256 points per list is enough).
-    ``max_points`` subsamples (seeded) before k-means. No-op for flat/HNSW."""
+    ``max_points`` subsamples (seeded) before k-means. No-op for flat/HNSW.
+    ``report("training", iteration, iterations)`` is called before each
+    k-means iteration of the coarse quantizer and may raise to stop there."""
     sample = as_vectors(sample, index.d, "training sample")
     if index.is_trained:
         return
@@ -272,7 +275,40 @@ def train_index(index: faiss.Index, sample, max_points: int | None = None, seed:
         sample = sample[np.sort(rng.choice(sample.shape[0], max_points, replace=False))]
     if ivf is not None and sample.shape[0] < ivf.nlist:
         raise ValueError(f"need at least nlist={ivf.nlist} training vectors; got {sample.shape[0]}")
-    index.train(sample)
+    if ivf is not None:
+        _train_coarse_quantizer(ivf, sample, report)
+    index.train(sample)     # an IVF's quantizer holding nlist centroids is not trained again
+
+
+def _train_coarse_quantizer(ivf, sample: np.ndarray, report=None) -> None:
+    """The k-means that ``IndexIVF.train`` runs, one iteration a FAISS call.
+
+    Why: at 100,000 vectors the k-means is ~11 s in one call, and a
+    cancelled job would hold its slot through it. Each call resumes from
+    the previous centroids with the index's own parameters (same seed, so
+    the same subsample and start): the centroids equal one call's exactly
+    (tests/test_index_faiss.py)."""
+    params = faiss.ClusteringParameters()
+    for name in dir(params):       # the index's parameters, whichever this FAISS has
+        if not name.startswith("_") and name not in ("this", "thisown") \
+                and not callable(getattr(params, name)):
+            setattr(params, name, getattr(ivf.cp, name))
+    if params.nredo != 1 or getattr(params, "early_stop_threshold", 0):
+        return      # restarts or early stops do not resume: IndexIVF.train runs them in one call
+    iterations, params.niter = int(ivf.cp.niter), 1
+    quantizer, centroids = ivf.quantizer, None
+    for i in range(iterations):
+        if report is not None:
+            report("training", i, iterations)
+        clustering = faiss.Clustering(ivf.d, ivf.nlist, params)
+        if centroids is not None:
+            faiss.copy_array_to_vector(centroids.ravel(), clustering.centroids)
+        quantizer.reset()
+        clustering.train(sample, quantizer)
+        centroids = faiss.vector_to_array(clustering.centroids).reshape(ivf.nlist, ivf.d)
+    quantizer.reset()
+    quantizer.add(centroids)
+    quantizer.is_trained = True
 
 
 def add(index: faiss.Index, vectors, ids) -> None:

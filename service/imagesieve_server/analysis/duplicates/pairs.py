@@ -169,7 +169,8 @@ def knn_graph_pairs(vectors, threshold: float, k: int = 16, kind: str = "ivf_fla
     cosine is >= threshold - ``candidate_margin``; every kept candidate is
     re-scored exactly in full dimension. ``nprobe`` / ``ef_search`` default
     to 8 lists / 64. ``report(stage, done, total)`` is called with stages
-    ``"index"`` (vectors added) and ``"search"`` (queries done).
+    ``"training"`` (k-means iterations of an IVF), ``"index"`` (vectors
+    added) and ``"search"`` (queries done).
 
     Returns ``(a, b, sim)`` like :func:`pairs_above_threshold`; ``sim`` is
     the exact cosine (float32), so there are no false pairs, only misses.
@@ -194,7 +195,7 @@ def knn_graph_pairs(vectors, threshold: float, k: int = 16, kind: str = "ivf_fla
     if kind == "ivf_flat":
         nl = nlist or max(1, min(fi.default_nlist(n) // 4, n // 64))
         index = fi.make_index("ivf_flat", zd, n, nlist=nl, nprobe=nprobe or 8)
-        fi.train_index(index, z, max_points=64 * nl, seed=seed)
+        fi.train_index(index, z, max_points=64 * nl, seed=seed, report=report)
     elif kind == "hnsw":
         index = fi.make_index("hnsw", zd, n, hnsw_m=16, ef_construction=40, ef_search=ef_search or 64)
     else:

@@ -162,15 +162,16 @@ def effective_kind(kind: str, n_vectors: int, dim: int | None = None, memory_byt
     return kind
 
 
-def build_index(kind: str, dim: int, n_expected: int, batches, sample):
+def build_index(kind: str, dim: int, n_expected: int, batches, sample, report=None):
     """A FAISS index of ``kind`` for ``n_expected`` vectors holding every
     (ids (B,), vectors (B, D)) of ``batches``; IVF kinds are first trained
-    on ``sample(count)`` ((<= count, D): faiss_index.training_points). Its
+    on ``sample(count)`` ((<= count, D): faiss_index.training_points),
+    calling ``report`` between k-means iterations (faiss_index.train_index). Its
     memory is the index and one batch: a compressed index of 10M vectors
     builds in the memory its codes take, not the 40 GB of their floats."""
     index = fi.make_index(kind, dim, n_expected=max(n_expected, 1))
     if fi.needs_training(index):
-        fi.train_index(index, sample(fi.training_points(index)))
+        fi.train_index(index, sample(fi.training_points(index)), report=report)
     for ids, vectors in batches:
         if len(ids):
             fi.add(index, vectors, ids)
@@ -369,14 +370,18 @@ class Collection:
     def _build(self, kind: str, n: int, max_id: int):
         """An index of ``kind`` over the stored rows up to ``max_id`` (about
         ``n`` of them), trained on a random sample, filled a batch at a time;
-        CollectionError ABORTED between batches once the collection closes
-        (a drop or a shutdown does not wait for a whole background build)."""
+        CollectionError ABORTED between k-means iterations and batches once
+        the collection closes (a drop or a shutdown does not wait for a whole
+        background build)."""
+        def unless_closing(*_):
+            if self._closing.is_set():
+                raise CollectionError(f"collection {self.name!r} is closing", "ABORTED")
+
         def batches():
             for batch in self.store.rows_after(0, up_to=max_id):
-                if self._closing.is_set():
-                    raise CollectionError(f"collection {self.name!r} is closing", "ABORTED")
+                unless_closing()
                 yield batch
-        return build_index(kind, self.dim, n, batches(), self.store.sample_vectors)
+        return build_index(kind, self.dim, n, batches(), self.store.sample_vectors, report=unless_closing)
 
     def _replay(self, index, max_id: int, removal_seq: int):
         """(index, changes replayed): adds after ``max_id``, removals after ``removal_seq``."""

@@ -1772,3 +1772,45 @@ def test_altered_crops_hold_where_they_were_found(embedder, photos):
         assert kept.all(), (kind, np.flatnonzero(~kept))
         tested_in_all += int(tested.sum())
     assert tested_in_all >= 15, tested_in_all
+
+
+def test_plain_colours_pair_only_where_the_embedding_sees_one_colour(embedder, photos):
+    """Two plain images have no layout: their signatures' blank thumbnails
+    matched whenever their gray levels were within 8, so a brown and a dusty
+    pink square (game textures, gray 99 and 96) were verified the same
+    picture at agreement 1. A blank thumbnail now counts as a profile: its
+    agreement says nothing, and only the embedding, which sees the colour
+    (cosine 1.000 for a re-encoded copy, 0.87 brown against pink), may pair it."""
+    colours = [(148, 87, 20), (142, 76, 77), (128, 100, 90), (104, 98, 96), (40, 200, 40), (200, 40, 40)]
+    blobs = [encode(Image.new("RGB", (256, 256), c), "JPEG", quality=90) for c in colours]
+    blobs += [encode(Image.new("RGB", (200, 120), c), "PNG") for c in colours[:2]]      # copies of 0 and 1
+    originals = [photo_image(d) for d, _, _ in photos[:6]]
+    blobs += [encode(im, "JPEG", quality=92) for im in originals]
+    blobs += [encode(originals[0].resize((300, 225)), "JPEG", quality=70)]              # a copy of a photo
+    vectors, sigs = _embed(embedder, blobs)
+    assert one_dimensional(sigs[:8]).all() and not one_dimensional(sigs[8:]).any()
+    rep = find_duplicates(vectors, [str(i) for i in range(len(blobs))], [""] * len(blobs), [""] * len(blobs),
+                          [hashlib.sha256(b).hexdigest() for b in blobs], signatures=sigs)
+    found = {(int(x), int(y)) for x, y in zip(rep.a, rep.b)}
+    assert found == {(0, 6), (1, 7), (8, 14)}, found
+
+
+def _edge_band(top: bool, colour, size=(128, 256)) -> Image.Image:
+    im = Image.new("RGB", size, (0, 0, 0))
+    y = 4 if top else size[1] - 14
+    ImageDraw.Draw(im).rectangle((0, y, size[0], y + 8), fill=colour)
+    return im
+
+
+def test_a_picture_that_lies_in_its_margin_is_aligned_whole():
+    """A black texture with one thin band along its bottom edge (a game's
+    jet panel) and its resized JPEG copy, at cosine 0.9995: the alignment
+    searches templates cut from each view's inner part, all flat here, so
+    nothing aligned (agreement -1) and the copy was lost. Where every
+    template is flat, the whole frames are now compared."""
+    original = _edge_band(False, (167, 134, 8))
+    sig = layout_signature(original)
+    copy = layout_signature(Image.open(io.BytesIO(encode(original.resize((96, 192)), "JPEG", quality=80))))
+    other = layout_signature(_edge_band(True, (40, 90, 200)))
+    assert pair_alignment(sig, copy)[0] > 0.95
+    assert pair_alignment(sig, other)[0] < 0.6

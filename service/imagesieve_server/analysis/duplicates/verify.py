@@ -39,8 +39,8 @@ pack's, multiplied (:func:`relative_disagreement`), must be at most
 ``MAX_RELATIVE``: a copy is far closer than look-alikes on layout, on
 embedding, or on both. An image with too few other candidates is judged
 against the data set's median pack. A picture whose thumbnail is a
-profile (:func:`one_dimensional`: a sky, a gradient) has no layout to
-vouch for it: there the embedding alone decides.
+profile (:func:`one_dimensional`: a sky, a gradient) or blank has no
+layout to vouch for it: there the embedding alone decides.
 
 Pure functions of numpy arrays (OpenCV for the correlation kernel). An
 alignment is ~80 short OpenCV calls glued by Python, so threads do not run
@@ -719,7 +719,14 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
                 ra, rb = (aspect_a, aspect_b) if k == 2 else (1 / aspect_a, 1 / aspect_b)
                 searches = [(turned_a, ra, b, aspect_b, _shares(ra, aspect_b)[:TURN_SHARES], 90 * k, None),
                             (turned_b, rb, a, aspect_a, _shares(rb, aspect_a)[:TURN_SHARES], 90 * k, None)]
-    if best.templ is None:          # every template was flat: nothing aligned
+    if best.templ is None:
+        # Every template (a view's inner part) was flat: the picture lies in its
+        # margin (a thin band along one edge). The whole frames are compared as they are.
+        best_searched = b
+        for k, view in enumerate((a, np.ascontiguousarray(a[:, ::-1]))):
+            if not _flat(view):
+                _place(view, b, best, 1.0, k == 1)
+    if best.templ is None:          # nothing to align
         return -1.0, -1.0, -1.0, 0.0, False, 0, False, 0.0, 0.0, True
     folded = False
     if not best.reaches(stop_at):
@@ -905,7 +912,10 @@ PROFILE_RESIDUAL = 0.6
 
 
 def one_dimensional(signatures, chunk: int = 1024, report=None) -> np.ndarray:
-    """(N,) bool: signatures whose thumbnail is a profile (ONE_DIMENSIONAL).
+    """(N,) bool: signatures whose thumbnail is a profile (ONE_DIMENSIONAL)
+    or blank (spread under BLANK_STD: a plain colour, whose layout says as
+    little; its gray level hides its colour: a brown and a dusty pink square
+    were the same picture at agreement 1, the embedding tells them apart).
     A ``chunk`` of thumbnails at a time (~90 KB of arrays each while their
     gradients are binned: an audit's signatures are millions); ~0.2 ms a
     signature, so callers measure the images that are in pairs.
@@ -913,7 +923,8 @@ def one_dimensional(signatures, chunk: int = 1024, report=None) -> np.ndarray:
     views = thumbnails(check_signatures(signatures))
     out = np.zeros(len(views), bool)
     for s in range(0, len(views), chunk):
-        out[s:s + chunk] = _profiles(views[s:s + chunk])
+        part = views[s:s + chunk]
+        out[s:s + chunk] = _profiles(part) | (part.reshape(len(part), -1).std(axis=1) < BLANK_STD)
         if report is not None:
             report("profiles", min(s + chunk, len(views)), len(views))
     return out

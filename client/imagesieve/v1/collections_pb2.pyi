@@ -34,7 +34,7 @@ class CreateCollectionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., index_kind: _Optional[_Union[IndexKind, str]] = ..., near_duplicate_threshold: _Optional[float] = ..., exist_ok: _Optional[bool] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "num_images", "dim", "model", "index_kind", "near_duplicate_threshold", "images_per_label", "images_per_split", "index_bytes", "last_snapshot_unix_s", "load_error")
+    __slots__ = ("name", "num_images", "dim", "model", "index_kind", "near_duplicate_threshold", "images_per_label", "images_per_split", "index_bytes", "last_snapshot_unix_s", "load_error", "distinct_labels", "distinct_splits")
     class ImagesPerLabelEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +60,8 @@ class CollectionInfo(_message.Message):
     INDEX_BYTES_FIELD_NUMBER: _ClassVar[int]
     LAST_SNAPSHOT_UNIX_S_FIELD_NUMBER: _ClassVar[int]
     LOAD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    DISTINCT_LABELS_FIELD_NUMBER: _ClassVar[int]
+    DISTINCT_SPLITS_FIELD_NUMBER: _ClassVar[int]
     name: str
     num_images: int
     dim: int
@@ -71,7 +73,9 @@ class CollectionInfo(_message.Message):
     index_bytes: int
     last_snapshot_unix_s: float
     load_error: str
-    def __init__(self, name: _Optional[str] = ..., num_images: _Optional[int] = ..., dim: _Optional[int] = ..., model: _Optional[str] = ..., index_kind: _Optional[_Union[IndexKind, str]] = ..., near_duplicate_threshold: _Optional[float] = ..., images_per_label: _Optional[_Mapping[str, int]] = ..., images_per_split: _Optional[_Mapping[str, int]] = ..., index_bytes: _Optional[int] = ..., last_snapshot_unix_s: _Optional[float] = ..., load_error: _Optional[str] = ...) -> None: ...
+    distinct_labels: int
+    distinct_splits: int
+    def __init__(self, name: _Optional[str] = ..., num_images: _Optional[int] = ..., dim: _Optional[int] = ..., model: _Optional[str] = ..., index_kind: _Optional[_Union[IndexKind, str]] = ..., near_duplicate_threshold: _Optional[float] = ..., images_per_label: _Optional[_Mapping[str, int]] = ..., images_per_split: _Optional[_Mapping[str, int]] = ..., index_bytes: _Optional[int] = ..., last_snapshot_unix_s: _Optional[float] = ..., load_error: _Optional[str] = ..., distinct_labels: _Optional[int] = ..., distinct_splits: _Optional[int] = ...) -> None: ...
 
 class ListCollectionsRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

@@ -136,10 +136,25 @@ class CollectionInfo:
     index_kind: str
     structure: str
     threshold: float
-    images_per_label: dict
-    images_per_split: dict
+    images_per_label: dict          # the MAX_COUNTS_LISTED most frequent labels
+    images_per_split: dict          # ...and splits
     index_bytes: int
     last_snapshot_unix_s: float
+    distinct_labels: int = 0
+    distinct_splits: int = 0
+
+
+#: Labels (and splits) a collection's info lists, the most frequent first: a
+#: collection of 40,000 images with one label each answered 13.4 MB a stats
+#: call (a probe: 128 unread answers took the server from 0.8 to 6.4 GB).
+MAX_COUNTS_LISTED = 1000
+
+
+def most_frequent(counts: dict, limit: int = MAX_COUNTS_LISTED) -> dict:
+    """The ``limit`` largest entries of ``counts`` (ties by key)."""
+    if len(counts) <= limit:
+        return dict(counts)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit])
 
 
 INDEX_KINDS = ("auto", *fi.KINDS)
@@ -237,7 +252,7 @@ class Collection:
         self._since_snapshot = 0
         # Adds and removes so far, and the store's counts as of some number of them (info()).
         self._changes = 0
-        self._counted: tuple[int, tuple[int, dict, dict]] | None = None
+        self._counted: tuple[int, tuple[int, dict, dict, int, int]] | None = None
         self._snapshot_retry_at = 0.0
         self.last_snapshot = 0.0
         self._reindexing: threading.Thread | None = None
@@ -978,8 +993,9 @@ class Collection:
         size and parameters, ``faiss_index.memory_bytes``)."""
         return fi.memory_bytes(self.index)
 
-    def _counts(self) -> tuple[int, dict, dict]:
-        """(images, per label, per split), counted again only after an add or
+    def _counts(self) -> tuple[int, dict, dict, int, int]:
+        """(images, per label, per split (the most frequent: see
+        MAX_COUNTS_LISTED), distinct labels, distinct splits), counted again only after an add or
         a remove, and outside the collection's lock: at 100,000 images the
         three scans take ~0.1 s, and six clients asking for stats in a loop
         held every check of the collection 0.7 s."""
@@ -987,14 +1003,16 @@ class Collection:
             changes, counted = self._changes, self._counted
         if counted is not None and counted[0] == changes:
             return counted[1]
-        counts = self.store.count(), self.store.counts_by("label"), self.store.counts_by("split")
+        per_label, per_split = self.store.counts_by("label"), self.store.counts_by("split")
+        counts = (self.store.count(), most_frequent(per_label), most_frequent(per_split),
+                  len(per_label), len(per_split))
         with self._lock:
             if self._changes == changes:
                 self._counted = (changes, counts)
         return counts
 
     def info(self) -> CollectionInfo:
-        num_images, per_label, per_split = self._counts()
+        num_images, per_label, per_split, labels, splits = self._counts()
         with self._lock:
             snap = self.path / SNAPSHOT
             return CollectionInfo(
@@ -1002,4 +1020,5 @@ class Collection:
                 index_kind=self.index_kind, structure=self.structure, threshold=self._reported_threshold(),
                 images_per_label=dict(per_label), images_per_split=dict(per_split),
                 index_bytes=self.index_bytes,
-                last_snapshot_unix_s=snap.stat().st_mtime if snap.exists() else 0.0)
+                last_snapshot_unix_s=snap.stat().st_mtime if snap.exists() else 0.0,
+                distinct_labels=labels, distinct_splits=splits)

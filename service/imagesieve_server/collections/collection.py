@@ -491,15 +491,20 @@ class Collection:
         """Write the index and the log position it covers to one file,
         atomically (temp file, fsync, rename, fsync folder). A failed write
         raises (RESOURCE_EXHAUSTED when the disk is full, else INTERNAL) and
-        leaves the previous snapshot intact."""
+        leaves the previous snapshot intact. With nothing added or removed
+        since the last one, that one is the answer (8 clients asking in a
+        loop rewrote a 400 MB index each time, under the lock: other
+        collections' calls waited 8-11 s, a probe)."""
         with self._lock:
+            target = self.path / SNAPSHOT
+            if not self._since_snapshot and target.is_file():
+                return target
             header = {"max_id": self.store.max_id(), "removal_seq": self.store.max_removal_seq(),
                       "ntotal": int(self.index.ntotal), "time": time.time()}
             if self._hidden_count():
                 header["hidden"] = self._excluded.ids.tolist()
             header = json.dumps(header).encode()
             data = fi.serialize(self.index)
-            target = self.path / SNAPSHOT
             tmp = target.with_name(target.name + ".tmp")
             try:
                 with open(tmp, "wb") as f:

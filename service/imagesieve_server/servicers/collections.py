@@ -101,9 +101,8 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
                     f"unknown index_kind {request.index_kind}; choose from "
                     + ", ".join(f"{collections_pb2.IndexKind.Name(v)} ({v})" for v in KIND_NAMES),
                     "INVALID_ARGUMENT")
-            c = await asyncio.to_thread(self.manager.create, request.name, KIND_NAMES[request.index_kind],
-                                        request.near_duplicate_threshold, request.exist_ok)
-            return info_message(c)
+            return await asyncio.to_thread(lambda: info_message(self.manager.create(
+                request.name, KIND_NAMES[request.index_kind], request.near_duplicate_threshold, request.exist_ok)))
         except CollectionError as e:
             await abort_for(context, e)
 
@@ -157,8 +156,10 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
     async def SnapshotCollection(self, request, context):
         try:
             c = self.manager.get(request.name)
-            path = await asyncio.to_thread(c.snapshot)
-            return collections_pb2.SnapshotCollectionResponse(path=path.name, num_images=c.info().num_images)
+            # Both in a worker thread: info() waits for the collection's lock, which
+            # another snapshot may hold for seconds (the event loop waited on it, a probe).
+            path, info = await asyncio.to_thread(lambda: (c.snapshot(), c.info()))
+            return collections_pb2.SnapshotCollectionResponse(path=path.name, num_images=info.num_images)
         except CollectionError as e:
             await abort_for(context, e)
 

@@ -749,6 +749,8 @@ class Collection:
         milliseconds of alignment, so a large k must not buy a stall), and up
         to LAYOUT_K more by coarse layout (at cosine >= ``layout_floor``)."""
         cands = [n for n in neighbors if n.cosine >= floor][:STREAM_CANDIDATE_K]
+        # Neighbours come most similar first: one below the floor puts every other below it.
+        sparse = floor if any(n.cosine < floor for n in neighbors) else float("nan")
         by_layout = self._layout_neighbors(image, {n.key for n in cands}, layout_floor)
         stored = self.store.layouts_for_keys([n.key for n in cands + by_layout])
         cands = [n for n in cands if n.key in stored]
@@ -783,7 +785,8 @@ class Collection:
         ok, _ = verify.verified_pairs(m + 1, a, b, g, c, np.array(stored_g), np.array(stored_c),
                                       layout_only=layout_only, profile=profile, keypoint_inliers=ev.keypoint_inliers,
                                       uninformative=verify.uninformative_matches(ev),
-                                      near_identical=verify.near_identical_matches(ev, c))
+                                      near_identical=verify.near_identical_matches(ev, c),
+                                      sparse_cosine=np.r_[sparse, np.full(m, np.nan)].astype(np.float32))
         look = ~ok & ~layout_only & ~profile
         own_g = verify.neighbourhood_typical(m + 1, a[look], b[look], g[look])[0]
         own_c = verify.neighbourhood_typical(m + 1, a[look], b[look], c[look])[0]

@@ -438,10 +438,16 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         # No byte-identical pair is aligned (5,000 copies of one placeholder spent 140 s of
         # a 299 s audit aligning each other): they are exact pairs, below.
         ev = verify_pairs(signatures, a, b, report=report, pool=alignment_pool, profiled=profile[a] | profile[b])
+        # An image with fewer embedding candidates than it searched for has every
+        # other neighbour below the threshold: its look-alikes' cosine is at most that.
+        embedded = source == 0
+        neighbours = np.bincount(a[embedded], minlength=n) + np.bincount(b[embedded], minlength=n)
+        sparse = np.where(neighbours < (knn_k or CANDIDATE_K), np.float32(threshold), np.float32(np.nan))
         ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout,
                                  profile=profile_pairs(n, a, b, profile, ev), uninformative=uninformative_matches(ev),
                                  keypoint_inliers=ev.keypoint_inliers, twins=twins,
-                                 near_identical=near_identical_matches(ev, sim), keypoint_only=by_keypoints)
+                                 near_identical=near_identical_matches(ev, sim), keypoint_only=by_keypoints,
+                                 sparse_cosine=sparse)
         if region_cosines is not None:
             ok = region.confirmed(signatures, a, b, ok, ev, region_cosines, report)
         # Each verified pair for every file of its two identical sets; identical bytes are

@@ -38,7 +38,9 @@ disagreement on each signal (1 - agreement, 1 - cosine) relative to the
 pack's, multiplied (:func:`relative_disagreement`), must be at most
 ``MAX_RELATIVE``: a copy is far closer than look-alikes on layout, on
 embedding, or on both. An image with too few other candidates is judged
-against the data set's median pack. A picture whose thumbnail is a
+against the data set's median pack, its cosine no higher than the
+candidates' floor when its search found fewer than it asked for (its
+other neighbours lie below it). A picture whose thumbnail is a
 profile (:func:`one_dimensional`: a sky, a gradient) or blank has no
 layout to vouch for it: there the embedding alone decides.
 
@@ -1382,7 +1384,7 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
                    min_agreement: float = MIN_AGREEMENT, max_relative: float = MAX_RELATIVE,
                    layout_only=None, max_relative_layout: float = MAX_RELATIVE_LAYOUT, profile=None,
                    keypoint_inliers=None, twins=None, uninformative=None,
-                   near_identical=None, keypoint_only=None) -> tuple[np.ndarray, np.ndarray]:
+                   near_identical=None, keypoint_only=None, sparse_cosine=None) -> tuple[np.ndarray, np.ndarray]:
     """(verified (P,) bool, relative disagreement (P,) float32) for candidate
     pairs (a, b) of N images with stage-2 ``agreement`` and stage-1
     ``cosine`` (P,) each.
@@ -1390,7 +1392,11 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     ``pack_agreement``, ``pack_cosine``: (N,) each image's typical agreement
     and cosine with its look-alikes (e.g. stored when it was added); None
     or NaN entries are :func:`neighbourhood_typical` of these pairs, and
-    where that is NaN too, the median of the others (or ``DEFAULT_PACK``).
+    where that is NaN too, the median of the others (or ``DEFAULT_PACK``),
+    the cosine at most ``sparse_cosine`` ((N,), NaN: no bound), the floor
+    under which such an image's uncounted neighbours lie: in a folder of
+    photos and smooth abstract pictures, the abstract ones' packs (cosine
+    ~0.9) set the median, and two photo copies of 32 were held to it.
     A pair's look-alike level is the higher of its two images'. It is the
     same picture when its :func:`relative_disagreement` is at most
     ``max_relative`` and its agreement at least ``min_agreement``.
@@ -1466,8 +1472,12 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     best = np.full(a.shape, np.inf, np.float32)         # each pair's lowest relative disagreement
     for _ in range(PACK_PASSES if computed else 1):
         look = ~same & ~by_layout & ~flat & ~by_keypoints     # look-alikes: the pairs not (yet) found the same
-        pa, pc = (_filled(np.where(np.isnan(p), neighbourhood_typical(n, a[look], b[look], v[look]), p),
-                          DEFAULT_PACK) for p, v in zip(given, (g, c)))
+        pa, pc = (np.where(np.isnan(p), neighbourhood_typical(n, a[look], b[look], v[look]), p)
+                  for p, v in zip(given, (g, c)))
+        unmeasured = np.isnan(pc)
+        pa, pc = _filled(pa, DEFAULT_PACK), _filled(pc, DEFAULT_PACK)
+        if sparse_cosine is not None:
+            pc = np.where(unmeasured, np.minimum(pc, np.where(np.isnan(sparse_cosine), pc, sparse_cosine)), pc)
         level_c, level_g = np.maximum(pc[a], pc[b]), np.maximum(pa[a], pa[b])
         # A layout-only pair's cosine counts at most as a look-alike's; a profile's agreement as one.
         cos = np.where(by_layout, np.maximum(c, level_c), c)

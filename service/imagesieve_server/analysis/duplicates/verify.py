@@ -1397,6 +1397,7 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     under which such an image's uncounted neighbours lie: in a folder of
     photos and smooth abstract pictures, the abstract ones' packs (cosine
     ~0.9) set the median, and two photo copies of 32 were held to it.
+    Profile pairs keep the median (their embedding is their only evidence).
     A pair's look-alike level is the higher of its two images'. It is the
     same picture when its :func:`relative_disagreement` is at most
     ``max_relative`` and its agreement at least ``min_agreement``.
@@ -1476,9 +1477,13 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
                   for p, v in zip(given, (g, c)))
         unmeasured = np.isnan(pc)
         pa, pc = _filled(pa, DEFAULT_PACK), _filled(pc, DEFAULT_PACK)
-        if sparse_cosine is not None:
-            pc = np.where(unmeasured, np.minimum(pc, np.where(np.isnan(sparse_cosine), pc, sparse_cosine)), pc)
         level_c, level_g = np.maximum(pc[a], pc[b]), np.maximum(pa[a], pa[b])
+        if sparse_cosine is not None:
+            # Not for a profile's pairs: the embedding is their only evidence, and two
+            # plain or two-tone pictures of different colours sit at cosine 0.87-0.95
+            # wherever they are (planet landscapes of one layout paired at 0.91).
+            low = np.where(unmeasured, np.minimum(pc, np.where(np.isnan(sparse_cosine), pc, sparse_cosine)), pc)
+            level_c = np.where(flat, level_c, np.maximum(low[a], low[b]))
         # A layout-only pair's cosine counts at most as a look-alike's; a profile's agreement as one.
         cos = np.where(by_layout, np.maximum(c, level_c), c)
         best = np.minimum(best, np.where(by_keypoints, np.inf, relative_disagreement(

@@ -1814,6 +1814,17 @@ def test_a_picture_that_lies_in_its_margin_is_aligned_whole():
     other = layout_signature(_edge_band(True, (40, 90, 200)))
     assert pair_alignment(sig, copy)[0] > 0.95
     assert pair_alignment(sig, other)[0] < 0.6
+    # ...and such a match is no evidence by itself (the embedding decides, as for a
+    # profile): two plain squares of different colours with rounded transparent corners
+    # agree there at 0.999 (a probe's copies of a pink and a black texture).
+    def rounded(colour):
+        im = Image.new("RGBA", (256, 256), (0, 0, 0, 0))
+        ImageDraw.Draw(im).rounded_rectangle((0, 0, 255, 255), radius=24, fill=colour + (255,))
+        return layout_signature(im)
+    squares = np.stack([rounded((230, 150, 160)), rounded((20, 20, 20)), sig, copy])
+    assert one_dimensional(squares).all()
+    found = pair_alignment(squares[0], squares[1])
+    assert found[0] > 0.95 and found[9]                  # aligned, and judged as a profile's
 
 
 

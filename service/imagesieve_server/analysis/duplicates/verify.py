@@ -723,13 +723,16 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
                             (turned_b, rb, a, aspect_a, _shares(rb, aspect_a)[:TURN_SHARES], 90 * k, None)]
     if best.templ is None:
         # Every template (a view's inner part) was flat: the picture lies in its
-        # margin (a thin band along one edge). The whole frames are compared as they are.
-        best_searched = b
+        # margin (a thin band along one edge). The whole frames are compared as they
+        # are; such a match says no more than a profile's (one_dimensional counts
+        # these pictures among them): the embedding decides.
         for k, view in enumerate((a, np.ascontiguousarray(a[:, ::-1]))):
             if not _flat(view):
                 _place(view, b, best, 1.0, k == 1)
-    if best.templ is None:          # nothing to align
-        return -1.0, -1.0, -1.0, 0.0, False, 0, False, 0.0, 0.0, True
+        if best.templ is None:      # nothing to align
+            return -1.0, -1.0, -1.0, 0.0, False, 0, False, 0.0, 0.0, True
+        return (best.agreement, best.layout, best.detail, best.area, best.mirrored, 0, best.sign < 0,
+                simplicity(best.templ), best.blur, True)
     folded = False
     if not best.reaches(stop_at):
         # Solarized (see FOLD_GAIN): the placements below then turn and blur the folded views.
@@ -914,10 +917,13 @@ PROFILE_RESIDUAL = 0.6
 
 
 def one_dimensional(signatures, chunk: int = 1024, report=None) -> np.ndarray:
-    """(N,) bool: signatures whose thumbnail is a profile (ONE_DIMENSIONAL)
-    or blank (spread under BLANK_STD: a plain colour, whose layout says as
+    """(N,) bool: signatures whose thumbnail is a profile (ONE_DIMENSIONAL),
+    blank (spread under BLANK_STD: a plain colour, whose layout says as
     little; its gray level hides its colour: a brown and a dusty pink square
-    were the same picture at agreement 1, the embedding tells them apart).
+    were the same picture at agreement 1, the embedding tells them apart),
+    or flat but for its margin (what pair_alignment then compares whole: two
+    plain squares with rounded transparent corners, or with one date stamp
+    in a corner, agree there whatever their colours).
     A ``chunk`` of thumbnails at a time (~90 KB of arrays each while their
     gradients are binned: an audit's signatures are millions); ~0.2 ms a
     signature, so callers measure the images that are in pairs.
@@ -926,7 +932,8 @@ def one_dimensional(signatures, chunk: int = 1024, report=None) -> np.ndarray:
     out = np.zeros(len(views), bool)
     for s in range(0, len(views), chunk):
         part = views[s:s + chunk]
-        out[s:s + chunk] = _profiles(part) | (part.reshape(len(part), -1).std(axis=1) < BLANK_STD)
+        out[s:s + chunk] = (_profiles(part) | (part.reshape(len(part), -1).std(axis=1) < BLANK_STD)
+                            | np.array([_flat(_inner(_visible(v))) for v in part], bool))
         if report is not None:
             report("profiles", min(s + chunk, len(views)), len(views))
     return out

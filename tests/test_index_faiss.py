@@ -203,7 +203,7 @@ def test_ivf_training_stops_between_kmeans_iterations_and_trains_as_faiss_does(k
     with pytest.raises(InterruptedError):
         fx.train_index(stopped, x, report=stop_at_third)
     assert seen == [("training", 0, 10), ("training", 1, 10), ("training", 2, 10)]
-    assert not stopped.is_trained
+    assert not stopped.is_trained and faiss_index._ivf(stopped).quantizer.ntotal == 0    # no half-trained lists
 
     stages = []
     ours = fx.make_index(kind, D, x.shape[0], **params)

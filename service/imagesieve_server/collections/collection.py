@@ -748,9 +748,12 @@ class Collection:
         most STREAM_CANDIDATE_K, whatever k a caller asked for (each costs
         milliseconds of alignment, so a large k must not buy a stall), and up
         to LAYOUT_K more by coarse layout (at cosine >= ``layout_floor``)."""
-        cands = [n for n in neighbors if n.cosine >= floor][:STREAM_CANDIDATE_K]
-        # Neighbours come most similar first: one below the floor puts every other below it.
-        sparse = floor if any(n.cosine < floor for n in neighbors) else float("nan")
+        above = [n for n in neighbors if n.cosine >= floor]
+        cands = above[:STREAM_CANDIDATE_K]
+        # Neighbours come most similar first: with fewer above the floor than it takes and
+        # one below, every other stored image lies below the floor.
+        sparse = (floor if len(above) < STREAM_CANDIDATE_K and len(above) < len(neighbors)
+                  else float("nan"))
         by_layout = self._layout_neighbors(image, {n.key for n in cands}, layout_floor)
         stored = self.store.layouts_for_keys([n.key for n in cands + by_layout])
         cands = [n for n in cands if n.key in stored]

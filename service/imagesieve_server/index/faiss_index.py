@@ -297,15 +297,19 @@ def _train_coarse_quantizer(ivf, sample: np.ndarray, report=None) -> None:
         return      # restarts or early stops do not resume: IndexIVF.train runs them in one call
     iterations, params.niter = int(ivf.cp.niter), 1
     quantizer, centroids = ivf.quantizer, None
-    for i in range(iterations):
-        if report is not None:
-            report("training", i, iterations)
-        clustering = faiss.Clustering(ivf.d, ivf.nlist, params)
-        if centroids is not None:
-            faiss.copy_array_to_vector(centroids.ravel(), clustering.centroids)
-        quantizer.reset()
-        clustering.train(sample, quantizer)
-        centroids = faiss.vector_to_array(clustering.centroids).reshape(ivf.nlist, ivf.d)
+    try:
+        for i in range(iterations):
+            if report is not None:
+                report("training", i, iterations)
+            clustering = faiss.Clustering(ivf.d, ivf.nlist, params)
+            if centroids is not None:
+                faiss.copy_array_to_vector(centroids.ravel(), clustering.centroids)
+            quantizer.reset()
+            clustering.train(sample, quantizer)
+            centroids = faiss.vector_to_array(clustering.centroids).reshape(ivf.nlist, ivf.d)
+    except BaseException:
+        quantizer.reset()       # half-trained lists would pass for trained ones (nlist centroids)
+        raise
     quantizer.reset()
     quantizer.add(centroids)
     quantizer.is_trained = True

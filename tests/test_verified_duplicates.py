@@ -1828,7 +1828,7 @@ def test_a_picture_that_lies_in_its_margin_is_aligned_whole():
 
 
 
-def test_an_image_with_few_candidates_is_not_held_to_crowded_look_alikes():
+def test_an_image_with_few_candidates_is_not_held_to_crowded_look_alikes(embedder, photos, monkeypatch):
     """An image with too few candidates to measure its own look-alikes was
     judged against the data set's median pack; beside smooth abstract
     pictures (look-alikes at cosine ~0.9) that median was theirs. The 20
@@ -1849,3 +1849,21 @@ def test_an_image_with_few_candidates_is_not_held_to_crowded_look_alikes():
     assert rel_before[0] > 2 * MAX_RELATIVE and not before[0]
     assert rel_after[0] < 0.8 * MAX_RELATIVE and after[0] and after[1]
     assert not after[2:].any() and np.allclose(rel_after[2:], rel_before[2:])     # the crowd as before
+    # find_duplicates bounds the images whose search came back short (the distinct photos; one
+    # that the copies' own searches name may count 16 pairs: left unbounded, the safe side),
+    # never a photo with 17 copies or the copies themselves (each has 16 others at the floor).
+    import imagesieve_server.analysis.duplicates.find as find_module
+    originals = [photo_image(d) for d, _, _ in photos]
+    blobs = [encode(im, "JPEG", quality=92) for im in originals]
+    blobs += [encode(originals[0].resize((300 - 5 * k, 225 - 4 * k)), "JPEG", quality=60 + k) for k in range(17)]
+    vectors, sigs = _embed(embedder, blobs)
+    seen = {}
+    real = find_module.verified_pairs
+    monkeypatch.setattr(find_module, "verified_pairs",
+                        lambda *args, **kw: (seen.update(kw), real(*args, **kw))[1])
+    n = len(blobs)
+    find_duplicates(vectors, [str(i) for i in range(n)], [""] * n, [""] * n,
+                    [hashlib.sha256(b).hexdigest() for b in blobs], signatures=sigs)
+    bounded = np.isfinite(seen["sparse_cosine"])
+    assert bounded[1:20].sum() >= 15 and not bounded[0] and not bounded[20:].any()
+    assert np.all(seen["sparse_cosine"][bounded] == CANDIDATE_THRESHOLD)

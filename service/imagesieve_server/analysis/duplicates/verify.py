@@ -307,6 +307,25 @@ def _opaque_only(x: np.ndarray, opaque: np.ndarray) -> np.ndarray:
     return x
 
 
+# A transparent thumbnail's pixels on the picture's edge blend the picture with what lies
+# under it: white in the transparent image's thumbnail, whatever colour a copy that dropped
+# the alpha shows there. On flat artwork that edge is most of what varies: emoji flattened
+# on black aligned with their originals at 0.52-0.74 on all opaque pixels, 0.87-0.97 off
+# the edge (docs/verified-duplicates.md, "Emoji"). So the opaque pixels off the edge are
+# searched too, over most of the frame only (a copy that dropped the alpha is seldom also
+# cropped): a smaller template of a picture's flat inside fits parts of other pictures
+# (searched at every share, it paired four emoji with different ones at 24-62% of the
+# frame; from half the area on, a ribbon with a kiss mark at 53%).
+EDGE_FREE_AREA = 0.8
+
+
+def _off_the_edge(mask: np.ndarray) -> np.ndarray | None:
+    """``mask`` (float 0/1, the opaque pixels) less the picture's edge, or
+    None when too few would be left (a thin picture)."""
+    inside = cv2.erode(mask, np.ones((3, 3), np.uint8))     # the frame's own edge is kept
+    return inside if _inner(inside).mean() >= MIN_OPAQUE else None
+
+
 def _place(templ: np.ndarray, searched: np.ndarray, m: _Match, area: float, mirrored: bool,
            turned: int = 0, mask: np.ndarray | None = None) -> None:
     """Slide ``templ`` over ``searched``; keep the placement in ``m`` if it
@@ -702,7 +721,12 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
     if (opaque_a is None) != (opaque_b is None):
         t, at, s, as_, opaque = ((a, aspect_a, b, aspect_b, opaque_a) if opaque_a is not None
                                  else (b, aspect_b, a, aspect_a, opaque_b))
-        searches.append((t, at, s, as_, None, 0, opaque.astype(np.float32)))
+        mask = opaque.astype(np.float32)
+        searches.append((t, at, s, as_, None, 0, mask))
+        inside = _off_the_edge(mask)
+        whole = [(fx, fy) for fx, fy in _shares(at, as_) if fx * fy >= EDGE_FREE_AREA]
+        if inside is not None and whole:
+            searches.append((t, at, s, as_, whole, 0, inside))
     while searches:
         t, at, s, as_, shares, turned, mask = searches.pop(0)
         masks = None if mask is None else (mask, mask[:, ::-1].copy())

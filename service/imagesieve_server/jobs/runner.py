@@ -125,6 +125,20 @@ def _post(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, item) -> None:
         pass
 
 
+def _without_frames(item):
+    """``item`` with an error's traceback (and what it chains) cleared: its
+    frames hold the work's data."""
+    kind, value = item
+    if kind == "error":
+        seen = set()
+        while value is not None and id(value) not in seen:
+            seen.add(id(value))
+            value.__traceback__ = None
+            value = value.__cause__ or value.__context__
+        return kind, item[1]
+    return item
+
+
 async def run_job(work: Callable[[ProgressReporter], Any],
                   slot: JobSlot | None = None) -> AsyncIterator[tuple[str, Any]]:
     """Yield ("progress", JobProgress) events, then ("result", value). Exceptions
@@ -143,11 +157,19 @@ async def run_job(work: Callable[[ProgressReporter], Any],
     def target():
         try:
             result = work(reporter)
-            _post(loop, queue, ("result", result))
+            item = ("result", result)
         except BaseException as e:  # noqa: BLE001 - handed to the caller
-            _post(loop, queue, ("error", e))
+            item = ("error", e)
         finally:
             slot.release()          # when the work stops, not when the caller leaves
+        if cancelled.is_set():
+            # The caller is gone: nobody reads the queue. An error kept there held
+            # its traceback, whose frames held the reporter, which holds the queue:
+            # a cycle keeping the job's arrays until a full collection (two
+            # ScoreLabels on 100,000 images cancelled: 4.8 GB resident, idle).
+            item = _without_frames(item)
+        _post(loop, queue, item)
+        del item
 
     thread = threading.Thread(target=target, name="imagesieve-job", daemon=True)
     try:
@@ -165,3 +187,6 @@ async def run_job(work: Callable[[ProgressReporter], Any],
                 return
     finally:
         cancelled.set()
+        # An answer or error the work posted after the caller left is nobody's.
+        while not queue.empty():
+            _without_frames(queue.get_nowait())

@@ -208,6 +208,11 @@ def _incoming_request_id(metadata) -> str | None:
     return None
 
 
+#: How long a unary answer waits for room among its client's unsent answers
+#: before the call is aborted (CallLimiter.room_for).
+ANSWER_ROOM_WAIT_S = 1.0
+
+
 class CallLimiter:
     """Calls at once: at most ``max_calls`` in all and ``max_per_client`` from
     one client (its token's name, else its address), so one client's idle
@@ -232,18 +237,39 @@ class CallLimiter:
     client cannot evict its own such calls (it would pile up unsent answers
     at the rate it sends calls). Without it,
     streams from two addresses that never read their answers held every
-    slot (an eighth probe)."""
+    slot (an eighth probe).
 
-    def __init__(self, max_calls: int, max_per_client: int, evict_idle_s: float = 10.0):
+    Answers handed to gRPC and not yet sent are bounded in bytes as well as
+    in calls: a client whose unsent answers reach ``max_unsent_per_client``
+    bytes, or that has any while all clients' reach ``max_unsent``, has its
+    new calls refused until it reads (0 = no bound). A 7.5 KB Embed naming
+    one small file 256 times through ``server_path`` (one decode) answers
+    3.6 MB: 256 such answers left unread by two addresses took a server from
+    232 MB to 3.1 GB (a twenty-first probe)."""
+
+    def __init__(self, max_calls: int, max_per_client: int, evict_idle_s: float = 10.0,
+                 max_unsent_per_client: int = 0, max_unsent: int = 0):
         self.max_calls, self.max_per_client = max_calls, max_per_client
         self.evict_idle_s = evict_idle_s
+        self.max_unsent_per_client, self.max_unsent = max_unsent_per_client, max_unsent
         self.active = 0
         self.by_client: dict[str, int] = {}
         self.idle: dict[object, tuple[str, StreamActivity, asyncio.Event]] = {}   # key -> (client, its activity, evicted)
-        self.sending: dict[object, tuple[str, float, asyncio.Task, object]] = {}  # key -> (client, since, task, context)
+        # key -> (client, since, task, context, bytes)
+        self.sending: dict[object, tuple[str, float, asyncio.Task, object, int]] = {}
+        self.unsent: dict[str, int] = {}        # client -> bytes of its answers in self.sending
+        self.unsent_total = 0
 
     def enter(self, client: str) -> str | None:
         """None when admitted, else why not (the caller answers RESOURCE_EXHAUSTED)."""
+        unsent = self.unsent.get(client, 0)
+        if self.max_unsent_per_client and unsent >= self.max_unsent_per_client:
+            return (f"this client has {unsent / 2**20:.1f} MiB of answers it has not read (the limit per client is "
+                    f"{self.max_unsent_per_client / 2**20:.0f} MiB); read them, then retry")
+        if self.max_unsent and unsent and self.unsent_total >= self.max_unsent:
+            return (f"answers not yet read by their clients fill the server's room for them "
+                    f"({self.max_unsent / 2**20:.0f} MiB), and this client has {unsent / 2**20:.1f} MiB of them; "
+                    "read them, then retry")
         if self.active >= self.max_calls and not self._evict(None, client):
             return f"the server is at its limit of {self.max_calls} concurrent calls; retry with backoff"
         if self.by_client.get(client, 0) >= self.max_per_client and not self._evict(client, client):
@@ -271,16 +297,45 @@ class CallLimiter:
     def idle_end(self, key: object) -> None:
         self.idle.pop(key, None)
 
-    def sending_begin(self, client: str, task: asyncio.Task, context) -> object:
-        """A call of ``client`` (its servicer ``context``) hands an answer to
-        gRPC (its handler, run by ``task``, waits until it is sent): the key
-        for ``sending_end``."""
+    def room_for(self, client: str, nbytes: int) -> str | None:
+        """None when ``client`` may hand gRPC an answer of ``nbytes`` now,
+        else why not: its unsent answers (or everyone's) would pass their
+        bound. A client with none may always send one."""
+        unsent = self.unsent.get(client, 0)
+        if not unsent:
+            return None
+        if self.max_unsent_per_client and unsent + nbytes > self.max_unsent_per_client:
+            return (f"this client has {unsent / 2**20:.1f} MiB of answers it has not read (the limit per client is "
+                    f"{self.max_unsent_per_client / 2**20:.0f} MiB), so this one ({nbytes / 2**20:.1f} MiB) was "
+                    "dropped; read answers as they come, then retry")
+        if self.max_unsent and self.unsent_total + nbytes > self.max_unsent:
+            return (f"answers not yet read by their clients fill the server's room for them "
+                    f"({self.max_unsent / 2**20:.0f} MiB), and this client has {unsent / 2**20:.1f} MiB of them, "
+                    "so this one was dropped; read answers as they come, then retry")
+        return None
+
+    def sending_begin(self, client: str, task: asyncio.Task, context, nbytes: int = 0) -> object:
+        """A call of ``client`` (its servicer ``context``) hands an answer of
+        ``nbytes`` to gRPC (its handler, run by ``task``, waits until it is
+        sent): the key for ``sending_end``."""
         key = object()
-        self.sending[key] = (client, time.monotonic(), task, context)
+        self.sending[key] = (client, time.monotonic(), task, context, nbytes)
+        self.unsent[client] = self.unsent.get(client, 0) + nbytes
+        self.unsent_total += nbytes
         return key
 
     def sending_end(self, key: object) -> None:
-        self.sending.pop(key, None)
+        entry = self.sending.pop(key, None)
+        if entry is not None:
+            self._sent(entry[0], entry[4])
+
+    def _sent(self, client: str, nbytes: int) -> None:
+        left = self.unsent.get(client, 0) - nbytes
+        if left > 0:
+            self.unsent[client] = left
+        else:
+            self.unsent.pop(client, None)
+        self.unsent_total -= nbytes
 
     def _evict(self, client: str | None, requester: str) -> bool:
         """Close the longest idle stream (of ``client``, else anyone's) idle
@@ -295,7 +350,7 @@ class CallLimiter:
         # keeps an evicted call's unsent answer, and a client evicting its
         # own would pile them up at the rate it sends calls.
         if client is None:
-            idle += [(since, key) for key, (who, since, _, _) in self.sending.items()
+            idle += [(since, key) for key, (who, since, _, _, _) in self.sending.items()
                      if since <= ready and who != requester]
         if not idle:
             return False
@@ -303,7 +358,8 @@ class CallLimiter:
         if key in self.idle:
             self.idle.pop(key)[2].set()
         else:
-            _, _, task, context = self.sending.pop(key)
+            who, _, task, context, nbytes = self.sending.pop(key)
+            self._sent(who, nbytes)
             # From a task of its own: the abort waits behind the unsent answer,
             # and completes once the handler is cancelled.
             aborting = asyncio.ensure_future(context.abort(
@@ -529,13 +585,21 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                             if not one_answer:
                                 self.metrics.messages.labels(method).inc()
                             self.metrics.count_item_errors(method, response)
+                        # Serialized here (gRPC would, on this loop): its size is
+                        # then known for free, and the bytes alone wait to be sent.
+                        if serialize is not None:
+                            response = serialize(response)
+                            if one_answer and admitted is not None:
+                                await self._wait_for_room(admitted, len(response), context)
                         # Suspended here until gRPC has sent it: a client that
                         # reads nothing keeps it here (CallLimiter.sending).
-                        sending = (self.limiter.sending_begin(admitted, asyncio.current_task(), context)
+                        sending = (self.limiter.sending_begin(admitted, asyncio.current_task(), context,
+                                                              len(response) if serialize is not None else 0)
                                    if admitted is not None else None)
                         try:
                             yield response
                         finally:
+                            response = None
                             if sending is not None:
                                 self.limiter.sending_end(sending)
                 except (BadMessage, RequestRefused) as e:
@@ -549,7 +613,24 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 self._finish(method, rid, context, start, code, admitted, held)
 
+        serialize = kw["response_serializer"]
+        if serialize is not None:
+            kw = dict(kw, response_serializer=_as_is)
         return make(stream, **kw)
+
+    async def _wait_for_room(self, client: str, nbytes: int, context) -> None:
+        """A unary answer of ``client`` waits up to ANSWER_ROOM_WAIT_S for
+        room among its unsent answers (a client that reads frees it in
+        milliseconds); then the call is aborted RESOURCE_EXHAUSTED, its answer
+        dropped. Calls admitted at once all pass ``enter`` before any answer
+        exists: 128 of them each made a 3.6 MB answer for a client that
+        read none (a twenty-first probe). Streams are bounded by their own
+        windows (``servicers/common.ordered_concurrent``) and wait to send."""
+        deadline = time.monotonic() + ANSWER_ROOM_WAIT_S
+        while (refused := self.limiter.room_for(client, nbytes)) is not None:
+            if time.monotonic() >= deadline:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+            await asyncio.sleep(0.05)
 
     async def _admit(self, full_method: str, peer: str, context) -> str | None:
         """The client key holding a slot, None when the call is not counted
@@ -631,6 +712,12 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         access_log.info("rpc %s %s %.1fms", method, code, elapsed * 1000,
                         extra={"rpc_method": method, "grpc_code": code,
                                "duration_ms": round(elapsed * 1000, 2), "peer": peer})
+
+
+def _as_is(data: bytes) -> bytes:
+    """The response serializer of a call whose answers the interceptor
+    serialized itself."""
+    return data
 
 
 class BadMessage(Exception):

@@ -60,6 +60,14 @@ SERVICE_NAMES = [
 ]
 
 
+def unsent_limits(budget_bytes: int) -> tuple[int, int]:
+    """Bytes of answers not yet read that one client, and all, may leave
+    with gRPC before their new calls are refused (CallLimiter): a
+    sixteenth and a quarter of the memory budget, at least 16 and 64 MiB
+    (32 and 128 MiB at 512 MiB: nine 3.6 MB Embed answers a client)."""
+    return max(16 << 20, budget_bytes // 16), max(64 << 20, budget_bytes // 4)
+
+
 @dataclasses.dataclass
 class ServerConfig:
     address: str = "127.0.0.1:50051"
@@ -251,7 +259,7 @@ class ImageSieveServer:
                 ("grpc.compression_enabled_algorithms_bitset", 1),
                 ("grpc.max_allowed_incoming_connections", self.max_connections)]
         limiter = CallLimiter(c.max_concurrent_rpcs, c.max_calls_per_client or max(1, c.max_concurrent_rpcs // 2),
-                              c.evict_idle_s)
+                              c.evict_idle_s, *unsent_limits(self.budget.limit))
         self.gate = (RequestGate(gate_capacity(self.budget.limit), c.max_message_mb << 20, c.receive_timeout_s)
                      if c.request_gate else None)
         # Stream messages through a gate of their own: a stream waiting for

@@ -1,0 +1,81 @@
+"""Unary answers left unread are bounded in bytes, not only in calls (a
+twenty-first probe)."""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from imagesieve.local_server import LocalServer
+from imagesieve.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
+from test_server_abuse import _rss_mb, _StallingProxy, big_message_channel
+
+
+def _inflated(path, n=256) -> embedding_pb2.EmbedRequest:
+    # One file named n times: one decode, and a ~14 KB answer an item (vector,
+    # 100 classes, layout signature): 7.5 KB asks for 3.6 MB.
+    return embedding_pb2.EmbedRequest(images=[common_pb2.Image(key=f"k{i}", server_path=str(path)) for i in range(n)],
+                                      top_k_classes=100, with_layout_signature=True)
+
+
+def test_answers_a_client_does_not_read_are_bounded_in_bytes(manifest_path, photos, tmp_path):
+    """Before: answers were bounded by count (--max-calls-per-client, 128 by
+    default): 256 inflated Embed answers left unread by two addresses took a
+    server from 232 MB to 3.1 GB, and the same client's next call was
+    admitted. Now a client's unsent answers (serialized by the interceptor,
+    so their size is known) are bounded in bytes: answers past the bound are
+    dropped, RESOURCE_EXHAUSTED, and its new calls refused until it reads."""
+    (tmp_path / "photo.jpg").write_bytes(photos[0][0])
+    request = _inflated(tmp_path / "photo.jpg")
+    with LocalServer(["--max-inflight-mb", "256", "--allow-root", str(tmp_path)], model=str(manifest_path)) as srv:
+        pid = srv.proc.pid
+        direct = big_message_channel(srv.address)
+        stub = embedding_pb2_grpc.EmbeddingServiceStub(direct)
+        assert len(stub.Embed(request, timeout=60).SerializeToString()) > 3_000_000
+        before = _rss_mb(pid)
+        proxy = _StallingProxy(srv.address, None, answer_bytes=32 << 10)     # answers stop at 32 KB
+        reader = grpc.insecure_channel(proxy.address, options=[("grpc.http2.bdp_probe", 0),
+                                                               ("grpc.max_receive_message_length", 1 << 30)])
+        unread = embedding_pb2_grpc.EmbeddingServiceStub(reader)
+        calls = []
+        try:
+            calls = [unread.Embed.future(request, timeout=120) for _ in range(48)]
+            deadline = time.monotonic() + 60
+            refused = None
+            while time.monotonic() < deadline:          # the same address, on a connection that reads
+                time.sleep(1)
+                try:
+                    stub.Embed(request, timeout=30)
+                except grpc.RpcError as e:
+                    refused = e
+                    break
+            grown = _rss_mb(pid) - before
+            print(f"unread answers: +{grown:.0f} MB")     # RSS here moves with the work's own; see the probe's script
+            assert refused is not None and refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, \
+                "the client's unsent answers did not stop its new calls"
+            assert "not read" in refused.details()
+        finally:
+            proxy.close()
+            for c in calls:
+                c.cancel()
+            reader.close()
+        # Once its connection is gone, the client is served again.
+        time.sleep(1)
+        assert stub.Embed(request, timeout=60).embeddings[0].vector
+        direct.close()
+
+
+def test_a_client_reading_its_answers_is_not_refused(manifest_path, photos, tmp_path):
+    """The bound counts only answers waiting to be sent: 24 inflated calls at
+    once (87 MB of answers, past a client's 16 MiB at this budget) from a
+    client that reads them all succeed."""
+    (tmp_path / "photo.jpg").write_bytes(photos[0][0])
+    request = _inflated(tmp_path / "photo.jpg")
+    with LocalServer(["--max-inflight-mb", "256", "--allow-root", str(tmp_path)], model=str(manifest_path)) as srv:
+        direct = big_message_channel(srv.address)
+        stub = embedding_pb2_grpc.EmbeddingServiceStub(direct)
+        with ThreadPoolExecutor(24) as pool:
+            answers = list(pool.map(lambda _: stub.Embed(request, timeout=120), range(24)))
+        assert all(len(a.embeddings) == 256 for a in answers)
+        direct.close()

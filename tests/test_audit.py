@@ -91,6 +91,8 @@ def test_audit_report_finds_the_planted_problems(dataset, audited):
         {(Path(p["a"]).name, Path(p["b"]).name) for p in leaks}
     groups = pq.read_table(out / "duplicate_groups.parquet").to_pylist()
     assert {Path(g["path"]).name for g in groups} >= set(planted["leak"])
+    paired = {p["path_a"] for p in pairs} | {p["path_b"] for p in pairs}
+    assert s["images_paired_outside_groups"] == len(paired - {g["path"] for g in groups})
     exact = [p for p in pairs if p["exact"]]
     assert {Path(exact[0]["path_a"]).name, Path(exact[0]["path_b"]).name} == set(planted["leak"])
     conflict = [p for p in pairs if {Path(p["path_a"]).name, Path(p["path_b"]).name} == set(planted["conflict"])]

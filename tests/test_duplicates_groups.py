@@ -173,7 +173,7 @@ def test_exact_copies_do_not_raise_the_implausible_coverage_warning():
     r = find_duplicates(twins, keys, [""] * 160, [""] * 160, sha)
     assert r.exact.all() and len(r.a) == 60
     assert not any("implausible" in w for w in r.warnings)
-    assert any(w.startswith("75% of the images are byte-identical") for w in r.warnings), r.warnings
+    assert any(w.startswith("120 of the 160 images (75.0%) are byte-identical") for w in r.warnings), r.warnings
     # the same near copies, not byte-identical: now the warning stands
     near = twins + 0.01 * rng.standard_normal(twins.shape).astype(np.float32)
     near /= np.linalg.norm(near, axis=1, keepdims=True)

@@ -67,6 +67,10 @@ def summary(r: AuditResults) -> dict:
         s.update(duplicate_pairs=int(len(d.a)), exact_pairs=int(d.exact.sum()),
                  near_pairs=int(len(d.a) - d.exact.sum()), duplicate_groups=len(d.groups),
                  images_in_groups=int(sum(len(g) for g in d.groups)),
+                 # A group holds images every two of which are paired: an image paired only
+                 # with members of a group it cannot join is in no group, only in the pairs.
+                 images_paired_outside_groups=int(np.setdiff1d(
+                     np.unique(np.r_[d.a, d.b]), np.concatenate([np.asarray(g) for g in d.groups] or [[]])).size),
                  leakage_pairs=int(d.cross_split.sum()), label_conflict_pairs=int(d.labels_disagree.sum()),
                  duplicate_method=d.method, duplicate_threshold_reason=d.threshold_reason,
                  duplicate_threshold_asked=r.threshold_asked,

@@ -190,8 +190,12 @@ def run(args) -> int:
           f"({took:.0f} s) ==")
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in {**s["seconds"], "report": report_seconds}.items()))
     if "duplicate_pairs" in s:
+        outside = s["images_paired_outside_groups"]
         print(f"duplicate groups ({s['duplicate_method']}): {s['duplicate_groups']} covering "
-              f"{s['images_in_groups']} images (the pairs: duplicates, leakage and label conflicts below)")
+              f"{s['images_in_groups']} images" + (
+                  f", and {outside} more images paired but in no group (every two images of a group are "
+                  "paired; these pair with members of a group they cannot join)" if outside else "")
+              + " (the pairs: duplicates, leakage and label conflicts below)")
         print(f"duplicate threshold: {s['duplicate_threshold_reason']}")
     if "label_suspects" in s:
         print(f"labels: {s['label_suspects']} suspects flagged; "

@@ -356,7 +356,177 @@ PROBE3_KINDS = {
     "tile_2x2": _tile,
     "transpose": lambda im: im.convert("RGB").transpose(Image.Transpose.TRANSPOSE),
 }
-PROBE_SETS = {"probe": PROBE_KINDS, "probe2": PROBE2_KINDS, "probe3": PROBE3_KINDS}
+# A fifth set (--kinds probe4), written 2026-12-06 (a later session) before any run of it:
+# an augmentation library's photometric and local-geometry ops that no earlier set has
+# (elastic and grid warps, dropout, weather, local blurs, region censoring).
+def _rng_of(im, salt: int) -> np.random.Generator:
+    return np.random.default_rng(salt * 7919 + im.width * 31 + im.height)
+
+
+def _remapped(im, dx: np.ndarray, dy: np.ndarray):
+    a = np.asarray(im.convert("RGB"))
+    h, w = a.shape[:2]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    return Image.fromarray(cv2.remap(a, x + dx.astype(np.float32), y + dy.astype(np.float32), cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REFLECT))
+
+
+def _elastic(im, alpha: float = 0.06, sigma: float = 0.04):
+    """Smooth random displacements (alpha: of the shorter side; sigma: their smoothness)."""
+    w, h = im.size
+    r, s = _rng_of(im, 1), min(w, h)
+    d = [cv2.GaussianBlur(r.uniform(-1, 1, (h, w)).astype(np.float32), (0, 0), sigma * s) for _ in range(2)]
+    d = [x / max(1e-6, float(np.abs(x).max())) * alpha * s for x in d]
+    return _remapped(im, d[0], d[1])
+
+
+def _grid_distortion(im, steps: int = 5, limit: float = 0.3):
+    """Each of steps x steps cells stretched or shrunk by up to ``limit`` along x and y."""
+    w, h = im.size
+    r = _rng_of(im, 2)
+    def axis(n):
+        cuts = np.cumsum(1 + r.uniform(-limit, limit, steps))
+        cuts = np.r_[0, cuts / cuts[-1]] * (n - 1)
+        return np.interp(np.arange(n), np.linspace(0, n - 1, steps + 1), cuts) - np.arange(n)
+    dx, dy = np.meshgrid(axis(w), axis(h))
+    return _remapped(im, dx, dy)
+
+
+def _cutout(im, holes: int = 8, side: float = 0.12):
+    """Coarse dropout: black squares of ``side`` of the shorter side at random places."""
+    im = im.convert("RGB").copy()
+    r, d = _rng_of(im, 3), ImageDraw.Draw(im)
+    s = max(2, int(min(im.size) * side))
+    for _ in range(holes):
+        x, y = int(r.integers(0, max(1, im.width - s))), int(r.integers(0, max(1, im.height - s)))
+        d.rectangle((x, y, x + s, y + s), fill=(0, 0, 0))
+    return im
+
+
+def _fog(im, strength: float = 0.55):
+    """A bright haze, thicker towards the top."""
+    a = np.asarray(im.convert("RGB"), np.float32)
+    h = a.shape[0]
+    t = (strength * (1 - np.linspace(0, 0.6, h)))[:, None, None]
+    haze = cv2.GaussianBlur(_rng_of(im, 4).uniform(200, 255, a.shape[:2]).astype(np.float32), (0, 0),
+                            max(2, a.shape[1] / 20))[:, :, None]
+    return Image.fromarray(np.clip(a * (1 - t) + haze * t, 0, 255).astype(np.uint8))
+
+
+def _snow(im, flakes: float = 0.004):
+    im = im.convert("RGB").copy()
+    r, d = _rng_of(im, 5), ImageDraw.Draw(im)
+    rad = max(1, min(im.size) // 150)
+    for _ in range(int(im.width * im.height * flakes)):
+        x, y = int(r.integers(0, im.width)), int(r.integers(0, im.height))
+        d.ellipse((x - rad, y - rad, x + rad, y + rad), fill=(250, 250, 255))
+    return im.filter(ImageFilter.GaussianBlur(0.6))
+
+
+def _rain(im, drops: float = 0.0015):
+    im = im.convert("RGB").copy()
+    r, d = _rng_of(im, 6), ImageDraw.Draw(im)
+    length = max(4, im.height // 12)
+    for _ in range(int(im.width * im.height * drops)):
+        x, y = int(r.integers(0, im.width)), int(r.integers(0, im.height))
+        d.line((x, y, x + length // 5, y + length), fill=(190, 190, 200), width=max(1, im.width // 400))
+    return ImageEnhance.Brightness(im).enhance(0.8)
+
+
+def _shadow(im):
+    """A dark polygon over a part of the picture (a random shadow)."""
+    w, h = im.size
+    r = _rng_of(im, 7)
+    mask = Image.new("L", im.size, 0)
+    pts = [(int(r.uniform(0, w)), int(r.uniform(h * 0.3, h))) for _ in range(5)] + [(0, h), (w, h)]
+    ImageDraw.Draw(mask).polygon(pts, fill=150)
+    return Image.composite(Image.new("RGB", im.size, (0, 0, 0)), im.convert("RGB"), mask)
+
+
+def _glass_blur(im, sigma: float = 0.7, delta: int = 2):
+    """Neighbouring pixels swapped at random, blurred before and after."""
+    a = np.asarray(im.convert("RGB").filter(ImageFilter.GaussianBlur(sigma)), np.float32)
+    h, w = a.shape[:2]
+    r = _rng_of(im, 8)
+    y, x = np.mgrid[0:h, 0:w]
+    ys = np.clip(y + r.integers(-delta, delta + 1, (h, w)), 0, h - 1)
+    xs = np.clip(x + r.integers(-delta, delta + 1, (h, w)), 0, w - 1)
+    return Image.fromarray(a[ys, xs].astype(np.uint8)).filter(ImageFilter.GaussianBlur(sigma))
+
+
+def _zoom_blur(im, top: float = 1.12, steps: int = 6):
+    """The average of the picture zoomed about its centre by 1 .. ``top``."""
+    im = im.convert("RGB")
+    w, h = im.size
+    acc = np.zeros((h, w, 3), np.float32)
+    for z in np.linspace(1, top, steps):
+        cw, ch = w / z, h / z
+        box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+        acc += np.asarray(im.resize((w, h), Image.BILINEAR, box=box), np.float32)
+    return Image.fromarray((acc / steps).astype(np.uint8))
+
+
+def _iso_noise(im):
+    """Camera noise: luminance noise plus colour blotches."""
+    a = np.asarray(im.convert("RGB"), np.float32)
+    r = _rng_of(im, 9)
+    lum = r.normal(0, 10, a.shape[:2])[:, :, None]
+    chroma = cv2.GaussianBlur(r.normal(0, 25, a.shape).astype(np.float32), (0, 0), 1.5)
+    return Image.fromarray(np.clip(a + lum + chroma, 0, 255).astype(np.uint8))
+
+
+def _censor(im, share: float = 0.3):
+    """A centred rectangle of ``share`` of each side pixelated (a face or a plate censored)."""
+    im = im.convert("RGB").copy()
+    w, h = im.size
+    box = (int(w * (0.5 - share / 2)), int(h * (0.4 - share / 2)), int(w * (0.5 + share / 2)),
+           int(h * (0.4 + share / 2)))
+    part = im.crop(box)
+    block = max(2, min(part.size) // 6)
+    im.paste(part.resize((max(1, part.width // block), max(1, part.height // block)), Image.BOX)
+             .resize(part.size, Image.NEAREST), box)
+    return im
+
+
+def _crop_and_pad(im):
+    """Shifted by a tenth of the frame: cut off at one side, padded black at the other."""
+    im = im.convert("RGB")
+    w, h = im.size
+    out = Image.new("RGB", im.size, (0, 0, 0))
+    out.paste(im.crop((int(w * 0.1), 0, w, int(h * 0.92))), (0, int(h * 0.08)))
+    return out
+
+
+def _social(im):
+    """What a social network keeps: resized to 1080 px wide, sharpened, JPEG q70, twice."""
+    im = im.convert("RGB")
+    for _ in range(2):
+        im = im.resize((1080, max(1, round(1080 * im.height / im.width))), Image.BICUBIC)
+        im = _jpeg(im.filter(ImageFilter.UnsharpMask(1.5, 80)), 70)
+    return im
+
+
+PROBE4_KINDS = {
+    "elastic": _elastic,
+    "grid_distortion": _grid_distortion,
+    "cutout": _cutout,
+    "fog": _fog,
+    "snow": _snow,
+    "rain": _rain,
+    "shadow": _shadow,
+    "glass_blur": _glass_blur,
+    "zoom_blur": _zoom_blur,
+    "iso_noise": _iso_noise,
+    "censor": _censor,
+    "crop_and_pad": _crop_and_pad,
+    "social_recompress": _social,
+    "downscale_nearest": lambda im: im.convert("RGB").resize((max(4, im.width // 4), max(4, im.height // 4)),
+                                                             Image.NEAREST).resize(im.size, Image.NEAREST),
+}
+
+
+PROBE_SETS = {"probe": PROBE_KINDS, "probe2": PROBE2_KINDS, "probe3": PROBE3_KINDS,
+              "probe4": PROBE4_KINDS}
 
 
 def flat(im: Image.Image) -> Image.Image:

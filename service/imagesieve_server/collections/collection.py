@@ -1025,11 +1025,17 @@ class Collection:
     def info(self) -> CollectionInfo:
         num_images, per_label, per_split, labels, splits = self._counts()
         with self._lock:
-            snap = self.path / SNAPSHOT
+            try:
+                last_snapshot = (self.path / SNAPSHOT).stat().st_mtime
+            except FileNotFoundError:
+                # None yet, or the collection dropped since this call began: a drop removes
+                # the folder, and a check-then-stat answered INTERNAL to Create and
+                # SnapshotCollection calls racing DropCollection (1 run in 4 of the race test).
+                last_snapshot = 0.0
             return CollectionInfo(
                 name=self.name, num_images=num_images, dim=self.dim, model=self.model,
                 index_kind=self.index_kind, structure=self.structure, threshold=self._reported_threshold(),
                 images_per_label=dict(per_label), images_per_split=dict(per_split),
                 index_bytes=self.index_bytes,
-                last_snapshot_unix_s=snap.stat().st_mtime if snap.exists() else 0.0,
+                last_snapshot_unix_s=last_snapshot,
                 distinct_labels=labels, distinct_splits=splits)

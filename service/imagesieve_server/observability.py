@@ -262,14 +262,8 @@ class CallLimiter:
 
     def enter(self, client: str) -> str | None:
         """None when admitted, else why not (the caller answers RESOURCE_EXHAUSTED)."""
-        unsent = self.unsent.get(client, 0)
-        if self.max_unsent_per_client and unsent >= self.max_unsent_per_client:
-            return (f"this client has {unsent / 2**20:.1f} MiB of answers it has not read (the limit per client is "
-                    f"{self.max_unsent_per_client / 2**20:.0f} MiB); read them, then retry")
-        if self.max_unsent and unsent and self.unsent_total >= self.max_unsent:
-            return (f"answers not yet read by their clients fill the server's room for them "
-                    f"({self.max_unsent / 2**20:.0f} MiB), and this client has {unsent / 2**20:.1f} MiB of them; "
-                    "read them, then retry")
+        if (over := self._over_unsent(client, 1)) is not None:     # at or past a bound (whole bytes)
+            return over + "; read them, then retry"
         if self.active >= self.max_calls and not self._evict(None, client):
             return f"the server is at its limit of {self.max_calls} concurrent calls; retry with backoff"
         if self.by_client.get(client, 0) >= self.max_per_client and not self._evict(client, client):
@@ -301,17 +295,22 @@ class CallLimiter:
         """None when ``client`` may hand gRPC an answer of ``nbytes`` now,
         else why not: its unsent answers (or everyone's) would pass their
         bound. A client with none may always send one."""
+        over = self._over_unsent(client, nbytes)
+        return None if over is None else (over + f", so this one ({nbytes / 2**20:.1f} MiB) was dropped; "
+                                          "read answers as they come, then retry")
+
+    def _over_unsent(self, client: str, more: int) -> str | None:
+        """Why ``more`` bytes added to ``client``'s unsent answers would pass
+        its bound or everyone's, or None (always None for a client with none)."""
         unsent = self.unsent.get(client, 0)
         if not unsent:
             return None
-        if self.max_unsent_per_client and unsent + nbytes > self.max_unsent_per_client:
+        if self.max_unsent_per_client and unsent + more > self.max_unsent_per_client:
             return (f"this client has {unsent / 2**20:.1f} MiB of answers it has not read (the limit per client is "
-                    f"{self.max_unsent_per_client / 2**20:.0f} MiB), so this one ({nbytes / 2**20:.1f} MiB) was "
-                    "dropped; read answers as they come, then retry")
-        if self.max_unsent and self.unsent_total + nbytes > self.max_unsent:
+                    f"{self.max_unsent_per_client / 2**20:.0f} MiB)")
+        if self.max_unsent and self.unsent_total + more > self.max_unsent:
             return (f"answers not yet read by their clients fill the server's room for them "
-                    f"({self.max_unsent / 2**20:.0f} MiB), and this client has {unsent / 2**20:.1f} MiB of them, "
-                    "so this one was dropped; read answers as they come, then retry")
+                    f"({self.max_unsent / 2**20:.0f} MiB), and this client has {unsent / 2**20:.1f} MiB of them")
         return None
 
     def sending_begin(self, client: str, task: asyncio.Task, context, nbytes: int = 0) -> object:

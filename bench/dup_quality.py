@@ -1,6 +1,6 @@
 """Duplicate verdicts on three real collections, stage 1 alone vs verified.
 
-    .venv/bin/python bench/dup_quality.py [--fashion 1500] [--copy-share 0.2] [--stream 40] [--kinds probe|probe2|probe3]
+    .venv/bin/python bench/dup_quality.py [--fashion 1500] [--copy-share 0.2] [--stream 40] [--kinds probe|probe2|probe3|probe4|warps]
 
 Collections (each: real distinct originals plus planted altered copies):
   photos         foolbox's ImageNet photos and scikit-image's photos (bench/photos.py)
@@ -35,6 +35,7 @@ import argparse
 import hashlib
 import io
 import json
+import math
 import statistics
 import sys
 import time
@@ -525,8 +526,73 @@ PROBE4_KINDS = {
 }
 
 
+# A sixth set (--kinds warps), written 2026-12-06 (a later session) before any run of it, to
+# check a change chosen on probe4's elastic and grid warps: other local geometric warps (lens
+# distortion both ways, ripples, a swirl, a jittered mesh, a bulge), each with a common
+# second change, since a warp seldom travels alone.
+def _lens(im, k: float):
+    """Radial lens distortion: a point at radius r (1 = the half-diagonal) moves to r(1 + k r^2)."""
+    w, h = im.size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    cx, cy, half = (w - 1) / 2, (h - 1) / 2, math.hypot(w, h) / 2
+    u, v = (x - cx) / half, (y - cy) / half
+    s = 1 + k * (u * u + v * v)
+    return _remapped(im, u * s * half + cx - x, v * s * half + cy - y)
+
+
+def _ripple(im, amplitude: float = 0.012, waves: float = 6):
+    """Sine ripples along both axes (amplitude: of the shorter side; waves across the frame)."""
+    w, h = im.size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    a = amplitude * min(w, h)
+    return _remapped(im, a * np.sin(2 * np.pi * waves * y / h), a * np.sin(2 * np.pi * waves * x / w))
+
+
+def _swirl(im, strength: float = 2.5, radius: float = 0.45):
+    from skimage.transform import swirl
+    a = np.asarray(im.convert("RGB"))
+    out = swirl(a, strength=strength, radius=radius * min(a.shape[:2]), preserve_range=True, mode="reflect")
+    return Image.fromarray(out.astype(np.uint8))
+
+
+def _mesh_jitter(im, steps: int = 4, jitter: float = 0.04):
+    """A steps x steps mesh whose inner nodes move by up to ``jitter`` of each side, warped bilinearly."""
+    w, h = im.size
+    r = _rng_of(im, 11)
+    d = r.uniform(-jitter, jitter, (2, steps + 1, steps + 1)).astype(np.float32)
+    d[:, [0, -1], :] = 0
+    d[:, :, [0, -1]] = 0
+    dx = cv2.resize(d[0] * w, (w, h), interpolation=cv2.INTER_LINEAR)
+    dy = cv2.resize(d[1] * h, (w, h), interpolation=cv2.INTER_LINEAR)
+    return _remapped(im, dx, dy)
+
+
+def _bulge(im, strength: float = 0.35, radius: float = 0.35):
+    """A magnifying bulge off the centre (a liquify tool's bloat)."""
+    w, h = im.size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    cx, cy, rad = 0.4 * w, 0.55 * h, radius * min(w, h)
+    dist = np.sqrt((x - cx) ** 2 + (y - cy) ** 2) / rad
+    pull = np.where(dist < 1, strength * (1 - dist) ** 2, 0).astype(np.float32)
+    return _remapped(im, -(x - cx) * pull, -(y - cy) * pull)
+
+
+WARP_KINDS = {
+    "barrel": lambda im: _jpeg(_lens(im, 0.12), 80),
+    "pincushion": lambda im: _lens(im, -0.1).resize((max(8, im.width * 3 // 4), max(8, im.height * 3 // 4)),
+                                                     Image.BILINEAR),
+    "ripple": _ripple,
+    "swirl": _swirl,
+    "mesh_jitter": lambda im: ImageEnhance.Color(_mesh_jitter(im)).enhance(0.6),
+    "bulge": _bulge,
+    "elastic_soft": lambda im: _jpeg(_elastic(im, alpha=0.03, sigma=0.06), 75),
+    "grid_and_crop": lambda im: _grid_distortion(im, steps=4, limit=0.25).crop(
+        (im.width // 12, im.height // 12, im.width - im.width // 12, im.height - im.height // 12)),
+}
+
+
 PROBE_SETS = {"probe": PROBE_KINDS, "probe2": PROBE2_KINDS, "probe3": PROBE3_KINDS,
-              "probe4": PROBE4_KINDS}
+              "probe4": PROBE4_KINDS, "warps": WARP_KINDS}
 
 
 def flat(im: Image.Image) -> Image.Image:

@@ -9,7 +9,10 @@ import grpc
 
 from imagesieve.local_server import LocalServer
 from imagesieve.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
+from test_observability import scrape, value
 from test_server_abuse import _rss_mb, _StallingProxy, big_message_channel
+
+METRICS = ["--metrics-port", "0", "--metrics-host", "127.0.0.1"]
 
 
 def _inflated(path, n=256) -> embedding_pb2.EmbedRequest:
@@ -25,28 +28,45 @@ def test_answers_a_client_does_not_read_are_bounded_in_bytes(manifest_path, phot
     server from 232 MB to 3.1 GB, and the same client's next call was
     admitted. Now a client's unsent answers (serialized by the interceptor,
     so their size is known) are bounded in bytes: answers past the bound are
-    dropped, RESOURCE_EXHAUSTED, and its new calls refused until it reads."""
+    dropped, RESOURCE_EXHAUSTED, and its new calls refused until it reads.
+
+    The 48 unread calls go as many a connection as HTTP/2's initial 64 KB
+    window carries (3 of these ~20 KB requests), so that all arrive with no
+    window update from the server: a connection's first answer fills its
+    socket buffers (~1 MB), the server's window updates wait behind it, and
+    the client sends no more on it. All 48 on one connection got 3 and 13
+    requests through in two traced runs once answers were built off the
+    event loop (the first ready ~60 ms after the first call); the rest held
+    the address's turn in the request gate, where its reading connection's
+    call waited behind them until the kernel dropped the connection (20 s,
+    CallLimiter)."""
     (tmp_path / "photo.jpg").write_bytes(photos[0][0])
     request = _inflated(tmp_path / "photo.jpg")
-    with LocalServer(["--max-inflight-mb", "256", "--allow-root", str(tmp_path)], model=str(manifest_path)) as srv:
+    with LocalServer(["--max-inflight-mb", "256", "--allow-root", str(tmp_path), *METRICS],
+                     model=str(manifest_path)) as srv:
         pid = srv.proc.pid
         direct = big_message_channel(srv.address)
         stub = embedding_pb2_grpc.EmbeddingServiceStub(direct)
         assert len(stub.Embed(request, timeout=60).SerializeToString()) > 3_000_000
         before = _rss_mb(pid)
         proxy = _StallingProxy(srv.address, None, answer_bytes=32 << 10)     # answers stop at 32 KB
-        reader = grpc.insecure_channel(proxy.address, options=[("grpc.http2.bdp_probe", 0),
-                                                               ("grpc.max_receive_message_length", 1 << 30)])
-        unread = embedding_pb2_grpc.EmbeddingServiceStub(reader)
+        per_connection = max(1, (64 << 10) // (request.ByteSize() + 64))
+        readers = [grpc.insecure_channel(proxy.address, options=[("grpc.http2.bdp_probe", 0),
+                                                                 ("grpc.max_receive_message_length", 1 << 30),
+                                                                 ("grpc.use_local_subchannel_pool", 1)])
+                   for _ in range(-(-48 // per_connection))]
         calls = []
         try:
-            calls = [unread.Embed.future(request, timeout=120) for _ in range(48)]
-            deadline = time.monotonic() + 60
+            calls = [embedding_pb2_grpc.EmbeddingServiceStub(r).Embed.future(request, timeout=120)
+                     for r in readers for _ in range(per_connection)]
+            # Well within the 20 s after which the kernel drops a connection
+            # that reads nothing, and its answers with it (CallLimiter).
+            deadline = time.monotonic() + 12
             refused = None
             while time.monotonic() < deadline:          # the same address, on a connection that reads
                 time.sleep(1)
                 try:
-                    stub.Embed(request, timeout=30)
+                    stub.Embed(request, timeout=10)
                 except grpc.RpcError as e:
                     refused = e
                     break
@@ -55,14 +75,23 @@ def test_answers_a_client_does_not_read_are_bounded_in_bytes(manifest_path, phot
             assert refused is not None and refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, \
                 "the client's unsent answers did not stop its new calls"
             assert "not read" in refused.details()
+            # The bytes its unread answers held never passed its bound (one
+            # client: everyone's are its own).
+            samples = scrape(srv)
+            unsent = {k: value(samples, "imagesieve_unsent_answer_bytes", kind=k)
+                      for k in ("held", "peak", "limit_per_client")}
+            print(unsent)
+            assert 0 < unsent["held"] <= unsent["peak"] <= unsent["limit_per_client"] == 16 << 20, unsent
         finally:
             proxy.close()
             for c in calls:
                 c.cancel()
-            reader.close()
-        # Once its connection is gone, the client is served again.
+            for r in readers:
+                r.close()
+        # Once its connections are gone, the client is served again.
         time.sleep(1)
         assert stub.Embed(request, timeout=60).embeddings[0].vector
+        assert value(scrape(srv), "imagesieve_unsent_answer_bytes", kind="held") == 0
         direct.close()
 
 

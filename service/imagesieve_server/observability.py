@@ -79,6 +79,7 @@ class _EngineCollector:
         self.engine, self.collections = engine, collections
         self.gate: RequestGate | None = None      # set by the server once it has one
         self.stream_gate: RequestGate | None = None
+        self.limiter: CallLimiter | None = None
 
     def collect(self):
         b = self.engine.batcher
@@ -121,6 +122,15 @@ class _EngineCollector:
             yield CounterMetricFamily(name + "_reads_given_up",
                                       f"{what} given up: not arrived in time, too slow or idle while others waited",
                                       value=g.timed_out)
+        if self.limiter is not None:
+            lim = self.limiter
+            unsent = GaugeMetricFamily("imagesieve_unsent_answer_bytes",
+                                       "Answers handed to gRPC and not yet sent (CallLimiter): held now, peak, "
+                                       "and the bounds per client and in all (0: none)", labels=["kind"])
+            for kind, value in (("held", lim.unsent_total), ("peak", lim.unsent_peak),
+                                ("limit_per_client", lim.max_unsent_per_client), ("limit", lim.max_unsent)):
+                unsent.add_metric([kind], value)
+            yield unsent
         sizes_g = GaugeMetricFamily("imagesieve_collection_images", "Images per collection",
                                     labels=["collection"])
         bytes_g = GaugeMetricFamily("imagesieve_collection_index_bytes", "Index size per collection",
@@ -233,7 +243,10 @@ class CallLimiter:
     RESOURCE_EXHAUSTED (the status follows the answers already on their way,
     so a client that reads on learns why) and its handler cancelled, which
     frees the slot at once. gRPC keeps the unsent answer until the client
-    reads, closes its connection or reaches its deadline, which is why a
+    reads, closes its connection or reaches its deadline, or the kernel
+    drops the connection (gRPC gives server sockets a 20 s TCP user timeout:
+    the calls of a connection whose answers lay unread ended CANCELLED
+    20.1-20.6 s after they began, their answers freed), which is why a
     client cannot evict its own such calls (it would pile up unsent answers
     at the rate it sends calls). Without it,
     streams from two addresses that never read their answers held every
@@ -259,6 +272,7 @@ class CallLimiter:
         self.sending: dict[object, tuple[str, float, asyncio.Task, object, int]] = {}
         self.unsent: dict[str, int] = {}        # client -> bytes of its answers in self.sending
         self.unsent_total = 0
+        self.unsent_peak = 0                    # of unsent_total (/metrics)
 
     def enter(self, client: str) -> str | None:
         """None when admitted, else why not (the caller answers RESOURCE_EXHAUSTED)."""
@@ -321,6 +335,7 @@ class CallLimiter:
         self.sending[key] = (client, time.monotonic(), task, context, nbytes)
         self.unsent[client] = self.unsent.get(client, 0) + nbytes
         self.unsent_total += nbytes
+        self.unsent_peak = max(self.unsent_peak, self.unsent_total)
         return key
 
     def sending_end(self, key: object) -> None:

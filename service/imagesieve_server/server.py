@@ -272,6 +272,7 @@ class ImageSieveServer:
         if self.metrics.collector is not None:
             self.metrics.collector.gate = self.gate
             self.metrics.collector.stream_gate = self.stream_gate
+            self.metrics.collector.limiter = limiter
         # Health checks: four read at once, a client's two; gRPC would read a
         # 60 MB service name whole (48 checks: 2 GB) before any check. Needing
         # no token, a stalled one gives way after 0.5 s: probes time out in ~1 s.

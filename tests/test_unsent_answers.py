@@ -80,7 +80,6 @@ def test_answers_a_client_does_not_read_are_bounded_in_bytes(manifest_path, phot
             samples = scrape(srv)
             unsent = {k: value(samples, "imagesieve_unsent_answer_bytes", kind=k)
                       for k in ("held", "peak", "limit_per_client")}
-            print(unsent)
             assert 0 < unsent["held"] <= unsent["peak"] <= unsent["limit_per_client"] == 16 << 20, unsent
         finally:
             proxy.close()

@@ -244,7 +244,7 @@ class CallLimiter:
     so a client that reads on learns why) and its handler cancelled, which
     frees the slot at once. gRPC keeps the unsent answer until the client
     reads, closes its connection or reaches its deadline, or the kernel
-    drops the connection (gRPC gives server sockets a 20 s TCP user timeout:
+    drops the connection (after ~20 s, as a 20 s TCP user timeout on server sockets would:
     the calls of a connection whose answers lay unread ended CANCELLED
     20.1-20.6 s after they began, their answers freed), which is why a
     client cannot evict its own such calls (it would pile up unsent answers

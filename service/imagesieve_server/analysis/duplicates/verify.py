@@ -143,9 +143,7 @@ class PairEvidence:
     ``matched_profile``: whether the alignment agrees by profiles alone
     (:func:`profile_match`; True where nothing was aligned): a pair is
     judged as a profile's only where this and either image's thumbnail say
-    so (:func:`profile_pairs`), and ``warp_gain``: the agreement the best
-    placement gained by a smooth warp (:func:`_warped`; 0 where it was not
-    warped)."""
+    so (:func:`profile_pairs`)."""
     agreement: np.ndarray
     layout: np.ndarray
     detail: np.ndarray
@@ -157,14 +155,12 @@ class PairEvidence:
     matched_simplicity: np.ndarray
     matched_blur_px: np.ndarray
     matched_profile: np.ndarray
-    warp_gain: np.ndarray
 
     @classmethod
     def empty(cls, p: int) -> "PairEvidence":
         return cls(np.zeros(p, np.float32), np.zeros(p, np.float32), np.zeros(p, np.float32),
                    np.zeros(p, np.float32), np.zeros(p, bool), np.zeros(p, np.int16), np.zeros(p, bool),
-                   np.zeros(p, np.int16), np.zeros(p, np.float32), np.zeros(p, np.float32), np.ones(p, bool),
-                   np.zeros(p, np.float32))
+                   np.zeros(p, np.int16), np.zeros(p, np.float32), np.zeros(p, np.float32), np.ones(p, bool))
 
     @classmethod
     def identical(cls, p: int) -> "PairEvidence":
@@ -173,7 +169,7 @@ class PairEvidence:
         one = np.ones(p, np.float32)
         return cls(one, one.copy(), one.copy(), one.copy(), np.zeros(p, bool), np.zeros(p, np.int16),
                    np.zeros(p, bool), np.zeros(p, np.int16), np.zeros(p, np.float32), np.zeros(p, np.float32),
-                   np.ones(p, bool), np.zeros(p, np.float32))
+                   np.ones(p, bool))
 
     def take(self, idx) -> "PairEvidence":
         return PairEvidence(*(getattr(self, f.name)[idx] for f in dataclasses.fields(self)))
@@ -534,69 +530,6 @@ def _blur_matched(m: _Match) -> _Match | None:
     return out
 
 
-# A copy warped locally (an elastic or grid distortion, a lens, ripples, a swirl) is no
-# crop, turn or shear of its original: its layout wanders by a pixel or two across the
-# thumbnail, and every rigid placement correlates at 0.5-0.85. So the best placement is
-# also compared with its patch warped onto the template by a smooth dense flow (Farneback's,
-# blurred, at most WARP_MAX long), and counts when it agrees better. A flow between two
-# different pictures mostly fits noise: over ~2,600 look-alike pairs of illustrations,
-# icons and photos the median gain was 0.00 (90th percentile 0.05), warped copies' 0.06-0.09.
-# Only where both thumbnails hold fine detail (WARP_DETAIL): a thumbnail enlarged from a
-# picture smaller than itself (28 px garments) has none, and there a flow of a pixel or
-# two bends one garment's outline onto another's (Fashion-MNIST: 10 more copies found and
-# 18 more false pairs, with the warp everywhere). docs/verified-duplicates.md, "Local warps".
-WARP_WINDOW = 15          # pixels: Farneback's averaging window (a smaller one lets look-alikes' flows fit noise)
-WARP_SMOOTH = 3.0         # pixels: the flow blurred by this before it is used
-WARP_MAX = 2.0            # pixels: no displacement longer than this
-WARP_DETAIL = 0.02        # share of a thumbnail's variance above 0.6 of the highest frequency
-                          # (Fashion-MNIST's: median 0.006, 90th percentile 0.014; other collections'
-                          # 10th percentiles 0.024-0.066)
-
-
-def fine_detail(thumbnail: np.ndarray) -> float:
-    """The share of a (SIDE, SIDE) thumbnail's variance at spatial
-    frequencies above 0.6 of the highest it can hold (0 for a flat one)."""
-    x = thumbnail.astype(np.float32)
-    power = np.abs(np.fft.fftshift(np.fft.fft2(x - x.mean()))) ** 2
-    total = float(power.sum())
-    if total <= 0:
-        return 0.0
-    n = x.shape[0]
-    y, z = np.mgrid[-(n // 2):n - n // 2, -(n // 2):n - n // 2]
-    return float(power[np.hypot(y, z) > 0.6 * n / 2].sum()) / total
-
-
-def _warped(m: _Match) -> _Match | None:
-    """The same placement with the patch warped onto the template by a
-    smooth dense flow of at most WARP_MAX pixels (see WARP_WINDOW), or None
-    for a template compared on its opaque pixels or smaller than
-    BLUR_MIN_SIDE (a flow over a few pixels fits anything)."""
-    if m.templ is None or m.mask is not None or min(m.templ.shape) < BLUR_MIN_SIDE:
-        return None
-    t, p = m.templ, m.patch
-    lo, hi = min(float(t.min()), float(p.min())), max(float(t.max()), float(p.max()))
-    scale = 255.0 / max(hi - lo, 1e-3)
-    t8 = np.clip((t - lo) * scale, 0, 255).astype(np.uint8)
-    p8 = np.clip((p - lo) * scale, 0, 255).astype(np.uint8)
-    if m.sign < 0:
-        p8 = 255 - p8
-    flow = cv2.calcOpticalFlowFarneback(t8, p8, None, 0.5, 2, WARP_WINDOW, 3, 5, 1.1, 0)
-    flow = cv2.GaussianBlur(flow, (0, 0), WARP_SMOOTH)
-    length = np.sqrt((flow * flow).sum(axis=-1, keepdims=True))
-    flow *= np.minimum(1.0, WARP_MAX / np.maximum(length, 1e-6))
-    h, w = t.shape
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    patch = cv2.remap(p.astype(np.float32), x + flow[..., 0], y + flow[..., 1], cv2.INTER_LINEAR,
-                      borderMode=cv2.BORDER_REPLICATE)
-    if _flat(patch):
-        return None
-    out = _Match()
-    out.layout = m.sign * _zncc(t, patch)
-    out.area, out.mirrored, out.turned, out.sign, out.blur = m.area, m.mirrored, m.turned, m.sign, m.blur
-    out.templ, out.patch, out._detail, out._cells, out.at = t, patch, None, None, m.at
-    return out
-
-
 def _stretched(best: _Match, searched: np.ndarray) -> _Match:
     """``best`` or a better placement of its template made wider and lower,
     or narrower and taller (area kept), a step of STRETCH at a time in each
@@ -760,9 +693,9 @@ def _folded_match(ta, aspect_a, tb, aspect_b, stop_at: float) -> tuple[_Match | 
 
 
 def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT, judge_profile: bool = True
-                   ) -> tuple[float, float, float, float, bool, int, bool, float, float, bool, float]:
+                   ) -> tuple[float, float, float, float, bool, int, bool, float, float, bool]:
     """(agreement, layout, detail, matched_area, mirrored, turned degrees,
-    inverted, matched_simplicity, matched_blur_px, matched_profile, warp_gain) of two signatures ((SIGNATURE_BYTES,)
+    inverted, matched_simplicity, matched_blur_px, matched_profile) of two signatures ((SIGNATURE_BYTES,)
     uint8 each; see PairEvidence). The search stops once ``agreement``
     reaches ``stop_at``. ``judge_profile`` False: matched_profile is not
     measured (True), for pairs with no profile on either side."""
@@ -774,10 +707,10 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
         # near-black picture's recompressed copy crosses BLANK_STD either
         # way), is the same picture if it is of one tone with it.
         same = float(abs(float(ta.mean()) - float(tb.mean())) < 8)
-        return same, same, same, 1.0, False, 0, False, 0.0, 0.0, True, 0.0
+        return same, same, same, 1.0, False, 0, False, 0.0, 0.0, True
     a, b = _visible(ta), _visible(tb)
     if a.std() < FLAT_STD or b.std() < FLAT_STD:     # blank against a picture
-        return 0.0, 0.0, 0.0, 1.0, False, 0, False, 0.0, 0.0, True, 0.0
+        return 0.0, 0.0, 0.0, 1.0, False, 0, False, 0.0, 0.0, True
     best, best_searched = _Match(), None
     searches = [(a, aspect_a, b, aspect_b, None, 0, None), (b, aspect_b, a, aspect_a, None, 0, None)]
     # A transparent image against an opaque one is also searched by its opaque
@@ -821,9 +754,9 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
             if not _flat(view):
                 _place(view, b, best, 1.0, k == 1)
         if best.templ is None:      # nothing to align
-            return -1.0, -1.0, -1.0, 0.0, False, 0, False, 0.0, 0.0, True, 0.0
+            return -1.0, -1.0, -1.0, 0.0, False, 0, False, 0.0, 0.0, True
         return (best.agreement, best.layout, best.detail, best.area, best.mirrored, 0, best.sign < 0,
-                simplicity(best.templ), best.blur, True, 0.0)
+                simplicity(best.templ), best.blur, True)
     folded = False
     if not best.reaches(stop_at):
         # Solarized (see FOLD_GAIN): the placements below then turn and blur the folded views.
@@ -870,14 +803,9 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
             matched = _blur_matched(m)
             if matched is not None and matched.agreement > best.agreement:
                 best = matched
-    warp_gain = 0.0
-    if not best.reaches(stop_at) and min(fine_detail(ta), fine_detail(tb)) >= WARP_DETAIL:
-        warped = _warped(best)
-        if warped is not None and warped.agreement > best.agreement:
-            warp_gain, best = warped.agreement - best.agreement, warped
     return (best.agreement, best.layout, best.detail, best.area, best.mirrored, best.turned, found.sign < 0 or folded,
             simplicity(found.templ), best.blur,
-            not judge_profile or profile_match(found.templ, found.patch, found.sign), warp_gain)
+            not judge_profile or profile_match(found.templ, found.patch, found.sign))
 
 
 def _rank2_share(x: np.ndarray) -> float:
@@ -1131,7 +1059,7 @@ def _align_all(sig: np.ndarray, a: np.ndarray, b: np.ndarray, stop_at: float,
     for i in range(len(a)):
         (out.agreement[i], out.layout[i], out.detail[i], out.matched_area[i], out.mirrored[i],
          out.turned[i], out.inverted[i], out.matched_simplicity[i], out.matched_blur_px[i],
-         out.matched_profile[i], out.warp_gain[i]) = pair_alignment(
+         out.matched_profile[i]) = pair_alignment(
              sig[a[i]], sig[b[i]], stop_at, profiled is None or bool(profiled[i]))
         out.keypoint_inliers[i] = min(matched_inliers(keypoints(sig[a[i]]), keypoints(sig[b[i]])), 32767)
     return out

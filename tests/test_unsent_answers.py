@@ -75,6 +75,16 @@ def test_answers_a_client_does_not_read_are_bounded_in_bytes(manifest_path, phot
             assert refused is not None and refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, \
                 "the client's unsent answers did not stop its new calls"
             assert "not read" in refused.details()
+            # By now an answer was dropped (or the bound reached): the next call is
+            # refused before it does its work, not after it, when its answer would
+            # find no room either (held stops ~2 MiB below the bound: 4 answers).
+            try:
+                stub.Embed(request, timeout=10)
+                again = None
+            except grpc.RpcError as e:
+                again = e
+            assert again is not None and again.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, again
+            assert "not read" in again.details() and "was dropped;" not in again.details(), again.details()
             # The bytes its unread answers held never passed its bound (one
             # client: everyone's are its own).
             samples = scrape(srv)
@@ -107,3 +117,32 @@ def test_a_client_reading_its_answers_is_not_refused(manifest_path, photos, tmp_
             answers = list(pool.map(lambda _: stub.Embed(request, timeout=120), range(24)))
         assert all(len(a.embeddings) == 256 for a in answers)
         direct.close()
+
+
+def test_a_client_an_answer_was_dropped_for_is_refused_until_it_reads():
+    """Below its bound by less than an answer, a client that reads nothing
+    had each new call admitted, do its work, wait a second for room and be
+    dropped. Once one of its answers is dropped, its new calls are refused at
+    once, until it reads one (or its unsent answers are all freed)."""
+    from imagesieve_server.observability import CallLimiter
+    limiter = CallLimiter(8, 4, max_unsent_per_client=10, max_unsent=100)
+    held = limiter.sending_begin("a", None, None, 8)
+    assert limiter.room_for("a", 4) is not None          # 12 bytes would pass its 10
+    assert limiter.enter("a") is None                     # below the bound: admitted
+    limiter.leave("a")
+    limiter.dropped("a")
+    assert "dropped" in limiter.enter("a")
+    assert limiter.enter("b") is None                     # nobody else
+    limiter.leave("b")
+    limiter.sending_end(held, delivered=True)             # it reads
+    assert limiter.enter("a") is None
+    limiter.leave("a")
+    first, second = limiter.sending_begin("a", None, None, 4), limiter.sending_begin("a", None, None, 4)
+    limiter.dropped("a")
+    limiter.sending_end(first)                            # freed unsent (its call ended): one is left
+    assert "dropped" in limiter.enter("a")
+    limiter.sending_end(second)                           # none left
+    assert limiter.enter("a") is None
+    limiter.leave("a")
+    limiter.dropped("c")                                  # nothing unsent: nothing to wait for
+    assert limiter.enter("c") is None

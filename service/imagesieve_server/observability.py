@@ -273,11 +273,17 @@ class CallLimiter:
         self.unsent: dict[str, int] = {}        # client -> bytes of its answers in self.sending
         self.unsent_total = 0
         self.unsent_peak = 0                    # of unsent_total (/metrics)
+        self.dropping: set[str] = set()         # clients an answer was dropped for, until they read one
 
     def enter(self, client: str) -> str | None:
         """None when admitted, else why not (the caller answers RESOURCE_EXHAUSTED)."""
         if (over := self._over_unsent(client, 1)) is not None:     # at or past a bound (whole bytes)
             return over + "; read them, then retry"
+        if client in self.dropping:
+            # Below its bound by less than an answer, a client that reads nothing had
+            # every new call do its work, wait for room and be dropped (the work is the cost).
+            return (f"an answer to this client was dropped, and it has not read its others "
+                    f"({self.unsent.get(client, 0) / 2**20:.1f} MiB); read them, then retry")
         if self.active >= self.max_calls and not self._evict(None, client):
             return f"the server is at its limit of {self.max_calls} concurrent calls; retry with backoff"
         if self.by_client.get(client, 0) >= self.max_per_client and not self._evict(client, client):
@@ -313,6 +319,12 @@ class CallLimiter:
         return None if over is None else (over + f", so this one ({nbytes / 2**20:.1f} MiB) was dropped; "
                                           "read answers as they come, then retry")
 
+    def dropped(self, client: str) -> None:
+        """An answer to ``client`` found no room and was dropped: its new calls
+        are refused until it reads an answer (or all of its unsent ones are freed)."""
+        if self.unsent.get(client, 0):
+            self.dropping.add(client)
+
     def _over_unsent(self, client: str, more: int) -> str | None:
         """Why ``more`` bytes added to ``client``'s unsent answers would pass
         its bound or everyone's, or None (always None for a client with none)."""
@@ -338,9 +350,13 @@ class CallLimiter:
         self.unsent_peak = max(self.unsent_peak, self.unsent_total)
         return key
 
-    def sending_end(self, key: object) -> None:
+    def sending_end(self, key: object, delivered: bool = False) -> None:
+        """``delivered``: gRPC sent the answer (its client reads), rather than
+        the call ending with it unsent."""
         entry = self.sending.pop(key, None)
         if entry is not None:
+            if delivered:
+                self.dropping.discard(entry[0])
             self._sent(entry[0], entry[4])
 
     def _sent(self, client: str, nbytes: int) -> None:
@@ -349,6 +365,7 @@ class CallLimiter:
             self.unsent[client] = left
         else:
             self.unsent.pop(client, None)
+            self.dropping.discard(client)
         self.unsent_total -= nbytes
 
     def _evict(self, client: str | None, requester: str) -> bool:
@@ -610,12 +627,14 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                         sending = (self.limiter.sending_begin(admitted, asyncio.current_task(), context,
                                                               len(response) if serialize is not None else 0)
                                    if admitted is not None else None)
+                        delivered = False
                         try:
                             yield response
+                            delivered = True
                         finally:
                             response = None
                             if sending is not None:
-                                self.limiter.sending_end(sending)
+                                self.limiter.sending_end(sending, delivered)
                 except (BadMessage, RequestRefused) as e:
                     await context.abort(e.code if isinstance(e, RequestRefused) else grpc.StatusCode.INVALID_ARGUMENT,
                                         str(e))
@@ -643,6 +662,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         deadline = time.monotonic() + ANSWER_ROOM_WAIT_S
         while (refused := self.limiter.room_for(client, nbytes)) is not None:
             if time.monotonic() >= deadline:
+                self.limiter.dropped(client)
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
             await asyncio.sleep(0.05)
 

@@ -113,7 +113,7 @@ def test_audit_report_finds_the_planted_problems(dataset, audited):
     # One default per parameter: the sweep's classifier is samplesize's and the SampleSizeSweep job's.
     assert s["sample_size_classifier"] == "logreg" and "(Classifier: logreg on the embeddings.)" in s["sample_size_answer"]
     assert "duplicate groups (verified):" in r.stdout and "duplicate threshold:" in r.stdout and "report:" in r.stdout
-    assert s["duplicate_method"] == "verified" and {"agreement", "matched_blur_px"} <= set(pairs[0])
+    assert s["duplicate_method"] == "verified" and {"agreement", "matched_blur_px", "warp_gain"} <= set(pairs[0])
     assert "embedding (in-process)" in r.stderr                      # progress line
     # Image properties: each planted problem flagged under its kind, with why.
     issues = doc["checks"]["image_properties"]["issues"]

@@ -920,6 +920,97 @@ def test_heavily_blurred_copies_are_compared_at_one_sharpness(embedder, photos):
     assert [round(s[8], 2) for s in sharp] == [0.0] * len(sharp), sharp      # matched_blur_px
 
 
+def _remapped(im: Image.Image, x_of, y_of) -> Image.Image:
+    """``im`` resampled: each pixel (x, y) takes the colour at (x_of(x, y), y_of(x, y))."""
+    import cv2
+    a = np.asarray(im.convert("RGB"))
+    y, x = np.mgrid[0:a.shape[0], 0:a.shape[1]].astype(np.float32)
+    return Image.fromarray(cv2.remap(a, x_of(x, y).astype(np.float32), y_of(x, y).astype(np.float32),
+                                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT))
+
+
+def _lens(im: Image.Image, k: float = 0.15) -> Image.Image:
+    w, h = im.size
+    cx, cy, half = (w - 1) / 2, (h - 1) / 2, math.hypot(w, h) / 2
+    scale = lambda x, y: 1 + k * (((x - cx) / half) ** 2 + ((y - cy) / half) ** 2)
+    return _remapped(im, lambda x, y: (x - cx) * scale(x, y) + cx, lambda x, y: (y - cy) * scale(x, y) + cy)
+
+
+def _waves(im: Image.Image, amplitude: float = 0.02, waves: int = 4) -> Image.Image:
+    w, h = im.size
+    a = amplitude * min(w, h)
+    return _remapped(im, lambda x, y: x + a * np.sin(2 * np.pi * waves * y / h + 1),
+                     lambda x, y: y + a * np.sin(2 * np.pi * (waves - 1) * x / w))
+
+
+def test_locally_warped_copies_are_compared_warped_back(photos, monkeypatch):
+    """A lens distortion or ripples move a picture's parts by a pixel or two
+    of the thumbnail, differently across it: no crop, turn or shear undoes
+    that. The best placement is also compared warped back by a smooth flow:
+    such copies gain, distinct photos gain nothing, and the evidence says by
+    how much (the agreement without the warp is the agreement less it)."""
+    from imagesieve_server.analysis.duplicates import verify
+    originals = [photo_image(d) for d, _, _ in photos]
+    sigs = [layout_signature(im) for im in originals]
+    copies = {kind: [layout_signature(alter(im)) for im in originals] for kind, alter in
+              (("lens", _lens), ("waves", _waves))}
+    others = [(sigs[i], sigs[(i + 1) % len(sigs)]) for i in range(len(sigs))]
+    warped = {kind: [pair_alignment(s, c) for s, c in zip(sigs, cs)] for kind, cs in copies.items()}
+    distinct = [pair_alignment(x, y) for x, y in others]
+    for kind, ev in warped.items():
+        assert np.median([e[10] for e in ev]) >= 0.025, (kind, [round(e[10], 3) for e in ev])
+    assert max(e[10] for e in distinct) <= 0.02, [round(e[10], 3) for e in distinct]
+    monkeypatch.setattr(verify, "_warped", lambda m: None)
+    for kind, cs in copies.items():
+        rigid = [pair_alignment(s, c) for s, c in zip(sigs, cs)]
+        assert [round(r[0], 4) for r in rigid] == [round(e[0] - e[10], 4) for e in warped[kind]], kind
+        assert all(r[10] == 0 for r in rigid)
+
+
+def test_no_warp_where_a_thumbnail_holds_no_fine_detail(photos, monkeypatch):
+    """A thumbnail enlarged from a picture smaller than itself holds little
+    fine detail, and a flow of a pixel or two can bend one smooth outline
+    onto another (28 px garments). The warp is tried only where both
+    thumbnails hold some (WARP_DETAIL)."""
+    from imagesieve_server.analysis.duplicates import verify
+    originals = [photo_image(d) for d, _, _ in photos]
+    full = [verify.fine_detail(unpack(layout_signature(im))[2]) for im in originals]
+    small = [layout_signature(im.resize((28, 28), Image.BOX)) for im in originals]
+    copies = [layout_signature(_lens(im).resize((28, 28), Image.BOX)) for im in originals]
+    detail = np.array([min(verify.fine_detail(unpack(x)[2]), verify.fine_detail(unpack(y)[2]))
+                       for x, y in zip(small, copies)])
+    assert np.median(full) >= 3 * verify.WARP_DETAIL > 3 * np.median(detail), (np.round(full, 3), np.round(detail, 4))
+    gated = detail < verify.WARP_DETAIL
+    assert all(pair_alignment(x, y)[10] == 0 for x, y, g in zip(small, copies, gated) if g)
+    monkeypatch.setattr(verify, "WARP_DETAIL", 0.0)
+    assert any(pair_alignment(x, y)[10] > 0 for x, y, g in zip(small, copies, gated) if g), "the gate must matter"
+
+
+def test_a_warp_counts_only_for_a_pair_it_sets_apart():
+    """Pictures of one template (smileys, cards of one deck) all come closer
+    warped: a warp's gain counts for a pair only when no other candidate of
+    either image gains as much; elsewhere the pair is judged as aligned
+    rigidly. A copy warped back alone among its candidates keeps its gain."""
+    from imagesieve_server.analysis.duplicates.verify import warp_beyond_rivals
+    #        copy   look   look  sibling sibling sibling
+    a = np.array([0, 0, 0, 3, 3, 4])
+    b = np.array([1, 2, 5, 4, 5, 5])
+    gain = np.array([0.08, 0.0, 0.01, 0.06, 0.05, 0.06], np.float32)
+    assert warp_beyond_rivals(6, a, b, gain).tolist() == [True, False, False, True, False, True]
+    assert not warp_beyond_rivals(6, a, b, np.zeros(6, np.float32)).any()
+    # Verdicts: the copy passes by its warp; with a rival gaining as much, it is judged unwarped.
+    g = np.array([0.95, 0.6, 0.62, 0.7, 0.7, 0.7], np.float32)
+    c = np.full(6, 0.6, np.float32)
+    alone, _ = verified_pairs(6, a, b, g, c, warp_gain=gain)
+    rigid, _ = verified_pairs(6, a, b, g - gain, c)
+    rival = gain.copy()
+    rival[2] = 0.09
+    crowded, _ = verified_pairs(6, a, b, g, c, warp_gain=rival)
+    assert alone[0] and not rigid[0] and not crowded[0], (alone, rigid, crowded)
+    with pytest.raises(ValueError, match="warp_gain"):
+        verified_pairs(6, a, b, g, c, warp_gain=gain[:-1])
+
+
 def _alternate_copies(embedder, photos, kinds):
     """The photos, and a copy of each made by the kinds in turn, embedded
     and searched with stage 2: (each copy's PairEvidence with its original,

@@ -159,7 +159,8 @@ def write_tables(r: AuditResults, out: Path, rows_per_group: int = 8192) -> list
                         turned_degrees=d.evidence.turned, inverted=d.evidence.inverted,
                         keypoint_inliers=d.evidence.keypoint_inliers,
                         matched_simplicity=d.evidence.matched_simplicity,
-                        matched_blur_px=d.evidence.matched_blur_px, relative_disagreement=d.relative)
+                        matched_blur_px=d.evidence.matched_blur_px, warp_gain=d.evidence.warp_gain,
+                        relative_disagreement=d.relative)
         pq.write_table(pa.table(cols), out / "duplicate_pairs.parquet")
         written.append("duplicate_pairs.parquet")
         # One row a member: every group whole, however many.

@@ -92,7 +92,7 @@ def flagged_pairs(report: DuplicateReport, mask: np.ndarray, kind: str, descript
         evidence.update(agreement=ev.agreement[idx], matched_area=ev.matched_area[idx],
                         mirrored=ev.mirrored[idx], turned_degrees=ev.turned[idx], inverted=ev.inverted[idx],
                         keypoint_inliers=ev.keypoint_inliers[idx], matched_simplicity=ev.matched_simplicity[idx],
-                        matched_blur_px=ev.matched_blur_px[idx])
+                        matched_blur_px=ev.matched_blur_px[idx], warp_gain=ev.warp_gain[idx])
         if report.relative is not None:
             evidence["relative_disagreement"] = report.relative[idx]
     unit = "stage-2 agreement" if verified else "cosine"

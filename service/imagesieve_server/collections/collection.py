@@ -787,6 +787,7 @@ class Collection:
         profile = verify.profile_pairs(m + 1, a, b, profiled, ev)
         ok, _ = verify.verified_pairs(m + 1, a, b, g, c, np.array(stored_g), np.array(stored_c),
                                       layout_only=layout_only, profile=profile, keypoint_inliers=ev.keypoint_inliers,
+                                      warp_gain=ev.warp_gain,
                                       uninformative=verify.uninformative_matches(ev),
                                       near_identical=verify.near_identical_matches(ev, c),
                                       sparse_cosine=np.r_[sparse, np.full(m, np.nan)].astype(np.float32))

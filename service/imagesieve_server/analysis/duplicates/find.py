@@ -445,7 +445,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         sparse = np.where(neighbours < (knn_k or CANDIDATE_K), np.float32(threshold), np.float32(np.nan))
         ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout,
                                  profile=profile_pairs(n, a, b, profile, ev), uninformative=uninformative_matches(ev),
-                                 keypoint_inliers=ev.keypoint_inliers, twins=twins,
+                                 keypoint_inliers=ev.keypoint_inliers, twins=twins, warp_gain=ev.warp_gain,
                                  near_identical=near_identical_matches(ev, sim), keypoint_only=by_keypoints,
                                  sparse_cosine=sparse)
         if region_cosines is not None:

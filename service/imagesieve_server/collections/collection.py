@@ -785,14 +785,15 @@ class Collection:
         stored_g = [nan] + [stored[n.key][1] if stored[n.key][1] is not None else nan for n in everyone]
         stored_c = [nan] + [stored[n.key][2] if stored[n.key][2] is not None else nan for n in everyone]
         profile = verify.profile_pairs(m + 1, a, b, profiled, ev)
-        ok, _ = verify.verified_pairs(m + 1, a, b, g, c, np.array(stored_g), np.array(stored_c),
+        # As judged (a warp's gain where it counts), for the verdicts and the new image's pack alike.
+        counted = verify.counted_agreement(m + 1, a, b, g, ev.warp_gain)
+        ok, _ = verify.verified_pairs(m + 1, a, b, counted, c, np.array(stored_g), np.array(stored_c),
                                       layout_only=layout_only, profile=profile, keypoint_inliers=ev.keypoint_inliers,
-                                      warp_gain=ev.warp_gain,
                                       uninformative=verify.uninformative_matches(ev),
                                       near_identical=verify.near_identical_matches(ev, c),
                                       sparse_cosine=np.r_[sparse, np.full(m, np.nan)].astype(np.float32))
         look = ~ok & ~layout_only & ~profile
-        own_g = verify.neighbourhood_typical(m + 1, a[look], b[look], g[look])[0]
+        own_g = verify.neighbourhood_typical(m + 1, a[look], b[look], counted[look])[0]
         own_c = verify.neighbourhood_typical(m + 1, a[look], b[look], c[look])[0]
         for n, v in zip(everyone, ok):
             n.verified = bool(v)

@@ -556,17 +556,16 @@ WARP_DETAIL = 0.02        # share of a thumbnail's variance above 0.6 of the hig
                           # 10th percentiles 0.024-0.066)
 
 
+_FINE = np.hypot(*np.mgrid[-(SIDE // 2):SIDE - SIDE // 2, -(SIDE // 2):SIDE - SIDE // 2]) > 0.6 * SIDE / 2
+
+
 def fine_detail(thumbnail: np.ndarray) -> float:
     """The share of a (SIDE, SIDE) thumbnail's variance at spatial
     frequencies above 0.6 of the highest it can hold (0 for a flat one)."""
     x = thumbnail.astype(np.float32)
     power = np.abs(np.fft.fftshift(np.fft.fft2(x - x.mean()))) ** 2
     total = float(power.sum())
-    if total <= 0:
-        return 0.0
-    n = x.shape[0]
-    y, z = np.mgrid[-(n // 2):n - n // 2, -(n // 2):n - n // 2]
-    return float(power[np.hypot(y, z) > 0.6 * n / 2].sum()) / total
+    return float(power[_FINE].sum()) / total if total > 0 else 0.0
 
 
 def _warped(m: _Match) -> _Match | None:
@@ -1365,31 +1364,31 @@ def neighbourhood_typical(n: int, a, b, values, min_pack: int = MIN_PACK) -> np.
     return out
 
 
-def warp_beyond_rivals(n: int, a, b, warp_gain) -> np.ndarray:
+def warp_beyond_rivals(n: int, a, b, warp_gain, twins=None) -> np.ndarray:
     """(P,) bool: pairs whose warp gain (PairEvidence.warp_gain) is above 0
-    and at least every other candidate pair's of either image. Drawn from one
-    template (smileys, cards of one deck), an image's siblings all come
-    closer warped, their features a pixel or two apart: their gains are
-    alike and none stands out; a warped copy gains alone (4% of look-alike
-    pairs gain anything)."""
+    and at least every other candidate pair's of either image (``twins``:
+    see :func:`_runner_up`). Drawn from one template (smileys, cards of one
+    deck), an image's siblings all come closer warped, their features a
+    pixel or two apart: their gains are alike and none stands out; a warped
+    copy gains alone (4% of look-alike pairs gain anything)."""
     a = np.asarray(a, np.int64).ravel()
     b = np.asarray(b, np.int64).ravel()
     gain = np.asarray(warp_gain, np.float32).ravel()
-    p = gain.size
-    if p == 0:
-        return np.zeros(0, bool)
-    # Each image's two largest gains, and which pair holds the largest.
-    node, g, pair = np.r_[a, b], np.r_[gain, gain], np.r_[np.arange(p), np.arange(p)]
-    order = np.lexsort((-g, node))
-    node, g, pair = node[order], g[order], pair[order]
-    first = np.flatnonzero(np.r_[True, node[1:] != node[:-1]])
-    top, second, top_pair = np.zeros(n, np.float32), np.zeros(n, np.float32), np.full(n, -1, np.int64)
-    top[node[first]], top_pair[node[first]] = g[first], pair[first]
-    has_second = first + 1 < node.size
-    has_second[has_second] = node[first[has_second] + 1] == node[first[has_second]]
-    second[node[first[has_second]]] = g[first[has_second] + 1]
-    rivals = np.maximum(*(np.where(top_pair[side] == np.arange(p), second[side], top[side]) for side in (a, b)))
-    return (gain > 0) & (gain >= rivals)
+    kin = np.arange(n) if twins is None else np.asarray(twins, np.int64).ravel()
+    gained = gain > 0
+    rivals = _runner_up(n, a, b, gain, np.ones(a.shape, bool), kin, gained)
+    return gained & (gain >= rivals)
+
+
+def counted_agreement(n: int, a, b, agreement, warp_gain, twins=None) -> np.ndarray:
+    """(P,) float32: ``agreement`` with each pair's warp gain taken off
+    where it does not count (:func:`warp_beyond_rivals`): what verdicts and
+    look-alike levels use."""
+    g = np.asarray(agreement, np.float32).ravel()
+    gain = np.asarray(warp_gain, np.float32).ravel()
+    if gain.shape != g.shape:
+        raise ValueError("warp_gain must have one entry a pair")
+    return np.where(warp_beyond_rivals(n, a, b, gain, twins), g, g - gain).astype(np.float32)
 
 
 def _filled(pack, default: float) -> np.ndarray:
@@ -1586,7 +1585,7 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
 
     ``warp_gain``: (P,) PairEvidence.warp_gain; ``agreement`` counts it only
     for pairs it sets apart from their images' other candidates
-    (:func:`warp_beyond_rivals`), elsewhere the agreement without the warp."""
+    (:func:`counted_agreement`), elsewhere the agreement without the warp."""
     for name, v in (("max_relative", max_relative), ("max_relative_layout", max_relative_layout)):
         if not 0 < v <= 1:
             raise ValueError(f"{name} must be in (0, 1]; got {v}")
@@ -1611,10 +1610,7 @@ def verified_pairs(n: int, a, b, agreement, cosine, pack_agreement=None, pack_co
     given = [np.full(n, np.nan, np.float32) if p is None else np.asarray(p, np.float32)
              for p in (pack_agreement, pack_cosine)]
     if warp_gain is not None:
-        gain = np.asarray(warp_gain, np.float32).ravel()
-        if gain.shape != a.shape:
-            raise ValueError("warp_gain must have one entry a pair")
-        g = np.where(warp_beyond_rivals(n, a, b, gain), g, g - gain).astype(np.float32)
+        g = counted_agreement(n, a, b, g, warp_gain, twins)
     computed = np.isnan(given[0]).any() or np.isnan(given[1]).any()
     same = np.zeros(a.shape, bool)
     best = np.full(a.shape, np.inf, np.float32)         # each pair's lowest relative disagreement

@@ -228,6 +228,27 @@ def test_new_bytes_behind_an_old_modification_time_are_embedded_again(tmp_path):
     store.close()
 
 
+def test_a_flush_interrupted_inside_its_transaction_can_be_flushed_again(tmp_path):
+    """Ctrl-C landing inside a flush's insert left its transaction open, and
+    the flush the audit makes on its way out failed ("cannot start a
+    transaction within a transaction"): the audit exited 1 instead of 130,
+    its last shard unindexed. A failed insert is rolled back; flushed again,
+    every row is stored."""
+    from imagesieve_server.audit.store import Embedded, EmbeddingStore
+    store = EmbeddingStore(tmp_path / "emb", "m", 4)
+    good = Embedded(str(tmp_path / "a.png"), "a" * 64, 10, 1, np.ones(4, np.float32))
+    bad = Embedded(str(tmp_path / "b.png"), "b" * 64, 10, 1, np.ones(4, np.float32), width=object())
+    store.put(good)
+    store.put(bad)
+    with pytest.raises(Exception):           # the second row cannot be bound: the insert fails inside
+        store.flush()
+    bad.width = 8
+    store.flush()
+    loaded = store.load([good.path, bad.path])
+    assert loaded.vectors.shape == (2, 4) and np.allclose(loaded.vectors, 1)
+    store.close()
+
+
 def test_the_audits_pixel_limit_can_be_raised_and_lowered(manifest_path, tmp_path):
     """`serve` had --max-pixels, the audit not: a 108 MP scan failed with no way
     to let it in. The raster limit follows (4 bytes a pixel)."""

@@ -200,13 +200,22 @@ class EmbeddingStore:
                 os.fsync(f.fileno())
             os.replace(tmp, final)
         rows = iter(range(len(embedded)))
-        self.db.execute("BEGIN")
-        self.db.executemany(
-            "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(os.path.abspath(it.path), it.sha256, it.size, it.mtime_ns,
-              FAILED_SHARD if it.error else shard, FAILED_SHARD if it.error else next(rows),
-              it.width, it.height, it.error or None) for it in self._pending])
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(os.path.abspath(it.path), it.sha256, it.size, it.mtime_ns,
+                  FAILED_SHARD if it.error else shard, FAILED_SHARD if it.error else next(rows),
+                  it.width, it.height, it.error or None) for it in self._pending])
+            self.db.execute("COMMIT")
+        except BaseException:
+            # Ctrl-C inside the insert left the transaction open, and the audit's
+            # flush on its way out failed ("cannot start a transaction within a
+            # transaction"): exit 1, the last shard unindexed. Undone, a flush
+            # again writes the same shard whole.
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
         self._next_shard += bool(embedded)
         self._pending = []
 

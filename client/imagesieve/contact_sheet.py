@@ -14,6 +14,7 @@ from typing import Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from .orientation import upright
+from .transparency import as_seen
 
 LINE_H = 12
 PAD = 6
@@ -35,7 +36,7 @@ def _open(image) -> Image.Image:
 
 def _thumbnail(image, size: int) -> Image.Image:
     try:
-        im = upright(_open(image)).convert("RGB")
+        im = as_seen(upright(_open(image)))      # transparency as the server composites it
     except Exception:  # noqa: BLE001 - an unreadable image becomes a grey tile
         return Image.new("RGB", (size, size), (160, 160, 160))
     scale = size / max(im.size)

@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 from imagesieve.orientation import upright
+from imagesieve.transparency import as_seen, has_transparency, to_rgba
 from PIL import Image
 
 from ..checks.base import FlaggedPairs
@@ -107,8 +108,11 @@ def _write_thumb(path: str, dest: Path) -> bool:
     try:
         with Image.open(path) as im:
             im.draft("RGB", (THUMB * 2, THUMB * 2))
-            im = upright(im).convert("RGB")      # not ImageOps.exif_transpose: see imagesieve.orientation
-            im.thumbnail((THUMB, THUMB))
+            im = upright(im)                     # not ImageOps.exif_transpose: see imagesieve.orientation
+            if has_transparency(im):             # reduced with its alpha (Pillow premultiplies), then
+                im = to_rgba(im)                 # composited as it was compared, not over the colour
+            im.thumbnail((THUMB, THUMB))         # a file keeps under its transparent pixels
+            im = as_seen(im)
             dest.parent.mkdir(parents=True, exist_ok=True)
             im.save(dest, format="JPEG", quality=80)
         return True

@@ -13,7 +13,6 @@ mistakes, not per pair (1% of the pairs of 1,860 images is ~17,000 pairs).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
 import sys
@@ -24,6 +23,25 @@ from PIL import Image
 
 THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 PAIR_FLOOR = 0.3   # distinct pairs below this cosine are counted, not listed
+COPY_MIN_SIDE = 448   # px: originals are altered as decoded at least this on their shorter side (where they allow)
+
+
+def pictures(originals: list[bytes]) -> tuple[list[Image.Image | None], np.ndarray]:
+    """(each original as the server decodes it before embedding: turned as
+    displayed, transparency composited, within the decode limits, at least
+    COPY_MIN_SIDE px on its shorter side where the file allows; or None, (N,)
+    bool decoded). The altered copies are made from these: made from a
+    file's raw raster, a photo stored on its side with an EXIF orientation
+    was altered turned against its upright original, and a transparent
+    picture on the colour its file keeps under the transparent pixels."""
+    from imagesieve_server.engine.decode import DecodeError, decode_image
+    out = []
+    for b in originals:
+        try:
+            out.append(decode_image(b, COPY_MIN_SIDE))
+        except DecodeError:
+            out.append(None)
+    return out, np.array([p is not None for p in out], bool)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,10 +92,11 @@ def calibrate(originals: list[bytes], embed, max_false_pairs_per_1k: float = 0.5
     from imagesieve_server.analysis.duplicates.pairs import pairs_above_threshold
 
     base, ok = embed(originals)
-    base, originals = base[ok], [o for o, k in zip(originals, ok) if k]
+    pil, decoded = pictures(originals)
+    ok = np.asarray(ok, bool) & decoded
+    base, originals, pil = base[ok], [o for o, k in zip(originals, ok) if k], [p for p, k in zip(pil, ok) if k]
     if len(originals) < 3:
         raise ValueError("calibration needs at least 3 readable images")
-    pil = [Image.open(io.BytesIO(b)).convert("RGB") for b in originals]
     pos, by_kind = [], {}
     with Progress(len(ALTERATIONS), "altered copies", unit="kinds") as bar:
         for kind, fn in ALTERATIONS.items():
@@ -104,6 +123,7 @@ def calibrate(originals: list[bytes], embed, max_false_pairs_per_1k: float = 0.5
         "suggested": best._asdict(),
         "recall_by_kind_at_suggested": {k: round(float(np.mean(s >= best.threshold)), 3)
                                         for k, s in by_kind.items()},
+        "median_cosine_by_kind": {k: round(float(np.median(s)), 4) for k, s in by_kind.items() if len(s)},
     }
 
 

@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image, ImageMode, UnidentifiedImageError
 
 from imagesieve.orientation import TRANSPOSE as _TRANSPOSE, orientation as _orientation, upright
+from imagesieve.transparency import alpha_kind, background, has_transparency, to_rgba
 
 from ..formats import FORMATS      # what is decoded (and why not more)
 from . import png_bands, preflight
@@ -593,12 +594,6 @@ def _high_depth_to_l(img: Image.Image, factor: int = 1,
     return Image.fromarray(out, "L")
 
 
-# Alpha-only detection (see to_rgb). Levels are of 255.
-_FLAT_COLOUR_STD = 2.0    # colour channels flatter than this (alpha-weighted std)...
-_ALPHA_PICTURE_STD = 6.0  # ...while alpha varies more than this: the picture is in alpha
-_PROBE_SIDE = 256         # judged on a copy scaled to at most this many pixels a side
-
-
 def to_rgb(img: Image.Image, min_size: int = 0) -> Image.Image:
     """Any Pillow mode -> 8-bit RGB.
 
@@ -608,7 +603,8 @@ def to_rgb(img: Image.Image, min_size: int = 0) -> Image.Image:
     side >= 2 x ``min_size``. Other modes keep their size.
 
     Transparency (an alpha channel, a palette's, or a PNG's colour key on L
-    or RGB) is composited on white, so a transparent logo looks like it
+    or RGB) is composited on white (``imagesieve.transparency``, shared with
+    what people are shown), so a transparent logo looks like it
     does in a browser, not black. The exception is an alpha-only image (RGBA,
     LA, PA, RGBa, La, or P with transparency): colour channels flat (alpha-
     weighted std < 2 levels, so the colour under fully transparent pixels,
@@ -624,14 +620,9 @@ def to_rgb(img: Image.Image, min_size: int = 0) -> Image.Image:
     if mode in _HIGH_DEPTH:
         return _high_depth_to_l(img, _reduce_factor(*img.size, min_size)).convert("RGB")
     # P, L and RGB carry transparency as a palette alpha or one colour key (PNG tRNS).
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode in ("P", "L", "RGB") and "transparency" in img.info):
+    if has_transparency(img):
         return _composite(img)
     return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
-
-
-def _to_rgba(img: Image.Image) -> Image.Image:
-    # Pillow has no La -> RGBA conversion; La -> LA un-premultiplies first.
-    return (img.convert("LA") if img.mode == "La" else img).convert("RGBA")
 
 
 def _composite(img: Image.Image) -> Image.Image:
@@ -642,57 +633,22 @@ def _composite(img: Image.Image) -> Image.Image:
     more full-size RGBA rasters.
 
     An ordinary transparent image (not alpha-only, some pixel below
-    OPAQUE) also gets ``info["opacity"]``: its alpha channel as an "L" image
-    of at most _PROBE_SIDE a side (nearest-neighbour), for the layout
+    ``transparency.OPAQUE``) also gets ``info["opacity"]``: its alpha channel as an "L" image
+    of at most ``transparency.PROBE_SIDE`` a side (nearest-neighbour), for the layout
     signature's opacity mask: a copy saved without regard to the alpha shows
     whatever colour lies under the transparent pixels, and the verifier
     compares the opaque part only (engine.signature)."""
-    kind, alpha = _alpha_kind(img)
-    fill = (0, 0, 0, 255) if kind == "light alpha-only" else (255, 255, 255, 255)
+    kind, alpha = alpha_kind(img)
+    fill = background(kind)
     w, h = img.size
     out = Image.new("RGB", img.size)
     rows = max(1, _STRIP_PIXELS // w)
     for y0 in range(0, h, rows):
-        strip = _to_rgba(img.crop((0, y0, w, min(h, y0 + rows))))
-        background = Image.new("RGBA", strip.size, fill)
-        out.paste(Image.alpha_composite(background, strip).convert("RGB"), (0, y0))
+        strip = to_rgba(img.crop((0, y0, w, min(h, y0 + rows))))
+        ground = Image.new("RGBA", strip.size, fill)
+        out.paste(Image.alpha_composite(ground, strip).convert("RGB"), (0, y0))
     if kind == "transparent":
         out.info["opacity"] = alpha
     return out
 
 
-#: Alpha at or above this counts as opaque (of 255).
-OPAQUE = 250
-
-
-def _alpha_kind(img: Image.Image) -> tuple[str, Image.Image]:
-    """("opaque" | "transparent" | "light alpha-only" | "dark alpha-only",
-    alpha as an "L" image of at most _PROBE_SIDE a side) of ``img`` (any
-    mode with alpha, or P, L or RGB with transparency). Alpha-only: the picture is only
-    in the alpha channel, the colour flat; light ones must go over black to
-    be seen.
-
-    Judged on a nearest-neighbour sample of at most _PROBE_SIDE a side (a
-    grid of the file's own pixels: cheap, and its std estimates the whole
-    image's), with colour statistics weighted by alpha, so the colour of fully
-    transparent pixels (often garbage or black) does not count and nearly
-    transparent ones barely do. float32 on the small sample only."""
-    w, h = img.size
-    if max(w, h) > _PROBE_SIDE:
-        s = _PROBE_SIDE / max(w, h)
-        img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.NEAREST)
-    rgba = _to_rgba(img)   # after sampling: the same pixels, converted
-    alpha_image = rgba.getchannel("A")
-    arr = np.asarray(rgba, dtype=np.float32).reshape(-1, 4)
-    alpha = arr[:, 3]
-    kind = "opaque" if alpha.min() >= OPAQUE else "transparent"
-    weight = alpha.sum()
-    if alpha.std() < _ALPHA_PICTURE_STD or weight <= 0:
-        return kind, alpha_image
-    colour = arr[:, :3]
-    mean = (alpha @ colour) / weight
-    std = np.sqrt((alpha @ np.square(colour - mean)) / weight)
-    if std.max() >= _FLAT_COLOUR_STD:
-        return kind, alpha_image
-    luminance = 0.299 * mean[0] + 0.587 * mean[1] + 0.114 * mean[2]
-    return ("light alpha-only" if luminance >= 128 else "dark alpha-only"), alpha_image

@@ -658,8 +658,22 @@ def test_the_reports_fix_list_cleans_the_manifest(dataset, audited, tmp_path):
     drops = {r["path"] for r in plan if r["action"] == "drop"}
     assert all(Path(r["path"]).is_absolute() for r in plan)       # usable from any folder
     relabels = {r["path"]: r["new_label"] for r in plan if r["action"] == "relabel"}
-    leak_test = [p for p in drops if Path(p).name in planted["leak"]]
-    assert len(leak_test) == 1 and "/test/" in leak_test[0]           # the test copy goes, the train one stays
+    leak = [p for p in drops if Path(p).name in planted["leak"]]
+    assert [p for p in leak if "/test/" in p] and all("/train/" in p for p in leak if "/test/" not in p)
+    # The test copy goes, and something of every picture stays: each drop names the copy kept
+    # in its list, and one order ranks every list's copies (split, pixels, bytes, path), so from
+    # any dropped image the names lead to one no list drops (in this data a group joins the leak
+    # to an overlapping crop of its photo, a larger file, which the group keeps over p0_v0).
+    keeps: dict = {}
+    for row in plan:
+        if row["action"] == "drop":
+            keeps.setdefault(Path(row["path"]).name, set()).add(row["reason"].removeprefix("a copy of ").split(" (")[0])
+    for name in keeps:
+        seen, todo = set(), [name]
+        while todo and all(n in keeps for n in todo):
+            seen |= set(todo)
+            todo = [k for n in todo for k in keeps[n] if k not in seen]
+            assert todo, f"every copy of {name} dropped"
     plan = list({(r["path"], r["action"]): r for r in plan}.values())
     with open(tmp_path / "fixes.csv", "w", newline="") as f:
         w = csv.DictWriter(f, ["source", "path", "action", "new_label", "reason"])
@@ -786,3 +800,35 @@ def test_the_audit_tests_partial_matches_against_the_files(tmp_path, photos):
     pairs = pq.read_table(out / "duplicate_pairs.parquet").to_pydict()
     found = {tuple(sorted((Path(a).name, Path(b).name))) for a, b in zip(pairs["path_a"], pairs["path_b"])}
     assert found == {tuple(sorted((name, f"crop_{name}"))) for _, _, name in photos[:6]}, found
+
+
+def test_the_fix_list_keeps_the_copy_with_the_most_pixels_then_the_larger_file(tmp_path, photos):
+    """The report's suggested "drop" keeps, of a picture's copies, the one
+    with the most pixels, then the larger file: a half-size copy and a JPEG
+    q20 copy of the same size are dropped whatever their names (by path
+    alone the copies named "a_..." were kept and the originals "z_..."
+    dropped), in the pairs' list and the groups' alike."""
+    import csv
+    import html
+    import re
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    copies = set()
+    for k, (data, _, _) in enumerate(photos[:6]):
+        im = Image.open(io.BytesIO(data)).convert("RGB").resize((480, 360))
+        im.save(folder / f"z_original_{k}.jpg", quality=92)
+        copy = f"a_copy_{k}.jpg"
+        if k % 2:
+            im.save(folder / copy, quality=20)                                  # same pixels, smaller file
+        else:
+            im.resize((240, 180), Image.LANCZOS).save(folder / copy, quality=95)  # fewer pixels
+        copies.add(copy)
+    out = tmp_path / "out"
+    r = audit(folder, "--out", out, "--no-sweep")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for lst in ("duplicates.near", "groups"):
+        dom, attrs, _ = chromium_dom((out / "report.html").as_uri() + f"#list={lst}&select=page", tmp_path / lst)
+        assert attrs["js-errors"] == "0", attrs
+        text = html.unescape(re.search(r'<textarea id="fix-csv"[^>]*>(.*?)</textarea>', dom, re.S).group(1))
+        drops = {Path(row["path"]).name for row in csv.DictReader(io.StringIO(text)) if row["action"] == "drop"}
+        assert drops == copies, (lst, drops)

@@ -52,6 +52,7 @@ class AuditResults:
     notes: list[str] = dataclasses.field(default_factory=list)
     stages: StageLog = dataclasses.field(default_factory=StageLog)   # seconds and memory per stage
     threshold_asked: float = 0.0         # the threshold asked for (0: the check's own)
+    sizes: np.ndarray | None = None      # (N, 2) width, height of each file as stored (0: unknown)
 
     @property
     def ok_index(self) -> np.ndarray:
@@ -119,7 +120,8 @@ def run_analyses(paths, labels, splits, sha256, errors, vectors, *, threshold: f
             counts[split or "all"][label or "(unlabelled)"] += 1
     sha256 = np.asarray(sha256, dtype="S64")
     r = AuditResults(paths, labels, splits, sha256, errors, vectors, ok,
-                     threshold, {s: dict(c) for s, c in counts.items()}, stages=stages or StageLog())
+                     threshold, {s: dict(c) for s, c in counts.items()}, stages=stages or StageLog(),
+                     sizes=None if sizes is None else np.asarray(sizes))
     idx = r.ok_index
     x = vectors if len(idx) == len(vectors) else np.ascontiguousarray(vectors[idx])   # no copy when all ok
     all_ok = len(idx) == len(vectors)

@@ -51,15 +51,31 @@ class Lists:
         self.root, self.r = root, r
         self.meta: dict[str, dict] = {}
         self.shown: dict[int, bool] = {}        # image position -> gets a thumbnail, in the order first shown
+        self.file_bytes: dict[int, int] = {}    # image position -> its file's size, read once
 
     def image(self, i: int, thumb: bool = True) -> dict:
-        """An image as a row shows it: position, path, label, split and its
+        """An image as a row shows it: position, path, label, split, its
         thumbnail's URL ("" beyond MAX_THUMBS, or without ``thumb``: the app
-        shows the file)."""
+        shows the file), and what the fix list's rule for the copy to keep
+        weighs: its pixels (as stored; 0 unknown) and its file's bytes (-1:
+        unreadable now)."""
         thumb = thumb and self.shown.setdefault(i, len(self.shown) < MAX_THUMBS)
         # Absolute: a fix list exported from the page must name the files from any folder.
-        return {"i": i, "p": os.path.abspath(self.r.paths[i]), "l": self.r.labels[i], "s": self.r.splits[i],
-                "t": f"{DATA}/{_thumb_name(i)}" if thumb else ""}
+        path = os.path.abspath(self.r.paths[i])
+        return {"i": i, "p": path, "l": self.r.labels[i], "s": self.r.splits[i],
+                "t": f"{DATA}/{_thumb_name(i)}" if thumb else "", "px": self._pixels(i), "b": self._bytes(i, path)}
+
+    def _pixels(self, i: int) -> int:
+        sizes = self.r.sizes
+        return 0 if sizes is None else int(sizes[i][0]) * int(sizes[i][1])
+
+    def _bytes(self, i: int, path: str) -> int:
+        if i not in self.file_bytes:
+            try:
+                self.file_bytes[i] = os.stat(path).st_size
+            except OSError:
+                self.file_bytes[i] = -1
+        return self.file_bytes[i]
 
     def add(self, name: str, title: str, rows: Iterable[dict], count: int, kind: str, **meta) -> None:
         """Write ``rows`` (``count`` of them) as pages of list ``name``;

@@ -139,3 +139,38 @@ def test_a_person_pages_filters_opens_a_pair_and_exports_fixes(report, browser, 
 
     severe = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
     assert severe == [] and d.find_element(By.TAG_NAME, "body").get_attribute("data-js-errors") == "0", severe
+
+
+def test_a_pair_in_a_format_browsers_cannot_show_opens_as_its_thumbnails(browser, photos, tmp_path):
+    """The audit reads TIFF (scans, microscopy), browsers do not: opened
+    side by side, a TIFF pair shows the report's thumbnails (titled so)
+    rather than grey tiles, and no image counts as broken."""
+    import io
+    import subprocess
+    import sys
+
+    from PIL import Image
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for k, (data, _, _) in enumerate(photos[:4]):
+        im = Image.open(io.BytesIO(data)).convert("RGB").resize((320, 240))
+        im.save(folder / f"scan_{k}.tif")
+        im.resize((160, 120)).save(folder / f"scan_{k}_small.tif")
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "imagesieve.cli", "audit", str(folder), "--out", str(out), "--no-sweep"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = browser
+    d.get((out / "report.html").as_uri())
+    wait_for(d, lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+    box = d.find_element(By.CSS_SELECTOR, '[data-list="duplicates.near"]')
+    box.find_element(By.CSS_SELECTOR, "button.open").click()
+    viewer = d.find_element(By.ID, "viewer")
+    wait_for(d, lambda: viewer.get_attribute("open") is not None)
+    images = viewer.find_elements(By.TAG_NAME, "img")
+    assert len(images) == 2
+    wait_for(d, lambda: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 50", im)
+                            for im in images))
+    assert all("/thumbs/" in im.get_attribute("src") for im in images)
+    assert all("cannot show the file" in im.get_attribute("title") for im in images)
+    assert d.find_element(By.TAG_NAME, "body").get_attribute("data-broken-images") == "0"

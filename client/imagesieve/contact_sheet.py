@@ -14,7 +14,7 @@ from typing import Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from .orientation import upright
-from .transparency import as_seen
+from .seen import as_seen
 
 LINE_H = 12
 PAD = 6

@@ -23,7 +23,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 from imagesieve.orientation import upright
-from imagesieve.transparency import as_seen, has_transparency, to_rgba
+from imagesieve.seen import as_seen, has_transparency, to_rgba
 from PIL import Image
 
 from ..checks.base import FlaggedPairs

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageMode, UnidentifiedImageError
 
 from imagesieve.orientation import TRANSPOSE as _TRANSPOSE, orientation as _orientation, upright
-from imagesieve.transparency import alpha_kind, background, has_transparency, to_rgba
+from imagesieve.seen import HIGH_DEPTH as _HIGH_DEPTH, alpha_kind, background, full_scale, has_transparency, to_8bit, to_rgba
 
 from ..formats import FORMATS      # what is decoded (and why not more)
 from . import png_bands, preflight
@@ -494,7 +494,6 @@ def _claimed_format(data: bytes) -> str | None:
 
 
 # 16-bit and 32-bit modes, made 8-bit by _high_depth_to_l.
-_HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _STRIP_PIXELS = 1 << 20   # pixels a strip (before reduction)
 _STRIP_BYTES = 32 * _STRIP_PIXELS   # bound on a strip's temporaries (F: float32, float64 copies)
 
@@ -515,14 +514,10 @@ def _high_depth_to_l(img: Image.Image, factor: int = 1,
     I;16 PNG decoded in bands: ``png_bands.PngRows.array``; ``img`` is then
     only its opened header).
 
-    Values map by the range their maximum says: I;16 by v // 257 (0..65535
-    -> 0..255, identical to the former float64 ``v * 255 / 65535``
-    truncated); I and F as they are when their maximum is at most 255, as
-    16-bit when at most 65535, and beyond that by the maximum itself (a
-    32-bit TIFF of values up to 65,535,000 came out white when clipped at
-    65535); F whose maximum is at most 1 as 0..1 (the usual float
-    convention: such a TIFF came out black); negatives clip to 0 (F's NaN
-    counts as 0). Done in row strips of ~1 MP, so the temporaries are a few
+    Values map by the range their maximum says (``imagesieve.seen.full_scale``
+    and ``to_8bit``, shared with the pictures people are shown: I;16 by
+    v // 257; I and F by 255, 65535 or their maximum; F up to 1 as 0..1);
+    negatives clip to 0 (F's NaN counts as 0). Done in row strips of ~1 MP, so the temporaries are a few
     MB whatever the size: integer arithmetic for I;16 and I (sums in int64,
     mean rounded), float64 only on an F strip. With
     ``factor`` > 1 each factor x factor block is averaged (clipped values,
@@ -542,16 +537,11 @@ def _high_depth_to_l(img: Image.Image, factor: int = 1,
             for y in range(0, h, step):
                 a = np.asarray(img.crop((0, y, w, min(h, y + step))))
                 top = max(top, float(a[np.isfinite(a)].max(initial=0.0)))
-        hi = (1.0 if is_float and top <= 1 else 255 if top <= 255 else 65535 if top <= 65535
-              else (float(top) if is_float else int(top)))
+        hi = full_scale(mode, top)
     acc_type = np.float64 if is_float else np.int64
 
-    def to_8bit(v: np.ndarray) -> np.ndarray:
-        if is_float:
-            return np.clip(v.astype(np.float64) * (255.0 / hi), 0, 255)
-        if hi == 255:
-            return np.clip(v, 0, 255)
-        return np.clip(v, 0, 65535) // 257 if hi == 65535 else np.clip(v, 0, hi).astype(np.int64) * 255 // hi
+    def levels(v: np.ndarray) -> np.ndarray:
+        return to_8bit(v, hi, is_float)
 
     def mean(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
         return sums / counts if is_float else (sums + counts // 2) // counts
@@ -574,7 +564,7 @@ def _high_depth_to_l(img: Image.Image, factor: int = 1,
         if is_float:
             a = np.nan_to_num(a, nan=0.0)
         if factor == 1:
-            out[y0:y1] = to_8bit(a)
+            out[y0:y1] = levels(a)
         else:
             if mode == "I" or is_float:
                 a = np.clip(a, 0, hi)
@@ -583,12 +573,12 @@ def _high_depth_to_l(img: Image.Image, factor: int = 1,
                 sums = np.add.reduceat(np.add.reduceat(a, row_starts, axis=0, dtype=acc_type),
                                        col_starts, axis=1)
                 counts = np.minimum(factor, (y1 - y0) - row_starts)[:, None] * col_counts[None, :]
-                out[y0 // factor: y0 // factor + len(row_starts)] = to_8bit(mean(sums, counts))
+                out[y0 // factor: y0 // factor + len(row_starts)] = levels(mean(sums, counts))
             else:
                 partial += np.add.reduceat(a.sum(axis=0, dtype=acc_type), col_starts)
                 if y1 == block_end:
                     rows_in_block = block_end - (y0 // factor) * factor
-                    out[y0 // factor] = to_8bit(mean(partial, rows_in_block * col_counts))
+                    out[y0 // factor] = levels(mean(partial, rows_in_block * col_counts))
                     partial[:] = 0
         y0 = y1
     return Image.fromarray(out, "L")
@@ -603,7 +593,7 @@ def to_rgb(img: Image.Image, min_size: int = 0) -> Image.Image:
     side >= 2 x ``min_size``. Other modes keep their size.
 
     Transparency (an alpha channel, a palette's, or a PNG's colour key on L
-    or RGB) is composited on white (``imagesieve.transparency``, shared with
+    or RGB) is composited on white (``imagesieve.seen``, shared with
     what people are shown), so a transparent logo looks like it
     does in a browser, not black. The exception is an alpha-only image (RGBA,
     LA, PA, RGBa, La, or P with transparency): colour channels flat (alpha-
@@ -633,8 +623,8 @@ def _composite(img: Image.Image) -> Image.Image:
     more full-size RGBA rasters.
 
     An ordinary transparent image (not alpha-only, some pixel below
-    ``transparency.OPAQUE``) also gets ``info["opacity"]``: its alpha channel as an "L" image
-    of at most ``transparency.PROBE_SIDE`` a side (nearest-neighbour), for the layout
+    ``seen.OPAQUE``) also gets ``info["opacity"]``: its alpha channel as an "L" image
+    of at most ``seen.PROBE_SIDE`` a side (nearest-neighbour), for the layout
     signature's opacity mask: a copy saved without regard to the alpha shows
     whatever colour lies under the transparent pixels, and the verifier
     compares the opaque part only (engine.signature)."""

@@ -1,9 +1,10 @@
 """Pictures shown to people and pictures altered for calibration are the
-pictures the server compared: transparency composited as the decoder
-composites it (imagesieve.transparency), turned as displayed. Files keep
-any colour under their transparent pixels (emoji showed purple and teal
-squares in the audit report); a light picture held in the alpha channel
-alone is blank over white."""
+pictures the server compared (imagesieve.seen): transparency composited as
+the decoder composites it, 16-bit levels mapped as it maps them, turned as
+displayed. Files keep any colour under their transparent pixels (emoji
+showed purple and teal squares in the audit report); a light picture held in
+the alpha channel alone is blank over white; a 16-bit scan converted by
+Pillow clips to white."""
 from __future__ import annotations
 
 import io
@@ -35,6 +36,11 @@ def _light_alpha_only(photo: Image.Image, side: int = 200) -> Image.Image:
     return Image.merge("RGBA", (*(Image.new("L", (side, side), 255),) * 3, alpha))
 
 
+def _sixteen_bit(photo: Image.Image, side: int = 200) -> Image.Image:
+    """The photo's luminance at 16 bits a level (what a scanner or a microscope writes)."""
+    return Image.fromarray(np.asarray(photo.convert("L").resize((side, side)), np.uint16) * 257)
+
+
 def _png(im: Image.Image) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG")
@@ -50,8 +56,8 @@ def photo(photos) -> Image.Image:
     return Image.open(io.BytesIO(photos[0][0])).convert("RGB")
 
 
-@pytest.mark.parametrize("make", [_disc_on_hidden_colour, _light_alpha_only])
-def test_report_thumbnails_show_a_transparent_picture_as_it_was_compared(tmp_path, photo, make):
+@pytest.mark.parametrize("make", [_disc_on_hidden_colour, _light_alpha_only, _sixteen_bit])
+def test_report_thumbnails_show_the_picture_as_it_was_compared(tmp_path, photo, make):
     from imagesieve_server.audit.webreport import _write_thumb
     data = _png(make(photo))
     (tmp_path / "t.png").write_bytes(data)
@@ -64,12 +70,15 @@ def test_report_thumbnails_show_a_transparent_picture_as_it_was_compared(tmp_pat
     assert thumb.std() > 20
 
 
-def test_a_contact_sheet_shows_a_transparent_picture_over_white(photo):
-    sheet = np.asarray(render_contact_sheet([SheetItem(_png(_disc_on_hidden_colour(photo)))], columns=1,
-                                            thumb=128), np.float32)
+def test_a_contact_sheet_shows_the_picture_as_it_was_compared(photo):
+    sheet = np.asarray(render_contact_sheet([SheetItem(_png(_disc_on_hidden_colour(photo))),
+                                             SheetItem(_png(_sixteen_bit(photo)))], columns=2, thumb=128), np.float32)
     tile = sheet[6:134, 6:134]                     # PAD = 6 around the 128-px tile
     assert tile[:10, :10].min() > 240              # the corners: white, not the hidden purple
     assert tile[54:74, 54:74].std() > 5            # the photo in the middle
+    deep = sheet[6:134, 146:274]                   # the 16-bit scan: the photo, not white
+    want = np.asarray(photo.convert("L").resize((128, 128)), np.float32)
+    assert np.abs(deep.mean(axis=2) - want).mean() < 8
 
 
 def test_calibration_alters_the_pictures_the_server_embeds(embedder, photos):

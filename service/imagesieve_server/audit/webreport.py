@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
-from imagesieve.orientation import upright
-from imagesieve.seen import as_seen, has_transparency, to_rgba
-from PIL import Image
+from imagesieve.files import read_regular
 
 from ..checks.base import FlaggedPairs
+from ..engine.decode import DecodeLimits, decode_image
+from .embed import MAX_FILE_MB
 from .analyse import AuditResults
 
 DATA = "report_data"
@@ -120,17 +120,24 @@ def _thumb_name(i: int) -> str:
     return f"thumbs/{i // 1000:04d}/{i}.jpg"
 
 
+#: Thumbnails are of files the audit already decoded within its own limits (which a user
+#: may raise): no pixel bound of their own, the file bound of the audit's reads.
+THUMB_LIMITS = DecodeLimits(max_bytes=MAX_FILE_MB << 20, max_pixels=1 << 40, max_raster_bytes=1 << 40)
+
+
 def _write_thumb(path: str, dest: Path) -> bool:
+    """A thumbnail of the picture as the audit compared it: decoded as the
+    audit decodes (turned as displayed, transparency composited, 16-bit
+    levels mapped, drafted or read in bands), then reduced. Reduced first
+    (as before 2026-12-07), a file showed the colour it keeps under its
+    transparent pixels and a 16-bit scan came out white; palette and 1-bit
+    images reduce by nearest neighbour, and Pillow cannot reduce I;16."""
     try:
-        with Image.open(path) as im:
-            im.draft("RGB", (THUMB * 2, THUMB * 2))
-            im = upright(im)                     # not ImageOps.exif_transpose: see imagesieve.orientation
-            if has_transparency(im):             # reduced with its alpha (Pillow premultiplies), then
-                im = to_rgba(im)                 # composited as it was compared, not over the colour
-            im.thumbnail((THUMB, THUMB))         # a file keeps under its transparent pixels
-            im = as_seen(im)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            im.save(dest, format="JPEG", quality=80)
+        data, _ = read_regular(path, THUMB_LIMITS.max_bytes)   # a FIFO named in a manifest must not block
+        im = decode_image(data, 2 * THUMB, THUMB_LIMITS)
+        im.thumbnail((THUMB, THUMB))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        im.save(dest, format="JPEG", quality=80)
         return True
     except Exception:  # noqa: BLE001 - an unreadable image shows a grey tile; the report still renders
         return False

@@ -493,7 +493,7 @@ def _claimed_format(data: bytes) -> str | None:
     return None
 
 
-# 16-bit and 32-bit modes, made 8-bit by _high_depth_to_l.
+# 16-bit and 32-bit modes (imagesieve.seen.HIGH_DEPTH) are made 8-bit by _high_depth_to_l in strips.
 _STRIP_PIXELS = 1 << 20   # pixels a strip (before reduction)
 _STRIP_BYTES = 32 * _STRIP_PIXELS   # bound on a strip's temporaries (F: float32, float64 copies)
 

@@ -124,3 +124,25 @@ def test_contact_sheet_turns_a_photo_as_its_exif_says(tmp_path):
     a, b = (np.asarray(sheet.convert("L"), np.float32)[:, x:x + 76] for x in (0, 76))
     cap = 6 + 64                          # the thumbnails, above their captions
     assert np.abs(a[:cap] - b[:cap]).mean() < 1.0
+
+
+def test_contact_sheet_captions_draw_accented_letters():
+    """Class names and file names are not ASCII everywhere ("Ankle boöt",
+    "animaux été"): Pillow's bitmap default font drew every such letter as
+    a box. An "ö" is drawn as the "o" beside it plus its dots."""
+    def ink(text):
+        sheet = render_contact_sheet([SheetItem(Image.new("L", (28, 28), 255), [text])], columns=1, thumb=64)
+        return np.asarray(sheet.convert("L"))[6 + 64: 6 + 64 + 13, 6:70] < 128
+    o, umlaut = ink("o"), ink("ö")
+    assert o.sum() > 5
+    assert (o & umlaut).sum() >= 0.8 * o.sum()                  # the o itself
+    top = np.flatnonzero(o.any(axis=1))[0]
+    assert umlaut[:top].any()                                   # and something above it: the dots
+
+
+def test_label_scores_too_small_for_three_decimals_keep_their_order():
+    """A label's probability of 6e-258 printed as 0.000, as did 3e-12: every
+    suspect of a confident model read 0.000 and the ranking was invisible."""
+    from imagesieve_server.commands.labels import score_text
+    assert score_text(0.5) == "0.500" and score_text(0.0) == "0.000"
+    assert score_text(6e-258) == "6.0e-258" and score_text(3e-12) == "3.0e-12"

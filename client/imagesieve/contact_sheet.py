@@ -48,6 +48,21 @@ def _thumbnail(image, size: int) -> Image.Image:
     return tile
 
 
+def _font(size: int = 10):
+    """A scalable font that draws accented and most non-Latin names: DejaVu
+    Sans where the system has one, else Pillow's own FreeType default. Pillow's
+    old bitmap default drew every letter outside ASCII as a box ("Ankle b□□t",
+    a class "animaux □□")."""
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", size)
+    except OSError:
+        pass
+    try:
+        return ImageFont.load_default(size=size)      # Pillow >= 10.1 with FreeType
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
 def one_line(text: str) -> str:
     """``text`` with its control characters (a newline in a file name)
     escaped: a caption or an output line stays one line (and Pillow cannot
@@ -69,7 +84,7 @@ def render_contact_sheet(items: Sequence[SheetItem], columns: int = 6, thumb: in
     """An RGB image: ``columns`` thumbnails of ``thumb`` px per row, captions below each."""
     if columns < 1 or thumb < 16:
         raise ValueError("columns must be >= 1 and thumb >= 16 px")
-    font = ImageFont.load_default()
+    font = _font()
     n_lines = max((len(it.lines) for it in items), default=0)
     cell_w, cell_h = thumb + 2 * PAD, thumb + 2 * PAD + n_lines * LINE_H
     rows = max(1, -(-len(items) // columns))

@@ -131,20 +131,27 @@ def run(args) -> int:
     json_path = out / "label_suspects.json"
     json_path.write_text(json.dumps(doc, indent=1))
     sheet_path = save_contact_sheet(
-        [SheetItem(s["path"], [f"#{s['rank']} score {s['score']:.3f}", f"given: {s['given_label']}",
+        [SheetItem(s["path"], [f"#{s['rank']} score {score_text(s['score'])}", f"given: {s['given_label']}",
                                f"suggest: {s['suggested_label']} {s['suggested_probability']:.2f}"])
          for s in suspects], out / "label_suspects.png", columns=args.sheet_columns,
         title=f"{len(suspects)} label suspects of {len(recs)} ({params.method}, {used})")
 
-    print(f"{'rank':>4} {'score':>6} {'given':>14} {'suggested':>14} {'p':>5} {'nbr':>4}  path")
+    print(f"{'rank':>4} {'score':>8} {'given':>14} {'suggested':>14} {'p':>5} {'nbr':>4}  path")
     for s in suspects:
         nbr = f"{s['neighbor_agreement']:.1f}" if s["neighbor_agreement"] is not None else "-"
-        print(f"{s['rank']:>4} {s['score']:6.3f} {s['given_label'][:14]:>14} {s['suggested_label'][:14]:>14} "
+        print(f"{s['rank']:>4} {score_text(s['score']):>8} {s['given_label'][:14]:>14} {s['suggested_label'][:14]:>14} "
               f"{s['suggested_probability']:5.2f} {nbr:>4}  {s['path']}")
     print(f"{split.describe(class_names)} ({len(recs)} images, {len(class_names)} classes); "
           f"{len(conflicting)} duplicate pairs with different labels ({pairs_from})")
     print(f"wrote {json_path} and {sheet_path}")
     return 0
+
+
+def score_text(v: float) -> str:
+    """A label-quality score as a person reads it: three decimals, or where
+    they would all be 0 (a probability of 6e-258 and one of 3e-12 are not
+    alike), its order of magnitude: ``6.0e-258``."""
+    return f"{v:.3f}" if v >= 1e-3 or v <= 0 else f"{v:.1e}"
 
 
 def main(argv=None) -> int:

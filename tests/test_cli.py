@@ -138,6 +138,12 @@ def test_check_command_ingests_unique_and_flags_copies(server, photos, tmp_path)
     lines = {line.split()[1].rsplit("/", 1)[-1]: line for line in r.stdout.splitlines()}
     assert lines["small_copy.jpg"].startswith("NEAR_DUPLICATE") and photos[0][2] in lines["small_copy.jpg"]
     assert lines["same.jpg"].startswith("EXACT_DUPLICATE") and photos[1][2] in lines["same.jpg"]
+    # -k shows that many neighbours, the next ones on indented lines (it changed nothing before).
+    r = run_cli("check", str(second / "small_copy.jpg"), "--collection", "cli", "-k", "3", "--server", server.address)
+    out = r.stdout.splitlines()
+    assert r.returncode == 0 and len(out) == 3 and out[0].startswith("NEAR_DUPLICATE"), r.stdout
+    assert all(line.split()[0] == "then" and "(cosine " in line for line in out[1:]), r.stdout
+    assert len({line.split("(cosine")[0].split()[-1] for line in out}) == 3          # three different images
     r = run_cli("check", str(second), "--collection", "missing", "--server", server.address)
     assert r.returncode == 1 and "NOT_FOUND" in r.stderr
     # A failed image: its own line, kept on one line whatever its name; --strict makes it the exit code.

@@ -194,6 +194,13 @@ def cmd_embed(args) -> int:
     return 1 if failures and args.strict else 0
 
 
+def _neighbor(n) -> str:
+    """A neighbour of a checked image as its line shows it: key, cosine, and stage 2's agreement."""
+    from .contact_sheet import one_line
+    return (f"{one_line(n.key)} (cosine {n.cosine:.3f}"
+            + (f", layout agreement {n.agreement:.3f}" if n.agreement == n.agreement else "") + ")")
+
+
 def cmd_check(args) -> int:
     """Stream images through CheckDuplicates; one verdict line per image."""
     from .contact_sheet import one_line
@@ -214,22 +221,22 @@ def cmd_check(args) -> int:
             if args.create:
                 client.create_collection(args.collection, exist_ok=True)
             with Progress(len(paths), "checking") as bar:
-                for r in client.check(args.collection, paths, k=args.k, threshold=args.threshold,
+                for r in client.check(args.collection, paths, k=args.k or 5, threshold=args.threshold,
                                       add_if_unique=args.add_if_unique, raw_cosine=args.raw_cosine):
                     counts[r.verdict] = counts.get(r.verdict, 0) + 1
                     bar.update(ok=r.error is None)
                     if r.error:
                         detail = f"{r.error.code}: {r.error.message}"
                     elif r.neighbors:
-                        n = r.neighbors[0]
-                        detail = (f"{'same picture as' if n.verified else 'nearest'} {n.key} (cosine {n.cosine:.3f}"
-                                  + (f", layout agreement {n.agreement:.3f}" if n.agreement == n.agreement else "")
-                                  + ")")
+                        detail = f"{'same picture as' if r.neighbors[0].verified else 'nearest'} {_neighbor(r.neighbors[0])}"
                     else:
                         detail = "collection empty"
                     added = " [added]" if r.added else ""
                     failed += r.error is not None
                     print(f"{r.verdict:15} {one_line(r.key)}  {detail}{added}", flush=True)
+                    # -k given: the next neighbours too, one indented line each
+                    for n in (r.neighbors[1:args.k] if args.k and r.error is None else ()):
+                        print(f"{'':15}   then {'the same picture ' if n.verified else ''}{_neighbor(n)}", flush=True)
         except grpc.RpcError as e:
             print(f"imagesieve check: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1
@@ -536,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("paths", nargs="+", help="image files or folders")
     c.add_argument("--collection", required=True, help="the collection to check against (and add to)")
     _add_server_option(c, default_server)
-    c.add_argument("-k", type=int, default=5, help="neighbours to show per image (default %(default)s)")
+    c.add_argument("-k", type=int, default=None,
+                   help="neighbours to show per image, one line each (default: the nearest, on the verdict's line)")
     c.add_argument("--threshold", type=float, default=0.0,
                    help="near-duplicate cosine with --raw-cosine (0 = collection default); else the candidates' floor")
     c.add_argument("--raw-cosine", action="store_true",

@@ -46,7 +46,7 @@ def run(knn_similarity: np.ndarray, params: Params | None = None) -> CheckResult
     issue = FlaggedImages("isolated", "far from all other images", "robust z of isolation", idx[flagged],
                           z[flagged].astype(np.float32), p.z,
                           f"robust z-score of the mean cosine to the nearest images at or above {p.z:g} "
-                          f"(at most {p.max_fraction:.0%} of the images, the most isolated first)")
+                          f"(at most {p.max_fraction:.0%} of the images and at least one, the most isolated first)")
     notes = [] if len(idx) >= 3 else [f"{len(idx)} images measured: too few to tell an outlier"]
     return CheckResult(NAME, TITLE, int(len(idx)), {"isolated": issue}, notes)
 

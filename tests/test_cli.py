@@ -209,6 +209,7 @@ def test_dedup_command_writes_json_csv_and_contact_sheet(server, photos, tmp_pat
     # the thumbnails are real images, not blank tiles: the sheet has many colours
     assert len(sheet.convert("RGB").getcolors(1 << 20) or []) > 1000
     assert "3 duplicate pairs" in r.stdout and "1 groups" in r.stdout
+    assert "in no group" not in r.stdout          # every paired image is in the group: no note
 
 
 def test_add_command_stores_labels_and_splits_so_dedup_sees_leakage(server, photos, tmp_path):

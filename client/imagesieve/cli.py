@@ -401,8 +401,13 @@ def cmd_dedup(args) -> int:
         save_contact_sheet(items, out / "duplicate_groups.png", columns=args.columns,
                            title=f"{args.collection}: {len(res.groups)} duplicate groups ({res.method})")
     exact = sum(p.exact for p in res.pairs)
+    grouped = {key for g in res.groups for key in g.keys}
+    outside = len({key for p in res.pairs for key in (p.key_a, p.key_b)} - grouped)
     print(f"{res.num_images} images: {len(res.pairs)} duplicate pairs ({exact} exact, "
-          f"{len(res.pairs) - exact} near) in {len(res.groups)} groups; "
+          f"{len(res.pairs) - exact} near) in {len(res.groups)} groups"
+          + (f" (and {outside} more images paired but in no group: every two images of a group are paired, "
+             "these pair with members of a group they cannot join; pairs.csv lists them)" if outside else "")
+          + "; "
           f"{sum(p.cross_split for p in res.pairs)} pairs cross splits (leakage), "
           f"{sum(p.labels_disagree for p in res.pairs)} pairs with different labels")
     print(f"method: {res.method}; threshold {res.threshold_reason}")

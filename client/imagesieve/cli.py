@@ -162,11 +162,11 @@ def cmd_embed(args) -> int:
     from .progress import Progress
 
     paths = iter_image_paths(args.paths)
-    # OUT.keys.txt holds a key a line: a name that breaks a line would shift every later key.
+    # NAME.keys.txt holds a key a line: a name that breaks a line would shift every later key.
     lines = [p for p in paths if len(f"{p}x".splitlines()) == 1]
     if len(lines) < len(paths):
         print(f"note: {len(paths) - len(lines)} image file(s) left out: names with a line break, which "
-              "OUT.keys.txt (a key a line) cannot hold; rename them to include them", file=sys.stderr)
+              "the keys file (a key a line) cannot hold; rename them to include them", file=sys.stderr)
         paths = lines
     if not paths:
         print("imagesieve embed: no images found", file=sys.stderr)
@@ -537,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("embed", help="embed images through a server into a .npy file")
     e.add_argument("paths", nargs="+", help="image files or folders (walked recursively)")
     _add_server_option(e, default_server)
-    e.add_argument("--out", required=True, help="output .npy; keys go to OUT.keys.txt")
+    e.add_argument("--out", required=True,
+                   help="output .npy; keys go beside it, one a line, in NAME.keys.txt (emb.npy: emb.keys.txt)")
     e.add_argument("--chunk-size", type=int, default=16, help="images per stream message")
     _add_connect_timeout(e, 30.0)
     e.add_argument("--strict", action="store_true", help="exit 1 if any image failed")

@@ -338,3 +338,20 @@ def test_a_fifo_or_a_missing_file_named_as_an_image_fails_alone_with_its_reason(
     r = run_cli("embed", str(tmp_path / "pipe.png"), str(tmp_path / "a.jpg"), "--out", str(tmp_path / "e.npy"),
                 "--server", server.address, timeout=60)
     assert r.returncode == 0 and "1 embedded, 1 failed" in r.stdout and "not a regular file" in r.stderr
+
+
+def test_a_file_named_twice_is_embedded_once(server, photos, tmp_path):
+    """A file given itself and inside a folder given was embedded twice and
+    its key written twice; a link to it stays an entry of its own."""
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    for data, _, name in photos[:3]:
+        (folder / name).write_bytes(data)
+    (folder / "link.jpg").symlink_to(folder / photos[0][2])
+    out = tmp_path / "e.npy"
+    r = run_cli("embed", str(folder), str(folder / photos[1][2]), f"{folder}/./{photos[2][2]}", "--out", str(out),
+                "--server", server.address)
+    assert r.returncode == 0, r.stderr
+    keys = (tmp_path / "e.keys.txt").read_text().splitlines()
+    assert len(keys) == 4 and len(np.load(out)) == 4, keys
+    assert "2 image file(s) named more than once" in r.stderr

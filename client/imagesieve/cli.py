@@ -90,6 +90,15 @@ def iter_image_paths(paths: list[str]) -> list[Path]:
         print(f"note: {n} file{'s' if n != 1 else ''} left out: image formats imagesieve does not decode "
               f"({', '.join(f'{k}: {v}' for k, v in skipped.most_common())}); convert them (e.g. to PNG) "
               "to include them", file=sys.stderr)
+    # A file named twice (given itself and inside a folder given, or under two spellings of
+    # one path) is one image: embedded twice, its key came twice. Links are not followed:
+    # two names of one file in a data set are two entries (a label conflict, say).
+    seen: set[str] = set()
+    once = [p for p in out if not (os.path.abspath(p) in seen or seen.add(os.path.abspath(p)))]
+    if len(once) < len(out):
+        print(f"note: {len(out) - len(once)} image file(s) named more than once (a file given and also in a "
+              "folder given): each taken once", file=sys.stderr)
+    out = once
     named = [p for p in out if _utf8(p)]
     if len(named) < len(out):
         # Keys travel as protobuf strings, which must be valid UTF-8.

@@ -108,3 +108,20 @@ def test_properties_come_with_the_signature_unless_a_caller_needs_none(embedder,
     assert plain.signature is None and plain.properties is None
     for p in (both, signature_only, plain):          # the model inputs' charges go back to the budget
         embedder.budget.release(p.charged)
+
+
+def test_a_bound_beyond_the_measures_range_says_why_nothing_is_flagged():
+    """A set of half black-ground garments and half photos spreads so widely
+    that median - 4 SDs of luminance is below 0: the reason read "mean
+    luminance below -0.327" and looked like a mistake; it now says so."""
+    rng = np.random.default_rng(0)
+    props_ = np.zeros((60, COUNT), np.float32)
+    props_[:, NAMES.index("brightness")] = np.r_[rng.uniform(0.02, 0.2, 30), rng.uniform(0.4, 0.9, 30)]
+    props_[:, NAMES.index("entropy")] = rng.uniform(3, 5, 60)
+    props_[:, NAMES.index("sharpness")] = 1.0
+    props_[:, NAMES.index("colourfulness")] = 0.2
+    r = run(props_, np.full((60, 2), 100.0))
+    dark = r.issues["dark"]
+    assert dark.threshold < 0 and dark.count == 0
+    assert "beyond the measure's range (0..1)" in dark.reason and "none is flagged" in dark.reason
+    assert "beyond" not in r.issues["low_information"].reason         # entropy's bound is within 0..6

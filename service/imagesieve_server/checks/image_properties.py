@@ -77,6 +77,16 @@ def _flag(kind, description, unit, values, idx, bound, reason, low: bool) -> Fla
                          values[hit][order].astype(np.float32), float(bound), reason)
 
 
+def _within(bound: float, why: str, lo: float, hi: float) -> str:
+    """``why``, told when ``bound`` lies beyond what the measure can reach
+    (``lo``..``hi``): "below -0.327" read as a mistake, when it means this
+    set spreads too widely for any image to stand out."""
+    if lo <= bound <= hi:
+        return why
+    return (why + f"; beyond the measure's range ({lo:g}..{hi:g}): this data set's images spread too widely "
+            "for one to stand out, so none is flagged")
+
+
 def _stricter(fixed: float, derived: float | None, low: bool, fmt: str, what: str, p: Params) -> tuple[float, str]:
     if derived is None:
         return fixed, f"{what} {'below' if low else 'above'} {fmt.format(fixed)} (the fixed bound; too few images " \
@@ -114,15 +124,17 @@ def run(properties: np.ndarray, sizes: np.ndarray, params: Params | None = None)
 
     b = x[:, _COL["brightness"]]
     bound, why = _stricter(p.dark, derived(b, True), True, "{:.3f}", "mean luminance", p)
-    issues["dark"] = _flag("dark", "too dark", "mean luminance (0..1)", b, idx, bound, why, low=True)
+    issues["dark"] = _flag("dark", "too dark", "mean luminance (0..1)", b, idx, bound, _within(bound, why, 0, 1),
+                           low=True)
     bound, why = _stricter(p.bright, derived(b, False), False, "{:.3f}", "mean luminance", p)
-    issues["bright"] = _flag("bright", "too bright (washed out)", "mean luminance (0..1)", b, idx, bound, why,
-                             low=False)
+    issues["bright"] = _flag("bright", "too bright (washed out)", "mean luminance (0..1)", b, idx, bound,
+                             _within(bound, why, 0, 1), low=False)
 
     e = x[:, _COL["entropy"]]
     bound, why = _stricter(p.low_entropy, derived(e, True), True, "{:.2f}", "entropy (bits)", p)
     issues["low_information"] = _flag("low_information", "nearly uniform: little to see",
-                                      "luminance entropy (bits, 0..6)", e, idx, bound, why, low=True)
+                                      "luminance entropy (bits, 0..6)", e, idx, bound, _within(bound, why, 0, 6),
+                                      low=True)
 
     # Sharpness spans orders of magnitude between pictures: judged on its log.
     s = x[:, _COL["sharpness"]]

@@ -38,6 +38,25 @@ def test_calibrate_reports_table_and_suggestion(server, photos, tmp_path):
     per_pair = json.loads(out.read_text())
     assert per_pair["suggested"]["false_pair_rate"] <= 0.05 and per_pair["bound_resolvable"]
     assert per_pair["suggested"]["threshold"] <= s["threshold"]
+    assert result["sample_pairs_at_copy_cosine"] == 0 and result["unreadable"] == 0 and "note: 0" not in r.stdout
+    # A sample holding a copy and an unreadable file: both said, not passed off as false pairs silently.
+    (folder / "copy.png").write_bytes(_png_of(photos[0][0]))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not a picture")
+    r3 = subprocess.run([sys.executable, "-m", "imagesieve.cli", "calibrate", str(folder), "--server",
+                         server.address, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r3.returncode == 0, r3.stderr
+    third = json.loads(out.read_text())
+    assert third["images"] == 11 and third["unreadable"] == 1 and third["sample_pairs_at_copy_cosine"] >= 1
+    assert "most likely copies of each other" in r3.stdout and "1 of the sampled images could not be read" in r3.stdout
+
+
+def _png_of(jpeg: bytes) -> bytes:
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(jpeg)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def test_calibrate_refuses_too_few_images(tmp_path):

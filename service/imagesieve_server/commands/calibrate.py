@@ -23,6 +23,7 @@ from PIL import Image
 
 THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 PAIR_FLOOR = 0.3   # distinct pairs below this cosine are counted, not listed
+COPY_COSINE = 0.98   # distinct pairs of the sample at or above this are named: likely copies, counted as false
 COPY_MIN_SIDE = 448   # px: originals are altered as decoded at least this on their shorter side (where they allow)
 
 
@@ -91,6 +92,7 @@ def calibrate(originals: list[bytes], embed, max_false_pairs_per_1k: float = 0.5
     from imagesieve_server.analysis.duplicates.calibrate import rate_for_per_1k, suggest_threshold, threshold_table
     from imagesieve_server.analysis.duplicates.pairs import pairs_above_threshold
 
+    sampled = len(originals)
     base, ok = embed(originals)
     pil, decoded = pictures(originals)
     ok = np.asarray(ok, bool) & decoded
@@ -124,6 +126,9 @@ def calibrate(originals: list[bytes], embed, max_false_pairs_per_1k: float = 0.5
         "recall_by_kind_at_suggested": {k: round(float(np.mean(s >= best.threshold)), 3)
                                         for k, s in by_kind.items()},
         "median_cosine_by_kind": {k: round(float(np.median(s)), 4) for k, s in by_kind.items() if len(s)},
+        # The sample is taken as distinct pictures: pairs this close are most likely copies.
+        "sample_pairs_at_copy_cosine": int(np.sum(listed >= COPY_COSINE)),
+        "unreadable": sampled - len(originals),
     }
 
 
@@ -157,6 +162,12 @@ def run(args) -> int:
         print(f"note: {result['distinct_pairs']} distinct pairs in the sample cannot measure a rate as low as "
               f"{result['max_false_pair_rate']:.2g} a pair; the threshold is above every distinct pair seen "
               f"(a larger --sample measures it)")
+    if result["sample_pairs_at_copy_cosine"]:
+        print(f"note: {result['sample_pairs_at_copy_cosine']} pair(s) of the sampled images are at cosine >= "
+              f"{COPY_COSINE}: most likely copies of each other, counted above as false pairs (calibration takes "
+              "the sample as distinct pictures; `imagesieve audit` finds the copies to remove first)")
+    if result["unreadable"]:
+        print(f"note: {result['unreadable']} of the sampled images could not be read or embedded: left out")
     weak = {k: v for k, v in result["recall_by_kind_at_suggested"].items() if v < 0.95}
     if weak:
         print("copies often missed at that threshold: " + ", ".join(f"{k} {v:.2f}" for k, v in weak.items()))

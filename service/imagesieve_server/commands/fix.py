@@ -134,7 +134,7 @@ def run(args) -> int:
     if counts["not_in_source"]:
         shown = ", ".join(counts["not_in_source"][:3])
         print(f"note: {len(counts['not_in_source'])} paths of the fix list are not in {source} (e.g. {shown}): "
-              "ignored", file=sys.stderr)
+              "ignored, the rest applied (exit code 1)", file=sys.stderr)
     if args.list_reviews:
         for p in counts["reviews"]:
             print(f"review: {p}")

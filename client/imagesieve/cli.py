@@ -247,7 +247,9 @@ def cmd_check(args) -> int:
                     for n in (r.neighbors[1:args.k] if args.k and r.error is None else ()):
                         print(f"{'':15}   then {'the same picture ' if n.verified else ''}{_neighbor(n)}", flush=True)
         except grpc.RpcError as e:
-            print(f"imagesieve check: {e.code().name}: {e.details()}", file=sys.stderr)
+            hint = (" (--create makes it)" if e.code() == grpc.StatusCode.NOT_FOUND and not args.create
+                    and "collection" in (e.details() or "") else "")
+            print(f"imagesieve check: {e.code().name}: {e.details()}{hint}", file=sys.stderr)
             return 1
     print("summary: " + ", ".join(f"{v.lower()} {n}" for v, n in sorted(counts.items())), file=sys.stderr)
     near, checked = counts.get("NEAR_DUPLICATE", 0), sum(counts.values()) - failed

@@ -237,7 +237,8 @@ def cmd_check(args) -> int:
                     if r.error:
                         detail = f"{r.error.code}: {r.error.message}"
                     elif r.neighbors:
-                        detail = f"{'same picture as' if r.neighbors[0].verified else 'nearest'} {_neighbor(r.neighbors[0])}"
+                        first = r.neighbors[0]
+                        detail = f"{'same picture as' if first.verified else 'nearest'} {_neighbor(first)}"
                     else:
                         detail = "collection empty"
                     added = " [added]" if r.added else ""

@@ -93,8 +93,10 @@ def iter_image_paths(paths: list[str]) -> list[Path]:
     # A file named twice (given itself and inside a folder given, or under two spellings of
     # one path) is one image: embedded twice, its key came twice. Links are not followed:
     # two names of one file in a data set are two entries (a label conflict, say).
-    seen: set[str] = set()
-    once = [p for p in out if not (os.path.abspath(p) in seen or seen.add(os.path.abspath(p)))]
+    first: dict[str, Path] = {}
+    for p in out:
+        first.setdefault(os.path.abspath(p), p)
+    once = list(first.values())
     if len(once) < len(out):
         print(f"note: {len(out) - len(once)} image file(s) named more than once (a file given and also in a "
               "folder given): each taken once", file=sys.stderr)

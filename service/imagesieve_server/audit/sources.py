@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def load_audit_table(source: str, exclude: str | os.PathLike | None = None) -> A
     names: a glob or manifest over a parent would otherwise audit the last
     run's thumbnails as images."""
     skipped: Counter = Counter()
-    records = load_audit_source(source, skipped)
+    notes: list[str] = []
+    records = load_audit_source(source, skipped, notes)
     if exclude is not None:
         roots = {os.path.abspath(exclude), os.path.realpath(exclude)}
         # Both spellings of each path: an earlier run's output reached through a linked folder is still its output.
@@ -67,17 +69,38 @@ def load_audit_table(source: str, exclude: str | os.PathLike | None = None) -> A
                 raise ValueError(f"no images in {source} outside --out {exclude}")
             records = kept
     table = AuditTable.from_records(records)
+    table.notes.extend(notes)
     note = skipped_note(skipped)
     if note:
         table.notes.append(note)
     return table
 
 
-def _has_class_folders(root: Path) -> bool:
+#: A folder named for a size or a screen density, not a class: an icon theme's ``16x16`` and
+#: ``48x48`` hold one icon drawn at two sizes (read as classes, Adwaita's 4,847 icons made
+#: 9,295 "label conflicts"), as do Android's ``drawable-hdpi`` and a wallpaper's ``1920x1080``.
+SIZE_FOLDER = re.compile(r"\d+x\d+(@\d+(\.\d+)?x)?|\d+px|@?\d(\.\d+)?x|(.*[-_])?(l|m|tv|x{0,3}h)dpi", re.IGNORECASE)
+
+
+def _class_folder_names(root: Path) -> list[str]:
+    """The names of ``root``'s class folders (below a train/val/test level
+    if it has one); [] when its images lie loose in it or it has no folders."""
     dirs = folders(root)
     if dirs and all(d.name.lower() in SPLIT_NAMES for d in dirs):
         dirs = [c for d in dirs for c in folders(d)]
-    return bool(dirs) and not any(p.is_file() and is_image_file(p) for p in root.iterdir())
+    if not dirs or any(p.is_file() and is_image_file(p) for p in root.iterdir()):
+        return []
+    return [d.name for d in dirs]
+
+
+def size_folders(names: list[str]) -> list[str]:
+    """The names among ``names`` that name a size or a density, when they are
+    at least half of them: then the folders are renditions of one set of
+    images, not classes (Adwaita: 10 of 14, beside ``scalable`` and
+    ``cursors``). [] otherwise: a single ``64x64`` beside real classes, or
+    MNIST's ``0``-``9``, stays a class."""
+    sized = [n for n in names if SIZE_FOLDER.fullmatch(n)]
+    return sized if names and 2 * len(sized) >= len(names) else []
 
 
 def _text(value) -> str:
@@ -101,9 +124,11 @@ def _from_table(rows: list[dict], base: Path, name: str) -> list[AuditRecord]:
     return out
 
 
-def load_audit_source(source: str, skipped: Counter | None = None) -> list[AuditRecord]:
+def load_audit_source(source: str, skipped: Counter | None = None,
+                      notes: list[str] | None = None) -> list[AuditRecord]:
     """Records sorted by path. ValueError when nothing is found. Files in
-    image formats that are not decoded are counted by suffix into ``skipped``."""
+    image formats that are not decoded are counted by suffix into ``skipped``;
+    why folders were not read as classes is appended to ``notes``."""
     p = Path(source)
     if p.is_file() and p.suffix.lower() == ".csv":
         records = _from_table(read_csv_rows(p), p.parent, source)
@@ -111,10 +136,17 @@ def load_audit_source(source: str, skipped: Counter | None = None) -> list[Audit
         import pyarrow.parquet as pq
         records = _from_table(pq.read_table(p).to_pylist(), p.parent, source)
     elif p.is_dir():
-        if _has_class_folders(p):
+        names = _class_folder_names(p)
+        sized = size_folders(names)
+        if names and not sized:
             records = [AuditRecord(str(r.path), r.label, r.split) for r in load_labelled_source(p, skipped)]
         else:
             records = [AuditRecord(str(f)) for f in images_under(p, skipped)]
+            if sized and notes is not None:
+                notes.append(f"{len(sized)} of the {len(names)} folders in {source} are named as image sizes "
+                             f"({', '.join(sized[:3])}{', ...' if len(sized) > 3 else ''}): read as renditions of "
+                             "one set of images, not classes, so the images are audited unlabelled "
+                             "(for labels, give a CSV manifest path,label[,split])")
     else:
         matches = [Path(m) for m in sorted(glob.glob(source, recursive=True)) if Path(m).is_file()]
         records = [AuditRecord(str(m.resolve())) for m in matches if is_image_file(m) and utf8_name(m)]

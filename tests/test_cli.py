@@ -208,7 +208,7 @@ def test_dedup_command_writes_json_csv_and_contact_sheet(server, photos, tmp_pat
     assert sheet.width >= 3 * 128 and sheet.height >= 128
     # the thumbnails are real images, not blank tiles: the sheet has many colours
     assert len(sheet.convert("RGB").getcolors(1 << 20) or []) > 1000
-    assert "3 duplicate pairs" in r.stdout and "1 groups" in r.stdout
+    assert "3 duplicate pairs" in r.stdout and "in 1 group;" in r.stdout
     assert "in no group" not in r.stdout          # every paired image is in the group: no note
 
 
@@ -242,7 +242,7 @@ def test_add_command_stores_labels_and_splits_so_dedup_sees_leakage(server, phot
     assert leak["exact"] and leak["cross_split"] and not leak["labels_disagree"]
     conflict = by_names[frozenset({photos[2][2], "refiled.jpg"})]
     assert conflict["labels_disagree"] and not conflict["cross_split"]
-    assert "1 pairs cross splits (leakage), 1 pairs with different labels" in r.stdout
+    assert "1 pair across splits (leakage), 1 pair with different labels" in r.stdout
     # A missing path is an error, not an empty run; so is a manifest without a path column.
     assert run_cli("add", str(tmp_path / "nope"), "--collection", "lab", "--server", server.address).returncode == 2
     (extra / "bad.csv").write_text("file,label\nx.jpg,a\n")

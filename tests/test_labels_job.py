@@ -62,7 +62,7 @@ def test_job_streams_progress_and_finds_flipped_labels(request_with_flips):
     assert kinds[-1] == "result" and set(kinds[:-1]) == {"progress"}
     stages = [e.progress.stage for e in events[:-1]]
     assert stages[0] == "embedding" and events[0].progress.total == 40
-    assert any(s.startswith("fold ") for s in stages) and "neighbours" in stages
+    assert "folds" in stages and "neighbours" in stages
     emb = [e.progress for e in events[:-1] if e.progress.stage == "embedding"]
     assert emb[-1].done == 40
 

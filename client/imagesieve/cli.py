@@ -109,6 +109,11 @@ def iter_image_paths(paths: list[str]) -> list[Path]:
     return named
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 group", "3 groups": a count as a person reads it."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts)
 
@@ -413,17 +418,17 @@ def cmd_dedup(args) -> int:
                                                             Path(key).name]))
     if items:
         save_contact_sheet(items, out / "duplicate_groups.png", columns=args.columns,
-                           title=f"{args.collection}: {len(res.groups)} duplicate groups ({res.method})")
+                           title=f"{args.collection}: {counted(len(res.groups), 'duplicate group')} ({res.method})")
     exact = sum(p.exact for p in res.pairs)
     grouped = {key for g in res.groups for key in g.keys}
     outside = len({key for p in res.pairs for key in (p.key_a, p.key_b)} - grouped)
-    print(f"{res.num_images} images: {len(res.pairs)} duplicate pairs ({exact} exact, "
-          f"{len(res.pairs) - exact} near) in {len(res.groups)} groups"
+    print(f"{counted(res.num_images, 'image')}: {counted(len(res.pairs), 'duplicate pair')} ({exact} exact, "
+          f"{len(res.pairs) - exact} near) in {counted(len(res.groups), 'group')}"
           + (f" (and {outside} more images paired but in no group: every two images of a group are paired, "
              "these pair with members of a group they cannot join; pairs.csv lists them)" if outside else "")
           + "; "
-          f"{sum(p.cross_split for p in res.pairs)} pairs cross splits (leakage), "
-          f"{sum(p.labels_disagree for p in res.pairs)} pairs with different labels")
+          f"{counted(sum(p.cross_split for p in res.pairs), 'pair')} across splits (leakage), "
+          f"{counted(sum(p.labels_disagree for p in res.pairs), 'pair')} with different labels")
     print(f"method: {res.method}; threshold {res.threshold_reason}")
     for w in res.warnings:
         print(f"warning: {w}", file=sys.stderr)

@@ -178,5 +178,11 @@ def embed_stage(store: EmbeddingStore, backend, paths, todo: np.ndarray | None =
                     trim_free_heap()    # keeps the decoding threads' freed memory from piling up
     finally:
         store.flush()          # also on Ctrl-C: what was embedded stays embedded
-    return {"images": len(paths), "embedded_now": len(todo), "reused": len(paths) - len(todo),
-            "failed_now": failed}
+    return {"images": len(paths), "embedded_now": len(todo) - failed, "failed_now": failed,
+            "reused": len(paths) - len(todo)}
+
+
+def embedded_line(counts: dict) -> str:
+    """``embed_stage``'s counts for a person: "3 embedded now, 1 failed, 10 reused"."""
+    failed = f", {counts['failed_now']} failed" if counts["failed_now"] else ""
+    return f"{counts['embedded_now']} embedded now{failed}, {counts['reused']} reused"

@@ -72,7 +72,7 @@ FAILED_SHOWN = 20       # failed images named on the console (all of them: the r
 
 
 def run(args) -> int:
-    from ..audit.embed import InProcessBackend, ServerBackend, embed_stage
+    from ..audit.embed import InProcessBackend, ServerBackend, embed_stage, embedded_line
     from ..audit.memory import return_freed_memory_to_os
     from ..audit.sources import load_audit_table
     from ..audit.stages import StageLog
@@ -136,7 +136,7 @@ def run(args) -> int:
         print("\ninterrupted: embeddings so far are kept; rerun the same command to continue",
               file=sys.stderr)
         return 130
-    print(f"embedding: {counts['embedded_now']} embedded now, {counts['reused']} reused from {out / 'embeddings'}")
+    print(f"embedding: {embedded_line(counts)} from {out / 'embeddings'}")
     # From here on memory must follow the vectors (not before: during
     # embedding, mapping every decode and batch buffer afresh cost 20% speed).
     return_freed_memory_to_os()

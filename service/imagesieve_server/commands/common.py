@@ -122,7 +122,7 @@ def embed_into_store(paths: list[Path], model: str, store: Path, with_signatures
 
 def _embed_into_store(paths: list[str], model: str, with_signatures: bool, root: Path):
     from imagesieve_models.manifest import ModelManifest, find_model
-    from imagesieve_server.audit.embed import InProcessBackend, embed_stage, plan
+    from imagesieve_server.audit.embed import InProcessBackend, embed_stage, embedded_line, plan
     from imagesieve_server.audit.store import EmbeddingStore, stored_model
 
     held = stored_model(root)
@@ -144,7 +144,7 @@ def _embed_into_store(paths: list[str], model: str, with_signatures: bool, root:
                 counts = embed_stage(store, backend, paths, todo)
             finally:
                 backend.close()
-            print(f"embeddings: {counts['embedded_now']} embedded now, {counts['reused']} reused from {root}",
+            print(f"embeddings: {embedded_line(counts)} from {root}",
                   file=sys.stderr)
         loaded = store.load(paths)
     finally:

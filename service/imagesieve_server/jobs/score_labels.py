@@ -138,7 +138,7 @@ def check_data(data: LabelledVectors, params: label_issues.Params) -> None:
 async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine, collections=None,
                               reader=None) -> AsyncIterator[analysis_pb2.ScoreLabelsEvent]:
     """Progress events (stage "embedding" or "loading collection", then
-    "fold k/K" or "train on all", "neighbours"), then one result event.
+    "folds" (done k of K) or "train on all", "neighbours"), then one result event.
     ``engine``: a started AsyncEmbedder; ``collections``: a CollectionManager;
     ``reader``: the server's ImageReader for inline images (None: bytes only)."""
     params = validate_request(request)

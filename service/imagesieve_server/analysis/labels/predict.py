@@ -132,14 +132,14 @@ def out_of_fold_probabilities(X: np.ndarray, labels: np.ndarray, classifier="log
     probs = np.zeros((len(labels), c))
     for k in range(folds):
         if report:
-            report(f"fold {k + 1}/{folds}", k, folds)
+            report("folds", k, folds)     # one progress line: "folds 2/5"
         test = np.flatnonzero(fold_of == k)
         train = np.flatnonzero(fold_of != k)
         est = factory(seed + k)
         fit_on_rows(est, X, labels, train)
         probs[test] = _proba_full(est, X, test, c)
     if report:
-        report(f"fold {folds}/{folds}", folds, folds)
+        report("folds", folds, folds)
     return probs
 
 

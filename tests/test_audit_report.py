@@ -38,15 +38,34 @@ def test_report_thumbnails_are_upright_as_the_photo_is_displayed(tmp_path, photo
     import numpy as np
     from PIL import Image
 
-    from imagesieve_server.audit.webreport import _write_thumb
+    from imagesieve_server.audit.webreport import _write_thumb, thumb_limits
 
     photo = Image.open(io.BytesIO(photos[0][0])).convert("RGB").resize((300, 200))
     exif = Image.Exif()
     exif[0x0112] = 6                                   # stored turned: displayed after a 270-degree turn
     photo.save(tmp_path / "turned.jpg", quality=95, exif=exif.tobytes())
     photo.transpose(Image.Transpose.ROTATE_270).save(tmp_path / "upright.jpg", quality=95)
-    assert _write_thumb(str(tmp_path / "turned.jpg"), tmp_path / "a.jpg")
-    assert _write_thumb(str(tmp_path / "upright.jpg"), tmp_path / "b.jpg")
+    assert _write_thumb(str(tmp_path / "turned.jpg"), tmp_path / "a.jpg", thumb_limits(300, 200))
+    assert _write_thumb(str(tmp_path / "upright.jpg"), tmp_path / "b.jpg", thumb_limits(200, 300))
     a, b = (np.asarray(Image.open(tmp_path / f"{n}.jpg").convert("L"), np.float32) for n in "ab")
     assert a.shape == b.shape and a.shape[0] > a.shape[1]          # portrait, as displayed
     assert np.abs(a - b).mean() < 4
+
+
+def test_a_thumbnail_is_decoded_no_larger_than_the_audit_read_the_file(tmp_path):
+    """Thumbnails had no pixel bound (the audit had decoded the files within
+    its own): a file swapped after the audit for a 12,000 x 12,000 PNG of a
+    few hundred KB was decoded whole, 144 MP, for a 112 px tile. Now the
+    size the audit read it at bounds it (the default bound where unknown)."""
+    from PIL import Image
+
+    from imagesieve_server.audit.webreport import _write_thumb, thumb_limits
+    from imagesieve_server.engine import DecodeLimits
+
+    Image.new("L", (12_000, 12_000), 200).save(tmp_path / "swapped.png")
+    assert (tmp_path / "swapped.png").stat().st_size < 1 << 20
+    assert not _write_thumb(str(tmp_path / "swapped.png"), tmp_path / "a.jpg", thumb_limits(640, 480))
+    assert not _write_thumb(str(tmp_path / "swapped.png"), tmp_path / "b.jpg", thumb_limits(0, 0))  # > 100 MP
+    assert 12_000 * 12_000 > DecodeLimits.max_pixels
+    assert _write_thumb(str(tmp_path / "swapped.png"), tmp_path / "c.jpg", thumb_limits(12_000, 12_000))
+    assert Image.open(tmp_path / "c.jpg").size == (112, 112)

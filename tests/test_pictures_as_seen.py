@@ -77,10 +77,10 @@ def photo(photos) -> Image.Image:
 @pytest.mark.parametrize("make", [_disc_on_hidden_colour, _light_alpha_only, _sixteen_bit, _large_sixteen_bit,
                                   _float_with_nan, _fine_palette])
 def test_report_thumbnails_show_the_picture_as_it_was_compared(tmp_path, photo, make):
-    from imagesieve_server.audit.webreport import _write_thumb
+    from imagesieve_server.audit.webreport import _write_thumb, thumb_limits
     data = _png(make(photo))
     (tmp_path / "t.png").write_bytes(data)
-    assert _write_thumb(str(tmp_path / "t.png"), tmp_path / "t.jpg")
+    assert _write_thumb(str(tmp_path / "t.png"), tmp_path / "t.jpg", thumb_limits(0, 0))
     thumb = np.asarray(Image.open(tmp_path / "t.jpg").convert("RGB"), np.float32)
     # The thumbnail is what was embedded (JPEG q80 and resampling apart; the failures were 50-150) ...
     assert np.abs(thumb - _as_decoded(data, thumb.shape[1::-1])).mean() < 10

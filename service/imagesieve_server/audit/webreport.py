@@ -120,12 +120,17 @@ def _thumb_name(i: int) -> str:
     return f"thumbs/{i // 1000:04d}/{i}.jpg"
 
 
-#: Thumbnails are of files the audit already decoded within its own limits (which a user
-#: may raise): no pixel bound of their own, the file bound of the audit's reads.
-THUMB_LIMITS = DecodeLimits(max_bytes=MAX_FILE_MB << 20, max_pixels=1 << 40, max_raster_bytes=1 << 40)
+def thumb_limits(width: int, height: int) -> DecodeLimits:
+    """A thumbnail's decode is bounded by the size the audit read the file at
+    (a user may have raised --max-pixels for it), or by the default bound
+    where that is unknown: a file swapped for a decompression bomb after
+    the audit is refused, not decoded unbounded."""
+    pixels = int(width) * int(height) or DecodeLimits.max_pixels
+    return DecodeLimits(max_bytes=MAX_FILE_MB << 20, max_pixels=pixels,
+                        max_raster_bytes=max(DecodeLimits.max_raster_bytes, 4 * pixels))
 
 
-def _write_thumb(path: str, dest: Path) -> bool:
+def _write_thumb(path: str, dest: Path, limits: DecodeLimits) -> bool:
     """A thumbnail of the picture as the audit compared it: decoded as the
     audit decodes (turned as displayed, transparency composited, 16-bit
     levels mapped, drafted or read in bands), then reduced. Reduced first
@@ -133,8 +138,8 @@ def _write_thumb(path: str, dest: Path) -> bool:
     transparent pixels and a 16-bit scan came out white; palette and 1-bit
     images reduce by nearest neighbour, and Pillow cannot reduce I;16."""
     try:
-        data, _ = read_regular(path, THUMB_LIMITS.max_bytes)   # a FIFO named in a manifest must not block
-        im = decode_image(data, 2 * THUMB, THUMB_LIMITS)
+        data, _ = read_regular(path, limits.max_bytes)   # a FIFO named in a manifest must not block
+        im = decode_image(data, 2 * THUMB, limits)
         im.thumbnail((THUMB, THUMB))
         dest.parent.mkdir(parents=True, exist_ok=True)
         im.save(dest, format="JPEG", quality=80)
@@ -246,5 +251,10 @@ def _write_thumbs(lists: Lists, root: Path, workers: int) -> None:
     """Thumbnails of the first MAX_THUMBS images the lists show (an image
     that cannot be read gets none: the app shows a grey tile)."""
     wanted = [i for i, thumb in lists.shown.items() if thumb]
+    sizes = lists.r.sizes
+
+    def write(i: int) -> bool:
+        limits = thumb_limits(*sizes[i]) if sizes is not None else thumb_limits(0, 0)
+        return _write_thumb(lists.r.paths[i], root / _thumb_name(i), limits)
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
-        list(pool.map(lambda i: _write_thumb(lists.r.paths[i], root / _thumb_name(i)), wanted))
+        list(pool.map(write, wanted))

@@ -355,3 +355,31 @@ def test_a_file_named_twice_is_embedded_once(server, photos, tmp_path):
     keys = (tmp_path / "e.keys.txt").read_text().splitlines()
     assert len(keys) == 4 and len(np.load(out)) == 4, keys
     assert "2 image file(s) named more than once" in r.stderr
+
+
+def test_dedup_names_images_paired_but_in_no_group(server, photos, tmp_path):
+    """Groups are complete (every two members paired): a photo's left and
+    right 60% crops each pair with the photo but not with each other, so one
+    crop joins the photo's group and the other is paired but in no group;
+    dedup says how many such images there are, as the audit does."""
+    import json
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    for data, _, name in photos[6:16]:
+        (folder / name).write_bytes(data)
+    whole = photo_image(photos[1][0]).resize((480, 320))
+    whole.save(folder / "whole.jpg", quality=90)
+    whole.crop((0, 0, 288, 320)).save(folder / "left.jpg", quality=90)
+    whole.crop((192, 0, 480, 320)).save(folder / "right.jpg", quality=90)
+    assert run_cli("add", str(folder), "--collection", "nog", "--create", "--server", server.address).returncode == 0
+    out = tmp_path / "report"
+    r = run_cli("dedup", "--collection", "nog", "--out", str(out), "--server", server.address)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((out / "duplicates.json").read_text())
+    name = {k: k.rsplit("/", 1)[-1] for p in doc["pairs"] for k in (p["key_a"], p["key_b"])}
+    paired = {frozenset((name[p["key_a"]], name[p["key_b"]])) for p in doc["pairs"]}
+    assert {frozenset(("whole.jpg", "left.jpg")), frozenset(("whole.jpg", "right.jpg"))} <= paired, paired
+    assert frozenset(("left.jpg", "right.jpg")) not in paired, paired
+    (group,) = doc["groups"]
+    assert {k.rsplit("/", 1)[-1] for k in group["keys"]} in ({"whole.jpg", "left.jpg"}, {"whole.jpg", "right.jpg"})
+    assert "(and 1 more image paired but in no group" in r.stdout, r.stdout

@@ -424,7 +424,7 @@ def cmd_dedup(args) -> int:
     outside = len({key for p in res.pairs for key in (p.key_a, p.key_b)} - grouped)
     print(f"{counted(res.num_images, 'image')}: {counted(len(res.pairs), 'duplicate pair')} ({exact} exact, "
           f"{len(res.pairs) - exact} near) in {counted(len(res.groups), 'group')}"
-          + (f" (and {outside} more images paired but in no group: every two images of a group are paired, "
+          + (f" (and {counted(outside, 'more image')} paired but in no group: every two images of a group are paired, "
              "these pair with members of a group they cannot join; pairs.csv lists them)" if outside else "")
           + "; "
           f"{counted(sum(p.cross_split for p in res.pairs), 'pair')} across splits (leakage), "

@@ -606,6 +606,32 @@ def test_check_duplicates_enforces_the_request_limits(manifest_path, photos):
             assert r.results[1].added
 
 
+def test_a_check_asks_for_a_bounded_number_of_neighbours(manifest_path, photos):
+    """256 images x k=100, one small file named 256 times (9 KB sent), asked
+    for 25,600 neighbours with their 1 KB keys: a 35 MB answer, and 48 such
+    streams left unread took a server to 5.3 GB (a twenty-second probe).
+    images x k is now bounded; within the bound a check is answered."""
+    from imagesieve_server.servicers.duplicates import MAX_NEIGHBORS_PER_REQUEST
+    with LocalServer([], model=str(manifest_path)) as srv:
+        from imagesieve import Client
+        with Client(srv.address) as c:
+            c.create_collection("k")
+            list(c.add("k", [photos[0][0]], keys=["stored"]))
+        channel = grpc.insecure_channel(srv.address)
+        stub = duplicates_pb2_grpc.DuplicateServiceStub(channel)
+        with channel:
+            n = MAX_NEIGHBORS_PER_REQUEST // 100
+            ask = lambda count: duplicates_pb2.CheckDuplicatesRequest(     # noqa: E731
+                collection="k", k=100, images=[common_pb2.Image(key=str(i), data=photos[0][0]) for i in range(count)])
+            with pytest.raises(grpc.RpcError) as e:
+                list(stub.CheckDuplicates(iter([ask(n + 1)]), timeout=30))
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert f"at most {MAX_NEIGHBORS_PER_REQUEST} neighbours a request" in e.value.details()
+            (r,) = list(stub.CheckDuplicates(iter([ask(n)]), timeout=60))
+            assert len(r.results) == n
+            assert {x.verdict for x in r.results} == {duplicates_pb2.VERDICT_EXACT_DUPLICATE}
+
+
 def _serve(*args, env=None, timeout=120):
     return subprocess.run([sys.executable, "-m", "imagesieve.cli", "serve", "--data-dir", "/tmp/imagesieve-abuse",
                            *args], capture_output=True, text=True, timeout=timeout,

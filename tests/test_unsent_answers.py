@@ -146,3 +146,73 @@ def test_a_client_an_answer_was_dropped_for_is_refused_until_it_reads():
     limiter.leave("a")
     limiter.dropped("c")                                  # nothing unsent: nothing to wait for
     assert limiter.enter("c") is None
+
+
+def test_stream_answers_a_client_does_not_read_are_bounded_in_bytes(manifest_path, tmp_path):
+    """Each stream's window bounds only its own answers, and stream answers
+    skipped the byte bound: 48 CheckDuplicates streams opened at once, each
+    with one request (a small file named 256 times, k=100, against keys of
+    1 KB) answered 35 MB apiece, unread, and held 5.3 GB (a twenty-second
+    probe). Stream answers now wait for room as unary ones do: the client's
+    unsent bytes stay within its bound, the rest are dropped."""
+    import io
+
+    from PIL import Image
+
+    from imagesieve import Client
+    from imagesieve.v1 import duplicates_pb2, duplicates_pb2_grpc
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(tmp_path / "tiny.png")
+    pictures = []
+    for i in range(100):
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 16), (i, 255 - i, (7 * i) % 256)).save(buf, "PNG")
+        pictures.append(buf.getvalue())
+    with LocalServer(["--max-inflight-mb", "256", "--allow-root", str(tmp_path), *METRICS],
+                     model=str(manifest_path)) as srv:
+        with Client(srv.address) as c:
+            c.create_collection("long")
+            list(c.add("long", pictures, keys=[f"{i:04d}" + "k" * 1020 for i in range(100)],
+                       labels=[f"{i:03d}" + "l" * 253 for i in range(100)], splits=["s" * 64] * 100))
+        # 25 images x k=100 (the most a request may ask: 2,560 neighbours): ~3.4 MB an answer.
+        request = duplicates_pb2.CheckDuplicatesRequest(collection="long", k=100, raw_cosine=True, images=[
+            common_pb2.Image(key=f"q{i}", server_path=str(tmp_path / "tiny.png")) for i in range(25)])
+        direct = big_message_channel(srv.address)
+        stub = duplicates_pb2_grpc.DuplicateServiceStub(direct)
+        (answer,) = stub.CheckDuplicates(iter([request]), timeout=60)
+        assert answer.ByteSize() > 3_000_000
+        proxy = _StallingProxy(srv.address, None, answer_bytes=32 << 10)     # answers stop at 32 KB
+        unread = grpc.insecure_channel(proxy.address, options=[("grpc.http2.bdp_probe", 0),
+                                                               ("grpc.max_receive_message_length", 1 << 30),
+                                                               ("grpc.use_local_subchannel_pool", 1)])
+        stop = time.monotonic() + 60
+        streams = []
+
+        def one_request():
+            yield request
+            while time.monotonic() < stop:      # the stream stays open, its answer unread
+                time.sleep(0.2)
+        try:
+            streams = [duplicates_pb2_grpc.DuplicateServiceStub(unread).CheckDuplicates(one_request(), timeout=60)
+                       for _ in range(24)]         # ~24 KB of requests: within HTTP/2's first 64 KB window
+            # Each unread answer past the client's bound waits a second for room, then
+            # its stream ends RESOURCE_EXHAUSTED and the answer is dropped.
+            name = "CheckDuplicates"
+            deadline, dropped = time.monotonic() + 40, 0
+            while time.monotonic() < deadline and dropped < 18:
+                time.sleep(1)
+                samples = scrape(srv)
+                dropped = value(samples, "imagesieve_requests_total", method=name, code="RESOURCE_EXHAUSTED")
+            unsent = {k: value(samples, "imagesieve_unsent_answer_bytes", kind=k)
+                      for k in ("held", "peak", "limit_per_client")}
+            # Before: none was dropped and every answer was held, 24 x 3.4 MB.
+            assert dropped >= 18, (dropped, unsent)
+            assert 0 < unsent["peak"] <= unsent["limit_per_client"] == 16 << 20, unsent
+        finally:
+            stop = 0
+            proxy.close()
+            for s in streams:
+                s.cancel()
+            unread.close()
+        time.sleep(1)
+        assert len(list(stub.CheckDuplicates(iter([request]), timeout=60))[0].results) == 25
+        direct.close()

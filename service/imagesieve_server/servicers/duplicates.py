@@ -13,10 +13,16 @@ from ..engine.batcher import QueueFullError
 from ..engine.fair_pool import FairPool
 from ..jobs.find_duplicates import MAX_PAIRS, find_duplicates_events
 from .collections import abort_for
-from .common import (MAX_KEY_BYTES, BadRequest, ImageReader, abort_invalid, content_hash, gather_bounded,
+from .common import (MAX_KEY_BYTES, MAX_LABEL_BYTES, MAX_SPLIT_BYTES, BadRequest, ImageReader, abort_invalid, content_hash, gather_bounded,
                      item_error, ordered_concurrent, text_problem)
 
 MAX_K = 100
+# Neighbours one CheckDuplicates request may ask for (images x k): each carries its key,
+# label and split (up to 1.3 KB), so 256 images x k=100 naming one small file (9 KB sent)
+# answered 35 MB, and 48 such streams left unread took a server to 5.3 GB (a
+# twenty-second probe). 2,560 keep an answer under ~3.5 MB: k=10 for 256 images, k=100 for 25.
+MAX_NEIGHBORS_PER_REQUEST = 2560
+NEIGHBOR_BYTES = MAX_KEY_BYTES + MAX_LABEL_BYTES + MAX_SPLIT_BYTES + 48     # a Neighbor at most, serialized
 # Threads that run checks, one image a task, shared between connections by
 # the time each has used (FairPool). Each check holds its collection's lock
 # while its candidates are aligned (~60-80 ms). On the event loop's default
@@ -40,7 +46,7 @@ def _answer_bytes(request) -> int:
     """An upper estimate of a check request's answer: per image its verdict
     and up to k neighbours (keys of up to MAX_KEY_BYTES)."""
     k = min(max(request.k, 0) or 5, MAX_K)
-    return len(request.images) * (256 + k * (MAX_KEY_BYTES + 64))
+    return len(request.images) * 256 + min(len(request.images) * k, MAX_NEIGHBORS_PER_REQUEST) * NEIGHBOR_BYTES
 
 
 class StreamOrder:
@@ -142,8 +148,12 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
         if len(request.images) > self.max_images:
             raise BadRequest(f"{len(request.images)} images in one request; the limit is {self.max_images} "
                              f"(send more requests on the stream)")
-        c = self.manager.get(request.collection)
         k = request.k or 5
+        if len(request.images) * k > MAX_NEIGHBORS_PER_REQUEST:
+            raise BadRequest(f"{len(request.images)} images x k={k} neighbours in one request; at most "
+                             f"{MAX_NEIGHBORS_PER_REQUEST} neighbours a request (send fewer images a request, "
+                             "or ask for fewer neighbours)")
+        c = self.manager.get(request.collection)
         embedded = await gather_bounded(self._prepare(c, im) for im in request.images)
         await ticket.turn()
 

@@ -17,6 +17,16 @@ from .common import abort_invalid, item_error
 MAX_ANNOTATIONS_PER_REQUEST = 100_000
 
 
+def _add_annotations(c, annotations) -> consensus_pb2.AddAnnotationsResponse:
+    errors = c.store.add_annotations([(a.key, a.annotator, a.label) for a in annotations], MAX_ANNOTATIONS)
+    bad = [(i, code, message) for i, (code, message) in enumerate(errors) if code]
+    out = consensus_pb2.AddAnnotationsResponse(stored=len(errors) - len(bad), error_indices=[i for i, _, _ in bad])
+    # In chunks: one call adding 100,000 messages holds the GIL (and so the event loop) for ~60 ms.
+    for start in range(0, len(bad), 1000):
+        out.errors.extend([item_error(code, message) for _, code, message in bad[start:start + 1000]])
+    return out
+
+
 class ConsensusServicer(consensus_pb2_grpc.ConsensusServiceServicer):
     def __init__(self, manager: CollectionManager):
         self.manager = manager
@@ -33,15 +43,13 @@ class ConsensusServicer(consensus_pb2_grpc.ConsensusServiceServicer):
             await abort_for(context, e)
         try:
             async with self.annotation_io:
-                errors = await asyncio.to_thread(       # the rows are made off the event loop too
-                    lambda: c.store.add_annotations([(a.key, a.annotator, a.label) for a in request.annotations],
-                                                    MAX_ANNOTATIONS))
+                # The rows and the answer are made off the event loop: 100,000 empty
+                # annotations (200 KB sent) answer 100,000 item errors, 0.3 s of Python
+                # that stalled every other call (a twenty-second probe: another
+                # client's calls p50 23 -> 606 ms under two such callers).
+                return await asyncio.to_thread(lambda: _add_annotations(c, request.annotations))
         except CollectionError as e:
             await abort_for(context, e)
-        bad = [(i, code, message) for i, (code, message) in enumerate(errors) if code]
-        return consensus_pb2.AddAnnotationsResponse(
-            stored=len(errors) - len(bad), errors=[item_error(code, message) for _, code, message in bad],
-            error_indices=[i for i, _, _ in bad])
 
     async def AnalyseConsensus(self, request, context):
         try:

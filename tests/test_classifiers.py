@@ -76,3 +76,22 @@ def test_out_of_fold_with_lda_never_predicts_an_item_from_its_own_label(digits):
     noisy[0] = 7                      # item 0 is a zero
     p = predict.out_of_fold_probabilities(X, noisy, "lda", folds=5, seed=0)
     assert p[0].argmax() == 0 and p[0, 7] < 0.05
+
+
+@pytest.mark.parametrize("name", ["mlp", "ensemble"])
+def test_the_mlp_trains_on_a_handful_of_images(name):
+    """On 8 images of 2 classes the MLP's early-stopping split failed in
+    scikit-learn's words ("The test_size = 1 should be greater or equal to
+    the number of classes = 2"), which ScoreLabels passed on. There it now
+    trains on every image; on a set its tenth can stratify, it still stops
+    early on that tenth."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 4)
+    X = rng.normal(size=(8, 16)) + 3 * y[:, None]
+    model = make_classifier(name, seed=0)
+    model.fit(X, y)
+    probs = model.predict_proba(X)
+    assert probs.shape == (8, 2) and (probs.argmax(1) == y).mean() >= 0.75
+    big_y = np.repeat([0, 1, 2], 40)
+    big = make_classifier("mlp", seed=0).fit(rng.normal(size=(120, 16)) + 3 * big_y[:, None], big_y)
+    assert big[-1].early_stopping and big[-1].validation_scores_ is not None

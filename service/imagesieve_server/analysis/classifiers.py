@@ -47,16 +47,16 @@ def make_classifier(name: str = "logreg", seed: int = 0, max_iter: int = 300):
     if name not in CLASSIFIERS:
         raise ValueError(f"unknown classifier {name!r}; choose from {CLASSIFIERS}")
     from sklearn.linear_model import LogisticRegression
-    from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    from .small_set_mlp import SmallSetMLP
 
     if name == "logreg":
         return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=max_iter, random_state=seed))
     if name == "mlp":
-        return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-3,
-                                                             early_stopping=True, max_iter=max_iter,
-                                                             random_state=seed))
+        return make_pipeline(StandardScaler(), SmallSetMLP(hidden_layer_sizes=(256,), alpha=1e-3, early_stopping=True,
+                                                         max_iter=max_iter, random_state=seed))
     return EnsembleClassifier([make_classifier("logreg", seed, max_iter),
                                make_classifier("mlp", seed, max_iter)])
 

@@ -56,7 +56,10 @@ def test_a_thumbnail_is_decoded_no_larger_than_the_audit_read_the_file(tmp_path)
     """Thumbnails had no pixel bound (the audit had decoded the files within
     its own): a file swapped after the audit for a 12,000 x 12,000 PNG of a
     few hundred KB was decoded whole, 144 MP, for a 112 px tile. Now the
-    size the audit read it at bounds it (the default bound where unknown)."""
+    audit's default bound holds, or the size the audit read it at where
+    larger; a small TIFF in one large tile still gets its thumbnail."""
+    import numpy as np
+    import tifffile
     from PIL import Image
 
     from imagesieve_server.audit.webreport import _write_thumb, thumb_limits
@@ -69,3 +72,5 @@ def test_a_thumbnail_is_decoded_no_larger_than_the_audit_read_the_file(tmp_path)
     assert 12_000 * 12_000 > DecodeLimits.max_pixels
     assert _write_thumb(str(tmp_path / "swapped.png"), tmp_path / "c.jpg", thumb_limits(12_000, 12_000))
     assert Image.open(tmp_path / "c.jpg").size == (112, 112)
+    tifffile.imwrite(tmp_path / "tiled.tif", np.full((150, 200, 3), 90, np.uint8), tile=(256, 256))
+    assert _write_thumb(str(tmp_path / "tiled.tif"), tmp_path / "d.jpg", thumb_limits(200, 150))

@@ -325,22 +325,35 @@ def test_an_earlier_runs_output_reached_through_a_linked_folder_is_left_out(tmp_
 def test_folders_named_as_image_sizes_are_renditions_not_classes(tmp_path):
     """An icon theme keeps one icon drawn at several sizes in ``16x16/``,
     ``48x48/``...: read as classes, Adwaita's icons made 9,295 label
-    conflicts. Such folders are read as unlabelled, saying so; digit
-    classes (MNIST's 0-9), and one size-named folder among real classes,
-    stay classes."""
-    def tree(root, folders):
+    conflicts. Such folders are read as unlabelled, saying so, their splits
+    kept; digit classes (MNIST's 0-9), and one size-named folder among real
+    classes, stay classes."""
+    def tree(root, folders, images=True):
         for folder in folders:
             (root / folder / "apps").mkdir(parents=True)
-            Image.new("RGB", (16, 16), (40 * len(folder), 90, 30)).save(root / folder / "apps" / "edit.png")
+            if images:
+                Image.new("RGB", (16, 16), (40 * len(folder), 90, 30)).save(root / folder / "apps" / "edit.png")
         return root
 
     theme = tree(tmp_path / "theme", ["16x16", "24x24@2x", "48x48", "scalable", "drawable-xhdpi"])
     table = load_audit_table(str(theme))
     assert len(table) == 5 and table.n_labelled == 0
-    assert any("4 of the 5 folders" in n and "16x16" in n and "unlabelled" in n for n in table.notes), table.notes
+    assert any("named as image sizes (16x16, 24x24@2x, 48x48, ...)" in n and "unlabelled" in n
+               for n in table.notes), table.notes
+    # Android's res/: densities with their qualifiers, beside folders of XML only.
+    res = tree(tmp_path / "res", ["drawable-hdpi-v4", "mipmap-xxxhdpi-v4", "drawable-nodpi"])
+    tree(res, ["values", "values-fr", "layout"], images=False)
+    assert load_audit_table(str(res)).n_labelled == 0
+    # Under a train/test level: unlabelled, each image in its split.
+    for split in ("train", "test"):
+        tree(tmp_path / "split" / split, ["16x16", "32x32"])
+    split = load_audit_table(str(tmp_path / "split"))
+    assert split.n_labelled == 0 and sorted(split.splits[i] for i in range(len(split))) == ["test"] * 2 + ["train"] * 2
+    assert any("splits kept" in n and "(16x16, 32x32)" in n for n in split.notes), split.notes
 
     digits = load_audit_table(str(tree(tmp_path / "digits", ["0", "1", "2"])))
     assert digits.n_labelled == 3 and sorted(digits.labels.values) == ["0", "1", "2"]
     assert not any("sizes" in n for n in digits.notes)
-    classes = load_audit_table(str(tree(tmp_path / "classes", ["cat", "dog", "64x64"])))
-    assert classes.n_labelled == 3 and "64x64" in classes.labels.values
+    for classes in (["cat", "dog", "64x64"], ["4x4", "sedan"]):
+        table = load_audit_table(str(tree(tmp_path / "-".join(classes), classes)))
+        assert table.n_labelled == len(classes) and classes[0] in table.labels.values

@@ -620,7 +620,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                         # then known for free, and the bytes alone wait to be sent.
                         if serialize is not None:
                             response = serialize(response)
-                            if admitted is not None:
+                            if one_answer and admitted is not None:
                                 await self._wait_for_room(admitted, len(response), context)
                         # Suspended here until gRPC has sent it: a client that
                         # reads nothing keeps it here (CallLimiter.sending).
@@ -652,16 +652,13 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         return make(stream, **kw)
 
     async def _wait_for_room(self, client: str, nbytes: int, context) -> None:
-        """An answer of ``client`` waits up to ANSWER_ROOM_WAIT_S for room
-        among its unsent answers (a client that reads frees it in
+        """A unary answer of ``client`` waits up to ANSWER_ROOM_WAIT_S for
+        room among its unsent answers (a client that reads frees it in
         milliseconds); then the call is aborted RESOURCE_EXHAUSTED, its answer
         dropped. Calls admitted at once all pass ``enter`` before any answer
         exists: 128 of them each made a 3.6 MB answer for a client that
-        read none (a twenty-first probe). A stream's answers too: each stream's
-        window (``servicers/common.ordered_concurrent``) bounds only its own,
-        and 48 CheckDuplicates streams opened at once, each with one 35 MB
-        answer left unread, held 5.3 GB and filled every client's room (a
-        twenty-second probe)."""
+        read none (a twenty-first probe). Streams are bounded by their own
+        windows (``servicers/common.ordered_concurrent``) and wait to send."""
         deadline = time.monotonic() + ANSWER_ROOM_WAIT_S
         while (refused := self.limiter.room_for(client, nbytes)) is not None:
             if time.monotonic() >= deadline:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from imagesieve.walk import files_under
+
 from ..formats import (BAD_NAME, OWN_OUTPUT, UNREAD_IMAGE_SUFFIXES, folders, images_under, is_image_file,
                        skipped_note, utf8_name)
 from ..labelled_source import SPLIT_NAMES, load_labelled_source, read_csv_rows
@@ -78,29 +80,39 @@ def load_audit_table(source: str, exclude: str | os.PathLike | None = None) -> A
 
 #: A folder named for a size or a screen density, not a class: an icon theme's ``16x16`` and
 #: ``48x48`` hold one icon drawn at two sizes (read as classes, Adwaita's 4,847 icons made
-#: 9,295 "label conflicts"), as do Android's ``drawable-hdpi`` and a wallpaper's ``1920x1080``.
-SIZE_FOLDER = re.compile(r"\d+x\d+(@\d+(\.\d+)?x)?|\d+px|@?\d(\.\d+)?x|(.*[-_])?(l|m|tv|x{0,3}h)dpi", re.IGNORECASE)
+#: 9,295 "label conflicts"), as do Android's ``drawable-hdpi`` (``-v4`` and other qualifiers
+#: after it, ``nodpi``, ``anydpi``) and a wallpaper's ``1920x1080``.
+SIZE_FOLDER = re.compile(r"\d+x\d+(@\d+(\.\d+)?x)?|\d+px|@?\d(\.\d+)?x|(.*[-_])?(l|m|tv|x{0,3}h|no|any)dpi([-_].*)?",
+                         re.IGNORECASE)
 
 
-def _class_folder_names(root: Path) -> list[str]:
-    """The names of ``root``'s class folders (below a train/val/test level
-    if it has one); [] when its images lie loose in it or it has no folders."""
+def _class_folders(root: Path) -> list[Path]:
+    """``root``'s class folders (below a train/val/test level if it has
+    one); [] when its images lie loose in it or it has no folders."""
     dirs = folders(root)
     if dirs and all(d.name.lower() in SPLIT_NAMES for d in dirs):
         dirs = [c for d in dirs for c in folders(d)]
     if not dirs or any(p.is_file() and is_image_file(p) for p in root.iterdir()):
         return []
-    return [d.name for d in dirs]
+    return dirs
 
 
-def size_folders(names: list[str]) -> list[str]:
-    """The names among ``names`` that name a size or a density, when they are
-    at least half of them: then the folders are renditions of one set of
-    images, not classes (Adwaita: 10 of 14, beside ``scalable`` and
-    ``cursors``). [] otherwise: a single ``64x64`` beside real classes, or
-    MNIST's ``0``-``9``, stays a class."""
-    sized = [n for n in names if SIZE_FOLDER.fullmatch(n)]
-    return sized if names and 2 * len(sized) >= len(names) else []
+def _holds_images(folder: Path) -> bool:
+    return any(regular and is_image_file(f) for f, regular in files_under(folder, []))
+
+
+def size_folders(dirs: list[Path]) -> list[str]:
+    """The names among ``dirs`` that name a size or a density, when at least
+    two do and they are most of the folders that hold images: then the
+    folders are renditions of one set of images, not classes (Adwaita: 10
+    of 13, beside ``scalable`` and ``cursors``; an Android ``res/``: its
+    ``drawable-*dpi`` beside ``values`` folders of XML). [] otherwise: one
+    ``4x4`` beside ``sedan``, or MNIST's ``0``-``9``, stay classes."""
+    sized = [d for d in dirs if SIZE_FOLDER.fullmatch(d.name)]
+    if len(sized) < 2:
+        return []
+    others = sum(1 for d in dirs if not SIZE_FOLDER.fullmatch(d.name) and _holds_images(d))
+    return list(dict.fromkeys(d.name for d in sized)) if len(sized) > others else []
 
 
 def _text(value) -> str:
@@ -136,17 +148,23 @@ def load_audit_source(source: str, skipped: Counter | None = None,
         import pyarrow.parquet as pq
         records = _from_table(pq.read_table(p).to_pylist(), p.parent, source)
     elif p.is_dir():
-        names = _class_folder_names(p)
-        sized = size_folders(names)
-        if names and not sized:
+        dirs = _class_folders(p)
+        sized = size_folders(dirs)
+        if dirs and not sized:
             records = [AuditRecord(str(r.path), r.label, r.split) for r in load_labelled_source(p, skipped)]
+        elif sized:
+            # Renditions: unlabelled, each under its split where a train/val/test level holds them.
+            splits = [d for d in folders(p) if d.name.lower() in SPLIT_NAMES] if dirs[0].parent != p else []
+            records = ([AuditRecord(str(f), "", d.name.lower()) for d in splits for f in images_under(d, skipped)]
+                       if splits else [AuditRecord(str(f)) for f in images_under(p, skipped)])
+            if notes is not None:
+                notes.append(f"the folders in {source} are named as image sizes ({', '.join(sized[:3])}"
+                             f"{', ...' if len(sized) > 3 else ''}): read as renditions of one set of images, not "
+                             "classes, so the images are audited unlabelled"
+                             + (" (their train/val/test splits kept)" if splits else "")
+                             + "; for labels, give a CSV manifest path,label[,split]")
         else:
             records = [AuditRecord(str(f)) for f in images_under(p, skipped)]
-            if sized and notes is not None:
-                notes.append(f"{len(sized)} of the {len(names)} folders in {source} are named as image sizes "
-                             f"({', '.join(sized[:3])}{', ...' if len(sized) > 3 else ''}): read as renditions of "
-                             "one set of images, not classes, so the images are audited unlabelled "
-                             "(for labels, give a CSV manifest path,label[,split])")
     else:
         matches = [Path(m) for m in sorted(glob.glob(source, recursive=True)) if Path(m).is_file()]
         records = [AuditRecord(str(m.resolve())) for m in matches if is_image_file(m) and utf8_name(m)]

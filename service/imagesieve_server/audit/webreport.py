@@ -121,11 +121,13 @@ def _thumb_name(i: int) -> str:
 
 
 def thumb_limits(width: int, height: int) -> DecodeLimits:
-    """A thumbnail's decode is bounded by the size the audit read the file at
-    (a user may have raised --max-pixels for it), or by the default bound
-    where that is unknown: a file swapped for a decompression bomb after
-    the audit is refused, not decoded unbounded."""
-    pixels = int(width) * int(height) or DecodeLimits.max_pixels
+    """A thumbnail's decode is bounded as the audit's is by default, or by
+    the size the audit read the file at where that is larger (a user may
+    have raised --max-pixels for it): a file swapped for a decompression
+    bomb after the audit is refused, not decoded unbounded. Not the file's
+    own size alone: the bound also caps a TIFF's tile, and a 200x150 TIFF in
+    one 256x256 tile was refused."""
+    pixels = max(int(width) * int(height), DecodeLimits.max_pixels)
     return DecodeLimits(max_bytes=MAX_FILE_MB << 20, max_pixels=pixels,
                         max_raster_bytes=max(DecodeLimits.max_raster_bytes, 4 * pixels))
 

@@ -630,6 +630,12 @@ def test_a_check_asks_for_a_bounded_number_of_neighbours(manifest_path, photos):
             (r,) = list(stub.CheckDuplicates(iter([ask(n)]), timeout=60))
             assert len(r.results) == n
             assert {x.verdict for x in r.results} == {duplicates_pb2.VERDICT_EXACT_DUPLICATE}
+        # The client keeps its messages within the bound whatever chunk_size it is given.
+        from imagesieve.client import MAX_CHECK_NEIGHBORS
+        assert MAX_CHECK_NEIGHBORS == MAX_NEIGHBORS_PER_REQUEST
+        with Client(srv.address) as c:
+            results = list(c.check("k", [photos[0][0]] * (n + 5), k=100, chunk_size=64))
+        assert [x.verdict for x in results] == ["EXACT_DUPLICATE"] * (n + 5)
 
 
 def _serve(*args, env=None, timeout=120):

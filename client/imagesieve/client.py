@@ -33,6 +33,9 @@ ImageInput = Union[str, os.PathLike, bytes, PILImage.Image]
 
 _CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
 CHUNK_BYTES = 1 << 20   # a stream message closes at chunk_size images or this many bytes
+# Neighbours one CheckDuplicates request may ask for (images x k), the server's bound
+# (imagesieve_server.servicers.duplicates.MAX_NEIGHBORS_PER_REQUEST; a test checks they agree).
+MAX_CHECK_NEIGHBORS = 2560
 # Room in a message for everything but the image bytes (keys, labels, framing): an image
 # of more than the message limit less this fails alone instead of failing the stream.
 MESSAGE_HEADROOM = 64 << 10
@@ -464,8 +467,11 @@ class Client:
               chunk_size: int = 8) -> Iterator[DuplicateCheckResult]:
         """Check images before ingestion; yields one verdict per image, in order.
         With add_if_unique, unique images are added atomically. Verdicts are
-        verified (stage 2) unless ``raw_cosine``."""
+        verified (stage 2) unless ``raw_cosine``. A message carries at most
+        ``chunk_size`` images, fewer where k asks for more neighbours than the
+        server answers a request (MAX_CHECK_NEIGHBORS)."""
         unread: dict[int, ItemFailure] = {}
+        chunk_size = max(1, min(chunk_size, MAX_CHECK_NEIGHBORS // max(k or 5, 1)))
         requests = (duplicates_pb2.CheckDuplicatesRequest(collection=collection, images=chunk, k=k,
                                                           threshold=threshold, add_if_unique=add_if_unique,
                                                           raw_cosine=raw_cosine)

@@ -14,14 +14,14 @@ class SmallSetMLP(MLPClassifier):
     stratified tenth can hold every class and leave every class in training:
     on 8 images of 2 classes scikit-learn's split failed in its own words
     ("The test_size = 1 should be greater or equal to the number of classes
-    = 2", a twenty-second probe). There it trains on every image for
-    max_iter epochs."""
+    = 2", a twenty-second probe); scikit-learn also wants two validation
+    images. Otherwise it trains on every image for max_iter epochs."""
 
     def fit(self, X, y):
         _, counts = np.unique(y, return_counts=True)
         held = math.ceil(self.validation_fraction * len(y))
         wanted = self.early_stopping
-        self.early_stopping = bool(wanted and counts.min() >= 2 and len(counts) <= held <= len(y) - len(counts))
+        self.early_stopping = bool(wanted and counts.min() >= 2 and max(2, len(counts)) <= held <= len(y) - len(counts))
         try:
             return super().fit(X, y)
         finally:

@@ -147,3 +147,101 @@ def test_a_client_an_answer_was_dropped_for_is_refused_until_it_reads():
     limiter.dropped("c")                                  # nothing unsent: nothing to wait for
     assert limiter.enter("c") is None
 
+
+
+def test_stream_work_waits_for_its_clients_room_before_it_starts(manifest_path, tmp_path):
+    """Each stream's window bounds only its own answers: 48 CheckDuplicates
+    streams opened at once, each asking a 35 MB answer, left unread, held
+    5.3 GB and filled every client's room (a twenty-second probe). A stream
+    request now starts only when its client has room for its answer (its
+    estimate) among all its streams' unsent and started ones; unread, the
+    rest wait unstarted. Nothing is dropped: dropping stream answers lost a
+    slow reader's streams, and answered an add RESOURCE_EXHAUSTED after it
+    was made (a review)."""
+    import io
+
+    from PIL import Image
+
+    from imagesieve import Client
+    from imagesieve.v1 import duplicates_pb2, duplicates_pb2_grpc
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(tmp_path / "tiny.png")
+    pictures = []
+    for i in range(100):
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 16), (i, 255 - i, (7 * i) % 256)).save(buf, "PNG")
+        pictures.append(buf.getvalue())
+    with LocalServer(["--max-inflight-mb", "256", "--allow-root", str(tmp_path), *METRICS],
+                     model=str(manifest_path)) as srv:
+        with Client(srv.address) as c:
+            c.create_collection("long")
+            list(c.add("long", pictures, keys=[f"{i:04d}" + "k" * 1020 for i in range(100)],
+                       labels=[f"{i:03d}" + "l" * 253 for i in range(100)], splits=["s" * 64] * 100))
+        # 25 images x k=100 (the most a request may ask: 2,560 neighbours): ~3.4 MB an answer.
+        request = duplicates_pb2.CheckDuplicatesRequest(collection="long", k=100, raw_cosine=True, images=[
+            common_pb2.Image(key=f"q{i}", server_path=str(tmp_path / "tiny.png")) for i in range(25)])
+        direct = big_message_channel(srv.address)
+        stub = duplicates_pb2_grpc.DuplicateServiceStub(direct)
+        (answer,) = stub.CheckDuplicates(iter([request]), timeout=60)
+        assert answer.ByteSize() > 3_000_000
+        proxy = _StallingProxy(srv.address, None, answer_bytes=32 << 10)     # answers stop at 32 KB
+        unread = grpc.insecure_channel(proxy.address, options=[("grpc.http2.bdp_probe", 0),
+                                                               ("grpc.max_receive_message_length", 1 << 30),
+                                                               ("grpc.use_local_subchannel_pool", 1)])
+        stop = time.monotonic() + 60
+        streams = []
+
+        def one_request():
+            yield request
+            while time.monotonic() < stop:      # the stream stays open, its answer unread
+                time.sleep(0.2)
+        try:
+            streams = [duplicates_pb2_grpc.DuplicateServiceStub(unread).CheckDuplicates(one_request(), timeout=60)
+                       for _ in range(24)]         # ~24 KB of requests: within HTTP/2's first 64 KB window
+            # The same address checks on a connection that reads (it waits for room, or
+            # is refused: its unread streams hold both); in traced runs the unread streams'
+            # requests were all taken in by the server only once such calls came in.
+            refused = 0
+            for _ in range(5):
+                time.sleep(1)
+                try:
+                    list(stub.CheckDuplicates(iter([request]), timeout=2))
+                except grpc.RpcError as e:      # waited for room, or refused while its streams hold it
+                    assert e.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED), e
+                    refused += e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            samples = scrape(srv)
+            unsent = {k: value(samples, "imagesieve_unsent_answer_bytes", kind=k)
+                      for k in ("held", "peak", "peak_with_reserved", "limit_per_client")}
+            # Before: every stream's answer was made and held, ~24 x 3.4 MB.
+            assert 0 < unsent["held"] <= unsent["peak"] <= unsent["limit_per_client"] == 16 << 20, unsent
+            assert unsent["peak_with_reserved"] <= unsent["limit_per_client"], unsent
+            assert value(samples, "imagesieve_requests_total", method="CheckDuplicates",
+                         code="RESOURCE_EXHAUSTED") == refused    # no unread stream's answer dropped
+        finally:
+            stop = 0
+            proxy.close()
+            for s in streams:
+                s.cancel()
+            unread.close()
+        time.sleep(1)
+        assert len(list(stub.CheckDuplicates(iter([request]), timeout=60))[0].results) == 25
+        samples = scrape(srv)
+        assert value(samples, "imagesieve_unsent_answer_bytes", kind="reserved") == 0     # all given back
+        direct.close()
+
+
+def test_stream_room_is_reserved_within_the_bounds():
+    """CallLimiter.try_reserve: a client with nothing unsent or reserved may
+    always start one (even past its bound); then its unsent and reserved
+    bytes stay within its bound, and everyone's within theirs."""
+    from imagesieve_server.observability import CallLimiter
+    limiter = CallLimiter(8, 4, max_unsent_per_client=10, max_unsent=15)
+    assert limiter.try_reserve("a", 12)                   # the first: always
+    assert not limiter.try_reserve("a", 1)
+    limiter.unreserve("a", 12)
+    assert limiter.try_reserve("a", 6) and limiter.try_reserve("a", 4) and not limiter.try_reserve("a", 1)
+    held = limiter.sending_begin("b", None, None, 3)
+    assert limiter.try_reserve("b", 2)                    # b: 5 of its 10; everyone's: 3 + 10 + 2 = 15
+    assert not limiter.try_reserve("b", 1)                # everyone's would be 16 > 15
+    limiter.unreserve("a", 10)
+    assert limiter.try_reserve("b", 1) and limiter.reserved_total == 3
+    limiter.sending_end(held, delivered=True)

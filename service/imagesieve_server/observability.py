@@ -126,8 +126,10 @@ class _EngineCollector:
             lim = self.limiter
             unsent = GaugeMetricFamily("imagesieve_unsent_answer_bytes",
                                        "Answers handed to gRPC and not yet sent (CallLimiter): held now, peak, "
+                                       "stream work's estimated answers (reserved, and the peak with them), "
                                        "and the bounds per client and in all (0: none)", labels=["kind"])
             for kind, value in (("held", lim.unsent_total), ("peak", lim.unsent_peak),
+                                ("reserved", lim.reserved_total), ("peak_with_reserved", lim.reserved_peak),
                                 ("limit_per_client", lim.max_unsent_per_client), ("limit", lim.max_unsent)):
                 unsent.add_metric([kind], value)
             yield unsent
@@ -274,6 +276,10 @@ class CallLimiter:
         self.unsent_total = 0
         self.unsent_peak = 0                    # of unsent_total (/metrics)
         self.dropping: set[str] = set()         # clients an answer was dropped for, until they read one
+        # Stream work not yet answered, by its answers' estimated bytes (StreamRoom).
+        self.reserved: dict[str, int] = {}
+        self.reserved_total = 0
+        self.reserved_peak = 0                  # of unsent_total + reserved_total (/metrics)
 
     def enter(self, client: str) -> str | None:
         """None when admitted, else why not (the caller answers RESOURCE_EXHAUSTED)."""
@@ -318,6 +324,29 @@ class CallLimiter:
         over = self._over_unsent(client, nbytes)
         return None if over is None else (over + f", so this one ({nbytes / 2**20:.1f} MiB) was dropped; "
                                           "read answers as they come, then retry")
+
+    def try_reserve(self, client: str, nbytes: int) -> bool:
+        """Room for stream work whose answer may take ``nbytes``: the client's
+        unsent and reserved answer bytes stay within its bound and everyone's
+        within theirs, or it has none (one request is always worked on). True
+        and counted when there is; see StreamRoom."""
+        held = self.unsent.get(client, 0) + self.reserved.get(client, 0)
+        if held and self.max_unsent_per_client and held + nbytes > self.max_unsent_per_client:
+            return False
+        if held and self.max_unsent and self.unsent_total + self.reserved_total + nbytes > self.max_unsent:
+            return False
+        self.reserved[client] = self.reserved.get(client, 0) + nbytes
+        self.reserved_total += nbytes
+        self.reserved_peak = max(self.reserved_peak, self.unsent_total + self.reserved_total)
+        return True
+
+    def unreserve(self, client: str, nbytes: int) -> None:
+        left = self.reserved.get(client, 0) - nbytes
+        if left > 0:
+            self.reserved[client] = left
+        else:
+            self.reserved.pop(client, None)
+        self.reserved_total -= nbytes
 
     def dropped(self, client: str) -> None:
         """An answer to ``client`` found no room and was dropped: its new calls
@@ -401,6 +430,38 @@ class CallLimiter:
             task.cancel()
         # The slot moves to the new call now: the evicted call's leave() comes later.
         return True
+
+
+class StreamRoom:
+    """A stream's way to hold work back until its client has room for the
+    answer (``servicers.common.ordered_concurrent``): each stream's window
+    bounds only its own answers, and 48 CheckDuplicates streams opened at
+    once, their 35 MB answers left unread, held 5.3 GB and filled every
+    client's room (a twenty-second probe). Answers are not dropped for want
+    of room, as unary ones are: a slow reader would lose whole streams, and
+    a check that added images would be answered RESOURCE_EXHAUSTED after its
+    adds. The work waits instead, before it starts; the client holds only
+    its own call slots."""
+
+    POLL_S = 0.05
+
+    def __init__(self, limiter: "CallLimiter", client: str):
+        self.limiter, self.client = limiter, client
+
+    async def reserve(self, nbytes: int) -> int:
+        """Wait until there is room for an answer of ``nbytes``; then it is
+        counted until :meth:`release`."""
+        while not self.limiter.try_reserve(self.client, nbytes):
+            await asyncio.sleep(self.POLL_S)
+        return nbytes
+
+    def release(self, nbytes: int) -> None:
+        self.limiter.unreserve(self.client, nbytes)
+
+
+#: The running stream's StreamRoom (None outside a server's counted calls).
+stream_room: contextvars.ContextVar[StreamRoom | None] = contextvars.ContextVar("imagesieve_stream_room",
+                                                                                default=None)
 
 
 class CycleCollector:
@@ -608,6 +669,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 await _send_request_id(context, rid)
                 # Streaming in and out: one answer a request (what makes a stream idle).
                 activity = StreamActivity() if streaming_in else None
+                if admitted is not None and not one_answer:
+                    stream_room.set(StreamRoom(self.limiter, admitted))
                 try:
                     async for response in inner(await parsed(request, context, admitted, held, activity), context):
                         if activity is not None:

@@ -19,6 +19,7 @@ from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
 from ..engine.budget import BudgetExceeded, MemoryBudget
 from ..engine.pipeline import ImageEmbedding
+from ..observability import stream_room
 from ..paths import NotRegularFile, PathPolicy, quoted_path, read_fd
 
 
@@ -294,11 +295,16 @@ async def ordered_concurrent(request_iterator, handle, window: int, budget: Memo
     request read ahead is charged its size while it waits: the stream stops
     reading (backpressure) while the budget is in use, and ends
     RESOURCE_EXHAUSTED (QueueFullError) after STREAM_BUDGET_WAIT_S. Before,
-    20 streams of unread 30 MB requests took 3 GB."""
+    20 streams of unread 30 MB requests took 3 GB. In a server, a request
+    is also started only when its client has room for its answer among all
+    of its streams' (``observability.StreamRoom``): it waits, unstarted,
+    while the client leaves answers unread."""
     pending: asyncio.Queue = asyncio.Queue(window)
     done = object()
     counted: dict[asyncio.Future, int] = {}   # per request in work or not yet sent: its answer's bytes
     room = asyncio.Event()                    # set whenever an answer is in or sent
+    client_room = stream_room.get()
+    reserved: dict[asyncio.Future, int] = {}  # per request started: the bytes reserved in client_room
 
     async def started(request, held: _Held | None):
         if held is not None:
@@ -310,6 +316,8 @@ async def ordered_concurrent(request_iterator, handle, window: int, budget: Memo
 
     def sent(task) -> None:
         counted.pop(task, None)
+        if client_room is not None and task in reserved:
+            client_room.release(reserved.pop(task))
         room.set()
 
     async def read_requests():
@@ -319,15 +327,23 @@ async def ordered_concurrent(request_iterator, handle, window: int, budget: Memo
                 while counted and sum(counted.values()) + need > STREAM_ANSWER_BYTES:
                     room.clear()      # no further request is read: HTTP/2 flow control holds the client
                     await room.wait()
+                mine = await client_room.reserve(need) if client_room is not None and need else 0
                 held = None
-                if budget is not None:
-                    try:
-                        held = _Held(budget, await budget.reserve(request.ByteSize(), "the next request",
-                                                                  STREAM_BUDGET_WAIT_S))
-                    except BudgetExceeded as e:
-                        raise QueueFullError(str(e)) from None
+                try:
+                    if budget is not None:
+                        try:
+                            held = _Held(budget, await budget.reserve(request.ByteSize(), "the next request",
+                                                                      STREAM_BUDGET_WAIT_S))
+                        except BudgetExceeded as e:
+                            raise QueueFullError(str(e)) from None
+                except BaseException:
+                    if mine:
+                        client_room.release(mine)
+                    raise
                 task = asyncio.ensure_future(started(request, held))
                 counted[task] = need
+                if mine:
+                    reserved[task] = mine
                 if held is not None:
                     task.add_done_callback(held.release)      # also when dropped unstarted
                 try:
@@ -359,3 +375,5 @@ async def ordered_concurrent(request_iterator, handle, window: int, budget: Memo
             item = pending.get_nowait()
             if isinstance(item, asyncio.Future):
                 item.cancel()
+        for task in list(reserved):          # started and never sent: their room back
+            sent(task)

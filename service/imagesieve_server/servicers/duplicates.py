@@ -13,8 +13,8 @@ from ..engine.batcher import QueueFullError
 from ..engine.fair_pool import FairPool
 from ..jobs.find_duplicates import MAX_PAIRS, find_duplicates_events
 from .collections import abort_for
-from .common import (MAX_KEY_BYTES, MAX_LABEL_BYTES, MAX_SPLIT_BYTES, BadRequest, ImageReader, abort_invalid, content_hash, gather_bounded,
-                     item_error, ordered_concurrent, text_problem)
+from .common import (MAX_KEY_BYTES, MAX_LABEL_BYTES, MAX_SPLIT_BYTES, BadRequest, ImageReader, abort_invalid,
+                     content_hash, gather_bounded, item_error, ordered_concurrent, text_problem)
 
 MAX_K = 100
 # Neighbours one CheckDuplicates request may ask for (images x k): each carries its key,

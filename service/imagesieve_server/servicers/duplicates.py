@@ -44,7 +44,7 @@ def neighbor_messages(neighbors: list[Neighbor]) -> list[duplicates_pb2.Neighbor
 
 def _answer_bytes(request) -> int:
     """An upper estimate of a check request's answer: per image its verdict
-    and up to k neighbours (keys of up to MAX_KEY_BYTES)."""
+    and up to k neighbours (keys, labels and splits at their longest)."""
     k = min(max(request.k, 0) or 5, MAX_K)
     return len(request.images) * 256 + min(len(request.images) * k, MAX_NEIGHBORS_PER_REQUEST) * NEIGHBOR_BYTES
 

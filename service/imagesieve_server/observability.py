@@ -225,6 +225,16 @@ def _incoming_request_id(metadata) -> str | None:
 ANSWER_ROOM_WAIT_S = 1.0
 
 
+def _take(counts: dict[str, int], client: str, nbytes: int) -> bool:
+    """Take ``nbytes`` from ``client``'s count; False (and the entry gone) when none is left."""
+    left = counts.get(client, 0) - nbytes
+    if left > 0:
+        counts[client] = left
+        return True
+    counts.pop(client, None)
+    return False
+
+
 class CallLimiter:
     """Calls at once: at most ``max_calls`` in all and ``max_per_client`` from
     one client (its token's name, else its address), so one client's idle
@@ -341,11 +351,7 @@ class CallLimiter:
         return True
 
     def unreserve(self, client: str, nbytes: int) -> None:
-        left = self.reserved.get(client, 0) - nbytes
-        if left > 0:
-            self.reserved[client] = left
-        else:
-            self.reserved.pop(client, None)
+        _take(self.reserved, client, nbytes)
         self.reserved_total -= nbytes
 
     def dropped(self, client: str) -> None:
@@ -389,11 +395,7 @@ class CallLimiter:
             self._sent(entry[0], entry[4])
 
     def _sent(self, client: str, nbytes: int) -> None:
-        left = self.unsent.get(client, 0) - nbytes
-        if left > 0:
-            self.unsent[client] = left
-        else:
-            self.unsent.pop(client, None)
+        if not _take(self.unsent, client, nbytes):
             self.dropping.discard(client)
         self.unsent_total -= nbytes
 

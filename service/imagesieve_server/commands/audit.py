@@ -191,9 +191,10 @@ def run(args) -> int:
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in {**s["seconds"], "report": report_seconds}.items()))
     if "duplicate_pairs" in s:
         outside = s["images_paired_outside_groups"]
+        from imagesieve.cli import counted
         print(f"duplicate groups ({s['duplicate_method']}): {s['duplicate_groups']} covering "
               f"{s['images_in_groups']} images" + (
-                  f", and {outside} more images paired but in no group (every two images of a group are "
+                  f", and {counted(outside, 'more image')} paired but in no group (every two images of a group are "
                   "paired; these pair with members of a group they cannot join)" if outside else "")
               + " (the pairs: duplicates, leakage and label conflicts below)")
         print(f"duplicate threshold: {s['duplicate_threshold_reason']}")

@@ -734,6 +734,39 @@ def test_worker_processes_give_the_same_evidence_and_stop_when_told(embedder, ph
         verify_pairs(s, a[:8], b[:8], pool=pool)
 
 
+def test_what_an_image_derives_once_for_all_its_pairs_leaves_every_pair_as_aligned_alone(photos):
+    """verify_pairs derives an image's views, templates, sheared bands and
+    histograms once for all the pairs it is in (verify._Image). Each pair's
+    evidence must be what it is aligned alone, whatever other pairs the
+    image was in before: copies turned, tilted, sheared, solarized, cropped,
+    mirrored and blurred, a transparent picture, and look-alikes, every pair
+    of them in one call, in two orders."""
+    ims = [photo_image(photos[i][0]).resize((200, 150)) for i in (0, 3, 7)]
+    base = ims[0]
+    w, h = base.size
+    transparent = Image.new("RGBA", (w + 60, h + 60), (0, 0, 0, 0))
+    transparent.paste(ims[1], (30, 30))
+    copies = [base.rotate(90, expand=True), base.rotate(30),
+              base.transform(base.size, Image.AFFINE, (1, 0.35, -0.175 * h, 0, 1, 0), Image.BILINEAR),
+              ImageOps.solarize(base, 128), ImageOps.mirror(base.crop((20, 15, 170, 130))),
+              base.filter(ImageFilter.GaussianBlur(3)), ims[1].convert("L"), transparent]
+    sigs = np.stack([layout_signature(im) for im in ims + copies])
+    a, b = np.triu_indices(len(sigs), 1)
+    together = verify_pairs(sigs, a, b, processes=False)
+    alone = [pair_alignment(sigs[i], sigs[j]) for i, j in zip(a, b)]
+    order = np.random.default_rng(0).permutation(len(a))
+    shuffled = verify_pairs(sigs, a[order], b[order], processes=False)
+    fields = [f.name for f in dataclasses.fields(PairEvidence) if f.name != "keypoint_inliers"]
+    for k, field in enumerate(fields):
+        want = np.array([pair[k] for pair in alone]).astype(getattr(together, field).dtype)
+        assert np.array_equal(getattr(together, field), want), field
+        assert np.array_equal(getattr(shuffled, field), want[order]), field
+    # the turned, tilted and solarized copies were found as such, so their searches ran
+    first = {j: i for i, j in enumerate(b) if a[i] == 0}
+    assert together.turned[first[3]] == 90 and together.turned[first[4]] == 30
+    assert together.inverted[first[6]] and together.agreement[first[6]] > 0.8
+
+
 def test_a_shared_pool_answers_checks_before_a_jobs_chunks(embedder, photos):
     """A server's pool serves checks (a few pairs, someone waiting) and
     FindDuplicates jobs (thousands). First come first served, a check waited

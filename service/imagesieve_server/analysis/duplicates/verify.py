@@ -52,6 +52,7 @@ worker processes, each sent only the signatures its chunk of pairs needs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import multiprocessing
@@ -193,6 +194,47 @@ class PairEvidence:
                               for f in dataclasses.fields(self)))
 
 
+class _Image:
+    """One signature's pixels and what every pair it is in derives from them
+    alike: its views, their templates at each share, sheared bands, coarse
+    thumbnails, edge and polar histograms. An image is in every pair of a
+    streaming check and in ~25 pairs of an audit; computed once a pair,
+    these took ~20% of a pair's time. Memoized as asked for (``memo``), so
+    an image aligned once costs what it did; nothing memoized is changed
+    in place afterwards (placements keep references to templates)."""
+    __slots__ = ("signature", "aspect", "thumb", "visible", "_memo")
+
+    def __init__(self, signature: np.ndarray):
+        self.signature = signature
+        self.aspect, _, self.thumb = unpack(signature)
+        self.visible = _visible(self.thumb)
+        self._memo: dict = {}
+
+    def memo(self, key, make):
+        try:
+            return self._memo[key]
+        except KeyError:
+            value = self._memo[key] = make()
+            return value
+
+    def views(self, tag=None) -> tuple[np.ndarray, np.ndarray]:
+        """(view, its mirror): ``tag`` None upright, ("turned", k) turned k
+        quarters counter-clockwise, "folded" folded about mid-gray (FOLD_GAIN)."""
+        def make():
+            if tag is None:
+                v = self.visible
+            elif tag == "folded":
+                v = _fold(self.thumb)
+            else:
+                v = np.ascontiguousarray(np.rot90(self.visible, tag[1]))
+            return v, v[:, ::-1].copy()
+        return self.memo(("views", tag), make)
+
+    def templates(self, tag=None) -> dict:
+        """The memo of :func:`_search`'s templates of ``views(tag)``."""
+        return self.memo(("templates", tag), dict)
+
+
 def _dog(x: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(x, (0, 0), 0.7) - cv2.GaussianBlur(x, (0, 0), 2.5)
 
@@ -209,7 +251,8 @@ def _inner(t: np.ndarray) -> np.ndarray:
     return t[m:SIDE - m, m:SIDE - m]
 
 
-def _shares(aspect_t: float, aspect_s: float) -> list[tuple[float, float]]:
+@functools.lru_cache(maxsize=4096)     # aspects are one of 256 stored values: pairs repeat them
+def _shares(aspect_t: float, aspect_s: float) -> tuple[tuple[float, float], ...]:
     """(x share, y share) of the searched view that the template's view may
     cover: an aspect-preserving crop, or the same frame squashed."""
     ratio = aspect_t / aspect_s           # fx / fy for a crop of the searched view
@@ -223,7 +266,7 @@ def _shares(aspect_t: float, aspect_s: float) -> list[tuple[float, float]]:
             out.append((fx, fy))
         if abs(ratio - 1) > 0.05:
             out.append((f, f))
-    return list(dict.fromkeys((round(x, 3), round(y, 3)) for x, y in out))
+    return tuple(dict.fromkeys((round(x, 3), round(y, 3)) for x, y in out))
 
 
 def _cell_agreement(t: np.ndarray, p: np.ndarray, sign: float) -> float | None:
@@ -352,32 +395,46 @@ def _place(templ: np.ndarray, searched: np.ndarray, m: _Match, area: float, mirr
         m.patch, m._detail, m._cells, m.mask, m.at = patch, None, None, mask, (x, y)
 
 
-def _search(views, searched: np.ndarray, shares, stop_at: float, turned: int = 0, masks=None) -> _Match:
+def _template(view: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, bool]:
+    templ = cv2.resize(_inner(view), size, interpolation=cv2.INTER_AREA)
+    return templ, _flat(templ)
+
+
+def _search(views, searched: np.ndarray, shares, stop_at: float, turned: int = 0, masks=None,
+            templates: dict | None = None) -> _Match:
     """``views``: (template view,) or (view, its mirror); ``masks``: their
-    opacity (float 0/1, the same shape), or None (opaque)."""
+    opacity (float 0/1, the same shape), or None (opaque); ``templates``:
+    a memo of these views' templates by (view, size) (an _Image's), or None."""
     m = _Match()
     for fx, fy in shares:
         size = (max(4, round(fx * SIDE * INNER)), max(4, round(fy * SIDE * INNER)))
         for k, view in enumerate(views):
-            templ = cv2.resize(_inner(view), size, interpolation=cv2.INTER_AREA)
             mask = None
             if masks is not None:
+                templ, flat = _template(view, size)
                 mask = (cv2.resize(_inner(masks[k]), size, interpolation=cv2.INTER_AREA) >= 0.5).astype(np.float32)
                 if mask.mean() < MIN_OPAQUE:
                     continue
-            if not _flat(templ):
+            elif templates is None:
+                templ, flat = _template(view, size)
+            else:
+                key = (k, size)
+                if key not in templates:
+                    templates[key] = _template(view, size)
+                templ, flat = templates[key]
+            if not flat:
                 _place(templ, searched, m, fx * fy, k == 1, turned, mask)
             if m.reaches(stop_at):
                 return m
     return m
 
 
-def _likely_turn(a: np.ndarray, b: np.ndarray) -> int:
+def _likely_turn(a: "_Image", b: "_Image") -> int:
     """Quarter turns (1-3, counter-clockwise) that bring ``a`` onto ``b``
     better than upright on COARSE x COARSE full-frame thumbnails, or 0.
     Cheap (a dozen small correlations), so the full search runs for at most
     one turn, and only when the picture looks turned."""
-    sa, sb = _coarse(a), _coarse(b)
+    sa, sb = _coarse_of(a), _coarse_of(b)
     fit = [max(abs(_zncc(np.rot90(v, k), sb)) for v in (sa, sa[:, ::-1])) for k in range(4)]
     k = int(np.argmax(fit[1:])) + 1
     return k if fit[k] >= TURN_FIT and fit[k] > fit[0] + TURN_MARGIN else 0
@@ -427,9 +484,10 @@ def _best_shifts(fit: np.ndarray, count: int) -> list[float]:
     return out
 
 
-def _circular_fit(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """fit[s] = sum_n b[n + s] . a[n] along axis 0 (a, b: (TILT_BINS, ...))."""
-    f = np.real(np.fft.ifft(np.fft.fft(b, axis=0) * np.conj(np.fft.fft(a, axis=0)), axis=0))
+def _circular_fit(spectrum_a: np.ndarray, spectrum_b: np.ndarray) -> np.ndarray:
+    """fit[s] = sum_n b[n + s] . a[n] along axis 0 (a, b: (TILT_BINS, ...)),
+    from their spectra along axis 0 (np.fft.fft(x, axis=0))."""
+    f = np.real(np.fft.ifft(spectrum_b * np.conj(spectrum_a), axis=0))
     return f.reshape(TILT_BINS, -1).sum(axis=1)
 
 
@@ -444,24 +502,30 @@ def _polar(x: np.ndarray) -> np.ndarray:
     return p / np.where(n > 0, n, 1.0)
 
 
-def _likely_tilts(xa: np.ndarray, xb: np.ndarray) -> list[tuple[float, bool]]:
-    """(degrees, canvas grown) tilts that may bring ``xa`` onto ``xb``
-    (unsquashed views), degrees as OpenCV turns (counter-clockwise). On a
+def _likely_tilts(a: "_Image", b: "_Image") -> list[tuple[float, bool]]:
+    """(degrees, canvas grown) tilts that may bring ``a`` onto ``b``
+    (their unsquashed views), degrees as OpenCV turns (counter-clockwise). On a
     grown canvas (trimmed again, so centre and scale move), every edge turns
     with the picture: the best circular alignments of the two gradient
     direction histograms. In place (frame and centre kept): the best
     alignments of the two polar views. Directions and polar angles run
     clockwise on screen (y points down), hence the sign."""
-    by_edges = _best_shifts(_circular_fit(_orientations(xa), _orientations(xb)), TILT_GUESSES[True])
-    by_polar = _best_shifts(_circular_fit(_polar(xa), _polar(xb)), TILT_GUESSES[False])
+    def edges(x):
+        return x.memo("orientations", lambda: np.fft.fft(_orientations(_unsquashed_of(x)), axis=0))
+
+    def polar(x):
+        return x.memo("polar", lambda: np.fft.fft(_polar(_unsquashed_of(x)), axis=0))
+    by_edges = _best_shifts(_circular_fit(edges(a), edges(b)), TILT_GUESSES[True])
+    by_polar = _best_shifts(_circular_fit(polar(a), polar(b)), TILT_GUESSES[False])
     return [(-d, True) for d in by_edges] + [(-d, False) for d in by_polar]
 
 
-def _tilted_view(x: np.ndarray, degrees: float, expand: bool) -> np.ndarray | None:
+def _tilted_view(x: np.ndarray, degrees: float, expand: bool, tone: float | None = None) -> np.ndarray | None:
     """``x`` (an unsquashed view) turned by ``degrees``, as a (SIDE, SIDE)
     view like a signature's: ``expand``, on a canvas of its edge tone grown
     to hold it, then that canvas trimmed away again (a picture rotated with
-    its canvas expanded); else cut to its own frame (rotated in place)."""
+    its canvas expanded); else cut to its own frame (rotated in place).
+    ``tone``: ``x``'s edge tone, if known."""
     h, w = x.shape
     m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
     if not expand:
@@ -471,7 +535,7 @@ def _tilted_view(x: np.ndarray, degrees: float, expand: bool) -> np.ndarray | No
         nw, nh = int(h * s + w * c + 0.5), int(h * c + w * s + 0.5)
         m[0, 2] += (nw - w) / 2
         m[1, 2] += (nh - h) / 2
-        tone = edge_tone(x)[0]        # the canvas it was cut from, as the signature saw it
+        tone = edge_tone(x)[0] if tone is None else tone   # the canvas it was cut from, as the signature saw it
         r = cv2.warpAffine(x, m, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                            borderValue=tone)
         inside = np.abs(r - tone) > FRAME_TOLERANCE
@@ -633,19 +697,27 @@ def _coarse(x: np.ndarray) -> np.ndarray:
     return cv2.resize(x, (COARSE, COARSE), interpolation=cv2.INTER_AREA)
 
 
-def _tilt_search(a, aspect_a, b, aspect_b, stop_at: float) -> _Match | None:
+def _coarse_of(x: "_Image", inner: bool = False) -> np.ndarray:
+    """The coarse thumbnail of an image's upright view (``inner``: of its inner part)."""
+    return x.memo(("coarse", inner), lambda: _coarse(_inner(x.visible) if inner else x.visible))
+
+
+def _unsquashed_of(x: "_Image") -> np.ndarray:
+    return x.memo("unsquashed", lambda: _unsquashed(x.visible, x.aspect))
+
+
+def _tilt_search(ia: "_Image", ib: "_Image", stop_at: float) -> _Match | None:
     """The best alignment of ``a`` turned by a tilt its edges or its polar
     view point to (rotated with its canvas grown, or in place) onto ``b``; None when
     no tilt fits ``b`` coarsely (TILT_FIT). Most look-alikes stop at the
     coarse fit, so the cost is a few small resizes a pair."""
-    xa = _unsquashed(a, aspect_a)
+    xa, b = _unsquashed_of(ia), ib.visible
     best = None
-    coarse_b = {True: _coarse(b), False: _coarse(_inner(b))}
-    for deg, expand in _likely_tilts(xa, _unsquashed(b, aspect_b)):
-        view = _tilted_view(xa, deg, expand)
+    for deg, expand in _likely_tilts(ia, ib):
+        view = _tilted_view(xa, deg, expand, ia.memo("unsquashed tone", lambda: edge_tone(xa)[0]))
         if view is None or _flat(view):
             continue
-        fit = _zncc(_coarse(view if expand else _inner(view)), coarse_b[expand])
+        fit = _zncc(_coarse(view if expand else _inner(view)), _coarse_of(ib, inner=not expand))
         if fit < TILT_FIT:
             continue
         m = _search((view,), b, _shares(1.0, 1.0)[:TILT_SHARES[expand]], stop_at, int(round(deg)) % 360)
@@ -696,13 +768,15 @@ def _sheared_band(t: np.ndarray, factor: float, axis: int) -> np.ndarray | None:
     return np.ascontiguousarray(r[cut:side - cut, :] if axis == 0 else r[:, cut:side - cut])
 
 
-def _shear_search(a: np.ndarray, b: np.ndarray, stop_at: float) -> _Match:
+def _shear_search(a: np.ndarray, b: np.ndarray, stop_at: float, images: tuple | None = None) -> _Match:
     """The best placement of either view's sheared band (see SHEARS) on the
     other: both ways, since a copy's band holds its black wedges unless its
-    shear back is nearly exact, while the original's fits over a wider range."""
+    shear back is nearly exact, while the original's fits over a wider range.
+    ``images``: the two views' _Image, whose memos keep the bands, or None."""
     best = _Match()
-    for t, searched in ((a, b), (b, a)):
+    for t, searched, image in ((a, b, images and images[0]), (b, a, images and images[1])):
         first = t is a
+        bands = {} if image is None else image.memo("bands", dict)
         fits: dict[tuple[int, float], float] = {}      # (axis, factor): layout
         todo = [(axis, sign * f) for axis in (0, 1) for f in SHEARS for sign in (1, -1)]
         for step in (None,) + SHEAR_REFINE:
@@ -710,8 +784,14 @@ def _shear_search(a: np.ndarray, b: np.ndarray, stop_at: float) -> _Match:
                 axis, factor = max(fits, key=fits.get)
                 todo = [(axis, round(factor + step, 4)), (axis, round(factor - step, 4))]
             for axis, factor in todo:
-                band = None if (axis, factor) in fits else _sheared_band(t, factor, axis)
-                if band is None or _flat(band):
+                if (axis, factor) in fits:
+                    band = None
+                else:
+                    if (axis, factor) not in bands:
+                        cut = _sheared_band(t, factor, axis)
+                        bands[axis, factor] = cut if cut is not None and not _flat(cut) else None
+                    band = bands[axis, factor]
+                if band is None:
                     fits.setdefault((axis, factor), -1.0)
                     continue
                 m = _Match()
@@ -745,16 +825,17 @@ def _fold(t: np.ndarray) -> np.ndarray:
     return 127.5 - np.abs(t.astype(np.float32) - 127.5)
 
 
-def _folded_match(ta, aspect_a, tb, aspect_b, stop_at: float) -> tuple[_Match | None, np.ndarray | None]:
+def _folded_match(ia: "_Image", ib: "_Image", stop_at: float) -> tuple[_Match | None, np.ndarray | None]:
     """The best full-frame placement (by layout) of two thumbnails' folded
     views (either way round, mirrored or not), and the view it was placed
     on; (None, None) when a folded view is flat or correlates only negatively."""
     best, searched = None, None
-    fa, fb = _fold(ta), _fold(tb)
-    for t, at, s, as_ in ((fa, aspect_a, fb, aspect_b), (fb, aspect_b, fa, aspect_a)):
-        if _flat(t) or _flat(s):
+    for it, is_ in ((ia, ib), (ib, ia)):
+        t, s = it.views("folded")[0], is_.views("folded")[0]
+        if it.memo("folded flat", lambda: _flat(t)) or is_.memo("folded flat", lambda: _flat(s)):
             continue
-        m = _search((t, t[:, ::-1].copy()), s, _shares(at, as_)[:1], stop_at)
+        m = _search(it.views("folded"), s, _shares(it.aspect, is_.aspect)[:1], stop_at,
+                    templates=it.templates("folded"))
         # by layout: the cells and detail are computed only for a placement that may count
         if m.templ is not None and m.sign > 0 and (best is None or m.layout > best.layout):
             best, searched = m, s
@@ -768,38 +849,48 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
     uint8 each; see PairEvidence). The search stops once ``agreement``
     reaches ``stop_at``. ``judge_profile`` False: matched_profile is not
     measured (True), for pairs with no profile on either side."""
-    aspect_a, _, ta = unpack(sig_a)
-    aspect_b, _, tb = unpack(sig_b)
-    spread_a, spread_b = float(ta.std()), float(tb.std())
+    return _aligned(_Image(sig_a), _Image(sig_b), stop_at, judge_profile)
+
+
+def _aligned(ia: _Image, ib: _Image, stop_at: float, judge_profile: bool
+             ) -> tuple[float, float, float, float, bool, int, bool, float, float, bool, float]:
+    """:func:`pair_alignment` of two images (what they derive is memoized in them)."""
+    (aspect_a, ta), (aspect_b, tb) = (ia.aspect, ia.thumb), (ib.aspect, ib.thumb)
+    spread_a, spread_b = ia.memo("spread", lambda: float(ta.std())), ib.memo("spread", lambda: float(tb.std()))
     if min(spread_a, spread_b) < BLANK_STD and max(spread_a, spread_b) < FLAT_STD:
         # No layout to align: a blank picture, against a blank or dim one (a
         # near-black picture's recompressed copy crosses BLANK_STD either
         # way), is the same picture if it is of one tone with it.
         same = float(abs(float(ta.mean()) - float(tb.mean())) < 8)
         return same, same, same, 1.0, False, 0, False, 0.0, 0.0, True, 0.0
-    a, b = _visible(ta), _visible(tb)
-    if a.std() < FLAT_STD or b.std() < FLAT_STD:     # blank against a picture
+    a, b = ia.visible, ib.visible
+    if (ia.memo("visible spread", lambda: a.std()) < FLAT_STD
+            or ib.memo("visible spread", lambda: b.std()) < FLAT_STD):     # blank against a picture
         return 0.0, 0.0, 0.0, 1.0, False, 0, False, 0.0, 0.0, True, 0.0
     best, best_searched = _Match(), None
-    searches = [(a, aspect_a, b, aspect_b, None, 0, None), (b, aspect_b, a, aspect_a, None, 0, None)]
+    # (template image, its views' tag, searched view, shares, turned degrees, opacity mask)
+    searches = [(ia, None, b, None, 0, None), (ib, None, a, None, 0, None)]
     # A transparent image against an opaque one is also searched by its opaque
     # pixels alone: a copy saved without regard to the alpha shows another
     # colour around the picture. (Two transparent images share the white
     # canvas they are composited on.)
-    opaque_a, opaque_b = opacity(sig_a), opacity(sig_b)
+    opaque_a, opaque_b = opacity(ia.signature), opacity(ib.signature)
     if (opaque_a is None) != (opaque_b is None):
-        t, at, s, as_, opaque = ((a, aspect_a, b, aspect_b, opaque_a) if opaque_a is not None
-                                 else (b, aspect_b, a, aspect_a, opaque_b))
+        it, s, opaque = (ia, b, opaque_a) if opaque_a is not None else (ib, a, opaque_b)
         mask = opaque.astype(np.float32)
-        searches.append((t, at, s, as_, None, 0, mask))
+        searches.append((it, None, s, None, 0, mask))
         inside = _off_the_edge(mask)
-        whole = [(fx, fy) for fx, fy in _shares(at, as_) if fx * fy >= EDGE_FREE_AREA]
+        whole = [(fx, fy) for fx, fy in _shares(it.aspect, ib.aspect if it is ia else ia.aspect)
+                 if fx * fy >= EDGE_FREE_AREA]
         if inside is not None and whole:
-            searches.append((t, at, s, as_, whole, 0, inside))
+            searches.append((it, None, s, whole, 0, inside))
     while searches:
-        t, at, s, as_, shares, turned, mask = searches.pop(0)
+        it, tag, s, shares, turned, mask = searches.pop(0)
+        # a view's aspect: a quarter turn swaps its sides
+        at = it.aspect if tag is None or tag[1] == 2 else 1 / it.aspect
+        as_ = ib.aspect if it is ia else ia.aspect
         masks = None if mask is None else (mask, mask[:, ::-1].copy())
-        m = _search((t, t[:, ::-1].copy()), s, shares or _shares(at, as_), stop_at, turned, masks)
+        m = _search(it.views(tag), s, shares or _shares(at, as_), stop_at, turned, masks, it.templates(tag))
         if m.templ is not None and (best.templ is None or m.agreement > best.agreement):
             best, best_searched = m, s
         if best.templ is not None and best.reaches(stop_at):
@@ -808,12 +899,11 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
             # A copy turned by a quarter (a photo on its side, a scan upside
             # down, a vertical flip = half a turn and a mirror): search the
             # turn the coarse thumbnails point to, from the larger shares.
-            k = _likely_turn(a, b)
+            k = _likely_turn(ia, ib)
             if k:
-                turned_a, turned_b = np.ascontiguousarray(np.rot90(a, k)), np.ascontiguousarray(np.rot90(b, -k))
                 ra, rb = (aspect_a, aspect_b) if k == 2 else (1 / aspect_a, 1 / aspect_b)
-                searches = [(turned_a, ra, b, aspect_b, _shares(ra, aspect_b)[:TURN_SHARES], 90 * k, None),
-                            (turned_b, rb, a, aspect_a, _shares(rb, aspect_a)[:TURN_SHARES], 90 * k, None)]
+                searches = [(ia, ("turned", k), b, _shares(ra, aspect_b)[:TURN_SHARES], 90 * k, None),
+                            (ib, ("turned", -k % 4), a, _shares(rb, aspect_a)[:TURN_SHARES], 90 * k, None)]
     if best.templ is None:
         # Every template (a view's inner part) was flat: the picture lies in its
         # margin (a thin band along one edge). The whole frames are compared as they
@@ -829,7 +919,7 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
     folded = False
     if not best.reaches(stop_at):
         # Solarized (see FOLD_GAIN): the placements below then turn and blur the folded views.
-        m, searched = _folded_match(ta, aspect_a, tb, aspect_b, stop_at)
+        m, searched = _folded_match(ia, ib, stop_at)
         if m is not None and m.layout > best.layout and m.agreement >= best.agreement + FOLD_GAIN:
             best, best_searched, folded = m, searched, True
     if not best.reaches(stop_at):
@@ -853,12 +943,12 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
     if not best.reaches(stop_at):
         # A larger tilt (a picture rotated 10-180 degrees, on a grown canvas
         # or in place): the ones its edges' directions and polar view point to.
-        tilted = _tilt_search(a, aspect_a, b, aspect_b, stop_at)
+        tilted = _tilt_search(ia, ib, stop_at)
         if tilted is not None and tilted.agreement > best.agreement:
             best, folded = tilted, False
     if not best.reaches(stop_at):
         # A shear (see SHEARS).
-        sheared = _shear_search(a, b, stop_at)
+        sheared = _shear_search(a, b, stop_at, (ia, ib))
         if (sheared.templ is not None and sheared.agreement >= best.agreement + SHEAR_GAIN
                 and sheared.detail >= SHEAR_DETAIL):
             best, folded = sheared, False
@@ -873,7 +963,8 @@ def pair_alignment(sig_a: np.ndarray, sig_b: np.ndarray, stop_at: float = ACCEPT
             if matched is not None and matched.agreement > best.agreement:
                 best = matched
     warp_gain = 0.0
-    if not best.reaches(stop_at) and min(fine_detail(ta), fine_detail(tb)) >= WARP_DETAIL:
+    if not best.reaches(stop_at) and min(ia.memo("fine detail", lambda: fine_detail(ta)),
+                                         ib.memo("fine detail", lambda: fine_detail(tb))) >= WARP_DETAIL:
         warped = _warped(best)
         if warped is not None and warped.agreement > best.agreement:
             warp_gain, best = warped.agreement - best.agreement, warped
@@ -1130,12 +1221,23 @@ def _align_all(sig: np.ndarray, a: np.ndarray, b: np.ndarray, stop_at: float,
     """PairEvidence of pairs (a[i], b[i]) of ``sig``, one after another (a
     worker process's task); ``profiled``: see verify_pairs."""
     out = PairEvidence.empty(len(a))
+    # What an image derives is derived once a chunk and let go after its last pair
+    # there (up to ~0.7 MB an image; ~60 at a time in an audit's chunk of 256 pairs).
+    last = {int(r): i for i, pair in enumerate(zip(a, b)) for r in pair}
+    images: dict[int, _Image] = {}
     for i in range(len(a)):
+        ra, rb = int(a[i]), int(b[i])
+        for r in (ra, rb):
+            if r not in images:
+                images[r] = _Image(sig[r])
         (out.agreement[i], out.layout[i], out.detail[i], out.matched_area[i], out.mirrored[i],
          out.turned[i], out.inverted[i], out.matched_simplicity[i], out.matched_blur_px[i],
-         out.matched_profile[i], out.warp_gain[i]) = pair_alignment(
-             sig[a[i]], sig[b[i]], stop_at, profiled is None or bool(profiled[i]))
-        out.keypoint_inliers[i] = min(matched_inliers(keypoints(sig[a[i]]), keypoints(sig[b[i]])), 32767)
+         out.matched_profile[i], out.warp_gain[i]) = _aligned(
+             images[ra], images[rb], stop_at, profiled is None or bool(profiled[i]))
+        out.keypoint_inliers[i] = min(matched_inliers(keypoints(sig[ra]), keypoints(sig[rb])), 32767)
+        for r in (ra, rb):
+            if last[r] == i:
+                images.pop(r, None)
     return out
 
 

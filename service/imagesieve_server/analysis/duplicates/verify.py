@@ -197,11 +197,12 @@ class PairEvidence:
 class _Image:
     """One signature's pixels and what every pair it is in derives from them
     alike: its views, their templates at each share, sheared bands, coarse
-    thumbnails, edge and polar histograms. An image is in every pair of a
-    streaming check and in ~25 pairs of an audit; computed once a pair,
-    these took ~20% of a pair's time. Memoized as asked for (``memo``), so
-    an image aligned once costs what it did; nothing memoized is changed
-    in place afterwards (placements keep references to templates)."""
+    thumbnails, edge and polar spectra. An image is in every pair of a
+    streaming check and in ~25 pairs of an audit; derived once for them all
+    (in a chunk, see _align_all), pairs were aligned 1.02-1.16x faster
+    (bench/verify_speed.py), with the same evidence. Memoized as asked for
+    (``memo``), so an image aligned once costs what it did; nothing memoized
+    is changed in place afterwards (placements keep references to templates)."""
     __slots__ = ("signature", "aspect", "thumb", "visible", "_memo")
 
     def __init__(self, signature: np.ndarray):

@@ -144,8 +144,9 @@ def test_check_command_ingests_unique_and_flags_copies(server, photos, tmp_path)
     assert r.returncode == 0 and len(out) == 3 and out[0].startswith("NEAR_DUPLICATE"), r.stdout
     assert all(line.split()[0] == "then" and "(cosine " in line for line in out[1:]), r.stdout
     assert len({line.split("(cosine")[0].split()[-1] for line in out}) == 3          # three different images
-    r = run_cli("check", str(second), "--collection", "missing", "--server", server.address)
-    assert r.returncode == 1 and "NOT_FOUND" in r.stderr and r.stderr.strip().endswith("(--create makes it)")
+    for command in ("check", "add"):      # both take --create, and both say so
+        r = run_cli(command, str(second), "--collection", "missing", "--server", server.address)
+        assert r.returncode == 1 and "NOT_FOUND" in r.stderr and r.stderr.strip().endswith("(--create makes it)")
     # A failed image: its own line, kept on one line whatever its name; --strict makes it the exit code.
     third = tmp_path / "third"
     third.mkdir()

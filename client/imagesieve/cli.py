@@ -217,6 +217,15 @@ def _neighbor(n) -> str:
             + (f", layout agreement {n.agreement:.3f}" if n.agreement == n.agreement else "") + ")")
 
 
+def _collection_call_failed(e, create: bool) -> str:
+    """A failed call of a command that takes --create, in one line; a
+    collection that does not exist says how to make it."""
+    import grpc
+    hint = (" (--create makes it)" if e.code() == grpc.StatusCode.NOT_FOUND and not create
+            and "collection" in (e.details() or "") else "")
+    return f"{e.code().name}: {e.details()}{hint}"
+
+
 def cmd_check(args) -> int:
     """Stream images through CheckDuplicates; one verdict line per image."""
     from .contact_sheet import one_line
@@ -255,9 +264,7 @@ def cmd_check(args) -> int:
                     for n in (r.neighbors[1:args.k] if args.k and r.error is None else ()):
                         print(f"{'':15}   then {'the same picture ' if n.verified else ''}{_neighbor(n)}", flush=True)
         except grpc.RpcError as e:
-            hint = (" (--create makes it)" if e.code() == grpc.StatusCode.NOT_FOUND and not args.create
-                    and "collection" in (e.details() or "") else "")
-            print(f"imagesieve check: {e.code().name}: {e.details()}{hint}", file=sys.stderr)
+            print(f"imagesieve check: {_collection_call_failed(e, args.create)}", file=sys.stderr)
             return 1
     print("summary: " + ", ".join(f"{v.lower()} {n}" for v, n in sorted(counts.items())), file=sys.stderr)
     near, checked = counts.get("NEAR_DUPLICATE", 0), sum(counts.values()) - failed
@@ -363,7 +370,7 @@ def cmd_add(args) -> int:
                         failures.append(r.error)
                     bar.update(ok=r.error is None)
         except grpc.RpcError as e:
-            print(f"imagesieve add: {e.code().name}: {e.details()}", file=sys.stderr)
+            print(f"imagesieve add: {_collection_call_failed(e, args.create)}", file=sys.stderr)
             return 1
     for f in failures:
         print(f"failed: {one_line(f.key)}: {f.code}: {f.message}", file=sys.stderr)

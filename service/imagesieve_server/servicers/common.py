@@ -331,14 +331,13 @@ async def ordered_concurrent(request_iterator, handle, window: int, budget: Memo
                 held = None
                 try:
                     if budget is not None:
-                        try:
-                            held = _Held(budget, await budget.reserve(request.ByteSize(), "the next request",
-                                                                      STREAM_BUDGET_WAIT_S))
-                        except BudgetExceeded as e:
-                            raise QueueFullError(str(e)) from None
-                except BaseException:
+                        held = _Held(budget, await budget.reserve(request.ByteSize(), "the next request",
+                                                                  STREAM_BUDGET_WAIT_S))
+                except BaseException as e:
                     if mine:
                         client_room.release(mine)
+                    if isinstance(e, BudgetExceeded):
+                        raise QueueFullError(str(e)) from None
                     raise
                 task = asyncio.ensure_future(started(request, held))
                 counted[task] = need

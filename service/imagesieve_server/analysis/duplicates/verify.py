@@ -881,17 +881,16 @@ def _aligned(ia: _Image, ib: _Image, stop_at: float, judge_profile: bool
         mask = opaque.astype(np.float32)
         searches.append((it, None, s, None, 0, mask))
         inside = _off_the_edge(mask)
-        whole = [(fx, fy) for fx, fy in _shares(it.aspect, ib.aspect if it is ia else ia.aspect)
+        whole = [(fx, fy) for fx, fy in _shares(it.aspect, (ib if it is ia else ia).aspect)
                  if fx * fy >= EDGE_FREE_AREA]
         if inside is not None and whole:
             searches.append((it, None, s, whole, 0, inside))
     while searches:
         it, tag, s, shares, turned, mask = searches.pop(0)
-        # a view's aspect: a quarter turn swaps its sides
-        at = it.aspect if tag is None or tag[1] == 2 else 1 / it.aspect
-        as_ = ib.aspect if it is ia else ia.aspect
         masks = None if mask is None else (mask, mask[:, ::-1].copy())
-        m = _search(it.views(tag), s, shares or _shares(at, as_), stop_at, turned, masks, it.templates(tag))
+        if shares is None:      # the upright view's (a turned view's are given)
+            shares = _shares(it.aspect, (ib if it is ia else ia).aspect)
+        m = _search(it.views(tag), s, shares, stop_at, turned, masks, it.templates(tag))
         if m.templ is not None and (best.templ is None or m.agreement > best.agreement):
             best, best_searched = m, s
         if best.templ is not None and best.reaches(stop_at):

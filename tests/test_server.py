@@ -212,3 +212,13 @@ print('no torch')
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "no torch" in out.stdout, out.stderr
+
+
+def test_port_flag_sets_the_port_of_the_address_and_is_checked():
+    from imagesieve_server.server import parse_config
+    assert parse_config(["--port", "50123"]).address == "127.0.0.1:50123"
+    assert parse_config(["--address", "[::]:1", "--port", "7"]).address == "[::]:7"
+    assert parse_config([]).address == "127.0.0.1:50051"
+    with pytest.raises(SystemExit) as e:
+        parse_config(["--port", "70000"])
+    assert e.value.code == 2

@@ -1,6 +1,6 @@
 """``imagesieve``: the command line.
 
-    imagesieve serve [--address HOST:PORT] ...     run the gRPC server (needs imagesieve-server)
+    imagesieve serve [--address HOST:PORT] [--port N]   run the gRPC server (needs imagesieve-server)
     imagesieve embed PATHS... --server ADDR --out FILE.npy
     imagesieve check PATHS... --collection C [--add-if-unique]   verdict per image
     imagesieve add PATHS|MANIFEST.csv --collection C [--folder-labels]   images with labels and splits

@@ -245,3 +245,48 @@ def test_stream_room_is_reserved_within_the_bounds():
     limiter.unreserve("a", 10)
     assert limiter.try_reserve("b", 1) and limiter.reserved_total == 3
     limiter.sending_end(held, delivered=True)
+
+
+def test_a_stream_waiting_for_room_starts_when_room_is_freed_not_at_a_poll():
+    """StreamRoom.reserve is woken by the bytes being freed, in the event
+    loop's next turn (it polled every 50 ms); by its own client's reserved
+    bytes or by another client's answer being sent (the server's bound is
+    shared), and a waiter given up leaves nothing behind."""
+    import asyncio
+
+    from imagesieve_server.observability import CallLimiter, StreamRoom
+
+    async def turns(n: int = 3):
+        for _ in range(n):
+            await asyncio.sleep(0)
+
+    async def scenario():
+        limiter = CallLimiter(8, 4, max_unsent_per_client=10, max_unsent=15)
+        a, b = StreamRoom(limiter, "a"), StreamRoom(limiter, "b")
+        first = await a.reserve(8)
+        waiting = asyncio.ensure_future(a.reserve(5))        # 8 + 5 > a's 10
+        await turns()
+        assert not waiting.done()
+        a.release(first)
+        await turns()
+        assert waiting.done() and waiting.result() == 5
+        # The server's bound: b's unsent answer fills everyone's room.
+        sending = limiter.sending_begin("b", None, None, 9)    # 5 + 9 = 14 of 15
+        waiting = asyncio.ensure_future(a.reserve(3))
+        await turns()
+        assert not waiting.done()
+        limiter.sending_end(sending, delivered=True)
+        await turns()
+        assert waiting.done()
+        # Given up (its stream cancelled): no waiter left behind.
+        gives_up = asyncio.ensure_future(b.reserve(20))       # b holds nothing: always may start one
+        await turns()
+        assert gives_up.done()
+        blocked = asyncio.ensure_future(b.reserve(20))
+        await turns()
+        assert not blocked.done() and len(limiter.room_waiters) == 1
+        blocked.cancel()
+        await turns()
+        assert not limiter.room_waiters
+
+    asyncio.run(scenario())

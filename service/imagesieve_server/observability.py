@@ -290,6 +290,7 @@ class CallLimiter:
         self.reserved: dict[str, int] = {}
         self.reserved_total = 0
         self.reserved_peak = 0                  # of unsent_total + reserved_total (/metrics)
+        self.room_waiters: set[asyncio.Future] = set()   # StreamRooms waiting for bytes to be freed
 
     def enter(self, client: str) -> str | None:
         """None when admitted, else why not (the caller answers RESOURCE_EXHAUSTED)."""
@@ -353,6 +354,21 @@ class CallLimiter:
     def unreserve(self, client: str, nbytes: int) -> None:
         _take(self.reserved, client, nbytes)
         self.reserved_total -= nbytes
+        self._room_freed()
+
+    def room_freed(self) -> asyncio.Future:
+        """A future done when unsent or reserved bytes are next freed (any
+        client's: the server's bound is shared); the caller discards it from
+        ``room_waiters`` when it stops waiting."""
+        freed = asyncio.get_running_loop().create_future()
+        self.room_waiters.add(freed)
+        return freed
+
+    def _room_freed(self) -> None:
+        waiters, self.room_waiters = self.room_waiters, set()
+        for freed in waiters:
+            if not freed.done():
+                freed.set_result(None)
 
     def dropped(self, client: str) -> None:
         """An answer to ``client`` found no room and was dropped: its new calls
@@ -398,6 +414,7 @@ class CallLimiter:
         if not _take(self.unsent, client, nbytes):
             self.dropping.discard(client)
         self.unsent_total -= nbytes
+        self._room_freed()
 
     def _evict(self, client: str | None, requester: str) -> bool:
         """Close the longest idle stream (of ``client``, else anyone's) idle
@@ -443,9 +460,9 @@ class StreamRoom:
     of room, as unary ones are: a slow reader would lose whole streams, and
     a check that added images would be answered RESOURCE_EXHAUSTED after its
     adds. The work waits instead, before it starts; the client holds only
-    its own call slots."""
-
-    POLL_S = 0.05
+    its own call slots. A waiting stream is woken when bytes are freed, not
+    by polling (it polled every 50 ms: a stream's next request started up to
+    50 ms after its client read the answer that made room for it)."""
 
     def __init__(self, limiter: "CallLimiter", client: str):
         self.limiter, self.client = limiter, client
@@ -454,7 +471,11 @@ class StreamRoom:
         """Wait until there is room for an answer of ``nbytes``; then it is
         counted until :meth:`release`."""
         while not self.limiter.try_reserve(self.client, nbytes):
-            await asyncio.sleep(self.POLL_S)
+            freed = self.limiter.room_freed()
+            try:
+                await freed
+            finally:
+                self.limiter.room_waiters.discard(freed)
         return nbytes
 
     def release(self, nbytes: int) -> None:

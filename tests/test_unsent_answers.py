@@ -248,10 +248,11 @@ def test_stream_room_is_reserved_within_the_bounds():
 
 
 def test_a_stream_waiting_for_room_starts_when_room_is_freed_not_at_a_poll():
-    """StreamRoom.reserve is woken by the bytes being freed, in the event
-    loop's next turn (it polled every 50 ms); by its own client's reserved
-    bytes or by another client's answer being sent (the server's bound is
-    shared), and a waiter given up leaves nothing behind."""
+    """StreamRoom.reserve is granted its bytes when they are freed, in the
+    event loop's next turn (it polled every 50 ms): by its own client's
+    reserved bytes or by another client's answer being sent (the server's
+    bound is shared). A client's waiting work is served in order, and a
+    waiter given up, before or after its grant, leaves nothing behind."""
     import asyncio
 
     from imagesieve_server.observability import CallLimiter, StreamRoom
@@ -277,16 +278,29 @@ def test_a_stream_waiting_for_room_starts_when_room_is_freed_not_at_a_poll():
         assert not waiting.done()
         limiter.sending_end(sending, delivered=True)
         await turns()
-        assert waiting.done()
-        # Given up (its stream cancelled): no waiter left behind.
-        gives_up = asyncio.ensure_future(b.reserve(20))       # b holds nothing: always may start one
+        assert waiting.done() and limiter.reserved["a"] == 8
+        # In order: a's 4 waits, and a later 1 that would fit does not pass it.
+        big, small = asyncio.ensure_future(a.reserve(4)), None
         await turns()
-        assert gives_up.done()
-        blocked = asyncio.ensure_future(b.reserve(20))
+        small = asyncio.ensure_future(a.reserve(1))
         await turns()
-        assert not blocked.done() and len(limiter.room_waiters) == 1
+        assert not big.done() and not small.done()
+        a.release(3)                                          # a: 5 held, 4 and then 1 fit
+        await turns()
+        assert big.done() and small.done() and limiter.reserved["a"] == 10
+        # Given up while waiting: nothing queued, nothing reserved.
+        blocked = asyncio.ensure_future(a.reserve(2))
+        await turns()
+        assert limiter.room_waiters
         blocked.cancel()
         await turns()
-        assert not limiter.room_waiters
+        assert not limiter.room_waiters and limiter.reserved["a"] == 10
+        # Granted, then cancelled before it could start: its grant given back.
+        late = asyncio.ensure_future(a.reserve(2))
+        await turns()
+        a.release(2)                                          # granted now; it runs next turn
+        late.cancel()
+        await turns()
+        assert late.cancelled() and limiter.reserved["a"] == 8 and not limiter.room_waiters
 
     asyncio.run(scenario())

@@ -290,7 +290,9 @@ class CallLimiter:
         self.reserved: dict[str, int] = {}
         self.reserved_total = 0
         self.reserved_peak = 0                  # of unsent_total + reserved_total (/metrics)
-        self.room_waiters: set[asyncio.Future] = set()   # StreamRooms waiting for bytes to be freed
+        # Stream work waiting for its client's room, first come first served a client:
+        # client -> [(bytes, future done when they are reserved for it)] (StreamRoom).
+        self.room_waiters: dict[str, list[tuple[int, asyncio.Future]]] = {}
 
     def enter(self, client: str) -> str | None:
         """None when admitted, else why not (the caller answers RESOURCE_EXHAUSTED)."""
@@ -354,21 +356,41 @@ class CallLimiter:
     def unreserve(self, client: str, nbytes: int) -> None:
         _take(self.reserved, client, nbytes)
         self.reserved_total -= nbytes
-        self._room_freed()
+        if self.room_waiters:
+            self._grant()
 
-    def room_freed(self) -> asyncio.Future:
-        """A future done when unsent or reserved bytes are next freed (any
-        client's: the server's bound is shared); the caller discards it from
-        ``room_waiters`` when it stops waiting."""
-        freed = asyncio.get_running_loop().create_future()
-        self.room_waiters.add(freed)
-        return freed
+    async def reserve_room(self, client: str, nbytes: int) -> None:
+        """Wait until ``try_reserve(client, nbytes)`` holds; reserved on
+        return. A client's waiting work is served in order (a later request
+        does not pass an earlier one) and is granted its bytes when they are
+        freed (:meth:`_grant`), not by polling; a waiter cancelled while it
+        waits leaves nothing reserved and nothing queued."""
+        if not self.room_waiters.get(client) and self.try_reserve(client, nbytes):
+            return
+        granted = asyncio.get_running_loop().create_future()
+        queue = self.room_waiters.setdefault(client, [])
+        queue.append((nbytes, granted))
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self.unreserve(client, nbytes)      # granted, then cancelled before it could start
+            else:
+                queue.remove((nbytes, granted))
+                if not queue and self.room_waiters.get(client) is queue:
+                    del self.room_waiters[client]
+            raise
 
-    def _room_freed(self) -> None:
-        waiters, self.room_waiters = self.room_waiters, set()
-        for freed in waiters:
-            if not freed.done():
-                freed.set_result(None)
+    def _grant(self) -> None:
+        """Bytes were freed: each waiting client's first requests that now fit
+        are reserved and woken, in order. Every client's, as one client's
+        freed bytes may bring everyone's within the server's bound."""
+        for client in list(self.room_waiters):
+            queue = self.room_waiters[client]
+            while queue and self.try_reserve(client, queue[0][0]):
+                queue.pop(0)[1].set_result(None)
+            if not queue:
+                del self.room_waiters[client]
 
     def dropped(self, client: str) -> None:
         """An answer to ``client`` found no room and was dropped: its new calls
@@ -414,7 +436,8 @@ class CallLimiter:
         if not _take(self.unsent, client, nbytes):
             self.dropping.discard(client)
         self.unsent_total -= nbytes
-        self._room_freed()
+        if self.room_waiters:
+            self._grant()
 
     def _evict(self, client: str | None, requester: str) -> bool:
         """Close the longest idle stream (of ``client``, else anyone's) idle
@@ -460,9 +483,10 @@ class StreamRoom:
     of room, as unary ones are: a slow reader would lose whole streams, and
     a check that added images would be answered RESOURCE_EXHAUSTED after its
     adds. The work waits instead, before it starts; the client holds only
-    its own call slots. A waiting stream is woken when bytes are freed, not
-    by polling (it polled every 50 ms: a stream's next request started up to
-    50 ms after its client read the answer that made room for it)."""
+    its own call slots. Waiting work is granted its room when bytes are freed,
+    in order (``CallLimiter.reserve_room``), not by polling (it polled every
+    50 ms: a stream's next request started up to 50 ms after its client read
+    the answer that made room for it)."""
 
     def __init__(self, limiter: "CallLimiter", client: str):
         self.limiter, self.client = limiter, client
@@ -470,12 +494,7 @@ class StreamRoom:
     async def reserve(self, nbytes: int) -> int:
         """Wait until there is room for an answer of ``nbytes``; then it is
         counted until :meth:`release`."""
-        while not self.limiter.try_reserve(self.client, nbytes):
-            freed = self.limiter.room_freed()
-            try:
-                await freed
-            finally:
-                self.limiter.room_waiters.discard(freed)
+        await self.limiter.reserve_room(self.client, nbytes)
         return nbytes
 
     def release(self, nbytes: int) -> None:

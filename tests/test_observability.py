@@ -175,3 +175,19 @@ def test_an_answer_the_client_left_is_logged_as_one_info_line():
     assert "could not be sent" in record.getMessage()
     other = core.makeRecord(core.name, logging.ERROR, "server.pyx.pxi", 737, "Unexpected [%s] raised", ("X",), exc)
     assert CancelledWriteFilter().filter(other) and other.levelno == logging.ERROR and other.exc_info is exc
+
+
+def test_failed_calls_log_lines_are_budgeted_per_code_and_the_rest_summed_up():
+    """A flood of calls a client ends for nothing (an HTTP/2 rapid reset:
+    29,000 CANCELLED lines in 10 s) logs at most the budget's lines; the
+    next line logged says how many were not, and other codes keep their own
+    budget."""
+    from imagesieve_server.observability import LineBudget
+    budget = LineBudget(rate=1e-9, burst=3)
+    assert [budget.take("CANCELLED") for _ in range(3)] == [(), (), ()]
+    assert all(budget.take("CANCELLED") is None for _ in range(7))
+    assert budget.take("UNAUTHENTICATED") == ()          # its own budget
+    budget.tokens["CANCELLED"] = 1.5                       # as after a while
+    count, seconds = budget.take("CANCELLED")
+    assert count == 7 and seconds >= 0
+    assert budget.take("CANCELLED") is None               # 0.5 left

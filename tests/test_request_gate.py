@@ -347,3 +347,47 @@ def test_a_streams_idle_time_counts_from_its_last_answer():
         await asyncio.gather(a, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+def test_a_turn_given_up_goes_to_a_client_reading_less_not_to_the_stalling_clients_next_call():
+    """A twenty-third probe: two clients whose calls sent headers and no
+    message held every turn, and each read given up as slow went to the same
+    client's next call, queued ahead of everyone else's: another client's
+    call waited as long as the attack lasted. The freed turn now goes to the
+    client reading least, and stalled reads run up their client's account,
+    so its later reads are given up sooner (the grace of a stream's)."""
+    async def scenario():
+        never = asyncio.Event()
+        started = []
+
+        def stalled(who):
+            async def read():
+                started.append(who)
+                await never.wait()
+            return read
+
+        async def quick():
+            started.append("c")
+            return b"xxxx"
+
+        gate = RequestGate(40, 10, receive_timeout_s=30.0, slow_read_s=0.3)    # 4 turns, 2 a client
+        attackers = [asyncio.create_task(gate.receive(who, stalled(who), 30.0)) for who in "abab"]
+        await asyncio.sleep(0.05)
+        queued = [asyncio.create_task(gate.receive(who, stalled(who), 30.0)) for who in "abab"]
+        await asyncio.sleep(0.05)
+        assert sorted(started) == ["a", "a", "b", "b"] and len(gate.waiting) == 4
+        assert await asyncio.wait_for(gate.receive("c", quick, 30.0), 2.0) == b"xxxx"
+        assert started[4] == "c"                   # before either attacker's queued calls
+        assert gate.accounts["a"].owed_s > 0 or gate.accounts["b"].owed_s > 0
+        assert gate.accounts["c"].owed_s == 0      # its read was never slow
+        # Once an attacker owes its grace, its reads are given up after a stream's shorter pause.
+        gate.accounts["a"].owed_s = gate.accounts["b"].owed_s = 10.0
+        turn = next(r for r in gate.reads if r.client == "a" and r.task is not None)
+        now = time.monotonic()
+        assert turn.given_up_at(now) <= max(turn.started + 0.3 / 4, now) + 1e-6
+        never.set()
+        for t in attackers + queued:
+            t.cancel()
+        await asyncio.gather(*attackers, *queued, return_exceptions=True)
+
+    asyncio.run(scenario())

@@ -1901,3 +1901,49 @@ def test_large_duplicate_answers_are_built_a_part_at_a_time_and_unread_ones_pin_
     assert sum(len(p.pairs) for p in parts) == len(result.pairs) and len(result.groups) == 1
     assert peak < 250 and end < 150, (start, peak, end)
     assert other_call_s < 2, other_call_s
+
+
+def test_calls_that_send_headers_and_no_message_hold_neither_every_slot_nor_every_turn(manifest_path, photos):
+    """A twenty-third probe: two clients' unary calls that sent their headers
+    and never their message held every call slot and every read turn until
+    the receive timeout, and another client's calls were refused or waited
+    as long as the attack lasted. A call still waiting for its message is
+    now as idle as a stream waiting for its next one (closed for another
+    client's call at the server's limit after --evict-idle-s), and a read
+    turn given up as slow goes to the client reading least."""
+    tokens = {name: f"{name}-token-long-enough-0123" for name in ("a", "b", "c")}
+    env = {"IMAGESIEVE_TOKENS": ";".join(f"{t} ro {n}" for n, t in tokens.items())}
+    request = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="k", data=photos[0][0])])
+    with LocalServer(["--max-concurrent-rpcs", "6", "--max-calls-per-client", "3", "--evict-idle-s", "1",
+                      "--max-inflight-mb", "256"], model=str(manifest_path), env=env) as srv:
+        channel = grpc.insecure_channel(srv.address)
+        # The unary method called as a client stream that never sends: HTTP/2 headers and nothing more.
+        headers_only = channel.stream_unary("/imagesieve.v1.EmbeddingService/Embed",
+                                            request_serializer=embedding_pb2.EmbedRequest.SerializeToString,
+                                            response_deserializer=embedding_pb2.EmbedResponse.FromString)
+        stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+        hold = threading.Event()
+
+        def nothing():
+            hold.wait(60)
+            return
+            yield  # noqa: unreachable - makes this a generator
+
+        stalled = []
+        try:
+            for name in ("a", "b"):
+                for _ in range(3):
+                    stalled.append(headers_only.future(nothing(), timeout=60,
+                                                       metadata=(("authorization", f"Bearer {tokens[name]}"),)))
+            time.sleep(1.5)             # every slot taken, each call waiting > --evict-idle-s for its message
+            answer = stub.Embed(request, timeout=20, metadata=(("authorization", f"Bearer {tokens['c']}"),))
+            assert not answer.embeddings[0].HasField("error")
+            closed = [f for f in stalled if f.done()]
+            assert closed, "no stalled call gave its slot up"
+            assert all(f.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for f in closed)
+            assert any("had not arrived" in f.details() for f in closed)
+        finally:
+            hold.set()
+            for f in stalled:
+                f.cancel()
+        channel.close()

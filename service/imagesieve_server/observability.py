@@ -563,6 +563,36 @@ def _client_of(peer: str) -> str:
     return peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
 
 
+class LineBudget:
+    """Access-log lines of failed calls, at most ``rate`` a second for each
+    status code (bursts of ``burst``); the rest are counted and summed up in
+    the next line that is logged. A client can end calls by the thousand a
+    second for nothing (an HTTP/2 rapid reset without a token: 29,000
+    CANCELLED lines, 3.1 MB, in 10 s, ~1.1 GB an hour; a twenty-third
+    probe); /metrics counts every call still."""
+
+    def __init__(self, rate: float = 50.0, burst: float = 200.0):
+        self.rate, self.burst = rate, burst
+        self.tokens: dict[str, float] = {}
+        self.at: dict[str, float] = {}
+        self.skipped: dict[str, tuple[int, float]] = {}     # code -> (calls not logged, since when)
+
+    def take(self, code: str) -> tuple[int, float] | None:
+        """None: do not log this call's line; else log it, after a summary
+        of (calls not logged, over how many seconds) when that count is > 0."""
+        now = time.monotonic()
+        tokens = min(self.burst, self.tokens.get(code, self.burst) + (now - self.at.get(code, now)) * self.rate)
+        self.at[code] = now
+        if tokens < 1:
+            self.tokens[code] = tokens
+            count, since = self.skipped.get(code, (0, now))
+            self.skipped[code] = (count + 1, since)
+            return None
+        self.tokens[code] = tokens - 1
+        count, since = self.skipped.pop(code, (0, now))
+        return (count, now - since) if count else ()
+
+
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     """Outermost interceptor: sees every call, including refused ones, and
     admits it (``limiter``) before any work."""
@@ -570,6 +600,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: Metrics | None, limiter: CallLimiter | None = None, gate: RequestGate | None = None,
                  probe_gate: RequestGate | None = None, stream_gate: RequestGate | None = None):
         self.metrics = metrics
+        self.failed_lines = LineBudget()
         self.limiter = limiter
         self.gate = gate                  # unary requests
         self.probe_gate = probe_gate      # health checks'
@@ -806,10 +837,38 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         remaining = context.time_remaining()
         wait = gate.receive_timeout_s if remaining is None else min(remaining, gate.receive_timeout_s)
         who = client or _client_of(_safe_peer(context))
+        # Until its message is in, a counted call is as idle as a stream
+        # waiting for its next one: at the server's limit, another client's
+        # call may close it once it has waited evict_idle_s. Calls that sent
+        # their headers and no message otherwise held their slots for the
+        # receive timeout, and two clients' filled the server (a twenty-third probe).
+        idle_key = evicted = None
+        if client is not None and self.limiter is not None:
+            idle_key, evicted = self.limiter.idle_begin(client, StreamActivity())
+        receiving = asyncio.ensure_future(gate.receive(who, read, wait))
         try:
-            raw = await gate.receive(who, read, wait)
+            if evicted is not None:
+                closed = asyncio.ensure_future(evicted.wait())
+                try:
+                    await asyncio.wait((receiving, closed), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    closed.cancel()
+                if not receiving.done():
+                    receiving.cancel()
+                    await asyncio.wait((receiving,))
+                    raise RequestRefused(grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                        f"the request had not arrived after {self.limiter.evict_idle_s:g} s while the server was at "
+                        "its limit of calls, and the call was closed to serve another; send requests whole, at once"))
+            raw = await receiving
         except GateRefused as e:
             raise RequestRefused(getattr(grpc.StatusCode, e.code), str(e)) from None
+        except BaseException:
+            if not receiving.done():
+                receiving.cancel()
+            raise
+        finally:
+            if idle_key is not None:
+                self.limiter.idle_end(idle_key)
         held.append((gate, who, len(raw)))
         return raw
 
@@ -848,6 +907,14 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             self.metrics.inflight.labels(method).dec()
             self.metrics.requests.labels(method, code).inc()
             self.metrics.latency.labels(method, code).observe(elapsed)
+        if code != "OK":
+            skipped = self.failed_lines.take(code)
+            if skipped is None:
+                return
+            if skipped:
+                access_log.warning("rpc %s: %d more calls ended %s in the last %.0f s, not logged one by one "
+                                   "(counted in imagesieve_requests_total)", code, skipped[0], code, skipped[1],
+                                   extra={"grpc_code": code, "not_logged": skipped[0]})
         access_log.info("rpc %s %s %.1fms", method, code, elapsed * 1000,
                         extra={"rpc_method": method, "grpc_code": code,
                                "duration_ms": round(elapsed * 1000, 2), "peer": peer})

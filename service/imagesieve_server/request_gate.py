@@ -15,7 +15,11 @@ budget (``capacity_bytes``) twice:
   turn unread (HTTP/2 flow control keeps the bytes on the client's side),
   at most ``wait_s``; it must end within ``receive_timeout_s``; and while
   others wait, a read that has run ``slow_read_s`` is given up for them (a
-  stalled upload holds its turn that long, not the timeout's 30 s);
+  stalled upload holds its turn that long, not the timeout's 30 s). A freed
+  turn goes to the waiting client reading least (``_wake``), and a read's
+  time while others wait, less what its bytes explain, is charged to its
+  client's account as a stream's idle time is (below): a client that keeps
+  stalling has its reads given up after STREAM_YIELD_S;
 * *held*: a request received holds its real size until its call ends; new
   reads wait while the requests held reach the capacity (a client's, half
   of it). Small requests pass by the thousand, 60 MB ones a few at a time.
@@ -194,15 +198,34 @@ class RequestGate:
                 and (held_ok or not self._held_full(client)))
 
     def _wake(self) -> None:
-        for entry in list(self.waiting):
-            client, fut, grace, idle, held_ok, account = entry
-            if fut.done():
-                self.waiting.remove(entry)
-            elif self._may_start(client, held_ok):
-                self.waiting.remove(entry)
-                turn = _Read(client, grace, idle, account)   # its clock starts when the waiter runs its read
-                self.reads.append(turn)
-                fut.set_result(turn)
+        """Give free turns to waiting reads: first to the clients reading
+        least now, then to those that kept no one waiting (StreamAccount),
+        then in order of arrival. In arrival order alone, two clients whose
+        calls sent their headers and no message held every turn: each read
+        given up as slow went to the same client's next call, queued ahead
+        of everyone else's (a twenty-third probe: another client's
+        GetModelInfo waited 20-30 s, as long as the attack lasted)."""
+        for entry in [e for e in self.waiting if e[1].done()]:
+            self.waiting.remove(entry)
+        reading = collections.Counter(r.client for r in self.reads)
+        while self.waiting and len(self.reads) < self.reads_at_once:
+            best = None
+            for pos, entry in enumerate(self.waiting):
+                client, fut, _, _, held_ok, _ = entry
+                if reading[client] >= self.reads_per_client or (not held_ok and self._held_full(client)):
+                    continue
+                account = self.accounts.get(client)
+                key = (reading[client], account is not None and account.owed_s >= IDLE_RECHECK_S, pos)
+                if best is None or key < best[0]:
+                    best = (key, entry)
+            if best is None:
+                break
+            client, fut, grace, idle, held_ok, account = entry = best[1]
+            self.waiting.remove(entry)
+            turn = _Read(client, grace, idle, account)   # its clock starts when the waiter runs its read
+            self.reads.append(turn)
+            reading[client] += 1
+            fut.set_result(turn)
         self._contention_changed()
 
     def _contention_changed(self) -> None:
@@ -269,7 +292,7 @@ class RequestGate:
         charged until ``release(client, len(message))``. GateRefused when
         either runs out, or when the read is given up for others (the read
         is abandoned: gRPC drops what it had)."""
-        entry = await self.turn(client, wait_s)
+        entry = await self.turn(client, wait_s, account=self.account_for(client))
         # Not wait_for: it waits for the cancelled read to end, and gRPC's
         # read of a stalled message ends only with its call.
         entry.started, entry.task = time.monotonic(), asyncio.ensure_future(read())
@@ -283,10 +306,12 @@ class RequestGate:
         finally:
             # Held before the turn is free: the next read is admitted on a
             # count that includes it (a review: 5 reads, not 4, fitted 4).
+            received = 0
             if (not interrupted and not entry.evicted and entry.task.done() and not entry.task.cancelled()
                     and entry.task.exception() is None):
-                self.hold(client, len(entry.task.result()))
-            self.done(entry)
+                received = len(entry.task.result())
+                self.hold(client, received)
+            self.done(entry, received)
         if not entry.task.done() or entry.evicted:
             _abandon(entry.task)
             self.timed_out += 1

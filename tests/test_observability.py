@@ -180,14 +180,14 @@ def test_an_answer_the_client_left_is_logged_as_one_info_line():
 def test_failed_calls_log_lines_are_budgeted_per_code_and_the_rest_summed_up():
     """A flood of calls a client ends for nothing (an HTTP/2 rapid reset:
     29,000 CANCELLED lines in 10 s) logs at most the budget's lines; the
-    next line logged says how many were not, and other codes keep their own
-    budget."""
+    next line logged is preceded by how many were not and whose they mostly
+    were, and other codes keep their own budget."""
     from imagesieve_server.observability import LineBudget
     budget = LineBudget(rate=1e-9, burst=3)
-    assert [budget.take("CANCELLED") for _ in range(3)] == [(), (), ()]
-    assert all(budget.take("CANCELLED") is None for _ in range(7))
-    assert budget.take("UNAUTHENTICATED") == ()          # its own budget
-    budget.tokens["CANCELLED"] = 1.5                       # as after a while
-    count, seconds = budget.take("CANCELLED")
-    assert count == 7 and seconds >= 0
-    assert budget.take("CANCELLED") is None               # 0.5 left
+    assert [budget.take("CANCELLED", "ipv4:10.0.0.1") for _ in range(3)] == ["", "", ""]
+    assert all(budget.take("CANCELLED", "ipv4:10.0.0.9" if i < 6 else "ipv4:10.0.0.2") is None for i in range(7))
+    assert budget.take("UNAUTHENTICATED", "ipv4:10.0.0.3") == ""          # its own budget
+    budget.tokens["CANCELLED"] = 1.5                                        # as after a while
+    summary = budget.take("CANCELLED", "ipv4:10.0.0.1")
+    assert summary.startswith("7 more calls ended CANCELLED") and "ipv4:10.0.0.9 (6), ipv4:10.0.0.2 (1)" in summary
+    assert budget.take("CANCELLED") is None                                # 0.5 left

@@ -391,3 +391,88 @@ def test_a_turn_given_up_goes_to_a_client_reading_less_not_to_the_stalling_clien
         await asyncio.gather(*attackers, *queued, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+class _Context:
+    def time_remaining(self):
+        return None
+
+    def peer(self):
+        return "ipv4:10.0.0.9:1234"
+
+
+def test_a_call_cancelled_just_after_its_request_arrived_leaves_nothing_held():
+    """A review: the request is read in a task of its own (so that an idle
+    call can be closed while it waits); a call cancelled after that task had
+    received its message (the gate holding its bytes) and before the call
+    resumed kept those bytes held for ever. Now the call's ``held`` list has
+    them, and its end releases them."""
+    from imagesieve_server.observability import CallLimiter, ObservabilityInterceptor
+
+    async def scenario(limiter):
+        gate = RequestGate(1 << 20, 1 << 16)
+        interceptor = ObservabilityInterceptor(None, limiter, gate)
+
+        async def request():
+            yield b"x" * 1000
+        call = None
+        hold = gate.hold
+
+        def hold_then_cancel(client, n):
+            hold(client, n)
+            asyncio.get_running_loop().call_soon(call.cancel)    # as gRPC's cancellation would land
+        gate.hold = hold_then_cancel
+        held = []
+        call = asyncio.ensure_future(interceptor._receive_one(
+            request(), _Context(), "ipv4:10.0.0.9" if limiter else None, held, gate))
+        await asyncio.gather(call, return_exceptions=True)
+        assert call.cancelled()
+        for part in held:                                          # what the call's end does
+            part[0].release(part[1], part[2])
+        assert gate.held == 0 and not gate.held_by_client
+
+    asyncio.run(scenario(None))
+    asyncio.run(scenario(CallLimiter(10, 5)))
+
+
+def test_only_a_call_still_waiting_for_its_read_turn_is_closed_for_another_clients():
+    """A review: a unary call was evictable from its start, so an upload in
+    progress could be closed for another client's call, and a client's own
+    new call closed its own uploads at its per-client limit. Now only a call
+    still waiting for its turn to be read may be closed, and only for
+    another client's call at the server's limit (a read in progress is the
+    gate's to give up)."""
+    from imagesieve_server.observability import CallLimiter, ObservabilityInterceptor, RequestRefused
+
+    async def scenario():
+        gate = RequestGate(20, 10, slow_read_s=30.0)          # 2 turns, 1 a client
+        limiter = CallLimiter(3, 2, evict_idle_s=0.2)
+        interceptor = ObservabilityInterceptor(None, limiter, gate)
+
+        def uploading(seconds):
+            async def request():
+                await asyncio.sleep(seconds)
+                yield b"x" * 4
+            return request()
+
+        async def call(who, seconds):
+            assert limiter.enter(who) is None
+            held = []
+            try:
+                return await interceptor._receive_one(uploading(seconds), _Context(), who, held, gate)
+            finally:
+                limiter.leave(who)
+                for part in held:
+                    part[0].release(part[1], part[2])
+        reading = asyncio.ensure_future(call("a", 0.8))        # a's read: in progress for 0.8 s
+        queued = asyncio.ensure_future(call("a", 0.0))         # waits for a's turn (1 a client)
+        other = asyncio.ensure_future(call("b", 0.8))          # b's read: the gate's second turn
+        await asyncio.sleep(0.4)                              # all past evict_idle_s
+        assert limiter.enter("a") is not None                 # a's own new call: refused, its calls kept
+        assert limiter.enter("c") is None                     # another client's: takes the queued call's slot
+        limiter.leave("c")
+        results = await asyncio.gather(reading, queued, other, return_exceptions=True)
+        assert results[0] == b"xxxx" and results[2] == b"xxxx"          # the uploads were not closed
+        assert isinstance(results[1], RequestRefused) and "waited 0.2 s for its turn" in str(results[1])
+
+    asyncio.run(scenario())

@@ -219,6 +219,8 @@ def test_port_flag_sets_the_port_of_the_address_and_is_checked():
     assert parse_config(["--port", "50123"]).address == "127.0.0.1:50123"
     assert parse_config(["--address", "[::]:1", "--port", "7"]).address == "[::]:7"
     assert parse_config([]).address == "127.0.0.1:50051"
-    with pytest.raises(SystemExit) as e:
-        parse_config(["--port", "70000"])
-    assert e.value.code == 2
+    assert parse_config(["--address", "[::1]", "--port", "5"]).address == "[::1]:5"      # a host without its port
+    for bad in (["--port", "70000"], ["--address", "unix:/tmp/x.sock", "--port", "5"]):
+        with pytest.raises(SystemExit) as e:
+            parse_config(bad)
+        assert e.value.code == 2

@@ -1907,10 +1907,10 @@ def test_calls_that_send_headers_and_no_message_hold_neither_every_slot_nor_ever
     """A twenty-third probe: two clients' unary calls that sent their headers
     and never their message held every call slot and every read turn until
     the receive timeout, and another client's calls were refused or waited
-    as long as the attack lasted. A call still waiting for its message is
-    now as idle as a stream waiting for its next one (closed for another
-    client's call at the server's limit after --evict-idle-s), and a read
-    turn given up as slow goes to the client reading least."""
+    as long as the attack lasted. A call still waiting for its turn to be
+    read is now as idle as a stream waiting for its next message (closed for
+    another client's call at the server's limit after --evict-idle-s), and a
+    read turn given up as slow goes to the client reading least."""
     tokens = {name: f"{name}-token-long-enough-0123" for name in ("a", "b", "c")}
     env = {"IMAGESIEVE_TOKENS": ";".join(f"{t} ro {n}" for n, t in tokens.items())}
     request = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="k", data=photos[0][0])])
@@ -1941,7 +1941,7 @@ def test_calls_that_send_headers_and_no_message_hold_neither_every_slot_nor_ever
             closed = [f for f in stalled if f.done()]
             assert closed, "no stalled call gave its slot up"
             assert all(f.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for f in closed)
-            assert any("had not arrived" in f.details() for f in closed)
+            assert any("for its turn to be read" in f.details() for f in closed)
         finally:
             hold.set()
             for f in stalled:

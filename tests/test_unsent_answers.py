@@ -251,8 +251,9 @@ def test_a_stream_waiting_for_room_starts_when_room_is_freed_not_at_a_poll():
     """StreamRoom.reserve is granted its bytes when they are freed, in the
     event loop's next turn (it polled every 50 ms): by its own client's
     reserved bytes or by another client's answer being sent (the server's
-    bound is shared). A client's waiting work is served in order, and a
-    waiter given up, before or after its grant, leaves nothing behind."""
+    bound is shared). Whatever fits goes (one stream's large answer does not
+    hold back another's small one), and a waiter given up, before or after
+    its grant, or in the step that frees its room, leaves nothing behind."""
     import asyncio
 
     from imagesieve_server.observability import CallLimiter, StreamRoom
@@ -279,15 +280,15 @@ def test_a_stream_waiting_for_room_starts_when_room_is_freed_not_at_a_poll():
         limiter.sending_end(sending, delivered=True)
         await turns()
         assert waiting.done() and limiter.reserved["a"] == 8
-        # In order: a's 4 waits, and a later 1 that would fit does not pass it.
-        big, small = asyncio.ensure_future(a.reserve(4)), None
+        # Whatever fits goes: a's 4 waits, and a later 1 that fits is not held back by it.
+        big = asyncio.ensure_future(a.reserve(4))
         await turns()
         small = asyncio.ensure_future(a.reserve(1))
         await turns()
-        assert not big.done() and not small.done()
-        a.release(3)                                          # a: 5 held, 4 and then 1 fit
+        assert not big.done() and small.done() and limiter.reserved["a"] == 9
+        a.release(3)                                          # a: 6 held, the 4 fits
         await turns()
-        assert big.done() and small.done() and limiter.reserved["a"] == 10
+        assert big.done() and limiter.reserved["a"] == 10
         # Given up while waiting: nothing queued, nothing reserved.
         blocked = asyncio.ensure_future(a.reserve(2))
         await turns()
@@ -302,5 +303,20 @@ def test_a_stream_waiting_for_room_starts_when_room_is_freed_not_at_a_poll():
         late.cancel()
         await turns()
         assert late.cancelled() and limiter.reserved["a"] == 8 and not limiter.room_waiters
+        # Cancelled, and room freed in the same step, before the waiter could run
+        # (ordered_concurrent's cleanup: the reader cancelled, then its tasks' room
+        # given back): nothing is reserved for the cancelled waiter, nothing raised.
+        blocked = [asyncio.ensure_future(a.reserve(2)) for _ in range(2)]
+        await turns()
+        a.release(8)                                          # granted both (a: 0 + 2 + 2)
+        await turns()
+        assert all(t.done() for t in blocked) and limiter.reserved["a"] == 4
+        more = asyncio.ensure_future(a.reserve(8))           # 4 + 8 > 10: waits
+        await turns()
+        more.cancel()
+        a.release(4)                                          # frees room in the same step
+        await turns()
+        assert more.cancelled() and limiter.reserved.get("a", 0) == 0 and limiter.reserved_total == 0
+        assert not limiter.room_waiters
 
     asyncio.run(scenario())

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextvars
 import gc
@@ -247,7 +248,11 @@ class CallLimiter:
     holding the slot it needs (anyone's for the server's limit, the same
     client's for the per-client one) is closed instead, RESOURCE_EXHAUSTED,
     and the call admitted. Without it, idle streams from two addresses held
-    every slot of a server forever. 0 = never.
+    every slot of a server forever. 0 = never. A unary call waiting for its
+    turn to be read is as idle (for another client's call only: a client's
+    own new calls would churn its own), and its idle time counts from its
+    start: two clients' calls that sent headers and no message held every
+    slot for the receive timeout (a twenty-third probe).
 
     A call whose answer has waited that long to be sent (its client reads
     none: HTTP/2 flow control holds the answer) is as idle for another
@@ -321,8 +326,9 @@ class CallLimiter:
             del self.by_client[client]
 
     def idle_begin(self, client: str, activity: "StreamActivity") -> tuple[object, asyncio.Event]:
-        """A stream of ``client`` starts waiting for its next message: (key
-        for ``idle_end``, an event set if it is evicted)."""
+        """A stream of ``client`` starts waiting for its next message (or a
+        unary call for its read turn): (key for ``idle_end``, an event set
+        if it is evicted)."""
         key, evicted = object(), asyncio.Event()
         self.idle[key] = (client, activity, evicted)
         return key, evicted
@@ -361,35 +367,48 @@ class CallLimiter:
 
     async def reserve_room(self, client: str, nbytes: int) -> None:
         """Wait until ``try_reserve(client, nbytes)`` holds; reserved on
-        return. A client's waiting work is served in order (a later request
-        does not pass an earlier one) and is granted its bytes when they are
-        freed (:meth:`_grant`), not by polling; a waiter cancelled while it
-        waits leaves nothing reserved and nothing queued."""
-        if not self.room_waiters.get(client) and self.try_reserve(client, nbytes):
+        return. Waiting work is granted its bytes when bytes are freed
+        (:meth:`_grant`), not by polling; whatever fits goes, so one stream's
+        large answer does not hold back another's small one. A waiter
+        cancelled before its grant leaves nothing queued or reserved, one
+        cancelled after it gives its grant back."""
+        if self.try_reserve(client, nbytes):
             return
         granted = asyncio.get_running_loop().create_future()
-        queue = self.room_waiters.setdefault(client, [])
-        queue.append((nbytes, granted))
+        entry = (nbytes, granted)
+        self.room_waiters.setdefault(client, []).append(entry)
         try:
             await granted
         except asyncio.CancelledError:
             if granted.done() and not granted.cancelled():
                 self.unreserve(client, nbytes)      # granted, then cancelled before it could start
             else:
-                queue.remove((nbytes, granted))
-                if not queue and self.room_waiters.get(client) is queue:
-                    del self.room_waiters[client]
+                queue = self.room_waiters.get(client)
+                if queue is not None and entry in queue:
+                    queue.remove(entry)
+                    if not queue:
+                        del self.room_waiters[client]
             raise
 
     def _grant(self) -> None:
-        """Bytes were freed: each waiting client's first requests that now fit
-        are reserved and woken, in order. Every client's, as one client's
-        freed bytes may bring everyone's within the server's bound."""
+        """Bytes were freed: each waiter that now fits is reserved its bytes
+        and woken, a client's in the order they came. Every client's, as one
+        client's freed bytes may bring everyone's within the server's bound.
+        A waiter whose future is already done (cancelled, its task not yet
+        resumed) is dropped, nothing reserved for it."""
         for client in list(self.room_waiters):
             queue = self.room_waiters[client]
-            while queue and self.try_reserve(client, queue[0][0]):
-                queue.pop(0)[1].set_result(None)
-            if not queue:
+            waiting = []
+            for nbytes, granted in queue:
+                if granted.done():
+                    continue
+                if self.try_reserve(client, nbytes):
+                    granted.set_result(None)
+                else:
+                    waiting.append((nbytes, granted))
+            if waiting:
+                self.room_waiters[client] = waiting
+            else:
                 del self.room_waiters[client]
 
     def dropped(self, client: str) -> None:
@@ -447,7 +466,8 @@ class CallLimiter:
             return False
         ready = time.monotonic() - self.evict_idle_s
         idle = [(act.last, key) for key, (who, act, _) in self.idle.items()
-                if act.pending <= 0 and act.last <= ready and (client is None or who == client)]
+                if act.pending <= 0 and act.last <= ready and (act.own_calls_evict or who != requester)
+                and (client is None or who == client)]
         # Unread answers only for another client, at the server's limit: gRPC
         # keeps an evicted call's unsent answer, and a client evicting its
         # own would pile them up at the rate it sends calls.
@@ -541,9 +561,13 @@ class StreamActivity:
     """A request stream's requests not yet answered and when it last
     received or answered one (time.monotonic)."""
 
-    def __init__(self):
+    def __init__(self, own_calls_evict: bool = True):
         self.pending = 0
         self.last = time.monotonic()
+        # False: never closed for its own client's new call (a unary call
+        # waiting for its read: the client would only churn its own calls),
+        # only for another client's at the server's limit.
+        self.own_calls_evict = own_calls_evict
 
     def received(self) -> None:
         self.pending += 1
@@ -565,32 +589,40 @@ def _client_of(peer: str) -> str:
 
 class LineBudget:
     """Access-log lines of failed calls, at most ``rate`` a second for each
-    status code (bursts of ``burst``); the rest are counted and summed up in
-    the next line that is logged. A client can end calls by the thousand a
-    second for nothing (an HTTP/2 rapid reset without a token: 29,000
-    CANCELLED lines, 3.1 MB, in 10 s, ~1.1 GB an hour; a twenty-third
-    probe); /metrics counts every call still."""
+    status code (bursts of ``burst``); the rest are counted, with the peers
+    most of them came from, and summed up before the next line that is
+    logged. A client can end calls by the thousand a second for nothing (an
+    HTTP/2 rapid reset without a token: 29,000 CANCELLED lines, 3.1 MB, in
+    10 s, ~1.1 GB an hour; a twenty-third probe); /metrics counts every call
+    still."""
+
+    PEERS_KEPT = 64      # distinct peers counted a code while its lines are skipped; the rest as "others"
 
     def __init__(self, rate: float = 50.0, burst: float = 200.0):
         self.rate, self.burst = rate, burst
         self.tokens: dict[str, float] = {}
         self.at: dict[str, float] = {}
-        self.skipped: dict[str, tuple[int, float]] = {}     # code -> (calls not logged, since when)
+        self.skipped: dict[str, tuple[int, float, collections.Counter]] = {}   # code -> (calls, since, by peer)
 
-    def take(self, code: str) -> tuple[int, float] | None:
-        """None: do not log this call's line; else log it, after a summary
-        of (calls not logged, over how many seconds) when that count is > 0."""
+    def take(self, code: str, peer: str = "") -> str | None:
+        """None: do not log this call's line; else log it, after the summary
+        returned when it is not "" (how many calls of ``code`` were not
+        logged, over how long, mostly from which peers)."""
         now = time.monotonic()
         tokens = min(self.burst, self.tokens.get(code, self.burst) + (now - self.at.get(code, now)) * self.rate)
         self.at[code] = now
         if tokens < 1:
             self.tokens[code] = tokens
-            count, since = self.skipped.get(code, (0, now))
-            self.skipped[code] = (count + 1, since)
+            count, since, peers = self.skipped.get(code) or (0, now, collections.Counter())
+            peers[peer if peer in peers or len(peers) < self.PEERS_KEPT else "others"] += 1
+            self.skipped[code] = (count + 1, since, peers)
             return None
         self.tokens[code] = tokens - 1
-        count, since = self.skipped.pop(code, (0, now))
-        return (count, now - since) if count else ()
+        if code not in self.skipped:
+            return ""
+        count, since, peers = self.skipped.pop(code)
+        top = ", ".join(f"{p or 'unknown'} ({n})" for p, n in peers.most_common(3))
+        return f"{count} more calls ended {code} in the last {now - since:.0f} s, not logged one by one (most from {top})"
 
 
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
@@ -837,15 +869,27 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         remaining = context.time_remaining()
         wait = gate.receive_timeout_s if remaining is None else min(remaining, gate.receive_timeout_s)
         who = client or _client_of(_safe_peer(context))
-        # Until its message is in, a counted call is as idle as a stream
-        # waiting for its next one: at the server's limit, another client's
-        # call may close it once it has waited evict_idle_s. Calls that sent
-        # their headers and no message otherwise held their slots for the
-        # receive timeout, and two clients' filled the server (a twenty-third probe).
-        idle_key = evicted = None
+        # Until its read starts, a counted call is as idle as a stream waiting
+        # for its next message: at the server's limit, another client's call
+        # may close it once it has waited evict_idle_s for a read turn. Calls
+        # that sent their headers and no message otherwise held their slots for
+        # the receive timeout, and two clients' filled the server (a
+        # twenty-third probe). A read in progress is the gate's to give up.
+        idle = {}
+        evicted = None
         if client is not None and self.limiter is not None:
-            idle_key, evicted = self.limiter.idle_begin(client, StreamActivity())
-        receiving = asyncio.ensure_future(gate.receive(who, read, wait))
+            idle["key"], evicted = self.limiter.idle_begin(client, StreamActivity(own_calls_evict=False))
+
+        def reading() -> None:
+            if "key" in idle:
+                self.limiter.idle_end(idle.pop("key"))
+
+        receiving = asyncio.ensure_future(gate.receive(who, read, wait, on_turn=reading))
+
+        def keep_held() -> None:
+            # Received (its bytes held by the gate) whatever else happened: _finish releases them.
+            if receiving.done() and not receiving.cancelled() and receiving.exception() is None:
+                held.append((gate, who, len(receiving.result())))
         try:
             if evicted is not None:
                 closed = asyncio.ensure_future(evicted.wait())
@@ -853,22 +897,27 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     await asyncio.wait((receiving, closed), return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     closed.cancel()
-                if not receiving.done():
-                    receiving.cancel()
-                    await asyncio.wait((receiving,))
+                if evicted.is_set():            # its slot went to another call: it ends, whatever arrived
+                    if not receiving.done():
+                        receiving.cancel()
+                        await asyncio.wait((receiving,))
+                    keep_held()
                     raise RequestRefused(grpc.StatusCode.RESOURCE_EXHAUSTED, (
-                        f"the request had not arrived after {self.limiter.evict_idle_s:g} s while the server was at "
-                        "its limit of calls, and the call was closed to serve another; send requests whole, at once"))
+                        f"the request had waited {self.limiter.evict_idle_s:g} s for its turn to be read while the "
+                        "server was at its limit of calls, and the call was closed to serve another client's; "
+                        "retry with backoff"))
             raw = await receiving
         except GateRefused as e:
             raise RequestRefused(getattr(grpc.StatusCode, e.code), str(e)) from None
+        except RequestRefused:
+            raise
         except BaseException:
             if not receiving.done():
                 receiving.cancel()
+            keep_held()
             raise
         finally:
-            if idle_key is not None:
-                self.limiter.idle_end(idle_key)
+            reading()
         held.append((gate, who, len(raw)))
         return raw
 
@@ -908,13 +957,11 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             self.metrics.requests.labels(method, code).inc()
             self.metrics.latency.labels(method, code).observe(elapsed)
         if code != "OK":
-            skipped = self.failed_lines.take(code)
-            if skipped is None:
+            summary = self.failed_lines.take(code, peer)
+            if summary is None:
                 return
-            if skipped:
-                access_log.warning("rpc %s: %d more calls ended %s in the last %.0f s, not logged one by one "
-                                   "(counted in imagesieve_requests_total)", code, skipped[0], code, skipped[1],
-                                   extra={"grpc_code": code, "not_logged": skipped[0]})
+            if summary:
+                access_log.warning("rpc %s (counted in imagesieve_requests_total)", summary, extra={"grpc_code": code})
         access_log.info("rpc %s %s %.1fms", method, code, elapsed * 1000,
                         extra={"rpc_method": method, "grpc_code": code,
                                "duration_ms": round(elapsed * 1000, 2), "peer": peer})

@@ -19,7 +19,7 @@ budget (``capacity_bytes``) twice:
   turn goes to the waiting client reading least (``_wake``), and a read's
   time while others wait, less what its bytes explain, is charged to its
   client's account as a stream's idle time is (below): a client that keeps
-  stalling has its reads given up after STREAM_YIELD_S;
+  stalling has its reads given up after UNARY_YIELD_S;
 * *held*: a request received holds its real size until its call ends; new
   reads wait while the requests held reach the capacity (a client's, half
   of it). Small requests pass by the thousand, 60 MB ones a few at a time.
@@ -51,15 +51,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
 import time
 
 RECEIVE_SHARE = 0.5      # of the memory budget: room for reads, and again for requests held
 CLIENT_SHARE = 0.5       # of each, one client's
-SLOW_READ_S = 5.0        # a read this old is given up when another waits (a 64 MB upload at ~100 Mbit/s)
+SLOW_READ_S = 5.0        # a read this old is given up when another waits (a 64 MB upload at ~100 Mbit/s;
+                         # sooner for a client owing that much: StreamAccount)
 PROBE_SLOW_READ_S = 0.5  # a health check's, likewise: probes need no token and time out in ~1 s
 IDLE_RECHECK_S = 0.5
 STREAM_IDLE_S = 10.0     # an idle stream's wait for its next message, likewise (CallLimiter's evict_idle_s)
 STREAM_YIELD_S = 1.0     # ... and, once it kept others waiting that long in all, a pause this long (or a quarter)
+UNARY_YIELD_S = 0.25     # a unary read's, likewise: its client's reads were given up or timed out (legit ones are
+                         # refunded), and every other client's small call waited this long for a turn (a 23rd probe)
 ACCOUNT_HALF_LIFE_S = 60.0   # a client's record of idle turns fades by half in this time
 MAX_ACCOUNTS = 4096          # clients' records kept; beyond, the faded ones are dropped
 
@@ -81,7 +85,8 @@ class GateRefused(Exception):
 
 class StreamAccount:
     """One client's seconds of idle stream turns while other reads waited
-    (``owed_s``), over all its streams and messages (RequestGate.account_for:
+    (``owed_s``), over all its streams and messages, and of its unary reads
+    that were given up or timed out while others waited (RequestGate.account_for:
     a stream reopened after being given up starts with no fresh credit),
     halving every ACCOUNT_HALF_LIFE_S."""
     __slots__ = ("_owed", "_at")
@@ -103,7 +108,7 @@ class _Read:
     up for a waiting one; ``idle``: None, or a callable giving since when
     (time.monotonic) it may be given up, None while it may not (a stream:
     idle since its last request or answer, never with a request in work);
-    ``account``: its client's StreamAccount (None: not a stream's), up to
+    ``account``: its client's StreamAccount (None: no account), up to
     when (``counted``) its idle time is in it, and how much this turn added
     (``charged``)."""
     __slots__ = ("client", "started", "task", "evicted", "grace", "idle", "account", "counted", "charged")
@@ -141,7 +146,8 @@ class _Read:
         if self.account is None:
             return since + self.grace
         owes_at = now + max(0.0, self.grace - self.account.owed_s)
-        return min(since + self.grace, max(since + min(STREAM_YIELD_S, self.grace / 4), owes_at))
+        pause = STREAM_YIELD_S if self.idle is not None else UNARY_YIELD_S
+        return min(since + self.grace, max(since + min(pause, self.grace / 4), owes_at))
 
     def may_be_given_up(self, now: float) -> bool:
         if self.task is None or self.task.done() or self.evicted:
@@ -199,33 +205,52 @@ class RequestGate:
 
     def _wake(self) -> None:
         """Give free turns to waiting reads: first to the clients reading
-        least now, then to those that kept no one waiting (StreamAccount),
-        then in order of arrival. In arrival order alone, two clients whose
-        calls sent their headers and no message held every turn: each read
-        given up as slow went to the same client's next call, queued ahead
-        of everyone else's (a twenty-third probe: another client's
-        GetModelInfo waited 20-30 s, as long as the attack lasted)."""
-        for entry in [e for e in self.waiting if e[1].done()]:
-            self.waiting.remove(entry)
+        least now, then to those that kept nobody waiting (StreamAccount),
+        then in order of arrival; a client's own reads in the order they
+        came. In arrival order alone, two clients whose calls sent their
+        headers and no message held every turn: each read given up as slow
+        went to the same client's next call, queued ahead of everyone else's
+        (a twenty-third probe: another client's GetModelInfo waited 20-30 s,
+        as long as the attack lasted)."""
+        self.waiting = collections.deque(e for e in self.waiting if not e[1].done())
+        if not self.waiting or len(self.reads) >= self.reads_at_once:
+            self._contention_changed()
+            return
+        by_client: dict[str, list[tuple[int, tuple]]] = {}
+        for pos, entry in enumerate(self.waiting):
+            by_client.setdefault(entry[0], []).append((pos, entry))
         reading = collections.Counter(r.client for r in self.reads)
-        while self.waiting and len(self.reads) < self.reads_at_once:
-            best = None
-            for pos, entry in enumerate(self.waiting):
-                client, fut, _, _, held_ok, _ = entry
-                if reading[client] >= self.reads_per_client or (not held_ok and self._held_full(client)):
-                    continue
-                account = self.accounts.get(client)
-                key = (reading[client], account is not None and account.owed_s >= IDLE_RECHECK_S, pos)
-                if best is None or key < best[0]:
-                    best = (key, entry)
-            if best is None:
-                break
-            client, fut, grace, idle, held_ok, account = entry = best[1]
-            self.waiting.remove(entry)
+        owes: dict[str, bool] = {}
+        heap: list[tuple] = []          # each client's next read that may start: (reading, owes, arrival, client, index)
+
+        def offer(client: str) -> None:
+            if reading[client] >= self.reads_per_client:
+                return
+            entries, full = by_client[client], self._held_full(client)
+            first = next((i for i, (_, e) in enumerate(entries) if e[4] or not full), None)   # e[4]: held_ok
+            if first is not None:
+                if client not in owes:
+                    account = self.accounts.get(client)
+                    # A unary read that delivered its message is refunded whole: owing
+                    # means reads given up or timed out, or streams idle, while others waited.
+                    owes[client] = account is not None and account.owed_s >= IDLE_RECHECK_S
+                heapq.heappush(heap, (reading[client], owes[client], entries[first][0], client, first))
+
+        for client in by_client:
+            offer(client)
+        granted = set()
+        while heap and len(self.reads) < self.reads_at_once:
+            _, _, _, client, first = heapq.heappop(heap)
+            _, entry = by_client[client].pop(first)
+            _, fut, grace, idle, _, account = entry
+            granted.add(id(entry))
             turn = _Read(client, grace, idle, account)   # its clock starts when the waiter runs its read
             self.reads.append(turn)
             reading[client] += 1
             fut.set_result(turn)
+            offer(client)
+        if granted:
+            self.waiting = collections.deque(e for e in self.waiting if id(e) not in granted)
         self._contention_changed()
 
     def _contention_changed(self) -> None:
@@ -285,14 +310,17 @@ class RequestGate:
             del self.held_by_client[client]
         self._wake()
 
-    async def receive(self, client: str, read, wait_s: float) -> bytes:
+    async def receive(self, client: str, read, wait_s: float, on_turn=None) -> bytes:
         """``await read()`` (the call's one message, bytes) for ``client``:
         waits up to ``wait_s`` seconds for its turn, then up to
         ``receive_timeout_s`` for the message. The message's size stays
         charged until ``release(client, len(message))``. GateRefused when
         either runs out, or when the read is given up for others (the read
-        is abandoned: gRPC drops what it had)."""
+        is abandoned: gRPC drops what it had). ``on_turn()``, if given, is
+        called when the read's turn comes, before it starts."""
         entry = await self.turn(client, wait_s, account=self.account_for(client))
+        if on_turn is not None:
+            on_turn()
         # Not wait_for: it waits for the cancelled read to end, and gRPC's
         # read of a stalled message ends only with its call.
         entry.started, entry.task = time.monotonic(), asyncio.ensure_future(read())
@@ -311,13 +339,13 @@ class RequestGate:
                     and entry.task.exception() is None):
                 received = len(entry.task.result())
                 self.hold(client, received)
-            self.done(entry, received)
+            self.done(entry, received, whole=True)
         if not entry.task.done() or entry.evicted:
             _abandon(entry.task)
             self.timed_out += 1
             if entry.evicted:
-                raise GateRefused(f"the request was still arriving after {self.slow_read_s:g} s while others waited; "
-                                  "send it at once, or retry when the server is less busy")
+                raise GateRefused(f"the request was still arriving after {time.monotonic() - entry.started:.1f} s "
+                                  "while others waited; send it at once, or retry when the server is less busy")
             raise GateRefused(f"the request did not arrive within {self.receive_timeout_s:g} s; send it at once "
                               "(a slow or stalled upload holds memory others need)", "DEADLINE_EXCEEDED")
         return entry.task.result()      # or its error (nothing held then)
@@ -342,16 +370,20 @@ class RequestGate:
             return turn
         return await self._wait_turn(client, wait_s, grace, idle, held_ok, account)
 
-    def done(self, turn: _Read, received: int = 0) -> None:
+    def done(self, turn: _Read, received: int = 0, whole: bool = False) -> None:
         """``turn``'s read has ended (or will never start); ``received``:
         the bytes of the message it read. Its stream gets back the time such
         a message takes to arrive (slow_read_s for the largest one): a stream
         counts as idle while a message arrives, and one uploading large
-        messages back to back must not run up an account."""
+        messages back to back must not run up an account. ``whole``: all its
+        time is given back (a unary read that delivered its message: only
+        reads given up or timed out leave their client owing, and a client
+        on a slow link is not held back for uploading slowly)."""
         if self.contended_since is not None and turn.task is not None:
             turn.count_idle(time.monotonic(), self.contended_since)
         if received > 0 and turn.account is not None and turn.charged > 0:
-            turn.account.owed_s -= min(turn.charged, self.slow_read_s * received / self.message)
+            turn.account.owed_s -= (turn.charged if whole else
+                                    min(turn.charged, self.slow_read_s * received / self.message))
         self.reads.remove(turn)
         self._wake()
 

@@ -140,15 +140,18 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         if env in os.environ:
             default = kind(os.environ[env])
         ap.add_argument(flag, type=kind, default=default, help=f"(env {env}, default %(default)s)")
-    ap.add_argument("--port", type=int, default=None,
-                    help="the port of --address, its host kept (--port 50052: 127.0.0.1:50052)")
+    ap.add_argument("--port", type=int, default=os.environ.get("IMAGESIEVE_PORT"), help="the port of --address, its host kept (--port 50052: 127.0.0.1:50052; "
+                                    "env IMAGESIEVE_PORT)")
     args = vars(ap.parse_args(argv))
     port = args.pop("port")
     cfg = ServerConfig(**args)
     if port is not None:
         if not 0 <= port <= 65535:
             ap.error(f"--port must be 0-65535 (0 = a free one), got {port}")
-        cfg.address = cfg.address.rsplit(":", 1)[0] + f":{port}"
+        if cfg.address.startswith("unix:"):
+            ap.error("--port applies to a HOST:PORT --address, not to a unix: socket")
+        host = cfg.address.rsplit(":", 1)[0] if ADDRESS_RE.fullmatch(cfg.address) else cfg.address
+        cfg.address = f"{host}:{port}"
     for name in ("snapshot_every", "max_batch_size", "max_queue", "max_inflight", "max_images_per_request",
                  "stream_window", "max_message_mb", "max_image_mb", "max_pixels", "max_concurrent_rpcs", "max_pairs",
                  "max_collections"):

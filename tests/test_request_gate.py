@@ -476,3 +476,41 @@ def test_only_a_call_still_waiting_for_its_read_turn_is_closed_for_another_clien
         assert isinstance(results[1], RequestRefused) and "waited 0.2 s for its turn" in str(results[1])
 
     asyncio.run(scenario())
+
+
+def test_a_clients_concurrent_uploads_and_empty_requests_leave_it_owing_nothing():
+    """A second review: all of a client's reads charged one account, so k
+    uploads at once owed k times as fast and were given up before any could
+    be refunded (16 of 16 at the real scale); an empty message, delivered,
+    was never refunded. A unary read now owes 1/k of the time while others
+    wait, a delivered read of any size is refunded whole, and only a client
+    owing twice its grace has its reads cut short."""
+    async def scenario():
+        never = asyncio.Event()
+
+        async def stalled():
+            await never.wait()
+
+        def upload(seconds, data):
+            async def read():
+                await asyncio.sleep(seconds)
+                return data
+            return read
+
+        gate = RequestGate(80, 10, receive_timeout_s=10.0, slow_read_s=0.4)     # 8 turns, 4 a client
+        uploads = [asyncio.create_task(gate.receive("u", upload(0.3, b"xx"), 10.0)) for _ in range(4)]
+        await asyncio.sleep(0.01)
+        blockers = [asyncio.create_task(gate.receive("b", stalled, 10.0)) for _ in range(4)]
+        await asyncio.sleep(0.01)
+        # The gate is full and others keep waiting: contended throughout.
+        waiting = [asyncio.create_task(gate.receive(who, stalled, 10.0)) for who in ("c", "d", "e") for _ in range(4)]
+        assert await asyncio.gather(*uploads, return_exceptions=True) == [b"xx"] * 4
+        assert gate.accounts["u"].owed_s == 0
+        assert await gate.receive("u", upload(0.05, b""), 10.0) == b""              # empty, delivered
+        assert gate.accounts["u"].owed_s == 0
+        never.set()
+        for t in blockers + waiting:
+            t.cancel()
+        await asyncio.gather(*blockers, *waiting, return_exceptions=True)
+
+    asyncio.run(scenario())

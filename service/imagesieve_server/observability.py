@@ -295,7 +295,7 @@ class CallLimiter:
         self.reserved: dict[str, int] = {}
         self.reserved_total = 0
         self.reserved_peak = 0                  # of unsent_total + reserved_total (/metrics)
-        # Stream work waiting for its client's room, first come first served a client:
+        # Stream work waiting for its client's room, a client's in the order it came:
         # client -> [(bytes, future done when they are reserved for it)] (StreamRoom).
         self.room_waiters: dict[str, list[tuple[int, asyncio.Future]]] = {}
 
@@ -392,7 +392,7 @@ class CallLimiter:
 
     def _grant(self) -> None:
         """Bytes were freed: each waiter that now fits is reserved its bytes
-        and woken, a client's in the order they came. Every client's, as one
+        and woken (a client's tried in the order they came). Every client's, as one
         client's freed bytes may bring everyone's within the server's bound.
         A waiter whose future is already done (cancelled, its task not yet
         resumed) is dropped, nothing reserved for it."""
@@ -460,7 +460,9 @@ class CallLimiter:
 
     def _evict(self, client: str | None, requester: str) -> bool:
         """Close the longest idle stream (of ``client``, else anyone's) idle
-        for evict_idle_s or more; True if there was one. Its slot is freed
+        for evict_idle_s or more, or a unary call waiting that long for its
+        read turn (another client's only; it ends RESOURCE_EXHAUSTED, see
+        _receive_one); True if there was one. Its slot is freed
         when it ends: until then the count runs one over."""
         if self.evict_idle_s <= 0:
             return False
@@ -503,10 +505,10 @@ class StreamRoom:
     of room, as unary ones are: a slow reader would lose whole streams, and
     a check that added images would be answered RESOURCE_EXHAUSTED after its
     adds. The work waits instead, before it starts; the client holds only
-    its own call slots. Waiting work is granted its room when bytes are freed,
-    in order (``CallLimiter.reserve_room``), not by polling (it polled every
-    50 ms: a stream's next request started up to 50 ms after its client read
-    the answer that made room for it)."""
+    its own call slots. Waiting work is granted its room when bytes are freed
+    (``CallLimiter.reserve_room``), not by polling (it polled every 50 ms: a
+    stream's next request started up to 50 ms after its client read the
+    answer that made room for it)."""
 
     def __init__(self, limiter: "CallLimiter", client: str):
         self.limiter, self.client = limiter, client

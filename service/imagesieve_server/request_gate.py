@@ -16,10 +16,11 @@ budget (``capacity_bytes``) twice:
   at most ``wait_s``; it must end within ``receive_timeout_s``; and while
   others wait, a read that has run ``slow_read_s`` is given up for them (a
   stalled upload holds its turn that long, not the timeout's 30 s). A freed
-  turn goes to the waiting client reading least (``_wake``), and a read's
-  time while others wait, less what its bytes explain, is charged to its
-  client's account as a stream's idle time is (below): a client that keeps
-  stalling has its reads given up after UNARY_YIELD_S;
+  turn goes to the waiting client reading least (``_wake``), and the time
+  of a read given up or timed out while others waited is charged to its
+  client's account as a stream's idle time is (below; a read that delivers
+  its message is refunded): a client that keeps stalling has its reads
+  given up after UNARY_YIELD_S once it owes two graces;
 * *held*: a request received holds its real size until its call ends; new
   reads wait while the requests held reach the capacity (a client's, half
   of it). Small requests pass by the thousand, 60 MB ones a few at a time.
@@ -62,8 +63,8 @@ PROBE_SLOW_READ_S = 0.5  # a health check's, likewise: probes need no token and 
 IDLE_RECHECK_S = 0.5
 STREAM_IDLE_S = 10.0     # an idle stream's wait for its next message, likewise (CallLimiter's evict_idle_s)
 STREAM_YIELD_S = 1.0     # ... and, once it kept others waiting that long in all, a pause this long (or a quarter)
-UNARY_YIELD_S = 0.25     # a unary read's, likewise: its client's reads were given up or timed out (legit ones are
-                         # refunded), and every other client's small call waited this long for a turn (a 23rd probe)
+UNARY_YIELD_S = 0.25     # a unary read's, once its client owes twice its grace (reads given up or timed out;
+                         # delivered ones are refunded): every other client's small call waited this long for a turn
 ACCOUNT_HALF_LIFE_S = 60.0   # a client's record of idle turns fades by half in this time
 MAX_ACCOUNTS = 4096          # clients' records kept; beyond, the faded ones are dropped
 
@@ -124,7 +125,7 @@ class _Read:
         idle_since = self.idle()
         return None if idle_since is None else max(self.started, idle_since)
 
-    def count_idle(self, now: float, contended_since: float | None) -> None:
+    def count_idle(self, now: float, contended_since: float | None, share: float = 1.0) -> None:
         """Add its idle time since ``contended_since`` (others have waited
         since then; None: nobody waits) to its client's account."""
         if self.account is None or contended_since is None or self.task is None:
@@ -133,8 +134,8 @@ class _Read:
         if since is not None:
             start = max(since, contended_since, self.counted)
             if now > start:
-                self.account.owed_s += now - start
-                self.charged += now - start
+                self.account.owed_s += (now - start) * share
+                self.charged += (now - start) * share
         self.counted = now
 
     def given_up_at(self, now: float) -> float | None:
@@ -145,7 +146,9 @@ class _Read:
             return None
         if self.account is None:
             return since + self.grace
-        owes_at = now + max(0.0, self.grace - self.account.owed_s)
+        # A unary read is cut short only once its client owes two graces: one
+        # stalled upload (a network's hiccup) must not lock a client out.
+        owes_at = now + max(0.0, (self.grace if self.idle is not None else 2 * self.grace) - self.account.owed_s)
         pause = STREAM_YIELD_S if self.idle is not None else UNARY_YIELD_S
         return min(since + self.grace, max(since + min(pause, self.grace / 4), owes_at))
 
@@ -180,6 +183,8 @@ class RequestGate:
         # only by its own client's share charges no one else's stream.
         self.contended_since: float | None = None
         self.accounts: dict[str, StreamAccount] = {}
+        self.last_grant: dict[str, int] = {}
+        self.grants = 0
         self.timed_out = 0           # reads given up: too slow, alone or while others waited
 
     def account_for(self, client: str) -> StreamAccount:
@@ -190,8 +195,25 @@ class RequestGate:
                 # The faded records go; if too many clients still owe, those owing most are kept.
                 owing = sorted(((a.owed_s, k) for k, a in self.accounts.items() if a.owed_s >= 0.01), reverse=True)
                 self.accounts = {k: self.accounts[k] for _, k in owing[:MAX_ACCOUNTS // 2]}
+                self._forget_grants()
             account = self.accounts[client] = StreamAccount()
         return account
+
+    def _forget_grants(self) -> None:
+        """When clients were last granted a turn (``_wake``'s round robin), kept
+        for those with an account or a read or wait in progress."""
+        if len(self.last_grant) > MAX_ACCOUNTS:
+            live = set(self.accounts) | {r.client for r in self.reads} | {e[0] for e in self.waiting}
+            self.last_grant = {k: v for k, v in self.last_grant.items() if k in live}
+
+    def _share(self, turn: _Read) -> float:
+        """A read's share of its client's clock: a stream turn's whole; a unary
+        read's 1/k with k of its client's unary reads in progress, so k uploads
+        at once owe no faster than one (a review: 16 concurrent uploads ran up
+        5 s in 0.3 s and were all given up)."""
+        if turn.idle is not None:
+            return 1.0
+        return 1.0 / max(1, sum(r.client == turn.client and r.idle is None and r.task is not None for r in self.reads))
 
     def _reading(self, client: str) -> int:
         return sum(r.client == client for r in self.reads)
@@ -206,8 +228,8 @@ class RequestGate:
     def _wake(self) -> None:
         """Give free turns to waiting reads: first to the clients reading
         least now, then to those that kept nobody waiting (StreamAccount),
-        then in order of arrival; a client's own reads in the order they
-        came. In arrival order alone, two clients whose calls sent their
+        then to the one granted a turn least recently (round robin), then in
+        order of arrival; a client's own reads in the order they came. In arrival order alone, two clients whose calls sent their
         headers and no message held every turn: each read given up as slow
         went to the same client's next call, queued ahead of everyone else's
         (a twenty-third probe: another client's GetModelInfo waited 20-30 s,
@@ -232,15 +254,18 @@ class RequestGate:
                 if client not in owes:
                     account = self.accounts.get(client)
                     # A unary read that delivered its message is refunded whole: owing
-                    # means reads given up or timed out, or streams idle, while others waited.
+                    # means reads given up, timed out or cancelled, or streams idle, while others waited.
                     owes[client] = account is not None and account.owed_s >= IDLE_RECHECK_S
-                heapq.heappush(heap, (reading[client], owes[client], entries[first][0], client, first))
+                heapq.heappush(heap, (reading[client], owes[client], self.last_grant.get(client, -1),
+                                      entries[first][0], client, first))
 
         for client in by_client:
             offer(client)
         granted = set()
         while heap and len(self.reads) < self.reads_at_once:
-            _, _, _, client, first = heapq.heappop(heap)
+            _, _, _, _, client, first = heapq.heappop(heap)
+            self.grants += 1
+            self.last_grant[client] = self.grants
             _, entry = by_client[client].pop(first)
             _, fut, grace, idle, _, account = entry
             granted.add(id(entry))
@@ -267,7 +292,7 @@ class RequestGate:
     def _count_idle(self) -> None:
         now = time.monotonic()
         for r in self.reads:
-            r.count_idle(now, self.contended_since)
+            r.count_idle(now, self.contended_since, self._share(r))
 
     def _evict_slow(self, client: str, held_ok: bool = False) -> float:
         """Give up the oldest read past its grace (slow_read_s; a stream's:
@@ -334,12 +359,12 @@ class RequestGate:
         finally:
             # Held before the turn is free: the next read is admitted on a
             # count that includes it (a review: 5 reads, not 4, fitted 4).
-            received = 0
+            received, delivered = 0, False
             if (not interrupted and not entry.evicted and entry.task.done() and not entry.task.cancelled()
                     and entry.task.exception() is None):
-                received = len(entry.task.result())
+                received, delivered = len(entry.task.result()), True
                 self.hold(client, received)
-            self.done(entry, received, whole=True)
+            self.done(entry, received, whole=delivered)
         if not entry.task.done() or entry.evicted:
             _abandon(entry.task)
             self.timed_out += 1
@@ -361,11 +386,14 @@ class RequestGate:
         message, whose room the stream holds already). ``account``: the
         client's (``account_for``: its streams' idle turns while others wait
         add up there, and once they reach ``grace`` an idle pause of
-        STREAM_YIELD_S gives the turn up)."""
+        STREAM_YIELD_S gives the turn up; a unary read's, its time when given
+        up, timed out or cancelled, and past twice its grace UNARY_YIELD_S)."""
         grace = self.slow_read_s if grace is None else grace
         if self._may_start(client, held_ok):
             turn = _Read(client, grace, idle, account)
             self.reads.append(turn)
+            self.grants += 1
+            self.last_grant[client] = self.grants
             self._contention_changed()
             return turn
         return await self._wait_turn(client, wait_s, grace, idle, held_ok, account)
@@ -376,12 +404,13 @@ class RequestGate:
         a message takes to arrive (slow_read_s for the largest one): a stream
         counts as idle while a message arrives, and one uploading large
         messages back to back must not run up an account. ``whole``: all its
-        time is given back (a unary read that delivered its message: only
-        reads given up or timed out leave their client owing, and a client
-        on a slow link is not held back for uploading slowly)."""
+        time is given back (a unary read that delivered its message, empty or
+        not: only reads given up, timed out or cancelled leave their client
+        owing, and a client on a slow link is not held back for uploading
+        slowly)."""
         if self.contended_since is not None and turn.task is not None:
-            turn.count_idle(time.monotonic(), self.contended_since)
-        if received > 0 and turn.account is not None and turn.charged > 0:
+            turn.count_idle(time.monotonic(), self.contended_since, self._share(turn))
+        if (received > 0 or whole) and turn.account is not None and turn.charged > 0:
             turn.account.owed_s -= (turn.charged if whole else
                                     min(turn.charged, self.slow_read_s * received / self.message))
         self.reads.remove(turn)

@@ -229,11 +229,12 @@ class RequestGate:
         """Give free turns to waiting reads: first to the clients reading
         least now, then to those that kept nobody waiting (StreamAccount),
         then to the one granted a turn least recently (round robin), then in
-        order of arrival; a client's own reads in the order they came. In arrival order alone, two clients whose calls sent their
-        headers and no message held every turn: each read given up as slow
-        went to the same client's next call, queued ahead of everyone else's
-        (a twenty-third probe: another client's GetModelInfo waited 20-30 s,
-        as long as the attack lasted)."""
+        order of arrival; a client's own reads in the order they came. In
+        arrival order alone, two clients whose calls sent their headers and
+        no message held every turn: each read given up as slow went to the
+        same client's next call, queued ahead of everyone else's (a
+        twenty-third probe: another client's GetModelInfo waited 20-30 s, as
+        long as the attack lasted)."""
         self.waiting = collections.deque(e for e in self.waiting if not e[1].done())
         if not self.waiting or len(self.reads) >= self.reads_at_once:
             self._contention_changed()
@@ -243,7 +244,8 @@ class RequestGate:
             by_client.setdefault(entry[0], []).append((pos, entry))
         reading = collections.Counter(r.client for r in self.reads)
         owes: dict[str, bool] = {}
-        heap: list[tuple] = []          # each client's next read that may start: (reading, owes, arrival, client, index)
+        # Each client's next read that may start: (reading, owes, last granted, arrival, client, index).
+        heap: list[tuple] = []
 
         def offer(client: str) -> None:
             if reading[client] >= self.reads_per_client:

@@ -355,7 +355,8 @@ def test_a_turn_given_up_goes_to_a_client_reading_less_not_to_the_stalling_clien
     client's next call, queued ahead of everyone else's: another client's
     call waited as long as the attack lasted. The freed turn now goes to the
     client reading least, and stalled reads run up their client's account,
-    so its later reads are given up sooner (the grace of a stream's)."""
+    so once it owes twice the grace its later reads are given up after a
+    short pause."""
     async def scenario():
         never = asyncio.Event()
         started = []
@@ -380,7 +381,7 @@ def test_a_turn_given_up_goes_to_a_client_reading_less_not_to_the_stalling_clien
         assert started[4] == "c"                   # before either attacker's queued calls
         assert gate.accounts["a"].owed_s > 0 or gate.accounts["b"].owed_s > 0
         assert gate.accounts["c"].owed_s == 0      # its read was never slow
-        # Once an attacker owes its grace, its reads are given up after a stream's shorter pause.
+        # Once an attacker owes twice its grace, its reads are given up after a short pause.
         gate.accounts["a"].owed_s = gate.accounts["b"].owed_s = 10.0
         turn = next(r for r in gate.reads if r.client == "a" and r.task is not None)
         now = time.monotonic()

@@ -187,7 +187,7 @@ def test_failed_calls_log_lines_are_budgeted_per_code_and_the_rest_summed_up():
     assert [budget.take("CANCELLED", "ipv4:10.0.0.1") for _ in range(3)] == ["", "", ""]
     assert all(budget.take("CANCELLED", "ipv4:10.0.0.9" if i < 6 else "ipv4:10.0.0.2") is None for i in range(7))
     assert budget.take("UNAUTHENTICATED", "ipv4:10.0.0.3") == ""          # its own budget
-    budget.tokens["CANCELLED"] = 1.5                                        # as after a while
+    budget.tokens["CANCELLED"] = (1.5, budget.tokens["CANCELLED"][1])      # as after a while
     summary = budget.take("CANCELLED", "ipv4:10.0.0.1")
     assert summary.startswith("7 more calls ended CANCELLED") and "ipv4:10.0.0.9 (6), ipv4:10.0.0.2 (1)" in summary
     assert budget.take("CANCELLED") is None                                # 0.5 left

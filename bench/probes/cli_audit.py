@@ -109,3 +109,20 @@ def ensure_debs(debs: Path, packages: dict[str, str]) -> None:
         subprocess.run(["apt-get", "download", f"{pkg}={version}"], cwd=debs, check=True)
         deb = sorted(debs.glob(f"{pkg}_*.deb"))[-1]
         subprocess.run(["dpkg", "-x", str(deb), str(debs / f"x_{pkg}")], check=True)
+
+
+STEPS = ("all", "build", "audit", "score")
+
+
+def run_steps(step: str, usage: str, build, audit, score) -> int:
+    """A probe's command line: ``step`` one of STEPS (else exit with
+    ``usage``); build() the planted folder, audit() it, score() the runs."""
+    if step not in STEPS:
+        sys.exit(usage)
+    if step in ("all", "build"):
+        build()
+    if step in ("all", "audit"):
+        audit()
+    if step in ("all", "score"):
+        score()
+    return 0

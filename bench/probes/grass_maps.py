@@ -79,6 +79,7 @@ from cli_audit import (  # noqa: E402
     fresh_folder,
     on_white,
     run_audit,
+    run_steps,
     save_as,
     save_pair_sheet,
     write_manifest,
@@ -404,18 +405,13 @@ def score() -> dict:
     return result
 
 
+def audit() -> None:
+    run_audit(FOLDER, OUT)
+    run_audit(FOLDER, OUT_RAW, "--raw-cosine")
+
+
 def main() -> int:
-    step = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if step not in ("all", "build", "audit", "score"):
-        sys.exit(__doc__)
-    if step in ("all", "build"):
-        build()
-    if step in ("all", "audit"):
-        run_audit(FOLDER, OUT)
-        run_audit(FOLDER, OUT_RAW, "--raw-cosine")
-    if step in ("all", "score"):
-        score()
-    return 0
+    return run_steps(sys.argv[1] if len(sys.argv) > 1 else "all", __doc__, build, audit, score)
 
 
 if __name__ == "__main__":

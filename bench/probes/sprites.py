@@ -46,7 +46,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from audit_store import AuditStore  # this folder's
-from cli_audit import ensure_debs, fresh_folder, neutral_ids, run_audit, save_as, save_pair_sheet, write_manifest
+from cli_audit import (ensure_debs, fresh_folder, neutral_ids, run_audit, run_steps, save_as,
+                       save_pair_sheet, write_manifest)
 
 SEED = 20261206
 ROOT = Path(os.environ.get("PROBE_DIR", "/tmp/imagesieve-probe-sprites"))
@@ -609,13 +610,5 @@ def score():
 
 
 if __name__ == "__main__":
-    step = sys.argv[1] if len(sys.argv) > 1 else "all"
-    if step not in ("all", "build", "audit", "score"):
-        sys.exit(__doc__)
-    if step in ("all", "build"):
-        build()
-    if step in ("all", "audit"):
-        audit(raw=False)
-        audit(raw=True)
-    if step in ("all", "score"):
-        score()
+    sys.exit(run_steps(sys.argv[1] if len(sys.argv) > 1 else "all", __doc__, build,
+                       lambda: (audit(raw=False), audit(raw=True)), score))

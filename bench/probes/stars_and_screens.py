@@ -59,8 +59,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cli_audit import (ensure_debs, fresh_folder, neutral_ids, on_white, run_audit, save_as,  # noqa: E402
-                       save_pair_sheet, write_manifest)
+from cli_audit import (ensure_debs, fresh_folder, neutral_ids, on_white, run_audit, run_steps,  # noqa: E402
+                       save_as, save_pair_sheet, write_manifest)
 
 
 
@@ -292,16 +292,13 @@ def score() -> dict:
     return result
 
 
+def audit() -> None:
+    run_audit(FOLDER, OUT)
+    run_audit(FOLDER, OUT_RAW, "--raw-cosine")
+
+
 def main() -> int:
-    step = ARGS.step
-    if step in ("all", "build"):
-        build()
-    if step in ("all", "audit"):
-        run_audit(FOLDER, OUT)
-        run_audit(FOLDER, OUT_RAW, "--raw-cosine")
-    if step in ("all", "score"):
-        score()
-    return 0
+    return run_steps(ARGS.step, __doc__, build, audit, score)
 
 
 if __name__ == "__main__":

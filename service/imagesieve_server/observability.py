@@ -602,8 +602,7 @@ class LineBudget:
 
     def __init__(self, rate: float = 50.0, burst: float = 200.0):
         self.rate, self.burst = rate, burst
-        self.tokens: dict[str, float] = {}
-        self.at: dict[str, float] = {}
+        self.tokens: dict[str, tuple[float, float]] = {}     # code -> (tokens left, when counted)
         self.skipped: dict[str, tuple[int, float, collections.Counter]] = {}   # code -> (calls, since, by peer)
 
     def take(self, code: str, peer: str = "") -> str | None:
@@ -611,15 +610,15 @@ class LineBudget:
         returned when it is not "" (how many calls of ``code`` were not
         logged, over how long, mostly from which peers)."""
         now = time.monotonic()
-        tokens = min(self.burst, self.tokens.get(code, self.burst) + (now - self.at.get(code, now)) * self.rate)
-        self.at[code] = now
+        left, at = self.tokens.get(code, (self.burst, now))
+        tokens = min(self.burst, left + (now - at) * self.rate)
         if tokens < 1:
-            self.tokens[code] = tokens
+            self.tokens[code] = (tokens, now)
             count, since, peers = self.skipped.get(code) or (0, now, collections.Counter())
             peers[peer if peer in peers or len(peers) < self.PEERS_KEPT else "others"] += 1
             self.skipped[code] = (count + 1, since, peers)
             return None
-        self.tokens[code] = tokens - 1
+        self.tokens[code] = (tokens - 1, now)
         if code not in self.skipped:
             return ""
         count, since, peers = self.skipped.pop(code)
@@ -877,14 +876,15 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         # that sent their headers and no message otherwise held their slots for
         # the receive timeout, and two clients' filled the server (a
         # twenty-third probe). A read in progress is the gate's to give up.
-        idle = {}
-        evicted = None
+        idle_key = evicted = None
         if client is not None and self.limiter is not None:
-            idle["key"], evicted = self.limiter.idle_begin(client, StreamActivity(own_calls_evict=False))
+            idle_key, evicted = self.limiter.idle_begin(client, StreamActivity(own_calls_evict=False))
 
         def reading() -> None:
-            if "key" in idle:
-                self.limiter.idle_end(idle.pop("key"))
+            nonlocal idle_key
+            if idle_key is not None:
+                self.limiter.idle_end(idle_key)
+                idle_key = None
 
         receiving = asyncio.ensure_future(gate.receive(who, read, wait, on_turn=reading))
 

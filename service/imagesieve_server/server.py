@@ -140,7 +140,7 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         if env in os.environ:
             default = kind(os.environ[env])
         ap.add_argument(flag, type=kind, default=default, help=f"(env {env}, default %(default)s)")
-    ap.add_argument("--port", type=int, default=os.environ.get("IMAGESIEVE_PORT"), help="the port of --address, its host kept (--port 50052: 127.0.0.1:50052; "
+    ap.add_argument("--port", type=int, default=os.environ.get("IMAGESIEVE_PORT") or None, help="the port of --address, its host kept (--port 50052: 127.0.0.1:50052; "
                                     "env IMAGESIEVE_PORT)")
     args = vars(ap.parse_args(argv))
     port = args.pop("port")

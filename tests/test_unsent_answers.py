@@ -320,3 +320,46 @@ def test_a_stream_waiting_for_room_starts_when_room_is_freed_not_at_a_poll():
         assert not limiter.room_waiters
 
     asyncio.run(scenario())
+
+
+def test_a_large_answer_is_not_passed_for_ever_by_its_clients_smaller_ones():
+    """Whatever fits goes, but not for ever: a client whose streams keep
+    smaller work coming (each fitting beside the last) held a larger
+    answer's work back as long as they came. Once it has waited
+    ``room_bypass_s``, the client's later work queues behind it, its room
+    drains and the large one starts."""
+    import asyncio
+
+    from imagesieve_server.observability import CallLimiter, StreamRoom
+
+    async def turns(n: int = 3):
+        for _ in range(n):
+            await asyncio.sleep(0)
+
+    async def cycle(limiter: CallLimiter, bypass_s: float) -> tuple[bool, int]:
+        limiter.room_bypass_s = bypass_s
+        a = StreamRoom(limiter, "a")
+        small = [await a.reserve(3), await a.reserve(3)]            # two small answers in work: 6 of 10
+        big = asyncio.ensure_future(a.reserve(8))                   # 6 + 8 > 10: waits
+        await turns()
+        started = 0
+        for _ in range(20):                                         # one small answer sent, another asked for
+            a.release(small.pop(0))
+            nxt = asyncio.ensure_future(a.reserve(3))
+            await turns()
+            if nxt.done():
+                small.append(nxt.result())
+                started += 1
+            else:
+                while small:                                         # the client's room drains
+                    a.release(small.pop(0))
+                    await turns()
+                break
+            if big.done():
+                break
+        return big.done(), started
+
+    for_ever, started = asyncio.run(cycle(CallLimiter(8, 4, max_unsent_per_client=10), bypass_s=3600.0))
+    assert not for_ever and started == 20                          # passed by all 20 (the old behaviour)
+    in_turn, started = asyncio.run(cycle(CallLimiter(8, 4, max_unsent_per_client=10), bypass_s=0.0))
+    assert in_turn and started == 0                                # the next small one queued behind it

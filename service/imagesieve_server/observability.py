@@ -225,6 +225,10 @@ def _incoming_request_id(metadata) -> str | None:
 #: before the call is aborted (CallLimiter.room_for).
 ANSWER_ROOM_WAIT_S = 1.0
 
+#: How long a client's stream work waiting for room among its answers may be
+#: passed by the same client's later work that fits (CallLimiter.reserve_room).
+ROOM_BYPASS_S = 1.0
+
 
 def _take(counts: dict[str, int], client: str, nbytes: int) -> bool:
     """Take ``nbytes`` from ``client``'s count; False (and the entry gone) when none is left."""
@@ -296,8 +300,11 @@ class CallLimiter:
         self.reserved_total = 0
         self.reserved_peak = 0                  # of unsent_total + reserved_total (/metrics)
         # Stream work waiting for its client's room, a client's in the order it came:
-        # client -> [(bytes, future done when they are reserved for it)] (StreamRoom).
-        self.room_waiters: dict[str, list[tuple[int, asyncio.Future]]] = {}
+        # client -> [(bytes, future done when they are reserved for it, when it came)] (StreamRoom).
+        self.room_waiters: dict[str, list[tuple[int, asyncio.Future, float]]] = {}
+        # A client's later, smaller work passes its waiting work only this long (s):
+        # work that kept coming and fitting held a larger answer back for ever.
+        self.room_bypass_s = ROOM_BYPASS_S
 
     def enter(self, client: str) -> str | None:
         """None when admitted, else why not (the caller answers RESOURCE_EXHAUSTED)."""
@@ -371,11 +378,13 @@ class CallLimiter:
         (:meth:`_grant`), not by polling; whatever fits goes, so one stream's
         large answer does not hold back another's small one. A waiter
         cancelled before its grant leaves nothing queued or reserved, one
-        cancelled after it gives its grant back."""
-        if self.try_reserve(client, nbytes):
+        cancelled after it gives its grant back. Once a client's work has
+        waited ``room_bypass_s``, its later work queues behind it, so the
+        client's room drains until it fits."""
+        if not self._overdue(client) and self.try_reserve(client, nbytes):
             return
         granted = asyncio.get_running_loop().create_future()
-        entry = (nbytes, granted)
+        entry = (nbytes, granted, time.monotonic())
         self.room_waiters.setdefault(client, []).append(entry)
         try:
             await granted
@@ -395,21 +404,32 @@ class CallLimiter:
         and woken (a client's tried in the order they came). Every client's, as one
         client's freed bytes may bring everyone's within the server's bound.
         A waiter whose future is already done (cancelled, its task not yet
-        resumed) is dropped, nothing reserved for it."""
+        resumed) is dropped, nothing reserved for it. Work that does not fit
+        and has waited ``room_bypass_s`` holds back its client's later work."""
+        now = time.monotonic()
         for client in list(self.room_waiters):
             queue = self.room_waiters[client]
             waiting = []
-            for nbytes, granted in queue:
+            held_back = False
+            for entry in queue:
+                nbytes, granted, since = entry
                 if granted.done():
                     continue
-                if self.try_reserve(client, nbytes):
+                if not held_back and self.try_reserve(client, nbytes):
                     granted.set_result(None)
                 else:
-                    waiting.append((nbytes, granted))
+                    waiting.append(entry)
+                    held_back = held_back or now - since >= self.room_bypass_s
             if waiting:
                 self.room_waiters[client] = waiting
             else:
                 del self.room_waiters[client]
+
+    def _overdue(self, client: str) -> bool:
+        """Some work of ``client`` has waited for room ``room_bypass_s`` or more."""
+        now = time.monotonic()
+        return any(now - since >= self.room_bypass_s for _, granted, since in self.room_waiters.get(client, ())
+                   if not granted.done())
 
     def dropped(self, client: str) -> None:
         """An answer to ``client`` found no room and was dropped: its new calls

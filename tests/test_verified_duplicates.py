@@ -9,6 +9,7 @@ import math
 import os
 import random
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -2038,3 +2039,65 @@ def test_an_image_with_few_candidates_is_not_held_to_crowded_look_alikes(embedde
     bounded = np.isfinite(seen["sparse_cosine"])
     assert bounded[1:20].sum() >= 15 and not bounded[0] and not bounded[20:].any()
     assert np.all(seen["sparse_cosine"][bounded] == CANDIDATE_THRESHOLD)
+
+
+def test_a_check_aligns_without_the_collections_lock_and_adds_atomically(embedder, photos, tmp_path, monkeypatch):
+    """A check's alignments (tens of ms an image) ran under the collection's
+    lock, so every other call of the collection, and the shared threads
+    they waited in, waited for them (a twenty-fourth probe). They now run
+    without it, and stats take no lock at all; an add_if_unique whose
+    collection changed meanwhile is judged again holding the lock, so two
+    copies checked at once cannot both be added."""
+    from imagesieve_server.analysis.duplicates import verify
+    from imagesieve_server.collections import Collection, NewImage, Verdict
+    blobs = [d for d, _, _ in photos[:6]]
+    crop = encode(UNSEEN_KINDS["crop_60"](photo_image(blobs[2])), "JPEG", quality=90)
+    v, s = _embed(embedder, blobs + [crop])
+    sha = [hashlib.sha256(b).hexdigest() for b in blobs + [crop]]
+    coll = Collection.create(tmp_path / "c", "c", v.shape[1], "mobilenet_v1")
+    coll.add([NewImage(f"p{i}", sha[i], v[i], signature=s[i]) for i in (0, 1, 3, 4, 5)])
+    held = []
+    real = verify.verify_pairs
+
+    def spy(sig, a, b, **kw):
+        held.append(coll._lock._is_owned())
+        return real(sig, a, b, **kw)
+    monkeypatch.setattr(verify, "verify_pairs", spy)
+    query = NewImage("crop", sha[-1], v[-1], signature=s[-1])
+    # add_if_unique: its original (p2) added between the first judgement (unique: no
+    # candidate) and the add sends the check back to be judged again under the lock.
+    first_judge, added_meanwhile = coll._judge, []
+
+    def judge_then_race(*args):
+        out = first_judge(*args)
+        if not added_meanwhile:
+            added_meanwhile.append(coll.add([NewImage("p2", sha[2], v[2], signature=s[2])])[0].added)
+        return out
+    monkeypatch.setattr(coll, "_judge", judge_then_race)
+    out = coll.check(query, add_if_unique=True)
+    assert added_meanwhile == [True]
+    assert out.verdict == Verdict.NEAR_DUPLICATE and not out.added and out.neighbors[0].key == "p2"
+    assert held == [True]                   # aligned once: judged again, holding the lock
+    # A plain check aligns without it.
+    monkeypatch.setattr(coll, "_judge", first_judge)
+    held.clear()
+    assert coll.check(query).verdict == Verdict.NEAR_DUPLICATE
+    assert held == [False]
+    # Stats while another thread holds the lock: answered at once.
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        with coll._lock:
+            taken.set()
+            release.wait(30)
+    holder = threading.Thread(target=hold)
+    holder.start()
+    taken.wait(10)
+    answered = []
+    stats = threading.Thread(target=lambda: answered.append(coll.info().num_images))
+    stats.start()
+    stats.join(5)
+    release.set()
+    holder.join()
+    assert answered == [6]
+    coll.close()

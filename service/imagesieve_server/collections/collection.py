@@ -754,8 +754,9 @@ class Collection:
         # one below, every other stored image lies below the floor.
         sparse = (floor if len(above) < STREAM_CANDIDATE_K and len(above) < len(neighbors)
                   else float("nan"))
-        by_layout = self._layout_neighbors(image, {n.key for n in cands}, layout_floor)
-        stored = self.store.layouts_for_keys([n.key for n in cands + by_layout])
+        with self._lock:        # the candidates under the lock; their alignment without it (see check)
+            by_layout = self._layout_neighbors(image, {n.key for n in cands}, layout_floor)
+            stored = self.store.layouts_for_keys([n.key for n in cands + by_layout])
         cands = [n for n in cands if n.key in stored]
         by_layout = [n for n in by_layout if n.key in stored]
         if not cands and not by_layout:
@@ -820,38 +821,60 @@ class Collection:
         ``threshold`` or CANDIDATE_THRESHOLD; by coarse layout, at any
         cosine unless ``threshold`` is given) is verified as the same picture
         (stage 2); otherwise (raw cosine) the nearest cosine is >=
-        ``threshold`` (0 = the collection's)."""
+        ``threshold`` (0 = the collection's).
+
+        The candidates are aligned without the collection's lock: held
+        through a check's alignments (tens of milliseconds an image), it
+        kept every other call of the collection waiting, and their threads,
+        which the server shares, from everyone else (a twenty-fourth probe).
+        An add_if_unique whose collection changed meanwhile is judged again
+        holding the lock, so two copies checked at once cannot both be added."""
         verified = verify_layout and image.signature is not None
+        if not add_if_unique:
+            verdict, neighbors, _ = self._judge(image, k, threshold, verified)
+            self.count_verdict(verdict, verified)
+            return CheckOutcome(image.key, verdict, neighbors[:max(k, 1)], False)
+        changes = self._changes
+        verdict, neighbors, pack = self._judge(image, k, threshold, verified)
         with self._lock:
-            neighbors = self.search(image.vector, max(k, STREAM_CANDIDATE_K if verified else 1))[0]
-            twin = self.twin(image.sha256)
-            pack = None
-            if twin is not None:
-                verdict = Verdict.EXACT_DUPLICATE
-                # identical bytes embed identically: the twin leads, at cosine 1
-                neighbors = [twin] + [n for n in neighbors if n.key != twin.key]
-            elif verified:
-                # A threshold asked for bounds the layouts' candidates too (as in FindDuplicates).
-                near, pack = self._verify(image, neighbors, threshold or CANDIDATE_THRESHOLD, threshold or -1.0)
-                verdict = Verdict.NEAR_DUPLICATE if near else Verdict.UNIQUE
-                # The verified neighbours first, the strongest evidence first: they are
-                # the answer (by cosine, a turned copy's look-alike led its own
-                # original; by agreement alone, a crop confirmed by 150 keypoints
-                # would follow a look-alike the layouts passed).
-                neighbors.sort(key=lambda n: (not n.verified, -(n.agreement + n.keypoint_inliers / 100)
-                                              if n.verified else 0.0, -n.cosine))
-            elif neighbors and neighbors[0].cosine >= (threshold or self.raw_threshold()[0]):
-                verdict = Verdict.NEAR_DUPLICATE
-            else:
-                verdict = Verdict.UNIQUE
+            if self._changes != changes:
+                verdict, neighbors, pack = self._judge(image, k, threshold, verified)
             self.count_verdict(verdict, verified)
             added = False
-            if add_if_unique and verdict == Verdict.UNIQUE:
+            if verdict == Verdict.UNIQUE:
                 outcome = self.add([image], packs=[pack])[0]
                 if outcome.error:
                     return CheckOutcome(image.key, verdict, neighbors[:max(k, 1)], False, outcome.error)
                 added = outcome.added
         return CheckOutcome(image.key, verdict, neighbors[:max(k, 1)], added)
+
+    def _judge(self, image: NewImage, k: int, threshold: float, verified: bool
+               ) -> tuple[Verdict, list[Neighbor], tuple | None]:
+        """(verdict, neighbours, the image's look-alike pack) of a
+        check (see check), nothing counted or added. Searches take the lock
+        themselves; alignment runs without it unless the caller holds it."""
+        neighbors = self.search(image.vector, max(k, STREAM_CANDIDATE_K if verified else 1))[0]
+        twin = self.twin(image.sha256)
+        pack = None
+        if twin is not None:
+            verdict = Verdict.EXACT_DUPLICATE
+            # identical bytes embed identically: the twin leads, at cosine 1
+            neighbors = [twin] + [n for n in neighbors if n.key != twin.key]
+        elif verified:
+            # A threshold asked for bounds the layouts' candidates too (as in FindDuplicates).
+            near, pack = self._verify(image, neighbors, threshold or CANDIDATE_THRESHOLD, threshold or -1.0)
+            verdict = Verdict.NEAR_DUPLICATE if near else Verdict.UNIQUE
+            # The verified neighbours first, the strongest evidence first: they are
+            # the answer (by cosine, a turned copy's look-alike led its own
+            # original; by agreement alone, a crop confirmed by 150 keypoints
+            # would follow a look-alike the layouts passed).
+            neighbors.sort(key=lambda n: (not n.verified, -(n.agreement + n.keypoint_inliers / 100)
+                                          if n.verified else 0.0, -n.cosine))
+        elif neighbors and neighbors[0].cosine >= (threshold or self.raw_threshold()[0]):
+            verdict = Verdict.NEAR_DUPLICATE
+        else:
+            verdict = Verdict.UNIQUE
+        return verdict, neighbors, pack
 
     # -- mutations ----------------------------------------------------------
     def add(self, images: list[NewImage], skip_exact_duplicates: bool = False,
@@ -1011,33 +1034,36 @@ class Collection:
         MAX_COUNTS_LISTED), distinct labels, distinct splits), counted again only after an add or
         a remove, and outside the collection's lock: at 100,000 images the
         three scans take ~0.1 s, and six clients asking for stats in a loop
-        held every check of the collection 0.7 s."""
-        with self._lock:
-            changes, counted = self._changes, self._counted
+        held every check of the collection 0.7 s. Without the collection's
+        lock at all (see info): a count tagged with a number of changes that
+        moved on meanwhile is only counted again next time."""
+        changes, counted = self._changes, self._counted
         if counted is not None and counted[0] == changes:
             return counted[1]
         per_label, per_split = self.store.counts_by("label"), self.store.counts_by("split")
         counts = (self.store.count(), most_frequent(per_label), most_frequent(per_split),
                   len(per_label), len(per_split))
-        with self._lock:
-            if self._changes == changes:
-                self._counted = (changes, counts)
+        self._counted = (changes, counts)
         return counts
 
     def info(self) -> CollectionInfo:
+        """The collection's figures, read without its lock (the store's own
+        is held only for its counts): stats waiting for a lock that a
+        snapshot or a check held took threads the whole server shares, and
+        other collections' stats and checks waited seconds for them (a
+        twenty-fourth probe)."""
         num_images, per_label, per_split, labels, splits = self._counts()
-        with self._lock:
-            try:
-                last_snapshot = (self.path / SNAPSHOT).stat().st_mtime
-            except FileNotFoundError:
-                # None yet, or the collection dropped since this call began: a drop removes
-                # the folder, and a check-then-stat answered INTERNAL to Create and
-                # SnapshotCollection calls racing DropCollection (1 run in 4 of the race test).
-                last_snapshot = 0.0
-            return CollectionInfo(
-                name=self.name, num_images=num_images, dim=self.dim, model=self.model,
-                index_kind=self.index_kind, structure=self.structure, threshold=self._reported_threshold(),
-                images_per_label=dict(per_label), images_per_split=dict(per_split),
-                index_bytes=self.index_bytes,
-                last_snapshot_unix_s=last_snapshot,
-                distinct_labels=labels, distinct_splits=splits)
+        try:
+            last_snapshot = (self.path / SNAPSHOT).stat().st_mtime
+        except FileNotFoundError:
+            # None yet, or the collection dropped since this call began: a drop removes
+            # the folder, and a check-then-stat answered INTERNAL to Create and
+            # SnapshotCollection calls racing DropCollection (1 run in 4 of the race test).
+            last_snapshot = 0.0
+        return CollectionInfo(
+            name=self.name, num_images=num_images, dim=self.dim, model=self.model,
+            index_kind=self.index_kind, structure=self.structure, threshold=self._reported_threshold(),
+            images_per_label=dict(per_label), images_per_split=dict(per_split),
+            index_bytes=self.index_bytes,
+            last_snapshot_unix_s=last_snapshot,
+            distinct_labels=labels, distinct_splits=splits)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
@@ -12,7 +13,7 @@ from imagesieve.v1 import collections_pb2, collections_pb2_grpc
 from ..collections import Collection, CollectionError, CollectionManager
 from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
-from .common import ImageReader, content_hash, detail, gather_bounded, item_error, text_problem
+from .common import CollectionTurns, ImageReader, content_hash, detail, gather_bounded, item_error, text_problem
 
 KIND_NAMES = {collections_pb2.INDEX_KIND_AUTO: "auto", collections_pb2.INDEX_KIND_FLAT_IP: "flat",
               collections_pb2.INDEX_KIND_IVF_FLAT_IP: "ivf_flat", collections_pb2.INDEX_KIND_IVF_PQ_IP: "ivf_pq",
@@ -28,6 +29,11 @@ DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
 # least one collection a page): label maps can be large.
 PAGE_BYTES = 1 << 20
 _TOKEN_PREFIX = "after:"
+
+# Threads for the calls that hold a collection's lock (add, remove, snapshot), one a
+# collection at a time: apart from the event loop's default pool, which stats, lists and
+# hash lookups use, so a busy collection's writes never take the threads those need.
+LOCKED_CALLS = ThreadPoolExecutor(8, thread_name_prefix="imagesieve-collection")
 
 
 async def abort_for(context, e: Exception):
@@ -93,6 +99,9 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
         self.manager, self.engine, self.reader = manager, engine, reader
         self.max_images_per_request = max_images_per_request
         self.on_dropped = on_dropped        # async (name) -> None: e.g. the server's health entry
+        # Calls that hold a collection's lock for their whole run (add, remove, snapshot): one
+        # thread a collection at a time, so waiting for a lock holds no thread (CollectionTurns).
+        self.turns = CollectionTurns(1)
 
     async def CreateCollection(self, request, context):
         try:
@@ -156,9 +165,9 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
     async def SnapshotCollection(self, request, context):
         try:
             c = self.manager.get(request.name)
-            # Both in a worker thread: info() waits for the collection's lock, which
-            # another snapshot may hold for seconds (the event loop waited on it, a probe).
-            path, info = await asyncio.to_thread(lambda: (c.snapshot(), c.info()))
+            # In a worker thread: the snapshot writes the whole index (the event loop
+            # waited on it, a probe), in the collection's turn (CollectionTurns).
+            path, info = await self.turns.run(c, LOCKED_CALLS.submit, lambda: (c.snapshot(), c.info()))
             return collections_pb2.SnapshotCollectionResponse(path=path.name, num_images=info.num_images)
         except CollectionError as e:
             await abort_for(context, e)
@@ -170,7 +179,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
                                       f"{MAX_REMOVE_KEYS}: send them in several calls", "INVALID_ARGUMENT")
             c = self.manager.get(request.collection)
             return collections_pb2.RemoveImagesResponse(
-                removed=await asyncio.to_thread(c.remove, list(request.keys)))
+                removed=await self.turns.run(c, LOCKED_CALLS.submit, c.remove, list(request.keys)))
         except CollectionError as e:
             await abort_for(context, e)
 
@@ -215,7 +224,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
                 res.error.CopyFrom(err)
             else:
                 ready.append((res, new))
-        outcomes = await asyncio.to_thread(c.add, [n for _, n in ready], request.skip_exact_duplicates)
+        outcomes = await self.turns.run(c, LOCKED_CALLS.submit, c.add, [n for _, n in ready], request.skip_exact_duplicates)
         for (res, _), out in zip(ready, outcomes):
             res.id, res.added, res.exact_duplicate_of = out.id, out.added, out.exact_duplicate_of
             if out.error:

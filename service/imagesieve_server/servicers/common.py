@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import os
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -254,6 +255,40 @@ async def gather_bounded(coros, limit: int = IMAGES_AT_ONCE) -> list:
         async with gate:
             return await coro
     return list(await asyncio.gather(*(one(c) for c in coros)))
+
+
+class CollectionTurns:
+    """At most ``width`` threads at once per collection for one kind of
+    call; the others wait on the event loop, holding no thread. Calls that
+    wait for a collection's lock inside their threads held every thread of
+    a shared pool while one collection was busy: one client's snapshots
+    and removals (or its checks on one large collection) kept other
+    collections' stats and checks waiting for seconds (a twenty-fourth
+    probe: a one-image check p50 42 ms -> 842 ms, stats 2 ms -> 922 ms).
+    A cancelled call's work is dropped if it has not started, else it keeps
+    its turn until its thread ends (it cannot be stopped)."""
+
+    def __init__(self, width: int):
+        if width < 1:
+            raise ValueError(f"width must be >= 1; got {width}")
+        self.width = width
+        self._turns: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    async def run(self, c, submit, fn, *args):
+        """``submit(fn, *args)`` (a pool's: a concurrent Future) in one of
+        ``c``'s turns; its result."""
+        turn = self._turns.get(c)
+        if turn is None:
+            turn = self._turns[c] = asyncio.Semaphore(self.width)
+        async with turn:
+            work = submit(fn, *args)
+            waiting = asyncio.wrap_future(work)
+            try:
+                return await asyncio.shield(waiting)
+            except asyncio.CancelledError:
+                if not work.cancel():
+                    await asyncio.wait([waiting])
+                raise
 
 
 class BadRequest(ValueError):

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
-
 
 from imagesieve.v1 import duplicates_pb2, duplicates_pb2_grpc
 
@@ -13,8 +13,8 @@ from ..engine.batcher import QueueFullError
 from ..engine.fair_pool import FairPool
 from ..jobs.find_duplicates import MAX_PAIRS, find_duplicates_events
 from .collections import abort_for
-from .common import (MAX_KEY_BYTES, MAX_LABEL_BYTES, MAX_SPLIT_BYTES, BadRequest, ImageReader, abort_invalid,
-                     content_hash, gather_bounded, item_error, ordered_concurrent, text_problem)
+from .common import (MAX_KEY_BYTES, MAX_LABEL_BYTES, MAX_SPLIT_BYTES, BadRequest, CollectionTurns, ImageReader,
+                     abort_invalid, content_hash, gather_bounded, item_error, ordered_concurrent, text_problem)
 
 MAX_K = 100
 # Neighbours one CheckDuplicates request may ask for (images x k): each carries its key,
@@ -24,13 +24,13 @@ MAX_K = 100
 MAX_NEIGHBORS_PER_REQUEST = 2560
 NEIGHBOR_BYTES = MAX_KEY_BYTES + MAX_LABEL_BYTES + MAX_SPLIT_BYTES + 48     # a Neighbor at most, serialized
 # Threads that run checks, one image a task, shared between connections by
-# the time each has used (FairPool). Each check holds its collection's lock
-# while its candidates are aligned (~60-80 ms). On the event loop's default
+# the time each has used (FairPool). A check holds its collection's lock
+# while it searches (its candidates are aligned without it). On the event loop's default
 # executor (6 threads on 2 cores), one stream's 16 requests of 64 images took
 # every thread for minutes, and every collection call on the server waited
 # (a probe: GetCollectionStats 27-85 s, on for up to 72 s after the stream
 # was cancelled). The threads mostly wait (for a lock, for the alignment
-# processes): 8 leave room for other collections' checks while several
+# processes): 8 leave room for other collections' checks while up to half
 # wait for one busy collection's lock.
 CHECK_THREADS = 8
 
@@ -113,6 +113,9 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
                  check_threads: int = CHECK_THREADS):
         self.manager, self.engine, self.reader = manager, engine, reader
         self.checks = FairPool(check_threads, name="imagesieve-checks")
+        # Half of them at most for one collection's checks: a busy collection's (waiting for
+        # its lock through another call's snapshot) leave the rest to the others.
+        self.check_turns = CollectionTurns(max(1, check_threads // 2))
         self.stream_window = stream_window
         self.max_images = max_images_per_request
         self.max_pairs = max_pairs
@@ -172,8 +175,8 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
                 r.neighbors.extend(neighbor_messages([twin]))
                 c.count_verdict(Verdict.EXACT_DUPLICATE, not request.raw_cosine)
             else:
-                res = await asyncio.wrap_future(self.checks.submit(
-                    owner, c.check, new, k, request.threshold, request.add_if_unique, not request.raw_cosine))
+                res = await self.check_turns.run(c, functools.partial(self.checks.submit, owner), c.check, new, k,
+                                                 request.threshold, request.add_if_unique, not request.raw_cosine)
                 r.verdict, r.added = int(res.verdict), res.added
                 r.neighbors.extend(neighbor_messages(res.neighbors))
                 if res.error:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import time
 import urllib.request
 
@@ -191,3 +193,43 @@ def test_failed_calls_log_lines_are_budgeted_per_code_and_the_rest_summed_up():
     summary = budget.take("CANCELLED", "ipv4:10.0.0.1")
     assert summary.startswith("7 more calls ended CANCELLED") and "ipv4:10.0.0.9 (6), ipv4:10.0.0.2 (1)" in summary
     assert budget.take("CANCELLED") is None                                # 0.5 left
+
+
+def _threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads the server's thread count from /proc")
+def test_idle_metrics_connections_take_a_bounded_number_of_threads_and_are_closed(obs_server):
+    """A twenty-fourth probe: prometheus_client's /metrics server started a
+    thread for each connection and waited on it for ever (3,000 connections
+    opened and left silent: 1,400 more threads). Now at most
+    METRICS_CONNECTIONS are served at once, the rest closed at once, and a
+    silent one is closed after METRICS_IDLE_S; then a scrape is answered."""
+    from imagesieve_server.observability import METRICS_CONNECTIONS, METRICS_IDLE_S
+    port = int(metrics_url(obs_server).rsplit(":", 1)[1].split("/")[0])
+    scrape(obs_server)
+    before = _threads(obs_server.proc.pid)
+    held = []
+    for _ in range(150):
+        held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+    time.sleep(1.0)
+    during = _threads(obs_server.proc.pid)
+    closed_at_once = 0
+    for s in held:
+        s.setblocking(False)
+        try:
+            closed_at_once += s.recv(1) == b""
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            closed_at_once += 1
+    time.sleep(METRICS_IDLE_S + 1.5)
+    after = _threads(obs_server.proc.pid)
+    assert "imagesieve_requests_total" in urllib.request.urlopen(metrics_url(obs_server), timeout=10).read().decode()
+    for s in held:
+        s.close()
+    assert during - before <= METRICS_CONNECTIONS + 2, (before, during)
+    assert closed_at_once >= 150 - METRICS_CONNECTIONS - 2, closed_at_once
+    assert after - before <= 2, (before, after)

@@ -7,6 +7,7 @@ import math
 
 from imagesieve.v1 import duplicates_pb2, duplicates_pb2_grpc
 
+from ..analysis.duplicates.verify import aligned_as
 from ..collections import CollectionError, CollectionManager, Neighbor, Verdict
 from ..engine.async_embedder import AsyncEmbedder, connection
 from ..engine.batcher import QueueFullError
@@ -175,8 +176,9 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
                 r.neighbors.extend(neighbor_messages([twin]))
                 c.count_verdict(Verdict.EXACT_DUPLICATE, not request.raw_cosine)
             else:
-                res = await self.check_turns.run(c, functools.partial(self.checks.submit, owner), c.check, new, k,
-                                                 request.threshold, request.add_if_unique, not request.raw_cosine)
+                res = await self.check_turns.run(c, functools.partial(self.checks.submit, owner), aligned_as, owner,
+                                                 c.check, new, k, request.threshold, request.add_if_unique,
+                                                 not request.raw_cosine)
                 r.verdict, r.added = int(res.verdict), res.added
                 r.neighbors.extend(neighbor_messages(res.neighbors))
                 if res.error:

@@ -233,3 +233,33 @@ def test_idle_metrics_connections_take_a_bounded_number_of_threads_and_are_close
     assert during - before <= METRICS_CONNECTIONS + 2, (before, during)
     assert closed_at_once >= 150 - METRICS_CONNECTIONS - 2, closed_at_once
     assert after - before <= 2, (before, after)
+
+
+def test_a_metrics_connection_that_trickles_is_cut_at_its_deadline(monkeypatch):
+    """A review: the idle limit is a socket timeout, restarted by every byte, so
+    clients sending a byte every few seconds held every /metrics slot for as
+    long as they liked. A connection now ends at METRICS_CONNECTION_S."""
+    from imagesieve_server import observability as obs
+    monkeypatch.setattr(obs, "METRICS_CONNECTIONS", 2)
+    monkeypatch.setattr(obs, "METRICS_CONNECTION_S", 1.5)
+    metrics = obs.Metrics()
+    port = metrics.serve_http(0, "127.0.0.1")
+    try:
+        tricklers = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+        cut = [False, False]
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 4 and not all(cut):
+            for i, s in enumerate(tricklers):
+                try:
+                    s.sendall(b"G")
+                except OSError:
+                    cut[i] = True
+            time.sleep(0.3)
+        took = time.perf_counter() - t0
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        for s in tricklers:
+            s.close()
+    finally:
+        metrics.close()
+    assert all(cut) and took < 3.5, (cut, took)
+    assert "imagesieve_requests" in text

@@ -363,3 +363,68 @@ def test_a_large_answer_is_not_passed_for_ever_by_its_clients_smaller_ones():
     assert not for_ever and started == 20                          # passed by all 20 (the old behaviour)
     in_turn, started = asyncio.run(cycle(CallLimiter(8, 4, max_unsent_per_client=10), bypass_s=0.0))
     assert in_turn and started == 0                                # the next small one queued behind it
+
+
+def test_work_held_back_by_an_overdue_waiter_goes_when_that_waiter_leaves():
+    """A review: work queued only because an older waiter of its client was
+    overdue stayed queued after that waiter was cancelled, although it fit,
+    until other bytes happened to be freed."""
+    import asyncio
+
+    from imagesieve_server.observability import CallLimiter
+
+    async def scenario():
+        limiter = CallLimiter(8, 4, max_unsent_per_client=10)
+        limiter.room_bypass_s = 0.0
+        assert limiter.try_reserve("x", 6)
+        overdue = asyncio.ensure_future(limiter.reserve_room("x", 8))      # 6 + 8 > 10: waits
+        await asyncio.sleep(0)
+        held_back = asyncio.ensure_future(limiter.reserve_room("x", 1))    # fits, but queues behind it
+        await asyncio.sleep(0)
+        assert not held_back.done()
+        overdue.cancel()
+        await asyncio.gather(overdue, return_exceptions=True)
+        await asyncio.sleep(0)
+        assert held_back.done() and limiter.reserved["x"] == 7 and not limiter.room_waiters
+
+    asyncio.run(scenario())
+
+
+def test_a_collection_turn_is_held_until_its_thread_ends_however_often_it_is_cancelled():
+    """CollectionTurns: a call cancelled while its work runs keeps its turn
+    until the thread ends; a review found a second cancel gave it up early,
+    and two 'one at a time' calls of one collection ran at once."""
+    import asyncio
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imagesieve_server.servicers.common import CollectionTurns
+
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def work():
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.5)
+        with lock:
+            running[0] -= 1
+
+    class Collection:
+        pass
+
+    async def scenario():
+        turns, c = CollectionTurns(1), Collection()
+        with ThreadPoolExecutor(4) as pool:
+            first = asyncio.ensure_future(turns.run(c, pool.submit, work))
+            await asyncio.sleep(0.1)
+            first.cancel()
+            await asyncio.sleep(0.05)
+            first.cancel()                                   # the call cancelled, then the server stopping
+            second = asyncio.ensure_future(turns.run(c, pool.submit, work))
+            results = await asyncio.gather(first, second, return_exceptions=True)
+        assert isinstance(results[0], asyncio.CancelledError) and results[1] is None
+
+    asyncio.run(scenario())
+    assert peak[0] == 1

@@ -189,7 +189,8 @@ class Metrics:
         without a request, 3,000 connections took 1,400 threads (a
         twenty-fourth probe). Here a connection is served at most
         METRICS_CONNECTIONS at once (the rest closed at once; a scraper
-        retries), and one that sends nothing for METRICS_IDLE_S is closed."""
+        retries), one that sends nothing for METRICS_IDLE_S is closed, and
+        any after METRICS_CONNECTION_S."""
         family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                        flags=socket.AI_PASSIVE)[0]
 
@@ -216,10 +217,18 @@ class Metrics:
                     raise
 
             def process_request_thread(self, request, client_address):
+                # The socket timeout restarts with every byte: a client sending one every few
+                # seconds kept its slot for ever (a review). A whole connection gets a deadline.
+                deadline = threading.Timer(METRICS_CONNECTION_S, _cut, (request,))
+                deadline.start()
                 try:
                     super().process_request_thread(request, client_address)
                 finally:
+                    deadline.cancel()
                     self.slots.release()
+
+            def handle_error(self, request, client_address):
+                pass                          # a client cut off or gone (socketserver printed a traceback)
 
         self._http = make_server(sockaddr[0], port, make_wsgi_app(self.registry), Server, handler_class=Handler)
         threading.Thread(target=self._http.serve_forever, name="imagesieve-metrics", daemon=True).start()
@@ -263,9 +272,19 @@ def _incoming_request_id(metadata) -> str | None:
     return None
 
 
-#: /metrics connections served at once, and how long one may send nothing (s).
+#: /metrics connections served at once, how long one may send nothing (s), and
+#: how long one may last in all (s).
 METRICS_CONNECTIONS = 32
 METRICS_IDLE_S = 5.0
+METRICS_CONNECTION_S = 10.0
+
+
+def _cut(sock) -> None:
+    """End a connection whose time is up: its handler's next read or write fails."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 #: How long a unary answer waits for room among its client's unsent answers
 #: before the call is aborted (CallLimiter.room_for).
@@ -443,6 +462,8 @@ class CallLimiter:
                     queue.remove(entry)
                     if not queue:
                         del self.room_waiters[client]
+                    else:
+                        self._grant()           # work it held back (it was overdue) may fit now
             raise
 
     def _grant(self) -> None:

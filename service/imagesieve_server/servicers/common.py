@@ -287,7 +287,11 @@ class CollectionTurns:
                 return await asyncio.shield(waiting)
             except asyncio.CancelledError:
                 if not work.cancel():
-                    await asyncio.wait([waiting])
+                    while not waiting.done():        # cancelled again meanwhile: still its turn (a review)
+                        try:
+                            await asyncio.wait([waiting])
+                        except asyncio.CancelledError:
+                            pass
                 raise
 
 

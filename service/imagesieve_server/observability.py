@@ -216,16 +216,29 @@ class Metrics:
                     self.slots.release()
                     raise
 
+            opened: dict = {}                 # connection -> when it was opened (time.monotonic)
+            opened_lock = threading.Lock()
+
             def process_request_thread(self, request, client_address):
-                # The socket timeout restarts with every byte: a client sending one every few
-                # seconds kept its slot for ever (a review). A whole connection gets a deadline.
-                deadline = threading.Timer(METRICS_CONNECTION_S, _cut, (request,))
-                deadline.start()
+                with self.opened_lock:
+                    self.opened[request] = time.monotonic()
                 try:
                     super().process_request_thread(request, client_address)
                 finally:
-                    deadline.cancel()
+                    with self.opened_lock:
+                        self.opened.pop(request, None)
                     self.slots.release()
+
+            def service_actions(self):
+                # The socket timeout restarts with every byte: a client sending one every few
+                # seconds kept its slot for ever (a review). A whole connection gets a deadline,
+                # checked by the accepting thread between polls (a timer thread each doubled
+                # the threads).
+                now = time.monotonic()
+                with self.opened_lock:
+                    late = [sock for sock, since in self.opened.items() if now - since > METRICS_CONNECTION_S]
+                for sock in late:
+                    _cut(sock)
 
             def handle_error(self, request, client_address):
                 pass                          # a client cut off or gone (socketserver printed a traceback)

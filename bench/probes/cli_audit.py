@@ -33,6 +33,43 @@ def run_audit(folder: Path, out: Path, *flags: str) -> dict:
     return result
 
 
+def audit_verified_and_raw(folder: Path, out: Path, out_raw: Path) -> None:
+    """The two runs a probe scores: the defaults (verified) and ``--raw-cosine``."""
+    run_audit(folder, out)
+    run_audit(folder, out_raw, "--raw-cosine")
+
+
+def wall_s(out: Path) -> float:
+    """The wall time of run_audit's run into ``out``, seconds (one decimal)."""
+    return round(json.loads((out.parent / (out.name + ".run.json")).read_text())["wall_s"], 1)
+
+
+EVIDENCE = ("cosine", "agreement", "matched_area", "keypoint_inliers", "relative_disagreement")
+
+
+def classified_pairs(out: Path, row: dict, classify):
+    """An audit's duplicate_pairs.parquet (a pandas DataFrame) with the two
+    file names (fa, fb), each pair's class ``classify(row[fa], row[fb])``
+    and each side's source name with its copy kind (src_a, src_b); ``row``:
+    file -> its manifest row (source, kind, role, ...)."""
+    import pandas as pd
+    pairs = pd.read_parquet(out / "duplicate_pairs.parquet")
+    pairs["fa"] = pairs.path_a.astype(str).map(lambda s: Path(s).name)
+    pairs["fb"] = pairs.path_b.astype(str).map(lambda s: Path(s).name)
+    pairs["cls"] = [classify(row[a], row[b]) for a, b in zip(pairs.fa, pairs.fb)]
+    pairs["src_a"] = [row[a]["source"] + (f" [{row[a]['kind']}]" if row[a]["kind"] else "") for a in pairs.fa]
+    pairs["src_b"] = [row[b]["source"] + (f" [{row[b]['kind']}]" if row[b]["kind"] else "") for b in pairs.fb]
+    return pairs
+
+
+def evidence_caption(r, head: str, ev) -> str:
+    """A pair-sheet caption: ``head``, the two sources, then the ``ev``
+    columns of ``r`` (a row of classified_pairs) two a line (a caption line
+    is cut at the thumbnail's width)."""
+    vals = [f"{c}={getattr(r, c):.3f}" if isinstance(getattr(r, c), float) else f"{c}={getattr(r, c)}" for c in ev]
+    return "\n".join([head, f"A: {r.src_a}", f"B: {r.src_b}", *(" ".join(vals[i:i + 2]) for i in range(0, len(vals), 2))])
+
+
 def fresh_folder(folder: Path) -> None:
     """``folder`` created, or emptied of the files an earlier build planted."""
     if folder.exists():

@@ -63,7 +63,19 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cli_audit import ensure_debs, fresh_folder, on_white, run_audit, run_steps, save_pair_sheet, write_manifest  # noqa: E402
+from cli_audit import (  # noqa: E402
+    EVIDENCE,
+    audit_verified_and_raw,
+    classified_pairs,
+    ensure_debs,
+    evidence_caption,
+    fresh_folder,
+    on_white,
+    run_steps,
+    save_pair_sheet,
+    wall_s,
+    write_manifest,
+)
 
 SEED = 20240611
 ROOT = Path(os.environ.get("PROBE_DIR", "/tmp/imagesieve-probe-neverball"))   # all its files
@@ -333,12 +345,7 @@ def score() -> dict:
 
     result = {}
     for out, name in ((OUT, "verified"), (OUT_RAW, "raw_cosine")):
-        pairs = pd.read_parquet(out / "duplicate_pairs.parquet")
-        pairs["fa"] = pairs.path_a.astype(str).map(lambda s: Path(s).name)
-        pairs["fb"] = pairs.path_b.astype(str).map(lambda s: Path(s).name)
-        pairs["cls"] = [classify(row[a], row[b]) for a, b in zip(pairs.fa, pairs.fb)]
-        pairs["src_a"] = [row[a]["source"] + (f" [{row[a]['kind']}]" if row[a]["kind"] else "") for a in pairs.fa]
-        pairs["src_b"] = [row[b]["source"] + (f" [{row[b]['kind']}]" if row[b]["kind"] else "") for b in pairs.fb]
+        pairs = classified_pairs(out, row, classify)
         own = set(pairs.fa[pairs.cls == "copy_own"]) | set(pairs.fb[pairs.cls == "copy_own"])
         copies["found"] = copies.file.isin(own)
         wrong = pairs[pairs.cls == "copy_wrong_orig"]
@@ -355,20 +362,14 @@ def score() -> dict:
             "pairs_of_different_pictures_per_1k": round(1000 * len(unrelated) / n, 1),
             "copies_with_wrong_original": len(wrong_copies),
             "pairs_by_class": dict(sorted(Counter(pairs.cls).items())),
-            "wall_s": round(json.loads((out.parent / (out.name + ".run.json")).read_text())["wall_s"], 1)}
-        ev = [c for c in ("cosine", "agreement", "matched_area", "keypoint_inliers", "relative_disagreement")
-              if c in pairs.columns]
+            "wall_s": wall_s(out)}
+        ev = [c for c in EVIDENCE if c in pairs.columns]
         pairs[["cls", "fa", "src_a", "fb", "src_b", *ev]].sort_values(["cls", "fa", "fb"]).to_csv(
             ROOT / f"{name}_pairs.csv", index=False, float_format="%.3f")
         miss = copies[~copies.found].assign(original=lambda d: d.source.map(orig_file))
 
-        def txt(r, ev=ev):
-            vals = [f"{c}={getattr(r, c):.3f}" if isinstance(getattr(r, c), float) else f"{c}={getattr(r, c)}"
-                    for c in ev]   # two a line: a caption line is cut at the thumbnail's width
-            return "\n".join([r.cls, f"A: {r.src_a}", f"B: {r.src_b}",
-                              *(" ".join(vals[i:i + 2]) for i in range(0, len(vals), 2))])
-        save_pair_sheet([(r.fa, r.fb, txt(r)) for r in unrelated.itertuples()], ROOT / f"{name}_unrelated.png",
-                        f"{name}: {len(unrelated)} pairs of different pictures of {len(pairs)} pairs, {n} images",
+        save_pair_sheet([(r.fa, r.fb, evidence_caption(r, r.cls, ev)) for r in unrelated.itertuples()],
+                        ROOT / f"{name}_unrelated.png", f"{name}: {len(unrelated)} pairs of different pictures of {len(pairs)} pairs, {n} images",
                         show, max_rows=len(unrelated))
         save_pair_sheet([(r.file, r.original, f"{r.kind}\n{r.source}") for r in miss.itertuples()],
                         ROOT / f"{name}_missed.png",
@@ -380,8 +381,7 @@ def score() -> dict:
 
 
 def audit() -> None:
-    run_audit(FOLDER, OUT)
-    run_audit(FOLDER, OUT_RAW, "--raw-cosine")
+    audit_verified_and_raw(FOLDER, OUT, OUT_RAW)
 
 
 def main() -> int:

@@ -59,8 +59,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cli_audit import (ensure_debs, fresh_folder, neutral_ids, on_white, run_audit, run_steps,  # noqa: E402
-                       save_as, save_pair_sheet, write_manifest)
+from cli_audit import (audit_verified_and_raw, ensure_debs, fresh_folder, neutral_ids, on_white,  # noqa: E402
+                       run_steps, save_as, save_pair_sheet, write_manifest)
 
 
 
@@ -293,8 +293,7 @@ def score() -> dict:
 
 
 def audit() -> None:
-    run_audit(FOLDER, OUT)
-    run_audit(FOLDER, OUT_RAW, "--raw-cosine")
+    audit_verified_and_raw(FOLDER, OUT, OUT_RAW)
 
 
 def main() -> int:

@@ -5,9 +5,11 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from imagesieve_server.analysis.duplicates.verify import pair_alignment
 from imagesieve_server.engine.decode import DecodeError, DecodeLimits, decode_bytes, decode_image, to_rgb
+from imagesieve_server.engine.signature import layout_signature
 
 from conftest import cosine, encode, photo_image
 
@@ -327,3 +329,70 @@ def test_alpha_only_pictures_embed_apart_and_copies_together(embedder, luminance
         assert own >= 0.9, (name, own)
         others = [cosine(v, vecs[k]) for k, n in enumerate(names) if n not in (name, "star LA")]
         assert max(others) < 0.8, (name, max(others))
+
+
+def _premultiplied_mask(kind: str) -> Image.Image:
+    """An antialiased ``kind`` shape whose colour is its own alpha (R = G = B =
+    alpha, as a premultiplied mask saved as straight alpha, or a palette of
+    grey-and-alpha pairs): its colour is not flat, yet over white it is white."""
+    alpha = _shape(kind).filter(ImageFilter.GaussianBlur(0.7))     # a one-pixel soft edge
+    return Image.merge("RGBA", (alpha, alpha, alpha, alpha))
+
+
+def _glossy_ball() -> Image.Image:
+    """Light greys of alpha 8-30 on a disc (a button's glass highlight): over
+    white a blank page, over black the ball."""
+    size = 256
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(xx - 128, yy - 128) / 100
+    alpha = np.where(r < 1, 8 + 22 * r ** 2, 0).astype(np.uint8)
+    grey = np.clip(235 + 15 * (1 - r) + 8 * np.sin(xx / 9), 0, 255).astype(np.uint8)
+    return Image.fromarray(np.dstack([grey, grey, grey, alpha]), "RGBA")
+
+
+def _white_page() -> Image.Image:
+    """A white document icon with a grey outline and a soft shadow: an
+    ordinary transparent picture that shows, faintly, over white."""
+    page = Image.new("RGBA", (128, 128), (0, 0, 0, 0))
+    shadow = Image.new("L", (128, 128), 0)
+    ImageDraw.Draw(shadow).rectangle((26, 14, 106, 120), fill=90)
+    page.putalpha(shadow.filter(ImageFilter.GaussianBlur(4)))
+    ImageDraw.Draw(page).rectangle((22, 10, 102, 116), fill=(250, 250, 250, 255), outline=(170, 170, 170, 255))
+    return page
+
+
+def test_light_pictures_that_are_blank_over_white_go_over_black(embedder):
+    """The colour of a mask can vary where the mask is soft (its edge pixels'
+    colour is their alpha: a game's gauge mask) or a light picture can be
+    nearly transparent (a glass highlight): the colour is not flat, so such
+    pictures were composited over white, as blank pages, and a gauge mask
+    was verified as the same picture as a blank terrain map."""
+    masks = {k: _premultiplied_mask(k) for k in ("circle", "star", "bars")}
+    ball = _glossy_ball()
+    for name, img in {**masks, "ball": ball}.items():
+        rgba = np.asarray(img, np.float32).reshape(-1, 4)
+        a = rgba[:, 3]
+        weighted = np.sqrt((a @ np.square(rgba[:, :3] - (a @ rgba[:, :3]) / a.sum())) / a.sum())
+        assert weighted.max() >= 2.0, name          # not a flat colour
+        rgb = np.asarray(decode_image(encode(img, "PNG"), 64)).astype(np.int16)
+        # Over white, a page or a faint outline; as decoded, the picture.
+        assert rgb.std() > max(5.0, 3 * _on_white(img).std()), name
+    for name, img in masks.items():
+        gray = np.asarray(decode_image(encode(img, "PNG"), 64)).mean(axis=2)
+        inside = np.asarray(_shape(name)) > 127
+        assert gray[inside].mean() > 150 and gray[~inside].mean() < 60, name
+    # Ordinary transparent pictures, light ones included, still go over white.
+    for name, img in {"white page": _white_page(), "ball at full alpha": Image.fromarray(
+            np.dstack([np.asarray(ball)[..., :3], (np.asarray(ball)[..., 3] > 0) * 255]).astype(np.uint8))}.items():
+        np.testing.assert_array_equal(np.asarray(decode_image(encode(img, "PNG"), 64)), _on_white(img),
+                                      err_msg=name)
+    # Distinct masks embed apart, and a copy of one (smaller, re-saved) with its original.
+    blobs = [encode(m, "PNG") for m in masks.values()]
+    blobs.append(encode(masks["star"].resize((180, 180), Image.BILINEAR), "PNG"))
+    vecs = np.stack([e.vector for e in embedder.embed_all(blobs)])
+    sims = vecs @ vecs.T
+    assert sims[3, 1] >= 0.9, sims[3]
+    assert max(sims[0, 1], sims[0, 2], sims[1, 2], sims[3, 0], sims[3, 2]) < 0.8, sims
+    # ...and no mask aligns with a blank white picture, as the gauge mask did (agreement 1.0).
+    blank = layout_signature(decode_image(encode(Image.new("RGB", (80, 400), "white"), "PNG"), 0))
+    assert max(pair_alignment(blank, layout_signature(decode_image(b, 0)))[0] for b in blobs) <= 0.0

@@ -19,6 +19,24 @@ from PIL import Image
 OPAQUE = 250
 FLAT_COLOUR_STD = 2.0    # colour channels flatter than this (alpha-weighted std)...
 ALPHA_PICTURE_STD = 6.0  # ...while alpha varies more than this: the picture is in alpha
+# A mask's soft edge may carry any colour: a game's gauge mask, white where
+# opaque, stores its edge pixels' alpha as their grey (premultiplied), and a
+# resampled copy of it mixes the edge with whatever lay under the
+# transparent pixels. Its colour is not flat, so it was composited over
+# white, a blank page, and verified as "the same picture" as a blank
+# terrain map. So the colour is also judged on the opaque pixels alone,
+# where they hold OPAQUE_SHARE of the picture's alpha or more.
+OPAQUE_SHARE = 0.5
+# A light picture that is nearly transparent (a glass highlight's pale
+# greys of alpha 8-80) has no opaque pixels to judge; over white its
+# composite varies less than BLANK_OVER_WHITE_STD (luminance std; of 10,544
+# transparent icons and game images, one did, at 2.0, the next at 4.6, a
+# faint snow texture): it is alpha-only too.
+BLANK_OVER_WHITE_STD = 3.0
+# Either way, its composite over black must vary this many times as much as
+# over white: a UI frame (opaque white corners, a grey border, a clear middle)
+# shows its border over white (2.2x) and stays there.
+BETTER_OVER_BLACK = 4.0
 PROBE_SIDE = 256         # judged on a copy scaled to at most this many pixels a side
 
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -39,8 +57,9 @@ def alpha_kind(img: Image.Image) -> tuple[str, Image.Image]:
     """("opaque" | "transparent" | "light alpha-only" | "dark alpha-only",
     alpha as an "L" image of at most PROBE_SIDE a side) of ``img`` (any
     mode with alpha, or P, L or RGB with transparency). Alpha-only: the picture is only
-    in the alpha channel, the colour flat; light ones must go over black to
-    be seen.
+    in the alpha channel, the colour flat (all of it, or where opaque:
+    OPAQUE_SHARE; or light and blank over white: BLANK_OVER_WHITE_STD);
+    light ones must go over black to be seen.
 
     Judged on a nearest-neighbour sample of at most PROBE_SIDE a side (a
     grid of the file's own pixels: cheap, and its std estimates the whole
@@ -60,12 +79,33 @@ def alpha_kind(img: Image.Image) -> tuple[str, Image.Image]:
     if alpha.std() < ALPHA_PICTURE_STD or weight <= 0:
         return kind, alpha_image
     colour = arr[:, :3]
-    mean = (alpha @ colour) / weight
-    std = np.sqrt((alpha @ np.square(colour - mean)) / weight)
-    if std.max() >= FLAT_COLOUR_STD:
-        return kind, alpha_image
-    luminance = 0.299 * mean[0] + 0.587 * mean[1] + 0.114 * mean[2]
-    return ("light alpha-only" if luminance >= 128 else "dark alpha-only"), alpha_image
+    if _flat(colour, alpha):
+        luminance = _luminance((alpha @ colour) / weight)
+        return ("light alpha-only" if luminance >= 128 else "dark alpha-only"), alpha_image
+    # Not flat: alpha-only still when light where opaque or blank over white,
+    # and far better seen over black (only light ones are composited otherwise).
+    opaque = alpha >= OPAQUE
+    light_where_opaque = (alpha[opaque].sum() >= OPAQUE_SHARE * weight and _flat(colour[opaque], alpha[opaque])
+                          and _luminance(colour[opaque].mean(axis=0)) >= 128)
+    over_white, over_black = _over(colour, alpha, 255).std(), _over(colour, alpha, 0).std()
+    if (light_where_opaque or over_white < BLANK_OVER_WHITE_STD) and over_black > BETTER_OVER_BLACK * over_white:
+        return "light alpha-only", alpha_image
+    return kind, alpha_image
+
+
+def _flat(colour: np.ndarray, alpha: np.ndarray) -> bool:
+    """Whether (N, 3) ``colour`` varies less than FLAT_COLOUR_STD, weighted by (N,) ``alpha``."""
+    mean = (alpha @ colour) / alpha.sum()
+    return bool(np.sqrt((alpha @ np.square(colour - mean)) / alpha.sum()).max() < FLAT_COLOUR_STD)
+
+
+def _luminance(colour: np.ndarray) -> np.ndarray:
+    return colour @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _over(colour: np.ndarray, alpha: np.ndarray, ground: int) -> np.ndarray:
+    """(N,) luminance of (N, 3) ``colour`` with (N,) ``alpha`` composited over a ``ground`` grey."""
+    return (alpha * _luminance(colour) + (255 - alpha) * ground) / 255
 
 
 #: Modes of more than 8 bits a level.

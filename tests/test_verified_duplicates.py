@@ -1635,6 +1635,40 @@ def test_a_partial_match_of_a_simple_piece_is_no_evidence(photos):
     assert same[0] and not same[1]
 
 
+def test_a_partial_negative_of_a_simple_region_needs_keypoints_but_a_photos_does_not(photos):
+    """A game's course preview (a pale blob on white) matched a speed gauge's
+    arc as its negative on a third of the frame (agreement 0.948,
+    simplicity 0.946, no keypoints) and was verified at cosine 0.61. A
+    negative copies a whole picture; a partial one of a fairly simple region
+    counts only with keypoints. A photo's cropped negative is no simple region."""
+    from imagesieve_server.analysis.duplicates.verify import (DEEP_SIMPLE_MATCH, MIN_INLIERS, PARTIAL_AREA,
+                                                              PairEvidence, uninformative_matches)
+    ev = PairEvidence.empty(3)
+    ev.agreement[:] = [0.948, 0.55, 0.52]
+    ev.matched_area[:] = [0.327, 1.0, 1.0]
+    ev.matched_simplicity[:] = [0.946, 0.8, 0.8]
+    ev.inverted[0] = True
+    a, b, cos = np.array([0, 0, 1]), np.array([1, 2, 2]), np.array([0.61, 0.5, 0.51], np.float32)
+    assert uninformative_matches(ev).tolist() == [True, False, False]
+    assert not verified_pairs(3, a, b, ev.agreement, cos, uninformative=uninformative_matches(ev))[0].any()
+    ev.inverted[0] = False                                  # upright, above the deep floor: evidence as before
+    assert not uninformative_matches(ev)[0]
+    ev.inverted[0], ev.keypoint_inliers[0] = True, MIN_INLIERS      # keypoints confirm it
+    assert not uninformative_matches(ev)[0]
+    ev.keypoint_inliers[0], ev.matched_area[0] = 0, PARTIAL_AREA    # half the frame or more
+    assert not uninformative_matches(ev)[0]
+    # Real photos: the negative of a 55% crop aligns, inverted, on a region far from simple.
+    for data, _, _ in photos[:4]:
+        im = photo_image(data)
+        w, h = im.size
+        crop = ImageOps.invert(im.convert("RGB").crop((0, 0, int(w * 0.74), int(h * 0.74))))
+        al = pair_alignment(layout_signature(im), layout_signature(crop))
+        assert al[6] and al[3] < PARTIAL_AREA + 0.1 and al[7] < DEEP_SIMPLE_MATCH, al
+        ev = PairEvidence.empty(1)
+        ev.agreement[0], ev.matched_area[0], ev.inverted[0], ev.matched_simplicity[0] = al[0], al[3], al[6], al[7]
+        assert not uninformative_matches(ev)[0]
+
+
 def test_two_slanted_tools_on_white_are_no_evidence_but_a_copy_of_one_is(photos):
     """Two different thin objects on a plain ground, slanted alike (a hammer
     and a wrench of an artwork package, area 0.62), align by their

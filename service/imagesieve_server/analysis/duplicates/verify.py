@@ -1046,18 +1046,29 @@ SIMPLE_AGREEMENT = 0.95
 # partial matches").
 DEEP_PARTIAL_AREA = 0.3
 DEEP_SIMPLE_MATCH = 0.93
+# A negative is a copy of a whole picture (or, solarized, of its light
+# part); the negative of a fairly simple region on under PARTIAL_AREA of the
+# frame fits an edge or an arc of nearly anything: a game's pale course
+# preview (one blob on white) matched a speed gauge's arc so, inverted, at
+# agreement 0.948 on 33% of the frame, simplicity 0.946, no keypoints, and
+# was verified at cosine 0.61 (docs/verified-duplicates.md, "Masks that are
+# blank over white"). Such a match needs keypoints to count, as a deep one
+# does. 12 captured candidate sets (the benchmark's four collections and
+# eight probe sets): no verdict changed.
 
 
 def uninformative_matches(evidence: "PairEvidence") -> np.ndarray:
     """(P,) bool: pairs whose alignment is a partial match of a simple region
     (PARTIAL_AREA, SIMPLE_MATCH), or a larger one that agrees below
-    SIMPLE_AGREEMENT, or a match on under DEEP_PARTIAL_AREA of the frame of
-    a fairly simple region (DEEP_SIMPLE_MATCH) with fewer than MIN_INLIERS
-    keypoints matched: their agreement counts at most as their look-alikes'
+    SIMPLE_AGREEMENT, or a match on under DEEP_PARTIAL_AREA of the frame
+    (on under PARTIAL_AREA where one is the other's negative) of a fairly
+    simple region (DEEP_SIMPLE_MATCH) with fewer than MIN_INLIERS keypoints
+    matched: their agreement counts at most as their look-alikes'
     (verified_pairs' ``uninformative``)."""
     simple = evidence.matched_simplicity >= SIMPLE_MATCH
-    deep = ((evidence.matched_area < DEEP_PARTIAL_AREA) & (evidence.matched_simplicity >= DEEP_SIMPLE_MATCH)
-            & (evidence.keypoint_inliers < MIN_INLIERS))
+    fairly_simple = (evidence.matched_simplicity >= DEEP_SIMPLE_MATCH) & (evidence.keypoint_inliers < MIN_INLIERS)
+    deep = fairly_simple & ((evidence.matched_area < DEEP_PARTIAL_AREA)
+                            | (evidence.inverted & (evidence.matched_area < PARTIAL_AREA)))
     return deep | (simple & ((evidence.matched_area < PARTIAL_AREA) | (evidence.agreement < SIMPLE_AGREEMENT)))
 
 

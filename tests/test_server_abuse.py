@@ -2015,6 +2015,48 @@ def test_one_collections_snapshots_and_removals_stall_no_other_collection(manife
             a.join(60)
     assert not errors, collections.Counter(errors)
     assert len(snapshots) >= 10, "the attack did not run"
-    assert np.median(snapshots) > 0.2, "the snapshots were too cheap to stall anyone"
+    # (Each snapshot rewrote the index, 0.2 s or more a call, when this test was written;
+    # since, the file is written without the collection's lock, and a write that a newer
+    # one has already covered is skipped.)
     assert np.median(stats) < 0.1 and max(stats) < 1.0, sorted(stats)[-5:]
     assert np.median(checks) < 0.5 and max(checks) < 2.0, sorted(checks)[-5:]
+
+
+def test_pages_of_many_collections_do_not_hold_up_another_clients_stats(manifest_path, tmp_path):
+    """A twenty-fifth probe: with 1,000 collections (the default limit), one
+    client looping ListCollections pages of 1,000 from 32 threads put
+    another client's GetCollectionStats from 2.5 ms to p50 0.9 s: each page
+    holds the GIL 26-40 ms, and pages and stats shared the event loop's
+    default threads. Pages now take two threads of their own, shared
+    between connections by the time each has used."""
+    from imagesieve_server.collections import CollectionManager
+    with LocalServer([], model=str(manifest_path), data_dir=str(tmp_path)) as srv, Client(srv.address) as c:
+        mine = c.create_collection("mine")
+    m = CollectionManager(tmp_path, mine.model, mine.dim)
+    for i in range(999):
+        m.create(f"c{i:04d}")
+    m.close()
+    stop, pages = threading.Event(), []
+    with LocalServer([], model=str(manifest_path), data_dir=str(tmp_path)) as srv, \
+            Client(srv.address, timeout=60) as victim:
+        def lister():
+            with Client(srv.address, timeout=120) as c:
+                while not stop.is_set():
+                    assert len(c.list_collections(page_size=1000)) == 1000
+                    pages.append(1)
+        attackers = [threading.Thread(target=lister, daemon=True) for _ in range(32)]
+        for a in attackers:
+            a.start()
+        time.sleep(2)
+        stats = []
+        t_end = time.perf_counter() + 10
+        while time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            assert victim.collection_stats("mine").num_images == 0
+            stats.append(time.perf_counter() - t0)
+            time.sleep(0.05)
+        stop.set()
+        for a in attackers:
+            a.join(60)
+    assert len(pages) >= 32, "the attack did not run"
+    assert np.median(stats) < 0.1, (np.median(stats), sorted(stats)[-3:])

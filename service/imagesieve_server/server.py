@@ -226,6 +226,7 @@ class ImageSieveServer:
         runner.SLOTS.limit = config.max_jobs or (os.cpu_count() or 1)
         self.reader: ImageReader | None = None
         self.duplicates: DuplicateServicer | None = None
+        self.collection_calls: CollectionServicer | None = None
         ex = embedder.executor
         workers = config.verify_workers if config.verify_workers >= 0 else min(os.cpu_count() or 1, 8)
         # One worker would be no faster than the request's thread.
@@ -297,9 +298,9 @@ class ImageSieveServer:
         reader = self.reader = ImageReader(self.engine, PathPolicy(c.allow_root), self.budget)
         embedding_pb2_grpc.add_EmbeddingServiceServicer_to_server(
             EmbeddingServicer(self.engine, reader, c.max_images_per_request, c.stream_window), self.server)
-        collections_pb2_grpc.add_CollectionServiceServicer_to_server(
-            CollectionServicer(self.collections, self.engine, reader, c.max_images_per_request,
-                               on_dropped=self._collection_dropped), self.server)
+        self.collection_calls = CollectionServicer(self.collections, self.engine, reader, c.max_images_per_request,
+                                                   on_dropped=self._collection_dropped)
+        collections_pb2_grpc.add_CollectionServiceServicer_to_server(self.collection_calls, self.server)
         self.duplicates = DuplicateServicer(self.collections, self.engine, reader, c.stream_window,
                                             c.max_images_per_request, c.max_pairs)
         duplicates_pb2_grpc.add_DuplicateServiceServicer_to_server(self.duplicates, self.server)
@@ -355,6 +356,8 @@ class ImageSieveServer:
         await self.server.stop(self.config.grace_s if grace_s is None else grace_s)
         if self.duplicates is not None:
             self.duplicates.close()
+        if self.collection_calls is not None:
+            self.collection_calls.close()
         await self.engine.stop()
         await asyncio.to_thread(self.collections.close)   # snapshots what changed
         if self.alignment_pool is not None:

@@ -123,7 +123,7 @@ def test_a_snapshot_on_a_slow_disk_holds_no_call_of_its_collection(tmp_path, rng
         syncing.clear()
         key = f"new-{len(trigger)}"
         writer = threading.Thread(target=c.snapshot if trigger == "snapshot" else
-                                  lambda: c.add([image(key, rng.standard_normal(DIM))]))
+                                  lambda key=key: c.add([image(key, rng.standard_normal(DIM))]))
         c.snapshot_every = 1_000_000 if trigger == "snapshot" else 1      # only the writer's add snapshots
         if trigger == "snapshot":
             c.add([image(key, rng.standard_normal(DIM))])       # something to write

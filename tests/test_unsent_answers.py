@@ -428,3 +428,53 @@ def test_a_collection_turn_is_held_until_its_thread_ends_however_often_it_is_can
 
     asyncio.run(scenario())
     assert peak[0] == 1
+
+
+def test_a_collections_turns_go_to_the_owner_holding_fewest_not_in_arrival_order():
+    """CollectionTurns: one client's 20 queued checks of a collection went
+    before another client's one check of it (arrival order: the review of a
+    twenty-fourth probe's fix). A freed turn now goes to the waiting owner
+    that holds the fewest; within an owner, in order; never more than
+    ``width`` at once, and a waiter cancelled before its turn takes none."""
+    import asyncio
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imagesieve_server.servicers.common import CollectionTurns
+
+    running, peak, started, lock = [0], [0], [], threading.Lock()
+
+    def work(name):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            started.append(name)
+        time.sleep(0.1)
+        with lock:
+            running[0] -= 1
+        return name
+
+    class Collection:
+        pass
+
+    async def scenario():
+        turns, c = CollectionTurns(2), Collection()
+        with ThreadPoolExecutor(8) as pool:
+            flood = [asyncio.ensure_future(turns.run(c, pool.submit, work, f"flood{i}", owner="flood"))
+                     for i in range(20)]
+            await asyncio.sleep(0.05)
+            flood[7].cancel()                                # waiting: it takes no turn
+            t0 = time.perf_counter()
+            victim = await turns.run(c, pool.submit, work, "victim", owner="victim")
+            victim_s = time.perf_counter() - t0
+            done = await asyncio.gather(*flood, return_exceptions=True)
+        return victim, victim_s, done
+
+    victim, victim_s, done = asyncio.run(scenario())
+    assert victim == "victim" and victim_s < 0.45, victim_s        # arrival order: ~1 s
+    assert isinstance(done[7], asyncio.CancelledError)
+    assert [d for i, d in enumerate(done) if i != 7] == [f"flood{i}" for i in range(20) if i != 7]
+    assert peak[0] == 2 and "flood7" not in started
+    floods = [s for s in started if s != "victim"]
+    assert floods == sorted(floods, key=lambda s: int(s[5:]))           # an owner's calls in order

@@ -177,7 +177,8 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
             c = self.manager.get(request.name)
             # In a worker thread: the snapshot writes the whole index (the event loop
             # waited on it, a probe), in the collection's turn (CollectionTurns).
-            path, info = await self.turns.run(c, LOCKED_CALLS.submit, lambda: (c.snapshot(), c.info()))
+            path, info = await self.turns.run(c, LOCKED_CALLS.submit, lambda: (c.snapshot(), c.info()),
+                                              owner=connection.get())
             return collections_pb2.SnapshotCollectionResponse(path=path.name, num_images=info.num_images)
         except CollectionError as e:
             await abort_for(context, e)
@@ -189,7 +190,8 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
                                       f"{MAX_REMOVE_KEYS}: send them in several calls", "INVALID_ARGUMENT")
             c = self.manager.get(request.collection)
             return collections_pb2.RemoveImagesResponse(
-                removed=await self.turns.run(c, LOCKED_CALLS.submit, c.remove, list(request.keys)))
+                removed=await self.turns.run(c, LOCKED_CALLS.submit, c.remove, list(request.keys),
+                                             owner=connection.get()))
         except CollectionError as e:
             await abort_for(context, e)
 
@@ -234,7 +236,8 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
                 res.error.CopyFrom(err)
             else:
                 ready.append((res, new))
-        outcomes = await self.turns.run(c, LOCKED_CALLS.submit, c.add, [n for _, n in ready], request.skip_exact_duplicates)
+        outcomes = await self.turns.run(c, LOCKED_CALLS.submit, c.add, [n for _, n in ready], request.skip_exact_duplicates,
+                                        owner=connection.get())
         for (res, _), out in zip(ready, outcomes):
             res.id, res.added, res.exact_duplicate_of = out.id, out.added, out.exact_duplicate_of
             if out.error:

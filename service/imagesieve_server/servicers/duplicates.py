@@ -178,7 +178,7 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
             else:
                 res = await self.check_turns.run(c, functools.partial(self.checks.submit, owner), aligned_as, owner,
                                                  c.check, new, k, request.threshold, request.add_if_unique,
-                                                 not request.raw_cosine)
+                                                 not request.raw_cosine, owner=owner)
                 r.verdict, r.added = int(res.verdict), res.added
                 r.neighbors.extend(neighbor_messages(res.neighbors))
                 if res.error:

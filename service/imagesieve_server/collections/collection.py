@@ -260,6 +260,10 @@ class Collection:
         self._snapshot_writing = threading.Lock()
         self._snapshots_taken = 0
         self._snapshot_written = 0
+        self._snapshots_in_flight = 0       # taken, not yet written or failed: no automatic one meanwhile
+        # [changes, index, taken, header, bytes (None once written)] of the latest one taken:
+        # a state is serialized once, and whoever asks for it writes it if it is not yet written.
+        self._latest_taken: list | None = None
         self._reindexing: threading.Thread | None = None
         self._retry_reindex_at = 0            # size before which a failed re-index is not tried again
         self._layouts = None     # the coarse layouts' index, built on first use (_layout_index)
@@ -513,18 +517,29 @@ class Collection:
         with self._lock:
             if not self._since_snapshot and target.is_file():
                 return target
-            header = {"max_id": self.store.max_id(), "removal_seq": self.store.max_removal_seq(),
-                      "ntotal": int(self.index.ntotal), "time": time.time()}
-            if self._hidden_count():
-                header["hidden"] = self._excluded.ids.tolist()
-            header = json.dumps(header).encode()
-            data = fi.serialize(self.index)
-            self._snapshots_taken += 1
-            taken, since, changes, index = self._snapshots_taken, self._since_snapshot, self._changes, self.index
-        with self._snapshot_writing:
-            if taken > self._snapshot_written and not self.store.closed:
-                self._write_snapshot(target, header, data)
-                self._snapshot_written = taken
+            since, changes, index = self._since_snapshot, self._changes, self.index
+            latest = self._latest_taken
+            mine = latest is None or latest[0] != changes or latest[1] is not index or not target.is_file()
+            if mine:
+                header = {"max_id": self.store.max_id(), "removal_seq": self.store.max_removal_seq(),
+                          "ntotal": int(self.index.ntotal), "time": time.time()}
+                if self._hidden_count():
+                    header["hidden"] = self._excluded.ids.tolist()
+                self._snapshots_taken += 1
+                latest = self._latest_taken = [changes, index, self._snapshots_taken,
+                                               json.dumps(header).encode(), fi.serialize(self.index)]
+                self._snapshots_in_flight += 1
+            taken, header, data = latest[2:]
+        try:
+            with self._snapshot_writing:
+                if taken > self._snapshot_written and not self.store.closed:
+                    self._write_snapshot(target, header, data)
+                    self._snapshot_written = taken
+                    latest[4] = None                    # written: its bytes are not kept
+        finally:
+            if mine:
+                with self._lock:
+                    self._snapshots_in_flight -= 1
         with self._lock:
             if self._changes == changes and self.index is index:
                 self._since_snapshot = 0
@@ -578,7 +593,8 @@ class Collection:
     def _snapshot_due(self) -> bool:
         """Whether enough changed for an automatic snapshot (asked under the
         lock; the caller takes it after letting the lock go)."""
-        return self._since_snapshot >= self.snapshot_every and time.monotonic() >= self._snapshot_retry_at
+        return (self._since_snapshot >= self.snapshot_every and not self._snapshots_in_flight
+                and time.monotonic() >= self._snapshot_retry_at)
 
     # -- queries ------------------------------------------------------------
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:

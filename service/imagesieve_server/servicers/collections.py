@@ -128,7 +128,11 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
     async def ListCollections(self, request, context):
         try:
             size, after = page_size(request.page_size), page_start(request.page_token)
-            return await asyncio.wrap_future(self.lists.submit(connection.get(), self._list_page, size, after))
+            try:
+                work = self.lists.submit(connection.get(), self._list_page, size, after)
+            except RuntimeError:                    # its pool is shut down: the server is stopping
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is stopping; retry")
+            return await asyncio.wrap_future(work)
         except CollectionError as e:
             await abort_for(context, e)
 

@@ -260,14 +260,17 @@ async def gather_bounded(coros, limit: int = IMAGES_AT_ONCE) -> list:
 
 class _FairTurns:
     """``width`` turns, granted as they free up to the waiting owner that
-    holds the fewest (the earliest waiter among equals), in order within an
-    owner: not in arrival order, in which one client's queued calls would
-    go before everyone else's. Event-loop only (no locks)."""
+    holds the fewest, among equals the one granted a turn longest ago (round
+    robin), in order within an owner: not in arrival order, in which one
+    client's queued calls would go before everyone else's. Event-loop only
+    (no locks)."""
 
     def __init__(self, width: int):
         self.free = width
         self.holding: collections.Counter = collections.Counter()
         self.waiting: dict[str, collections.deque] = {}
+        self.granted_at: dict[str, int] = {}        # owner -> the number of its last grant
+        self.grants = 0
 
     async def acquire(self, owner: str) -> None:
         if self.free and not self.waiting:
@@ -286,15 +289,19 @@ class _FairTurns:
                     queue.remove(turn)
                     if not queue:
                         del self.waiting[owner]
+                        if not self.holding[owner]:
+                            self.granted_at.pop(owner, None)
             raise
 
     def release(self, owner: str) -> None:
         self.holding[owner] -= 1
         if not self.holding[owner]:
             del self.holding[owner]
+            if owner not in self.waiting:
+                self.granted_at.pop(owner, None)
         self.free += 1
         while self.free and self.waiting:
-            first = min(self.waiting, key=self.holding.__getitem__)    # dicts keep the earliest first
+            first = min(self.waiting, key=lambda o: (self.holding[o], self.granted_at.get(o, -1)))
             queue = self.waiting[first]
             turn = queue.popleft()
             if not queue:
@@ -306,6 +313,8 @@ class _FairTurns:
     def _grant_to(self, owner: str) -> None:
         self.free -= 1
         self.holding[owner] += 1
+        self.grants += 1
+        self.granted_at[owner] = self.grants
 
 
 class CollectionTurns:

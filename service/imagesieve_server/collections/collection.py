@@ -512,7 +512,11 @@ class Collection:
         probe); the disk's time is the collection's no longer. The log
         position in the file is the serialized index's, so a snapshot that
         lags the collection is replayed forward on load like any other; an
-        older one never replaces a newer one."""
+        older one never replaces a newer one. A state is serialized once
+        (its bytes are kept until written, for whoever asks next), and no
+        automatic snapshot starts while one is in flight (_snapshot_due):
+        8 threads adding while one was written each serialized the whole
+        index again (a review)."""
         target = self.path / SNAPSHOT
         with self._lock:
             if not self._since_snapshot and target.is_file():

@@ -12,8 +12,8 @@ from imagesieve.v1 import collections_pb2, collections_pb2_grpc
 
 from ..collections import Collection, CollectionError, CollectionManager
 from ..engine.async_embedder import AsyncEmbedder, connection
-from ..engine.fair_pool import FairPool
 from ..engine.batcher import QueueFullError
+from ..engine.fair_pool import FairPool
 from .common import CollectionTurns, ImageReader, content_hash, detail, gather_bounded, item_error, text_problem
 
 KIND_NAMES = {collections_pb2.INDEX_KIND_AUTO: "auto", collections_pb2.INDEX_KIND_FLAT_IP: "flat",

@@ -517,31 +517,40 @@ class Collection:
         automatic snapshot starts while one is in flight (_snapshot_due):
         8 threads adding while one was written each serialized the whole
         index again (a review)."""
+        return self._snapshot(claimed=False)
+
+    def _snapshot(self, claimed: bool) -> Path:
+        """:meth:`snapshot`; ``claimed``: the caller holds one of
+        ``_snapshots_in_flight`` (see _snapshot_due), given back here."""
         target = self.path / SNAPSHOT
-        with self._lock:
-            if not self._since_snapshot and target.is_file():
-                return target
-            since, changes, index = self._since_snapshot, self._changes, self.index
-            latest = self._latest_taken
-            mine = latest is None or latest[0] != changes or latest[1] is not index or not target.is_file()
-            if mine:
-                header = {"max_id": self.store.max_id(), "removal_seq": self.store.max_removal_seq(),
-                          "ntotal": int(self.index.ntotal), "time": time.time()}
-                if self._hidden_count():
-                    header["hidden"] = self._excluded.ids.tolist()
-                self._snapshots_taken += 1
-                latest = self._latest_taken = [changes, index, self._snapshots_taken,
-                                               json.dumps(header).encode(), fi.serialize(self.index)]
-                self._snapshots_in_flight += 1
-            taken, header, data = latest[2:]
+        held = claimed          # an in-flight count this call gives back
         try:
+            with self._lock:
+                if not self._since_snapshot and target.is_file():
+                    return target
+                since, changes, index = self._since_snapshot, self._changes, self.index
+                latest = self._latest_taken
+                # This state serialized already: its bytes wait to be written, or it is on disk.
+                if (latest is None or latest[0] != changes or latest[1] is not index
+                        or (latest[4] is None and not target.is_file())):
+                    header = {"max_id": self.store.max_id(), "removal_seq": self.store.max_removal_seq(),
+                              "ntotal": int(self.index.ntotal), "time": time.time()}
+                    if self._hidden_count():
+                        header["hidden"] = self._excluded.ids.tolist()
+                    self._snapshots_taken += 1
+                    latest = self._latest_taken = [changes, index, self._snapshots_taken,
+                                                   json.dumps(header).encode(), fi.serialize(self.index)]
+                    if not held:
+                        self._snapshots_in_flight += 1
+                        held = True
+                taken, header, data = latest[2:]
             with self._snapshot_writing:
                 if taken > self._snapshot_written and not self.store.closed:
                     self._write_snapshot(target, header, data)
                     self._snapshot_written = taken
                     latest[4] = None                    # written: its bytes are not kept
         finally:
-            if mine:
+            if held:
                 with self._lock:
                     self._snapshots_in_flight -= 1
         with self._lock:
@@ -578,13 +587,14 @@ class Collection:
                                   + ("; the server has no file descriptor left: retry later" if no_fd else ""),
                                   "RESOURCE_EXHAUSTED" if full or no_fd else "INTERNAL") from e
 
-    def _try_snapshot(self) -> bool:
+    def _try_snapshot(self, claimed: bool = False) -> bool:
         """Snapshot, logging a failure instead of raising: the caller's rows
         are committed (acknowledged) and the log alone can rebuild the
         index, so a full disk must not turn them into errors. Automatic
-        retries wait SNAPSHOT_RETRY_S; close() and snapshot() try again."""
+        retries wait SNAPSHOT_RETRY_S; close() and snapshot() try again.
+        ``claimed``: as :meth:`_snapshot`'s."""
         try:
-            self.snapshot()
+            self._snapshot(claimed)
             return True
         except CollectionError as e:
             with self._lock:
@@ -596,9 +606,14 @@ class Collection:
 
     def _snapshot_due(self) -> bool:
         """Whether enough changed for an automatic snapshot (asked under the
-        lock; the caller takes it after letting the lock go)."""
-        return (self._since_snapshot >= self.snapshot_every and not self._snapshots_in_flight
-                and time.monotonic() >= self._snapshot_retry_at)
+        lock; the caller takes it after letting the lock go, with
+        ``_try_snapshot(claimed=True)``). True claims it: no other is due
+        until it has been written or has failed."""
+        due = (self._since_snapshot >= self.snapshot_every and not self._snapshots_in_flight
+               and time.monotonic() >= self._snapshot_retry_at)
+        if due:
+            self._snapshots_in_flight += 1
+        return due
 
     # -- queries ------------------------------------------------------------
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
@@ -891,7 +906,7 @@ class Collection:
             if verdict == Verdict.UNIQUE:
                 (outcome,), snapshot_due = self._add([image], packs=[pack])
         if snapshot_due:
-            self._try_snapshot()
+            self._try_snapshot(claimed=True)
         if outcome is not None and outcome.error:
             return CheckOutcome(image.key, verdict, neighbors[:max(k, 1)], False, outcome.error)
         return CheckOutcome(image.key, verdict, neighbors[:max(k, 1)], outcome is not None and outcome.added)
@@ -936,7 +951,7 @@ class Collection:
         signature."""
         outcomes, snapshot_due = self._add(images, skip_exact_duplicates, packs)
         if snapshot_due:        # written without the lock (see snapshot), before the add returns
-            self._try_snapshot()
+            self._try_snapshot(claimed=True)
         return outcomes
 
     def _add(self, images: list[NewImage], skip_exact_duplicates: bool = False,
@@ -993,8 +1008,8 @@ class Collection:
                     out.id, out.added = i, True
                 self._since_snapshot += len(ids)
                 self._changes += 1
-                snapshot_due = self._snapshot_due()
                 self._maybe_reindex()
+                snapshot_due = self._snapshot_due()     # last: a claim must reach _try_snapshot
         return outcomes, snapshot_due
 
     def remove(self, keys: list[str]) -> int:
@@ -1010,10 +1025,10 @@ class Collection:
                     self._layouts = fi.remove_ids(self._layouts, np.asarray(ids, np.int64))
                 self._since_snapshot += len(ids)
                 self._changes += 1
-                snapshot_due = self._snapshot_due()
                 self._maybe_compact()
+                snapshot_due = self._snapshot_due()     # last: a claim must reach _try_snapshot
         if snapshot_due:
-            self._try_snapshot()
+            self._try_snapshot(claimed=True)
         return len(ids)
 
     def _maybe_compact(self) -> None:

@@ -62,6 +62,28 @@ def classified_pairs(out: Path, row: dict, classify):
     return pairs
 
 
+def read_manifest(manifest: Path):
+    """(the manifest as a pandas DataFrame, file -> its row, source -> its
+    original's file, the copies' rows: a copy of the DataFrame to mark up)."""
+    import pandas as pd
+    man = pd.read_csv(manifest, keep_default_na=False)
+    row = {r["file"]: r for r in man.to_dict("records")}
+    orig_file = {r["source"]: f for f, r in row.items() if r["role"] == "original"}
+    return man, row, orig_file, man[man.role == "copy"].copy()
+
+
+def copies_found(pairs, copies):
+    """(C,) bool: whether each of ``copies`` (manifest rows) is in a pair
+    of class copy_own (a copy with its original) of ``pairs`` (classified_pairs)."""
+    own = set(pairs.fa[pairs.cls == "copy_own"]) | set(pairs.fb[pairs.cls == "copy_own"])
+    return copies.file.isin(own)
+
+
+def copy_files(pairs, row: dict) -> set:
+    """The copy's file of each pair in ``pairs`` (a copy with an original)."""
+    return {a if row[a]["role"] == "copy" else b for a, b in zip(pairs.fa, pairs.fb)}
+
+
 def evidence_caption(r, head: str, ev) -> str:
     """A pair-sheet caption: ``head``, the two sources, then the ``ev``
     columns of ``r`` (a row of classified_pairs) two a line (a caption line

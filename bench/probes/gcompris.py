@@ -110,10 +110,13 @@ from cli_audit import (
     EVIDENCE,
     audit_verified_and_raw,
     classified_pairs,
+    copies_found,
+    copy_files,
     ensure_debs,
     evidence_caption,
     fresh_folder,
     on_white,
+    read_manifest,
     run_steps,
     save_pair_sheet,
     wall_s,
@@ -537,11 +540,7 @@ def classify(ra: dict, rb: dict) -> str:
 
 
 def score() -> dict:
-    import pandas as pd
-    man = pd.read_csv(MANIFEST, keep_default_na=False)
-    row = {r["file"]: r for r in man.to_dict("records")}
-    orig_file = {r["source"]: f for f, r in row.items() if r["role"] == "original"}
-    copies = man[man.role == "copy"].copy()
+    man, row, orig_file, copies = read_manifest(MANIFEST)
     n = len(man)
 
     def show(f):
@@ -550,10 +549,9 @@ def score() -> dict:
     result = {}
     for out, name in ((OUT, "verified"), (OUT_RAW, "raw_cosine")):
         pairs = classified_pairs(out, row, classify)
-        own = set(pairs.fa[pairs.cls == "copy_own"]) | set(pairs.fb[pairs.cls == "copy_own"])
-        copies["found"] = copies.file.isin(own)
+        copies["found"] = copies_found(pairs, copies)
         wrong = pairs[pairs.cls == "copy_wrong_orig"]
-        wrong_copies = {a if row[a]["role"] == "copy" else b for a, b in zip(wrong.fa, wrong.fb)}
+        wrong_copies = copy_files(wrong, row)
         different = pairs[pairs.cls.isin(DIFFERENT_PICTURES)]
         # the prototype's "copies with a wrong original" counted every copy in such a pair
         copies_in_different = {f for a, b in zip(different.fa, different.fb) for f in (a, b) if row[f]["role"] == "copy"}

@@ -67,10 +67,13 @@ from cli_audit import (  # noqa: E402
     EVIDENCE,
     audit_verified_and_raw,
     classified_pairs,
+    copies_found,
+    copy_files,
     ensure_debs,
     evidence_caption,
     fresh_folder,
     on_white,
+    read_manifest,
     run_steps,
     save_pair_sheet,
     wall_s,
@@ -333,11 +336,7 @@ def classify(ra: dict, rb: dict) -> str:
 
 
 def score() -> dict:
-    import pandas as pd
-    man = pd.read_csv(MANIFEST, keep_default_na=False)
-    row = {r["file"]: r for r in man.to_dict("records")}
-    orig_file = {r["source"]: f for f, r in row.items() if r["role"] == "original"}
-    copies = man[man.role == "copy"].copy()
+    man, row, orig_file, copies = read_manifest(MANIFEST)
     n = len(man)
 
     def show(f):
@@ -346,10 +345,9 @@ def score() -> dict:
     result = {}
     for out, name in ((OUT, "verified"), (OUT_RAW, "raw_cosine")):
         pairs = classified_pairs(out, row, classify)
-        own = set(pairs.fa[pairs.cls == "copy_own"]) | set(pairs.fb[pairs.cls == "copy_own"])
-        copies["found"] = copies.file.isin(own)
+        copies["found"] = copies_found(pairs, copies)
         wrong = pairs[pairs.cls == "copy_wrong_orig"]
-        wrong_copies = {a if row[a]["role"] == "copy" else b for a, b in zip(wrong.fa, wrong.fb)}
+        wrong_copies = copy_files(wrong, row)
         unrelated = pairs[pairs.cls.isin(["orig_unrelated", "copy_copy_unrelated", "copy_wrong_orig"])]
         n_orig = int((pairs.cls == "orig_unrelated").sum())
         result[name] = {

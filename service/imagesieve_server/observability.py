@@ -299,6 +299,7 @@ def _cut(sock) -> None:
     except OSError:
         pass
 
+
 #: How long a unary answer waits for room among its client's unsent answers
 #: before the call is aborted (CallLimiter.room_for).
 ANSWER_ROOM_WAIT_S = 1.0

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from imagesieve.walk import files_under
 
@@ -115,6 +116,96 @@ def size_folders(dirs: list[Path]) -> list[str]:
     return list(dict.fromkeys(d.name for d in sized)) if len(sized) > others else []
 
 
+#: Share of the labelled images that must share their path inside their class folder with an
+#: image in another class folder before the folders are suspected of being versions of one
+#: set (languages, themes, sizes) rather than classes.
+MIRRORED_SHARE = 0.5
+#: Pairs of same-named images looked at when the names are counters (``image_0001.jpg`` in
+#: every class of Caltech-101 names different pictures), and how many other images of the
+#: twin's folder each twin must beat as the nearest picture for the folders to be mirrors.
+MIRROR_SAMPLES, MIRROR_RIVALS, MIRROR_WINS = 8, 8, 6
+
+
+def _thumbnail(path: str) -> np.ndarray | None:
+    """A 32x32 grayscale view, zero-mean and unit-norm; None when unreadable."""
+    from ..engine.decode import DecodeError, DecodeLimits, decode_image
+    try:
+        with open(path, "rb") as f:
+            data = f.read(64 << 20)
+        img = decode_image(data, 32, DecodeLimits(max_bytes=64 << 20))
+    except (OSError, DecodeError):
+        return None
+    a = np.asarray(img.convert("L").resize((32, 32), Image.BILINEAR), np.float32).ravel()
+    a = a - a.mean()
+    norm = float(np.linalg.norm(a))
+    return a / norm if norm > 0 else None
+
+
+def _twins_look_alike(groups: list[list[str]], folder_of: dict[str, list[str]]) -> bool:
+    """Whether same-named images (``groups``: paths) are each other's nearest
+    picture: for up to MIRROR_SAMPLES groups (evenly spaced), the second is
+    closer to the first than MIRROR_RIVALS others of its folder (``folder_of``:
+    a path's folder's paths), in MIRROR_WINS of MIRROR_SAMPLES or more."""
+    rng = np.random.default_rng(0)
+    picked = groups[:: max(1, len(groups) // MIRROR_SAMPLES)][:MIRROR_SAMPLES]
+    wins = judged = 0
+    for group in picked:
+        first, twin = _thumbnail(group[0]), _thumbnail(group[1])
+        others = [o for o in folder_of[group[1]] if o != group[1]]
+        rivals = [_thumbnail(o) for o in rng.choice(others, min(MIRROR_RIVALS, len(others)), replace=False)]
+        rivals = [r for r in rivals if r is not None]
+        if first is None or twin is None or not rivals:
+            continue
+        judged += 1
+        wins += float(first @ twin) > max(float(first @ r) for r in rivals)
+    return judged >= max(1, len(picked) // 2) and wins >= MIRROR_WINS * judged / MIRROR_SAMPLES
+
+
+def mirrored_folders_note(records, root: Path) -> str | None:
+    """A note when the class folders look like versions of one set of images
+    (a manual's screenshots in one folder per language, a theme's light and
+    dark folders, thumbnails beside originals) rather than classes: at least
+    MIRRORED_SHARE of the images share their path inside their class folder
+    with an image of another class, and either those names say what the
+    picture is (not a counter: ``configure-proxy.png``, not ``0001.png``) and
+    outnumber the folders, or same-named images are each other's nearest
+    pictures. None otherwise.
+    Read as classes, marble's manual (one folder per language) made "42.9%
+    of the labels look wrong"; the folders are kept as labels (they may be
+    classes), and the note says what the label findings then mean."""
+    by_place: dict[tuple[str, str], list] = {}
+    folder_images: dict[tuple[str, str], list[str]] = {}
+    prefix = os.path.join(str(root), "")
+    for r in records:          # string slicing, not Path: a million records in about a second
+        if not r.path.startswith(prefix):
+            continue
+        parts = r.path[len(prefix):].split(os.sep, 2 if r.split else 1)
+        if len(parts) < (3 if r.split else 2):
+            continue
+        by_place.setdefault((r.split, parts[-1]), []).append(r)
+        folder_images.setdefault((r.split, r.label), []).append(r.path)
+    groups = [rs for rs in by_place.values() if len({r.label for r in rs}) > 1]
+    shared = sum(len(rs) for rs in groups)
+    if not groups or shared < MIRRORED_SHARE * len(records):
+        return None
+    names = {place for place, rs in by_place.items() if len({r.label for r in rs}) > 1}
+    # Counters: the names that remain once the digits go ("image_#.jpg") are few. Views named
+    # alike in many class folders (front.jpg, back.jpg in each product's) are fewer than the
+    # folders: versions of one set are few folders of many names.
+    counted = len({re.sub(r"\d+", "#", name) for _, name in names}) < 0.25 * len(names)
+    if counted or len(names) < len({(r.split, r.label) for rs in groups for r in rs}):
+        paths = [[r.path for r in rs] for rs in sorted(groups, key=lambda rs: rs[0].path)]
+        owner = {r.path: folder_images[(r.split, r.label)] for rs in groups for r in rs}
+        if not _twins_look_alike(paths, owner):
+            return None
+    example = min(groups, key=lambda rs: rs[0].path)[:2]
+    shown = " and ".join(os.path.relpath(r.path, root) for r in example)
+    return (f"{shared} of the {len(records)} images share their path inside their class folder with an image in "
+            f"another class folder (e.g. {shown}): if the folders are versions of one set of images (languages, "
+            "themes, sizes, formats) rather than classes, the label findings (suspects, the share that look wrong, "
+            "label conflicts) judge those versions, not labels; for labels, give a CSV manifest path,label[,split]")
+
+
 def _text(value) -> str:
     """A manifest cell as text; only a missing value (None, or a float NaN
     as pandas writes one) is empty: an integer label 0 is class "0", not
@@ -152,6 +243,9 @@ def load_audit_source(source: str, skipped: Counter | None = None,
         sized = size_folders(dirs)
         if dirs and not sized:
             records = [AuditRecord(str(r.path), r.label, r.split) for r in load_labelled_source(p, skipped)]
+            mirrored = mirrored_folders_note(records, p)
+            if mirrored and notes is not None:
+                notes.append(mirrored)
         elif sized:
             # Renditions: unlabelled, each under its split where a train/val/test level holds them.
             splits = [d for d in folders(p) if d.name.lower() in SPLIT_NAMES] if dirs[0].parent != p else []

@@ -225,3 +225,64 @@ def test_analysis_jobs_go_on_without_images_that_cannot_be_read(server, photos, 
     assert "3 image(s) left out" in scored.note and "broken, truncated, outside" in scored.note
     assert "3 image(s) left out" in swept.answer
     assert sum(p.num_images for p in swept.points[-1:]) <= 117 and len(swept.points) == 3
+
+
+def test_a_client_resubmitting_jobs_the_moment_they_end_does_not_keep_the_slot_from_another(manifest_path, photos,
+                                                                                            tmp_path):
+    """Jobs beyond --max-jobs are refused, not queued. A client (a token)
+    whose threads resubmit the moment a job ends took every freed slot
+    before another client's retries came (a twenty-fifth probe's open
+    limit): now a refused client holding none is owed the next slot, and
+    the first client is refused until it is taken."""
+    import collections
+    import threading
+    import time
+
+    from imagesieve.local_server import LocalServer
+
+    flooder, victim = "flood-" + "0" * 32, "victim-" + "1" * 32
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(f"{flooder} rw flooder\n{victim} rw victim\n")
+    images, labels = [d for d, _, _ in photos[:6]], ["a", "b"] * 3
+    with LocalServer(["--max-jobs", "1", "--tokens-file", str(tokens)], model=str(manifest_path)) as srv:
+        stop, outcomes = threading.Event(), collections.Counter()
+
+        def flood():
+            with Client(srv.address, token=flooder, retries=False, timeout=30) as c:
+                while not stop.is_set():
+                    try:
+                        c.score_labels(images=images, labels=labels, folds=2)
+                        outcomes["done"] += 1
+                    except grpc.RpcError as e:
+                        assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.details()
+                        outcomes["refused"] += 1
+                        time.sleep(0.001)
+
+        threads = [threading.Thread(target=flood, daemon=True) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            deadline = time.monotonic() + 60
+            while outcomes["done"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert outcomes["done"] >= 2, outcomes
+            answered = None
+            with Client(srv.address, token=victim, retries=False, timeout=30) as c:
+                for attempt in range(12):          # a client's retries: every 0.25 s for 3 s
+                    try:
+                        answered = c.score_labels(images=images, labels=labels, folds=2)
+                        break
+                    except grpc.RpcError as e:
+                        assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.details()
+                        time.sleep(0.25)
+            assert answered is not None and len(answered.scores) == 6, (
+                f"the victim was refused 12 times over 3 s while the flooder's jobs ran: {outcomes}")
+            before = outcomes["done"]
+            deadline = time.monotonic() + 20
+            while outcomes["done"] == before and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert outcomes["done"] > before, "once the victim had its slot, the flooder's jobs run again"
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)

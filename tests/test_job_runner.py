@@ -7,6 +7,8 @@ import threading
 import time
 import weakref
 
+import pytest
+
 from imagesieve_server.jobs import runner
 
 
@@ -69,3 +71,41 @@ def test_a_failed_jobs_error_still_reaches_its_caller():
 
     seen, error = asyncio.run(main())
     assert error == "bad request"
+
+
+def test_a_slot_freed_while_a_refused_client_holds_none_is_kept_for_it_oldest_debt_first(monkeypatch):
+    """Jobs are refused, not queued; a client resubmitting the moment its
+    jobs end kept every slot for as long as it liked (a twenty-fifth probe).
+    A refused client holding no slot is owed the next one for OWED_S, the
+    oldest debt first, and a client that holds a slot comes after them."""
+    clock = [100.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
+    slots = runner.JobSlots(2)
+    slots.take("flooder")
+    slots.take("flooder")
+    with pytest.raises(runner.JobsBusy):
+        slots.take("victim")                     # owed from now
+    clock[0] += 1
+    with pytest.raises(runner.JobsBusy):
+        slots.take("late")                       # owed after the victim
+    slots.give_back("flooder")
+    with pytest.raises(runner.JobsBusy, match="1 of the server.s 2 analysis job slots are in use .--max-jobs., and 2 kept for clients refused before you"):
+        slots.take("flooder")                    # holds one: after every owed client
+    with pytest.raises(runner.JobsBusy):
+        slots.take("late")                       # the victim's debt is older
+    slots.take("victim")
+    slots.give_back("flooder")                   # the flooder holds none now; owed: late
+    with pytest.raises(runner.JobsBusy):
+        slots.take("flooder")
+    slots.take("late")
+    assert slots.running == 2 and dict(slots.held) == {"victim": 1, "late": 1}
+    # A debt lapses OWED_S after the last refusal: a client that gave up holds no slot idle for ever.
+    slots.give_back("victim")
+    clock[0] += runner.OWED_S + 0.1
+    slots.take("newcomer")
+    assert slots.running == 2
+    # The same client, alone, may take every slot (nobody is owed).
+    alone = runner.JobSlots(2)
+    alone.take("a")
+    alone.take("a")
+    assert alone.running == 2

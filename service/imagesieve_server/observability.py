@@ -690,6 +690,11 @@ def _client_of(peer: str) -> str:
     return peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
 
 
+def caller() -> str:
+    """The current gRPC call's client, as ``_client_of`` names it ('' outside a call)."""
+    return _client_of(connection.get())
+
+
 class LineBudget:
     """Access-log lines of failed calls, at most ``rate`` a second for each
     status code (bursts of ``burst``); the rest are counted, with the peers

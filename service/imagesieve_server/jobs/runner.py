@@ -4,6 +4,7 @@ asyncio caller. Cancelling the caller (the client cancels the RPC) sets the
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import threading
 import time
@@ -22,25 +23,53 @@ class JobsBusy(QueueFullError):
     """Every analysis slot is taken (RESOURCE_EXHAUSTED: retry later)."""
 
 
+#: How long a client that was refused a job, holding none, is owed a slot: while it is, a
+#: freed slot is kept for it (for its retry) instead of going to whoever asks first. One
+#: client resubmitting the moment its jobs end held every slot for as long as it liked (a
+#: twenty-fifth probe): refused, another client's retries never found one free.
+OWED_S = 10.0
+
+
 class JobSlots:
     """At most ``limit`` analysis jobs at once, server-wide: each holds a
     core for seconds to minutes, so more would only slow every caller. The
-    server sets ``SLOTS.limit`` from ``--max-jobs``."""
+    server sets ``SLOTS.limit`` from ``--max-jobs``.
+
+    A job is refused (JobsBusy) rather than queued. Refused clients holding
+    no slot are owed one for OWED_S after their last refusal, oldest debt
+    first: a client may take a slot only while more are free than clients
+    owed before it (one that is not owed comes after every owed one). A
+    client that gives up leaves a slot idle for at most OWED_S. Clients are
+    named by ``observability.caller``: a token's name, else an address."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.running = 0
+        self.held: collections.Counter = collections.Counter()
+        self.owed: dict[str, tuple[float, float]] = {}      # client -> (first, last) refusal
         self._lock = threading.Lock()
 
-    def take(self) -> None:
+    def take(self, client: str = "") -> None:
+        now = time.monotonic()
         with self._lock:
-            if self.running >= self.limit:
-                raise JobsBusy(f"{self.running} analysis jobs are running, the server's limit (--max-jobs)")
+            self.owed = {c: t for c, t in self.owed.items() if now - t[1] < OWED_S and not self.held[c]}
+            mine = self.owed[client][0] if client in self.owed else float("inf")     # not owed: after all who are
+            ahead = sum(1 for c, (first, _) in self.owed.items() if c != client and first < mine)
+            if self.running + ahead >= self.limit:
+                if not self.held[client]:
+                    self.owed[client] = (self.owed.get(client, (now, now))[0], now)
+                raise JobsBusy(f"{self.running} of the server's {self.limit} analysis job slots are in use (--max-jobs)"
+                               + (f", and {ahead} kept for clients refused before you" if ahead else ""))
             self.running += 1
+            self.held[client] += 1
+            self.owed.pop(client, None)
 
-    def give_back(self) -> None:
+    def give_back(self, client: str = "") -> None:
         with self._lock:
             self.running -= 1
+            self.held[client] -= 1
+            if self.held[client] <= 0:
+                del self.held[client]
 
 
 SLOTS = JobSlots(os.cpu_count() or 1)
@@ -64,8 +93,13 @@ class JobSlot:
     computes). The ``with`` gives it back itself only if it was never handed
     over (the embedding failed, or the call ended first)."""
 
-    def __init__(self):
-        SLOTS.take()
+    def __init__(self, client: str | None = None):
+        """``client``: who holds it (default: the calling gRPC client, see ``observability.caller``)."""
+        if client is None:
+            from ..observability import caller
+            client = caller()
+        self.client = client
+        SLOTS.take(client)
         self._held = True
         self._handed = False
         self._lock = threading.Lock()
@@ -82,7 +116,7 @@ class JobSlot:
         with self._lock:
             last, self._held = self._held, False
         if last:
-            SLOTS.give_back()
+            SLOTS.give_back(self.client)
 
     def __enter__(self) -> "JobSlot":
         return self

@@ -409,3 +409,22 @@ def test_class_folders_that_hold_one_set_of_images_under_the_same_names_get_a_no
     for i in range(10):
         save(few, "cat" if i < 5 else "dog", f"pet{i}.png" if i not in (0, 5) else "cover.png", pictures[i])
     assert mirror_note(few) == []
+
+
+def test_images_loose_beside_class_folders_say_why_nothing_is_labelled(tmp_path, photos):
+    """A game's icon folder (FreeOrion: 27 icons loose beside building/,
+    buttons/, flags/ ... of 888) was audited all unlabelled without a word,
+    and the label check said only "915 of 915 images have no label"."""
+    for i, folder in enumerate(["building", "flags", "ships", "tech"]):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / f"{i}.jpg").write_bytes(photos[i][0])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "logo.jpg").write_bytes(photos[5][0])
+    table = load_audit_table(str(tmp_path))
+    assert len(table) == 5 and table.n_labelled == 0
+    assert [n for n in table.notes if "loose" in n] == [
+        f"1 image lies loose in {tmp_path} beside 4 folders of images (building, flags, ships, ...): the folders "
+        "are not read as classes and every image is audited unlabelled; for labels, move the loose images into a "
+        "folder of their own or give a CSV manifest path,label[,split]"]
+    (tmp_path / "logo.jpg").unlink()
+    assert load_audit_table(str(tmp_path)).n_labelled == 4

@@ -259,6 +259,14 @@ def load_audit_source(source: str, skipped: Counter | None = None,
                              + "; for labels, give a CSV manifest path,label[,split]")
         else:
             records = [AuditRecord(str(f)) for f in images_under(p, skipped)]
+            loose = sum(1 for r in records if Path(r.path).parent == p)
+            holding = [d.name for d in folders(p) if _holds_images(d)]
+            if notes is not None and loose and holding:
+                notes.append(f"{loose} image{'s lie' if loose > 1 else ' lies'} loose in {source} beside "
+                             f"{len(holding)} folder{'s' if len(holding) > 1 else ''} of images ({', '.join(holding[:3])}"
+                             f"{', ...' if len(holding) > 3 else ''}): the folders are not read as classes and "
+                             "every image is audited unlabelled; for labels, move the loose images into a "
+                             "folder of their own or give a CSV manifest path,label[,split]")
     else:
         matches = [Path(m) for m in sorted(glob.glob(source, recursive=True)) if Path(m).is_file()]
         records = [AuditRecord(str(m.resolve())) for m in matches if is_image_file(m) and utf8_name(m)]

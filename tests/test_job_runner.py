@@ -104,6 +104,37 @@ def test_a_slot_freed_while_a_refused_client_holds_none_is_kept_for_it_oldest_de
     clock[0] += runner.OWED_S + 0.1
     slots.take("newcomer")
     assert slots.running == 2
+    # Owed only when refused with every slot in use: a client refused for a slot kept for
+    # another, then gone, keeps none idle in turn (a review: one-shot clients 6 s apart,
+    # none served for 100 s).
+    one = runner.JobSlots(1)
+    one.take("busy")
+    with pytest.raises(runner.JobsBusy):
+        one.take("gone")                         # owed, and never asks again
+    one.give_back("busy")
+    clock[0] += 6
+    with pytest.raises(runner.JobsBusy):
+        one.take("n0")                           # the slot is kept for "gone": n0 is not owed
+    clock[0] += 6                                # "gone"'s debt has lapsed
+    one.take("n1")
+    assert dict(one.held) == {"n1": 1} and list(one.owed) == []
+    # One already owed keeps its place while it asks, beyond OWED_S from its refusal in full;
+    # one that stopped asking loses it.
+    two = runner.JobSlots(2)
+    two.take("x")
+    two.take("x")
+    for who in ("first", "second"):
+        with pytest.raises(runner.JobsBusy):
+            two.take(who)
+    two.give_back("x")
+    clock[0] += 6
+    with pytest.raises(runner.JobsBusy):
+        two.take("second")                       # "first"'s turn (it asked first)
+    clock[0] += 6                                # "first" stopped asking: its debt lapsed
+    with pytest.raises(runner.JobsBusy):
+        two.take("x")                            # x is not owed: "second" still is (it asked 6 s ago)
+    two.take("second")
+    assert dict(two.held) == {"x": 1, "second": 1}
     # The same client, alone, may take every slot (nobody is owed).
     alone = runner.JobSlots(2)
     alone.take("a")

@@ -17,6 +17,7 @@ import io
 import itertools
 import os
 import threading
+import time
 from typing import AsyncIterator, Callable, Iterable, Iterator, NamedTuple, Union
 
 import grpc
@@ -39,7 +40,10 @@ MAX_CHECK_NEIGHBORS = 2560
 # Room in a message for everything but the image bytes (keys, labels, framing): an image
 # of more than the message limit less this fails alone instead of failing the stream.
 MESSAGE_HEADROOM = 64 << 10
-
+#: Pauses (s) before a job refused for now (RESOURCE_EXHAUSTED before its first event) is
+#: asked again: ~8 s in all, within the 10 s for which the server keeps a freed slot for a
+#: client it refused while all were in use (``jobs.runner.OWED_S``).
+JOB_RETRY_PAUSES_S = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 class ServerUnreachable(grpc.FutureTimeoutError):
@@ -311,6 +315,7 @@ class Client:
                  token: str | None = None, retries: bool = True):
         self.address = address
         self.timeout = timeout
+        self.retries = retries
         self.max_image_bytes = (max_message_mb << 20) - MESSAGE_HEADROOM    # what one message carries
         self.channel = make_channel(address, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
                                     token=token, max_message_mb=max_message_mb, retries=retries)
@@ -500,7 +505,7 @@ class Client:
         request = duplicates_pb2.FindDuplicatesRequest(collection=collection, threshold=threshold,
                                                        approximate=approximate, grouping=grouping, knn_k=knn_k,
                                                        raw_cosine=raw_cosine)
-        return self._run_job(self.duplicates.FindDuplicates(request), progress)
+        return self._run_job(lambda: self.duplicates.FindDuplicates(request), progress)
 
     # -- analyses -----------------------------------------------------------
     def _labelled_source(self, collection, images, labels, keys, splits) -> analysis_pb2.LabelledSource:
@@ -513,19 +518,33 @@ class Client:
         return analysis_pb2.LabelledSource(inline=analysis_pb2.InlineImages(
             images=list(_labelled_items(images, keys, labels, splits, max_bytes=self.max_image_bytes))))
 
-    @staticmethod
-    def _run_job(call, progress):
+    def _run_job(self, start: Callable[[], Iterator], progress):
+        """The result of the job ``start()`` calls. A job refused before its
+        first event (RESOURCE_EXHAUSTED: every analysis slot in use, or no
+        memory for now; no work was done) is asked again after each of
+        JOB_RETRY_PAUSES_S when ``retries``: the server keeps a freed slot
+        for a client it refused, and gRPC's own retries do not cover a call
+        whose headers were sent."""
         # A large result arrives in parts (one `result` event each, lists split
         # across them): merged in order, they are the whole result.
         result, received = None, 0
-        for event in call:
-            if event.HasField("result"):
-                if result is None:
-                    result = type(event.result)()
-                result.MergeFrom(event.result)
-                received += 1
-            elif progress is not None:
-                progress(event.progress)
+        for pause in (*(JOB_RETRY_PAUSES_S if self.retries else ()), None):
+            started = False
+            try:
+                for event in start():
+                    started = True
+                    if event.HasField("result"):
+                        if result is None:
+                            result = type(event.result)()
+                        result.MergeFrom(event.result)
+                        received += 1
+                    elif progress is not None:
+                        progress(event.progress)
+                break
+            except grpc.RpcError as e:
+                if started or pause is None or e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                time.sleep(pause)
         if result is None:
             raise RuntimeError("the job ended without a result")
         if received < result.parts:
@@ -547,7 +566,7 @@ class Client:
         request = analysis_pb2.ScoreLabelsRequest(
             source=self._labelled_source(collection, images, labels, keys, None), method=method,
             top_fraction=top_fraction, folds=folds, classifier=classifier, seed=seed, pixels=pixels)
-        return self._run_job(self.analysis.ScoreLabels(request), progress)
+        return self._run_job(lambda: self.analysis.ScoreLabels(request), progress)
 
     def sample_size(self, *, target_accuracy: float = 0.0, at_sizes: Iterable[int] = (),
                     collection: str | None = None,
@@ -565,7 +584,7 @@ class Client:
             source=self._labelled_source(collection, images, labels, keys, splits), fractions=list(fractions),
             repeats=repeats, target_accuracy=target_accuracy, at_sizes=list(at_sizes), classifier=classifier,
             seed=seed)
-        return self._run_job(self.analysis.SampleSizeSweep(request), progress)
+        return self._run_job(lambda: self.analysis.SampleSizeSweep(request), progress)
 
     # -- several annotators ---------------------------------------------
     def add_annotations(self, collection: str, annotations: Iterable[tuple[str, str, str]]
@@ -580,7 +599,7 @@ class Client:
         """Consensus label, quality and review rank per image, each annotator's
         reliability, Krippendorff's alpha and the confused class pairs."""
         request = consensus_pb2.ConsensusRequest(collection=collection, method=method, no_model=no_model, seed=seed)
-        return self._run_job(self.consensus_service.AnalyseConsensus(request), progress)
+        return self._run_job(lambda: self.consensus_service.AnalyseConsensus(request), progress)
 
 
 class AsyncClient:

@@ -35,29 +35,36 @@ class JobSlots:
     core for seconds to minutes, so more would only slow every caller. The
     server sets ``SLOTS.limit`` from ``--max-jobs``.
 
-    A job is refused (JobsBusy) rather than queued. Refused clients holding
-    no slot are owed one for OWED_S after their last refusal, oldest debt
-    first: a client may take a slot only while more are free than clients
-    owed before it (one that is not owed comes after every owed one). A
-    client that gives up leaves a slot idle for at most OWED_S. Clients are
-    named by ``observability.caller``: a token's name, else an address."""
+    A job is refused (JobsBusy) rather than queued. Clients refused while
+    every slot is in use, holding none, are owed one for OWED_S after their
+    last refusal, oldest debt first: a client may take a slot only while
+    more are free than clients owed before it (one that is not owed comes
+    after every owed one). Clients that give up leave a slot idle for at
+    most OWED_S after the last refusal while all were in use (the light
+    client asks again for about 8 s). Clients are named by
+    ``observability.caller``: a token's name, else an address."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.running = 0
         self.held: collections.Counter = collections.Counter()
-        self.owed: dict[str, tuple[float, float]] = {}      # client -> (first, last) refusal
+        self.owed: dict[str, float] = {}      # client -> its last refusal, in order of their first
         self._lock = threading.Lock()
 
     def take(self, client: str = "") -> None:
         now = time.monotonic()
         with self._lock:
-            self.owed = {c: t for c, t in self.owed.items() if now - t[1] < OWED_S and not self.held[c]}
-            mine = self.owed[client][0] if client in self.owed else float("inf")     # not owed: after all who are
-            ahead = sum(1 for c, (first, _) in self.owed.items() if c != client and first < mine)
+            self.owed = {c: last for c, last in self.owed.items() if now - last < OWED_S and not self.held[c]}
+            # In order of debt (a dict keeps its insertion order); one not owed comes after all.
+            owed = list(self.owed)
+            ahead = owed.index(client) if client in self.owed else len(owed)
             if self.running + ahead >= self.limit:
-                if not self.held[client]:
-                    self.owed[client] = (self.owed.get(client, (now, now))[0], now)
+                # Owed only when every slot is in use: a client refused for a slot kept for
+                # another, then gone, would keep the next one idle in turn, and so on (a review:
+                # one-shot clients 6 s apart, none served for 100 s).
+                # One already owed keeps its place while it still asks.
+                if client in self.owed or (self.running >= self.limit and not self.held[client]):
+                    self.owed[client] = now
                 raise JobsBusy(f"{self.running} of the server's {self.limit} analysis job slots are in use (--max-jobs)"
                                + (f", and {ahead} kept for clients refused before you" if ahead else ""))
             self.running += 1

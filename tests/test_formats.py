@@ -359,23 +359,29 @@ def test_folders_named_as_image_sizes_are_renditions_not_classes(tmp_path):
         assert table.n_labelled == len(classes) and classes[0] in table.labels.values
 
 
-def test_class_folders_that_hold_one_set_of_images_under_the_same_names_get_a_note(tmp_path, photos, digits):
+def test_class_folders_that_hold_one_set_of_images_under_the_same_names_get_a_caveat(tmp_path, photos, digits,
+                                                                                     monkeypatch):
     """A manual's screenshots in one folder per language (marble's: en/marble/
     search-1.png beside de/marble/search-1.png) read as classes made "42.9% of
     the labels look wrong". When most images share their path with an image
-    of another class folder, and the names say what the picture is or the
-    same-named images are each other's nearest pictures, a note says the
-    label findings judge versions, not labels. Counter names over different
+    of another class folder, a caveat says the label findings judge versions,
+    not labels: seen when the same-named images are each other's nearest
+    pictures, else, for names that say what a picture is, only where the
+    label check finds the labels widely wrong (letters named by their font in
+    each letter's folder are real classes). Counter names over different
     pictures (Caltech-101's image_0001.jpg in every class), views named alike
-    in many folders, and a few shared names stay classes without it."""
+    in many folders and a few shared names get none."""
+    from imagesieve_server.audit.sources import MIRRORED_NOISE
+
     def save(root, folder, name, img):
         (root / folder / Path(name).parent).mkdir(parents=True, exist_ok=True)
         img.save(root / folder / name)
 
-    def mirror_note(root):
+    def caveats(root):
         table = load_audit_table(str(root))
         assert table.n_labelled == len(table), "the folders stay labels"
-        return [n for n in table.notes if "share their path inside their class folder" in n]
+        assert not any("share their path" in n for n in table.notes), "said only when it applies"
+        return table.label_caveats
 
     pictures = [photo_image(data) for data, _, _ in photos]
     # Descriptive names in two language folders, each a different picture: the names say it.
@@ -383,32 +389,37 @@ def test_class_folders_that_hold_one_set_of_images_under_the_same_names_get_a_no
     for lang, offset in (("en", 0), ("de", 10)):
         for i, topic in enumerate(["setup", "search-1", "search-2", "routing", "measure", "view"]):
             save(manual, lang, f"guide/{topic}.png", pictures[(i + offset) % 20].resize((64, 48)))
-    notes = mirror_note(manual)
-    assert len(notes) == 1 and "12 of the 12 images" in notes[0] and "de/guide/measure.png and en/guide/measure.png" \
-        in notes[0] and "manifest" in notes[0], notes
+    [caveat] = caveats(manual)
+    assert "12 of the 12 images" in caveat.text and "de/guide/measure.png and en/guide/measure.png" in caveat.text
+    assert "manifest" in caveat.text and not caveat.seen
+    assert caveat.applies(0.6) and not caveat.applies(MIRRORED_NOISE - 0.01) and not caveat.applies(None)
+    monkeypatch.chdir(manual)                      # `imagesieve audit .`
+    assert len(load_audit_table(".").label_caveats) == 1
+    monkeypatch.undo()
 
-    # Counter names: a note only when the same-named images are one picture.
+    # Counter names: only when the same-named images are one picture; then seen.
     x, y = digits
-    originals, thumbs = tmp_path / "originals", tmp_path / "caltech"
+    originals, caltech = tmp_path / "originals", tmp_path / "caltech"
     for i in range(10):
         save(originals, "full", f"{i:04d}.jpg", pictures[i])
         save(originals, "small", f"{i:04d}.jpg", pictures[i].resize((pictures[i].width // 4, pictures[i].height // 4)))
-    assert len(mirror_note(originals)) == 1
+    [caveat] = caveats(originals)
+    assert caveat.seen and caveat.applies(None)
     for c in range(3):
         for i in range(10):
-            save(thumbs, f"class{c}", f"image_{i:04d}.png", digit_image(x[y == c][i]))
-    assert mirror_note(thumbs) == []
+            save(caltech, f"class{c}", f"image_{i:04d}.png", digit_image(x[y == c][i]))
+    assert caveats(caltech) == []
 
     # Views named alike in each of many product folders; a few shared names among classes.
     views = tmp_path / "views"
     for product in range(6):
         for j, view in enumerate(["front", "back"]):
             save(views, f"product{product}", f"{view}.png", pictures[(2 * product + j) % 20].resize((32, 32)))
-    assert mirror_note(views) == []
+    assert caveats(views) == []
     few = tmp_path / "few"
     for i in range(10):
         save(few, "cat" if i < 5 else "dog", f"pet{i}.png" if i not in (0, 5) else "cover.png", pictures[i])
-    assert mirror_note(few) == []
+    assert caveats(few) == []
 
 
 def test_images_loose_beside_class_folders_say_why_nothing_is_labelled(tmp_path, photos):

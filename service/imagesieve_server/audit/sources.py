@@ -37,6 +37,8 @@ class AuditTable:
     splits: Categorical          # '' where no split
     #: what the listing left out and why (files in formats not decoded), for the user
     notes: list[str] = dataclasses.field(default_factory=list)
+    #: what the label findings may not mean (``LabelCaveat``s), for the audit to say when they apply
+    label_caveats: list = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -59,7 +61,8 @@ def load_audit_table(source: str, exclude: str | os.PathLike | None = None) -> A
     run's thumbnails as images."""
     skipped: Counter = Counter()
     notes: list[str] = []
-    records = load_audit_source(source, skipped, notes)
+    caveats: list = []
+    records = load_audit_source(source, skipped, notes, caveats)
     if exclude is not None:
         roots = {os.path.abspath(exclude), os.path.realpath(exclude)}
         # Both spellings of each path: an earlier run's output reached through a linked folder is still its output.
@@ -73,6 +76,7 @@ def load_audit_table(source: str, exclude: str | os.PathLike | None = None) -> A
             records = kept
     table = AuditTable.from_records(records)
     table.notes.extend(notes)
+    table.label_caveats.extend(caveats)
     note = skipped_note(skipped)
     if note:
         table.notes.append(note)
@@ -120,25 +124,58 @@ def size_folders(dirs: list[Path]) -> list[str]:
 #: image in another class folder before the folders are suspected of being versions of one
 #: set (languages, themes, sizes) rather than classes.
 MIRRORED_SHARE = 0.5
-#: Pairs of same-named images looked at when the names are counters (``image_0001.jpg`` in
-#: every class of Caltech-101 names different pictures), and how many other images of the
-#: twin's folder each twin must beat as the nearest picture for the folders to be mirrors.
+#: Pairs of same-named images looked at (evenly spaced), other images of the twin's folder
+#: each twin must beat as the nearest picture, and in how many of the pairs, for the
+#: pictures to confirm it (chance: about 1 in 9 a pair): ``image_0001.jpg`` in every class
+#: of Caltech-101 names different pictures.
 MIRROR_SAMPLES, MIRROR_RIVALS, MIRROR_WINS = 8, 8, 6
+#: Files larger than this are not decoded for that test (a scan of 20 MB takes 0.2 s).
+MIRROR_MAX_BYTES = 8 << 20
+#: Without the pictures' word, the note on names that say what a picture is (en/x.png beside
+#: de/x.png) is shown only when the label check finds at least this share of the labels
+#: disagreeing with the images: the folders of real classes named alike inside (letters in
+#: one file a font, people in one file a pose) are learnt, and need no caveat.
+MIRRORED_NOISE = 0.25
 
 
-def _thumbnail(path: str) -> np.ndarray | None:
-    """A 32x32 grayscale view, zero-mean and unit-norm; None when unreadable."""
-    from ..engine.decode import DecodeError, DecodeLimits, decode_image
-    try:
-        with open(path, "rb") as f:
-            data = f.read(64 << 20)
-        img = decode_image(data, 32, DecodeLimits(max_bytes=64 << 20))
-    except (OSError, DecodeError):
-        return None
-    a = np.asarray(img.convert("L").resize((32, 32), Image.BILINEAR), np.float32).ravel()
-    a = a - a.mean()
-    norm = float(np.linalg.norm(a))
-    return a / norm if norm > 0 else None
+@dataclasses.dataclass(frozen=True)
+class LabelCaveat:
+    """What the label findings may not mean (``text``), and whether the
+    pictures confirm it (``seen``) or it holds only if the labels look
+    widely wrong (MIRRORED_NOISE)."""
+    text: str
+    seen: bool
+
+    def applies(self, noise_rate: float | None) -> bool:
+        return self.seen or (noise_rate is not None and noise_rate >= MIRRORED_NOISE)
+
+
+class _Thumbnails:
+    """32x32 grayscale views, zero-mean and unit-norm, each file decoded once; None when unreadable or large."""
+
+    def __init__(self):
+        self.seen: dict[str, np.ndarray | None] = {}
+
+    def __call__(self, path: str) -> np.ndarray | None:
+        if path not in self.seen:
+            self.seen[path] = self._read(path)
+        return self.seen[path]
+
+    @staticmethod
+    def _read(path: str) -> np.ndarray | None:
+        from ..engine.decode import DecodeError, DecodeLimits, decode_image
+        try:
+            if os.path.getsize(path) > MIRROR_MAX_BYTES:
+                return None
+            with open(path, "rb") as f:
+                data = f.read(MIRROR_MAX_BYTES + 1)
+            img = decode_image(data, 32, DecodeLimits(max_bytes=MIRROR_MAX_BYTES))
+        except (OSError, DecodeError):
+            return None
+        a = np.asarray(img.convert("L").resize((32, 32), Image.BILINEAR), np.float32).ravel()
+        a = a - a.mean()
+        norm = float(np.linalg.norm(a))
+        return a / norm if norm > 0 else None
 
 
 def _twins_look_alike(groups: list[list[str]], folder_of: dict[str, list[str]]) -> bool:
@@ -147,35 +184,38 @@ def _twins_look_alike(groups: list[list[str]], folder_of: dict[str, list[str]]) 
     closer to the first than MIRROR_RIVALS others of its folder (``folder_of``:
     a path's folder's paths), in MIRROR_WINS of MIRROR_SAMPLES or more."""
     rng = np.random.default_rng(0)
+    thumbnail = _Thumbnails()
     picked = groups[:: max(1, len(groups) // MIRROR_SAMPLES)][:MIRROR_SAMPLES]
     wins = judged = 0
     for group in picked:
-        first, twin = _thumbnail(group[0]), _thumbnail(group[1])
+        first, twin = thumbnail(group[0]), thumbnail(group[1])
+        if first is None or twin is None:
+            continue
         others = [o for o in folder_of[group[1]] if o != group[1]]
-        rivals = [_thumbnail(o) for o in rng.choice(others, min(MIRROR_RIVALS, len(others)), replace=False)]
+        rivals = [thumbnail(o) for o in rng.choice(others, min(MIRROR_RIVALS, len(others)), replace=False)]
         rivals = [r for r in rivals if r is not None]
-        if first is None or twin is None or not rivals:
+        if not rivals:
             continue
         judged += 1
         wins += float(first @ twin) > max(float(first @ r) for r in rivals)
     return judged >= max(1, len(picked) // 2) and wins >= MIRROR_WINS * judged / MIRROR_SAMPLES
 
 
-def mirrored_folders_note(records, root: Path) -> str | None:
-    """A note when the class folders look like versions of one set of images
+def mirrored_folders(records, root: Path) -> LabelCaveat | None:
+    """A caveat when the class folders may be versions of one set of images
     (a manual's screenshots in one folder per language, a theme's light and
     dark folders, thumbnails beside originals) rather than classes: at least
     MIRRORED_SHARE of the images share their path inside their class folder
-    with an image of another class, and either those names say what the
-    picture is (not a counter: ``configure-proxy.png``, not ``0001.png``) and
-    outnumber the folders, or same-named images are each other's nearest
-    pictures. None otherwise.
-    Read as classes, marble's manual (one folder per language) made "42.9%
-    of the labels look wrong"; the folders are kept as labels (they may be
-    classes), and the note says what the label findings then mean."""
+    with an image of another class. Seen when same-named images are each
+    other's nearest pictures; else, when the names say what the picture is
+    (not a counter: ``configure-proxy.png``, not ``0001.png``) and outnumber
+    the folders, one for the label check to confirm (``LabelCaveat.applies``);
+    else None. Read as classes, marble's manual (one folder per language)
+    made "42.9% of the labels look wrong"; the folders stay labels (they may
+    be classes), and the caveat says what the label findings then mean."""
     by_place: dict[tuple[str, str], list] = {}
     folder_images: dict[tuple[str, str], list[str]] = {}
-    prefix = os.path.join(str(root), "")
+    prefix = "" if str(root) in ("", ".") else os.path.join(str(root), "")     # "audit ." lists "en/x.png"
     for r in records:          # string slicing, not Path: a million records in about a second
         if not r.path.startswith(prefix):
             continue
@@ -192,18 +232,21 @@ def mirrored_folders_note(records, root: Path) -> str | None:
     # Counters: the names that remain once the digits go ("image_#.jpg") are few. Views named
     # alike in many class folders (front.jpg, back.jpg in each product's) are fewer than the
     # folders: versions of one set are few folders of many names.
-    counted = len({re.sub(r"\d+", "#", name) for _, name in names}) < 0.25 * len(names)
-    if counted or len(names) < len({(r.split, r.label) for rs in groups for r in rs}):
-        paths = [[r.path for r in rs] for rs in sorted(groups, key=lambda rs: rs[0].path)]
-        owner = {r.path: folder_images[(r.split, r.label)] for rs in groups for r in rs}
-        if not _twins_look_alike(paths, owner):
-            return None
+    said = (len({re.sub(r"\d+", "#", name) for _, name in names}) >= 0.25 * len(names)
+            and len(names) >= len({(r.split, r.label) for rs in groups for r in rs}))
+    paths = [[r.path for r in rs] for rs in sorted(groups, key=lambda rs: rs[0].path)]
+    owner = {r.path: folder_images[(r.split, r.label)] for rs in groups for r in rs}
+    seen = _twins_look_alike(paths, owner)
+    if not (seen or said):
+        return None
     example = min(groups, key=lambda rs: rs[0].path)[:2]
     shown = " and ".join(os.path.relpath(r.path, root) for r in example)
-    return (f"{shared} of the {len(records)} images share their path inside their class folder with an image in "
-            f"another class folder (e.g. {shown}): if the folders are versions of one set of images (languages, "
-            "themes, sizes, formats) rather than classes, the label findings (suspects, the share that look wrong, "
-            "label conflicts) judge those versions, not labels; for labels, give a CSV manifest path,label[,split]")
+    return LabelCaveat(
+        f"{shared} of the {len(records)} images share their path inside their class folder with an image in "
+        f"another class folder (e.g. {shown}): if the folders are versions of one set of images (languages, "
+        "themes, sizes, formats) rather than classes, the label findings (suspects, the share that look wrong, "
+        "label conflicts) judge those versions, not labels; for labels, give a CSV manifest path,label[,split]",
+        seen)
 
 
 def _text(value) -> str:
@@ -228,10 +271,12 @@ def _from_table(rows: list[dict], base: Path, name: str) -> list[AuditRecord]:
 
 
 def load_audit_source(source: str, skipped: Counter | None = None,
-                      notes: list[str] | None = None) -> list[AuditRecord]:
+                      notes: list[str] | None = None, caveats: list | None = None) -> list[AuditRecord]:
     """Records sorted by path. ValueError when nothing is found. Files in
     image formats that are not decoded are counted by suffix into ``skipped``;
-    why folders were not read as classes is appended to ``notes``."""
+    why folders were not read as classes is appended to ``notes``; what the
+    label findings may not mean (a ``LabelCaveat``: ``mirrored_folders``)
+    to ``caveats``."""
     p = Path(source)
     if p.is_file() and p.suffix.lower() == ".csv":
         records = _from_table(read_csv_rows(p), p.parent, source)
@@ -243,9 +288,10 @@ def load_audit_source(source: str, skipped: Counter | None = None,
         sized = size_folders(dirs)
         if dirs and not sized:
             records = [AuditRecord(str(r.path), r.label, r.split) for r in load_labelled_source(p, skipped)]
-            mirrored = mirrored_folders_note(records, p)
-            if mirrored and notes is not None:
-                notes.append(mirrored)
+            if caveats is not None:             # a look at the pictures: only for an audit that reports it
+                caveat = mirrored_folders(records, p)
+                if caveat:
+                    caveats.append(caveat)
         elif sized:
             # Renditions: unlabelled, each under its split where a train/val/test level holds them.
             splits = [d for d in folders(p) if d.name.lower() in SPLIT_NAMES] if dirs[0].parent != p else []

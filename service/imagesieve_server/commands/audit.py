@@ -174,7 +174,9 @@ def run(args) -> int:
                                region_embedder=region_embedder)
         for model in region_models:
             model.close()           # its memory back before the report
-        results.notes[:0] = table.notes            # the report says what the listing left out
+        noise = None if results.label_scores is None else results.label_scores.noise_rate
+        # The report says what the listing left out, and what the label findings may not mean.
+        results.notes[:0] = table.notes + [c.text for c in table.label_caveats if c.applies(noise)]
         before_report = time.perf_counter()
         from ..audit.report import write_report
         # An absolute source: the report's fix list names it for `imagesieve fix`, from any folder.

@@ -2060,3 +2060,27 @@ def test_pages_of_many_collections_do_not_hold_up_another_clients_stats(manifest
             a.join(60)
     assert len(pages) >= 32, "the attack did not run"
     assert np.median(stats) < 0.1, (np.median(stats), sorted(stats)[-3:])
+
+
+def test_a_link_that_cannot_be_resolved_names_nothing_outside_the_roots(tmp_path, monkeypatch):
+    """A link inside a root to /proc/1/fd/0 was answered "[Errno 13]
+    Permission denied: '/proc/1/fd/0'": the target outside the roots, and
+    "there but denied" told from "outside" (a twenty-sixth probe). Whatever
+    error resolving raises, the answer names only the path asked for."""
+    from pathlib import Path
+
+    from imagesieve_server.paths import PathPolicy
+    (tmp_path / "root").mkdir()
+    link = tmp_path / "root" / "in"
+    os.symlink("/proc/1/fd/0", link)
+    real_resolve = Path.resolve
+
+    def resolve(self, strict=False):
+        if str(self) == str(link):
+            raise PermissionError(13, "Permission denied", "/proc/1/fd/0")
+        return real_resolve(self, strict)
+
+    monkeypatch.setattr(Path, "resolve", resolve)
+    with pytest.raises(PermissionError) as e:
+        PathPolicy([tmp_path / "root"]).resolve(str(link))
+    assert "/proc" not in str(e.value) and "cannot be resolved inside the server's allowed roots" in str(e.value)

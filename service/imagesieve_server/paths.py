@@ -67,6 +67,11 @@ class PathPolicy:
             real = Path(path).resolve()
         except RuntimeError:        # Python 3.11: a symlink loop (3.13 raises OSError ELOOP)
             raise ValueError(f"{quoted_path(path)} is a symlink loop") from None
+        except OSError:
+            # A link on the way that cannot be read (/proc/1/fd/0): its error named the target
+            # outside the roots, and told "there but denied" from "not there" (a twenty-sixth probe).
+            raise PermissionError(f"{quoted_path(path)} cannot be resolved inside the server's allowed "
+                                  "roots") from None
         self._check_inside(real, path)
         return real
 

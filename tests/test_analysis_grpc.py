@@ -229,13 +229,13 @@ def test_analysis_jobs_go_on_without_images_that_cannot_be_read(server, photos, 
 
 def test_a_client_resubmitting_jobs_the_moment_they_end_does_not_keep_the_slot_from_another(manifest_path, photos,
                                                                                             tmp_path):
-    """Jobs beyond --max-jobs are refused, not queued. A client (a token)
-    whose threads resubmit the moment a job ends took every freed slot
-    before another client's retries came (a twenty-fifth probe's open
-    limit; and the light client asked once: gRPC's retries do not cover a
-    call whose headers were sent): now a refused client holding none is
-    owed the next slot, the first client is refused until it is taken, and
-    the light client asks again for ~8 s."""
+    """Jobs beyond --max-jobs were refused at once: a client (a token) whose
+    threads resubmit the moment a job ends took every freed slot before
+    another client's retries came (a twenty-fifth probe's open limit; and
+    the light client asked once: gRPC's retries do not cover a call whose
+    headers were sent). Now a job waits for a slot, a freed one goes to the
+    waiting client holding the fewest, one waiting job a client, and the
+    light client asks again for ~8 s when refused all the same."""
     import collections
     import threading
     import time

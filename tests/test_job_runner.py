@@ -73,70 +73,79 @@ def test_a_failed_jobs_error_still_reaches_its_caller():
     assert error == "bad request"
 
 
-def test_a_slot_freed_while_a_refused_client_holds_none_is_kept_for_it_oldest_debt_first(monkeypatch):
-    """Jobs are refused, not queued; a client resubmitting the moment its
-    jobs end kept every slot for as long as it liked (a twenty-fifth probe).
-    A refused client holding no slot is owed the next one for OWED_S, the
-    oldest debt first, and a client that holds a slot comes after them."""
-    clock = [100.0]
-    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
-    slots = runner.JobSlots(2)
-    slots.take("flooder")
-    slots.take("flooder")
-    with pytest.raises(runner.JobsBusy):
-        slots.take("victim")                     # owed from now
-    clock[0] += 1
-    with pytest.raises(runner.JobsBusy):
-        slots.take("late")                       # owed after the victim
-    slots.give_back("flooder")
-    with pytest.raises(runner.JobsBusy, match="1 of the server.s 2 analysis job slots are in use .--max-jobs., and 2 kept for clients refused before you"):
-        slots.take("flooder")                    # holds one: after every owed client
-    with pytest.raises(runner.JobsBusy):
-        slots.take("late")                       # the victim's debt is older
-    slots.take("victim")
-    slots.give_back("flooder")                   # the flooder holds none now; owed: late
-    with pytest.raises(runner.JobsBusy):
+def test_a_job_finding_every_slot_in_use_waits_and_a_freed_slot_goes_round_the_waiting_clients():
+    """Refused at once, a client resubmitting the moment its jobs ended took
+    every freed slot (a twenty-fifth probe); slots kept for refused clients
+    were held idle by many addresses each refused once (a twenty-sixth). A
+    job now waits for a slot: a freed one goes to the waiting client holding
+    the fewest, among equals the one granted longest ago, then the first
+    come; one waiting job a client, MAX_WAITING in all, JOB_WAIT_S at most."""
+    async def main():
+        slots = runner.JobSlots(2)
         slots.take("flooder")
-    slots.take("late")
-    assert slots.running == 2 and dict(slots.held) == {"victim": 1, "late": 1}
-    # A debt lapses OWED_S after the last refusal: a client that gave up holds no slot idle for ever.
-    slots.give_back("victim")
-    clock[0] += runner.OWED_S + 0.1
-    slots.take("newcomer")
-    assert slots.running == 2
-    # Owed only when refused with every slot in use: a client refused for a slot kept for
-    # another, then gone, keeps none idle in turn (a review: one-shot clients 6 s apart,
-    # none served for 100 s).
-    one = runner.JobSlots(1)
-    one.take("busy")
-    with pytest.raises(runner.JobsBusy):
-        one.take("gone")                         # owed, and never asks again
-    one.give_back("busy")
-    clock[0] += 6
-    with pytest.raises(runner.JobsBusy):
-        one.take("n0")                           # the slot is kept for "gone": n0 is not owed
-    clock[0] += 6                                # "gone"'s debt has lapsed
-    one.take("n1")
-    assert dict(one.held) == {"n1": 1} and list(one.owed) == []
-    # One already owed keeps its place while it asks, beyond OWED_S from its refusal in full;
-    # one that stopped asking loses it.
-    two = runner.JobSlots(2)
-    two.take("x")
-    two.take("x")
-    for who in ("first", "second"):
+        slots.take("flooder")
+        order = []
+
+        async def job(client, timeout=5.0):
+            await slots.wait(client, timeout)
+            order.append(client)
+
+        victim = asyncio.ensure_future(job("victim"))
+        await asyncio.sleep(0.01)
+        again = asyncio.ensure_future(job("flooder"))
+        await asyncio.sleep(0.01)
+        late = asyncio.ensure_future(job("late"))
+        await asyncio.sleep(0.01)
+        with pytest.raises(runner.JobsBusy, match="already has a job waiting"):
+            await slots.wait("victim", 5.0)                  # one waiting job a client
         with pytest.raises(runner.JobsBusy):
-            two.take(who)
-    two.give_back("x")
-    clock[0] += 6
-    with pytest.raises(runner.JobsBusy):
-        two.take("second")                       # "first"'s turn (it asked first)
-    clock[0] += 6                                # "first" stopped asking: its debt lapsed
-    with pytest.raises(runner.JobsBusy):
-        two.take("x")                            # x is not owed: "second" still is (it asked 6 s ago)
-    two.take("second")
-    assert dict(two.held) == {"x": 1, "second": 1}
-    # The same client, alone, may take every slot (nobody is owed).
-    alone = runner.JobSlots(2)
-    alone.take("a")
-    alone.take("a")
-    assert alone.running == 2
+            slots.take("newcomer")                           # those waiting come first
+        # From the job's thread, as a job gives its slot back.
+        await asyncio.to_thread(slots.give_back, "flooder")
+        await victim                                         # holds none: before the flooder's second
+        await asyncio.to_thread(slots.give_back, "flooder")
+        await late                                           # never granted: before the flooder again
+        assert order == ["victim", "late"] and not again.done()
+        await asyncio.to_thread(slots.give_back, "victim")
+        await again
+        assert dict(slots.held) == {"late": 1, "flooder": 1} and not slots.waiting
+        # A job waits JOB_WAIT_S at most, then is refused; a cancelled one leaves the line.
+        with pytest.raises(runner.JobsBusy, match="none came free in 0.05 s"):
+            await slots.wait("patient", 0.05)
+        gone = asyncio.ensure_future(slots.wait("gone", 5.0))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert not slots.waiting
+        # A slot handed over as its waiter gave up is passed on, not lost.
+        quitter = asyncio.ensure_future(slots.wait("quitter", 5.0))
+        await asyncio.sleep(0.01)
+        slots.give_back("late")                              # granted to quitter (on this loop: not yet run)
+        quitter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await quitter
+        assert slots.running == 1 and dict(slots.held) == {"flooder": 1}
+        # At most MAX_WAITING wait; beyond, refused at once.
+        slots.take("x")
+        waiters = [asyncio.ensure_future(slots.wait(f"w{k}", 5.0)) for k in range(runner.MAX_WAITING)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(runner.JobsBusy, match=f"{runner.MAX_WAITING} job.s. waiting"):
+            await slots.wait("one-too-many", 5.0)
+        # ...unless it ranks before the last of them: served less, it takes that one's place.
+        for k in range(runner.MAX_WAITING):
+            slots.granted_at[f"w{k}"] = 1000 - k          # as if each had been served, w0 last
+        newcomer = asyncio.ensure_future(slots.wait("never-served", 5.0))
+        await asyncio.sleep(0.01)
+        assert "never-served" in slots.waiting and "w0" not in slots.waiting
+        with pytest.raises(runner.JobsBusy, match="a client served less took this job's place"):
+            await waiters[0]
+        slots.give_back("x")
+        await newcomer
+        assert slots.held["never-served"] == 1
+        for w in waiters:
+            w.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+        assert not slots.waiting and slots.running == 2
+
+    asyncio.run(main())

@@ -732,27 +732,29 @@ def test_alignment_workers_exit_when_the_server_is_killed(manifest_path, tmp_pat
     assert not alive, f"alignment workers {alive} outlived their server"
 
 
-def test_analysis_jobs_beyond_the_limit_are_refused_then_admitted():
+def test_analysis_jobs_beyond_the_limit_wait_for_a_slot_then_are_refused(monkeypatch):
     from imagesieve_server.jobs import runner
 
     release = threading.Event()
-    old = runner.SLOTS.limit
-    runner.SLOTS.limit = 1
+    monkeypatch.setattr(runner.SLOTS, "limit", 1)
+    monkeypatch.setattr(runner, "JOB_WAIT_S", 0.3)
 
     async def main():
         first = asyncio.ensure_future(runner.run_job(lambda rep: release.wait(10) and "done").__anext__())
         await asyncio.sleep(0.2)                       # the first job holds the only slot
-        with pytest.raises(runner.JobsBusy):
+        started = time.monotonic()
+        with pytest.raises(runner.JobsBusy, match="none came free in 0.3 s"):
             await runner.run_job(lambda rep: 1).__anext__()
-        release.set()
+        assert time.monotonic() - started >= 0.25      # it waited for one
+        second = asyncio.ensure_future(runner.run_job(lambda rep: 2).__anext__())
+        await asyncio.sleep(0.1)
+        release.set()                                  # the first ends: the waiting job gets its slot
         assert await first == ("result", "done")
-        await asyncio.sleep(0.1)                       # its thread gives the slot back
-        assert await runner.run_job(lambda rep: 2).__anext__() == ("result", 2)
+        assert await second == ("result", 2)
+        await asyncio.sleep(0.1)
+        assert runner.SLOTS.running == 0
 
-    try:
-        asyncio.run(main())
-    finally:
-        runner.SLOTS.limit = old
+    asyncio.run(main())
 
 
 def test_decoded_rasters_are_charged_to_the_budget(manifest_path, photos):

@@ -23,11 +23,20 @@ class JobsBusy(QueueFullError):
     """Every analysis slot is taken (RESOURCE_EXHAUSTED: retry later)."""
 
 
-#: How long a client that was refused a job, holding none, is owed a slot: while it is, a
-#: freed slot is kept for it (for its retry) instead of going to whoever asks first. One
-#: client resubmitting the moment its jobs end held every slot for as long as it liked (a
-#: twenty-fifth probe): refused, another client's retries never found one free.
-OWED_S = 10.0
+#: Seconds a job waits for a slot before it is refused (the call's deadline may end it sooner).
+JOB_WAIT_S = 20.0
+#: Jobs waiting for a slot at once, server-wide; each client may have one waiting.
+MAX_WAITING = 64
+#: Clients whose last grant is remembered (for the round robin), the latest kept.
+GRANTS_REMEMBERED = 4096
+
+
+class _Waiter:
+    """A job waiting for a slot: its loop, the future its slot is handed over by, and what became of it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.handed = loop, loop.create_future()
+        self.granted = self.displaced = False
 
 
 class JobSlots:
@@ -35,60 +44,138 @@ class JobSlots:
     core for seconds to minutes, so more would only slow every caller. The
     server sets ``SLOTS.limit`` from ``--max-jobs``.
 
-    A job is refused (JobsBusy) rather than queued. Clients refused while
-    every slot is in use, holding none, are owed one for OWED_S after their
-    last refusal, oldest debt first: a client may take a slot only while
-    more are free than clients owed before it (one that is not owed comes
-    after every owed one). Clients that give up leave a slot idle for at
-    most OWED_S after the last refusal while all were in use (the light
-    client asks again for about 8 s). Clients are named by
-    ``observability.caller``: a token's name, else an address."""
+    A job that finds every slot in use waits for one (``wait``), at most
+    JOB_WAIT_S, one waiting job a client and MAX_WAITING in all. A freed
+    slot goes straight to the waiting client that ranks first: holding the
+    fewest, among equals granted a slot longest ago (never: first; round
+    robin), then waiting longest. When the line is full, a client ranking
+    before its last takes that one's place (which is refused); else it is
+    refused at once. Refused at once, a client resubmitting the moment its
+    jobs ended took every freed slot before another's retries came (a
+    twenty-fifth probe's open limit); slots kept for refused clients were
+    held idle by many addresses each refused once (a twenty-sixth: every
+    other client's job refused for 110 s); 48 addresses looping real jobs
+    kept a line of 32 full (this one's first try). Clients are named by
+    ``observability.caller``: a token's name, else an address; many fresh
+    identities, each never served, still rank before a newcomer."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.running = 0
         self.held: collections.Counter = collections.Counter()
-        self.owed: dict[str, float] = {}      # client -> its last refusal, in order of their first
+        self.waiting: dict[str, _Waiter] = {}              # in arrival order
+        self.granted_at: dict[str, int] = {}               # client -> the number of its last grant
+        self.grants = 0
         self._lock = threading.Lock()
 
     def take(self, client: str = "") -> None:
-        now = time.monotonic()
+        """A slot now, or JobsBusy (those waiting come first)."""
         with self._lock:
-            self.owed = {c: last for c, last in self.owed.items() if now - last < OWED_S and not self.held[c]}
-            # In order of debt (a dict keeps its insertion order); one not owed comes after all.
-            owed = list(self.owed)
-            ahead = owed.index(client) if client in self.owed else len(owed)
-            if self.running + ahead >= self.limit:
-                # Owed only when every slot is in use: a client refused for a slot kept for
-                # another, then gone, would keep the next one idle in turn, and so on (a review:
-                # one-shot clients 6 s apart, none served for 100 s).
-                # One already owed keeps its place while it still asks.
-                if client in self.owed or (self.running >= self.limit and not self.held[client]):
-                    self.owed[client] = now
-                raise JobsBusy(f"{self.running} of the server's {self.limit} analysis job slots are in use (--max-jobs)"
-                               + (f", and {ahead} kept for clients refused before you" if ahead else ""))
-            self.running += 1
-            self.held[client] += 1
-            self.owed.pop(client, None)
+            if self.running >= self.limit or self.waiting:
+                raise JobsBusy(self._busy())
+            self._grant(client)
+
+    async def wait(self, client: str = "", timeout: float | None = None) -> None:
+        """A slot, waiting up to ``timeout`` (JOB_WAIT_S) for one; JobsBusy
+        when none came, or at once when this client already has a job
+        waiting or the line is full of clients ranking before it."""
+        timeout = JOB_WAIT_S if timeout is None else timeout
+        waiter = _Waiter(asyncio.get_running_loop())
+        displaced = None
+        with self._lock:
+            if self.running < self.limit and not self.waiting:
+                self._grant(client)
+                return
+            if timeout <= 0 or client in self.waiting:
+                raise JobsBusy(self._busy() + (", and this client already has a job waiting for one"
+                                               if client in self.waiting else ""))
+            if len(self.waiting) >= MAX_WAITING:
+                last = max(self.waiting, key=self._rank())
+                if self._rank()(last) <= self._rank(newcomer=True)(client):
+                    raise JobsBusy(self._busy())
+                displaced = self.waiting.pop(last)
+                displaced.displaced = True
+            self.waiting[client] = waiter
+        if displaced is not None:
+            _call(displaced, _refuse, JobsBusy(self._busy() + "; a client served less took this job's place"))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter.handed), timeout)
+        except BaseException as e:
+            with self._lock:
+                if self.waiting.get(client) is waiter:
+                    del self.waiting[client]
+            if waiter.granted:              # handed over as it gave up: pass it on
+                self.give_back(client)
+            if isinstance(e, asyncio.TimeoutError):
+                raise JobsBusy(self._busy() + f"; none came free in {timeout:g} s") from None
+            raise
 
     def give_back(self, client: str = "") -> None:
+        """From any thread: the slot goes to the first-ranked waiting client, if any."""
         with self._lock:
             self.running -= 1
             self.held[client] -= 1
             if self.held[client] <= 0:
                 del self.held[client]
+            if self.running >= self.limit or not self.waiting:
+                return
+            chosen = min(self.waiting, key=self._rank())
+            waiter = self.waiting.pop(chosen)
+            waiter.granted = True
+            self._grant(chosen)
+        if not _call(waiter, _hand):        # its loop is closed: nobody to hand it to
+            waiter.granted = False
+            self.give_back(chosen)
+
+    def _rank(self, newcomer: bool = False):
+        """A client's place in line (lower first): held, last grant (never: -1), arrival."""
+        order = {c: k for k, c in enumerate(self.waiting)}
+        return lambda c: (self.held[c], self.granted_at.get(c, -1), len(order) if newcomer else order[c])
+
+    def _grant(self, client: str) -> None:
+        self.running += 1
+        self.held[client] += 1
+        self.grants += 1
+        self.granted_at.pop(client, None)
+        self.granted_at[client] = self.grants              # latest last
+        if len(self.granted_at) > GRANTS_REMEMBERED:
+            del self.granted_at[next(iter(self.granted_at))]
+
+    def _busy(self) -> str:
+        return (f"{self.running} of the server's {self.limit} analysis job slots are in use (--max-jobs)"
+                + (f", {len(self.waiting)} job(s) waiting for one" if self.waiting else ""))
+
+
+def _call(waiter: _Waiter, fn, *args) -> bool:
+    """``fn(waiter.handed, *args)`` on the waiter's loop; False when that loop is closed."""
+    try:
+        waiter.loop.call_soon_threadsafe(fn, waiter.handed, *args)
+        return True
+    except RuntimeError:
+        return False
+
+
+def _hand(handed: asyncio.Future) -> None:
+    if not handed.done():
+        handed.set_result(None)
+
+
+def _refuse(handed: asyncio.Future, error: Exception) -> None:
+    if not handed.done():
+        handed.set_exception(error)
 
 
 SLOTS = JobSlots(os.cpu_count() or 1)
 
 
 class JobSlot:
-    """One of ``SLOTS``, taken on creation (JobsBusy when none is free) and
-    given back once its holder lets go. A job that embeds images first
-    takes it before the embedding and hands it to ``run_job``, so the job
-    holds exactly one slot from its first embedding to the end of its work::
+    """One of ``SLOTS``, taken on creation (``await JobSlot.wait()``: when
+    one is free) and given back once its holder lets go. A job that embeds
+    images first takes it before the embedding and hands it to ``run_job``,
+    so the job holds exactly one slot from its first embedding to the end of
+    its work::
 
-        with JobSlot() as slot:
+        with await JobSlot.wait() as slot:
             ...embed...
             async for kind, value in run_job(work, slot): ...
 
@@ -100,16 +187,28 @@ class JobSlot:
     computes). The ``with`` gives it back itself only if it was never handed
     over (the embedding failed, or the call ended first)."""
 
-    def __init__(self, client: str | None = None):
-        """``client``: who holds it (default: the calling gRPC client, see ``observability.caller``)."""
+    def __init__(self, client: str | None = None, *, taken: bool = False):
+        """``client``: who holds it (default: the calling gRPC client, see
+        ``observability.caller``). Taken now (JobsBusy when none is free);
+        ``taken``: already taken for it (see :meth:`wait`)."""
         if client is None:
             from ..observability import caller
             client = caller()
         self.client = client
-        SLOTS.take(client)
+        if not taken:
+            SLOTS.take(client)
         self._held = True
         self._handed = False
         self._lock = threading.Lock()
+
+    @classmethod
+    async def wait(cls, client: str | None = None, timeout: float | None = None) -> "JobSlot":
+        """A slot, waiting for one up to ``timeout`` (JobSlots.wait)."""
+        if client is None:
+            from ..observability import caller
+            client = caller()
+        await SLOTS.wait(client, timeout)
+        return cls(client, taken=True)
 
     def hand_over(self) -> None:
         """The caller's hold now belongs to whoever calls ``release`` next
@@ -185,10 +284,10 @@ async def run_job(work: Callable[[ProgressReporter], Any],
     """Yield ("progress", JobProgress) events, then ("result", value). Exceptions
     of ``work`` propagate; closing the iterator cancels the work. The work
     runs under ``slot`` (one the caller holds and hands over, see JobSlot)
-    or a slot of its own: JobsBusy when every slot is taken. Either way the
+    or a slot of its own, waited for (JobsBusy when none comes). Either way the
     slot is given back when the work stops."""
     if slot is None:
-        slot = JobSlot()
+        slot = await JobSlot.wait()
     slot.hand_over()
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()

@@ -122,7 +122,7 @@ async def sample_size_events(request: analysis_pb2.SampleSizeRequest, engine, co
     Images whose split is "test" form the test split; when none is,
     ``test_fraction`` is held out (stated in the answer)."""
     params = validate_request(request)
-    with JobSlot() as slot:        # one analysis slot from the first embedding to the end (JobsBusy)
+    with await JobSlot.wait() as slot:   # one analysis slot from the first embedding to the end (JobsBusy)
         load = LabelledVectorsLoad(analysis_pb2.SampleSizeEvent, request.source, engine, collections, "SampleSizeSweep", reader)
         async for event in load:
             yield event

@@ -142,7 +142,7 @@ async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine, 
     ``engine``: a started AsyncEmbedder; ``collections``: a CollectionManager;
     ``reader``: the server's ImageReader for inline images (None: bytes only)."""
     params = validate_request(request)
-    with JobSlot() as slot:        # one analysis slot from the first embedding to the end (JobsBusy)
+    with await JobSlot.wait() as slot:   # one analysis slot from the first embedding to the end (JobsBusy)
         # Signatures and hashes always: the copies with different labels are the duplicates check's.
         load = LabelledVectorsLoad(analysis_pb2.ScoreLabelsEvent, request.source, engine, collections, "ScoreLabels",
                                    reader, with_signatures=True)

@@ -2187,3 +2187,36 @@ def test_a_check_aligns_without_the_collections_lock_and_adds_atomically(embedde
     holder.join()
     assert answered == [6]
     coll.close()
+
+
+def test_a_pair_only_the_layouts_proposed_needs_keypoints_when_its_match_is_a_simple_region(photos):
+    """A game's light ring button (a gray disk once trimmed) and a black
+    scalloped flag field, two round blobs, agreed at 0.952 over the whole
+    frame (simplicity 0.979, no keypoints) at cosine 0.37: only the layouts
+    proposed them, below the embedding's candidate floor, so their
+    silhouettes were all the evidence, and they were verified. Such a match
+    of a simple region now counts only with keypoints; the same match
+    among the embedding's candidates, or with keypoints, is evidence as
+    before, and a blurred photo's is no simple region."""
+    from imagesieve_server.analysis.duplicates.verify import (MIN_INLIERS, SIMPLE_MATCH, PairEvidence,
+                                                              uninformative_matches)
+    ev = PairEvidence.empty(2)
+    ev.agreement[:] = [0.952, 0.55]
+    ev.matched_area[:] = [1.0, 1.0]
+    ev.matched_simplicity[:] = [0.979, 0.8]
+    a, b, cos = np.array([0, 0]), np.array([1, 2]), np.array([0.37, 0.5], np.float32)
+    layout_only = np.array([True, False])
+    unproposed = layout_only & (cos < CANDIDATE_THRESHOLD)
+    assert verified_pairs(3, a, b, ev.agreement, cos, layout_only=layout_only,
+                          uninformative=uninformative_matches(ev))[0].tolist() == [True, False]
+    assert uninformative_matches(ev, unproposed).tolist() == [True, False]
+    assert not verified_pairs(3, a, b, ev.agreement, cos, layout_only=layout_only,
+                              uninformative=uninformative_matches(ev, unproposed))[0].any()
+    assert not uninformative_matches(ev, np.array([False, False]))[0]       # at the floor or above: as before
+    ev.keypoint_inliers[0] = MIN_INLIERS
+    assert not uninformative_matches(ev, unproposed)[0]                     # keypoints confirm it
+    # Real photos blurred by 2% of their width (found by layouts alone, cosine 0.22-0.56): no simple region.
+    for data, _, _ in photos[:6]:
+        im = photo_image(data)
+        al = pair_alignment(layout_signature(im), layout_signature(im.filter(ImageFilter.GaussianBlur(im.width * 0.02))))
+        assert al[7] < SIMPLE_MATCH, al

@@ -852,7 +852,7 @@ class Collection:
         counted = verify.counted_agreement(m + 1, a, b, g, ev.warp_gain)
         ok, _ = verify.verified_pairs(m + 1, a, b, counted, c, np.array(stored_g), np.array(stored_c),
                                       layout_only=layout_only, profile=profile, keypoint_inliers=ev.keypoint_inliers,
-                                      uninformative=verify.uninformative_matches(ev),
+                                      uninformative=verify.uninformative_matches(ev, layout_only & (c < floor)),
                                       near_identical=verify.near_identical_matches(ev, c),
                                       sparse_cosine=np.r_[sparse, np.full(m, np.nan)].astype(np.float32))
         look = ~ok & ~layout_only & ~profile

@@ -443,8 +443,11 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         embedded = source == 0
         neighbours = np.bincount(a[embedded], minlength=n) + np.bincount(b[embedded], minlength=n)
         sparse = np.where(neighbours < (knn_k or CANDIDATE_K), np.float32(threshold), np.float32(np.nan))
+        # The layouts' pairs the embedding would not have proposed at all: a simple blob's layout is no evidence.
+        unproposed = by_layout & (sim < threshold)
         ok, rel = verified_pairs(n, a, b, ev.agreement, sim, layout_only=by_layout,
-                                 profile=profile_pairs(n, a, b, profile, ev), uninformative=uninformative_matches(ev),
+                                 profile=profile_pairs(n, a, b, profile, ev),
+                                 uninformative=uninformative_matches(ev, unproposed),
                                  keypoint_inliers=ev.keypoint_inliers, twins=twins, warp_gain=ev.warp_gain,
                                  near_identical=near_identical_matches(ev, sim), keypoint_only=by_keypoints,
                                  sparse_cosine=sparse)

@@ -1057,19 +1057,35 @@ DEEP_SIMPLE_MATCH = 0.93
 # eight probe sets): no verdict changed.
 
 
-def uninformative_matches(evidence: "PairEvidence") -> np.ndarray:
+# A pair that only the layouts proposed, at a cosine below the embedding's candidate floor,
+# has its layout as its only evidence (the embedding does not see the two as alike at
+# all): a simple region's layout (one blob on a plain ground) fits any other blob of about
+# its shape. A game's light ring button and a black scalloped flag field (both a round
+# blob once trimmed) agreed at 0.952, simplicity 0.979, cosine 0.37 (docs/verified-
+# duplicates.md, "Space-game icons"). Such a pair needs keypoints to count. Above the
+# floor the embedding is some evidence: Fashion-MNIST's flipped and turned garments
+# (simple silhouettes, cosine 0.61-0.82, no keypoints at 28 px) are found so.
+
+
+def uninformative_matches(evidence: "PairEvidence", unproposed=None) -> np.ndarray:
     """(P,) bool: pairs whose alignment is a partial match of a simple region
     (PARTIAL_AREA, SIMPLE_MATCH), or a larger one that agrees below
     SIMPLE_AGREEMENT, or a match on under DEEP_PARTIAL_AREA of the frame
     (on under PARTIAL_AREA where one is the other's negative) of a fairly
     simple region (DEEP_SIMPLE_MATCH) with fewer than MIN_INLIERS keypoints
-    matched: their agreement counts at most as their look-alikes'
-    (verified_pairs' ``uninformative``)."""
+    matched, or (``unproposed``: (P,) bool, the pairs only the layouts
+    proposed whose cosine is below the embedding's candidate floor) any
+    match of a simple region without them: their agreement counts at most
+    as their look-alikes' (verified_pairs' ``uninformative``)."""
     simple = evidence.matched_simplicity >= SIMPLE_MATCH
-    fairly_simple = (evidence.matched_simplicity >= DEEP_SIMPLE_MATCH) & (evidence.keypoint_inliers < MIN_INLIERS)
+    few_keypoints = evidence.keypoint_inliers < MIN_INLIERS
+    fairly_simple = (evidence.matched_simplicity >= DEEP_SIMPLE_MATCH) & few_keypoints
     deep = fairly_simple & ((evidence.matched_area < DEEP_PARTIAL_AREA)
                             | (evidence.inverted & (evidence.matched_area < PARTIAL_AREA)))
-    return deep | (simple & ((evidence.matched_area < PARTIAL_AREA) | (evidence.agreement < SIMPLE_AGREEMENT)))
+    out = deep | (simple & ((evidence.matched_area < PARTIAL_AREA) | (evidence.agreement < SIMPLE_AGREEMENT)))
+    if unproposed is not None:
+        out |= np.asarray(unproposed, bool).ravel() & simple & few_keypoints
+    return out
 
 
 # Two files of one picture that differ only by encoding or size (a package's

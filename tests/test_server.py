@@ -224,3 +224,13 @@ def test_port_flag_sets_the_port_of_the_address_and_is_checked():
         with pytest.raises(SystemExit) as e:
             parse_config(bad)
         assert e.value.code == 2
+
+
+def test_job_wait_flag_is_checked(capsys):
+    """--job-wait-s: how long a job waits for a slot (0: refused at once, the old way)."""
+    from imagesieve_server.server import parse_config
+    assert parse_config([]).job_wait_s == 20.0 and parse_config(["--job-wait-s", "0"]).job_wait_s == 0
+    for bad in ("-1", "nan", "4000"):
+        with pytest.raises(SystemExit) as e:
+            parse_config(["--job-wait-s", bad])
+        assert e.value.code == 2 and "--job-wait-s must be 0-3600" in capsys.readouterr().err

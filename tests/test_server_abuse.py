@@ -737,7 +737,7 @@ def test_analysis_jobs_beyond_the_limit_wait_for_a_slot_then_are_refused(monkeyp
 
     release = threading.Event()
     monkeypatch.setattr(runner.SLOTS, "limit", 1)
-    monkeypatch.setattr(runner, "JOB_WAIT_S", 0.3)
+    monkeypatch.setattr(runner.SLOTS, "wait_s", 0.3)
 
     async def main():
         first = asyncio.ensure_future(runner.run_job(lambda rep: release.wait(10) and "done").__anext__())

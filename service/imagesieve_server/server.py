@@ -89,6 +89,7 @@ class ServerConfig:
     max_calls_per_client: int = 0       # calls at once from one token (or address); 0 = half of the above
     evict_idle_s: float = 10.0          # a stream idle this long is closed when a call would be refused; 0 = never
     max_jobs: int = 0                   # analysis jobs at once; 0 = one per core
+    job_wait_s: float = 20.0            # seconds a job waits for a slot (in a line fair between clients); 0 = refused at once
     max_pairs: int = 500_000            # pairs one FindDuplicates answer may hold (raw cosine, exact: N^2/2 at worst)
     max_collections: int = DEFAULT_MAX_COLLECTIONS   # each holds 3 file descriptors while the server runs
     verify_workers: int = -1            # processes aligning a check's candidates (stage 2); -1 = one per core up to 8, 0 = the request's thread
@@ -161,6 +162,8 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         ap.error("--receive-timeout-s must be > 0")
     if not cfg.evict_idle_s >= 0:
         ap.error("--evict-idle-s must be >= 0 (0 = never)")
+    if not 0 <= cfg.job_wait_s <= 3600:
+        ap.error("--job-wait-s must be 0-3600 (0 = a job finding every slot in use is refused at once)")
     for name in ("max_inflight_mb", "max_jobs", "max_calls_per_client"):
         if getattr(cfg, name) < 0:
             ap.error(f"--{name.replace('_', '-')} must be >= 0 (0 = sized from the host)")
@@ -224,6 +227,7 @@ class ImageSieveServer:
         self.engine = AsyncEmbedder(embedder, config.max_delay_ms / 1000, config.max_queue,
                                     config.max_inflight)
         runner.SLOTS.limit = config.max_jobs or (os.cpu_count() or 1)
+        runner.SLOTS.wait_s = config.job_wait_s
         self.reader: ImageReader | None = None
         self.duplicates: DuplicateServicer | None = None
         self.collection_calls: CollectionServicer | None = None

@@ -23,7 +23,8 @@ class JobsBusy(QueueFullError):
     """Every analysis slot is taken (RESOURCE_EXHAUSTED: retry later)."""
 
 
-#: Seconds a job waits for a slot before it is refused (the call's deadline may end it sooner).
+#: Seconds a job waits for a slot before it is refused (the call's deadline may end it sooner);
+#: the server sets ``SLOTS.wait_s`` from ``--job-wait-s``.
 JOB_WAIT_S = 20.0
 #: Jobs waiting for a slot at once, server-wide; each client may have one waiting.
 MAX_WAITING = 64
@@ -45,7 +46,7 @@ class JobSlots:
     server sets ``SLOTS.limit`` from ``--max-jobs``.
 
     A job that finds every slot in use waits for one (``wait``), at most
-    JOB_WAIT_S, one waiting job a client and MAX_WAITING in all. A freed
+    ``wait_s`` (``--job-wait-s``), one waiting job a client and MAX_WAITING in all. A freed
     slot goes straight to the waiting client that ranks first: holding the
     fewest, among equals granted a slot longest ago (never: first; round
     robin), then waiting longest. When the line is full, a client ranking
@@ -59,8 +60,9 @@ class JobSlots:
     ``observability.caller``: a token's name, else an address; many fresh
     identities, each never served, still rank before a newcomer."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, wait_s: float = JOB_WAIT_S):
         self.limit = limit
+        self.wait_s = wait_s
         self.running = 0
         self.held: collections.Counter = collections.Counter()
         self.waiting: dict[str, _Waiter] = {}              # in arrival order
@@ -76,10 +78,10 @@ class JobSlots:
             self._grant(client)
 
     async def wait(self, client: str = "", timeout: float | None = None) -> None:
-        """A slot, waiting up to ``timeout`` (JOB_WAIT_S) for one; JobsBusy
+        """A slot, waiting up to ``timeout`` (``wait_s``) for one; JobsBusy
         when none came, or at once when this client already has a job
         waiting or the line is full of clients ranking before it."""
-        timeout = JOB_WAIT_S if timeout is None else timeout
+        timeout = self.wait_s if timeout is None else timeout
         waiter = _Waiter(asyncio.get_running_loop())
         displaced = None
         with self._lock:

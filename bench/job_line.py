@@ -28,11 +28,10 @@ import time
 
 import grpc
 import numpy as np
-from sklearn.datasets import load_digits
-
 from imagesieve import Client
 from imagesieve.local_server import LocalServer
 from imagesieve.v1 import analysis_pb2, analysis_pb2_grpc
+from sklearn.datasets import load_digits
 
 BASE_PORT = 52000
 
@@ -173,8 +172,8 @@ def main() -> None:
         BASE_PORT += args.attackers            # fresh ports: the first forwarder's may linger
     line, baseline = rows["line"]["victim_attacked"], rows["refused_at_once"]["victim_attacked"]
     print(json.dumps({"attackers": args.attackers, "max_jobs": 2, "rows": rows,
-                      "victim_served_share": {"refused_at_once": round(baseline["served"] / max(baseline["asked"], 1), 2),
-                                              "line": round(line["served"] / max(line["asked"], 1), 2)}}))
+                      "victim_served_share": {name: round(r["served"] / max(r["asked"], 1), 2)
+                                              for name, r in (("refused_at_once", baseline), ("line", line))}}))
 
 
 if __name__ == "__main__":

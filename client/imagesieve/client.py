@@ -40,9 +40,8 @@ MAX_CHECK_NEIGHBORS = 2560
 # Room in a message for everything but the image bytes (keys, labels, framing): an image
 # of more than the message limit less this fails alone instead of failing the stream.
 MESSAGE_HEADROOM = 64 << 10
-#: Pauses (s) before a job refused for now (RESOURCE_EXHAUSTED before its first event) is
-#: asked again: ~8 s in all, within the 10 s for which the server keeps a freed slot for a
-#: client it refused while all were in use (``jobs.runner.OWED_S``).
+#: Pauses (s) before a job refused for now (RESOURCE_EXHAUSTED before its first event: the
+#: server's line for job slots full, its wait over, or no memory for now) is asked again.
 JOB_RETRY_PAUSES_S = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
@@ -522,9 +521,8 @@ class Client:
         """The result of the job ``start()`` calls. A job refused before its
         first event (RESOURCE_EXHAUSTED: every analysis slot in use, or no
         memory for now; no work was done) is asked again after each of
-        JOB_RETRY_PAUSES_S when ``retries``: the server keeps a freed slot
-        for a client it refused, and gRPC's own retries do not cover a call
-        whose headers were sent."""
+        JOB_RETRY_PAUSES_S when ``retries``: gRPC's own retries do not cover
+        a call whose headers were sent."""
         # A large result arrives in parts (one `result` event each, lists split
         # across them): merged in order, they are the whole result.
         result, received = None, 0

@@ -308,9 +308,10 @@ def load_audit_source(source: str, skipped: Counter | None = None,
             loose = sum(1 for r in records if Path(r.path).parent == p)
             holding = [d.name for d in folders(p) if _holds_images(d)]
             if notes is not None and loose and holding:
+                named = ", ".join(holding[:3]) + (", ..." if len(holding) > 3 else "")
                 notes.append(f"{loose} image{'s lie' if loose > 1 else ' lies'} loose in {source} beside "
-                             f"{len(holding)} folder{'s' if len(holding) > 1 else ''} of images ({', '.join(holding[:3])}"
-                             f"{', ...' if len(holding) > 3 else ''}): the folders are not read as classes and "
+                             f"{len(holding)} folder{'s' if len(holding) > 1 else ''} of images ({named}): "
+                             "the folders are not read as classes and "
                              "every image is audited unlabelled; for labels, move the loose images into a "
                              "folder of their own or give a CSV manifest path,label[,split]")
     else:

@@ -204,7 +204,7 @@ class JobSlot:
         self._lock = threading.Lock()
 
     @classmethod
-    async def wait(cls, client: str | None = None, timeout: float | None = None) -> "JobSlot":
+    async def wait(cls, client: str | None = None, timeout: float | None = None) -> JobSlot:
         """A slot, waiting for one up to ``timeout`` (JobSlots.wait)."""
         if client is None:
             from ..observability import caller

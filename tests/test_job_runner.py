@@ -110,7 +110,7 @@ def test_a_job_finding_every_slot_in_use_waits_and_a_freed_slot_goes_round_the_w
         await again
         assert dict(slots.held) == {"late": 1, "flooder": 1} and not slots.waiting
         # A job waits JOB_WAIT_S at most, then is refused; a cancelled one leaves the line.
-        with pytest.raises(runner.JobsBusy, match="none came free in 0.05 s"):
+        with pytest.raises(runner.JobsBusy, match="waited 0.05 s in line without a slot"):
             await slots.wait("patient", 0.05)
         gone = asyncio.ensure_future(slots.wait("gone", 5.0))
         await asyncio.sleep(0.01)
@@ -147,5 +147,83 @@ def test_a_job_finding_every_slot_in_use_waits_and_a_freed_slot_goes_round_the_w
             w.cancel()
         await asyncio.gather(*waiters, return_exceptions=True)
         assert not slots.waiting and slots.running == 2
+
+    asyncio.run(main())
+
+
+def test_the_line_survives_the_races_a_review_forced(monkeypatch):
+    """A slot granted as its waiter gave up, whose loop then closed, went back
+    twice (running -1); a limit raised left jobs waiting beside free slots; a
+    call cancelled in the tick its slot came kept it (Python 3.11's
+    wait_for); a displaced waiter already gone left an exception nobody read
+    (logged at ERROR)."""
+    # 1. Granted, given up, loop closed before the hand-over ran: back once, not twice.
+    slots = runner.JobSlots(1)
+    slots.take("holder")
+    loop_closed = threading.Event()
+    real_call = runner._call
+
+    def slow_call(waiter, fate):
+        if fate == runner.GRANTED:
+            loop_closed.wait(5)
+        return real_call(waiter, fate)
+
+    monkeypatch.setattr(runner, "_call", slow_call)
+
+    def in_loop():
+        async def main():
+            with pytest.raises(runner.JobsBusy):
+                await slots.wait("w", 0.2)
+        asyncio.run(main())
+        loop_closed.set()
+
+    waiter = threading.Thread(target=in_loop)
+    waiter.start()
+    time.sleep(0.1)
+    back = threading.Thread(target=slots.give_back, args=("holder",))
+    back.start()
+    waiter.join(10)
+    back.join(10)
+    monkeypatch.undo()
+    assert slots.running == 0 and not slots.held and not slots.waiting
+    slots.take("a")
+    with pytest.raises(runner.JobsBusy):
+        slots.take("b")
+
+    async def main():
+        # 2. A limit raised: those waiting get the new slots at once.
+        line = runner.JobSlots(1)
+        line.take("x")
+        waiters = [asyncio.ensure_future(line.wait(f"w{k}", 5.0)) for k in range(3)]
+        await asyncio.sleep(0.01)
+        line.set_limit(4)
+        await asyncio.wait_for(asyncio.gather(*waiters), 1.0)
+        assert line.running == 4 and not line.waiting
+        # 3. Cancelled in the tick its slot comes: cancelled, and the slot passed on.
+        for _ in range(50):
+            one = runner.JobSlots(1)
+            one.take("x")
+            task = asyncio.ensure_future(one.wait("w", 5.0))
+            await asyncio.sleep(0)
+            one.give_back("x")                  # on this loop: the hand-over runs next tick
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert one.running == 0 and not one.held and not one.waiting
+        # 4. Displaced while already gone: its fate is a result, read or not.
+        full = runner.JobSlots(1)
+        full.take("x")
+        monkeypatch.setattr(runner, "MAX_WAITING", 1)
+        served = asyncio.ensure_future(full.wait("served", 5.0))
+        await asyncio.sleep(0.01)
+        full.granted_at["served"] = 99
+        newcomer = asyncio.ensure_future(full.wait("never-served", 5.0))
+        await asyncio.sleep(0)
+        served.cancel()                         # gone before its fate arrives
+        await asyncio.gather(served, return_exceptions=True)
+        await asyncio.sleep(0.01)
+        full.give_back("x")
+        await newcomer
+        assert full.held == {"never-served": 1}
 
     asyncio.run(main())

@@ -226,7 +226,7 @@ class ImageSieveServer:
             budget=self.budget)
         self.engine = AsyncEmbedder(embedder, config.max_delay_ms / 1000, config.max_queue,
                                     config.max_inflight)
-        runner.SLOTS.limit = config.max_jobs or (os.cpu_count() or 1)
+        runner.SLOTS.set_limit(config.max_jobs or (os.cpu_count() or 1))
         runner.SLOTS.wait_s = config.job_wait_s
         self.reader: ImageReader | None = None
         self.duplicates: DuplicateServicer | None = None

@@ -33,17 +33,22 @@ GRANTS_REMEMBERED = 4096
 
 
 class _Waiter:
-    """A job waiting for a slot: its loop, the future its slot is handed over by, and what became of it."""
+    """A job waiting for a slot: its loop, the future its fate is handed over by (a result:
+    GRANTED or DISPLACED, never an exception nobody may read), and, under the slots' lock,
+    whether a slot was counted for it and whether that slot was passed on for it."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop, self.handed = loop, loop.create_future()
-        self.granted = self.displaced = False
+        self.granted = self.passed_on = False
+
+
+GRANTED, DISPLACED = "granted", "displaced"
 
 
 class JobSlots:
     """At most ``limit`` analysis jobs at once, server-wide: each holds a
     core for seconds to minutes, so more would only slow every caller. The
-    server sets ``SLOTS.limit`` from ``--max-jobs``.
+    server sets it from ``--max-jobs`` (``set_limit``).
 
     A job that finds every slot in use waits for one (``wait``), at most
     ``wait_s`` (``--job-wait-s``), one waiting job a client and MAX_WAITING in all. A freed
@@ -96,21 +101,22 @@ class JobSlots:
                 if self._rank()(last) <= self._rank(newcomer=True)(client):
                     raise JobsBusy(self._busy())
                 displaced = self.waiting.pop(last)
-                displaced.displaced = True
             self.waiting[client] = waiter
         if displaced is not None:
-            _call(displaced, _refuse, JobsBusy(self._busy() + "; a client served less took this job's place"))
+            _call(displaced, DISPLACED)
         try:
-            await asyncio.wait_for(asyncio.shield(waiter.handed), timeout)
-        except BaseException as e:
-            with self._lock:
-                if self.waiting.get(client) is waiter:
-                    del self.waiting[client]
-            if waiter.granted:              # handed over as it gave up: pass it on
-                self.give_back(client)
-            if isinstance(e, asyncio.TimeoutError):
-                raise JobsBusy(self._busy() + f"; none came free in {timeout:g} s") from None
+            # asyncio.wait, not wait_for: Python 3.11's wait_for returns a result that came in
+            # the tick the call was cancelled, and the cancel is lost (a review: 409 of 479).
+            done, _ = await asyncio.wait({waiter.handed}, timeout=timeout)
+        except BaseException:
+            self._leave(client, waiter)
             raise
+        if done and waiter.handed.result() == GRANTED:
+            return
+        self._leave(client, waiter)
+        if done:
+            raise JobsBusy(self._busy() + "; a client served less took this job's place in line")
+        raise JobsBusy(self._busy() + f"; this job waited {timeout:g} s in line without a slot")
 
     def give_back(self, client: str = "") -> None:
         """From any thread: the slot goes to the first-ranked waiting client, if any."""
@@ -119,15 +125,50 @@ class JobSlots:
             self.held[client] -= 1
             if self.held[client] <= 0:
                 del self.held[client]
-            if self.running >= self.limit or not self.waiting:
-                return
+            handed = self._fill()
+        self._hand(handed)
+
+    def set_limit(self, limit: int) -> None:
+        """A new ``limit``; jobs waiting get the slots it adds."""
+        with self._lock:
+            self.limit = limit
+            handed = self._fill()
+        self._hand(handed)
+
+    def _fill(self) -> list[tuple[str, _Waiter]]:
+        """Under the lock: free slots granted to the first-ranked waiting clients."""
+        out = []
+        while self.running < self.limit and self.waiting:
             chosen = min(self.waiting, key=self._rank())
             waiter = self.waiting.pop(chosen)
             waiter.granted = True
             self._grant(chosen)
-        if not _call(waiter, _hand):        # its loop is closed: nobody to hand it to
-            waiter.granted = False
-            self.give_back(chosen)
+            out.append((chosen, waiter))
+        return out
+
+    def _hand(self, handed: list[tuple[str, _Waiter]]) -> None:
+        for client, waiter in handed:
+            if not _call(waiter, GRANTED):      # its loop is closed: nobody to hand it to
+                self._pass_on(client, waiter)
+
+    def _leave(self, client: str, waiter: _Waiter) -> None:
+        """A waiter that will not use a slot: out of the line, and a slot granted to it passed on."""
+        with self._lock:
+            if self.waiting.get(client) is waiter:
+                del self.waiting[client]
+                handed = self._fill()           # a slot may have waited on this one's place (a limit raised)
+            else:
+                handed = []
+        self._hand(handed)
+        self._pass_on(client, waiter)
+
+    def _pass_on(self, client: str, waiter: _Waiter) -> None:
+        """The slot granted to ``waiter`` goes back, once, whoever finds it unused first."""
+        with self._lock:
+            unused = waiter.granted and not waiter.passed_on
+            waiter.passed_on = waiter.passed_on or unused
+        if unused:
+            self.give_back(client)
 
     def _rank(self, newcomer: bool = False):
         """A client's place in line (lower first): held, last grant (never: -1), arrival."""
@@ -148,23 +189,18 @@ class JobSlots:
                 + (f", {len(self.waiting)} job(s) waiting for one" if self.waiting else ""))
 
 
-def _call(waiter: _Waiter, fn, *args) -> bool:
-    """``fn(waiter.handed, *args)`` on the waiter's loop; False when that loop is closed."""
+def _call(waiter: _Waiter, fate: str) -> bool:
+    """Hand ``fate`` to the waiter on its loop; False when that loop is closed."""
     try:
-        waiter.loop.call_soon_threadsafe(fn, waiter.handed, *args)
+        waiter.loop.call_soon_threadsafe(_settle, waiter.handed, fate)
         return True
     except RuntimeError:
         return False
 
 
-def _hand(handed: asyncio.Future) -> None:
+def _settle(handed: asyncio.Future, fate: str) -> None:
     if not handed.done():
-        handed.set_result(None)
-
-
-def _refuse(handed: asyncio.Future, error: Exception) -> None:
-    if not handed.done():
-        handed.set_exception(error)
+        handed.set_result(fate)
 
 
 SLOTS = JobSlots(os.cpu_count() or 1)

@@ -122,9 +122,11 @@ def test_failing_inline_images_stop_the_job_after_the_first_chunk(stubs):
 
 @pytest.fixture(scope="module")
 def one_job_server(manifest_path, tmp_path_factory):
-    """A server that runs one analysis job at a time (--max-jobs 1)."""
+    """A server that runs one analysis job at a time (--max-jobs 1), refusing
+    another at once (--job-wait-s 0) rather than letting it wait in line: the
+    tests here see who holds the slot by who is refused."""
     root = tmp_path_factory.mktemp("one-job-root")
-    with LocalServer(["--max-jobs", "1", "--allow-root", str(root), "--max-batch-size", "16",
+    with LocalServer(["--max-jobs", "1", "--job-wait-s", "0", "--allow-root", str(root), "--max-batch-size", "16",
                       "--max-delay-ms", "5"], model=str(manifest_path)) as srv:
         srv.allowed_root = root
         yield srv
@@ -159,7 +161,7 @@ def test_inline_embedding_holds_the_jobs_one_slot(one_job_server, photos):
                                       source=quick.source, target_accuracy=0.9, fractions=[0.5, 1.0]))):
                 events, error = drain(call(request, timeout=60))
                 assert error is not None and error.code() == EXHAUSTED, (error, events[-1:])
-                assert "analysis jobs" in error.details() and events == []
+                assert "analysis job slots are in use" in error.details() and events == []
         finally:
             first.cancel()
             _release_fifo(fifo)

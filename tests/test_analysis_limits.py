@@ -177,6 +177,38 @@ def test_inline_embedding_holds_the_jobs_one_slot(one_job_server, photos):
         assert {e.progress.stage for e in events[:-1]} >= {"embedding", "folds"}
 
 
+def test_the_light_client_asks_a_refused_job_again(one_job_server, photos):
+    """A job refused before its first event (every slot in use, the server
+    refusing at once) did no work: the light client asks again for ~8 s
+    (gRPC's own retries stop once the call's headers are sent, and the
+    refusal comes after them: before, it asked once)."""
+    import threading
+
+    from imagesieve import Client
+    fifo = one_job_server.allowed_root / "slow-again.jpg"
+    os.mkfifo(fifo)
+    channel, stubs = stubs_for(one_job_server.address)
+    slow = analysis_pb2.ScoreLabelsRequest(source=inline(
+        [common_pb2.Image(key="slow", server_path=str(fifo), label="a")] + photo_images(photos, 4)), folds=2)
+    answers = []
+    with channel:
+        first = stubs.analysis.ScoreLabels(slow, timeout=60)
+        try:
+            assert next(first).progress.stage == "embedding"          # it holds the only slot
+            with Client(one_job_server.address, timeout=60) as c:
+                asking = threading.Thread(target=lambda: answers.append(
+                    c.score_labels(images=[d for d, _, _ in photos[:6]], labels=["a", "b"] * 3, folds=2)))
+                asking.start()
+                time.sleep(1.0)                  # refused at least once meanwhile
+                _release_fifo(fifo)              # the first job reads its FIFO's end and finishes
+                drain(first)
+                asking.join(30)
+        finally:
+            first.cancel()
+            _release_fifo(fifo)
+    assert len(answers) == 1 and len(answers[0].scores) == 6
+
+
 def test_an_answer_nobody_reads_holds_no_analysis_slot(one_job_server, photos):
     """A job's slot is given back when its work ends, not when its answer has
     been sent: a client whose ScoreLabels answer (~400 KB: 1,000-byte keys,

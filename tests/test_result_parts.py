@@ -63,7 +63,7 @@ def test_the_client_merges_parts_and_refuses_a_result_missing_some():
         result.scores.add(key=f"k{i:05d}" + "x" * 40, score=i)
     parts = result_parts(result, limit_bytes=64 << 10)
     events = [analysis_pb2.ScoreLabelsEvent(result=p) for p in parts]
-    merged = Client._run_job(iter(events), None)
+    merged = Client._merged(iter(events), None)
     assert [s.key for s in merged.scores] == [s.key for s in result.scores]
     with pytest.raises(RuntimeError, match=f"{len(parts) - 1} of its {len(parts)} parts"):
-        Client._run_job(iter(events[:-1]), None)
+        Client._merged(iter(events[:-1]), None)

@@ -518,31 +518,43 @@ class Client:
             images=list(_labelled_items(images, keys, labels, splits, max_bytes=self.max_image_bytes))))
 
     def _run_job(self, start: Callable[[], Iterator], progress):
-        """The result of the job ``start()`` calls. A job refused before its
-        first event (RESOURCE_EXHAUSTED: every analysis slot in use, or no
-        memory for now; no work was done) is asked again after each of
-        JOB_RETRY_PAUSES_S when ``retries``: gRPC's own retries do not cover
-        a call whose headers were sent."""
-        # A large result arrives in parts (one `result` event each, lists split
-        # across them): merged in order, they are the whole result.
-        result, received = None, 0
+        """The result of the job ``start()`` calls (:meth:`_merged`). A job
+        refused before its first event (RESOURCE_EXHAUSTED: the server's line
+        for job slots full, its wait over, or no memory for now; no work was
+        done) is asked again after each of JOB_RETRY_PAUSES_S when
+        ``retries``: gRPC's own retries do not cover a call whose headers
+        were sent."""
         for pause in (*(JOB_RETRY_PAUSES_S if self.retries else ()), None):
             started = False
-            try:
+
+            def tracked():
+                nonlocal started
                 for event in start():
                     started = True
-                    if event.HasField("result"):
-                        if result is None:
-                            result = type(event.result)()
-                        result.MergeFrom(event.result)
-                        received += 1
-                    elif progress is not None:
-                        progress(event.progress)
-                break
+                    yield event
+
+            try:
+                return self._merged(tracked(), progress)
             except grpc.RpcError as e:
                 if started or pause is None or e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                     raise
                 time.sleep(pause)
+        raise AssertionError("unreachable: the last try raises or returns")
+
+    @staticmethod
+    def _merged(events, progress):
+        """A job's result from its events: progress events to ``progress``; a
+        large result arrives in parts (one ``result`` event each, lists split
+        across them): merged in order, they are the whole result."""
+        result, received = None, 0
+        for event in events:
+            if event.HasField("result"):
+                if result is None:
+                    result = type(event.result)()
+                result.MergeFrom(event.result)
+                received += 1
+            elif progress is not None:
+                progress(event.progress)
         if result is None:
             raise RuntimeError("the job ended without a result")
         if received < result.parts:

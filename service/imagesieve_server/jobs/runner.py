@@ -51,8 +51,9 @@ class JobSlots:
     server sets it from ``--max-jobs`` (``set_limit``).
 
     A job that finds every slot in use waits for one (``wait``), at most
-    ``wait_s`` (``--job-wait-s``), one waiting job a client and MAX_WAITING in all. A freed
-    slot goes straight to the waiting client that ranks first: holding the
+    ``wait_s`` (``--job-wait-s``), one waiting job a client and MAX_WAITING
+    in all. A freed slot goes straight to the waiting client that ranks
+    first: holding the
     fewest, among equals granted a slot longest ago (never: first; round
     robin), then waiting longest. When the line is full, a client ranking
     before its last takes that one's place (which is refused); else it is
@@ -63,7 +64,7 @@ class JobSlots:
     other client's job refused for 110 s); 48 addresses looping real jobs
     kept a line of 32 full (this one's first try). Clients are named by
     ``observability.caller``: a token's name, else an address; many fresh
-    identities, each never served, still rank before a newcomer."""
+    identities, each never served, still rank before a client served once."""
 
     def __init__(self, limit: int, wait_s: float = JOB_WAIT_S):
         self.limit = limit

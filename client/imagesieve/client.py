@@ -524,7 +524,8 @@ class Client:
         done) is asked again after each of JOB_RETRY_PAUSES_S when
         ``retries``: gRPC's own retries do not cover a call whose headers
         were sent."""
-        for pause in (*(JOB_RETRY_PAUSES_S if self.retries else ()), None):
+        pauses = iter(JOB_RETRY_PAUSES_S if self.retries else ())
+        while True:
             started = False
 
             def tracked():
@@ -536,10 +537,10 @@ class Client:
             try:
                 return self._merged(tracked(), progress)
             except grpc.RpcError as e:
+                pause = next(pauses, None)
                 if started or pause is None or e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                     raise
                 time.sleep(pause)
-        raise AssertionError("unreachable: the last try raises or returns")
 
     @staticmethod
     def _merged(events, progress):

@@ -5,6 +5,7 @@ never copied."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import os
 import re
@@ -150,32 +151,21 @@ class LabelCaveat:
         return self.seen or (noise_rate is not None and noise_rate >= MIRRORED_NOISE)
 
 
-class _Thumbnails:
-    """32x32 grayscale views, zero-mean and unit-norm, each file decoded once; None when unreadable or large."""
-
-    def __init__(self):
-        self.seen: dict[str, np.ndarray | None] = {}
-
-    def __call__(self, path: str) -> np.ndarray | None:
-        if path not in self.seen:
-            self.seen[path] = self._read(path)
-        return self.seen[path]
-
-    @staticmethod
-    def _read(path: str) -> np.ndarray | None:
-        from ..engine.decode import DecodeError, DecodeLimits, decode_image
-        try:
-            if os.path.getsize(path) > MIRROR_MAX_BYTES:
-                return None
-            with open(path, "rb") as f:
-                data = f.read(MIRROR_MAX_BYTES + 1)
-            img = decode_image(data, 32, DecodeLimits(max_bytes=MIRROR_MAX_BYTES))
-        except (OSError, DecodeError):
+def _thumbnail(path: str) -> np.ndarray | None:
+    """A 32x32 grayscale view, zero-mean and unit-norm; None when unreadable or large."""
+    from ..engine.decode import DecodeError, DecodeLimits, decode_image
+    try:
+        if os.path.getsize(path) > MIRROR_MAX_BYTES:
             return None
-        a = np.asarray(img.convert("L").resize((32, 32), Image.BILINEAR), np.float32).ravel()
-        a = a - a.mean()
-        norm = float(np.linalg.norm(a))
-        return a / norm if norm > 0 else None
+        with open(path, "rb") as f:
+            data = f.read(MIRROR_MAX_BYTES + 1)
+        img = decode_image(data, 32, DecodeLimits(max_bytes=MIRROR_MAX_BYTES))
+    except (OSError, DecodeError):
+        return None
+    a = np.asarray(img.convert("L").resize((32, 32), Image.BILINEAR), np.float32).ravel()
+    a = a - a.mean()
+    norm = float(np.linalg.norm(a))
+    return a / norm if norm > 0 else None
 
 
 def _twins_look_alike(groups: list[list[str]], folder_of: dict[str, list[str]]) -> bool:
@@ -184,7 +174,7 @@ def _twins_look_alike(groups: list[list[str]], folder_of: dict[str, list[str]]) 
     closer to the first than MIRROR_RIVALS others of its folder (``folder_of``:
     a path's folder's paths), in MIRROR_WINS of MIRROR_SAMPLES or more."""
     rng = np.random.default_rng(0)
-    thumbnail = _Thumbnails()
+    thumbnail = functools.cache(_thumbnail)          # each file decoded once
     picked = groups[:: max(1, len(groups) // MIRROR_SAMPLES)][:MIRROR_SAMPLES]
     wins = judged = 0
     for group in picked:
@@ -224,11 +214,11 @@ def mirrored_folders(records, root: Path) -> LabelCaveat | None:
             continue
         by_place.setdefault((r.split, parts[-1]), []).append(r)
         folder_images.setdefault((r.split, r.label), []).append(r.path)
-    groups = [rs for rs in by_place.values() if len({r.label for r in rs}) > 1]
+    shared_places = {place: rs for place, rs in by_place.items() if len({r.label for r in rs}) > 1}
+    groups, names = list(shared_places.values()), set(shared_places)
     shared = sum(len(rs) for rs in groups)
     if not groups or shared < MIRRORED_SHARE * len(records):
         return None
-    names = {place for place, rs in by_place.items() if len({r.label for r in rs}) > 1}
     # Counters: the names that remain once the digits go ("image_#.jpg") are few. Views named
     # alike in many class folders (front.jpg, back.jpg in each product's) are fewer than the
     # folders: versions of one set are few folders of many names.
@@ -305,8 +295,10 @@ def load_audit_source(source: str, skipped: Counter | None = None,
                              + "; for labels, give a CSV manifest path,label[,split]")
         else:
             records = [AuditRecord(str(f)) for f in images_under(p, skipped)]
-            loose = sum(1 for r in records if Path(r.path).parent == p)
-            holding = [d.name for d in folders(p) if _holds_images(d)]
+            # From the listing, not a second walk of every folder.
+            inside = [Path(r.path).relative_to(p).parts for r in records]
+            loose = sum(1 for parts in inside if len(parts) == 1)
+            holding = sorted({parts[0] for parts in inside if len(parts) > 1})
             if notes is not None and loose and holding:
                 named = ", ".join(holding[:3]) + (", ..." if len(holding) > 3 else "")
                 notes.append(f"{loose} image{'s lie' if loose > 1 else ' lies'} loose in {source} beside "

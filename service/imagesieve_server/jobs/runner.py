@@ -226,28 +226,22 @@ class JobSlot:
     computes). The ``with`` gives it back itself only if it was never handed
     over (the embedding failed, or the call ended first)."""
 
-    def __init__(self, client: str | None = None, *, taken: bool = False):
-        """``client``: who holds it (default: the calling gRPC client, see
-        ``observability.caller``). Taken now (JobsBusy when none is free);
-        ``taken``: already taken for it (see :meth:`wait`)."""
-        if client is None:
-            from ..observability import caller
-            client = caller()
+    def __init__(self, client: str):
+        """A slot already taken for ``client`` (see :meth:`wait`)."""
         self.client = client
-        if not taken:
-            SLOTS.take(client)
         self._held = True
         self._handed = False
         self._lock = threading.Lock()
 
     @classmethod
     async def wait(cls, client: str | None = None, timeout: float | None = None) -> JobSlot:
-        """A slot, waiting for one up to ``timeout`` (JobSlots.wait)."""
+        """A slot, waiting for one up to ``timeout`` (JobSlots.wait); ``client``:
+        who holds it (default: the calling gRPC client, ``observability.caller``)."""
         if client is None:
             from ..observability import caller
             client = caller()
         await SLOTS.wait(client, timeout)
-        return cls(client, taken=True)
+        return cls(client)
 
     def hand_over(self) -> None:
         """The caller's hold now belongs to whoever calls ``release`` next

@@ -82,8 +82,8 @@ def test_a_job_finding_every_slot_in_use_waits_and_a_freed_slot_goes_round_the_w
     come; one waiting job a client, MAX_WAITING in all, JOB_WAIT_S at most."""
     async def main():
         slots = runner.JobSlots(2)
-        slots.take("flooder")
-        slots.take("flooder")
+        await slots.wait("flooder", 0)
+        await slots.wait("flooder", 0)
         order = []
 
         async def job(client, timeout=5.0):
@@ -99,7 +99,7 @@ def test_a_job_finding_every_slot_in_use_waits_and_a_freed_slot_goes_round_the_w
         with pytest.raises(runner.JobsBusy, match="already has a job waiting"):
             await slots.wait("victim", 5.0)                  # one waiting job a client
         with pytest.raises(runner.JobsBusy):
-            slots.take("newcomer")                           # those waiting come first
+            await slots.wait("newcomer", 0)                           # those waiting come first
         # From the job's thread, as a job gives its slot back.
         await asyncio.to_thread(slots.give_back, "flooder")
         await victim                                         # holds none: before the flooder's second
@@ -127,7 +127,7 @@ def test_a_job_finding_every_slot_in_use_waits_and_a_freed_slot_goes_round_the_w
             await quitter
         assert slots.running == 1 and dict(slots.held) == {"flooder": 1}
         # At most MAX_WAITING wait; beyond, refused at once.
-        slots.take("x")
+        await slots.wait("x", 0)
         waiters = [asyncio.ensure_future(slots.wait(f"w{k}", 5.0)) for k in range(runner.MAX_WAITING)]
         await asyncio.sleep(0.01)
         with pytest.raises(runner.JobsBusy, match=f"{runner.MAX_WAITING} job.s. waiting"):
@@ -159,7 +159,7 @@ def test_the_line_survives_the_races_a_review_forced(monkeypatch):
     (logged at ERROR)."""
     # 1. Granted, given up, loop closed before the hand-over ran: back once, not twice.
     slots = runner.JobSlots(1)
-    slots.take("holder")
+    asyncio.run(slots.wait("holder", 0))
     loop_closed = threading.Event()
     real_call = runner._call
 
@@ -186,14 +186,14 @@ def test_the_line_survives_the_races_a_review_forced(monkeypatch):
     back.join(10)
     monkeypatch.undo()
     assert slots.running == 0 and not slots.held and not slots.waiting
-    slots.take("a")
+    asyncio.run(slots.wait("a", 0))
     with pytest.raises(runner.JobsBusy):
-        slots.take("b")
+        asyncio.run(slots.wait("b", 0))
 
     async def main():
         # 2. A limit raised: those waiting get the new slots at once.
         line = runner.JobSlots(1)
-        line.take("x")
+        await line.wait("x", 0)
         waiters = [asyncio.ensure_future(line.wait(f"w{k}", 5.0)) for k in range(3)]
         await asyncio.sleep(0.01)
         line.set_limit(4)
@@ -202,7 +202,7 @@ def test_the_line_survives_the_races_a_review_forced(monkeypatch):
         # 3. Cancelled in the tick its slot comes: cancelled, and the slot passed on.
         for _ in range(50):
             one = runner.JobSlots(1)
-            one.take("x")
+            await one.wait("x", 0)
             task = asyncio.ensure_future(one.wait("w", 5.0))
             await asyncio.sleep(0)
             one.give_back("x")                  # on this loop: the hand-over runs next tick
@@ -212,7 +212,7 @@ def test_the_line_survives_the_races_a_review_forced(monkeypatch):
             assert one.running == 0 and not one.held and not one.waiting
         # 4. Displaced while already gone: its fate is a result, read or not.
         full = runner.JobSlots(1)
-        full.take("x")
+        await full.wait("x", 0)
         monkeypatch.setattr(runner, "MAX_WAITING", 1)
         served = asyncio.ensure_future(full.wait("served", 5.0))
         await asyncio.sleep(0.01)

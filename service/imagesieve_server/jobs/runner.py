@@ -76,13 +76,6 @@ class JobSlots:
         self.grants = 0
         self._lock = threading.Lock()
 
-    def take(self, client: str = "") -> None:
-        """A slot now, or JobsBusy (those waiting come first)."""
-        with self._lock:
-            if self.running >= self.limit or self.waiting:
-                raise JobsBusy(self._busy())
-            self._grant(client)
-
     async def wait(self, client: str = "", timeout: float | None = None) -> None:
         """A slot, waiting up to ``timeout`` (``wait_s``) for one; JobsBusy
         when none came, or at once when this client already has a job

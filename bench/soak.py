@@ -21,7 +21,9 @@ warm server's resident size before the load, once each kind of call has run
 once), ``acked_lost`` (acknowledged adds
 missing after the restart), ``healthy_after``, and
 ``good_throughput_ratio`` (good clients' successful images per second with
-abusive clients / without).
+abusive clients / without), and ``good_calls_by_kind`` (each phase's good
+calls by kind: how many, their p50 and total seconds, whatever their
+outcome: where the clients' time went).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import json
 import os
 import random
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -82,6 +85,16 @@ class Tally:
         self.codes: dict[str, int] = {}
         self.good_images = 0
         self.acked: list[str] = []
+        self.seconds: dict[str, list[float]] = {}    # kind of good call -> each one's seconds (any outcome)
+
+    def timed(self, kind: str, seconds: float) -> None:
+        self.seconds.setdefault(kind, []).append(seconds)
+
+    def by_kind(self) -> dict:
+        """Each kind of good call: how many, their p50 and their total seconds
+        (where the clients' time went: a job waiting in line for a slot holds its client)."""
+        return {k: {"calls": len(v), "p50_s": round(statistics.median(v), 3), "total_s": round(sum(v), 1)}
+                for k, v in sorted(self.seconds.items())}
 
     def code(self, name: str) -> None:
         self.codes[name] = self.codes.get(name, 0) + 1
@@ -100,8 +113,23 @@ class Tally:
                 self.good_images += 1
 
 
+GOOD_KINDS = ((0.45, "embed"), (0.7, "check"), (0.95, "add"), (0.98, "find_duplicates"), (1.0, "score_labels"))
+
+
 async def good_call(stubs, rng: random.Random, photos: list[bytes], bad: list[bytes], tally: Tally, cid: int,
                     n: list[int]) -> None:
+    """One well-behaved call, of a kind drawn by GOOD_KINDS' shares; its seconds are tallied whatever its outcome."""
+    r = rng.random()
+    kind = next(k for share, k in GOOD_KINDS if r < share)
+    t0 = time.perf_counter()
+    try:
+        await _good_call(stubs, rng, photos, bad, tally, cid, n, kind)
+    finally:
+        tally.timed(kind, time.perf_counter() - t0)
+
+
+async def _good_call(stubs, rng: random.Random, photos: list[bytes], bad: list[bytes], tally: Tally, cid: int,
+                     n: list[int], kind: str) -> None:
     emb, col, dup, ana = stubs
 
     def images(k: int, fresh: bool = False):
@@ -115,21 +143,20 @@ async def good_call(stubs, rng: random.Random, photos: list[bytes], bad: list[by
             out.append(common_pb2.Image(key=f"{tally.phase}-c{cid}-{n[0]}", data=data, label=rng.choice("ab")))
         return out
 
-    r = rng.random()
-    if r < 0.45:
+    if kind == "embed":
         resp = await emb.Embed(embedding_pb2.EmbedRequest(images=images(4)), timeout=60)
         tally.items([e.error for e in resp.embeddings])
         tally.good_images += sum(1 for e in resp.embeddings if not e.HasField("error"))
-    elif r < 0.7:
+    elif kind == "check":
         req = duplicates_pb2.CheckDuplicatesRequest(collection=f"soak-{tally.phase}",
                                                     images=images(2, fresh=True), add_if_unique=True)
         async for resp in dup.CheckDuplicates(iter([req]), timeout=60):
             tally.answers(resp.results)
-    elif r < 0.95:
+    elif kind == "add":
         req = collections_pb2.AddImagesRequest(collection=f"soak-{tally.phase}", images=images(3, fresh=True))
         async for resp in col.AddImages(iter([req]), timeout=60):
             tally.answers(resp.results)
-    elif r < 0.98:
+    elif kind == "find_duplicates":
         find = duplicates_pb2.FindDuplicatesRequest(collection=f"soak-{tally.phase}")
         async for _ in dup.FindDuplicates(find, timeout=120):
             pass
@@ -282,7 +309,8 @@ def main() -> int:
         phases[name] = t
         phase_peaks[name] = round(max(sampler.samples[first:] or [0]) / 1024, 1)
         print(json.dumps({"phase": name, "good_images_per_s": round(t.good_images / t.wall, 1),
-                          "codes": t.codes, "acked": len(t.acked), "peak_rss_mb": phase_peaks[name]}),
+                          "codes": t.codes, "acked": len(t.acked), "peak_rss_mb": phase_peaks[name],
+                          "good_calls_by_kind": t.by_kind()}),
               file=sys.stderr, flush=True)
     sampler.stop()
     peak = max(sampler.samples) / 1024
@@ -311,7 +339,8 @@ def main() -> int:
         "acked": sum(len(keys) for keys in acked.values()), "acked_lost": lost, "healthy_after": healthy,
         "good_images_per_s_baseline": round(good["baseline"], 1),
         "good_images_per_s_abusive": round(good["abusive"], 1),
-        "good_throughput_ratio": round(good["abusive"] / max(good["baseline"], 1e-9), 3)}))
+        "good_throughput_ratio": round(good["abusive"] / max(good["baseline"], 1e-9), 3),
+        "good_calls_by_kind": {name: t.by_kind() for name, t in phases.items()}}))
     return 0
 
 

@@ -2189,6 +2189,45 @@ def test_a_check_aligns_without_the_collections_lock_and_adds_atomically(embedde
     coll.close()
 
 
+def test_a_check_judged_again_aligns_only_the_candidates_it_has_not_aligned(embedder, photos, tmp_path,
+                                                                            monkeypatch):
+    """Under many concurrent adds nearly every add_if_unique is judged again
+    under the lock, and every candidate was aligned a second time there
+    (bench/soak.py, 64 clients: checks of two images, p50 21 s). An
+    alignment depends on its two signatures alone, so the second judgement
+    aligns only the candidates the first did not; its answer is a fresh
+    judgement's."""
+    from imagesieve_server.analysis.duplicates import verify
+    from imagesieve_server.collections import Collection, NewImage, Verdict
+    blobs = [d for d, _, _ in photos]
+    crop = encode(UNSEEN_KINDS["crop_60"](photo_image(blobs[2])), "JPEG", quality=90)
+    v, s = _embed(embedder, blobs + [crop])
+    sha = [hashlib.sha256(b).hexdigest() for b in blobs + [crop]]
+    coll = Collection.create(tmp_path / "c", "c", v.shape[1], "mobilenet_v1")
+    coll.add([NewImage(f"p{i}", sha[i], v[i], signature=s[i]) for i in range(len(blobs)) if i != 2])
+    aligned = []
+    real = verify.verify_pairs
+    monkeypatch.setattr(verify, "verify_pairs", lambda sig, a, b, **kw: (aligned.append(len(a)), real(sig, a, b, **kw))[1])
+    query = NewImage("crop", sha[-1], v[-1], signature=s[-1])
+    first_judge = coll._judge
+
+    def judge_then_race(*args):
+        out = first_judge(*args)
+        if len(aligned) == 1:       # its original added between the first judgement and the add
+            coll.add([NewImage("p2", sha[2], v[2], signature=s[2])])
+        return out
+    monkeypatch.setattr(coll, "_judge", judge_then_race)
+    out = coll.check(query, add_if_unique=True)
+    assert len(aligned) == 2 and aligned[0] >= 1 and aligned[1] == 1     # the second: p2 alone
+    assert out.verdict == Verdict.NEAR_DUPLICATE and not out.added and out.neighbors[0].key == "p2"
+    fresh_verdict, fresh, _ = first_judge(query, 5, 0.0, True)
+    assert fresh_verdict == out.verdict
+    evidence = lambda ns: [(n.key, n.cosine, n.verified, n.agreement, n.keypoint_inliers, n.matched_blur_px)  # noqa: E731
+                           for n in ns]
+    assert evidence(out.neighbors) == evidence(fresh[:len(out.neighbors)])
+    coll.close()
+
+
 def test_a_pair_only_the_layouts_proposed_needs_keypoints_when_its_match_is_a_simple_region(photos):
     """A game's light ring button (a gray disk once trimmed) and a black
     scalloped flag field, two round blobs, agreed at 0.952 over the whole

@@ -799,8 +799,8 @@ class Collection:
         return [Neighbor(meta[i][0], float(c), meta[i][1], meta[i][2]) for i, c in zip(ids, cosine)
                 if c >= min_cosine]
 
-    def _verify(self, image: NewImage, neighbors: list[Neighbor], floor: float, layout_floor: float = -1.0
-                ) -> tuple[bool, tuple | None]:
+    def _verify(self, image: NewImage, neighbors: list[Neighbor], floor: float, layout_floor: float = -1.0,
+                aligned: dict | None = None) -> tuple[bool, tuple | None]:
         """Stage 2 for a new image against its stored neighbours (the same
         rule as FindDuplicates: analysis.duplicates.verify): marks each
         candidate's ``agreement``/``verified`` and appends the verified ones
@@ -809,7 +809,10 @@ class Collection:
         store with it). Candidates: neighbours at cosine >= ``floor``, at
         most STREAM_CANDIDATE_K, whatever k a caller asked for (each costs
         milliseconds of alignment, so a large k must not buy a stall), and up
-        to LAYOUT_K more by coarse layout (at cosine >= ``layout_floor``)."""
+        to LAYOUT_K more by coarse layout (at cosine >= ``layout_floor``).
+        ``aligned``: a memo of this image's evidence against stored
+        signatures (their bytes -> a one-pair PairEvidence), read and filled:
+        a check judged again aligns only the candidates it has not aligned."""
         above = [n for n in neighbors if n.cosine >= floor]
         cands = above[:STREAM_CANDIDATE_K]
         # Neighbours come most similar first: with fewer above the floor than it takes and
@@ -837,7 +840,7 @@ class Collection:
         sigs = np.stack([upgrade(image.signature)] + [upgrade(stored[n.key][0]) for n in everyone])
         a, b = np.zeros(m, np.int64), np.arange(1, m + 1, dtype=np.int64)
         profiled = verify.one_dimensional(sigs)
-        ev = verify.verify_pairs(sigs, a, b, pool=self.alignment_pool, profiled=profiled[a] | profiled[b])
+        ev = self._aligned(sigs, a, b, profiled[a] | profiled[b], list(first), aligned)
         g = ev.agreement
         for n, v, k, blur in zip(everyone, g.tolist(), ev.keypoint_inliers.tolist(), ev.matched_blur_px.tolist()):
             n.agreement, n.keypoint_inliers, n.matched_blur_px = v, k, blur
@@ -873,6 +876,25 @@ class Collection:
                     neighbors.append(n)
         return bool(ok.any()), (float(own_g), float(own_c))
 
+    def _aligned(self, sigs: np.ndarray, a: np.ndarray, b: np.ndarray, profiled: np.ndarray,
+                 stored: list[bytes], memo: dict | None) -> "verify.PairEvidence":
+        """Evidence of the pairs (a, b) of ``sigs`` (the new image first, then
+        the stored ``stored`` signatures' bytes, one a pair), those in ``memo``
+        taken from it and the rest aligned and put in it (an alignment
+        depends on its two signatures alone)."""
+        if memo is None:
+            return verify.verify_pairs(sigs, a, b, pool=self.alignment_pool, profiled=profiled)
+        todo = np.array([s not in memo for s in stored], bool)
+        ev = verify.PairEvidence.empty(len(a))
+        if todo.any():
+            fresh = verify.verify_pairs(sigs, a[todo], b[todo], pool=self.alignment_pool, profiled=profiled[todo])
+            ev.put_where(todo, fresh)
+            for j, i in enumerate(np.flatnonzero(todo).tolist()):
+                memo[stored[i]] = fresh.take([j])
+        for i in np.flatnonzero(~todo).tolist():
+            ev.put(i, memo[stored[i]])
+        return ev
+
     def check(self, image: NewImage, k: int = 5, threshold: float = 0.0,
               add_if_unique: bool = False, verify_layout: bool = True) -> CheckOutcome:
         """Exact duplicate (same content hash), near duplicate or unique; with
@@ -890,18 +912,22 @@ class Collection:
         kept every other call of the collection waiting, and their threads,
         which the server shares, from everyone else (a twenty-fourth probe).
         An add_if_unique whose collection changed meanwhile is judged again
-        holding the lock, so two copies checked at once cannot both be added."""
+        holding the lock, so two copies checked at once cannot both be added;
+        that judgement aligns only candidates the first did not (under many
+        concurrent adds it ran nearly every time, and realigned all of them
+        under the lock: bench/soak.py's checks of two images, p50 21 s)."""
         verified = verify_layout and image.signature is not None
         if not add_if_unique:
             verdict, neighbors, _ = self._judge(image, k, threshold, verified)
             self.count_verdict(verdict, verified)
             return CheckOutcome(image.key, verdict, neighbors[:max(k, 1)], False)
         changes = self._changes
-        verdict, neighbors, pack = self._judge(image, k, threshold, verified)
+        aligned: dict = {}
+        verdict, neighbors, pack = self._judge(image, k, threshold, verified, aligned)
         outcome, snapshot_due = None, False
         with self._lock:
             if self._changes != changes:
-                verdict, neighbors, pack = self._judge(image, k, threshold, verified)
+                verdict, neighbors, pack = self._judge(image, k, threshold, verified, aligned)
             self.count_verdict(verdict, verified)
             if verdict == Verdict.UNIQUE:
                 (outcome,), snapshot_due = self._add([image], packs=[pack])
@@ -911,7 +937,7 @@ class Collection:
             return CheckOutcome(image.key, verdict, neighbors[:max(k, 1)], False, outcome.error)
         return CheckOutcome(image.key, verdict, neighbors[:max(k, 1)], outcome is not None and outcome.added)
 
-    def _judge(self, image: NewImage, k: int, threshold: float, verified: bool
+    def _judge(self, image: NewImage, k: int, threshold: float, verified: bool, aligned: dict | None = None
                ) -> tuple[Verdict, list[Neighbor], tuple | None]:
         """(verdict, neighbours, the image's look-alike pack) of a
         check (see check), nothing counted or added. Searches take the lock
@@ -925,7 +951,7 @@ class Collection:
             neighbors = [twin] + [n for n in neighbors if n.key != twin.key]
         elif verified:
             # A threshold asked for bounds the layouts' candidates too (as in FindDuplicates).
-            near, pack = self._verify(image, neighbors, threshold or CANDIDATE_THRESHOLD, threshold or -1.0)
+            near, pack = self._verify(image, neighbors, threshold or CANDIDATE_THRESHOLD, threshold or -1.0, aligned)
             verdict = Verdict.NEAR_DUPLICATE if near else Verdict.UNIQUE
             # The verified neighbours first, the strongest evidence first: they are
             # the answer (by cosine, a turned copy's look-alike led its own

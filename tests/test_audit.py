@@ -282,6 +282,10 @@ def test_strict_audit_exits_1_when_an_image_failed(dataset, audited, tmp_path):
     r = audit(dataset[0], "--out", out, "--target", "0.99", "--no-sweep", "--strict")
     assert first.returncode == 0 and r.returncode == 1, r.stdout + r.stderr
     assert "0 embedded now" in r.stdout or "reused" in r.stdout, r.stdout
+    # The closing line counts images with an embedding, and says how many were made now
+    # (it said "N embedded" of a rerun that embedded none: a stranger's try).
+    closing = next(x for x in r.stdout.splitlines() if x.startswith("== imagesieve audit:"))
+    assert " with an embedding (0 embedded now, " in closing and " reused)" in closing, closing
     assert any(x.startswith("failed: ") and "corrupt.jpg" in x for x in r.stdout.splitlines())
     assert json.loads((out / "report.json").read_text())["summary"]["failed"] == 1
 

@@ -188,8 +188,9 @@ def run(args) -> int:
         return 130
     took = time.perf_counter() - started
     print()
-    print(f"== imagesieve audit: {s['images']} images, {s['embedded']} embedded, {s['failed']} failed "
-          f"({took:.0f} s) ==")
+    # "with an embedding": a rerun reuses them (the embedding line says how many were made now)
+    print(f"== imagesieve audit: {s['images']} images, {s['embedded']} with an embedding ({embedded_line(counts)}), "
+          f"{s['failed']} failed ({took:.0f} s) ==")
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in {**s["seconds"], "report": report_seconds}.items()))
     if "duplicate_pairs" in s:
         outside = s["images_paired_outside_groups"]

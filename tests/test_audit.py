@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from imagesieve.alterations import ALTERATIONS, jpeg
 from imagesieve.samples import imagenet_photos, natural_photos
@@ -806,27 +806,51 @@ def test_the_audit_tests_partial_matches_against_the_files(tmp_path, photos):
     assert found == {tuple(sorted((name, f"crop_{name}"))) for _, _, name in photos[:6]}, found
 
 
-def test_the_fix_list_keeps_the_copy_with_the_most_pixels_then_the_larger_file(tmp_path, photos):
+def test_the_fix_list_keeps_the_copy_most_likely_the_original(tmp_path, photos):
     """The report's suggested "drop" keeps, of a picture's copies, the one
-    with the most pixels, then the larger file: a half-size copy and a JPEG
-    q20 copy of the same size are dropped whatever their names (by path
-    alone the copies named "a_..." were kept and the originals "z_..."
-    dropped), in the pairs' list and the groups' alike."""
+    with the most pixels, then a lossless file before a lossy one, then of
+    one lossy format the larger file, then the older file: a half-size copy
+    and a JPEG q20 copy of the same size are dropped whatever their names
+    (by path alone the copies named "a_..." were kept and the originals
+    "z_..." dropped), and so are a JPEG copy of a PNG graphic larger than
+    it, a translucent copy and a negative made after their originals (by
+    file size, a stranger's screenshots lost their originals to such copies
+    in half the pairs), in the pairs' list and the groups' alike."""
     import csv
     import html
     import re
     folder = tmp_path / "photos"
     folder.mkdir()
     copies = set()
-    for k, (data, _, _) in enumerate(photos[:6]):
+    made = 1_700_000_000
+    for k, (data, _, _) in enumerate(photos[:12]):
         im = Image.open(io.BytesIO(data)).convert("RGB").resize((480, 360))
-        im.save(folder / f"z_original_{k}.jpg", quality=92)
-        copy = f"a_copy_{k}.jpg"
-        if k % 2:
-            im.save(folder / copy, quality=20)                                  # same pixels, smaller file
-        else:
-            im.resize((240, 180), Image.LANCZOS).save(folder / copy, quality=95)  # fewer pixels
-        copies.add(copy)
+        copy = folder / f"a_copy_{k}.{'jpg' if k < 8 else 'png'}"
+        if k < 6:
+            im.save(folder / f"z_original_{k}.jpg", quality=92)
+            if k % 2:
+                im.save(copy, quality=20)                                  # same pixels, smaller file
+            else:
+                im.resize((240, 180), Image.LANCZOS).save(copy, quality=95)  # fewer pixels
+        elif k < 8:     # a flat graphic: its JPEG copy is the larger file, and even the older one
+            flat = im.quantize(6).convert("RGB")
+            flat.save(folder / f"z_original_{k}.png")
+            flat.save(copy, quality=90)
+            assert copy.stat().st_size > (folder / f"z_original_{k}.png").stat().st_size
+            os.utime(copy, (made - 100, made - 100))
+            os.utime(folder / f"z_original_{k}.png", (made, made))
+        else:           # made later: a translucent copy (the larger file) and a negative
+            im.save(folder / f"z_original_{k}.png")
+            if k < 10:
+                faded = im.convert("RGBA")
+                faded.putalpha(128)
+                faded.save(copy)
+                assert copy.stat().st_size > (folder / f"z_original_{k}.png").stat().st_size
+            else:
+                ImageOps.invert(im).save(copy)
+            os.utime(folder / f"z_original_{k}.png", (made, made))
+            os.utime(copy, (made + 100, made + 100))
+        copies.add(copy.name)
     out = tmp_path / "out"
     r = audit(folder, "--out", out, "--no-sweep")
     assert r.returncode == 0, r.stdout + r.stderr

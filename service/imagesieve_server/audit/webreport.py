@@ -51,31 +51,38 @@ class Lists:
         self.root, self.r = root, r
         self.meta: dict[str, dict] = {}
         self.shown: dict[int, bool] = {}        # image position -> gets a thumbnail, in the order first shown
-        self.file_bytes: dict[int, int] = {}    # image position -> its file's size, read once
+        self.files: dict[int, tuple[int, float, int]] = {}    # image position -> _file's, read once
 
     def image(self, i: int, thumb: bool = True) -> dict:
         """An image as a row shows it: position, path, label, split, its
         thumbnail's URL ("" beyond MAX_THUMBS, or without ``thumb``: the app
         shows the file), and what the fix list's rule for the copy to keep
-        weighs: its pixels (as stored; 0 unknown) and its file's bytes (-1:
-        unreadable now)."""
+        weighs (the report's ``better``): its pixels (as stored; 0 unknown),
+        its file's bytes (-1: unreadable now), modification time (Unix
+        seconds, 0 unknown) and whether its format is lossy (1, 0)."""
         thumb = thumb and self.shown.setdefault(i, len(self.shown) < MAX_THUMBS)
         # Absolute: a fix list exported from the page must name the files from any folder.
         path = os.path.abspath(self.r.paths[i])
+        size, mtime, lossy = self._file(i, path)
         return {"i": i, "p": path, "l": self.r.labels[i], "s": self.r.splits[i],
-                "t": f"{DATA}/{_thumb_name(i)}" if thumb else "", "px": self._pixels(i), "b": self._bytes(i, path)}
+                "t": f"{DATA}/{_thumb_name(i)}" if thumb else "", "px": self._pixels(i), "b": size,
+                "m": mtime, "z": lossy}
 
     def _pixels(self, i: int) -> int:
         sizes = self.r.sizes
         return 0 if sizes is None else int(sizes[i][0]) * int(sizes[i][1])
 
-    def _bytes(self, i: int, path: str) -> int:
-        if i not in self.file_bytes:
+    def _file(self, i: int, path: str) -> tuple[int, float, int]:
+        """(bytes, modification time, lossy) of an image's file; (-1, 0, 0) unreadable."""
+        if i not in self.files:
             try:
-                self.file_bytes[i] = os.stat(path).st_size
+                st = os.stat(path)
+                with open(path, "rb") as f:
+                    head = f.read(FORMAT_HEAD)
+                self.files[i] = (st.st_size, round(st.st_mtime, 3), int(lossy_format(head)))
             except OSError:
-                self.file_bytes[i] = -1
-        return self.file_bytes[i]
+                self.files[i] = (-1, 0.0, 0)
+        return self.files[i]
 
     def add(self, name: str, title: str, rows: Iterable[dict], count: int, kind: str, **meta) -> None:
         """Write ``rows`` (``count`` of them) as pages of list ``name``;
@@ -104,6 +111,29 @@ class Lists:
         # "<" escaped: a path holding "</script>" cannot end anything early
         body = json.dumps(rows, separators=(",", ":"), default=_plain).replace("<", "\\u003c")
         (folder / f"{k}.js").write_text(f"reportPage({json.dumps(name)},{k},{body});\n")
+
+
+FORMAT_HEAD = 64     # bytes of a file that tell a lossy format from a lossless one
+
+
+def lossy_format(head: bytes) -> bool:
+    """Whether a file's first bytes name a lossy format: JPEG, lossy WebP
+    (a VP8 bitstream, not VP8L; an extended file by its first image or
+    alpha chunk within ``head``), AVIF or HEIC/HEIF. PNG, GIF, BMP, TIFF and anything
+    unknown count as lossless: only a lossy format is known to have lost
+    something, so of two copies with as many pixels the report keeps the
+    other (a JPEG q60 copy of a PNG screenshot can be the larger file)."""
+    if head[:3] == b"\xff\xd8\xff":
+        return True
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        # a lossy image with transparency keeps it in an ALPH chunk before its VP8 one
+        chunks = head[12:]
+        lossy = min((x for x in (chunks.find(b"VP8 "), chunks.find(b"ALPH")) if x >= 0), default=-1)
+        lossless = chunks.find(b"VP8L")
+        return lossy >= 0 and (lossless < 0 or lossy < lossless)
+    if head[4:8] == b"ftyp":
+        return head[8:12] in (b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1")
+    return False
 
 
 def _images_of(row: dict) -> list[dict]:

@@ -49,6 +49,33 @@ def test_planted_problems_among_real_photos_are_flagged_and_only_they(photos):
     assert "stricter of the fixed bound" in r.issues["dark"].reason
 
 
+def test_a_sharp_picture_with_a_black_bar_or_a_flat_margin_is_not_blurry(photos):
+    """Sharpness measured over every pixel counted a uniform area as blur: a
+    black bar over a sharp picture adds luminance variance and no detail (a
+    stranger's redacted screenshots, slides on a flat background, dialogs on
+    white were flagged "blurry"). Uniform areas are now left out; a blurred
+    copy among them is still flagged."""
+    ims = [photo_image(d).resize((320, 240)) for d, _, _ in photos]
+
+    def barred(im):
+        out = im.copy()
+        out.paste((0, 0, 0), (0, 60, 320, 180))                     # half the picture: a redaction bar
+        return out
+
+    def on_slide(im):
+        slide = Image.new("RGB", (640, 480), (30, 60, 160))          # a flat blue slide, the picture a quarter
+        slide.paste(im, (160, 120))
+        return slide
+    planted = [barred(ims[0]), on_slide(ims[1]), ims[2].filter(ImageFilter.GaussianBlur(6))]
+    p, s = measure(ims + planted)
+    sharp = p[:, NAMES.index("sharpness")]
+    n = len(ims)
+    assert sharp[n] > 0.5 * sharp[0] and sharp[n + 1] > 0.5 * sharp[1]
+    assert sharp[n + 2] < 0.1 * sharp[2]
+    blurry = r.issues["blurry"].positions.tolist() if (r := run(p, s)).issues.get("blurry") else []
+    assert n + 2 in blurry and n not in blurry and n + 1 not in blurry, blurry
+
+
 def test_a_grayscale_data_set_is_not_flagged_grayscale_or_low_information(digits):
     """Digits: every image is gray and has little tonal range; flagging them
     all would be noise. Gray is not judged where most images are gray, and

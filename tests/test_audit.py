@@ -97,6 +97,14 @@ def test_audit_report_finds_the_planted_problems(dataset, audited):
     assert {Path(exact[0]["path_a"]).name, Path(exact[0]["path_b"]).name} == set(planted["leak"])
     conflict = [p for p in pairs if {Path(p["path_a"]).name, Path(p["path_b"]).name} == set(planted["conflict"])]
     assert conflict and conflict[0]["labels_disagree"]
+    # The candidates stage 2 rejected that came closest: none of them a reported pair,
+    # closest first, with their evidence, in a table, the summary and a list of the report's.
+    near_misses = pq.read_table(out / "near_misses.parquet").to_pylist()
+    assert s["near_misses"] == len(near_misses) > 0 and "near misses: " in r.stdout
+    assert not {(p["path_a"], p["path_b"]) for p in near_misses} & {(p["path_a"], p["path_b"]) for p in pairs}
+    rel = [p["relative_disagreement"] for p in near_misses if p["relative_disagreement"] == p["relative_disagreement"]]
+    assert rel == sorted(rel) and {"agreement", "keypoint_inliers", "cosine"} <= set(near_misses[0])
+    assert (out / "report_data" / "near_misses" / "0.js").exists()
     images = pq.read_table(out / "images.parquet").to_pylist()
     assert len(images) == n_files
     assert [x["error"] for x in images if x["path"].endswith("corrupt.jpg")][0].startswith("INVALID_ARGUMENT")

@@ -2189,6 +2189,39 @@ def test_a_check_aligns_without_the_collections_lock_and_adds_atomically(embedde
     coll.close()
 
 
+def test_near_misses_are_the_rejected_candidates_that_came_closest(embedder, photos):
+    """Where a person looks for a copy that was not found: a stranger's
+    redacted screenshot (65 keypoints) was rejected and appeared in no output.
+    The rejected candidates some evidence spoke for (as close as look-alikes
+    or closer, or MIN_INLIERS keypoints) are listed, closest first, with
+    their evidence; embossed and contour copies of photos (kinds stage 2
+    does not reach) are among them."""
+    from imagesieve_server.analysis.duplicates.find import NEAR_MISS_RELATIVE
+    from imagesieve_server.analysis.duplicates.verify import MIN_INLIERS
+    blobs = [d for d, _, _ in photos]
+    originals = len(blobs)
+    filters = (ImageFilter.EMBOSS, ImageFilter.CONTOUR)
+    source = list(range(originals)) + [i for i in range(8)]
+    blobs += [encode(photo_image(blobs[i]).filter(filters[i // 4]), "JPEG", quality=90) for i in range(8)]
+    v, s = _embed(embedder, blobs)
+    n = len(blobs)
+    rep = find_duplicates(v, [str(i) for i in range(n)], [""] * n, [""] * n,
+                          [hashlib.sha256(b).hexdigest() for b in blobs], signatures=s)
+    m = rep.near_misses
+    pairs = set(zip(m.a.tolist(), m.b.tolist()))
+    assert len(pairs) == len(m.a) > 0 and all(x < y for x, y in pairs)
+    assert not pairs & set(zip(rep.a.tolist(), rep.b.tolist()))
+    rel = np.nan_to_num(m.relative, nan=np.inf)
+    assert np.all(np.diff(rel) >= 0)
+    assert np.all((m.relative <= NEAR_MISS_RELATIVE) | (m.evidence.keypoint_inliers >= MIN_INLIERS))
+    missed = [(source[c], c) for c in range(originals, n) if (source[c], c) not in set(zip(rep.a.tolist(),
+                                                                                          rep.b.tolist()))]
+    assert len([p for p in missed if p in pairs]) >= 3, (missed, pairs)
+    # Raw cosine has no stage 2 to miss anything.
+    assert find_duplicates(v, [str(i) for i in range(n)], [""] * n, [""] * n,
+                           [hashlib.sha256(b).hexdigest() for b in blobs]).near_misses is None
+
+
 def test_a_check_judged_again_aligns_only_the_candidates_it_has_not_aligned(embedder, photos, tmp_path,
                                                                             monkeypatch):
     """Under many concurrent adds nearly every add_if_unique is judged again

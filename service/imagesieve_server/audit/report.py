@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from ..checks.base import FlaggedPairs
+from ..checks.duplicates import evidence_columns
 from . import webreport
 from .analyse import AuditResults
 
@@ -75,6 +76,8 @@ def summary(r: AuditResults) -> dict:
                  duplicate_method=d.method, duplicate_threshold_reason=d.threshold_reason,
                  duplicate_threshold_asked=r.threshold_asked,
                  duplicate_candidates=int(d.candidates), duplicate_warnings=d.warnings)
+        if d.near_misses is not None:
+            s["near_misses"] = int(len(d.near_misses.a))
     if "outliers" in r.checks:
         s["outliers"] = r.checks["outliers"].issues["isolated"].count
     if r.label_scores is not None:
@@ -106,8 +109,8 @@ def _arrow_strings(column, start: int, stop: int):
 
 
 def write_tables(r: AuditResults, out: Path, rows_per_group: int = 8192) -> list[str]:
-    """images.parquet (one row per image), duplicate_pairs.parquet and
-    duplicate_groups.parquet (one row a member),
+    """images.parquet (one row per image), duplicate_pairs.parquet,
+    near_misses.parquet (two stages) and duplicate_groups.parquet (one row a member),
     written ``rows_per_group`` rows at a time: memory stays flat in N."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -154,15 +157,16 @@ def write_tables(r: AuditResults, out: Path, rows_per_group: int = 8192) -> list
                 "cosine": d.cosine.astype(np.float32), "exact": d.exact,
                 "cross_split": d.cross_split, "labels_disagree": d.labels_disagree}
         if d.evidence is not None:     # why each pair was called the same picture
-            cols.update(agreement=d.evidence.agreement, layout=d.evidence.layout, detail=d.evidence.detail,
-                        matched_area=d.evidence.matched_area, mirrored=d.evidence.mirrored,
-                        turned_degrees=d.evidence.turned, inverted=d.evidence.inverted,
-                        keypoint_inliers=d.evidence.keypoint_inliers,
-                        matched_simplicity=d.evidence.matched_simplicity,
-                        matched_blur_px=d.evidence.matched_blur_px, warp_gain=d.evidence.warp_gain,
-                        relative_disagreement=d.relative)
+            cols.update(evidence_columns(d.evidence, d.relative, alignment=True))
         pq.write_table(pa.table(cols), out / "duplicate_pairs.parquet")
         written.append("duplicate_pairs.parquet")
+        if d.near_misses is not None:  # why a copy a person expected was not paired
+            m = d.near_misses
+            pq.write_table(pa.table({"path_a": pa.DictionaryArray.from_arrays(pa.array(m.a, pa.int64()), paths),
+                                     "path_b": pa.DictionaryArray.from_arrays(pa.array(m.b, pa.int64()), paths),
+                                     "cosine": m.cosine, **evidence_columns(m.evidence, m.relative, alignment=True)}),
+                           out / "near_misses.parquet")
+            written.append("near_misses.parquet")
         # One row a member: every group whole, however many.
         sizes = np.array([len(g) for g in d.groups], np.int64)
         members = np.concatenate(d.groups).astype(np.int64) if len(d.groups) else np.zeros(0, np.int64)

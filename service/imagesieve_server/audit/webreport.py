@@ -25,6 +25,7 @@ import numpy as np
 from imagesieve.files import read_regular
 
 from ..checks.base import FlaggedPairs
+from ..checks.duplicates import near_miss_pairs
 from ..engine.decode import DecodeLimits, decode_image
 from .embed import MAX_FILE_MB
 from .analyse import AuditResults
@@ -269,6 +270,10 @@ def write_data(r: AuditResults, out: Path, workers: int = 0) -> dict:
         rows, count = _group_rows(lists, r.duplicates, r.ok_index)
         lists.add("groups", "Duplicate groups", rows, count, "groups", check="duplicates",
                   unit="lowest cosine in the group", reason=r.duplicates.threshold_reason)
+        missed = near_miss_pairs(r.duplicates, r.ok_index)
+        if missed is not None:
+            lists.add("near_misses", f"Near misses: {missed.description}", _pair_rows(lists, missed), missed.count,
+                      "pairs", check="duplicates", unit=missed.unit, reason=missed.reason)
     failed = [i for i, e in enumerate(r.errors) if e]
     if failed:
         # No thumbnail of its own (it could not be decoded; one may be a bomb): the page shows the file.

@@ -17,6 +17,7 @@ import dataclasses
 import numpy as np
 
 from ..analysis.duplicates.find import GROUPINGS, KEYPOINT_K, LAYOUT_K, DuplicateReport, find_duplicates
+from ..analysis.duplicates.verify import PairEvidence
 from .base import CheckInputs, CheckResult, FlaggedPairs
 
 NAME = "duplicates"
@@ -66,6 +67,21 @@ class Found:
     positions: np.ndarray | None = None
 
 
+def evidence_columns(ev: PairEvidence, relative: np.ndarray | None = None, alignment: bool = False) -> dict:
+    """Stage 2's evidence of some pairs ((P,) each) by name, what they were
+    judged by; ``alignment``: with the best alignment's layout and detail
+    correlations (the tables'), not only the agreement they make."""
+    cols = {"agreement": ev.agreement}
+    if alignment:
+        cols.update(layout=ev.layout, detail=ev.detail)
+    cols.update(matched_area=ev.matched_area, mirrored=ev.mirrored, turned_degrees=ev.turned, inverted=ev.inverted,
+                keypoint_inliers=ev.keypoint_inliers, matched_simplicity=ev.matched_simplicity,
+                matched_blur_px=ev.matched_blur_px, warp_gain=ev.warp_gain)
+    if relative is not None:
+        cols["relative_disagreement"] = relative
+    return cols
+
+
 def refine(duplicates: CheckResult, mask_of, kind: str, description: str) -> FlaggedPairs:
     """The pairs of a duplicates result where ``mask_of(report)`` (P,) bool
     holds, ordered as :func:`flagged_pairs` orders them: what leakage and
@@ -88,18 +104,29 @@ def flagged_pairs(report: DuplicateReport, mask: np.ndarray, kind: str, descript
     at = (lambda p: p) if positions is None else (lambda p: np.asarray(positions)[p])
     evidence = {"cosine": report.cosine[idx].astype(np.float32), "exact": report.exact[idx]}
     if verified:
-        ev = report.evidence
-        evidence.update(agreement=ev.agreement[idx], matched_area=ev.matched_area[idx],
-                        mirrored=ev.mirrored[idx], turned_degrees=ev.turned[idx], inverted=ev.inverted[idx],
-                        keypoint_inliers=ev.keypoint_inliers[idx], matched_simplicity=ev.matched_simplicity[idx],
-                        matched_blur_px=ev.matched_blur_px[idx], warp_gain=ev.warp_gain[idx])
-        if report.relative is not None:
-            evidence["relative_disagreement"] = report.relative[idx]
+        evidence.update(evidence_columns(report.evidence.take(idx),
+                                         None if report.relative is None else report.relative[idx]))
     unit = "stage-2 agreement" if verified else "cosine"
     return FlaggedPairs(kind, description, unit, at(report.a[idx]).astype(np.int64),
                         at(report.b[idx]).astype(np.int64), score, float(report.threshold),
                         report.threshold_reason, evidence,
                         threshold_unit="candidate cosine (stage 1)" if verified else "cosine")
+
+
+def near_miss_pairs(report: DuplicateReport, positions: np.ndarray | None = None) -> FlaggedPairs | None:
+    """The candidates stage 2 rejected that came closest (``report.near_misses``,
+    closest first) as pairs to review, with their evidence; None for raw cosine."""
+    m = report.near_misses
+    if m is None:
+        return None
+    at = (lambda p: p) if positions is None else (lambda p: np.asarray(positions)[p])
+    evidence = {"cosine": m.cosine, "exact": np.zeros(len(m.a), bool), **evidence_columns(m.evidence, m.relative)}
+    return FlaggedPairs("near_misses", "candidates stage 2 did not call the same picture, closest first",
+                        "relative disagreement (a pair passes at 0.25 or less)", at(m.a).astype(np.int64),
+                        at(m.b).astype(np.int64), m.relative.astype(np.float32), float(report.threshold),
+                        "rejected: as close as the two images' other candidates (their look-alikes) or not "
+                        "much closer, or keypoints no more than their other candidates share", evidence,
+                        threshold_unit="candidate cosine (stage 1)")
 
 
 def run(vectors: np.ndarray, keys, labels, splits, sha256, signatures: np.ndarray | None = None,

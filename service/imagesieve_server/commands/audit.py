@@ -201,6 +201,9 @@ def run(args) -> int:
                   "paired; these pair with members of a group they cannot join)" if outside else "")
               + " (the pairs: duplicates, leakage and label conflicts below)")
         print(f"duplicate threshold: {s['duplicate_threshold_reason']}")
+        if s.get("near_misses"):
+            print(f"near misses: {s['near_misses']} candidate pairs stage 2 rejected that came closest "
+                  "(near_misses.parquet and the report's list: where to look for a copy that was not found)")
     if "label_suspects" in s:
         print(f"labels: {s['label_suspects']} suspects flagged; "
               + results.label_scores.noise_split.describe(results.class_names))
@@ -229,5 +232,5 @@ def run(args) -> int:
               "be read or decoded' and in images.parquet (column error)")
     print(f"report: {out / 'report.html'} (with report_data/; also report.json, images.parquet, "
           "duplicate_pairs.parquet, duplicate_groups.parquet"
-          + (", pred_probs.npy, labels.npy" if "label_suspects" in s else "") + ")")
+          + (", near_misses.parquet" if "near_misses" in s else "") + (", pred_probs.npy, labels.npy" if "label_suspects" in s else "") + ")")
     return 1 if failed and args.strict else 0

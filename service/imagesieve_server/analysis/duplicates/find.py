@@ -26,8 +26,8 @@ from .keypoint_candidates import MAX_IMAGES as KEYPOINT_MAX_IMAGES
 from .keypoint_candidates import keypoint_candidate_pairs
 from .leakage import cross_split_pairs, label_conflicts
 from .pairs import knn_graph_pairs, pairs_above_threshold
-from .verify import (FLAT_STD, PairEvidence, check_signatures, near_identical_matches, one_dimensional,
-                     profile_pairs, uninformative_matches, verified_pairs, verify_pairs)
+from .verify import (FLAT_STD, MIN_INLIERS, PairEvidence, check_signatures, near_identical_matches,
+                     one_dimensional, profile_pairs, uninformative_matches, verified_pairs, verify_pairs)
 
 GROUPINGS = ("bounded", "centre", "components")
 #: Stage 1 with verification: each image's CANDIDATE_K nearest neighbours
@@ -66,9 +66,31 @@ STREAM_CANDIDATE_K = 8
 #: cosines). Not the nearest: a copy is some image's nearest neighbour, and a
 #: data set with many copies would push the threshold above them; an image
 #: rarely has RAW_RANK copies, so that neighbour is a look-alike.
+# Near misses: candidate pairs stage 2 did not call the same picture, though some of
+# its evidence spoke for them (relative disagreement within NEAR_MISS_RELATIVE, as close
+# as typical look-alikes or closer, or MIN_INLIERS keypoints), closest first, at most
+# NEAR_MISSES_PER_IMAGE an image (NEAR_MISSES_MIN in all): where a person looks for a copy
+# that was not found (a stranger's redacted screenshot, 65 keypoints, was rejected against
+# a sibling screenshot and appeared in no output).
+NEAR_MISS_RELATIVE = 1.0
+NEAR_MISSES_PER_IMAGE = 0.1
+NEAR_MISSES_MIN = 100
 RAW_FLOOR = 0.75
 RAW_NEIGHBOUR_SHARE = 0.02
 RAW_RANK = 5
+
+
+@dataclasses.dataclass
+class NearMisses:
+    """Candidate pairs stage 2 rejected though some evidence spoke for them
+    (see NEAR_MISS_RELATIVE), closest first: positions into the report's
+    ``keys`` (a < b; one file of a byte-identical set), their cosine,
+    relative disagreement and evidence, (M,) each."""
+    a: np.ndarray
+    b: np.ndarray
+    cosine: np.ndarray
+    relative: np.ndarray
+    evidence: PairEvidence
 
 
 @dataclasses.dataclass
@@ -94,11 +116,30 @@ class DuplicateReport:
     relative: np.ndarray | None = None
     candidates: int = 0
     warnings: list[str] = dataclasses.field(default_factory=list)
+    #: Two stages only: the candidates stage 2 rejected that came closest (None: raw cosine).
+    near_misses: NearMisses | None = None
 
     @property
     def covered_share(self) -> float:
         """Share of the images in some duplicate group."""
         return sum(len(g) for g in self.groups) / max(len(self.keys), 1)
+
+
+def _near_misses(a, b, sim, relative, evidence: PairEvidence, verified, n: int) -> NearMisses:
+    """The rejected candidates (not ``verified``) some evidence spoke for,
+    closest first (see NEAR_MISS_RELATIVE); (P,) arrays of all candidates in."""
+    rel = np.nan_to_num(np.asarray(relative, np.float32), nan=np.inf)
+    spoke = (rel <= NEAR_MISS_RELATIVE) | (evidence.keypoint_inliers >= MIN_INLIERS)
+    idx = np.flatnonzero(~np.asarray(verified, bool) & spoke)
+    idx = idx[np.lexsort((-evidence.keypoint_inliers[idx], rel[idx]))]
+    idx = idx[:max(NEAR_MISSES_MIN, int(NEAR_MISSES_PER_IMAGE * n))]
+    ev = evidence.take(idx)
+    swapped = a[idx] > b[idx]
+    back = swapped & ~ev.mirrored          # read the other way, turned the other way (as the pairs)
+    ev.turned[back] = (-ev.turned[back]) % 360
+    return NearMisses(np.where(swapped, b[idx], a[idx]).astype(np.int64),
+                      np.where(swapped, a[idx], b[idx]).astype(np.int64), np.asarray(sim, np.float32)[idx],
+                      np.asarray(relative, np.float32)[idx], ev)
 
 
 def raw_threshold(vectors: np.ndarray, report: Callable | None = None) -> tuple[float, str]:
@@ -399,7 +440,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
     # An array stays as it is (the audit passes S64 bytes); a list becomes
     # an object array of the same str objects.
     sha = sha256 if isinstance(sha256, np.ndarray) else np.asarray(sha256, dtype=object)
-    evidence = relative = None
+    evidence = relative = near_misses = None
     candidates = 0
     if signatures is not None:
         method = "verified"
@@ -453,6 +494,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
                                  sparse_cosine=sparse)
         if region_cosines is not None:
             ok = region.confirmed(signatures, a, b, ok, ev, region_cosines, report)
+        near_misses = _near_misses(a, b, sim, rel, ev, ok, n)
         # Each verified pair for every file of its two identical sets; identical bytes are
         # duplicates whatever stage 2 says.
         which, a, b, swapped = _member_pairs(a[ok], b[ok], rep, splits, labels)
@@ -494,7 +536,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         cross_split=cross_split_pairs(a, b, np.asarray(splits, dtype=object), unknown=""),
         labels_disagree=label_conflicts(a, b, np.asarray(labels, dtype=object), unknown=""),
         groups=groups, group_min_cosine=group_min_similarity(vectors, groups), method=method,
-        threshold_reason=reason, evidence=evidence, relative=relative, candidates=candidates)
+        threshold_reason=reason, evidence=evidence, relative=relative, candidates=candidates,
+        near_misses=near_misses)
     # Byte-identical files are a finding, not a sign of a loose threshold:
     # only images in some near (not exact) pair count towards implausible.
     # Pictures, not files: the copies of one file count once (its near pairs are listed for each).

@@ -2086,3 +2086,72 @@ def test_a_link_that_cannot_be_resolved_names_nothing_outside_the_roots(tmp_path
     with pytest.raises(PermissionError) as e:
         PathPolicy([tmp_path / "root"]).resolve(str(link))
     assert "/proc" not in str(e.value) and "cannot be resolved inside the server's allowed roots" in str(e.value)
+
+
+def _zero_window_watch(address: str, service: str = ""):
+    """A raw HTTP/2 connection (h2) with a stream window of 0 that opens a
+    Health.Watch and never reads: the server's first status write to it can
+    never complete. Returns the socket (closing it ends the call)."""
+    import h2.config
+    import h2.connection
+    import h2.settings
+    host, port = address.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.local_settings = h2.settings.Settings(client=True, initial_values={
+        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0, h2.settings.SettingCodes.ENABLE_PUSH: 0})
+    conn.initiate_connection()
+    stream = conn.get_next_available_stream_id()
+    conn.send_headers(stream, [(":method", "POST"), (":scheme", "http"), (":path", "/grpc.health.v1.Health/Watch"),
+                               (":authority", "localhost"), ("content-type", "application/grpc"), ("te", "trailers")])
+    body = health_request(service)
+    conn.send_data(stream, b"\0" + len(body).to_bytes(4, "big") + body, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    return sock
+
+
+def health_request(service: str) -> bytes:
+    from grpc_health.v1 import health_pb2
+    return health_pb2.HealthCheckRequest(service=service).SerializeToString()
+
+
+def test_a_health_watcher_that_never_reads_does_not_stall_a_stop(manifest_path, tmp_path):
+    """grpc_health's Watch wrote each status under the service's lock: a
+    watcher with an HTTP/2 window of 0 (no token needed) held it for ever,
+    so a SIGTERM never stopped the server (it still answered SERVING 40 s
+    later; dropping a collection whose health entry was watched timed out
+    alike, though the drop was done: a twenty-seventh probe). Writes now
+    happen outside the lock."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    srv = LocalServer(["--grace-s", "2"], model=str(manifest_path), data_dir=str(tmp_path / "data"))
+    srv.start()
+    watchers = []
+    try:
+        watchers = [_zero_window_watch(srv.address) for _ in range(2)]
+        time.sleep(0.5)
+        seen = []
+        ch = grpc.insecure_channel(srv.address)
+        health = health_pb2_grpc.HealthStub(ch)
+        assert health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status == \
+            health_pb2.HealthCheckResponse.SERVING
+
+        def watch():         # a watcher that reads sees every change, as before
+            try:
+                for answer in health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30):
+                    seen.append(answer.status)
+            except grpc.RpcError:
+                pass
+        reader = threading.Thread(target=watch)
+        reader.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        code = srv.stop(timeout=30)
+        took = time.monotonic() - started
+        reader.join(10)
+        ch.close()
+        assert code == 0 and took < 15, (code, took)
+        assert seen[:2] == [health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING], seen
+    finally:
+        for w in watchers:
+            w.close()
+        srv.stop(timeout=5)

@@ -18,7 +18,6 @@ import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from imagesieve.v1 import (analysis_pb2, analysis_pb2_grpc, collections_pb2, collections_pb2_grpc,
@@ -34,6 +33,7 @@ from .engine.budget import MemoryBudget, default_budget_mb
 from .engine.decode import DecodeLimits
 from .engine.pipeline import RUNTIMES, Embedder
 from .engine.torch_executor import DTYPES as TORCH_DTYPES
+from .health import HealthServicer
 from .observability import CallLimiter, Metrics, ObservabilityInterceptor, configure_logging
 from .jobs import runner
 from .jobs.result_parts import set_send_limit

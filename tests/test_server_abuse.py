@@ -2155,3 +2155,105 @@ def test_a_health_watcher_that_never_reads_does_not_stall_a_stop(manifest_path, 
         for w in watchers:
             w.close()
         srv.stop(timeout=5)
+
+
+def test_a_connection_filling_the_in_flight_images_does_not_queue_another_behind_it(manifest_path, photos):
+    """In-flight images were admitted first come first served, ahead of the
+    fair decoders: one client's 120 calls of 8 large images held all 512
+    places and queued 448 more, and another client's one image waited
+    22-35 s (a twenty-seventh probe). A freed place now goes to the waiting
+    connection holding the fewest: here, with 2 places, one connection's 24
+    calls of 8 photos in flight and another's one photo sent after them,
+    that photo is answered while most of the 24 still wait (first come,
+    it waited for nearly all of them)."""
+    blobs = [d for d, _, _ in photos[:8]]
+    with LocalServer(["--max-inflight", "2"], model=str(manifest_path)) as srv:
+        # Two connections: channels of one process share one by default.
+        flood_channel, victim_channel = [grpc.insecure_channel(srv.address, options=[
+            ("grpc.use_local_subchannel_pool", 1)]) for _ in range(2)]
+        flood = embedding_pb2_grpc.EmbeddingServiceStub(flood_channel)
+        request = embedding_pb2.EmbedRequest(images=[common_pb2.Image(key=str(i), data=b) for i, b in enumerate(blobs)])
+        calls = [flood.Embed.future(request, timeout=120) for _ in range(24)]
+        time.sleep(0.5)
+        answer = embedding_pb2_grpc.EmbeddingServiceStub(victim_channel).Embed(
+            embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="v", data=photos[9][0])]), timeout=120)
+        done_before = sum(c.done() for c in calls)
+        assert not answer.embeddings[0].HasField("error")
+        assert all(not c.result().embeddings[0].HasField("error") for c in calls)
+        assert done_before <= 12, done_before
+        flood_channel.close()
+        victim_channel.close()
+
+
+def test_fair_admission_hands_a_freed_place_to_the_owner_holding_fewest_and_loses_none():
+    """FairAdmission: the owner holding the fewest first, the first come
+    among equals; a waiter cancelled while waiting leaves the line, and one
+    cancelled in the tick its place came passes the place on."""
+    from imagesieve_server.engine.async_embedder import FairAdmission
+
+    async def main():
+        admission, order = FairAdmission(2), []
+
+        async def hold(owner, release):
+            async with admission.place(owner):
+                order.append(owner)
+                await release.wait()
+        releases = [asyncio.Event() for _ in range(6)]
+        tasks = [asyncio.ensure_future(hold("flood", releases[k])) for k in range(4)]
+        await asyncio.sleep(0)
+        late = asyncio.ensure_future(hold("late", releases[4]))
+        gone = asyncio.ensure_future(hold("gone", releases[5]))
+        await asyncio.sleep(0)
+        assert order == ["flood", "flood"] and admission.total == 2
+        gone.cancel()                                     # leaves the line
+        await asyncio.gather(gone, return_exceptions=True)
+        releases[0].set()
+        await asyncio.sleep(0.01)
+        assert order == ["flood", "flood", "late"]        # holds none: before the flood's third
+        # Granted in the tick it was cancelled: the place goes on to the next, not lost.
+        releases[1].set()
+        await asyncio.sleep(0)
+        tasks[2].cancel()
+        await asyncio.sleep(0.01)
+        for r in releases:
+            r.set()
+        await asyncio.gather(*tasks, late, return_exceptions=True)
+        assert admission.total == 0 and not admission.held and not admission._waiting
+        assert order.count("flood") == 3                  # the cancelled one never ran
+    asyncio.run(main())
+
+
+def test_a_file_rewritten_in_place_with_its_old_mtime_is_read_again(abuse_server, root, photos):
+    """Answers by server path are shared for a moment by the file's
+    identity: a file rewritten in place with another picture of the same
+    size and its modification time put back (cp -p, tar, rsync --inplace)
+    was answered with the old picture's vector for 2 s (a twenty-seventh
+    probe). Its change time, which nobody can set back, is in the key."""
+    import io as _io
+
+    def bmp(k):
+        out = _io.BytesIO()
+        photo_image(photos[k][0]).resize((96, 64)).save(out, "BMP")
+        return out.getvalue()
+    a, b = bmp(0), bmp(1)
+    assert len(a) == len(b)
+    path = root / "rewritten.bmp"
+    path.write_bytes(a)
+    st = os.stat(path)
+    channel, stub = embed_stub(abuse_server.address)
+
+    def by_path():
+        r = stub.Embed(embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="p", server_path=str(path))]))
+        return np.array(r.embeddings[0].vector)
+
+    def by_bytes(data):
+        return np.array(stub.Embed(embedding_pb2.EmbedRequest(images=[common_pb2.Image(key="d", data=data)]))
+                        .embeddings[0].vector)
+    va, vb = by_bytes(a), by_bytes(b)
+    assert by_path() @ va > 0.999
+    with open(path, "r+b") as f:
+        f.write(b)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = by_path()
+    channel.close()
+    assert again @ vb > 0.999 and again @ va < 0.99

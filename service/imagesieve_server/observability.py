@@ -100,11 +100,8 @@ class _EngineCollector:
                                 value=b.queue_depth)
         yield GaugeMetricFamily("imagesieve_model_queue_capacity", "Model queue bound (--max-queue)",
                                 value=b.max_queue)
-        sem = getattr(self.engine, "_inflight", None)
-        limit = getattr(self.engine, "_max_inflight", 0)
-        inflight = limit - sem._value if sem is not None else 0   # noqa: SLF001 - read-only peek
         yield GaugeMetricFamily("imagesieve_images_inflight", "Images being decoded or embedded",
-                                value=inflight)
+                                value=self.engine.images_in_flight)
         budget = self.engine.embedder.budget
         memory = GaugeMetricFamily("imagesieve_memory_budget_bytes",
                                    "Memory budget (--max-inflight-mb): limit, in use, of it held by bytes "

@@ -3,12 +3,16 @@
 Each image is decoded in the thread pool, then waits in the
 ``DynamicBatcher`` for company before the model runs, so concurrent requests
 share model calls. In-flight images are bounded (backpressure: callers beyond
-``max_inflight`` wait rather than growing memory).
+``max_inflight`` wait rather than growing memory), and the waiting images
+are admitted fairly between connections (:class:`FairAdmission`).
 """
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import contextvars
+import itertools
 
 from .batcher import DynamicBatcher
 from .decode import DecodeError
@@ -21,19 +25,96 @@ from .pipeline import Embedder, ImageEmbedding
 connection: contextvars.ContextVar[str] = contextvars.ContextVar("imagesieve_connection", default="")
 
 
+class FairAdmission:
+    """At most ``limit`` held at once; when every place is held, a freed one
+    goes to the waiting owner (a connection) holding the fewest, the first
+    come among equals. A first-come semaphore here let one client keep
+    every place and a queue behind them (120 calls of 8 large images: 512
+    held, 448 waiting), so another client's image waited 22-35 s for its
+    turn before the fair decoders and batcher ever saw it (a
+    twenty-seventh probe). One event loop's (not thread-safe)."""
+
+    def __init__(self, limit: int):
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1; got {limit}")
+        self.limit = limit
+        self.held: collections.Counter = collections.Counter()
+        self.total = 0
+        self._waiting: dict[str, collections.deque] = {}    # owner -> (arrival, future), first come first
+        self._arrivals = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def place(self, owner: str):
+        await self._acquire(owner)
+        try:
+            yield
+        finally:
+            self._release(owner)
+
+    async def _acquire(self, owner: str) -> None:
+        if self.total < self.limit and not self._waiting:
+            self._grant(owner)
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(owner, collections.deque()).append((next(self._arrivals), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():     # granted as it was cancelled: pass it on
+                self._release(owner)
+            else:           # leaves the line (the fast path admits only while nobody waits)
+                line = self._waiting.get(owner, ())
+                for entry in line:
+                    if entry[1] is future:
+                        line.remove(entry)
+                        break
+                if owner in self._waiting and not line:
+                    del self._waiting[owner]
+                self._hand_out()
+            raise
+
+    def _grant(self, owner: str) -> None:
+        self.held[owner] += 1
+        self.total += 1
+
+    def _release(self, owner: str) -> None:
+        self.held[owner] -= 1
+        if not self.held[owner]:
+            del self.held[owner]
+        self.total -= 1
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        while self.total < self.limit and self._waiting:
+            owner = min(self._waiting, key=lambda o: (self.held[o], self._waiting[o][0][0]))
+            line = self._waiting[owner]
+            _, future = line.popleft()
+            if not line:
+                del self._waiting[owner]
+            if future.cancelled():
+                continue
+            self._grant(owner)
+            future.set_result(None)
+
+
 class AsyncEmbedder:
     def __init__(self, embedder: Embedder, max_delay_s: float = 0.005, max_queue: int = 1024,
                  max_inflight: int = 512):
         self.embedder = embedder
         self.batcher = DynamicBatcher(embedder.run_model, embedder.max_batch_size, max_delay_s, max_queue)
-        self._inflight: asyncio.Semaphore | None = None
+        self._inflight: FairAdmission | None = None
         self._max_inflight = max_inflight
         # Alone a connection uses every decoder; among others, its share of the time.
         self.decoders = FairPool(embedder.decode_workers)
 
     async def start(self) -> None:
-        self._inflight = asyncio.Semaphore(self._max_inflight)
+        self._inflight = FairAdmission(self._max_inflight)
         self.batcher.start()
+
+    @property
+    def images_in_flight(self) -> int:
+        """Images holding a place (being decoded or embedded), 0 before start."""
+        return 0 if self._inflight is None else self._inflight.total
 
     async def stop(self) -> None:
         await self.batcher.stop()
@@ -51,7 +132,7 @@ class AsyncEmbedder:
         input sets ``error``, never raises
         DecodeError. QueueFullError propagates (the caller maps it to
         RESOURCE_EXHAUSTED)."""
-        async with self._inflight:
+        async with self._inflight.place(connection.get()):
             decoding = self.decoders.submit(connection.get(), self.embedder.prepare, data, with_signature,
                                            with_properties)
             try:

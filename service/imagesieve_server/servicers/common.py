@@ -107,8 +107,8 @@ class ImageReader:
         for them). Never raises for the image's own faults;
         QueueFullError propagates (the call's RESOURCE_EXHAUSTED).
 
-        A ``server_path`` file (one file: same device, inode, size and
-        modification time, whatever the path's spelling) asked for while it
+        A ``server_path`` file (one file: same device, inode, size,
+        modification and change times, whatever the path's spelling) asked for while it
         is being read or within SHARE_S after, by any item of any call, is
         read and decoded once and every asker gets that answer: a 9 KB
         request naming one large file 256 times costs one decode, not 256."""
@@ -121,7 +121,11 @@ class ImageReader:
         if not isinstance(opened, tuple):
             return None, opened, ""
         fd, st = opened
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, with_signature, with_hash, with_properties)
+        # ctime too: a file rewritten in place with its old mtime put back (cp -p, tar, rsync
+        # --inplace) kept its key, and got the old picture's answer (a twenty-seventh probe);
+        # no one can set a ctime back.
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, with_signature, with_hash,
+               with_properties)
         self._forget_shared()
         shared = self._shared.get(key)
         if shared is not None:

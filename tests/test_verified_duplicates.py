@@ -606,7 +606,8 @@ def test_a_copy_of_a_file_kept_many_times_is_judged_against_its_look_alikes(embe
     coll.add([NewImage(keys[i], sha[i], v[i], signature=s[i]) for i in range(copy)])
     aligned = []
     real = verify.verify_pairs
-    monkeypatch.setattr(verify, "verify_pairs", lambda sig, a, b, **kw: (aligned.append(len(a)), real(sig, a, b, **kw))[1])
+    monkeypatch.setattr(verify, "verify_pairs",
+                        lambda sig, a, b, **kw: (aligned.append(len(a)), real(sig, a, b, **kw))[1])
     out = coll.check(NewImage("copy", sha[copy], v[copy], signature=s[copy]), k=10)
     coll.close()
     assert out.verdict == Verdict.NEAR_DUPLICATE
@@ -2240,7 +2241,8 @@ def test_a_check_judged_again_aligns_only_the_candidates_it_has_not_aligned(embe
     coll.add([NewImage(f"p{i}", sha[i], v[i], signature=s[i]) for i in range(len(blobs)) if i != 2])
     aligned = []
     real = verify.verify_pairs
-    monkeypatch.setattr(verify, "verify_pairs", lambda sig, a, b, **kw: (aligned.append(len(a)), real(sig, a, b, **kw))[1])
+    monkeypatch.setattr(verify, "verify_pairs",
+                        lambda sig, a, b, **kw: (aligned.append(len(a)), real(sig, a, b, **kw))[1])
     query = NewImage("crop", sha[-1], v[-1], signature=s[-1])
     first_judge = coll._judge
 

@@ -17,7 +17,7 @@ import dataclasses
 import numpy as np
 
 from ..analysis.duplicates.find import GROUPINGS, KEYPOINT_K, LAYOUT_K, DuplicateReport, find_duplicates
-from ..analysis.duplicates.verify import PairEvidence
+from ..analysis.duplicates.verify import MAX_RELATIVE, PairEvidence
 from .base import CheckInputs, CheckResult, FlaggedPairs
 
 NAME = "duplicates"
@@ -122,7 +122,7 @@ def near_miss_pairs(report: DuplicateReport, positions: np.ndarray | None = None
     at = (lambda p: p) if positions is None else (lambda p: np.asarray(positions)[p])
     evidence = {"cosine": m.cosine, "exact": np.zeros(len(m.a), bool), **evidence_columns(m.evidence, m.relative)}
     return FlaggedPairs("near_misses", "candidates stage 2 did not call the same picture, closest first",
-                        "relative disagreement (a pair passes at 0.25 or less)", at(m.a).astype(np.int64),
+                        f"relative disagreement (a pair passes at {MAX_RELATIVE:g} or less)", at(m.a).astype(np.int64),
                         at(m.b).astype(np.int64), m.relative.astype(np.float32), float(report.threshold),
                         "rejected: as close as the two images' other candidates (their look-alikes) or not "
                         "much closer, or keypoints no more than their other candidates share", evidence,

@@ -232,5 +232,6 @@ def run(args) -> int:
               "be read or decoded' and in images.parquet (column error)")
     print(f"report: {out / 'report.html'} (with report_data/; also report.json, images.parquet, "
           "duplicate_pairs.parquet, duplicate_groups.parquet"
-          + (", near_misses.parquet" if "near_misses" in s else "") + (", pred_probs.npy, labels.npy" if "label_suspects" in s else "") + ")")
+          + (", near_misses.parquet" if "near_misses" in s else "")
+          + (", pred_probs.npy, labels.npy" if "label_suspects" in s else "") + ")")
     return 1 if failed and args.strict else 0

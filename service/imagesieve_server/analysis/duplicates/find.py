@@ -60,21 +60,21 @@ KEYPOINT_K = 4
 #: its latency is the alignments' (the stored images keep their own
 #: look-alike levels from when they were added).
 STREAM_CANDIDATE_K = 8
+#: Near misses: candidate pairs stage 2 did not call the same picture, though some of
+#: its evidence spoke for them (relative disagreement within NEAR_MISS_RELATIVE, as close
+#: as typical look-alikes or closer, or MIN_INLIERS keypoints), closest first, at most
+#: NEAR_MISSES_PER_IMAGE an image (NEAR_MISSES_MIN if that is more): where a person looks for a copy
+#: that was not found (a stranger's redacted screenshot, 65 keypoints, was rejected against
+#: a sibling screenshot and appeared in no output).
+NEAR_MISS_RELATIVE = 1.0
+NEAR_MISSES_PER_IMAGE = 0.1
+NEAR_MISSES_MIN = 100
 #: Raw cosine (no verification): the threshold is at least RAW_FLOOR and at
 #: least the cosine that only RAW_NEIGHBOUR_SHARE of the images reach to
 #: their RAW_RANK-th nearest neighbour (glyph-like data sits at far higher
 #: cosines). Not the nearest: a copy is some image's nearest neighbour, and a
 #: data set with many copies would push the threshold above them; an image
 #: rarely has RAW_RANK copies, so that neighbour is a look-alike.
-# Near misses: candidate pairs stage 2 did not call the same picture, though some of
-# its evidence spoke for them (relative disagreement within NEAR_MISS_RELATIVE, as close
-# as typical look-alikes or closer, or MIN_INLIERS keypoints), closest first, at most
-# NEAR_MISSES_PER_IMAGE an image (NEAR_MISSES_MIN in all): where a person looks for a copy
-# that was not found (a stranger's redacted screenshot, 65 keypoints, was rejected against
-# a sibling screenshot and appeared in no output).
-NEAR_MISS_RELATIVE = 1.0
-NEAR_MISSES_PER_IMAGE = 0.1
-NEAR_MISSES_MIN = 100
 RAW_FLOOR = 0.75
 RAW_NEIGHBOUR_SHARE = 0.02
 RAW_RANK = 5

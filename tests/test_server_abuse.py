@@ -2088,10 +2088,10 @@ def test_a_link_that_cannot_be_resolved_names_nothing_outside_the_roots(tmp_path
     assert "/proc" not in str(e.value) and "cannot be resolved inside the server's allowed roots" in str(e.value)
 
 
-def _zero_window_watch(address: str, service: str = ""):
-    """A raw HTTP/2 connection (h2) with a stream window of 0 that opens a
-    Health.Watch and never reads: the server's first status write to it can
-    never complete. Returns the socket (closing it ends the call)."""
+def _zero_window_calls(address: str, method: str = "Watch", calls: int = 1):
+    """A raw HTTP/2 connection (h2) with a stream window of 0 that opens
+    ``calls`` Health ``method`` calls and never reads: the server's answers
+    to them can never be sent. Returns the socket (closing it ends them)."""
     import h2.config
     import h2.connection
     import h2.settings
@@ -2101,11 +2101,13 @@ def _zero_window_watch(address: str, service: str = ""):
     conn.local_settings = h2.settings.Settings(client=True, initial_values={
         h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0, h2.settings.SettingCodes.ENABLE_PUSH: 0})
     conn.initiate_connection()
-    stream = conn.get_next_available_stream_id()
-    conn.send_headers(stream, [(":method", "POST"), (":scheme", "http"), (":path", "/grpc.health.v1.Health/Watch"),
-                               (":authority", "localhost"), ("content-type", "application/grpc"), ("te", "trailers")])
-    body = health_request(service)
-    conn.send_data(stream, b"\0" + len(body).to_bytes(4, "big") + body, end_stream=True)
+    body = health_request("")
+    for _ in range(calls):
+        stream = conn.get_next_available_stream_id()
+        conn.send_headers(stream, [(":method", "POST"), (":scheme", "http"),
+                                   (":path", f"/grpc.health.v1.Health/{method}"), (":authority", "localhost"),
+                                   ("content-type", "application/grpc"), ("te", "trailers")])
+        conn.send_data(stream, b"\0" + len(body).to_bytes(4, "big") + body, end_stream=True)
     sock.sendall(conn.data_to_send())
     return sock
 
@@ -2127,7 +2129,7 @@ def test_a_health_watcher_that_never_reads_does_not_stall_a_stop(manifest_path, 
     srv.start()
     watchers = []
     try:
-        watchers = [_zero_window_watch(srv.address) for _ in range(2)]
+        watchers = [_zero_window_calls(srv.address) for _ in range(2)]
         time.sleep(0.5)
         seen = []
         ch = grpc.insecure_channel(srv.address)
@@ -2257,3 +2259,36 @@ def test_a_file_rewritten_in_place_with_its_old_mtime_is_read_again(abuse_server
     again = by_path()
     channel.close()
     assert again @ vb > 0.999 and again @ va < 0.99
+
+
+def test_probe_answers_nobody_reads_end_their_calls(manifest_path):
+    """Health calls need no token and are counted by no limit: checks and
+    watches opened with an HTTP/2 window of 0 stayed open until their
+    client left (~12 KB each; 20 connections x 500 took a server from 553
+    to 674 MB: a twenty-seventh probe). A probe's answer not sent within
+    PROBE_SEND_S now ends its call; a probe that reads is answered."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from imagesieve_server.observability import PROBE_SEND_S
+    from test_observability import scrape, value
+    with LocalServer(["--metrics-port", "0", "--metrics-host", "127.0.0.1"], model=str(manifest_path)) as srv:
+        sockets = [_zero_window_calls(srv.address, "Check", 100), _zero_window_calls(srv.address, "Watch", 20)]
+        try:
+            time.sleep(1.0)
+            m = scrape(srv)
+            assert value(m, "imagesieve_requests_inflight", method="Check") >= 90
+            assert value(m, "imagesieve_requests_inflight", method="Watch") >= 18
+            deadline = time.monotonic() + PROBE_SEND_S + 10
+            while time.monotonic() < deadline:
+                m = scrape(srv)
+                if value(m, "imagesieve_requests_inflight", method="Check") == 0 and \
+                        value(m, "imagesieve_requests_inflight", method="Watch") == 0:
+                    break
+                time.sleep(0.5)
+            assert value(m, "imagesieve_requests_inflight", method="Check") == 0
+            assert value(m, "imagesieve_requests_inflight", method="Watch") == 0
+            with grpc.insecure_channel(srv.address) as ch:
+                assert health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5).status == \
+                    health_pb2.HealthCheckResponse.SERVING
+        finally:
+            for sock in sockets:
+                sock.close()

@@ -2212,6 +2212,8 @@ def test_near_misses_are_the_rejected_candidates_that_came_closest(embedder, pho
     pairs = set(zip(m.a.tolist(), m.b.tolist()))
     assert len(pairs) == len(m.a) > 0 and all(x < y for x, y in pairs)
     assert not pairs & set(zip(rep.a.tolist(), rep.b.tolist()))
+    grouped = {i: g for g, members in enumerate(rep.groups) for i in members.tolist()}
+    assert not [p for p in pairs if p[0] in grouped and grouped[p[0]] == grouped.get(p[1])]   # found via a third
     rel = np.nan_to_num(m.relative, nan=np.inf)
     assert np.all(np.diff(rel) >= 0)
     assert np.all((m.relative <= NEAR_MISS_RELATIVE) | (m.evidence.keypoint_inliers >= MIN_INLIERS))

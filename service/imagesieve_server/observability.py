@@ -42,12 +42,6 @@ from .security import OPEN_PREFIXES, RequestRefused, principal
 
 MAX_PROBE_SERVICE = 1024    # characters of the service a health check names (real names: dozens)
 MAX_PROBE_REQUEST = 4 * MAX_PROBE_SERVICE + 16   # bytes: such a name in UTF-8 and its field tag
-# A probe's answer not sent within this many seconds (its client reads nothing: an HTTP/2
-# window of 0) ends its call. Probes are counted by no limit (they must answer while the
-# server is busy), so such calls stayed open until their client left, ~12 KB each: 20
-# connections x 500 took a server from 553 to 674 MB (a twenty-seventh probe). A probe
-# times out in a second or a few; an answer five seconds late tells it nothing.
-PROBE_SEND_S = 5.0
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("imagesieve_request_id", default="")
 
@@ -905,8 +899,6 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                         sending = (self.limiter.sending_begin(admitted, asyncio.current_task(), context,
                                                               len(response) if serialize is not None else 0)
                                    if admitted is not None else None)
-                        given_up = (asyncio.get_running_loop().call_later(PROBE_SEND_S, asyncio.current_task().cancel)
-                                    if probe else None)
                         delivered = False
                         try:
                             yield response
@@ -915,8 +907,6 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                             response = None
                             if sending is not None:
                                 self.limiter.sending_end(sending, delivered)
-                            if given_up is not None:
-                                given_up.cancel()
                 except (BadMessage, RequestRefused) as e:
                     await context.abort(e.code if isinstance(e, RequestRefused) else grpc.StatusCode.INVALID_ARGUMENT,
                                         str(e))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -74,13 +75,17 @@ class Lists:
         return 0 if sizes is None else int(sizes[i][0]) * int(sizes[i][1])
 
     def _file(self, i: int, path: str) -> tuple[int, float, int]:
-        """(bytes, modification time, lossy) of an image's file; (-1, 0, 0) unreadable."""
+        """(bytes, modification time, lossy) of an image's file; (-1, 0, 0)
+        unreadable or not a regular file (opened without blocking: a FIFO
+        the audit failed on must not hold the report)."""
         if i not in self.files:
             try:
-                st = os.stat(path)
-                with open(path, "rb") as f:
-                    head = f.read(FORMAT_HEAD)
-                self.files[i] = (st.st_size, round(st.st_mtime, 3), int(lossy_format(head)))
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+                with os.fdopen(fd, "rb") as f:
+                    st = os.fstat(f.fileno())
+                    if not stat.S_ISREG(st.st_mode):
+                        raise OSError("not a regular file")
+                    self.files[i] = (st.st_size, round(st.st_mtime, 3), int(lossy_format(f)))
             except OSError:
                 self.files[i] = (-1, 0.0, 0)
         return self.files[i]
@@ -114,26 +119,36 @@ class Lists:
         (folder / f"{k}.js").write_text(f"reportPage({json.dumps(name)},{k},{body});\n")
 
 
-FORMAT_HEAD = 64     # bytes of a file that tell a lossy format from a lossless one
+WEBP_CHUNKS = 16     # chunks of a WebP file looked through for its image's (ICCP, EXIF, ... come first)
 
 
-def lossy_format(head: bytes) -> bool:
-    """Whether a file's first bytes name a lossy format: JPEG, lossy WebP
-    (a VP8 bitstream, not VP8L; an extended file by its first image or
-    alpha chunk within ``head``), AVIF or HEIC/HEIF. PNG, GIF, BMP, TIFF and anything
-    unknown count as lossless: only a lossy format is known to have lost
-    something, so of two copies with as many pixels the report keeps the
-    other (a JPEG q60 copy of a PNG screenshot can be the larger file)."""
-    if head[:3] == b"\xff\xd8\xff":
+def lossy_format(f) -> bool:
+    """Whether a file (binary, seekable, at its start) holds a lossy format:
+    JPEG, lossy WebP (a VP8 bitstream, or VP8 with an ALPH chunk, not VP8L;
+    an extended file's chunks walked to its image's), AVIF or HEIC/HEIF, or
+    GIF (at most 256 colours: a GIF copy of a photo has lost them). PNG,
+    BMP, TIFF and anything unknown count as lossless: only a lossy format is
+    known to have lost something, so of two copies with as many pixels the
+    report keeps the other (a JPEG q60 copy of a PNG screenshot can be the
+    larger file)."""
+    head = f.read(32)
+    if head[:3] == b"\xff\xd8\xff" or head[:6] in (b"GIF87a", b"GIF89a"):
         return True
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        # a lossy image with transparency keeps it in an ALPH chunk before its VP8 one
-        chunks = head[12:]
-        lossy = min((x for x in (chunks.find(b"VP8 "), chunks.find(b"ALPH")) if x >= 0), default=-1)
-        lossless = chunks.find(b"VP8L")
-        return lossy >= 0 and (lossless < 0 or lossy < lossless)
     if head[4:8] == b"ftyp":
         return head[8:12] in (b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1")
+    if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return False
+    f.seek(12)
+    for _ in range(WEBP_CHUNKS):
+        chunk = f.read(8)
+        if len(chunk) < 8:
+            return False
+        if chunk[:4] in (b"VP8 ", b"ALPH"):     # a lossy image keeps its transparency in ALPH, before VP8
+            return True
+        if chunk[:4] == b"VP8L":
+            return False
+        size = int.from_bytes(chunk[4:], "little")
+        f.seek(size + (size & 1), os.SEEK_CUR)
     return False
 
 

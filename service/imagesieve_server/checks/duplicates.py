@@ -17,7 +17,7 @@ import dataclasses
 import numpy as np
 
 from ..analysis.duplicates.find import GROUPINGS, KEYPOINT_K, LAYOUT_K, DuplicateReport, find_duplicates
-from ..analysis.duplicates.verify import MAX_RELATIVE, PairEvidence
+from ..analysis.duplicates.verify import MAX_RELATIVE, MAX_RELATIVE_LAYOUT, MIN_AGREEMENT, PairEvidence
 from .base import CheckInputs, CheckResult, FlaggedPairs
 
 NAME = "duplicates"
@@ -122,11 +122,15 @@ def near_miss_pairs(report: DuplicateReport, positions: np.ndarray | None = None
     at = (lambda p: p) if positions is None else (lambda p: np.asarray(positions)[p])
     evidence = {"cosine": m.cosine, "exact": np.zeros(len(m.a), bool), **evidence_columns(m.evidence, m.relative)}
     return FlaggedPairs("near_misses", "candidates stage 2 did not call the same picture, closest first",
-                        f"relative disagreement (a pair passes at {MAX_RELATIVE:g} or less)", at(m.a).astype(np.int64),
-                        at(m.b).astype(np.int64), m.relative.astype(np.float32), float(report.threshold),
-                        "rejected: as close as the two images' other candidates (their look-alikes) or not "
-                        "much closer, or keypoints no more than their other candidates share", evidence,
-                        threshold_unit="candidate cosine (stage 1)")
+                        "relative disagreement (closer to the images' look-alikes as it nears 1)",
+                        at(m.a).astype(np.int64), at(m.b).astype(np.int64), m.relative.astype(np.float32),
+                        float(report.threshold),
+                        f"rejected by stage 2: most pairs are not much closer than the two images' other "
+                        f"candidates (a pair passes at relative disagreement {MAX_RELATIVE:g}, "
+                        f"{MAX_RELATIVE_LAYOUT:g} when only the layouts proposed it) or share no more keypoints "
+                        "than they do; a closer one failed another test (agreement under "
+                        f"{MIN_AGREEMENT:g}, a simple shape, a profile, or a partial match that did not hold where "
+                        "it was found): see the evidence", evidence, threshold_unit="candidate cosine (stage 1)")
 
 
 def run(vectors: np.ndarray, keys, labels, splits, sha256, signatures: np.ndarray | None = None,

@@ -14,9 +14,11 @@ from PIL import Image
 
 WORK = 256
 #: Sharpness leaves out uniform areas: pixels whose 5x5 neighbourhood varies by at most
-#: UNIFORM_STD (about one gray level), unless fewer than MIN_BUSY of them would be left.
+#: UNIFORM_STD (about one gray level), unless fewer than MIN_BUSY pixels would be left (a
+#: count, not a share: at 5% a small picture on a wide white page jumped 2.96 -> 13.8 between
+#: 4.8% and 5.1% of its pixels busy).
 UNIFORM_STD = 1.0 / 255
-MIN_BUSY = 0.05
+MIN_BUSY = 256
 #: Order of the values in a properties vector; the proto's ``image_properties`` and
 #: the audit's ``properties-*.npy`` shards hold them in this order.
 NAMES = ("brightness", "contrast", "entropy", "sharpness", "colourfulness")
@@ -56,7 +58,7 @@ def image_properties(img: Image.Image) -> np.ndarray:
     lap = cv2.Laplacian(gray, cv2.CV_32F, ksize=3) if min(gray.shape) >= 3 else np.zeros_like(gray)
     mean, square = cv2.blur(gray, (5, 5)), cv2.blur(gray * gray, (5, 5))
     busy = (square - mean * mean) > UNIFORM_STD ** 2
-    if busy.mean() < MIN_BUSY:
+    if np.count_nonzero(busy) < MIN_BUSY:
         busy = np.ones_like(busy)
     # Colour statistics need no detail: a 64 px view.
     c = rgb if max(rgb.size) <= 64 else rgb.resize((max(1, round(rgb.width * 64 / max(rgb.size))),

@@ -83,7 +83,8 @@ RAW_RANK = 5
 @dataclasses.dataclass
 class NearMisses:
     """Candidate pairs stage 2 rejected though some evidence spoke for them
-    (see NEAR_MISS_RELATIVE), closest first: positions into the report's
+    (see NEAR_MISS_RELATIVE), closest first, less those whose two images
+    ended in one duplicate group all the same: positions into the report's
     ``keys`` (a < b; one file of a byte-identical set), their cosine,
     relative disagreement and evidence, (M,) each."""
     a: np.ndarray
@@ -140,6 +141,16 @@ def _near_misses(a, b, sim, relative, evidence: PairEvidence, verified, n: int) 
     return NearMisses(np.where(swapped, b[idx], a[idx]).astype(np.int64),
                       np.where(swapped, a[idx], b[idx]).astype(np.int64), np.asarray(sim, np.float32)[idx],
                       np.asarray(relative, np.float32)[idx], ev)
+
+
+def _outside_groups(m: NearMisses, groups: list[np.ndarray], n: int) -> NearMisses:
+    """``m`` less the pairs whose two images ended in one duplicate group
+    (found the same picture through a third image: not missed)."""
+    group = np.full(n, -1, np.int64)
+    for g, members in enumerate(groups):
+        group[members] = g
+    keep = (group[m.a] < 0) | (group[m.a] != group[m.b])
+    return NearMisses(m.a[keep], m.b[keep], m.cosine[keep], m.relative[keep], m.evidence.take(np.flatnonzero(keep)))
 
 
 def raw_threshold(vectors: np.ndarray, report: Callable | None = None) -> tuple[float, str]:
@@ -530,6 +541,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
     # every group though verified (docs/verified-duplicates.md, "Emoji").
     order_by = sim if method != "verified" else 1 - np.nan_to_num(np.clip(relative, 0, 2), nan=2.0)
     groups = groups_from_labels(_group_labels(n, a, b, order_by, group_floor, grouping, rep))
+    if near_misses is not None:
+        near_misses = _outside_groups(near_misses, groups, n)
     result = DuplicateReport(
         keys=keys, threshold=threshold, a=a, b=b, cosine=sim,
         exact=sha[a] == sha[b] if len(a) else np.zeros(0, bool),

@@ -439,3 +439,29 @@ def test_images_loose_beside_class_folders_say_why_nothing_is_labelled(tmp_path,
         "folder of their own or give a CSV manifest path,label[,split]"]
     (tmp_path / "logo.jpg").unlink()
     assert load_audit_table(str(tmp_path)).n_labelled == 4
+
+
+def test_lossy_formats_are_told_by_the_files_own_bytes(photos):
+    """What the report's keep rule weighs (a lossless copy before a lossy
+    one): JPEG, lossy WebP (plain, with transparency, after an ICC profile,
+    whose image chunk lies past the first bytes), AVIF and GIF (at most 256
+    colours) are lossy; PNG, BMP, TIFF and lossless WebP are not, whatever
+    the file is called."""
+    from PIL import ImageCms
+    from imagesieve_server.audit.webreport import lossy_format
+    im = photo_image(photos[0][0]).resize((96, 64))
+    faded = im.convert("RGBA")
+    faded.putalpha(128)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+    def lossy(img, fmt, **kw):
+        out = io.BytesIO()
+        img.save(out, fmt, **kw)
+        out.seek(0)
+        return lossy_format(out)
+    assert lossy(im, "JPEG") and lossy(im, "GIF") and lossy(im, "AVIF")
+    assert lossy(im, "WEBP", quality=50) and lossy(faded, "WEBP", quality=50)
+    assert lossy(im, "WEBP", quality=50, icc_profile=icc) and lossy(faded, "WEBP", quality=50, icc_profile=icc)
+    assert not any([lossy(im, "PNG"), lossy(im, "BMP"), lossy(im, "TIFF"), lossy(im, "WEBP", lossless=True),
+                    lossy(faded, "WEBP", lossless=True, icc_profile=icc)])
+    assert not lossy_format(io.BytesIO(b"")) and not lossy_format(io.BytesIO(b"RIFF\0\0\0\0WEBP"))

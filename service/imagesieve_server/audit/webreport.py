@@ -28,6 +28,7 @@ from imagesieve.files import read_regular
 from ..checks.base import FlaggedPairs
 from ..checks.duplicates import near_miss_pairs
 from ..engine.decode import DecodeLimits, decode_image
+from ..engine.preflight import LOSSY_HEAD, lossy
 from .embed import MAX_FILE_MB
 from .analyse import AuditResults
 
@@ -85,7 +86,10 @@ class Lists:
                     st = os.fstat(f.fileno())
                     if not stat.S_ISREG(st.st_mode):
                         raise OSError("not a regular file")
-                    self.files[i] = (st.st_size, round(st.st_mtime, 3), int(lossy_format(f)))
+                    head = f.read(32)
+                    if head[:4] == b"RIFF":                 # a WebP's image chunk may follow others
+                        head += f.read(LOSSY_HEAD - len(head))
+                    self.files[i] = (st.st_size, round(st.st_mtime, 3), int(lossy(head)))
             except OSError:
                 self.files[i] = (-1, 0.0, 0)
         return self.files[i]
@@ -117,39 +121,6 @@ class Lists:
         # "<" escaped: a path holding "</script>" cannot end anything early
         body = json.dumps(rows, separators=(",", ":"), default=_plain).replace("<", "\\u003c")
         (folder / f"{k}.js").write_text(f"reportPage({json.dumps(name)},{k},{body});\n")
-
-
-WEBP_CHUNKS = 16     # chunks of a WebP file looked through for its image's (ICCP, EXIF, ... come first)
-
-
-def lossy_format(f) -> bool:
-    """Whether a file (binary, seekable, at its start) holds a lossy format:
-    JPEG, lossy WebP (a VP8 bitstream, or VP8 with an ALPH chunk, not VP8L;
-    an extended file's chunks walked to its image's), AVIF or HEIC/HEIF, or
-    GIF (at most 256 colours: a GIF copy of a photo has lost them). PNG,
-    BMP, TIFF and anything unknown count as lossless: only a lossy format is
-    known to have lost something, so of two copies with as many pixels the
-    report keeps the other (a JPEG q60 copy of a PNG screenshot can be the
-    larger file)."""
-    head = f.read(32)
-    if head[:3] == b"\xff\xd8\xff" or head[:6] in (b"GIF87a", b"GIF89a"):
-        return True
-    if head[4:8] == b"ftyp":
-        return head[8:12] in (b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1")
-    if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
-        return False
-    f.seek(12)
-    for _ in range(WEBP_CHUNKS):
-        chunk = f.read(8)
-        if len(chunk) < 8:
-            return False
-        if chunk[:4] in (b"VP8 ", b"ALPH"):     # a lossy image keeps its transparency in ALPH, before VP8
-            return True
-        if chunk[:4] == b"VP8L":
-            return False
-        size = int.from_bytes(chunk[4:], "little")
-        f.seek(size + (size & 1), os.SEEK_CUR)
-    return False
 
 
 def _images_of(row: dict) -> list[dict]:

@@ -175,8 +175,9 @@ def run(properties: np.ndarray, sizes: np.ndarray, params: Params | None = None)
     if not enough:
         notes.append(f"{len(idx)} images measured: fewer than {p.min_images}, so the fixed bounds decide alone")
     if len(idx) < len(properties):
-        notes.append(f"{len(properties) - len(idx)} images without measured properties (failed, or embedded "
-                     "by an older version) are not judged")
+        unmeasured = len(properties) - len(idx)
+        notes.append(f"{unmeasured} image{'s' if unmeasured != 1 else ''} without measured properties (failed, or "
+                     f"embedded by an older version) {'are' if unmeasured != 1 else 'is'} not judged")
     return CheckResult(NAME, TITLE, int(len(idx)), issues, notes)
 
 

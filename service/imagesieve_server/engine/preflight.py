@@ -104,6 +104,32 @@ _GIF_MARK = re.compile(rb"[!,;]")   # what ends a run of stray bytes: an extensi
 _BMP_RLE = {1: "RLE8", 2: "RLE4"}
 
 
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis")
+#: Bytes of a WebP file read for :func:`lossy`: its chunks before the image's (an ICC
+#: profile, EXIF) are a few KB as a rule.
+LOSSY_HEAD = 16 << 10
+
+
+def lossy(head: bytes) -> bool:
+    """Whether a file whose first bytes are ``head`` (LOSSY_HEAD of a WebP,
+    a few dozen of anything else) holds a lossy format: JPEG, lossy WebP
+    (a VP8 bitstream, or an ALPH chunk with one, not VP8L), AVIF or HEIC,
+    or GIF (at most 256 colours). PNG, BMP, TIFF and anything unknown count
+    as lossless: only a lossy format is known to have lost something."""
+    if head[:3] == b"\xff\xd8\xff" or head[:6] in (b"GIF87a", b"GIF89a"):
+        return True
+    if head[4:8] == b"ftyp":
+        return head[8:12] in _AVIF_BRANDS + _HEIF_BRANDS
+    if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return False
+    for chunk in _webp_chunks(head):
+        if chunk is None or chunk[0] == b"VP8L":
+            return False
+        if chunk[0] in (b"VP8 ", b"ALPH"):     # a lossy image keeps its transparency in ALPH, before VP8
+            return True
+    return False
+
+
 def problem(data: bytes, max_pixels: int) -> str | None:
     """Why ``data`` is refused before Pillow opens it, or None."""
     head = data[:8]

@@ -143,13 +143,11 @@ def _near_misses(a, b, sim, relative, evidence: PairEvidence, verified, n: int) 
                       np.asarray(relative, np.float32)[idx], ev)
 
 
-def _outside_groups(m: NearMisses, groups: list[np.ndarray], n: int) -> NearMisses:
+def _outside_groups(m: NearMisses, group_of: np.ndarray) -> NearMisses:
     """``m`` less the pairs whose two images ended in one duplicate group
-    (found the same picture through a third image: not missed)."""
-    group = np.full(n, -1, np.int64)
-    for g, members in enumerate(groups):
-        group[members] = g
-    keep = (group[m.a] < 0) | (group[m.a] != group[m.b])
+    (``group_of``: (N,) group labels; found the same picture through a third
+    image: not missed)."""
+    keep = group_of[m.a] != group_of[m.b]
     return NearMisses(m.a[keep], m.b[keep], m.cosine[keep], m.relative[keep], m.evidence.take(np.flatnonzero(keep)))
 
 
@@ -540,9 +538,10 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
     # flattened on black (0.81, but a far clearer copy), which then stayed out of
     # every group though verified (docs/verified-duplicates.md, "Emoji").
     order_by = sim if method != "verified" else 1 - np.nan_to_num(np.clip(relative, 0, 2), nan=2.0)
-    groups = groups_from_labels(_group_labels(n, a, b, order_by, group_floor, grouping, rep))
+    group_of = _group_labels(n, a, b, order_by, group_floor, grouping, rep)
+    groups = groups_from_labels(group_of)
     if near_misses is not None:
-        near_misses = _outside_groups(near_misses, groups, n)
+        near_misses = _outside_groups(near_misses, group_of)
     result = DuplicateReport(
         keys=keys, threshold=threshold, a=a, b=b, cosine=sim,
         exact=sha[a] == sha[b] if len(a) else np.zeros(0, bool),

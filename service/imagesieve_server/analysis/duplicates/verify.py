@@ -1303,12 +1303,14 @@ def _exit_with_parent(parent: int) -> None:
 URGENT_PAIRS = 64
 SHARED_CHUNK = 32
 
-#: Whose alignments these are (a server sets its caller's connection): a shared
-#: pool hands its workers to the calls of the owner that has used them least.
-alignment_owner: contextvars.ContextVar[str] = contextvars.ContextVar("imagesieve_alignment_owner", default="")
+#: Whose alignments these are (a server sets its caller's (client, connection),
+#: engine.owners; a string is a connection of client ''): a shared pool hands its
+#: workers to the client that has used them least, to its connection that has.
+alignment_owner: contextvars.ContextVar[tuple[str, str] | str] = contextvars.ContextVar(
+    "imagesieve_alignment_owner", default="")
 
 
-def aligned_as(owner: str, fn, *args, **kwargs):
+def aligned_as(owner: tuple[str, str] | str, fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` with its alignments counted as ``owner``'s (see alignment_owner)."""
     token = alignment_owner.set(owner)
     try:
@@ -1329,10 +1331,10 @@ class AlignmentPool:
     replaced, and that call is aligned in the calling thread.
 
     A shared pool's workers take one task each at a time, the next from the
-    owner (``alignment_owner``) that has used them least (FairPool): first
-    come first served, one client's four concurrent checks on a large
-    collection queued their tasks ahead of another's one-image check, whose
-    p50 went 50 -> 275 ms (a twenty-fourth probe)."""
+    owner (``alignment_owner``) that has used them least, its client first
+    (FairPool): first come first served, one client's four concurrent
+    checks on a large collection queued their tasks ahead of another's
+    one-image check, whose p50 went 50 -> 275 ms (a twenty-fourth probe)."""
 
     def __init__(self, workers: int, shared: bool = False):
         if workers < 2:

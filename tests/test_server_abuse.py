@@ -1190,7 +1190,10 @@ def test_a_decode_whose_caller_left_is_skipped_and_time_used_alone_is_no_debt():
     assert ran.index("x") <= 2, ran                         # not behind all of y's 20
     for i in range(300):                                    # short-lived connections, one after another
         pool.submit(f"peer:{i}", work, "p").result(5)
-    assert len(pool._used) < 100 and len(pool._typical) < 100
+    assert len(pool._connections[""].used) < 100 and len(pool._typical) < 100
+    for i in range(300):                                    # short-lived clients, one after another
+        pool.submit((f"client:{i}", "peer"), work, "p").result(5)
+    assert len(pool._clients.used) < 100 and len(pool._connections) < 100 and len(pool._typical) < 100
     pool.shutdown()
     assert not any(t.is_alive() for t in pool._threads)
     with pytest.raises(RuntimeError):

@@ -36,7 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import wire
-from .engine.async_embedder import connection
+from .engine import owners
 from .request_gate import GateRefused, RequestGate
 from .security import OPEN_PREFIXES, RequestRefused, principal
 
@@ -689,7 +689,7 @@ def _client_of(peer: str) -> str:
 
 def caller() -> str:
     """The current gRPC call's client, as ``_client_of`` names it ('' outside a call)."""
-    return _client_of(connection.get())
+    return _client_of(owners.connection.get())
 
 
 class LineBudget:
@@ -1051,7 +1051,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         # The peer is read now, while the call is alive: grpc.aio's peer()
         # on a finished call can crash the process.
         peer = _safe_peer(context)
-        connection.set(peer)            # decodes are shared fairly between connections
+        # Resources are shared fairly between clients, then their connections (engine.owners).
+        owners.connection.set(peer)
+        owners.client.set(_client_of(peer))
         return time.perf_counter(), peer
 
     def _end(self, method, rid, context, begun, code) -> None:

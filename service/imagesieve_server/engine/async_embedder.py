@@ -4,54 +4,55 @@ Each image is decoded in the thread pool, then waits in the
 ``DynamicBatcher`` for company before the model runs, so concurrent requests
 share model calls. In-flight images are bounded (backpressure: callers beyond
 ``max_inflight`` wait rather than growing memory), and the waiting images
-are admitted fairly between connections (:class:`FairAdmission`).
+are admitted fairly between clients, then their connections
+(:class:`FairAdmission`). Each stage is shared by the call's owner,
+``owners.current()``: (client, connection).
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
-import contextvars
 import itertools
 
 from .batcher import DynamicBatcher
 from .decode import DecodeError
 from .fair_pool import FairPool
+from .owners import Owner, Tally, choose, current, owner_of
 from .pipeline import Embedder, ImageEmbedding
-
-
-# The connection a call came on (set by the server's interceptor): decoding
-# time is shared fairly between connections (see FairPool).
-connection: contextvars.ContextVar[str] = contextvars.ContextVar("imagesieve_connection", default="")
 
 
 class FairAdmission:
     """At most ``limit`` held at once; when every place is held, a freed one
-    goes to the waiting owner (a connection) holding the fewest, the first
-    come among equals. A first-come semaphore here let one client keep
-    every place and a queue behind them (120 calls of 8 large images: 512
-    held, 448 waiting), so another client's image waited 22-35 s for its
-    turn before the fair decoders and batcher ever saw it (a
-    twenty-seventh probe). One event loop's (not thread-safe)."""
+    goes to the waiting client holding the fewest, to its waiting
+    connection holding the fewest (``owner``: (client, connection), or a
+    string: a connection of client ''), the first come among equals. A
+    first-come semaphore here let one client keep every place and a queue
+    behind them (120 calls of 8 large images: 512 held, 448 waiting), so
+    another client's image waited 22-35 s for its turn before the fair
+    decoders and batcher ever saw it (a twenty-seventh probe); by
+    connection alone, one address's 16 connections took 16 shares. One
+    event loop's (not thread-safe)."""
 
     def __init__(self, limit: int):
         if limit < 1:
             raise ValueError(f"limit must be >= 1; got {limit}")
         self.limit = limit
-        self.held: collections.Counter = collections.Counter()
+        self.held = Tally()
         self.total = 0
-        self._waiting: dict[str, collections.deque] = {}    # owner -> (arrival, future), first come first
+        self._waiting: dict[Owner, collections.deque] = {}    # owner -> (arrival, future), first come first
         self._arrivals = itertools.count()
 
     @contextlib.asynccontextmanager
-    async def place(self, owner: str):
+    async def place(self, owner: Owner | str):
+        owner = owner_of(owner)
         await self._acquire(owner)
         try:
             yield
         finally:
             self._release(owner)
 
-    async def _acquire(self, owner: str) -> None:
+    async def _acquire(self, owner: Owner) -> None:
         if self.total < self.limit and not self._waiting:
             self._grant(owner)
             return
@@ -73,20 +74,23 @@ class FairAdmission:
                 self._hand_out()
             raise
 
-    def _grant(self, owner: str) -> None:
-        self.held[owner] += 1
+    def _grant(self, owner: Owner) -> None:
+        self.held.add(owner)
         self.total += 1
 
-    def _release(self, owner: str) -> None:
-        self.held[owner] -= 1
-        if not self.held[owner]:
-            del self.held[owner]
+    def _release(self, owner: Owner) -> None:
+        self.held.remove(owner)
         self.total -= 1
         self._hand_out()
 
+    def _first(self, owner: Owner) -> int:
+        return self._waiting[owner][0][0]
+
     def _hand_out(self) -> None:
         while self.total < self.limit and self._waiting:
-            owner = min(self._waiting, key=lambda o: (self.held[o], self._waiting[o][0][0]))
+            owner = choose(self._waiting,
+                           lambda c, owners: (self.held.of_client(c), min(map(self._first, owners))),
+                           lambda o: (self.held[o], self._first(o)))
             line = self._waiting[owner]
             _, future = line.popleft()
             if not line:
@@ -104,7 +108,7 @@ class AsyncEmbedder:
         self.batcher = DynamicBatcher(embedder.run_model, embedder.max_batch_size, max_delay_s, max_queue)
         self._inflight: FairAdmission | None = None
         self._max_inflight = max_inflight
-        # Alone a connection uses every decoder; among others, its share of the time.
+        # Alone a connection uses every decoder; among others, its share of its client's share.
         self.decoders = FairPool(embedder.decode_workers)
 
     async def start(self) -> None:
@@ -132,9 +136,9 @@ class AsyncEmbedder:
         input sets ``error``, never raises
         DecodeError. QueueFullError propagates (the caller maps it to
         RESOURCE_EXHAUSTED)."""
-        async with self._inflight.place(connection.get()):
-            decoding = self.decoders.submit(connection.get(), self.embedder.prepare, data, with_signature,
-                                           with_properties)
+        owner = current()
+        async with self._inflight.place(owner):
+            decoding = self.decoders.submit(owner, self.embedder.prepare, data, with_signature, with_properties)
             try:
                 prepared = await asyncio.wrap_future(decoding)
             except DecodeError as e:
@@ -144,7 +148,7 @@ class AsyncEmbedder:
                 decoding.add_done_callback(self._release_unclaimed)
                 raise
             try:
-                vector, logits = await self.batcher.submit(prepared.tensor, connection.get())
+                vector, logits = await self.batcher.submit(prepared.tensor, owner)
             finally:
                 self.embedder.budget.release(prepared.charged)
             return ImageEmbedding(vector, logits, prepared.width, prepared.height, signature=prepared.signature,

@@ -15,6 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+from .owners import Owner, owner_of
+
 RunBatch = Callable[[list[np.ndarray]], tuple[np.ndarray, "np.ndarray | None"]]
 
 
@@ -24,11 +26,14 @@ class QueueFullError(RuntimeError):
 
 class DynamicBatcher:
     """Batches images from every caller. Images wait per ``owner`` (the
-    server passes the connection) and batches take them round-robin across
-    owners: a connection with 128 images waiting no longer puts each other
-    caller's image behind all of them (first come, first served did: one
-    EmbedStream kept another client's one-image Embed at 2.4-2.9 s instead
-    of 34 ms)."""
+    server passes (client, connection); a string is a connection of client
+    '') and batches take them round-robin across clients, and across each
+    client's connections in turn: a connection with 128 images waiting no
+    longer puts each other caller's image behind all of them (first come,
+    first served did: one EmbedStream kept another client's one-image Embed
+    at 2.4-2.9 s instead of 34 ms), and a client's 16 connections get one
+    client's turns between them (by connection alone, 16 turns: a
+    twenty-seventh probe)."""
 
     def __init__(self, run_batch: RunBatch, max_batch_size: int = 32, max_delay_s: float = 0.005,
                  max_queue: int = 1024):
@@ -39,8 +44,9 @@ class DynamicBatcher:
         self.max_delay_s = max_delay_s
         self.max_queue = max_queue
         self.batch_sizes: collections.Counter[int] = collections.Counter()
-        # owner -> its waiting (tensor, future)s; the order is the round-robin's
-        self._waiting: collections.OrderedDict[str, collections.deque] = collections.OrderedDict()
+        # client -> connection -> its waiting (tensor, future)s; the orders are the round-robins'
+        self._waiting: collections.OrderedDict[str, collections.OrderedDict[str, collections.deque]] = \
+            collections.OrderedDict()
         self._count = 0
         self._arrived, self._idle = asyncio.Event(), asyncio.Event()     # bound to a loop when first awaited
         self._idle.set()
@@ -66,32 +72,40 @@ class DynamicBatcher:
             pass
         self._model_thread.shutdown(wait=True)
 
-    async def submit(self, tensor: np.ndarray, owner: str = "") -> tuple[np.ndarray, np.ndarray | None]:
+    async def submit(self, tensor: np.ndarray, owner: Owner | str = "") -> tuple[np.ndarray, np.ndarray | None]:
         """Queue one (3, S, S) tensor for ``owner``; return its (embedding
         (D,), logits (C,) | None)."""
         if self._count >= self.max_queue:
             raise QueueFullError(f"model queue is full ({self.max_queue} images waiting)")
+        client, conn = owner_of(owner)
         fut = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(owner, collections.deque()).append((tensor, fut))
+        self._waiting.setdefault(client, collections.OrderedDict()).setdefault(
+            conn, collections.deque()).append((tensor, fut))
         self._count += 1
         self._idle.clear()
         self._arrived.set()
         return await fut
 
     def _take(self) -> list:
-        """Up to max_batch_size waiting images, one per owner in turn; an
-        owner served goes to the back of the order."""
+        """Up to max_batch_size waiting images, one per client in turn, of
+        that client's connections in turn; a client or connection served
+        goes to the back of its order."""
         batch = []
         while self._waiting and len(batch) < self.max_batch_size:
-            for owner in list(self._waiting):
+            for client in list(self._waiting):
                 if len(batch) == self.max_batch_size:
                     break
-                waiting = self._waiting[owner]
+                connections = self._waiting[client]
+                conn, waiting = next(iter(connections.items()))
                 batch.append(waiting.popleft())
                 if waiting:
-                    self._waiting.move_to_end(owner)
+                    connections.move_to_end(conn)
                 else:
-                    del self._waiting[owner]
+                    del connections[conn]
+                if connections:
+                    self._waiting.move_to_end(client)
+                else:
+                    del self._waiting[client]
         self._count -= len(batch)
         return batch
 

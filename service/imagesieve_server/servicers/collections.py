@@ -11,9 +11,10 @@ import grpc
 from imagesieve.v1 import collections_pb2, collections_pb2_grpc
 
 from ..collections import Collection, CollectionError, CollectionManager
-from ..engine.async_embedder import AsyncEmbedder, connection
+from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
 from ..engine.fair_pool import FairPool
+from ..engine.owners import current as current_owner
 from .common import CollectionTurns, ImageReader, content_hash, detail, gather_bounded, item_error, text_problem
 
 KIND_NAMES = {collections_pb2.INDEX_KIND_AUTO: "auto", collections_pb2.INDEX_KIND_FLAT_IP: "flat",
@@ -35,8 +36,8 @@ _TOKEN_PREFIX = "after:"
 # collection at a time: apart from the event loop's default pool, which stats, lists and
 # hash lookups use, so a busy collection's writes never take the threads those need.
 LOCKED_CALLS = ThreadPoolExecutor(8, thread_name_prefix="imagesieve-collection")
-# Threads that make ListCollections pages, shared between connections by the time each
-# has used (FairPool), apart from the default pool that stats and hash lookups use: a page
+# Threads that make ListCollections pages, shared between clients, then their connections,
+# by the time each has used (FairPool), apart from the default pool that stats and hash lookups use: a page
 # of 1,000 collections holds the GIL 26-40 ms, and 32 callers looping it through the
 # default pool put another client's GetCollectionStats at p50 0.9 s (a twenty-fifth probe).
 LIST_THREADS = 2
@@ -129,7 +130,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
         try:
             size, after = page_size(request.page_size), page_start(request.page_token)
             try:
-                work = self.lists.submit(connection.get(), self._list_page, size, after)
+                work = self.lists.submit(current_owner(), self._list_page, size, after)
             except RuntimeError:                    # its pool is shut down: the server is stopping
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is stopping; retry")
             return await asyncio.wrap_future(work)
@@ -182,7 +183,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
             # In a worker thread: the snapshot writes the whole index (the event loop
             # waited on it, a probe), in the collection's turn (CollectionTurns).
             path, info = await self.turns.run(c, LOCKED_CALLS.submit, lambda: (c.snapshot(), c.info()),
-                                              owner=connection.get())
+                                              owner=current_owner())
             return collections_pb2.SnapshotCollectionResponse(path=path.name, num_images=info.num_images)
         except CollectionError as e:
             await abort_for(context, e)
@@ -195,7 +196,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
             c = self.manager.get(request.collection)
             return collections_pb2.RemoveImagesResponse(
                 removed=await self.turns.run(c, LOCKED_CALLS.submit, c.remove, list(request.keys),
-                                             owner=connection.get()))
+                                             owner=current_owner()))
         except CollectionError as e:
             await abort_for(context, e)
 
@@ -241,7 +242,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
             else:
                 ready.append((res, new))
         outcomes = await self.turns.run(c, LOCKED_CALLS.submit, c.add, [n for _, n in ready], request.skip_exact_duplicates,
-                                        owner=connection.get())
+                                        owner=current_owner())
         for (res, _), out in zip(ready, outcomes):
             res.id, res.added, res.exact_duplicate_of = out.id, out.added, out.exact_duplicate_of
             if out.error:

@@ -20,6 +20,7 @@ from ..collections.store import NO_DESCRIPTORS, clipped
 from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
 from ..engine.budget import BudgetExceeded, MemoryBudget
+from ..engine.owners import Owner, Tally, choose, owner_of
 from ..engine.pipeline import ImageEmbedding
 from ..observability import stream_room
 from ..paths import NotRegularFile, PathPolicy, quoted_path, read_fd
@@ -263,20 +264,24 @@ async def gather_bounded(coros, limit: int = IMAGES_AT_ONCE) -> list:
 
 
 class _FairTurns:
-    """``width`` turns, granted as they free up to the waiting owner that
-    holds the fewest, among equals the one granted a turn longest ago (round
-    robin), in order within an owner: not in arrival order, in which one
-    client's queued calls would go before everyone else's. Event-loop only
-    (no locks)."""
+    """``width`` turns, granted as they free up to the waiting client that
+    holds the fewest, then to its waiting connection that holds the fewest
+    (owners: (client, connection)), among equals at each level the one
+    granted a turn longest ago (round robin), in order within an owner: not
+    in arrival order, in which one client's queued calls would go before
+    everyone else's, nor by connection alone, by which one client's 16
+    connections took 16 shares. Event-loop only (no locks)."""
 
     def __init__(self, width: int):
         self.free = width
-        self.holding: collections.Counter = collections.Counter()
-        self.waiting: dict[str, collections.deque] = {}
-        self.granted_at: dict[str, int] = {}        # owner -> the number of its last grant
+        self.holding = Tally()
+        self.waiting: dict[Owner, collections.deque] = {}
+        # The number of the last grant, per owner and per client holding or waiting.
+        self.granted_at: dict[Owner, int] = {}
+        self.client_granted_at: dict[str, int] = {}
         self.grants = 0
 
-    async def acquire(self, owner: str) -> None:
+    async def acquire(self, owner: Owner) -> None:
         if self.free and not self.waiting:
             self._grant_to(owner)
             return
@@ -293,19 +298,17 @@ class _FairTurns:
                     queue.remove(turn)
                     if not queue:
                         del self.waiting[owner]
-                        if not self.holding[owner]:
-                            self.granted_at.pop(owner, None)
+                        self._forget(owner)
             raise
 
-    def release(self, owner: str) -> None:
-        self.holding[owner] -= 1
-        if not self.holding[owner]:
-            del self.holding[owner]
-            if owner not in self.waiting:
-                self.granted_at.pop(owner, None)
+    def release(self, owner: Owner) -> None:
+        self.holding.remove(owner)
+        self._forget(owner)
         self.free += 1
         while self.free and self.waiting:
-            first = min(self.waiting, key=lambda o: (self.holding[o], self.granted_at.get(o, -1)))
+            first = choose(self.waiting,
+                           lambda c, _: (self.holding.of_client(c), self.client_granted_at.get(c, -1)),
+                           lambda o: (self.holding[o], self.granted_at.get(o, -1)))
             queue = self.waiting[first]
             turn = queue.popleft()
             if not queue:
@@ -313,12 +316,23 @@ class _FairTurns:
             if not turn.done():
                 self._grant_to(first)
                 turn.set_result(None)
+            elif first not in self.waiting:
+                self._forget(first)
 
-    def _grant_to(self, owner: str) -> None:
+    def _forget(self, owner: Owner) -> None:
+        """Drop the round robin's records of ``owner`` and its client if they
+        neither hold nor wait for a turn."""
+        if not self.holding[owner] and owner not in self.waiting:
+            self.granted_at.pop(owner, None)
+            client = owner[0]
+            if not self.holding.of_client(client) and all(o[0] != client for o in self.waiting):
+                self.client_granted_at.pop(client, None)
+
+    def _grant_to(self, owner: Owner) -> None:
         self.free -= 1
-        self.holding[owner] += 1
+        self.holding.add(owner)
         self.grants += 1
-        self.granted_at[owner] = self.grants
+        self.granted_at[owner] = self.client_granted_at[owner[0]] = self.grants
 
 
 class CollectionTurns:
@@ -329,12 +343,13 @@ class CollectionTurns:
     and removals (or its checks on one large collection) kept other
     collections' stats and checks waiting for seconds (a twenty-fourth
     probe: a one-image check p50 42 ms -> 842 ms, stats 2 ms -> 922 ms).
-    A freed turn goes to the waiting ``owner`` (a connection) holding the
-    fewest of that collection's turns: in arrival order, one client's
-    queued checks on a collection went before another client's check of
-    the same collection. A cancelled call's work is dropped if it has not
-    started, else it keeps its turn until its thread ends (it cannot be
-    stopped)."""
+    A freed turn goes to the waiting client holding the fewest of that
+    collection's turns, to its waiting connection holding the fewest
+    (``owner``: (client, connection), or a string: a connection of client
+    ''): in arrival order, one client's queued checks on a collection went
+    before another client's check of the same collection. A cancelled
+    call's work is dropped if it has not started, else it keeps its turn
+    until its thread ends (it cannot be stopped)."""
 
     def __init__(self, width: int):
         if width < 1:
@@ -342,9 +357,10 @@ class CollectionTurns:
         self.width = width
         self._turns: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    async def run(self, c, submit, fn, *args, owner: str = ""):
+    async def run(self, c, submit, fn, *args, owner: Owner | str = ""):
         """``submit(fn, *args)`` (a pool's: a concurrent Future) in one of
         ``c``'s turns, taken for ``owner``; its result."""
+        owner = owner_of(owner)
         turns = self._turns.get(c)
         if turns is None:
             turns = self._turns[c] = _FairTurns(self.width)

@@ -9,9 +9,10 @@ from imagesieve.v1 import duplicates_pb2, duplicates_pb2_grpc
 
 from ..analysis.duplicates.verify import aligned_as
 from ..collections import CollectionError, CollectionManager, Neighbor, Verdict
-from ..engine.async_embedder import AsyncEmbedder, connection
+from ..engine.async_embedder import AsyncEmbedder
 from ..engine.batcher import QueueFullError
 from ..engine.fair_pool import FairPool
+from ..engine.owners import current as current_owner
 from ..jobs.find_duplicates import MAX_PAIRS, find_duplicates_events
 from .collections import abort_for
 from .common import (MAX_KEY_BYTES, MAX_LABEL_BYTES, MAX_SPLIT_BYTES, BadRequest, CollectionTurns, ImageReader,
@@ -24,8 +25,8 @@ MAX_K = 100
 # twenty-second probe). 2,560 keep an answer under ~3.5 MB: k=10 for 256 images, k=100 for 25.
 MAX_NEIGHBORS_PER_REQUEST = 2560
 NEIGHBOR_BYTES = MAX_KEY_BYTES + MAX_LABEL_BYTES + MAX_SPLIT_BYTES + 48     # a Neighbor at most, serialized
-# Threads that run checks, one image a task, shared between connections by
-# the time each has used (FairPool). A check holds its collection's lock
+# Threads that run checks, one image a task, shared between clients, then
+# their connections, by the time each has used (FairPool). A check holds its collection's lock
 # while it searches (its candidates are aligned without it). On the event loop's default
 # executor (6 threads on 2 cores), one stream's 16 requests of 64 images took
 # every thread for minutes, and every collection call on the server waited
@@ -161,7 +162,7 @@ class DuplicateServicer(duplicates_pb2_grpc.DuplicateServiceServicer):
         embedded = await gather_bounded(self._prepare(c, im) for im in request.images)
         await ticket.turn()
 
-        owner = connection.get()
+        owner = current_owner()
         results = []
         # One image a task, awaited in order: a cancelled call stops after the
         # image in progress (before, its thread checked, and with

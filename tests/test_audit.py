@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -154,16 +155,28 @@ def test_audit_resumes_and_detects_changed_files(dataset, tmp_path):
     out = tmp_path / "audit"
     first = audit(root, "--out", out, "--no-sweep")
     assert first.returncode == 0
+    first_pairs = pq.read_table(out / "duplicate_pairs.parquet")
     # A rerun embeds only the file that failed (corrupt.jpg: tried again, it fails again).
     rerun = audit(root, "--out", out, "--no-sweep").stdout
     assert "embedding: 0 embedded now, 1 failed," in rerun     # a failure is not counted as embedded
+    # ... and aligns no candidate pair again (stage 2's evidence is kept beside the embeddings),
+    read = re.search(r"stage 2: ([\d,]+) of ([\d,]+) candidate pairs read from an earlier run's evidence .*, "
+                     r"0 aligned now", rerun)
+    assert read and read.group(1) == read.group(2)
+    # with the same pairs and evidence as the first run's.
+    assert pq.read_table(out / "duplicate_pairs.parquet").equals(first_pairs)
     target = root / "train" / CLASSES[1] / "p1_v1.jpg"
     os.utime(target, None)                                  # touched, same bytes: not re-embedded
     assert "embedding: 0 embedded now, 1 failed," in audit(root, "--out", out, "--no-sweep").stdout
     original = target.read_bytes()
     Image.open(target).rotate(90).save(target)              # new content: embedded again
     try:
-        assert "embedding: 1 embedded now, 1 failed," in audit(root, "--out", out, "--no-sweep").stdout
+        changed = audit(root, "--out", out, "--no-sweep").stdout
+        assert "embedding: 1 embedded now, 1 failed," in changed
+        # Only the changed image's candidate pairs are aligned again.
+        read = re.search(r"stage 2: ([\d,]+) of ([\d,]+) candidate pairs read .*, ([\d,]+) aligned now", changed)
+        fresh, asked = int(read.group(3).replace(",", "")), int(read.group(2).replace(",", ""))
+        assert 0 < fresh < asked // 4
     finally:
         target.write_bytes(original)
 

@@ -13,15 +13,19 @@ refine, in the audit, the FindDuplicates job and the ScoreLabels job alike.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
 from ..analysis.duplicates.find import GROUPINGS, KEYPOINT_K, LAYOUT_K, DuplicateReport, find_duplicates
+from ..analysis.duplicates.pair_memo import PairMemo, verifier_version
 from ..analysis.duplicates.verify import MAX_RELATIVE, MAX_RELATIVE_LAYOUT, MIN_AGREEMENT, PairEvidence
+from . import memo
 from .base import CheckInputs, CheckResult, FlaggedPairs
 
 NAME = "duplicates"
 TITLE = "Duplicates"
+PAIR_EVIDENCE = "pair_evidence"     # the kind of kept result (``memo``) that stage 2's evidence is
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,30 +139,46 @@ def near_miss_pairs(report: DuplicateReport, positions: np.ndarray | None = None
 
 def run(vectors: np.ndarray, keys, labels, splits, sha256, signatures: np.ndarray | None = None,
         params: Params | None = None, knn=None, report=None, alignment_pool=None,
-        positions: np.ndarray | None = None, region_cosines=None) -> CheckResult:
+        positions: np.ndarray | None = None, region_cosines=None, store: Path | None = None) -> CheckResult:
     """Duplicates among N images: ``vectors`` (N, D) unit float32, N keys,
     labels, splits and sha256 each; ``signatures`` (N, SIGNATURE_BYTES)
     uint8 for two stages (None: raw cosine, whatever ``params.verify``
     says). ``knn``: (sims, ids) of a kNN pass already made. ``positions``:
     (N,) what each image is called in the result (default 0..N-1).
-    ``region_cosines``: see ``find_duplicates`` (where pixels are at hand). The
-    result's ``details`` is a :class:`Found` (the DuplicateReport: groups,
-    evidence, flags)."""
+    ``region_cosines``: see ``find_duplicates`` (where pixels are at hand).
+    ``store``: a folder where stage 2's evidence is kept for the next run
+    over these images (``analysis.duplicates.pair_memo``: a pair aligned
+    before is read, not aligned again), or None. The result's ``details`` is
+    a :class:`Found` (the DuplicateReport: groups, evidence, flags)."""
     p = params or Params()
     sig = signatures if p.verify else None
+    kept = None
+    if sig is not None and store is not None:
+        key = memo.digest(PAIR_EVIDENCE, verifier_version())
+        kept = PairMemo.from_arrays(memo.load(store, PAIR_EVIDENCE, key))
     d = find_duplicates(vectors, keys, labels, splits, sha256, p.threshold, p.approximate, p.knn_k, p.grouping,
                         report=report, signatures=sig, knn=knn if sig is not None else None,
                         alignment_pool=alignment_pool, layout_k=p.layout_k, max_pairs=p.max_pairs,
-                        keypoint_k=p.keypoint_k, region_cosines=region_cosines if sig is not None else None)
+                        keypoint_k=p.keypoint_k, region_cosines=region_cosines if sig is not None else None,
+                        pair_memo=kept)
+    notes = list(d.warnings)
+    if kept is not None:
+        if kept.aligned:
+            memo.save(store, PAIR_EVIDENCE, key, kept.kept_for_next().to_arrays())
+        asked = int(sum(len(k) for k in kept.asked))
+        if asked > kept.aligned:
+            notes.append(f"stage 2: {asked - kept.aligned:,} of {asked:,} candidate pairs read from an earlier "
+                         "run's evidence (the same two signatures, the same verifier), "
+                         f"{kept.aligned:,} aligned now")
     near_what = ("verified as the same picture (stage 2: the layouts align or the keypoints match)"
                  if d.method == "verified" else f"cosine >= {d.threshold:.3f}")
     issues = {"exact": flagged_pairs(d, d.exact, "exact", "identical bytes", positions),
               "near": flagged_pairs(d, ~d.exact, "near", f"altered copies: {near_what}", positions)}
-    return CheckResult(NAME, TITLE, len(keys), issues, list(d.warnings), details=Found(d, positions))
+    return CheckResult(NAME, TITLE, len(keys), issues, notes, details=Found(d, positions))
 
 
 def from_inputs(inputs: CheckInputs, params: Params | None = None) -> CheckResult:
     """:func:`run` on the audit's embedded images (positions: all N)."""
     return run(inputs.vectors, inputs.keys, inputs.labels, inputs.splits, inputs.sha256, inputs.signatures,
                params, knn=inputs.knn, report=inputs.report, positions=inputs.ok_index,
-               region_cosines=inputs.region_cosines)
+               region_cosines=inputs.region_cosines, store=inputs.store)

@@ -89,7 +89,7 @@ def save(folder: Path | None, kind: str, key: str, arrays: dict[str, np.ndarray]
         return
     results = Path(folder) / "results"
     try:
-        results.mkdir(parents=True, exist_ok=True)
+        results.mkdir(exist_ok=True)     # not its folder: a collection dropped meanwhile stays gone
         fd, tmp = tempfile.mkstemp(dir=results, prefix=f".{kind}-", suffix=".npz")
         try:
             with os.fdopen(fd, "wb") as f:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..analysis.duplicates import verify
+from ..analysis.duplicates.pair_memo import PairMemo
 from ..analysis.duplicates.find import (CANDIDATE_THRESHOLD, LAYOUT_K, LAYOUT_MIN, LAYOUT_SIDE, RAW_RANK,
                                         STREAM_CANDIDATE_K, coarse_layouts, layout_turns, raw_threshold_of)
 from ..engine.signature import SIGNATURE_BYTES, STORED_SIZES, upgrade
@@ -800,7 +801,7 @@ class Collection:
                 if c >= min_cosine]
 
     def _verify(self, image: NewImage, neighbors: list[Neighbor], floor: float, layout_floor: float = -1.0,
-                aligned: dict | None = None) -> tuple[bool, tuple | None]:
+                aligned: PairMemo | None = None) -> tuple[bool, tuple | None]:
         """Stage 2 for a new image against its stored neighbours (the same
         rule as FindDuplicates: analysis.duplicates.verify): marks each
         candidate's ``agreement``/``verified`` and appends the verified ones
@@ -811,8 +812,8 @@ class Collection:
         milliseconds of alignment, so a large k must not buy a stall), and up
         to LAYOUT_K more by coarse layout (at cosine >= ``layout_floor``).
         ``aligned``: a memo of this image's evidence against stored
-        signatures (their bytes -> a one-pair PairEvidence), read and filled:
-        a check judged again aligns only the candidates it has not aligned."""
+        signatures, read and filled: a check judged again aligns only the
+        candidates it has not aligned."""
         above = [n for n in neighbors if n.cosine >= floor]
         cands = above[:STREAM_CANDIDATE_K]
         # Neighbours come most similar first: with fewer above the floor than it takes and
@@ -840,7 +841,7 @@ class Collection:
         sigs = np.stack([upgrade(image.signature)] + [upgrade(stored[n.key][0]) for n in everyone])
         a, b = np.zeros(m, np.int64), np.arange(1, m + 1, dtype=np.int64)
         profiled = verify.one_dimensional(sigs)
-        ev = self._aligned(sigs, a, b, profiled[a] | profiled[b], list(first), aligned)
+        ev = self._aligned(sigs, a, b, profiled[a] | profiled[b], aligned)
         g = ev.agreement
         for n, v, k, blur in zip(everyone, g.tolist(), ev.keypoint_inliers.tolist(), ev.matched_blur_px.tolist()):
             n.agreement, n.keypoint_inliers, n.matched_blur_px = v, k, blur
@@ -877,23 +878,14 @@ class Collection:
         return bool(ok.any()), (float(own_g), float(own_c))
 
     def _aligned(self, sigs: np.ndarray, a: np.ndarray, b: np.ndarray, profiled: np.ndarray,
-                 stored: list[bytes], memo: dict | None) -> "verify.PairEvidence":
+                 memo: PairMemo | None) -> "verify.PairEvidence":
         """Evidence of the pairs (a, b) of ``sigs`` (the new image first, then
-        the stored ``stored`` signatures' bytes, one a pair), those in ``memo``
-        taken from it and the rest aligned and put in it (an alignment
-        depends on its two signatures alone)."""
+        the stored candidates'), those in ``memo`` read from it and the rest
+        aligned and kept in it (an alignment depends on its two signatures
+        alone)."""
         if memo is None:
             return verify.verify_pairs(sigs, a, b, pool=self.alignment_pool, profiled=profiled)
-        todo = np.array([s not in memo for s in stored], bool)
-        ev = verify.PairEvidence.empty(len(a))
-        if todo.any():
-            fresh = verify.verify_pairs(sigs, a[todo], b[todo], pool=self.alignment_pool, profiled=profiled[todo])
-            ev.put_where(todo, fresh)
-            for j, i in enumerate(np.flatnonzero(todo).tolist()):
-                memo[stored[i]] = fresh.take([j])
-        for i in np.flatnonzero(~todo).tolist():
-            ev.put(i, memo[stored[i]])
-        return ev
+        return memo.verify(sigs, a, b, pool=self.alignment_pool, profiled=profiled)
 
     def check(self, image: NewImage, k: int = 5, threshold: float = 0.0,
               add_if_unique: bool = False, verify_layout: bool = True) -> CheckOutcome:
@@ -922,7 +914,7 @@ class Collection:
             self.count_verdict(verdict, verified)
             return CheckOutcome(image.key, verdict, neighbors[:max(k, 1)], False)
         changes = self._changes
-        aligned: dict = {}
+        aligned = PairMemo()
         verdict, neighbors, pack = self._judge(image, k, threshold, verified, aligned)
         outcome, snapshot_due = None, False
         with self._lock:
@@ -937,7 +929,7 @@ class Collection:
             return CheckOutcome(image.key, verdict, neighbors[:max(k, 1)], False, outcome.error)
         return CheckOutcome(image.key, verdict, neighbors[:max(k, 1)], outcome is not None and outcome.added)
 
-    def _judge(self, image: NewImage, k: int, threshold: float, verified: bool, aligned: dict | None = None
+    def _judge(self, image: NewImage, k: int, threshold: float, verified: bool, aligned: PairMemo | None = None
                ) -> tuple[Verdict, list[Neighbor], tuple | None]:
         """(verdict, neighbours, the image's look-alike pack) of a
         check (see check), nothing counted or added. Searches take the lock

@@ -187,7 +187,8 @@ def duplicate_pairs(paths: list, loaded, store: Path, report=None) -> tuple[np.n
     idx = np.flatnonzero(ok)
     none = [""] * len(idx)
     found = duplicates.run(loaded.vectors[idx], [wanted[i] for i in idx], none, none, loaded.sha256[idx],
-                           None if loaded.signatures is None else loaded.signatures[idx], report=report)
+                           None if loaded.signatures is None else loaded.signatures[idx], report=report,
+                           store=Path(store))
     d = found.details.report
     return idx[d.a], idx[d.b], "the duplicates check on these images"
 

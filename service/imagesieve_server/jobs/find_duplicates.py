@@ -80,7 +80,8 @@ async def find_duplicates_events(collection: Collection, request, max_pairs: int
             p = dataclasses.replace(p, threshold=collection.threshold_asked)
         try:
             found = duplicates.run(im.vectors, im.keys, im.labels, im.splits, im.sha256, im.signatures, p,
-                                   report=report, alignment_pool=collection.alignment_pool).details.report
+                                   report=report, alignment_pool=collection.alignment_pool,
+                                   store=collection.path).details.report
         except TooManyPairs as e:
             raise CollectionError(f"{e}: raise the threshold, or ask for approximate (at most knn_k pairs an "
                                   "image) or verified pairs", "FAILED_PRECONDITION") from None

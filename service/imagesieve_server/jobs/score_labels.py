@@ -114,7 +114,8 @@ def conflicting_duplicates(data: LabelledVectors, collection, report=None) -> np
     if key is not None and (kept := collection.derived(key)) is not None:
         return kept.copy()
     found = duplicates.run(data.vectors, data.keys, data.labels, data.splits, sha, data.signatures, params,
-                           report=report, alignment_pool=None if collection is None else collection.alignment_pool)
+                           report=report, alignment_pool=None if collection is None else collection.alignment_pool,
+                           store=None if collection is None else collection.path)
     pairs = label_conflicts.conflicting_pairs(found)
     if key is not None:
         collection.keep_derived(key, pairs.copy())

@@ -25,6 +25,7 @@ from .groups import bounded_groups, connected_components, group_min_similarity, 
 from .keypoint_candidates import MAX_IMAGES as KEYPOINT_MAX_IMAGES
 from .keypoint_candidates import keypoint_candidate_pairs
 from .leakage import cross_split_pairs, label_conflicts
+from .pair_memo import PairMemo
 from .pairs import knn_graph_pairs, pairs_above_threshold
 from .verify import (FLAT_STD, MIN_INLIERS, PairEvidence, check_signatures, near_identical_matches,
                      one_dimensional, profile_pairs, uninformative_matches, verified_pairs, verify_pairs)
@@ -420,7 +421,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
                     signatures: np.ndarray | None = None,
                     knn: tuple[np.ndarray, np.ndarray] | None = None, alignment_pool=None,
                     layout_k: int = LAYOUT_K, max_pairs: int | None = None,
-                    keypoint_k: int = KEYPOINT_K, region_cosines: Callable | None = None) -> DuplicateReport:
+                    keypoint_k: int = KEYPOINT_K, region_cosines: Callable | None = None,
+                    pair_memo: PairMemo | None = None) -> DuplicateReport:
     """vectors (N, D) unit float32 and N-long metadata sequences (sha256: a
     list of str or an (N,) array) -> DuplicateReport.
 
@@ -442,7 +444,9 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
     the exact raw-cosine search raises ``pairs.TooManyPairs`` beyond it.
     ``region_cosines``: where the images' pixels are at hand
     (``region.image_cosines``), a pair matched on part of a frame must also
-    hold where it was found (``region.confirmed``; two stages only)."""
+    hold where it was found (``region.confirmed``; two stages only).
+    ``pair_memo``: stage 2's evidence of pairs aligned before (``pair_memo``):
+    those are read, the rest aligned and added to it."""
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
     n = len(keys)
@@ -487,7 +491,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         profile[paired] = one_dimensional(signatures[paired], report=report)
         # No byte-identical pair is aligned (5,000 copies of one placeholder spent 140 s of
         # a 299 s audit aligning each other): they are exact pairs, below.
-        ev = verify_pairs(signatures, a, b, report=report, pool=alignment_pool, profiled=profile[a] | profile[b])
+        ev = (verify_pairs if pair_memo is None else pair_memo.verify)(
+            signatures, a, b, report=report, pool=alignment_pool, profiled=profile[a] | profile[b])
         # An image with fewer embedding candidates than it searched for has every
         # other neighbour below the threshold: its look-alikes' cosine is at most that.
         embedded = source == 0

@@ -119,7 +119,7 @@ MAX_RELATIVE_LAYOUT = 0.4
 ACCEPT = 0.97            # agreement at which a pair's search stops (nothing needs better)
 DEFAULT_PACK = 0.55      # look-alikes' agreement and cosine when a data set has no packs to measure
 MIN_PACK = 2             # other candidates an image needs for a pack of its own
-PROCESS_MIN_PAIRS = 4096  # below this, the calling thread: a process pool costs ~1 s to start
+PROCESS_MIN_PAIRS = 1024  # below this, the calling thread: a process pool costs ~1 s to start (bench/audit_rerun.py, 2 cores: 1,024 pairs 6.8 s in the thread, 4.0 s in processes; 512 about even)
 PROCESS_CHUNK = 256       # pairs a task (~1 s of work: cancellation is checked between tasks)
 cv2.setNumThreads(1)      # parallelism comes from verify_pairs' worker processes, one pair each
 log = logging.getLogger(__name__)

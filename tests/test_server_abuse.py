@@ -2162,6 +2162,91 @@ def test_a_health_watcher_that_never_reads_does_not_stall_a_stop(manifest_path, 
         srv.stop(timeout=5)
 
 
+def test_a_client_holds_at_most_its_share_of_health_checks_whose_answers_cannot_be_sent(manifest_path, tmp_path):
+    """A health check whose answer can never be sent (an HTTP/2 window of
+    0) stays open until its client leaves, and gRPC core keeps it whatever
+    the handler does: 20 connections x 500 of them from one address took
+    ~12 KB each, counted by no limit (a twenty-seventh probe). A client now
+    has at most --max-probes-per-client open at once; beyond, its checks
+    are refused at once with a message that says why, and once it closes
+    them it is answered again."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    with LocalServer(["--max-probes-per-client", "3"], model=str(manifest_path),
+                     data_dir=str(tmp_path / "data")) as srv:
+        stuck = _zero_window_calls(srv.address, "Check", calls=3)
+        ch = grpc.insecure_channel(srv.address)
+        health = health_pb2_grpc.HealthStub(ch)
+        try:
+            deadline = time.monotonic() + 10
+            while True:            # until the three are open (their requests read)
+                try:
+                    health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+                except grpc.RpcError as e:
+                    assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+                    assert "3 health checks of this client are open at once" in e.details()
+                    break
+                assert time.monotonic() < deadline, "the stuck checks were never counted"
+                time.sleep(0.05)
+        finally:
+            stuck.close()
+        deadline = time.monotonic() + 10
+        while True:                # their client gone, they end, and checks are answered again
+            try:
+                assert health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status == \
+                    health_pb2.HealthCheckResponse.SERVING
+                break
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline, e
+                time.sleep(0.1)
+        ch.close()
+
+
+def test_a_connection_that_reads_nothing_is_closed_and_its_calls_freed(manifest_path, tmp_path):
+    """A client that never reads its socket acknowledges no HTTP/2 ping: its
+    connection held its stuck calls (and whatever was written to it) until
+    the client left, gRPC's keepalive being 2 hours. Pinged every
+    --keepalive-s, it is now closed once a ping waits as long, and its
+    calls end: the same address is answered again while that socket is
+    still open, and the socket reads the server's GOAWAY and end of stream."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    with LocalServer(["--max-probes-per-client", "3", "--keepalive-s", "1"], model=str(manifest_path),
+                     data_dir=str(tmp_path / "data")) as srv:
+        stuck = _zero_window_calls(srv.address, "Check", calls=3)
+        ch = grpc.insecure_channel(srv.address)
+        health = health_pb2_grpc.HealthStub(ch)
+        try:
+            started = time.monotonic()
+            answers = []
+            while time.monotonic() - started < 20:
+                try:
+                    answers.append(health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status)
+                    if answers[0] != health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError as e:
+                    assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+                    answers.append(e.code())
+                if answers[-1] == health_pb2.HealthCheckResponse.SERVING and len(answers) > 1:
+                    break
+                time.sleep(0.2)
+            took = time.monotonic() - started
+            # refused while the three were open, answered once their connection was closed
+            assert answers[0] == grpc.StatusCode.RESOURCE_EXHAUSTED and \
+                answers[-1] == health_pb2.HealthCheckResponse.SERVING, answers
+            assert took < 15, took
+            stuck.settimeout(5)
+            received = b""
+            while chunk := stuck.recv(65536):
+                received += chunk
+            frames, i = [], 0
+            while i + 9 <= len(received):
+                frames.append(received[i + 3])
+                i += 9 + int.from_bytes(received[i:i + 3], "big")
+            assert 6 in frames and 7 in frames, frames      # a PING it never answered, then GOAWAY
+        finally:
+            stuck.close()
+            ch.close()
+
+
 def test_a_connection_filling_the_in_flight_images_does_not_queue_another_behind_it(manifest_path, photos):
     """In-flight images were admitted first come first served, ahead of the
     fair decoders: one client's 120 calls of 8 large images held all 512

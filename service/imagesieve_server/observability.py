@@ -44,6 +44,8 @@ MAX_PROBE_SERVICE = 1024    # characters of the service a health check names (re
 MAX_PROBE_REQUEST = 4 * MAX_PROBE_SERVICE + 16   # bytes: such a name in UTF-8 and its field tag
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("imagesieve_request_id", default="")
+# The client a probe call is counted open for (ObservabilityInterceptor.open_probes), None if not counted.
+_open_probe: contextvars.ContextVar[str | None] = contextvars.ContextVar("imagesieve_open_probe", default=None)
 
 access_log = logging.getLogger("imagesieve.access")
 error_log = logging.getLogger("imagesieve.server")
@@ -734,8 +736,17 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     admits it (``limiter``) before any work."""
 
     def __init__(self, metrics: Metrics | None, limiter: CallLimiter | None = None, gate: RequestGate | None = None,
-                 probe_gate: RequestGate | None = None, stream_gate: RequestGate | None = None):
+                 probe_gate: RequestGate | None = None, stream_gate: RequestGate | None = None,
+                 max_probes_per_client: int = 0):
         self.metrics = metrics
+        # Probes open at once, per client (0: not bounded). A probe is never
+        # refused for the server's calls, but one whose answer cannot be sent
+        # (a client with an HTTP/2 window of 0) stays open until its client
+        # leaves: gRPC core keeps the call and its answer whatever the handler
+        # does (~12 KB each; 20 connections x 500 such checks from one
+        # address: RSS +121 MB, a twenty-seventh probe).
+        self.max_probes_per_client = max_probes_per_client
+        self.open_probes: collections.Counter = collections.Counter()
         self.failed_lines = LineBudget()
         self.limiter = limiter
         self.gate = gate                  # unary requests
@@ -941,13 +952,29 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     async def _admit(self, full_method: str, peer: str, context) -> str | None:
         """The client key holding a slot, None when the call is not counted
         (no limiter, or a probe); aborts RESOURCE_EXHAUSTED when refused."""
-        if self.limiter is None or (full_method or "").startswith(OPEN_PREFIXES):
+        if (full_method or "").startswith(OPEN_PREFIXES):
+            await self._probe_enter(_client_of(peer), context)
+            return None
+        if self.limiter is None:
             return None
         client = _client_of(peer)
         refused = self.limiter.enter(client)
         if refused:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
         return client
+
+    async def _probe_enter(self, client: str, context) -> None:
+        """Counts a probe open for ``client`` until the call ends (``_finish``);
+        aborts RESOURCE_EXHAUSTED when it has max_probes_per_client open."""
+        if not self.max_probes_per_client:
+            return
+        if self.open_probes[client] >= self.max_probes_per_client:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{self.max_probes_per_client} health checks of this client are open at once, "
+                                "the most one client may have (--max-probes-per-client): read their answers or "
+                                "close them first")
+        self.open_probes[client] += 1
+        _open_probe.set(client)
 
     async def _receive_one(self, request_iterator, context, client: str | None, held: list,
                            gate: RequestGate) -> bytes:
@@ -1031,6 +1058,11 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         code = self._final_code(context, code)
         if client is not None:
             self.limiter.leave(client)
+        if (probed := _open_probe.get()) is not None:
+            _open_probe.set(None)
+            self.open_probes[probed] -= 1
+            if not self.open_probes[probed]:
+                del self.open_probes[probed]
         if held and code != "OK" and self.cycles is not None:
             self.cycles.add(max(part[2] for part in held))
         while held:          # popped: a stream releases its own as it goes

@@ -91,15 +91,53 @@ def test_new_or_changed_images_alone_are_aligned_again(photo_set):
     assert 0 < again.aligned <= with_3
 
 
-def test_a_kept_memo_holds_only_the_last_runs_pairs(photo_set):
+def test_runs_over_other_subsets_keep_each_others_pairs_within_a_bound(photo_set, monkeypatch):
+    """An audit, then a command over part of its images (or FindDuplicates
+    and ScoreLabels on one collection): keeping only the last run's pairs,
+    each run pushed the other's out and aligned them all again (a review:
+    1,841 of 1,956 pairs). The others are kept too, up to a bound, those of
+    the last run's images first."""
+    from imagesieve_server.analysis.duplicates import pair_memo
     vectors, signatures, sha = photo_set
+    full = PairMemo()
+    _find(vectors, signatures, sha, full)
+    everything = len(full)
+    part = PairMemo.from_arrays(full.kept_for_next().to_arrays())
+    _find(vectors[:12], signatures[:12], sha[:12], part)          # half the images
+    mine = len(np.unique(np.concatenate(part.asked)))
+    assert part.aligned < mine           # a smaller set proposes a few pairs the whole did not
+    again = PairMemo.from_arrays(part.kept_for_next().to_arrays())
+    assert len(again) == everything + part.aligned
+    _find(vectors, signatures, sha, again)
+    assert again.aligned == 0                                     # the whole set: nothing aligned again
+    # Bounded: the others at most as many again as the last run's own pairs.
+    monkeypatch.setattr(pair_memo, "KEEP_MIN_PAIRS", 0)
+    small = PairMemo.from_arrays(full.kept_for_next().to_arrays())
+    _find(vectors[:6], signatures[:6], sha[:6], small)
+    own = len(np.unique(np.concatenate(small.asked)))
+    kept = small.kept_for_next()
+    assert 0 < own < mine and len(kept) == 2 * own < everything
+    seen = signature_digests(signatures[:6])
+    sides = np.ascontiguousarray(kept.keys).view(">u8").reshape(-1, 2)
+    # the others kept are first those between the last run's images (here: none beyond its own), then any
+    assert np.isin(sides, seen).all(axis=1).sum() == own
+
+
+def test_a_pair_kept_without_its_profile_judged_is_aligned_again_when_that_matters(photo_set):
+    vectors, signatures, sha = photo_set
+    sig = signatures[:3]
+    a, b = np.array([0, 0]), np.array([1, 2])
     memo = PairMemo()
-    _find(vectors, signatures, sha, memo)
-    everything = len(memo)
-    smaller = PairMemo.from_arrays(memo.kept_for_next().to_arrays())
-    _find(vectors[:12], signatures[:12], sha[:12], smaller)       # half the images gone
-    kept = smaller.kept_for_next()
-    assert 0 < len(kept) < everything and len(kept) == len(np.unique(np.concatenate(smaller.asked)))
+    unjudged = memo.verify(sig, a, b, profiled=np.array([False, False]))
+    assert memo.aligned == 2 and unjudged.matched_profile.all()       # not measured: True
+    memo.verify(sig, a, b, profiled=np.array([False, False]))
+    assert memo.aligned == 2                                           # read
+    judged = memo.verify(sig, a, b, profiled=np.array([True, False]))
+    assert memo.aligned == 3                                           # the first pair aligned again, judged
+    fresh = verify.verify_pairs(sig, a[:1], b[:1], profiled=np.array([True]))
+    assert judged.matched_profile[0] == fresh.matched_profile[0]
+    memo.verify(sig, a, b, profiled=np.array([True, False]))
+    assert memo.aligned == 3 and len(memo) == 2
 
 
 @pytest.mark.parametrize("damage", ["missing field", "unsorted", "wrong dtype", "short field"])
@@ -160,3 +198,25 @@ def test_a_collections_find_duplicates_job_aligns_its_pairs_once(server, photos)
     assert ("k12", "k3") in first or ("k3", "k12") in first
     assert first == second
     assert "verify" in first_stages and "verify" not in second_stages
+
+
+def test_processes_false_aligns_in_the_calling_thread_however_many_pairs(photo_set, monkeypatch):
+    """A server run with --verify-workers 0 (or 1) has no alignment pool and
+    means "the request's thread"; its jobs pass processes=False, which no
+    number of pairs overrides (from PROCESS_MIN_PAIRS on, stage 2 otherwise
+    starts worker processes of its own)."""
+    vectors, signatures, sha = photo_set
+    keys = [f"i{i}" for i in range(len(vectors))]
+    none = [""] * len(vectors)
+    started = []
+
+    class NoPool:
+        def __init__(self, *args, **kwargs):
+            started.append(args)
+            raise AssertionError("a process pool was started")
+    monkeypatch.setattr(verify, "PROCESS_MIN_PAIRS", 1)
+    monkeypatch.setattr(verify, "AlignmentPool", NoPool)
+    found = duplicates.run(vectors, keys, none, none, sha, signatures, processes=False)
+    assert found.details.report.candidates > 1 and not started
+    with pytest.raises(AssertionError, match="a process pool was started"):
+        duplicates.run(vectors, keys, none, none, sha, signatures)

@@ -44,8 +44,6 @@ MAX_PROBE_SERVICE = 1024    # characters of the service a health check names (re
 MAX_PROBE_REQUEST = 4 * MAX_PROBE_SERVICE + 16   # bytes: such a name in UTF-8 and its field tag
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("imagesieve_request_id", default="")
-# The client a probe call is counted open for (ObservabilityInterceptor.open_probes), None if not counted.
-_open_probe: contextvars.ContextVar[str | None] = contextvars.ContextVar("imagesieve_open_probe", default=None)
 
 access_log = logging.getLogger("imagesieve.access")
 error_log = logging.getLogger("imagesieve.server")
@@ -737,15 +735,15 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, metrics: Metrics | None, limiter: CallLimiter | None = None, gate: RequestGate | None = None,
                  probe_gate: RequestGate | None = None, stream_gate: RequestGate | None = None,
-                 max_probes_per_client: int = 0):
+                 max_probes_per_connection: int = 0):
         self.metrics = metrics
-        # Probes open at once, per client (0: not bounded). A probe is never
+        # Probes open at once, per connection (0: not bounded). A probe is never
         # refused for the server's calls, but one whose answer cannot be sent
-        # (a client with an HTTP/2 window of 0) stays open until its client
-        # leaves: gRPC core keeps the call and its answer whatever the handler
+        # (a client with an HTTP/2 window of 0) stays open until its connection
+        # ends: gRPC core keeps the call and its answer whatever the handler
         # does (~12 KB each; 20 connections x 500 such checks from one
         # address: RSS +121 MB, a twenty-seventh probe).
-        self.max_probes_per_client = max_probes_per_client
+        self.max_probes_per_connection = max_probes_per_connection
         self.open_probes: collections.Counter = collections.Counter()
         self.failed_lines = LineBudget()
         self.limiter = limiter
@@ -825,7 +823,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 code = "OK"
                 admitted, held = None, []
                 try:
-                    admitted = await self._admit(details.method, start[1], context)
+                    admitted = await self._admit(details.method, start, context)
                     await _send_request_id(context, rid)
                     try:
                         response = await inner(await parsed(request, context, admitted, held), context)
@@ -865,7 +863,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 code = "OK"
                 admitted, held = None, []
                 try:
-                    admitted = await self._admit(details.method, start[1], context)
+                    admitted = await self._admit(details.method, start, context)
                     try:
                         await inner(await parsed(request, context, admitted, held), context)
                     except (BadMessage, RequestRefused) as e:
@@ -885,7 +883,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             code = "OK"
             admitted, held = None, []
             try:
-                admitted = await self._admit(details.method, start[1], context)
+                admitted = await self._admit(details.method, start, context)
                 await _send_request_id(context, rid)
                 # Streaming in and out: one answer a request (what makes a stream idle).
                 activity = StreamActivity() if streaming_in else None
@@ -949,11 +947,14 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
             await asyncio.sleep(0.05)
 
-    async def _admit(self, full_method: str, peer: str, context) -> str | None:
+    async def _admit(self, full_method: str, begun: list, context) -> str | None:
         """The client key holding a slot, None when the call is not counted
-        (no limiter, or a probe); aborts RESOURCE_EXHAUSTED when refused."""
+        (no limiter, or a probe: counted open on its connection, see
+        ``_probe_enter``); aborts RESOURCE_EXHAUSTED when refused."""
+        peer = begun[1]
         if (full_method or "").startswith(OPEN_PREFIXES):
-            await self._probe_enter(_client_of(peer), context)
+            await self._probe_enter(peer, context)
+            begun[2] = peer          # released by _finish
             return None
         if self.limiter is None:
             return None
@@ -963,18 +964,22 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
         return client
 
-    async def _probe_enter(self, client: str, context) -> None:
-        """Counts a probe open for ``client`` until the call ends (``_finish``);
-        aborts RESOURCE_EXHAUSTED when it has max_probes_per_client open."""
-        if not self.max_probes_per_client:
+    async def _probe_enter(self, connection: str, context) -> None:
+        """Counts a probe open on ``connection`` until the call ends
+        (``_finish``); aborts RESOURCE_EXHAUSTED when that connection has
+        max_probes_per_connection open. By connection, not by address: a
+        client holding its address's probes (its HTTP/2 stack answering
+        pings, its window 0) would otherwise keep every health checker
+        behind that address (a kubelet, a proxy) refused for good (a
+        review); another connection is answered."""
+        if not self.max_probes_per_connection:
             return
-        if self.open_probes[client] >= self.max_probes_per_client:
+        if self.open_probes[connection] >= self.max_probes_per_connection:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"{self.max_probes_per_client} health checks of this client are open at once, "
-                                "the most one client may have (--max-probes-per-client): read their answers or "
-                                "close them first")
-        self.open_probes[client] += 1
-        _open_probe.set(client)
+                                f"{self.max_probes_per_connection} health checks are open on this connection, the "
+                                "most one connection may have (--max-probes-per-connection): read their answers "
+                                "or close them first")
+        self.open_probes[connection] += 1
 
     async def _receive_one(self, request_iterator, context, client: str | None, held: list,
                            gate: RequestGate) -> bytes:
@@ -1058,8 +1063,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         code = self._final_code(context, code)
         if client is not None:
             self.limiter.leave(client)
-        if (probed := _open_probe.get()) is not None:
-            _open_probe.set(None)
+        if (probed := begun[2]) is not None:
+            begun[2] = None
             self.open_probes[probed] -= 1
             if not self.open_probes[probed]:
                 del self.open_probes[probed]
@@ -1077,7 +1082,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 return set_code
         return code
 
-    def _begin(self, method, rid, context) -> tuple[float, str]:
+    def _begin(self, method, rid, context) -> list:
         if self.metrics is not None:
             self.metrics.inflight.labels(method).inc()
         # The peer is read now, while the call is alive: grpc.aio's peer()
@@ -1086,10 +1091,10 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         # Resources are shared fairly between clients, then their connections (engine.owners).
         owners.connection.set(peer)
         owners.client.set(_client_of(peer))
-        return time.perf_counter(), peer
+        return [time.perf_counter(), peer, None]      # the third: the connection a probe is counted open on
 
     def _end(self, method, rid, context, begun, code) -> None:
-        start, peer = begun
+        start, peer, _ = begun
         elapsed = time.perf_counter() - start
         if self.metrics is not None:
             self.metrics.inflight.labels(method).dec()

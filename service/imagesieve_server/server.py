@@ -87,8 +87,8 @@ class ServerConfig:
     max_inflight_mb: int = 0            # bytes of requests, files and rasters in flight; 0 = a quarter of RAM, <= 4 GiB
     max_concurrent_rpcs: int = 256      # calls at once (health checks aside); beyond it RESOURCE_EXHAUSTED
     max_calls_per_client: int = 0       # calls at once from one token (or address); 0 = half of the above
-    max_probes_per_client: int = 256    # health checks and reflection calls open at once from one address (or token)
-    keepalive_s: float = 30.0           # a connection with calls is pinged this often, closed when a ping waits as long
+    max_probes_per_connection: int = 64  # health checks open at once on one connection (answers unread hold them)
+    keepalive_s: float = 30.0           # a connection with calls is pinged this often, closed when a ping waits twice as long
     evict_idle_s: float = 10.0          # a stream idle this long is closed when a call would be refused; 0 = never
     max_jobs: int = 0                   # analysis jobs at once; 0 = one per core
     job_wait_s: float = 20.0            # seconds a job waits for a slot (in a line fair between clients); 0 = refused at once
@@ -157,7 +157,7 @@ def parse_config(argv: list[str] | None = None) -> ServerConfig:
         cfg.address = f"{host}:{port}"
     for name in ("snapshot_every", "max_batch_size", "max_queue", "max_inflight", "max_images_per_request",
                  "stream_window", "max_message_mb", "max_image_mb", "max_pixels", "max_concurrent_rpcs", "max_pairs",
-                 "max_collections", "max_probes_per_client"):
+                 "max_collections", "max_probes_per_connection"):
         if getattr(cfg, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
     if not cfg.receive_timeout_s > 0:
@@ -275,10 +275,11 @@ class ImageSieveServer:
                 # HTTP/2's pings) holds every answer and status written to it,
                 # refused calls' too, until it leaves: pinged every
                 # --keepalive-s while it has calls, it is closed when a ping
-                # goes unanswered as long again (gRPC's default: 2 hours).
+                # goes unanswered twice as long (gRPC's default: 2 hours; the
+                # slack for a ping queued behind a slow link's buffered data).
                 ("grpc.keepalive_time_ms", int(c.keepalive_s * 1000)),
-                ("grpc.keepalive_timeout_ms", int(c.keepalive_s * 1000)),
-                ("grpc.http2.ping_timeout_ms", int(c.keepalive_s * 1000)),     # newer gRPC core's ack wait
+                ("grpc.keepalive_timeout_ms", int(2 * c.keepalive_s * 1000)),
+                ("grpc.http2.ping_timeout_ms", int(2 * c.keepalive_s * 1000)),     # newer gRPC core's ack wait
                 # Requests uncompressed only (bit 0: identity). Images are
                 # compressed already; a 75 KB gzip request inflated to 60 MB
                 # on the event loop, one call after another, and stalled every
@@ -306,7 +307,7 @@ class ImageSieveServer:
         probe_gate = (RequestGate(4 * (c.max_message_mb << 20), c.max_message_mb << 20, c.receive_timeout_s,
                                   slow_read_s=PROBE_SLOW_READ_S) if c.request_gate else None)
         interceptors = [ObservabilityInterceptor(self.metrics, limiter, self.gate, probe_gate, self.stream_gate,
-                                                 max_probes_per_client=c.max_probes_per_client)]
+                                                 max_probes_per_connection=c.max_probes_per_connection)]
         if self.tokens:
             interceptors.append(AuthInterceptor(self.tokens))
         # No grpc-level maximum_concurrent_rpcs: it would count (and refuse)

@@ -139,7 +139,8 @@ def near_miss_pairs(report: DuplicateReport, positions: np.ndarray | None = None
 
 def run(vectors: np.ndarray, keys, labels, splits, sha256, signatures: np.ndarray | None = None,
         params: Params | None = None, knn=None, report=None, alignment_pool=None,
-        positions: np.ndarray | None = None, region_cosines=None, store: Path | None = None) -> CheckResult:
+        positions: np.ndarray | None = None, region_cosines=None, store: Path | None = None,
+        processes: bool | None = None) -> CheckResult:
     """Duplicates among N images: ``vectors`` (N, D) unit float32, N keys,
     labels, splits and sha256 each; ``signatures`` (N, SIGNATURE_BYTES)
     uint8 for two stages (None: raw cosine, whatever ``params.verify``
@@ -148,8 +149,10 @@ def run(vectors: np.ndarray, keys, labels, splits, sha256, signatures: np.ndarra
     ``region_cosines``: see ``find_duplicates`` (where pixels are at hand).
     ``store``: a folder where stage 2's evidence is kept for the next run
     over these images (``analysis.duplicates.pair_memo``: a pair aligned
-    before is read, not aligned again), or None. The result's ``details`` is
-    a :class:`Found` (the DuplicateReport: groups, evidence, flags)."""
+    before is read, not aligned again), or None. ``processes``: see
+    ``find_duplicates`` (a server without an ``alignment_pool`` passes False:
+    its jobs align in their own thread). The result's ``details`` is a
+    :class:`Found` (the DuplicateReport: groups, evidence, flags)."""
     p = params or Params()
     sig = signatures if p.verify else None
     kept = None
@@ -160,7 +163,7 @@ def run(vectors: np.ndarray, keys, labels, splits, sha256, signatures: np.ndarra
                         report=report, signatures=sig, knn=knn if sig is not None else None,
                         alignment_pool=alignment_pool, layout_k=p.layout_k, max_pairs=p.max_pairs,
                         keypoint_k=p.keypoint_k, region_cosines=region_cosines if sig is not None else None,
-                        pair_memo=kept)
+                        pair_memo=kept, processes=processes)
     notes = list(d.warnings)
     if kept is not None:
         if kept.aligned:

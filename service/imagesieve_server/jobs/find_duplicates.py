@@ -9,8 +9,10 @@ from imagesieve.v1 import duplicates_pb2
 
 from ..analysis.duplicates.find import DuplicateReport
 from ..analysis.duplicates.pairs import TooManyPairs
+from ..analysis.duplicates.verify import aligned_as
 from ..checks import duplicates
 from ..collections import Collection, CollectionError
+from ..engine import owners
 from .result_parts import lazy_parts
 from .runner import run_job
 
@@ -63,6 +65,8 @@ async def find_duplicates_events(collection: Collection, request, max_pairs: int
     except ValueError as e:
         raise CollectionError(str(e), "INVALID_ARGUMENT") from None
 
+    owner = owners.current()
+
     def work(reporter):
         def report(stage, done, total=0, message=""):
             # A collection dropped mid-job (a tenth probe: a verified search ran 43 s more
@@ -79,9 +83,12 @@ async def find_duplicates_events(collection: Collection, request, max_pairs: int
         if not p.threshold and im.signatures is None:      # raw cosine: the collection's threshold
             p = dataclasses.replace(p, threshold=collection.threshold_asked)
         try:
-            found = duplicates.run(im.vectors, im.keys, im.labels, im.splits, im.sha256, im.signatures, p,
-                                   report=report, alignment_pool=collection.alignment_pool,
-                                   store=collection.path).details.report
+            # A server without workers aligns in the job's thread (--verify-workers 0 or 1), as its
+            # caller's (the workers it shares go to the client that has used them least).
+            found = aligned_as(owner, duplicates.run, im.vectors, im.keys, im.labels, im.splits, im.sha256,
+                               im.signatures, p, report=report, alignment_pool=collection.alignment_pool,
+                               store=collection.path,
+                               processes=False if collection.alignment_pool is None else None).details.report
         except TooManyPairs as e:
             raise CollectionError(f"{e}: raise the threshold, or ask for approximate (at most knn_k pairs an "
                                   "image) or verified pairs", "FAILED_PRECONDITION") from None

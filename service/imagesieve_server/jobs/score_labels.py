@@ -16,7 +16,9 @@ from imagesieve.v1 import analysis_pb2
 
 from ..analysis.labels import count
 from ..analysis.labels.predict import check_folds
+from ..analysis.duplicates.verify import aligned_as
 from ..checks import duplicates, label_conflicts, label_issues
+from ..engine import owners
 from ..engine.signature import thumbnails
 from .labelled_vectors import (LabelledVectors, LabelledVectorsLoad, check_inline_count, check_inline_images,
                                check_labels, check_seed, skipped_note)
@@ -98,12 +100,14 @@ def result_lists(keys: list[str], class_names: list[str], labels: np.ndarray, sc
                   ("conflicting_duplicates", len(pairs), conflict)]
 
 
-def conflicting_duplicates(data: LabelledVectors, collection, report=None) -> np.ndarray:
+def conflicting_duplicates(data: LabelledVectors, collection, report=None, alignment_pool=None,
+                           processes: bool | None = None) -> np.ndarray:
     """(K, 2) positions of the copies of one picture with different labels:
     the duplicates check on these images with the settings FindDuplicates
     uses (verified when every image has its layout signature, else the
     collection's raw-cosine threshold), refined by ``checks.label_conflicts``
-    (one definition, whichever RPC asks)."""
+    (one definition, whichever RPC asks). ``alignment_pool``, ``processes``:
+    where stage 2 aligns (see ``checks.duplicates.run``)."""
     raw = data.signatures is None
     params = duplicates.Params(threshold=collection.threshold_asked if raw and collection is not None else 0.0,
                                verify=not raw)
@@ -114,7 +118,7 @@ def conflicting_duplicates(data: LabelledVectors, collection, report=None) -> np
     if key is not None and (kept := collection.derived(key)) is not None:
         return kept.copy()
     found = duplicates.run(data.vectors, data.keys, data.labels, data.splits, sha, data.signatures, params,
-                           report=report, alignment_pool=None if collection is None else collection.alignment_pool,
+                           report=report, alignment_pool=alignment_pool, processes=processes,
                            store=None if collection is None else collection.path)
     pairs = label_conflicts.conflicting_pairs(found)
     if key is not None:
@@ -157,10 +161,15 @@ async def score_labels_events(request: analysis_pb2.ScoreLabelsRequest, engine, 
         source = request.source
         collection = collections.get(source.collection) if source.WhichOneof("source") == "collection" else None
 
+        # The server's alignment workers, shared by time between clients, else the job's own thread.
+        pool = None if collections is None else collections.alignment_pool
+        owner = owners.current()
+
         def work(reporter):
             found = label_issues.run(data.vectors, data.labels, params, pixels=pixels, report=reporter.report,
                                      check=reporter.check)
-            return found, conflicting_duplicates(data, collection, reporter.report)
+            return found, aligned_as(owner, conflicting_duplicates, data, collection, reporter.report, pool,
+                                     False if pool is None and collections is not None else None)
 
         async for kind, value in run_job(work, slot):
             if kind == "progress":

@@ -340,7 +340,6 @@ def _on_representatives(a, b, source, rep: np.ndarray, vectors: np.ndarray
     copies of one file filled a re-encoded copy's 16 candidates, so it was
     judged against its own original as its look-alikes (3 of 20 pairs
     found), and each copy was aligned again."""
-    n = len(rep)
     ra, rb = rep[a], rep[b]
     ra, rb = np.minimum(ra, rb), np.maximum(ra, rb)
     keep = ra != rb
@@ -422,7 +421,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
                     knn: tuple[np.ndarray, np.ndarray] | None = None, alignment_pool=None,
                     layout_k: int = LAYOUT_K, max_pairs: int | None = None,
                     keypoint_k: int = KEYPOINT_K, region_cosines: Callable | None = None,
-                    pair_memo: PairMemo | None = None) -> DuplicateReport:
+                    pair_memo: PairMemo | None = None, processes: bool | None = None) -> DuplicateReport:
     """vectors (N, D) unit float32 and N-long metadata sequences (sha256: a
     list of str or an (N,) array) -> DuplicateReport.
 
@@ -446,7 +445,8 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
     (``region.image_cosines``), a pair matched on part of a frame must also
     hold where it was found (``region.confirmed``; two stages only).
     ``pair_memo``: stage 2's evidence of pairs aligned before (``pair_memo``):
-    those are read, the rest aligned and added to it."""
+    those are read, the rest aligned and added to it. ``processes``: see
+    ``verify.verify_pairs`` (without ``alignment_pool``; False: this thread)."""
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
     n = len(keys)
@@ -492,7 +492,7 @@ def find_duplicates(vectors: np.ndarray, keys: Sequence[str], labels: Sequence[s
         # No byte-identical pair is aligned (5,000 copies of one placeholder spent 140 s of
         # a 299 s audit aligning each other): they are exact pairs, below.
         ev = (verify_pairs if pair_memo is None else pair_memo.verify)(
-            signatures, a, b, report=report, pool=alignment_pool, profiled=profile[a] | profile[b])
+            signatures, a, b, report=report, pool=alignment_pool, profiled=profile[a] | profile[b], processes=processes)
         # An image with fewer embedding candidates than it searched for has every
         # other neighbour below the threshold: its look-alikes' cosine is at most that.
         embedded = source == 0

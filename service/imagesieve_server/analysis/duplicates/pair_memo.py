@@ -28,6 +28,12 @@ from .verify import ACCEPT, PairEvidence
 
 DIGEST_BYTES = 8
 KEY = f"S{2 * DIGEST_BYTES}"        # a pair: its two images' digests, big-endian, side by side
+#: A kept memo holds its last run's pairs, and of the others as many again
+#: (or up to KEEP_MIN_PAIRS), those of the last run's images first: runs
+#: over other subsets of one store (an audit, then ``labels`` on a part of
+#: it; FindDuplicates and ScoreLabels on one collection) do not push each
+#: other's pairs out, and the memo cannot grow without bound.
+KEEP_MIN_PAIRS = 500_000
 
 
 def signature_digests(signatures: np.ndarray) -> np.ndarray:
@@ -61,14 +67,19 @@ def verifier_version() -> str:
 
 @dataclasses.dataclass
 class PairMemo:
-    """Evidence of pairs by key (sorted unique ``keys`` (M,) KEY bytes, and
-    ``evidence`` of those M pairs). :meth:`verify` reads the pairs it holds,
-    aligns the others (``verify.verify_pairs``) and keeps them; ``asked``
-    are the keys asked for since it was made (what a run needed: what is
-    worth keeping for the next). ``aligned``: pairs aligned through it."""
+    """Evidence of pairs by key (sorted unique ``keys`` (M,) KEY bytes, the
+    ``evidence`` of those M pairs, and ``profile_judged`` (M,) bool: whether
+    ``matched_profile`` was measured, see ``verify.verify_pairs``'s
+    ``profiled``). :meth:`verify` reads the pairs it holds, aligns the
+    others and keeps them; ``asked`` are the keys asked for since it was
+    made and ``seen`` the digests of the images in them (a run's: what is
+    worth keeping for the next, :meth:`kept_for_next`). ``aligned``: pairs
+    aligned through it."""
     keys: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, KEY))
     evidence: PairEvidence = dataclasses.field(default_factory=lambda: PairEvidence.empty(0))
+    profile_judged: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, bool))
     asked: list = dataclasses.field(default_factory=list)
+    seen: list = dataclasses.field(default_factory=list)
     aligned: int = 0
 
     def __len__(self) -> int:
@@ -84,45 +95,66 @@ class PairMemo:
     def verify(self, signatures, a, b, **verify_kwargs) -> PairEvidence:
         """``verify.verify_pairs(signatures, a, b, **verify_kwargs)``, the
         pairs held read instead of aligned (``profiled``, a (P,) argument,
-        is passed on for the others alone)."""
+        is passed on for the others alone; a pair held without its profile
+        judged is aligned again where it is now asked for)."""
         sig = verify.check_signatures(signatures)
         a, b = np.asarray(a, np.int64).ravel(), np.asarray(b, np.int64).ravel()
         if verify_kwargs.get("stop_at", ACCEPT) != ACCEPT:
             raise ValueError("a PairMemo holds evidence searched to verify.ACCEPT only")
-        keys = pair_keys(signature_digests(sig), a, b) if len(a) else np.zeros(0, KEY)
+        profiled = verify_kwargs.pop("profiled", None)
+        judged_now = np.ones(len(a), bool) if profiled is None else np.asarray(profiled, bool).ravel()
+        # Only the images in pairs are hashed (a million signatures of ~8 KB: seconds).
+        rows = np.unique(np.r_[a, b])
+        digests = np.zeros(len(sig), ">u8")
+        digests[rows] = signature_digests(sig[rows])
+        keys = pair_keys(digests, a, b) if len(a) else np.zeros(0, KEY)
         self.asked.append(keys)
-        found, rows = self._rows(keys)
+        self.seen.append(digests[rows])
+        found, at = self._rows(keys)
+        found &= self.profile_judged[at] | ~judged_now if len(self.keys) else found
         ev = PairEvidence.empty(len(a))
         if found.any():
-            ev.put_where(found, self.evidence.take(rows[found]))
+            ev.put_where(found, self.evidence.take(at[found]))
         todo = ~found
         if todo.any():
-            profiled = verify_kwargs.pop("profiled", None)
             fresh = verify.verify_pairs(sig, a[todo], b[todo], **verify_kwargs,
-                                        profiled=None if profiled is None else np.asarray(profiled, bool)[todo])
+                                        profiled=None if profiled is None else judged_now[todo])
             ev.put_where(todo, fresh)
             self.aligned += int(todo.sum())
-            self._keep(keys[todo], fresh)
+            self._keep(keys[todo], fresh, judged_now[todo])
         return ev
 
-    def _keep(self, keys: np.ndarray, evidence: PairEvidence) -> None:
+    def _keep(self, keys: np.ndarray, evidence: PairEvidence, judged: np.ndarray) -> None:
         keys, first = np.unique(keys, return_index=True)
-        merged = np.concatenate([self.keys, keys])
+        found, at = self._rows(keys)
+        old = np.ones(len(self.keys), bool)
+        old[at[found]] = False          # held unjudged, judged now: the new evidence replaces it
+        merged = np.concatenate([self.keys[old], keys])
         order = np.argsort(merged, kind="stable")
         self.keys = merged[order]
-        self.evidence = self.evidence.concat(evidence.take(first)).take(order)
+        self.evidence = self.evidence.take(old).concat(evidence.take(first)).take(order)
+        self.profile_judged = np.concatenate([self.profile_judged[old], judged[first]])[order]
 
     def kept_for_next(self) -> "PairMemo":
-        """A memo of the pairs asked for since this one was made (a run's
-        own pairs: pairs of images gone or no longer candidates are left out,
-        so a kept memo does not grow run after run)."""
+        """A memo of the pairs asked for since this one was made, and of the
+        others at most as many again (KEEP_MIN_PAIRS at least), those of
+        images seen since first: see KEEP_MIN_PAIRS."""
         asked = np.unique(np.concatenate(self.asked)) if self.asked else np.zeros(0, KEY)
-        found, rows = self._rows(asked)
-        return PairMemo(asked[found], self.evidence.take(rows[found]))
+        found, at = self._rows(asked)
+        keep = np.zeros(len(self.keys), bool)
+        keep[at[found]] = True
+        room = max(KEEP_MIN_PAIRS, 2 * int(keep.sum())) - int(keep.sum())
+        others = np.flatnonzero(~keep)
+        if room > 0 and len(others):
+            seen = np.unique(np.concatenate(self.seen)) if self.seen else np.zeros(0, ">u8")
+            sides = np.ascontiguousarray(self.keys[others]).view(">u8").reshape(-1, 2)
+            ours = np.isin(sides, seen).all(axis=1)
+            keep[others[np.argsort(~ours, kind="stable")[:room]]] = True
+        return PairMemo(self.keys[keep], self.evidence.take(keep), self.profile_judged[keep])
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"keys": self.keys, **{f.name: getattr(self.evidence, f.name)
-                                      for f in dataclasses.fields(PairEvidence)}}
+        return {"keys": self.keys, "profile_judged": self.profile_judged,
+                **{f.name: getattr(self.evidence, f.name) for f in dataclasses.fields(PairEvidence)}}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray] | None) -> "PairMemo":
@@ -132,12 +164,14 @@ class PairMemo:
             return cls()
         try:
             keys = np.asarray(arrays["keys"])
+            judged = np.asarray(arrays["profile_judged"])
             fields = [np.asarray(arrays[f.name]) for f in dataclasses.fields(PairEvidence)]
         except KeyError:
             return cls()
         empty = PairEvidence.empty(0)
         if (keys.dtype != np.dtype(KEY) or keys.ndim != 1 or np.any(keys[1:] <= keys[:-1])
+                or judged.dtype != bool or judged.shape != keys.shape
                 or any(x.shape != keys.shape or x.dtype != getattr(empty, f.name).dtype
                        for x, f in zip(fields, dataclasses.fields(PairEvidence)))):
             return cls()
-        return cls(keys, PairEvidence(*fields))
+        return cls(keys, PairEvidence(*fields), judged)

@@ -15,8 +15,9 @@ user runs it, each a fresh process:
 - ``rerun_added``: ``--added`` more images (copies of other kinds, of
   originals not copied yet) put in the folder first.
 
-``same_pairs``: the reruns' duplicate pairs (and every evidence column) are
-the aligned rerun's. Also, stage 2's worker processes against the calling
+``same_pairs``: the rerun's duplicate pairs (and every evidence column) are
+the aligned rerun's; ``same_pairs_added``: the grown folder's are those of
+an audit of it that aligned every pair again. Also, stage 2's worker processes against the calling
 thread for the audit's first ``--pool-pairs`` candidate pairs
 (``verify.verify_pairs``: processes from PROCESS_MIN_PAIRS on; both ways
 in the same run, alternating, medians of 3). Last line: one JSON object.
@@ -118,6 +119,11 @@ def main() -> int:
             (folder / f"added-{j:04d}.png").write_bytes(data)
         grown = audit(folder, out)
         grown_note = [line for line in grown[2].splitlines() if "earlier run" in line]
+        grown_pairs = pairs(out)
+        for f in (out / "embeddings" / "results").glob("pair_evidence-*.npz"):
+            f.unlink()
+        audit(folder, out)                   # the grown folder with every pair aligned again
+        same_added = grown_pairs.equals(pairs(out))
         pool = pool_timings(folder, [int(x) for x in args.pool_pairs.split(",")])
     n_pairs = len(reference)
     print(json.dumps({
@@ -129,7 +135,7 @@ def main() -> int:
         "rerun_over_aligned": round(rerun[0] / aligned[0], 3),
         "duplicates_stage_rerun_over_aligned": round(rerun[1] / aligned[1], 3),
         "rerun_added_over_aligned": round(grown[0] / aligned[0], 3),
-        "same_pairs": bool(same), "kept_evidence_bytes": kept_bytes,
+        "same_pairs": bool(same), "same_pairs_added": bool(same_added), "kept_evidence_bytes": kept_bytes,
         "rerun_note": read_note[0].strip() if read_note else "", "rerun_added_note": grown_note[0].strip()
         if grown_note else "", "pool": pool}))
     return 0

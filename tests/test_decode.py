@@ -124,7 +124,8 @@ def test_animated_gif_gives_first_frame():
     (b"", "empty"),
     (b"\x00" * 100, "not a recognised image"),
     (np.random.default_rng(0).bytes(5000), "not a recognised image"),
-    (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "not a recognised image"),
+    (b"<svg xmlns='http://www.w3.org/2000/svg'><rect width='4'", "cannot parse SVG"),
+    (b"<?xml version='1.0'?><html><svg/></html>", "whose root is <html>, not <svg>"),
     # A known signature no reader takes (a damaged file, or a variant such as scikit-image's
     # multipage_rgb.tif): named as that format, not "not a recognised image format".
     (b"II*\x00\x08\x00\x00\x00" + b"\xff" * 60, "a TIFF file that cannot be decoded"),

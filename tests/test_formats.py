@@ -44,7 +44,7 @@ def mixed_folder(tmp_path, photos):
             im = photo_image(data).resize((160, 160))
             im = im.convert("L") if suffix == ".pgm" else im
             im.save(d / (name.rsplit(".", 1)[0] + suffix), format=fmt)
-    (tmp_path / "a" / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>')
+    (tmp_path / "a" / "logo.jxl").write_bytes(b"\xff\x0a" + bytes(30))          # JPEG XL: not decoded
     (tmp_path / "b" / "phone.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
     (tmp_path / "b" / "notes.txt").write_text("not an image, not worth a note")
     return tmp_path
@@ -56,7 +56,7 @@ def test_a_folder_walk_takes_every_decoded_format_and_names_the_rest(mixed_folde
     assert suffixes == sorted(s[1:] for s in WRITTEN)
     assert sorted(set(table.labels.values)) == ["a", "b"]
     assert len(table.notes) == 1
-    assert "2 files left out" in table.notes[0] and ".svg: 1" in table.notes[0] and ".heic: 1" in table.notes[0]
+    assert "2 files left out" in table.notes[0] and ".jxl: 1" in table.notes[0] and ".heic: 1" in table.notes[0]
     assert ".txt" not in table.notes[0]
 
     # What was walked decodes to the same picture (the nearest of each
@@ -74,11 +74,11 @@ def test_the_labelled_reader_and_the_client_walk_agree(mixed_folder, capsys):
     from collections import Counter
     skipped = Counter()
     records = load_labelled_source(mixed_folder, skipped)
-    assert skipped == Counter({".svg": 1, ".heic": 1})
+    assert skipped == Counter({".jxl": 1, ".heic": 1})
     walked = iter_image_paths([str(mixed_folder)])
     assert sorted(map(str, walked)) == sorted(str(r.path) for r in records)
     err = capsys.readouterr().err
-    assert "2 files left out" in err and ".svg: 1" in err and ".heic: 1" in err
+    assert "2 files left out" in err and ".jxl: 1" in err and ".heic: 1" in err
     # labels and samplesize read their source through this, and say the same
     assert [r.path for r in labelled_records(mixed_folder)] == [r.path for r in records]
     assert "2 files left out" in capsys.readouterr().err
@@ -86,9 +86,9 @@ def test_the_labelled_reader_and_the_client_walk_agree(mixed_folder, capsys):
 
 def test_a_glob_of_only_unread_formats_says_why_nothing_was_found(tmp_path):
     for i in range(3):
-        (tmp_path / f"art{i}.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
-    with pytest.raises(ValueError, match=r"no images found.*3 files left out.*\.svg: 3"):
-        load_audit_table(str(tmp_path / "*.svg"))
+        (tmp_path / f"art{i}.jxl").write_bytes(b"\xff\x0a" + bytes(30))
+    with pytest.raises(ValueError, match=r"no images found.*3 files left out.*\.jxl: 3"):
+        load_audit_table(str(tmp_path / "*.jxl"))
     with pytest.raises(ValueError, match=r"no images found.*3 files left out"):
         load_audit_table(str(tmp_path))
 

@@ -32,12 +32,13 @@ from .walk import files_under
 IMAGE_SUFFIXES = frozenset({
     ".apng", ".avif", ".avifs", ".bmp", ".bw", ".dds", ".dib", ".gif", ".icb", ".ico", ".j2c", ".j2k", ".jfif",
     ".jp2", ".jpc", ".jpe", ".jpeg", ".jpf", ".jpg", ".jpx", ".pbm", ".pcx", ".pfm", ".pgm", ".png", ".pnm",
-    ".ppm", ".psd", ".qoi", ".rgb", ".rgba", ".sgi", ".tga", ".tif", ".tiff", ".vda", ".vst", ".webp"})
+    ".ppm", ".psd", ".qoi", ".rgb", ".rgba", ".sgi", ".svg", ".svgz", ".tga", ".tif", ".tiff", ".vda", ".vst",
+    ".webp"})
 # Image formats a folder may hold that the server does not decode: counted and named, not dropped silently.
 UNREAD_IMAGE_SUFFIXES = frozenset({
     ".arw", ".blp", ".cr2", ".cr3", ".cur", ".dcx", ".dng", ".emf", ".eps", ".exr", ".fit", ".fits", ".flc", ".fli",
     ".ftc", ".ftu", ".gbr", ".hdr", ".heic", ".heif", ".icns", ".iim", ".im", ".jxl", ".msp", ".nef", ".orf", ".pcd",
-    ".ps", ".pxr", ".raf", ".ras", ".rw2", ".svg", ".svgz", ".wmf", ".xbm", ".xcf", ".xpm"})
+    ".ps", ".pxr", ".raf", ".ras", ".rw2", ".wmf", ".xbm", ".xcf", ".xpm"})
 
 
 class MissingPath(ValueError):

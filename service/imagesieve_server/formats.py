@@ -4,9 +4,9 @@ takes for images.
 Pillow can open more formats than these, but each is attack surface (EPS
 runs Ghostscript; ICNS decodes its pictures while opening, before any size
 is known). A walk takes the files whose suffix Pillow registers for one of
-``FORMATS``; files in image formats that are not decoded (SVG, HEIC, JPEG
-XL, camera raw...) are counted and named (:func:`skipped_note`), never
-dropped silently. The light client keeps a copy of ``IMAGE_SUFFIXES``
+``FORMATS``, and SVG drawings (``engine.vector``); files in image formats
+that are not decoded (HEIC, JPEG XL, camera raw...) are counted and named
+(:func:`skipped_note`), never dropped silently. The light client keeps a copy of ``IMAGE_SUFFIXES``
 (``imagesieve.cli``; a test keeps the two equal).
 """
 from __future__ import annotations
@@ -20,13 +20,16 @@ from PIL import Image
 Image.init()             # register every plugin, so the list below can name them
 FORMATS = tuple(f for f in ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "DIB", "TIFF", "ICO", "PPM", "TGA",
                             "JPEG2000", "AVIF", "QOI", "PCX", "SGI", "DDS", "PSD") if f in Image.OPEN)
-IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in FORMATS)
+#: Drawings, rasterized by resvg (``engine.vector``); a server decodes them only with --decode-svg.
+DRAWING_SUFFIXES = frozenset({".svg", ".svgz"})
+IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in FORMATS) \
+    | DRAWING_SUFFIXES
 #: Formats Pillow identifies that are not pictures (data containers, video).
 NOT_PICTURES = ("BUFR", "GRIB", "HDF5", "MPEG")
 #: Picture files a walk names but does not take: every suffix of a format
 #: Pillow opens that is not in FORMATS (XPM and XBM, Mac icons, Photo CD...:
 #: derived, so none is dropped silently), and formats Pillow does not open.
-UNREAD_IMAGE_SUFFIXES = (frozenset({".svg", ".svgz", ".heic", ".heif", ".jxl", ".dng", ".cr2", ".cr3", ".nef",
+UNREAD_IMAGE_SUFFIXES = (frozenset({".heic", ".heif", ".jxl", ".dng", ".cr2", ".cr3", ".nef",
                                     ".arw", ".orf", ".rw2", ".raf", ".eps", ".xcf", ".exr", ".hdr", ".emf", ".wmf"})
                          | {ext for ext, fmt in Image.registered_extensions().items()
                             if fmt in Image.OPEN and fmt not in FORMATS and fmt not in NOT_PICTURES}) - IMAGE_SUFFIXES

@@ -88,6 +88,7 @@ class ServerConfig:
     max_concurrent_rpcs: int = 256      # calls at once (health checks aside); beyond it RESOURCE_EXHAUSTED
     max_calls_per_client: int = 0       # calls at once from one token (or address); 0 = half of the above
     max_probes_per_connection: int = 64  # health checks open at once on one connection (answers unread hold them)
+    decode_svg: int = 0                 # 1 = rasterize SVG drawings a client sends (bounded by element counts, engine.vector)
     keepalive_s: float = 30.0           # a connection with calls is pinged this often, closed when a ping waits twice as long
     evict_idle_s: float = 10.0          # a stream idle this long is closed when a call would be refused; 0 = never
     max_jobs: int = 0                   # analysis jobs at once; 0 = one per core
@@ -226,7 +227,8 @@ class ImageSieveServer:
             intra_op_threads=config.intra_op_threads, torch_device=config.torch_device or None,
             torch_dtype=config.torch_dtype, max_batch_size=config.max_batch_size,
             decode_workers=config.decode_workers,
-            limits=DecodeLimits(max_bytes=config.max_image_mb << 20, max_pixels=config.max_pixels),
+            limits=DecodeLimits(max_bytes=config.max_image_mb << 20, max_pixels=config.max_pixels,
+                                drawings=bool(config.decode_svg)),
             budget=self.budget)
         self.engine = AsyncEmbedder(embedder, config.max_delay_ms / 1000, config.max_queue,
                                     config.max_inflight)

@@ -40,7 +40,7 @@ from imagesieve.orientation import TRANSPOSE as _TRANSPOSE, orientation as _orie
 from imagesieve.seen import HIGH_DEPTH as _HIGH_DEPTH, alpha_kind, background, full_scale, has_transparency, to_8bit, to_rgba
 
 from ..formats import FORMATS      # what is decoded (and why not more)
-from . import png_bands, preflight
+from . import png_bands, preflight, vector
 from .preflight import MAX_HEADER_SEGMENTS
 
 # Pillow's advice to convert such palettes to RGBA is what decoding does; the
@@ -89,6 +89,10 @@ class DecodeLimits:
     # and pays decoder overhead per row, so a 194 KB PNG of 1 x 100,000,000
     # (within max_pixels) took 5 s and 2 GB to decode, charged as 95 MiB.
     max_side: int = 65_535
+    # SVG drawings rasterized (``vector``). A server turns them off unless asked
+    # (--decode-svg): a drawing's cost is bounded by element counts, not by a
+    # header, and a decoder thread cannot be stopped mid-render.
+    drawings: bool = True
 
 
 # Bytes a pixel as Pillow stores it: single-band 8-bit modes (1-bit too) one
@@ -314,6 +318,13 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
     if len(data) > limits.max_bytes:
         raise DecodeError(f"image is {len(data)} bytes, above the limit of {limits.max_bytes}",
                           "RESOURCE_EXHAUSTED")
+    if vector.is_svg(data):
+        img = _drawing(data, limits)
+        if on_header is not None:
+            on_header(img)
+        rgb = to_rgb(img)
+        rgb.info["original_size"] = img.size
+        return rgb
     refused = preflight.problem(data, limits.max_pixels)     # what Pillow would pay for while opening
     if refused:
         raise DecodeError(refused, "RESOURCE_EXHAUSTED")
@@ -406,6 +417,17 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
         raise DecodeError(f"cannot decode image: {e}") from None
     rgb.info["original_size"] = (w, h)
     return rgb
+
+
+def _drawing(data: bytes, limits: DecodeLimits) -> Image.Image:
+    """An SVG drawing rasterized (``vector.rasterize``), or DecodeError."""
+    if not limits.drawings:
+        raise DecodeError("an SVG drawing: this server does not rasterize drawings (start it with --decode-svg, "
+                          "or send a PNG of it)")
+    try:
+        return vector.rasterize(data, limits.max_pixels)
+    except vector.SvgRefused as e:
+        raise DecodeError(str(e), e.code) from None
 
 
 def _decode_png_in_bands(data: bytes, img: Image.Image, min_size: int) -> Image.Image:

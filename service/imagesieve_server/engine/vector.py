@@ -15,8 +15,11 @@ An SVG is a program for a renderer, so it is checked before it is drawn:
   must never do for a client, and a 1 KB file may embed a raster of any
   size;
 - elements are counted, ``<use>`` references expanded (a chain of uses,
-  each drawing the next ten times, is 10^k shapes in k lines), and costly
-  filter primitives bounded, so what is drawn is bounded by what is sent;
+  each drawing the next ten times, is 10^k shapes in k lines), and so are
+  the passes over the canvas (layers: filters, masks, clip paths, group
+  opacity; filters apart) and costly filter primitives (feMorphology
+  refused: 35 s for one radius of 100 px), so what is drawn is bounded by
+  what is sent;
 - a gzipped drawing (.svgz) is inflated to at most MAX_SVG_BYTES.
 
 No system font is loaded per drawing (a desktop has thousands): text is set
@@ -38,8 +41,18 @@ from PIL import Image
 
 RENDER_SIDE = 512            # pixels: the longer side a drawing is rendered at (keypoints and the model want ~256 on the shorter)
 MAX_SVG_BYTES = 16 << 20     # an SVG's text (a .svgz inflated), at most
-MAX_ELEMENTS = 20_000        # elements in the file
-MAX_DRAWN = 50_000           # elements drawn once <use> references are expanded
+MAX_ELEMENTS = 10_000        # elements in the file
+# Elements drawn once <use> references are expanded. A shape's cost is its
+# area: 19,000 canvas-sized translucent triangles took 47 s at 512 px, so a
+# drawing may still take ~25 s at this bound (a server draws none unless asked).
+MAX_DRAWN = 10_000
+# Elements drawn through an offscreen layer (a filter, a mask, a clip path, a
+# group's opacity), and through a filter: each is a pass over up to the whole
+# canvas (at 512 px a full-canvas rectangle ~85 ms blurred, ~13 ms at half
+# opacity, ~26 ms masked: 2,000 blurred ones took 169 s before these bounds).
+MAX_LAYERS = 512
+MAX_FILTERED = 32
+MAX_PRIMITIVES = 64          # filter primitives (fe*) in the file
 MAX_CONVOLVE_ORDER = 5       # feConvolveMatrix: a kernel of order^2 taps a pixel
 MAX_OCTAVES = 8              # feTurbulence: a noise pass an octave
 SNIFF_BYTES = 4096
@@ -115,30 +128,58 @@ def _embedded_raster_ok(uri: str, max_pixels: int) -> bool:
     return 0 < w * h <= max_pixels
 
 
-def _drawn(root, ids: dict) -> int:
-    """Elements drawn, each <use> counted as what it references (memoized; a
-    reference cycle counts as too many)."""
-    memo: dict[int, int] = {}
-    active: set[int] = set()
+def _layer(prop: str, value: str | None) -> bool:
+    """Whether ``prop: value`` draws through an offscreen layer."""
+    if value is None:
+        return False
+    value = value.strip().lower()
+    if prop == "opacity":
+        try:
+            return float(value.rstrip("%")) / (100 if value.endswith("%") else 1) < 1
+        except ValueError:
+            return False
+    return value not in ("", "none")
 
-    def count(el) -> int:
+
+def _costs(el) -> tuple[int, int, int]:
+    """(drawn, layers, filtered) of ``el`` alone: see MAX_LAYERS (Inkscape
+    writes ``opacity:1`` on every element: only what needs a layer counts)."""
+    props = {k: el.get(k) for k in ("filter", "mask", "clip-path", "opacity")}
+    for declaration in (el.get("style") or "").split(";"):
+        name, _, value = declaration.partition(":")
+        if name.strip() in props:
+            props[name.strip()] = value
+    filtered = _layer("filter", props["filter"])
+    layered = any(_layer(k, v) for k, v in props.items())
+    return 1, int(layered), int(filtered)
+
+
+def _drawn(root, ids: dict) -> tuple[int, int, int]:
+    """(elements, layers, filtered elements) drawn, each <use> counted as
+    what it references (memoized; a reference cycle counts as too many)."""
+    memo: dict[int, tuple[int, int, int]] = {}
+    active: set[int] = set()
+    too_many = (MAX_DRAWN + 1, MAX_LAYERS + 1, MAX_FILTERED + 1)
+
+    def add(x, y):
+        return tuple(min(a + b, m) for a, b, m in zip(x, y, too_many))
+
+    def count(el) -> tuple[int, int, int]:
         key = id(el)
         if key in memo:
             return memo[key]
         if key in active:
-            return MAX_DRAWN + 1
+            return too_many
         active.add(key)
-        n = 1
+        n = _costs(el)
         for child in el:
-            n += count(child)
-            if n > MAX_DRAWN:
-                break
+            n = add(n, count(child))
         if _local(el.tag) == "use":
             ref = (el.get("href") or el.get(XLINK_HREF) or "").strip()
             if ref.startswith("#") and ref[1:] in ids:
-                n += count(ids[ref[1:]])
+                n = add(n, count(ids[ref[1:]]))
         active.discard(key)
-        memo[key] = n = min(n, MAX_DRAWN + 1)
+        memo[key] = n
         return n
     return count(root)
 
@@ -159,6 +200,7 @@ def _checked(text: bytes, max_pixels: int) -> str:
         if len(elements) > MAX_ELEMENTS:
             raise SvgRefused(f"an SVG of more than {MAX_ELEMENTS} elements", "RESOURCE_EXHAUSTED")
     ids = {el.get("id"): el for el in elements if el.get("id")}
+    primitives = 0
     for el in elements:
         for attr in ("href", XLINK_HREF):
             ref = el.get(attr)
@@ -168,6 +210,11 @@ def _checked(text: bytes, max_pixels: int) -> str:
             if not (ref.startswith("#") or _embedded_raster_ok(ref, max_pixels)):
                 del el.attrib[attr]        # a file, a URL, or a raster too large: not read
         name = _local(el.tag)
+        if name.startswith("fe") and name[2:3].isupper():
+            primitives += 1
+        if name == "feMorphology":
+            raise SvgRefused("an SVG filter with feMorphology is not drawn (its cost grows with the square of a "
+                             "radius that transforms scale)", "RESOURCE_EXHAUSTED")
         if name == "feConvolveMatrix":
             order = [float(x) for x in re.findall(r"[0-9.]+", el.get("order", "3"))[:2] or [3]]
             if max(order) > MAX_CONVOLVE_ORDER:
@@ -180,9 +227,15 @@ def _checked(text: bytes, max_pixels: int) -> str:
                 octaves = 1.0
             if octaves > MAX_OCTAVES:
                 el.set("numOctaves", str(MAX_OCTAVES))     # finer octaves are below a pixel anyway
-    if _drawn(root, ids) > MAX_DRAWN:
-        raise SvgRefused(f"an SVG drawing more than {MAX_DRAWN} elements once its <use> references are "
-                         "expanded", "RESOURCE_EXHAUSTED")
+    if primitives > MAX_PRIMITIVES:
+        raise SvgRefused(f"an SVG of more than {MAX_PRIMITIVES} filter primitives", "RESOURCE_EXHAUSTED")
+    drawn, layers, filtered = _drawn(root, ids)
+    for n, most, what in ((drawn, MAX_DRAWN, "elements"), (layers, MAX_LAYERS, "elements through a layer (a "
+                                                                                 "filter, mask, clip path or opacity)"),
+                          (filtered, MAX_FILTERED, "elements through a filter")):
+        if n > most:
+            raise SvgRefused(f"an SVG drawing more than {most} {what} once its <use> references are expanded",
+                             "RESOURCE_EXHAUSTED")
     _sized(root)
     return ElementTree.tostring(root, encoding="unicode")
 

@@ -152,3 +152,24 @@ def test_a_bound_beyond_the_measures_range_says_why_nothing_is_flagged():
     assert dark.threshold < 0 and dark.count == 0
     assert "beyond the measure's range (0..1)" in dark.reason and "none is flagged" in dark.reason
     assert "beyond" not in r.issues["low_information"].reason         # entropy's bound is within 0..6
+
+
+def test_a_blank_image_is_nearly_uniform_however_widely_the_set_spreads(photos, digits):
+    """Photos beside near-flat pictures (dim digits) spread entropy so widely
+    that median - 4 SDs fell below 0, and four blank images of a stranger's
+    audit (two white, two black) were flagged nearly uniform by no rule. An
+    image of one tone is, whatever the set; a near-flat one is judged as
+    before."""
+    x, _ = digits
+    ims = [photo_image(d) for d, _, _ in photos] + [digit_image(a).convert("RGB") for a in x[:20]]
+    dim = [ImageEnhance.Brightness(digit_image(a).convert("RGB")).enhance(0.05) for a in x[20:40]]
+    blank = [Image.new("RGB", (64, 48), c) for c in ("white", "black", (30, 90, 40))]
+    p, s = measure(ims + dim + blank)
+    r = run(p, s)
+    low = r.issues["low_information"]
+    n = len(ims) + len(dim)
+    assert set(range(n, n + 3)) <= set(low.positions.tolist()), (low.positions, low.reason)
+    assert "at any rate" in low.reason and "none is flagged" not in low.reason
+    assert not set(range(len(photos))) & set(low.positions.tolist())          # no photo
+    with pytest.raises(ValueError, match="one_tone"):
+        Params(one_tone=2.0)

@@ -37,8 +37,9 @@ IMAGE_SUFFIXES = frozenset({
 # Image formats a folder may hold that the server does not decode: counted and named, not dropped silently.
 UNREAD_IMAGE_SUFFIXES = frozenset({
     ".arw", ".blp", ".cr2", ".cr3", ".cur", ".dcx", ".dng", ".emf", ".eps", ".exr", ".fit", ".fits", ".flc", ".fli",
-    ".ftc", ".ftu", ".gbr", ".hdr", ".heic", ".heif", ".icns", ".iim", ".im", ".jxl", ".msp", ".nef", ".orf", ".pcd",
-    ".ps", ".pxr", ".raf", ".ras", ".rw2", ".wmf", ".xbm", ".xcf", ".xpm"})
+    ".ftc", ".ftu", ".gbr", ".gih", ".hdr", ".heic", ".heif", ".icns", ".iim", ".im", ".jxl", ".jxr", ".kra", ".msp",
+    ".nef", ".ora", ".orf", ".pat", ".pcd", ".ps", ".psb", ".pxr", ".raf", ".ras", ".rw2", ".wmf", ".xbm", ".xcf",
+    ".xpm"})
 
 
 class MissingPath(ValueError):

@@ -29,8 +29,9 @@ NOT_PICTURES = ("BUFR", "GRIB", "HDF5", "MPEG")
 #: Picture files a walk names but does not take: every suffix of a format
 #: Pillow opens that is not in FORMATS (XPM and XBM, Mac icons, Photo CD...:
 #: derived, so none is dropped silently), and formats Pillow does not open.
-UNREAD_IMAGE_SUFFIXES = (frozenset({".heic", ".heif", ".jxl", ".dng", ".cr2", ".cr3", ".nef",
-                                    ".arw", ".orf", ".rw2", ".raf", ".eps", ".xcf", ".exr", ".hdr", ".emf", ".wmf"})
+UNREAD_IMAGE_SUFFIXES = (frozenset({".heic", ".heif", ".jxl", ".jxr", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf",
+                                    ".rw2", ".raf", ".eps", ".xcf", ".pat", ".gih", ".kra", ".ora", ".psb", ".exr",
+                                    ".hdr", ".emf", ".wmf"})
                          | {ext for ext, fmt in Image.registered_extensions().items()
                             if fmt in Image.OPEN and fmt not in FORMATS and fmt not in NOT_PICTURES}) - IMAGE_SUFFIXES
 

@@ -35,7 +35,11 @@ class Params:
     share of the median), ``gray`` (colourfulness) and ``gray_share`` (the
     share of colour images a set needs before a gray one stands out),
     ``small_ratio`` (pixel count below this share of the median),
-    ``aspect_ratio`` (how many times more elongated than the median)."""
+    ``aspect_ratio`` (how many times more elongated than the median).
+    ``one_tone`` (bits): an image of less entropy is nearly uniform whatever
+    the data set's spread (a blank picture has nothing to see, and a set of
+    maps and photos once spread so widely that four blank ones went
+    unflagged)."""
     spread: float = 4.0
     min_images: int = 20
     dark: float = 0.2
@@ -46,6 +50,7 @@ class Params:
     gray_share: float = 0.9
     small_ratio: float = 0.25
     aspect_ratio: float = 2.0
+    one_tone: float = 0.1
 
     def __post_init__(self):
         if not self.spread > 0:
@@ -62,6 +67,8 @@ class Params:
             raise ValueError(f"aspect_ratio must be > 1; got {self.aspect_ratio}")
         if self.low_entropy < 0 or self.gray < 0:
             raise ValueError("low_entropy and gray must be >= 0")
+        if not 0 <= self.one_tone <= self.low_entropy:
+            raise ValueError(f"one_tone must be in [0, low_entropy]; got {self.one_tone}")
 
 
 def _robust(x: np.ndarray) -> tuple[float, float]:
@@ -132,9 +139,12 @@ def run(properties: np.ndarray, sizes: np.ndarray, params: Params | None = None)
 
     e = x[:, _COL["entropy"]]
     bound, why = _stricter(p.low_entropy, derived(e, True), True, "{:.2f}", "entropy (bits)", p)
+    why = _within(bound, why, 0, 6)
+    if bound < p.one_tone:
+        bound, why = p.one_tone, why.replace(", so none is flagged", "") + (
+            f"; below {p.one_tone:g} bits at any rate (one tone: nothing to see, whatever the data set)")
     issues["low_information"] = _flag("low_information", "nearly uniform: little to see",
-                                      "luminance entropy (bits, 0..6)", e, idx, bound, _within(bound, why, 0, 6),
-                                      low=True)
+                                      "luminance entropy (bits, 0..6)", e, idx, bound, why, low=True)
 
     # Sharpness spans orders of magnitude between pictures: judged on its log.
     s = x[:, _COL["sharpness"]]

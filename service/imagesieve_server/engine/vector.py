@@ -42,6 +42,7 @@ from PIL import Image
 RENDER_SIDE = 512            # pixels: the longer side a drawing is rendered at (keypoints and the model want ~256 on the shorter)
 MAX_SVG_BYTES = 16 << 20     # an SVG's text (a .svgz inflated), at most
 MAX_ELEMENTS = 10_000        # elements in the file
+MAX_DEPTH = 256              # elements nested (5,000 nested groups overflowed Python's stack in the checks)
 # Elements drawn once <use> references are expanded. A shape's cost is its
 # area: 19,000 canvas-sized translucent triangles took 47 s at 512 px, so a
 # drawing may still take ~25 s at this bound (a server draws none unless asked).
@@ -194,11 +195,15 @@ def _checked(text: bytes, max_pixels: int) -> str:
         raise SvgRefused(f"cannot parse SVG: {e}") from None
     if _local(root.tag) != "svg":
         raise SvgRefused(f"an XML document whose root is <{_local(root.tag)}>, not <svg>")
-    elements = []
-    for el in root.iter():
+    elements, stack = [], [(root, 1)]
+    while stack:                    # depth first, without recursion
+        el, depth = stack.pop()
         elements.append(el)
         if len(elements) > MAX_ELEMENTS:
             raise SvgRefused(f"an SVG of more than {MAX_ELEMENTS} elements", "RESOURCE_EXHAUSTED")
+        if depth > MAX_DEPTH:
+            raise SvgRefused(f"an SVG nesting elements more than {MAX_DEPTH} deep", "RESOURCE_EXHAUSTED")
+        stack.extend((child, depth + 1) for child in reversed(el))
     ids = {el.get("id"): el for el in elements if el.get("id")}
     primitives = 0
     for el in elements:
@@ -281,7 +286,10 @@ def rasterize(data: bytes, max_pixels: int, side: int = RENDER_SIDE) -> Image.Im
     text = _inflated(data)
     if len(text) > MAX_SVG_BYTES:
         raise SvgRefused(f"an SVG of {len(text)} bytes, above {MAX_SVG_BYTES}", "RESOURCE_EXHAUSTED")
-    svg = _checked(text, max_pixels)
+    try:
+        svg = _checked(text, max_pixels)
+    except RecursionError:          # <use> chains through nested groups: the counts recurse
+        raise SvgRefused("an SVG whose <use> references nest too deeply to count", "RESOURCE_EXHAUSTED") from None
     fonts = list(_font_files())
     try:
         families = dict(font_family="DejaVu Sans", sans_serif_family="DejaVu Sans", serif_family="DejaVu Serif",

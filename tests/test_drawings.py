@@ -96,7 +96,8 @@ def _bomb_png_header(w: int, h: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
-@pytest.mark.parametrize("kind", ["entities", "use chain", "elements", "nesting", "gzip bomb", "convolution"])
+@pytest.mark.parametrize("kind", ["entities", "use chain", "elements", "nesting", "gzip bomb", "convolution",
+                                  "not a number"])
 def test_drawings_that_would_cost_without_bound_are_refused_alone(kind):
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="64" height="64">'
     if kind == "entities":
@@ -115,6 +116,9 @@ def test_drawings_that_would_cost_without_bound_are_refused_alone(kind):
     elif kind == "nesting":       # 5,000 nested groups overflowed Python's stack (RecursionError)
         data = svg + b"<g>" * 5000 + b'<rect width="1" height="1"/>' + b"</g>" * 5000 + b"</svg>"
         fragment = f"more than {vector.MAX_DEPTH} deep"
+    elif kind == "not a number":
+        data = b'<svg xmlns="http://www.w3.org/2000/svg" width="1.2.3pt" viewBox="0 0 e 9"><rect/></svg>'
+        fragment = "cannot read SVG"
     elif kind == "gzip bomb":
         data = gzip.compress(svg + b"<!--" + b" " * (vector.MAX_SVG_BYTES + 10) + b"--></svg>")
         fragment = "inflating past"

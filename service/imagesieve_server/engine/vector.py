@@ -58,7 +58,6 @@ MAX_CONVOLVE_ORDER = 5       # feConvolveMatrix: a kernel of order^2 taps a pixe
 MAX_OCTAVES = 8              # feTurbulence: a noise pass an octave
 SNIFF_BYTES = 4096
 
-SVG_NS = "http://www.w3.org/2000/svg"
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
 _RASTER_URI = re.compile(r"data:image/(png|jpeg|jpg|gif|webp);base64,", re.I)
 _LENGTH = re.compile(r"^\s*([0-9.]+)\s*(px|pt|pc|mm|cm|in)?\s*$")
@@ -70,14 +69,6 @@ class SvgRefused(ValueError):
     def __init__(self, message: str, code: str = "INVALID_ARGUMENT"):
         super().__init__(message)
         self.code = code
-
-
-def available() -> bool:
-    try:
-        import resvg_py  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _text_head(data: bytes) -> str:
@@ -288,8 +279,12 @@ def rasterize(data: bytes, max_pixels: int, side: int = RENDER_SIDE) -> Image.Im
         raise SvgRefused(f"an SVG of {len(text)} bytes, above {MAX_SVG_BYTES}", "RESOURCE_EXHAUSTED")
     try:
         svg = _checked(text, max_pixels)
+    except SvgRefused:
+        raise
     except RecursionError:          # <use> chains through nested groups: the counts recurse
         raise SvgRefused("an SVG whose <use> references nest too deeply to count", "RESOURCE_EXHAUSTED") from None
+    except ValueError as e:         # a number that is none ("1.2.3pt", a viewBox of "e")
+        raise SvgRefused(f"cannot read SVG: {e}") from None
     fonts = list(_font_files())
     try:
         families = dict(font_family="DejaVu Sans", sans_serif_family="DejaVu Sans", serif_family="DejaVu Serif",

@@ -422,7 +422,7 @@ def decode_image(data: bytes, min_size: int, limits: DecodeLimits = DecodeLimits
 def _drawing(data: bytes, limits: DecodeLimits) -> Image.Image:
     """An SVG drawing rasterized (``vector.rasterize``), or DecodeError."""
     if not limits.drawings:
-        raise DecodeError("an SVG drawing: this server does not rasterize drawings (start it with --decode-svg, "
+        raise DecodeError("an SVG drawing: this server does not rasterize drawings (start it with --decode-svg 1, "
                           "or send a PNG of it)")
     try:
         return vector.rasterize(data, limits.max_pixels)
